@@ -1,0 +1,99 @@
+//! The control plane's own schema (`berqenas`): versioned migrations embedded in the
+//! binary and applied at start.
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+use crate::pg::PgError;
+
+struct Migration {
+    version: i32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_init.sql",
+    sql: include_str!("../../migrations/control/0001_init.sql"),
+}];
+
+/// Any constant works; it only keeps two starting servers from migrating at once.
+const MIGRATION_LOCK: i64 = 0x6265_7271_656e_6173; // "berqenas"
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("control-plane migration {name} was changed after it was applied (checksum {found}, expected {expected})")]
+    Tampered {
+        name: String,
+        found: String,
+        expected: String,
+    },
+    #[error("the control-plane schema is at version {0}, newer than this binary knows: upgrade berqenas")]
+    TooNew(i32),
+    #[error(transparent)]
+    Pg(#[from] PgError),
+}
+
+impl From<tokio_postgres::Error> for MigrateError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Pg(e.into())
+    }
+}
+
+fn checksum(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+/// Applies pending migrations, each in its own transaction, under an advisory lock.
+pub async fn migrate(client: &mut Client) -> Result<usize, MigrateError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    let result = apply(client).await;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+    result
+}
+
+async fn apply(client: &mut Client) -> Result<usize, MigrateError> {
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS berqenas;
+             REVOKE ALL ON SCHEMA berqenas FROM PUBLIC;
+             CREATE TABLE IF NOT EXISTS berqenas.schema_migrations (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 checksum text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let applied = client
+        .query("SELECT version, name, checksum FROM berqenas.schema_migrations ORDER BY version", &[])
+        .await?;
+    let mut count = 0;
+    for row in &applied {
+        let (version, name, sum): (i32, String, String) = (row.get(0), row.get(1), row.get(2));
+        match MIGRATIONS.iter().find(|m| m.version == version) {
+            None => return Err(MigrateError::TooNew(version)),
+            Some(m) if checksum(m.sql) != sum => {
+                return Err(MigrateError::Tampered {
+                    name,
+                    found: checksum(m.sql),
+                    expected: sum,
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    for m in MIGRATIONS.iter().filter(|m| !applied.iter().any(|r| r.get::<_, i32>(0) == m.version)) {
+        let tx = client.transaction().await?;
+        tx.batch_execute(m.sql).await?;
+        tx.execute(
+            "INSERT INTO berqenas.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&m.version, &m.name, &checksum(m.sql)],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(version = m.version, name = m.name, "applied control-plane migration");
+        count += 1;
+    }
+    Ok(count)
+}

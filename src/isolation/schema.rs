@@ -1,0 +1,48 @@
+//! Schema per tenant: `tenant_<name>` owned by a NOLOGIN owner role, in the control
+//! plane's database. All of it is transactional, so creation is one transaction.
+
+use super::{create_login_role, Provision, Strategy};
+use crate::pg::Ident;
+use crate::tenant::Slug;
+
+pub struct SchemaPerTenant;
+
+impl Strategy for SchemaPerTenant {
+    fn create_sql(&self, p: &Provision<'_>) -> String {
+        let schema = p.slug.schema();
+        let owner = p.slug.owner_role();
+        let login = p.slug.login_role();
+        let mut sql = format!("CREATE ROLE {owner} NOLOGIN;\n");
+        sql.push_str(&create_login_role(&login, p.password_verifier, p.limits));
+        if p.grant_owner_to_creator {
+            sql.push_str(&format!("GRANT {owner}, {login} TO CURRENT_USER;\n"));
+        }
+        sql.push_str(&format!(
+            "CREATE SCHEMA {schema} AUTHORIZATION {owner};\n\
+             REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
+             GRANT USAGE ON SCHEMA {schema} TO {login};\n\
+             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {login};\n\
+             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {login};\n\
+             ALTER ROLE {login} SET search_path = {schema};\n\
+             SET LOCAL ROLE {owner};\n\
+             SET LOCAL search_path = {schema};\n\
+             {template}\n\
+             RESET ROLE;\n\
+             SET LOCAL search_path TO DEFAULT;\n",
+            template = p.template_sql,
+        ));
+        sql
+    }
+
+    fn drop_sql(&self, slug: &Slug, existing_roles: &[Ident]) -> String {
+        let mut sql = format!("DROP SCHEMA IF EXISTS {} CASCADE;\n", slug.schema());
+        if !existing_roles.is_empty() {
+            let list = existing_roles.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+            sql.push_str(&format!("DROP OWNED BY {list};\n"));
+            for role in existing_roles {
+                sql.push_str(&format!("DROP ROLE IF EXISTS {role};\n"));
+            }
+        }
+        sql
+    }
+}

@@ -1,0 +1,152 @@
+//! Operations: every change to a tenant is a recorded operation with steps. The row
+//! is written (intent) before the work starts, and closed in the same transaction as
+//! the work, so a crash leaves a `running` row for the reconciler and nothing else.
+
+pub mod reconciler;
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::problem::Problem;
+
+/// How long a running operation is presumed alive before the reconciler may look at it.
+pub const LEASE_SECS: f64 = 10.0;
+
+/// A client's `Idempotency-Key` and a hash of the request it came with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: Vec<u8>,
+}
+
+pub struct NewOperation<'a> {
+    pub id: Uuid,
+    pub kind: &'a str,
+    pub tenant_id: Option<Uuid>,
+    pub tenant_name: &'a str,
+    pub idempotency: Option<&'a Idempotency>,
+}
+
+/// The first response to an idempotent request, replayed to later ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredResponse {
+    Success(serde_json::Value),
+    Failure(Problem),
+}
+
+pub enum Begin {
+    Started,
+    /// Same key, same request, already answered (sealed response).
+    Replay(Vec<u8>),
+    /// Same key, same request, still running.
+    InProgress,
+    /// Same key, another request.
+    Mismatch,
+}
+
+pub async fn begin(c: &impl GenericClient, op: &NewOperation<'_>) -> Result<Begin, tokio_postgres::Error> {
+    let (key, hash) = match op.idempotency {
+        Some(i) => (Some(i.key.as_str()), Some(i.request_hash.as_slice())),
+        None => (None, None),
+    };
+    loop {
+        let inserted = c
+            .execute(
+                "INSERT INTO berqenas.operations (id, kind, tenant_id, tenant_name, state, idempotency_key, request_hash, lease_until)
+                 VALUES ($1, $2, $3, $4, 'running', $5, $6, now() + make_interval(secs => $7))
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+                &[&op.id, &op.kind, &op.tenant_id, &op.tenant_name, &key, &hash, &LEASE_SECS],
+            )
+            .await?;
+        if inserted == 1 {
+            return Ok(Begin::Started);
+        }
+        let Some(row) = c
+            .query_opt(
+                "SELECT id, request_hash, state, response FROM berqenas.operations WHERE idempotency_key = $1",
+                &[&key],
+            )
+            .await?
+        else {
+            continue; // the other request's row went away between our two statements
+        };
+        let (id, stored_hash, state, response): (Uuid, Option<Vec<u8>>, String, Option<Vec<u8>>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        if stored_hash.as_deref() != hash {
+            return Ok(Begin::Mismatch);
+        }
+        match (state.as_str(), response) {
+            ("running", _) => return Ok(Begin::InProgress),
+            (_, Some(sealed)) => return Ok(Begin::Replay(sealed)),
+            // Failed without a stored answer (an outage): the client may try again.
+            (_, None) => {
+                c.execute("UPDATE berqenas.operations SET idempotency_key = NULL WHERE id = $1", &[&id])
+                    .await?;
+            }
+        }
+    }
+}
+
+/// Closes an operation as succeeded, inside the transaction that did the work.
+/// Fails if the reconciler already closed it (the caller must then roll back).
+pub async fn succeed(
+    c: &impl GenericClient,
+    id: Uuid,
+    steps: &[&str],
+    sealed_response: Option<&[u8]>,
+) -> Result<bool, tokio_postgres::Error> {
+    let steps: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+    let n = c
+        .execute(
+            "WITH s AS (
+                 INSERT INTO berqenas.operation_steps (operation_id, seq, name, state)
+                 SELECT $1, ord::int, name, 'applied' FROM unnest($2::text[]) WITH ORDINALITY AS t(name, ord))
+             UPDATE berqenas.operations
+                SET state = 'succeeded', response_status = 200, response = $3, finished_at = now()
+              WHERE id = $1 AND state = 'running'",
+            &[&id, &steps, &sealed_response],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Records a failure. A sealed response is stored only for answers worth replaying
+/// (the client's own mistakes), not for outages.
+pub async fn fail(
+    c: &impl GenericClient,
+    id: Uuid,
+    error: &str,
+    sealed_response: Option<&[u8]>,
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "UPDATE berqenas.operations SET state = 'failed', error = $2, response = $3, finished_at = now()
+          WHERE id = $1 AND state = 'running'",
+        &[&id, &error, &sealed_response],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records a completed operation that needed no intent row (it ran in one transaction).
+pub async fn record_done(
+    c: &impl GenericClient,
+    id: Uuid,
+    kind: &str,
+    tenant_id: Uuid,
+    tenant_name: &str,
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "INSERT INTO berqenas.operations (id, kind, tenant_id, tenant_name, state, lease_until, finished_at)
+         VALUES ($1, $2, $3, $4, 'succeeded', now(), now())",
+        &[&id, &kind, &tenant_id, &tenant_name],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn count_running(c: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
+    Ok(c.query_one("SELECT count(*) FROM berqenas.operations WHERE state = 'running'", &[])
+        .await?
+        .get(0))
+}

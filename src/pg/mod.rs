@@ -1,0 +1,106 @@
+//! PostgreSQL access: identifiers, binaries, the embedded cluster, connection pools.
+
+pub mod binaries;
+pub mod cluster;
+pub mod ident;
+
+pub use ident::{Ident, Literal};
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{Config, NoTls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("invalid database URL: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("the role berqenas connects as must be a superuser or have CREATEROLE and CREATEDB")]
+    Privileges,
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Build(#[from] deadpool_postgres::BuildError),
+}
+
+pub fn parse_config(url: &str) -> Result<Config, PgError> {
+    let mut config = Config::from_str(url).map_err(PgError::Url)?;
+    if config.get_application_name().is_none() {
+        config.application_name("berqenas");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    Ok(config)
+}
+
+/// A pool of control-plane connections.
+pub fn pool(config: Config, size: usize) -> Result<Pool, PgError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()?)
+}
+
+/// Opens one connection, driving it on a background task.
+pub async fn connect(config: &Config) -> Result<tokio_postgres::Client, PgError> {
+    let (client, conn) = config.connect(NoTls).await.map_err(PgError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates a database if missing (CREATE DATABASE cannot run in a transaction, and
+/// two starts racing for it are told apart by the duplicate error).
+pub async fn ensure_database(client: &tokio_postgres::Client, name: &Ident) -> Result<(), PgError> {
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name.as_str()])
+        .await?
+        .is_some();
+    if !exists {
+        match client.batch_execute(&format!("CREATE DATABASE {name}")).await {
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// What the connected role may do; decides e.g. whether `temp_file_limit` can be set.
+#[derive(Debug, Clone, Copy)]
+pub struct Capabilities {
+    pub superuser: bool,
+}
+
+impl Capabilities {
+    pub async fn probe(client: &tokio_postgres::Client) -> Result<Self, PgError> {
+        let row = client
+            .query_one(
+                "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await?;
+        let (superuser, createrole, createdb): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        if !superuser && !(createrole && createdb) {
+            return Err(PgError::Privileges);
+        }
+        Ok(Self { superuser })
+    }
+}

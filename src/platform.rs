@@ -1,0 +1,26 @@
+//! Everything a request needs, built once at start: the control-plane pool, the
+//! server's secret key, what the connected role may do, the tenant template, and
+//! the address tenants connect to.
+
+use deadpool_postgres::Pool;
+
+use crate::pg::Capabilities;
+use crate::secrets::SecretKey;
+use crate::template::Template;
+
+/// Where tenants reach PostgreSQL (what goes into the credentials we hand out).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+}
+
+#[derive(Clone)]
+pub struct Platform {
+    pub pool: Pool,
+    pub key: SecretKey,
+    pub caps: Capabilities,
+    pub template: Template,
+    pub endpoint: Endpoint,
+}

@@ -1,0 +1,167 @@
+//! The server's secret key and what it protects: sealed credentials (AES-256-GCM),
+//! keyed hashes of API keys (HMAC-SHA-256), and generated passwords and tokens.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("BERQENAS_SECRET_KEY must be 32 bytes as 64 hex digits or base64")]
+    BadKey,
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("sealed data does not open with this server's secret key")]
+    Open,
+}
+
+/// 32 random bytes; never printed (Debug is redacted).
+#[derive(Clone)]
+pub struct SecretKey {
+    cipher: Aes256Gcm,
+    mac_key: [u8; 32],
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+impl SecretKey {
+    pub fn from_bytes(key: [u8; 32]) -> Self {
+        // Separate keys for separate uses, derived from the one secret.
+        let derive = |label: &[u8]| -> [u8; 32] {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+            mac.update(label);
+            mac.finalize().into_bytes().into()
+        };
+        Self {
+            cipher: Aes256Gcm::new(&derive(b"berqenas seal v1").into()),
+            mac_key: derive(b"berqenas api-key hash v1"),
+        }
+    }
+
+    /// From `BERQENAS_SECRET_KEY` when given, else from `<data-dir>/secret-key`,
+    /// generated (mode 0600) on first start.
+    pub fn load(env_value: Option<&str>, data_dir: &Path) -> Result<Self, SecretError> {
+        if let Some(text) = env_value {
+            return Ok(Self::from_bytes(decode_key(text).ok_or(SecretError::BadKey)?));
+        }
+        let path = data_dir.join("secret-key");
+        let text = read_or_create(&path, || hex::encode(random_bytes::<32>()))?;
+        Ok(Self::from_bytes(decode_key(&text).ok_or(SecretError::BadKey)?))
+    }
+
+    /// nonce (12 bytes) || ciphertext+tag.
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        let nonce = random_bytes::<12>();
+        let mut out = nonce.to_vec();
+        out.extend(
+            self.cipher
+                .encrypt(Nonce::from_slice(&nonce), plaintext)
+                .expect("AES-GCM encryption of an in-memory buffer cannot fail"),
+        );
+        out
+    }
+
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, SecretError> {
+        if sealed.len() < 12 {
+            return Err(SecretError::Open);
+        }
+        let (nonce, body) = sealed.split_at(12);
+        self.cipher
+            .decrypt(Nonce::from_slice(nonce), body)
+            .map_err(|_| SecretError::Open)
+    }
+
+    /// Keyed hash: a stolen table of hashes is useless without the server's key.
+    pub fn mac(&self, data: &[u8]) -> Vec<u8> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.mac_key).expect("any key length");
+        mac.update(data);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Constant-time comparison of `data`'s hash with a stored one.
+    pub fn verify_mac(&self, data: &[u8], expected: &[u8]) -> bool {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.mac_key).expect("any key length");
+        mac.update(data);
+        mac.verify_slice(expected).is_ok()
+    }
+}
+
+fn decode_key(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    let bytes = hex::decode(text)
+        .ok()
+        .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
+        .or_else(|| URL_SAFE_NO_PAD.decode(text).ok())?;
+    bytes.try_into().ok()
+}
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
+
+/// 256 random bits, URL-safe (no characters that need escaping in a DSN).
+pub fn random_token() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+}
+
+/// Reads a secret file, or creates it with mode 0600 holding `make()`. Creation uses
+/// O_EXCL so two servers starting at once agree on one value.
+pub fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, SecretError> {
+    let io = |source| SecretError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(mut f) => {
+            let value = make();
+            f.write_all(format!("{value}\n").as_bytes()).map_err(io)?;
+            Ok(value)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(fs::read_to_string(path).map_err(io)?.trim().to_string())
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_round_trips_and_detects_tampering() {
+        let key = SecretKey::from_bytes([7; 32]);
+        let mut sealed = key.seal(b"hunter2");
+        assert_eq!(key.open(&sealed).unwrap(), b"hunter2");
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        assert!(key.open(&sealed).is_err());
+        assert!(SecretKey::from_bytes([8; 32]).open(&key.seal(b"x")).is_err());
+    }
+
+    #[test]
+    fn mac_verifies_only_the_same_input() {
+        let key = SecretKey::from_bytes([1; 32]);
+        let tag = key.mac(b"secret");
+        assert!(key.verify_mac(b"secret", &tag));
+        assert!(!key.verify_mac(b"secreT", &tag));
+    }
+}

@@ -1,0 +1,141 @@
+//! The tenant domain: names, sizes, the registry record and its store.
+
+pub mod service;
+pub mod size;
+pub mod slug;
+pub mod store;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub use slug::Slug;
+
+/// Lifecycle states (the state machine itself arrives with suspend/soft delete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Provisioning,
+    Trial,
+    Active,
+    Suspended,
+    Deleted,
+    Purged,
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 7] = [
+        Status::Provisioning,
+        Status::Trial,
+        Status::Active,
+        Status::Suspended,
+        Status::Deleted,
+        Status::Purged,
+        Status::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Provisioning => "provisioning",
+            Status::Trial => "trial",
+            Status::Active => "active",
+            Status::Suspended => "suspended",
+            Status::Deleted => "deleted",
+            Status::Purged => "purged",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// How a tenant's data is kept apart from other tenants'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    Schema,
+    Database,
+    Shared,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Schema => "schema",
+            Isolation::Database => "database",
+            Isolation::Shared => "shared",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Isolation::Schema, Isolation::Database, Isolation::Shared]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// Derived from the two network flags: VPN off is `public`; VPN on is `hybrid` when
+/// the public API is also on, `vpn-only` when it is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccessMode {
+    Public,
+    Hybrid,
+    VpnOnly,
+}
+
+impl AccessMode {
+    pub fn derive(vpn_enabled: bool, public_api: bool) -> Self {
+        match (vpn_enabled, public_api) {
+            (false, _) => AccessMode::Public,
+            (true, true) => AccessMode::Hybrid,
+            (true, false) => AccessMode::VpnOnly,
+        }
+    }
+}
+
+/// A tenant as the registry knows it, and as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub status: Status,
+    pub plan: String,
+    pub isolation: Isolation,
+    /// The tenant's schema (schema mode).
+    pub schema: Option<String>,
+    /// The database holding the tenant's data.
+    pub database: String,
+    /// The login role the tenant's application connects as.
+    pub role: String,
+    pub owner_role: String,
+    pub db_quota_bytes: i64,
+    pub vpn_enabled: bool,
+    pub public_api: bool,
+    pub access_mode: AccessMode,
+    pub template_version: i32,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A plan's quotas (seed 002's tiers).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Plan {
+    pub name: String,
+    pub max_users: i32,
+    pub api_calls_per_minute: i32,
+    pub storage_bytes: i64,
+    pub max_connections: i32,
+    pub statement_timeout_ms: i32,
+    pub llm_tokens_per_day: i64,
+    pub max_agents: i32,
+    pub concurrent_agents: i32,
+    pub retention_days: i32,
+    pub trial_days: i32,
+}

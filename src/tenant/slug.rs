@@ -1,0 +1,149 @@
+//! Tenant names: validated once at the edge, and every PostgreSQL name derived from them.
+
+use std::fmt;
+
+use crate::pg::Ident;
+
+/// A valid tenant name: 3 to 32 characters, `[a-z][a-z0-9-]*[a-z0-9]`, no `--`,
+/// not reserved. Every derived identifier fits PostgreSQL's 63 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Slug(String);
+
+pub const MIN_LEN: usize = 3;
+pub const MAX_LEN: usize = 32;
+
+/// Names that would confuse operators or PostgreSQL (`pg_` is reserved by the server).
+const RESERVED: &[&str] = &[
+    "public", "berqenas", "postgres", "template", "template0", "template1", "admin", "root",
+    "system", "default", "information-schema", "none", "all", "tenant", "tenants", "api",
+];
+
+/// The longest role suffix any capability adds (`tenant_<name>_application_manager`).
+const LONGEST_SUFFIX: &str = "_application_manager";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlugError {
+    #[error("name must be {MIN_LEN} to {MAX_LEN} characters long, got {0}")]
+    Length(usize),
+    #[error("name must start with a lower-case letter a-z")]
+    Start,
+    #[error("name must end with a lower-case letter or digit")]
+    End,
+    #[error("name may contain only lower-case letters a-z, digits and single hyphens; found {0:?}")]
+    Char(char),
+    #[error("name must not contain two hyphens in a row")]
+    DoubleHyphen,
+    #[error("name {0:?} is reserved")]
+    Reserved(String),
+}
+
+impl Slug {
+    pub fn parse(name: &str) -> Result<Self, SlugError> {
+        let len = name.chars().count();
+        if !(MIN_LEN..=MAX_LEN).contains(&len) {
+            return Err(SlugError::Length(len));
+        }
+        if let Some(c) = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-')) {
+            return Err(SlugError::Char(c));
+        }
+        if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err(SlugError::Start);
+        }
+        if name.ends_with('-') {
+            return Err(SlugError::End);
+        }
+        if name.contains("--") {
+            return Err(SlugError::DoubleHyphen);
+        }
+        if name.starts_with("pg-") || name.starts_with("pg_") || RESERVED.contains(&name) {
+            return Err(SlugError::Reserved(name.to_string()));
+        }
+        Ok(Self(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `tenant_<name>` with hyphens as underscores: the stem of every derived name.
+    /// Underscores are not allowed in names, so the mapping cannot collide.
+    fn stem(&self) -> String {
+        format!("tenant_{}", self.0.replace('-', "_"))
+    }
+
+    fn derived(&self, suffix: &str) -> Ident {
+        Ident::new(format!("{}{suffix}", self.stem())).expect("derived names fit 63 bytes (checked by tests)")
+    }
+
+    pub fn schema(&self) -> Ident {
+        self.derived("")
+    }
+
+    /// NOLOGIN role that owns every object of the tenant.
+    pub fn owner_role(&self) -> Ident {
+        self.derived("_owner")
+    }
+
+    /// The login role the tenant's application connects as.
+    pub fn login_role(&self) -> Ident {
+        self.derived("_user")
+    }
+
+    /// Advisory-lock key serialising every operation on this name.
+    pub fn lock_key(&self) -> String {
+        format!("berqenas.tenant:{}", self.0)
+    }
+}
+
+impl fmt::Display for Slug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_good_names() {
+        for n in ["acme", "a-b", "abc", "tenant-42", "x1y"] {
+            assert!(Slug::parse(n).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_names_with_reason() {
+        let cases: &[(&str, SlugError)] = &[
+            ("ab", SlugError::Length(2)),
+            ("Acme", SlugError::Char('A')),
+            ("1abc", SlugError::Start),
+            ("abc-", SlugError::End),
+            ("a--b", SlugError::DoubleHyphen),
+            ("a;drop", SlugError::Char(';')),
+            ("pg-x", SlugError::Reserved("pg-x".into())),
+            ("public", SlugError::Reserved("public".into())),
+            ("ünï", SlugError::Char('ü')),
+        ];
+        for (name, want) in cases {
+            assert_eq!(Slug::parse(name).as_ref(), Err(want), "{name}");
+        }
+        assert_eq!(Slug::parse(&"a".repeat(33)), Err(SlugError::Length(33)));
+    }
+
+    #[test]
+    fn longest_derived_name_fits_postgres() {
+        let longest = Slug::parse(&"a".repeat(MAX_LEN)).unwrap();
+        let name = format!("{}{LONGEST_SUFFIX}", longest.stem());
+        assert!(name.len() <= crate::pg::ident::MAX_IDENT_BYTES, "{} bytes", name.len());
+        assert_eq!(longest.owner_role().as_str().len(), 7 + 32 + 6);
+    }
+
+    #[test]
+    fn hyphens_become_underscores() {
+        let s = Slug::parse("my-co").unwrap();
+        assert_eq!(s.schema().as_str(), "tenant_my_co");
+        assert_eq!(s.login_role().as_str(), "tenant_my_co_user");
+    }
+}

@@ -1,0 +1,240 @@
+//! SQL for the `tenants`, `plans` and `api_keys` tables. The caller owns the transaction.
+
+use tokio_postgres::{GenericClient, Row};
+use uuid::Uuid;
+
+use super::{AccessMode, Isolation, Plan, Status, Tenant};
+
+const COLUMNS: &str = "id, name, status, plan, isolation, schema_name, database_name, login_role, owner_role, \
+                       db_quota_bytes, vpn_enabled, public_api, template_version, metadata, created_at, updated_at";
+
+fn tenant(row: &Row) -> Tenant {
+    let vpn_enabled = row.get("vpn_enabled");
+    let public_api = row.get("public_api");
+    Tenant {
+        id: row.get("id"),
+        name: row.get("name"),
+        status: Status::parse(row.get("status")).expect("status is checked by the table"),
+        plan: row.get("plan"),
+        isolation: Isolation::parse(row.get("isolation")).expect("isolation is checked by the table"),
+        schema: row.get("schema_name"),
+        database: row.get("database_name"),
+        role: row.get("login_role"),
+        owner_role: row.get("owner_role"),
+        db_quota_bytes: row.get("db_quota_bytes"),
+        vpn_enabled,
+        public_api,
+        access_mode: AccessMode::derive(vpn_enabled, public_api),
+        template_version: row.get("template_version"),
+        metadata: row.get("metadata"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    }
+}
+
+/// The row to insert for a new tenant.
+pub struct NewTenant<'a> {
+    pub id: Uuid,
+    pub name: &'a str,
+    pub status: Status,
+    pub plan: &'a str,
+    pub isolation: Isolation,
+    pub schema: Option<&'a str>,
+    pub database: &'a str,
+    pub login_role: &'a str,
+    pub owner_role: &'a str,
+    pub db_quota_bytes: i64,
+    pub vpn_enabled: bool,
+    pub public_api: bool,
+    pub template_version: i32,
+    pub metadata: &'a serde_json::Value,
+    pub credentials: &'a [u8],
+}
+
+pub async fn insert(c: &impl GenericClient, t: &NewTenant<'_>) -> Result<Tenant, tokio_postgres::Error> {
+    let sql = format!(
+        "INSERT INTO berqenas.tenants (id, name, status, plan, isolation, schema_name, database_name, login_role,
+             owner_role, db_quota_bytes, vpn_enabled, public_api, template_version, metadata, credentials)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         RETURNING {COLUMNS}"
+    );
+    let row = c
+        .query_one(
+            &sql,
+            &[
+                &t.id,
+                &t.name,
+                &t.status.as_str(),
+                &t.plan,
+                &t.isolation.as_str(),
+                &t.schema,
+                &t.database,
+                &t.login_role,
+                &t.owner_role,
+                &t.db_quota_bytes,
+                &t.vpn_enabled,
+                &t.public_api,
+                &t.template_version,
+                t.metadata,
+                &t.credentials,
+            ],
+        )
+        .await?;
+    Ok(tenant(&row))
+}
+
+/// Finds a tenant by name, or by id when `key` is a UUID.
+pub async fn find(c: &impl GenericClient, key: &str) -> Result<Option<Tenant>, tokio_postgres::Error> {
+    let row = match key.parse::<Uuid>() {
+        Ok(id) => {
+            c.query_opt(&format!("SELECT {COLUMNS} FROM berqenas.tenants WHERE id = $1"), &[&id])
+                .await?
+        }
+        Err(_) => {
+            c.query_opt(&format!("SELECT {COLUMNS} FROM berqenas.tenants WHERE name = $1"), &[&key])
+                .await?
+        }
+    };
+    Ok(row.as_ref().map(tenant))
+}
+
+/// Like [`find`], locking the row for the rest of the transaction.
+pub async fn find_for_update(c: &impl GenericClient, key: &str) -> Result<Option<Tenant>, tokio_postgres::Error> {
+    let id = key.parse::<Uuid>().ok();
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM berqenas.tenants
+                 WHERE ($1::uuid IS NOT NULL AND id = $1) OR ($1::uuid IS NULL AND name = $2)
+                 FOR UPDATE"
+            ),
+            &[&id, &key],
+        )
+        .await?;
+    Ok(row.as_ref().map(tenant))
+}
+
+/// A page of tenants in creation order (ids are UUIDv7, so ordered by time).
+pub async fn list(
+    c: &impl GenericClient,
+    status: Option<&str>,
+    plan: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Tenant>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM berqenas.tenants
+                 WHERE ($1::text IS NULL OR status = $1)
+                   AND ($2::text IS NULL OR plan = $2)
+                   AND ($3::uuid IS NULL OR id > $3)
+                 ORDER BY id LIMIT $4"
+            ),
+            &[&status, &plan, &after, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(tenant).collect())
+}
+
+pub async fn count_by_status(c: &impl GenericClient) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
+    let rows = c
+        .query("SELECT status, count(*) FROM berqenas.tenants GROUP BY status ORDER BY status", &[])
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Tenants that hold data: everything but deleted, purged and failed.
+pub async fn count_live(c: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
+    let row = c
+        .query_one(
+            "SELECT count(*) FROM berqenas.tenants WHERE status NOT IN ('deleted','purged','failed')",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// The changeable fields; `None` leaves a field as it is.
+pub struct Changes<'a> {
+    pub plan: Option<&'a str>,
+    pub db_quota_bytes: Option<i64>,
+    pub vpn_enabled: Option<bool>,
+    pub public_api: Option<bool>,
+    pub metadata: Option<&'a serde_json::Value>,
+}
+
+pub async fn update(c: &impl GenericClient, id: Uuid, ch: &Changes<'_>) -> Result<Tenant, tokio_postgres::Error> {
+    let row = c
+        .query_one(
+            &format!(
+                "UPDATE berqenas.tenants SET
+                     plan = coalesce($2, plan),
+                     db_quota_bytes = coalesce($3, db_quota_bytes),
+                     vpn_enabled = coalesce($4, vpn_enabled),
+                     public_api = coalesce($5, public_api),
+                     metadata = coalesce($6, metadata),
+                     updated_at = now()
+                 WHERE id = $1 RETURNING {COLUMNS}"
+            ),
+            &[&id, &ch.plan, &ch.db_quota_bytes, &ch.vpn_enabled, &ch.public_api, &ch.metadata],
+        )
+        .await?;
+    Ok(tenant(&row))
+}
+
+pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<(), tokio_postgres::Error> {
+    c.execute("DELETE FROM berqenas.tenants WHERE id = $1", &[&id]).await?;
+    Ok(())
+}
+
+pub async fn sealed_credentials(c: &impl GenericClient, id: Uuid) -> Result<Vec<u8>, tokio_postgres::Error> {
+    let row = c
+        .query_one("SELECT credentials FROM berqenas.tenants WHERE id = $1", &[&id])
+        .await?;
+    Ok(row.get(0))
+}
+
+pub async fn plan(c: &impl GenericClient, name: &str) -> Result<Option<Plan>, tokio_postgres::Error> {
+    let row = c
+        .query_opt("SELECT * FROM berqenas.plans WHERE name = $1", &[&name])
+        .await?;
+    Ok(row.as_ref().map(plan_row))
+}
+
+pub async fn plans(c: &impl GenericClient) -> Result<Vec<Plan>, tokio_postgres::Error> {
+    let rows = c
+        .query("SELECT * FROM berqenas.plans ORDER BY storage_bytes", &[])
+        .await?;
+    Ok(rows.iter().map(plan_row).collect())
+}
+
+fn plan_row(r: &Row) -> Plan {
+    Plan {
+        name: r.get("name"),
+        max_users: r.get("max_users"),
+        api_calls_per_minute: r.get("api_calls_per_minute"),
+        storage_bytes: r.get("storage_bytes"),
+        max_connections: r.get("max_connections"),
+        statement_timeout_ms: r.get("statement_timeout_ms"),
+        llm_tokens_per_day: r.get("llm_tokens_per_day"),
+        max_agents: r.get("max_agents"),
+        concurrent_agents: r.get("concurrent_agents"),
+        retention_days: r.get("retention_days"),
+        trial_days: r.get("trial_days"),
+    }
+}
+
+pub async fn insert_api_key(
+    c: &impl GenericClient,
+    tenant_id: Uuid,
+    prefix: &str,
+    hash: &[u8],
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "INSERT INTO berqenas.api_keys (id, tenant_id, prefix, hash) VALUES ($1, $2, $3, $4)",
+        &[&Uuid::now_v7(), &tenant_id, &prefix, &hash],
+    )
+    .await?;
+    Ok(())
+}
