@@ -23,4 +23,6 @@ pub struct Platform {
     pub caps: Capabilities,
     pub template: Template,
     pub endpoint: Endpoint,
+    /// Whether berqenas runs the PostgreSQL cluster itself.
+    pub embedded: bool,
 }

@@ -58,11 +58,15 @@ impl SecretKey {
     /// generated (mode 0600) on first start.
     pub fn load(env_value: Option<&str>, data_dir: &Path) -> Result<Self, SecretError> {
         if let Some(text) = env_value {
-            return Ok(Self::from_bytes(decode_key(text).ok_or(SecretError::BadKey)?));
+            return Ok(Self::from_bytes(
+                decode_key(text).ok_or(SecretError::BadKey)?,
+            ));
         }
         let path = data_dir.join("secret-key");
         let text = read_or_create(&path, || hex::encode(random_bytes::<32>()))?;
-        Ok(Self::from_bytes(decode_key(&text).ok_or(SecretError::BadKey)?))
+        Ok(Self::from_bytes(
+            decode_key(&text).ok_or(SecretError::BadKey)?,
+        ))
     }
 
     /// nonce (12 bytes) || ciphertext+tag.
@@ -129,7 +133,12 @@ pub fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<Stri
         path: path.display().to_string(),
         source,
     };
-    match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
         Ok(mut f) => {
             let value = make();
             f.write_all(format!("{value}\n").as_bytes()).map_err(io)?;
@@ -154,7 +163,9 @@ mod tests {
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
         assert!(key.open(&sealed).is_err());
-        assert!(SecretKey::from_bytes([8; 32]).open(&key.seal(b"x")).is_err());
+        assert!(SecretKey::from_bytes([8; 32])
+            .open(&key.seal(b"x"))
+            .is_err());
     }
 
     #[test]

@@ -33,7 +33,10 @@ pub enum TemplateError {
 impl Template {
     /// The default template (seed 001 section 3.2).
     pub fn builtin() -> Self {
-        Self::from_files(&[("0001_init.sql", include_str!("../templates/tenant/0001_init.sql"))])
+        Self::from_files(&[(
+            "0001_init.sql",
+            include_str!("../templates/tenant/0001_init.sql"),
+        )])
     }
 
     /// Files named `NNNN_description.sql`; the number is the version.
@@ -61,7 +64,11 @@ impl Template {
 
     /// All migrations concatenated: what a new tenant runs to reach the latest version.
     pub fn full_sql(&self) -> String {
-        self.migrations.iter().map(|m| m.sql.as_str()).collect::<Vec<_>>().join("\n")
+        self.migrations
+            .iter()
+            .map(|m| m.sql.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Records each migration's checksum the first time it is seen and refuses a file

@@ -47,9 +47,13 @@ fn checksum(sql: &str) -> String {
 
 /// Applies pending migrations, each in its own transaction, under an advisory lock.
 pub async fn migrate(client: &mut Client) -> Result<usize, MigrateError> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
     let result = apply(client).await;
-    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
     result
 }
 
@@ -66,7 +70,10 @@ async fn apply(client: &mut Client) -> Result<usize, MigrateError> {
         )
         .await?;
     let applied = client
-        .query("SELECT version, name, checksum FROM berqenas.schema_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version, name, checksum FROM berqenas.schema_migrations ORDER BY version",
+            &[],
+        )
         .await?;
     let mut count = 0;
     for row in &applied {
@@ -83,7 +90,10 @@ async fn apply(client: &mut Client) -> Result<usize, MigrateError> {
             Some(_) => {}
         }
     }
-    for m in MIGRATIONS.iter().filter(|m| !applied.iter().any(|r| r.get::<_, i32>(0) == m.version)) {
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| !applied.iter().any(|r| r.get::<_, i32>(0) == m.version))
+    {
         let tx = client.transaction().await?;
         tx.batch_execute(m.sql).await?;
         tx.execute(
@@ -92,7 +102,11 @@ async fn apply(client: &mut Client) -> Result<usize, MigrateError> {
         )
         .await?;
         tx.commit().await?;
-        tracing::info!(version = m.version, name = m.name, "applied control-plane migration");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied control-plane migration"
+        );
         count += 1;
     }
     Ok(count)

@@ -17,13 +17,19 @@ pub struct RoleLimits {
 }
 
 impl RoleLimits {
-    pub fn new(connection_limit: i32, statement_timeout_ms: i32, db_quota_bytes: i64, may_set_temp: bool) -> Self {
+    pub fn new(
+        connection_limit: i32,
+        statement_timeout_ms: i32,
+        db_quota_bytes: i64,
+        may_set_temp: bool,
+    ) -> Self {
         Self {
             connection_limit,
             statement_timeout_ms,
             idle_in_transaction_timeout_ms: statement_timeout_ms.saturating_mul(2),
             // temp_file_limit is an int in kB; clamp huge quotas to its maximum.
-            temp_file_limit_kb: may_set_temp.then(|| (db_quota_bytes / 1024).clamp(1, i32::MAX as i64)),
+            temp_file_limit_kb: may_set_temp
+                .then(|| (db_quota_bytes / 1024).clamp(1, i32::MAX as i64)),
         }
     }
 

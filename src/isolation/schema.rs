@@ -37,7 +37,11 @@ impl Strategy for SchemaPerTenant {
     fn drop_sql(&self, slug: &Slug, existing_roles: &[Ident]) -> String {
         let mut sql = format!("DROP SCHEMA IF EXISTS {} CASCADE;\n", slug.schema());
         if !existing_roles.is_empty() {
-            let list = existing_roles.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+            let list = existing_roles
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
             sql.push_str(&format!("DROP OWNED BY {list};\n"));
             for role in existing_roles {
                 sql.push_str(&format!("DROP ROLE IF EXISTS {role};\n"));

@@ -45,7 +45,10 @@ pub enum Begin {
     Mismatch,
 }
 
-pub async fn begin(c: &impl GenericClient, op: &NewOperation<'_>) -> Result<Begin, tokio_postgres::Error> {
+pub async fn begin(
+    c: &impl GenericClient,
+    op: &NewOperation<'_>,
+) -> Result<Begin, tokio_postgres::Error> {
     let (key, hash) = match op.idempotency {
         Some(i) => (Some(i.key.as_str()), Some(i.request_hash.as_slice())),
         None => (None, None),
@@ -81,8 +84,11 @@ pub async fn begin(c: &impl GenericClient, op: &NewOperation<'_>) -> Result<Begi
             (_, Some(sealed)) => return Ok(Begin::Replay(sealed)),
             // Failed without a stored answer (an outage): the client may try again.
             (_, None) => {
-                c.execute("UPDATE berqenas.operations SET idempotency_key = NULL WHERE id = $1", &[&id])
-                    .await?;
+                c.execute(
+                    "UPDATE berqenas.operations SET idempotency_key = NULL WHERE id = $1",
+                    &[&id],
+                )
+                .await?;
             }
         }
     }
@@ -146,7 +152,10 @@ pub async fn record_done(
 }
 
 pub async fn count_running(c: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
-    Ok(c.query_one("SELECT count(*) FROM berqenas.operations WHERE state = 'running'", &[])
-        .await?
-        .get(0))
+    Ok(c.query_one(
+        "SELECT count(*) FROM berqenas.operations WHERE state = 'running'",
+        &[],
+    )
+    .await?
+    .get(0))
 }

@@ -12,7 +12,10 @@ pub struct Stale {
     pub tenant_name: String,
 }
 
-pub async fn stale(c: &impl GenericClient, limit: i64) -> Result<Vec<Stale>, tokio_postgres::Error> {
+pub async fn stale(
+    c: &impl GenericClient,
+    limit: i64,
+) -> Result<Vec<Stale>, tokio_postgres::Error> {
     let rows = c
         .query(
             "SELECT id, kind, tenant_id, tenant_name FROM berqenas.operations
@@ -40,4 +43,66 @@ pub async fn expire_idempotency_keys(c: &impl GenericClient) -> Result<u64, toki
         &[],
     )
     .await
+}
+
+/// Finishes or reverts every operation whose process died, and forgets expired
+/// idempotency keys. Returns how many operations it closed.
+///
+/// Schema-mode creates run in one transaction, so a crash rolls them back inside
+/// PostgreSQL and leaves nothing here; this covers operations recorded as `running`
+/// before their work (multi-step modes), whatever they left in the catalog.
+pub async fn run_once(
+    p: &crate::platform::Platform,
+) -> Result<usize, crate::tenant::service::Error> {
+    use crate::isolation::{schema::SchemaPerTenant, Strategy};
+    use crate::tenant::{store, Slug};
+
+    let mut client = p.pool.get().await?;
+    expire_idempotency_keys(&**client).await?;
+    let mut closed = 0;
+    for op in stale(&**client, 100).await? {
+        let tx = crate::pg::begin(&mut client).await?;
+        // Claim it: another server's reconciler may be looking at the same row.
+        let claimed = tx
+            .execute(
+                "UPDATE berqenas.operations SET lease_until = now() + interval '1 minute'
+                  WHERE id = $1 AND state = 'running' AND lease_until < now()",
+                &[&op.id],
+            )
+            .await?;
+        if claimed == 0 {
+            continue;
+        }
+        let exists = store::find(&tx, &op.tenant_name).await?.is_some();
+        match (op.kind.as_str(), Slug::parse(&op.tenant_name)) {
+            ("tenant.create", Ok(slug)) if !exists => {
+                let roles = crate::tenant::service::existing_roles(&tx, &slug).await?;
+                tx.batch_execute(&SchemaPerTenant.drop_sql(&slug, &roles))
+                    .await?;
+                super::fail(
+                    &tx,
+                    op.id,
+                    "the process died; creation was rolled back",
+                    None,
+                )
+                .await?;
+            }
+            _ if exists => {
+                super::succeed(&tx, op.id, &[], None).await?;
+            }
+            _ => {
+                super::fail(
+                    &tx,
+                    op.id,
+                    "the process died before the operation finished",
+                    None,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        tracing::warn!(operation.id = %op.id, operation.kind = %op.kind, tenant.name = %op.tenant_name, "reconciled");
+        closed += 1;
+    }
+    Ok(closed)
 }

@@ -113,7 +113,10 @@ impl Cluster {
             cluster.initdb(opts.ephemeral)?;
         }
         if let Some(port) = cluster.running_port() {
-            tracing::info!(port, "adopting the PostgreSQL cluster that is already running");
+            tracing::info!(
+                port,
+                "adopting the PostgreSQL cluster that is already running"
+            );
             return Ok(Self { port, ..cluster });
         }
         let port = match opts.port {
@@ -221,7 +224,10 @@ impl Cluster {
                 .unwrap_or_default();
             return Err(ClusterError::Command {
                 what: "pg_ctl start".into(),
-                detail: format!("{} (log: {tail})", String::from_utf8_lossy(&out.stderr).trim()),
+                detail: format!(
+                    "{} (log: {tail})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             });
         }
         Ok(())

@@ -70,7 +70,10 @@ mod tests {
     #[test]
     fn quotes_and_doubles_embedded_quotes() {
         assert_eq!(Ident::new("a\"b").unwrap().to_string(), "\"a\"\"b\"");
-        assert_eq!(Ident::new("tenant_acme").unwrap().to_string(), "\"tenant_acme\"");
+        assert_eq!(
+            Ident::new("tenant_acme").unwrap().to_string(),
+            "\"tenant_acme\""
+        );
     }
 
     #[test]

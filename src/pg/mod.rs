@@ -71,11 +71,17 @@ pub async fn connect(config: &Config) -> Result<tokio_postgres::Client, PgError>
 /// two starts racing for it are told apart by the duplicate error).
 pub async fn ensure_database(client: &tokio_postgres::Client, name: &Ident) -> Result<(), PgError> {
     let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name.as_str()])
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&name.as_str()],
+        )
         .await?
         .is_some();
     if !exists {
-        match client.batch_execute(&format!("CREATE DATABASE {name}")).await {
+        match client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+        {
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
             other => other?,
         }
@@ -97,10 +103,19 @@ impl Capabilities {
                 &[],
             )
             .await?;
-        let (superuser, createrole, createdb): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        let (superuser, createrole, createdb): (bool, bool, bool) =
+            (row.get(0), row.get(1), row.get(2));
         if !superuser && !(createrole && createdb) {
             return Err(PgError::Privileges);
         }
         Ok(Self { superuser })
     }
+}
+
+/// Starts a transaction on a pooled connection as a plain `tokio_postgres`
+/// transaction, so the store functions (generic over `GenericClient`) accept it.
+pub async fn begin(
+    client: &mut deadpool_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    tokio_postgres::Client::transaction(client).await
 }

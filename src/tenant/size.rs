@@ -26,17 +26,23 @@ pub fn parse_size(text: &str) -> Result<i64, SizeError> {
     if digits.is_empty() {
         return Err(SizeError::Invalid(text.to_string()));
     }
-    let number: i64 = digits.parse().map_err(|_| SizeError::Overflow(text.to_string()))?;
+    let number: i64 = digits
+        .parse()
+        .map_err(|_| SizeError::Overflow(text.to_string()))?;
     let multiplier: i64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" | "k" => 1 << 10,
         "mb" | "m" => 1 << 20,
         "gb" | "g" => 1 << 30,
         "tb" | "t" => 1 << 40,
-        u if u.chars().all(|c| c.is_ascii_alphabetic()) => return Err(SizeError::Unit(text.to_string())),
+        u if u.chars().all(|c| c.is_ascii_alphabetic()) => {
+            return Err(SizeError::Unit(text.to_string()))
+        }
         _ => return Err(SizeError::Invalid(text.to_string())),
     };
-    let bytes = number.checked_mul(multiplier).ok_or_else(|| SizeError::Overflow(text.to_string()))?;
+    let bytes = number
+        .checked_mul(multiplier)
+        .ok_or_else(|| SizeError::Overflow(text.to_string()))?;
     if bytes == 0 {
         return Err(SizeError::Zero);
     }
@@ -45,7 +51,12 @@ pub fn parse_size(text: &str) -> Result<i64, SizeError> {
 
 /// The largest unit that divides the size exactly: 5368709120 -> "5GB".
 pub fn format_size(bytes: i64) -> String {
-    for (unit, m) in [("TB", 1i64 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)] {
+    for (unit, m) in [
+        ("TB", 1i64 << 40),
+        ("GB", 1 << 30),
+        ("MB", 1 << 20),
+        ("kB", 1 << 10),
+    ] {
         if bytes % m == 0 && bytes >= m {
             return format!("{}{unit}", bytes / m);
         }
@@ -74,7 +85,10 @@ mod tests {
         assert_eq!(parse_size("0"), Err(SizeError::Zero));
         assert_eq!(parse_size(""), Err(SizeError::Empty));
         assert_eq!(parse_size("1.5GB"), Err(SizeError::Invalid("1.5GB".into())));
-        assert!(matches!(parse_size("99999999999TB"), Err(SizeError::Overflow(_))));
+        assert!(matches!(
+            parse_size("99999999999TB"),
+            Err(SizeError::Overflow(_))
+        ));
     }
 
     #[test]

@@ -15,12 +15,30 @@ pub const MAX_LEN: usize = 32;
 
 /// Names that would confuse operators or PostgreSQL (`pg_` is reserved by the server).
 const RESERVED: &[&str] = &[
-    "public", "berqenas", "postgres", "template", "template0", "template1", "admin", "root",
-    "system", "default", "information-schema", "none", "all", "tenant", "tenants", "api",
+    "public",
+    "berqenas",
+    "postgres",
+    "template",
+    "template0",
+    "template1",
+    "admin",
+    "root",
+    "system",
+    "default",
+    "information-schema",
+    "none",
+    "all",
+    "tenant",
+    "tenants",
+    "api",
 ];
 
 /// The longest role suffix any capability adds (`tenant_<name>_application_manager`).
 const LONGEST_SUFFIX: &str = "_application_manager";
+
+// Every derived identifier fits PostgreSQL's 63 bytes, so none is ever truncated.
+const _: () =
+    assert!("tenant_".len() + MAX_LEN + LONGEST_SUFFIX.len() <= crate::pg::ident::MAX_IDENT_BYTES);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SlugError {
@@ -30,7 +48,9 @@ pub enum SlugError {
     Start,
     #[error("name must end with a lower-case letter or digit")]
     End,
-    #[error("name may contain only lower-case letters a-z, digits and single hyphens; found {0:?}")]
+    #[error(
+        "name may contain only lower-case letters a-z, digits and single hyphens; found {0:?}"
+    )]
     Char(char),
     #[error("name must not contain two hyphens in a row")]
     DoubleHyphen,
@@ -44,7 +64,10 @@ impl Slug {
         if !(MIN_LEN..=MAX_LEN).contains(&len) {
             return Err(SlugError::Length(len));
         }
-        if let Some(c) = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-')) {
+        if let Some(c) = name
+            .chars()
+            .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'))
+        {
             return Err(SlugError::Char(c));
         }
         if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
@@ -73,7 +96,8 @@ impl Slug {
     }
 
     fn derived(&self, suffix: &str) -> Ident {
-        Ident::new(format!("{}{suffix}", self.stem())).expect("derived names fit 63 bytes (checked by tests)")
+        Ident::new(format!("{}{suffix}", self.stem()))
+            .expect("derived names fit 63 bytes (checked by tests)")
     }
 
     pub fn schema(&self) -> Ident {
@@ -136,7 +160,11 @@ mod tests {
     fn longest_derived_name_fits_postgres() {
         let longest = Slug::parse(&"a".repeat(MAX_LEN)).unwrap();
         let name = format!("{}{LONGEST_SUFFIX}", longest.stem());
-        assert!(name.len() <= crate::pg::ident::MAX_IDENT_BYTES, "{} bytes", name.len());
+        assert!(
+            name.len() <= crate::pg::ident::MAX_IDENT_BYTES,
+            "{} bytes",
+            name.len()
+        );
         assert_eq!(longest.owner_role().as_str().len(), 7 + 32 + 6);
     }
 

@@ -16,7 +16,8 @@ fn tenant(row: &Row) -> Tenant {
         name: row.get("name"),
         status: Status::parse(row.get("status")).expect("status is checked by the table"),
         plan: row.get("plan"),
-        isolation: Isolation::parse(row.get("isolation")).expect("isolation is checked by the table"),
+        isolation: Isolation::parse(row.get("isolation"))
+            .expect("isolation is checked by the table"),
         schema: row.get("schema_name"),
         database: row.get("database_name"),
         role: row.get("login_role"),
@@ -51,7 +52,10 @@ pub struct NewTenant<'a> {
     pub credentials: &'a [u8],
 }
 
-pub async fn insert(c: &impl GenericClient, t: &NewTenant<'_>) -> Result<Tenant, tokio_postgres::Error> {
+pub async fn insert(
+    c: &impl GenericClient,
+    t: &NewTenant<'_>,
+) -> Result<Tenant, tokio_postgres::Error> {
     let sql = format!(
         "INSERT INTO berqenas.tenants (id, name, status, plan, isolation, schema_name, database_name, login_role,
              owner_role, db_quota_bytes, vpn_enabled, public_api, template_version, metadata, credentials)
@@ -84,22 +88,34 @@ pub async fn insert(c: &impl GenericClient, t: &NewTenant<'_>) -> Result<Tenant,
 }
 
 /// Finds a tenant by name, or by id when `key` is a UUID.
-pub async fn find(c: &impl GenericClient, key: &str) -> Result<Option<Tenant>, tokio_postgres::Error> {
+pub async fn find(
+    c: &impl GenericClient,
+    key: &str,
+) -> Result<Option<Tenant>, tokio_postgres::Error> {
     let row = match key.parse::<Uuid>() {
         Ok(id) => {
-            c.query_opt(&format!("SELECT {COLUMNS} FROM berqenas.tenants WHERE id = $1"), &[&id])
-                .await?
+            c.query_opt(
+                &format!("SELECT {COLUMNS} FROM berqenas.tenants WHERE id = $1"),
+                &[&id],
+            )
+            .await?
         }
         Err(_) => {
-            c.query_opt(&format!("SELECT {COLUMNS} FROM berqenas.tenants WHERE name = $1"), &[&key])
-                .await?
+            c.query_opt(
+                &format!("SELECT {COLUMNS} FROM berqenas.tenants WHERE name = $1"),
+                &[&key],
+            )
+            .await?
         }
     };
     Ok(row.as_ref().map(tenant))
 }
 
 /// Like [`find`], locking the row for the rest of the transaction.
-pub async fn find_for_update(c: &impl GenericClient, key: &str) -> Result<Option<Tenant>, tokio_postgres::Error> {
+pub async fn find_for_update(
+    c: &impl GenericClient,
+    key: &str,
+) -> Result<Option<Tenant>, tokio_postgres::Error> {
     let id = key.parse::<Uuid>().ok();
     let row = c
         .query_opt(
@@ -137,9 +153,14 @@ pub async fn list(
     Ok(rows.iter().map(tenant).collect())
 }
 
-pub async fn count_by_status(c: &impl GenericClient) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
+pub async fn count_by_status(
+    c: &impl GenericClient,
+) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
     let rows = c
-        .query("SELECT status, count(*) FROM berqenas.tenants GROUP BY status ORDER BY status", &[])
+        .query(
+            "SELECT status, count(*) FROM berqenas.tenants GROUP BY status ORDER BY status",
+            &[],
+        )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
@@ -164,7 +185,11 @@ pub struct Changes<'a> {
     pub metadata: Option<&'a serde_json::Value>,
 }
 
-pub async fn update(c: &impl GenericClient, id: Uuid, ch: &Changes<'_>) -> Result<Tenant, tokio_postgres::Error> {
+pub async fn update(
+    c: &impl GenericClient,
+    id: Uuid,
+    ch: &Changes<'_>,
+) -> Result<Tenant, tokio_postgres::Error> {
     let row = c
         .query_one(
             &format!(
@@ -177,25 +202,42 @@ pub async fn update(c: &impl GenericClient, id: Uuid, ch: &Changes<'_>) -> Resul
                      updated_at = now()
                  WHERE id = $1 RETURNING {COLUMNS}"
             ),
-            &[&id, &ch.plan, &ch.db_quota_bytes, &ch.vpn_enabled, &ch.public_api, &ch.metadata],
+            &[
+                &id,
+                &ch.plan,
+                &ch.db_quota_bytes,
+                &ch.vpn_enabled,
+                &ch.public_api,
+                &ch.metadata,
+            ],
         )
         .await?;
     Ok(tenant(&row))
 }
 
 pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<(), tokio_postgres::Error> {
-    c.execute("DELETE FROM berqenas.tenants WHERE id = $1", &[&id]).await?;
+    c.execute("DELETE FROM berqenas.tenants WHERE id = $1", &[&id])
+        .await?;
     Ok(())
 }
 
-pub async fn sealed_credentials(c: &impl GenericClient, id: Uuid) -> Result<Vec<u8>, tokio_postgres::Error> {
+pub async fn sealed_credentials(
+    c: &impl GenericClient,
+    id: Uuid,
+) -> Result<Vec<u8>, tokio_postgres::Error> {
     let row = c
-        .query_one("SELECT credentials FROM berqenas.tenants WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT credentials FROM berqenas.tenants WHERE id = $1",
+            &[&id],
+        )
         .await?;
     Ok(row.get(0))
 }
 
-pub async fn plan(c: &impl GenericClient, name: &str) -> Result<Option<Plan>, tokio_postgres::Error> {
+pub async fn plan(
+    c: &impl GenericClient,
+    name: &str,
+) -> Result<Option<Plan>, tokio_postgres::Error> {
     let row = c
         .query_opt("SELECT * FROM berqenas.plans WHERE name = $1", &[&name])
         .await?;

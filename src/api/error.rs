@@ -1,0 +1,85 @@
+//! Domain errors to HTTP: one JSON shape, `{"error":{"code","message","field"}}`.
+//! 5xx bodies are opaque; their cause is logged here, once.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::problem::{Kind, Problem};
+use crate::tenant::service;
+
+#[derive(Debug)]
+pub struct ApiError(pub Problem);
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+pub fn status_of(kind: Kind) -> StatusCode {
+    match kind {
+        Kind::BadInput => StatusCode::BAD_REQUEST,
+        Kind::Unauthorized => StatusCode::UNAUTHORIZED,
+        Kind::Forbidden => StatusCode::FORBIDDEN,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Conflict => StatusCode::CONFLICT,
+        Kind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let p = self.0;
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: p.code,
+                message: p.message,
+                field: p.field,
+            },
+        };
+        (status_of(p.kind), Json(body)).into_response()
+    }
+}
+
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        Self(p)
+    }
+}
+
+impl From<service::Error> for ApiError {
+    fn from(e: service::Error) -> Self {
+        match e {
+            service::Error::Rejected(p) => Self(p),
+            service::Error::Pool(e) => {
+                tracing::error!(error = %e, "control-plane database unavailable");
+                Self(Problem::new(
+                    Kind::Unavailable,
+                    "database_unavailable",
+                    "the database is unavailable; retry later",
+                ))
+            }
+            other => {
+                tracing::error!(error = ?other, "request failed");
+                Self(Problem::new(
+                    Kind::Internal,
+                    "internal",
+                    "internal error; the server log has the details",
+                ))
+            }
+        }
+    }
+}

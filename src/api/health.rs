@@ -1,0 +1,102 @@
+//! `GET /health` (public, for load balancers) and `GET /api/v1/status` (admin).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::tenant::store;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `healthy` or `unhealthy`
+    pub status: String,
+    /// `ok` or `unreachable`
+    pub database: String,
+    /// Tenants that hold data (not deleted, purged or failed); null when unreachable.
+    pub tenants_count: Option<i64>,
+    pub version: String,
+}
+
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let count = tokio::time::timeout(Duration::from_secs(3), async {
+        let client = state.platform.pool.get().await.ok()?;
+        store::count_live(&**client).await.ok()
+    })
+    .await
+    .ok()
+    .flatten();
+    let (code, status, database) = match count {
+        Some(_) => (StatusCode::OK, "healthy", "ok"),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy", "unreachable"),
+    };
+    (
+        code,
+        Json(Health {
+            status: status.into(),
+            database: database.into(),
+            tenants_count: count,
+            version: crate::VERSION.into(),
+        }),
+    )
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Status {
+    pub version: String,
+    pub postgres: PostgresInfo,
+    /// Tenants per lifecycle state.
+    pub tenants: BTreeMap<String, i64>,
+    pub template_version: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PostgresInfo {
+    pub version: String,
+    /// `embedded` (berqenas's own cluster) or `external` (--database-url).
+    pub mode: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/status", tag = "health", security(("admin" = [])),
+    responses((status = 200, body = Status), (status = 401, body = super::error::ErrorBody)))]
+pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+    let p = &state.platform;
+    let client = p
+        .pool
+        .get()
+        .await
+        .map_err(crate::tenant::service::Error::from)?;
+    let version: String = client
+        .query_one("SELECT current_setting('server_version')", &[])
+        .await
+        .map_err(crate::tenant::service::Error::from)?
+        .get(0);
+    let tenants = store::count_by_status(&**client)
+        .await
+        .map_err(crate::tenant::service::Error::from)?
+        .into_iter()
+        .collect();
+    Ok(Json(Status {
+        version: crate::VERSION.into(),
+        postgres: PostgresInfo {
+            version,
+            mode: if p.embedded { "embedded" } else { "external" }.into(),
+            host: p.endpoint.host.clone(),
+            port: p.endpoint.port,
+            database: p.endpoint.database.clone(),
+        },
+        tenants,
+        template_version: p.template.latest_version(),
+    }))
+}

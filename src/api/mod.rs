@@ -1,0 +1,103 @@
+//! The REST API: routes, admin authentication, and the OpenAPI document. Handlers
+//! authorize, decode, call the domain, encode; nothing else.
+
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod tenants;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use subtle::ConstantTimeEq;
+
+use crate::platform::Platform;
+use crate::problem::{Kind, Problem};
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub platform: Arc<Platform>,
+    admin_token: Arc<str>,
+}
+
+impl AppState {
+    pub fn new(platform: Platform, admin_token: &str) -> Self {
+        Self {
+            platform: Arc::new(platform),
+            admin_token: admin_token.into(),
+        }
+    }
+}
+
+/// Who did it, for the audit trail.
+pub const ADMIN_ACTOR: &str = "admin";
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/tenants", get(tenants::list).post(tenants::create))
+        .route("/tenant", axum::routing::post(tenants::create))
+        .route(
+            "/tenants/{name}",
+            get(tenants::get)
+                .patch(tenants::update)
+                .delete(tenants::delete),
+        )
+        .route(
+            "/tenant/{name}",
+            get(tenants::get)
+                .patch(tenants::update)
+                .delete(tenants::delete),
+        )
+        .route("/tenants/{name}/credentials", get(tenants::credentials))
+        .route("/plans", get(tenants::plans))
+        .route("/status", get(health::status))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        // The API's own description is public: it holds no tenant data.
+        .route("/openapi.json", get(openapi::document));
+    Router::new()
+        .route("/health", get(health::health))
+        .nest("/api/v1", v1)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Problem::new(
+        Kind::NotFound,
+        "not_found",
+        "no such endpoint",
+    ))
+}
+
+/// `Authorization: Bearer <admin token>`, compared in constant time.
+async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok =
+        presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(state.admin_token.as_bytes())));
+    if !ok {
+        let mut res = ApiError(Problem::new(
+            Kind::Unauthorized,
+            "unauthorized",
+            "missing or wrong admin token: send Authorization: Bearer <token>",
+        ))
+        .into_response();
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return res;
+    }
+    next.run(req).await
+}

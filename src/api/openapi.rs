@@ -1,0 +1,44 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{error, health, tenants};
+use crate::tenant::{self, service};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "berqenas", description = "Tenant control plane for PostgreSQL"),
+    paths(
+        health::health, health::status, document,
+        tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete,
+        tenants::credentials, tenants::plans,
+    ),
+    components(schemas(
+        error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo,
+        tenant::Tenant, tenant::Plan, tenant::Status, tenant::Isolation, tenant::AccessMode,
+        service::CreateTenant, service::UpdateTenant, service::CreatedTenant, service::Credentials,
+        service::TenantPage,
+    )),
+    modifiers(&AdminAuth),
+)]
+pub struct ApiDoc;
+
+struct AdminAuth;
+
+impl Modify for AdminAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health",
+    responses((status = 200, description = "this document")))]
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,185 @@
+//! A typed client of the REST API. The CLI uses only this, with the API's own
+//! request and response types, so the two cannot drift apart.
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::health::{Health, Status};
+use crate::tenant::service::{CreateTenant, CreatedTenant, Credentials, TenantPage, UpdateTenant};
+use crate::tenant::{Plan, Tenant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error body.
+    #[error("{message}{}", field.as_ref().map(|f| format!(" (field: {f})")).unwrap_or_default())]
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("cannot reach the berqenas server at {url}: {source}. Is `berqenas serve` running? (set --server or BERQENAS_URL)")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("unexpected answer from the server: {0}")]
+    Decode(#[source] reqwest::Error),
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorFields,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorFields {
+    code: String,
+    message: String,
+    field: Option<String>,
+}
+
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        headers: &[(&str, &str)],
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
+        let status = res.status();
+        if status.is_success() || (status == StatusCode::SERVICE_UNAVAILABLE && path == "/health") {
+            return res.json().await.map_err(ClientError::Decode);
+        }
+        let text = res.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorEnvelope>(&text) {
+            Ok(e) => ClientError::Api {
+                status,
+                code: e.error.code,
+                message: e.error.message,
+                field: e.error.field,
+            },
+            Err(_) => ClientError::Api {
+                status,
+                code: "http".into(),
+                message: format!("HTTP {status}: {text}"),
+                field: None,
+            },
+        })
+    }
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.call::<(), _>(Method::GET, "/health", None, &[]).await
+    }
+
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.call::<(), _>(Method::GET, "/api/v1/status", None, &[])
+            .await
+    }
+
+    pub async fn create_tenant(
+        &self,
+        req: &CreateTenant,
+        idempotency_key: Option<&str>,
+    ) -> Result<CreatedTenant, ClientError> {
+        let headers: Vec<(&str, &str)> = idempotency_key
+            .map(|k| ("Idempotency-Key", k))
+            .into_iter()
+            .collect();
+        self.call(Method::POST, "/api/v1/tenants", Some(req), &headers)
+            .await
+    }
+
+    pub async fn get_tenant(&self, name: &str) -> Result<Tenant, ClientError> {
+        self.call::<(), _>(Method::GET, &tenant_path(name, ""), None, &[])
+            .await
+    }
+
+    pub async fn list_tenants(
+        &self,
+        status: Option<&str>,
+        plan: Option<&str>,
+        limit: Option<i64>,
+        cursor: Option<&str>,
+    ) -> Result<TenantPage, ClientError> {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [("status", status), ("plan", plan), ("cursor", cursor)] {
+            if let Some(v) = v {
+                q.append_pair(k, v);
+            }
+        }
+        if let Some(l) = limit {
+            q.append_pair("limit", &l.to_string());
+        }
+        let q = q.finish();
+        let path = if q.is_empty() {
+            "/api/v1/tenants".to_string()
+        } else {
+            format!("/api/v1/tenants?{q}")
+        };
+        self.call::<(), _>(Method::GET, &path, None, &[]).await
+    }
+
+    pub async fn update_tenant(
+        &self,
+        name: &str,
+        req: &UpdateTenant,
+    ) -> Result<Tenant, ClientError> {
+        self.call(Method::PATCH, &tenant_path(name, ""), Some(req), &[])
+            .await
+    }
+
+    pub async fn delete_tenant(&self, name: &str) -> Result<Tenant, ClientError> {
+        self.call::<(), _>(Method::DELETE, &tenant_path(name, ""), None, &[])
+            .await
+    }
+
+    pub async fn credentials(&self, name: &str) -> Result<Credentials, ClientError> {
+        self.call::<(), _>(Method::GET, &tenant_path(name, "/credentials"), None, &[])
+            .await
+    }
+
+    pub async fn plans(&self) -> Result<Vec<Plan>, ClientError> {
+        self.call::<(), _>(Method::GET, "/api/v1/plans", None, &[])
+            .await
+    }
+}
+
+fn tenant_path(name: &str, rest: &str) -> String {
+    let name: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+    format!("/api/v1/tenants/{name}{rest}")
+}

@@ -1,0 +1,173 @@
+//! The command line: `berqenas serve` runs the server; every other command is a client
+//! of its REST API (like kubectl), with table output for people and `-o json` for scripts.
+
+pub mod client;
+mod output;
+mod psql;
+mod tenant;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::server::{self, ServeOptions};
+use client::Client;
+
+/// berqenas: a tenant control plane for PostgreSQL.
+///
+/// `berqenas serve` runs the API server (on an embedded PostgreSQL cluster unless
+/// --database-url is given); the other commands talk to it.
+#[derive(Debug, Parser)]
+#[command(name = "berqenas", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API server and its background worker.
+    Serve(ServeArgs),
+    /// Create, inspect, change and delete tenants.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
+    /// Open psql on the server as its superuser, or as a tenant's login role.
+    Psql(psql::PsqlArgs),
+    /// Show the server, the PostgreSQL it uses and the tenant counts.
+    Status(ClientArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where berqenas keeps its embedded cluster, admin token and secret key.
+    #[arg(long, env = "BERQENAS_DATA_DIR", default_value = ".berqenas")]
+    pub data_dir: PathBuf,
+    /// Use this PostgreSQL server instead of the embedded one (a superuser, or a role
+    /// with CREATEROLE and CREATEDB), e.g. postgresql://admin:pw@db:5432/berqenas
+    #[arg(long, env = "BERQENAS_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Address the API listens on.
+    #[arg(long, env = "BERQENAS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// TCP port of the embedded cluster (a free one when omitted).
+    #[arg(long, env = "BERQENAS_PG_PORT")]
+    pub pg_port: Option<u16>,
+    /// Admin bearer token; generated into <data-dir>/admin-token when omitted.
+    #[arg(
+        long = "admin-token",
+        env = "BERQENAS_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+    /// 32-byte key (hex or base64) sealing stored credentials; generated into
+    /// <data-dir>/secret-key when omitted.
+    #[arg(long, env = "BERQENAS_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// Control-plane connections.
+    #[arg(long, env = "BERQENAS_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: usize,
+}
+
+/// How a client command finds the server.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// URL of the berqenas API [default: <data-dir>/server-url, else http://127.0.0.1:8080]
+    #[arg(long, env = "BERQENAS_URL")]
+    pub server: Option<String>,
+    /// Admin token [default: <data-dir>/admin-token]
+    #[arg(long, env = "BERQENAS_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The server's data directory, where the URL and token are found.
+    #[arg(long, env = "BERQENAS_DATA_DIR", default_value = ".berqenas")]
+    pub data_dir: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+impl ClientArgs {
+    pub fn client(&self) -> Client {
+        let server = self
+            .server
+            .clone()
+            .or_else(|| read_trimmed(&self.data_dir.join(server::SERVER_URL_FILE)))
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let token = self
+            .token
+            .clone()
+            .or_else(|| read_trimmed(&self.data_dir.join(server::ADMIN_TOKEN_FILE)));
+        Client::new(&server, token)
+    }
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_));
+    init_tracing(serving);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(a) => {
+            server::run(ServeOptions {
+                data_dir: a.data_dir,
+                database_url: a.database_url,
+                listen: a.listen,
+                pg_port: a.pg_port,
+                admin_token: a.admin_token,
+                secret_key: a.secret_key,
+                pool_size: a.pool_size,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenant(cmd) => tenant::run(cmd).await,
+        Command::Psql(a) => psql::run(a).await,
+        Command::Status(a) => output::status(&a).await,
+    }
+}
+
+fn init_tracing(serving: bool) {
+    let default = if serving { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERQENAS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,125 @@
+//! How client commands print: tables for people, the API's JSON for scripts, and
+//! errors on stderr with a non-zero exit.
+
+use std::process::ExitCode;
+
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use serde::Serialize;
+
+use super::client::ClientError;
+use super::{ClientArgs, Format};
+use crate::tenant::size::format_size;
+use crate::tenant::Tenant;
+
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints a result in the chosen format; an API error goes to stderr (as JSON with
+/// `-o json`) and exits 1.
+pub fn finish<T: Serialize>(
+    res: Result<T, ClientError>,
+    format: Format,
+    table: impl FnOnce(&T),
+) -> anyhow::Result<ExitCode> {
+    match res {
+        Ok(v) => {
+            match format {
+                Format::Json => print_json(&v)?,
+                Format::Table => table(&v),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ClientError::Api {
+            code,
+            message,
+            field,
+            status,
+        }) if format == Format::Json => {
+            let body = serde_json::json!({"error": {"code": code, "message": message, "field": field}, "status": status.as_u16()});
+            eprintln!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+pub fn tenant_table(t: &Tenant) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    let rows: Vec<(&str, String)> = vec![
+        ("name", t.name.clone()),
+        ("id", t.id.to_string()),
+        ("status", t.status.as_str().into()),
+        ("plan", t.plan.clone()),
+        ("isolation", t.isolation.as_str().into()),
+        ("schema", t.schema.clone().unwrap_or_default()),
+        ("database", t.database.clone()),
+        ("role", t.role.clone()),
+        ("db_quota", format_size(t.db_quota_bytes)),
+        (
+            "access_mode",
+            serde_json::to_value(t.access_mode)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+        ),
+        ("template_version", t.template_version.to_string()),
+        ("created_at", t.created_at.to_rfc3339()),
+    ];
+    for (k, v) in rows {
+        table.add_row(vec![k.to_string(), v]);
+    }
+    println!("{table}");
+}
+
+pub fn tenants_table(tenants: &[Tenant]) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header(vec![
+        "NAME",
+        "STATUS",
+        "PLAN",
+        "ISOLATION",
+        "QUOTA",
+        "CREATED",
+    ]);
+    for t in tenants {
+        table.add_row(vec![
+            t.name.clone(),
+            t.status.as_str().into(),
+            t.plan.clone(),
+            t.isolation.as_str().into(),
+            format_size(t.db_quota_bytes),
+            t.created_at.format("%Y-%m-%d %H:%M").to_string(),
+        ]);
+    }
+    println!("{table}");
+}
+
+/// `berqenas status`
+pub async fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let client = args.client();
+    let res = client.status().await;
+    finish(res, args.output, |s| {
+        println!("berqenas {}", s.version);
+        println!(
+            "postgres {} ({}) at {}:{}/{}",
+            s.postgres.version,
+            s.postgres.mode,
+            s.postgres.host,
+            s.postgres.port,
+            s.postgres.database
+        );
+        println!("tenant template version {}", s.template_version);
+        let total: i64 = s.tenants.values().sum();
+        println!("tenants: {total}");
+        for (state, n) in &s.tenants {
+            println!("  {state}: {n}");
+        }
+    })
+}

@@ -1,0 +1,187 @@
+//! `berqenas tenant create|get|list|update|delete`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::output;
+use super::ClientArgs;
+use crate::tenant::service::{CreateTenant, UpdateTenant};
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Onboard a tenant: schema, roles, quotas, API key, audit entry, all or nothing.
+    ///
+    /// The API key and the database password are printed this once.
+    Create(CreateArgs),
+    /// Show one tenant (by name or id).
+    Get(NameArgs),
+    /// List tenants, oldest first.
+    List(ListArgs),
+    /// Change a tenant's quota, plan, network flags or metadata.
+    Update(UpdateArgs),
+    /// Delete a tenant and everything it had (schema, roles, keys). Audited.
+    Delete(NameArgs),
+}
+
+/// `enabled` / `disabled`, as seed 000 spells the VPN flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Toggle {
+    Enabled,
+    Disabled,
+}
+
+impl Toggle {
+    fn on(self) -> bool {
+        self == Toggle::Enabled
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Tenant name: 3-32 characters, lower-case letters, digits and single hyphens.
+    #[arg(long)]
+    pub name: String,
+    /// Database quota in PostgreSQL units: 5GB, 500MB, 1TB or bytes [default: the plan's]
+    #[arg(long)]
+    pub db_quota: Option<String>,
+    /// VPN access for the tenant.
+    #[arg(long, value_enum, default_value_t = Toggle::Disabled)]
+    pub vpn: Toggle,
+    /// Whether the tenant's public data API is on.
+    #[arg(long, default_value = "false", action = clap::ArgAction::Set)]
+    pub public_api: bool,
+    /// Plan (see the plans endpoint) [default: free]
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// Isolation mode [default: schema]
+    #[arg(long)]
+    pub isolation: Option<String>,
+    /// Free-form JSON object stored with the tenant.
+    #[arg(long, value_parser = parse_json_object)]
+    pub metadata: Option<serde_json::Value>,
+    /// Makes a retried command safe: the same key replays the first answer.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// Tenant name or id.
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only tenants in this state (active, suspended, ...).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only tenants on this plan.
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// Page size (1-1000).
+    #[arg(long)]
+    pub limit: Option<i64>,
+    /// Continue after this cursor (from a previous page).
+    #[arg(long)]
+    pub cursor: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Tenant name or id.
+    pub name: String,
+    #[arg(long)]
+    pub db_quota: Option<String>,
+    #[arg(long, value_enum)]
+    pub vpn: Option<Toggle>,
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub public_api: Option<bool>,
+    #[arg(long)]
+    pub plan: Option<String>,
+    #[arg(long, value_parser = parse_json_object)]
+    pub metadata: Option<serde_json::Value>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+fn parse_json_object(s: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str(s) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err("must be a JSON object, e.g. '{\"team\":\"core\"}'".into()),
+        Err(e) => Err(format!("not valid JSON: {e}")),
+    }
+}
+
+pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TenantCommand::Create(a) => {
+            let req = CreateTenant {
+                name: a.name,
+                db_quota: a.db_quota,
+                vpn_enabled: a.vpn.on(),
+                public_api: a.public_api,
+                plan: a.plan,
+                isolation: a.isolation,
+                metadata: a.metadata,
+            };
+            let res = a
+                .client
+                .client()
+                .create_tenant(&req, a.idempotency_key.as_deref())
+                .await;
+            output::finish(res, a.client.output, |created| {
+                output::tenant_table(&created.tenant);
+                println!("\nShown once; store them now:");
+                println!("  api_key:  {}", created.api_key);
+                println!("  password: {}", created.credentials.password);
+                println!("  dsn:      {}", created.credentials.dsn);
+            })
+        }
+        TenantCommand::Get(a) => {
+            let res = a.client.client().get_tenant(&a.name).await;
+            output::finish(res, a.client.output, output::tenant_table)
+        }
+        TenantCommand::List(a) => {
+            let res = a
+                .client
+                .client()
+                .list_tenants(
+                    a.status.as_deref(),
+                    a.plan.as_deref(),
+                    a.limit,
+                    a.cursor.as_deref(),
+                )
+                .await;
+            output::finish(res, a.client.output, |page| {
+                output::tenants_table(&page.tenants);
+                if let Some(c) = &page.next_cursor {
+                    eprintln!("more: --cursor {c}");
+                }
+            })
+        }
+        TenantCommand::Update(a) => {
+            let req = UpdateTenant {
+                db_quota: a.db_quota,
+                public_api: a.public_api,
+                vpn_enabled: a.vpn.map(Toggle::on),
+                plan: a.plan,
+                metadata: a.metadata,
+            };
+            let res = a.client.client().update_tenant(&a.name, &req).await;
+            output::finish(res, a.client.output, output::tenant_table)
+        }
+        TenantCommand::Delete(a) => {
+            let res = a.client.client().delete_tenant(&a.name).await;
+            output::finish(res, a.client.output, |t| {
+                println!("deleted tenant {}", t.name)
+            })
+        }
+    }
+}

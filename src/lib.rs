@@ -1,0 +1,22 @@
+//! berqenas: a tenant control plane for PostgreSQL.
+//!
+//! The binary (`src/main.rs`) is a thin layer over this library: `serve` runs the API
+//! and its background worker, every other command is a client of that API.
+
+pub mod api;
+pub mod apikey;
+pub mod audit;
+pub mod cli;
+pub mod controlplane;
+pub mod isolation;
+pub mod ops;
+pub mod pg;
+pub mod platform;
+pub mod problem;
+pub mod secrets;
+pub mod server;
+pub mod template;
+pub mod tenant;
+
+/// The version reported by `/health` and `berqenas --version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

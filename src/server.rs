@@ -1,0 +1,177 @@
+//! `berqenas serve`: picks the database (the embedded cluster, or `--database-url`),
+//! migrates the control plane, reconciles what a crash left, serves the API, and on
+//! SIGINT/SIGTERM drains requests and stops the embedded cluster cleanly.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_postgres::config::Host;
+use tokio_postgres::Config;
+
+use crate::api::{self, AppState};
+use crate::pg::cluster::{Cluster, ClusterOptions};
+use crate::pg::{self, Capabilities, Ident};
+use crate::platform::{Endpoint, Platform};
+use crate::secrets::{self, SecretKey};
+use crate::template::Template;
+use crate::{controlplane, ops};
+
+/// The database the embedded cluster keeps the control plane (and schema-mode tenants) in.
+pub const EMBEDDED_DATABASE: &str = "berqenas";
+/// Files in the data directory that let the CLI find a local server with no configuration.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+pub const SERVER_URL_FILE: &str = "server-url";
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub listen: SocketAddr,
+    pub pg_port: Option<u16>,
+    pub admin_token: Option<String>,
+    pub secret_key: Option<String>,
+    pub pool_size: usize,
+}
+
+/// Where the control plane lives and how tenants reach it.
+pub struct Database {
+    pub config: Config,
+    pub endpoint: Endpoint,
+    pub cluster: Option<Cluster>,
+}
+
+/// Starts (or adopts) the embedded cluster in `data_dir` and makes sure the control
+/// database exists in it.
+pub async fn embedded(data_dir: &Path, pg_port: Option<u16>) -> anyhow::Result<Database> {
+    let mut opts = ClusterOptions::new(data_dir);
+    opts.port = pg_port;
+    let cluster = tokio::task::spawn_blocking(move || Cluster::ensure(&opts))
+        .await?
+        .context("starting the embedded PostgreSQL cluster")?;
+    let admin = pg::parse_config(&cluster.superuser_dsn("postgres"))?;
+    let client = pg::connect(&admin).await?;
+    pg::ensure_database(&client, &Ident::new(EMBEDDED_DATABASE)?).await?;
+    Ok(Database {
+        config: pg::parse_config(&cluster.superuser_dsn(EMBEDDED_DATABASE))?,
+        endpoint: Endpoint {
+            host: "127.0.0.1".into(),
+            port: cluster.port(),
+            database: EMBEDDED_DATABASE.into(),
+        },
+        cluster: Some(cluster),
+    })
+}
+
+/// An existing server named by URL.
+pub fn external(url: &str) -> anyhow::Result<Database> {
+    let config = pg::parse_config(url)?;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        _ => "localhost".to_string(),
+    };
+    let endpoint = Endpoint {
+        host,
+        port: config.get_ports().first().copied().unwrap_or(5432),
+        database: config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or("postgres")
+            .to_string(),
+    };
+    Ok(Database {
+        config,
+        endpoint,
+        cluster: None,
+    })
+}
+
+/// Connects, migrates the control plane, registers the template and reconciles
+/// operations that a crashed process left behind.
+pub async fn platform(db: &Database, key: SecretKey, pool_size: usize) -> anyhow::Result<Platform> {
+    let mut client = pg::connect(&db.config).await?;
+    let caps = Capabilities::probe(&client).await?;
+    controlplane::migrate(&mut client).await?;
+    let template = Template::builtin();
+    template.register(&client).await?;
+    let platform = Platform {
+        pool: pg::pool(db.config.clone(), pool_size)?,
+        key,
+        caps,
+        template,
+        endpoint: db.endpoint.clone(),
+        embedded: db.cluster.is_some(),
+    };
+    let fixed = ops::reconciler::run_once(&platform).await?;
+    if fixed > 0 {
+        tracing::warn!(
+            operations = fixed,
+            "reconciled operations left by a previous process"
+        );
+    }
+    Ok(platform)
+}
+
+/// The admin token: given, or generated once into the data directory (mode 0600).
+pub fn admin_token(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    match given {
+        Some(t) if t.len() >= 16 => Ok(t.to_string()),
+        Some(_) => anyhow::bail!("BERQENAS_ADMIN_TOKEN must be at least 16 characters"),
+        None => Ok(secrets::read_or_create(
+            &data_dir.join(ADMIN_TOKEN_FILE),
+            secrets::random_token,
+        )?),
+    }
+}
+
+pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating the data directory {}", opts.data_dir.display()))?;
+    let db = match &opts.database_url {
+        Some(url) => external(url)?,
+        None => embedded(&opts.data_dir, opts.pg_port).await?,
+    };
+    let result = serve(&opts, &db).await;
+    if let Some(cluster) = &db.cluster {
+        tracing::info!("stopping the embedded PostgreSQL cluster");
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || cluster.stop())
+            .await?
+            .context("stopping the embedded PostgreSQL cluster")?;
+    }
+    result
+}
+
+async fn serve(opts: &ServeOptions, db: &Database) -> anyhow::Result<()> {
+    let key = SecretKey::load(opts.secret_key.as_deref(), &opts.data_dir)?;
+    let token = admin_token(opts.admin_token.as_deref(), &opts.data_dir)?;
+    let platform = platform(db, key, opts.pool_size).await?;
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    std::fs::write(opts.data_dir.join(SERVER_URL_FILE), format!("{url}\n"))?;
+    tracing::info!(
+        url = %url,
+        postgres = %format!("{}:{}", db.endpoint.host, db.endpoint.port),
+        embedded = db.cluster.is_some(),
+        "berqenas is serving"
+    );
+    println!("berqenas {} listening on {url}", crate::VERSION);
+    axum::serve(listener, api::router(AppState::new(platform, &token)))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    let _ = std::fs::remove_file(opts.data_dir.join(SERVER_URL_FILE));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

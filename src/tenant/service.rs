@@ -1,0 +1,644 @@
+//! Tenant operations: create, read, list, update, delete. Each runs as one recorded
+//! operation; in schema mode all of it (DDL, registry, key, audit, operation row) is one
+//! transaction, so a crash at any point leaves the tenant either complete or absent.
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Transaction;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::size::parse_size;
+use super::store::{self, Changes, NewTenant};
+use super::{Isolation, Plan, Slug, Status, Tenant};
+use crate::isolation::{schema::SchemaPerTenant, Provision, RoleLimits, Strategy};
+use crate::ops::{self, Begin, Idempotency, NewOperation, StoredResponse};
+use crate::platform::Platform;
+use crate::problem::{Kind, Problem};
+use crate::secrets::random_token;
+use crate::{apikey, audit};
+
+pub const DEFAULT_PLAN: &str = "free";
+pub const DEFAULT_PAGE: i64 = 50;
+pub const MAX_PAGE: i64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller's mistake, with the field it concerns; nothing was changed.
+    #[error("{}", .0.message)]
+    Rejected(Problem),
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error("stored response is unreadable: {0}")]
+    Stored(#[from] serde_json::Error),
+}
+
+impl Error {
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Rejected(Problem::bad_field(field, message))
+    }
+    fn not_found(key: &str) -> Self {
+        Self::Rejected(Problem::new(
+            Kind::NotFound,
+            "tenant_not_found",
+            format!("tenant {key:?} not found"),
+        ))
+    }
+    fn conflict(code: &str, message: impl Into<String>) -> Self {
+        Self::Rejected(Problem::new(Kind::Conflict, code, message))
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `POST /api/v1/tenants`. Unknown fields are refused by the API layer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// 3 to 32 characters, `[a-z][a-z0-9-]*[a-z0-9]`, no `--`.
+    pub name: String,
+    /// PostgreSQL size units: `5GB` (5 × 1024³ bytes), `500MB`, `1TB` or bytes.
+    /// Defaults to the plan's storage.
+    #[serde(default)]
+    pub db_quota: Option<String>,
+    #[serde(default)]
+    pub vpn_enabled: bool,
+    #[serde(default)]
+    pub public_api: bool,
+    /// A plan from `GET /api/v1/plans`; `free` when omitted.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// `schema` (the default). `database` and `shared` are not available yet.
+    #[serde(default)]
+    pub isolation: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// `PATCH /api/v1/tenants/{name}`: only the fields given change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    #[serde(default)]
+    pub db_quota: Option<String>,
+    #[serde(default)]
+    pub public_api: Option<bool>,
+    #[serde(default)]
+    pub vpn_enabled: Option<bool>,
+    #[serde(default)]
+    pub plan: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// How to connect as the tenant's login role.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    /// `postgresql://user:password@host:port/database`
+    pub dsn: String,
+}
+
+/// The answer to a create: the tenant, and its secrets shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedTenant {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    /// `bqk_...`: shown once; only a keyed hash is stored.
+    pub api_key: String,
+    pub credentials: Credentials,
+}
+
+/// A page of tenants; pass `next_cursor` as `cursor` for the next one.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantPage {
+    pub tenants: Vec<Tenant>,
+    pub next_cursor: Option<String>,
+}
+
+/// What the password blob in the registry holds (sealed).
+#[derive(Serialize, Deserialize)]
+struct SealedSecret {
+    password: String,
+}
+
+/// Validated create input.
+struct Validated {
+    slug: Slug,
+    db_quota_bytes: Option<i64>,
+    vpn_enabled: bool,
+    public_api: bool,
+    plan: String,
+    metadata: serde_json::Value,
+}
+
+fn validate_create(req: &CreateTenant) -> Result<Validated> {
+    let slug = Slug::parse(&req.name).map_err(|e| Error::invalid("name", e.to_string()))?;
+    let db_quota_bytes = req
+        .db_quota
+        .as_deref()
+        .map(parse_size)
+        .transpose()
+        .map_err(|e| Error::invalid("db_quota", format!("db_quota {e}")))?;
+    match req.isolation.as_deref() {
+        None | Some("schema") => {}
+        Some(other @ ("database" | "shared")) => {
+            return Err(Error::invalid(
+                "isolation",
+                format!("isolation {other:?} is not available yet; use \"schema\""),
+            ))
+        }
+        Some(other) => {
+            return Err(Error::invalid(
+                "isolation",
+                format!("isolation must be \"schema\", \"database\" or \"shared\", got {other:?}"),
+            ))
+        }
+    }
+    Ok(Validated {
+        slug,
+        db_quota_bytes,
+        vpn_enabled: req.vpn_enabled,
+        public_api: req.public_api,
+        plan: req.plan.clone().unwrap_or_else(|| DEFAULT_PLAN.into()),
+        metadata: validate_metadata(req.metadata.clone())?,
+    })
+}
+
+fn validate_metadata(m: Option<serde_json::Value>) -> Result<serde_json::Value> {
+    match m {
+        None | Some(serde_json::Value::Null) => Ok(serde_json::json!({})),
+        Some(v @ serde_json::Value::Object(_)) => Ok(v),
+        Some(_) => Err(Error::invalid("metadata", "metadata must be a JSON object")),
+    }
+}
+
+async fn find_plan(tx: &Transaction<'_>, name: &str) -> Result<Plan> {
+    store::plan(tx, name).await?.ok_or_else(|| {
+        Error::invalid(
+            "plan",
+            format!("plan {name:?} does not exist; see GET /api/v1/plans"),
+        )
+    })
+}
+
+fn limits(p: &Platform, plan: &Plan, quota: i64) -> RoleLimits {
+    RoleLimits::new(
+        plan.max_connections,
+        plan.statement_timeout_ms,
+        quota,
+        p.caps.superuser,
+    )
+}
+
+fn credentials(p: &Platform, t: &Tenant, password: String) -> Credentials {
+    let e = &p.endpoint;
+    Credentials {
+        dsn: format!(
+            "postgresql://{}:{}@{}:{}/{}",
+            t.role, password, e.host, e.port, t.database
+        ),
+        user: t.role.clone(),
+        password,
+        host: e.host.clone(),
+        port: e.port,
+        database: t.database.clone(),
+    }
+}
+
+/// Unique violations and existing objects are a taken name, not an outage.
+fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_OBJECT || *c == SqlState::DUPLICATE_SCHEMA => {
+            Error::conflict(
+                "name_taken",
+                format!("tenant name {:?} is taken (or a PostgreSQL role or schema of that name exists)", slug.as_str()),
+            )
+        }
+        _ => Error::Db(e),
+    }
+}
+
+/// Serialises every operation on one tenant name, for the rest of the transaction.
+async fn lock_name(tx: &Transaction<'_>, slug: &Slug) -> Result<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&slug.lock_key()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates a tenant, all or nothing. With an idempotency key, a repeat of the same
+/// request replays the first answer, and another request with the key is refused.
+pub async fn create(
+    p: &Platform,
+    req: &CreateTenant,
+    idem: Option<&Idempotency>,
+    actor: &str,
+) -> Result<CreatedTenant> {
+    let v = match validate_create(req) {
+        Ok(v) => v,
+        Err(e) => return remember_rejection(p, idem, &req.name, e).await,
+    };
+    let mut client = p.pool.get().await?;
+    let tx = crate::pg::begin(&mut client).await?;
+    let op_id = Uuid::now_v7();
+    let begun = ops::begin(
+        &tx,
+        &NewOperation {
+            id: op_id,
+            kind: "tenant.create",
+            tenant_id: None,
+            tenant_name: v.slug.as_str(),
+            idempotency: idem,
+        },
+    )
+    .await?;
+    match begun {
+        Begin::Started => {}
+        Begin::Replay(sealed) => {
+            tx.rollback().await?;
+            return replay(p, &sealed);
+        }
+        Begin::InProgress => {
+            return Err(Error::conflict(
+                "idempotency_in_progress",
+                "a request with this Idempotency-Key is still in progress; retry later",
+            ))
+        }
+        Begin::Mismatch => return Err(mismatch()),
+    }
+    match provision(p, &tx, &v, op_id, actor).await {
+        Ok((created, steps)) => {
+            let sealed =
+                seal_response(p, &StoredResponse::Success(serde_json::to_value(&created)?))?;
+            ops::succeed(&tx, op_id, &steps, idem.map(|_| sealed.as_slice())).await?;
+            tx.commit().await?;
+            tracing::info!(tenant.name = %created.tenant.name, tenant.id = %created.tenant.id, "tenant created");
+            Ok(created)
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            remember_rejection(p, idem, v.slug.as_str(), e).await
+        }
+    }
+}
+
+/// Everything a schema-mode tenant is, inside the caller's transaction.
+async fn provision(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    v: &Validated,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<(CreatedTenant, Vec<&'static str>)> {
+    lock_name(tx, &v.slug).await?;
+    if store::find(tx, v.slug.as_str()).await?.is_some() {
+        return Err(taken_name(&v.slug));
+    }
+    let plan = find_plan(tx, &v.plan).await?;
+    let quota = v.db_quota_bytes.unwrap_or(plan.storage_bytes);
+    let password = random_token();
+    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    let strategy = SchemaPerTenant;
+    let sql = strategy.create_sql(&Provision {
+        slug: &v.slug,
+        password_verifier: &verifier,
+        limits: &limits(p, &plan, quota),
+        template_sql: &p.template.full_sql(),
+        grant_owner_to_creator: !p.caps.superuser,
+    });
+    tx.batch_execute(&sql)
+        .await
+        .map_err(|e| taken(e, &v.slug))?;
+
+    let sealed = p.key.seal(&serde_json::to_vec(&SealedSecret {
+        password: password.clone(),
+    })?);
+    let id = Uuid::now_v7();
+    let tenant = store::insert(
+        tx,
+        &NewTenant {
+            id,
+            name: v.slug.as_str(),
+            status: Status::Active,
+            plan: &plan.name,
+            isolation: Isolation::Schema,
+            schema: Some(v.slug.schema().as_str()),
+            database: &p.endpoint.database,
+            login_role: v.slug.login_role().as_str(),
+            owner_role: v.slug.owner_role().as_str(),
+            db_quota_bytes: quota,
+            vpn_enabled: v.vpn_enabled,
+            public_api: v.public_api,
+            template_version: p.template.latest_version(),
+            metadata: &v.metadata,
+            credentials: &sealed,
+        },
+    )
+    .await
+    .map_err(|e| taken(e, &v.slug))?;
+    let key = apikey::generate(&p.key);
+    store::insert_api_key(tx, id, &key.public_id, &key.hash).await?;
+    audit::record(
+        tx,
+        &audit::Entry {
+            actor,
+            action: "tenant.create",
+            tenant_id: Some(id),
+            tenant_name: Some(v.slug.as_str()),
+            operation_id: Some(op_id),
+            details: serde_json::json!({
+                "plan": plan.name, "isolation": "schema", "db_quota_bytes": quota,
+                "vpn_enabled": tenant.vpn_enabled, "public_api": tenant.public_api,
+                "api_key_prefix": key.public_id,
+            }),
+        },
+    )
+    .await?;
+    let credentials = credentials(p, &tenant, password);
+    let steps = vec![
+        "owner_role",
+        "login_role",
+        "schema",
+        "template",
+        "registry",
+        "api_key",
+        "audit",
+    ];
+    Ok((
+        CreatedTenant {
+            tenant,
+            api_key: key.plaintext,
+            credentials,
+        },
+        steps,
+    ))
+}
+
+fn taken_name(slug: &Slug) -> Error {
+    Error::conflict(
+        "name_taken",
+        format!("tenant name {:?} is taken", slug.as_str()),
+    )
+}
+
+fn mismatch() -> Error {
+    Error::Rejected(Problem::new(
+        Kind::Unprocessable,
+        "idempotency_key_reused",
+        "this Idempotency-Key was already used with a different request",
+    ))
+}
+
+fn seal_response(p: &Platform, r: &StoredResponse) -> Result<Vec<u8>> {
+    Ok(p.key.seal(&serde_json::to_vec(r)?))
+}
+
+fn replay(p: &Platform, sealed: &[u8]) -> Result<CreatedTenant> {
+    match serde_json::from_slice::<StoredResponse>(&p.key.open(sealed)?)? {
+        StoredResponse::Success(v) => Ok(serde_json::from_value(v)?),
+        StoredResponse::Failure(problem) => Err(Error::Rejected(problem)),
+    }
+}
+
+/// A refused request under an idempotency key is answered the same way next time;
+/// an outage is not remembered, so the client may retry.
+async fn remember_rejection(
+    p: &Platform,
+    idem: Option<&Idempotency>,
+    name: &str,
+    e: Error,
+) -> Result<CreatedTenant> {
+    let (Some(idem), Error::Rejected(problem)) = (idem, &e) else {
+        return Err(e);
+    };
+    let client = p.pool.get().await?;
+    let op_id = Uuid::now_v7();
+    let begun = ops::begin(
+        &**client,
+        &NewOperation {
+            id: op_id,
+            kind: "tenant.create",
+            tenant_id: None,
+            tenant_name: name,
+            idempotency: Some(idem),
+        },
+    )
+    .await?;
+    match begun {
+        Begin::Started => {
+            let sealed = seal_response(p, &StoredResponse::Failure(problem.clone()))?;
+            ops::fail(&**client, op_id, &problem.message, Some(&sealed)).await?;
+            Err(e)
+        }
+        Begin::Replay(sealed) => replay(p, &sealed),
+        Begin::Mismatch => Err(mismatch()),
+        Begin::InProgress => Err(e),
+    }
+}
+
+/// A tenant by name or id.
+pub async fn get(p: &Platform, key: &str) -> Result<Tenant> {
+    let client = p.pool.get().await?;
+    store::find(&**client, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))
+}
+
+/// A page of tenants, oldest first, optionally filtered.
+pub async fn list(
+    p: &Platform,
+    status: Option<&str>,
+    plan: Option<&str>,
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> Result<TenantPage> {
+    if let Some(s) = status {
+        if Status::parse(s).is_none() {
+            let all: Vec<_> = Status::ALL.iter().map(|s| s.as_str()).collect();
+            return Err(Error::invalid(
+                "status",
+                format!("status must be one of {}", all.join(", ")),
+            ));
+        }
+    }
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::invalid(
+            "limit",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let after = cursor
+        .map(|c| c.parse::<Uuid>())
+        .transpose()
+        .map_err(|_| Error::invalid("cursor", "cursor is not one this server handed out"))?;
+    let client = p.pool.get().await?;
+    let tenants = store::list(&**client, status, plan, after, limit).await?;
+    let next_cursor = (tenants.len() as i64 == limit)
+        .then(|| tenants.last().map(|t| t.id.to_string()))
+        .flatten();
+    Ok(TenantPage {
+        tenants,
+        next_cursor,
+    })
+}
+
+/// Changes the given fields; a new plan or quota is re-applied to the login role.
+pub async fn update(p: &Platform, key: &str, req: &UpdateTenant, actor: &str) -> Result<Tenant> {
+    let db_quota_bytes = req
+        .db_quota
+        .as_deref()
+        .map(parse_size)
+        .transpose()
+        .map_err(|e| Error::invalid("db_quota", format!("db_quota {e}")))?;
+    let metadata = req
+        .metadata
+        .clone()
+        .map(|m| validate_metadata(Some(m)))
+        .transpose()?;
+    let mut client = p.pool.get().await?;
+    let tx = crate::pg::begin(&mut client).await?;
+    let current = store::find_for_update(&tx, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    let plan = find_plan(&tx, req.plan.as_deref().unwrap_or(&current.plan)).await?;
+    let tenant = store::update(
+        &tx,
+        current.id,
+        &Changes {
+            plan: req.plan.as_deref(),
+            db_quota_bytes,
+            vpn_enabled: req.vpn_enabled,
+            public_api: req.public_api,
+            metadata: metadata.as_ref(),
+        },
+    )
+    .await?;
+    if req.plan.is_some() || db_quota_bytes.is_some() {
+        let role =
+            crate::pg::Ident::new(tenant.role.clone()).expect("registry holds valid role names");
+        tx.batch_execute(&limits(p, &plan, tenant.db_quota_bytes).sql(&role))
+            .await?;
+    }
+    let op_id = Uuid::now_v7();
+    ops::record_done(&tx, op_id, "tenant.update", tenant.id, &tenant.name).await?;
+    audit::record(
+        &tx,
+        &audit::Entry {
+            actor,
+            action: "tenant.update",
+            tenant_id: Some(tenant.id),
+            tenant_name: Some(&tenant.name),
+            operation_id: Some(op_id),
+            details: serde_json::to_value(req)?,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
+/// Drops everything the tenant had: its sessions, schema, roles, keys and registry row.
+/// The audit trail keeps the record of it.
+pub async fn delete(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
+    let mut client = p.pool.get().await?;
+    let tx = crate::pg::begin(&mut client).await?;
+    let tenant = store::find_for_update(&tx, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    let slug = Slug::parse(&tenant.name).expect("registry holds valid names");
+    lock_name(&tx, &slug).await?;
+    terminate_sessions(&tx, &[&tenant.role]).await?;
+    let roles = existing_roles(&tx, &slug).await?;
+    tx.batch_execute(&SchemaPerTenant.drop_sql(&slug, &roles))
+        .await?;
+    store::delete(&tx, tenant.id).await?;
+    let op_id = Uuid::now_v7();
+    ops::record_done(&tx, op_id, "tenant.delete", tenant.id, &tenant.name).await?;
+    audit::record(
+        &tx,
+        &audit::Entry {
+            actor,
+            action: "tenant.delete",
+            tenant_id: Some(tenant.id),
+            tenant_name: Some(&tenant.name),
+            operation_id: Some(op_id),
+            details: serde_json::json!({ "dropped_roles": roles.iter().map(|r| r.as_str()).collect::<Vec<_>>() }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(tenant.name = %tenant.name, "tenant deleted");
+    Ok(tenant)
+}
+
+/// The tenant's login credentials, opened from the registry; the read is audited.
+pub async fn credentials_of(p: &Platform, key: &str, actor: &str) -> Result<Credentials> {
+    let client = p.pool.get().await?;
+    let tenant = store::find(&**client, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    let sealed = store::sealed_credentials(&**client, tenant.id).await?;
+    let secret: SealedSecret = serde_json::from_slice(&p.key.open(&sealed)?)?;
+    audit::record(
+        &**client,
+        &audit::Entry {
+            actor,
+            action: "tenant.credentials.read",
+            tenant_id: Some(tenant.id),
+            tenant_name: Some(&tenant.name),
+            operation_id: None,
+            details: serde_json::json!({}),
+        },
+    )
+    .await?;
+    Ok(credentials(p, &tenant, secret.password))
+}
+
+pub async fn plans(p: &Platform) -> Result<Vec<Plan>> {
+    let client = p.pool.get().await?;
+    Ok(store::plans(&**client).await?)
+}
+
+/// The roles of this tenant that exist in the catalog (a rollback may have left none).
+pub(crate) async fn existing_roles(
+    tx: &Transaction<'_>,
+    slug: &Slug,
+) -> Result<Vec<crate::pg::Ident>> {
+    let wanted = [slug.login_role(), slug.owner_role()];
+    let names: Vec<&str> = wanted.iter().map(|r| r.as_str()).collect();
+    let rows = tx
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
+            &[&names],
+        )
+        .await?;
+    let present: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(wanted
+        .into_iter()
+        .filter(|r| present.iter().any(|p| p == r.as_str()))
+        .collect())
+}
+
+/// Ends the sessions of the given roles, so a dropped or disabled role holds nothing open.
+pub(crate) async fn terminate_sessions(tx: &Transaction<'_>, roles: &[&str]) -> Result<()> {
+    tx.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()",
+        &[&roles],
+    )
+    .await?;
+    Ok(())
+}
