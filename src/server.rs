@@ -45,8 +45,14 @@ pub struct Database {
 /// Starts (or adopts) the embedded cluster in `data_dir` and makes sure the control
 /// database exists in it.
 pub async fn embedded(data_dir: &Path, pg_port: Option<u16>) -> anyhow::Result<Database> {
+    embedded_with(data_dir, pg_port, false).await
+}
+
+/// Like [`embedded`]; `ephemeral` trades durability for speed (throw-away test clusters).
+pub async fn embedded_with(data_dir: &Path, pg_port: Option<u16>, ephemeral: bool) -> anyhow::Result<Database> {
     let mut opts = ClusterOptions::new(data_dir);
     opts.port = pg_port;
+    opts.ephemeral = ephemeral;
     let cluster = tokio::task::spawn_blocking(move || Cluster::ensure(&opts))
         .await?
         .context("starting the embedded PostgreSQL cluster")?;

@@ -105,7 +105,7 @@ impl Capabilities {
             .await?;
         let (superuser, createrole, createdb): (bool, bool, bool) =
             (row.get(0), row.get(1), row.get(2));
-        if !superuser && !(createrole && createdb) {
+        if !(superuser || (createrole && createdb)) {
             return Err(PgError::Privileges);
         }
         Ok(Self { superuser })

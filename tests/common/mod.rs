@@ -1,0 +1,185 @@
+//! Test support: one throw-away PostgreSQL cluster per test binary (started with the
+//! same cluster code `berqenas serve` uses, stopped at exit), and `TestApp::spawn()`,
+//! the production router on port 0 against it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use berqenas::api::{self, AppState};
+use berqenas::pg::cluster::Cluster;
+use berqenas::secrets::SecretKey;
+use berqenas::server::{self, Database};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+static DB: OnceCell<Database> = OnceCell::const_new();
+static CLUSTER: OnceLock<(Cluster, PathBuf)> = OnceLock::new();
+
+extern "C" fn stop_cluster() {
+    if let Some((cluster, dir)) = CLUSTER.get() {
+        cluster.stop_immediately();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A directory every user can traverse (initdb runs as `postgres` under root).
+pub fn scratch_dir(label: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "berqenas-test-{label}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The shared cluster of this test binary, started on first use.
+pub async fn database() -> &'static Database {
+    DB.get_or_init(|| async {
+        let dir = scratch_dir("cluster");
+        let db = server::embedded_with(&dir, None, true).await.expect("starting a throw-away cluster");
+        let cluster = db.cluster.clone().expect("embedded");
+        CLUSTER.set((cluster, dir)).ok();
+        unsafe { libc::atexit(stop_cluster) };
+        db
+    })
+    .await
+}
+
+/// A superuser connection to the shared cluster's control database.
+pub async fn superuser() -> tokio_postgres::Client {
+    berqenas::pg::connect(&database().await.config).await.unwrap()
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        let db = database().await;
+        let platform = server::platform(db, SecretKey::from_bytes([42; 32]), 16).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = api::router(AppState::new(platform, TOKEN));
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self {
+            url,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A request with the admin token; returns the status and the JSON body (Null if none).
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_with(method, path, body, Some(TOKEN), &[]).await
+    }
+
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, body: &'static [u8]) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn create(&self, name: &str) -> Value {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/v1/tenants",
+                Some(serde_json::json!({"name": name, "db_quota": "1GB", "vpn_enabled": false, "public_api": true})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Connects as a tenant with the credentials berqenas returned.
+pub async fn connect_as(credentials: &Value) -> tokio_postgres::Client {
+    let dsn = credentials["dsn"].as_str().unwrap();
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// What the catalog and registry hold for tenant names starting with `tenant_<stem>`:
+/// roles, schemas and registry rows, sorted, so a test can compare before and after.
+pub async fn footprint(pg: &tokio_postgres::Client, name: &str) -> Vec<String> {
+    let stem = format!("tenant_{}", name.replace('-', "_"));
+    let rows = pg
+        .query(
+            "SELECT 'role:' || rolname FROM pg_roles WHERE rolname = $1 OR rolname LIKE $1 || '\\_%'
+             UNION ALL SELECT 'schema:' || nspname FROM pg_namespace WHERE nspname = $1
+             UNION ALL SELECT 'tenant:' || name FROM berqenas.tenants WHERE name = $2
+             ORDER BY 1",
+            &[&stem, &name],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// Everything berqenas could have changed, for "bad input changes nothing" checks.
+pub async fn whole_state(pg: &tokio_postgres::Client) -> Vec<String> {
+    let rows = pg
+        .query(
+            "SELECT 'role:' || rolname FROM pg_roles
+             UNION ALL SELECT 'schema:' || nspname FROM pg_namespace
+             UNION ALL SELECT 'tenant:' || name FROM berqenas.tenants
+             UNION ALL SELECT 'keys:' || count(*) FROM berqenas.api_keys
+             UNION ALL SELECT 'audit:' || count(*) FROM berqenas.audit_log
+             UNION ALL SELECT 'ops:' || count(*) FROM berqenas.operations WHERE idempotency_key IS NULL
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
