@@ -49,7 +49,11 @@ pub async fn embedded(data_dir: &Path, pg_port: Option<u16>) -> anyhow::Result<D
 }
 
 /// Like [`embedded`]; `ephemeral` trades durability for speed (throw-away test clusters).
-pub async fn embedded_with(data_dir: &Path, pg_port: Option<u16>, ephemeral: bool) -> anyhow::Result<Database> {
+pub async fn embedded_with(
+    data_dir: &Path,
+    pg_port: Option<u16>,
+    ephemeral: bool,
+) -> anyhow::Result<Database> {
     let mut opts = ClusterOptions::new(data_dir);
     opts.port = pg_port;
     opts.ephemeral = ephemeral;

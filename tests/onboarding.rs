@@ -14,14 +14,30 @@ async fn create_returns_the_contract_and_the_credentials_work() {
         .call(
             Method::POST,
             "/api/v1/tenants",
-            Some(json!({"name": name, "db_quota": "5GB", "vpn_enabled": true, "public_api": true,
-                        "plan": "starter", "metadata": {"team": "core"}})),
+            Some(
+                json!({"name": name, "db_quota": "5GB", "vpn_enabled": true, "public_api": true,
+                        "plan": "starter", "metadata": {"team": "core"}}),
+            ),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     for field in [
-        "id", "name", "status", "plan", "isolation", "schema", "database", "role", "db_quota_bytes", "vpn_enabled",
-        "public_api", "access_mode", "created_at", "updated_at", "api_key", "credentials",
+        "id",
+        "name",
+        "status",
+        "plan",
+        "isolation",
+        "schema",
+        "database",
+        "role",
+        "db_quota_bytes",
+        "vpn_enabled",
+        "public_api",
+        "access_mode",
+        "created_at",
+        "updated_at",
+        "api_key",
+        "credentials",
     ] {
         assert!(body.get(field).is_some(), "missing {field} in {body}");
     }
@@ -37,7 +53,10 @@ async fn create_returns_the_contract_and_the_credentials_work() {
     let key = body["api_key"].as_str().unwrap();
     assert!(key.starts_with("bqk_") && key.len() > 40, "{key}");
     for field in ["user", "password", "host", "port", "database", "dsn"] {
-        assert!(body["credentials"].get(field).is_some(), "credentials lack {field}");
+        assert!(
+            body["credentials"].get(field).is_some(),
+            "credentials lack {field}"
+        );
     }
 
     // The login role works, lands in its schema, and can use the template's tables.
@@ -50,10 +69,17 @@ async fn create_returns_the_contract_and_the_credentials_work() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), stem);
-    let n: i64 = tenant.query_one("SELECT count(*) FROM applications", &[]).await.unwrap().get(0);
+    let n: i64 = tenant
+        .query_one("SELECT count(*) FROM applications", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
     for table in ["resources", "deployments", "user_activity"] {
-        tenant.execute(&format!("SELECT * FROM {table}"), &[]).await.unwrap();
+        tenant
+            .execute(&format!("SELECT * FROM {table}"), &[])
+            .await
+            .unwrap();
     }
 
     // Limits are on the role, the schema belongs to the NOLOGIN owner, and only a
@@ -82,13 +108,19 @@ async fn create_returns_the_contract_and_the_credentials_work() {
         .get(0);
     assert_eq!(owner, format!("{stem}_owner"));
     let owner_login: bool = pg
-        .query_one("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", &[&owner])
+        .query_one(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+            &[&owner],
+        )
         .await
         .unwrap()
         .get(0);
     assert!(!owner_login);
     let table_owners: Vec<String> = pg
-        .query("SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = $1", &[&stem])
+        .query(
+            "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = $1",
+            &[&stem],
+        )
         .await
         .unwrap()
         .iter()
@@ -116,7 +148,10 @@ async fn create_returns_the_contract_and_the_credentials_work() {
         .get(0);
     assert_eq!(audit, 1);
     let version: i32 = pg
-        .query_one("SELECT template_version FROM berqenas.tenants WHERE name = $1", &[&name])
+        .query_one(
+            "SELECT template_version FROM berqenas.tenants WHERE name = $1",
+            &[&name],
+        )
         .await
         .unwrap()
         .get(0);
@@ -126,7 +161,12 @@ async fn create_returns_the_contract_and_the_credentials_work() {
 #[tokio::test]
 async fn access_mode_follows_the_two_flags() {
     let app = TestApp::spawn().await;
-    for (vpn, api, mode) in [(false, true, "public"), (false, false, "public"), (true, true, "hybrid"), (true, false, "vpn-only")] {
+    for (vpn, api, mode) in [
+        (false, true, "public"),
+        (false, false, "public"),
+        (true, true, "hybrid"),
+        (true, false, "vpn-only"),
+    ] {
         let (status, body) = app
             .call(
                 Method::POST,
@@ -136,7 +176,11 @@ async fn access_mode_follows_the_two_flags() {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         assert_eq!(body["access_mode"], mode, "vpn={vpn} api={api}");
-        assert_eq!(body["db_quota_bytes"], 1i64 << 30, "the free plan's storage by default");
+        assert_eq!(
+            body["db_quota_bytes"],
+            1i64 << 30,
+            "the free plan's storage by default"
+        );
     }
 }
 
@@ -149,7 +193,10 @@ async fn tenants_cannot_reach_each_other_public_or_the_control_plane() {
     let a_conn = connect_as(&a["credentials"]).await;
     let b_conn = connect_as(&b["credentials"]).await;
     b_conn
-        .execute("INSERT INTO applications (name, team, created_by) VALUES ('secret', 'b', 'b')", &[])
+        .execute(
+            "INSERT INTO applications (name, team, created_by) VALUES ('secret', 'b', 'b')",
+            &[],
+        )
         .await
         .unwrap();
 
@@ -165,7 +212,10 @@ async fn tenants_cannot_reach_each_other_public_or_the_control_plane() {
         }
     };
     denied(format!("SELECT * FROM \"{b_schema}\".applications")).await;
-    denied(format!("INSERT INTO \"{b_schema}\".applications (name, team, created_by) VALUES ('x','x','x')")).await;
+    denied(format!(
+        "INSERT INTO \"{b_schema}\".applications (name, team, created_by) VALUES ('x','x','x')"
+    ))
+    .await;
     denied(format!("CREATE TABLE \"{b_schema}\".planted (id int)")).await;
     denied("CREATE TABLE public.planted (id int)".into()).await;
     denied("SELECT * FROM berqenas.tenants".into()).await;
@@ -173,7 +223,11 @@ async fn tenants_cannot_reach_each_other_public_or_the_control_plane() {
     denied("CREATE TABLE berqenas.planted (id int)".into()).await;
     denied(format!("SET ROLE \"{}\"", b["role"].as_str().unwrap())).await;
     // A tenant cannot create tables in its own schema either: the schema is the owner's.
-    denied(format!("CREATE TABLE \"{}\".mine (id int)", a["schema"].as_str().unwrap())).await;
+    denied(format!(
+        "CREATE TABLE \"{}\".mine (id int)",
+        a["schema"].as_str().unwrap()
+    ))
+    .await;
 }
 
 #[tokio::test]
@@ -183,13 +237,22 @@ async fn get_by_name_or_id_list_update_and_delete() {
     let created = app.create(&name).await;
     let id = created["id"].as_str().unwrap();
 
-    let (s, by_name) = app.call(Method::GET, &format!("/api/v1/tenants/{name}"), None).await;
+    let (s, by_name) = app
+        .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, by_id) = app.call(Method::GET, &format!("/api/v1/tenants/{id}"), None).await;
+    let (s, by_id) = app
+        .call(Method::GET, &format!("/api/v1/tenants/{id}"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(by_name, by_id);
-    assert!(by_name.get("api_key").is_none() && by_name.get("credentials").is_none(), "secrets are shown once");
-    let (s, _) = app.call(Method::GET, "/api/v1/tenant/nobody-here", None).await;
+    assert!(
+        by_name.get("api_key").is_none() && by_name.get("credentials").is_none(),
+        "secrets are shown once"
+    );
+    let (s, _) = app
+        .call(Method::GET, "/api/v1/tenant/nobody-here", None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // Pagination walks every tenant exactly once.
@@ -205,7 +268,12 @@ async fn get_by_name_or_id_list_update_and_delete() {
         };
         let (s, page) = app.call(Method::GET, &path, None).await;
         assert_eq!(s, StatusCode::OK, "{page}");
-        let names: Vec<String> = page["tenants"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
+        let names: Vec<String> = page["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect();
         assert!(names.len() <= 2);
         seen.extend(names);
         match page["next_cursor"].as_str() {
@@ -218,11 +286,26 @@ async fn get_by_name_or_id_list_update_and_delete() {
     dedup.dedup();
     assert_eq!(dedup.len(), seen.len(), "no tenant twice");
     assert!(seen.contains(&name));
-    let (s, body) = app.call(Method::GET, "/api/v1/tenants?status=sleeping", None).await;
-    assert_eq!((s, body["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("status")));
-    let (s, filtered) = app.call(Method::GET, "/api/v1/tenants?status=active&plan=free&limit=1000", None).await;
+    let (s, body) = app
+        .call(Method::GET, "/api/v1/tenants?status=sleeping", None)
+        .await;
+    assert_eq!(
+        (s, body["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("status"))
+    );
+    let (s, filtered) = app
+        .call(
+            Method::GET,
+            "/api/v1/tenants?status=active&plan=free&limit=1000",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert!(filtered["tenants"].as_array().unwrap().iter().all(|t| t["plan"] == "free" && t["status"] == "active"));
+    assert!(filtered["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["plan"] == "free" && t["status"] == "active"));
 
     // Update: plan change re-applies the connection limit in PostgreSQL.
     let (s, updated) = app
@@ -238,21 +321,47 @@ async fn get_by_name_or_id_list_update_and_delete() {
     assert_eq!(updated["plan"], "professional");
     let pg = superuser().await;
     let limit: i32 = pg
-        .query_one("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", &[&created["role"].as_str().unwrap()])
+        .query_one(
+            "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1",
+            &[&created["role"].as_str().unwrap()],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(limit, 50);
-    let (s, body) = app.call(Method::PATCH, &format!("/api/v1/tenants/{name}"), Some(json!({"colour": "red"}))).await;
-    assert_eq!((s, body["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("colour")));
-    let (s, body) = app.call(Method::PATCH, &format!("/api/v1/tenants/{name}"), Some(json!({"plan": "platinum"}))).await;
-    assert_eq!((s, body["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("plan")));
+    let (s, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/tenants/{name}"),
+            Some(json!({"colour": "red"})),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("colour"))
+    );
+    let (s, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/tenants/{name}"),
+            Some(json!({"plan": "platinum"})),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("plan"))
+    );
 
     // Delete drops every trace from the catalog and the registry, and is audited.
     let session = connect_as(&created["credentials"]).await;
-    let (s, _) = app.call(Method::DELETE, &format!("/api/v1/tenants/{name}"), None).await;
+    let (s, _) = app
+        .call(Method::DELETE, &format!("/api/v1/tenants/{name}"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert!(session.query_one("SELECT 1", &[]).await.is_err(), "open sessions are terminated");
+    assert!(
+        session.query_one("SELECT 1", &[]).await.is_err(),
+        "open sessions are terminated"
+    );
     assert_eq!(footprint(&pg, &name).await, Vec::<String>::new());
     let audited: i64 = pg
         .query_one("SELECT count(*) FROM berqenas.audit_log WHERE tenant_name = $1 AND action = 'tenant.delete'", &[&name])
@@ -260,7 +369,9 @@ async fn get_by_name_or_id_list_update_and_delete() {
         .unwrap()
         .get(0);
     assert_eq!(audited, 1);
-    let (s, _) = app.call(Method::GET, &format!("/api/v1/tenants/{name}"), None).await;
+    let (s, _) = app
+        .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
@@ -269,18 +380,41 @@ async fn duplicate_name_is_409_and_50_concurrent_creates_leave_one_tenant() {
     let app = TestApp::spawn().await;
     let name = unique("dup");
     app.create(&name).await;
-    let (s, body) = app.call(Method::POST, "/api/v1/tenants", Some(json!({"name": name}))).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("name_taken")));
+    let (s, body) = app
+        .call(Method::POST, "/api/v1/tenants", Some(json!({"name": name})))
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("name_taken"))
+    );
 
     let race = unique("race");
     let statuses = futures::future::join_all((0..50).map(|_| {
         let app = &app;
         let race = race.clone();
-        async move { app.call(Method::POST, "/api/v1/tenants", Some(json!({"name": race}))).await.0 }
+        async move {
+            app.call(Method::POST, "/api/v1/tenants", Some(json!({"name": race})))
+                .await
+                .0
+        }
     }))
     .await;
-    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 49, "{statuses:?}");
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CONFLICT)
+            .count(),
+        49,
+        "{statuses:?}"
+    );
     let stem = format!("tenant_{}", race.replace('-', "_"));
     let mut want = vec![
         format!("role:{stem}_owner"),
@@ -299,18 +433,46 @@ async fn idempotency_key_replays_and_refuses_another_body() {
     let key = format!("key-{name}");
     let body = json!({"name": name, "db_quota": "2GB"});
     let hdr = [("Idempotency-Key", key.as_str())];
-    let (s1, first) = app.call_with(Method::POST, "/api/v1/tenants", Some(body.clone()), Some(TOKEN), &hdr).await;
+    let (s1, first) = app
+        .call_with(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(body.clone()),
+            Some(TOKEN),
+            &hdr,
+        )
+        .await;
     assert_eq!(s1, StatusCode::CREATED, "{first}");
-    let (s2, second) = app.call_with(Method::POST, "/api/v1/tenants", Some(body), Some(TOKEN), &hdr).await;
+    let (s2, second) = app
+        .call_with(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(body),
+            Some(TOKEN),
+            &hdr,
+        )
+        .await;
     assert_eq!(s2, StatusCode::CREATED);
-    assert_eq!(first, second, "the replay is the first response, secrets included");
+    assert_eq!(
+        first, second,
+        "the replay is the first response, secrets included"
+    );
     let (s3, third) = app
-        .call_with(Method::POST, "/api/v1/tenants", Some(json!({"name": name, "db_quota": "3GB"})), Some(TOKEN), &hdr)
+        .call_with(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": name, "db_quota": "3GB"})),
+            Some(TOKEN),
+            &hdr,
+        )
         .await;
     assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY, "{third}");
     let count: i64 = superuser()
         .await
-        .query_one("SELECT count(*) FROM berqenas.tenants WHERE name = $1", &[&name])
+        .query_one(
+            "SELECT count(*) FROM berqenas.tenants WHERE name = $1",
+            &[&name],
+        )
         .await
         .unwrap()
         .get(0);
@@ -319,8 +481,24 @@ async fn idempotency_key_replays_and_refuses_another_body() {
     // A refusal is replayed too, and a different key is a different request.
     let bad = json!({"name": "X"});
     let hdr = [("Idempotency-Key", "bad-one")];
-    let (a, _) = app.call_with(Method::POST, "/api/v1/tenants", Some(bad.clone()), Some(TOKEN), &hdr).await;
-    let (b, body) = app.call_with(Method::POST, "/api/v1/tenants", Some(bad), Some(TOKEN), &hdr).await;
+    let (a, _) = app
+        .call_with(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(bad.clone()),
+            Some(TOKEN),
+            &hdr,
+        )
+        .await;
+    let (b, body) = app
+        .call_with(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(bad),
+            Some(TOKEN),
+            &hdr,
+        )
+        .await;
     assert_eq!((a, b), (StatusCode::BAD_REQUEST, StatusCode::BAD_REQUEST));
     assert_eq!(body["error"]["field"], "name");
 }
@@ -338,12 +516,17 @@ async fn admin_token_is_required_and_nothing_happens_without_it() {
             (Method::GET, "/api/v1/plans"),
             (Method::GET, "/api/v1/status"),
         ] {
-            let (s, err) = app.call_with(method, path, Some(body.clone()), token, &[]).await;
+            let (s, err) = app
+                .call_with(method, path, Some(body.clone()), token, &[])
+                .await;
             assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
             assert_eq!(err["error"]["code"], "unauthorized");
         }
     }
-    assert_eq!(footprint(&superuser().await, &name).await, Vec::<String>::new());
+    assert_eq!(
+        footprint(&superuser().await, &name).await,
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
@@ -358,10 +541,20 @@ async fn health_plans_and_openapi() {
 
     let (s, plans) = app.call(Method::GET, "/api/v1/plans", None).await;
     assert_eq!(s, StatusCode::OK);
-    let names: Vec<&str> = plans.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["free", "starter", "professional", "enterprise", "custom"]);
+    let names: Vec<&str> = plans
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["free", "starter", "professional", "enterprise", "custom"]
+    );
 
-    let (s, doc) = app.call_with(Method::GET, "/api/v1/openapi.json", None, None, &[]).await;
+    let (s, doc) = app
+        .call_with(Method::GET, "/api/v1/openapi.json", None, None, &[])
+        .await;
     assert_eq!(s, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
     for (path, methods) in [
@@ -373,7 +566,10 @@ async fn health_plans_and_openapi() {
         ("/api/v1/status", &["get"][..]),
     ] {
         for m in methods {
-            assert!(paths.get(path).and_then(|p| p.get(*m)).is_some(), "{m} {path} missing from the document");
+            assert!(
+                paths.get(path).and_then(|p| p.get(*m)).is_some(),
+                "{m} {path} missing from the document"
+            );
         }
     }
 }
@@ -383,7 +579,14 @@ async fn credentials_endpoint_returns_what_create_returned() {
     let app = TestApp::spawn().await;
     let created = app.create(&unique("creds")).await;
     let (s, creds) = app
-        .call(Method::GET, &format!("/api/v1/tenants/{}/credentials", created["name"].as_str().unwrap()), None)
+        .call(
+            Method::GET,
+            &format!(
+                "/api/v1/tenants/{}/credentials",
+                created["name"].as_str().unwrap()
+            ),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(creds, created["credentials"]);

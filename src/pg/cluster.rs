@@ -153,7 +153,11 @@ impl Cluster {
     }
 
     /// Fast shutdown: rolls back open transactions, disconnects clients, checkpoints.
+    /// A cluster that is already down (stopped by an operator) is not an error.
     pub fn stop(&self) -> Result<(), ClusterError> {
+        if self.running_port().is_none() {
+            return Ok(());
+        }
         let out = self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"])?;
         check(out, "pg_ctl stop")
     }

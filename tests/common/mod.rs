@@ -46,7 +46,9 @@ pub fn scratch_dir(label: &str) -> PathBuf {
 pub async fn database() -> &'static Database {
     DB.get_or_init(|| async {
         let dir = scratch_dir("cluster");
-        let db = server::embedded_with(&dir, None, true).await.expect("starting a throw-away cluster");
+        let db = server::embedded_with(&dir, None, true)
+            .await
+            .expect("starting a throw-away cluster");
         let cluster = db.cluster.clone().expect("embedded");
         CLUSTER.set((cluster, dir)).ok();
         unsafe { libc::atexit(stop_cluster) };
@@ -57,7 +59,9 @@ pub async fn database() -> &'static Database {
 
 /// A superuser connection to the shared cluster's control database.
 pub async fn superuser() -> tokio_postgres::Client {
-    berqenas::pg::connect(&database().await.config).await.unwrap()
+    berqenas::pg::connect(&database().await.config)
+        .await
+        .unwrap()
 }
 
 pub struct TestApp {
@@ -68,7 +72,9 @@ pub struct TestApp {
 impl TestApp {
     pub async fn spawn() -> Self {
         let db = database().await;
-        let platform = server::platform(db, SecretKey::from_bytes([42; 32]), 16).await.unwrap();
+        let platform = server::platform(db, SecretKey::from_bytes([42; 32]), 16)
+            .await
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let router = api::router(AppState::new(platform, TOKEN));
@@ -80,7 +86,12 @@ impl TestApp {
     }
 
     /// A request with the admin token; returns the status and the JSON body (Null if none).
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.call_with(method, path, body, Some(TOKEN), &[]).await
     }
 
@@ -108,7 +119,12 @@ impl TestApp {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    pub async fn raw(&self, method: Method, path: &str, body: &'static [u8]) -> (StatusCode, Value) {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: &'static [u8],
+    ) -> (StatusCode, Value) {
         let res = self
             .http
             .request(method, format!("{}{path}", self.url))
@@ -144,7 +160,9 @@ pub fn unique(prefix: &str) -> String {
 /// Connects as a tenant with the credentials berqenas returned.
 pub async fn connect_as(credentials: &Value) -> tokio_postgres::Client {
     let dsn = credentials["dsn"].as_str().unwrap();
-    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     client
 }

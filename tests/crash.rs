@@ -1,0 +1,235 @@
+//! The real binary on its embedded default: first start creates the cluster, SIGKILL in
+//! the middle of creations leaves no orphan, a restart adopts the cluster and its data,
+//! `/health` says 503 when PostgreSQL is gone, and SIGTERM stops everything cleanly.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{footprint, scratch_dir};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+const TOKEN: &str = "crash-test-admin-token-0123";
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+async fn start(dir: &Path) -> Server {
+    let url_file = dir.join("server-url");
+    let _ = std::fs::remove_file(&url_file);
+    let child = Command::new(env!("CARGO_BIN_EXE_berqenas"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("BERQENAS_ADMIN_TOKEN", TOKEN)
+        .env_remove("BERQENAS_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(url) = std::fs::read_to_string(&url_file) {
+            return Server {
+                child,
+                url: url.trim().to_string(),
+            };
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn superuser(dir: &Path) -> tokio_postgres::Client {
+    let out = Command::new(env!("CARGO_BIN_EXE_berqenas"))
+        .args(["psql", "--print-dsn", "--data-dir"])
+        .arg(dir)
+        .env_remove("BERQENAS_DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dsn = String::from_utf8(out.stdout).unwrap();
+    let (client, conn) = tokio_postgres::connect(dsn.trim(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+async fn create(http: &reqwest::Client, url: &str, name: &str) -> Option<StatusCode> {
+    http.post(format!("{url}/api/v1/tenants"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status())
+}
+
+fn postmaster_running(dir: &Path) -> bool {
+    let pid = std::fs::read_to_string(dir.join("pgdata/postmaster.pid")).ok();
+    pid.and_then(|p| p.lines().next().map(str::to_string))
+        .map(|pid| PathBuf::from(format!("/proc/{pid}")).exists())
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn sigkill_mid_creation_leaves_no_orphans_and_restart_reuses_the_cluster() {
+    let dir = scratch_dir("crash");
+    let mut server = start(&dir).await;
+    assert!(
+        dir.join("pgdata/PG_VERSION").is_file(),
+        "first start ran initdb in the data directory"
+    );
+    let http = reqwest::Client::new();
+
+    // Creations in flight from 8 workers; kill -9 once some have finished.
+    let names: Vec<String> = (0..48).map(|i| format!("crash-{i}")).collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for chunk in names.chunks(6) {
+        let (http, url, chunk, done) = (
+            http.clone(),
+            server.url.clone(),
+            chunk.to_vec(),
+            done.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            for name in chunk {
+                if create(&http, &url, &name).await.is_some() {
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 6 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.child.start_kill().unwrap();
+    server.child.wait().await.unwrap();
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(
+        postmaster_running(&dir),
+        "SIGKILL of berqenas leaves its cluster running"
+    );
+
+    // Restart adopts the running cluster; every name is complete or absent.
+    let mut server = start(&dir).await;
+    let pg = superuser(&dir).await;
+    let (mut complete, mut absent) = (0, 0);
+    for name in &names {
+        let found = footprint(&pg, name).await;
+        if found.is_empty() {
+            absent += 1;
+            continue;
+        }
+        assert_eq!(found.len(), 4, "{name} is half there: {found:?}");
+        complete += 1;
+        let creds: Value = http
+            .get(format!("{}/api/v1/tenants/{name}/credentials", server.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let (tenant, conn) =
+            tokio_postgres::connect(creds["dsn"].as_str().unwrap(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        tenant
+            .execute("INSERT INTO deployments (application_id, version, status, triggered_by) SELECT gen_random_uuid(), '1', 'x', 'y' WHERE false", &[])
+            .await
+            .unwrap();
+    }
+    eprintln!("after SIGKILL: {complete} tenants complete, {absent} absent, none partial");
+    assert!(
+        complete >= 6,
+        "the finished creations survived ({complete} complete, {absent} absent)"
+    );
+    let running: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM berqenas.operations WHERE state = 'running'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(running, 0, "no operation left half done");
+    // The interrupted names are free again.
+    for name in &names {
+        if footprint(&pg, name).await.is_empty() {
+            assert_eq!(
+                create(&http, &server.url, name).await,
+                Some(StatusCode::CREATED)
+            );
+            break;
+        }
+    }
+
+    // PostgreSQL gone: /health says so with 503.
+    let cluster =
+        berqenas::pg::cluster::Cluster::ensure(&berqenas::pg::cluster::ClusterOptions::new(&dir))
+            .unwrap();
+    cluster.stop().unwrap();
+    let res = http
+        .get(format!("{}/health", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (body["status"].as_str(), body["database"].as_str()),
+        (Some("unhealthy"), Some("unreachable"))
+    );
+    kill_term(&mut server).await;
+
+    // A third start brings the cluster back with all its data; SIGTERM stops both.
+    let mut server = start(&dir).await;
+    let health: Value = http
+        .get(format!("{}/health", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "healthy");
+    assert!(health["tenants_count"].as_i64().unwrap() >= complete as i64);
+    kill_term(&mut server).await;
+    assert!(
+        !postmaster_running(&dir),
+        "SIGTERM stops the embedded cluster"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn kill_term(server: &mut Server) {
+    let pid = server.child.id().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), server.child.wait())
+        .await
+        .expect("server stops within 60 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "clean exit after SIGTERM: {status}");
+}
