@@ -169,11 +169,26 @@ async fn serve(opts: &ServeOptions, db: &Database) -> anyhow::Result<()> {
         "berqenas is serving"
     );
     println!("berqenas {} listening on {url}", crate::VERSION);
-    axum::serve(listener, api::router(AppState::new(platform, &token)))
+    let worker = tokio::spawn(reconcile_forever(platform.clone()));
+    let served = axum::serve(listener, api::router(AppState::new(platform, &token)))
         .with_graceful_shutdown(shutdown_signal())
-        .await?;
+        .await;
+    worker.abort();
+    served?;
     let _ = std::fs::remove_file(opts.data_dir.join(SERVER_URL_FILE));
     Ok(())
+}
+
+/// Operations whose process died on another instance are closed here too.
+async fn reconcile_forever(platform: Platform) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = ops::reconciler::run_once(&platform).await {
+            tracing::warn!(error = %e, "reconciler pass failed; retrying at the next tick");
+        }
+    }
 }
 
 async fn shutdown_signal() {
