@@ -22,17 +22,38 @@ async fn berqenas(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn stdout_json(out: &Output) -> Value {
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[tokio::test]
 async fn seed_000_create_command_and_the_rest_of_the_tenant_commands() {
     let app = TestApp::spawn().await;
-    let env = [("BERQENAS_URL", app.url.as_str()), ("BERQENAS_ADMIN_TOKEN", TOKEN)];
+    let env = [
+        ("BERQENAS_URL", app.url.as_str()),
+        ("BERQENAS_ADMIN_TOKEN", TOKEN),
+    ];
     let name = unique("cli");
     let out = berqenas(
-        &["tenant", "create", "--name", &name, "--db-quota", "5GB", "--vpn", "enabled", "--public-api", "true", "-o", "json"],
+        &[
+            "tenant",
+            "create",
+            "--name",
+            &name,
+            "--db-quota",
+            "5GB",
+            "--vpn",
+            "enabled",
+            "--public-api",
+            "true",
+            "-o",
+            "json",
+        ],
         &env,
     )
     .await;
@@ -45,20 +66,45 @@ async fn seed_000_create_command_and_the_rest_of_the_tenant_commands() {
     assert!(created["api_key"].as_str().unwrap().starts_with("bqk_"));
     let tenant = connect_as(&created["credentials"]).await;
     tenant
-        .execute("INSERT INTO user_activity (user_id, action) VALUES ('u1', 'login')", &[])
+        .execute(
+            "INSERT INTO user_activity (user_id, action) VALUES ('u1', 'login')",
+            &[],
+        )
         .await
         .unwrap();
 
     let got = stdout_json(&berqenas(&["tenant", "get", &name, "-o", "json"], &env).await);
     assert_eq!(got["id"], created["id"]);
     let table = berqenas(&["tenant", "get", &name], &env).await;
-    assert!(String::from_utf8_lossy(&table.stdout).contains("tenant_"), "table output shows the schema");
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("tenant_"),
+        "table output shows the schema"
+    );
 
-    let list = stdout_json(&berqenas(&["tenant", "list", "-o", "json", "--limit", "1000"], &env).await);
-    assert!(list["tenants"].as_array().unwrap().iter().any(|t| t["name"] == name.as_str()));
+    let list =
+        stdout_json(&berqenas(&["tenant", "list", "-o", "json", "--limit", "1000"], &env).await);
+    assert!(list["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == name.as_str()));
 
     let updated = stdout_json(
-        &berqenas(&["tenant", "update", &name, "--db-quota", "2GB", "--public-api", "false", "-o", "json"], &env).await,
+        &berqenas(
+            &[
+                "tenant",
+                "update",
+                &name,
+                "--db-quota",
+                "2GB",
+                "--public-api",
+                "false",
+                "-o",
+                "json",
+            ],
+            &env,
+        )
+        .await,
     );
     assert_eq!(updated["db_quota_bytes"], 2i64 << 30);
     assert_eq!(updated["access_mode"], "vpn-only");
@@ -73,35 +119,77 @@ async fn seed_000_create_command_and_the_rest_of_the_tenant_commands() {
     assert!(status["tenants"]["active"].as_i64().unwrap() >= 1);
 
     let deleted = berqenas(&["tenant", "delete", &name], &env).await;
-    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
-    assert_eq!(footprint(&superuser().await, &name).await, Vec::<String>::new());
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert_eq!(
+        footprint(&superuser().await, &name).await,
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
 async fn errors_are_clear_and_exit_non_zero() {
     let app = TestApp::spawn().await;
-    let env = [("BERQENAS_URL", app.url.as_str()), ("BERQENAS_ADMIN_TOKEN", TOKEN)];
+    let env = [
+        ("BERQENAS_URL", app.url.as_str()),
+        ("BERQENAS_ADMIN_TOKEN", TOKEN),
+    ];
 
     let out = berqenas(&["tenant", "create", "--name", "Bad_Name"], &env).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("field: name"), "{err}");
 
-    let out = berqenas(&["tenant", "create", "--name", "okname", "--vpn", "maybe"], &env).await;
-    assert_eq!(out.status.code(), Some(2), "clap refuses it before any request");
+    let out = berqenas(
+        &["tenant", "create", "--name", "okname", "--vpn", "maybe"],
+        &env,
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clap refuses it before any request"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("enabled"));
 
-    let out = berqenas(&["tenant", "create", "--name", "okname", "--db-quota", "5XB", "-o", "json"], &env).await;
+    let out = berqenas(
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "okname",
+            "--db-quota",
+            "5XB",
+            "-o",
+            "json",
+        ],
+        &env,
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1));
     let err: Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(err["error"]["field"], "db_quota");
     assert_eq!(err["status"], 400);
 
-    let out = berqenas(&["tenant", "list"], &[("BERQENAS_URL", app.url.as_str()), ("BERQENAS_ADMIN_TOKEN", "nope-nope-nope-nope")]).await;
+    let out = berqenas(
+        &["tenant", "list"],
+        &[
+            ("BERQENAS_URL", app.url.as_str()),
+            ("BERQENAS_ADMIN_TOKEN", "nope-nope-nope-nope"),
+        ],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin token"));
 
-    let out = berqenas(&["tenant", "list"], &[("BERQENAS_URL", "http://127.0.0.1:9")]).await;
+    let out = berqenas(
+        &["tenant", "list"],
+        &[("BERQENAS_URL", "http://127.0.0.1:9")],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("berqenas serve"));
 }
@@ -114,11 +202,30 @@ async fn finds_server_and_token_in_the_data_directory() {
     std::fs::write(dir.join("admin-token"), format!("{TOKEN}\n")).unwrap();
     let name = unique("nocfg");
     let data_dir = dir.to_str().unwrap();
-    let out = berqenas(&["tenant", "create", "--name", &name, "--data-dir", data_dir], &[]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = berqenas(
+        &["tenant", "create", "--name", &name, "--data-dir", data_dir],
+        &[],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("bqk_") && text.contains("postgresql://"), "shows the key and DSN once: {text}");
-    let out = berqenas(&["tenant", "get", &name], &[("BERQENAS_DATA_DIR", data_dir)]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("bqk_") && text.contains("postgresql://"),
+        "shows the key and DSN once: {text}"
+    );
+    let out = berqenas(
+        &["tenant", "get", &name],
+        &[("BERQENAS_DATA_DIR", data_dir)],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -29,7 +29,7 @@ pub struct Health {
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let count = tokio::time::timeout(Duration::from_secs(3), async {
         let client = state.platform.pool.get().await.ok()?;
-        store::count_live(&**client).await.ok()
+        store::count_live(&client).await.ok()
     })
     .await
     .ok()
@@ -82,7 +82,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
         .await
         .map_err(crate::tenant::service::Error::from)?
         .get(0);
-    let tenants = store::count_by_status(&**client)
+    let tenants = store::count_by_status(&client)
         .await
         .map_err(crate::tenant::service::Error::from)?
         .into_iter()

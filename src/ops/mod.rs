@@ -4,8 +4,8 @@
 
 pub mod reconciler;
 
+use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::problem::Problem;
@@ -56,9 +56,9 @@ pub async fn begin(
     loop {
         let inserted = c
             .execute(
-                "INSERT INTO berqenas.operations (id, kind, tenant_id, tenant_name, state, idempotency_key, request_hash, lease_until)
+                &c.prepare_cached("INSERT INTO berqenas.operations (id, kind, tenant_id, tenant_name, state, idempotency_key, request_hash, lease_until)
                  VALUES ($1, $2, $3, $4, 'running', $5, $6, now() + make_interval(secs => $7))
-                 ON CONFLICT (idempotency_key) DO NOTHING",
+                 ON CONFLICT (idempotency_key) DO NOTHING").await?,
                 &[&op.id, &op.kind, &op.tenant_id, &op.tenant_name, &key, &hash, &LEASE_SECS],
             )
             .await?;
@@ -105,12 +105,12 @@ pub async fn succeed(
     let steps: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
     let n = c
         .execute(
-            "WITH s AS (
+            &c.prepare_cached("WITH s AS (
                  INSERT INTO berqenas.operation_steps (operation_id, seq, name, state)
                  SELECT $1, ord::int, name, 'applied' FROM unnest($2::text[]) WITH ORDINALITY AS t(name, ord))
              UPDATE berqenas.operations
                 SET state = 'succeeded', response_status = 200, response = $3, finished_at = now()
-              WHERE id = $1 AND state = 'running'",
+              WHERE id = $1 AND state = 'running'").await?,
             &[&id, &steps, &sealed_response],
         )
         .await?;

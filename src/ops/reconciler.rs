@@ -1,7 +1,7 @@
 //! Finds operations whose process died: still `running`, lease expired. Whoever
 //! owns the operation's kind decides how to finish or revert it.
 
-use tokio_postgres::GenericClient;
+use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -58,10 +58,10 @@ pub async fn run_once(
     use crate::tenant::{store, Slug};
 
     let mut client = p.pool.get().await?;
-    expire_idempotency_keys(&**client).await?;
+    expire_idempotency_keys(&client).await?;
     let mut closed = 0;
-    for op in stale(&**client, 100).await? {
-        let tx = crate::pg::begin(&mut client).await?;
+    for op in stale(&client, 100).await? {
+        let tx = client.transaction().await?;
         // Claim it: another server's reconciler may be looking at the same row.
         let claimed = tx
             .execute(

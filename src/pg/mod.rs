@@ -111,11 +111,3 @@ impl Capabilities {
         Ok(Self { superuser })
     }
 }
-
-/// Starts a transaction on a pooled connection as a plain `tokio_postgres`
-/// transaction, so the store functions (generic over `GenericClient`) accept it.
-pub async fn begin(
-    client: &mut deadpool_postgres::Client,
-) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
-    tokio_postgres::Client::transaction(client).await
-}

@@ -2,9 +2,9 @@
 //! operation; in schema mode all of it (DDL, registry, key, audit, operation row) is one
 //! transaction, so a crash at any point leaves the tenant either complete or absent.
 
+use deadpool_postgres::{GenericClient, Transaction};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Transaction;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -231,11 +231,10 @@ fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
 
 /// Serialises every operation on one tenant name, for the rest of the transaction.
 async fn lock_name(tx: &Transaction<'_>, slug: &Slug) -> Result<()> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&slug.lock_key()],
-    )
-    .await?;
+    let stmt = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .await?;
+    tx.execute(&stmt, &[&slug.lock_key()]).await?;
     Ok(())
 }
 
@@ -251,8 +250,17 @@ pub async fn create(
         Ok(v) => v,
         Err(e) => return remember_rejection(p, idem, &req.name, e).await,
     };
+    // SCRAM's 4096 PBKDF2 rounds cost about a millisecond of CPU: run them on a
+    // blocking thread while the first round trips are in flight.
+    let password = random_token();
+    let verifier = {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || {
+            postgres_protocol::password::scram_sha_256(password.as_bytes())
+        })
+    };
     let mut client = p.pool.get().await?;
-    let tx = crate::pg::begin(&mut client).await?;
+    let tx = client.transaction().await?;
     let op_id = Uuid::now_v7();
     let begun = ops::begin(
         &tx,
@@ -279,7 +287,7 @@ pub async fn create(
         }
         Begin::Mismatch => return Err(mismatch()),
     }
-    match provision(p, &tx, &v, op_id, actor).await {
+    match provision(p, &tx, &v, (password, verifier), op_id, actor).await {
         Ok((created, steps)) => {
             let sealed =
                 seal_response(p, &StoredResponse::Success(serde_json::to_value(&created)?))?;
@@ -300,6 +308,7 @@ async fn provision(
     p: &Platform,
     tx: &Transaction<'_>,
     v: &Validated,
+    (password, verifier): (String, tokio::task::JoinHandle<String>),
     op_id: Uuid,
     actor: &str,
 ) -> Result<(CreatedTenant, Vec<&'static str>)> {
@@ -309,8 +318,9 @@ async fn provision(
     }
     let plan = find_plan(tx, &v.plan).await?;
     let quota = v.db_quota_bytes.unwrap_or(plan.storage_bytes);
-    let password = random_token();
-    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    let verifier = verifier
+        .await
+        .expect("computing a SCRAM verifier does not panic");
     let strategy = SchemaPerTenant;
     let sql = strategy.create_sql(&Provision {
         slug: &v.slug,
@@ -427,7 +437,7 @@ async fn remember_rejection(
     let client = p.pool.get().await?;
     let op_id = Uuid::now_v7();
     let begun = ops::begin(
-        &**client,
+        &client,
         &NewOperation {
             id: op_id,
             kind: "tenant.create",
@@ -440,7 +450,7 @@ async fn remember_rejection(
     match begun {
         Begin::Started => {
             let sealed = seal_response(p, &StoredResponse::Failure(problem.clone()))?;
-            ops::fail(&**client, op_id, &problem.message, Some(&sealed)).await?;
+            ops::fail(&client, op_id, &problem.message, Some(&sealed)).await?;
             Err(e)
         }
         Begin::Replay(sealed) => replay(p, &sealed),
@@ -452,7 +462,7 @@ async fn remember_rejection(
 /// A tenant by name or id.
 pub async fn get(p: &Platform, key: &str) -> Result<Tenant> {
     let client = p.pool.get().await?;
-    store::find(&**client, key)
+    store::find(&client, key)
         .await?
         .ok_or_else(|| Error::not_found(key))
 }
@@ -486,7 +496,7 @@ pub async fn list(
         .transpose()
         .map_err(|_| Error::invalid("cursor", "cursor is not one this server handed out"))?;
     let client = p.pool.get().await?;
-    let tenants = store::list(&**client, status, plan, after, limit).await?;
+    let tenants = store::list(&client, status, plan, after, limit).await?;
     let next_cursor = (tenants.len() as i64 == limit)
         .then(|| tenants.last().map(|t| t.id.to_string()))
         .flatten();
@@ -510,7 +520,7 @@ pub async fn update(p: &Platform, key: &str, req: &UpdateTenant, actor: &str) ->
         .map(|m| validate_metadata(Some(m)))
         .transpose()?;
     let mut client = p.pool.get().await?;
-    let tx = crate::pg::begin(&mut client).await?;
+    let tx = client.transaction().await?;
     let current = store::find_for_update(&tx, key)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
@@ -555,7 +565,7 @@ pub async fn update(p: &Platform, key: &str, req: &UpdateTenant, actor: &str) ->
 /// The audit trail keeps the record of it.
 pub async fn delete(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
     let mut client = p.pool.get().await?;
-    let tx = crate::pg::begin(&mut client).await?;
+    let tx = client.transaction().await?;
     let tenant = store::find_for_update(&tx, key)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
@@ -588,13 +598,13 @@ pub async fn delete(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
 /// The tenant's login credentials, opened from the registry; the read is audited.
 pub async fn credentials_of(p: &Platform, key: &str, actor: &str) -> Result<Credentials> {
     let client = p.pool.get().await?;
-    let tenant = store::find(&**client, key)
+    let tenant = store::find(&client, key)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
-    let sealed = store::sealed_credentials(&**client, tenant.id).await?;
+    let sealed = store::sealed_credentials(&client, tenant.id).await?;
     let secret: SealedSecret = serde_json::from_slice(&p.key.open(&sealed)?)?;
     audit::record(
-        &**client,
+        &client,
         &audit::Entry {
             actor,
             action: "tenant.credentials.read",
@@ -610,7 +620,7 @@ pub async fn credentials_of(p: &Platform, key: &str, actor: &str) -> Result<Cred
 
 pub async fn plans(p: &Platform) -> Result<Vec<Plan>> {
     let client = p.pool.get().await?;
-    Ok(store::plans(&**client).await?)
+    Ok(store::plans(&client).await?)
 }
 
 /// The roles of this tenant that exist in the catalog (a rollback may have left none).

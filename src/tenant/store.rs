@@ -1,6 +1,7 @@
 //! SQL for the `tenants`, `plans` and `api_keys` tables. The caller owns the transaction.
 
-use tokio_postgres::{GenericClient, Row};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{AccessMode, Isolation, Plan, Status, Tenant};
@@ -64,7 +65,7 @@ pub async fn insert(
     );
     let row = c
         .query_one(
-            &sql,
+            &c.prepare_cached(&sql).await?,
             &[
                 &t.id,
                 &t.name,
@@ -95,14 +96,20 @@ pub async fn find(
     let row = match key.parse::<Uuid>() {
         Ok(id) => {
             c.query_opt(
-                &format!("SELECT {COLUMNS} FROM berqenas.tenants WHERE id = $1"),
+                &c.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM berqenas.tenants WHERE id = $1"
+                ))
+                .await?,
                 &[&id],
             )
             .await?
         }
         Err(_) => {
             c.query_opt(
-                &format!("SELECT {COLUMNS} FROM berqenas.tenants WHERE name = $1"),
+                &c.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM berqenas.tenants WHERE name = $1"
+                ))
+                .await?,
                 &[&key],
             )
             .await?
@@ -239,7 +246,11 @@ pub async fn plan(
     name: &str,
 ) -> Result<Option<Plan>, tokio_postgres::Error> {
     let row = c
-        .query_opt("SELECT * FROM berqenas.plans WHERE name = $1", &[&name])
+        .query_opt(
+            &c.prepare_cached("SELECT * FROM berqenas.plans WHERE name = $1")
+                .await?,
+            &[&name],
+        )
         .await?;
     Ok(row.as_ref().map(plan_row))
 }
@@ -274,7 +285,10 @@ pub async fn insert_api_key(
     hash: &[u8],
 ) -> Result<(), tokio_postgres::Error> {
     c.execute(
-        "INSERT INTO berqenas.api_keys (id, tenant_id, prefix, hash) VALUES ($1, $2, $3, $4)",
+        &c.prepare_cached(
+            "INSERT INTO berqenas.api_keys (id, tenant_id, prefix, hash) VALUES ($1, $2, $3, $4)",
+        )
+        .await?,
         &[&Uuid::now_v7(), &tenant_id, &prefix, &hash],
     )
     .await?;
