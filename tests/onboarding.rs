@@ -592,3 +592,77 @@ async fn credentials_endpoint_returns_what_create_returned() {
     assert_eq!(creds, created["credentials"]);
     let _: Value = creds;
 }
+
+/// `--database-url` with a role that has CREATEROLE and CREATEDB but is no superuser:
+/// the whole lifecycle works, and the tenant's roles stay least-privileged.
+#[tokio::test]
+async fn works_as_a_createrole_createdb_role_that_is_not_superuser() {
+    let pg = superuser().await;
+    let db = common::database().await;
+    pg.batch_execute("CREATE ROLE bq_operator LOGIN CREATEROLE CREATEDB PASSWORD 'operator-pw'")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE DATABASE bq_operator_db OWNER bq_operator")
+        .await
+        .unwrap();
+    let url = format!(
+        "postgresql://bq_operator:operator-pw@127.0.0.1:{}/bq_operator_db",
+        db.endpoint.port
+    );
+    let external = berqenas::server::external(&url).unwrap();
+    assert_eq!(external.endpoint.database, "bq_operator_db");
+    let platform = berqenas::server::platform(
+        &external,
+        berqenas::secrets::SecretKey::from_bytes([9; 32]),
+        4,
+    )
+    .await
+    .unwrap();
+    assert!(!platform.caps.superuser);
+    let name = unique("nonsuper");
+    let created = berqenas::tenant::service::create(
+        &platform,
+        &berqenas::tenant::service::CreateTenant {
+            name: name.clone(),
+            db_quota: Some("1GB".into()),
+            ..Default::default()
+        },
+        None,
+        "test",
+    )
+    .await
+    .unwrap();
+    let creds = serde_json::to_value(&created.credentials).unwrap();
+    let tenant = connect_as(&creds).await;
+    tenant
+        .execute(
+            "INSERT INTO applications (name, team, created_by) VALUES ('a', 'b', 'c')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let role = created.tenant.role.clone();
+    let attrs = pg
+        .query_one(
+            "SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls OR rolreplication FROM pg_roles WHERE rolname = $1",
+            &[&role],
+        )
+        .await
+        .unwrap();
+    assert!(
+        !attrs.get::<_, bool>(0),
+        "the tenant role holds no elevated attribute"
+    );
+    berqenas::tenant::service::delete(&platform, &name, "test")
+        .await
+        .unwrap();
+    let left: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1",
+            &[&format!("tenant_{}%", name.replace('-', "_"))],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
