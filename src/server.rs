@@ -12,11 +12,11 @@ use tokio_postgres::Config;
 
 use crate::api::{self, AppState};
 use crate::pg::cluster::{Cluster, ClusterOptions};
-use crate::pg::{self, Capabilities, Ident};
+use crate::pg::{self, hardening, Capabilities, Ident};
 use crate::platform::{Endpoint, Platform};
 use crate::secrets::{self, SecretKey};
 use crate::template::Template;
-use crate::{controlplane, ops};
+use crate::{controlplane, ops, tenant};
 
 /// The database the embedded cluster keeps the control plane (and schema-mode tenants) in.
 pub const EMBEDDED_DATABASE: &str = "berqenas";
@@ -105,8 +105,16 @@ pub async fn platform(db: &Database, key: SecretKey, pool_size: usize) -> anyhow
     controlplane::migrate(&mut client).await?;
     let template = Template::builtin();
     template.register(&client).await?;
+    drop(client);
+    let pool = pg::pool(db.config.clone(), pool_size)?;
+    {
+        let mut c = pool.get().await?;
+        hardening::secure_defaults(&mut c, &Ident::new(db.endpoint.database.clone())?).await?;
+        let roles = tenant::store::all_tenant_roles(&c).await?;
+        hardening::check(&c, &roles).await.context("at start")?;
+    }
     let platform = Platform {
-        pool: pg::pool(db.config.clone(), pool_size)?,
+        pool,
         key,
         caps,
         template,

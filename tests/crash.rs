@@ -136,7 +136,11 @@ async fn sigkill_mid_creation_leaves_no_orphans_and_restart_reuses_the_cluster()
             absent += 1;
             continue;
         }
-        assert_eq!(found.len(), 4, "{name} is half there: {found:?}");
+        assert_eq!(
+            found.len(),
+            8,
+            "{name} is half there (6 roles, schema, registry row): {found:?}"
+        );
         complete += 1;
         let creds: Value = http
             .get(format!("{}/api/v1/tenants/{name}/credentials", server.url))

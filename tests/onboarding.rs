@@ -416,12 +416,19 @@ async fn duplicate_name_is_409_and_50_concurrent_creates_leave_one_tenant() {
         "{statuses:?}"
     );
     let stem = format!("tenant_{}", race.replace('-', "_"));
-    let mut want = vec![
-        format!("role:{stem}_owner"),
-        format!("role:{stem}_user"),
-        format!("schema:{stem}"),
-        format!("tenant:{race}"),
-    ];
+    let mut want: Vec<String> = [
+        "owner",
+        "user",
+        "tenant_admin",
+        "application_manager",
+        "developer",
+        "auditor",
+    ]
+    .iter()
+    .map(|r| format!("role:{stem}_{r}"))
+    .collect();
+    want.push(format!("schema:{stem}"));
+    want.push(format!("tenant:{race}"));
     want.sort();
     assert_eq!(footprint(&superuser().await, &race).await, want);
 }

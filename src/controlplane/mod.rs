@@ -12,11 +12,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init.sql",
-    sql: include_str!("../../migrations/control/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init.sql",
+        sql: include_str!("../../migrations/control/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_tenant_users.sql",
+        sql: include_str!("../../migrations/control/0002_tenant_users.sql"),
+    },
+];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.
 const MIGRATION_LOCK: i64 = 0x6265_7271_656e_6173; // "berqenas"

@@ -60,6 +60,8 @@ pub trait Strategy {
 
 pub struct Provision<'a> {
     pub slug: &'a Slug,
+    /// The database the tenant's data lives in.
+    pub database: &'a Ident,
     pub password_verifier: &'a str,
     pub limits: &'a RoleLimits,
     pub template_sql: &'a str,
@@ -70,7 +72,7 @@ pub struct Provision<'a> {
 
 pub(crate) fn create_login_role(role: &Ident, verifier: &str, limits: &RoleLimits) -> String {
     format!(
-        "CREATE ROLE {role} LOGIN NOINHERIT PASSWORD {};\n{}",
+        "CREATE ROLE {role} LOGIN PASSWORD {};\n{}",
         Literal(verifier),
         limits.sql(role)
     )

@@ -3,6 +3,7 @@
 
 use super::{create_login_role, Provision, Strategy};
 use crate::pg::Ident;
+use crate::tenant::roles::{self, DefaultRole};
 use crate::tenant::Slug;
 
 pub struct SchemaPerTenant;
@@ -12,11 +13,27 @@ impl Strategy for SchemaPerTenant {
         let schema = p.slug.schema();
         let owner = p.slug.owner_role();
         let login = p.slug.login_role();
+        let groups: Vec<Ident> = DefaultRole::ALL
+            .iter()
+            .map(|r| p.slug.group_role(*r))
+            .collect();
+        let group_list = list(&groups);
         let mut sql = format!("CREATE ROLE {owner} NOLOGIN;\n");
+        for g in &groups {
+            sql.push_str(&format!("CREATE ROLE {g} NOLOGIN;\n"));
+        }
         sql.push_str(&create_login_role(&login, p.password_verifier, p.limits));
         if p.grant_owner_to_creator {
-            sql.push_str(&format!("GRANT {owner}, {login} TO CURRENT_USER;\n"));
+            sql.push_str(&format!(
+                "GRANT {owner}, {login}, {group_list} TO CURRENT_USER;\n"
+            ));
         }
+        // PUBLIC has no CONNECT or TEMP here; the tenant's roles get them through the
+        // one role that holds them (see pg::hardening).
+        sql.push_str(&format!(
+            "GRANT {} TO {login}, {group_list};\n",
+            crate::pg::hardening::connect_role()
+        ));
         sql.push_str(&format!(
             "CREATE SCHEMA {schema} AUTHORIZATION {owner};\n\
              REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
@@ -27,9 +44,11 @@ impl Strategy for SchemaPerTenant {
              SET LOCAL ROLE {owner};\n\
              SET LOCAL search_path = {schema};\n\
              {template}\n\
+             {grants}\
              RESET ROLE;\n\
              SET LOCAL search_path TO DEFAULT;\n",
             template = p.template_sql,
+            grants = roles::grants_sql(&schema, &owner, |r| p.slug.group_role(r)),
         ));
         sql
     }
@@ -37,16 +56,19 @@ impl Strategy for SchemaPerTenant {
     fn drop_sql(&self, slug: &Slug, existing_roles: &[Ident]) -> String {
         let mut sql = format!("DROP SCHEMA IF EXISTS {} CASCADE;\n", slug.schema());
         if !existing_roles.is_empty() {
-            let list = existing_roles
-                .iter()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
-            sql.push_str(&format!("DROP OWNED BY {list};\n"));
+            sql.push_str(&format!("DROP OWNED BY {};\n", list(existing_roles)));
             for role in existing_roles {
                 sql.push_str(&format!("DROP ROLE IF EXISTS {role};\n"));
             }
         }
         sql
     }
+}
+
+fn list(roles: &[Ident]) -> String {
+    roles
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -2,6 +2,7 @@
 
 pub mod binaries;
 pub mod cluster;
+pub mod hardening;
 pub mod ident;
 
 pub use ident::{Ident, Literal};

@@ -1,5 +1,6 @@
 //! The tenant domain: names, sizes, the registry record and its store.
 
+pub mod roles;
 pub mod service;
 pub mod size;
 pub mod slug;

@@ -33,6 +33,8 @@ pub enum Error {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
+    #[error(transparent)]
+    Hardening(#[from] crate::pg::hardening::HardeningError),
     #[error("stored response is unreadable: {0}")]
     Stored(#[from] serde_json::Error),
 }
@@ -322,8 +324,11 @@ async fn provision(
         .await
         .expect("computing a SCRAM verifier does not panic");
     let strategy = SchemaPerTenant;
+    let database = crate::pg::Ident::new(p.endpoint.database.clone())
+        .expect("a database name is a valid identifier");
     let sql = strategy.create_sql(&Provision {
         slug: &v.slug,
+        database: &database,
         password_verifier: &verifier,
         limits: &limits(p, &plan, quota),
         template_sql: &p.template.full_sql(),
@@ -332,6 +337,13 @@ async fn provision(
     tx.batch_execute(&sql)
         .await
         .map_err(|e| taken(e, &v.slug))?;
+    let roles: Vec<String> = v
+        .slug
+        .fixed_roles()
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    crate::pg::hardening::check(tx, &roles).await?;
 
     let sealed = p.key.seal(&serde_json::to_vec(&SealedSecret {
         password: password.clone(),
@@ -571,8 +583,9 @@ pub async fn delete(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
         .ok_or_else(|| Error::not_found(key))?;
     let slug = Slug::parse(&tenant.name).expect("registry holds valid names");
     lock_name(&tx, &slug).await?;
-    terminate_sessions(&tx, &[&tenant.role]).await?;
     let roles = existing_roles(&tx, &slug).await?;
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    terminate_sessions(&tx, &names).await?;
     tx.batch_execute(&SchemaPerTenant.drop_sql(&slug, &roles))
         .await?;
     store::delete(&tx, tenant.id).await?;
@@ -628,7 +641,21 @@ pub(crate) async fn existing_roles(
     tx: &Transaction<'_>,
     slug: &Slug,
 ) -> Result<Vec<crate::pg::Ident>> {
-    let wanted = [slug.login_role(), slug.owner_role()];
+    // Users first: they are members of the group roles dropped after them.
+    let rows = tx
+        .query(
+            "SELECT u.db_user FROM berqenas.tenant_users u JOIN berqenas.tenants t ON t.id = u.tenant_id
+              WHERE t.name = $1",
+            &[&slug.as_str()],
+        )
+        .await?;
+    let mut wanted: Vec<crate::pg::Ident> = rows
+        .iter()
+        .map(|r| {
+            crate::pg::Ident::new(r.get::<_, String>(0)).expect("registry holds valid role names")
+        })
+        .collect();
+    wanted.extend(slug.fixed_roles());
     let names: Vec<&str> = wanted.iter().map(|r| r.as_str()).collect();
     let rows = tx
         .query(

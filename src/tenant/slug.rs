@@ -114,6 +114,24 @@ impl Slug {
         self.derived("_user")
     }
 
+    /// The tenant's NOLOGIN group role for one of the default roles.
+    pub fn group_role(&self, role: super::roles::DefaultRole) -> Ident {
+        self.derived(&format!("_{}", role.as_str()))
+    }
+
+    /// Every role the tenant itself has (users come from the registry): owner, login
+    /// and the default group roles.
+    pub fn fixed_roles(&self) -> Vec<Ident> {
+        let mut roles = vec![self.login_role(), self.owner_role()];
+        roles.extend(super::roles::DefaultRole::ALL.map(|r| self.group_role(r)));
+        roles
+    }
+
+    /// A tenant user's login role: 48 random bits keep the email out of the catalog.
+    pub fn user_role(&self, random_hex: &str) -> Ident {
+        self.derived(&format!("_u{random_hex}"))
+    }
+
     /// Advisory-lock key serialising every operation on this name.
     pub fn lock_key(&self) -> String {
         format!("berqenas.tenant:{}", self.0)
@@ -159,6 +177,13 @@ mod tests {
     #[test]
     fn longest_derived_name_fits_postgres() {
         let longest = Slug::parse(&"a".repeat(MAX_LEN)).unwrap();
+        // Each of these would panic if its name did not fit.
+        let roles = longest.fixed_roles();
+        assert_eq!(roles.len(), 6);
+        assert!(roles
+            .iter()
+            .any(|r| r.as_str().ends_with("_application_manager")));
+        assert!(longest.user_role("0123456789ab").as_str().len() <= 63);
         let name = format!("{}{LONGEST_SUFFIX}", longest.stem());
         assert!(
             name.len() <= crate::pg::ident::MAX_IDENT_BYTES,

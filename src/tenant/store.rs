@@ -172,6 +172,30 @@ pub async fn count_by_status(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// Every role of every tenant still in PostgreSQL (purged ones have none): owner,
+/// login and default group roles, and the tenants' users.
+pub async fn all_tenant_roles(
+    c: &impl GenericClient,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            "SELECT name FROM berqenas.tenants WHERE status NOT IN ('purged', 'failed')",
+            &[],
+        )
+        .await?;
+    let mut roles: Vec<String> = rows
+        .iter()
+        .filter_map(|r| super::Slug::parse(r.get(0)).ok())
+        .flat_map(|s| s.fixed_roles())
+        .map(|r| r.as_str().to_string())
+        .collect();
+    let users = c
+        .query("SELECT db_user FROM berqenas.tenant_users", &[])
+        .await?;
+    roles.extend(users.iter().map(|r| r.get::<_, String>(0)));
+    Ok(roles)
+}
+
 /// Tenants that hold data: everything but deleted, purged and failed.
 pub async fn count_live(c: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
     let row = c

@@ -1,0 +1,114 @@
+//! Least privilege, enforced and checked. At start berqenas takes from PUBLIC what
+//! PostgreSQL gives it by default (CONNECT and TEMP on the tenant database and
+//! template1, CREATE on `public`); then, at start and after every provisioning, it
+//! checks that no tenant role holds an elevated attribute or a `pg_*` membership and
+//! that none can reach template1. A violation is an error, never a warning.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::error::SqlState;
+
+use super::Ident;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HardeningError {
+    #[error("least-privilege check failed: {}", .0.join("; "))]
+    Violations(Vec<String>),
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// Takes PUBLIC's default privileges away. Statements the connected role may not run
+/// (template1 belongs to the bootstrap superuser) are skipped here; the check that
+/// follows then fails with the exact privilege that is left. Servers starting together
+/// take turns (concurrent GRANT/REVOKE on one database collide).
+pub async fn secure_defaults(
+    client: &mut deadpool_postgres::Client,
+    database: &Ident,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
+        .await?;
+    let hub = connect_role();
+    let exists = tx
+        .query_opt(
+            "SELECT 1 FROM pg_roles WHERE rolname = $1",
+            &[&hub.as_str()],
+        )
+        .await?
+        .is_some();
+    if !exists {
+        tx.batch_execute(&format!("CREATE ROLE {hub} NOLOGIN"))
+            .await?;
+    }
+    tx.batch_execute(&format!(
+        "GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {hub}"
+    ))
+    .await?;
+    for sql in [
+        format!("REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC"),
+        "REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC".to_string(),
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_string(),
+    ] {
+        tx.batch_execute("SAVEPOINT hardening").await?;
+        match tx.batch_execute(&sql).await {
+            Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+                tracing::warn!(statement = %sql, "not permitted to tighten this default");
+                tx.batch_execute("ROLLBACK TO SAVEPOINT hardening").await?;
+            }
+            other => other?,
+        }
+    }
+    tx.commit().await
+}
+
+/// The one role holding CONNECT and TEMP on the database schema-mode tenants live in;
+/// every tenant role is a member. Granting on the database per tenant would rewrite
+/// its one catalog row on every create, and concurrent creates would collide.
+pub const CONNECT_ROLE: &str = "berqenas_tenant_connect";
+
+pub fn connect_role() -> Ident {
+    Ident::new(CONNECT_ROLE).expect("a valid identifier")
+}
+
+/// Any constant; only servers tightening defaults at the same time contend for it.
+const LOCK: i64 = 0x6265_7271_6861_7264; // "berqhard"
+
+/// Checks the given tenant roles and the current database's PUBLIC privileges.
+pub async fn check(c: &impl GenericClient, roles: &[String]) -> Result<(), HardeningError> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT r.rolname::text,
+                    array_remove(ARRAY[
+                        CASE WHEN r.rolsuper THEN 'SUPERUSER' END,
+                        CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,
+                        CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END,
+                        CASE WHEN r.rolreplication THEN 'REPLICATION' END,
+                        CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END,
+                        CASE WHEN has_database_privilege(r.oid, 'template1', 'CONNECT') THEN 'CONNECT on template1' END
+                    ], NULL)
+                    || ARRAY(SELECT 'member of ' || g.rolname FROM pg_roles g
+                              WHERE g.rolname LIKE 'pg\\_%' AND pg_has_role(r.oid, g.oid, 'MEMBER'))
+               FROM pg_roles r WHERE r.rolname = ANY($1)
+             UNION ALL
+             SELECT 'PUBLIC', array_remove(ARRAY[
+                        CASE WHEN has_schema_privilege('public', 'public', 'CREATE') THEN 'CREATE on schema public' END,
+                        CASE WHEN has_database_privilege('public', current_database(), 'CONNECT')
+                             THEN 'CONNECT on database ' || current_database() END
+                    ], NULL)",
+        )
+        .await?;
+    let rows = c.query(&stmt, &[&roles]).await?;
+    let violations: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let found: Vec<String> = r.get(1);
+            (!found.is_empty())
+                .then(|| format!("{} has {}", r.get::<_, String>(0), found.join(", ")))
+        })
+        .collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(HardeningError::Violations(violations))
+    }
+}
