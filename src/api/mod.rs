@@ -6,6 +6,7 @@ pub mod extract;
 pub mod health;
 pub mod openapi;
 pub mod tenants;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -57,6 +58,11 @@ pub fn router(state: AppState) -> Router {
                 .delete(tenants::delete),
         )
         .route("/tenants/{name}/credentials", get(tenants::credentials))
+        .route("/tenants/{name}/users", get(users::list).post(users::add))
+        .route(
+            "/tenants/{name}/users/{email}",
+            axum::routing::delete(users::remove),
+        )
         .route("/plans", get(tenants::plans))
         .route("/status", get(health::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))

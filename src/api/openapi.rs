@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, health, tenants};
+use super::{error, health, tenants, users};
 use crate::tenant::{self, service};
 
 #[derive(OpenApi)]
@@ -13,13 +13,14 @@ use crate::tenant::{self, service};
     paths(
         health::health, health::status, document,
         tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete,
-        tenants::credentials, tenants::plans,
+        tenants::credentials, tenants::plans, users::add, users::list, users::remove,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo,
         tenant::Tenant, tenant::Plan, tenant::Status, tenant::Isolation, tenant::AccessMode,
         service::CreateTenant, service::UpdateTenant, service::CreatedTenant, service::Credentials,
-        service::TenantPage,
+        service::TenantPage, crate::tenant::users::AddUser, crate::tenant::users::AddedUser,
+        crate::tenant::users::TenantUser, crate::tenant::users::UserList, crate::tenant::roles::DefaultRole,
     )),
     modifiers(&AdminAuth),
 )]

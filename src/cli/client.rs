@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::api::health::{Health, Status};
 use crate::tenant::service::{CreateTenant, CreatedTenant, Credentials, TenantPage, UpdateTenant};
+use crate::tenant::users::{AddUser, AddedUser, TenantUser, UserList};
 use crate::tenant::{Plan, Tenant};
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +172,27 @@ impl Client {
     pub async fn credentials(&self, name: &str) -> Result<Credentials, ClientError> {
         self.call::<(), _>(Method::GET, &tenant_path(name, "/credentials"), None, &[])
             .await
+    }
+
+    pub async fn add_user(&self, tenant: &str, req: &AddUser) -> Result<AddedUser, ClientError> {
+        self.call(Method::POST, &tenant_path(tenant, "/users"), Some(req), &[])
+            .await
+    }
+
+    pub async fn users(&self, tenant: &str) -> Result<UserList, ClientError> {
+        self.call::<(), _>(Method::GET, &tenant_path(tenant, "/users"), None, &[])
+            .await
+    }
+
+    pub async fn remove_user(&self, tenant: &str, email: &str) -> Result<TenantUser, ClientError> {
+        let email: String = url::form_urlencoded::byte_serialize(email.as_bytes()).collect();
+        self.call::<(), _>(
+            Method::DELETE,
+            &tenant_path(tenant, &format!("/users/{email}")),
+            None,
+            &[],
+        )
+        .await
     }
 
     pub async fn plans(&self) -> Result<Vec<Plan>, ClientError> {

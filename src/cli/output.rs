@@ -101,6 +101,21 @@ pub fn tenants_table(tenants: &[Tenant]) {
     println!("{table}");
 }
 
+pub fn users_table(users: &[crate::tenant::users::TenantUser]) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header(vec!["EMAIL", "ROLE", "DB USER", "CREATED"]);
+    for u in users {
+        table.add_row(vec![
+            u.email.clone(),
+            u.role.as_str().into(),
+            u.db_user.clone(),
+            u.created_at.format("%Y-%m-%d %H:%M").to_string(),
+        ]);
+    }
+    println!("{table}");
+}
+
 /// `berqenas status`
 pub async fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
     let client = args.client();

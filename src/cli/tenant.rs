@@ -7,6 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::output;
 use super::ClientArgs;
 use crate::tenant::service::{CreateTenant, UpdateTenant};
+use crate::tenant::users::AddUser;
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
@@ -22,6 +23,42 @@ pub enum TenantCommand {
     Update(UpdateArgs),
     /// Delete a tenant and everything it had (schema, roles, keys). Audited.
     Delete(NameArgs),
+    /// Manage the tenant's users: login roles in one of its default roles.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the credentials are printed this once.
+    Add(UserAddArgs),
+    /// List the tenant's users.
+    List(NameArgs),
+    /// Remove a user: sessions end, the login is dropped, their objects pass to the tenant.
+    Remove(UserRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    /// Tenant name or id.
+    pub tenant: String,
+    #[arg(long)]
+    pub email: String,
+    /// tenant_admin, application_manager, developer or auditor.
+    #[arg(long)]
+    pub role: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UserRemoveArgs {
+    /// Tenant name or id.
+    pub tenant: String,
+    #[arg(long)]
+    pub email: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// `enabled` / `disabled`, as seed 000 spells the VPN flag.
@@ -176,6 +213,28 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             };
             let res = a.client.client().update_tenant(&a.name, &req).await;
             output::finish(res, a.client.output, output::tenant_table)
+        }
+        TenantCommand::User(UserCommand::Add(a)) => {
+            let req = AddUser {
+                email: a.email,
+                role: a.role,
+            };
+            let res = a.client.client().add_user(&a.tenant, &req).await;
+            output::finish(res, a.client.output, |u| {
+                output::users_table(std::slice::from_ref(&u.user));
+                println!("\nShown once; store it now:");
+                println!("  dsn: {}", u.credentials.dsn);
+            })
+        }
+        TenantCommand::User(UserCommand::List(a)) => {
+            let res = a.client.client().users(&a.name).await;
+            output::finish(res, a.client.output, |l| output::users_table(&l.users))
+        }
+        TenantCommand::User(UserCommand::Remove(a)) => {
+            let res = a.client.client().remove_user(&a.tenant, &a.email).await;
+            output::finish(res, a.client.output, |u| {
+                println!("removed user {} ({})", u.email, u.db_user)
+            })
         }
         TenantCommand::Delete(a) => {
             let res = a.client.client().delete_tenant(&a.name).await;

@@ -5,6 +5,7 @@ pub mod service;
 pub mod size;
 pub mod slug;
 pub mod store;
+pub mod users;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

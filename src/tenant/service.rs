@@ -43,7 +43,7 @@ impl Error {
     fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self::Rejected(Problem::bad_field(field, message))
     }
-    fn not_found(key: &str) -> Self {
+    pub(crate) fn not_found(key: &str) -> Self {
         Self::Rejected(Problem::new(
             Kind::NotFound,
             "tenant_not_found",
@@ -185,7 +185,7 @@ fn validate_metadata(m: Option<serde_json::Value>) -> Result<serde_json::Value> 
     }
 }
 
-async fn find_plan(tx: &Transaction<'_>, name: &str) -> Result<Plan> {
+pub(crate) async fn find_plan(tx: &Transaction<'_>, name: &str) -> Result<Plan> {
     store::plan(tx, name).await?.ok_or_else(|| {
         Error::invalid(
             "plan",
@@ -204,18 +204,35 @@ fn limits(p: &Platform, plan: &Plan, quota: i64) -> RoleLimits {
 }
 
 fn credentials(p: &Platform, t: &Tenant, password: String) -> Credentials {
+    credentials_for(p, &t.role, &t.database, password)
+}
+
+/// How to connect as `user` to `database` on this platform's server.
+pub(crate) fn credentials_for(
+    p: &Platform,
+    user: &str,
+    database: &str,
+    password: String,
+) -> Credentials {
     let e = &p.endpoint;
     Credentials {
         dsn: format!(
-            "postgresql://{}:{}@{}:{}/{}",
-            t.role, password, e.host, e.port, t.database
+            "postgresql://{user}:{password}@{}:{}/{database}",
+            e.host, e.port
         ),
-        user: t.role.clone(),
+        user: user.to_string(),
         password,
         host: e.host.clone(),
         port: e.port,
-        database: t.database.clone(),
+        database: database.to_string(),
     }
+}
+
+/// The registry's sealed-credentials plaintext for a password.
+pub(crate) fn seal_password(password: &str) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&SealedSecret {
+        password: password.to_string(),
+    })?)
 }
 
 /// Unique violations and existing objects are a taken name, not an outage.
@@ -232,7 +249,7 @@ fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
 }
 
 /// Serialises every operation on one tenant name, for the rest of the transaction.
-async fn lock_name(tx: &Transaction<'_>, slug: &Slug) -> Result<()> {
+pub(crate) async fn lock_name(tx: &Transaction<'_>, slug: &Slug) -> Result<()> {
     let stmt = tx
         .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .await?;
@@ -345,9 +362,7 @@ async fn provision(
         .collect();
     crate::pg::hardening::check(tx, &roles).await?;
 
-    let sealed = p.key.seal(&serde_json::to_vec(&SealedSecret {
-        password: password.clone(),
-    })?);
+    let sealed = p.key.seal(&seal_password(&password)?);
     let id = Uuid::now_v7();
     let tenant = store::insert(
         tx,

@@ -318,3 +318,73 @@ pub async fn insert_api_key(
     .await?;
     Ok(())
 }
+
+fn user_row(r: &Row) -> super::users::TenantUser {
+    super::users::TenantUser {
+        email: r.get("email"),
+        role: super::roles::DefaultRole::parse(r.get("role"))
+            .expect("role is checked by the table"),
+        db_user: r.get("db_user"),
+        created_at: r.get("created_at"),
+    }
+}
+
+pub async fn find_user(
+    c: &impl GenericClient,
+    tenant_id: Uuid,
+    email: &str,
+) -> Result<Option<super::users::TenantUser>, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            "SELECT email, role, db_user, created_at FROM berqenas.tenant_users WHERE tenant_id = $1 AND email = $2",
+            &[&tenant_id, &email],
+        )
+        .await?;
+    Ok(row.as_ref().map(user_row))
+}
+
+pub async fn users(
+    c: &impl GenericClient,
+    tenant_id: Uuid,
+) -> Result<Vec<super::users::TenantUser>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            "SELECT email, role, db_user, created_at FROM berqenas.tenant_users WHERE tenant_id = $1 ORDER BY email",
+            &[&tenant_id],
+        )
+        .await?;
+    Ok(rows.iter().map(user_row).collect())
+}
+
+/// Inserts a user; returns its creation time.
+pub async fn insert_user(
+    c: &impl GenericClient,
+    id: Uuid,
+    tenant_id: Uuid,
+    email: &str,
+    role: &str,
+    db_user: &str,
+    credentials: &[u8],
+) -> Result<chrono::DateTime<chrono::Utc>, tokio_postgres::Error> {
+    let row = c
+        .query_one(
+            "INSERT INTO berqenas.tenant_users (id, tenant_id, email, role, db_user, credentials)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at",
+            &[&id, &tenant_id, &email, &role, &db_user, &credentials],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+pub async fn delete_user(
+    c: &impl GenericClient,
+    tenant_id: Uuid,
+    email: &str,
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "DELETE FROM berqenas.tenant_users WHERE tenant_id = $1 AND email = $2",
+        &[&tenant_id, &email],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Tenant users (seed 001 section 4.1): a login role per person, member of one of the
+//! tenant's default group roles, with credentials returned once and kept sealed.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Transaction};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::roles::DefaultRole;
+use super::service::{self, credentials_for, Credentials, Error};
+use super::{store, Slug, Tenant};
+use crate::isolation::RoleLimits;
+use crate::pg::{Ident, Literal};
+use crate::platform::Platform;
+use crate::problem::{Kind, Problem};
+use crate::secrets::{random_bytes, random_token};
+use crate::{audit, pg::hardening};
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `POST /api/v1/tenants/{name}/users`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddUser {
+    pub email: String,
+    /// `tenant_admin`, `application_manager`, `developer` or `auditor`.
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantUser {
+    pub email: String,
+    pub role: DefaultRole,
+    /// The PostgreSQL login role of this user.
+    pub db_user: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The new user and, this once, their credentials.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AddedUser {
+    #[serde(flatten)]
+    pub user: TenantUser,
+    pub credentials: Credentials,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserList {
+    pub users: Vec<TenantUser>,
+}
+
+fn validate_email(email: &str) -> Result<String> {
+    let e = email.trim().to_lowercase();
+    let ok = e.len() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(e.split_once('@'), Some((local, domain)) if !local.is_empty() && domain.contains('.')
+            && !domain.starts_with('.') && !domain.ends_with('.') && !domain.contains('@'));
+    if ok {
+        Ok(e)
+    } else {
+        Err(Error::Rejected(Problem::bad_field(
+            "email",
+            format!("email {email:?} is not an email address"),
+        )))
+    }
+}
+
+fn validate_role(role: &str) -> Result<DefaultRole> {
+    DefaultRole::parse(role).ok_or_else(|| {
+        let all: Vec<_> = DefaultRole::ALL.iter().map(|r| r.as_str()).collect();
+        Error::Rejected(Problem::bad_field(
+            "role",
+            format!("role must be one of {}, got {role:?}", all.join(", ")),
+        ))
+    })
+}
+
+fn user_not_found(email: &str) -> Error {
+    Error::Rejected(Problem::new(
+        Kind::NotFound,
+        "user_not_found",
+        format!("no user {email:?} in this tenant"),
+    ))
+}
+
+/// The tenant, locked for the rest of the transaction, with its name's lock held.
+async fn locked_tenant(tx: &Transaction<'_>, key: &str) -> Result<(Tenant, Slug)> {
+    let tenant = store::find_for_update(tx, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    let slug = Slug::parse(&tenant.name).expect("registry holds valid names");
+    service::lock_name(tx, &slug).await?;
+    Ok((tenant, slug))
+}
+
+pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<AddedUser> {
+    let email = validate_email(&req.email)?;
+    let role = validate_role(&req.role)?;
+    let password = random_token();
+    let verifier = {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || {
+            postgres_protocol::password::scram_sha_256(password.as_bytes())
+        })
+    };
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let (tenant, slug) = locked_tenant(&tx, key).await?;
+    if store::find_user(&tx, tenant.id, &email).await?.is_some() {
+        return Err(Error::Rejected(Problem::new(
+            Kind::Conflict,
+            "user_exists",
+            format!("user {email:?} already exists in tenant {:?}", tenant.name),
+        )));
+    }
+    let plan = service::find_plan(&tx, &tenant.plan).await?;
+    let db_user = slug.user_role(&hex::encode(random_bytes::<6>()));
+    let group = slug.group_role(role);
+    let verifier = verifier
+        .await
+        .expect("computing a SCRAM verifier does not panic");
+    let mut sql = format!(
+        "CREATE ROLE {db_user} LOGIN PASSWORD {} IN ROLE {group};\n",
+        Literal(&verifier)
+    );
+    if let Some(schema) = &tenant.schema {
+        let schema = Ident::new(schema.clone()).expect("registry holds valid names");
+        sql.push_str(&format!(
+            "ALTER ROLE {db_user} SET search_path = {schema};\n"
+        ));
+    }
+    sql.push_str(
+        &RoleLimits::new(
+            plan.max_connections,
+            plan.statement_timeout_ms,
+            tenant.db_quota_bytes,
+            p.caps.superuser,
+        )
+        .sql(&db_user),
+    );
+    if !p.caps.superuser {
+        sql.push_str(&format!("GRANT {db_user} TO CURRENT_USER;\n"));
+    }
+    tx.batch_execute(&sql).await?;
+    hardening::check(&tx, &[db_user.as_str().to_string()]).await?;
+    let sealed = p.key.seal(&service::seal_password(&password)?);
+    let created_at = store::insert_user(
+        &tx,
+        Uuid::now_v7(),
+        tenant.id,
+        &email,
+        role.as_str(),
+        db_user.as_str(),
+        &sealed,
+    )
+    .await?;
+    audit::record(
+        &tx,
+        &audit::Entry {
+            actor,
+            action: "tenant.user.add",
+            tenant_id: Some(tenant.id),
+            tenant_name: Some(&tenant.name),
+            operation_id: None,
+            details: serde_json::json!({"email": email, "role": role.as_str(), "db_user": db_user.as_str()}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let user = TenantUser {
+        email,
+        role,
+        db_user: db_user.as_str().to_string(),
+        created_at,
+    };
+    let credentials = credentials_for(p, &user.db_user, &tenant.database, password);
+    Ok(AddedUser { user, credentials })
+}
+
+pub async fn list(p: &Platform, key: &str) -> Result<UserList> {
+    let client = p.pool.get().await?;
+    let tenant = store::find(&client, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    Ok(UserList {
+        users: store::users(&client, tenant.id).await?,
+    })
+}
+
+/// Revokes the user: their sessions end, what they created passes to the tenant's
+/// owner role (nothing of the tenant's data is lost), and the login is dropped.
+pub async fn remove(p: &Platform, key: &str, email: &str, actor: &str) -> Result<TenantUser> {
+    let email_lc = email.trim().to_lowercase();
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let (tenant, slug) = locked_tenant(&tx, key).await?;
+    let user = store::find_user(&tx, tenant.id, &email_lc)
+        .await?
+        .ok_or_else(|| user_not_found(email))?;
+    let db_user = Ident::new(user.db_user.clone()).expect("registry holds valid names");
+    service::terminate_sessions(&tx, &[db_user.as_str()]).await?;
+    let owner = slug.owner_role();
+    tx.batch_execute(&format!(
+        "REASSIGN OWNED BY {db_user} TO {owner};\nDROP OWNED BY {db_user};\nDROP ROLE IF EXISTS {db_user};\n"
+    ))
+    .await?;
+    store::delete_user(&tx, tenant.id, &email_lc).await?;
+    audit::record(
+        &tx,
+        &audit::Entry {
+            actor,
+            action: "tenant.user.remove",
+            tenant_id: Some(tenant.id),
+            tenant_name: Some(&tenant.name),
+            operation_id: None,
+            details: serde_json::json!({"email": user.email, "db_user": user.db_user}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_and_roles_are_validated() {
+        assert_eq!(
+            validate_email(" Ada@Example.COM ").unwrap(),
+            "ada@example.com"
+        );
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@example",
+            "a da@example.com",
+            "ada@.com",
+            "a@b@c.com",
+        ] {
+            assert!(validate_email(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(validate_role("developer").unwrap(), DefaultRole::Developer);
+        assert!(validate_role("superuser").is_err());
+    }
+}
