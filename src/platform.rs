@@ -19,6 +19,8 @@ pub struct Endpoint {
 #[derive(Clone)]
 pub struct Platform {
     pub pool: Pool,
+    /// How to reach the server; with another database name, its other databases.
+    pub config: tokio_postgres::Config,
     pub key: SecretKey,
     pub caps: Capabilities,
     pub template: Template,

@@ -115,12 +115,14 @@ pub async fn platform(db: &Database, key: SecretKey, pool_size: usize) -> anyhow
     }
     let platform = Platform {
         pool,
+        config: db.config.clone(),
         key,
         caps,
         template,
         endpoint: db.endpoint.clone(),
         embedded: db.cluster.is_some(),
     };
+    tenant::database_mode::ensure_template(&platform).await?;
     let fixed = ops::reconciler::run_once(&platform).await?;
     if fixed > 0 {
         tracing::warn!(
@@ -189,7 +191,11 @@ async fn serve(opts: &ServeOptions, db: &Database) -> anyhow::Result<()> {
 
 /// Operations whose process died on another instance are closed here too.
 async fn reconcile_forever(platform: Platform) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    let secs = std::env::var("BERQENAS_RECONCILE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(secs));
     tick.tick().await;
     loop {
         tick.tick().await;

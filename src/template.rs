@@ -62,6 +62,15 @@ impl Template {
         self.migrations.last().map_or(0, |m| m.version)
     }
 
+    /// One checksum for the whole template: changes when any migration does.
+    pub fn checksum(&self) -> String {
+        let mut h = Sha256::new();
+        for m in &self.migrations {
+            h.update(m.checksum.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+
     /// All migrations concatenated: what a new tenant runs to reach the latest version.
     pub fn full_sql(&self) -> String {
         self.migrations

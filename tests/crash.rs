@@ -21,11 +21,16 @@ struct Server {
 }
 
 async fn start(dir: &Path) -> Server {
+    start_with(dir, &[]).await
+}
+
+async fn start_with(dir: &Path, env: &[(&str, &str)]) -> Server {
     let url_file = dir.join("server-url");
     let _ = std::fs::remove_file(&url_file);
     let child = Command::new(env!("CARGO_BIN_EXE_berqenas"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .envs(env.iter().copied())
         .env("BERQENAS_ADMIN_TOKEN", TOKEN)
         .env_remove("BERQENAS_DATABASE_URL")
         .stdout(Stdio::null())
@@ -236,4 +241,105 @@ async fn kill_term(server: &mut Server) {
         .expect("server stops within 60 s of SIGTERM")
         .unwrap();
     assert!(status.success(), "clean exit after SIGTERM: {status}");
+}
+
+/// kill -9 between every two steps of a database-mode create (a failpoint SIGKILLs the
+/// server there), restart: the reconciler reverts it all, and the name is free again.
+#[tokio::test]
+async fn sigkill_between_database_mode_steps_converges_to_nothing() {
+    let dir = scratch_dir("crash-db");
+    let http = reqwest::Client::new();
+    let lease = [("BERQENAS_LEASE_SECS", "1")];
+    for (i, point) in [
+        "database.after_roles",
+        "database.after_create_database",
+        "database.after_configure",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("dbcrash-{i}");
+        let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", point), lease[0]]).await;
+        let res = http
+            .post(format!("{}/api/v1/tenants", server.url))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": name, "isolation": "database"}))
+            .send()
+            .await;
+        assert!(res.is_err(), "{point}: the server died mid-request");
+        let status = server.child.wait().await.unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{point}"
+        );
+
+        // Something is left half done until the lease runs out and a start reconciles.
+        let pg = superuser(&dir).await;
+        let stem = format!("tenant_{}", name.replace('-', "_"));
+        let before = footprint(&pg, &name).await;
+        assert!(
+            before.contains(&format!("tenant:{name}")),
+            "{point}: {before:?}"
+        );
+        let db_before: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM pg_database WHERE datname = $1",
+                &[&stem],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            db_before,
+            i64::from(*point != "database.after_roles"),
+            "{point}"
+        );
+        drop(pg);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut server = start_with(&dir, &lease).await;
+        let pg = superuser(&dir).await;
+        assert_eq!(
+            footprint(&pg, &name).await,
+            Vec::<String>::new(),
+            "{point}: roles or registry row left"
+        );
+        let dbs: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM pg_database WHERE datname = $1",
+                &[&stem],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(dbs, 0, "{point}: database left");
+        let states: Vec<String> = pg
+            .query(
+                "SELECT state FROM berqenas.operations WHERE tenant_name = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(states, vec!["failed".to_string()], "{point}");
+        assert_eq!(
+            create_db(&http, &server.url, &name).await,
+            StatusCode::CREATED,
+            "{point}: name free again"
+        );
+        kill_term(&mut server).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn create_db(http: &reqwest::Client, url: &str, name: &str) -> StatusCode {
+    http.post(format!("{url}/api/v1/tenants"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": name, "isolation": "database"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
 }

@@ -612,6 +612,11 @@ async fn works_as_a_createrole_createdb_role_that_is_not_superuser() {
     pg.batch_execute("CREATE DATABASE bq_operator_db OWNER bq_operator")
         .await
         .unwrap();
+    // What a DBA does once for such a role: template1 belongs to the bootstrap
+    // superuser, and berqenas refuses to start while tenants could connect to it.
+    pg.batch_execute("REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC")
+        .await
+        .unwrap();
     let url = format!(
         "postgresql://bq_operator:operator-pw@127.0.0.1:{}/bq_operator_db",
         db.endpoint.port

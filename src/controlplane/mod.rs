@@ -23,6 +23,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_tenant_users.sql",
         sql: include_str!("../../migrations/control/0002_tenant_users.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_step_intent.sql",
+        sql: include_str!("../../migrations/control/0003_step_intent.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

@@ -1,6 +1,7 @@
 //! Isolation strategies: how a tenant's data is kept apart, rendered as SQL.
 //! Schema-per-tenant is implemented; database and shared modes follow the same trait.
 
+pub mod database;
 pub mod schema;
 
 use crate::pg::{Ident, Literal};

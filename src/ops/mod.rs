@@ -10,8 +10,26 @@ use uuid::Uuid;
 
 use crate::problem::Problem;
 
-/// How long a running operation is presumed alive before the reconciler may look at it.
-pub const LEASE_SECS: f64 = 10.0;
+/// How long a running operation is presumed alive before the reconciler may look at
+/// it (renewed at every step). `BERQENAS_LEASE_SECS` shortens it for crash tests.
+pub fn lease_secs() -> f64 {
+    static LEASE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *LEASE.get_or_init(|| {
+        std::env::var("BERQENAS_LEASE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10.0)
+    })
+}
+
+/// Crash testing: when `BERQENAS_FAILPOINT` names this point, the process kills
+/// itself with SIGKILL right here, as an operator's `kill -9` would.
+pub fn failpoint(name: &str) {
+    if std::env::var("BERQENAS_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::warn!(failpoint = name, "failpoint reached: killing the process");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+    }
+}
 
 /// A client's `Idempotency-Key` and a hash of the request it came with.
 #[derive(Debug, Clone)]
@@ -59,7 +77,7 @@ pub async fn begin(
                 &c.prepare_cached("INSERT INTO berqenas.operations (id, kind, tenant_id, tenant_name, state, idempotency_key, request_hash, lease_until)
                  VALUES ($1, $2, $3, $4, 'running', $5, $6, now() + make_interval(secs => $7))
                  ON CONFLICT (idempotency_key) DO NOTHING").await?,
-                &[&op.id, &op.kind, &op.tenant_id, &op.tenant_name, &key, &hash, &LEASE_SECS],
+                &[&op.id, &op.kind, &op.tenant_id, &op.tenant_name, &key, &hash, &lease_secs()],
             )
             .await?;
         if inserted == 1 {

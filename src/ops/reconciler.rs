@@ -54,16 +54,14 @@ pub async fn expire_idempotency_keys(c: &impl GenericClient) -> Result<u64, toki
 pub async fn run_once(
     p: &crate::platform::Platform,
 ) -> Result<usize, crate::tenant::service::Error> {
-    use crate::isolation::{schema::SchemaPerTenant, Strategy};
-    use crate::tenant::{store, Slug};
+    use crate::tenant::{database_mode, store, Slug, Status};
 
-    let mut client = p.pool.get().await?;
+    let client = p.pool.get().await?;
     expire_idempotency_keys(&client).await?;
     let mut closed = 0;
     for op in stale(&client, 100).await? {
-        let tx = client.transaction().await?;
         // Claim it: another server's reconciler may be looking at the same row.
-        let claimed = tx
+        let claimed = client
             .execute(
                 "UPDATE berqenas.operations SET lease_until = now() + interval '1 minute'
                   WHERE id = $1 AND state = 'running' AND lease_until < now()",
@@ -73,26 +71,27 @@ pub async fn run_once(
         if claimed == 0 {
             continue;
         }
-        let exists = store::find(&tx, &op.tenant_name).await?.is_some();
+        let tenant = store::find(&client, &op.tenant_name).await?;
+        let finished = tenant
+            .as_ref()
+            .is_some_and(|t| t.status != Status::Provisioning);
         match (op.kind.as_str(), Slug::parse(&op.tenant_name)) {
-            ("tenant.create", Ok(slug)) if !exists => {
-                let roles = crate::tenant::service::existing_roles(&tx, &slug).await?;
-                tx.batch_execute(&SchemaPerTenant.drop_sql(&slug, &roles))
-                    .await?;
+            ("tenant.create", Ok(slug)) if !finished => {
+                database_mode::revert(p, &slug, op.id).await?;
                 super::fail(
-                    &tx,
+                    &client,
                     op.id,
                     "the process died; creation was rolled back",
                     None,
                 )
                 .await?;
             }
-            _ if exists => {
-                super::succeed(&tx, op.id, &[], None).await?;
+            _ if finished => {
+                super::succeed(&client, op.id, &[], None).await?;
             }
             _ => {
                 super::fail(
-                    &tx,
+                    &client,
                     op.id,
                     "the process died before the operation finished",
                     None,
@@ -100,7 +99,6 @@ pub async fn run_once(
                 .await?;
             }
         }
-        tx.commit().await?;
         tracing::warn!(operation.id = %op.id, operation.kind = %op.kind, tenant.name = %op.tenant_name, "reconciled");
         closed += 1;
     }

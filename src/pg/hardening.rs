@@ -75,9 +75,19 @@ const LOCK: i64 = 0x6265_7271_6861_7264; // "berqhard"
 
 /// Checks the given tenant roles and the current database's PUBLIC privileges.
 pub async fn check(c: &impl GenericClient, roles: &[String]) -> Result<(), HardeningError> {
-    let stmt = c
-        .prepare_cached(
-            "SELECT r.rolname::text,
+    let stmt = c.prepare_cached(CHECK_SQL).await?;
+    verdict(&c.query(&stmt, &[&roles]).await?)
+}
+
+/// [`check`] on a plain connection (a tenant database, outside the pool).
+pub async fn check_client(
+    c: &tokio_postgres::Client,
+    roles: &[String],
+) -> Result<(), HardeningError> {
+    verdict(&c.query(CHECK_SQL, &[&roles]).await?)
+}
+
+const CHECK_SQL: &str = "SELECT r.rolname::text,
                     array_remove(ARRAY[
                         CASE WHEN r.rolsuper THEN 'SUPERUSER' END,
                         CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,
@@ -94,10 +104,9 @@ pub async fn check(c: &impl GenericClient, roles: &[String]) -> Result<(), Harde
                         CASE WHEN has_schema_privilege('public', 'public', 'CREATE') THEN 'CREATE on schema public' END,
                         CASE WHEN has_database_privilege('public', current_database(), 'CONNECT')
                              THEN 'CONNECT on database ' || current_database() END
-                    ], NULL)",
-        )
-        .await?;
-    let rows = c.query(&stmt, &[&roles]).await?;
+                    ], NULL)";
+
+fn verdict(rows: &[tokio_postgres::Row]) -> Result<(), HardeningError> {
     let violations: Vec<String> = rows
         .iter()
         .filter_map(|r| {

@@ -1,5 +1,6 @@
 //! The tenant domain: names, sizes, the registry record and its store.
 
+pub mod database_mode;
 pub mod roles;
 pub mod service;
 pub mod size;

@@ -35,6 +35,8 @@ pub enum Error {
     Secret(#[from] crate::secrets::SecretError),
     #[error(transparent)]
     Hardening(#[from] crate::pg::hardening::HardeningError),
+    #[error("{0}")]
+    Internal(String),
     #[error("stored response is unreadable: {0}")]
     Stored(#[from] serde_json::Error),
 }
@@ -135,13 +137,14 @@ struct SealedSecret {
 }
 
 /// Validated create input.
-struct Validated {
-    slug: Slug,
-    db_quota_bytes: Option<i64>,
-    vpn_enabled: bool,
-    public_api: bool,
-    plan: String,
-    metadata: serde_json::Value,
+pub(crate) struct Validated {
+    pub(crate) slug: Slug,
+    pub(crate) db_quota_bytes: Option<i64>,
+    pub(crate) vpn_enabled: bool,
+    pub(crate) public_api: bool,
+    pub(crate) isolation: Isolation,
+    pub(crate) plan: String,
+    pub(crate) metadata: serde_json::Value,
 }
 
 fn validate_create(req: &CreateTenant) -> Result<Validated> {
@@ -152,12 +155,13 @@ fn validate_create(req: &CreateTenant) -> Result<Validated> {
         .map(parse_size)
         .transpose()
         .map_err(|e| Error::invalid("db_quota", format!("db_quota {e}")))?;
-    match req.isolation.as_deref() {
-        None | Some("schema") => {}
-        Some(other @ ("database" | "shared")) => {
+    let isolation = match req.isolation.as_deref() {
+        None | Some("schema") => Isolation::Schema,
+        Some("database") => Isolation::Database,
+        Some("shared") => {
             return Err(Error::invalid(
                 "isolation",
-                format!("isolation {other:?} is not available yet; use \"schema\""),
+                "isolation \"shared\" is not available yet; use \"schema\" or \"database\"",
             ))
         }
         Some(other) => {
@@ -166,9 +170,10 @@ fn validate_create(req: &CreateTenant) -> Result<Validated> {
                 format!("isolation must be \"schema\", \"database\" or \"shared\", got {other:?}"),
             ))
         }
-    }
+    };
     Ok(Validated {
         slug,
+        isolation,
         db_quota_bytes,
         vpn_enabled: req.vpn_enabled,
         public_api: req.public_api,
@@ -194,7 +199,7 @@ pub(crate) async fn find_plan(tx: &Transaction<'_>, name: &str) -> Result<Plan> 
     })
 }
 
-fn limits(p: &Platform, plan: &Plan, quota: i64) -> RoleLimits {
+pub(crate) fn limits(p: &Platform, plan: &Plan, quota: i64) -> RoleLimits {
     RoleLimits::new(
         plan.max_connections,
         plan.statement_timeout_ms,
@@ -236,12 +241,13 @@ pub(crate) fn seal_password(password: &str) -> Result<Vec<u8>> {
 }
 
 /// Unique violations and existing objects are a taken name, not an outage.
-fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
+pub(crate) fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
     match e.code() {
-        Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_OBJECT || *c == SqlState::DUPLICATE_SCHEMA => {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_OBJECT || *c == SqlState::DUPLICATE_SCHEMA
+                || *c == SqlState::DUPLICATE_DATABASE => {
             Error::conflict(
                 "name_taken",
-                format!("tenant name {:?} is taken (or a PostgreSQL role or schema of that name exists)", slug.as_str()),
+                format!("tenant name {:?} is taken (or a PostgreSQL role, schema or database of that name exists)", slug.as_str()),
             )
         }
         _ => Error::Db(e),
@@ -269,6 +275,9 @@ pub async fn create(
         Ok(v) => v,
         Err(e) => return remember_rejection(p, idem, &req.name, e).await,
     };
+    if v.isolation == Isolation::Database {
+        return super::database_mode::create(p, &v, idem, actor).await;
+    }
     // SCRAM's 4096 PBKDF2 rounds cost about a millisecond of CPU: run them on a
     // blocking thread while the first round trips are in flight.
     let password = random_token();
@@ -298,12 +307,7 @@ pub async fn create(
             tx.rollback().await?;
             return replay(p, &sealed);
         }
-        Begin::InProgress => {
-            return Err(Error::conflict(
-                "idempotency_in_progress",
-                "a request with this Idempotency-Key is still in progress; retry later",
-            ))
-        }
+        Begin::InProgress => return Err(in_progress()),
         Begin::Mismatch => return Err(mismatch()),
     }
     match provision(p, &tx, &v, (password, verifier), op_id, actor).await {
@@ -424,14 +428,21 @@ async fn provision(
     ))
 }
 
-fn taken_name(slug: &Slug) -> Error {
+pub(crate) fn taken_name(slug: &Slug) -> Error {
     Error::conflict(
         "name_taken",
         format!("tenant name {:?} is taken", slug.as_str()),
     )
 }
 
-fn mismatch() -> Error {
+pub(crate) fn in_progress() -> Error {
+    Error::conflict(
+        "idempotency_in_progress",
+        "a request with this Idempotency-Key is still in progress; retry later",
+    )
+}
+
+pub(crate) fn mismatch() -> Error {
     Error::Rejected(Problem::new(
         Kind::Unprocessable,
         "idempotency_key_reused",
@@ -439,11 +450,11 @@ fn mismatch() -> Error {
     ))
 }
 
-fn seal_response(p: &Platform, r: &StoredResponse) -> Result<Vec<u8>> {
+pub(crate) fn seal_response(p: &Platform, r: &StoredResponse) -> Result<Vec<u8>> {
     Ok(p.key.seal(&serde_json::to_vec(r)?))
 }
 
-fn replay(p: &Platform, sealed: &[u8]) -> Result<CreatedTenant> {
+pub(crate) fn replay(p: &Platform, sealed: &[u8]) -> Result<CreatedTenant> {
     match serde_json::from_slice::<StoredResponse>(&p.key.open(sealed)?)? {
         StoredResponse::Success(v) => Ok(serde_json::from_value(v)?),
         StoredResponse::Failure(problem) => Err(Error::Rejected(problem)),
@@ -601,8 +612,15 @@ pub async fn delete(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
     let roles = existing_roles(&tx, &slug).await?;
     let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     terminate_sessions(&tx, &names).await?;
-    tx.batch_execute(&SchemaPerTenant.drop_sql(&slug, &roles))
-        .await?;
+    match tenant.isolation {
+        Isolation::Database => {
+            super::database_mode::drop_tenant(p, &tx, &slug).await?;
+        }
+        _ => {
+            tx.batch_execute(&SchemaPerTenant.drop_sql(&slug, &roles))
+                .await?
+        }
+    }
     store::delete(&tx, tenant.id).await?;
     let op_id = Uuid::now_v7();
     ops::record_done(&tx, op_id, "tenant.delete", tenant.id, &tenant.name).await?;

@@ -246,6 +246,20 @@ pub async fn update(
     Ok(tenant(&row))
 }
 
+pub async fn set_status(
+    c: &impl GenericClient,
+    id: Uuid,
+    status: Status,
+) -> Result<Tenant, tokio_postgres::Error> {
+    let row = c
+        .query_one(
+            &format!("UPDATE berqenas.tenants SET status = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"),
+            &[&id, &status.as_str()],
+        )
+        .await?;
+    Ok(tenant(&row))
+}
+
 pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<(), tokio_postgres::Error> {
     c.execute("DELETE FROM berqenas.tenants WHERE id = $1", &[&id])
         .await?;
