@@ -123,6 +123,7 @@ pub async fn platform(db: &Database, key: SecretKey, pool_size: usize) -> anyhow
         embedded: db.cluster.is_some(),
     };
     tenant::database_mode::ensure_template(&platform).await?;
+    tenant::shared_mode::ensure_pool(&platform).await?;
     let fixed = ops::reconciler::run_once(&platform).await?;
     if fixed > 0 {
         tracing::warn!(

@@ -3,6 +3,7 @@
 
 pub mod database;
 pub mod schema;
+pub mod shared;
 
 use crate::pg::{Ident, Literal};
 use crate::tenant::Slug;
@@ -71,7 +72,7 @@ pub struct Provision<'a> {
     pub grant_owner_to_creator: bool,
 }
 
-pub(crate) fn create_login_role(role: &Ident, verifier: &str, limits: &RoleLimits) -> String {
+pub fn create_login_role(role: &Ident, verifier: &str, limits: &RoleLimits) -> String {
     format!(
         "CREATE ROLE {role} LOGIN PASSWORD {};\n{}",
         Literal(verifier),

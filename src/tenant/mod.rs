@@ -3,6 +3,7 @@
 pub mod database_mode;
 pub mod roles;
 pub mod service;
+pub mod shared_mode;
 pub mod size;
 pub mod slug;
 pub mod store;

@@ -46,7 +46,7 @@ impl DefaultRole {
         Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
-    fn table_grants(self) -> Grants {
+    pub(crate) fn table_grants(self) -> Grants {
         match self {
             DefaultRole::TenantAdmin => &[],
             DefaultRole::ApplicationManager => &[

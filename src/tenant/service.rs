@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::size::parse_size;
 use super::store::{self, Changes, NewTenant};
 use super::{Isolation, Plan, Slug, Status, Tenant};
+use crate::isolation::shared;
 use crate::isolation::{schema::SchemaPerTenant, Provision, RoleLimits, Strategy};
 use crate::ops::{self, Begin, Idempotency, NewOperation, StoredResponse};
 use crate::platform::Platform;
@@ -158,12 +159,7 @@ fn validate_create(req: &CreateTenant) -> Result<Validated> {
     let isolation = match req.isolation.as_deref() {
         None | Some("schema") => Isolation::Schema,
         Some("database") => Isolation::Database,
-        Some("shared") => {
-            return Err(Error::invalid(
-                "isolation",
-                "isolation \"shared\" is not available yet; use \"schema\" or \"database\"",
-            ))
-        }
+        Some("shared") => Isolation::Shared,
         Some(other) => {
             return Err(Error::invalid(
                 "isolation",
@@ -344,17 +340,32 @@ async fn provision(
     let verifier = verifier
         .await
         .expect("computing a SCRAM verifier does not panic");
-    let strategy = SchemaPerTenant;
+    let id = Uuid::now_v7();
     let database = crate::pg::Ident::new(p.endpoint.database.clone())
         .expect("a database name is a valid identifier");
-    let sql = strategy.create_sql(&Provision {
-        slug: &v.slug,
-        database: &database,
-        password_verifier: &verifier,
-        limits: &limits(p, &plan, quota),
-        template_sql: &p.template.full_sql(),
-        grant_owner_to_creator: !p.caps.superuser,
-    });
+    let limits = limits(p, &plan, quota);
+    let (sql, schema) = match v.isolation {
+        Isolation::Shared => (
+            shared::create_sql(
+                &v.slug,
+                &id.to_string(),
+                &crate::isolation::create_login_role(&v.slug.login_role(), &verifier, &limits),
+                !p.caps.superuser,
+            ),
+            shared::POOL_SCHEMA.to_string(),
+        ),
+        _ => (
+            SchemaPerTenant.create_sql(&Provision {
+                slug: &v.slug,
+                database: &database,
+                password_verifier: &verifier,
+                limits: &limits,
+                template_sql: &p.template.full_sql(),
+                grant_owner_to_creator: !p.caps.superuser,
+            }),
+            v.slug.schema().as_str().to_string(),
+        ),
+    };
     tx.batch_execute(&sql)
         .await
         .map_err(|e| taken(e, &v.slug))?;
@@ -367,7 +378,6 @@ async fn provision(
     crate::pg::hardening::check(tx, &roles).await?;
 
     let sealed = p.key.seal(&seal_password(&password)?);
-    let id = Uuid::now_v7();
     let tenant = store::insert(
         tx,
         &NewTenant {
@@ -375,8 +385,8 @@ async fn provision(
             name: v.slug.as_str(),
             status: Status::Active,
             plan: &plan.name,
-            isolation: Isolation::Schema,
-            schema: Some(v.slug.schema().as_str()),
+            isolation: v.isolation,
+            schema: Some(&schema),
             database: &p.endpoint.database,
             login_role: v.slug.login_role().as_str(),
             owner_role: v.slug.owner_role().as_str(),
@@ -616,7 +626,14 @@ pub async fn delete(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
         Isolation::Database => {
             super::database_mode::drop_tenant(p, &tx, &slug).await?;
         }
-        _ => {
+        Isolation::Shared => {
+            let tables = super::shared_mode::pool_tables(&tx).await?;
+            tx.batch_execute(&shared::purge_rows_sql(&tables, &tenant.id.to_string()))
+                .await?;
+            tx.batch_execute(&SchemaPerTenant.drop_sql(&slug, &roles))
+                .await?;
+        }
+        Isolation::Schema => {
             tx.batch_execute(&SchemaPerTenant.drop_sql(&slug, &roles))
                 .await?
         }

@@ -142,6 +142,12 @@ pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<
     if !p.caps.superuser {
         sql.push_str(&format!("GRANT {db_user} TO CURRENT_USER;\n"));
     }
+    if tenant.isolation == super::Isolation::Shared {
+        sql.push_str(&crate::isolation::shared::map_role_sql(
+            &db_user,
+            &tenant.id.to_string(),
+        ));
+    }
     tx.batch_execute(&sql).await?;
     hardening::check(&tx, &[db_user.as_str().to_string()]).await?;
     let sealed = p.key.seal(&service::seal_password(&password)?);
@@ -201,6 +207,10 @@ pub async fn remove(p: &Platform, key: &str, email: &str, actor: &str) -> Result
     let db_user = Ident::new(user.db_user.clone()).expect("registry holds valid names");
     service::terminate_sessions(&tx, &[db_user.as_str()]).await?;
     let owner = slug.owner_role();
+    if tenant.isolation == super::Isolation::Shared {
+        tx.batch_execute(&crate::isolation::shared::unmap_role_sql(&db_user))
+            .await?;
+    }
     tx.batch_execute(&format!(
         "REASSIGN OWNED BY {db_user} TO {owner};\nDROP OWNED BY {db_user};\nDROP ROLE IF EXISTS {db_user};\n"
     ))
