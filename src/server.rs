@@ -203,6 +203,9 @@ async fn reconcile_forever(platform: Platform) {
         if let Err(e) = ops::reconciler::run_once(&platform).await {
             tracing::warn!(error = %e, "reconciler pass failed; retrying at the next tick");
         }
+        if let Err(e) = tenant::lifecycle::expire_trials(&platform).await {
+            tracing::warn!(error = %e, "trial expiry failed; retrying at the next tick");
+        }
     }
 }
 

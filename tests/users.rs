@@ -233,3 +233,128 @@ async fn users_are_listed_refused_when_bad_and_removed_for_good() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(footprint(&pg, &name).await, Vec::<String>::new());
 }
+
+/// Plans: a plan change reaches every login at once; a trial ends as the plan says;
+/// the enterprise plan defaults to a database of its own.
+#[tokio::test]
+async fn plans_reach_postgres_and_trials_end_as_the_plan_says() {
+    let app = TestApp::spawn().await;
+    let pg = superuser().await;
+    let limit_of = |role: String| {
+        let pg = &pg;
+        async move {
+            pg.query_one(
+                "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1",
+                &[&role],
+            )
+            .await
+            .unwrap()
+            .get::<_, i32>(0)
+        }
+    };
+    let t = app.create(&unique("plan")).await;
+    let name = t["name"].as_str().unwrap().to_string();
+    let (_, user) = add_user(&app, &name, "p@example.com", "auditor").await;
+    assert_eq!(limit_of(t["role"].as_str().unwrap().into()).await, 5);
+    let (s, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/tenants/{name}"),
+            Some(json!({"plan": "enterprise"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(limit_of(t["role"].as_str().unwrap().into()).await, 200);
+    assert_eq!(
+        limit_of(user["db_user"].as_str().unwrap().into()).await,
+        200
+    );
+
+    let (s, ent) = app
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": unique("ent"), "plan": "enterprise"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ent}");
+    assert_eq!(
+        ent["isolation"], "database",
+        "the enterprise plan's default"
+    );
+
+    // Trials: free ends suspended (logins off), a paid plan ends active.
+    let (s, free) = app
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": unique("trial-f"), "trial_days": 14})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{free}");
+    assert_eq!(free["status"], "trial");
+    assert!(free["trial_ends_at"].as_str().is_some());
+    let (_, paid) = app
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": unique("trial-p"), "trial_days": 14, "plan": "starter", "isolation": "shared"})),
+        )
+        .await;
+    assert_eq!(paid["status"], "trial");
+    let session = connect_as(&free["credentials"]).await;
+    pg.execute(
+        "UPDATE berqenas.tenants SET trial_ends_at = now() - interval '1 second' WHERE id = ANY($1::text[]::uuid[])",
+        &[&vec![free["id"].as_str().unwrap(), paid["id"].as_str().unwrap()]],
+    )
+    .await
+    .unwrap();
+    let platform = berqenas::server::platform(
+        common::database().await,
+        berqenas::secrets::SecretKey::from_bytes([42; 32]),
+        2,
+    )
+    .await
+    .unwrap();
+    assert!(
+        berqenas::tenant::lifecycle::expire_trials(&platform)
+            .await
+            .unwrap()
+            >= 2
+    );
+    let status = |id: &str| {
+        let app = &app;
+        let id = id.to_string();
+        async move {
+            app.call(Method::GET, &format!("/api/v1/tenants/{id}"), None)
+                .await
+                .1["status"]
+                .clone()
+        }
+    };
+    assert_eq!(status(free["id"].as_str().unwrap()).await, "suspended");
+    assert_eq!(status(paid["id"].as_str().unwrap()).await, "active");
+    assert!(
+        session.query_one("SELECT 1", &[]).await.is_err(),
+        "the suspended tenant's session ended"
+    );
+    let dsn = free["credentials"]["dsn"].as_str().unwrap();
+    assert!(
+        tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+            .await
+            .is_err(),
+        "and it cannot log in"
+    );
+    connect_as(&paid["credentials"]).await;
+    let (s, e) = app
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": unique("trial-x"), "trial_days": 400})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("trial_days"))
+    );
+}

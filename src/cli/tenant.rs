@@ -97,6 +97,9 @@ pub struct CreateArgs {
     /// Free-form JSON object stored with the tenant.
     #[arg(long, value_parser = parse_json_object)]
     pub metadata: Option<serde_json::Value>,
+    /// Start in `trial` for this many days [default: the plan's]
+    #[arg(long)]
+    pub trial_days: Option<i32>,
     /// Makes a retried command safe: the same key replays the first answer.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -166,6 +169,7 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 public_api: a.public_api,
                 plan: a.plan,
                 isolation: a.isolation,
+                trial_days: a.trial_days,
                 metadata: a.metadata,
             };
             let res = a

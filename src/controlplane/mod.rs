@@ -28,6 +28,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0003_step_intent.sql",
         sql: include_str!("../../migrations/control/0003_step_intent.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_plans_trials.sql",
+        sql: include_str!("../../migrations/control/0004_plans_trials.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

@@ -212,6 +212,7 @@ async fn run_steps(
     }
     let plan = service::find_plan(&tx, &v.plan).await?;
     let quota = v.db_quota_bytes.unwrap_or(plan.storage_bytes);
+    let trial_days = v.trial_days(&plan);
     let verifier = verifier
         .await
         .expect("computing a SCRAM verifier does not panic");
@@ -245,6 +246,7 @@ async fn run_steps(
             template_version: p.template.latest_version(),
             metadata: &v.metadata,
             credentials: &sealed,
+            trial_days,
         },
     )
     .await
@@ -285,7 +287,12 @@ async fn run_steps(
 
     // 4. Active: the API key, the audit entry and the status, in one transaction.
     let tx = client.transaction().await?;
-    let tenant = store::set_status(&tx, tenant_id, Status::Active).await?;
+    let status = if trial_days > 0 {
+        Status::Trial
+    } else {
+        Status::Active
+    };
+    let tenant = store::set_status(&tx, tenant_id, status).await?;
     let key = apikey::generate(&p.key);
     store::insert_api_key(&tx, tenant_id, &key.public_id, &key.hash).await?;
     audit::record(

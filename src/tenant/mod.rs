@@ -1,6 +1,7 @@
 //! The tenant domain: names, sizes, the registry record and its store.
 
 pub mod database_mode;
+pub mod lifecycle;
 pub mod roles;
 pub mod service;
 pub mod shared_mode;
@@ -122,6 +123,8 @@ pub struct Tenant {
     pub public_api: bool,
     pub access_mode: AccessMode,
     pub template_version: i32,
+    /// While `status` is `trial`: when the trial ends.
+    pub trial_ends_at: Option<DateTime<Utc>>,
     #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,
@@ -142,4 +145,6 @@ pub struct Plan {
     pub concurrent_agents: i32,
     pub retention_days: i32,
     pub trial_days: i32,
+    /// The isolation mode of this plan's tenants when the request names none.
+    pub default_isolation: Option<Isolation>,
 }

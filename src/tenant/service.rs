@@ -80,6 +80,9 @@ pub struct CreateTenant {
     /// `schema` (the default). `database` and `shared` are not available yet.
     #[serde(default)]
     pub isolation: Option<String>,
+    /// Start in `trial` for this many days (1 to 365) [default: the plan's trial].
+    #[serde(default)]
+    pub trial_days: Option<i32>,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
@@ -144,6 +147,9 @@ pub(crate) struct Validated {
     pub(crate) vpn_enabled: bool,
     pub(crate) public_api: bool,
     pub(crate) isolation: Isolation,
+    /// Whether the request named the isolation (else the plan's default applies).
+    pub(crate) isolation_given: bool,
+    pub(crate) trial_days: Option<i32>,
     pub(crate) plan: String,
     pub(crate) metadata: serde_json::Value,
 }
@@ -156,6 +162,14 @@ fn validate_create(req: &CreateTenant) -> Result<Validated> {
         .map(parse_size)
         .transpose()
         .map_err(|e| Error::invalid("db_quota", format!("db_quota {e}")))?;
+    if let Some(days) = req.trial_days {
+        if !(0..=365).contains(&days) {
+            return Err(Error::invalid(
+                "trial_days",
+                "trial_days must be between 0 and 365",
+            ));
+        }
+    }
     let isolation = match req.isolation.as_deref() {
         None | Some("schema") => Isolation::Schema,
         Some("database") => Isolation::Database,
@@ -170,12 +184,21 @@ fn validate_create(req: &CreateTenant) -> Result<Validated> {
     Ok(Validated {
         slug,
         isolation,
+        isolation_given: req.isolation.is_some(),
+        trial_days: req.trial_days,
         db_quota_bytes,
         vpn_enabled: req.vpn_enabled,
         public_api: req.public_api,
         plan: req.plan.clone().unwrap_or_else(|| DEFAULT_PLAN.into()),
         metadata: validate_metadata(req.metadata.clone())?,
     })
+}
+
+impl Validated {
+    /// The trial this tenant starts with: the request's, else the plan's (0: none).
+    pub(crate) fn trial_days(&self, plan: &Plan) -> i32 {
+        self.trial_days.unwrap_or(plan.trial_days)
+    }
 }
 
 fn validate_metadata(m: Option<serde_json::Value>) -> Result<serde_json::Value> {
@@ -267,10 +290,16 @@ pub async fn create(
     idem: Option<&Idempotency>,
     actor: &str,
 ) -> Result<CreatedTenant> {
-    let v = match validate_create(req) {
+    let mut v = match validate_create(req) {
         Ok(v) => v,
         Err(e) => return remember_rejection(p, idem, &req.name, e).await,
     };
+    if !v.isolation_given {
+        let client = p.pool.get().await?;
+        if let Some(plan) = store::plan(&client, &v.plan).await? {
+            v.isolation = plan.default_isolation.unwrap_or(Isolation::Schema);
+        }
+    }
     if v.isolation == Isolation::Database {
         return super::database_mode::create(p, &v, idem, actor).await;
     }
@@ -337,6 +366,7 @@ async fn provision(
     }
     let plan = find_plan(tx, &v.plan).await?;
     let quota = v.db_quota_bytes.unwrap_or(plan.storage_bytes);
+    let trial_days = v.trial_days(&plan);
     let verifier = verifier
         .await
         .expect("computing a SCRAM verifier does not panic");
@@ -383,7 +413,12 @@ async fn provision(
         &NewTenant {
             id,
             name: v.slug.as_str(),
-            status: Status::Active,
+            status: if trial_days > 0 {
+                Status::Trial
+            } else {
+                Status::Active
+            },
+            trial_days,
             plan: &plan.name,
             isolation: v.isolation,
             schema: Some(&schema),
@@ -411,7 +446,7 @@ async fn provision(
             tenant_name: Some(v.slug.as_str()),
             operation_id: Some(op_id),
             details: serde_json::json!({
-                "plan": plan.name, "isolation": "schema", "db_quota_bytes": quota,
+                "plan": plan.name, "isolation": v.isolation.as_str(), "db_quota_bytes": quota, "trial_days": trial_days,
                 "vpn_enabled": tenant.vpn_enabled, "public_api": tenant.public_api,
                 "api_key_prefix": key.public_id,
             }),
@@ -586,10 +621,30 @@ pub async fn update(p: &Platform, key: &str, req: &UpdateTenant, actor: &str) ->
     )
     .await?;
     if req.plan.is_some() || db_quota_bytes.is_some() {
-        let role =
-            crate::pg::Ident::new(tenant.role.clone()).expect("registry holds valid role names");
-        tx.batch_execute(&limits(p, &plan, tenant.db_quota_bytes).sql(&role))
-            .await?;
+        // The plan's limits go to every login of the tenant, and in database mode to
+        // the database's own connection limit, at once.
+        let limits = limits(p, &plan, tenant.db_quota_bytes);
+        let mut logins = vec![tenant.role.clone()];
+        logins.extend(
+            store::users(&tx, tenant.id)
+                .await?
+                .into_iter()
+                .map(|u| u.db_user),
+        );
+        let mut sql = String::new();
+        for role in logins {
+            let role = crate::pg::Ident::new(role).expect("registry holds valid role names");
+            sql.push_str(&limits.sql(&role));
+        }
+        if tenant.isolation == Isolation::Database {
+            let db =
+                crate::pg::Ident::new(tenant.database.clone()).expect("registry holds valid names");
+            sql.push_str(&format!(
+                "ALTER DATABASE {db} CONNECTION LIMIT {};\n",
+                plan.max_connections
+            ));
+        }
+        tx.batch_execute(&sql).await?;
     }
     let op_id = Uuid::now_v7();
     ops::record_done(&tx, op_id, "tenant.update", tenant.id, &tenant.name).await?;

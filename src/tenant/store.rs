@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{AccessMode, Isolation, Plan, Status, Tenant};
 
 const COLUMNS: &str = "id, name, status, plan, isolation, schema_name, database_name, login_role, owner_role, \
-                       db_quota_bytes, vpn_enabled, public_api, template_version, metadata, created_at, updated_at";
+                       db_quota_bytes, vpn_enabled, public_api, template_version, trial_ends_at, metadata, created_at, updated_at";
 
 fn tenant(row: &Row) -> Tenant {
     let vpn_enabled = row.get("vpn_enabled");
@@ -28,6 +28,7 @@ fn tenant(row: &Row) -> Tenant {
         public_api,
         access_mode: AccessMode::derive(vpn_enabled, public_api),
         template_version: row.get("template_version"),
+        trial_ends_at: row.get("trial_ends_at"),
         metadata: row.get("metadata"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
@@ -51,6 +52,8 @@ pub struct NewTenant<'a> {
     pub template_version: i32,
     pub metadata: &'a serde_json::Value,
     pub credentials: &'a [u8],
+    /// Days of trial from now; 0 for none.
+    pub trial_days: i32,
 }
 
 pub async fn insert(
@@ -59,8 +62,9 @@ pub async fn insert(
 ) -> Result<Tenant, tokio_postgres::Error> {
     let sql = format!(
         "INSERT INTO berqenas.tenants (id, name, status, plan, isolation, schema_name, database_name, login_role,
-             owner_role, db_quota_bytes, vpn_enabled, public_api, template_version, metadata, credentials)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             owner_role, db_quota_bytes, vpn_enabled, public_api, template_version, metadata, credentials, trial_ends_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                 CASE WHEN $16 > 0 THEN now() + make_interval(days => $16) END)
          RETURNING {COLUMNS}"
     );
     let row = c
@@ -82,6 +86,7 @@ pub async fn insert(
                 &t.template_version,
                 t.metadata,
                 &t.credentials,
+                &t.trial_days,
             ],
         )
         .await?;
@@ -313,6 +318,9 @@ fn plan_row(r: &Row) -> Plan {
         concurrent_agents: r.get("concurrent_agents"),
         retention_days: r.get("retention_days"),
         trial_days: r.get("trial_days"),
+        default_isolation: r
+            .get::<_, Option<&str>>("default_isolation")
+            .and_then(super::Isolation::parse),
     }
 }
 

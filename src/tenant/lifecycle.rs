@@ -1,0 +1,73 @@
+//! Time-driven state changes the worker makes: an expired trial becomes `active` on a
+//! paid plan, or `suspended` (logins disabled, sessions ended) on the free plan.
+
+use uuid::Uuid;
+
+use super::service::{self, Error};
+use super::{store, Status};
+use crate::audit;
+use crate::pg::Ident;
+use crate::platform::Platform;
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The plan that is not paid for: a trial that ends on it suspends the tenant.
+pub const FREE_PLAN: &str = "free";
+
+/// Ends every trial that is due; returns how many. Rows are claimed with SKIP LOCKED,
+/// so several servers may run it at once.
+pub async fn expire_trials(p: &Platform) -> Result<usize> {
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let due: Vec<Uuid> = tx
+        .query(
+            "SELECT id FROM berqenas.tenants WHERE status = 'trial' AND trial_ends_at <= now()
+              ORDER BY trial_ends_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for id in &due {
+        let tenant = store::find(&tx, &id.to_string())
+            .await?
+            .expect("locked row exists");
+        let outcome = if tenant.plan == FREE_PLAN {
+            let mut logins = vec![tenant.role.clone()];
+            logins.extend(
+                store::users(&tx, tenant.id)
+                    .await?
+                    .into_iter()
+                    .map(|u| u.db_user),
+            );
+            for role in &logins {
+                let role = Ident::new(role.clone()).expect("registry holds valid names");
+                tx.batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))
+                    .await?;
+            }
+            let names: Vec<&str> = logins.iter().map(String::as_str).collect();
+            service::terminate_sessions(&tx, &names).await?;
+            store::set_status(&tx, tenant.id, Status::Suspended).await?;
+            "suspended"
+        } else {
+            store::set_status(&tx, tenant.id, Status::Active).await?;
+            "active"
+        };
+        audit::record(
+            &tx,
+            &audit::Entry {
+                actor: "worker",
+                action: "tenant.trial.expired",
+                tenant_id: Some(tenant.id),
+                tenant_name: Some(&tenant.name),
+                operation_id: None,
+                details: serde_json::json!({"outcome": outcome, "plan": tenant.plan}),
+            },
+        )
+        .await?;
+        tracing::info!(tenant.name = %tenant.name, outcome, "trial ended");
+    }
+    tx.commit().await?;
+    Ok(due.len())
+}
