@@ -35,11 +35,15 @@ fn report(label: &str, mut lat: Vec<Duration>, wall: Duration) -> Duration {
 }
 
 async fn api_create(http: &reqwest::Client, url: &str, name: &str) -> Duration {
+    api_create_in(http, url, name, "schema").await
+}
+
+async fn api_create_in(http: &reqwest::Client, url: &str, name: &str, isolation: &str) -> Duration {
     let t = Instant::now();
     let res = http
         .post(format!("{url}/api/v1/tenants"))
         .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"name": name, "db_quota": "1GB"}))
+        .json(&serde_json::json!({"name": name, "db_quota": "1GB", "isolation": isolation}))
         .send()
         .await
         .unwrap();
@@ -55,6 +59,17 @@ async fn api_series(
     n: usize,
     concurrency: usize,
 ) -> (Vec<Duration>, Duration) {
+    api_series_in(http, url, prefix, n, concurrency, "schema").await
+}
+
+async fn api_series_in(
+    http: &reqwest::Client,
+    url: &str,
+    prefix: &str,
+    n: usize,
+    concurrency: usize,
+    isolation: &'static str,
+) -> (Vec<Duration>, Duration) {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
@@ -62,7 +77,7 @@ async fn api_series(
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             for i in (w..n).step_by(concurrency) {
-                lat.push(api_create(&http, &url, &format!("{prefix}-{i}")).await);
+                lat.push(api_create_in(&http, &url, &format!("{prefix}-{i}"), isolation).await);
             }
             lat
         }));
@@ -195,7 +210,16 @@ async fn main() {
         c8_p50.as_secs_f64() / raw_p50.as_secs_f64()
     );
 
-    let existing = 10 + 2 * n;
+    // The other isolation modes, through the same API.
+    let per_mode = n / 2;
+    for (mode, prefix) in [("database", "dbm"), ("shared", "shm")] {
+        for concurrency in [1, 8] {
+            let (lat, wall) = api_series_in(&http, &api, &format!("{prefix}{concurrency}"), per_mode, concurrency, mode).await;
+            report(&format!("API {mode}, concurrency {concurrency}"), lat, wall);
+        }
+    }
+
+    let existing = 10 + 2 * n + 2 * per_mode * 2;
     if existing < 1000 {
         api_series(&http, &api, "fill", 1000 - existing, 8).await;
     }
