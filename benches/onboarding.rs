@@ -214,7 +214,15 @@ async fn main() {
     let per_mode = n / 2;
     for (mode, prefix) in [("database", "dbm"), ("shared", "shm")] {
         for concurrency in [1, 8] {
-            let (lat, wall) = api_series_in(&http, &api, &format!("{prefix}{concurrency}"), per_mode, concurrency, mode).await;
+            let (lat, wall) = api_series_in(
+                &http,
+                &api,
+                &format!("{prefix}{concurrency}"),
+                per_mode,
+                concurrency,
+                mode,
+            )
+            .await;
             report(&format!("API {mode}, concurrency {concurrency}"), lat, wall);
         }
     }

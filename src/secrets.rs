@@ -126,6 +126,18 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes::<32>())
 }
 
+/// A new login password and, computed on a blocking thread, its SCRAM verifier:
+/// SCRAM's 4096 PBKDF2 rounds cost about a millisecond of CPU, which then overlaps the
+/// caller's first round trips instead of stalling the runtime.
+pub fn new_password() -> (String, tokio::task::JoinHandle<String>) {
+    let password = random_token();
+    let for_verifier = password.clone();
+    let verifier = tokio::task::spawn_blocking(move || {
+        postgres_protocol::password::scram_sha_256(for_verifier.as_bytes())
+    });
+    (password, verifier)
+}
+
 /// Reads a secret file, or creates it with mode 0600 holding `make()`. Creation uses
 /// O_EXCL so two servers starting at once agree on one value.
 pub fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, SecretError> {

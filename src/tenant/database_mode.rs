@@ -195,13 +195,7 @@ async fn run_steps(
     actor: &str,
 ) -> Result<CreatedTenant> {
     let slug = &v.slug;
-    let password = crate::secrets::random_token();
-    let verifier = {
-        let password = password.clone();
-        tokio::task::spawn_blocking(move || {
-            postgres_protocol::password::scram_sha_256(password.as_bytes())
-        })
-    };
+    let (password, verifier) = crate::secrets::new_password();
 
     // 1. Roles and the registry row (status provisioning), in one transaction.
     let mut client = p.pool.get().await?;

@@ -34,13 +34,7 @@ pub async fn expire_trials(p: &Platform) -> Result<usize> {
             .await?
             .expect("locked row exists");
         let outcome = if tenant.plan == FREE_PLAN {
-            let mut logins = vec![tenant.role.clone()];
-            logins.extend(
-                store::users(&tx, tenant.id)
-                    .await?
-                    .into_iter()
-                    .map(|u| u.db_user),
-            );
+            let logins = store::login_roles(&tx, &tenant).await?;
             for role in &logins {
                 let role = Ident::new(role.clone()).expect("registry holds valid names");
                 tx.batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))

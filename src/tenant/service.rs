@@ -16,7 +16,6 @@ use crate::isolation::{schema::SchemaPerTenant, Provision, RoleLimits, Strategy}
 use crate::ops::{self, Begin, Idempotency, NewOperation, StoredResponse};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
-use crate::secrets::random_token;
 use crate::{apikey, audit};
 
 pub const DEFAULT_PLAN: &str = "free";
@@ -303,15 +302,7 @@ pub async fn create(
     if v.isolation == Isolation::Database {
         return super::database_mode::create(p, &v, idem, actor).await;
     }
-    // SCRAM's 4096 PBKDF2 rounds cost about a millisecond of CPU: run them on a
-    // blocking thread while the first round trips are in flight.
-    let password = random_token();
-    let verifier = {
-        let password = password.clone();
-        tokio::task::spawn_blocking(move || {
-            postgres_protocol::password::scram_sha_256(password.as_bytes())
-        })
-    };
+    let (password, verifier) = crate::secrets::new_password();
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let op_id = Uuid::now_v7();
@@ -624,13 +615,7 @@ pub async fn update(p: &Platform, key: &str, req: &UpdateTenant, actor: &str) ->
         // The plan's limits go to every login of the tenant, and in database mode to
         // the database's own connection limit, at once.
         let limits = limits(p, &plan, tenant.db_quota_bytes);
-        let mut logins = vec![tenant.role.clone()];
-        logins.extend(
-            store::users(&tx, tenant.id)
-                .await?
-                .into_iter()
-                .map(|u| u.db_user),
-        );
+        let logins = store::login_roles(&tx, &tenant).await?;
         let mut sql = String::new();
         for role in logins {
             let role = crate::pg::Ident::new(role).expect("registry holds valid role names");

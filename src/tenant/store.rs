@@ -341,6 +341,16 @@ pub async fn insert_api_key(
     Ok(())
 }
 
+/// Every login role of a tenant: its own, then its users'.
+pub async fn login_roles(
+    c: &impl GenericClient,
+    t: &Tenant,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let mut logins = vec![t.role.clone()];
+    logins.extend(users(c, t.id).await?.into_iter().map(|u| u.db_user));
+    Ok(logins)
+}
+
 fn user_row(r: &Row) -> super::users::TenantUser {
     super::users::TenantUser {
         email: r.get("email"),

@@ -14,7 +14,7 @@ use crate::isolation::RoleLimits;
 use crate::pg::{Ident, Literal};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
-use crate::secrets::{random_bytes, random_token};
+use crate::secrets::random_bytes;
 use crate::{audit, pg::hardening};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -97,13 +97,7 @@ async fn locked_tenant(tx: &Transaction<'_>, key: &str) -> Result<(Tenant, Slug)
 pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<AddedUser> {
     let email = validate_email(&req.email)?;
     let role = validate_role(&req.role)?;
-    let password = random_token();
-    let verifier = {
-        let password = password.clone();
-        tokio::task::spawn_blocking(move || {
-            postgres_protocol::password::scram_sha_256(password.as_bytes())
-        })
-    };
+    let (password, verifier) = crate::secrets::new_password();
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let (tenant, slug) = locked_tenant(&tx, key).await?;
