@@ -15,6 +15,22 @@ use tokio::process::{Child, Command};
 
 const TOKEN: &str = "crash-test-admin-token-0123";
 
+/// Stops the embedded cluster a test's servers left running and removes its
+/// directory, also when the test fails half way.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.0.join("pgdata/postmaster.pid").exists() {
+            let opts = berqenas::pg::cluster::ClusterOptions::new(&self.0);
+            if let Ok(cluster) = berqenas::pg::cluster::Cluster::ensure(&opts) {
+                cluster.stop_immediately();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 struct Server {
     child: Child,
     url: String,
@@ -92,6 +108,7 @@ fn postmaster_running(dir: &Path) -> bool {
 #[tokio::test]
 async fn sigkill_mid_creation_leaves_no_orphans_and_restart_reuses_the_cluster() {
     let dir = scratch_dir("crash");
+    let _cleanup = Cleanup(dir.clone());
     let mut server = start(&dir).await;
     assert!(
         dir.join("pgdata/PG_VERSION").is_file(),
@@ -248,6 +265,7 @@ async fn kill_term(server: &mut Server) {
 #[tokio::test]
 async fn sigkill_between_database_mode_steps_converges_to_nothing() {
     let dir = scratch_dir("crash-db");
+    let _cleanup = Cleanup(dir.clone());
     let http = reqwest::Client::new();
     let lease = [("BERQENAS_LEASE_SECS", "1")];
     for (i, point) in [
