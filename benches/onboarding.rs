@@ -93,10 +93,8 @@ async fn api_series_in(
 async fn raw_create(pg: &tokio_postgres::Client, template: &str, name: &str) -> Duration {
     let slug = Slug::parse(name).unwrap();
     let verifier = postgres_protocol::password::scram_sha_256(b"raw-password");
-    let database = berqenas::pg::Ident::new("berqenas").unwrap();
     let sql = SchemaPerTenant.create_sql(&Provision {
         slug: &slug,
-        database: &database,
         password_verifier: &verifier,
         limits: &RoleLimits::new(5, 30000, 1 << 30, true),
         template_sql: template,

@@ -4,7 +4,7 @@ mod common;
 
 use common::{connect_as, footprint, superuser, unique, TestApp, TOKEN};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::test]
 async fn create_returns_the_contract_and_the_credentials_work() {
@@ -597,7 +597,6 @@ async fn credentials_endpoint_returns_what_create_returned() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(creds, created["credentials"]);
-    let _: Value = creds;
 }
 
 /// `--database-url` with a role that has CREATEROLE and CREATEDB but is no superuser:

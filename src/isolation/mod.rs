@@ -62,8 +62,6 @@ pub trait Strategy {
 
 pub struct Provision<'a> {
     pub slug: &'a Slug,
-    /// The database the tenant's data lives in.
-    pub database: &'a Ident,
     pub password_verifier: &'a str,
     pub limits: &'a RoleLimits,
     pub template_sql: &'a str,

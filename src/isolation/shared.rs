@@ -91,40 +91,28 @@ pub fn build_tail_sql(tables: &[String], uniques: &[(String, String, Vec<String>
         );
     }
     sql.push_str("RESET ROLE;\n");
-    let usage: Vec<String> = pool_roles()[1..].iter().map(|r| r.to_string()).collect();
+    // Every pool role but the owner reads its own member row and looks up its tenant.
+    let users: Vec<String> = pool_roles()
+        .iter()
+        .filter(|r| r.as_str() != POOL_OWNER)
+        .map(|r| r.to_string())
+        .collect();
+    let users = users.join(", ");
+    let _ = writeln!(sql, "GRANT USAGE ON SCHEMA {schema} TO {users};");
+    let _ = writeln!(sql, "GRANT SELECT ON {schema}.members TO {users};");
     let _ = writeln!(
         sql,
-        "GRANT USAGE ON SCHEMA {schema} TO {};",
-        usage.join(", ")
+        "GRANT EXECUTE ON FUNCTION {schema}.current_tenant() TO {users};"
     );
-    let _ = writeln!(
-        sql,
-        "GRANT SELECT ON {schema}.members TO {};",
-        usage.join(", ")
-    );
-    let _ = writeln!(
-        sql,
-        "GRANT EXECUTE ON FUNCTION {schema}.current_tenant() TO {};",
-        usage.join(", ")
-    );
-    let _ = writeln!(
-        sql,
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {}, {};",
-        ident(POOL_LOGIN),
-        pool_role(DefaultRole::TenantAdmin)
-    );
-    let _ = writeln!(
-        sql,
-        "REVOKE ALL ON {schema}.members FROM {}, {};",
-        ident(POOL_LOGIN),
-        pool_role(DefaultRole::TenantAdmin)
-    );
-    let _ = writeln!(
-        sql,
-        "GRANT SELECT ON {schema}.members TO {}, {};",
-        ident(POOL_LOGIN),
-        pool_role(DefaultRole::TenantAdmin)
-    );
+    for t in tables {
+        let _ = writeln!(
+            sql,
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.{} TO {}, {};",
+            ident(t),
+            ident(POOL_LOGIN),
+            pool_role(DefaultRole::TenantAdmin)
+        );
+    }
     for role in [
         DefaultRole::ApplicationManager,
         DefaultRole::Developer,

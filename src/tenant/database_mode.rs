@@ -10,7 +10,7 @@ use super::service::{self, CreatedTenant, Error, Validated};
 use super::{store, Isolation, Slug, Status};
 use crate::isolation::database as sql;
 use crate::isolation::Strategy;
-use crate::ops::{self, failpoint, Begin, Idempotency, NewOperation, StoredResponse};
+use crate::ops::{self, failpoint, Idempotency, NewOperation, StoredResponse};
 use crate::pg::{self, hardening, Ident};
 use crate::platform::Platform;
 use crate::{apikey, audit};
@@ -28,10 +28,7 @@ fn template_db(p: &Platform) -> Ident {
 async fn connect_to(p: &Platform, database: &str) -> Result<tokio_postgres::Client> {
     let mut config = p.config.clone();
     config.dbname(database);
-    pg::connect(&config).await.map_err(|e| match e {
-        pg::PgError::Connect(e) | pg::PgError::Db(e) => Error::Db(e),
-        other => Error::Internal(other.to_string()),
-    })
+    Ok(pg::connect(&config).await?)
 }
 
 /// Makes sure the template database exists at the current tenant template, rebuilding
@@ -153,11 +150,8 @@ pub(crate) async fn create(
         },
     )
     .await?;
-    match begun {
-        Begin::Started => {}
-        Begin::Replay(sealed) => return service::replay(p, &sealed),
-        Begin::InProgress => return Err(service::in_progress()),
-        Begin::Mismatch => return Err(service::mismatch()),
+    if let Some(answer) = service::settled(p, begun) {
+        return answer;
     }
     drop(client);
     match run_steps(p, v, op_id, tenant_id, actor).await {

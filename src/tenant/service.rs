@@ -35,8 +35,8 @@ pub enum Error {
     Secret(#[from] crate::secrets::SecretError),
     #[error(transparent)]
     Hardening(#[from] crate::pg::hardening::HardeningError),
-    #[error("{0}")]
-    Internal(String),
+    #[error(transparent)]
+    Pg(#[from] crate::pg::PgError),
     #[error("stored response is unreadable: {0}")]
     Stored(#[from] serde_json::Error),
 }
@@ -293,17 +293,17 @@ pub async fn create(
         Ok(v) => v,
         Err(e) => return remember_rejection(p, idem, &req.name, e).await,
     };
+    let mut client = p.pool.get().await?;
     if !v.isolation_given {
-        let client = p.pool.get().await?;
         if let Some(plan) = store::plan(&client, &v.plan).await? {
             v.isolation = plan.default_isolation.unwrap_or(Isolation::Schema);
         }
     }
     if v.isolation == Isolation::Database {
+        drop(client);
         return super::database_mode::create(p, &v, idem, actor).await;
     }
     let (password, verifier) = crate::secrets::new_password();
-    let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let op_id = Uuid::now_v7();
     let begun = ops::begin(
@@ -317,14 +317,8 @@ pub async fn create(
         },
     )
     .await?;
-    match begun {
-        Begin::Started => {}
-        Begin::Replay(sealed) => {
-            tx.rollback().await?;
-            return replay(p, &sealed);
-        }
-        Begin::InProgress => return Err(in_progress()),
-        Begin::Mismatch => return Err(mismatch()),
+    if let Some(answer) = settled(p, begun) {
+        return answer;
     }
     match provision(p, &tx, &v, (password, verifier), op_id, actor).await {
         Ok((created, steps)) => {
@@ -362,8 +356,6 @@ async fn provision(
         .await
         .expect("computing a SCRAM verifier does not panic");
     let id = Uuid::now_v7();
-    let database = crate::pg::Ident::new(p.endpoint.database.clone())
-        .expect("a database name is a valid identifier");
     let limits = limits(p, &plan, quota);
     let (sql, schema) = match v.isolation {
         Isolation::Shared => (
@@ -378,7 +370,6 @@ async fn provision(
         _ => (
             SchemaPerTenant.create_sql(&Provision {
                 slug: &v.slug,
-                database: &database,
                 password_verifier: &verifier,
                 limits: &limits,
                 template_sql: &p.template.full_sql(),
@@ -469,6 +460,17 @@ pub(crate) fn taken_name(slug: &Slug) -> Error {
         "name_taken",
         format!("tenant name {:?} is taken", slug.as_str()),
     )
+}
+
+/// What the start of an operation says about the request: `None` to go on, or the
+/// answer to give now (a replay, or a refusal of the key).
+pub(crate) fn settled(p: &Platform, begun: Begin) -> Option<Result<CreatedTenant>> {
+    match begun {
+        Begin::Started => None,
+        Begin::Replay(sealed) => Some(replay(p, &sealed)),
+        Begin::InProgress => Some(Err(in_progress())),
+        Begin::Mismatch => Some(Err(mismatch())),
+    }
 }
 
 pub(crate) fn in_progress() -> Error {
