@@ -677,3 +677,36 @@ async fn works_as_a_createrole_createdb_role_that_is_not_superuser() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+#[tokio::test]
+async fn api_key_identifies_its_tenant_and_nothing_else() {
+    let app = TestApp::spawn().await;
+    let name = unique("keyme");
+    let created = app.create(&name).await;
+    let key = created["api_key"].as_str().unwrap().to_string();
+
+    let (status, me) = app
+        .call_with(Method::GET, "/api/v1/me", None, Some(&key), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["name"], name.as_str());
+    assert_eq!(me["tenant_id"], created["id"]);
+
+    // Wrong secret, unknown id, admin token, malformed: one and the same 401.
+    let (id, _) = key.strip_prefix("bqk_").unwrap().split_once('_').unwrap();
+    let wrong_secret = format!("bqk_{id}_{}", "A".repeat(43));
+    let unknown_id = format!("bqk_{}_{}", "0".repeat(16), &key[21..]);
+    let mut answers = Vec::new();
+    for bad in [wrong_secret.as_str(), unknown_id.as_str(), TOKEN, "bqk_x"] {
+        let (status, body) = app
+            .call_with(Method::GET, "/api/v1/me", None, Some(bad), &[])
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}: {body}");
+        answers.push(body);
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    let (status, _) = app
+        .call_with(Method::GET, "/api/v1/me", None, None, &[])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

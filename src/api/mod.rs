@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod openapi;
+pub mod tenant_key;
 pub mod tenants;
 pub mod users;
 
@@ -67,7 +68,9 @@ pub fn router(state: AppState) -> Router {
         .route("/status", get(health::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         // The API's own description is public: it holds no tenant data.
-        .route("/openapi.json", get(openapi::document));
+        .route("/openapi.json", get(openapi::document))
+        // Tenant-facing endpoints authenticate with the tenant's API key instead.
+        .route("/me", get(tenant_key::me));
     Router::new()
         .route("/health", get(health::health))
         .nest("/api/v1", v1)

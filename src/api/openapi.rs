@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, health, tenants, users};
+use super::{error, health, tenant_key, tenants, users};
 use crate::tenant::{self, service};
 
 #[derive(OpenApi)]
@@ -14,6 +14,7 @@ use crate::tenant::{self, service};
         health::health, health::status, document,
         tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete,
         tenants::credentials, tenants::plans, users::add, users::list, users::remove,
+        tenant_key::me,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo,
@@ -21,6 +22,7 @@ use crate::tenant::{self, service};
         service::CreateTenant, service::UpdateTenant, service::CreatedTenant, service::Credentials,
         service::TenantPage, crate::tenant::users::AddUser, crate::tenant::users::AddedUser,
         crate::tenant::users::TenantUser, crate::tenant::users::UserList, crate::tenant::roles::DefaultRole,
+        tenant_key::Me,
     )),
     modifiers(&AdminAuth),
 )]
@@ -33,6 +35,11 @@ impl Modify for AdminAuth {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "admin",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        // A tenant's own API key (`bqk_...`), for the tenant-facing endpoints.
+        components.add_security_scheme(
+            "api_key",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     }

@@ -33,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0004_plans_trials.sql",
         sql: include_str!("../../migrations/control/0004_plans_trials.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_api_key_expiry.sql",
+        sql: include_str!("../../migrations/control/0005_api_key_expiry.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

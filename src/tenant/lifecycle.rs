@@ -3,10 +3,9 @@
 
 use uuid::Uuid;
 
-use super::service::{self, Error};
-use super::{store, Status};
+use super::service::Error;
+use super::{access, store, Status};
 use crate::audit;
-use crate::pg::Ident;
 use crate::platform::Platform;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -29,19 +28,13 @@ pub async fn expire_trials(p: &Platform) -> Result<usize> {
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let mut disabled = Vec::new();
     for id in &due {
         let tenant = store::find(&tx, &id.to_string())
             .await?
             .expect("locked row exists");
         let outcome = if tenant.plan == FREE_PLAN {
-            let logins = store::login_roles(&tx, &tenant).await?;
-            for role in &logins {
-                let role = Ident::new(role.clone()).expect("registry holds valid names");
-                tx.batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))
-                    .await?;
-            }
-            let names: Vec<&str> = logins.iter().map(String::as_str).collect();
-            service::terminate_sessions(&tx, &names).await?;
+            disabled.extend(access::disable(&tx, &tenant).await?);
             store::set_status(&tx, tenant.id, Status::Suspended).await?;
             "suspended"
         } else {
@@ -63,5 +56,6 @@ pub async fn expire_trials(p: &Platform) -> Result<usize> {
         tracing::info!(tenant.name = %tenant.name, outcome, "trial ended");
     }
     tx.commit().await?;
+    access::end_sessions(&client, &disabled).await?;
     Ok(due.len())
 }

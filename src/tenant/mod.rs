@@ -1,5 +1,6 @@
 //! The tenant domain: names, sizes, the registry record and its store.
 
+pub mod access;
 pub mod database_mode;
 pub mod lifecycle;
 pub mod roles;
@@ -7,6 +8,7 @@ pub mod service;
 pub mod shared_mode;
 pub mod size;
 pub mod slug;
+pub mod state;
 pub mod store;
 pub mod users;
 
@@ -17,7 +19,7 @@ use uuid::Uuid;
 
 pub use slug::Slug;
 
-/// Lifecycle states (the state machine itself arrives with suspend/soft delete).
+/// Lifecycle states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {

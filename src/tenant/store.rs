@@ -420,3 +420,39 @@ pub async fn delete_user(
     .await?;
     Ok(())
 }
+
+/// A stored API key found by its public id, with the tenant it belongs to.
+pub struct StoredKey {
+    pub id: Uuid,
+    pub hash: Vec<u8>,
+    /// Revoked, or past its expiry: as of the database's clock.
+    pub usable: bool,
+    pub tenant: Tenant,
+}
+
+pub async fn find_api_key(
+    c: &impl GenericClient,
+    public_id: &str,
+) -> Result<Option<StoredKey>, tokio_postgres::Error> {
+    let cols = COLUMNS
+        .split(", ")
+        .map(|c| format!("t.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT k.id AS key_id, k.hash,
+                k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AS usable,
+                {cols}
+           FROM berqenas.api_keys k JOIN berqenas.tenants t ON t.id = k.tenant_id
+          WHERE k.prefix = $1"
+    );
+    let row = c
+        .query_opt(&c.prepare_cached(&sql).await?, &[&public_id])
+        .await?;
+    Ok(row.map(|r| StoredKey {
+        id: r.get("key_id"),
+        hash: r.get("hash"),
+        usable: r.get("usable"),
+        tenant: tenant(&r),
+    }))
+}

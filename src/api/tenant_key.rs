@@ -1,0 +1,108 @@
+//! Authentication by a tenant's API key (`Authorization: Bearer bqk_...`). The tenant
+//! always comes from the key, never from the request.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::apikey;
+use crate::problem::{Kind, Problem};
+use crate::tenant::{store, Status, Tenant};
+
+/// A request made with a valid key of a tenant that may use it.
+pub struct TenantKey {
+    pub key_id: Uuid,
+    pub tenant: Tenant,
+}
+
+/// One answer for an unknown key, a wrong secret, and a revoked or expired key, so a
+/// caller learns nothing about which keys exist.
+fn unauthorized(message: &str) -> Response {
+    let mut res =
+        ApiError(Problem::new(Kind::Unauthorized, "unauthorized", message)).into_response();
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    res
+}
+
+const INVALID: &str =
+    "missing, unknown, revoked or expired API key: send Authorization: Bearer bqk_...";
+
+impl FromRequestParts<AppState> for TenantKey {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| unauthorized(INVALID))?;
+        let (public_id, secret) = apikey::parse(presented).ok_or_else(|| unauthorized(INVALID))?;
+        let p = &state.platform;
+        let client =
+            p.pool.get().await.map_err(|e| {
+                ApiError::from(crate::tenant::service::Error::Pool(e)).into_response()
+            })?;
+        let found = store::find_api_key(&client, public_id)
+            .await
+            .map_err(|e| ApiError::from(crate::tenant::service::Error::Db(e)).into_response())?;
+        // Verify the MAC even for an unknown id, so timing does not tell the two apart.
+        let (hash, found) = match found {
+            Some(k) => (k.hash.clone(), Some(k)),
+            None => (vec![0; 32], None),
+        };
+        let matches = p.key.verify_mac(secret.as_bytes(), &hash);
+        let key = match found {
+            Some(k) if matches && k.usable => k,
+            _ => return Err(unauthorized(INVALID)),
+        };
+        // The secret is proven: the holder may learn why its tenant is refused.
+        match key.tenant.status {
+            Status::Active | Status::Trial => Ok(TenantKey {
+                key_id: key.id,
+                tenant: key.tenant,
+            }),
+            other => Err(unauthorized(&format!(
+                "tenant {} is {}: its API keys do not work",
+                key.tenant.name,
+                other.as_str()
+            ))),
+        }
+    }
+}
+
+/// The tenant an API key belongs to.
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub status: Status,
+    pub plan: String,
+    pub isolation: crate::tenant::Isolation,
+    pub public_api: bool,
+    pub key_id: Uuid,
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "data", security(("api_key" = [])),
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+pub async fn me(key: TenantKey) -> Json<Me> {
+    let t = key.tenant;
+    Json(Me {
+        tenant_id: t.id,
+        name: t.name,
+        status: t.status,
+        plan: t.plan,
+        isolation: t.isolation,
+        public_api: t.public_api,
+        key_id: key.key_id,
+    })
+}

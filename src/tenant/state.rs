@@ -1,0 +1,65 @@
+//! The tenant lifecycle in one place: which status may follow which.
+//!
+//! ```text
+//! provisioning -> trial | active | failed
+//! trial        -> active | suspended | deleted
+//! active       -> suspended | deleted
+//! suspended    -> active | deleted
+//! deleted      -> active | purged            (restore within retention, or purge)
+//! purged       -> active                     (restore from the archive)
+//! ```
+
+use super::Status;
+use crate::problem::{Kind, Problem};
+
+/// Whether `to` may follow `from`.
+pub fn allowed(from: Status, to: Status) -> bool {
+    use Status::*;
+    matches!(
+        (from, to),
+        (Provisioning, Trial | Active | Failed)
+            | (Trial, Active | Suspended | Deleted)
+            | (Active, Suspended | Deleted)
+            | (Suspended, Active | Deleted)
+            | (Deleted, Active | Purged)
+            | (Purged, Active)
+    )
+}
+
+/// `Ok` when the transition is legal; otherwise a 409 naming the current state.
+pub fn check(tenant: &str, from: Status, to: Status, action: &str) -> Result<(), Problem> {
+    if allowed(from, to) {
+        return Ok(());
+    }
+    let mut p = Problem::new(
+        Kind::Conflict,
+        "invalid_state",
+        format!(
+            "cannot {action} tenant {tenant}: it is {}, and a {} tenant cannot become {}",
+            from.as_str(),
+            from.as_str(),
+            to.as_str()
+        ),
+    );
+    p.field = Some("status".into());
+    Err(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_has_its_inverse_and_failed_is_final() {
+        use Status::*;
+        assert!(allowed(Active, Suspended) && allowed(Suspended, Active));
+        assert!(allowed(Active, Deleted) && allowed(Deleted, Active));
+        assert!(allowed(Deleted, Purged) && allowed(Purged, Active));
+        assert!(Status::ALL.iter().all(|&s| !allowed(Failed, s)));
+        assert!(!allowed(Active, Purged), "purge only after a soft delete");
+        assert!(!allowed(Suspended, Suspended));
+        let e = check("acme", Deleted, Suspended, "suspend").unwrap_err();
+        assert_eq!(e.kind, Kind::Conflict);
+        assert!(e.message.contains("it is deleted"), "{}", e.message);
+    }
+}
