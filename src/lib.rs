@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cli;
 pub mod controlplane;
 pub mod isolation;
+pub mod migrate;
 pub mod ops;
 pub mod pg;
 pub mod platform;

@@ -33,6 +33,8 @@ pub struct ServeOptions {
     pub admin_token: Option<String>,
     pub secret_key: Option<String>,
     pub pool_size: usize,
+    /// The operator's tenant template; the built-in one when `None`.
+    pub template_dir: Option<PathBuf>,
 }
 
 /// Where the control plane lives and how tenants reach it.
@@ -100,10 +102,19 @@ pub fn external(url: &str) -> anyhow::Result<Database> {
 /// Connects, migrates the control plane, registers the template and reconciles
 /// operations that a crashed process left behind.
 pub async fn platform(db: &Database, key: SecretKey, pool_size: usize) -> anyhow::Result<Platform> {
+    platform_with(db, key, pool_size, Template::builtin()).await
+}
+
+/// [`platform`] with the operator's tenant template.
+pub async fn platform_with(
+    db: &Database,
+    key: SecretKey,
+    pool_size: usize,
+    template: Template,
+) -> anyhow::Result<Platform> {
     let mut client = pg::connect(&db.config).await?;
     let caps = Capabilities::probe(&client).await?;
     controlplane::migrate(&mut client).await?;
-    let template = Template::builtin();
     template.register(&client).await?;
     drop(client);
     let pool = pg::pool(db.config.clone(), pool_size)?;
@@ -167,7 +178,11 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
 async fn serve(opts: &ServeOptions, db: &Database) -> anyhow::Result<()> {
     let key = SecretKey::load(opts.secret_key.as_deref(), &opts.data_dir)?;
     let token = admin_token(opts.admin_token.as_deref(), &opts.data_dir)?;
-    let platform = platform(db, key, opts.pool_size).await?;
+    let template = match &opts.template_dir {
+        Some(dir) => Template::from_dir(dir)?,
+        None => Template::builtin(),
+    };
+    let platform = platform_with(db, key, opts.pool_size, template).await?;
     let listener = TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;

@@ -20,6 +20,18 @@ pub struct Template {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
+    #[error("reading the tenant template directory {dir}: {source}")]
+    Io {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tenant template file {file}: {problem}")]
+    BadFile { file: String, problem: String },
+    #[error("the tenant template directory {0} holds no NNNN_name.sql files")]
+    Empty(String),
+    #[error("tenant template migration {name} (version {version}) was applied but is missing from the template")]
+    Missing { name: String, version: i32 },
     #[error("tenant template migration {name} was changed after it was applied (checksum {found}, recorded {recorded})")]
     Tampered {
         name: String,
@@ -30,6 +42,24 @@ pub enum TemplateError {
     Db(#[from] tokio_postgres::Error),
 }
 
+/// `NNNN_description.sql`: a number, an underscore, a name.
+fn check_name(name: &str) -> Result<(), TemplateError> {
+    let bad = |problem: &str| TemplateError::BadFile {
+        file: name.to_string(),
+        problem: problem.to_string(),
+    };
+    let (number, rest) = name
+        .split_once('_')
+        .ok_or_else(|| bad("the name must be NNNN_description.sql"))?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) || rest == ".sql" {
+        return Err(bad("the name must be NNNN_description.sql"));
+    }
+    match number.parse::<i32>() {
+        Ok(v) if v > 0 => Ok(()),
+        _ => Err(bad("the version number must be between 1 and 2147483647")),
+    }
+}
+
 impl Template {
     /// The default template (seed 001 section 3.2).
     pub fn builtin() -> Self {
@@ -37,6 +67,51 @@ impl Template {
             "0001_init.sql",
             include_str!("../templates/tenant/0001_init.sql"),
         )])
+    }
+
+    /// An operator's template: every `NNNN_description.sql` file in `dir`, in version
+    /// order. Other files are ignored; a malformed or duplicate number is an error.
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self, TemplateError> {
+        let io = |source| TemplateError::Io {
+            dir: dir.display().to_string(),
+            source,
+        };
+        let mut files: Vec<(String, String)> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !name.ends_with(".sql") {
+                continue;
+            }
+            check_name(name)?;
+            let sql = std::fs::read_to_string(&path).map_err(|e| TemplateError::BadFile {
+                file: name.to_string(),
+                problem: e.to_string(),
+            })?;
+            files.push((name.to_string(), sql));
+        }
+        if files.is_empty() {
+            return Err(TemplateError::Empty(dir.display().to_string()));
+        }
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_str()))
+            .collect();
+        let t = Self::from_files(&refs);
+        for pair in t.migrations.windows(2) {
+            if pair[0].version == pair[1].version {
+                return Err(TemplateError::BadFile {
+                    file: pair[1].name.clone(),
+                    problem: format!(
+                        "version {} is also used by {}",
+                        pair[0].version, pair[0].name
+                    ),
+                });
+            }
+        }
+        Ok(t)
     }
 
     /// Files named `NNNN_description.sql`; the number is the version.
@@ -80,9 +155,43 @@ impl Template {
             .join("\n")
     }
 
+    pub fn migrations(&self) -> &[TemplateMigration] {
+        &self.migrations
+    }
+
+    /// The migrations after `version`, in order: what a tenant at `version` still needs.
+    pub fn pending(&self, version: i32) -> &[TemplateMigration] {
+        let start = self.migrations.partition_point(|m| m.version <= version);
+        &self.migrations[start..]
+    }
+
+    /// The SQL that takes a tenant from `version` to the latest.
+    pub fn sql_after(&self, version: i32) -> String {
+        self.pending(version)
+            .iter()
+            .map(|m| m.sql.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Records each migration's checksum the first time it is seen and refuses a file
-    /// whose content changed since.
+    /// whose content changed since, or a recorded one that has gone.
     pub async fn register(&self, client: &Client) -> Result<(), TemplateError> {
+        for row in client
+            .query(
+                "SELECT version, name FROM berqenas.template_migrations ORDER BY version",
+                &[],
+            )
+            .await?
+        {
+            let version: i32 = row.get(0);
+            if !self.migrations.iter().any(|m| m.version == version) {
+                return Err(TemplateError::Missing {
+                    name: row.get(1),
+                    version,
+                });
+            }
+        }
         for m in &self.migrations {
             let row = client
                 .query_one(

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod migrations;
 pub mod openapi;
 pub mod tenant_key;
 pub mod tenants;
@@ -65,6 +66,9 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(users::remove),
         )
         .route("/plans", get(tenants::plans))
+        .route("/migrations", axum::routing::post(migrations::start))
+        .route("/migrations/status", get(migrations::status))
+        .route("/migrations/{id}", get(migrations::get))
         .route("/status", get(health::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         // The API's own description is public: it holds no tenant data.

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, health, tenant_key, tenants, users};
+use super::{error, health, migrations, tenant_key, tenants, users};
 use crate::tenant::{self, service};
 
 #[derive(OpenApi)]
@@ -14,7 +14,7 @@ use crate::tenant::{self, service};
         health::health, health::status, document,
         tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete,
         tenants::credentials, tenants::plans, users::add, users::list, users::remove,
-        tenant_key::me,
+        tenant_key::me, migrations::start, migrations::get, migrations::status,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo,
@@ -22,7 +22,9 @@ use crate::tenant::{self, service};
         service::CreateTenant, service::UpdateTenant, service::CreatedTenant, service::Credentials,
         service::TenantPage, crate::tenant::users::AddUser, crate::tenant::users::AddedUser,
         crate::tenant::users::TenantUser, crate::tenant::users::UserList, crate::tenant::roles::DefaultRole,
-        tenant_key::Me,
+        tenant_key::Me, crate::migrate::MigrateRequest, crate::migrate::MigrationPlan,
+        crate::migrate::PendingTenant, crate::migrate::MigrationRun, crate::migrate::TenantFailure,
+        crate::migrate::MigrationStatus, crate::migrate::VersionCount,
     )),
     modifiers(&AdminAuth),
 )]

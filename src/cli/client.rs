@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::health::{Health, Status};
+use crate::migrate::{MigrateRequest, MigrationPlan, MigrationRun, MigrationStatus};
 use crate::tenant::service::{CreateTenant, CreatedTenant, Credentials, TenantPage, UpdateTenant};
 use crate::tenant::users::{AddUser, AddedUser, TenantUser, UserList};
 use crate::tenant::{Plan, Tenant};
@@ -193,6 +194,31 @@ impl Client {
             &[],
         )
         .await
+    }
+
+    /// A dry run: what `start_migration` would do.
+    pub async fn plan_migration(&self, req: &MigrateRequest) -> Result<MigrationPlan, ClientError> {
+        let req = MigrateRequest {
+            dry_run: true,
+            ..req.clone()
+        };
+        self.call(Method::POST, "/api/v1/migrations", Some(&req), &[])
+            .await
+    }
+
+    pub async fn start_migration(&self, req: &MigrateRequest) -> Result<MigrationRun, ClientError> {
+        self.call(Method::POST, "/api/v1/migrations", Some(req), &[])
+            .await
+    }
+
+    pub async fn migration_run(&self, id: &str) -> Result<MigrationRun, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/api/v1/migrations/{id}"), None, &[])
+            .await
+    }
+
+    pub async fn migration_status(&self) -> Result<MigrationStatus, ClientError> {
+        self.call::<(), _>(Method::GET, "/api/v1/migrations/status", None, &[])
+            .await
     }
 
     pub async fn plans(&self) -> Result<Vec<Plan>, ClientError> {

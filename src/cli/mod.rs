@@ -2,6 +2,7 @@
 //! of its REST API (like kubectl), with table output for people and `-o json` for scripts.
 
 pub mod client;
+mod migrate;
 mod output;
 mod psql;
 mod tenant;
@@ -37,6 +38,8 @@ pub enum Command {
     Psql(psql::PsqlArgs),
     /// Show the server, the PostgreSQL it uses and the tenant counts.
     Status(ClientArgs),
+    /// Migrate tenants to the latest tenant template version (and `migrate status`).
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +71,10 @@ pub struct ServeArgs {
     /// Control-plane connections.
     #[arg(long, env = "BERQENAS_POOL_SIZE", default_value_t = 16)]
     pub pool_size: usize,
+    /// The tenant template: a directory of NNNN_name.sql files, applied in order as
+    /// each tenant's owner role [default: the built-in template].
+    #[arg(long, env = "BERQENAS_TEMPLATE_DIR")]
+    pub template_dir: Option<PathBuf>,
 }
 
 /// How a client command finds the server.
@@ -143,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin_token: a.admin_token,
                 secret_key: a.secret_key,
                 pool_size: a.pool_size,
+                template_dir: a.template_dir,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
@@ -150,6 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant(cmd) => tenant::run(cmd).await,
         Command::Psql(a) => psql::run(a).await,
         Command::Status(a) => output::status(&a).await,
+        Command::Migrate(a) => migrate::run(a).await,
     }
 }
 

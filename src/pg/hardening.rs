@@ -29,17 +29,8 @@ pub async fn secure_defaults(
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
         .await?;
     let hub = connect_role();
-    let exists = tx
-        .query_opt(
-            "SELECT 1 FROM pg_roles WHERE rolname = $1",
-            &[&hub.as_str()],
-        )
-        .await?
-        .is_some();
-    if !exists {
-        tx.batch_execute(&format!("CREATE ROLE {hub} NOLOGIN"))
-            .await?;
-    }
+    tx.batch_execute(&super::ensure_nologin_role_sql(&hub))
+        .await?;
     tx.batch_execute(&format!(
         "GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {hub}"
     ))

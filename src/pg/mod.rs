@@ -112,3 +112,18 @@ impl Capabilities {
         Ok(Self { superuser })
     }
 }
+
+/// Creates a NOLOGIN role unless it exists. Roles belong to the whole cluster while
+/// advisory locks belong to one database, so two control planes in one cluster may
+/// both try: the one that loses the race finds the role there and carries on.
+pub fn ensure_nologin_role_sql(role: &Ident) -> String {
+    format!(
+        "DO $berqenas$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) THEN
+             CREATE ROLE {role} NOLOGIN;
+           END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+         END $berqenas$",
+        name = Literal(role.as_str()),
+    )
+}

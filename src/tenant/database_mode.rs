@@ -69,18 +69,9 @@ async fn rebuild_if_stale(p: &Platform, admin: &tokio_postgres::Client) -> Resul
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         .await?;
-    if admin
-        .query_opt(
-            "SELECT 1 FROM pg_roles WHERE rolname = $1",
-            &[&owner.as_str()],
-        )
-        .await?
-        .is_none()
-    {
-        admin
-            .batch_execute(&format!("CREATE ROLE {owner} NOLOGIN"))
-            .await?;
-    }
+    admin
+        .batch_execute(&pg::ensure_nologin_role_sql(&owner))
+        .await?;
     admin
         .batch_execute(&format!("CREATE DATABASE {db}"))
         .await?;

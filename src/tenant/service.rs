@@ -410,7 +410,11 @@ async fn provision(
             db_quota_bytes: quota,
             vpn_enabled: v.vpn_enabled,
             public_api: v.public_api,
-            template_version: p.template.latest_version(),
+            // Shared tenants live in the pool's tables: they are at the pool's version.
+            template_version: match v.isolation {
+                Isolation::Shared => super::shared_mode::pool_version(tx).await?,
+                _ => p.template.latest_version(),
+            },
             metadata: &v.metadata,
             credentials: &sealed,
         },

@@ -40,17 +40,8 @@ pub async fn ensure_pool(p: &Platform) -> Result<()> {
         return Ok(());
     }
     for role in sql::pool_roles() {
-        let present = tx
-            .query_opt(
-                "SELECT 1 FROM pg_roles WHERE rolname = $1",
-                &[&role.as_str()],
-            )
-            .await?
-            .is_some();
-        if !present {
-            tx.batch_execute(&format!("CREATE ROLE {role} NOLOGIN"))
-                .await?;
-        }
+        tx.batch_execute(&crate::pg::ensure_nologin_role_sql(&role))
+            .await?;
     }
     if !p.caps.superuser {
         let owner = Ident::new(sql::POOL_OWNER).expect("static name");
@@ -59,40 +50,122 @@ pub async fn ensure_pool(p: &Platform) -> Result<()> {
     }
     tx.batch_execute(&sql::build_head_sql(&p.template.full_sql()))
         .await?;
-    let tables = pool_tables(&tx).await?;
-    let rows = tx
+    let tables = tenantize(&tx).await?;
+    set_pool_version(&tx, p.template.latest_version(), &p.template.checksum()).await?;
+    tx.commit().await?;
+    tracing::info!(tables = tables.len(), "built the shared tenant pool");
+    Ok(())
+}
+
+/// The row in `template_database` that records the pool's template version.
+const POOL_ROW: &str = "shared-pool";
+
+/// The template version the pool's tables are at (0 before the pool exists).
+pub async fn pool_version(c: &impl GenericClient) -> Result<i32> {
+    Ok(c.query_opt(
+        "SELECT version FROM berqenas.template_database WHERE name = $1",
+        &[&POOL_ROW],
+    )
+    .await?
+    .map_or(0, |r| r.get(0)))
+}
+
+/// Like [`pool_version`], holding the row until the transaction ends, so two
+/// migrations of the pool (or a migration and a new tenant) never interleave.
+pub async fn lock_pool_version(c: &impl GenericClient) -> Result<i32> {
+    Ok(c.query_opt(
+        "SELECT version FROM berqenas.template_database WHERE name = $1 FOR UPDATE",
+        &[&POOL_ROW],
+    )
+    .await?
+    .map_or(0, |r| r.get(0)))
+}
+
+pub async fn set_pool_version(c: &impl GenericClient, version: i32, checksum: &str) -> Result<()> {
+    c.execute(
+        "INSERT INTO berqenas.template_database (name, version, checksum) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET version = $2, checksum = $3",
+        &[&POOL_ROW, &version, &checksum],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Makes whatever the template just created in the pool fit for sharing: tables
+/// without `tenant_id` get it, with row-level security and the pool roles' grants;
+/// unique constraints and unique indexes become unique per tenant. Returns the tables
+/// it converted. Runs at the first build and after every template migration.
+pub async fn tenantize(c: &impl GenericClient) -> Result<Vec<String>> {
+    let new_tables: Vec<String> = c
         .query(
-            "SELECT c.conrelid::regclass::text, c.conname::text,
-                    ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, ord)
-                           JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.ord)
-               FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
-              WHERE n.nspname = $1 AND c.contype = 'u'",
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname <> 'members'
+                AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                 WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+              ORDER BY 1",
+            &[&sql::POOL_SCHEMA],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Unique constraints that do not start with tenant_id (all of them on new tables).
+    let rows = c
+        .query(
+            "SELECT t.relname::text, k.conname::text,
+                    ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(n, ord)
+                           JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.ord)
+               FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid
+               JOIN pg_namespace n ON n.oid = k.connamespace
+              WHERE n.nspname = $1 AND k.contype = 'u'
+                AND k.conkey[1] IS DISTINCT FROM (SELECT a.attnum FROM pg_attribute a
+                                                  WHERE a.attrelid = k.conrelid AND a.attname = 'tenant_id')",
             &[&sql::POOL_SCHEMA],
         )
         .await?;
     let uniques: Vec<(String, String, Vec<String>)> = rows
         .iter()
-        .map(|r| {
-            let table: String = r.get(0);
-            // regclass prints schema-qualified names outside the search path.
-            let table = table
-                .rsplit('.')
-                .next()
-                .unwrap_or(&table)
-                .trim_matches('"')
-                .to_string();
-            (table, r.get(1), r.get(2))
-        })
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    tx.batch_execute(&sql::build_tail_sql(&tables, &uniques))
+    // Unique indexes made with CREATE UNIQUE INDEX rather than a constraint.
+    let indexes = c
+        .query(
+            "SELECT ci.relname::text, pg_get_indexdef(i.indexrelid)
+               FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid
+               JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+              WHERE n.nspname = $1 AND i.indisunique AND NOT i.indisprimary
+                AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+                AND i.indkey[0] IS DISTINCT FROM (SELECT a.attnum FROM pg_attribute a
+                                                  WHERE a.attrelid = i.indrelid AND a.attname = 'tenant_id')",
+            &[&sql::POOL_SCHEMA],
+        )
         .await?;
-    tx.execute(
-        "INSERT INTO berqenas.template_database (name, version, checksum) VALUES ('shared-pool', $1, $2)
-         ON CONFLICT (name) DO UPDATE SET version = $1, checksum = $2",
-        &[&p.template.latest_version(), &p.template.checksum()],
-    )
-    .await?;
-    tx.commit().await?;
-    tracing::info!(tables = tables.len(), "built the shared tenant pool");
-    Ok(())
+    let mut rewrites = String::new();
+    for r in &indexes {
+        let (name, def): (String, String) = (r.get(0), r.get(1));
+        let Some(per_tenant) = def
+            .split_once(" USING btree (")
+            .map(|(head, tail)| format!("{head} USING btree (tenant_id, {tail}"))
+        else {
+            return Err(Error::Rejected(crate::problem::Problem::new(
+                crate::problem::Kind::Unprocessable,
+                "unsupported_in_shared_mode",
+                format!("unique index {name} in the shared pool is not a btree index; it cannot be made unique per tenant"),
+            )));
+        };
+        let name = Ident::new(name).expect("catalog names are valid");
+        let schema = Ident::new(sql::POOL_SCHEMA).expect("static name");
+        rewrites.push_str(&format!("DROP INDEX {schema}.{name};\n{per_tenant};\n"));
+    }
+    if new_tables.is_empty() && uniques.is_empty() && rewrites.is_empty() {
+        return Ok(new_tables);
+    }
+    c.batch_execute(&sql::build_tail_sql(&new_tables, &uniques))
+        .await?;
+    if !rewrites.is_empty() {
+        let owner = Ident::new(sql::POOL_OWNER).expect("static name");
+        c.batch_execute(&format!("SET LOCAL ROLE {owner};\n{rewrites}RESET ROLE;"))
+            .await?;
+    }
+    Ok(new_tables)
 }
