@@ -213,3 +213,64 @@ impl Template {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)]) -> std::path::PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "berqenas-template-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, sql) in files {
+            std::fs::write(dir.join(name), sql).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn a_directory_is_read_in_version_order_and_other_files_are_ignored() {
+        let dir = dir_with(&[
+            ("0010_later.sql", "SELECT 10;"),
+            ("0002_second.sql", "SELECT 2;"),
+            ("0001_first.sql", "SELECT 1;"),
+            ("README.md", "not sql"),
+        ]);
+        let t = Template::from_dir(&dir).unwrap();
+        let names: Vec<&str> = t.migrations().iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["0001_first.sql", "0002_second.sql", "0010_later.sql"]
+        );
+        assert_eq!(t.latest_version(), 10);
+        assert_eq!(t.sql_after(1), "SELECT 2;\nSELECT 10;");
+        assert!(t.pending(10).is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_directories_name_the_file() {
+        for (files, needle) in [
+            (vec![("first.sql", "x")], "first.sql"),
+            (
+                vec![("0001_a.sql", "x"), ("01_b.sql", "y")],
+                "version 1 is also used",
+            ),
+            (vec![("0_zero.sql", "x")], "0_zero.sql"),
+            (vec![("notes.txt", "x")], "holds no NNNN_name.sql files"),
+        ] {
+            let dir = dir_with(&files);
+            let err = Template::from_dir(&dir).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+        let err = Template::from_dir(std::path::Path::new("/nonexistent/berqenas"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/berqenas"), "{err}");
+    }
+}

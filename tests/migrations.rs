@@ -448,3 +448,182 @@ async fn a_changed_or_missing_applied_migration_is_refused() {
         "{err}"
     );
 }
+
+/// The real binary against a control database of this test's cluster.
+struct Server {
+    child: tokio::process::Child,
+    url: String,
+}
+
+async fn serve(dsn: &str, data: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    let url_file = data.join("server-url");
+    let _ = std::fs::remove_file(&url_file);
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_berqenas"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            dsn,
+            "--data-dir",
+        ])
+        .arg(data)
+        .envs(env.iter().copied())
+        .env("BERQENAS_ADMIN_TOKEN", TOKEN)
+        .env("BERQENAS_LEASE_SECS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..1200 {
+        if let Ok(url) = std::fs::read_to_string(&url_file) {
+            return Server {
+                child,
+                url: url.trim().to_string(),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not start");
+}
+
+fn client_for(server: &Server) -> TestApp {
+    TestApp {
+        url: server.url.clone(),
+        http: reqwest::Client::new(),
+    }
+}
+
+/// Registry version and catalog agree for every tenant; returns the versions.
+async fn consistent(
+    app: &TestApp,
+    control: &tokio_postgres::Client,
+    tenants: &[Value],
+) -> Vec<i64> {
+    let mut versions = Vec::new();
+    for t in tenants {
+        let name = t["name"].as_str().unwrap();
+        let v = version_of(app, name).await;
+        assert_eq!(
+            has_column(control, t, "priority").await,
+            v >= 2,
+            "{name}: registry says version {v}"
+        );
+        versions.push(v);
+    }
+    versions
+}
+
+#[tokio::test]
+async fn kill_9_during_a_run_then_run_again() {
+    let db = control_db("mig_crash").await;
+    let cluster = common::database().await.cluster.clone().unwrap();
+    let dsn = cluster.superuser_dsn(&db.endpoint.database);
+    let data = common::scratch_dir("mig-crash");
+    let templates = data.join("template");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(templates.join("0001_init.sql"), INIT).unwrap();
+
+    let first = serve(&dsn, &data, &[]).await;
+    let app = client_for(&first);
+    let mut tenants = create_many(&app, "ks", "schema", 12).await;
+    tenants.extend(create_many(&app, "kd", "database", 4).await);
+    tenants.extend(create_many(&app, "kh", "shared", 4).await);
+    drop(first);
+
+    std::fs::write(templates.join("0002_priority.sql"), ADD_PRIORITY).unwrap();
+    let template_dir = templates.to_str().unwrap();
+    let mut doomed = serve(
+        &dsn,
+        &data,
+        &[
+            ("BERQENAS_TEMPLATE_DIR", template_dir),
+            ("BERQENAS_FAILPOINT", "migrate.tenant_committed"),
+        ],
+    )
+    .await;
+    let (status, run) = client_for(&doomed)
+        .call(Method::POST, "/api/v1/migrations", Some(json!({"jobs": 4})))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    let exit = tokio::time::timeout(Duration::from_secs(60), doomed.child.wait())
+        .await
+        .expect("the failpoint kills the server")
+        .unwrap();
+    assert!(!exit.success());
+
+    let env = [("BERQENAS_TEMPLATE_DIR", template_dir)];
+    let again = serve(&dsn, &data, &env).await;
+    let app = client_for(&again);
+    let control = pg(&db.endpoint.database).await;
+    let versions = consistent(&app, &control, &tenants).await;
+    assert!(versions.contains(&2), "the run got somewhere: {versions:?}");
+    assert!(
+        versions.contains(&1),
+        "and died before the end: {versions:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let dead = wait_for(&app, run["id"].as_str().unwrap()).await;
+    assert_eq!(dead["state"], "interrupted", "{dead}");
+
+    let done = run_migration(&app, json!({})).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let versions = consistent(&app, &control, &tenants).await;
+    assert!(versions.iter().all(|v| *v == 2), "{versions:?}");
+    drop(again);
+
+    // Database mode: killed after a tenant database committed, before the registry
+    // moved. The next run sees the marker and only moves the registry.
+    std::fs::write(
+        templates.join("0003_note.sql"),
+        "ALTER TABLE applications ADD COLUMN note text;\n",
+    )
+    .unwrap();
+    let mut doomed = serve(
+        &dsn,
+        &data,
+        &[
+            ("BERQENAS_TEMPLATE_DIR", template_dir),
+            ("BERQENAS_FAILPOINT", "migrate.database_committed"),
+        ],
+    )
+    .await;
+    let (status, run) = client_for(&doomed)
+        .call(
+            Method::POST,
+            "/api/v1/migrations",
+            Some(json!({"isolation": "database", "jobs": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    tokio::time::timeout(Duration::from_secs(60), doomed.child.wait())
+        .await
+        .expect("the failpoint kills the server")
+        .unwrap();
+    let last = serve(&dsn, &data, &env).await;
+    let app = client_for(&last);
+    let db_tenants: Vec<&Value> = tenants
+        .iter()
+        .filter(|t| t["isolation"] == "database")
+        .collect();
+    let mut ahead = 0;
+    for t in &db_tenants {
+        if has_column(&control, t, "note").await {
+            ahead += 1;
+            assert_eq!(version_of(&app, t["name"].as_str().unwrap()).await, 2);
+        }
+    }
+    assert_eq!(ahead, 1, "one database committed before the kill");
+    // The dead run holds the one-run slot until its lease runs out.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let done = run_migration(&app, json!({})).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["migrated"], 20, "{done}");
+    for t in &tenants {
+        assert_eq!(version_of(&app, t["name"].as_str().unwrap()).await, 3);
+        assert!(has_column(&control, t, "note").await, "{}", t["name"]);
+    }
+    drop(last);
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -94,6 +94,26 @@ pub async fn start(p: Arc<Platform>, req: MigrateRequest, actor: &str) -> Result
     Ok(Started::Run(run))
 }
 
+/// Runs to the end in the caller's task and returns the finished run (or the plan of
+/// a dry run): for tools and benchmarks that embed berqenas.
+pub async fn run(p: Arc<Platform>, req: MigrateRequest, actor: &str) -> Result<Started> {
+    req.validate().map_err(Error::Rejected)?;
+    let plan = plan::plan(&p, &req).await?;
+    if req.dry_run {
+        return Ok(Started::Plan(plan));
+    }
+    let jobs = match req.jobs {
+        Some(j) => j,
+        None => default_jobs(&p).await?,
+    };
+    let run = runs::begin(&p, &req, &plan, jobs, actor).await?;
+    if let Err(e) = units::execute(&p, run.id, plan, jobs, req.canary, actor).await {
+        let _ = runs::abort(&p, run.id, &e.to_string()).await;
+        return Err(e);
+    }
+    Ok(Started::Run(get(&p, run.id).await?))
+}
+
 /// A run by id.
 pub async fn get(p: &Platform, id: Uuid) -> Result<MigrationRun> {
     runs::get(p, id).await?.ok_or_else(|| {
