@@ -118,15 +118,43 @@ async fn seed_000_create_command_and_the_rest_of_the_tenant_commands() {
     assert_eq!(status["postgres"]["mode"], "embedded");
     assert!(status["tenants"]["active"].as_i64().unwrap() >= 1);
 
-    let deleted = berqenas(&["tenant", "delete", &name], &env).await;
+    let before = footprint(&superuser().await, &name).await;
+    let deleted = berqenas(&["tenant", "delete", &name, "--retention", "7"], &env).await;
     assert!(
         deleted.status.success(),
         "{}",
         String::from_utf8_lossy(&deleted.stderr)
     );
+    assert_eq!(footprint(&superuser().await, &name).await, before);
+    let restored = stdout_json(&berqenas(&["tenant", "restore", &name, "-o", "json"], &env).await);
+    assert_eq!(restored["status"], "active");
+    let refused = berqenas(
+        &[
+            "tenant",
+            "delete",
+            &name,
+            "--purge-now",
+            "--confirm",
+            "nope",
+        ],
+        &env,
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("confirm"));
+    let purged = berqenas(
+        &["tenant", "delete", &name, "--purge-now", "--confirm", &name],
+        &env,
+    )
+    .await;
+    assert!(
+        purged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purged.stderr)
+    );
     assert_eq!(
         footprint(&superuser().await, &name).await,
-        Vec::<String>::new()
+        vec![format!("tenant:{name}")]
     );
 }
 

@@ -1,6 +1,7 @@
 //! The command line: `berqenas serve` runs the server; every other command is a client
 //! of its REST API (like kubectl), with table output for people and `-o json` for scripts.
 
+mod backup;
 pub mod client;
 mod output;
 mod psql;
@@ -33,6 +34,9 @@ pub enum Command {
     /// Create, inspect, change and delete tenants.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
+    /// Take, list, restore and verify tenant backups.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Open psql on the server as its superuser, or as a tenant's login role.
     Psql(psql::PsqlArgs),
     /// Show the server, the PostgreSQL it uses and the tenant counts.
@@ -68,6 +72,9 @@ pub struct ServeArgs {
     /// Control-plane connections.
     #[arg(long, env = "BERQENAS_POOL_SIZE", default_value_t = 16)]
     pub pool_size: usize,
+    /// Directory backups are kept in [default: <data-dir>/backups]
+    #[arg(long, env = "BERQENAS_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// How a client command finds the server.
@@ -143,11 +150,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin_token: a.admin_token,
                 secret_key: a.secret_key,
                 pool_size: a.pool_size,
+                backup_dir: a.backup_dir,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Tenant(cmd) => tenant::run(cmd).await,
+        Command::Backup(cmd) => backup::run(cmd).await,
         Command::Psql(a) => psql::run(a).await,
         Command::Status(a) => output::status(&a).await,
     }
