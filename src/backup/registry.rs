@@ -165,10 +165,10 @@ pub async fn set_expiry(
 pub async fn claim_expired(
     c: &impl GenericClient,
     limit: i64,
-) -> Result<Vec<(Uuid, Uuid, Option<String>)>, tokio_postgres::Error> {
+) -> Result<Vec<(Uuid, Uuid, String)>, tokio_postgres::Error> {
     let rows = c
         .query(
-            "SELECT id, tenant_id, location FROM berqenas.backups
+            "SELECT id, tenant_id, tenant_name FROM berqenas.backups
               WHERE status = 'succeeded' AND expires_at <= now()
               ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
             &[&limit],

@@ -377,7 +377,7 @@ async fn replace_schema(
         Ok(()) => {
             let tables: Vec<String> = admin
                 .query(
-                    "SELECT relname::text FROM pg_class WHERE relnamespace = $1::regnamespace AND relkind IN ('r','p')",
+                    "SELECT relname::text FROM pg_class WHERE relnamespace = to_regnamespace($1) AND relkind IN ('r','p')",
                     &[&schema.as_str()],
                 )
                 .await?

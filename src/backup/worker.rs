@@ -113,7 +113,7 @@ async fn expire(p: &Platform) -> Result<usize> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let due = registry::claim_expired(&tx, 100).await?;
-    for (id, tenant_id, _) in &due {
+    for (id, tenant_id, tenant_name) in &due {
         p.backups
             .delete(&registry::object_key(*tenant_id, *id))
             .await
@@ -129,7 +129,7 @@ async fn expire(p: &Platform) -> Result<usize> {
                 actor: "worker",
                 action: "backup_expired",
                 tenant_id: Some(*tenant_id),
-                tenant_name: None,
+                tenant_name: Some(tenant_name),
                 operation_id: None,
                 details: serde_json::json!({"backup_id": id}),
             },
