@@ -110,7 +110,7 @@ async fn main() {
         let schema = format!("tenant_{}", name.replace('-', "_"));
         if size_mb > 0 {
             // Rows like an application's: JSON, text of mixed entropy, timestamps.
-            let rows = size_mb * 1024 * 1024 / 420;
+            let rows = size_mb * 1024 * 1024 / 345;
             pg.batch_execute(&format!(
                 "INSERT INTO \"{schema}\".user_activity (user_id, action, resource_type, details, ip_address, user_agent, created_at)
                  SELECT 'user-' || (i % 5000), (ARRAY['login','deploy','scale','delete'])[1 + i % 4], 'app',

@@ -109,8 +109,17 @@ async fn claim_due(p: &Platform) -> Result<Option<(Uuid, i32, bool)>> {
 }
 
 /// Deletes the objects of backups past their expiry; their rows stay, `expired`.
+/// A backup still `running` after a day lost its process: it is recorded as failed.
 async fn expire(p: &Platform) -> Result<usize> {
     let mut client = p.pool.get().await?;
+    client
+        .execute(
+            "UPDATE berqenas.backups SET status = 'failed', finished_at = now(),
+                    error = 'the process taking it stopped before it finished'
+              WHERE status = 'running' AND created_at < now() - interval '1 day'",
+            &[],
+        )
+        .await?;
     let tx = client.transaction().await?;
     let due = registry::claim_expired(&tx, 100).await?;
     for (id, tenant_id, tenant_name) in &due {
