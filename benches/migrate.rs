@@ -88,6 +88,7 @@ async fn main() {
             database: "berqenas".into(),
         },
         cluster: None,
+        backup_dir: Some(dir.join("backups")),
     };
 
     let p = platform(&db, template(&[])).await;

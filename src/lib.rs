@@ -6,6 +6,7 @@
 pub mod api;
 pub mod apikey;
 pub mod audit;
+pub mod backup;
 pub mod cli;
 pub mod controlplane;
 pub mod isolation;

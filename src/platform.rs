@@ -27,4 +27,6 @@ pub struct Platform {
     pub endpoint: Endpoint,
     /// Whether berqenas runs the PostgreSQL cluster itself.
     pub embedded: bool,
+    /// Where backups are kept.
+    pub backups: crate::backup::store::Store,
 }

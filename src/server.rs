@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub pool_size: usize,
     /// The operator's tenant template; the built-in one when `None`.
     pub template_dir: Option<PathBuf>,
+    /// Where backups go [default: <data-dir>/backups].
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// Where the control plane lives and how tenants reach it.
@@ -42,6 +44,9 @@ pub struct Database {
     pub config: Config,
     pub endpoint: Endpoint,
     pub cluster: Option<Cluster>,
+    /// Where backups go; `None`: `backups` in the embedded cluster's directory (else
+    /// in `./.berqenas`).
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// Starts (or adopts) the embedded cluster in `data_dir` and makes sure the control
@@ -73,6 +78,7 @@ pub async fn embedded_with(
             database: EMBEDDED_DATABASE.into(),
         },
         cluster: Some(cluster),
+        backup_dir: None,
     })
 }
 
@@ -96,6 +102,7 @@ pub fn external(url: &str) -> anyhow::Result<Database> {
         config,
         endpoint,
         cluster: None,
+        backup_dir: None,
     })
 }
 
@@ -132,6 +139,13 @@ pub async fn platform_with(
         template,
         endpoint: db.endpoint.clone(),
         embedded: db.cluster.is_some(),
+        backups: crate::backup::store::local(
+            db.backup_dir.as_deref(),
+            &db.cluster
+                .as_ref()
+                .and_then(|c| c.socket_dir().parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from(".berqenas")),
+        ),
     };
     tenant::database_mode::ensure_template(&platform).await?;
     tenant::shared_mode::ensure_pool(&platform).await?;
@@ -160,10 +174,15 @@ pub fn admin_token(given: Option<&str>, data_dir: &Path) -> anyhow::Result<Strin
 pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating the data directory {}", opts.data_dir.display()))?;
-    let db = match &opts.database_url {
+    let mut db = match &opts.database_url {
         Some(url) => external(url)?,
         None => embedded(&opts.data_dir, opts.pg_port).await?,
     };
+    db.backup_dir = Some(
+        opts.backup_dir
+            .clone()
+            .unwrap_or_else(|| opts.data_dir.join("backups")),
+    );
     let result = serve(&opts, &db).await;
     if let Some(cluster) = &db.cluster {
         tracing::info!("stopping the embedded PostgreSQL cluster");
@@ -220,6 +239,9 @@ async fn reconcile_forever(platform: Platform) {
         }
         if let Err(e) = tenant::lifecycle::expire_trials(&platform).await {
             tracing::warn!(error = %e, "trial expiry failed; retrying at the next tick");
+        }
+        if let Err(e) = crate::backup::worker::run_once(&platform).await {
+            tracing::warn!(error = %e, "backup worker round failed; retrying at the next tick");
         }
     }
 }

@@ -118,15 +118,43 @@ async fn seed_000_create_command_and_the_rest_of_the_tenant_commands() {
     assert_eq!(status["postgres"]["mode"], "embedded");
     assert!(status["tenants"]["active"].as_i64().unwrap() >= 1);
 
-    let deleted = berqenas(&["tenant", "delete", &name], &env).await;
+    let before = footprint(&superuser().await, &name).await;
+    let deleted = berqenas(&["tenant", "delete", &name, "--retention", "7"], &env).await;
     assert!(
         deleted.status.success(),
         "{}",
         String::from_utf8_lossy(&deleted.stderr)
     );
+    assert_eq!(footprint(&superuser().await, &name).await, before);
+    let restored = stdout_json(&berqenas(&["tenant", "restore", &name, "-o", "json"], &env).await);
+    assert_eq!(restored["status"], "active");
+    let refused = berqenas(
+        &[
+            "tenant",
+            "delete",
+            &name,
+            "--purge-now",
+            "--confirm",
+            "nope",
+        ],
+        &env,
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("confirm"));
+    let purged = berqenas(
+        &["tenant", "delete", &name, "--purge-now", "--confirm", &name],
+        &env,
+    )
+    .await;
+    assert!(
+        purged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purged.stderr)
+    );
     assert_eq!(
         footprint(&superuser().await, &name).await,
-        Vec::<String>::new()
+        vec![format!("tenant:{name}")]
     );
 }
 
@@ -228,4 +256,83 @@ async fn finds_server_and_token_in_the_data_directory() {
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `berqenas backup ...` and `tenant backup-policy ...` as a script runs them.
+#[tokio::test]
+async fn backup_commands_take_list_verify_and_restore() {
+    let app = TestApp::spawn().await;
+    let env = [
+        ("BERQENAS_URL", app.url.as_str()),
+        ("BERQENAS_ADMIN_TOKEN", TOKEN),
+    ];
+    let name = unique("clibk");
+    let created = stdout_json(
+        &berqenas(
+            &[
+                "tenant",
+                "create",
+                "--name",
+                &name,
+                "--backup-schedule",
+                "15 2 * * *",
+                "-o",
+                "json",
+            ],
+            &env,
+        )
+        .await,
+    );
+    connect_as(&created["credentials"])
+        .await
+        .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('a', 'b', 'c')")
+        .await
+        .unwrap();
+    let policy = stdout_json(
+        &berqenas(
+            &["tenant", "backup-policy", "get", &name, "-o", "json"],
+            &env,
+        )
+        .await,
+    );
+    assert_eq!(policy["schedule"], "15 2 * * *");
+    let bad = berqenas(
+        &[
+            "tenant",
+            "backup-policy",
+            "set",
+            &name,
+            "--schedule",
+            "0 3 * *",
+        ],
+        &env,
+    )
+    .await;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("field: schedule"));
+    let b = stdout_json(&berqenas(&["backup", "create", &name, "-o", "json"], &env).await);
+    let id = b["id"].as_str().unwrap();
+    let listed = stdout_json(&berqenas(&["backup", "list", &name, "-o", "json"], &env).await);
+    assert_eq!(listed["backups"][0]["id"], b["id"]);
+    let verified = berqenas(&["backup", "verify", id], &env).await;
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("verified"));
+    let restored =
+        stdout_json(&berqenas(&["backup", "restore", &name, id, "-o", "json"], &env).await);
+    assert_eq!(restored["status"], "active");
+    let missing = berqenas(
+        &["backup", "verify", "0190e7a0-0000-7000-8000-000000000000"],
+        &env,
+    )
+    .await;
+    assert!(!missing.status.success());
+    assert_eq!(
+        footprint(&superuser().await, &name).await.len(),
+        8,
+        "six roles, the schema and the registry row, as created"
+    );
 }

@@ -142,11 +142,17 @@ async fn a_database_tenant_is_isolated_owned_right_and_deleted_whole() {
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
 
-    // Delete ends the sessions and drops the database, the roles and the registry row.
-    let (s, _) = app
-        .call(Method::DELETE, &format!("/api/v1/tenants/{name}"), None)
+    // Delete and purge end the sessions and drop the database and the roles; the
+    // registry row stays (status purged, its archive restorable).
+    let (s, body) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{name}?purge=now"),
+            Some(serde_json::json!({"confirm": name})),
+        )
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "purged");
     assert!(conn.query_one("SELECT 1", &[]).await.is_err());
     let left: i64 = pg
         .query_one(
@@ -157,7 +163,7 @@ async fn a_database_tenant_is_isolated_owned_right_and_deleted_whole() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
-    assert_eq!(footprint(&pg, &name).await, Vec::<String>::new());
+    assert_eq!(footprint(&pg, &name).await, vec![format!("tenant:{name}")]);
 }
 
 #[tokio::test]

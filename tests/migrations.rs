@@ -44,6 +44,7 @@ async fn control_db(name: &str) -> Database {
             ..base.endpoint.clone()
         },
         cluster: None,
+        backup_dir: Some(common::scratch_dir("backups")),
     }
 }
 

@@ -352,27 +352,47 @@ async fn get_by_name_or_id_list_update_and_delete() {
         (StatusCode::BAD_REQUEST, Some("plan"))
     );
 
-    // Delete drops every trace from the catalog and the registry, and is audited.
+    // Delete is soft: sessions end, logins stop, the objects stay until the purge;
+    // a purge then drops every object and role, the registry row stays. Both audited.
     let session = connect_as(&created["credentials"]).await;
-    let (s, _) = app
+    let before = footprint(&pg, &name).await;
+    let (s, deleted) = app
         .call(Method::DELETE, &format!("/api/v1/tenants/{name}"), None)
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::OK, "{deleted}");
+    assert_eq!(deleted["status"], "deleted");
     assert!(
         session.query_one("SELECT 1", &[]).await.is_err(),
         "open sessions are terminated"
     );
-    assert_eq!(footprint(&pg, &name).await, Vec::<String>::new());
-    let audited: i64 = pg
-        .query_one("SELECT count(*) FROM berqenas.audit_log WHERE tenant_name = $1 AND action = 'tenant.delete'", &[&name])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(audited, 1);
-    let (s, _) = app
+    assert_eq!(footprint(&pg, &name).await, before, "nothing dropped yet");
+    let (s, got) = app
         .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
         .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (s, got["status"].as_str()),
+        (StatusCode::OK, Some("deleted"))
+    );
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{name}?purge=now"),
+            Some(json!({"confirm": name})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(footprint(&pg, &name).await, vec![format!("tenant:{name}")]);
+    for action in ["tenant_soft_deleted", "tenant_purged"] {
+        let audited: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM berqenas.audit_log WHERE tenant_name = $1 AND action = $2",
+                &[&name, &action],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(audited, 1, "{action}");
+    }
 }
 
 #[tokio::test]
@@ -620,7 +640,8 @@ async fn works_as_a_createrole_createdb_role_that_is_not_superuser() {
         "postgresql://bq_operator:operator-pw@127.0.0.1:{}/bq_operator_db",
         db.endpoint.port
     );
-    let external = berqenas::server::external(&url).unwrap();
+    let mut external = berqenas::server::external(&url).unwrap();
+    external.backup_dir = Some(common::scratch_dir("nonsuper-backups"));
     assert_eq!(external.endpoint.database, "bq_operator_db");
     let platform = berqenas::server::platform(
         &external,
@@ -664,9 +685,20 @@ async fn works_as_a_createrole_createdb_role_that_is_not_superuser() {
         !attrs.get::<_, bool>(0),
         "the tenant role holds no elevated attribute"
     );
-    berqenas::tenant::service::delete(&platform, &name, "test")
-        .await
-        .unwrap();
+    // Offboarding as that role too: the final backup (pg_dump over TCP with its
+    // password), then the purge.
+    berqenas::tenant::offboarding::delete(
+        &platform,
+        &name,
+        &berqenas::tenant::offboarding::DeleteOptions {
+            purge_now: true,
+            confirm: Some(name.clone()),
+            ..Default::default()
+        },
+        "test",
+    )
+    .await
+    .unwrap();
     let left: i64 = pg
         .query_one(
             "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1",

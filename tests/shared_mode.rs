@@ -194,11 +194,15 @@ async fn rows_stay_with_their_tenant_whatever_the_tenant_sets() {
     assert_eq!(count(&ca, "user_activity").await, 1);
     assert_eq!(count(&cb, "user_activity").await, 0);
 
-    // Delete A: its rows and roles go; B's rows stay.
-    let (s, _) = app
-        .call(Method::DELETE, &format!("/api/v1/tenants/{a_id}"), None)
+    // Delete and purge A: its rows and roles go; B's rows stay.
+    let (s, body) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{a_id}?purge=now"),
+            Some(serde_json::json!({"confirm": a["name"]})),
+        )
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::OK, "{body}");
     let a_rows: i64 = pg
         .query_one(
             "SELECT count(*) FROM berqenas_shared.applications WHERE tenant_id = $1::text::uuid",
@@ -209,9 +213,10 @@ async fn rows_stay_with_their_tenant_whatever_the_tenant_sets() {
         .get(0);
     assert_eq!(a_rows, 0);
     assert_eq!(count(&cb, "applications").await, 2);
+    let a_name = a["name"].as_str().unwrap();
     assert_eq!(
-        footprint(&pg, a["name"].as_str().unwrap()).await,
-        Vec::<String>::new()
+        footprint(&pg, a_name).await,
+        vec![format!("tenant:{a_name}")]
     );
 }
 

@@ -227,11 +227,15 @@ async fn users_are_listed_refused_when_bad_and_removed_for_good() {
         .batch_execute("CREATE TABLE bobs (id int)")
         .await
         .unwrap();
-    let (s, _) = app
-        .call(Method::DELETE, &format!("/api/v1/tenants/{name}"), None)
+    let (s, body) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{name}?purge=now"),
+            Some(serde_json::json!({"confirm": name})),
+        )
         .await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(footprint(&pg, &name).await, Vec::<String>::new());
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(footprint(&pg, &name).await, vec![format!("tenant:{name}")]);
 }
 
 /// Plans: a plan change reaches every login at once; a trial ends as the plan says;

@@ -1,6 +1,7 @@
 //! The REST API: routes, admin authentication, and the OpenAPI document. Handlers
 //! authorize, decode, call the domain, encode; nothing else.
 
+pub mod backups;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -69,6 +70,38 @@ pub fn router(state: AppState) -> Router {
         .route("/migrations", axum::routing::post(migrations::start))
         .route("/migrations/status", get(migrations::status))
         .route("/migrations/{id}", get(migrations::get))
+        .route(
+            "/tenants/{name}/backups",
+            get(backups::list).post(backups::create),
+        )
+        .route("/tenants/{name}/backups/{id}", get(backups::get))
+        .route(
+            "/tenants/{name}/backups/{id}/restore",
+            axum::routing::post(backups::restore),
+        )
+        .route(
+            "/tenants/{name}/backups/{id}/verify",
+            axum::routing::post(backups::verify),
+        )
+        .route("/backups/{id}", get(backups::get_by_id))
+        .route(
+            "/backups/{id}/verify",
+            axum::routing::post(backups::verify_by_id),
+        )
+        .route(
+            "/tenants/{name}/backup-policy",
+            get(backups::get_policy)
+                .put(backups::put_policy)
+                .delete(backups::delete_policy),
+        )
+        .route(
+            "/plans/{name}/backup-policy",
+            get(backups::get_plan_policy).put(backups::put_plan_policy),
+        )
+        .route(
+            "/tenants/{name}/restore",
+            axum::routing::post(backups::restore_tenant),
+        )
         .route("/status", get(health::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         // The API's own description is public: it holds no tenant data.

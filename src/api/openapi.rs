@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, health, migrations, tenant_key, tenants, users};
+use super::{backups, error, health, migrations, tenant_key, tenants, users};
 use crate::tenant::{self, service};
 
 #[derive(OpenApi)]
@@ -15,6 +15,10 @@ use crate::tenant::{self, service};
         tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete,
         tenants::credentials, tenants::plans, users::add, users::list, users::remove,
         tenant_key::me, migrations::start, migrations::get, migrations::status,
+        backups::create, backups::list, backups::get, backups::get_by_id, backups::restore,
+        backups::verify, backups::verify_by_id, backups::get_policy, backups::put_policy,
+        backups::delete_policy, backups::get_plan_policy, backups::put_plan_policy,
+        backups::restore_tenant,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo,
@@ -25,6 +29,10 @@ use crate::tenant::{self, service};
         tenant_key::Me, crate::migrate::MigrateRequest, crate::migrate::MigrationPlan,
         crate::migrate::PendingTenant, crate::migrate::MigrationRun, crate::migrate::TenantFailure,
         crate::migrate::MigrationStatus, crate::migrate::VersionCount,
+        backups::BackupList, crate::backup::Backup, crate::backup::BackupKind, crate::backup::BackupStatus,
+        crate::backup::TableStat, crate::backup::restore::RestoreRequest, crate::backup::verify::VerifyReport,
+        crate::backup::verify::TableCheck, crate::backup::policy::BackupPolicy, crate::backup::policy::PolicyRequest,
+        crate::tenant::offboarding::DeleteRequest, crate::tenant::offboarding::DeletedTenant,
     )),
     modifiers(&AdminAuth),
 )]

@@ -12,6 +12,7 @@ use super::extract::JsonBody;
 use super::{AppState, ADMIN_ACTOR};
 use crate::ops::Idempotency;
 use crate::problem::Problem;
+use crate::tenant::offboarding::{self, DeleteOptions, DeleteRequest, DeletedTenant};
 use crate::tenant::service::{
     self, CreateTenant, CreatedTenant, Credentials, TenantPage, UpdateTenant,
 };
@@ -125,15 +126,64 @@ pub async fn update(
 }
 
 #[utoipa::path(delete, path = "/api/v1/tenants/{name}", tag = "tenants", security(("admin" = [])),
-    params(("name" = String, Path, description = "tenant name or id")),
-    responses((status = 200, body = Tenant, description = "the tenant as it was"), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    params(("name" = String, Path, description = "tenant name or id"),
+        ("retention" = Option<i64>, Query, description = "days until the purge, 0 to 3650 (default 30)"),
+        ("purge" = Option<String>, Query, description = "`now`: purge at once after the final backup; needs {\"confirm\":\"<name>\"}")),
+    request_body(content = Option<DeleteRequest>, description = "retention_days, confirm"),
+    responses((status = 200, body = DeletedTenant, description = "deleted (logins off, final backup archived) and restorable until purge_after"),
+        (status = 400, body = ErrorBody, description = "bad retention, or purge=now without the right confirm"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "already deleted, or a delete is in progress")))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Tenant>, ApiError> {
+    Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Result<Json<DeletedTenant>, ApiError> {
+    if let Some(unknown) = q
+        .keys()
+        .find(|k| !["retention", "purge"].contains(&k.as_str()))
+    {
+        return Err(
+            Problem::bad_field(unknown, format!("unknown query parameter {unknown:?}")).into(),
+        );
+    }
+    let req: DeleteRequest = super::backups::optional_body(&body)?;
+    let from_query = q
+        .get("retention")
+        .map(|r| r.trim().parse::<i64>())
+        .transpose()
+        .map_err(|_| Problem::bad_field("retention", "retention must be a whole number of days"))?;
+    if from_query.is_some() && req.retention_days.is_some() {
+        return Err(Problem::bad_field(
+            "retention_days",
+            "give the retention once: ?retention= or retention_days, not both",
+        )
+        .into());
+    }
+    let purge_now = match q.get("purge").map(String::as_str) {
+        None => false,
+        Some("now") => true,
+        Some(other) => {
+            return Err(Problem::bad_field(
+                "purge",
+                format!("purge must be \"now\", got {other:?}"),
+            )
+            .into())
+        }
+    };
+    let opts = DeleteOptions {
+        retention_field: if from_query.is_some() {
+            "retention"
+        } else {
+            "retention_days"
+        },
+        retention_days: from_query.or(req.retention_days),
+        purge_now,
+        confirm: req.confirm,
+    };
     Ok(Json(
-        service::delete(&state.platform, &name, ADMIN_ACTOR).await?,
+        offboarding::delete(&state.platform, &name, &opts, ADMIN_ACTOR).await?,
     ))
 }
 

@@ -5,8 +5,14 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::api::backups::BackupList;
 use crate::api::health::{Health, Status};
+use crate::backup::policy::{BackupPolicy, PolicyRequest};
+use crate::backup::restore::RestoreRequest;
+use crate::backup::verify::VerifyReport;
+use crate::backup::Backup;
 use crate::migrate::{MigrateRequest, MigrationPlan, MigrationRun, MigrationStatus};
+use crate::tenant::offboarding::{DeleteRequest, DeletedTenant};
 use crate::tenant::service::{CreateTenant, CreatedTenant, Credentials, TenantPage, UpdateTenant};
 use crate::tenant::users::{AddUser, AddedUser, TenantUser, UserList};
 use crate::tenant::{Plan, Tenant};
@@ -165,9 +171,113 @@ impl Client {
             .await
     }
 
-    pub async fn delete_tenant(&self, name: &str) -> Result<Tenant, ClientError> {
-        self.call::<(), _>(Method::DELETE, &tenant_path(name, ""), None, &[])
+    /// Soft delete (restorable for `retention` days), or with `purge_now` a purge
+    /// right after the final backup (`confirm` must be the tenant's name).
+    pub async fn delete_tenant(
+        &self,
+        name: &str,
+        retention: Option<i64>,
+        purge_now: bool,
+        confirm: Option<&str>,
+    ) -> Result<DeletedTenant, ClientError> {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(r) = retention {
+            q.append_pair("retention", &r.to_string());
+        }
+        if purge_now {
+            q.append_pair("purge", "now");
+        }
+        let q = q.finish();
+        let path = if q.is_empty() {
+            tenant_path(name, "")
+        } else {
+            format!("{}?{q}", tenant_path(name, ""))
+        };
+        let body = DeleteRequest {
+            retention_days: None,
+            confirm: confirm.map(String::from),
+        };
+        self.call(Method::DELETE, &path, Some(&body), &[]).await
+    }
+
+    /// Brings a deleted (or purged) tenant back.
+    pub async fn restore_tenant(&self, name: &str) -> Result<Tenant, ClientError> {
+        self.call::<(), _>(Method::POST, &tenant_path(name, "/restore"), None, &[])
             .await
+    }
+
+    pub async fn create_backup(&self, tenant: &str) -> Result<Backup, ClientError> {
+        self.call::<(), _>(Method::POST, &tenant_path(tenant, "/backups"), None, &[])
+            .await
+    }
+
+    pub async fn backups(&self, tenant: &str) -> Result<BackupList, ClientError> {
+        self.call::<(), _>(Method::GET, &tenant_path(tenant, "/backups"), None, &[])
+            .await
+    }
+
+    pub async fn backup(&self, id: &str) -> Result<Backup, ClientError> {
+        self.call::<(), _>(
+            Method::GET,
+            &format!("/api/v1/backups/{}", segment(id)),
+            None,
+            &[],
+        )
+        .await
+    }
+
+    /// In place (`as_name` None: the tenant as restored), or into a new tenant (the
+    /// created tenant with its secrets).
+    pub async fn restore_backup(
+        &self,
+        tenant: &str,
+        id: &str,
+        as_name: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let path = tenant_path(tenant, &format!("/backups/{}/restore", segment(id)));
+        let body = RestoreRequest {
+            as_name: as_name.map(String::from),
+        };
+        self.call(Method::POST, &path, Some(&body), &[]).await
+    }
+
+    pub async fn verify_backup(&self, id: &str) -> Result<VerifyReport, ClientError> {
+        let path = format!("/api/v1/backups/{}/verify", segment(id));
+        self.call::<(), _>(Method::POST, &path, None, &[]).await
+    }
+
+    pub async fn backup_policy(&self, tenant: &str) -> Result<BackupPolicy, ClientError> {
+        self.call::<(), _>(
+            Method::GET,
+            &tenant_path(tenant, "/backup-policy"),
+            None,
+            &[],
+        )
+        .await
+    }
+
+    pub async fn set_backup_policy(
+        &self,
+        tenant: &str,
+        req: &PolicyRequest,
+    ) -> Result<BackupPolicy, ClientError> {
+        self.call(
+            Method::PUT,
+            &tenant_path(tenant, "/backup-policy"),
+            Some(req),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn remove_backup_policy(&self, tenant: &str) -> Result<BackupPolicy, ClientError> {
+        self.call::<(), _>(
+            Method::DELETE,
+            &tenant_path(tenant, "/backup-policy"),
+            None,
+            &[],
+        )
+        .await
     }
 
     pub async fn credentials(&self, name: &str) -> Result<Credentials, ClientError> {
@@ -225,6 +335,10 @@ impl Client {
         self.call::<(), _>(Method::GET, "/api/v1/plans", None, &[])
             .await
     }
+}
+
+fn segment(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn tenant_path(name: &str, rest: &str) -> String {

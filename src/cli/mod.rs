@@ -1,6 +1,7 @@
 //! The command line: `berqenas serve` runs the server; every other command is a client
 //! of its REST API (like kubectl), with table output for people and `-o json` for scripts.
 
+mod backup;
 pub mod client;
 mod migrate;
 mod output;
@@ -34,6 +35,9 @@ pub enum Command {
     /// Create, inspect, change and delete tenants.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
+    /// Take, list, restore and verify tenant backups.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Open psql on the server as its superuser, or as a tenant's login role.
     Psql(psql::PsqlArgs),
     /// Show the server, the PostgreSQL it uses and the tenant counts.
@@ -75,6 +79,9 @@ pub struct ServeArgs {
     /// each tenant's owner role [default: the built-in template].
     #[arg(long, env = "BERQENAS_TEMPLATE_DIR")]
     pub template_dir: Option<PathBuf>,
+    /// Directory backups are kept in [default: <data-dir>/backups]
+    #[arg(long, env = "BERQENAS_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// How a client command finds the server.
@@ -151,11 +158,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 secret_key: a.secret_key,
                 pool_size: a.pool_size,
                 template_dir: a.template_dir,
+                backup_dir: a.backup_dir,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Tenant(cmd) => tenant::run(cmd).await,
+        Command::Backup(cmd) => backup::run(cmd).await,
         Command::Psql(a) => psql::run(a).await,
         Command::Status(a) => output::status(&a).await,
         Command::Migrate(a) => migrate::run(a).await,

@@ -138,3 +138,43 @@ pub async fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
         }
     })
 }
+
+pub fn policy_table(p: &crate::backup::policy::BackupPolicy) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    let next = p.next_run_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+    for (k, v) in [
+        (
+            "schedule",
+            p.schedule.clone().unwrap_or_else(|| "(none)".into()),
+        ),
+        ("retention_days", p.retention_days.to_string()),
+        ("encryption", p.encryption.to_string()),
+        ("next_run_at", next),
+    ] {
+        table.add_row(vec![k.to_string(), v]);
+    }
+    println!("{table}");
+}
+
+pub fn backups_table(backups: &[crate::backup::Backup]) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY);
+    table.set_header(vec![
+        "ID", "TENANT", "KIND", "STATUS", "SIZE", "CREATED", "EXPIRES",
+    ]);
+    for b in backups {
+        table.add_row(vec![
+            b.id.to_string(),
+            b.tenant.clone(),
+            b.kind.as_str().into(),
+            b.status.as_str().into(),
+            b.size_bytes.map(format_size).unwrap_or_default(),
+            b.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            b.expires_at
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    println!("{table}");
+}

@@ -6,6 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::output;
 use super::ClientArgs;
+use crate::backup::policy::PolicyRequest;
 use crate::tenant::service::{CreateTenant, UpdateTenant};
 use crate::tenant::users::AddUser;
 
@@ -21,8 +22,15 @@ pub enum TenantCommand {
     List(ListArgs),
     /// Change a tenant's quota, plan, network flags or metadata.
     Update(UpdateArgs),
-    /// Delete a tenant and everything it had (schema, roles, keys). Audited.
-    Delete(NameArgs),
+    /// Delete a tenant, reversibly: logins and API keys stop working, a final backup
+    /// is archived, and the data is purged after the retention period (30 days).
+    /// `tenant restore` brings it back until then, and from its archive after.
+    Delete(DeleteArgs),
+    /// Bring a deleted tenant back as it was (a purged one from its archive).
+    Restore(NameArgs),
+    /// Show or change the tenant's scheduled backups.
+    #[command(subcommand)]
+    BackupPolicy(PolicyCommand),
     /// Manage the tenant's users: login roles in one of its default roles.
     #[command(subcommand)]
     User(UserCommand),
@@ -36,6 +44,50 @@ pub enum UserCommand {
     List(NameArgs),
     /// Remove a user: sessions end, the login is dropped, their objects pass to the tenant.
     Remove(UserRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Tenant name or id.
+    pub name: String,
+    /// Days until the data is purged (0-3650) [default: 30]
+    #[arg(long, value_name = "DAYS")]
+    pub retention: Option<i64>,
+    /// Purge at once, right after the final backup (needs --confirm <name>).
+    #[arg(long, requires = "confirm")]
+    pub purge_now: bool,
+    /// The tenant's name again, to confirm --purge-now.
+    #[arg(long, value_name = "NAME")]
+    pub confirm: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Show the tenant's backup policy (schedule null: none).
+    Get(NameArgs),
+    /// Set the schedule, retention and encryption of the tenant's backups.
+    Set(PolicySetArgs),
+    /// Stop scheduled backups (existing backups stay until they expire).
+    Remove(NameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    /// Tenant name or id.
+    pub name: String,
+    /// 5-field cron in UTC, e.g. "0 3 * * *" (03:00 daily) or @daily.
+    #[arg(long)]
+    pub schedule: String,
+    /// Days each backup is kept (1-3650) [default: 30]
+    #[arg(long)]
+    pub retention_days: Option<i32>,
+    /// Encrypt backups (AES-256-GCM) [default: true]
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub encryption: Option<bool>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +152,9 @@ pub struct CreateArgs {
     /// Start in `trial` for this many days [default: the plan's]
     #[arg(long)]
     pub trial_days: Option<i32>,
+    /// Scheduled backups, 5-field cron in UTC, e.g. "0 3 * * *" [default: the plan's policy]
+    #[arg(long)]
+    pub backup_schedule: Option<String>,
     /// Makes a retried command safe: the same key replays the first answer.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -171,6 +226,7 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 isolation: a.isolation,
                 trial_days: a.trial_days,
                 metadata: a.metadata,
+                backup_schedule: a.backup_schedule,
             };
             let res = a
                 .client
@@ -241,9 +297,45 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             })
         }
         TenantCommand::Delete(a) => {
-            let res = a.client.client().delete_tenant(&a.name).await;
-            output::finish(res, a.client.output, |t| {
-                println!("deleted tenant {}", t.name)
+            let res = a
+                .client
+                .client()
+                .delete_tenant(&a.name, a.retention, a.purge_now, a.confirm.as_deref())
+                .await;
+            output::finish(res, a.client.output, |d| {
+                match d.purged_at {
+                    Some(at) => println!("purged tenant {} at {at}", d.tenant.name),
+                    None => println!(
+                        "deleted tenant {}: restorable with `berqenas tenant restore {}` until {}",
+                        d.tenant.name, d.tenant.name, d.purge_after
+                    ),
+                }
+                if let (Some(id), Some(until)) = (d.final_backup_id, d.archive_expires_at) {
+                    println!("final backup {id} archived until {until}");
+                }
+            })
+        }
+        TenantCommand::Restore(a) => {
+            let res = a.client.client().restore_tenant(&a.name).await;
+            output::finish(res, a.client.output, output::tenant_table)
+        }
+        TenantCommand::BackupPolicy(PolicyCommand::Get(a)) => {
+            let res = a.client.client().backup_policy(&a.name).await;
+            output::finish(res, a.client.output, output::policy_table)
+        }
+        TenantCommand::BackupPolicy(PolicyCommand::Set(a)) => {
+            let req = PolicyRequest {
+                schedule: a.schedule,
+                retention_days: a.retention_days,
+                encryption: a.encryption,
+            };
+            let res = a.client.client().set_backup_policy(&a.name, &req).await;
+            output::finish(res, a.client.output, output::policy_table)
+        }
+        TenantCommand::BackupPolicy(PolicyCommand::Remove(a)) => {
+            let res = a.client.client().remove_backup_policy(&a.name).await;
+            output::finish(res, a.client.output, |_| {
+                println!("no more scheduled backups for {}", a.name)
             })
         }
     }

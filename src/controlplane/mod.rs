@@ -43,6 +43,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0006_migration_runs.sql",
         sql: include_str!("../../migrations/control/0006_migration_runs.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_backups.sql",
+        sql: include_str!("../../migrations/control/0008_backups.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.
@@ -117,10 +122,14 @@ async fn apply(client: &mut Client) -> Result<usize, MigrateError> {
             Some(_) => {}
         }
     }
-    for m in MIGRATIONS
+    // Versions may have gaps (branches take numbers ahead of merging): pending ones
+    // run in version order, whatever their place in the list.
+    let mut pending: Vec<&Migration> = MIGRATIONS
         .iter()
         .filter(|m| !applied.iter().any(|r| r.get::<_, i32>(0) == m.version))
-    {
+        .collect();
+    pending.sort_by_key(|m| m.version);
+    for m in pending {
         let tx = client.transaction().await?;
         tx.batch_execute(m.sql).await?;
         tx.execute(

@@ -274,6 +274,14 @@ async fn run_steps(
     let tenant = store::set_status(&tx, tenant_id, status).await?;
     let key = apikey::generate(&p.key);
     store::insert_api_key(&tx, tenant_id, &key.public_id, &key.hash).await?;
+    crate::backup::policy::apply_at_create(
+        &tx,
+        tenant_id,
+        &plan.name,
+        v.backup_schedule.as_deref(),
+    )
+    .await
+    .map_err(service::backup_policy_error)?;
     audit::record(
         &tx,
         &audit::Entry {

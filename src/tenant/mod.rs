@@ -3,6 +3,7 @@
 pub mod access;
 pub mod database_mode;
 pub mod lifecycle;
+pub mod offboarding;
 pub mod roles;
 pub mod service;
 pub mod shared_mode;

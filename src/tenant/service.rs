@@ -85,6 +85,10 @@ pub struct CreateTenant {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// Scheduled backups: 5-field cron in UTC, e.g. `0 3 * * *` [default: the plan's
+    /// backup policy, if it has one]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_schedule: Option<String>,
 }
 
 /// `PATCH /api/v1/tenants/{name}`: only the fields given change.
@@ -151,6 +155,7 @@ pub(crate) struct Validated {
     pub(crate) trial_days: Option<i32>,
     pub(crate) plan: String,
     pub(crate) metadata: serde_json::Value,
+    pub(crate) backup_schedule: Option<String>,
 }
 
 fn validate_create(req: &CreateTenant) -> Result<Validated> {
@@ -168,6 +173,9 @@ fn validate_create(req: &CreateTenant) -> Result<Validated> {
                 "trial_days must be between 0 and 365",
             ));
         }
+    }
+    if let Some(s) = &req.backup_schedule {
+        crate::backup::policy::parse_schedule("backup_schedule", s).map_err(Error::Rejected)?;
     }
     let isolation = match req.isolation.as_deref() {
         None | Some("schema") => Isolation::Schema,
@@ -190,6 +198,7 @@ fn validate_create(req: &CreateTenant) -> Result<Validated> {
         public_api: req.public_api,
         plan: req.plan.clone().unwrap_or_else(|| DEFAULT_PLAN.into()),
         metadata: validate_metadata(req.metadata.clone())?,
+        backup_schedule: req.backup_schedule.clone(),
     })
 }
 
@@ -423,6 +432,9 @@ async fn provision(
     .map_err(|e| taken(e, &v.slug))?;
     let key = apikey::generate(&p.key);
     store::insert_api_key(tx, id, &key.public_id, &key.hash).await?;
+    crate::backup::policy::apply_at_create(tx, id, &plan.name, v.backup_schedule.as_deref())
+        .await
+        .map_err(backup_policy_error)?;
     audit::record(
         tx,
         &audit::Entry {
@@ -655,53 +667,13 @@ pub async fn update(p: &Platform, key: &str, req: &UpdateTenant, actor: &str) ->
     Ok(tenant)
 }
 
-/// Drops everything the tenant had: its sessions, schema, roles, keys and registry row.
-/// The audit trail keeps the record of it.
-pub async fn delete(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let tenant = store::find_for_update(&tx, key)
-        .await?
-        .ok_or_else(|| Error::not_found(key))?;
-    let slug = Slug::parse(&tenant.name).expect("registry holds valid names");
-    lock_name(&tx, &slug).await?;
-    let roles = existing_roles(&tx, &slug).await?;
-    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-    terminate_sessions(&tx, &names).await?;
-    match tenant.isolation {
-        Isolation::Database => {
-            super::database_mode::drop_tenant(p, &tx, &slug).await?;
-        }
-        Isolation::Shared => {
-            let tables = super::shared_mode::pool_tables(&tx).await?;
-            tx.batch_execute(&shared::purge_rows_sql(&tables, &tenant.id.to_string()))
-                .await?;
-            tx.batch_execute(&SchemaPerTenant.drop_sql(&slug, &roles))
-                .await?;
-        }
-        Isolation::Schema => {
-            tx.batch_execute(&SchemaPerTenant.drop_sql(&slug, &roles))
-                .await?
-        }
+/// A backup-policy failure at create time, as this layer's error.
+pub(crate) fn backup_policy_error(e: crate::backup::Error) -> Error {
+    match e {
+        crate::backup::Error::Rejected(p) => Error::Rejected(p),
+        crate::backup::Error::Db(e) => Error::Db(e),
+        other => Error::Rejected(Problem::new(Kind::Internal, "internal", other.to_string())),
     }
-    store::delete(&tx, tenant.id).await?;
-    let op_id = Uuid::now_v7();
-    ops::record_done(&tx, op_id, "tenant.delete", tenant.id, &tenant.name).await?;
-    audit::record(
-        &tx,
-        &audit::Entry {
-            actor,
-            action: "tenant.delete",
-            tenant_id: Some(tenant.id),
-            tenant_name: Some(&tenant.name),
-            operation_id: Some(op_id),
-            details: serde_json::json!({ "dropped_roles": roles.iter().map(|r| r.as_str()).collect::<Vec<_>>() }),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    tracing::info!(tenant.name = %tenant.name, "tenant deleted");
-    Ok(tenant)
 }
 
 /// The tenant's login credentials, opened from the registry; the read is audited.

@@ -5,8 +5,9 @@
 //! trial        -> active | suspended | deleted
 //! active       -> suspended | deleted
 //! suspended    -> active | deleted
-//! deleted      -> active | purged            (restore within retention, or purge)
-//! purged       -> active                     (restore from the archive)
+//! deleted      -> active | trial | suspended (restore within retention, to the
+//!                 status it had) | purged
+//! purged       -> active | trial | suspended (restore from the archive)
 //! ```
 
 use super::Status;
@@ -21,8 +22,8 @@ pub fn allowed(from: Status, to: Status) -> bool {
             | (Trial, Active | Suspended | Deleted)
             | (Active, Suspended | Deleted)
             | (Suspended, Active | Deleted)
-            | (Deleted, Active | Purged)
-            | (Purged, Active)
+            | (Deleted, Active | Trial | Suspended | Purged)
+            | (Purged, Active | Trial | Suspended)
     )
 }
 
@@ -55,10 +56,18 @@ mod tests {
         assert!(allowed(Active, Suspended) && allowed(Suspended, Active));
         assert!(allowed(Active, Deleted) && allowed(Deleted, Active));
         assert!(allowed(Deleted, Purged) && allowed(Purged, Active));
+        // A restore brings back the status the tenant had before the delete.
+        for before in [Trial, Active, Suspended] {
+            assert!(
+                allowed(before, Deleted) && allowed(Deleted, before),
+                "{before:?}"
+            );
+            assert!(allowed(Purged, before), "{before:?}");
+        }
         assert!(Status::ALL.iter().all(|&s| !allowed(Failed, s)));
         assert!(!allowed(Active, Purged), "purge only after a soft delete");
         assert!(!allowed(Suspended, Suspended));
-        let e = check("acme", Deleted, Suspended, "suspend").unwrap_err();
+        let e = check("acme", Deleted, Deleted, "delete").unwrap_err();
         assert_eq!(e.kind, Kind::Conflict);
         assert!(e.message.contains("it is deleted"), "{}", e.message);
     }

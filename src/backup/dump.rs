@@ -1,0 +1,241 @@
+//! Running `pg_dump` and `pg_restore`: where they are, how they connect (the
+//! connection string on the command line, a password only through `PGPASSWORD`), and
+//! what they said when they failed.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+use tokio_postgres::config::Host;
+use tokio_postgres::Config;
+
+use crate::pg::binaries::PgBinaries;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{0}")]
+    Missing(String),
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+/// The client program `name` (`pg_dump`, `pg_restore`): beside the server binaries,
+/// else on `$PATH`.
+pub fn program(name: &str) -> Result<PathBuf, ToolError> {
+    if let Ok(path) = PgBinaries::find()
+        .map_err(|_| ())
+        .and_then(|b| b.client(name).map_err(|_| ()))
+    {
+        return Ok(path);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .ok_or_else(|| {
+            ToolError::Missing(format!(
+                "{name} not found: install the PostgreSQL client package (Debian/Ubuntu: `apt-get install postgresql-client`) or set BERQENAS_PG_BINDIR"
+            ))
+        })
+}
+
+/// Where and as whom a tool connects.
+#[derive(Clone)]
+pub struct Conn {
+    host: String,
+    port: u16,
+    pub user: String,
+    password: Option<String>,
+    pub dbname: String,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Conn({}@{}:{}/{})",
+            self.user, self.host, self.port, self.dbname
+        )
+    }
+}
+
+/// A libpq connection-string value, quoted.
+fn quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+impl Conn {
+    /// The control plane's own connection, to `dbname`.
+    pub fn control(config: &Config, dbname: &str) -> Self {
+        let host = match config.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        Self {
+            host,
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            user: config.get_user().unwrap_or("postgres").to_string(),
+            password: config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            dbname: dbname.to_string(),
+        }
+    }
+
+    /// The same server and database as another role.
+    pub fn as_role(&self, user: &str, password: &str) -> Self {
+        Self {
+            user: user.to_string(),
+            password: Some(password.to_string()),
+            ..self.clone()
+        }
+    }
+
+    pub fn to_database(&self, dbname: &str) -> Self {
+        Self {
+            dbname: dbname.to_string(),
+            ..self.clone()
+        }
+    }
+
+    fn conninfo(&self) -> String {
+        format!(
+            "host={} port={} user={} dbname={} application_name=berqenas-backup connect_timeout=10",
+            quote(&self.host),
+            self.port,
+            quote(&self.user),
+            quote(&self.dbname)
+        )
+    }
+
+    fn apply(&self, cmd: &mut Command) {
+        cmd.arg(format!("--dbname={}", self.conninfo()))
+            .arg("--no-password");
+        match &self.password {
+            Some(p) => cmd.env("PGPASSWORD", p),
+            None => cmd.env_remove("PGPASSWORD"),
+        };
+        // Nothing from the environment may redirect the tools elsewhere.
+        for var in ["PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGPASSFILE"] {
+            cmd.env_remove(var);
+        }
+    }
+}
+
+/// `pg_dump` of one schema in custom format (compressed), on stdout.
+pub fn pg_dump(conn: &Conn, schema: &str, snapshot: Option<&str>) -> Result<Command, ToolError> {
+    let mut cmd = Command::new(program("pg_dump")?);
+    conn.apply(&mut cmd);
+    // A quoted pattern matches exactly this name, whatever characters it holds.
+    cmd.arg("--format=custom").arg(format!(
+        "--schema={}",
+        crate::pg::Ident::new(schema).expect("catalog names are valid")
+    ));
+    if let Some(s) = snapshot {
+        cmd.arg(format!("--snapshot={s}"));
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.kill_on_drop(true);
+    Ok(cmd)
+}
+
+/// `pg_restore` of an archive on stdin, in one transaction, owners and privileges
+/// left out (the caller re-applies its own). `role`: SET ROLE after connecting, so
+/// the objects belong to it; `schema`: only that schema's objects.
+pub fn pg_restore(
+    conn: &Conn,
+    role: Option<&str>,
+    schema: Option<&str>,
+) -> Result<Command, ToolError> {
+    let mut cmd = Command::new(program("pg_restore")?);
+    conn.apply(&mut cmd);
+    cmd.args([
+        "--single-transaction",
+        "--exit-on-error",
+        "--no-owner",
+        "--no-privileges",
+    ]);
+    if let Some(r) = role {
+        cmd.arg(format!("--role={r}"));
+    }
+    if let Some(s) = schema {
+        cmd.arg(format!("--schema={s}"));
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd.kill_on_drop(true);
+    Ok(cmd)
+}
+
+/// Spawns and starts collecting stderr (capped), so a chatty tool never blocks on it.
+pub fn spawn(
+    mut cmd: Command,
+    program: &str,
+) -> Result<(Child, tokio::task::JoinHandle<String>), ToolError> {
+    let mut child = cmd.spawn().map_err(|source| ToolError::Spawn {
+        program: program.to_string(),
+        source,
+    })?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let collect = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = stderr.take(64 * 1024).read_to_end(&mut buf).await;
+        String::from_utf8_lossy(&buf).trim().to_string()
+    });
+    Ok((child, collect))
+}
+
+/// Waits for the tool; an exit other than 0 is an error carrying its stderr.
+pub async fn finish(
+    mut child: Child,
+    stderr: tokio::task::JoinHandle<String>,
+    program: &str,
+) -> Result<(), ToolError> {
+    let status = child.wait().await.map_err(|source| ToolError::Spawn {
+        program: program.to_string(),
+        source,
+    })?;
+    let stderr = stderr.await.unwrap_or_default();
+    if status.success() {
+        return Ok(());
+    }
+    Err(ToolError::Failed {
+        program: program.to_string(),
+        status: status.to_string(),
+        stderr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_strings_quote_values_and_leave_the_password_out() {
+        let config: Config = "host='/tmp/x y' port=5433 user='o\\'brien' password=s3cret dbname=db"
+            .parse()
+            .unwrap();
+        let c = Conn::control(&config, "tenant_a");
+        let info = c.conninfo();
+        assert!(info.contains("user='o\\'brien'"), "{info}");
+        assert!(info.contains("dbname='tenant_a'"), "{info}");
+        assert!(!info.contains("s3cret"));
+    }
+}

@@ -1,0 +1,219 @@
+//! Per-tenant backups with PostgreSQL's own tools: `pg_dump` in custom format
+//! (compressed) of the tenant's schema (schema mode), of its schema in its own
+//! database (database mode: the only place its roles can create anything), or of its
+//! rows copied into a scratch schema (shared mode); encrypted with a per-backup data
+//! key; described by a manifest; kept in a [`store::BackupStore`]. Restores never run
+//! the dump's code with more privilege than the tenant's own roles have.
+
+pub mod crypt;
+pub mod dump;
+pub mod manifest;
+pub mod policy;
+pub mod registry;
+pub mod restore;
+pub mod shared;
+pub mod store;
+pub mod take;
+pub mod temp;
+pub mod verify;
+pub mod worker;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::platform::Platform;
+use crate::problem::{Kind, Problem};
+use crate::tenant::{self, Isolation};
+
+pub use manifest::{Manifest, TableStat};
+pub use take::create;
+
+/// Manual and final backups without a policy are kept this long.
+pub const DEFAULT_RETENTION_DAYS: i32 = 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    /// Asked for through the API or CLI.
+    Manual,
+    /// Taken by the worker on the tenant's schedule.
+    Scheduled,
+    /// Taken when the tenant was deleted: its archive.
+    Final,
+}
+
+impl BackupKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Manual => "manual",
+            BackupKind::Scheduled => "scheduled",
+            BackupKind::Final => "final",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [BackupKind::Manual, BackupKind::Scheduled, BackupKind::Final]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupStatus {
+    Running,
+    Succeeded,
+    Failed,
+    /// Past its retention: the object is deleted, the record stays.
+    Expired,
+}
+
+impl BackupStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupStatus::Running => "running",
+            BackupStatus::Succeeded => "succeeded",
+            BackupStatus::Failed => "failed",
+            BackupStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            BackupStatus::Running,
+            BackupStatus::Succeeded,
+            BackupStatus::Failed,
+            BackupStatus::Expired,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// A backup as the API shows it (the manifest without its sealed key).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Backup {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub tenant: String,
+    pub kind: BackupKind,
+    pub status: BackupStatus,
+    pub isolation: Isolation,
+    pub encrypted: bool,
+    pub size_bytes: Option<i64>,
+    /// SHA-256 of the stored object, hex.
+    pub sha256: Option<String>,
+    pub template_version: Option<i32>,
+    pub server_version: Option<String>,
+    /// Row counts and checksums per table, as `verify` checks them.
+    pub tables: Vec<TableStat>,
+    /// Why a failed backup failed.
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the worker deletes it (null: kept).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller's mistake, with the field it concerns; nothing was changed.
+    #[error("{}", .0.message)]
+    Rejected(Problem),
+    #[error(transparent)]
+    Tenant(tenant::service::Error),
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Pg(#[from] crate::pg::PgError),
+    #[error("backup store: {0}")]
+    Store(#[source] std::io::Error),
+    #[error("streaming to or from {0}: {1}")]
+    Pipe(&'static str, #[source] std::io::Error),
+    #[error(transparent)]
+    Tool(#[from] dump::ToolError),
+    #[error(transparent)]
+    Crypt(#[from] crypt::CryptError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error(transparent)]
+    Hardening(#[from] crate::pg::hardening::HardeningError),
+    #[error("backup {id} does not match its manifest: {what}")]
+    Integrity { id: Uuid, what: String },
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+impl From<tenant::service::Error> for Error {
+    fn from(e: tenant::service::Error) -> Self {
+        match e {
+            tenant::service::Error::Rejected(p) => Self::Rejected(p),
+            other => Self::Tenant(other),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Rejected(Problem::bad_field(field, message))
+    }
+
+    pub(crate) fn not_found(what: &str, message: impl Into<String>) -> Self {
+        Self::Rejected(Problem::new(Kind::NotFound, what, message))
+    }
+
+    pub(crate) fn conflict(code: &str, message: impl Into<String>) -> Self {
+        Self::Rejected(Problem::new(Kind::Conflict, code, message))
+    }
+}
+
+/// Opens a connection as the control role to another database of the server.
+pub(crate) async fn connect_to(p: &Platform, database: &str) -> Result<tokio_postgres::Client> {
+    let mut config = p.config.clone();
+    config.dbname(database);
+    Ok(crate::pg::connect(&config).await?)
+}
+
+/// The tenant, by name or id.
+pub(crate) async fn tenant(p: &Platform, key: &str) -> Result<tenant::Tenant> {
+    Ok(tenant::service::get(p, key).await?)
+}
+
+/// The backups of a tenant, newest first.
+pub async fn list(p: &Platform, key: &str) -> Result<Vec<Backup>> {
+    let t = tenant(p, key).await?;
+    let client = p.pool.get().await?;
+    Ok(registry::list(&client, t.id).await?)
+}
+
+/// One backup by id; with a tenant key, it must be that tenant's.
+pub async fn get(p: &Platform, tenant_key: Option<&str>, id: &str) -> Result<Backup> {
+    let (backup, _) = find(p, tenant_key, id).await?;
+    Ok(backup)
+}
+
+/// A backup and its manifest, checked to belong to the tenant named (if any).
+pub(crate) async fn find(
+    p: &Platform,
+    tenant_key: Option<&str>,
+    id: &str,
+) -> Result<(Backup, Option<Manifest>)> {
+    let owner = match tenant_key {
+        Some(k) => Some(tenant(p, k).await?),
+        None => None,
+    };
+    let not_found = || Error::not_found("backup_not_found", format!("backup {id:?} not found"));
+    let id: Uuid = id.parse().map_err(|_| not_found())?;
+    let client = p.pool.get().await?;
+    let (backup, manifest) = registry::find(&client, id).await?.ok_or_else(not_found)?;
+    if owner.is_some_and(|t| t.id != backup.tenant_id) {
+        return Err(not_found());
+    }
+    Ok((backup, manifest))
+}

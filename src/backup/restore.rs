@@ -1,0 +1,596 @@
+//! Restores: in place (the tenant's data replaced by the backup's) or into a new
+//! tenant (`{"as":"new-name"}`, same isolation). The tenant's logins are off while it
+//! runs. In schema and database modes the current schema is moved aside, an empty one
+//! with the tenant's standard grants takes its place, `pg_restore` fills it in one
+//! transaction as a throw-away role that holds only the tenant owner's privileges (see
+//! [`super::temp`]), and the old schema is dropped, or moved back if anything failed.
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::ChildStdin;
+use uuid::Uuid;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::crypt::Opener;
+use super::dump::{self, Conn};
+use super::temp::{Reach, ScratchDb, TempRole};
+use super::{shared, Backup, BackupStatus, Error, Manifest, Result};
+use crate::pg::Ident;
+use crate::platform::Platform;
+use crate::tenant::roles::DefaultRole;
+use crate::tenant::service::{self, CreateTenant, CreatedTenant};
+use crate::tenant::{access, store, Isolation, Slug, Status, Tenant};
+use crate::{audit, ops};
+
+/// `POST .../backups/{id}/restore`: empty for in place, or `{"as":"new-name"}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// Restore into a new tenant of this name (same isolation, plan and quota) instead.
+    #[serde(default, rename = "as")]
+    pub as_name: Option<String>,
+}
+
+pub enum Restored {
+    InPlace(Tenant),
+    New(CreatedTenant),
+}
+
+/// A backup that can be restored: succeeded, with its manifest.
+pub(crate) fn usable(backup: &Backup, manifest: Option<Manifest>) -> Result<Manifest> {
+    if backup.status != BackupStatus::Succeeded {
+        return Err(Error::conflict(
+            "backup_unusable",
+            format!(
+                "backup {} is {}: only a succeeded backup can be restored or verified",
+                backup.id,
+                backup.status.as_str()
+            ),
+        ));
+    }
+    manifest.ok_or_else(|| Error::Integrity {
+        id: backup.id,
+        what: "the manifest is missing".into(),
+    })
+}
+
+pub async fn restore(
+    p: &Platform,
+    tenant_key: &str,
+    backup_id: &str,
+    req: &RestoreRequest,
+    actor: &str,
+) -> Result<Restored> {
+    if let Some(name) = &req.as_name {
+        Slug::parse(name).map_err(|e| Error::invalid("as", e.to_string()))?;
+    }
+    let (backup, manifest) = super::find(p, Some(tenant_key), backup_id).await?;
+    let manifest = usable(&backup, manifest)?;
+    match &req.as_name {
+        None => in_place(p, tenant_key, &backup, &manifest, actor)
+            .await
+            .map(Restored::InPlace),
+        Some(name) => as_new(p, &backup, &manifest, name, actor)
+            .await
+            .map(Restored::New),
+    }
+}
+
+async fn in_place(
+    p: &Platform,
+    key: &str,
+    backup: &Backup,
+    manifest: &Manifest,
+    actor: &str,
+) -> Result<Tenant> {
+    let mut guard = p.pool.get().await?;
+    let g = guard.transaction().await?;
+    let tenant = store::find_for_update(&g, key)
+        .await?
+        .ok_or_else(|| service::Error::not_found(key))?;
+    let slug = Slug::parse(&tenant.name).expect("registry holds valid names");
+    service::lock_name(&g, &slug).await?;
+    if !matches!(
+        tenant.status,
+        Status::Active | Status::Trial | Status::Suspended
+    ) {
+        return Err(Error::conflict(
+            "invalid_state",
+            format!(
+                "cannot restore a backup into tenant {}: it is {}; bring the tenant back first (POST /api/v1/tenants/{}/restore)",
+                tenant.name,
+                tenant.status.as_str(),
+                tenant.name
+            ),
+        ));
+    }
+    load_into(p, &tenant, backup, manifest).await?;
+    let op_id = Uuid::now_v7();
+    ops::record_done(&g, op_id, "backup.restore", tenant.id, &tenant.name).await?;
+    audit::record(
+        &g,
+        &audit::Entry {
+            actor,
+            action: "backup_restored",
+            tenant_id: Some(tenant.id),
+            tenant_name: Some(&tenant.name),
+            operation_id: Some(op_id),
+            details: serde_json::json!({"backup_id": backup.id, "into": "in_place"}),
+        },
+    )
+    .await?;
+    g.commit().await?;
+    tracing::info!(tenant.name = %tenant.name, backup.id = %backup.id, "backup restored in place");
+    Ok(tenant)
+}
+
+async fn as_new(
+    p: &Platform,
+    backup: &Backup,
+    manifest: &Manifest,
+    name: &str,
+    actor: &str,
+) -> Result<CreatedTenant> {
+    let client = p.pool.get().await?;
+    let source = store::find(&client, &backup.tenant_id.to_string())
+        .await?
+        .ok_or_else(|| service::Error::not_found(&backup.tenant_id.to_string()))?;
+    drop(client);
+    let created = service::create(
+        p,
+        &CreateTenant {
+            name: name.to_string(),
+            db_quota: Some(source.db_quota_bytes.to_string()),
+            vpn_enabled: source.vpn_enabled,
+            public_api: source.public_api,
+            plan: Some(source.plan.clone()),
+            isolation: Some(source.isolation.as_str().to_string()),
+            trial_days: Some(0),
+            metadata: Some(source.metadata.clone()),
+            ..Default::default()
+        },
+        None,
+        actor,
+    )
+    .await
+    .map_err(|e| match e {
+        service::Error::Rejected(mut p) if p.field.as_deref() == Some("name") => {
+            p.field = Some("as".into());
+            Error::Rejected(p)
+        }
+        other => other.into(),
+    })?;
+    let target = created.tenant.clone();
+    if let Err(e) = load_into(p, &target, backup, manifest).await {
+        // The request leaves nothing behind: the new tenant goes again.
+        if let Err(undo) = crate::tenant::offboarding::drop_for_good(p, &target).await {
+            tracing::error!(tenant.name = %target.name, error = %undo, "could not remove the half-restored tenant");
+        }
+        return Err(e);
+    }
+    let client = p.pool.get().await?;
+    audit::record(
+        &client,
+        &audit::Entry {
+            actor,
+            action: "backup_restored",
+            tenant_id: Some(target.id),
+            tenant_name: Some(&target.name),
+            operation_id: None,
+            details: serde_json::json!({"backup_id": backup.id, "into": "new_tenant", "source": source.name}),
+        },
+    )
+    .await?;
+    tracing::info!(tenant.name = %target.name, backup.id = %backup.id, source = %source.name, "backup restored into a new tenant");
+    Ok(created)
+}
+
+/// Replaces `target`'s data by the backup's, logins off meanwhile. The caller holds
+/// the tenant's name lock (and must not touch its registry row from elsewhere).
+pub(crate) async fn load_into(
+    p: &Platform,
+    target: &Tenant,
+    backup: &Backup,
+    manifest: &Manifest,
+) -> Result<()> {
+    let c = p.pool.get().await?;
+    let disabled = access::disable(&c, target).await?;
+    access::end_sessions(&c, &disabled).await?;
+    let result = match target.isolation {
+        Isolation::Shared => load_shared(p, target, backup, manifest).await,
+        _ => load_schema(p, target, backup, manifest).await,
+    };
+    access::enable(&c, &disabled).await?;
+    result
+}
+
+async fn load_shared(
+    p: &Platform,
+    target: &Tenant,
+    backup: &Backup,
+    manifest: &Manifest,
+) -> Result<()> {
+    let scratch = Ident::new(manifest.schema.clone()).expect("manifest names are valid");
+    let admin = super::connect_to(p, &p.endpoint.database).await?;
+    // One restore of this backup at a time: they share its scratch schema's name.
+    admin
+        .execute(
+            "SELECT pg_advisory_lock(hashtextextended($1, 0))",
+            &[&format!("berqenas.backup:{}", backup.id)],
+        )
+        .await?;
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {scratch} CASCADE; CREATE SCHEMA {scratch}; REVOKE ALL ON SCHEMA {scratch} FROM PUBLIC;"
+        ))
+        .await?;
+    // The archive holds only berqenas's own plain tables: the control role restores it.
+    let conn = Conn::control(&p.config, &p.endpoint.database);
+    let mut result = run_restore(
+        p,
+        &conn,
+        None,
+        scratch.as_str(),
+        Input::Backup(backup, manifest),
+    )
+    .await;
+    if result.is_ok() {
+        result = async {
+            admin.batch_execute("BEGIN").await?;
+            shared::move_in(&admin, &scratch, target.id, target.id != backup.tenant_id).await?;
+            admin
+                .batch_execute(&format!("DROP SCHEMA {scratch} CASCADE; COMMIT;"))
+                .await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = admin.batch_execute("ROLLBACK").await;
+        }
+    }
+    admin
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {scratch} CASCADE"))
+        .await?;
+    result
+}
+
+async fn load_schema(
+    p: &Platform,
+    target: &Tenant,
+    backup: &Backup,
+    manifest: &Manifest,
+) -> Result<()> {
+    let slug = Slug::parse(&target.name).expect("registry holds valid names");
+    let schema = slug.schema();
+    if manifest.schema == schema.as_str() {
+        return replace_schema(p, target, &slug, Input::Backup(backup, manifest)).await;
+    }
+    // Another tenant's archive: pg_restore cannot rename a schema, so the archive is
+    // restored into a scratch database, renamed there, and dumped across.
+    let scratch = ScratchDb::create(p, "restore").await?;
+    let result = async {
+        let role = restore_into_scratch(p, &scratch, backup, manifest).await?;
+        let admin = super::connect_to(p, scratch.name.as_str()).await?;
+        let renamed = admin
+            .batch_execute(&format!(
+                "ALTER SCHEMA {} RENAME TO {schema}",
+                Ident::new(manifest.schema.clone()).expect("manifest names are valid")
+            ))
+            .await;
+        drop(admin);
+        let copied = match renamed {
+            Ok(()) => {
+                let from = Conn::control(&p.config, scratch.name.as_str());
+                replace_schema(p, target, &slug, Input::Dump(from, schema.as_str())).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let dropped = role.drop(p, &[scratch.name.as_str()]).await;
+        copied.and(dropped)
+    }
+    .await;
+    scratch.drop(p).await?;
+    result
+}
+
+/// Restores `backup` into `scratch` as a throw-away role that owns nothing else.
+/// Returns that role (the caller drops it after the scratch database).
+pub(crate) async fn restore_into_scratch(
+    p: &Platform,
+    scratch: &ScratchDb,
+    backup: &Backup,
+    manifest: &Manifest,
+) -> Result<TempRole> {
+    let c = p.pool.get().await?;
+    let role = TempRole::create(p, &c, None, Reach::Database(&scratch.name)).await?;
+    let admin = super::connect_to(p, scratch.name.as_str()).await?;
+    let schema = Ident::new(manifest.schema.clone()).expect("manifest names are valid");
+    admin
+        .batch_execute(&format!(
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC; CREATE SCHEMA {schema} AUTHORIZATION {}",
+            role.name
+        ))
+        .await?;
+    let conn = role.conn(&Conn::control(&p.config, scratch.name.as_str()));
+    if let Err(e) = run_restore(
+        p,
+        &conn,
+        None,
+        schema.as_str(),
+        Input::Backup(backup, manifest),
+    )
+    .await
+    {
+        drop(admin);
+        let _ = role.drop(p, &[scratch.name.as_str()]).await;
+        return Err(e);
+    }
+    Ok(role)
+}
+
+/// What pg_restore reads: a stored backup, or a live pg_dump of another database.
+pub(crate) enum Input<'a> {
+    Backup(&'a Backup, &'a Manifest),
+    Dump(Conn, &'a str),
+}
+
+/// Moves the tenant's schema aside, restores `input` into an empty one with the
+/// standard grants, then drops the old schema, or puts it back on failure.
+async fn replace_schema(
+    p: &Platform,
+    target: &Tenant,
+    slug: &Slug,
+    input: Input<'_>,
+) -> Result<()> {
+    let (schema, owner) = (slug.schema(), slug.owner_role());
+    let aside = Ident::new(format!(
+        "{}_r{}",
+        schema.as_str(),
+        hex::encode(crate::secrets::random_bytes::<4>())
+    ))
+    .expect("fits");
+    let database = target.database.clone();
+    let in_control_db = target.isolation != Isolation::Database;
+    let admin = super::connect_to(p, &database).await?;
+    admin
+        .batch_execute(&format!(
+            "BEGIN;\nALTER SCHEMA {schema} RENAME TO {aside};\n{}COMMIT;",
+            shell_sql(slug)
+        ))
+        .await?;
+    let c = p.pool.get().await?;
+    let db_ident = Ident::new(database.clone()).expect("registry holds valid names");
+    let reach = if in_control_db {
+        Reach::ControlDatabase
+    } else {
+        Reach::Database(&db_ident)
+    };
+    let role = TempRole::create(p, &c, Some(&owner), reach).await?;
+    drop(c);
+    let conn = role.conn(&Conn::control(&p.config, &database));
+    let restored = run_restore(p, &conn, Some(owner.as_str()), schema.as_str(), input).await;
+    let finished = match restored {
+        Ok(()) => {
+            let tables: Vec<String> = admin
+                .query(
+                    "SELECT relname::text FROM pg_class WHERE relnamespace = to_regnamespace($1) AND relkind IN ('r','p')",
+                    &[&schema.as_str()],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            admin
+                .batch_execute(&format!(
+                    "BEGIN;\n{}DROP SCHEMA {aside} CASCADE;\nCOMMIT;",
+                    grants_sql(slug, &tables)
+                ))
+                .await
+                .map_err(Error::from)
+        }
+        Err(e) => {
+            admin
+                .batch_execute(&format!(
+                    "BEGIN;\nDROP SCHEMA IF EXISTS {schema} CASCADE;\nALTER SCHEMA {aside} RENAME TO {schema};\nCOMMIT;"
+                ))
+                .await?;
+            Err(e)
+        }
+    };
+    let other_db: Vec<&str> = if in_control_db {
+        vec![]
+    } else {
+        vec![database.as_str()]
+    };
+    let dropped = role.drop(p, &other_db).await;
+    finished.and(dropped)
+}
+
+/// An empty tenant schema with the grants and default privileges a new one gets.
+fn shell_sql(slug: &Slug) -> String {
+    let (schema, owner, login) = (slug.schema(), slug.owner_role(), slug.login_role());
+    format!(
+        "CREATE SCHEMA {schema} AUTHORIZATION {owner};\n\
+         REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
+         GRANT USAGE ON SCHEMA {schema} TO {login};\n\
+         ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {login};\n\
+         ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {login};\n"
+    )
+}
+
+/// The default roles' grants (seed 001 3.3) on the restored tables, as the owner;
+/// grants on a template table the tenant dropped are left out.
+fn grants_sql(slug: &Slug, tables: &[String]) -> String {
+    let (schema, owner, login) = (slug.schema(), slug.owner_role(), slug.login_role());
+    let mut sql = format!(
+        "SET LOCAL ROLE {owner};\n\
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {login};\n\
+         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {login};\n"
+    );
+    for role in DefaultRole::ALL {
+        let r = slug.group_role(role);
+        if role == DefaultRole::TenantAdmin {
+            sql.push_str(&format!(
+                "GRANT USAGE, CREATE ON SCHEMA {schema} TO {r};\n\
+                 GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {r};\n\
+                 GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {r};\n\
+                 ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT ALL ON TABLES TO {r};\n\
+                 ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT ALL ON SEQUENCES TO {r};\n"
+            ));
+            continue;
+        }
+        sql.push_str(&format!("GRANT USAGE ON SCHEMA {schema} TO {r};\n"));
+        for (privileges, table) in role.table_grants() {
+            if tables.iter().any(|t| t == table) {
+                let table = Ident::new(*table).expect("static table names are valid");
+                sql.push_str(&format!("GRANT {privileges} ON {schema}.{table} TO {r};\n"));
+            }
+        }
+    }
+    sql.push_str("RESET ROLE;\n");
+    sql
+}
+
+/// Runs pg_restore on `conn` (as `role`, only `schema`) and feeds it `input`. A
+/// failure of the input kills pg_restore before its transaction can commit.
+pub(crate) async fn run_restore(
+    p: &Platform,
+    conn: &Conn,
+    role: Option<&str>,
+    schema: &str,
+    input: Input<'_>,
+) -> Result<()> {
+    if let Input::Backup(backup, manifest) = &input {
+        if manifest.encryption.is_none() {
+            // Without authenticated chunks, the whole object is checked before use.
+            check_digest(p, backup, manifest).await?;
+        }
+    }
+    let cmd = dump::pg_restore(conn, role, Some(schema))?;
+    let (mut child, stderr) = dump::spawn(cmd, "pg_restore")?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let fed = match input {
+        Input::Backup(backup, manifest) => feed(p, backup, manifest, stdin).await,
+        Input::Dump(from, schema) => feed_dump(&from, schema, stdin).await,
+    };
+    if fed.is_err() {
+        let _ = child.start_kill();
+    }
+    let tool = dump::finish(child, stderr, "pg_restore").await;
+    fed?;
+    Ok(tool?)
+}
+
+fn data_key(p: &Platform, manifest: &Manifest) -> Result<Option<[u8; 32]>> {
+    let Some(enc) = &manifest.encryption else {
+        return Ok(None);
+    };
+    let sealed = B64.decode(&enc.data_key).map_err(|_| Error::Integrity {
+        id: manifest.id,
+        what: "the sealed data key is not base64".into(),
+    })?;
+    let key = p.key.open(&sealed)?;
+    let key: [u8; 32] = key.try_into().map_err(|_| Error::Integrity {
+        id: manifest.id,
+        what: "the data key is not 32 bytes".into(),
+    })?;
+    Ok(Some(key))
+}
+
+async fn check_digest(p: &Platform, backup: &Backup, manifest: &Manifest) -> Result<()> {
+    let mut r = p
+        .backups
+        .open(&location(backup)?)
+        .await
+        .map_err(Error::Store)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = r.read(&mut buf).await.map_err(Error::Store)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    digest_matches(manifest, &hex::encode(hasher.finalize()))
+}
+
+fn digest_matches(manifest: &Manifest, found: &str) -> Result<()> {
+    if found == manifest.sha256 {
+        return Ok(());
+    }
+    Err(Error::Integrity {
+        id: manifest.id,
+        what: format!("SHA-256 is {found}, the manifest says {}", manifest.sha256),
+    })
+}
+
+fn location(backup: &Backup) -> Result<String> {
+    Ok(super::registry::object_key(backup.tenant_id, backup.id))
+}
+
+/// Streams the stored object, decrypted, into pg_restore. The digest is checked
+/// before stdin closes, so a mismatch still aborts the restore.
+async fn feed(
+    p: &Platform,
+    backup: &Backup,
+    manifest: &Manifest,
+    mut stdin: ChildStdin,
+) -> Result<()> {
+    let mut r = p
+        .backups
+        .open(&location(backup)?)
+        .await
+        .map_err(Error::Store)?;
+    let mut opener = data_key(p, manifest)?.map(|k| Opener::new(&k, backup.id));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut out = Vec::new();
+    loop {
+        let n = r.read(&mut buf).await.map_err(Error::Store)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        let plain: &[u8] = match opener.as_mut() {
+            Some(o) => {
+                out.clear();
+                o.push(&buf[..n], &mut out)?;
+                &out
+            }
+            None => &buf[..n],
+        };
+        stdin
+            .write_all(plain)
+            .await
+            .map_err(|e| Error::Pipe("pg_restore", e))?;
+    }
+    if let Some(o) = opener {
+        o.finish()?;
+    }
+    digest_matches(manifest, &hex::encode(hasher.finalize()))?;
+    stdin
+        .shutdown()
+        .await
+        .map_err(|e| Error::Pipe("pg_restore", e))?;
+    Ok(())
+}
+
+/// pg_dump of `schema` on `from`, piped into pg_restore.
+async fn feed_dump(from: &Conn, schema: &str, mut stdin: ChildStdin) -> Result<()> {
+    let cmd = dump::pg_dump(from, schema, None)?;
+    let (mut child, stderr) = dump::spawn(cmd, "pg_dump")?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let copied = tokio::io::copy(&mut stdout, &mut stdin).await;
+    dump::finish(child, stderr, "pg_dump").await?;
+    copied.map_err(|e| Error::Pipe("pg_restore", e))?;
+    stdin
+        .shutdown()
+        .await
+        .map_err(|e| Error::Pipe("pg_restore", e))?;
+    Ok(())
+}

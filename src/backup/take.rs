@@ -1,0 +1,254 @@
+//! Taking a backup: `pg_dump` on an exported snapshot, its output encrypted and
+//! hashed on the way into the store, the table checksums computed on the same snapshot
+//! at the same time, the manifest written beside the object, the row committed with
+//! its audit entry. A failure leaves a `failed` row with its error (and no object).
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+use super::crypt::{Sealer, CHUNK};
+use super::dump::{self, Conn};
+use super::manifest::{self, Encryption, Manifest, FORMAT};
+use super::registry::{self, NewBackup};
+use super::store::ObjectWriter;
+use super::{policy, shared, Backup, BackupKind, Error, Result};
+use crate::audit;
+use crate::platform::Platform;
+use crate::secrets::random_bytes;
+use crate::tenant::{Isolation, Status, Tenant};
+
+/// `POST /api/v1/tenants/{name}/backups`: a manual backup, encrypted and kept as the
+/// tenant's policy says (else encrypted, 30 days).
+pub async fn create(p: &Platform, key: &str, actor: &str) -> Result<Backup> {
+    let t = super::tenant(p, key).await?;
+    if !matches!(t.status, Status::Active | Status::Trial | Status::Suspended) {
+        return Err(Error::conflict(
+            "invalid_state",
+            format!(
+                "cannot back up tenant {}: it is {} (its final backup is its archive)",
+                t.name,
+                t.status.as_str()
+            ),
+        ));
+    }
+    let client = p.pool.get().await?;
+    let pol = policy::effective(&client, &t).await?;
+    drop(client);
+    let expires = Utc::now() + chrono::Duration::days(pol.retention_days.into());
+    take(
+        p,
+        &t,
+        BackupKind::Manual,
+        pol.encryption,
+        Some(expires),
+        actor,
+    )
+    .await
+}
+
+/// Takes a backup of `t` now and records it (and its failure, if it fails).
+pub(crate) async fn take(
+    p: &Platform,
+    t: &Tenant,
+    kind: BackupKind,
+    encrypted: bool,
+    expires_at: Option<DateTime<Utc>>,
+    actor: &str,
+) -> Result<Backup> {
+    let id = Uuid::now_v7();
+    let client = p.pool.get().await?;
+    registry::insert_running(
+        &client,
+        &NewBackup {
+            id,
+            tenant_id: t.id,
+            tenant_name: &t.name,
+            kind,
+            isolation: t.isolation,
+            encrypted,
+        },
+    )
+    .await?;
+    drop(client);
+    let started = std::time::Instant::now();
+    let outcome = run(p, t, id, encrypted).await;
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    match outcome {
+        Ok(m) => {
+            let backup =
+                registry::succeed(&tx, &m, &registry::object_key(t.id, id), expires_at).await?;
+            audit::record(
+                &tx,
+                &audit::Entry {
+                    actor,
+                    action: "backup_created",
+                    tenant_id: Some(t.id),
+                    tenant_name: Some(&t.name),
+                    operation_id: None,
+                    details: serde_json::json!({
+                        "backup_id": id, "kind": kind.as_str(), "size_bytes": m.size_bytes,
+                        "sha256": m.sha256, "encrypted": encrypted, "expires_at": expires_at,
+                    }),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(tenant.name = %t.name, backup.id = %id, backup.kind = kind.as_str(),
+                size_bytes = m.size_bytes, ms = started.elapsed().as_millis() as u64, "backup taken");
+            Ok(backup)
+        }
+        Err(e) => {
+            let message: String = e.to_string().chars().take(2000).collect();
+            registry::fail(&tx, id, &message).await?;
+            audit::record(
+                &tx,
+                &audit::Entry {
+                    actor,
+                    action: "backup_failed",
+                    tenant_id: Some(t.id),
+                    tenant_name: Some(&t.name),
+                    operation_id: None,
+                    details: serde_json::json!({"backup_id": id, "kind": kind.as_str(), "error": message}),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::warn!(tenant.name = %t.name, backup.id = %id, error = %e, "backup failed");
+            Err(e)
+        }
+    }
+}
+
+async fn run(p: &Platform, t: &Tenant, id: Uuid, encrypted: bool) -> Result<Manifest> {
+    if t.isolation != Isolation::Shared {
+        let schema = t
+            .schema
+            .clone()
+            .expect("schema and database tenants have a schema");
+        return dump_to_store(p, t, id, &t.database, &schema, encrypted).await;
+    }
+    let scratch = shared::scratch_schema(id);
+    let copied = shared::copy_out(p, t, &scratch).await;
+    let result = match copied {
+        Ok(()) => dump_to_store(p, t, id, &t.database, scratch.as_str(), encrypted).await,
+        Err(e) => Err(e),
+    };
+    shared::drop_scratch(p, &scratch).await?;
+    result
+}
+
+/// Dumps `schema` of `database` into the store; returns the manifest (also stored).
+async fn dump_to_store(
+    p: &Platform,
+    t: &Tenant,
+    id: Uuid,
+    database: &str,
+    schema: &str,
+    encrypted: bool,
+) -> Result<Manifest> {
+    let snap = super::connect_to(p, database).await?;
+    snap.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    snap.batch_execute(manifest::STABLE_TEXT).await?;
+    let snapshot: String = snap
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await?
+        .get(0);
+    let server_version = manifest::server_version(&snap).await?;
+
+    let cmd = dump::pg_dump(&Conn::control(&p.config, database), schema, Some(&snapshot))?;
+    let (mut child, stderr) = dump::spawn(cmd, "pg_dump")?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let key = registry::object_key(t.id, id);
+    let writer = p.backups.create(&key).await.map_err(Error::Store)?;
+    let data_key = encrypted.then(random_bytes::<32>);
+    let sealer = data_key.as_ref().map(|k| Sealer::new(k, id));
+    let (pumped, stats) = tokio::join!(
+        pump(stdout, writer, sealer),
+        manifest::table_stats(&snap, schema)
+    );
+    if pumped.is_err() {
+        let _ = child.start_kill();
+    }
+    // The tool's own failure explains a short stream better than the pump's.
+    dump::finish(child, stderr, "pg_dump").await?;
+    let (writer, size_bytes, sha256) = pumped?;
+    let tables = stats?;
+    snap.batch_execute("COMMIT").await?;
+
+    let m = Manifest {
+        format: FORMAT,
+        id,
+        tenant_id: t.id,
+        tenant: t.name.clone(),
+        mode: t.isolation,
+        template_version: t.template_version,
+        server_version,
+        created_at: Utc::now(),
+        database: database.to_string(),
+        schema: schema.to_string(),
+        size_bytes,
+        sha256,
+        encryption: data_key.map(|k| Encryption {
+            algorithm: "AES-256-GCM, 1 MiB chunks".into(),
+            data_key: B64.encode(p.key.seal(&k)),
+        }),
+        tables,
+    };
+    let mut mw = p
+        .backups
+        .create(&registry::manifest_key(t.id, id))
+        .await
+        .map_err(Error::Store)?;
+    mw.write_all(&serde_json::to_vec_pretty(&m)?)
+        .await
+        .map_err(Error::Store)?;
+    mw.commit().await.map_err(Error::Store)?;
+    writer.commit().await.map_err(Error::Store)?;
+    Ok(m)
+}
+
+/// Copies a tool's output into the store, encrypting (if asked) and hashing what is
+/// stored. Returns the writer (to commit), the stored size and its SHA-256.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: Box<dyn ObjectWriter>,
+    mut sealer: Option<Sealer>,
+) -> Result<(Box<dyn ObjectWriter>, i64, String)> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut out = Vec::with_capacity(CHUNK + 64 * 1024);
+    let mut hasher = Sha256::new();
+    let mut size = 0i64;
+    loop {
+        let n = from
+            .read(&mut buf)
+            .await
+            .map_err(|e| Error::Pipe("pg_dump", e))?;
+        if n == 0 {
+            break;
+        }
+        match sealer.as_mut() {
+            Some(s) => s.push(&buf[..n], &mut out),
+            None => out.extend_from_slice(&buf[..n]),
+        }
+        if !out.is_empty() {
+            hasher.update(&out);
+            size += out.len() as i64;
+            to.write_all(&out).await.map_err(Error::Store)?;
+            out.clear();
+        }
+    }
+    if let Some(s) = sealer {
+        s.finish(&mut out);
+    }
+    hasher.update(&out);
+    size += out.len() as i64;
+    to.write_all(&out).await.map_err(Error::Store)?;
+    to.flush().await.map_err(Error::Store)?;
+    Ok((to, size, hex::encode(hasher.finalize())))
+}

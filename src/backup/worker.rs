@@ -1,0 +1,150 @@
+//! The backup worker's round: scheduled backups that are due, expired backups deleted,
+//! tenants purged after their date. Only the instance holding a PostgreSQL advisory
+//! lock runs a round, and due policies are claimed with `FOR UPDATE SKIP LOCKED` and
+//! moved to their next run in the same transaction, so two servers never back up twice.
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::{policy, registry, take::take, BackupKind, Result};
+use crate::audit;
+use crate::platform::Platform;
+use crate::tenant::{offboarding, store};
+
+/// Any constant; held (session level, on a connection of its own) for one round.
+const WORKER_LOCK: i64 = 0x6265_7271_6261_636b; // "berqback"
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Whether this instance held the lock (else it did nothing).
+    pub leader: bool,
+    pub backups_taken: usize,
+    pub backups_failed: usize,
+    pub backups_expired: usize,
+    pub tenants_purged: usize,
+    pub deletes_rolled_back: usize,
+    pub names_freed: usize,
+}
+
+/// At most this many scheduled backups per round; the rest wait for the next.
+const MAX_PER_ROUND: usize = 20;
+
+pub async fn run_once(p: &Platform) -> Result<Report> {
+    let lock = crate::pg::connect(&p.config).await?;
+    let leader: bool = lock
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&WORKER_LOCK])
+        .await?
+        .get(0);
+    let mut report = Report {
+        leader,
+        ..Report::default()
+    };
+    if !leader {
+        return Ok(report);
+    }
+    for _ in 0..MAX_PER_ROUND {
+        let Some((tenant_id, retention, encryption)) = claim_due(p).await? else {
+            break;
+        };
+        let client = p.pool.get().await?;
+        let Some(t) = store::find(&client, &tenant_id.to_string()).await? else {
+            continue;
+        };
+        drop(client);
+        let expires = Utc::now() + chrono::Duration::days(retention.into());
+        match take(
+            p,
+            &t,
+            BackupKind::Scheduled,
+            encryption,
+            Some(expires),
+            "worker",
+        )
+        .await
+        {
+            Ok(_) => report.backups_taken += 1,
+            Err(_) => report.backups_failed += 1,
+        }
+    }
+    report.backups_expired = expire(p).await?;
+    let (purged, rolled_back, freed) = offboarding::run_due(p).await?;
+    report.tenants_purged = purged;
+    report.deletes_rolled_back = rolled_back;
+    report.names_freed = freed;
+    lock.execute("SELECT pg_advisory_unlock($1)", &[&WORKER_LOCK])
+        .await?;
+    Ok(report)
+}
+
+/// Claims one due policy of a live tenant and moves it to its next run.
+async fn claim_due(p: &Platform) -> Result<Option<(Uuid, i32, bool)>> {
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            "SELECT bp.tenant_id, bp.schedule, bp.retention_days, bp.encryption
+               FROM berqenas.backup_policies bp JOIN berqenas.tenants t ON t.id = bp.tenant_id
+              WHERE bp.next_run_at <= now() AND t.status IN ('active', 'trial', 'suspended')
+              ORDER BY bp.next_run_at LIMIT 1
+                FOR UPDATE OF bp SKIP LOCKED",
+            &[],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let (tenant_id, schedule): (Uuid, String) = (row.get(0), row.get(1));
+    let next = policy::parse_schedule("schedule", &schedule)
+        .and_then(|c| policy::next_run(&c, Utc::now()))
+        // A schedule that stopped parsing (it was valid when stored) waits a day.
+        .unwrap_or_else(|_| Utc::now() + chrono::Duration::days(1));
+    tx.execute(
+        "UPDATE berqenas.backup_policies SET next_run_at = $2 WHERE tenant_id = $1",
+        &[&tenant_id, &next],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some((tenant_id, row.get(2), row.get(3))))
+}
+
+/// Deletes the objects of backups past their expiry; their rows stay, `expired`.
+/// A backup still `running` after a day lost its process: it is recorded as failed.
+async fn expire(p: &Platform) -> Result<usize> {
+    let mut client = p.pool.get().await?;
+    client
+        .execute(
+            "UPDATE berqenas.backups SET status = 'failed', finished_at = now(),
+                    error = 'the process taking it stopped before it finished'
+              WHERE status = 'running' AND created_at < now() - interval '1 day'",
+            &[],
+        )
+        .await?;
+    let tx = client.transaction().await?;
+    let due = registry::claim_expired(&tx, 100).await?;
+    for (id, tenant_id, tenant_name) in &due {
+        p.backups
+            .delete(&registry::object_key(*tenant_id, *id))
+            .await
+            .map_err(super::Error::Store)?;
+        p.backups
+            .delete(&registry::manifest_key(*tenant_id, *id))
+            .await
+            .map_err(super::Error::Store)?;
+        registry::mark_expired(&tx, *id).await?;
+        audit::record(
+            &tx,
+            &audit::Entry {
+                actor: "worker",
+                action: "backup_expired",
+                tenant_id: Some(*tenant_id),
+                tenant_name: Some(tenant_name),
+                operation_id: None,
+                details: serde_json::json!({"backup_id": id}),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(due.len())
+}
