@@ -8,6 +8,7 @@ pub mod apikey;
 pub mod audit;
 pub mod cli;
 pub mod controlplane;
+pub mod duration;
 pub mod isolation;
 pub mod ops;
 pub mod pg;

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, health, tenant_key, tenants, users};
+use super::{api_keys, audit, error, health, lifecycle, tenant_key, tenants, users};
 use crate::tenant::{self, service};
 
 #[derive(OpenApi)]
@@ -15,6 +15,9 @@ use crate::tenant::{self, service};
         tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete,
         tenants::credentials, tenants::plans, users::add, users::list, users::remove,
         tenant_key::me,
+        lifecycle::suspend, lifecycle::resume, lifecycle::activate,
+        api_keys::create, api_keys::list, api_keys::revoke, api_keys::rotate,
+        audit::list, audit::tenant, audit::verify,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo,
@@ -23,6 +26,13 @@ use crate::tenant::{self, service};
         service::TenantPage, crate::tenant::users::AddUser, crate::tenant::users::AddedUser,
         crate::tenant::users::TenantUser, crate::tenant::users::UserList, crate::tenant::roles::DefaultRole,
         tenant_key::Me,
+        crate::tenant::suspension::SuspendTenant,
+        crate::tenant::api_keys::CreateApiKey, crate::tenant::api_keys::RotateApiKey,
+        crate::tenant::api_keys::ApiKey, crate::tenant::api_keys::NewApiKey,
+        crate::tenant::api_keys::RotatedApiKey, crate::tenant::api_keys::ApiKeyList,
+        crate::tenant::api_keys::KeyState,
+        crate::audit::query::AuditEntry, crate::audit::query::AuditPage,
+        crate::audit::chain::Verification, crate::audit::chain::BrokenLink,
     )),
     modifiers(&AdminAuth),
 )]

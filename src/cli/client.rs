@@ -57,7 +57,7 @@ impl Client {
         }
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(
+    pub(crate) async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -201,7 +201,7 @@ impl Client {
     }
 }
 
-fn tenant_path(name: &str, rest: &str) -> String {
+pub(crate) fn tenant_path(name: &str, rest: &str) -> String {
     let name: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
     format!("/api/v1/tenants/{name}{rest}")
 }

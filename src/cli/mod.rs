@@ -1,7 +1,10 @@
 //! The command line: `berqenas serve` runs the server; every other command is a client
 //! of its REST API (like kubectl), with table output for people and `-o json` for scripts.
 
+mod api_key;
+mod audit;
 pub mod client;
+mod lifecycle;
 mod output;
 mod psql;
 mod tenant;
@@ -37,6 +40,9 @@ pub enum Command {
     Psql(psql::PsqlArgs),
     /// Show the server, the PostgreSQL it uses and the tenant counts.
     Status(ClientArgs),
+    /// Read the audit trail and verify its hash chain.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant(cmd) => tenant::run(cmd).await,
         Command::Psql(a) => psql::run(a).await,
         Command::Status(a) => output::status(&a).await,
+        Command::Audit(cmd) => audit::run(cmd).await,
     }
 }
 

@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0005_api_key_expiry.sql",
         sql: include_str!("../../migrations/control/0005_api_key_expiry.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_lifecycle_audit_keys.sql",
+        sql: include_str!("../../migrations/control/0007_lifecycle_audit_keys.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.
