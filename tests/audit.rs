@@ -264,7 +264,7 @@ async fn concurrent_writers_keep_one_chain() {
 async fn a_tenant_role_cannot_read_or_change_the_audit_trail() {
     let _chain = CHAIN.lock().await;
     let app = TestApp::spawn().await;
-    for isolation in ["schema", "shared"] {
+    for isolation in ["schema", "shared", "database"] {
         let name = unique("snoop");
         let (s, t) = app
             .call(
@@ -274,7 +274,22 @@ async fn a_tenant_role_cannot_read_or_change_the_audit_trail() {
             )
             .await;
         assert_eq!(s, StatusCode::CREATED);
-        let c = connect_as(&t["credentials"]).await;
+        // Database mode: the same login, pointed at the control database.
+        let dsn = t["credentials"]["dsn"].as_str().unwrap();
+        let control = common::database().await.endpoint.database.clone();
+        let dsn = format!("{}/{control}", &dsn[..dsn.rfind('/').unwrap()]);
+        let c = match tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await {
+            Ok((c, conn)) => {
+                tokio::spawn(conn);
+                c
+            }
+            Err(e) => {
+                // Not even a connection: fine, as long as it is for lack of privilege.
+                assert_eq!(isolation, "database", "{e:?}");
+                assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e:?}");
+                continue;
+            }
+        };
         for sql in [
             "SELECT * FROM berqenas.audit_log",
             "SELECT * FROM berqenas.audit_head",
