@@ -594,3 +594,42 @@ async fn seed_002_views_exist_in_the_control_schema() {
         .get(0);
     assert!(suspended_free >= 1);
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_new_endpoints() {
+    let _chain = CHAIN.lock().await;
+    let app = TestApp::spawn().await;
+    let (s, doc) = app
+        .call_with(Method::GET, "/api/v1/openapi.json", None, None, &[])
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/v1/tenants/{name}/suspend", "post"),
+        ("/api/v1/tenants/{name}/resume", "post"),
+        ("/api/v1/tenants/{name}/activate", "post"),
+        ("/api/v1/tenants/{name}/api-keys", "post"),
+        ("/api/v1/tenants/{name}/api-keys", "get"),
+        ("/api/v1/tenants/{name}/api-keys/{id}", "delete"),
+        ("/api/v1/tenants/{name}/api-keys/{id}/rotate", "post"),
+        ("/api/v1/audit", "get"),
+        ("/api/v1/audit/verify", "get"),
+        ("/api/v1/tenants/{name}/audit", "get"),
+    ] {
+        assert!(
+            paths[path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for s in [
+        "SuspendTenant",
+        "ApiKey",
+        "RotatedApiKey",
+        "AuditPage",
+        "Verification",
+    ] {
+        assert!(schemas.contains_key(s), "{s}");
+    }
+    assert!(schemas["Tenant"]["properties"]["suspension_reason"].is_object());
+}
