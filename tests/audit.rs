@@ -633,3 +633,74 @@ async fn the_openapi_document_describes_the_new_endpoints() {
     }
     assert!(schemas["Tenant"]["properties"]["suspension_reason"].is_object());
 }
+
+/// A control plane that already had audit rows before the chain: the migration links
+/// them, and appends continue the chain.
+#[tokio::test]
+async fn the_migration_links_rows_written_before_the_chain() {
+    let pg = superuser().await;
+    let db = unique("premigration").replace('-', "_");
+    pg.batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let mut config = common::database().await.config.clone();
+    config.dbname(&db);
+    let pool = berqenas::pg::pool(config, 2).unwrap();
+    let c = pool.get().await.unwrap();
+    c.batch_execute("CREATE SCHEMA berqenas").await.unwrap();
+    for sql in [
+        include_str!("../migrations/control/0001_init.sql"),
+        include_str!("../migrations/control/0002_tenant_users.sql"),
+        include_str!("../migrations/control/0003_step_intent.sql"),
+        include_str!("../migrations/control/0004_plans_trials.sql"),
+        include_str!("../migrations/control/0005_api_key_expiry.sql"),
+    ] {
+        c.batch_execute(sql).await.unwrap();
+    }
+    c.batch_execute(
+        "INSERT INTO berqenas.audit_log (actor, action, tenant_name, details) VALUES
+            ('admin', 'tenant.create', 'old-one', '{\"plan\": \"free\", \"n\": 1.50}'),
+            ('admin', 'tenant.update', 'old-one', '{}'),
+            ('worker', 'tenant.trial.expired', NULL, '{\"outcome\": \"suspended\", \"é\": \"ü\"}')",
+    )
+    .await
+    .unwrap();
+    c.batch_execute(include_str!(
+        "../migrations/control/0007_lifecycle_audit_keys.sql"
+    ))
+    .await
+    .unwrap();
+    let v = berqenas::audit::chain::verify(&c).await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.rows, 3);
+    berqenas::audit::record(
+        &c,
+        &berqenas::audit::Entry {
+            actor: "admin",
+            action: "tenant_created",
+            tenant_id: None,
+            tenant_name: Some("new-one"),
+            operation_id: None,
+            details: json!({"plan": "starter"}),
+        },
+    )
+    .await
+    .unwrap();
+    let v = berqenas::audit::chain::verify(&c).await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!((v.rows, v.head_id), (4, Some(4)));
+    // Tampering with a pre-chain row is caught like any other.
+    c.batch_execute(
+        "BEGIN; SET LOCAL session_replication_role = replica;
+         UPDATE berqenas.audit_log SET tenant_name = 'other' WHERE id = 2; COMMIT;",
+    )
+    .await
+    .unwrap();
+    let v = berqenas::audit::chain::verify(&c).await.unwrap();
+    assert_eq!(v.broken.map(|b| b.id), Some(2));
+    drop(c);
+    drop(pool);
+    pg.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
