@@ -11,11 +11,25 @@ use crate::audit::chain::Verification;
 use crate::audit::query::{self, AuditPage, AuditQuery};
 use crate::problem::Problem;
 
+/// Unknown query parameters are refused, naming the parameter.
+fn refuse_unknown<'a>(
+    keys: impl IntoIterator<Item = &'a String>,
+    allowed: &[&str],
+) -> Result<(), Problem> {
+    match keys.into_iter().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(Problem::bad_field(
+            k,
+            format!("unknown query parameter {k:?}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn parse_query<'a>(
     q: &'a HashMap<String, String>,
     allowed: &[&str],
 ) -> Result<AuditQuery<'a>, ApiError> {
-    query::refuse_unknown(q.keys(), allowed)?;
+    refuse_unknown(q.keys(), allowed)?;
     let limit = q
         .get("limit")
         .map(|l| l.parse::<i64>())

@@ -215,20 +215,6 @@ pub async fn verify(p: &Platform) -> Result<Verification> {
     Ok(v)
 }
 
-/// Unknown query parameters are refused, naming the parameter.
-pub fn refuse_unknown<'a>(
-    keys: impl IntoIterator<Item = &'a String>,
-    allowed: &[&str],
-) -> Result<(), Problem> {
-    match keys.into_iter().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(Problem::bad_field(
-            k,
-            format!("unknown query parameter {k:?}"),
-        )),
-        None => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
