@@ -74,6 +74,7 @@ async fn catalog(t: &Value) -> Vec<String> {
                FROM pg_authid WHERE rolname = $1 OR rolname LIKE $1 || '\\_%'
              UNION ALL
              SELECT 'member:' || r.rolname || '>' || m.rolname || ' admin=' || am.admin_option
+                    || ' by=' || coalesce(pg_get_userbyid(am.grantor), '')
                FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
               WHERE r.rolname LIKE $2 OR m.rolname LIKE $2
              UNION ALL
@@ -153,7 +154,35 @@ async fn suspend_and_resume(isolation: &str) {
     .await
     .unwrap();
 
+    // A pooled connection role an operator made a member of the tenant's login role
+    // (README, shared mode): NOLOGIN does not stop SET ROLE, so suspend revokes it.
+    let pool = format!("pool_{}", n.replace('-', "_"));
+    pg.batch_execute(&format!(
+        "CREATE ROLE {pool} LOGIN NOINHERIT PASSWORD 'pool-secret';
+         GRANT CONNECT ON DATABASE {db} TO {pool};
+         GRANT {login} TO {pool} WITH ADMIN OPTION;",
+        db = t["database"].as_str().unwrap(),
+        login = t["role"].as_str().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let pool_dsn = {
+        let dsn = t["credentials"]["dsn"].as_str().unwrap();
+        let at = dsn.find('@').unwrap();
+        format!("postgresql://{pool}:pool-secret{}", &dsn[at..])
+    };
+    let set_role = format!("SET ROLE {}", t["role"].as_str().unwrap());
+    let pool_session = try_connect(&json!({ "dsn": pool_dsn })).await.unwrap();
+    pool_session.batch_execute(&set_role).await.unwrap();
+    pool_session.batch_execute("RESET ROLE").await.unwrap();
+
     let before = catalog(&t).await;
+    assert!(
+        before
+            .iter()
+            .any(|l| l.contains(&format!(">{pool} admin=true"))),
+        "{before:#?}"
+    );
     let session = connect_as(&t["credentials"]).await;
     let user_session = connect_as(&user["credentials"]).await;
     session.simple_query("SELECT 1").await.unwrap();
@@ -188,6 +217,12 @@ async fn suspend_and_resume(isolation: &str) {
     );
     assert!(try_connect(&user["credentials"]).await.is_err());
     assert_eq!(me(&app, &key).await, StatusCode::UNAUTHORIZED);
+    let e = pool_session.batch_execute(&set_role).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{e:?}"
+    );
     let (_, got) = app
         .call(Method::GET, &format!("/api/v1/tenants/{n}"), None)
         .await;
@@ -225,6 +260,7 @@ async fn suspend_and_resume(isolation: &str) {
         .unwrap();
     assert!(try_connect(&locked["credentials"]).await.is_err());
     assert_eq!(me(&app, &key).await, StatusCode::OK);
+    pool_session.batch_execute(&set_role).await.unwrap();
 
     assert_eq!(
         audit_actions(&n).await,

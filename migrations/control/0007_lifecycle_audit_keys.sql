@@ -1,9 +1,11 @@
--- Suspension: when, why, and exactly which login roles lost LOGIN, so that resume gives
--- it back to those roles and no others.
+-- Suspension: when, why, exactly which login roles lost LOGIN, and which memberships in
+-- them (of roles outside the tenant, such as a pooled connection role) were revoked, so
+-- that resume gives back exactly those and nothing else.
 ALTER TABLE berqenas.tenants
     ADD COLUMN suspended_at timestamptz,
     ADD COLUMN suspension_reason text,
-    ADD COLUMN suspended_roles text[];
+    ADD COLUMN suspended_roles text[],
+    ADD COLUMN suspended_memberships jsonb;
 
 -- The audit trail becomes a hash chain: each row stores the hash of the row before it
 -- and its own hash = SHA-256(prev_hash || canonical form of its fields). Appends are

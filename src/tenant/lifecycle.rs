@@ -38,9 +38,10 @@ pub async fn expire_trials(p: &Platform) -> Result<usize> {
             .expect("locked row exists");
         let (outcome, action, details) = if tenant.plan == FREE_PLAN {
             // Recorded like an admin's suspension, so `resume` restores exactly these.
-            let roles = access::disable(&tx, &tenant).await?;
-            suspension::mark_suspended(&tx, tenant.id, Some(TRIAL_ENDED), &roles).await?;
-            let details = serde_json::json!({"reason": TRIAL_ENDED, "from": "trial", "plan": tenant.plan, "disabled_roles": roles});
+            let cut = suspension::cut(&tx, &tenant, p.caps.superuser).await?;
+            suspension::mark_suspended(&tx, tenant.id, Some(TRIAL_ENDED), &cut).await?;
+            let details = serde_json::json!({"reason": TRIAL_ENDED, "from": "trial", "plan": tenant.plan,
+                "disabled_roles": cut.roles, "revoked_memberships": cut.memberships});
             disabled.extend(store::login_roles(&tx, &tenant).await?);
             ("suspended", "tenant_suspended", details)
         } else {
