@@ -57,9 +57,16 @@ async fn session_ends(c: &tokio_postgres::Client) -> bool {
     false
 }
 
+/// [`catalog_any`], of a tenant some of whose roles can log in.
+async fn catalog(t: &Value) -> Vec<String> {
+    let out = catalog_any(t).await;
+    assert!(out.iter().any(|l| l.contains("login=true")), "{out:#?}");
+    out
+}
+
 /// The tenant's roles (login, limits, settings, password hash), memberships, and every
 /// privilege naming them, in the tenant's database.
-async fn catalog(t: &Value) -> Vec<String> {
+async fn catalog_any(t: &Value) -> Vec<String> {
     let stem = format!("tenant_{}", t["name"].as_str().unwrap().replace('-', "_"));
     let db = t["database"].as_str().unwrap().to_string();
     let mut config = common::database().await.config.clone();
@@ -109,7 +116,6 @@ async fn catalog(t: &Value) -> Vec<String> {
             .unwrap();
         out.extend(members.iter().map(|r| r.get::<_, String>(0)));
     }
-    assert!(out.iter().any(|l| l.contains("login=true")), "{out:#?}");
     out
 }
 
@@ -575,4 +581,84 @@ async fn cli_suspend_resume_activate() {
     assert!(out.status.success());
     let t: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(t["status"], "active");
+}
+
+/// With `--database-url` naming a CREATEROLE role that is not superuser, suspend and
+/// resume work the same and restore the same catalog.
+#[tokio::test]
+async fn suspend_and_resume_as_a_role_that_is_not_superuser() {
+    let pg = superuser().await;
+    let db = common::database().await;
+    // Separate statements: CREATE DATABASE refuses to run in an implicit transaction.
+    for sql in [
+        "CREATE ROLE bq_life_operator LOGIN CREATEROLE CREATEDB PASSWORD 'operator-pw'",
+        "CREATE DATABASE bq_life_db OWNER bq_life_operator",
+        "REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC",
+    ] {
+        pg.batch_execute(sql).await.unwrap();
+    }
+    let url = format!(
+        "postgresql://bq_life_operator:operator-pw@127.0.0.1:{}/bq_life_db",
+        db.endpoint.port
+    );
+    let external = server::external(&url).unwrap();
+    let platform = server::platform(&external, SecretKey::from_bytes([9; 32]), 4)
+        .await
+        .unwrap();
+    assert!(!platform.caps.superuser);
+    let n = name("nonsuper");
+    let created = berqenas::tenant::service::create(
+        &platform,
+        &berqenas::tenant::service::CreateTenant {
+            name: n.clone(),
+            ..Default::default()
+        },
+        None,
+        "test",
+    )
+    .await
+    .unwrap();
+    let t = serde_json::to_value(&created.tenant).unwrap();
+    let creds = serde_json::to_value(&created.credentials).unwrap();
+    // A pool role the operator manages.
+    let pool = format!("pool_{}", n.replace('-', "_"));
+    pg.batch_execute(&format!(
+        "CREATE ROLE {pool} LOGIN NOINHERIT PASSWORD 'pool-secret';
+         GRANT CONNECT ON DATABASE bq_life_db TO {pool};
+         SET ROLE bq_life_operator; GRANT {} TO {pool}; RESET ROLE;",
+        created.tenant.role
+    ))
+    .await
+    .unwrap();
+    let before = catalog(&t).await;
+    let session = connect_as(&creds).await;
+    let suspended = berqenas::tenant::suspension::suspend(
+        &platform,
+        &n,
+        &berqenas::tenant::suspension::SuspendTenant {
+            reason: Some("audit".into()),
+        },
+        "test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(suspended.status.as_str(), "suspended");
+    assert!(session_ends(&session).await);
+    assert!(try_connect(&creds).await.is_err());
+    let after_suspend = catalog_any(&t).await;
+    assert!(
+        !after_suspend
+            .iter()
+            .any(|l| l.contains(&format!(">{pool} "))),
+        "{after_suspend:#?}"
+    );
+    berqenas::tenant::suspension::resume(&platform, &n, "test")
+        .await
+        .unwrap();
+    assert_eq!(catalog(&t).await, before);
+    connect_as(&creds)
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
 }
