@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::service::Error;
-use super::{access, store, suspension, Status};
+use super::{access, state, store, suspension, Status};
 use crate::audit;
 use crate::platform::Platform;
 
@@ -36,7 +36,14 @@ pub async fn expire_trials(p: &Platform) -> Result<usize> {
         let tenant = store::find(&tx, &id.to_string())
             .await?
             .expect("locked row exists");
-        let (outcome, action, details) = if tenant.plan == FREE_PLAN {
+        let to = if tenant.plan == FREE_PLAN {
+            Status::Suspended
+        } else {
+            Status::Active
+        };
+        state::check(&tenant.name, tenant.status, to, "end the trial of")
+            .map_err(Error::Rejected)?;
+        let (outcome, action, details) = if to == Status::Suspended {
             // Recorded like an admin's suspension, so `resume` restores exactly these.
             let cut = suspension::cut(&tx, &tenant, p.caps.superuser).await?;
             suspension::mark_suspended(&tx, tenant.id, Some(TRIAL_ENDED), &cut).await?;
