@@ -73,6 +73,9 @@ async fn catalog_any(t: &Value) -> Vec<String> {
     config.dbname(&db);
     let pg = berqenas::pg::connect(&config).await.unwrap();
     let like = format!("%{stem}%");
+    // This tenant's roles and its test pool role (pool_<name>), not other tests' grants
+    // on a database they share.
+    let bare = format!("%{}%", &stem["tenant_".len()..]);
     let rows = pg
         .query(
             "SELECT 'role:' || rolname || ' login=' || rolcanlogin || ' conn=' || rolconnlimit
@@ -91,7 +94,9 @@ async fn catalog_any(t: &Value) -> Vec<String> {
              SELECT 'schema:' || nspname || ' ' || coalesce(nspacl::text, '') || ' owner=' || pg_get_userbyid(nspowner)
                FROM pg_namespace WHERE nspacl::text LIKE $2 OR nspname = $1
              UNION ALL
-             SELECT 'db:' || datname || ' ' || coalesce(datacl::text, '') || ' conn=' || datconnlimit || ' allow=' || datallowconn
+             SELECT 'db:' || datname || ' ' || coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text)
+                       FROM unnest(datacl) a WHERE a::text LIKE $4 OR a::text LIKE '%tenant\\_connect%'), '')
+                    || ' conn=' || datconnlimit || ' allow=' || datallowconn
                FROM pg_database WHERE datname = $3 OR datacl::text LIKE $2
              UNION ALL
              SELECT 'defacl:' || defaclrole::regrole::text || ' ' || defaclacl::text FROM pg_default_acl WHERE defaclacl::text LIKE $2
@@ -100,7 +105,7 @@ async fn catalog_any(t: &Value) -> Vec<String> {
                FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole LEFT JOIN pg_database d ON d.oid = s.setdatabase
               WHERE r.rolname LIKE $2
              ORDER BY 1",
-            &[&stem, &like, &db],
+            &[&stem, &like, &db, &bare],
         )
         .await
         .unwrap();
