@@ -1,8 +1,15 @@
 //! The audit trail: one row per change, written in the same transaction as the change.
+//! The rows form a hash chain (linked by a trigger, see migration 0007); [`chain`]
+//! verifies it, [`query`] reads it.
+
+pub mod chain;
+pub mod query;
 
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
+/// One audit row to append. `action` is one of the names in docs/audit.md
+/// (`tenant_created`, `tenant_suspended`, `api_key_revoked`, ...).
 pub struct Entry<'a> {
     pub actor: &'a str,
     pub action: &'a str,
@@ -12,6 +19,8 @@ pub struct Entry<'a> {
     pub details: serde_json::Value,
 }
 
+/// Appends a row inside the caller's transaction. The chain trigger takes the chain's
+/// lock until that transaction ends, so call this as the transaction's last change.
 pub async fn record(c: &impl GenericClient, e: &Entry<'_>) -> Result<(), tokio_postgres::Error> {
     let stmt = c
         .prepare_cached(

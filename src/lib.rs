@@ -9,6 +9,7 @@ pub mod audit;
 pub mod backup;
 pub mod cli;
 pub mod controlplane;
+pub mod duration;
 pub mod isolation;
 pub mod migrate;
 pub mod ops;

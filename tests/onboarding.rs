@@ -140,7 +140,7 @@ async fn create_returns_the_contract_and_the_credentials_work() {
     assert_eq!(stored, 1, "one key, stored as a 32-byte keyed hash");
     let audit: i64 = pg
         .query_one(
-            "SELECT count(*) FROM berqenas.audit_log WHERE tenant_name = $1 AND action = 'tenant.create'",
+            "SELECT count(*) FROM berqenas.audit_log WHERE tenant_name = $1 AND action = 'tenant_created'",
             &[&name],
         )
         .await

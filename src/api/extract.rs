@@ -76,6 +76,36 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError>
     Ok(JsonBody { value, canonical })
 }
 
+/// Like [`JsonBody`] for requests whose every field is optional: an empty body is the
+/// default value; a non-empty one must be a valid JSON object.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError(Problem::new(
+                    Kind::TooLarge,
+                    "body_too_large",
+                    format!("request body is larger than {} bytes", MAX_BODY),
+                ))
+            } else {
+                ApiError(Problem::new(
+                    Kind::BadInput,
+                    "unreadable_body",
+                    "request body could not be read",
+                ))
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        Ok(Self(parse(&bytes)?.value))
+    }
+}
+
 /// serde reports unknown and missing fields in its message, not its path.
 fn unknown_field(message: &str) -> Option<String> {
     let rest = message

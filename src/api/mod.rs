@@ -1,10 +1,13 @@
 //! The REST API: routes, admin authentication, and the OpenAPI document. Handlers
 //! authorize, decode, call the domain, encode; nothing else.
 
+pub mod api_keys;
+pub mod audit;
 pub mod backups;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod lifecycle;
 pub mod migrations;
 pub mod openapi;
 pub mod tenant_key;
@@ -17,7 +20,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use subtle::ConstantTimeEq;
 
@@ -66,6 +69,24 @@ pub fn router(state: AppState) -> Router {
             "/tenants/{name}/users/{email}",
             axum::routing::delete(users::remove),
         )
+        .route("/tenants/{name}/suspend", post(lifecycle::suspend))
+        .route("/tenants/{name}/resume", post(lifecycle::resume))
+        .route("/tenants/{name}/activate", post(lifecycle::activate))
+        .route(
+            "/tenants/{name}/api-keys",
+            get(api_keys::list).post(api_keys::create),
+        )
+        .route(
+            "/tenants/{name}/api-keys/{id}",
+            axum::routing::delete(api_keys::revoke),
+        )
+        .route(
+            "/tenants/{name}/api-keys/{id}/rotate",
+            post(api_keys::rotate),
+        )
+        .route("/tenants/{name}/audit", get(audit::tenant))
+        .route("/audit", get(audit::list))
+        .route("/audit/verify", get(audit::verify))
         .route("/plans", get(tenants::plans))
         .route("/migrations", axum::routing::post(migrations::start))
         .route("/migrations/status", get(migrations::status))

@@ -4,7 +4,9 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{backups, error, health, migrations, tenant_key, tenants, users};
+use super::{
+    api_keys, audit, backups, error, health, lifecycle, migrations, tenant_key, tenants, users,
+};
 use crate::tenant::{self, service};
 
 #[derive(OpenApi)]
@@ -19,6 +21,9 @@ use crate::tenant::{self, service};
         backups::verify, backups::verify_by_id, backups::get_policy, backups::put_policy,
         backups::delete_policy, backups::get_plan_policy, backups::put_plan_policy,
         backups::restore_tenant,
+        lifecycle::suspend, lifecycle::resume, lifecycle::activate,
+        api_keys::create, api_keys::list, api_keys::revoke, api_keys::rotate,
+        audit::list, audit::tenant, audit::verify,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo,
@@ -33,6 +38,13 @@ use crate::tenant::{self, service};
         crate::backup::TableStat, crate::backup::restore::RestoreRequest, crate::backup::verify::VerifyReport,
         crate::backup::verify::TableCheck, crate::backup::policy::BackupPolicy, crate::backup::policy::PolicyRequest,
         crate::tenant::offboarding::DeleteRequest, crate::tenant::offboarding::DeletedTenant,
+        crate::tenant::suspension::SuspendTenant,
+        crate::tenant::api_keys::CreateApiKey, crate::tenant::api_keys::RotateApiKey,
+        crate::tenant::api_keys::ApiKey, crate::tenant::api_keys::NewApiKey,
+        crate::tenant::api_keys::RotatedApiKey, crate::tenant::api_keys::ApiKeyList,
+        crate::tenant::api_keys::KeyState,
+        crate::audit::query::AuditEntry, crate::audit::query::AuditPage,
+        crate::audit::chain::Verification, crate::audit::chain::BrokenLink,
     )),
     modifiers(&AdminAuth),
 )]

@@ -64,7 +64,7 @@ impl Client {
         }
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(
+    pub(crate) async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -341,7 +341,7 @@ fn segment(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn tenant_path(name: &str, rest: &str) -> String {
+pub(crate) fn tenant_path(name: &str, rest: &str) -> String {
     let name: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
     format!("/api/v1/tenants/{name}{rest}")
 }

@@ -1,8 +1,11 @@
 //! The command line: `berqenas serve` runs the server; every other command is a client
 //! of its REST API (like kubectl), with table output for people and `-o json` for scripts.
 
+mod api_key;
+mod audit;
 mod backup;
 pub mod client;
+mod lifecycle;
 mod migrate;
 mod output;
 mod psql;
@@ -44,6 +47,9 @@ pub enum Command {
     Status(ClientArgs),
     /// Migrate tenants to the latest tenant template version (and `migrate status`).
     Migrate(migrate::MigrateArgs),
+    /// Read the audit trail and verify its hash chain.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Psql(a) => psql::run(a).await,
         Command::Status(a) => output::status(&a).await,
         Command::Migrate(a) => migrate::run(a).await,
+        Command::Audit(cmd) => audit::run(cmd).await,
     }
 }
 

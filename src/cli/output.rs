@@ -71,6 +71,14 @@ pub fn tenant_table(t: &Tenant) {
         ("template_version", t.template_version.to_string()),
         ("created_at", t.created_at.to_rfc3339()),
     ];
+    let mut rows = rows;
+    if let Some(at) = t.suspended_at {
+        rows.push(("suspended_at", at.to_rfc3339()));
+        rows.push((
+            "suspension_reason",
+            t.suspension_reason.clone().unwrap_or_default(),
+        ));
+    }
     for (k, v) in rows {
         table.add_row(vec![k.to_string(), v]);
     }

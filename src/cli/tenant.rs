@@ -34,6 +34,15 @@ pub enum TenantCommand {
     /// Manage the tenant's users: login roles in one of its default roles.
     #[command(subcommand)]
     User(UserCommand),
+    /// Suspend: logins disabled, sessions ended, API keys refused; reason recorded.
+    Suspend(super::lifecycle::SuspendArgs),
+    /// Resume a suspended tenant: exactly the logins the suspension disabled come back.
+    Resume(NameArgs),
+    /// End a trial: the tenant becomes active.
+    Activate(NameArgs),
+    /// Manage the tenant's API keys.
+    #[command(subcommand)]
+    ApiKey(super::api_key::ApiKeyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -296,6 +305,10 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 println!("removed user {} ({})", u.email, u.db_user)
             })
         }
+        TenantCommand::Suspend(a) => super::lifecycle::suspend(a).await,
+        TenantCommand::Resume(a) => super::lifecycle::resume(a).await,
+        TenantCommand::Activate(a) => super::lifecycle::activate(a).await,
+        TenantCommand::ApiKey(cmd) => super::api_key::run(cmd).await,
         TenantCommand::Delete(a) => {
             let res = a
                 .client

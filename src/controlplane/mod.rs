@@ -44,9 +44,19 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/control/0006_migration_runs.sql"),
     },
     Migration {
+        version: 7,
+        name: "0007_lifecycle_audit_keys.sql",
+        sql: include_str!("../../migrations/control/0007_lifecycle_audit_keys.sql"),
+    },
+    Migration {
         version: 8,
         name: "0008_backups.sql",
         sql: include_str!("../../migrations/control/0008_backups.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "0010_offboarding_memberships.sql",
+        sql: include_str!("../../migrations/control/0010_offboarding_memberships.sql"),
     },
 ];
 

@@ -286,7 +286,7 @@ async fn run_steps(
         &tx,
         &audit::Entry {
             actor,
-            action: "tenant.create",
+            action: "tenant_created",
             tenant_id: Some(tenant_id),
             tenant_name: Some(slug.as_str()),
             operation_id: Some(op_id),

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::service::Error;
-use super::{access, store, Status};
+use super::{access, state, store, suspension, Status};
 use crate::audit;
 use crate::platform::Platform;
 
@@ -12,6 +12,9 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The plan that is not paid for: a trial that ends on it suspends the tenant.
 pub const FREE_PLAN: &str = "free";
+
+/// The suspension reason the worker records when a free trial ends.
+pub const TRIAL_ENDED: &str = "trial ended on the free plan";
 
 /// Ends every trial that is due; returns how many. Rows are claimed with SKIP LOCKED,
 /// so several servers may run it at once.
@@ -33,23 +36,36 @@ pub async fn expire_trials(p: &Platform) -> Result<usize> {
         let tenant = store::find(&tx, &id.to_string())
             .await?
             .expect("locked row exists");
-        let outcome = if tenant.plan == FREE_PLAN {
-            disabled.extend(access::disable(&tx, &tenant).await?);
-            store::set_status(&tx, tenant.id, Status::Suspended).await?;
-            "suspended"
+        let to = if tenant.plan == FREE_PLAN {
+            Status::Suspended
+        } else {
+            Status::Active
+        };
+        state::check(&tenant.name, tenant.status, to, "end the trial of")
+            .map_err(Error::Rejected)?;
+        let (outcome, action, details) = if to == Status::Suspended {
+            // Recorded like an admin's suspension, so `resume` restores exactly these.
+            let cut = suspension::cut(&tx, &tenant, p.caps.superuser).await?;
+            suspension::mark_suspended(&tx, tenant.id, Some(TRIAL_ENDED), &cut).await?;
+            let details = serde_json::json!({"reason": TRIAL_ENDED, "from": "trial", "plan": tenant.plan,
+                "disabled_roles": cut.roles, "revoked_memberships": cut.memberships});
+            disabled.extend(store::login_roles(&tx, &tenant).await?);
+            ("suspended", "tenant_suspended", details)
         } else {
             store::set_status(&tx, tenant.id, Status::Active).await?;
-            "active"
+            let details =
+                serde_json::json!({"reason": "trial ended", "from": "trial", "plan": tenant.plan});
+            ("active", "tenant_activated", details)
         };
         audit::record(
             &tx,
             &audit::Entry {
                 actor: "worker",
-                action: "tenant.trial.expired",
+                action,
                 tenant_id: Some(tenant.id),
                 tenant_name: Some(&tenant.name),
                 operation_id: None,
-                details: serde_json::json!({"outcome": outcome, "plan": tenant.plan}),
+                details,
             },
         )
         .await?;

@@ -1,6 +1,7 @@
 //! The tenant domain: names, sizes, the registry record and its store.
 
 pub mod access;
+pub mod api_keys;
 pub mod database_mode;
 pub mod lifecycle;
 pub mod offboarding;
@@ -11,6 +12,7 @@ pub mod size;
 pub mod slug;
 pub mod state;
 pub mod store;
+pub mod suspension;
 pub mod users;
 
 use chrono::{DateTime, Utc};
@@ -128,6 +130,11 @@ pub struct Tenant {
     pub template_version: i32,
     /// While `status` is `trial`: when the trial ends.
     pub trial_ends_at: Option<DateTime<Utc>>,
+    /// While `status` is `suspended`: since when, and why (null when no reason was given).
+    #[serde(default)]
+    pub suspended_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub suspension_reason: Option<String>,
     #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,

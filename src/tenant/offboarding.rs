@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::service::{self, existing_roles};
-use super::{access, state, store, Isolation, Slug, Status, Tenant};
+use super::{access, state, store, suspension, Isolation, Slug, Status, Tenant};
 use crate::backup::{self, registry, restore, BackupKind, Error, Result};
 use crate::isolation::{database, schema::SchemaPerTenant, shared, Provision, Strategy};
 use crate::pg::{hardening, Ident, Literal};
@@ -74,6 +74,7 @@ struct Offboarding {
     state: String,
     previous_status: Status,
     disabled_roles: Vec<String>,
+    disabled_memberships: Vec<suspension::Membership>,
     final_backup_id: Option<Uuid>,
     purge_after: DateTime<Utc>,
     purged_at: Option<DateTime<Utc>>,
@@ -82,7 +83,8 @@ struct Offboarding {
 async fn offboarding(c: &impl GenericClient, tenant_id: Uuid) -> Result<Option<Offboarding>> {
     let row = c
         .query_opt(
-            "SELECT state, previous_status, disabled_roles, final_backup_id, purge_after, purged_at
+            "SELECT state, previous_status, disabled_roles, final_backup_id, purge_after, purged_at,
+                    disabled_memberships
                FROM berqenas.offboarding WHERE tenant_id = $1",
             &[&tenant_id],
         )
@@ -94,6 +96,7 @@ async fn offboarding(c: &impl GenericClient, tenant_id: Uuid) -> Result<Option<O
         final_backup_id: r.get(3),
         purge_after: r.get(4),
         purged_at: r.get(5),
+        disabled_memberships: serde_json::from_value(r.get(6)).unwrap_or_default(),
     }))
 }
 
@@ -166,11 +169,15 @@ pub async fn delete(
     // 1. Logins off, intent recorded.
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let disabled = access::disable(&tx, &tenant).await?;
+    // As a suspension: logins off, and outside roles' memberships in them revoked.
+    let cut = suspension::cut(&tx, &tenant, p.caps.superuser).await?;
+    let disabled = cut.roles.clone();
+    let memberships = serde_json::to_value(&cut.memberships).expect("plain data serialises");
     tx.execute(
-        "INSERT INTO berqenas.offboarding (tenant_id, state, previous_status, disabled_roles, purge_after, actor)
-         VALUES ($1, 'pending', $2, $3, now() + make_interval(days => $4), $5)",
-        &[&tenant.id, &tenant.status.as_str(), &disabled, &(retention as i32), &actor],
+        "INSERT INTO berqenas.offboarding
+             (tenant_id, state, previous_status, disabled_roles, disabled_memberships, purge_after, actor)
+         VALUES ($1, 'pending', $2, $3, $4, now() + make_interval(days => $5), $6)",
+        &[&tenant.id, &tenant.status.as_str(), &disabled, &memberships, &(retention as i32), &actor],
     )
     .await?;
     tx.commit().await?;
@@ -193,7 +200,7 @@ pub async fn delete(
         Err(e) => {
             let mut client = p.pool.get().await?;
             let tx = client.transaction().await?;
-            access::enable(&tx, &disabled).await?;
+            suspension::restore(&tx, &cut.roles, &cut.memberships, p.caps.superuser).await?;
             tx.execute(
                 "DELETE FROM berqenas.offboarding WHERE tenant_id = $1",
                 &[&tenant.id],
@@ -396,7 +403,13 @@ pub async fn restore(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
     let mut details =
         serde_json::json!({"from": tenant.status.as_str(), "to": off.previous_status.as_str()});
     if tenant.status == Status::Deleted {
-        access::enable(&g, &off.disabled_roles).await?;
+        suspension::restore(
+            &g,
+            &off.disabled_roles,
+            &off.disabled_memberships,
+            p.caps.superuser,
+        )
+        .await?;
     } else {
         let archive_id = off.final_backup_id.ok_or_else(archive_gone)?;
         let (archive, manifest) = registry::find(&g, archive_id)
@@ -634,7 +647,13 @@ async fn roll_back_dead_deletes(p: &Platform) -> Result<usize> {
         else {
             continue;
         };
-        access::enable(&tx, &off.disabled_roles).await?;
+        suspension::restore(
+            &tx,
+            &off.disabled_roles,
+            &off.disabled_memberships,
+            p.caps.superuser,
+        )
+        .await?;
         tx.execute(
             "DELETE FROM berqenas.offboarding WHERE tenant_id = $1",
             &[&id],

@@ -439,7 +439,7 @@ async fn provision(
         tx,
         &audit::Entry {
             actor,
-            action: "tenant.create",
+            action: "tenant_created",
             tenant_id: Some(id),
             tenant_name: Some(v.slug.as_str()),
             operation_id: Some(op_id),
@@ -655,7 +655,7 @@ pub async fn update(p: &Platform, key: &str, req: &UpdateTenant, actor: &str) ->
         &tx,
         &audit::Entry {
             actor,
-            action: "tenant.update",
+            action: "tenant_updated",
             tenant_id: Some(tenant.id),
             tenant_name: Some(&tenant.name),
             operation_id: Some(op_id),
@@ -688,7 +688,7 @@ pub async fn credentials_of(p: &Platform, key: &str, actor: &str) -> Result<Cred
         &client,
         &audit::Entry {
             actor,
-            action: "tenant.credentials.read",
+            action: "credentials_read",
             tenant_id: Some(tenant.id),
             tenant_name: Some(&tenant.name),
             operation_id: None,

@@ -7,7 +7,8 @@ use uuid::Uuid;
 use super::{AccessMode, Isolation, Plan, Status, Tenant};
 
 const COLUMNS: &str = "id, name, status, plan, isolation, schema_name, database_name, login_role, owner_role, \
-                       db_quota_bytes, vpn_enabled, public_api, template_version, trial_ends_at, metadata, created_at, updated_at";
+                       db_quota_bytes, vpn_enabled, public_api, template_version, trial_ends_at, metadata, created_at, updated_at, \
+                       suspended_at, suspension_reason";
 
 fn tenant(row: &Row) -> Tenant {
     let vpn_enabled = row.get("vpn_enabled");
@@ -29,6 +30,8 @@ fn tenant(row: &Row) -> Tenant {
         access_mode: AccessMode::derive(vpn_enabled, public_api),
         template_version: row.get("template_version"),
         trial_ends_at: row.get("trial_ends_at"),
+        suspended_at: row.get("suspended_at"),
+        suspension_reason: row.get("suspension_reason"),
         metadata: row.get("metadata"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),

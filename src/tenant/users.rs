@@ -101,6 +101,20 @@ pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let (tenant, slug) = locked_tenant(&tx, key).await?;
+    if !matches!(tenant.status, super::Status::Active | super::Status::Trial) {
+        // A new login would defeat a suspension (and resume would not know of it).
+        let mut p = Problem::new(
+            Kind::Conflict,
+            "invalid_state",
+            format!(
+                "cannot add a user to tenant {}: it is {}",
+                tenant.name,
+                tenant.status.as_str()
+            ),
+        );
+        p.field = Some("status".into());
+        return Err(Error::Rejected(p));
+    }
     if store::find_user(&tx, tenant.id, &email).await?.is_some() {
         return Err(Error::Rejected(Problem::new(
             Kind::Conflict,
@@ -159,7 +173,7 @@ pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<
         &tx,
         &audit::Entry {
             actor,
-            action: "tenant.user.add",
+            action: "user_added",
             tenant_id: Some(tenant.id),
             tenant_name: Some(&tenant.name),
             operation_id: None,
@@ -214,7 +228,7 @@ pub async fn remove(p: &Platform, key: &str, email: &str, actor: &str) -> Result
         &tx,
         &audit::Entry {
             actor,
-            action: "tenant.user.remove",
+            action: "user_removed",
             tenant_id: Some(tenant.id),
             tenant_name: Some(&tenant.name),
             operation_id: None,

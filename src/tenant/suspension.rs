@@ -1,0 +1,389 @@
+//! Suspend, resume, activate. Suspending takes LOGIN from exactly the tenant's login
+//! roles that had it, and revokes the memberships other roles (a pooled connection
+//! role, say) held in them, since `SET ROLE` ignores NOLOGIN; both are recorded with the
+//! time and the reason, and resuming gives back exactly those. API keys stop working
+//! through the tenant's status (the key extractor admits only `active` and `trial`
+//! tenants). Each change, its status and its audit row commit together; sessions are
+//! ended after the commit.
+
+use deadpool_postgres::GenericClient;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::service::Error;
+use super::{access, state, store, Slug, Status, Tenant};
+use crate::pg::Ident;
+use crate::platform::Platform;
+use crate::problem::{Kind, Problem};
+use crate::{audit, ops};
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub const MAX_REASON: usize = 500;
+
+/// `POST /api/v1/tenants/{name}/suspend`; the body may be omitted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendTenant {
+    /// Why, for the record (1 to 500 characters), e.g. `payment overdue`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+fn validate_reason(reason: Option<&str>) -> Result<Option<String>> {
+    let Some(r) = reason else { return Ok(None) };
+    let r = r.trim();
+    if r.is_empty() || r.chars().count() > MAX_REASON || r.chars().any(|c| c.is_control()) {
+        return Err(Error::Rejected(Problem::bad_field(
+            "reason",
+            format!("reason must be 1 to {MAX_REASON} characters without control characters (or omitted)"),
+        )));
+    }
+    Ok(Some(r.to_string()))
+}
+
+/// A membership in one of the tenant's login roles held by a role outside the tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub role: String,
+    pub member: String,
+    /// Who granted it (None if that role no longer exists).
+    pub grantor: Option<String>,
+    pub admin_option: bool,
+}
+
+/// Everything a suspension takes away, to be given back by [`restore`].
+pub struct Cut {
+    /// Login roles that lost LOGIN.
+    pub roles: Vec<String>,
+    /// Memberships revoked.
+    pub memberships: Vec<Membership>,
+}
+
+/// Takes LOGIN from the tenant's login roles that have it ([`access::disable`]) and
+/// revokes the memberships outside roles hold in any of its login roles. The control
+/// plane's own memberships (URL mode) and the tenant's roles among themselves stay.
+pub async fn cut(
+    c: &impl GenericClient,
+    t: &Tenant,
+    superuser: bool,
+) -> Result<Cut, tokio_postgres::Error> {
+    let roles = access::disable(c, t).await?;
+    let logins = store::login_roles(c, t).await?;
+    let mut own: Vec<String> = Slug::parse(&t.name)
+        .expect("registry holds valid names")
+        .fixed_roles()
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    own.extend(logins.iter().cloned());
+    let rows = c
+        .query(
+            "SELECT r.rolname::text, m.rolname::text, g.rolname::text, am.admin_option
+               FROM pg_auth_members am
+               JOIN pg_roles r ON r.oid = am.roleid
+               JOIN pg_roles m ON m.oid = am.member
+               LEFT JOIN pg_roles g ON g.oid = am.grantor
+              WHERE r.rolname = ANY($1) AND m.rolname <> current_user AND NOT m.rolname = ANY($2)
+              ORDER BY 1, 2",
+            &[&logins, &own],
+        )
+        .await?;
+    let memberships: Vec<Membership> = rows
+        .iter()
+        .map(|r| Membership {
+            role: r.get(0),
+            member: r.get(1),
+            grantor: r.get(2),
+            admin_option: r.get(3),
+        })
+        .collect();
+    for m in &memberships {
+        c.batch_execute(&format!(
+            "REVOKE {} FROM {}{}",
+            ident(&m.role),
+            ident(&m.member),
+            granted_by(m, superuser, c).await?
+        ))
+        .await?;
+    }
+    Ok(Cut { roles, memberships })
+}
+
+/// Gives back what [`cut`] took (skipping roles dropped since).
+pub async fn restore(
+    c: &impl GenericClient,
+    roles: &[String],
+    memberships: &[Membership],
+    superuser: bool,
+) -> Result<(), tokio_postgres::Error> {
+    access::enable(c, roles).await?;
+    for m in memberships {
+        let exist: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_roles WHERE rolname IN ($1, $2)",
+                &[&m.role, &m.member],
+            )
+            .await?
+            .get(0);
+        if exist < 2 {
+            continue;
+        }
+        c.batch_execute(&format!(
+            "GRANT {} TO {}{}{}",
+            ident(&m.role),
+            ident(&m.member),
+            if m.admin_option {
+                " WITH ADMIN OPTION"
+            } else {
+                ""
+            },
+            granted_by(m, superuser, c).await?
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+fn ident(name: &str) -> Ident {
+    Ident::new(name.to_string()).expect("names read from the catalog are valid identifiers")
+}
+
+/// `GRANTED BY` keeps the grant's grantor (PostgreSQL 16 revokes per grantor); only a
+/// superuser may name a grantor other than itself.
+async fn granted_by(
+    m: &Membership,
+    superuser: bool,
+    c: &impl GenericClient,
+) -> Result<String, tokio_postgres::Error> {
+    let Some(grantor) = &m.grantor else {
+        return Ok(String::new());
+    };
+    let me: String = c.query_one("SELECT current_user::text", &[]).await?.get(0);
+    let exists = c
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[grantor])
+        .await?
+        .is_some();
+    Ok(if exists && (superuser || *grantor == me) {
+        format!(" GRANTED BY {}", ident(grantor))
+    } else {
+        String::new()
+    })
+}
+
+/// Records a suspension on the tenant's row: status, time, reason, and what [`cut`]
+/// took, in this transaction.
+pub async fn mark_suspended(
+    c: &impl GenericClient,
+    id: Uuid,
+    reason: Option<&str>,
+    cut: &Cut,
+) -> Result<(), tokio_postgres::Error> {
+    let memberships = serde_json::to_value(&cut.memberships).expect("plain data serialises");
+    c.execute(
+        "UPDATE berqenas.tenants
+            SET status = 'suspended', suspended_at = now(), suspension_reason = $2,
+                suspended_roles = $3, suspended_memberships = $4, updated_at = now()
+          WHERE id = $1",
+        &[&id, &reason, &cut.roles, &memberships],
+    )
+    .await?;
+    Ok(())
+}
+
+fn transition(t: &Tenant, to: Status, action: &str) -> Result<()> {
+    state::check(&t.name, t.status, to, action).map_err(Error::Rejected)
+}
+
+async fn reread(c: &impl GenericClient, id: Uuid) -> Result<Tenant> {
+    Ok(store::find(c, &id.to_string())
+        .await?
+        .expect("the row is locked by this transaction"))
+}
+
+/// `active` or `trial` -> `suspended`.
+pub async fn suspend(p: &Platform, key: &str, req: &SuspendTenant, actor: &str) -> Result<Tenant> {
+    let reason = validate_reason(req.reason.as_deref())?;
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let current = store::find_for_update(&tx, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    transition(&current, Status::Suspended, "suspend")?;
+    // The graph also lets a restore lead from `deleted` to `suspended`; suspending
+    // itself applies only to a tenant in use.
+    if !matches!(current.status, Status::Active | Status::Trial) {
+        return Err(not_from(
+            &current,
+            "suspend",
+            "only an active or trial tenant can be suspended",
+        ));
+    }
+    let cut = cut(&tx, &current, p.caps.superuser).await?;
+    mark_suspended(&tx, current.id, reason.as_deref(), &cut).await?;
+    let op_id = Uuid::now_v7();
+    ops::record_done(&tx, op_id, "tenant.suspend", current.id, &current.name).await?;
+    audit::record(
+        &tx,
+        &audit::Entry {
+            actor,
+            action: "tenant_suspended",
+            tenant_id: Some(current.id),
+            tenant_name: Some(&current.name),
+            operation_id: Some(op_id),
+            details: serde_json::json!({
+                "reason": reason, "from": current.status.as_str(), "disabled_roles": cut.roles,
+                "revoked_memberships": cut.memberships,
+            }),
+        },
+    )
+    .await?;
+    let tenant = reread(&tx, current.id).await?;
+    // Every login role, not only those just disabled: one that was already NOLOGIN
+    // may still hold a session.
+    let logins = store::login_roles(&tx, &tenant).await?;
+    tx.commit().await?;
+    // After the commit: a session ended before it could log in again while NOLOGIN
+    // was still uncommitted.
+    let ended = access::end_sessions(&client, &logins).await?;
+    tracing::info!(tenant.name = %tenant.name, sessions = ended, "tenant suspended");
+    Ok(tenant)
+}
+
+/// `suspended` -> `active`, with LOGIN back on exactly the roles the suspension took it from.
+pub async fn resume(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let current = store::find_for_update(&tx, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    transition(&current, Status::Active, "resume")?;
+    if current.status != Status::Suspended {
+        return Err(not_from(
+            &current,
+            "resume",
+            "only a suspended tenant can be resumed",
+        ));
+    }
+    let row = tx
+        .query_one(
+            "SELECT suspended_roles, suspended_memberships FROM berqenas.tenants WHERE id = $1",
+            &[&current.id],
+        )
+        .await?;
+    // A suspension recorded before the roles were (no list): every login role.
+    let roles: Vec<String> = match row.get::<_, Option<Vec<String>>>(0) {
+        Some(r) => r,
+        None => store::login_roles(&tx, &current).await?,
+    };
+    let memberships: Vec<Membership> = row
+        .get::<_, Option<serde_json::Value>>(1)
+        .map(serde_json::from_value)
+        .transpose()?
+        .unwrap_or_default();
+    restore(&tx, &roles, &memberships, p.caps.superuser).await?;
+    tx.execute(
+        "UPDATE berqenas.tenants
+            SET status = 'active', suspended_at = NULL, suspension_reason = NULL,
+                suspended_roles = NULL, suspended_memberships = NULL, updated_at = now()
+          WHERE id = $1",
+        &[&current.id],
+    )
+    .await?;
+    let op_id = Uuid::now_v7();
+    ops::record_done(&tx, op_id, "tenant.resume", current.id, &current.name).await?;
+    audit::record(
+        &tx,
+        &audit::Entry {
+            actor,
+            action: "tenant_resumed",
+            tenant_id: Some(current.id),
+            tenant_name: Some(&current.name),
+            operation_id: Some(op_id),
+            details: serde_json::json!({
+                "enabled_roles": roles,
+                "restored_memberships": memberships,
+                "suspended_at": current.suspended_at,
+                "suspension_reason": current.suspension_reason,
+            }),
+        },
+    )
+    .await?;
+    let tenant = reread(&tx, current.id).await?;
+    tx.commit().await?;
+    tracing::info!(tenant.name = %tenant.name, "tenant resumed");
+    Ok(tenant)
+}
+
+/// `trial` -> `active`: the trial ends early, paid for.
+pub async fn activate(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let current = store::find_for_update(&tx, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    transition(&current, Status::Active, "activate")?;
+    if current.status != Status::Trial {
+        let hint = if current.status == Status::Suspended {
+            "activate ends a trial; a suspended tenant is resumed"
+        } else {
+            "activate ends a trial"
+        };
+        return Err(not_from(&current, "activate", hint));
+    }
+    store::set_status(&tx, current.id, Status::Active).await?;
+    let op_id = Uuid::now_v7();
+    ops::record_done(&tx, op_id, "tenant.activate", current.id, &current.name).await?;
+    audit::record(
+        &tx,
+        &audit::Entry {
+            actor,
+            action: "tenant_activated",
+            tenant_id: Some(current.id),
+            tenant_name: Some(&current.name),
+            operation_id: Some(op_id),
+            details: serde_json::json!({"from": "trial", "trial_ends_at": current.trial_ends_at}),
+        },
+    )
+    .await?;
+    let tenant = reread(&tx, current.id).await?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
+/// The state machine allows the move, but this action is not the way to make it.
+fn not_from(t: &Tenant, action: &str, hint: &str) -> Error {
+    let mut p = Problem::new(
+        Kind::Conflict,
+        "invalid_state",
+        format!(
+            "cannot {action} tenant {}: it is {}; {hint}",
+            t.name,
+            t.status.as_str()
+        ),
+    );
+    p.field = Some("status".into());
+    Error::Rejected(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_bounded_and_printable() {
+        assert_eq!(validate_reason(None).unwrap(), None);
+        assert_eq!(
+            validate_reason(Some(" payment overdue "))
+                .unwrap()
+                .as_deref(),
+            Some("payment overdue")
+        );
+        for bad in ["", "   ", "a\u{0}b", "line\nbreak"] {
+            assert!(validate_reason(Some(bad)).is_err(), "{bad:?}");
+        }
+        assert!(validate_reason(Some(&"x".repeat(MAX_REASON))).is_ok());
+        assert!(validate_reason(Some(&"x".repeat(MAX_REASON + 1))).is_err());
+    }
+}
