@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, health, tenant_key, tenants, users};
+use super::{data, error, health, metrics, quotas, tenant_key, tenants, users};
 use crate::tenant::{self, service};
 
 #[derive(OpenApi)]
@@ -15,6 +15,8 @@ use crate::tenant::{self, service};
         tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete,
         tenants::credentials, tenants::plans, users::add, users::list, users::remove,
         tenant_key::me,
+        quotas::limits, quotas::update, quotas::summary, quotas::resources, quotas::increment,
+        data::query, metrics::scrape,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo,
@@ -23,6 +25,10 @@ use crate::tenant::{self, service};
         service::TenantPage, crate::tenant::users::AddUser, crate::tenant::users::AddedUser,
         crate::tenant::users::TenantUser, crate::tenant::users::UserList, crate::tenant::roles::DefaultRole,
         tenant_key::Me,
+        crate::quota::Quotas, crate::quota::service::QuotaUpdate, crate::quota::service::Limits,
+        crate::quota::usage::UsageSummary, crate::quota::usage::Resources, crate::quota::usage::Resource,
+        crate::quota::usage::Increment, crate::quota::usage::Counted,
+        crate::dataapi::QueryRequest, crate::dataapi::QueryResult, crate::dataapi::Column,
     )),
     modifiers(&AdminAuth),
 )]

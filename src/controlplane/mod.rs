@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0005_api_key_expiry.sql",
         sql: include_str!("../../migrations/control/0005_api_key_expiry.sql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_quotas_usage.sql",
+        sql: include_str!("../../migrations/control/0009_quotas_usage.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.
