@@ -27,7 +27,6 @@ use super::store;
 use crate::isolation::shared as pool;
 use crate::pg::{self, Ident};
 use crate::platform::Platform;
-use crate::tenant::roles::DefaultRole;
 use crate::tenant::{service, Isolation, Slug, Tenant};
 use crate::{audit, metrics};
 
@@ -63,8 +62,6 @@ pub enum Revoked {
         grantee: String,
         privilege: String,
     },
-    /// Shared mode: `member` left the pool role `role`.
-    Membership { role: String, member: String },
 }
 
 /// Privileges that may appear in a record (it is read back from the registry).
@@ -280,7 +277,11 @@ pub async fn enforce(p: &Platform, tenant_id: Uuid) -> Result<Outcome> {
             return Ok(finish_block(&tenant, blocked, bytes));
         }
         let fresh = match tenant.isolation {
-            Isolation::Shared => memberships(&tx, &tenant, &slug).await?,
+            Isolation::Shared => {
+                // The flag set below is what the pool's policies read.
+                ensure_shared_guard(&tx).await?;
+                Vec::new()
+            }
             _ => snapshot(&*tx, &tenant, &slug, &tx).await?,
         };
         if !fresh.is_empty() {
@@ -405,19 +406,20 @@ async fn snapshot(
             owner: r.get(1),
         });
     }
-    let tenant_rels = "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                        JOIN pg_roles o ON o.oid = c.relowner
-                       WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-                         AND (o.rolname = $2 OR o.rolname = ANY($3))";
+    let from = "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_roles o ON o.oid = c.relowner";
+    let tenant_rels = "n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                       AND (o.rolname = $2 OR o.rolname = ANY($3))
+                       AND a.privilege_type IN ('INSERT', 'UPDATE') AND a.grantee <> c.relowner
+                       AND a.grantee <> (SELECT oid FROM pg_roles WHERE rolname = $2)";
     let grantee = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE (SELECT rolname::text FROM pg_roles WHERE oid = a.grantee) END";
     let owner = t.owner_role.as_str();
     for r in db
         .query(
             &format!(
-                "SELECT c.oid, {grantee}, a.privilege_type {tenant_rels}
+                "SELECT c.oid, {grantee}, a.privilege_type {from}
                    CROSS JOIN LATERAL aclexplode(c.relacl) a
-                  WHERE a.privilege_type IN ('INSERT', 'UPDATE') AND a.grantee <> c.relowner
-                    AND a.grantee <> (SELECT oid FROM pg_roles WHERE rolname = $2)"
+                  WHERE {tenant_rels}"
             ),
             &[&schema.as_str(), &owner, &roles],
         )
@@ -432,11 +434,10 @@ async fn snapshot(
     for r in db
         .query(
             &format!(
-                "SELECT c.oid, att.attname::text, {grantee}, a.privilege_type {tenant_rels}
+                "SELECT c.oid, att.attname::text, {grantee}, a.privilege_type {from}
                    JOIN pg_attribute att ON att.attrelid = c.oid AND att.attacl IS NOT NULL
                    CROSS JOIN LATERAL aclexplode(att.attacl) a
-                  WHERE a.privilege_type IN ('INSERT', 'UPDATE') AND a.grantee <> c.relowner
-                    AND a.grantee <> (SELECT oid FROM pg_roles WHERE rolname = $2)"
+                  WHERE {tenant_rels}"
             ),
             &[&schema.as_str(), &owner, &roles],
         )
@@ -487,44 +488,77 @@ async fn snapshot(
     Ok(out)
 }
 
-/// Shared mode: the tenant's memberships in the pool's write roles.
-async fn memberships(
-    c: &impl GenericClient,
-    t: &Tenant,
-    slug: &Slug,
-) -> Result<Vec<Revoked>, tokio_postgres::Error> {
-    let writers: Vec<String> = [pool::POOL_LOGIN.to_string()]
-        .into_iter()
-        .chain(
-            [
-                DefaultRole::TenantAdmin,
-                DefaultRole::ApplicationManager,
-                DefaultRole::Developer,
-            ]
-            .map(|r| pool::pool_role(r).as_str().to_string()),
+/// Any constant; serialises adding the guard to the pool's tables.
+const GUARD_LOCK: i64 = 0x6265_7271_6775_6172; // "berqguar"
+
+/// Whether the guard function exists, and the pool tables without its policies.
+async fn guard_state(c: &impl GenericClient) -> Result<(bool, Vec<String>), tokio_postgres::Error> {
+    let has_fn = c
+        .query_opt(
+            "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = $1 AND p.proname = 'writes_blocked'",
+            &[&pool::POOL_SCHEMA],
         )
-        .collect();
-    let roles = tenant_roles(c, t, slug).await?;
-    let rows = c
+        .await?
+        .is_some();
+    let missing: Vec<String> = c
         .query(
-            "SELECT r.rolname::text, m.rolname::text FROM pg_auth_members am
-               JOIN pg_roles r ON r.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
-              WHERE r.rolname = ANY($1) AND m.rolname = ANY($2)",
-            &[&writers, &roles],
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname <> 'members'
+                AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'quota_block_insert')",
+            &[&pool::POOL_SCHEMA],
         )
-        .await?;
-    Ok(rows
+        .await?
         .iter()
-        .map(|r| Revoked::Membership {
-            role: r.get(0),
-            member: r.get(1),
-        })
-        .collect())
+        .map(|r| r.get(0))
+        .collect();
+    Ok((has_fn, missing))
 }
 
-/// The reader a shared-mode tenant's roles use while blocked.
-fn pool_reader() -> Ident {
-    pool::pool_role(DefaultRole::Auditor)
+/// Shared mode cannot revoke a privilege from one tenant: the privileges belong to the
+/// pool roles every tenant shares. So each pool table carries two restrictive row
+/// security policies that refuse INSERT and UPDATE (SQLSTATE 42501, as a revoked
+/// privilege would) while the tenant's `disk_usage.writes_blocked` is set. A tenant
+/// can read that flag only through this function, and change it not at all.
+async fn ensure_shared_guard(c: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
+    let (schema, owner) = (ident(pool::POOL_SCHEMA), ident(pool::POOL_OWNER));
+    if let (true, missing) = guard_state(c).await? {
+        if missing.is_empty() {
+            return Ok(());
+        }
+    }
+    c.execute("SELECT pg_advisory_xact_lock($1)", &[&GUARD_LOCK])
+        .await?;
+    let (has_fn, missing) = guard_state(c).await?;
+    let mut sql = String::new();
+    if !has_fn {
+        let users: Vec<String> = pool::pool_roles()
+            .iter()
+            .filter(|r| r.as_str() != pool::POOL_OWNER)
+            .map(|r| r.to_string())
+            .collect();
+        // Owned by the control role, which can read the registry; fixed SQL with a
+        // pinned search path, taking a tenant id and telling only whether it is blocked.
+        sql.push_str(&format!(
+            "CREATE FUNCTION {schema}.writes_blocked(uuid) RETURNS boolean\n\
+                 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog\n\
+                 AS $$ SELECT coalesce((SELECT writes_blocked FROM berqenas.disk_usage WHERE tenant_id = $1), false) $$;\n\
+             REVOKE ALL ON FUNCTION {schema}.writes_blocked(uuid) FROM PUBLIC;\n\
+             GRANT EXECUTE ON FUNCTION {schema}.writes_blocked(uuid) TO {};\n",
+            users.join(", ")
+        ));
+    }
+    for table in missing {
+        let t = Ident::new(table).expect("catalog names are identifiers");
+        let blocked = format!("NOT {schema}.writes_blocked({schema}.current_tenant())");
+        sql.push_str(&format!(
+            "SET LOCAL ROLE {owner};\n\
+             CREATE POLICY quota_block_insert ON {schema}.{t} AS RESTRICTIVE FOR INSERT WITH CHECK ({blocked});\n\
+             CREATE POLICY quota_block_update ON {schema}.{t} AS RESTRICTIVE FOR UPDATE USING (true) WITH CHECK ({blocked});\n\
+             RESET ROLE;\n"
+        ));
+    }
+    c.batch_execute(&sql).await
 }
 
 /// Relations by oid: (oid, qualified name, the ALTER keyword for their kind).
@@ -583,7 +617,6 @@ async fn existing_roles(
             | Revoked::Column { grantee, .. }
             | Revoked::Schema { grantee, .. }
             | Revoked::Database { grantee, .. } => vec![grantee.as_str()],
-            Revoked::Membership { role, member } => vec![role.as_str(), member.as_str()],
         })
         .collect();
     let mut present: Vec<String> = db
@@ -687,17 +720,6 @@ async fn privileges_sql(
                         privilege(pr),
                         grantee(g)
                     ));
-                }
-            }
-            Revoked::Membership { role, member } => {
-                if exists(role) && exists(member) {
-                    let (role, member) = (grantee(role), grantee(member));
-                    let reader = pool_reader();
-                    other.push_str(&if give {
-                        format!("GRANT {role} TO {member};\nREVOKE {reader} FROM {member};\n")
-                    } else {
-                        format!("REVOKE {role} FROM {member};\nGRANT {reader} TO {member};\n")
-                    });
                 }
             }
         }

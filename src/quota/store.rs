@@ -200,11 +200,12 @@ pub async fn increment(
     let stmt = c
         .prepare_cached(
             "INSERT INTO berqenas.usage_counters AS u (tenant_id, metric, period_start, amount)
-             SELECT $1, $2, CASE WHEN $3 THEN date_trunc('day', now(), 'UTC') ELSE 'epoch'::timestamptz END, $4
-              WHERE $4 <= $5
+             SELECT $1::uuid, $2::text,
+                    CASE WHEN $3::bool THEN date_trunc('day', now(), 'UTC') ELSE 'epoch'::timestamptz END, $4::bigint
+              WHERE $4::bigint <= $5::bigint
              ON CONFLICT (tenant_id, metric, period_start)
              DO UPDATE SET amount = u.amount + EXCLUDED.amount, updated_at = now()
-              WHERE u.amount + EXCLUDED.amount <= $5
+              WHERE u.amount + EXCLUDED.amount <= $5::bigint
              RETURNING amount",
         )
         .await?;
