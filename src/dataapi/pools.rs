@@ -112,12 +112,31 @@ impl Shared {
         self.pools.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A permit for one more connection; at the cap, other tenants' idle connections
-    /// are closed first, then we wait (bounded).
+    /// A permit for one more connection. At the cap, other tenants' idle connections
+    /// are closed to make room (again every 50 ms while waiting, as busy ones come
+    /// back idle), until the acquire timeout.
     async fn permit(&self, tenant: Uuid) -> Result<OwnedSemaphorePermit, ConnError> {
-        if let Ok(p) = self.permits.clone().try_acquire_owned() {
-            return Ok(p);
+        let deadline = Instant::now() + self.config.acquire_timeout;
+        loop {
+            if let Ok(p) = self.permits.clone().try_acquire_owned() {
+                return Ok(p);
+            }
+            self.close_idle_except(tenant);
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50));
+            if wait.is_zero() {
+                return Err(ConnError::Busy(self.config.max_connections));
+            }
+            if let Ok(Ok(p)) =
+                tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await
+            {
+                return Ok(p);
+            }
         }
+    }
+
+    fn close_idle_except(&self, tenant: Uuid) {
         let others: Vec<TenantPool> = self
             .pools()
             .iter()
@@ -126,15 +145,6 @@ impl Shared {
             .collect();
         for pool in others {
             pool.retain(|_, _| false);
-        }
-        match tokio::time::timeout(
-            self.config.acquire_timeout,
-            self.permits.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(p)) => Ok(p),
-            _ => Err(ConnError::Busy(self.config.max_connections)),
         }
     }
 }

@@ -118,6 +118,7 @@ pub fn supported(ty: &Type) -> bool {
                 | Type::BYTEA
                 | Type::INET
                 | Type::CIDR
+                | Type::VOID
         ),
     }
 }
@@ -151,6 +152,7 @@ fn decode(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
         _ => {}
     }
     Ok(match *ty {
+        Type::VOID => Value::Null,
         Type::BOOL => Value::Bool(bool::from_sql(ty, raw)?),
         Type::INT2 => i16::from_sql(ty, raw)?.into(),
         Type::INT4 => i32::from_sql(ty, raw)?.into(),
