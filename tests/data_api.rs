@@ -173,7 +173,7 @@ async fn shared_mode_tenants_see_only_their_rows() {
 
 #[tokio::test]
 async fn keys_are_checked_and_public_api_must_be_on() {
-    let (app, _) = support::spawn().await;
+    let (app, state) = support::spawn().await;
     let name = unique("data-keys");
     let t = create(&app, &name, "schema").await;
     let k = key(&t);
@@ -196,6 +196,20 @@ async fn keys_are_checked_and_public_api_must_be_on() {
         )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Made-up keys never reach a rate limiter, so they cannot grow its memory.
+    for i in 0..300 {
+        let bogus = format!("bqk_{i:016x}_{}", "s".repeat(43));
+        assert_eq!(
+            query(&app, &bogus, "SELECT 1", json!([])).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(state.limits.tracked(), 0);
+    assert_eq!(
+        query(&app, k, "SELECT 1", json!([])).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(state.limits.tracked(), 1);
     let (s, body) = app
         .call(
             Method::PATCH,

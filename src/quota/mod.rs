@@ -46,12 +46,6 @@ impl Quotas {
             may_set_temp,
         )
     }
-
-    /// The hard limit the watchdog applies to idle transactions (the role's own
-    /// `idle_in_transaction_session_timeout` is the same, but the tenant may change it).
-    pub fn idle_in_transaction_ms(&self) -> i64 {
-        self.statement_timeout_ms as i64 * 2
-    }
 }
 
 /// Every quota field, with the range a value must be in.

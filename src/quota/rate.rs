@@ -186,6 +186,15 @@ impl RateLimits {
         )
     }
 
+    /// Tenants whose limiter state is held now.
+    pub fn tracked(&self) -> usize {
+        let count = |set: &LimiterSet| -> usize {
+            let map = set.by_rate.lock().unwrap_or_else(|e| e.into_inner());
+            map.values().map(|l| l.len()).sum()
+        };
+        count(&self.api) + count(&self.realtime)
+    }
+
     /// Forgets tenants whose buckets are full again; returns the keys still held.
     pub fn housekeeping(&self) -> usize {
         self.api_counts.housekeeping();
