@@ -771,3 +771,80 @@ async fn realtime_events_and_usage_calls_are_rate_limited() {
         "the refused call counted nothing"
     );
 }
+
+async fn berqenas(app: &TestApp, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_berqenas"))
+        .args(args)
+        .env("BERQENAS_URL", &app.url)
+        .env("BERQENAS_ADMIN_TOKEN", common::TOKEN)
+        .env_remove("BERQENAS_DATA_DIR")
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_quota_cli_shows_sets_and_reports_usage() {
+    let (app, _) = support::spawn().await;
+    let name = unique("quota-cli");
+    app.create(&name).await;
+    let out = berqenas(
+        &app,
+        &[
+            "quota",
+            "set",
+            &name,
+            "max_connections=3",
+            "max_agents=plan",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let limits: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(limits["limits"]["max_connections"], 3);
+    let out = berqenas(&app, &["quota", "show", &name]).await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("max_connections") && table.contains("tenant"),
+        "{table}"
+    );
+    let out = berqenas(&app, &["quota", "usage", &name, "-o", "json"]).await;
+    let usage: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(usage["tenant_slug"], name.as_str());
+    // A field the API does not know is refused before anything is sent.
+    let out = berqenas(&app, &["quota", "set", &name, "colour=1"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+    // Below usage without --force: the server's 409, on stderr, exit 1.
+    let _c = connect_as(&app.create(&unique("quota-cli-x")).await["credentials"]).await;
+    let t = connect_as(
+        &app.call(
+            Method::GET,
+            &format!("/api/v1/tenants/{name}/credentials"),
+            None,
+        )
+        .await
+        .1,
+    )
+    .await;
+    let _t2 = connect_as(
+        &app.call(
+            Method::GET,
+            &format!("/api/v1/tenants/{name}/credentials"),
+            None,
+        )
+        .await
+        .1,
+    )
+    .await;
+    let out = berqenas(&app, &["quota", "set", &name, "max_connections=1"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("open sessions"));
+    drop(t);
+}

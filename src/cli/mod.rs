@@ -4,6 +4,7 @@
 pub mod client;
 mod output;
 mod psql;
+mod quota;
 mod tenant;
 
 use std::net::SocketAddr;
@@ -37,6 +38,9 @@ pub enum Command {
     Psql(psql::PsqlArgs),
     /// Show the server, the PostgreSQL it uses and the tenant counts.
     Status(ClientArgs),
+    /// A tenant's quotas and its usage against them.
+    #[command(subcommand)]
+    Quota(quota::QuotaCommand),
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant(cmd) => tenant::run(cmd).await,
         Command::Psql(a) => psql::run(a).await,
         Command::Status(a) => output::status(&a).await,
+        Command::Quota(cmd) => quota::run(cmd).await,
     }
 }
 
