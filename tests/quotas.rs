@@ -325,14 +325,17 @@ async fn count(c: &tokio_postgres::Client) -> i64 {
         .get(0)
 }
 
-/// The privileges on every relation and the schema of a tenant, for before/after.
-async fn grants(c: &tokio_postgres::Client, schema: &str) -> Vec<String> {
+/// The privileges on every relation and the schema of a tenant (and on its database,
+/// in database mode), for before/after.
+async fn grants(c: &tokio_postgres::Client, schema: &str, own_database: bool) -> Vec<String> {
     c.query(
         "SELECT c.relname || ':' || pg_get_userbyid(c.relowner) || ':' || coalesce(c.relacl::text, '')
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1
           UNION ALL SELECT 'schema:' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = $1
+          UNION ALL SELECT 'database:' || coalesce(datacl::text, '') FROM pg_database
+                     WHERE $2 AND datname = current_database()
           ORDER BY 1",
-        &[&schema],
+        &[&schema, &own_database],
     )
     .await
     .unwrap()
@@ -418,7 +421,7 @@ async fn disk_quota_cycle(isolation: &str) {
             .await
             .unwrap();
     }
-    let before = grants(&owner_db, &schema).await;
+    let before = grants(&owner_db, &schema, isolation == "database").await;
     let members_before = memberships(&pg, &name).await;
 
     let (s, body) = put_quotas(&app, &name, json!({"db_quota_bytes": 1 << 20})).await;
@@ -453,6 +456,28 @@ async fn disk_quota_cycle(isolation: &str) {
         assert!(!can_write(&admin, "notes").await);
     }
     assert_eq!(count(&login).await, 1500);
+    // Through the data API too: the same permission error, as 403.
+    let (s, body) = app
+        .call_with(
+            Method::POST,
+            "/api/v1/query",
+            Some(json!({"sql": "INSERT INTO user_activity (user_id, action) VALUES ('u', 'api')"})),
+            t["api_key"].as_str(),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "permission_denied");
+    if isolation == "database" {
+        let temp = login
+            .batch_execute("CREATE TEMP TABLE scratch (x int)")
+            .await;
+        assert_eq!(
+            temp.unwrap_err().code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "no temporary tables in its database while over"
+        );
+    }
     if isolation == "shared" {
         // Privileges belong to the pool roles all tenants share: a restrictive policy
         // refuses this tenant's writes instead, and other tenants write on.
@@ -509,7 +534,10 @@ async fn disk_quota_cycle(isolation: &str) {
     if own_table {
         assert!(can_write(&admin, "notes").await);
     }
-    assert_eq!(grants(&owner_db, &schema).await, before);
+    assert_eq!(
+        grants(&owner_db, &schema, isolation == "database").await,
+        before
+    );
     assert_eq!(memberships(&pg, &name).await, members_before);
     assert_eq!(audit_count(&pg, &name, "quota_restored").await, 1);
     assert_eq!(summary(&app, &name).await["writes_blocked"], false);
