@@ -37,6 +37,12 @@ pub struct ServeOptions {
     pub template_dir: Option<PathBuf>,
     /// Where backups go [default: <data-dir>/backups].
     pub backup_dir: Option<PathBuf>,
+    /// How often the worker measures tenants' disk use and enforces their quotas.
+    pub quota_interval: std::time::Duration,
+    /// Open data API connections, all tenants together.
+    pub data_api_connections: usize,
+    /// A token that may read `/metrics` and nothing else.
+    pub metrics_token: Option<String>,
 }
 
 /// Where the control plane lives and how tenants reach it.
@@ -215,10 +221,25 @@ async fn serve(opts: &ServeOptions, db: &Database) -> anyhow::Result<()> {
     );
     println!("berqenas {} listening on {url}", crate::VERSION);
     let worker = tokio::spawn(reconcile_forever(platform.clone()));
-    let served = axum::serve(listener, api::router(AppState::new(platform, &token)))
+    crate::quota::worker::check_capacity(&platform, opts.pool_size, opts.data_api_connections)
+        .await?;
+    let state = AppState::new(platform.clone(), &token)
+        .with_metrics_token(opts.metrics_token.as_deref())
+        .with_data_api(crate::dataapi::DataApiConfig {
+            max_connections: opts.data_api_connections,
+            ..Default::default()
+        });
+    let quota_worker = tokio::spawn(crate::quota::worker::run_forever(
+        platform,
+        state.limits.clone(),
+        state.data.clone(),
+        opts.quota_interval,
+    ));
+    let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     worker.abort();
+    quota_worker.abort();
     served?;
     let _ = std::fs::remove_file(opts.data_dir.join(SERVER_URL_FILE));
     Ok(())

@@ -23,7 +23,8 @@ async fn tenant(app: &TestApp, mode: &str) -> Value {
         .call(
             Method::POST,
             "/api/v1/tenants",
-            Some(json!({"name": name, "isolation": mode})),
+            // starter: room for a user of each default role (free allows one user)
+            Some(json!({"name": name, "isolation": mode, "plan": "starter"})),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{t}");

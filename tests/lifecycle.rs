@@ -141,7 +141,8 @@ async fn audit_actions(name: &str) -> Vec<String> {
 async fn suspend_and_resume(isolation: &str) {
     let app = TestApp::spawn().await;
     let n = name(&format!("life-{isolation}"));
-    let t = create_in(&app, &n, isolation, json!({})).await;
+    // Two users: more than the free plan allows.
+    let t = create_in(&app, &n, isolation, json!({"plan": "starter"})).await;
     let key = t["api_key"].as_str().unwrap().to_string();
     let (s, user) = post(
         &app,

@@ -56,11 +56,24 @@ async fn add_user(app: &TestApp, tenant: &str, email: &str, role: &str) -> (Stat
     .await
 }
 
+/// The free plan allows one user (seed 002); these tests add several.
+async fn room_for_users(app: &TestApp, tenant: &str) {
+    let (s, body) = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/tenants/{tenant}/quotas"),
+            Some(json!({"max_users": 10})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+}
+
 #[tokio::test]
 async fn each_default_role_can_do_exactly_what_seed_001_lists() {
     let app = TestApp::spawn().await;
     let tenant = app.create(&unique("roles")).await;
     let name = tenant["name"].as_str().unwrap();
+    room_for_users(&app, name).await;
     let schema = tenant["schema"].as_str().unwrap();
     let other = app.create(&unique("roles-other")).await;
     let other_schema = other["schema"].as_str().unwrap();
@@ -130,6 +143,7 @@ async fn users_are_listed_refused_when_bad_and_removed_for_good() {
     let app = TestApp::spawn().await;
     let tenant = app.create(&unique("people")).await;
     let name = tenant["name"].as_str().unwrap().to_string();
+    room_for_users(&app, &name).await;
     let path = format!("/api/v1/tenants/{name}/users");
     let pg = superuser().await;
 

@@ -4,12 +4,16 @@
 pub mod api_keys;
 pub mod audit;
 pub mod backups;
+pub mod data;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod lifecycle;
+pub mod metrics;
 pub mod migrations;
 pub mod openapi;
+pub mod quotas;
+pub mod ratelimit;
 pub mod tenant_key;
 pub mod tenants;
 pub mod users;
@@ -33,6 +37,12 @@ use error::ApiError;
 pub struct AppState {
     pub platform: Arc<Platform>,
     admin_token: Arc<str>,
+    /// Opens `/metrics` and nothing else.
+    metrics_token: Option<Arc<str>>,
+    /// Per-tenant rate limits (API calls, realtime events).
+    pub limits: Arc<crate::quota::rate::RateLimits>,
+    /// The tenant data API's connection pools.
+    pub data: Arc<crate::dataapi::DataApi>,
 }
 
 impl AppState {
@@ -40,7 +50,22 @@ impl AppState {
         Self {
             platform: Arc::new(platform),
             admin_token: admin_token.into(),
+            metrics_token: None,
+            limits: Default::default(),
+            data: Default::default(),
         }
+    }
+
+    /// A token that may read `/metrics` (the admin token always may).
+    pub fn with_metrics_token(mut self, token: Option<&str>) -> Self {
+        self.metrics_token = token.map(Into::into);
+        self
+    }
+
+    /// The data API with these connection limits.
+    pub fn with_data_api(mut self, config: crate::dataapi::DataApiConfig) -> Self {
+        self.data = Arc::new(crate::dataapi::DataApi::new(config));
+        self
     }
 }
 
@@ -87,6 +112,16 @@ pub fn router(state: AppState) -> Router {
         .route("/tenants/{name}/audit", get(audit::tenant))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
+        .route(
+            "/tenants/{name}/quotas",
+            get(quotas::limits).put(quotas::update),
+        )
+        .route("/tenants/{name}/limits", get(quotas::limits))
+        .route(
+            "/tenants/{name}/usage",
+            get(quotas::summary).post(quotas::increment),
+        )
+        .route("/tenants/{name}/resources", get(quotas::resources))
         .route("/plans", get(tenants::plans))
         .route("/migrations", axum::routing::post(migrations::start))
         .route("/migrations/status", get(migrations::status))
@@ -128,11 +163,14 @@ pub fn router(state: AppState) -> Router {
         // The API's own description is public: it holds no tenant data.
         .route("/openapi.json", get(openapi::document))
         // Tenant-facing endpoints authenticate with the tenant's API key instead.
-        .route("/me", get(tenant_key::me));
+        .route("/me", get(tenant_key::me))
+        .route("/query", axum::routing::post(data::query));
     Router::new()
         .route("/health", get(health::health))
+        .route("/metrics", get(metrics::scrape))
         .nest("/api/v1", v1)
         .fallback(not_found)
+        .layer(middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
         .with_state(state)
 }

@@ -5,7 +5,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    api_keys, audit, backups, error, health, lifecycle, migrations, tenant_key, tenants, users,
+    api_keys, audit, backups, data, error, health, lifecycle, metrics, migrations, quotas,
+    tenant_key, tenants, users,
 };
 use crate::tenant::{self, service};
 
@@ -24,6 +25,8 @@ use crate::tenant::{self, service};
         lifecycle::suspend, lifecycle::resume, lifecycle::activate,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::rotate,
         audit::list, audit::tenant, audit::verify,
+        quotas::limits, quotas::update, quotas::summary, quotas::resources, quotas::increment,
+        data::query, metrics::scrape,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo,
@@ -45,6 +48,10 @@ use crate::tenant::{self, service};
         crate::tenant::api_keys::KeyState,
         crate::audit::query::AuditEntry, crate::audit::query::AuditPage,
         crate::audit::chain::Verification, crate::audit::chain::BrokenLink,
+        crate::quota::Quotas, crate::quota::service::QuotaUpdate, crate::quota::service::Limits,
+        crate::quota::usage::UsageSummary, crate::quota::usage::Resources, crate::quota::usage::Resource,
+        crate::quota::usage::Increment, crate::quota::usage::Counted,
+        crate::dataapi::QueryRequest, crate::dataapi::QueryResult, crate::dataapi::Column,
     )),
     modifiers(&AdminAuth),
 )]

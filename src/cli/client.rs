@@ -12,6 +12,8 @@ use crate::backup::restore::RestoreRequest;
 use crate::backup::verify::VerifyReport;
 use crate::backup::Backup;
 use crate::migrate::{MigrateRequest, MigrationPlan, MigrationRun, MigrationStatus};
+use crate::quota::service::{Limits, QuotaUpdate};
+use crate::quota::usage::UsageSummary;
 use crate::tenant::offboarding::{DeleteRequest, DeletedTenant};
 use crate::tenant::service::{CreateTenant, CreatedTenant, Credentials, TenantPage, UpdateTenant};
 use crate::tenant::users::{AddUser, AddedUser, TenantUser, UserList};
@@ -344,4 +346,22 @@ fn segment(s: &str) -> String {
 pub(crate) fn tenant_path(name: &str, rest: &str) -> String {
     let name: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
     format!("/api/v1/tenants/{name}{rest}")
+}
+
+/// Quotas and usage (`berqenas quota`).
+impl Client {
+    pub async fn limits(&self, tenant: &str) -> Result<Limits, ClientError> {
+        self.call::<(), _>(Method::GET, &tenant_path(tenant, "/limits"), None, &[])
+            .await
+    }
+
+    pub async fn set_quotas(&self, tenant: &str, req: &QuotaUpdate) -> Result<Limits, ClientError> {
+        self.call(Method::PUT, &tenant_path(tenant, "/quotas"), Some(req), &[])
+            .await
+    }
+
+    pub async fn usage(&self, tenant: &str) -> Result<UsageSummary, ClientError> {
+        self.call::<(), _>(Method::GET, &tenant_path(tenant, "/usage"), None, &[])
+            .await
+    }
 }

@@ -9,6 +9,7 @@ mod lifecycle;
 mod migrate;
 mod output;
 mod psql;
+mod quota;
 mod tenant;
 
 use std::net::SocketAddr;
@@ -50,6 +51,9 @@ pub enum Command {
     /// Read the audit trail and verify its hash chain.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// A tenant's quotas and its usage against them.
+    #[command(subcommand)]
+    Quota(quota::QuotaCommand),
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +92,37 @@ pub struct ServeArgs {
     /// Directory backups are kept in [default: <data-dir>/backups]
     #[arg(long, env = "BERQENAS_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
+    /// How often disk use is measured and disk quotas enforced (e.g. 30s, 5m).
+    #[arg(long, env = "BERQENAS_QUOTA_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub quota_interval: std::time::Duration,
+    /// Open data API connections across all tenants (kept well below the server's
+    /// max_connections; checked at start).
+    #[arg(long, env = "BERQENAS_DATA_API_CONNECTIONS", default_value_t = 64)]
+    pub data_api_connections: usize,
+    /// A bearer token that may read /metrics and nothing else (the admin token also may).
+    #[arg(long, env = "BERQENAS_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 500ms"))?;
+    let d = match unit.trim() {
+        "" | "s" => std::time::Duration::from_secs(n),
+        "ms" => std::time::Duration::from_millis(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        "h" => std::time::Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?} is not a duration like 30s, 5m or 500ms")),
+    };
+    if d.is_zero() {
+        return Err("the interval must be longer than zero".into());
+    }
+    Ok(d)
 }
 
 /// How a client command finds the server.
@@ -165,6 +200,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pool_size: a.pool_size,
                 template_dir: a.template_dir,
                 backup_dir: a.backup_dir,
+                quota_interval: a.quota_interval,
+                data_api_connections: a.data_api_connections,
+                metrics_token: a.metrics_token,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
@@ -175,6 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(a) => output::status(&a).await,
         Command::Migrate(a) => migrate::run(a).await,
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Quota(cmd) => quota::run(cmd).await,
     }
 }
 
@@ -190,6 +229,20 @@ fn init_tracing(serving: bool) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(super::parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(super::parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(
+            super::parse_duration("500ms"),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(super::parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(super::parse_duration("0s").is_err());
+        assert!(super::parse_duration("soon").is_err());
+    }
+
     #[test]
     fn verify_cli() {
         use clap::CommandFactory;

@@ -54,6 +54,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/control/0008_backups.sql"),
     },
     Migration {
+        version: 9,
+        name: "0009_quotas_usage.sql",
+        sql: include_str!("../../migrations/control/0009_quotas_usage.sql"),
+    },
+    Migration {
         version: 10,
         name: "0010_offboarding_memberships.sql",
         sql: include_str!("../../migrations/control/0010_offboarding_memberships.sql"),

@@ -121,18 +121,27 @@ pub async fn succeed(
     sealed_response: Option<&[u8]>,
 ) -> Result<bool, tokio_postgres::Error> {
     let steps: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
-    let n = c
-        .execute(
+    let closed = c
+        .query_opt(
             &c.prepare_cached("WITH s AS (
                  INSERT INTO berqenas.operation_steps (operation_id, seq, name, state)
                  SELECT $1, ord::int, name, 'applied' FROM unnest($2::text[]) WITH ORDINALITY AS t(name, ord))
              UPDATE berqenas.operations
                 SET state = 'succeeded', response_status = 200, response = $3, finished_at = now()
-              WHERE id = $1 AND state = 'running'").await?,
+              WHERE id = $1 AND state = 'running'
+             RETURNING kind, extract(epoch FROM clock_timestamp() - created_at)::float8").await?,
             &[&id, &steps, &sealed_response],
         )
         .await?;
-    Ok(n == 1)
+    observe(closed.as_ref(), "succeeded");
+    Ok(closed.is_some())
+}
+
+/// Counts a closed operation (kind, seconds since it began) in the metrics.
+fn observe(closed: Option<&tokio_postgres::Row>, outcome: &str) {
+    if let Some(r) = closed {
+        crate::metrics::operation_finished(r.get(0), outcome, r.get(1));
+    }
 }
 
 /// Records a failure. A sealed response is stored only for answers worth replaying
@@ -143,12 +152,15 @@ pub async fn fail(
     error: &str,
     sealed_response: Option<&[u8]>,
 ) -> Result<(), tokio_postgres::Error> {
-    c.execute(
-        "UPDATE berqenas.operations SET state = 'failed', error = $2, response = $3, finished_at = now()
-          WHERE id = $1 AND state = 'running'",
-        &[&id, &error, &sealed_response],
-    )
-    .await?;
+    let closed = c
+        .query_opt(
+            "UPDATE berqenas.operations SET state = 'failed', error = $2, response = $3, finished_at = now()
+              WHERE id = $1 AND state = 'running'
+             RETURNING kind, extract(epoch FROM clock_timestamp() - created_at)::float8",
+            &[&id, &error, &sealed_response],
+        )
+        .await?;
+    observe(closed.as_ref(), "failed");
     Ok(())
 }
 
@@ -160,12 +172,15 @@ pub async fn record_done(
     tenant_id: Uuid,
     tenant_name: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    c.execute(
-        "INSERT INTO berqenas.operations (id, kind, tenant_id, tenant_name, state, lease_until, finished_at)
-         VALUES ($1, $2, $3, $4, 'succeeded', now(), now())",
-        &[&id, &kind, &tenant_id, &tenant_name],
-    )
-    .await?;
+    let closed = c
+        .query_one(
+            "INSERT INTO berqenas.operations (id, kind, tenant_id, tenant_name, state, lease_until, finished_at)
+             VALUES ($1, $2, $3, $4, 'succeeded', now(), now())
+             RETURNING kind, extract(epoch FROM clock_timestamp() - created_at)::float8",
+            &[&id, &kind, &tenant_id, &tenant_name],
+        )
+        .await?;
+    observe(Some(&closed), "succeeded");
     Ok(())
 }
 

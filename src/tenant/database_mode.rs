@@ -154,6 +154,7 @@ pub(crate) async fn create(
             let client = p.pool.get().await?;
             ops::succeed(&client, op_id, &[], idem.map(|_| sealed.as_slice())).await?;
             tracing::info!(tenant.name = %created.tenant.name, "database-mode tenant created");
+            crate::metrics::tenant_created();
             Ok(created)
         }
         Err(e) => {

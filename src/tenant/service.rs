@@ -336,6 +336,7 @@ pub async fn create(
             ops::succeed(&tx, op_id, &steps, idem.map(|_| sealed.as_slice())).await?;
             tx.commit().await?;
             tracing::info!(tenant.name = %created.tenant.name, tenant.id = %created.tenant.id, "tenant created");
+            crate::metrics::tenant_created();
             Ok(created)
         }
         Err(e) => {
@@ -616,7 +617,8 @@ pub async fn update(p: &Platform, key: &str, req: &UpdateTenant, actor: &str) ->
     let current = store::find_for_update(&tx, key)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
-    let plan = find_plan(&tx, req.plan.as_deref().unwrap_or(&current.plan)).await?;
+    // A named plan must exist; the limits applied below are read back from the registry.
+    find_plan(&tx, req.plan.as_deref().unwrap_or(&current.plan)).await?;
     let tenant = store::update(
         &tx,
         current.id,
@@ -630,24 +632,9 @@ pub async fn update(p: &Platform, key: &str, req: &UpdateTenant, actor: &str) ->
     )
     .await?;
     if req.plan.is_some() || db_quota_bytes.is_some() {
-        // The plan's limits go to every login of the tenant, and in database mode to
-        // the database's own connection limit, at once.
-        let limits = limits(p, &plan, tenant.db_quota_bytes);
-        let logins = store::login_roles(&tx, &tenant).await?;
-        let mut sql = String::new();
-        for role in logins {
-            let role = crate::pg::Ident::new(role).expect("registry holds valid role names");
-            sql.push_str(&limits.sql(&role));
-        }
-        if tenant.isolation == Isolation::Database {
-            let db =
-                crate::pg::Ident::new(tenant.database.clone()).expect("registry holds valid names");
-            sql.push_str(&format!(
-                "ALTER DATABASE {db} CONNECTION LIMIT {};\n",
-                plan.max_connections
-            ));
-        }
-        tx.batch_execute(&sql).await?;
+        // The quotas in force go to every login of the tenant, and in database mode to
+        // the database's own connection limit, at once (one code path: quota::apply).
+        crate::quota::apply::apply_limits(p, &tx, &tenant).await?;
     }
     let op_id = Uuid::now_v7();
     ops::record_done(&tx, op_id, "tenant.update", tenant.id, &tenant.name).await?;

@@ -10,7 +10,6 @@ use uuid::Uuid;
 use super::roles::DefaultRole;
 use super::service::{self, credentials_for, Credentials, Error};
 use super::{store, Slug, Tenant};
-use crate::isolation::RoleLimits;
 use crate::pg::{Ident, Literal};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
@@ -122,7 +121,20 @@ pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<
             format!("user {email:?} already exists in tenant {:?}", tenant.name),
         )));
     }
-    let plan = service::find_plan(&tx, &tenant.plan).await?;
+    let quotas = crate::quota::store::effective(&tx, tenant.id)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    let users = crate::quota::store::users(&tx, tenant.id).await?;
+    if users >= quotas.max_users as i64 {
+        return Err(Error::Rejected(Problem::new(
+            Kind::Conflict,
+            "quota_exceeded",
+            format!(
+                "tenant {:?} has {users} of its max_users {} users; raise the quota first",
+                tenant.name, quotas.max_users
+            ),
+        )));
+    }
     let db_user = slug.user_role(&hex::encode(random_bytes::<6>()));
     let group = slug.group_role(role);
     let verifier = verifier
@@ -138,15 +150,7 @@ pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<
             "ALTER ROLE {db_user} SET search_path = {schema};\n"
         ));
     }
-    sql.push_str(
-        &RoleLimits::new(
-            plan.max_connections,
-            plan.statement_timeout_ms,
-            tenant.db_quota_bytes,
-            p.caps.superuser,
-        )
-        .sql(&db_user),
-    );
+    sql.push_str(&quotas.role_limits(p.caps.superuser).sql(&db_user));
     if !p.caps.superuser {
         sql.push_str(&format!("GRANT {db_user} TO CURRENT_USER;\n"));
     }

@@ -1,0 +1,92 @@
+//! `POST /api/v1/query`: the tenant data API, authenticated by the tenant's API key.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::JsonBody;
+use super::ratelimit;
+use super::tenant_key::TenantKey;
+use super::AppState;
+use crate::dataapi::{QueryError, QueryRequest, QueryResult};
+use crate::quota;
+use crate::tenant::service;
+
+fn query_error(e: QueryError) -> Response {
+    match e {
+        QueryError::Invalid {
+            code,
+            message,
+            field,
+        } => ratelimit::error(StatusCode::BAD_REQUEST, code, message, field),
+        QueryError::PermissionDenied(m) => {
+            ratelimit::error(StatusCode::FORBIDDEN, "permission_denied", m, None)
+        }
+        QueryError::Timeout(m) => {
+            ratelimit::error(StatusCode::GATEWAY_TIMEOUT, "statement_timeout", m, None)
+        }
+        QueryError::Unavailable { code, message } => {
+            let mut res = ratelimit::error(StatusCode::SERVICE_UNAVAILABLE, code, message, None);
+            res.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            res
+        }
+        QueryError::Internal(e) => {
+            tracing::error!(error = %e, "data API statement failed");
+            ratelimit::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; the server log has the details",
+                None,
+            )
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/query", tag = "data", security(("api_key" = [])),
+    request_body = QueryRequest,
+    responses(
+        (status = 200, body = QueryResult, description = "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset headers"),
+        (status = 400, body = ErrorBody, description = "the statement is wrong (PostgreSQL's message and SQLSTATE)"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "public_api is off for the tenant, or PostgreSQL denied a privilege (SQLSTATE 42501)"),
+        (status = 429, body = ErrorBody, description = "over api_calls_per_minute; Retry-After"),
+        (status = 503, body = ErrorBody, description = "no connection available (tenant's connection limit, global cap); Retry-After"),
+        (status = 504, body = ErrorBody, description = "cancelled at the tenant's statement timeout (SQLSTATE 57014)")))]
+pub async fn query(
+    State(state): State<AppState>,
+    key: TenantKey,
+    body: JsonBody<QueryRequest>,
+) -> Result<Response, ApiError> {
+    let t = key.tenant;
+    if !t.public_api {
+        return Err(ApiError(crate::problem::Problem::new(
+            crate::problem::Kind::Forbidden,
+            "public_api_disabled",
+            format!(
+                "the data API is off for tenant {}: its public_api is false",
+                t.name
+            ),
+        )));
+    }
+    let p = &state.platform;
+    let q = {
+        let client = p.pool.get().await.map_err(service::Error::from)?;
+        quota::store::effective(&client, t.id)
+            .await
+            .map_err(service::Error::from)?
+            .ok_or_else(|| service::Error::not_found(&t.name))?
+    };
+    let decision = state.limits.api_call(t.id, q.api_calls_per_minute as u32);
+    if !decision.allowed() {
+        return Ok(ratelimit::too_many(&decision));
+    }
+    crate::metrics::api_call("query");
+    let res = match state.data.execute(p, &t, &q, &body.value).await {
+        Ok(result) => Json::<QueryResult>(result).into_response(),
+        Err(e) => query_error(e),
+    };
+    Ok(ratelimit::with_headers(res, &decision))
+}

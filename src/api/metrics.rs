@@ -1,0 +1,133 @@
+//! `GET /metrics` (Prometheus), and the middleware timing every HTTP request by its
+//! route template.
+//!
+//! The metrics name tenants, so they are not public: the scraper sends the admin token
+//! or, better, the metrics token (`--metrics-token`), which opens nothing else.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::metrics::{self, Snapshot};
+
+/// Times the request under its route template (`/api/v1/tenants/{name}`), never the
+/// raw path, so the label stays bounded.
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let res = next.run(req).await;
+    metrics::http_request(
+        &method,
+        &route,
+        res.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    res
+}
+
+fn authorized(state: &AppState, req: &Request) -> bool {
+    let Some(presented) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return false;
+    };
+    let matches = |t: &str| bool::from(presented.as_bytes().ct_eq(t.as_bytes()));
+    matches(&state.admin_token) || state.metrics_token.as_deref().is_some_and(matches)
+}
+
+async fn snapshot(state: &AppState) -> Result<Snapshot, Box<dyn std::error::Error + Send + Sync>> {
+    let client = state.platform.pool.get().await?;
+    let tenants = client
+        .query(
+            "SELECT status, plan, isolation, count(*) FROM berqenas.tenants GROUP BY 1, 2, 3",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let rows = client
+        .query(
+            "SELECT t.name, coalesce(u.bytes, 0), t.db_quota_bytes, coalesce(c.n, 0), q.max_connections,
+                    coalesce(u.writes_blocked, false)
+               FROM berqenas.tenants t
+               JOIN berqenas.effective_quotas q ON q.tenant_id = t.id
+               LEFT JOIN berqenas.disk_usage u ON u.tenant_id = t.id
+               LEFT JOIN (SELECT l.id, count(*) AS n FROM pg_stat_activity a
+                            JOIN (SELECT id, login_role AS role FROM berqenas.tenants
+                                  UNION ALL SELECT tenant_id, db_user FROM berqenas.tenant_users) l
+                              ON l.role = a.usename
+                           GROUP BY l.id) c ON c.id = t.id
+              WHERE t.status IN ('trial', 'active', 'suspended')",
+            &[],
+        )
+        .await?;
+    let mut resources = Vec::with_capacity(rows.len() * 2);
+    let mut writes_blocked = 0;
+    for r in &rows {
+        let name: String = r.get(0);
+        resources.push((name.clone(), "disk_bytes".to_string(), r.get(1), r.get(2)));
+        resources.push((
+            name,
+            "connections".to_string(),
+            r.get(3),
+            r.get::<_, i32>(4) as i64,
+        ));
+        if r.get::<_, bool>(5) {
+            writes_blocked += 1;
+        }
+    }
+    let (open, pools) = state.data.stats();
+    Ok(Snapshot {
+        tenants,
+        writes_blocked,
+        resources,
+        data_api_connections: open as i64,
+        data_api_pools: pools as i64,
+    })
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "health", security(("admin" = [])),
+    responses((status = 200, description = "Prometheus/OpenMetrics text"), (status = 401), (status = 503)))]
+pub async fn scrape(State(state): State<AppState>, req: Request) -> Response {
+    if !authorized(&state, &req) {
+        let mut res = super::ratelimit::error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <metrics token or admin token>",
+            None,
+        );
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return res;
+    }
+    match snapshot(&state).await {
+        Ok(snap) => (
+            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            metrics::render(&snap),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics scrape could not read the registry");
+            super::ratelimit::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database is unavailable; retry later",
+                None,
+            )
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The tenant data API (`POST /api/v1/query`): one SQL statement, run as the tenant's
+//! own login role (so its schema search path, its database, or its row-level security
+//! identity apply, exactly as for a direct connection), in a transaction with the
+//! tenant's statement timeout, returning at most `row_limit` rows as JSON.
+//!
+//! Why the tenant's own login, not the control role with `SET ROLE`: a `SET ROLE` in
+//! the tenant's SQL (or a `RESET ROLE`) would leave the tenant's identity. Logged in as
+//! its own role, the statement can never be more than the tenant.
+
+pub mod pools;
+pub mod values;
+
+use std::time::Instant;
+
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use pools::DataApiConfig;
+use pools::{ConnError, Object, Pools};
+
+use crate::platform::Platform;
+use crate::quota::Quotas;
+use crate::tenant::{store, Tenant};
+
+/// `POST /api/v1/query`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    /// One SQL statement; `$1`, `$2`... for parameters.
+    pub sql: String,
+    /// The parameters, as JSON: strings, numbers, booleans, null, arrays (for array
+    /// parameters) and objects (for json/jsonb). PostgreSQL reads each as text of the
+    /// parameter's type.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub params: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Column {
+    pub name: String,
+    /// The PostgreSQL type name.
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+/// Rows as arrays in column order. `row_count` is the number of rows returned, or for
+/// a statement returning no rows (INSERT, UPDATE, DELETE without RETURNING) the rows
+/// it affected.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QueryResult {
+    pub columns: Vec<Column>,
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub rows: Vec<Vec<serde_json::Value>>,
+    pub row_count: u64,
+    /// More rows than the row limit: the rest were not returned.
+    pub truncated: bool,
+}
+
+/// Why a statement did not run or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The request is wrong (400): a syntax error, unknown table, bad parameter...
+    #[error("{message}")]
+    Invalid {
+        code: &'static str,
+        message: String,
+        field: Option<&'static str>,
+    },
+    /// PostgreSQL refused it for lack of privilege (403, SQLSTATE 42501).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// It ran past the tenant's statement timeout (504, SQLSTATE 57014).
+    #[error("{0}")]
+    Timeout(String),
+    /// No connection could be had, or it was closed (503).
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl QueryError {
+    fn invalid(code: &'static str, field: Option<&'static str>, message: String) -> Self {
+        Self::Invalid {
+            code,
+            message,
+            field,
+        }
+    }
+}
+
+/// PostgreSQL's error, told to the tenant: it is about the tenant's own statement.
+fn sql_error(e: tokio_postgres::Error) -> QueryError {
+    let Some(db) = e.as_db_error() else {
+        if e.is_closed() {
+            return QueryError::Unavailable {
+                code: "connection_closed",
+                message: "the connection to the database closed; retry".into(),
+            };
+        }
+        return QueryError::Internal(Box::new(e));
+    };
+    let code = db.code().code();
+    let message = format!("{} (SQLSTATE {code})", db.message());
+    match code {
+        "42501" => QueryError::PermissionDenied(message),
+        "57014" => QueryError::Timeout(message),
+        "53300" => QueryError::Unavailable {
+            code: "tenant_connection_limit",
+            message,
+        },
+        c if c.starts_with("08") || c.starts_with("57P") => QueryError::Unavailable {
+            code: "connection_closed",
+            message,
+        },
+        c if c.starts_with("XX") || c.starts_with("58") => QueryError::Internal(Box::new(e)),
+        _ => QueryError::invalid("sql_error", None, message),
+    }
+}
+
+/// The data API: connection pools and the row limit.
+pub struct DataApi {
+    pools: Pools,
+}
+
+impl Default for DataApi {
+    fn default() -> Self {
+        Self::new(DataApiConfig::default())
+    }
+}
+
+/// Ends the transaction and undoes whatever the statement changed in the session
+/// (settings, role, listeners, advisory locks), so the next request starts clean.
+const END: &str = "COMMIT; RESET ALL; RESET ROLE; UNLISTEN *; SELECT pg_advisory_unlock_all()";
+
+impl DataApi {
+    pub fn new(config: DataApiConfig) -> Self {
+        Self {
+            pools: Pools::new(config),
+        }
+    }
+
+    pub fn config(&self) -> &DataApiConfig {
+        self.pools.config()
+    }
+
+    /// (open connections, tenant pools)
+    pub fn stats(&self) -> (usize, usize) {
+        self.pools.stats()
+    }
+
+    pub fn reap(&self) {
+        self.pools.reap()
+    }
+
+    /// A connection as the tenant's login role.
+    async fn connection(&self, p: &Platform, t: &Tenant, q: &Quotas) -> Result<Object, QueryError> {
+        let size = self
+            .config()
+            .per_tenant
+            .min(q.max_connections.max(1) as usize);
+        let pool = match self.pools.existing(t.id, size) {
+            Some(pool) => pool,
+            None => {
+                let client = p.pool.get().await.map_err(|e| QueryError::Unavailable {
+                    code: "database_unavailable",
+                    message: format!("the database is unavailable; retry later ({e})"),
+                })?;
+                let sealed = store::sealed_credentials(&client, t.id)
+                    .await
+                    .map_err(|e| QueryError::Internal(Box::new(e)))?;
+                drop(client);
+                let opened = p
+                    .key
+                    .open(&sealed)
+                    .map_err(|e| QueryError::Internal(Box::new(e)))?;
+                let secret: serde_json::Value = serde_json::from_slice(&opened)
+                    .map_err(|e| QueryError::Internal(Box::new(e)))?;
+                let mut config = p.config.clone();
+                config
+                    .user(&t.role)
+                    .password(secret["password"].as_str().unwrap_or_default())
+                    .dbname(&t.database)
+                    .application_name("berqenas-data-api");
+                self.pools.insert(t.id, config, size)
+            }
+        };
+        pool.get().await.map_err(|e| match e {
+            deadpool::managed::PoolError::Backend(ConnError::Pg(e)) => {
+                if e.as_db_error()
+                    .is_some_and(|d| d.code().code().starts_with("28"))
+                {
+                    // The password changed since the pool was made: start over next time.
+                    self.pools.forget(t.id);
+                }
+                sql_error(e)
+            }
+            deadpool::managed::PoolError::Backend(ConnError::Busy(n)) => QueryError::Unavailable {
+                code: "data_api_busy",
+                message: format!("all {n} data API connections are busy; retry shortly"),
+            },
+            _ => QueryError::Unavailable {
+                code: "data_api_busy",
+                message: "no data API connection became free in time; retry shortly".into(),
+            },
+        })
+    }
+
+    /// Runs one statement for the tenant; see the module doc.
+    pub async fn execute(
+        &self,
+        p: &Platform,
+        t: &Tenant,
+        q: &Quotas,
+        req: &QueryRequest,
+    ) -> Result<QueryResult, QueryError> {
+        if req.sql.trim().is_empty() {
+            return Err(QueryError::invalid(
+                "invalid_field",
+                Some("sql"),
+                "sql must be one SQL statement".into(),
+            ));
+        }
+        let started = Instant::now();
+        let conn = self.connection(p, t, q).await?;
+        let c = &conn.client;
+        let begin = format!(
+            "BEGIN; SET LOCAL statement_timeout = {}",
+            q.statement_timeout_ms
+        );
+        // One round trip: the transaction starts while the statement is parsed.
+        let (begun, prepared) = tokio::join!(c.batch_execute(&begin), c.prepare(&req.sql));
+        begun.map_err(sql_error)?;
+        let result = match prepared {
+            Ok(stmt) => self.run(c, &stmt, req).await,
+            Err(e) => Err(sql_error(e)),
+        };
+        let end = if result.is_ok() {
+            END.to_string()
+        } else {
+            END.replacen("COMMIT", "ROLLBACK", 1)
+        };
+        let ended = c.batch_execute(&end).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(QueryError::Timeout(_)) => "timeout",
+            Err(_) => "error",
+        };
+        crate::metrics::query_finished(
+            t.isolation.as_str(),
+            outcome,
+            started.elapsed().as_secs_f64(),
+        );
+        let result = result?;
+        ended.map_err(sql_error)?;
+        Ok(result)
+    }
+
+    async fn run(
+        &self,
+        c: &tokio_postgres::Client,
+        stmt: &tokio_postgres::Statement,
+        req: &QueryRequest,
+    ) -> Result<QueryResult, QueryError> {
+        if stmt.params().len() != req.params.len() {
+            return Err(QueryError::invalid(
+                "invalid_field",
+                Some("params"),
+                format!(
+                    "the statement takes {} parameter(s), params has {}",
+                    stmt.params().len(),
+                    req.params.len()
+                ),
+            ));
+        }
+        let columns: Vec<Column> = stmt
+            .columns()
+            .iter()
+            .map(|col| Column {
+                name: col.name().to_string(),
+                type_name: col.type_().name().to_string(),
+            })
+            .collect();
+        if let Some(col) = stmt
+            .columns()
+            .iter()
+            .find(|col| !values::supported(col.type_()))
+        {
+            return Err(QueryError::invalid(
+                "unsupported_type",
+                Some("sql"),
+                format!(
+                    "column {:?} has type {}, which the data API does not return; cast it, e.g. {}::text",
+                    col.name(),
+                    col.type_().name(),
+                    col.name()
+                ),
+            ));
+        }
+        let params: Vec<values::TextParam> = req
+            .params
+            .iter()
+            .zip(stmt.params())
+            .map(|(v, ty)| values::param(v, ty))
+            .collect();
+        let stream = c.query_raw(stmt, params.iter()).await.map_err(sql_error)?;
+        futures_util::pin_mut!(stream);
+        let limit = self.config().row_limit;
+        let mut rows = Vec::new();
+        let mut truncated = false;
+        while let Some(row) = stream.try_next().await.map_err(sql_error)? {
+            if rows.len() == limit {
+                truncated = true;
+                break;
+            }
+            let mut out = Vec::with_capacity(row.len());
+            for i in 0..row.len() {
+                let cell: values::Cell = row
+                    .try_get(i)
+                    .map_err(|e| QueryError::Internal(Box::new(e)))?;
+                out.push(cell.0);
+            }
+            rows.push(out);
+        }
+        let row_count = if columns.is_empty() && !truncated {
+            stream.rows_affected().unwrap_or(0)
+        } else {
+            rows.len() as u64
+        };
+        Ok(QueryResult {
+            columns,
+            rows,
+            row_count,
+            truncated,
+        })
+    }
+}

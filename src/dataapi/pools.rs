@@ -1,0 +1,243 @@
+//! Connections for the data API: a small pool per tenant, logged in as that tenant's
+//! login role, created on first use, under one global cap on open connections.
+//!
+//! Every open connection holds a permit of one semaphore (the global cap). When the
+//! cap is reached, idle connections of other tenants are closed to make room; pools
+//! shrink on their own when idle, and the map of pools is bounded (least recently used
+//! goes first). So however many tenants use the API, it holds at most the cap.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+/// Limits of the data API's connection use.
+#[derive(Debug, Clone)]
+pub struct DataApiConfig {
+    /// Open connections across all tenants.
+    pub max_connections: usize,
+    /// Open connections per tenant (also never more than its `max_connections` quota).
+    pub per_tenant: usize,
+    /// A connection unused this long is closed.
+    pub idle: Duration,
+    /// Per-tenant pools held at once.
+    pub max_pools: usize,
+    /// How long a request waits for a connection.
+    pub acquire_timeout: Duration,
+    /// Rows returned at most; more are cut off with `truncated: true`.
+    pub row_limit: usize,
+}
+
+impl Default for DataApiConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            per_tenant: 4,
+            idle: Duration::from_secs(30),
+            max_pools: 1000,
+            acquire_timeout: Duration::from_secs(5),
+            row_limit: 1000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("all {0} data API connections are in use")]
+    Busy(usize),
+    #[error(transparent)]
+    Pg(#[from] tokio_postgres::Error),
+}
+
+/// An open connection as the tenant's login role, holding its permit.
+pub struct Conn {
+    pub client: tokio_postgres::Client,
+    _permit: OwnedSemaphorePermit,
+}
+
+pub struct TenantManager {
+    config: tokio_postgres::Config,
+    tenant: Uuid,
+    shared: Weak<Shared>,
+}
+
+impl managed::Manager for TenantManager {
+    type Type = Conn;
+    type Error = ConnError;
+
+    async fn create(&self) -> Result<Conn, ConnError> {
+        let shared = self.shared.upgrade().ok_or(ConnError::Busy(0))?;
+        let permit = shared.permit(self.tenant).await?;
+        let (client, conn) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "data API connection closed");
+            }
+        });
+        Ok(Conn {
+            client,
+            _permit: permit,
+        })
+    }
+
+    async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<ConnError> {
+        if conn.client.is_closed() {
+            return Err(RecycleError::message("connection closed"));
+        }
+        Ok(())
+    }
+}
+
+pub type TenantPool = managed::Pool<TenantManager>;
+pub type Object = managed::Object<TenantManager>;
+
+struct Entry {
+    pool: TenantPool,
+    size: usize,
+    last_used: Instant,
+}
+
+pub(crate) struct Shared {
+    config: DataApiConfig,
+    permits: Arc<Semaphore>,
+    pools: Mutex<HashMap<Uuid, Entry>>,
+}
+
+impl Shared {
+    fn pools(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A permit for one more connection. At the cap, other tenants' idle connections
+    /// are closed to make room (again every 50 ms while waiting, as busy ones come
+    /// back idle), until the acquire timeout.
+    async fn permit(&self, tenant: Uuid) -> Result<OwnedSemaphorePermit, ConnError> {
+        let deadline = Instant::now() + self.config.acquire_timeout;
+        loop {
+            if let Ok(p) = self.permits.clone().try_acquire_owned() {
+                return Ok(p);
+            }
+            self.close_idle_except(tenant);
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50));
+            if wait.is_zero() {
+                return Err(ConnError::Busy(self.config.max_connections));
+            }
+            if let Ok(Ok(p)) =
+                tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await
+            {
+                return Ok(p);
+            }
+        }
+    }
+
+    fn close_idle_except(&self, tenant: Uuid) {
+        let others: Vec<TenantPool> = self
+            .pools()
+            .iter()
+            .filter(|(id, _)| **id != tenant)
+            .map(|(_, e)| e.pool.clone())
+            .collect();
+        for pool in others {
+            pool.retain(|_, _| false);
+        }
+    }
+}
+
+/// The data API's connections (see the module doc).
+pub struct Pools {
+    shared: Arc<Shared>,
+}
+
+impl Pools {
+    pub fn new(config: DataApiConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
+                config,
+                pools: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &DataApiConfig {
+        &self.shared.config
+    }
+
+    /// The tenant's pool if it has one (resized to `size` if that changed).
+    pub fn existing(&self, tenant: Uuid, size: usize) -> Option<TenantPool> {
+        let mut pools = self.shared.pools();
+        let e = pools.get_mut(&tenant)?;
+        if e.size != size {
+            e.pool.resize(size);
+            e.size = size;
+        }
+        e.last_used = Instant::now();
+        Some(e.pool.clone())
+    }
+
+    /// Makes (or returns, if another request just made it) the tenant's pool.
+    pub fn insert(&self, tenant: Uuid, config: tokio_postgres::Config, size: usize) -> TenantPool {
+        let mut pools = self.shared.pools();
+        if let Some(e) = pools.get(&tenant) {
+            return e.pool.clone();
+        }
+        if pools.len() >= self.shared.config.max_pools {
+            if let Some(oldest) = pools
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(id, _)| *id)
+            {
+                pools.remove(&oldest);
+            }
+        }
+        let manager = TenantManager {
+            config,
+            tenant,
+            shared: Arc::downgrade(&self.shared),
+        };
+        let pool = TenantPool::builder(manager)
+            .max_size(size)
+            .wait_timeout(Some(self.shared.config.acquire_timeout))
+            .create_timeout(Some(self.shared.config.acquire_timeout * 2))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .expect("a pool with a runtime and timeouts builds");
+        pools.insert(
+            tenant,
+            Entry {
+                pool: pool.clone(),
+                size,
+                last_used: Instant::now(),
+            },
+        );
+        pool
+    }
+
+    /// Forgets a tenant's pool (its credentials changed, or it is gone).
+    pub fn forget(&self, tenant: Uuid) {
+        self.shared.pools().remove(&tenant);
+    }
+
+    /// Closes connections idle past the limit and drops pools left empty for long.
+    pub fn reap(&self) {
+        let idle = self.shared.config.idle;
+        let mut pools = self.shared.pools();
+        for e in pools.values() {
+            e.pool.retain(|_, m| m.last_used() < idle);
+        }
+        pools.retain(|_, e| e.pool.status().size > 0 || e.last_used.elapsed() < idle * 10);
+    }
+
+    /// (open connections, pools held)
+    pub fn stats(&self) -> (usize, usize) {
+        let open =
+            self.shared.config.max_connections.max(1) - self.shared.permits.available_permits();
+        (open, self.shared.pools().len())
+    }
+}

@@ -1,0 +1,432 @@
+//! Prometheus metrics: one process-wide registry, small functions the rest of the code
+//! calls when something worth counting happens, and the scrape-time gauges read from
+//! the registry and the catalog when `/metrics` is fetched.
+//!
+//! Labels stay bounded: a tenant label appears only on the per-tenant gauges
+//! (`tenant_resource_usage`, `tenant_resource_limit`), never on counters or histograms.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindOutcome {
+    kind: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Http {
+    method: String,
+    route: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Endpoint {
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Limit {
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Metric {
+    metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Watchdog {
+    action: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Query {
+    isolation: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantSet {
+    status: String,
+    plan: String,
+    isolation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantResource {
+    tenant: String,
+    resource_type: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency() -> Histogram {
+    // 0.5 ms to ~65 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+struct Metrics {
+    registry: Registry,
+    tenants_created: Counter,
+    operations: Family<KindOutcome, Counter>,
+    operation_seconds: Histograms<KindOutcome>,
+    backups: Family<Outcome, Counter>,
+    migrations: Family<Outcome, Counter>,
+    http_seconds: Histograms<Http>,
+    api_calls: Family<Endpoint, Counter>,
+    rate_limited: Family<Limit, Counter>,
+    quota_breaches: Family<Metric, Counter>,
+    quota_restored: Family<Metric, Counter>,
+    watchdog: Family<Watchdog, Counter>,
+    query_seconds: Histograms<Query>,
+    realtime_events: Counter,
+    // Set at scrape time.
+    tenants_active: Gauge,
+    tenants: Family<TenantSet, Gauge>,
+    writes_blocked: Gauge,
+    resource_usage: Family<TenantResource, Gauge>,
+    resource_limit: Family<TenantResource, Gauge>,
+    data_api_connections: Gauge,
+    data_api_pools: Gauge,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut r = Registry::default();
+    let m = Metrics {
+        registry: Registry::default(),
+        tenants_created: Counter::default(),
+        operations: Family::default(),
+        operation_seconds: Family::new_with_constructor(latency),
+        backups: Family::default(),
+        migrations: Family::default(),
+        http_seconds: Family::new_with_constructor(latency),
+        api_calls: Family::default(),
+        rate_limited: Family::default(),
+        quota_breaches: Family::default(),
+        quota_restored: Family::default(),
+        watchdog: Family::default(),
+        query_seconds: Family::new_with_constructor(latency),
+        realtime_events: Counter::default(),
+        tenants_active: Gauge::default(),
+        tenants: Family::default(),
+        writes_blocked: Gauge::default(),
+        resource_usage: Family::default(),
+        resource_limit: Family::default(),
+        data_api_connections: Gauge::default(),
+        data_api_pools: Gauge::default(),
+    };
+    // Seed 003's names, unprefixed.
+    r.register(
+        "tenants_created",
+        "Tenants created by this process",
+        m.tenants_created.clone(),
+    );
+    r.register(
+        "tenants_active",
+        "Tenants in the active state",
+        m.tenants_active.clone(),
+    );
+    r.register(
+        "tenant_resource_usage",
+        "Per-tenant usage: disk_bytes (last measurement), connections (open sessions)",
+        m.resource_usage.clone(),
+    );
+    r.register(
+        "tenant_resource_limit",
+        "Per-tenant quota for the same resource types as tenant_resource_usage",
+        m.resource_limit.clone(),
+    );
+    r.register(
+        "tenant_query_duration_seconds",
+        "Data API statements by isolation mode and outcome",
+        m.query_seconds.clone(),
+    );
+    let b = r.sub_registry_with_prefix("berqenas");
+    b.register(
+        "tenants",
+        "Tenants by status, plan and isolation mode",
+        m.tenants.clone(),
+    );
+    b.register(
+        "operations",
+        "Operations closed, by kind and outcome",
+        m.operations.clone(),
+    );
+    b.register(
+        "operation_duration_seconds",
+        "Operation durations by kind and outcome",
+        m.operation_seconds.clone(),
+    );
+    b.register("backups", "Backups by outcome", m.backups.clone());
+    b.register(
+        "migrations",
+        "Tenant template migrations by outcome",
+        m.migrations.clone(),
+    );
+    b.register(
+        "http_request_duration_seconds",
+        "HTTP requests by method, route template and status",
+        m.http_seconds.clone(),
+    );
+    b.register(
+        "api_calls",
+        "Tenant API calls accepted past the rate limit, by endpoint",
+        m.api_calls.clone(),
+    );
+    b.register(
+        "rate_limited",
+        "Requests refused by a per-tenant rate limit",
+        m.rate_limited.clone(),
+    );
+    b.register(
+        "quota_breaches",
+        "Quota breaches: disk (writes cut off) and refused usage increments, by metric",
+        m.quota_breaches.clone(),
+    );
+    b.register(
+        "quota_restored",
+        "Tenants whose writes came back after being under quota again",
+        m.quota_restored.clone(),
+    );
+    b.register(
+        "watchdog_actions",
+        "Statements cancelled and sessions ended by the watchdog",
+        m.watchdog.clone(),
+    );
+    b.register(
+        "realtime_events",
+        "Realtime events accepted",
+        m.realtime_events.clone(),
+    );
+    b.register(
+        "tenants_writes_blocked",
+        "Tenants whose writes are cut off for being over their disk quota",
+        m.writes_blocked.clone(),
+    );
+    b.register(
+        "data_api_connections",
+        "Open data API connections (all tenants)",
+        m.data_api_connections.clone(),
+    );
+    b.register(
+        "data_api_pools",
+        "Per-tenant data API pools held",
+        m.data_api_pools.clone(),
+    );
+    Metrics { registry: r, ..m }
+});
+
+fn label(s: &str) -> String {
+    s.to_string()
+}
+
+/// A tenant was created.
+pub fn tenant_created() {
+    METRICS.tenants_created.inc();
+}
+
+/// An operation closed: `kind` like `tenant.create`, `outcome` `succeeded` or `failed`.
+pub fn operation_finished(kind: &str, outcome: &str, seconds: f64) {
+    let l = KindOutcome {
+        kind: label(kind),
+        outcome: label(outcome),
+    };
+    METRICS.operations.get_or_create(&l).inc();
+    METRICS
+        .operation_seconds
+        .get_or_create(&l)
+        .observe(seconds.max(0.0));
+}
+
+/// A backup finished with this outcome (`succeeded`, `failed`).
+pub fn backup_finished(outcome: &str) {
+    METRICS
+        .backups
+        .get_or_create(&Outcome {
+            outcome: label(outcome),
+        })
+        .inc();
+}
+
+/// `n` tenants finished a template migration with this outcome.
+pub fn migration_finished(outcome: &str, n: u64) {
+    METRICS
+        .migrations
+        .get_or_create(&Outcome {
+            outcome: label(outcome),
+        })
+        .inc_by(n);
+}
+
+/// An HTTP request finished; `route` is the route template, never the raw path.
+pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
+    METRICS
+        .http_seconds
+        .get_or_create(&Http {
+            method: label(method),
+            route: label(route),
+            status: status.to_string(),
+        })
+        .observe(seconds);
+}
+
+/// A tenant API call was let through its rate limit (`query`, `usage`).
+pub fn api_call(endpoint: &str) {
+    METRICS
+        .api_calls
+        .get_or_create(&Endpoint {
+            endpoint: label(endpoint),
+        })
+        .inc();
+}
+
+/// A request was refused by the named per-tenant limit (`api_calls`, `realtime_events`).
+pub fn rate_limited(limit: &str) {
+    METRICS
+        .rate_limited
+        .get_or_create(&Limit {
+            limit: label(limit),
+        })
+        .inc();
+}
+
+/// A quota was breached: `disk` when writes were cut off, else the refused metric.
+pub fn quota_breach(metric: &str) {
+    METRICS
+        .quota_breaches
+        .get_or_create(&Metric {
+            metric: label(metric),
+        })
+        .inc();
+}
+
+/// Writes came back to a tenant that was over its quota.
+pub fn quota_restored(metric: &str) {
+    METRICS
+        .quota_restored
+        .get_or_create(&Metric {
+            metric: label(metric),
+        })
+        .inc();
+}
+
+/// The watchdog cancelled a statement or ended a session.
+pub fn watchdog_action(action: &str, reason: &str) {
+    METRICS
+        .watchdog
+        .get_or_create(&Watchdog {
+            action: label(action),
+            reason: label(reason),
+        })
+        .inc();
+}
+
+/// A data API statement finished.
+pub fn query_finished(isolation: &str, outcome: &str, seconds: f64) {
+    METRICS
+        .query_seconds
+        .get_or_create(&Query {
+            isolation: label(isolation),
+            outcome: label(outcome),
+        })
+        .observe(seconds);
+}
+
+/// Realtime events accepted.
+pub fn realtime_events(n: u64) {
+    METRICS.realtime_events.inc_by(n);
+}
+
+/// The scrape-time figures, read by the caller from the registry and the catalog.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// (status, plan, isolation, count)
+    pub tenants: Vec<(String, String, String, i64)>,
+    pub writes_blocked: i64,
+    /// (tenant, resource_type, usage, limit)
+    pub resources: Vec<(String, String, i64, i64)>,
+    pub data_api_connections: i64,
+    pub data_api_pools: i64,
+}
+
+/// Encodes every metric, after setting the scrape-time gauges from `snap`.
+/// Concurrent scrapes are serialised so neither sees the other's half-set gauges.
+pub fn render(snap: &Snapshot) -> String {
+    static SCRAPE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = SCRAPE.lock().unwrap_or_else(|e| e.into_inner());
+    let m = &*METRICS;
+    m.tenants.clear();
+    let mut active = 0;
+    for (status, plan, isolation, n) in &snap.tenants {
+        if status == "active" {
+            active += n;
+        }
+        m.tenants
+            .get_or_create(&TenantSet {
+                status: status.clone(),
+                plan: plan.clone(),
+                isolation: isolation.clone(),
+            })
+            .set(*n);
+    }
+    m.tenants_active.set(active);
+    m.writes_blocked.set(snap.writes_blocked);
+    m.resource_usage.clear();
+    m.resource_limit.clear();
+    for (tenant, resource, usage, limit) in &snap.resources {
+        let l = TenantResource {
+            tenant: tenant.clone(),
+            resource_type: resource.clone(),
+        };
+        m.resource_usage.get_or_create(&l).set(*usage);
+        m.resource_limit.get_or_create(&l).set(*limit);
+    }
+    m.data_api_connections.set(snap.data_api_connections);
+    m.data_api_pools.set(snap.data_api_pools);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &m.registry)
+        .expect("writing to a String does not fail");
+    out
+}
+
+/// The content type of [`render`]'s output (OpenMetrics text; Prometheus reads it).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_what_was_counted() {
+        operation_finished("tenant.test", "succeeded", 0.25);
+        backup_finished("failed");
+        migration_finished("succeeded", 3);
+        let text = render(&Snapshot {
+            tenants: vec![("active".into(), "free".into(), "schema".into(), 2)],
+            resources: vec![("acme".into(), "disk_bytes".into(), 10, 20)],
+            ..Default::default()
+        });
+        assert!(text
+            .contains("berqenas_operations_total{kind=\"tenant.test\",outcome=\"succeeded\"} 1"));
+        assert!(text.contains("berqenas_backups_total{outcome=\"failed\"} 1"));
+        assert!(text.contains("berqenas_migrations_total{outcome=\"succeeded\"} 3"));
+        assert!(text.contains("tenants_active 2"));
+        assert!(
+            text.contains("tenant_resource_usage{tenant=\"acme\",resource_type=\"disk_bytes\"} 10")
+        );
+    }
+}

@@ -1,0 +1,740 @@
+//! Disk quotas: measuring each tenant's size, and cutting off its writes in
+//! PostgreSQL when it is over quota (reads keep working), then giving them back.
+//!
+//! Sizes:
+//! - schema mode: `pg_total_relation_size` (heap, indexes, TOAST) of every table,
+//!   materialized view and sequence in the tenant's schema;
+//! - database mode: `pg_database_size` of its database less that of the template
+//!   database it was cloned from (the ~7.5 MB of catalogs every database carries);
+//! - shared mode: for each pool table, the table's total size times the tenant's share
+//!   of the live row bytes (`sum(pg_column_size(row))`). An estimate: dead rows and
+//!   free space are charged to the tenants that have live rows, in proportion.
+//!
+//! Writes are cut off where the privileges are, never by a setting the tenant could
+//! change. Schema and database modes: relations in the tenant's schema owned by another
+//! tenant role (a tenant admin's own tables) pass to the tenant's owner role, then every
+//! INSERT and UPDATE grant on them (tables and columns), CREATE on the schema, and in
+//! database mode TEMPORARY on the database, are revoked from everyone but the owner
+//! role. Shared mode: the tenant's roles leave the pool's write roles and join its
+//! read-only (auditor) pool role. What was taken is recorded, and exactly that comes back.
+
+use deadpool_postgres::GenericClient;
+use serde::{Deserialize, Serialize};
+use tokio_postgres::GenericClient as PgClient;
+use uuid::Uuid;
+
+use super::store;
+use crate::isolation::shared as pool;
+use crate::pg::{self, Ident};
+use crate::platform::Platform;
+use crate::tenant::{service, Isolation, Slug, Tenant};
+use crate::{audit, metrics};
+
+type Result<T, E = service::Error> = std::result::Result<T, E>;
+
+/// Tenants whose data is measured and whose quota is enforced.
+const LIVE: &str = "('trial', 'active', 'suspended')";
+
+/// One thing taken away from a tenant while it is over its disk quota.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "on", rename_all = "snake_case")]
+pub enum Revoked {
+    /// A relation that belonged to another tenant role passed to the owner role.
+    Owner { oid: u32, owner: String },
+    Relation {
+        oid: u32,
+        grantee: String,
+        privilege: String,
+    },
+    Column {
+        oid: u32,
+        column: String,
+        grantee: String,
+        privilege: String,
+    },
+    Schema {
+        name: String,
+        grantee: String,
+        privilege: String,
+    },
+    Database {
+        name: String,
+        grantee: String,
+        privilege: String,
+    },
+}
+
+/// Privileges that may appear in a record (it is read back from the registry).
+const PRIVILEGES: &[&str] = &["INSERT", "UPDATE", "CREATE", "TEMPORARY"];
+
+fn grantee(name: &str) -> String {
+    if name == "PUBLIC" {
+        "PUBLIC".into()
+    } else {
+        Ident::new(name.to_string())
+            .expect("catalog names are identifiers")
+            .to_string()
+    }
+}
+
+fn privilege(p: &str) -> &str {
+    PRIVILEGES
+        .iter()
+        .find(|x| **x == p)
+        .copied()
+        .expect("recorded privileges come from the fixed list")
+}
+
+/// The template database's size, which database-mode tenants are not charged for.
+fn template_db(p: &Platform) -> String {
+    crate::isolation::database::template_db(&p.endpoint.database)
+        .as_str()
+        .to_string()
+}
+
+/// Measures every live tenant (or just `only`): (tenant, bytes).
+pub async fn measure(p: &Platform, only: Option<Uuid>) -> Result<Vec<(Uuid, i64)>> {
+    let mut client = p.pool.get().await?;
+    let mut sizes: Vec<(Uuid, i64)> = Vec::new();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT t.id, coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+                   FROM berqenas.tenants t
+                   JOIN pg_namespace n ON n.nspname = t.schema_name
+                   LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'S')
+                  WHERE t.isolation = 'schema' AND t.status IN {LIVE} AND ($1::uuid IS NULL OR t.id = $1)
+                  GROUP BY t.id"
+            ),
+            &[&only],
+        )
+        .await?;
+    sizes.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
+    let rows = client
+        .query(
+            &format!(
+                "SELECT t.id, greatest(pg_database_size(d.oid) - coalesce(
+                        (SELECT pg_database_size(x.oid) FROM pg_database x WHERE x.datname = $2), 0), 0)::bigint
+                   FROM berqenas.tenants t JOIN pg_database d ON d.datname = t.database_name
+                  WHERE t.isolation = 'database' AND t.status IN {LIVE} AND ($1::uuid IS NULL OR t.id = $1)"
+            ),
+            &[&only, &template_db(p)],
+        )
+        .await?;
+    sizes.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
+    let shared: Vec<Uuid> = client
+        .query(
+            &format!(
+                "SELECT id FROM berqenas.tenants
+                  WHERE isolation = 'shared' AND status IN {LIVE} AND ($1::uuid IS NULL OR id = $1)"
+            ),
+            &[&only],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !shared.is_empty() {
+        let shares = shared_shares(&mut client).await?;
+        for id in shared {
+            let bytes = shares.get(&id).copied().unwrap_or(0.0);
+            sizes.push((id, bytes.round() as i64));
+        }
+    }
+    Ok(sizes)
+}
+
+/// Each tenant's share of every pool table, in bytes.
+async fn shared_shares(
+    client: &mut deadpool_postgres::Client,
+) -> Result<std::collections::HashMap<Uuid, f64>> {
+    let mut shares = std::collections::HashMap::new();
+    let tx = client.transaction().await?;
+    let tables = crate::tenant::shared_mode::pool_tables(&tx).await?;
+    // The pool owner's maintenance policy sees every tenant's rows.
+    tx.batch_execute(&format!("SET LOCAL ROLE {}", ident(pool::POOL_OWNER)))
+        .await?;
+    let schema = ident(pool::POOL_SCHEMA);
+    for t in tables {
+        let table = Ident::new(t).expect("catalog names are identifiers");
+        let total: i64 = tx
+            .query_one(
+                &format!("SELECT pg_total_relation_size('{schema}.{table}'::regclass::oid)"),
+                &[],
+            )
+            .await?
+            .get(0);
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT tenant_id, sum(pg_column_size(t.*))::float8 FROM {schema}.{table} t GROUP BY tenant_id"
+                ),
+                &[],
+            )
+            .await?;
+        let all: f64 = rows.iter().map(|r| r.get::<_, f64>(1)).sum();
+        if all <= 0.0 {
+            continue;
+        }
+        for r in rows {
+            *shares.entry(r.get::<_, Uuid>(0)).or_insert(0.0) +=
+                total as f64 * r.get::<_, f64>(1) / all;
+        }
+    }
+    tx.commit().await?;
+    Ok(shares)
+}
+
+fn ident(s: &str) -> Ident {
+    Ident::new(s).expect("static names are identifiers")
+}
+
+/// What one enforcement pass did for a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Unchanged,
+    Blocked,
+    Restored,
+}
+
+/// A measuring and enforcing round over every tenant; returns (measured, blocked, restored).
+pub async fn run_round(p: &Platform) -> Result<(usize, usize, usize)> {
+    let sizes = measure(p, None).await?;
+    let client = p.pool.get().await?;
+    store::record_measurements(&client, &sizes).await?;
+    let due: Vec<Uuid> = client
+        .query(
+            "SELECT u.tenant_id FROM berqenas.disk_usage u JOIN berqenas.tenants t ON t.id = u.tenant_id
+              WHERE u.bytes > t.db_quota_bytes OR u.writes_blocked",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    drop(client);
+    let (mut blocked, mut restored) = (0, 0);
+    for id in due {
+        match enforce(p, id).await {
+            Ok(Outcome::Blocked) => blocked += 1,
+            Ok(Outcome::Restored) => restored += 1,
+            Ok(Outcome::Unchanged) => {}
+            Err(e) => {
+                tracing::warn!(tenant.id = %id, error = %e, "disk quota enforcement failed; retrying next round")
+            }
+        }
+    }
+    Ok((sizes.len(), blocked, restored))
+}
+
+/// Measures one tenant now and records it (for a forced quota change, or a usage
+/// request before the first round).
+pub async fn measure_now(p: &Platform, tenant_id: Uuid) -> Result<Option<i64>> {
+    let sizes = measure(p, Some(tenant_id)).await?;
+    let client = p.pool.get().await?;
+    store::record_measurements(&client, &sizes).await?;
+    Ok(sizes.first().map(|s| s.1))
+}
+
+/// Compares the tenant's last measurement with its quota and blocks, re-blocks (new
+/// tables since) or restores its writes accordingly.
+pub async fn enforce(p: &Platform, tenant_id: Uuid) -> Result<Outcome> {
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let Some(tenant) = crate::tenant::store::find_for_update(&tx, &tenant_id.to_string()).await?
+    else {
+        return Ok(Outcome::Unchanged);
+    };
+    let slug = Slug::parse(&tenant.name).expect("registry holds valid names");
+    service::lock_name(&tx, &slug).await?;
+    let (blocked, revoked) = store::lock_disk_row(&tx, tenant.id).await?;
+    let bytes: i64 = tx
+        .query_one(
+            "SELECT bytes FROM berqenas.disk_usage WHERE tenant_id = $1",
+            &[&tenant.id],
+        )
+        .await?
+        .get(0);
+    let mut taken: Vec<Revoked> = serde_json::from_value(revoked)?;
+    let over = bytes > tenant.db_quota_bytes;
+    let live = matches!(tenant.status.as_str(), "trial" | "active" | "suspended");
+    if over && live {
+        if tenant.isolation == Isolation::Database {
+            // Another database: record what will be taken first, so a crash in between
+            // leaves a record to give back from, never grants lost without one.
+            let db = connect_to(p, &tenant.database).await?;
+            let fresh = snapshot(&db, &tenant, &slug, &tx).await?;
+            merge(&mut taken, &fresh);
+            store::set_blocked(&tx, tenant.id, true, &serde_json::to_value(&taken)?).await?;
+            if !blocked {
+                record(&tx, &tenant, "quota_exceeded", bytes).await?;
+            }
+            tx.commit().await?;
+            if !fresh.is_empty() {
+                let sql = privileges_sql(&db, &tenant, &fresh, false).await?;
+                db.batch_execute(&format!("BEGIN;\n{sql}COMMIT;")).await?;
+            }
+            return Ok(finish_block(&tenant, blocked, bytes));
+        }
+        let fresh = match tenant.isolation {
+            Isolation::Shared => {
+                // The flag set below is what the pool's policies read.
+                ensure_shared_guard(&tx).await?;
+                Vec::new()
+            }
+            _ => snapshot(&*tx, &tenant, &slug, &tx).await?,
+        };
+        if !fresh.is_empty() {
+            let sql = privileges_sql(&*tx, &tenant, &fresh, false).await?;
+            tx.batch_execute(&sql).await?;
+        }
+        merge(&mut taken, &fresh);
+        store::set_blocked(&tx, tenant.id, true, &serde_json::to_value(&taken)?).await?;
+        if !blocked {
+            record(&tx, &tenant, "quota_exceeded", bytes).await?;
+        }
+        tx.commit().await?;
+        return Ok(finish_block(&tenant, blocked, bytes));
+    }
+    if !blocked {
+        return Ok(Outcome::Unchanged);
+    }
+    // Under quota again (or no longer live): exactly what was taken comes back.
+    if tenant.isolation == Isolation::Database {
+        let db = connect_to(p, &tenant.database).await?;
+        let sql = privileges_sql(&db, &tenant, &taken, true).await?;
+        db.batch_execute(&format!("BEGIN;\n{sql}COMMIT;")).await?;
+    } else {
+        let sql = privileges_sql(&*tx, &tenant, &taken, true).await?;
+        tx.batch_execute(&sql).await?;
+    }
+    store::set_blocked(&tx, tenant.id, false, &serde_json::json!([])).await?;
+    record(&tx, &tenant, "quota_restored", bytes).await?;
+    tx.commit().await?;
+    metrics::quota_restored("disk");
+    tracing::info!(tenant.name = %tenant.name, bytes, quota = tenant.db_quota_bytes, "under disk quota again: writes restored");
+    Ok(Outcome::Restored)
+}
+
+fn finish_block(t: &Tenant, was_blocked: bool, bytes: i64) -> Outcome {
+    if was_blocked {
+        return Outcome::Unchanged;
+    }
+    metrics::quota_breach("disk");
+    tracing::warn!(tenant.name = %t.name, bytes, quota = t.db_quota_bytes, "over disk quota: writes revoked");
+    Outcome::Blocked
+}
+
+fn merge(all: &mut Vec<Revoked>, fresh: &[Revoked]) {
+    for r in fresh {
+        if !all.contains(r) {
+            all.push(r.clone());
+        }
+    }
+}
+
+async fn record(
+    c: &impl GenericClient,
+    t: &Tenant,
+    action: &str,
+    bytes: i64,
+) -> Result<(), tokio_postgres::Error> {
+    audit::record(
+        c,
+        &audit::Entry {
+            actor: "worker",
+            action,
+            tenant_id: Some(t.id),
+            tenant_name: Some(&t.name),
+            operation_id: None,
+            details: serde_json::json!({"metric": "disk", "bytes": bytes, "db_quota_bytes": t.db_quota_bytes}),
+        },
+    )
+    .await
+}
+
+async fn connect_to(p: &Platform, database: &str) -> Result<tokio_postgres::Client> {
+    let mut config = p.config.clone();
+    config.dbname(database);
+    Ok(pg::connect(&config).await?)
+}
+
+/// Every role of the tenant (users included) except its owner role.
+async fn tenant_roles(
+    reg: &impl GenericClient,
+    t: &Tenant,
+    slug: &Slug,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let mut roles: Vec<String> = slug
+        .fixed_roles()
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .filter(|r| *r != t.owner_role)
+        .collect();
+    roles.extend(
+        crate::tenant::store::users(reg, t.id)
+            .await?
+            .into_iter()
+            .map(|u| u.db_user),
+    );
+    Ok(roles)
+}
+
+/// What must be taken in schema and database mode: read from the catalog of the
+/// database `db` is connected to (`reg` is the registry, for the tenant's users).
+async fn snapshot(
+    db: &impl PgClient,
+    t: &Tenant,
+    slug: &Slug,
+    reg: &impl GenericClient,
+) -> Result<Vec<Revoked>> {
+    let schema = slug.schema();
+    let roles = tenant_roles(reg, t, slug).await?;
+    let mut out = Vec::new();
+    // Relations owned by another tenant role: their owner could grant itself anything.
+    for r in db
+        .query(
+            "SELECT c.oid, o.rolname::text FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles o ON o.oid = c.relowner
+              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND o.rolname = ANY($2)",
+            &[&schema.as_str(), &roles],
+        )
+        .await?
+    {
+        out.push(Revoked::Owner {
+            oid: r.get(0),
+            owner: r.get(1),
+        });
+    }
+    let from = "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_roles o ON o.oid = c.relowner";
+    let tenant_rels = "n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                       AND (o.rolname = $2 OR o.rolname = ANY($3))
+                       AND a.privilege_type IN ('INSERT', 'UPDATE') AND a.grantee <> c.relowner
+                       AND a.grantee <> (SELECT oid FROM pg_roles WHERE rolname = $2)";
+    let grantee = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE (SELECT rolname::text FROM pg_roles WHERE oid = a.grantee) END";
+    let owner = t.owner_role.as_str();
+    for r in db
+        .query(
+            &format!(
+                "SELECT c.oid, {grantee}, a.privilege_type {from}
+                   CROSS JOIN LATERAL aclexplode(c.relacl) a
+                  WHERE {tenant_rels}"
+            ),
+            &[&schema.as_str(), &owner, &roles],
+        )
+        .await?
+    {
+        out.push(Revoked::Relation {
+            oid: r.get(0),
+            grantee: r.get(1),
+            privilege: r.get(2),
+        });
+    }
+    for r in db
+        .query(
+            &format!(
+                "SELECT c.oid, att.attname::text, {grantee}, a.privilege_type {from}
+                   JOIN pg_attribute att ON att.attrelid = c.oid AND att.attacl IS NOT NULL
+                   CROSS JOIN LATERAL aclexplode(att.attacl) a
+                  WHERE {tenant_rels}"
+            ),
+            &[&schema.as_str(), &owner, &roles],
+        )
+        .await?
+    {
+        out.push(Revoked::Column {
+            oid: r.get(0),
+            column: r.get(1),
+            grantee: r.get(2),
+            privilege: r.get(3),
+        });
+    }
+    for r in db
+        .query(
+            &format!(
+                "SELECT {grantee}, a.privilege_type FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a
+                  WHERE n.nspname = $1 AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner"
+            ),
+            &[&schema.as_str()],
+        )
+        .await?
+    {
+        out.push(Revoked::Schema {
+            name: schema.as_str().to_string(),
+            grantee: r.get(0),
+            privilege: r.get(1),
+        });
+    }
+    if t.isolation == Isolation::Database {
+        for r in db
+            .query(
+                &format!(
+                    "SELECT {grantee}, a.privilege_type FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) a
+                      WHERE d.datname = current_database() AND a.privilege_type IN ('TEMPORARY', 'CREATE')
+                        AND a.grantee <> d.datdba"
+                ),
+                &[],
+            )
+            .await?
+        {
+            out.push(Revoked::Database {
+                name: t.database.clone(),
+                grantee: r.get(0),
+                privilege: r.get(1),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Any constant; serialises adding the guard to the pool's tables.
+const GUARD_LOCK: i64 = 0x6265_7271_6775_6172; // "berqguar"
+
+/// Whether the guard function exists, and the pool tables without its policies.
+async fn guard_state(c: &impl GenericClient) -> Result<(bool, Vec<String>), tokio_postgres::Error> {
+    let has_fn = c
+        .query_opt(
+            "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = $1 AND p.proname = 'writes_blocked'",
+            &[&pool::POOL_SCHEMA],
+        )
+        .await?
+        .is_some();
+    let missing: Vec<String> = c
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname <> 'members'
+                AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'quota_block_insert')",
+            &[&pool::POOL_SCHEMA],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok((has_fn, missing))
+}
+
+/// Shared mode cannot revoke a privilege from one tenant: the privileges belong to the
+/// pool roles every tenant shares. So each pool table carries two restrictive row
+/// security policies that refuse INSERT and UPDATE (SQLSTATE 42501, as a revoked
+/// privilege would) while the tenant's `disk_usage.writes_blocked` is set. A tenant
+/// can read that flag only through this function, and change it not at all.
+async fn ensure_shared_guard(c: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
+    let (schema, owner) = (ident(pool::POOL_SCHEMA), ident(pool::POOL_OWNER));
+    if let (true, missing) = guard_state(c).await? {
+        if missing.is_empty() {
+            return Ok(());
+        }
+    }
+    c.execute("SELECT pg_advisory_xact_lock($1)", &[&GUARD_LOCK])
+        .await?;
+    let (has_fn, missing) = guard_state(c).await?;
+    let mut sql = String::new();
+    if !has_fn {
+        let users: Vec<String> = pool::pool_roles()
+            .iter()
+            .filter(|r| r.as_str() != pool::POOL_OWNER)
+            .map(|r| r.to_string())
+            .collect();
+        // Owned by the control role, which can read the registry; fixed SQL with a
+        // pinned search path, taking a tenant id and telling only whether it is blocked.
+        sql.push_str(&format!(
+            "CREATE FUNCTION {schema}.writes_blocked(uuid) RETURNS boolean\n\
+                 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog\n\
+                 AS $$ SELECT coalesce((SELECT writes_blocked FROM berqenas.disk_usage WHERE tenant_id = $1), false) $$;\n\
+             REVOKE ALL ON FUNCTION {schema}.writes_blocked(uuid) FROM PUBLIC;\n\
+             GRANT EXECUTE ON FUNCTION {schema}.writes_blocked(uuid) TO {};\n",
+            users.join(", ")
+        ));
+    }
+    for table in missing {
+        let t = Ident::new(table).expect("catalog names are identifiers");
+        let blocked = format!("NOT {schema}.writes_blocked({schema}.current_tenant())");
+        sql.push_str(&format!(
+            "SET LOCAL ROLE {owner};\n\
+             CREATE POLICY quota_block_insert ON {schema}.{t} AS RESTRICTIVE FOR INSERT WITH CHECK ({blocked});\n\
+             CREATE POLICY quota_block_update ON {schema}.{t} AS RESTRICTIVE FOR UPDATE USING (true) WITH CHECK ({blocked});\n\
+             RESET ROLE;\n"
+        ));
+    }
+    c.batch_execute(&sql).await
+}
+
+/// Relations by oid: (oid, qualified name, the ALTER keyword for their kind).
+async fn relations(
+    db: &impl PgClient,
+    taken: &[Revoked],
+) -> Result<std::collections::HashMap<u32, (String, &'static str)>, tokio_postgres::Error> {
+    let oids: Vec<u32> = taken
+        .iter()
+        .filter_map(|r| match r {
+            Revoked::Owner { oid, .. }
+            | Revoked::Relation { oid, .. }
+            | Revoked::Column { oid, .. } => Some(*oid),
+            _ => None,
+        })
+        .collect();
+    if oids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows = db
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY($1)",
+            &[&oids],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let name = format!(
+                "{}.{}",
+                Ident::new(r.get::<_, String>(1)).expect("catalog names are identifiers"),
+                Ident::new(r.get::<_, String>(2)).expect("catalog names are identifiers")
+            );
+            let kind = match r.get::<_, &str>(3) {
+                "v" => "VIEW",
+                "m" => "MATERIALIZED VIEW",
+                "f" => "FOREIGN TABLE",
+                _ => "TABLE",
+            };
+            (r.get::<_, u32>(0), (name, kind))
+        })
+        .collect())
+}
+
+/// Roles of `taken` that still exist (a removed user's grants are not given back).
+async fn existing_roles(
+    db: &impl PgClient,
+    taken: &[Revoked],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let names: Vec<&str> = taken
+        .iter()
+        .flat_map(|r| match r {
+            Revoked::Owner { owner, .. } => vec![owner.as_str()],
+            Revoked::Relation { grantee, .. }
+            | Revoked::Column { grantee, .. }
+            | Revoked::Schema { grantee, .. }
+            | Revoked::Database { grantee, .. } => vec![grantee.as_str()],
+        })
+        .collect();
+    let mut present: Vec<String> = db
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
+            &[&names],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    present.push("PUBLIC".into());
+    Ok(present)
+}
+
+/// The statements that take (`give == false`) or give back what `taken` lists, in the
+/// database the record came from. Objects and roles that are gone are skipped.
+async fn privileges_sql(
+    db: &impl PgClient,
+    t: &Tenant,
+    taken: &[Revoked],
+    give: bool,
+) -> Result<String, tokio_postgres::Error> {
+    let rels = relations(db, taken).await?;
+    let roles = existing_roles(db, taken).await?;
+    let exists = |name: &str| roles.iter().any(|r| r == name);
+    let owner = Ident::new(t.owner_role.clone()).expect("registry holds valid names");
+    let (verb, prep) = if give {
+        ("GRANT", "TO")
+    } else {
+        ("REVOKE", "FROM")
+    };
+    let (mut owners, mut as_owner, mut other) = (String::new(), String::new(), String::new());
+    for r in taken {
+        match r {
+            Revoked::Owner { oid, owner: was } => {
+                if let (Some((name, kind)), true) = (rels.get(oid), exists(was)) {
+                    let to = if give {
+                        grantee(was)
+                    } else {
+                        owner.to_string()
+                    };
+                    owners.push_str(&format!("ALTER {kind} {name} OWNER TO {to};\n"));
+                }
+            }
+            Revoked::Relation {
+                oid,
+                grantee: g,
+                privilege: pr,
+            } => {
+                if let (Some((name, _)), true) = (rels.get(oid), exists(g)) {
+                    as_owner.push_str(&format!(
+                        "{verb} {} ON {name} {prep} {};\n",
+                        privilege(pr),
+                        grantee(g)
+                    ));
+                }
+            }
+            Revoked::Column {
+                oid,
+                column,
+                grantee: g,
+                privilege: pr,
+            } => {
+                let col = Ident::new(column.clone()).expect("catalog names are identifiers");
+                if let (Some((name, _)), true) = (rels.get(oid), exists(g)) {
+                    as_owner.push_str(&format!(
+                        "{verb} {} ({col}) ON {name} {prep} {};\n",
+                        privilege(pr),
+                        grantee(g)
+                    ));
+                }
+            }
+            Revoked::Schema {
+                name,
+                grantee: g,
+                privilege: pr,
+            } => {
+                let schema = Ident::new(name.clone()).expect("registry names are identifiers");
+                let present = db
+                    .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[name])
+                    .await?
+                    .is_some();
+                if present && exists(g) {
+                    as_owner.push_str(&format!(
+                        "{verb} {} ON SCHEMA {schema} {prep} {};\n",
+                        privilege(pr),
+                        grantee(g)
+                    ));
+                }
+            }
+            Revoked::Database {
+                name,
+                grantee: g,
+                privilege: pr,
+            } => {
+                if exists(g) {
+                    let db_name = Ident::new(name.clone()).expect("registry names are identifiers");
+                    other.push_str(&format!(
+                        "{verb} {} ON DATABASE {db_name} {prep} {};\n",
+                        privilege(pr),
+                        grantee(g)
+                    ));
+                }
+            }
+        }
+    }
+    // Grants on the tenant's objects are made and taken as their owner role, so they
+    // are recorded as the owner's (as the originals were). Ownership moves to the owner
+    // role before its grants are taken, and back after they are given.
+    let as_owner = if as_owner.is_empty() {
+        as_owner
+    } else {
+        format!("SET LOCAL ROLE {owner};\n{as_owner}RESET ROLE;\n")
+    };
+    Ok(if give {
+        format!("{other}{as_owner}{owners}")
+    } else {
+        format!("{owners}{as_owner}{other}")
+    })
+}

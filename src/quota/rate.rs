@@ -1,0 +1,255 @@
+//! Per-tenant rate limits (GCRA, the governor crate): API calls against
+//! `api_calls_per_minute`, realtime events against `realtime_events_per_minute`.
+//!
+//! A keyed limiter holds one quota for all its keys, so there is one limiter per
+//! distinct per-minute rate, keyed by tenant id. Only tenants that authenticated reach
+//! a limiter, so no request can make it grow with made-up keys; [`RateLimits::housekeeping`]
+//! drops the state of tenants whose bucket is full again (indistinguishable from new).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use uuid::Uuid;
+
+type Keyed =
+    RateLimiter<Uuid, DefaultKeyedStateStore<Uuid>, DefaultClock, StateInformationMiddleware>;
+
+/// What a limit said about a request; enough for the `RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed {
+        /// The per-minute rate (also the largest burst).
+        limit: u32,
+        remaining: u32,
+        /// Seconds until the bucket is full again.
+        reset_secs: u64,
+    },
+    Limited {
+        limit: u32,
+        /// Seconds until the request would conform (at least 1).
+        retry_after_secs: u64,
+    },
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        matches!(self, Decision::Allowed { .. })
+    }
+}
+
+/// Limiters for one kind of limit, one per distinct rate.
+#[derive(Default)]
+struct LimiterSet {
+    by_rate: Mutex<HashMap<u32, Arc<Keyed>>>,
+}
+
+impl LimiterSet {
+    fn limiter(&self, per_minute: u32) -> Arc<Keyed> {
+        let mut map = self.by_rate.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(per_minute)
+            .or_insert_with(|| {
+                let rate = NonZeroU32::new(per_minute.max(1)).expect("at least 1");
+                Arc::new(RateLimiter::keyed(Quota::per_minute(rate)).with_middleware())
+            })
+            .clone()
+    }
+
+    fn check(&self, tenant: Uuid, per_minute: u32, n: u32) -> Decision {
+        let per_minute = per_minute.max(1);
+        let limiter = self.limiter(per_minute);
+        let n = NonZeroU32::new(n.max(1)).expect("at least 1");
+        let period = 60.0 / per_minute as f64;
+        match limiter.check_key_n(&tenant, n) {
+            Ok(Ok(snapshot)) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                Decision::Allowed {
+                    limit: per_minute,
+                    remaining,
+                    reset_secs: ((per_minute - remaining) as f64 * period).ceil() as u64,
+                }
+            }
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(limiter.clock().now());
+                Decision::Limited {
+                    limit: per_minute,
+                    retry_after_secs: secs_at_least_one(wait),
+                }
+            }
+            // More at once than the rate allows in a minute: it never conforms.
+            Err(_) => Decision::Limited {
+                limit: per_minute,
+                retry_after_secs: 60,
+            },
+        }
+    }
+
+    fn housekeeping(&self) -> usize {
+        let mut map = self.by_rate.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, l| {
+            l.retain_recent();
+            l.shrink_to_fit();
+            !l.is_empty()
+        });
+        map.values().map(|l| l.len()).sum()
+    }
+}
+
+fn secs_at_least_one(d: Duration) -> u64 {
+    (d.as_secs_f64().ceil() as u64).max(1)
+}
+
+/// A per-tenant count of the current minute, for the usage summary.
+#[derive(Default)]
+struct MinuteCounts {
+    counts: Mutex<HashMap<Uuid, (u64, u64)>>,
+}
+
+fn this_minute() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 60)
+        .unwrap_or(0)
+}
+
+impl MinuteCounts {
+    fn add(&self, tenant: Uuid, n: u64) {
+        let minute = this_minute();
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let e = map.entry(tenant).or_insert((minute, 0));
+        if e.0 != minute {
+            *e = (minute, 0);
+        }
+        e.1 += n;
+    }
+
+    fn get(&self, tenant: Uuid) -> u64 {
+        let map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&tenant) {
+            Some((m, n)) if *m == this_minute() => *n,
+            _ => 0,
+        }
+    }
+
+    fn housekeeping(&self) {
+        let minute = this_minute();
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (m, _)| *m == minute);
+        map.shrink_to_fit();
+    }
+}
+
+/// The process's rate limits.
+#[derive(Default)]
+pub struct RateLimits {
+    api: LimiterSet,
+    realtime: LimiterSet,
+    api_counts: MinuteCounts,
+    realtime_counts: MinuteCounts,
+}
+
+impl RateLimits {
+    /// Counts one API call of `tenant` against its per-minute rate.
+    pub fn api_call(&self, tenant: Uuid, per_minute: u32) -> Decision {
+        let d = self.api.check(tenant, per_minute, 1);
+        if d.allowed() {
+            self.api_counts.add(tenant, 1);
+        } else {
+            crate::metrics::rate_limited("api_calls");
+        }
+        d
+    }
+
+    /// The enforcement point of realtime events: `n` events of `tenant` against its
+    /// per-minute rate; all of them pass or none does.
+    pub fn realtime_events(&self, tenant: Uuid, per_minute: u32, n: u32) -> Decision {
+        let d = self.realtime.check(tenant, per_minute, n);
+        if d.allowed() {
+            self.realtime_counts.add(tenant, n as u64);
+            crate::metrics::realtime_events(n as u64);
+        } else {
+            crate::metrics::rate_limited("realtime_events");
+        }
+        d
+    }
+
+    /// (API calls, realtime events) of this minute, as this process counted them.
+    pub fn this_minute(&self, tenant: Uuid) -> (u64, u64) {
+        (
+            self.api_counts.get(tenant),
+            self.realtime_counts.get(tenant),
+        )
+    }
+
+    /// Tenants whose limiter state is held now.
+    pub fn tracked(&self) -> usize {
+        let count = |set: &LimiterSet| -> usize {
+            let map = set.by_rate.lock().unwrap_or_else(|e| e.into_inner());
+            map.values().map(|l| l.len()).sum()
+        };
+        count(&self.api) + count(&self.realtime)
+    }
+
+    /// Forgets tenants whose buckets are full again; returns the keys still held.
+    pub fn housekeeping(&self) -> usize {
+        self.api_counts.housekeeping();
+        self.realtime_counts.housekeeping();
+        self.api.housekeeping() + self.realtime.housekeeping()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_the_rate_then_refuses_with_a_wait() {
+        let limits = RateLimits::default();
+        let t = Uuid::now_v7();
+        for i in 0..5 {
+            match limits.api_call(t, 5) {
+                Decision::Allowed { remaining, .. } => assert_eq!(remaining, 4 - i),
+                other => panic!("call {i}: {other:?}"),
+            }
+        }
+        match limits.api_call(t, 5) {
+            Decision::Limited {
+                limit,
+                retry_after_secs,
+            } => {
+                assert_eq!(limit, 5);
+                assert!((1..=12).contains(&retry_after_secs), "{retry_after_secs}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another tenant has its own bucket.
+        assert!(limits.api_call(Uuid::now_v7(), 5).allowed());
+        assert_eq!(limits.this_minute(t).0, 5);
+    }
+
+    #[test]
+    fn a_batch_passes_whole_or_not_at_all() {
+        let limits = RateLimits::default();
+        let t = Uuid::now_v7();
+        assert!(limits.realtime_events(t, 10, 8).allowed());
+        assert!(!limits.realtime_events(t, 10, 3).allowed());
+        assert!(limits.realtime_events(t, 10, 2).allowed());
+        assert!(!limits.realtime_events(t, 10, 11).allowed());
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let limits = RateLimits::default();
+        for _ in 0..10_000 {
+            limits.api_call(Uuid::now_v7(), 600_000);
+        }
+        // At 10,000 per second every bucket is full again within a millisecond.
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(limits.housekeeping(), 0);
+    }
+}

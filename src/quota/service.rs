@@ -1,0 +1,330 @@
+//! Reading and changing a tenant's quotas: `GET .../limits`, `PUT .../quotas`.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{apply, disk, store, Quotas, FIELDS};
+use crate::platform::Platform;
+use crate::problem::{Kind, Problem};
+use crate::tenant::service::{self, Error};
+use crate::tenant::{self as tenants, Slug};
+use crate::{audit, ops};
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A field that may be absent (unchanged), `null` (back to the plan's value) or a number.
+fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+/// `PUT /api/v1/tenants/{name}/quotas`: only the fields given change; `null` puts a
+/// field back to the plan's value. A quota below what the tenant uses now is refused
+/// (409) unless `force` is true, and then enforced at once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaUpdate {
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub db_quota_bytes: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub max_connections: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub statement_timeout_ms: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub api_calls_per_minute: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub realtime_events_per_minute: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub max_users: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub max_llm_tokens_per_day: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub max_agents: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub max_concurrent_agents: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub max_data_retention_days: Option<Option<i64>>,
+    /// Accept quotas below current usage (they are enforced at once).
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl QuotaUpdate {
+    /// (field, new value or `None` for the plan's), in the order of [`FIELDS`].
+    fn changes(&self) -> Vec<(&'static str, Option<i64>)> {
+        let given = [
+            self.db_quota_bytes,
+            self.max_connections,
+            self.statement_timeout_ms,
+            self.api_calls_per_minute,
+            self.realtime_events_per_minute,
+            self.max_users,
+            self.max_llm_tokens_per_day,
+            self.max_agents,
+            self.max_concurrent_agents,
+            self.max_data_retention_days,
+        ];
+        FIELDS
+            .iter()
+            .zip(given)
+            .filter_map(|((name, _, _), v)| v.map(|v| (*name, v)))
+            .collect()
+    }
+}
+
+fn validate(changes: &[(&'static str, Option<i64>)]) -> Result<()> {
+    if changes.is_empty() {
+        let names: Vec<&str> = FIELDS.iter().map(|f| f.0).collect();
+        return Err(Error::Rejected(Problem::new(
+            Kind::BadInput,
+            "no_quota_given",
+            format!("give at least one of {}", names.join(", ")),
+        )));
+    }
+    for (field, value) in changes {
+        let (_, lo, hi) = FIELDS
+            .iter()
+            .find(|f| f.0 == *field)
+            .expect("changes come from FIELDS");
+        if let Some(v) = value {
+            if !(*lo..=*hi).contains(v) {
+                return Err(Error::Rejected(Problem::bad_field(
+                    field,
+                    format!("{field} must be between {lo} and {hi}, got {v}"),
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A quota's value by field name.
+pub fn value(q: &Quotas, field: &str) -> i64 {
+    match field {
+        "db_quota_bytes" => q.db_quota_bytes,
+        "max_connections" => q.max_connections as i64,
+        "statement_timeout_ms" => q.statement_timeout_ms as i64,
+        "api_calls_per_minute" => q.api_calls_per_minute as i64,
+        "realtime_events_per_minute" => q.realtime_events_per_minute as i64,
+        "max_users" => q.max_users as i64,
+        "max_llm_tokens_per_day" => q.max_llm_tokens_per_day,
+        "max_agents" => q.max_agents as i64,
+        "max_concurrent_agents" => q.max_concurrent_agents as i64,
+        "max_data_retention_days" => q.max_data_retention_days as i64,
+        other => unreachable!("unknown quota field {other}"),
+    }
+}
+
+/// Seed 003's limits: what applies to the tenant, and which of it overrides its plan.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Limits {
+    pub tenant_id: Uuid,
+    pub tenant: String,
+    pub plan: String,
+    pub limits: Quotas,
+    /// Fields set for this tenant; the others are its plan's.
+    pub overridden: Vec<String>,
+    /// `db_quota_bytes` in GiB, as seed 003's `max_storage_gb`.
+    pub max_storage_gb: f64,
+}
+
+pub async fn limits(p: &Platform, key: &str) -> Result<Limits> {
+    let client = p.pool.get().await?;
+    let t = tenants::store::find(&client, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    limits_of(&client, &t).await
+}
+
+async fn limits_of(
+    c: &impl deadpool_postgres::GenericClient,
+    t: &tenants::Tenant,
+) -> Result<Limits> {
+    let q = store::effective(c, t.id)
+        .await?
+        .ok_or_else(|| Error::not_found(&t.name))?;
+    Ok(Limits {
+        tenant_id: t.id,
+        tenant: t.name.clone(),
+        plan: t.plan.clone(),
+        max_storage_gb: q.db_quota_bytes as f64 / (1u64 << 30) as f64,
+        limits: q,
+        overridden: store::overridden(c, t.id).await?,
+    })
+}
+
+/// What the tenant uses now, for a quota being lowered to `new`: (usage, what) when
+/// `new` is below it.
+async fn below_usage(
+    p: &Platform,
+    c: &impl deadpool_postgres::GenericClient,
+    tenant_id: Uuid,
+    field: &str,
+    new: i64,
+) -> Result<Option<(i64, &'static str)>> {
+    let (used, what) = match field {
+        "db_quota_bytes" => (
+            disk::measure(p, Some(tenant_id))
+                .await?
+                .first()
+                .map_or(0, |s| s.1),
+            "bytes on disk",
+        ),
+        "max_connections" => (store::connections(c, tenant_id).await?, "open sessions"),
+        "max_users" => (store::users(c, tenant_id).await?, "users"),
+        "max_llm_tokens_per_day" => (
+            store::counter(c, tenant_id, "llm_tokens", store::Period::Day)
+                .await?
+                .0,
+            "LLM tokens today",
+        ),
+        "max_agents" => (
+            store::counter(c, tenant_id, "agents", store::Period::Total)
+                .await?
+                .0,
+            "agents",
+        ),
+        "max_concurrent_agents" => (
+            store::counter(c, tenant_id, "concurrent_agents", store::Period::Total)
+                .await?
+                .0,
+            "concurrent agents",
+        ),
+        _ => return Ok(None),
+    };
+    Ok((new < used).then_some((used, what)))
+}
+
+pub async fn update(p: &Platform, key: &str, req: &QuotaUpdate, actor: &str) -> Result<Limits> {
+    let changes = req.changes();
+    validate(&changes)?;
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let t = tenants::store::find_for_update(&tx, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    let slug = Slug::parse(&t.name).expect("registry holds valid names");
+    service::lock_name(&tx, &slug).await?;
+    let old = store::effective(&tx, t.id)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    store::set_overrides(&tx, t.id, &changes).await?;
+    let t = tenants::store::find(&tx, &t.id.to_string())
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    let new = apply::apply_limits(p, &tx, &t).await?;
+    let mut lowered_below = Vec::new();
+    for (field, _) in &changes {
+        let (from, to) = (value(&old, field), value(&new, field));
+        if to >= from {
+            continue;
+        }
+        if let Some((used, what)) = below_usage(p, &tx, t.id, field, to).await? {
+            if !req.force {
+                return Err(Error::Rejected(Problem {
+                    kind: Kind::Conflict,
+                    code: "quota_below_usage".into(),
+                    message: format!(
+                        "{field} {to} is below the tenant's current usage of {used} {what}; send \"force\": true to apply it anyway"
+                    ),
+                    field: Some(field.to_string()),
+                }));
+            }
+            lowered_below.push(*field);
+        }
+    }
+    let detail: serde_json::Map<String, serde_json::Value> = changes
+        .iter()
+        .map(|(field, _)| {
+            (
+                field.to_string(),
+                serde_json::json!({"from": value(&old, field), "to": value(&new, field)}),
+            )
+        })
+        .collect();
+    let op_id = Uuid::now_v7();
+    ops::record_done(&tx, op_id, "tenant.quotas", t.id, &t.name).await?;
+    audit::record(
+        &tx,
+        &audit::Entry {
+            actor,
+            action: "quotas_updated",
+            tenant_id: Some(t.id),
+            tenant_name: Some(&t.name),
+            operation_id: Some(op_id),
+            details: serde_json::json!({"changes": detail, "force": req.force, "below_usage": lowered_below}),
+        },
+    )
+    .await?;
+    let limits = limits_of(&tx, &t).await?;
+    tx.commit().await?;
+    // Enforced now rather than at the worker's next round.
+    if changes.iter().any(|c| c.0 == "db_quota_bytes") {
+        disk::measure_now(p, t.id).await?;
+        disk::enforce(p, t.id).await?;
+    }
+    if lowered_below.contains(&"max_connections") {
+        let logins = tenants::store::login_roles(&client, &t).await?;
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM (
+                     SELECT pid, row_number() OVER (PARTITION BY usename ORDER BY backend_start) AS n
+                       FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()) s
+                  WHERE n > $2",
+                &[&logins, &(new.max_connections as i64)],
+            )
+            .await?;
+    }
+    tracing::info!(tenant.name = %t.name, force = req.force, "quotas updated");
+    Ok(limits)
+}

@@ -1,0 +1,286 @@
+//! SQL for `tenant_quotas`, the `effective_quotas` view, `usage_counters` and
+//! `disk_usage`. The caller owns the transaction.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::Quotas;
+
+type Result<T> = std::result::Result<T, tokio_postgres::Error>;
+
+const EFFECTIVE: &str =
+    "SELECT db_quota_bytes, max_connections, statement_timeout_ms, api_calls_per_minute,
+        realtime_events_per_minute, max_users, max_llm_tokens_per_day, max_agents,
+        max_concurrent_agents, max_data_retention_days
+   FROM berqenas.effective_quotas WHERE tenant_id = $1";
+
+fn quotas(r: &Row) -> Quotas {
+    Quotas {
+        db_quota_bytes: r.get("db_quota_bytes"),
+        max_connections: r.get("max_connections"),
+        statement_timeout_ms: r.get("statement_timeout_ms"),
+        api_calls_per_minute: r.get("api_calls_per_minute"),
+        realtime_events_per_minute: r.get("realtime_events_per_minute"),
+        max_users: r.get("max_users"),
+        max_llm_tokens_per_day: r.get("max_llm_tokens_per_day"),
+        max_agents: r.get("max_agents"),
+        max_concurrent_agents: r.get("max_concurrent_agents"),
+        max_data_retention_days: r.get("max_data_retention_days"),
+    }
+}
+
+/// The quotas in force for a tenant (`None`: no such tenant).
+pub async fn effective(c: &impl GenericClient, tenant_id: Uuid) -> Result<Option<Quotas>> {
+    let stmt = c.prepare_cached(EFFECTIVE).await?;
+    Ok(c.query_opt(&stmt, &[&tenant_id])
+        .await?
+        .as_ref()
+        .map(quotas))
+}
+
+/// The quota fields this tenant overrides (the rest come from its plan). The disk
+/// quota counts as overridden when it differs from the plan's storage.
+pub async fn overridden(c: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<String>> {
+    let row = c
+        .query_opt(
+            "SELECT to_jsonb(q) AS o, t.db_quota_bytes <> p.storage_bytes AS disk
+               FROM berqenas.tenants t JOIN berqenas.plans p ON p.name = t.plan
+               LEFT JOIN berqenas.tenant_quotas q ON q.tenant_id = t.id
+              WHERE t.id = $1",
+            &[&tenant_id],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(vec![]) };
+    let mut out = Vec::new();
+    if row.get::<_, bool>("disk") {
+        out.push("db_quota_bytes".to_string());
+    }
+    if let Some(serde_json::Value::Object(o)) = row.get::<_, Option<serde_json::Value>>("o") {
+        for (field, _, _) in super::FIELDS {
+            if o.get(*field).is_some_and(|v| !v.is_null()) {
+                out.push(field.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sets (`Some`) or clears (`None`, back to the plan's value) per-tenant overrides.
+/// `db_quota_bytes` lives in the tenants table; `None` there means the plan's storage.
+pub async fn set_overrides(
+    c: &impl GenericClient,
+    tenant_id: Uuid,
+    changes: &[(&'static str, Option<i64>)],
+) -> Result<()> {
+    for (field, value) in changes {
+        if *field == "db_quota_bytes" {
+            c.execute(
+                "UPDATE berqenas.tenants t SET db_quota_bytes = coalesce($2, p.storage_bytes), updated_at = now()
+                   FROM berqenas.plans p WHERE p.name = t.plan AND t.id = $1",
+                &[&tenant_id, value],
+            )
+            .await?;
+            continue;
+        }
+        // Column names come from the static FIELDS list, never from the request.
+        let column = crate::pg::Ident::new(*field).expect("static quota names are identifiers");
+        let cast = if *field == "max_llm_tokens_per_day" {
+            "bigint"
+        } else {
+            "integer"
+        };
+        c.execute(
+            &format!(
+                "INSERT INTO berqenas.tenant_quotas (tenant_id, {column}) VALUES ($1, $2::bigint::{cast})
+                 ON CONFLICT (tenant_id) DO UPDATE SET {column} = EXCLUDED.{column}, updated_at = now()"
+            ),
+            &[&tenant_id, value],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The last disk measurement of a tenant.
+#[derive(Debug, Clone)]
+pub struct DiskUsage {
+    pub bytes: i64,
+    pub measured_at: DateTime<Utc>,
+    pub writes_blocked: bool,
+    pub blocked_since: Option<DateTime<Utc>>,
+}
+
+pub async fn disk_usage(c: &impl GenericClient, tenant_id: Uuid) -> Result<Option<DiskUsage>> {
+    let row = c
+        .query_opt(
+            "SELECT bytes, measured_at, writes_blocked, blocked_since FROM berqenas.disk_usage WHERE tenant_id = $1",
+            &[&tenant_id],
+        )
+        .await?;
+    Ok(row.map(|r| DiskUsage {
+        bytes: r.get(0),
+        measured_at: r.get(1),
+        writes_blocked: r.get(2),
+        blocked_since: r.get(3),
+    }))
+}
+
+/// Records measurements (tenant, bytes) in one statement.
+pub async fn record_measurements(c: &impl GenericClient, sizes: &[(Uuid, i64)]) -> Result<()> {
+    let ids: Vec<Uuid> = sizes.iter().map(|s| s.0).collect();
+    let bytes: Vec<i64> = sizes.iter().map(|s| s.1).collect();
+    c.execute(
+        "INSERT INTO berqenas.disk_usage (tenant_id, bytes, measured_at)
+         SELECT m.id, m.bytes, now() FROM unnest($1::uuid[], $2::bigint[]) AS m(id, bytes)
+           JOIN berqenas.tenants t ON t.id = m.id
+         ON CONFLICT (tenant_id) DO UPDATE SET bytes = EXCLUDED.bytes, measured_at = EXCLUDED.measured_at",
+        &[&ids, &bytes],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Locks the tenant's disk row (creating it) and returns (writes_blocked, revoked).
+pub async fn lock_disk_row(
+    c: &impl GenericClient,
+    tenant_id: Uuid,
+) -> Result<(bool, serde_json::Value)> {
+    c.execute(
+        "INSERT INTO berqenas.disk_usage (tenant_id, bytes) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+        &[&tenant_id],
+    )
+    .await?;
+    let row = c
+        .query_one(
+            "SELECT writes_blocked, revoked FROM berqenas.disk_usage WHERE tenant_id = $1 FOR UPDATE",
+            &[&tenant_id],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+pub async fn set_blocked(
+    c: &impl GenericClient,
+    tenant_id: Uuid,
+    blocked: bool,
+    revoked: &serde_json::Value,
+) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.disk_usage SET writes_blocked = $2, revoked = $3,
+                blocked_since = CASE WHEN $2 THEN coalesce(blocked_since, now()) END
+          WHERE tenant_id = $1",
+        &[&tenant_id, &blocked, revoked],
+    )
+    .await?;
+    Ok(())
+}
+
+/// How a counted metric is kept: which quota bounds it and over which period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// Resets at 00:00 UTC.
+    Day,
+    /// A running total the application raises and lowers.
+    Total,
+}
+
+/// Adds `amount` to the counter if the result stays within `limit`, in one statement
+/// (concurrent increments serialise on the row; none is lost or double-counted).
+/// Returns the new amount, or `None` when it would exceed the limit (nothing counted).
+pub async fn increment(
+    c: &impl GenericClient,
+    tenant_id: Uuid,
+    metric: &str,
+    period: Period,
+    amount: i64,
+    limit: i64,
+) -> Result<Option<i64>> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO berqenas.usage_counters AS u (tenant_id, metric, period_start, amount)
+             SELECT $1::uuid, $2::text,
+                    CASE WHEN $3::bool THEN date_trunc('day', now(), 'UTC') ELSE 'epoch'::timestamptz END, $4::bigint
+              WHERE $4::bigint <= $5::bigint
+             ON CONFLICT (tenant_id, metric, period_start)
+             DO UPDATE SET amount = u.amount + EXCLUDED.amount, updated_at = now()
+              WHERE u.amount + EXCLUDED.amount <= $5::bigint
+             RETURNING amount",
+        )
+        .await?;
+    let daily = period == Period::Day;
+    Ok(
+        c.query_opt(&stmt, &[&tenant_id, &metric, &daily, &amount, &limit])
+            .await?
+            .map(|r| r.get(0)),
+    )
+}
+
+/// Lowers a running total; `None` when it would go below zero (nothing changed).
+pub async fn decrement(
+    c: &impl GenericClient,
+    tenant_id: Uuid,
+    metric: &str,
+    amount: i64,
+) -> Result<Option<i64>> {
+    let stmt = c
+        .prepare_cached(
+            "UPDATE berqenas.usage_counters SET amount = amount - $3, updated_at = now()
+              WHERE tenant_id = $1 AND metric = $2 AND period_start = 'epoch' AND amount >= $3
+             RETURNING amount",
+        )
+        .await?;
+    Ok(c.query_opt(&stmt, &[&tenant_id, &metric, &amount])
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// The current value of a counter (0 when never counted).
+pub async fn counter(
+    c: &impl GenericClient,
+    tenant_id: Uuid,
+    metric: &str,
+    period: Period,
+) -> Result<(i64, Option<DateTime<Utc>>)> {
+    let row = c
+        .query_opt(
+            "SELECT amount, updated_at FROM berqenas.usage_counters
+              WHERE tenant_id = $1 AND metric = $2
+                AND period_start = CASE WHEN $3 THEN date_trunc('day', now(), 'UTC') ELSE 'epoch'::timestamptz END",
+            &[&tenant_id, &metric, &(period == Period::Day)],
+        )
+        .await?;
+    Ok(row.map_or((0, None), |r| (r.get(0), Some(r.get(1)))))
+}
+
+/// Daily counters older than `keep_days` go; running totals stay.
+pub async fn prune_counters(c: &impl GenericClient, keep_days: i32) -> Result<u64> {
+    c.execute(
+        "DELETE FROM berqenas.usage_counters
+          WHERE period_start > 'epoch' AND period_start < now() - make_interval(days => $1)",
+        &[&keep_days],
+    )
+    .await
+}
+
+/// Open sessions of the tenant's login roles (its own and its users').
+pub async fn connections(c: &impl GenericClient, tenant_id: Uuid) -> Result<i64> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT count(*) FROM pg_stat_activity a
+              WHERE a.usename IN (SELECT login_role FROM berqenas.tenants WHERE id = $1
+                                  UNION ALL SELECT db_user FROM berqenas.tenant_users WHERE tenant_id = $1)",
+        )
+        .await?;
+    Ok(c.query_one(&stmt, &[&tenant_id]).await?.get(0))
+}
+
+pub async fn users(c: &impl GenericClient, tenant_id: Uuid) -> Result<i64> {
+    Ok(c.query_one(
+        "SELECT count(*) FROM berqenas.tenant_users WHERE tenant_id = $1",
+        &[&tenant_id],
+    )
+    .await?
+    .get(0))
+}

@@ -1,0 +1,117 @@
+//! The quota side of the background worker: a disk round every `--quota-interval`
+//! (one server at a time, under an advisory lock), the watchdog every second, and
+//! the housekeeping that keeps the rate limiters and data API pools small.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::rate::RateLimits;
+use super::{disk, store, watchdog};
+use crate::dataapi::DataApi;
+use crate::platform::Platform;
+use crate::tenant::service;
+
+/// Any constant; only servers running a disk round at the same time contend for it.
+const ROUND_LOCK: i64 = 0x6265_7271_7175_6f74; // "berqquot"
+
+/// Daily usage counters are kept this long.
+const KEEP_COUNTER_DAYS: i32 = 35;
+
+/// One disk round if no other server is running one; `None` when another is.
+pub async fn disk_round(p: &Platform) -> Result<Option<(usize, usize, usize)>, service::Error> {
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let leader: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&ROUND_LOCK])
+        .await?
+        .get(0);
+    if !leader {
+        return Ok(None);
+    }
+    let done = disk::run_round(p).await?;
+    store::prune_counters(&tx, KEEP_COUNTER_DAYS).await?;
+    tx.commit().await?;
+    Ok(Some(done))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CapacityError {
+    #[error("--data-api-connections {data_api} plus --pool-size {pool} would take all {usable} connections the server allows (max_connections less superuser_reserved_connections); lower them")]
+    TooMany {
+        data_api: usize,
+        pool: usize,
+        usable: i64,
+    },
+    #[error(transparent)]
+    Db(#[from] service::Error),
+}
+
+/// Refuses a data API cap that, with the control pool, would leave tenants no room on
+/// the server; warns when it takes more than half.
+pub async fn check_capacity(
+    p: &Platform,
+    pool_size: usize,
+    data_api: usize,
+) -> Result<(), CapacityError> {
+    let client = p.pool.get().await.map_err(service::Error::from)?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('max_connections')::bigint - current_setting('superuser_reserved_connections')::bigint",
+            &[],
+        )
+        .await
+        .map_err(service::Error::from)?;
+    let usable: i64 = row.get(0);
+    let ours = (data_api + pool_size) as i64;
+    if ours >= usable {
+        return Err(CapacityError::TooMany {
+            data_api,
+            pool: pool_size,
+            usable,
+        });
+    }
+    if ours * 2 > usable {
+        tracing::warn!(
+            data_api,
+            pool = pool_size,
+            usable,
+            "the data API and control pool may take more than half of the server's connections"
+        );
+    }
+    Ok(())
+}
+
+/// Runs until the task is aborted.
+pub async fn run_forever(
+    p: Platform,
+    limits: Arc<RateLimits>,
+    data: Arc<DataApi>,
+    quota_interval: Duration,
+) {
+    let mut round = tokio::time::interval(quota_interval);
+    let mut watch = tokio::time::interval(Duration::from_secs(1));
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
+    for t in [&mut round, &mut watch, &mut housekeeping] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    loop {
+        tokio::select! {
+            _ = round.tick() => match disk_round(&p).await {
+                Ok(Some((measured, blocked, restored))) if blocked + restored > 0 => {
+                    tracing::info!(measured, blocked, restored, "disk quota round");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "disk quota round failed; retrying at the next tick"),
+            },
+            _ = watch.tick() => {
+                if let Err(e) = watchdog::run_once(&p).await {
+                    tracing::warn!(error = %e, "watchdog pass failed");
+                }
+            }
+            _ = housekeeping.tick() => {
+                limits.housekeeping();
+                data.reap();
+            }
+        }
+    }
+}
