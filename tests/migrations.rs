@@ -628,3 +628,48 @@ async fn kill_9_during_a_run_then_run_again() {
     drop(last);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[tokio::test]
+async fn a_restored_backup_takes_its_template_version_and_migrates_again() {
+    let db = control_db("mig_restore").await;
+    let before = app(&db, template(&[])).await;
+    let mut tenants = create_many(&before, "rs", "schema", 1).await;
+    tenants.extend(create_many(&before, "rd", "database", 1).await);
+    let mut backups = Vec::new();
+    for t in &tenants {
+        let (s, b) = before
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{}/backups", t["name"].as_str().unwrap()),
+                Some(json!({})),
+            )
+            .await;
+        assert!(s.is_success(), "{b}");
+        backups.push(b["id"].as_str().unwrap().to_string());
+    }
+    let app = app(&db, template(&[("0002_priority.sql", ADD_PRIORITY)])).await;
+    assert_eq!(run_migration(&app, json!({})).await["migrated"], 2);
+    let control = pg("mig_restore").await;
+    for (t, id) in tenants.iter().zip(&backups) {
+        let name = t["name"].as_str().unwrap();
+        let (s, b) = app
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{name}/backups/{id}/restore"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(
+            version_of(&app, name).await,
+            1,
+            "{name}: the backup's version"
+        );
+        assert!(!has_column(&control, t, "priority").await, "{name}");
+    }
+    let run = run_migration(&app, json!({})).await;
+    assert_eq!(run["migrated"], 2, "{run}");
+    for t in &tenants {
+        assert!(has_column(&control, t, "priority").await, "{}", t["name"]);
+    }
+}

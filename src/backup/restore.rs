@@ -109,6 +109,7 @@ async fn in_place(
         ));
     }
     load_into(p, &tenant, backup, manifest).await?;
+    crate::migrate::set_restored_version(&g, &tenant, manifest.template_version).await?;
     let op_id = Uuid::now_v7();
     ops::record_done(&g, op_id, "backup.restore", tenant.id, &tenant.name).await?;
     audit::record(
@@ -173,6 +174,7 @@ async fn as_new(
         return Err(e);
     }
     let client = p.pool.get().await?;
+    crate::migrate::set_restored_version(&client, &target, manifest.template_version).await?;
     audit::record(
         &client,
         &audit::Entry {
@@ -186,6 +188,10 @@ async fn as_new(
     )
     .await?;
     tracing::info!(tenant.name = %target.name, backup.id = %backup.id, source = %source.name, "backup restored into a new tenant");
+    let mut created = created;
+    if target.isolation != crate::tenant::Isolation::Shared {
+        created.tenant.template_version = manifest.template_version;
+    }
     Ok(created)
 }
 

@@ -98,6 +98,7 @@ pub(crate) async fn take(
             )
             .await?;
             tx.commit().await?;
+            crate::metrics::backup_finished("succeeded");
             tracing::info!(tenant.name = %t.name, backup.id = %id, backup.kind = kind.as_str(),
                 size_bytes = m.size_bytes, ms = started.elapsed().as_millis() as u64, "backup taken");
             Ok(backup)
@@ -118,6 +119,7 @@ pub(crate) async fn take(
             )
             .await?;
             tx.commit().await?;
+            crate::metrics::backup_finished("failed");
             tracing::warn!(tenant.name = %t.name, backup.id = %id, error = %e, "backup failed");
             Err(e)
         }

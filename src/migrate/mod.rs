@@ -184,6 +184,30 @@ pub async fn status(p: &Platform) -> Result<MigrationStatus> {
     })
 }
 
+/// After a backup replaced a tenant's objects: the tenant is at the backup's template
+/// version again (so the next run migrates it), in the registry and, in database
+/// mode, in its database's marker. Shared tenants keep the pool's version: their rows
+/// went into the pool's current tables.
+pub async fn set_restored_version(
+    c: &impl deadpool_postgres::GenericClient,
+    t: &crate::tenant::Tenant,
+    version: i32,
+) -> Result<(), tokio_postgres::Error> {
+    if t.isolation == Isolation::Shared {
+        return Ok(());
+    }
+    c.execute(
+        "UPDATE berqenas.tenants SET template_version = $2, updated_at = now() WHERE id = $1",
+        &[&t.id, &version],
+    )
+    .await?;
+    if t.isolation == Isolation::Database {
+        c.batch_execute(&units::marker_sql(&t.database, version))
+            .await?;
+    }
+    Ok(())
+}
+
 /// A quarter of the connections the server has to spare, within the control pool.
 async fn default_jobs(p: &Platform) -> Result<u32> {
     let client = p.pool.get().await?;

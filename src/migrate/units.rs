@@ -80,6 +80,9 @@ pub(super) async fn execute(
     let _ = flusher.await;
     let report = report.lock().expect("not poisoned").clone();
     runs::finish(p, run_id, &report).await?;
+    crate::metrics::migration_finished("migrated", report.migrated.len() as u64);
+    crate::metrics::migration_finished("failed", report.failures.len() as u64);
+    crate::metrics::migration_finished("not_attempted", report.not_attempted as u64);
     tracing::info!(
         run = %run_id,
         migrated = report.migrated.len(),
@@ -201,6 +204,13 @@ fn audit_entry<'a>(
     }
 }
 
+/// Records on a tenant's database the template version its objects are at. The
+/// database belongs to the control role, so the tenant cannot change this.
+pub(super) fn marker_sql(database: &str, version: i32) -> String {
+    let db = Ident::new(database.to_string()).expect("registry holds valid names");
+    format!("COMMENT ON DATABASE {db} IS '{MARKER_PREFIX}{version}';")
+}
+
 /// Schema mode: the DDL and the version move in one control-database transaction.
 async fn schema_unit(
     p: &Platform,
@@ -273,11 +283,11 @@ async fn database_unit(
         .await?
         .get(0);
     let from = marker.unwrap_or(t.from_version).max(t.from_version);
-    let db = Ident::new(t.database.clone()).expect("registry holds valid names");
     if from < target {
         tx.batch_execute(&format!(
-            "{}COMMENT ON DATABASE {db} IS '{MARKER_PREFIX}{target}';",
-            as_owner(&t.owner_role, &t.schema, &p.template.sql_after(from))
+            "{}{}",
+            as_owner(&t.owner_role, &t.schema, &p.template.sql_after(from)),
+            marker_sql(&t.database, target)
         ))
         .await?;
     }
@@ -326,6 +336,7 @@ async fn shared_unit(
         ))
         .await?;
         shared_mode::tenantize(&tx).await?;
+        crate::quota::disk::extend_shared_guard(&tx).await?;
         shared_mode::set_pool_version(&tx, target, &p.template.checksum()).await?;
     }
     let moved = tx

@@ -561,6 +561,15 @@ async fn ensure_shared_guard(c: &impl GenericClient) -> Result<(), tokio_postgre
     c.batch_execute(&sql).await
 }
 
+/// After the pool gained tables (a template migration): if the guard is installed,
+/// the new tables get its policies too, so a blocked tenant cannot write there.
+pub async fn extend_shared_guard(c: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
+    match guard_state(c).await? {
+        (true, missing) if !missing.is_empty() => ensure_shared_guard(c).await,
+        _ => Ok(()),
+    }
+}
+
 /// Relations by oid: (oid, qualified name, the ALTER keyword for their kind).
 async fn relations(
     db: &impl PgClient,

@@ -423,6 +423,7 @@ pub async fn restore(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
             undo_rebuild(p, &tenant).await;
             return Err(e);
         }
+        crate::migrate::set_restored_version(&g, &tenant, manifest.template_version).await?;
         details["archive"] = serde_json::json!(archive_id);
     }
     let restored = store::set_status(&g, tenant.id, off.previous_status).await?;
