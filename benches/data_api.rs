@@ -80,6 +80,40 @@ async fn direct_hygiene(pool: &deadpool_postgres::Pool) -> Duration {
     t.elapsed()
 }
 
+/// `n` calls of `each` spread over `concurrency` tasks at once; every call's latency,
+/// and the wall time of them all. Each call gets its own clone of `state` (cheap
+/// handles), since a spawned task must own what it uses.
+async fn concurrently<S, F, Fut>(
+    concurrency: usize,
+    n: usize,
+    state: S,
+    each: F,
+) -> (Vec<Duration>, Duration)
+where
+    S: Clone + Send + 'static,
+    F: Fn(S) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = Duration> + Send,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                for _ in 0..n / concurrency {
+                    lat.push(each(state.clone()).await);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    (lat, start.elapsed())
+}
+
 fn limiter_cost(keys: usize, n: usize) -> f64 {
     let limits = RateLimits::default();
     let ids: Vec<uuid::Uuid> = (0..keys).map(|_| uuid::Uuid::now_v7()).collect();
@@ -194,49 +228,26 @@ async fn main() {
     );
 
     for concurrency in [8] {
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let (http, url, key) = (http.clone(), url.clone(), key.clone());
-                tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    for _ in 0..n / concurrency {
-                        lat.push(api_query(&http, &url, &key).await);
-                    }
-                    lat
-                })
-            })
-            .collect();
-        let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await.unwrap());
-        }
+        let (lat, wall) = concurrently(
+            concurrency,
+            n,
+            (http.clone(), url.clone(), key.clone()),
+            |(http, url, key)| async move { api_query(&http, &url, &key).await },
+        )
+        .await;
         report(
             &format!("data API (HTTP), concurrency {concurrency}"),
             lat,
-            start.elapsed(),
+            wall,
         );
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    for _ in 0..n / concurrency {
-                        lat.push(direct_query(&pool).await);
-                    }
-                    lat
-                })
-            })
-            .collect();
-        let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await.unwrap());
-        }
+        let (lat, wall) = concurrently(concurrency, n, pool.clone(), |pool| async move {
+            direct_query(&pool).await
+        })
+        .await;
         report(
             &format!("direct pooled, concurrency {concurrency}"),
             lat,
-            start.elapsed(),
+            wall,
         );
     }
 

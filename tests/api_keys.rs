@@ -6,21 +6,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{superuser, unique, TestApp, TOKEN};
+use common::{audit_actions, cli, stdout_json, superuser, unique, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-async fn me(app: &TestApp, key: &str) -> StatusCode {
-    app.call_with(Method::GET, "/api/v1/me", None, Some(key), &[])
-        .await
-        .0
-}
 
 /// Polls until the key is refused (expiry is checked against the database's clock).
 async fn refused_within(app: &TestApp, key: &str, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        if me(app, key).await == StatusCode::UNAUTHORIZED {
+        if app.me(key).await == StatusCode::UNAUTHORIZED {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -28,18 +22,11 @@ async fn refused_within(app: &TestApp, key: &str, limit: Duration) -> bool {
     false
 }
 
+/// The tenant's audited API key actions, oldest first.
 async fn actions(name: &str) -> Vec<String> {
-    superuser()
-        .await
-        .query(
-            "SELECT action FROM berqenas.audit_log WHERE tenant_name = $1 AND action LIKE 'api_key%' ORDER BY id",
-            &[&name],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    let mut all = audit_actions(name).await;
+    all.retain(|a| a.starts_with("api_key"));
+    all
 }
 
 #[tokio::test]
@@ -64,13 +51,13 @@ async fn create_list_revoke() {
     let expires = chrono::DateTime::parse_from_rfc3339(k["expires_at"].as_str().unwrap()).unwrap();
     let days = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_hours();
     assert!((29 * 24..=30 * 24).contains(&days), "{days}");
-    assert_eq!(me(&app, &plain).await, StatusCode::OK);
+    assert_eq!(app.me(&plain).await, StatusCode::OK);
     // Without a body: no name, no expiry.
     let (s, k2) = app.call(Method::POST, &keys, None).await;
     assert_eq!(s, StatusCode::CREATED, "{k2}");
     assert!(k2["name"].is_null() && k2["expires_at"].is_null());
     assert_eq!(
-        me(&app, k2["api_key"].as_str().unwrap()).await,
+        app.me(k2["api_key"].as_str().unwrap()).await,
         StatusCode::OK
     );
 
@@ -118,9 +105,9 @@ async fn create_list_revoke() {
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["state"], "revoked");
     assert!(r["revoked_at"].is_string());
-    assert_eq!(me(&app, &plain).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.me(&plain).await, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        me(&app, k2["api_key"].as_str().unwrap()).await,
+        app.me(k2["api_key"].as_str().unwrap()).await,
         StatusCode::OK
     );
     // Revoking again changes nothing.
@@ -136,7 +123,7 @@ async fn create_list_revoke() {
         .call(Method::DELETE, &format!("{keys}/{prefix}"), None)
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
-    assert_eq!(me(&app, first).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.me(first).await, StatusCode::UNAUTHORIZED);
     assert_eq!(
         actions(&name).await,
         [
@@ -163,10 +150,7 @@ async fn create_list_revoke() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
     assert_eq!(e["error"]["code"], "api_key_not_found");
-    assert_eq!(
-        me(&app, o["api_key"].as_str().unwrap()).await,
-        StatusCode::OK
-    );
+    assert_eq!(app.me(o["api_key"].as_str().unwrap()).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -196,11 +180,11 @@ async fn rotation_keeps_the_old_key_until_its_overlap_ends() {
     let left = (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds();
     assert!((3500..=3600).contains(&left), "{left}");
     assert_eq!(
-        me(&app, &a).await,
+        app.me(&a).await,
         StatusCode::OK,
         "the old key works during the overlap"
     );
-    assert_eq!(me(&app, &b).await, StatusCode::OK);
+    assert_eq!(app.me(&b).await, StatusCode::OK);
     let (s, e) = app
         .call(Method::POST, &format!("{keys}/{a_id}/rotate"), None)
         .await;
@@ -222,9 +206,9 @@ async fn rotation_keeps_the_old_key_until_its_overlap_ends() {
         refused_within(&app, &b, Duration::from_secs(5)).await,
         "the rotated key kept working"
     );
-    assert_eq!(me(&app, &c).await, StatusCode::OK);
+    assert_eq!(app.me(&c).await, StatusCode::OK);
     assert_eq!(
-        me(&app, &a).await,
+        app.me(&a).await,
         StatusCode::OK,
         "a's own overlap (1h) is not over"
     );
@@ -462,85 +446,73 @@ async fn cli_api_key_commands() {
     let app = TestApp::spawn().await;
     let name = unique("clikey");
     app.create(&name).await;
-    let run = |args: Vec<&str>| {
-        let url = app.url.clone();
-        let args: Vec<String> = args.into_iter().map(String::from).collect();
-        async move {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_berqenas"))
-                .args(&args)
-                .env_remove("BERQENAS_DATA_DIR")
-                .env("BERQENAS_URL", url)
-                .env("BERQENAS_ADMIN_TOKEN", TOKEN)
-                .output()
-                .await
-                .unwrap()
-        }
-    };
-    let json_of = |out: &std::process::Output| -> Value {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let created = json_of(
-        &run(vec![
+    let created = stdout_json(
+        &cli(
+            &app,
+            &[
+                "tenant",
+                "api-key",
+                "create",
+                &name,
+                "--name",
+                "deploy",
+                "--expires-in",
+                "7d",
+                "-o",
+                "json",
+            ],
+        )
+        .await,
+    );
+    let key = created["api_key"].as_str().unwrap().to_string();
+    assert_eq!(app.me(&key).await, StatusCode::OK);
+    let list = stdout_json(&cli(&app, &["tenant", "api-key", "list", &name, "-o", "json"]).await);
+    assert_eq!(list["api_keys"].as_array().unwrap().len(), 2);
+    let table = cli(&app, &["tenant", "api-key", "list", &name]).await;
+    assert!(String::from_utf8_lossy(&table.stdout).contains("deploy"));
+    let prefix = created["prefix"].as_str().unwrap();
+    let rotated = stdout_json(
+        &cli(
+            &app,
+            &[
+                "tenant",
+                "api-key",
+                "rotate",
+                &name,
+                prefix,
+                "--expires-in",
+                "1h",
+                "-o",
+                "json",
+            ],
+        )
+        .await,
+    );
+    let new = rotated["api_key"].as_str().unwrap().to_string();
+    assert_eq!(app.me(&new).await, StatusCode::OK);
+    assert_eq!(app.me(&key).await, StatusCode::OK);
+    let revoked = stdout_json(
+        &cli(
+            &app,
+            &["tenant", "api-key", "revoke", &name, prefix, "-o", "json"],
+        )
+        .await,
+    );
+    assert_eq!(revoked["state"], "revoked");
+    assert_eq!(app.me(&key).await, StatusCode::UNAUTHORIZED);
+    let bad = cli(
+        &app,
+        &[
             "tenant",
             "api-key",
             "create",
             &name,
-            "--name",
-            "deploy",
             "--expires-in",
-            "7d",
+            "later",
             "-o",
             "json",
-        ])
-        .await,
-    );
-    let key = created["api_key"].as_str().unwrap().to_string();
-    assert_eq!(me(&app, &key).await, StatusCode::OK);
-    let list = json_of(&run(vec!["tenant", "api-key", "list", &name, "-o", "json"]).await);
-    assert_eq!(list["api_keys"].as_array().unwrap().len(), 2);
-    let table = run(vec!["tenant", "api-key", "list", &name]).await;
-    assert!(String::from_utf8_lossy(&table.stdout).contains("deploy"));
-    let prefix = created["prefix"].as_str().unwrap();
-    let rotated = json_of(
-        &run(vec![
-            "tenant",
-            "api-key",
-            "rotate",
-            &name,
-            prefix,
-            "--expires-in",
-            "1h",
-            "-o",
-            "json",
-        ])
-        .await,
-    );
-    let new = rotated["api_key"].as_str().unwrap().to_string();
-    assert_eq!(me(&app, &new).await, StatusCode::OK);
-    assert_eq!(me(&app, &key).await, StatusCode::OK);
-    let revoked = json_of(
-        &run(vec![
-            "tenant", "api-key", "revoke", &name, prefix, "-o", "json",
-        ])
-        .await,
-    );
-    assert_eq!(revoked["state"], "revoked");
-    assert_eq!(me(&app, &key).await, StatusCode::UNAUTHORIZED);
-    let bad = run(vec![
-        "tenant",
-        "api-key",
-        "create",
-        &name,
-        "--expires-in",
-        "later",
-        "-o",
-        "json",
-    ])
+        ],
+    )
     .await;
     assert!(!bad.status.success());
     let e: Value = serde_json::from_slice(&bad.stderr).unwrap();

@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::process::Output;
-
-use common::{connect_as, superuser, unique, TestApp, TOKEN};
+use common::{cli, connect_as, stdout_json, superuser, unique, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -21,17 +19,6 @@ async fn verify(app: &TestApp) -> Value {
     let (s, v) = app.call(Method::GET, "/api/v1/audit/verify", None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v
-}
-
-async fn cli(app: &TestApp, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_berqenas"))
-        .args(args)
-        .env_remove("BERQENAS_DATA_DIR")
-        .env("BERQENAS_URL", &app.url)
-        .env("BERQENAS_ADMIN_TOKEN", TOKEN)
-        .output()
-        .await
-        .unwrap()
 }
 
 /// Runs `sql` as a superuser with every trigger off, as an attacker with superuser
@@ -499,12 +486,7 @@ async fn audit_endpoints_filter_page_and_use_the_issue_names() {
         ],
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = stdout_json(&out);
     assert_eq!(p["entries"].as_array().unwrap().len(), 1);
     let out = cli(&app, &["audit", "list", "--tenant", &name]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("tenant_suspended"));

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{connect_as, footprint, scratch_dir, superuser, unique, TestApp, TOKEN};
+use common::{connect_as, footprint, scratch_dir, stdout_json, superuser, unique, TestApp, TOKEN};
 use serde_json::Value;
 
 async fn berqenas(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -19,16 +19,6 @@ async fn berqenas(args: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().await.unwrap()
-}
-
-fn stdout_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[tokio::test]

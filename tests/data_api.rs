@@ -12,18 +12,6 @@ use common::{superuser, unique, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-async fn create(app: &TestApp, name: &str, isolation: &str) -> Value {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/api/v1/tenants",
-            Some(json!({"name": name, "isolation": isolation, "public_api": true})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body
-}
-
 /// Runs a statement with a key; returns the status, body and response headers.
 async fn query_with(
     app: &TestApp,
@@ -59,8 +47,12 @@ fn key(t: &Value) -> &str {
 
 async fn each_tenant_sees_only_its_rows(isolation: &str) {
     let (app, _) = support::spawn().await;
-    let a = create(&app, &unique(&format!("data-{isolation}-a")), isolation).await;
-    let b = create(&app, &unique(&format!("data-{isolation}-b")), isolation).await;
+    let a = app
+        .create_in(&unique(&format!("data-{isolation}-a")), isolation)
+        .await;
+    let b = app
+        .create_in(&unique(&format!("data-{isolation}-b")), isolation)
+        .await;
     for (t, app_name) in [(&a, "alpha"), (&b, "beta")] {
         for i in 0..3 {
             let (s, body) = query(
@@ -175,7 +167,7 @@ async fn shared_mode_tenants_see_only_their_rows() {
 async fn keys_are_checked_and_public_api_must_be_on() {
     let (app, state) = support::spawn().await;
     let name = unique("data-keys");
-    let t = create(&app, &name, "schema").await;
+    let t = app.create_in(&name, "schema").await;
     let k = key(&t);
     for bad in [
         "bqk_0000000000000000_nope".to_string(),
@@ -227,7 +219,7 @@ async fn keys_are_checked_and_public_api_must_be_on() {
 async fn over_the_rate_is_429_with_retry_after() {
     let (app, _) = support::spawn().await;
     let name = unique("data-rate");
-    let t = create(&app, &name, "schema").await;
+    let t = app.create_in(&name, "schema").await;
     let (s, _) = app
         .call(
             Method::PUT,
@@ -250,7 +242,7 @@ async fn over_the_rate_is_429_with_retry_after() {
     assert!((1..=20).contains(&retry), "{retry}");
     assert_eq!(h["ratelimit-remaining"], "0");
     // Another tenant is not affected.
-    let other = create(&app, &unique("data-rate-other"), "schema").await;
+    let other = app.create_in(&unique("data-rate-other"), "schema").await;
     assert_eq!(
         query(&app, key(&other), "SELECT 1", json!([])).await.0,
         StatusCode::OK
@@ -261,7 +253,7 @@ async fn over_the_rate_is_429_with_retry_after() {
 async fn errors_types_and_limits() {
     let (app, _) = support::spawn().await;
     let name = unique("data-errors");
-    let t = create(&app, &name, "schema").await;
+    let t = app.create_in(&name, "schema").await;
     let k = key(&t);
     let (s, _) = app
         .call(
@@ -404,7 +396,10 @@ async fn connections_stay_under_the_global_cap() {
     let pg = superuser().await;
     let tenants: Vec<Value> = futures::future::join_all((0..4).map(|i| {
         let app = &app;
-        async move { create(app, &unique(&format!("data-cap-{i}")), "schema").await }
+        async move {
+            app.create_in(&unique(&format!("data-cap-{i}")), "schema")
+                .await
+        }
     }))
     .await;
     // One after another: each needs a connection; idle ones of others make room.

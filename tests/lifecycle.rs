@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use berqenas::secrets::SecretKey;
 use berqenas::server;
-use common::{connect_as, superuser, unique, TestApp, TOKEN};
+use common::{audit_actions, cli, connect_as, stdout_json, superuser, unique, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -22,19 +22,11 @@ async fn create_in(app: &TestApp, name: &str, isolation: &str, extra: Value) -> 
     body.as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
-    let (s, b) = app.call(Method::POST, "/api/v1/tenants", Some(body)).await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    b
+    app.create_with(body).await
 }
 
 async fn post(app: &TestApp, path: &str, body: Option<Value>) -> (StatusCode, Value) {
     app.call(Method::POST, path, body).await
-}
-
-async fn me(app: &TestApp, key: &str) -> StatusCode {
-    app.call_with(Method::GET, "/api/v1/me", None, Some(key), &[])
-        .await
-        .0
 }
 
 async fn try_connect(credentials: &Value) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -124,20 +116,6 @@ async fn catalog_any(t: &Value) -> Vec<String> {
     out
 }
 
-async fn audit_actions(name: &str) -> Vec<String> {
-    superuser()
-        .await
-        .query(
-            "SELECT action FROM berqenas.audit_log WHERE tenant_name = $1 ORDER BY id",
-            &[&name],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 async fn suspend_and_resume(isolation: &str) {
     let app = TestApp::spawn().await;
     let n = name(&format!("life-{isolation}"));
@@ -198,7 +176,7 @@ async fn suspend_and_resume(isolation: &str) {
     let session = connect_as(&t["credentials"]).await;
     let user_session = connect_as(&user["credentials"]).await;
     session.simple_query("SELECT 1").await.unwrap();
-    assert_eq!(me(&app, &key).await, StatusCode::OK);
+    assert_eq!(app.me(&key).await, StatusCode::OK);
 
     let (s, body) = post(
         &app,
@@ -228,7 +206,7 @@ async fn suspend_and_resume(isolation: &str) {
         "{refused:?}"
     );
     assert!(try_connect(&user["credentials"]).await.is_err());
-    assert_eq!(me(&app, &key).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.me(&key).await, StatusCode::UNAUTHORIZED);
     let e = pool_session.batch_execute(&set_role).await.unwrap_err();
     assert_eq!(
         e.code(),
@@ -271,7 +249,7 @@ async fn suspend_and_resume(isolation: &str) {
         .await
         .unwrap();
     assert!(try_connect(&locked["credentials"]).await.is_err());
-    assert_eq!(me(&app, &key).await, StatusCode::OK);
+    assert_eq!(app.me(&key).await, StatusCode::OK);
     pool_session.batch_execute(&set_role).await.unwrap();
 
     assert_eq!(
@@ -465,25 +443,19 @@ async fn activate_ends_a_trial_and_a_trial_can_be_suspended_and_resumed() {
     let (s, _) = post(&app, &format!("/api/v1/tenants/{m}/suspend"), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
-        me(&app, t["api_key"].as_str().unwrap()).await,
+        app.me(t["api_key"].as_str().unwrap()).await,
         StatusCode::UNAUTHORIZED
     );
     let (s, body) = post(&app, &format!("/api/v1/tenants/{m}/resume"), None).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "active");
-    assert_eq!(
-        me(&app, t["api_key"].as_str().unwrap()).await,
-        StatusCode::OK
-    );
+    assert_eq!(app.me(t["api_key"].as_str().unwrap()).await, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn a_free_trial_the_worker_ends_is_suspended_and_resume_restores_it() {
     let app = TestApp::spawn().await;
-    let db = common::database().await;
-    let platform = server::platform(db, SecretKey::from_bytes([42; 32]), 4)
-        .await
-        .unwrap();
+    let platform = common::platform(4).await;
     let n = name("expired");
     let paid = name("expired");
     let t = create_in(&app, &n, "database", json!({"trial_days": 3})).await;
@@ -555,41 +527,27 @@ async fn cli_suspend_resume_activate() {
     let app = TestApp::spawn().await;
     let n = name("clilife");
     create_in(&app, &n, "schema", json!({"trial_days": 2})).await;
-    let run = |args: Vec<String>| {
-        let url = app.url.clone();
-        async move {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_berqenas"))
-                .args(&args)
-                .env_remove("BERQENAS_DATA_DIR")
-                .env("BERQENAS_URL", url)
-                .env("BERQENAS_ADMIN_TOKEN", TOKEN)
-                .output()
-                .await
-                .unwrap()
-        }
-    };
-    let args = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
-    let out = run(args(&format!("tenant activate {n} -o json"))).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = cli(&app, &["tenant", "activate", &n, "-o", "json"]).await;
+    let t = stdout_json(&out);
     assert_eq!(t["status"], "active");
-    let mut a = args(&format!("tenant suspend {n} -o json --reason"));
-    a.push("payment overdue".into());
-    let out = run(a).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = cli(
+        &app,
+        &[
+            "tenant",
+            "suspend",
+            &n,
+            "-o",
+            "json",
+            "--reason",
+            "payment overdue",
+        ],
+    )
+    .await;
+    let t = stdout_json(&out);
     assert_eq!(t["suspension_reason"], "payment overdue");
-    let out = run(args(&format!("tenant get {n}"))).await;
+    let out = cli(&app, &["tenant", "get", &n]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("payment overdue"));
-    let out = run(args(&format!("tenant suspend {n} -o json"))).await;
+    let out = cli(&app, &["tenant", "suspend", &n, "-o", "json"]).await;
     assert!(!out.status.success());
     let e: Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(e["status"], 409);
@@ -597,9 +555,8 @@ async fn cli_suspend_resume_activate() {
         .as_str()
         .unwrap()
         .contains("it is suspended"));
-    let out = run(args(&format!("tenant resume {n} -o json"))).await;
-    assert!(out.status.success());
-    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = cli(&app, &["tenant", "resume", &n, "-o", "json"]).await;
+    let t = stdout_json(&out);
     assert_eq!(t["status"], "active");
 }
 

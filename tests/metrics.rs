@@ -235,26 +235,19 @@ async fn metrics_parse_and_show_what_happened() {
     let delta = |name: &str, labels: &[(&str, &str)]| {
         value(&after, name, labels).unwrap_or(0.0) - value(&before, name, labels).unwrap_or(0.0)
     };
-    assert_eq!(
-        delta("berqenas_api_calls_total", &[("endpoint", "query")]),
-        3.0
-    );
-    assert_eq!(
-        delta("berqenas_api_calls_total", &[("endpoint", "usage")]),
-        1.0
-    );
-    assert_eq!(
-        delta("berqenas_rate_limited_total", &[("limit", "api_calls")]),
-        1.0
-    );
-    assert_eq!(
-        delta("berqenas_quota_breaches_total", &[("metric", "llm_tokens")]),
-        1.0
-    );
-    assert_eq!(
-        delta("berqenas_quota_breaches_total", &[("metric", "disk")]),
-        1.0
-    );
+    for (name, labels, want) in [
+        ("berqenas_api_calls_total", ("endpoint", "query"), 3.0),
+        ("berqenas_api_calls_total", ("endpoint", "usage"), 1.0),
+        ("berqenas_rate_limited_total", ("limit", "api_calls"), 1.0),
+        (
+            "berqenas_quota_breaches_total",
+            ("metric", "llm_tokens"),
+            1.0,
+        ),
+        ("berqenas_quota_breaches_total", ("metric", "disk"), 1.0),
+    ] {
+        assert_eq!(delta(name, &[labels]), want, "{name} {labels:?}");
+    }
     assert_eq!(
         count(
             &after,

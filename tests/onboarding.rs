@@ -138,14 +138,7 @@ async fn create_returns_the_contract_and_the_credentials_work() {
         .unwrap()
         .get(0);
     assert_eq!(stored, 1, "one key, stored as a 32-byte keyed hash");
-    let audit: i64 = pg
-        .query_one(
-            "SELECT count(*) FROM berqenas.audit_log WHERE tenant_name = $1 AND action = 'tenant_created'",
-            &[&name],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let audit = common::audit_count(&pg, &name, "tenant_created").await;
     assert_eq!(audit, 1);
     let version: i32 = pg
         .query_one(
@@ -383,15 +376,7 @@ async fn get_by_name_or_id_list_update_and_delete() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(footprint(&pg, &name).await, vec![format!("tenant:{name}")]);
     for action in ["tenant_soft_deleted", "tenant_purged"] {
-        let audited: i64 = pg
-            .query_one(
-                "SELECT count(*) FROM berqenas.audit_log WHERE tenant_name = $1 AND action = $2",
-                &[&name, &action],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(audited, 1, "{action}");
+        assert_eq!(common::audit_count(&pg, &name, action).await, 1, "{action}");
     }
 }
 

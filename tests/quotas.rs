@@ -10,22 +10,10 @@ use std::time::{Duration, Instant};
 
 use berqenas::api::AppState;
 use berqenas::quota;
-use common::{connect_as, superuser, unique, TestApp};
+use common::{audit_count, cli, connect_as, stdout_json, superuser, superuser_in, unique, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio_postgres::error::SqlState;
-
-async fn create(app: &TestApp, name: &str, isolation: &str) -> Value {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/api/v1/tenants",
-            Some(json!({"name": name, "isolation": isolation, "public_api": true})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body
-}
 
 async fn put_quotas(app: &TestApp, name: &str, body: Value) -> (StatusCode, Value) {
     app.call(
@@ -36,14 +24,11 @@ async fn put_quotas(app: &TestApp, name: &str, body: Value) -> (StatusCode, Valu
     .await
 }
 
-async fn audit_count(pg: &tokio_postgres::Client, tenant: &str, action: &str) -> i64 {
-    pg.query_one(
-        "SELECT count(*) FROM berqenas.audit_log WHERE tenant_name = $1 AND action = $2",
-        &[&tenant, &action],
-    )
-    .await
-    .unwrap()
-    .get(0)
+/// [`put_quotas`] that must succeed; returns the limits now in force.
+async fn set_quotas(app: &TestApp, name: &str, body: Value) -> Value {
+    let (s, limits) = put_quotas(app, name, body).await;
+    assert_eq!(s, StatusCode::OK, "{limits}");
+    limits
 }
 
 /// The role's connection limit and per-role settings, from the catalog.
@@ -80,13 +65,12 @@ async fn quotas_are_read_changed_and_applied_to_the_roles() {
     assert_eq!(limits["limits"]["realtime_events_per_minute"], 60);
     assert_eq!(limits["overridden"], json!([]));
 
-    let (s, body) = put_quotas(
+    let body = set_quotas(
         &app,
         &name,
         json!({"max_connections": 3, "statement_timeout_ms": 4000, "max_agents": 7}),
     )
     .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["limits"]["max_connections"], 3);
     assert_eq!(body["limits"]["max_agents"], 7);
     assert_eq!(
@@ -118,8 +102,7 @@ async fn quotas_are_read_changed_and_applied_to_the_roles() {
     );
 
     // null: back to the plan's value.
-    let (s, body) = put_quotas(&app, &name, json!({"max_connections": null})).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    let body = set_quotas(&app, &name, json!({"max_connections": null})).await;
     assert_eq!(body["limits"]["max_connections"], 5);
     assert_eq!(role_limits(&pg, role).await.0, 5);
 
@@ -201,8 +184,7 @@ async fn connections_stop_at_the_quota_and_other_tenants_still_connect() {
     let name = unique("conn");
     let t = app.create(&name).await;
     let other = app.create(&unique("conn-other")).await;
-    let (s, body) = put_quotas(&app, &name, json!({"max_connections": 2})).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    set_quotas(&app, &name, json!({"max_connections": 2})).await;
 
     let dsn = t["credentials"]["dsn"].as_str().unwrap();
     let a = connect_as(&t["credentials"]).await;
@@ -226,8 +208,7 @@ async fn connections_stop_at_the_quota_and_other_tenants_still_connect() {
             .contains("2 open sessions"),
         "{err}"
     );
-    let (s, _) = put_quotas(&app, &name, json!({"max_connections": 1, "force": true})).await;
-    assert_eq!(s, StatusCode::OK);
+    set_quotas(&app, &name, json!({"max_connections": 1, "force": true})).await;
     a.simple_query("SELECT 1").await.unwrap();
     assert!(
         b.simple_query("SELECT 1").await.is_err(),
@@ -240,9 +221,8 @@ async fn database_mode_connection_limit_follows_the_quota() {
     let (app, _) = support::spawn().await;
     let pg = superuser().await;
     let name = unique("conn-db");
-    let t = create(&app, &name, "database").await;
-    let (s, body) = put_quotas(&app, &name, json!({"max_connections": 4})).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    let t = app.create_in(&name, "database").await;
+    set_quotas(&app, &name, json!({"max_connections": 4})).await;
     let limit: i32 = pg
         .query_one(
             "SELECT datconnlimit FROM pg_database WHERE datname = $1",
@@ -291,8 +271,7 @@ async fn users_stop_at_max_users_and_lowering_below_needs_force() {
             .contains("2 users"),
         "{err}"
     );
-    let (s, body) = put_quotas(&app, &name, json!({"max_users": 1, "force": true})).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    set_quotas(&app, &name, json!({"max_users": 1, "force": true})).await;
     assert_eq!(add("c@example.com").await.0, StatusCode::CONFLICT);
 }
 
@@ -383,20 +362,12 @@ async fn summary(app: &TestApp, name: &str) -> Value {
     body
 }
 
-/// A superuser connection to the database a tenant's data is in.
-async fn superuser_in(database: &str) -> tokio_postgres::Client {
-    let mut config = common::database().await.config.clone();
-    config.dbname(database);
-    berqenas::pg::connect(&config).await.unwrap()
-}
-
 async fn disk_quota_cycle(isolation: &str) {
     let (app, state) = support::spawn().await;
     let pg = superuser().await;
     let name = unique(&format!("disk-{isolation}"));
-    let t = create(&app, &name, isolation).await;
-    let (s, body) = put_quotas(&app, &name, json!({"max_users": 5})).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    let t = app.create_in(&name, isolation).await;
+    set_quotas(&app, &name, json!({"max_users": 5})).await;
     let (s, admin) = app
         .call(
             Method::POST,
@@ -424,8 +395,7 @@ async fn disk_quota_cycle(isolation: &str) {
     let before = grants(&owner_db, &schema, isolation == "database").await;
     let members_before = memberships(&pg, &name).await;
 
-    let (s, body) = put_quotas(&app, &name, json!({"db_quota_bytes": 1 << 20})).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    set_quotas(&app, &name, json!({"db_quota_bytes": 1 << 20})).await;
     login.batch_execute(&fill_sql(1500)).await.unwrap();
     round(&state).await;
 
@@ -481,7 +451,7 @@ async fn disk_quota_cycle(isolation: &str) {
     if isolation == "shared" {
         // Privileges belong to the pool roles all tenants share: a restrictive policy
         // refuses this tenant's writes instead, and other tenants write on.
-        let other = create(&app, &unique("disk-shared-other"), "shared").await;
+        let other = app.create_in(&unique("disk-shared-other"), "shared").await;
         let o = connect_as(&other["credentials"]).await;
         assert!(can_write(&o, "user_activity").await);
     }
@@ -569,17 +539,15 @@ async fn a_forced_disk_quota_below_usage_is_enforced_at_once() {
     assert_eq!(s, StatusCode::CONFLICT, "{err}");
     assert_eq!(err["error"]["field"], "db_quota_bytes");
     assert!(can_write(&login, "user_activity").await, "nothing changed");
-    let (s, body) = put_quotas(
+    set_quotas(
         &app,
         &name,
         json!({"db_quota_bytes": 1 << 20, "force": true}),
     )
     .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
     assert!(!can_write(&login, "user_activity").await);
     // Raised again: writes come back without waiting for the worker.
-    let (s, _) = put_quotas(&app, &name, json!({"db_quota_bytes": null})).await;
-    assert_eq!(s, StatusCode::OK);
+    set_quotas(&app, &name, json!({"db_quota_bytes": null})).await;
     assert!(can_write(&login, "user_activity").await);
 }
 
@@ -588,8 +556,7 @@ async fn the_watchdog_cancels_at_the_hard_limit_even_with_statement_timeout_zero
     let (app, state) = support::spawn().await;
     let name = unique("watchdog");
     let t = app.create(&name).await;
-    let (s, body) = put_quotas(&app, &name, json!({"statement_timeout_ms": 1000})).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    set_quotas(&app, &name, json!({"statement_timeout_ms": 1000})).await;
     let c = connect_as(&t["credentials"]).await;
     c.batch_execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0")
         .await
@@ -643,13 +610,12 @@ async fn a_thousand_concurrent_increments_add_up_exactly() {
     let (app, _) = support::spawn().await;
     let name = unique("usage");
     app.create(&name).await;
-    let (s, body) = put_quotas(
+    set_quotas(
         &app,
         &name,
         json!({"api_calls_per_minute": 100000, "max_llm_tokens_per_day": 1000000}),
     )
     .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
     let path = format!("/api/v1/tenants/{name}/usage");
     let calls = (0..1000).map(|_| {
         app.call(
@@ -673,8 +639,7 @@ async fn a_thousand_concurrent_increments_add_up_exactly() {
     assert_eq!(summary(&app, &name).await["usage"]["llm_tokens"], 7000);
 
     // Once the quota is spent: 429, Retry-After until the day resets, nothing counted.
-    let (s, _) = put_quotas(&app, &name, json!({"max_llm_tokens_per_day": 7500})).await;
-    assert_eq!(s, StatusCode::OK);
+    set_quotas(&app, &name, json!({"max_llm_tokens_per_day": 7500})).await;
     let ok = app
         .call(
             Method::POST,
@@ -744,13 +709,12 @@ async fn realtime_events_and_usage_calls_are_rate_limited() {
     let (app, _) = support::spawn().await;
     let name = unique("realtime");
     app.create(&name).await;
-    let (s, _) = put_quotas(
+    set_quotas(
         &app,
         &name,
         json!({"realtime_events_per_minute": 10, "api_calls_per_minute": 4}),
     )
     .await;
-    assert_eq!(s, StatusCode::OK);
     let path = format!("/api/v1/tenants/{name}/usage");
     let post = |body: Value| {
         app.http
@@ -800,23 +764,12 @@ async fn realtime_events_and_usage_calls_are_rate_limited() {
     );
 }
 
-async fn berqenas(app: &TestApp, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_berqenas"))
-        .args(args)
-        .env("BERQENAS_URL", &app.url)
-        .env("BERQENAS_ADMIN_TOKEN", common::TOKEN)
-        .env_remove("BERQENAS_DATA_DIR")
-        .output()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_quota_cli_shows_sets_and_reports_usage() {
     let (app, _) = support::spawn().await;
     let name = unique("quota-cli");
     app.create(&name).await;
-    let out = berqenas(
+    let out = cli(
         &app,
         &[
             "quota",
@@ -829,24 +782,18 @@ async fn the_quota_cli_shows_sets_and_reports_usage() {
         ],
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let limits: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let limits = stdout_json(&out);
     assert_eq!(limits["limits"]["max_connections"], 3);
-    let out = berqenas(&app, &["quota", "show", &name]).await;
+    let out = cli(&app, &["quota", "show", &name]).await;
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         table.contains("max_connections") && table.contains("tenant"),
         "{table}"
     );
-    let out = berqenas(&app, &["quota", "usage", &name, "-o", "json"]).await;
-    let usage: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let usage = stdout_json(&cli(&app, &["quota", "usage", &name, "-o", "json"]).await);
     assert_eq!(usage["tenant_slug"], name.as_str());
     // A field the API does not know is refused before anything is sent.
-    let out = berqenas(&app, &["quota", "set", &name, "colour=1"]).await;
+    let out = cli(&app, &["quota", "set", &name, "colour=1"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
     // Below usage without --force: the server's 409, on stderr, exit 1.
@@ -871,7 +818,7 @@ async fn the_quota_cli_shows_sets_and_reports_usage() {
         .1,
     )
     .await;
-    let out = berqenas(&app, &["quota", "set", &name, "max_connections=1"]).await;
+    let out = cli(&app, &["quota", "set", &name, "max_connections=1"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("open sessions"));
     drop(t);

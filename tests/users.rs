@@ -327,13 +327,7 @@ async fn plans_reach_postgres_and_trials_end_as_the_plan_says() {
     )
     .await
     .unwrap();
-    let platform = berqenas::server::platform(
-        common::database().await,
-        berqenas::secrets::SecretKey::from_bytes([42; 32]),
-        2,
-    )
-    .await
-    .unwrap();
+    let platform = common::platform(2).await;
     assert!(
         berqenas::tenant::lifecycle::expire_trials(&platform)
             .await

@@ -22,23 +22,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError(Problem::new(
-                    Kind::TooLarge,
-                    "body_too_large",
-                    format!("request body is larger than {} bytes", MAX_BODY),
-                ))
-            } else {
-                ApiError(Problem::new(
-                    Kind::BadInput,
-                    "unreadable_body",
-                    "request body could not be read",
-                ))
-            }
-        })?;
-        parse(&bytes)
+        parse(&read_body(req, state).await?)
     }
+}
+
+/// The raw body, with a body over [`MAX_BODY`] a 413 and an unreadable one a 400.
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError(Problem::new(
+                Kind::TooLarge,
+                "body_too_large",
+                format!("request body is larger than {} bytes", MAX_BODY),
+            ))
+        } else {
+            ApiError(Problem::new(
+                Kind::BadInput,
+                "unreadable_body",
+                "request body could not be read",
+            ))
+        }
+    })
 }
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
@@ -84,21 +88,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError(Problem::new(
-                    Kind::TooLarge,
-                    "body_too_large",
-                    format!("request body is larger than {} bytes", MAX_BODY),
-                ))
-            } else {
-                ApiError(Problem::new(
-                    Kind::BadInput,
-                    "unreadable_body",
-                    "request body could not be read",
-                ))
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use croner::Cron;
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -101,12 +102,7 @@ pub async fn of_tenant(c: &impl GenericClient, tenant_id: Uuid) -> Result<Option
             &[&tenant_id],
         )
         .await?;
-    Ok(row.map(|r| BackupPolicy {
-        schedule: Some(r.get(0)),
-        retention_days: r.get(1),
-        encryption: r.get(2),
-        next_run_at: Some(r.get(3)),
-    }))
+    Ok(row.map(|r| from_row(&r, Some(r.get(3)))))
 }
 
 pub async fn of_plan(c: &impl GenericClient, plan: &str) -> Result<Option<BackupPolicy>> {
@@ -116,12 +112,40 @@ pub async fn of_plan(c: &impl GenericClient, plan: &str) -> Result<Option<Backup
             &[&plan],
         )
         .await?;
-    Ok(row.map(|r| BackupPolicy {
+    Ok(row.map(|r| from_row(&r, None)))
+}
+
+/// A tenant's or a plan's row, whose first columns are schedule, retention, encryption.
+fn from_row(r: &Row, next_run_at: Option<DateTime<Utc>>) -> BackupPolicy {
+    BackupPolicy {
         schedule: Some(r.get(0)),
         retention_days: r.get(1),
         encryption: r.get(2),
-        next_run_at: None,
-    }))
+        next_run_at,
+    }
+}
+
+/// Audits a change of a tenant's policy, or of a plan's (`tenant` None, the plan in
+/// `details`); as the transaction's last change, since it takes the chain's lock.
+async fn audit_change(
+    c: &impl GenericClient,
+    actor: &str,
+    tenant: Option<&Tenant>,
+    details: serde_json::Value,
+) -> Result<()> {
+    audit::record(
+        c,
+        &audit::Entry {
+            actor,
+            action: "backup_policy_updated",
+            tenant_id: tenant.map(|t| t.id),
+            tenant_name: tenant.map(|t| t.name.as_str()),
+            operation_id: None,
+            details,
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// What a manual or final backup of this tenant follows: its policy, else the defaults.
@@ -192,16 +216,11 @@ pub async fn put(
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     upsert(&tx, t.id, &schedule, retention, encryption, next).await?;
-    audit::record(
+    audit_change(
         &tx,
-        &audit::Entry {
-            actor,
-            action: "backup_policy_updated",
-            tenant_id: Some(t.id),
-            tenant_name: Some(&t.name),
-            operation_id: None,
-            details: serde_json::json!({"schedule": schedule, "retention_days": retention, "encryption": encryption}),
-        },
+        actor,
+        Some(&t),
+        serde_json::json!({"schedule": schedule, "retention_days": retention, "encryption": encryption}),
     )
     .await?;
     let policy = of_tenant(&tx, t.id).await?.expect("just written");
@@ -219,18 +238,7 @@ pub async fn remove(p: &Platform, key: &str, actor: &str) -> Result<BackupPolicy
         &[&t.id],
     )
     .await?;
-    audit::record(
-        &tx,
-        &audit::Entry {
-            actor,
-            action: "backup_policy_updated",
-            tenant_id: Some(t.id),
-            tenant_name: Some(&t.name),
-            operation_id: None,
-            details: serde_json::json!({"schedule": null}),
-        },
-    )
-    .await?;
+    audit_change(&tx, actor, Some(&t), serde_json::json!({"schedule": null})).await?;
     tx.commit().await?;
     Ok(BackupPolicy::default())
 }
@@ -270,16 +278,11 @@ pub async fn put_plan(
         &[&plan, &schedule, &retention, &encryption],
     )
     .await?;
-    audit::record(
+    audit_change(
         &tx,
-        &audit::Entry {
-            actor,
-            action: "backup_policy_updated",
-            tenant_id: None,
-            tenant_name: None,
-            operation_id: None,
-            details: serde_json::json!({"plan": plan, "schedule": schedule, "retention_days": retention, "encryption": encryption}),
-        },
+        actor,
+        None,
+        serde_json::json!({"plan": plan, "schedule": schedule, "retention_days": retention, "encryption": encryption}),
     )
     .await?;
     tx.commit().await?;

@@ -114,9 +114,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 .await;
             output::finish(res, a.client.output, |page| {
                 entries_table(page);
-                if let Some(c) = &page.next_cursor {
-                    eprintln!("more: --cursor {c}");
-                }
+                output::more(page.next_cursor.as_deref());
             })
         }
         AuditCommand::Verify(a) => {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::output;
-use super::ClientArgs;
+use super::{ClientArgs, TenantArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
@@ -21,14 +21,6 @@ pub enum BackupCommand {
     /// Restore a backup into a scratch database and compare every table's row count
     /// and checksum with its manifest.
     Verify(IdArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct TenantArgs {
-    /// Tenant name or id.
-    pub tenant: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]

@@ -93,7 +93,7 @@ pub struct ServeArgs {
     #[arg(long, env = "BERQENAS_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
     /// How often disk use is measured and disk quotas enforced (e.g. 30s, 5m).
-    #[arg(long, env = "BERQENAS_QUOTA_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "BERQENAS_QUOTA_INTERVAL", default_value = "30s", value_parser = parse_interval)]
     pub quota_interval: std::time::Duration,
     /// Open data API connections across all tenants (kept well below the server's
     /// max_connections; checked at start).
@@ -104,25 +104,26 @@ pub struct ServeArgs {
     pub metrics_token: Option<String>,
 }
 
-/// `500ms`, `30s`, `5m`, `1h`, or plain seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+/// `--quota-interval`: the durations requests take (`500ms`, `30s`, `5m`, `1h 30m`,
+/// see [`crate::duration`]), and plain seconds, which this flag has always accepted.
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 500ms"))?;
-    let d = match unit.trim() {
-        "" | "s" => std::time::Duration::from_secs(n),
-        "ms" => std::time::Duration::from_millis(n),
-        "m" => std::time::Duration::from_secs(n * 60),
-        "h" => std::time::Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?} is not a duration like 30s, 5m or 500ms")),
+    let plain_seconds = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let s = if plain_seconds {
+        format!("{s}s")
+    } else {
+        s.to_string()
     };
-    if d.is_zero() {
-        return Err("the interval must be longer than zero".into());
-    }
-    Ok(d)
+    crate::duration::parse("--quota-interval", &s).map_err(|p| p.message)
+}
+
+/// A client command about one tenant and nothing else.
+#[derive(Debug, Args)]
+pub struct TenantArgs {
+    /// Tenant name or id.
+    pub tenant: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// How a client command finds the server.
@@ -232,15 +233,18 @@ mod tests {
     #[test]
     fn durations() {
         use std::time::Duration;
-        assert_eq!(super::parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(super::parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(super::parse_interval("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(super::parse_interval("45"), Ok(Duration::from_secs(45)));
         assert_eq!(
-            super::parse_duration("500ms"),
+            super::parse_interval("500ms"),
             Ok(Duration::from_millis(500))
         );
-        assert_eq!(super::parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(super::parse_duration("0s").is_err());
-        assert!(super::parse_duration("soon").is_err());
+        assert_eq!(super::parse_interval("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(super::parse_interval(" 1h "), Ok(Duration::from_secs(3600)));
+        for bad in ["0s", "0", "", "soon", "-5s"] {
+            let e = super::parse_interval(bad).unwrap_err();
+            assert!(e.starts_with("--quota-interval"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -11,6 +11,14 @@ use super::{ClientArgs, Format};
 use crate::tenant::size::format_size;
 use crate::tenant::Tenant;
 
+/// After a page's table: how to ask for the next page (on stderr, so the table stays
+/// clean for a pipe).
+pub fn more(next_cursor: Option<&str>) {
+    if let Some(c) = next_cursor {
+        eprintln!("more: --cursor {c}");
+    }
+}
+
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())

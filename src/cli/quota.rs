@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 
 use super::output;
-use super::ClientArgs;
+use super::{ClientArgs, TenantArgs};
 use crate::quota::service::{Limits, QuotaUpdate};
 use crate::quota::usage::UsageSummary;
 
@@ -19,14 +19,6 @@ pub enum QuotaCommand {
     Set(SetArgs),
     /// Show usage against each quota; at_risk above 90%.
     Usage(TenantArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct TenantArgs {
-    /// Tenant name or id.
-    pub tenant: String,
-    #[command(flatten)]
-    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]

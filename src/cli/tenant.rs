@@ -267,9 +267,7 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 .await;
             output::finish(res, a.client.output, |page| {
                 output::tenants_table(&page.tenants);
-                if let Some(c) = &page.next_cursor {
-                    eprintln!("more: --cursor {c}");
-                }
+                output::more(page.next_cursor.as_deref());
             })
         }
         TenantCommand::Update(a) => {

@@ -71,47 +71,85 @@ pub enum Started {
     Run(MigrationRun),
 }
 
-/// Plans, and unless it is a dry run, starts a run in the background and returns it.
-pub async fn start(p: Arc<Platform>, req: MigrateRequest, actor: &str) -> Result<Started> {
+/// A validated request: its plan, or a begun run ready to execute.
+enum Prepared {
+    DryRun(MigrationPlan),
+    Run {
+        run: Box<MigrationRun>,
+        plan: MigrationPlan,
+        jobs: u32,
+        canary: Option<u32>,
+    },
+}
+
+async fn prepare(p: &Platform, req: &MigrateRequest, actor: &str) -> Result<Prepared> {
     req.validate().map_err(Error::Rejected)?;
-    let plan = plan::plan(&p, &req).await?;
+    let plan = plan::plan(p, req).await?;
     if req.dry_run {
-        return Ok(Started::Plan(plan));
+        return Ok(Prepared::DryRun(plan));
     }
     let jobs = match req.jobs {
         Some(j) => j,
-        None => default_jobs(&p).await?,
+        None => default_jobs(p).await?,
     };
-    let run = runs::begin(&p, &req, &plan, jobs, actor).await?;
-    let id = run.id;
-    let actor = actor.to_string();
-    tokio::spawn(async move {
-        if let Err(e) = units::execute(&p, id, plan, jobs, req.canary, &actor).await {
-            tracing::error!(run = %id, error = ?e, "template migration run failed");
-            let _ = runs::abort(&p, id, &e.to_string()).await;
+    let run = runs::begin(p, req, &plan, jobs, actor).await?;
+    Ok(Prepared::Run {
+        run: Box::new(run),
+        plan,
+        jobs,
+        canary: req.canary,
+    })
+}
+
+/// Executes a begun run; a failure of the run itself (not of a tenant) is recorded.
+async fn execute(
+    p: &Arc<Platform>,
+    id: Uuid,
+    plan: MigrationPlan,
+    jobs: u32,
+    canary: Option<u32>,
+    actor: &str,
+) -> Result<()> {
+    let result = units::execute(p, id, plan, jobs, canary, actor).await;
+    if let Err(e) = &result {
+        tracing::error!(run = %id, error = ?e, "template migration run failed");
+        let _ = runs::abort(p, id, &e.to_string()).await;
+    }
+    result
+}
+
+/// Plans, and unless it is a dry run, starts a run in the background and returns it.
+pub async fn start(p: Arc<Platform>, req: MigrateRequest, actor: &str) -> Result<Started> {
+    match prepare(&p, &req, actor).await? {
+        Prepared::DryRun(plan) => Ok(Started::Plan(plan)),
+        Prepared::Run {
+            run,
+            plan,
+            jobs,
+            canary,
+        } => {
+            let (id, actor) = (run.id, actor.to_string());
+            tokio::spawn(async move { execute(&p, id, plan, jobs, canary, &actor).await });
+            Ok(Started::Run(*run))
         }
-    });
-    Ok(Started::Run(run))
+    }
 }
 
 /// Runs to the end in the caller's task and returns the finished run (or the plan of
 /// a dry run): for tools and benchmarks that embed berqenas.
 pub async fn run(p: Arc<Platform>, req: MigrateRequest, actor: &str) -> Result<Started> {
-    req.validate().map_err(Error::Rejected)?;
-    let plan = plan::plan(&p, &req).await?;
-    if req.dry_run {
-        return Ok(Started::Plan(plan));
+    match prepare(&p, &req, actor).await? {
+        Prepared::DryRun(plan) => Ok(Started::Plan(plan)),
+        Prepared::Run {
+            run,
+            plan,
+            jobs,
+            canary,
+        } => {
+            execute(&p, run.id, plan, jobs, canary, actor).await?;
+            Ok(Started::Run(get(&p, run.id).await?))
+        }
     }
-    let jobs = match req.jobs {
-        Some(j) => j,
-        None => default_jobs(&p).await?,
-    };
-    let run = runs::begin(&p, &req, &plan, jobs, actor).await?;
-    if let Err(e) = units::execute(&p, run.id, plan, jobs, req.canary, actor).await {
-        let _ = runs::abort(&p, run.id, &e.to_string()).await;
-        return Err(e);
-    }
-    Ok(Started::Run(get(&p, run.id).await?))
 }
 
 /// A run by id.

@@ -4,11 +4,13 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use berqenas::api::{self, AppState};
 use berqenas::pg::cluster::Cluster;
+use berqenas::platform::Platform;
 use berqenas::secrets::SecretKey;
 use berqenas::server::{self, Database};
 use reqwest::{Method, StatusCode};
@@ -64,6 +66,28 @@ pub async fn superuser() -> tokio_postgres::Client {
         .unwrap()
 }
 
+/// A superuser connection to another database of the shared cluster (a tenant's own,
+/// in database mode).
+pub async fn superuser_in(db: &str) -> tokio_postgres::Client {
+    let mut config = database().await.config.clone();
+    config.dbname(db);
+    berqenas::pg::connect(&config).await.unwrap()
+}
+
+/// The secret key of every `TestApp`: a platform built with another one could not read
+/// the secrets the app stored.
+pub fn secret_key() -> SecretKey {
+    SecretKey::from_bytes([42; 32])
+}
+
+/// A platform of its own on the shared cluster, with `TestApp`'s key, for a test that
+/// drives a worker round itself.
+pub async fn platform(pool_size: usize) -> Platform {
+    server::platform(database().await, secret_key(), pool_size)
+        .await
+        .unwrap()
+}
+
 pub struct TestApp {
     pub url: String,
     pub http: reqwest::Client,
@@ -71,10 +95,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> Self {
-        let db = database().await;
-        let platform = server::platform(db, SecretKey::from_bytes([42; 32]), 16)
-            .await
-            .unwrap();
+        let platform = platform(16).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let router = api::router(AppState::new(platform, TOKEN));
@@ -139,16 +160,80 @@ impl TestApp {
     }
 
     pub async fn create(&self, name: &str) -> Value {
-        let (status, body) = self
-            .call(
-                Method::POST,
-                "/api/v1/tenants",
-                Some(serde_json::json!({"name": name, "db_quota": "1GB", "vpn_enabled": false, "public_api": true})),
-            )
-            .await;
+        self.create_with(serde_json::json!({"name": name, "db_quota": "1GB", "vpn_enabled": false, "public_api": true}))
+            .await
+    }
+
+    /// A tenant in one isolation mode, reachable through the data API.
+    pub async fn create_in(&self, name: &str, isolation: &str) -> Value {
+        self.create_with(
+            serde_json::json!({"name": name, "isolation": isolation, "public_api": true}),
+        )
+        .await
+    }
+
+    /// Creates a tenant from this request body; returns the answer (credentials, key).
+    pub async fn create_with(&self, body: Value) -> Value {
+        let (status, body) = self.call(Method::POST, "/api/v1/tenants", Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
     }
+
+    /// The status `/api/v1/me` answers a tenant API key with.
+    pub async fn me(&self, key: &str) -> StatusCode {
+        self.call_with(Method::GET, "/api/v1/me", None, Some(key), &[])
+            .await
+            .0
+    }
+}
+
+/// Runs the real binary against `app` with the admin token, as an operator would.
+pub async fn cli(app: &TestApp, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_berqenas"))
+        .args(args)
+        .env_remove("BERQENAS_DATA_DIR")
+        .env("BERQENAS_URL", &app.url)
+        .env("BERQENAS_ADMIN_TOKEN", TOKEN)
+        .output()
+        .await
+        .unwrap()
+}
+
+/// The JSON a successful CLI run printed (its stderr in the failure message if not).
+pub fn stdout_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// A tenant's audit actions, oldest first.
+pub async fn audit_actions(tenant: &str) -> Vec<String> {
+    superuser()
+        .await
+        .query(
+            "SELECT action FROM berqenas.audit_log WHERE tenant_name = $1 ORDER BY id",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// How many times `action` was audited for a tenant.
+pub async fn audit_count(pg: &tokio_postgres::Client, tenant: &str, action: &str) -> i64 {
+    pg.query_one(
+        "SELECT count(*) FROM berqenas.audit_log WHERE tenant_name = $1 AND action = $2",
+        &[&tenant, &action],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 /// A name no other test uses.

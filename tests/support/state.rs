@@ -3,10 +3,8 @@
 
 use berqenas::api::{self, AppState};
 use berqenas::dataapi::DataApiConfig;
-use berqenas::secrets::SecretKey;
-use berqenas::server;
 
-use crate::common::{database, TestApp, TOKEN};
+use crate::common::{platform, TestApp, TOKEN};
 
 pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
 
@@ -16,11 +14,7 @@ pub async fn spawn_with(config: DataApiConfig) -> (TestApp, AppState) {
         .with_env_filter("berqenas=info")
         .with_test_writer()
         .try_init();
-    let db = database().await;
-    let platform = server::platform(db, SecretKey::from_bytes([42; 32]), 16)
-        .await
-        .unwrap();
-    let state = AppState::new(platform, TOKEN)
+    let state = AppState::new(platform(16).await, TOKEN)
         .with_metrics_token(Some(METRICS_TOKEN))
         .with_data_api(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
