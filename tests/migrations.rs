@@ -6,9 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use berqenas::api::{self, AppState};
 use berqenas::platform::Endpoint;
-use berqenas::secrets::SecretKey;
 use berqenas::server::{self, Database};
 use berqenas::template::Template;
 use common::{connect_as, superuser, unique, TestApp, TOKEN};
@@ -49,17 +47,10 @@ async fn control_db(name: &str) -> Database {
 }
 
 async fn app(db: &Database, template: Template) -> TestApp {
-    let platform = server::platform_with(db, SecretKey::from_bytes([42; 32]), 16, template)
+    let platform = server::platform_with(db, common::secret_key(), 16, template)
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = api::router(AppState::new(platform, TOKEN));
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    TestApp {
-        url,
-        http: reqwest::Client::new(),
-    }
+    TestApp::serve(platform).await
 }
 
 async fn pg(db: &str) -> tokio_postgres::Client {
@@ -415,7 +406,7 @@ async fn subsets_and_bad_requests() {
 #[tokio::test]
 async fn a_changed_or_missing_applied_migration_is_refused() {
     let db = control_db("mig_tamper").await;
-    let key = || SecretKey::from_bytes([42; 32]);
+    let key = common::secret_key;
     if let Err(e) = server::platform_with(
         &db,
         key(),

@@ -95,7 +95,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> Self {
-        let platform = platform(16).await;
+        Self::serve(platform(16).await).await
+    }
+
+    /// The production router over this platform, on a free port.
+    pub async fn serve(platform: Platform) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let router = api::router(AppState::new(platform, TOKEN));
