@@ -626,6 +626,14 @@ async fn a_restored_backup_takes_its_template_version_and_migrates_again() {
     let before = app(&db, template(&[])).await;
     let mut tenants = create_many(&before, "rs", "schema", 1).await;
     tenants.extend(create_many(&before, "rd", "database", 1).await);
+    tenants.extend(create_many(&before, "rh", "shared", 1).await);
+    for t in &tenants {
+        connect_as(&t["credentials"])
+            .await
+            .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('kept', 'core', 'me')")
+            .await
+            .unwrap();
+    }
     let mut backups = Vec::new();
     for t in &tenants {
         let (s, b) = before
@@ -639,7 +647,7 @@ async fn a_restored_backup_takes_its_template_version_and_migrates_again() {
         backups.push(b["id"].as_str().unwrap().to_string());
     }
     let app = app(&db, template(&[("0002_priority.sql", ADD_PRIORITY)])).await;
-    assert_eq!(run_migration(&app, json!({})).await["migrated"], 2);
+    assert_eq!(run_migration(&app, json!({})).await["migrated"], 3);
     let control = pg("mig_restore").await;
     for (t, id) in tenants.iter().zip(&backups) {
         let name = t["name"].as_str().unwrap();
@@ -651,6 +659,18 @@ async fn a_restored_backup_takes_its_template_version_and_migrates_again() {
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
+        let rows: i64 = connect_as(&t["credentials"])
+            .await
+            .query_one("SELECT count(*) FROM applications WHERE name = 'kept'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 1, "{name}: the rows came back");
+        if t["isolation"] == "shared" {
+            // Its rows went into the pool's current tables: still at the pool's version.
+            assert_eq!(version_of(&app, name).await, 2, "{name}");
+            continue;
+        }
         assert_eq!(
             version_of(&app, name).await,
             1,

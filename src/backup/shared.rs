@@ -185,8 +185,38 @@ pub async fn move_in(
             ident(&t.name)
         ));
     }
+    // The archive may predate template migrations of the pool: it fills the tables and
+    // columns it has; columns added since take their defaults.
+    let archived: BTreeMap<String, Vec<String>> = c
+        .query(
+            "SELECT c.relname::text, array_agg(a.attname::text ORDER BY a.attnum)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+              WHERE n.nspname = $1 AND c.relkind = 'r'
+              GROUP BY 1",
+            &[&scratch.as_str()],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     for t in &tables {
-        let cols = t.column_list();
+        let Some(have) = archived.get(&t.name) else {
+            continue;
+        };
+        let common = PoolTable {
+            name: t.name.clone(),
+            columns: t
+                .columns
+                .iter()
+                .filter(|c| have.contains(c))
+                .cloned()
+                .collect(),
+        };
+        if common.columns.is_empty() {
+            continue;
+        }
+        let cols = common.column_list();
         sql.push_str(&format!(
             "INSERT INTO {pool}.{name} ({cols}, tenant_id) SELECT {cols}, {tenant}::uuid FROM {scratch}.{name};\n",
             name = ident(&t.name)
