@@ -619,8 +619,9 @@ async fn tampering_is_detected_and_failures_are_recorded() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&object, &bytes).unwrap();
-    let (s, _) = restore_backup(&app, &name, bid, None).await;
-    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    let (s, e) = restore_backup(&app, &name, bid, None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["error"]["code"], "backup_corrupt", "{e}");
     assert_eq!(
         snapshot(&t).await,
         before,
@@ -630,8 +631,8 @@ async fn tampering_is_detected_and_failures_are_recorded() {
         can_log_in(&t).await,
         "logins are back after a failed restore"
     );
-    let (s, _) = verify(&app, bid).await;
-    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    let (s, e) = verify(&app, bid).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
 
     // Unencrypted by policy: stored as pg_dump wrote it, checked by its digest.
     let (s, _) = app
@@ -659,8 +660,9 @@ async fn tampering_is_detected_and_failures_are_recorded() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&object, &bytes).unwrap();
-    let (s, _) = restore_backup(&app, &name, pid, None).await;
-    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    let (s, e) = restore_backup(&app, &name, pid, None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["error"]["code"], "backup_corrupt", "{e}");
     assert_eq!(snapshot(&t).await, before);
 
     // A backup that fails: its schema dropped behind berqenas's back.

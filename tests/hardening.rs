@@ -87,3 +87,37 @@ async fn public_defaults_are_gone_and_an_elevated_tenant_role_is_a_loud_error() 
         .await
         .expect("starts again once repaired");
 }
+
+#[tokio::test]
+async fn tenants_cannot_take_advisory_locks_in_the_control_database() {
+    let app = TestApp::spawn().await;
+    for isolation in ["schema", "shared"] {
+        let name = common::unique(&format!("adv{isolation}"));
+        let (status, t) = app
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/tenants",
+                Some(serde_json::json!({"name": name, "isolation": isolation})),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{t}");
+        let tenant = common::connect_as(&t["credentials"]).await;
+        for call in [
+            "SELECT pg_advisory_lock(1)",
+            "SELECT pg_try_advisory_xact_lock(1)",
+            "SELECT pg_advisory_lock_shared(1, 2)",
+        ] {
+            let err = tenant.simple_query(call).await.unwrap_err();
+            assert_eq!(
+                err.code(),
+                Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+                "{isolation}: {call}: {err:?}"
+            );
+        }
+        // Releasing stays possible (the data API's reset calls it).
+        tenant
+            .simple_query("SELECT pg_advisory_unlock_all()")
+            .await
+            .unwrap();
+    }
+}

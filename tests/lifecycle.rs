@@ -680,3 +680,31 @@ async fn a_soft_delete_also_cuts_an_application_pool_role_and_restore_gives_it_b
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_operation_waits_a_bounded_time_for_a_busy_tenant() {
+    let app = TestApp::spawn().await;
+    let n = name("busy");
+    create_in(&app, &n, "schema", json!({"plan": "starter"})).await;
+    // Another operation holds the tenant's name (as a delete taking its final backup does).
+    let mut pg = superuser().await;
+    let holder = pg.transaction().await.unwrap();
+    holder
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&format!("berqenas.tenant:{n}")],
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (s, e) = post(
+        &app,
+        &format!("/api/v1/tenants/{n}/users"),
+        Some(json!({"email": "late@example.com", "role": "developer"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["error"]["code"], "tenant_busy", "{e}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    holder.rollback().await.unwrap();
+}

@@ -27,6 +27,22 @@ impl From<backup::Error> for ApiError {
             backup::Error::Rejected(p) => Self(p),
             backup::Error::Tenant(e) => e.into(),
             backup::Error::Pool(e) => crate::tenant::service::Error::Pool(e).into(),
+            // The stored backup is damaged or gone: the caller's backup, not our fault.
+            e @ (backup::Error::Integrity { .. } | backup::Error::Crypt(_)) => {
+                tracing::warn!(error = %e, "a backup failed its integrity check");
+                Self(Problem::new(
+                    Kind::Conflict,
+                    "backup_corrupt",
+                    format!("the backup is damaged and cannot be used: {e}"),
+                ))
+            }
+            backup::Error::Store(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Self(Problem::new(
+                    Kind::Conflict,
+                    "backup_missing",
+                    "the backup's stored object is missing from the backup store",
+                ))
+            }
             other => {
                 tracing::error!(error = ?other, "backup request failed");
                 Self(Problem::new(

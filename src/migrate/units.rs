@@ -275,6 +275,10 @@ async fn database_unit(
     let tx = tenant_db.transaction().await?;
     // Two runs never migrate one database at once (the run table allows one run, but
     // an operator may also migrate by hand).
+    // The tenant can take advisory locks in its own database: wait for this one only
+    // as long as for any other lock.
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        .await?;
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext('berqenas.migrate'))",
         &[],

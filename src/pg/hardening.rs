@@ -35,11 +35,13 @@ pub async fn secure_defaults(
         "GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {hub}"
     ))
     .await?;
-    for sql in [
+    let mut statements = vec![
         format!("REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC"),
         "REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC".to_string(),
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_string(),
-    ] {
+    ];
+    statements.extend(advisory_lock_revokes());
+    for sql in statements {
         tx.batch_execute("SAVEPOINT hardening").await?;
         match tx.batch_execute(&sql).await {
             Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
@@ -50,6 +52,26 @@ pub async fn secure_defaults(
         }
     }
     tx.commit().await
+}
+
+/// Advisory locks belong to a database, and schema- and shared-mode tenants share the
+/// control database: a tenant taking the control plane's lock keys could stall the
+/// worker or another tenant's operations. So in the control database only the control
+/// role may take advisory locks (releasing them stays open to all).
+fn advisory_lock_revokes() -> Vec<String> {
+    let mut out = Vec::new();
+    for try_ in ["", "try_"] {
+        for xact in ["", "xact_"] {
+            for shared in ["", "_shared"] {
+                for args in ["bigint", "integer, integer"] {
+                    let f = format!("pg_catalog.pg_{try_}advisory_{xact}lock{shared}({args})");
+                    out.push(format!("REVOKE EXECUTE ON FUNCTION {f} FROM PUBLIC"));
+                    out.push(format!("GRANT EXECUTE ON FUNCTION {f} TO CURRENT_USER"));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The one role holding CONNECT and TEMP on the database schema-mode tenants live in;

@@ -283,10 +283,27 @@ pub(crate) fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
 
 /// Serialises every operation on one tenant name, for the rest of the transaction.
 pub(crate) async fn lock_name(tx: &Transaction<'_>, slug: &Slug) -> Result<()> {
+    // Bounded: a long offboarding holds the name while it takes a backup, and a caller
+    // that already holds the tenant's row would otherwise wait for it forever.
+    tx.batch_execute("SET LOCAL lock_timeout = '10s'").await?;
     let stmt = tx
         .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .await?;
-    tx.execute(&stmt, &[&slug.lock_key()]).await?;
+    let locked = tx.execute(&stmt, &[&slug.lock_key()]).await;
+    if let Err(e) = locked {
+        if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+            return Err(Error::Rejected(Problem::new(
+                Kind::Conflict,
+                "tenant_busy",
+                format!(
+                    "another operation on tenant {} is in progress; retry when it has finished",
+                    slug.as_str()
+                ),
+            )));
+        }
+        return Err(e.into());
+    }
+    tx.batch_execute("SET LOCAL lock_timeout = DEFAULT").await?;
     Ok(())
 }
 

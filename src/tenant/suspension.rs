@@ -220,6 +220,7 @@ pub async fn suspend(p: &Platform, key: &str, req: &SuspendTenant, actor: &str) 
             "only an active or trial tenant can be suspended",
         ));
     }
+    refuse_while_offboarding(&tx, &current, "suspend").await?;
     let cut = cut(&tx, &current, p.caps.superuser).await?;
     mark_suspended(&tx, current.id, reason.as_deref(), &cut).await?;
     let op_id = Uuid::now_v7();
@@ -266,6 +267,7 @@ pub async fn resume(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
             "only a suspended tenant can be resumed",
         ));
     }
+    refuse_while_offboarding(&tx, &current, "resume").await?;
     let row = tx
         .query_one(
             "SELECT suspended_roles, suspended_memberships FROM berqenas.tenants WHERE id = $1",
@@ -353,6 +355,26 @@ pub async fn activate(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
 }
 
 /// The state machine allows the move, but this action is not the way to make it.
+/// A delete that is taking its final backup has turned the logins off and recorded
+/// which; a suspend or resume in between would leave that record wrong.
+async fn refuse_while_offboarding(c: &impl GenericClient, t: &Tenant, action: &str) -> Result<()> {
+    let pending = c
+        .query_opt(
+            "SELECT 1 FROM berqenas.offboarding WHERE tenant_id = $1",
+            &[&t.id],
+        )
+        .await?
+        .is_some();
+    if pending {
+        return Err(not_from(
+            t,
+            action,
+            "a delete of this tenant is in progress",
+        ));
+    }
+    Ok(())
+}
+
 fn not_from(t: &Tenant, action: &str, hint: &str) -> Error {
     let mut p = Problem::new(
         Kind::Conflict,
