@@ -204,13 +204,14 @@ pub(crate) async fn load_into(
     manifest: &Manifest,
 ) -> Result<()> {
     let c = p.pool.get().await?;
-    let disabled = access::disable(&c, target).await?;
-    access::end_sessions(&c, &disabled).await?;
+    // As a suspension: an application's pool role must not write in between either.
+    let cut = crate::tenant::suspension::cut(&c, target, p.caps.superuser).await?;
+    access::end_sessions(&c, &cut.roles).await?;
     let result = match target.isolation {
         Isolation::Shared => load_shared(p, target, backup, manifest).await,
         _ => load_schema(p, target, backup, manifest).await,
     };
-    access::enable(&c, &disabled).await?;
+    crate::tenant::suspension::restore(&c, &cut.roles, &cut.memberships, p.caps.superuser).await?;
     result
 }
 

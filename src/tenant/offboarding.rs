@@ -186,12 +186,19 @@ pub async fn delete(
 
     // 2. The final backup. Without it nothing is deleted: the logins come back.
     let pol = backup::policy::effective(&p.pool.get().await?, &tenant).await?;
+    // Expires even if the delete never completes (the worker then rolls it back):
+    // step 3 sets the same date from the purge date.
+    let plan_retention = store::plan(&p.pool.get().await?, &tenant.plan)
+        .await?
+        .map_or(0, |plan| plan.retention_days);
+    let provisional =
+        Utc::now() + chrono::Duration::days(i64::from(retention) + i64::from(plan_retention));
     let archive = match backup::take::take(
         p,
         &tenant,
         BackupKind::Final,
         pol.encryption,
-        None,
+        Some(provisional),
         actor,
     )
     .await
