@@ -363,12 +363,13 @@ async fn replace_schema(
     let database = target.database.clone();
     let in_control_db = target.isolation != Isolation::Database;
     let admin = super::connect_to(p, &database).await?;
-    admin
-        .batch_execute(&format!(
-            "BEGIN;\nALTER SCHEMA {schema} RENAME TO {aside};\n{}COMMIT;",
-            shell_sql(slug)
-        ))
-        .await?;
+    let other_db: Vec<&str> = if in_control_db {
+        vec![]
+    } else {
+        vec![database.as_str()]
+    };
+    // Everything that can fail before the swap happens first: once the schema is set
+    // aside, every error path puts it back.
     let c = p.pool.get().await?;
     let db_ident = Ident::new(database.clone()).expect("registry holds valid names");
     let reach = if in_control_db {
@@ -378,6 +379,16 @@ async fn replace_schema(
     };
     let role = TempRole::create(p, &c, Some(&owner), reach).await?;
     drop(c);
+    if let Err(e) = admin
+        .batch_execute(&format!(
+            "BEGIN;\nALTER SCHEMA {schema} RENAME TO {aside};\n{}COMMIT;",
+            shell_sql(slug)
+        ))
+        .await
+    {
+        let _ = role.drop(p, &other_db).await;
+        return Err(e.into());
+    }
     let conn = role.conn(&Conn::control(&p.config, &database));
     let restored = run_restore(p, &conn, Some(owner.as_str()), schema.as_str(), input).await;
     let finished = match restored {
@@ -407,11 +418,6 @@ async fn replace_schema(
                 .await?;
             Err(e)
         }
-    };
-    let other_db: Vec<&str> = if in_control_db {
-        vec![]
-    } else {
-        vec![database.as_str()]
     };
     let dropped = role.drop(p, &other_db).await;
     finished.and(dropped)
