@@ -14,9 +14,11 @@
 //! change. Schema and database modes: relations in the tenant's schema owned by another
 //! tenant role (a tenant admin's own tables) pass to the tenant's owner role, then every
 //! INSERT and UPDATE grant on them (tables and columns), CREATE on the schema, and in
-//! database mode TEMPORARY on the database, are revoked from everyone but the owner
-//! role. Shared mode: the tenant's roles leave the pool's write roles and join its
-//! read-only (auditor) pool role. What was taken is recorded, and exactly that comes back.
+//! database mode TEMPORARY on the database, are revoked (CASCADE) from everyone but
+//! the owner role; on the relations handed over, DELETE too (a rule there runs with the
+//! owner role's rights), and their previous owner is lent SELECT. Shared mode: the
+//! tenant's roles leave the pool's write roles and join its read-only (auditor) pool
+//! role. What was taken is recorded, and exactly that comes back.
 
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
@@ -40,32 +42,62 @@ const LIVE: &str = "('trial', 'active', 'suspended')";
 #[serde(tag = "on", rename_all = "snake_case")]
 pub enum Revoked {
     /// A relation that belonged to another tenant role passed to the owner role.
-    Owner { oid: u32, owner: String },
+    /// `lent_select`: the previous owner was granted SELECT on it meanwhile (ownership
+    /// passing takes the owner's own privileges), taken back before it returns.
+    Owner {
+        oid: u32,
+        owner: String,
+        #[serde(default)]
+        lent_select: bool,
+    },
+    /// `grantable`: held WITH GRANT OPTION. `grantor`: who granted it, when not the
+    /// object's owner at the time (a role re-granting a privilege it held with grant
+    /// option); revoking from that role with CASCADE took it too.
     Relation {
         oid: u32,
         grantee: String,
         privilege: String,
+        #[serde(default)]
+        grantable: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grantor: Option<String>,
     },
     Column {
         oid: u32,
         column: String,
         grantee: String,
         privilege: String,
+        #[serde(default)]
+        grantable: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grantor: Option<String>,
     },
     Schema {
         name: String,
         grantee: String,
         privilege: String,
+        #[serde(default)]
+        grantable: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grantor: Option<String>,
     },
     Database {
         name: String,
         grantee: String,
         privilege: String,
+        #[serde(default)]
+        grantable: bool,
     },
 }
 
 /// Privileges that may appear in a record (it is read back from the registry).
-const PRIVILEGES: &[&str] = &["INSERT", "UPDATE", "CREATE", "TEMPORARY"];
+const PRIVILEGES: &[&str] = &["INSERT", "UPDATE", "DELETE", "CREATE", "TEMPORARY"];
+
+/// Bounds for the statements of a disk round on tenant objects: a tenant holding a lock
+/// (`LOCK TABLE` in an idle transaction) makes its own measurement or enforcement fail,
+/// logged and retried next round, instead of holding up the round.
+pub const ROUND_TIMEOUTS: &str =
+    "SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '60s'";
 
 fn grantee(name: &str) -> String {
     if name == "PUBLIC" {
@@ -93,24 +125,54 @@ fn template_db(p: &Platform) -> String {
 }
 
 /// Measures every live tenant (or just `only`): (tenant, bytes).
+///
+/// Each schema-mode tenant is measured on its own (in a savepoint, under
+/// [`ROUND_TIMEOUTS`]): one whose tables are locked fails alone, logged, and is left out
+/// (measuring just `only`, the error is returned).
 pub async fn measure(p: &Platform, only: Option<Uuid>) -> Result<Vec<(Uuid, i64)>> {
     let mut client = p.pool.get().await?;
     let mut sizes: Vec<(Uuid, i64)> = Vec::new();
-    let rows = client
+    let mut tx = client.transaction().await?;
+    tx.batch_execute(ROUND_TIMEOUTS).await?;
+    let schemas: Vec<(Uuid, String)> = tx
         .query(
             &format!(
-                "SELECT t.id, coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
-                   FROM berqenas.tenants t
+                "SELECT t.id, t.schema_name::text FROM berqenas.tenants t
                    JOIN pg_namespace n ON n.nspname = t.schema_name
-                   LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'S')
-                  WHERE t.isolation = 'schema' AND t.status IN {LIVE} AND ($1::uuid IS NULL OR t.id = $1)
-                  GROUP BY t.id"
+                  WHERE t.isolation = 'schema' AND t.status IN {LIVE} AND ($1::uuid IS NULL OR t.id = $1)"
             ),
             &[&only],
         )
-        .await?;
-    sizes.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
-    let rows = client
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (id, schema) in schemas {
+        let sp = tx.savepoint("measure_tenant").await?;
+        let size = sp
+            .query_one(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relkind IN ('r', 'm', 'S')",
+                &[&schema],
+            )
+            .await;
+        match size {
+            Ok(r) => {
+                sp.commit().await?;
+                sizes.push((id, r.get(0)));
+            }
+            Err(e) if only.is_none() => {
+                sp.rollback().await?;
+                let error = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string());
+                tracing::warn!(tenant.id = %id, %error, "measuring the tenant's disk use failed (a lock held?); retrying next round");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let rows = tx
         .query(
             &format!(
                 "SELECT t.id, greatest(pg_database_size(d.oid) - coalesce(
@@ -122,7 +184,7 @@ pub async fn measure(p: &Platform, only: Option<Uuid>) -> Result<Vec<(Uuid, i64)
         )
         .await?;
     sizes.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
-    let shared: Vec<Uuid> = client
+    let shared: Vec<Uuid> = tx
         .query(
             &format!(
                 "SELECT id FROM berqenas.tenants
@@ -134,8 +196,16 @@ pub async fn measure(p: &Platform, only: Option<Uuid>) -> Result<Vec<(Uuid, i64)
         .iter()
         .map(|r| r.get(0))
         .collect();
+    tx.commit().await?;
     if !shared.is_empty() {
-        let shares = shared_shares(&mut client).await?;
+        let shares = match shared_shares(&mut client).await {
+            Ok(s) => s,
+            Err(e) if only.is_none() => {
+                tracing::warn!(error = %e, "measuring the shared pool failed (a lock held?); retrying next round");
+                return Ok(sizes);
+            }
+            Err(e) => return Err(e),
+        };
         for id in shared {
             let bytes = shares.get(&id).copied().unwrap_or(0.0);
             sizes.push((id, bytes.round() as i64));
@@ -150,6 +220,7 @@ async fn shared_shares(
 ) -> Result<std::collections::HashMap<Uuid, f64>> {
     let mut shares = std::collections::HashMap::new();
     let tx = client.transaction().await?;
+    tx.batch_execute(ROUND_TIMEOUTS).await?;
     let tables = crate::tenant::shared_mode::pool_tables(&tx).await?;
     // The pool owner's maintenance policy sees every tenant's rows.
     tx.batch_execute(&format!("SET LOCAL ROLE {}", ident(pool::POOL_OWNER)))
@@ -159,8 +230,8 @@ async fn shared_shares(
         let table = Ident::new(t).expect("catalog names are identifiers");
         let total: i64 = tx
             .query_one(
-                &format!("SELECT pg_total_relation_size('{schema}.{table}'::regclass::oid)"),
-                &[],
+                "SELECT pg_total_relation_size($1::text::regclass)",
+                &[&format!("{schema}.{table}")],
             )
             .await?
             .get(0);
@@ -248,6 +319,9 @@ pub async fn enforce(p: &Platform, tenant_id: Uuid) -> Result<Outcome> {
     let slug = Slug::parse(&tenant.name).expect("registry holds valid names");
     service::lock_name(&tx, &slug).await?;
     let (blocked, revoked) = store::lock_disk_row(&tx, tenant.id).await?;
+    // The registry locks are held; from here on, a lock of the tenant's fails this
+    // tenant's enforcement (retried next round) instead of hanging the round.
+    tx.batch_execute(ROUND_TIMEOUTS).await?;
     let bytes: i64 = tx
         .query_one(
             "SELECT bytes FROM berqenas.disk_usage WHERE tenant_id = $1",
@@ -356,7 +430,11 @@ async fn record(
 async fn connect_to(p: &Platform, database: &str) -> Result<tokio_postgres::Client> {
     let mut config = p.config.clone();
     config.dbname(database);
-    Ok(pg::connect(&config).await?)
+    let c = pg::connect(&config).await?;
+    // Its own session: the same bounds as ROUND_TIMEOUTS, for every transaction.
+    c.batch_execute("SET lock_timeout = '5s'; SET statement_timeout = '60s'")
+        .await?;
+    Ok(c)
 }
 
 /// Every role of the tenant (users included) except its owner role.
@@ -404,20 +482,30 @@ async fn snapshot(
         out.push(Revoked::Owner {
             oid: r.get(0),
             owner: r.get(1),
+            lent_select: true,
         });
     }
     let from = "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  JOIN pg_roles o ON o.oid = c.relowner";
+    // DELETE too on relations passing to the owner role: a rule there (ON DELETE DO
+    // INSTEAD INSERT) would run with the owner role's rights.
     let tenant_rels = "n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
                        AND (o.rolname = $2 OR o.rolname = ANY($3))
-                       AND a.privilege_type IN ('INSERT', 'UPDATE') AND a.grantee <> c.relowner
+                       AND (a.privilege_type IN ('INSERT', 'UPDATE')
+                            OR (a.privilege_type = 'DELETE' AND o.rolname <> $2))
+                       AND a.grantee <> c.relowner
                        AND a.grantee <> (SELECT oid FROM pg_roles WHERE rolname = $2)";
     let grantee = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE (SELECT rolname::text FROM pg_roles WHERE oid = a.grantee) END";
+    // The grantor, unless it is the object's owner (whoever owns it when given back).
+    let grantor = |owner: &str| {
+        format!("CASE WHEN a.grantor = {owner} THEN NULL ELSE (SELECT rolname::text FROM pg_roles WHERE oid = a.grantor) END")
+    };
+    let rel_grantor = grantor("c.relowner");
     let owner = t.owner_role.as_str();
     for r in db
         .query(
             &format!(
-                "SELECT c.oid, {grantee}, a.privilege_type {from}
+                "SELECT c.oid, {grantee}, a.privilege_type, a.is_grantable, {rel_grantor} {from}
                    CROSS JOIN LATERAL aclexplode(c.relacl) a
                   WHERE {tenant_rels}"
             ),
@@ -429,12 +517,14 @@ async fn snapshot(
             oid: r.get(0),
             grantee: r.get(1),
             privilege: r.get(2),
+            grantable: r.get(3),
+            grantor: r.get(4),
         });
     }
     for r in db
         .query(
             &format!(
-                "SELECT c.oid, att.attname::text, {grantee}, a.privilege_type {from}
+                "SELECT c.oid, att.attname::text, {grantee}, a.privilege_type, a.is_grantable, {rel_grantor} {from}
                    JOIN pg_attribute att ON att.attrelid = c.oid AND att.attacl IS NOT NULL
                    CROSS JOIN LATERAL aclexplode(att.attacl) a
                   WHERE {tenant_rels}"
@@ -448,13 +538,17 @@ async fn snapshot(
             column: r.get(1),
             grantee: r.get(2),
             privilege: r.get(3),
+            grantable: r.get(4),
+            grantor: r.get(5),
         });
     }
     for r in db
         .query(
             &format!(
-                "SELECT {grantee}, a.privilege_type FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a
-                  WHERE n.nspname = $1 AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner"
+                "SELECT {grantee}, a.privilege_type, a.is_grantable, {}
+                   FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a
+                  WHERE n.nspname = $1 AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner",
+                grantor("n.nspowner")
             ),
             &[&schema.as_str()],
         )
@@ -464,13 +558,15 @@ async fn snapshot(
             name: schema.as_str().to_string(),
             grantee: r.get(0),
             privilege: r.get(1),
+            grantable: r.get(2),
+            grantor: r.get(3),
         });
     }
     if t.isolation == Isolation::Database {
         for r in db
             .query(
                 &format!(
-                    "SELECT {grantee}, a.privilege_type FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) a
+                    "SELECT {grantee}, a.privilege_type, a.is_grantable FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) a
                       WHERE d.datname = current_database() AND a.privilege_type IN ('TEMPORARY', 'CREATE')
                         AND a.grantee <> d.datdba"
                 ),
@@ -482,6 +578,7 @@ async fn snapshot(
                 name: t.database.clone(),
                 grantee: r.get(0),
                 privilege: r.get(1),
+                grantable: r.get(2),
             });
         }
     }
@@ -622,10 +719,18 @@ async fn existing_roles(
         .iter()
         .flat_map(|r| match r {
             Revoked::Owner { owner, .. } => vec![owner.as_str()],
-            Revoked::Relation { grantee, .. }
-            | Revoked::Column { grantee, .. }
-            | Revoked::Schema { grantee, .. }
-            | Revoked::Database { grantee, .. } => vec![grantee.as_str()],
+            Revoked::Relation {
+                grantee, grantor, ..
+            }
+            | Revoked::Column {
+                grantee, grantor, ..
+            }
+            | Revoked::Schema {
+                grantee, grantor, ..
+            } => std::iter::once(grantee.as_str())
+                .chain(grantor.as_deref())
+                .collect(),
+            Revoked::Database { grantee, .. } => vec![grantee.as_str()],
         })
         .collect();
     let mut present: Vec<String> = db
@@ -643,6 +748,12 @@ async fn existing_roles(
 
 /// The statements that take (`give == false`) or give back what `taken` lists, in the
 /// database the record came from. Objects and roles that are gone are skipped.
+///
+/// Taking revokes with CASCADE: a privilege a tenant role held WITH GRANT OPTION and
+/// passed on goes with what was granted from it (those grants are recorded too).
+/// Giving back grants WITH GRANT OPTION where it was held, and a grant that came from
+/// another role than the owner is made as that role again (after its grant option is
+/// back) when the control role may act as it (a superuser); otherwise as the owner role.
 async fn privileges_sql(
     db: &impl PgClient,
     t: &Tenant,
@@ -653,15 +764,54 @@ async fn privileges_sql(
     let roles = existing_roles(db, taken).await?;
     let exists = |name: &str| roles.iter().any(|r| r == name);
     let owner = Ident::new(t.owner_role.clone()).expect("registry holds valid names");
+    let superuser = give
+        && db
+            .query_one(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await?
+            .get::<_, bool>(0);
     let (verb, prep) = if give {
         ("GRANT", "TO")
     } else {
         ("REVOKE", "FROM")
     };
-    let (mut owners, mut as_owner, mut other) = (String::new(), String::new(), String::new());
+    // Grants made and taken as a tenant role: (grantor, object, privilege, grantee,
+    // grantable, statement); grantor None is the owner role.
+    type Item = (Option<String>, String, String, String, bool, String);
+    let mut items: Vec<Item> = Vec::new();
+    let add = |grantor: &Option<String>, object: String, pr: &str, g: &str, grantable: bool| {
+        let option = if give && grantable {
+            " WITH GRANT OPTION"
+        } else if give {
+            ""
+        } else {
+            " CASCADE"
+        };
+        let stmt = format!(
+            "{verb} {} {object} {prep} {}{option};\n",
+            privilege(pr),
+            grantee(g)
+        );
+        let grantor = grantor.clone().filter(|x| give && superuser && exists(x));
+        (
+            grantor,
+            object,
+            pr.to_string(),
+            g.to_string(),
+            grantable,
+            stmt,
+        )
+    };
+    let (mut owners, mut other) = (String::new(), String::new());
     for r in taken {
         match r {
-            Revoked::Owner { oid, owner: was } => {
+            Revoked::Owner {
+                oid,
+                owner: was,
+                lent_select,
+            } => {
                 if let (Some((name, kind)), true) = (rels.get(oid), exists(was)) {
                     let to = if give {
                         grantee(was)
@@ -669,19 +819,33 @@ async fn privileges_sql(
                         owner.to_string()
                     };
                     owners.push_str(&format!("ALTER {kind} {name} OWNER TO {to};\n"));
+                    if *lent_select {
+                        // Lent while it is not the owner; taken back before it is again.
+                        let (verb, prep) = if give {
+                            ("REVOKE", "FROM")
+                        } else {
+                            ("GRANT", "TO")
+                        };
+                        items.push((
+                            None,
+                            String::new(),
+                            String::new(),
+                            String::new(),
+                            false,
+                            format!("{verb} SELECT ON {name} {prep} {};\n", grantee(was)),
+                        ));
+                    }
                 }
             }
             Revoked::Relation {
                 oid,
                 grantee: g,
                 privilege: pr,
+                grantable,
+                grantor,
             } => {
                 if let (Some((name, _)), true) = (rels.get(oid), exists(g)) {
-                    as_owner.push_str(&format!(
-                        "{verb} {} ON {name} {prep} {};\n",
-                        privilege(pr),
-                        grantee(g)
-                    ));
+                    items.push(add(grantor, format!("ON {name}"), pr, g, *grantable));
                 }
             }
             Revoked::Column {
@@ -689,13 +853,17 @@ async fn privileges_sql(
                 column,
                 grantee: g,
                 privilege: pr,
+                grantable,
+                grantor,
             } => {
                 let col = Ident::new(column.clone()).expect("catalog names are identifiers");
                 if let (Some((name, _)), true) = (rels.get(oid), exists(g)) {
-                    as_owner.push_str(&format!(
-                        "{verb} {} ({col}) ON {name} {prep} {};\n",
-                        privilege(pr),
-                        grantee(g)
+                    items.push(add(
+                        grantor,
+                        format!("({col}) ON {name}"),
+                        pr,
+                        g,
+                        *grantable,
                     ));
                 }
             }
@@ -703,6 +871,8 @@ async fn privileges_sql(
                 name,
                 grantee: g,
                 privilege: pr,
+                grantable,
+                grantor,
             } => {
                 let schema = Ident::new(name.clone()).expect("registry names are identifiers");
                 let present = db
@@ -710,10 +880,12 @@ async fn privileges_sql(
                     .await?
                     .is_some();
                 if present && exists(g) {
-                    as_owner.push_str(&format!(
-                        "{verb} {} ON SCHEMA {schema} {prep} {};\n",
-                        privilege(pr),
-                        grantee(g)
+                    items.push(add(
+                        grantor,
+                        format!("ON SCHEMA {schema}"),
+                        pr,
+                        g,
+                        *grantable,
                     ));
                 }
             }
@@ -721,11 +893,17 @@ async fn privileges_sql(
                 name,
                 grantee: g,
                 privilege: pr,
+                grantable,
             } => {
                 if exists(g) {
                     let db_name = Ident::new(name.clone()).expect("registry names are identifiers");
+                    let option = match (give, grantable) {
+                        (true, true) => " WITH GRANT OPTION",
+                        (true, false) => "",
+                        (false, _) => " CASCADE",
+                    };
                     other.push_str(&format!(
-                        "{verb} {} ON DATABASE {db_name} {prep} {};\n",
+                        "{verb} {} ON DATABASE {db_name} {prep} {}{option};\n",
                         privilege(pr),
                         grantee(g)
                     ));
@@ -733,14 +911,48 @@ async fn privileges_sql(
             }
         }
     }
+    // Grants from another role come after the grant option they depend on is back.
+    let mut ordered: Vec<Item> = Vec::new();
+    let (mut pending, first): (Vec<Item>, Vec<Item>) =
+        items.into_iter().partition(|i| i.0.is_some());
+    ordered.extend(first);
+    loop {
+        let before = pending.len();
+        let (ready, rest): (Vec<Item>, Vec<Item>) = pending.into_iter().partition(|i| {
+            ordered
+                .iter()
+                .any(|o| o.1 == i.1 && o.2 == i.2 && o.4 && Some(&o.3) == i.0.as_ref())
+        });
+        ordered.extend(ready);
+        pending = rest;
+        if pending.is_empty() || pending.len() == before {
+            break;
+        }
+    }
+    // What cannot be ordered so is given back as the owner role.
+    ordered.extend(pending.into_iter().map(|mut i| {
+        i.0 = None;
+        i
+    }));
     // Grants on the tenant's objects are made and taken as their owner role, so they
     // are recorded as the owner's (as the originals were). Ownership moves to the owner
     // role before its grants are taken, and back after they are given.
-    let as_owner = if as_owner.is_empty() {
-        as_owner
-    } else {
-        format!("SET LOCAL ROLE {owner};\n{as_owner}RESET ROLE;\n")
-    };
+    let mut as_owner = String::new();
+    let mut current: Option<String> = None;
+    for (grantor, .., stmt) in ordered {
+        let role = match &grantor {
+            Some(g) => grantee(g),
+            None => owner.to_string(),
+        };
+        if current.as_ref() != Some(&role) {
+            as_owner.push_str(&format!("SET LOCAL ROLE {role};\n"));
+            current = Some(role);
+        }
+        as_owner.push_str(&stmt);
+    }
+    if current.is_some() {
+        as_owner.push_str("RESET ROLE;\n");
+    }
     Ok(if give {
         format!("{other}{as_owner}{owners}")
     } else {

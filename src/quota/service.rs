@@ -315,13 +315,20 @@ pub async fn update(p: &Platform, key: &str, req: &QuotaUpdate, actor: &str) -> 
     }
     if lowered_below.contains(&"max_connections") {
         let logins = tenants::store::login_roles(&client, &t).await?;
+        // Each login role's limit is the quota; in database mode the database's is
+        // too, capping them together: counted per database there.
+        let per_database = t.isolation == tenants::Isolation::Database;
         client
             .execute(
                 "SELECT pg_terminate_backend(pid) FROM (
-                     SELECT pid, row_number() OVER (PARTITION BY usename ORDER BY backend_start) AS n
-                       FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()) s
+                     SELECT pid, row_number() OVER (
+                              PARTITION BY CASE WHEN $3 THEN datname::text ELSE usename::text END
+                              ORDER BY backend_start) AS n
+                       FROM pg_stat_activity
+                      WHERE usename = ANY($1) AND pid <> pg_backend_pid()
+                        AND backend_type = 'client backend') s
                   WHERE n > $2",
-                &[&logins, &(new.max_connections as i64)],
+                &[&logins, &(new.max_connections as i64), &per_database],
             )
             .await?;
     }

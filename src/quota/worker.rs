@@ -1,5 +1,6 @@
 //! The quota side of the background worker: a disk round every `--quota-interval`
-//! (one server at a time, under an advisory lock), the watchdog every second, and
+//! (one server at a time, under an advisory lock), the watchdog every second (its own
+//! task, so a slow disk round does not hold it up), and
 //! the housekeeping that keeps the rate limiters and data API pools small.
 
 use std::sync::Arc;
@@ -81,6 +82,28 @@ pub async fn check_capacity(
     Ok(())
 }
 
+/// Aborts the task it holds when dropped (the worker's task was aborted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The watchdog every second, on its own task: a disk round that takes long (a
+/// tenant's lock) does not hold it up.
+async fn watchdog_forever(p: Platform) {
+    let mut watch = tokio::time::interval(Duration::from_secs(1));
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        watch.tick().await;
+        if let Err(e) = watchdog::run_once(&p).await {
+            tracing::warn!(error = %e, "watchdog pass failed");
+        }
+    }
+}
+
 /// Runs until the task is aborted.
 pub async fn run_forever(
     p: Platform,
@@ -88,10 +111,10 @@ pub async fn run_forever(
     data: Arc<DataApi>,
     quota_interval: Duration,
 ) {
+    let _watchdog = AbortOnDrop(tokio::spawn(watchdog_forever(p.clone())));
     let mut round = tokio::time::interval(quota_interval);
-    let mut watch = tokio::time::interval(Duration::from_secs(1));
     let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
-    for t in [&mut round, &mut watch, &mut housekeeping] {
+    for t in [&mut round, &mut housekeeping] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     loop {
@@ -103,11 +126,6 @@ pub async fn run_forever(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "disk quota round failed; retrying at the next tick"),
             },
-            _ = watch.tick() => {
-                if let Err(e) = watchdog::run_once(&p).await {
-                    tracing::warn!(error = %e, "watchdog pass failed");
-                }
-            }
             _ = housekeeping.tick() => {
                 limits.housekeeping();
                 data.reap();

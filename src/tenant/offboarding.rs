@@ -191,8 +191,7 @@ pub async fn delete(
     let plan_retention = store::plan(&p.pool.get().await?, &tenant.plan)
         .await?
         .map_or(0, |plan| plan.retention_days);
-    let provisional =
-        Utc::now() + chrono::Duration::days(i64::from(retention) + i64::from(plan_retention));
+    let provisional = Utc::now() + chrono::Duration::days(retention + i64::from(plan_retention));
     let archive = match backup::take::take(
         p,
         &tenant,
