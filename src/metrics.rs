@@ -272,12 +272,27 @@ pub fn migration_finished(outcome: &str, n: u64) {
         .inc_by(n);
 }
 
+/// The `method` label: the standard methods the API serves, any other `other`, so a
+/// client cannot create series by inventing methods.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// An HTTP request finished; `route` is the route template, never the raw path.
 pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
     METRICS
         .http_seconds
         .get_or_create(&Http {
-            method: label(method),
+            method: label(method_label(method)),
             route: label(route),
             status: status.to_string(),
         })

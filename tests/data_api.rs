@@ -438,3 +438,144 @@ async fn connections_stay_under_the_global_cap() {
     state.data.reap();
     assert_eq!(state.data.stats().0, 0);
 }
+
+#[tokio::test]
+async fn results_over_16_mib_are_refused() {
+    let (app, _) = support::spawn().await;
+    let name = unique("data-big");
+    let t = app.create_in(&name, "schema").await;
+    let k = key(&t);
+    // Many rows of 1 MB: refused as a whole, not buffered.
+    let (s, body) = query(
+        &app,
+        k,
+        "SELECT repeat('x', 1000000) FROM generate_series(1, 1000)",
+        json!([]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "result_too_large");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("16 MiB"));
+    // One cell over the limit too.
+    let (s, body) = query(&app, k, "SELECT repeat('x', 17000000)", json!([])).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    // Under it: returned.
+    let (s, body) = query(
+        &app,
+        k,
+        "SELECT repeat('x', 1000000) FROM generate_series(1, 10)",
+        json!([]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["row_count"], 10);
+}
+
+/// The tenant's data API sessions holding advisory locks.
+async fn advisory_locks(pg: &tokio_postgres::Client, role: &str) -> i64 {
+    pg.query_one(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'advisory' AND a.usename = $1",
+        &[&role],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn the_session_is_reset_even_when_commit_fails() {
+    let (app, _) = support::spawn_with(DataApiConfig {
+        per_tenant: 1,
+        ..Default::default()
+    })
+    .await;
+    let pg = superuser().await;
+    let t = app.create_in(&unique("data-reset"), "schema").await;
+    let (k, role) = (key(&t), t["role"].as_str().unwrap());
+    // A table whose key is checked at COMMIT (tenants cannot create tables here), and
+    // advisory locks (as a database-mode tenant may take in its own database).
+    let (_, body) = query(&app, k, "SELECT current_schema()::text", json!([])).await;
+    let schema = body["rows"][0][0].as_str().unwrap().to_string();
+    pg.batch_execute(&format!(
+        "CREATE TABLE \"{schema}\".uniq (id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED);
+         INSERT INTO \"{schema}\".uniq VALUES (1);
+         GRANT SELECT, INSERT ON \"{schema}\".uniq TO \"{role}\";
+         GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_lock(bigint) TO \"{role}\""
+    ))
+    .await
+    .unwrap();
+    // A session advisory lock (not undone by a rollback), then a COMMIT that fails.
+    let (s, body) = query(
+        &app,
+        k,
+        "WITH l AS (SELECT pg_advisory_lock(4242)) INSERT INTO uniq SELECT 1 FROM l",
+        json!([]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("23505"),
+        "{body}"
+    );
+    assert_eq!(
+        advisory_locks(&pg, role).await,
+        0,
+        "the lock outlived its request"
+    );
+    // Temporary tables and held cursors end with their request too.
+    for _ in 0..2 {
+        for sql in [
+            "CREATE TEMP TABLE scratch (x int)",
+            "DECLARE held CURSOR WITH HOLD FOR SELECT 1",
+        ] {
+            let (s, body) = query(&app, k, sql, json!([])).await;
+            assert_eq!(s, StatusCode::OK, "{sql}: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_request_is_never_committed() {
+    let (app, _) = support::spawn_with(DataApiConfig {
+        per_tenant: 1,
+        ..Default::default()
+    })
+    .await;
+    let t = app.create_in(&unique("data-cancel"), "schema").await;
+    let k = key(&t);
+    // The client gives up while the statement, which wrote a row, still runs: the
+    // handler is dropped between the statement and its COMMIT.
+    let res = app
+        .http
+        .post(format!("{}/api/v1/query", app.url))
+        .bearer_auth(k)
+        .timeout(Duration::from_millis(300))
+        .json(
+            &json!({"sql": "WITH ins AS (INSERT INTO applications (name, team, created_by)
+                                VALUES ('cancelled', 'core', 'test') RETURNING 1)
+                              SELECT pg_sleep(1.5) FROM ins"}),
+        )
+        .send()
+        .await;
+    assert!(res.is_err(), "the request should time out");
+    // The next request on the same (only) connection commits its own work only.
+    let (s, body) = query(&app, k, "SELECT 1", json!([])).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (s, body) = query(
+        &app,
+        k,
+        "SELECT count(*) FROM applications WHERE name = 'cancelled'",
+        json!([]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["rows"][0][0], 0,
+        "the cancelled request's write was committed"
+    );
+}

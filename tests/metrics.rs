@@ -330,4 +330,25 @@ async fn metrics_parse_and_show_what_happened() {
             .unwrap_or(0.0),
         1.0
     );
+
+    // An invented HTTP method is counted as "other": it never becomes a label value.
+    let res = app
+        .http
+        .request(
+            Method::from_bytes(b"FROBNICATE").unwrap(),
+            format!("{}/api/v1/query", app.url),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error(), "{}", res.status());
+    let text = scrape(&app, Some(support::METRICS_TOKEN)).await.1;
+    assert!(!text.contains("FROBNICATE"), "{text}");
+    assert!(
+        count(
+            &parse(&text),
+            "berqenas_http_request_duration_seconds",
+            &[("method", "other")]
+        ) >= 1.0
+    );
 }

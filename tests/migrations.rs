@@ -630,7 +630,9 @@ async fn a_restored_backup_takes_its_template_version_and_migrates_again() {
     for t in &tenants {
         connect_as(&t["credentials"])
             .await
-            .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('kept', 'core', 'me')")
+            .batch_execute(
+                "INSERT INTO applications (name, team, created_by) VALUES ('kept', 'core', 'me')",
+            )
             .await
             .unwrap();
     }

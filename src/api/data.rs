@@ -27,6 +27,9 @@ fn query_error(e: QueryError) -> Response {
         QueryError::Timeout(m) => {
             ratelimit::error(StatusCode::GATEWAY_TIMEOUT, "statement_timeout", m, None)
         }
+        QueryError::TooLarge(m) => {
+            ratelimit::error(StatusCode::PAYLOAD_TOO_LARGE, "result_too_large", m, None)
+        }
         QueryError::Unavailable { code, message } => {
             let mut res = ratelimit::error(StatusCode::SERVICE_UNAVAILABLE, code, message, None);
             res.headers_mut()
@@ -52,6 +55,7 @@ fn query_error(e: QueryError) -> Response {
         (status = 400, body = ErrorBody, description = "the statement is wrong (PostgreSQL's message and SQLSTATE)"),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "public_api is off for the tenant, or PostgreSQL denied a privilege (SQLSTATE 42501)"),
+        (status = 413, body = ErrorBody, description = "the result holds more than 16 MiB of cell data; select fewer rows or columns"),
         (status = 429, body = ErrorBody, description = "over api_calls_per_minute; Retry-After"),
         (status = 503, body = ErrorBody, description = "no connection available (tenant's connection limit, global cap); Retry-After"),
         (status = 504, body = ErrorBody, description = "cancelled at the tenant's statement timeout (SQLSTATE 57014)")))]

@@ -74,6 +74,9 @@ pub enum QueryError {
     /// It ran past the tenant's statement timeout (504, SQLSTATE 57014).
     #[error("{0}")]
     Timeout(String),
+    /// The rows to return hold more than `MAX_RESULT_BYTES` (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// No connection could be had, or it was closed (503).
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
@@ -131,9 +134,36 @@ impl Default for DataApi {
     }
 }
 
-/// Ends the transaction and undoes whatever the statement changed in the session
-/// (settings, role, listeners, advisory locks), so the next request starts clean.
-const END: &str = "COMMIT; RESET ALL; RESET ROLE; UNLISTEN *; SELECT pg_advisory_unlock_all()";
+/// The most cell data (as PostgreSQL sends it) one response carries: past it the
+/// request fails with 413 rather than buffer and serialise an unbounded result.
+pub const MAX_RESULT_BYTES: usize = 16 << 20;
+
+/// Holds a request's connection. Dropped while the connection is still dirty (the
+/// request was cancelled, e.g. its client went away, or its reset failed), it cleans
+/// it in the background at once, so an abandoned transaction neither holds its locks
+/// until the connection is next used nor is ever committed; a connection that cannot
+/// be cleaned is closed. (The pool's recycle checks again before any reuse.)
+struct Lease(Option<Object>);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.0.take() else {
+            return;
+        };
+        if !conn.dirty {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            if let Err(e) = conn.clean().await {
+                tracing::debug!(error = %e, "closing a data API connection left dirty");
+                drop(Object::take(conn));
+            }
+        });
+    }
+}
 
 impl DataApi {
     pub fn new(config: DataApiConfig) -> Self {
@@ -224,7 +254,11 @@ impl DataApi {
             ));
         }
         let started = Instant::now();
-        let conn = self.connection(p, t, q).await?;
+        let mut lease = Lease(Some(self.connection(p, t, q).await?));
+        let conn = lease.0.as_mut().expect("held until the lease drops");
+        // Until the reset below succeeds: whatever happens to this request, the
+        // connection is rolled back and reset before it is used again.
+        conn.dirty = true;
         let c = &conn.client;
         let begin = format!(
             "BEGIN; SET LOCAL statement_timeout = {}",
@@ -232,17 +266,22 @@ impl DataApi {
         );
         // One round trip: the transaction starts while the statement is parsed.
         let (begun, prepared) = tokio::join!(c.batch_execute(&begin), c.prepare(&req.sql));
-        begun.map_err(sql_error)?;
-        let result = match prepared {
-            Ok(stmt) => self.run(c, &stmt, req).await,
-            Err(e) => Err(sql_error(e)),
+        let mut result = match (begun, prepared) {
+            (Err(e), _) | (Ok(()), Err(e)) => Err(sql_error(e)),
+            (Ok(()), Ok(stmt)) => self.run(c, &stmt, req).await,
         };
-        let end = if result.is_ok() {
-            END.to_string()
-        } else {
-            END.replacen("COMMIT", "ROLLBACK", 1)
-        };
-        let ended = c.batch_execute(&end).await;
+        // The transaction ends, and the session is reset: two queries, so that a failed
+        // COMMIT (a deferred constraint) cannot skip the reset, pipelined in one round
+        // trip. A failed reset leaves the connection dirty: it is cleaned or closed.
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let (ended, reset) = tokio::join!(c.batch_execute(end), c.batch_execute(pools::RESET));
+        if let (Err(e), true) = (ended, result.is_ok()) {
+            result = Err(sql_error(e));
+        }
+        match reset {
+            Ok(()) => conn.dirty = false,
+            Err(e) => tracing::debug!(error = %e, "data API session reset failed"),
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(QueryError::Timeout(_)) => "timeout",
@@ -253,9 +292,7 @@ impl DataApi {
             outcome,
             started.elapsed().as_secs_f64(),
         );
-        let result = result?;
-        ended.map_err(sql_error)?;
-        Ok(result)
+        result
     }
 
     async fn run(
@@ -310,10 +347,23 @@ impl DataApi {
         let limit = self.config().row_limit;
         let mut rows = Vec::new();
         let mut truncated = false;
+        let mut bytes = 0usize;
         while let Some(row) = stream.try_next().await.map_err(sql_error)? {
             if rows.len() == limit {
                 truncated = true;
                 break;
+            }
+            // Measured before decoding, so an oversized row is never copied into JSON.
+            for i in 0..row.len() {
+                let values::RawLen(n) = row
+                    .try_get(i)
+                    .map_err(|e| QueryError::Internal(Box::new(e)))?;
+                bytes = bytes.saturating_add(n);
+            }
+            if bytes > MAX_RESULT_BYTES {
+                return Err(QueryError::TooLarge(
+                    "result larger than 16 MiB; select fewer rows or columns".into(),
+                ));
             }
             let mut out = Vec::with_capacity(row.len());
             for i in 0..row.len() {

@@ -53,10 +53,54 @@ pub enum ConnError {
     Pg(#[from] tokio_postgres::Error),
 }
 
+/// Undoes whatever a request changed in the session (settings, role, listeners,
+/// cursors, temporary tables, advisory locks), so the next request starts clean. Its
+/// own batch, sent after the transaction ended (a failed COMMIT cannot skip it). Not
+/// `DISCARD ALL` nor `DEALLOCATE ALL`: they would drop the client's cached statements.
+/// `pg_catalog.` so that a function of the tenant's cannot stand in for it.
+pub const RESET: &str = "RESET ALL; RESET ROLE; UNLISTEN *; CLOSE ALL; DISCARD TEMP; \
+                         SELECT pg_catalog.pg_advisory_unlock_all()";
+
+/// How long the clean-up of a connection a request left behind may take before the
+/// connection is closed instead.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// An open connection as the tenant's login role, holding its permit.
 pub struct Conn {
     pub client: tokio_postgres::Client,
+    /// A request began on it and did not finish its reset (it was cancelled, e.g. the
+    /// client went away, or the reset failed): it may hold an open or aborted
+    /// transaction, which must never be committed by the next request.
+    pub dirty: bool,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    /// Makes a dirty connection clean: rolls back (after whatever statement it still
+    /// runs) and resets the session. An error, or taking over 2 s, means the caller
+    /// must close it: then its running statement, if any, is cancelled first (only
+    /// then: a cancel arrives asynchronously, and could hit a later request's query).
+    pub async fn clean(&mut self) -> Result<(), String> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let c = &self.client;
+        let done = tokio::time::timeout(CLEANUP_TIMEOUT, async {
+            c.batch_execute("ROLLBACK").await?;
+            c.batch_execute(RESET).await
+        })
+        .await;
+        let err = match done {
+            Ok(Ok(())) => {
+                self.dirty = false;
+                return Ok(());
+            }
+            Ok(Err(e)) => format!("resetting the session failed: {e}"),
+            Err(_) => "resetting the session timed out".into(),
+        };
+        let _ = self.client.cancel_token().cancel_query(NoTls).await;
+        Err(err)
+    }
 }
 
 pub struct TenantManager {
@@ -80,6 +124,7 @@ impl managed::Manager for TenantManager {
         });
         Ok(Conn {
             client,
+            dirty: false,
             _permit: permit,
         })
     }
@@ -88,7 +133,8 @@ impl managed::Manager for TenantManager {
         if conn.client.is_closed() {
             return Err(RecycleError::message("connection closed"));
         }
-        Ok(())
+        // Never hand out a connection with a previous request's transaction.
+        conn.clean().await.map_err(RecycleError::message)
     }
 }
 

@@ -311,6 +311,24 @@ fn interval(raw: &[u8]) -> Result<String, BoxError> {
     Ok(s)
 }
 
+/// A cell's size as PostgreSQL sent it (NULL: 0), read before decoding it, so an
+/// oversized result is refused without being copied into JSON.
+pub struct RawLen(pub usize);
+
+impl<'a> FromSql<'a> for RawLen {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+        Ok(RawLen(raw.len()))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, BoxError> {
+        Ok(RawLen(0))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
