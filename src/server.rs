@@ -212,7 +212,11 @@ async fn serve(opts: &ServeOptions, db: &Database) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     let url = format!("http://{}", listener.local_addr()?);
-    std::fs::write(opts.data_dir.join(SERVER_URL_FILE), format!("{url}\n"))?;
+    // Written whole or not at all: a client polling for the file must never read half
+    // a URL (and connect to the wrong port).
+    let partial = opts.data_dir.join(format!("{SERVER_URL_FILE}.partial"));
+    std::fs::write(&partial, format!("{url}\n"))?;
+    std::fs::rename(&partial, opts.data_dir.join(SERVER_URL_FILE))?;
     tracing::info!(
         url = %url,
         postgres = %format!("{}:{}", db.endpoint.host, db.endpoint.port),
