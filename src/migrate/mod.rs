@@ -74,12 +74,28 @@ pub enum Started {
 /// A validated request: its plan, or a begun run ready to execute.
 enum Prepared {
     DryRun(MigrationPlan),
-    Run {
-        run: Box<MigrationRun>,
-        plan: MigrationPlan,
-        jobs: u32,
-        canary: Option<u32>,
-    },
+    Run(Box<Begun>),
+}
+
+/// A run recorded as `running`, with what it will do.
+struct Begun {
+    run: MigrationRun,
+    plan: MigrationPlan,
+    jobs: u32,
+    canary: Option<u32>,
+}
+
+impl Begun {
+    /// Executes the run; a failure of the run itself (not of a tenant) is recorded.
+    async fn execute(self, p: &Arc<Platform>, actor: &str) -> Result<Uuid> {
+        let id = self.run.id;
+        let result = units::execute(p, id, self.plan, self.jobs, self.canary, actor).await;
+        if let Err(e) = &result {
+            tracing::error!(run = %id, error = ?e, "template migration run failed");
+            let _ = runs::abort(p, id, &e.to_string()).await;
+        }
+        result.map(|()| id)
+    }
 }
 
 async fn prepare(p: &Platform, req: &MigrateRequest, actor: &str) -> Result<Prepared> {
@@ -93,44 +109,22 @@ async fn prepare(p: &Platform, req: &MigrateRequest, actor: &str) -> Result<Prep
         None => default_jobs(p).await?,
     };
     let run = runs::begin(p, req, &plan, jobs, actor).await?;
-    Ok(Prepared::Run {
-        run: Box::new(run),
+    Ok(Prepared::Run(Box::new(Begun {
+        run,
         plan,
         jobs,
         canary: req.canary,
-    })
-}
-
-/// Executes a begun run; a failure of the run itself (not of a tenant) is recorded.
-async fn execute(
-    p: &Arc<Platform>,
-    id: Uuid,
-    plan: MigrationPlan,
-    jobs: u32,
-    canary: Option<u32>,
-    actor: &str,
-) -> Result<()> {
-    let result = units::execute(p, id, plan, jobs, canary, actor).await;
-    if let Err(e) = &result {
-        tracing::error!(run = %id, error = ?e, "template migration run failed");
-        let _ = runs::abort(p, id, &e.to_string()).await;
-    }
-    result
+    })))
 }
 
 /// Plans, and unless it is a dry run, starts a run in the background and returns it.
 pub async fn start(p: Arc<Platform>, req: MigrateRequest, actor: &str) -> Result<Started> {
     match prepare(&p, &req, actor).await? {
         Prepared::DryRun(plan) => Ok(Started::Plan(plan)),
-        Prepared::Run {
-            run,
-            plan,
-            jobs,
-            canary,
-        } => {
-            let (id, actor) = (run.id, actor.to_string());
-            tokio::spawn(async move { execute(&p, id, plan, jobs, canary, &actor).await });
-            Ok(Started::Run(*run))
+        Prepared::Run(begun) => {
+            let (run, actor) = (begun.run.clone(), actor.to_string());
+            tokio::spawn(async move { begun.execute(&p, &actor).await });
+            Ok(Started::Run(run))
         }
     }
 }
@@ -140,14 +134,9 @@ pub async fn start(p: Arc<Platform>, req: MigrateRequest, actor: &str) -> Result
 pub async fn run(p: Arc<Platform>, req: MigrateRequest, actor: &str) -> Result<Started> {
     match prepare(&p, &req, actor).await? {
         Prepared::DryRun(plan) => Ok(Started::Plan(plan)),
-        Prepared::Run {
-            run,
-            plan,
-            jobs,
-            canary,
-        } => {
-            execute(&p, run.id, plan, jobs, canary, actor).await?;
-            Ok(Started::Run(get(&p, run.id).await?))
+        Prepared::Run(begun) => {
+            let id = begun.execute(&p, actor).await?;
+            Ok(Started::Run(get(&p, id).await?))
         }
     }
 }

@@ -151,12 +151,28 @@ pub async fn begin(
 
 /// Writes the counts so far and renews the lease.
 pub async fn progress(p: &Platform, id: Uuid, report: &Report) -> Result<()> {
+    write(p, id, report, None).await
+}
+
+/// The last write: the counts and the outcome, in one statement.
+pub async fn finish(p: &Platform, id: Uuid, report: &Report) -> Result<()> {
+    let state = if report.failures.is_empty() && report.not_attempted == 0 {
+        "succeeded"
+    } else {
+        "failed"
+    };
+    write(p, id, report, Some(state)).await
+}
+
+async fn write(p: &Platform, id: Uuid, report: &Report, finished: Option<&str>) -> Result<()> {
     let client = p.pool.get().await?;
     client
         .execute(
             "UPDATE berqenas.migration_runs
                 SET migrated = $2, already_current = $3, failed = $4, not_attempted = $5, report = $6,
-                    lease_until = now() + make_interval(secs => $7)
+                    lease_until = now() + make_interval(secs => $7),
+                    state = coalesce($8, state),
+                    finished_at = CASE WHEN $8::text IS NULL THEN finished_at ELSE now() END
               WHERE id = $1 AND state = 'running'",
             &[
                 &id,
@@ -166,25 +182,8 @@ pub async fn progress(p: &Platform, id: Uuid, report: &Report) -> Result<()> {
                 &report.not_attempted,
                 &serde_json::to_value(report).expect("plain data"),
                 &ops::lease_secs(),
+                &finished,
             ],
-        )
-        .await?;
-    Ok(())
-}
-
-pub async fn finish(p: &Platform, id: Uuid, report: &Report) -> Result<()> {
-    progress(p, id, report).await?;
-    let state = if report.failures.is_empty() && report.not_attempted == 0 {
-        "succeeded"
-    } else {
-        "failed"
-    };
-    let client = p.pool.get().await?;
-    client
-        .execute(
-            "UPDATE berqenas.migration_runs SET state = $2, finished_at = now()
-              WHERE id = $1 AND state = 'running'",
-            &[&id, &state],
         )
         .await?;
     Ok(())
