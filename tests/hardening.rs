@@ -9,8 +9,13 @@ use berqenas::server;
 use common::{database, superuser, unique, TestApp};
 use tokio_postgres::error::SqlState;
 
+/// Held by the test that gives template1 back to PUBLIC for a moment, and by the one
+/// that checks tenants cannot reach it.
+static TEMPLATE1: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn public_defaults_are_gone_and_an_elevated_tenant_role_is_a_loud_error() {
+    let _template1 = TEMPLATE1.lock().await;
     let app = TestApp::spawn().await;
     let created = app.create(&unique("hard")).await;
     let creds = &created["credentials"];
@@ -120,4 +125,91 @@ async fn tenants_cannot_take_advisory_locks_in_the_control_database() {
             .await
             .unwrap();
     }
+}
+
+/// Advisory locks belong to one database while template1's catalog row belongs to the
+/// cluster: control planes of different control databases starting together once
+/// collided there ("tuple concurrently updated"). And a restart rewrites no row.
+#[tokio::test]
+async fn control_planes_of_several_databases_start_together() {
+    let _template1 = TEMPLATE1.lock().await;
+    let base = database().await;
+    let pg = superuser().await;
+    // Every start below then has template1's row to rewrite, all at once.
+    pg.batch_execute("GRANT CONNECT ON DATABASE template1 TO PUBLIC")
+        .await
+        .unwrap();
+    let names: Vec<String> = (0..6).map(|_| unique("ctl").replace('-', "_")).collect();
+    for name in &names {
+        pg.batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+    }
+    let dbs: Vec<server::Database> = names
+        .iter()
+        .map(|name| {
+            let mut config = base.config.clone();
+            config.dbname(name);
+            server::Database {
+                config,
+                endpoint: berqenas::platform::Endpoint {
+                    database: name.clone(),
+                    ..base.endpoint.clone()
+                },
+                cluster: None,
+                backup_dir: Some(common::scratch_dir(&format!("backups-{name}"))),
+            }
+        })
+        .collect();
+    let starts = dbs
+        .iter()
+        .map(|db| server::platform(db, common::secret_key(), 2));
+    for (name, started) in names.iter().zip(futures::future::join_all(starts).await) {
+        started.unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    }
+    for name in &names {
+        let public: bool = pg
+            .query_one(
+                "SELECT has_database_privilege('public', $1, 'CONNECT')",
+                &[name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!public, "PUBLIC can still connect to {name}");
+    }
+    let public: bool = pg
+        .query_one(
+            "SELECT has_database_privilege('public', 'template1', 'CONNECT')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!public, "PUBLIC can still connect to template1");
+
+    let rows = "SELECT string_agg(datname || ':' || xmin::text, ',' ORDER BY datname)
+                  FROM pg_database WHERE datname = ANY($1) OR datname = 'template1'";
+    let before: String = pg.query_one(rows, &[&names]).await.unwrap().get(0);
+    server::platform(&dbs[0], common::secret_key(), 2)
+        .await
+        .unwrap();
+    let after: String = pg.query_one(rows, &[&names]).await.unwrap().get(0);
+    assert_eq!(before, after, "a restart rewrote a database's catalog row");
+
+    // Deterministically: another control plane has revoked on template1 and not yet
+    // committed when this one starts. Its REVOKE waits, then finds the row changed.
+    pg.batch_execute("GRANT CONNECT ON DATABASE template1 TO PUBLIC")
+        .await
+        .unwrap();
+    let mut other = common::superuser_in(&names[2]).await;
+    let tx = other.transaction().await.unwrap();
+    tx.batch_execute("REVOKE CONNECT ON DATABASE template1 FROM PUBLIC")
+        .await
+        .unwrap();
+    let (started, ()) = tokio::join!(server::platform(&dbs[1], common::secret_key(), 2), async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tx.commit().await.unwrap();
+    });
+    started.expect("starts once the other commits");
 }

@@ -19,9 +19,41 @@ pub enum HardeningError {
 
 /// Takes PUBLIC's default privileges away. Statements the connected role may not run
 /// (template1 belongs to the bootstrap superuser) are skipped here; the check that
-/// follows then fails with the exact privilege that is left. Servers starting together
-/// take turns (concurrent GRANT/REVOKE on one database collide).
+/// follows then fails with the exact privilege that is left.
+///
+/// Only what is still granted is revoked, so a restart rewrites no catalog row.
+/// Servers of one control database take turns (an advisory lock); servers of two
+/// control databases in one cluster cannot, because advisory locks belong to a
+/// database while template1's row is shared by the cluster, so a collision there
+/// ("tuple concurrently updated") is retried.
 pub async fn secure_defaults(
+    client: &mut deadpool_postgres::Client,
+    database: &Ident,
+) -> Result<(), tokio_postgres::Error> {
+    let mut attempt = 0;
+    loop {
+        match secure_defaults_once(client, database).await {
+            Err(e) if attempt < COLLISION_RETRIES && is_catalog_collision(&e) => {
+                attempt += 1;
+                tracing::debug!(attempt, error = %e, "catalog row changed concurrently; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+const COLLISION_RETRIES: u64 = 8;
+
+/// PostgreSQL reports two concurrent GRANT/REVOKE on one catalog row as an internal
+/// error rather than a serialization failure.
+fn is_catalog_collision(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|d| {
+        d.code() == &SqlState::INTERNAL_ERROR && d.message().starts_with("tuple concurrently")
+    })
+}
+
+async fn secure_defaults_once(
     client: &mut deadpool_postgres::Client,
     database: &Ident,
 ) -> Result<(), tokio_postgres::Error> {
@@ -31,17 +63,27 @@ pub async fn secure_defaults(
     let hub = connect_role();
     tx.batch_execute(&super::ensure_nologin_role_sql(&hub))
         .await?;
-    tx.batch_execute(&format!(
-        "GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {hub}"
-    ))
-    .await?;
-    let mut statements = vec![
-        format!("REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC"),
-        "REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC".to_string(),
-        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_string(),
+    let db = database.as_str();
+    let mut steps = vec![
+        (
+            public_has_database(db),
+            format!("REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC"),
+        ),
+        (
+            public_has_database("template1"),
+            "REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC".to_string(),
+        ),
+        (
+            "SELECT has_schema_privilege('public', 'public', 'CREATE')".to_string(),
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_string(),
+        ),
     ];
-    statements.extend(advisory_lock_revokes());
-    for sql in statements {
+    steps.extend(advisory_lock_steps());
+    // Each step: a query telling whether it is still needed, then the statement.
+    for (needed, sql) in steps {
+        if !tx.query_one(&needed, &[]).await?.get::<_, bool>(0) {
+            continue;
+        }
         tx.batch_execute("SAVEPOINT hardening").await?;
         match tx.batch_execute(&sql).await {
             Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
@@ -51,22 +93,55 @@ pub async fn secure_defaults(
             other => other?,
         }
     }
+    // After the revokes: until then the hub role's CONNECT may come from PUBLIC.
+    let hub_lacks = !tx
+        .query_one(
+            "SELECT has_database_privilege($1, $2, 'CONNECT')
+                    AND has_database_privilege($1, $2, 'TEMPORARY')",
+            &[&hub.as_str(), &db],
+        )
+        .await?
+        .get::<_, bool>(0);
+    if hub_lacks {
+        tx.batch_execute(&format!(
+            "GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {hub}"
+        ))
+        .await?;
+    }
     tx.commit().await
+}
+
+/// A query telling whether PUBLIC still has CONNECT or TEMPORARY on a database.
+fn public_has_database(db: &str) -> String {
+    let db = super::Literal(db);
+    format!(
+        "SELECT has_database_privilege('public', {db}, 'CONNECT')
+                OR has_database_privilege('public', {db}, 'TEMPORARY')"
+    )
 }
 
 /// Advisory locks belong to a database, and schema- and shared-mode tenants share the
 /// control database: a tenant taking the control plane's lock keys could stall the
 /// worker or another tenant's operations. So in the control database only the control
 /// role may take advisory locks (releasing them stays open to all).
-fn advisory_lock_revokes() -> Vec<String> {
+fn advisory_lock_steps() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for try_ in ["", "try_"] {
         for xact in ["", "xact_"] {
             for shared in ["", "_shared"] {
                 for args in ["bigint", "integer, integer"] {
                     let f = format!("pg_catalog.pg_{try_}advisory_{xact}lock{shared}({args})");
-                    out.push(format!("REVOKE EXECUTE ON FUNCTION {f} FROM PUBLIC"));
-                    out.push(format!("GRANT EXECUTE ON FUNCTION {f} TO CURRENT_USER"));
+                    let lit = super::Literal(&f);
+                    out.push((
+                        format!("SELECT has_function_privilege('public', {lit}, 'EXECUTE')"),
+                        format!("REVOKE EXECUTE ON FUNCTION {f} FROM PUBLIC"),
+                    ));
+                    out.push((
+                        format!(
+                            "SELECT NOT has_function_privilege(current_user, {lit}, 'EXECUTE')"
+                        ),
+                        format!("GRANT EXECUTE ON FUNCTION {f} TO CURRENT_USER"),
+                    ));
                 }
             }
         }
