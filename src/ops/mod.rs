@@ -2,6 +2,7 @@
 //! is written (intent) before the work starts, and closed in the same transaction as
 //! the work, so a crash leaves a `running` row for the reconciler and nothing else.
 
+pub mod lease;
 pub mod reconciler;
 
 use deadpool_postgres::GenericClient;
