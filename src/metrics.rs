@@ -26,6 +26,11 @@ struct KindOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScratchKind {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Http {
     method: String,
     route: String,
@@ -94,6 +99,7 @@ struct Metrics {
     watchdog: Family<Watchdog, Counter>,
     query_seconds: Histograms<Query>,
     realtime_events: Counter,
+    scratch_swept: Family<ScratchKind, Counter>,
     // Set at scrape time.
     tenants_active: Gauge,
     tenants: Family<TenantSet, Gauge>,
@@ -121,6 +127,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         watchdog: Family::default(),
         query_seconds: Family::new_with_constructor(latency),
         realtime_events: Counter::default(),
+        scratch_swept: Family::default(),
         tenants_active: Gauge::default(),
         tenants: Family::default(),
         writes_blocked: Gauge::default(),
@@ -227,6 +234,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Per-tenant data API pools held",
         m.data_api_pools.clone(),
     );
+    b.register(
+        "scratch_swept",
+        "Scratch objects (role, database, schema, file) a stopped process left behind, removed by the sweeper",
+        m.scratch_swept.clone(),
+    );
     Metrics { registry: r, ..m }
 });
 
@@ -259,6 +271,14 @@ pub fn backup_finished(outcome: &str) {
         .get_or_create(&Outcome {
             outcome: label(outcome),
         })
+        .inc();
+}
+
+/// The sweeper removed a scratch object of this kind (`role`, `database`, ...).
+pub fn scratch_swept(kind: &str) {
+    METRICS
+        .scratch_swept
+        .get_or_create(&ScratchKind { kind: label(kind) })
         .inc();
 }
 

@@ -138,7 +138,7 @@ pub async fn platform_with(
         hardening::check(&c, &roles).await.context("at start")?;
     }
     let platform = Platform {
-        pool,
+        pool: pool.clone(),
         config: db.config.clone(),
         key,
         caps,
@@ -151,6 +151,7 @@ pub async fn platform_with(
                 .as_ref()
                 .and_then(|c| c.socket_dir().parent().map(Path::to_path_buf))
                 .unwrap_or_else(|| PathBuf::from(".berqenas")),
+            &pool,
         ),
     };
     tenant::database_mode::ensure_template(&platform).await?;
@@ -162,6 +163,7 @@ pub async fn platform_with(
             "reconciled operations left by a previous process"
         );
     }
+    crate::backup::sweep::run_once(&platform).await?;
     Ok(platform)
 }
 
@@ -267,6 +269,9 @@ async fn reconcile_forever(platform: Platform) {
         }
         if let Err(e) = crate::backup::worker::run_once(&platform).await {
             tracing::warn!(error = %e, "backup worker round failed; retrying at the next tick");
+        }
+        if let Err(e) = crate::backup::sweep::run_once(&platform).await {
+            tracing::warn!(error = %e, "scratch sweep failed; retrying at the next tick");
         }
     }
 }

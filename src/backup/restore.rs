@@ -230,6 +230,8 @@ async fn load_shared(
             &[&format!("berqenas.backup:{}", backup.id)],
         )
         .await?;
+    let registered =
+        super::temp::ScratchSchema::register(p, &scratch, &p.endpoint.database).await?;
     admin
         .batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {scratch} CASCADE; CREATE SCHEMA {scratch}; REVOKE ALL ON SCHEMA {scratch} FROM PUBLIC;"
@@ -245,6 +247,7 @@ async fn load_shared(
         Input::Backup(backup, manifest),
     )
     .await;
+    ops::failpoint("restore.shared.after_scratch");
     if result.is_ok() {
         result = async {
             admin.batch_execute("BEGIN").await?;
@@ -262,6 +265,7 @@ async fn load_shared(
     admin
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {scratch} CASCADE"))
         .await?;
+    registered.release().await?;
     result
 }
 

@@ -150,14 +150,6 @@ pub async fn copy_out(p: &Platform, t: &crate::tenant::Tenant, scratch: &Ident) 
     Ok(())
 }
 
-pub async fn drop_scratch(p: &Platform, scratch: &Ident) -> Result<()> {
-    let client = p.pool.get().await?;
-    client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS {scratch} CASCADE"))
-        .await?;
-    Ok(())
-}
-
 /// Replaces `tenant_id`'s rows in the pool by those in `scratch`, in the caller's
 /// transaction. With `new_ids`, single-column uuid primary keys get fresh values (and
 /// the foreign keys pointing at them follow), for a copy beside the original.

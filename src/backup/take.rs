@@ -15,6 +15,7 @@ use super::dump::{self, Conn};
 use super::manifest::{self, Encryption, Manifest, FORMAT};
 use super::registry::{self, NewBackup};
 use super::store::ObjectWriter;
+use super::temp::ScratchSchema;
 use super::{policy, shared, Backup, BackupKind, Error, Result};
 use crate::audit;
 use crate::platform::Platform;
@@ -135,12 +136,13 @@ async fn run(p: &Platform, t: &Tenant, id: Uuid, encrypted: bool) -> Result<Mani
         return dump_to_store(p, t, id, &t.database, &schema, encrypted).await;
     }
     let scratch = shared::scratch_schema(id);
+    let registered = ScratchSchema::register(p, &scratch, &p.endpoint.database).await?;
     let copied = shared::copy_out(p, t, &scratch).await;
     let result = match copied {
         Ok(()) => dump_to_store(p, t, id, &t.database, scratch.as_str(), encrypted).await,
         Err(e) => Err(e),
     };
-    shared::drop_scratch(p, &scratch).await?;
+    registered.drop(p).await?;
     result
 }
 
@@ -251,6 +253,8 @@ async fn pump(
     hasher.update(&out);
     size += out.len() as i64;
     to.write_all(&out).await.map_err(Error::Store)?;
+    // Crash tests: the bytes are in the `.partial` file, the object is not committed.
+    crate::ops::failpoint("backup.mid_upload");
     to.flush().await.map_err(Error::Store)?;
     Ok((to, size, hex::encode(hasher.finalize())))
 }

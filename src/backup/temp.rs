@@ -1,5 +1,6 @@
 //! Throw-away places a restore runs in: a login role that exists for one restore, and
-//! a scratch database.
+//! a scratch database. Both are registered as scratch objects before they are created
+//! (see [`super::scratch`]): a process killed while they exist leaves them to the sweeper.
 //!
 //! Why a role of its own: `pg_restore --role=X` only runs `SET ROLE X`, and any
 //! function the dump carries (a CHECK constraint, a default, an index expression) can
@@ -11,6 +12,7 @@
 use chrono::Utc;
 use deadpool_postgres::GenericClient;
 
+use super::scratch::{Kind, Lease};
 use super::{dump::Conn, Result};
 use crate::pg::{Ident, Literal};
 use crate::platform::Platform;
@@ -27,6 +29,7 @@ pub enum Reach<'a> {
 pub struct TempRole {
     pub name: Ident,
     password: String,
+    lease: Lease,
 }
 
 impl TempRole {
@@ -50,6 +53,11 @@ impl TempRole {
         .await
         .expect("computing a SCRAM verifier does not panic");
         let until = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        let reached = match &reach {
+            Reach::ControlDatabase => p.endpoint.database.as_str(),
+            Reach::Database(db) => db.as_str(),
+        };
+        let lease = Lease::register(&p.pool, Kind::Role, name.as_str(), Some(reached)).await?;
         let mut sql = format!(
             "CREATE ROLE {name} LOGIN PASSWORD {} CONNECTION LIMIT 4 VALID UNTIL {}",
             Literal(&verifier),
@@ -73,7 +81,11 @@ impl TempRole {
             sql.push_str(&format!("GRANT {name} TO CURRENT_USER;\n"));
         }
         c.batch_execute(&sql).await?;
-        Ok(Self { name, password })
+        Ok(Self {
+            name,
+            password,
+            lease,
+        })
     }
 
     /// How a tool connects as this role to `conn`'s server and database.
@@ -96,6 +108,7 @@ impl TempRole {
             Literal(name.as_str())
         ))
         .await?;
+        self.lease.release().await?;
         Ok(())
     }
 }
@@ -103,6 +116,7 @@ impl TempRole {
 /// A scratch database for one restore, dropped (with its sessions) afterwards.
 pub struct ScratchDb {
     pub name: Ident,
+    lease: Lease,
 }
 
 impl ScratchDb {
@@ -112,6 +126,7 @@ impl ScratchDb {
             hex::encode(random_bytes::<6>())
         ))
         .expect("fits");
+        let lease = Lease::register(&p.pool, Kind::Database, name.as_str(), None).await?;
         let c = p.pool.get().await?;
         c.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
             .await?;
@@ -119,9 +134,11 @@ impl ScratchDb {
             "REVOKE CONNECT, TEMPORARY ON DATABASE {name} FROM PUBLIC"
         ))
         .await?;
-        Ok(Self { name })
+        Ok(Self { name, lease })
     }
 
+    /// Drops the database and unregisters it. Until this value is dropped its lease
+    /// is still renewed (the row is gone; renewing it changes nothing).
     pub async fn drop(&self, p: &Platform) -> Result<()> {
         let c = p.pool.get().await?;
         c.batch_execute(&format!(
@@ -129,6 +146,46 @@ impl ScratchDb {
             self.name
         ))
         .await?;
+        super::scratch::forget_by_id(&**c, self.lease.id()).await?;
         Ok(())
+    }
+}
+
+/// A scratch schema (shared-mode rows on their way into or out of an archive),
+/// registered before the caller creates it.
+pub struct ScratchSchema {
+    pub name: Ident,
+    database: String,
+    lease: Lease,
+}
+
+impl ScratchSchema {
+    /// Registers `name` in `database`; the caller creates it next.
+    pub async fn register(p: &Platform, name: &Ident, database: &str) -> Result<Self> {
+        let lease = Lease::register(&p.pool, Kind::Schema, name.as_str(), Some(database)).await?;
+        Ok(Self {
+            name: name.clone(),
+            database: database.to_string(),
+            lease,
+        })
+    }
+
+    /// Unregisters it, after the caller dropped it.
+    pub async fn release(self) -> Result<()> {
+        Ok(self.lease.release().await?)
+    }
+
+    /// Drops it (if still there) and unregisters it.
+    pub async fn drop(self, p: &Platform) -> Result<()> {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        if self.database == p.endpoint.database {
+            p.pool.get().await?.batch_execute(&sql).await?;
+        } else {
+            super::connect_to(p, &self.database)
+                .await?
+                .batch_execute(&sql)
+                .await?;
+        }
+        self.release().await
     }
 }

@@ -71,6 +71,7 @@ pub async fn verify(
     let scratch = ScratchDb::create(p, "verify").await?;
     let checked: Result<Vec<TableStat>> = async {
         let role = restore_into_scratch(p, &scratch, &backup, &manifest).await?;
+        crate::ops::failpoint("verify.after_restore");
         let stats = async {
             let c = super::connect_to(p, scratch.name.as_str()).await?;
             c.batch_execute(manifest::STABLE_TEXT).await?;

@@ -63,6 +63,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0010_offboarding_memberships.sql",
         sql: include_str!("../../migrations/control/0010_offboarding_memberships.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_scratch_objects.sql",
+        sql: include_str!("../../migrations/control/0012_scratch_objects.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

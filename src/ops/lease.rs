@@ -20,6 +20,11 @@ impl Renewal {
         "UPDATE berqenas.operations SET lease_until = now() + make_interval(secs => $2)
           WHERE id = $1 AND state = 'running'",
     );
+    /// A scratch object in use (`berqenas.scratch_objects`, see `backup::scratch`).
+    pub const SCRATCH: Renewal = Renewal(
+        "UPDATE berqenas.scratch_objects SET lease_until = now() + make_interval(secs => $2)
+          WHERE id = $1",
+    );
 }
 
 /// Renews the lease until dropped.
