@@ -681,3 +681,61 @@ async fn kill_9_mid_verify_restore_and_backup_leaves_scratch_that_the_next_serve
         .unwrap();
     s.stop().await;
 }
+
+/// A shared-mode scratch schema from before the registry: dead once its backup is not
+/// running and no restore of that backup holds the backup's advisory lock.
+#[tokio::test]
+async fn unregistered_backup_schemas_are_swept_only_when_no_restore_holds_them() {
+    short_leases();
+    let _serial = SERIAL.lock().await;
+    let p = common::platform(4).await;
+    let pg = superuser().await;
+    let backup_id = Uuid::new_v4();
+    let schema = format!("berqenas_backup_{}", backup_id.simple());
+    let odd = format!("berqenas_backup_{}_x", hex());
+    pg.batch_execute(&format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.applications (x int);
+         CREATE SCHEMA {odd};"
+    ))
+    .await
+    .unwrap();
+    let schema_count = |name: String| {
+        let pg = &pg;
+        async move {
+            count(
+                pg,
+                "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+                &name,
+            )
+            .await
+        }
+    };
+
+    // A restore of that backup (another session) holds its lock: the schema is in use.
+    let restorer = superuser().await;
+    restorer
+        .execute(
+            "SELECT pg_advisory_lock(hashtextextended($1, 0))",
+            &[&format!("berqenas.backup:{backup_id}")],
+        )
+        .await
+        .unwrap();
+    sweep_ok(&p, &[]).await;
+    assert_eq!(schema_count(schema.clone()).await, 1, "in use: kept");
+    drop(restorer);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let report = sweep_ok(&p, &[]).await;
+    assert!(
+        report
+            .removed
+            .iter()
+            .any(|(k, n)| *k == Kind::Schema && *n == schema),
+        "{report:?}"
+    );
+    assert_eq!(schema_count(schema).await, 0, "dead: swept");
+    assert_eq!(schema_count(odd.clone()).await, 1, "another name stays");
+    pg.batch_execute(&format!("DROP SCHEMA {odd}"))
+        .await
+        .unwrap();
+}

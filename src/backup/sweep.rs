@@ -37,6 +37,7 @@ pub async fn run_once(p: &Platform) -> Result<Report> {
         );
     }
     let mut report = Report::default();
+    sweep_unregistered_backup_schemas(p, &c, &mut report).await?;
     let mut tried: Vec<Uuid> = Vec::new();
     loop {
         c.batch_execute("BEGIN").await?;
@@ -211,4 +212,89 @@ async fn drop_role(p: &Platform, name: &Ident, reached: Option<&str>) -> Result<
     c.batch_execute(&format!("{cleanup};\nDROP ROLE IF EXISTS {name};"))
         .await?;
     Ok(true)
+}
+
+/// A shared-mode backup's scratch schema `berqenas_backup_<backup id>` with no registry
+/// row (made before the registry existed) is dead when its backup is not `running` (a
+/// backup drops it before it finishes) and no restore of that backup holds the
+/// backup's advisory lock (every restore through that schema does, old versions too).
+/// The sweeper holds that lock itself while it checks and drops, so no restore can
+/// start in between.
+async fn sweep_unregistered_backup_schemas(
+    p: &Platform,
+    c: &tokio_postgres::Client,
+    report: &mut Report,
+) -> Result<()> {
+    const DEAD: &str = "NOT EXISTS (SELECT 1 FROM berqenas.scratch_objects s
+                                     WHERE s.kind = 'schema' AND s.name = n.nspname)
+                AND NOT EXISTS (SELECT 1 FROM berqenas.backups b
+                                 WHERE replace(b.id::text, '-', '') = substr(n.nspname, 17)
+                                   AND b.status = 'running')";
+    let candidates: Vec<String> = c
+        .query(
+            &format!(
+                "SELECT n.nspname::text FROM pg_namespace n
+                  WHERE n.nspname ~ '^berqenas_backup_[0-9a-f]{{32}}$' AND {DEAD}"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for name in candidates {
+        let Ok(backup_id) = Uuid::parse_str(&name["berqenas_backup_".len()..]) else {
+            continue;
+        };
+        let key = format!("berqenas.backup:{backup_id}");
+        let locked: bool = c
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                &[&key],
+            )
+            .await?
+            .get(0);
+        if !locked {
+            continue; // a restore of that backup is using it
+        }
+        let dropped = async {
+            let still_dead = c
+                .query_opt(
+                    &format!("SELECT 1 FROM pg_namespace n WHERE n.nspname = $1 AND {DEAD}"),
+                    &[&name],
+                )
+                .await?
+                .is_some();
+            if still_dead {
+                let schema = Ident::new(name.clone()).expect("matched a short pattern");
+                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await?;
+            }
+            Ok::<_, tokio_postgres::Error>(still_dead)
+        }
+        .await;
+        c.execute(
+            "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+            &[&key],
+        )
+        .await?;
+        match dropped {
+            Ok(true) => {
+                crate::metrics::scratch_swept(Kind::Schema.as_str());
+                tracing::warn!(
+                    scratch.kind = "schema",
+                    scratch.name = %name,
+                    scratch.database = %p.endpoint.database,
+                    "removed an unregistered scratch schema of a backup or restore that stopped"
+                );
+                report.removed.push((Kind::Schema, name));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(scratch.name = %name, error = %e,
+                    "could not remove an unregistered scratch schema; retrying at the next round");
+            }
+        }
+    }
+    Ok(())
 }
