@@ -739,3 +739,45 @@ async fn unregistered_backup_schemas_are_swept_only_when_no_restore_holds_them()
         .await
         .unwrap();
 }
+
+/// Killed after committing its objects but before recording them: the backup stays
+/// `running` until the worker records it as failed (a day later), and then its
+/// objects go too.
+#[tokio::test]
+async fn a_backup_lost_after_committing_its_objects_keeps_none_once_recorded_failed() {
+    use berqenas::backup::registry::{manifest_key, object_key};
+    use tokio::io::AsyncWriteExt;
+    short_leases();
+    let _serial = SERIAL.lock().await;
+    let p = common::platform(4).await;
+    let pg = superuser().await;
+    let app = common::TestApp::serve(p.clone()).await;
+    let name = common::unique("lost-backup");
+    let t = app.create(&name).await;
+    let tenant_id: Uuid = t["id"].as_str().unwrap().parse().unwrap();
+    let id = Uuid::now_v7();
+    pg.execute(
+        "INSERT INTO berqenas.backups (id, tenant_id, tenant_name, kind, status, isolation, encrypted, created_at)
+         VALUES ($1, $2, $3, 'manual', 'running', 'schema', true, now() - interval '2 days')",
+        &[&id, &tenant_id, &name],
+    )
+    .await
+    .unwrap();
+    let keys = [object_key(tenant_id, id), manifest_key(tenant_id, id)];
+    for key in &keys {
+        let mut w = p.backups.create(key).await.unwrap();
+        w.write_all(b"committed, never recorded").await.unwrap();
+        w.commit().await.unwrap();
+        assert!(p.backups.open(key).await.is_ok());
+    }
+    berqenas::backup::worker::run_once(&p).await.unwrap();
+    let status: String = pg
+        .query_one("SELECT status FROM berqenas.backups WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "failed");
+    for key in &keys {
+        assert!(p.backups.open(key).await.is_err(), "{key} deleted");
+    }
+}

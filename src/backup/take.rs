@@ -105,6 +105,16 @@ pub(crate) async fn take(
             Ok(backup)
         }
         Err(e) => {
+            // The manifest may have been committed before the object failed: a failed
+            // backup keeps no object.
+            for key in [
+                registry::object_key(t.id, id),
+                registry::manifest_key(t.id, id),
+            ] {
+                if let Err(d) = p.backups.delete(&key).await {
+                    tracing::warn!(backup.id = %id, error = %d, "could not delete a failed backup's object");
+                }
+            }
             let message: String = e.to_string().chars().take(2000).collect();
             registry::fail(&tx, id, &message).await?;
             audit::record(

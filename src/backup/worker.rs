@@ -116,17 +116,31 @@ async fn claim_due(p: &Platform) -> Result<Option<(Uuid, i32, bool)>> {
 }
 
 /// Deletes the objects of backups past their expiry; their rows stay, `expired`.
-/// A backup still `running` after a day lost its process: it is recorded as failed.
+/// A backup still `running` after a day lost its process: it is recorded as failed,
+/// and whatever it had committed to the store (killed between committing its objects
+/// and recording them) is deleted.
 async fn expire(p: &Platform) -> Result<usize> {
     let mut client = p.pool.get().await?;
-    client
-        .execute(
+    let lost = client
+        .query(
             "UPDATE berqenas.backups SET status = 'failed', finished_at = now(),
                     error = 'the process taking it stopped before it finished'
-              WHERE status = 'running' AND created_at < now() - interval '1 day'",
+              WHERE status = 'running' AND created_at < now() - interval '1 day'
+             RETURNING id, tenant_id",
             &[],
         )
         .await?;
+    for r in &lost {
+        let (id, tenant_id): (Uuid, Uuid) = (r.get(0), r.get(1));
+        for key in [
+            registry::object_key(tenant_id, id),
+            registry::manifest_key(tenant_id, id),
+        ] {
+            if let Err(e) = p.backups.delete(&key).await {
+                tracing::warn!(backup.id = %id, error = %e, "could not delete an unfinished backup's object");
+            }
+        }
+    }
     let tx = client.transaction().await?;
     let due = registry::claim_expired(&tx, 100).await?;
     for (id, tenant_id, tenant_name) in &due {
