@@ -675,10 +675,25 @@ async fn kill_9_mid_verify_restore_and_backup_leaves_scratch_that_the_next_serve
         .await;
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(scratch_state(&pg, &backups).await, Vec::<String>::new());
+    // The tenant logs in to the control database (schema mode) and can use its own
+    // tables, but can neither read nor write the registry.
     let c = connect_as(&keep["credentials"]).await;
     c.query_one("SELECT count(*) FROM applications", &[])
         .await
         .unwrap();
+    for sql in [
+        "SELECT count(*) FROM berqenas.scratch_objects",
+        "INSERT INTO berqenas.scratch_objects (id, kind, name, lease_until)
+         VALUES (gen_random_uuid(), 'database', 'berqenas', now())",
+        "DELETE FROM berqenas.scratch_objects",
+    ] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {e:?}"
+        );
+    }
     s.stop().await;
 }
 
