@@ -133,13 +133,6 @@ impl Lease {
         Ok(())
     }
 
-    /// Unregisters in the caller's transaction: for an object that stops being scratch
-    /// when that transaction commits.
-    pub async fn release_in(self, c: &impl GenericClient) -> Result<(), Error> {
-        forget(c, self.id).await?;
-        Ok(())
-    }
-
     /// [`Lease::release`] where there is no await (a `Drop`): in the background if a
     /// runtime is there; else the lease lapses and the sweeper deletes the row.
     pub fn release_later(self) {
