@@ -361,3 +361,341 @@ async fn create_db(http: &reqwest::Client, url: &str, name: &str) -> StatusCode 
         .unwrap()
         .status()
 }
+
+/// Calls the API as the admin; returns the status and the JSON body (or null).
+async fn admin_call(
+    http: &reqwest::Client,
+    url: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(StatusCode, Value), reqwest::Error> {
+    let mut req = http
+        .request(method, format!("{url}{path}"))
+        .bearer_auth(TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await?;
+    let status = res.status();
+    Ok((status, res.json().await.unwrap_or(Value::Null)))
+}
+
+/// The applications a tenant sees, as itself.
+async fn tenant_rows(dsn: &str) -> Result<Vec<String>, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client
+        .query("SELECT name FROM applications ORDER BY name", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+async fn tenant_exec(dsn: &str, sql: &str) {
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(sql).await.unwrap();
+}
+
+/// kill -9 at every stage of an in-place restore (logins off, new schema loaded,
+/// schemas swapped, registry recorded), in every isolation mode, then a restart:
+/// a restore that had not swapped is put back (the rows from before the restore),
+/// one that had is finished (the backup's rows); logins always come back, nothing
+/// set aside is left, and the operation says which it was.
+#[tokio::test]
+async fn sigkill_during_a_restore_finishes_or_puts_back() {
+    let dir = scratch_dir("crash-restore");
+    let _cleanup = Cleanup(dir.clone());
+    let http = reqwest::Client::new();
+    let lease = ("BERQENAS_LEASE_SECS", "1");
+    let cases = [
+        ("schema", "restore.logins_cut", false),
+        ("schema", "restore.loaded", false),
+        ("schema", "restore.recorded", true),
+        ("database", "restore.loaded", false),
+        ("database", "restore.swapped", true),
+        ("shared", "restore.logins_cut", false),
+    ];
+    for (i, (isolation, point, finished)) in cases.into_iter().enumerate() {
+        let name = format!("rcrash-{i}");
+        let case = format!("{isolation} {point}");
+        let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", point), lease]).await;
+        let (s, created) = admin_call(
+            &http,
+            &server.url,
+            reqwest::Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": name, "isolation": isolation})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(s, StatusCode::CREATED, "{case}: {created}");
+        let dsn = created["credentials"]["dsn"].as_str().unwrap().to_string();
+        tenant_exec(
+            &dsn,
+            "INSERT INTO applications (name, team, created_by) VALUES ('kept', 'a', 'me')",
+        )
+        .await;
+        let (s, backup) = admin_call(
+            &http,
+            &server.url,
+            reqwest::Method::POST,
+            &format!("/api/v1/tenants/{name}/backups"),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s, StatusCode::CREATED, "{case}: {backup}");
+        tenant_exec(
+            &dsn,
+            "INSERT INTO applications (name, team, created_by) VALUES ('later', 'a', 'me')",
+        )
+        .await;
+        let restored = admin_call(
+            &http,
+            &server.url,
+            reqwest::Method::POST,
+            &format!(
+                "/api/v1/tenants/{name}/backups/{}/restore",
+                backup["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+        assert!(restored.is_err(), "{case}: the server died mid-request");
+        server.child.wait().await.unwrap();
+
+        // Before the swap, logins are off while the restore's process is gone.
+        if !finished {
+            assert!(
+                tenant_rows(&dsn).await.is_err(),
+                "{case}: login still works"
+            );
+        }
+
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut server = start_with(&dir, &[lease]).await;
+        let rows = tenant_rows(&dsn)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: logins not given back: {e}"));
+        let expected: &[&str] = if finished {
+            &["kept"]
+        } else {
+            &["kept", "later"]
+        };
+        assert_eq!(rows, expected, "{case}");
+        let pg = superuser(&dir).await;
+        let state: String = pg
+            .query_one(
+                "SELECT state FROM berqenas.operations WHERE tenant_name = $1 AND kind = 'backup.restore'",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            state,
+            if finished { "succeeded" } else { "failed" },
+            "{case}"
+        );
+        let audited: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM berqenas.audit_log WHERE tenant_name = $1 AND action = $2",
+                &[
+                    &name,
+                    &if finished {
+                        "backup_restored"
+                    } else {
+                        "backup_restore_reverted"
+                    },
+                ],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(audited, 1, "{case}");
+        let database = created["database"]
+            .as_str()
+            .unwrap_or("berqenas")
+            .to_string();
+        let db = if isolation == "database" {
+            superuser_in(&dir, &database).await
+        } else {
+            pg
+        };
+        let leftovers: Vec<String> = db
+            .query(
+                "SELECT nspname::text FROM pg_namespace WHERE nspname ~ '_[rd][0-9a-f]{8}$'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(leftovers.is_empty(), "{case}: schemas left {leftovers:?}");
+        // The tenant works normally again: another restore goes through.
+        let (s, body) = admin_call(
+            &http,
+            &server.url,
+            reqwest::Method::POST,
+            &format!(
+                "/api/v1/tenants/{name}/backups/{}/restore",
+                backup["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s, StatusCode::OK, "{case}: {body}");
+        assert_eq!(tenant_rows(&dsn).await.unwrap(), ["kept"], "{case}");
+        kill_term(&mut server).await;
+    }
+
+    // Into a new tenant: killed once the new tenant exists, it goes again.
+    let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", "restore_as.created"), lease]).await;
+    let (s, backup) = admin_call(
+        &http,
+        &server.url,
+        reqwest::Method::POST,
+        "/api/v1/tenants/rcrash-0/backups",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::CREATED, "{backup}");
+    let restored = admin_call(
+        &http,
+        &server.url,
+        reqwest::Method::POST,
+        &format!(
+            "/api/v1/tenants/rcrash-0/backups/{}/restore",
+            backup["id"].as_str().unwrap()
+        ),
+        Some(json!({"as": "rcrash-copy"})),
+    )
+    .await;
+    assert!(restored.is_err(), "the server died mid-request");
+    server.child.wait().await.unwrap();
+    let pg = superuser(&dir).await;
+    assert!(
+        !footprint(&pg, "rcrash-copy").await.is_empty(),
+        "the new tenant was created"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut server = start_with(&dir, &[lease]).await;
+    assert_eq!(footprint(&pg, "rcrash-copy").await, Vec::<String>::new());
+    kill_term(&mut server).await;
+
+    // The next action on the tenant settles an interrupted restore itself: refused
+    // while the restore's lease is alive (its process may still run), then, once it
+    // lapsed, the restore is put back first and the suspension applies to the logins
+    // the restore had taken.
+    let name = "rcrash-settle";
+    let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", "restore.loaded"), lease]).await;
+    let call = |server_url: String, method: reqwest::Method, path: String, body: Option<Value>| {
+        let http = http.clone();
+        async move { admin_call(&http, &server_url, method, &path, body).await }
+    };
+    let (_, created) = call(
+        server.url.clone(),
+        reqwest::Method::POST,
+        "/api/v1/tenants".into(),
+        Some(json!({"name": name})),
+    )
+    .await
+    .unwrap();
+    let dsn = created["credentials"]["dsn"].as_str().unwrap().to_string();
+    let (_, backup) = call(
+        server.url.clone(),
+        reqwest::Method::POST,
+        format!("/api/v1/tenants/{name}/backups"),
+        None,
+    )
+    .await
+    .unwrap();
+    tenant_exec(
+        &dsn,
+        "INSERT INTO applications (name, team, created_by) VALUES ('after', 'a', 'me')",
+    )
+    .await;
+    let restore_path = format!(
+        "/api/v1/tenants/{name}/backups/{}/restore",
+        backup["id"].as_str().unwrap()
+    );
+    assert!(call(
+        server.url.clone(),
+        reqwest::Method::POST,
+        restore_path,
+        None
+    )
+    .await
+    .is_err());
+    server.child.wait().await.unwrap();
+    let pg = superuser(&dir).await;
+    let lease_sql = "UPDATE berqenas.operations SET lease_until = now() + make_interval(secs => $2)
+                      WHERE tenant_name = $1 AND kind = 'backup.restore'";
+    pg.execute(lease_sql, &[&name, &3600.0f64]).await.unwrap();
+    let mut server = start_with(&dir, &[lease]).await;
+    let suspend = format!("/api/v1/tenants/{name}/suspend");
+    let (s, body) = call(
+        server.url.clone(),
+        reqwest::Method::POST,
+        suspend.clone(),
+        Some(json!({"reason": "test"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "tenant_busy", "{body}");
+    pg.execute(lease_sql, &[&name, &-1.0f64]).await.unwrap();
+    let (s, body) = call(
+        server.url.clone(),
+        reqwest::Method::POST,
+        suspend,
+        Some(json!({"reason": "test"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(
+        tenant_rows(&dsn).await.is_err(),
+        "a suspended tenant logged in"
+    );
+    let (s, body) = call(
+        server.url.clone(),
+        reqwest::Method::POST,
+        format!("/api/v1/tenants/{name}/resume"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(tenant_rows(&dsn).await.unwrap(), ["after"]);
+    kill_term(&mut server).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A superuser connection to another database of the embedded cluster.
+async fn superuser_in(dir: &Path, database: &str) -> tokio_postgres::Client {
+    let out = Command::new(env!("CARGO_BIN_EXE_berqenas"))
+        .args(["psql", "--print-dsn", "--data-dir"])
+        .arg(dir)
+        .env_remove("BERQENAS_DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    let mut config: tokio_postgres::Config = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    config.dbname(database);
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}

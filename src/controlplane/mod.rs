@@ -63,6 +63,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0010_offboarding_memberships.sql",
         sql: include_str!("../../migrations/control/0010_offboarding_memberships.sql"),
     },
+    Migration {
+        version: 11,
+        name: "0011_operation_undo.sql",
+        sql: include_str!("../../migrations/control/0011_operation_undo.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

@@ -148,6 +148,7 @@ pub async fn delete(
 ) -> Result<DeletedTenant> {
     validate(opts)?;
     let found = service::get(p, key).await?;
+    crate::backup::journal::settle(p, &found).await?;
     let slug = Slug::parse(&found.name).expect("registry holds valid names");
     if opts.purge_now && opts.confirm.as_deref() != Some(found.name.as_str()) {
         return Err(invalid(
@@ -551,7 +552,8 @@ async fn rebuild(
         hardening::check_client(&db, &all).await?;
     }
     drop(client);
-    restore::load_into(p, t, archive, manifest).await
+    restore::load_into(p, t, archive, manifest, None).await?;
+    Ok(())
 }
 
 async fn verifier_of(p: &Platform, sealed: &[u8]) -> Result<String> {
