@@ -699,3 +699,110 @@ async fn superuser_in(dir: &Path, database: &str) -> tokio_postgres::Client {
     tokio::spawn(conn);
     client
 }
+
+/// A database-mode purge drops the database outside the transaction that records the
+/// purge. Killed in between, the tenant must not be restorable as if merely deleted
+/// (it would come back without its database): the restore is refused until the
+/// worker has finished the purge, and then the archive brings it back whole.
+#[tokio::test]
+async fn sigkill_mid_purge_is_finished_before_any_restore() {
+    let dir = scratch_dir("crash-purge");
+    let _cleanup = Cleanup(dir.clone());
+    let http = reqwest::Client::new();
+    let env = [
+        ("BERQENAS_LEASE_SECS", "1"),
+        ("BERQENAS_RECONCILE_SECS", "1"),
+    ];
+    let name = "pcrash";
+    let mut server = start_with(
+        &dir,
+        &[("BERQENAS_FAILPOINT", "purge.objects_dropped"), env[0]],
+    )
+    .await;
+    let (s, created) = admin_call(
+        &http,
+        &server.url,
+        reqwest::Method::POST,
+        "/api/v1/tenants",
+        Some(json!({"name": name, "isolation": "database"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let dsn = created["credentials"]["dsn"].as_str().unwrap().to_string();
+    tenant_exec(
+        &dsn,
+        "INSERT INTO applications (name, team, created_by) VALUES ('kept', 'a', 'me')",
+    )
+    .await;
+    let purged = admin_call(
+        &http,
+        &server.url,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/tenants/{name}?purge=now"),
+        Some(json!({"confirm": name})),
+    )
+    .await;
+    assert!(purged.is_err(), "the server died mid-request");
+    server.child.wait().await.unwrap();
+    let pg = superuser(&dir).await;
+    let databases: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = 'tenant_pcrash'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(databases, 0, "the database was dropped before the kill");
+
+    // No worker round yet (its first tick waits): the restore is refused.
+    let mut server = start_with(&dir, &[env[0]]).await;
+    let (s, body) = admin_call(
+        &http,
+        &server.url,
+        reqwest::Method::POST,
+        &format!("/api/v1/tenants/{name}/restore"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "purge_in_progress", "{body}");
+    kill_term(&mut server).await;
+
+    // The worker finishes the purge; the archive then brings the tenant back whole.
+    let mut server = start_with(&dir, &env).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, t) = admin_call(
+            &http,
+            &server.url,
+            reqwest::Method::GET,
+            &format!("/api/v1/tenants/{name}"),
+            None,
+        )
+        .await
+        .unwrap();
+        if t["status"] == "purged" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not finish the purge: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (s, body) = admin_call(
+        &http,
+        &server.url,
+        reqwest::Method::POST,
+        &format!("/api/v1/tenants/{name}/restore"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(tenant_rows(&dsn).await.unwrap(), ["kept"]);
+    kill_term(&mut server).await;
+}
