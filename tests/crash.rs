@@ -36,6 +36,33 @@ struct Server {
     url: String,
 }
 
+impl Server {
+    /// Calls the API as the admin; returns the status and the JSON body (or null).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), reqwest::Error> {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await?;
+        let status = res.status();
+        Ok((status, res.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// A POST that must get an answer.
+    async fn post(&self, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+}
+
 async fn start(dir: &Path) -> Server {
     start_with(dir, &[]).await
 }
@@ -68,6 +95,11 @@ async fn start_with(dir: &Path, env: &[(&str, &str)]) -> Server {
 }
 
 async fn superuser(dir: &Path) -> tokio_postgres::Client {
+    superuser_in(dir, None).await
+}
+
+/// A superuser connection to the embedded cluster: its control database, or another.
+async fn superuser_in(dir: &Path, database: Option<&str>) -> tokio_postgres::Client {
     let out = Command::new(env!("CARGO_BIN_EXE_berqenas"))
         .args(["psql", "--print-dsn", "--data-dir"])
         .arg(dir)
@@ -80,10 +112,15 @@ async fn superuser(dir: &Path) -> tokio_postgres::Client {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dsn = String::from_utf8(out.stdout).unwrap();
-    let (client, conn) = tokio_postgres::connect(dsn.trim(), tokio_postgres::NoTls)
-        .await
+    let mut config: tokio_postgres::Config = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
         .unwrap();
+    if let Some(db) = database {
+        config.dbname(db);
+    }
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     client
 }
@@ -362,25 +399,6 @@ async fn create_db(http: &reqwest::Client, url: &str, name: &str) -> StatusCode 
         .status()
 }
 
-/// Calls the API as the admin; returns the status and the JSON body (or null).
-async fn admin_call(
-    http: &reqwest::Client,
-    url: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<(StatusCode, Value), reqwest::Error> {
-    let mut req = http
-        .request(method, format!("{url}{path}"))
-        .bearer_auth(TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await?;
-    let status = res.status();
-    Ok((status, res.json().await.unwrap_or(Value::Null)))
-}
-
 /// The applications a tenant sees, as itself.
 async fn tenant_rows(dsn: &str) -> Result<Vec<String>, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await?;
@@ -393,12 +411,19 @@ async fn tenant_rows(dsn: &str) -> Result<Vec<String>, tokio_postgres::Error> {
         .collect())
 }
 
-async fn tenant_exec(dsn: &str, sql: &str) {
+/// Adds an application row as the tenant itself.
+async fn add_application(dsn: &str, name: &str) {
     let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(conn);
-    client.batch_execute(sql).await.unwrap();
+    client
+        .execute(
+            "INSERT INTO applications (name, team, created_by) VALUES ($1, 'a', 'me')",
+            &[&name],
+        )
+        .await
+        .unwrap();
 }
 
 /// kill -9 at every stage of an in-place restore (logins off, new schema loaded,
@@ -410,7 +435,6 @@ async fn tenant_exec(dsn: &str, sql: &str) {
 async fn sigkill_during_a_restore_finishes_or_puts_back() {
     let dir = scratch_dir("crash-restore");
     let _cleanup = Cleanup(dir.clone());
-    let http = reqwest::Client::new();
     let lease = ("BERQENAS_LEASE_SECS", "1");
     let cases = [
         ("schema", "restore.logins_cut", false),
@@ -424,48 +448,27 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
         let name = format!("rcrash-{i}");
         let case = format!("{isolation} {point}");
         let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", point), lease]).await;
-        let (s, created) = admin_call(
-            &http,
-            &server.url,
-            reqwest::Method::POST,
-            "/api/v1/tenants",
-            Some(json!({"name": name, "isolation": isolation})),
-        )
-        .await
-        .unwrap();
+        let (s, created) = server
+            .post(
+                "/api/v1/tenants",
+                Some(json!({"name": name, "isolation": isolation})),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{case}: {created}");
         let dsn = created["credentials"]["dsn"].as_str().unwrap().to_string();
-        tenant_exec(
-            &dsn,
-            "INSERT INTO applications (name, team, created_by) VALUES ('kept', 'a', 'me')",
-        )
-        .await;
-        let (s, backup) = admin_call(
-            &http,
-            &server.url,
-            reqwest::Method::POST,
-            &format!("/api/v1/tenants/{name}/backups"),
-            None,
-        )
-        .await
-        .unwrap();
+        add_application(&dsn, "kept").await;
+        let (s, backup) = server
+            .post(&format!("/api/v1/tenants/{name}/backups"), None)
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{case}: {backup}");
-        tenant_exec(
-            &dsn,
-            "INSERT INTO applications (name, team, created_by) VALUES ('later', 'a', 'me')",
-        )
-        .await;
-        let restored = admin_call(
-            &http,
-            &server.url,
-            reqwest::Method::POST,
-            &format!(
-                "/api/v1/tenants/{name}/backups/{}/restore",
-                backup["id"].as_str().unwrap()
-            ),
-            None,
-        )
-        .await;
+        add_application(&dsn, "later").await;
+        let restore_path = format!(
+            "/api/v1/tenants/{name}/backups/{}/restore",
+            backup["id"].as_str().unwrap()
+        );
+        let restored = server
+            .call(reqwest::Method::POST, &restore_path, None)
+            .await;
         assert!(restored.is_err(), "{case}: the server died mid-request");
         server.child.wait().await.unwrap();
 
@@ -523,7 +526,7 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
             .unwrap_or("berqenas")
             .to_string();
         let db = if isolation == "database" {
-            superuser_in(&dir, &database).await
+            superuser_in(&dir, Some(&database)).await
         } else {
             pg
         };
@@ -539,18 +542,7 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
             .collect();
         assert!(leftovers.is_empty(), "{case}: schemas left {leftovers:?}");
         // The tenant works normally again: another restore goes through.
-        let (s, body) = admin_call(
-            &http,
-            &server.url,
-            reqwest::Method::POST,
-            &format!(
-                "/api/v1/tenants/{name}/backups/{}/restore",
-                backup["id"].as_str().unwrap()
-            ),
-            None,
-        )
-        .await
-        .unwrap();
+        let (s, body) = server.post(&restore_path, None).await;
         assert_eq!(s, StatusCode::OK, "{case}: {body}");
         assert_eq!(tenant_rows(&dsn).await.unwrap(), ["kept"], "{case}");
         kill_term(&mut server).await;
@@ -558,27 +550,18 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
 
     // Into a new tenant: killed once the new tenant exists, it goes again.
     let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", "restore_as.created"), lease]).await;
-    let (s, backup) = admin_call(
-        &http,
-        &server.url,
-        reqwest::Method::POST,
-        "/api/v1/tenants/rcrash-0/backups",
-        None,
-    )
-    .await
-    .unwrap();
+    let (s, backup) = server.post("/api/v1/tenants/rcrash-0/backups", None).await;
     assert_eq!(s, StatusCode::CREATED, "{backup}");
-    let restored = admin_call(
-        &http,
-        &server.url,
-        reqwest::Method::POST,
-        &format!(
-            "/api/v1/tenants/rcrash-0/backups/{}/restore",
-            backup["id"].as_str().unwrap()
-        ),
-        Some(json!({"as": "rcrash-copy"})),
-    )
-    .await;
+    let restored = server
+        .call(
+            reqwest::Method::POST,
+            &format!(
+                "/api/v1/tenants/rcrash-0/backups/{}/restore",
+                backup["id"].as_str().unwrap()
+            ),
+            Some(json!({"as": "rcrash-copy"})),
+        )
+        .await;
     assert!(restored.is_err(), "the server died mid-request");
     server.child.wait().await.unwrap();
     let pg = superuser(&dir).await;
@@ -597,44 +580,22 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
     // the restore had taken.
     let name = "rcrash-settle";
     let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", "restore.loaded"), lease]).await;
-    let call = |server_url: String, method: reqwest::Method, path: String, body: Option<Value>| {
-        let http = http.clone();
-        async move { admin_call(&http, &server_url, method, &path, body).await }
-    };
-    let (_, created) = call(
-        server.url.clone(),
-        reqwest::Method::POST,
-        "/api/v1/tenants".into(),
-        Some(json!({"name": name})),
-    )
-    .await
-    .unwrap();
+    let (_, created) = server
+        .post("/api/v1/tenants", Some(json!({"name": name})))
+        .await;
     let dsn = created["credentials"]["dsn"].as_str().unwrap().to_string();
-    let (_, backup) = call(
-        server.url.clone(),
-        reqwest::Method::POST,
-        format!("/api/v1/tenants/{name}/backups"),
-        None,
-    )
-    .await
-    .unwrap();
-    tenant_exec(
-        &dsn,
-        "INSERT INTO applications (name, team, created_by) VALUES ('after', 'a', 'me')",
-    )
-    .await;
+    let (_, backup) = server
+        .post(&format!("/api/v1/tenants/{name}/backups"), None)
+        .await;
+    add_application(&dsn, "after").await;
     let restore_path = format!(
         "/api/v1/tenants/{name}/backups/{}/restore",
         backup["id"].as_str().unwrap()
     );
-    assert!(call(
-        server.url.clone(),
-        reqwest::Method::POST,
-        restore_path,
-        None
-    )
-    .await
-    .is_err());
+    assert!(server
+        .call(reqwest::Method::POST, &restore_path, None)
+        .await
+        .is_err());
     server.child.wait().await.unwrap();
     let pg = superuser(&dir).await;
     let lease_sql = "UPDATE berqenas.operations SET lease_until = now() + make_interval(secs => $2)
@@ -642,62 +603,23 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
     pg.execute(lease_sql, &[&name, &3600.0f64]).await.unwrap();
     let mut server = start_with(&dir, &[lease]).await;
     let suspend = format!("/api/v1/tenants/{name}/suspend");
-    let (s, body) = call(
-        server.url.clone(),
-        reqwest::Method::POST,
-        suspend.clone(),
-        Some(json!({"reason": "test"})),
-    )
-    .await
-    .unwrap();
+    let (s, body) = server.post(&suspend, Some(json!({"reason": "test"}))).await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "tenant_busy", "{body}");
     pg.execute(lease_sql, &[&name, &-1.0f64]).await.unwrap();
-    let (s, body) = call(
-        server.url.clone(),
-        reqwest::Method::POST,
-        suspend,
-        Some(json!({"reason": "test"})),
-    )
-    .await
-    .unwrap();
+    let (s, body) = server.post(&suspend, Some(json!({"reason": "test"}))).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert!(
         tenant_rows(&dsn).await.is_err(),
         "a suspended tenant logged in"
     );
-    let (s, body) = call(
-        server.url.clone(),
-        reqwest::Method::POST,
-        format!("/api/v1/tenants/{name}/resume"),
-        None,
-    )
-    .await
-    .unwrap();
+    let (s, body) = server
+        .post(&format!("/api/v1/tenants/{name}/resume"), None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(tenant_rows(&dsn).await.unwrap(), ["after"]);
     kill_term(&mut server).await;
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A superuser connection to another database of the embedded cluster.
-async fn superuser_in(dir: &Path, database: &str) -> tokio_postgres::Client {
-    let out = Command::new(env!("CARGO_BIN_EXE_berqenas"))
-        .args(["psql", "--print-dsn", "--data-dir"])
-        .arg(dir)
-        .env_remove("BERQENAS_DATABASE_URL")
-        .output()
-        .await
-        .unwrap();
-    let mut config: tokio_postgres::Config = String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    config.dbname(database);
-    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
 }
 
 /// A database-mode purge drops the database outside the transaction that records the
@@ -708,7 +630,6 @@ async fn superuser_in(dir: &Path, database: &str) -> tokio_postgres::Client {
 async fn sigkill_mid_purge_is_finished_before_any_restore() {
     let dir = scratch_dir("crash-purge");
     let _cleanup = Cleanup(dir.clone());
-    let http = reqwest::Client::new();
     let env = [
         ("BERQENAS_LEASE_SECS", "1"),
         ("BERQENAS_RECONCILE_SECS", "1"),
@@ -719,30 +640,22 @@ async fn sigkill_mid_purge_is_finished_before_any_restore() {
         &[("BERQENAS_FAILPOINT", "purge.objects_dropped"), env[0]],
     )
     .await;
-    let (s, created) = admin_call(
-        &http,
-        &server.url,
-        reqwest::Method::POST,
-        "/api/v1/tenants",
-        Some(json!({"name": name, "isolation": "database"})),
-    )
-    .await
-    .unwrap();
+    let (s, created) = server
+        .post(
+            "/api/v1/tenants",
+            Some(json!({"name": name, "isolation": "database"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
     let dsn = created["credentials"]["dsn"].as_str().unwrap().to_string();
-    tenant_exec(
-        &dsn,
-        "INSERT INTO applications (name, team, created_by) VALUES ('kept', 'a', 'me')",
-    )
-    .await;
-    let purged = admin_call(
-        &http,
-        &server.url,
-        reqwest::Method::DELETE,
-        &format!("/api/v1/tenants/{name}?purge=now"),
-        Some(json!({"confirm": name})),
-    )
-    .await;
+    add_application(&dsn, "kept").await;
+    let purged = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tenants/{name}?purge=now"),
+            Some(json!({"confirm": name})),
+        )
+        .await;
     assert!(purged.is_err(), "the server died mid-request");
     server.child.wait().await.unwrap();
     let pg = superuser(&dir).await;
@@ -758,15 +671,9 @@ async fn sigkill_mid_purge_is_finished_before_any_restore() {
 
     // No worker round yet (its first tick waits): the restore is refused.
     let mut server = start_with(&dir, &[env[0]]).await;
-    let (s, body) = admin_call(
-        &http,
-        &server.url,
-        reqwest::Method::POST,
-        &format!("/api/v1/tenants/{name}/restore"),
-        None,
-    )
-    .await
-    .unwrap();
+    let (s, body) = server
+        .post(&format!("/api/v1/tenants/{name}/restore"), None)
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "purge_in_progress", "{body}");
     kill_term(&mut server).await;
@@ -775,15 +682,14 @@ async fn sigkill_mid_purge_is_finished_before_any_restore() {
     let mut server = start_with(&dir, &env).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, t) = admin_call(
-            &http,
-            &server.url,
-            reqwest::Method::GET,
-            &format!("/api/v1/tenants/{name}"),
-            None,
-        )
-        .await
-        .unwrap();
+        let (_, t) = server
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/tenants/{name}"),
+                None,
+            )
+            .await
+            .unwrap();
         if t["status"] == "purged" {
             break;
         }
@@ -793,15 +699,9 @@ async fn sigkill_mid_purge_is_finished_before_any_restore() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (s, body) = admin_call(
-        &http,
-        &server.url,
-        reqwest::Method::POST,
-        &format!("/api/v1/tenants/{name}/restore"),
-        None,
-    )
-    .await
-    .unwrap();
+    let (s, body) = server
+        .post(&format!("/api/v1/tenants/{name}/restore"), None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(tenant_rows(&dsn).await.unwrap(), ["kept"]);
     kill_term(&mut server).await;
