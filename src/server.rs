@@ -180,6 +180,7 @@ pub fn admin_token(given: Option<&str>, data_dir: &Path) -> anyhow::Result<Strin
 }
 
 pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating the data directory {}", opts.data_dir.display()))?;
     let mut db = match &opts.database_url {
@@ -191,7 +192,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| opts.data_dir.join("backups")),
     );
-    let result = serve(&opts, &db).await;
+    let result = serve(&opts, &db, shutdown).await;
     if let Some(cluster) = &db.cluster {
         tracing::info!("stopping the embedded PostgreSQL cluster");
         let cluster = cluster.clone();
@@ -202,7 +203,11 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     result
 }
 
-async fn serve(opts: &ServeOptions, db: &Database) -> anyhow::Result<()> {
+async fn serve(
+    opts: &ServeOptions,
+    db: &Database,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let key = SecretKey::load(opts.secret_key.as_deref(), &opts.data_dir)?;
     let token = admin_token(opts.admin_token.as_deref(), &opts.data_dir)?;
     let template = match &opts.template_dir {
@@ -242,7 +247,7 @@ async fn serve(opts: &ServeOptions, db: &Database) -> anyhow::Result<()> {
         opts.quota_interval,
     ));
     let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await;
     worker.abort();
     quota_worker.abort();
@@ -276,12 +281,17 @@ async fn reconcile_forever(platform: Platform) {
     }
 }
 
-async fn shutdown_signal() {
+/// Installs the handlers at once (a SIGTERM while starting, or just after the URL
+/// file appears, must still stop the server cleanly); resolves on SIGTERM or Ctrl-C.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
 }

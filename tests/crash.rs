@@ -36,6 +36,33 @@ struct Server {
     url: String,
 }
 
+impl Server {
+    /// Calls the API as the admin; returns the status and the JSON body (or null).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), reqwest::Error> {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await?;
+        let status = res.status();
+        Ok((status, res.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// A POST that must get an answer.
+    async fn post(&self, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+}
+
 async fn start(dir: &Path) -> Server {
     start_with(dir, &[]).await
 }
@@ -68,6 +95,11 @@ async fn start_with(dir: &Path, env: &[(&str, &str)]) -> Server {
 }
 
 async fn superuser(dir: &Path) -> tokio_postgres::Client {
+    superuser_in(dir, None).await
+}
+
+/// A superuser connection to the embedded cluster: its control database, or another.
+async fn superuser_in(dir: &Path, database: Option<&str>) -> tokio_postgres::Client {
     let out = Command::new(env!("CARGO_BIN_EXE_berqenas"))
         .args(["psql", "--print-dsn", "--data-dir"])
         .arg(dir)
@@ -80,10 +112,15 @@ async fn superuser(dir: &Path) -> tokio_postgres::Client {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dsn = String::from_utf8(out.stdout).unwrap();
-    let (client, conn) = tokio_postgres::connect(dsn.trim(), tokio_postgres::NoTls)
-        .await
+    let mut config: tokio_postgres::Config = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
         .unwrap();
+    if let Some(db) = database {
+        config.dbname(db);
+    }
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     client
 }
@@ -360,4 +397,312 @@ async fn create_db(http: &reqwest::Client, url: &str, name: &str) -> StatusCode 
         .await
         .unwrap()
         .status()
+}
+
+/// The applications a tenant sees, as itself.
+async fn tenant_rows(dsn: &str) -> Result<Vec<String>, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client
+        .query("SELECT name FROM applications ORDER BY name", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Adds an application row as the tenant itself.
+async fn add_application(dsn: &str, name: &str) {
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .execute(
+            "INSERT INTO applications (name, team, created_by) VALUES ($1, 'a', 'me')",
+            &[&name],
+        )
+        .await
+        .unwrap();
+}
+
+/// kill -9 at every stage of an in-place restore (logins off, new schema loaded,
+/// schemas swapped, registry recorded), in every isolation mode, then a restart:
+/// a restore that had not swapped is put back (the rows from before the restore),
+/// one that had is finished (the backup's rows); logins always come back, nothing
+/// set aside is left, and the operation says which it was.
+#[tokio::test]
+async fn sigkill_during_a_restore_finishes_or_puts_back() {
+    let dir = scratch_dir("crash-restore");
+    let _cleanup = Cleanup(dir.clone());
+    let lease = ("BERQENAS_LEASE_SECS", "1");
+    let cases = [
+        ("schema", "restore.logins_cut", false),
+        ("schema", "restore.loaded", false),
+        ("schema", "restore.recorded", true),
+        ("database", "restore.loaded", false),
+        ("database", "restore.swapped", true),
+        ("shared", "restore.logins_cut", false),
+    ];
+    for (i, (isolation, point, finished)) in cases.into_iter().enumerate() {
+        let name = format!("rcrash-{i}");
+        let case = format!("{isolation} {point}");
+        let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", point), lease]).await;
+        let (s, created) = server
+            .post(
+                "/api/v1/tenants",
+                Some(json!({"name": name, "isolation": isolation})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{case}: {created}");
+        let dsn = created["credentials"]["dsn"].as_str().unwrap().to_string();
+        add_application(&dsn, "kept").await;
+        let (s, backup) = server
+            .post(&format!("/api/v1/tenants/{name}/backups"), None)
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{case}: {backup}");
+        add_application(&dsn, "later").await;
+        let restore_path = format!(
+            "/api/v1/tenants/{name}/backups/{}/restore",
+            backup["id"].as_str().unwrap()
+        );
+        let restored = server
+            .call(reqwest::Method::POST, &restore_path, None)
+            .await;
+        assert!(restored.is_err(), "{case}: the server died mid-request");
+        server.child.wait().await.unwrap();
+
+        // Before the swap, logins are off while the restore's process is gone.
+        if !finished {
+            assert!(
+                tenant_rows(&dsn).await.is_err(),
+                "{case}: login still works"
+            );
+        }
+
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut server = start_with(&dir, &[lease]).await;
+        let rows = tenant_rows(&dsn)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: logins not given back: {e}"));
+        let expected: &[&str] = if finished {
+            &["kept"]
+        } else {
+            &["kept", "later"]
+        };
+        assert_eq!(rows, expected, "{case}");
+        let pg = superuser(&dir).await;
+        let state: String = pg
+            .query_one(
+                "SELECT state FROM berqenas.operations WHERE tenant_name = $1 AND kind = 'backup.restore'",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            state,
+            if finished { "succeeded" } else { "failed" },
+            "{case}"
+        );
+        let audited: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM berqenas.audit_log WHERE tenant_name = $1 AND action = $2",
+                &[
+                    &name,
+                    &if finished {
+                        "backup_restored"
+                    } else {
+                        "backup_restore_reverted"
+                    },
+                ],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(audited, 1, "{case}");
+        let database = created["database"]
+            .as_str()
+            .unwrap_or("berqenas")
+            .to_string();
+        let db = if isolation == "database" {
+            superuser_in(&dir, Some(&database)).await
+        } else {
+            pg
+        };
+        let leftovers: Vec<String> = db
+            .query(
+                "SELECT nspname::text FROM pg_namespace WHERE nspname ~ '_[rd][0-9a-f]{8}$'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(leftovers.is_empty(), "{case}: schemas left {leftovers:?}");
+        // The tenant works normally again: another restore goes through.
+        let (s, body) = server.post(&restore_path, None).await;
+        assert_eq!(s, StatusCode::OK, "{case}: {body}");
+        assert_eq!(tenant_rows(&dsn).await.unwrap(), ["kept"], "{case}");
+        kill_term(&mut server).await;
+    }
+
+    // Into a new tenant: killed once the new tenant exists, it goes again.
+    let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", "restore_as.created"), lease]).await;
+    let (s, backup) = server.post("/api/v1/tenants/rcrash-0/backups", None).await;
+    assert_eq!(s, StatusCode::CREATED, "{backup}");
+    let restored = server
+        .call(
+            reqwest::Method::POST,
+            &format!(
+                "/api/v1/tenants/rcrash-0/backups/{}/restore",
+                backup["id"].as_str().unwrap()
+            ),
+            Some(json!({"as": "rcrash-copy"})),
+        )
+        .await;
+    assert!(restored.is_err(), "the server died mid-request");
+    server.child.wait().await.unwrap();
+    let pg = superuser(&dir).await;
+    assert!(
+        !footprint(&pg, "rcrash-copy").await.is_empty(),
+        "the new tenant was created"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut server = start_with(&dir, &[lease]).await;
+    assert_eq!(footprint(&pg, "rcrash-copy").await, Vec::<String>::new());
+    kill_term(&mut server).await;
+
+    // The next action on the tenant settles an interrupted restore itself: refused
+    // while the restore's lease is alive (its process may still run), then, once it
+    // lapsed, the restore is put back first and the suspension applies to the logins
+    // the restore had taken.
+    let name = "rcrash-settle";
+    let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", "restore.loaded"), lease]).await;
+    let (_, created) = server
+        .post("/api/v1/tenants", Some(json!({"name": name})))
+        .await;
+    let dsn = created["credentials"]["dsn"].as_str().unwrap().to_string();
+    let (_, backup) = server
+        .post(&format!("/api/v1/tenants/{name}/backups"), None)
+        .await;
+    add_application(&dsn, "after").await;
+    let restore_path = format!(
+        "/api/v1/tenants/{name}/backups/{}/restore",
+        backup["id"].as_str().unwrap()
+    );
+    assert!(server
+        .call(reqwest::Method::POST, &restore_path, None)
+        .await
+        .is_err());
+    server.child.wait().await.unwrap();
+    let pg = superuser(&dir).await;
+    let lease_sql = "UPDATE berqenas.operations SET lease_until = now() + make_interval(secs => $2)
+                      WHERE tenant_name = $1 AND kind = 'backup.restore'";
+    pg.execute(lease_sql, &[&name, &3600.0f64]).await.unwrap();
+    let mut server = start_with(&dir, &[lease]).await;
+    let suspend = format!("/api/v1/tenants/{name}/suspend");
+    let (s, body) = server.post(&suspend, Some(json!({"reason": "test"}))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "tenant_busy", "{body}");
+    pg.execute(lease_sql, &[&name, &-1.0f64]).await.unwrap();
+    let (s, body) = server.post(&suspend, Some(json!({"reason": "test"}))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(
+        tenant_rows(&dsn).await.is_err(),
+        "a suspended tenant logged in"
+    );
+    let (s, body) = server
+        .post(&format!("/api/v1/tenants/{name}/resume"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(tenant_rows(&dsn).await.unwrap(), ["after"]);
+    kill_term(&mut server).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A database-mode purge drops the database outside the transaction that records the
+/// purge. Killed in between, the tenant must not be restorable as if merely deleted
+/// (it would come back without its database): the restore is refused until the
+/// worker has finished the purge, and then the archive brings it back whole.
+#[tokio::test]
+async fn sigkill_mid_purge_is_finished_before_any_restore() {
+    let dir = scratch_dir("crash-purge");
+    let _cleanup = Cleanup(dir.clone());
+    let env = [
+        ("BERQENAS_LEASE_SECS", "1"),
+        ("BERQENAS_RECONCILE_SECS", "1"),
+    ];
+    let name = "pcrash";
+    let mut server = start_with(
+        &dir,
+        &[("BERQENAS_FAILPOINT", "purge.objects_dropped"), env[0]],
+    )
+    .await;
+    let (s, created) = server
+        .post(
+            "/api/v1/tenants",
+            Some(json!({"name": name, "isolation": "database"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let dsn = created["credentials"]["dsn"].as_str().unwrap().to_string();
+    add_application(&dsn, "kept").await;
+    let purged = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tenants/{name}?purge=now"),
+            Some(json!({"confirm": name})),
+        )
+        .await;
+    assert!(purged.is_err(), "the server died mid-request");
+    server.child.wait().await.unwrap();
+    let pg = superuser(&dir).await;
+    let databases: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = 'tenant_pcrash'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(databases, 0, "the database was dropped before the kill");
+
+    // No worker round yet (its first tick waits): the restore is refused.
+    let mut server = start_with(&dir, &[env[0]]).await;
+    let (s, body) = server
+        .post(&format!("/api/v1/tenants/{name}/restore"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "purge_in_progress", "{body}");
+    kill_term(&mut server).await;
+
+    // The worker finishes the purge; the archive then brings the tenant back whole.
+    let mut server = start_with(&dir, &env).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, t) = server
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/tenants/{name}"),
+                None,
+            )
+            .await
+            .unwrap();
+        if t["status"] == "purged" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not finish the purge: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (s, body) = server
+        .post(&format!("/api/v1/tenants/{name}/restore"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(tenant_rows(&dsn).await.unwrap(), ["kept"]);
+    kill_term(&mut server).await;
 }

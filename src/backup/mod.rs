@@ -7,6 +7,7 @@
 
 pub mod crypt;
 pub mod dump;
+pub mod journal;
 pub mod manifest;
 pub mod policy;
 pub mod registry;

@@ -8,7 +8,6 @@
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
-use uuid::Uuid;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -17,6 +16,7 @@ use utoipa::ToSchema;
 
 use super::crypt::Opener;
 use super::dump::{self, Conn};
+use super::journal::{self, Journal, Undo};
 use super::temp::{Reach, ScratchDb, TempRole};
 use super::{shared, Backup, BackupStatus, Error, Manifest, Result};
 use crate::pg::Ident;
@@ -87,6 +87,7 @@ async fn in_place(
     manifest: &Manifest,
     actor: &str,
 ) -> Result<Tenant> {
+    journal::settle(p, &super::tenant(p, key).await?).await?;
     let mut guard = p.pool.get().await?;
     let g = guard.transaction().await?;
     let tenant = store::find_for_update(&g, key)
@@ -108,23 +109,49 @@ async fn in_place(
             ),
         ));
     }
-    load_into(p, &tenant, backup, manifest).await?;
-    crate::migrate::set_restored_version(&g, &tenant, manifest.template_version).await?;
-    let op_id = Uuid::now_v7();
-    ops::record_done(&g, op_id, "backup.restore", tenant.id, &tenant.name).await?;
-    audit::record(
-        &g,
-        &audit::Entry {
-            actor,
-            action: "backup_restored",
-            tenant_id: Some(tenant.id),
-            tenant_name: Some(&tenant.name),
-            operation_id: Some(op_id),
-            details: serde_json::json!({"backup_id": backup.id, "into": "in_place"}),
-        },
-    )
-    .await?;
-    g.commit().await?;
+    let undo = Undo {
+        backup_id: Some(backup.id),
+        template_version: manifest.template_version,
+        ..Undo::default()
+    };
+    let mut journal = Journal::begin(p, journal::IN_PLACE, &tenant, undo).await?;
+    let done = match load_into(p, &tenant, backup, manifest, Some(&mut journal)).await {
+        Ok(done) => done,
+        Err(e) => {
+            drop(g);
+            journal.settle_after_error(p).await;
+            return Err(e);
+        }
+    };
+    ops::failpoint("restore.swapped");
+    let op = journal.id;
+    let recorded = async {
+        journal::record_restored(&g, op, &tenant, &mut journal.undo, actor).await?;
+        g.commit().await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = recorded {
+        journal.settle_after_error(p).await;
+        return Err(e);
+    }
+    ops::failpoint("restore.recorded");
+    if let Some(done) = done {
+        let dropped = async {
+            super::connect_to(p, &tenant.database)
+                .await?
+                .batch_execute(&format!("DROP SCHEMA {done} CASCADE"))
+                .await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = dropped {
+            tracing::warn!(tenant.name = %tenant.name, error = %e, "could not drop the replaced schema yet");
+            journal.settle_after_error(p).await;
+            return Ok(tenant);
+        }
+    }
+    journal.succeed(p).await?;
     tracing::info!(tenant.name = %tenant.name, backup.id = %backup.id, "backup restored in place");
     Ok(tenant)
 }
@@ -141,6 +168,12 @@ async fn as_new(
         .await?
         .ok_or_else(|| service::Error::not_found(&backup.tenant_id.to_string()))?;
     drop(client);
+    let undo = Undo {
+        backup_id: Some(backup.id),
+        template_version: manifest.template_version,
+        ..Undo::default()
+    };
+    let mut journal = Journal::begin_named(p, journal::AS_NEW, None, name, undo).await?;
     let created = service::create(
         p,
         &CreateTenant {
@@ -157,36 +190,65 @@ async fn as_new(
         None,
         actor,
     )
-    .await
-    .map_err(|e| match e {
-        service::Error::Rejected(mut p) if p.field.as_deref() == Some("name") => {
-            p.field = Some("as".into());
-            Error::Rejected(p)
+    .await;
+    let created = match created {
+        Ok(created) => created,
+        Err(e) => {
+            // Nothing of this restore's exists. A request refused (the name is taken,
+            // say) leaves no trace at all; an outage is recorded as a failure.
+            let c = p.pool.get().await?;
+            if matches!(e, service::Error::Rejected(_)) {
+                c.execute(
+                    "DELETE FROM berqenas.operations WHERE id = $1",
+                    &[&journal.id],
+                )
+                .await?;
+            } else {
+                ops::fail(&c, journal.id, &e.to_string(), None).await?;
+            }
+            return Err(match e {
+                service::Error::Rejected(mut p) if p.field.as_deref() == Some("name") => {
+                    p.field = Some("as".into());
+                    Error::Rejected(p)
+                }
+                other => other.into(),
+            });
         }
-        other => other.into(),
-    })?;
+    };
     let target = created.tenant.clone();
-    if let Err(e) = load_into(p, &target, backup, manifest).await {
+    journal.undo.new_tenant = Some(target.id);
+    let loaded = async {
+        journal.save(&p.pool.get().await?).await?;
+        ops::failpoint("restore_as.created");
+        load_into(p, &target, backup, manifest, None).await?;
+        let mut c = p.pool.get().await?;
+        let tx = c.transaction().await?;
+        crate::migrate::set_restored_version(&tx, &target, manifest.template_version).await?;
+        audit::record(
+            &tx,
+            &audit::Entry {
+                actor,
+                action: "backup_restored",
+                tenant_id: Some(target.id),
+                tenant_name: Some(&target.name),
+                operation_id: Some(journal.id),
+                details: serde_json::json!({"backup_id": backup.id, "into": "new_tenant", "source": source.name}),
+            },
+        )
+        .await?;
+        journal.undo.committed = true;
+        journal.save(&tx).await?;
+        tx.commit().await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = loaded {
         // The request leaves nothing behind: the new tenant goes again.
-        if let Err(undo) = crate::tenant::offboarding::drop_for_good(p, &target).await {
-            tracing::error!(tenant.name = %target.name, error = %undo, "could not remove the half-restored tenant");
-        }
+        journal.undo.committed = false;
+        journal.settle_after_error(p).await;
         return Err(e);
     }
-    let client = p.pool.get().await?;
-    crate::migrate::set_restored_version(&client, &target, manifest.template_version).await?;
-    audit::record(
-        &client,
-        &audit::Entry {
-            actor,
-            action: "backup_restored",
-            tenant_id: Some(target.id),
-            tenant_name: Some(&target.name),
-            operation_id: None,
-            details: serde_json::json!({"backup_id": backup.id, "into": "new_tenant", "source": source.name}),
-        },
-    )
-    .await?;
+    journal.succeed(p).await?;
     tracing::info!(tenant.name = %target.name, backup.id = %backup.id, source = %source.name, "backup restored into a new tenant");
     let mut created = created;
     if target.isolation != crate::tenant::Isolation::Shared {
@@ -197,19 +259,33 @@ async fn as_new(
 
 /// Replaces `target`'s data by the backup's, logins off meanwhile. The caller holds
 /// the tenant's name lock (and must not touch its registry row from elsewhere).
+/// With a journal, what changes is journaled first, and the tenant's old schema is
+/// not dropped but renamed to the journal's `done` name (returned), for the caller to
+/// drop once the registry records the restore.
 pub(crate) async fn load_into(
     p: &Platform,
     target: &Tenant,
     backup: &Backup,
     manifest: &Manifest,
-) -> Result<()> {
-    let c = p.pool.get().await?;
+    mut journal: Option<&mut Journal>,
+) -> Result<Option<Ident>> {
+    let mut c = p.pool.get().await?;
     // As a suspension: an application's pool role must not write in between either.
-    let cut = crate::tenant::suspension::cut(&c, target, p.caps.superuser).await?;
+    let tx = c.transaction().await?;
+    let cut = crate::tenant::suspension::cut(&tx, target, p.caps.superuser).await?;
+    if let Some(j) = journal.as_deref_mut() {
+        j.undo.roles = cut.roles.clone();
+        j.undo.memberships = cut.memberships.clone();
+        j.save(&tx).await?;
+    }
+    tx.commit().await?;
     access::end_sessions(&c, &cut.roles).await?;
+    ops::failpoint("restore.logins_cut");
     let result = match target.isolation {
-        Isolation::Shared => load_shared(p, target, backup, manifest).await,
-        _ => load_schema(p, target, backup, manifest).await,
+        Isolation::Shared => load_shared(p, target, backup, manifest)
+            .await
+            .map(|()| None),
+        _ => load_schema(p, target, backup, manifest, journal).await,
     };
     crate::tenant::suspension::restore(&c, &cut.roles, &cut.memberships, p.caps.superuser).await?;
     result
@@ -274,11 +350,12 @@ async fn load_schema(
     target: &Tenant,
     backup: &Backup,
     manifest: &Manifest,
-) -> Result<()> {
+    journal: Option<&mut Journal>,
+) -> Result<Option<Ident>> {
     let slug = Slug::parse(&target.name).expect("registry holds valid names");
     let schema = slug.schema();
     if manifest.schema == schema.as_str() {
-        return replace_schema(p, target, &slug, Input::Backup(backup, manifest)).await;
+        return replace_schema(p, target, &slug, Input::Backup(backup, manifest), journal).await;
     }
     // Another tenant's archive: pg_restore cannot rename a schema, so the archive is
     // restored into a scratch database, renamed there, and dumped across.
@@ -296,12 +373,19 @@ async fn load_schema(
         let copied = match renamed {
             Ok(()) => {
                 let from = Conn::control(&p.config, scratch.name.as_str());
-                replace_schema(p, target, &slug, Input::Dump(from, schema.as_str())).await
+                replace_schema(
+                    p,
+                    target,
+                    &slug,
+                    Input::Dump(from, schema.as_str()),
+                    journal,
+                )
+                .await
             }
             Err(e) => Err(e.into()),
         };
         let dropped = role.drop(p, &[scratch.name.as_str()]).await;
-        copied.and(dropped)
+        kept_despite(copied, dropped)
     }
     .await;
     scratch.drop(p).await?;
@@ -356,14 +440,12 @@ async fn replace_schema(
     target: &Tenant,
     slug: &Slug,
     input: Input<'_>,
-) -> Result<()> {
+    journal: Option<&mut Journal>,
+) -> Result<Option<Ident>> {
     let (schema, owner) = (slug.schema(), slug.owner_role());
-    let aside = Ident::new(format!(
-        "{}_r{}",
-        schema.as_str(),
-        hex::encode(crate::secrets::random_bytes::<4>())
-    ))
-    .expect("fits");
+    let tag = hex::encode(crate::secrets::random_bytes::<4>());
+    let aside = Ident::new(format!("{}_r{tag}", schema.as_str())).expect("fits");
+    let done = Ident::new(format!("{}_d{tag}", schema.as_str())).expect("fits");
     let database = target.database.clone();
     let in_control_db = target.isolation != Isolation::Database;
     let admin = super::connect_to(p, &database).await?;
@@ -382,6 +464,15 @@ async fn replace_schema(
         Reach::Database(&db_ident)
     };
     let role = TempRole::create(p, &c, Some(&owner), reach).await?;
+    let keep = journal.is_some();
+    if let Some(j) = journal {
+        j.undo.aside = Some(aside.as_str().to_string());
+        j.undo.done = Some(done.as_str().to_string());
+        if let Err(e) = j.save(&c).await {
+            let _ = role.drop(p, &other_db).await;
+            return Err(e);
+        }
+    }
     drop(c);
     if let Err(e) = admin
         .batch_execute(&format!(
@@ -395,6 +486,7 @@ async fn replace_schema(
     }
     let conn = role.conn(&Conn::control(&p.config, &database));
     let restored = run_restore(p, &conn, Some(owner.as_str()), schema.as_str(), input).await;
+    ops::failpoint("restore.loaded");
     let finished = match restored {
         Ok(()) => {
             let tables: Vec<String> = admin
@@ -406,12 +498,20 @@ async fn replace_schema(
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
+            // Journaled: renamed, not dropped, so a crash before the registry records
+            // the restore can tell a finished restore from an unfinished one.
+            let retire = if keep {
+                format!("ALTER SCHEMA {aside} RENAME TO {done};")
+            } else {
+                format!("DROP SCHEMA {aside} CASCADE;")
+            };
             admin
                 .batch_execute(&format!(
-                    "BEGIN;\n{}DROP SCHEMA {aside} CASCADE;\nCOMMIT;",
+                    "BEGIN;\n{}{retire}\nCOMMIT;",
                     grants_sql(slug, &tables)
                 ))
                 .await
+                .map(|()| keep.then(|| done.clone()))
                 .map_err(Error::from)
         }
         Err(e) => {
@@ -424,7 +524,16 @@ async fn replace_schema(
         }
     };
     let dropped = role.drop(p, &other_db).await;
-    finished.and(dropped)
+    kept_despite(finished, dropped)
+}
+
+/// The outcome of the work, unless only the cleanup after it failed: that is logged
+/// (the sweep removes what is left) and the work's result stands.
+fn kept_despite<T>(work: Result<T>, cleanup: Result<()>) -> Result<T> {
+    if let (Ok(_), Err(e)) = (&work, &cleanup) {
+        tracing::warn!(error = %e, "could not drop the restore's throw-away role");
+    }
+    work
 }
 
 /// An empty tenant schema with the grants and default privileges a new one gets.

@@ -68,7 +68,8 @@ pub struct ServeArgs {
     /// Address the API listens on.
     #[arg(long, env = "BERQENAS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// TCP port of the embedded cluster (a free one when omitted).
+    /// TCP port of the embedded cluster. Omitted: the port of the previous start while
+    /// it is free (tenants' connection strings name it), else a free one.
     #[arg(long, env = "BERQENAS_PG_PORT")]
     pub pg_port: Option<u16>,
     /// Admin bearer token; generated into <data-dir>/admin-token when omitted.

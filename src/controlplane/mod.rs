@@ -64,6 +64,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/control/0010_offboarding_memberships.sql"),
     },
     Migration {
+        version: 11,
+        name: "0011_operation_undo.sql",
+        sql: include_str!("../../migrations/control/0011_operation_undo.sql"),
+    },
+    Migration {
         version: 12,
         name: "0012_scratch_objects.sql",
         sql: include_str!("../../migrations/control/0012_scratch_objects.sql"),

@@ -71,6 +71,21 @@ pub async fn run_once(
         if claimed == 0 {
             continue;
         }
+        if [
+            crate::backup::journal::IN_PLACE,
+            crate::backup::journal::AS_NEW,
+        ]
+        .contains(&op.kind.as_str())
+        {
+            // A restore journals what it changed; its own module puts it right.
+            match crate::backup::journal::recover(p, op.id).await {
+                Ok(()) => closed += 1,
+                Err(e) => {
+                    tracing::error!(operation.id = %op.id, error = %e, "could not settle an interrupted restore; retrying later")
+                }
+            }
+            continue;
+        }
         let tenant = store::find(&client, &op.tenant_name).await?;
         let finished = tenant
             .as_ref()

@@ -121,7 +121,20 @@ impl Cluster {
         }
         let port = match opts.port {
             Some(p) => p,
-            None => free_port().map_err(io_err(&dir))?,
+            None => match cluster.previous_port().filter(|p| port_is_free(*p)) {
+                Some(p) => p,
+                None => {
+                    let port = free_port().map_err(io_err(&dir))?;
+                    if let Some(old) = cluster.previous_port() {
+                        tracing::warn!(
+                            old,
+                            port,
+                            "the cluster's previous port is taken: tenants' connection strings change (pin it with --pg-port)"
+                        );
+                    }
+                    port
+                }
+            },
         };
         let cluster = Self { port, ..cluster };
         cluster.write_config(opts)?;
@@ -189,6 +202,15 @@ impl Cluster {
             .open(&conf)
             .map_err(io_err(&conf))?;
         writeln!(f, "\ninclude_if_exists = 'berqenas.conf'").map_err(io_err(&conf))
+    }
+
+    /// The port of the last start (tenants' connection strings name it): kept across
+    /// restarts when it is still free.
+    fn previous_port(&self) -> Option<u16> {
+        let conf = fs::read_to_string(self.pgdata.join("berqenas.conf")).ok()?;
+        conf.lines()
+            .find_map(|l| l.trim().strip_prefix("port = "))
+            .and_then(|p| p.trim().parse().ok())
     }
 
     /// Rewritten at every start, because the port may change.
@@ -312,6 +334,10 @@ fn check_traversable(dir: &Path) -> Result<(), ClusterError> {
         }
     }
     Ok(())
+}
+
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
 fn free_port() -> std::io::Result<u16> {

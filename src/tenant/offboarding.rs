@@ -148,6 +148,7 @@ pub async fn delete(
 ) -> Result<DeletedTenant> {
     validate(opts)?;
     let found = service::get(p, key).await?;
+    crate::backup::journal::settle(p, &found).await?;
     let slug = Slug::parse(&found.name).expect("registry holds valid names");
     if opts.purge_now && opts.confirm.as_deref() != Some(found.name.as_str()) {
         return Err(invalid(
@@ -355,7 +356,21 @@ pub async fn purge(p: &Platform, tenant_id: Uuid, actor: &str) -> Result<Tenant>
             ),
         ));
     }
+    if tenant.isolation == Isolation::Database {
+        // The database goes outside this transaction: committed first, `purging` keeps
+        // a restore away from a tenant whose database may be gone if this dies.
+        p.pool
+            .get()
+            .await?
+            .execute(
+                "UPDATE berqenas.offboarding SET state = 'purging', updated_at = now() WHERE tenant_id = $1",
+                &[&tenant.id],
+            )
+            .await?;
+        ops::failpoint("purge.marked");
+    }
     let dropped = drop_objects(p, &tx, &tenant).await?;
+    ops::failpoint("purge.objects_dropped");
     let purged = store::set_status(&tx, tenant.id, Status::Purged).await?;
     tx.execute(
         "UPDATE berqenas.offboarding SET state = 'purged', purged_at = now(), updated_at = now() WHERE tenant_id = $1",
@@ -404,6 +419,15 @@ pub async fn restore(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
             format!("tenant {} is not deleted", tenant.name),
         ));
     };
+    if off.state == "purging" {
+        return Err(Error::conflict(
+            "purge_in_progress",
+            format!(
+                "tenant {} is being purged (its database may already be gone); the worker finishes the purge, then it can be restored from its archive",
+                tenant.name
+            ),
+        ));
+    }
     state::check(&tenant.name, tenant.status, off.previous_status, "restore")
         .map_err(Error::Rejected)?;
     let mut details =
@@ -551,7 +575,8 @@ async fn rebuild(
         hardening::check_client(&db, &all).await?;
     }
     drop(client);
-    restore::load_into(p, t, archive, manifest).await
+    restore::load_into(p, t, archive, manifest, None).await?;
+    Ok(())
 }
 
 async fn verifier_of(p: &Platform, sealed: &[u8]) -> Result<String> {
@@ -598,7 +623,8 @@ pub async fn run_due(p: &Platform) -> Result<(usize, usize, usize)> {
     let due: Vec<Uuid> = client
         .query(
             "SELECT o.tenant_id FROM berqenas.offboarding o JOIN berqenas.tenants t ON t.id = o.tenant_id
-              WHERE o.state = 'deleted' AND t.status = 'deleted' AND o.purge_after <= now()
+              WHERE t.status = 'deleted'
+                AND ((o.state = 'deleted' AND o.purge_after <= now()) OR o.state = 'purging')
               ORDER BY o.purge_after LIMIT 20",
             &[],
         )
