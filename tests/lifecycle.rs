@@ -676,6 +676,21 @@ async fn a_soft_delete_also_cuts_an_application_pool_role_and_restore_gives_it_b
     let (s, e) = post(&app, &format!("/api/v1/tenants/{n}/restore"), None).await;
     assert_eq!(s, StatusCode::OK, "{e}");
     assert_eq!(member().await, 1, "restore grants the membership back");
+
+    // Purged, the login role is gone and the membership with it; the archive's
+    // restore rebuilds the role and grants the membership back too.
+    let (s, e) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{n}?purge=now"),
+            Some(json!({"confirm": n})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(member().await, 0);
+    let (s, e) = post(&app, &format!("/api/v1/tenants/{n}/restore"), None).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(member().await, 1, "restore from the archive grants it back");
     pg.batch_execute(&format!("DROP ROLE \"{pool}\""))
         .await
         .unwrap();

@@ -454,6 +454,9 @@ pub async fn restore(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
             return Err(e);
         }
         crate::migrate::set_restored_version(&g, &tenant, manifest.template_version).await?;
+        // The purge dropped the login roles, and with them what outside roles (an
+        // application's pool role) held in them; the rebuilt roles get it back.
+        suspension::restore(&g, &[], &off.disabled_memberships, p.caps.superuser).await?;
         details["archive"] = serde_json::json!(archive_id);
     }
     let restored = store::set_status(&g, tenant.id, off.previous_status).await?;
