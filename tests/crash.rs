@@ -439,9 +439,10 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
     let cases = [
         ("schema", "restore.logins_cut", false),
         ("schema", "restore.loaded", false),
-        ("schema", "restore.recorded", true),
+        ("schema", "restore.swapped", true),
         ("database", "restore.loaded", false),
         ("database", "restore.swapped", true),
+        ("database", "restore.recorded", true),
         ("shared", "restore.logins_cut", false),
     ];
     for (i, (isolation, point, finished)) in cases.into_iter().enumerate() {

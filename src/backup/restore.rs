@@ -125,8 +125,18 @@ async fn in_place(
     };
     ops::failpoint("restore.swapped");
     let op = journal.id;
+    // In the control database the replaced schema goes, and the operation closes, in
+    // the transaction that records the restore: nothing is left for afterwards.
+    let in_control_db = tenant.isolation != Isolation::Database;
     let recorded = async {
         journal::record_restored(&g, op, &tenant, &mut journal.undo, actor).await?;
+        if in_control_db {
+            if let Some(done) = &done {
+                g.batch_execute(&format!("DROP SCHEMA {done} CASCADE"))
+                    .await?;
+            }
+            ops::succeed(&g, op, &[], None).await?;
+        }
         g.commit().await?;
         Ok::<_, Error>(())
     }
@@ -134,6 +144,11 @@ async fn in_place(
     if let Err(e) = recorded {
         journal.settle_after_error(p).await;
         return Err(e);
+    }
+    if in_control_db {
+        drop(journal);
+        tracing::info!(tenant.name = %tenant.name, backup.id = %backup.id, "backup restored in place");
+        return Ok(tenant);
     }
     ops::failpoint("restore.recorded");
     if let Some(done) = done {
@@ -448,7 +463,15 @@ async fn replace_schema(
     let done = Ident::new(format!("{}_d{tag}", schema.as_str())).expect("fits");
     let database = target.database.clone();
     let in_control_db = target.isolation != Isolation::Database;
-    let admin = super::connect_to(p, &database).await?;
+    // In the control database a pooled connection saves a connection setup.
+    let (pooled, own);
+    let admin: &tokio_postgres::Client = if in_control_db {
+        pooled = p.pool.get().await?;
+        &pooled
+    } else {
+        own = super::connect_to(p, &database).await?;
+        &own
+    };
     let other_db: Vec<&str> = if in_control_db {
         vec![]
     } else {
