@@ -50,6 +50,34 @@ pub struct TableStat {
     pub table: String,
     pub rows: i64,
     pub checksum: String,
+    /// How the checksum was taken (a manifest without it used `text`).
+    #[serde(default)]
+    pub method: ChecksumMethod,
+}
+
+/// Both sum a 64-bit hash of every row, so row order does not matter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksumMethod {
+    /// `hash_record_extended`: each column hashed by its type's own hash function, no
+    /// text conversion (about twice as fast); needs a hash function for every column's
+    /// type.
+    Record,
+    /// `hashtextextended` of the row as text ([`STABLE_TEXT`] fixes the text): works
+    /// for every type.
+    #[default]
+    Text,
+}
+
+impl ChecksumMethod {
+    fn sql(self, table: &str) -> String {
+        let hash = match self {
+            ChecksumMethod::Record => "hash_record_extended(r.*, 0)",
+            // `ROW(r.*)`: a column named `r` cannot shadow the whole-row reference.
+            ChecksumMethod::Text => "hashtextextended(ROW(r.*)::text, 0)",
+        };
+        format!("SELECT count(*), coalesce(sum({hash}), 0)::text FROM ONLY {table} AS r")
+    }
 }
 
 /// Settings that fix how rows print as text, so a checksum taken at backup time and
@@ -60,10 +88,13 @@ pub const STABLE_TEXT: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY';
      SET row_security = off;";
 
 /// Row counts and checksums of every table in `schema`, on a connection to its
-/// database on which [`STABLE_TEXT`] ran.
+/// database on which [`STABLE_TEXT`] ran. `expected`: the manifest's tables, whose
+/// methods are used again (verify); without it (a backup, on a connection inside its
+/// snapshot's transaction) each table gets the faster method its column types allow.
 pub async fn table_stats(
     c: &impl GenericClient,
     schema: &str,
+    expected: Option<&[TableStat]>,
 ) -> Result<Vec<TableStat>, tokio_postgres::Error> {
     let tables: Vec<String> = c
         .query(
@@ -78,21 +109,47 @@ pub async fn table_stats(
     let schema = Ident::new(schema).expect("catalog names are valid");
     let mut stats = Vec::with_capacity(tables.len());
     for table in tables {
-        let t = Ident::new(table.clone()).expect("catalog names are valid");
-        // `ROW(r.*)`: a column named `r` cannot shadow the whole-row reference.
-        let row = c
-            .query_one(
-                &format!(
-                    "SELECT count(*), coalesce(sum(hashtextextended(ROW(r.*)::text, 0)), 0)::text
-                       FROM ONLY {schema}.{t} AS r"
-                ),
-                &[],
-            )
-            .await?;
+        let qualified = format!(
+            "{schema}.{}",
+            Ident::new(table.clone()).expect("catalog names are valid")
+        );
+        let (row, method) = match expected {
+            Some(expected) => {
+                let method = expected
+                    .iter()
+                    .find(|t| t.table == table)
+                    .map_or(ChecksumMethod::Text, |t| t.method);
+                (c.query_one(&method.sql(&qualified), &[]).await?, method)
+            }
+            None => {
+                // A column type without a hash function makes the faster query fail;
+                // the savepoint keeps the snapshot's transaction usable.
+                c.batch_execute("SAVEPOINT checksum").await?;
+                match c
+                    .query_one(&ChecksumMethod::Record.sql(&qualified), &[])
+                    .await
+                {
+                    Ok(row) => {
+                        c.batch_execute("RELEASE SAVEPOINT checksum").await?;
+                        (row, ChecksumMethod::Record)
+                    }
+                    Err(e)
+                        if e.code()
+                            == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) =>
+                    {
+                        c.batch_execute("ROLLBACK TO SAVEPOINT checksum").await?;
+                        let text = ChecksumMethod::Text;
+                        (c.query_one(&text.sql(&qualified), &[]).await?, text)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
         stats.push(TableStat {
             table,
             rows: row.get(0),
             checksum: row.get(1),
+            method,
         });
     }
     Ok(stats)

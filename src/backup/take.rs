@@ -184,7 +184,7 @@ async fn dump_to_store(
     let sealer = data_key.as_ref().map(|k| Sealer::new(k, id));
     let (pumped, stats) = tokio::join!(
         pump(stdout, writer, sealer),
-        manifest::table_stats(&snap, schema)
+        manifest::table_stats(&snap, schema, None)
     );
     if pumped.is_err() {
         let _ = child.start_kill();

@@ -75,7 +75,9 @@ pub async fn verify(
         let stats = async {
             let c = super::connect_to(p, scratch.name.as_str()).await?;
             c.batch_execute(manifest::STABLE_TEXT).await?;
-            Ok::<_, Error>(manifest::table_stats(&c, &manifest.schema).await?)
+            Ok::<_, Error>(
+                manifest::table_stats(&c, &manifest.schema, Some(&manifest.tables)).await?,
+            )
         }
         .await;
         role.drop(p, &[scratch.name.as_str()]).await?;
@@ -118,6 +120,7 @@ mod tests {
             table: t.into(),
             rows,
             checksum: sum.into(),
+            method: Default::default(),
         }
     }
 
