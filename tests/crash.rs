@@ -463,6 +463,17 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
             .await;
         assert_eq!(s, StatusCode::CREATED, "{case}: {backup}");
         add_application(&dsn, "later").await;
+        // An application's pool role that may SET ROLE to the tenant's login role.
+        let login = created["role"].as_str().unwrap().to_string();
+        let pool = format!("{}_pool", login);
+        let pg = superuser(&dir).await;
+        pg.batch_execute(&format!(
+            "CREATE ROLE \"{pool}\" NOLOGIN; GRANT \"{login}\" TO \"{pool}\""
+        ))
+        .await
+        .unwrap();
+        let pool_member = "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+                             JOIN pg_roles u ON u.oid = m.member WHERE r.rolname = $1 AND u.rolname = $2";
         let restore_path = format!(
             "/api/v1/tenants/{name}/backups/{}/restore",
             backup["id"].as_str().unwrap()
@@ -473,13 +484,21 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
         assert!(restored.is_err(), "{case}: the server died mid-request");
         server.child.wait().await.unwrap();
 
-        // Before the swap, logins are off while the restore's process is gone.
+        // Before the swap, logins and the pool role's membership are off while the
+        // restore's process is gone.
         if !finished {
             assert!(
                 tenant_rows(&dsn).await.is_err(),
                 "{case}: login still works"
             );
+            let member: i64 = pg
+                .query_one(pool_member, &[&login, &pool])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(member, 0, "{case}: the pool role keeps its membership");
         }
+        drop(pg);
 
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let mut server = start_with(&dir, &[lease]).await;
@@ -493,6 +512,12 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
         };
         assert_eq!(rows, expected, "{case}");
         let pg = superuser(&dir).await;
+        let member: i64 = pg
+            .query_one(pool_member, &[&login, &pool])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(member, 1, "{case}: membership not given back");
         let state: String = pg
             .query_one(
                 "SELECT state FROM berqenas.operations WHERE tenant_name = $1 AND kind = 'backup.restore'",
