@@ -82,11 +82,7 @@ impl Journal {
             },
         )
         .await?;
-        tx.execute(
-            "UPDATE berqenas.operations SET undo = $2 WHERE id = $1",
-            &[&id, &serde_json::to_value(&undo)?],
-        )
-        .await?;
+        save(&tx, id, &undo).await?;
         tx.commit().await?;
         Ok(Self {
             id,
@@ -108,11 +104,12 @@ impl Journal {
     }
 
     /// After an error: whatever the restore had done is finished or put back, as
-    /// after a crash, and the operation is closed.
+    /// after a crash, and the operation is closed. From the journal as saved, not as
+    /// held here: a failed commit may have lost a change made to it in memory.
     pub async fn settle_after_error(self, p: &Platform) {
-        let (id, undo) = (self.id, self.undo.clone());
+        let id = self.id;
         drop(self);
-        if let Err(e) = recover_claimed(p, id, undo).await {
+        if let Err(e) = recover(p, id).await {
             tracing::error!(operation.id = %id, error = %e, "could not settle a failed restore; the reconciler will retry");
         }
     }

@@ -259,7 +259,6 @@ async fn as_new(
     .await;
     if let Err(e) = loaded {
         // The request leaves nothing behind: the new tenant goes again.
-        journal.undo.committed = false;
         journal.settle_after_error(p).await;
         return Err(e);
     }
