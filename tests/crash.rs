@@ -3,126 +3,19 @@
 //! `/health` says 503 when PostgreSQL is gone, and SIGTERM stops everything cleanly.
 
 mod common;
+#[path = "support/process.rs"]
+mod process;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{footprint, scratch_dir};
+use process::{superuser_in, Cleanup, Server, TOKEN};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
-
-const TOKEN: &str = "crash-test-admin-token-0123";
-
-/// Stops the embedded cluster a test's servers left running and removes its
-/// directory, also when the test fails half way.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if self.0.join("pgdata/postmaster.pid").exists() {
-            let opts = berqenas::pg::cluster::ClusterOptions::new(&self.0);
-            if let Ok(cluster) = berqenas::pg::cluster::Cluster::ensure(&opts) {
-                cluster.stop_immediately();
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    /// Calls the API as the admin; returns the status and the JSON body (or null).
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(StatusCode, Value), reqwest::Error> {
-        let mut req = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await?;
-        let status = res.status();
-        Ok((status, res.json().await.unwrap_or(Value::Null)))
-    }
-
-    /// A POST that must get an answer.
-    async fn post(&self, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.call(reqwest::Method::POST, path, body)
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
-    }
-}
-
-async fn start(dir: &Path) -> Server {
-    start_with(dir, &[]).await
-}
-
-async fn start_with(dir: &Path, env: &[(&str, &str)]) -> Server {
-    let url_file = dir.join("server-url");
-    let _ = std::fs::remove_file(&url_file);
-    let child = Command::new(env!("CARGO_BIN_EXE_berqenas"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .envs(env.iter().copied())
-        .env("BERQENAS_ADMIN_TOKEN", TOKEN)
-        .env_remove("BERQENAS_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(url) = std::fs::read_to_string(&url_file) {
-            return Server {
-                child,
-                url: url.trim().to_string(),
-            };
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn superuser(dir: &Path) -> tokio_postgres::Client {
     superuser_in(dir, None).await
-}
-
-/// A superuser connection to the embedded cluster: its control database, or another.
-async fn superuser_in(dir: &Path, database: Option<&str>) -> tokio_postgres::Client {
-    let out = Command::new(env!("CARGO_BIN_EXE_berqenas"))
-        .args(["psql", "--print-dsn", "--data-dir"])
-        .arg(dir)
-        .env_remove("BERQENAS_DATABASE_URL")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut config: tokio_postgres::Config = String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    if let Some(db) = database {
-        config.dbname(db);
-    }
-    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
 }
 
 async fn create(http: &reqwest::Client, url: &str, name: &str) -> Option<StatusCode> {
@@ -146,7 +39,7 @@ fn postmaster_running(dir: &Path) -> bool {
 async fn sigkill_mid_creation_leaves_no_orphans_and_restart_reuses_the_cluster() {
     let dir = scratch_dir("crash");
     let _cleanup = Cleanup(dir.clone());
-    let mut server = start(&dir).await;
+    let mut server = Server::start(&dir, &[]).await;
     assert!(
         dir.join("pgdata/PG_VERSION").is_file(),
         "first start ran initdb in the data directory"
@@ -186,7 +79,7 @@ async fn sigkill_mid_creation_leaves_no_orphans_and_restart_reuses_the_cluster()
     );
 
     // Restart adopts the running cluster; every name is complete or absent.
-    let mut server = start(&dir).await;
+    let mut server = Server::start(&dir, &[]).await;
     let pg = superuser(&dir).await;
     let (mut complete, mut absent) = (0, 0);
     for name in &names {
@@ -261,10 +154,10 @@ async fn sigkill_mid_creation_leaves_no_orphans_and_restart_reuses_the_cluster()
         (body["status"].as_str(), body["database"].as_str()),
         (Some("unhealthy"), Some("unreachable"))
     );
-    kill_term(&mut server).await;
+    server.stop().await;
 
     // A third start brings the cluster back with all its data; SIGTERM stops both.
-    let mut server = start(&dir).await;
+    let mut server = Server::start(&dir, &[]).await;
     let health: Value = http
         .get(format!("{}/health", server.url))
         .send()
@@ -275,26 +168,12 @@ async fn sigkill_mid_creation_leaves_no_orphans_and_restart_reuses_the_cluster()
         .unwrap();
     assert_eq!(health["status"], "healthy");
     assert!(health["tenants_count"].as_i64().unwrap() >= complete as i64);
-    kill_term(&mut server).await;
+    server.stop().await;
     assert!(
         !postmaster_running(&dir),
         "SIGTERM stops the embedded cluster"
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-async fn kill_term(server: &mut Server) {
-    let pid = server.child.id().unwrap() as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(60), server.child.wait())
-        .await
-        .expect("server stops within 60 s of SIGTERM")
-        .unwrap();
-    assert!(status.success(), "clean exit after SIGTERM: {status}");
 }
 
 /// kill -9 between every two steps of a database-mode create (a failpoint SIGKILLs the
@@ -314,7 +193,7 @@ async fn sigkill_between_database_mode_steps_converges_to_nothing() {
     .enumerate()
     {
         let name = format!("dbcrash-{i}");
-        let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", point), lease[0]]).await;
+        let mut server = Server::start(&dir, &[("BERQENAS_FAILPOINT", point), lease[0]]).await;
         let res = http
             .post(format!("{}/api/v1/tenants", server.url))
             .bearer_auth(TOKEN)
@@ -352,7 +231,7 @@ async fn sigkill_between_database_mode_steps_converges_to_nothing() {
         );
         drop(pg);
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let mut server = start_with(&dir, &lease).await;
+        let mut server = Server::start(&dir, &lease).await;
         let pg = superuser(&dir).await;
         assert_eq!(
             footprint(&pg, &name).await,
@@ -384,7 +263,7 @@ async fn sigkill_between_database_mode_steps_converges_to_nothing() {
             StatusCode::CREATED,
             "{point}: name free again"
         );
-        kill_term(&mut server).await;
+        server.stop().await;
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -448,7 +327,7 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
     for (i, (isolation, point, finished)) in cases.into_iter().enumerate() {
         let name = format!("rcrash-{i}");
         let case = format!("{isolation} {point}");
-        let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", point), lease]).await;
+        let mut server = Server::start(&dir, &[("BERQENAS_FAILPOINT", point), lease]).await;
         let (s, created) = server
             .post(
                 "/api/v1/tenants",
@@ -501,7 +380,7 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
         drop(pg);
 
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let mut server = start_with(&dir, &[lease]).await;
+        let mut server = Server::start(&dir, &[lease]).await;
         let rows = tenant_rows(&dsn)
             .await
             .unwrap_or_else(|e| panic!("{case}: logins not given back: {e}"));
@@ -571,11 +450,12 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
         let (s, body) = server.post(&restore_path, None).await;
         assert_eq!(s, StatusCode::OK, "{case}: {body}");
         assert_eq!(tenant_rows(&dsn).await.unwrap(), ["kept"], "{case}");
-        kill_term(&mut server).await;
+        server.stop().await;
     }
 
     // Into a new tenant: killed once the new tenant exists, it goes again.
-    let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", "restore_as.created"), lease]).await;
+    let mut server =
+        Server::start(&dir, &[("BERQENAS_FAILPOINT", "restore_as.created"), lease]).await;
     let (s, backup) = server.post("/api/v1/tenants/rcrash-0/backups", None).await;
     assert_eq!(s, StatusCode::CREATED, "{backup}");
     let restored = server
@@ -596,16 +476,16 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
         "the new tenant was created"
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut server = start_with(&dir, &[lease]).await;
+    let mut server = Server::start(&dir, &[lease]).await;
     assert_eq!(footprint(&pg, "rcrash-copy").await, Vec::<String>::new());
-    kill_term(&mut server).await;
+    server.stop().await;
 
     // The next action on the tenant settles an interrupted restore itself: refused
     // while the restore's lease is alive (its process may still run), then, once it
     // lapsed, the restore is put back first and the suspension applies to the logins
     // the restore had taken.
     let name = "rcrash-settle";
-    let mut server = start_with(&dir, &[("BERQENAS_FAILPOINT", "restore.loaded"), lease]).await;
+    let mut server = Server::start(&dir, &[("BERQENAS_FAILPOINT", "restore.loaded"), lease]).await;
     let (_, created) = server
         .post("/api/v1/tenants", Some(json!({"name": name})))
         .await;
@@ -627,7 +507,7 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
     let lease_sql = "UPDATE berqenas.operations SET lease_until = now() + make_interval(secs => $2)
                       WHERE tenant_name = $1 AND kind = 'backup.restore'";
     pg.execute(lease_sql, &[&name, &3600.0f64]).await.unwrap();
-    let mut server = start_with(&dir, &[lease]).await;
+    let mut server = Server::start(&dir, &[lease]).await;
     let suspend = format!("/api/v1/tenants/{name}/suspend");
     let (s, body) = server.post(&suspend, Some(json!({"reason": "test"}))).await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
@@ -644,7 +524,7 @@ async fn sigkill_during_a_restore_finishes_or_puts_back() {
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(tenant_rows(&dsn).await.unwrap(), ["after"]);
-    kill_term(&mut server).await;
+    server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -661,7 +541,7 @@ async fn sigkill_mid_purge_is_finished_before_any_restore() {
         ("BERQENAS_RECONCILE_SECS", "1"),
     ];
     let name = "pcrash";
-    let mut server = start_with(
+    let mut server = Server::start(
         &dir,
         &[("BERQENAS_FAILPOINT", "purge.objects_dropped"), env[0]],
     )
@@ -696,16 +576,16 @@ async fn sigkill_mid_purge_is_finished_before_any_restore() {
     assert_eq!(databases, 0, "the database was dropped before the kill");
 
     // No worker round yet (its first tick waits): the restore is refused.
-    let mut server = start_with(&dir, &[env[0]]).await;
+    let mut server = Server::start(&dir, &[env[0]]).await;
     let (s, body) = server
         .post(&format!("/api/v1/tenants/{name}/restore"), None)
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "purge_in_progress", "{body}");
-    kill_term(&mut server).await;
+    server.stop().await;
 
     // The worker finishes the purge; the archive then brings the tenant back whole.
-    let mut server = start_with(&dir, &env).await;
+    let mut server = Server::start(&dir, &env).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, t) = server
@@ -730,5 +610,5 @@ async fn sigkill_mid_purge_is_finished_before_any_restore() {
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(tenant_rows(&dsn).await.unwrap(), ["kept"]);
-    kill_term(&mut server).await;
+    server.stop().await;
 }

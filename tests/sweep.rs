@@ -7,9 +7,10 @@
 //! each other's rows); the crash test runs the real binary on a cluster of its own.
 
 mod common;
+#[path = "support/process.rs"]
+mod process;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berqenas::backup::scratch::{Kind, Lease};
@@ -17,9 +18,9 @@ use berqenas::backup::sweep;
 use berqenas::backup::temp::{Reach, ScratchDb, TempRole};
 use berqenas::platform::Platform;
 use common::{connect_as, scratch_dir, superuser, superuser_in};
+use process::{Cleanup, Server, TOKEN};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 /// The in-process tests sweep every lapsed row: one at a time.
@@ -315,137 +316,16 @@ async fn expired_restore_roles_without_a_row_are_swept_and_nothing_else() {
 
 // ---- the real binary, killed mid-work ----
 
-const TOKEN: &str = "sweep-test-admin-token-0123";
-
-/// Stops the embedded cluster the test's servers left running and removes its
-/// directory, also when the test fails half way.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if self.0.join("pgdata/postmaster.pid").exists() {
-            let opts = berqenas::pg::cluster::ClusterOptions::new(&self.0);
-            if let Ok(cluster) = berqenas::pg::cluster::Cluster::ensure(&opts) {
-                cluster.stop_immediately();
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
+/// The real server with one-second leases and worker rounds, maybe with a failpoint.
+async fn serve(dir: &Path, failpoint: Option<&str>) -> Server {
+    let mut env = vec![
+        ("BERQENAS_LEASE_SECS", "1"),
+        ("BERQENAS_RECONCILE_SECS", "1"),
+    ];
+    if let Some(point) = failpoint {
+        env.push(("BERQENAS_FAILPOINT", point));
     }
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Server {
-    async fn start(dir: &Path, failpoint: Option<&str>) -> Self {
-        let url_file = dir.join("server-url");
-        let _ = std::fs::remove_file(&url_file);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berqenas"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .env("BERQENAS_ADMIN_TOKEN", TOKEN)
-            .env("BERQENAS_LEASE_SECS", "1")
-            .env("BERQENAS_RECONCILE_SECS", "1")
-            .env_remove("BERQENAS_DATABASE_URL")
-            .env_remove("BERQENAS_FAILPOINT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        if let Some(point) = failpoint {
-            cmd.env("BERQENAS_FAILPOINT", point);
-        }
-        let child = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Ok(url) = std::fs::read_to_string(&url_file) {
-                return Self {
-                    child,
-                    url: url.trim().to_string(),
-                    http: reqwest::Client::new(),
-                };
-            }
-            assert!(Instant::now() < deadline, "server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> reqwest::Result<(StatusCode, Value)> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await?;
-        let status = res.status();
-        let text = res.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-    }
-
-    async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let (s, b) = self.call(method, path, body).await.unwrap();
-        assert!(s.is_success(), "{path}: {s} {b}");
-        b
-    }
-
-    /// Sends a request the failpoint kills the server in, and waits for the SIGKILL.
-    async fn killed_by(mut self, point: &str, method: reqwest::Method, path: &str) {
-        let res = self.call(method, path, None).await;
-        assert!(
-            res.is_err(),
-            "{point}: the server died mid-request: {res:?}"
-        );
-        let status = self.child.wait().await.unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9),
-            "{point}"
-        );
-    }
-
-    async fn stop(mut self) {
-        let pid = self.child.id().unwrap() as i32;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("server stops within 60 s of SIGTERM")
-            .unwrap();
-        assert!(status.success(), "clean exit after SIGTERM: {status}");
-    }
-}
-
-async fn cluster_superuser(dir: &Path) -> tokio_postgres::Client {
-    let out = Command::new(env!("CARGO_BIN_EXE_berqenas"))
-        .args(["psql", "--print-dsn", "--data-dir"])
-        .arg(dir)
-        .env_remove("BERQENAS_DATABASE_URL")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dsn = String::from_utf8(out.stdout).unwrap();
-    let (client, conn) = tokio_postgres::connect(dsn.trim(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
+    Server::start(dir, &env).await
 }
 
 async fn texts(pg: &tokio_postgres::Client, sql: &str) -> Vec<String> {
@@ -544,7 +424,7 @@ async fn kill_9_mid_verify_restore_and_backup_leaves_scratch_that_the_next_serve
     let backups = dir.join("backups");
 
     // 1. kill -9 inside a verify: the scratch database and role exist.
-    let s = Server::start(&dir, Some("verify.after_restore")).await;
+    let s = serve(&dir, Some("verify.after_restore")).await;
     let keep = s
         .ok(
             Method::POST,
@@ -553,7 +433,7 @@ async fn kill_9_mid_verify_restore_and_backup_leaves_scratch_that_the_next_serve
         )
         .await;
     fill(&keep).await;
-    let pg = cluster_superuser(&dir).await;
+    let pg = process::superuser_in(&dir, None).await;
     let keep_rows = schema_rows(&pg, "tenant_keep").await;
     let keep_backup = s
         .ok(Method::POST, "/api/v1/tenants/keep/backups", None)
@@ -563,6 +443,7 @@ async fn kill_9_mid_verify_restore_and_backup_leaves_scratch_that_the_next_serve
         "verify.after_restore",
         Method::POST,
         &format!("/api/v1/backups/{keep_bid}/verify"),
+        None,
     )
     .await;
     assert_eq!(
@@ -578,7 +459,7 @@ async fn kill_9_mid_verify_restore_and_backup_leaves_scratch_that_the_next_serve
 
     // 2. A new server sweeps them (at start or in its worker loop); kill -9 inside a
     // shared-mode restore, after its scratch schema was filled.
-    let s = Server::start(&dir, Some("restore.shared.after_scratch")).await;
+    let s = serve(&dir, Some("restore.shared.after_scratch")).await;
     until_state(&pg, &backups, &[], "the verify's leftovers").await;
     assert_eq!(schema_rows(&pg, "tenant_keep").await, keep_rows);
     let pool = s
@@ -600,6 +481,7 @@ async fn kill_9_mid_verify_restore_and_backup_leaves_scratch_that_the_next_serve
         "restore.shared.after_scratch",
         Method::POST,
         &format!("/api/v1/tenants/pool/backups/{pool_bid}/restore"),
+        None,
     )
     .await;
     assert_eq!(
@@ -616,7 +498,7 @@ async fn kill_9_mid_verify_restore_and_backup_leaves_scratch_that_the_next_serve
 
     // 3. Swept again by the next server; kill -9 in a shared-mode backup mid-upload:
     // its scratch schema and `.partial` file are left.
-    let s = Server::start(&dir, Some("backup.mid_upload")).await;
+    let s = serve(&dir, Some("backup.mid_upload")).await;
     until_state(&pg, &backups, &[], "the restore's scratch schema").await;
     assert_eq!(
         shared_rows(&pg, &pool_id).await,
@@ -627,6 +509,7 @@ async fn kill_9_mid_verify_restore_and_backup_leaves_scratch_that_the_next_serve
         "backup.mid_upload",
         Method::POST,
         "/api/v1/tenants/pool/backups",
+        None,
     )
     .await;
     let left = scratch_state(&pg, &backups).await;
@@ -641,7 +524,7 @@ async fn kill_9_mid_verify_restore_and_backup_leaves_scratch_that_the_next_serve
 
     // 4. A server without failpoints sweeps them and counts it; everything of the
     // tenants is as it was, and a verify now runs to its end and leaves nothing.
-    let s = Server::start(&dir, None).await;
+    let mut s = serve(&dir, None).await;
     until_state(
         &pg,
         &backups,
@@ -652,8 +535,7 @@ async fn kill_9_mid_verify_restore_and_backup_leaves_scratch_that_the_next_serve
     assert_eq!(schema_rows(&pg, "tenant_keep").await, keep_rows);
     assert_eq!(shared_rows(&pg, &pool_id).await, pool_rows);
     let (status, metrics) = {
-        let res = s
-            .http
+        let res = reqwest::Client::new()
             .get(format!("{}/metrics", s.url))
             .bearer_auth(TOKEN)
             .send()
