@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berqenas::migrate::{self, MigrateRequest, Started};
-use berqenas::pg::cluster::{Cluster, ClusterOptions};
+use berqenas::pg::cluster::Cluster;
 use berqenas::platform::Platform;
 use berqenas::secrets::SecretKey;
 use berqenas::server::{self, Database};
@@ -70,26 +70,12 @@ async fn main() {
     let dir = std::env::temp_dir().join(format!("berqenas-bench-mig-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let cluster =
-        Cluster::ensure(&ClusterOptions::new(&dir)).expect("starting a throw-away cluster");
+    let mut db = server::embedded_with(&dir, None, false)
+        .await
+        .expect("starting a throw-away cluster");
+    db.backup_dir = Some(dir.join("backups"));
+    let cluster = db.cluster.clone().expect("embedded");
     let _scratch = Scratch(cluster.clone(), dir.clone());
-    let (pg, conn) =
-        tokio_postgres::connect(&cluster.superuser_dsn("postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    pg.batch_execute("CREATE DATABASE berqenas").await.unwrap();
-    let config: tokio_postgres::Config = cluster.superuser_dsn("berqenas").parse().unwrap();
-    let db = Database {
-        config,
-        endpoint: berqenas::platform::Endpoint {
-            host: "127.0.0.1".into(),
-            port: cluster.port(),
-            database: "berqenas".into(),
-        },
-        cluster: None,
-        backup_dir: Some(dir.join("backups")),
-    };
 
     let p = platform(&db, template(&[])).await;
     let t = Instant::now();

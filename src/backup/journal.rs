@@ -124,19 +124,22 @@ async fn save(c: &impl deadpool_postgres::GenericClient, id: Uuid, undo: &Undo) 
     Ok(())
 }
 
-/// Before an action on a tenant: a restore of it still running elsewhere is a 409;
-/// one whose process died is finished or put back first.
-pub(crate) async fn settle(p: &Platform, tenant: &Tenant) -> Result<()> {
+/// Before an action on a tenant (by name or id): a restore of it still running
+/// elsewhere is a 409; one whose process died is finished or put back first. One
+/// query when there is none (an unknown tenant is left to the action's own 404).
+pub(crate) async fn settle(p: &Platform, key: &str) -> Result<()> {
     let c = p.pool.get().await?;
     let rows = c
         .query(
-            "SELECT id, lease_until < now() FROM berqenas.operations
-              WHERE state = 'running' AND kind IN ($3, $4) AND (tenant_id = $1 OR tenant_name = $2)",
-            &[&tenant.id, &tenant.name, &IN_PLACE, &AS_NEW],
+            "SELECT o.id, o.lease_until < now(), t.name FROM berqenas.operations o
+               JOIN berqenas.tenants t ON o.tenant_id = t.id OR o.tenant_name = t.name
+              WHERE o.state = 'running' AND o.kind IN ($2, $3)
+                AND (t.id::text = $1 OR t.name = $1)",
+            &[&key, &IN_PLACE, &AS_NEW],
         )
         .await?;
     for row in rows {
-        let (id, lapsed): (Uuid, bool) = (row.get(0), row.get(1));
+        let (id, lapsed, name): (Uuid, bool, String) = (row.get(0), row.get(1), row.get(2));
         let claimed = lapsed
             && c.execute(
                 "UPDATE berqenas.operations SET lease_until = now() + interval '1 minute'
@@ -148,10 +151,7 @@ pub(crate) async fn settle(p: &Platform, tenant: &Tenant) -> Result<()> {
         if !claimed {
             return Err(Error::conflict(
                 "tenant_busy",
-                format!(
-                    "a restore of tenant {} is in progress; retry when it has finished",
-                    tenant.name
-                ),
+                format!("a restore of tenant {name} is in progress; retry when it has finished"),
             ));
         }
         recover(p, id).await?;
@@ -347,20 +347,17 @@ async fn undo_new_tenant(
 /// [`settle`] for actions outside the backup module (suspend, resume, activate).
 pub(crate) async fn settle_tenant(
     p: &Platform,
-    t: &Tenant,
+    key: &str,
 ) -> std::result::Result<(), crate::tenant::service::Error> {
     use crate::tenant::service::Error as E;
-    settle(p, t).await.map_err(|e| match e {
+    settle(p, key).await.map_err(|e| match e {
         Error::Rejected(problem) => E::Rejected(problem),
         Error::Db(e) => E::Db(e),
         Error::Pool(e) => E::Pool(e),
         other => E::Rejected(crate::problem::Problem::new(
             crate::problem::Kind::Internal,
             "restore_recovery_failed",
-            format!(
-                "an interrupted restore of tenant {} could not be settled: {other}",
-                t.name
-            ),
+            format!("an interrupted restore of tenant {key} could not be settled: {other}"),
         )),
     })
 }

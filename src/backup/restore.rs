@@ -87,7 +87,7 @@ async fn in_place(
     manifest: &Manifest,
     actor: &str,
 ) -> Result<Tenant> {
-    journal::settle(p, &super::tenant(p, key).await?).await?;
+    journal::settle(p, key).await?;
     let mut guard = p.pool.get().await?;
     let g = guard.transaction().await?;
     let tenant = store::find_for_update(&g, key)

@@ -148,7 +148,7 @@ pub async fn delete(
 ) -> Result<DeletedTenant> {
     validate(opts)?;
     let found = service::get(p, key).await?;
-    crate::backup::journal::settle(p, &found).await?;
+    crate::backup::journal::settle(p, &found.name).await?;
     let slug = Slug::parse(&found.name).expect("registry holds valid names");
     if opts.purge_now && opts.confirm.as_deref() != Some(found.name.as_str()) {
         return Err(invalid(

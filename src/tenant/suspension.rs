@@ -205,7 +205,7 @@ async fn reread(c: &impl GenericClient, id: Uuid) -> Result<Tenant> {
 /// `active` or `trial` -> `suspended`.
 pub async fn suspend(p: &Platform, key: &str, req: &SuspendTenant, actor: &str) -> Result<Tenant> {
     let reason = validate_reason(req.reason.as_deref())?;
-    crate::backup::journal::settle_tenant(p, &super::service::get(p, key).await?).await?;
+    crate::backup::journal::settle_tenant(p, key).await?;
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let current = store::find_for_update(&tx, key)
@@ -255,7 +255,7 @@ pub async fn suspend(p: &Platform, key: &str, req: &SuspendTenant, actor: &str) 
 
 /// `suspended` -> `active`, with LOGIN back on exactly the roles the suspension took it from.
 pub async fn resume(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
-    crate::backup::journal::settle_tenant(p, &super::service::get(p, key).await?).await?;
+    crate::backup::journal::settle_tenant(p, key).await?;
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let current = store::find_for_update(&tx, key)
@@ -322,7 +322,7 @@ pub async fn resume(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
 
 /// `trial` -> `active`: the trial ends early, paid for.
 pub async fn activate(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
-    crate::backup::journal::settle_tenant(p, &super::service::get(p, key).await?).await?;
+    crate::backup::journal::settle_tenant(p, key).await?;
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let current = store::find_for_update(&tx, key)
