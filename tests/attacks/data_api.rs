@@ -1,0 +1,1 @@
+//! Attacks through the data API (`POST /api/v1/query`).

@@ -1,0 +1,1 @@
+//! Attacks with malformed requests: bad bodies and headers change nothing.
