@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) is a thin layer over this library: `serve` runs the API
 //! and its background worker, every other command is a client of that API.
 
+pub mod access;
 pub mod api;
 pub mod apikey;
 pub mod audit;

@@ -17,7 +17,8 @@ use utoipa::ToSchema;
 use super::crypt::Opener;
 use super::dump::{self, Conn};
 use super::journal::{self, Journal, Undo};
-use super::temp::{Reach, ScratchDb, TempRole};
+use super::temp::ScratchDb;
+use crate::access::{Reach, TempRole};
 use super::{shared, Backup, BackupStatus, Error, Manifest, Result};
 use crate::pg::Ident;
 use crate::platform::Platform;
@@ -414,8 +415,7 @@ pub(crate) async fn restore_into_scratch(
     backup: &Backup,
     manifest: &Manifest,
 ) -> Result<TempRole> {
-    let c = p.pool.get().await?;
-    let role = TempRole::create(p, &c, None, Reach::Database(&scratch.name)).await?;
+    let role = TempRole::create(p, "restore", &[], Reach::Database(&scratch.name)).await?;
     let admin = super::connect_to(p, scratch.name.as_str()).await?;
     let schema = Ident::new(manifest.schema.clone()).expect("manifest names are valid");
     admin
@@ -485,7 +485,7 @@ async fn replace_schema(
     } else {
         Reach::Database(&db_ident)
     };
-    let role = TempRole::create(p, &c, Some(&owner), reach).await?;
+    let role = TempRole::create(p, "restore", &[&owner], reach).await?;
     let keep = journal.is_some();
     if let Some(j) = journal {
         j.undo.aside = Some(aside.as_str().to_string());

@@ -82,12 +82,26 @@ impl Lease {
         name: &str,
         database: Option<&str>,
     ) -> Result<Self, Error> {
+        let mut c = pool.get().await?;
+        let tx = c.transaction().await?;
+        let lease = Self::register_in(&*tx, pool, kind, name, database).await?;
+        tx.commit().await?;
+        Ok(lease)
+    }
+
+    /// Registers inside the caller's transaction, for an object that transaction
+    /// creates too (a role): both commit, or neither, in one round of commits.
+    pub async fn register_in(
+        tx: &impl GenericClient,
+        pool: &Pool,
+        kind: Kind,
+        name: &str,
+        database: Option<&str>,
+    ) -> Result<Self, Error> {
         if kind == Kind::File && !name.starts_with('/') {
             return Err(Error::RelativePath(name.to_string()));
         }
         let id = Uuid::now_v7();
-        let mut c = pool.get().await?;
-        let tx = c.transaction().await?;
         // Waits for a sweeper that holds the old row: it finishes its drop first.
         tx.execute(
             "DELETE FROM berqenas.scratch_objects
@@ -107,7 +121,6 @@ impl Lease {
             ],
         )
         .await?;
-        tx.commit().await?;
         Ok(Self {
             id,
             pool: pool.clone(),

@@ -73,6 +73,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0012_scratch_objects.sql",
         sql: include_str!("../../migrations/control/0012_scratch_objects.sql"),
     },
+    Migration {
+        version: 13,
+        name: "0013_tenant_sessions.sql",
+        sql: include_str!("../../migrations/control/0013_tenant_sessions.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

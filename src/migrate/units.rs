@@ -1,5 +1,6 @@
-//! Running the plan: each tenant in its own transaction as its owner role, with a lock
-//! timeout, `jobs` at a time; the shared pool once for all shared-mode tenants.
+//! Running the plan: each tenant in its own transaction, on a session of a throw-away
+//! role that holds only the tenant owner's rights, with a lock timeout, `jobs` at a
+//! time; the shared pool once for all shared-mode tenants.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,16 +15,21 @@ use super::Result;
 use crate::audit;
 use crate::isolation::shared::{POOL_OWNER, POOL_SCHEMA};
 use crate::ops::failpoint;
-use crate::pg::{self, Ident};
+use crate::access::{Reach, TempRole};
+use crate::pg::Ident;
 use crate::platform::Platform;
-use crate::tenant::service::Error;
-use crate::tenant::{shared_mode, Isolation};
+use crate::tenant::service::{self, Error};
+use crate::tenant::{shared_mode, Isolation, Slug};
+
+/// The role whose members may report a migrated tenant (migration 0013).
+const SESSION_ROLE: &str = "berqenas_migration_session";
 
 /// A migration waits at most this long for a lock a tenant's session holds, then
 /// fails for that tenant alone (and is retried by the next run).
 pub const LOCK_TIMEOUT: &str = "5s";
 
-/// The marker a database-mode tenant's database carries once its DDL committed.
+/// The marker a tenant's schema carries once its DDL committed (in the same
+/// transaction); older releases marked a database-mode tenant's database.
 const MARKER_PREFIX: &str = "berqenas template_version=";
 
 enum Outcome {
@@ -136,10 +142,7 @@ async fn run_units(
         let permit = permits.clone().acquire_owned().await.expect("never closed");
         let (p, report, actor) = (p.clone(), report.clone(), actor.to_string());
         set.spawn(async move {
-            let result = match t.isolation {
-                Isolation::Database => database_unit(&p, &t, target, run_id, &actor).await,
-                _ => schema_unit(&p, &t, target, run_id, &actor).await,
-            };
+            let result = tenant_unit(&p, &t, target, run_id, &actor).await;
             let outcome = result.unwrap_or_else(|e| Outcome::Failed(vec![failure(&t, &e)]));
             record(&report, outcome);
             drop(permit);
@@ -172,21 +175,32 @@ fn failure(t: &PendingTenant, e: &Error) -> TenantFailure {
     }
 }
 
-/// The statements that run the pending migrations as `owner` inside `schema`.
+/// The statements that run the pending migrations inside `schema`, then mark the
+/// schema with the version they reached, in one transaction. `role`: `SET LOCAL ROLE`
+/// first (the shared pool's owner, on the control role's own session); `None` in a
+/// tenant session, which is the tenant's owner already.
 ///
-/// The commit does not wait for its WAL flush: a tenant's DDL and its new version
-/// commit together, so a server crash can only lose both, and the next run redoes
-/// them. The run's own final write waits for the flush, and with it everything before.
-/// Without this, commits would queue one fsync at a time behind the audit chain.
-fn as_owner(owner: &str, schema: &str, sql: &str) -> String {
-    let owner = Ident::new(owner.to_string()).expect("registry holds valid names");
-    let schema = Ident::new(schema.to_string()).expect("registry holds valid names");
+/// The commit does not wait for its WAL flush: a tenant's DDL and its marker commit
+/// together, so a server crash can only lose both, and the next run redoes them. The
+/// run's own final write waits for the flush, and with it everything before. Without
+/// this, commits would queue one fsync at a time behind the audit chain.
+fn migration_sql(role: Option<&str>, schema: &Ident, sql: &str, marker: Option<i32>) -> String {
+    let set_role = role
+        .map(|r| {
+            let r = Ident::new(r.to_string()).expect("static names are identifiers");
+            format!("SET LOCAL ROLE {r};\n")
+        })
+        .unwrap_or_default();
+    let marker = marker
+        .map(|v| format!("COMMENT ON SCHEMA {schema} IS '{MARKER_PREFIX}{v}';\n"))
+        .unwrap_or_default();
     format!(
         "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}';\n\
          SET LOCAL synchronous_commit = off;\n\
-         SET LOCAL ROLE {owner};\n\
+         {set_role}\
          SET LOCAL search_path = {schema};\n\
          {sql}\n;\n\
+         {marker}\
          RESET ROLE;\n\
          RESET search_path;\n"
     )
@@ -210,40 +224,193 @@ fn audit_entry<'a>(
     }
 }
 
-/// Records on a tenant's database the template version its objects are at. The
-/// database belongs to the control role, so the tenant cannot change this.
+/// Records on a tenant's database the template version its objects are at (older
+/// releases marked the database; a restore still sets it, and both are read).
 pub(super) fn marker_sql(database: &str, version: i32) -> String {
     let db = Ident::new(database.to_string()).expect("registry holds valid names");
     format!("COMMENT ON DATABASE {db} IS '{MARKER_PREFIX}{version}';")
 }
 
-/// Schema mode: the DDL and the version move in one control-database transaction.
-async fn schema_unit(
+/// The version the tenant schema's marker (or, for a database written by an older
+/// release, its database's) says its objects are at.
+async fn marker_of(c: &tokio_postgres::Client, schema: &str) -> Result<Option<i32>> {
+    let pattern = format!("^{MARKER_PREFIX}(\\d+)$");
+    let row = c
+        .query_one(
+            "SELECT greatest(
+                    (SELECT substring(pg_catalog.obj_description(n.oid, 'pg_namespace') FROM $1)::int
+                       FROM pg_catalog.pg_namespace n WHERE n.nspname = $2),
+                    (SELECT substring(pg_catalog.shobj_description(d.oid, 'pg_database') FROM $1)::int
+                       FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()))",
+            &[&pattern, &schema],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// A tenant's template SQL never runs on a session that could get back to a
+/// privileged role: it runs on a session of a throw-away role that is a member of
+/// the tenant's owner role only (see [`crate::access::temp_role`]), so a trigger, a
+/// shadowing function or a default of the tenant's that runs `RESET ROLE` finds
+/// nothing more than the owner's rights. The DDL and the schema's version marker
+/// commit there; the registry follows in the caller's transaction, and a crash in
+/// between is caught up by the next run, which reads the marker.
+async fn in_tenant_session(
+    p: &Platform,
+    t: &PendingTenant,
+    role: &TempRole,
+    registry_version: i32,
+    target: i32,
+) -> Result<i32> {
+    let schema = Ident::new(t.schema.clone()).expect("registry holds valid names");
+    let session = role.connect(p, &t.database).await.map_err(session_error)?;
+    session.batch_execute("BEGIN").await?;
+    let ran = async {
+        if t.isolation == Isolation::Database {
+            // Two runs never migrate one database at once (the run table allows one
+            // run, but an operator may also migrate by hand). The tenant can take
+            // advisory locks in its own database: wait only as long as for any lock.
+            session
+                .batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+                .await?;
+            session
+                .execute(
+                    "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('berqenas.migrate'))",
+                    &[],
+                )
+                .await?;
+        }
+        let from = marker_of(&session, schema.as_str())
+            .await?
+            .unwrap_or(registry_version)
+            .max(registry_version);
+        let mut sql = String::new();
+        if from < target {
+            sql = migration_sql(None, &schema, &p.template.sql_after(from), Some(target));
+        }
+        if t.isolation != Isolation::Database {
+            // In the control database the registry moves in this transaction.
+            sql.push_str("SELECT berqenas_session.record_template_version();\n");
+        }
+        session.batch_execute(&sql).await?;
+        Ok::<_, Error>(from)
+    }
+    .await;
+    match ran {
+        Ok(from) => {
+            session.batch_execute("COMMIT").await?;
+            Ok(from)
+        }
+        Err(e) => {
+            let _ = session.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+fn session_error(e: crate::backup::Error) -> Error {
+    match e {
+        crate::backup::Error::Db(e) => Error::Db(e),
+        crate::backup::Error::Pool(e) => Error::Pool(e),
+        crate::backup::Error::Pg(e) => Error::Pg(e),
+        crate::backup::Error::Tenant(e) => e,
+        other => Error::Rejected(crate::problem::Problem::new(
+            crate::problem::Kind::Internal,
+            "tenant_session",
+            other.to_string(),
+        )),
+    }
+}
+
+/// Schema and database modes: the tenant's name and row are held (the name lock, then
+/// the row) while its session runs the DDL, so no other operation on the tenant runs
+/// in between; the registry moves when the DDL has committed.
+async fn tenant_unit(
     p: &Platform,
     t: &PendingTenant,
     target: i32,
     run_id: Uuid,
     actor: &str,
 ) -> Result<Outcome> {
+    let owner = Ident::new(t.owner_role.clone()).expect("registry holds valid names");
+    let database = Ident::new(t.database.clone()).expect("registry holds valid names");
+    let reporter = Ident::new(SESSION_ROLE).expect("static name");
+    let (reach, member_of) = match t.isolation {
+        Isolation::Database => (Reach::Database(&database), vec![&owner]),
+        _ => (Reach::ControlDatabase, vec![&owner, &reporter]),
+    };
+    let role = TempRole::create(p, "migrate", &member_of, reach)
+        .await
+        .map_err(session_error)?;
+    let outcome = locked_unit(p, t, &role, target, run_id, actor).await;
+    let others: Vec<&str> = match t.isolation {
+        Isolation::Database => vec![t.database.as_str()],
+        _ => vec![],
+    };
+    if let Err(e) = role.drop(p, &others).await {
+        tracing::warn!(tenant.name = %t.tenant, error = %e, "could not drop a migration's session role; the sweeper will");
+    }
+    outcome
+}
+
+/// Holds the tenant's name (not its row: in schema mode the tenant session moves it)
+/// while the session runs. One pooled connection per unit.
+async fn locked_unit(
+    p: &Platform,
+    t: &PendingTenant,
+    role: &TempRole,
+    target: i32,
+    run_id: Uuid,
+    actor: &str,
+) -> Result<Outcome> {
+    let slug = Slug::parse(&t.tenant).expect("registry holds valid names");
+    let in_control_db = t.isolation != Isolation::Database;
     let mut client = p.pool.get().await?;
+    if in_control_db {
+        // Committed first: the session reads it. Consumed by the session's commit.
+        client
+            .execute(
+                "INSERT INTO berqenas.migration_sessions (role, tenant_id, from_version, target_version, run_id, actor)
+                 SELECT $1, id, template_version, $3, $4, $5 FROM berqenas.tenants WHERE id = $2",
+                &[&role.name.as_str(), &t.id, &target, &run_id, &actor],
+            )
+            .await?;
+    }
     let tx = client.transaction().await?;
-    // The row lock keeps a concurrent update or delete of the tenant out meanwhile.
-    let from: Option<i32> = tx
+    service::lock_name(&tx, &slug).await?;
+    let registry: Option<i32> = tx
         .query_opt(
-            "SELECT template_version FROM berqenas.tenants WHERE id = $1 FOR UPDATE",
+            "SELECT template_version FROM berqenas.tenants WHERE id = $1",
             &[&t.id],
         )
         .await?
         .map(|r| r.get(0));
-    let Some(from) = from.filter(|v| *v < target) else {
+    let outcome = match registry.filter(|v| *v < target) {
+        None => Ok(None),
+        Some(registry) => in_tenant_session(p, t, role, registry, target)
+            .await
+            .map(|from| Some((registry, from))),
+    };
+    if in_control_db {
+        tx.commit().await?;
+        if !matches!(outcome, Ok(Some(_))) {
+            client
+                .execute(
+                    "DELETE FROM berqenas.migration_sessions WHERE role = $1",
+                    &[&role.name.as_str()],
+                )
+                .await?;
+        }
+        failpoint("migrate.tenant_committed");
+        return Ok(match outcome? {
+            None => Outcome::Current(vec![t.tenant.clone()]),
+            Some(_) => Outcome::Migrated(vec![t.tenant.clone()]),
+        });
+    }
+    let Some((registry, from)) = outcome? else {
         return Ok(Outcome::Current(vec![t.tenant.clone()]));
     };
-    tx.batch_execute(&as_owner(
-        &t.owner_role,
-        &t.schema,
-        &p.template.sql_after(from),
-    ))
-    .await?;
+    failpoint("migrate.database_committed");
     tx.execute(
         "UPDATE berqenas.tenants SET template_version = $2, updated_at = now() WHERE id = $1",
         &[&t.id, &target],
@@ -251,78 +418,11 @@ async fn schema_unit(
     .await?;
     audit::record(
         &tx,
-        &audit_entry(actor, t.id, &t.tenant, from, target, run_id),
+        &audit_entry(actor, t.id, &t.tenant, from.min(registry), target, run_id),
     )
     .await?;
     tx.commit().await?;
     failpoint("migrate.tenant_committed");
-    Ok(Outcome::Migrated(vec![t.tenant.clone()]))
-}
-
-/// Database mode: the DDL commits in the tenant's database together with a marker on
-/// that database; the registry follows. A crash in between is caught up by the next
-/// run, which finds the marker and only moves the registry.
-async fn database_unit(
-    p: &Platform,
-    t: &PendingTenant,
-    target: i32,
-    run_id: Uuid,
-    actor: &str,
-) -> Result<Outcome> {
-    let mut config = p.config.clone();
-    config.dbname(&t.database);
-    let mut tenant_db = pg::connect(&config).await?;
-    let tx = tenant_db.transaction().await?;
-    // Two runs never migrate one database at once (the run table allows one run, but
-    // an operator may also migrate by hand).
-    // The tenant can take advisory locks in its own database: wait for this one only
-    // as long as for any other lock.
-    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-        .await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('berqenas.migrate'))",
-        &[],
-    )
-    .await?;
-    let marker: Option<i32> = tx
-        .query_one(
-            "SELECT substring(shobj_description(oid, 'pg_database') FROM $1)::int
-               FROM pg_database WHERE datname = current_database()",
-            &[&format!("^{MARKER_PREFIX}(\\d+)$")],
-        )
-        .await?
-        .get(0);
-    let from = marker.unwrap_or(t.from_version).max(t.from_version);
-    if from < target {
-        tx.batch_execute(&format!(
-            "{}{}",
-            as_owner(&t.owner_role, &t.schema, &p.template.sql_after(from)),
-            marker_sql(&t.database, target)
-        ))
-        .await?;
-    }
-    tx.commit().await?;
-    drop(tenant_db);
-    failpoint("migrate.database_committed");
-
-    let mut client = p.pool.get().await?;
-    let ctl = client.transaction().await?;
-    let moved = ctl
-        .execute(
-            "UPDATE berqenas.tenants SET template_version = $2, updated_at = now()
-              WHERE id = $1 AND template_version < $2",
-            &[&t.id, &target],
-        )
-        .await?;
-    if moved == 0 {
-        return Ok(Outcome::Current(vec![t.tenant.clone()]));
-    }
-    audit::record(
-        &ctl,
-        &audit_entry(actor, t.id, &t.tenant, t.from_version, target, run_id),
-    )
-    .await?;
-    ctl.commit().await?;
     Ok(Outcome::Migrated(vec![t.tenant.clone()]))
 }
 
@@ -339,10 +439,12 @@ async fn shared_unit(
     let tx = client.transaction().await?;
     let from = shared_mode::lock_pool_version(&tx).await?;
     if from < target {
-        tx.batch_execute(&as_owner(
-            POOL_OWNER,
-            POOL_SCHEMA,
+        let pool = Ident::new(POOL_SCHEMA).expect("static name");
+        tx.batch_execute(&migration_sql(
+            Some(POOL_OWNER),
+            &pool,
             &p.template.sql_after(from),
+            None,
         ))
         .await?;
         shared_mode::tenantize(&tx).await?;

@@ -1,0 +1,144 @@
+//! A login role that exists for one piece of work on one tenant (a restore, a template
+//! migration) and is a member of that tenant's owner role and nothing else.
+//!
+//! Why a role of its own, and not the control role with `SET ROLE <owner>`: any code
+//! the tenant can reach (a trigger on its table, a function or operator in its schema
+//! that shadows `pg_catalog`'s, a column default, a CHECK constraint, an index
+//! expression, a function carried in a dump) runs in the session that touches the
+//! tenant's objects, and can `RESET ROLE` (or `SET SESSION AUTHORIZATION`) back to the
+//! session's login role. So the login role itself must hold no more than the tenant's
+//! owner: `RESET ROLE` then leads back to this role, which cannot create roles, has no
+//! superuser or other tenant's rights, and is dropped (with anything it owns and any
+//! membership in it it handed out) when the work is done. Its random password expires
+//! within the hour, and it is registered as a scratch object in the same transaction
+//! that creates it, so a crash leaves it to the sweeper, never a usable login.
+
+use chrono::Utc;
+use crate::backup::dump::Conn;
+use crate::backup::scratch::{Kind, Lease};
+use crate::backup::Result;
+use crate::pg::{Ident, Literal};
+use crate::platform::Platform;
+use crate::secrets::{random_bytes, random_token};
+
+/// How the role reaches the database it works in.
+pub enum Reach<'a> {
+    /// The control database (schema and shared modes), through the tenants' connect role.
+    ControlDatabase,
+    /// Another database: CONNECT granted on it.
+    Database(&'a Ident),
+}
+
+pub struct TempRole {
+    pub name: Ident,
+    password: String,
+    lease: Lease,
+}
+
+impl std::fmt::Debug for TempRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TempRole({})", self.name.as_str())
+    }
+}
+
+impl TempRole {
+    /// Creates the role (named `berqenas_<purpose>_<12 hex digits>`), a member of the
+    /// roles in `member_of` (the tenant's owner, and the role that lets a session
+    /// report its work), registered and created in one transaction.
+    pub async fn create(
+        p: &Platform,
+        purpose: &str,
+        member_of: &[&Ident],
+        reach: Reach<'_>,
+    ) -> Result<Self> {
+        let name = Ident::new(format!(
+            "berqenas_{purpose}_{}",
+            hex::encode(random_bytes::<6>())
+        ))
+        .expect("purposes are short static words");
+        let password = random_token();
+        let pw = password.clone();
+        let verifier = tokio::task::spawn_blocking(move || {
+            postgres_protocol::password::scram_sha_256(pw.as_bytes())
+        })
+        .await
+        .expect("computing a SCRAM verifier does not panic");
+        let until = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        let reached = match &reach {
+            Reach::ControlDatabase => p.endpoint.database.as_str(),
+            Reach::Database(db) => db.as_str(),
+        };
+        // NOINHERIT would make the owner's rights need a SET ROLE, which code of the
+        // tenant's could undo; INHERIT (the default) makes them the session's own.
+        let mut sql = format!(
+            "CREATE ROLE {name} LOGIN PASSWORD {} CONNECTION LIMIT 4 VALID UNTIL {}",
+            Literal(&verifier),
+            Literal(&until)
+        );
+        if !member_of.is_empty() {
+            let roles: Vec<String> = member_of.iter().map(|r| r.to_string()).collect();
+            sql.push_str(&format!(" IN ROLE {}", roles.join(", ")));
+        }
+        sql.push_str(";\n");
+        match reach {
+            Reach::ControlDatabase => sql.push_str(&format!(
+                "GRANT {} TO {name};\n",
+                crate::pg::hardening::connect_role()
+            )),
+            Reach::Database(db) => {
+                sql.push_str(&format!("GRANT CONNECT ON DATABASE {db} TO {name};\n"))
+            }
+        }
+        if !p.caps.superuser {
+            // A non-superuser control role reads what the role made through membership.
+            sql.push_str(&format!("GRANT {name} TO CURRENT_USER;\n"));
+        }
+        let mut c = p.pool.get().await?;
+        let tx = c.transaction().await?;
+        let lease = Lease::register_in(&*tx, &p.pool, Kind::Role, name.as_str(), Some(reached))
+            .await?;
+        tx.batch_execute(&sql).await?;
+        tx.commit().await?;
+        Ok(Self {
+            name,
+            password,
+            lease,
+        })
+    }
+
+    /// How a tool connects as this role to `conn`'s server and database.
+    pub fn conn(&self, conn: &Conn) -> Conn {
+        conn.as_role(self.name.as_str(), &self.password)
+    }
+
+    /// A session as this role in `database` of the platform's server.
+    pub async fn connect(&self, p: &Platform, database: &str) -> Result<tokio_postgres::Client> {
+        let mut config = p.config.clone();
+        config
+            .user(self.name.as_str())
+            .password(self.password.as_str())
+            .dbname(database)
+            .application_name("berqenas-tenant-session");
+        Ok(crate::pg::connect(&config).await?)
+    }
+
+    /// Drops the role and whatever it owns or was granted, and every membership in it
+    /// it handed out. `databases`: other databases it may own objects in (dropped
+    /// databases need no cleaning).
+    pub async fn drop(self, p: &Platform, databases: &[&str]) -> Result<()> {
+        let name = &self.name;
+        let cleanup = format!("DROP OWNED BY {name}");
+        for db in databases {
+            let c = crate::backup::connect_to(p, db).await?;
+            c.batch_execute(&cleanup).await?;
+        }
+        let c = p.pool.get().await?;
+        c.batch_execute(&format!(
+            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = {};\n{cleanup};\nDROP ROLE IF EXISTS {name};",
+            Literal(name.as_str())
+        ))
+        .await?;
+        self.lease.release().await?;
+        Ok(())
+    }
+}
