@@ -14,3 +14,4 @@ mod support;
 
 mod data_api;
 mod input;
+mod traps;
