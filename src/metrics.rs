@@ -100,6 +100,8 @@ struct Metrics {
     query_seconds: Histograms<Query>,
     realtime_events: Counter,
     scratch_swept: Family<ScratchKind, Counter>,
+    security_violations: Family<ScratchKind, Counter>,
+    role_drift: Family<ScratchKind, Counter>,
     // Set at scrape time.
     tenants_active: Gauge,
     tenants: Family<TenantSet, Gauge>,
@@ -128,6 +130,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         query_seconds: Family::new_with_constructor(latency),
         realtime_events: Counter::default(),
         scratch_swept: Family::default(),
+        security_violations: Family::default(),
+        role_drift: Family::default(),
         tenants_active: Gauge::default(),
         tenants: Family::default(),
         writes_blocked: Gauge::default(),
@@ -239,6 +243,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Scratch objects (role, database, schema, file) a stopped process left behind, removed by the sweeper",
         m.scratch_swept.clone(),
     );
+    b.register(
+        "security_violations",
+        "Tenant roles found with more than berqenas gave them (kind: attribute, membership); each suspends its tenant. Alert on any increase",
+        m.security_violations.clone(),
+    );
+    b.register(
+        "role_drift_corrected",
+        "Tenant login roles whose password or settings the tenant changed, put back (kind: password, settings)",
+        m.role_drift.clone(),
+    );
     Metrics { registry: r, ..m }
 });
 
@@ -278,6 +292,22 @@ pub fn backup_finished(outcome: &str) {
 pub fn scratch_swept(kind: &str) {
     METRICS
         .scratch_swept
+        .get_or_create(&ScratchKind { kind: label(kind) })
+        .inc();
+}
+
+/// A tenant role was found with an attribute or membership berqenas never gives.
+pub fn security_violation(kind: &str) {
+    METRICS
+        .security_violations
+        .get_or_create(&ScratchKind { kind: label(kind) })
+        .inc();
+}
+
+/// A tenant login role's password or settings were put back.
+pub fn role_drift_corrected(kind: &str) {
+    METRICS
+        .role_drift
         .get_or_create(&ScratchKind { kind: label(kind) })
         .inc();
 }

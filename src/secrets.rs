@@ -138,6 +138,37 @@ pub fn new_password() -> (String, tokio::task::JoinHandle<String>) {
     (password, verifier)
 }
 
+/// Whether a SCRAM-SHA-256 verifier as PostgreSQL stores it (`rolpassword`,
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`) was made from
+/// `password`: the same derivation the server runs at login. Our passwords are ASCII
+/// without spaces, so SASLprep leaves them as they are. Costs the verifier's
+/// iterations (4096: about a millisecond).
+pub fn scram_verifier_matches(verifier: &str, password: &str) -> bool {
+    use base64::engine::general_purpose::STANDARD;
+    use sha2::Digest;
+    let parsed = (|| {
+        let rest = verifier.strip_prefix("SCRAM-SHA-256$")?;
+        let (params, keys) = rest.split_once('$')?;
+        let (iterations, salt) = params.split_once(':')?;
+        let (stored_key, _) = keys.split_once(':')?;
+        Some((
+            iterations.parse::<u32>().ok()?,
+            STANDARD.decode(salt).ok()?,
+            STANDARD.decode(stored_key).ok()?,
+        ))
+    })();
+    let Some((iterations, salt, stored_key)) = parsed else {
+        return false;
+    };
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut salted);
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&salted).expect("any key length");
+    mac.update(b"Client Key");
+    let client_key = mac.finalize().into_bytes();
+    let computed = Sha256::digest(client_key);
+    subtle::ConstantTimeEq::ct_eq(computed.as_slice(), stored_key.as_slice()).into()
+}
+
 /// Reads a secret file, or creates it with mode 0600 holding `make()`. Creation uses
 /// O_EXCL so two servers starting at once agree on one value.
 pub fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, SecretError> {
@@ -178,6 +209,18 @@ mod tests {
         assert!(SecretKey::from_bytes([8; 32])
             .open(&key.seal(b"x"))
             .is_err());
+    }
+
+    #[test]
+    fn scram_verifiers_are_checked_against_their_password() {
+        let v = postgres_protocol::password::scram_sha_256(b"correct-horse");
+        assert!(scram_verifier_matches(&v, "correct-horse"));
+        assert!(!scram_verifier_matches(&v, "correct-horsf"));
+        assert!(!scram_verifier_matches("md5abc", "correct-horse"));
+        assert!(!scram_verifier_matches(
+            "SCRAM-SHA-256$x:y$z:w",
+            "correct-horse"
+        ));
     }
 
     #[test]

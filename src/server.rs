@@ -134,6 +134,10 @@ pub async fn platform_with(
     {
         let mut c = pool.get().await?;
         hardening::secure_defaults(&mut c, &Ident::new(db.endpoint.database.clone())?).await?;
+        let (_, refused) = hardening::close_databases(&c).await?;
+        if !refused.is_empty() {
+            tracing::warn!(databases = ?refused, "PUBLIC can connect to these databases and berqenas may not change that: tenant roles can reach them (a DBA must REVOKE CONNECT, TEMPORARY ... FROM PUBLIC)");
+        }
         let roles = tenant::store::all_tenant_roles(&c).await?;
         hardening::check(&c, &roles).await.context("at start")?;
     }
@@ -268,6 +272,15 @@ async fn reconcile_forever(platform: Platform) {
         tick.tick().await;
         if let Err(e) = ops::reconciler::run_once(&platform).await {
             tracing::warn!(error = %e, "reconciler pass failed; retrying at the next tick");
+        }
+        match tenant::integrity::run_once(&platform).await {
+            Ok(report) if !report.violations.is_empty() => {
+                tracing::error!(violations = ?report.violations, suspended = ?report.suspended, "tenant roles had more than berqenas gives them")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "tenant role check failed; retrying at the next tick")
+            }
         }
         if let Err(e) = tenant::lifecycle::expire_trials(&platform).await {
             tracing::warn!(error = %e, "trial expiry failed; retrying at the next tick");

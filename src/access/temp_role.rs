@@ -13,13 +13,13 @@
 //! within the hour, and it is registered as a scratch object in the same transaction
 //! that creates it, so a crash leaves it to the sweeper, never a usable login.
 
-use chrono::Utc;
 use crate::backup::dump::Conn;
 use crate::backup::scratch::{Kind, Lease};
 use crate::backup::Result;
 use crate::pg::{Ident, Literal};
 use crate::platform::Platform;
 use crate::secrets::{random_bytes, random_token};
+use chrono::Utc;
 
 /// How the role reaches the database it works in.
 pub enum Reach<'a> {
@@ -95,8 +95,8 @@ impl TempRole {
         }
         let mut c = p.pool.get().await?;
         let tx = c.transaction().await?;
-        let lease = Lease::register_in(&*tx, &p.pool, Kind::Role, name.as_str(), Some(reached))
-            .await?;
+        let lease =
+            Lease::register_in(&*tx, &p.pool, Kind::Role, name.as_str(), Some(reached)).await?;
         tx.batch_execute(&sql).await?;
         tx.commit().await?;
         Ok(Self {

@@ -75,8 +75,8 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 13,
-        name: "0013_tenant_sessions.sql",
-        sql: include_str!("../../migrations/control/0013_tenant_sessions.sql"),
+        name: "0013_security.sql",
+        sql: include_str!("../../migrations/control/0013_security.sql"),
     },
 ];
 

@@ -39,13 +39,21 @@ pub fn template_sql(template_sql: &str, grant_owner_to_creator: bool) -> String 
     let _ = write!(
         sql,
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC;\n\
+         {large_objects}\
          CREATE SCHEMA {schema} AUTHORIZATION {owner};\n\
          REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
          SET ROLE {owner};\n\
          SET search_path = {schema};\n\
          {template_sql}\n\
          RESET ROLE;\n\
-         RESET search_path;\n"
+         RESET search_path;\n",
+        // Functions of pg_catalog belong to the bootstrap superuser: only a superuser
+        // control role can take them from PUBLIC (else the operator's DBA must).
+        large_objects = if grant_owner_to_creator {
+            String::new()
+        } else {
+            crate::pg::hardening::revoke_large_objects_sql()
+        },
     );
     sql
 }

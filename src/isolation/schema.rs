@@ -29,10 +29,11 @@ impl Strategy for SchemaPerTenant {
             ));
         }
         // PUBLIC has no CONNECT or TEMP here; the tenant's roles get them through the
-        // one role that holds them (see pg::hardening).
+        // roles that hold them (see pg::hardening; a disk block takes TEMP away).
         sql.push_str(&format!(
-            "GRANT {} TO {login}, {group_list};\n",
-            crate::pg::hardening::connect_role()
+            "GRANT {}, {} TO {login}, {group_list};\n",
+            crate::pg::hardening::connect_role(),
+            crate::pg::hardening::temp_role()
         ));
         sql.push_str(&format!(
             "CREATE SCHEMA {schema} AUTHORIZATION {owner};\n\

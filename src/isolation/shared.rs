@@ -141,7 +141,11 @@ pub fn create_sql(
     grant_owner_to_creator: bool,
 ) -> String {
     let (schema, owner, login) = (ident(POOL_SCHEMA), slug.owner_role(), slug.login_role());
-    let hub = crate::pg::hardening::connect_role();
+    let hub = format!(
+        "{}, {}",
+        crate::pg::hardening::connect_role(),
+        crate::pg::hardening::temp_role()
+    );
     let mut sql = format!("CREATE ROLE {owner} NOLOGIN;\n");
     let mut mapped = vec![login.clone(), owner.clone()];
     for role in DefaultRole::ALL {

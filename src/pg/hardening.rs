@@ -1,8 +1,9 @@
 //! Least privilege, enforced and checked. At start berqenas takes from PUBLIC what
-//! PostgreSQL gives it by default (CONNECT and TEMP on the tenant database and
-//! template1, CREATE on `public`); then, at start and after every provisioning, it
-//! checks that no tenant role holds an elevated attribute or a `pg_*` membership and
-//! that none can reach template1. A violation is an error, never a warning.
+//! PostgreSQL gives it by default (CONNECT and TEMP on every database, CREATE on
+//! `public`, the functions that create and write large objects); then, at start and
+//! after every provisioning, it checks that no tenant role holds an elevated attribute
+//! or a `pg_*` membership and that none can reach template1. A violation is an error,
+//! never a warning. [`close_databases`] runs again in every worker round.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
@@ -79,6 +80,7 @@ async fn secure_defaults_once(
         ),
     ];
     steps.extend(advisory_lock_steps());
+    steps.extend(large_object_steps());
     // Each step: a query telling whether it is still needed, then the statement.
     for (needed, sql) in steps {
         if !tx.query_one(&needed, &[]).await?.get::<_, bool>(0) {
@@ -94,21 +96,132 @@ async fn secure_defaults_once(
         }
     }
     // After the revokes: until then the hub role's CONNECT may come from PUBLIC.
-    let hub_lacks = !tx
-        .query_one(
-            "SELECT has_database_privilege($1, $2, 'CONNECT')
-                    AND has_database_privilege($1, $2, 'TEMPORARY')",
-            &[&hub.as_str(), &db],
-        )
-        .await?
-        .get::<_, bool>(0);
+    let temp = temp_role();
+    tx.batch_execute(&super::ensure_nologin_role_sql(&temp))
+        .await?;
+    let (hub_lacks, hub_has_temp, temp_lacks): (bool, bool, bool) = {
+        let r = tx
+            .query_one(
+                "SELECT NOT has_database_privilege($1, $3, 'CONNECT'),
+                        EXISTS (SELECT 1 FROM pg_database d, aclexplode(d.datacl) a
+                                 WHERE d.datname = $3 AND a.grantee = $1::regrole AND a.privilege_type = 'TEMPORARY'),
+                        NOT has_database_privilege($2, $3, 'TEMPORARY')",
+                &[&hub.as_str(), &temp.as_str(), &db],
+            )
+            .await?;
+        (r.get(0), r.get(1), r.get(2))
+    };
     if hub_lacks {
+        tx.batch_execute(&format!("GRANT CONNECT ON DATABASE {database} TO {hub}"))
+            .await?;
+    }
+    if temp_lacks {
+        tx.batch_execute(&format!("GRANT TEMPORARY ON DATABASE {database} TO {temp}"))
+            .await?;
+    }
+    if hub_has_temp {
+        // Releases before TEMP had a role of its own: every tenant role that reached
+        // TEMP through the hub gets the TEMP role (what a disk block takes away).
         tx.batch_execute(&format!(
-            "GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {hub}"
+            "REVOKE TEMPORARY ON DATABASE {database} FROM {hub};\n\
+             DO $berqenas$ DECLARE r record; BEGIN\n\
+               FOR r IN SELECT m.rolname FROM pg_auth_members am JOIN pg_roles m ON m.oid = am.member\n\
+                         WHERE am.roleid = {hub_lit}::regrole AND NOT pg_has_role(m.oid, {temp_lit}::regrole, 'MEMBER') LOOP\n\
+                 EXECUTE format('GRANT %I TO %I', {temp_lit}, r.rolname);\n\
+               END LOOP;\n\
+             END $berqenas$;",
+            hub_lit = super::Literal(hub.as_str()),
+            temp_lit = super::Literal(temp.as_str()),
         ))
         .await?;
     }
     tx.commit().await
+}
+
+/// The functions that create or write large objects. A large object belongs to no
+/// schema, so neither a schema's privileges nor a disk block can stop one; tenants
+/// (PUBLIC) get none of them, in every database they reach.
+pub const LARGE_OBJECT_WRITERS: &[&str] = &[
+    "lo_creat(integer)",
+    "lo_create(oid)",
+    "lo_from_bytea(oid, bytea)",
+    "lo_import(text)",
+    "lo_import(text, oid)",
+    "lowrite(integer, bytea)",
+    "lo_put(oid, bigint, bytea)",
+    "lo_truncate(integer, integer)",
+    "lo_truncate64(integer, bigint)",
+];
+
+fn large_object_steps() -> Vec<(String, String)> {
+    LARGE_OBJECT_WRITERS
+        .iter()
+        .map(|f| {
+            let f = format!("pg_catalog.{f}");
+            let lit = super::Literal(&f);
+            (
+                format!("SELECT has_function_privilege('public', {lit}, 'EXECUTE')"),
+                format!("REVOKE EXECUTE ON FUNCTION {f} FROM PUBLIC"),
+            )
+        })
+        .collect()
+}
+
+/// What a tenant's database (and the template it is cloned from) has had taken from
+/// PUBLIC: raised when a release takes more (see `tenants.hardening_level`).
+pub const DATABASE_LEVEL: i32 = 1;
+
+/// The statements that take the large-object writers from PUBLIC (a tenant's own
+/// database, its template).
+pub fn revoke_large_objects_sql() -> String {
+    LARGE_OBJECT_WRITERS
+        .iter()
+        .map(|f| format!("REVOKE EXECUTE ON FUNCTION pg_catalog.{f} FROM PUBLIC;\n"))
+        .collect()
+}
+
+/// Takes CONNECT and TEMPORARY from PUBLIC on every database that still grants them
+/// (`postgres`, an operator's own, one created since): PUBLIC includes every tenant
+/// role, and a database a tenant can reach is one where it can keep temporary tables
+/// and large objects outside its quota, or talk to other tenants with NOTIFY. Tenants
+/// reach only their own database (database mode) or the control database, through
+/// the roles that hold CONNECT there. Returns the databases closed; those the
+/// connected role may not change are returned as errors, named.
+pub async fn close_databases(
+    c: &impl GenericClient,
+) -> Result<(Vec<String>, Vec<String>), tokio_postgres::Error> {
+    let open: Vec<String> = c
+        .query(
+            "SELECT datname::text FROM pg_catalog.pg_database
+              WHERE datallowconn AND (has_database_privilege('public', oid, 'CONNECT')
+                                      OR has_database_privilege('public', oid, 'TEMPORARY'))
+              ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (mut closed, mut refused) = (Vec::new(), Vec::new());
+    for db in open {
+        let ident = Ident::new(db.clone()).expect("catalog names are identifiers");
+        match c
+            .batch_execute(&format!(
+                "REVOKE CONNECT, TEMPORARY ON DATABASE {ident} FROM PUBLIC"
+            ))
+            .await
+        {
+            Ok(()) => {
+                tracing::warn!(database = %db, "took CONNECT and TEMPORARY on this database from PUBLIC: tenant roles must not reach it (grant CONNECT to the roles that need it)");
+                closed.push(db);
+            }
+            Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => refused.push(db),
+            // Another control plane of this cluster closed it at the same moment.
+            Err(e) if is_catalog_collision(&e) => closed.push(db),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((closed, refused))
 }
 
 /// A query telling whether PUBLIC still has CONNECT or TEMPORARY on a database.
@@ -156,6 +269,14 @@ pub const CONNECT_ROLE: &str = "berqenas_tenant_connect";
 
 pub fn connect_role() -> Ident {
     Ident::new(CONNECT_ROLE).expect("a valid identifier")
+}
+
+/// The one role holding TEMPORARY on that database; every schema- and shared-mode
+/// tenant role is a member until a disk block takes the membership away.
+pub const TEMP_ROLE: &str = "berqenas_tenant_temp";
+
+pub fn temp_role() -> Ident {
+    Ident::new(TEMP_ROLE).expect("a valid identifier")
 }
 
 /// Any constant; only servers tightening defaults at the same time contend for it.

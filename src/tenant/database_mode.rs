@@ -46,7 +46,16 @@ pub async fn ensure_template(p: &Platform) -> Result<()> {
 }
 
 async fn rebuild_if_stale(p: &Platform, admin: &tokio_postgres::Client) -> Result<()> {
-    let (version, checksum) = (p.template.latest_version(), p.template.checksum());
+    // The hardening level is part of what the template database was built at: a
+    // release that takes more from PUBLIC rebuilds it once.
+    let (version, checksum) = (
+        p.template.latest_version(),
+        format!(
+            "{}+h{}",
+            p.template.checksum(),
+            crate::pg::hardening::DATABASE_LEVEL
+        ),
+    );
     let recorded = admin
         .query_opt(
             "SELECT version, checksum FROM berqenas.template_database WHERE name = $1",

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod api_keys;
 pub mod database_mode;
+pub mod integrity;
 pub mod lifecycle;
 pub mod offboarding;
 pub mod roles;

@@ -14,4 +14,5 @@ mod support;
 
 mod data_api;
 mod input;
+mod roles;
 mod traps;

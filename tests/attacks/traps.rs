@@ -93,15 +93,21 @@ BEGIN PERFORM {schema}.trap(); RETURN 'trapped'; END $t$;
 CREATE TABLE {schema}.gadgets (id int, note text DEFAULT {schema}.trap_default());
 GRANT SELECT, INSERT ON {schema}.gadgets TO PUBLIC;
 "#
-    ) + &["applications", "resources", "deployments", "user_activity", "gadgets"]
-        .iter()
-        .map(|t| {
-            format!(
-                "CREATE TRIGGER trap BEFORE INSERT OR UPDATE OR DELETE ON {schema}.{t}
+    ) + &[
+        "applications",
+        "resources",
+        "deployments",
+        "user_activity",
+        "gadgets",
+    ]
+    .iter()
+    .map(|t| {
+        format!(
+            "CREATE TRIGGER trap BEFORE INSERT OR UPDATE OR DELETE ON {schema}.{t}
                  FOR EACH ROW EXECUTE FUNCTION {schema}.trap_trigger();\n"
-            )
-        })
-        .collect::<String>()
+        )
+    })
+    .collect::<String>()
 }
 
 /// A user of the tenant with the tenant_admin role; returns its credentials.
@@ -125,13 +131,15 @@ async fn tenant_admin(app: &TestApp, tenant: &str) -> Value {
     b["credentials"].clone()
 }
 
-/// Roles of tenants with an attribute no tenant role may have.
-async fn elevated(pg: &tokio_postgres::Client) -> Vec<String> {
+/// Roles of the tenant (and throw-away roles) with an attribute no tenant role may
+/// have. (Other tests of this binary elevate roles of their own tenants on purpose.)
+async fn elevated(pg: &tokio_postgres::Client, tenant: &str) -> Vec<String> {
+    let prefix = format!("tenant_{}_%", tenant.replace('-', "_"));
     pg.query(
-        "SELECT rolname::text FROM pg_roles WHERE (rolname LIKE 'tenant\\_%' OR rolname LIKE 'berqenas\\_migrate\\_%'
+        "SELECT rolname::text FROM pg_roles WHERE (rolname LIKE $1 OR rolname LIKE 'berqenas\\_migrate\\_%'
                 OR rolname LIKE 'berqenas\\_restore\\_%')
             AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls OR rolreplication)",
-        &[],
+        &[&prefix],
     )
     .await
     .unwrap()
@@ -180,8 +188,11 @@ async fn after(
     for run in trap_runs(&db, &t.schema).await {
         seen.insert(run);
     }
-    let gained = elevated(control).await;
-    assert!(gained.is_empty(), "after {step}: {gained:?} gained privileges");
+    let gained = elevated(control, &t.name).await;
+    assert!(
+        gained.is_empty(),
+        "after {step}: {gained:?} gained privileges"
+    );
 }
 
 async fn ok(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> Value {
@@ -280,7 +291,9 @@ async fn every_operation(mode: &str) {
     )
     .await;
     let id = created["id"].as_str().unwrap().parse().unwrap();
-    berqenas::quota::disk::measure_now(&platform, id).await.unwrap();
+    berqenas::quota::disk::measure_now(&platform, id)
+        .await
+        .unwrap();
     berqenas::quota::disk::enforce(&platform, id).await.unwrap();
     ok(
         &app,
@@ -289,7 +302,9 @@ async fn every_operation(mode: &str) {
         Some(json!({"db_quota_bytes": null, "max_connections": 7})),
     )
     .await;
-    berqenas::quota::disk::measure_now(&platform, id).await.unwrap();
+    berqenas::quota::disk::measure_now(&platform, id)
+        .await
+        .unwrap();
     berqenas::quota::disk::enforce(&platform, id).await.unwrap();
     after("disk quota and quota changes", &t, &control, &mut seen).await;
 
@@ -325,10 +340,16 @@ async fn every_operation(mode: &str) {
         Some(json!({"confirm": name})),
     )
     .await;
-    let gained = elevated(&control).await;
+    let gained = elevated(&control, &name).await;
     assert!(gained.is_empty(), "after purge: {gained:?}");
     ok(&app, Method::POST, &format!("{path}/restore"), None).await;
-    after("delete, undelete, purge, restore from archive", &t, &control, &mut seen).await;
+    after(
+        "delete, undelete, purge, restore from archive",
+        &t,
+        &control,
+        &mut seen,
+    )
+    .await;
 
     let (s, b) = app
         .call_with(

@@ -52,3 +52,16 @@ END $$;
 REVOKE ALL ON FUNCTION berqenas_session.record_template_version() FROM PUBLIC;
 GRANT USAGE ON SCHEMA berqenas_session TO berqenas_migration_session;
 GRANT EXECUTE ON FUNCTION berqenas_session.record_template_version() TO berqenas_migration_session;
+
+-- Every worker round re-checks what berqenas made of each tenant's roles. A login
+-- role's password is one berqenas knows (it hands it out): the SHA-256 of the SCRAM
+-- verifier last seen to match it, so a round compares strings and derives a key only
+-- when the verifier changed.
+ALTER TABLE berqenas.tenants ADD COLUMN verifier_sha256 bytea;
+ALTER TABLE berqenas.tenant_users ADD COLUMN verifier_sha256 bytea;
+
+-- A database-mode tenant's database at this hardening level has had PUBLIC's rights
+-- taken that the current release takes (large-object writers). Databases made before
+-- are brought up to it by the worker; new ones are cloned from a template that is.
+ALTER TABLE berqenas.tenants ADD COLUMN hardening_level integer NOT NULL DEFAULT 0;
+ALTER TABLE berqenas.tenants ALTER COLUMN hardening_level SET DEFAULT 1;

@@ -1,0 +1,730 @@
+//! Every worker round: each tenant's roles are still what berqenas made them.
+//!
+//! - **Violations** (something berqenas never gives and a tenant cannot give itself:
+//!   SUPERUSER, CREATEDB, CREATEROLE, REPLICATION, BYPASSRLS, LOGIN on a group or
+//!   owner role, a membership in any role but the ones its mode grants) are taken
+//!   away, counted in `berqenas_security_violations_total`, logged as an error, audited
+//!   (`tenant_security_violation`) and suspend the tenant: whatever got it there ran
+//!   with more than the tenant's rights.
+//! - **Drift** (what PostgreSQL lets a login role change about itself: its password,
+//!   its `ALTER ROLE ... SET` defaults) is put back, audited
+//!   (`tenant_role_drift_corrected`): the credentials berqenas hands out keep working,
+//!   and the tenant's timeouts and search path stay the ones its quotas set.
+//! - PUBLIC is kept out of every database ([`hardening::close_databases`]) and out of
+//!   the large-object writers in the control database; database-mode tenants' own
+//!   databases are brought to the current hardening level, a few per round.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::GenericClient;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::roles::DefaultRole;
+use super::service::Error;
+use super::{store, suspension, Isolation, Slug, Status};
+use crate::isolation::shared;
+use crate::pg::{hardening, Ident, Literal};
+use crate::platform::Platform;
+use crate::{audit, metrics};
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Tenant databases brought to the current hardening level per round.
+const DATABASES_PER_ROUND: i64 = 20;
+
+/// What one round found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// (role, what it had) for every violation taken away.
+    pub violations: Vec<(String, String)>,
+    /// Tenants suspended for a violation.
+    pub suspended: Vec<String>,
+    /// (role, what was put back: `password` or `settings`).
+    pub drift: Vec<(String, String)>,
+    /// Databases PUBLIC could reach, closed.
+    pub databases_closed: Vec<String>,
+    /// Tenant databases brought to the current hardening level.
+    pub databases_hardened: usize,
+}
+
+/// A role berqenas made for a tenant, and what it may hold.
+struct Expected {
+    tenant: usize,
+    role: String,
+    login: bool,
+    /// Roles it may be a member of.
+    member_of: Vec<String>,
+    /// Its `ALTER ROLE ... SET` defaults (login roles), as PostgreSQL stores them.
+    settings: Option<Vec<(String, String)>>,
+    /// A user's id (the sealed password lives on that row); `None`: the tenant's.
+    user: Option<Uuid>,
+}
+
+struct Live {
+    id: Uuid,
+    name: String,
+    isolation: Isolation,
+    schema: Option<String>,
+}
+
+/// Any constant; rounds of several servers take turns (two putting back the same
+/// role's settings at once would collide on its catalog row).
+const ROUND_LOCK: i64 = 0x6265_7271_696e_7467; // "berqintg"
+
+pub async fn run_once(p: &Platform) -> Result<Report> {
+    let mut turn = p.pool.get().await?;
+    let turn = turn.transaction().await?;
+    turn.execute("SELECT pg_advisory_xact_lock($1)", &[&ROUND_LOCK])
+        .await?;
+    let report = round(p).await;
+    turn.commit().await?;
+    report
+}
+
+async fn round(p: &Platform) -> Result<Report> {
+    let mut report = Report::default();
+    let client = p.pool.get().await?;
+    let (closed, refused) = hardening::close_databases(&client).await?;
+    report.databases_closed = closed;
+    if !refused.is_empty() {
+        tracing::warn!(databases = ?refused, "PUBLIC can connect to these databases and berqenas may not change that: tenant roles can reach them (a DBA must REVOKE CONNECT, TEMPORARY ... FROM PUBLIC)");
+    }
+    if p.caps.superuser {
+        close_large_objects(&client).await?;
+    }
+    drop(client);
+    check_roles(p, &mut report).await?;
+    if p.caps.superuser {
+        report.databases_hardened = harden_databases(p).await?;
+    }
+    Ok(report)
+}
+
+/// Takes the large-object writers from PUBLIC in the control database again, should
+/// anything have given them back.
+async fn close_large_objects(c: &impl GenericClient) -> Result<()> {
+    let fns: Vec<String> = hardening::LARGE_OBJECT_WRITERS
+        .iter()
+        .map(|f| format!("pg_catalog.{f}"))
+        .collect();
+    let open: i64 = c
+        .query_one(
+            "SELECT count(*) FROM unnest($1::text[]) f WHERE has_function_privilege('public', f::regprocedure, 'EXECUTE')",
+            &[&fns],
+        )
+        .await?
+        .get(0);
+    if open > 0 {
+        tracing::warn!("PUBLIC could create large objects in the control database again: revoked");
+        c.batch_execute(&hardening::revoke_large_objects_sql())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Every role of every tenant that has roles, with what its mode grants it.
+async fn expectations(p: &Platform, c: &impl GenericClient) -> Result<(Vec<Live>, Vec<Expected>)> {
+    let tenants: Vec<Live> = c
+        .query(
+            "SELECT id, name, isolation, schema_name FROM berqenas.tenants
+              WHERE status NOT IN ('provisioning', 'purged', 'failed') ORDER BY id",
+            &[],
+        )
+        .await?
+        .iter()
+        .filter_map(|r| {
+            Some(Live {
+                id: r.get(0),
+                name: r.get(1),
+                isolation: Isolation::parse(r.get(2))?,
+                schema: r.get(3),
+            })
+        })
+        .collect();
+    let index: HashMap<Uuid, usize> = tenants.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+    let quotas: HashMap<Uuid, crate::isolation::RoleLimits> = c
+        .query(
+            "SELECT tenant_id, db_quota_bytes, max_connections, statement_timeout_ms FROM berqenas.effective_quotas",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, Uuid>(0),
+                crate::isolation::RoleLimits::new(r.get(2), r.get(3), r.get(1), p.caps.superuser),
+            )
+        })
+        .collect();
+    let hub = hardening::CONNECT_ROLE.to_string();
+    let temp = hardening::TEMP_ROLE.to_string();
+    let settings_of = |t: &Live| -> Option<Vec<(String, String)>> {
+        expected_settings(quotas.get(&t.id)?, t.schema.as_deref()?).into()
+    };
+    let mut out = Vec::new();
+    for (i, t) in tenants.iter().enumerate() {
+        let Ok(slug) = Slug::parse(&t.name) else {
+            continue;
+        };
+        let reach = |extra: Option<String>| -> Vec<String> {
+            match t.isolation {
+                Isolation::Database => vec![],
+                _ => std::iter::once(hub.clone())
+                    .chain(std::iter::once(temp.clone()))
+                    .chain(extra)
+                    .collect(),
+            }
+        };
+        out.push(Expected {
+            tenant: i,
+            role: slug.owner_role().as_str().to_string(),
+            login: false,
+            member_of: vec![],
+            settings: Some(vec![]),
+            user: None,
+        });
+        for role in DefaultRole::ALL {
+            let pool = (t.isolation == Isolation::Shared)
+                .then(|| shared::pool_role(role).as_str().to_string());
+            out.push(Expected {
+                tenant: i,
+                role: slug.group_role(role).as_str().to_string(),
+                login: false,
+                member_of: reach(pool),
+                settings: Some(vec![]),
+                user: None,
+            });
+        }
+        let pool_login = (t.isolation == Isolation::Shared).then(|| shared::POOL_LOGIN.to_string());
+        out.push(Expected {
+            tenant: i,
+            role: slug.login_role().as_str().to_string(),
+            login: true,
+            member_of: reach(pool_login),
+            settings: settings_of(t),
+            user: None,
+        });
+    }
+    for r in c
+        .query(
+            "SELECT tenant_id, id, db_user, role FROM berqenas.tenant_users",
+            &[],
+        )
+        .await?
+    {
+        let Some(&i) = index.get(&r.get::<_, Uuid>(0)) else {
+            continue;
+        };
+        let Ok(slug) = Slug::parse(&tenants[i].name) else {
+            continue;
+        };
+        let Some(group) = DefaultRole::parse(r.get(3)) else {
+            continue;
+        };
+        out.push(Expected {
+            tenant: i,
+            role: r.get(2),
+            login: true,
+            member_of: vec![slug.group_role(group).as_str().to_string()],
+            settings: settings_of(&tenants[i]),
+            user: Some(r.get(1)),
+        });
+    }
+    Ok((tenants, out))
+}
+
+/// A login role's `ALTER ROLE ... SET` defaults as berqenas makes them, sorted.
+fn expected_settings(limits: &crate::isolation::RoleLimits, schema: &str) -> Vec<(String, String)> {
+    let mut s = vec![
+        (
+            "idle_in_transaction_session_timeout".to_string(),
+            limits.idle_in_transaction_timeout_ms.to_string(),
+        ),
+        ("search_path".to_string(), schema.to_string()),
+        (
+            "statement_timeout".to_string(),
+            limits.statement_timeout_ms.to_string(),
+        ),
+    ];
+    if let Some(kb) = limits.temp_file_limit_kb {
+        s.push(("temp_file_limit".to_string(), kb.to_string()));
+    }
+    s.sort();
+    s
+}
+
+/// A role's defaults in the catalog: (everywhere, sorted; whether any are per database).
+async fn settings_now(c: &impl GenericClient, role: &str) -> Result<(Vec<(String, String)>, bool)> {
+    let rows = c
+        .query(
+            "SELECT s.setdatabase::int, s.setconfig FROM pg_catalog.pg_db_role_setting s
+              WHERE s.setrole = $1::text::regrole",
+            &[&role],
+        )
+        .await?;
+    let mut all: Vec<(String, String)> = rows
+        .iter()
+        .filter(|r| r.get::<_, i32>(0) == 0)
+        .flat_map(|r| {
+            r.get::<_, Vec<String>>(1)
+                .into_iter()
+                .map(|x| normalize(&x))
+        })
+        .collect();
+    all.sort();
+    Ok((all, rows.iter().any(|r| r.get::<_, i32>(0) != 0)))
+}
+
+/// What the catalog says of one role.
+struct Found {
+    attributes: Vec<&'static str>,
+    can_login: bool,
+    member_of: Vec<String>,
+    settings: Vec<(i32, Vec<String>)>,
+    verifier: Option<String>,
+}
+
+async fn catalog(
+    p: &Platform,
+    c: &impl GenericClient,
+    roles: &[&str],
+) -> Result<HashMap<String, Found>> {
+    let mut found: HashMap<String, Found> = HashMap::new();
+    for r in c
+        .query(
+            "SELECT r.rolname::text, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolreplication, r.rolbypassrls,
+                    r.rolcanlogin,
+                    ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_auth_members am
+                            JOIN pg_catalog.pg_roles g ON g.oid = am.roleid WHERE am.member = r.oid ORDER BY 1)
+               FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($1)",
+            &[&roles],
+        )
+        .await?
+    {
+        let flags = [
+            ("SUPERUSER", r.get::<_, bool>(1)),
+            ("CREATEDB", r.get(2)),
+            ("CREATEROLE", r.get(3)),
+            ("REPLICATION", r.get(4)),
+            ("BYPASSRLS", r.get(5)),
+        ];
+        found.insert(
+            r.get(0),
+            Found {
+                attributes: flags.iter().filter(|f| f.1).map(|f| f.0).collect(),
+                can_login: r.get(6),
+                member_of: r.get(7),
+                settings: vec![],
+                verifier: None,
+            },
+        );
+    }
+    for r in c
+        .query(
+            "SELECT r.rolname::text, s.setdatabase::int, s.setconfig FROM pg_catalog.pg_db_role_setting s
+               JOIN pg_catalog.pg_roles r ON r.oid = s.setrole WHERE r.rolname = ANY($1)",
+            &[&roles],
+        )
+        .await?
+    {
+        if let Some(f) = found.get_mut(&r.get::<_, String>(0)) {
+            f.settings.push((r.get(1), r.get(2)));
+        }
+    }
+    if p.caps.superuser {
+        for r in c
+            .query(
+                "SELECT rolname::text, rolpassword FROM pg_catalog.pg_authid WHERE rolname = ANY($1)",
+                &[&roles],
+            )
+            .await?
+        {
+            if let Some(f) = found.get_mut(&r.get::<_, String>(0)) {
+                f.verifier = r.get(1);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A setting as `ALTER ROLE ... SET` stores it, with the quotes PostgreSQL adds
+/// around identifiers that need them taken off.
+fn normalize(setting: &str) -> (String, String) {
+    let (k, v) = setting.split_once('=').unwrap_or((setting, ""));
+    (k.to_string(), v.trim_matches('"').replace("\"\"", "\""))
+}
+
+async fn check_roles(p: &Platform, report: &mut Report) -> Result<()> {
+    let mut client = p.pool.get().await?;
+    // One snapshot: the registry and the catalog as of the same moment.
+    let snapshot = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let (tenants, expected) = expectations(p, &snapshot).await?;
+    let names: Vec<&str> = expected.iter().map(|e| e.role.as_str()).collect();
+    let found = catalog(p, &snapshot, &names).await?;
+    let known: HashMap<(Uuid, Option<Uuid>), Option<Vec<u8>>> = snapshot
+        .query(
+            "SELECT id, NULL::uuid, verifier_sha256 FROM berqenas.tenants
+             UNION ALL SELECT tenant_id, id, verifier_sha256 FROM berqenas.tenant_users",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    snapshot.commit().await?;
+    drop(client);
+    let mut violating: HashMap<usize, Vec<String>> = HashMap::new();
+    for e in &expected {
+        let Some(f) = found.get(&e.role) else {
+            continue; // dropped meanwhile, or never made: not this check's business
+        };
+        let t = &tenants[e.tenant];
+        let mut bad: Vec<String> = f.attributes.iter().map(|a| a.to_string()).collect();
+        if f.can_login && !e.login {
+            bad.push("LOGIN".into());
+        }
+        let extra: Vec<&String> = f
+            .member_of
+            .iter()
+            .filter(|m| !e.member_of.contains(m))
+            .collect();
+        bad.extend(extra.iter().map(|m| format!("membership in {m}")));
+        if !bad.is_empty() {
+            take_away(p, &e.role, f, &extra, !e.login).await?;
+            for b in &bad {
+                metrics::security_violation(if b.starts_with("membership") {
+                    "membership"
+                } else {
+                    "attribute"
+                });
+                report.violations.push((e.role.clone(), b.clone()));
+            }
+            tracing::error!(tenant.name = %t.name, role = %e.role, found = ?bad, "security violation: a tenant role had more than berqenas gives; taken away, tenant suspended");
+            violating.entry(e.tenant).or_default().push(format!(
+                "{} had {}",
+                e.role,
+                bad.join(", ")
+            ));
+        }
+        if let Some(settings) = &e.settings {
+            let mut actual: Vec<(String, String)> = f
+                .settings
+                .iter()
+                .filter(|(db, _)| *db == 0)
+                .flat_map(|(_, s)| s.iter().map(|x| normalize(x)))
+                .collect();
+            actual.sort();
+            let per_database = f.settings.iter().any(|(db, _)| *db != 0);
+            if (actual != *settings || per_database) && put_settings_back(p, t, e).await? {
+                report.drift.push((e.role.clone(), "settings".into()));
+            }
+        }
+        if let (true, Some(verifier)) = (e.login, &f.verifier) {
+            let seen = hex_sha(verifier);
+            let recorded = known.get(&(t.id, e.user)).cloned().flatten();
+            if recorded.as_deref() != Some(seen.as_slice()) && check_password(p, t, e).await? {
+                report.drift.push((e.role.clone(), "password".into()));
+            }
+        }
+    }
+    for (i, what) in violating {
+        let t = &tenants[i];
+        if suspend_for(p, t, &what).await? {
+            report.suspended.push(t.name.clone());
+        }
+    }
+    Ok(())
+}
+
+fn hex_sha(s: &str) -> Vec<u8> {
+    Sha256::digest(s.as_bytes()).to_vec()
+}
+
+/// Removes the attributes and memberships a role should not have.
+async fn take_away(
+    p: &Platform,
+    role: &str,
+    f: &Found,
+    extra_memberships: &[&String],
+    group_or_owner: bool,
+) -> Result<()> {
+    let r = Ident::new(role.to_string()).expect("catalog names are identifiers");
+    let mut sql = String::new();
+    for a in &f.attributes {
+        sql.push_str(&format!("ALTER ROLE {r} NO{a};\n"));
+    }
+    if group_or_owner && f.can_login {
+        sql.push_str(&format!("ALTER ROLE {r} NOLOGIN;\n"));
+    }
+    for m in extra_memberships {
+        let m = Ident::new(m.to_string()).expect("catalog names are identifiers");
+        sql.push_str(&format!("REVOKE {m} FROM {r};\n"));
+    }
+    p.pool.get().await?.batch_execute(&sql).await?;
+    Ok(())
+}
+
+/// Suspends the tenant (if it is in use) and audits the violation, in one transaction.
+/// Returns whether it was suspended now.
+async fn suspend_for(p: &Platform, t: &Live, what: &[String]) -> Result<bool> {
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let slug = Slug::parse(&t.name).expect("registry holds valid names");
+    super::service::lock_name(&tx, &slug).await?;
+    let Some(current) = store::find_for_update(&tx, &t.id.to_string()).await? else {
+        return Ok(false);
+    };
+    let reason = format!("security violation: {}", what.join("; "));
+    let reason: String = reason.chars().take(suspension::MAX_REASON).collect();
+    let suspend = matches!(current.status, Status::Active | Status::Trial);
+    let mut logins = Vec::new();
+    if suspend {
+        let cut = suspension::cut(&tx, &current, p.caps.superuser).await?;
+        suspension::mark_suspended(&tx, current.id, Some(&reason), &cut).await?;
+        logins = store::login_roles(&tx, &current).await?;
+        audit::record(
+            &tx,
+            &audit::Entry {
+                actor: "berqenas",
+                action: "tenant_suspended",
+                tenant_id: Some(current.id),
+                tenant_name: Some(&current.name),
+                operation_id: None,
+                details: serde_json::json!({"reason": reason, "from": current.status.as_str(),
+                    "disabled_roles": cut.roles, "revoked_memberships": cut.memberships}),
+            },
+        )
+        .await?;
+    }
+    audit::record(
+        &tx,
+        &audit::Entry {
+            actor: "berqenas",
+            action: "tenant_security_violation",
+            tenant_id: Some(current.id),
+            tenant_name: Some(&current.name),
+            operation_id: None,
+            details: serde_json::json!({"found": what, "taken_away": true, "suspended": suspend}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    super::access::end_sessions(&client, &logins).await?;
+    Ok(suspend)
+}
+
+/// `ALTER ROLE ... RESET ALL` (everywhere), then the settings berqenas gives. Decided
+/// again under the tenant's name and row, from the registry as it is then: a quota
+/// change committed since the round read it is not drift. Returns whether it changed
+/// anything.
+async fn put_settings_back(p: &Platform, t: &Live, e: &Expected) -> Result<bool> {
+    let role = e.role.as_str();
+    let r = Ident::new(role.to_string()).expect("catalog names are identifiers");
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let slug = Slug::parse(&t.name).expect("registry holds valid names");
+    super::service::lock_name(&tx, &slug).await?;
+    let Some(tenant) = store::find_for_update(&tx, &t.id.to_string()).await? else {
+        return Ok(false);
+    };
+    let (Some(q), Some(schema)) = (
+        crate::quota::store::effective(&tx, t.id).await?,
+        tenant.schema.as_deref(),
+    ) else {
+        return Ok(false);
+    };
+    let settings = expected_settings(&q.role_limits(p.caps.superuser), schema);
+    let (found, per_database) = settings_now(&tx, role).await?;
+    if found == settings && !per_database {
+        return Ok(false);
+    }
+    let databases: Vec<String> = tx
+        .query(
+            "SELECT d.datname::text FROM pg_catalog.pg_db_role_setting s
+               JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
+              WHERE s.setrole = $1::text::regrole",
+            &[&role],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut sql = format!("ALTER ROLE {r} RESET ALL;\n");
+    for db in &databases {
+        let db = Ident::new(db.clone()).expect("catalog names are identifiers");
+        sql.push_str(&format!("ALTER ROLE {r} IN DATABASE {db} RESET ALL;\n"));
+    }
+    for (k, v) in &settings {
+        let value = if k == "search_path" {
+            Ident::new(v.clone())
+                .expect("registry holds valid names")
+                .to_string()
+        } else {
+            Literal(v).to_string()
+        };
+        let k = Ident::new(k.clone()).expect("static setting names");
+        sql.push_str(&format!("ALTER ROLE {r} SET {k} = {value};\n"));
+    }
+    tx.batch_execute(&sql).await?;
+    audit::record(
+        &tx,
+        &audit::Entry {
+            actor: "berqenas",
+            action: "tenant_role_drift_corrected",
+            tenant_id: Some(t.id),
+            tenant_name: Some(&t.name),
+            operation_id: None,
+            details: serde_json::json!({"role": role, "what": "settings",
+                "found": found.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+                "in_databases": databases}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    metrics::role_drift_corrected("settings");
+    tracing::warn!(tenant.name = %t.name, role, "a tenant login role's settings were changed; put back");
+    Ok(true)
+}
+
+/// The login role's verifier changed since last seen: if it still matches the
+/// password berqenas keeps, it is recorded; else the tenant changed its password and
+/// berqenas's is put back. Returns whether it was put back.
+async fn check_password(p: &Platform, t: &Live, e: &Expected) -> Result<bool> {
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let slug = Slug::parse(&t.name).expect("registry holds valid names");
+    // Under the name and the row: a rotation is not drift.
+    super::service::lock_name(&tx, &slug).await?;
+    let sealed: Option<Vec<u8>> = match e.user {
+        None => tx
+            .query_opt(
+                "SELECT credentials FROM berqenas.tenants WHERE id = $1 FOR UPDATE",
+                &[&t.id],
+            )
+            .await?
+            .map(|r| r.get(0)),
+        Some(u) => tx
+            .query_opt(
+                "SELECT credentials FROM berqenas.tenant_users WHERE id = $1 FOR UPDATE",
+                &[&u],
+            )
+            .await?
+            .map(|r| r.get(0)),
+    };
+    let verifier: Option<String> = tx
+        .query_opt(
+            "SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1",
+            &[&e.role],
+        )
+        .await?
+        .and_then(|r| r.get(0));
+    let (Some(sealed), Some(verifier)) = (sealed, verifier) else {
+        return Ok(false);
+    };
+    let password = super::service::open_password(p, &sealed)?;
+    let (v, pw) = (verifier.clone(), password.clone());
+    let matches =
+        tokio::task::spawn_blocking(move || crate::secrets::scram_verifier_matches(&v, &pw))
+            .await
+            .expect("deriving a SCRAM key does not panic");
+    let recorded = if matches {
+        verifier
+    } else {
+        let fresh = tokio::task::spawn_blocking(move || {
+            postgres_protocol::password::scram_sha_256(password.as_bytes())
+        })
+        .await
+        .expect("computing a SCRAM verifier does not panic");
+        let r = Ident::new(e.role.clone()).expect("catalog names are identifiers");
+        tx.batch_execute(&format!("ALTER ROLE {r} PASSWORD {}", Literal(&fresh)))
+            .await?;
+        fresh
+    };
+    let sha = hex_sha(&recorded);
+    match e.user {
+        None => {
+            tx.execute(
+                "UPDATE berqenas.tenants SET verifier_sha256 = $2 WHERE id = $1",
+                &[&t.id, &sha],
+            )
+            .await?
+        }
+        Some(u) => {
+            tx.execute(
+                "UPDATE berqenas.tenant_users SET verifier_sha256 = $2 WHERE id = $1",
+                &[&u, &sha],
+            )
+            .await?
+        }
+    };
+    if !matches {
+        audit::record(
+            &tx,
+            &audit::Entry {
+                actor: "berqenas",
+                action: "tenant_role_drift_corrected",
+                tenant_id: Some(t.id),
+                tenant_name: Some(&t.name),
+                operation_id: None,
+                details: serde_json::json!({"role": e.role, "what": "password"}),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    if !matches {
+        metrics::role_drift_corrected("password");
+        tracing::warn!(tenant.name = %t.name, role = %e.role, "a tenant login role's password was changed; berqenas's was put back");
+    }
+    Ok(!matches)
+}
+
+/// Brings a few database-mode tenants' databases to the current hardening level.
+async fn harden_databases(p: &Platform) -> Result<usize> {
+    let client = p.pool.get().await?;
+    let due: Vec<(Uuid, String)> = client
+        .query(
+            "SELECT id, database_name FROM berqenas.tenants
+              WHERE isolation = 'database' AND hardening_level < $1
+                AND status NOT IN ('provisioning', 'purged', 'failed')
+              ORDER BY id LIMIT $2",
+            &[&hardening::DATABASE_LEVEL, &DATABASES_PER_ROUND],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut done = 0;
+    for (id, database) in due {
+        let mut config = p.config.clone();
+        config.dbname(&database);
+        let hardened = async {
+            let db = crate::pg::connect(&config).await?;
+            db.batch_execute(&hardening::revoke_large_objects_sql())
+                .await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        match hardened {
+            Ok(()) => {
+                client
+                    .execute(
+                        "UPDATE berqenas.tenants SET hardening_level = $2 WHERE id = $1",
+                        &[&id, &hardening::DATABASE_LEVEL],
+                    )
+                    .await?;
+                done += 1;
+            }
+            Err(e) => {
+                tracing::warn!(tenant.id = %id, error = %e, "could not harden a tenant database; retrying next round")
+            }
+        }
+    }
+    Ok(done)
+}
