@@ -73,6 +73,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0012_scratch_objects.sql",
         sql: include_str!("../../migrations/control/0012_scratch_objects.sql"),
     },
+    Migration {
+        version: 14,
+        name: "0014_transaction_timeout.sql",
+        sql: include_str!("../../migrations/control/0014_transaction_timeout.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.
