@@ -14,6 +14,8 @@ pub enum Kind {
     Conflict,
     Unprocessable,
     TooLarge,
+    /// A body in a format the endpoint does not take (not JSON).
+    UnsupportedMediaType,
     Unavailable,
     Internal,
 }

@@ -1,7 +1,6 @@
 //! `/api/v1/tenants/{name}/backups`, `/api/v1/backups/{id}`, backup policies, and the
 //! offboarding endpoints (`DELETE /api/v1/tenants/{name}` lives in `tenants.rs`).
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{self, JsonBody};
+use super::extract::{JsonBody, OptionalJson};
 use super::{AppState, ADMIN_ACTOR};
 use crate::backup::policy::{self, BackupPolicy, PolicyRequest};
 use crate::backup::restore::{self, RestoreRequest, Restored};
@@ -53,16 +52,6 @@ impl From<backup::Error> for ApiError {
             }
         }
     }
-}
-
-/// An optional JSON body: empty means the defaults.
-pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
-    bytes: &Bytes,
-) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    Ok(extract::parse::<T>(bytes)?.value)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -126,9 +115,8 @@ pub async fn get_by_id(
 pub async fn restore(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
-    body: Bytes,
+    OptionalJson(req): OptionalJson<RestoreRequest>,
 ) -> Result<Response, ApiError> {
-    let req: RestoreRequest = optional_body(&body)?;
     Ok(
         match restore::restore(&state.platform, &name, &id, &req, ADMIN_ACTOR).await? {
             Restored::InPlace(t) => (StatusCode::OK, Json(t)).into_response(),

@@ -1,12 +1,16 @@
-//! A JSON body extractor whose every failure speaks our error shape and names the
-//! field: malformed JSON, a wrong type, an unknown field, a body over the limit.
+//! The JSON body extractors every endpoint that takes a body goes through, whose every
+//! failure speaks our error shape and names what is wrong: a body that does not say it
+//! is JSON (415), malformed JSON, a key given twice, a NUL character, a wrong type, an
+//! unknown field, a body over the limit. Each check happens before any handler runs,
+//! so a refused body changes nothing.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::strict_json::{self, Refused};
 use crate::problem::{Kind, Problem};
 
 /// Bodies above this are refused with 413.
@@ -22,8 +26,61 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        parse(&read_body(req, state).await?)
+        match read_json(req, state).await? {
+            Some(bytes) => parse(&bytes),
+            None => Err(ApiError(Problem::new(
+                Kind::BadInput,
+                "malformed_json",
+                "request body is empty: send a JSON object",
+            ))),
+        }
     }
+}
+
+/// The body if it is not blank, after checking that it says it is JSON; `None` for an
+/// empty (or all-whitespace) body, which needs no `Content-Type`.
+async fn read_json<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Bytes>, ApiError> {
+    let media_type = json_media_type(req.headers());
+    let bytes = read_body(req, state).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    media_type?;
+    Ok(Some(bytes))
+}
+
+/// `Ok` when `Content-Type` is `application/json` or `application/<anything>+json`,
+/// with any parameters (`; charset=utf-8`), in any case; else the 415 to answer. A
+/// body that does not say what it is might be a form an HTML page posted across
+/// origins (browsers send those without asking): it is refused, not guessed at.
+fn json_media_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let essence = declared
+        .as_deref()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let is_json = essence.as_deref().is_some_and(|e| {
+        e == "application/json"
+            || e.strip_prefix("application/")
+                .is_some_and(|sub| sub.len() > "+json".len() && sub.ends_with("+json"))
+    });
+    if is_json {
+        return Ok(());
+    }
+    let got = match &declared {
+        Some(v) => format!("got {v:?}"),
+        None => "none was given".to_string(),
+    };
+    Err(ApiError(Problem {
+        kind: Kind::UnsupportedMediaType,
+        code: "unsupported_media_type".into(),
+        message: format!(
+            "the request body must be JSON, sent with Content-Type: application/json; {got}"
+        ),
+        field: Some("Content-Type".into()),
+    }))
 }
 
 /// The raw body, with a body over [`MAX_BODY`] a 413 and an unreadable one a 400.
@@ -45,13 +102,33 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
     })
 }
 
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
-    let raw: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError(Problem::new(
-            Kind::BadInput,
-            "malformed_json",
-            format!("request body is not valid JSON: {e}"),
-        ))
+/// Parses a body that has passed [`read_json`]'s checks.
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
+    let raw = strict_json::parse(bytes).map_err(|refused| {
+        ApiError(match refused {
+            Refused::DuplicateKey(path) => Problem {
+                kind: Kind::BadInput,
+                code: "duplicate_key".into(),
+                message: format!("{path}: this key is given twice; give each key once"),
+                field: Some(path),
+            },
+            Refused::Nul(path) if !path.is_empty() => Problem::bad_field(
+                &path,
+                format!(
+                    "{path}: contains a NUL character (\\u0000), which PostgreSQL cannot store"
+                ),
+            ),
+            Refused::Nul(_) => Problem::new(
+                Kind::BadInput,
+                "malformed_json",
+                "request body must be a JSON object",
+            ),
+            Refused::Syntax(e) => Problem::new(
+                Kind::BadInput,
+                "malformed_json",
+                format!("request body is not valid JSON: {e}"),
+            ),
+        })
     })?;
     if !raw.is_object() {
         return Err(ApiError(Problem::new(
@@ -81,18 +158,18 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError>
 }
 
 /// Like [`JsonBody`] for requests whose every field is optional: an empty body is the
-/// default value; a non-empty one must be a valid JSON object.
+/// default value (and needs no `Content-Type`); a non-empty one must be a JSON object
+/// sent as JSON, checked exactly as [`JsonBody`] checks it.
 pub struct OptionalJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = read_body(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(T::default()));
+        match read_json(req, state).await? {
+            Some(bytes) => Ok(Self(parse(&bytes)?.value)),
+            None => Ok(Self(T::default())),
         }
-        Ok(Self(parse(&bytes)?.value))
     }
 }
 
@@ -128,5 +205,53 @@ mod tests {
         assert_eq!(field_of(r#"{"name":5}"#).as_deref(), Some("name"));
         assert_eq!(field_of(r#"{}"#).as_deref(), Some("name"));
         assert!(parse::<CreateTenant>(b"{not json").is_err());
+    }
+
+    fn media_type_ok(content_type: Option<&str>) -> bool {
+        let mut h = HeaderMap::new();
+        if let Some(ct) = content_type {
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+        }
+        json_media_type(&h).is_ok()
+    }
+
+    #[test]
+    fn only_json_media_types_are_taken() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+            " application/json ; charset=UTF-8",
+        ] {
+            assert!(media_type_ok(Some(ok)), "{ok:?}");
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonx",
+            "application/+json",
+            "text/json",
+            "",
+        ] {
+            assert!(!media_type_ok(Some(bad)), "{bad:?}");
+        }
+        assert!(!media_type_ok(None));
+    }
+
+    #[test]
+    fn a_repeated_key_or_a_nul_names_its_path() {
+        let e = parse::<CreateTenant>(br#"{"name":"acme","metadata":{"a":1,"a":2}}"#)
+            .err()
+            .unwrap()
+            .0;
+        assert_eq!(
+            (e.code.as_str(), e.field.as_deref()),
+            ("duplicate_key", Some("metadata.a"))
+        );
+        assert_eq!(
+            field_of(r#"{"name":"acme","metadata":{"a":"x\u0000"}}"#).as_deref(),
+            Some("metadata.a")
+        );
     }
 }

@@ -35,13 +35,7 @@ pub async fn track(req: Request, next: Next) -> Response {
 }
 
 fn authorized(state: &AppState, req: &Request) -> bool {
-    let Some(presented) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-    else {
+    let Some(presented) = super::bearer::token(req.headers()) else {
         return false;
     };
     let matches = |t: &str| bool::from(presented.as_bytes().ct_eq(t.as_bytes()));

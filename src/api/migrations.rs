@@ -1,7 +1,6 @@
 //! `/api/v1/migrations`: run the tenant template over tenants, poll the run, count
 //! tenants per version.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -9,7 +8,7 @@ use axum::Json;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract;
+use super::extract::OptionalJson;
 use super::{AppState, ADMIN_ACTOR};
 use crate::migrate::{self, MigrateRequest, MigrationPlan, MigrationRun, MigrationStatus, Started};
 use crate::problem::Problem;
@@ -21,13 +20,11 @@ use crate::problem::Problem;
         (status = 200, body = MigrationPlan, description = "dry run: what would run"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "a run is already in progress")))]
-pub async fn start(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn start(
+    State(state): State<AppState>,
     // No body at all means every tenant, with the defaults.
-    let req = if body.iter().all(u8::is_ascii_whitespace) {
-        MigrateRequest::default()
-    } else {
-        extract::parse::<MigrateRequest>(&body)?.value
-    };
+    OptionalJson(req): OptionalJson<MigrateRequest>,
+) -> Result<Response, ApiError> {
     match migrate::start(state.platform.clone(), req, ADMIN_ACTOR).await? {
         Started::Plan(plan) => Ok(Json(plan).into_response()),
         Started::Run(run) => {

@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod backups;
+pub mod bearer;
 pub mod data;
 pub mod error;
 pub mod extract;
@@ -14,6 +15,7 @@ pub mod migrations;
 pub mod openapi;
 pub mod quotas;
 pub mod ratelimit;
+pub mod strict_json;
 pub mod tenant_key;
 pub mod tenants;
 pub mod users;
@@ -185,12 +187,7 @@ async fn not_found() -> ApiError {
 
 /// `Authorization: Bearer <admin token>`, compared in constant time.
 async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = bearer::token(req.headers());
     let ok =
         presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(state.admin_token.as_bytes())));
     if !ok {

@@ -39,13 +39,8 @@ impl FromRequestParts<AppState> for TenantKey {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| unauthorized(INVALID))?;
+        let presented =
+            super::bearer::token(&parts.headers).ok_or_else(|| unauthorized(INVALID))?;
         let (public_id, secret) = apikey::parse(presented).ok_or_else(|| unauthorized(INVALID))?;
         let p = &state.platform;
         let client =

@@ -8,7 +8,7 @@ use axum::Json;
 use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::JsonBody;
+use super::extract::{JsonBody, OptionalJson};
 use super::{AppState, ADMIN_ACTOR};
 use crate::ops::Idempotency;
 use crate::problem::Problem;
@@ -138,7 +138,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-    body: axum::body::Bytes,
+    OptionalJson(req): OptionalJson<DeleteRequest>,
 ) -> Result<Json<DeletedTenant>, ApiError> {
     if let Some(unknown) = q
         .keys()
@@ -148,7 +148,6 @@ pub async fn delete(
             Problem::bad_field(unknown, format!("unknown query parameter {unknown:?}")).into(),
         );
     }
-    let req: DeleteRequest = super::backups::optional_body(&body)?;
     let from_query = q
         .get("retention")
         .map(|r| r.trim().parse::<i64>())

@@ -27,7 +27,8 @@ pub struct SetArgs {
     pub tenant: String,
     /// FIELD=VALUE (db_quota_bytes, max_connections, statement_timeout_ms,
     /// api_calls_per_minute, realtime_events_per_minute, max_users,
-    /// max_llm_tokens_per_day, max_agents, max_concurrent_agents, max_data_retention_days).
+    /// max_llm_tokens_per_day, max_agents, max_concurrent_agents, max_data_retention_days,
+    /// transaction_timeout_ms).
     #[arg(required = true, value_parser = parse_pair)]
     pub quotas: Vec<(String, serde_json::Value)>,
     /// Accept quotas below what the tenant uses now; they are enforced at once.

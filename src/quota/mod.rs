@@ -34,6 +34,10 @@ pub struct Quotas {
     pub max_agents: i32,
     pub max_concurrent_agents: i32,
     pub max_data_retention_days: i32,
+    /// A transaction older than this is ended by the watchdog, however busy it keeps
+    /// itself (the statement and idle timeouts do not bound a transaction that runs a
+    /// short statement every few seconds).
+    pub transaction_timeout_ms: i32,
 }
 
 impl Quotas {
@@ -60,4 +64,13 @@ pub const FIELDS: &[(&str, i64, i64)] = &[
     ("max_agents", 0, 10_000_000),
     ("max_concurrent_agents", 0, 1_000_000),
     ("max_data_retention_days", 1, 36_500),
+    ("transaction_timeout_ms", 1_000, 86_400_000),
 ];
+
+/// The range a quota field's value must be in (`None`: no such field).
+pub fn range(field: &str) -> Option<(i64, i64)> {
+    FIELDS
+        .iter()
+        .find(|f| f.0 == field)
+        .map(|&(_, lo, hi)| (lo, hi))
+}

@@ -94,6 +94,13 @@ pub struct QuotaUpdate {
     )]
     #[schema(value_type = Option<i64>)]
     pub max_data_retention_days: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub transaction_timeout_ms: Option<Option<i64>>,
     /// Accept quotas below current usage (they are enforced at once).
     #[serde(default)]
     pub force: bool,
@@ -113,6 +120,7 @@ impl QuotaUpdate {
             self.max_agents,
             self.max_concurrent_agents,
             self.max_data_retention_days,
+            self.transaction_timeout_ms,
         ];
         FIELDS
             .iter()
@@ -161,6 +169,7 @@ pub fn value(q: &Quotas, field: &str) -> i64 {
         "max_agents" => q.max_agents as i64,
         "max_concurrent_agents" => q.max_concurrent_agents as i64,
         "max_data_retention_days" => q.max_data_retention_days as i64,
+        "transaction_timeout_ms" => q.transaction_timeout_ms as i64,
         other => unreachable!("unknown quota field {other}"),
     }
 }

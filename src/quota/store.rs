@@ -13,7 +13,7 @@ type Result<T> = std::result::Result<T, tokio_postgres::Error>;
 const EFFECTIVE: &str =
     "SELECT db_quota_bytes, max_connections, statement_timeout_ms, api_calls_per_minute,
         realtime_events_per_minute, max_users, max_llm_tokens_per_day, max_agents,
-        max_concurrent_agents, max_data_retention_days
+        max_concurrent_agents, max_data_retention_days, transaction_timeout_ms
    FROM berqenas.effective_quotas WHERE tenant_id = $1";
 
 fn quotas(r: &Row) -> Quotas {
@@ -28,6 +28,7 @@ fn quotas(r: &Row) -> Quotas {
         max_agents: r.get("max_agents"),
         max_concurrent_agents: r.get("max_concurrent_agents"),
         max_data_retention_days: r.get("max_data_retention_days"),
+        transaction_timeout_ms: r.get("transaction_timeout_ms"),
     }
 }
 

@@ -156,6 +156,8 @@ pub struct Plan {
     pub concurrent_agents: i32,
     pub retention_days: i32,
     pub trial_days: i32,
+    /// Transactions of the plan's tenants older than this are ended by the watchdog.
+    pub transaction_timeout_ms: i32,
     /// The isolation mode of this plan's tenants when the request names none.
     pub default_isolation: Option<Isolation>,
 }

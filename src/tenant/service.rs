@@ -8,7 +8,7 @@ use tokio_postgres::error::SqlState;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::size::parse_size;
+use super::size::{format_size, parse_size};
 use super::store::{self, Changes, NewTenant};
 use super::{Isolation, Plan, Slug, Status, Tenant};
 use crate::isolation::shared;
@@ -160,12 +160,7 @@ pub(crate) struct Validated {
 
 fn validate_create(req: &CreateTenant) -> Result<Validated> {
     let slug = Slug::parse(&req.name).map_err(|e| Error::invalid("name", e.to_string()))?;
-    let db_quota_bytes = req
-        .db_quota
-        .as_deref()
-        .map(parse_size)
-        .transpose()
-        .map_err(|e| Error::invalid("db_quota", format!("db_quota {e}")))?;
+    let db_quota_bytes = db_quota(req.db_quota.as_deref())?;
     if let Some(days) = req.trial_days {
         if !(0..=365).contains(&days) {
             return Err(Error::invalid(
@@ -207,6 +202,26 @@ impl Validated {
     pub(crate) fn trial_days(&self, plan: &Plan) -> i32 {
         self.trial_days.unwrap_or(plan.trial_days)
     }
+}
+
+/// A `db_quota` as bytes, within the range `PUT .../quotas` allows `db_quota_bytes`
+/// (one rule, wherever the disk quota is set).
+fn db_quota(text: Option<&str>) -> Result<Option<i64>> {
+    let Some(text) = text else { return Ok(None) };
+    let bytes =
+        parse_size(text).map_err(|e| Error::invalid("db_quota", format!("db_quota {e}")))?;
+    let (lo, hi) = crate::quota::range("db_quota_bytes").expect("db_quota_bytes is a quota");
+    if !(lo..=hi).contains(&bytes) {
+        return Err(Error::invalid(
+            "db_quota",
+            format!(
+                "db_quota must be between {} and {} ({lo} to {hi} bytes), got {text:?}",
+                format_size(lo),
+                format_size(hi)
+            ),
+        ));
+    }
+    Ok(Some(bytes))
 }
 
 fn validate_metadata(m: Option<serde_json::Value>) -> Result<serde_json::Value> {
@@ -625,12 +640,7 @@ pub async fn list(
 
 /// Changes the given fields; a new plan or quota is re-applied to the login role.
 pub async fn update(p: &Platform, key: &str, req: &UpdateTenant, actor: &str) -> Result<Tenant> {
-    let db_quota_bytes = req
-        .db_quota
-        .as_deref()
-        .map(parse_size)
-        .transpose()
-        .map_err(|e| Error::invalid("db_quota", format!("db_quota {e}")))?;
+    let db_quota_bytes = db_quota(req.db_quota.as_deref())?;
     let metadata = req
         .metadata
         .clone()

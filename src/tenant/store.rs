@@ -321,6 +321,7 @@ fn plan_row(r: &Row) -> Plan {
         concurrent_agents: r.get("concurrent_agents"),
         retention_days: r.get("retention_days"),
         trial_days: r.get("trial_days"),
+        transaction_timeout_ms: r.get("transaction_timeout_ms"),
         default_isolation: r
             .get::<_, Option<&str>>("default_isolation")
             .and_then(super::Isolation::parse),

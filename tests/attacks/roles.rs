@@ -69,6 +69,7 @@ async fn with_user(app: &TestApp, mode: &str) -> (String, Value, Value) {
 
 #[tokio::test]
 async fn a_clean_tenant_has_nothing_to_correct_in_any_mode() {
+    let _turn = crate::shared().await;
     let app = TestApp::spawn().await;
     let p = common::platform(4).await;
     for mode in ["schema", "database", "shared"] {
@@ -87,6 +88,7 @@ async fn a_clean_tenant_has_nothing_to_correct_in_any_mode() {
 
 #[tokio::test]
 async fn an_elevated_tenant_role_loses_it_and_its_tenant_is_suspended() {
+    let _turn = crate::shared().await;
     let app = TestApp::spawn().await;
     let p = common::platform(4).await;
     let pg = superuser().await;
@@ -168,6 +170,7 @@ async fn an_elevated_tenant_role_loses_it_and_its_tenant_is_suspended() {
 
 #[tokio::test]
 async fn a_tenant_changing_its_own_role_gets_berqenas_values_back() {
+    let _turn = crate::shared().await;
     let app = TestApp::spawn().await;
     let p = common::platform(4).await;
     let pg = superuser().await;
@@ -260,6 +263,7 @@ async fn connect_elsewhere(credentials: &Value, database: &str) -> Option<String
 
 #[tokio::test]
 async fn tenants_reach_no_database_but_their_own_and_create_no_large_objects() {
+    let _turn = crate::shared().await;
     let app = TestApp::spawn().await;
     let p = common::platform(4).await;
     let pg = superuser().await;

@@ -384,15 +384,18 @@ async fn every_operation(mode: &str) {
 
 #[tokio::test]
 async fn planted_traps_gain_nothing_in_schema_mode() {
+    let _turn = crate::shared().await;
     every_operation("schema").await;
 }
 
 #[tokio::test]
 async fn planted_traps_gain_nothing_in_database_mode() {
+    let _turn = crate::shared().await;
     every_operation("database").await;
 }
 
 #[tokio::test]
 async fn a_shared_mode_tenant_has_nowhere_to_plant_a_trap() {
+    let _turn = crate::shared().await;
     every_operation("shared").await;
 }
