@@ -74,15 +74,14 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/control/0012_scratch_objects.sql"),
     },
     Migration {
-<<<<<<< HEAD
         version: 13,
         name: "0013_security.sql",
         sql: include_str!("../../migrations/control/0013_security.sql"),
-=======
+    },
+    Migration {
         version: 14,
         name: "0014_transaction_timeout.sql",
         sql: include_str!("../../migrations/control/0014_transaction_timeout.sql"),
->>>>>>> sec-input
     },
 ];
 
