@@ -160,6 +160,7 @@ pub async fn platform_with(
     };
     tenant::database_mode::ensure_template(&platform).await?;
     tenant::shared_mode::ensure_pool(&platform).await?;
+    crate::quota::disk::repair_shared_guard(&platform.pool.get().await?).await?;
     let fixed = ops::reconciler::run_once(&platform).await?;
     if fixed > 0 {
         tracing::warn!(

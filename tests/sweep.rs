@@ -13,9 +13,9 @@ mod process;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use berqenas::access::{Reach, TempRole};
 use berqenas::backup::scratch::{Kind, Lease};
 use berqenas::backup::sweep;
-use berqenas::access::{Reach, TempRole};
 use berqenas::backup::temp::ScratchDb;
 use berqenas::platform::Platform;
 use common::{connect_as, scratch_dir, superuser, superuser_in};

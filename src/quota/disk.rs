@@ -645,17 +645,70 @@ async fn ensure_shared_guard(c: &impl GenericClient) -> Result<(), tokio_postgre
             users.join(", ")
         ));
     }
+    let tenants = guarded_roles();
     for table in missing {
         let t = Ident::new(table).expect("catalog names are identifiers");
         let blocked = format!("NOT {schema}.writes_blocked({schema}.current_tenant())");
         sql.push_str(&format!(
             "SET LOCAL ROLE {owner};\n\
-             CREATE POLICY quota_block_insert ON {schema}.{t} AS RESTRICTIVE FOR INSERT WITH CHECK ({blocked});\n\
-             CREATE POLICY quota_block_update ON {schema}.{t} AS RESTRICTIVE FOR UPDATE USING (true) WITH CHECK ({blocked});\n\
+             CREATE POLICY quota_block_insert ON {schema}.{t} AS RESTRICTIVE FOR INSERT TO {tenants} WITH CHECK ({blocked});\n\
+             CREATE POLICY quota_block_update ON {schema}.{t} AS RESTRICTIVE FOR UPDATE TO {tenants} USING (true) WITH CHECK ({blocked});\n\
              RESET ROLE;\n"
         ));
     }
     c.batch_execute(&sql).await
+}
+
+/// The roles the guard's policies apply to: the pool roles tenants are members of.
+/// Not PUBLIC: the pool's owner (restores, purges) and the control role must never be
+/// held back by a tenant's block.
+fn guarded_roles() -> String {
+    pool::pool_roles()
+        .iter()
+        .filter(|r| r.as_str() != pool::POOL_OWNER)
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Guards installed by releases that applied them to PUBLIC are narrowed to the
+/// tenants' pool roles, so a restore (as the pool's owner) works again after any
+/// tenant was ever blocked. Runs at start.
+pub async fn repair_shared_guard(c: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
+    let public: Vec<(String, String)> = c
+        .query(
+            "SELECT c.relname::text, p.polname::text FROM pg_policy p
+               JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND p.polname IN ('quota_block_insert', 'quota_block_update')
+                AND p.polroles = '{0}'",
+            &[&pool::POOL_SCHEMA],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    if public.is_empty() {
+        return Ok(());
+    }
+    let (schema, owner) = (ident(pool::POOL_SCHEMA), ident(pool::POOL_OWNER));
+    let mut sql = format!("SET ROLE {owner};\n");
+    for (table, policy) in &public {
+        let (t, p) = (
+            Ident::new(table.clone()).expect("catalog names are identifiers"),
+            Ident::new(policy.clone()).expect("catalog names are identifiers"),
+        );
+        sql.push_str(&format!(
+            "ALTER POLICY {p} ON {schema}.{t} TO {};\n",
+            guarded_roles()
+        ));
+    }
+    sql.push_str("RESET ROLE;\n");
+    c.batch_execute(&sql).await?;
+    tracing::info!(
+        policies = public.len(),
+        "narrowed the shared pool's quota guard to the tenants' roles"
+    );
+    Ok(())
 }
 
 /// After the pool gained tables (a template migration): if the guard is installed,

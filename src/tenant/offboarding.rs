@@ -295,6 +295,10 @@ pub(crate) async fn drop_objects(
     let roles = existing_roles(tx, &slug).await?;
     let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     service::terminate_sessions(tx, &names).await?;
+    // A role holding anything in another database cannot be dropped: a purge must
+    // finish whatever the tenant's roles were given elsewhere.
+    let own_database = (t.isolation == Isolation::Database).then_some(t.database.as_str());
+    crate::access::owned::drop_owned_elsewhere(p, tx, &roles, own_database).await?;
     match t.isolation {
         Isolation::Database => {
             super::database_mode::drop_tenant(p, tx, &slug).await?;

@@ -35,3 +35,4 @@ pub async fn exclusive() -> RwLockWriteGuard<'static, ()> {
 pub async fn shared() -> RwLockReadGuard<'static, ()> {
     STATE.read().await
 }
+mod offboarding;
