@@ -35,6 +35,13 @@ impl From<backup::Error> for ApiError {
                     format!("the backup is damaged and cannot be used: {e}"),
                 ))
             }
+            backup::Error::Unrestorable { reason } => Self(Problem::new(
+                Kind::Conflict,
+                "backup_unrestorable",
+                format!(
+                    "the backup could not be restored (the tenant's data is unchanged): {reason}"
+                ),
+            )),
             backup::Error::Store(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Self(Problem::new(
                     Kind::Conflict,

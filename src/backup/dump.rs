@@ -165,11 +165,17 @@ pub fn pg_restore(
 ) -> Result<Command, ToolError> {
     let mut cmd = Command::new(program("pg_restore")?);
     conn.apply(&mut cmd);
+    // Row security on: with it off (pg_restore's default), a table whose owner forced
+    // row-level security makes the refresh of a materialized view over it fail ("query
+    // would be affected by row-level security policy"), and a backup of such a tenant
+    // could never be restored. On, the refresh sees exactly what the tenant's own
+    // refresh saw; the data itself is loaded before any policy is enabled.
     cmd.args([
         "--single-transaction",
         "--exit-on-error",
         "--no-owner",
         "--no-privileges",
+        "--enable-row-security",
     ]);
     if let Some(r) = role {
         cmd.arg(format!("--role={r}"));

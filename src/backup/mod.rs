@@ -145,6 +145,10 @@ pub enum Error {
     Secret(#[from] crate::secrets::SecretError),
     #[error(transparent)]
     Hardening(#[from] crate::pg::hardening::HardeningError),
+    /// PostgreSQL refused the backup's contents while restoring them (the tenant's own
+    /// objects: nothing berqenas can fix by retrying).
+    #[error("the backup could not be restored: {reason}")]
+    Unrestorable { reason: String },
     #[error("backup {id} does not match its manifest: {what}")]
     Integrity { id: Uuid, what: String },
     #[error(transparent)]

@@ -630,7 +630,25 @@ pub(crate) async fn run_restore(
     }
     let tool = dump::finish(child, stderr, "pg_restore").await;
     fed?;
-    Ok(tool?)
+    tool.map_err(refused)
+}
+
+/// pg_restore's own refusal (an `ERROR:` from PostgreSQL about the archive's objects)
+/// is the backup's problem, told as such; anything else stays a tool failure.
+fn refused(e: dump::ToolError) -> Error {
+    if let dump::ToolError::Failed { stderr, .. } = &e {
+        if let Some(line) = stderr.lines().find(|l| l.contains("ERROR:")) {
+            let reason = line
+                .split_once("ERROR:")
+                .map_or(line, |(_, r)| r)
+                .trim()
+                .chars()
+                .take(500)
+                .collect();
+            return Error::Unrestorable { reason };
+        }
+    }
+    e.into()
 }
 
 fn data_key(p: &Platform, manifest: &Manifest) -> Result<Option<[u8; 32]>> {

@@ -19,6 +19,9 @@ pub struct VerifyReport {
     pub tenant: String,
     /// Every table restored with the manifest's row count and checksum.
     pub ok: bool,
+    /// Why the backup could not be restored at all (then `ok` is false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub tables: Vec<TableCheck>,
     pub duration_ms: u64,
 }
@@ -87,11 +90,16 @@ pub async fn verify(
     if let Err(e) = scratch.drop(p).await {
         tracing::warn!(database = %scratch.name.as_str(), error = %e, "could not drop a scratch database");
     }
-    let tables = compare(&manifest.tables, &checked?);
+    let (tables, error) = match checked {
+        Ok(restored) => (compare(&manifest.tables, &restored), None),
+        Err(Error::Unrestorable { reason }) => (vec![], Some(reason)),
+        Err(e) => return Err(e),
+    };
     let report = VerifyReport {
         backup_id: backup.id,
         tenant: backup.tenant.clone(),
-        ok: tables.iter().all(|t| t.ok),
+        ok: error.is_none() && tables.iter().all(|t| t.ok),
+        error,
         tables,
         duration_ms: started.elapsed().as_millis() as u64,
     };
@@ -104,7 +112,7 @@ pub async fn verify(
             tenant_id: Some(backup.tenant_id),
             tenant_name: Some(&backup.tenant),
             operation_id: None,
-            details: serde_json::json!({"backup_id": backup.id, "ok": report.ok}),
+            details: serde_json::json!({"backup_id": backup.id, "ok": report.ok, "error": report.error}),
         },
     )
     .await?;

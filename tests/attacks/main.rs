@@ -35,4 +35,5 @@ pub async fn exclusive() -> RwLockWriteGuard<'static, ()> {
 pub async fn shared() -> RwLockReadGuard<'static, ()> {
     STATE.read().await
 }
+mod backups;
 mod offboarding;
