@@ -88,6 +88,9 @@ pub enum Revoked {
         #[serde(default)]
         grantable: bool,
     },
+    /// A membership in the role that holds TEMPORARY on the control database (schema
+    /// and shared modes: one role for every tenant, so a block takes the membership).
+    Membership { role: String, member: String },
 }
 
 /// Privileges that may appear in a record (it is read back from the registry).
@@ -196,6 +199,7 @@ pub async fn measure(p: &Platform, only: Option<Uuid>) -> Result<Vec<(Uuid, i64)
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let temp = temp_usage(&tx, only).await?;
     tx.commit().await?;
     if !shared.is_empty() {
         let shares = match shared_shares(&mut client).await {
@@ -211,7 +215,37 @@ pub async fn measure(p: &Platform, only: Option<Uuid>) -> Result<Vec<(Uuid, i64)
             sizes.push((id, bytes.round() as i64));
         }
     }
+    for (id, bytes) in sizes.iter_mut() {
+        *bytes += temp.get(id).copied().unwrap_or(0);
+    }
     Ok(sizes)
+}
+
+/// Temporary tables of schema- and shared-mode tenants' sessions, which live in the
+/// control database outside any tenant schema (database mode's are in its database's
+/// size already): charged to their tenant like any table.
+async fn temp_usage(
+    c: &impl GenericClient,
+    only: Option<Uuid>,
+) -> Result<std::collections::HashMap<Uuid, i64>> {
+    let rows = c
+        .query(
+            "WITH logins AS (
+                 SELECT id, login_role AS role FROM berqenas.tenants
+                  WHERE isolation IN ('schema', 'shared') AND ($1::uuid IS NULL OR id = $1)
+                 UNION ALL
+                 SELECT u.tenant_id, u.db_user FROM berqenas.tenant_users u
+                   JOIN berqenas.tenants t ON t.id = u.tenant_id
+                  WHERE t.isolation IN ('schema', 'shared') AND ($1::uuid IS NULL OR t.id = $1))
+             SELECT l.id, sum(pg_catalog.pg_total_relation_size(c.oid))::bigint
+               FROM logins l JOIN pg_catalog.pg_roles r ON r.rolname = l.role
+               JOIN pg_catalog.pg_class c ON c.relowner = r.oid
+              WHERE c.relpersistence = 't' AND c.relkind IN ('r', 'm', 'S')
+              GROUP BY l.id",
+            &[&only],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Each tenant's share of every pool table, in bytes.
@@ -343,14 +377,16 @@ pub async fn enforce(p: &Platform, tenant_id: Uuid) -> Result<Outcome> {
             if !blocked {
                 record(&tx, &tenant, "quota_exceeded", bytes).await?;
             }
+            let roles = tenant_roles(&tx, &tenant, &slug).await?;
             tx.commit().await?;
             if !fresh.is_empty() {
                 let sql = privileges_sql(&db, &tenant, &fresh, false).await?;
                 db.batch_execute(&format!("BEGIN;\n{sql}COMMIT;")).await?;
             }
+            end_temp_holders(&db, &tenant, &roles).await?;
             return Ok(finish_block(&tenant, blocked, bytes));
         }
-        let fresh = match tenant.isolation {
+        let mut fresh = match tenant.isolation {
             Isolation::Shared => {
                 // The flag set below is what the pool's policies read.
                 ensure_shared_guard(&tx).await?;
@@ -358,6 +394,7 @@ pub async fn enforce(p: &Platform, tenant_id: Uuid) -> Result<Outcome> {
             }
             _ => snapshot(&*tx, &tenant, &slug, &tx).await?,
         };
+        fresh.extend(temp_memberships(&tx, &tenant, &slug).await?);
         if !fresh.is_empty() {
             let sql = privileges_sql(&*tx, &tenant, &fresh, false).await?;
             tx.batch_execute(&sql).await?;
@@ -367,7 +404,9 @@ pub async fn enforce(p: &Platform, tenant_id: Uuid) -> Result<Outcome> {
         if !blocked {
             record(&tx, &tenant, "quota_exceeded", bytes).await?;
         }
+        let roles = tenant_roles(&tx, &tenant, &slug).await?;
         tx.commit().await?;
+        end_temp_holders(&**client, &tenant, &roles).await?;
         return Ok(finish_block(&tenant, blocked, bytes));
     }
     if !blocked {
@@ -456,6 +495,50 @@ async fn tenant_roles(
             .map(|u| u.db_user),
     );
     Ok(roles)
+}
+
+/// The tenant's roles' memberships in the TEMPORARY role (schema and shared modes).
+async fn temp_memberships(
+    reg: &impl GenericClient,
+    t: &Tenant,
+    slug: &Slug,
+) -> Result<Vec<Revoked>> {
+    let roles = tenant_roles(reg, t, slug).await?;
+    let rows = reg
+        .query(
+            "SELECT m.rolname::text FROM pg_catalog.pg_auth_members am
+               JOIN pg_catalog.pg_roles m ON m.oid = am.member
+              WHERE am.roleid = $1::text::regrole AND m.rolname = ANY($2) ORDER BY 1",
+            &[&crate::pg::hardening::TEMP_ROLE, &roles],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Revoked::Membership {
+            role: crate::pg::hardening::TEMP_ROLE.to_string(),
+            member: r.get(0),
+        })
+        .collect())
+}
+
+/// Sessions of the tenant's roles that hold temporary relations end: taking TEMP away
+/// stops new ones, but a session keeps (and can fill) the ones it has. `db`: the
+/// database the relations are in.
+async fn end_temp_holders(db: &impl PgClient, t: &Tenant, roles: &[String]) -> Result<()> {
+    let ended = db
+        .query(
+            "SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
+              WHERE a.datname = pg_catalog.current_database()
+                AND a.usename IN (SELECT DISTINCT r.rolname FROM pg_catalog.pg_class c
+                                    JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
+                                   WHERE c.relpersistence = 't' AND r.rolname = ANY($1))",
+            &[&roles],
+        )
+        .await?;
+    if !ended.is_empty() {
+        tracing::info!(tenant.name = %t.name, sessions = ended.len(), "ended sessions holding temporary tables of a tenant over its disk quota");
+    }
+    Ok(())
 }
 
 /// What must be taken in schema and database mode: read from the catalog of the
@@ -784,6 +867,7 @@ async fn existing_roles(
                 .chain(grantor.as_deref())
                 .collect(),
             Revoked::Database { grantee, .. } => vec![grantee.as_str()],
+            Revoked::Membership { role, member } => vec![role.as_str(), member.as_str()],
         })
         .collect();
     let mut present: Vec<String> = db
@@ -860,6 +944,16 @@ async fn privileges_sql(
     let (mut owners, mut other) = (String::new(), String::new());
     for r in taken {
         match r {
+            Revoked::Membership { role, member } => {
+                if exists(role) && exists(member) {
+                    let (role, member) = (grantee(role), grantee(member));
+                    other.push_str(&if give {
+                        format!("GRANT {role} TO {member};\n")
+                    } else {
+                        format!("REVOKE {role} FROM {member};\n")
+                    });
+                }
+            }
             Revoked::Owner {
                 oid,
                 owner: was,

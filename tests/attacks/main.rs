@@ -37,3 +37,4 @@ pub async fn shared() -> RwLockReadGuard<'static, ()> {
 }
 mod backups;
 mod offboarding;
+mod temp;
