@@ -6,7 +6,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../support/process.rs"]
-#[allow(dead_code)]
 mod process;
 #[path = "../support/state.rs"]
 #[allow(dead_code)]
