@@ -132,11 +132,7 @@ fn busy_memory() -> QueryError {
 /// PostgreSQL's error, told to the tenant: it is about the tenant's own statement.
 fn sql_error(e: tokio_postgres::Error) -> QueryError {
     let Some(db) = e.as_db_error() else {
-        // tokio-postgres's error for a reply the extended protocol does not expect,
-        // which only a COPY's (CopyInResponse, CopyOutResponse) can be here: a COPY
-        // that slipped past the check of the first keyword. (Its kind is not public:
-        // its message is the only way to tell.)
-        if e.to_string() == "unexpected message from server" {
+        if statement::is_copy_reply(&e) {
             return statement::copy_refused();
         }
         if e.is_closed() {
@@ -224,7 +220,7 @@ impl Drop for Lease {
 
 /// Whether a request failed on a COPY's reply (the safety net of
 /// [`statement::check`]): its connection is out of step and must be closed.
-fn is_copy_reply(result: &Result<QueryResult, QueryError>) -> bool {
+fn out_of_step(result: &Result<QueryResult, QueryError>) -> bool {
     matches!(result, Err(QueryError::Invalid { code, .. }) if *code == statement::UNSUPPORTED)
 }
 
@@ -237,6 +233,11 @@ impl DataApi {
 
     pub fn config(&self) -> &DataApiConfig {
         self.pools.config()
+    }
+
+    /// Bytes of result memory no request holds now.
+    pub fn memory_available(&self) -> usize {
+        self.pools.memory().available()
     }
 
     /// (open connections, tenant pools)
@@ -345,7 +346,7 @@ impl DataApi {
         if let Some(trip) = broken {
             result = Err(trip.into());
         }
-        if broken.is_some() || is_copy_reply(&result) {
+        if broken.is_some() || out_of_step(&result) {
             conn.cancel().await;
             drop(lease.0.take().map(Object::take));
         } else {

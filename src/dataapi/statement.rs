@@ -49,6 +49,14 @@ pub fn copy_refused() -> QueryError {
     }
 }
 
+/// Whether tokio-postgres failed on a reply the extended protocol does not expect,
+/// which for a single statement only a COPY's can be (CopyOutResponse, CopyInResponse):
+/// a COPY that got past [`check`]. The error's kind is not public; its message is the
+/// only way to tell.
+pub fn is_copy_reply(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_none() && e.to_string() == "unexpected message from server"
+}
+
 fn invalid(field: &'static str, message: String) -> QueryError {
     QueryError::Invalid {
         code: "invalid_field",
