@@ -342,11 +342,7 @@ impl DataApi {
         // A tripped budget broke the connection on purpose; a COPY's reply left it out
         // of step with its server. Neither is reset or used again: the statement is
         // cancelled and the connection closed (dropped dirty).
-        let broken = metering.tripped();
-        if let Some(trip) = broken {
-            result = Err(trip.into());
-        }
-        if broken.is_some() || out_of_step(&result) {
+        if metering.tripped().is_some() || out_of_step(&result) {
             conn.cancel().await;
             drop(lease.0.take().map(Object::take));
         } else {
@@ -367,6 +363,11 @@ impl DataApi {
                 }
                 Err(e) => tracing::debug!(error = %e, "data API session reset failed"),
             }
+        }
+        // A budget that tripped, during the statement or while rows past the row limit
+        // drained before COMMIT, is why the request failed.
+        if let (Some(trip), Err(_)) = (metering.tripped(), &result) {
+            result = Err(trip.into());
         }
         let outcome = match &result {
             Ok(_) => "ok",
