@@ -113,6 +113,16 @@ async fn huge_cells_are_refused_before_they_are_buffered() {
         assert_eq!(body["error"]["code"], "result_too_large", "{body}");
     }
     println!("five 413s in {:?}", started.elapsed());
+    // Not only rows: a notice of 100 MB is refused at its header too.
+    let (s, body, _) = query_at(
+        &http,
+        &server.url,
+        key(&t),
+        "DO $$BEGIN RAISE NOTICE '%', repeat('n', 100*1024*1024); END$$",
+        json!([]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "notice: {body}");
     let (peak, rss) = memory_mb(pid);
     println!(
         "server memory: VmHWM {peak_before} MB -> {peak} MB, VmRSS {rss_before} MB -> {rss} MB"
