@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub quota_interval: std::time::Duration,
     /// Open data API connections, all tenants together.
     pub data_api_connections: usize,
+    /// Bytes of data API results all requests together may hold.
+    pub data_api_result_memory: usize,
     /// A token that may read `/metrics` and nothing else.
     pub metrics_token: Option<String>,
 }
@@ -243,6 +245,7 @@ async fn serve(
         .with_metrics_token(opts.metrics_token.as_deref())
         .with_data_api(crate::dataapi::DataApiConfig {
             max_connections: opts.data_api_connections,
+            result_memory: opts.data_api_result_memory,
             ..Default::default()
         });
     let quota_worker = tokio::spawn(crate::quota::worker::run_forever(

@@ -57,7 +57,7 @@ fn query_error(e: QueryError) -> Response {
         (status = 403, body = ErrorBody, description = "public_api is off for the tenant, or PostgreSQL denied a privilege (SQLSTATE 42501)"),
         (status = 413, body = ErrorBody, description = "the result holds more than 16 MiB of cell data; select fewer rows or columns"),
         (status = 429, body = ErrorBody, description = "over api_calls_per_minute; Retry-After"),
-        (status = 503, body = ErrorBody, description = "no connection available (tenant's connection limit, global cap); Retry-After"),
+        (status = 503, body = ErrorBody, description = "no connection or result memory available (tenant's connection limit, global caps); Retry-After"),
         (status = 504, body = ErrorBody, description = "cancelled at the tenant's statement timeout (SQLSTATE 57014)")))]
 pub async fn query(
     State(state): State<AppState>,
@@ -89,7 +89,12 @@ pub async fn query(
     }
     crate::metrics::api_call("query");
     let res = match state.data.execute(p, &t, &q, &body.value).await {
-        Ok(result) => Json::<QueryResult>(result).into_response(),
+        Ok(answer) => {
+            // The result's memory stays held until its body has been serialised.
+            let res = Json(&answer.result).into_response();
+            drop(answer);
+            res
+        }
         Err(e) => query_error(e),
     };
     Ok(ratelimit::with_headers(res, &decision))

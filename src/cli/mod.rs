@@ -100,9 +100,19 @@ pub struct ServeArgs {
     /// max_connections; checked at start).
     #[arg(long, env = "BERQENAS_DATA_API_CONNECTIONS", default_value_t = 64)]
     pub data_api_connections: usize,
+    /// Memory for data API results, all requests together (e.g. 256MB): a request
+    /// that cannot get its share answers 503.
+    #[arg(long, env = "BERQENAS_DATA_API_RESULT_MEMORY", default_value = "256MB", value_parser = parse_memory)]
+    pub data_api_result_memory: usize,
     /// A bearer token that may read /metrics and nothing else (the admin token also may).
     #[arg(long, env = "BERQENAS_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+}
+
+/// `--data-api-result-memory`: a size in PostgreSQL's units (`256MB`).
+fn parse_memory(s: &str) -> Result<usize, String> {
+    let bytes = crate::tenant::size::parse_size(s).map_err(|e| e.to_string())?;
+    usize::try_from(bytes).map_err(|_| format!("{s:?} is too large"))
 }
 
 /// `--quota-interval`: the durations requests take (`500ms`, `30s`, `5m`, `1h 30m`,
@@ -204,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 backup_dir: a.backup_dir,
                 quota_interval: a.quota_interval,
                 data_api_connections: a.data_api_connections,
+                data_api_result_memory: a.data_api_result_memory,
                 metrics_token: a.metrics_token,
             })
             .await?;

@@ -6,8 +6,15 @@
 //! Why the tenant's own login, not the control role with `SET ROLE`: a `SET ROLE` in
 //! the tenant's SQL (or a `RESET ROLE`) would leave the tenant's identity. Logged in as
 //! its own role, the statement can never be more than the tenant.
+//!
+//! Memory: a result is bounded while PostgreSQL sends it, by a byte budget on each
+//! connection's socket and one across all requests ([`budget`]), never buffered whole
+//! first.
 
+pub mod budget;
 pub mod pools;
+pub mod socket;
+pub mod statement;
 pub mod values;
 
 use std::time::Instant;
@@ -16,6 +23,7 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use budget::{Held, Metering, Trip};
 pub use pools::DataApiConfig;
 use pools::{ConnError, Object, Pools};
 
@@ -58,6 +66,13 @@ pub struct QueryResult {
     pub truncated: bool,
 }
 
+/// A result, holding its share of the data API's result memory until it is dropped:
+/// keep it until the response body has been serialised.
+pub struct Answer {
+    pub result: QueryResult,
+    _memory: Held,
+}
+
 /// Why a statement did not run or did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -94,9 +109,32 @@ impl QueryError {
     }
 }
 
+impl From<Trip> for QueryError {
+    fn from(trip: Trip) -> Self {
+        match trip {
+            Trip::TooLarge => too_large(),
+            Trip::Busy => busy_memory(),
+        }
+    }
+}
+
+fn too_large() -> QueryError {
+    QueryError::TooLarge("result larger than 16 MiB; select fewer rows or columns".into())
+}
+
+fn busy_memory() -> QueryError {
+    QueryError::Unavailable {
+        code: "data_api_busy",
+        message: "the data API's memory for results is in use; retry shortly".into(),
+    }
+}
+
 /// PostgreSQL's error, told to the tenant: it is about the tenant's own statement.
 fn sql_error(e: tokio_postgres::Error) -> QueryError {
     let Some(db) = e.as_db_error() else {
+        if statement::is_copy_reply(&e) {
+            return statement::copy_refused();
+        }
         if e.is_closed() {
             return QueryError::Unavailable {
                 code: "connection_closed",
@@ -138,6 +176,21 @@ impl Default for DataApi {
 /// request fails with 413 rather than buffer and serialise an unbounded result.
 pub const MAX_RESULT_BYTES: usize = 16 << 20;
 
+/// What a request's byte budget allows beyond [`MAX_RESULT_BYTES`] for any statement:
+/// the session reset's rows, and rows already on their way when the row limit is
+/// reached. (The framing of the rows themselves is added per statement.)
+const BUDGET_SLACK: usize = 1 << 20;
+
+/// The result memory a request holds from its start (waiting for it if need be): a
+/// result that fits never takes more while it arrives, where it cannot wait.
+const RESERVED_PER_REQUEST: usize = 1 << 20;
+
+/// The protocol's framing of `rows` rows of `columns` columns beyond their cells: the
+/// message tag and length (5 bytes), column count (2) and each cell's length (4).
+fn row_framing(rows: usize, columns: usize) -> usize {
+    rows.saturating_mul(columns.saturating_mul(4).saturating_add(7))
+}
+
 /// Holds a request's connection. Dropped while the connection is still dirty (the
 /// request was cancelled, e.g. its client went away, or its reset failed), it cleans
 /// it in the background at once, so an abandoned transaction neither holds its locks
@@ -165,6 +218,12 @@ impl Drop for Lease {
     }
 }
 
+/// Whether a request failed on a COPY's reply (the safety net of
+/// [`statement::check`]): its connection is out of step and must be closed.
+fn out_of_step(result: &Result<QueryResult, QueryError>) -> bool {
+    matches!(result, Err(QueryError::Invalid { code, .. }) if *code == statement::UNSUPPORTED)
+}
+
 impl DataApi {
     pub fn new(config: DataApiConfig) -> Self {
         Self {
@@ -174,6 +233,11 @@ impl DataApi {
 
     pub fn config(&self) -> &DataApiConfig {
         self.pools.config()
+    }
+
+    /// Bytes of result memory no request holds now.
+    pub fn memory_available(&self) -> usize {
+        self.pools.memory().available()
     }
 
     /// (open connections, tenant pools)
@@ -245,20 +309,22 @@ impl DataApi {
         t: &Tenant,
         q: &Quotas,
         req: &QueryRequest,
-    ) -> Result<QueryResult, QueryError> {
-        if req.sql.trim().is_empty() {
-            return Err(QueryError::invalid(
-                "invalid_field",
-                Some("sql"),
-                "sql must be one SQL statement".into(),
-            ));
-        }
+    ) -> Result<Answer, QueryError> {
+        statement::check(req)?;
         let started = Instant::now();
+        // Memory first, then a connection: no connection is held while waiting.
+        let reserved = self
+            .pools
+            .memory()
+            .reserve(RESERVED_PER_REQUEST, self.config().acquire_timeout)
+            .await
+            .ok_or_else(busy_memory)?;
         let mut lease = Lease(Some(self.connection(p, t, q).await?));
         let conn = lease.0.as_mut().expect("held until the lease drops");
         // Until the reset below succeeds: whatever happens to this request, the
         // connection is rolled back and reset before it is used again.
         conn.dirty = true;
+        let metering = conn.budget.begin(MAX_RESULT_BYTES + BUDGET_SLACK, reserved);
         let c = &conn.client;
         let begin = format!(
             "BEGIN; SET LOCAL statement_timeout = {}",
@@ -266,21 +332,42 @@ impl DataApi {
         );
         // One round trip: the transaction starts while the statement is parsed.
         let (begun, prepared) = tokio::join!(c.batch_execute(&begin), c.prepare(&req.sql));
+        // A type outside tokio-postgres's built-in list was looked up with a statement
+        // the client keeps: the reset must find it still there.
+        let looked_up = matches!(&prepared, Ok(stmt) if values::looked_up(stmt));
         let mut result = match (begun, prepared) {
             (Err(e), _) | (Ok(()), Err(e)) => Err(sql_error(e)),
-            (Ok(()), Ok(stmt)) => self.run(c, &stmt, req).await,
+            (Ok(()), Ok(stmt)) => self.run(c, &stmt, req, &metering).await,
         };
-        // The transaction ends, and the session is reset: two queries, so that a failed
-        // COMMIT (a deferred constraint) cannot skip the reset, pipelined in one round
-        // trip. A failed reset leaves the connection dirty: it is cleaned or closed.
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        let (ended, reset) = tokio::join!(c.batch_execute(end), c.batch_execute(pools::RESET));
-        if let (Err(e), true) = (ended, result.is_ok()) {
-            result = Err(sql_error(e));
+        // A tripped budget broke the connection on purpose; a COPY's reply left it out
+        // of step with its server. Neither is reset or used again: the statement is
+        // cancelled and the connection closed (dropped dirty).
+        if metering.tripped().is_some() || out_of_step(&result) {
+            conn.cancel().await;
+            drop(lease.0.take().map(Object::take));
+        } else {
+            // The transaction ends, and the session is reset: two queries, so that a
+            // failed COMMIT (a deferred constraint) cannot skip the reset, pipelined in
+            // one round trip. A failed reset leaves the connection dirty: it is cleaned
+            // or closed.
+            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            let known = conn.own_statements.max(usize::from(looked_up));
+            let (ended, reset) = tokio::join!(c.batch_execute(end), pools::reset(c, known));
+            if let (Err(e), true) = (ended, result.is_ok()) {
+                result = Err(sql_error(e));
+            }
+            match reset {
+                Ok(own) => {
+                    conn.own_statements = own;
+                    conn.dirty = false;
+                }
+                Err(e) => tracing::debug!(error = %e, "data API session reset failed"),
+            }
         }
-        match reset {
-            Ok(()) => conn.dirty = false,
-            Err(e) => tracing::debug!(error = %e, "data API session reset failed"),
+        // A budget that tripped, during the statement or while rows past the row limit
+        // drained before COMMIT, is why the request failed.
+        if let (Some(trip), Err(_)) = (metering.tripped(), &result) {
+            result = Err(trip.into());
         }
         let outcome = match &result {
             Ok(_) => "ok",
@@ -292,7 +379,10 @@ impl DataApi {
             outcome,
             started.elapsed().as_secs_f64(),
         );
-        result
+        result.map(|result| Answer {
+            result,
+            _memory: metering.finish(),
+        })
     }
 
     async fn run(
@@ -300,6 +390,7 @@ impl DataApi {
         c: &tokio_postgres::Client,
         stmt: &tokio_postgres::Statement,
         req: &QueryRequest,
+        metering: &Metering,
     ) -> Result<QueryResult, QueryError> {
         if stmt.params().len() != req.params.len() {
             return Err(QueryError::invalid(
@@ -342,9 +433,11 @@ impl DataApi {
             .zip(stmt.params())
             .map(|(v, ty)| values::param(v, ty))
             .collect();
+        let limit = self.config().row_limit;
+        // The rows' framing, for as many rows as may be read (one past the limit).
+        metering.extend(row_framing(limit.saturating_add(1), columns.len()));
         let stream = c.query_raw(stmt, params.iter()).await.map_err(sql_error)?;
         futures_util::pin_mut!(stream);
-        let limit = self.config().row_limit;
         let mut rows = Vec::new();
         let mut truncated = false;
         let mut bytes = 0usize;
@@ -361,9 +454,7 @@ impl DataApi {
                 bytes = bytes.saturating_add(n);
             }
             if bytes > MAX_RESULT_BYTES {
-                return Err(QueryError::TooLarge(
-                    "result larger than 16 MiB; select fewer rows or columns".into(),
-                ));
+                return Err(too_large());
             }
             let mut out = Vec::with_capacity(row.len());
             for i in 0..row.len() {
@@ -374,6 +465,8 @@ impl DataApi {
             }
             rows.push(out);
         }
+        // Rows after these (past the row limit) are dropped as they arrive.
+        metering.stop_keeping();
         let row_count = if columns.is_empty() && !truncated {
             stream.rows_affected().unwrap_or(0)
         } else {

@@ -5,15 +5,23 @@
 //! cap is reached, idle connections of other tenants are closed to make room; pools
 //! shrink on their own when idle, and the map of pools is bounded (least recently used
 //! goes first). So however many tenants use the API, it holds at most the cap.
+//!
+//! Each connection's socket is opened here and wrapped in the connection's byte
+//! budget ([`super::budget`]) before tokio-postgres logs in over it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use postgres_protocol::escape::escape_identifier;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::NoTls;
+use tokio::task::AbortHandle;
+use tokio_postgres::{NoTls, SimpleQueryMessage};
 use uuid::Uuid;
+
+use super::budget::{Budget, Metered, ResultMemory};
+use super::socket::{self, Targets};
 
 /// Limits of the data API's connection use.
 #[derive(Debug, Clone)]
@@ -30,6 +38,9 @@ pub struct DataApiConfig {
     pub acquire_timeout: Duration,
     /// Rows returned at most; more are cut off with `truncated: true`.
     pub row_limit: usize,
+    /// Bytes of results all requests together may hold, from the moment PostgreSQL
+    /// sends them until the response is serialised (see [`super::budget`]).
+    pub result_memory: usize,
 }
 
 impl Default for DataApiConfig {
@@ -41,6 +52,7 @@ impl Default for DataApiConfig {
             max_pools: 1000,
             acquire_timeout: Duration::from_secs(5),
             row_limit: 1000,
+            result_memory: 256 << 20,
         }
     }
 }
@@ -49,17 +61,79 @@ impl Default for DataApiConfig {
 pub enum ConnError {
     #[error("all {0} data API connections are in use")]
     Busy(usize),
+    #[error("cannot reach the database: {0}")]
+    Socket(#[source] std::io::Error),
     #[error(transparent)]
     Pg(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Clean(#[from] CleanError),
+}
+
+/// Why a connection left dirty could not be made clean (it is then closed).
+#[derive(Debug, thiserror::Error)]
+pub enum CleanError {
+    #[error("resetting the session failed: {0}")]
+    Reset(#[from] ResetError),
+    #[error("resetting the session timed out")]
+    TimedOut,
+}
+
+/// Why a session reset failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    /// The tenant's SQL deallocated statements the client had prepared and cached (for
+    /// its type lookups): the client would fail on them, so the connection must go.
+    #[error("the client's cached prepared statements were deallocated")]
+    StatementsDropped,
 }
 
 /// Undoes whatever a request changed in the session (settings, role, listeners,
-/// cursors, temporary tables, advisory locks), so the next request starts clean. Its
-/// own batch, sent after the transaction ended (a failed COMMIT cannot skip it). Not
-/// `DISCARD ALL` nor `DEALLOCATE ALL`: they would drop the client's cached statements.
-/// `pg_catalog.` so that a function of the tenant's cannot stand in for it.
+/// cursors, temporary tables, advisory locks), so the next request starts clean, and
+/// lists the session's prepared statements for [`reset`] to deallocate the tenant's.
+/// Its own batch, sent after the transaction ended (a failed COMMIT cannot skip it).
+/// Not `DISCARD ALL` nor `DEALLOCATE ALL`: they would also drop the statements
+/// tokio-postgres prepared for its type lookups and keeps for the connection's life
+/// (it would then fail on the next enum or domain it meets). `pg_catalog.` so that a
+/// function or view of the tenant's cannot stand in for it.
 pub const RESET: &str = "RESET ALL; RESET ROLE; UNLISTEN *; CLOSE ALL; DISCARD TEMP; \
-                         SELECT pg_catalog.pg_advisory_unlock_all()";
+                         SELECT pg_catalog.pg_advisory_unlock_all(); \
+                         SELECT name, from_sql FROM pg_catalog.pg_prepared_statements";
+
+/// Runs [`RESET`], then deallocates the statements the tenant's SQL prepared
+/// (`PREPARE`, `from_sql`), by name, in a second round trip only when there are any.
+/// `known` is how many statements the client itself had prepared after the last reset
+/// (those of its type lookups); returns how many it has now. Fewer means the tenant
+/// deallocated some: [`ResetError::StatementsDropped`].
+pub async fn reset(client: &tokio_postgres::Client, known: usize) -> Result<usize, ResetError> {
+    let mut own = 0;
+    let mut deallocate = String::new();
+    for message in client.simple_query(RESET).await? {
+        // The reset's rows: the advisory unlock's (one column), then the statements.
+        let SimpleQueryMessage::Row(row) = message else {
+            continue;
+        };
+        if row.len() != 2 {
+            continue;
+        }
+        match (row.get(0), row.get(1)) {
+            (Some(name), Some("t")) => {
+                deallocate.push_str("DEALLOCATE ");
+                deallocate.push_str(&escape_identifier(name));
+                deallocate.push(';');
+            }
+            _ => own += 1,
+        }
+    }
+    if !deallocate.is_empty() {
+        client.batch_execute(&deallocate).await?;
+    }
+    if own < known {
+        return Err(ResetError::StatementsDropped);
+    }
+    Ok(own)
+}
 
 /// How long the clean-up of a connection a request left behind may take before the
 /// connection is closed instead.
@@ -70,9 +144,28 @@ pub struct Conn {
     pub client: tokio_postgres::Client,
     /// A request began on it and did not finish its reset (it was cancelled, e.g. the
     /// client went away, or the reset failed): it may hold an open or aborted
-    /// transaction, which must never be committed by the next request.
+    /// transaction, which must never be committed by the next request. Dropped dirty,
+    /// its socket is closed at once (see `Drop`).
     pub dirty: bool,
+    /// The byte budget its socket charges (see [`super::budget`]).
+    pub budget: Arc<Budget>,
+    /// Statements the client prepared for itself (type lookups) as of the last reset.
+    pub own_statements: usize,
+    targets: Arc<Targets>,
+    /// The task driving the connection (tokio-postgres's `Connection`).
+    task: AbortHandle,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // A clean connection ends gracefully when its client is dropped. A dirty one
+        // may be out of step with its server (say, left in COPY FROM STDIN) and then
+        // would wait for an answer forever, holding its backend: its socket is closed.
+        if self.dirty {
+            self.task.abort();
+        }
+    }
 }
 
 impl Conn {
@@ -80,31 +173,45 @@ impl Conn {
     /// runs) and resets the session. An error, or taking over 2 s, means the caller
     /// must close it: then its running statement, if any, is cancelled first (only
     /// then: a cancel arrives asynchronously, and could hit a later request's query).
-    pub async fn clean(&mut self) -> Result<(), String> {
+    pub async fn clean(&mut self) -> Result<(), CleanError> {
         if !self.dirty {
             return Ok(());
         }
-        let c = &self.client;
+        let (c, known) = (&self.client, self.own_statements);
         let done = tokio::time::timeout(CLEANUP_TIMEOUT, async {
             c.batch_execute("ROLLBACK").await?;
-            c.batch_execute(RESET).await
+            reset(c, known).await
         })
         .await;
         let err = match done {
-            Ok(Ok(())) => {
+            Ok(Ok(own)) => {
+                self.own_statements = own;
                 self.dirty = false;
                 return Ok(());
             }
-            Ok(Err(e)) => format!("resetting the session failed: {e}"),
-            Err(_) => "resetting the session timed out".into(),
+            Ok(Err(e)) => CleanError::Reset(e),
+            Err(_) => CleanError::TimedOut,
         };
-        let _ = self.client.cancel_token().cancel_query(NoTls).await;
+        self.cancel().await;
         Err(err)
+    }
+
+    /// Asks PostgreSQL to cancel whatever the connection runs, for a connection about
+    /// to be closed (on a connection kept, a late cancel could hit the next request).
+    /// Best effort, within the clean-up timeout.
+    pub async fn cancel(&self) {
+        let token = self.client.cancel_token();
+        match tokio::time::timeout(CLEANUP_TIMEOUT, socket::cancel(&self.targets, &token)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "cancelling a data API statement failed"),
+            Err(_) => tracing::debug!("cancelling a data API statement timed out"),
+        }
     }
 }
 
 pub struct TenantManager {
     config: tokio_postgres::Config,
+    targets: Arc<Targets>,
     tenant: Uuid,
     shared: Weak<Shared>,
 }
@@ -116,8 +223,14 @@ impl managed::Manager for TenantManager {
     async fn create(&self) -> Result<Conn, ConnError> {
         let shared = self.shared.upgrade().ok_or(ConnError::Busy(0))?;
         let permit = shared.permit(self.tenant).await?;
-        let (client, conn) = self.config.connect(NoTls).await?;
-        tokio::spawn(async move {
+        // The socket is ours, so that the budget sees every byte before tokio-postgres.
+        let socket = self.targets.connect().await.map_err(ConnError::Socket)?;
+        let budget = Budget::new(shared.memory.clone());
+        let (client, conn) = self
+            .config
+            .connect_raw(Metered::new(socket, budget.clone()), NoTls)
+            .await?;
+        let task = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "data API connection closed");
             }
@@ -125,6 +238,10 @@ impl managed::Manager for TenantManager {
         Ok(Conn {
             client,
             dirty: false,
+            budget,
+            own_statements: 0,
+            targets: self.targets.clone(),
+            task: task.abort_handle(),
             _permit: permit,
         })
     }
@@ -134,7 +251,9 @@ impl managed::Manager for TenantManager {
             return Err(RecycleError::message("connection closed"));
         }
         // Never hand out a connection with a previous request's transaction.
-        conn.clean().await.map_err(RecycleError::message)
+        conn.clean()
+            .await
+            .map_err(|e| RecycleError::Backend(e.into()))
     }
 }
 
@@ -150,6 +269,8 @@ struct Entry {
 pub(crate) struct Shared {
     config: DataApiConfig,
     permits: Arc<Semaphore>,
+    /// The result memory all connections' budgets draw on.
+    memory: ResultMemory,
     pools: Mutex<HashMap<Uuid, Entry>>,
 }
 
@@ -205,6 +326,7 @@ impl Pools {
         Self {
             shared: Arc::new(Shared {
                 permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
+                memory: ResultMemory::new(config.result_memory),
                 config,
                 pools: Mutex::new(HashMap::new()),
             }),
@@ -213,6 +335,11 @@ impl Pools {
 
     pub fn config(&self) -> &DataApiConfig {
         &self.shared.config
+    }
+
+    /// The result memory all requests draw on.
+    pub fn memory(&self) -> &ResultMemory {
+        &self.shared.memory
     }
 
     /// The tenant's pool if it has one (resized to `size` if that changed).
@@ -243,6 +370,7 @@ impl Pools {
             }
         }
         let manager = TenantManager {
+            targets: Arc::new(Targets::from_config(&config)),
             config,
             tenant,
             shared: Arc::downgrade(&self.shared),

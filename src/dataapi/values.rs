@@ -84,6 +84,16 @@ fn array_literal(items: &[Value]) -> String {
     s
 }
 
+/// Whether preparing `stmt` took a type lookup: a parameter or column type outside
+/// tokio-postgres's built-in list (an enum, a domain, an extension's type). The client
+/// keeps the statements it prepared for such lookups for the connection's life.
+pub fn looked_up(stmt: &tokio_postgres::Statement) -> bool {
+    stmt.params()
+        .iter()
+        .chain(stmt.columns().iter().map(|c| c.type_()))
+        .any(|t| Type::from_oid(t.oid()).is_none())
+}
+
 /// Whether results of this type can be returned.
 pub fn supported(ty: &Type) -> bool {
     match ty.kind() {

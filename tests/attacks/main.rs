@@ -16,10 +16,13 @@ mod process;
 #[allow(dead_code)]
 mod support;
 
+mod backups;
 mod data_api;
 mod input;
+mod offboarding;
 mod roles;
 mod stall;
+mod temp;
 mod traps;
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -35,6 +38,3 @@ pub async fn exclusive() -> RwLockWriteGuard<'static, ()> {
 pub async fn shared() -> RwLockReadGuard<'static, ()> {
     STATE.read().await
 }
-mod backups;
-mod offboarding;
-mod temp;
