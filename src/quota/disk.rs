@@ -20,7 +20,7 @@
 //! tenant's roles leave the pool's write roles and join its read-only (auditor) pool
 //! role. What was taken is recorded, and exactly that comes back.
 
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Transaction};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient as PgClient;
 use uuid::Uuid;
@@ -199,7 +199,7 @@ pub async fn measure(p: &Platform, only: Option<Uuid>) -> Result<Vec<(Uuid, i64)
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let temp = temp_usage(&tx, only).await?;
+    let temp = temp_usage(&mut tx, only).await?;
     tx.commit().await?;
     if !shared.is_empty() {
         let shares = match shared_shares(&mut client).await {
@@ -224,11 +224,15 @@ pub async fn measure(p: &Platform, only: Option<Uuid>) -> Result<Vec<(Uuid, i64)
 /// Temporary tables of schema- and shared-mode tenants' sessions, which live in the
 /// control database outside any tenant schema (database mode's are in its database's
 /// size already): charged to their tenant like any table.
+///
+/// Sizing a relation takes a lock on it, and a session may hold its own temporary
+/// table locked: all are sized in one statement with a short lock timeout, and if one
+/// is held, one by one, leaving out (until the next round) the ones that are held.
 async fn temp_usage(
-    c: &impl GenericClient,
+    tx: &mut Transaction<'_>,
     only: Option<Uuid>,
 ) -> Result<std::collections::HashMap<Uuid, i64>> {
-    let rows = c
+    let relations: Vec<(Uuid, u32)> = tx
         .query(
             "WITH logins AS (
                  SELECT id, login_role AS role FROM berqenas.tenants
@@ -237,15 +241,56 @@ async fn temp_usage(
                  SELECT u.tenant_id, u.db_user FROM berqenas.tenant_users u
                    JOIN berqenas.tenants t ON t.id = u.tenant_id
                   WHERE t.isolation IN ('schema', 'shared') AND ($1::uuid IS NULL OR t.id = $1))
-             SELECT l.id, sum(pg_catalog.pg_total_relation_size(c.oid))::bigint
-               FROM logins l JOIN pg_catalog.pg_roles r ON r.rolname = l.role
+             SELECT l.id, c.oid FROM logins l JOIN pg_catalog.pg_roles r ON r.rolname = l.role
                JOIN pg_catalog.pg_class c ON c.relowner = r.oid
-              WHERE c.relpersistence = 't' AND c.relkind IN ('r', 'm', 'S')
-              GROUP BY l.id",
+              WHERE c.relpersistence = 't' AND c.relkind IN ('r', 'm', 'S')",
             &[&only],
         )
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut usage = std::collections::HashMap::new();
+    if relations.is_empty() {
+        return Ok(usage);
+    }
+    let size = "SELECT pg_catalog.pg_total_relation_size($1::oid)";
+    let sp = tx.savepoint("temp_usage").await?;
+    sp.batch_execute("SET LOCAL lock_timeout = '100ms'").await?;
+    let oids: Vec<u32> = relations.iter().map(|r| r.1).collect();
+    let all = sp
+        .query(
+            "SELECT o, pg_catalog.pg_total_relation_size(o) FROM unnest($1::oid[]) o",
+            &[&oids],
+        )
+        .await;
+    let sizes: std::collections::HashMap<u32, i64> = match all {
+        Ok(rows) => {
+            sp.commit().await?;
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+        }
+        Err(_) => {
+            sp.rollback().await?;
+            let mut sizes = std::collections::HashMap::new();
+            for oid in &oids {
+                let one = tx.savepoint("temp_relation").await?;
+                one.batch_execute("SET LOCAL lock_timeout = '100ms'")
+                    .await?;
+                match one.query_one(size, &[oid]).await {
+                    Ok(r) => {
+                        one.commit().await?;
+                        sizes.insert(*oid, r.get::<_, i64>(0));
+                    }
+                    Err(_) => one.rollback().await?,
+                }
+            }
+            sizes
+        }
+    };
+    for (id, oid) in relations {
+        *usage.entry(id).or_insert(0) += sizes.get(&oid).copied().unwrap_or(0);
+    }
+    Ok(usage)
 }
 
 /// Each tenant's share of every pool table, in bytes.

@@ -73,6 +73,7 @@ const PEAK_RSS_BOUND_MB: u64 = 200;
 /// small. Measured on the real binary, whose memory is its own.
 #[tokio::test]
 async fn huge_cells_are_refused_before_they_are_buffered() {
+    let _turn = crate::shared().await;
     let dir = scratch_dir("attack-rss");
     let _cleanup = Cleanup(dir.clone());
     let server = Server::start(&dir, &[]).await;
@@ -169,6 +170,7 @@ async fn huge_cells_are_refused_before_they_are_buffered() {
 /// or runs out while its rows arrive; then everything works again.
 #[tokio::test]
 async fn the_result_memory_of_all_requests_is_bounded() {
+    let _turn = crate::shared().await;
     let (app, state) = support::spawn_with(DataApiConfig {
         result_memory: 1 << 20,
         acquire_timeout: Duration::from_millis(300),
@@ -228,6 +230,7 @@ async fn backend_pid(app: &TestApp, key: &str) -> i64 {
 /// isolation mode.
 #[tokio::test]
 async fn a_prepared_statement_does_not_outlive_its_request() {
+    let _turn = crate::shared().await;
     let app = one_connection_app().await;
     for isolation in ["schema", "database", "shared"] {
         let t = app
@@ -267,6 +270,7 @@ async fn a_prepared_statement_does_not_outlive_its_request() {
 /// itself loses its connection, not its next request.
 #[tokio::test]
 async fn the_reset_leaves_the_clients_own_statements_working() {
+    let _turn = crate::shared().await;
     let app = one_connection_app().await;
     let name = unique("attack-reset");
     let t = app.create_in(&name, "schema").await;
@@ -350,6 +354,7 @@ async fn the_reset_leaves_the_clients_own_statements_working() {
 /// dressed; the data API keeps answering.
 #[tokio::test]
 async fn copy_is_refused_in_both_directions() {
+    let _turn = crate::shared().await;
     let app = one_connection_app().await;
     let t = app.create_in(&unique("attack-copy"), "schema").await;
     let k = key(&t);
@@ -378,6 +383,7 @@ async fn copy_is_refused_in_both_directions() {
 /// would see it.
 #[tokio::test]
 async fn a_copy_reply_is_recognised() {
+    let _turn = crate::shared().await;
     for sql in [
         "COPY (SELECT 1) TO STDOUT",
         "COPY pg_temp.never (x) FROM STDIN",
@@ -408,15 +414,20 @@ async fn a_copy_reply_is_recognised() {
 /// and the data API keeps answering.
 #[tokio::test]
 async fn nul_characters_are_refused_naming_the_field() {
+    let _turn = crate::shared().await;
     let app = one_connection_app().await;
     let t = app.create_in(&unique("attack-nul"), "schema").await;
     let k = key(&t);
     for (sql, params, field) in [
         ("SELECT 1 -- \u{0}", json!([]), "sql"),
         ("SELECT '\u{0}'", json!([]), "sql"),
-        ("SELECT $1::text", json!(["a\u{0}b"]), "params"),
-        ("SELECT $1::text[]", json!([["ok", "\u{0}"]]), "params"),
-        ("SELECT $1::int, $2::text", json!([1, "\u{0}"]), "params"),
+        ("SELECT $1::text", json!(["a\u{0}b"]), "params[0]"),
+        (
+            "SELECT $1::text[]",
+            json!([["ok", "\u{0}"]]),
+            "params[0][1]",
+        ),
+        ("SELECT $1::int, $2::text", json!([1, "\u{0}"]), "params[1]"),
     ] {
         let (s, body) = query(&app, k, sql, params.clone()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{sql} {params}: {body}");

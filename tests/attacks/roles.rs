@@ -88,7 +88,8 @@ async fn a_clean_tenant_has_nothing_to_correct_in_any_mode() {
 
 #[tokio::test]
 async fn an_elevated_tenant_role_loses_it_and_its_tenant_is_suspended() {
-    let _turn = crate::shared().await;
+    // Alone: while a role is elevated, any platform starting beside it refuses to.
+    let _turn = crate::exclusive().await;
     let app = TestApp::spawn().await;
     let p = common::platform(4).await;
     let pg = superuser().await;
