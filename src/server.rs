@@ -127,12 +127,14 @@ pub async fn platform_with(
     pool_size: usize,
     template: Template,
 ) -> anyhow::Result<Platform> {
-    let mut client = pg::connect(&db.config).await?;
+    let mut config = db.config.clone();
+    pg::pin_search_path(&mut config);
+    let mut client = pg::connect(&config).await?;
     let caps = Capabilities::probe(&client).await?;
     controlplane::migrate(&mut client).await?;
     template.register(&client).await?;
     drop(client);
-    let pool = pg::pool(db.config.clone(), pool_size)?;
+    let pool = pg::pool(config.clone(), pool_size)?;
     {
         let mut c = pool.get().await?;
         hardening::secure_defaults(&mut c, &Ident::new(db.endpoint.database.clone())?).await?;
@@ -145,7 +147,7 @@ pub async fn platform_with(
     }
     let platform = Platform {
         pool: pool.clone(),
-        config: db.config.clone(),
+        config,
         key,
         caps,
         template,

@@ -266,17 +266,16 @@ impl DataApi {
                     .await
                     .map_err(|e| QueryError::Internal(Box::new(e)))?;
                 drop(client);
-                let opened = p
-                    .key
-                    .open(&sealed)
-                    .map_err(|e| QueryError::Internal(Box::new(e)))?;
-                let secret: serde_json::Value = serde_json::from_slice(&opened)
+                let password = crate::tenant::service::open_password(p, &sealed)
                     .map_err(|e| QueryError::Internal(Box::new(e)))?;
                 let mut config = p.config.clone();
+                // The tenant's session: its role's own settings, none of the control
+                // plane's connection options (its pinned search path).
                 config
                     .user(&t.role)
-                    .password(secret["password"].as_str().unwrap_or_default())
+                    .password(password.as_str())
                     .dbname(&t.database)
+                    .options("")
                     .application_name("berqenas-data-api");
                 self.pools.insert(t.id, config, size)
             }

@@ -40,6 +40,19 @@ pub fn parse_config(url: &str) -> Result<Config, PgError> {
     Ok(config)
 }
 
+/// Control-plane sessions resolve names in `pg_catalog` only (and temporary
+/// relations last): a session of the control role that touches a tenant's objects can
+/// never pick up a function, operator or table of the tenant's by name. Every query of
+/// the control plane names its schema.
+pub fn pin_search_path(config: &mut Config) {
+    let pinned = "-c search_path=pg_catalog,pg_temp";
+    let options = match config.get_options() {
+        Some(o) if !o.trim().is_empty() => format!("{o} {pinned}"),
+        _ => pinned.to_string(),
+    };
+    config.options(&options);
+}
+
 /// A pool of control-plane connections.
 pub fn pool(config: Config, size: usize) -> Result<Pool, PgError> {
     let manager = Manager::from_config(

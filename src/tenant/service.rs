@@ -284,7 +284,7 @@ pub(crate) fn seal_password(password: &str) -> Result<Vec<u8>> {
 
 /// A login password sealed in the registry. Fails when it does not open: never an
 /// empty password in its place.
-pub(crate) fn open_password(p: &Platform, sealed: &[u8]) -> Result<String> {
+pub fn open_password(p: &Platform, sealed: &[u8]) -> Result<String> {
     let secret: SealedSecret = serde_json::from_slice(&p.key.open(sealed)?)?;
     Ok(secret.password)
 }
