@@ -91,6 +91,10 @@ pub fn router(state: AppState) -> Router {
                 .delete(tenants::delete),
         )
         .route("/tenants/{name}/credentials", get(tenants::credentials))
+        .route(
+            "/tenants/{name}/credentials/rotate",
+            post(tenants::rotate_credentials),
+        )
         .route("/tenants/{name}/users", get(users::list).post(users::add))
         .route(
             "/tenants/{name}/users/{email}",

@@ -16,7 +16,7 @@ use crate::tenant::{self, service};
     paths(
         health::health, health::status, document,
         tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete,
-        tenants::credentials, tenants::plans, users::add, users::list, users::remove,
+        tenants::credentials, tenants::rotate_credentials, tenants::plans, users::add, users::list, users::remove,
         tenant_key::me, migrations::start, migrations::get, migrations::status,
         backups::create, backups::list, backups::get, backups::get_by_id, backups::restore,
         backups::verify, backups::verify_by_id, backups::get_policy, backups::put_policy,

@@ -199,6 +199,20 @@ pub async fn credentials(
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/tenants/{name}/credentials/rotate", tag = "tenants", security(("admin" = [])),
+    params(("name" = String, Path, description = "tenant name or id")),
+    responses((status = 200, body = Credentials, description = "a new password for the login role, shown this once; open sessions stay open"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "purged, or another operation on the tenant is in progress")))]
+pub async fn rotate_credentials(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Credentials>, ApiError> {
+    Ok(Json(
+        service::rotate_credentials(&state.platform, &name, ADMIN_ACTOR).await?,
+    ))
+}
+
 #[utoipa::path(get, path = "/api/v1/plans", tag = "plans", security(("admin" = [])),
     responses((status = 200, body = Vec<Plan>), (status = 401, body = ErrorBody)))]
 pub async fn plans(State(state): State<AppState>) -> Result<Json<Vec<Plan>>, ApiError> {

@@ -287,6 +287,16 @@ impl Client {
             .await
     }
 
+    pub async fn rotate_credentials(&self, name: &str) -> Result<Credentials, ClientError> {
+        self.call::<(), _>(
+            Method::POST,
+            &tenant_path(name, "/credentials/rotate"),
+            None,
+            &[],
+        )
+        .await
+    }
+
     pub async fn add_user(&self, tenant: &str, req: &AddUser) -> Result<AddedUser, ClientError> {
         self.call(Method::POST, &tenant_path(tenant, "/users"), Some(req), &[])
             .await

@@ -43,6 +43,21 @@ pub enum TenantCommand {
     /// Manage the tenant's API keys.
     #[command(subcommand)]
     ApiKey(super::api_key::ApiKeyCommand),
+    /// Show the login role's credentials (the read is audited), or give it a new
+    /// password with --rotate. A password the tenant sets itself with ALTER ROLE is
+    /// replaced by berqenas's at the next worker round: rotate here instead.
+    Credentials(CredentialsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    /// Tenant name or id.
+    pub name: String,
+    /// Set a new password first (shown this once; open sessions stay open).
+    #[arg(long)]
+    pub rotate: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +263,19 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 println!("  api_key:  {}", created.api_key);
                 println!("  password: {}", created.credentials.password);
                 println!("  dsn:      {}", created.credentials.dsn);
+            })
+        }
+        TenantCommand::Credentials(a) => {
+            let client = a.client.client();
+            let res = if a.rotate {
+                client.rotate_credentials(&a.name).await
+            } else {
+                client.credentials(&a.name).await
+            };
+            output::finish(res, a.client.output, |c| {
+                println!("user:     {}", c.user);
+                println!("password: {}", c.password);
+                println!("dsn:      {}", c.dsn);
             })
         }
         TenantCommand::Get(a) => {

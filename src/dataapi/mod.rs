@@ -249,8 +249,24 @@ impl DataApi {
         self.pools.reap()
     }
 
-    /// A connection as the tenant's login role.
+    /// A connection as the tenant's login role. A pool made before the password
+    /// changed (a rotation) fails to log in: it is forgotten and made again, once.
     async fn connection(&self, p: &Platform, t: &Tenant, q: &Quotas) -> Result<Object, QueryError> {
+        match self.connection_once(p, t, q).await {
+            Err(QueryError::Invalid {
+                code: "login_failed",
+                ..
+            }) => self.connection_once(p, t, q).await,
+            other => other,
+        }
+    }
+
+    async fn connection_once(
+        &self,
+        p: &Platform,
+        t: &Tenant,
+        q: &Quotas,
+    ) -> Result<Object, QueryError> {
         let size = self
             .config()
             .per_tenant
@@ -285,8 +301,13 @@ impl DataApi {
                 if e.as_db_error()
                     .is_some_and(|d| d.code().code().starts_with("28"))
                 {
-                    // The password changed since the pool was made: start over next time.
+                    // The password changed since the pool was made: start over.
                     self.pools.forget(t.id);
+                    return QueryError::invalid(
+                        "login_failed",
+                        None,
+                        "the tenant's login was refused; its credentials changed".into(),
+                    );
                 }
                 sql_error(e)
             }

@@ -720,6 +720,70 @@ pub async fn credentials_of(p: &Platform, key: &str, actor: &str) -> Result<Cred
     Ok(credentials(p, &tenant, secret.password))
 }
 
+/// `POST /api/v1/tenants/{name}/credentials/rotate`: a new password for the tenant's
+/// login role, set as its SCRAM verifier and sealed in the registry in one
+/// transaction (audited). Sessions already open stay open; new ones need the new
+/// password. A tenant may also change its own password with `ALTER ROLE`; berqenas
+/// puts the one it knows back at its next round (see `tenant::integrity`), so this is
+/// the way to change it.
+pub async fn rotate_credentials(p: &Platform, key: &str, actor: &str) -> Result<Credentials> {
+    let (password, verifier) = crate::secrets::new_password();
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let found = store::find(&tx, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    let slug = Slug::parse(&found.name).expect("registry holds valid names");
+    lock_name(&tx, &slug).await?;
+    let tenant = store::find_for_update(&tx, &found.id.to_string())
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    if matches!(
+        tenant.status,
+        Status::Purged | Status::Failed | Status::Provisioning
+    ) {
+        return Err(Error::conflict(
+            "invalid_state",
+            format!(
+                "tenant {} is {}: it has no login role to rotate",
+                tenant.name,
+                tenant.status.as_str()
+            ),
+        ));
+    }
+    let verifier = verifier
+        .await
+        .expect("computing a SCRAM verifier does not panic");
+    let login = slug.login_role();
+    tx.batch_execute(&format!(
+        "ALTER ROLE {login} PASSWORD {}",
+        crate::pg::Literal(&verifier)
+    ))
+    .await?;
+    use sha2::Digest;
+    let sealed = p.key.seal(&seal_password(&password)?);
+    let seen = sha2::Sha256::digest(verifier.as_bytes()).to_vec();
+    tx.execute(
+        "UPDATE berqenas.tenants SET credentials = $2, verifier_sha256 = $3, updated_at = now() WHERE id = $1",
+        &[&tenant.id, &sealed, &seen],
+    )
+    .await?;
+    audit::record(
+        &tx,
+        &audit::Entry {
+            actor,
+            action: "credentials_rotated",
+            tenant_id: Some(tenant.id),
+            tenant_name: Some(&tenant.name),
+            operation_id: None,
+            details: serde_json::json!({"role": login.as_str()}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(credentials(p, &tenant, password))
+}
+
 pub async fn plans(p: &Platform) -> Result<Vec<Plan>> {
     let client = p.pool.get().await?;
     Ok(store::plans(&client).await?)

@@ -307,3 +307,84 @@ async fn tenants_reach_no_database_but_their_own_and_create_no_large_objects() {
         }
     }
 }
+
+#[tokio::test]
+async fn rotating_credentials_sets_a_password_berqenas_knows() {
+    let _turn = crate::shared().await;
+    let app = TestApp::spawn().await;
+    let pg = superuser().await;
+    for mode in ["schema", "database", "shared"] {
+        let name = unique(&format!("rotate-{mode}"));
+        let created = app
+            .create_with(json!({"name": name, "isolation": mode, "public_api": true}))
+            .await;
+        let key = created["api_key"].as_str().unwrap();
+        let query = json!({"sql": "SELECT 1 AS one"});
+        let (s, _) = app
+            .call_with(
+                Method::POST,
+                "/api/v1/query",
+                Some(query.clone()),
+                Some(key),
+                &[],
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let out = common::cli(
+            &app,
+            &["tenant", "credentials", &name, "--rotate", "-o", "json"],
+        )
+        .await;
+        let rotated = common::stdout_json(&out);
+        assert_ne!(rotated["password"], created["credentials"]["password"]);
+        connect_as(&rotated)
+            .await
+            .simple_query("SELECT 1")
+            .await
+            .unwrap();
+        let mut old: tokio_postgres::Config = created["credentials"]["dsn"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        old.connect_timeout(std::time::Duration::from_secs(5));
+        let e = old
+            .connect(tokio_postgres::NoTls)
+            .await
+            .err()
+            .expect("the old password no longer logs in");
+        assert_eq!(e.code().map(|c| c.code()), Some("28P01"), "{mode}: {e}");
+        let (_, now) = app
+            .call(
+                Method::GET,
+                &format!("/api/v1/tenants/{name}/credentials"),
+                None,
+            )
+            .await;
+        assert_eq!(now["password"], rotated["password"], "{mode}");
+        // The data API's pooled logins follow the new password.
+        let (s, b) = app
+            .call_with(
+                Method::POST,
+                "/api/v1/query",
+                Some(query.clone()),
+                Some(key),
+                &[],
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{mode}: {b}");
+        assert_eq!(audit_count(&pg, &name, "credentials_rotated").await, 1);
+        // A rotation is not drift.
+        let p = common::platform(2).await;
+        let r = round_for(&p, &name).await;
+        assert!(r.drift.is_empty(), "{mode}: {r:?}");
+    }
+    let (s, body) = app
+        .call(
+            Method::POST,
+            "/api/v1/tenants/no-such-tenant/credentials/rotate",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+}
