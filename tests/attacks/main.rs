@@ -19,6 +19,7 @@ mod support;
 mod backups;
 mod data_api;
 mod input;
+mod limits;
 mod offboarding;
 mod roles;
 mod stall;
