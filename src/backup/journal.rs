@@ -79,6 +79,8 @@ impl Journal {
                 tenant_id,
                 tenant_name,
                 idempotency: None,
+                params: None,
+                instance: None,
             },
         )
         .await?;

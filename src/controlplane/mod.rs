@@ -83,6 +83,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0014_transaction_timeout.sql",
         sql: include_str!("../../migrations/control/0014_transaction_timeout.sql"),
     },
+    Migration {
+        version: 15,
+        name: "0015_operation_engine.sql",
+        sql: include_str!("../../migrations/control/0015_operation_engine.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

@@ -1,9 +1,45 @@
-//! Operations: every change to a tenant is a recorded operation with steps. The row
-//! is written (intent) before the work starts, and closed in the same transaction as
-//! the work, so a crash leaves a `running` row for the reconciler and nothing else.
+//! The operation engine: every change to a tenant is an operation, a row with its
+//! kind, tenant, input and lease, plus a journal of steps (see docs/operations.md).
+//! This is the only crash-recovery mechanism of berqenas: a kind is a list of steps
+//! registered by the layer above ([`kind`]), the engine runs them ([`engine`]),
+//! journals them ([`run`]), fences the tenant they own ([`fence`]), keeps their lease
+//! (one keeper per process) and settles those of a process that is gone (one
+//! reconciler). It imports no domain.
 
+pub mod engine;
+pub mod failpoint;
+pub mod fence;
+pub mod kind;
 pub mod lease;
 pub mod reconciler;
+pub mod run;
+
+pub use engine::{Context, Done, Engine, NewOp, OpError};
+pub use kind::{Kind, Registry, Step, StepFn, StepFuture};
+pub use run::{Object, Run};
+
+/// Why a step did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The request cannot be done (the caller's mistake, a conflict): undone, and this
+    /// is the answer.
+    #[error("{}", .0.message)]
+    Rejected(Problem),
+    /// The operation no longer owns its tenant (another one took it after this
+    /// process was presumed dead): it must not change anything more.
+    #[error("{0}")]
+    Fenced(String),
+    /// Anything else (the database, a tool, a file): undone, or retried forward past
+    /// the point of no return.
+    #[error(transparent)]
+    Failed(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StepError {
+    pub fn failed(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Failed(Box::new(e))
+    }
+}
 
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
@@ -45,6 +81,10 @@ pub struct NewOperation<'a> {
     pub tenant_id: Option<Uuid>,
     pub tenant_name: &'a str,
     pub idempotency: Option<&'a Idempotency>,
+    /// The kind's input (engine-run operations).
+    pub params: Option<&'a serde_json::Value>,
+    /// The process running it (engine-run operations).
+    pub instance: Option<Uuid>,
 }
 
 /// The first response to an idempotent request, replayed to later ones.
@@ -75,10 +115,10 @@ pub async fn begin(
     loop {
         let inserted = c
             .execute(
-                &c.prepare_cached("INSERT INTO berqenas.operations (id, kind, tenant_id, tenant_name, state, idempotency_key, request_hash, lease_until)
-                 VALUES ($1, $2, $3, $4, 'running', $5, $6, now() + make_interval(secs => $7))
+                &c.prepare_cached("INSERT INTO berqenas.operations (id, kind, tenant_id, tenant_name, state, idempotency_key, request_hash, lease_until, params, instance_id)
+                 VALUES ($1, $2, $3, $4, 'running', $5, $6, now() + make_interval(secs => $7), coalesce($8, '{}'::jsonb), $9)
                  ON CONFLICT (idempotency_key) DO NOTHING").await?,
-                &[&op.id, &op.kind, &op.tenant_id, &op.tenant_name, &key, &hash, &lease_secs()],
+                &[&op.id, &op.kind, &op.tenant_id, &op.tenant_name, &key, &hash, &lease_secs(), &op.params, &op.instance],
             )
             .await?;
         if inserted == 1 {

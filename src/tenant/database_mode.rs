@@ -147,6 +147,8 @@ pub(crate) async fn create(
             tenant_id: Some(tenant_id),
             tenant_name: v.slug.as_str(),
             idempotency: idem,
+            params: None,
+            instance: None,
         },
     )
     .await?;

@@ -362,6 +362,8 @@ pub async fn create(
             tenant_id: None,
             tenant_name: v.slug.as_str(),
             idempotency: idem,
+            params: None,
+            instance: None,
         },
     )
     .await?;
@@ -576,6 +578,8 @@ async fn remember_rejection(
             tenant_id: None,
             tenant_name: name,
             idempotency: Some(idem),
+            params: None,
+            instance: None,
         },
     )
     .await?;

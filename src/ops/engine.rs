@@ -1,0 +1,647 @@
+//! Running operations: forward step by step, journaled; compensated in reverse when
+//! one fails (or the process died) before the kind's point of no return; finished
+//! forward after it. One engine per process: it registers the process as an instance,
+//! keeps the leases of the operations it runs alive (one keeper), and settles the
+//! operations of processes that are gone (the reconciler, [`Engine::reconcile`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::failpoint::{self, Armed, At};
+use super::kind::{Kind, Registry};
+use super::run::Run;
+use super::{lease_secs, Begin, Idempotency, NewOperation, StepError, StoredResponse};
+use crate::problem::Problem;
+use crate::store::operations as store;
+
+/// What the engine needs of the layer that registers kinds.
+pub trait Context: Clone + Send + Sync + 'static {
+    /// Seals an answer kept for replaying an idempotent request (it may carry a secret
+    /// shown once).
+    fn seal(&self, plaintext: &[u8]) -> Vec<u8>;
+}
+
+/// A new operation.
+pub struct NewOp<'a> {
+    pub kind: &'static str,
+    pub tenant_id: Option<Uuid>,
+    pub tenant_name: &'a str,
+    pub params: Value,
+    pub idempotency: Option<&'a Idempotency>,
+}
+
+/// How an operation ended for its caller.
+#[derive(Debug)]
+pub enum Done {
+    /// It ran to the end: the last step's outcome.
+    Finished(Value),
+    /// The same idempotent request was answered before: its sealed answer.
+    Replay(Vec<u8>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The request cannot be done (a conflict, a bad field): nothing of it is left.
+    #[error("{}", .0.message)]
+    Rejected(Problem),
+    #[error("a request with this Idempotency-Key is still in progress")]
+    InProgress,
+    #[error("this Idempotency-Key was already used with a different request")]
+    Mismatch,
+    /// It failed and was undone.
+    #[error("operation {op} failed and was undone: {source}")]
+    Failed {
+        op: Uuid,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// It failed past its point of no return, or its undoing failed: it stays in the
+    /// journal, and a reconciler finishes it.
+    #[error("operation {op} did not finish; the worker will: {source}")]
+    Unfinished {
+        op: Uuid,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The server is stopping: the operation stopped at a step boundary and is
+    /// finished or undone at the next start.
+    #[error("operation {0} was interrupted by the server stopping")]
+    Stopping(Uuid),
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+impl From<StepError> for OpError {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::Rejected(p) => OpError::Rejected(p),
+            other => OpError::Failed {
+                op: Uuid::nil(),
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+struct Inner<C: Context> {
+    pool: Pool,
+    instance: Uuid,
+    registry: Registry<C>,
+    /// Operations this process is driving (their leases are renewed).
+    active: Mutex<HashMap<Uuid, tokio::task::AbortHandle>>,
+    stopping: AtomicBool,
+    armed: Armed,
+    keeper: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The operation engine of one process. Cheap to clone.
+pub struct Engine<C: Context> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C: Context> Clone for Engine<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// Removes an operation from the active set when its driver ends, however it ends.
+struct Active<C: Context>(Engine<C>, Uuid);
+
+impl<C: Context> Drop for Active<C> {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+    }
+}
+
+impl<C: Context> Engine<C> {
+    /// Registers this process (`identity`: what makes a restart of it the same server,
+    /// e.g. host and data directory; the instances of that identity still marked
+    /// running are dead for certain, and their operations are taken over by the next
+    /// reconciliation at once) and starts the keeper.
+    pub async fn start(pool: Pool, identity: &str, registry: Registry<C>) -> Result<Self, OpError> {
+        let instance = Uuid::new_v4();
+        let replaced = store::register_instance(
+            &pool.get().await?,
+            instance,
+            identity,
+            std::process::id() as i32,
+        )
+        .await?;
+        if replaced > 0 {
+            tracing::warn!(
+                identity,
+                "a previous process of this server is gone: its operations are settled now"
+            );
+        }
+        let engine = Self {
+            inner: Arc::new(Inner {
+                pool,
+                instance,
+                registry,
+                active: Mutex::new(HashMap::new()),
+                stopping: AtomicBool::new(false),
+                armed: Armed::default(),
+                keeper: Mutex::new(None),
+            }),
+        };
+        let keeper = tokio::spawn(keep(engine.downgrade()));
+        *engine
+            .inner
+            .keeper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(keeper);
+        Ok(engine)
+    }
+
+    fn downgrade(&self) -> std::sync::Weak<Inner<C>> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub fn instance(&self) -> Uuid {
+        self.inner.instance
+    }
+
+    pub fn registry(&self) -> &Registry<C> {
+        &self.inner.registry
+    }
+
+    /// Failpoints armed on this engine (tests).
+    pub fn failpoints(&self) -> &Armed {
+        &self.inner.armed
+    }
+
+    /// Runs a new operation to its end (or its undoing) and returns how it ended. It
+    /// runs on a task of its own: a caller that goes away (an HTTP client hanging up)
+    /// does not stop it half way.
+    pub async fn run(&self, cx: &C, new: NewOp<'_>) -> Result<Done, OpError> {
+        let kind = self.kind(new.kind);
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return Err(OpError::Stopping(Uuid::nil()));
+        }
+        let id = Uuid::now_v7();
+        {
+            let c = self.inner.pool.get().await?;
+            let begun = super::begin(
+                &c,
+                &NewOperation {
+                    id,
+                    kind: new.kind,
+                    tenant_id: new.tenant_id,
+                    tenant_name: new.tenant_name,
+                    idempotency: new.idempotency,
+                    params: Some(&new.params),
+                    instance: Some(self.inner.instance),
+                },
+            )
+            .await?;
+            match begun {
+                Begin::Started => {}
+                Begin::Replay(sealed) => return Ok(Done::Replay(sealed)),
+                Begin::InProgress => return Err(OpError::InProgress),
+                Begin::Mismatch => return Err(OpError::Mismatch),
+            }
+        }
+        let run = Run::new(
+            id,
+            kind.name,
+            kind.step_names(),
+            new.tenant_id,
+            new.tenant_name.to_string(),
+            new.params,
+            self.inner.pool.clone(),
+        );
+        self.spawn(cx, run, new.idempotency.is_some(), Start::Fresh)
+            .await
+    }
+
+    fn kind(&self, name: &str) -> &Kind<C> {
+        self.inner
+            .registry
+            .get(name)
+            .unwrap_or_else(|| panic!("operation kind {name} is not registered"))
+    }
+
+    async fn spawn(
+        &self,
+        cx: &C,
+        run: Run,
+        idempotent: bool,
+        start: Start,
+    ) -> Result<Done, OpError> {
+        let id = run.id;
+        let (engine, cx) = (self.clone(), cx.clone());
+        let task = tokio::spawn(async move {
+            let _active = Active(engine.clone(), id);
+            engine.drive(&cx, run, idempotent, start).await
+        });
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, task.abort_handle());
+        match task.await {
+            Ok(result) => result,
+            // Killed (a test's crash) or panicked: the lease lapses, a reconciler settles it.
+            Err(e) => Err(OpError::Unfinished {
+                op: id,
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    async fn drive(
+        &self,
+        cx: &C,
+        mut run: Run,
+        idempotent: bool,
+        start: Start,
+    ) -> Result<Done, OpError> {
+        let kind = self.kind(run.kind);
+        if let Start::Compensate = start {
+            return self.undo(cx, &mut run, kind, None, idempotent).await;
+        }
+        while run.seq < kind.steps.len() {
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return Err(OpError::Stopping(run.id));
+            }
+            let step = &kind.steps[run.seq];
+            self.inner
+                .armed
+                .reach(&failpoint::boundary(kind.name, step.name, At::Before))
+                .await;
+            if step.reaches_out && run.steps[run.seq].state.is_none() {
+                let c = self.inner.pool.get().await?;
+                store::put_step(&c, run.id, run.seq as i32, step.name, "started", None, None)
+                    .await?;
+                run.steps[run.seq].state = Some("started".into());
+            }
+            run.recorded = false;
+            match (step.apply)(cx, &mut run).await {
+                Ok(outcome) => {
+                    if !run.recorded {
+                        let c = self.inner.pool.get().await?;
+                        store::put_step(
+                            &c,
+                            run.id,
+                            run.seq as i32,
+                            step.name,
+                            "applied",
+                            None,
+                            Some(&outcome),
+                        )
+                        .await?;
+                    }
+                    let s = &mut run.steps[run.seq];
+                    s.state = Some("applied".into());
+                    s.outcome = Some(outcome);
+                    self.inner
+                        .armed
+                        .reach(&failpoint::boundary(kind.name, step.name, At::After))
+                        .await;
+                    run.seq += 1;
+                }
+                Err(e) if run.seq >= kind.point_of_no_return => {
+                    // Forward only: a reconciler retries once the lease lapses.
+                    tracing::error!(operation.id = %run.id, operation.kind = kind.name, step = step.name, error = %e,
+                        "a step past the point of no return failed; the worker will finish the operation");
+                    let c = self.inner.pool.get().await?;
+                    c.execute(
+                        "UPDATE berqenas.operations SET error = $2 WHERE id = $1",
+                        &[&run.id, &e.to_string()],
+                    )
+                    .await?;
+                    return Err(OpError::Unfinished {
+                        op: run.id,
+                        source: Box::new(e),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(operation.id = %run.id, operation.kind = kind.name, step = step.name, error = %e,
+                        "a step failed: undoing the operation");
+                    return self.undo(cx, &mut run, kind, Some(e), idempotent).await;
+                }
+            }
+        }
+        let answer = run
+            .steps
+            .last()
+            .and_then(|s| s.outcome.clone())
+            .unwrap_or(Value::Null);
+        self.clean(cx, &run).await?;
+        if !run.closed {
+            let response = idempotent.then(|| {
+                cx.seal(
+                    &serde_json::to_vec(&StoredResponse::Success(answer.clone()))
+                        .expect("plain data serialises"),
+                )
+            });
+            let c = self.inner.pool.get().await?;
+            let closed = store::close(&c, run.id, "succeeded", None, response.as_deref()).await?;
+            observe(closed, "succeeded");
+        } else {
+            crate::metrics::operation_finished(kind.name, "succeeded", 0.0);
+        }
+        Ok(Done::Finished(answer))
+    }
+
+    /// Compensates every step that was applied or started, last first, then closes
+    /// the operation as failed. `cause`: the error that started it (`None`: a dead
+    /// process's operation).
+    async fn undo(
+        &self,
+        cx: &C,
+        run: &mut Run,
+        kind: &Kind<C>,
+        cause: Option<StepError>,
+        idempotent: bool,
+    ) -> Result<Done, OpError> {
+        {
+            let c = self.inner.pool.get().await?;
+            store::set_phase(&c, run.id, "compensating").await?;
+        }
+        let failed_at = run.seq;
+        for i in (0..kind.steps.len()).rev() {
+            let state = run.steps[i].state.clone();
+            let touched = matches!(state.as_deref(), Some("applied") | Some("started"))
+                // The step that failed: its own transaction rolled back, but a step
+                // that reaches out may have done part of its work.
+                || (i == failed_at && cause.is_some() && kind.steps[i].reaches_out);
+            if !touched {
+                continue;
+            }
+            let step = &kind.steps[i];
+            run.seq = i;
+            if let Some(compensate) = step.compensate {
+                if let Err(e) = compensate(cx, run).await {
+                    tracing::error!(operation.id = %run.id, operation.kind = kind.name, step = step.name, error = %e,
+                        "undoing a step failed; the worker will try again");
+                    return Err(OpError::Unfinished {
+                        op: run.id,
+                        source: Box::new(e),
+                    });
+                }
+            }
+            let c = self.inner.pool.get().await?;
+            store::put_step(&c, run.id, i as i32, step.name, "compensated", None, None).await?;
+            run.steps[i].state = Some("compensated".into());
+        }
+        self.clean(cx, run).await?;
+        let (message, rejection) = match &cause {
+            Some(StepError::Rejected(p)) => (p.message.clone(), Some(p.clone())),
+            Some(e) => (e.to_string(), None),
+            None => (
+                "the process running it stopped; it was undone".to_string(),
+                None,
+            ),
+        };
+        // A refusal is the answer to replay; an outage is not (the client may retry).
+        let response = match (&rejection, idempotent) {
+            (Some(p), true) => Some(
+                cx.seal(
+                    &serde_json::to_vec(&StoredResponse::Failure(p.clone()))
+                        .expect("plain data serialises"),
+                ),
+            ),
+            _ => None,
+        };
+        let c = self.inner.pool.get().await?;
+        let closed =
+            store::close(&c, run.id, "failed", Some(&message), response.as_deref()).await?;
+        observe(closed, "failed");
+        Err(match cause {
+            Some(StepError::Rejected(p)) => OpError::Rejected(p),
+            Some(e) => OpError::Failed {
+                op: run.id,
+                source: Box::new(e),
+            },
+            None => OpError::Failed {
+                op: run.id,
+                source: "the process running it stopped".into(),
+            },
+        })
+    }
+
+    /// Drops the scratch objects the operation declared (databases first: roles may
+    /// own objects in them; files last).
+    async fn clean(&self, cx: &C, run: &Run) -> Result<(), OpError> {
+        let mut objects: Vec<_> = run
+            .all_objects()
+            .into_iter()
+            .filter(|o| o.scratch)
+            .collect();
+        let order = |k: &str| match k {
+            "database" => 0,
+            "schema" => 1,
+            "role" => 2,
+            "file" => 4,
+            _ => 3,
+        };
+        objects.sort_by_key(|o| order(&o.kind));
+        for o in objects {
+            let Some(clean) = self.inner.registry.cleaner_for(&o.kind) else {
+                tracing::error!(object.kind = %o.kind, "no cleaner for this kind of scratch object");
+                continue;
+            };
+            clean(cx, &o).await.map_err(|e| OpError::Unfinished {
+                op: run.id,
+                source: Box::new(e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Settles every running operation whose process is gone (its instance stopped or
+    /// was replaced) or whose lease lapsed: forward past its point of no return, else
+    /// undone. Returns how many it settled. Runs at start and in every worker round.
+    pub async fn reconcile(&self, cx: &C) -> Result<usize, OpError> {
+        let kinds = self.inner.registry.names();
+        let mut settled = 0;
+        let mut skip: Vec<Uuid> = Vec::new();
+        loop {
+            let active: Vec<Uuid> = self.active_ids();
+            let mut not: Vec<Uuid> = skip.clone();
+            not.extend(active);
+            let claimed = store::claim_dead(
+                &self.inner.pool.get().await?,
+                self.inner.instance,
+                &kinds,
+                &not,
+                lease_secs(),
+            )
+            .await?;
+            let Some(row) = claimed else { break };
+            skip.push(row.id);
+            match self.resume(cx, row).await {
+                Ok(_) | Err(OpError::Rejected(_)) | Err(OpError::Failed { .. }) => settled += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not settle an operation; trying again next round")
+                }
+            }
+        }
+        Ok(settled)
+    }
+
+    fn active_ids(&self) -> Vec<Uuid> {
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Takes up an operation another process left: where it stands decides whether it
+    /// goes forward or is undone.
+    async fn resume(&self, cx: &C, row: store::OperationRow) -> Result<Done, OpError> {
+        let kind = self.kind(&row.kind);
+        let steps = store::steps(&self.inner.pool.get().await?, row.id).await?;
+        let mut run = Run::new(
+            row.id,
+            kind.name,
+            kind.step_names(),
+            row.tenant_id,
+            row.tenant_name.clone(),
+            row.params.clone(),
+            self.inner.pool.clone(),
+        );
+        run.load(&steps);
+        let first_open = run
+            .steps
+            .iter()
+            .position(|s| s.state.as_deref() != Some("applied"))
+            .unwrap_or(kind.steps.len());
+        let forward = row.phase == "forward" && first_open >= kind.point_of_no_return;
+        tracing::warn!(operation.id = %row.id, operation.kind = kind.name, tenant.name = %row.tenant_name,
+            step = kind.steps.get(first_open).map_or("(end)", |s| s.name),
+            direction = if forward { "forward" } else { "undo" },
+            "settling an operation its process left");
+        run.seq = first_open;
+        let start = if forward {
+            Start::Fresh
+        } else {
+            Start::Compensate
+        };
+        self.spawn(cx, run, false, start).await
+    }
+
+    /// Stops taking new operations; the running ones stop at their next step boundary
+    /// (waiting at most `deadline`), stay in the journal, and are settled at the next
+    /// start. The instance is then marked stopped.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let until = tokio::time::Instant::now() + deadline;
+        while !self.active_ids().is_empty() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = self.active_ids();
+        if !left.is_empty() {
+            tracing::warn!(operations = ?left, "stopping with operations mid-step: they are settled at the next start");
+            self.abort_all();
+        }
+        if let Some(k) = self
+            .inner
+            .keeper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            k.abort();
+        }
+        if let Ok(c) = self.inner.pool.get().await {
+            let _ = store::stop_instance(&c, self.inner.instance).await;
+        }
+    }
+
+    /// What `kill -9` does to this engine: every operation stops where it is, the
+    /// keeper stops; nothing is written. (Tests in one process.)
+    pub fn kill(&self) {
+        self.abort_all();
+        if let Some(k) = self
+            .inner
+            .keeper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            k.abort();
+        }
+    }
+
+    fn abort_all(&self) {
+        for (_, h) in self
+            .inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            h.abort();
+        }
+    }
+}
+
+enum Start {
+    Fresh,
+    Compensate,
+}
+
+fn observe(closed: Option<(String, f64)>, outcome: &str) {
+    if let Some((kind, secs)) = closed {
+        crate::metrics::operation_finished(&kind, outcome, secs);
+    }
+}
+
+/// The one keeper of the process: renews the leases of the operations it drives and
+/// its instance's heartbeat, every third of a lease. A killed process stops renewing,
+/// which is what lets a reconciler step in (at once, when its restart marks it gone).
+async fn keep<C: Context>(engine: std::sync::Weak<Inner<C>>) {
+    let secs = lease_secs();
+    let every = Duration::from_secs_f64((secs / 3.0).max(0.05));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        let ids: Vec<Uuid> = inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        let renewed = async {
+            let c = inner.pool.get().await.map_err(|e| e.to_string())?;
+            if !ids.is_empty() {
+                store::renew(&c, inner.instance, &ids, secs)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            store::heartbeat(&c, inner.instance)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(e) = renewed {
+            // The next tick tries again; a lapse only lets a reconciler look.
+            tracing::warn!(error = %e, "could not renew operation leases");
+        }
+    }
+}

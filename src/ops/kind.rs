@@ -1,0 +1,110 @@
+//! What an operation kind is: a name and a list of steps, each with an idempotent
+//! `apply` and, until the kind's point of no return, an idempotent `compensate`.
+//! Kinds are registered with the engine by the layer above it (`workflows`); the
+//! engine knows nothing of what the steps do.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+use super::run::Run;
+use super::StepError;
+
+/// What a step's function returns: its outcome, journaled after it (or recorded by the
+/// step itself inside its own transaction, see [`Run::applied_in`]).
+pub type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, StepError>> + Send + 'a>>;
+
+/// A step's `apply` or `compensate`. `C` is the context the layer above hands the
+/// engine (the platform: pools, keys, paths).
+pub type StepFn<C> = for<'a> fn(&'a C, &'a mut Run) -> StepFuture<'a>;
+
+/// A cleaner for a kind of scratch object (`role`, `database`, `schema`, `file`):
+/// drops the object if it exists; idempotent.
+pub type CleanFn<C> = for<'a> fn(&'a C, &'a super::Object) -> StepFuture<'a>;
+
+pub struct Step<C> {
+    pub name: &'static str,
+    /// Whether the step reaches outside the control database (another database, a
+    /// file, a process of PostgreSQL's that cannot be rolled back): its row is
+    /// committed as `started` before it runs, and it declares the objects it will
+    /// create ([`Run::intend`]) before creating them. A step that only changes the
+    /// control database in one transaction needs neither: a crash rolls it back.
+    pub reaches_out: bool,
+    pub apply: StepFn<C>,
+    /// Undoes what `apply` did, or the part of it done before a crash (the step may
+    /// be `started` only). `None`: nothing of its own to undo.
+    pub compensate: Option<StepFn<C>>,
+}
+
+pub struct Kind<C> {
+    pub name: &'static str,
+    pub steps: Vec<Step<C>>,
+    /// The index of the first forward-only step: an operation that failed or died
+    /// before it is compensated; from it on, it is finished (retried forward).
+    /// `steps.len()`: compensated whenever it does not finish.
+    pub point_of_no_return: usize,
+}
+
+impl<C> Kind<C> {
+    pub fn step_names(&self) -> Vec<&'static str> {
+        self.steps.iter().map(|s| s.name).collect()
+    }
+}
+
+/// The kinds a process can run and recover, and how to drop each kind of scratch
+/// object.
+pub struct Registry<C> {
+    kinds: Vec<Kind<C>>,
+    cleaners: Vec<(&'static str, CleanFn<C>)>,
+}
+
+impl<C> Default for Registry<C> {
+    fn default() -> Self {
+        Self {
+            kinds: Vec::new(),
+            cleaners: Vec::new(),
+        }
+    }
+}
+
+impl<C> Registry<C> {
+    pub fn kind(mut self, k: Kind<C>) -> Self {
+        assert!(
+            self.get(k.name).is_none(),
+            "operation kind {} registered twice",
+            k.name
+        );
+        assert!(
+            k.point_of_no_return <= k.steps.len(),
+            "{}: point of no return past the end",
+            k.name
+        );
+        self.kinds.push(k);
+        self
+    }
+
+    pub fn cleaner(mut self, object_kind: &'static str, f: CleanFn<C>) -> Self {
+        self.cleaners.push((object_kind, f));
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Kind<C>> {
+        self.kinds.iter().find(|k| k.name == name)
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = &Kind<C>> {
+        self.kinds.iter()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.kinds.iter().map(|k| k.name).collect()
+    }
+
+    pub(crate) fn cleaner_for(&self, object_kind: &str) -> Option<CleanFn<C>> {
+        self.cleaners
+            .iter()
+            .find(|(k, _)| *k == object_kind)
+            .map(|(_, f)| *f)
+    }
+}

@@ -1,0 +1,262 @@
+//! SQL for the operation engine's tables: `operations` (one row per operation: kind,
+//! tenant, input, state, lease, the process running it), `operation_steps` (its
+//! journal: intent, outcome, state per step), `instances` (the processes), and the
+//! tenant row's ownership columns (`owner_op`, `generation`). The caller owns the
+//! transaction.
+
+use deadpool_postgres::GenericClient;
+use serde_json::Value;
+use uuid::Uuid;
+
+type Result<T> = std::result::Result<T, tokio_postgres::Error>;
+
+/// An operation row as the engine reads it back.
+#[derive(Debug, Clone)]
+pub struct OperationRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub tenant_id: Option<Uuid>,
+    pub tenant_name: String,
+    pub state: String,
+    pub phase: String,
+    pub params: Value,
+    pub instance_id: Option<Uuid>,
+}
+
+/// One step's journal row.
+#[derive(Debug, Clone)]
+pub struct StepRow {
+    pub seq: i32,
+    pub name: String,
+    pub state: String,
+    pub intent: Option<Value>,
+    pub outcome: Option<Value>,
+}
+
+const OPERATION: &str = "id, kind, tenant_id, tenant_name, state, phase, params, instance_id";
+
+fn operation(r: &tokio_postgres::Row) -> OperationRow {
+    OperationRow {
+        id: r.get(0),
+        kind: r.get(1),
+        tenant_id: r.get(2),
+        tenant_name: r.get(3),
+        state: r.get(4),
+        phase: r.get(5),
+        params: r.get(6),
+        instance_id: r.get(7),
+    }
+}
+
+pub async fn get(c: &impl GenericClient, id: Uuid) -> Result<Option<OperationRow>> {
+    Ok(c.query_opt(
+        &format!("SELECT {OPERATION} FROM berqenas.operations WHERE id = $1"),
+        &[&id],
+    )
+    .await?
+    .as_ref()
+    .map(operation))
+}
+
+/// The operation's journal, in step order.
+pub async fn steps(c: &impl GenericClient, id: Uuid) -> Result<Vec<StepRow>> {
+    Ok(c.query(
+        "SELECT seq, name, state, intent, outcome FROM berqenas.operation_steps
+              WHERE operation_id = $1 ORDER BY seq",
+        &[&id],
+    )
+    .await?
+    .iter()
+    .map(|r| StepRow {
+        seq: r.get(0),
+        name: r.get(1),
+        state: r.get(2),
+        intent: r.get(3),
+        outcome: r.get(4),
+    })
+    .collect())
+}
+
+/// Writes (or rewrites) a step's journal row; `intent`/`outcome` `None` keep theirs.
+pub async fn put_step(
+    c: &impl GenericClient,
+    id: Uuid,
+    seq: i32,
+    name: &str,
+    state: &str,
+    intent: Option<&Value>,
+    outcome: Option<&Value>,
+) -> Result<()> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO berqenas.operation_steps (operation_id, seq, name, state, intent, outcome)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (operation_id, seq) DO UPDATE
+                SET state = EXCLUDED.state, at = now(),
+                    intent = coalesce(EXCLUDED.intent, berqenas.operation_steps.intent),
+                    outcome = coalesce(EXCLUDED.outcome, berqenas.operation_steps.outcome)",
+        )
+        .await?;
+    c.execute(&stmt, &[&id, &seq, &name, &state, &intent, &outcome])
+        .await?;
+    Ok(())
+}
+
+pub async fn set_phase(c: &impl GenericClient, id: Uuid, phase: &str) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.operations SET phase = $2 WHERE id = $1",
+        &[&id, &phase],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Closes a running operation; returns (kind, seconds it took) if it was running.
+pub async fn close(
+    c: &impl GenericClient,
+    id: Uuid,
+    state: &str,
+    error: Option<&str>,
+    response: Option<&[u8]>,
+) -> Result<Option<(String, f64)>> {
+    let stmt = c
+        .prepare_cached(
+            "UPDATE berqenas.operations
+                SET state = $2, error = $3, response = coalesce($4, response), finished_at = now(),
+                    response_status = CASE WHEN $2 = 'succeeded' THEN 200 END
+              WHERE id = $1 AND state = 'running'
+             RETURNING kind, extract(epoch FROM clock_timestamp() - created_at)::float8",
+        )
+        .await?;
+    Ok(c.query_opt(&stmt, &[&id, &state, &error, &response])
+        .await?
+        .map(|r| (r.get(0), r.get(1))))
+}
+
+/// Renews the leases of these operations, which this instance runs.
+pub async fn renew(c: &impl GenericClient, instance: Uuid, ids: &[Uuid], secs: f64) -> Result<u64> {
+    c.execute(
+        "UPDATE berqenas.operations SET lease_until = now() + make_interval(secs => $3)
+          WHERE id = ANY($2) AND instance_id = $1 AND state = 'running'",
+        &[&instance, &ids, &secs],
+    )
+    .await
+}
+
+/// Takes over the oldest operation that is running but dead: its lease lapsed, or the
+/// instance running it is gone. Another instance's reconciler skips it meanwhile.
+pub async fn claim_dead(
+    c: &impl GenericClient,
+    instance: Uuid,
+    kinds: &[&str],
+    skip: &[Uuid],
+    secs: f64,
+) -> Result<Option<OperationRow>> {
+    Ok(c
+        .query_opt(
+            &format!(
+                "UPDATE berqenas.operations SET instance_id = $1, lease_until = now() + make_interval(secs => $4)
+                  WHERE id = (
+                        SELECT o.id FROM berqenas.operations o
+                         WHERE o.state = 'running' AND o.kind = ANY($2) AND o.id <> ALL($3)
+                           AND (o.lease_until < now()
+                                OR o.instance_id IN (SELECT id FROM berqenas.instances WHERE stopped_at IS NOT NULL))
+                         ORDER BY o.created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING {OPERATION}"
+            ),
+            &[&instance, &kinds, &skip, &secs],
+        )
+        .await?
+        .as_ref()
+        .map(operation))
+}
+
+/// Registers a process; the instances of the same identity still marked running are
+/// its predecessors, dead for certain (one process per identity): they are stopped.
+/// Returns how many were.
+pub async fn register_instance(
+    c: &impl GenericClient,
+    id: Uuid,
+    identity: &str,
+    pid: i32,
+) -> Result<u64> {
+    let replaced = c
+        .execute(
+            "UPDATE berqenas.instances SET stopped_at = now()
+              WHERE identity = $1 AND stopped_at IS NULL",
+            &[&identity],
+        )
+        .await?;
+    c.execute(
+        "INSERT INTO berqenas.instances (id, identity, pid) VALUES ($1, $2, $3)",
+        &[&id, &identity, &pid],
+    )
+    .await?;
+    Ok(replaced)
+}
+
+pub async fn heartbeat(c: &impl GenericClient, id: Uuid) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.instances SET heartbeat_at = now() WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn stop_instance(c: &impl GenericClient, id: Uuid) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.instances SET stopped_at = now() WHERE id = $1 AND stopped_at IS NULL",
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Who owns a tenant now: (owner operation, its kind, whether it is running, generation).
+#[derive(Debug, Clone)]
+pub struct Ownership {
+    pub owner: Option<Uuid>,
+    pub owner_kind: Option<String>,
+    pub running: bool,
+    pub generation: i64,
+}
+
+/// The tenant's ownership, its row locked for the rest of the transaction (the caller
+/// holds the tenant's name lock first: one lock order everywhere).
+pub async fn lock_ownership(c: &impl GenericClient, tenant: Uuid) -> Result<Option<Ownership>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT t.owner_op, o.kind, coalesce(o.state = 'running', false), t.generation
+               FROM berqenas.tenants t LEFT JOIN berqenas.operations o ON o.id = t.owner_op
+              WHERE t.id = $1 FOR UPDATE OF t",
+        )
+        .await?;
+    Ok(c.query_opt(&stmt, &[&tenant]).await?.map(|r| Ownership {
+        owner: r.get(0),
+        owner_kind: r.get(1),
+        running: r.get(2),
+        generation: r.get(3),
+    }))
+}
+
+/// Makes `op` the tenant's owner; returns the new generation.
+pub async fn take_ownership(c: &impl GenericClient, tenant: Uuid, op: Uuid) -> Result<i64> {
+    Ok(c.query_one(
+        "UPDATE berqenas.tenants SET owner_op = $2, generation = generation + 1
+              WHERE id = $1 RETURNING generation",
+        &[&tenant, &op],
+    )
+    .await?
+    .get(0))
+}
+
+/// Gives the tenant up, if `op` still owns it.
+pub async fn release_ownership(c: &impl GenericClient, tenant: Uuid, op: Uuid) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.tenants SET owner_op = NULL WHERE id = $1 AND owner_op = $2",
+        &[&tenant, &op],
+    )
+    .await?;
+    Ok(())
+}
