@@ -188,10 +188,53 @@ pub fn admin_token(given: Option<&str>, data_dir: &Path) -> anyhow::Result<Strin
     }
 }
 
+/// Held for as long as a `serve` runs on a data directory: a second one refuses to
+/// start there (it would adopt the first one's cluster, then stop it when its own
+/// start failed). The kernel releases it when the process dies, however it dies.
+pub const LOCK_FILE: &str = "serve.lock";
+
+/// Takes the data directory for this process, or names the process that has it.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            lock.set_len(0)?;
+            lock.rewind()?;
+            writeln!(lock, "{}", std::process::id())?;
+            Ok(lock)
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let url = std::fs::read_to_string(dir.join(SERVER_URL_FILE))
+                .map(|u| u.trim().to_string())
+                .unwrap_or_else(|_| "not serving yet".into());
+            anyhow::bail!(
+                "another berqenas serve (pid {}, {url}) is using the data directory {}; stop it first, or give this one another --data-dir",
+                pid.trim(),
+                dir.display()
+            )
+        }
+    }
+}
+
 pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating the data directory {}", opts.data_dir.display()))?;
+    let _lock = lock_data_dir(&opts.data_dir)?;
+    // Before the cluster: a busy port must not cost a start (and a stop) of it.
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
     let mut db = match &opts.database_url {
         Some(url) => external(url)?,
         None => embedded(&opts.data_dir, opts.pg_port).await?,
@@ -201,7 +244,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| opts.data_dir.join("backups")),
     );
-    let result = serve(&opts, &db, shutdown).await;
+    let result = serve(&opts, &db, listener, shutdown).await;
     if let Some(cluster) = &db.cluster {
         tracing::info!("stopping the embedded PostgreSQL cluster");
         let cluster = cluster.clone();
@@ -215,6 +258,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
 async fn serve(
     opts: &ServeOptions,
     db: &Database,
+    listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let key = SecretKey::load(opts.secret_key.as_deref(), &opts.data_dir)?;
@@ -224,9 +268,6 @@ async fn serve(
         None => Template::builtin(),
     };
     let platform = platform_with(db, key, opts.pool_size, template).await?;
-    let listener = TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("listening on {}", opts.listen))?;
     let url = format!("http://{}", listener.local_addr()?);
     // Written whole or not at all: a client polling for the file must never read half
     // a URL (and connect to the wrong port).
