@@ -187,6 +187,26 @@ impl<C: Context> Engine<C> {
         &self.inner.armed
     }
 
+    /// Commits the transaction of a one-transaction operation ([`Kind::single`]),
+    /// through its step boundary's failpoints.
+    pub async fn commit(
+        &self,
+        tx: deadpool_postgres::Transaction<'_>,
+        kind: &'static str,
+    ) -> Result<(), tokio_postgres::Error> {
+        debug_assert!(self.kind(kind).is_single(), "{kind} is not a one-transaction kind");
+        self.inner
+            .armed
+            .reach(&failpoint::boundary(kind, super::kind::COMMIT, At::Before))
+            .await;
+        tx.commit().await?;
+        self.inner
+            .armed
+            .reach(&failpoint::boundary(kind, super::kind::COMMIT, At::After))
+            .await;
+        Ok(())
+    }
+
     /// Runs a new operation to its end (or its undoing) and returns how it ended. It
     /// runs on a task of its own: a caller that goes away (an HTTP client hanging up)
     /// does not stop it half way.
@@ -471,7 +491,13 @@ impl<C: Context> Engine<C> {
     /// was replaced) or whose lease lapsed: forward past its point of no return, else
     /// undone. Returns how many it settled. Runs at start and in every worker round.
     pub async fn reconcile(&self, cx: &C) -> Result<usize, OpError> {
-        let kinds = self.inner.registry.names();
+        let kinds: Vec<&str> = self
+            .inner
+            .registry
+            .kinds()
+            .filter(|k| !k.is_single())
+            .map(|k| k.name)
+            .collect();
         let mut settled = 0;
         let mut skip: Vec<Uuid> = Vec::new();
         loop {

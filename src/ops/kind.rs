@@ -46,8 +46,32 @@ pub struct Kind<C> {
     pub point_of_no_return: usize,
 }
 
+/// The one step of a kind whose work is one transaction (see [`Kind::single`]).
+pub const COMMIT: &str = "commit";
+
 impl<C> Kind<C> {
+    /// A kind whose work is one transaction of the control database: its operation
+    /// row commits with the work (`ops::record_done` or `ops::succeed` in the same
+    /// transaction) and the workflow commits through [`super::Engine::commit`], so a
+    /// crash leaves either all of it or nothing, and nothing for a reconciler. Its one
+    /// step boundary, for the crash tests, is that commit.
+    pub fn single(name: &'static str) -> Self {
+        Self {
+            name,
+            steps: Vec::new(),
+            point_of_no_return: 0,
+        }
+    }
+
+    /// Whether this is a one-transaction kind.
+    pub fn is_single(&self) -> bool {
+        self.steps.is_empty()
+    }
+
     pub fn step_names(&self) -> Vec<&'static str> {
+        if self.is_single() {
+            return vec![COMMIT];
+        }
         self.steps.iter().map(|s| s.name).collect()
     }
 }

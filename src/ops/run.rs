@@ -190,6 +190,15 @@ impl Run {
         Ok(())
     }
 
+    /// Adds objects to the current step's intent (committed), for a step that creates
+    /// them a few at a time.
+    pub async fn declare(&mut self, objects: Vec<Object>) -> Result<(), StepError> {
+        let mut intent = self.steps[self.seq].intent.clone().unwrap_or_default();
+        intent.objects.extend(objects);
+        let Intent { objects, data } = intent;
+        self.intend(objects, data).await
+    }
+
     /// Records the current step as applied inside the caller's transaction, the one
     /// its work commits in: the journal can never say otherwise than the database.
     pub async fn applied_in(
