@@ -194,7 +194,10 @@ impl<C: Context> Engine<C> {
         tx: deadpool_postgres::Transaction<'_>,
         kind: &'static str,
     ) -> Result<(), tokio_postgres::Error> {
-        debug_assert!(self.kind(kind).is_single(), "{kind} is not a one-transaction kind");
+        debug_assert!(
+            self.kind(kind).is_single(),
+            "{kind} is not a one-transaction kind"
+        );
         self.inner
             .armed
             .reach(&failpoint::boundary(kind, super::kind::COMMIT, At::Before))

@@ -87,6 +87,27 @@ impl Server {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// Calls the API with another bearer token (a tenant's API key).
+    pub async fn call_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: &str,
+    ) -> reqwest::Result<(StatusCode, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await?;
+        let status = res.status();
+        let text = res.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
     /// A POST that must get an answer.
     pub async fn post(&self, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         self.call(reqwest::Method::POST, path, body)
