@@ -35,22 +35,23 @@ pub fn busy(tenant_name: &str, what: &str) -> Problem {
 /// Takes the tenant's name lock for the rest of the transaction (first in the lock
 /// order), waiting at most [`WAIT`].
 pub async fn lock_name(tx: &impl GenericClient, tenant_name: &str) -> Result<(), LockError> {
-    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{WAIT}'"))
-        .await?;
+    // One round trip: the caller's timeout is read (the subquery runs first), the
+    // bounded wait set, the lock taken, the timeout put back, in select-list order.
     let stmt = tx
-        .prepare_cached(
-            "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0))",
-        )
+        .prepare_cached(&format!(
+            "SELECT pg_catalog.set_config('lock_timeout', '{WAIT}', true),
+                    pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0)),
+                    pg_catalog.set_config('lock_timeout', b.v, true)
+               FROM (SELECT pg_catalog.current_setting('lock_timeout') AS v OFFSET 0) b"
+        ))
         .await?;
     match tx.execute(&stmt, &[&lock_key(tenant_name)]).await {
-        Ok(_) => {}
+        Ok(_) => Ok(()),
         Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-            return Err(LockError::Busy(busy(tenant_name, "another operation")))
+            Err(LockError::Busy(busy(tenant_name, "another operation")))
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
     }
-    tx.batch_execute("SET LOCAL lock_timeout = DEFAULT").await?;
-    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
