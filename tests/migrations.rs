@@ -522,7 +522,9 @@ async fn kill_9_during_a_run_then_run_again() {
     let mut tenants = create_many(&app, "ks", "schema", 12).await;
     tenants.extend(create_many(&app, "kd", "database", 4).await);
     tenants.extend(create_many(&app, "kh", "shared", 4).await);
-    drop(first);
+    // Killed, and gone: a data directory takes one server at a time.
+    let mut first = first;
+    first.child.kill().await.unwrap();
 
     std::fs::write(templates.join("0002_priority.sql"), ADD_PRIORITY).unwrap();
     let template_dir = templates.to_str().unwrap();
@@ -563,7 +565,8 @@ async fn kill_9_during_a_run_then_run_again() {
     assert_eq!(done["state"], "succeeded", "{done}");
     let versions = consistent(&app, &control, &tenants).await;
     assert!(versions.iter().all(|v| *v == 2), "{versions:?}");
-    drop(again);
+    let mut again = again;
+    again.child.kill().await.unwrap();
 
     // Database mode: killed after a tenant database committed, before the registry
     // moved. The next run sees the marker and only moves the registry.
