@@ -22,6 +22,7 @@ pub mod problem;
 pub mod quota;
 pub mod secrets;
 pub mod server;
+pub mod store;
 pub mod template;
 pub mod tenant;
 

@@ -132,17 +132,17 @@ pub async fn platform_with(
     let mut client = pg::connect(&config).await?;
     let caps = Capabilities::probe(&client).await?;
     controlplane::migrate(&mut client).await?;
-    template.register(&client).await?;
     drop(client);
     let pool = pg::pool(config.clone(), pool_size)?;
     {
         let mut c = pool.get().await?;
+        template.register(&c).await?;
         hardening::secure_defaults(&mut c, &Ident::new(db.endpoint.database.clone())?).await?;
         let (_, refused) = hardening::close_databases(&c).await?;
         if !refused.is_empty() {
             tracing::warn!(databases = ?refused, "PUBLIC can connect to these databases and berqenas may not change that: tenant roles can reach them (a DBA must REVOKE CONNECT, TEMPORARY ... FROM PUBLIC)");
         }
-        let roles = tenant::store::all_tenant_roles(&c).await?;
+        let roles = tenant::all_roles(&c).await?;
         hardening::check(&c, &roles).await.context("at start")?;
     }
     let platform = Platform {

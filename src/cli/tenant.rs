@@ -328,7 +328,7 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
         TenantCommand::User(UserCommand::Remove(a)) => {
             let res = a.client.client().remove_user(&a.tenant, &a.email).await;
             output::finish(res, a.client.output, |u| {
-                println!("removed user {} ({})", u.email, u.db_user)
+                println!("removed user {} ({})", u.email, u.db_user.as_str())
             })
         }
         TenantCommand::Suspend(a) => super::lifecycle::suspend(a).await,

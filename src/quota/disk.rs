@@ -25,17 +25,14 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient as PgClient;
 use uuid::Uuid;
 
-use super::store;
 use crate::isolation::shared as pool;
 use crate::pg::{self, Ident};
 use crate::platform::Platform;
+use crate::store::{quotas as store, tenants as registry};
 use crate::tenant::{service, Isolation, Slug, Tenant};
 use crate::{audit, metrics};
 
 type Result<T, E = service::Error> = std::result::Result<T, E>;
-
-/// Tenants whose data is measured and whose quota is enforced.
-const LIVE: &str = "('trial', 'active', 'suspended')";
 
 /// One thing taken away from a tenant while it is over its disk quota.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +70,7 @@ pub enum Revoked {
         grantor: Option<String>,
     },
     Schema {
-        name: String,
+        name: Ident,
         grantee: String,
         privilege: String,
         #[serde(default)]
@@ -82,7 +79,7 @@ pub enum Revoked {
         grantor: Option<String>,
     },
     Database {
-        name: String,
+        name: Ident,
         grantee: String,
         privilege: String,
         #[serde(default)]
@@ -137,19 +134,7 @@ pub async fn measure(p: &Platform, only: Option<Uuid>) -> Result<Vec<(Uuid, i64)
     let mut sizes: Vec<(Uuid, i64)> = Vec::new();
     let mut tx = client.transaction().await?;
     tx.batch_execute(ROUND_TIMEOUTS).await?;
-    let schemas: Vec<(Uuid, String)> = tx
-        .query(
-            &format!(
-                "SELECT t.id, t.schema_name::text FROM berqenas.tenants t
-                   JOIN pg_namespace n ON n.nspname = t.schema_name
-                  WHERE t.isolation = 'schema' AND t.status IN {LIVE} AND ($1::uuid IS NULL OR t.id = $1)"
-            ),
-            &[&only],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let schemas = registry::live_schemas(&tx, only).await?;
     for (id, schema) in schemas {
         let sp = tx.savepoint("measure_tenant").await?;
         let size = sp
@@ -175,30 +160,8 @@ pub async fn measure(p: &Platform, only: Option<Uuid>) -> Result<Vec<(Uuid, i64)
             Err(e) => return Err(e.into()),
         }
     }
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT t.id, greatest(pg_database_size(d.oid) - coalesce(
-                        (SELECT pg_database_size(x.oid) FROM pg_database x WHERE x.datname = $2), 0), 0)::bigint
-                   FROM berqenas.tenants t JOIN pg_database d ON d.datname = t.database_name
-                  WHERE t.isolation = 'database' AND t.status IN {LIVE} AND ($1::uuid IS NULL OR t.id = $1)"
-            ),
-            &[&only, &template_db(p)],
-        )
-        .await?;
-    sizes.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
-    let shared: Vec<Uuid> = tx
-        .query(
-            &format!(
-                "SELECT id FROM berqenas.tenants
-                  WHERE isolation = 'shared' AND status IN {LIVE} AND ($1::uuid IS NULL OR id = $1)"
-            ),
-            &[&only],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    sizes.extend(registry::live_database_sizes(&tx, only, &template_db(p)).await?);
+    let shared = registry::live_shared(&tx, only).await?;
     let temp = temp_usage(&mut tx, only).await?;
     tx.commit().await?;
     if !shared.is_empty() {
@@ -232,24 +195,7 @@ async fn temp_usage(
     tx: &mut Transaction<'_>,
     only: Option<Uuid>,
 ) -> Result<std::collections::HashMap<Uuid, i64>> {
-    let relations: Vec<(Uuid, u32)> = tx
-        .query(
-            "WITH logins AS (
-                 SELECT id, login_role AS role FROM berqenas.tenants
-                  WHERE isolation IN ('schema', 'shared') AND ($1::uuid IS NULL OR id = $1)
-                 UNION ALL
-                 SELECT u.tenant_id, u.db_user FROM berqenas.tenant_users u
-                   JOIN berqenas.tenants t ON t.id = u.tenant_id
-                  WHERE t.isolation IN ('schema', 'shared') AND ($1::uuid IS NULL OR t.id = $1))
-             SELECT l.id, c.oid FROM logins l JOIN pg_catalog.pg_roles r ON r.rolname = l.role
-               JOIN pg_catalog.pg_class c ON c.relowner = r.oid
-              WHERE c.relpersistence = 't' AND c.relkind IN ('r', 'm', 'S')",
-            &[&only],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let relations = registry::temp_relations(&*tx, only).await?;
     let mut usage = std::collections::HashMap::new();
     if relations.is_empty() {
         return Ok(usage);
@@ -352,16 +298,7 @@ pub async fn run_round(p: &Platform) -> Result<(usize, usize, usize)> {
     let sizes = measure(p, None).await?;
     let client = p.pool.get().await?;
     store::record_measurements(&client, &sizes).await?;
-    let due: Vec<Uuid> = client
-        .query(
-            "SELECT u.tenant_id FROM berqenas.disk_usage u JOIN berqenas.tenants t ON t.id = u.tenant_id
-              WHERE u.bytes > t.db_quota_bytes OR u.writes_blocked",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let due = store::over_quota_or_blocked(&client).await?;
     drop(client);
     let (mut blocked, mut restored) = (0, 0);
     for id in due {
@@ -391,23 +328,16 @@ pub async fn measure_now(p: &Platform, tenant_id: Uuid) -> Result<Option<i64>> {
 pub async fn enforce(p: &Platform, tenant_id: Uuid) -> Result<Outcome> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let Some(tenant) = crate::tenant::store::find_for_update(&tx, &tenant_id.to_string()).await?
-    else {
+    let Some(tenant) = registry::find_for_update(&tx, &tenant_id.to_string()).await? else {
         return Ok(Outcome::Unchanged);
     };
-    let slug = Slug::parse(&tenant.name).expect("registry holds valid names");
+    let slug = tenant.name.clone();
     service::lock_name(&tx, &slug).await?;
     let (blocked, revoked) = store::lock_disk_row(&tx, tenant.id).await?;
     // The registry locks are held; from here on, a lock of the tenant's fails this
     // tenant's enforcement (retried next round) instead of hanging the round.
     tx.batch_execute(ROUND_TIMEOUTS).await?;
-    let bytes: i64 = tx
-        .query_one(
-            "SELECT bytes FROM berqenas.disk_usage WHERE tenant_id = $1",
-            &[&tenant.id],
-        )
-        .await?
-        .get(0);
+    let bytes = store::disk_bytes(&tx, tenant.id).await?;
     let mut taken: Vec<Revoked> = serde_json::from_value(revoked)?;
     let over = bytes > tenant.db_quota_bytes;
     let live = matches!(tenant.status.as_str(), "trial" | "active" | "suspended");
@@ -415,7 +345,7 @@ pub async fn enforce(p: &Platform, tenant_id: Uuid) -> Result<Outcome> {
         if tenant.isolation == Isolation::Database {
             // Another database: record what will be taken first, so a crash in between
             // leaves a record to give back from, never grants lost without one.
-            let db = connect_to(p, &tenant.database).await?;
+            let db = connect_to(p, tenant.database.as_str()).await?;
             let fresh = snapshot(&db, &tenant, &slug, &tx).await?;
             merge(&mut taken, &fresh);
             store::set_blocked(&tx, tenant.id, true, &serde_json::to_value(&taken)?).await?;
@@ -459,7 +389,7 @@ pub async fn enforce(p: &Platform, tenant_id: Uuid) -> Result<Outcome> {
     }
     // Under quota again (or no longer live): exactly what was taken comes back.
     if tenant.isolation == Isolation::Database {
-        let db = connect_to(p, &tenant.database).await?;
+        let db = connect_to(p, tenant.database.as_str()).await?;
         let sql = privileges_sql(&db, &tenant, &taken, true).await?;
         db.batch_execute(&format!("BEGIN;\n{sql}COMMIT;")).await?;
     } else {
@@ -496,7 +426,7 @@ async fn record(
     t: &Tenant,
     action: &str,
     bytes: i64,
-) -> Result<(), tokio_postgres::Error> {
+) -> crate::store::Result<()> {
     audit::record(
         c,
         &audit::Entry {
@@ -526,18 +456,18 @@ async fn tenant_roles(
     reg: &impl GenericClient,
     t: &Tenant,
     slug: &Slug,
-) -> Result<Vec<String>, tokio_postgres::Error> {
+) -> crate::store::Result<Vec<String>> {
     let mut roles: Vec<String> = slug
         .fixed_roles()
         .iter()
         .map(|r| r.as_str().to_string())
-        .filter(|r| *r != t.owner_role)
+        .filter(|r| r != t.owner_role.as_str())
         .collect();
     roles.extend(
-        crate::tenant::store::users(reg, t.id)
+        crate::store::users::list(reg, t.id)
             .await?
             .into_iter()
-            .map(|u| u.db_user),
+            .map(|u| u.db_user.as_str().to_string()),
     );
     Ok(roles)
 }
@@ -683,7 +613,7 @@ async fn snapshot(
         .await?
     {
         out.push(Revoked::Schema {
-            name: schema.as_str().to_string(),
+            name: schema.clone(),
             grantee: r.get(0),
             privilege: r.get(1),
             grantable: r.get(2),
@@ -945,7 +875,7 @@ async fn privileges_sql(
     let rels = relations(db, taken).await?;
     let roles = existing_roles(db, taken).await?;
     let exists = |name: &str| roles.iter().any(|r| r == name);
-    let owner = Ident::new(t.owner_role.clone()).expect("registry holds valid names");
+    let owner = &t.owner_role;
     let superuser = give
         && db
             .query_one(
@@ -1066,7 +996,7 @@ async fn privileges_sql(
                 grantable,
                 grantor,
             } => {
-                let schema = Ident::new(name.clone()).expect("registry names are identifiers");
+                let schema = name;
                 let present = db
                     .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[name])
                     .await?
@@ -1088,7 +1018,7 @@ async fn privileges_sql(
                 grantable,
             } => {
                 if exists(g) {
-                    let db_name = Ident::new(name.clone()).expect("registry names are identifiers");
+                    let db_name = name;
                     let option = match (give, grantable) {
                         (true, true) => " WITH GRANT OPTION",
                         (true, false) => "",

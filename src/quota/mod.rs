@@ -7,7 +7,6 @@ pub mod apply;
 pub mod disk;
 pub mod rate;
 pub mod service;
-pub mod store;
 pub mod usage;
 pub mod watchdog;
 pub mod worker;

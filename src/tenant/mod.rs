@@ -12,7 +12,6 @@ pub mod shared_mode;
 pub mod size;
 pub mod slug;
 pub mod state;
-pub mod store;
 pub mod suspension;
 pub mod users;
 
@@ -22,6 +21,32 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub use slug::Slug;
+
+use crate::pg::Ident;
+
+/// The registry's SQL, where `ops` (the operation engine's work in progress) still
+/// looks for it.
+pub use crate::store::tenants as store;
+
+/// Every role of every tenant still in PostgreSQL (purged ones have none): owner,
+/// login and default group roles, and the tenants' users.
+pub async fn all_roles(
+    c: &impl deadpool_postgres::GenericClient,
+) -> crate::store::Result<Vec<String>> {
+    let mut roles: Vec<String> = crate::store::tenants::names_with_roles(c)
+        .await?
+        .iter()
+        .flat_map(|s| s.fixed_roles())
+        .map(|r| r.as_str().to_string())
+        .collect();
+    roles.extend(
+        crate::store::users::all_db_users(c)
+            .await?
+            .iter()
+            .map(|u| u.as_str().to_string()),
+    );
+    Ok(roles)
+}
 
 /// Lifecycle states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -64,6 +89,8 @@ impl Status {
     }
 }
 
+crate::pg::from_text_column!(Status, "tenant status");
+
 /// How a tenant's data is kept apart from other tenants'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -89,6 +116,8 @@ impl Isolation {
     }
 }
 
+crate::pg::from_text_column!(Isolation, "isolation mode");
+
 /// Derived from the two network flags: VPN off is `public`; VPN on is `hybrid` when
 /// the public API is also on, `vpn-only` when it is off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -113,17 +142,22 @@ impl AccessMode {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Tenant {
     pub id: Uuid,
-    pub name: String,
+    #[schema(value_type = String)]
+    pub name: Slug,
     pub status: Status,
     pub plan: String,
     pub isolation: Isolation,
     /// The tenant's schema (schema mode).
-    pub schema: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub schema: Option<Ident>,
     /// The database holding the tenant's data.
-    pub database: String,
+    #[schema(value_type = String)]
+    pub database: Ident,
     /// The login role the tenant's application connects as.
-    pub role: String,
-    pub owner_role: String,
+    #[schema(value_type = String)]
+    pub role: Ident,
+    #[schema(value_type = String)]
+    pub owner_role: Ident,
     pub db_quota_bytes: i64,
     pub vpn_enabled: bool,
     pub public_api: bool,

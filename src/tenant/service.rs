@@ -9,13 +9,14 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::size::{format_size, parse_size};
-use super::store::{self, Changes, NewTenant};
 use super::{Isolation, Plan, Slug, Status, Tenant};
 use crate::isolation::shared;
 use crate::isolation::{schema::SchemaPerTenant, Provision, RoleLimits, Strategy};
 use crate::ops::{self, Begin, Idempotency, NewOperation, StoredResponse};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
+use crate::store::tenants::{self as store, Changes, NewTenant};
+use crate::store::{api_keys, plans};
 use crate::{apikey, audit};
 
 pub const DEFAULT_PLAN: &str = "free";
@@ -29,6 +30,9 @@ pub enum Error {
     Rejected(Problem),
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
+    /// The store found no row, or a conflict, where this operation expected none.
+    #[error(transparent)]
+    Store(crate::store::Error),
     #[error(transparent)]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error(transparent)]
@@ -54,6 +58,17 @@ impl Error {
     }
     fn conflict(code: &str, message: impl Into<String>) -> Self {
         Self::Rejected(Problem::new(Kind::Conflict, code, message))
+    }
+}
+
+/// Database failures stay `Db` (their SQLSTATE readable); the store's own findings
+/// are `Store`.
+impl From<crate::store::Error> for Error {
+    fn from(e: crate::store::Error) -> Self {
+        match e {
+            crate::store::Error::Db(e) => Error::Db(e),
+            other => Error::Store(other),
+        }
     }
 }
 
@@ -233,7 +248,7 @@ fn validate_metadata(m: Option<serde_json::Value>) -> Result<serde_json::Value> 
 }
 
 pub(crate) async fn find_plan(tx: &Transaction<'_>, name: &str) -> Result<Plan> {
-    store::plan(tx, name).await?.ok_or_else(|| {
+    plans::find(tx, name).await?.ok_or_else(|| {
         Error::invalid(
             "plan",
             format!("plan {name:?} does not exist; see GET /api/v1/plans"),
@@ -251,7 +266,7 @@ pub(crate) fn limits(p: &Platform, plan: &Plan, quota: i64) -> RoleLimits {
 }
 
 fn credentials(p: &Platform, t: &Tenant, password: String) -> Credentials {
-    credentials_for(p, &t.role, &t.database, password)
+    credentials_for(p, t.role.as_str(), t.database.as_str(), password)
 }
 
 /// How to connect as `user` to `database` on this platform's server.
@@ -343,7 +358,7 @@ pub async fn create(
     };
     let mut client = p.pool.get().await?;
     if !v.isolation_given {
-        if let Some(plan) = store::plan(&client, &v.plan).await? {
+        if let Some(plan) = plans::find(&client, &v.plan).await? {
             v.isolation = plan.default_isolation.unwrap_or(Isolation::Schema);
         }
     }
@@ -469,9 +484,9 @@ async fn provision(
         },
     )
     .await
-    .map_err(|e| taken(e, &v.slug))?;
+    .map_err(|e| taken_row(e, &v.slug))?;
     let key = apikey::generate(&p.key);
-    store::insert_api_key(tx, id, &key.public_id, &key.hash).await?;
+    api_keys::insert(tx, id, None, None, &key.public_id, &key.hash).await?;
     crate::backup::policy::apply_at_create(tx, id, &plan.name, v.backup_schedule.as_deref())
         .await
         .map_err(backup_policy_error)?;
@@ -509,6 +524,14 @@ async fn provision(
         },
         steps,
     ))
+}
+
+/// A registry insert refused by the name's unique constraint is a taken name.
+pub(crate) fn taken_row(e: crate::store::Error, slug: &Slug) -> Error {
+    match e {
+        crate::store::Error::Conflict { .. } => taken_name(slug),
+        other => other.into(),
+    }
 }
 
 pub(crate) fn taken_name(slug: &Slug) -> Error {
@@ -704,7 +727,7 @@ pub async fn credentials_of(p: &Platform, key: &str, actor: &str) -> Result<Cred
         .await?
         .ok_or_else(|| Error::not_found(key))?;
     let sealed = store::sealed_credentials(&client, tenant.id).await?;
-    let secret: SealedSecret = serde_json::from_slice(&p.key.open(&sealed)?)?;
+    let password = open_password(p, &sealed)?;
     audit::record(
         &client,
         &audit::Entry {
@@ -717,7 +740,7 @@ pub async fn credentials_of(p: &Platform, key: &str, actor: &str) -> Result<Cred
         },
     )
     .await?;
-    Ok(credentials(p, &tenant, secret.password))
+    Ok(credentials(p, &tenant, password))
 }
 
 /// `POST /api/v1/tenants/{name}/credentials/rotate`: a new password for the tenant's
@@ -733,7 +756,7 @@ pub async fn rotate_credentials(p: &Platform, key: &str, actor: &str) -> Result<
     let found = store::find(&tx, key)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
-    let slug = Slug::parse(&found.name).expect("registry holds valid names");
+    let slug = found.name.clone();
     lock_name(&tx, &slug).await?;
     let tenant = store::find_for_update(&tx, &found.id.to_string())
         .await?
@@ -763,11 +786,7 @@ pub async fn rotate_credentials(p: &Platform, key: &str, actor: &str) -> Result<
     use sha2::Digest;
     let sealed = p.key.seal(&seal_password(&password)?);
     let seen = sha2::Sha256::digest(verifier.as_bytes()).to_vec();
-    tx.execute(
-        "UPDATE berqenas.tenants SET credentials = $2, verifier_sha256 = $3, updated_at = now() WHERE id = $1",
-        &[&tenant.id, &sealed, &seen],
-    )
-    .await?;
+    store::set_credentials(&tx, tenant.id, &sealed, &seen).await?;
     audit::record(
         &tx,
         &audit::Entry {
@@ -786,7 +805,7 @@ pub async fn rotate_credentials(p: &Platform, key: &str, actor: &str) -> Result<
 
 pub async fn plans(p: &Platform) -> Result<Vec<Plan>> {
     let client = p.pool.get().await?;
-    Ok(store::plans(&client).await?)
+    Ok(plans::list(&client).await?)
 }
 
 /// The roles of this tenant that exist in the catalog (a rollback may have left none).
@@ -795,19 +814,7 @@ pub(crate) async fn existing_roles(
     slug: &Slug,
 ) -> Result<Vec<crate::pg::Ident>> {
     // Users first: they are members of the group roles dropped after them.
-    let rows = tx
-        .query(
-            "SELECT u.db_user FROM berqenas.tenant_users u JOIN berqenas.tenants t ON t.id = u.tenant_id
-              WHERE t.name = $1",
-            &[&slug.as_str()],
-        )
-        .await?;
-    let mut wanted: Vec<crate::pg::Ident> = rows
-        .iter()
-        .map(|r| {
-            crate::pg::Ident::new(r.get::<_, String>(0)).expect("registry holds valid role names")
-        })
-        .collect();
+    let mut wanted = crate::store::users::db_users_of_name(tx, slug.as_str()).await?;
     wanted.extend(slug.fixed_roles());
     let names: Vec<&str> = wanted.iter().map(|r| r.as_str()).collect();
     let rows = tx

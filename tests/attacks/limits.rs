@@ -54,7 +54,10 @@ async fn notify_crosses_tenants_of_one_database_only() {
     let b = app.create_in(&unique("notify-b"), "shared").await;
     let c = app.create_in(&unique("notify-c"), "database").await;
     let (listening, mut rx) = listener(&a["credentials"]).await;
-    listening.batch_execute("LISTEN tenant_signal").await.unwrap();
+    listening
+        .batch_execute("LISTEN tenant_signal")
+        .await
+        .unwrap();
     connect_as(&b["credentials"])
         .await
         .batch_execute("NOTIFY tenant_signal, 'from a shared tenant'")
@@ -115,10 +118,7 @@ async fn shared_mode_keys_reveal_existence_and_foreign_keys_bypass_row_security(
     .expect("the documented limit");
     // ...and still sees none of it.
     let seen: i64 = b
-        .query_one(
-            "SELECT count(*) FROM applications WHERE id = $1",
-            &[&id],
-        )
+        .query_one("SELECT count(*) FROM applications WHERE id = $1", &[&id])
         .await
         .unwrap()
         .get(0);
