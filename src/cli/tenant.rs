@@ -1,5 +1,6 @@
 //! `berqenas tenant create|get|list|update|delete`.
 
+use crate::secrets::ExposeSecret;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -260,9 +261,12 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             output::finish(res, a.client.output, |created| {
                 output::tenant_table(&created.tenant);
                 println!("\nShown once; store them now:");
-                println!("  api_key:  {}", created.api_key);
-                println!("  password: {}", created.credentials.password);
-                println!("  dsn:      {}", created.credentials.dsn);
+                println!("  api_key:  {}", created.api_key.expose_secret());
+                println!(
+                    "  password: {}",
+                    created.credentials.password.expose_secret()
+                );
+                println!("  dsn:      {}", created.credentials.dsn.expose_secret());
             })
         }
         TenantCommand::Credentials(a) => {
@@ -274,8 +278,8 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             };
             output::finish(res, a.client.output, |c| {
                 println!("user:     {}", c.user);
-                println!("password: {}", c.password);
-                println!("dsn:      {}", c.dsn);
+                println!("password: {}", c.password.expose_secret());
+                println!("dsn:      {}", c.dsn.expose_secret());
             })
         }
         TenantCommand::Get(a) => {
@@ -318,7 +322,7 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             output::finish(res, a.client.output, |u| {
                 output::users_table(std::slice::from_ref(&u.user));
                 println!("\nShown once; store it now:");
-                println!("  dsn: {}", u.credentials.dsn);
+                println!("  dsn: {}", u.credentials.dsn.expose_secret());
             })
         }
         TenantCommand::User(UserCommand::List(a)) => {

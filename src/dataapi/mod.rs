@@ -17,6 +17,7 @@ pub mod socket;
 pub mod statement;
 pub mod values;
 
+use crate::secrets::ExposeSecret;
 use std::time::Instant;
 
 use futures_util::TryStreamExt;
@@ -289,7 +290,7 @@ impl DataApi {
                 // plane's connection options (its pinned search path).
                 config
                     .user(t.role.as_str())
-                    .password(password.as_str())
+                    .password(password.expose_secret())
                     .dbname(t.database.as_str())
                     .options("")
                     .application_name("berqenas-data-api");

@@ -13,6 +13,7 @@ use super::service::Error;
 use super::{Status, Tenant};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
+use crate::secrets::SecretString;
 use crate::store::{api_keys as keys, tenants};
 use crate::{apikey, audit};
 
@@ -74,7 +75,9 @@ pub struct NewApiKey {
     #[serde(flatten)]
     pub key: ApiKey,
     /// `bqk_...`: shown only here; only a keyed hash is stored.
-    pub api_key: String,
+    #[serde(serialize_with = "crate::secrets::serialize_exposed")]
+    #[schema(value_type = String)]
+    pub api_key: SecretString,
 }
 
 /// The answer to a rotation: the new key (plaintext shown once) and the old one with
@@ -83,7 +86,9 @@ pub struct NewApiKey {
 pub struct RotatedApiKey {
     #[serde(flatten)]
     pub key: ApiKey,
-    pub api_key: String,
+    #[serde(serialize_with = "crate::secrets::serialize_exposed")]
+    #[schema(value_type = String)]
+    pub api_key: SecretString,
     pub replaced: ApiKey,
 }
 

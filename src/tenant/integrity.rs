@@ -14,6 +14,7 @@
 //!   the large-object writers in the control database; database-mode tenants' own
 //!   databases are brought to the current hardening level, a few per round.
 
+use crate::secrets::ExposeSecret;
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
@@ -567,15 +568,16 @@ async fn check_password(p: &Platform, t: &Live, e: &Expected) -> Result<bool> {
     };
     let password = super::service::open_password(p, &sealed)?;
     let (v, pw) = (verifier.clone(), password.clone());
-    let matches =
-        tokio::task::spawn_blocking(move || crate::secrets::scram_verifier_matches(&v, &pw))
-            .await
-            .expect("deriving a SCRAM key does not panic");
+    let matches = tokio::task::spawn_blocking(move || {
+        crate::secrets::scram_verifier_matches(&v, pw.expose_secret())
+    })
+    .await
+    .expect("deriving a SCRAM key does not panic");
     let recorded = if matches {
         verifier
     } else {
         let fresh = tokio::task::spawn_blocking(move || {
-            postgres_protocol::password::scram_sha_256(password.as_bytes())
+            postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes())
         })
         .await
         .expect("computing a SCRAM verifier does not panic");

@@ -12,6 +12,7 @@
 //! A restore brings back the status the tenant had (active, trial or suspended), the
 //! logins that could log in, the original passwords (sealed in the registry) and keys.
 
+use crate::secrets::ExposeSecret;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
@@ -536,7 +537,7 @@ async fn rebuild(
 async fn verifier_of(p: &Platform, sealed: &[u8]) -> Result<String> {
     let password = service::open_password(p, sealed)?;
     Ok(tokio::task::spawn_blocking(move || {
-        postgres_protocol::password::scram_sha_256(password.as_bytes())
+        postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes())
     })
     .await
     .expect("computing a SCRAM verifier does not panic"))

@@ -15,6 +15,7 @@ use crate::isolation::{schema::SchemaPerTenant, Provision, RoleLimits, Strategy}
 use crate::ops::{self, Begin, Idempotency, NewOperation, StoredResponse};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
+use crate::secrets::{ExposeSecret, SecretString};
 use crate::store::tenants::{self as store, Changes, NewTenant};
 use crate::store::{api_keys, plans};
 use crate::{apikey, audit};
@@ -123,16 +124,20 @@ pub struct UpdateTenant {
     pub metadata: Option<serde_json::Value>,
 }
 
-/// How to connect as the tenant's login role.
+/// How to connect as the tenant's login role. `Debug` shows no secret.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Credentials {
     pub user: String,
-    pub password: String,
+    #[serde(serialize_with = "crate::secrets::serialize_exposed")]
+    #[schema(value_type = String)]
+    pub password: SecretString,
     pub host: String,
     pub port: u16,
     pub database: String,
     /// `postgresql://user:password@host:port/database`
-    pub dsn: String,
+    #[serde(serialize_with = "crate::secrets::serialize_exposed")]
+    #[schema(value_type = String)]
+    pub dsn: SecretString,
 }
 
 /// The answer to a create: the tenant, and its secrets shown this once.
@@ -141,7 +146,9 @@ pub struct CreatedTenant {
     #[serde(flatten)]
     pub tenant: Tenant,
     /// `bqk_...`: shown once; only a keyed hash is stored.
-    pub api_key: String,
+    #[serde(serialize_with = "crate::secrets::serialize_exposed")]
+    #[schema(value_type = String)]
+    pub api_key: SecretString,
     pub credentials: Credentials,
 }
 
@@ -152,10 +159,12 @@ pub struct TenantPage {
     pub next_cursor: Option<String>,
 }
 
-/// What the password blob in the registry holds (sealed).
+/// What the password blob in the registry holds (sealed). Opened only by
+/// [`open_password`].
 #[derive(Serialize, Deserialize)]
 struct SealedSecret {
-    password: String,
+    #[serde(serialize_with = "crate::secrets::serialize_exposed")]
+    password: SecretString,
 }
 
 /// Validated create input.
@@ -265,7 +274,7 @@ pub(crate) fn limits(p: &Platform, plan: &Plan, quota: i64) -> RoleLimits {
     )
 }
 
-fn credentials(p: &Platform, t: &Tenant, password: String) -> Credentials {
+fn credentials(p: &Platform, t: &Tenant, password: SecretString) -> Credentials {
     credentials_for(p, t.role.as_str(), t.database.as_str(), password)
 }
 
@@ -274,14 +283,17 @@ pub(crate) fn credentials_for(
     p: &Platform,
     user: &str,
     database: &str,
-    password: String,
+    password: SecretString,
 ) -> Credentials {
     let e = &p.endpoint;
     Credentials {
         dsn: format!(
-            "postgresql://{user}:{password}@{}:{}/{database}",
-            e.host, e.port
-        ),
+            "postgresql://{user}:{}@{}:{}/{database}",
+            password.expose_secret(),
+            e.host,
+            e.port
+        )
+        .into(),
         user: user.to_string(),
         password,
         host: e.host.clone(),
@@ -291,15 +303,15 @@ pub(crate) fn credentials_for(
 }
 
 /// The registry's sealed-credentials plaintext for a password.
-pub(crate) fn seal_password(password: &str) -> Result<Vec<u8>> {
+pub(crate) fn seal_password(password: &SecretString) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(&SealedSecret {
-        password: password.to_string(),
+        password: password.clone(),
     })?)
 }
 
 /// A login password sealed in the registry. Fails when it does not open: never an
 /// empty password in its place.
-pub fn open_password(p: &Platform, sealed: &[u8]) -> Result<String> {
+pub fn open_password(p: &Platform, sealed: &[u8]) -> Result<SecretString> {
     let secret: SealedSecret = serde_json::from_slice(&p.key.open(sealed)?)?;
     Ok(secret.password)
 }
@@ -405,7 +417,7 @@ async fn provision(
     p: &Platform,
     tx: &Transaction<'_>,
     v: &Validated,
-    (password, verifier): (String, tokio::task::JoinHandle<String>),
+    (password, verifier): (SecretString, tokio::task::JoinHandle<String>),
     op_id: Uuid,
     actor: &str,
 ) -> Result<(CreatedTenant, Vec<&'static str>)> {
@@ -838,4 +850,70 @@ pub(crate) async fn terminate_sessions(tx: &Transaction<'_>, roles: &[&str]) -> 
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::Ident;
+
+    #[test]
+    fn a_created_tenant_shows_its_secrets_in_json_only() {
+        let slug = Slug::parse("acme").unwrap();
+        let now = chrono::Utc::now();
+        let created = CreatedTenant {
+            tenant: Tenant {
+                id: Uuid::now_v7(),
+                name: slug.clone(),
+                status: Status::Active,
+                plan: "free".into(),
+                isolation: Isolation::Schema,
+                schema: Some(slug.schema()),
+                database: Ident::new("berqenas").unwrap(),
+                role: slug.login_role(),
+                owner_role: slug.owner_role(),
+                db_quota_bytes: 1 << 30,
+                vpn_enabled: false,
+                public_api: true,
+                access_mode: super::super::AccessMode::Public,
+                template_version: 1,
+                trial_ends_at: None,
+                suspended_at: None,
+                suspension_reason: None,
+                metadata: serde_json::json!({}),
+                created_at: now,
+                updated_at: now,
+            },
+            api_key: "bqk_0123456789abcdef_the-api-key-secret".into(),
+            credentials: Credentials {
+                user: "tenant_acme_user".into(),
+                password: "the-login-password".into(),
+                host: "127.0.0.1".into(),
+                port: 5432,
+                database: "berqenas".into(),
+                dsn: "postgresql://tenant_acme_user:the-login-password@127.0.0.1:5432/berqenas"
+                    .into(),
+            },
+        };
+        let shown = format!("{created:?}");
+        for secret in ["the-api-key-secret", "the-login-password"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        // The answer to the create shows them, this once.
+        let json = serde_json::to_value(&created).unwrap();
+        assert_eq!(json["api_key"], "bqk_0123456789abcdef_the-api-key-secret");
+        assert_eq!(json["credentials"]["password"], "the-login-password");
+        assert!(json["credentials"]["dsn"]
+            .as_str()
+            .unwrap()
+            .contains("the-login-password"));
+        assert_eq!(json["name"], "acme");
+        assert_eq!(json["role"], "tenant_acme_user");
+        // And reads back (an idempotent replay).
+        let back: CreatedTenant = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            back.credentials.password.expose_secret(),
+            "the-login-password"
+        );
+    }
 }
