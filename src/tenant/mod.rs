@@ -2,6 +2,8 @@
 
 pub mod access;
 pub mod api_keys;
+pub mod create;
+pub mod credentials;
 pub mod database_mode;
 pub mod integrity;
 pub mod lifecycle;
