@@ -345,15 +345,16 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 .client()
                 .delete_tenant(&a.name, a.retention, a.purge_now, a.confirm.as_deref())
                 .await;
-            output::finish(res, a.client.output, |d| {
-                match d.purged_at {
-                    Some(at) => println!("purged tenant {} at {at}", d.tenant.name),
-                    None => println!(
-                        "deleted tenant {}: restorable with `berqenas tenant restore {}` until {}",
-                        d.tenant.name, d.tenant.name, d.purge_after
+            output::finish(res, a.client.output, |t| {
+                match (t.purged_at, t.purge_after) {
+                    (Some(at), _) => println!("purged tenant {} at {at}", t.name),
+                    (None, Some(until)) => println!(
+                        "deleted tenant {}: restorable with `berqenas tenant restore {}` until {until}",
+                        t.name, t.name
                     ),
+                    (None, None) => println!("deleted tenant {}", t.name),
                 }
-                if let (Some(id), Some(until)) = (d.final_backup_id, d.archive_expires_at) {
+                if let (Some(id), Some(until)) = (t.final_backup_id, t.archive_expires_at) {
                     println!("final backup {id} archived until {until}");
                 }
             })

@@ -185,8 +185,8 @@ pub struct Limits {
     pub limits: Quotas,
     /// Fields set for this tenant; the others are its plan's.
     pub overridden: Vec<String>,
-    /// `db_quota_bytes` in GiB, as seed 003's `max_storage_gb`.
-    pub max_storage_gb: f64,
+    /// `db_quota_bytes` in whole GiB (rounded down), as `limits.max_storage_gb`.
+    pub max_storage_gb: i64,
 }
 
 pub async fn limits(p: &Platform, key: &str) -> Result<Limits> {
@@ -208,7 +208,7 @@ async fn limits_of(
         tenant_id: t.id,
         tenant: t.name.to_string(),
         plan: t.plan.clone(),
-        max_storage_gb: q.db_quota_bytes as f64 / (1u64 << 30) as f64,
+        max_storage_gb: q.max_storage_gb,
         limits: q,
         overridden: store::overridden(c, t.id).await?,
     })

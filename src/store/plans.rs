@@ -5,7 +5,8 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::Result;
-use crate::tenant::{Isolation, Plan};
+use crate::quota::Quotas;
+use crate::tenant::Plan;
 
 pub async fn find(c: &impl GenericClient, name: &str) -> Result<Option<Plan>> {
     let row = c
@@ -15,7 +16,7 @@ pub async fn find(c: &impl GenericClient, name: &str) -> Result<Option<Plan>> {
             &[&name],
         )
         .await?;
-    Ok(row.as_ref().map(plan_row))
+    row.as_ref().map(plan_row).transpose()
 }
 
 /// Every plan, smallest storage first.
@@ -23,25 +24,30 @@ pub async fn list(c: &impl GenericClient) -> Result<Vec<Plan>> {
     let rows = c
         .query("SELECT * FROM berqenas.plans ORDER BY storage_bytes", &[])
         .await?;
-    Ok(rows.iter().map(plan_row).collect())
+    rows.iter().map(plan_row).collect()
 }
 
-fn plan_row(r: &Row) -> Plan {
-    Plan {
-        name: r.get("name"),
-        max_users: r.get("max_users"),
-        api_calls_per_minute: r.get("api_calls_per_minute"),
-        storage_bytes: r.get("storage_bytes"),
-        max_connections: r.get("max_connections"),
-        statement_timeout_ms: r.get("statement_timeout_ms"),
-        llm_tokens_per_day: r.get("llm_tokens_per_day"),
-        max_agents: r.get("max_agents"),
-        concurrent_agents: r.get("concurrent_agents"),
-        retention_days: r.get("retention_days"),
-        trial_days: r.get("trial_days"),
-        transaction_timeout_ms: r.get("transaction_timeout_ms"),
-        default_isolation: r
-            .get::<_, Option<&str>>("default_isolation")
-            .and_then(Isolation::parse),
-    }
+/// A plan row; its columns' older names (`storage_bytes`, `llm_tokens_per_day`,
+/// `concurrent_agents`, `retention_days`) become the quotas' names here.
+fn plan_row(r: &Row) -> Result<Plan> {
+    let storage: i64 = r.try_get("storage_bytes")?;
+    Ok(Plan {
+        name: r.try_get("name")?,
+        quotas: Quotas {
+            db_quota_bytes: storage,
+            max_connections: r.try_get("max_connections")?,
+            statement_timeout_ms: r.try_get("statement_timeout_ms")?,
+            api_calls_per_minute: r.try_get("api_calls_per_minute")?,
+            realtime_events_per_minute: r.try_get("realtime_events_per_minute")?,
+            max_users: r.try_get("max_users")?,
+            max_llm_tokens_per_day: r.try_get("llm_tokens_per_day")?,
+            max_agents: r.try_get("max_agents")?,
+            max_concurrent_agents: r.try_get("concurrent_agents")?,
+            max_data_retention_days: r.try_get("retention_days")?,
+            transaction_timeout_ms: r.try_get("transaction_timeout_ms")?,
+            max_storage_gb: crate::quota::storage_gb(storage),
+        },
+        trial_days: r.try_get("trial_days")?,
+        default_isolation: r.try_get("default_isolation")?,
+    })
 }

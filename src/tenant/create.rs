@@ -215,7 +215,7 @@ async fn provision(
         return Err(taken_name(&v.slug));
     }
     let plan = find_plan(tx, &v.plan).await?;
-    let quota = v.db_quota_bytes.unwrap_or(plan.storage_bytes);
+    let quota = v.db_quota_bytes.unwrap_or(plan.quotas.db_quota_bytes);
     let trial_days = v.trial_days(&plan);
     let verifier = verifier
         .await
@@ -447,6 +447,11 @@ mod tests {
                 metadata: serde_json::json!({}),
                 created_at: now,
                 updated_at: now,
+                previous_status: None,
+                purge_after: None,
+                purged_at: None,
+                final_backup_id: None,
+                archive_expires_at: None,
             },
             api_key: "bqk_0123456789abcdef_the-api-key-secret".into(),
             credentials: Credentials {

@@ -191,7 +191,7 @@ async fn run_steps(
         return Err(service::taken_name(slug));
     }
     let plan = service::find_plan(&tx, &v.plan).await?;
-    let quota = v.db_quota_bytes.unwrap_or(plan.storage_bytes);
+    let quota = v.db_quota_bytes.unwrap_or(plan.quotas.db_quota_bytes);
     let trial_days = v.trial_days(&plan);
     let verifier = verifier
         .await
@@ -240,7 +240,11 @@ async fn run_steps(
 
     // 2. The clone (no transaction possible).
     match client
-        .batch_execute(&sql::clone_sql(slug, &template_db(p), plan.max_connections))
+        .batch_execute(&sql::clone_sql(
+            slug,
+            &template_db(p),
+            plan.quotas.max_connections,
+        ))
         .await
     {
         Ok(()) => {}

@@ -176,24 +176,34 @@ pub struct Tenant {
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    // What `DELETE /api/v1/tenants/{name}` recorded, shown while the tenant is
+    // `deleted` or `purged` (as the delete answered); every field is null otherwise.
+    /// While deleted or purged: what `POST .../restore` brings back.
+    #[serde(default)]
+    pub previous_status: Option<Status>,
+    /// While deleted or purged: when the worker purges it (restore brings it back
+    /// exactly until then).
+    #[serde(default)]
+    pub purge_after: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub purged_at: Option<DateTime<Utc>>,
+    /// While deleted or purged: the final backup, the archive a purged tenant is
+    /// restored from.
+    #[serde(default)]
+    pub final_backup_id: Option<Uuid>,
+    /// While deleted or purged: when the archive is deleted and the name freed.
+    #[serde(default)]
+    pub archive_expires_at: Option<DateTime<Utc>>,
 }
 
-/// A plan's quotas (seed 002's tiers).
+/// A plan (seed 002's tiers): its quotas, under the names `GET .../limits`,
+/// `PUT .../quotas` and `GET .../usage` use (`db_quota_bytes` is the plan's storage).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Plan {
     pub name: String,
-    pub max_users: i32,
-    pub api_calls_per_minute: i32,
-    pub storage_bytes: i64,
-    pub max_connections: i32,
-    pub statement_timeout_ms: i32,
-    pub llm_tokens_per_day: i64,
-    pub max_agents: i32,
-    pub concurrent_agents: i32,
-    pub retention_days: i32,
+    #[serde(flatten)]
+    pub quotas: crate::quota::Quotas,
     pub trial_days: i32,
-    /// Transactions of the plan's tenants older than this are ended by the watchdog.
-    pub transaction_timeout_ms: i32,
     /// The isolation mode of this plan's tenants when the request names none.
     pub default_isolation: Option<Isolation>,
 }

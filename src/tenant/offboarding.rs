@@ -13,7 +13,7 @@
 //! logins that could log in, the original passwords (sealed in the registry) and keys.
 
 use crate::secrets::ExposeSecret;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -53,22 +53,6 @@ pub struct DeleteOptions {
     pub retention_field: &'static str,
     pub purge_now: bool,
     pub confirm: Option<String>,
-}
-
-/// The answer to a delete.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct DeletedTenant {
-    #[serde(flatten)]
-    pub tenant: Tenant,
-    /// What `POST .../restore` brings back.
-    pub previous_status: Status,
-    /// When the worker purges it (restore brings it back exactly until then).
-    pub purge_after: DateTime<Utc>,
-    pub purged_at: Option<DateTime<Utc>>,
-    /// The final backup: the archive a purged tenant is restored from.
-    pub final_backup_id: Option<Uuid>,
-    /// When the archive is deleted and the name freed.
-    pub archive_expires_at: Option<DateTime<Utc>>,
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> Error {
@@ -111,12 +95,7 @@ async fn hold_name(p: &Platform, slug: &Slug) -> Result<tokio_postgres::Client> 
 }
 
 /// `DELETE /api/v1/tenants/{name}`.
-pub async fn delete(
-    p: &Platform,
-    key: &str,
-    opts: &DeleteOptions,
-    actor: &str,
-) -> Result<DeletedTenant> {
+pub async fn delete(p: &Platform, key: &str, opts: &DeleteOptions, actor: &str) -> Result<Tenant> {
     validate(opts)?;
     let found = service::get(p, key).await?;
     crate::backup::journal::settle(p, &found.name).await?;
@@ -164,7 +143,7 @@ pub async fn delete(
     // step 3 sets the same date from the purge date.
     let plan_retention = plans::find(&p.pool.get().await?, &tenant.plan)
         .await?
-        .map_or(0, |plan| plan.retention_days);
+        .map_or(0, |plan| plan.quotas.max_data_retention_days);
     let provisional = Utc::now() + chrono::Duration::days(retention + i64::from(plan_retention));
     let archive = match backup::take::take(
         p,
@@ -199,7 +178,7 @@ pub async fn delete(
         tenant.id,
         current.status,
         archive.id,
-        plan.retention_days,
+        plan.quotas.max_data_retention_days,
     )
     .await?;
     backups::set_expiry(&tx, archive.id, Some(archive_expires)).await?;
@@ -230,26 +209,10 @@ pub async fn delete(
     describe(p, tenant.id).await
 }
 
-async fn describe(p: &Platform, id: Uuid) -> Result<DeletedTenant> {
+/// The tenant as a delete answers it: with what the delete recorded.
+async fn describe(p: &Platform, id: Uuid) -> Result<Tenant> {
     let c = p.pool.get().await?;
-    let tenant = tenants::find(&c, &id.to_string())
-        .await?
-        .ok_or_else(|| service::Error::not_found(&id.to_string()))?;
-    let off = records::find(&c, id)
-        .await?
-        .expect("an offboarded tenant has its row");
-    let archive_expires_at = match off.final_backup_id {
-        Some(b) => backups::find(&c, b).await?.and_then(|(b, _)| b.expires_at),
-        None => None,
-    };
-    Ok(DeletedTenant {
-        tenant,
-        previous_status: off.previous_status,
-        purge_after: off.purge_after,
-        purged_at: off.purged_at,
-        final_backup_id: off.final_backup_id,
-        archive_expires_at,
-    })
+    Ok(tenants::get(&c, id).await?)
 }
 
 /// Drops what the tenant has in PostgreSQL (schema, database or pool rows; every
@@ -519,7 +482,11 @@ async fn rebuild(
     if t.isolation == Isolation::Database {
         let template = database::template_db(&p.endpoint.database);
         client
-            .batch_execute(&database::clone_sql(slug, &template, plan.max_connections))
+            .batch_execute(&database::clone_sql(
+                slug,
+                &template,
+                plan.quotas.max_connections,
+            ))
             .await?;
         let db = backup::connect_to(p, slug.schema().as_str()).await?;
         db.batch_execute(&format!(

@@ -141,8 +141,8 @@ pub(crate) async fn find_plan(tx: &Transaction<'_>, name: &str) -> Result<Plan> 
 
 pub(crate) fn limits(p: &Platform, plan: &Plan, quota: i64) -> RoleLimits {
     RoleLimits::new(
-        plan.max_connections,
-        plan.statement_timeout_ms,
+        plan.quotas.max_connections,
+        plan.quotas.statement_timeout_ms,
         quota,
         p.caps.superuser,
     )

@@ -15,9 +15,24 @@ use super::{found, Result};
 use crate::pg::Ident;
 use crate::tenant::{AccessMode, Isolation, Slug, Status, Tenant};
 
-const COLUMNS: &str = "id, name, status, plan, isolation, schema_name, database_name, login_role, owner_role, \
-                       db_quota_bytes, vpn_enabled, public_api, template_version, trial_ends_at, metadata, created_at, updated_at, \
-                       suspended_at, suspension_reason";
+/// The registry row (`t`) and, while the tenant is deleted or purged, what its delete
+/// recorded (`o`) and its archive's expiry (`b`): with [`JOINS`], one shape of a
+/// tenant for every read.
+const COLUMNS: &str = "t.id, t.name, t.status, t.plan, t.isolation, t.schema_name, t.database_name, t.login_role, \
+                       t.owner_role, t.db_quota_bytes, t.vpn_enabled, t.public_api, t.template_version, t.trial_ends_at, \
+                       t.metadata, t.created_at, t.updated_at, t.suspended_at, t.suspension_reason, \
+                       o.previous_status, o.purge_after, o.purged_at, o.final_backup_id, \
+                       b.expires_at AS archive_expires_at";
+
+const JOINS: &str =
+    "LEFT JOIN berqenas.offboarding o ON o.tenant_id = t.id AND t.status IN ('deleted', 'purged') \
+                     LEFT JOIN berqenas.backups b ON b.id = o.final_backup_id";
+
+/// A statement that changes registry rows (`RETURNING *`), answering them in the
+/// shape every read has.
+fn changed(statement: &str) -> String {
+    format!("WITH t AS ({statement} RETURNING *) SELECT {COLUMNS} FROM t {JOINS}")
+}
 
 /// Decodes a registry row once: its names into their types. A row that does not
 /// decode is this read's error.
@@ -45,6 +60,11 @@ fn tenant(row: &Row) -> Result<Tenant> {
         metadata: row.try_get("metadata")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        previous_status: row.try_get("previous_status")?,
+        purge_after: row.try_get("purge_after")?,
+        purged_at: row.try_get("purged_at")?,
+        final_backup_id: row.try_get("final_backup_id")?,
+        archive_expires_at: row.try_get("archive_expires_at")?,
     })
 }
 
@@ -71,12 +91,11 @@ pub struct NewTenant<'a> {
 
 /// Inserts a tenant; a taken name is [`super::Error::Conflict`].
 pub async fn insert(c: &impl GenericClient, t: &NewTenant<'_>) -> Result<Tenant> {
-    let sql = format!(
+    let sql = changed(
         "INSERT INTO berqenas.tenants (id, name, status, plan, isolation, schema_name, database_name, login_role,
              owner_role, db_quota_bytes, vpn_enabled, public_api, template_version, metadata, credentials, trial_ends_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                 CASE WHEN $16 > 0 THEN now() + make_interval(days => $16) END)
-         RETURNING {COLUMNS}"
+                 CASE WHEN $16 > 0 THEN now() + make_interval(days => $16) END)",
     );
     let row = c
         .query_one(
@@ -110,7 +129,7 @@ pub async fn find(c: &impl GenericClient, key: &str) -> Result<Option<Tenant>> {
         Ok(id) => {
             c.query_opt(
                 &c.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM berqenas.tenants WHERE id = $1"
+                    "SELECT {COLUMNS} FROM berqenas.tenants t {JOINS} WHERE t.id = $1"
                 ))
                 .await?,
                 &[&id],
@@ -120,7 +139,7 @@ pub async fn find(c: &impl GenericClient, key: &str) -> Result<Option<Tenant>> {
         Err(_) => {
             c.query_opt(
                 &c.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM berqenas.tenants WHERE name = $1"
+                    "SELECT {COLUMNS} FROM berqenas.tenants t {JOINS} WHERE t.name = $1"
                 ))
                 .await?,
                 &[&key],
@@ -142,9 +161,9 @@ pub async fn find_for_update(c: &impl GenericClient, key: &str) -> Result<Option
     let row = c
         .query_opt(
             &format!(
-                "SELECT {COLUMNS} FROM berqenas.tenants
-                 WHERE ($1::uuid IS NOT NULL AND id = $1) OR ($1::uuid IS NULL AND name = $2)
-                 FOR UPDATE"
+                "SELECT {COLUMNS} FROM berqenas.tenants t {JOINS}
+                 WHERE ($1::uuid IS NOT NULL AND t.id = $1) OR ($1::uuid IS NULL AND t.name = $2)
+                 FOR UPDATE OF t"
             ),
             &[&id, &key],
         )
@@ -163,11 +182,11 @@ pub async fn list(
     let rows = c
         .query(
             &format!(
-                "SELECT {COLUMNS} FROM berqenas.tenants
-                 WHERE ($1::text IS NULL OR status = $1)
-                   AND ($2::text IS NULL OR plan = $2)
-                   AND ($3::uuid IS NULL OR id > $3)
-                 ORDER BY id LIMIT $4"
+                "SELECT {COLUMNS} FROM berqenas.tenants t {JOINS}
+                 WHERE ($1::text IS NULL OR t.status = $1)
+                   AND ($2::text IS NULL OR t.plan = $2)
+                   AND ($3::uuid IS NULL OR t.id > $3)
+                 ORDER BY t.id LIMIT $4"
             ),
             &[&status, &plan, &after, &limit],
         )
@@ -238,7 +257,7 @@ pub struct Changes<'a> {
 pub async fn update(c: &impl GenericClient, id: Uuid, ch: &Changes<'_>) -> Result<Tenant> {
     let row = c
         .query_opt(
-            &format!(
+            &changed(
                 "UPDATE berqenas.tenants SET
                      plan = coalesce($2, plan),
                      db_quota_bytes = coalesce($3, db_quota_bytes),
@@ -246,7 +265,7 @@ pub async fn update(c: &impl GenericClient, id: Uuid, ch: &Changes<'_>) -> Resul
                      public_api = coalesce($5, public_api),
                      metadata = coalesce($6, metadata),
                      updated_at = now()
-                 WHERE id = $1 RETURNING {COLUMNS}"
+                 WHERE id = $1",
             ),
             &[
                 &id,
@@ -264,7 +283,7 @@ pub async fn update(c: &impl GenericClient, id: Uuid, ch: &Changes<'_>) -> Resul
 pub async fn set_status(c: &impl GenericClient, id: Uuid, status: Status) -> Result<Tenant> {
     let row = c
         .query_opt(
-            &format!("UPDATE berqenas.tenants SET status = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"),
+            &changed("UPDATE berqenas.tenants SET status = $2, updated_at = now() WHERE id = $1"),
             &[&id, &status.as_str()],
         )
         .await?;
@@ -602,16 +621,11 @@ pub async fn find_by_api_key(
     c: &impl GenericClient,
     public_id: &str,
 ) -> Result<Option<super::api_keys::StoredKey>> {
-    let cols = COLUMNS
-        .split(", ")
-        .map(|c| format!("t.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let sql = format!(
         "SELECT k.id AS key_id, k.hash,
                 k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AS usable,
-                {cols}
-           FROM berqenas.api_keys k JOIN berqenas.tenants t ON t.id = k.tenant_id
+                {COLUMNS}
+           FROM berqenas.api_keys k JOIN berqenas.tenants t ON t.id = k.tenant_id {JOINS}
           WHERE k.prefix = $1"
     );
     let row = c
