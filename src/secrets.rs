@@ -14,6 +14,18 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
+pub use secrecy::{ExposeSecret, SecretString};
+
+/// The one place a secret is written out: the answers that show a secret once (a new
+/// tenant's API key and credentials, a new user's) serialise it with this. Its
+/// `Debug` stays `[REDACTED]`.
+pub fn serialize_exposed<S: serde::Serializer>(
+    secret: &SecretString,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose_secret())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("BERQENAS_SECRET_KEY must be 32 bytes as 64 hex digits or base64")]
@@ -129,11 +141,11 @@ pub fn random_token() -> String {
 /// A new login password and, computed on a blocking thread, its SCRAM verifier:
 /// SCRAM's 4096 PBKDF2 rounds cost about a millisecond of CPU, which then overlaps the
 /// caller's first round trips instead of stalling the runtime.
-pub fn new_password() -> (String, tokio::task::JoinHandle<String>) {
-    let password = random_token();
+pub fn new_password() -> (SecretString, tokio::task::JoinHandle<String>) {
+    let password = SecretString::from(random_token());
     let for_verifier = password.clone();
     let verifier = tokio::task::spawn_blocking(move || {
-        postgres_protocol::password::scram_sha_256(for_verifier.as_bytes())
+        postgres_protocol::password::scram_sha_256(for_verifier.expose_secret().as_bytes())
     });
     (password, verifier)
 }

@@ -14,7 +14,7 @@ use crate::api::{self, AppState};
 use crate::pg::cluster::{Cluster, ClusterOptions};
 use crate::pg::{self, hardening, Capabilities, Ident};
 use crate::platform::{Endpoint, Platform};
-use crate::secrets::{self, SecretKey};
+use crate::secrets::{self, ExposeSecret, SecretKey, SecretString};
 use crate::template::Template;
 use crate::{controlplane, ops, tenant};
 
@@ -24,14 +24,17 @@ pub const EMBEDDED_DATABASE: &str = "berqenas";
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 pub const SERVER_URL_FILE: &str = "server-url";
 
+/// What `berqenas serve` runs with. Its secrets are [`SecretString`]s: `Debug` (and so
+/// any log line that prints the options) shows none of them.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub data_dir: PathBuf,
-    pub database_url: Option<String>,
+    /// May carry a password.
+    pub database_url: Option<SecretString>,
     pub listen: SocketAddr,
     pub pg_port: Option<u16>,
-    pub admin_token: Option<String>,
-    pub secret_key: Option<String>,
+    pub admin_token: Option<SecretString>,
+    pub secret_key: Option<SecretString>,
     pub pool_size: usize,
     /// The operator's tenant template; the built-in one when `None`.
     pub template_dir: Option<PathBuf>,
@@ -44,7 +47,7 @@ pub struct ServeOptions {
     /// Bytes of data API results all requests together may hold.
     pub data_api_result_memory: usize,
     /// A token that may read `/metrics` and nothing else.
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<SecretString>,
 }
 
 /// Where the control plane lives and how tenants reach it.
@@ -132,17 +135,17 @@ pub async fn platform_with(
     let mut client = pg::connect(&config).await?;
     let caps = Capabilities::probe(&client).await?;
     controlplane::migrate(&mut client).await?;
-    template.register(&client).await?;
     drop(client);
     let pool = pg::pool(config.clone(), pool_size)?;
     {
         let mut c = pool.get().await?;
+        template.register(&c).await?;
         hardening::secure_defaults(&mut c, &Ident::new(db.endpoint.database.clone())?).await?;
         let (_, refused) = hardening::close_databases(&c).await?;
         if !refused.is_empty() {
             tracing::warn!(databases = ?refused, "PUBLIC can connect to these databases and berqenas may not change that: tenant roles can reach them (a DBA must REVOKE CONNECT, TEMPORARY ... FROM PUBLIC)");
         }
-        let roles = tenant::store::all_tenant_roles(&c).await?;
+        let roles = tenant::all_roles(&c).await?;
         hardening::check(&c, &roles).await.context("at start")?;
     }
     let platform = Platform {
@@ -177,14 +180,15 @@ pub async fn platform_with(
 }
 
 /// The admin token: given, or generated once into the data directory (mode 0600).
-pub fn admin_token(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+pub fn admin_token(given: Option<&SecretString>, data_dir: &Path) -> anyhow::Result<SecretString> {
     match given {
-        Some(t) if t.len() >= 16 => Ok(t.to_string()),
+        Some(t) if t.expose_secret().len() >= 16 => Ok(t.clone()),
         Some(_) => anyhow::bail!("BERQENAS_ADMIN_TOKEN must be at least 16 characters"),
         None => Ok(secrets::read_or_create(
             &data_dir.join(ADMIN_TOKEN_FILE),
             secrets::random_token,
-        )?),
+        )?
+        .into()),
     }
 }
 
@@ -236,7 +240,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     let mut db = match &opts.database_url {
-        Some(url) => external(url)?,
+        Some(url) => external(url.expose_secret())?,
         None => embedded(&opts.data_dir, opts.pg_port).await?,
     };
     db.backup_dir = Some(
@@ -261,8 +265,11 @@ async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let key = SecretKey::load(opts.secret_key.as_deref(), &opts.data_dir)?;
-    let token = admin_token(opts.admin_token.as_deref(), &opts.data_dir)?;
+    let key = SecretKey::load(
+        opts.secret_key.as_ref().map(|k| k.expose_secret()),
+        &opts.data_dir,
+    )?;
+    let token = admin_token(opts.admin_token.as_ref(), &opts.data_dir)?;
     let template = match &opts.template_dir {
         Some(dir) => Template::from_dir(dir)?,
         None => Template::builtin(),
@@ -284,8 +291,8 @@ async fn serve(
     let worker = tokio::spawn(reconcile_forever(platform.clone()));
     crate::quota::worker::check_capacity(&platform, opts.pool_size, opts.data_api_connections)
         .await?;
-    let state = AppState::new(platform.clone(), &token)
-        .with_metrics_token(opts.metrics_token.as_deref())
+    let state = AppState::new(platform.clone(), token.expose_secret())
+        .with_metrics_token(opts.metrics_token.as_ref().map(|t| t.expose_secret()))
         .with_data_api(crate::dataapi::DataApiConfig {
             max_connections: opts.data_api_connections,
             result_memory: opts.data_api_result_memory,
@@ -354,4 +361,39 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         }
         tracing::info!("shutting down");
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_show_no_secret_in_debug() {
+        let key = "ab".repeat(32);
+        let opts = ServeOptions {
+            data_dir: PathBuf::from(".berqenas"),
+            database_url: Some("postgresql://admin:db-pass-1234@db:5432/berqenas".into()),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            pg_port: None,
+            admin_token: Some("admin-token-abcdefgh".into()),
+            secret_key: Some(key.as_str().into()),
+            pool_size: 4,
+            template_dir: None,
+            backup_dir: None,
+            quota_interval: std::time::Duration::from_secs(30),
+            data_api_connections: 8,
+            data_api_result_memory: 1 << 20,
+            metrics_token: Some("metrics-token-xyz".into()),
+        };
+        let shown = format!("{opts:?}");
+        for secret in [
+            "db-pass-1234",
+            "admin-token-abcdefgh",
+            key.as_str(),
+            "metrics-token-xyz",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("[REDACTED]"), "{shown}");
+    }
 }

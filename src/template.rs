@@ -2,7 +2,6 @@
 //! tenant's schema (or database) is built from. The default one ships in the binary.
 
 use sha2::{Digest, Sha256};
-use tokio_postgres::Client;
 
 #[derive(Debug, Clone)]
 pub struct TemplateMigration {
@@ -39,7 +38,7 @@ pub enum TemplateError {
         recorded: String,
     },
     #[error(transparent)]
-    Db(#[from] tokio_postgres::Error),
+    Db(#[from] crate::store::Error),
 }
 
 /// `NNNN_description.sql`: a number, an underscore, a name.
@@ -176,32 +175,18 @@ impl Template {
 
     /// Records each migration's checksum the first time it is seen and refuses a file
     /// whose content changed since, or a recorded one that has gone.
-    pub async fn register(&self, client: &Client) -> Result<(), TemplateError> {
-        for row in client
-            .query(
-                "SELECT version, name FROM berqenas.template_migrations ORDER BY version",
-                &[],
-            )
-            .await?
-        {
-            let version: i32 = row.get(0);
+    pub async fn register(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+    ) -> Result<(), TemplateError> {
+        for (version, name) in crate::store::templates::recorded(client).await? {
             if !self.migrations.iter().any(|m| m.version == version) {
-                return Err(TemplateError::Missing {
-                    name: row.get(1),
-                    version,
-                });
+                return Err(TemplateError::Missing { name, version });
             }
         }
         for m in &self.migrations {
-            let row = client
-                .query_one(
-                    "INSERT INTO berqenas.template_migrations (version, name, checksum) VALUES ($1, $2, $3)
-                     ON CONFLICT (version) DO UPDATE SET version = EXCLUDED.version
-                     RETURNING checksum",
-                    &[&m.version, &m.name, &m.checksum],
-                )
-                .await?;
-            let recorded: String = row.get(0);
+            let recorded =
+                crate::store::templates::record(client, m.version, &m.name, &m.checksum).await?;
             if recorded != m.checksum {
                 return Err(TemplateError::Tampered {
                     name: m.name.clone(),

@@ -1160,3 +1160,81 @@ async fn checksums_fall_back_to_text_for_types_without_a_hash() {
         "{report}"
     );
 }
+
+/// One shape of a tenant: what `DELETE` answers is what `GET` and the list show of a
+/// deleted or purged tenant; any other tenant has the same fields, null.
+#[tokio::test]
+async fn a_deleted_tenant_reads_as_its_delete_answered() {
+    let app = TestApp::spawn().await;
+    let name = unique("one-shape");
+    let live = create(&app, &name, "schema").await;
+    let fields = [
+        "previous_status",
+        "purge_after",
+        "purged_at",
+        "final_backup_id",
+        "archive_expires_at",
+    ];
+    let (s, got) = app
+        .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    for f in fields {
+        assert!(live[f].is_null() && got[f].is_null(), "{f}: {got}");
+        assert!(
+            got.as_object().unwrap().contains_key(f),
+            "{f} missing: {got}"
+        );
+    }
+
+    let (s, deleted) = app
+        .call(Method::DELETE, &format!("/api/v1/tenants/{name}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{deleted}");
+    assert_eq!(deleted["previous_status"], "active");
+    assert!(deleted["final_backup_id"].is_string());
+    let (s, got) = app
+        .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    let without_time = |v: &Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().remove("updated_at");
+        v
+    };
+    assert_eq!(without_time(&got), without_time(&deleted));
+    let (s, page) = app
+        .call(
+            Method::GET,
+            "/api/v1/tenants?status=deleted&limit=1000",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let listed = page["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name.as_str())
+        .expect("listed")
+        .clone();
+    assert_eq!(without_time(&listed), without_time(&deleted));
+
+    let (s, purged) = purge_now(&app, &name).await;
+    assert_eq!(s, StatusCode::OK, "{purged}");
+    assert_eq!(purged["status"], "purged");
+    assert!(purged["purged_at"].is_string());
+    let (s, got) = app
+        .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(without_time(&got), without_time(&purged));
+    for f in [
+        "previous_status",
+        "purge_after",
+        "final_backup_id",
+        "archive_expires_at",
+    ] {
+        assert_eq!(got[f], deleted[f], "{f}");
+    }
+}

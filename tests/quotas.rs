@@ -1031,3 +1031,67 @@ async fn the_quota_cli_shows_sets_and_reports_usage() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("open sessions"));
     drop(t);
 }
+
+/// One name per quota: a plan's quotas, a tenant's limits and the quotas of its usage
+/// summary have the same fields, and agree with each other for a tenant on its plan.
+#[tokio::test]
+async fn plans_limits_and_usage_name_the_quotas_alike() {
+    let (app, _) = support::spawn().await;
+    let name = unique("quota-names");
+    app.create(&name).await;
+    let (s, plans) = app.call(Method::GET, "/api/v1/plans", None).await;
+    assert_eq!(s, StatusCode::OK, "{plans}");
+    let free = plans
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "free")
+        .unwrap()
+        .clone();
+    let (s, limits) = app
+        .call(Method::GET, &format!("/api/v1/tenants/{name}/limits"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{limits}");
+    let usage = summary(&app, &name).await;
+
+    let fields = |v: &Value| -> Vec<String> {
+        let mut f: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        f.sort();
+        f
+    };
+    let quota_fields = fields(&limits["limits"]);
+    assert_eq!(fields(&usage["quotas"]), quota_fields);
+    for field in &quota_fields {
+        assert_eq!(
+            free[field], limits["limits"][field],
+            "{field}: the plan says {} and the tenant's limits {}",
+            free[field], limits["limits"][field]
+        );
+    }
+    let mut plan_fields = fields(&free);
+    plan_fields.retain(|f| !["name", "trial_days", "default_isolation"].contains(&f.as_str()));
+    assert_eq!(plan_fields, quota_fields);
+    // Seed 002's names, and none of the plan table's old ones.
+    for seed in [
+        "max_users",
+        "max_agents",
+        "max_concurrent_agents",
+        "max_llm_tokens_per_day",
+        "max_data_retention_days",
+        "max_storage_gb",
+        "db_quota_bytes",
+    ] {
+        assert!(quota_fields.iter().any(|f| f == seed), "{seed}");
+    }
+    for old in [
+        "storage_bytes",
+        "llm_tokens_per_day",
+        "concurrent_agents",
+        "retention_days",
+    ] {
+        assert!(free.get(old).is_none(), "plans still say {old}");
+    }
+    assert_eq!(free["max_storage_gb"], 1);
+    assert_eq!(free["db_quota_bytes"], 1_i64 << 30);
+    assert_eq!(limits["max_storage_gb"], 1);
+}

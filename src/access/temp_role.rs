@@ -19,6 +19,7 @@ use crate::backup::Result;
 use crate::pg::{Ident, Literal};
 use crate::platform::Platform;
 use crate::secrets::{random_bytes, random_token};
+use crate::secrets::{ExposeSecret, SecretString};
 use chrono::Utc;
 
 /// How the role reaches the database it works in.
@@ -31,7 +32,7 @@ pub enum Reach<'a> {
 
 pub struct TempRole {
     pub name: Ident,
-    password: String,
+    password: SecretString,
     lease: Lease,
 }
 
@@ -56,7 +57,7 @@ impl TempRole {
             hex::encode(random_bytes::<6>())
         ))
         .expect("purposes are short static words");
-        let password = random_token();
+        let password = SecretString::from(random_token());
         // The embedded cluster's control sessions come in through its private socket,
         // which trusts local logins (the socket directory is the postgres user's own):
         // no password to derive a SCRAM verifier for (a millisecond of CPU per role).
@@ -65,7 +66,7 @@ impl TempRole {
         } else {
             let pw = password.clone();
             let verifier = tokio::task::spawn_blocking(move || {
-                postgres_protocol::password::scram_sha_256(pw.as_bytes())
+                postgres_protocol::password::scram_sha_256(pw.expose_secret().as_bytes())
             })
             .await
             .expect("computing a SCRAM verifier does not panic");
@@ -123,7 +124,7 @@ impl TempRole {
         let mut config = p.config.clone();
         config
             .user(self.name.as_str())
-            .password(self.password.as_str())
+            .password(self.password.expose_secret())
             .dbname(database)
             .application_name("berqenas-tenant-session");
         Ok(crate::pg::connect(&config).await?)

@@ -11,7 +11,6 @@ use super::ratelimit;
 use super::tenant_key::TenantKey;
 use super::AppState;
 use crate::dataapi::{QueryError, QueryRequest, QueryResult};
-use crate::quota;
 use crate::tenant::service;
 
 fn query_error(e: QueryError) -> Response {
@@ -78,7 +77,7 @@ pub async fn query(
     let p = &state.platform;
     let q = {
         let client = p.pool.get().await.map_err(service::Error::from)?;
-        quota::store::effective(&client, t.id)
+        crate::store::quotas::effective(&client, t.id)
             .await
             .map_err(service::Error::from)?
             .ok_or_else(|| service::Error::not_found(&t.name))?

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::tenant::store;
+use crate::store::tenants as store;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {

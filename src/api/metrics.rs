@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::metrics::{self, Snapshot};
+use crate::store::tenants as store;
 
 /// Times the request under its route template (`/api/v1/tenants/{name}`), never the
 /// raw path, so the label stays bounded.
@@ -44,43 +45,24 @@ fn authorized(state: &AppState, req: &Request) -> bool {
 
 async fn snapshot(state: &AppState) -> Result<Snapshot, Box<dyn std::error::Error + Send + Sync>> {
     let client = state.platform.pool.get().await?;
-    let tenants = client
-        .query(
-            "SELECT status, plan, isolation, count(*) FROM berqenas.tenants GROUP BY 1, 2, 3",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
-    let rows = client
-        .query(
-            "SELECT t.name, coalesce(u.bytes, 0), t.db_quota_bytes, coalesce(c.n, 0), q.max_connections,
-                    coalesce(u.writes_blocked, false)
-               FROM berqenas.tenants t
-               JOIN berqenas.effective_quotas q ON q.tenant_id = t.id
-               LEFT JOIN berqenas.disk_usage u ON u.tenant_id = t.id
-               LEFT JOIN (SELECT l.id, count(*) AS n FROM pg_stat_activity a
-                            JOIN (SELECT id, login_role AS role FROM berqenas.tenants
-                                  UNION ALL SELECT tenant_id, db_user FROM berqenas.tenant_users) l
-                              ON l.role = a.usename
-                           GROUP BY l.id) c ON c.id = t.id
-              WHERE t.status IN ('trial', 'active', 'suspended')",
-            &[],
-        )
-        .await?;
+    let tenants = store::count_by_status_plan_isolation(&client).await?;
+    let rows = store::resource_rows(&client).await?;
     let mut resources = Vec::with_capacity(rows.len() * 2);
     let mut writes_blocked = 0;
-    for r in &rows {
-        let name: String = r.get(0);
-        resources.push((name.clone(), "disk_bytes".to_string(), r.get(1), r.get(2)));
+    for r in rows {
         resources.push((
-            name,
-            "connections".to_string(),
-            r.get(3),
-            r.get::<_, i32>(4) as i64,
+            r.name.clone(),
+            "disk_bytes".to_string(),
+            r.disk_bytes,
+            r.db_quota_bytes,
         ));
-        if r.get::<_, bool>(5) {
+        resources.push((
+            r.name,
+            "connections".to_string(),
+            r.connections,
+            r.max_connections as i64,
+        ));
+        if r.writes_blocked {
             writes_blocked += 1;
         }
     }

@@ -40,7 +40,7 @@ use crate::tenant::{self, service};
         backups::BackupList, crate::backup::Backup, crate::backup::BackupKind, crate::backup::BackupStatus,
         crate::backup::TableStat, crate::backup::restore::RestoreRequest, crate::backup::verify::VerifyReport,
         crate::backup::verify::TableCheck, crate::backup::policy::BackupPolicy, crate::backup::policy::PolicyRequest,
-        crate::tenant::offboarding::DeleteRequest, crate::tenant::offboarding::DeletedTenant,
+        crate::tenant::offboarding::DeleteRequest,
         crate::tenant::suspension::SuspendTenant,
         crate::tenant::api_keys::CreateApiKey, crate::tenant::api_keys::RotateApiKey,
         crate::tenant::api_keys::ApiKey, crate::tenant::api_keys::NewApiKey,

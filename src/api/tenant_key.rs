@@ -14,7 +14,8 @@ use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::apikey;
 use crate::problem::{Kind, Problem};
-use crate::tenant::{store, Status, Tenant};
+use crate::store::tenants as store;
+use crate::tenant::{Status, Tenant};
 
 /// A request made with a valid key of a tenant that may use it.
 pub struct TenantKey {
@@ -47,9 +48,9 @@ impl FromRequestParts<AppState> for TenantKey {
             p.pool.get().await.map_err(|e| {
                 ApiError::from(crate::tenant::service::Error::Pool(e)).into_response()
             })?;
-        let found = store::find_api_key(&client, public_id)
+        let found = store::find_by_api_key(&client, public_id)
             .await
-            .map_err(|e| ApiError::from(crate::tenant::service::Error::Db(e)).into_response())?;
+            .map_err(|e| ApiError::from(crate::tenant::service::Error::from(e)).into_response())?;
         // Verify the MAC even for an unknown id, so timing does not tell the two apart.
         let (hash, found) = match found {
             Some(k) => (k.hash.clone(), Some(k)),
@@ -93,7 +94,7 @@ pub async fn me(key: TenantKey) -> Json<Me> {
     let t = key.tenant;
     Json(Me {
         tenant_id: t.id,
-        name: t.name,
+        name: t.name.to_string(),
         status: t.status,
         plan: t.plan,
         isolation: t.isolation,

@@ -12,7 +12,7 @@ use super::extract::{JsonBody, OptionalJson};
 use super::{AppState, ADMIN_ACTOR};
 use crate::ops::Idempotency;
 use crate::problem::Problem;
-use crate::tenant::offboarding::{self, DeleteOptions, DeleteRequest, DeletedTenant};
+use crate::tenant::offboarding::{self, DeleteOptions, DeleteRequest};
 use crate::tenant::service::{
     self, CreateTenant, CreatedTenant, Credentials, TenantPage, UpdateTenant,
 };
@@ -130,7 +130,7 @@ pub async fn update(
         ("retention" = Option<i64>, Query, description = "days until the purge, 0 to 3650 (default 30)"),
         ("purge" = Option<String>, Query, description = "`now`: purge at once after the final backup; needs {\"confirm\":\"<name>\"}")),
     request_body(content = Option<DeleteRequest>, description = "retention_days, confirm"),
-    responses((status = 200, body = DeletedTenant, description = "deleted (logins off, final backup archived) and restorable until purge_after"),
+    responses((status = 200, body = Tenant, description = "deleted (logins off, final backup archived) and restorable until purge_after"),
         (status = 400, body = ErrorBody, description = "bad retention, or purge=now without the right confirm"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "already deleted, or a delete is in progress")))]
@@ -139,7 +139,7 @@ pub async fn delete(
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     OptionalJson(req): OptionalJson<DeleteRequest>,
-) -> Result<Json<DeletedTenant>, ApiError> {
+) -> Result<Json<Tenant>, ApiError> {
     if let Some(unknown) = q
         .keys()
         .find(|k| !["retention", "purge"].contains(&k.as_str()))

@@ -8,14 +8,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use crate::store::audit as store;
+
 /// The hash the first row points at.
 pub const GENESIS: [u8; 32] = [0; 32];
-
-/// The bytes a row's hash covers: the same expression as `berqenas.audit_canonical`
-/// (migration 0007), written out here so that a replaced function cannot fool a check.
-const CANONICAL: &str = "convert_to(jsonb_build_array(id, \
-     to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), actor, action, \
-     tenant_id, tenant_name, operation_id, details)::text, 'UTF8')";
 
 const BATCH: i64 = 5000;
 
@@ -59,35 +55,18 @@ fn broken(rows: i64, head_id: Option<i64>, id: i64, problem: String) -> Verifica
 
 /// Walks the whole chain in id order. Run it in one snapshot (a REPEATABLE READ
 /// transaction), so appends made meanwhile are neither half seen nor missed.
-pub async fn verify(c: &impl GenericClient) -> Result<Verification, tokio_postgres::Error> {
-    let head = c
-        .query_opt(
-            "SELECT last_id, last_hash, row_count FROM berqenas.audit_head",
-            &[],
-        )
-        .await?;
-    let Some(head) = head else {
+pub async fn verify(c: &impl GenericClient) -> crate::store::Result<Verification> {
+    let Some((head_id, head_hash, head_count)) = store::head(c).await? else {
         return Ok(broken(0, None, 0, "the chain's head row is missing".into()));
     };
-    let (head_id, head_hash, head_count): (Option<i64>, Vec<u8>, i64) =
-        (head.get(0), head.get(1), head.get(2));
-    let sql = format!(
-        "SELECT id, prev_hash, hash, {CANONICAL} FROM berqenas.audit_log
-          WHERE id > $1 ORDER BY id LIMIT $2"
-    );
-    let stmt = c.prepare(&sql).await?;
     let mut expected: Vec<u8> = GENESIS.to_vec();
     let mut previous: Option<i64> = None;
     let mut rows = 0i64;
     loop {
-        let batch = c
-            .query(&stmt, &[&previous.unwrap_or(i64::MIN), &BATCH])
-            .await?;
+        let batch = store::links(c, previous.unwrap_or(i64::MIN), BATCH).await?;
         for r in &batch {
-            let id: i64 = r.get(0);
-            let prev_hash: Option<Vec<u8>> = r.get(1);
-            let hash: Option<Vec<u8>> = r.get(2);
-            let canonical: Vec<u8> = r.get(3);
+            let id = r.id;
+            let (prev_hash, hash, canonical) = (r.prev_hash.clone(), r.hash.clone(), &r.canonical);
             let (Some(prev_hash), Some(hash)) = (prev_hash, hash) else {
                 return Ok(broken(rows, head_id, id, format!(
                     "row {id} has no hash: it was written around the chain (with its trigger disabled)"
@@ -104,7 +83,7 @@ pub async fn verify(c: &impl GenericClient) -> Result<Verification, tokio_postgr
                 };
                 return Ok(broken(rows, head_id, id, problem));
             }
-            if link(&prev_hash, &canonical) != hash {
+            if link(&prev_hash, canonical) != hash {
                 return Ok(broken(
                     rows,
                     head_id,

@@ -1,17 +1,16 @@
 //! Reading the audit trail: filtered pages, newest first, and the chain check.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{IsolationLevel, Row};
+use tokio_postgres::IsolationLevel;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::chain::{self, Verification};
 use crate::platform::Platform;
 use crate::problem::Problem;
+use crate::store::{audit as trail, tenants};
 use crate::tenant::service::{Error, DEFAULT_PAGE, MAX_PAGE};
-use crate::tenant::store;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -52,21 +51,6 @@ pub struct AuditQuery<'a> {
     pub since: Option<&'a str>,
     pub limit: Option<i64>,
     pub cursor: Option<&'a str>,
-}
-
-fn entry(r: &Row) -> AuditEntry {
-    AuditEntry {
-        id: r.get("id"),
-        at: r.get("at"),
-        actor: r.get("actor"),
-        action: r.get("action"),
-        tenant_id: r.get("tenant_id"),
-        tenant_name: r.get("tenant_name"),
-        operation_id: r.get("operation_id"),
-        details: r.get("details"),
-        prev_hash: hex::encode(r.get::<_, Vec<u8>>("prev_hash")),
-        hash: hex::encode(r.get::<_, Vec<u8>>("hash")),
-    }
 }
 
 /// `since`: an RFC 3339 time, a date, or how long ago.
@@ -133,11 +117,22 @@ pub async fn page(p: &Platform, q: &AuditQuery<'_>) -> Result<AuditPage> {
     let tenant_id = match q.tenant {
         Some(t) => match t.parse::<Uuid>() {
             Ok(id) => Some(id),
-            Err(_) => store::find(&client, t).await?.map(|t| t.id),
+            Err(_) => tenants::find(&client, t).await?.map(|t| t.id),
         },
         None => None,
     };
-    let entries = list(&client, q.tenant, tenant_id, q.action, since, before, limit).await?;
+    let entries = trail::list(
+        &client,
+        &trail::Filter {
+            tenant: q.tenant,
+            tenant_id,
+            action: q.action,
+            since,
+            before,
+        },
+        limit,
+    )
+    .await?;
     let next_cursor = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|e| e.id.to_string()))
         .flatten();
@@ -151,14 +146,8 @@ pub async fn page(p: &Platform, q: &AuditQuery<'_>) -> Result<AuditPage> {
 /// is neither a tenant nor in the trail (a hard-deleted tenant's rows stay readable).
 pub async fn tenant_page(p: &Platform, key: &str, q: &AuditQuery<'_>) -> Result<AuditPage> {
     let client = p.pool.get().await?;
-    let known = store::find(&client, key).await?.is_some()
-        || client
-            .query_opt(
-                "SELECT 1 FROM berqenas.audit_log WHERE tenant_name = $1 OR tenant_id::text = $1 LIMIT 1",
-                &[&key],
-            )
-            .await?
-            .is_some();
+    let known =
+        tenants::find(&client, key).await?.is_some() || trail::mentions(&client, key).await?;
     drop(client);
     if !known {
         return Err(Error::not_found(key));
@@ -171,31 +160,6 @@ pub async fn tenant_page(p: &Platform, key: &str, q: &AuditQuery<'_>) -> Result<
         },
     )
     .await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn list(
-    c: &impl GenericClient,
-    tenant: Option<&str>,
-    tenant_id: Option<Uuid>,
-    action: Option<&str>,
-    since: Option<DateTime<Utc>>,
-    before: Option<i64>,
-    limit: i64,
-) -> Result<Vec<AuditEntry>, tokio_postgres::Error> {
-    let rows = c
-        .query(
-            "SELECT id, at, actor, action, tenant_id, tenant_name, operation_id, details, prev_hash, hash
-               FROM berqenas.audit_log
-              WHERE ($1::text IS NULL OR tenant_name = $1 OR tenant_id = $2)
-                AND ($3::text IS NULL OR action = $3)
-                AND ($4::timestamptz IS NULL OR at >= $4)
-                AND ($5::bigint IS NULL OR id < $5)
-              ORDER BY id DESC LIMIT $6",
-            &[&tenant, &tenant_id, &action, &since, &before, &limit],
-        )
-        .await?;
-    Ok(rows.iter().map(entry).collect())
 }
 
 /// Checks the whole chain in one consistent snapshot.

@@ -2,6 +2,7 @@
 //! connection string on the command line, a password only through `PGPASSWORD`), and
 //! what they said when they failed.
 
+use crate::secrets::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -58,7 +59,7 @@ pub struct Conn {
     host: String,
     port: u16,
     pub user: String,
-    password: Option<String>,
+    password: Option<SecretString>,
     pub dbname: String,
 }
 
@@ -91,16 +92,16 @@ impl Conn {
             user: config.get_user().unwrap_or("postgres").to_string(),
             password: config
                 .get_password()
-                .map(|p| String::from_utf8_lossy(p).into_owned()),
+                .map(|p| String::from_utf8_lossy(p).into_owned().into()),
             dbname: dbname.to_string(),
         }
     }
 
     /// The same server and database as another role.
-    pub fn as_role(&self, user: &str, password: &str) -> Self {
+    pub fn as_role(&self, user: &str, password: &SecretString) -> Self {
         Self {
             user: user.to_string(),
-            password: Some(password.to_string()),
+            password: Some(password.clone()),
             ..self.clone()
         }
     }
@@ -126,7 +127,7 @@ impl Conn {
         cmd.arg(format!("--dbname={}", self.conninfo()))
             .arg("--no-password");
         match &self.password {
-            Some(p) => cmd.env("PGPASSWORD", p),
+            Some(p) => cmd.env("PGPASSWORD", p.expose_secret()),
             None => cmd.env_remove("PGPASSWORD"),
         };
         // Nothing from the environment may redirect the tools elsewhere.

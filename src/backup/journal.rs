@@ -22,7 +22,7 @@ use crate::ops::lease::{Keeper, Renewal};
 use crate::pg::Ident;
 use crate::platform::Platform;
 use crate::tenant::suspension::{self, Membership};
-use crate::tenant::{store, Isolation, Slug, Status, Tenant};
+use crate::tenant::{store, Isolation, Status, Tenant};
 use crate::{audit, ops};
 
 pub const IN_PLACE: &str = "backup.restore";
@@ -222,9 +222,8 @@ async fn recover_claimed(p: &Platform, id: Uuid, mut undo: Undo) -> Result<()> {
 async fn settle_in_place(p: &Platform, op: Uuid, t: &Tenant, undo: &mut Undo) -> Result<bool> {
     let mut finished = undo.committed;
     if t.isolation != Isolation::Shared {
-        let slug = Slug::parse(&t.name).expect("registry holds valid names");
-        let schema = slug.schema();
-        let admin = super::connect_to(p, &t.database).await?;
+        let schema = t.name.schema();
+        let admin = super::connect_to(p, t.database.as_str()).await?;
         let exists = |name: Option<String>| {
             let admin = &admin;
             async move {

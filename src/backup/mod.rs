@@ -63,6 +63,8 @@ impl BackupKind {
     }
 }
 
+crate::pg::from_text_column!(BackupKind, "backup kind");
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BackupStatus {
@@ -94,6 +96,8 @@ impl BackupStatus {
         .find(|k| k.as_str() == s)
     }
 }
+
+crate::pg::from_text_column!(BackupStatus, "backup status");
 
 /// A backup as the API shows it (the manifest without its sealed key).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -129,6 +133,10 @@ pub enum Error {
     Tenant(tenant::service::Error),
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
+    /// The control plane's store found no row, or a conflict, where this operation
+    /// expected none.
+    #[error(transparent)]
+    Registry(crate::store::Error),
     #[error(transparent)]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error(transparent)]
@@ -160,6 +168,15 @@ impl From<tenant::service::Error> for Error {
         match e {
             tenant::service::Error::Rejected(p) => Self::Rejected(p),
             other => Self::Tenant(other),
+        }
+    }
+}
+
+impl From<crate::store::Error> for Error {
+    fn from(e: crate::store::Error) -> Self {
+        match e {
+            crate::store::Error::Db(e) => Error::Db(e),
+            other => Error::Registry(other),
         }
     }
 }
@@ -196,7 +213,7 @@ pub(crate) async fn tenant(p: &Platform, key: &str) -> Result<tenant::Tenant> {
 pub async fn list(p: &Platform, key: &str) -> Result<Vec<Backup>> {
     let t = tenant(p, key).await?;
     let client = p.pool.get().await?;
-    Ok(registry::list(&client, t.id).await?)
+    Ok(crate::store::backups::list(&client, t.id).await?)
 }
 
 /// One backup by id; with a tenant key, it must be that tenant's.
@@ -218,7 +235,9 @@ pub(crate) async fn find(
     let not_found = || Error::not_found("backup_not_found", format!("backup {id:?} not found"));
     let id: Uuid = id.parse().map_err(|_| not_found())?;
     let client = p.pool.get().await?;
-    let (backup, manifest) = registry::find(&client, id).await?.ok_or_else(not_found)?;
+    let (backup, manifest) = crate::store::backups::find(&client, id)
+        .await?
+        .ok_or_else(not_found)?;
     if owner.is_some_and(|t| t.id != backup.tenant_id) {
         return Err(not_found());
     }

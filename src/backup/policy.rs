@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use croner::Cron;
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -14,6 +13,7 @@ use super::{Error, Result, DEFAULT_RETENTION_DAYS};
 use crate::audit;
 use crate::platform::Platform;
 use crate::problem::Problem;
+use crate::store::{backups, plans};
 use crate::tenant::Tenant;
 
 pub const MAX_RETENTION_DAYS: i32 = 3650;
@@ -96,33 +96,11 @@ fn validate(req: &PolicyRequest) -> Result<(String, i32, bool, DateTime<Utc>)> {
 
 /// The tenant's policy row, if any.
 pub async fn of_tenant(c: &impl GenericClient, tenant_id: Uuid) -> Result<Option<BackupPolicy>> {
-    let row = c
-        .query_opt(
-            "SELECT schedule, retention_days, encryption, next_run_at FROM berqenas.backup_policies WHERE tenant_id = $1",
-            &[&tenant_id],
-        )
-        .await?;
-    Ok(row.map(|r| from_row(&r, Some(r.get(3)))))
+    Ok(backups::policy_of_tenant(c, tenant_id).await?)
 }
 
 pub async fn of_plan(c: &impl GenericClient, plan: &str) -> Result<Option<BackupPolicy>> {
-    let row = c
-        .query_opt(
-            "SELECT schedule, retention_days, encryption FROM berqenas.plan_backup_policies WHERE plan = $1",
-            &[&plan],
-        )
-        .await?;
-    Ok(row.map(|r| from_row(&r, None)))
-}
-
-/// A tenant's or a plan's row, whose first columns are schedule, retention, encryption.
-fn from_row(r: &Row, next_run_at: Option<DateTime<Utc>>) -> BackupPolicy {
-    BackupPolicy {
-        schedule: Some(r.get(0)),
-        retention_days: r.get(1),
-        encryption: r.get(2),
-        next_run_at,
-    }
+    Ok(backups::policy_of_plan(c, plan).await?)
 }
 
 /// Audits a change of a tenant's policy, or of a plan's (`tenant` None, the plan in
@@ -175,26 +153,7 @@ pub async fn apply_at_create(
     };
     let cron = parse_schedule("backup_schedule", &schedule).map_err(Error::Rejected)?;
     let next = next_run(&cron, Utc::now()).map_err(Error::Rejected)?;
-    upsert(c, tenant_id, &schedule, retention, encryption, next).await
-}
-
-async fn upsert(
-    c: &impl GenericClient,
-    tenant_id: Uuid,
-    schedule: &str,
-    retention: i32,
-    encryption: bool,
-    next: DateTime<Utc>,
-) -> Result<()> {
-    c.execute(
-        "INSERT INTO berqenas.backup_policies (tenant_id, schedule, retention_days, encryption, next_run_at)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (tenant_id) DO UPDATE SET schedule = $2, retention_days = $3, encryption = $4,
-                next_run_at = $5, updated_at = now()",
-        &[&tenant_id, &schedule, &retention, &encryption, &next],
-    )
-    .await?;
-    Ok(())
+    Ok(backups::upsert_policy(c, tenant_id, &schedule, retention, encryption, next).await?)
 }
 
 /// `GET /api/v1/tenants/{name}/backup-policy`: its policy (schedule null if none).
@@ -215,7 +174,7 @@ pub async fn put(
     let t = super::tenant(p, key).await?;
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    upsert(&tx, t.id, &schedule, retention, encryption, next).await?;
+    backups::upsert_policy(&tx, t.id, &schedule, retention, encryption, next).await?;
     audit_change(
         &tx,
         actor,
@@ -233,11 +192,7 @@ pub async fn remove(p: &Platform, key: &str, actor: &str) -> Result<BackupPolicy
     let t = super::tenant(p, key).await?;
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    tx.execute(
-        "DELETE FROM berqenas.backup_policies WHERE tenant_id = $1",
-        &[&t.id],
-    )
-    .await?;
+    backups::delete_policy(&tx, t.id).await?;
     audit_change(&tx, actor, Some(&t), serde_json::json!({"schedule": null})).await?;
     tx.commit().await?;
     Ok(BackupPolicy::default())
@@ -253,7 +208,7 @@ fn unknown_plan(plan: &str) -> Error {
 /// `GET /api/v1/plans/{name}/backup-policy`: what the plan's new tenants start with.
 pub async fn get_plan(p: &Platform, plan: &str) -> Result<BackupPolicy> {
     let c = p.pool.get().await?;
-    if crate::tenant::store::plan(&c, plan).await?.is_none() {
+    if plans::find(&c, plan).await?.is_none() {
         return Err(unknown_plan(plan));
     }
     Ok(of_plan(&c, plan).await?.unwrap_or_default())
@@ -269,15 +224,10 @@ pub async fn put_plan(
     let (schedule, retention, encryption, _) = validate(req)?;
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    if crate::tenant::store::plan(&tx, plan).await?.is_none() {
+    if plans::find(&tx, plan).await?.is_none() {
         return Err(unknown_plan(plan));
     }
-    tx.execute(
-        "INSERT INTO berqenas.plan_backup_policies (plan, schedule, retention_days, encryption) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (plan) DO UPDATE SET schedule = $2, retention_days = $3, encryption = $4",
-        &[&plan, &schedule, &retention, &encryption],
-    )
-    .await?;
+    backups::upsert_plan_policy(&tx, plan, &schedule, retention, encryption).await?;
     audit_change(
         &tx,
         actor,

@@ -22,9 +22,10 @@ use super::{shared, Backup, BackupStatus, Error, Manifest, Result};
 use crate::access::{Reach, TempRole};
 use crate::pg::Ident;
 use crate::platform::Platform;
+use crate::store::tenants as store;
 use crate::tenant::roles::DefaultRole;
 use crate::tenant::service::{self, CreateTenant, CreatedTenant};
-use crate::tenant::{access, store, Isolation, Slug, Status, Tenant};
+use crate::tenant::{access, Isolation, Slug, Status, Tenant};
 use crate::{audit, ops};
 
 /// `POST .../backups/{id}/restore`: empty for in place, or `{"as":"new-name"}`.
@@ -94,7 +95,7 @@ async fn in_place(
     let tenant = store::find_for_update(&g, key)
         .await?
         .ok_or_else(|| service::Error::not_found(key))?;
-    let slug = Slug::parse(&tenant.name).expect("registry holds valid names");
+    let slug = tenant.name.clone();
     service::lock_name(&g, &slug).await?;
     if !matches!(
         tenant.status,
@@ -154,7 +155,7 @@ async fn in_place(
     ops::failpoint("restore.recorded");
     if let Some(done) = done {
         let dropped = async {
-            super::connect_to(p, &tenant.database)
+            super::connect_to(p, tenant.database.as_str())
                 .await?
                 .batch_execute(&format!("DROP SCHEMA {done} CASCADE"))
                 .await?;
@@ -367,7 +368,7 @@ async fn load_schema(
     manifest: &Manifest,
     journal: Option<&mut Journal>,
 ) -> Result<Option<Ident>> {
-    let slug = Slug::parse(&target.name).expect("registry holds valid names");
+    let slug = target.name.clone();
     let schema = slug.schema();
     if manifest.schema == schema.as_str() {
         return replace_schema(p, target, &slug, Input::Backup(backup, manifest), journal).await;
@@ -468,7 +469,7 @@ async fn replace_schema(
         pooled = p.pool.get().await?;
         &pooled
     } else {
-        own = super::connect_to(p, &database).await?;
+        own = super::connect_to(p, database.as_str()).await?;
         &own
     };
     let other_db: Vec<&str> = if in_control_db {
@@ -479,11 +480,10 @@ async fn replace_schema(
     // Everything that can fail before the swap happens first: once the schema is set
     // aside, every error path puts it back.
     let c = p.pool.get().await?;
-    let db_ident = Ident::new(database.clone()).expect("registry holds valid names");
     let reach = if in_control_db {
         Reach::ControlDatabase
     } else {
-        Reach::Database(&db_ident)
+        Reach::Database(&database)
     };
     let role = TempRole::create(p, "restore", &[&owner], reach).await?;
     let keep = journal.is_some();
@@ -506,7 +506,7 @@ async fn replace_schema(
         let _ = role.drop(p, &other_db).await;
         return Err(e.into());
     }
-    let conn = role.conn(&Conn::control(&p.config, &database));
+    let conn = role.conn(&Conn::control(&p.config, database.as_str()));
     let restored = run_restore(p, &conn, Some(owner.as_str()), schema.as_str(), input).await;
     ops::failpoint("restore.loaded");
     let finished = match restored {

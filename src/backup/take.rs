@@ -13,13 +13,14 @@ use uuid::Uuid;
 use super::crypt::{Sealer, CHUNK};
 use super::dump::{self, Conn};
 use super::manifest::{self, Encryption, Manifest, FORMAT};
-use super::registry::{self, NewBackup};
+use super::registry;
 use super::store::ObjectWriter;
 use super::temp::ScratchSchema;
 use super::{policy, shared, Backup, BackupKind, Error, Result};
 use crate::audit;
 use crate::platform::Platform;
 use crate::secrets::random_bytes;
+use crate::store::backups::{self, NewBackup};
 use crate::tenant::{Isolation, Status, Tenant};
 
 /// `POST /api/v1/tenants/{name}/backups`: a manual backup, encrypted and kept as the
@@ -62,7 +63,7 @@ pub(crate) async fn take(
 ) -> Result<Backup> {
     let id = Uuid::now_v7();
     let client = p.pool.get().await?;
-    registry::insert_running(
+    backups::insert_running(
         &client,
         &NewBackup {
             id,
@@ -82,7 +83,7 @@ pub(crate) async fn take(
     match outcome {
         Ok(m) => {
             let backup =
-                registry::succeed(&tx, &m, &registry::object_key(t.id, id), expires_at).await?;
+                backups::succeed(&tx, &m, &registry::object_key(t.id, id), expires_at).await?;
             audit::record(
                 &tx,
                 &audit::Entry {
@@ -116,7 +117,7 @@ pub(crate) async fn take(
                 }
             }
             let message: String = e.to_string().chars().take(2000).collect();
-            registry::fail(&tx, id, &message).await?;
+            backups::fail(&tx, id, &message).await?;
             audit::record(
                 &tx,
                 &audit::Entry {
@@ -143,13 +144,13 @@ async fn run(p: &Platform, t: &Tenant, id: Uuid, encrypted: bool) -> Result<Mani
             .schema
             .clone()
             .expect("schema and database tenants have a schema");
-        return dump_to_store(p, t, id, &t.database, &schema, encrypted).await;
+        return dump_to_store(p, t, id, t.database.as_str(), schema.as_str(), encrypted).await;
     }
     let scratch = shared::scratch_schema(id);
     let registered = ScratchSchema::register(p, &scratch, &p.endpoint.database).await?;
     let copied = shared::copy_out(p, t, &scratch).await;
     let result = match copied {
-        Ok(()) => dump_to_store(p, t, id, &t.database, scratch.as_str(), encrypted).await,
+        Ok(()) => dump_to_store(p, t, id, t.database.as_str(), scratch.as_str(), encrypted).await,
         Err(e) => Err(e),
     };
     registered.drop(p).await?;
@@ -199,7 +200,7 @@ async fn dump_to_store(
         format: FORMAT,
         id,
         tenant_id: t.id,
-        tenant: t.name.clone(),
+        tenant: t.name.to_string(),
         mode: t.isolation,
         template_version: t.template_version,
         server_version,

@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::{policy, registry, take::take, BackupKind, Result};
 use crate::audit;
 use crate::platform::Platform;
-use crate::tenant::{offboarding, store};
+use crate::store::{backups, tenants as store};
+use crate::tenant::offboarding;
 
 /// Any constant; held (session level, on a connection of its own) for one round.
 const WORKER_LOCK: i64 = 0x6265_7271_6261_636b; // "berqback"
@@ -88,31 +89,17 @@ pub async fn run_once(p: &Platform) -> Result<Report> {
 async fn claim_due(p: &Platform) -> Result<Option<(Uuid, i32, bool)>> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let row = tx
-        .query_opt(
-            "SELECT bp.tenant_id, bp.schedule, bp.retention_days, bp.encryption
-               FROM berqenas.backup_policies bp JOIN berqenas.tenants t ON t.id = bp.tenant_id
-              WHERE bp.next_run_at <= now() AND t.status IN ('active', 'trial', 'suspended')
-              ORDER BY bp.next_run_at LIMIT 1
-                FOR UPDATE OF bp SKIP LOCKED",
-            &[],
-        )
-        .await?;
-    let Some(row) = row else {
+    let Some((tenant_id, schedule, retention, encryption)) = backups::claim_due_policy(&tx).await?
+    else {
         return Ok(None);
     };
-    let (tenant_id, schedule): (Uuid, String) = (row.get(0), row.get(1));
     let next = policy::parse_schedule("schedule", &schedule)
         .and_then(|c| policy::next_run(&c, Utc::now()))
         // A schedule that stopped parsing (it was valid when stored) waits a day.
         .unwrap_or_else(|_| Utc::now() + chrono::Duration::days(1));
-    tx.execute(
-        "UPDATE berqenas.backup_policies SET next_run_at = $2 WHERE tenant_id = $1",
-        &[&tenant_id, &next],
-    )
-    .await?;
+    backups::set_next_run(&tx, tenant_id, next).await?;
     tx.commit().await?;
-    Ok(Some((tenant_id, row.get(2), row.get(3))))
+    Ok(Some((tenant_id, retention, encryption)))
 }
 
 /// Deletes the objects of backups past their expiry; their rows stay, `expired`.
@@ -121,17 +108,8 @@ async fn claim_due(p: &Platform) -> Result<Option<(Uuid, i32, bool)>> {
 /// and recording them) is deleted.
 async fn expire(p: &Platform) -> Result<usize> {
     let mut client = p.pool.get().await?;
-    let lost = client
-        .query(
-            "UPDATE berqenas.backups SET status = 'failed', finished_at = now(),
-                    error = 'the process taking it stopped before it finished'
-              WHERE status = 'running' AND created_at < now() - interval '1 day'
-             RETURNING id, tenant_id",
-            &[],
-        )
-        .await?;
-    for r in &lost {
-        let (id, tenant_id): (Uuid, Uuid) = (r.get(0), r.get(1));
+    let lost = backups::fail_lost(&client).await?;
+    for (id, tenant_id) in lost {
         for key in [
             registry::object_key(tenant_id, id),
             registry::manifest_key(tenant_id, id),
@@ -142,7 +120,7 @@ async fn expire(p: &Platform) -> Result<usize> {
         }
     }
     let tx = client.transaction().await?;
-    let due = registry::claim_expired(&tx, 100).await?;
+    let due = backups::claim_expired(&tx, 100).await?;
     for (id, tenant_id, tenant_name) in &due {
         p.backups
             .delete(&registry::object_key(*tenant_id, *id))
@@ -152,7 +130,7 @@ async fn expire(p: &Platform) -> Result<usize> {
             .delete(&registry::manifest_key(*tenant_id, *id))
             .await
             .map_err(super::Error::Store)?;
-        registry::mark_expired(&tx, *id).await?;
+        backups::mark_expired(&tx, *id).await?;
         audit::record(
             &tx,
             &audit::Entry {

@@ -1,5 +1,6 @@
 //! `berqenas tenant api-key create|list|revoke|rotate`.
 
+use crate::secrets::ExposeSecret;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -143,7 +144,10 @@ pub async fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             let res = a.client.client().create_api_key(&a.tenant, &req).await;
             output::finish(res, a.client.output, |k| {
                 keys_table(&[&k.key]);
-                println!("\nShown once; store it now:\n  api_key: {}", k.api_key);
+                println!(
+                    "\nShown once; store it now:\n  api_key: {}",
+                    k.api_key.expose_secret()
+                );
             })
         }
         ApiKeyCommand::List(a) => {
@@ -169,7 +173,10 @@ pub async fn run(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
                 .await;
             output::finish(res, a.client.output, |r| {
                 keys_table(&[&r.key, &r.replaced]);
-                println!("\nShown once; store it now:\n  api_key: {}", r.api_key);
+                println!(
+                    "\nShown once; store it now:\n  api_key: {}",
+                    r.api_key.expose_secret()
+                );
             })
         }
     }

@@ -14,7 +14,7 @@ use crate::backup::Backup;
 use crate::migrate::{MigrateRequest, MigrationPlan, MigrationRun, MigrationStatus};
 use crate::quota::service::{Limits, QuotaUpdate};
 use crate::quota::usage::UsageSummary;
-use crate::tenant::offboarding::{DeleteRequest, DeletedTenant};
+use crate::tenant::offboarding::DeleteRequest;
 use crate::tenant::service::{CreateTenant, CreatedTenant, Credentials, TenantPage, UpdateTenant};
 use crate::tenant::users::{AddUser, AddedUser, TenantUser, UserList};
 use crate::tenant::{Plan, Tenant};
@@ -181,7 +181,7 @@ impl Client {
         retention: Option<i64>,
         purge_now: bool,
         confirm: Option<&str>,
-    ) -> Result<DeletedTenant, ClientError> {
+    ) -> Result<Tenant, ClientError> {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         if let Some(r) = retention {
             q.append_pair("retention", &r.to_string());

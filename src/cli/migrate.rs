@@ -172,7 +172,7 @@ fn plan_table(plan: &MigrationPlan) {
     table.set_header(["TENANT", "ISOLATION", "FROM", "MIGRATIONS"]);
     for t in &plan.pending {
         table.add_row([
-            t.tenant.clone(),
+            t.tenant.to_string(),
             t.isolation.as_str().to_string(),
             t.from_version.to_string(),
             t.migrations.join(", "),

@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::secrets::SecretString;
 use crate::server::{self, ServeOptions};
 use client::Client;
 
@@ -63,8 +64,8 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
     /// Use this PostgreSQL server instead of the embedded one (a superuser, or a role
     /// with CREATEROLE and CREATEDB), e.g. postgresql://admin:pw@db:5432/berqenas
-    #[arg(long, env = "BERQENAS_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    #[arg(long, env = "BERQENAS_DATABASE_URL", hide_env_values = true, value_parser = secret)]
+    pub database_url: Option<SecretString>,
     /// Address the API listens on.
     #[arg(long, env = "BERQENAS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -76,13 +77,14 @@ pub struct ServeArgs {
     #[arg(
         long = "admin-token",
         env = "BERQENAS_ADMIN_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretString>,
     /// 32-byte key (hex or base64) sealing stored credentials; generated into
     /// <data-dir>/secret-key when omitted.
-    #[arg(long, env = "BERQENAS_SECRET_KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
+    #[arg(long, env = "BERQENAS_SECRET_KEY", hide_env_values = true, value_parser = secret)]
+    pub secret_key: Option<SecretString>,
     /// Control-plane connections.
     #[arg(long, env = "BERQENAS_POOL_SIZE", default_value_t = 16)]
     pub pool_size: usize,
@@ -105,8 +107,13 @@ pub struct ServeArgs {
     #[arg(long, env = "BERQENAS_DATA_API_RESULT_MEMORY", default_value = "256MB", value_parser = parse_memory)]
     pub data_api_result_memory: usize,
     /// A bearer token that may read /metrics and nothing else (the admin token also may).
-    #[arg(long, env = "BERQENAS_METRICS_TOKEN", hide_env_values = true)]
-    pub metrics_token: Option<String>,
+    #[arg(long, env = "BERQENAS_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub metrics_token: Option<SecretString>,
+}
+
+/// A flag that holds a secret: kept in a [`SecretString`], so `Debug` shows none of it.
+fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(s.into())
 }
 
 /// `--data-api-result-memory`: a size in PostgreSQL's units (`256MB`).

@@ -60,14 +60,20 @@ pub fn tenant_table(t: &Tenant) {
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
     let rows: Vec<(&str, String)> = vec![
-        ("name", t.name.clone()),
+        ("name", t.name.to_string()),
         ("id", t.id.to_string()),
         ("status", t.status.as_str().into()),
         ("plan", t.plan.clone()),
         ("isolation", t.isolation.as_str().into()),
-        ("schema", t.schema.clone().unwrap_or_default()),
-        ("database", t.database.clone()),
-        ("role", t.role.clone()),
+        (
+            "schema",
+            t.schema
+                .as_ref()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+        ),
+        ("database", t.database.as_str().to_string()),
+        ("role", t.role.as_str().to_string()),
         ("db_quota", format_size(t.db_quota_bytes)),
         (
             "access_mode",
@@ -106,7 +112,7 @@ pub fn tenants_table(tenants: &[Tenant]) {
     ]);
     for t in tenants {
         table.add_row(vec![
-            t.name.clone(),
+            t.name.to_string(),
             t.status.as_str().into(),
             t.plan.clone(),
             t.isolation.as_str().into(),
@@ -125,7 +131,7 @@ pub fn users_table(users: &[crate::tenant::users::TenantUser]) {
         table.add_row(vec![
             u.email.clone(),
             u.role.as_str().into(),
-            u.db_user.clone(),
+            u.db_user.as_str().to_string(),
             u.created_at.format("%Y-%m-%d %H:%M").to_string(),
         ]);
     }

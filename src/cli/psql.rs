@@ -1,6 +1,7 @@
 //! `berqenas psql`: psql as the server's superuser (the embedded cluster through its
 //! private unix socket), or `--tenant NAME` as that tenant's login role.
 
+use crate::secrets::ExposeSecret;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::ExitCode;
@@ -32,7 +33,14 @@ pub struct PsqlArgs {
 
 pub async fn run(a: PsqlArgs) -> anyhow::Result<ExitCode> {
     let dsn = match &a.tenant {
-        Some(name) => a.client.client().credentials(name).await?.dsn,
+        Some(name) => a
+            .client
+            .client()
+            .credentials(name)
+            .await?
+            .dsn
+            .expose_secret()
+            .to_string(),
         None => match &a.database_url {
             Some(url) => url.clone(),
             None => embedded_dsn(&a.client.data_dir)?,

@@ -76,6 +76,13 @@ fn limits_table(l: &Limits) {
             values[field].to_string(),
             from.to_string(),
         ]);
+        if *field == "db_quota_bytes" {
+            table.add_row(vec![
+                "max_storage_gb".to_string(),
+                l.limits.max_storage_gb.to_string(),
+                from.to_string(),
+            ]);
+        }
     }
     println!("tenant {} (plan {})", l.tenant, l.plan);
     println!("{table}");

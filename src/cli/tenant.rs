@@ -1,5 +1,6 @@
 //! `berqenas tenant create|get|list|update|delete`.
 
+use crate::secrets::ExposeSecret;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -260,9 +261,12 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             output::finish(res, a.client.output, |created| {
                 output::tenant_table(&created.tenant);
                 println!("\nShown once; store them now:");
-                println!("  api_key:  {}", created.api_key);
-                println!("  password: {}", created.credentials.password);
-                println!("  dsn:      {}", created.credentials.dsn);
+                println!("  api_key:  {}", created.api_key.expose_secret());
+                println!(
+                    "  password: {}",
+                    created.credentials.password.expose_secret()
+                );
+                println!("  dsn:      {}", created.credentials.dsn.expose_secret());
             })
         }
         TenantCommand::Credentials(a) => {
@@ -274,8 +278,8 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             };
             output::finish(res, a.client.output, |c| {
                 println!("user:     {}", c.user);
-                println!("password: {}", c.password);
-                println!("dsn:      {}", c.dsn);
+                println!("password: {}", c.password.expose_secret());
+                println!("dsn:      {}", c.dsn.expose_secret());
             })
         }
         TenantCommand::Get(a) => {
@@ -318,7 +322,7 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             output::finish(res, a.client.output, |u| {
                 output::users_table(std::slice::from_ref(&u.user));
                 println!("\nShown once; store it now:");
-                println!("  dsn: {}", u.credentials.dsn);
+                println!("  dsn: {}", u.credentials.dsn.expose_secret());
             })
         }
         TenantCommand::User(UserCommand::List(a)) => {
@@ -328,7 +332,7 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
         TenantCommand::User(UserCommand::Remove(a)) => {
             let res = a.client.client().remove_user(&a.tenant, &a.email).await;
             output::finish(res, a.client.output, |u| {
-                println!("removed user {} ({})", u.email, u.db_user)
+                println!("removed user {} ({})", u.email, u.db_user.as_str())
             })
         }
         TenantCommand::Suspend(a) => super::lifecycle::suspend(a).await,
@@ -341,15 +345,16 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 .client()
                 .delete_tenant(&a.name, a.retention, a.purge_now, a.confirm.as_deref())
                 .await;
-            output::finish(res, a.client.output, |d| {
-                match d.purged_at {
-                    Some(at) => println!("purged tenant {} at {at}", d.tenant.name),
-                    None => println!(
-                        "deleted tenant {}: restorable with `berqenas tenant restore {}` until {}",
-                        d.tenant.name, d.tenant.name, d.purge_after
+            output::finish(res, a.client.output, |t| {
+                match (t.purged_at, t.purge_after) {
+                    (Some(at), _) => println!("purged tenant {} at {at}", t.name),
+                    (None, Some(until)) => println!(
+                        "deleted tenant {}: restorable with `berqenas tenant restore {}` until {until}",
+                        t.name, t.name
                     ),
+                    (None, None) => println!("deleted tenant {}", t.name),
                 }
-                if let (Some(id), Some(until)) = (d.final_backup_id, d.archive_expires_at) {
+                if let (Some(id), Some(until)) = (t.final_backup_id, t.archive_expires_at) {
                     println!("final backup {id} archived until {until}");
                 }
             })

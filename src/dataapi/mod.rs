@@ -17,6 +17,7 @@ pub mod socket;
 pub mod statement;
 pub mod values;
 
+use crate::secrets::ExposeSecret;
 use std::time::Instant;
 
 use futures_util::TryStreamExt;
@@ -29,7 +30,7 @@ use pools::{ConnError, Object, Pools};
 
 use crate::platform::Platform;
 use crate::quota::Quotas;
-use crate::tenant::{store, Tenant};
+use crate::tenant::Tenant;
 
 /// `POST /api/v1/query`
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -278,7 +279,7 @@ impl DataApi {
                     code: "database_unavailable",
                     message: format!("the database is unavailable; retry later ({e})"),
                 })?;
-                let sealed = store::sealed_credentials(&client, t.id)
+                let sealed = crate::store::tenants::sealed_credentials(&client, t.id)
                     .await
                     .map_err(|e| QueryError::Internal(Box::new(e)))?;
                 drop(client);
@@ -288,9 +289,9 @@ impl DataApi {
                 // The tenant's session: its role's own settings, none of the control
                 // plane's connection options (its pinned search path).
                 config
-                    .user(&t.role)
-                    .password(password.as_str())
-                    .dbname(&t.database)
+                    .user(t.role.as_str())
+                    .password(password.expose_secret())
+                    .dbname(t.database.as_str())
                     .options("")
                     .application_name("berqenas-data-api");
                 self.pools.insert(t.id, config, size)

@@ -7,7 +7,7 @@
 //! leaves every tenant at its old or its new version, and running again continues.
 
 mod plan;
-mod runs;
+pub(crate) mod runs;
 mod units;
 
 use std::sync::Arc;
@@ -173,31 +173,14 @@ pub struct VersionCount {
 pub async fn status(p: &Platform) -> Result<MigrationStatus> {
     let client = p.pool.get().await?;
     runs::expire_stale(&client).await?;
-    let rows = client
-        .query(
-            &format!(
-                "SELECT template_version, count(*) FROM berqenas.tenants
-                  WHERE status IN ({}) GROUP BY 1 ORDER BY 1",
-                plan::LIVE
-            ),
-            &[],
-        )
-        .await?;
     let latest = p.template.latest_version();
-    let tenants_by_version: Vec<VersionCount> = rows
-        .iter()
-        .map(|r| VersionCount {
-            version: r.get(0),
-            tenants: r.get(1),
-        })
-        .collect();
-    let running = client
-        .query_opt(
-            "SELECT id FROM berqenas.migration_runs WHERE state = 'running'",
-            &[],
-        )
-        .await?
-        .map(|r| r.get(0));
+    let tenants_by_version: Vec<VersionCount> =
+        crate::store::tenants::count_by_version(&client, plan::LIVE)
+            .await?
+            .into_iter()
+            .map(|(version, tenants)| VersionCount { version, tenants })
+            .collect();
+    let running = crate::store::migration_runs::running(&client).await?;
     Ok(MigrationStatus {
         latest_version: latest,
         template_checksum: p.template.checksum(),
@@ -219,15 +202,11 @@ pub async fn set_restored_version(
     c: &impl deadpool_postgres::GenericClient,
     t: &crate::tenant::Tenant,
     version: i32,
-) -> Result<(), tokio_postgres::Error> {
+) -> crate::store::Result<()> {
     if t.isolation == Isolation::Shared {
         return Ok(());
     }
-    c.execute(
-        "UPDATE berqenas.tenants SET template_version = $2, updated_at = now() WHERE id = $1",
-        &[&t.id, &version],
-    )
-    .await?;
+    crate::store::tenants::set_template_version(c, t.id, version).await?;
     if t.isolation == Isolation::Database {
         c.batch_execute(&units::marker_sql(&t.database, version))
             .await?;

@@ -5,41 +5,40 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{MigrateRequest, Result};
+use crate::pg::Ident;
 use crate::platform::Platform;
+use crate::store::tenants as store;
 use crate::tenant::service::Error;
-use crate::tenant::{store, Isolation};
+use crate::tenant::{Isolation, Slug};
 
 /// Tenants whose objects exist: a soft-deleted tenant is migrated too, so a restore
 /// brings it back at the current version.
-pub(super) const LIVE: &str = "'trial', 'active', 'suspended', 'deleted'";
+pub(super) const LIVE: &[&str] = &["trial", "active", "suspended", "deleted"];
 
 /// One tenant below the latest version.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PendingTenant {
     #[serde(skip)]
     pub id: Uuid,
-    pub tenant: String,
+    #[schema(value_type = String)]
+    pub tenant: Slug,
     pub isolation: Isolation,
     pub from_version: i32,
     /// The migration files it will run, in order.
     pub migrations: Vec<String>,
+    /// Where its objects are, as the registry holds them (`None` in a plan read back
+    /// from JSON, which is shown, never run).
     #[serde(skip)]
-    pub schema: String,
-    #[serde(skip)]
-    pub database: String,
-    #[serde(skip)]
-    pub owner_role: String,
+    pub(crate) place: Option<Place>,
 }
 
-#[derive(Deserialize)]
-struct Row {
-    id: Uuid,
-    name: String,
-    isolation: Isolation,
-    schema: String,
-    database: String,
-    owner: String,
-    version: i32,
+/// Where a pending tenant's objects are.
+#[derive(Debug, Clone)]
+pub(crate) struct Place {
+    /// Its schema (schema and database modes).
+    pub(crate) schema: Option<Ident>,
+    pub(crate) database: Ident,
+    pub(crate) owner_role: Ident,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -64,27 +63,16 @@ pub async fn plan(p: &Platform, req: &MigrateRequest) -> Result<MigrationPlan> {
     let target = p.template.latest_version();
     let isolation = req.isolation.map(|i| i.as_str());
     // One row whatever the count: how many are current, and the pending ones.
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT count(*) FILTER (WHERE template_version >= $4) AS current,
-                        coalesce(json_agg(json_build_object(
-                            'id', id, 'name', name, 'isolation', isolation,
-                            'schema', coalesce(schema_name, ''), 'database', database_name,
-                            'owner', owner_role, 'version', template_version)
-                          ORDER BY created_at, id) FILTER (WHERE template_version < $4), '[]') AS pending
-                   FROM berqenas.tenants
-                  WHERE status IN ({LIVE})
-                    AND ($1::uuid IS NULL OR id = $1)
-                    AND ($2::text IS NULL OR plan = $2)
-                    AND ($3::text IS NULL OR isolation = $3)"
-            ),
-            &[&tenant_id, &req.plan, &isolation, &target],
-        )
-        .await?;
-    let rows: Vec<Row> =
-        serde_json::from_value(row.get("pending")).expect("the query builds this shape");
-    let pending: Vec<PendingTenant> = rows
+    let (already_current, pending) = store::migration_candidates(
+        &client,
+        LIVE,
+        tenant_id,
+        req.plan.as_deref(),
+        isolation,
+        target,
+    )
+    .await?;
+    let pending: Vec<PendingTenant> = pending
         .into_iter()
         .map(|r| PendingTenant {
             id: r.id,
@@ -97,14 +85,16 @@ pub async fn plan(p: &Platform, req: &MigrateRequest) -> Result<MigrationPlan> {
             tenant: r.name,
             isolation: r.isolation,
             from_version: r.version,
-            schema: r.schema,
-            database: r.database,
-            owner_role: r.owner,
+            place: Some(Place {
+                schema: r.schema,
+                database: r.database,
+                owner_role: r.owner,
+            }),
         })
         .collect();
     Ok(MigrationPlan {
         target_version: target,
-        already_current: row.get("current"),
+        already_current,
         pending,
     })
 }

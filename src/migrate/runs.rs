@@ -1,9 +1,9 @@
-//! The `migration_runs` table: a run's counts while it goes, its report at the end.
+//! A migration run's record: its counts while it goes, its report at the end (rows of
+//! [`crate::store::migration_runs`]).
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -12,6 +12,7 @@ use super::{MigrateRequest, Result};
 use crate::ops;
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
+use crate::store::migration_runs as store;
 use crate::tenant::service::Error;
 
 /// A run of the template over tenants; poll it until `state` is not `running`.
@@ -58,41 +59,9 @@ pub struct Report {
     pub not_attempted: i32,
 }
 
-const COLUMNS: &str = "id, state, actor, target_version, selector, jobs, canary, total, migrated, \
-                       already_current, failed, not_attempted, report, error, started_at, finished_at";
-
-fn run(r: &Row) -> MigrationRun {
-    let report: Report = serde_json::from_value(r.get("report")).unwrap_or_default();
-    MigrationRun {
-        id: r.get("id"),
-        state: r.get("state"),
-        actor: r.get("actor"),
-        target_version: r.get("target_version"),
-        selector: r.get("selector"),
-        jobs: r.get("jobs"),
-        canary: r.get("canary"),
-        total: r.get("total"),
-        migrated: r.get("migrated"),
-        already_current: r.get("already_current"),
-        failed: r.get("failed"),
-        not_attempted: r.get("not_attempted"),
-        failures: report.failures,
-        migrated_tenants: report.migrated,
-        error: r.get("error"),
-        started_at: r.get("started_at"),
-        finished_at: r.get("finished_at"),
-    }
-}
-
 /// Runs whose process stopped renewing their lease died: they are `interrupted`.
 pub async fn expire_stale(c: &impl GenericClient) -> Result<u64> {
-    Ok(c.execute(
-        "UPDATE berqenas.migration_runs SET state = 'interrupted', finished_at = now(),
-                error = 'the process running it stopped; run again to continue'
-          WHERE state = 'running' AND lease_until < now()",
-        &[],
-    )
-    .await?)
+    Ok(store::expire_stale(c).await?)
 }
 
 pub async fn begin(
@@ -111,42 +80,29 @@ pub async fn begin(
         already_current: plan.already_current as i32,
         ..Report::default()
     };
-    let row = client
-        .query_one(
-            &format!(
-                "INSERT INTO berqenas.migration_runs
-                    (id, state, actor, target_version, selector, jobs, canary, total, already_current,
-                     report, lease_until)
-                 VALUES ($1, 'running', $2, $3, $4, $5, $6, $7, $8, $9,
-                         now() + make_interval(secs => $10))
-                 RETURNING {COLUMNS}"
-            ),
-            &[
-                &Uuid::now_v7(),
-                &actor,
-                &plan.target_version,
-                &selector,
-                &(jobs as i32),
-                &req.canary.map(|c| c as i32),
-                &(plan.pending.len() as i32),
-                &(plan.already_current as i32),
-                &serde_json::to_value(&report).expect("plain data"),
-                &ops::lease_secs(),
-            ],
-        )
-        .await
-        .map_err(|e| {
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                Error::Rejected(Problem::new(
-                    Kind::Conflict,
-                    "migration_running",
-                    "a template migration run is already in progress; see GET /api/v1/migrations/status",
-                ))
-            } else {
-                e.into()
-            }
-        })?;
-    Ok(run(&row))
+    store::insert(
+        &client,
+        &store::NewRun {
+            actor,
+            target_version: plan.target_version,
+            selector: &selector,
+            jobs: jobs as i32,
+            canary: req.canary.map(|c| c as i32),
+            total: plan.pending.len() as i32,
+            already_current: plan.already_current as i32,
+            report: &report,
+            lease_secs: ops::lease_secs(),
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        crate::store::Error::Conflict { .. } => Error::Rejected(Problem::new(
+            Kind::Conflict,
+            "migration_running",
+            "a template migration run is already in progress; see GET /api/v1/migrations/status",
+        )),
+        other => other.into(),
+    })
 }
 
 /// Writes the counts so far and renews the lease.
@@ -166,50 +122,17 @@ pub async fn finish(p: &Platform, id: Uuid, report: &Report) -> Result<()> {
 
 async fn write(p: &Platform, id: Uuid, report: &Report, finished: Option<&str>) -> Result<()> {
     let client = p.pool.get().await?;
-    client
-        .execute(
-            "UPDATE berqenas.migration_runs
-                SET migrated = $2, already_current = $3, failed = $4, not_attempted = $5, report = $6,
-                    lease_until = now() + make_interval(secs => $7),
-                    state = coalesce($8, state),
-                    finished_at = CASE WHEN $8::text IS NULL THEN finished_at ELSE now() END
-              WHERE id = $1 AND state = 'running'",
-            &[
-                &id,
-                &(report.migrated.len() as i32),
-                &report.already_current,
-                &(report.failures.len() as i32),
-                &report.not_attempted,
-                &serde_json::to_value(report).expect("plain data"),
-                &ops::lease_secs(),
-                &finished,
-            ],
-        )
-        .await?;
-    Ok(())
+    Ok(store::write(&client, id, report, ops::lease_secs(), finished).await?)
 }
 
 /// The run itself broke (not a tenant's migration): record why.
 pub async fn abort(p: &Platform, id: Uuid, error: &str) -> Result<()> {
     let client = p.pool.get().await?;
-    client
-        .execute(
-            "UPDATE berqenas.migration_runs SET state = 'failed', error = $2, finished_at = now()
-              WHERE id = $1 AND state = 'running'",
-            &[&id, &error],
-        )
-        .await?;
-    Ok(())
+    Ok(store::abort(&client, id, error).await?)
 }
 
 pub async fn get(p: &Platform, id: Uuid) -> Result<Option<MigrationRun>> {
     let client = p.pool.get().await?;
     expire_stale(&client).await?;
-    let row = client
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM berqenas.migration_runs WHERE id = $1"),
-            &[&id],
-        )
-        .await?;
-    Ok(row.as_ref().map(run))
+    Ok(store::find(&client, id).await?)
 }

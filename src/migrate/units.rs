@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::plan::{MigrationPlan, PendingTenant};
+use super::plan::{MigrationPlan, PendingTenant, Place};
 use super::runs::{self, Report, TenantFailure};
 use super::Result;
 use crate::access::{Reach, TempRole};
@@ -19,7 +19,7 @@ use crate::ops::failpoint;
 use crate::pg::Ident;
 use crate::platform::Platform;
 use crate::tenant::service::{self, Error};
-use crate::tenant::{shared_mode, Isolation, Slug};
+use crate::tenant::{shared_mode, Isolation};
 
 /// The role whose members may report a migrated tenant (migration 0013).
 const SESSION_ROLE: &str = "berqenas_migration_session";
@@ -168,7 +168,7 @@ fn failure(t: &PendingTenant, e: &Error) -> TenantFailure {
     };
     tracing::warn!(tenant.name = %t.tenant, %error, "template migration failed for a tenant");
     TenantFailure {
-        tenant: t.tenant.clone(),
+        tenant: t.tenant.to_string(),
         from_version: t.from_version,
         error,
         sqlstate,
@@ -226,8 +226,7 @@ fn audit_entry<'a>(
 
 /// Records on a tenant's database the template version its objects are at (older
 /// releases marked the database; a restore still sets it, and both are read).
-pub(super) fn marker_sql(database: &str, version: i32) -> String {
-    let db = Ident::new(database.to_string()).expect("registry holds valid names");
+pub(super) fn marker_sql(db: &Ident, version: i32) -> String {
     format!("COMMENT ON DATABASE {db} IS '{MARKER_PREFIX}{version}';")
 }
 
@@ -262,8 +261,12 @@ async fn in_tenant_session(
     registry_version: i32,
     target: i32,
 ) -> Result<i32> {
-    let schema = Ident::new(t.schema.clone()).expect("registry holds valid names");
-    let session = role.connect(p, &t.database).await.map_err(session_error)?;
+    let place = place(t)?;
+    let schema = place.schema.as_ref().ok_or_else(|| unplaced(t))?;
+    let session = role
+        .connect(p, place.database.as_str())
+        .await
+        .map_err(session_error)?;
     session.batch_execute("BEGIN").await?;
     let ran = async {
         if t.isolation == Isolation::Database {
@@ -286,7 +289,7 @@ async fn in_tenant_session(
             .max(registry_version);
         let mut sql = String::new();
         if from < target {
-            sql = migration_sql(None, &schema, &p.template.sql_after(from), Some(target));
+            sql = migration_sql(None, schema, &p.template.sql_after(from), Some(target));
         }
         if t.isolation != Isolation::Database {
             // In the control database the registry moves in this transaction.
@@ -306,6 +309,23 @@ async fn in_tenant_session(
             Err(e)
         }
     }
+}
+
+/// Where a planned tenant's objects are; a plan read back from JSON has no place
+/// and is never run.
+fn place(t: &PendingTenant) -> Result<&Place> {
+    t.place.as_ref().ok_or_else(|| unplaced(t))
+}
+
+fn unplaced(t: &PendingTenant) -> Error {
+    Error::Rejected(crate::problem::Problem::new(
+        crate::problem::Kind::Internal,
+        "unplaced_tenant",
+        format!(
+            "the plan does not say where tenant {}'s objects are",
+            t.tenant
+        ),
+    ))
 }
 
 fn session_error(e: crate::backup::Error) -> Error {
@@ -332,19 +352,19 @@ async fn tenant_unit(
     run_id: Uuid,
     actor: &str,
 ) -> Result<Outcome> {
-    let owner = Ident::new(t.owner_role.clone()).expect("registry holds valid names");
-    let database = Ident::new(t.database.clone()).expect("registry holds valid names");
+    let place = place(t)?;
+    let (owner, database) = (&place.owner_role, &place.database);
     let reporter = Ident::new(SESSION_ROLE).expect("static name");
     let (reach, member_of) = match t.isolation {
-        Isolation::Database => (Reach::Database(&database), vec![&owner]),
-        _ => (Reach::ControlDatabase, vec![&owner, &reporter]),
+        Isolation::Database => (Reach::Database(database), vec![owner]),
+        _ => (Reach::ControlDatabase, vec![owner, &reporter]),
     };
     let role = TempRole::create(p, "migrate", &member_of, reach)
         .await
         .map_err(session_error)?;
     let outcome = locked_unit(p, t, &role, target, run_id, actor).await;
     let others: Vec<&str> = match t.isolation {
-        Isolation::Database => vec![t.database.as_str()],
+        Isolation::Database => vec![database.as_str()],
         _ => vec![],
     };
     if let Err(e) = role.drop(p, &others).await {
@@ -363,7 +383,7 @@ async fn locked_unit(
     run_id: Uuid,
     actor: &str,
 ) -> Result<Outcome> {
-    let slug = Slug::parse(&t.tenant).expect("registry holds valid names");
+    let slug = &t.tenant;
     let in_control_db = t.isolation != Isolation::Database;
     let mut client = p.pool.get().await?;
     if in_control_db {
@@ -377,14 +397,8 @@ async fn locked_unit(
             .await?;
     }
     let tx = client.transaction().await?;
-    service::lock_name(&tx, &slug).await?;
-    let registry: Option<i32> = tx
-        .query_opt(
-            "SELECT template_version FROM berqenas.tenants WHERE id = $1",
-            &[&t.id],
-        )
-        .await?
-        .map(|r| r.get(0));
+    service::lock_name(&tx, slug).await?;
+    let registry = crate::store::tenants::template_version(&tx, t.id).await?;
     let outcome = match registry.filter(|v| *v < target) {
         None => Ok(None),
         Some(registry) => in_tenant_session(p, t, role, registry, target)
@@ -403,27 +417,30 @@ async fn locked_unit(
         }
         failpoint("migrate.tenant_committed");
         return Ok(match outcome? {
-            None => Outcome::Current(vec![t.tenant.clone()]),
-            Some(_) => Outcome::Migrated(vec![t.tenant.clone()]),
+            None => Outcome::Current(vec![t.tenant.to_string()]),
+            Some(_) => Outcome::Migrated(vec![t.tenant.to_string()]),
         });
     }
     let Some((registry, from)) = outcome? else {
-        return Ok(Outcome::Current(vec![t.tenant.clone()]));
+        return Ok(Outcome::Current(vec![t.tenant.to_string()]));
     };
     failpoint("migrate.database_committed");
-    tx.execute(
-        "UPDATE berqenas.tenants SET template_version = $2, updated_at = now() WHERE id = $1",
-        &[&t.id, &target],
-    )
-    .await?;
+    crate::store::tenants::set_template_version(&tx, t.id, target).await?;
     audit::record(
         &tx,
-        &audit_entry(actor, t.id, &t.tenant, from.min(registry), target, run_id),
+        &audit_entry(
+            actor,
+            t.id,
+            t.tenant.as_str(),
+            from.min(registry),
+            target,
+            run_id,
+        ),
     )
     .await?;
     tx.commit().await?;
     failpoint("migrate.tenant_committed");
-    Ok(Outcome::Migrated(vec![t.tenant.clone()]))
+    Ok(Outcome::Migrated(vec![t.tenant.to_string()]))
 }
 
 /// Shared mode: the tenants share the pool's tables, so they move together, in one
@@ -451,26 +468,16 @@ async fn shared_unit(
         crate::quota::disk::extend_shared_guard(&tx).await?;
         shared_mode::set_pool_version(&tx, target, &p.template.checksum()).await?;
     }
-    let moved = tx
-        .query(
-            "UPDATE berqenas.tenants t SET template_version = $1, updated_at = now()
-               FROM (SELECT id, template_version AS old FROM berqenas.tenants
-                      WHERE isolation = 'shared' AND template_version < $1 FOR UPDATE) o
-              WHERE t.id = o.id
-          RETURNING t.id, t.name, o.old",
-            &[&target],
-        )
-        .await?;
-    for r in &moved {
-        let (id, name, old): (Uuid, String, i32) = (r.get(0), r.get(1), r.get(2));
-        audit::record(&tx, &audit_entry(actor, id, &name, old, target, run_id)).await?;
+    let moved = crate::store::tenants::move_shared_to_version(&tx, target).await?;
+    for (id, name, old) in &moved {
+        audit::record(&tx, &audit_entry(actor, *id, name, *old, target, run_id)).await?;
     }
     tx.commit().await?;
     failpoint("migrate.tenant_committed");
-    let names: Vec<String> = moved.iter().map(|r| r.get(1)).collect();
+    let names: Vec<String> = moved.into_iter().map(|(_, name, _)| name).collect();
     if names.is_empty() {
         return Ok(Outcome::Current(
-            tenants.iter().map(|t| t.tenant.clone()).collect(),
+            tenants.iter().map(|t| t.tenant.to_string()).collect(),
         ));
     }
     Ok(Outcome::Migrated(names))

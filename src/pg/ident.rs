@@ -42,6 +42,13 @@ impl Ident {
     }
 }
 
+/// The raw name (as [`Ident::as_str`]), for bind parameters and comparisons.
+impl AsRef<str> for Ident {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for Ident {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&postgres_protocol::escape::escape_identifier(&self.0))
@@ -52,6 +59,53 @@ impl fmt::Debug for Ident {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Ident({:?})", self.0)
     }
+}
+
+/// As the raw name (JSON shows a tenant's roles and schema by name).
+impl serde::Serialize for Ident {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Checked as [`Ident::new`] checks it.
+impl<'de> serde::Deserialize<'de> for Ident {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ident::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A text column read as an identifier: a stored name that is not one is an error of
+/// the read (the store's), never a panic later.
+impl<'a> tokio_postgres::types::FromSql<'a> for Ident {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let s = <&str as tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
+        Ok(Ident::new(s)?)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::FromSql>::accepts(ty)
+    }
+}
+
+/// Bound as its raw name (a bind parameter needs no quoting).
+impl tokio_postgres::types::ToSql for Ident {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.as_str().to_sql(ty, out)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// A string literal for the few places where SQL takes no bind parameter (DDL).

@@ -13,6 +13,27 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Config, NoTls};
 
+/// Reads a text column into an enum through its `parse(&str) -> Option<Self>`: a
+/// value the type does not know is an error of the read, never a panic later.
+macro_rules! from_text_column {
+    ($t:ty, $what:literal) => {
+        impl<'a> tokio_postgres::types::FromSql<'a> for $t {
+            fn from_sql(
+                ty: &tokio_postgres::types::Type,
+                raw: &'a [u8],
+            ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+                let s = <&str as tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
+                <$t>::parse(s).ok_or_else(|| format!("{s:?} is not a {}", $what).into())
+            }
+
+            fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+                <&str as tokio_postgres::types::FromSql>::accepts(ty)
+            }
+        }
+    };
+}
+pub(crate) use from_text_column;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     #[error("invalid database URL: {0}")]

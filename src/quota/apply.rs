@@ -4,21 +4,20 @@
 
 use deadpool_postgres::GenericClient;
 
-use super::{store, Quotas};
+use super::Quotas;
 use crate::pg::Ident;
 use crate::platform::Platform;
-use crate::tenant::{self, Isolation, Tenant};
+use crate::tenant::{access, Isolation, Tenant};
 
 /// The SQL that applies `q` to the tenant's logins (and database).
-pub fn limits_sql(p: &Platform, t: &Tenant, logins: &[String], q: &Quotas) -> String {
+pub fn limits_sql(p: &Platform, t: &Tenant, logins: &[Ident], q: &Quotas) -> String {
     let limits = q.role_limits(p.caps.superuser);
     let mut sql = String::new();
     for role in logins {
-        let role = Ident::new(role.clone()).expect("registry holds valid role names");
-        sql.push_str(&limits.sql(&role));
+        sql.push_str(&limits.sql(role));
     }
     if t.isolation == Isolation::Database {
-        let db = Ident::new(t.database.clone()).expect("registry holds valid names");
+        let db = &t.database;
         sql.push_str(&format!(
             "ALTER DATABASE {db} CONNECTION LIMIT {};\n",
             q.max_connections
@@ -33,11 +32,9 @@ pub async fn apply_limits(
     p: &Platform,
     c: &impl GenericClient,
     t: &Tenant,
-) -> Result<Quotas, tokio_postgres::Error> {
-    let q = store::effective(c, t.id)
-        .await?
-        .expect("the caller holds the tenant's row");
-    let logins = tenant::store::login_roles(c, t).await?;
+) -> crate::store::Result<Quotas> {
+    let q = crate::store::found(crate::store::quotas::effective(c, t.id).await?)?;
+    let logins = access::login_roles(c, t).await?;
     c.batch_execute(&limits_sql(p, t, &logins, &q)).await?;
     Ok(q)
 }

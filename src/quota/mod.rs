@@ -7,7 +7,6 @@ pub mod apply;
 pub mod disk;
 pub mod rate;
 pub mod service;
-pub mod store;
 pub mod usage;
 pub mod watchdog;
 pub mod worker;
@@ -38,6 +37,14 @@ pub struct Quotas {
     /// itself (the statement and idle timeouts do not bound a transaction that runs a
     /// short statement every few seconds).
     pub transaction_timeout_ms: i32,
+    /// `db_quota_bytes` in whole GiB (rounded down), as seed 002 names it; read-only:
+    /// the quota is set as `db_quota_bytes`.
+    pub max_storage_gb: i64,
+}
+
+/// `db_quota_bytes` in whole GiB, rounded down.
+pub fn storage_gb(db_quota_bytes: i64) -> i64 {
+    db_quota_bytes >> 30
 }
 
 impl Quotas {

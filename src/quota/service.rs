@@ -4,11 +4,13 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{apply, disk, store, Quotas, FIELDS};
+use super::{apply, disk, Quotas, FIELDS};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
+use crate::store::quotas::{self as store, Period};
+use crate::store::{tenants as registry, users};
+use crate::tenant as tenants;
 use crate::tenant::service::{self, Error};
-use crate::tenant::{self as tenants, Slug};
 use crate::{audit, ops};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -183,13 +185,13 @@ pub struct Limits {
     pub limits: Quotas,
     /// Fields set for this tenant; the others are its plan's.
     pub overridden: Vec<String>,
-    /// `db_quota_bytes` in GiB, as seed 003's `max_storage_gb`.
-    pub max_storage_gb: f64,
+    /// `db_quota_bytes` in whole GiB (rounded down), as `limits.max_storage_gb`.
+    pub max_storage_gb: i64,
 }
 
 pub async fn limits(p: &Platform, key: &str) -> Result<Limits> {
     let client = p.pool.get().await?;
-    let t = tenants::store::find(&client, key)
+    let t = registry::find(&client, key)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
     limits_of(&client, &t).await
@@ -204,9 +206,9 @@ async fn limits_of(
         .ok_or_else(|| Error::not_found(&t.name))?;
     Ok(Limits {
         tenant_id: t.id,
-        tenant: t.name.clone(),
+        tenant: t.name.to_string(),
         plan: t.plan.clone(),
-        max_storage_gb: q.db_quota_bytes as f64 / (1u64 << 30) as f64,
+        max_storage_gb: q.max_storage_gb,
         limits: q,
         overridden: store::overridden(c, t.id).await?,
     })
@@ -229,22 +231,25 @@ async fn below_usage(
                 .map_or(0, |s| s.1),
             "bytes on disk",
         ),
-        "max_connections" => (store::connections(c, tenant_id).await?, "open sessions"),
-        "max_users" => (store::users(c, tenant_id).await?, "users"),
+        "max_connections" => (
+            registry::open_sessions(c, tenant_id).await?,
+            "open sessions",
+        ),
+        "max_users" => (users::count(c, tenant_id).await?, "users"),
         "max_llm_tokens_per_day" => (
-            store::counter(c, tenant_id, "llm_tokens", store::Period::Day)
+            store::counter(c, tenant_id, "llm_tokens", Period::Day)
                 .await?
                 .0,
             "LLM tokens today",
         ),
         "max_agents" => (
-            store::counter(c, tenant_id, "agents", store::Period::Total)
+            store::counter(c, tenant_id, "agents", Period::Total)
                 .await?
                 .0,
             "agents",
         ),
         "max_concurrent_agents" => (
-            store::counter(c, tenant_id, "concurrent_agents", store::Period::Total)
+            store::counter(c, tenant_id, "concurrent_agents", Period::Total)
                 .await?
                 .0,
             "concurrent agents",
@@ -259,18 +264,15 @@ pub async fn update(p: &Platform, key: &str, req: &QuotaUpdate, actor: &str) -> 
     validate(&changes)?;
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let t = tenants::store::find_for_update(&tx, key)
+    let t = registry::find_for_update(&tx, key)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
-    let slug = Slug::parse(&t.name).expect("registry holds valid names");
-    service::lock_name(&tx, &slug).await?;
+    service::lock_name(&tx, &t.name).await?;
     let old = store::effective(&tx, t.id)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
     store::set_overrides(&tx, t.id, &changes).await?;
-    let t = tenants::store::find(&tx, &t.id.to_string())
-        .await?
-        .ok_or_else(|| Error::not_found(key))?;
+    let t = registry::get(&tx, t.id).await?;
     let new = apply::apply_limits(p, &tx, &t).await?;
     let mut lowered_below = Vec::new();
     for (field, _) in &changes {
@@ -323,7 +325,7 @@ pub async fn update(p: &Platform, key: &str, req: &QuotaUpdate, actor: &str) -> 
         disk::enforce(p, t.id).await?;
     }
     if lowered_below.contains(&"max_connections") {
-        let logins = tenants::store::login_roles(&client, &t).await?;
+        let logins = tenants::access::login_roles(&client, &t).await?;
         // Each login role's limit is the quota; in database mode the database's is
         // too, capping them together: counted per database there.
         let per_database = t.isolation == tenants::Isolation::Database;

@@ -9,12 +9,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::rate::{Decision, RateLimits};
-use super::store::{self, Period};
 use super::{disk, Quotas};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
+use crate::store::quotas::{self as store, Period};
+use crate::store::{tenants as registry, users};
 use crate::tenant::service::Error;
-use crate::tenant::{self as tenants, Status, Tenant};
+use crate::tenant::{Status, Tenant};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -64,7 +65,7 @@ pub struct UsageSummary {
 
 async fn tenant(p: &Platform, key: &str) -> Result<(Tenant, Quotas)> {
     let client = p.pool.get().await?;
-    let t = tenants::store::find(&client, key)
+    let t = registry::find(&client, key)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
     let q = store::effective(&client, t.id)
@@ -109,13 +110,13 @@ async fn collect(
         ),
         r(
             "connections",
-            store::connections(&client, t.id).await?,
+            registry::open_sessions(&client, t.id).await?,
             q.max_connections as i64,
             now,
         ),
         r(
             "users",
-            store::users(&client, t.id).await?,
+            users::count(&client, t.id).await?,
             q.max_users as i64,
             now,
         ),
@@ -154,7 +155,7 @@ pub async fn summary(p: &Platform, limits: &RateLimits, key: &str) -> Result<Usa
         .collect();
     Ok(UsageSummary {
         tenant_id: t.id,
-        tenant_slug: t.name.clone(),
+        tenant_slug: t.name.to_string(),
         tier: t.plan.clone(),
         status: t.status,
         at_risk: utilization.values().any(|p| *p > AT_RISK_PERCENT),
@@ -174,7 +175,7 @@ pub async fn resources(p: &Platform, limits: &RateLimits, key: &str) -> Result<R
     let (resources, _) = collect(p, limits, &t, &q).await?;
     Ok(Resources {
         tenant_id: t.id,
-        tenant: t.name,
+        tenant: t.name.to_string(),
         resources,
     })
 }

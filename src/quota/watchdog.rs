@@ -14,7 +14,8 @@
 //! has held up a session of another tenant (or of berqenas itself) for longer than
 //! [`BLOCKING_GRACE`].
 //!
-//! One statement per pass, for all tenants.
+//! One statement per pass, for all tenants
+//! ([`crate::store::tenants::signal_overdue_sessions`]).
 
 use std::time::Duration;
 
@@ -41,85 +42,21 @@ pub struct Action {
     pub blocked: Vec<i32>,
 }
 
-/// `$1`: [`BLOCKING_GRACE`] in seconds. `pg_blocking_pids` is not cheap (it takes the
-/// lock manager's partition locks), so it is asked only about backends that have waited
-/// longer than the grace; `waiting` is materialized to keep that order.
-const PASS: &str = "
-WITH logins AS (
-    SELECT t.id, t.login_role AS role FROM berqenas.tenants t
-    UNION ALL
-    SELECT u.tenant_id, u.db_user FROM berqenas.tenant_users u
-), backends AS MATERIALIZED (
-    SELECT a.pid, a.usename::text AS role, l.id AS tenant_id, a.state, a.query_start,
-           a.state_change, a.xact_start, q.statement_timeout_ms, q.transaction_timeout_ms
-      FROM pg_stat_activity a
-      JOIN logins l ON l.role = a.usename
-      JOIN berqenas.effective_quotas q ON q.tenant_id = l.id
-     WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
-), waiting AS MATERIALIZED (
-    -- Any backend (a tenant's, berqenas's, anyone's) waiting past the grace, and the
-    -- tenant it belongs to (NULL: none).
-    SELECT DISTINCT w.pid, wl.id AS tenant_id
-      FROM pg_locks w
-      LEFT JOIN pg_stat_activity wa ON wa.pid = w.pid
-      LEFT JOIN logins wl ON wl.role = wa.usename
-     WHERE NOT w.granted AND w.pid IS NOT NULL
-       AND w.waitstart < clock_timestamp() - make_interval(secs => $1::float8)
-), blocked AS MATERIALIZED (
-    SELECT w.pid AS waiter, w.tenant_id AS waiter_tenant, unnest(pg_blocking_pids(w.pid)) AS blocker
-      FROM waiting w
-), overdue AS (
-    -- A tenant may hold itself up; holding up anyone else ends the session.
-    SELECT b.pid, b.role, 'terminate' AS action, 'blocking' AS reason, 1 AS rank,
-           array_agg(DISTINCT x.waiter) AS blocked
-      FROM backends b
-      JOIN blocked x ON x.blocker = b.pid
-     WHERE x.waiter_tenant IS DISTINCT FROM b.tenant_id
-     GROUP BY b.pid, b.role
-    UNION ALL
-    SELECT pid, role, 'terminate', 'transaction', 2, '{}'::int[]
-      FROM backends
-     WHERE xact_start < clock_timestamp() - make_interval(secs => transaction_timeout_ms / 1000.0)
-    UNION ALL
-    SELECT pid, role,
-           CASE WHEN state <> 'active'
-                  OR query_start < clock_timestamp() - make_interval(secs => statement_timeout_ms * 2 / 1000.0)
-                THEN 'terminate' ELSE 'cancel' END,
-           CASE WHEN state = 'active' THEN 'statement' ELSE 'idle_in_transaction' END,
-           3, '{}'::int[]
-      FROM backends
-     WHERE (state = 'active'
-            AND query_start < clock_timestamp() - make_interval(secs => statement_timeout_ms / 1000.0))
-        OR (state IN ('idle in transaction', 'idle in transaction (aborted)')
-            AND state_change < clock_timestamp() - make_interval(secs => statement_timeout_ms * 2 / 1000.0))
-), chosen AS (
-    -- One signal per backend: ending it outranks cancelling its statement.
-    SELECT DISTINCT ON (pid) pid, role, action, reason, blocked
-      FROM overdue
-     ORDER BY pid, action = 'terminate' DESC, rank
-)
-SELECT pid, role, action, reason, blocked,
-       CASE WHEN action = 'terminate' THEN pg_terminate_backend(pid) ELSE pg_cancel_backend(pid) END
-  FROM chosen";
-
 /// One pass; returns what it did (the backends it signalled).
 pub async fn run_once(p: &Platform) -> Result<Vec<Action>, service::Error> {
     let client = p.pool.get().await?;
-    let stmt = client.prepare_cached(PASS).await?;
-    let rows = client
-        .query(&stmt, &[&BLOCKING_GRACE.as_secs_f64()])
-        .await?;
-    let actions: Vec<Action> = rows
-        .iter()
-        .filter(|r| r.get::<_, Option<bool>>(5).unwrap_or(false))
-        .map(|r| Action {
-            pid: r.get(0),
-            role: r.get(1),
-            action: r.get(2),
-            reason: r.get(3),
-            blocked: r.get(4),
-        })
-        .collect();
+    let actions: Vec<Action> =
+        crate::store::tenants::signal_overdue_sessions(&client, BLOCKING_GRACE.as_secs_f64())
+            .await?
+            .into_iter()
+            .map(|s| Action {
+                pid: s.pid,
+                role: s.role,
+                action: s.action,
+                reason: s.reason,
+                blocked: s.blocked,
+            })
+            .collect();
     for a in &actions {
         metrics::watchdog_action(&a.action, &a.reason);
         if a.reason == "blocking" {

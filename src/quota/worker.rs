@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::rate::RateLimits;
-use super::{disk, store, watchdog};
+use super::{disk, watchdog};
 use crate::dataapi::DataApi;
 use crate::platform::Platform;
+use crate::store::quotas as store;
 use crate::tenant::service;
 
 /// Any constant; only servers running a disk round at the same time contend for it.

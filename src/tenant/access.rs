@@ -3,47 +3,54 @@
 
 use deadpool_postgres::GenericClient;
 
-use super::{store, Tenant};
+use super::Tenant;
 use crate::pg::Ident;
 
 /// Sets NOLOGIN on every login role of the tenant that can log in now, and returns
 /// those roles, so [`enable`] can restore exactly them. Call [`end_sessions`] after the
 /// transaction commits: before that, a terminated client could log in again.
-pub async fn disable(
-    c: &impl GenericClient,
-    t: &Tenant,
-) -> Result<Vec<String>, tokio_postgres::Error> {
-    let logins = store::login_roles(c, t).await?;
-    let can_login: Vec<String> = c
+pub async fn disable(c: &impl GenericClient, t: &Tenant) -> crate::store::Result<Vec<String>> {
+    let logins = login_roles(c, t).await?;
+    let can_login: Vec<Ident> = c
         .query(
             "SELECT rolname FROM pg_roles WHERE rolname = ANY($1) AND rolcanlogin ORDER BY rolname",
             &[&logins],
         )
         .await?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
     for role in &can_login {
-        let role = Ident::new(role.clone()).expect("registry holds valid names");
         c.batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))
             .await?;
     }
-    Ok(can_login)
+    Ok(can_login.iter().map(|r| r.as_str().to_string()).collect())
+}
+
+/// Every login role of a tenant: its own, then its users'.
+pub async fn login_roles(c: &impl GenericClient, t: &Tenant) -> crate::store::Result<Vec<Ident>> {
+    let mut logins = vec![t.role.clone()];
+    logins.extend(
+        crate::store::users::list(c, t.id)
+            .await?
+            .into_iter()
+            .map(|u| u.db_user),
+    );
+    Ok(logins)
 }
 
 /// Gives LOGIN back to the roles [`disable`] returned (those that still exist).
 pub async fn enable(c: &impl GenericClient, roles: &[String]) -> Result<(), tokio_postgres::Error> {
-    let existing: Vec<String> = c
+    let existing: Vec<Ident> = c
         .query(
             "SELECT rolname FROM pg_roles WHERE rolname = ANY($1)",
             &[&roles],
         )
         .await?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
     for role in &existing {
-        let role = Ident::new(role.clone()).expect("registry holds valid names");
         c.batch_execute(&format!("ALTER ROLE {role} LOGIN")).await?;
     }
     Ok(())
@@ -52,8 +59,9 @@ pub async fn enable(c: &impl GenericClient, roles: &[String]) -> Result<(), toki
 /// Ends every session of these roles (other than our own).
 pub async fn end_sessions(
     c: &impl GenericClient,
-    roles: &[String],
+    roles: &[impl AsRef<str>],
 ) -> Result<u64, tokio_postgres::Error> {
+    let roles: Vec<&str> = roles.iter().map(AsRef::as_ref).collect();
     let rows = c
         .query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity

@@ -1,19 +1,20 @@
 //! A tenant's API keys: create (the plaintext is shown once), list (never a secret),
 //! revoke, and rotate with an overlap: the new key works at once, the old one until
 //! its new expiry. Whether a key works is decided in SQL on every request
-//! (`store::find_api_key`), so a revoked or expired key stops at once.
+//! (`store::tenants::find_by_api_key`), so a revoked or expired key stops at once.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use serde::{Deserialize, Serialize};
-use tokio_postgres::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::service::Error;
-use super::{store, Status, Tenant};
+use super::{Status, Tenant};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
+use crate::secrets::SecretString;
+use crate::store::{api_keys as keys, tenants};
 use crate::{apikey, audit};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -74,7 +75,9 @@ pub struct NewApiKey {
     #[serde(flatten)]
     pub key: ApiKey,
     /// `bqk_...`: shown only here; only a keyed hash is stored.
-    pub api_key: String,
+    #[serde(serialize_with = "crate::secrets::serialize_exposed")]
+    #[schema(value_type = String)]
+    pub api_key: SecretString,
 }
 
 /// The answer to a rotation: the new key (plaintext shown once) and the old one with
@@ -83,35 +86,15 @@ pub struct NewApiKey {
 pub struct RotatedApiKey {
     #[serde(flatten)]
     pub key: ApiKey,
-    pub api_key: String,
+    #[serde(serialize_with = "crate::secrets::serialize_exposed")]
+    #[schema(value_type = String)]
+    pub api_key: SecretString,
     pub replaced: ApiKey,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApiKeyList {
     pub api_keys: Vec<ApiKey>,
-}
-
-const KEY_COLUMNS: &str = "id, prefix, name, created_at, expires_at, revoked_at, replaced_by,
-    CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
-         WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired'
-         ELSE 'active' END AS state";
-
-fn key_row(r: &Row) -> ApiKey {
-    ApiKey {
-        id: r.get("id"),
-        prefix: format!("{}{}", apikey::PREFIX, r.get::<_, &str>("prefix")),
-        name: r.get("name"),
-        created_at: r.get("created_at"),
-        expires_at: r.get("expires_at"),
-        revoked_at: r.get("revoked_at"),
-        replaced_by: r.get("replaced_by"),
-        state: match r.get::<_, &str>("state") {
-            "revoked" => KeyState::Revoked,
-            "expired" => KeyState::Expired,
-            _ => KeyState::Active,
-        },
-    }
 }
 
 fn validate_name(name: Option<&str>) -> Result<Option<String>> {
@@ -188,7 +171,7 @@ fn issuable(t: &Tenant) -> Result<()> {
 }
 
 async fn locked_tenant(tx: &Transaction<'_>, key: &str) -> Result<Tenant> {
-    store::find_for_update(tx, key)
+    tenants::find_for_update(tx, key)
         .await?
         .ok_or_else(|| Error::not_found(key))
 }
@@ -203,43 +186,9 @@ async fn find_key(
         KeyRef::Id(id) => (Some(id), None),
         KeyRef::Public(p) => (None, Some(p)),
     };
-    let sql = format!(
-        "SELECT {KEY_COLUMNS} FROM berqenas.api_keys
-          WHERE tenant_id = $1 AND (id = $2 OR prefix = $3){}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    c.query_opt(&sql, &[&tenant_id, &id, &public])
+    keys::find(c, tenant_id, id, public.as_deref(), lock)
         .await?
-        .as_ref()
-        .map(key_row)
         .ok_or_else(|| key_not_found(given))
-}
-
-async fn insert(
-    c: &impl GenericClient,
-    tenant_id: Uuid,
-    name: Option<&str>,
-    expires_in: Option<f64>,
-    key: &apikey::NewApiKey,
-) -> Result<ApiKey> {
-    let row = c
-        .query_one(
-            &format!(
-                "INSERT INTO berqenas.api_keys (id, tenant_id, prefix, hash, name, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
-                 RETURNING {KEY_COLUMNS}"
-            ),
-            &[
-                &Uuid::now_v7(),
-                &tenant_id,
-                &key.public_id,
-                &key.hash,
-                &name,
-                &expires_in,
-            ],
-        )
-        .await?;
-    Ok(key_row(&row))
 }
 
 pub async fn create(
@@ -255,7 +204,15 @@ pub async fn create(
     let t = locked_tenant(&tx, tenant).await?;
     issuable(&t)?;
     let plain = apikey::generate(&p.key);
-    let key = insert(&tx, t.id, name.as_deref(), expires_in, &plain).await?;
+    let key = keys::insert(
+        &tx,
+        t.id,
+        name.as_deref(),
+        expires_in,
+        &plain.public_id,
+        &plain.hash,
+    )
+    .await?;
     audit::record(
         &tx,
         &audit::Entry {
@@ -280,19 +237,11 @@ pub async fn create(
 /// Every key of the tenant, newest first.
 pub async fn list(p: &Platform, tenant: &str) -> Result<ApiKeyList> {
     let client = p.pool.get().await?;
-    let t = store::find(&client, tenant)
+    let t = tenants::find(&client, tenant)
         .await?
         .ok_or_else(|| Error::not_found(tenant))?;
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {KEY_COLUMNS} FROM berqenas.api_keys WHERE tenant_id = $1 ORDER BY id DESC"
-            ),
-            &[&t.id],
-        )
-        .await?;
     Ok(ApiKeyList {
-        api_keys: rows.iter().map(key_row).collect(),
+        api_keys: keys::list(&client, t.id).await?,
     })
 }
 
@@ -306,15 +255,7 @@ pub async fn revoke(p: &Platform, tenant: &str, id: &str, actor: &str) -> Result
     if key.revoked_at.is_some() {
         return Ok(key);
     }
-    let row = tx
-        .query_one(
-            &format!(
-                "UPDATE berqenas.api_keys SET revoked_at = now() WHERE id = $1 RETURNING {KEY_COLUMNS}"
-            ),
-            &[&key.id],
-        )
-        .await?;
-    let key = key_row(&row);
+    let key = keys::revoke(&tx, key.id).await?;
     audit::record(
         &tx,
         &audit::Entry {
@@ -380,18 +321,16 @@ pub async fn rotate(
         (KeyState::Active, None) => {}
     }
     let plain = apikey::generate(&p.key);
-    let new = insert(&tx, t.id, old.name.as_deref(), None, &plain).await?;
-    let row = tx
-        .query_one(
-            &format!(
-                "UPDATE berqenas.api_keys
-                    SET expires_at = least(expires_at, now() + make_interval(secs => $2)), replaced_by = $3
-                  WHERE id = $1 RETURNING {KEY_COLUMNS}"
-            ),
-            &[&old.id, &overlap, &new.id],
-        )
-        .await?;
-    let replaced = key_row(&row);
+    let new = keys::insert(
+        &tx,
+        t.id,
+        old.name.as_deref(),
+        None,
+        &plain.public_id,
+        &plain.hash,
+    )
+    .await?;
+    let replaced = keys::mark_replaced(&tx, old.id, overlap, new.id).await?;
     audit::record(
         &tx,
         &audit::Entry {

@@ -7,12 +7,13 @@ use deadpool_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
 use super::service::{self, CreatedTenant, Error, Validated};
-use super::{store, Isolation, Slug, Status};
+use super::{Isolation, Slug, Status};
 use crate::isolation::database as sql;
 use crate::isolation::Strategy;
 use crate::ops::{self, failpoint, Idempotency, NewOperation, StoredResponse};
 use crate::pg::{self, hardening, Ident};
 use crate::platform::Platform;
+use crate::store::{self, tenants};
 use crate::{apikey, audit};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -56,13 +57,9 @@ async fn rebuild_if_stale(p: &Platform, admin: &tokio_postgres::Client) -> Resul
             crate::pg::hardening::DATABASE_LEVEL
         ),
     );
-    let recorded = admin
-        .query_opt(
-            "SELECT version, checksum FROM berqenas.template_database WHERE name = $1",
-            &[&template_db(p).as_str()],
-        )
-        .await?
-        .map(|r| (r.get::<_, i32>(0), r.get::<_, String>(1)));
+    // The registry is read and written on a pooled session; `admin` holds the lock.
+    let registry = p.pool.get().await?;
+    let recorded = store::templates::built(&registry, template_db(p).as_str()).await?;
     let exists = admin
         .query_opt(
             "SELECT 1 FROM pg_database WHERE datname = $1",
@@ -97,13 +94,7 @@ async fn rebuild_if_stale(p: &Platform, admin: &tokio_postgres::Client) -> Resul
         ))
         .await?;
     drop(template);
-    admin
-        .execute(
-            "INSERT INTO berqenas.template_database (name, version, checksum) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET version = $2, checksum = $3",
-            &[&template_db(p).as_str(), &version, &checksum],
-        )
-        .await?;
+    store::templates::set_built(&registry, template_db(p).as_str(), version, &checksum).await?;
     tracing::info!(version, "built the tenant template database");
     Ok(())
 }
@@ -198,11 +189,11 @@ async fn run_steps(
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     service::lock_name(&tx, slug).await?;
-    if store::find(&tx, slug.as_str()).await?.is_some() {
+    if tenants::find(&tx, slug.as_str()).await?.is_some() {
         return Err(service::taken_name(slug));
     }
     let plan = service::find_plan(&tx, &v.plan).await?;
-    let quota = v.db_quota_bytes.unwrap_or(plan.storage_bytes);
+    let quota = v.db_quota_bytes.unwrap_or(plan.quotas.db_quota_bytes);
     let trial_days = v.trial_days(&plan);
     let verifier = verifier
         .await
@@ -219,9 +210,9 @@ async fn run_steps(
     hardening::check(&tx, &roles).await?;
     let sealed = p.key.seal(&service::seal_password(&password)?);
     let database = slug.schema();
-    store::insert(
+    tenants::insert(
         &tx,
-        &store::NewTenant {
+        &tenants::NewTenant {
             id: tenant_id,
             name: slug.as_str(),
             status: Status::Provisioning,
@@ -241,7 +232,7 @@ async fn run_steps(
         },
     )
     .await
-    .map_err(|e| service::taken(e, slug))?;
+    .map_err(|e| service::taken_row(e, slug))?;
     record_step(&tx, op_id, 1, "roles_and_registry", "applied").await?;
     // The step intent of the clone commits with the roles: from here a crash is undone
     // by the reconciler, which then knows the database (if any) is ours.
@@ -251,7 +242,11 @@ async fn run_steps(
 
     // 2. The clone (no transaction possible).
     match client
-        .batch_execute(&sql::clone_sql(slug, &template_db(p), plan.max_connections))
+        .batch_execute(&sql::clone_sql(
+            slug,
+            &template_db(p),
+            plan.quotas.max_connections,
+        ))
         .await
     {
         Ok(()) => {}
@@ -283,9 +278,9 @@ async fn run_steps(
     } else {
         Status::Active
     };
-    let tenant = store::set_status(&tx, tenant_id, status).await?;
+    let tenant = tenants::set_status(&tx, tenant_id, status).await?;
     let key = apikey::generate(&p.key);
-    store::insert_api_key(&tx, tenant_id, &key.public_id, &key.hash).await?;
+    store::api_keys::insert(&tx, tenant_id, None, None, &key.public_id, &key.hash).await?;
     crate::backup::policy::apply_at_create(
         &tx,
         tenant_id,
@@ -311,7 +306,8 @@ async fn run_steps(
     .await?;
     record_step(&tx, op_id, 4, "activate", "applied").await?;
     tx.commit().await?;
-    let credentials = service::credentials_for(p, &tenant.role, &tenant.database, password);
+    let credentials =
+        service::credentials_for(p, tenant.role.as_str(), tenant.database.as_str(), password);
     Ok(CreatedTenant {
         tenant,
         api_key: key.plaintext,
@@ -337,7 +333,7 @@ pub async fn revert(p: &Platform, slug: &Slug, op_id: Uuid) -> Result<()> {
     }
     let tx = client.transaction().await?;
     service::lock_name(&tx, slug).await?;
-    let live = store::find(&tx, slug.as_str()).await?;
+    let live = tenants::find(&tx, slug.as_str()).await?;
     if live
         .as_ref()
         .is_some_and(|t| t.status != Status::Provisioning)
@@ -348,7 +344,7 @@ pub async fn revert(p: &Platform, slug: &Slug, op_id: Uuid) -> Result<()> {
     tx.batch_execute(&crate::isolation::schema::SchemaPerTenant.drop_sql(slug, &roles))
         .await?;
     if let Some(t) = live {
-        store::delete(&tx, t.id).await?;
+        tenants::delete(&tx, t.id).await?;
     }
     tx.commit().await?;
     Ok(())

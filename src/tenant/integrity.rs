@@ -14,6 +14,7 @@
 //!   the large-object writers in the control database; database-mode tenants' own
 //!   databases are brought to the current hardening level, a few per round.
 
+use crate::secrets::ExposeSecret;
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
@@ -22,10 +23,11 @@ use uuid::Uuid;
 
 use super::roles::DefaultRole;
 use super::service::Error;
-use super::{store, suspension, Isolation, Slug, Status};
+use super::{suspension, Isolation, Status};
 use crate::isolation::shared;
 use crate::pg::{hardening, Ident, Literal};
 use crate::platform::Platform;
+use crate::store::{quotas, tenants, users};
 use crate::{audit, metrics};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -61,12 +63,7 @@ struct Expected {
     user: Option<Uuid>,
 }
 
-struct Live {
-    id: Uuid,
-    name: String,
-    isolation: Isolation,
-    schema: Option<String>,
-}
+use crate::store::tenants::LiveRoles as Live;
 
 /// Any constant; rounds of several servers take turns (two putting back the same
 /// role's settings at once would collide on its catalog row).
@@ -125,48 +122,21 @@ async fn close_large_objects(c: &impl GenericClient) -> Result<()> {
 
 /// Every role of every tenant that has roles, with what its mode grants it.
 async fn expectations(p: &Platform, c: &impl GenericClient) -> Result<(Vec<Live>, Vec<Expected>)> {
-    let tenants: Vec<Live> = c
-        .query(
-            "SELECT id, name, isolation, schema_name FROM berqenas.tenants
-              WHERE status NOT IN ('provisioning', 'purged', 'failed') ORDER BY id",
-            &[],
-        )
-        .await?
-        .iter()
-        .filter_map(|r| {
-            Some(Live {
-                id: r.get(0),
-                name: r.get(1),
-                isolation: Isolation::parse(r.get(2))?,
-                schema: r.get(3),
-            })
-        })
-        .collect();
+    let tenants: Vec<Live> = tenants::with_roles(c).await?;
     let index: HashMap<Uuid, usize> = tenants.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
-    let quotas: HashMap<Uuid, crate::isolation::RoleLimits> = c
-        .query(
-            "SELECT tenant_id, db_quota_bytes, max_connections, statement_timeout_ms FROM berqenas.effective_quotas",
-            &[],
-        )
+    let quotas: HashMap<Uuid, crate::isolation::RoleLimits> = quotas::all_effective(c)
         .await?
-        .iter()
-        .map(|r| {
-            (
-                r.get::<_, Uuid>(0),
-                crate::isolation::RoleLimits::new(r.get(2), r.get(3), r.get(1), p.caps.superuser),
-            )
-        })
+        .into_iter()
+        .map(|(id, q)| (id, q.role_limits(p.caps.superuser)))
         .collect();
     let hub = hardening::CONNECT_ROLE.to_string();
     let temp = hardening::TEMP_ROLE.to_string();
     let settings_of = |t: &Live| -> Option<Vec<(String, String)>> {
-        expected_settings(quotas.get(&t.id)?, t.schema.as_deref()?).into()
+        expected_settings(quotas.get(&t.id)?, t.schema.as_ref()?.as_str()).into()
     };
     let mut out = Vec::new();
     for (i, t) in tenants.iter().enumerate() {
-        let Ok(slug) = Slug::parse(&t.name) else {
-            continue;
-        };
+        let slug = &t.name;
         let reach = |extra: Option<String>| -> Vec<String> {
             match t.isolation {
                 Isolation::Database => vec![],
@@ -206,29 +176,19 @@ async fn expectations(p: &Platform, c: &impl GenericClient) -> Result<(Vec<Live>
             user: None,
         });
     }
-    for r in c
-        .query(
-            "SELECT tenant_id, id, db_user, role FROM berqenas.tenant_users",
-            &[],
-        )
-        .await?
-    {
-        let Some(&i) = index.get(&r.get::<_, Uuid>(0)) else {
+    for (tenant_id, user_id, db_user, role) in users::all_logins(c).await? {
+        let Some(&i) = index.get(&tenant_id) else {
             continue;
         };
-        let Ok(slug) = Slug::parse(&tenants[i].name) else {
-            continue;
-        };
-        let Some(group) = DefaultRole::parse(r.get(3)) else {
-            continue;
-        };
+        let slug = &tenants[i].name;
+        let group = role;
         out.push(Expected {
             tenant: i,
-            role: r.get(2),
+            role: db_user.as_str().to_string(),
             login: true,
             member_of: vec![slug.group_role(group).as_str().to_string()],
             settings: settings_of(&tenants[i]),
-            user: Some(r.get(1)),
+            user: Some(user_id),
         });
     }
     Ok((tenants, out))
@@ -367,15 +327,9 @@ async fn check_roles(p: &Platform, report: &mut Report) -> Result<()> {
     let (tenants, expected) = expectations(p, &snapshot).await?;
     let names: Vec<&str> = expected.iter().map(|e| e.role.as_str()).collect();
     let found = catalog(p, &snapshot, &names).await?;
-    let known: HashMap<(Uuid, Option<Uuid>), Option<Vec<u8>>> = snapshot
-        .query(
-            "SELECT id, NULL::uuid, verifier_sha256 FROM berqenas.tenants
-             UNION ALL SELECT tenant_id, id, verifier_sha256 FROM berqenas.tenant_users",
-            &[],
-        )
+    let known: HashMap<(Uuid, Option<Uuid>), Option<Vec<u8>>> = tenants::verifier_hashes(&snapshot)
         .await?
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .into_iter()
         .collect();
     snapshot.commit().await?;
     drop(client);
@@ -436,7 +390,7 @@ async fn check_roles(p: &Platform, report: &mut Report) -> Result<()> {
     for (i, what) in violating {
         let t = &tenants[i];
         if suspend_for(p, t, &what).await? {
-            report.suspended.push(t.name.clone());
+            report.suspended.push(t.name.to_string());
         }
     }
     Ok(())
@@ -475,9 +429,9 @@ async fn take_away(
 async fn suspend_for(p: &Platform, t: &Live, what: &[String]) -> Result<bool> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let slug = Slug::parse(&t.name).expect("registry holds valid names");
-    super::service::lock_name(&tx, &slug).await?;
-    let Some(current) = store::find_for_update(&tx, &t.id.to_string()).await? else {
+    let slug = &t.name;
+    super::service::lock_name(&tx, slug).await?;
+    let Some(current) = tenants::find_for_update(&tx, &t.id.to_string()).await? else {
         return Ok(false);
     };
     let reason = format!("security violation: {}", what.join("; "));
@@ -487,7 +441,7 @@ async fn suspend_for(p: &Platform, t: &Live, what: &[String]) -> Result<bool> {
     if suspend {
         let cut = suspension::cut(&tx, &current, p.caps.superuser).await?;
         suspension::mark_suspended(&tx, current.id, Some(&reason), &cut).await?;
-        logins = store::login_roles(&tx, &current).await?;
+        logins = super::access::login_roles(&tx, &current).await?;
         audit::record(
             &tx,
             &audit::Entry {
@@ -528,18 +482,16 @@ async fn put_settings_back(p: &Platform, t: &Live, e: &Expected) -> Result<bool>
     let r = Ident::new(role.to_string()).expect("catalog names are identifiers");
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let slug = Slug::parse(&t.name).expect("registry holds valid names");
-    super::service::lock_name(&tx, &slug).await?;
-    let Some(tenant) = store::find_for_update(&tx, &t.id.to_string()).await? else {
+    let slug = &t.name;
+    super::service::lock_name(&tx, slug).await?;
+    let Some(tenant) = tenants::find_for_update(&tx, &t.id.to_string()).await? else {
         return Ok(false);
     };
-    let (Some(q), Some(schema)) = (
-        crate::quota::store::effective(&tx, t.id).await?,
-        tenant.schema.as_deref(),
-    ) else {
+    let (Some(q), Some(schema)) = (quotas::effective(&tx, t.id).await?, tenant.schema.as_ref())
+    else {
         return Ok(false);
     };
-    let settings = expected_settings(&q.role_limits(p.caps.superuser), schema);
+    let settings = expected_settings(&q.role_limits(p.caps.superuser), schema.as_str());
     let (found, per_database) = settings_now(&tx, role).await?;
     if found == settings && !per_database {
         return Ok(false);
@@ -562,9 +514,8 @@ async fn put_settings_back(p: &Platform, t: &Live, e: &Expected) -> Result<bool>
     }
     for (k, v) in &settings {
         let value = if k == "search_path" {
-            Ident::new(v.clone())
-                .expect("registry holds valid names")
-                .to_string()
+            // The schema as the registry holds it (`v` is its name).
+            schema.to_string()
         } else {
             Literal(v).to_string()
         };
@@ -598,24 +549,12 @@ async fn put_settings_back(p: &Platform, t: &Live, e: &Expected) -> Result<bool>
 async fn check_password(p: &Platform, t: &Live, e: &Expected) -> Result<bool> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let slug = Slug::parse(&t.name).expect("registry holds valid names");
+    let slug = &t.name;
     // Under the name and the row: a rotation is not drift.
-    super::service::lock_name(&tx, &slug).await?;
+    super::service::lock_name(&tx, slug).await?;
     let sealed: Option<Vec<u8>> = match e.user {
-        None => tx
-            .query_opt(
-                "SELECT credentials FROM berqenas.tenants WHERE id = $1 FOR UPDATE",
-                &[&t.id],
-            )
-            .await?
-            .map(|r| r.get(0)),
-        Some(u) => tx
-            .query_opt(
-                "SELECT credentials FROM berqenas.tenant_users WHERE id = $1 FOR UPDATE",
-                &[&u],
-            )
-            .await?
-            .map(|r| r.get(0)),
+        None => tenants::sealed_credentials_for_update(&tx, t.id).await?,
+        Some(u) => users::sealed_credentials_for_update(&tx, u).await?,
     };
     let verifier: Option<String> = tx
         .query_opt(
@@ -629,15 +568,16 @@ async fn check_password(p: &Platform, t: &Live, e: &Expected) -> Result<bool> {
     };
     let password = super::service::open_password(p, &sealed)?;
     let (v, pw) = (verifier.clone(), password.clone());
-    let matches =
-        tokio::task::spawn_blocking(move || crate::secrets::scram_verifier_matches(&v, &pw))
-            .await
-            .expect("deriving a SCRAM key does not panic");
+    let matches = tokio::task::spawn_blocking(move || {
+        crate::secrets::scram_verifier_matches(&v, pw.expose_secret())
+    })
+    .await
+    .expect("deriving a SCRAM key does not panic");
     let recorded = if matches {
         verifier
     } else {
         let fresh = tokio::task::spawn_blocking(move || {
-            postgres_protocol::password::scram_sha_256(password.as_bytes())
+            postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes())
         })
         .await
         .expect("computing a SCRAM verifier does not panic");
@@ -648,20 +588,8 @@ async fn check_password(p: &Platform, t: &Live, e: &Expected) -> Result<bool> {
     };
     let sha = hex_sha(&recorded);
     match e.user {
-        None => {
-            tx.execute(
-                "UPDATE berqenas.tenants SET verifier_sha256 = $2 WHERE id = $1",
-                &[&t.id, &sha],
-            )
-            .await?
-        }
-        Some(u) => {
-            tx.execute(
-                "UPDATE berqenas.tenant_users SET verifier_sha256 = $2 WHERE id = $1",
-                &[&u, &sha],
-            )
-            .await?
-        }
+        None => tenants::set_verifier_sha256(&tx, t.id, &sha).await?,
+        Some(u) => users::set_verifier_sha256(&tx, u, &sha).await?,
     };
     if !matches {
         audit::record(
@@ -688,22 +616,13 @@ async fn check_password(p: &Platform, t: &Live, e: &Expected) -> Result<bool> {
 /// Brings a few database-mode tenants' databases to the current hardening level.
 async fn harden_databases(p: &Platform) -> Result<usize> {
     let client = p.pool.get().await?;
-    let due: Vec<(Uuid, String)> = client
-        .query(
-            "SELECT id, database_name FROM berqenas.tenants
-              WHERE isolation = 'database' AND hardening_level < $1
-                AND status NOT IN ('provisioning', 'purged', 'failed')
-              ORDER BY id LIMIT $2",
-            &[&hardening::DATABASE_LEVEL, &DATABASES_PER_ROUND],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let due =
+        tenants::below_hardening_level(&client, hardening::DATABASE_LEVEL, DATABASES_PER_ROUND)
+            .await?;
     let mut done = 0;
     for (id, database) in due {
         let mut config = p.config.clone();
-        config.dbname(&database);
+        config.dbname(database.as_str());
         let hardened = async {
             let db = crate::pg::connect(&config).await?;
             db.batch_execute(&hardening::revoke_large_objects_sql())
@@ -713,12 +632,7 @@ async fn harden_databases(p: &Platform) -> Result<usize> {
         .await;
         match hardened {
             Ok(()) => {
-                client
-                    .execute(
-                        "UPDATE berqenas.tenants SET hardening_level = $2 WHERE id = $1",
-                        &[&id, &hardening::DATABASE_LEVEL],
-                    )
-                    .await?;
+                tenants::set_hardening_level(&client, id, hardening::DATABASE_LEVEL).await?;
                 done += 1;
             }
             Err(e) => {

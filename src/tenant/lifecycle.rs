@@ -4,9 +4,10 @@
 use uuid::Uuid;
 
 use super::service::Error;
-use super::{access, state, store, suspension, Status};
+use super::{access, state, suspension, Status};
 use crate::audit;
 use crate::platform::Platform;
+use crate::store::tenants;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -21,21 +22,10 @@ pub const TRIAL_ENDED: &str = "trial ended on the free plan";
 pub async fn expire_trials(p: &Platform) -> Result<usize> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let due: Vec<Uuid> = tx
-        .query(
-            "SELECT id FROM berqenas.tenants WHERE status = 'trial' AND trial_ends_at <= now()
-              ORDER BY trial_ends_at LIMIT 100 FOR UPDATE SKIP LOCKED",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let due: Vec<Uuid> = tenants::claim_ended_trials(&tx, 100).await?;
     let mut disabled = Vec::new();
     for id in &due {
-        let tenant = store::find(&tx, &id.to_string())
-            .await?
-            .expect("locked row exists");
+        let tenant = tenants::get(&tx, *id).await?;
         let to = if tenant.plan == FREE_PLAN {
             Status::Suspended
         } else {
@@ -49,10 +39,10 @@ pub async fn expire_trials(p: &Platform) -> Result<usize> {
             suspension::mark_suspended(&tx, tenant.id, Some(TRIAL_ENDED), &cut).await?;
             let details = serde_json::json!({"reason": TRIAL_ENDED, "from": "trial", "plan": tenant.plan,
                 "disabled_roles": cut.roles, "revoked_memberships": cut.memberships});
-            disabled.extend(store::login_roles(&tx, &tenant).await?);
+            disabled.extend(access::login_roles(&tx, &tenant).await?);
             ("suspended", "tenant_suspended", details)
         } else {
-            store::set_status(&tx, tenant.id, Status::Active).await?;
+            tenants::set_status(&tx, tenant.id, Status::Active).await?;
             let details =
                 serde_json::json!({"reason": "trial ended", "from": "trial", "plan": tenant.plan});
             ("active", "tenant_activated", details)

@@ -2,6 +2,8 @@
 
 pub mod access;
 pub mod api_keys;
+pub mod create;
+pub mod credentials;
 pub mod database_mode;
 pub mod integrity;
 pub mod lifecycle;
@@ -12,7 +14,6 @@ pub mod shared_mode;
 pub mod size;
 pub mod slug;
 pub mod state;
-pub mod store;
 pub mod suspension;
 pub mod users;
 
@@ -22,6 +23,32 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub use slug::Slug;
+
+use crate::pg::Ident;
+
+/// The registry's SQL, where `ops` (the operation engine's work in progress) still
+/// looks for it.
+pub use crate::store::tenants as store;
+
+/// Every role of every tenant still in PostgreSQL (purged ones have none): owner,
+/// login and default group roles, and the tenants' users.
+pub async fn all_roles(
+    c: &impl deadpool_postgres::GenericClient,
+) -> crate::store::Result<Vec<String>> {
+    let mut roles: Vec<String> = crate::store::tenants::names_with_roles(c)
+        .await?
+        .iter()
+        .flat_map(|s| s.fixed_roles())
+        .map(|r| r.as_str().to_string())
+        .collect();
+    roles.extend(
+        crate::store::users::all_db_users(c)
+            .await?
+            .iter()
+            .map(|u| u.as_str().to_string()),
+    );
+    Ok(roles)
+}
 
 /// Lifecycle states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -64,6 +91,8 @@ impl Status {
     }
 }
 
+crate::pg::from_text_column!(Status, "tenant status");
+
 /// How a tenant's data is kept apart from other tenants'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -89,6 +118,8 @@ impl Isolation {
     }
 }
 
+crate::pg::from_text_column!(Isolation, "isolation mode");
+
 /// Derived from the two network flags: VPN off is `public`; VPN on is `hybrid` when
 /// the public API is also on, `vpn-only` when it is off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -113,17 +144,22 @@ impl AccessMode {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Tenant {
     pub id: Uuid,
-    pub name: String,
+    #[schema(value_type = String)]
+    pub name: Slug,
     pub status: Status,
     pub plan: String,
     pub isolation: Isolation,
     /// The tenant's schema (schema mode).
-    pub schema: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub schema: Option<Ident>,
     /// The database holding the tenant's data.
-    pub database: String,
+    #[schema(value_type = String)]
+    pub database: Ident,
     /// The login role the tenant's application connects as.
-    pub role: String,
-    pub owner_role: String,
+    #[schema(value_type = String)]
+    pub role: Ident,
+    #[schema(value_type = String)]
+    pub owner_role: Ident,
     pub db_quota_bytes: i64,
     pub vpn_enabled: bool,
     pub public_api: bool,
@@ -140,24 +176,34 @@ pub struct Tenant {
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    // What `DELETE /api/v1/tenants/{name}` recorded, shown while the tenant is
+    // `deleted` or `purged` (as the delete answered); every field is null otherwise.
+    /// While deleted or purged: what `POST .../restore` brings back.
+    #[serde(default)]
+    pub previous_status: Option<Status>,
+    /// While deleted or purged: when the worker purges it (restore brings it back
+    /// exactly until then).
+    #[serde(default)]
+    pub purge_after: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub purged_at: Option<DateTime<Utc>>,
+    /// While deleted or purged: the final backup, the archive a purged tenant is
+    /// restored from.
+    #[serde(default)]
+    pub final_backup_id: Option<Uuid>,
+    /// While deleted or purged: when the archive is deleted and the name freed.
+    #[serde(default)]
+    pub archive_expires_at: Option<DateTime<Utc>>,
 }
 
-/// A plan's quotas (seed 002's tiers).
+/// A plan (seed 002's tiers): its quotas, under the names `GET .../limits`,
+/// `PUT .../quotas` and `GET .../usage` use (`db_quota_bytes` is the plan's storage).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Plan {
     pub name: String,
-    pub max_users: i32,
-    pub api_calls_per_minute: i32,
-    pub storage_bytes: i64,
-    pub max_connections: i32,
-    pub statement_timeout_ms: i32,
-    pub llm_tokens_per_day: i64,
-    pub max_agents: i32,
-    pub concurrent_agents: i32,
-    pub retention_days: i32,
+    #[serde(flatten)]
+    pub quotas: crate::quota::Quotas,
     pub trial_days: i32,
-    /// Transactions of the plan's tenants older than this are ended by the watchdog.
-    pub transaction_timeout_ms: i32,
     /// The isolation mode of this plan's tenants when the request names none.
     pub default_isolation: Option<Isolation>,
 }

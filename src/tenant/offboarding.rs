@@ -12,18 +12,21 @@
 //! A restore brings back the status the tenant had (active, trial or suspended), the
 //! logins that could log in, the original passwords (sealed in the registry) and keys.
 
-use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Transaction};
+use crate::secrets::ExposeSecret;
+use chrono::Utc;
+use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::service::{self, existing_roles};
-use super::{access, state, store, suspension, Isolation, Slug, Status, Tenant};
-use crate::backup::{self, registry, restore, BackupKind, Error, Result};
+use super::{access, state, suspension, Isolation, Slug, Status, Tenant};
+use crate::backup::{self, restore, BackupKind, Error, Result};
 use crate::isolation::{database, schema::SchemaPerTenant, shared, Provision, Strategy};
 use crate::pg::{hardening, Ident, Literal};
 use crate::platform::Platform;
+use crate::store::offboarding::{self as records, Offboarding};
+use crate::store::{backups, plans, tenants, users};
 use crate::{audit, ops};
 
 /// Days between a delete and its purge when the request names none.
@@ -50,54 +53,6 @@ pub struct DeleteOptions {
     pub retention_field: &'static str,
     pub purge_now: bool,
     pub confirm: Option<String>,
-}
-
-/// The answer to a delete.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct DeletedTenant {
-    #[serde(flatten)]
-    pub tenant: Tenant,
-    /// What `POST .../restore` brings back.
-    pub previous_status: Status,
-    /// When the worker purges it (restore brings it back exactly until then).
-    pub purge_after: DateTime<Utc>,
-    pub purged_at: Option<DateTime<Utc>>,
-    /// The final backup: the archive a purged tenant is restored from.
-    pub final_backup_id: Option<Uuid>,
-    /// When the archive is deleted and the name freed.
-    pub archive_expires_at: Option<DateTime<Utc>>,
-}
-
-/// The `offboarding` row.
-#[derive(Debug, Clone)]
-struct Offboarding {
-    state: String,
-    previous_status: Status,
-    disabled_roles: Vec<String>,
-    disabled_memberships: Vec<suspension::Membership>,
-    final_backup_id: Option<Uuid>,
-    purge_after: DateTime<Utc>,
-    purged_at: Option<DateTime<Utc>>,
-}
-
-async fn offboarding(c: &impl GenericClient, tenant_id: Uuid) -> Result<Option<Offboarding>> {
-    let row = c
-        .query_opt(
-            "SELECT state, previous_status, disabled_roles, final_backup_id, purge_after, purged_at,
-                    disabled_memberships
-               FROM berqenas.offboarding WHERE tenant_id = $1",
-            &[&tenant_id],
-        )
-        .await?;
-    Ok(row.map(|r| Offboarding {
-        state: r.get(0),
-        previous_status: Status::parse(r.get(1)).expect("checked by the table"),
-        disabled_roles: r.get(2),
-        final_backup_id: r.get(3),
-        purge_after: r.get(4),
-        purged_at: r.get(5),
-        disabled_memberships: serde_json::from_value(r.get(6)).unwrap_or_default(),
-    }))
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> Error {
@@ -140,16 +95,11 @@ async fn hold_name(p: &Platform, slug: &Slug) -> Result<tokio_postgres::Client> 
 }
 
 /// `DELETE /api/v1/tenants/{name}`.
-pub async fn delete(
-    p: &Platform,
-    key: &str,
-    opts: &DeleteOptions,
-    actor: &str,
-) -> Result<DeletedTenant> {
+pub async fn delete(p: &Platform, key: &str, opts: &DeleteOptions, actor: &str) -> Result<Tenant> {
     validate(opts)?;
     let found = service::get(p, key).await?;
     crate::backup::journal::settle(p, &found.name).await?;
-    let slug = Slug::parse(&found.name).expect("registry holds valid names");
+    let slug = found.name.clone();
     if opts.purge_now && opts.confirm.as_deref() != Some(found.name.as_str()) {
         return Err(invalid(
             "confirm",
@@ -173,12 +123,14 @@ pub async fn delete(
     // As a suspension: logins off, and outside roles' memberships in them revoked.
     let cut = suspension::cut(&tx, &tenant, p.caps.superuser).await?;
     let disabled = cut.roles.clone();
-    let memberships = serde_json::to_value(&cut.memberships).expect("plain data serialises");
-    tx.execute(
-        "INSERT INTO berqenas.offboarding
-             (tenant_id, state, previous_status, disabled_roles, disabled_memberships, purge_after, actor)
-         VALUES ($1, 'pending', $2, $3, $4, now() + make_interval(days => $5), $6)",
-        &[&tenant.id, &tenant.status.as_str(), &disabled, &memberships, &(retention as i32), &actor],
+    records::insert_pending(
+        &tx,
+        tenant.id,
+        tenant.status,
+        &disabled,
+        &cut.memberships,
+        retention as i32,
+        actor,
     )
     .await?;
     tx.commit().await?;
@@ -189,9 +141,9 @@ pub async fn delete(
     let pol = backup::policy::effective(&p.pool.get().await?, &tenant).await?;
     // Expires even if the delete never completes (the worker then rolls it back):
     // step 3 sets the same date from the purge date.
-    let plan_retention = store::plan(&p.pool.get().await?, &tenant.plan)
+    let plan_retention = plans::find(&p.pool.get().await?, &tenant.plan)
         .await?
-        .map_or(0, |plan| plan.retention_days);
+        .map_or(0, |plan| plan.quotas.max_data_retention_days);
     let provisional = Utc::now() + chrono::Duration::days(retention + i64::from(plan_retention));
     let archive = match backup::take::take(
         p,
@@ -208,11 +160,7 @@ pub async fn delete(
             let mut client = p.pool.get().await?;
             let tx = client.transaction().await?;
             suspension::restore(&tx, &cut.roles, &cut.memberships, p.caps.superuser).await?;
-            tx.execute(
-                "DELETE FROM berqenas.offboarding WHERE tenant_id = $1",
-                &[&tenant.id],
-            )
-            .await?;
+            records::delete(&tx, tenant.id).await?;
             tx.commit().await?;
             return Err(e);
         }
@@ -221,20 +169,20 @@ pub async fn delete(
     // 3. Deleted, with its purge date; the archive kept past it.
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let current = store::find_for_update(&tx, &tenant.id.to_string())
+    let current = tenants::find_for_update(&tx, &tenant.id.to_string())
         .await?
         .ok_or_else(|| service::Error::not_found(key))?;
     let plan = service::find_plan(&tx, &current.plan).await?;
-    let row = tx
-        .query_one(
-            "UPDATE berqenas.offboarding SET state = 'deleted', previous_status = $2, final_backup_id = $3, updated_at = now()
-              WHERE tenant_id = $1 RETURNING purge_after, purge_after + make_interval(days => $4)",
-            &[&tenant.id, &current.status.as_str(), &archive.id, &plan.retention_days],
-        )
-        .await?;
-    let (purge_after, archive_expires): (DateTime<Utc>, DateTime<Utc>) = (row.get(0), row.get(1));
-    registry::set_expiry(&tx, archive.id, Some(archive_expires)).await?;
-    store::set_status(&tx, tenant.id, Status::Deleted).await?;
+    let (purge_after, archive_expires) = records::mark_deleted(
+        &tx,
+        tenant.id,
+        current.status,
+        archive.id,
+        plan.quotas.max_data_retention_days,
+    )
+    .await?;
+    backups::set_expiry(&tx, archive.id, Some(archive_expires)).await?;
+    tenants::set_status(&tx, tenant.id, Status::Deleted).await?;
     let op_id = Uuid::now_v7();
     ops::record_done(&tx, op_id, "tenant.soft_delete", tenant.id, &tenant.name).await?;
     audit::record(
@@ -261,26 +209,10 @@ pub async fn delete(
     describe(p, tenant.id).await
 }
 
-async fn describe(p: &Platform, id: Uuid) -> Result<DeletedTenant> {
+/// The tenant as a delete answers it: with what the delete recorded.
+async fn describe(p: &Platform, id: Uuid) -> Result<Tenant> {
     let c = p.pool.get().await?;
-    let tenant = store::find(&c, &id.to_string())
-        .await?
-        .ok_or_else(|| service::Error::not_found(&id.to_string()))?;
-    let off = offboarding(&c, id)
-        .await?
-        .expect("an offboarded tenant has its row");
-    let archive_expires_at = match off.final_backup_id {
-        Some(b) => registry::find(&c, b).await?.and_then(|(b, _)| b.expires_at),
-        None => None,
-    };
-    Ok(DeletedTenant {
-        tenant,
-        previous_status: off.previous_status,
-        purge_after: off.purge_after,
-        purged_at: off.purged_at,
-        final_backup_id: off.final_backup_id,
-        archive_expires_at,
-    })
+    Ok(tenants::get(&c, id).await?)
 }
 
 /// Drops what the tenant has in PostgreSQL (schema, database or pool rows; every
@@ -291,8 +223,8 @@ pub(crate) async fn drop_objects(
     tx: &Transaction<'_>,
     t: &Tenant,
 ) -> Result<Vec<String>> {
-    let slug = Slug::parse(&t.name).expect("registry holds valid names");
-    let roles = existing_roles(tx, &slug).await?;
+    let slug = &t.name;
+    let roles = existing_roles(tx, slug).await?;
     let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     service::terminate_sessions(tx, &names).await?;
     // A role holding anything in another database cannot be dropped: a purge must
@@ -301,7 +233,7 @@ pub(crate) async fn drop_objects(
     crate::access::owned::drop_owned_elsewhere(p, tx, &roles, own_database).await?;
     match t.isolation {
         Isolation::Database => {
-            super::database_mode::drop_tenant(p, tx, &slug).await?;
+            super::database_mode::drop_tenant(p, tx, slug).await?;
         }
         Isolation::Shared => {
             let pool = Ident::new(shared::POOL_SCHEMA).expect("static");
@@ -319,11 +251,11 @@ pub(crate) async fn drop_objects(
                 "DELETE FROM {pool}.members WHERE tenant_id = {id}::uuid;\nRESET ROLE;\n"
             ));
             tx.batch_execute(&sql).await?;
-            tx.batch_execute(&SchemaPerTenant.drop_sql(&slug, &roles))
+            tx.batch_execute(&SchemaPerTenant.drop_sql(slug, &roles))
                 .await?;
         }
         Isolation::Schema => {
-            tx.batch_execute(&SchemaPerTenant.drop_sql(&slug, &roles))
+            tx.batch_execute(&SchemaPerTenant.drop_sql(slug, &roles))
                 .await?
         }
     }
@@ -335,17 +267,17 @@ pub(crate) async fn drop_objects(
 pub async fn purge(p: &Platform, tenant_id: Uuid, actor: &str) -> Result<Tenant> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let tenant = store::find_for_update(&tx, &tenant_id.to_string())
+    let tenant = tenants::find_for_update(&tx, &tenant_id.to_string())
         .await?
         .ok_or_else(|| service::Error::not_found(&tenant_id.to_string()))?;
-    let slug = Slug::parse(&tenant.name).expect("registry holds valid names");
-    service::lock_name(&tx, &slug).await?;
+    let slug = &tenant.name;
+    service::lock_name(&tx, slug).await?;
     state::check(&tenant.name, tenant.status, Status::Purged, "purge").map_err(Error::Rejected)?;
-    let off = offboarding(&tx, tenant.id)
+    let off = records::find(&tx, tenant.id)
         .await?
         .expect("a deleted tenant has its row");
     let archive = match off.final_backup_id {
-        Some(id) => registry::find(&tx, id).await?.map(|(b, _)| b),
+        Some(id) => backups::find(&tx, id).await?.map(|(b, _)| b),
         None => None,
     };
     if !archive
@@ -363,24 +295,13 @@ pub async fn purge(p: &Platform, tenant_id: Uuid, actor: &str) -> Result<Tenant>
     if tenant.isolation == Isolation::Database {
         // The database goes outside this transaction: committed first, `purging` keeps
         // a restore away from a tenant whose database may be gone if this dies.
-        p.pool
-            .get()
-            .await?
-            .execute(
-                "UPDATE berqenas.offboarding SET state = 'purging', updated_at = now() WHERE tenant_id = $1",
-                &[&tenant.id],
-            )
-            .await?;
+        records::mark_purging(&p.pool.get().await?, tenant.id).await?;
         ops::failpoint("purge.marked");
     }
     let dropped = drop_objects(p, &tx, &tenant).await?;
     ops::failpoint("purge.objects_dropped");
-    let purged = store::set_status(&tx, tenant.id, Status::Purged).await?;
-    tx.execute(
-        "UPDATE berqenas.offboarding SET state = 'purged', purged_at = now(), updated_at = now() WHERE tenant_id = $1",
-        &[&tenant.id],
-    )
-    .await?;
+    let purged = tenants::set_status(&tx, tenant.id, Status::Purged).await?;
+    records::mark_purged(&tx, tenant.id).await?;
     let op_id = Uuid::now_v7();
     ops::record_done(&tx, op_id, "tenant.purge", tenant.id, &tenant.name).await?;
     audit::record(
@@ -405,13 +326,13 @@ pub async fn purge(p: &Platform, tenant_id: Uuid, actor: &str) -> Result<Tenant>
 pub async fn restore(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
     let mut client = p.pool.get().await?;
     let g = client.transaction().await?;
-    let tenant = store::find_for_update(&g, key)
+    let tenant = tenants::find_for_update(&g, key)
         .await?
         .ok_or_else(|| service::Error::not_found(key))?;
-    let slug = Slug::parse(&tenant.name).expect("registry holds valid names");
-    service::lock_name(&g, &slug).await?;
+    let slug = &tenant.name;
+    service::lock_name(&g, slug).await?;
     let off = match tenant.status {
-        Status::Deleted | Status::Purged => offboarding(&g, tenant.id).await?,
+        Status::Deleted | Status::Purged => records::find(&g, tenant.id).await?,
         _ => None,
     };
     let Some(off) = off.filter(|o| o.state != "pending") else {
@@ -446,7 +367,7 @@ pub async fn restore(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
         .await?;
     } else {
         let archive_id = off.final_backup_id.ok_or_else(archive_gone)?;
-        let (archive, manifest) = registry::find(&g, archive_id)
+        let (archive, manifest) = backups::find(&g, archive_id)
             .await?
             .ok_or_else(archive_gone)?;
         if archive.status != backup::BackupStatus::Succeeded {
@@ -463,12 +384,8 @@ pub async fn restore(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
         suspension::restore(&g, &[], &off.disabled_memberships, p.caps.superuser).await?;
         details["archive"] = serde_json::json!(archive_id);
     }
-    let restored = store::set_status(&g, tenant.id, off.previous_status).await?;
-    g.execute(
-        "DELETE FROM berqenas.offboarding WHERE tenant_id = $1",
-        &[&tenant.id],
-    )
-    .await?;
+    let restored = tenants::set_status(&g, tenant.id, off.previous_status).await?;
+    records::delete(&g, tenant.id).await?;
     let op_id = Uuid::now_v7();
     ops::record_done(&g, op_id, "tenant.restore", tenant.id, &tenant.name).await?;
     audit::record(
@@ -504,44 +421,36 @@ async fn rebuild(
     archive: &backup::Backup,
     manifest: &backup::Manifest,
 ) -> Result<()> {
-    let slug = Slug::parse(&t.name).expect("registry holds valid names");
+    let slug = &t.name;
     let mut client = p.pool.get().await?;
     let plan = service::find_plan(&client.transaction().await?, &t.plan).await?;
     let limits = service::limits(p, &plan, t.db_quota_bytes);
-    let verifier = verifier_of(p, &store::sealed_credentials(&client, t.id).await?).await?;
+    let verifier = verifier_of(p, &tenants::sealed_credentials(&client, t.id).await?).await?;
     let login_sql = crate::isolation::create_login_role(&slug.login_role(), &verifier, &limits);
-    let users = client
-        .query(
-            "SELECT db_user, role, credentials FROM berqenas.tenant_users WHERE tenant_id = $1 ORDER BY db_user",
-            &[&t.id],
-        )
-        .await?;
+    let users = users::sealed(&client, t.id).await?;
     let mut sql = match t.isolation {
         Isolation::Schema => SchemaPerTenant.create_sql(&Provision {
-            slug: &slug,
+            slug,
             password_verifier: &verifier,
             limits: &limits,
             template_sql: &p.template.full_sql(),
             grant_owner_to_creator: !p.caps.superuser,
         }),
         Isolation::Shared => {
-            shared::create_sql(&slug, &t.id.to_string(), &login_sql, !p.caps.superuser)
+            shared::create_sql(slug, &t.id.to_string(), &login_sql, !p.caps.superuser)
         }
-        Isolation::Database => database::roles_sql(&slug, &verifier, &limits, !p.caps.superuser),
+        Isolation::Database => database::roles_sql(slug, &verifier, &limits, !p.caps.superuser),
     };
-    let mut logins = vec![slug.login_role().as_str().to_string()];
-    for u in &users {
-        let (db_user, role, sealed): (String, String, Vec<u8>) = (u.get(0), u.get(1), u.get(2));
-        let user = Ident::new(db_user.clone()).expect("registry holds valid names");
-        let group =
-            slug.group_role(super::roles::DefaultRole::parse(&role).expect("checked by the table"));
+    let mut logins = vec![slug.login_role()];
+    for u in users {
+        let (user, sealed) = (u.db_user, u.credentials);
+        let group = slug.group_role(u.role);
         let v = verifier_of(p, &sealed).await?;
         sql.push_str(&format!(
             "CREATE ROLE {user} LOGIN PASSWORD {} IN ROLE {group};\n",
             Literal(&v)
         ));
         if let Some(schema) = &t.schema {
-            let schema = Ident::new(schema.clone()).expect("registry holds valid names");
             sql.push_str(&format!("ALTER ROLE {user} SET search_path = {schema};\n"));
         }
         sql.push_str(&limits.sql(&user));
@@ -551,11 +460,13 @@ async fn rebuild(
         if t.isolation == Isolation::Shared {
             sql.push_str(&shared::map_role_sql(&user, &t.id.to_string()));
         }
-        logins.push(db_user);
+        logins.push(user);
     }
     // Logins that were off before the delete (a suspended tenant's) stay off.
-    for login in logins.iter().filter(|l| !off.disabled_roles.contains(l)) {
-        let login = Ident::new(login.clone()).expect("registry holds valid names");
+    for login in logins
+        .iter()
+        .filter(|l| !off.disabled_roles.iter().any(|d| d == l.as_str()))
+    {
         sql.push_str(&format!("ALTER ROLE {login} NOLOGIN;\n"));
     }
     let tx = client.transaction().await?;
@@ -565,18 +476,22 @@ async fn rebuild(
         .iter()
         .map(|r| r.as_str().to_string())
         .collect();
-    all.extend(logins.iter().skip(1).cloned());
+    all.extend(logins.iter().skip(1).map(|l| l.as_str().to_string()));
     hardening::check(&tx, &all).await?;
     tx.commit().await?;
     if t.isolation == Isolation::Database {
         let template = database::template_db(&p.endpoint.database);
         client
-            .batch_execute(&database::clone_sql(&slug, &template, plan.max_connections))
+            .batch_execute(&database::clone_sql(
+                slug,
+                &template,
+                plan.quotas.max_connections,
+            ))
             .await?;
         let db = backup::connect_to(p, slug.schema().as_str()).await?;
         db.batch_execute(&format!(
             "BEGIN;\n{}\nCOMMIT;",
-            database::configure_sql(&slug)
+            database::configure_sql(slug)
         ))
         .await?;
         hardening::check_client(&db, &all).await?;
@@ -587,10 +502,9 @@ async fn rebuild(
 }
 
 async fn verifier_of(p: &Platform, sealed: &[u8]) -> Result<String> {
-    let secret: serde_json::Value = serde_json::from_slice(&p.key.open(sealed)?)?;
-    let password = secret["password"].as_str().unwrap_or_default().to_string();
+    let password = service::open_password(p, sealed)?;
     Ok(tokio::task::spawn_blocking(move || {
-        postgres_protocol::password::scram_sha_256(password.as_bytes())
+        postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes())
     })
     .await
     .expect("computing a SCRAM verifier does not panic"))
@@ -617,7 +531,7 @@ pub(crate) async fn drop_for_good(p: &Platform, t: &Tenant) -> Result<()> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     drop_objects(p, &tx, t).await?;
-    store::delete(&tx, t.id).await?;
+    tenants::delete(&tx, t.id).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -627,18 +541,7 @@ pub(crate) async fn drop_for_good(p: &Platform, t: &Tenant) -> Result<()> {
 /// purged tenants whose archive expired. Returns (purged, rolled back, freed).
 pub async fn run_due(p: &Platform) -> Result<(usize, usize, usize)> {
     let client = p.pool.get().await?;
-    let due: Vec<Uuid> = client
-        .query(
-            "SELECT o.tenant_id FROM berqenas.offboarding o JOIN berqenas.tenants t ON t.id = o.tenant_id
-              WHERE t.status = 'deleted'
-                AND ((o.state = 'deleted' AND o.purge_after <= now()) OR o.state = 'purging')
-              ORDER BY o.purge_after LIMIT 20",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let due = records::due_purges(&client, 20).await?;
     let mut purged = 0;
     for id in due {
         match purge(p, id, "worker").await {
@@ -656,24 +559,16 @@ pub async fn run_due(p: &Platform) -> Result<(usize, usize, usize)> {
 /// A `pending` delete whose name lock nobody holds lost its process: logins back.
 async fn roll_back_dead_deletes(p: &Platform) -> Result<usize> {
     let client = p.pool.get().await?;
-    let pending: Vec<Uuid> = client
-        .query(
-            "SELECT tenant_id FROM berqenas.offboarding WHERE state = 'pending'",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let pending = records::pending(&client).await?;
     drop(client);
     let mut n = 0;
     for id in pending {
         let mut client = p.pool.get().await?;
         let tx = client.transaction().await?;
-        let Some(t) = store::find_for_update(&tx, &id.to_string()).await? else {
+        let Some(t) = tenants::find_for_update(&tx, &id.to_string()).await? else {
             continue;
         };
-        let slug = Slug::parse(&t.name).expect("registry holds valid names");
+        let slug = &t.name;
         let free: bool = tx
             .query_one(
                 "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
@@ -681,7 +576,7 @@ async fn roll_back_dead_deletes(p: &Platform) -> Result<usize> {
             )
             .await?
             .get(0);
-        let Some(off) = offboarding(&tx, id)
+        let Some(off) = records::find(&tx, id)
             .await?
             .filter(|o| free && o.state == "pending")
         else {
@@ -694,11 +589,7 @@ async fn roll_back_dead_deletes(p: &Platform) -> Result<usize> {
             p.caps.superuser,
         )
         .await?;
-        tx.execute(
-            "DELETE FROM berqenas.offboarding WHERE tenant_id = $1",
-            &[&id],
-        )
-        .await?;
+        records::delete(&tx, id).await?;
         audit::record(
             &tx,
             &audit::Entry {
@@ -721,25 +612,17 @@ async fn roll_back_dead_deletes(p: &Platform) -> Result<usize> {
 async fn free_names(p: &Platform) -> Result<usize> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let gone = tx
-        .query(
-            "SELECT t.id, t.name FROM berqenas.tenants t
-              WHERE t.status = 'purged'
-                AND NOT EXISTS (SELECT 1 FROM berqenas.backups b WHERE b.tenant_id = t.id AND b.status = 'succeeded')
-              FOR UPDATE SKIP LOCKED",
-            &[],
-        )
-        .await?;
-    for row in &gone {
-        let (id, name): (Uuid, String) = (row.get(0), row.get(1));
-        store::delete(&tx, id).await?;
+    let gone = tenants::claim_released_names(&tx).await?;
+    for (id, name) in &gone {
+        let (id, name) = (*id, name.as_str());
+        tenants::delete(&tx, id).await?;
         audit::record(
             &tx,
             &audit::Entry {
                 actor: "worker",
                 action: "tenant_name_released",
                 tenant_id: Some(id),
-                tenant_name: Some(&name),
+                tenant_name: Some(name),
                 operation_id: None,
                 details: serde_json::json!({"reason": "the archive expired"}),
             },

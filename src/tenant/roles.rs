@@ -22,6 +22,8 @@ pub enum DefaultRole {
     Auditor,
 }
 
+crate::pg::from_text_column!(DefaultRole, "default role");
+
 /// (privileges, table) as seed 001 lists them, for the default template's tables.
 type Grants = &'static [(&'static str, &'static str)];
 

@@ -1,22 +1,27 @@
-//! Tenant operations: create, read, list, update, delete. Each runs as one recorded
-//! operation; in schema mode all of it (DDL, registry, key, audit, operation row) is one
-//! transaction, so a crash at any point leaves the tenant either complete or absent.
+//! Tenant operations: read, list, update, and what every tenant operation shares (the
+//! name lock, plans, limits, this domain's error). Creating a tenant is in
+//! [`super::create`], its credentials in [`super::credentials`]; both are re-exported
+//! here, where callers have always found them.
 
-use deadpool_postgres::{GenericClient, Transaction};
+use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::error::SqlState;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::size::{format_size, parse_size};
-use super::store::{self, Changes, NewTenant};
-use super::{Isolation, Plan, Slug, Status, Tenant};
-use crate::isolation::shared;
-use crate::isolation::{schema::SchemaPerTenant, Provision, RoleLimits, Strategy};
-use crate::ops::{self, Begin, Idempotency, NewOperation, StoredResponse};
+use super::{Plan, Slug, Status, Tenant};
+use crate::audit;
+use crate::isolation::RoleLimits;
+use crate::ops;
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
-use crate::{apikey, audit};
+use crate::store::plans;
+use crate::store::tenants::{self as store, Changes};
+
+pub use super::create::{create, CreateTenant, CreatedTenant};
+pub(crate) use super::create::{seal_response, settled, taken, taken_name, taken_row, Validated};
+pub(crate) use super::credentials::{credentials_for, seal_password};
+pub use super::credentials::{credentials_of, open_password, rotate_credentials, Credentials};
 
 pub const DEFAULT_PLAN: &str = "free";
 pub const DEFAULT_PAGE: i64 = 50;
@@ -29,6 +34,9 @@ pub enum Error {
     Rejected(Problem),
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
+    /// The store found no row, or a conflict, where this operation expected none.
+    #[error(transparent)]
+    Store(crate::store::Error),
     #[error(transparent)]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error(transparent)]
@@ -42,7 +50,7 @@ pub enum Error {
 }
 
 impl Error {
-    fn invalid(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self::Rejected(Problem::bad_field(field, message))
     }
     pub(crate) fn not_found(key: &str) -> Self {
@@ -52,44 +60,23 @@ impl Error {
             format!("tenant {key:?} not found"),
         ))
     }
-    fn conflict(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn conflict(code: &str, message: impl Into<String>) -> Self {
         Self::Rejected(Problem::new(Kind::Conflict, code, message))
     }
 }
 
-type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// `POST /api/v1/tenants`. Unknown fields are refused by the API layer.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTenant {
-    /// 3 to 32 characters, `[a-z][a-z0-9-]*[a-z0-9]`, no `--`.
-    pub name: String,
-    /// PostgreSQL size units: `5GB` (5 × 1024³ bytes), `500MB`, `1TB` or bytes.
-    /// Defaults to the plan's storage.
-    #[serde(default)]
-    pub db_quota: Option<String>,
-    #[serde(default)]
-    pub vpn_enabled: bool,
-    #[serde(default)]
-    pub public_api: bool,
-    /// A plan from `GET /api/v1/plans`; `free` when omitted.
-    #[serde(default)]
-    pub plan: Option<String>,
-    /// `schema` (the default). `database` and `shared` are not available yet.
-    #[serde(default)]
-    pub isolation: Option<String>,
-    /// Start in `trial` for this many days (1 to 365) [default: the plan's trial].
-    #[serde(default)]
-    pub trial_days: Option<i32>,
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<serde_json::Value>,
-    /// Scheduled backups: 5-field cron in UTC, e.g. `0 3 * * *` [default: the plan's
-    /// backup policy, if it has one]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup_schedule: Option<String>,
+/// Database failures stay `Db` (their SQLSTATE readable); the store's own findings
+/// are `Store`.
+impl From<crate::store::Error> for Error {
+    fn from(e: crate::store::Error) -> Self {
+        match e {
+            crate::store::Error::Db(e) => Error::Db(e),
+            other => Error::Store(other),
+        }
+    }
 }
+
+type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `PATCH /api/v1/tenants/{name}`: only the fields given change.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -108,28 +95,6 @@ pub struct UpdateTenant {
     pub metadata: Option<serde_json::Value>,
 }
 
-/// How to connect as the tenant's login role.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-    pub host: String,
-    pub port: u16,
-    pub database: String,
-    /// `postgresql://user:password@host:port/database`
-    pub dsn: String,
-}
-
-/// The answer to a create: the tenant, and its secrets shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct CreatedTenant {
-    #[serde(flatten)]
-    pub tenant: Tenant,
-    /// `bqk_...`: shown once; only a keyed hash is stored.
-    pub api_key: String,
-    pub credentials: Credentials,
-}
-
 /// A page of tenants; pass `next_cursor` as `cursor` for the next one.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TenantPage {
@@ -137,76 +102,9 @@ pub struct TenantPage {
     pub next_cursor: Option<String>,
 }
 
-/// What the password blob in the registry holds (sealed).
-#[derive(Serialize, Deserialize)]
-struct SealedSecret {
-    password: String,
-}
-
-/// Validated create input.
-pub(crate) struct Validated {
-    pub(crate) slug: Slug,
-    pub(crate) db_quota_bytes: Option<i64>,
-    pub(crate) vpn_enabled: bool,
-    pub(crate) public_api: bool,
-    pub(crate) isolation: Isolation,
-    /// Whether the request named the isolation (else the plan's default applies).
-    pub(crate) isolation_given: bool,
-    pub(crate) trial_days: Option<i32>,
-    pub(crate) plan: String,
-    pub(crate) metadata: serde_json::Value,
-    pub(crate) backup_schedule: Option<String>,
-}
-
-fn validate_create(req: &CreateTenant) -> Result<Validated> {
-    let slug = Slug::parse(&req.name).map_err(|e| Error::invalid("name", e.to_string()))?;
-    let db_quota_bytes = db_quota(req.db_quota.as_deref())?;
-    if let Some(days) = req.trial_days {
-        if !(0..=365).contains(&days) {
-            return Err(Error::invalid(
-                "trial_days",
-                "trial_days must be between 0 and 365",
-            ));
-        }
-    }
-    if let Some(s) = &req.backup_schedule {
-        crate::backup::policy::parse_schedule("backup_schedule", s).map_err(Error::Rejected)?;
-    }
-    let isolation = match req.isolation.as_deref() {
-        None | Some("schema") => Isolation::Schema,
-        Some("database") => Isolation::Database,
-        Some("shared") => Isolation::Shared,
-        Some(other) => {
-            return Err(Error::invalid(
-                "isolation",
-                format!("isolation must be \"schema\", \"database\" or \"shared\", got {other:?}"),
-            ))
-        }
-    };
-    Ok(Validated {
-        slug,
-        isolation,
-        isolation_given: req.isolation.is_some(),
-        trial_days: req.trial_days,
-        db_quota_bytes,
-        vpn_enabled: req.vpn_enabled,
-        public_api: req.public_api,
-        plan: req.plan.clone().unwrap_or_else(|| DEFAULT_PLAN.into()),
-        metadata: validate_metadata(req.metadata.clone())?,
-        backup_schedule: req.backup_schedule.clone(),
-    })
-}
-
-impl Validated {
-    /// The trial this tenant starts with: the request's, else the plan's (0: none).
-    pub(crate) fn trial_days(&self, plan: &Plan) -> i32 {
-        self.trial_days.unwrap_or(plan.trial_days)
-    }
-}
-
 /// A `db_quota` as bytes, within the range `PUT .../quotas` allows `db_quota_bytes`
 /// (one rule, wherever the disk quota is set).
-fn db_quota(text: Option<&str>) -> Result<Option<i64>> {
+pub(crate) fn db_quota(text: Option<&str>) -> Result<Option<i64>> {
     let Some(text) = text else { return Ok(None) };
     let bytes =
         parse_size(text).map_err(|e| Error::invalid("db_quota", format!("db_quota {e}")))?;
@@ -224,7 +122,7 @@ fn db_quota(text: Option<&str>) -> Result<Option<i64>> {
     Ok(Some(bytes))
 }
 
-fn validate_metadata(m: Option<serde_json::Value>) -> Result<serde_json::Value> {
+pub(crate) fn validate_metadata(m: Option<serde_json::Value>) -> Result<serde_json::Value> {
     match m {
         None | Some(serde_json::Value::Null) => Ok(serde_json::json!({})),
         Some(v @ serde_json::Value::Object(_)) => Ok(v),
@@ -233,7 +131,7 @@ fn validate_metadata(m: Option<serde_json::Value>) -> Result<serde_json::Value> 
 }
 
 pub(crate) async fn find_plan(tx: &Transaction<'_>, name: &str) -> Result<Plan> {
-    store::plan(tx, name).await?.ok_or_else(|| {
+    plans::find(tx, name).await?.ok_or_else(|| {
         Error::invalid(
             "plan",
             format!("plan {name:?} does not exist; see GET /api/v1/plans"),
@@ -243,64 +141,11 @@ pub(crate) async fn find_plan(tx: &Transaction<'_>, name: &str) -> Result<Plan> 
 
 pub(crate) fn limits(p: &Platform, plan: &Plan, quota: i64) -> RoleLimits {
     RoleLimits::new(
-        plan.max_connections,
-        plan.statement_timeout_ms,
+        plan.quotas.max_connections,
+        plan.quotas.statement_timeout_ms,
         quota,
         p.caps.superuser,
     )
-}
-
-fn credentials(p: &Platform, t: &Tenant, password: String) -> Credentials {
-    credentials_for(p, &t.role, &t.database, password)
-}
-
-/// How to connect as `user` to `database` on this platform's server.
-pub(crate) fn credentials_for(
-    p: &Platform,
-    user: &str,
-    database: &str,
-    password: String,
-) -> Credentials {
-    let e = &p.endpoint;
-    Credentials {
-        dsn: format!(
-            "postgresql://{user}:{password}@{}:{}/{database}",
-            e.host, e.port
-        ),
-        user: user.to_string(),
-        password,
-        host: e.host.clone(),
-        port: e.port,
-        database: database.to_string(),
-    }
-}
-
-/// The registry's sealed-credentials plaintext for a password.
-pub(crate) fn seal_password(password: &str) -> Result<Vec<u8>> {
-    Ok(serde_json::to_vec(&SealedSecret {
-        password: password.to_string(),
-    })?)
-}
-
-/// A login password sealed in the registry. Fails when it does not open: never an
-/// empty password in its place.
-pub fn open_password(p: &Platform, sealed: &[u8]) -> Result<String> {
-    let secret: SealedSecret = serde_json::from_slice(&p.key.open(sealed)?)?;
-    Ok(secret.password)
-}
-
-/// Unique violations and existing objects are a taken name, not an outage.
-pub(crate) fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
-    match e.code() {
-        Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_OBJECT || *c == SqlState::DUPLICATE_SCHEMA
-                || *c == SqlState::DUPLICATE_DATABASE => {
-            Error::conflict(
-                "name_taken",
-                format!("tenant name {:?} is taken (or a PostgreSQL role, schema or database of that name exists)", slug.as_str()),
-            )
-        }
-        _ => Error::Db(e),
-    }
 }
 
 /// Serialises every operation on one tenant name, for the rest of the transaction.
@@ -327,272 +172,6 @@ pub(crate) async fn lock_name(tx: &Transaction<'_>, slug: &Slug) -> Result<()> {
     }
     tx.batch_execute("SET LOCAL lock_timeout = DEFAULT").await?;
     Ok(())
-}
-
-/// Creates a tenant, all or nothing. With an idempotency key, a repeat of the same
-/// request replays the first answer, and another request with the key is refused.
-pub async fn create(
-    p: &Platform,
-    req: &CreateTenant,
-    idem: Option<&Idempotency>,
-    actor: &str,
-) -> Result<CreatedTenant> {
-    let mut v = match validate_create(req) {
-        Ok(v) => v,
-        Err(e) => return remember_rejection(p, idem, &req.name, e).await,
-    };
-    let mut client = p.pool.get().await?;
-    if !v.isolation_given {
-        if let Some(plan) = store::plan(&client, &v.plan).await? {
-            v.isolation = plan.default_isolation.unwrap_or(Isolation::Schema);
-        }
-    }
-    if v.isolation == Isolation::Database {
-        drop(client);
-        return super::database_mode::create(p, &v, idem, actor).await;
-    }
-    let (password, verifier) = crate::secrets::new_password();
-    let tx = client.transaction().await?;
-    let op_id = Uuid::now_v7();
-    let begun = ops::begin(
-        &tx,
-        &NewOperation {
-            id: op_id,
-            kind: "tenant.create",
-            tenant_id: None,
-            tenant_name: v.slug.as_str(),
-            idempotency: idem,
-            params: None,
-            instance: None,
-        },
-    )
-    .await?;
-    if let Some(answer) = settled(p, begun) {
-        return answer;
-    }
-    match provision(p, &tx, &v, (password, verifier), op_id, actor).await {
-        Ok((created, steps)) => {
-            let sealed =
-                seal_response(p, &StoredResponse::Success(serde_json::to_value(&created)?))?;
-            ops::succeed(&tx, op_id, &steps, idem.map(|_| sealed.as_slice())).await?;
-            tx.commit().await?;
-            tracing::info!(tenant.name = %created.tenant.name, tenant.id = %created.tenant.id, "tenant created");
-            crate::metrics::tenant_created();
-            Ok(created)
-        }
-        Err(e) => {
-            tx.rollback().await?;
-            remember_rejection(p, idem, v.slug.as_str(), e).await
-        }
-    }
-}
-
-/// Everything a schema-mode tenant is, inside the caller's transaction.
-async fn provision(
-    p: &Platform,
-    tx: &Transaction<'_>,
-    v: &Validated,
-    (password, verifier): (String, tokio::task::JoinHandle<String>),
-    op_id: Uuid,
-    actor: &str,
-) -> Result<(CreatedTenant, Vec<&'static str>)> {
-    lock_name(tx, &v.slug).await?;
-    if store::find(tx, v.slug.as_str()).await?.is_some() {
-        return Err(taken_name(&v.slug));
-    }
-    let plan = find_plan(tx, &v.plan).await?;
-    let quota = v.db_quota_bytes.unwrap_or(plan.storage_bytes);
-    let trial_days = v.trial_days(&plan);
-    let verifier = verifier
-        .await
-        .expect("computing a SCRAM verifier does not panic");
-    let id = Uuid::now_v7();
-    let limits = limits(p, &plan, quota);
-    let (sql, schema) = match v.isolation {
-        Isolation::Shared => (
-            shared::create_sql(
-                &v.slug,
-                &id.to_string(),
-                &crate::isolation::create_login_role(&v.slug.login_role(), &verifier, &limits),
-                !p.caps.superuser,
-            ),
-            shared::POOL_SCHEMA.to_string(),
-        ),
-        _ => (
-            SchemaPerTenant.create_sql(&Provision {
-                slug: &v.slug,
-                password_verifier: &verifier,
-                limits: &limits,
-                template_sql: &p.template.full_sql(),
-                grant_owner_to_creator: !p.caps.superuser,
-            }),
-            v.slug.schema().as_str().to_string(),
-        ),
-    };
-    tx.batch_execute(&sql)
-        .await
-        .map_err(|e| taken(e, &v.slug))?;
-    let roles: Vec<String> = v
-        .slug
-        .fixed_roles()
-        .iter()
-        .map(|r| r.as_str().to_string())
-        .collect();
-    crate::pg::hardening::check(tx, &roles).await?;
-
-    let sealed = p.key.seal(&seal_password(&password)?);
-    let tenant = store::insert(
-        tx,
-        &NewTenant {
-            id,
-            name: v.slug.as_str(),
-            status: if trial_days > 0 {
-                Status::Trial
-            } else {
-                Status::Active
-            },
-            trial_days,
-            plan: &plan.name,
-            isolation: v.isolation,
-            schema: Some(&schema),
-            database: &p.endpoint.database,
-            login_role: v.slug.login_role().as_str(),
-            owner_role: v.slug.owner_role().as_str(),
-            db_quota_bytes: quota,
-            vpn_enabled: v.vpn_enabled,
-            public_api: v.public_api,
-            // Shared tenants live in the pool's tables: they are at the pool's version.
-            template_version: match v.isolation {
-                Isolation::Shared => super::shared_mode::pool_version(tx).await?,
-                _ => p.template.latest_version(),
-            },
-            metadata: &v.metadata,
-            credentials: &sealed,
-        },
-    )
-    .await
-    .map_err(|e| taken(e, &v.slug))?;
-    let key = apikey::generate(&p.key);
-    store::insert_api_key(tx, id, &key.public_id, &key.hash).await?;
-    crate::backup::policy::apply_at_create(tx, id, &plan.name, v.backup_schedule.as_deref())
-        .await
-        .map_err(backup_policy_error)?;
-    audit::record(
-        tx,
-        &audit::Entry {
-            actor,
-            action: "tenant_created",
-            tenant_id: Some(id),
-            tenant_name: Some(v.slug.as_str()),
-            operation_id: Some(op_id),
-            details: serde_json::json!({
-                "plan": plan.name, "isolation": v.isolation.as_str(), "db_quota_bytes": quota, "trial_days": trial_days,
-                "vpn_enabled": tenant.vpn_enabled, "public_api": tenant.public_api,
-                "api_key_prefix": key.public_id,
-            }),
-        },
-    )
-    .await?;
-    let credentials = credentials(p, &tenant, password);
-    let steps = vec![
-        "owner_role",
-        "login_role",
-        "schema",
-        "template",
-        "registry",
-        "api_key",
-        "audit",
-    ];
-    Ok((
-        CreatedTenant {
-            tenant,
-            api_key: key.plaintext,
-            credentials,
-        },
-        steps,
-    ))
-}
-
-pub(crate) fn taken_name(slug: &Slug) -> Error {
-    Error::conflict(
-        "name_taken",
-        format!("tenant name {:?} is taken", slug.as_str()),
-    )
-}
-
-/// What the start of an operation says about the request: `None` to go on, or the
-/// answer to give now (a replay, or a refusal of the key).
-pub(crate) fn settled(p: &Platform, begun: Begin) -> Option<Result<CreatedTenant>> {
-    match begun {
-        Begin::Started => None,
-        Begin::Replay(sealed) => Some(replay(p, &sealed)),
-        Begin::InProgress => Some(Err(in_progress())),
-        Begin::Mismatch => Some(Err(mismatch())),
-    }
-}
-
-pub(crate) fn in_progress() -> Error {
-    Error::conflict(
-        "idempotency_in_progress",
-        "a request with this Idempotency-Key is still in progress; retry later",
-    )
-}
-
-pub(crate) fn mismatch() -> Error {
-    Error::Rejected(Problem::new(
-        Kind::Unprocessable,
-        "idempotency_key_reused",
-        "this Idempotency-Key was already used with a different request",
-    ))
-}
-
-pub(crate) fn seal_response(p: &Platform, r: &StoredResponse) -> Result<Vec<u8>> {
-    Ok(p.key.seal(&serde_json::to_vec(r)?))
-}
-
-pub(crate) fn replay(p: &Platform, sealed: &[u8]) -> Result<CreatedTenant> {
-    match serde_json::from_slice::<StoredResponse>(&p.key.open(sealed)?)? {
-        StoredResponse::Success(v) => Ok(serde_json::from_value(v)?),
-        StoredResponse::Failure(problem) => Err(Error::Rejected(problem)),
-    }
-}
-
-/// A refused request under an idempotency key is answered the same way next time;
-/// an outage is not remembered, so the client may retry.
-async fn remember_rejection(
-    p: &Platform,
-    idem: Option<&Idempotency>,
-    name: &str,
-    e: Error,
-) -> Result<CreatedTenant> {
-    let (Some(idem), Error::Rejected(problem)) = (idem, &e) else {
-        return Err(e);
-    };
-    let client = p.pool.get().await?;
-    let op_id = Uuid::now_v7();
-    let begun = ops::begin(
-        &client,
-        &NewOperation {
-            id: op_id,
-            kind: "tenant.create",
-            tenant_id: None,
-            tenant_name: name,
-            idempotency: Some(idem),
-            params: None,
-            instance: None,
-        },
-    )
-    .await?;
-    match begun {
-        Begin::Started => {
-            let sealed = seal_response(p, &StoredResponse::Failure(problem.clone()))?;
-            ops::fail(&client, op_id, &problem.message, Some(&sealed)).await?;
-            Err(e)
-        }
-        Begin::Replay(sealed) => replay(p, &sealed),
-        Begin::Mismatch => Err(mismatch()),
-        Begin::InProgress => Err(e),
-    }
 }
 
 /// A tenant by name or id.
@@ -701,96 +280,9 @@ pub(crate) fn backup_policy_error(e: crate::backup::Error) -> Error {
     }
 }
 
-/// The tenant's login credentials, opened from the registry; the read is audited.
-pub async fn credentials_of(p: &Platform, key: &str, actor: &str) -> Result<Credentials> {
-    let client = p.pool.get().await?;
-    let tenant = store::find(&client, key)
-        .await?
-        .ok_or_else(|| Error::not_found(key))?;
-    let sealed = store::sealed_credentials(&client, tenant.id).await?;
-    let secret: SealedSecret = serde_json::from_slice(&p.key.open(&sealed)?)?;
-    audit::record(
-        &client,
-        &audit::Entry {
-            actor,
-            action: "credentials_read",
-            tenant_id: Some(tenant.id),
-            tenant_name: Some(&tenant.name),
-            operation_id: None,
-            details: serde_json::json!({}),
-        },
-    )
-    .await?;
-    Ok(credentials(p, &tenant, secret.password))
-}
-
-/// `POST /api/v1/tenants/{name}/credentials/rotate`: a new password for the tenant's
-/// login role, set as its SCRAM verifier and sealed in the registry in one
-/// transaction (audited). Sessions already open stay open; new ones need the new
-/// password. A tenant may also change its own password with `ALTER ROLE`; berqenas
-/// puts the one it knows back at its next round (see `tenant::integrity`), so this is
-/// the way to change it.
-pub async fn rotate_credentials(p: &Platform, key: &str, actor: &str) -> Result<Credentials> {
-    let (password, verifier) = crate::secrets::new_password();
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let found = store::find(&tx, key)
-        .await?
-        .ok_or_else(|| Error::not_found(key))?;
-    let slug = Slug::parse(&found.name).expect("registry holds valid names");
-    lock_name(&tx, &slug).await?;
-    let tenant = store::find_for_update(&tx, &found.id.to_string())
-        .await?
-        .ok_or_else(|| Error::not_found(key))?;
-    if matches!(
-        tenant.status,
-        Status::Purged | Status::Failed | Status::Provisioning
-    ) {
-        return Err(Error::conflict(
-            "invalid_state",
-            format!(
-                "tenant {} is {}: it has no login role to rotate",
-                tenant.name,
-                tenant.status.as_str()
-            ),
-        ));
-    }
-    let verifier = verifier
-        .await
-        .expect("computing a SCRAM verifier does not panic");
-    let login = slug.login_role();
-    tx.batch_execute(&format!(
-        "ALTER ROLE {login} PASSWORD {}",
-        crate::pg::Literal(&verifier)
-    ))
-    .await?;
-    use sha2::Digest;
-    let sealed = p.key.seal(&seal_password(&password)?);
-    let seen = sha2::Sha256::digest(verifier.as_bytes()).to_vec();
-    tx.execute(
-        "UPDATE berqenas.tenants SET credentials = $2, verifier_sha256 = $3, updated_at = now() WHERE id = $1",
-        &[&tenant.id, &sealed, &seen],
-    )
-    .await?;
-    audit::record(
-        &tx,
-        &audit::Entry {
-            actor,
-            action: "credentials_rotated",
-            tenant_id: Some(tenant.id),
-            tenant_name: Some(&tenant.name),
-            operation_id: None,
-            details: serde_json::json!({"role": login.as_str()}),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(credentials(p, &tenant, password))
-}
-
 pub async fn plans(p: &Platform) -> Result<Vec<Plan>> {
     let client = p.pool.get().await?;
-    Ok(store::plans(&client).await?)
+    Ok(plans::list(&client).await?)
 }
 
 /// The roles of this tenant that exist in the catalog (a rollback may have left none).
@@ -799,19 +291,7 @@ pub(crate) async fn existing_roles(
     slug: &Slug,
 ) -> Result<Vec<crate::pg::Ident>> {
     // Users first: they are members of the group roles dropped after them.
-    let rows = tx
-        .query(
-            "SELECT u.db_user FROM berqenas.tenant_users u JOIN berqenas.tenants t ON t.id = u.tenant_id
-              WHERE t.name = $1",
-            &[&slug.as_str()],
-        )
-        .await?;
-    let mut wanted: Vec<crate::pg::Ident> = rows
-        .iter()
-        .map(|r| {
-            crate::pg::Ident::new(r.get::<_, String>(0)).expect("registry holds valid role names")
-        })
-        .collect();
+    let mut wanted = crate::store::users::db_users_of_name(tx, slug.as_str()).await?;
     wanted.extend(slug.fixed_roles());
     let names: Vec<&str> = wanted.iter().map(|r| r.as_str()).collect();
     let rows = tx

@@ -62,33 +62,21 @@ const POOL_ROW: &str = "shared-pool";
 
 /// The template version the pool's tables are at (0 before the pool exists).
 pub async fn pool_version(c: &impl GenericClient) -> Result<i32> {
-    Ok(c.query_opt(
-        "SELECT version FROM berqenas.template_database WHERE name = $1",
-        &[&POOL_ROW],
-    )
-    .await?
-    .map_or(0, |r| r.get(0)))
+    Ok(crate::store::templates::version(c, POOL_ROW, false)
+        .await?
+        .unwrap_or(0))
 }
 
 /// Like [`pool_version`], holding the row until the transaction ends, so two
 /// migrations of the pool (or a migration and a new tenant) never interleave.
 pub async fn lock_pool_version(c: &impl GenericClient) -> Result<i32> {
-    Ok(c.query_opt(
-        "SELECT version FROM berqenas.template_database WHERE name = $1 FOR UPDATE",
-        &[&POOL_ROW],
-    )
-    .await?
-    .map_or(0, |r| r.get(0)))
+    Ok(crate::store::templates::version(c, POOL_ROW, true)
+        .await?
+        .unwrap_or(0))
 }
 
 pub async fn set_pool_version(c: &impl GenericClient, version: i32, checksum: &str) -> Result<()> {
-    c.execute(
-        "INSERT INTO berqenas.template_database (name, version, checksum) VALUES ($1, $2, $3)
-         ON CONFLICT (name) DO UPDATE SET version = $2, checksum = $3",
-        &[&POOL_ROW, &version, &checksum],
-    )
-    .await?;
-    Ok(())
+    Ok(crate::store::templates::set_built(c, POOL_ROW, version, checksum).await?)
 }
 
 /// Makes whatever the template just created in the pool fit for sharing: tables

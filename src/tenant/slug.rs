@@ -6,9 +6,16 @@ use crate::pg::Ident;
 
 /// A valid tenant name: 3 to 32 characters, `[a-z][a-z0-9-]*[a-z0-9]`, no `--`,
 /// not reserved. Every derived identifier fits PostgreSQL's 63 bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(transparent)]
 pub struct Slug(String);
+
+/// As the name's text (`"acme"`): messages quote tenant names with `{:?}`.
+impl fmt::Debug for Slug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 pub const MIN_LEN: usize = 3;
 pub const MAX_LEN: usize = 32;
@@ -135,6 +142,54 @@ impl Slug {
     /// Advisory-lock key serialising every operation on this name.
     pub fn lock_key(&self) -> String {
         format!("berqenas.tenant:{}", self.0)
+    }
+}
+
+/// Checked as [`Slug::parse`] checks it.
+impl<'de> serde::Deserialize<'de> for Slug {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Slug::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A text column read as a tenant name: a stored name that is not one is an error of
+/// the read (the store's), never a panic later.
+impl<'a> tokio_postgres::types::FromSql<'a> for Slug {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let s = <&str as tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
+        Ok(Slug::parse(s)?)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::FromSql>::accepts(ty)
+    }
+}
+
+impl tokio_postgres::types::ToSql for Slug {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.as_str().to_sql(ty, out)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// A tenant name reads as the text it is wherever a `&str` is wanted.
+impl std::ops::Deref for Slug {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
     }
 }
 

@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::access::login_roles;
 use super::service::Error;
-use super::{access, state, store, Slug, Status, Tenant};
+use super::{access, state, Status, Tenant};
 use crate::pg::Ident;
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
+use crate::store::{offboarding, tenants};
 use crate::{audit, ops};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -64,19 +66,10 @@ pub struct Cut {
 /// Takes LOGIN from the tenant's login roles that have it ([`access::disable`]) and
 /// revokes the memberships outside roles hold in any of its login roles. The control
 /// plane's own memberships (URL mode) and the tenant's roles among themselves stay.
-pub async fn cut(
-    c: &impl GenericClient,
-    t: &Tenant,
-    superuser: bool,
-) -> Result<Cut, tokio_postgres::Error> {
+pub async fn cut(c: &impl GenericClient, t: &Tenant, superuser: bool) -> crate::store::Result<Cut> {
     let roles = access::disable(c, t).await?;
-    let logins = store::login_roles(c, t).await?;
-    let mut own: Vec<String> = Slug::parse(&t.name)
-        .expect("registry holds valid names")
-        .fixed_roles()
-        .iter()
-        .map(|r| r.as_str().to_string())
-        .collect();
+    let logins = login_roles(c, t).await?;
+    let mut own: Vec<Ident> = t.name.fixed_roles();
     own.extend(logins.iter().cloned());
     let rows = c
         .query(
@@ -179,17 +172,9 @@ pub async fn mark_suspended(
     id: Uuid,
     reason: Option<&str>,
     cut: &Cut,
-) -> Result<(), tokio_postgres::Error> {
+) -> crate::store::Result<()> {
     let memberships = serde_json::to_value(&cut.memberships).expect("plain data serialises");
-    c.execute(
-        "UPDATE berqenas.tenants
-            SET status = 'suspended', suspended_at = now(), suspension_reason = $2,
-                suspended_roles = $3, suspended_memberships = $4, updated_at = now()
-          WHERE id = $1",
-        &[&id, &reason, &cut.roles, &memberships],
-    )
-    .await?;
-    Ok(())
+    tenants::mark_suspended(c, id, reason, &cut.roles, &memberships).await
 }
 
 fn transition(t: &Tenant, to: Status, action: &str) -> Result<()> {
@@ -197,9 +182,7 @@ fn transition(t: &Tenant, to: Status, action: &str) -> Result<()> {
 }
 
 async fn reread(c: &impl GenericClient, id: Uuid) -> Result<Tenant> {
-    Ok(store::find(c, &id.to_string())
-        .await?
-        .expect("the row is locked by this transaction"))
+    Ok(tenants::get(c, id).await?)
 }
 
 /// `active` or `trial` -> `suspended`.
@@ -208,7 +191,7 @@ pub async fn suspend(p: &Platform, key: &str, req: &SuspendTenant, actor: &str) 
     crate::backup::journal::settle_tenant(p, key).await?;
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let current = store::find_for_update(&tx, key)
+    let current = tenants::find_for_update(&tx, key)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
     transition(&current, Status::Suspended, "suspend")?;
@@ -244,7 +227,7 @@ pub async fn suspend(p: &Platform, key: &str, req: &SuspendTenant, actor: &str) 
     let tenant = reread(&tx, current.id).await?;
     // Every login role, not only those just disabled: one that was already NOLOGIN
     // may still hold a session.
-    let logins = store::login_roles(&tx, &tenant).await?;
+    let logins = login_roles(&tx, &tenant).await?;
     tx.commit().await?;
     // After the commit: a session ended before it could log in again while NOLOGIN
     // was still uncommitted.
@@ -258,7 +241,7 @@ pub async fn resume(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
     crate::backup::journal::settle_tenant(p, key).await?;
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let current = store::find_for_update(&tx, key)
+    let current = tenants::find_for_update(&tx, key)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
     transition(&current, Status::Active, "resume")?;
@@ -270,31 +253,22 @@ pub async fn resume(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
         ));
     }
     refuse_while_offboarding(&tx, &current, "resume").await?;
-    let row = tx
-        .query_one(
-            "SELECT suspended_roles, suspended_memberships FROM berqenas.tenants WHERE id = $1",
-            &[&current.id],
-        )
-        .await?;
+    let (roles, memberships) = tenants::suspension_record(&tx, current.id).await?;
     // A suspension recorded before the roles were (no list): every login role.
-    let roles: Vec<String> = match row.get::<_, Option<Vec<String>>>(0) {
+    let roles: Vec<String> = match roles {
         Some(r) => r,
-        None => store::login_roles(&tx, &current).await?,
+        None => login_roles(&tx, &current)
+            .await?
+            .iter()
+            .map(|r| r.as_str().to_string())
+            .collect(),
     };
-    let memberships: Vec<Membership> = row
-        .get::<_, Option<serde_json::Value>>(1)
+    let memberships: Vec<Membership> = memberships
         .map(serde_json::from_value)
         .transpose()?
         .unwrap_or_default();
     restore(&tx, &roles, &memberships, p.caps.superuser).await?;
-    tx.execute(
-        "UPDATE berqenas.tenants
-            SET status = 'active', suspended_at = NULL, suspension_reason = NULL,
-                suspended_roles = NULL, suspended_memberships = NULL, updated_at = now()
-          WHERE id = $1",
-        &[&current.id],
-    )
-    .await?;
+    tenants::clear_suspension(&tx, current.id).await?;
     let op_id = Uuid::now_v7();
     ops::record_done(&tx, op_id, "tenant.resume", current.id, &current.name).await?;
     audit::record(
@@ -325,7 +299,7 @@ pub async fn activate(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
     crate::backup::journal::settle_tenant(p, key).await?;
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let current = store::find_for_update(&tx, key)
+    let current = tenants::find_for_update(&tx, key)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
     transition(&current, Status::Active, "activate")?;
@@ -337,7 +311,7 @@ pub async fn activate(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
         };
         return Err(not_from(&current, "activate", hint));
     }
-    store::set_status(&tx, current.id, Status::Active).await?;
+    tenants::set_status(&tx, current.id, Status::Active).await?;
     let op_id = Uuid::now_v7();
     ops::record_done(&tx, op_id, "tenant.activate", current.id, &current.name).await?;
     audit::record(
@@ -361,14 +335,7 @@ pub async fn activate(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
 /// A delete that is taking its final backup has turned the logins off and recorded
 /// which; a suspend or resume in between would leave that record wrong.
 async fn refuse_while_offboarding(c: &impl GenericClient, t: &Tenant, action: &str) -> Result<()> {
-    let pending = c
-        .query_opt(
-            "SELECT 1 FROM berqenas.offboarding WHERE tenant_id = $1",
-            &[&t.id],
-        )
-        .await?
-        .is_some();
-    if pending {
+    if offboarding::exists(c, t.id).await? {
         return Err(not_from(
             t,
             action,

@@ -9,11 +9,12 @@ use uuid::Uuid;
 
 use super::roles::DefaultRole;
 use super::service::{self, credentials_for, Credentials, Error};
-use super::{store, Slug, Tenant};
+use super::{Slug, Tenant};
 use crate::pg::{Ident, Literal};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::secrets::random_bytes;
+use crate::store::{self, tenants};
 use crate::{audit, pg::hardening};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -32,7 +33,8 @@ pub struct TenantUser {
     pub email: String,
     pub role: DefaultRole,
     /// The PostgreSQL login role of this user.
-    pub db_user: String,
+    #[schema(value_type = String)]
+    pub db_user: Ident,
     pub created_at: DateTime<Utc>,
 }
 
@@ -85,10 +87,10 @@ fn user_not_found(email: &str) -> Error {
 
 /// The tenant, locked for the rest of the transaction, with its name's lock held.
 async fn locked_tenant(tx: &Transaction<'_>, key: &str) -> Result<(Tenant, Slug)> {
-    let tenant = store::find_for_update(tx, key)
+    let tenant = tenants::find_for_update(tx, key)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
-    let slug = Slug::parse(&tenant.name).expect("registry holds valid names");
+    let slug = tenant.name.clone();
     service::lock_name(tx, &slug).await?;
     Ok((tenant, slug))
 }
@@ -114,17 +116,17 @@ pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<
         p.field = Some("status".into());
         return Err(Error::Rejected(p));
     }
-    if store::find_user(&tx, tenant.id, &email).await?.is_some() {
+    if store::users::find(&tx, tenant.id, &email).await?.is_some() {
         return Err(Error::Rejected(Problem::new(
             Kind::Conflict,
             "user_exists",
             format!("user {email:?} already exists in tenant {:?}", tenant.name),
         )));
     }
-    let quotas = crate::quota::store::effective(&tx, tenant.id)
+    let quotas = store::quotas::effective(&tx, tenant.id)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
-    let users = crate::quota::store::users(&tx, tenant.id).await?;
+    let users = store::users::count(&tx, tenant.id).await?;
     if users >= quotas.max_users as i64 {
         return Err(Error::Rejected(Problem::new(
             Kind::Conflict,
@@ -145,7 +147,6 @@ pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<
         Literal(&verifier)
     );
     if let Some(schema) = &tenant.schema {
-        let schema = Ident::new(schema.clone()).expect("registry holds valid names");
         sql.push_str(&format!(
             "ALTER ROLE {db_user} SET search_path = {schema};\n"
         ));
@@ -163,7 +164,7 @@ pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<
     tx.batch_execute(&sql).await?;
     hardening::check(&tx, &[db_user.as_str().to_string()]).await?;
     let sealed = p.key.seal(&service::seal_password(&password)?);
-    let created_at = store::insert_user(
+    let created_at = store::users::insert(
         &tx,
         Uuid::now_v7(),
         tenant.id,
@@ -189,20 +190,20 @@ pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<
     let user = TenantUser {
         email,
         role,
-        db_user: db_user.as_str().to_string(),
+        db_user,
         created_at,
     };
-    let credentials = credentials_for(p, &user.db_user, &tenant.database, password);
+    let credentials = credentials_for(p, user.db_user.as_str(), tenant.database.as_str(), password);
     Ok(AddedUser { user, credentials })
 }
 
 pub async fn list(p: &Platform, key: &str) -> Result<UserList> {
     let client = p.pool.get().await?;
-    let tenant = store::find(&client, key)
+    let tenant = tenants::find(&client, key)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
     Ok(UserList {
-        users: store::users(&client, tenant.id).await?,
+        users: store::users::list(&client, tenant.id).await?,
     })
 }
 
@@ -213,21 +214,21 @@ pub async fn remove(p: &Platform, key: &str, email: &str, actor: &str) -> Result
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let (tenant, slug) = locked_tenant(&tx, key).await?;
-    let user = store::find_user(&tx, tenant.id, &email_lc)
+    let user = store::users::find(&tx, tenant.id, &email_lc)
         .await?
         .ok_or_else(|| user_not_found(email))?;
-    let db_user = Ident::new(user.db_user.clone()).expect("registry holds valid names");
+    let db_user = &user.db_user;
     service::terminate_sessions(&tx, &[db_user.as_str()]).await?;
     let owner = slug.owner_role();
     if tenant.isolation == super::Isolation::Shared {
-        tx.batch_execute(&crate::isolation::shared::unmap_role_sql(&db_user))
+        tx.batch_execute(&crate::isolation::shared::unmap_role_sql(db_user))
             .await?;
     }
     tx.batch_execute(&format!(
         "REASSIGN OWNED BY {db_user} TO {owner};\nDROP OWNED BY {db_user};\nDROP ROLE IF EXISTS {db_user};\n"
     ))
     .await?;
-    store::delete_user(&tx, tenant.id, &email_lc).await?;
+    store::users::delete(&tx, tenant.id, &email_lc).await?;
     audit::record(
         &tx,
         &audit::Entry {

@@ -1,14 +1,15 @@
-//! SQL for `tenant_quotas`, the `effective_quotas` view, `usage_counters` and
-//! `disk_usage`. The caller owns the transaction.
+//! The quota tables: `tenant_quotas` (per-tenant overrides), the `effective_quotas`
+//! view (what is in force), `usage_counters` (application-reported usage) and
+//! `disk_usage` (the last measurement, and what a block took). The caller owns the
+//! transaction.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::Quotas;
-
-type Result<T> = std::result::Result<T, tokio_postgres::Error>;
+use super::{found, Result};
+use crate::quota::{Quotas, FIELDS};
 
 const EFFECTIVE: &str =
     "SELECT db_quota_bytes, max_connections, statement_timeout_ms, api_calls_per_minute,
@@ -29,6 +30,7 @@ fn quotas(r: &Row) -> Quotas {
         max_concurrent_agents: r.get("max_concurrent_agents"),
         max_data_retention_days: r.get("max_data_retention_days"),
         transaction_timeout_ms: r.get("transaction_timeout_ms"),
+        max_storage_gb: crate::quota::storage_gb(r.get("db_quota_bytes")),
     }
 }
 
@@ -39,6 +41,22 @@ pub async fn effective(c: &impl GenericClient, tenant_id: Uuid) -> Result<Option
         .await?
         .as_ref()
         .map(quotas))
+}
+
+/// The quotas in force for every tenant.
+pub async fn all_effective(c: &impl GenericClient) -> Result<Vec<(Uuid, Quotas)>> {
+    Ok(c
+        .query(
+            "SELECT tenant_id, db_quota_bytes, max_connections, statement_timeout_ms, api_calls_per_minute,
+                    realtime_events_per_minute, max_users, max_llm_tokens_per_day, max_agents,
+                    max_concurrent_agents, max_data_retention_days, transaction_timeout_ms
+               FROM berqenas.effective_quotas",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get("tenant_id"), quotas(r)))
+        .collect())
 }
 
 /// The quota fields this tenant overrides (the rest come from its plan). The disk
@@ -59,7 +77,7 @@ pub async fn overridden(c: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<S
         out.push("db_quota_bytes".to_string());
     }
     if let Some(serde_json::Value::Object(o)) = row.get::<_, Option<serde_json::Value>>("o") {
-        for (field, _, _) in super::FIELDS {
+        for (field, _, _) in FIELDS {
             if o.get(*field).is_some_and(|v| !v.is_null()) {
                 out.push(field.to_string());
             }
@@ -77,12 +95,7 @@ pub async fn set_overrides(
 ) -> Result<()> {
     for (field, value) in changes {
         if *field == "db_quota_bytes" {
-            c.execute(
-                "UPDATE berqenas.tenants t SET db_quota_bytes = coalesce($2, p.storage_bytes), updated_at = now()
-                   FROM berqenas.plans p WHERE p.name = t.plan AND t.id = $1",
-                &[&tenant_id, value],
-            )
-            .await?;
+            super::tenants::set_db_quota(c, tenant_id, *value).await?;
             continue;
         }
         // Column names come from the static FIELDS list, never from the request.
@@ -257,31 +270,35 @@ pub async fn counter(
 
 /// Daily counters older than `keep_days` go; running totals stay.
 pub async fn prune_counters(c: &impl GenericClient, keep_days: i32) -> Result<u64> {
-    c.execute(
+    Ok(c.execute(
         "DELETE FROM berqenas.usage_counters
           WHERE period_start > 'epoch' AND period_start < now() - make_interval(days => $1)",
         &[&keep_days],
     )
-    .await
+    .await?)
 }
 
-/// Open sessions of the tenant's login roles (its own and its users').
-pub async fn connections(c: &impl GenericClient, tenant_id: Uuid) -> Result<i64> {
-    let stmt = c
-        .prepare_cached(
-            "SELECT count(*) FROM pg_stat_activity a
-              WHERE a.usename IN (SELECT login_role FROM berqenas.tenants WHERE id = $1
-                                  UNION ALL SELECT db_user FROM berqenas.tenant_users WHERE tenant_id = $1)",
+/// The bytes last measured for a tenant (0 before the first measurement).
+pub async fn disk_bytes(c: &impl GenericClient, tenant_id: Uuid) -> Result<i64> {
+    let row = c
+        .query_opt(
+            "SELECT bytes FROM berqenas.disk_usage WHERE tenant_id = $1",
+            &[&tenant_id],
         )
         .await?;
-    Ok(c.query_one(&stmt, &[&tenant_id]).await?.get(0))
+    Ok(found(row)?.get(0))
 }
 
-pub async fn users(c: &impl GenericClient, tenant_id: Uuid) -> Result<i64> {
-    Ok(c.query_one(
-        "SELECT count(*) FROM berqenas.tenant_users WHERE tenant_id = $1",
-        &[&tenant_id],
-    )
-    .await?
-    .get(0))
+/// Tenants measured over their disk quota, or still blocked.
+pub async fn over_quota_or_blocked(c: &impl GenericClient) -> Result<Vec<Uuid>> {
+    Ok(c
+        .query(
+            "SELECT u.tenant_id FROM berqenas.disk_usage u JOIN berqenas.tenants t ON t.id = u.tenant_id
+              WHERE u.bytes > t.db_quota_bytes OR u.writes_blocked",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }

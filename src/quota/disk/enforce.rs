@@ -1,0 +1,327 @@
+//! Enforcement: a tenant over its disk quota loses its writes (the privileges, or in
+//! shared mode the pool's guard), and gets exactly them back once under it again.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::GenericClient as PgClient;
+use uuid::Uuid;
+
+use super::guard::ensure_shared_guard;
+use super::privileges::{merge, privileges_sql, Revoked};
+use super::{store, Outcome, Result, ROUND_TIMEOUTS};
+use crate::pg;
+use crate::platform::Platform;
+use crate::store::tenants as registry;
+use crate::tenant::{service, Isolation, Slug, Tenant};
+use crate::{audit, metrics};
+
+/// Compares the tenant's last measurement with its quota and blocks, re-blocks (new
+/// tables since) or restores its writes accordingly.
+pub async fn enforce(p: &Platform, tenant_id: Uuid) -> Result<Outcome> {
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let Some(tenant) = registry::find_for_update(&tx, &tenant_id.to_string()).await? else {
+        return Ok(Outcome::Unchanged);
+    };
+    let slug = tenant.name.clone();
+    service::lock_name(&tx, &slug).await?;
+    let (blocked, revoked) = store::lock_disk_row(&tx, tenant.id).await?;
+    // The registry locks are held; from here on, a lock of the tenant's fails this
+    // tenant's enforcement (retried next round) instead of hanging the round.
+    tx.batch_execute(ROUND_TIMEOUTS).await?;
+    let bytes = store::disk_bytes(&tx, tenant.id).await?;
+    let mut taken: Vec<Revoked> = serde_json::from_value(revoked)?;
+    let over = bytes > tenant.db_quota_bytes;
+    let live = matches!(tenant.status.as_str(), "trial" | "active" | "suspended");
+    if over && live {
+        if tenant.isolation == Isolation::Database {
+            // Another database: record what will be taken first, so a crash in between
+            // leaves a record to give back from, never grants lost without one.
+            let db = connect_to(p, tenant.database.as_str()).await?;
+            let fresh = snapshot(&db, &tenant, &slug, &tx).await?;
+            merge(&mut taken, &fresh);
+            store::set_blocked(&tx, tenant.id, true, &serde_json::to_value(&taken)?).await?;
+            if !blocked {
+                record(&tx, &tenant, "quota_exceeded", bytes).await?;
+            }
+            let roles = tenant_roles(&tx, &tenant, &slug).await?;
+            tx.commit().await?;
+            if !fresh.is_empty() {
+                let sql = privileges_sql(&db, &tenant, &fresh, false).await?;
+                db.batch_execute(&format!("BEGIN;\n{sql}COMMIT;")).await?;
+            }
+            end_temp_holders(&db, &tenant, &roles).await?;
+            return Ok(finish_block(&tenant, blocked, bytes));
+        }
+        let mut fresh = match tenant.isolation {
+            Isolation::Shared => {
+                // The flag set below is what the pool's policies read.
+                ensure_shared_guard(&tx).await?;
+                Vec::new()
+            }
+            _ => snapshot(&*tx, &tenant, &slug, &tx).await?,
+        };
+        fresh.extend(temp_memberships(&tx, &tenant, &slug).await?);
+        if !fresh.is_empty() {
+            let sql = privileges_sql(&*tx, &tenant, &fresh, false).await?;
+            tx.batch_execute(&sql).await?;
+        }
+        merge(&mut taken, &fresh);
+        store::set_blocked(&tx, tenant.id, true, &serde_json::to_value(&taken)?).await?;
+        if !blocked {
+            record(&tx, &tenant, "quota_exceeded", bytes).await?;
+        }
+        let roles = tenant_roles(&tx, &tenant, &slug).await?;
+        tx.commit().await?;
+        end_temp_holders(&**client, &tenant, &roles).await?;
+        return Ok(finish_block(&tenant, blocked, bytes));
+    }
+    if !blocked {
+        return Ok(Outcome::Unchanged);
+    }
+    // Under quota again (or no longer live): exactly what was taken comes back.
+    if tenant.isolation == Isolation::Database {
+        let db = connect_to(p, tenant.database.as_str()).await?;
+        let sql = privileges_sql(&db, &tenant, &taken, true).await?;
+        db.batch_execute(&format!("BEGIN;\n{sql}COMMIT;")).await?;
+    } else {
+        let sql = privileges_sql(&*tx, &tenant, &taken, true).await?;
+        tx.batch_execute(&sql).await?;
+    }
+    store::set_blocked(&tx, tenant.id, false, &serde_json::json!([])).await?;
+    record(&tx, &tenant, "quota_restored", bytes).await?;
+    tx.commit().await?;
+    metrics::quota_restored("disk");
+    tracing::info!(tenant.name = %tenant.name, bytes, quota = tenant.db_quota_bytes, "under disk quota again: writes restored");
+    Ok(Outcome::Restored)
+}
+
+fn finish_block(t: &Tenant, was_blocked: bool, bytes: i64) -> Outcome {
+    if was_blocked {
+        return Outcome::Unchanged;
+    }
+    metrics::quota_breach("disk");
+    tracing::warn!(tenant.name = %t.name, bytes, quota = t.db_quota_bytes, "over disk quota: writes revoked");
+    Outcome::Blocked
+}
+
+async fn record(
+    c: &impl GenericClient,
+    t: &Tenant,
+    action: &str,
+    bytes: i64,
+) -> crate::store::Result<()> {
+    audit::record(
+        c,
+        &audit::Entry {
+            actor: "worker",
+            action,
+            tenant_id: Some(t.id),
+            tenant_name: Some(&t.name),
+            operation_id: None,
+            details: serde_json::json!({"metric": "disk", "bytes": bytes, "db_quota_bytes": t.db_quota_bytes}),
+        },
+    )
+    .await
+}
+
+async fn connect_to(p: &Platform, database: &str) -> Result<tokio_postgres::Client> {
+    let mut config = p.config.clone();
+    config.dbname(database);
+    let c = pg::connect(&config).await?;
+    // Its own session: the same bounds as ROUND_TIMEOUTS, for every transaction.
+    c.batch_execute("SET lock_timeout = '5s'; SET statement_timeout = '60s'")
+        .await?;
+    Ok(c)
+}
+
+/// Every role of the tenant (users included) except its owner role.
+async fn tenant_roles(
+    reg: &impl GenericClient,
+    t: &Tenant,
+    slug: &Slug,
+) -> crate::store::Result<Vec<String>> {
+    let mut roles: Vec<String> = slug
+        .fixed_roles()
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .filter(|r| r != t.owner_role.as_str())
+        .collect();
+    roles.extend(
+        crate::store::users::list(reg, t.id)
+            .await?
+            .into_iter()
+            .map(|u| u.db_user.as_str().to_string()),
+    );
+    Ok(roles)
+}
+
+/// The tenant's roles' memberships in the TEMPORARY role (schema and shared modes).
+async fn temp_memberships(
+    reg: &impl GenericClient,
+    t: &Tenant,
+    slug: &Slug,
+) -> Result<Vec<Revoked>> {
+    let roles = tenant_roles(reg, t, slug).await?;
+    let rows = reg
+        .query(
+            "SELECT m.rolname::text FROM pg_catalog.pg_auth_members am
+               JOIN pg_catalog.pg_roles m ON m.oid = am.member
+              WHERE am.roleid = $1::text::regrole AND m.rolname = ANY($2) ORDER BY 1",
+            &[&crate::pg::hardening::TEMP_ROLE, &roles],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Revoked::Membership {
+            role: crate::pg::hardening::TEMP_ROLE.to_string(),
+            member: r.get(0),
+        })
+        .collect())
+}
+
+/// Sessions of the tenant's roles that hold temporary relations end: taking TEMP away
+/// stops new ones, but a session keeps (and can fill) the ones it has. `db`: the
+/// database the relations are in.
+async fn end_temp_holders(db: &impl PgClient, t: &Tenant, roles: &[String]) -> Result<()> {
+    let ended = db
+        .query(
+            "SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
+              WHERE a.datname = pg_catalog.current_database()
+                AND a.usename IN (SELECT DISTINCT r.rolname FROM pg_catalog.pg_class c
+                                    JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
+                                   WHERE c.relpersistence = 't' AND r.rolname = ANY($1))",
+            &[&roles],
+        )
+        .await?;
+    if !ended.is_empty() {
+        tracing::info!(tenant.name = %t.name, sessions = ended.len(), "ended sessions holding temporary tables of a tenant over its disk quota");
+    }
+    Ok(())
+}
+
+/// What must be taken in schema and database mode: read from the catalog of the
+/// database `db` is connected to (`reg` is the registry, for the tenant's users).
+async fn snapshot(
+    db: &impl PgClient,
+    t: &Tenant,
+    slug: &Slug,
+    reg: &impl GenericClient,
+) -> Result<Vec<Revoked>> {
+    let schema = slug.schema();
+    let roles = tenant_roles(reg, t, slug).await?;
+    let mut out = Vec::new();
+    // Relations owned by another tenant role: their owner could grant itself anything.
+    for r in db
+        .query(
+            "SELECT c.oid, o.rolname::text FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles o ON o.oid = c.relowner
+              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND o.rolname = ANY($2)",
+            &[&schema.as_str(), &roles],
+        )
+        .await?
+    {
+        out.push(Revoked::Owner {
+            oid: r.get(0),
+            owner: r.get(1),
+            lent_select: true,
+        });
+    }
+    let from = "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_roles o ON o.oid = c.relowner";
+    // DELETE too on relations passing to the owner role: a rule there (ON DELETE DO
+    // INSTEAD INSERT) would run with the owner role's rights.
+    let tenant_rels = "n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                       AND (o.rolname = $2 OR o.rolname = ANY($3))
+                       AND (a.privilege_type IN ('INSERT', 'UPDATE')
+                            OR (a.privilege_type = 'DELETE' AND o.rolname <> $2))
+                       AND a.grantee <> c.relowner
+                       AND a.grantee <> (SELECT oid FROM pg_roles WHERE rolname = $2)";
+    let grantee = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE (SELECT rolname::text FROM pg_roles WHERE oid = a.grantee) END";
+    // The grantor, unless it is the object's owner (whoever owns it when given back).
+    let grantor = |owner: &str| {
+        format!("CASE WHEN a.grantor = {owner} THEN NULL ELSE (SELECT rolname::text FROM pg_roles WHERE oid = a.grantor) END")
+    };
+    let rel_grantor = grantor("c.relowner");
+    let owner = t.owner_role.as_str();
+    for r in db
+        .query(
+            &format!(
+                "SELECT c.oid, {grantee}, a.privilege_type, a.is_grantable, {rel_grantor} {from}
+                   CROSS JOIN LATERAL aclexplode(c.relacl) a
+                  WHERE {tenant_rels}"
+            ),
+            &[&schema.as_str(), &owner, &roles],
+        )
+        .await?
+    {
+        out.push(Revoked::Relation {
+            oid: r.get(0),
+            grantee: r.get(1),
+            privilege: r.get(2),
+            grantable: r.get(3),
+            grantor: r.get(4),
+        });
+    }
+    for r in db
+        .query(
+            &format!(
+                "SELECT c.oid, att.attname::text, {grantee}, a.privilege_type, a.is_grantable, {rel_grantor} {from}
+                   JOIN pg_attribute att ON att.attrelid = c.oid AND att.attacl IS NOT NULL
+                   CROSS JOIN LATERAL aclexplode(att.attacl) a
+                  WHERE {tenant_rels}"
+            ),
+            &[&schema.as_str(), &owner, &roles],
+        )
+        .await?
+    {
+        out.push(Revoked::Column {
+            oid: r.get(0),
+            column: r.get(1),
+            grantee: r.get(2),
+            privilege: r.get(3),
+            grantable: r.get(4),
+            grantor: r.get(5),
+        });
+    }
+    for r in db
+        .query(
+            &format!(
+                "SELECT {grantee}, a.privilege_type, a.is_grantable, {}
+                   FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a
+                  WHERE n.nspname = $1 AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner",
+                grantor("n.nspowner")
+            ),
+            &[&schema.as_str()],
+        )
+        .await?
+    {
+        out.push(Revoked::Schema {
+            name: schema.clone(),
+            grantee: r.get(0),
+            privilege: r.get(1),
+            grantable: r.get(2),
+            grantor: r.get(3),
+        });
+    }
+    if t.isolation == Isolation::Database {
+        for r in db
+            .query(
+                &format!(
+                    "SELECT {grantee}, a.privilege_type, a.is_grantable FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) a
+                      WHERE d.datname = current_database() AND a.privilege_type IN ('TEMPORARY', 'CREATE')
+                        AND a.grantee <> d.datdba"
+                ),
+                &[],
+            )
+            .await?
+        {
+            out.push(Revoked::Database {
+                name: t.database.clone(),
+                grantee: r.get(0),
+                privilege: r.get(1),
+                grantable: r.get(2),
+            });
+        }
+    }
+    Ok(out)
+}

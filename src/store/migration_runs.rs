@@ -1,0 +1,150 @@
+//! The `migration_runs` table: a template migration run's counts while it goes, its
+//! report at the end, and the lease that tells a live run from a dead one. At most one
+//! run is `running` (a unique index): starting a second is a
+//! [`super::Error::Conflict`]. The caller owns the transaction.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::Result;
+use crate::migrate::runs::{MigrationRun, Report};
+
+const COLUMNS: &str = "id, state, actor, target_version, selector, jobs, canary, total, migrated, \
+                       already_current, failed, not_attempted, report, error, started_at, finished_at";
+
+fn run(r: &Row) -> MigrationRun {
+    let report: Report = serde_json::from_value(r.get("report")).unwrap_or_default();
+    MigrationRun {
+        id: r.get("id"),
+        state: r.get("state"),
+        actor: r.get("actor"),
+        target_version: r.get("target_version"),
+        selector: r.get("selector"),
+        jobs: r.get("jobs"),
+        canary: r.get("canary"),
+        total: r.get("total"),
+        migrated: r.get("migrated"),
+        already_current: r.get("already_current"),
+        failed: r.get("failed"),
+        not_attempted: r.get("not_attempted"),
+        failures: report.failures,
+        migrated_tenants: report.migrated,
+        error: r.get("error"),
+        started_at: r.get("started_at"),
+        finished_at: r.get("finished_at"),
+    }
+}
+
+/// Runs whose process stopped renewing their lease died: they are `interrupted`.
+pub async fn expire_stale(c: &impl GenericClient) -> Result<u64> {
+    Ok(c.execute(
+        "UPDATE berqenas.migration_runs SET state = 'interrupted', finished_at = now(),
+                error = 'the process running it stopped; run again to continue'
+          WHERE state = 'running' AND lease_until < now()",
+        &[],
+    )
+    .await?)
+}
+
+/// A new run's row, `running`.
+pub struct NewRun<'a> {
+    pub actor: &'a str,
+    pub target_version: i32,
+    pub selector: &'a serde_json::Value,
+    pub jobs: i32,
+    pub canary: Option<i32>,
+    pub total: i32,
+    pub already_current: i32,
+    pub report: &'a Report,
+    pub lease_secs: f64,
+}
+
+pub async fn insert(c: &impl GenericClient, r: &NewRun<'_>) -> Result<MigrationRun> {
+    let row = c
+        .query_one(
+            &format!(
+                "INSERT INTO berqenas.migration_runs
+                    (id, state, actor, target_version, selector, jobs, canary, total, already_current,
+                     report, lease_until)
+                 VALUES ($1, 'running', $2, $3, $4, $5, $6, $7, $8, $9,
+                         now() + make_interval(secs => $10))
+                 RETURNING {COLUMNS}"
+            ),
+            &[
+                &Uuid::now_v7(),
+                &r.actor,
+                &r.target_version,
+                r.selector,
+                &r.jobs,
+                &r.canary,
+                &r.total,
+                &r.already_current,
+                &serde_json::to_value(r.report).expect("plain data"),
+                &r.lease_secs,
+            ],
+        )
+        .await?;
+    Ok(run(&row))
+}
+
+/// Writes the counts so far and renews the lease; with `finished`, the outcome too.
+pub async fn write(
+    c: &impl GenericClient,
+    id: Uuid,
+    report: &Report,
+    lease_secs: f64,
+    finished: Option<&str>,
+) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.migration_runs
+            SET migrated = $2, already_current = $3, failed = $4, not_attempted = $5, report = $6,
+                lease_until = now() + make_interval(secs => $7),
+                state = coalesce($8, state),
+                finished_at = CASE WHEN $8::text IS NULL THEN finished_at ELSE now() END
+          WHERE id = $1 AND state = 'running'",
+        &[
+            &id,
+            &(report.migrated.len() as i32),
+            &report.already_current,
+            &(report.failures.len() as i32),
+            &report.not_attempted,
+            &serde_json::to_value(report).expect("plain data"),
+            &lease_secs,
+            &finished,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The run itself broke (not a tenant's migration): record why.
+pub async fn abort(c: &impl GenericClient, id: Uuid, error: &str) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.migration_runs SET state = 'failed', error = $2, finished_at = now()
+          WHERE id = $1 AND state = 'running'",
+        &[&id, &error],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn find(c: &impl GenericClient, id: Uuid) -> Result<Option<MigrationRun>> {
+    let row = c
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM berqenas.migration_runs WHERE id = $1"),
+            &[&id],
+        )
+        .await?;
+    Ok(row.as_ref().map(run))
+}
+
+/// The run in progress, if any.
+pub async fn running(c: &impl GenericClient) -> Result<Option<Uuid>> {
+    Ok(c.query_opt(
+        "SELECT id FROM berqenas.migration_runs WHERE state = 'running'",
+        &[],
+    )
+    .await?
+    .map(|r| r.get(0)))
+}

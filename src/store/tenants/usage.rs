@@ -1,0 +1,240 @@
+//! Reads of the registry joined with what the server sees of each tenant: its
+//! sessions (the watchdog, the metrics, connection counts), its temporary relations
+//! and its sizes (the disk round).
+
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::store::Result;
+
+/// One live tenant's resources for the metrics.
+pub struct ResourceRow {
+    pub name: String,
+    pub disk_bytes: i64,
+    pub db_quota_bytes: i64,
+    pub connections: i64,
+    pub max_connections: i32,
+    pub writes_blocked: bool,
+}
+
+/// Disk and connections against their quotas, for every live tenant, in one statement.
+pub async fn resource_rows(c: &impl GenericClient) -> Result<Vec<ResourceRow>> {
+    let rows = c
+        .query(
+            "SELECT t.name, coalesce(u.bytes, 0), t.db_quota_bytes, coalesce(c.n, 0), q.max_connections,
+                    coalesce(u.writes_blocked, false)
+               FROM berqenas.tenants t
+               JOIN berqenas.effective_quotas q ON q.tenant_id = t.id
+               LEFT JOIN berqenas.disk_usage u ON u.tenant_id = t.id
+               LEFT JOIN (SELECT l.id, count(*) AS n FROM pg_stat_activity a
+                            JOIN (SELECT id, login_role AS role FROM berqenas.tenants
+                                  UNION ALL SELECT tenant_id, db_user FROM berqenas.tenant_users) l
+                              ON l.role = a.usename
+                           GROUP BY l.id) c ON c.id = t.id
+              WHERE t.status IN ('trial', 'active', 'suspended')",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ResourceRow {
+            name: r.get(0),
+            disk_bytes: r.get(1),
+            db_quota_bytes: r.get(2),
+            connections: r.get(3),
+            max_connections: r.get(4),
+            writes_blocked: r.get(5),
+        })
+        .collect())
+}
+
+/// The tenants whose data is measured and whose quota is enforced.
+const LIVE: &str = "('trial', 'active', 'suspended')";
+
+/// Live schema-mode tenants (or just `only`) whose schema exists: (id, schema).
+pub async fn live_schemas(
+    c: &impl GenericClient,
+    only: Option<Uuid>,
+) -> Result<Vec<(Uuid, String)>> {
+    Ok(c
+        .query(
+            &format!(
+                "SELECT t.id, t.schema_name::text FROM berqenas.tenants t
+                   JOIN pg_namespace n ON n.nspname = t.schema_name
+                  WHERE t.isolation = 'schema' AND t.status IN {LIVE} AND ($1::uuid IS NULL OR t.id = $1)"
+            ),
+            &[&only],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Live database-mode tenants (or just `only`) and their databases' sizes less that
+/// of `template` (the catalogs every database carries): (id, bytes).
+pub async fn live_database_sizes(
+    c: &impl GenericClient,
+    only: Option<Uuid>,
+    template: &str,
+) -> Result<Vec<(Uuid, i64)>> {
+    Ok(c
+        .query(
+            &format!(
+                "SELECT t.id, greatest(pg_database_size(d.oid) - coalesce(
+                        (SELECT pg_database_size(x.oid) FROM pg_database x WHERE x.datname = $2), 0), 0)::bigint
+                   FROM berqenas.tenants t JOIN pg_database d ON d.datname = t.database_name
+                  WHERE t.isolation = 'database' AND t.status IN {LIVE} AND ($1::uuid IS NULL OR t.id = $1)"
+            ),
+            &[&only, &template],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Live shared-mode tenants (or just `only`).
+pub async fn live_shared(c: &impl GenericClient, only: Option<Uuid>) -> Result<Vec<Uuid>> {
+    Ok(c.query(
+        &format!(
+                "SELECT id FROM berqenas.tenants
+                  WHERE isolation = 'shared' AND status IN {LIVE} AND ($1::uuid IS NULL OR id = $1)"
+            ),
+        &[&only],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}
+
+/// Temporary relations owned by the login roles (the tenant's and its users') of
+/// schema- and shared-mode tenants (or just `only`): (tenant id, relation oid).
+pub async fn temp_relations(
+    c: &impl GenericClient,
+    only: Option<Uuid>,
+) -> Result<Vec<(Uuid, u32)>> {
+    Ok(c.query(
+        "WITH logins AS (
+                 SELECT id, login_role AS role FROM berqenas.tenants
+                  WHERE isolation IN ('schema', 'shared') AND ($1::uuid IS NULL OR id = $1)
+                 UNION ALL
+                 SELECT u.tenant_id, u.db_user FROM berqenas.tenant_users u
+                   JOIN berqenas.tenants t ON t.id = u.tenant_id
+                  WHERE t.isolation IN ('schema', 'shared') AND ($1::uuid IS NULL OR t.id = $1))
+             SELECT l.id, c.oid FROM logins l JOIN pg_catalog.pg_roles r ON r.rolname = l.role
+               JOIN pg_catalog.pg_class c ON c.relowner = r.oid
+              WHERE c.relpersistence = 't' AND c.relkind IN ('r', 'm', 'S')",
+        &[&only],
+    )
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
+}
+
+/// Open sessions of the tenant's login roles (its own and its users').
+pub async fn open_sessions(c: &impl GenericClient, id: Uuid) -> Result<i64> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT count(*) FROM pg_stat_activity a
+              WHERE a.usename IN (SELECT login_role FROM berqenas.tenants WHERE id = $1
+                                  UNION ALL SELECT db_user FROM berqenas.tenant_users WHERE tenant_id = $1)",
+        )
+        .await?;
+    Ok(c.query_one(&stmt, &[&id]).await?.get(0))
+}
+
+/// A backend one watchdog pass signalled.
+pub struct Signalled {
+    pub pid: i32,
+    pub role: String,
+    pub action: String,
+    pub reason: String,
+    pub blocked: Vec<i32>,
+}
+
+/// The watchdog's pass (see `quota::watchdog`), `$1`: the blocking grace in seconds.
+/// `pg_blocking_pids` is not cheap (it takes the lock manager's partition locks), so it
+/// is asked only about backends that have waited longer than the grace; `waiting` is
+/// materialized to keep that order.
+const WATCHDOG_PASS: &str = "
+WITH logins AS (
+    SELECT t.id, t.login_role AS role FROM berqenas.tenants t
+    UNION ALL
+    SELECT u.tenant_id, u.db_user FROM berqenas.tenant_users u
+), backends AS MATERIALIZED (
+    SELECT a.pid, a.usename::text AS role, l.id AS tenant_id, a.state, a.query_start,
+           a.state_change, a.xact_start, q.statement_timeout_ms, q.transaction_timeout_ms
+      FROM pg_stat_activity a
+      JOIN logins l ON l.role = a.usename
+      JOIN berqenas.effective_quotas q ON q.tenant_id = l.id
+     WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
+), waiting AS MATERIALIZED (
+    -- Any backend (a tenant's, berqenas's, anyone's) waiting past the grace, and the
+    -- tenant it belongs to (NULL: none).
+    SELECT DISTINCT w.pid, wl.id AS tenant_id
+      FROM pg_locks w
+      LEFT JOIN pg_stat_activity wa ON wa.pid = w.pid
+      LEFT JOIN logins wl ON wl.role = wa.usename
+     WHERE NOT w.granted AND w.pid IS NOT NULL
+       AND w.waitstart < clock_timestamp() - make_interval(secs => $1::float8)
+), blocked AS MATERIALIZED (
+    SELECT w.pid AS waiter, w.tenant_id AS waiter_tenant, unnest(pg_blocking_pids(w.pid)) AS blocker
+      FROM waiting w
+), overdue AS (
+    -- A tenant may hold itself up; holding up anyone else ends the session.
+    SELECT b.pid, b.role, 'terminate' AS action, 'blocking' AS reason, 1 AS rank,
+           array_agg(DISTINCT x.waiter) AS blocked
+      FROM backends b
+      JOIN blocked x ON x.blocker = b.pid
+     WHERE x.waiter_tenant IS DISTINCT FROM b.tenant_id
+     GROUP BY b.pid, b.role
+    UNION ALL
+    SELECT pid, role, 'terminate', 'transaction', 2, '{}'::int[]
+      FROM backends
+     WHERE xact_start < clock_timestamp() - make_interval(secs => transaction_timeout_ms / 1000.0)
+    UNION ALL
+    SELECT pid, role,
+           CASE WHEN state <> 'active'
+                  OR query_start < clock_timestamp() - make_interval(secs => statement_timeout_ms * 2 / 1000.0)
+                THEN 'terminate' ELSE 'cancel' END,
+           CASE WHEN state = 'active' THEN 'statement' ELSE 'idle_in_transaction' END,
+           3, '{}'::int[]
+      FROM backends
+     WHERE (state = 'active'
+            AND query_start < clock_timestamp() - make_interval(secs => statement_timeout_ms / 1000.0))
+        OR (state IN ('idle in transaction', 'idle in transaction (aborted)')
+            AND state_change < clock_timestamp() - make_interval(secs => statement_timeout_ms * 2 / 1000.0))
+), chosen AS (
+    -- One signal per backend: ending it outranks cancelling its statement.
+    SELECT DISTINCT ON (pid) pid, role, action, reason, blocked
+      FROM overdue
+     ORDER BY pid, action = 'terminate' DESC, rank
+)
+SELECT pid, role, action, reason, blocked,
+       CASE WHEN action = 'terminate' THEN pg_terminate_backend(pid) ELSE pg_cancel_backend(pid) END
+  FROM chosen";
+
+/// Signals every tenant session over its hard time limits, or holding up another
+/// tenant's (or berqenas's) for longer than `blocking_grace_secs`, in one statement;
+/// returns those the server signalled.
+pub async fn signal_overdue_sessions(
+    c: &impl GenericClient,
+    blocking_grace_secs: f64,
+) -> Result<Vec<Signalled>> {
+    let stmt = c.prepare_cached(WATCHDOG_PASS).await?;
+    Ok(c.query(&stmt, &[&blocking_grace_secs])
+        .await?
+        .iter()
+        .filter(|r| r.get::<_, Option<bool>>(5).unwrap_or(false))
+        .map(|r| Signalled {
+            pid: r.get(0),
+            role: r.get(1),
+            action: r.get(2),
+            reason: r.get(3),
+            blocked: r.get(4),
+        })
+        .collect())
+}

@@ -1,0 +1,492 @@
+//! Creating a tenant: validation, the schema- and shared-mode create in one
+//! transaction (database mode is [`super::database_mode`]), and the idempotency key's
+//! replay. A crash at any point leaves the tenant either complete or absent.
+
+use deadpool_postgres::Transaction;
+use serde::{Deserialize, Serialize};
+use tokio_postgres::error::SqlState;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::credentials::{credentials, seal_password, Credentials};
+use super::service::{
+    backup_policy_error, db_quota, find_plan, limits, lock_name, validate_metadata, Error,
+    DEFAULT_PLAN,
+};
+use super::{Isolation, Plan, Slug, Status, Tenant};
+use crate::isolation::shared;
+use crate::isolation::{schema::SchemaPerTenant, Provision, Strategy};
+use crate::ops::{self, Begin, Idempotency, NewOperation, StoredResponse};
+use crate::platform::Platform;
+use crate::problem::{Kind, Problem};
+use crate::secrets::SecretString;
+use crate::store::tenants::{self as store, NewTenant};
+use crate::store::{api_keys, plans};
+use crate::{apikey, audit};
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `POST /api/v1/tenants`. Unknown fields are refused by the API layer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// 3 to 32 characters, `[a-z][a-z0-9-]*[a-z0-9]`, no `--`.
+    pub name: String,
+    /// PostgreSQL size units: `5GB` (5 × 1024³ bytes), `500MB`, `1TB` or bytes.
+    /// Defaults to the plan's storage.
+    #[serde(default)]
+    pub db_quota: Option<String>,
+    #[serde(default)]
+    pub vpn_enabled: bool,
+    #[serde(default)]
+    pub public_api: bool,
+    /// A plan from `GET /api/v1/plans`; `free` when omitted.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// `schema` (the default). `database` and `shared` are not available yet.
+    #[serde(default)]
+    pub isolation: Option<String>,
+    /// Start in `trial` for this many days (1 to 365) [default: the plan's trial].
+    #[serde(default)]
+    pub trial_days: Option<i32>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// Scheduled backups: 5-field cron in UTC, e.g. `0 3 * * *` [default: the plan's
+    /// backup policy, if it has one]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_schedule: Option<String>,
+}
+
+/// The answer to a create: the tenant, and its secrets shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedTenant {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    /// `bqk_...`: shown once; only a keyed hash is stored.
+    #[serde(serialize_with = "crate::secrets::serialize_exposed")]
+    #[schema(value_type = String)]
+    pub api_key: SecretString,
+    pub credentials: Credentials,
+}
+
+/// Validated create input.
+pub(crate) struct Validated {
+    pub(crate) slug: Slug,
+    pub(crate) db_quota_bytes: Option<i64>,
+    pub(crate) vpn_enabled: bool,
+    pub(crate) public_api: bool,
+    pub(crate) isolation: Isolation,
+    /// Whether the request named the isolation (else the plan's default applies).
+    pub(crate) isolation_given: bool,
+    pub(crate) trial_days: Option<i32>,
+    pub(crate) plan: String,
+    pub(crate) metadata: serde_json::Value,
+    pub(crate) backup_schedule: Option<String>,
+}
+
+fn validate_create(req: &CreateTenant) -> Result<Validated> {
+    let slug = Slug::parse(&req.name).map_err(|e| Error::invalid("name", e.to_string()))?;
+    let db_quota_bytes = db_quota(req.db_quota.as_deref())?;
+    if let Some(days) = req.trial_days {
+        if !(0..=365).contains(&days) {
+            return Err(Error::invalid(
+                "trial_days",
+                "trial_days must be between 0 and 365",
+            ));
+        }
+    }
+    if let Some(s) = &req.backup_schedule {
+        crate::backup::policy::parse_schedule("backup_schedule", s).map_err(Error::Rejected)?;
+    }
+    let isolation = match req.isolation.as_deref() {
+        None | Some("schema") => Isolation::Schema,
+        Some("database") => Isolation::Database,
+        Some("shared") => Isolation::Shared,
+        Some(other) => {
+            return Err(Error::invalid(
+                "isolation",
+                format!("isolation must be \"schema\", \"database\" or \"shared\", got {other:?}"),
+            ))
+        }
+    };
+    Ok(Validated {
+        slug,
+        isolation,
+        isolation_given: req.isolation.is_some(),
+        trial_days: req.trial_days,
+        db_quota_bytes,
+        vpn_enabled: req.vpn_enabled,
+        public_api: req.public_api,
+        plan: req.plan.clone().unwrap_or_else(|| DEFAULT_PLAN.into()),
+        metadata: validate_metadata(req.metadata.clone())?,
+        backup_schedule: req.backup_schedule.clone(),
+    })
+}
+
+impl Validated {
+    /// The trial this tenant starts with: the request's, else the plan's (0: none).
+    pub(crate) fn trial_days(&self, plan: &Plan) -> i32 {
+        self.trial_days.unwrap_or(plan.trial_days)
+    }
+}
+
+/// Unique violations and existing objects are a taken name, not an outage.
+pub(crate) fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_OBJECT || *c == SqlState::DUPLICATE_SCHEMA
+                || *c == SqlState::DUPLICATE_DATABASE => {
+            Error::conflict(
+                "name_taken",
+                format!("tenant name {:?} is taken (or a PostgreSQL role, schema or database of that name exists)", slug.as_str()),
+            )
+        }
+        _ => Error::Db(e),
+    }
+}
+
+/// Creates a tenant, all or nothing. With an idempotency key, a repeat of the same
+/// request replays the first answer, and another request with the key is refused.
+pub async fn create(
+    p: &Platform,
+    req: &CreateTenant,
+    idem: Option<&Idempotency>,
+    actor: &str,
+) -> Result<CreatedTenant> {
+    let mut v = match validate_create(req) {
+        Ok(v) => v,
+        Err(e) => return remember_rejection(p, idem, &req.name, e).await,
+    };
+    let mut client = p.pool.get().await?;
+    if !v.isolation_given {
+        if let Some(plan) = plans::find(&client, &v.plan).await? {
+            v.isolation = plan.default_isolation.unwrap_or(Isolation::Schema);
+        }
+    }
+    if v.isolation == Isolation::Database {
+        drop(client);
+        return super::database_mode::create(p, &v, idem, actor).await;
+    }
+    let (password, verifier) = crate::secrets::new_password();
+    let tx = client.transaction().await?;
+    let op_id = Uuid::now_v7();
+    let begun = ops::begin(
+        &tx,
+        &NewOperation {
+            id: op_id,
+            kind: "tenant.create",
+            tenant_id: None,
+            tenant_name: v.slug.as_str(),
+            idempotency: idem,
+            params: None,
+            instance: None,
+        },
+    )
+    .await?;
+    if let Some(answer) = settled(p, begun) {
+        return answer;
+    }
+    match provision(p, &tx, &v, (password, verifier), op_id, actor).await {
+        Ok((created, steps)) => {
+            let sealed =
+                seal_response(p, &StoredResponse::Success(serde_json::to_value(&created)?))?;
+            ops::succeed(&tx, op_id, &steps, idem.map(|_| sealed.as_slice())).await?;
+            tx.commit().await?;
+            tracing::info!(tenant.name = %created.tenant.name, tenant.id = %created.tenant.id, "tenant created");
+            crate::metrics::tenant_created();
+            Ok(created)
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            remember_rejection(p, idem, v.slug.as_str(), e).await
+        }
+    }
+}
+
+/// Everything a schema-mode tenant is, inside the caller's transaction.
+async fn provision(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    v: &Validated,
+    (password, verifier): (SecretString, tokio::task::JoinHandle<String>),
+    op_id: Uuid,
+    actor: &str,
+) -> Result<(CreatedTenant, Vec<&'static str>)> {
+    lock_name(tx, &v.slug).await?;
+    if store::find(tx, v.slug.as_str()).await?.is_some() {
+        return Err(taken_name(&v.slug));
+    }
+    let plan = find_plan(tx, &v.plan).await?;
+    let quota = v.db_quota_bytes.unwrap_or(plan.quotas.db_quota_bytes);
+    let trial_days = v.trial_days(&plan);
+    let verifier = verifier
+        .await
+        .expect("computing a SCRAM verifier does not panic");
+    let id = Uuid::now_v7();
+    let limits = limits(p, &plan, quota);
+    let (sql, schema) = match v.isolation {
+        Isolation::Shared => (
+            shared::create_sql(
+                &v.slug,
+                &id.to_string(),
+                &crate::isolation::create_login_role(&v.slug.login_role(), &verifier, &limits),
+                !p.caps.superuser,
+            ),
+            shared::POOL_SCHEMA.to_string(),
+        ),
+        _ => (
+            SchemaPerTenant.create_sql(&Provision {
+                slug: &v.slug,
+                password_verifier: &verifier,
+                limits: &limits,
+                template_sql: &p.template.full_sql(),
+                grant_owner_to_creator: !p.caps.superuser,
+            }),
+            v.slug.schema().as_str().to_string(),
+        ),
+    };
+    tx.batch_execute(&sql)
+        .await
+        .map_err(|e| taken(e, &v.slug))?;
+    let roles: Vec<String> = v
+        .slug
+        .fixed_roles()
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    crate::pg::hardening::check(tx, &roles).await?;
+
+    let sealed = p.key.seal(&seal_password(&password)?);
+    let tenant = store::insert(
+        tx,
+        &NewTenant {
+            id,
+            name: v.slug.as_str(),
+            status: if trial_days > 0 {
+                Status::Trial
+            } else {
+                Status::Active
+            },
+            trial_days,
+            plan: &plan.name,
+            isolation: v.isolation,
+            schema: Some(&schema),
+            database: &p.endpoint.database,
+            login_role: v.slug.login_role().as_str(),
+            owner_role: v.slug.owner_role().as_str(),
+            db_quota_bytes: quota,
+            vpn_enabled: v.vpn_enabled,
+            public_api: v.public_api,
+            // Shared tenants live in the pool's tables: they are at the pool's version.
+            template_version: match v.isolation {
+                Isolation::Shared => super::shared_mode::pool_version(tx).await?,
+                _ => p.template.latest_version(),
+            },
+            metadata: &v.metadata,
+            credentials: &sealed,
+        },
+    )
+    .await
+    .map_err(|e| taken_row(e, &v.slug))?;
+    let key = apikey::generate(&p.key);
+    api_keys::insert(tx, id, None, None, &key.public_id, &key.hash).await?;
+    crate::backup::policy::apply_at_create(tx, id, &plan.name, v.backup_schedule.as_deref())
+        .await
+        .map_err(backup_policy_error)?;
+    audit::record(
+        tx,
+        &audit::Entry {
+            actor,
+            action: "tenant_created",
+            tenant_id: Some(id),
+            tenant_name: Some(v.slug.as_str()),
+            operation_id: Some(op_id),
+            details: serde_json::json!({
+                "plan": plan.name, "isolation": v.isolation.as_str(), "db_quota_bytes": quota, "trial_days": trial_days,
+                "vpn_enabled": tenant.vpn_enabled, "public_api": tenant.public_api,
+                "api_key_prefix": key.public_id,
+            }),
+        },
+    )
+    .await?;
+    let credentials = credentials(p, &tenant, password);
+    let steps = vec![
+        "owner_role",
+        "login_role",
+        "schema",
+        "template",
+        "registry",
+        "api_key",
+        "audit",
+    ];
+    Ok((
+        CreatedTenant {
+            tenant,
+            api_key: key.plaintext,
+            credentials,
+        },
+        steps,
+    ))
+}
+
+/// A registry insert refused by the name's unique constraint is a taken name.
+pub(crate) fn taken_row(e: crate::store::Error, slug: &Slug) -> Error {
+    match e {
+        crate::store::Error::Conflict { .. } => taken_name(slug),
+        other => other.into(),
+    }
+}
+
+pub(crate) fn taken_name(slug: &Slug) -> Error {
+    Error::conflict(
+        "name_taken",
+        format!("tenant name {:?} is taken", slug.as_str()),
+    )
+}
+
+/// What the start of an operation says about the request: `None` to go on, or the
+/// answer to give now (a replay, or a refusal of the key).
+pub(crate) fn settled(p: &Platform, begun: Begin) -> Option<Result<CreatedTenant>> {
+    match begun {
+        Begin::Started => None,
+        Begin::Replay(sealed) => Some(replay(p, &sealed)),
+        Begin::InProgress => Some(Err(in_progress())),
+        Begin::Mismatch => Some(Err(mismatch())),
+    }
+}
+
+pub(crate) fn in_progress() -> Error {
+    Error::conflict(
+        "idempotency_in_progress",
+        "a request with this Idempotency-Key is still in progress; retry later",
+    )
+}
+
+pub(crate) fn mismatch() -> Error {
+    Error::Rejected(Problem::new(
+        Kind::Unprocessable,
+        "idempotency_key_reused",
+        "this Idempotency-Key was already used with a different request",
+    ))
+}
+
+pub(crate) fn seal_response(p: &Platform, r: &StoredResponse) -> Result<Vec<u8>> {
+    Ok(p.key.seal(&serde_json::to_vec(r)?))
+}
+
+pub(crate) fn replay(p: &Platform, sealed: &[u8]) -> Result<CreatedTenant> {
+    match serde_json::from_slice::<StoredResponse>(&p.key.open(sealed)?)? {
+        StoredResponse::Success(v) => Ok(serde_json::from_value(v)?),
+        StoredResponse::Failure(problem) => Err(Error::Rejected(problem)),
+    }
+}
+
+/// A refused request under an idempotency key is answered the same way next time;
+/// an outage is not remembered, so the client may retry.
+async fn remember_rejection(
+    p: &Platform,
+    idem: Option<&Idempotency>,
+    name: &str,
+    e: Error,
+) -> Result<CreatedTenant> {
+    let (Some(idem), Error::Rejected(problem)) = (idem, &e) else {
+        return Err(e);
+    };
+    let client = p.pool.get().await?;
+    let op_id = Uuid::now_v7();
+    let begun = ops::begin(
+        &client,
+        &NewOperation {
+            id: op_id,
+            kind: "tenant.create",
+            tenant_id: None,
+            tenant_name: name,
+            idempotency: Some(idem),
+            params: None,
+            instance: None,
+        },
+    )
+    .await?;
+    match begun {
+        Begin::Started => {
+            let sealed = seal_response(p, &StoredResponse::Failure(problem.clone()))?;
+            ops::fail(&client, op_id, &problem.message, Some(&sealed)).await?;
+            Err(e)
+        }
+        Begin::Replay(sealed) => replay(p, &sealed),
+        Begin::Mismatch => Err(mismatch()),
+        Begin::InProgress => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::Ident;
+    use crate::secrets::ExposeSecret;
+
+    #[test]
+    fn a_created_tenant_shows_its_secrets_in_json_only() {
+        let slug = Slug::parse("acme").unwrap();
+        let now = chrono::Utc::now();
+        let created = CreatedTenant {
+            tenant: Tenant {
+                id: Uuid::now_v7(),
+                name: slug.clone(),
+                status: Status::Active,
+                plan: "free".into(),
+                isolation: Isolation::Schema,
+                schema: Some(slug.schema()),
+                database: Ident::new("berqenas").unwrap(),
+                role: slug.login_role(),
+                owner_role: slug.owner_role(),
+                db_quota_bytes: 1 << 30,
+                vpn_enabled: false,
+                public_api: true,
+                access_mode: super::super::AccessMode::Public,
+                template_version: 1,
+                trial_ends_at: None,
+                suspended_at: None,
+                suspension_reason: None,
+                metadata: serde_json::json!({}),
+                created_at: now,
+                updated_at: now,
+                previous_status: None,
+                purge_after: None,
+                purged_at: None,
+                final_backup_id: None,
+                archive_expires_at: None,
+            },
+            api_key: "bqk_0123456789abcdef_the-api-key-secret".into(),
+            credentials: Credentials {
+                user: "tenant_acme_user".into(),
+                password: "the-login-password".into(),
+                host: "127.0.0.1".into(),
+                port: 5432,
+                database: "berqenas".into(),
+                dsn: "postgresql://tenant_acme_user:the-login-password@127.0.0.1:5432/berqenas"
+                    .into(),
+            },
+        };
+        let shown = format!("{created:?}");
+        for secret in ["the-api-key-secret", "the-login-password"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        // The answer to the create shows them, this once.
+        let json = serde_json::to_value(&created).unwrap();
+        assert_eq!(json["api_key"], "bqk_0123456789abcdef_the-api-key-secret");
+        assert_eq!(json["credentials"]["password"], "the-login-password");
+        assert!(json["credentials"]["dsn"]
+            .as_str()
+            .unwrap()
+            .contains("the-login-password"));
+        assert_eq!(json["name"], "acme");
+        assert_eq!(json["role"], "tenant_acme_user");
+        // And reads back (an idempotent replay).
+        let back: CreatedTenant = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            back.credentials.password.expose_secret(),
+            "the-login-password"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! A tenant's login credentials: how to connect, the password sealed in the registry
+//! (opened in one place, [`open_password`]), reading them (audited) and rotating them.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::service::{lock_name, Error};
+use super::{Status, Tenant};
+use crate::audit;
+use crate::platform::Platform;
+use crate::secrets::{ExposeSecret, SecretString};
+use crate::store::tenants as store;
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How to connect as the tenant's login role. `Debug` shows no secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Credentials {
+    pub user: String,
+    #[serde(serialize_with = "crate::secrets::serialize_exposed")]
+    #[schema(value_type = String)]
+    pub password: SecretString,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    /// `postgresql://user:password@host:port/database`
+    #[serde(serialize_with = "crate::secrets::serialize_exposed")]
+    #[schema(value_type = String)]
+    pub dsn: SecretString,
+}
+
+/// What the password blob in the registry holds (sealed). Opened only by
+/// [`open_password`].
+#[derive(Serialize, Deserialize)]
+struct SealedSecret {
+    #[serde(serialize_with = "crate::secrets::serialize_exposed")]
+    password: SecretString,
+}
+
+pub(super) fn credentials(p: &Platform, t: &Tenant, password: SecretString) -> Credentials {
+    credentials_for(p, t.role.as_str(), t.database.as_str(), password)
+}
+
+/// How to connect as `user` to `database` on this platform's server.
+pub(crate) fn credentials_for(
+    p: &Platform,
+    user: &str,
+    database: &str,
+    password: SecretString,
+) -> Credentials {
+    let e = &p.endpoint;
+    Credentials {
+        dsn: format!(
+            "postgresql://{user}:{}@{}:{}/{database}",
+            password.expose_secret(),
+            e.host,
+            e.port
+        )
+        .into(),
+        user: user.to_string(),
+        password,
+        host: e.host.clone(),
+        port: e.port,
+        database: database.to_string(),
+    }
+}
+
+/// The registry's sealed-credentials plaintext for a password.
+pub(crate) fn seal_password(password: &SecretString) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&SealedSecret {
+        password: password.clone(),
+    })?)
+}
+
+/// A login password sealed in the registry. Fails when it does not open: never an
+/// empty password in its place.
+pub fn open_password(p: &Platform, sealed: &[u8]) -> Result<SecretString> {
+    let secret: SealedSecret = serde_json::from_slice(&p.key.open(sealed)?)?;
+    Ok(secret.password)
+}
+
+/// The tenant's login credentials, opened from the registry; the read is audited.
+pub async fn credentials_of(p: &Platform, key: &str, actor: &str) -> Result<Credentials> {
+    let client = p.pool.get().await?;
+    let tenant = store::find(&client, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    let sealed = store::sealed_credentials(&client, tenant.id).await?;
+    let password = open_password(p, &sealed)?;
+    audit::record(
+        &client,
+        &audit::Entry {
+            actor,
+            action: "credentials_read",
+            tenant_id: Some(tenant.id),
+            tenant_name: Some(&tenant.name),
+            operation_id: None,
+            details: serde_json::json!({}),
+        },
+    )
+    .await?;
+    Ok(credentials(p, &tenant, password))
+}
+
+/// `POST /api/v1/tenants/{name}/credentials/rotate`: a new password for the tenant's
+/// login role, set as its SCRAM verifier and sealed in the registry in one
+/// transaction (audited). Sessions already open stay open; new ones need the new
+/// password. A tenant may also change its own password with `ALTER ROLE`; berqenas
+/// puts the one it knows back at its next round (see `tenant::integrity`), so this is
+/// the way to change it.
+pub async fn rotate_credentials(p: &Platform, key: &str, actor: &str) -> Result<Credentials> {
+    let (password, verifier) = crate::secrets::new_password();
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let found = store::find(&tx, key)
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    let slug = found.name.clone();
+    lock_name(&tx, &slug).await?;
+    let tenant = store::find_for_update(&tx, &found.id.to_string())
+        .await?
+        .ok_or_else(|| Error::not_found(key))?;
+    if matches!(
+        tenant.status,
+        Status::Purged | Status::Failed | Status::Provisioning
+    ) {
+        return Err(Error::conflict(
+            "invalid_state",
+            format!(
+                "tenant {} is {}: it has no login role to rotate",
+                tenant.name,
+                tenant.status.as_str()
+            ),
+        ));
+    }
+    let verifier = verifier
+        .await
+        .expect("computing a SCRAM verifier does not panic");
+    let login = slug.login_role();
+    tx.batch_execute(&format!(
+        "ALTER ROLE {login} PASSWORD {}",
+        crate::pg::Literal(&verifier)
+    ))
+    .await?;
+    use sha2::Digest;
+    let sealed = p.key.seal(&seal_password(&password)?);
+    let seen = sha2::Sha256::digest(verifier.as_bytes()).to_vec();
+    store::set_credentials(&tx, tenant.id, &sealed, &seen).await?;
+    audit::record(
+        &tx,
+        &audit::Entry {
+            actor,
+            action: "credentials_rotated",
+            tenant_id: Some(tenant.id),
+            tenant_name: Some(&tenant.name),
+            operation_id: None,
+            details: serde_json::json!({"role": login.as_str()}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(credentials(p, &tenant, password))
+}
