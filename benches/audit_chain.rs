@@ -16,7 +16,11 @@ use berqenas::pg::cluster::Cluster;
 use berqenas::platform::Platform;
 use berqenas::secrets::SecretKey;
 use berqenas::server;
-use berqenas::tenant::service::{self, CreateTenant};
+use std::sync::Arc;
+
+use berqenas::tenant::service::CreateTenant;
+use berqenas::workflows::create::create;
+use berqenas::workflows::Runtime;
 
 const CONCURRENCY: usize = 8;
 const TENANTS_PER_ROUND: usize = 40;
@@ -64,11 +68,11 @@ impl Series {
     }
 }
 
-async fn creates(p: &Platform, prefix: &str, round: usize, s: &mut Series) {
+async fn creates(rt: &Arc<Runtime>, prefix: &str, round: usize, s: &mut Series) {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..CONCURRENCY {
-        let p = p.clone();
+        let rt = rt.clone();
         let prefix = prefix.to_string();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -79,7 +83,7 @@ async fn creates(p: &Platform, prefix: &str, round: usize, s: &mut Series) {
                     ..Default::default()
                 };
                 let t = Instant::now();
-                service::create(&p, &req, None, "bench").await.unwrap();
+                create(&rt, &req, None, "bench").await.unwrap();
                 lat.push(t.elapsed());
             }
             lat
@@ -141,6 +145,7 @@ async fn main() {
     let p = server::platform(&db, SecretKey::from_bytes([7; 32]), 16)
         .await
         .unwrap();
+    let rt = Runtime::start(p.clone(), "bench").await.unwrap();
     let admin = p.pool.get().await.unwrap();
     let chain: String = admin
         .query_one(
@@ -155,8 +160,8 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for i in 0..5 {
-        service::create(
-            &p,
+        create(
+            &rt,
             &CreateTenant {
                 name: format!("warm-{i}"),
                 ..Default::default()
@@ -180,10 +185,10 @@ async fn main() {
                 .await
                 .unwrap();
             if chained {
-                creates(&p, "on", round, &mut on_c).await;
+                creates(&rt, "on", round, &mut on_c).await;
                 appends(&p, &mut on_a).await;
             } else {
-                creates(&p, "off", round, &mut off_c).await;
+                creates(&rt, "off", round, &mut off_c).await;
                 appends(&p, &mut off_a).await;
             }
         }

@@ -15,7 +15,7 @@ use berqenas::backup;
 use berqenas::backup::restore::{RestoreRequest, Restored};
 use berqenas::secrets::SecretKey;
 use berqenas::server;
-use berqenas::tenant::service::{self, CreateTenant};
+use berqenas::tenant::service::CreateTenant;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -84,6 +84,9 @@ async fn main() {
     let p = server::platform(&scratch.0, SecretKey::from_bytes([5; 32]), 8)
         .await
         .unwrap();
+    let rt = berqenas::workflows::Runtime::start(p.clone(), "bench")
+        .await
+        .unwrap();
     let dsn = scratch
         .0
         .cluster
@@ -96,8 +99,8 @@ async fn main() {
         ("empty", "bench-empty", 0usize, runs_empty),
         ("large", "bench-large", mb, runs_large),
     ] {
-        service::create(
-            &p,
+        berqenas::workflows::create::create(
+            &rt,
             &CreateTenant {
                 name: name.into(),
                 ..Default::default()
@@ -171,9 +174,20 @@ async fn main() {
         let (mut ours, mut plain) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             let t = Instant::now();
-            match backup::restore::restore(&p, name, &id, &RestoreRequest::default(), "bench")
-                .await
-                .unwrap()
+            let in_place_only = async |_: CreateTenant| -> Result<
+                berqenas::tenant::service::CreatedTenant,
+                berqenas::tenant::service::Error,
+            > { unreachable!("restored in place") };
+            match backup::restore::restore(
+                &p,
+                name,
+                &id,
+                &RestoreRequest::default(),
+                "bench",
+                in_place_only,
+            )
+            .await
+            .unwrap()
             {
                 Restored::InPlace(_) => {}
                 Restored::New(_) => unreachable!(),

@@ -150,7 +150,12 @@ async fn main() {
     let platform = server::platform(&db, SecretKey::from_bytes([7; 32]), 16)
         .await
         .unwrap();
-    let state = AppState::new(platform.clone(), TOKEN);
+    let state = AppState::new(
+        berqenas::workflows::Runtime::start(platform.clone(), "bench")
+            .await
+            .unwrap(),
+        TOKEN,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let router = api::router(state);

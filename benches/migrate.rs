@@ -12,7 +12,7 @@ use berqenas::platform::Platform;
 use berqenas::secrets::SecretKey;
 use berqenas::server::{self, Database};
 use berqenas::template::Template;
-use berqenas::tenant::service::{self, CreateTenant};
+use berqenas::tenant::service::CreateTenant;
 
 const INIT: &str = include_str!("../templates/tenant/0001_init.sql");
 
@@ -78,14 +78,21 @@ async fn main() {
     let _scratch = Scratch(cluster.clone(), dir.clone());
 
     let p = platform(&db, template(&[])).await;
+    let rt = berqenas::workflows::Runtime::start((*p).clone(), "bench")
+        .await
+        .unwrap();
     let t = Instant::now();
     let names: Vec<String> = (0..n).map(|i| format!("mig-{i}")).collect();
     for chunk in names.chunks(8) {
         let calls = chunk.iter().map(|name| {
             let req: CreateTenant =
                 serde_json::from_value(serde_json::json!({"name": name})).unwrap();
-            let p = p.clone();
-            async move { service::create(&p, &req, None, "bench").await.unwrap() }
+            let rt = rt.clone();
+            async move {
+                berqenas::workflows::create::create(&rt, &req, None, "bench")
+                    .await
+                    .unwrap()
+            }
         });
         futures::future::join_all(calls).await;
     }

@@ -25,6 +25,7 @@ pub mod server;
 pub mod store;
 pub mod template;
 pub mod tenant;
+pub mod workflows;
 
 /// The version reported by `/health` and `berqenas --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

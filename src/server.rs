@@ -16,6 +16,7 @@ use crate::pg::{self, hardening, Capabilities, Ident};
 use crate::platform::{Endpoint, Platform};
 use crate::secrets::{self, ExposeSecret, SecretKey, SecretString};
 use crate::template::Template;
+use crate::workflows::Runtime;
 use crate::{controlplane, ops, tenant};
 
 /// The database the embedded cluster keeps the control plane (and schema-mode tenants) in.
@@ -275,6 +276,8 @@ async fn serve(
         None => Template::builtin(),
     };
     let platform = platform_with(db, key, opts.pool_size, template).await?;
+    let rt = Runtime::start(platform, &identity(&opts.data_dir)).await?;
+    let platform = rt.platform.clone();
     let url = format!("http://{}", listener.local_addr()?);
     // Written whole or not at all: a client polling for the file must never read half
     // a URL (and connect to the wrong port).
@@ -288,10 +291,10 @@ async fn serve(
         "berqenas is serving"
     );
     println!("berqenas {} listening on {url}", crate::VERSION);
-    let worker = tokio::spawn(reconcile_forever(platform.clone()));
+    let worker = tokio::spawn(reconcile_forever(rt.clone()));
     crate::quota::worker::check_capacity(&platform, opts.pool_size, opts.data_api_connections)
         .await?;
-    let state = AppState::new(platform.clone(), token.expose_secret())
+    let state = AppState::new(rt.clone(), token.expose_secret())
         .with_metrics_token(opts.metrics_token.as_ref().map(|t| t.expose_secret()))
         .with_data_api(crate::dataapi::DataApiConfig {
             max_connections: opts.data_api_connections,
@@ -304,18 +307,42 @@ async fn serve(
         state.data.clone(),
         opts.quota_interval,
     ));
+    // On SIGTERM the engine stops taking operations and each running one stops at its
+    // next step boundary (answering 503), so the requests waiting on them end too.
+    let engine = rt.engine.clone();
+    let shutdown = async move {
+        shutdown.await;
+        engine.begin_stop();
+    };
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     worker.abort();
     quota_worker.abort();
+    rt.engine.shutdown(SHUTDOWN_DEADLINE).await;
     served?;
     let _ = std::fs::remove_file(opts.data_dir.join(SERVER_URL_FILE));
     Ok(())
 }
 
-/// Operations whose process died on another instance are closed here too.
-async fn reconcile_forever(platform: Platform) {
+/// How long a SIGTERM waits for the running operations' current steps to end; past
+/// it they stop where they are, and the next start settles them.
+pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What makes a restart of this process the same server: its host and data
+/// directory (one serve per data directory, see [`LOCK_FILE`]).
+fn identity(data_dir: &Path) -> String {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    format!("{host}:{}", dir.display())
+}
+
+/// The worker round: the operations of processes that are gone (on any instance) are
+/// settled, then the rest of the background work.
+async fn reconcile_forever(rt: std::sync::Arc<Runtime>) {
+    let platform = rt.platform.clone();
     let secs = std::env::var("BERQENAS_RECONCILE_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -324,6 +351,9 @@ async fn reconcile_forever(platform: Platform) {
     tick.tick().await;
     loop {
         tick.tick().await;
+        if let Err(e) = rt.engine.reconcile(&platform).await {
+            tracing::warn!(error = %e, "settling operations failed; retrying at the next tick");
+        }
         if let Err(e) = ops::reconciler::run_once(&platform).await {
             tracing::warn!(error = %e, "reconciler pass failed; retrying at the next tick");
         }

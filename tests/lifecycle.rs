@@ -584,8 +584,9 @@ async fn suspend_and_resume_as_a_role_that_is_not_superuser() {
         .unwrap();
     assert!(!platform.caps.superuser);
     let n = name("nonsuper");
-    let created = berqenas::tenant::service::create(
-        &platform,
+    let rt = common::runtime(platform.clone()).await;
+    let created = berqenas::workflows::create::create(
+        &rt,
         &berqenas::tenant::service::CreateTenant {
             name: n.clone(),
             ..Default::default()

@@ -637,8 +637,9 @@ async fn works_as_a_createrole_createdb_role_that_is_not_superuser() {
     .unwrap();
     assert!(!platform.caps.superuser);
     let name = unique("nonsuper");
-    let created = berqenas::tenant::service::create(
-        &platform,
+    let rt = common::runtime(platform.clone()).await;
+    let created = berqenas::workflows::create::create(
+        &rt,
         &berqenas::tenant::service::CreateTenant {
             name: name.clone(),
             db_quota: Some("1GB".into()),

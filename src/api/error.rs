@@ -61,6 +61,42 @@ impl From<Problem> for ApiError {
     }
 }
 
+impl From<crate::workflows::Error> for ApiError {
+    fn from(e: crate::workflows::Error) -> Self {
+        use crate::ops::OpError;
+        match e {
+            crate::workflows::Error::Rejected(p) => Self(p),
+            crate::workflows::Error::Tenant(e) => e.into(),
+            crate::workflows::Error::Operation(e) => {
+                let (kind, code, message) = match &e {
+                    OpError::Stopping(_) => (
+                        Kind::Unavailable,
+                        "server_stopping",
+                        "the server is stopping; the operation is finished or undone when it starts again".to_string(),
+                    ),
+                    OpError::Unfinished { op, .. } => (
+                        Kind::Unavailable,
+                        "operation_unfinished",
+                        format!("operation {op} did not finish; the server finishes it, retry later to see it done"),
+                    ),
+                    OpError::Pool(_) => (
+                        Kind::Unavailable,
+                        "database_unavailable",
+                        "the database is unavailable; retry later".to_string(),
+                    ),
+                    _ => (
+                        Kind::Internal,
+                        "internal",
+                        "internal error; the server log has the details".to_string(),
+                    ),
+                };
+                tracing::error!(error = ?e, "operation failed");
+                Self(Problem::new(kind, code, message))
+            }
+        }
+    }
+}
+
 impl From<service::Error> for ApiError {
     fn from(e: service::Error) -> Self {
         match e {

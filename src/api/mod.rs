@@ -30,14 +30,15 @@ use axum::routing::{get, post};
 use axum::Router;
 use subtle::ConstantTimeEq;
 
-use crate::platform::Platform;
+use crate::workflows::Runtime;
 use crate::problem::{Kind, Problem};
 use error::ApiError;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub platform: Arc<Platform>,
+    /// The platform and its operation engine (dereferences to the platform).
+    pub platform: Arc<Runtime>,
     admin_token: Arc<str>,
     /// Opens `/metrics` and nothing else.
     metrics_token: Option<Arc<str>>,
@@ -48,9 +49,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(platform: Platform, admin_token: &str) -> Self {
+    pub fn new(runtime: Arc<Runtime>, admin_token: &str) -> Self {
         Self {
-            platform: Arc::new(platform),
+            platform: runtime,
             admin_token: admin_token.into(),
             metrics_token: None,
             limits: Default::default(),

@@ -60,12 +60,14 @@ pub(crate) fn usable(backup: &Backup, manifest: Option<Manifest>) -> Result<Mani
     })
 }
 
+/// `create`: how a new tenant is made (the caller's workflow), for a restore into one.
 pub async fn restore(
     p: &Platform,
     tenant_key: &str,
     backup_id: &str,
     req: &RestoreRequest,
     actor: &str,
+    create: impl AsyncFnOnce(CreateTenant) -> std::result::Result<CreatedTenant, service::Error>,
 ) -> Result<Restored> {
     if let Some(name) = &req.as_name {
         Slug::parse(name).map_err(|e| Error::invalid("as", e.to_string()))?;
@@ -76,7 +78,7 @@ pub async fn restore(
         None => in_place(p, tenant_key, &backup, &manifest, actor)
             .await
             .map(Restored::InPlace),
-        Some(name) => as_new(p, &backup, &manifest, name, actor)
+        Some(name) => as_new(p, &backup, &manifest, name, actor, create)
             .await
             .map(Restored::New),
     }
@@ -179,6 +181,7 @@ async fn as_new(
     manifest: &Manifest,
     name: &str,
     actor: &str,
+    create: impl AsyncFnOnce(CreateTenant) -> std::result::Result<CreatedTenant, service::Error>,
 ) -> Result<CreatedTenant> {
     let client = p.pool.get().await?;
     let source = store::find(&client, &backup.tenant_id.to_string())
@@ -191,22 +194,17 @@ async fn as_new(
         ..Undo::default()
     };
     let mut journal = Journal::begin_named(p, journal::AS_NEW, None, name, undo).await?;
-    let created = service::create(
-        p,
-        &CreateTenant {
-            name: name.to_string(),
-            db_quota: Some(source.db_quota_bytes.to_string()),
-            vpn_enabled: source.vpn_enabled,
-            public_api: source.public_api,
-            plan: Some(source.plan.clone()),
-            isolation: Some(source.isolation.as_str().to_string()),
-            trial_days: Some(0),
-            metadata: Some(source.metadata.clone()),
-            ..Default::default()
-        },
-        None,
-        actor,
-    )
+    let created = create(CreateTenant {
+        name: name.to_string(),
+        db_quota: Some(source.db_quota_bytes.to_string()),
+        vpn_enabled: source.vpn_enabled,
+        public_api: source.public_api,
+        plan: Some(source.plan.clone()),
+        isolation: Some(source.isolation.as_str().to_string()),
+        trial_days: Some(0),
+        metadata: Some(source.metadata.clone()),
+        ..Default::default()
+    })
     .await;
     let created = match created {
         Ok(created) => created,

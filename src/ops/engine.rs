@@ -571,6 +571,12 @@ impl<C: Context> Engine<C> {
         self.spawn(cx, run, false, start).await
     }
 
+    /// From now on, new operations are refused and running ones stop at their next
+    /// step boundary (a SIGTERM: the server stops taking requests at the same time).
+    pub fn begin_stop(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+    }
+
     /// Stops taking new operations; the running ones stop at their next step boundary
     /// (waiting at most `deadline`), stay in the journal, and are settled at the next
     /// start. The instance is then marked stopped.

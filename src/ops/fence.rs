@@ -1,6 +1,6 @@
 //! Fencing, and the one lock order. Every change to a tenant first takes the
 //! tenant-name advisory lock (for the rest of its transaction, waiting at most
-//! [`WAIT`]), then the tenant's row. An operation of several transactions owns the
+//! [`store::NAME_WAIT`]), then the tenant's row. An operation of several transactions owns the
 //! tenant from its first step to its last (`tenants.owner_op`, with a generation that
 //! moves at every taking); each of its steps and compensations checks, under those
 //! locks, that it still does, so a loser of a race, or a process presumed dead, can
@@ -16,14 +16,6 @@ use super::StepError;
 use crate::problem::{Kind, Problem};
 use crate::store::operations as store;
 
-/// How long a change waits for another one on the same tenant before answering 409.
-pub const WAIT: &str = "10s";
-
-/// The advisory-lock key of a tenant name (the same key whatever mode or state).
-pub fn lock_key(tenant_name: &str) -> String {
-    format!("berqenas.tenant:{tenant_name}")
-}
-
 pub fn busy(tenant_name: &str, what: &str) -> Problem {
     Problem::new(
         Kind::Conflict,
@@ -33,20 +25,10 @@ pub fn busy(tenant_name: &str, what: &str) -> Problem {
 }
 
 /// Takes the tenant's name lock for the rest of the transaction (first in the lock
-/// order), waiting at most [`WAIT`].
+/// order), waiting at most [`store::NAME_WAIT`].
 pub async fn lock_name(tx: &impl GenericClient, tenant_name: &str) -> Result<(), LockError> {
-    // One round trip: the caller's timeout is read (the subquery runs first), the
-    // bounded wait set, the lock taken, the timeout put back, in select-list order.
-    let stmt = tx
-        .prepare_cached(&format!(
-            "SELECT pg_catalog.set_config('lock_timeout', '{WAIT}', true),
-                    pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0)),
-                    pg_catalog.set_config('lock_timeout', b.v, true)
-               FROM (SELECT pg_catalog.current_setting('lock_timeout') AS v OFFSET 0) b"
-        ))
-        .await?;
-    match tx.execute(&stmt, &[&lock_key(tenant_name)]).await {
-        Ok(_) => Ok(()),
+    match store::lock_name(tx, tenant_name).await {
+        Ok(()) => Ok(()),
         Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
             Err(LockError::Busy(busy(tenant_name, "another operation")))
         }

@@ -19,7 +19,7 @@ pub async fn stale(
     let rows = c
         .query(
             "SELECT id, kind, tenant_id, tenant_name FROM berqenas.operations
-              WHERE state = 'running' AND lease_until < now()
+              WHERE state = 'running' AND lease_until < now() AND instance_id IS NULL
               ORDER BY created_at LIMIT $1",
             &[&limit],
         )
@@ -54,7 +54,7 @@ pub async fn expire_idempotency_keys(c: &impl GenericClient) -> Result<u64, toki
 pub async fn run_once(
     p: &crate::platform::Platform,
 ) -> Result<usize, crate::tenant::service::Error> {
-    use crate::tenant::{database_mode, store, Slug, Status};
+    use crate::tenant::{store, Status};
 
     let client = p.pool.get().await?;
     expire_idempotency_keys(&client).await?;
@@ -90,17 +90,7 @@ pub async fn run_once(
         let finished = tenant
             .as_ref()
             .is_some_and(|t| t.status != Status::Provisioning);
-        match (op.kind.as_str(), Slug::parse(&op.tenant_name)) {
-            ("tenant.create", Ok(slug)) if !finished => {
-                database_mode::revert(p, &slug, op.id).await?;
-                super::fail(
-                    &client,
-                    op.id,
-                    "the process died; creation was rolled back",
-                    None,
-                )
-                .await?;
-            }
+        match op.kind.as_str() {
             _ if finished => {
                 super::succeed(&client, op.id, &[], None).await?;
             }

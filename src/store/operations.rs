@@ -213,6 +213,27 @@ pub async fn stop_instance(c: &impl GenericClient, id: Uuid) -> Result<()> {
     Ok(())
 }
 
+/// How long a change waits for another one on the same tenant name.
+pub const NAME_WAIT: &str = "10s";
+
+/// Takes the tenant-name advisory lock for the rest of the transaction, waiting at
+/// most [`NAME_WAIT`] (then SQLSTATE 55P03, `lock_not_available`). One round trip: the
+/// caller's lock timeout is read (the subquery runs first), the bounded wait set, the
+/// lock taken and the timeout put back, in select-list order.
+pub async fn lock_name(c: &impl GenericClient, tenant_name: &str) -> Result<()> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT pg_catalog.set_config('lock_timeout', '{NAME_WAIT}', true),
+                    pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0)),
+                    pg_catalog.set_config('lock_timeout', b.v, true)
+               FROM (SELECT pg_catalog.current_setting('lock_timeout') AS v OFFSET 0) b"
+        ))
+        .await?;
+    c.execute(&stmt, &[&format!("berqenas.tenant:{tenant_name}")])
+        .await?;
+    Ok(())
+}
+
 /// Who owns a tenant now: (owner operation, its kind, whether it is running, generation).
 #[derive(Debug, Clone)]
 pub struct Ownership {

@@ -9,16 +9,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::credentials::{credentials, seal_password, Credentials};
-use super::service::{
-    backup_policy_error, db_quota, find_plan, limits, lock_name, validate_metadata, Error,
-    DEFAULT_PLAN,
-};
+use super::service::{db_quota, find_plan, limits, validate_metadata, Error, DEFAULT_PLAN};
 use super::{Isolation, Plan, Slug, Status, Tenant};
 use crate::isolation::shared;
 use crate::isolation::{schema::SchemaPerTenant, Provision, Strategy};
-use crate::ops::{self, Begin, Idempotency, NewOperation, StoredResponse};
 use crate::platform::Platform;
-use crate::problem::{Kind, Problem};
 use crate::secrets::SecretString;
 use crate::store::tenants::{self as store, NewTenant};
 use crate::store::{api_keys, plans};
@@ -71,21 +66,22 @@ pub struct CreatedTenant {
 }
 
 /// Validated create input.
-pub(crate) struct Validated {
-    pub(crate) slug: Slug,
-    pub(crate) db_quota_bytes: Option<i64>,
-    pub(crate) vpn_enabled: bool,
-    pub(crate) public_api: bool,
-    pub(crate) isolation: Isolation,
+pub struct Validated {
+    pub slug: Slug,
+    pub db_quota_bytes: Option<i64>,
+    pub vpn_enabled: bool,
+    pub public_api: bool,
+    pub isolation: Isolation,
     /// Whether the request named the isolation (else the plan's default applies).
-    pub(crate) isolation_given: bool,
-    pub(crate) trial_days: Option<i32>,
-    pub(crate) plan: String,
-    pub(crate) metadata: serde_json::Value,
-    pub(crate) backup_schedule: Option<String>,
+    pub isolation_given: bool,
+    pub trial_days: Option<i32>,
+    pub plan: String,
+    pub metadata: serde_json::Value,
+    pub backup_schedule: Option<String>,
 }
 
-fn validate_create(req: &CreateTenant) -> Result<Validated> {
+/// The request, checked field by field; nothing is read or changed.
+pub(crate) fn validate_create(req: &CreateTenant) -> Result<Validated> {
     let slug = Slug::parse(&req.name).map_err(|e| Error::invalid("name", e.to_string()))?;
     let db_quota_bytes = db_quota(req.db_quota.as_deref())?;
     if let Some(days) = req.trial_days {
@@ -131,6 +127,19 @@ impl Validated {
     }
 }
 
+/// The plan's isolation mode, when the request names none.
+pub async fn settle_isolation(
+    c: &impl deadpool_postgres::GenericClient,
+    v: &mut Validated,
+) -> Result<()> {
+    if !v.isolation_given {
+        if let Some(plan) = plans::find(c, &v.plan).await? {
+            v.isolation = plan.default_isolation.unwrap_or(Isolation::Schema);
+        }
+    }
+    Ok(())
+}
+
 /// Unique violations and existing objects are a taken name, not an outage.
 pub(crate) fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
     match e.code() {
@@ -145,74 +154,24 @@ pub(crate) fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
     }
 }
 
-/// Creates a tenant, all or nothing. With an idempotency key, a repeat of the same
-/// request replays the first answer, and another request with the key is refused.
-pub async fn create(
-    p: &Platform,
-    req: &CreateTenant,
-    idem: Option<&Idempotency>,
-    actor: &str,
-) -> Result<CreatedTenant> {
-    let mut v = match validate_create(req) {
-        Ok(v) => v,
-        Err(e) => return remember_rejection(p, idem, &req.name, e).await,
-    };
-    let mut client = p.pool.get().await?;
-    if !v.isolation_given {
-        if let Some(plan) = plans::find(&client, &v.plan).await? {
-            v.isolation = plan.default_isolation.unwrap_or(Isolation::Schema);
-        }
-    }
-    if v.isolation == Isolation::Database {
-        drop(client);
-        return super::database_mode::create(p, &v, idem, actor).await;
-    }
-    let (password, verifier) = crate::secrets::new_password();
-    let tx = client.transaction().await?;
-    let op_id = Uuid::now_v7();
-    let begun = ops::begin(
-        &tx,
-        &NewOperation {
-            id: op_id,
-            kind: "tenant.create",
-            tenant_id: None,
-            tenant_name: v.slug.as_str(),
-            idempotency: idem,
-            params: None,
-            instance: None,
-        },
-    )
-    .await?;
-    if let Some(answer) = settled(p, begun) {
-        return answer;
-    }
-    match provision(p, &tx, &v, (password, verifier), op_id, actor).await {
-        Ok((created, steps)) => {
-            let sealed =
-                seal_response(p, &StoredResponse::Success(serde_json::to_value(&created)?))?;
-            ops::succeed(&tx, op_id, &steps, idem.map(|_| sealed.as_slice())).await?;
-            tx.commit().await?;
-            tracing::info!(tenant.name = %created.tenant.name, tenant.id = %created.tenant.id, "tenant created");
-            crate::metrics::tenant_created();
-            Ok(created)
-        }
-        Err(e) => {
-            tx.rollback().await?;
-            remember_rejection(p, idem, v.slug.as_str(), e).await
-        }
-    }
+/// What a schema- or shared-mode create made, for its audit row.
+pub struct Provisioned {
+    pub created: CreatedTenant,
+    pub plan: String,
+    pub db_quota_bytes: i64,
+    pub trial_days: i32,
+    pub key_prefix: String,
 }
 
-/// Everything a schema-mode tenant is, inside the caller's transaction.
-async fn provision(
+/// Everything a schema- or shared-mode tenant is (roles, schema or pool rows,
+/// template, registry row, first API key), inside the caller's transaction; the
+/// caller holds the name lock.
+pub async fn provision(
     p: &Platform,
     tx: &Transaction<'_>,
     v: &Validated,
     (password, verifier): (SecretString, tokio::task::JoinHandle<String>),
-    op_id: Uuid,
-    actor: &str,
-) -> Result<(CreatedTenant, Vec<&'static str>)> {
-    lock_name(tx, &v.slug).await?;
+) -> Result<Provisioned> {
     if store::find(tx, v.slug.as_str()).await?.is_some() {
         return Err(taken_name(&v.slug));
     }
@@ -290,43 +249,45 @@ async fn provision(
     .map_err(|e| taken_row(e, &v.slug))?;
     let key = apikey::generate(&p.key);
     api_keys::insert(tx, id, None, None, &key.public_id, &key.hash).await?;
-    crate::backup::policy::apply_at_create(tx, id, &plan.name, v.backup_schedule.as_deref())
-        .await
-        .map_err(backup_policy_error)?;
+    let credentials = credentials(p, &tenant, password);
+    Ok(Provisioned {
+        created: CreatedTenant {
+            tenant,
+            api_key: key.plaintext,
+            credentials,
+        },
+        plan: plan.name,
+        db_quota_bytes: quota,
+        trial_days,
+        key_prefix: key.public_id,
+    })
+}
+
+/// The audit row of a created schema- or shared-mode tenant.
+pub async fn audit_created(
+    tx: &Transaction<'_>,
+    made: &Provisioned,
+    actor: &str,
+    op: Uuid,
+) -> Result<()> {
+    let t = &made.created.tenant;
     audit::record(
         tx,
         &audit::Entry {
             actor,
             action: "tenant_created",
-            tenant_id: Some(id),
-            tenant_name: Some(v.slug.as_str()),
-            operation_id: Some(op_id),
+            tenant_id: Some(t.id),
+            tenant_name: Some(t.name.as_str()),
+            operation_id: Some(op),
             details: serde_json::json!({
-                "plan": plan.name, "isolation": v.isolation.as_str(), "db_quota_bytes": quota, "trial_days": trial_days,
-                "vpn_enabled": tenant.vpn_enabled, "public_api": tenant.public_api,
-                "api_key_prefix": key.public_id,
+                "plan": made.plan, "isolation": t.isolation.as_str(), "db_quota_bytes": made.db_quota_bytes,
+                "trial_days": made.trial_days, "vpn_enabled": t.vpn_enabled, "public_api": t.public_api,
+                "api_key_prefix": made.key_prefix,
             }),
         },
     )
     .await?;
-    let credentials = credentials(p, &tenant, password);
-    let steps = vec![
-        "owner_role",
-        "login_role",
-        "schema",
-        "template",
-        "registry",
-        "api_key",
-        "audit",
-    ];
-    Ok((
-        CreatedTenant {
-            tenant,
-            api_key: key.plaintext,
-            credentials,
-        },
-        steps,
-    ))
+    Ok(())
 }
 
 /// A registry insert refused by the name's unique constraint is a taken name.
@@ -342,81 +303,6 @@ pub(crate) fn taken_name(slug: &Slug) -> Error {
         "name_taken",
         format!("tenant name {:?} is taken", slug.as_str()),
     )
-}
-
-/// What the start of an operation says about the request: `None` to go on, or the
-/// answer to give now (a replay, or a refusal of the key).
-pub(crate) fn settled(p: &Platform, begun: Begin) -> Option<Result<CreatedTenant>> {
-    match begun {
-        Begin::Started => None,
-        Begin::Replay(sealed) => Some(replay(p, &sealed)),
-        Begin::InProgress => Some(Err(in_progress())),
-        Begin::Mismatch => Some(Err(mismatch())),
-    }
-}
-
-pub(crate) fn in_progress() -> Error {
-    Error::conflict(
-        "idempotency_in_progress",
-        "a request with this Idempotency-Key is still in progress; retry later",
-    )
-}
-
-pub(crate) fn mismatch() -> Error {
-    Error::Rejected(Problem::new(
-        Kind::Unprocessable,
-        "idempotency_key_reused",
-        "this Idempotency-Key was already used with a different request",
-    ))
-}
-
-pub(crate) fn seal_response(p: &Platform, r: &StoredResponse) -> Result<Vec<u8>> {
-    Ok(p.key.seal(&serde_json::to_vec(r)?))
-}
-
-pub(crate) fn replay(p: &Platform, sealed: &[u8]) -> Result<CreatedTenant> {
-    match serde_json::from_slice::<StoredResponse>(&p.key.open(sealed)?)? {
-        StoredResponse::Success(v) => Ok(serde_json::from_value(v)?),
-        StoredResponse::Failure(problem) => Err(Error::Rejected(problem)),
-    }
-}
-
-/// A refused request under an idempotency key is answered the same way next time;
-/// an outage is not remembered, so the client may retry.
-async fn remember_rejection(
-    p: &Platform,
-    idem: Option<&Idempotency>,
-    name: &str,
-    e: Error,
-) -> Result<CreatedTenant> {
-    let (Some(idem), Error::Rejected(problem)) = (idem, &e) else {
-        return Err(e);
-    };
-    let client = p.pool.get().await?;
-    let op_id = Uuid::now_v7();
-    let begun = ops::begin(
-        &client,
-        &NewOperation {
-            id: op_id,
-            kind: "tenant.create",
-            tenant_id: None,
-            tenant_name: name,
-            idempotency: Some(idem),
-            params: None,
-            instance: None,
-        },
-    )
-    .await?;
-    match begun {
-        Begin::Started => {
-            let sealed = seal_response(p, &StoredResponse::Failure(problem.clone()))?;
-            ops::fail(&client, op_id, &problem.message, Some(&sealed)).await?;
-            Err(e)
-        }
-        Begin::Replay(sealed) => replay(p, &sealed),
-        Begin::Mismatch => Err(mismatch()),
-        Begin::InProgress => Err(e),
-    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,15 @@
-//! Database-per-tenant provisioning. `CREATE DATABASE` cannot run in a transaction, so
-//! this is the step engine for real: the operation is recorded before any work, each
-//! step is recorded (a non-transactional one as `started` before it runs), and a
-//! failure, or after a crash the reconciler, reverts what the steps left.
+//! Database per tenant: the template database every tenant's is cloned from, and the
+//! parts of a creation, one per step of the `tenant.create.database` operation
+//! (`workflows::create`): roles and registry row, the clone (no transaction can hold
+//! `CREATE DATABASE`), its configuration, activation.
 
 use deadpool_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
-use super::service::{self, CreatedTenant, Error, Validated};
+use super::service::{self, Error, Validated};
 use super::{Isolation, Slug, Status};
 use crate::isolation::database as sql;
 use crate::isolation::Strategy;
-use crate::ops::{self, failpoint, Idempotency, NewOperation, StoredResponse};
 use crate::pg::{self, hardening, Ident};
 use crate::platform::Platform;
 use crate::store::{self, tenants};
@@ -99,100 +98,31 @@ async fn rebuild_if_stale(p: &Platform, admin: &tokio_postgres::Client) -> Resul
     Ok(())
 }
 
-async fn record_step(
-    c: &impl GenericClient,
-    op: Uuid,
-    seq: i32,
-    name: &str,
-    state: &str,
-) -> Result<()> {
-    c.execute(
-        "INSERT INTO berqenas.operation_steps (operation_id, seq, name, state) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (operation_id, seq) DO UPDATE SET state = EXCLUDED.state, at = now()",
-        &[&op, &seq, &name, &state],
-    )
-    .await?;
-    c.execute(
-        "UPDATE berqenas.operations SET lease_until = now() + make_interval(secs => $2) WHERE id = $1",
-        &[&op, &ops::lease_secs()],
-    )
-    .await?;
-    Ok(())
+/// What a database-mode create registered in its first step.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Registered {
+    pub tenant_id: Uuid,
+    pub plan: String,
+    pub db_quota_bytes: i64,
+    pub trial_days: i32,
+    pub max_connections: i32,
 }
 
-/// Creates a database-mode tenant, step by step.
-pub(crate) async fn create(
+/// The tenant's roles and its registry row (status `provisioning`), inside the
+/// caller's transaction; the caller holds the name lock. The password is sealed into
+/// the registry (a later step opens it from there).
+pub async fn register(
     p: &Platform,
+    tx: &Transaction<'_>,
     v: &Validated,
-    idem: Option<&Idempotency>,
-    actor: &str,
-) -> Result<CreatedTenant> {
-    let client = p.pool.get().await?;
-    let op_id = Uuid::now_v7();
-    let tenant_id = Uuid::now_v7();
-    let begun = ops::begin(
-        &client,
-        &NewOperation {
-            id: op_id,
-            kind: "tenant.create",
-            tenant_id: Some(tenant_id),
-            tenant_name: v.slug.as_str(),
-            idempotency: idem,
-            params: None,
-            instance: None,
-        },
-    )
-    .await?;
-    if let Some(answer) = service::settled(p, begun) {
-        return answer;
-    }
-    drop(client);
-    match run_steps(p, v, op_id, tenant_id, actor).await {
-        Ok(created) => {
-            let sealed = service::seal_response(
-                p,
-                &StoredResponse::Success(serde_json::to_value(&created)?),
-            )?;
-            let client = p.pool.get().await?;
-            ops::succeed(&client, op_id, &[], idem.map(|_| sealed.as_slice())).await?;
-            tracing::info!(tenant.name = %created.tenant.name, "database-mode tenant created");
-            crate::metrics::tenant_created();
-            Ok(created)
-        }
-        Err(e) => {
-            revert(p, &v.slug, op_id).await?;
-            let client = p.pool.get().await?;
-            let stored = match &e {
-                Error::Rejected(problem) if idem.is_some() => Some(service::seal_response(
-                    p,
-                    &StoredResponse::Failure(problem.clone()),
-                )?),
-                _ => None,
-            };
-            ops::fail(&client, op_id, &e.to_string(), stored.as_deref()).await?;
-            Err(e)
-        }
-    }
-}
-
-async fn run_steps(
-    p: &Platform,
-    v: &Validated,
-    op_id: Uuid,
     tenant_id: Uuid,
-    actor: &str,
-) -> Result<CreatedTenant> {
+) -> Result<Registered> {
     let slug = &v.slug;
-    let (password, verifier) = crate::secrets::new_password();
-
-    // 1. Roles and the registry row (status provisioning), in one transaction.
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    service::lock_name(&tx, slug).await?;
-    if tenants::find(&tx, slug.as_str()).await?.is_some() {
+    if tenants::find(tx, slug.as_str()).await?.is_some() {
         return Err(service::taken_name(slug));
     }
-    let plan = service::find_plan(&tx, &v.plan).await?;
+    let (password, verifier) = crate::secrets::new_password();
+    let plan = service::find_plan(tx, &v.plan).await?;
     let quota = v.db_quota_bytes.unwrap_or(plan.quotas.db_quota_bytes);
     let trial_days = v.trial_days(&plan);
     let verifier = verifier
@@ -207,11 +137,11 @@ async fn run_steps(
         .iter()
         .map(|r| r.as_str().to_string())
         .collect();
-    hardening::check(&tx, &roles).await?;
+    hardening::check(tx, &roles).await?;
     let sealed = p.key.seal(&service::seal_password(&password)?);
     let database = slug.schema();
     tenants::insert(
-        &tx,
+        tx,
         &tenants::NewTenant {
             id: tenant_id,
             name: slug.as_str(),
@@ -233,120 +163,132 @@ async fn run_steps(
     )
     .await
     .map_err(|e| service::taken_row(e, slug))?;
-    record_step(&tx, op_id, 1, "roles_and_registry", "applied").await?;
-    // The step intent of the clone commits with the roles: from here a crash is undone
-    // by the reconciler, which then knows the database (if any) is ours.
-    record_step(&tx, op_id, 2, "create_database", "started").await?;
-    tx.commit().await?;
-    failpoint("database.after_roles");
+    Ok(Registered {
+        tenant_id,
+        plan: plan.name,
+        db_quota_bytes: quota,
+        trial_days,
+        max_connections: plan.quotas.max_connections,
+    })
+}
 
-    // 2. The clone (no transaction possible).
+/// Undoes [`register`]: the tenant's roles (users first) and its registry row, inside
+/// the caller's transaction. The caller made sure they are its own to drop.
+pub async fn unregister(tx: &Transaction<'_>, slug: &Slug, tenant_id: Uuid) -> Result<()> {
+    let roles = service::existing_roles(tx, slug).await?;
+    tx.batch_execute(&crate::isolation::schema::SchemaPerTenant.drop_sql(slug, &roles))
+        .await?;
+    tenants::delete(tx, tenant_id).await?;
+    Ok(())
+}
+
+/// Whether a database of the tenant's name exists.
+pub async fn database_exists(p: &Platform, slug: &Slug) -> Result<bool> {
+    Ok(p.pool
+        .get()
+        .await?
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
+            &[&slug.schema().as_str()],
+        )
+        .await?
+        .is_some())
+}
+
+/// The clone of the template database (no transaction possible). A database of that
+/// name that appeared meanwhile is someone else's: a taken name.
+pub async fn clone(p: &Platform, slug: &Slug, connection_limit: i32) -> Result<()> {
+    let client = p.pool.get().await?;
     match client
-        .batch_execute(&sql::clone_sql(
-            slug,
-            &template_db(p),
-            plan.quotas.max_connections,
-        ))
+        .batch_execute(&sql::clone_sql(slug, &template_db(p), connection_limit))
         .await
     {
-        Ok(()) => {}
+        Ok(()) => Ok(()),
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {
-            // Someone else's database: never ours to drop.
-            record_step(&client, op_id, 2, "create_database", "failed").await?;
-            return Err(service::taken(e, slug));
+            Err(service::taken(e, slug))
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
     }
-    record_step(&client, op_id, 2, "create_database", "applied").await?;
-    failpoint("database.after_create_database");
+}
 
-    // 3. Inside the new database: ownership, grants, PUBLIC's privileges taken away.
-    let tenant_db = connect_to(p, database.as_str()).await?;
-    tenant_db
-        .batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", sql::configure_sql(slug)))
+/// Drops the tenant's database (its sessions ended). Idempotent.
+pub async fn drop_database(p: &Platform, slug: &Slug) -> Result<()> {
+    p.pool
+        .get()
+        .await?
+        .batch_execute(&sql::drop_database_sql(slug))
         .await?;
-    let all_roles: Vec<String> = roles.clone();
-    hardening::check_client(&tenant_db, &all_roles).await?;
-    drop(tenant_db);
-    record_step(&client, op_id, 3, "configure_database", "applied").await?;
-    failpoint("database.after_configure");
+    Ok(())
+}
 
-    // 4. Active: the API key, the audit entry and the status, in one transaction.
-    let tx = client.transaction().await?;
-    let status = if trial_days > 0 {
+/// Makes the clone the tenant's, inside the new database: ownership, grants, PUBLIC's
+/// privileges taken away, checked. One transaction there; running it again after it
+/// committed finds nothing left to rename (and changes nothing).
+pub async fn configure(p: &Platform, slug: &Slug) -> Result<()> {
+    let tenant_db = connect_to(p, slug.schema().as_str()).await?;
+    let renamed = tenant_db
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
+            &[&slug.schema().as_str()],
+        )
+        .await?
+        .is_some();
+    if !renamed {
+        tenant_db
+            .batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", sql::configure_sql(slug)))
+            .await?;
+    }
+    let roles: Vec<String> = slug
+        .fixed_roles()
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    hardening::check_client(&tenant_db, &roles).await?;
+    Ok(())
+}
+
+/// The tenant becomes active (or trial), with its first API key; inside the caller's
+/// transaction. Returns the tenant and the key.
+pub async fn activate(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    r: &Registered,
+) -> Result<(super::Tenant, apikey::NewApiKey)> {
+    let status = if r.trial_days > 0 {
         Status::Trial
     } else {
         Status::Active
     };
-    let tenant = tenants::set_status(&tx, tenant_id, status).await?;
+    let tenant = tenants::set_status(tx, r.tenant_id, status).await?;
     let key = apikey::generate(&p.key);
-    store::api_keys::insert(&tx, tenant_id, None, None, &key.public_id, &key.hash).await?;
-    crate::backup::policy::apply_at_create(
-        &tx,
-        tenant_id,
-        &plan.name,
-        v.backup_schedule.as_deref(),
-    )
-    .await
-    .map_err(service::backup_policy_error)?;
+    store::api_keys::insert(tx, r.tenant_id, None, None, &key.public_id, &key.hash).await?;
+    Ok((tenant, key))
+}
+
+/// The audit row of a created database-mode tenant.
+pub async fn audit_created(
+    tx: &Transaction<'_>,
+    t: &super::Tenant,
+    r: &Registered,
+    key_prefix: &str,
+    actor: &str,
+    op: Uuid,
+) -> Result<()> {
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "tenant_created",
-            tenant_id: Some(tenant_id),
-            tenant_name: Some(slug.as_str()),
-            operation_id: Some(op_id),
+            tenant_id: Some(t.id),
+            tenant_name: Some(t.name.as_str()),
+            operation_id: Some(op),
             details: serde_json::json!({
-                "plan": plan.name, "isolation": "database", "database": database.as_str(),
-                "db_quota_bytes": quota, "api_key_prefix": key.public_id,
+                "plan": r.plan, "isolation": "database", "database": t.database.as_str(),
+                "db_quota_bytes": r.db_quota_bytes, "api_key_prefix": key_prefix,
             }),
         },
     )
     .await?;
-    record_step(&tx, op_id, 4, "activate", "applied").await?;
-    tx.commit().await?;
-    let credentials =
-        service::credentials_for(p, tenant.role.as_str(), tenant.database.as_str(), password);
-    Ok(CreatedTenant {
-        tenant,
-        api_key: key.plaintext,
-        credentials,
-    })
-}
-
-/// Undoes whatever an unfinished create of `slug` left: its database (only if this
-/// operation started the clone), its roles, its registry row. Idempotent.
-pub async fn revert(p: &Platform, slug: &Slug, op_id: Uuid) -> Result<()> {
-    let mut client = p.pool.get().await?;
-    let cloned = client
-        .query_opt(
-            "SELECT 1 FROM berqenas.operation_steps WHERE operation_id = $1 AND name = 'create_database'
-                AND state IN ('started', 'applied')",
-            &[&op_id],
-        )
-        .await?
-        .is_some();
-    if cloned {
-        client.batch_execute(&sql::drop_database_sql(slug)).await?;
-        record_step(&client, op_id, 2, "create_database", "reverted").await?;
-    }
-    let tx = client.transaction().await?;
-    service::lock_name(&tx, slug).await?;
-    let live = tenants::find(&tx, slug.as_str()).await?;
-    if live
-        .as_ref()
-        .is_some_and(|t| t.status != Status::Provisioning)
-    {
-        return Ok(()); // finished after all, or the name belongs to another tenant now
-    }
-    let roles = service::existing_roles(&tx, slug).await?;
-    tx.batch_execute(&crate::isolation::schema::SchemaPerTenant.drop_sql(slug, &roles))
-        .await?;
-    if let Some(t) = live {
-        tenants::delete(&tx, t.id).await?;
-    }
-    tx.commit().await?;
     Ok(())
 }
 

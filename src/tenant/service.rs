@@ -18,8 +18,8 @@ use crate::problem::{Kind, Problem};
 use crate::store::plans;
 use crate::store::tenants::{self as store, Changes};
 
-pub use super::create::{create, CreateTenant, CreatedTenant};
-pub(crate) use super::create::{seal_response, settled, taken, taken_name, taken_row, Validated};
+pub use super::create::{CreateTenant, CreatedTenant};
+pub(crate) use super::create::{taken, taken_name, taken_row, Validated};
 pub(crate) use super::credentials::{credentials_for, seal_password};
 pub use super::credentials::{credentials_of, open_password, rotate_credentials, Credentials};
 
@@ -149,29 +149,23 @@ pub(crate) fn limits(p: &Platform, plan: &Plan, quota: i64) -> RoleLimits {
 }
 
 /// Serialises every operation on one tenant name, for the rest of the transaction.
+/// Bounded: a long operation holds the name, and a caller that already holds the
+/// tenant's row would otherwise wait for it forever.
 pub(crate) async fn lock_name(tx: &Transaction<'_>, slug: &Slug) -> Result<()> {
-    // Bounded: a long offboarding holds the name while it takes a backup, and a caller
-    // that already holds the tenant's row would otherwise wait for it forever.
-    tx.batch_execute("SET LOCAL lock_timeout = '10s'").await?;
-    let stmt = tx
-        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .await?;
-    let locked = tx.execute(&stmt, &[&slug.lock_key()]).await;
-    if let Err(e) = locked {
-        if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
-            return Err(Error::Rejected(Problem::new(
+    match crate::store::operations::lock_name(tx, slug.as_str()).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            Err(Error::Rejected(Problem::new(
                 Kind::Conflict,
                 "tenant_busy",
                 format!(
                     "another operation on tenant {} is in progress; retry when it has finished",
                     slug.as_str()
                 ),
-            )));
+            )))
         }
-        return Err(e.into());
+        Err(e) => Err(e.into()),
     }
-    tx.batch_execute("SET LOCAL lock_timeout = DEFAULT").await?;
-    Ok(())
 }
 
 /// A tenant by name or id.

@@ -102,7 +102,7 @@ async fn a_shared_tenant_holding_a_pool_table_lock_is_ended_and_the_others_proce
     // Warm B's data API pool, so the timing below is the lock's alone.
     let (s, res) = query(&app, b_key, "SELECT count(*) FROM applications").await;
     assert_eq!(s, StatusCode::OK, "{res}");
-    let _dog = Watchdog::start(state.platform.clone());
+    let _dog = Watchdog::start(std::sync::Arc::new(state.platform.platform.clone()));
 
     // The attack: the lock every statement on the table conflicts with, in a
     // transaction kept busy (never idle, never slow) every 3 s.
@@ -216,7 +216,7 @@ async fn a_transaction_older_than_the_tenants_bound_is_ended_blocking_nobody() {
         (StatusCode::BAD_REQUEST, Some("transaction_timeout_ms"))
     );
 
-    let _dog = Watchdog::start(state.platform.clone());
+    let _dog = Watchdog::start(std::sync::Arc::new(state.platform.platform.clone()));
     // A transaction kept busy every 300 ms: never idle, never slow, holding no lock
     // anyone waits for. A second session outside any transaction is left alone.
     let c = Arc::new(connect_as(&t["credentials"]).await);

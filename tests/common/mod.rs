@@ -88,6 +88,14 @@ pub async fn platform(pool_size: usize) -> Platform {
         .unwrap()
 }
 
+/// The platform with an operation engine of its own (an instance of its own: no
+/// other test's engine takes its operations over).
+pub async fn runtime(platform: Platform) -> std::sync::Arc<berqenas::workflows::Runtime> {
+    berqenas::workflows::Runtime::start(platform, &format!("test:{}", uuid::Uuid::new_v4()))
+        .await
+        .unwrap()
+}
+
 pub struct TestApp {
     pub url: String,
     pub http: reqwest::Client,
@@ -102,7 +110,7 @@ impl TestApp {
     pub async fn serve(platform: Platform) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let router = api::router(AppState::new(platform, TOKEN));
+        let router = api::router(AppState::new(runtime(platform).await, TOKEN));
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         Self {
             url,

@@ -141,22 +141,23 @@ pub async fn violations(pg: &tokio_postgres::Client, only: &str) -> Vec<String> 
     for d in live("database").difference(&databases) {
         out.push(format!("database of a live tenant missing: {d}"));
     }
-    // Throw-away roles and scratch databases: none once nothing runs.
-    if out.is_empty() {
-        for r in pg
-            .query(
-                "SELECT rolname::text FROM pg_roles WHERE rolname ~ '^berqenas_(restore|migrate|verify)_[0-9a-f]{12}$'
-                 UNION ALL SELECT datname::text FROM pg_database WHERE datname ~ '^berqenas_(restore|verify)_[0-9a-f]{12}$'
-                 UNION ALL SELECT nspname::text FROM pg_namespace WHERE nspname ~ '^tenant_.*_[rd][0-9a-f]{8}$'",
-                &[],
-            )
-            .await
-            .unwrap()
-        {
-            out.push(format!("scratch object left: {}", r.get::<_, String>(0)));
-        }
-    }
     out
+}
+
+/// Throw-away roles, scratch databases and set-aside schemas left in the whole
+/// cluster (for a test that has the cluster to itself, once nothing runs).
+pub async fn scratch_left(pg: &tokio_postgres::Client) -> Vec<String> {
+    pg.query(
+        "SELECT rolname::text FROM pg_roles WHERE rolname ~ '^berqenas_(restore|migrate|verify)_[0-9a-f]{12}$'
+         UNION ALL SELECT datname::text FROM pg_database WHERE datname ~ '^berqenas_(restore|verify)_[0-9a-f]{12}$'
+         UNION ALL SELECT nspname::text FROM pg_namespace WHERE nspname ~ '^tenant_.*_[rd][0-9a-f]{8}$'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| format!("scratch object left: {}", r.get::<_, String>(0)))
+    .collect()
 }
 
 /// Connects with the credentials the API hands out for a tenant and runs a query.

@@ -4,7 +4,7 @@
 use berqenas::api::{self, AppState};
 use berqenas::dataapi::DataApiConfig;
 
-use crate::common::{platform, TestApp, TOKEN};
+use crate::common::{platform, runtime, TestApp, TOKEN};
 
 pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
 
@@ -14,7 +14,7 @@ pub async fn spawn_with(config: DataApiConfig) -> (TestApp, AppState) {
         .with_env_filter("berqenas=info")
         .with_test_writer()
         .try_init();
-    let state = AppState::new(platform(16).await, TOKEN)
+    let state = AppState::new(runtime(platform(16).await).await, TOKEN)
         .with_metrics_token(Some(METRICS_TOKEN))
         .with_data_api(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,428 @@
+//! Creating a tenant.
+//!
+//! - `tenant.create` (schema and shared modes): one transaction holds the roles, the
+//!   schema (or pool rows), the template, the registry row, the API key, the backup
+//!   policy, the audit row and the operation row: a crash leaves all or nothing.
+//! - `tenant.create.database`: `CREATE DATABASE` cannot run in a transaction, so four
+//!   steps: the roles and the registry row (the operation takes the tenant), the
+//!   clone (declared before it runs), its configuration, then activation (the point of
+//!   no return: the API key, the policy, the audit row, the tenant given back). Failing
+//!   or dying before activation undoes the steps, last first, each only where this
+//!   operation still owns the tenant: a loser of a race for the name never touches the
+//!   winner's roles or database.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{failed, open_value, seal_value, step_error, Error, Runtime};
+use crate::ops::{self, fence, Begin, Idempotency, Kind, NewOp, NewOperation, Object, Run, Step, StepError, StepFuture, StoredResponse};
+use crate::platform::Platform;
+use crate::tenant::create::{self as domain, CreateTenant, CreatedTenant, Validated};
+use crate::tenant::{database_mode, service, Isolation, Slug};
+
+pub const CREATE: &str = "tenant.create";
+pub const CREATE_DATABASE: &str = "tenant.create.database";
+
+pub fn kinds() -> Vec<Kind<Platform>> {
+    vec![
+        Kind::single(CREATE),
+        Kind {
+            name: CREATE_DATABASE,
+            steps: vec![
+                Step {
+                    name: "register",
+                    reaches_out: false,
+                    apply: register,
+                    compensate: Some(unregister),
+                },
+                Step {
+                    name: "clone",
+                    reaches_out: true,
+                    apply: clone,
+                    compensate: Some(drop_clone),
+                },
+                Step {
+                    name: "configure",
+                    reaches_out: true,
+                    apply: configure,
+                    compensate: None,
+                },
+                Step {
+                    name: "activate",
+                    reaches_out: false,
+                    apply: activate,
+                    compensate: None,
+                },
+            ],
+            point_of_no_return: 3,
+        },
+    ]
+}
+
+/// `POST /api/v1/tenants`. With an idempotency key, a repeat of the same request
+/// replays the first answer, and another request with the key is refused.
+pub async fn create(
+    rt: &Runtime,
+    req: &CreateTenant,
+    idem: Option<&Idempotency>,
+    actor: &str,
+) -> Result<CreatedTenant, Error> {
+    let mut v = match domain::validate_create(req) {
+        Ok(v) => v,
+        Err(e) => return remember_rejection(rt, idem, &req.name, e.into()).await,
+    };
+    domain::settle_isolation(&rt.pool.get().await?, &mut v).await?;
+    if v.isolation == Isolation::Database {
+        return create_database(rt, &v, idem, actor).await;
+    }
+    let p = &rt.platform;
+    let (password, verifier) = crate::secrets::new_password();
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let op_id = Uuid::now_v7();
+    let begun = ops::begin(
+        &tx,
+        &NewOperation {
+            id: op_id,
+            kind: CREATE,
+            tenant_id: None,
+            tenant_name: v.slug.as_str(),
+            idempotency: idem,
+            params: None,
+            instance: Some(rt.engine.instance()),
+        },
+    )
+    .await?;
+    if let Some(answer) = settled(p, begun) {
+        return answer;
+    }
+    let made = async {
+        service::lock_name(&tx, &v.slug).await?;
+        let made = domain::provision(p, &tx, &v, (password, verifier)).await?;
+        let t = &made.created.tenant;
+        crate::backup::policy::apply_at_create(&tx, t.id, &made.plan, v.backup_schedule.as_deref())
+            .await
+            .map_err(service::backup_policy_error)?;
+        domain::audit_created(&tx, &made, actor, op_id).await?;
+        Ok::<_, service::Error>(made)
+    }
+    .await;
+    match made {
+        Ok(made) => {
+            let created = made.created;
+            let sealed = seal_response(p, &StoredResponse::Success(serde_json::to_value(&created).map_err(service::Error::from)?))?;
+            ops::succeed(&tx, op_id, &["provision"], idem.map(|_| sealed.as_slice())).await?;
+            rt.engine.commit(tx, CREATE).await?;
+            tracing::info!(tenant.name = %created.tenant.name, tenant.id = %created.tenant.id, "tenant created");
+            crate::metrics::tenant_created();
+            Ok(created)
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            remember_rejection(rt, idem, v.slug.as_str(), e.into()).await
+        }
+    }
+}
+
+/// The input of a database-mode create, as journaled (no secret in it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Params {
+    tenant_id: Uuid,
+    name: Slug,
+    plan: String,
+    db_quota_bytes: Option<i64>,
+    vpn_enabled: bool,
+    public_api: bool,
+    trial_days: Option<i32>,
+    metadata: Value,
+    backup_schedule: Option<String>,
+    actor: String,
+}
+
+impl Params {
+    fn validated(&self) -> Validated {
+        Validated {
+            slug: self.name.clone(),
+            db_quota_bytes: self.db_quota_bytes,
+            vpn_enabled: self.vpn_enabled,
+            public_api: self.public_api,
+            isolation: Isolation::Database,
+            isolation_given: true,
+            trial_days: self.trial_days,
+            plan: self.plan.clone(),
+            metadata: self.metadata.clone(),
+            backup_schedule: self.backup_schedule.clone(),
+        }
+    }
+}
+
+async fn create_database(
+    rt: &Runtime,
+    v: &Validated,
+    idem: Option<&Idempotency>,
+    actor: &str,
+) -> Result<CreatedTenant, Error> {
+    let tenant_id = Uuid::now_v7();
+    let params = Params {
+        tenant_id,
+        name: v.slug.clone(),
+        plan: v.plan.clone(),
+        db_quota_bytes: v.db_quota_bytes,
+        vpn_enabled: v.vpn_enabled,
+        public_api: v.public_api,
+        trial_days: v.trial_days,
+        metadata: v.metadata.clone(),
+        backup_schedule: v.backup_schedule.clone(),
+        actor: actor.to_string(),
+    };
+    let done = rt
+        .engine
+        .run(
+            &rt.platform,
+            NewOp {
+                kind: CREATE_DATABASE,
+                tenant_id: Some(tenant_id),
+                tenant_name: v.slug.as_str(),
+                params: serde_json::to_value(&params).map_err(service::Error::from)?,
+                idempotency: idem,
+            },
+        )
+        .await?;
+    match done {
+        ops::Done::Replay(sealed) => replay(&rt.platform, &sealed),
+        ops::Done::Finished(outcome) => {
+            let answer = outcome["answer"].as_str().unwrap_or_default();
+            let created: CreatedTenant = open_value(&rt.platform, answer)?;
+            tracing::info!(tenant.name = %created.tenant.name, "database-mode tenant created");
+            crate::metrics::tenant_created();
+            Ok(created)
+        }
+    }
+}
+
+fn slug_of(run: &Run) -> Result<Slug, StepError> {
+    Slug::parse(&run.tenant_name).map_err(failed)
+}
+
+/// 1. The roles and the registry row (`provisioning`), and the tenant taken by this
+///    operation, in one transaction with the step's journal row.
+fn register<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let params: Params = run.params()?;
+        let mut client = p.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        fence::lock_name(&tx, params.name.as_str()).await?;
+        let registered = database_mode::register(p, &tx, &params.validated(), params.tenant_id)
+            .await
+            .map_err(step_error)?;
+        fence::acquire(&tx, run, params.tenant_id).await?;
+        let outcome = serde_json::to_value(&registered).map_err(failed)?;
+        run.applied_in(&tx, &outcome).await?;
+        tx.commit().await.map_err(failed)?;
+        Ok(outcome)
+    })
+}
+
+/// Drops the roles and the registry row, if this operation still owns the tenant
+/// (a create that lost the race for the name registered nothing of its own).
+fn unregister<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let slug = slug_of(run)?;
+        let mut client = p.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        fence::lock_name(&tx, slug.as_str()).await?;
+        if !fence::owns(&tx, run).await? {
+            return Ok(Value::Null);
+        }
+        let tenant = run.tenant_id.expect("an owned tenant");
+        database_mode::unregister(&tx, &slug, tenant)
+            .await
+            .map_err(step_error)?;
+        tx.commit().await.map_err(failed)?;
+        Ok(Value::Null)
+    })
+}
+
+/// 2. The clone, declared first. A database of the name that exists already is
+///    someone else's: a taken name, and never dropped.
+fn clone<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let slug = slug_of(run)?;
+        let registered: database_mode::Registered =
+            run.outcome("register").ok_or_else(|| StepError::Fenced("nothing registered".into()))?;
+        if run.intent::<Value>("clone").is_none() {
+            if database_mode::database_exists(p, &slug).await.map_err(step_error)? {
+                return Err(step_error(service::taken_name(&slug)));
+            }
+            run.intend(
+                vec![Object {
+                    kind: "database".into(),
+                    name: slug.schema().as_str().to_string(),
+                    database: None,
+                    scratch: false,
+                }],
+                json!({"ours": true}),
+            )
+            .await?;
+        } else if database_mode::database_exists(p, &slug).await.map_err(step_error)? {
+            return Ok(json!({"database": slug.schema().as_str()})); // cloned before a crash
+        }
+        if let Err(e) = database_mode::clone(p, &slug, registered.max_connections).await {
+            if matches!(e, service::Error::Rejected(_)) {
+                // It appeared between the check and the clone: not ours to drop.
+                run.intend(vec![], json!({"ours": false})).await?;
+            }
+            return Err(step_error(e));
+        }
+        Ok(json!({"database": slug.schema().as_str()}))
+    })
+}
+
+fn drop_clone<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let ours = run
+            .intent::<Value>("clone")
+            .is_some_and(|i| i["ours"] == true);
+        if !ours {
+            return Ok(Value::Null);
+        }
+        let slug = slug_of(run)?;
+        let mut client = p.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        fence::lock_name(&tx, slug.as_str()).await?;
+        if fence::owns(&tx, run).await? {
+            database_mode::drop_database(p, &slug)
+                .await
+                .map_err(step_error)?;
+        }
+        Ok(Value::Null)
+    })
+}
+
+/// 3. Inside the new database: ownership, grants, PUBLIC's privileges taken away.
+fn configure<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let slug = slug_of(run)?;
+        database_mode::configure(p, &slug)
+            .await
+            .map_err(step_error)?;
+        Ok(Value::Null)
+    })
+}
+
+/// 4. Active, with its API key, backup policy and audit row; the tenant given back and
+///    the operation closed, in one transaction. The answer (it carries the password
+///    and the key, shown once) is journaled sealed.
+fn activate<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let params: Params = run.params()?;
+        let registered: database_mode::Registered =
+            run.outcome("register").ok_or_else(|| StepError::Fenced("nothing registered".into()))?;
+        let mut client = p.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        fence::lock_name(&tx, params.name.as_str()).await?;
+        fence::check(&tx, run).await?;
+        let (tenant, key) = database_mode::activate(p, &tx, &registered)
+            .await
+            .map_err(step_error)?;
+        crate::backup::policy::apply_at_create(
+            &tx,
+            tenant.id,
+            &registered.plan,
+            params.backup_schedule.as_deref(),
+        )
+        .await
+        .map_err(|e| step_error(service::backup_policy_error(e)))?;
+        database_mode::audit_created(&tx, &tenant, &registered, &key.public_id, &params.actor, run.id)
+            .await
+            .map_err(step_error)?;
+        let sealed = crate::store::tenants::sealed_credentials(&tx, tenant.id)
+            .await
+            .map_err(failed)?;
+        let password = service::open_password(p, &sealed).map_err(step_error)?;
+        let credentials = service::credentials_for(
+            p,
+            tenant.role.as_str(),
+            tenant.database.as_str(),
+            password,
+        );
+        let created = CreatedTenant {
+            tenant,
+            api_key: key.plaintext,
+            credentials,
+        };
+        fence::release(&tx, run).await?;
+        let outcome = json!({"tenant_id": created.tenant.id, "answer": seal_value(p, &created)?});
+        let response = seal_response(
+            p,
+            &StoredResponse::Success(serde_json::to_value(&created).map_err(failed)?),
+        )
+        .map_err(step_error)?;
+        run.finish_in(&tx, &outcome, Some(&response)).await?;
+        tx.commit().await.map_err(failed)?;
+        Ok(outcome)
+    })
+}
+
+/// What the start of an operation says about the request: `None` to go on, or the
+/// answer to give now (a replay, or a refusal of the key).
+fn settled(p: &Platform, begun: Begin) -> Option<Result<CreatedTenant, Error>> {
+    match begun {
+        Begin::Started => None,
+        Begin::Replay(sealed) => Some(replay(p, &sealed)),
+        Begin::InProgress => Some(Err(ops::OpError::InProgress.into())),
+        Begin::Mismatch => Some(Err(ops::OpError::Mismatch.into())),
+    }
+}
+
+fn seal_response(p: &Platform, r: &StoredResponse) -> Result<Vec<u8>, service::Error> {
+    Ok(p.key.seal(&serde_json::to_vec(r)?))
+}
+
+fn replay(p: &Platform, sealed: &[u8]) -> Result<CreatedTenant, Error> {
+    let opened = p.key.open(sealed).map_err(service::Error::from)?;
+    match serde_json::from_slice::<StoredResponse>(&opened).map_err(service::Error::from)? {
+        StoredResponse::Success(v) => Ok(serde_json::from_value(v).map_err(service::Error::from)?),
+        StoredResponse::Failure(problem) => Err(Error::Rejected(problem)),
+    }
+}
+
+/// A refused request under an idempotency key is answered the same way next time;
+/// an outage is not remembered, so the client may retry.
+async fn remember_rejection(
+    rt: &Runtime,
+    idem: Option<&Idempotency>,
+    name: &str,
+    e: Error,
+) -> Result<CreatedTenant, Error> {
+    let (Some(idem), Error::Rejected(problem)) = (idem, &e) else {
+        return Err(e);
+    };
+    let p = &rt.platform;
+    let client = p.pool.get().await?;
+    let op_id = Uuid::now_v7();
+    let begun = ops::begin(
+        &client,
+        &NewOperation {
+            id: op_id,
+            kind: CREATE,
+            tenant_id: None,
+            tenant_name: name,
+            idempotency: Some(idem),
+            params: None,
+            instance: Some(rt.engine.instance()),
+        },
+    )
+    .await?;
+    match begun {
+        Begin::Started => {
+            let sealed = seal_response(p, &StoredResponse::Failure(problem.clone()))?;
+            ops::fail(&client, op_id, &problem.message, Some(&sealed)).await?;
+            Err(e)
+        }
+        Begin::Replay(sealed) => replay(p, &sealed),
+        Begin::Mismatch => Err(ops::OpError::Mismatch.into()),
+        Begin::InProgress => Err(e),
+    }
+}

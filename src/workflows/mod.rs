@@ -1,0 +1,279 @@
+//! L5: one module per operation kind, composing the domains into the steps the
+//! operation engine runs (see docs/operations.md). The domains below never call each
+//! other; when a change needs two of them (a delete takes a backup; a restore cuts the
+//! tenant's logins), the workflow does both.
+
+pub mod create;
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use serde_json::Value;
+
+use crate::ops::{self, Context, Engine, Object, OpError, Registry, StepError, StepFuture};
+use crate::pg::Ident;
+use crate::platform::Platform;
+use crate::problem::{Kind as ProblemKind, Problem};
+
+impl Context for Platform {
+    fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        self.key.seal(plaintext)
+    }
+}
+
+/// Every kind this binary runs and settles, and how to drop each kind of scratch
+/// object.
+pub fn registry() -> Registry<Platform> {
+    let mut r = Registry::default();
+    for k in create::kinds() {
+        r = r.kind(k);
+    }
+    r.cleaner("role", clean_role)
+        .cleaner("database", clean_database)
+        .cleaner("schema", clean_schema)
+}
+
+/// The platform and its operation engine: what a workflow runs with.
+#[derive(Clone)]
+pub struct Runtime {
+    pub platform: Platform,
+    pub engine: Engine<Platform>,
+}
+
+impl std::ops::Deref for Runtime {
+    type Target = Platform;
+
+    fn deref(&self) -> &Platform {
+        &self.platform
+    }
+}
+
+impl Runtime {
+    /// Starts the engine for this process (`identity`: what makes a restart the same
+    /// server: host and data directory) and settles what a previous process left.
+    pub async fn start(platform: Platform, identity: &str) -> Result<Arc<Self>, OpError> {
+        let engine = Engine::start(platform.pool.clone(), identity, registry()).await?;
+        let rt = Arc::new(Self { platform, engine });
+        let settled = rt.engine.reconcile(&rt.platform).await?;
+        if settled > 0 {
+            tracing::warn!(
+                operations = settled,
+                "settled operations a previous process left"
+            );
+        }
+        Ok(rt)
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.platform.pool
+    }
+}
+
+/// How a workflow fails, for the API to tell apart: the request is refused (nothing
+/// changed), or the operation failed inside (it was undone, or a worker finishes it).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}", .0.message)]
+    Rejected(Problem),
+    #[error(transparent)]
+    Tenant(crate::tenant::service::Error),
+    #[error(transparent)]
+    Operation(OpError),
+}
+
+impl Error {
+    /// As the tenant domain's error, for a domain that calls a workflow back (a
+    /// restore into a new tenant creates it). An operation's own failure is an outage.
+    pub fn into_tenant(self) -> crate::tenant::service::Error {
+        match self {
+            Error::Rejected(p) => crate::tenant::service::Error::Rejected(p),
+            Error::Tenant(e) => e,
+            Error::Operation(e) => crate::tenant::service::Error::Rejected(Problem::new(
+                ProblemKind::Unavailable,
+                "operation_failed",
+                match e {
+                    OpError::Unfinished { op, .. } | OpError::Failed { op, .. } => {
+                        format!("operation {op} did not complete; retry")
+                    }
+                    _ => "the operation did not complete; retry".into(),
+                },
+            )),
+        }
+    }
+}
+
+impl From<crate::tenant::service::Error> for Error {
+    fn from(e: crate::tenant::service::Error) -> Self {
+        match e {
+            crate::tenant::service::Error::Rejected(p) => Self::Rejected(p),
+            other => Self::Tenant(other),
+        }
+    }
+}
+
+impl From<OpError> for Error {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Rejected(p) => Self::Rejected(p),
+            OpError::InProgress => Self::Rejected(Problem::new(
+                ProblemKind::Conflict,
+                "idempotency_in_progress",
+                "a request with this Idempotency-Key is still in progress; retry later",
+            )),
+            OpError::Mismatch => Self::Rejected(Problem::new(
+                ProblemKind::Unprocessable,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different request",
+            )),
+            other => Self::Operation(other),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Tenant(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Tenant(e.into())
+    }
+}
+
+/// A domain's refusal is the operation's answer; anything else is a failure to undo.
+pub(crate) fn step_error(e: crate::tenant::service::Error) -> StepError {
+    match e {
+        crate::tenant::service::Error::Rejected(p) => StepError::Rejected(p),
+        other => StepError::failed(other),
+    }
+}
+
+pub(crate) fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StepError {
+    StepError::failed(e)
+}
+
+/// Opens a connection as the control role to another database of the server.
+pub(crate) async fn connect_to(
+    p: &Platform,
+    database: &str,
+) -> Result<tokio_postgres::Client, StepError> {
+    let mut config = p.config.clone();
+    config.dbname(database);
+    crate::pg::connect(&config).await.map_err(failed)
+}
+
+fn ident(name: &str) -> Result<Ident, StepError> {
+    Ident::new(name.to_string()).map_err(failed)
+}
+
+/// A throw-away role: what it owns in the database it reached, what it owns or was
+/// granted in the control database, its sessions, then the role.
+fn clean_role<'a>(p: &'a Platform, o: &'a Object) -> StepFuture<'a> {
+    Box::pin(async move {
+        let role = ident(&o.name)?;
+        let c = p.pool.get().await.map_err(failed)?;
+        let exists = c
+            .query_opt("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&o.name])
+            .await
+            .map_err(failed)?
+            .is_some();
+        if !exists {
+            return Ok(Value::Null);
+        }
+        if let Some(db) = o.database.as_deref().filter(|d| *d != p.endpoint.database) {
+            let there = c
+                .query_opt("SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", &[&db])
+                .await
+                .map_err(failed)?
+                .is_some();
+            if there {
+                connect_to(p, db)
+                    .await?
+                    .batch_execute(&format!("DROP OWNED BY {role} CASCADE"))
+                    .await
+                    .map_err(failed)?;
+            }
+        }
+        c.batch_execute(&format!(
+            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = {};
+             DROP OWNED BY {role} CASCADE; DROP ROLE IF EXISTS {role};",
+            crate::pg::Literal(&o.name)
+        ))
+        .await
+        .map_err(failed)?;
+        Ok(Value::Null)
+    })
+}
+
+fn clean_database<'a>(p: &'a Platform, o: &'a Object) -> StepFuture<'a> {
+    Box::pin(async move {
+        let db = ident(&o.name)?;
+        p.pool
+            .get()
+            .await
+            .map_err(failed)?
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await
+            .map_err(failed)?;
+        Ok(Value::Null)
+    })
+}
+
+fn clean_schema<'a>(p: &'a Platform, o: &'a Object) -> StepFuture<'a> {
+    Box::pin(async move {
+        let schema = ident(&o.name)?;
+        let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+        match o.database.as_deref() {
+            Some(db) if db != p.endpoint.database => {
+                let there = p
+                    .pool
+                    .get()
+                    .await
+                    .map_err(failed)?
+                    .query_opt("SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", &[&db])
+                    .await
+                    .map_err(failed)?
+                    .is_some();
+                if there {
+                    connect_to(p, db)
+                        .await?
+                        .batch_execute(&sql)
+                        .await
+                        .map_err(failed)?;
+                }
+            }
+            _ => p
+                .pool
+                .get()
+                .await
+                .map_err(failed)?
+                .batch_execute(&sql)
+                .await
+                .map_err(failed)?,
+        }
+        Ok(Value::Null)
+    })
+}
+
+/// The sealed form of an answer that carries secrets, for a step's journaled outcome
+/// (the journal is not a place for plaintext).
+pub(crate) fn seal_value(p: &Platform, v: &impl serde::Serialize) -> Result<String, StepError> {
+    use base64::Engine as _;
+    let bytes = serde_json::to_vec(v).map_err(failed)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(p.key.seal(&bytes)))
+}
+
+pub(crate) fn open_value<T: serde::de::DeserializeOwned>(
+    p: &Platform,
+    sealed: &str,
+) -> Result<T, crate::tenant::service::Error> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(sealed)
+        .map_err(|_| crate::secrets::SecretError::Open)?;
+    Ok(serde_json::from_slice(&p.key.open(&bytes)?)?)
+}
+
+pub use ops::Done;
