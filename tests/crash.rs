@@ -185,9 +185,9 @@ async fn sigkill_between_database_mode_steps_converges_to_nothing() {
     let http = reqwest::Client::new();
     let lease = [("BERQENAS_LEASE_SECS", "1")];
     for (i, point) in [
-        "database.after_roles",
-        "database.after_create_database",
-        "database.after_configure",
+        "tenant.create.database/register/after",
+        "tenant.create.database/clone/after",
+        "tenant.create.database/configure/after",
     ]
     .iter()
     .enumerate()
@@ -208,7 +208,8 @@ async fn sigkill_between_database_mode_steps_converges_to_nothing() {
             "{point}"
         );
 
-        // Something is left half done until the lease runs out and a start reconciles.
+        // Something is left half done until the next start settles it (at once: the
+        // process of this data directory is gone for certain).
         let pg = superuser(&dir).await;
         let stem = format!("tenant_{}", name.replace('-', "_"));
         let before = footprint(&pg, &name).await;
@@ -226,11 +227,10 @@ async fn sigkill_between_database_mode_steps_converges_to_nothing() {
             .get(0);
         assert_eq!(
             db_before,
-            i64::from(*point != "database.after_roles"),
+            i64::from(*point != "tenant.create.database/register/after"),
             "{point}"
         );
         drop(pg);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
         let mut server = Server::start(&dir, &lease).await;
         let pg = superuser(&dir).await;
         assert_eq!(

@@ -5,9 +5,10 @@
 //!   policy, the audit row and the operation row: a crash leaves all or nothing.
 //! - `tenant.create.database`: `CREATE DATABASE` cannot run in a transaction, so four
 //!   steps: the roles and the registry row (the operation takes the tenant), the
-//!   clone (declared before it runs), its configuration, then activation (the point of
-//!   no return: the API key, the policy, the audit row, the tenant given back). Failing
-//!   or dying before activation undoes the steps, last first, each only where this
+//!   clone (declared before it runs), its configuration, then activation (the API key,
+//!   the policy, the audit row, the tenant given back and the operation closed, in one
+//!   transaction). Failing or dying before that commits undoes the steps, last first,
+//!   each only where this
 //!   operation still owns the tenant: a loser of a race for the name never touches the
 //!   winner's roles or database.
 
@@ -55,7 +56,9 @@ pub fn kinds() -> Vec<Kind<Platform>> {
                     compensate: None,
                 },
             ],
-            point_of_no_return: 3,
+            // Activation closes the operation in its own transaction: until it commits,
+            // a crash undoes the create (its client got no credentials, and retries).
+            point_of_no_return: 4,
         },
     ]
 }
