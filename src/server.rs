@@ -366,7 +366,7 @@ async fn reconcile_forever(rt: std::sync::Arc<Runtime>) {
                 tracing::warn!(error = %e, "tenant role check failed; retrying at the next tick")
             }
         }
-        if let Err(e) = tenant::lifecycle::expire_trials(&platform).await {
+        if let Err(e) = crate::workflows::lifecycle::expire_trials(&rt).await {
             tracing::warn!(error = %e, "trial expiry failed; retrying at the next tick");
         }
         if let Err(e) = crate::backup::worker::run_once(&platform).await {

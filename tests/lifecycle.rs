@@ -455,7 +455,7 @@ async fn activate_ends_a_trial_and_a_trial_can_be_suspended_and_resumed() {
 #[tokio::test]
 async fn a_free_trial_the_worker_ends_is_suspended_and_resume_restores_it() {
     let app = TestApp::spawn().await;
-    let platform = common::platform(4).await;
+    let platform = common::runtime(common::platform(4).await).await;
     let n = name("expired");
     let paid = name("expired");
     let t = create_in(&app, &n, "database", json!({"trial_days": 3})).await;
@@ -476,7 +476,7 @@ async fn a_free_trial_the_worker_ends_is_suspended_and_resume_restores_it() {
     .await
     .unwrap();
     assert!(
-        berqenas::tenant::lifecycle::expire_trials(&platform)
+        berqenas::workflows::lifecycle::expire_trials(&platform)
             .await
             .unwrap()
             >= 2
@@ -610,8 +610,8 @@ async fn suspend_and_resume_as_a_role_that_is_not_superuser() {
     .unwrap();
     let before = catalog(&t).await;
     let session = connect_as(&creds).await;
-    let suspended = berqenas::tenant::suspension::suspend(
-        &platform,
+    let suspended = berqenas::workflows::lifecycle::suspend(
+        &rt,
         &n,
         &berqenas::tenant::suspension::SuspendTenant {
             reason: Some("audit".into()),
@@ -630,7 +630,7 @@ async fn suspend_and_resume_as_a_role_that_is_not_superuser() {
             .any(|l| l.contains(&format!(">{pool} "))),
         "{after_suspend:#?}"
     );
-    berqenas::tenant::suspension::resume(&platform, &n, "test")
+    berqenas::workflows::lifecycle::resume(&rt, &n, "test")
         .await
         .unwrap();
     assert_eq!(catalog(&t).await, before);

@@ -329,7 +329,7 @@ async fn plans_reach_postgres_and_trials_end_as_the_plan_says() {
     .unwrap();
     let platform = common::platform(2).await;
     assert!(
-        berqenas::tenant::lifecycle::expire_trials(&platform)
+        berqenas::workflows::lifecycle::expire_trials(&*common::runtime(platform.clone()).await)
             .await
             .unwrap()
             >= 2

@@ -125,11 +125,18 @@ pub async fn restore(
     OptionalJson(req): OptionalJson<RestoreRequest>,
 ) -> Result<Response, ApiError> {
     Ok(
-        match restore::restore(&state.platform, &name, &id, &req, ADMIN_ACTOR, async |new| {
-            crate::workflows::create::create(&state.platform, &new, None, ADMIN_ACTOR)
-                .await
-                .map_err(crate::workflows::Error::into_tenant)
-        })
+        match restore::restore(
+            &state.platform,
+            &name,
+            &id,
+            &req,
+            ADMIN_ACTOR,
+            async |new| {
+                crate::workflows::create::create(&state.platform, &new, None, ADMIN_ACTOR)
+                    .await
+                    .map_err(crate::workflows::Error::into_tenant)
+            },
+        )
         .await?
         {
             Restored::InPlace(t) => (StatusCode::OK, Json(t)).into_response(),

@@ -6,7 +6,7 @@ use axum::Json;
 use super::error::{ApiError, ErrorBody};
 use super::extract::OptionalJson;
 use super::{AppState, ADMIN_ACTOR};
-use crate::tenant::suspension::{self, SuspendTenant};
+use crate::tenant::suspension::SuspendTenant;
 use crate::tenant::Tenant;
 
 #[utoipa::path(post, path = "/api/v1/tenants/{name}/suspend", tag = "lifecycle", security(("admin" = [])),
@@ -22,7 +22,7 @@ pub async fn suspend(
     OptionalJson(body): OptionalJson<SuspendTenant>,
 ) -> Result<Json<Tenant>, ApiError> {
     Ok(Json(
-        suspension::suspend(&state.platform, &name, &body, ADMIN_ACTOR).await?,
+        crate::workflows::lifecycle::suspend(&state.platform, &name, &body, ADMIN_ACTOR).await?,
     ))
 }
 
@@ -37,7 +37,7 @@ pub async fn resume(
     Path(name): Path<String>,
 ) -> Result<Json<Tenant>, ApiError> {
     Ok(Json(
-        suspension::resume(&state.platform, &name, ADMIN_ACTOR).await?,
+        crate::workflows::lifecycle::resume(&state.platform, &name, ADMIN_ACTOR).await?,
     ))
 }
 
@@ -52,6 +52,6 @@ pub async fn activate(
     Path(name): Path<String>,
 ) -> Result<Json<Tenant>, ApiError> {
     Ok(Json(
-        suspension::activate(&state.platform, &name, ADMIN_ACTOR).await?,
+        crate::workflows::lifecycle::activate(&state.platform, &name, ADMIN_ACTOR).await?,
     ))
 }

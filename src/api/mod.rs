@@ -30,8 +30,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use subtle::ConstantTimeEq;
 
-use crate::workflows::Runtime;
 use crate::problem::{Kind, Problem};
+use crate::workflows::Runtime;
 use error::ApiError;
 
 /// What every handler can reach.

@@ -61,13 +61,9 @@ pub async fn create(
     body: JsonBody<CreateTenant>,
 ) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
     let idem = idempotency(&headers, "POST /api/v1/tenants", &body.canonical)?;
-    let created = crate::workflows::create::create(
-        &state.platform,
-        &body.value,
-        idem.as_ref(),
-        ADMIN_ACTOR,
-    )
-    .await?;
+    let created =
+        crate::workflows::create::create(&state.platform, &body.value, idem.as_ref(), ADMIN_ACTOR)
+            .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

@@ -127,6 +127,11 @@ impl Run {
         serde_json::from_value(self.params.clone()).map_err(StepError::failed)
     }
 
+    /// The kind's steps, in order.
+    pub fn steps(&self) -> &[&'static str] {
+        &self.names
+    }
+
     /// The step running now.
     pub fn step(&self) -> &'static str {
         self.names[self.seq]

@@ -18,8 +18,8 @@ use crate::problem::{Kind, Problem};
 use crate::store::plans;
 use crate::store::tenants::{self as store, Changes};
 
-pub use super::create::{CreateTenant, CreatedTenant};
 pub(crate) use super::create::{taken, taken_name, taken_row, Validated};
+pub use super::create::{CreateTenant, CreatedTenant};
 pub(crate) use super::credentials::{credentials_for, seal_password};
 pub use super::credentials::{credentials_of, open_password, rotate_credentials, Credentials};
 

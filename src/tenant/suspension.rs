@@ -3,10 +3,11 @@
 //! role, say) held in them, since `SET ROLE` ignores NOLOGIN; both are recorded with the
 //! time and the reason, and resuming gives back exactly those. API keys stop working
 //! through the tenant's status (the key extractor admits only `active` and `trial`
-//! tenants). Each change, its status and its audit row commit together; sessions are
-//! ended after the commit.
+//! tenants). Each change, its status and its audit row commit together (the
+//! `tenant.suspend`, `tenant.resume` and `tenant.activate` workflows own the
+//! transaction); sessions are ended after the commit.
 
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Transaction};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -14,11 +15,11 @@ use uuid::Uuid;
 use super::access::login_roles;
 use super::service::Error;
 use super::{access, state, Status, Tenant};
+use crate::audit;
 use crate::pg::Ident;
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::store::{offboarding, tenants};
-use crate::{audit, ops};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -185,32 +186,34 @@ async fn reread(c: &impl GenericClient, id: Uuid) -> Result<Tenant> {
     Ok(tenants::get(c, id).await?)
 }
 
-/// `active` or `trial` -> `suspended`.
-pub async fn suspend(p: &Platform, key: &str, req: &SuspendTenant, actor: &str) -> Result<Tenant> {
+/// `active` or `trial` -> `suspended`, inside the caller's transaction (which holds
+/// the tenant's name and row). Returns the tenant and every login role of it, whose
+/// sessions the caller ends once this commits (before, a terminated client could log
+/// in again while NOLOGIN was still uncommitted).
+pub async fn suspend_locked(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    current: &Tenant,
+    req: &SuspendTenant,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<(Tenant, Vec<String>)> {
     let reason = validate_reason(req.reason.as_deref())?;
-    crate::backup::journal::settle_tenant(p, key).await?;
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let current = tenants::find_for_update(&tx, key)
-        .await?
-        .ok_or_else(|| Error::not_found(key))?;
-    transition(&current, Status::Suspended, "suspend")?;
+    transition(current, Status::Suspended, "suspend")?;
     // The graph also lets a restore lead from `deleted` to `suspended`; suspending
     // itself applies only to a tenant in use.
     if !matches!(current.status, Status::Active | Status::Trial) {
         return Err(not_from(
-            &current,
+            current,
             "suspend",
             "only an active or trial tenant can be suspended",
         ));
     }
-    refuse_while_offboarding(&tx, &current, "suspend").await?;
-    let cut = cut(&tx, &current, p.caps.superuser).await?;
-    mark_suspended(&tx, current.id, reason.as_deref(), &cut).await?;
-    let op_id = Uuid::now_v7();
-    ops::record_done(&tx, op_id, "tenant.suspend", current.id, &current.name).await?;
+    refuse_while_offboarding(tx, current, "suspend").await?;
+    let cut = cut(tx, current, p.caps.superuser).await?;
+    mark_suspended(tx, current.id, reason.as_deref(), &cut).await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "tenant_suspended",
@@ -224,40 +227,40 @@ pub async fn suspend(p: &Platform, key: &str, req: &SuspendTenant, actor: &str) 
         },
     )
     .await?;
-    let tenant = reread(&tx, current.id).await?;
+    let tenant = reread(tx, current.id).await?;
     // Every login role, not only those just disabled: one that was already NOLOGIN
     // may still hold a session.
-    let logins = login_roles(&tx, &tenant).await?;
-    tx.commit().await?;
-    // After the commit: a session ended before it could log in again while NOLOGIN
-    // was still uncommitted.
-    let ended = access::end_sessions(&client, &logins).await?;
-    tracing::info!(tenant.name = %tenant.name, sessions = ended, "tenant suspended");
-    Ok(tenant)
+    let logins = login_roles(tx, &tenant)
+        .await?
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    Ok((tenant, logins))
 }
 
-/// `suspended` -> `active`, with LOGIN back on exactly the roles the suspension took it from.
-pub async fn resume(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
-    crate::backup::journal::settle_tenant(p, key).await?;
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let current = tenants::find_for_update(&tx, key)
-        .await?
-        .ok_or_else(|| Error::not_found(key))?;
-    transition(&current, Status::Active, "resume")?;
+/// `suspended` -> `active`, with LOGIN back on exactly the roles the suspension took
+/// it from; inside the caller's transaction (which holds the name and the row).
+pub async fn resume_locked(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    current: &Tenant,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<Tenant> {
+    transition(current, Status::Active, "resume")?;
     if current.status != Status::Suspended {
         return Err(not_from(
-            &current,
+            current,
             "resume",
             "only a suspended tenant can be resumed",
         ));
     }
-    refuse_while_offboarding(&tx, &current, "resume").await?;
-    let (roles, memberships) = tenants::suspension_record(&tx, current.id).await?;
+    refuse_while_offboarding(tx, current, "resume").await?;
+    let (roles, memberships) = tenants::suspension_record(tx, current.id).await?;
     // A suspension recorded before the roles were (no list): every login role.
     let roles: Vec<String> = match roles {
         Some(r) => r,
-        None => login_roles(&tx, &current)
+        None => login_roles(tx, current)
             .await?
             .iter()
             .map(|r| r.as_str().to_string())
@@ -267,12 +270,10 @@ pub async fn resume(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
         .map(serde_json::from_value)
         .transpose()?
         .unwrap_or_default();
-    restore(&tx, &roles, &memberships, p.caps.superuser).await?;
-    tenants::clear_suspension(&tx, current.id).await?;
-    let op_id = Uuid::now_v7();
-    ops::record_done(&tx, op_id, "tenant.resume", current.id, &current.name).await?;
+    restore(tx, &roles, &memberships, p.caps.superuser).await?;
+    tenants::clear_suspension(tx, current.id).await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "tenant_resumed",
@@ -288,34 +289,29 @@ pub async fn resume(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
         },
     )
     .await?;
-    let tenant = reread(&tx, current.id).await?;
-    tx.commit().await?;
-    tracing::info!(tenant.name = %tenant.name, "tenant resumed");
-    Ok(tenant)
+    reread(tx, current.id).await
 }
 
-/// `trial` -> `active`: the trial ends early, paid for.
-pub async fn activate(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
-    crate::backup::journal::settle_tenant(p, key).await?;
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let current = tenants::find_for_update(&tx, key)
-        .await?
-        .ok_or_else(|| Error::not_found(key))?;
-    transition(&current, Status::Active, "activate")?;
+/// `trial` -> `active`: the trial ends early, paid for; inside the caller's
+/// transaction (which holds the name and the row).
+pub async fn activate_locked(
+    tx: &Transaction<'_>,
+    current: &Tenant,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<Tenant> {
+    transition(current, Status::Active, "activate")?;
     if current.status != Status::Trial {
         let hint = if current.status == Status::Suspended {
             "activate ends a trial; a suspended tenant is resumed"
         } else {
             "activate ends a trial"
         };
-        return Err(not_from(&current, "activate", hint));
+        return Err(not_from(current, "activate", hint));
     }
-    tenants::set_status(&tx, current.id, Status::Active).await?;
-    let op_id = Uuid::now_v7();
-    ops::record_done(&tx, op_id, "tenant.activate", current.id, &current.name).await?;
+    tenants::set_status(tx, current.id, Status::Active).await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "tenant_activated",
@@ -326,9 +322,7 @@ pub async fn activate(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
         },
     )
     .await?;
-    let tenant = reread(&tx, current.id).await?;
-    tx.commit().await?;
-    Ok(tenant)
+    reread(tx, current.id).await
 }
 
 /// The state machine allows the move, but this action is not the way to make it.

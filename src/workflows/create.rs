@@ -17,7 +17,10 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{failed, open_value, seal_value, step_error, Error, Runtime};
-use crate::ops::{self, fence, Begin, Idempotency, Kind, NewOp, NewOperation, Object, Run, Step, StepError, StepFuture, StoredResponse};
+use crate::ops::{
+    self, fence, Begin, Idempotency, Kind, NewOp, NewOperation, Object, Run, Step, StepError,
+    StepFuture, StoredResponse,
+};
 use crate::platform::Platform;
 use crate::tenant::create::{self as domain, CreateTenant, CreatedTenant, Validated};
 use crate::tenant::{database_mode, service, Isolation, Slug};
@@ -114,7 +117,12 @@ pub async fn create(
     match made {
         Ok(made) => {
             let created = made.created;
-            let sealed = seal_response(p, &StoredResponse::Success(serde_json::to_value(&created).map_err(service::Error::from)?))?;
+            let sealed = seal_response(
+                p,
+                &StoredResponse::Success(
+                    serde_json::to_value(&created).map_err(service::Error::from)?,
+                ),
+            )?;
             ops::succeed(&tx, op_id, &["provision"], idem.map(|_| sealed.as_slice())).await?;
             rt.engine.commit(tx, CREATE).await?;
             tracing::info!(tenant.name = %created.tenant.name, tenant.id = %created.tenant.id, "tenant created");
@@ -252,10 +260,14 @@ fn unregister<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
 fn clone<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let slug = slug_of(run)?;
-        let registered: database_mode::Registered =
-            run.outcome("register").ok_or_else(|| StepError::Fenced("nothing registered".into()))?;
+        let registered: database_mode::Registered = run
+            .outcome("register")
+            .ok_or_else(|| StepError::Fenced("nothing registered".into()))?;
         if run.intent::<Value>("clone").is_none() {
-            if database_mode::database_exists(p, &slug).await.map_err(step_error)? {
+            if database_mode::database_exists(p, &slug)
+                .await
+                .map_err(step_error)?
+            {
                 return Err(step_error(service::taken_name(&slug)));
             }
             run.intend(
@@ -268,7 +280,10 @@ fn clone<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
                 json!({"ours": true}),
             )
             .await?;
-        } else if database_mode::database_exists(p, &slug).await.map_err(step_error)? {
+        } else if database_mode::database_exists(p, &slug)
+            .await
+            .map_err(step_error)?
+        {
             return Ok(json!({"database": slug.schema().as_str()})); // cloned before a crash
         }
         if let Err(e) = database_mode::clone(p, &slug, registered.max_connections).await {
@@ -320,8 +335,9 @@ fn configure<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
 fn activate<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: Params = run.params()?;
-        let registered: database_mode::Registered =
-            run.outcome("register").ok_or_else(|| StepError::Fenced("nothing registered".into()))?;
+        let registered: database_mode::Registered = run
+            .outcome("register")
+            .ok_or_else(|| StepError::Fenced("nothing registered".into()))?;
         let mut client = p.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
         fence::lock_name(&tx, params.name.as_str()).await?;
@@ -337,19 +353,22 @@ fn activate<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
         )
         .await
         .map_err(|e| step_error(service::backup_policy_error(e)))?;
-        database_mode::audit_created(&tx, &tenant, &registered, &key.public_id, &params.actor, run.id)
-            .await
-            .map_err(step_error)?;
+        database_mode::audit_created(
+            &tx,
+            &tenant,
+            &registered,
+            &key.public_id,
+            &params.actor,
+            run.id,
+        )
+        .await
+        .map_err(step_error)?;
         let sealed = crate::store::tenants::sealed_credentials(&tx, tenant.id)
             .await
             .map_err(failed)?;
         let password = service::open_password(p, &sealed).map_err(step_error)?;
-        let credentials = service::credentials_for(
-            p,
-            tenant.role.as_str(),
-            tenant.database.as_str(),
-            password,
-        );
+        let credentials =
+            service::credentials_for(p, tenant.role.as_str(), tenant.database.as_str(), password);
         let created = CreatedTenant {
             tenant,
             api_key: key.plaintext,

@@ -4,6 +4,7 @@
 //! tenant's logins), the workflow does both.
 
 pub mod create;
+pub mod lifecycle;
 
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ impl Context for Platform {
 /// object.
 pub fn registry() -> Registry<Platform> {
     let mut r = Registry::default();
-    for k in create::kinds() {
+    for k in create::kinds().into_iter().chain(lifecycle::kinds()) {
         r = r.kind(k);
     }
     r.cleaner("role", clean_role)
@@ -142,6 +143,61 @@ impl From<deadpool_postgres::PoolError> for Error {
     }
 }
 
+/// Locks the tenant `key` names for a change in this transaction, in the one lock
+/// order (its name, then its row), and checks that no running operation owns it.
+pub(crate) async fn lock_tenant(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &str,
+) -> Result<crate::tenant::Tenant, crate::tenant::service::Error> {
+    use crate::tenant::service::Error as E;
+    let found = crate::store::tenants::find(tx, key)
+        .await?
+        .ok_or_else(|| E::not_found(key))?;
+    match ops::fence::lock_name(tx, found.name.as_str()).await {
+        Ok(()) => {}
+        Err(ops::fence::LockError::Busy(p)) => return Err(E::Rejected(p)),
+        Err(ops::fence::LockError::Db(e)) => return Err(e.into()),
+    }
+    let tenant = crate::store::tenants::find_for_update(tx, &found.id.to_string())
+        .await?
+        .ok_or_else(|| E::not_found(key))?;
+    match ops::fence::free(tx, tenant.id, tenant.name.as_str()).await {
+        Ok(()) => Ok(tenant),
+        Err(ops::fence::FreeError::Busy { problem, kind }) => {
+            Err(E::Rejected(if kind.as_deref() == Some(PURGE_KIND) {
+                Problem::new(
+                    ProblemKind::Conflict,
+                    "purge_in_progress",
+                    format!(
+                        "tenant {} is being purged; once the purge has finished it can be restored from its archive",
+                        tenant.name
+                    ),
+                )
+            } else {
+                problem
+            }))
+        }
+        Err(ops::fence::FreeError::Db(e)) => Err(e.into()),
+    }
+}
+
+/// The purge's kind, named in the 409 a change of a tenant being purged gets.
+pub(crate) const PURGE_KIND: &str = "tenant.purge";
+
+/// A one-transaction change: its operation row, written in the transaction, and the
+/// commit through the engine (the kind's step boundary).
+pub(crate) async fn commit_one(
+    rt: &Runtime,
+    tx: deadpool_postgres::Transaction<'_>,
+    kind: &'static str,
+    op: uuid::Uuid,
+    tenant: &crate::tenant::Tenant,
+) -> Result<(), Error> {
+    ops::record_done(&tx, op, kind, tenant.id, tenant.name.as_str()).await?;
+    rt.engine.commit(tx, kind).await?;
+    Ok(())
+}
+
 /// A domain's refusal is the operation's answer; anything else is a failure to undo.
 pub(crate) fn step_error(e: crate::tenant::service::Error) -> StepError {
     match e {
@@ -175,7 +231,10 @@ fn clean_role<'a>(p: &'a Platform, o: &'a Object) -> StepFuture<'a> {
         let role = ident(&o.name)?;
         let c = p.pool.get().await.map_err(failed)?;
         let exists = c
-            .query_opt("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&o.name])
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                &[&o.name],
+            )
             .await
             .map_err(failed)?
             .is_some();
@@ -184,7 +243,10 @@ fn clean_role<'a>(p: &'a Platform, o: &'a Object) -> StepFuture<'a> {
         }
         if let Some(db) = o.database.as_deref().filter(|d| *d != p.endpoint.database) {
             let there = c
-                .query_opt("SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", &[&db])
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
+                    &[&db],
+                )
                 .await
                 .map_err(failed)?
                 .is_some();
@@ -232,7 +294,10 @@ fn clean_schema<'a>(p: &'a Platform, o: &'a Object) -> StepFuture<'a> {
                     .get()
                     .await
                     .map_err(failed)?
-                    .query_opt("SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", &[&db])
+                    .query_opt(
+                        "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
+                        &[&db],
+                    )
                     .await
                     .map_err(failed)?
                     .is_some();

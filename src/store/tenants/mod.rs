@@ -421,17 +421,20 @@ pub async fn clear_suspension(c: &impl GenericClient, id: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// Trials that have ended, claimed (locked, skipping rows others hold).
-pub async fn claim_ended_trials(c: &impl GenericClient, limit: i64) -> Result<Vec<Uuid>> {
-    Ok(c.query(
-        "SELECT id FROM berqenas.tenants WHERE status = 'trial' AND trial_ends_at <= now()
-              ORDER BY trial_ends_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-        &[&limit],
-    )
-    .await?
-    .iter()
-    .map(|r| r.get(0))
-    .collect())
+/// Tenants whose trial has ended (oldest first): each is ended by an operation of
+/// its own, which locks the tenant (one of several servers' workers gets it).
+pub async fn ended_trials(c: &impl GenericClient, limit: i64) -> Result<Vec<Tenant>> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM berqenas.tenants t {JOINS}
+                  WHERE t.status = 'trial' AND t.trial_ends_at <= now()
+                  ORDER BY t.trial_ends_at LIMIT $1"
+            ),
+            &[&limit],
+        )
+        .await?;
+    rows.iter().map(tenant).collect()
 }
 
 /// Purged tenants without a succeeded backup left (their archive expired), claimed.
