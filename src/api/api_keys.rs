@@ -23,7 +23,8 @@ pub async fn create(
     Path(name): Path<String>,
     OptionalJson(body): OptionalJson<CreateApiKey>,
 ) -> Result<(StatusCode, Json<NewApiKey>), ApiError> {
-    let key = api_keys::create(&state.platform, &name, &body, ADMIN_ACTOR).await?;
+    let key =
+        crate::workflows::changes::create_key(&state.platform, &name, &body, ADMIN_ACTOR).await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
 
@@ -48,7 +49,7 @@ pub async fn revoke(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<ApiKey>, ApiError> {
     Ok(Json(
-        api_keys::revoke(&state.platform, &name, &id, ADMIN_ACTOR).await?,
+        crate::workflows::changes::revoke_key(&state.platform, &name, &id, ADMIN_ACTOR).await?,
     ))
 }
 
@@ -65,6 +66,8 @@ pub async fn rotate(
     Path((name, id)): Path<(String, String)>,
     OptionalJson(body): OptionalJson<RotateApiKey>,
 ) -> Result<(StatusCode, Json<RotatedApiKey>), ApiError> {
-    let rotated = api_keys::rotate(&state.platform, &name, &id, &body, ADMIN_ACTOR).await?;
+    let rotated =
+        crate::workflows::changes::rotate_key(&state.platform, &name, &id, &body, ADMIN_ACTOR)
+            .await?;
     Ok((StatusCode::CREATED, Json(rotated)))
 }

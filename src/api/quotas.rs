@@ -35,7 +35,8 @@ pub async fn update(
     body: JsonBody<QuotaUpdate>,
 ) -> Result<Json<Limits>, ApiError> {
     Ok(Json(
-        service::update(&state.platform, &name, &body.value, ADMIN_ACTOR).await?,
+        crate::workflows::changes::set_quotas(&state.platform, &name, &body.value, ADMIN_ACTOR)
+            .await?,
     ))
 }
 

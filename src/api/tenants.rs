@@ -123,7 +123,7 @@ pub async fn update(
     body: JsonBody<UpdateTenant>,
 ) -> Result<Json<Tenant>, ApiError> {
     Ok(Json(
-        service::update(&state.platform, &name, &body.value, ADMIN_ACTOR).await?,
+        crate::workflows::changes::update(&state.platform, &name, &body.value, ADMIN_ACTOR).await?,
     ))
 }
 
@@ -211,7 +211,7 @@ pub async fn rotate_credentials(
     Path(name): Path<String>,
 ) -> Result<Json<Credentials>, ApiError> {
     Ok(Json(
-        service::rotate_credentials(&state.platform, &name, ADMIN_ACTOR).await?,
+        crate::workflows::changes::rotate_credentials(&state.platform, &name, ADMIN_ACTOR).await?,
     ))
 }
 

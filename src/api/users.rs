@@ -21,7 +21,9 @@ pub async fn add(
     Path(name): Path<String>,
     body: JsonBody<AddUser>,
 ) -> Result<(StatusCode, Json<AddedUser>), ApiError> {
-    let added = users::add(&state.platform, &name, &body.value, ADMIN_ACTOR).await?;
+    let added =
+        crate::workflows::changes::add_user(&state.platform, &name, &body.value, ADMIN_ACTOR)
+            .await?;
     Ok((StatusCode::CREATED, Json(added)))
 }
 
@@ -44,6 +46,6 @@ pub async fn remove(
     Path((name, email)): Path<(String, String)>,
 ) -> Result<Json<TenantUser>, ApiError> {
     Ok(Json(
-        users::remove(&state.platform, &name, &email, ADMIN_ACTOR).await?,
+        crate::workflows::changes::remove_user(&state.platform, &name, &email, ADMIN_ACTOR).await?,
     ))
 }

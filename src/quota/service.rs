@@ -5,13 +5,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{apply, disk, Quotas, FIELDS};
+use crate::audit;
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::store::quotas::{self as store, Period};
 use crate::store::{tenants as registry, users};
 use crate::tenant as tenants;
-use crate::tenant::service::{self, Error};
-use crate::{audit, ops};
+use crate::tenant::service::Error;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -259,28 +259,41 @@ async fn below_usage(
     Ok((new < used).then_some((used, what)))
 }
 
-pub async fn update(p: &Platform, key: &str, req: &QuotaUpdate, actor: &str) -> Result<Limits> {
+/// What a quota change leaves to do once it has committed.
+pub struct Changed {
+    pub limits: Limits,
+    /// The disk quota changed: measure and enforce it now, not at the next round.
+    pub enforce_disk: bool,
+    /// The connection quota went below the sessions open: end the newest past it.
+    pub trim_connections: Option<i64>,
+}
+
+/// `PUT /api/v1/tenants/{name}/quotas`, inside the caller's transaction (which holds
+/// the tenant's name and row): only the fields given change; a quota below what the
+/// tenant uses now is refused (409) unless `force` is true.
+pub async fn update_locked(
+    p: &Platform,
+    tx: &deadpool_postgres::Transaction<'_>,
+    t: &tenants::Tenant,
+    req: &QuotaUpdate,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<Changed> {
     let changes = req.changes();
     validate(&changes)?;
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let t = registry::find_for_update(&tx, key)
+    let old = store::effective(tx, t.id)
         .await?
-        .ok_or_else(|| Error::not_found(key))?;
-    service::lock_name(&tx, &t.name).await?;
-    let old = store::effective(&tx, t.id)
-        .await?
-        .ok_or_else(|| Error::not_found(key))?;
-    store::set_overrides(&tx, t.id, &changes).await?;
-    let t = registry::get(&tx, t.id).await?;
-    let new = apply::apply_limits(p, &tx, &t).await?;
+        .ok_or_else(|| Error::not_found(t.name.as_str()))?;
+    store::set_overrides(tx, t.id, &changes).await?;
+    let t = registry::get(tx, t.id).await?;
+    let new = apply::apply_limits(p, tx, &t).await?;
     let mut lowered_below = Vec::new();
     for (field, _) in &changes {
         let (from, to) = (value(&old, field), value(&new, field));
         if to >= from {
             continue;
         }
-        if let Some((used, what)) = below_usage(p, &tx, t.id, field, to).await? {
+        if let Some((used, what)) = below_usage(p, tx, t.id, field, to).await? {
             if !req.force {
                 return Err(Error::Rejected(Problem {
                     kind: Kind::Conflict,
@@ -303,10 +316,8 @@ pub async fn update(p: &Platform, key: &str, req: &QuotaUpdate, actor: &str) -> 
             )
         })
         .collect();
-    let op_id = Uuid::now_v7();
-    ops::record_done(&tx, op_id, "tenant.quotas", t.id, &t.name).await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "quotas_updated",
@@ -317,32 +328,35 @@ pub async fn update(p: &Platform, key: &str, req: &QuotaUpdate, actor: &str) -> 
         },
     )
     .await?;
-    let limits = limits_of(&tx, &t).await?;
-    tx.commit().await?;
-    // Enforced now rather than at the worker's next round.
-    if changes.iter().any(|c| c.0 == "db_quota_bytes") {
-        disk::measure_now(p, t.id).await?;
-        disk::enforce(p, t.id).await?;
-    }
-    if lowered_below.contains(&"max_connections") {
-        let logins = tenants::access::login_roles(&client, &t).await?;
-        // Each login role's limit is the quota; in database mode the database's is
-        // too, capping them together: counted per database there.
-        let per_database = t.isolation == tenants::Isolation::Database;
-        client
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM (
-                     SELECT pid, row_number() OVER (
-                              PARTITION BY CASE WHEN $3 THEN datname::text ELSE usename::text END
-                              ORDER BY backend_start) AS n
-                       FROM pg_stat_activity
-                      WHERE usename = ANY($1) AND pid <> pg_backend_pid()
-                        AND backend_type = 'client backend') s
-                  WHERE n > $2",
-                &[&logins, &(new.max_connections as i64), &per_database],
-            )
-            .await?;
-    }
-    tracing::info!(tenant.name = %t.name, force = req.force, "quotas updated");
-    Ok(limits)
+    let limits = limits_of(tx, &t).await?;
+    Ok(Changed {
+        limits,
+        enforce_disk: changes.iter().any(|c| c.0 == "db_quota_bytes"),
+        trim_connections: lowered_below
+            .contains(&"max_connections")
+            .then_some(new.max_connections as i64),
+    })
+}
+
+/// Ends the tenant's newest sessions past `max` (a forced lower connection quota).
+pub async fn trim_connections(p: &Platform, t: &tenants::Tenant, max: i64) -> Result<()> {
+    let client = p.pool.get().await?;
+    let logins = tenants::access::login_roles(&client, t).await?;
+    // Each login role's limit is the quota; in database mode the database's is
+    // too, capping them together: counted per database there.
+    let per_database = t.isolation == tenants::Isolation::Database;
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM (
+                 SELECT pid, row_number() OVER (
+                          PARTITION BY CASE WHEN $3 THEN datname::text ELSE usename::text END
+                          ORDER BY backend_start) AS n
+                   FROM pg_stat_activity
+                  WHERE usename = ANY($1) AND pid <> pg_backend_pid()
+                    AND backend_type = 'client backend') s
+              WHERE n > $2",
+            &[&logins, &max, &per_database],
+        )
+        .await?;
+    Ok(())
 }

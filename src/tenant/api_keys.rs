@@ -170,12 +170,6 @@ fn issuable(t: &Tenant) -> Result<()> {
     }
 }
 
-async fn locked_tenant(tx: &Transaction<'_>, key: &str) -> Result<Tenant> {
-    tenants::find_for_update(tx, key)
-        .await?
-        .ok_or_else(|| Error::not_found(key))
-}
-
 async fn find_key(
     c: &impl GenericClient,
     tenant_id: Uuid,
@@ -191,21 +185,20 @@ async fn find_key(
         .ok_or_else(|| key_not_found(given))
 }
 
-pub async fn create(
+pub async fn create_locked(
     p: &Platform,
-    tenant: &str,
+    tx: &Transaction<'_>,
+    t: &Tenant,
     req: &CreateApiKey,
+    op_id: Uuid,
     actor: &str,
 ) -> Result<NewApiKey> {
     let name = validate_name(req.name.as_deref())?;
     let expires_in = seconds("expires_in", req.expires_in.as_deref())?;
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let t = locked_tenant(&tx, tenant).await?;
     issuable(&t)?;
     let plain = apikey::generate(&p.key);
     let key = keys::insert(
-        &tx,
+        tx,
         t.id,
         name.as_deref(),
         expires_in,
@@ -214,20 +207,19 @@ pub async fn create(
     )
     .await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "api_key_created",
             tenant_id: Some(t.id),
             tenant_name: Some(&t.name),
-            operation_id: None,
+            operation_id: Some(op_id),
             details: serde_json::json!({
                 "key_id": key.id, "prefix": key.prefix, "name": key.name, "expires_at": key.expires_at,
             }),
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(NewApiKey {
         key,
         api_key: plain.plaintext,
@@ -247,49 +239,50 @@ pub async fn list(p: &Platform, tenant: &str) -> Result<ApiKeyList> {
 
 /// Revokes a key; it stops working with this commit. Revoking a revoked key changes
 /// nothing and answers the key as it is.
-pub async fn revoke(p: &Platform, tenant: &str, id: &str, actor: &str) -> Result<ApiKey> {
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let t = locked_tenant(&tx, tenant).await?;
-    let key = find_key(&tx, t.id, id, true).await?;
+pub async fn revoke_locked(
+    tx: &Transaction<'_>,
+    t: &Tenant,
+    id: &str,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<ApiKey> {
+    let key = find_key(tx, t.id, id, true).await?;
     if key.revoked_at.is_some() {
         return Ok(key);
     }
-    let key = keys::revoke(&tx, key.id).await?;
+    let key = keys::revoke(tx, key.id).await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "api_key_revoked",
             tenant_id: Some(t.id),
             tenant_name: Some(&t.name),
-            operation_id: None,
+            operation_id: Some(op_id),
             details: serde_json::json!({"key_id": key.id, "prefix": key.prefix, "name": key.name}),
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(key)
 }
 
 /// A new key for an active one; the old key keeps working for the overlap (or until
 /// an earlier expiry it already had).
-pub async fn rotate(
+pub async fn rotate_locked(
     p: &Platform,
-    tenant: &str,
+    tx: &Transaction<'_>,
+    t: &Tenant,
     id: &str,
     req: &RotateApiKey,
+    op_id: Uuid,
     actor: &str,
 ) -> Result<RotatedApiKey> {
     let overlap = seconds(
         "expires_in",
         Some(req.expires_in.as_deref().unwrap_or(DEFAULT_OVERLAP)),
     )?;
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let t = locked_tenant(&tx, tenant).await?;
     issuable(&t)?;
-    let old = find_key(&tx, t.id, id, true).await?;
+    let old = find_key(tx, t.id, id, true).await?;
     match (old.state, old.replaced_by) {
         (KeyState::Revoked, _) => {
             return Err(key_conflict(
@@ -322,7 +315,7 @@ pub async fn rotate(
     }
     let plain = apikey::generate(&p.key);
     let new = keys::insert(
-        &tx,
+        tx,
         t.id,
         old.name.as_deref(),
         None,
@@ -330,15 +323,15 @@ pub async fn rotate(
         &plain.hash,
     )
     .await?;
-    let replaced = keys::mark_replaced(&tx, old.id, overlap, new.id).await?;
+    let replaced = keys::mark_replaced(tx, old.id, overlap, new.id).await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "api_key_rotated",
             tenant_id: Some(t.id),
             tenant_name: Some(&t.name),
-            operation_id: None,
+            operation_id: Some(op_id),
             details: serde_json::json!({
                 "key_id": new.id, "prefix": new.prefix,
                 "replaced_key_id": replaced.id, "replaced_prefix": replaced.prefix,
@@ -347,7 +340,6 @@ pub async fn rotate(
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(RotatedApiKey {
         key: new,
         api_key: plain.plaintext,

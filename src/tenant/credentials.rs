@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::service::{lock_name, Error};
+use deadpool_postgres::Transaction;
+use uuid::Uuid;
+
+use super::service::Error;
 use super::{Status, Tenant};
 use crate::audit;
 use crate::platform::Platform;
@@ -108,18 +111,15 @@ pub async fn credentials_of(p: &Platform, key: &str, actor: &str) -> Result<Cred
 /// password. A tenant may also change its own password with `ALTER ROLE`; berqenas
 /// puts the one it knows back at its next round (see `tenant::integrity`), so this is
 /// the way to change it.
-pub async fn rotate_credentials(p: &Platform, key: &str, actor: &str) -> Result<Credentials> {
+pub async fn rotate_locked(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<Credentials> {
+    let slug = tenant.name.clone();
     let (password, verifier) = crate::secrets::new_password();
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let found = store::find(&tx, key)
-        .await?
-        .ok_or_else(|| Error::not_found(key))?;
-    let slug = found.name.clone();
-    lock_name(&tx, &slug).await?;
-    let tenant = store::find_for_update(&tx, &found.id.to_string())
-        .await?
-        .ok_or_else(|| Error::not_found(key))?;
     if matches!(
         tenant.status,
         Status::Purged | Status::Failed | Status::Provisioning
@@ -145,19 +145,18 @@ pub async fn rotate_credentials(p: &Platform, key: &str, actor: &str) -> Result<
     use sha2::Digest;
     let sealed = p.key.seal(&seal_password(&password)?);
     let seen = sha2::Sha256::digest(verifier.as_bytes()).to_vec();
-    store::set_credentials(&tx, tenant.id, &sealed, &seen).await?;
+    store::set_credentials(tx, tenant.id, &sealed, &seen).await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "credentials_rotated",
             tenant_id: Some(tenant.id),
             tenant_name: Some(&tenant.name),
-            operation_id: None,
+            operation_id: Some(op_id),
             details: serde_json::json!({"role": login.as_str()}),
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(credentials(p, &tenant, password))
 }

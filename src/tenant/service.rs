@@ -12,7 +12,6 @@ use super::size::{format_size, parse_size};
 use super::{Plan, Slug, Status, Tenant};
 use crate::audit;
 use crate::isolation::RoleLimits;
-use crate::ops;
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::store::plans;
@@ -21,7 +20,7 @@ use crate::store::tenants::{self as store, Changes};
 pub(crate) use super::create::{taken, taken_name, taken_row, Validated};
 pub use super::create::{CreateTenant, CreatedTenant};
 pub(crate) use super::credentials::{credentials_for, seal_password};
-pub use super::credentials::{credentials_of, open_password, rotate_credentials, Credentials};
+pub use super::credentials::{credentials_of, open_password, Credentials};
 
 pub const DEFAULT_PLAN: &str = "free";
 pub const DEFAULT_PAGE: i64 = 50;
@@ -215,23 +214,26 @@ pub async fn list(
     })
 }
 
-/// Changes the given fields; a new plan or quota is re-applied to the login role.
-pub async fn update(p: &Platform, key: &str, req: &UpdateTenant, actor: &str) -> Result<Tenant> {
+/// Changes the given fields, inside the caller's transaction (which holds the
+/// tenant's name and row); a new plan or quota is re-applied to the login roles.
+pub async fn update_locked(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    current: &Tenant,
+    req: &UpdateTenant,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<Tenant> {
     let db_quota_bytes = db_quota(req.db_quota.as_deref())?;
     let metadata = req
         .metadata
         .clone()
         .map(|m| validate_metadata(Some(m)))
         .transpose()?;
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let current = store::find_for_update(&tx, key)
-        .await?
-        .ok_or_else(|| Error::not_found(key))?;
     // A named plan must exist; the limits applied below are read back from the registry.
-    find_plan(&tx, req.plan.as_deref().unwrap_or(&current.plan)).await?;
+    find_plan(tx, req.plan.as_deref().unwrap_or(&current.plan)).await?;
     let tenant = store::update(
-        &tx,
+        tx,
         current.id,
         &Changes {
             plan: req.plan.as_deref(),
@@ -245,12 +247,10 @@ pub async fn update(p: &Platform, key: &str, req: &UpdateTenant, actor: &str) ->
     if req.plan.is_some() || db_quota_bytes.is_some() {
         // The quotas in force go to every login of the tenant, and in database mode to
         // the database's own connection limit, at once (one code path: quota::apply).
-        crate::quota::apply::apply_limits(p, &tx, &tenant).await?;
+        crate::quota::apply::apply_limits(p, tx, &tenant).await?;
     }
-    let op_id = Uuid::now_v7();
-    ops::record_done(&tx, op_id, "tenant.update", tenant.id, &tenant.name).await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "tenant_updated",
@@ -261,7 +261,6 @@ pub async fn update(p: &Platform, key: &str, req: &UpdateTenant, actor: &str) ->
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(tenant)
 }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::roles::DefaultRole;
 use super::service::{self, credentials_for, Credentials, Error};
-use super::{Slug, Tenant};
+use super::Tenant;
 use crate::pg::{Ident, Literal};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
@@ -85,23 +85,19 @@ fn user_not_found(email: &str) -> Error {
     ))
 }
 
-/// The tenant, locked for the rest of the transaction, with its name's lock held.
-async fn locked_tenant(tx: &Transaction<'_>, key: &str) -> Result<(Tenant, Slug)> {
-    let tenant = tenants::find_for_update(tx, key)
-        .await?
-        .ok_or_else(|| Error::not_found(key))?;
+pub async fn add_locked(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    req: &AddUser,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<AddedUser> {
     let slug = tenant.name.clone();
-    service::lock_name(tx, &slug).await?;
-    Ok((tenant, slug))
-}
-
-pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<AddedUser> {
+    let key = tenant.name.as_str();
     let email = validate_email(&req.email)?;
     let role = validate_role(&req.role)?;
     let (password, verifier) = crate::secrets::new_password();
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let (tenant, slug) = locked_tenant(&tx, key).await?;
     if !matches!(tenant.status, super::Status::Active | super::Status::Trial) {
         // A new login would defeat a suspension (and resume would not know of it).
         let mut p = Problem::new(
@@ -116,17 +112,17 @@ pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<
         p.field = Some("status".into());
         return Err(Error::Rejected(p));
     }
-    if store::users::find(&tx, tenant.id, &email).await?.is_some() {
+    if store::users::find(tx, tenant.id, &email).await?.is_some() {
         return Err(Error::Rejected(Problem::new(
             Kind::Conflict,
             "user_exists",
             format!("user {email:?} already exists in tenant {:?}", tenant.name),
         )));
     }
-    let quotas = store::quotas::effective(&tx, tenant.id)
+    let quotas = store::quotas::effective(tx, tenant.id)
         .await?
         .ok_or_else(|| Error::not_found(key))?;
-    let users = store::users::count(&tx, tenant.id).await?;
+    let users = store::users::count(tx, tenant.id).await?;
     if users >= quotas.max_users as i64 {
         return Err(Error::Rejected(Problem::new(
             Kind::Conflict,
@@ -162,10 +158,10 @@ pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<
         ));
     }
     tx.batch_execute(&sql).await?;
-    hardening::check(&tx, &[db_user.as_str().to_string()]).await?;
+    hardening::check(tx, &[db_user.as_str().to_string()]).await?;
     let sealed = p.key.seal(&service::seal_password(&password)?);
     let created_at = store::users::insert(
-        &tx,
+        tx,
         Uuid::now_v7(),
         tenant.id,
         &email,
@@ -175,18 +171,17 @@ pub async fn add(p: &Platform, key: &str, req: &AddUser, actor: &str) -> Result<
     )
     .await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "user_added",
             tenant_id: Some(tenant.id),
             tenant_name: Some(&tenant.name),
-            operation_id: None,
+            operation_id: Some(op_id),
             details: serde_json::json!({"email": email, "role": role.as_str(), "db_user": db_user.as_str()}),
         },
     )
     .await?;
-    tx.commit().await?;
     let user = TenantUser {
         email,
         role,
@@ -209,16 +204,20 @@ pub async fn list(p: &Platform, key: &str) -> Result<UserList> {
 
 /// Revokes the user: their sessions end, what they created passes to the tenant's
 /// owner role (nothing of the tenant's data is lost), and the login is dropped.
-pub async fn remove(p: &Platform, key: &str, email: &str, actor: &str) -> Result<TenantUser> {
+pub async fn remove_locked(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    email: &str,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<TenantUser> {
+    let slug = tenant.name.clone();
     let email_lc = email.trim().to_lowercase();
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let (tenant, slug) = locked_tenant(&tx, key).await?;
-    let user = store::users::find(&tx, tenant.id, &email_lc)
+    let user = store::users::find(tx, tenant.id, &email_lc)
         .await?
         .ok_or_else(|| user_not_found(email))?;
     let db_user = &user.db_user;
-    service::terminate_sessions(&tx, &[db_user.as_str()]).await?;
+    service::terminate_sessions(tx, &[db_user.as_str()]).await?;
     let owner = slug.owner_role();
     if tenant.isolation == super::Isolation::Shared {
         tx.batch_execute(&crate::isolation::shared::unmap_role_sql(db_user))
@@ -228,20 +227,19 @@ pub async fn remove(p: &Platform, key: &str, email: &str, actor: &str) -> Result
         "REASSIGN OWNED BY {db_user} TO {owner};\nDROP OWNED BY {db_user};\nDROP ROLE IF EXISTS {db_user};\n"
     ))
     .await?;
-    store::users::delete(&tx, tenant.id, &email_lc).await?;
+    store::users::delete(tx, tenant.id, &email_lc).await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "user_removed",
             tenant_id: Some(tenant.id),
             tenant_name: Some(&tenant.name),
-            operation_id: None,
+            operation_id: Some(op_id),
             details: serde_json::json!({"email": user.email, "db_user": user.db_user}),
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(user)
 }
 

@@ -3,6 +3,7 @@
 //! other; when a change needs two of them (a delete takes a backup; a restore cuts the
 //! tenant's logins), the workflow does both.
 
+pub mod changes;
 pub mod create;
 pub mod lifecycle;
 
@@ -26,7 +27,11 @@ impl Context for Platform {
 /// object.
 pub fn registry() -> Registry<Platform> {
     let mut r = Registry::default();
-    for k in create::kinds().into_iter().chain(lifecycle::kinds()) {
+    for k in create::kinds()
+        .into_iter()
+        .chain(lifecycle::kinds())
+        .chain(changes::kinds())
+    {
         r = r.kind(k);
     }
     r.cleaner("role", clean_role)

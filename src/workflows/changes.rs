@@ -1,0 +1,176 @@
+//! The one-transaction changes of a tenant: its fields (`tenant.update`), its quotas
+//! (`tenant.quotas`), its users (`user.add`, `user.remove`), its API keys
+//! (`api_key.create`, `api_key.revoke`, `api_key.rotate`) and its password
+//! (`credentials.rotate`). Each takes the tenant's name, then its row, refuses a tenant
+//! that a running operation owns (409 `tenant_busy`), and commits its change, its
+//! audit row and its operation row together.
+
+use uuid::Uuid;
+
+use super::{commit_one, lock_tenant, Error, Runtime};
+use crate::ops::Kind;
+use crate::platform::Platform;
+use crate::quota::service::{self as quotas, Limits, QuotaUpdate};
+use crate::tenant::api_keys::ApiKey;
+use crate::tenant::api_keys::{self, CreateApiKey, NewApiKey, RotateApiKey, RotatedApiKey};
+use crate::tenant::credentials::{self, Credentials};
+use crate::tenant::service::{self, UpdateTenant};
+use crate::tenant::users::{self, AddUser, AddedUser, TenantUser};
+use crate::tenant::Tenant;
+
+pub const UPDATE: &str = "tenant.update";
+pub const QUOTAS: &str = "tenant.quotas";
+pub const USER_ADD: &str = "user.add";
+pub const USER_REMOVE: &str = "user.remove";
+pub const KEY_CREATE: &str = "api_key.create";
+pub const KEY_REVOKE: &str = "api_key.revoke";
+pub const KEY_ROTATE: &str = "api_key.rotate";
+pub const CREDENTIALS_ROTATE: &str = "credentials.rotate";
+
+pub fn kinds() -> Vec<Kind<Platform>> {
+    [
+        UPDATE,
+        QUOTAS,
+        USER_ADD,
+        USER_REMOVE,
+        KEY_CREATE,
+        KEY_REVOKE,
+        KEY_ROTATE,
+        CREDENTIALS_ROTATE,
+    ]
+    .into_iter()
+    .map(Kind::single)
+    .collect()
+}
+
+/// `PATCH /api/v1/tenants/{name}`.
+pub async fn update(
+    rt: &Runtime,
+    key: &str,
+    req: &UpdateTenant,
+    actor: &str,
+) -> Result<Tenant, Error> {
+    let mut client = rt.pool.get().await?;
+    let tx = client.transaction().await?;
+    let current = lock_tenant(&tx, key).await?;
+    let op = Uuid::now_v7();
+    let tenant = service::update_locked(rt, &tx, &current, req, op, actor).await?;
+    commit_one(rt, tx, UPDATE, op, &tenant).await?;
+    Ok(tenant)
+}
+
+/// `PUT /api/v1/tenants/{name}/quotas`. A lowered disk quota is enforced at once, and a
+/// forced lower connection quota ends the newest sessions past it.
+pub async fn set_quotas(
+    rt: &Runtime,
+    key: &str,
+    req: &QuotaUpdate,
+    actor: &str,
+) -> Result<Limits, Error> {
+    let mut client = rt.pool.get().await?;
+    let tx = client.transaction().await?;
+    let t = lock_tenant(&tx, key).await?;
+    let op = Uuid::now_v7();
+    let changed = quotas::update_locked(rt, &tx, &t, req, op, actor).await?;
+    commit_one(rt, tx, QUOTAS, op, &t).await?;
+    if changed.enforce_disk {
+        crate::quota::disk::measure_now(rt, t.id).await?;
+        crate::quota::disk::enforce(rt, t.id).await?;
+    }
+    if let Some(max) = changed.trim_connections {
+        quotas::trim_connections(rt, &t, max).await?;
+    }
+    tracing::info!(tenant.name = %t.name, force = req.force, "quotas updated");
+    Ok(changed.limits)
+}
+
+/// `POST /api/v1/tenants/{name}/users`.
+pub async fn add_user(
+    rt: &Runtime,
+    key: &str,
+    req: &AddUser,
+    actor: &str,
+) -> Result<AddedUser, Error> {
+    let mut client = rt.pool.get().await?;
+    let tx = client.transaction().await?;
+    let t = lock_tenant(&tx, key).await?;
+    let op = Uuid::now_v7();
+    let added = users::add_locked(rt, &tx, &t, req, op, actor).await?;
+    commit_one(rt, tx, USER_ADD, op, &t).await?;
+    Ok(added)
+}
+
+/// `DELETE /api/v1/tenants/{name}/users/{email}`.
+pub async fn remove_user(
+    rt: &Runtime,
+    key: &str,
+    email: &str,
+    actor: &str,
+) -> Result<TenantUser, Error> {
+    let mut client = rt.pool.get().await?;
+    let tx = client.transaction().await?;
+    let t = lock_tenant(&tx, key).await?;
+    let op = Uuid::now_v7();
+    let removed = users::remove_locked(&tx, &t, email, op, actor).await?;
+    commit_one(rt, tx, USER_REMOVE, op, &t).await?;
+    Ok(removed)
+}
+
+/// `POST /api/v1/tenants/{name}/api-keys`.
+pub async fn create_key(
+    rt: &Runtime,
+    key: &str,
+    req: &CreateApiKey,
+    actor: &str,
+) -> Result<NewApiKey, Error> {
+    let mut client = rt.pool.get().await?;
+    let tx = client.transaction().await?;
+    let t = lock_tenant(&tx, key).await?;
+    let op = Uuid::now_v7();
+    let made = api_keys::create_locked(rt, &tx, &t, req, op, actor).await?;
+    commit_one(rt, tx, KEY_CREATE, op, &t).await?;
+    Ok(made)
+}
+
+/// `DELETE /api/v1/tenants/{name}/api-keys/{id}`.
+pub async fn revoke_key(rt: &Runtime, key: &str, id: &str, actor: &str) -> Result<ApiKey, Error> {
+    let mut client = rt.pool.get().await?;
+    let tx = client.transaction().await?;
+    let t = lock_tenant(&tx, key).await?;
+    let op = Uuid::now_v7();
+    let revoked = api_keys::revoke_locked(&tx, &t, id, op, actor).await?;
+    commit_one(rt, tx, KEY_REVOKE, op, &t).await?;
+    Ok(revoked)
+}
+
+/// `POST /api/v1/tenants/{name}/api-keys/{id}/rotate`.
+pub async fn rotate_key(
+    rt: &Runtime,
+    key: &str,
+    id: &str,
+    req: &RotateApiKey,
+    actor: &str,
+) -> Result<RotatedApiKey, Error> {
+    let mut client = rt.pool.get().await?;
+    let tx = client.transaction().await?;
+    let t = lock_tenant(&tx, key).await?;
+    let op = Uuid::now_v7();
+    let rotated = api_keys::rotate_locked(rt, &tx, &t, id, req, op, actor).await?;
+    commit_one(rt, tx, KEY_ROTATE, op, &t).await?;
+    Ok(rotated)
+}
+
+/// `POST /api/v1/tenants/{name}/credentials/rotate`.
+pub async fn rotate_credentials(
+    rt: &Runtime,
+    key: &str,
+    actor: &str,
+) -> Result<Credentials, Error> {
+    let mut client = rt.pool.get().await?;
+    let tx = client.transaction().await?;
+    let t = lock_tenant(&tx, key).await?;
+    let op = Uuid::now_v7();
+    let creds = credentials::rotate_locked(rt, &tx, &t, op, actor).await?;
+    commit_one(rt, tx, CREDENTIALS_ROTATE, op, &t).await?;
+    Ok(creds)
+}
