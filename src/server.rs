@@ -351,7 +351,7 @@ async fn reconcile_forever(rt: std::sync::Arc<Runtime>) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        if let Err(e) = rt.engine.reconcile(&platform).await {
+        if let Err(e) = rt.engine.reconcile(&rt).await {
             tracing::warn!(error = %e, "settling operations failed; retrying at the next tick");
         }
         if let Err(e) = ops::reconciler::run_once(&platform).await {

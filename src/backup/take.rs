@@ -15,7 +15,6 @@ use super::dump::{self, Conn};
 use super::manifest::{self, Encryption, Manifest, FORMAT};
 use super::registry;
 use super::store::ObjectWriter;
-use super::temp::ScratchSchema;
 use super::{policy, shared, Backup, BackupKind, Error, Result};
 use crate::audit;
 use crate::platform::Platform;
@@ -52,7 +51,9 @@ pub async fn create(p: &Platform, key: &str, actor: &str) -> Result<Backup> {
     .await
 }
 
-/// Takes a backup of `t` now and records it (and its failure, if it fails).
+/// Takes a backup of `t` now and records it (and its failure, if it fails), in one
+/// call: [`register`], [`dump`], then [`record`] or [`discard`]. Workflows that must
+/// survive a crash in between call the pieces from their own steps.
 pub(crate) async fn take(
     p: &Platform,
     t: &Tenant,
@@ -62,9 +63,46 @@ pub(crate) async fn take(
     actor: &str,
 ) -> Result<Backup> {
     let id = Uuid::now_v7();
-    let client = p.pool.get().await?;
+    register(&p.pool.get().await?, t, id, kind, encrypted).await?;
+    let started = std::time::Instant::now();
+    let outcome = match t.isolation {
+        Isolation::Shared => {
+            let scratch = shared::scratch_schema(id);
+            let result = dump(p, t, id, encrypted).await;
+            drop_scratch(p, &scratch).await?;
+            result
+        }
+        _ => dump(p, t, id, encrypted).await,
+    };
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    match outcome {
+        Ok(m) => {
+            let backup = record(&tx, t, &m, kind, expires_at, actor, None).await?;
+            tx.commit().await?;
+            tracing::info!(tenant.name = %t.name, backup.id = %id, backup.kind = kind.as_str(),
+                size_bytes = m.size_bytes, ms = started.elapsed().as_millis() as u64, "backup taken");
+            Ok(backup)
+        }
+        Err(e) => {
+            delete_objects(p, t.id, id).await;
+            discard(&tx, t, id, kind, &e.to_string(), actor, None).await?;
+            tx.commit().await?;
+            Err(e)
+        }
+    }
+}
+
+/// The backup's row, `running`, before anything is dumped.
+pub(crate) async fn register(
+    c: &impl deadpool_postgres::GenericClient,
+    t: &Tenant,
+    id: Uuid,
+    kind: BackupKind,
+    encrypted: bool,
+) -> Result<()> {
     backups::insert_running(
-        &client,
+        c,
         &NewBackup {
             id,
             tenant_id: t.id,
@@ -75,70 +113,89 @@ pub(crate) async fn take(
         },
     )
     .await?;
-    drop(client);
-    let started = std::time::Instant::now();
-    let outcome = run(p, t, id, encrypted).await;
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    match outcome {
-        Ok(m) => {
-            let backup =
-                backups::succeed(&tx, &m, &registry::object_key(t.id, id), expires_at).await?;
-            audit::record(
-                &tx,
-                &audit::Entry {
-                    actor,
-                    action: "backup_created",
-                    tenant_id: Some(t.id),
-                    tenant_name: Some(&t.name),
-                    operation_id: None,
-                    details: serde_json::json!({
-                        "backup_id": id, "kind": kind.as_str(), "size_bytes": m.size_bytes,
-                        "sha256": m.sha256, "encrypted": encrypted, "expires_at": expires_at,
-                    }),
-                },
-            )
-            .await?;
-            tx.commit().await?;
-            crate::metrics::backup_finished("succeeded");
-            tracing::info!(tenant.name = %t.name, backup.id = %id, backup.kind = kind.as_str(),
-                size_bytes = m.size_bytes, ms = started.elapsed().as_millis() as u64, "backup taken");
-            Ok(backup)
-        }
-        Err(e) => {
-            // The manifest may have been committed before the object failed: a failed
-            // backup keeps no object.
-            for key in [
-                registry::object_key(t.id, id),
-                registry::manifest_key(t.id, id),
-            ] {
-                if let Err(d) = p.backups.delete(&key).await {
-                    tracing::warn!(backup.id = %id, error = %d, "could not delete a failed backup's object");
-                }
-            }
-            let message: String = e.to_string().chars().take(2000).collect();
-            backups::fail(&tx, id, &message).await?;
-            audit::record(
-                &tx,
-                &audit::Entry {
-                    actor,
-                    action: "backup_failed",
-                    tenant_id: Some(t.id),
-                    tenant_name: Some(&t.name),
-                    operation_id: None,
-                    details: serde_json::json!({"backup_id": id, "kind": kind.as_str(), "error": message}),
-                },
-            )
-            .await?;
-            tx.commit().await?;
-            crate::metrics::backup_finished("failed");
-            tracing::warn!(tenant.name = %t.name, backup.id = %id, error = %e, "backup failed");
-            Err(e)
+    Ok(())
+}
+
+/// The backup's row `succeeded`, with its audit entry, in the caller's transaction.
+pub(crate) async fn record(
+    tx: &impl deadpool_postgres::GenericClient,
+    t: &Tenant,
+    m: &Manifest,
+    kind: BackupKind,
+    expires_at: Option<DateTime<Utc>>,
+    actor: &str,
+    op: Option<Uuid>,
+) -> Result<Backup> {
+    let backup = backups::succeed(tx, m, &registry::object_key(t.id, m.id), expires_at).await?;
+    audit::record(
+        tx,
+        &audit::Entry {
+            actor,
+            action: "backup_created",
+            tenant_id: Some(t.id),
+            tenant_name: Some(&t.name),
+            operation_id: op,
+            details: serde_json::json!({
+                "backup_id": m.id, "kind": kind.as_str(), "size_bytes": m.size_bytes,
+                "sha256": m.sha256, "encrypted": m.encryption.is_some(), "expires_at": expires_at,
+            }),
+        },
+    )
+    .await?;
+    crate::metrics::backup_finished("succeeded");
+    Ok(backup)
+}
+
+/// The backup's row `failed` with its error and audit entry, in the caller's
+/// transaction (its objects are deleted first, [`delete_objects`]). A row that is not
+/// `running` is left as it is: a failure is recorded once.
+pub(crate) async fn discard(
+    tx: &impl deadpool_postgres::GenericClient,
+    t: &Tenant,
+    id: Uuid,
+    kind: BackupKind,
+    error: &str,
+    actor: &str,
+    op: Option<Uuid>,
+) -> Result<()> {
+    let message: String = error.chars().take(2000).collect();
+    if !backups::fail(tx, id, &message).await? {
+        return Ok(());
+    }
+    audit::record(
+        tx,
+        &audit::Entry {
+            actor,
+            action: "backup_failed",
+            tenant_id: Some(t.id),
+            tenant_name: Some(&t.name),
+            operation_id: op,
+            details: serde_json::json!({"backup_id": id, "kind": kind.as_str(), "error": message}),
+        },
+    )
+    .await?;
+    crate::metrics::backup_finished("failed");
+    tracing::warn!(tenant.name = %t.name, backup.id = %id, error = %message, "backup failed");
+    Ok(())
+}
+
+/// Deletes what a failed backup may have stored (the manifest can be committed before
+/// the object fails). Idempotent; a store error is logged.
+pub(crate) async fn delete_objects(p: &Platform, tenant: Uuid, id: Uuid) {
+    for key in [
+        registry::object_key(tenant, id),
+        registry::manifest_key(tenant, id),
+    ] {
+        if let Err(d) = p.backups.delete(&key).await {
+            tracing::warn!(backup.id = %id, error = %d, "could not delete a failed backup's object");
         }
     }
 }
 
-async fn run(p: &Platform, t: &Tenant, id: Uuid, encrypted: bool) -> Result<Manifest> {
+/// Dumps the tenant into the store and returns the manifest (also stored). In shared
+/// mode its rows pass through the scratch schema [`shared::scratch_schema`]`(id)` of
+/// the control database, which the caller declares before and drops after.
+pub(crate) async fn dump(p: &Platform, t: &Tenant, id: Uuid, encrypted: bool) -> Result<Manifest> {
     if t.isolation != Isolation::Shared {
         let schema = t
             .schema
@@ -147,14 +204,18 @@ async fn run(p: &Platform, t: &Tenant, id: Uuid, encrypted: bool) -> Result<Mani
         return dump_to_store(p, t, id, t.database.as_str(), schema.as_str(), encrypted).await;
     }
     let scratch = shared::scratch_schema(id);
-    let registered = ScratchSchema::register(p, &scratch, &p.endpoint.database).await?;
-    let copied = shared::copy_out(p, t, &scratch).await;
-    let result = match copied {
-        Ok(()) => dump_to_store(p, t, id, t.database.as_str(), scratch.as_str(), encrypted).await,
-        Err(e) => Err(e),
-    };
-    registered.drop(p).await?;
-    result
+    shared::copy_out(p, t, &scratch).await?;
+    dump_to_store(p, t, id, t.database.as_str(), scratch.as_str(), encrypted).await
+}
+
+/// Drops a shared-mode backup's scratch schema, if it is there.
+pub(crate) async fn drop_scratch(p: &Platform, scratch: &crate::pg::Ident) -> Result<()> {
+    p.pool
+        .get()
+        .await?
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {scratch} CASCADE"))
+        .await?;
+    Ok(())
 }
 
 /// Dumps `schema` of `database` into the store; returns the manifest (also stored).

@@ -97,13 +97,16 @@ pub async fn succeed(
     Ok(backup(&found(row)?)?.0)
 }
 
-pub async fn fail(c: &impl GenericClient, id: Uuid, error: &str) -> Result<()> {
-    c.execute(
-        "UPDATE berqenas.backups SET status = 'failed', error = $2, finished_at = now() WHERE id = $1",
-        &[&id, &error],
-    )
-    .await?;
-    Ok(())
+/// Marks a running backup failed; false if it was not running (already settled).
+pub async fn fail(c: &impl GenericClient, id: Uuid, error: &str) -> Result<bool> {
+    let n = c
+        .execute(
+            "UPDATE berqenas.backups SET status = 'failed', error = $2, finished_at = now()
+              WHERE id = $1 AND status = 'running'",
+            &[&id, &error],
+        )
+        .await?;
+    Ok(n == 1)
 }
 
 pub async fn find(c: &impl GenericClient, id: Uuid) -> Result<Option<(Backup, Option<Manifest>)>> {

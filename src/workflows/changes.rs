@@ -9,7 +9,6 @@ use uuid::Uuid;
 
 use super::{commit_one, lock_tenant, Error, Runtime};
 use crate::ops::Kind;
-use crate::platform::Platform;
 use crate::quota::service::{self as quotas, Limits, QuotaUpdate};
 use crate::tenant::api_keys::ApiKey;
 use crate::tenant::api_keys::{self, CreateApiKey, NewApiKey, RotateApiKey, RotatedApiKey};
@@ -27,7 +26,7 @@ pub const KEY_REVOKE: &str = "api_key.revoke";
 pub const KEY_ROTATE: &str = "api_key.rotate";
 pub const CREDENTIALS_ROTATE: &str = "credentials.rotate";
 
-pub fn kinds() -> Vec<Kind<Platform>> {
+pub fn kinds() -> Vec<Kind<Runtime>> {
     [
         UPDATE,
         QUOTAS,

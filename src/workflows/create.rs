@@ -28,7 +28,7 @@ use crate::tenant::{database_mode, service, Isolation, Slug};
 pub const CREATE: &str = "tenant.create";
 pub const CREATE_DATABASE: &str = "tenant.create.database";
 
-pub fn kinds() -> Vec<Kind<Platform>> {
+pub fn kinds() -> Vec<Kind<Runtime>> {
     vec![
         Kind::single(CREATE),
         Kind {
@@ -190,7 +190,7 @@ async fn create_database(
     let done = rt
         .engine
         .run(
-            &rt.platform,
+            rt,
             NewOp {
                 kind: CREATE_DATABASE,
                 tenant_id: Some(tenant_id),
@@ -218,7 +218,7 @@ fn slug_of(run: &Run) -> Result<Slug, StepError> {
 
 /// 1. The roles and the registry row (`provisioning`), and the tenant taken by this
 ///    operation, in one transaction with the step's journal row.
-fn register<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: Params = run.params()?;
         let mut client = p.pool.get().await.map_err(failed)?;
@@ -237,7 +237,7 @@ fn register<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
 
 /// Drops the roles and the registry row, if this operation still owns the tenant
 /// (a create that lost the race for the name registered nothing of its own).
-fn unregister<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+fn unregister<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let slug = slug_of(run)?;
         let mut client = p.pool.get().await.map_err(failed)?;
@@ -257,7 +257,7 @@ fn unregister<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
 
 /// 2. The clone, declared first. A database of the name that exists already is
 ///    someone else's: a taken name, and never dropped.
-fn clone<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+fn clone<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let slug = slug_of(run)?;
         let registered: database_mode::Registered = run
@@ -297,7 +297,7 @@ fn clone<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-fn drop_clone<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+fn drop_clone<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let ours = run
             .intent::<Value>("clone")
@@ -319,7 +319,7 @@ fn drop_clone<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
 }
 
 /// 3. Inside the new database: ownership, grants, PUBLIC's privileges taken away.
-fn configure<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+fn configure<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let slug = slug_of(run)?;
         database_mode::configure(p, &slug)
@@ -332,7 +332,7 @@ fn configure<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
 /// 4. Active, with its API key, backup policy and audit row; the tenant given back and
 ///    the operation closed, in one transaction. The answer (it carries the password
 ///    and the key, shown once) is journaled sealed.
-fn activate<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: Params = run.params()?;
         let registered: database_mode::Registered = run

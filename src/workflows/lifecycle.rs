@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 use super::{commit_one, failed, lock_tenant, step_error, Error, Runtime};
 use crate::ops::{Kind, NewOp, Run, Step, StepFuture};
-use crate::platform::Platform;
 use crate::tenant::suspension::{self, SuspendTenant};
 use crate::tenant::{access, service, state, Status, Tenant};
 
@@ -21,7 +20,7 @@ pub const RESUME: &str = "tenant.resume";
 pub const ACTIVATE: &str = "tenant.activate";
 pub const TRIAL_END: &str = "tenant.trial_end";
 
-pub fn kinds() -> Vec<Kind<Platform>> {
+pub fn kinds() -> Vec<Kind<Runtime>> {
     vec![
         Kind {
             name: SUSPEND,
@@ -111,7 +110,7 @@ async fn run_two_steps(
     let done = rt
         .engine
         .run(
-            &rt.platform,
+            rt,
             NewOp {
                 kind,
                 tenant_id: Some(t.id),
@@ -130,7 +129,7 @@ async fn run_two_steps(
     }
 }
 
-fn suspend_step<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+fn suspend_step<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: SuspendParams = run.params()?;
         let mut client = p.pool.get().await.map_err(failed)?;
@@ -159,7 +158,7 @@ fn suspend_step<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
 
 /// Ends the sessions of the logins the change step turned off, if they are still off
 /// (a resume since gave them back: its sessions are its own).
-fn end_sessions<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+fn end_sessions<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let first = run.steps()[0];
         let changed: Changed = run
@@ -217,7 +216,7 @@ pub async fn expire_trials(rt: &Runtime) -> Result<usize, Error> {
         .map_err(service::Error::from)?;
     let mut n = 0;
     for t in due {
-        match run_two_steps(rt, TRIAL_END, &t, json!(TrialParams { tenant: t.id })).await {
+        match end_trial(rt, &t).await {
             Ok(_) => n += 1,
             // Another server's worker, or a change of the tenant, got there first.
             Err(Error::Rejected(_)) => {}
@@ -227,7 +226,12 @@ pub async fn expire_trials(rt: &Runtime) -> Result<usize, Error> {
     Ok(n)
 }
 
-fn end_trial_step<'a>(p: &'a Platform, run: &'a mut Run) -> StepFuture<'a> {
+/// Ends one tenant's trial, if it is due (else 409).
+pub async fn end_trial(rt: &Runtime, t: &Tenant) -> Result<Tenant, Error> {
+    run_two_steps(rt, TRIAL_END, t, json!(TrialParams { tenant: t.id })).await
+}
+
+fn end_trial_step<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: TrialParams = run.params()?;
         let mut client = p.pool.get().await.map_err(failed)?;

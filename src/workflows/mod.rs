@@ -17,15 +17,15 @@ use crate::pg::Ident;
 use crate::platform::Platform;
 use crate::problem::{Kind as ProblemKind, Problem};
 
-impl Context for Platform {
+impl Context for Runtime {
     fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        self.key.seal(plaintext)
+        self.platform.key.seal(plaintext)
     }
 }
 
 /// Every kind this binary runs and settles, and how to drop each kind of scratch
 /// object.
-pub fn registry() -> Registry<Platform> {
+pub fn registry() -> Registry<Runtime> {
     let mut r = Registry::default();
     for k in create::kinds()
         .into_iter()
@@ -43,7 +43,7 @@ pub fn registry() -> Registry<Platform> {
 #[derive(Clone)]
 pub struct Runtime {
     pub platform: Platform,
-    pub engine: Engine<Platform>,
+    pub engine: Engine<Runtime>,
 }
 
 impl std::ops::Deref for Runtime {
@@ -60,7 +60,7 @@ impl Runtime {
     pub async fn start(platform: Platform, identity: &str) -> Result<Arc<Self>, OpError> {
         let engine = Engine::start(platform.pool.clone(), identity, registry()).await?;
         let rt = Arc::new(Self { platform, engine });
-        let settled = rt.engine.reconcile(&rt.platform).await?;
+        let settled = rt.engine.reconcile(&rt).await?;
         if settled > 0 {
             tracing::warn!(
                 operations = settled,
@@ -231,7 +231,7 @@ fn ident(name: &str) -> Result<Ident, StepError> {
 
 /// A throw-away role: what it owns in the database it reached, what it owns or was
 /// granted in the control database, its sessions, then the role.
-fn clean_role<'a>(p: &'a Platform, o: &'a Object) -> StepFuture<'a> {
+fn clean_role<'a>(p: &'a Runtime, o: &'a Object) -> StepFuture<'a> {
     Box::pin(async move {
         let role = ident(&o.name)?;
         let c = p.pool.get().await.map_err(failed)?;
@@ -274,7 +274,7 @@ fn clean_role<'a>(p: &'a Platform, o: &'a Object) -> StepFuture<'a> {
     })
 }
 
-fn clean_database<'a>(p: &'a Platform, o: &'a Object) -> StepFuture<'a> {
+fn clean_database<'a>(p: &'a Runtime, o: &'a Object) -> StepFuture<'a> {
     Box::pin(async move {
         let db = ident(&o.name)?;
         p.pool
@@ -288,7 +288,7 @@ fn clean_database<'a>(p: &'a Platform, o: &'a Object) -> StepFuture<'a> {
     })
 }
 
-fn clean_schema<'a>(p: &'a Platform, o: &'a Object) -> StepFuture<'a> {
+fn clean_schema<'a>(p: &'a Runtime, o: &'a Object) -> StepFuture<'a> {
     Box::pin(async move {
         let schema = ident(&o.name)?;
         let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");

@@ -108,9 +108,14 @@ impl TestApp {
 
     /// The production router over this platform, on a free port.
     pub async fn serve(platform: Platform) -> Self {
+        Self::over(runtime(platform).await).await
+    }
+
+    /// The production router over this runtime (its engine), on a free port.
+    pub async fn over(rt: std::sync::Arc<berqenas::workflows::Runtime>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let router = api::router(AppState::new(runtime(platform).await, TOKEN));
+        let router = api::router(AppState::new(rt, TOKEN));
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         Self {
             url,
