@@ -195,7 +195,7 @@ pub async fn create_locked(
 ) -> Result<NewApiKey> {
     let name = validate_name(req.name.as_deref())?;
     let expires_in = seconds("expires_in", req.expires_in.as_deref())?;
-    issuable(&t)?;
+    issuable(t)?;
     let plain = apikey::generate(&p.key);
     let key = keys::insert(
         tx,
@@ -281,7 +281,7 @@ pub async fn rotate_locked(
         "expires_in",
         Some(req.expires_in.as_deref().unwrap_or(DEFAULT_OVERLAP)),
     )?;
-    issuable(&t)?;
+    issuable(t)?;
     let old = find_key(tx, t.id, id, true).await?;
     match (old.state, old.replaced_by) {
         (KeyState::Revoked, _) => {

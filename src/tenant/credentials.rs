@@ -158,5 +158,5 @@ pub async fn rotate_locked(
         },
     )
     .await?;
-    Ok(credentials(p, &tenant, password))
+    Ok(credentials(p, tenant, password))
 }

@@ -18,7 +18,6 @@
 //! test; a kind without a scenario fails the matrix, naming it.
 
 #[path = "../common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "../support/invariants.rs"]
 mod invariants;
