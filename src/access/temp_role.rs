@@ -10,11 +10,11 @@
 //! owner: `RESET ROLE` then leads back to this role, which cannot create roles, has no
 //! superuser or other tenant's rights, and is dropped (with anything it owns and any
 //! membership in it it handed out) when the work is done. Its random password expires
-//! within the hour, and it is registered as a scratch object in the same transaction
-//! that creates it, so a crash leaves it to the sweeper, never a usable login.
+//! within the hour. The step that creates it declares it first (a scratch object of
+//! its operation, `Object::scratch("role", name, database)`), so however the operation
+//! ends, or wherever its process dies, the engine drops it.
 
 use crate::backup::dump::Conn;
-use crate::backup::scratch::{Kind, Lease};
 use crate::backup::Result;
 use crate::pg::{Ident, Literal};
 use crate::platform::Platform;
@@ -33,7 +33,6 @@ pub enum Reach<'a> {
 pub struct TempRole {
     pub name: Ident,
     password: SecretString,
-    lease: Lease,
 }
 
 impl std::fmt::Debug for TempRole {
@@ -43,20 +42,33 @@ impl std::fmt::Debug for TempRole {
 }
 
 impl TempRole {
-    /// Creates the role (named `berqenas_<purpose>_<12 hex digits>`), a member of the
-    /// roles in `member_of` (the tenant's owner, and the role that lets a session
-    /// report its work), registered and created in one transaction.
-    pub async fn create(
-        p: &Platform,
-        purpose: &str,
-        member_of: &[&Ident],
-        reach: Reach<'_>,
-    ) -> Result<Self> {
-        let name = Ident::new(format!(
+    /// A fresh name, `berqenas_<purpose>_<12 hex digits>`, for the caller to declare
+    /// before [`TempRole::create`].
+    pub fn new_name(purpose: &str) -> Ident {
+        Ident::new(format!(
             "berqenas_{purpose}_{}",
             hex::encode(random_bytes::<6>())
         ))
-        .expect("purposes are short static words");
+        .expect("purposes are short static words")
+    }
+
+    /// The database a role of this reach works in (what its declaration names).
+    pub fn database<'r>(p: &'r Platform, reach: &'r Reach<'_>) -> &'r str {
+        match reach {
+            Reach::ControlDatabase => p.endpoint.database.as_str(),
+            Reach::Database(db) => db.as_str(),
+        }
+    }
+
+    /// Creates the role `name` (declared by the caller), a member of the roles in
+    /// `member_of` (the tenant's owner, and the role that lets a session report its
+    /// work), in one transaction.
+    pub async fn create(
+        p: &Platform,
+        name: Ident,
+        member_of: &[&Ident],
+        reach: Reach<'_>,
+    ) -> Result<Self> {
         let password = SecretString::from(random_token());
         // The embedded cluster's control sessions come in through its private socket,
         // which trusts local logins (the socket directory is the postgres user's own):
@@ -73,10 +85,6 @@ impl TempRole {
             format!(" PASSWORD {}", Literal(&verifier))
         };
         let until = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-        let reached = match &reach {
-            Reach::ControlDatabase => p.endpoint.database.as_str(),
-            Reach::Database(db) => db.as_str(),
-        };
         // NOINHERIT would make the owner's rights need a SET ROLE, which code of the
         // tenant's could undo; INHERIT (the default) makes them the session's own.
         let mut sql = format!(
@@ -103,15 +111,9 @@ impl TempRole {
         }
         let mut c = p.pool.get().await?;
         let tx = c.transaction().await?;
-        let lease =
-            Lease::register_in(&*tx, &p.pool, Kind::Role, name.as_str(), Some(reached)).await?;
         tx.batch_execute(&sql).await?;
         tx.commit().await?;
-        Ok(Self {
-            name,
-            password,
-            lease,
-        })
+        Ok(Self { name, password })
     }
 
     /// How a tool connects as this role to `conn`'s server and database.
@@ -146,7 +148,6 @@ impl TempRole {
             Literal(name.as_str())
         ))
         .await?;
-        self.lease.release().await?;
         Ok(())
     }
 }

@@ -414,7 +414,7 @@ pub(crate) async fn restore_into_scratch(
     backup: &Backup,
     manifest: &Manifest,
 ) -> Result<TempRole> {
-    let role = TempRole::create(p, "restore", &[], Reach::Database(&scratch.name)).await?;
+    let role = TempRole::create(p, TempRole::new_name("restore"), &[], Reach::Database(&scratch.name)).await?;
     let admin = super::connect_to(p, scratch.name.as_str()).await?;
     let schema = Ident::new(manifest.schema.clone()).expect("manifest names are valid");
     admin
@@ -483,7 +483,7 @@ async fn replace_schema(
     } else {
         Reach::Database(&database)
     };
-    let role = TempRole::create(p, "restore", &[&owner], reach).await?;
+    let role = TempRole::create(p, TempRole::new_name("restore"), &[&owner], reach).await?;
     let keep = journal.is_some();
     if let Some(j) = journal {
         j.undo.aside = Some(aside.as_str().to_string());

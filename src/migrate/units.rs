@@ -359,7 +359,7 @@ async fn tenant_unit(
         Isolation::Database => (Reach::Database(database), vec![owner]),
         _ => (Reach::ControlDatabase, vec![owner, &reporter]),
     };
-    let role = TempRole::create(p, "migrate", &member_of, reach)
+    let role = TempRole::create(p, TempRole::new_name("migrate"), &member_of, reach)
         .await
         .map_err(session_error)?;
     let outcome = locked_unit(p, t, &role, target, run_id, actor).await;

@@ -571,6 +571,12 @@ impl<C: Context> Engine<C> {
         self.spawn(cx, run, false, start).await
     }
 
+    /// Whether the server is stopping: a long step (a migration over many tenants) stops
+    /// between its units of work and fails, to be finished at the next start.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+
     /// From now on, new operations are refused and running ones stop at their next
     /// step boundary (a SIGTERM: the server stops taking requests at the same time).
     pub fn begin_stop(&self) {

@@ -35,6 +35,7 @@ pub fn registry() -> Registry<Runtime> {
         r = r.kind(k);
     }
     r.cleaner("role", clean_role)
+        .cleaner("roles", clean_roles)
         .cleaner("database", clean_database)
         .cleaner("schema", clean_schema)
 }
@@ -270,6 +271,42 @@ fn clean_role<'a>(p: &'a Runtime, o: &'a Object) -> StepFuture<'a> {
         ))
         .await
         .map_err(failed)?;
+        Ok(Value::Null)
+    })
+}
+
+/// Every throw-away role whose name starts with the object's name (a step that makes
+/// many, one per unit of work, declares their common prefix once). Only prefixes of
+/// berqenas's own throw-away roles are accepted.
+fn clean_roles<'a>(p: &'a Runtime, o: &'a Object) -> StepFuture<'a> {
+    Box::pin(async move {
+        if !o.name.starts_with("berqenas_") || o.name.len() < 16 {
+            return Err(StepError::Fenced(format!(
+                "refusing to drop roles by the prefix {:?}",
+                o.name
+            )));
+        }
+        let names: Vec<String> = p
+            .pool
+            .get()
+            .await
+            .map_err(failed)?
+            .query(
+                "SELECT rolname::text FROM pg_catalog.pg_roles WHERE starts_with(rolname, $1)",
+                &[&o.name],
+            )
+            .await
+            .map_err(failed)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for name in names {
+            let one = Object {
+                name,
+                ..o.clone()
+            };
+            clean_role(p, &one).await?;
+        }
         Ok(Value::Null)
     })
 }
