@@ -107,7 +107,7 @@ async fn a_live_lease_keeps_its_objects_and_a_dead_ones_are_swept_with_what_the_
 
     let db = ScratchDb::create(&p, "sweeptest").await.unwrap();
     let c = p.pool.get().await.unwrap();
-    let role = TempRole::create(&p, "restore", &[], Reach::Database(&db.name))
+    let role = TempRole::create(&p, TempRole::new_name("restore"), &[], Reach::Database(&db.name))
         .await
         .unwrap();
     drop(c);
@@ -174,7 +174,7 @@ async fn a_normal_drop_unregisters_and_leaves_nothing_to_sweep() {
     let p = common::platform(4).await;
     let pg = superuser().await;
     let db = ScratchDb::create(&p, "sweeptest").await.unwrap();
-    let role = TempRole::create(&p, "restore", &[], Reach::Database(&db.name))
+    let role = TempRole::create(&p, TempRole::new_name("restore"), &[], Reach::Database(&db.name))
         .await
         .unwrap();
     let (db_row, role_row) = (
