@@ -372,6 +372,10 @@ async fn reconcile_forever(rt: std::sync::Arc<Runtime>) {
         if let Err(e) = crate::backup::worker::run_once(&platform).await {
             tracing::warn!(error = %e, "backup worker round failed; retrying at the next tick");
         }
+        // After the backup worker: a purge waits for nothing it expires.
+        if let Err(e) = crate::workflows::offboarding::run_due(&rt).await {
+            tracing::warn!(error = %e, "purges and name releases failed; retrying at the next tick");
+        }
         if let Err(e) = crate::backup::sweep::run_once(&platform).await {
             tracing::warn!(error = %e, "scratch sweep failed; retrying at the next tick");
         }

@@ -200,13 +200,14 @@ async fn purge_now(app: &TestApp, name: &str) -> (StatusCode, Value) {
 /// Runs backup worker rounds until the tenant's GET answer satisfies `done` (another
 /// test's worker may hold the lock for a round); false if it never does.
 async fn worker_until(
-    platform: &berqenas::platform::Platform,
+    rt: &std::sync::Arc<berqenas::workflows::Runtime>,
     app: &TestApp,
     name: &str,
     done: impl Fn(StatusCode, &Value) -> bool,
 ) -> bool {
     for _ in 0..20 {
-        berqenas::backup::worker::run_once(platform).await.unwrap();
+        berqenas::backup::worker::run_once(rt).await.unwrap();
+        berqenas::workflows::offboarding::run_due(rt).await.unwrap();
         let (s, got) = app
             .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
             .await;
@@ -708,7 +709,7 @@ async fn tampering_is_detected_and_failures_are_recorded() {
 async fn offboarding_keeps_the_previous_status_and_the_worker_purges_and_frees_names() {
     log();
     let app = TestApp::spawn().await;
-    let platform = common::platform(4).await;
+    let platform = common::runtime(common::platform(4).await).await;
     let name = unique("susp");
     let t = create(&app, &name, "schema").await;
     fill(&t, 3).await;

@@ -673,8 +673,8 @@ async fn works_as_a_createrole_createdb_role_that_is_not_superuser() {
     );
     // Offboarding as that role too: the final backup (pg_dump over TCP with its
     // password), then the purge.
-    berqenas::tenant::offboarding::delete(
-        &platform,
+    berqenas::workflows::offboarding::delete(
+        &rt,
         &name,
         &berqenas::tenant::offboarding::DeleteOptions {
             purge_now: true,

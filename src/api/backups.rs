@@ -16,7 +16,6 @@ use crate::backup::restore::{self, RestoreRequest, Restored};
 use crate::backup::verify::{self, VerifyReport};
 use crate::backup::{self, Backup};
 use crate::problem::{Kind, Problem};
-use crate::tenant::offboarding;
 use crate::tenant::service::CreatedTenant;
 use crate::tenant::Tenant;
 
@@ -246,6 +245,6 @@ pub async fn restore_tenant(
     Path(name): Path<String>,
 ) -> Result<Json<Tenant>, ApiError> {
     Ok(Json(
-        offboarding::restore(&state.platform, &name, ADMIN_ACTOR).await?,
+        crate::workflows::offboarding::restore(&state.platform, &name, ADMIN_ACTOR).await?,
     ))
 }

@@ -12,7 +12,7 @@ use super::extract::{JsonBody, OptionalJson};
 use super::{AppState, ADMIN_ACTOR};
 use crate::ops::Idempotency;
 use crate::problem::Problem;
-use crate::tenant::offboarding::{self, DeleteOptions, DeleteRequest};
+use crate::tenant::offboarding::{DeleteOptions, DeleteRequest};
 use crate::tenant::service::{
     self, CreateTenant, CreatedTenant, Credentials, TenantPage, UpdateTenant,
 };
@@ -184,7 +184,7 @@ pub async fn delete(
         confirm: req.confirm,
     };
     Ok(Json(
-        offboarding::delete(&state.platform, &name, &opts, ADMIN_ACTOR).await?,
+        crate::workflows::offboarding::delete(&state.platform, &name, &opts, ADMIN_ACTOR).await?,
     ))
 }
 

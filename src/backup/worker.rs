@@ -10,7 +10,6 @@ use super::{policy, registry, take::take, BackupKind, Result};
 use crate::audit;
 use crate::platform::Platform;
 use crate::store::{backups, tenants as store};
-use crate::tenant::offboarding;
 
 /// Any constant; held (session level, on a connection of its own) for one round.
 const WORKER_LOCK: i64 = 0x6265_7271_6261_636b; // "berqback"
@@ -23,9 +22,6 @@ pub struct Report {
     pub backups_taken: usize,
     pub backups_failed: usize,
     pub backups_expired: usize,
-    pub tenants_purged: usize,
-    pub deletes_rolled_back: usize,
-    pub names_freed: usize,
 }
 
 /// At most this many scheduled backups per round; the rest wait for the next.
@@ -76,10 +72,6 @@ pub async fn run_once(p: &Platform) -> Result<Report> {
             0
         }
     };
-    let (purged, rolled_back, freed) = offboarding::run_due(p).await?;
-    report.tenants_purged = purged;
-    report.deletes_rolled_back = rolled_back;
-    report.names_freed = freed;
     lock.execute("SELECT pg_advisory_unlock($1)", &[&WORKER_LOCK])
         .await?;
     Ok(report)

@@ -103,16 +103,6 @@ pub async fn mark_deleted(
     Ok((row.get(0), row.get(1)))
 }
 
-/// A purge that must drop a database outside its transaction has begun.
-pub async fn mark_purging(c: &impl GenericClient, tenant_id: Uuid) -> Result<()> {
-    c.execute(
-        "UPDATE berqenas.offboarding SET state = 'purging', updated_at = now() WHERE tenant_id = $1",
-        &[&tenant_id],
-    )
-    .await?;
-    Ok(())
-}
-
 pub async fn mark_purged(c: &impl GenericClient, tenant_id: Uuid) -> Result<()> {
     c.execute(
         "UPDATE berqenas.offboarding SET state = 'purged', purged_at = now(), updated_at = now() WHERE tenant_id = $1",
@@ -131,7 +121,8 @@ pub async fn delete(c: &impl GenericClient, tenant_id: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// Deleted tenants past their purge date, and purges left half done.
+/// Deleted tenants past their purge date (`purging`: left half done by a version
+/// before the operation engine).
 pub async fn due_purges(c: &impl GenericClient, limit: i64) -> Result<Vec<Uuid>> {
     Ok(c
         .query(
@@ -145,16 +136,4 @@ pub async fn due_purges(c: &impl GenericClient, limit: i64) -> Result<Vec<Uuid>>
         .iter()
         .map(|r| r.get(0))
         .collect())
-}
-
-/// Deletes that have not taken their final backup yet.
-pub async fn pending(c: &impl GenericClient) -> Result<Vec<Uuid>> {
-    Ok(c.query(
-        "SELECT tenant_id FROM berqenas.offboarding WHERE state = 'pending'",
-        &[],
-    )
-    .await?
-    .iter()
-    .map(|r| r.get(0))
-    .collect())
 }

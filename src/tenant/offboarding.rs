@@ -12,22 +12,21 @@
 //! A restore brings back the status the tenant had (active, trial or suspended), the
 //! logins that could log in, the original passwords (sealed in the registry) and keys.
 
-use crate::secrets::ExposeSecret;
-use chrono::Utc;
-use deadpool_postgres::Transaction;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Transaction};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::service::{self, existing_roles};
-use super::{access, state, suspension, Isolation, Slug, Status, Tenant};
-use crate::backup::{self, restore, BackupKind, Error, Result};
+use super::service::{self, existing_roles, Error, Result};
+use super::{state, suspension, Isolation, Status, Tenant};
+use crate::audit;
 use crate::isolation::{database, schema::SchemaPerTenant, shared, Provision, Strategy};
 use crate::pg::{hardening, Ident, Literal};
 use crate::platform::Platform;
+use crate::secrets::ExposeSecret;
 use crate::store::offboarding::{self as records, Offboarding};
 use crate::store::{backups, plans, tenants, users};
-use crate::{audit, ops};
 
 /// Days between a delete and its purge when the request names none.
 pub const DEFAULT_RETENTION_DAYS: i64 = 30;
@@ -81,138 +80,112 @@ pub fn validate(opts: &DeleteOptions) -> Result<()> {
     Ok(())
 }
 
-/// A session-level lock on the tenant's name, on a connection of its own, held for the
-/// whole delete (its final backup takes a while): other operations on the tenant wait,
-/// and the worker can tell a delete that is running from one whose process died.
-async fn hold_name(p: &Platform, slug: &Slug) -> Result<tokio_postgres::Client> {
-    let c = crate::pg::connect(&p.config).await?;
-    c.execute(
-        "SELECT pg_advisory_lock(hashtextextended($1, 0))",
-        &[&slug.lock_key()],
-    )
-    .await?;
-    Ok(c)
-}
-
-/// `DELETE /api/v1/tenants/{name}`.
-pub async fn delete(p: &Platform, key: &str, opts: &DeleteOptions, actor: &str) -> Result<Tenant> {
-    validate(opts)?;
-    let found = service::get(p, key).await?;
-    crate::backup::journal::settle(p, &found.name).await?;
-    let slug = found.name.clone();
-    if opts.purge_now && opts.confirm.as_deref() != Some(found.name.as_str()) {
-        return Err(invalid(
-            "confirm",
-            format!("confirm must be the tenant's name, {:?}", found.name),
-        ));
-    }
-    let guard = hold_name(p, &slug).await?;
-    let tenant = service::get(p, &found.id.to_string()).await?;
-    if tenant.status == Status::Deleted && opts.purge_now {
-        drop(guard);
-        purge(p, tenant.id, actor).await?;
-        return describe(p, tenant.id).await;
-    }
+/// Logins off (as a suspension: outside roles' memberships in them revoked too) and
+/// the delete recorded as `pending`, inside the caller's transaction (the tenant
+/// locked). Returns what was cut, for [`uncut`] if the delete does not complete.
+pub async fn cut_locked(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    retention_days: i64,
+    superuser: bool,
+    actor: &str,
+) -> Result<suspension::Cut> {
     state::check(&tenant.name, tenant.status, Status::Deleted, "delete")
         .map_err(Error::Rejected)?;
-    let retention = opts.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
-
-    // 1. Logins off, intent recorded.
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    // As a suspension: logins off, and outside roles' memberships in them revoked.
-    let cut = suspension::cut(&tx, &tenant, p.caps.superuser).await?;
-    let disabled = cut.roles.clone();
+    let cut = suspension::cut(tx, tenant, superuser).await?;
     records::insert_pending(
-        &tx,
+        tx,
         tenant.id,
         tenant.status,
-        &disabled,
+        &cut.roles,
         &cut.memberships,
-        retention as i32,
+        retention_days as i32,
         actor,
     )
     .await?;
-    tx.commit().await?;
-    access::end_sessions(&client, &disabled).await?;
-    drop(client);
+    Ok(cut)
+}
 
-    // 2. The final backup. Without it nothing is deleted: the logins come back.
-    let pol = backup::policy::effective(&p.pool.get().await?, &tenant).await?;
-    // Expires even if the delete never completes (the worker then rolls it back):
-    // step 3 sets the same date from the purge date.
-    let plan_retention = plans::find(&p.pool.get().await?, &tenant.plan)
+/// Undoes [`cut_locked`] of a delete that did not complete: the logins and memberships
+/// back, the pending record gone. Nothing if the record is not pending (the delete
+/// completed, or there is none).
+pub async fn uncut(tx: &Transaction<'_>, tenant: Uuid, superuser: bool) -> Result<()> {
+    let Some(off) = records::find(tx, tenant).await? else {
+        return Ok(());
+    };
+    if off.state != "pending" {
+        return Ok(());
+    }
+    suspension::restore(
+        tx,
+        &off.disabled_roles,
+        &off.disabled_memberships,
+        superuser,
+    )
+    .await?;
+    records::delete(tx, tenant).await?;
+    Ok(())
+}
+
+/// The archive's expiry a delete gives its final backup before the delete completes
+/// (the completion sets the same date from the purge date): a delete that never
+/// completes leaves a backup that still expires.
+pub async fn provisional_archive_expiry(
+    c: &impl GenericClient,
+    tenant: &Tenant,
+    retention_days: i64,
+) -> Result<DateTime<Utc>> {
+    let plan_retention = plans::find(c, &tenant.plan)
         .await?
         .map_or(0, |plan| plan.quotas.max_data_retention_days);
-    let provisional = Utc::now() + chrono::Duration::days(retention + i64::from(plan_retention));
-    let archive = match backup::take::take(
-        p,
-        &tenant,
-        BackupKind::Final,
-        pol.encryption,
-        Some(provisional),
-        actor,
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(e) => {
-            let mut client = p.pool.get().await?;
-            let tx = client.transaction().await?;
-            suspension::restore(&tx, &cut.roles, &cut.memberships, p.caps.superuser).await?;
-            records::delete(&tx, tenant.id).await?;
-            tx.commit().await?;
-            return Err(e);
-        }
-    };
+    Ok(Utc::now() + chrono::Duration::days(retention_days + i64::from(plan_retention)))
+}
 
-    // 3. Deleted, with its purge date; the archive kept past it.
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let current = tenants::find_for_update(&tx, &tenant.id.to_string())
+/// The delete's last change, inside the caller's transaction: `deleted`, with its purge
+/// date, and the archive kept past it.
+pub async fn mark_deleted_locked(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    archive: Uuid,
+    op: Uuid,
+    actor: &str,
+) -> Result<Tenant> {
+    let plan = service::find_plan(tx, &tenant.plan).await?;
+    let off = records::find(tx, tenant.id)
         .await?
-        .ok_or_else(|| service::Error::not_found(key))?;
-    let plan = service::find_plan(&tx, &current.plan).await?;
+        .ok_or_else(|| Error::conflict("invalid_state", "the delete was not begun"))?;
     let (purge_after, archive_expires) = records::mark_deleted(
-        &tx,
+        tx,
         tenant.id,
-        current.status,
-        archive.id,
+        off.previous_status,
+        archive,
         plan.quotas.max_data_retention_days,
     )
     .await?;
-    backups::set_expiry(&tx, archive.id, Some(archive_expires)).await?;
-    tenants::set_status(&tx, tenant.id, Status::Deleted).await?;
-    let op_id = Uuid::now_v7();
-    ops::record_done(&tx, op_id, "tenant.soft_delete", tenant.id, &tenant.name).await?;
+    backups::set_expiry(tx, archive, Some(archive_expires)).await?;
+    let deleted = tenants::set_status(tx, tenant.id, Status::Deleted).await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "tenant_soft_deleted",
             tenant_id: Some(tenant.id),
             tenant_name: Some(&tenant.name),
-            operation_id: Some(op_id),
+            operation_id: Some(op),
             details: serde_json::json!({
-                "previous_status": current.status.as_str(), "disabled_roles": disabled,
-                "purge_after": purge_after, "final_backup_id": archive.id, "archive_expires_at": archive_expires,
+                "previous_status": off.previous_status.as_str(), "disabled_roles": off.disabled_roles,
+                "purge_after": purge_after, "final_backup_id": archive, "archive_expires_at": archive_expires,
             }),
         },
     )
     .await?;
-    tx.commit().await?;
-    drop(guard);
     tracing::info!(tenant.name = %tenant.name, %purge_after, "tenant deleted (restorable until the purge)");
-    if opts.purge_now {
-        purge(p, tenant.id, actor).await?;
-    }
-    describe(p, tenant.id).await
+    Ok(deleted)
 }
 
 /// The tenant as a delete answers it: with what the delete recorded.
-async fn describe(p: &Platform, id: Uuid) -> Result<Tenant> {
-    let c = p.pool.get().await?;
-    Ok(tenants::get(&c, id).await?)
+pub async fn describe(c: &impl GenericClient, id: Uuid) -> Result<Tenant> {
+    Ok(tenants::get(c, id).await?)
 }
 
 /// Drops what the tenant has in PostgreSQL (schema, database or pool rows; every
@@ -241,7 +214,13 @@ pub(crate) async fn drop_objects(
             let id = Literal(&t.id.to_string()).to_string();
             let mut sql = format!("SET LOCAL ROLE {owner};\n");
             // Children first: a foreign key without ON DELETE CASCADE would refuse.
-            for table in backup::shared::pool_tables(&**tx).await?.iter().rev() {
+            let tables = crate::backup::shared::pool_tables(&**tx)
+                .await
+                .map_err(|e| match e {
+                    crate::backup::Error::Db(e) => Error::Db(e),
+                    other => Error::conflict("pool_unreadable", other.to_string()),
+                })?;
+            for table in tables.iter().rev() {
                 let table = Ident::new(table.name.clone()).expect("catalog names are valid");
                 sql.push_str(&format!(
                     "DELETE FROM {pool}.{table} WHERE tenant_id = {id}::uuid;\n"
@@ -262,77 +241,67 @@ pub(crate) async fn drop_objects(
     Ok(roles.iter().map(|r| r.as_str().to_string()).collect())
 }
 
-/// Purges a deleted tenant: its objects and roles go, its registry row (status
-/// `purged`), credentials, keys and archive stay.
-pub async fn purge(p: &Platform, tenant_id: Uuid, actor: &str) -> Result<Tenant> {
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let tenant = tenants::find_for_update(&tx, &tenant_id.to_string())
-        .await?
-        .ok_or_else(|| service::Error::not_found(&tenant_id.to_string()))?;
-    let slug = &tenant.name;
-    service::lock_name(&tx, slug).await?;
+/// Whether a deleted tenant can be purged (the caller holds its lock): it is
+/// `deleted` and its final backup succeeded. Returns the archive's id.
+pub async fn purgeable(tx: &Transaction<'_>, tenant: &Tenant) -> Result<Uuid> {
     state::check(&tenant.name, tenant.status, Status::Purged, "purge").map_err(Error::Rejected)?;
-    let off = records::find(&tx, tenant.id)
+    let archive = match records::find(tx, tenant.id)
         .await?
-        .expect("a deleted tenant has its row");
-    let archive = match off.final_backup_id {
-        Some(id) => backups::find(&tx, id).await?.map(|(b, _)| b),
+        .and_then(|o| o.final_backup_id)
+    {
+        Some(id) => backups::find(tx, id).await?.map(|(b, _)| b),
         None => None,
     };
-    if !archive
-        .as_ref()
-        .is_some_and(|b| b.status == backup::BackupStatus::Succeeded)
-    {
-        return Err(Error::conflict(
+    match archive {
+        Some(b) if b.status == crate::backup::BackupStatus::Succeeded => Ok(b.id),
+        _ => Err(Error::conflict(
             "no_archive",
             format!(
                 "tenant {} has no usable final backup: it is not purged",
                 tenant.name
             ),
-        ));
+        )),
     }
-    if tenant.isolation == Isolation::Database {
-        // The database goes outside this transaction: committed first, `purging` keeps
-        // a restore away from a tenant whose database may be gone if this dies.
-        records::mark_purging(&p.pool.get().await?, tenant.id).await?;
-        ops::failpoint("purge.marked");
-    }
-    let dropped = drop_objects(p, &tx, &tenant).await?;
-    ops::failpoint("purge.objects_dropped");
-    let purged = tenants::set_status(&tx, tenant.id, Status::Purged).await?;
-    records::mark_purged(&tx, tenant.id).await?;
-    let op_id = Uuid::now_v7();
-    ops::record_done(&tx, op_id, "tenant.purge", tenant.id, &tenant.name).await?;
+}
+
+/// The purge's last change, inside the caller's transaction: what the tenant has in
+/// PostgreSQL dropped ([`drop_objects`]), `purged`; its registry row, credentials, keys
+/// and archive kept.
+pub async fn purge_locked(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    op: Uuid,
+    actor: &str,
+) -> Result<Tenant> {
+    let archive = records::find(tx, tenant.id)
+        .await?
+        .and_then(|o| o.final_backup_id);
+    let dropped = drop_objects(p, tx, tenant).await?;
+    let purged = tenants::set_status(tx, tenant.id, Status::Purged).await?;
+    records::mark_purged(tx, tenant.id).await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor,
             action: "tenant_purged",
             tenant_id: Some(tenant.id),
             tenant_name: Some(&tenant.name),
-            operation_id: Some(op_id),
-            details: serde_json::json!({"dropped_roles": dropped, "archive": off.final_backup_id}),
+            operation_id: Some(op),
+            details: serde_json::json!({"dropped_roles": dropped, "archive": archive}),
         },
     )
     .await?;
-    tx.commit().await?;
     tracing::info!(tenant.name = %tenant.name, "tenant purged; its archive is kept");
     Ok(purged)
 }
 
-/// `POST /api/v1/tenants/{name}/restore`: a deleted tenant back as it was, or a purged
-/// one rebuilt from its archive.
-pub async fn restore(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
-    let mut client = p.pool.get().await?;
-    let g = client.transaction().await?;
-    let tenant = tenants::find_for_update(&g, key)
-        .await?
-        .ok_or_else(|| service::Error::not_found(key))?;
-    let slug = &tenant.name;
-    service::lock_name(&g, slug).await?;
+/// What a restore of a deleted or purged tenant starts from (the caller holds its
+/// lock): its offboarding record, which a 409 refuses when there is nothing to
+/// restore.
+pub async fn restorable(tx: &Transaction<'_>, tenant: &Tenant) -> Result<Offboarding> {
     let off = match tenant.status {
-        Status::Deleted | Status::Purged => records::find(&g, tenant.id).await?,
+        Status::Deleted | Status::Purged => records::find(tx, tenant.id).await?,
         _ => None,
     };
     let Some(off) = off.filter(|o| o.state != "pending") else {
@@ -344,90 +313,90 @@ pub async fn restore(p: &Platform, key: &str, actor: &str) -> Result<Tenant> {
             format!("tenant {} is not deleted", tenant.name),
         ));
     };
-    if off.state == "purging" {
-        return Err(Error::conflict(
-            "purge_in_progress",
-            format!(
-                "tenant {} is being purged (its database may already be gone); the worker finishes the purge, then it can be restored from its archive",
-                tenant.name
-            ),
-        ));
-    }
     state::check(&tenant.name, tenant.status, off.previous_status, "restore")
         .map_err(Error::Rejected)?;
-    let mut details =
-        serde_json::json!({"from": tenant.status.as_str(), "to": off.previous_status.as_str()});
-    if tenant.status == Status::Deleted {
-        suspension::restore(
-            &g,
-            &off.disabled_roles,
-            &off.disabled_memberships,
-            p.caps.superuser,
-        )
-        .await?;
-    } else {
-        let archive_id = off.final_backup_id.ok_or_else(archive_gone)?;
-        let (archive, manifest) = backups::find(&g, archive_id)
-            .await?
-            .ok_or_else(archive_gone)?;
-        if archive.status != backup::BackupStatus::Succeeded {
-            return Err(archive_gone());
-        }
-        let manifest = restore::usable(&archive, manifest)?;
-        if let Err(e) = rebuild(p, &tenant, &off, &archive, &manifest).await {
-            undo_rebuild(p, &tenant).await;
-            return Err(e);
-        }
-        crate::migrate::set_restored_version(&g, &tenant, manifest.template_version).await?;
-        // The purge dropped the login roles, and with them what outside roles (an
-        // application's pool role) held in them; the rebuilt roles get it back.
-        suspension::restore(&g, &[], &off.disabled_memberships, p.caps.superuser).await?;
-        details["archive"] = serde_json::json!(archive_id);
-    }
-    let restored = tenants::set_status(&g, tenant.id, off.previous_status).await?;
-    records::delete(&g, tenant.id).await?;
-    let op_id = Uuid::now_v7();
-    ops::record_done(&g, op_id, "tenant.restore", tenant.id, &tenant.name).await?;
+    Ok(off)
+}
+
+/// A deleted tenant back as it was, inside the caller's transaction.
+pub async fn undelete_locked(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    off: &Offboarding,
+    superuser: bool,
+    op: Uuid,
+    actor: &str,
+) -> Result<Tenant> {
+    suspension::restore(
+        tx,
+        &off.disabled_roles,
+        &off.disabled_memberships,
+        superuser,
+    )
+    .await?;
+    finish_restore(
+        tx,
+        tenant,
+        off,
+        op,
+        actor,
+        serde_json::json!({"from": tenant.status.as_str(), "to": off.previous_status.as_str()}),
+    )
+    .await
+}
+
+/// The restore's last change: the status the tenant had, the record gone, the audit.
+pub async fn finish_restore(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    off: &Offboarding,
+    op: Uuid,
+    actor: &str,
+    details: serde_json::Value,
+) -> Result<Tenant> {
+    let restored = tenants::set_status(tx, tenant.id, off.previous_status).await?;
+    records::delete(tx, tenant.id).await?;
     audit::record(
-        &g,
+        tx,
         &audit::Entry {
             actor,
             action: "tenant_restored",
             tenant_id: Some(tenant.id),
             tenant_name: Some(&tenant.name),
-            operation_id: Some(op_id),
+            operation_id: Some(op),
             details,
         },
     )
     .await?;
-    g.commit().await?;
     tracing::info!(tenant.name = %tenant.name, status = restored.status.as_str(), "tenant restored");
     Ok(restored)
 }
 
-fn archive_gone() -> Error {
+/// 409 for a purged tenant whose archive is gone.
+pub fn archive_gone() -> Error {
     Error::conflict(
         "archive_expired",
         "the tenant is purged and its archive no longer exists: it cannot be restored",
     )
 }
 
-/// A purged tenant's roles and objects, recreated by the create path's SQL with the
-/// original passwords (sealed in the registry), then its archive restored into them.
-async fn rebuild(
+/// A purged tenant's roles (and in schema and shared modes its schema or pool rows'
+/// mapping), recreated by the create path's SQL with the original passwords (sealed
+/// in the registry), inside the caller's transaction. Logins that were off before
+/// the delete (a suspended tenant's) stay off. Database mode: the database is the
+/// caller's next step ([`super::database_mode::clone`], then `configure`).
+pub async fn rebuild_roles(
     p: &Platform,
+    tx: &Transaction<'_>,
     t: &Tenant,
     off: &Offboarding,
-    archive: &backup::Backup,
-    manifest: &backup::Manifest,
 ) -> Result<()> {
     let slug = &t.name;
-    let mut client = p.pool.get().await?;
-    let plan = service::find_plan(&client.transaction().await?, &t.plan).await?;
+    let plan = service::find_plan(tx, &t.plan).await?;
     let limits = service::limits(p, &plan, t.db_quota_bytes);
-    let verifier = verifier_of(p, &tenants::sealed_credentials(&client, t.id).await?).await?;
+    let verifier = verifier_of(p, &tenants::sealed_credentials(tx, t.id).await?).await?;
     let login_sql = crate::isolation::create_login_role(&slug.login_role(), &verifier, &limits);
-    let users = users::sealed(&client, t.id).await?;
+    let users = users::sealed(tx, t.id).await?;
     let mut sql = match t.isolation {
         Isolation::Schema => SchemaPerTenant.create_sql(&Provision {
             slug,
@@ -462,14 +431,12 @@ async fn rebuild(
         }
         logins.push(user);
     }
-    // Logins that were off before the delete (a suspended tenant's) stay off.
     for login in logins
         .iter()
         .filter(|l| !off.disabled_roles.iter().any(|d| d == l.as_str()))
     {
         sql.push_str(&format!("ALTER ROLE {login} NOLOGIN;\n"));
     }
-    let tx = client.transaction().await?;
     tx.batch_execute(&sql).await?;
     let mut all: Vec<String> = slug
         .fixed_roles()
@@ -477,27 +444,7 @@ async fn rebuild(
         .map(|r| r.as_str().to_string())
         .collect();
     all.extend(logins.iter().skip(1).map(|l| l.as_str().to_string()));
-    hardening::check(&tx, &all).await?;
-    tx.commit().await?;
-    if t.isolation == Isolation::Database {
-        let template = database::template_db(&p.endpoint.database);
-        client
-            .batch_execute(&database::clone_sql(
-                slug,
-                &template,
-                plan.quotas.max_connections,
-            ))
-            .await?;
-        let db = backup::connect_to(p, slug.schema().as_str()).await?;
-        db.batch_execute(&format!(
-            "BEGIN;\n{}\nCOMMIT;",
-            database::configure_sql(slug)
-        ))
-        .await?;
-        hardening::check_client(&db, &all).await?;
-    }
-    drop(client);
-    restore::load_into(p, t, archive, manifest, None).await?;
+    hardening::check(tx, &all).await?;
     Ok(())
 }
 
@@ -508,21 +455,6 @@ async fn verifier_of(p: &Platform, sealed: &[u8]) -> Result<String> {
     })
     .await
     .expect("computing a SCRAM verifier does not panic"))
-}
-
-/// After a failed rebuild: back to purged, nothing left in the catalog.
-async fn undo_rebuild(p: &Platform, t: &Tenant) {
-    let result: Result<()> = async {
-        let mut client = p.pool.get().await?;
-        let tx = client.transaction().await?;
-        drop_objects(p, &tx, t).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        tracing::error!(tenant.name = %t.name, error = %e, "could not clean up after a failed restore from the archive");
-    }
 }
 
 /// Removes a tenant entirely, registry row included (a restore into a new tenant
@@ -536,99 +468,27 @@ pub(crate) async fn drop_for_good(p: &Platform, t: &Tenant) -> Result<()> {
     Ok(())
 }
 
-/// The worker's part: purges deleted tenants past their date, puts back the logins
-/// of deletes whose process died before the final backup, and frees the names of
-/// purged tenants whose archive expired. Returns (purged, rolled back, freed).
-pub async fn run_due(p: &Platform) -> Result<(usize, usize, usize)> {
-    let client = p.pool.get().await?;
-    let due = records::due_purges(&client, 20).await?;
-    let mut purged = 0;
-    for id in due {
-        match purge(p, id, "worker").await {
-            Ok(_) => purged += 1,
-            Err(e) => {
-                tracing::warn!(tenant.id = %id, error = %e, "purge failed; retrying at the next round")
-            }
-        }
+/// A purged tenant whose archive expired leaves the registry, inside the caller's
+/// transaction (the tenant locked): its name is free.
+pub async fn release_name_locked(tx: &Transaction<'_>, tenant: &Tenant, op: Uuid) -> Result<()> {
+    if tenant.status != Status::Purged {
+        return Err(Error::conflict(
+            "invalid_state",
+            format!("tenant {} is not purged", tenant.name),
+        ));
     }
-    let rolled_back = roll_back_dead_deletes(p).await?;
-    let freed = free_names(p).await?;
-    Ok((purged, rolled_back, freed))
-}
-
-/// A `pending` delete whose name lock nobody holds lost its process: logins back.
-async fn roll_back_dead_deletes(p: &Platform) -> Result<usize> {
-    let client = p.pool.get().await?;
-    let pending = records::pending(&client).await?;
-    drop(client);
-    let mut n = 0;
-    for id in pending {
-        let mut client = p.pool.get().await?;
-        let tx = client.transaction().await?;
-        let Some(t) = tenants::find_for_update(&tx, &id.to_string()).await? else {
-            continue;
-        };
-        let slug = &t.name;
-        let free: bool = tx
-            .query_one(
-                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
-                &[&slug.lock_key()],
-            )
-            .await?
-            .get(0);
-        let Some(off) = records::find(&tx, id)
-            .await?
-            .filter(|o| free && o.state == "pending")
-        else {
-            continue;
-        };
-        suspension::restore(
-            &tx,
-            &off.disabled_roles,
-            &off.disabled_memberships,
-            p.caps.superuser,
-        )
-        .await?;
-        records::delete(&tx, id).await?;
-        audit::record(
-            &tx,
-            &audit::Entry {
-                actor: "worker",
-                action: "tenant_restored",
-                tenant_id: Some(id),
-                tenant_name: Some(&t.name),
-                operation_id: None,
-                details: serde_json::json!({"reason": "the delete's process died before its final backup"}),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// Purged tenants without a live archive leave the registry; their name is free.
-async fn free_names(p: &Platform) -> Result<usize> {
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let gone = tenants::claim_released_names(&tx).await?;
-    for (id, name) in &gone {
-        let (id, name) = (*id, name.as_str());
-        tenants::delete(&tx, id).await?;
-        audit::record(
-            &tx,
-            &audit::Entry {
-                actor: "worker",
-                action: "tenant_name_released",
-                tenant_id: Some(id),
-                tenant_name: Some(name),
-                operation_id: None,
-                details: serde_json::json!({"reason": "the archive expired"}),
-            },
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(gone.len())
+    tenants::delete(tx, tenant.id).await?;
+    audit::record(
+        tx,
+        &audit::Entry {
+            actor: "worker",
+            action: "tenant_name_released",
+            tenant_id: Some(tenant.id),
+            tenant_name: Some(&tenant.name),
+            operation_id: Some(op),
+            details: serde_json::json!({"reason": "the archive expired"}),
+        },
+    )
+    .await?;
+    Ok(())
 }

@@ -75,7 +75,7 @@ impl From<crate::store::Error> for Error {
     }
 }
 
-type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `PATCH /api/v1/tenants/{name}`: only the fields given change.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

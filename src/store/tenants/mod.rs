@@ -437,19 +437,19 @@ pub async fn ended_trials(c: &impl GenericClient, limit: i64) -> Result<Vec<Tena
     rows.iter().map(tenant).collect()
 }
 
-/// Purged tenants without a succeeded backup left (their archive expired), claimed.
-pub async fn claim_released_names(c: &impl GenericClient) -> Result<Vec<(Uuid, String)>> {
+/// Purged tenants without a succeeded backup left (their archive expired).
+pub async fn released_names(c: &impl GenericClient) -> Result<Vec<Uuid>> {
     Ok(c
         .query(
-            "SELECT t.id, t.name FROM berqenas.tenants t
+            "SELECT t.id FROM berqenas.tenants t
               WHERE t.status = 'purged'
                 AND NOT EXISTS (SELECT 1 FROM berqenas.backups b WHERE b.tenant_id = t.id AND b.status = 'succeeded')
-              FOR UPDATE SKIP LOCKED",
+              LIMIT 100",
             &[],
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| r.get(0))
         .collect())
 }
 
