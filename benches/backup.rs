@@ -147,7 +147,9 @@ async fn main() {
         let mut stored = 0;
         for _ in 0..runs {
             let t = Instant::now();
-            let b = backup::create(&p, name, "bench").await.unwrap();
+            let b = berqenas::workflows::backups::create(&rt, name, "bench")
+                .await
+                .unwrap();
             ours.push(t.elapsed());
             stored = b.size_bytes.unwrap_or(0);
             last = Some(b.id);
@@ -174,17 +176,12 @@ async fn main() {
         let (mut ours, mut plain) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             let t = Instant::now();
-            let in_place_only = async |_: CreateTenant| -> Result<
-                berqenas::tenant::service::CreatedTenant,
-                berqenas::tenant::service::Error,
-            > { unreachable!("restored in place") };
-            match backup::restore::restore(
-                &p,
+            match berqenas::workflows::restores::restore(
+                &rt,
                 name,
                 &id,
                 &RestoreRequest::default(),
                 "bench",
-                in_place_only,
             )
             .await
             .unwrap()
@@ -221,7 +218,7 @@ async fn main() {
             (ours_r.as_secs_f64() / plain_r.as_secs_f64() - 1.0) * 100.0
         );
         let t = Instant::now();
-        let v = backup::verify::verify(&p, None, &id, "bench")
+        let v = berqenas::workflows::backups::verify(&rt, None, &id, "bench")
             .await
             .unwrap();
         assert!(v.ok);

@@ -17,7 +17,7 @@ use crate::platform::{Endpoint, Platform};
 use crate::secrets::{self, ExposeSecret, SecretKey, SecretString};
 use crate::template::Template;
 use crate::workflows::Runtime;
-use crate::{controlplane, ops, tenant};
+use crate::{controlplane, tenant};
 
 /// The database the embedded cluster keeps the control plane (and schema-mode tenants) in.
 pub const EMBEDDED_DATABASE: &str = "berqenas";
@@ -163,20 +163,11 @@ pub async fn platform_with(
                 .as_ref()
                 .and_then(|c| c.socket_dir().parent().map(Path::to_path_buf))
                 .unwrap_or_else(|| PathBuf::from(".berqenas")),
-            &pool,
         ),
     };
     tenant::database_mode::ensure_template(&platform).await?;
     tenant::shared_mode::ensure_pool(&platform).await?;
     crate::quota::disk::repair_shared_guard(&platform.pool.get().await?).await?;
-    let fixed = ops::reconciler::run_once(&platform).await?;
-    if fixed > 0 {
-        tracing::warn!(
-            operations = fixed,
-            "reconciled operations left by a previous process"
-        );
-    }
-    crate::backup::sweep::run_once(&platform).await?;
     Ok(platform)
 }
 
@@ -354,8 +345,15 @@ async fn reconcile_forever(rt: std::sync::Arc<Runtime>) {
         if let Err(e) = rt.engine.reconcile(&rt).await {
             tracing::warn!(error = %e, "settling operations failed; retrying at the next tick");
         }
-        if let Err(e) = ops::reconciler::run_once(&platform).await {
-            tracing::warn!(error = %e, "reconciler pass failed; retrying at the next tick");
+        match platform.pool.get().await {
+            Ok(c) => {
+                if let Err(e) = crate::store::operations::expire_idempotency_keys(&c).await {
+                    tracing::warn!(error = %e, "expiring idempotency keys failed; retrying at the next tick");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control database unavailable; retrying at the next tick")
+            }
         }
         match tenant::integrity::run_once(&platform).await {
             Ok(report) if !report.violations.is_empty() => {
@@ -369,15 +367,12 @@ async fn reconcile_forever(rt: std::sync::Arc<Runtime>) {
         if let Err(e) = crate::workflows::lifecycle::expire_trials(&rt).await {
             tracing::warn!(error = %e, "trial expiry failed; retrying at the next tick");
         }
-        if let Err(e) = crate::backup::worker::run_once(&platform).await {
+        if let Err(e) = crate::workflows::backups::worker_round(&rt).await {
             tracing::warn!(error = %e, "backup worker round failed; retrying at the next tick");
         }
         // After the backup worker: a purge waits for nothing it expires.
         if let Err(e) = crate::workflows::offboarding::run_due(&rt).await {
             tracing::warn!(error = %e, "purges and name releases failed; retrying at the next tick");
-        }
-        if let Err(e) = crate::backup::sweep::run_once(&platform).await {
-            tracing::warn!(error = %e, "scratch sweep failed; retrying at the next tick");
         }
     }
 }

@@ -206,7 +206,9 @@ async fn worker_until(
     done: impl Fn(StatusCode, &Value) -> bool,
 ) -> bool {
     for _ in 0..20 {
-        berqenas::backup::worker::run_once(rt).await.unwrap();
+        berqenas::workflows::backups::worker_round(rt)
+            .await
+            .unwrap();
         berqenas::workflows::offboarding::run_due(rt).await.unwrap();
         let (s, got) = app
             .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
@@ -814,8 +816,8 @@ async fn two_servers_take_a_due_scheduled_backup_once() {
         (s, policy["schedule"].as_str()),
         (StatusCode::OK, Some("*/5 * * * *"))
     );
-    let one = common::platform(4).await;
-    let two = common::platform(4).await;
+    let one = common::runtime(common::platform(4).await).await;
+    let two = common::runtime(common::platform(4).await).await;
     let pg = superuser().await;
     pg.execute(
         "UPDATE berqenas.backup_policies SET next_run_at = now() - interval '1 second'
@@ -838,8 +840,8 @@ async fn two_servers_take_a_due_scheduled_backup_once() {
     let mut extra = 0;
     for _ in 0..40 {
         let (a, b) = tokio::join!(
-            berqenas::backup::worker::run_once(&one),
-            berqenas::backup::worker::run_once(&two)
+            berqenas::workflows::backups::worker_round(&one),
+            berqenas::workflows::backups::worker_round(&two)
         );
         a.unwrap();
         b.unwrap();

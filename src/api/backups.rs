@@ -12,42 +12,25 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, OptionalJson};
 use super::{AppState, ADMIN_ACTOR};
 use crate::backup::policy::{self, BackupPolicy, PolicyRequest};
-use crate::backup::restore::{self, RestoreRequest, Restored};
-use crate::backup::verify::{self, VerifyReport};
+use crate::backup::restore::{RestoreRequest, Restored};
+use crate::backup::verify::VerifyReport;
 use crate::backup::{self, Backup};
 use crate::problem::{Kind, Problem};
 use crate::tenant::service::CreatedTenant;
 use crate::tenant::Tenant;
+use crate::workflows;
 
 impl From<backup::Error> for ApiError {
     fn from(e: backup::Error) -> Self {
+        if let Some(p) = e.problem() {
+            if p.code == "backup_corrupt" {
+                tracing::warn!(error = %e, "a backup failed its integrity check");
+            }
+            return Self(p);
+        }
         match e {
-            backup::Error::Rejected(p) => Self(p),
             backup::Error::Tenant(e) => e.into(),
             backup::Error::Pool(e) => crate::tenant::service::Error::Pool(e).into(),
-            // The stored backup is damaged or gone: the caller's backup, not our fault.
-            e @ (backup::Error::Integrity { .. } | backup::Error::Crypt(_)) => {
-                tracing::warn!(error = %e, "a backup failed its integrity check");
-                Self(Problem::new(
-                    Kind::Conflict,
-                    "backup_corrupt",
-                    format!("the backup is damaged and cannot be used: {e}"),
-                ))
-            }
-            backup::Error::Unrestorable { reason } => Self(Problem::new(
-                Kind::Conflict,
-                "backup_unrestorable",
-                format!(
-                    "the backup could not be restored (the tenant's data is unchanged): {reason}"
-                ),
-            )),
-            backup::Error::Store(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Self(Problem::new(
-                    Kind::Conflict,
-                    "backup_missing",
-                    "the backup's stored object is missing from the backup store",
-                ))
-            }
             other => {
                 tracing::error!(error = ?other, "backup request failed");
                 Self(Problem::new(
@@ -74,7 +57,7 @@ pub async fn create(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Backup>), ApiError> {
-    let b = backup::create(&state.platform, &name, ADMIN_ACTOR).await?;
+    let b = workflows::backups::create(&state.platform, &name, ADMIN_ACTOR).await?;
     Ok((StatusCode::CREATED, Json(b)))
 }
 
@@ -124,20 +107,7 @@ pub async fn restore(
     OptionalJson(req): OptionalJson<RestoreRequest>,
 ) -> Result<Response, ApiError> {
     Ok(
-        match restore::restore(
-            &state.platform,
-            &name,
-            &id,
-            &req,
-            ADMIN_ACTOR,
-            async |new| {
-                crate::workflows::create::create(&state.platform, &new, None, ADMIN_ACTOR)
-                    .await
-                    .map_err(crate::workflows::Error::into_tenant)
-            },
-        )
-        .await?
-        {
+        match workflows::restores::restore(&state.platform, &name, &id, &req, ADMIN_ACTOR).await? {
             Restored::InPlace(t) => (StatusCode::OK, Json(t)).into_response(),
             Restored::New(c) => (StatusCode::CREATED, Json(c)).into_response(),
         },
@@ -153,7 +123,7 @@ pub async fn verify(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<VerifyReport>, ApiError> {
     Ok(Json(
-        verify::verify(&state.platform, Some(&name), &id, ADMIN_ACTOR).await?,
+        workflows::backups::verify(&state.platform, Some(&name), &id, ADMIN_ACTOR).await?,
     ))
 }
 
@@ -166,7 +136,7 @@ pub async fn verify_by_id(
     Path(id): Path<String>,
 ) -> Result<Json<VerifyReport>, ApiError> {
     Ok(Json(
-        verify::verify(&state.platform, None, &id, ADMIN_ACTOR).await?,
+        workflows::backups::verify(&state.platform, None, &id, ADMIN_ACTOR).await?,
     ))
 }
 

@@ -67,6 +67,7 @@ impl From<crate::workflows::Error> for ApiError {
         match e {
             crate::workflows::Error::Rejected(p) => Self(p),
             crate::workflows::Error::Tenant(e) => e.into(),
+            crate::workflows::Error::Backup(e) => e.into(),
             crate::workflows::Error::Operation(e) => {
                 let (kind, code, message) = match &e {
                     OpError::Stopping(_) => (

@@ -7,17 +7,14 @@
 
 pub mod crypt;
 pub mod dump;
-pub mod journal;
+pub mod feed;
 pub mod manifest;
 pub mod policy;
 pub mod registry;
 pub mod restore;
-pub mod scratch;
 pub mod shared;
 pub mod store;
-pub mod sweep;
 pub mod take;
-pub mod temp;
 pub mod verify;
 pub mod worker;
 
@@ -31,7 +28,6 @@ use crate::problem::{Kind, Problem};
 use crate::tenant::{self, Isolation};
 
 pub use manifest::{Manifest, TableStat};
-pub use take::create;
 
 /// Manual and final backups without a policy are kept this long.
 pub const DEFAULT_RETENTION_DAYS: i32 = 30;
@@ -194,6 +190,33 @@ impl Error {
 
     pub(crate) fn conflict(code: &str, message: impl Into<String>) -> Self {
         Self::Rejected(Problem::new(Kind::Conflict, code, message))
+    }
+
+    /// The answer a client gets when the error is the request's or the backup's (not
+    /// an outage): a refusal, a damaged or missing backup, one PostgreSQL will not load.
+    pub fn problem(&self) -> Option<Problem> {
+        Some(match self {
+            Error::Rejected(p) => p.clone(),
+            Error::Tenant(tenant::service::Error::Rejected(p)) => p.clone(),
+            Error::Integrity { .. } | Error::Crypt(_) => Problem::new(
+                Kind::Conflict,
+                "backup_corrupt",
+                format!("the backup is damaged and cannot be used: {self}"),
+            ),
+            Error::Unrestorable { reason } => Problem::new(
+                Kind::Conflict,
+                "backup_unrestorable",
+                format!(
+                    "the backup could not be restored (the tenant's data is unchanged): {reason}"
+                ),
+            ),
+            Error::Store(e) if e.kind() == std::io::ErrorKind::NotFound => Problem::new(
+                Kind::Conflict,
+                "backup_missing",
+                "the backup's stored object is missing from the backup store",
+            ),
+            _ => return None,
+        })
     }
 }
 

@@ -12,8 +12,6 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::scratch::Lease;
-
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// An object being read.
 pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
@@ -60,27 +58,17 @@ fn check_key(key: &str) -> io::Result<()> {
 }
 
 /// Objects as files under one directory (mode 0700, files 0600), written to a
-/// `.partial` file, synced, then renamed into place. With a registry, each `.partial`
-/// file is a registered scratch object while it exists, so one a killed process
-/// left is removed by the sweeper.
+/// `.partial` file, synced, then renamed into place. Deleting an object deletes its
+/// `.partial` file too: what a process killed mid-write left goes with the
+/// compensation of the operation that wrote it.
 #[derive(Clone)]
 pub struct LocalDirStore {
     root: PathBuf,
-    registry: Option<deadpool_postgres::Pool>,
 }
 
 impl LocalDirStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self {
-            root: root.into(),
-            registry: None,
-        }
-    }
-
-    /// Registers `.partial` files in the control plane's scratch registry.
-    pub fn with_registry(mut self, pool: deadpool_postgres::Pool) -> Self {
-        self.registry = Some(pool);
-        self
+        Self { root: root.into() }
     }
 
     pub fn root(&self) -> &Path {
@@ -102,16 +90,12 @@ struct LocalWriter {
     file: Option<tokio::fs::File>,
     partial: PathBuf,
     target: PathBuf,
-    lease: Option<Lease>,
 }
 
 impl Drop for LocalWriter {
     fn drop(&mut self) {
         if self.file.is_some() {
             let _ = std::fs::remove_file(&self.partial);
-        }
-        if let Some(lease) = self.lease.take() {
-            lease.release_later();
         }
     }
 }
@@ -146,7 +130,6 @@ impl AsyncWrite for LocalWriter {
 impl ObjectWriter for LocalWriter {
     fn commit(mut self: Box<Self>) -> BoxFuture<'static, io::Result<()>> {
         let file = self.file.take();
-        let lease = self.lease.take();
         let (partial, target) = (self.partial.clone(), self.target.clone());
         Box::pin(async move {
             let Some(mut file) = file else {
@@ -161,13 +144,6 @@ impl ObjectWriter for LocalWriter {
             .await;
             if result.is_err() {
                 let _ = tokio::fs::remove_file(&partial).await;
-            }
-            if let Some(lease) = lease {
-                // The `.partial` path is gone either way: a row left behind only
-                // makes the sweeper find nothing there.
-                if let Err(e) = lease.release().await {
-                    tracing::debug!(error = %e, "could not unregister a finished partial file");
-                }
             }
             result
         })
@@ -187,14 +163,6 @@ impl BackupStore for LocalDirStore {
             .await
             .map_err(io::Error::other)??;
             let partial = target.with_extension("partial");
-            let lease = match &self.registry {
-                Some(pool) => Some(
-                    Lease::register_file(pool, &partial)
-                        .await
-                        .map_err(io::Error::other)?,
-                ),
-                None => None,
-            };
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create(true).truncate(true).mode(0o600);
             let file = tokio::fs::OpenOptions::from(options).open(&partial).await?;
@@ -202,7 +170,6 @@ impl BackupStore for LocalDirStore {
                 file: Some(file),
                 partial,
                 target,
-                lease,
             }) as Box<dyn ObjectWriter>)
         })
     }
@@ -216,10 +183,14 @@ impl BackupStore for LocalDirStore {
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
-            match tokio::fs::remove_file(self.path(key)?).await {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                other => other,
+            let path = self.path(key)?;
+            for p in [path.with_extension("partial"), path] {
+                match tokio::fs::remove_file(&p).await {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    other => other?,
+                }
             }
+            Ok(())
         })
     }
 
@@ -229,12 +200,11 @@ impl BackupStore for LocalDirStore {
 }
 
 /// `--backup-dir` / `BERQENAS_BACKUP_DIR` when given, else `<data-dir>/backups`;
-/// its partial files registered as scratch objects through `pool`.
-pub fn local(dir: Option<&Path>, data_dir: &Path, pool: &deadpool_postgres::Pool) -> Store {
+pub fn local(dir: Option<&Path>, data_dir: &Path) -> Store {
     let root = dir
         .map(Path::to_path_buf)
         .unwrap_or_else(|| data_dir.join("backups"));
-    Arc::new(LocalDirStore::new(root).with_registry(pool.clone()))
+    Arc::new(LocalDirStore::new(root))
 }
 
 #[cfg(test)]

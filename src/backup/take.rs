@@ -1,7 +1,9 @@
 //! Taking a backup: `pg_dump` on an exported snapshot, its output encrypted and
 //! hashed on the way into the store, the table checksums computed on the same snapshot
 //! at the same time, the manifest written beside the object, the row committed with
-//! its audit entry. A failure leaves a `failed` row with its error (and no object).
+//! its audit entry. In pieces a workflow calls from its steps ([`register`], [`dump`],
+//! then [`record`], or [`delete_objects`] and [`discard`]): the `backup.take` and
+//! `tenant.delete` operations.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -22,79 +24,37 @@ use crate::secrets::random_bytes;
 use crate::store::backups::{self, NewBackup};
 use crate::tenant::{Isolation, Status, Tenant};
 
-/// `POST /api/v1/tenants/{name}/backups`: a manual backup, encrypted and kept as the
-/// tenant's policy says (else encrypted, 30 days).
-pub async fn create(p: &Platform, key: &str, actor: &str) -> Result<Backup> {
-    let t = super::tenant(p, key).await?;
-    if !matches!(t.status, Status::Active | Status::Trial | Status::Suspended) {
-        return Err(Error::conflict(
-            "invalid_state",
-            format!(
-                "cannot back up tenant {}: it is {} (its final backup is its archive)",
-                t.name,
-                t.status.as_str()
-            ),
-        ));
+/// A tenant can be backed up while it is live (a deleted one's final backup is its
+/// archive).
+pub fn check_live(t: &Tenant) -> Result<()> {
+    if matches!(t.status, Status::Active | Status::Trial | Status::Suspended) {
+        return Ok(());
     }
-    let client = p.pool.get().await?;
-    let pol = policy::effective(&client, &t).await?;
-    drop(client);
-    let expires = Utc::now() + chrono::Duration::days(pol.retention_days.into());
-    take(
-        p,
-        &t,
-        BackupKind::Manual,
-        pol.encryption,
-        Some(expires),
-        actor,
-    )
-    .await
+    Err(Error::conflict(
+        "invalid_state",
+        format!(
+            "cannot back up tenant {}: it is {} (its final backup is its archive)",
+            t.name,
+            t.status.as_str()
+        ),
+    ))
 }
 
-/// Takes a backup of `t` now and records it (and its failure, if it fails), in one
-/// call: [`register`], [`dump`], then [`record`] or [`discard`]. Workflows that must
-/// survive a crash in between call the pieces from their own steps.
-pub(crate) async fn take(
-    p: &Platform,
+/// How long a manual backup of `t` is kept: its policy's retention (else 30 days),
+/// and whether it is encrypted.
+pub async fn manual_terms(
+    c: &impl deadpool_postgres::GenericClient,
     t: &Tenant,
-    kind: BackupKind,
-    encrypted: bool,
-    expires_at: Option<DateTime<Utc>>,
-    actor: &str,
-) -> Result<Backup> {
-    let id = Uuid::now_v7();
-    register(&p.pool.get().await?, t, id, kind, encrypted).await?;
-    let started = std::time::Instant::now();
-    let outcome = match t.isolation {
-        Isolation::Shared => {
-            let scratch = shared::scratch_schema(id);
-            let result = dump(p, t, id, encrypted).await;
-            drop_scratch(p, &scratch).await?;
-            result
-        }
-        _ => dump(p, t, id, encrypted).await,
-    };
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    match outcome {
-        Ok(m) => {
-            let backup = record(&tx, t, &m, kind, expires_at, actor, None).await?;
-            tx.commit().await?;
-            tracing::info!(tenant.name = %t.name, backup.id = %id, backup.kind = kind.as_str(),
-                size_bytes = m.size_bytes, ms = started.elapsed().as_millis() as u64, "backup taken");
-            Ok(backup)
-        }
-        Err(e) => {
-            delete_objects(p, t.id, id).await;
-            discard(&tx, t, id, kind, &e.to_string(), actor, None).await?;
-            tx.commit().await?;
-            Err(e)
-        }
-    }
+) -> Result<(bool, DateTime<Utc>)> {
+    let pol = policy::effective(c, t).await?;
+    Ok((
+        pol.encryption,
+        Utc::now() + chrono::Duration::days(pol.retention_days.into()),
+    ))
 }
 
 /// The backup's row, `running`, before anything is dumped.
-pub(crate) async fn register(
+pub async fn register(
     c: &impl deadpool_postgres::GenericClient,
     t: &Tenant,
     id: Uuid,
@@ -117,7 +77,7 @@ pub(crate) async fn register(
 }
 
 /// The backup's row `succeeded`, with its audit entry, in the caller's transaction.
-pub(crate) async fn record(
+pub async fn record(
     tx: &impl deadpool_postgres::GenericClient,
     t: &Tenant,
     m: &Manifest,
@@ -149,7 +109,7 @@ pub(crate) async fn record(
 /// The backup's row `failed` with its error and audit entry, in the caller's
 /// transaction (its objects are deleted first, [`delete_objects`]). A row that is not
 /// `running` is left as it is: a failure is recorded once.
-pub(crate) async fn discard(
+pub async fn discard(
     tx: &impl deadpool_postgres::GenericClient,
     t: &Tenant,
     id: Uuid,
@@ -181,7 +141,7 @@ pub(crate) async fn discard(
 
 /// Deletes what a failed backup may have stored (the manifest can be committed before
 /// the object fails). Idempotent; a store error is logged.
-pub(crate) async fn delete_objects(p: &Platform, tenant: Uuid, id: Uuid) {
+pub async fn delete_objects(p: &Platform, tenant: Uuid, id: Uuid) {
     for key in [
         registry::object_key(tenant, id),
         registry::manifest_key(tenant, id),
@@ -195,7 +155,7 @@ pub(crate) async fn delete_objects(p: &Platform, tenant: Uuid, id: Uuid) {
 /// Dumps the tenant into the store and returns the manifest (also stored). In shared
 /// mode its rows pass through the scratch schema [`shared::scratch_schema`]`(id)` of
 /// the control database, which the caller declares before and drops after.
-pub(crate) async fn dump(p: &Platform, t: &Tenant, id: Uuid, encrypted: bool) -> Result<Manifest> {
+pub async fn dump(p: &Platform, t: &Tenant, id: Uuid, encrypted: bool) -> Result<Manifest> {
     if t.isolation != Isolation::Shared {
         let schema = t
             .schema
@@ -209,7 +169,7 @@ pub(crate) async fn dump(p: &Platform, t: &Tenant, id: Uuid, encrypted: bool) ->
 }
 
 /// Drops a shared-mode backup's scratch schema, if it is there.
-pub(crate) async fn drop_scratch(p: &Platform, scratch: &crate::pg::Ident) -> Result<()> {
+pub async fn drop_scratch(p: &Platform, scratch: &crate::pg::Ident) -> Result<()> {
     p.pool
         .get()
         .await?
@@ -325,8 +285,6 @@ async fn pump(
     hasher.update(&out);
     size += out.len() as i64;
     to.write_all(&out).await.map_err(Error::Store)?;
-    // Crash tests: the bytes are in the `.partial` file, the object is not committed.
-    crate::ops::failpoint("backup.mid_upload");
     to.flush().await.map_err(Error::Store)?;
     Ok((to, size, hex::encode(hasher.finalize())))
 }

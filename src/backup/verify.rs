@@ -7,11 +7,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::manifest::{self, TableStat};
-use super::restore::{restore_into_scratch, usable};
-use super::temp::ScratchDb;
-use super::{Error, Result};
+use super::restore::{create_scratch_db, drop_scratch_db, restore_into_scratch};
+use super::{Backup, Error, Manifest, Result};
+use crate::access::TempRole;
 use crate::audit;
+use crate::pg::Ident;
 use crate::platform::Platform;
+use crate::secrets::random_bytes;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VerifyReport {
@@ -62,61 +64,97 @@ pub fn compare(expected: &[TableStat], restored: &[TableStat]) -> Vec<TableCheck
         .collect()
 }
 
-pub async fn verify(
+/// The names a verification will make, for its caller to declare first.
+pub struct Scratch {
+    pub database: Ident,
+    pub role: Ident,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self {
+            database: Ident::new(format!(
+                "berqenas_verify_{}",
+                hex::encode(random_bytes::<6>())
+            ))
+            .expect("fits"),
+            role: TempRole::new_name("verify"),
+        }
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Restores the backup into the scratch database, compares its tables with the
+/// manifest, and drops the scratch (its caller's operation drops it too, however it
+/// ends). A backup pg_restore refuses is a report that says why, not an error.
+pub async fn check(
     p: &Platform,
-    tenant_key: Option<&str>,
-    id: &str,
-    actor: &str,
+    backup: &Backup,
+    manifest: &Manifest,
+    scratch: &Scratch,
 ) -> Result<VerifyReport> {
     let started = std::time::Instant::now();
-    let (backup, manifest) = super::find(p, tenant_key, id).await?;
-    let manifest = usable(&backup, manifest)?;
-    let scratch = ScratchDb::create(p, "verify").await?;
+    create_scratch_db(p, &scratch.database).await?;
     let checked: Result<Vec<TableStat>> = async {
-        let role = restore_into_scratch(p, &scratch, &backup, &manifest).await?;
-        crate::ops::failpoint("verify.after_restore");
+        let role =
+            restore_into_scratch(p, &scratch.database, scratch.role.clone(), backup, manifest)
+                .await?;
         let stats = async {
-            let c = super::connect_to(p, scratch.name.as_str()).await?;
+            let c = super::connect_to(p, scratch.database.as_str()).await?;
             c.batch_execute(manifest::STABLE_TEXT).await?;
             Ok::<_, Error>(
                 manifest::table_stats(&c, &manifest.schema, Some(&manifest.tables)).await?,
             )
         }
         .await;
-        role.drop(p, &[scratch.name.as_str()]).await?;
+        role.drop(p, &[scratch.database.as_str()]).await?;
         stats
     }
     .await;
-    if let Err(e) = scratch.drop(p).await {
-        tracing::warn!(database = %scratch.name.as_str(), error = %e, "could not drop a scratch database");
+    if let Err(e) = drop_scratch_db(p, &scratch.database).await {
+        tracing::warn!(database = %scratch.database.as_str(), error = %e, "could not drop a scratch database yet");
     }
     let (tables, error) = match checked {
         Ok(restored) => (compare(&manifest.tables, &restored), None),
         Err(Error::Unrestorable { reason }) => (vec![], Some(reason)),
         Err(e) => return Err(e),
     };
-    let report = VerifyReport {
+    Ok(VerifyReport {
         backup_id: backup.id,
         tenant: backup.tenant.clone(),
         ok: error.is_none() && tables.iter().all(|t| t.ok),
         error,
         tables,
         duration_ms: started.elapsed().as_millis() as u64,
-    };
-    let client = p.pool.get().await?;
+    })
+}
+
+/// The verification's audit entry, in the caller's transaction.
+pub async fn record(
+    c: &impl deadpool_postgres::GenericClient,
+    report: &VerifyReport,
+    tenant_id: Uuid,
+    actor: &str,
+    operation_id: Option<Uuid>,
+) -> Result<()> {
     audit::record(
-        &client,
+        c,
         &audit::Entry {
             actor,
             action: "backup_verified",
-            tenant_id: Some(backup.tenant_id),
-            tenant_name: Some(&backup.tenant),
-            operation_id: None,
-            details: serde_json::json!({"backup_id": backup.id, "ok": report.ok, "error": report.error}),
+            tenant_id: Some(tenant_id),
+            tenant_name: Some(&report.tenant),
+            operation_id,
+            details: serde_json::json!({"backup_id": report.backup_id, "ok": report.ok, "error": report.error}),
         },
     )
     .await?;
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ pub mod failpoint;
 pub mod fence;
 pub mod kind;
 pub mod lease;
-pub mod reconciler;
 pub mod run;
 
 pub use engine::{Context, Done, Engine, NewOp, OpError};

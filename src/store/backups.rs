@@ -183,22 +183,6 @@ pub async fn count_failed(c: &impl GenericClient) -> Result<i64> {
     .get(0))
 }
 
-/// Backups still `running` after a day lost their process: recorded as failed.
-/// Returns (id, tenant id) of each.
-pub async fn fail_lost(c: &impl GenericClient) -> Result<Vec<(Uuid, Uuid)>> {
-    Ok(c.query(
-        "UPDATE berqenas.backups SET status = 'failed', finished_at = now(),
-                    error = 'the process taking it stopped before it finished'
-              WHERE status = 'running' AND created_at < now() - interval '1 day'
-             RETURNING id, tenant_id",
-        &[],
-    )
-    .await?
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect())
-}
-
 /// The tenant's policy row, if any.
 pub async fn policy_of_tenant(
     c: &impl GenericClient,

@@ -58,6 +58,16 @@ pub async fn get(c: &impl GenericClient, id: Uuid) -> Result<Option<OperationRow
     .map(operation))
 }
 
+/// The state of the operation that runs under an idempotency key, if any.
+pub async fn state_by_idempotency_key(c: &impl GenericClient, key: &str) -> Result<Option<String>> {
+    Ok(c.query_opt(
+        "SELECT state FROM berqenas.operations WHERE idempotency_key = $1",
+        &[&key],
+    )
+    .await?
+    .map(|r| r.get(0)))
+}
+
 /// The operation's journal, in step order.
 pub async fn steps(c: &impl GenericClient, id: Uuid) -> Result<Vec<StepRow>> {
     Ok(c.query(
@@ -280,4 +290,14 @@ pub async fn release_ownership(c: &impl GenericClient, tenant: Uuid, op: Uuid) -
     )
     .await?;
     Ok(())
+}
+
+/// Forgets idempotency keys after a day, as clients are told; the operation stays.
+pub async fn expire_idempotency_keys(c: &impl GenericClient) -> Result<u64> {
+    c.execute(
+        "UPDATE berqenas.operations SET idempotency_key = NULL, response = NULL
+          WHERE idempotency_key IS NOT NULL AND created_at < now() - interval '24 hours'",
+        &[],
+    )
+    .await
 }

@@ -457,17 +457,6 @@ async fn verifier_of(p: &Platform, sealed: &[u8]) -> Result<String> {
     .expect("computing a SCRAM verifier does not panic"))
 }
 
-/// Removes a tenant entirely, registry row included (a restore into a new tenant
-/// that failed halfway).
-pub(crate) async fn drop_for_good(p: &Platform, t: &Tenant) -> Result<()> {
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    drop_objects(p, &tx, t).await?;
-    tenants::delete(&tx, t.id).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// A purged tenant whose archive expired leaves the registry, inside the caller's
 /// transaction (the tenant locked): its name is free.
 pub async fn release_name_locked(tx: &Transaction<'_>, tenant: &Tenant, op: Uuid) -> Result<()> {

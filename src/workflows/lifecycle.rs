@@ -86,7 +86,6 @@ pub async fn suspend(
     req: &SuspendTenant,
     actor: &str,
 ) -> Result<Tenant, Error> {
-    crate::backup::journal::settle_tenant(rt, key).await?;
     let t = service::get(rt, key).await?;
     run_two_steps(
         rt,
@@ -180,7 +179,6 @@ fn end_sessions<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 
 /// `POST /api/v1/tenants/{name}/resume`.
 pub async fn resume(rt: &Runtime, key: &str, actor: &str) -> Result<Tenant, Error> {
-    crate::backup::journal::settle_tenant(rt, key).await?;
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
     let current = lock_tenant(&tx, key).await?;
@@ -193,7 +191,6 @@ pub async fn resume(rt: &Runtime, key: &str, actor: &str) -> Result<Tenant, Erro
 
 /// `POST /api/v1/tenants/{name}/activate`.
 pub async fn activate(rt: &Runtime, key: &str, actor: &str) -> Result<Tenant, Error> {
-    crate::backup::journal::settle_tenant(rt, key).await?;
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
     let current = lock_tenant(&tx, key).await?;

@@ -3,10 +3,12 @@
 //! other; when a change needs two of them (a delete takes a backup; a restore cuts the
 //! tenant's logins), the workflow does both.
 
+pub mod backups;
 pub mod changes;
 pub mod create;
 pub mod lifecycle;
 pub mod offboarding;
+pub mod restores;
 
 use std::sync::Arc;
 
@@ -33,6 +35,8 @@ pub fn registry() -> Registry<Runtime> {
         .chain(lifecycle::kinds())
         .chain(changes::kinds())
         .chain(offboarding::kinds())
+        .chain(backups::kinds())
+        .chain(restores::kinds())
     {
         r = r.kind(k);
     }
@@ -40,6 +44,7 @@ pub fn registry() -> Registry<Runtime> {
         .cleaner("roles", clean_roles)
         .cleaner("database", clean_database)
         .cleaner("schema", clean_schema)
+        .cleaner(crate::backup::restore::ARCHIVE_SCHEMA, clean_archive_schema)
 }
 
 /// The platform and its operation engine: what a workflow runs with.
@@ -88,27 +93,8 @@ pub enum Error {
     Tenant(crate::tenant::service::Error),
     #[error(transparent)]
     Operation(OpError),
-}
-
-impl Error {
-    /// As the tenant domain's error, for a domain that calls a workflow back (a
-    /// restore into a new tenant creates it). An operation's own failure is an outage.
-    pub fn into_tenant(self) -> crate::tenant::service::Error {
-        match self {
-            Error::Rejected(p) => crate::tenant::service::Error::Rejected(p),
-            Error::Tenant(e) => e,
-            Error::Operation(e) => crate::tenant::service::Error::Rejected(Problem::new(
-                ProblemKind::Unavailable,
-                "operation_failed",
-                match e {
-                    OpError::Unfinished { op, .. } | OpError::Failed { op, .. } => {
-                        format!("operation {op} did not complete; retry")
-                    }
-                    _ => "the operation did not complete; retry".into(),
-                },
-            )),
-        }
-    }
+    #[error(transparent)]
+    Backup(crate::backup::Error),
 }
 
 impl From<crate::tenant::service::Error> for Error {
@@ -116,6 +102,16 @@ impl From<crate::tenant::service::Error> for Error {
         match e {
             crate::tenant::service::Error::Rejected(p) => Self::Rejected(p),
             other => Self::Tenant(other),
+        }
+    }
+}
+
+impl From<crate::backup::Error> for Error {
+    fn from(e: crate::backup::Error) -> Self {
+        match (e.problem(), e) {
+            (Some(p), _) => Self::Rejected(p),
+            (None, crate::backup::Error::Tenant(e)) => Self::Tenant(e),
+            (None, e) => Self::Backup(e),
         }
     }
 }
@@ -186,6 +182,35 @@ pub(crate) async fn lock_tenant(
             }))
         }
         Err(ops::fence::FreeError::Db(e)) => Err(e.into()),
+    }
+}
+
+/// Runs an operation of `kind` to its end and returns its answer (its last step's
+/// outcome).
+pub(crate) async fn run_kind(
+    rt: &Runtime,
+    kind: &'static str,
+    tenant_id: Option<uuid::Uuid>,
+    tenant_name: &str,
+    params: &impl serde::Serialize,
+) -> Result<Value, Error> {
+    let params = serde_json::to_value(params).map_err(crate::tenant::service::Error::from)?;
+    let done = rt
+        .engine
+        .run(
+            rt,
+            ops::NewOp {
+                kind,
+                tenant_id,
+                tenant_name,
+                params,
+                idempotency: None,
+            },
+        )
+        .await?;
+    match done {
+        Done::Finished(v) => Ok(v),
+        Done::Replay(_) => unreachable!("no idempotency key"),
     }
 }
 
@@ -318,6 +343,16 @@ fn clean_database<'a>(p: &'a Runtime, o: &'a Object) -> StepFuture<'a> {
             .await
             .map_err(failed)?
             .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await
+            .map_err(failed)?;
+        Ok(Value::Null)
+    })
+}
+
+/// An archive's own schema name, dropped under the archive's lock.
+fn clean_archive_schema<'a>(p: &'a Runtime, o: &'a Object) -> StepFuture<'a> {
+    Box::pin(async move {
+        crate::backup::restore::drop_archive_schema(p, &ident(&o.name)?)
             .await
             .map_err(failed)?;
         Ok(Value::Null)

@@ -22,9 +22,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{commit_one, failed, lock_tenant, step_error, Error, Runtime};
+use super::backups::backup_error;
+use super::{commit_one, failed, lock_tenant, run_kind, step_error, Error, Runtime};
 use crate::backup::{self, BackupKind};
-use crate::ops::{fence, Done, Kind, NewOp, Object, Run, Step, StepError, StepFuture};
+use crate::ops::{fence, Kind, Object, Run, Step, StepError, StepFuture};
 use crate::store::{backups, offboarding as records, tenants};
 use crate::tenant::offboarding::{self as domain, DeleteOptions, DEFAULT_RETENTION_DAYS};
 use crate::tenant::{access, database_mode, service, Isolation, Status, Tenant};
@@ -145,24 +146,8 @@ fn params(run: &Run) -> Result<Params, StepError> {
 }
 
 /// Runs one of this module's kinds on a tenant to its end.
-async fn run_kind(rt: &Runtime, kind: &'static str, t: &Tenant, p: Params) -> Result<Value, Error> {
-    let done = rt
-        .engine
-        .run(
-            rt,
-            NewOp {
-                kind,
-                tenant_id: Some(t.id),
-                tenant_name: t.name.as_str(),
-                params: serde_json::to_value(&p).map_err(service::Error::from)?,
-                idempotency: None,
-            },
-        )
-        .await?;
-    match done {
-        Done::Finished(v) => Ok(v),
-        Done::Replay(_) => unreachable!("no idempotency key"),
-    }
+async fn run_on(rt: &Runtime, kind: &'static str, t: &Tenant, p: Params) -> Result<Value, Error> {
+    run_kind(rt, kind, Some(t.id), t.name.as_str(), &p).await
 }
 
 /// `DELETE /api/v1/tenants/{name}`: soft delete (with `?purge=now`, then the purge).
@@ -181,7 +166,7 @@ pub async fn delete(
         )));
     }
     if !(t.status == Status::Deleted && opts.purge_now) {
-        run_kind(
+        run_on(
             rt,
             DELETE,
             &t,
@@ -252,13 +237,6 @@ fn end_sessions<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             .map_err(failed)?;
         Ok(json!({"sessions": ended}))
     })
-}
-
-fn backup_error(e: backup::Error) -> StepError {
-    match e {
-        backup::Error::Rejected(p) => StepError::Rejected(p),
-        other => StepError::failed(other),
-    }
 }
 
 async fn owned_tenant(rt: &Runtime, run: &Run) -> Result<Tenant, StepError> {
@@ -386,7 +364,7 @@ fn mark_deleted<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 
 /// Purges a deleted tenant now (`?purge=now`, or the worker after the purge date).
 pub async fn purge(rt: &Runtime, t: &Tenant, actor: &str) -> Result<Tenant, Error> {
-    run_kind(
+    run_on(
         rt,
         PURGE,
         t,
@@ -465,7 +443,7 @@ pub async fn restore(rt: &Runtime, key: &str, actor: &str) -> Result<Tenant, Err
     if t.status == Status::Purged {
         tx.rollback().await?;
         archive_of(rt, &t, &off).await?;
-        run_kind(
+        run_on(
             rt,
             REBUILD,
             &t,
@@ -633,7 +611,7 @@ fn configure<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// 4. The archive restored into the rebuilt tenant.
+/// 4. The archive restored into the rebuilt tenant, its logins off meanwhile.
 fn load<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let t = owned_tenant(rt, run).await?;
@@ -647,9 +625,24 @@ fn load<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             Error::Rejected(p) => StepError::Rejected(p),
             other => StepError::failed(other),
         })?;
-        backup::restore::load_into(rt, &t, &archive, &manifest, None)
+        let mut client = rt.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        let cut = crate::tenant::suspension::cut(&tx, &t, rt.caps.superuser)
             .await
-            .map_err(backup_error)?;
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        access::end_sessions(&client, &cut.roles)
+            .await
+            .map_err(failed)?;
+        super::restores::load_fresh(rt, run, &t, &archive, &manifest).await?;
+        crate::tenant::suspension::restore(
+            &client,
+            &cut.roles,
+            &cut.memberships,
+            rt.caps.superuser,
+        )
+        .await
+        .map_err(failed)?;
         Ok(json!({"template_version": manifest.template_version}))
     })
 }

@@ -22,6 +22,7 @@ mod common;
 #[path = "../support/invariants.rs"]
 mod invariants;
 
+mod backups;
 mod offboarding;
 mod tenants;
 
@@ -75,6 +76,7 @@ pub struct Scenario {
 fn scenarios() -> Vec<Scenario> {
     let mut all = tenants::scenarios();
     all.extend(offboarding::scenarios());
+    all.extend(backups::scenarios());
     all
 }
 
@@ -292,6 +294,9 @@ async fn scratch_left(pg: &tokio_postgres::Client, name: &str) -> Vec<String> {
             }
             "database" => exists(pg, "SELECT 1 FROM pg_database WHERE datname = $1", &object).await,
             "schema" if obj["database"].is_null() || obj["database"] == "berqenas" => {
+                exists(pg, "SELECT 1 FROM pg_namespace WHERE nspname = $1", &object).await
+            }
+            "archive_schema" => {
                 exists(pg, "SELECT 1 FROM pg_namespace WHERE nspname = $1", &object).await
             }
             "file" => std::path::Path::new(&object).exists(),
