@@ -292,8 +292,8 @@ async fn serve(
             result_memory: opts.data_api_result_memory,
             ..Default::default()
         });
-    let quota_worker = tokio::spawn(crate::quota::worker::run_forever(
-        platform,
+    let quota_worker = tokio::spawn(crate::workflows::quotas::run_forever(
+        rt.clone(),
         state.limits.clone(),
         state.data.clone(),
         opts.quota_interval,

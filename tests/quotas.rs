@@ -346,7 +346,7 @@ async fn memberships(pg: &tokio_postgres::Client, name: &str) -> Vec<String> {
 /// A disk round; tests run in parallel, so wait for another test's round to end.
 async fn round(state: &AppState) {
     for _ in 0..600 {
-        if quota::worker::disk_round(&state.platform)
+        if berqenas::workflows::quotas::disk_round(&state.platform)
             .await
             .unwrap()
             .is_some()

@@ -227,7 +227,8 @@ impl Run {
     }
 
     /// Records the last step and closes the operation as succeeded inside the caller's
-    /// transaction (`response`: sealed, for a replay of an idempotent request).
+    /// transaction (`response`: sealed, for a replay of an idempotent request); one
+    /// that declared scratch objects is closed by the engine once they are dropped.
     pub async fn finish_in(
         &mut self,
         tx: &impl GenericClient,
@@ -235,6 +236,11 @@ impl Run {
         response: Option<&[u8]>,
     ) -> Result<(), StepError> {
         self.applied_in(tx, outcome).await?;
+        if self.all_objects().iter().any(|o| o.scratch) {
+            // Its scratch objects go first: the engine drops them, then closes it, so
+            // a crash in between still finds the operation open and them declared.
+            return Ok(());
+        }
         let closed = store::close(tx, self.id, "succeeded", None, response)
             .await
             .map_err(StepError::failed)?;

@@ -1,13 +1,12 @@
-//! The quota side of the background worker: a disk round every `--quota-interval`
-//! (one server at a time, under an advisory lock), the watchdog every second (its own
-//! task, so a slow disk round does not hold it up), and
-//! the housekeeping that keeps the rate limiters and data API pools small.
+//! The quota side of the background worker: the disk round's lock (one server at a
+//! time; the round itself is `workflows::quotas`), the watchdog every second, and the
+//! housekeeping that keeps the rate limiters and data API pools small.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::rate::RateLimits;
-use super::{disk, watchdog};
+use super::watchdog;
 use crate::dataapi::DataApi;
 use crate::platform::Platform;
 use crate::store::quotas as store;
@@ -19,21 +18,18 @@ const ROUND_LOCK: i64 = 0x6265_7271_7175_6f74; // "berqquot"
 /// Daily usage counters are kept this long.
 const KEEP_COUNTER_DAYS: i32 = 35;
 
-/// One disk round if no other server is running one; `None` when another is.
-pub async fn disk_round(p: &Platform) -> Result<Option<(usize, usize, usize)>, service::Error> {
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let leader: bool = tx
+/// Whether this server runs the disk round (held until `tx` ends): only one at a time.
+pub async fn lead_round(tx: &deadpool_postgres::Transaction<'_>) -> Result<bool, service::Error> {
+    Ok(tx
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&ROUND_LOCK])
         .await?
-        .get(0);
-    if !leader {
-        return Ok(None);
-    }
-    let done = disk::run_round(p).await?;
-    store::prune_counters(&tx, KEEP_COUNTER_DAYS).await?;
-    tx.commit().await?;
-    Ok(Some(done))
+        .get(0))
+}
+
+/// Daily usage counters older than we keep go, in the round's transaction.
+pub async fn prune_counters(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), service::Error> {
+    store::prune_counters(tx, KEEP_COUNTER_DAYS).await?;
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +80,7 @@ pub async fn check_capacity(
 }
 
 /// Aborts the task it holds when dropped (the worker's task was aborted).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -94,7 +90,7 @@ impl Drop for AbortOnDrop {
 
 /// The watchdog every second, on its own task: a disk round that takes long (a
 /// tenant's lock) does not hold it up.
-async fn watchdog_forever(p: Platform) {
+pub async fn watchdog_forever(p: Platform) {
     let mut watch = tokio::time::interval(Duration::from_secs(1));
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -105,32 +101,13 @@ async fn watchdog_forever(p: Platform) {
     }
 }
 
-/// Runs until the task is aborted.
-pub async fn run_forever(
-    p: Platform,
-    limits: Arc<RateLimits>,
-    data: Arc<DataApi>,
-    quota_interval: Duration,
-) {
-    let _watchdog = AbortOnDrop(tokio::spawn(watchdog_forever(p.clone())));
-    let mut round = tokio::time::interval(quota_interval);
-    let mut housekeeping = tokio::time::interval(Duration::from_secs(10));
-    for t in [&mut round, &mut housekeeping] {
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    }
+/// What keeps the rate limiters and the data API's pools small, every ten seconds.
+pub async fn housekeeping_forever(limits: Arc<RateLimits>, data: Arc<DataApi>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = round.tick() => match disk_round(&p).await {
-                Ok(Some((measured, blocked, restored))) if blocked + restored > 0 => {
-                    tracing::info!(measured, blocked, restored, "disk quota round");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "disk quota round failed; retrying at the next tick"),
-            },
-            _ = housekeeping.tick() => {
-                limits.housekeeping();
-                data.reap();
-            }
-        }
+        tick.tick().await;
+        limits.housekeeping();
+        data.reap();
     }
 }

@@ -74,7 +74,11 @@ pub async fn set_quotas(
     commit_one(rt, tx, QUOTAS, op, &t).await?;
     if changed.enforce_disk {
         crate::quota::disk::measure_now(rt, t.id).await?;
-        crate::quota::disk::enforce(rt, t.id).await?;
+        match super::quotas::enforce_disk(rt, t.id).await {
+            // Busy (another operation owns the tenant): the next disk round enforces it.
+            Ok(_) | Err(Error::Rejected(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     if let Some(max) = changed.trim_connections {
         quotas::trim_connections(rt, &t, max).await?;

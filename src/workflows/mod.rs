@@ -8,6 +8,7 @@ pub mod changes;
 pub mod create;
 pub mod lifecycle;
 pub mod offboarding;
+pub mod quotas;
 pub mod restores;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub fn registry() -> Registry<Runtime> {
         .chain(offboarding::kinds())
         .chain(backups::kinds())
         .chain(restores::kinds())
+        .chain(quotas::kinds())
     {
         r = r.kind(k);
     }

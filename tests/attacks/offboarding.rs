@@ -79,7 +79,7 @@ async fn a_purge_finishes_whatever_the_roles_hold_in_other_databases() {
 async fn shared_restores_work_after_a_tenant_was_over_its_quota() {
     let _turn = crate::shared().await;
     let app = TestApp::spawn().await;
-    let p = common::platform(4).await;
+    let p = common::runtime(common::platform(4).await).await;
     let name = unique("blocked-shared");
     let created = app
         .create_with(json!({"name": name, "isolation": "shared", "public_api": true}))
@@ -104,7 +104,9 @@ async fn shared_restores_work_after_a_tenant_was_over_its_quota() {
     )
     .await;
     berqenas::quota::disk::measure_now(&p, id).await.unwrap();
-    berqenas::quota::disk::enforce(&p, id).await.unwrap();
+    berqenas::workflows::quotas::enforce_disk(&p, id)
+        .await
+        .unwrap();
     let e = tenant
         .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('no', 't', 'me')")
         .await
@@ -118,7 +120,9 @@ async fn shared_restores_work_after_a_tenant_was_over_its_quota() {
     )
     .await;
     berqenas::quota::disk::measure_now(&p, id).await.unwrap();
-    berqenas::quota::disk::enforce(&p, id).await.unwrap();
+    berqenas::workflows::quotas::enforce_disk(&p, id)
+        .await
+        .unwrap();
 
     let backup = ok(&app, Method::POST, &format!("{path}/backups"), None).await;
     let b = backup["id"].as_str().unwrap();

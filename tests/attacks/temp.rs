@@ -31,7 +31,7 @@ async fn measure(p: &berqenas::platform::Platform, id: uuid::Uuid) -> i64 {
 async fn temporary_tables_count_against_the_disk_quota_and_are_stopped_over_it() {
     let _turn = crate::shared().await;
     let app = TestApp::spawn().await;
-    let p = common::platform(4).await;
+    let p = common::runtime(common::platform(4).await).await;
     for mode in ["schema", "shared", "database"] {
         let name = unique(&format!("temp-{mode}"));
         let created = app
@@ -61,7 +61,9 @@ async fn temporary_tables_count_against_the_disk_quota_and_are_stopped_over_it()
             )
             .await;
         assert!(s.is_success(), "{b}");
-        berqenas::quota::disk::enforce(&p, id).await.unwrap();
+        berqenas::workflows::quotas::enforce_disk(&p, id)
+            .await
+            .unwrap();
         let e = holder
             .simple_query("SELECT count(*) FROM hoard")
             .await
@@ -80,7 +82,9 @@ async fn temporary_tables_count_against_the_disk_quota_and_are_stopped_over_it()
             .await;
         assert!(s.is_success(), "{b}");
         measure(&p, id).await;
-        berqenas::quota::disk::enforce(&p, id).await.unwrap();
+        berqenas::workflows::quotas::enforce_disk(&p, id)
+            .await
+            .unwrap();
         connect_as(&created["credentials"])
             .await
             .batch_execute("CREATE TEMP TABLE again (x int)")

@@ -250,6 +250,7 @@ async fn every_operation(mode: &str) {
         .await
         .unwrap();
     let platform = Arc::new(next.clone());
+    let rt = common::runtime(next.clone()).await;
     let app = TestApp::serve(next).await;
     let control = superuser_in(&name_db).await;
     let mut seen = BTreeSet::new();
@@ -294,7 +295,9 @@ async fn every_operation(mode: &str) {
     berqenas::quota::disk::measure_now(&platform, id)
         .await
         .unwrap();
-    berqenas::quota::disk::enforce(&platform, id).await.unwrap();
+    berqenas::workflows::quotas::enforce_disk(&rt, id)
+        .await
+        .unwrap();
     ok(
         &app,
         Method::PUT,
@@ -305,7 +308,9 @@ async fn every_operation(mode: &str) {
     berqenas::quota::disk::measure_now(&platform, id)
         .await
         .unwrap();
-    berqenas::quota::disk::enforce(&platform, id).await.unwrap();
+    berqenas::workflows::quotas::enforce_disk(&rt, id)
+        .await
+        .unwrap();
     after("disk quota and quota changes", &t, &control, &mut seen).await;
 
     ok(&app, Method::POST, &format!("{path}/suspend"), None).await;

@@ -24,6 +24,7 @@ mod invariants;
 
 mod backups;
 mod offboarding;
+mod quotas;
 mod tenants;
 
 use std::future::Future;
@@ -77,6 +78,7 @@ fn scenarios() -> Vec<Scenario> {
     let mut all = tenants::scenarios();
     all.extend(offboarding::scenarios());
     all.extend(backups::scenarios());
+    all.extend(quotas::scenarios());
     all
 }
 

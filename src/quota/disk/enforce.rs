@@ -1,98 +1,153 @@
 //! Enforcement: a tenant over its disk quota loses its writes (the privileges, or in
-//! shared mode the pool's guard), and gets exactly them back once under it again.
+//! shared mode the pool's guard), and gets exactly them back once under it again. In
+//! pieces the `quota.disk` operation calls (`workflows::quotas`): the decision and
+//! what the control database holds in one transaction, then what is left in the
+//! tenant's own database, done forward.
 
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Transaction};
+use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient as PgClient;
-use uuid::Uuid;
 
 use super::guard::ensure_shared_guard;
 use super::privileges::{merge, privileges_sql, Revoked};
 use super::{store, Outcome, Result, ROUND_TIMEOUTS};
 use crate::pg;
 use crate::platform::Platform;
-use crate::store::tenants as registry;
-use crate::tenant::{service, Isolation, Slug, Tenant};
+use crate::tenant::{Isolation, Slug, Tenant};
 use crate::{audit, metrics};
 
+/// What is left of an enforcement for outside the control database's transaction
+/// that decided it: journaled by the caller before it is done, done forward.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum Remaining {
+    Nothing,
+    /// Schema and shared modes: sessions of these roles holding temporary tables end.
+    EndTempHolders {
+        roles: Vec<String>,
+    },
+    /// Database mode: these privileges go (recorded as taken already), then sessions of
+    /// these roles holding temporary tables end.
+    Revoke {
+        fresh: Vec<Revoked>,
+        roles: Vec<String>,
+    },
+    /// Database mode: what was taken comes back, then the record says so.
+    GiveBack {
+        taken: Vec<Revoked>,
+        bytes: i64,
+    },
+}
+
 /// Compares the tenant's last measurement with its quota and blocks, re-blocks (new
-/// tables since) or restores its writes accordingly.
-pub async fn enforce(p: &Platform, tenant_id: Uuid) -> Result<Outcome> {
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let Some(tenant) = registry::find_for_update(&tx, &tenant_id.to_string()).await? else {
-        return Ok(Outcome::Unchanged);
-    };
+/// tables since) or restores its writes, in the caller's transaction, which holds the
+/// tenant (its name, then its row). What belongs outside this transaction is returned
+/// for [`apply_remaining`], then [`finish_locked`].
+pub async fn enforce_locked(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+) -> Result<(Outcome, Remaining)> {
     let slug = tenant.name.clone();
-    service::lock_name(&tx, &slug).await?;
-    let (blocked, revoked) = store::lock_disk_row(&tx, tenant.id).await?;
+    let (blocked, revoked) = store::lock_disk_row(tx, tenant.id).await?;
     // The registry locks are held; from here on, a lock of the tenant's fails this
     // tenant's enforcement (retried next round) instead of hanging the round.
     tx.batch_execute(ROUND_TIMEOUTS).await?;
-    let bytes = store::disk_bytes(&tx, tenant.id).await?;
+    let bytes = store::disk_bytes(tx, tenant.id).await?;
     let mut taken: Vec<Revoked> = serde_json::from_value(revoked)?;
     let over = bytes > tenant.db_quota_bytes;
     let live = matches!(tenant.status.as_str(), "trial" | "active" | "suspended");
     if over && live {
+        let roles = tenant_roles(tx, tenant, &slug).await?;
         if tenant.isolation == Isolation::Database {
-            // Another database: record what will be taken first, so a crash in between
-            // leaves a record to give back from, never grants lost without one.
+            // Another database: recorded as taken first, taken after this commits.
             let db = connect_to(p, tenant.database.as_str()).await?;
-            let fresh = snapshot(&db, &tenant, &slug, &tx).await?;
+            let fresh = snapshot(&db, tenant, &slug, tx).await?;
             merge(&mut taken, &fresh);
-            store::set_blocked(&tx, tenant.id, true, &serde_json::to_value(&taken)?).await?;
+            store::set_blocked(tx, tenant.id, true, &serde_json::to_value(&taken)?).await?;
             if !blocked {
-                record(&tx, &tenant, "quota_exceeded", bytes).await?;
+                record(tx, tenant, "quota_exceeded", bytes).await?;
             }
-            let roles = tenant_roles(&tx, &tenant, &slug).await?;
-            tx.commit().await?;
-            if !fresh.is_empty() {
-                let sql = privileges_sql(&db, &tenant, &fresh, false).await?;
-                db.batch_execute(&format!("BEGIN;\n{sql}COMMIT;")).await?;
-            }
-            end_temp_holders(&db, &tenant, &roles).await?;
-            return Ok(finish_block(&tenant, blocked, bytes));
+            return Ok((
+                finish_block(tenant, blocked, bytes),
+                Remaining::Revoke { fresh, roles },
+            ));
         }
         let mut fresh = match tenant.isolation {
             Isolation::Shared => {
                 // The flag set below is what the pool's policies read.
-                ensure_shared_guard(&tx).await?;
+                ensure_shared_guard(tx).await?;
                 Vec::new()
             }
-            _ => snapshot(&*tx, &tenant, &slug, &tx).await?,
+            _ => snapshot(&**tx, tenant, &slug, tx).await?,
         };
-        fresh.extend(temp_memberships(&tx, &tenant, &slug).await?);
+        fresh.extend(temp_memberships(tx, tenant, &slug).await?);
         if !fresh.is_empty() {
-            let sql = privileges_sql(&*tx, &tenant, &fresh, false).await?;
+            let sql = privileges_sql(&**tx, tenant, &fresh, false).await?;
             tx.batch_execute(&sql).await?;
         }
         merge(&mut taken, &fresh);
-        store::set_blocked(&tx, tenant.id, true, &serde_json::to_value(&taken)?).await?;
+        store::set_blocked(tx, tenant.id, true, &serde_json::to_value(&taken)?).await?;
         if !blocked {
-            record(&tx, &tenant, "quota_exceeded", bytes).await?;
+            record(tx, tenant, "quota_exceeded", bytes).await?;
         }
-        let roles = tenant_roles(&tx, &tenant, &slug).await?;
-        tx.commit().await?;
-        end_temp_holders(&**client, &tenant, &roles).await?;
-        return Ok(finish_block(&tenant, blocked, bytes));
+        return Ok((
+            finish_block(tenant, blocked, bytes),
+            Remaining::EndTempHolders { roles },
+        ));
     }
     if !blocked {
-        return Ok(Outcome::Unchanged);
+        return Ok((Outcome::Unchanged, Remaining::Nothing));
     }
     // Under quota again (or no longer live): exactly what was taken comes back.
     if tenant.isolation == Isolation::Database {
-        let db = connect_to(p, tenant.database.as_str()).await?;
-        let sql = privileges_sql(&db, &tenant, &taken, true).await?;
-        db.batch_execute(&format!("BEGIN;\n{sql}COMMIT;")).await?;
-    } else {
-        let sql = privileges_sql(&*tx, &tenant, &taken, true).await?;
-        tx.batch_execute(&sql).await?;
+        return Ok((Outcome::Restored, Remaining::GiveBack { taken, bytes }));
     }
-    store::set_blocked(&tx, tenant.id, false, &serde_json::json!([])).await?;
-    record(&tx, &tenant, "quota_restored", bytes).await?;
-    tx.commit().await?;
+    let sql = privileges_sql(&**tx, tenant, &taken, true).await?;
+    tx.batch_execute(&sql).await?;
+    restored(tx, tenant, bytes).await?;
+    Ok((Outcome::Restored, Remaining::Nothing))
+}
+
+/// Does what [`enforce_locked`] left for outside its transaction. Idempotent: revoking
+/// or granting again changes nothing.
+pub async fn apply_remaining(p: &Platform, tenant: &Tenant, rest: &Remaining) -> Result<()> {
+    match rest {
+        Remaining::Nothing => {}
+        Remaining::EndTempHolders { roles } => {
+            end_temp_holders(&**p.pool.get().await?, tenant, roles).await?;
+        }
+        Remaining::Revoke { fresh, roles } => {
+            let db = connect_to(p, tenant.database.as_str()).await?;
+            if !fresh.is_empty() {
+                let sql = privileges_sql(&db, tenant, fresh, false).await?;
+                db.batch_execute(&format!("BEGIN;\n{sql}COMMIT;")).await?;
+            }
+            end_temp_holders(&db, tenant, roles).await?;
+        }
+        Remaining::GiveBack { taken, .. } => {
+            let db = connect_to(p, tenant.database.as_str()).await?;
+            let sql = privileges_sql(&db, tenant, taken, true).await?;
+            db.batch_execute(&format!("BEGIN;\n{sql}COMMIT;")).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Records a give-back done outside the registry's transaction, in the caller's.
+pub async fn finish_locked(tx: &Transaction<'_>, tenant: &Tenant, rest: &Remaining) -> Result<()> {
+    if let Remaining::GiveBack { bytes, .. } = rest {
+        restored(tx, tenant, *bytes).await?;
+    }
+    Ok(())
+}
+
+async fn restored(tx: &Transaction<'_>, tenant: &Tenant, bytes: i64) -> Result<()> {
+    store::set_blocked(tx, tenant.id, false, &serde_json::json!([])).await?;
+    record(tx, tenant, "quota_restored", bytes).await?;
     metrics::quota_restored("disk");
     tracing::info!(tenant.name = %tenant.name, bytes, quota = tenant.db_quota_bytes, "under disk quota again: writes restored");
-    Ok(Outcome::Restored)
+    Ok(())
 }
 
 fn finish_block(t: &Tenant, was_blocked: bool, bytes: i64) -> Outcome {

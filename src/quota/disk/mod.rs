@@ -37,7 +37,7 @@ use crate::platform::Platform;
 use crate::store::{quotas as store, tenants as registry};
 use crate::tenant::service;
 
-pub use enforce::enforce;
+pub use enforce::{apply_remaining, enforce_locked, finish_locked, Remaining};
 pub use guard::{extend_shared_guard, repair_shared_guard};
 pub use privileges::Revoked;
 
@@ -225,25 +225,14 @@ pub enum Outcome {
     Restored,
 }
 
-/// A measuring and enforcing round over every tenant; returns (measured, blocked, restored).
-pub async fn run_round(p: &Platform) -> Result<(usize, usize, usize)> {
+/// Measures every tenant and records it; returns how many were measured and the
+/// tenants to enforce (over their quota, or blocked).
+pub async fn measure_round(p: &Platform) -> Result<(usize, Vec<Uuid>)> {
     let sizes = measure(p, None).await?;
     let client = p.pool.get().await?;
     store::record_measurements(&client, &sizes).await?;
     let due = store::over_quota_or_blocked(&client).await?;
-    drop(client);
-    let (mut blocked, mut restored) = (0, 0);
-    for id in due {
-        match enforce(p, id).await {
-            Ok(Outcome::Blocked) => blocked += 1,
-            Ok(Outcome::Restored) => restored += 1,
-            Ok(Outcome::Unchanged) => {}
-            Err(e) => {
-                tracing::warn!(tenant.id = %id, error = %e, "disk quota enforcement failed; retrying next round")
-            }
-        }
-    }
-    Ok((sizes.len(), blocked, restored))
+    Ok((sizes.len(), due))
 }
 
 /// Measures one tenant now and records it (for a forced quota change, or a usage
