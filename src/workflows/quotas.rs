@@ -38,7 +38,7 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
             Step {
                 name: "apply",
                 reaches_out: true,
-                apply: apply,
+                apply: apply_rest,
                 compensate: None,
             },
             Step {
@@ -109,7 +109,7 @@ fn rest_of(run: &Run) -> Result<(Value, Remaining), StepError> {
 }
 
 /// 2. What is left outside the decision's transaction (idempotent).
-fn apply<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+fn apply_rest<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let (_, rest) = rest_of(run)?;
         if matches!(rest, Remaining::Nothing) {
