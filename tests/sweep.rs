@@ -107,9 +107,14 @@ async fn a_live_lease_keeps_its_objects_and_a_dead_ones_are_swept_with_what_the_
 
     let db = ScratchDb::create(&p, "sweeptest").await.unwrap();
     let c = p.pool.get().await.unwrap();
-    let role = TempRole::create(&p, TempRole::new_name("restore"), &[], Reach::Database(&db.name))
-        .await
-        .unwrap();
+    let role = TempRole::create(
+        &p,
+        TempRole::new_name("restore"),
+        &[],
+        Reach::Database(&db.name),
+    )
+    .await
+    .unwrap();
     drop(c);
     let (db_name, role_name) = (db.name.as_str().to_string(), role.name.as_str().to_string());
     let in_other = superuser_in(&other).await;
@@ -174,9 +179,14 @@ async fn a_normal_drop_unregisters_and_leaves_nothing_to_sweep() {
     let p = common::platform(4).await;
     let pg = superuser().await;
     let db = ScratchDb::create(&p, "sweeptest").await.unwrap();
-    let role = TempRole::create(&p, TempRole::new_name("restore"), &[], Reach::Database(&db.name))
-        .await
-        .unwrap();
+    let role = TempRole::create(
+        &p,
+        TempRole::new_name("restore"),
+        &[],
+        Reach::Database(&db.name),
+    )
+    .await
+    .unwrap();
     let (db_row, role_row) = (
         row_id(&pg, "database", db.name.as_str()).await,
         row_id(&pg, "role", role.name.as_str()).await,

@@ -414,7 +414,13 @@ pub(crate) async fn restore_into_scratch(
     backup: &Backup,
     manifest: &Manifest,
 ) -> Result<TempRole> {
-    let role = TempRole::create(p, TempRole::new_name("restore"), &[], Reach::Database(&scratch.name)).await?;
+    let role = TempRole::create(
+        p,
+        TempRole::new_name("restore"),
+        &[],
+        Reach::Database(&scratch.name),
+    )
+    .await?;
     let admin = super::connect_to(p, scratch.name.as_str()).await?;
     let schema = Ident::new(manifest.schema.clone()).expect("manifest names are valid");
     admin
