@@ -88,6 +88,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0015_operation_engine.sql",
         sql: include_str!("../../migrations/control/0015_operation_engine.sql"),
     },
+    Migration {
+        version: 16,
+        name: "0016_migration_runs_operations.sql",
+        sql: include_str!("../../migrations/control/0016_migration_runs_operations.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

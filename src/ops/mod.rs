@@ -14,7 +14,7 @@ pub mod lease;
 pub mod reconciler;
 pub mod run;
 
-pub use engine::{Context, Done, Engine, NewOp, OpError};
+pub use engine::{Begun, Context, Done, Engine, NewOp, OpError};
 pub use kind::{Kind, Registry, Step, StepFn, StepFuture};
 pub use run::{Object, Run};
 

@@ -6,6 +6,7 @@
 pub mod changes;
 pub mod create;
 pub mod lifecycle;
+pub mod migrate;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub fn registry() -> Registry<Runtime> {
         .into_iter()
         .chain(lifecycle::kinds())
         .chain(changes::kinds())
+        .chain(migrate::kinds())
     {
         r = r.kind(k);
     }
@@ -301,10 +303,7 @@ fn clean_roles<'a>(p: &'a Runtime, o: &'a Object) -> StepFuture<'a> {
             .map(|r| r.get(0))
             .collect();
         for name in names {
-            let one = Object {
-                name,
-                ..o.clone()
-            };
+            let one = Object { name, ..o.clone() };
             clean_role(p, &one).await?;
         }
         Ok(Value::Null)

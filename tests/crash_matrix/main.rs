@@ -22,6 +22,7 @@ mod common;
 #[path = "../support/invariants.rs"]
 mod invariants;
 
+mod migrate;
 mod tenants;
 
 use std::future::Future;
@@ -72,7 +73,9 @@ pub struct Scenario {
 }
 
 fn scenarios() -> Vec<Scenario> {
-    tenants::scenarios()
+    let mut all = tenants::scenarios();
+    all.extend(migrate::scenarios());
+    all
 }
 
 /// How many cases run at once (each on its own engines and tenants).
