@@ -520,14 +520,15 @@ async fn migrated_rows(control: &tokio_postgres::Client, id: &str) -> i64 {
         .get(0)
 }
 
-/// Throw-away session roles of migration runs still in the cluster, once the run's
-/// operation has ended (it drops what its units left after the run's last write).
-async fn session_roles_left(control: &tokio_postgres::Client) -> i64 {
+/// Throw-away session roles of run `id` still in the cluster (which other tests share),
+/// once the run's operation has ended (it drops what its units left after the run's
+/// last write).
+async fn session_roles_left(control: &tokio_postgres::Client, id: &str) -> i64 {
     for _ in 0..200 {
         let running: i64 = control
             .query_one(
-                "SELECT count(*) FROM berqenas.operations WHERE kind = 'migrate.run' AND state = 'running'",
-                &[],
+                "SELECT count(*) FROM berqenas.operations WHERE id = $1::text::uuid AND state = 'running'",
+                &[&id],
             )
             .await
             .unwrap()
@@ -539,8 +540,9 @@ async fn session_roles_left(control: &tokio_postgres::Client) -> i64 {
     }
     control
         .query_one(
-            "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, 'berqenas_mig_')",
-            &[],
+            "SELECT count(*) FROM pg_roles
+              WHERE starts_with(rolname, 'berqenas_migrate_' || right(replace($1, '-', ''), 12) || '_')",
+            &[&id],
         )
         .await
         .unwrap()
@@ -603,7 +605,7 @@ async fn kill_9_during_a_run_is_finished_by_the_restart() {
         20,
         "one audit row per tenant"
     );
-    assert_eq!(session_roles_left(&control).await, 0);
+    assert_eq!(session_roles_left(&control, id).await, 0);
     let again_run = run_migration(&app, json!({})).await;
     assert_eq!(again_run["state"], "succeeded", "{again_run}");
     assert_eq!(again_run["migrated"], 0, "{again_run}");
@@ -662,7 +664,9 @@ async fn kill_9_during_a_run_is_finished_by_the_restart() {
         assert_eq!(version_of(&app, t["name"].as_str().unwrap()).await, 3);
         assert!(has_column(&control, t, "note").await, "{}", t["name"]);
     }
-    assert_eq!(session_roles_left(&control).await, 0);
+    assert_eq!(session_roles_left(&control, id).await, 0);
+    let last_run = done["id"].as_str().unwrap();
+    assert_eq!(session_roles_left(&control, last_run).await, 0);
     drop(last);
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -82,7 +82,7 @@ impl Params {
 /// The prefix of every throw-away role of run `id` (what its declaration names).
 fn role_prefix(id: Uuid) -> String {
     let hex = id.simple().to_string();
-    format!("berqenas_mig_{}_", &hex[20..])
+    format!("berqenas_migrate_{}_", &hex[20..])
 }
 
 /// Plans, and unless it is a dry run, begins the run (its record and its operation in

@@ -130,7 +130,7 @@ fn migrated_or_old<'a>(env: &'a Env, state: &'a Value) -> Fut<'a, Result<(), Str
                 problems.push(format!("{name}: the finished run left it at {version}"));
             }
         }
-        let prefix = format!("berqenas_mig_{}_", &id.simple().to_string()[20..]);
+        let prefix = format!("berqenas_migrate_{}_", &id.simple().to_string()[20..]);
         let left: i64 = env
             .pg
             .query_one(
