@@ -11,7 +11,6 @@ use uuid::Uuid;
 use super::plan::{PendingTenant, Place};
 use super::runs::TenantFailure;
 use super::Result;
-use crate::access::{Reach, TempRole};
 use crate::audit;
 use crate::isolation::shared::{POOL_OWNER, POOL_SCHEMA};
 use crate::pg::Ident;
@@ -153,25 +152,20 @@ async fn marker_of(c: &tokio_postgres::Client, schema: &str) -> Result<Option<i3
 
 /// A tenant's template SQL never runs on a session that could get back to a
 /// privileged role: it runs on a session of a throw-away role that is a member of
-/// the tenant's owner role only (see [`crate::access::temp_role`]), so a trigger, a
+/// the tenant's owner role only (see `crate::access::temp_role`), so a trigger, a
 /// shadowing function or a default of the tenant's that runs `RESET ROLE` finds
 /// nothing more than the owner's rights. The DDL and the schema's version marker
 /// commit there; the registry follows in the caller's transaction, and a crash in
 /// between is caught up by the next run, which reads the marker.
 async fn in_tenant_session(
-    p: &Platform,
+    session: &tokio_postgres::Client,
     t: &PendingTenant,
-    role: &TempRole,
     template: &Template,
     registry_version: i32,
     target: i32,
 ) -> Result<i32> {
     let place = place(t)?;
     let schema = place.schema.as_ref().ok_or_else(|| unplaced(t))?;
-    let session = role
-        .connect(p, place.database.as_str())
-        .await
-        .map_err(session_error)?;
     session.batch_execute("BEGIN").await?;
     let ran = async {
         if t.isolation == Isolation::Database {
@@ -188,7 +182,7 @@ async fn in_tenant_session(
                 )
                 .await?;
         }
-        let from = marker_of(&session, schema.as_str())
+        let from = marker_of(session, schema.as_str())
             .await?
             .unwrap_or(registry_version)
             .max(registry_version);
@@ -233,42 +227,22 @@ fn unplaced(t: &PendingTenant) -> Error {
     ))
 }
 
-fn session_error(e: crate::backup::Error) -> Error {
-    match e {
-        crate::backup::Error::Db(e) => Error::Db(e),
-        crate::backup::Error::Pool(e) => Error::Pool(e),
-        crate::backup::Error::Pg(e) => Error::Pg(e),
-        crate::backup::Error::Tenant(e) => e,
-        other => Error::Rejected(crate::problem::Problem::new(
-            crate::problem::Kind::Internal,
-            "tenant_session",
-            other.to_string(),
-        )),
-    }
-}
-
-/// The throw-away role a tenant's unit runs its session as (`name`: declared by the
-/// caller first): a member of the tenant's owner, and in the control database of the
-/// role that lets the session report its work.
-pub async fn session_role(p: &Platform, t: &PendingTenant, name: Ident) -> Result<TempRole> {
+/// The session a tenant's unit runs in: a throw-away login role (the caller's: it
+/// names, declares, creates and drops it) that is a member of these roles only (the
+/// tenant's owner, and in the control database the role that lets the session report
+/// its work), connected to the tenant's database (`None`: the control database).
+pub fn session_grants(t: &PendingTenant) -> Result<(Vec<Ident>, Option<Ident>)> {
     let place = place(t)?;
-    let reporter = Ident::new(SESSION_ROLE).expect("static name");
-    let (reach, member_of) = match t.isolation {
-        Isolation::Database => (Reach::Database(&place.database), vec![&place.owner_role]),
-        _ => (Reach::ControlDatabase, vec![&place.owner_role, &reporter]),
-    };
-    TempRole::create(p, name, &member_of, reach)
-        .await
-        .map_err(session_error)
-}
-
-/// Drops a unit's role, with what it owns in the tenant's database.
-pub async fn drop_session_role(p: &Platform, t: &PendingTenant, role: TempRole) -> Result<()> {
-    let others: Vec<&str> = match (t.isolation, &t.place) {
-        (Isolation::Database, Some(place)) => vec![place.database.as_str()],
-        _ => vec![],
-    };
-    role.drop(p, &others).await.map_err(session_error)
+    Ok(match t.isolation {
+        Isolation::Database => (vec![place.owner_role.clone()], Some(place.database.clone())),
+        _ => (
+            vec![
+                place.owner_role.clone(),
+                Ident::new(SESSION_ROLE).expect("static name"),
+            ],
+            None,
+        ),
+    })
 }
 
 /// Before the caller's transaction takes the tenant's lock, on the same connection
@@ -277,7 +251,7 @@ pub async fn drop_session_role(p: &Platform, t: &PendingTenant, role: TempRole) 
 pub async fn open_session(
     c: &impl deadpool_postgres::GenericClient,
     t: &PendingTenant,
-    role: &TempRole,
+    role: &Ident,
     target: i32,
     run_id: Uuid,
     actor: &str,
@@ -288,7 +262,7 @@ pub async fn open_session(
     c.execute(
         "INSERT INTO berqenas.migration_sessions (role, tenant_id, from_version, target_version, run_id, actor)
          SELECT $1, id, template_version, $3, $4, $5 FROM berqenas.tenants WHERE id = $2",
-        &[&role.name.as_str(), &t.id, &target, &run_id, &actor],
+        &[&role.as_str(), &t.id, &target, &run_id, &actor],
     )
     .await?;
     Ok(())
@@ -296,13 +270,10 @@ pub async fn open_session(
 
 /// After the caller's transaction ended: forgets a session registration the session
 /// did not consume (it failed, or had nothing to do).
-pub async fn close_session(
-    c: &impl deadpool_postgres::GenericClient,
-    role: &TempRole,
-) -> Result<()> {
+pub async fn close_session(c: &impl deadpool_postgres::GenericClient, role: &Ident) -> Result<()> {
     c.execute(
         "DELETE FROM berqenas.migration_sessions WHERE role = $1",
-        &[&role.name.as_str()],
+        &[&role.as_str()],
     )
     .await?;
     Ok(())
@@ -310,13 +281,13 @@ pub async fn close_session(
 
 /// One tenant's migration, while the caller's transaction `tx` holds the tenant's name
 /// lock (not its row: in schema mode the tenant's session moves it). Reads the
-/// registry, runs what is behind in the role's session (which reads the schema's
-/// marker: a tenant whose DDL committed before a crash only moves its registry).
+/// registry, runs what is behind in `session` (see [`session_grants`]; it reads the
+/// schema's marker: a tenant whose DDL committed before a crash only moves its
+/// registry).
 pub async fn migrate_locked(
-    p: &Platform,
     tx: &impl deadpool_postgres::GenericClient,
+    session: &tokio_postgres::Client,
     t: &PendingTenant,
-    role: &TempRole,
     template: &Template,
     target: i32,
 ) -> Result<Unit> {
@@ -326,7 +297,7 @@ pub async fn migrate_locked(
     else {
         return Ok(Unit::Current);
     };
-    let from = in_tenant_session(p, t, role, template, registry, target).await?;
+    let from = in_tenant_session(session, t, template, registry, target).await?;
     Ok(match t.isolation {
         Isolation::Database => Unit::Committed { registry, from },
         _ => Unit::Migrated,

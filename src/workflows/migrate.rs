@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::{failed, step_error, Error, Runtime};
-use crate::access::TempRole;
+use crate::access::{Reach, TempRole};
 use crate::migrate::{self, runs, MigrateRequest, Outcome, PendingTenant, Report, Selector};
 use crate::migrate::{Started, Unit};
 use crate::ops::failpoint::kill_if_named;
@@ -395,8 +395,9 @@ struct UnitCx {
 }
 
 impl UnitCx {
-    /// One tenant: its throw-away role (named under the run's declared prefix), its
-    /// name lock while its session runs, the registry, then the role dropped.
+    /// One tenant: its throw-away role (named under the run's declared prefix, a
+    /// member of what the migrate domain says), its name lock while the role's
+    /// session runs, the registry, then the role dropped.
     async fn tenant(&self, t: &PendingTenant) -> Result<Outcome, TenantError> {
         let p = &self.rt.platform;
         let name = Ident::new(format!(
@@ -405,20 +406,41 @@ impl UnitCx {
             hex::encode(random_bytes::<6>())
         ))
         .expect("a role prefix and hex digits are an identifier");
-        let role = migrate::units::session_role(p, t, name).await?;
-        let outcome = self.locked(t, &role).await;
-        if let Err(e) = migrate::units::drop_session_role(p, t, role).await {
+        let (member_of, database) = migrate::units::session_grants(t)?;
+        let member_of: Vec<&Ident> = member_of.iter().collect();
+        let reach = match &database {
+            Some(db) => Reach::Database(db),
+            None => Reach::ControlDatabase,
+        };
+        let role = TempRole::create(p, name, &member_of, reach)
+            .await
+            .map_err(session_error)?;
+        let outcome = self.locked(t, &role, database.as_ref()).await;
+        let others: Vec<&str> = database.iter().map(|d| d.as_str()).collect();
+        if let Err(e) = role.drop(p, &others).await {
             tracing::warn!(tenant.name = %t.tenant, error = %e,
                 "could not drop a migration's session role; the run drops it when it ends");
         }
         outcome
     }
 
-    async fn locked(&self, t: &PendingTenant, role: &TempRole) -> Result<Outcome, TenantError> {
+    async fn locked(
+        &self,
+        t: &PendingTenant,
+        role: &TempRole,
+        database: Option<&Ident>,
+    ) -> Result<Outcome, TenantError> {
         let p = &self.rt.platform;
+        let session = role
+            .connect(
+                p,
+                database.map_or(p.endpoint.database.as_str(), |d| d.as_str()),
+            )
+            .await
+            .map_err(session_error)?;
         let mut client = p.pool.get().await?;
-        migrate::units::open_session(&client, t, role, self.target, self.run_id, &self.actor)
-            .await?;
+        let (target, run_id, actor) = (self.target, self.run_id, self.actor.as_str());
+        migrate::units::open_session(&client, t, &role.name, target, run_id, actor).await?;
         let tx = client.transaction().await?;
         ops::fence::lock_name(&tx, t.tenant.as_str())
             .await
@@ -426,12 +448,12 @@ impl UnitCx {
                 ops::fence::LockError::Busy(p) => TenantError::Rejected(p),
                 ops::fence::LockError::Db(e) => TenantError::Db(e),
             })?;
-        let unit =
-            migrate::units::migrate_locked(p, &tx, t, role, &self.template, self.target).await;
+        let unit = migrate::units::migrate_locked(&tx, &session, t, &self.template, target).await;
+        drop(session);
         let recorded = match unit {
             Ok(u @ Unit::Committed { .. }) => {
                 kill_if_named("migrate.database_committed");
-                migrate::units::record_database(&tx, t, u, self.target, self.run_id, &self.actor)
+                migrate::units::record_database(&tx, t, u, target, run_id, actor)
                     .await
                     .map(|()| u)
             }
@@ -445,17 +467,32 @@ impl UnitCx {
             }
             Err(e) => {
                 drop(tx);
-                let _ = migrate::units::close_session(&client, role).await;
+                let _ = migrate::units::close_session(&client, &role.name).await;
                 return Err(e);
             }
         };
         let name = vec![t.tenant.to_string()];
         Ok(match unit {
             Unit::Current => {
-                migrate::units::close_session(&client, role).await?;
+                migrate::units::close_session(&client, &role.name).await?;
                 Outcome::Current(name)
             }
             Unit::Migrated | Unit::Committed { .. } => Outcome::Migrated(name),
         })
+    }
+}
+
+/// A throw-away role's failure (made, connected, dropped) as the tenant's.
+fn session_error(e: crate::backup::Error) -> TenantError {
+    match e {
+        crate::backup::Error::Db(e) => TenantError::Db(e),
+        crate::backup::Error::Pool(e) => TenantError::Pool(e),
+        crate::backup::Error::Pg(e) => TenantError::Pg(e),
+        crate::backup::Error::Tenant(e) => e,
+        other => TenantError::Rejected(crate::problem::Problem::new(
+            crate::problem::Kind::Internal,
+            "tenant_session",
+            other.to_string(),
+        )),
     }
 }
