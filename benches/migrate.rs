@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berqenas::migrate::{self, MigrateRequest, Started};
+use berqenas::migrate::{MigrateRequest, Started};
 use berqenas::pg::cluster::Cluster;
-use berqenas::platform::Platform;
 use berqenas::secrets::SecretKey;
 use berqenas::server::{self, Database};
 use berqenas::template::Template;
 use berqenas::tenant::service::CreateTenant;
+use berqenas::workflows::{self, Runtime};
 
 const INIT: &str = include_str!("../templates/tenant/0001_init.sql");
 
@@ -31,21 +31,22 @@ fn template(extra: &[(&str, &str)]) -> Template {
     Template::from_files(&files)
 }
 
-async fn platform(db: &Database, t: Template) -> Arc<Platform> {
-    Arc::new(
-        server::platform_with(db, SecretKey::from_bytes([7; 32]), 16, t)
-            .await
-            .expect("platform"),
-    )
+/// The platform with this template, and its operation engine (the same server each
+/// time: a new one takes over from the last).
+async fn platform(db: &Database, t: Template) -> Arc<Runtime> {
+    let p = server::platform_with(db, SecretKey::from_bytes([7; 32]), 16, t)
+        .await
+        .expect("platform");
+    Runtime::start(p, "bench").await.expect("engine")
 }
 
-async fn migrate(p: &Arc<Platform>, jobs: u32) -> (Duration, i32) {
+async fn migrate(p: &Runtime, jobs: u32) -> (Duration, i32) {
     let req = MigrateRequest {
         jobs: Some(jobs),
         ..MigrateRequest::default()
     };
     let t = Instant::now();
-    let Started::Run(run) = migrate::run(p.clone(), req, "bench").await.unwrap() else {
+    let Started::Run(run) = workflows::migrate::run(p, req, "bench").await.unwrap() else {
         unreachable!("not a dry run")
     };
     assert_eq!(run.state, "succeeded", "{run:?}");
@@ -77,10 +78,7 @@ async fn main() {
     let cluster = db.cluster.clone().expect("embedded");
     let _scratch = Scratch(cluster.clone(), dir.clone());
 
-    let p = platform(&db, template(&[])).await;
-    let rt = berqenas::workflows::Runtime::start((*p).clone(), "bench")
-        .await
-        .unwrap();
+    let rt = platform(&db, template(&[])).await;
     let t = Instant::now();
     let names: Vec<String> = (0..n).map(|i| format!("mig-{i}")).collect();
     for chunk in names.chunks(8) {
@@ -159,7 +157,7 @@ async fn main() {
             dry_run: true,
             ..MigrateRequest::default()
         };
-        migrate::run(p.clone(), req, "bench").await.unwrap();
+        workflows::migrate::run(&p, req, "bench").await.unwrap();
         plans.push(t.elapsed());
     }
 

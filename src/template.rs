@@ -166,7 +166,21 @@ impl Template {
 
     /// The SQL that takes a tenant from `version` to the latest.
     pub fn sql_after(&self, version: i32) -> String {
-        self.pending(version)
+        self.sql_between(version, self.latest_version())
+    }
+
+    /// The migrations after `from` up to `to`, in order: what a run to `to` still does
+    /// for a tenant at `from` (a run finished after a restart keeps its target, even
+    /// if the new process has a newer template).
+    pub fn pending_until(&self, from: i32, to: i32) -> &[TemplateMigration] {
+        let pending = self.pending(from);
+        let end = pending.partition_point(|m| m.version <= to);
+        &pending[..end]
+    }
+
+    /// The SQL that takes a tenant from `from` to `to`.
+    pub fn sql_between(&self, from: i32, to: i32) -> String {
+        self.pending_until(from, to)
             .iter()
             .map(|m| m.sql.as_str())
             .collect::<Vec<_>>()

@@ -1,8 +1,6 @@
 //! `/api/v1/migrations`: run the tenant template over tenants, poll the run, count
 //! tenants per version.
 
-use std::sync::Arc;
-
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,7 +25,7 @@ pub async fn start(
     // No body at all means every tenant, with the defaults.
     OptionalJson(req): OptionalJson<MigrateRequest>,
 ) -> Result<Response, ApiError> {
-    match migrate::start(Arc::new(state.platform.platform.clone()), req, ADMIN_ACTOR).await? {
+    match crate::workflows::migrate::start(&state.platform, req, ADMIN_ACTOR).await? {
         Started::Plan(plan) => Ok(Json(plan).into_response()),
         Started::Run(run) => {
             let location = format!("/api/v1/migrations/{}", run.id);

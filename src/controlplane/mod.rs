@@ -93,6 +93,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0016_engine_only.sql",
         sql: include_str!("../../migrations/control/0016_engine_only.sql"),
     },
+    Migration {
+        version: 17,
+        name: "0017_migration_runs_operations.sql",
+        sql: include_str!("../../migrations/control/0017_migration_runs_operations.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

@@ -1,23 +1,25 @@
-//! Tenant template migrations across tenants: plan (one query), run (bounded
-//! parallelism, one transaction per tenant as its owner role), report.
+//! Tenant template migrations across tenants: the plan (one query), one tenant's unit
+//! of work (its DDL and its schema's version marker in one transaction of a throw-away
+//! session, then the registry), the shared pool's unit, and the run's record.
 //!
-//! Progress lives with each tenant: `tenants.template_version` moves in the same
-//! transaction as the tenant's DDL (schema and shared modes), or right after a marker
-//! on the tenant's database commits with its DDL (database mode). So a run that dies
-//! leaves every tenant at its old or its new version, and running again continues.
+//! Progress lives with each tenant: a tenant's schema carries the version its objects
+//! are at (a marker committed with its DDL), and the registry follows in the control
+//! transaction that holds the tenant. A tenant is at its old version or its new one;
+//! a unit run again reads the marker and only moves the registry. Running a run (the
+//! units, `jobs` at a time, the canary, stopping between tenants, finishing one a
+//! crash left) is the `migrate.run` operation's (`workflows::migrate`).
 
 mod plan;
 pub(crate) mod runs;
-mod units;
-
-use std::sync::Arc;
+pub mod units;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-pub use plan::{MigrationPlan, PendingTenant};
-pub use runs::{MigrationRun, TenantFailure};
+pub use plan::{plan, plan_for, MigrationPlan, PendingTenant, Place, Selector, LIVE};
+pub use runs::{MigrationRun, Report, TenantFailure};
+pub use units::{Outcome, Unit};
 
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
@@ -49,7 +51,7 @@ pub struct MigrateRequest {
 pub const MAX_JOBS: u32 = 64;
 
 impl MigrateRequest {
-    fn validate(&self) -> Result<(), Problem> {
+    pub fn validate(&self) -> Result<(), Problem> {
         if let Some(j) = self.jobs {
             if !(1..=MAX_JOBS).contains(&j) {
                 return Err(Problem::bad_field(
@@ -69,76 +71,6 @@ impl MigrateRequest {
 pub enum Started {
     Plan(MigrationPlan),
     Run(MigrationRun),
-}
-
-/// A validated request: its plan, or a begun run ready to execute.
-enum Prepared {
-    DryRun(MigrationPlan),
-    Run(Box<Begun>),
-}
-
-/// A run recorded as `running`, with what it will do.
-struct Begun {
-    run: MigrationRun,
-    plan: MigrationPlan,
-    jobs: u32,
-    canary: Option<u32>,
-}
-
-impl Begun {
-    /// Executes the run; a failure of the run itself (not of a tenant) is recorded.
-    async fn execute(self, p: &Arc<Platform>, actor: &str) -> Result<Uuid> {
-        let id = self.run.id;
-        let result = units::execute(p, id, self.plan, self.jobs, self.canary, actor).await;
-        if let Err(e) = &result {
-            tracing::error!(run = %id, error = ?e, "template migration run failed");
-            let _ = runs::abort(p, id, &e.to_string()).await;
-        }
-        result.map(|()| id)
-    }
-}
-
-async fn prepare(p: &Platform, req: &MigrateRequest, actor: &str) -> Result<Prepared> {
-    req.validate().map_err(Error::Rejected)?;
-    let plan = plan::plan(p, req).await?;
-    if req.dry_run {
-        return Ok(Prepared::DryRun(plan));
-    }
-    let jobs = match req.jobs {
-        Some(j) => j,
-        None => default_jobs(p).await?,
-    };
-    let run = runs::begin(p, req, &plan, jobs, actor).await?;
-    Ok(Prepared::Run(Box::new(Begun {
-        run,
-        plan,
-        jobs,
-        canary: req.canary,
-    })))
-}
-
-/// Plans, and unless it is a dry run, starts a run in the background and returns it.
-pub async fn start(p: Arc<Platform>, req: MigrateRequest, actor: &str) -> Result<Started> {
-    match prepare(&p, &req, actor).await? {
-        Prepared::DryRun(plan) => Ok(Started::Plan(plan)),
-        Prepared::Run(begun) => {
-            let (run, actor) = (begun.run.clone(), actor.to_string());
-            tokio::spawn(async move { begun.execute(&p, &actor).await });
-            Ok(Started::Run(run))
-        }
-    }
-}
-
-/// Runs to the end in the caller's task and returns the finished run (or the plan of
-/// a dry run): for tools and benchmarks that embed berqenas.
-pub async fn run(p: Arc<Platform>, req: MigrateRequest, actor: &str) -> Result<Started> {
-    match prepare(&p, &req, actor).await? {
-        Prepared::DryRun(plan) => Ok(Started::Plan(plan)),
-        Prepared::Run(begun) => {
-            let id = begun.execute(&p, actor).await?;
-            Ok(Started::Run(get(&p, id).await?))
-        }
-    }
 }
 
 /// A run by id.
@@ -172,7 +104,6 @@ pub struct VersionCount {
 
 pub async fn status(p: &Platform) -> Result<MigrationStatus> {
     let client = p.pool.get().await?;
-    runs::expire_stale(&client).await?;
     let latest = p.template.latest_version();
     let tenants_by_version: Vec<VersionCount> =
         crate::store::tenants::count_by_version(&client, plan::LIVE)
@@ -215,7 +146,7 @@ pub async fn set_restored_version(
 }
 
 /// A quarter of the connections the server has to spare, within the control pool.
-async fn default_jobs(p: &Platform) -> Result<u32> {
+pub async fn default_jobs(p: &Platform) -> Result<u32> {
     let client = p.pool.get().await?;
     let spare: i64 = client
         .query_one(

@@ -13,9 +13,9 @@ use crate::tenant::{Isolation, Slug};
 
 /// Tenants whose objects exist: a soft-deleted tenant is migrated too, so a restore
 /// brings it back at the current version.
-pub(super) const LIVE: &[&str] = &["trial", "active", "suspended", "deleted"];
+pub const LIVE: &[&str] = &["trial", "active", "suspended", "deleted"];
 
-/// One tenant below the latest version.
+/// One tenant below the target version.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PendingTenant {
     #[serde(skip)]
@@ -29,16 +29,16 @@ pub struct PendingTenant {
     /// Where its objects are, as the registry holds them (`None` in a plan read back
     /// from JSON, which is shown, never run).
     #[serde(skip)]
-    pub(crate) place: Option<Place>,
+    pub place: Option<Place>,
 }
 
 /// Where a pending tenant's objects are.
 #[derive(Debug, Clone)]
-pub(crate) struct Place {
+pub struct Place {
     /// Its schema (schema and database modes).
-    pub(crate) schema: Option<Ident>,
-    pub(crate) database: Ident,
-    pub(crate) owner_role: Ident,
+    pub schema: Option<Ident>,
+    pub database: Ident,
+    pub owner_role: Ident,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -49,26 +49,52 @@ pub struct MigrationPlan {
     pub pending: Vec<PendingTenant>,
 }
 
-pub async fn plan(p: &Platform, req: &MigrateRequest) -> Result<MigrationPlan> {
+/// Which tenants a run covers, as resolved when it starts (a tenant by its id), so
+/// that a run finished after a restart covers the same ones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Selector {
+    pub tenant: Option<Uuid>,
+    pub plan: Option<String>,
+    pub isolation: Option<Isolation>,
+}
+
+impl Selector {
+    /// The request's selection (a tenant named that does not exist is a 404).
+    pub async fn of(p: &Platform, req: &MigrateRequest) -> Result<Self> {
+        let tenant = match &req.tenant {
+            None => None,
+            Some(key) => Some(
+                store::find(&p.pool.get().await?, key)
+                    .await?
+                    .ok_or_else(|| Error::not_found(key))?
+                    .id,
+            ),
+        };
+        Ok(Self {
+            tenant,
+            plan: req.plan.clone(),
+            isolation: req.isolation,
+        })
+    }
+}
+
+/// What a run of this request to the latest version would do.
+pub async fn plan(p: &Platform, req: &MigrateRequest) -> Result<(Selector, MigrationPlan)> {
+    let selector = Selector::of(p, req).await?;
+    let plan = plan_for(p, &selector, p.template.latest_version()).await?;
+    Ok((selector, plan))
+}
+
+/// The selected tenants below `target`, oldest first, and how many are at it already.
+pub async fn plan_for(p: &Platform, s: &Selector, target: i32) -> Result<MigrationPlan> {
     let client = p.pool.get().await?;
-    let tenant_id = match &req.tenant {
-        None => None,
-        Some(key) => Some(
-            store::find(&client, key)
-                .await?
-                .ok_or_else(|| Error::not_found(key))?
-                .id,
-        ),
-    };
-    let target = p.template.latest_version();
-    let isolation = req.isolation.map(|i| i.as_str());
     // One row whatever the count: how many are current, and the pending ones.
     let (already_current, pending) = store::migration_candidates(
         &client,
         LIVE,
-        tenant_id,
-        req.plan.as_deref(),
-        isolation,
+        s.tenant,
+        s.plan.as_deref(),
+        s.isolation.map(|i| i.as_str()),
         target,
     )
     .await?;
@@ -78,7 +104,7 @@ pub async fn plan(p: &Platform, req: &MigrateRequest) -> Result<MigrationPlan> {
             id: r.id,
             migrations: p
                 .template
-                .pending(r.version)
+                .pending_until(r.version, target)
                 .iter()
                 .map(|m| m.name.clone())
                 .collect(),

@@ -1,5 +1,7 @@
 //! A migration run's record: its counts while it goes, its report at the end (rows of
-//! [`crate::store::migration_runs`]).
+//! [`crate::store::migration_runs`]). The run itself is an operation (`migrate.run`)
+//! whose id is the record's: the record says what happened, the operation engine sees
+//! that it finishes, also after a crash.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -9,7 +11,6 @@ use uuid::Uuid;
 
 use super::plan::MigrationPlan;
 use super::{MigrateRequest, Result};
-use crate::ops;
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::store::migration_runs as store;
@@ -19,8 +20,9 @@ use crate::tenant::service::Error;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MigrationRun {
     pub id: Uuid,
-    /// `running`, `succeeded`, `failed` (a tenant failed, or the canary stopped the
-    /// run), or `interrupted` (the process running it died; run again to continue).
+    /// `running`, `succeeded`, or `failed` (a tenant failed, or the canary stopped the
+    /// run). A run whose process died is finished when the server starts again.
+    /// (`interrupted`: a run of a release before the operation engine ran them.)
     pub state: String,
     pub actor: String,
     pub target_version: i32,
@@ -57,82 +59,168 @@ pub struct Report {
     pub already_current: i32,
     pub failures: Vec<TenantFailure>,
     pub not_attempted: i32,
+    /// The canary tenants all migrated: the rest may go (a run finished after a
+    /// restart does not run its canary again).
+    #[serde(default)]
+    pub canary_passed: bool,
 }
 
-/// Runs whose process stopped renewing their lease died: they are `interrupted`.
-pub async fn expire_stale(c: &impl GenericClient) -> Result<u64> {
-    Ok(store::expire_stale(c).await?)
+impl Report {
+    /// Counts what a unit did.
+    pub fn record(&mut self, outcome: super::units::Outcome) {
+        use super::units::Outcome;
+        match outcome {
+            Outcome::Migrated(names) => self.migrated.extend(names),
+            Outcome::Current(names) => self.already_current += names.len() as i32,
+            Outcome::Failed(f) => self.failures.extend(f),
+        }
+    }
+
+    /// Tenants this run has dealt with (migrated or failed).
+    pub fn done(&self) -> usize {
+        self.migrated.len() + self.failures.len()
+    }
+
+    /// Whether this tenant failed in this run already (it is not tried again).
+    pub fn failed(&self, tenant: &str) -> bool {
+        self.failures.iter().any(|f| f.tenant == tenant)
+    }
+
+    /// The run's outcome once it is over.
+    pub fn state(&self) -> &'static str {
+        if self.failures.is_empty() && self.not_attempted == 0 {
+            "succeeded"
+        } else {
+            "failed"
+        }
+    }
+
+    /// Adds the tenants the audit trail says this run migrated and the report does not
+    /// list yet (progress written less often than tenants commit, and a crash between).
+    fn merge_migrated(&mut self, audited: Vec<String>) {
+        let known: std::collections::HashSet<String> = self.migrated.iter().cloned().collect();
+        self.migrated
+            .extend(audited.into_iter().filter(|n| !known.contains(n)));
+    }
 }
 
+/// The selection as the client asked for it (a tenant by the name or id it gave).
+fn selector_json(req: &MigrateRequest) -> serde_json::Value {
+    serde_json::json!({"tenant": req.tenant, "plan": req.plan, "isolation": req.isolation})
+}
+
+fn already_running() -> Error {
+    Error::Rejected(Problem::new(
+        Kind::Conflict,
+        "migration_running",
+        "a template migration run is already in progress; see GET /api/v1/migrations/status",
+    ))
+}
+
+fn running_conflict(e: crate::store::Error) -> Error {
+    match e {
+        crate::store::Error::Conflict { .. } => already_running(),
+        other => other.into(),
+    }
+}
+
+/// The record of a run with tenants to migrate, `running`, in the caller's
+/// transaction (the one that begins its operation, `id`). A run already running is a
+/// 409.
 pub async fn begin(
+    tx: &impl GenericClient,
+    id: Uuid,
+    req: &MigrateRequest,
+    plan: &MigrationPlan,
+    jobs: u32,
+    actor: &str,
+) -> Result<MigrationRun> {
+    let report = Report {
+        already_current: plan.already_current as i32,
+        ..Report::default()
+    };
+    store::insert(
+        tx,
+        &store::NewRun {
+            id,
+            state: "running",
+            actor,
+            target_version: plan.target_version,
+            selector: &selector_json(req),
+            jobs: jobs as i32,
+            canary: req.canary.map(|c| c as i32),
+            total: plan.pending.len() as i32,
+            already_current: plan.already_current as i32,
+            report: &report,
+        },
+    )
+    .await
+    .map_err(running_conflict)
+}
+
+/// A run with nothing to migrate: recorded as succeeded at once, in one statement (no
+/// operation: there is nothing a crash could leave half done). A run already running
+/// is a 409 all the same.
+pub async fn record_noop(
     p: &Platform,
     req: &MigrateRequest,
     plan: &MigrationPlan,
     jobs: u32,
     actor: &str,
 ) -> Result<MigrationRun> {
-    let client = p.pool.get().await?;
-    expire_stale(&client).await?;
-    let selector = serde_json::json!({
-        "tenant": req.tenant, "plan": req.plan, "isolation": req.isolation,
-    });
     let report = Report {
         already_current: plan.already_current as i32,
         ..Report::default()
     };
+    let c = p.pool.get().await?;
+    if store::running(&c).await?.is_some() {
+        return Err(already_running());
+    }
     store::insert(
-        &client,
+        &c,
         &store::NewRun {
+            id: Uuid::now_v7(),
+            state: "succeeded",
             actor,
             target_version: plan.target_version,
-            selector: &selector,
+            selector: &selector_json(req),
             jobs: jobs as i32,
             canary: req.canary.map(|c| c as i32),
-            total: plan.pending.len() as i32,
+            total: 0,
             already_current: plan.already_current as i32,
             report: &report,
-            lease_secs: ops::lease_secs(),
         },
     )
     .await
-    .map_err(|e| match e {
-        crate::store::Error::Conflict { .. } => Error::Rejected(Problem::new(
-            Kind::Conflict,
-            "migration_running",
-            "a template migration run is already in progress; see GET /api/v1/migrations/status",
-        )),
-        other => other.into(),
-    })
+    .map_err(running_conflict)
 }
 
-/// Writes the counts so far and renews the lease.
-pub async fn progress(p: &Platform, id: Uuid, report: &Report) -> Result<()> {
-    write(p, id, report, None).await
+/// Where the audit trail stands before a run starts: the run's `tenant_migrated` rows
+/// all come after it.
+pub async fn audit_mark(c: &impl GenericClient) -> Result<i64> {
+    Ok(crate::store::audit::last_id(c).await?)
+}
+
+/// The run's report as last written, with every tenant the audit trail says it
+/// migrated (rows after `audit_from`).
+pub async fn load(c: &impl GenericClient, id: Uuid, audit_from: i64) -> Result<Report> {
+    let mut report = store::report(c, id).await?.unwrap_or_default();
+    let audited = crate::store::audit::tenants_of(c, "tenant_migrated", id, audit_from).await?;
+    report.merge_migrated(audited);
+    Ok(report)
+}
+
+/// Writes the counts so far.
+pub async fn progress(c: &impl GenericClient, id: Uuid, report: &Report) -> Result<()> {
+    Ok(store::write(c, id, report, None).await?)
 }
 
 /// The last write: the counts and the outcome, in one statement.
-pub async fn finish(p: &Platform, id: Uuid, report: &Report) -> Result<()> {
-    let state = if report.failures.is_empty() && report.not_attempted == 0 {
-        "succeeded"
-    } else {
-        "failed"
-    };
-    write(p, id, report, Some(state)).await
-}
-
-async fn write(p: &Platform, id: Uuid, report: &Report, finished: Option<&str>) -> Result<()> {
-    let client = p.pool.get().await?;
-    Ok(store::write(&client, id, report, ops::lease_secs(), finished).await?)
-}
-
-/// The run itself broke (not a tenant's migration): record why.
-pub async fn abort(p: &Platform, id: Uuid, error: &str) -> Result<()> {
-    let client = p.pool.get().await?;
-    Ok(store::abort(&client, id, error).await?)
+pub async fn finish(c: &impl GenericClient, id: Uuid, report: &Report) -> Result<()> {
+    Ok(store::write(c, id, report, Some(report.state())).await?)
 }
 
 pub async fn get(p: &Platform, id: Uuid) -> Result<Option<MigrationRun>> {
     let client = p.pool.get().await?;
-    expire_stale(&client).await?;
     Ok(store::find(&client, id).await?)
 }

@@ -1,24 +1,22 @@
-//! Running the plan: each tenant in its own transaction, on a session of a throw-away
-//! role that holds only the tenant owner's rights, with a lock timeout, `jobs` at a
-//! time; the shared pool once for all shared-mode tenants.
+//! One tenant's unit of work, and the shared pool's: the pieces a run composes (the
+//! `migrate.run` operation, `workflows::migrate`, which takes the tenant's name lock,
+//! declares and names the throw-away roles, runs `jobs` at a time, and finishes a run
+//! a crash left). Each tenant's DDL runs in its own transaction, on a session of a
+//! throw-away role that holds only the tenant owner's rights, with a lock timeout.
+//! Each unit is idempotent: run again, it reads where the tenant's objects are (the
+//! schema's marker) and only moves what is behind.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::plan::{MigrationPlan, PendingTenant, Place};
-use super::runs::{self, Report, TenantFailure};
+use super::plan::{PendingTenant, Place};
+use super::runs::TenantFailure;
 use super::Result;
-use crate::access::{Reach, TempRole};
 use crate::audit;
 use crate::isolation::shared::{POOL_OWNER, POOL_SCHEMA};
-use crate::ops::failpoint;
 use crate::pg::Ident;
 use crate::platform::Platform;
-use crate::tenant::service::{self, Error};
+use crate::template::Template;
+use crate::tenant::service::Error;
 use crate::tenant::{shared_mode, Isolation};
 
 /// The role whose members may report a migrated tenant (migration 0013).
@@ -32,130 +30,35 @@ pub const LOCK_TIMEOUT: &str = "5s";
 /// transaction); older releases marked a database-mode tenant's database.
 const MARKER_PREFIX: &str = "berqenas template_version=";
 
-enum Outcome {
+/// What a unit did.
+#[derive(Debug)]
+pub enum Outcome {
     Migrated(Vec<String>),
     Current(Vec<String>),
     Failed(Vec<TenantFailure>),
 }
 
-type Shared = Arc<Mutex<Report>>;
-
-pub(super) async fn execute(
-    p: &Arc<Platform>,
-    run_id: Uuid,
-    plan: MigrationPlan,
-    jobs: u32,
-    canary: Option<u32>,
-    actor: &str,
-) -> Result<()> {
-    let target = plan.target_version;
-    let (shared, mut own): (Vec<_>, Vec<_>) = plan
-        .pending
-        .into_iter()
-        .partition(|t| t.isolation == Isolation::Shared);
-    let report: Shared = Arc::new(Mutex::new(Report {
-        already_current: plan.already_current as i32,
-        ..Report::default()
-    }));
-    let (stop, stopped_rx) = tokio::sync::watch::channel(false);
-    let flusher = tokio::spawn(flush_every(p.clone(), run_id, report.clone(), stopped_rx));
-
-    let canary = canary.map_or(0, |c| c as usize).min(own.len());
-    let rest = own.split_off(canary);
-    let mut stopped = false;
-    if canary > 0 {
-        run_units(p, own, jobs, &report, run_id, actor, target).await;
-        stopped = !report.lock().expect("not poisoned").failures.is_empty();
-    }
-    if stopped {
-        let mut r = report.lock().expect("not poisoned");
-        r.not_attempted = (rest.len() + shared.len()) as i32;
-    } else {
-        run_units(p, rest, jobs, &report, run_id, actor, target).await;
-        if !shared.is_empty() {
-            let outcome = shared_unit(p, &shared, target, run_id, actor)
-                .await
-                .unwrap_or_else(|e| {
-                    Outcome::Failed(shared.iter().map(|t| failure(t, &e)).collect())
-                });
-            record(&report, outcome);
-        }
-    }
-    // Joined, not aborted: a progress write in flight must land before the final one.
-    let _ = stop.send(true);
-    let _ = flusher.await;
-    let report = report.lock().expect("not poisoned").clone();
-    runs::finish(p, run_id, &report).await?;
-    crate::metrics::migration_finished("migrated", report.migrated.len() as u64);
-    crate::metrics::migration_finished("failed", report.failures.len() as u64);
-    crate::metrics::migration_finished("not_attempted", report.not_attempted as u64);
-    tracing::info!(
-        run = %run_id,
-        migrated = report.migrated.len(),
-        failed = report.failures.len(),
-        not_attempted = report.not_attempted,
-        "template migration run finished"
-    );
-    Ok(())
+/// Where one tenant's unit stands once its session is done (the caller still holds
+/// the tenant's name lock in its transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// At the target already: nothing ran.
+    Current,
+    /// Schema mode: the DDL, the marker and the registry committed together; the
+    /// caller's transaction only holds the lock.
+    Migrated,
+    /// Database mode: the DDL and the marker committed in the tenant's database; the
+    /// registry follows with [`record_database`] in the caller's transaction.
+    Committed {
+        /// The registry's version before.
+        registry: i32,
+        /// The version the tenant's objects were at.
+        from: i32,
+    },
 }
 
-async fn flush_every(
-    p: Arc<Platform>,
-    run_id: Uuid,
-    report: Shared,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let snapshot = report.lock().expect("not poisoned").clone();
-        if let Err(e) = runs::progress(&p, run_id, &snapshot).await {
-            tracing::warn!(run = %run_id, error = %e, "could not record migration progress");
-        }
-    }
-}
-
-fn record(report: &Shared, outcome: Outcome) {
-    let mut r = report.lock().expect("not poisoned");
-    match outcome {
-        Outcome::Migrated(names) => r.migrated.extend(names),
-        Outcome::Current(names) => r.already_current += names.len() as i32,
-        Outcome::Failed(f) => r.failures.extend(f),
-    }
-}
-
-async fn run_units(
-    p: &Arc<Platform>,
-    tenants: Vec<PendingTenant>,
-    jobs: u32,
-    report: &Shared,
-    run_id: Uuid,
-    actor: &str,
-    target: i32,
-) {
-    let permits = Arc::new(Semaphore::new(jobs as usize));
-    let mut set = JoinSet::new();
-    for t in tenants {
-        let permit = permits.clone().acquire_owned().await.expect("never closed");
-        let (p, report, actor) = (p.clone(), report.clone(), actor.to_string());
-        set.spawn(async move {
-            let result = tenant_unit(&p, &t, target, run_id, &actor).await;
-            let outcome = result.unwrap_or_else(|e| Outcome::Failed(vec![failure(&t, &e)]));
-            record(&report, outcome);
-            drop(permit);
-        });
-    }
-    while let Some(joined) = set.join_next().await {
-        if let Err(e) = joined {
-            tracing::error!(error = %e, "a tenant migration task panicked");
-        }
-    }
-}
-
-fn failure(t: &PendingTenant, e: &Error) -> TenantFailure {
+/// A failure of one tenant, as the run reports it.
+pub fn failure(t: &PendingTenant, e: &Error) -> TenantFailure {
     let (error, sqlstate) = match e {
         Error::Db(db) => match db.as_db_error() {
             Some(d) => (
@@ -249,24 +152,20 @@ async fn marker_of(c: &tokio_postgres::Client, schema: &str) -> Result<Option<i3
 
 /// A tenant's template SQL never runs on a session that could get back to a
 /// privileged role: it runs on a session of a throw-away role that is a member of
-/// the tenant's owner role only (see [`crate::access::temp_role`]), so a trigger, a
+/// the tenant's owner role only (see `crate::access::temp_role`), so a trigger, a
 /// shadowing function or a default of the tenant's that runs `RESET ROLE` finds
 /// nothing more than the owner's rights. The DDL and the schema's version marker
 /// commit there; the registry follows in the caller's transaction, and a crash in
 /// between is caught up by the next run, which reads the marker.
 async fn in_tenant_session(
-    p: &Platform,
+    session: &tokio_postgres::Client,
     t: &PendingTenant,
-    role: &TempRole,
+    template: &Template,
     registry_version: i32,
     target: i32,
 ) -> Result<i32> {
     let place = place(t)?;
     let schema = place.schema.as_ref().ok_or_else(|| unplaced(t))?;
-    let session = role
-        .connect(p, place.database.as_str())
-        .await
-        .map_err(session_error)?;
     session.batch_execute("BEGIN").await?;
     let ran = async {
         if t.isolation == Isolation::Database {
@@ -283,13 +182,13 @@ async fn in_tenant_session(
                 )
                 .await?;
         }
-        let from = marker_of(&session, schema.as_str())
+        let from = marker_of(session, schema.as_str())
             .await?
             .unwrap_or(registry_version)
             .max(registry_version);
         let mut sql = String::new();
         if from < target {
-            sql = migration_sql(None, schema, &p.template.sql_after(from), Some(target));
+            sql = migration_sql(None, schema, &template.sql_between(from, target), Some(target));
         }
         if t.isolation != Isolation::Database {
             // In the control database the registry moves in this transaction.
@@ -328,106 +227,99 @@ fn unplaced(t: &PendingTenant) -> Error {
     ))
 }
 
-fn session_error(e: crate::backup::Error) -> Error {
-    match e {
-        crate::backup::Error::Db(e) => Error::Db(e),
-        crate::backup::Error::Pool(e) => Error::Pool(e),
-        crate::backup::Error::Pg(e) => Error::Pg(e),
-        crate::backup::Error::Tenant(e) => e,
-        other => Error::Rejected(crate::problem::Problem::new(
-            crate::problem::Kind::Internal,
-            "tenant_session",
-            other.to_string(),
-        )),
-    }
-}
-
-/// Schema and database modes: the tenant's name and row are held (the name lock, then
-/// the row) while its session runs the DDL, so no other operation on the tenant runs
-/// in between; the registry moves when the DDL has committed.
-async fn tenant_unit(
-    p: &Platform,
-    t: &PendingTenant,
-    target: i32,
-    run_id: Uuid,
-    actor: &str,
-) -> Result<Outcome> {
+/// The session a tenant's unit runs in: a throw-away login role (the caller's: it
+/// names, declares, creates and drops it) that is a member of these roles only (the
+/// tenant's owner, and in the control database the role that lets the session report
+/// its work), connected to the tenant's database (`None`: the control database).
+pub fn session_grants(t: &PendingTenant) -> Result<(Vec<Ident>, Option<Ident>)> {
     let place = place(t)?;
-    let (owner, database) = (&place.owner_role, &place.database);
-    let reporter = Ident::new(SESSION_ROLE).expect("static name");
-    let (reach, member_of) = match t.isolation {
-        Isolation::Database => (Reach::Database(database), vec![owner]),
-        _ => (Reach::ControlDatabase, vec![owner, &reporter]),
-    };
-    let role = TempRole::create(p, TempRole::new_name("migrate"), &member_of, reach)
-        .await
-        .map_err(session_error)?;
-    let outcome = locked_unit(p, t, &role, target, run_id, actor).await;
-    let others: Vec<&str> = match t.isolation {
-        Isolation::Database => vec![database.as_str()],
-        _ => vec![],
-    };
-    if let Err(e) = role.drop(p, &others).await {
-        tracing::warn!(tenant.name = %t.tenant, error = %e, "could not drop a migration's session role; the sweeper will");
-    }
-    outcome
+    Ok(match t.isolation {
+        Isolation::Database => (vec![place.owner_role.clone()], Some(place.database.clone())),
+        _ => (
+            vec![
+                place.owner_role.clone(),
+                Ident::new(SESSION_ROLE).expect("static name"),
+            ],
+            None,
+        ),
+    })
 }
 
-/// Holds the tenant's name (not its row: in schema mode the tenant session moves it)
-/// while the session runs. One pooled connection per unit.
-async fn locked_unit(
-    p: &Platform,
+/// Before the caller's transaction takes the tenant's lock, on the same connection
+/// (committed: the session reads it): what the session of `role` may report, once
+/// (schema mode; the session's commit consumes it). Nothing in database mode.
+pub async fn open_session(
+    c: &impl deadpool_postgres::GenericClient,
     t: &PendingTenant,
-    role: &TempRole,
+    role: &Ident,
     target: i32,
     run_id: Uuid,
     actor: &str,
-) -> Result<Outcome> {
-    let slug = &t.tenant;
-    let in_control_db = t.isolation != Isolation::Database;
-    let mut client = p.pool.get().await?;
-    if in_control_db {
-        // Committed first: the session reads it. Consumed by the session's commit.
-        client
-            .execute(
-                "INSERT INTO berqenas.migration_sessions (role, tenant_id, from_version, target_version, run_id, actor)
-                 SELECT $1, id, template_version, $3, $4, $5 FROM berqenas.tenants WHERE id = $2",
-                &[&role.name.as_str(), &t.id, &target, &run_id, &actor],
-            )
-            .await?;
+) -> Result<()> {
+    if t.isolation == Isolation::Database {
+        return Ok(());
     }
-    let tx = client.transaction().await?;
-    service::lock_name(&tx, slug).await?;
-    let registry = crate::store::tenants::template_version(&tx, t.id).await?;
-    let outcome = match registry.filter(|v| *v < target) {
-        None => Ok(None),
-        Some(registry) => in_tenant_session(p, t, role, registry, target)
-            .await
-            .map(|from| Some((registry, from))),
+    c.execute(
+        "INSERT INTO berqenas.migration_sessions (role, tenant_id, from_version, target_version, run_id, actor)
+         SELECT $1, id, template_version, $3, $4, $5 FROM berqenas.tenants WHERE id = $2",
+        &[&role.as_str(), &t.id, &target, &run_id, &actor],
+    )
+    .await?;
+    Ok(())
+}
+
+/// After the caller's transaction ended: forgets a session registration the session
+/// did not consume (it failed, or had nothing to do).
+pub async fn close_session(c: &impl deadpool_postgres::GenericClient, role: &Ident) -> Result<()> {
+    c.execute(
+        "DELETE FROM berqenas.migration_sessions WHERE role = $1",
+        &[&role.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// One tenant's migration, while the caller's transaction `tx` holds the tenant's name
+/// lock (not its row: in schema mode the tenant's session moves it). Reads the
+/// registry, runs what is behind in `session` (see [`session_grants`]; it reads the
+/// schema's marker: a tenant whose DDL committed before a crash only moves its
+/// registry).
+pub async fn migrate_locked(
+    tx: &impl deadpool_postgres::GenericClient,
+    session: &tokio_postgres::Client,
+    t: &PendingTenant,
+    template: &Template,
+    target: i32,
+) -> Result<Unit> {
+    let Some(registry) = crate::store::tenants::template_version(tx, t.id)
+        .await?
+        .filter(|v| *v < target)
+    else {
+        return Ok(Unit::Current);
     };
-    if in_control_db {
-        tx.commit().await?;
-        if !matches!(outcome, Ok(Some(_))) {
-            client
-                .execute(
-                    "DELETE FROM berqenas.migration_sessions WHERE role = $1",
-                    &[&role.name.as_str()],
-                )
-                .await?;
-        }
-        failpoint("migrate.tenant_committed");
-        return Ok(match outcome? {
-            None => Outcome::Current(vec![t.tenant.to_string()]),
-            Some(_) => Outcome::Migrated(vec![t.tenant.to_string()]),
-        });
-    }
-    let Some((registry, from)) = outcome? else {
-        return Ok(Outcome::Current(vec![t.tenant.to_string()]));
+    let from = in_tenant_session(session, t, template, registry, target).await?;
+    Ok(match t.isolation {
+        Isolation::Database => Unit::Committed { registry, from },
+        _ => Unit::Migrated,
+    })
+}
+
+/// Database mode, after [`Unit::Committed`]: the registry follows the tenant's
+/// database, with its audit row, in the caller's transaction (which holds the lock).
+pub async fn record_database(
+    tx: &impl deadpool_postgres::GenericClient,
+    t: &PendingTenant,
+    unit: Unit,
+    target: i32,
+    run_id: Uuid,
+    actor: &str,
+) -> Result<()> {
+    let Unit::Committed { registry, from } = unit else {
+        return Ok(());
     };
-    failpoint("migrate.database_committed");
-    crate::store::tenants::set_template_version(&tx, t.id, target).await?;
+    crate::store::tenants::set_template_version(tx, t.id, target).await?;
     audit::record(
-        &tx,
+        tx,
         &audit_entry(
             actor,
             t.id,
@@ -438,16 +330,16 @@ async fn locked_unit(
         ),
     )
     .await?;
-    tx.commit().await?;
-    failpoint("migrate.tenant_committed");
-    Ok(Outcome::Migrated(vec![t.tenant.to_string()]))
+    Ok(())
 }
 
 /// Shared mode: the tenants share the pool's tables, so they move together, in one
-/// transaction with the pool's DDL.
-async fn shared_unit(
+/// transaction with the pool's DDL; run again, it finds the pool at the target and
+/// only moves the tenants still behind.
+pub async fn shared(
     p: &Platform,
     tenants: &[PendingTenant],
+    template: &Template,
     target: i32,
     run_id: Uuid,
     actor: &str,
@@ -460,20 +352,19 @@ async fn shared_unit(
         tx.batch_execute(&migration_sql(
             Some(POOL_OWNER),
             &pool,
-            &p.template.sql_after(from),
+            &template.sql_between(from, target),
             None,
         ))
         .await?;
         shared_mode::tenantize(&tx).await?;
         crate::quota::disk::extend_shared_guard(&tx).await?;
-        shared_mode::set_pool_version(&tx, target, &p.template.checksum()).await?;
+        shared_mode::set_pool_version(&tx, target, &template.checksum()).await?;
     }
     let moved = crate::store::tenants::move_shared_to_version(&tx, target).await?;
     for (id, name, old) in &moved {
         audit::record(&tx, &audit_entry(actor, *id, name, *old, target, run_id)).await?;
     }
     tx.commit().await?;
-    failpoint("migrate.tenant_committed");
     let names: Vec<String> = moved.into_iter().map(|(_, name, _)| name).collect();
     if names.is_empty() {
         return Ok(Outcome::Current(

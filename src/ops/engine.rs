@@ -254,6 +254,56 @@ impl<C: Context> Engine<C> {
             .await
     }
 
+    /// Begins a new operation inside the caller's transaction, beside whatever else the
+    /// caller writes there (a record its clients poll, keyed by the operation's id). Once
+    /// that transaction commits, [`Engine::launch`] drives it; if the process dies in
+    /// between, the operation is this instance's, and the next start settles it. If the
+    /// caller rolls back, there is no operation.
+    pub async fn begin_in(
+        &self,
+        tx: &impl deadpool_postgres::GenericClient,
+        new: NewOp<'_>,
+    ) -> Result<Begun, OpError> {
+        let kind = self.kind(new.kind);
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return Err(OpError::Stopping(Uuid::nil()));
+        }
+        let id = Uuid::now_v7();
+        let begun = super::begin(
+            tx,
+            &NewOperation {
+                id,
+                kind: new.kind,
+                tenant_id: new.tenant_id,
+                tenant_name: new.tenant_name,
+                idempotency: new.idempotency,
+                params: Some(&new.params),
+                instance: Some(self.inner.instance),
+            },
+        )
+        .await?;
+        match begun {
+            Begin::Started => Ok(Begun(Run::new(
+                id,
+                kind.name,
+                kind.step_names(),
+                new.tenant_id,
+                new.tenant_name.to_string(),
+                new.params,
+                self.inner.pool.clone(),
+            ))),
+            Begin::InProgress | Begin::Replay(_) => Err(OpError::InProgress),
+            Begin::Mismatch => Err(OpError::Mismatch),
+        }
+    }
+
+    /// Drives an operation [`Engine::begin_in`] began (its transaction committed) on a
+    /// task of its own, and returns that task: the caller may answer before it ends.
+    pub fn launch(&self, cx: &C, begun: Begun) -> JoinHandle<Result<Done, OpError>> {
+        let (engine, cx) = (self.clone(), cx.clone());
+        tokio::spawn(async move { engine.spawn(&cx, begun.0, false, Start::Fresh).await })
+    }
+
     fn kind(&self, name: &str) -> &Kind<C> {
         self.inner
             .registry
@@ -636,6 +686,15 @@ impl<C: Context> Engine<C> {
         {
             h.abort();
         }
+    }
+}
+
+/// An operation begun in a caller's transaction, not yet driven (see [`Engine::begin_in`]).
+pub struct Begun(Run);
+
+impl Begun {
+    pub fn id(&self) -> Uuid {
+        self.0.id
     }
 }
 

@@ -10,10 +10,9 @@ pub mod engine;
 pub mod failpoint;
 pub mod fence;
 pub mod kind;
-pub mod lease;
 pub mod run;
 
-pub use engine::{Context, Done, Engine, NewOp, OpError};
+pub use engine::{Begun, Context, Done, Engine, NewOp, OpError};
 pub use kind::{Kind, Registry, Step, StepFn, StepFuture};
 pub use run::{Object, Run};
 

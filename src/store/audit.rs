@@ -144,3 +144,35 @@ pub async fn mentions(c: &impl GenericClient, key: &str) -> Result<bool> {
     .await?
     .is_some())
 }
+
+/// The id of the trail's last row (0 when it is empty): rows appended later have
+/// greater ids.
+pub async fn last_id(c: &impl GenericClient) -> Result<i64> {
+    Ok(c.query_one(
+        "SELECT coalesce(max(id), 0)::bigint FROM berqenas.audit_log",
+        &[],
+    )
+    .await?
+    .get(0))
+}
+
+/// The tenants named by `action` rows after row `after` whose details carry this
+/// `run_id` (a migration run's), oldest first.
+pub async fn tenants_of(
+    c: &impl GenericClient,
+    action: &str,
+    run_id: Uuid,
+    after: i64,
+) -> Result<Vec<String>> {
+    Ok(c.query(
+        "SELECT tenant_name FROM berqenas.audit_log
+          WHERE id > $3 AND action = $1 AND details ->> 'run_id' = $2::uuid::text
+            AND tenant_name IS NOT NULL
+          ORDER BY id",
+        &[&action, &run_id, &after],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}

@@ -1,7 +1,8 @@
-//! The `migration_runs` table: a template migration run's counts while it goes, its
-//! report at the end, and the lease that tells a live run from a dead one. At most one
-//! run is `running` (a unique index): starting a second is a
-//! [`super::Error::Conflict`]. The caller owns the transaction.
+//! The `migration_runs` table: a template migration run's counts while it goes, and its
+//! report at the end. A run is an operation (`migrate.run`) with the same id: the
+//! operation engine, not this table, tells a live run from a dead one. At most one run
+//! is `running` (a unique index): starting a second is a [`super::Error::Conflict`].
+//! Rows of older releases may say `interrupted`. The caller owns the transaction.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
@@ -36,19 +37,11 @@ fn run(r: &Row) -> MigrationRun {
     }
 }
 
-/// Runs whose process stopped renewing their lease died: they are `interrupted`.
-pub async fn expire_stale(c: &impl GenericClient) -> Result<u64> {
-    Ok(c.execute(
-        "UPDATE berqenas.migration_runs SET state = 'interrupted', finished_at = now(),
-                error = 'the process running it stopped; run again to continue'
-          WHERE state = 'running' AND lease_until < now()",
-        &[],
-    )
-    .await?)
-}
-
-/// A new run's row, `running`.
+/// A new run's row: `running` (its operation begins in the same transaction), or
+/// `succeeded` at once when it has nothing to do.
 pub struct NewRun<'a> {
+    pub id: Uuid,
+    pub state: &'a str,
     pub actor: &'a str,
     pub target_version: i32,
     pub selector: &'a serde_json::Value,
@@ -57,7 +50,6 @@ pub struct NewRun<'a> {
     pub total: i32,
     pub already_current: i32,
     pub report: &'a Report,
-    pub lease_secs: f64,
 }
 
 pub async fn insert(c: &impl GenericClient, r: &NewRun<'_>) -> Result<MigrationRun> {
@@ -66,13 +58,14 @@ pub async fn insert(c: &impl GenericClient, r: &NewRun<'_>) -> Result<MigrationR
             &format!(
                 "INSERT INTO berqenas.migration_runs
                     (id, state, actor, target_version, selector, jobs, canary, total, already_current,
-                     report, lease_until)
-                 VALUES ($1, 'running', $2, $3, $4, $5, $6, $7, $8, $9,
-                         now() + make_interval(secs => $10))
+                     report, finished_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                         CASE WHEN $2 = 'running' THEN NULL ELSE now() END)
                  RETURNING {COLUMNS}"
             ),
             &[
-                &Uuid::now_v7(),
+                &r.id,
+                &r.state,
                 &r.actor,
                 &r.target_version,
                 r.selector,
@@ -81,27 +74,24 @@ pub async fn insert(c: &impl GenericClient, r: &NewRun<'_>) -> Result<MigrationR
                 &r.total,
                 &r.already_current,
                 &serde_json::to_value(r.report).expect("plain data"),
-                &r.lease_secs,
             ],
         )
         .await?;
     Ok(run(&row))
 }
 
-/// Writes the counts so far and renews the lease; with `finished`, the outcome too.
+/// Writes the counts so far; with `finished`, the outcome too.
 pub async fn write(
     c: &impl GenericClient,
     id: Uuid,
     report: &Report,
-    lease_secs: f64,
     finished: Option<&str>,
 ) -> Result<()> {
     c.execute(
         "UPDATE berqenas.migration_runs
             SET migrated = $2, already_current = $3, failed = $4, not_attempted = $5, report = $6,
-                lease_until = now() + make_interval(secs => $7),
-                state = coalesce($8, state),
-                finished_at = CASE WHEN $8::text IS NULL THEN finished_at ELSE now() END
+                state = coalesce($7, state),
+                finished_at = CASE WHEN $7::text IS NULL THEN finished_at ELSE now() END
           WHERE id = $1 AND state = 'running'",
         &[
             &id,
@@ -110,7 +100,6 @@ pub async fn write(
             &(report.failures.len() as i32),
             &report.not_attempted,
             &serde_json::to_value(report).expect("plain data"),
-            &lease_secs,
             &finished,
         ],
     )
@@ -118,15 +107,14 @@ pub async fn write(
     Ok(())
 }
 
-/// The run itself broke (not a tenant's migration): record why.
-pub async fn abort(c: &impl GenericClient, id: Uuid, error: &str) -> Result<()> {
-    c.execute(
-        "UPDATE berqenas.migration_runs SET state = 'failed', error = $2, finished_at = now()
-          WHERE id = $1 AND state = 'running'",
-        &[&id, &error],
+/// The report as last written (`None`: no such run).
+pub async fn report(c: &impl GenericClient, id: Uuid) -> Result<Option<Report>> {
+    Ok(c.query_opt(
+        "SELECT report FROM berqenas.migration_runs WHERE id = $1",
+        &[&id],
     )
-    .await?;
-    Ok(())
+    .await?
+    .map(|r| serde_json::from_value(r.get(0)).unwrap_or_default()))
 }
 
 pub async fn find(c: &impl GenericClient, id: Uuid) -> Result<Option<MigrationRun>> {

@@ -7,6 +7,7 @@ pub mod backups;
 pub mod changes;
 pub mod create;
 pub mod lifecycle;
+pub mod migrate;
 pub mod offboarding;
 pub mod quotas;
 pub mod restores;
@@ -39,6 +40,7 @@ pub fn registry() -> Registry<Runtime> {
         .chain(backups::kinds())
         .chain(restores::kinds())
         .chain(quotas::kinds())
+        .chain(migrate::kinds())
     {
         r = r.kind(k);
     }

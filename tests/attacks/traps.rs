@@ -11,7 +11,6 @@
 //! (or a throw-away role holding the tenant owner's rights only).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use berqenas::migrate::{self, MigrateRequest};
 use berqenas::platform::Endpoint;
@@ -249,14 +248,14 @@ async fn every_operation(mode: &str) {
     let next = server::platform_with(&db, common::secret_key(), 16, template(true))
         .await
         .unwrap();
-    let platform = Arc::new(next.clone());
-    let rt = common::runtime(next.clone()).await;
-    let app = TestApp::serve(next).await;
+    let platform = common::runtime(next).await;
+    let app = TestApp::over(platform.clone()).await;
+    let rt = platform.clone();
     let control = superuser_in(&name_db).await;
     let mut seen = BTreeSet::new();
 
-    let run = migrate::run(
-        platform.clone(),
+    let run = berqenas::workflows::migrate::run(
+        &platform,
         MigrateRequest {
             tenant: Some(name.clone()),
             ..Default::default()

@@ -23,6 +23,7 @@ mod common;
 mod invariants;
 
 mod backups;
+mod migrate;
 mod offboarding;
 mod quotas;
 mod tenants;
@@ -79,6 +80,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(offboarding::scenarios());
     all.extend(backups::scenarios());
     all.extend(quotas::scenarios());
+    all.extend(migrate::scenarios());
     all
 }
 

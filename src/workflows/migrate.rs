@@ -1,0 +1,498 @@
+//! `migrate.run`: a template migration run over tenants (`berqenas migrate`,
+//! `POST /api/v1/migrations`) as an operation. Forward only: a run a crash or a stop
+//! interrupted is finished by the next start (its tenants already migrated stay
+//! migrated; the others are migrated then), never undone.
+//!
+//! The operation's id is the run record's (`migration_runs`), inserted in the
+//! transaction that begins the operation. Its one step migrates the planned tenants in
+//! per-tenant units, `jobs` at a time, the canary first, then the shared pool. Each
+//! unit is idempotent (the migrate domain's: the tenant schema's marker says what
+//! committed), runs under the tenant's name lock, and on a session of a throw-away
+//! role whose name starts with the run's prefix, declared before any is made: the
+//! engine drops whatever a crash left of them. Between tenants the step stops when the
+//! server is stopping; the run stays `running` and the next start finishes it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::{failed, step_error, Error, Runtime};
+use crate::access::{Reach, TempRole};
+use crate::migrate::{self, runs, MigrateRequest, Outcome, PendingTenant, Report, Selector};
+use crate::migrate::{Started, Unit};
+use crate::ops::failpoint::kill_if_named;
+use crate::ops::{self, Kind, NewOp, Object, OpError, Run, Step, StepError, StepFuture};
+use crate::pg::Ident;
+use crate::secrets::random_bytes;
+use crate::template::Template;
+use crate::tenant::service::Error as TenantError;
+use crate::tenant::Isolation;
+
+pub const RUN: &str = "migrate.run";
+const TENANTS: &str = "tenants";
+
+/// How often the run's counts are written while it goes.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+pub fn kinds() -> Vec<Kind<Runtime>> {
+    vec![Kind {
+        name: RUN,
+        steps: vec![Step {
+            name: TENANTS,
+            reaches_out: true,
+            apply: migrate_tenants,
+            compensate: None,
+        }],
+        point_of_no_return: 0,
+    }]
+}
+
+/// The run's input, as it began: a run finished by another process, or after a
+/// restart, covers the same tenants with the same SQL to the same target.
+#[derive(Debug, Serialize, Deserialize)]
+struct Params {
+    selector: Selector,
+    target: i32,
+    jobs: u32,
+    canary: Option<u32>,
+    actor: String,
+    /// The audit trail's last row when the run began: the run's `tenant_migrated` rows
+    /// come after it.
+    audit_from: i64,
+    /// The template's migrations up to the target (file name, SQL).
+    template: Vec<(String, String)>,
+}
+
+impl Params {
+    fn template(&self) -> Template {
+        let files: Vec<(&str, &str)> = self
+            .template
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_str()))
+            .collect();
+        Template::from_files(&files)
+    }
+}
+
+/// The prefix of every throw-away role of run `id` (what its declaration names).
+fn role_prefix(id: Uuid) -> String {
+    let hex = id.simple().to_string();
+    format!("berqenas_migrate_{}_", &hex[20..])
+}
+
+/// Plans, and unless it is a dry run, begins the run (its record and its operation in
+/// one transaction) and drives it in the background; returns the plan or the run.
+pub async fn start(rt: &Arc<Runtime>, req: MigrateRequest, actor: &str) -> Result<Started, Error> {
+    match begin(rt, &req, actor).await? {
+        Begun::Plan(plan) => Ok(Started::Plan(plan)),
+        Begun::Finished(run) => Ok(Started::Run(run)),
+        Begun::Op(run, op) => {
+            drop(rt.engine.launch(rt.as_ref(), op));
+            Ok(Started::Run(*run))
+        }
+    }
+}
+
+/// Runs to the end in the caller's task and returns the finished run (or the plan of
+/// a dry run): for tools and benchmarks that embed berqenas.
+pub async fn run(rt: &Runtime, req: MigrateRequest, actor: &str) -> Result<Started, Error> {
+    match begin(rt, &req, actor).await? {
+        Begun::Plan(plan) => Ok(Started::Plan(plan)),
+        Begun::Finished(run) => Ok(Started::Run(run)),
+        Begun::Op(run, op) => {
+            let id = run.id;
+            match rt.engine.launch(rt, op).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(e) => {
+                    return Err(Error::Operation(OpError::Unfinished {
+                        op: id,
+                        source: Box::new(e),
+                    }))
+                }
+            }
+            Ok(Started::Run(migrate::get(rt, id).await?))
+        }
+    }
+}
+
+enum Begun {
+    Plan(migrate::MigrationPlan),
+    /// Nothing to migrate: recorded as succeeded at once.
+    Finished(migrate::MigrationRun),
+    Op(Box<migrate::MigrationRun>, ops::Begun),
+}
+
+async fn begin(rt: &Runtime, req: &MigrateRequest, actor: &str) -> Result<Begun, Error> {
+    req.validate().map_err(Error::Rejected)?;
+    let (selector, plan) = migrate::plan(rt, req).await?;
+    if req.dry_run {
+        return Ok(Begun::Plan(plan));
+    }
+    let jobs = match req.jobs {
+        Some(j) => j,
+        None => migrate::default_jobs(rt).await?,
+    };
+    if plan.pending.is_empty() {
+        return Ok(Begun::Finished(
+            runs::record_noop(rt, req, &plan, jobs, actor).await?,
+        ));
+    }
+    // A run of one tenant is named after it in the journal; a run of many, after none.
+    let tenant_name = match selector.tenant {
+        Some(_) => plan.pending[0].tenant.to_string(),
+        None => String::new(),
+    };
+    let mut client = rt.pool.get().await?;
+    let tx = client.transaction().await?;
+    let params = Params {
+        selector,
+        target: plan.target_version,
+        jobs,
+        canary: req.canary,
+        actor: actor.to_string(),
+        audit_from: runs::audit_mark(&tx).await?,
+        template: rt
+            .template
+            .pending_until(0, plan.target_version)
+            .iter()
+            .map(|m| (m.name.clone(), m.sql.clone()))
+            .collect(),
+    };
+    let op = rt
+        .engine
+        .begin_in(
+            &tx,
+            NewOp {
+                kind: RUN,
+                tenant_id: plan
+                    .pending
+                    .first()
+                    .filter(|_| !tenant_name.is_empty())
+                    .map(|t| t.id),
+                tenant_name: &tenant_name,
+                params: serde_json::to_value(&params).expect("plain data"),
+                idempotency: None,
+            },
+        )
+        .await?;
+    let record = runs::begin(&tx, op.id(), req, &plan, jobs, actor).await?;
+    tx.commit().await?;
+    Ok(Begun::Op(Box::new(record), op))
+}
+
+/// The run's one step: every planned tenant not dealt with yet, then the record's
+/// final write with the step's journal row.
+fn migrate_tenants<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let params: Params = run.params()?;
+        let prefix = role_prefix(run.id);
+        run.intend(vec![Object::scratch("roles", &prefix, None)], Value::Null)
+            .await?;
+        let template = params.template();
+        let mut report = {
+            let c = rt.pool.get().await.map_err(failed)?;
+            runs::load(&c, run.id, params.audit_from)
+                .await
+                .map_err(step_error)?
+        };
+        let mut pending = migrate::plan_for(rt, &params.selector, params.target)
+            .await
+            .map_err(step_error)?
+            .pending;
+        // A tenant that failed in this run is not tried again when it is finished.
+        pending.retain(|t| !report.failed(t.tenant.as_str()));
+        let (shared, mut own): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|t| t.isolation == Isolation::Shared);
+        let cx = Batch {
+            rt: Arc::new(rt.clone()),
+            run_id: run.id,
+            target: params.target,
+            actor: params.actor.clone(),
+            template: Arc::new(template),
+            prefix,
+        };
+        if let Some(canary) = params.canary.filter(|_| !report.canary_passed) {
+            let left = (canary as usize)
+                .saturating_sub(report.done())
+                .min(own.len());
+            let rest = own.split_off(left);
+            report = cx.units(own, report, params.jobs).await?;
+            if !report.failures.is_empty() {
+                report.not_attempted = (rest.len() + shared.len()) as i32;
+                return finish(rt, run, &report).await;
+            }
+            report.canary_passed = true;
+            cx.progress(&report).await;
+            own = rest;
+        }
+        report = cx.units(own, report, params.jobs).await?;
+        if !shared.is_empty() {
+            if rt.engine.is_stopping() {
+                return Err(stopping(&cx, &report).await);
+            }
+            let outcome =
+                migrate::units::shared(rt, &shared, &cx.template, cx.target, cx.run_id, &cx.actor)
+                    .await
+                    .unwrap_or_else(|e| {
+                        Outcome::Failed(
+                            shared
+                                .iter()
+                                .map(|t| migrate::units::failure(t, &e))
+                                .collect(),
+                        )
+                    });
+            kill_if_named("migrate.tenant_committed");
+            report.record(outcome);
+        }
+        finish(rt, run, &report).await
+    })
+}
+
+/// The record's last write (counts and outcome) and the step's journal row, in one
+/// transaction.
+async fn finish(rt: &Runtime, run: &mut Run, report: &Report) -> Result<Value, StepError> {
+    let outcome = json!({
+        "state": report.state(),
+        "migrated": report.migrated.len(),
+        "failed": report.failures.len(),
+        "not_attempted": report.not_attempted,
+    });
+    let mut c = rt.pool.get().await.map_err(failed)?;
+    let tx = c.transaction().await.map_err(failed)?;
+    runs::finish(&tx, run.id, report)
+        .await
+        .map_err(step_error)?;
+    run.applied_in(&tx, &outcome).await?;
+    tx.commit().await.map_err(failed)?;
+    crate::metrics::migration_finished("migrated", report.migrated.len() as u64);
+    crate::metrics::migration_finished("failed", report.failures.len() as u64);
+    crate::metrics::migration_finished("not_attempted", report.not_attempted as u64);
+    tracing::info!(
+        run = %run.id,
+        migrated = report.migrated.len(),
+        failed = report.failures.len(),
+        not_attempted = report.not_attempted,
+        "template migration run finished"
+    );
+    Ok(outcome)
+}
+
+/// The server is stopping between tenants: the counts so far are written, and the
+/// step fails (forward only: the next start finishes the run).
+async fn stopping(cx: &Batch, report: &Report) -> StepError {
+    cx.progress(report).await;
+    tracing::warn!(run = %cx.run_id, "the server is stopping: the migration run is finished at the next start");
+    StepError::failed(std::io::Error::other(
+        "the server is stopping; the migration run is finished at the next start",
+    ))
+}
+
+/// What every unit of one run shares.
+struct Batch {
+    rt: Arc<Runtime>,
+    run_id: Uuid,
+    target: i32,
+    actor: String,
+    template: Arc<Template>,
+    prefix: String,
+}
+
+impl Batch {
+    /// Migrates `tenants`, `jobs` at a time, writing the counts every
+    /// [`PROGRESS_EVERY`]; stops starting units when the server is stopping.
+    async fn units(
+        &self,
+        tenants: Vec<PendingTenant>,
+        report: Report,
+        jobs: u32,
+    ) -> Result<Report, StepError> {
+        let total = tenants.len();
+        let shared = Arc::new(Mutex::new(report));
+        let permits = Arc::new(Semaphore::new(jobs.max(1) as usize));
+        let mut set = JoinSet::new();
+        let mut started = 0;
+        let mut last = Instant::now();
+        for t in tenants {
+            let permit = permits.clone().acquire_owned().await.expect("never closed");
+            if self.rt.engine.is_stopping() {
+                break;
+            }
+            started += 1;
+            let (unit, report) = (self.unit(), shared.clone());
+            set.spawn(async move {
+                let outcome = unit
+                    .tenant(&t)
+                    .await
+                    .unwrap_or_else(|e| Outcome::Failed(vec![migrate::units::failure(&t, &e)]));
+                report.lock().expect("not poisoned").record(outcome);
+                drop(permit);
+            });
+            while let Some(joined) = set.try_join_next() {
+                joined_ok(joined);
+            }
+            if last.elapsed() >= PROGRESS_EVERY {
+                let snapshot = shared.lock().expect("not poisoned").clone();
+                self.progress(&snapshot).await;
+                last = Instant::now();
+            }
+        }
+        while let Some(joined) = set.join_next().await {
+            joined_ok(joined);
+        }
+        let report = shared.lock().expect("not poisoned").clone();
+        if started < total {
+            return Err(stopping(self, &report).await);
+        }
+        Ok(report)
+    }
+
+    fn unit(&self) -> UnitCx {
+        UnitCx {
+            rt: self.rt.clone(),
+            run_id: self.run_id,
+            target: self.target,
+            actor: self.actor.clone(),
+            template: self.template.clone(),
+            prefix: self.prefix.clone(),
+        }
+    }
+
+    /// Writes the counts so far (a failed write only delays them: the audit trail
+    /// has every migrated tenant).
+    async fn progress(&self, report: &Report) {
+        let written = async {
+            let c = self.rt.pool.get().await?;
+            runs::progress(&c, self.run_id, report).await
+        }
+        .await;
+        if let Err(e) = written {
+            tracing::warn!(run = %self.run_id, error = %e, "could not record migration progress");
+        }
+    }
+}
+
+fn joined_ok(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        tracing::error!(error = %e, "a tenant migration task panicked");
+    }
+}
+
+/// One unit's share of the run (owned: it runs on a task of its own).
+struct UnitCx {
+    rt: Arc<Runtime>,
+    run_id: Uuid,
+    target: i32,
+    actor: String,
+    template: Arc<Template>,
+    prefix: String,
+}
+
+impl UnitCx {
+    /// One tenant: its throw-away role (named under the run's declared prefix, a
+    /// member of what the migrate domain says), its name lock while the role's
+    /// session runs, the registry, then the role dropped.
+    async fn tenant(&self, t: &PendingTenant) -> Result<Outcome, TenantError> {
+        let p = &self.rt.platform;
+        let name = Ident::new(format!(
+            "{}{}",
+            self.prefix,
+            hex::encode(random_bytes::<6>())
+        ))
+        .expect("a role prefix and hex digits are an identifier");
+        let (member_of, database) = migrate::units::session_grants(t)?;
+        let member_of: Vec<&Ident> = member_of.iter().collect();
+        let reach = match &database {
+            Some(db) => Reach::Database(db),
+            None => Reach::ControlDatabase,
+        };
+        let role = TempRole::create(p, name, &member_of, reach)
+            .await
+            .map_err(session_error)?;
+        let outcome = self.locked(t, &role, database.as_ref()).await;
+        let others: Vec<&str> = database.iter().map(|d| d.as_str()).collect();
+        if let Err(e) = role.drop(p, &others).await {
+            tracing::warn!(tenant.name = %t.tenant, error = %e,
+                "could not drop a migration's session role; the run drops it when it ends");
+        }
+        outcome
+    }
+
+    async fn locked(
+        &self,
+        t: &PendingTenant,
+        role: &TempRole,
+        database: Option<&Ident>,
+    ) -> Result<Outcome, TenantError> {
+        let p = &self.rt.platform;
+        let session = role
+            .connect(
+                p,
+                database.map_or(p.endpoint.database.as_str(), |d| d.as_str()),
+            )
+            .await
+            .map_err(session_error)?;
+        let mut client = p.pool.get().await?;
+        let (target, run_id, actor) = (self.target, self.run_id, self.actor.as_str());
+        migrate::units::open_session(&client, t, &role.name, target, run_id, actor).await?;
+        let tx = client.transaction().await?;
+        ops::fence::lock_name(&tx, t.tenant.as_str())
+            .await
+            .map_err(|e| match e {
+                ops::fence::LockError::Busy(p) => TenantError::Rejected(p),
+                ops::fence::LockError::Db(e) => TenantError::Db(e),
+            })?;
+        let unit = migrate::units::migrate_locked(&tx, &session, t, &self.template, target).await;
+        drop(session);
+        let recorded = match unit {
+            Ok(u @ Unit::Committed { .. }) => {
+                kill_if_named("migrate.database_committed");
+                migrate::units::record_database(&tx, t, u, target, run_id, actor)
+                    .await
+                    .map(|()| u)
+            }
+            other => other,
+        };
+        let unit = match recorded {
+            Ok(u) => {
+                tx.commit().await?;
+                kill_if_named("migrate.tenant_committed");
+                u
+            }
+            Err(e) => {
+                drop(tx);
+                let _ = migrate::units::close_session(&client, &role.name).await;
+                return Err(e);
+            }
+        };
+        let name = vec![t.tenant.to_string()];
+        Ok(match unit {
+            Unit::Current => {
+                migrate::units::close_session(&client, &role.name).await?;
+                Outcome::Current(name)
+            }
+            Unit::Migrated | Unit::Committed { .. } => Outcome::Migrated(name),
+        })
+    }
+}
+
+/// A throw-away role's failure (made, connected, dropped) as the tenant's.
+fn session_error(e: crate::backup::Error) -> TenantError {
+    match e {
+        crate::backup::Error::Db(e) => TenantError::Db(e),
+        crate::backup::Error::Pool(e) => TenantError::Pool(e),
+        crate::backup::Error::Pg(e) => TenantError::Pg(e),
+        crate::backup::Error::Tenant(e) => e,
+        other => TenantError::Rejected(crate::problem::Problem::new(
+            crate::problem::Kind::Internal,
+            "tenant_session",
+            other.to_string(),
+        )),
+    }
+}

@@ -1,0 +1,140 @@
+//! A template migration run and a server that stops: the run stops between tenants
+//! (it stays `running`, the tenants it did not reach stay at their version), and the
+//! next start of the same server finishes it.
+
+mod common;
+
+use std::time::Duration;
+
+use berqenas::migrate::{MigrateRequest, Started};
+use berqenas::platform::Endpoint;
+use berqenas::server::{self, Database};
+use berqenas::template::Template;
+use berqenas::workflows::{self, Runtime};
+use common::{superuser, unique, TestApp};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+const INIT: &str = include_str!("../templates/tenant/0001_init.sql");
+const ADD_PRIORITY: &str = "ALTER TABLE applications ADD COLUMN priority integer;\n";
+
+fn template(extra: &[(&str, &str)]) -> Template {
+    let mut files = vec![("0001_init.sql", INIT)];
+    files.extend_from_slice(extra);
+    Template::from_files(&files)
+}
+
+/// A control plane of its own: this test's template is not the others'.
+async fn control_db(name: &str) -> Database {
+    let base = common::database().await;
+    superuser()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let mut config = base.config.clone();
+    config.dbname(name);
+    Database {
+        config,
+        endpoint: Endpoint {
+            database: name.to_string(),
+            ..base.endpoint.clone()
+        },
+        cluster: None,
+        backup_dir: Some(common::scratch_dir("backups")),
+    }
+}
+
+async fn runtime(db: &Database, t: Template, identity: &str) -> std::sync::Arc<Runtime> {
+    let p = server::platform_with(db, common::secret_key(), 16, t)
+        .await
+        .unwrap();
+    Runtime::start(p, identity).await.unwrap()
+}
+
+async fn counts(db: &str, run: uuid::Uuid) -> (String, i64, i64) {
+    let mut config = common::database().await.config.clone();
+    config.dbname(db);
+    let c = berqenas::pg::connect(&config).await.unwrap();
+    let state: String = c
+        .query_one(
+            "SELECT state FROM berqenas.migration_runs WHERE id = $1",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let at_two: i64 = c
+        .query_one(
+            "SELECT count(*) FROM berqenas.tenants WHERE template_version = 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let roles: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, 'berqenas_migrate_' || right(replace($1::text, '-', ''), 12) || '_')",
+            &[&run.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (state, at_two, roles)
+}
+
+#[tokio::test]
+async fn a_stopping_server_stops_a_run_between_tenants_and_the_next_start_finishes_it() {
+    let db = control_db("mig_stop").await;
+    let identity = format!("mig-stop:{}", uuid::Uuid::new_v4());
+    let first = runtime(&db, template(&[]), &identity).await;
+    let app = TestApp::over(first.clone()).await;
+    for _ in 0..16 {
+        let (status, body) = app
+            .call(
+                Method::POST,
+                "/api/v1/tenants",
+                Some(json!({"name": unique("st"), "isolation": "schema"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    first.engine.shutdown(Duration::from_secs(5)).await;
+
+    let next = template(&[("0002_priority.sql", ADD_PRIORITY)]);
+    let doomed = runtime(&db, next.clone(), &identity).await;
+    let req = MigrateRequest {
+        jobs: Some(1),
+        ..MigrateRequest::default()
+    };
+    let Started::Run(run) = workflows::migrate::start(&doomed, req, "test")
+        .await
+        .unwrap()
+    else {
+        panic!("not a dry run")
+    };
+    // Stops once the run has migrated its first tenant.
+    for _ in 0..1000 {
+        if counts("mig_stop", run.id).await.1 > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    doomed.engine.shutdown(Duration::from_secs(10)).await;
+    let (state, at_two, _) = counts("mig_stop", run.id).await;
+    assert_eq!(state, "running", "a stopped run is not over");
+    assert!(
+        (1..16).contains(&at_two),
+        "stopped between tenants: {at_two} of 16 migrated"
+    );
+
+    // The same server again: it finishes the run at start.
+    let again = runtime(&db, next, &identity).await;
+    let (state, at_two, roles) = counts("mig_stop", run.id).await;
+    assert_eq!(state, "succeeded");
+    assert_eq!(at_two, 16);
+    assert_eq!(roles, 0, "no session role of the run is left");
+    let finished = berqenas::migrate::get(&again, run.id).await.unwrap();
+    assert_eq!(finished.migrated, 16, "{finished:?}");
+    again.engine.shutdown(Duration::from_secs(5)).await;
+}
