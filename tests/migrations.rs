@@ -737,3 +737,36 @@ async fn a_restored_backup_takes_its_template_version_and_migrates_again() {
         assert!(has_column(&control, t, "priority").await, "{}", t["name"]);
     }
 }
+
+/// A migration that creates a table: the table is the tenant owner's (the throw-away
+/// role the migration ran as goes afterwards, and must not take it along).
+#[tokio::test]
+async fn a_table_a_migration_creates_belongs_to_the_tenant_and_stays() {
+    const NOTES: &str =
+        "CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);\n";
+    let db = control_db("mig_newtable").await;
+    let app = app(&db, template(&[])).await;
+    let tenants = [
+        create_many(&app, "newtbl-s", "schema", 1).await,
+        create_many(&app, "newtbl-d", "database", 1).await,
+    ]
+    .concat();
+    drop(app);
+    let app = self::app(&db, template(&[("0002_notes.sql", NOTES)])).await;
+    let run = run_migration(&app, json!({})).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    for t in &tenants {
+        let database = t["database"].as_str().unwrap_or("mig_newtable").to_string();
+        let owner: Option<String> = pg(&database)
+            .await
+            .query_opt(
+                "SELECT tableowner::text FROM pg_tables WHERE schemaname = $1 AND tablename = 'notes'",
+                &[&t["schema"].as_str().unwrap()],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get(0));
+        let expected = format!("{}_owner", t["schema"].as_str().unwrap());
+        assert_eq!(owner.as_deref(), Some(expected.as_str()), "{}", t["name"]);
+    }
+}

@@ -79,9 +79,10 @@ pub fn failure(t: &PendingTenant, e: &Error) -> TenantFailure {
 }
 
 /// The statements that run the pending migrations inside `schema`, then mark the
-/// schema with the version they reached, in one transaction. `role`: `SET LOCAL ROLE`
-/// first (the shared pool's owner, on the control role's own session); `None` in a
-/// tenant session, which is the tenant's owner already.
+/// schema with the version they reached, in one transaction, as `role` (`SET LOCAL
+/// ROLE`): the tenant's owner in a tenant session (whose throw-away login role only
+/// inherits the owner's rights: what it created itself would go with it), the shared
+/// pool's owner on the control role's own session.
 ///
 /// The commit does not wait for its WAL flush: a tenant's DDL and its marker commit
 /// together, so a server crash can only lose both, and the next run redoes them. The
@@ -188,7 +189,12 @@ async fn in_tenant_session(
             .max(registry_version);
         let mut sql = String::new();
         if from < target {
-            sql = migration_sql(None, schema, &template.sql_between(from, target), Some(target));
+            sql = migration_sql(
+                Some(place.owner_role.as_str()),
+                schema,
+                &template.sql_between(from, target),
+                Some(target),
+            );
         }
         if t.isolation != Isolation::Database {
             // In the control database the registry moves in this transaction.
