@@ -160,3 +160,102 @@ async fn with_the_control_database_stopped_every_endpoint_answers_503_and_recove
     server.stop().await;
     drop(cluster);
 }
+
+/// SIGTERM while a backup's dump runs: the server lets that step finish (it is
+/// journaled `applied` by this process), exits cleanly within its shutdown deadline,
+/// and the next start finishes the operation (the backup is recorded `succeeded`).
+#[tokio::test]
+async fn sigterm_mid_operation_finishes_the_current_step_and_exits() {
+    let dir = scratch_dir("sigterm");
+    let _cleanup = Cleanup(dir.clone());
+    let mut server = Server::start(&dir, &[]).await;
+    let name = "term-0";
+    let created = server
+        .ok(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(serde_json::json!({"name": name, "db_quota": "5GB"})),
+        )
+        .await;
+    let schema = created["schema"].as_str().unwrap().to_string();
+    let pg = process::superuser_in(&dir, None).await;
+    // Enough rows that the dump takes a while.
+    pg.batch_execute(&format!(
+        "INSERT INTO \"{schema}\".user_activity (user_id, action, details)
+         SELECT md5(i::text), md5((i * 7)::text), jsonb_build_object('pad', repeat(md5(i::text), 8))
+           FROM generate_series(1, 300000) i"
+    ))
+    .await
+    .unwrap();
+    let (url, http) = (server.url.clone(), reqwest::Client::new());
+    let request = tokio::spawn(async move {
+        http.post(format!("{url}/api/v1/tenants/{name}/backups"))
+            .bearer_auth(process::TOKEN)
+            .send()
+            .await
+    });
+    let dump_state = "SELECT s.state FROM berqenas.operation_steps s
+                        JOIN berqenas.operations o ON o.id = s.operation_id
+                       WHERE o.kind = 'backup.take' AND o.tenant_name = $1 AND s.name = 'dump'";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state: Option<String> = pg
+            .query_opt(dump_state, &[&name])
+            .await
+            .unwrap()
+            .map(|r| r.get(0));
+        if state.as_deref() == Some("started") {
+            break;
+        }
+        assert!(
+            state.is_none() && Instant::now() < deadline,
+            "the dump was not caught running: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(pg);
+    let stopping = Instant::now();
+    server.stop().await;
+    let took = stopping.elapsed();
+    assert!(
+        took < berqenas::server::SHUTDOWN_DEADLINE + Duration::from_secs(10),
+        "exited {took:?} after SIGTERM"
+    );
+    let _ = request.await;
+
+    let restarted_at = chrono::Utc::now();
+    let mut server = Server::start(&dir, &[]).await;
+    let pg = process::superuser_in(&dir, None).await;
+    let row = pg
+        .query_one(
+            "SELECT s.state, s.at FROM berqenas.operation_steps s
+               JOIN berqenas.operations o ON o.id = s.operation_id
+              WHERE o.kind = 'backup.take' AND o.tenant_name = $1 AND s.name = 'dump'",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    let (state, at): (String, chrono::DateTime<chrono::Utc>) = (row.get(0), row.get(1));
+    assert_eq!(state, "applied", "the step running at SIGTERM finished");
+    assert!(at < restarted_at, "it finished before the process exited");
+    let op: String = pg
+        .query_one(
+            "SELECT state FROM berqenas.operations WHERE kind = 'backup.take' AND tenant_name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(op, "succeeded", "the next start finished the operation");
+    let (s, listed) = server
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{name}/backups"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(listed["backups"][0]["status"], "succeeded", "{listed}");
+    server.stop().await;
+}
