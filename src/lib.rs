@@ -15,6 +15,7 @@ pub mod duration;
 pub mod isolation;
 pub mod metrics;
 pub mod migrate;
+pub mod names;
 pub mod ops;
 pub mod pg;
 pub mod platform;

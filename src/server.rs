@@ -167,7 +167,7 @@ pub async fn platform_with(
     };
     tenant::database_mode::ensure_template(&platform).await?;
     tenant::shared_mode::ensure_pool(&platform).await?;
-    crate::quota::disk::repair_shared_guard(&platform.pool.get().await?).await?;
+    crate::isolation::quota_guard::repair_shared_guard(&platform.pool.get().await?).await?;
     Ok(platform)
 }
 

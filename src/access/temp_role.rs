@@ -14,8 +14,8 @@
 //! its operation, `Object::scratch("role", name, database)`), so however the operation
 //! ends, or wherever its process dies, the engine drops it.
 
-use crate::backup::dump::Conn;
-use crate::backup::Result;
+use super::Result;
+use crate::pg::conn::Conn;
 use crate::pg::{Ident, Literal};
 use crate::platform::Platform;
 use crate::secrets::{random_bytes, random_token};
@@ -139,7 +139,9 @@ impl TempRole {
         let name = &self.name;
         let cleanup = format!("DROP OWNED BY {name}");
         for db in databases {
-            let c = crate::backup::connect_to(p, db).await?;
+            let mut config = p.config.clone();
+            config.dbname(*db);
+            let c = crate::pg::connect(&config).await?;
             c.batch_execute(&cleanup).await?;
         }
         let c = p.pool.get().await?;

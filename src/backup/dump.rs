@@ -2,16 +2,14 @@
 //! connection string on the command line, a password only through `PGPASSWORD`), and
 //! what they said when they failed.
 
-use crate::secrets::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 use std::process::Stdio;
 
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
-use tokio_postgres::config::Host;
-use tokio_postgres::Config;
 
 use crate::pg::binaries::PgBinaries;
+pub use crate::pg::conn::Conn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -51,90 +49,6 @@ pub fn program(name: &str) -> Result<PathBuf, ToolError> {
                 "{name} not found: install the PostgreSQL client package (Debian/Ubuntu: `apt-get install postgresql-client`) or set BERQENAS_PG_BINDIR"
             ))
         })
-}
-
-/// Where and as whom a tool connects.
-#[derive(Clone)]
-pub struct Conn {
-    host: String,
-    port: u16,
-    pub user: String,
-    password: Option<SecretString>,
-    pub dbname: String,
-}
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Conn({}@{}:{}/{})",
-            self.user, self.host, self.port, self.dbname
-        )
-    }
-}
-
-/// A libpq connection-string value, quoted.
-fn quote(v: &str) -> String {
-    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-impl Conn {
-    /// The control plane's own connection, to `dbname`.
-    pub fn control(config: &Config, dbname: &str) -> Self {
-        let host = match config.get_hosts().first() {
-            Some(Host::Tcp(h)) => h.clone(),
-            Some(Host::Unix(p)) => p.display().to_string(),
-            None => "localhost".into(),
-        };
-        Self {
-            host,
-            port: config.get_ports().first().copied().unwrap_or(5432),
-            user: config.get_user().unwrap_or("postgres").to_string(),
-            password: config
-                .get_password()
-                .map(|p| String::from_utf8_lossy(p).into_owned().into()),
-            dbname: dbname.to_string(),
-        }
-    }
-
-    /// The same server and database as another role.
-    pub fn as_role(&self, user: &str, password: &SecretString) -> Self {
-        Self {
-            user: user.to_string(),
-            password: Some(password.clone()),
-            ..self.clone()
-        }
-    }
-
-    pub fn to_database(&self, dbname: &str) -> Self {
-        Self {
-            dbname: dbname.to_string(),
-            ..self.clone()
-        }
-    }
-
-    fn conninfo(&self) -> String {
-        format!(
-            "host={} port={} user={} dbname={} application_name=berqenas-backup connect_timeout=10",
-            quote(&self.host),
-            self.port,
-            quote(&self.user),
-            quote(&self.dbname)
-        )
-    }
-
-    fn apply(&self, cmd: &mut Command) {
-        cmd.arg(format!("--dbname={}", self.conninfo()))
-            .arg("--no-password");
-        match &self.password {
-            Some(p) => cmd.env("PGPASSWORD", p.expose_secret()),
-            None => cmd.env_remove("PGPASSWORD"),
-        };
-        // Nothing from the environment may redirect the tools elsewhere.
-        for var in ["PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGPASSFILE"] {
-            cmd.env_remove(var);
-        }
-    }
 }
 
 /// `pg_dump` of one schema in custom format (compressed), on stdout.
@@ -228,21 +142,4 @@ pub async fn finish(
         status: status.to_string(),
         stderr,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connection_strings_quote_values_and_leave_the_password_out() {
-        let config: Config = "host='/tmp/x y' port=5433 user='o\\'brien' password=s3cret dbname=db"
-            .parse()
-            .unwrap();
-        let c = Conn::control(&config, "tenant_a");
-        let info = c.conninfo();
-        assert!(info.contains("user='o\\'brien'"), "{info}");
-        assert!(info.contains("dbname='tenant_a'"), "{info}");
-        assert!(!info.contains("s3cret"));
-    }
 }

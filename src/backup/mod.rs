@@ -168,6 +168,16 @@ impl From<tenant::service::Error> for Error {
     }
 }
 
+impl From<crate::access::Error> for Error {
+    fn from(e: crate::access::Error) -> Self {
+        match e {
+            crate::access::Error::Db(e) => Error::Db(e),
+            crate::access::Error::Pool(e) => Error::Pool(e),
+            crate::access::Error::Pg(e) => Error::Pg(e),
+        }
+    }
+}
+
 impl From<crate::store::Error> for Error {
     fn from(e: crate::store::Error) -> Self {
         match e {

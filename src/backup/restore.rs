@@ -377,7 +377,7 @@ async fn stage_schema(
     // The operation drops them too, whatever happens; dropping them now frees them.
     let dropped = async {
         drop_scratch_db(p, &scratch_db).await?;
-        role.drop(p, &[]).await
+        Ok(role.drop(p, &[]).await?)
     }
     .await;
     kept_despite(copied, dropped)
@@ -509,7 +509,7 @@ async fn replace_schema(
         let _ = admin.batch_execute("ROLLBACK").await;
         put_back(p, target, plan).await?;
     }
-    let dropped = role.drop(p, &other_db).await;
+    let dropped = role.drop(p, &other_db).await.map_err(Error::from);
     kept_despite(finished, dropped)
 }
 

@@ -6,9 +6,9 @@
 use std::fmt::Write;
 
 use super::{create_login_role, RoleLimits};
+use crate::names::roles::{self, DefaultRole};
+use crate::names::Slug;
 use crate::pg::Ident;
-use crate::tenant::roles::{self, DefaultRole};
-use crate::tenant::Slug;
 
 /// The template every tenant database is cloned from: one per control database, so
 /// two installations on one server never share (or drop) each other's.

@@ -2,11 +2,13 @@
 //! Schema-per-tenant is implemented; database and shared modes follow the same trait.
 
 pub mod database;
+pub mod pool_catalog;
+pub mod quota_guard;
 pub mod schema;
 pub mod shared;
 
+use crate::names::Slug;
 use crate::pg::{Ident, Literal};
-use crate::tenant::Slug;
 
 /// Per-role limits PostgreSQL enforces for the tenant's login role.
 #[derive(Debug, Clone)]

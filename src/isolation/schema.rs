@@ -2,9 +2,9 @@
 //! plane's database. All of it is transactional, so creation is one transaction.
 
 use super::{create_login_role, Provision, Strategy};
+use crate::names::roles::{self, DefaultRole};
+use crate::names::Slug;
 use crate::pg::Ident;
-use crate::tenant::roles::{self, DefaultRole};
-use crate::tenant::Slug;
 
 pub struct SchemaPerTenant;
 

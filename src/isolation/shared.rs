@@ -10,9 +10,9 @@
 
 use std::fmt::Write;
 
+use crate::names::DefaultRole;
+use crate::names::Slug;
 use crate::pg::{Ident, Literal};
-use crate::tenant::roles::DefaultRole;
-use crate::tenant::Slug;
 
 /// The pool schema, in the control database.
 pub const POOL_SCHEMA: &str = "berqenas_shared";

@@ -363,7 +363,7 @@ pub async fn shared(
         ))
         .await?;
         shared_mode::tenantize(&tx).await?;
-        crate::quota::disk::extend_shared_guard(&tx).await?;
+        crate::isolation::quota_guard::extend_shared_guard(&tx).await?;
         shared_mode::set_pool_version(&tx, target, &template.checksum()).await?;
     }
     let moved = crate::store::tenants::move_shared_to_version(&tx, target).await?;

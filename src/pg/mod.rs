@@ -2,6 +2,7 @@
 
 pub mod binaries;
 pub mod cluster;
+pub mod conn;
 pub mod hardening;
 pub mod ident;
 

@@ -7,8 +7,8 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::Result;
+use crate::names::DefaultRole;
 use crate::pg::Ident;
-use crate::tenant::roles::DefaultRole;
 use crate::tenant::users::TenantUser;
 
 fn user_row(r: &Row) -> Result<TenantUser> {

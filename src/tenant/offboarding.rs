@@ -214,12 +214,7 @@ pub(crate) async fn drop_objects(
             let id = Literal(&t.id.to_string()).to_string();
             let mut sql = format!("SET LOCAL ROLE {owner};\n");
             // Children first: a foreign key without ON DELETE CASCADE would refuse.
-            let tables = crate::backup::shared::pool_tables(&**tx)
-                .await
-                .map_err(|e| match e {
-                    crate::backup::Error::Db(e) => Error::Db(e),
-                    other => Error::conflict("pool_unreadable", other.to_string()),
-                })?;
+            let tables = crate::isolation::pool_catalog::pool_tables(&**tx).await?;
             for table in tables.iter().rev() {
                 let table = Ident::new(table.name.clone()).expect("catalog names are valid");
                 sql.push_str(&format!(

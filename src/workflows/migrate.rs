@@ -483,16 +483,10 @@ impl UnitCx {
 }
 
 /// A throw-away role's failure (made, connected, dropped) as the tenant's.
-fn session_error(e: crate::backup::Error) -> TenantError {
+fn session_error(e: crate::access::Error) -> TenantError {
     match e {
-        crate::backup::Error::Db(e) => TenantError::Db(e),
-        crate::backup::Error::Pool(e) => TenantError::Pool(e),
-        crate::backup::Error::Pg(e) => TenantError::Pg(e),
-        crate::backup::Error::Tenant(e) => e,
-        other => TenantError::Rejected(crate::problem::Problem::new(
-            crate::problem::Kind::Internal,
-            "tenant_session",
-            other.to_string(),
-        )),
+        crate::access::Error::Db(e) => TenantError::Db(e),
+        crate::access::Error::Pool(e) => TenantError::Pool(e),
+        crate::access::Error::Pg(e) => TenantError::Pg(e),
     }
 }

@@ -8,9 +8,9 @@ use deadpool_postgres::{GenericClient, Transaction};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient as PgClient;
 
-use super::guard::ensure_shared_guard;
 use super::privileges::{merge, privileges_sql, Revoked};
 use super::{store, Outcome, Result, ROUND_TIMEOUTS};
+use crate::isolation::quota_guard::ensure_shared_guard;
 use crate::pg;
 use crate::platform::Platform;
 use crate::tenant::{Isolation, Slug, Tenant};

@@ -25,7 +25,6 @@
 //! row-security guard.
 
 mod enforce;
-mod guard;
 mod privileges;
 
 use deadpool_postgres::Transaction;
@@ -38,7 +37,6 @@ use crate::store::{quotas as store, tenants as registry};
 use crate::tenant::service;
 
 pub use enforce::{apply_remaining, enforce_locked, finish_locked, Remaining};
-pub use guard::{extend_shared_guard, repair_shared_guard};
 pub use privileges::Revoked;
 
 type Result<T, E = service::Error> = std::result::Result<T, E>;

@@ -3,9 +3,12 @@
 
 use deadpool_postgres::GenericClient;
 
-use super::ident;
-use crate::isolation::shared as pool;
+use super::shared as pool;
 use crate::pg::Ident;
+
+fn ident(s: &str) -> Ident {
+    Ident::new(s.to_string()).expect("catalog names are valid")
+}
 
 /// Any constant; serialises adding the guard to the pool's tables.
 const GUARD_LOCK: i64 = 0x6265_7271_6775_6172; // "berqguar"
@@ -39,9 +42,7 @@ async fn guard_state(c: &impl GenericClient) -> Result<(bool, Vec<String>), toki
 /// security policies that refuse INSERT and UPDATE (SQLSTATE 42501, as a revoked
 /// privilege would) while the tenant's `disk_usage.writes_blocked` is set. A tenant
 /// can read that flag only through this function, and change it not at all.
-pub(super) async fn ensure_shared_guard(
-    c: &impl GenericClient,
-) -> Result<(), tokio_postgres::Error> {
+pub async fn ensure_shared_guard(c: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
     let (schema, owner) = (ident(pool::POOL_SCHEMA), ident(pool::POOL_OWNER));
     if let (true, missing) = guard_state(c).await? {
         if missing.is_empty() {
