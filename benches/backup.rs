@@ -12,10 +12,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berqenas::backup;
-use berqenas::backup::restore::{RestoreRequest, Restored};
+use berqenas::backup::restore::RestoreRequest;
 use berqenas::secrets::SecretKey;
 use berqenas::server;
 use berqenas::tenant::service::CreateTenant;
+use berqenas::workflows::restores::Restored;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

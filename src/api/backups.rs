@@ -12,13 +12,14 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, OptionalJson};
 use super::{AppState, ADMIN_ACTOR};
 use crate::backup::policy::{self, BackupPolicy, PolicyRequest};
-use crate::backup::restore::{RestoreRequest, Restored};
+use crate::backup::restore::RestoreRequest;
 use crate::backup::verify::VerifyReport;
 use crate::backup::{self, Backup};
 use crate::problem::{Kind, Problem};
 use crate::tenant::service::CreatedTenant;
 use crate::tenant::Tenant;
 use crate::workflows;
+use crate::workflows::restores::Restored;
 
 impl From<backup::Error> for ApiError {
     fn from(e: backup::Error) -> Self {

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::pg::Ident;
-use crate::tenant::Isolation;
+use crate::store::tenants::Isolation;
 
 pub const FORMAT: u32 = 1;
 

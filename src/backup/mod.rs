@@ -25,7 +25,8 @@ use uuid::Uuid;
 
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
-use crate::tenant::{self, Isolation};
+use crate::store::tenants::Isolation;
+use crate::tenant;
 
 pub use manifest::{Manifest, TableStat};
 

@@ -13,8 +13,8 @@ use super::{Error, Result, DEFAULT_RETENTION_DAYS};
 use crate::audit;
 use crate::platform::Platform;
 use crate::problem::Problem;
+use crate::store::tenants::Tenant;
 use crate::store::{backups, plans};
-use crate::tenant::Tenant;
 
 pub const MAX_RETENTION_DAYS: i32 = 3650;
 

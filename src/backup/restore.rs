@@ -22,12 +22,12 @@ use super::dump::Conn;
 use super::feed::{run_restore, Input};
 use super::{shared, Backup, BackupStatus, Error, Manifest, Result};
 use crate::access::{Reach, TempRole};
+use crate::names::DefaultRole;
+use crate::names::Slug;
 use crate::pg::Ident;
 use crate::platform::Platform;
 use crate::secrets::random_bytes;
-use crate::tenant::roles::DefaultRole;
-use crate::tenant::service::CreatedTenant;
-use crate::tenant::{Isolation, Slug, Tenant};
+use crate::store::tenants::{Isolation, Tenant};
 
 /// `POST .../backups/{id}/restore`: empty for in place, or `{"as":"new-name"}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -46,11 +46,6 @@ impl RestoreRequest {
         }
         Ok(())
     }
-}
-
-pub enum Restored {
-    InPlace(Tenant),
-    New(CreatedTenant),
 }
 
 /// A backup that can be restored: succeeded, with its manifest.

@@ -26,7 +26,11 @@ fn ident(s: &str) -> Ident {
 }
 
 /// Copies the tenant's rows into a new scratch schema (committed, for pg_dump).
-pub async fn copy_out(p: &Platform, t: &crate::tenant::Tenant, scratch: &Ident) -> Result<()> {
+pub async fn copy_out(
+    p: &Platform,
+    t: &crate::store::tenants::Tenant,
+    scratch: &Ident,
+) -> Result<()> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let pool = ident(POOL_SCHEMA);

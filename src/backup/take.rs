@@ -22,7 +22,7 @@ use crate::audit;
 use crate::platform::Platform;
 use crate::secrets::random_bytes;
 use crate::store::backups::{self, NewBackup};
-use crate::tenant::{Isolation, Status, Tenant};
+use crate::store::tenants::{Isolation, Status, Tenant};
 
 /// A tenant can be backed up while it is live (a deleted one's final backup is its
 /// archive).

@@ -118,3 +118,14 @@ pub async fn foreign_keys(c: &impl GenericClient) -> Result<Vec<ForeignKey>, Err
         })
         .collect())
 }
+
+/// The pool's table names (the template's), from the catalog.
+pub async fn table_names(c: &impl GenericClient) -> Result<Vec<String>, Error> {
+    let rows = c
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 AND tablename <> 'members' ORDER BY 1",
+            &[&POOL_SCHEMA],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

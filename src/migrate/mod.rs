@@ -23,8 +23,8 @@ pub use units::{Outcome, Unit};
 
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
+use crate::store::tenants::Isolation;
 use crate::tenant::service::Error;
-use crate::tenant::Isolation;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -131,7 +131,7 @@ pub async fn status(p: &Platform) -> Result<MigrationStatus> {
 /// went into the pool's current tables.
 pub async fn set_restored_version(
     c: &impl deadpool_postgres::GenericClient,
-    t: &crate::tenant::Tenant,
+    t: &crate::store::tenants::Tenant,
     version: i32,
 ) -> crate::store::Result<()> {
     if t.isolation == Isolation::Shared {

@@ -5,11 +5,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{MigrateRequest, Result};
+use crate::names::Slug;
 use crate::pg::Ident;
 use crate::platform::Platform;
 use crate::store::tenants as store;
+use crate::store::tenants::Isolation;
 use crate::tenant::service::Error;
-use crate::tenant::{Isolation, Slug};
 
 /// Tenants whose objects exist: a soft-deleted tenant is migrated too, so a restore
 /// brings it back at the current version.

@@ -15,9 +15,10 @@ use crate::audit;
 use crate::isolation::shared::{POOL_OWNER, POOL_SCHEMA};
 use crate::pg::Ident;
 use crate::platform::Platform;
+use crate::store::tenants::Isolation;
 use crate::template::Template;
 use crate::tenant::service::Error;
-use crate::tenant::{shared_mode, Isolation};
+use crate::tenant::shared_mode;
 
 /// The role whose members may report a migrated tenant (migration 0013).
 const SESSION_ROLE: &str = "berqenas_migration_session";

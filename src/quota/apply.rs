@@ -7,7 +7,8 @@ use deadpool_postgres::GenericClient;
 use super::Quotas;
 use crate::pg::Ident;
 use crate::platform::Platform;
-use crate::tenant::{access, Isolation, Tenant};
+use crate::store::tenants::{Isolation, Tenant};
+use crate::tenant::access;
 
 /// The SQL that applies `q` to the tenant's logins (and database).
 pub fn limits_sql(p: &Platform, t: &Tenant, logins: &[Ident], q: &Quotas) -> String {

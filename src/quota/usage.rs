@@ -13,9 +13,9 @@ use super::{disk, Quotas};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::store::quotas::{self as store, Period};
+use crate::store::tenants::{Status, Tenant};
 use crate::store::{tenants as registry, users};
 use crate::tenant::service::Error;
-use crate::tenant::{Status, Tenant};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::{found, Result};
 use crate::apikey;
+use crate::store::tenants::Tenant;
 use crate::tenant::api_keys::{ApiKey, KeyState};
-use crate::tenant::Tenant;
 
 const KEY_COLUMNS: &str = "id, prefix, name, created_at, expires_at, revoked_at, replaced_by,
     CASE WHEN revoked_at IS NOT NULL THEN 'revoked'

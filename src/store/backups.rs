@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{found, Result};
 use crate::backup::policy::BackupPolicy;
 use crate::backup::{Backup, BackupKind, Manifest};
-use crate::tenant::Isolation;
+use crate::store::tenants::Isolation;
 
 const COLUMNS: &str =
     "id, tenant_id, tenant_name, kind, status, isolation, encrypted, location, size_bytes, \

@@ -7,8 +7,8 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{found, Result};
+use crate::store::tenants::Status;
 use crate::tenant::suspension::Membership;
-use crate::tenant::Status;
 
 /// The `offboarding` row.
 #[derive(Debug, Clone)]

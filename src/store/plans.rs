@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 
 use super::Result;
 use crate::quota::Quotas;
-use crate::tenant::Plan;
+use crate::store::tenants::Plan;
 
 pub async fn find(c: &impl GenericClient, name: &str) -> Result<Option<Plan>> {
     let row = c

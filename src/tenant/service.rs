@@ -107,7 +107,8 @@ pub(crate) fn db_quota(text: Option<&str>) -> Result<Option<i64>> {
     let Some(text) = text else { return Ok(None) };
     let bytes =
         parse_size(text).map_err(|e| Error::invalid("db_quota", format!("db_quota {e}")))?;
-    let (lo, hi) = crate::quota::range("db_quota_bytes").expect("db_quota_bytes is a quota");
+    let (lo, hi) =
+        crate::store::quotas::range("db_quota_bytes").expect("db_quota_bytes is a quota");
     if !(lo..=hi).contains(&bytes) {
         return Err(Error::invalid(
             "db_quota",
@@ -262,15 +263,6 @@ pub async fn update_locked(
     )
     .await?;
     Ok(tenant)
-}
-
-/// A backup-policy failure at create time, as this layer's error.
-pub(crate) fn backup_policy_error(e: crate::backup::Error) -> Error {
-    match e {
-        crate::backup::Error::Rejected(p) => Error::Rejected(p),
-        crate::backup::Error::Db(e) => Error::Db(e),
-        other => Error::Rejected(Problem::new(Kind::Internal, "internal", other.to_string())),
-    }
 }
 
 pub async fn plans(p: &Platform) -> Result<Vec<Plan>> {

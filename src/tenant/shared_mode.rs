@@ -12,17 +12,6 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 /// Any constant; serialises pool builds between servers starting together.
 const POOL_LOCK: i64 = 0x6265_7271_706f_6f6c; // "berqpool"
 
-/// The pool's tables (the template's), from the catalog.
-pub async fn pool_tables(c: &impl GenericClient) -> Result<Vec<String>> {
-    let rows = c
-        .query(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 AND tablename <> 'members' ORDER BY 1",
-            &[&sql::POOL_SCHEMA],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
 /// Builds the pool schema at the current template if it is not there yet.
 pub async fn ensure_pool(p: &Platform) -> Result<()> {
     let mut client = p.pool.get().await?;

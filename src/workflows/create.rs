@@ -109,9 +109,9 @@ pub async fn create(
         let t = &made.created.tenant;
         crate::backup::policy::apply_at_create(&tx, t.id, &made.plan, v.backup_schedule.as_deref())
             .await
-            .map_err(service::backup_policy_error)?;
+            .map_err(Error::from)?;
         domain::audit_created(&tx, &made, actor, op_id).await?;
-        Ok::<_, service::Error>(made)
+        Ok::<_, Error>(made)
     }
     .await;
     match made {
@@ -131,7 +131,7 @@ pub async fn create(
         }
         Err(e) => {
             tx.rollback().await?;
-            remember_rejection(rt, idem, v.slug.as_str(), e.into()).await
+            remember_rejection(rt, idem, v.slug.as_str(), e).await
         }
     }
 }
@@ -352,7 +352,7 @@ fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             params.backup_schedule.as_deref(),
         )
         .await
-        .map_err(|e| step_error(service::backup_policy_error(e)))?;
+        .map_err(super::backups::backup_error)?;
         database_mode::audit_created(
             &tx,
             &tenant,

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::backups::{backup_error, tenant_by_id, usable};
 use super::{failed, lock_tenant, open_value, run_kind, seal_value, step_error, Error, Runtime};
 use crate::audit;
-use crate::backup::restore::{self as domain, Plan, RestoreRequest, Restored};
+use crate::backup::restore::{self as domain, Plan, RestoreRequest};
 use crate::backup::{self, Backup, Manifest};
 use crate::ops::{fence, Idempotency, Kind, Object, Run, Step, StepError, StepFuture};
 use crate::problem::{Kind as ProblemKind, Problem};
@@ -94,6 +94,13 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
             point_of_no_return: 2,
         },
     ]
+}
+
+/// What a restore answers: the tenant restored in place, or the new one (with its
+/// secrets, shown once).
+pub enum Restored {
+    InPlace(Tenant),
+    New(CreatedTenant),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -11,9 +11,10 @@ use tokio_postgres::GenericClient as PgClient;
 use super::privileges::{merge, privileges_sql, Revoked};
 use super::{store, Outcome, Result, ROUND_TIMEOUTS};
 use crate::isolation::quota_guard::ensure_shared_guard;
+use crate::names::Slug;
 use crate::pg;
 use crate::platform::Platform;
-use crate::tenant::{Isolation, Slug, Tenant};
+use crate::store::tenants::{Isolation, Tenant};
 use crate::{audit, metrics};
 
 /// What is left of an enforcement for outside the control database's transaction

@@ -176,7 +176,7 @@ async fn shared_shares(
     let mut shares = std::collections::HashMap::new();
     let tx = client.transaction().await?;
     tx.batch_execute(ROUND_TIMEOUTS).await?;
-    let tables = crate::tenant::shared_mode::pool_tables(&tx).await?;
+    let tables = crate::isolation::pool_catalog::table_names(&*tx).await?;
     // The pool owner's maintenance policy sees every tenant's rows.
     tx.batch_execute(&format!("SET LOCAL ROLE {}", ident(pool::POOL_OWNER)))
         .await?;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient as PgClient;
 
 use crate::pg::Ident;
-use crate::tenant::Tenant;
+use crate::store::tenants::Tenant;
 
 /// One thing taken away from a tenant while it is over its disk quota.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,13 +7,15 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+pub mod record;
 mod usage;
 
 pub use usage::*;
 
 use super::{found, Result};
+use crate::names::Slug;
 use crate::pg::Ident;
-use crate::tenant::{AccessMode, Isolation, Slug, Status, Tenant};
+pub use record::{AccessMode, Isolation, Plan, Status, Tenant};
 
 /// The registry row (`t`) and, while the tenant is deleted or purged, what its delete
 /// recorded (`o`) and its archive's expiry (`b`): with [`JOINS`], one shape of a
