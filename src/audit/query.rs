@@ -9,30 +9,11 @@ use uuid::Uuid;
 use super::chain::{self, Verification};
 use crate::platform::Platform;
 use crate::problem::Problem;
+pub use crate::store::audit::AuditEntry;
 use crate::store::{audit as trail, tenants};
 use crate::tenant::service::{Error, DEFAULT_PAGE, MAX_PAGE};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// One row of the audit trail.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct AuditEntry {
-    /// Increases with every append; the chain runs in this order.
-    pub id: i64,
-    pub at: DateTime<Utc>,
-    /// `admin` (the admin API), `worker` (the background worker), ...
-    pub actor: String,
-    pub action: String,
-    pub tenant_id: Option<Uuid>,
-    pub tenant_name: Option<String>,
-    pub operation_id: Option<Uuid>,
-    #[schema(value_type = Object)]
-    pub details: serde_json::Value,
-    /// Hex SHA-256 of the row before (zeros for the first row).
-    pub prev_hash: String,
-    /// Hex SHA-256 over `prev_hash` and this row's fields.
-    pub hash: String,
-}
 
 /// A page of audit rows, newest first; pass `next_cursor` as `cursor` for older ones.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

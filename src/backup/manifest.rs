@@ -2,83 +2,12 @@
 //! (so an archive describes itself) and in the `backups` row. Per-table row counts
 //! and checksums are what `verify` compares a scratch restore with.
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient;
-use utoipa::ToSchema;
-use uuid::Uuid;
 
 use crate::pg::Ident;
-use crate::store::tenants::Isolation;
+pub use crate::store::backups::{ChecksumMethod, Encryption, Manifest, TableStat};
 
 pub const FORMAT: u32 = 1;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    pub format: u32,
-    pub id: Uuid,
-    pub tenant_id: Uuid,
-    pub tenant: String,
-    pub mode: Isolation,
-    pub template_version: i32,
-    pub server_version: String,
-    pub created_at: DateTime<Utc>,
-    /// The database the dump was taken from.
-    pub database: String,
-    /// The schema the archive holds: the tenant's, or for shared mode the scratch
-    /// schema its rows were copied into.
-    pub schema: String,
-    /// Bytes of the stored object (ciphertext when encrypted).
-    pub size_bytes: i64,
-    /// SHA-256 of the stored object, hex.
-    pub sha256: String,
-    pub encryption: Option<Encryption>,
-    pub tables: Vec<TableStat>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Encryption {
-    /// `AES-256-GCM, 1 MiB chunks` (see `backup::crypt`).
-    pub algorithm: String,
-    /// The backup's data key, sealed under the server's secret key (base64).
-    pub data_key: String,
-}
-
-/// One table's row count and an order-independent checksum of its rows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TableStat {
-    pub table: String,
-    pub rows: i64,
-    pub checksum: String,
-    /// How the checksum was taken (a manifest without it used `text`).
-    #[serde(default)]
-    pub method: ChecksumMethod,
-}
-
-/// Both sum a 64-bit hash of every row, so row order does not matter.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ChecksumMethod {
-    /// `hash_record_extended`: each column hashed by its type's own hash function, no
-    /// text conversion (about twice as fast); needs a hash function for every column's
-    /// type.
-    Record,
-    /// `hashtextextended` of the row as text ([`STABLE_TEXT`] fixes the text): works
-    /// for every type.
-    #[default]
-    Text,
-}
-
-impl ChecksumMethod {
-    fn sql(self, table: &str) -> String {
-        let hash = match self {
-            ChecksumMethod::Record => "hash_record_extended(r.*, 0)",
-            // `ROW(r.*)`: a column named `r` cannot shadow the whole-row reference.
-            ChecksumMethod::Text => "hashtextextended(ROW(r.*)::text, 0)",
-        };
-        format!("SELECT count(*), coalesce(sum({hash}), 0)::text FROM ONLY {table} AS r")
-    }
-}
 
 /// Settings that fix how rows print as text, so a checksum taken at backup time and
 /// one taken after a restore agree. Row security off: reading a table must never run

@@ -18,108 +18,20 @@ pub mod take;
 pub mod verify;
 pub mod worker;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
-use crate::store::tenants::Isolation;
+pub use crate::store::backups::{Backup, BackupKind, BackupStatus};
 use crate::tenant;
 
 pub use manifest::{Manifest, TableStat};
 
-/// Manual and final backups without a policy are kept this long.
-pub const DEFAULT_RETENTION_DAYS: i32 = 30;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum BackupKind {
-    /// Asked for through the API or CLI.
-    Manual,
-    /// Taken by the worker on the tenant's schedule.
-    Scheduled,
-    /// Taken when the tenant was deleted: its archive.
-    Final,
-}
-
-impl BackupKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackupKind::Manual => "manual",
-            BackupKind::Scheduled => "scheduled",
-            BackupKind::Final => "final",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [BackupKind::Manual, BackupKind::Scheduled, BackupKind::Final]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-    }
-}
+pub use crate::store::backups::DEFAULT_RETENTION_DAYS;
 
 crate::pg::from_text_column!(BackupKind, "backup kind");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum BackupStatus {
-    Running,
-    Succeeded,
-    Failed,
-    /// Past its retention: the object is deleted, the record stays.
-    Expired,
-}
-
-impl BackupStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackupStatus::Running => "running",
-            BackupStatus::Succeeded => "succeeded",
-            BackupStatus::Failed => "failed",
-            BackupStatus::Expired => "expired",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            BackupStatus::Running,
-            BackupStatus::Succeeded,
-            BackupStatus::Failed,
-            BackupStatus::Expired,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-}
-
 crate::pg::from_text_column!(BackupStatus, "backup status");
-
-/// A backup as the API shows it (the manifest without its sealed key).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Backup {
-    pub id: Uuid,
-    pub tenant_id: Uuid,
-    pub tenant: String,
-    pub kind: BackupKind,
-    pub status: BackupStatus,
-    pub isolation: Isolation,
-    pub encrypted: bool,
-    pub size_bytes: Option<i64>,
-    /// SHA-256 of the stored object, hex.
-    pub sha256: Option<String>,
-    pub template_version: Option<i32>,
-    pub server_version: Option<String>,
-    /// Row counts and checksums per table, as `verify` checks them.
-    pub tables: Vec<TableStat>,
-    /// Why a failed backup failed.
-    pub error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    /// When the worker deletes it (null: kept).
-    pub expires_at: Option<DateTime<Utc>>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

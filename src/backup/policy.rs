@@ -13,6 +13,7 @@ use super::{Error, Result, DEFAULT_RETENTION_DAYS};
 use crate::audit;
 use crate::platform::Platform;
 use crate::problem::Problem;
+pub use crate::store::backups::BackupPolicy;
 use crate::store::tenants::Tenant;
 use crate::store::{backups, plans};
 
@@ -30,28 +31,6 @@ pub struct PolicyRequest {
     /// [default: true]
     #[serde(default)]
     pub encryption: Option<bool>,
-}
-
-/// A tenant's (or a plan's) policy.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct BackupPolicy {
-    /// Null: no scheduled backups.
-    pub schedule: Option<String>,
-    pub retention_days: i32,
-    pub encryption: bool,
-    /// When the worker takes the next scheduled backup (tenant policies only).
-    pub next_run_at: Option<DateTime<Utc>>,
-}
-
-impl Default for BackupPolicy {
-    fn default() -> Self {
-        Self {
-            schedule: None,
-            retention_days: DEFAULT_RETENTION_DAYS,
-            encryption: true,
-            next_run_at: None,
-        }
-    }
 }
 
 /// Parses a schedule, or says what is wrong with it (field `field`).

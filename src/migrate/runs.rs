@@ -3,10 +3,7 @@
 //! whose id is the record's: the record says what happened, the operation engine sees
 //! that it finishes, also after a crash.
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::plan::MigrationPlan;
@@ -14,95 +11,8 @@ use super::{MigrateRequest, Result};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::store::migration_runs as store;
+pub use crate::store::migration_runs::{MigrationRun, Report, TenantFailure};
 use crate::tenant::service::Error;
-
-/// A run of the template over tenants; poll it until `state` is not `running`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct MigrationRun {
-    pub id: Uuid,
-    /// `running`, `succeeded`, or `failed` (a tenant failed, or the canary stopped the
-    /// run). A run whose process died is finished when the server starts again.
-    /// (`interrupted`: a run of a release before the operation engine ran them.)
-    pub state: String,
-    pub actor: String,
-    pub target_version: i32,
-    pub selector: serde_json::Value,
-    pub jobs: i32,
-    pub canary: Option<i32>,
-    /// Tenants below the target when the run started.
-    pub total: i32,
-    pub migrated: i32,
-    pub already_current: i32,
-    pub failed: i32,
-    /// Left alone because the canary failed.
-    pub not_attempted: i32,
-    pub failures: Vec<TenantFailure>,
-    pub migrated_tenants: Vec<String>,
-    pub error: Option<String>,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TenantFailure {
-    pub tenant: String,
-    pub from_version: i32,
-    pub error: String,
-    /// PostgreSQL's SQLSTATE, when the database refused the migration.
-    pub sqlstate: Option<String>,
-}
-
-/// Counts and lists as they stand; written while the run goes and at its end.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub struct Report {
-    pub migrated: Vec<String>,
-    pub already_current: i32,
-    pub failures: Vec<TenantFailure>,
-    pub not_attempted: i32,
-    /// The canary tenants all migrated: the rest may go (a run finished after a
-    /// restart does not run its canary again).
-    #[serde(default)]
-    pub canary_passed: bool,
-}
-
-impl Report {
-    /// Counts what a unit did.
-    pub fn record(&mut self, outcome: super::units::Outcome) {
-        use super::units::Outcome;
-        match outcome {
-            Outcome::Migrated(names) => self.migrated.extend(names),
-            Outcome::Current(names) => self.already_current += names.len() as i32,
-            Outcome::Failed(f) => self.failures.extend(f),
-        }
-    }
-
-    /// Tenants this run has dealt with (migrated or failed).
-    pub fn done(&self) -> usize {
-        self.migrated.len() + self.failures.len()
-    }
-
-    /// Whether this tenant failed in this run already (it is not tried again).
-    pub fn failed(&self, tenant: &str) -> bool {
-        self.failures.iter().any(|f| f.tenant == tenant)
-    }
-
-    /// The run's outcome once it is over.
-    pub fn state(&self) -> &'static str {
-        if self.failures.is_empty() && self.not_attempted == 0 {
-            "succeeded"
-        } else {
-            "failed"
-        }
-    }
-
-    /// Adds the tenants the audit trail says this run migrated and the report does not
-    /// list yet (progress written less often than tenants commit, and a crash between).
-    fn merge_migrated(&mut self, audited: Vec<String>) {
-        let known: std::collections::HashSet<String> = self.migrated.iter().cloned().collect();
-        self.migrated
-            .extend(audited.into_iter().filter(|n| !known.contains(n)));
-    }
-}
 
 /// The selection as the client asked for it (a tenant by the name or id it gave).
 fn selector_json(req: &MigrateRequest) -> serde_json::Value {
@@ -223,4 +133,43 @@ pub async fn finish(c: &impl GenericClient, id: Uuid, report: &Report) -> Result
 pub async fn get(p: &Platform, id: Uuid) -> Result<Option<MigrationRun>> {
     let client = p.pool.get().await?;
     Ok(store::find(&client, id).await?)
+}
+
+impl Report {
+    /// Counts what a unit did.
+    pub fn record(&mut self, outcome: super::units::Outcome) {
+        use super::units::Outcome;
+        match outcome {
+            Outcome::Migrated(names) => self.migrated.extend(names),
+            Outcome::Current(names) => self.already_current += names.len() as i32,
+            Outcome::Failed(f) => self.failures.extend(f),
+        }
+    }
+
+    /// Tenants this run has dealt with (migrated or failed).
+    pub fn done(&self) -> usize {
+        self.migrated.len() + self.failures.len()
+    }
+
+    /// Whether this tenant failed in this run already (it is not tried again).
+    pub fn failed(&self, tenant: &str) -> bool {
+        self.failures.iter().any(|f| f.tenant == tenant)
+    }
+
+    /// The run's outcome once it is over.
+    pub fn state(&self) -> &'static str {
+        if self.failures.is_empty() && self.not_attempted == 0 {
+            "succeeded"
+        } else {
+            "failed"
+        }
+    }
+
+    /// Adds the tenants the audit trail says this run migrated and the report does not
+    /// list yet (progress written less often than tenants commit, and a crash between).
+    fn merge_migrated(&mut self, audited: Vec<String>) {
+        let known: std::collections::HashSet<String> = self.migrated.iter().cloned().collect();
+        self.migrated
+            .extend(audited.into_iter().filter(|n| !known.contains(n)));
+    }
 }

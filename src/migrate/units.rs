@@ -9,12 +9,12 @@
 use uuid::Uuid;
 
 use super::plan::{PendingTenant, Place};
-use super::runs::TenantFailure;
 use super::Result;
 use crate::audit;
 use crate::isolation::shared::{POOL_OWNER, POOL_SCHEMA};
 use crate::pg::Ident;
 use crate::platform::Platform;
+use crate::store::migration_runs::TenantFailure;
 use crate::store::tenants::Isolation;
 use crate::template::Template;
 use crate::tenant::service::Error;

@@ -9,7 +9,9 @@ use uuid::Uuid;
 use super::{found, Result};
 use crate::apikey;
 use crate::store::tenants::Tenant;
-use crate::tenant::api_keys::{ApiKey, KeyState};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 const KEY_COLUMNS: &str = "id, prefix, name, created_at, expires_at, revoked_at, replaced_by,
     CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
@@ -139,4 +141,28 @@ pub struct StoredKey {
     /// Revoked, or past its expiry: as of the database's clock.
     pub usable: bool,
     pub tenant: Tenant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    Active,
+    Revoked,
+    Expired,
+}
+
+/// A key as listed: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiKey {
+    pub id: Uuid,
+    /// The key's public start, `bqk_<16 hex>`: how to recognise it.
+    pub prefix: String,
+    pub name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The key that replaced this one in a rotation.
+    pub replaced_by: Option<Uuid>,
+    /// As of the database's clock when read.
+    pub state: KeyState,
 }

@@ -8,7 +8,8 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::Result;
-use crate::audit::query::AuditEntry;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// One audit row to append. `action` is one of the names in docs/audit.md
 /// (`tenant_created`, `tenant_suspended`, `api_key_revoked`, ...).
@@ -175,4 +176,24 @@ pub async fn tenants_of(
     .iter()
     .map(|r| r.get(0))
     .collect())
+}
+
+/// One row of the audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    /// Increases with every append; the chain runs in this order.
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// `admin` (the admin API), `worker` (the background worker), ...
+    pub actor: String,
+    pub action: String,
+    pub tenant_id: Option<Uuid>,
+    pub tenant_name: Option<String>,
+    pub operation_id: Option<Uuid>,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    /// Hex SHA-256 of the row before (zeros for the first row).
+    pub prev_hash: String,
+    /// Hex SHA-256 over `prev_hash` and this row's fields.
+    pub hash: String,
 }

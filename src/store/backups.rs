@@ -8,9 +8,9 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{found, Result};
-use crate::backup::policy::BackupPolicy;
-use crate::backup::{Backup, BackupKind, Manifest};
 use crate::store::tenants::Isolation;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 const COLUMNS: &str =
     "id, tenant_id, tenant_name, kind, status, isolation, encrypted, location, size_bytes, \
@@ -288,4 +288,180 @@ pub async fn set_next_run(
     )
     .await?;
     Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    /// Asked for through the API or CLI.
+    Manual,
+    /// Taken by the worker on the tenant's schedule.
+    Scheduled,
+    /// Taken when the tenant was deleted: its archive.
+    Final,
+}
+
+impl BackupKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Manual => "manual",
+            BackupKind::Scheduled => "scheduled",
+            BackupKind::Final => "final",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [BackupKind::Manual, BackupKind::Scheduled, BackupKind::Final]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupStatus {
+    Running,
+    Succeeded,
+    Failed,
+    /// Past its retention: the object is deleted, the record stays.
+    Expired,
+}
+
+impl BackupStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupStatus::Running => "running",
+            BackupStatus::Succeeded => "succeeded",
+            BackupStatus::Failed => "failed",
+            BackupStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            BackupStatus::Running,
+            BackupStatus::Succeeded,
+            BackupStatus::Failed,
+            BackupStatus::Expired,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// A backup as the API shows it (the manifest without its sealed key).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Backup {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub tenant: String,
+    pub kind: BackupKind,
+    pub status: BackupStatus,
+    pub isolation: Isolation,
+    pub encrypted: bool,
+    pub size_bytes: Option<i64>,
+    /// SHA-256 of the stored object, hex.
+    pub sha256: Option<String>,
+    pub template_version: Option<i32>,
+    pub server_version: Option<String>,
+    /// Row counts and checksums per table, as `verify` checks them.
+    pub tables: Vec<TableStat>,
+    /// Why a failed backup failed.
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the worker deletes it (null: kept).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Manual and final backups without a policy are kept this long.
+pub const DEFAULT_RETENTION_DAYS: i32 = 30;
+
+/// A tenant's (or a plan's) policy.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackupPolicy {
+    /// Null: no scheduled backups.
+    pub schedule: Option<String>,
+    pub retention_days: i32,
+    pub encryption: bool,
+    /// When the worker takes the next scheduled backup (tenant policies only).
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+impl Default for BackupPolicy {
+    fn default() -> Self {
+        Self {
+            schedule: None,
+            retention_days: DEFAULT_RETENTION_DAYS,
+            encryption: true,
+            next_run_at: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub tenant: String,
+    pub mode: Isolation,
+    pub template_version: i32,
+    pub server_version: String,
+    pub created_at: DateTime<Utc>,
+    /// The database the dump was taken from.
+    pub database: String,
+    /// The schema the archive holds: the tenant's, or for shared mode the scratch
+    /// schema its rows were copied into.
+    pub schema: String,
+    /// Bytes of the stored object (ciphertext when encrypted).
+    pub size_bytes: i64,
+    /// SHA-256 of the stored object, hex.
+    pub sha256: String,
+    pub encryption: Option<Encryption>,
+    pub tables: Vec<TableStat>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Encryption {
+    /// `AES-256-GCM, 1 MiB chunks` (see `backup::crypt`).
+    pub algorithm: String,
+    /// The backup's data key, sealed under the server's secret key (base64).
+    pub data_key: String,
+}
+
+/// One table's row count and an order-independent checksum of its rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TableStat {
+    pub table: String,
+    pub rows: i64,
+    pub checksum: String,
+    /// How the checksum was taken (a manifest without it used `text`).
+    #[serde(default)]
+    pub method: ChecksumMethod,
+}
+
+/// Both sum a 64-bit hash of every row, so row order does not matter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksumMethod {
+    /// `hash_record_extended`: each column hashed by its type's own hash function, no
+    /// text conversion (about twice as fast); needs a hash function for every column's
+    /// type.
+    Record,
+    /// `hashtextextended` of the row as text ([`STABLE_TEXT`] fixes the text): works
+    /// for every type.
+    #[default]
+    Text,
+}
+
+impl ChecksumMethod {
+    pub fn sql(self, table: &str) -> String {
+        let hash = match self {
+            ChecksumMethod::Record => "hash_record_extended(r.*, 0)",
+            // `ROW(r.*)`: a column named `r` cannot shadow the whole-row reference.
+            ChecksumMethod::Text => "hashtextextended(ROW(r.*)::text, 0)",
+        };
+        format!("SELECT count(*), coalesce(sum({hash}), 0)::text FROM ONLY {table} AS r")
+    }
 }

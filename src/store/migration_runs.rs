@@ -9,7 +9,9 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::Result;
-use crate::migrate::runs::{MigrationRun, Report};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 const COLUMNS: &str = "id, state, actor, target_version, selector, jobs, canary, total, migrated, \
                        already_current, failed, not_attempted, report, error, started_at, finished_at";
@@ -135,4 +137,53 @@ pub async fn running(c: &impl GenericClient) -> Result<Option<Uuid>> {
     )
     .await?
     .map(|r| r.get(0)))
+}
+
+/// A run of the template over tenants; poll it until `state` is not `running`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MigrationRun {
+    pub id: Uuid,
+    /// `running`, `succeeded`, or `failed` (a tenant failed, or the canary stopped the
+    /// run). A run whose process died is finished when the server starts again.
+    /// (`interrupted`: a run of a release before the operation engine ran them.)
+    pub state: String,
+    pub actor: String,
+    pub target_version: i32,
+    pub selector: serde_json::Value,
+    pub jobs: i32,
+    pub canary: Option<i32>,
+    /// Tenants below the target when the run started.
+    pub total: i32,
+    pub migrated: i32,
+    pub already_current: i32,
+    pub failed: i32,
+    /// Left alone because the canary failed.
+    pub not_attempted: i32,
+    pub failures: Vec<TenantFailure>,
+    pub migrated_tenants: Vec<String>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantFailure {
+    pub tenant: String,
+    pub from_version: i32,
+    pub error: String,
+    /// PostgreSQL's SQLSTATE, when the database refused the migration.
+    pub sqlstate: Option<String>,
+}
+
+/// Counts and lists as they stand; written while the run goes and at its end.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub migrated: Vec<String>,
+    pub already_current: i32,
+    pub failures: Vec<TenantFailure>,
+    pub not_attempted: i32,
+    /// The canary tenants all migrated: the rest may go (a run finished after a
+    /// restart does not run its canary again).
+    #[serde(default)]
+    pub canary_passed: bool,
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{found, Result};
 use crate::store::tenants::Status;
-use crate::tenant::suspension::Membership;
+use serde::{Deserialize, Serialize};
 
 /// The `offboarding` row.
 #[derive(Debug, Clone)]
@@ -136,4 +136,14 @@ pub async fn due_purges(c: &impl GenericClient, limit: i64) -> Result<Vec<Uuid>>
         .iter()
         .map(|r| r.get(0))
         .collect())
+}
+
+/// A membership in one of the tenant's login roles held by a role outside the tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub role: String,
+    pub member: String,
+    /// Who granted it (None if that role no longer exists).
+    pub grantor: Option<String>,
+    pub admin_option: bool,
 }

@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::Result;
 use crate::names::DefaultRole;
 use crate::pg::Ident;
-use crate::tenant::users::TenantUser;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 fn user_row(r: &Row) -> Result<TenantUser> {
     Ok(TenantUser {
@@ -178,4 +179,14 @@ pub async fn set_verifier_sha256(c: &impl GenericClient, id: Uuid, sha: &[u8]) -
     )
     .await?;
     Ok(())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantUser {
+    pub email: String,
+    pub role: DefaultRole,
+    /// The PostgreSQL login role of this user.
+    #[schema(value_type = String)]
+    pub db_user: Ident,
+    pub created_at: DateTime<Utc>,
 }

@@ -3,7 +3,6 @@
 //! its new expiry. Whether a key works is decided in SQL on every request
 //! (`store::tenants::find_by_api_key`), so a revoked or expired key stops at once.
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -14,6 +13,7 @@ use super::{Status, Tenant};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::secrets::SecretString;
+pub use crate::store::api_keys::{ApiKey, KeyState};
 use crate::store::{api_keys as keys, tenants};
 use crate::{apikey, audit};
 
@@ -43,30 +43,6 @@ pub struct RotateApiKey {
     /// had is kept.
     #[serde(default)]
     pub expires_in: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyState {
-    Active,
-    Revoked,
-    Expired,
-}
-
-/// A key as listed: never its secret.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ApiKey {
-    pub id: Uuid,
-    /// The key's public start, `bqk_<16 hex>`: how to recognise it.
-    pub prefix: String,
-    pub name: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-    /// The key that replaced this one in a rotation.
-    pub replaced_by: Option<Uuid>,
-    /// As of the database's clock when read.
-    pub state: KeyState,
 }
 
 /// A new key and, this once, its plaintext.

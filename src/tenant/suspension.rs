@@ -19,6 +19,7 @@ use crate::audit;
 use crate::pg::Ident;
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
+pub use crate::store::offboarding::Membership;
 use crate::store::{offboarding, tenants};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -44,16 +45,6 @@ fn validate_reason(reason: Option<&str>) -> Result<Option<String>> {
         )));
     }
     Ok(Some(r.to_string()))
-}
-
-/// A membership in one of the tenant's login roles held by a role outside the tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Membership {
-    pub role: String,
-    pub member: String,
-    /// Who granted it (None if that role no longer exists).
-    pub grantor: Option<String>,
-    pub admin_option: bool,
 }
 
 /// Everything a suspension takes away, to be given back by [`restore`].

@@ -1,7 +1,6 @@
 //! Tenant users (seed 001 section 4.1): a login role per person, member of one of the
 //! tenant's default group roles, with credentials returned once and kept sealed.
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,10 +9,11 @@ use uuid::Uuid;
 use super::roles::DefaultRole;
 use super::service::{self, credentials_for, Credentials, Error};
 use super::Tenant;
-use crate::pg::{Ident, Literal};
+use crate::pg::Literal;
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::secrets::random_bytes;
+pub use crate::store::users::TenantUser;
 use crate::store::{self, tenants};
 use crate::{audit, pg::hardening};
 
@@ -26,16 +26,6 @@ pub struct AddUser {
     pub email: String,
     /// `tenant_admin`, `application_manager`, `developer` or `auditor`.
     pub role: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TenantUser {
-    pub email: String,
-    pub role: DefaultRole,
-    /// The PostgreSQL login role of this user.
-    #[schema(value_type = String)]
-    pub db_user: Ident,
-    pub created_at: DateTime<Utc>,
 }
 
 /// The new user and, this once, their credentials.
