@@ -92,9 +92,6 @@ pub(crate) fn validate_create(req: &CreateTenant) -> Result<Validated> {
             ));
         }
     }
-    if let Some(s) = &req.backup_schedule {
-        crate::backup::policy::parse_schedule("backup_schedule", s).map_err(Error::Rejected)?;
-    }
     let isolation = match req.isolation.as_deref() {
         None | Some("schema") => Isolation::Schema,
         Some("database") => Isolation::Database,

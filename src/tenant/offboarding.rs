@@ -248,7 +248,7 @@ pub async fn purgeable(tx: &Transaction<'_>, tenant: &Tenant) -> Result<Uuid> {
         None => None,
     };
     match archive {
-        Some(b) if b.status == crate::backup::BackupStatus::Succeeded => Ok(b.id),
+        Some(b) if b.status == crate::store::backups::BackupStatus::Succeeded => Ok(b.id),
         _ => Err(Error::conflict(
             "no_archive",
             format!(

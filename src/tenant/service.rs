@@ -218,7 +218,6 @@ pub async fn list(
 /// Changes the given fields, inside the caller's transaction (which holds the
 /// tenant's name and row); a new plan or quota is re-applied to the login roles.
 pub async fn update_locked(
-    p: &Platform,
     tx: &Transaction<'_>,
     current: &Tenant,
     req: &UpdateTenant,
@@ -245,11 +244,6 @@ pub async fn update_locked(
         },
     )
     .await?;
-    if req.plan.is_some() || db_quota_bytes.is_some() {
-        // The quotas in force go to every login of the tenant, and in database mode to
-        // the database's own connection limit, at once (one code path: quota::apply).
-        crate::quota::apply::apply_limits(p, tx, &tenant).await?;
-    }
     audit::record(
         tx,
         &audit::Entry {

@@ -53,7 +53,15 @@ pub async fn update(
     let tx = client.transaction().await?;
     let current = lock_tenant(&tx, key).await?;
     let op = Uuid::now_v7();
-    let tenant = service::update_locked(rt, &tx, &current, req, op, actor).await?;
+    let tenant = service::update_locked(&tx, &current, req, op, actor).await?;
+    if req.plan.is_some() || req.db_quota.is_some() {
+        // The quotas in force go to every login of the tenant, and in database mode to
+        // the database's own connection limit, in the same transaction (one code path:
+        // quota::apply).
+        crate::quota::apply::apply_limits(rt, &tx, &tenant)
+            .await
+            .map_err(crate::tenant::service::Error::from)?;
+    }
     commit_one(rt, tx, UPDATE, op, &tenant).await?;
     Ok(tenant)
 }

@@ -78,6 +78,12 @@ pub async fn create(
         Ok(v) => v,
         Err(e) => return remember_rejection(rt, idem, &req.name, e.into()).await,
     };
+    // The backup policy's schedule is the backup domain's to judge.
+    if let Some(s) = &req.backup_schedule {
+        if let Err(p) = crate::backup::policy::parse_schedule("backup_schedule", s) {
+            return remember_rejection(rt, idem, &req.name, Error::Rejected(p)).await;
+        }
+    }
     domain::settle_isolation(&rt.pool.get().await?, &mut v).await?;
     if v.isolation == Isolation::Database {
         return create_database(rt, &v, idem, actor).await;
