@@ -7,43 +7,14 @@ mod common;
 use std::time::Duration;
 
 use berqenas::migrate::{MigrateRequest, Started};
-use berqenas::platform::Endpoint;
 use berqenas::server::{self, Database};
 use berqenas::template::Template;
 use berqenas::workflows::{self, Runtime};
-use common::{superuser, unique, TestApp};
+use common::{unique, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-const INIT: &str = include_str!("../templates/tenant/0001_init.sql");
 const ADD_PRIORITY: &str = "ALTER TABLE applications ADD COLUMN priority integer;\n";
-
-fn template(extra: &[(&str, &str)]) -> Template {
-    let mut files = vec![("0001_init.sql", INIT)];
-    files.extend_from_slice(extra);
-    Template::from_files(&files)
-}
-
-/// A control plane of its own: this test's template is not the others'.
-async fn control_db(name: &str) -> Database {
-    let base = common::database().await;
-    superuser()
-        .await
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let mut config = base.config.clone();
-    config.dbname(name);
-    Database {
-        config,
-        endpoint: Endpoint {
-            database: name.to_string(),
-            ..base.endpoint.clone()
-        },
-        cluster: None,
-        backup_dir: Some(common::scratch_dir("backups")),
-    }
-}
 
 async fn runtime(db: &Database, t: Template, identity: &str) -> std::sync::Arc<Runtime> {
     let p = server::platform_with(db, common::secret_key(), 16, t)
@@ -85,9 +56,9 @@ async fn counts(db: &str, run: uuid::Uuid) -> (String, i64, i64) {
 
 #[tokio::test]
 async fn a_stopping_server_stops_a_run_between_tenants_and_the_next_start_finishes_it() {
-    let db = control_db("mig_stop").await;
+    let db = common::control_database("mig_stop").await;
     let identity = format!("mig-stop:{}", uuid::Uuid::new_v4());
-    let first = runtime(&db, template(&[]), &identity).await;
+    let first = runtime(&db, common::template_with(&[]), &identity).await;
     let app = TestApp::over(first.clone()).await;
     for _ in 0..16 {
         let (status, body) = app
@@ -101,7 +72,7 @@ async fn a_stopping_server_stops_a_run_between_tenants_and_the_next_start_finish
     }
     first.engine.shutdown(Duration::from_secs(5)).await;
 
-    let next = template(&[("0002_priority.sql", ADD_PRIORITY)]);
+    let next = common::template_with(&[("0002_priority.sql", ADD_PRIORITY)]);
     let doomed = runtime(&db, next.clone(), &identity).await;
     let req = MigrateRequest {
         jobs: Some(1),

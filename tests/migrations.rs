@@ -6,45 +6,16 @@ mod common;
 
 use std::time::Duration;
 
-use berqenas::platform::Endpoint;
 use berqenas::server::{self, Database};
 use berqenas::template::Template;
-use common::{connect_as, superuser, unique, TestApp, TOKEN};
+use common::{connect_as, unique, TestApp, INIT, TOKEN};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-const INIT: &str = include_str!("../templates/tenant/0001_init.sql");
 const ADD_PRIORITY: &str =
     "ALTER TABLE applications ADD COLUMN priority integer NOT NULL DEFAULT 0;\n\
                             CREATE INDEX applications_priority_idx ON applications (priority);\n";
 const UNIQUE_TEAM: &str = "CREATE UNIQUE INDEX applications_team_key ON applications (team);\n";
-
-fn template(extra: &[(&str, &str)]) -> Template {
-    let mut files = vec![("0001_init.sql", INIT)];
-    files.extend_from_slice(extra);
-    Template::from_files(&files)
-}
-
-/// A control plane of its own in the test cluster: templates differ between tests.
-async fn control_db(name: &str) -> Database {
-    let base = common::database().await;
-    superuser()
-        .await
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let mut config = base.config.clone();
-    config.dbname(name);
-    Database {
-        config,
-        endpoint: Endpoint {
-            database: name.to_string(),
-            ..base.endpoint.clone()
-        },
-        cluster: None,
-        backup_dir: Some(common::scratch_dir("backups")),
-    }
-}
 
 async fn app(db: &Database, template: Template) -> TestApp {
     let platform = server::platform_with(db, common::secret_key(), 16, template)
@@ -153,14 +124,18 @@ async fn version_of(app: &TestApp, name: &str) -> i64 {
 
 #[tokio::test]
 async fn every_mode_gets_the_migration_and_a_rerun_is_a_no_op() {
-    let db = control_db("mig_all").await;
-    let before = app(&db, template(&[])).await;
+    let db = common::control_database("mig_all").await;
+    let before = app(&db, common::template_with(&[])).await;
     let mut tenants = create_many(&before, "ms", "schema", 40).await;
     tenants.extend(create_many(&before, "md", "database", 30).await);
     tenants.extend(create_many(&before, "mh", "shared", 30).await);
 
     // A new release of the application's tenant schema: the server restarts with it.
-    let app = app(&db, template(&[("0002_priority.sql", ADD_PRIORITY)])).await;
+    let app = app(
+        &db,
+        common::template_with(&[("0002_priority.sql", ADD_PRIORITY)]),
+    )
+    .await;
     let (status, plan) = app
         .call(
             Method::POST,
@@ -255,8 +230,8 @@ async fn every_mode_gets_the_migration_and_a_rerun_is_a_no_op() {
 
 #[tokio::test]
 async fn a_failing_migration_fails_exactly_the_tenants_it_breaks() {
-    let db = control_db("mig_fail").await;
-    let before = app(&db, template(&[])).await;
+    let db = common::control_database("mig_fail").await;
+    let before = app(&db, common::template_with(&[])).await;
     let mut tenants = create_many(&before, "fs", "schema", 6).await;
     tenants.extend(create_many(&before, "fd", "database", 3).await);
     // Two schema tenants and one database tenant hold a duplicate team.
@@ -270,7 +245,11 @@ async fn a_failing_migration_fails_exactly_the_tenants_it_breaks() {
         .unwrap();
     }
     let control = pg("mig_fail").await;
-    let app = app(&db, template(&[("0002_unique_team.sql", UNIQUE_TEAM)])).await;
+    let app = app(
+        &db,
+        common::template_with(&[("0002_unique_team.sql", UNIQUE_TEAM)]),
+    )
+    .await;
 
     // The CLI, as a deploy script would run it: non-zero exit and a report.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_berqenas"))
@@ -331,8 +310,8 @@ async fn a_failing_migration_fails_exactly_the_tenants_it_breaks() {
 
 #[tokio::test]
 async fn a_failing_canary_stops_the_rollout() {
-    let db = control_db("mig_canary").await;
-    let before = app(&db, template(&[])).await;
+    let db = common::control_database("mig_canary").await;
+    let before = app(&db, common::template_with(&[])).await;
     let tenants = create_many(&before, "cn", "schema", 1).await;
     let rest = create_many(&before, "cn", "schema", 5).await;
     let c = connect_as(&tenants[0]["credentials"]).await;
@@ -341,7 +320,11 @@ async fn a_failing_canary_stops_the_rollout() {
     )
     .await
     .unwrap();
-    let app = app(&db, template(&[("0002_unique_team.sql", UNIQUE_TEAM)])).await;
+    let app = app(
+        &db,
+        common::template_with(&[("0002_unique_team.sql", UNIQUE_TEAM)]),
+    )
+    .await;
     let run = run_migration(&app, json!({"canary": 2, "jobs": 1})).await;
     assert_eq!(run["state"], "failed", "{run}");
     assert_eq!(run["failed"], 1);
@@ -354,10 +337,14 @@ async fn a_failing_canary_stops_the_rollout() {
 
 #[tokio::test]
 async fn subsets_and_bad_requests() {
-    let db = control_db("mig_subset").await;
-    let before = app(&db, template(&[])).await;
+    let db = common::control_database("mig_subset").await;
+    let before = app(&db, common::template_with(&[])).await;
     let a = create_many(&before, "sa", "schema", 2).await;
-    let app = app(&db, template(&[("0002_priority.sql", ADD_PRIORITY)])).await;
+    let app = app(
+        &db,
+        common::template_with(&[("0002_priority.sql", ADD_PRIORITY)]),
+    )
+    .await;
     let control = pg("mig_subset").await;
     let audit_before: i64 = control
         .query_one("SELECT count(*) FROM berqenas.audit_log", &[])
@@ -405,19 +392,19 @@ async fn subsets_and_bad_requests() {
 
 #[tokio::test]
 async fn a_changed_or_missing_applied_migration_is_refused() {
-    let db = control_db("mig_tamper").await;
+    let db = common::control_database("mig_tamper").await;
     let key = common::secret_key;
     if let Err(e) = server::platform_with(
         &db,
         key(),
         4,
-        template(&[("0002_priority.sql", ADD_PRIORITY)]),
+        common::template_with(&[("0002_priority.sql", ADD_PRIORITY)]),
     )
     .await
     {
         panic!("{e:?}");
     }
-    let changed = template(&[(
+    let changed = common::template_with(&[(
         "0002_priority.sql",
         "ALTER TABLE applications ADD COLUMN p2 int;",
     )]);
@@ -430,7 +417,7 @@ async fn a_changed_or_missing_applied_migration_is_refused() {
         err.contains("0002_priority.sql") && err.contains("changed"),
         "{err}"
     );
-    let err = server::platform_with(&db, key(), 4, template(&[]))
+    let err = server::platform_with(&db, key(), 4, common::template_with(&[]))
         .await
         .err()
         .expect("a missing migration is refused")
@@ -551,7 +538,7 @@ async fn session_roles_left(control: &tokio_postgres::Client, id: &str) -> i64 {
 
 #[tokio::test]
 async fn kill_9_during_a_run_is_finished_by_the_restart() {
-    let db = control_db("mig_crash").await;
+    let db = common::control_database("mig_crash").await;
     let cluster = common::database().await.cluster.clone().unwrap();
     let dsn = cluster.superuser_dsn(&db.endpoint.database);
     let data = common::scratch_dir("mig-crash");
@@ -673,8 +660,8 @@ async fn kill_9_during_a_run_is_finished_by_the_restart() {
 
 #[tokio::test]
 async fn a_restored_backup_takes_its_template_version_and_migrates_again() {
-    let db = control_db("mig_restore").await;
-    let before = app(&db, template(&[])).await;
+    let db = common::control_database("mig_restore").await;
+    let before = app(&db, common::template_with(&[])).await;
     let mut tenants = create_many(&before, "rs", "schema", 1).await;
     tenants.extend(create_many(&before, "rd", "database", 1).await);
     tenants.extend(create_many(&before, "rh", "shared", 1).await);
@@ -699,7 +686,11 @@ async fn a_restored_backup_takes_its_template_version_and_migrates_again() {
         assert!(s.is_success(), "{b}");
         backups.push(b["id"].as_str().unwrap().to_string());
     }
-    let app = app(&db, template(&[("0002_priority.sql", ADD_PRIORITY)])).await;
+    let app = app(
+        &db,
+        common::template_with(&[("0002_priority.sql", ADD_PRIORITY)]),
+    )
+    .await;
     assert_eq!(run_migration(&app, json!({})).await["migrated"], 3);
     let control = pg("mig_restore").await;
     for (t, id) in tenants.iter().zip(&backups) {
@@ -744,15 +735,15 @@ async fn a_restored_backup_takes_its_template_version_and_migrates_again() {
 async fn a_table_a_migration_creates_belongs_to_the_tenant_and_stays() {
     const NOTES: &str =
         "CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);\n";
-    let db = control_db("mig_newtable").await;
-    let app = app(&db, template(&[])).await;
+    let db = common::control_database("mig_newtable").await;
+    let app = app(&db, common::template_with(&[])).await;
     let tenants = [
         create_many(&app, "newtbl-s", "schema", 1).await,
         create_many(&app, "newtbl-d", "database", 1).await,
     ]
     .concat();
     drop(app);
-    let app = self::app(&db, template(&[("0002_notes.sql", NOTES)])).await;
+    let app = self::app(&db, common::template_with(&[("0002_notes.sql", NOTES)])).await;
     let run = run_migration(&app, json!({})).await;
     assert_eq!(run["state"], "succeeded", "{run}");
     for t in &tenants {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use serde_json::Value;
 
-use crate::ops::{self, Context, Engine, Object, OpError, Registry, StepError, StepFuture};
+use crate::ops::{self, Context, Engine, Object, OpError, Registry, Run, StepError, StepFuture};
 use crate::pg::Ident;
 use crate::platform::Platform;
 use crate::problem::{Kind as ProblemKind, Problem};
@@ -245,6 +245,23 @@ pub(crate) fn step_error(e: crate::tenant::service::Error) -> StepError {
 
 pub(crate) fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StepError {
     StepError::failed(e)
+}
+
+/// The step after a cut of a tenant's logins: the sessions of the logins the kind's
+/// first step turned off (its outcome's `logins`) end.
+pub(crate) fn end_cut_sessions<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let first = run.steps()[0];
+        let logins: Vec<String> = run
+            .outcome::<Value>(first)
+            .and_then(|v| serde_json::from_value(v["logins"].clone()).ok())
+            .unwrap_or_default();
+        let client = rt.pool.get().await.map_err(failed)?;
+        let ended = crate::tenant::access::end_sessions(&client, &logins)
+            .await
+            .map_err(failed)?;
+        Ok(serde_json::json!({"sessions": ended}))
+    })
 }
 
 /// Opens a connection as the control role to another database of the server.

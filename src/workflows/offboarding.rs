@@ -50,7 +50,7 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                 Step {
                     name: "end_sessions",
                     reaches_out: true,
-                    apply: end_sessions,
+                    apply: super::end_cut_sessions,
                     compensate: None,
                 },
                 Step {
@@ -221,21 +221,6 @@ fn uncut<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         fence::release(&tx, run).await?;
         tx.commit().await.map_err(failed)?;
         Ok(Value::Null)
-    })
-}
-
-/// 2. The sessions of the logins the cut turned off.
-fn end_sessions<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
-    Box::pin(async move {
-        let logins: Vec<String> = run
-            .outcome::<Value>("cut")
-            .and_then(|v| serde_json::from_value(v["logins"].clone()).ok())
-            .unwrap_or_default();
-        let client = rt.pool.get().await.map_err(failed)?;
-        let ended = access::end_sessions(&client, &logins)
-            .await
-            .map_err(failed)?;
-        Ok(json!({"sessions": ended}))
     })
 }
 

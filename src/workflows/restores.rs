@@ -26,7 +26,7 @@ use crate::store::tenants;
 use crate::tenant::create::CreateTenant;
 use crate::tenant::service::{self, CreatedTenant};
 use crate::tenant::suspension::{self, Membership};
-use crate::tenant::{access, database_mode, Isolation, Status, Tenant};
+use crate::tenant::{database_mode, Isolation, Status, Tenant};
 
 pub const RESTORE: &str = "backup.restore";
 pub const RESTORE_AS: &str = "backup.restore_as";
@@ -45,7 +45,7 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                 Step {
                     name: "end_sessions",
                     reaches_out: true,
-                    apply: end_sessions,
+                    apply: super::end_cut_sessions,
                     compensate: None,
                 },
                 Step {
@@ -240,18 +240,6 @@ fn give_back<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         fence::release(&tx, run).await?;
         tx.commit().await.map_err(failed)?;
         Ok(Value::Null)
-    })
-}
-
-/// 2. The sessions of the logins `own` turned off.
-fn end_sessions<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
-    Box::pin(async move {
-        let cut: Cut = run.outcome("own").unwrap_or_default();
-        let client = rt.pool.get().await.map_err(failed)?;
-        let ended = access::end_sessions(&client, &cut.logins)
-            .await
-            .map_err(failed)?;
-        Ok(json!({"sessions": ended}))
     })
 }
 

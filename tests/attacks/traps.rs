@@ -13,7 +13,6 @@
 use std::collections::BTreeSet;
 
 use berqenas::migrate::{self, MigrateRequest};
-use berqenas::platform::Endpoint;
 use berqenas::server::{self, Database};
 use berqenas::template::Template;
 use reqwest::{Method, StatusCode};
@@ -25,27 +24,6 @@ const INIT: &str = include_str!("../../templates/tenant/0001_init.sql");
 /// What an operator's next template release typically does: a column, filled in.
 const NEXT: &str = "ALTER TABLE applications ADD COLUMN slug varchar(255);\n\
                     UPDATE applications SET slug = lower(name) WHERE name = name;\n";
-
-/// A control plane of its own (its template changes mid-test).
-async fn control_db(name: &str) -> Database {
-    let base = common::database().await;
-    common::superuser()
-        .await
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let mut config = base.config.clone();
-    config.dbname(name);
-    Database {
-        config,
-        endpoint: Endpoint {
-            database: name.to_string(),
-            ..base.endpoint.clone()
-        },
-        cluster: None,
-        backup_dir: Some(common::scratch_dir("trap-backups")),
-    }
-}
 
 fn template(next: bool) -> Template {
     let mut files = vec![("0001_init.sql", INIT)];
@@ -202,7 +180,7 @@ async fn ok(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> V
 
 async fn every_operation(mode: &str) {
     let name_db = format!("traps_{mode}");
-    let db = control_db(&name_db).await;
+    let db = common::control_database(&name_db).await;
     let first = server::platform_with(&db, common::secret_key(), 16, template(false))
         .await
         .unwrap();

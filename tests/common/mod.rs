@@ -310,3 +310,35 @@ pub async fn whole_state(pg: &tokio_postgres::Client) -> Vec<String> {
         .unwrap();
     rows.iter().map(|r| r.get(0)).collect()
 }
+
+/// The default tenant template's first migration.
+pub const INIT: &str = include_str!("../../templates/tenant/0001_init.sql");
+
+/// The default template's first migration and then `extra` (file name, SQL).
+pub fn template_with(extra: &[(&str, &str)]) -> berqenas::template::Template {
+    let mut files = vec![("0001_init.sql", INIT)];
+    files.extend_from_slice(extra);
+    berqenas::template::Template::from_files(&files)
+}
+
+/// A control plane of its own in the test cluster (a test whose template differs from
+/// the others', or changes mid-test): database `name`, backups in a scratch directory.
+pub async fn control_database(name: &str) -> Database {
+    let base = database().await;
+    superuser()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let mut config = base.config.clone();
+    config.dbname(name);
+    Database {
+        config,
+        endpoint: berqenas::platform::Endpoint {
+            database: name.to_string(),
+            ..base.endpoint.clone()
+        },
+        cluster: None,
+        backup_dir: Some(scratch_dir("backups")),
+    }
+}

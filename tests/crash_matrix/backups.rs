@@ -5,7 +5,7 @@ use berqenas::workflows::{backups as wf, restores};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::tenants::make;
+use super::tenants::{insert, make};
 use super::{Env, Fut, Scenario};
 
 type Prepare = for<'a> fn(&'a Env) -> Fut<'a, Value>;
@@ -63,21 +63,10 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-async fn insert(creds: &Value, name: &str) {
-    super::common::connect_as(creds)
-        .await
-        .execute(
-            "INSERT INTO applications (name, team, created_by) VALUES ($1, 'a', 'me')",
-            &[&name],
-        )
-        .await
-        .unwrap();
-}
-
 /// A tenant with one row, `kept`.
 async fn with_row(env: &Env, isolation: &str) -> Value {
     let created = make(env, isolation, json!({})).await;
-    insert(&created["credentials"], "kept").await;
+    insert(&created["credentials"], "kept").await.unwrap();
     created
 }
 
@@ -100,7 +89,7 @@ async fn backed_up(env: &Env, isolation: &str) -> Value {
             None,
         )
         .await;
-    insert(&created["credentials"], "after").await;
+    insert(&created["credentials"], "after").await.unwrap();
     json!({"backup": b["id"]})
 }
 

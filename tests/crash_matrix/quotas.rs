@@ -4,7 +4,7 @@
 use berqenas::workflows::quotas as wf;
 use serde_json::{json, Value};
 
-use super::tenants::make;
+use super::tenants::{insert, make};
 use super::{Env, Fut, Scenario};
 
 type Prepare = for<'a> fn(&'a Env) -> Fut<'a, Value>;
@@ -88,16 +88,6 @@ fn enforce<'a>(env: &'a Env, created: &'a Value) -> Fut<'a, Result<(), String>> 
             .map(drop)
             .map_err(|e| e.to_string())
     })
-}
-
-async fn insert(creds: &Value, name: &str) -> Result<u64, tokio_postgres::Error> {
-    super::common::connect_as(creds)
-        .await
-        .execute(
-            "INSERT INTO applications (name, team, created_by) VALUES ($1, 'a', 'me')",
-            &[&name],
-        )
-        .await
 }
 
 /// The tenant writes exactly when its record says it is not blocked (and reads

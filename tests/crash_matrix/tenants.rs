@@ -125,6 +125,17 @@ fn nothing<'a>(_: &'a Env) -> Fut<'a, Value> {
 }
 
 /// A tenant of the case's name in `isolation`; returns the create's answer.
+/// One row, `name`, into the tenant's `applications`, through its own login.
+pub async fn insert(creds: &Value, name: &str) -> Result<u64, tokio_postgres::Error> {
+    super::common::connect_as(creds)
+        .await
+        .execute(
+            "INSERT INTO applications (name, team, created_by) VALUES ($1, 'a', 'me')",
+            &[&name],
+        )
+        .await
+}
+
 pub async fn make(env: &Env, isolation: &str, extra: Value) -> Value {
     let mut body = json!({"name": env.name, "isolation": isolation, "public_api": true});
     if let (Some(b), Some(x)) = (body.as_object_mut(), extra.as_object()) {
