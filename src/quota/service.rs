@@ -286,7 +286,15 @@ pub async fn update_locked(
         .ok_or_else(|| Error::not_found(t.name.as_str()))?;
     store::set_overrides(tx, t.id, &changes).await?;
     let t = registry::get(tx, t.id).await?;
-    let new = apply::apply_limits(p, tx, &t).await?;
+    // A purged tenant has no roles to apply them to: they are recorded, and a rebuild
+    // from its archive applies the quotas in force then.
+    let new = if t.status == tenants::Status::Purged {
+        store::effective(tx, t.id)
+            .await?
+            .ok_or_else(|| Error::not_found(t.name.as_str()))?
+    } else {
+        apply::apply_limits(p, tx, &t).await?
+    };
     let mut lowered_below = Vec::new();
     for (field, _) in &changes {
         let (from, to) = (value(&old, field), value(&new, field));

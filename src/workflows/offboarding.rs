@@ -656,6 +656,11 @@ fn finish_rebuild<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         crate::migrate::set_restored_version(&tx, &t, version)
             .await
             .map_err(failed)?;
+        // The roles were rebuilt with the plan's limits: the quotas in force (the
+        // tenant's overrides included) replace them, and the database's own limit.
+        crate::quota::apply::apply_limits(rt, &tx, &t)
+            .await
+            .map_err(failed)?;
         // The purge dropped the login roles, and with them what outside roles (an
         // application's pool role) held in them; the rebuilt roles get it back.
         crate::tenant::suspension::restore(&tx, &[], &off.disabled_memberships, rt.caps.superuser)

@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 
 use berqenas::migrate::{self, MigrateRequest};
-use berqenas::server::{self, Database};
+use berqenas::server;
 use berqenas::template::Template;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
