@@ -16,7 +16,11 @@ pub enum Kind {
     TooLarge,
     /// A body in a format the endpoint does not take (not JSON).
     UnsupportedMediaType,
+    /// Over a rate limit (the answer carries `Retry-After`).
+    TooManyRequests,
     Unavailable,
+    /// A statement cancelled at its timeout.
+    Timeout,
     Internal,
 }
 

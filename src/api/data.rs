@@ -1,7 +1,6 @@
 //! `POST /api/v1/query`: the tenant data API, authenticated by the tenant's API key.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -19,26 +18,30 @@ fn query_error(e: QueryError) -> Response {
             code,
             message,
             field,
-        } => ratelimit::error(StatusCode::BAD_REQUEST, code, message, field),
-        QueryError::PermissionDenied(m) => {
-            ratelimit::error(StatusCode::FORBIDDEN, "permission_denied", m, None)
-        }
+        } => super::error::answer(crate::problem::Kind::BadInput, code, message, field),
+        QueryError::PermissionDenied(m) => super::error::answer(
+            crate::problem::Kind::Forbidden,
+            "permission_denied",
+            m,
+            None,
+        ),
         QueryError::Timeout(m) => {
-            ratelimit::error(StatusCode::GATEWAY_TIMEOUT, "statement_timeout", m, None)
+            super::error::answer(crate::problem::Kind::Timeout, "statement_timeout", m, None)
         }
         QueryError::TooLarge(m) => {
-            ratelimit::error(StatusCode::PAYLOAD_TOO_LARGE, "result_too_large", m, None)
+            super::error::answer(crate::problem::Kind::TooLarge, "result_too_large", m, None)
         }
         QueryError::Unavailable { code, message } => {
-            let mut res = ratelimit::error(StatusCode::SERVICE_UNAVAILABLE, code, message, None);
+            let mut res =
+                super::error::answer(crate::problem::Kind::Unavailable, code, message, None);
             res.headers_mut()
                 .insert("retry-after", axum::http::HeaderValue::from_static("1"));
             res
         }
         QueryError::Internal(e) => {
             tracing::error!(error = %e, "data API statement failed");
-            ratelimit::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
+            super::error::answer(
+                crate::problem::Kind::Internal,
                 "internal",
                 "internal error; the server log has the details",
                 None,

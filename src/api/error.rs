@@ -36,9 +36,22 @@ pub fn status_of(kind: Kind) -> StatusCode {
         Kind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// An error answer of `kind`, in the one error shape (for handlers that add headers).
+pub fn answer(kind: Kind, code: &str, message: impl Into<String>, field: Option<&str>) -> Response {
+    ApiError(Problem {
+        kind,
+        code: code.into(),
+        message: message.into(),
+        field: field.map(str::to_string),
+    })
+    .into_response()
 }
 
 impl IntoResponse for ApiError {

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
@@ -80,8 +80,8 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, Box<dyn std::error::Erro
     responses((status = 200, description = "Prometheus/OpenMetrics text"), (status = 401), (status = 503)))]
 pub async fn scrape(State(state): State<AppState>, req: Request) -> Response {
     if !authorized(&state, &req) {
-        let mut res = super::ratelimit::error(
-            StatusCode::UNAUTHORIZED,
+        let mut res = super::error::answer(
+            crate::problem::Kind::Unauthorized,
             "unauthorized",
             "send Authorization: Bearer <metrics token or admin token>",
             None,
@@ -98,8 +98,8 @@ pub async fn scrape(State(state): State<AppState>, req: Request) -> Response {
             .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "metrics scrape could not read the registry");
-            super::ratelimit::error(
-                StatusCode::SERVICE_UNAVAILABLE,
+            super::error::answer(
+                crate::problem::Kind::Unavailable,
                 "database_unavailable",
                 "the database is unavailable; retry later",
                 None,

@@ -2,7 +2,7 @@
 //! `GET/POST .../usage`, `GET .../resources`.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -87,8 +87,8 @@ pub async fn increment(
                 api,
             } => {
                 let mut res = ratelimit::with_headers(
-                    ratelimit::error(
-                        StatusCode::TOO_MANY_REQUESTS,
+                    super::error::answer(
+                        crate::problem::Kind::TooManyRequests,
                         &problem.code,
                         problem.message,
                         None,

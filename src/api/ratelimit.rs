@@ -2,32 +2,12 @@
 //! and `RateLimit-Reset` on every answer of a limited endpoint, and 429 with
 //! `Retry-After` when over.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 
-use super::error::{ErrorBody, ErrorDetail};
+use super::error::answer;
+use crate::problem::Kind;
 use crate::quota::rate::Decision;
-
-/// A JSON error with any status (the shared error type has no 429 or 504).
-pub fn error(
-    status: StatusCode,
-    code: &str,
-    message: impl Into<String>,
-    field: Option<&str>,
-) -> Response {
-    (
-        status,
-        Json(ErrorBody {
-            error: ErrorDetail {
-                code: code.into(),
-                message: message.into(),
-                field: field.map(str::to_string),
-            },
-        }),
-    )
-        .into_response()
-}
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: u64) {
     headers.insert(name, HeaderValue::from(value));
@@ -65,8 +45,8 @@ pub fn too_many(d: &Decision) -> Response {
         Decision::Allowed { limit, .. } | Decision::Limited { limit, .. } => *limit,
     };
     with_headers(
-        error(
-            StatusCode::TOO_MANY_REQUESTS,
+        answer(
+            Kind::TooManyRequests,
             "rate_limited",
             format!("over this tenant's limit of {limit} API calls per minute; retry after the Retry-After seconds"),
             None,
