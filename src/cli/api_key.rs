@@ -8,7 +8,7 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use reqwest::Method;
 
 use super::client::{tenant_path, Client, ClientError};
-use super::tenant::NameArgs;
+use super::NameArgs;
 use super::{output, ClientArgs};
 use crate::tenant::api_keys::{
     ApiKey, ApiKeyList, CreateApiKey, NewApiKey, RotateApiKey, RotatedApiKey,

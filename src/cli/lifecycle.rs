@@ -6,7 +6,7 @@ use clap::Args;
 use reqwest::Method;
 
 use super::client::{tenant_path, Client, ClientError};
-use super::tenant::NameArgs;
+use super::NameArgs;
 use super::{output, ClientArgs};
 use crate::tenant::suspension::SuspendTenant;
 use crate::tenant::Tenant;

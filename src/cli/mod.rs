@@ -161,6 +161,15 @@ pub struct ClientArgs {
     pub output: Format,
 }
 
+/// A command on one tenant: its name, and how to reach the server.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// Tenant name or id.
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::output;
-use super::ClientArgs;
+use super::{ClientArgs, NameArgs};
 use crate::backup::policy::PolicyRequest;
 use crate::tenant::service::{CreateTenant, UpdateTenant};
 use crate::tenant::users::AddUser;
@@ -183,14 +183,6 @@ pub struct CreateArgs {
     /// Makes a retried command safe: the same key replays the first answer.
     #[arg(long)]
     pub idempotency_key: Option<String>,
-    #[command(flatten)]
-    pub client: ClientArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct NameArgs {
-    /// Tenant name or id.
-    pub name: String,
     #[command(flatten)]
     pub client: ClientArgs,
 }
