@@ -214,44 +214,15 @@ impl<C: Context> Engine<C> {
     /// runs on a task of its own: a caller that goes away (an HTTP client hanging up)
     /// does not stop it half way.
     pub async fn run(&self, cx: &C, new: NewOp<'_>) -> Result<Done, OpError> {
-        let kind = self.kind(new.kind);
-        if self.inner.stopping.load(Ordering::SeqCst) {
-            return Err(OpError::Stopping(Uuid::nil()));
-        }
-        let id = Uuid::now_v7();
-        {
+        let idempotent = new.idempotency.is_some();
+        let begun = {
             let c = self.inner.pool.get().await?;
-            let begun = super::begin(
-                &c,
-                &NewOperation {
-                    id,
-                    kind: new.kind,
-                    tenant_id: new.tenant_id,
-                    tenant_name: new.tenant_name,
-                    idempotency: new.idempotency,
-                    params: Some(&new.params),
-                    instance: Some(self.inner.instance),
-                },
-            )
-            .await?;
-            match begun {
-                Begin::Started => {}
-                Begin::Replay(sealed) => return Ok(Done::Replay(sealed)),
-                Begin::InProgress => return Err(OpError::InProgress),
-                Begin::Mismatch => return Err(OpError::Mismatch),
-            }
+            self.begin_on(&c, new).await?
+        };
+        match begun {
+            Ok(run) => self.spawn(cx, run, idempotent, Start::Fresh).await,
+            Err(sealed) => Ok(Done::Replay(sealed)),
         }
-        let run = Run::new(
-            id,
-            kind.name,
-            kind.step_names(),
-            new.tenant_id,
-            new.tenant_name.to_string(),
-            new.params,
-            self.inner.pool.clone(),
-        );
-        self.spawn(cx, run, new.idempotency.is_some(), Start::Fresh)
-            .await
     }
 
     /// Begins a new operation inside the caller's transaction, beside whatever else the
@@ -264,13 +235,27 @@ impl<C: Context> Engine<C> {
         tx: &impl deadpool_postgres::GenericClient,
         new: NewOp<'_>,
     ) -> Result<Begun, OpError> {
+        match self.begin_on(tx, new).await? {
+            Ok(run) => Ok(Begun(run)),
+            // A replay has nothing to drive: the caller's request is still in progress.
+            Err(_) => Err(OpError::InProgress),
+        }
+    }
+
+    /// The operation's row, written on `c`, and its run; or the sealed answer of an
+    /// earlier request with the same idempotency key.
+    async fn begin_on(
+        &self,
+        c: &impl deadpool_postgres::GenericClient,
+        new: NewOp<'_>,
+    ) -> Result<Result<Run, Vec<u8>>, OpError> {
         let kind = self.kind(new.kind);
         if self.inner.stopping.load(Ordering::SeqCst) {
             return Err(OpError::Stopping(Uuid::nil()));
         }
         let id = Uuid::now_v7();
         let begun = super::begin(
-            tx,
+            c,
             &NewOperation {
                 id,
                 kind: new.kind,
@@ -283,7 +268,7 @@ impl<C: Context> Engine<C> {
         )
         .await?;
         match begun {
-            Begin::Started => Ok(Begun(Run::new(
+            Begin::Started => Ok(Ok(Run::new(
                 id,
                 kind.name,
                 kind.step_names(),
@@ -292,7 +277,8 @@ impl<C: Context> Engine<C> {
                 new.params,
                 self.inner.pool.clone(),
             ))),
-            Begin::InProgress | Begin::Replay(_) => Err(OpError::InProgress),
+            Begin::Replay(sealed) => Ok(Err(sealed)),
+            Begin::InProgress => Err(OpError::InProgress),
             Begin::Mismatch => Err(OpError::Mismatch),
         }
     }

@@ -315,25 +315,18 @@ fn record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         domain::commit_in(&tx, &t, &b, &plan)
             .await
             .map_err(backup_error)?;
-        crate::migrate::set_restored_version(&tx, &t, m.template_version)
-            .await
-            .map_err(failed)?;
         suspension::restore(&tx, &cut.logins, &cut.memberships, rt.caps.superuser)
             .await
             .map_err(failed)?;
-        audit::record(
+        recorded(
             &tx,
-            &audit::Entry {
-                actor: &p.actor,
-                action: "backup_restored",
-                tenant_id: Some(t.id),
-                tenant_name: Some(&t.name),
-                operation_id: Some(run.id),
-                details: json!({"backup_id": b.id, "into": "in_place"}),
-            },
+            run,
+            &p.actor,
+            &t,
+            &m,
+            json!({"backup_id": b.id, "into": "in_place"}),
         )
-        .await
-        .map_err(failed)?;
+        .await?;
         fence::release(&tx, run).await?;
         let outcome = json!({"tenant": t.id});
         run.applied_in(&tx, &outcome).await?;
@@ -512,25 +505,46 @@ fn record_new<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let t = tenant_by_id(rt, new_id(run)?).await?;
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        crate::migrate::set_restored_version(&tx, &t, m.template_version)
-            .await
-            .map_err(failed)?;
-        audit::record(
+        recorded(
             &tx,
-            &audit::Entry {
-                actor: &p.actor,
-                action: "backup_restored",
-                tenant_id: Some(t.id),
-                tenant_name: Some(&t.name),
-                operation_id: Some(run.id),
-                details: json!({"backup_id": b.id, "into": "new_tenant", "source": source.name}),
-            },
+            run,
+            &p.actor,
+            &t,
+            &m,
+            json!({"backup_id": b.id, "into": "new_tenant", "source": source.name}),
         )
-        .await
-        .map_err(failed)?;
+        .await?;
         let outcome = json!({"tenant": t.id, "created": created});
         run.applied_in(&tx, &outcome).await?;
         tx.commit().await.map_err(failed)?;
         Ok(outcome)
     })
+}
+
+/// A restore recorded in the caller's transaction: the tenant at the backup's template
+/// version, and the audit entry.
+async fn recorded(
+    tx: &deadpool_postgres::Transaction<'_>,
+    run: &Run,
+    actor: &str,
+    t: &Tenant,
+    m: &Manifest,
+    details: Value,
+) -> Result<(), StepError> {
+    crate::migrate::set_restored_version(tx, t, m.template_version)
+        .await
+        .map_err(failed)?;
+    audit::record(
+        tx,
+        &audit::Entry {
+            actor,
+            action: "backup_restored",
+            tenant_id: Some(t.id),
+            tenant_name: Some(&t.name),
+            operation_id: Some(run.id),
+            details,
+        },
+    )
+    .await
+    .map_err(failed)
 }
