@@ -87,10 +87,8 @@ impl TempRole {
         let until = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
         // NOINHERIT would make the owner's rights need a SET ROLE, which code of the
         // tenant's could undo; INHERIT (the default) makes them the session's own.
-        // Without waiting for the WAL flush: a crash can lose the role only together
-        // with everything after it, and its operation's declaration drops it either way.
         let mut sql = format!(
-            "SET LOCAL synchronous_commit = off;\nCREATE ROLE {name} LOGIN{login} CONNECTION LIMIT 4 VALID UNTIL {}",
+            "CREATE ROLE {name} LOGIN{login} CONNECTION LIMIT 4 VALID UNTIL {}",
             Literal(&until)
         );
         if !member_of.is_empty() {
@@ -147,11 +145,8 @@ impl TempRole {
             c.batch_execute(&cleanup).await?;
         }
         let c = p.pool.get().await?;
-        // One transaction, not waiting for the WAL flush: a drop lost in a crash is
-        // done again by the operation that declared the role.
         c.batch_execute(&format!(
-            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = {};\n\
-             BEGIN;\nSET LOCAL synchronous_commit = off;\n{cleanup};\nDROP ROLE IF EXISTS {name};\nCOMMIT;",
+            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = {};\n{cleanup};\nDROP ROLE IF EXISTS {name};",
             Literal(name.as_str())
         ))
         .await?;

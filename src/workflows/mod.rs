@@ -247,6 +247,24 @@ pub(crate) fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StepE
     StepError::failed(e)
 }
 
+/// A step's hold on the tenant its operation owns, in the step's transaction: the
+/// tenant's name lock, the check that the operation still owns it, then its row (the
+/// one lock order).
+pub(crate) async fn hold_owned(
+    tx: &deadpool_postgres::Transaction<'_>,
+    run: &Run,
+) -> Result<crate::tenant::Tenant, StepError> {
+    ops::fence::lock_name(tx, &run.tenant_name).await?;
+    ops::fence::check(tx, run).await?;
+    let id = run
+        .tenant_id
+        .ok_or_else(|| StepError::Fenced("the operation names no tenant".into()))?;
+    crate::store::tenants::find_for_update(tx, &id.to_string())
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| StepError::Fenced("the tenant is gone".into()))
+}
+
 /// The step after a cut of a tenant's logins: the sessions of the logins the kind's
 /// first step turned off (its outcome's `logins`) end.
 pub(crate) fn end_cut_sessions<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {

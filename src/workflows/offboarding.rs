@@ -330,12 +330,7 @@ fn mark_deleted<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             .ok_or_else(|| StepError::Fenced("no final backup to record".into()))?;
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        fence::lock_name(&tx, &run.tenant_name).await?;
-        fence::check(&tx, run).await?;
-        let t = tenants::find_for_update(&tx, &p.tenant.to_string())
-            .await
-            .map_err(failed)?
-            .ok_or_else(|| StepError::Fenced("the tenant is gone".into()))?;
+        let t = super::hold_owned(&tx, run).await?;
         let deleted = domain::mark_deleted_locked(&tx, &t, archive, run.id, &p.actor)
             .await
             .map_err(step_error)?;
@@ -401,12 +396,7 @@ fn drop_objects<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let p = params(run)?;
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        fence::lock_name(&tx, &run.tenant_name).await?;
-        fence::check(&tx, run).await?;
-        let t = tenants::find_for_update(&tx, &p.tenant.to_string())
-            .await
-            .map_err(failed)?
-            .ok_or_else(|| StepError::Fenced("the tenant is gone".into()))?;
+        let t = super::hold_owned(&tx, run).await?;
         let purged = domain::purge_locked(rt, &tx, &t, run.id, &p.actor)
             .await
             .map_err(step_error)?;
@@ -643,12 +633,7 @@ fn finish_rebuild<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 .ok_or_else(|| StepError::Fenced("nothing loaded".into()))? as i32;
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        fence::lock_name(&tx, &run.tenant_name).await?;
-        fence::check(&tx, run).await?;
-        let t = tenants::find_for_update(&tx, &p.tenant.to_string())
-            .await
-            .map_err(failed)?
-            .ok_or_else(|| StepError::Fenced("the tenant is gone".into()))?;
+        let t = super::hold_owned(&tx, run).await?;
         let off = records::find(&tx, t.id)
             .await
             .map_err(failed)?

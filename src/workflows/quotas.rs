@@ -136,12 +136,7 @@ fn finish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         }
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        fence::lock_name(&tx, &run.tenant_name).await?;
-        fence::check(&tx, run).await?;
-        let t = tenants::find_for_update(&tx, &run.tenant_id.expect("named").to_string())
-            .await
-            .map_err(failed)?
-            .ok_or_else(|| StepError::Fenced("the tenant is gone".into()))?;
+        let t = super::hold_owned(&tx, run).await?;
         disk::finish_locked(&tx, &t, &rest)
             .await
             .map_err(step_error)?;

@@ -306,12 +306,7 @@ fn record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let (b, m) = usable(rt, p.backup).await?;
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        fence::lock_name(&tx, &run.tenant_name).await?;
-        fence::check(&tx, run).await?;
-        let t = tenants::find_for_update(&tx, &p.tenant.to_string())
-            .await
-            .map_err(failed)?
-            .ok_or_else(|| StepError::Fenced("the tenant is gone".into()))?;
+        let t = super::hold_owned(&tx, run).await?;
         domain::commit_in(&tx, &t, &b, &plan)
             .await
             .map_err(backup_error)?;
