@@ -5,7 +5,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::Result;
-use crate::quota::Quotas;
+use crate::store::quotas::Quotas;
 use crate::store::tenants::Plan;
 
 pub async fn find(c: &impl GenericClient, name: &str) -> Result<Option<Plan>> {
@@ -45,7 +45,7 @@ fn plan_row(r: &Row) -> Result<Plan> {
             max_concurrent_agents: r.try_get("concurrent_agents")?,
             max_data_retention_days: r.try_get("retention_days")?,
             transaction_timeout_ms: r.try_get("transaction_timeout_ms")?,
-            max_storage_gb: crate::quota::storage_gb(storage),
+            max_storage_gb: crate::store::quotas::storage_gb(storage),
         },
         trial_days: r.try_get("trial_days")?,
         default_isolation: r.try_get("default_isolation")?,

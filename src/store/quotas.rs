@@ -32,7 +32,7 @@ fn quotas(r: &Row) -> Quotas {
         max_concurrent_agents: r.get("max_concurrent_agents"),
         max_data_retention_days: r.get("max_data_retention_days"),
         transaction_timeout_ms: r.get("transaction_timeout_ms"),
-        max_storage_gb: crate::quota::storage_gb(r.get("db_quota_bytes")),
+        max_storage_gb: storage_gb(r.get("db_quota_bytes")),
     }
 }
 
