@@ -16,6 +16,7 @@ pub mod isolation;
 pub mod metrics;
 pub mod migrate;
 pub mod names;
+pub mod network;
 pub mod ops;
 pub mod pg;
 pub mod platform;

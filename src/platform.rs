@@ -29,4 +29,6 @@ pub struct Platform {
     pub embedded: bool,
     /// Where backups are kept.
     pub backups: crate::backup::store::Store,
+    /// How network access is enforced (pg_hba.conf, the VPN files).
+    pub network: std::sync::Arc<crate::network::Settings>,
 }

@@ -49,6 +49,19 @@ pub struct ServeOptions {
     pub data_api_result_memory: usize,
     /// A token that may read `/metrics` and nothing else.
     pub metrics_token: Option<SecretString>,
+    /// The VPN pool, pg_hba.conf and VPN interface options.
+    pub network: NetworkOptions,
+}
+
+/// `--vpn-pool`, `--pg-hba-file`, `--trusted-proxies`, `--vpn-interface`,
+/// `--vpn-endpoint` (see docs/network.md).
+#[derive(Debug, Clone, Default)]
+pub struct NetworkOptions {
+    pub vpn_pool: Option<crate::network::VpnPool>,
+    pub pg_hba_file: Option<PathBuf>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub vpn_interface: Option<String>,
+    pub vpn_endpoint: Option<String>,
 }
 
 /// Where the control plane lives and how tenants reach it.
@@ -157,6 +170,14 @@ pub async fn platform_with(
         template,
         endpoint: db.endpoint.clone(),
         embedded: db.cluster.is_some(),
+        network: std::sync::Arc::new(crate::network::Settings::new(
+            db.cluster.as_ref().map(|c| c.pgdata().join("pg_hba.conf")),
+            db.cluster
+                .as_ref()
+                .and_then(|c| c.socket_dir().parent().map(|d| d.join("network")))
+                .unwrap_or_else(|| PathBuf::from(".berqenas/network")),
+            db.endpoint.port,
+        )),
         backups: crate::backup::store::local(
             db.backup_dir.as_deref(),
             &db.cluster
@@ -266,8 +287,14 @@ async fn serve(
         Some(dir) => Template::from_dir(dir)?,
         None => Template::builtin(),
     };
-    let platform = platform_with(db, key, opts.pool_size, template).await?;
+    let mut platform = platform_with(db, key, opts.pool_size, template).await?;
+    platform.network = std::sync::Arc::new(network_settings(
+        &platform,
+        opts,
+        listener.local_addr()?.port(),
+    ));
     let rt = Runtime::start(platform, &identity(&opts.data_dir)).await?;
+    crate::workflows::network::enforce_at_start(&rt).await?;
     let platform = rt.platform.clone();
     let url = format!("http://{}", listener.local_addr()?);
     // Written whole or not at all: a client polling for the file must never read half
@@ -305,15 +332,39 @@ async fn serve(
         shutdown.await;
         engine.begin_stop();
     };
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(
+        listener,
+        api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     worker.abort();
     quota_worker.abort();
     rt.engine.shutdown(SHUTDOWN_DEADLINE).await;
     served?;
     let _ = std::fs::remove_file(opts.data_dir.join(SERVER_URL_FILE));
     Ok(())
+}
+
+/// The platform's network settings with the operator's options on top.
+fn network_settings(p: &Platform, opts: &ServeOptions, api_port: u16) -> crate::network::Settings {
+    let mut s = (*p.network).clone();
+    let o = &opts.network;
+    if let Some(pool) = o.vpn_pool {
+        s.pool = pool;
+    }
+    if o.pg_hba_file.is_some() {
+        s.hba_file = o.pg_hba_file.clone();
+    }
+    s.files_dir = opts.data_dir.join("network");
+    s.trusted_proxies = o.trusted_proxies.clone();
+    s.vpn_interface = o.vpn_interface.clone();
+    s.vpn_endpoint = o
+        .vpn_endpoint
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", p.endpoint.host, crate::network::enforce::WG_PORT));
+    s.api_port = api_port;
+    s
 }
 
 /// How long a SIGTERM waits for the running operations' current steps to end; past
@@ -413,6 +464,7 @@ mod tests {
             data_api_connections: 8,
             data_api_result_memory: 1 << 20,
             metrics_token: Some("metrics-token-xyz".into()),
+            network: NetworkOptions::default(),
         };
         let shown = format!("{opts:?}");
         for secret in [

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod backups;
 pub mod bearer;
+pub mod client_addr;
 pub mod data;
 pub mod error;
 pub mod extract;
@@ -12,6 +13,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod metrics;
 pub mod migrations;
+pub mod network;
 pub mod openapi;
 pub mod quotas;
 pub mod ratelimit;
@@ -164,6 +166,23 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/tenants/{name}/restore",
             axum::routing::post(backups::restore_tenant),
+        )
+        .route("/tenants/{name}/network", get(network::view))
+        .route(
+            "/tenants/{name}/firewall",
+            get(network::list).post(network::add).put(network::replace),
+        )
+        .route(
+            "/tenants/{name}/firewall/{id}",
+            axum::routing::delete(network::remove),
+        )
+        .route(
+            "/tenants/{name}/vpn/peers",
+            get(network::peers).post(network::add_peer),
+        )
+        .route(
+            "/tenants/{name}/vpn/peers/{peer}",
+            axum::routing::delete(network::remove_peer),
         )
         .route("/status", get(health::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    api_keys, audit, backups, data, error, health, lifecycle, metrics, migrations, quotas,
+    api_keys, audit, backups, data, error, health, lifecycle, metrics, migrations, network, quotas,
     tenant_key, tenants, users,
 };
 use crate::tenant::{self, service};
@@ -27,6 +27,8 @@ use crate::tenant::{self, service};
         audit::list, audit::tenant, audit::verify,
         quotas::limits, quotas::update, quotas::summary, quotas::resources, quotas::increment,
         data::query, metrics::scrape,
+        network::view, network::list, network::add, network::replace, network::remove,
+        network::add_peer, network::peers, network::remove_peer,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo,
@@ -52,6 +54,9 @@ use crate::tenant::{self, service};
         crate::quota::usage::UsageSummary, crate::quota::usage::Resources, crate::quota::usage::Resource,
         crate::quota::usage::Increment, crate::quota::usage::Counted,
         crate::dataapi::QueryRequest, crate::dataapi::QueryResult, crate::dataapi::Column,
+        network::Rules, network::AddPeer, network::Peers, crate::network::rules::NewRule,
+        crate::network::rules::RuleList, crate::network::Service,
+        crate::workflows::network::NetworkView, crate::workflows::network::NewPeer,
     )),
     modifiers(&AdminAuth),
 )]

@@ -63,10 +63,33 @@ impl FromRequestParts<AppState> for TenantKey {
         };
         // The secret is proven: the holder may learn why its tenant is refused.
         match key.tenant.status {
-            Status::Active | Status::Trial => Ok(TenantKey {
-                key_id: key.id,
-                tenant: key.tenant,
-            }),
+            Status::Active | Status::Trial => {
+                let t = &key.tenant;
+                let ranges = crate::network::policy::allowed(
+                    t.vpn_enabled,
+                    t.public_api,
+                    t.vpn_subnet.as_deref(),
+                    key.api_ranges
+                        .iter()
+                        .map(|r| (r.as_str(), crate::network::Service::Api)),
+                    crate::network::Service::Api,
+                );
+                if ranges.is_some() {
+                    let addr = super::client_addr::of(parts, &p.network.trusted_proxies);
+                    if !addr.is_some_and(|a| crate::network::policy::admits(&ranges, a)) {
+                        let shown = addr
+                            .map(|a| a.to_string())
+                            .unwrap_or_else(|| "an unknown address".into());
+                        return Err(
+                            super::network::refuse_address(t.name.as_str(), &shown).into_response()
+                        );
+                    }
+                }
+                Ok(TenantKey {
+                    key_id: key.id,
+                    tenant: key.tenant,
+                })
+            }
             other => Err(unauthorized(&format!(
                 "tenant {} is {}: its API keys do not work",
                 key.tenant.name,

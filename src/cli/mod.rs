@@ -7,6 +7,7 @@ mod backup;
 pub mod client;
 mod lifecycle;
 mod migrate;
+mod network;
 mod output;
 mod psql;
 mod quota;
@@ -109,6 +110,8 @@ pub struct ServeArgs {
     /// A bearer token that may read /metrics and nothing else (the admin token also may).
     #[arg(long, env = "BERQENAS_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub metrics_token: Option<SecretString>,
+    #[command(flatten)]
+    pub network: network::NetworkArgs,
 }
 
 /// A flag that holds a secret: kept in a [`SecretString`], so `Debug` shows none of it.
@@ -232,6 +235,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_api_connections: a.data_api_connections,
                 data_api_result_memory: a.data_api_result_memory,
                 metrics_token: a.metrics_token,
+                network: a.network.options()?,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

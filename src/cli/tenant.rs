@@ -48,6 +48,15 @@ pub enum TenantCommand {
     /// password with --rotate. A password the tenant sets itself with ALTER ROLE is
     /// replaced by berqenas's at the next worker round: rotate here instead.
     Credentials(CredentialsArgs),
+    /// Show who may reach the tenant: access mode, VPN subnet, rules, peers, and
+    /// whether this server enforces them.
+    Network(NameArgs),
+    /// Allow ranges to reach the tenant's database or data API.
+    #[command(subcommand)]
+    Firewall(super::network::FirewallCommand),
+    /// The tenant's VPN (WireGuard peers in its subnet).
+    #[command(subcommand)]
+    Vpn(super::network::VpnCommand),
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +242,9 @@ fn parse_json_object(s: &str) -> Result<serde_json::Value, String> {
 
 pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        TenantCommand::Network(a) => super::network::network(a).await,
+        TenantCommand::Firewall(c) => super::network::firewall(c).await,
+        TenantCommand::Vpn(c) => super::network::vpn(c).await,
         TenantCommand::Create(a) => {
             let req = CreateTenant {
                 name: a.name,
@@ -259,6 +271,9 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                     created.credentials.password.expose_secret()
                 );
                 println!("  dsn:      {}", created.credentials.dsn.expose_secret());
+                if let Some(subnet) = &created.tenant.vpn_subnet {
+                    println!("\nVPN subnet {subnet}: add a device with `berqenas tenant vpn peer add {} --name laptop`", created.tenant.name);
+                }
             })
         }
         TenantCommand::Credentials(a) => {

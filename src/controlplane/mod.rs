@@ -98,6 +98,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0017_migration_runs_operations.sql",
         sql: include_str!("../../migrations/control/0017_migration_runs_operations.sql"),
     },
+    Migration {
+        version: 18,
+        name: "0018_network.sql",
+        sql: include_str!("../../migrations/control/0018_network.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

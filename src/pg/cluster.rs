@@ -150,6 +150,11 @@ impl Cluster {
         &self.socket_dir
     }
 
+    /// The cluster's data directory (its pg_hba.conf is berqenas's to render).
+    pub fn pgdata(&self) -> &Path {
+        &self.pgdata
+    }
+
     pub fn binaries(&self) -> &PgBinaries {
         &self.bins
     }

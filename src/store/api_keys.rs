@@ -141,6 +141,8 @@ pub struct StoredKey {
     /// Revoked, or past its expiry: as of the database's clock.
     pub usable: bool,
     pub tenant: Tenant,
+    /// The tenant's firewall ranges that open the data API (`api` and `all` rules).
+    pub api_ranges: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

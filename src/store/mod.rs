@@ -11,6 +11,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod backups;
 pub mod migration_runs;
+pub mod network;
 pub mod offboarding;
 pub mod operations;
 pub mod plans;

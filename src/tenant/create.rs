@@ -325,6 +325,7 @@ mod tests {
                 owner_role: slug.owner_role(),
                 db_quota_bytes: 1 << 30,
                 vpn_enabled: false,
+                vpn_subnet: None,
                 public_api: true,
                 access_mode: super::super::AccessMode::Public,
                 template_version: 1,

@@ -53,7 +53,24 @@ pub async fn update(
     let tx = client.transaction().await?;
     let current = lock_tenant(&tx, key).await?;
     let op = Uuid::now_v7();
-    let tenant = service::update_locked(&tx, &current, req, op, actor).await?;
+    let mut tenant = service::update_locked(&tx, &current, req, op, actor).await?;
+    match (tenant.vpn_enabled, tenant.vpn_subnet.is_some()) {
+        (true, false) => {
+            let subnet = crate::network::pool::allocate(&tx, &rt.network.pool, tenant.id).await?;
+            tenant.vpn_subnet = Some(subnet.to_string());
+        }
+        (false, true) => {
+            crate::network::pool::free(&tx, tenant.id)
+                .await
+                .map_err(service::Error::from)?;
+            crate::store::network::clear_peers(&tx, tenant.id)
+                .await
+                .map_err(service::Error::from)?;
+            tenant.vpn_subnet = None;
+        }
+        _ => {}
+    }
+    let network = super::network::touch(rt, &tx, &tenant, current.vpn_enabled).await?;
     if req.plan.is_some() || req.db_quota.is_some() {
         // The quotas in force go to every login of the tenant, and in database mode to
         // the database's own connection limit, in the same transaction (one code path:
@@ -63,6 +80,8 @@ pub async fn update(
             .map_err(crate::tenant::service::Error::from)?;
     }
     commit_one(rt, tx, UPDATE, op, &tenant).await?;
+    drop(client);
+    super::network::follow(rt, network).await;
     Ok(tenant)
 }
 
@@ -107,7 +126,10 @@ pub async fn add_user(
     let t = lock_tenant(&tx, key).await?;
     let op = Uuid::now_v7();
     let added = users::add_locked(rt, &tx, &t, req, op, actor).await?;
+    let network = super::network::touch(rt, &tx, &t, false).await?;
     commit_one(rt, tx, USER_ADD, op, &t).await?;
+    drop(client);
+    super::network::follow(rt, network).await;
     Ok(added)
 }
 
@@ -123,7 +145,10 @@ pub async fn remove_user(
     let t = lock_tenant(&tx, key).await?;
     let op = Uuid::now_v7();
     let removed = users::remove_locked(&tx, &t, email, op, actor).await?;
+    let network = super::network::touch(rt, &tx, &t, false).await?;
     commit_one(rt, tx, USER_REMOVE, op, &t).await?;
+    drop(client);
+    super::network::follow(rt, network).await;
     Ok(removed)
 }
 

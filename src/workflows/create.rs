@@ -111,17 +111,25 @@ pub async fn create(
     }
     let made = async {
         service::lock_name(&tx, &v.slug).await?;
-        let made = domain::provision(p, &tx, &v, (password, verifier)).await?;
+        let mut made = domain::provision(p, &tx, &v, (password, verifier)).await?;
+        let network = if v.vpn_enabled {
+            let t = &mut made.created.tenant;
+            let subnet = crate::network::pool::allocate(&tx, &p.network.pool, t.id).await?;
+            t.vpn_subnet = Some(subnet.to_string());
+            super::network::touch(rt, &tx, t, false).await?
+        } else {
+            None
+        };
         let t = &made.created.tenant;
         crate::backup::policy::apply_at_create(&tx, t.id, &made.plan, v.backup_schedule.as_deref())
             .await
             .map_err(Error::from)?;
         domain::audit_created(&tx, &made, actor, op_id).await?;
-        Ok::<_, Error>(made)
+        Ok::<_, Error>((made, network))
     }
     .await;
     match made {
-        Ok(made) => {
+        Ok((made, network)) => {
             let created = made.created;
             let sealed = seal_response(
                 p,
@@ -131,6 +139,8 @@ pub async fn create(
             )?;
             ops::succeed(&tx, op_id, &["provision"], idem.map(|_| sealed.as_slice())).await?;
             rt.engine.commit(tx, CREATE).await?;
+            drop(client);
+            super::network::follow(rt, network).await;
             tracing::info!(tenant.name = %created.tenant.name, tenant.id = %created.tenant.id, "tenant created");
             crate::metrics::tenant_created();
             Ok(created)
@@ -234,6 +244,11 @@ fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             .await
             .map_err(step_error)?;
         fence::acquire(&tx, run, params.tenant_id).await?;
+        if params.vpn_enabled {
+            crate::network::pool::allocate(&tx, &p.network.pool, params.tenant_id)
+                .await
+                .map_err(|e| super::refusal(e.into()))?;
+        }
         let outcome = serde_json::to_value(&registered).map_err(failed)?;
         run.applied_in(&tx, &outcome).await?;
         tx.commit().await.map_err(failed)?;
@@ -381,6 +396,9 @@ fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             credentials,
         };
         fence::release(&tx, run).await?;
+        let network = super::network::touch(p, &tx, &created.tenant, false)
+            .await
+            .map_err(super::refusal)?;
         let outcome = json!({"tenant_id": created.tenant.id, "answer": seal_value(p, &created)?});
         let response = seal_response(
             p,
@@ -389,6 +407,8 @@ fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         .map_err(step_error)?;
         run.finish_in(&tx, &outcome, Some(&response)).await?;
         tx.commit().await.map_err(failed)?;
+        drop(client);
+        super::network::follow(p, network).await;
         Ok(outcome)
     })
 }

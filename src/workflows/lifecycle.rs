@@ -1,9 +1,10 @@
 //! Suspend, resume, activate, and the end of a trial.
 //!
-//! - `tenant.suspend` and `tenant.trial_end` are two steps: the change (logins off,
-//!   memberships cut, status, audit row, in one transaction), then the tenant's
-//!   sessions ended. Past the first step there is no way back: a crash in between
-//!   leaves the second to the reconciler, so a suspended tenant keeps no session.
+//! - `tenant.suspend` and `tenant.trial_end` are three steps: the change (logins off,
+//!   memberships cut, status, audit row, in one transaction), the tenant's sessions
+//!   ended, then the network render (a restricted tenant's rules revoked). Past the
+//!   first step there is no way back: a crash leaves the rest to the reconciler, so a
+//!   suspended tenant keeps no session.
 //! - `tenant.resume` and `tenant.activate` are one transaction each.
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,7 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                     apply: end_sessions,
                     compensate: None,
                 },
+                super::network::enforce_step(),
             ],
             point_of_no_return: 1,
         },
@@ -57,6 +59,7 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                     apply: end_sessions,
                     compensate: None,
                 },
+                super::network::enforce_step(),
             ],
             point_of_no_return: 1,
         },
@@ -121,7 +124,9 @@ async fn run_two_steps(
         .await?;
     match done {
         crate::ops::Done::Finished(v) => {
-            let changed: Changed = serde_json::from_value(v).map_err(service::Error::from)?;
+            // The last step (the network render) answers with the first one's outcome.
+            let changed: Changed =
+                serde_json::from_value(v["change"].clone()).map_err(service::Error::from)?;
             Ok(changed.tenant)
         }
         crate::ops::Done::Replay(_) => unreachable!("no idempotency key"),
@@ -148,6 +153,10 @@ fn suspend_step<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         )
         .await
         .map_err(step_error)?;
+        // The render that ends this kind must see the change.
+        crate::store::network::bump_if_restricted(&tx, tenant.id, tenant.vpn_enabled)
+            .await
+            .map_err(failed)?;
         let outcome = serde_json::to_value(Changed { tenant, logins }).map_err(failed)?;
         run.applied_in(&tx, &outcome).await?;
         tx.commit().await.map_err(failed)?;
@@ -184,7 +193,10 @@ pub async fn resume(rt: &Runtime, key: &str, actor: &str) -> Result<Tenant, Erro
     let current = lock_tenant(&tx, key).await?;
     let op = Uuid::now_v7();
     let tenant = suspension::resume_locked(rt, &tx, &current, op, actor).await?;
+    let network = super::network::touch(rt, &tx, &tenant, false).await?;
     commit_one(rt, tx, RESUME, op, &tenant).await?;
+    drop(client);
+    super::network::follow(rt, network).await;
     tracing::info!(tenant.name = %tenant.name, "tenant resumed");
     Ok(tenant)
 }
@@ -261,6 +273,10 @@ fn end_trial_step<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let (tenant, logins) = crate::tenant::lifecycle::end_trial_locked(p, &tx, &current, run.id)
             .await
             .map_err(step_error)?;
+        // The render that ends this kind must see the change.
+        crate::store::network::bump_if_restricted(&tx, tenant.id, tenant.vpn_enabled)
+            .await
+            .map_err(failed)?;
         let outcome = serde_json::to_value(Changed { tenant, logins }).map_err(failed)?;
         run.applied_in(&tx, &outcome).await?;
         tx.commit().await.map_err(failed)?;

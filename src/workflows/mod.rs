@@ -8,6 +8,7 @@ pub mod changes;
 pub mod create;
 pub mod lifecycle;
 pub mod migrate;
+pub mod network;
 pub mod offboarding;
 pub mod quotas;
 pub mod restores;
@@ -41,6 +42,7 @@ pub fn registry() -> Registry<Runtime> {
         .chain(restores::kinds())
         .chain(quotas::kinds())
         .chain(migrate::kinds())
+        .chain(network::kinds())
     {
         r = r.kind(k);
     }
@@ -135,6 +137,15 @@ impl From<OpError> for Error {
                 "this Idempotency-Key was already used with a different request",
             )),
             other => Self::Operation(other),
+        }
+    }
+}
+
+impl From<crate::network::Refusal> for Error {
+    fn from(e: crate::network::Refusal) -> Self {
+        match e {
+            crate::network::Refusal::Rejected(p) => Self::Rejected(p),
+            crate::network::Refusal::Store(e) => Self::Tenant(e.into()),
         }
     }
 }
@@ -239,6 +250,14 @@ pub(crate) async fn commit_one(
 pub(crate) fn step_error(e: crate::tenant::service::Error) -> StepError {
     match e {
         crate::tenant::service::Error::Rejected(p) => StepError::Rejected(p),
+        other => StepError::failed(other),
+    }
+}
+
+/// A workflow's refusal is the operation's answer; anything else is a failure.
+pub(crate) fn refusal(e: Error) -> StepError {
+    match e {
+        Error::Rejected(p) => StepError::Rejected(p),
         other => StepError::failed(other),
     }
 }

@@ -335,9 +335,14 @@ fn mark_deleted<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             .await
             .map_err(step_error)?;
         fence::release(&tx, run).await?;
+        let network = super::network::touch(rt, &tx, &deleted, false)
+            .await
+            .map_err(super::refusal)?;
         let outcome = json!({"tenant": deleted.id, "status": deleted.status.as_str()});
         run.finish_in(&tx, &outcome, None).await?;
         tx.commit().await.map_err(failed)?;
+        drop(client);
+        super::network::follow(rt, network).await;
         Ok(outcome)
     })
 }
@@ -401,9 +406,24 @@ fn drop_objects<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             .await
             .map_err(step_error)?;
         fence::release(&tx, run).await?;
+        // The subnet, the peers and the rules go with the tenant's roles.
+        let network = super::network::touch(rt, &tx, &t, false)
+            .await
+            .map_err(super::refusal)?;
+        crate::network::pool::free(&tx, t.id)
+            .await
+            .map_err(failed)?;
+        crate::store::network::clear_peers(&tx, t.id)
+            .await
+            .map_err(failed)?;
+        crate::store::network::clear_rules(&tx, t.id)
+            .await
+            .map_err(failed)?;
         let outcome = json!({"tenant": purged.id, "status": purged.status.as_str()});
         run.finish_in(&tx, &outcome, None).await?;
         tx.commit().await.map_err(failed)?;
+        drop(client);
+        super::network::follow(rt, network).await;
         Ok(outcome)
     })
 }
@@ -433,7 +453,10 @@ pub async fn restore(rt: &Runtime, key: &str, actor: &str) -> Result<Tenant, Err
     }
     let op = Uuid::now_v7();
     let restored = domain::undelete_locked(&tx, &t, &off, rt.caps.superuser, op, actor).await?;
+    let network = super::network::touch(rt, &tx, &restored, false).await?;
     commit_one(rt, tx, RESTORE, op, &restored).await?;
+    drop(client);
+    super::network::follow(rt, network).await;
     Ok(restored)
 }
 

@@ -21,7 +21,7 @@ pub use record::{AccessMode, Isolation, Plan, Status, Tenant};
 /// recorded (`o`) and its archive's expiry (`b`): with [`JOINS`], one shape of a
 /// tenant for every read.
 const COLUMNS: &str = "t.id, t.name, t.status, t.plan, t.isolation, t.schema_name, t.database_name, t.login_role, \
-                       t.owner_role, t.db_quota_bytes, t.vpn_enabled, t.public_api, t.template_version, t.trial_ends_at, \
+                       t.owner_role, t.db_quota_bytes, t.vpn_enabled, t.vpn_subnet::text AS vpn_subnet, t.public_api, t.template_version, t.trial_ends_at, \
                        t.metadata, t.created_at, t.updated_at, t.suspended_at, t.suspension_reason, \
                        o.previous_status, o.purge_after, o.purged_at, o.final_backup_id, \
                        b.expires_at AS archive_expires_at";
@@ -53,6 +53,7 @@ fn tenant(row: &Row) -> Result<Tenant> {
         owner_role: row.try_get("owner_role")?,
         db_quota_bytes: row.try_get("db_quota_bytes")?,
         vpn_enabled,
+        vpn_subnet: row.try_get("vpn_subnet")?,
         public_api,
         access_mode: AccessMode::derive(vpn_enabled, public_api),
         template_version: row.try_get("template_version")?,
@@ -629,6 +630,8 @@ pub async fn find_by_api_key(
     let sql = format!(
         "SELECT k.id AS key_id, k.hash,
                 k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AS usable,
+                coalesce((SELECT array_agg(r.cidr::text) FROM berqenas.firewall_rules r
+                           WHERE r.tenant_id = t.id AND r.service IN ('api', 'all')), '{{}}') AS api_ranges,
                 {COLUMNS}
            FROM berqenas.api_keys k JOIN berqenas.tenants t ON t.id = k.tenant_id {JOINS}
           WHERE k.prefix = $1"
@@ -641,6 +644,7 @@ pub async fn find_by_api_key(
             id: r.try_get("key_id")?,
             hash: r.try_get("hash")?,
             usable: r.try_get("usable")?,
+            api_ranges: r.try_get("api_ranges")?,
             tenant: tenant(&r)?,
         })
     })

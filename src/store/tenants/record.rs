@@ -122,6 +122,10 @@ pub struct Tenant {
     pub owner_role: Ident,
     pub db_quota_bytes: i64,
     pub vpn_enabled: bool,
+    /// The tenant's VPN subnet while VPN is on (kept while suspended or deleted,
+    /// freed by a purge).
+    #[serde(default)]
+    pub vpn_subnet: Option<String>,
     pub public_api: bool,
     pub access_mode: AccessMode,
     pub template_version: i32,
