@@ -24,6 +24,7 @@ mod invariants;
 
 mod backups;
 mod migrate;
+mod network;
 mod offboarding;
 mod quotas;
 mod tenants;
@@ -81,6 +82,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(backups::scenarios());
     all.extend(quotas::scenarios());
     all.extend(migrate::scenarios());
+    all.extend(network::scenarios());
     all
 }
 
@@ -344,7 +346,22 @@ async fn logins(env: &Env) -> Vec<String> {
             }
             continue;
         }
-        match (invariants::logs_in(&creds).await, should) {
+        let mut result = invariants::logs_in(&creds).await;
+        if result.as_ref().is_err_and(|e| e.contains("pg_hba.conf rejects")) {
+            // Refused by the tenant's network rules (from 127.0.0.1): whether the role
+            // may log in is the catalog's to say.
+            let can: bool = env
+                .pg
+                .query_one(
+                    "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+                    &[&creds["user"].as_str().unwrap_or_default()],
+                )
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(false);
+            result = if can { Ok(()) } else { Err("NOLOGIN".into()) };
+        }
+        match (result, should) {
             (Err(e), true) => out.push(format!("{} ({}) cannot log in: {e}", t.name, t.status)),
             (Ok(()), false) => out.push(format!("{} ({}) still logs in", t.name, t.status)),
             _ => {}

@@ -165,7 +165,10 @@ pub async fn logs_in(credentials: &Value) -> Result<(), String> {
     let dsn = credentials["dsn"].as_str().ok_or("no dsn")?;
     let (c, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e.as_db_error() {
+            Some(d) => d.message().to_string(),
+            None => e.to_string(),
+        })?;
     tokio::spawn(conn);
     c.simple_query("SELECT count(*) FROM applications")
         .await
