@@ -611,3 +611,193 @@ async fn an_exhausted_pool_is_a_409_that_says_so() {
         "nothing left behind"
     );
 }
+
+#[tokio::test]
+async fn the_tenants_users_are_held_to_the_same_rules() {
+    let app = app().await;
+    let name = unique("vpnusers");
+    let created = app
+        .create_with(json!({"name": name, "vpn_enabled": true, "public_api": false}))
+        .await;
+    let inside = peer_address(created["vpn_subnet"].as_str().unwrap());
+    let (status, user) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/users"),
+            Some(json!({"email": "dev@example.com", "role": "developer"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    let as_user = json!({"credentials": user["credentials"]});
+    refused_by_hba(
+        connect_from(&as_user, "127.0.0.1")
+            .await
+            .expect_err("the user's role from outside the subnet"),
+    );
+    connect_from(&as_user, &inside)
+        .await
+        .expect("the user from the subnet");
+}
+
+#[tokio::test]
+async fn turning_vpn_on_and_off_allocates_and_frees_the_subnet() {
+    let app = app().await;
+    let name = unique("vpnflip");
+    let created = app.create(&name).await;
+    assert_eq!(created["vpn_subnet"], Value::Null);
+    connect_from(&created, "127.0.0.1").await.expect("public");
+    let path = format!("/api/v1/tenants/{name}");
+    let (status, on) = app
+        .call(Method::PATCH, &path, Some(json!({"vpn_enabled": true})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{on}");
+    let subnet = on["vpn_subnet"].as_str().expect("a subnet").to_string();
+    refused_by_hba(
+        connect_from(&created, "127.0.0.1")
+            .await
+            .expect_err("hybrid now"),
+    );
+    connect_from(&created, &peer_address(&subnet))
+        .await
+        .expect("from the subnet");
+    let (status, off) = app
+        .call(Method::PATCH, &path, Some(json!({"vpn_enabled": false})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{off}");
+    assert_eq!(off["vpn_subnet"], Value::Null);
+    assert_eq!(off["access_mode"], "public");
+    connect_from(&created, "127.0.0.1")
+        .await
+        .expect("public again");
+}
+
+#[tokio::test]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let mut p = common::platform(8).await;
+    let mut s: Settings = (*p.network).clone();
+    s.pool = VpnPool::new("127.54.0.0/16".parse().unwrap(), None).unwrap();
+    s.files_dir = common::scratch_dir("proxies");
+    s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    p.network = Arc::new(s);
+    let app = TestApp::serve(p).await;
+    let created = app
+        .create_with(json!({"name": unique("proxied"), "vpn_enabled": true, "public_api": false}))
+        .await;
+    let key = created["api_key"].as_str().unwrap();
+    let inside = peer_address(created["vpn_subnet"].as_str().unwrap());
+    let me = |from: &'static str, xff: Option<String>| {
+        let (url, key) = (app.url.clone(), key.to_string());
+        async move {
+            let http = reqwest::Client::builder()
+                .local_address(from.parse::<IpAddr>().unwrap())
+                .build()
+                .unwrap();
+            let mut req = http.get(format!("{url}/api/v1/me")).bearer_auth(key);
+            if let Some(x) = xff {
+                req = req.header("x-forwarded-for", x);
+            }
+            req.send().await.unwrap().status()
+        }
+    };
+    // Through the trusted proxy, the client's own address decides.
+    assert_eq!(me("127.0.0.1", Some(inside.clone())).await, StatusCode::OK);
+    assert_eq!(
+        me("127.0.0.1", Some("127.9.9.9".into())).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(me("127.0.0.1", None).await, StatusCode::FORBIDDEN);
+    // From anyone else, the header is the client's claim and is ignored.
+    assert_eq!(me("127.9.9.9", Some(inside)).await, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_cli_shows_and_changes_a_tenants_network() {
+    let app = app().await;
+    let name = unique("netcli");
+    app.create_with(json!({"name": name, "vpn_enabled": true, "public_api": true}))
+        .await;
+    let out = common::cli(
+        &app,
+        &[
+            "tenant",
+            "firewall",
+            "allow",
+            &name,
+            "127.65.0.0/16",
+            "--service",
+            "postgres",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let v = common::stdout_json(&out);
+    assert_eq!(v["rule"]["cidr"], "127.65.0.0/16");
+    let out = common::cli(
+        &app,
+        &["tenant", "firewall", "allow", &name, "127.65.0.1/16"],
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("127.65.0.0/16") && err.contains("host bits"),
+        "{err}"
+    );
+    let out = common::cli(
+        &app,
+        &["tenant", "vpn", "peer", "add", &name, "--name", "laptop"],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("[Interface]")
+            && text.contains("PrivateKey = ")
+            && text.contains("Endpoint = "),
+        "{text}"
+    );
+    let v =
+        common::stdout_json(&common::cli(&app, &["tenant", "network", &name, "-o", "json"]).await);
+    assert_eq!(v["access_mode"], "hybrid");
+    assert_eq!(v["peers"][0]["name"], "laptop");
+    assert_eq!(v["rules"][0]["service"], "postgres");
+    assert!(
+        v["database_from"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "127.65.0.0/16"),
+        "{v}"
+    );
+    assert_eq!(v["api_from"], Value::Null, "hybrid: the API from anywhere");
+    let out = common::cli(&app, &["tenant", "network", &name]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("hybrid") && text.contains("laptop") && text.contains("127.65.0.0/16"),
+        "{text}"
+    );
+    let id = v["rules"][0]["id"].as_str().unwrap();
+    let v = common::stdout_json(
+        &common::cli(
+            &app,
+            &["tenant", "firewall", "remove", &name, id, "-o", "json"],
+        )
+        .await,
+    );
+    assert_eq!(v["rules"], json!([]));
+    let v = common::stdout_json(
+        &common::cli(
+            &app,
+            &[
+                "tenant", "vpn", "peer", "remove", &name, "laptop", "-o", "json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(v["name"], "laptop");
+}

@@ -56,6 +56,18 @@ pub struct Status {
     /// Tenants per lifecycle state.
     pub tenants: BTreeMap<String, i64>,
     pub template_version: i32,
+    pub network: NetworkInfo,
+}
+
+/// How network rules are enforced on this server.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NetworkInfo {
+    /// The range VPN subnets are cut from, and their size.
+    pub vpn_pool: String,
+    /// `enforced by pg_hba.conf (...)`, or `not enforced: ...` and why.
+    pub postgres: String,
+    /// Whether the WireGuard and nftables files are applied or only rendered.
+    pub vpn: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -98,5 +110,16 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
         },
         tenants,
         template_version: p.template.latest_version(),
+        network: NetworkInfo {
+            vpn_pool: format!("{} in /{}s", p.network.pool.net, p.network.pool.prefix),
+            postgres: crate::workflows::network::enforcement(p),
+            vpn: match &p.network.vpn_interface {
+                Some(i) => format!("applied to {i}"),
+                None => format!(
+                    "rendered, not applied (no --vpn-interface): {}",
+                    p.network.files_dir.display()
+                ),
+            },
+        },
     }))
 }

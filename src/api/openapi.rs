@@ -31,7 +31,7 @@ use crate::tenant::{self, service};
         network::add_peer, network::peers, network::remove_peer,
     ),
     components(schemas(
-        error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo,
+        error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo,
         tenant::Tenant, tenant::Plan, tenant::Status, tenant::Isolation, tenant::AccessMode,
         service::CreateTenant, service::UpdateTenant, service::CreatedTenant, service::Credentials,
         service::TenantPage, crate::tenant::users::AddUser, crate::tenant::users::AddedUser,

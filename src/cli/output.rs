@@ -153,6 +153,9 @@ pub async fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
             s.postgres.database
         );
         println!("tenant template version {}", s.template_version);
+        println!("network: VPN pool {}", s.network.vpn_pool);
+        println!("  database rules: {}", s.network.postgres);
+        println!("  VPN: {}", s.network.vpn);
         let total: i64 = s.tenants.values().sum();
         println!("tenants: {total}");
         for (state, n) in &s.tenants {

@@ -74,35 +74,46 @@ impl VpnPool {
     }
 }
 
-/// Gives `tenant` the lowest free subnet of the pool, in the caller's transaction. Two
-/// transactions that pick the same slot cannot both commit: the second is refused by
-/// the exclusion constraint and tries the next free slot.
+/// Gives `tenant` the lowest free subnet of the pool, in the caller's transaction.
+/// Concurrent allocations claim different slots (an advisory lock per slot), and two
+/// transactions whose subnets overlap cannot both commit whatever happens: the
+/// exclusion constraint refuses the second, which tries the next free slot.
 pub async fn allocate(
     c: &impl GenericClient,
     pool: &VpnPool,
     tenant: Uuid,
 ) -> Result<IpNet, super::Refusal> {
-    for _ in 0..256 {
-        let slot = store::free_slot(c, &pool.net.to_string(), pool.slots())
-            .await?
-            .ok_or_else(|| exhausted(pool))?;
-        let subnet = pool.subnet(slot);
-        c.batch_execute("SAVEPOINT vpn_subnet")
-            .await
-            .map_err(crate::store::Error::from)?;
-        match store::set_subnet(c, tenant, Some((&subnet.to_string(), slot))).await {
-            Ok(()) => {
-                c.batch_execute("RELEASE SAVEPOINT vpn_subnet")
-                    .await
-                    .map_err(crate::store::Error::from)?;
-                return Ok(subnet);
+    let db = crate::store::Error::from;
+    for _ in 0..16 {
+        let free = store::free_slots(c, &pool.net.to_string(), pool.slots(), 64).await?;
+        if free.is_empty() {
+            break;
+        }
+        for slot in free {
+            if !store::try_claim_slot(c, slot).await? {
+                continue;
             }
-            Err(crate::store::Error::Db(e)) if e.code() == Some(&SqlState::EXCLUSION_VIOLATION) => {
-                c.batch_execute("ROLLBACK TO SAVEPOINT vpn_subnet")
-                    .await
-                    .map_err(crate::store::Error::from)?;
+            let subnet = pool.subnet(slot);
+            c.batch_execute("SAVEPOINT vpn_subnet").await.map_err(db)?;
+            match store::set_subnet(c, tenant, Some((&subnet.to_string(), slot))).await {
+                Ok(()) => {
+                    c.batch_execute("RELEASE SAVEPOINT vpn_subnet")
+                        .await
+                        .map_err(db)?;
+                    return Ok(subnet);
+                }
+                // Taken since the read (committed), or a conflict PostgreSQL broke as a
+                // deadlock: the next free slot.
+                Err(crate::store::Error::Db(e))
+                    if e.code() == Some(&SqlState::EXCLUSION_VIOLATION)
+                        || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) =>
+                {
+                    c.batch_execute("ROLLBACK TO SAVEPOINT vpn_subnet")
+                        .await
+                        .map_err(db)?;
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
     }
     Err(exhausted(pool).into())

@@ -11,23 +11,38 @@ use super::Result;
 /// The exclusion constraint that keeps two tenants' subnets apart.
 pub const SUBNET_CONSTRAINT: &str = "tenants_vpn_subnet_excl";
 
-/// The lowest slot of the pool (`pool`: its range; subnets of an earlier pool do not
-/// count) no tenant holds (slots `0..slots`), or `None` when
-/// every slot is taken. Reads committed rows only: a concurrent allocation of the same
-/// slot is refused by the exclusion constraint when it commits second.
-pub async fn free_slot(c: &impl GenericClient, pool: &str, slots: i64) -> Result<Option<i32>> {
-    let row = c
-        .query_one(
-            "WITH used AS (SELECT vpn_slot AS i FROM berqenas.tenants WHERE vpn_subnet <<= $1::text::cidr)
-             SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM used WHERE i = 0) THEN 0
-                         ELSE (SELECT min(u.i + 1) FROM used u
-                                WHERE NOT EXISTS (SELECT 1 FROM used v WHERE v.i = u.i + 1))
-                    END::bigint",
-            &[&pool],
-        )
-        .await?;
-    let slot: Option<i64> = row.get(0);
-    Ok(slot.filter(|s| *s < slots).map(|s| s as i32))
+/// Up to `limit` of the lowest slots of the pool (`pool`: its range; subnets of an
+/// earlier pool do not count) that no committed row holds, among `0..slots`.
+pub async fn free_slots(
+    c: &impl GenericClient,
+    pool: &str,
+    slots: i64,
+    limit: i64,
+) -> Result<Vec<i32>> {
+    Ok(c.query(
+        "SELECT s::integer FROM generate_series(0, $2::bigint - 1) AS s
+              WHERE NOT EXISTS (SELECT 1 FROM berqenas.tenants t
+                                 WHERE t.vpn_subnet <<= $1::text::cidr AND t.vpn_slot = s)
+              ORDER BY s LIMIT $3::bigint",
+        &[&pool, &slots, &limit],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}
+
+/// Claims `slot` for this transaction among berqenas's own allocations, if no other
+/// transaction has: concurrent creates then try different slots instead of colliding
+/// on the exclusion constraint (which stays the arbiter).
+pub async fn try_claim_slot(c: &impl GenericClient, slot: i32) -> Result<bool> {
+    const NAMESPACE: i32 = 0x7670_6e73; // "vpns"
+    Ok(c.query_one(
+        "SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)",
+        &[&NAMESPACE, &slot],
+    )
+    .await?
+    .get(0))
 }
 
 /// Gives the tenant a subnet (or takes it away with `None`).

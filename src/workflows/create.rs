@@ -112,19 +112,20 @@ pub async fn create(
     let made = async {
         service::lock_name(&tx, &v.slug).await?;
         let mut made = domain::provision(p, &tx, &v, (password, verifier)).await?;
-        let network = if v.vpn_enabled {
+        if v.vpn_enabled {
             let t = &mut made.created.tenant;
             let subnet = crate::network::pool::allocate(&tx, &p.network.pool, t.id).await?;
             t.vpn_subnet = Some(subnet.to_string());
-            super::network::touch(rt, &tx, t, false).await?
-        } else {
-            None
-        };
+        }
         let t = &made.created.tenant;
         crate::backup::policy::apply_at_create(&tx, t.id, &made.plan, v.backup_schedule.as_deref())
             .await
             .map_err(Error::from)?;
         domain::audit_created(&tx, &made, actor, op_id).await?;
+        let network = match v.vpn_enabled {
+            true => super::network::touch(rt, &tx, &made.created.tenant, false).await?,
+            false => None,
+        };
         Ok::<_, Error>((made, network))
     }
     .await;

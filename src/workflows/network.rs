@@ -99,7 +99,8 @@ fn enforce_apply<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// In a change's transaction: if `t` is restricted (or had VPN on before the change,
+/// In a change's transaction, after its audit row (one lock order: the audit chain's
+/// head, then the network generation): if `t` is restricted (or had VPN on before the change,
 /// `was_vpn`), marks the change and begins the
 /// render that follows it; [`follow`] drives it once the transaction commits.
 pub async fn touch(
@@ -239,7 +240,6 @@ fn firewall_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 (None, json!({"action": "replace", "rules": rules.len()}))
             }
         };
-        store::bump(&tx).await.map_err(store_err)?;
         crate::audit::record(
             &tx,
             &crate::audit::Entry {
@@ -253,6 +253,7 @@ fn firewall_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         )
         .await
         .map_err(store_err)?;
+        store::bump(&tx).await.map_err(store_err)?;
         let rules = store::rules(&tx, t.id).await.map_err(store_err)?;
         let outcome = serde_json::to_value(FirewallChanged { rules, rule }).map_err(failed)?;
         run.applied_in(&tx, &outcome).await?;
@@ -404,7 +405,6 @@ fn peer_add_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             }
             Err(e) => return Err(failed(e)),
         };
-        store::bump(&tx).await.map_err(failed)?;
         crate::audit::record(
             &tx,
             &crate::audit::Entry {
@@ -418,6 +418,7 @@ fn peer_add_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         )
         .await
         .map_err(failed)?;
+        store::bump(&tx).await.map_err(failed)?;
         let outcome = serde_json::to_value(PeerAdded {
             peer,
             subnet: subnet.to_string(),
@@ -500,7 +501,6 @@ fn peer_remove_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                     format!("tenant {} has no VPN peer {:?}", t.name, params.name),
                 ))
             })?;
-        store::bump(&tx).await.map_err(failed)?;
         crate::audit::record(
             &tx,
             &crate::audit::Entry {
@@ -514,6 +514,7 @@ fn peer_remove_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         )
         .await
         .map_err(failed)?;
+        store::bump(&tx).await.map_err(failed)?;
         let outcome = serde_json::to_value(&peer).map_err(failed)?;
         run.applied_in(&tx, &outcome).await?;
         tx.commit().await.map_err(failed)?;

@@ -347,7 +347,10 @@ async fn logins(env: &Env) -> Vec<String> {
             continue;
         }
         let mut result = invariants::logs_in(&creds).await;
-        if result.as_ref().is_err_and(|e| e.contains("pg_hba.conf rejects")) {
+        if result
+            .as_ref()
+            .is_err_and(|e| e.contains("pg_hba.conf rejects"))
+        {
             // Refused by the tenant's network rules (from 127.0.0.1): whether the role
             // may log in is the catalog's to say.
             let can: bool = env

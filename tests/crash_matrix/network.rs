@@ -141,7 +141,10 @@ fn file_matches_registry<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), S
         let snapshot = berqenas::store::network::snapshot(&env.rt.pool().get().await.map_err(err)?)
             .await
             .map_err(err)?;
-        let mine: Vec<_> = snapshot.into_iter().filter(|t| t.name == env.name).collect();
+        let mine: Vec<_> = snapshot
+            .into_iter()
+            .filter(|t| t.name == env.name)
+            .collect();
         let expected = section(&berqenas::network::hba::render(&mine, &[]), &env.name);
         let path = env
             .rt
