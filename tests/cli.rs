@@ -54,6 +54,36 @@ async fn seed_000_create_command_and_the_rest_of_the_tenant_commands() {
     assert_eq!(created["public_api"], true);
     assert_eq!(created["access_mode"], "hybrid");
     assert!(created["api_key"].as_str().unwrap().starts_with("bqk_"));
+    // Hybrid: the database only from the tenant's VPN subnet, until a rule opens it.
+    let dsn = created["credentials"]["dsn"].as_str().unwrap();
+    let refused = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .err()
+        .and_then(|e| e.as_db_error().map(|d| d.message().to_string()));
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|m| m.contains("pg_hba.conf rejects")),
+        "{refused:?}"
+    );
+    let allowed = berqenas(
+        &[
+            "tenant",
+            "firewall",
+            "allow",
+            &name,
+            "127.0.0.1",
+            "--service",
+            "postgres",
+        ],
+        &env,
+    )
+    .await;
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
     let tenant = connect_as(&created["credentials"]).await;
     tenant
         .execute(
