@@ -88,6 +88,15 @@ async fn endpoints(server: &Server) -> Vec<(Method, String, Option<serde_json::V
                 (Method::POST, "/api/v1/tenants/{name}/usage") => {
                     Some(serde_json::json!({"metric": "llm_tokens", "amount": 1}))
                 }
+                (Method::POST, "/api/v1/tenants/{name}/firewall") => {
+                    Some(serde_json::json!({"cidr": "203.0.113.0/24"}))
+                }
+                (Method::PUT, "/api/v1/tenants/{name}/firewall") => {
+                    Some(serde_json::json!({"rules": []}))
+                }
+                (Method::POST, "/api/v1/tenants/{name}/vpn/peers") => {
+                    Some(serde_json::json!({"name": "laptop"}))
+                }
                 (Method::POST | Method::PUT | Method::PATCH, _) => Some(serde_json::json!({})),
                 _ => None,
             };

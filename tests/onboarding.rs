@@ -59,6 +59,15 @@ async fn create_returns_the_contract_and_the_credentials_work() {
         );
     }
 
+    // Hybrid: the database from the VPN subnet only, and from ranges a rule opens.
+    let (s, rule) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/firewall"),
+            Some(json!({"cidr": "127.0.0.1", "service": "postgres"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rule}");
     // The login role works, lands in its schema, and can use the template's tables.
     let tenant = connect_as(&body["credentials"]).await;
     let row = tenant
@@ -347,6 +356,15 @@ async fn get_by_name_or_id_list_update_and_delete() {
 
     // Delete is soft: sessions end, logins stop, the objects stay until the purge;
     // a purge then drops every object and role, the registry row stays. Both audited.
+    // (vpn-only now: a rule lets this test's address in.)
+    let (s, rule) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/firewall"),
+            Some(json!({"cidr": "127.0.0.1", "service": "postgres"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rule}");
     let session = connect_as(&created["credentials"]).await;
     let before = footprint(&pg, &name).await;
     let (s, deleted) = app

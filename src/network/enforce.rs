@@ -5,7 +5,8 @@
 //! (an advisory lock), and none when a render that started after the caller's change
 //! committed has already covered it.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::GenericClient;
@@ -36,41 +37,37 @@ pub struct Report {
 }
 
 /// One render at a time in this process, waiting without a connection (the advisory
-/// lock below keeps other processes' renders apart).
-static RENDER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// lock below keeps other processes' renders apart); and, per set of rendered files,
+/// the generation its last render read.
+static RENDERED: tokio::sync::Mutex<BTreeMap<PathBuf, i64>> =
+    tokio::sync::Mutex::const_new(BTreeMap::new());
 
-/// Renders and applies the registry as of now. Unless `force`d, a render that
-/// started after every change committed so far has covered them already, and this
-/// one does nothing. `after_write` runs between writing pg_hba.conf and reloading it
-/// (a crash test's failpoint).
+/// Renders and applies the registry as of now. Unless `force`d, a render of the same
+/// files that started after every change committed so far has covered them already,
+/// and this one does nothing. `after_write` runs between writing pg_hba.conf and
+/// reloading it (a crash test's failpoint).
 pub async fn enforce(
     pool: &deadpool_postgres::Pool,
     s: &Settings,
     force: bool,
     after_write: impl Fn(),
 ) -> Result<Report, Error> {
-    let seen = if force {
-        None
-    } else {
-        Some(
-            store::generations(&pool.get().await.map_err(pool_error)?)
-                .await?
-                .0,
-        )
-    };
-    let _one = RENDER.lock().await;
+    let seen = store::generations(&pool.get().await.map_err(pool_error)?)
+        .await?
+        .0;
+    let mut rendered = RENDERED.lock().await;
+    let last = rendered.get(&s.files_dir).copied();
+    if !force && last.is_some_and(|g| g >= seen) {
+        return Ok(Report {
+            generation: last.unwrap_or_default(),
+            ..Report::default()
+        });
+    }
     let mut c = pool.get().await.map_err(pool_error)?;
     let tx = c.transaction().await?;
     tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&LOCK])
         .await?;
-    let (generation, applied) = store::generations(&tx).await?;
-    if seen.is_some_and(|g| applied >= g) {
-        tx.commit().await?;
-        return Ok(Report {
-            generation: applied,
-            ..Report::default()
-        });
-    }
+    let (generation, _) = store::generations(&tx).await?;
     let tenants = store::snapshot(&tx).await?;
     let mut report = Report {
         rendered: true,
@@ -93,6 +90,7 @@ pub async fn enforce(
     report.vpn = render_vpn(s, &tenants)?;
     store::set_applied(&tx, generation).await?;
     tx.commit().await?;
+    rendered.insert(s.files_dir.clone(), generation);
     Ok(report)
 }
 
@@ -113,7 +111,10 @@ async fn control_ranges(c: &impl GenericClient) -> Result<Vec<IpNet>, Error> {
     Ok(addr.map(IpNet::from).into_iter().collect())
 }
 
-async fn apply_hba(
+/// Puts `block` in place of berqenas's block of the file at `path`, checks the
+/// whole file with `pg_hba_file_rules` (the previous file back on any error), and
+/// reloads the server's configuration.
+pub async fn apply_hba(
     c: &impl GenericClient,
     path: &Path,
     block: &str,

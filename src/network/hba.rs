@@ -1,11 +1,11 @@
-//! The tenants' lines of `pg_hba.conf`. berqenas owns one block of the file, at its
-//! top (before every catch-all line), between two marker lines; the rest of the file is
-//! the operator's and is kept as it is. Per restricted tenant: one `host` line per
-//! allowed range naming all its login roles, then a `reject` for those roles from
-//! anywhere else. PostgreSQL takes the first line that matches a connection, so a
-//! tenant's roles never reach the catch-alls below, and a role nobody restricts never
-//! matches a line of the block (one string compare per line, measured flat in
-//! `benches/network.rs`).
+//! The tenants' lines of `pg_hba.conf`. berqenas owns one block of the file, between
+//! two marker lines, after the file's leading `local` lines and before its first
+//! `host` line (every catch-all); the rest of the file is the operator's and is kept
+//! as it is. Per restricted tenant: one `host` line per allowed range naming all its
+//! login roles; then one `reject` naming every restricted role. PostgreSQL takes the
+//! first line that matches a connection, so a tenant's roles never reach the
+//! catch-alls below. It walks the lines in order for every TCP connection, so their
+//! number is kept low (`benches/network.rs` measures the cost).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -44,11 +44,14 @@ pub fn database_ranges(t: &Restricted) -> Option<Vec<IpNet>> {
 }
 
 /// The block for these tenants. `control`: ranges berqenas itself connects from as a
-/// tenant (the data API over TCP), allowed for every restricted role.
+/// tenant (the data API over TCP), allowed for every restricted role. One line per
+/// allowed range, then a single reject naming every restricted role: fewer lines for
+/// PostgreSQL to walk per connection than a reject per tenant.
 pub fn render(tenants: &[Restricted], control: &[IpNet]) -> String {
     let mut out = String::with_capacity(64 + tenants.len() * 160);
     out.push_str(BEGIN);
     out.push('\n');
+    let mut restricted = Vec::new();
     for t in tenants {
         let Some(mut ranges) = database_ranges(t) else {
             continue;
@@ -66,28 +69,43 @@ pub fn render(tenants: &[Restricted], control: &[IpNet]) -> String {
         for range in ranges {
             let _ = writeln!(out, "host all {roles} {range} scram-sha-256");
         }
-        let _ = writeln!(out, "host all {roles} all reject");
+        restricted.push(roles);
+    }
+    if !restricted.is_empty() {
+        let _ = writeln!(out, "# every restricted tenant role, from anywhere else");
+        let _ = writeln!(out, "host all {} all reject", restricted.join(","));
     }
     out.push_str(END);
     out.push('\n');
     out
 }
 
-/// The file with `block` in place of berqenas's previous block (or at its top).
+/// The file with `block` in place of berqenas's previous block, or, the first time,
+/// after the file's leading `local` lines (so connections over the private socket,
+/// berqenas's own, never walk the tenants' lines) and before its first `host` line.
 pub fn splice(file: &str, block: &str) -> String {
-    let mut rest = String::with_capacity(file.len());
-    let mut inside = false;
+    let mut before = String::with_capacity(file.len());
+    let mut after = String::with_capacity(file.len());
+    let (mut inside, mut placed) = (false, false);
     for line in file.lines() {
         if line == BEGIN {
             inside = true;
-        } else if line == END && inside {
-            inside = false;
-        } else if !inside {
-            rest.push_str(line);
-            rest.push('\n');
+            placed = true;
+            continue;
         }
+        if inside {
+            inside = line != END;
+            continue;
+        }
+        let first = line.split_whitespace().next().unwrap_or("");
+        if !placed && first.starts_with("host") {
+            placed = true;
+        }
+        let into = if placed { &mut after } else { &mut before };
+        into.push_str(line);
+        into.push('\n');
     }
-    format!("{block}{rest}")
+    format!("{before}{block}{after}")
 }
 
 /// Replaces `path` with `content` all at once: a temporary file beside it with the same
@@ -164,7 +182,9 @@ mod tests {
         );
         // Suspended: refused from everywhere.
         let block = render(&[tenant("suspended", true, &[])], &[]);
-        assert_eq!(block.lines().filter(|l| l.starts_with("host")).count(), 1);
+        let lines: Vec<&str> = block.lines().filter(|l| l.starts_with("host")).collect();
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].ends_with(" all reject"));
         // Public with only an API rule: no database line.
         let block = render(
             &[tenant("active", false, &[("198.51.100.0/24", "api")])],
@@ -174,15 +194,14 @@ mod tests {
     }
 
     #[test]
-    fn splice_replaces_only_the_block() {
-        let file = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
-        let once = splice(
-            file,
-            &format!("{BEGIN}\nhost all \"a\" all reject\n{END}\n"),
-        );
-        assert!(once.starts_with(BEGIN));
-        assert!(once.ends_with(file));
-        let twice = splice(&once, &format!("{BEGIN}\n{END}\n"));
-        assert_eq!(twice, format!("{BEGIN}\n{END}\n{file}"));
+    fn splice_replaces_only_the_block_after_the_local_lines() {
+        let local = "# comment\nlocal all all trust\n";
+        let host = "host all all 127.0.0.1/32 scram-sha-256\n";
+        let file = format!("{local}{host}");
+        let block = format!("{BEGIN}\nhost all \"a\" all reject\n{END}\n");
+        let once = splice(&file, &block);
+        assert_eq!(once, format!("{local}{block}{host}"));
+        let empty = format!("{BEGIN}\n{END}\n");
+        assert_eq!(splice(&once, &empty), format!("{local}{empty}{host}"));
     }
 }
