@@ -29,7 +29,7 @@ pub enum TemplateError {
     BadFile { file: String, problem: String },
     #[error("the tenant template directory {0} holds no NNNN_name.sql files")]
     Empty(String),
-    #[error("tenant template migration {name} (version {version}) was applied but is missing from the template")]
+    #[error("tenant template migration {name} (version {version}) was applied but is missing from the template; a template directory holds every file, the built-in ones too (`berqenas template export DIR` writes them)")]
     Missing { name: String, version: i32 },
     #[error("tenant template migration {name} was changed after it was applied (checksum {found}, recorded {recorded})")]
     Tampered {
@@ -229,6 +229,15 @@ mod tests {
             std::fs::write(dir.join(name), sql).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn a_missing_file_names_the_command_that_writes_the_builtin_ones() {
+        let e = TemplateError::Missing {
+            name: "0001_init.sql".into(),
+            version: 1,
+        };
+        assert!(e.to_string().contains("berqenas template export DIR"), "{e}");
     }
 
     #[test]
