@@ -9,8 +9,14 @@ use common::{connect_as, footprint, scratch_dir, stdout_json, superuser, unique,
 use serde_json::Value;
 
 async fn berqenas(args: &[&str], env: &[(&str, &str)]) -> Output {
+    berqenas_in(std::path::Path::new("."), args, env).await
+}
+
+/// The CLI run from `dir`, as a user's shell in another directory runs it.
+async fn berqenas_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_berqenas"));
-    cmd.args(args)
+    cmd.current_dir(dir)
+        .args(args)
         .env_remove("BERQENAS_URL")
         .env_remove("BERQENAS_ADMIN_TOKEN")
         .env_remove("BERQENAS_DATA_DIR")
@@ -325,4 +331,97 @@ async fn backup_commands_take_list_verify_and_restore() {
         8,
         "six roles, the schema and the registry row, as created"
     );
+}
+
+/// Issue 21, item 1: the built-in template as files, to add a migration beside.
+#[tokio::test]
+async fn template_export_writes_the_builtin_template_and_never_overwrites_an_edit() {
+    let dir = scratch_dir("cli-template");
+    let target = dir.join("tpl");
+    let out = berqenas(&["template", "export", target.to_str().unwrap()], &[]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let init = target.join("0001_init.sql");
+    assert_eq!(std::fs::read_to_string(&init).unwrap(), common::INIT);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0001_init.sql"));
+    let again = berqenas(&["template", "export", target.to_str().unwrap()], &[]).await;
+    assert!(again.status.success(), "the same content again is fine");
+
+    std::fs::write(&init, "-- mine\n").unwrap();
+    let out = berqenas(&["template", "export", target.to_str().unwrap()], &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0001_init.sql already exists"), "{err}");
+    assert_eq!(std::fs::read_to_string(&init).unwrap(), "-- mine\n", "nothing changed");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 21, item 2: run where there is no `./.berqenas`, the CLI says so and how to
+/// point at one, not "wrong admin token".
+#[tokio::test]
+async fn outside_the_data_directory_the_cli_says_where_it_looked() {
+    let app = TestApp::spawn().await;
+    let elsewhere = scratch_dir("cli-elsewhere");
+    let out = berqenas_in(
+        &elsewhere,
+        &["tenant", "list"],
+        &[("BERQENAS_URL", app.url.as_str())],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no ./.berqenas found in this directory"), "{err}");
+    assert!(err.contains("--data-dir") && err.contains("BERQENAS_ADMIN_TOKEN"), "{err}");
+    assert!(!err.contains("wrong admin token"), "{err}");
+
+    let out = berqenas_in(
+        &elsewhere,
+        &["tenant", "list", "--server", "http://127.0.0.1:9"],
+        &[],
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("berqenas serve"));
+    let _ = std::fs::remove_dir_all(elsewhere);
+}
+
+/// Issue 21, item 5: refusals in the CLI's own words.
+#[tokio::test]
+async fn refusals_speak_the_cli_s_language() {
+    let app = TestApp::spawn().await;
+    let env = [
+        ("BERQENAS_URL", app.url.as_str()),
+        ("BERQENAS_ADMIN_TOKEN", TOKEN),
+    ];
+    let name = unique("words");
+    stdout_json(&berqenas(&["tenant", "create", "--name", &name, "-o", "json"], &env).await);
+    let out = berqenas(&["tenant", "resume", &name], &env).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{name} is already active")), "{err}");
+
+    for email in ["a@example.com"] {
+        let out = berqenas(
+            &["tenant", "user", "add", &name, "--email", email, "--role", "developer"],
+            &env,
+        )
+        .await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = berqenas(&["quota", "set", &name, "max_users=0"], &env).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("use --force") && !err.contains("\"force\""), "{err}");
+
+    // A clash with an object berqenas did not make names that object.
+    let clash = unique("clash");
+    let schema = format!("tenant_{}", clash.replace('-', "_"));
+    let pg = superuser().await;
+    pg.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let out = berqenas(&["tenant", "create", "--name", &clash], &env).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("a PostgreSQL schema \"{schema}\" already exists")),
+        "{err}"
+    );
+    pg.batch_execute(&format!("DROP SCHEMA {schema}")).await.unwrap();
 }

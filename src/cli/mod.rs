@@ -10,6 +10,7 @@ mod migrate;
 mod output;
 mod psql;
 mod quota;
+mod template;
 mod tenant;
 
 use std::net::SocketAddr;
@@ -55,6 +56,9 @@ pub enum Command {
     /// A tenant's quotas and its usage against them.
     #[command(subcommand)]
     Quota(quota::QuotaCommand),
+    /// The tenant template: `template export DIR` writes the built-in one.
+    #[command(subcommand)]
+    Template(template::TemplateCommand),
 }
 
 #[derive(Debug, Args)]
@@ -178,16 +182,32 @@ pub enum Format {
 
 impl ClientArgs {
     pub fn client(&self) -> Client {
-        let server = self
+        let found = self
             .server
             .clone()
-            .or_else(|| read_trimmed(&self.data_dir.join(server::SERVER_URL_FILE)))
-            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
-        let token = self
-            .token
-            .clone()
-            .or_else(|| read_trimmed(&self.data_dir.join(server::ADMIN_TOKEN_FILE)));
-        Client::new(&server, token)
+            .or_else(|| read_trimmed(&self.data_dir.join(server::SERVER_URL_FILE)));
+        let guessed_url = found.is_none();
+        let server = found.unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let token_file = self.data_dir.join(server::ADMIN_TOKEN_FILE);
+        let token = self.token.clone().or_else(|| read_trimmed(&token_file));
+        Client::new(&server, token).with_no_token_hint(Some(self.no_token_hint(&token_file)), guessed_url)
+    }
+
+    /// Run outside the server's directory, the CLI finds no data directory: say so and
+    /// how to point at one, rather than pass on the server's "wrong admin token".
+    fn no_token_hint(&self, token_file: &Path) -> String {
+        let found = if self.data_dir.is_dir() {
+            format!("{} holds no admin token", token_file.display())
+        } else if self.data_dir == Path::new(".berqenas") {
+            "no ./.berqenas found in this directory".to_string()
+        } else {
+            format!("no data directory found at {}", self.data_dir.display())
+        };
+        format!(
+            "{found}, so the CLI has no admin token. Run it in the directory `berqenas serve` runs in, \
+             pass --data-dir <that directory's .berqenas>, or set BERQENAS_URL and BERQENAS_ADMIN_TOKEN \
+             (or --server and --token)"
+        )
     }
 }
 
@@ -243,6 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(a) => migrate::run(a).await,
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Quota(cmd) => quota::run(cmd).await,
+        Command::Template(cmd) => template::run(cmd),
     }
 }
 

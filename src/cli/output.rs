@@ -11,6 +11,16 @@ use super::{ClientArgs, Format};
 use crate::tenant::size::format_size;
 use crate::tenant::Tenant;
 
+/// `1 tenant`, `2 tenants`: a count with its noun in the right number.
+pub fn count(n: impl Into<i64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// After a page's table: how to ask for the next page (on stderr, so the table stays
 /// clean for a pipe).
 pub fn more(next_cursor: Option<&str>) {
@@ -199,4 +209,14 @@ pub fn backups_table(backups: &[crate::backup::Backup]) {
         ]);
     }
     println!("{table}");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(super::count(1, "tenant"), "1 tenant");
+        assert_eq!(super::count(0, "tenant"), "0 tenants");
+        assert_eq!(super::count(2, "tenant"), "2 tenants");
+    }
 }

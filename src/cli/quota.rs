@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 
+use super::client::ClientError;
 use super::output;
 use super::{ClientArgs, TenantArgs};
 use crate::quota::service::{Limits, QuotaUpdate};
@@ -111,6 +112,24 @@ fn usage_table(u: &UsageSummary) {
     }
 }
 
+/// The API tells a script to send `"force": true`; a person at the CLI has a flag.
+fn in_cli_words(e: ClientError) -> ClientError {
+    match e {
+        ClientError::Api {
+            status,
+            code,
+            message,
+            field,
+        } if code == "quota_below_usage" => ClientError::Api {
+            message: message.replace("send \"force\": true", "use --force"),
+            status,
+            code,
+            field,
+        },
+        e => e,
+    }
+}
+
 pub async fn run(cmd: QuotaCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         QuotaCommand::Show(a) => {
@@ -126,7 +145,7 @@ pub async fn run(cmd: QuotaCommand) -> anyhow::Result<ExitCode> {
                 }
             };
             let res = a.client.client().set_quotas(&a.tenant, &req).await;
-            output::finish(res, a.client.output, limits_table)
+            output::finish(res.map_err(in_cli_words), a.client.output, limits_table)
         }
         QuotaCommand::Usage(a) => {
             let res = a.client.client().usage(&a.tenant).await;
