@@ -306,6 +306,14 @@ async fn backup_commands_take_list_verify_and_restore() {
     .await;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("field: schedule"));
+    let table = berqenas(&["backup", "create", &name], &env).await;
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    let progress = String::from_utf8_lossy(&table.stderr);
+    assert!(
+        progress.contains(&format!("backing up {name} ...")) && progress.contains("done in"),
+        "plain progress lines off a terminal: {progress}"
+    );
+    assert!(!progress.contains('\u{1b}'), "no control characters: {progress:?}");
     let b = stdout_json(&berqenas(&["backup", "create", &name, "-o", "json"], &env).await);
     let id = b["id"].as_str().unwrap();
     let listed = stdout_json(&berqenas(&["backup", "list", &name, "-o", "json"], &env).await);
@@ -317,9 +325,38 @@ async fn backup_commands_take_list_verify_and_restore() {
         String::from_utf8_lossy(&verified.stderr)
     );
     assert!(String::from_utf8_lossy(&verified.stdout).contains("verified"));
-    let restored =
-        stdout_json(&berqenas(&["backup", "restore", &name, id, "-o", "json"], &env).await);
+    // In place replaces the tenant's data: refused unless confirmed, and nothing changes.
+    let tenant = connect_as(&created["credentials"]).await;
+    tenant
+        .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('new', 'b', 'c')")
+        .await
+        .unwrap();
+    let rows = || async {
+        connect_as(&created["credentials"])
+            .await
+            .query_one("SELECT count(*) FROM applications", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let refused = berqenas(&["backup", "restore", &name, id], &env).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--yes") && err.contains("Nothing was changed"), "{err}");
+    assert_eq!(rows().await, 2, "the refused restore changed nothing");
+    let restored = stdout_json(
+        &berqenas(&["backup", "restore", &name, id, "--yes", "-o", "json"], &env).await,
+    );
     assert_eq!(restored["status"], "active");
+    assert_eq!(rows().await, 1, "the backup's data is back");
+    let copy = unique("clibk-copy");
+    let out = berqenas(&["backup", "restore", &name, id, "--as", &copy], &env).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("api_key:") && text.contains("dsn:      postgresql://"),
+        "the new tenant's DSN, as create shows it: {text}"
+    );
     let missing = berqenas(
         &["backup", "verify", "0190e7a0-0000-7000-8000-000000000000"],
         &env,
@@ -424,4 +461,55 @@ async fn refusals_speak_the_cli_s_language() {
         "{err}"
     );
     pg.batch_execute(&format!("DROP SCHEMA {schema}")).await.unwrap();
+}
+
+/// Issue 21, item 6: tables in human units and complete; pages that end where they end.
+#[tokio::test]
+async fn tables_are_complete_and_pages_end_where_they_end() {
+    let app = TestApp::spawn().await;
+    let env = [
+        ("BERQENAS_URL", app.url.as_str()),
+        ("BERQENAS_ADMIN_TOKEN", TOKEN),
+    ];
+    let name = unique("units");
+    let args = [
+        "tenant", "create", "--name", &name, "--db-quota", "5GB", "--trial-days", "7",
+        "--plan", "custom", "-o", "json",
+    ];
+    stdout_json(&berqenas(&args, &env).await);
+    let got = berqenas(&["tenant", "get", &name], &env).await;
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert!(text.contains("5 GiB") && text.contains("trial_ends_at"), "{text}");
+    let json = stdout_json(&berqenas(&["tenant", "get", &name, "-o", "json"], &env).await);
+    assert_eq!(json["db_quota_bytes"], 5i64 << 30, "JSON keeps bytes");
+
+    let usage = berqenas(&["quota", "usage", &name], &env).await;
+    let text = String::from_utf8_lossy(&usage.stdout);
+    assert!(text.contains("LIMIT") && text.contains("USED %"), "{text}");
+    assert!(text.lines().any(|l| l.contains("storage_bytes") && l.contains("5 GiB")), "{text}");
+
+    // Two tenants on a plan no other test here uses: a page of exactly two is the last.
+    let second = unique("units");
+    stdout_json(
+        &berqenas(&["tenant", "create", "--name", &second, "--plan", "custom", "-o", "json"], &env)
+            .await,
+    );
+    let list = |extra: &'static [&'static str]| {
+        let env = env;
+        async move {
+            let mut args = vec!["tenant", "list", "--plan", "custom", "-o", "json"];
+            args.extend_from_slice(extra);
+            stdout_json(&berqenas(&args, &env).await)
+        }
+    };
+    let full = list(&["--limit", "2"]).await;
+    assert_eq!(full["tenants"].as_array().unwrap().len(), 2);
+    assert!(full["next_cursor"].is_null(), "no cursor to an empty page: {full}");
+    let first = list(&["--limit", "1"]).await;
+    assert!(first["next_cursor"].is_string());
+    let all = list(&["--limit", "1", "--all"]).await;
+    assert_eq!(all["tenants"].as_array().unwrap().len(), 2, "{all}");
+    assert!(all["next_cursor"].is_null());
+    let table = berqenas(&["tenant", "list", "--plan", "custom", "--limit", "2"], &env).await;
+    assert!(!String::from_utf8_lossy(&table.stderr).contains("--cursor"));
 }

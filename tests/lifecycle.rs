@@ -335,7 +335,7 @@ async fn illegal_transitions_are_409_naming_the_state_and_change_nothing() {
         &format!("{base}/resume"),
         None,
         StatusCode::CONFLICT,
-        "it is active",
+        "is already active",
     )
     .await;
     refused(
@@ -343,7 +343,7 @@ async fn illegal_transitions_are_409_naming_the_state_and_change_nothing() {
         &format!("{base}/activate"),
         None,
         StatusCode::CONFLICT,
-        "it is active",
+        "is already active",
     )
     .await;
     // Bad bodies: 400 naming the field.
@@ -372,7 +372,7 @@ async fn illegal_transitions_are_409_naming_the_state_and_change_nothing() {
         &format!("{base}/suspend"),
         Some(json!({"reason": "again"})),
         StatusCode::CONFLICT,
-        "it is suspended",
+        "is already suspended",
     )
     .await;
     refused(

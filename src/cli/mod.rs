@@ -8,6 +8,8 @@ pub mod client;
 mod lifecycle;
 mod migrate;
 mod output;
+mod pages;
+mod progress;
 mod psql;
 mod quota;
 mod template;

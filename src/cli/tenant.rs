@@ -201,6 +201,9 @@ pub struct ListArgs {
     /// Continue after this cursor (from a previous page).
     #[arg(long)]
     pub cursor: Option<String>,
+    /// Every page, one after another, as one list (--limit sets the page size).
+    #[arg(long, conflicts_with = "cursor")]
+    pub all: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -279,16 +282,15 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             output::finish(res, a.client.output, output::tenant_table)
         }
         TenantCommand::List(a) => {
-            let res = a
-                .client
-                .client()
-                .list_tenants(
-                    a.status.as_deref(),
-                    a.plan.as_deref(),
-                    a.limit,
-                    a.cursor.as_deref(),
-                )
-                .await;
+            let res = super::pages::tenants(
+                &a.client.client(),
+                a.status.as_deref(),
+                a.plan.as_deref(),
+                a.limit,
+                a.cursor.as_deref(),
+                a.all,
+            )
+            .await;
             output::finish(res, a.client.output, |page| {
                 output::tenants_table(&page.tenants);
                 output::more(page.next_cursor.as_deref());
