@@ -513,3 +513,35 @@ async fn tables_are_complete_and_pages_end_where_they_end() {
     let table = berqenas(&["tenant", "list", "--plan", "custom", "--limit", "2"], &env).await;
     assert!(!String::from_utf8_lossy(&table.stderr).contains("--cursor"));
 }
+
+/// Issue 21, item 7: help that lists the choices, and environment variables shown with
+/// a value only when they have one.
+#[tokio::test]
+async fn help_lists_choices_and_only_set_variables_have_values() {
+    let help = berqenas(&["tenant", "create", "--help"], &[]).await;
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("[possible values: schema, database, shared]"), "{text}");
+    assert!(text.contains("professional") && text.contains("berqenas plan list"), "{text}");
+    assert!(text.contains("[env: BERQENAS_URL]") && !text.contains("BERQENAS_URL="), "{text}");
+    let help = berqenas(
+        &["tenant", "list", "--help"],
+        &[("BERQENAS_URL", "http://127.0.0.1:9")],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("[env: BERQENAS_URL=http://127.0.0.1:9]"), "{text}");
+
+    let bad = berqenas(&["tenant", "create", "--name", "okname", "--isolation", "schemas"], &[]).await;
+    assert_eq!(bad.status.code(), Some(2), "refused before any request");
+
+    let app = TestApp::spawn().await;
+    let env = [
+        ("BERQENAS_URL", app.url.as_str()),
+        ("BERQENAS_ADMIN_TOKEN", TOKEN),
+    ];
+    let plans = berqenas(&["plan", "list"], &env).await;
+    let text = String::from_utf8_lossy(&plans.stdout);
+    for plan in ["free", "starter", "professional", "enterprise", "custom"] {
+        assert!(text.contains(plan), "{text}");
+    }
+}

@@ -30,7 +30,7 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub plan: Option<String>,
     /// Only tenants in this isolation mode.
-    #[arg(long, value_parser = ["schema", "database", "shared"])]
+    #[arg(long, value_parser = super::ISOLATIONS)]
     pub isolation: Option<String>,
     /// Tenants migrated at once [default: from the server's spare connections].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::migrate::MAX_JOBS as i64))]

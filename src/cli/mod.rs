@@ -9,6 +9,7 @@ mod lifecycle;
 mod migrate;
 mod output;
 mod pages;
+mod plan;
 mod progress;
 mod psql;
 mod quota;
@@ -58,6 +59,9 @@ pub enum Command {
     /// A tenant's quotas and its usage against them.
     #[command(subcommand)]
     Quota(quota::QuotaCommand),
+    /// The plans tenants are on (`plan list`).
+    #[command(subcommand)]
+    Plan(plan::PlanCommand),
     /// The tenant template: `template export DIR` writes the built-in one.
     #[command(subcommand)]
     Template(template::TemplateCommand),
@@ -116,6 +120,9 @@ pub struct ServeArgs {
     #[arg(long, env = "BERQENAS_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub metrics_token: Option<SecretString>,
 }
+
+/// The isolation modes `--isolation` takes (help lists them; clap refuses others).
+pub const ISOLATIONS: [&str; 3] = ["schema", "database", "shared"];
 
 /// A flag that holds a secret: kept in a [`SecretString`], so `Debug` shows none of it.
 fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -221,7 +228,11 @@ fn read_trimmed(path: &Path) -> Option<String> {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = env_values_only_when_set(Cli::command()).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    };
     let serving = matches!(cli.command, Command::Serve(_));
     init_tracing(serving);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -235,6 +246,16 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's help shows `[env: BERQENAS_URL=]` for an unset variable, which reads as one
+/// set to the empty string: show the variable's name always, its value only when set.
+fn env_values_only_when_set(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| match a.get_env() {
+        Some(name) if std::env::var_os(name).is_none() => a.hide_env_values(true),
+        _ => a,
+    })
+    .mut_subcommands(env_values_only_when_set)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -266,6 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Quota(cmd) => quota::run(cmd).await,
         Command::Template(cmd) => template::run(cmd),
+        Command::Plan(cmd) => plan::run(cmd).await,
     }
 }
 

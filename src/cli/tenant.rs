@@ -165,11 +165,12 @@ pub struct CreateArgs {
     /// Whether the tenant's public data API is on.
     #[arg(long, default_value = "false", action = clap::ArgAction::Set)]
     pub public_api: bool,
-    /// Plan (see the plans endpoint) [default: free]
+    /// Plan: free, starter, professional, enterprise, custom (`berqenas plan list`
+    /// shows their quotas) [default: free]
     #[arg(long)]
     pub plan: Option<String>,
-    /// Isolation mode [default: schema]
-    #[arg(long)]
+    /// Isolation mode [default: the plan's, else schema]
+    #[arg(long, value_parser = super::ISOLATIONS)]
     pub isolation: Option<String>,
     /// Free-form JSON object stored with the tenant.
     #[arg(long, value_parser = parse_json_object)]
