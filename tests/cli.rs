@@ -545,3 +545,25 @@ async fn help_lists_choices_and_only_set_variables_have_values() {
         assert!(text.contains(plan), "{text}");
     }
 }
+
+/// Issue 21, item 9: logs off a terminal carry no colour codes; `--log-format json`
+/// writes one JSON object a line.
+#[tokio::test]
+async fn logs_are_plain_off_a_terminal_and_json_on_request() {
+    let args = ["tenant", "list", "--server", "http://127.0.0.1:9", "--token", "x"];
+    let text = berqenas(&args, &[("BERQENAS_LOG", "debug")]).await;
+    let err = String::from_utf8_lossy(&text.stderr);
+    assert!(err.contains("DEBUG"), "a debug line was logged: {err}");
+    assert!(!err.contains('\u{1b}'), "no ANSI codes: {err:?}");
+
+    let mut json_args = vec!["--log-format", "json"];
+    json_args.extend_from_slice(&args);
+    let json = berqenas(&json_args, &[("BERQENAS_LOG", "debug")]).await;
+    let err = String::from_utf8_lossy(&json.stderr);
+    let logs: Vec<&str> = err.lines().filter(|l| !l.starts_with("error:")).collect();
+    assert!(!logs.is_empty(), "{err}");
+    for line in logs {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+    }
+}

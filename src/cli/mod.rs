@@ -33,8 +33,18 @@ use client::Client;
 #[derive(Debug, Parser)]
 #[command(name = "berqenas", version, propagate_version = true)]
 pub struct Cli {
+    /// How log lines are written to stderr: text, or one JSON object a line for log
+    /// shippers. Colour only when stderr is a terminal.
+    #[arg(long, global = true, value_enum, env = "BERQENAS_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,7 +244,7 @@ pub fn main() -> ExitCode {
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     };
     let serving = matches!(cli.command, Command::Serve(_));
-    init_tracing(serving);
+    init_tracing(serving, cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -291,14 +301,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init_tracing(serving: bool) {
+fn init_tracing(serving: bool, format: LogFormat) {
+    use std::io::IsTerminal;
     let default = if serving { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERQENAS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // A file or a pipe gets no escape codes; a log shipper gets JSON.
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
 }
 
 #[cfg(test)]
