@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{connect_as, footprint, scratch_dir, stdout_json, superuser, unique, TestApp, TOKEN};
+use common::{connect_as, footprint, stdout_json, superuser, unique, ScratchDir, TestApp, TOKEN};
 use serde_json::Value;
 
 async fn berqenas(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -221,7 +221,7 @@ async fn errors_are_clear_and_exit_non_zero() {
 #[tokio::test]
 async fn finds_server_and_token_in_the_data_directory() {
     let app = TestApp::spawn().await;
-    let dir = scratch_dir("cli-data");
+    let dir = ScratchDir::new("cli-data");
     std::fs::write(dir.join("server-url"), format!("{}\n", app.url)).unwrap();
     std::fs::write(dir.join("admin-token"), format!("{TOKEN}\n")).unwrap();
     let name = unique("nocfg");
@@ -251,7 +251,6 @@ async fn finds_server_and_token_in_the_data_directory() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// `berqenas backup ...` and `tenant backup-policy ...` as a script runs them.
@@ -373,7 +372,7 @@ async fn backup_commands_take_list_verify_and_restore() {
 /// Issue 21, item 1: the built-in template as files, to add a migration beside.
 #[tokio::test]
 async fn template_export_writes_the_builtin_template_and_never_overwrites_an_edit() {
-    let dir = scratch_dir("cli-template");
+    let dir = ScratchDir::new("cli-template");
     let target = dir.join("tpl");
     let out = berqenas(&["template", "export", target.to_str().unwrap()], &[]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -389,7 +388,6 @@ async fn template_export_writes_the_builtin_template_and_never_overwrites_an_edi
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("0001_init.sql already exists"), "{err}");
     assert_eq!(std::fs::read_to_string(&init).unwrap(), "-- mine\n", "nothing changed");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Issue 21, item 2: run where there is no `./.berqenas`, the CLI says so and how to
@@ -397,7 +395,7 @@ async fn template_export_writes_the_builtin_template_and_never_overwrites_an_edi
 #[tokio::test]
 async fn outside_the_data_directory_the_cli_says_where_it_looked() {
     let app = TestApp::spawn().await;
-    let elsewhere = scratch_dir("cli-elsewhere");
+    let elsewhere = ScratchDir::new("cli-elsewhere");
     let out = berqenas_in(
         &elsewhere,
         &["tenant", "list"],
@@ -417,7 +415,6 @@ async fn outside_the_data_directory_the_cli_says_where_it_looked() {
     )
     .await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("berqenas serve"));
-    let _ = std::fs::remove_dir_all(elsewhere);
 }
 
 /// Issue 21, item 5: refusals in the CLI's own words.
