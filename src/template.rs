@@ -253,7 +253,10 @@ mod tests {
             name: "0001_init.sql".into(),
             version: 1,
         };
-        assert!(e.to_string().contains("berqenas template export DIR"), "{e}");
+        assert!(
+            e.to_string().contains("berqenas template export DIR"),
+            "{e}"
+        );
     }
 
     #[test]

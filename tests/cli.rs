@@ -306,13 +306,20 @@ async fn backup_commands_take_list_verify_and_restore() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("field: schedule"));
     let table = berqenas(&["backup", "create", &name], &env).await;
-    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
     let progress = String::from_utf8_lossy(&table.stderr);
     assert!(
         progress.contains(&format!("backing up {name} ...")) && progress.contains("done in"),
         "plain progress lines off a terminal: {progress}"
     );
-    assert!(!progress.contains('\u{1b}'), "no control characters: {progress:?}");
+    assert!(
+        !progress.contains('\u{1b}'),
+        "no control characters: {progress:?}"
+    );
     let b = stdout_json(&berqenas(&["backup", "create", &name, "-o", "json"], &env).await);
     let id = b["id"].as_str().unwrap();
     let listed = stdout_json(&berqenas(&["backup", "list", &name, "-o", "json"], &env).await);
@@ -341,16 +348,27 @@ async fn backup_commands_take_list_verify_and_restore() {
     let refused = berqenas(&["backup", "restore", &name, id], &env).await;
     assert_eq!(refused.status.code(), Some(1));
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("--yes") && err.contains("Nothing was changed"), "{err}");
+    assert!(
+        err.contains("--yes") && err.contains("Nothing was changed"),
+        "{err}"
+    );
     assert_eq!(rows().await, 2, "the refused restore changed nothing");
     let restored = stdout_json(
-        &berqenas(&["backup", "restore", &name, id, "--yes", "-o", "json"], &env).await,
+        &berqenas(
+            &["backup", "restore", &name, id, "--yes", "-o", "json"],
+            &env,
+        )
+        .await,
     );
     assert_eq!(restored["status"], "active");
     assert_eq!(rows().await, 1, "the backup's data is back");
     let copy = unique("clibk-copy");
     let out = berqenas(&["backup", "restore", &name, id, "--as", &copy], &env).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("api_key:") && text.contains("dsn:      postgresql://"),
@@ -375,7 +393,11 @@ async fn template_export_writes_the_builtin_template_and_never_overwrites_an_edi
     let dir = ScratchDir::new("cli-template");
     let target = dir.join("tpl");
     let out = berqenas(&["template", "export", target.to_str().unwrap()], &[]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let init = target.join("0001_init.sql");
     assert_eq!(std::fs::read_to_string(&init).unwrap(), common::INIT);
     assert!(String::from_utf8_lossy(&out.stdout).contains("0001_init.sql"));
@@ -387,7 +409,11 @@ async fn template_export_writes_the_builtin_template_and_never_overwrites_an_edi
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("0001_init.sql already exists"), "{err}");
-    assert_eq!(std::fs::read_to_string(&init).unwrap(), "-- mine\n", "nothing changed");
+    assert_eq!(
+        std::fs::read_to_string(&init).unwrap(),
+        "-- mine\n",
+        "nothing changed"
+    );
 }
 
 /// Issue 21, item 2: run where there is no `./.berqenas`, the CLI says so and how to
@@ -404,8 +430,14 @@ async fn outside_the_data_directory_the_cli_says_where_it_looked() {
     .await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no ./.berqenas found in this directory"), "{err}");
-    assert!(err.contains("--data-dir") && err.contains("BERQENAS_ADMIN_TOKEN"), "{err}");
+    assert!(
+        err.contains("no ./.berqenas found in this directory"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--data-dir") && err.contains("BERQENAS_ADMIN_TOKEN"),
+        "{err}"
+    );
     assert!(!err.contains("wrong admin token"), "{err}");
 
     let out = berqenas_in(
@@ -434,22 +466,40 @@ async fn refusals_speak_the_cli_s_language() {
 
     for email in ["a@example.com"] {
         let out = berqenas(
-            &["tenant", "user", "add", &name, "--email", email, "--role", "developer"],
+            &[
+                "tenant",
+                "user",
+                "add",
+                &name,
+                "--email",
+                email,
+                "--role",
+                "developer",
+            ],
             &env,
         )
         .await;
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let out = berqenas(&["quota", "set", &name, "max_users=0"], &env).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("use --force") && !err.contains("\"force\""), "{err}");
+    assert!(
+        err.contains("use --force") && !err.contains("\"force\""),
+        "{err}"
+    );
 
     // A clash with an object berqenas did not make names that object.
     let clash = unique("clash");
     let schema = format!("tenant_{}", clash.replace('-', "_"));
     let pg = superuser().await;
-    pg.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    pg.batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
     let out = berqenas(&["tenant", "create", "--name", &clash], &env).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -457,7 +507,9 @@ async fn refusals_speak_the_cli_s_language() {
         err.contains(&format!("a PostgreSQL schema \"{schema}\" already exists")),
         "{err}"
     );
-    pg.batch_execute(&format!("DROP SCHEMA {schema}")).await.unwrap();
+    pg.batch_execute(&format!("DROP SCHEMA {schema}"))
+        .await
+        .unwrap();
 }
 
 /// Issue 21, item 6: tables in human units and complete; pages that end where they end.
@@ -470,29 +522,50 @@ async fn tables_are_complete_and_pages_end_where_they_end() {
     ];
     let name = unique("units");
     let args = [
-        "tenant", "create", "--name", &name, "--db-quota", "5GB", "--trial-days", "7",
-        "--plan", "custom", "-o", "json",
+        "tenant",
+        "create",
+        "--name",
+        &name,
+        "--db-quota",
+        "5GB",
+        "--trial-days",
+        "7",
+        "--plan",
+        "custom",
+        "-o",
+        "json",
     ];
     stdout_json(&berqenas(&args, &env).await);
     let got = berqenas(&["tenant", "get", &name], &env).await;
     let text = String::from_utf8_lossy(&got.stdout);
-    assert!(text.contains("5 GiB") && text.contains("trial_ends_at"), "{text}");
+    assert!(
+        text.contains("5 GiB") && text.contains("trial_ends_at"),
+        "{text}"
+    );
     let json = stdout_json(&berqenas(&["tenant", "get", &name, "-o", "json"], &env).await);
     assert_eq!(json["db_quota_bytes"], 5i64 << 30, "JSON keeps bytes");
 
     let usage = berqenas(&["quota", "usage", &name], &env).await;
     let text = String::from_utf8_lossy(&usage.stdout);
     assert!(text.contains("LIMIT") && text.contains("USED %"), "{text}");
-    assert!(text.lines().any(|l| l.contains("storage_bytes") && l.contains("5 GiB")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("storage_bytes") && l.contains("5 GiB")),
+        "{text}"
+    );
 
     // Two tenants on a plan no other test here uses: a page of exactly two is the last.
     let second = unique("units");
     stdout_json(
-        &berqenas(&["tenant", "create", "--name", &second, "--plan", "custom", "-o", "json"], &env)
-            .await,
+        &berqenas(
+            &[
+                "tenant", "create", "--name", &second, "--plan", "custom", "-o", "json",
+            ],
+            &env,
+        )
+        .await,
     );
     let list = |extra: &'static [&'static str]| {
-        let env = env;
         async move {
             let mut args = vec!["tenant", "list", "--plan", "custom", "-o", "json"];
             args.extend_from_slice(extra);
@@ -501,13 +574,20 @@ async fn tables_are_complete_and_pages_end_where_they_end() {
     };
     let full = list(&["--limit", "2"]).await;
     assert_eq!(full["tenants"].as_array().unwrap().len(), 2);
-    assert!(full["next_cursor"].is_null(), "no cursor to an empty page: {full}");
+    assert!(
+        full["next_cursor"].is_null(),
+        "no cursor to an empty page: {full}"
+    );
     let first = list(&["--limit", "1"]).await;
     assert!(first["next_cursor"].is_string());
     let all = list(&["--limit", "1", "--all"]).await;
     assert_eq!(all["tenants"].as_array().unwrap().len(), 2, "{all}");
     assert!(all["next_cursor"].is_null());
-    let table = berqenas(&["tenant", "list", "--plan", "custom", "--limit", "2"], &env).await;
+    let table = berqenas(
+        &["tenant", "list", "--plan", "custom", "--limit", "2"],
+        &env,
+    )
+    .await;
     assert!(!String::from_utf8_lossy(&table.stderr).contains("--cursor"));
 }
 
@@ -517,18 +597,41 @@ async fn tables_are_complete_and_pages_end_where_they_end() {
 async fn help_lists_choices_and_only_set_variables_have_values() {
     let help = berqenas(&["tenant", "create", "--help"], &[]).await;
     let text = String::from_utf8_lossy(&help.stdout);
-    assert!(text.contains("[possible values: schema, database, shared]"), "{text}");
-    assert!(text.contains("professional") && text.contains("berqenas plan list"), "{text}");
-    assert!(text.contains("[env: BERQENAS_URL]") && !text.contains("BERQENAS_URL="), "{text}");
+    assert!(
+        text.contains("[possible values: schema, database, shared]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("professional") && text.contains("berqenas plan list"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[env: BERQENAS_URL]") && !text.contains("BERQENAS_URL="),
+        "{text}"
+    );
     let help = berqenas(
         &["tenant", "list", "--help"],
         &[("BERQENAS_URL", "http://127.0.0.1:9")],
     )
     .await;
     let text = String::from_utf8_lossy(&help.stdout);
-    assert!(text.contains("[env: BERQENAS_URL=http://127.0.0.1:9]"), "{text}");
+    assert!(
+        text.contains("[env: BERQENAS_URL=http://127.0.0.1:9]"),
+        "{text}"
+    );
 
-    let bad = berqenas(&["tenant", "create", "--name", "okname", "--isolation", "schemas"], &[]).await;
+    let bad = berqenas(
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "okname",
+            "--isolation",
+            "schemas",
+        ],
+        &[],
+    )
+    .await;
     assert_eq!(bad.status.code(), Some(2), "refused before any request");
 
     let app = TestApp::spawn().await;
@@ -547,7 +650,14 @@ async fn help_lists_choices_and_only_set_variables_have_values() {
 /// writes one JSON object a line.
 #[tokio::test]
 async fn logs_are_plain_off_a_terminal_and_json_on_request() {
-    let args = ["tenant", "list", "--server", "http://127.0.0.1:9", "--token", "x"];
+    let args = [
+        "tenant",
+        "list",
+        "--server",
+        "http://127.0.0.1:9",
+        "--token",
+        "x",
+    ];
     let text = berqenas(&args, &[("BERQENAS_LOG", "debug")]).await;
     let err = String::from_utf8_lossy(&text.stderr);
     assert!(err.contains("DEBUG"), "a debug line was logged: {err}");
@@ -561,6 +671,9 @@ async fn logs_are_plain_off_a_terminal_and_json_on_request() {
     assert!(!logs.is_empty(), "{err}");
     for line in logs {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
     }
 }

@@ -449,7 +449,13 @@ async fn a_replayed_answer_is_sealed_at_rest_and_forgotten_after_a_day() {
     let hdr = [("Idempotency-Key", key.as_str())];
     let body = json!({"name": name});
     let (s, first) = app
-        .call_with(Method::POST, "/api/v1/tenants", Some(body.clone()), Some(TOKEN), &hdr)
+        .call_with(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(body.clone()),
+            Some(TOKEN),
+            &hdr,
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{first}");
     let pg = superuser().await;
@@ -477,7 +483,12 @@ async fn a_replayed_answer_is_sealed_at_rest_and_forgotten_after_a_day() {
     .unwrap();
     let platform = common::platform(1).await;
     let c = platform.pool.get().await.unwrap();
-    assert!(berqenas::store::operations::expire_idempotency_keys(&c).await.unwrap() >= 1);
+    assert!(
+        berqenas::store::operations::expire_idempotency_keys(&c)
+            .await
+            .unwrap()
+            >= 1
+    );
     let left: i64 = pg
         .query_one(
             "SELECT count(*) FROM berqenas.operations WHERE idempotency_key = $1 OR (tenant_name = $2 AND response IS NOT NULL)",
@@ -488,9 +499,19 @@ async fn a_replayed_answer_is_sealed_at_rest_and_forgotten_after_a_day() {
         .get(0);
     assert_eq!(left, 0, "neither the key nor the answer is kept");
     let (s, again) = app
-        .call_with(Method::POST, "/api/v1/tenants", Some(body), Some(TOKEN), &hdr)
+        .call_with(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(body),
+            Some(TOKEN),
+            &hdr,
+        )
         .await;
-    assert_eq!(s, StatusCode::CONFLICT, "a new request now, not a replay: {again}");
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a new request now, not a replay: {again}"
+    );
     assert!(again.get("api_key").is_none());
 }
 

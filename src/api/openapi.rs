@@ -126,7 +126,10 @@ mod tests {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
         let paths = &doc["paths"];
         assert!(paths["/api/v1/tenant"]["post"].is_object());
-        assert!(paths["/api/v1/tenant"]["get"].is_null(), "no list under the alias");
+        assert!(
+            paths["/api/v1/tenant"]["get"].is_null(),
+            "no list under the alias"
+        );
         for m in ["get", "patch", "delete"] {
             assert!(paths["/api/v1/tenant/{name}"][m].is_object(), "{m}");
         }

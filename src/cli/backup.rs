@@ -181,7 +181,9 @@ fn confirmed(tenant: &str, id: &str) -> anyhow::Result<bool> {
         );
         return Ok(false);
     }
-    eprint!("Restoring backup {id} replaces all of {tenant}'s current data. Type {tenant} to go on: ");
+    eprint!(
+        "Restoring backup {id} replaces all of {tenant}'s current data. Type {tenant} to go on: "
+    );
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;

@@ -103,7 +103,11 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
     };
     if a.detach {
         return output::finish(Ok(started), a.client.output, |r| {
-            println!("started migration run {} ({})", r.id, count(r.total, "tenant"))
+            println!(
+                "started migration run {} ({})",
+                r.id,
+                count(r.total, "tenant")
+            )
         });
     }
     let initially_current = started.already_current;

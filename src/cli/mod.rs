@@ -209,7 +209,8 @@ impl ClientArgs {
         let server = found.unwrap_or_else(|| "http://127.0.0.1:8080".into());
         let token_file = self.data_dir.join(server::ADMIN_TOKEN_FILE);
         let token = self.token.clone().or_else(|| read_trimmed(&token_file));
-        Client::new(&server, token).with_no_token_hint(Some(self.no_token_hint(&token_file)), guessed_url)
+        Client::new(&server, token)
+            .with_no_token_hint(Some(self.no_token_hint(&token_file)), guessed_url)
     }
 
     /// Run outside the server's directory, the CLI finds no data directory: say so and

@@ -123,7 +123,10 @@ pub fn tenant_table(t: &Tenant) {
     for (k, v) in [
         ("purge_after", at(t.purge_after)),
         ("purged_at", at(t.purged_at)),
-        ("final_backup_id", t.final_backup_id.map(|id| id.to_string())),
+        (
+            "final_backup_id",
+            t.final_backup_id.map(|id| id.to_string()),
+        ),
         ("archive_expires_at", at(t.archive_expires_at)),
     ] {
         if let Some(v) = v {

@@ -39,9 +39,8 @@ pub async fn during<T>(
     if let Some(s) = spinner {
         s.finish_and_clear();
     }
-    let took = humantime::format_duration(Duration::from_millis(
-        start.elapsed().as_millis() as u64,
-    ));
+    let took =
+        humantime::format_duration(Duration::from_millis(start.elapsed().as_millis() as u64));
     match &res {
         Ok(v) => {
             let what = summary(v);

@@ -81,10 +81,7 @@ fn sweep_dead_roots() {
 /// once when a [`ScratchDir`] guard holding it is dropped.
 pub fn scratch_dir(label: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
-    let dir = ensure_scratch_root().join(format!(
-        "{label}-{}",
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = ensure_scratch_root().join(format!("{label}-{}", N.fetch_add(1, Ordering::Relaxed)));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     use std::os::unix::fs::PermissionsExt;
