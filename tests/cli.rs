@@ -565,12 +565,10 @@ async fn tables_are_complete_and_pages_end_where_they_end() {
         )
         .await,
     );
-    let list = |extra: &'static [&'static str]| {
-        async move {
-            let mut args = vec!["tenant", "list", "--plan", "custom", "-o", "json"];
-            args.extend_from_slice(extra);
-            stdout_json(&berqenas(&args, &env).await)
-        }
+    let list = |extra: &'static [&'static str]| async move {
+        let mut args = vec!["tenant", "list", "--plan", "custom", "-o", "json"];
+        args.extend_from_slice(extra);
+        stdout_json(&berqenas(&args, &env).await)
     };
     let full = list(&["--limit", "2"]).await;
     assert_eq!(full["tenants"].as_array().unwrap().len(), 2);
