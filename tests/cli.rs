@@ -675,3 +675,43 @@ async fn logs_are_plain_off_a_terminal_and_json_on_request() {
         );
     }
 }
+
+/// Issue 21, item 8: off a terminal `migrate` prints plain progress lines (no control
+/// characters) whose counts add up to the tenants done.
+#[tokio::test]
+async fn migrate_reports_progress_in_plain_lines_off_a_terminal() {
+    use berqenas::server;
+    let db = common::control_database("cli_mig").await;
+    let serve = |template| async {
+        let platform = server::platform_with(&db, common::secret_key(), 8, template)
+            .await
+            .unwrap();
+        TestApp::serve(platform).await
+    };
+    let before = serve(common::template_with(&[])).await;
+    for _ in 0..2 {
+        before.create(&unique("climig")).await;
+    }
+    let after = serve(common::template_with(&[(
+        "0002_flag.sql",
+        "ALTER TABLE applications ADD COLUMN flag boolean NOT NULL DEFAULT false;\n",
+    )]))
+    .await;
+    let env = [
+        ("BERQENAS_URL", after.url.as_str()),
+        ("BERQENAS_ADMIN_TOKEN", TOKEN),
+    ];
+    let out = berqenas(&["migrate"], &env).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains('\u{1b}'), "no control characters: {err:?}");
+    let last = err
+        .lines()
+        .filter(|l| l.starts_with("migrate: "))
+        .last()
+        .unwrap_or_else(|| panic!("no progress line: {err}"));
+    assert!(
+        last.starts_with("migrate: 2/2 tenants done, migrated 2, failed 0 ["),
+        "{last}"
+    );
+}
