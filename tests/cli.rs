@@ -707,8 +707,8 @@ async fn migrate_reports_progress_in_plain_lines_off_a_terminal() {
     assert!(!err.contains('\u{1b}'), "no control characters: {err:?}");
     let last = err
         .lines()
-        .filter(|l| l.starts_with("migrate: "))
-        .last()
+        .rev()
+        .find(|l| l.starts_with("migrate: "))
         .unwrap_or_else(|| panic!("no progress line: {err}"));
     assert!(
         last.starts_with("migrate: 2/2 tenants done, migrated 2, failed 0 ["),
