@@ -554,7 +554,7 @@ async fn cli_suspend_resume_activate() {
     assert!(e["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("it is suspended"));
+        .contains("is already suspended"));
     let out = cli(&app, &["tenant", "resume", &n, "-o", "json"]).await;
     let t = stdout_json(&out);
     assert_eq!(t["status"], "active");
