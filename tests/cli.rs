@@ -631,6 +631,15 @@ async fn help_lists_choices_and_only_set_variables_have_values() {
     )
     .await;
     assert_eq!(bad.status.code(), Some(2), "refused before any request");
+    let help = berqenas(&["tenant", "list", "--help"], &[]).await;
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("active, suspended, deleted"), "{text}");
+    let help = berqenas(&["tenant", "user", "add", "--help"], &[]).await;
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("tenant_admin, application_manager, developer, auditor"),
+        "{text}"
+    );
 
     let app = TestApp::spawn().await;
     let env = [

@@ -26,7 +26,7 @@ pub struct MigrateArgs {
     /// Only this tenant (name or id).
     #[arg(long)]
     pub tenant: Option<String>,
-    /// Only tenants on this plan.
+    /// Only tenants on this plan (`berqenas plan list`).
     #[arg(long)]
     pub plan: Option<String>,
     /// Only tenants in this isolation mode.

@@ -121,8 +121,8 @@ pub struct UserAddArgs {
     pub tenant: String,
     #[arg(long)]
     pub email: String,
-    /// tenant_admin, application_manager, developer or auditor.
-    #[arg(long)]
+    /// The default role the user gets.
+    #[arg(long, value_parser = ["tenant_admin", "application_manager", "developer", "auditor"])]
     pub role: String,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -190,10 +190,10 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Only tenants in this state (active, suspended, ...).
-    #[arg(long)]
+    /// Only tenants in this state.
+    #[arg(long, value_parser = ["provisioning", "trial", "active", "suspended", "deleted", "purged", "failed"])]
     pub status: Option<String>,
-    /// Only tenants on this plan.
+    /// Only tenants on this plan (`berqenas plan list`).
     #[arg(long)]
     pub plan: Option<String>,
     /// Page size (1-1000).
@@ -219,6 +219,7 @@ pub struct UpdateArgs {
     pub vpn: Option<Toggle>,
     #[arg(long, action = clap::ArgAction::Set)]
     pub public_api: Option<bool>,
+    /// Move to this plan: free, starter, professional, enterprise, custom (`berqenas plan list`).
     #[arg(long)]
     pub plan: Option<String>,
     #[arg(long, value_parser = parse_json_object)]
