@@ -401,8 +401,18 @@ async fn template_export_writes_the_builtin_template_and_never_overwrites_an_edi
     let init = target.join("0001_init.sql");
     assert_eq!(std::fs::read_to_string(&init).unwrap(), common::INIT);
     assert!(String::from_utf8_lossy(&out.stdout).contains("0001_init.sql"));
-    let again = berqenas(&["template", "export", target.to_str().unwrap()], &[]).await;
-    assert!(again.status.success(), "the same content again is fine");
+    let again = stdout_json(
+        &berqenas(
+            &["template", "export", target.to_str().unwrap(), "-o", "json"],
+            &[],
+        )
+        .await,
+    );
+    assert_eq!(
+        again["written"][0],
+        init.to_str().unwrap(),
+        "the same content again is fine"
+    );
 
     std::fs::write(&init, "-- mine\n").unwrap();
     let out = berqenas(&["template", "export", target.to_str().unwrap()], &[]).await;

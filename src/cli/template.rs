@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 
+use super::Format;
 use crate::template::Template;
 
 #[derive(Debug, Subcommand)]
@@ -17,15 +18,25 @@ pub enum TemplateCommand {
     Export {
         /// The directory to write into.
         dir: PathBuf,
+        /// Output format: the files written, one a line, or as a JSON list.
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
     },
 }
 
 pub fn run(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        TemplateCommand::Export { dir } => {
+        TemplateCommand::Export { dir, output } => {
             let written = export(&Template::builtin(), &dir)?;
-            for path in written {
-                println!("{}", path.display());
+            match output {
+                Format::Json => {
+                    super::output::print_json(&serde_json::json!({ "written": written }))?
+                }
+                Format::Table => {
+                    for path in written {
+                        println!("{}", path.display());
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
