@@ -253,6 +253,31 @@ async fn finds_server_and_token_in_the_data_directory() {
     );
 }
 
+/// The CLI with a terminal for its stdin (through util-linux's `script`), typing
+/// `input`; None where `script` is missing. Everything it wrote comes back on stdout.
+async fn on_a_terminal(args: &str, input: &str, env: &[(&str, &str)]) -> Option<Output> {
+    use tokio::io::AsyncWriteExt;
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_berqenas"));
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .env_remove("BERQENAS_DATA_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().ok()?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .await
+        .unwrap();
+    Some(child.wait_with_output().await.unwrap())
+}
+
 /// `berqenas backup ...` and `tenant backup-policy ...` as a script runs them.
 #[tokio::test]
 async fn backup_commands_take_list_verify_and_restore() {
@@ -353,6 +378,15 @@ async fn backup_commands_take_list_verify_and_restore() {
         "{err}"
     );
     assert_eq!(rows().await, 2, "the refused restore changed nothing");
+    // On a terminal it asks for the tenant's name: a wrong one changes nothing.
+    if let Some(out) = on_a_terminal(&format!("backup restore {name} {id}"), "not-it\n", &env).await
+    {
+        assert!(!out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("Type {name} to go on")), "{text}");
+        assert!(text.contains("did not match"), "{text}");
+        assert_eq!(rows().await, 2, "a wrong answer changed nothing");
+    }
     let restored = stdout_json(
         &berqenas(
             &["backup", "restore", &name, id, "--yes", "-o", "json"],
