@@ -29,7 +29,7 @@ pub enum TemplateError {
     BadFile { file: String, problem: String },
     #[error("the tenant template directory {0} holds no NNNN_name.sql files")]
     Empty(String),
-    #[error("tenant template migration {name} (version {version}) was applied but is missing from the template")]
+    #[error("tenant template migration {name} (version {version}) was applied but is missing from the template; a template directory holds every file, the built-in ones too (`berqenas template export DIR` writes them)")]
     Missing { name: String, version: i32 },
     #[error("tenant template migration {name} was changed after it was applied (checksum {found}, recorded {recorded})")]
     Tampered {
@@ -217,7 +217,23 @@ impl Template {
 mod tests {
     use super::*;
 
-    fn dir_with(files: &[(&str, &str)]) -> std::path::PathBuf {
+    /// A directory removed on drop, also when the test panics.
+    struct TempDir(std::path::PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir_with(files: &[(&str, &str)]) -> TempDir {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "berqenas-template-{}-{}",
@@ -228,7 +244,19 @@ mod tests {
         for (name, sql) in files {
             std::fs::write(dir.join(name), sql).unwrap();
         }
-        dir
+        TempDir(dir)
+    }
+
+    #[test]
+    fn a_missing_file_names_the_command_that_writes_the_builtin_ones() {
+        let e = TemplateError::Missing {
+            name: "0001_init.sql".into(),
+            version: 1,
+        };
+        assert!(
+            e.to_string().contains("berqenas template export DIR"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -248,7 +276,6 @@ mod tests {
         assert_eq!(t.latest_version(), 10);
         assert_eq!(t.sql_after(1), "SELECT 2;\nSELECT 10;");
         assert!(t.pending(10).is_empty());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -265,7 +292,6 @@ mod tests {
             let dir = dir_with(&files);
             let err = Template::from_dir(&dir).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
-            std::fs::remove_dir_all(dir).unwrap();
         }
         let err = Template::from_dir(std::path::Path::new("/nonexistent/berqenas"))
             .unwrap_err()

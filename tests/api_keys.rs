@@ -1,12 +1,13 @@
 //! Tenant API keys: created keys work, listing never shows a secret, a revoked or
 //! expired key gets 401 on its next request, rotation keeps the old key until its
-//! overlap ends, and bad input is a 400 naming the field that changes nothing.
+//! overlap ends, and bad input is a 400 naming the field that changes nothing; an idempotent
+//! replay of a create repeats its secrets, sealed at rest and forgotten after a day.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{audit_actions, cli, stdout_json, superuser, unique, TestApp};
+use common::{audit_actions, cli, stdout_json, superuser, unique, TestApp, TOKEN};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -518,4 +519,81 @@ async fn cli_api_key_commands() {
     let e: Value = serde_json::from_slice(&bad.stderr).unwrap();
     assert_eq!(e["error"]["field"], "expires_in");
     assert_eq!(e["status"], 400);
+}
+
+/// Issue 21, item 10: a replay repeats the whole first answer, secrets included (as
+/// Stripe does: a client whose first answer was lost has no other way to its API key),
+/// so that answer is kept sealed with the secret key, and forgotten after 24 hours.
+#[tokio::test]
+async fn a_replayed_answer_is_sealed_at_rest_and_forgotten_after_a_day() {
+    let app = TestApp::spawn().await;
+    let name = unique("sealed");
+    let key = format!("key-{name}");
+    let hdr = [("Idempotency-Key", key.as_str())];
+    let body = json!({"name": name});
+    let (s, first) = app
+        .call_with(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(body.clone()),
+            Some(TOKEN),
+            &hdr,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let pg = superuser().await;
+    let stored: Vec<u8> = pg
+        .query_one(
+            "SELECT response FROM berqenas.operations WHERE idempotency_key = $1",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for secret in [&first["api_key"], &first["credentials"]["password"]] {
+        let secret = secret.as_str().unwrap().as_bytes();
+        assert!(
+            !stored.windows(secret.len()).any(|w| w == secret),
+            "a secret of the answer is stored in the clear"
+        );
+    }
+    pg.execute(
+        "UPDATE berqenas.operations SET created_at = created_at - interval '25 hours'
+          WHERE idempotency_key = $1",
+        &[&key],
+    )
+    .await
+    .unwrap();
+    let platform = common::platform(1).await;
+    let c = platform.pool.get().await.unwrap();
+    assert!(
+        berqenas::store::operations::expire_idempotency_keys(&c)
+            .await
+            .unwrap()
+            >= 1
+    );
+    let left: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM berqenas.operations WHERE idempotency_key = $1 OR (tenant_name = $2 AND response IS NOT NULL)",
+            &[&key, &name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "neither the key nor the answer is kept");
+    let (s, again) = app
+        .call_with(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(body),
+            Some(TOKEN),
+            &hdr,
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a new request now, not a replay: {again}"
+    );
+    assert!(again.get("api_key").is_none());
 }

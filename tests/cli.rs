@@ -5,12 +5,18 @@ mod common;
 
 use std::process::Output;
 
-use common::{connect_as, footprint, scratch_dir, stdout_json, superuser, unique, TestApp, TOKEN};
+use common::{connect_as, footprint, stdout_json, superuser, unique, ScratchDir, TestApp, TOKEN};
 use serde_json::Value;
 
 async fn berqenas(args: &[&str], env: &[(&str, &str)]) -> Output {
+    berqenas_in(std::path::Path::new("."), args, env).await
+}
+
+/// The CLI run from `dir`, as a user's shell in another directory runs it.
+async fn berqenas_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_berqenas"));
-    cmd.args(args)
+    cmd.current_dir(dir)
+        .args(args)
         .env_remove("BERQENAS_URL")
         .env_remove("BERQENAS_ADMIN_TOKEN")
         .env_remove("BERQENAS_DATA_DIR")
@@ -245,7 +251,7 @@ async fn errors_are_clear_and_exit_non_zero() {
 #[tokio::test]
 async fn finds_server_and_token_in_the_data_directory() {
     let app = TestApp::spawn().await;
-    let dir = scratch_dir("cli-data");
+    let dir = ScratchDir::new("cli-data");
     std::fs::write(dir.join("server-url"), format!("{}\n", app.url)).unwrap();
     std::fs::write(dir.join("admin-token"), format!("{TOKEN}\n")).unwrap();
     let name = unique("nocfg");
@@ -275,7 +281,31 @@ async fn finds_server_and_token_in_the_data_directory() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The CLI with a terminal for its stdin (through util-linux's `script`), typing
+/// `input`; None where `script` is missing. Everything it wrote comes back on stdout.
+async fn on_a_terminal(args: &str, input: &str, env: &[(&str, &str)]) -> Option<Output> {
+    use tokio::io::AsyncWriteExt;
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_berqenas"));
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .env_remove("BERQENAS_DATA_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().ok()?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .await
+        .unwrap();
+    Some(child.wait_with_output().await.unwrap())
 }
 
 /// `berqenas backup ...` and `tenant backup-policy ...` as a script runs them.
@@ -330,6 +360,21 @@ async fn backup_commands_take_list_verify_and_restore() {
     .await;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("field: schedule"));
+    let table = berqenas(&["backup", "create", &name], &env).await;
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    let progress = String::from_utf8_lossy(&table.stderr);
+    assert!(
+        progress.contains(&format!("backing up {name} ...")) && progress.contains("done in"),
+        "plain progress lines off a terminal: {progress}"
+    );
+    assert!(
+        !progress.contains('\u{1b}'),
+        "no control characters: {progress:?}"
+    );
     let b = stdout_json(&berqenas(&["backup", "create", &name, "-o", "json"], &env).await);
     let id = b["id"].as_str().unwrap();
     let listed = stdout_json(&berqenas(&["backup", "list", &name, "-o", "json"], &env).await);
@@ -341,9 +386,58 @@ async fn backup_commands_take_list_verify_and_restore() {
         String::from_utf8_lossy(&verified.stderr)
     );
     assert!(String::from_utf8_lossy(&verified.stdout).contains("verified"));
-    let restored =
-        stdout_json(&berqenas(&["backup", "restore", &name, id, "-o", "json"], &env).await);
+    // In place replaces the tenant's data: refused unless confirmed, and nothing changes.
+    let tenant = connect_as(&created["credentials"]).await;
+    tenant
+        .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('new', 'b', 'c')")
+        .await
+        .unwrap();
+    let rows = || async {
+        connect_as(&created["credentials"])
+            .await
+            .query_one("SELECT count(*) FROM applications", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let refused = berqenas(&["backup", "restore", &name, id], &env).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("--yes") && err.contains("Nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(rows().await, 2, "the refused restore changed nothing");
+    // On a terminal it asks for the tenant's name: a wrong one changes nothing.
+    if let Some(out) = on_a_terminal(&format!("backup restore {name} {id}"), "not-it\n", &env).await
+    {
+        assert!(!out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("Type {name} to go on")), "{text}");
+        assert!(text.contains("did not match"), "{text}");
+        assert_eq!(rows().await, 2, "a wrong answer changed nothing");
+    }
+    let restored = stdout_json(
+        &berqenas(
+            &["backup", "restore", &name, id, "--yes", "-o", "json"],
+            &env,
+        )
+        .await,
+    );
     assert_eq!(restored["status"], "active");
+    assert_eq!(rows().await, 1, "the backup's data is back");
+    let copy = unique("clibk-copy");
+    let out = berqenas(&["backup", "restore", &name, id, "--as", &copy], &env).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("api_key:") && text.contains("dsn:      postgresql://"),
+        "the new tenant's DSN, as create shows it: {text}"
+    );
     let missing = berqenas(
         &["backup", "verify", "0190e7a0-0000-7000-8000-000000000000"],
         &env,
@@ -355,4 +449,375 @@ async fn backup_commands_take_list_verify_and_restore() {
         8,
         "six roles, the schema and the registry row, as created"
     );
+}
+
+/// Issue 21, item 1: the built-in template as files, to add a migration beside.
+#[tokio::test]
+async fn template_export_writes_the_builtin_template_and_never_overwrites_an_edit() {
+    let dir = ScratchDir::new("cli-template");
+    let target = dir.join("tpl");
+    let out = berqenas(&["template", "export", target.to_str().unwrap()], &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let init = target.join("0001_init.sql");
+    assert_eq!(std::fs::read_to_string(&init).unwrap(), common::INIT);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0001_init.sql"));
+    let again = stdout_json(
+        &berqenas(
+            &["template", "export", target.to_str().unwrap(), "-o", "json"],
+            &[],
+        )
+        .await,
+    );
+    assert_eq!(
+        again["written"][0],
+        init.to_str().unwrap(),
+        "the same content again is fine"
+    );
+
+    std::fs::write(&init, "-- mine\n").unwrap();
+    let out = berqenas(&["template", "export", target.to_str().unwrap()], &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0001_init.sql already exists"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&init).unwrap(),
+        "-- mine\n",
+        "nothing changed"
+    );
+}
+
+/// Issue 21, item 2: run where there is no `./.berqenas`, the CLI says so and how to
+/// point at one, not "wrong admin token".
+#[tokio::test]
+async fn outside_the_data_directory_the_cli_says_where_it_looked() {
+    let app = TestApp::spawn().await;
+    let elsewhere = ScratchDir::new("cli-elsewhere");
+    let out = berqenas_in(
+        &elsewhere,
+        &["tenant", "list"],
+        &[("BERQENAS_URL", app.url.as_str())],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no ./.berqenas found in this directory"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--data-dir") && err.contains("BERQENAS_ADMIN_TOKEN"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong admin token"), "{err}");
+
+    let out = berqenas_in(
+        &elsewhere,
+        &["tenant", "list", "--server", "http://127.0.0.1:9"],
+        &[],
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("berqenas serve"));
+}
+
+/// Issue 21, item 5: refusals in the CLI's own words.
+#[tokio::test]
+async fn refusals_speak_the_cli_s_language() {
+    let app = TestApp::spawn().await;
+    let env = [
+        ("BERQENAS_URL", app.url.as_str()),
+        ("BERQENAS_ADMIN_TOKEN", TOKEN),
+    ];
+    let name = unique("words");
+    stdout_json(&berqenas(&["tenant", "create", "--name", &name, "-o", "json"], &env).await);
+    let out = berqenas(&["tenant", "resume", &name], &env).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{name} is already active")), "{err}");
+
+    for email in ["a@example.com"] {
+        let out = berqenas(
+            &[
+                "tenant",
+                "user",
+                "add",
+                &name,
+                "--email",
+                email,
+                "--role",
+                "developer",
+            ],
+            &env,
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = berqenas(&["quota", "set", &name, "max_users=0"], &env).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("use --force") && !err.contains("\"force\""),
+        "{err}"
+    );
+
+    // A clash with an object berqenas did not make names that object.
+    let clash = unique("clash");
+    let schema = format!("tenant_{}", clash.replace('-', "_"));
+    let pg = superuser().await;
+    pg.batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let out = berqenas(&["tenant", "create", "--name", &clash], &env).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("a PostgreSQL schema \"{schema}\" already exists")),
+        "{err}"
+    );
+    pg.batch_execute(&format!("DROP SCHEMA {schema}"))
+        .await
+        .unwrap();
+}
+
+/// Issue 21, item 6: tables in human units and complete; pages that end where they end.
+#[tokio::test]
+async fn tables_are_complete_and_pages_end_where_they_end() {
+    let app = TestApp::spawn().await;
+    let env = [
+        ("BERQENAS_URL", app.url.as_str()),
+        ("BERQENAS_ADMIN_TOKEN", TOKEN),
+    ];
+    let name = unique("units");
+    let args = [
+        "tenant",
+        "create",
+        "--name",
+        &name,
+        "--db-quota",
+        "5GB",
+        "--trial-days",
+        "7",
+        "--plan",
+        "custom",
+        "-o",
+        "json",
+    ];
+    stdout_json(&berqenas(&args, &env).await);
+    let got = berqenas(&["tenant", "get", &name], &env).await;
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        text.contains("5 GiB") && text.contains("trial_ends_at"),
+        "{text}"
+    );
+    let json = stdout_json(&berqenas(&["tenant", "get", &name, "-o", "json"], &env).await);
+    assert_eq!(json["db_quota_bytes"], 5i64 << 30, "JSON keeps bytes");
+
+    let usage = berqenas(&["quota", "usage", &name], &env).await;
+    let text = String::from_utf8_lossy(&usage.stdout);
+    assert!(text.contains("LIMIT") && text.contains("USED %"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("storage_bytes") && l.contains("5 GiB")),
+        "{text}"
+    );
+
+    // Two tenants on a plan no other test here uses: a page of exactly two is the last.
+    let second = unique("units");
+    stdout_json(
+        &berqenas(
+            &[
+                "tenant", "create", "--name", &second, "--plan", "custom", "-o", "json",
+            ],
+            &env,
+        )
+        .await,
+    );
+    let list = |extra: &'static [&'static str]| async move {
+        let mut args = vec!["tenant", "list", "--plan", "custom", "-o", "json"];
+        args.extend_from_slice(extra);
+        stdout_json(&berqenas(&args, &env).await)
+    };
+    let full = list(&["--limit", "2"]).await;
+    assert_eq!(full["tenants"].as_array().unwrap().len(), 2);
+    assert!(
+        full["next_cursor"].is_null(),
+        "no cursor to an empty page: {full}"
+    );
+    let first = list(&["--limit", "1"]).await;
+    assert!(first["next_cursor"].is_string());
+    let all = list(&["--limit", "1", "--all"]).await;
+    assert_eq!(all["tenants"].as_array().unwrap().len(), 2, "{all}");
+    assert!(all["next_cursor"].is_null());
+    let table = berqenas(
+        &["tenant", "list", "--plan", "custom", "--limit", "2"],
+        &env,
+    )
+    .await;
+    assert!(!String::from_utf8_lossy(&table.stderr).contains("--cursor"));
+}
+
+/// Issue 21, item 7: help that lists the choices, and environment variables shown with
+/// a value only when they have one.
+#[tokio::test]
+async fn help_lists_choices_and_only_set_variables_have_values() {
+    let help = berqenas(&["tenant", "create", "--help"], &[]).await;
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("[possible values: schema, database, shared]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("professional") && text.contains("berqenas plan list"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[env: BERQENAS_URL]") && !text.contains("BERQENAS_URL="),
+        "{text}"
+    );
+    let help = berqenas(
+        &["tenant", "list", "--help"],
+        &[("BERQENAS_URL", "http://127.0.0.1:9")],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("[env: BERQENAS_URL=http://127.0.0.1:9]"),
+        "{text}"
+    );
+
+    let bad = berqenas(
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "okname",
+            "--isolation",
+            "schemas",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(2), "refused before any request");
+    let help = berqenas(&["tenant", "list", "--help"], &[]).await;
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("active, suspended, deleted"), "{text}");
+    let help = berqenas(&["tenant", "user", "add", "--help"], &[]).await;
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("tenant_admin, application_manager, developer, auditor"),
+        "{text}"
+    );
+
+    let app = TestApp::spawn().await;
+    let env = [
+        ("BERQENAS_URL", app.url.as_str()),
+        ("BERQENAS_ADMIN_TOKEN", TOKEN),
+    ];
+    let plans = berqenas(&["plan", "list"], &env).await;
+    let text = String::from_utf8_lossy(&plans.stdout);
+    for plan in ["free", "starter", "professional", "enterprise", "custom"] {
+        assert!(text.contains(plan), "{text}");
+    }
+}
+
+/// Issue 21, item 9: logs off a terminal carry no colour codes; `--log-format json`
+/// writes one JSON object a line.
+#[tokio::test]
+async fn logs_are_plain_off_a_terminal_and_json_on_request() {
+    let args = [
+        "tenant",
+        "list",
+        "--server",
+        "http://127.0.0.1:9",
+        "--token",
+        "x",
+    ];
+    let text = berqenas(&args, &[("BERQENAS_LOG", "debug")]).await;
+    let err = String::from_utf8_lossy(&text.stderr);
+    assert!(err.contains("DEBUG"), "a debug line was logged: {err}");
+    assert!(!err.contains('\u{1b}'), "no ANSI codes: {err:?}");
+
+    let mut json_args = vec!["--log-format", "json"];
+    json_args.extend_from_slice(&args);
+    let json = berqenas(&json_args, &[("BERQENAS_LOG", "debug")]).await;
+    let err = String::from_utf8_lossy(&json.stderr);
+    let logs: Vec<&str> = err.lines().filter(|l| !l.starts_with("error:")).collect();
+    assert!(!logs.is_empty(), "{err}");
+    for line in logs {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+}
+
+/// Issue 21, item 8: off a terminal `migrate` prints plain progress lines (no control
+/// characters) whose counts add up to the tenants done.
+#[tokio::test]
+async fn migrate_reports_progress_in_plain_lines_off_a_terminal() {
+    use berqenas::server;
+    let db = common::control_database("cli_mig").await;
+    let serve = |template| async {
+        let platform = server::platform_with(&db, common::secret_key(), 8, template)
+            .await
+            .unwrap();
+        TestApp::serve(platform).await
+    };
+    let before = serve(common::template_with(&[])).await;
+    for _ in 0..2 {
+        before.create(&unique("climig")).await;
+    }
+    let after = serve(common::template_with(&[(
+        "0002_flag.sql",
+        "ALTER TABLE applications ADD COLUMN flag boolean NOT NULL DEFAULT false;\n",
+    )]))
+    .await;
+    let env = [
+        ("BERQENAS_URL", after.url.as_str()),
+        ("BERQENAS_ADMIN_TOKEN", TOKEN),
+    ];
+    let out = berqenas(&["migrate"], &env).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains('\u{1b}'), "no control characters: {err:?}");
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("migrate: "))
+        .unwrap_or_else(|| panic!("no progress line: {err}"));
+    assert!(
+        last.starts_with("migrate: 2/2 tenants done, migrated 2, failed 0 ["),
+        "{last}"
+    );
+}
+
+/// Issue 21, item 3: the quickstart followed literally works: the API example creates a
+/// tenant the tour did not, and the first start's 0700-parent refusal is explained.
+#[test]
+fn the_readme_tour_and_api_example_do_not_collide() {
+    let readme = include_str!("../README.md");
+    let toured: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("$ berqenas tenant create --name "))
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .collect();
+    assert!(toured.contains(&"acme"), "{toured:?}");
+    let curl: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.contains("-d '{\"name\":\""))
+        .filter_map(|l| l.split("\"name\":\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(!curl.is_empty());
+    for name in curl {
+        assert!(!toured.contains(&name), "{name} is created twice: a 409");
+    }
+    assert!(readme.contains("mktemp -d"), "the 0700 parent is explained");
 }

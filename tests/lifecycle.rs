@@ -335,7 +335,7 @@ async fn illegal_transitions_are_409_naming_the_state_and_change_nothing() {
         &format!("{base}/resume"),
         None,
         StatusCode::CONFLICT,
-        "it is active",
+        "is already active",
     )
     .await;
     refused(
@@ -343,7 +343,7 @@ async fn illegal_transitions_are_409_naming_the_state_and_change_nothing() {
         &format!("{base}/activate"),
         None,
         StatusCode::CONFLICT,
-        "it is active",
+        "is already active",
     )
     .await;
     // Bad bodies: 400 naming the field.
@@ -372,7 +372,7 @@ async fn illegal_transitions_are_409_naming_the_state_and_change_nothing() {
         &format!("{base}/suspend"),
         Some(json!({"reason": "again"})),
         StatusCode::CONFLICT,
-        "it is suspended",
+        "is already suspended",
     )
     .await;
     refused(
@@ -554,7 +554,7 @@ async fn cli_suspend_resume_activate() {
     assert!(e["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("it is suspended"));
+        .contains("is already suspended"));
     let out = cli(&app, &["tenant", "resume", &n, "-o", "json"]).await;
     let t = stdout_json(&out);
     assert_eq!(t["status"], "active");

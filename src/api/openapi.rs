@@ -58,7 +58,7 @@ use crate::tenant::{self, service};
         crate::network::rules::RuleList, crate::network::Service,
         crate::workflows::network::NetworkView, crate::workflows::network::NewPeer,
     )),
-    modifiers(&AdminAuth),
+    modifiers(&AdminAuth, &SingularAliases),
 )]
 pub struct ApiDoc;
 
@@ -79,8 +79,73 @@ impl Modify for AdminAuth {
     }
 }
 
+/// `/api/v1/tenant` and `/api/v1/tenant/{name}` (seed 000 spells it singular) are the
+/// plural routes' handlers; the document lists them under both spellings, each with an
+/// operation id of its own, as OpenAPI requires.
+struct SingularAliases;
+
+impl Modify for SingularAliases {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let aliases = [
+            ("/api/v1/tenants", "/api/v1/tenant"),
+            ("/api/v1/tenants/{name}", "/api/v1/tenant/{name}"),
+        ];
+        for (plural, singular) in aliases {
+            let Some(item) = doc.paths.paths.get(plural) else {
+                continue;
+            };
+            let mut alias = item.clone();
+            // The singular collection only creates; listing is the plural's alone.
+            if singular == "/api/v1/tenant" {
+                alias.get = None;
+            }
+            for op in [
+                &mut alias.get,
+                &mut alias.post,
+                &mut alias.patch,
+                &mut alias.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.operation_id = op.operation_id.take().map(|id| format!("{id}_singular"));
+                op.description = Some(format!("Alias of `{plural}`, same request and answer."));
+            }
+            doc.paths.paths.insert(singular.to_string(), alias);
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health",
     responses((status = 200, description = "this document")))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_singular_aliases_are_documented_with_their_own_operation_ids() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let paths = &doc["paths"];
+        assert!(paths["/api/v1/tenant"]["post"].is_object());
+        assert!(
+            paths["/api/v1/tenant"]["get"].is_null(),
+            "no list under the alias"
+        );
+        for m in ["get", "patch", "delete"] {
+            assert!(paths["/api/v1/tenant/{name}"][m].is_object(), "{m}");
+        }
+        for (path, m) in [
+            ("/api/v1/tenant", "post"),
+            ("/api/v1/tenant/{name}", "get"),
+            ("/api/v1/tenant/{name}", "patch"),
+            ("/api/v1/tenant/{name}", "delete"),
+        ] {
+            let id = paths[path][m]["operationId"].as_str().unwrap();
+            assert!(id.ends_with("_singular"), "{m} {path}: {id}");
+        }
+    }
 }

@@ -50,7 +50,7 @@ fn idempotency(
 
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", security(("admin" = [])),
     request_body = CreateTenant,
-    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first response to the same request")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "the same key and body within 24 hours replays the first answer whole, api_key and password included (kept sealed at rest, forgotten after 24 hours); another body under the key is 422")),
     responses(
         (status = 201, body = CreatedTenant, description = "created; api_key and credentials are shown only here"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody),

@@ -111,10 +111,14 @@ pub async fn page(p: &Platform, q: &AuditQuery<'_>) -> Result<AuditPage> {
             since,
             before,
         },
-        limit,
+        limit + 1,
     )
     .await?;
-    let next_cursor = (entries.len() as i64 == limit)
+    // One row more than the page tells whether there is a next page (see tenants).
+    let mut entries = entries;
+    let more = entries.len() as i64 > limit;
+    entries.truncate(limit as usize);
+    let next_cursor = more
         .then(|| entries.last().map(|e| e.id.to_string()))
         .flatten();
     Ok(AuditPage {

@@ -230,7 +230,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_object_appears_only_when_committed() {
+        // Removed on drop, also when an assertion below fails.
+        struct Removed(std::path::PathBuf);
+        impl Drop for Removed {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
         let dir = std::env::temp_dir().join(format!("berqenas-store-{}", std::process::id()));
+        let _removed = Removed(dir.clone());
         let store = LocalDirStore::new(&dir);
         let mut w = store.create("t/one.bqb").await.unwrap();
         w.write_all(b"hello").await.unwrap();
@@ -254,6 +262,5 @@ mod tests {
         );
         store.delete("t/one.bqb").await.unwrap();
         store.delete("t/one.bqb").await.unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

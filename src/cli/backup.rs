@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::output;
+use super::progress;
 use super::{ClientArgs, TenantArgs};
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +41,10 @@ pub struct RestoreArgs {
     /// Restore into a new tenant of this name instead (same isolation, plan, quota).
     #[arg(long = "as", value_name = "NEW_NAME")]
     pub as_name: Option<String>,
+    /// Restore in place without asking: the tenant's current data is replaced. Without
+    /// it the command asks for the tenant's name on a terminal, and refuses elsewhere.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -47,7 +52,20 @@ pub struct RestoreArgs {
 pub async fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BackupCommand::Create(a) => {
-            let res = a.client.client().create_backup(&a.tenant).await;
+            let work = a.client.client();
+            let res = progress::during(
+                &format!("backing up {}", a.tenant),
+                a.client.output,
+                work.create_backup(&a.tenant),
+                |b| {
+                    format!(
+                        "{} in {}",
+                        b.size_bytes.map(output::human_size).unwrap_or_default(),
+                        output::count(b.tables.len() as i64, "table")
+                    )
+                },
+            )
+            .await;
             output::finish(res, a.client.output, |b| {
                 output::backups_table(std::slice::from_ref(b))
             })
@@ -75,11 +93,21 @@ pub async fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
             })
         }
         BackupCommand::Restore(a) => {
-            let res = a
-                .client
-                .client()
-                .restore_backup(&a.tenant, &a.id, a.as_name.as_deref())
-                .await;
+            if a.as_name.is_none() && !a.yes && !confirmed(&a.tenant, &a.id)? {
+                return Ok(ExitCode::FAILURE);
+            }
+            let work = a.client.client();
+            let label = match &a.as_name {
+                Some(new) => format!("restoring backup {} into new tenant {new}", a.id),
+                None => format!("restoring backup {} into {}", a.id, a.tenant),
+            };
+            let res = progress::during(
+                &label,
+                a.client.output,
+                work.restore_backup(&a.tenant, &a.id, a.as_name.as_deref()),
+                |_| String::new(),
+            )
+            .await;
             output::finish(res, a.client.output, |v| match v.get("api_key") {
                 Some(key) => {
                     println!(
@@ -92,6 +120,10 @@ pub async fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
                         "  password: {}",
                         v["credentials"]["password"].as_str().unwrap_or("")
                     );
+                    println!(
+                        "  dsn:      {}",
+                        v["credentials"]["dsn"].as_str().unwrap_or("")
+                    );
                 }
                 None => println!(
                     "restored backup {} into tenant {}",
@@ -101,7 +133,14 @@ pub async fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
             })
         }
         BackupCommand::Verify(a) => {
-            let res = a.client.client().verify_backup(&a.id).await;
+            let work = a.client.client();
+            let res = progress::during(
+                &format!("verifying backup {}", a.id),
+                a.client.output,
+                work.verify_backup(&a.id),
+                |r| output::count(r.tables.len() as i64, "table"),
+            )
+            .await;
             let ok = matches!(&res, Ok(r) if r.ok);
             let code = output::finish(res, a.client.output, |r| {
                 for t in &r.tables {
@@ -129,4 +168,28 @@ pub async fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
             Ok(if ok { code } else { ExitCode::FAILURE })
         }
     }
+}
+
+/// An in-place restore replaces the tenant's data, so it is confirmed the way a purge
+/// is: the tenant's name typed on a terminal, or `--yes` (a script cannot answer).
+fn confirmed(tenant: &str, id: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        eprintln!(
+            "error: restoring backup {id} in place replaces all of {tenant}'s data; pass --yes to do it \
+             (or --as NEW_NAME to restore beside it). Nothing was changed."
+        );
+        return Ok(false);
+    }
+    eprint!(
+        "Restoring backup {id} replaces all of {tenant}'s current data. Type {tenant} to go on: "
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() == tenant {
+        return Ok(true);
+    }
+    eprintln!("error: the name did not match; nothing was changed");
+    Ok(false)
 }

@@ -37,6 +37,9 @@ pub enum ClientError {
     },
     #[error("unexpected answer from the server: {0}")]
     Decode(#[source] reqwest::Error),
+    /// The server wants the admin token and the CLI found none: say where it looked.
+    #[error("{0}")]
+    NotConfigured(String),
 }
 
 #[derive(serde::Deserialize)]
@@ -55,6 +58,10 @@ pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// Why no token was found, told instead of the server's bare 401.
+    no_token_hint: Option<String>,
+    /// The URL is the built-in default, not one the user or the data directory gave.
+    guessed_url: bool,
 }
 
 impl Client {
@@ -63,7 +70,16 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             token,
             http: reqwest::Client::new(),
+            no_token_hint: None,
+            guessed_url: false,
         }
+    }
+
+    /// What to tell the user if the server refuses the request for want of a token.
+    pub fn with_no_token_hint(mut self, hint: Option<String>, guessed_url: bool) -> Self {
+        self.no_token_hint = hint;
+        self.guessed_url = guessed_url;
+        self
     }
 
     pub(crate) async fn call<B: Serialize, T: DeserializeOwned>(
@@ -84,16 +100,31 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let res = req
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+        let res = match req.send().await {
+            Ok(res) => res,
+            // Nothing configured and nothing at the default address: the hint says why.
+            Err(e) if self.token.is_none() && self.no_token_hint.is_some() && self.guessed_url => {
+                return Err(ClientError::NotConfigured(format!(
+                    "cannot reach a berqenas server at {} ({e}); {}",
+                    self.base,
+                    self.no_token_hint.as_deref().unwrap_or_default()
+                )));
+            }
+            Err(source) => {
+                return Err(ClientError::Unreachable {
+                    url: self.base.clone(),
+                    source,
+                })
+            }
+        };
         let status = res.status();
         if status.is_success() || (status == StatusCode::SERVICE_UNAVAILABLE && path == "/health") {
             return res.json().await.map_err(ClientError::Decode);
+        }
+        if status == StatusCode::UNAUTHORIZED && self.token.is_none() {
+            if let Some(hint) = &self.no_token_hint {
+                return Err(ClientError::NotConfigured(hint.clone()));
+            }
         }
         let text = res.text().await.unwrap_or_default();
         Err(match serde_json::from_str::<ErrorEnvelope>(&text) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 
-use super::output::{self, print_json};
+use super::output::{self, count, print_json};
 use super::{ClientArgs, Format};
 use crate::migrate::{MigrateRequest, MigrationPlan, MigrationRun};
 use crate::tenant::Isolation;
@@ -26,11 +26,11 @@ pub struct MigrateArgs {
     /// Only this tenant (name or id).
     #[arg(long)]
     pub tenant: Option<String>,
-    /// Only tenants on this plan.
+    /// Only tenants on this plan (`berqenas plan list`).
     #[arg(long)]
     pub plan: Option<String>,
     /// Only tenants in this isolation mode.
-    #[arg(long, value_parser = ["schema", "database", "shared"])]
+    #[arg(long, value_parser = super::ISOLATIONS)]
     pub isolation: Option<String>,
     /// Tenants migrated at once [default: from the server's spare connections].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::migrate::MAX_JOBS as i64))]
@@ -68,7 +68,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<ExitCode> {
                 println!("latest template version {}", s.latest_version);
                 println!("tenants below it: {}", s.pending);
                 for v in &s.tenants_by_version {
-                    println!("  version {:>4}: {} tenants", v.version, v.tenants);
+                    println!("  version {:>4}: {}", v.version, count(v.tenants, "tenant"));
                 }
                 if let Some(id) = s.running {
                     println!("run in progress: {id}");
@@ -103,10 +103,15 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
     };
     if a.detach {
         return output::finish(Ok(started), a.client.output, |r| {
-            println!("started migration run {} ({} tenants)", r.id, r.total)
+            println!(
+                "started migration run {} ({})",
+                r.id,
+                count(r.total, "tenant")
+            )
         });
     }
     let initially_current = started.already_current;
+    let started_at = std::time::Instant::now();
     let bar = (a.client.output == Format::Table && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(started.total as u64);
         bar.set_style(
@@ -125,14 +130,27 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
         };
         let done =
             run.migrated + run.failed + run.not_attempted + run.already_current - initially_current;
-        let msg = format!("migrated {}, failed {}", run.migrated, run.failed);
+        // Every tenant the position counts is in one of these, so they add up to it.
+        let skipped = done - run.migrated - run.failed;
+        let msg = if skipped > 0 {
+            format!(
+                "migrated {}, failed {}, skipped {skipped}",
+                run.migrated, run.failed
+            )
+        } else {
+            format!("migrated {}, failed {}", run.migrated, run.failed)
+        };
         match &bar {
             Some(bar) => {
                 bar.set_position(done.max(0) as u64);
                 bar.set_message(msg);
             }
             None if done != last_done && a.client.output == Format::Table => {
-                eprintln!("migrate: {done}/{} tenants, {msg}", run.total);
+                eprintln!(
+                    "migrate: {done}/{} done, {msg} [{}s]",
+                    count(run.total, "tenant"),
+                    started_at.elapsed().as_secs()
+                );
             }
             None => {}
         }
@@ -159,9 +177,9 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
 
 fn plan_table(plan: &MigrationPlan) {
     println!(
-        "target version {}: {} tenants to migrate, {} already current",
+        "target version {}: {} to migrate, {} already current",
         plan.target_version,
-        plan.pending.len(),
+        count(plan.pending.len() as i64, "tenant"),
         plan.already_current
     );
     if plan.pending.is_empty() {

@@ -9,8 +9,12 @@ mod lifecycle;
 mod migrate;
 mod network;
 mod output;
+mod pages;
+mod plan;
+mod progress;
 mod psql;
 mod quota;
+mod template;
 mod tenant;
 
 use std::net::SocketAddr;
@@ -30,8 +34,18 @@ use client::Client;
 #[derive(Debug, Parser)]
 #[command(name = "berqenas", version, propagate_version = true)]
 pub struct Cli {
+    /// How log lines are written to stderr: text, or one JSON object a line for log
+    /// shippers. Colour only when stderr is a terminal.
+    #[arg(long, global = true, value_enum, env = "BERQENAS_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +70,12 @@ pub enum Command {
     /// A tenant's quotas and its usage against them.
     #[command(subcommand)]
     Quota(quota::QuotaCommand),
+    /// The plans tenants are on (`plan list`).
+    #[command(subcommand)]
+    Plan(plan::PlanCommand),
+    /// The tenant template: `template export DIR` writes the built-in one.
+    #[command(subcommand)]
+    Template(template::TemplateCommand),
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +133,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub network: network::NetworkArgs,
 }
+
+/// The isolation modes `--isolation` takes (help lists them; clap refuses others).
+pub const ISOLATIONS: [&str; 3] = ["schema", "database", "shared"];
 
 /// A flag that holds a secret: kept in a [`SecretString`], so `Debug` shows none of it.
 fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -181,16 +204,33 @@ pub enum Format {
 
 impl ClientArgs {
     pub fn client(&self) -> Client {
-        let server = self
+        let found = self
             .server
             .clone()
-            .or_else(|| read_trimmed(&self.data_dir.join(server::SERVER_URL_FILE)))
-            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
-        let token = self
-            .token
-            .clone()
-            .or_else(|| read_trimmed(&self.data_dir.join(server::ADMIN_TOKEN_FILE)));
+            .or_else(|| read_trimmed(&self.data_dir.join(server::SERVER_URL_FILE)));
+        let guessed_url = found.is_none();
+        let server = found.unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let token_file = self.data_dir.join(server::ADMIN_TOKEN_FILE);
+        let token = self.token.clone().or_else(|| read_trimmed(&token_file));
         Client::new(&server, token)
+            .with_no_token_hint(Some(self.no_token_hint(&token_file)), guessed_url)
+    }
+
+    /// Run outside the server's directory, the CLI finds no data directory: say so and
+    /// how to point at one, rather than pass on the server's "wrong admin token".
+    fn no_token_hint(&self, token_file: &Path) -> String {
+        let found = if self.data_dir.is_dir() {
+            format!("{} holds no admin token", token_file.display())
+        } else if self.data_dir == Path::new(".berqenas") {
+            "no ./.berqenas found in this directory".to_string()
+        } else {
+            format!("no data directory found at {}", self.data_dir.display())
+        };
+        format!(
+            "{found}, so the CLI has no admin token. Run it in the directory `berqenas serve` runs in, \
+             pass --data-dir <that directory's .berqenas>, or set BERQENAS_URL and BERQENAS_ADMIN_TOKEN \
+             (or --server and --token)"
+        )
     }
 }
 
@@ -202,9 +242,13 @@ fn read_trimmed(path: &Path) -> Option<String> {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = env_values_only_when_set(Cli::command()).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    };
     let serving = matches!(cli.command, Command::Serve(_));
-    init_tracing(serving);
+    init_tracing(serving, cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -216,6 +260,16 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's help shows `[env: BERQENAS_URL=]` for an unset variable, which reads as one
+/// set to the empty string: show the variable's name always, its value only when set.
+fn env_values_only_when_set(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| match a.get_env() {
+        Some(name) if std::env::var_os(name).is_none() => a.hide_env_values(true),
+        _ => a,
+    })
+    .mut_subcommands(env_values_only_when_set)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -247,17 +301,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(a) => migrate::run(a).await,
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Quota(cmd) => quota::run(cmd).await,
+        Command::Template(cmd) => template::run(cmd),
+        Command::Plan(cmd) => plan::run(cmd).await,
     }
 }
 
-fn init_tracing(serving: bool) {
+fn init_tracing(serving: bool, format: LogFormat) {
+    use std::io::IsTerminal;
     let default = if serving { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERQENAS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // A file or a pipe gets no escape codes; a log shipper gets JSON.
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,25 @@ use serde::Serialize;
 
 use super::client::ClientError;
 use super::{ClientArgs, Format};
-use crate::tenant::size::format_size;
 use crate::tenant::Tenant;
+
+/// A size for people, in binary units (`12.3 MiB`); `-o json` keeps the bytes.
+pub fn human_size(bytes: i64) -> String {
+    if bytes < 0 {
+        return format!("{bytes} B");
+    }
+    humansize::format_size(bytes as u64, humansize::BINARY)
+}
+
+/// `1 tenant`, `2 tenants`: a count with its noun in the right number.
+pub fn count(n: impl Into<i64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
 
 /// After a page's table: how to ask for the next page (on stderr, so the table stays
 /// clean for a pipe).
@@ -74,7 +91,7 @@ pub fn tenant_table(t: &Tenant) {
         ),
         ("database", t.database.as_str().to_string()),
         ("role", t.role.as_str().to_string()),
-        ("db_quota", format_size(t.db_quota_bytes)),
+        ("db_quota", human_size(t.db_quota_bytes)),
         (
             "access_mode",
             serde_json::to_value(t.access_mode)
@@ -86,12 +103,35 @@ pub fn tenant_table(t: &Tenant) {
         ("created_at", t.created_at.to_rfc3339()),
     ];
     let mut rows = rows;
-    if let Some(at) = t.suspended_at {
-        rows.push(("suspended_at", at.to_rfc3339()));
+    // Everything the JSON says about where the tenant is in its life, when it applies.
+    let at = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339());
+    if let Some(at) = at(t.trial_ends_at) {
+        rows.push(("trial_ends_at", at));
+    }
+    if let Some(at) = at(t.suspended_at) {
+        rows.push(("suspended_at", at));
         rows.push((
             "suspension_reason",
-            t.suspension_reason.clone().unwrap_or_default(),
+            t.suspension_reason
+                .clone()
+                .unwrap_or_else(|| "(none given)".into()),
         ));
+    }
+    if let Some(s) = t.previous_status {
+        rows.push(("previous_status", s.as_str().into()));
+    }
+    for (k, v) in [
+        ("purge_after", at(t.purge_after)),
+        ("purged_at", at(t.purged_at)),
+        (
+            "final_backup_id",
+            t.final_backup_id.map(|id| id.to_string()),
+        ),
+        ("archive_expires_at", at(t.archive_expires_at)),
+    ] {
+        if let Some(v) = v {
+            rows.push((k, v));
+        }
     }
     for (k, v) in rows {
         table.add_row(vec![k.to_string(), v]);
@@ -116,7 +156,7 @@ pub fn tenants_table(tenants: &[Tenant]) {
             t.status.as_str().into(),
             t.plan.clone(),
             t.isolation.as_str().into(),
-            format_size(t.db_quota_bytes),
+            human_size(t.db_quota_bytes),
             t.created_at.format("%Y-%m-%d %H:%M").to_string(),
         ]);
     }
@@ -194,7 +234,7 @@ pub fn backups_table(backups: &[crate::backup::Backup]) {
             b.tenant.clone(),
             b.kind.as_str().into(),
             b.status.as_str().into(),
-            b.size_bytes.map(format_size).unwrap_or_default(),
+            b.size_bytes.map(human_size).unwrap_or_default(),
             b.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             b.expires_at
                 .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
@@ -202,4 +242,21 @@ pub fn backups_table(backups: &[crate::backup::Backup]) {
         ]);
     }
     println!("{table}");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(super::count(1, "tenant"), "1 tenant");
+        assert_eq!(super::count(0, "tenant"), "0 tenants");
+        assert_eq!(super::count(2, "tenant"), "2 tenants");
+    }
+
+    #[test]
+    fn sizes_are_in_binary_units() {
+        assert_eq!(super::human_size(5 << 30), "5 GiB");
+        assert_eq!(super::human_size(1536), "1.50 KiB");
+        assert_eq!(super::human_size(12), "12 B");
+    }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 
+use super::client::ClientError;
 use super::output;
 use super::{ClientArgs, TenantArgs};
 use crate::quota::service::{Limits, QuotaUpdate};
@@ -71,11 +72,11 @@ fn limits_table(l: &Limits) {
         } else {
             "plan"
         };
-        table.add_row(vec![
-            field.to_string(),
-            values[field].to_string(),
-            from.to_string(),
-        ]);
+        let value = match values[field].as_i64() {
+            Some(bytes) if *field == "db_quota_bytes" => output::human_size(bytes),
+            _ => values[field].to_string(),
+        };
+        table.add_row(vec![field.to_string(), value, from.to_string()]);
         if *field == "db_quota_bytes" {
             table.add_row(vec![
                 "max_storage_gb".to_string(),
@@ -88,13 +89,42 @@ fn limits_table(l: &Limits) {
     println!("{table}");
 }
 
+/// The quota each usage metric is measured against (`GET .../resources` pairs them
+/// the same way).
+fn quota_of(metric: &str) -> Option<&'static str> {
+    Some(match metric {
+        "storage_bytes" => "db_quota_bytes",
+        "connections" => "max_connections",
+        "users" => "max_users",
+        "api_calls" => "api_calls_per_minute",
+        "realtime_events" => "realtime_events_per_minute",
+        "llm_tokens" => "max_llm_tokens_per_day",
+        "agents" => "max_agents",
+        "concurrent_agents" => "max_concurrent_agents",
+        _ => return None,
+    })
+}
+
 fn usage_table(u: &UsageSummary) {
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header(vec!["METRIC", "USED", "UTILIZATION"]);
+    table.set_header(vec!["METRIC", "USED", "LIMIT", "USED %"]);
+    let quotas = serde_json::to_value(&u.quotas).unwrap_or_default();
     for (metric, used) in &u.usage {
         let pct = u.utilization_percent.get(metric).copied().unwrap_or(0.0);
-        table.add_row(vec![metric.clone(), used.to_string(), format!("{pct:.1}%")]);
+        let limit = quota_of(metric).and_then(|q| quotas[q].as_i64());
+        let (used, limit) = if metric == "storage_bytes" {
+            (
+                output::human_size(*used),
+                limit.map(output::human_size).unwrap_or_default(),
+            )
+        } else {
+            (
+                used.to_string(),
+                limit.map(|l| l.to_string()).unwrap_or_default(),
+            )
+        };
+        table.add_row(vec![metric.clone(), used, limit, format!("{pct:.1}%")]);
     }
     println!(
         "tenant {} (plan {}, {})",
@@ -108,6 +138,24 @@ fn usage_table(u: &UsageSummary) {
     }
     if u.writes_blocked {
         println!("writes blocked: over the disk quota");
+    }
+}
+
+/// The API tells a script to send `"force": true`; a person at the CLI has a flag.
+fn in_cli_words(e: ClientError) -> ClientError {
+    match e {
+        ClientError::Api {
+            status,
+            code,
+            message,
+            field,
+        } if code == "quota_below_usage" => ClientError::Api {
+            message: message.replace("send \"force\": true", "use --force"),
+            status,
+            code,
+            field,
+        },
+        e => e,
     }
 }
 
@@ -126,7 +174,7 @@ pub async fn run(cmd: QuotaCommand) -> anyhow::Result<ExitCode> {
                 }
             };
             let res = a.client.client().set_quotas(&a.tenant, &req).await;
-            output::finish(res, a.client.output, limits_table)
+            output::finish(res.map_err(in_cli_words), a.client.output, limits_table)
         }
         QuotaCommand::Usage(a) => {
             let res = a.client.client().usage(&a.tenant).await;

@@ -130,8 +130,8 @@ pub struct UserAddArgs {
     pub tenant: String,
     #[arg(long)]
     pub email: String,
-    /// tenant_admin, application_manager, developer or auditor.
-    #[arg(long)]
+    /// The default role the user gets.
+    #[arg(long, value_parser = ["tenant_admin", "application_manager", "developer", "auditor"])]
     pub role: String,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -174,11 +174,12 @@ pub struct CreateArgs {
     /// Whether the tenant's public data API is on.
     #[arg(long, default_value = "false", action = clap::ArgAction::Set)]
     pub public_api: bool,
-    /// Plan (see the plans endpoint) [default: free]
+    /// Plan: free, starter, professional, enterprise, custom (`berqenas plan list`
+    /// shows their quotas) [default: free]
     #[arg(long)]
     pub plan: Option<String>,
-    /// Isolation mode [default: schema]
-    #[arg(long)]
+    /// Isolation mode [default: the plan's, else schema]
+    #[arg(long, value_parser = super::ISOLATIONS)]
     pub isolation: Option<String>,
     /// Free-form JSON object stored with the tenant.
     #[arg(long, value_parser = parse_json_object)]
@@ -198,10 +199,10 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Only tenants in this state (active, suspended, ...).
-    #[arg(long)]
+    /// Only tenants in this state.
+    #[arg(long, value_parser = ["provisioning", "trial", "active", "suspended", "deleted", "purged", "failed"])]
     pub status: Option<String>,
-    /// Only tenants on this plan.
+    /// Only tenants on this plan (`berqenas plan list`).
     #[arg(long)]
     pub plan: Option<String>,
     /// Page size (1-1000).
@@ -210,6 +211,9 @@ pub struct ListArgs {
     /// Continue after this cursor (from a previous page).
     #[arg(long)]
     pub cursor: Option<String>,
+    /// Every page, one after another, as one list (--limit sets the page size).
+    #[arg(long, conflicts_with = "cursor")]
+    pub all: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -224,6 +228,7 @@ pub struct UpdateArgs {
     pub vpn: Option<Toggle>,
     #[arg(long, action = clap::ArgAction::Set)]
     pub public_api: Option<bool>,
+    /// Move to this plan: free, starter, professional, enterprise, custom (`berqenas plan list`).
     #[arg(long)]
     pub plan: Option<String>,
     #[arg(long, value_parser = parse_json_object)]
@@ -294,16 +299,15 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             output::finish(res, a.client.output, output::tenant_table)
         }
         TenantCommand::List(a) => {
-            let res = a
-                .client
-                .client()
-                .list_tenants(
-                    a.status.as_deref(),
-                    a.plan.as_deref(),
-                    a.limit,
-                    a.cursor.as_deref(),
-                )
-                .await;
+            let res = super::pages::tenants(
+                &a.client.client(),
+                a.status.as_deref(),
+                a.plan.as_deref(),
+                a.limit,
+                a.cursor.as_deref(),
+                a.all,
+            )
+            .await;
             output::finish(res, a.client.output, |page| {
                 output::tenants_table(&page.tenants);
                 output::more(page.next_cursor.as_deref());

@@ -139,16 +139,28 @@ pub async fn settle_isolation(
 
 /// Unique violations and existing objects are a taken name, not an outage.
 pub(crate) fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
-    match e.code() {
-        Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_OBJECT || *c == SqlState::DUPLICATE_SCHEMA
-                || *c == SqlState::DUPLICATE_DATABASE => {
-            Error::conflict(
-                "name_taken",
-                format!("tenant name {:?} is taken (or a PostgreSQL role, schema or database of that name exists)", slug.as_str()),
-            )
-        }
-        _ => Error::Db(e),
-    }
+    let kind = match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => return taken_name(slug),
+        Some(c) if *c == SqlState::DUPLICATE_SCHEMA => "schema",
+        Some(c) if *c == SqlState::DUPLICATE_DATABASE => "database",
+        // The one other object a create makes outside the registry is a role.
+        Some(c) if *c == SqlState::DUPLICATE_OBJECT => "role",
+        _ => return Error::Db(e),
+    };
+    // PostgreSQL names the object in quotes (`role "tenant_acme_user" already exists`);
+    // only that name is passed on, none of the rest of its text.
+    let object = e
+        .as_db_error()
+        .and_then(|d| d.message().split('"').nth(1))
+        .map(|n| format!(" {n:?}"))
+        .unwrap_or_default();
+    Error::conflict(
+        "name_taken",
+        format!(
+            "tenant name {:?} is taken: a PostgreSQL {kind}{object} already exists",
+            slug.as_str()
+        ),
+    )
 }
 
 /// What a schema- or shared-mode create made, for its audit row.

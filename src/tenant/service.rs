@@ -205,8 +205,12 @@ pub async fn list(
         .transpose()
         .map_err(|_| Error::invalid("cursor", "cursor is not one this server handed out"))?;
     let client = p.pool.get().await?;
-    let tenants = store::list(&client, status, plan, after, limit).await?;
-    let next_cursor = (tenants.len() as i64 == limit)
+    // One row more than the page tells whether there is a next page: a page that is
+    // exactly full and last offers no cursor to an empty one.
+    let mut tenants = store::list(&client, status, plan, after, limit + 1).await?;
+    let more = tenants.len() as i64 > limit;
+    tenants.truncate(limit as usize);
+    let next_cursor = more
         .then(|| tenants.last().map(|t| t.id.to_string()))
         .flatten();
     Ok(TenantPage {

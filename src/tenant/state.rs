@@ -32,16 +32,18 @@ pub fn check(tenant: &str, from: Status, to: Status, action: &str) -> Result<(),
     if allowed(from, to) {
         return Ok(());
     }
-    let mut p = Problem::new(
-        Kind::Conflict,
-        "invalid_state",
-        format!(
-            "cannot {action} tenant {tenant}: it is {}, and a {} tenant cannot become {}",
-            from.as_str(),
-            from.as_str(),
-            to.as_str()
-        ),
-    );
+    let message = if from == to {
+        format!("{tenant} is already {}", from.as_str())
+    } else {
+        let (from, to) = (from.as_str(), to.as_str());
+        let article = if from.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("cannot {action} {tenant}: it is {from}, and {article} {from} tenant cannot become {to}")
+    };
+    let mut p = Problem::new(Kind::Conflict, "invalid_state", message);
     p.field = Some("status".into());
     Err(p)
 }
@@ -49,6 +51,17 @@ pub fn check(tenant: &str, from: Status, to: Status, action: &str) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_message_says_what_is_wrong_in_plain_words() {
+        let same = check("acme", Status::Active, Status::Active, "resume").unwrap_err();
+        assert_eq!(same.message, "acme is already active");
+        let other = check("acme", Status::Active, Status::Purged, "purge").unwrap_err();
+        assert_eq!(
+            other.message,
+            "cannot purge acme: it is active, and an active tenant cannot become purged"
+        );
+    }
 
     #[test]
     fn every_state_has_its_inverse_and_failed_is_final() {
@@ -69,6 +82,6 @@ mod tests {
         assert!(!allowed(Suspended, Suspended));
         let e = check("acme", Deleted, Deleted, "delete").unwrap_err();
         assert_eq!(e.kind, Kind::Conflict);
-        assert!(e.message.contains("it is deleted"), "{}", e.message);
+        assert_eq!(e.message, "acme is already deleted");
     }
 }

@@ -410,7 +410,7 @@ async fn bad_input_is_refused_by_field_and_changes_nothing() {
         e["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("it is active"),
+            .contains("is already active"),
         "{e}"
     );
     assert_eq!(state().await, before, "nothing changed");

@@ -113,7 +113,7 @@ async fn lifecycle(isolation: &str) {
     assert!(e["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("it is deleted"));
+        .contains("is already deleted"));
 
     // Restore within the retention: exactly as before, credentials and key included.
     let (s, back) = restore(&app, &name).await;

@@ -20,28 +20,96 @@ use tokio::sync::OnceCell;
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
 static DB: OnceCell<Database> = OnceCell::const_new();
-static CLUSTER: OnceLock<(Cluster, PathBuf)> = OnceLock::new();
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
-extern "C" fn stop_cluster() {
-    if let Some((cluster, dir)) = CLUSTER.get() {
+/// At exit, passed or failed: the cluster stops, then this binary's scratch root goes
+/// with everything in it (the cluster's data directory, backups, servers' data
+/// directories). The test harness exits through `exit`, which runs this after failed
+/// tests as well as passed ones.
+extern "C" fn clean_up_at_exit() {
+    if let Some(cluster) = CLUSTER.get() {
         cluster.stop_immediately();
-        let _ = std::fs::remove_dir_all(dir);
+    }
+    let _ = std::fs::remove_dir_all(scratch_root());
+}
+
+/// This test binary's directory in the system's temp directory, `berqenas-test-<pid>`:
+/// every scratch directory lives under it, so removing it at exit removes them all.
+fn scratch_root() -> PathBuf {
+    std::env::temp_dir().join(format!("berqenas-test-{}", std::process::id()))
+}
+
+/// Made once per binary: the root, the clean-up at exit, and the removal of roots that
+/// binaries killed before their exit (SIGKILL, a CI timeout) left behind.
+fn ensure_scratch_root() -> &'static PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        sweep_dead_roots();
+        let root = scratch_root();
+        std::fs::create_dir_all(&root).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        unsafe { libc::atexit(clean_up_at_exit) };
+        root
+    })
+}
+
+/// Roots of test binaries whose process is gone.
+fn sweep_dead_roots() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("berqenas-test-"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
-/// A directory every user can traverse (initdb runs as `postgres` under root).
+/// A directory every user can traverse (initdb runs as `postgres` under root), under
+/// this binary's scratch root: removed at exit whatever the tests' outcome, and at
+/// once when a [`ScratchDir`] guard holding it is dropped.
 pub fn scratch_dir(label: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "berqenas-test-{label}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = ensure_scratch_root().join(format!("{label}-{}", N.fetch_add(1, Ordering::Relaxed)));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
+}
+
+/// A scratch directory removed when the guard is dropped, also when the test panics
+/// (a long test binary need not keep every test's files until it exits).
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub fn new(label: &str) -> Self {
+        Self(scratch_dir(label))
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The shared cluster of this test binary, started on first use.
@@ -59,8 +127,7 @@ pub async fn database() -> &'static Database {
             .await
             .expect("starting a throw-away cluster");
         let cluster = db.cluster.clone().expect("embedded");
-        CLUSTER.set((cluster, dir)).ok();
-        unsafe { libc::atexit(stop_cluster) };
+        CLUSTER.set(cluster).ok();
         db
     })
     .await
