@@ -29,4 +29,6 @@ pub struct Platform {
     pub embedded: bool,
     /// Where backups are kept.
     pub backups: crate::backup::store::Store,
+    /// PgBouncer in front of the tenants, if any (docs/deploy.md#pgbouncer).
+    pub pgbouncer: crate::pg::pgbouncer::PgBouncer,
 }

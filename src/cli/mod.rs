@@ -109,6 +109,19 @@ pub struct ServeArgs {
     /// A bearer token that may read /metrics and nothing else (the admin token also may).
     #[arg(long, env = "BERQENAS_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub metrics_token: Option<SecretString>,
+    /// The role PgBouncer's auth_user logs in as: berqenas installs the lookup function
+    /// its auth_query calls in every database tenants use (docs/deploy.md#pgbouncer).
+    #[arg(long, env = "BERQENAS_PGBOUNCER_AUTH_USER", value_parser = ident)]
+    pub pgbouncer_auth_user: Option<crate::pg::Ident>,
+    /// PgBouncer's admin console, e.g. postgresql://admin:pw@pgbouncer:6432/pgbouncer:
+    /// a suspension also drops the tenant's pooled connections there.
+    #[arg(long, env = "BERQENAS_PGBOUNCER_ADMIN_URL", hide_env_values = true, value_parser = secret)]
+    pub pgbouncer_admin_url: Option<SecretString>,
+}
+
+/// `--pgbouncer-auth-user`: a role name.
+fn ident(s: &str) -> Result<crate::pg::Ident, String> {
+    crate::pg::Ident::new(s).map_err(|e| e.to_string())
 }
 
 /// A flag that holds a secret: kept in a [`SecretString`], so `Debug` shows none of it.
@@ -232,6 +245,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_api_connections: a.data_api_connections,
                 data_api_result_memory: a.data_api_result_memory,
                 metrics_token: a.metrics_token,
+                pgbouncer: crate::pg::pgbouncer::PgBouncer {
+                    auth_user: a.pgbouncer_auth_user,
+                    admin_url: a.pgbouncer_admin_url,
+                },
             })
             .await?;
             Ok(ExitCode::SUCCESS)

@@ -98,6 +98,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0017_migration_runs_operations.sql",
         sql: include_str!("../../migrations/control/0017_migration_runs_operations.sql"),
     },
+    Migration {
+        version: 19,
+        name: "0019_login_role_index.sql",
+        sql: include_str!("../../migrations/control/0019_login_role_index.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

@@ -14,6 +14,7 @@ pub mod migration_runs;
 pub mod offboarding;
 pub mod operations;
 pub mod plans;
+pub mod pooler;
 pub mod quotas;
 pub mod templates;
 pub mod tenants;

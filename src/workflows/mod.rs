@@ -9,6 +9,7 @@ pub mod create;
 pub mod lifecycle;
 pub mod migrate;
 pub mod offboarding;
+pub mod pooler;
 pub mod quotas;
 pub mod restores;
 
