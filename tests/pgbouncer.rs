@@ -17,7 +17,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio_postgres::SimpleQueryMessage;
 
-const AUTH_USER: &str = "berqenas_test_pgbouncer_auth";
+const AUTH_USER: &str = "berqenas_pgbouncer_auth";
 const AUTH_PASSWORD: &str = "auth-pass-3141592653";
 const ADMIN_USER: &str = "pgbouncer_admin";
 const ADMIN_PASSWORD: &str = "admin-pass-2718281828";
@@ -55,26 +55,17 @@ impl Bouncer {
             format!("\"{AUTH_USER}\" \"{AUTH_PASSWORD}\"\n\"{ADMIN_USER}\" \"{ADMIN_PASSWORD}\"\n"),
         )
         .unwrap();
-        let ini = format!(
-            "[databases]\n\
-             * = host={host} port={pg_port}\n\
-             [pgbouncer]\n\
-             listen_addr = 127.0.0.1\n\
-             listen_port = {port}\n\
-             unix_socket_dir =\n\
-             auth_type = scram-sha-256\n\
-             auth_file = {dir}/userlist.txt\n\
-             auth_user = {AUTH_USER}\n\
-             auth_query = {AUTH_QUERY}\n\
-             pool_mode = transaction\n\
-             admin_users = {ADMIN_USER}\n\
-             ignore_startup_parameters = extra_float_digits\n\
-             server_login_retry = 1\n\
-             query_wait_timeout = 5\n",
-            host = db.endpoint.host,
-            pg_port = db.endpoint.port,
-            dir = dir.display(),
-        );
+        let ini = shipped_ini(&[
+            (
+                "*",
+                format!("host={} port={}", db.endpoint.host, db.endpoint.port),
+            ),
+            ("listen_addr", "127.0.0.1".into()),
+            ("listen_port", port.to_string()),
+            ("auth_file", format!("{}/userlist.txt", dir.display())),
+            // Shorter than shipped: a held client's wait ends sooner in the tests.
+            ("query_wait_timeout", "5".into()),
+        ]);
         std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
         let log = std::fs::File::create(dir.join("pgbouncer.log")).unwrap();
         let mut cmd = Command::new(PGBOUNCER);
@@ -162,6 +153,45 @@ impl Bouncer {
             .filter(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get("user") == Some(user)))
             .count()
     }
+}
+
+/// deploy/pgbouncer/pgbouncer.ini, the file the deployment ships, with these keys set
+/// to this test's values (each must be in the file: the test runs what ships).
+fn shipped_ini(overrides: &[(&str, String)]) -> String {
+    let shipped = include_str!("../deploy/pgbouncer/pgbouncer.ini");
+    let mut seen = vec![false; overrides.len()];
+    let lines: Vec<String> = shipped
+        .lines()
+        .map(|line| {
+            let key = line.split('=').next().unwrap_or("").trim();
+            match overrides
+                .iter()
+                .position(|(k, _)| *k == key && !line.starts_with(';'))
+            {
+                Some(i) => {
+                    seen[i] = true;
+                    format!("{key} = {}", overrides[i].1)
+                }
+                None => line.to_string(),
+            }
+        })
+        .collect();
+    for (i, (k, _)) in overrides.iter().enumerate() {
+        assert!(seen[i], "{k} is not in deploy/pgbouncer/pgbouncer.ini");
+    }
+    for (key, value) in [
+        ("pool_mode", "transaction"),
+        ("auth_type", "scram-sha-256"),
+        ("auth_user", AUTH_USER),
+        ("auth_query", AUTH_QUERY),
+        ("admin_users", ADMIN_USER),
+    ] {
+        assert!(
+            shipped.lines().any(|l| l == format!("{key} = {value}")),
+            "deploy/pgbouncer/pgbouncer.ini: {key} = {value}"
+        );
+    }
+    lines.join("\n") + "\n"
 }
 
 fn free_port() -> u16 {
