@@ -52,7 +52,7 @@ pub async fn prepare(p: &Platform) -> Result<(), Error> {
         .await?;
     let control = p.endpoint.database.as_str();
     install(
-        &**c,
+        &c,
         control,
         auth,
         crate::store::pooler::LIVE_TENANT_CONDITION,
