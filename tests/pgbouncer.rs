@@ -577,3 +577,28 @@ async fn a_console_that_is_down_does_not_fail_a_suspension() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(bouncer.connect_as(&t).await.is_err());
 }
+
+#[tokio::test]
+async fn a_deleted_database_tenants_pooled_clients_are_dropped_at_once() {
+    let bouncer = Bouncer::start().await;
+    let (app, _) = spawn(&bouncer).await;
+    let t = create(&app, "pgb-del", "database").await;
+    let name = t["name"].as_str().unwrap().to_string();
+    let role = t["credentials"]["user"].as_str().unwrap().to_string();
+    let held = bouncer.connect_as(&t).await.unwrap();
+    assert_eq!(one_value(&held, "SELECT 1").await.as_deref(), Some("1"));
+
+    let (s, e) = app
+        .call(Method::DELETE, &format!("/api/v1/tenants/{name}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let asked = Instant::now();
+    assert!(held.simple_query("SELECT 1").await.is_err());
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the held client waited {:?}: not dropped",
+        asked.elapsed()
+    );
+    assert_eq!(bouncer.servers_of(&role).await, 0);
+    assert!(bouncer.connect_as(&t).await.is_err());
+}

@@ -279,6 +279,12 @@ pub(crate) fn end_cut_sessions<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFut
         let ended = crate::tenant::access::end_sessions(&client, &logins)
             .await
             .map_err(failed)?;
+        if let Some(id) = run.tenant_id.filter(|_| rt.pgbouncer.admin_url.is_some()) {
+            let t = crate::store::tenants::get(&client, id)
+                .await
+                .map_err(failed)?;
+            pooler::end_pooled(rt, &t).await;
+        }
         Ok(serde_json::json!({"sessions": ended}))
     })
 }
