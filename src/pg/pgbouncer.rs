@@ -77,6 +77,7 @@ pub fn install_sql(auth_user: &Ident, extra: &str) -> String {
     let schema = Ident::new(SCHEMA).expect("a valid identifier");
     format!(
         "BEGIN;
+SET LOCAL lock_timeout = '5s';
 SELECT pg_catalog.pg_advisory_xact_lock({LOCK});
 DO $berqenas$ BEGIN
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace
@@ -101,7 +102,9 @@ COMMIT;",
     )
 }
 
-/// Any constant; serialises installs of servers starting together.
+/// Any constant; serialises installs of servers starting together. In a database-mode
+/// tenant's database the tenant could hold it too: the wait is bounded
+/// (`lock_timeout`), so it can only keep its own database's install from happening.
 const LOCK: i64 = 0x6265_7271_7067_626f; // "berqpgbo"
 
 /// Creates the auth user as a NOLOGIN role unless it exists (the operator gives it

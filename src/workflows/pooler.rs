@@ -77,8 +77,12 @@ pub async fn prepare(p: &Platform) -> Result<(), Error> {
     }
     let databases = crate::store::pooler::tenant_databases(&c).await?;
     drop(c);
+    // One tenant database that cannot be prepared (its tenant holds the install's
+    // lock, say) costs that tenant its pooler logins, not the control plane its start.
     for db in &databases {
-        prepare_tenant_database(p, db).await?;
+        if let Err(e) = prepare_tenant_database(p, db).await {
+            tracing::warn!(database = %db, error = %e, "PgBouncer's lookup function not installed in this tenant database; its tenants cannot log in through PgBouncer until the next start");
+        }
     }
     tracing::info!(
         auth_user = auth.as_str(),
