@@ -34,4 +34,4 @@ if [ "${1:-}" = "serve" ]; then
     fi
   done
 fi
-exec /usr/local/bin/berqenas "$@"
+exec "${BERQENAS_BIN:-/usr/local/bin/berqenas}" "$@"
