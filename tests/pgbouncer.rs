@@ -602,3 +602,52 @@ async fn a_deleted_database_tenants_pooled_clients_are_dropped_at_once() {
     assert_eq!(bouncer.servers_of(&role).await, 0);
     assert!(bouncer.connect_as(&t).await.is_err());
 }
+
+/// A database-mode tenant created while berqenas knew nothing of PgBouncer gets the
+/// lookup function's CONNECT (and the function, if its clone lacked it) at the next
+/// start.
+#[tokio::test]
+async fn a_start_prepares_the_databases_of_tenants_created_before() {
+    let bouncer = Bouncer::start().await;
+    let (_, platform) = spawn(&bouncer).await;
+    let plain = Platform {
+        pgbouncer: PgBouncer::default(),
+        ..platform.clone()
+    };
+    let app = TestApp::serve(plain).await;
+    let t = create(&app, "pgb-before", "database").await;
+    let db = t["credentials"]["database"].as_str().unwrap().to_string();
+    let there = common::superuser_in(&db).await;
+    there
+        .batch_execute("DROP SCHEMA IF EXISTS berqenas_pgbouncer CASCADE")
+        .await
+        .unwrap();
+    let can_connect = |pg: tokio_postgres::Client, db: String| async move {
+        pg.query_one(
+            "SELECT has_database_privilege($1, $2, 'CONNECT')",
+            &[&AUTH_USER, &db],
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    };
+    assert!(!can_connect(superuser().await, db.clone()).await);
+    assert!(bouncer.connect_as(&t).await.is_err(), "no lookup there yet");
+
+    berqenas::workflows::pooler::prepare(&platform)
+        .await
+        .unwrap();
+    assert!(can_connect(superuser().await, db.clone()).await);
+    // The refused attempt above makes PgBouncer wait `server_login_retry` (1 s).
+    let started = Instant::now();
+    let c = loop {
+        match bouncer.connect_as(&t).await {
+            Ok(c) => break c,
+            Err(e) if started.elapsed() > Duration::from_secs(5) => {
+                panic!("{e:?}; log: {}", bouncer.log())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    assert_eq!(one_value(&c, "SELECT 1").await.as_deref(), Some("1"));
+}
