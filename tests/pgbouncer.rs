@@ -557,6 +557,11 @@ async fn a_purged_tenants_role_is_gone_from_the_pooler() {
     );
     assert!(bouncer.connect_as(&t).await.is_err());
     assert!(c.simple_query("SELECT 1").await.is_err());
+    assert_eq!(
+        bouncer.servers_of(&role).await,
+        0,
+        "a pooled server connection of a dropped role"
+    );
 }
 
 #[tokio::test]
