@@ -31,4 +31,6 @@ pub struct Platform {
     pub backups: crate::backup::store::Store,
     /// How network access is enforced (pg_hba.conf, the VPN files).
     pub network: std::sync::Arc<crate::network::Settings>,
+    /// PgBouncer in front of the tenants, if any (docs/deploy.md#pgbouncer).
+    pub pgbouncer: crate::pg::pgbouncer::PgBouncer,
 }

@@ -49,6 +49,8 @@ pub struct ServeOptions {
     pub data_api_result_memory: usize,
     /// A token that may read `/metrics` and nothing else.
     pub metrics_token: Option<SecretString>,
+    /// PgBouncer in front of the tenants: its auth user and admin console.
+    pub pgbouncer: crate::pg::pgbouncer::PgBouncer,
     /// The VPN pool, pg_hba.conf and VPN interface options.
     pub network: NetworkOptions,
 }
@@ -185,6 +187,7 @@ pub async fn platform_with(
                 .and_then(|c| c.socket_dir().parent().map(Path::to_path_buf))
                 .unwrap_or_else(|| PathBuf::from(".berqenas")),
         ),
+        pgbouncer: Default::default(),
     };
     tenant::database_mode::ensure_template(&platform).await?;
     tenant::shared_mode::ensure_pool(&platform).await?;
@@ -293,6 +296,8 @@ async fn serve(
         opts,
         listener.local_addr()?.port(),
     ));
+    platform.pgbouncer = opts.pgbouncer.clone();
+    crate::workflows::pooler::prepare(&platform).await?;
     let rt = Runtime::start(platform, &identity(&opts.data_dir)).await?;
     crate::workflows::network::enforce_at_start(&rt).await?;
     let platform = rt.platform.clone();
@@ -465,6 +470,10 @@ mod tests {
             data_api_result_memory: 1 << 20,
             metrics_token: Some("metrics-token-xyz".into()),
             network: NetworkOptions::default(),
+            pgbouncer: crate::pg::pgbouncer::PgBouncer {
+                auth_user: None,
+                admin_url: Some("postgresql://admin:bouncer-pass-9876@pgb:6432/pgbouncer".into()),
+            },
         };
         let shown = format!("{opts:?}");
         for secret in [
@@ -472,6 +481,7 @@ mod tests {
             "admin-token-abcdefgh",
             key.as_str(),
             "metrics-token-xyz",
+            "bouncer-pass-9876",
         ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }

@@ -132,6 +132,19 @@ pub struct ServeArgs {
     pub metrics_token: Option<SecretString>,
     #[command(flatten)]
     pub network: network::NetworkArgs,
+    /// The role PgBouncer's auth_user logs in as: berqenas installs the lookup function
+    /// its auth_query calls in every database tenants use (docs/deploy.md#pgbouncer).
+    #[arg(long, env = "BERQENAS_PGBOUNCER_AUTH_USER", value_parser = ident)]
+    pub pgbouncer_auth_user: Option<crate::pg::Ident>,
+    /// PgBouncer's admin console, e.g. postgresql://admin:pw@pgbouncer:6432/pgbouncer:
+    /// a suspension also drops the tenant's pooled connections there.
+    #[arg(long, env = "BERQENAS_PGBOUNCER_ADMIN_URL", hide_env_values = true, value_parser = secret)]
+    pub pgbouncer_admin_url: Option<SecretString>,
+}
+
+/// `--pgbouncer-auth-user`: a role name.
+fn ident(s: &str) -> Result<crate::pg::Ident, String> {
+    crate::pg::Ident::new(s).map_err(|e| e.to_string())
 }
 
 /// The isolation modes `--isolation` takes (help lists them; clap refuses others).
@@ -290,6 +303,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_api_result_memory: a.data_api_result_memory,
                 metrics_token: a.metrics_token,
                 network: a.network.options()?,
+                pgbouncer: crate::pg::pgbouncer::PgBouncer {
+                    auth_user: a.pgbouncer_auth_user,
+                    admin_url: a.pgbouncer_admin_url,
+                },
             })
             .await?;
             Ok(ExitCode::SUCCESS)

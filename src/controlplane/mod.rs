@@ -103,6 +103,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0018_network.sql",
         sql: include_str!("../../migrations/control/0018_network.sql"),
     },
+    Migration {
+        version: 19,
+        name: "0019_login_role_index.sql",
+        sql: include_str!("../../migrations/control/0019_login_role_index.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

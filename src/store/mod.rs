@@ -15,6 +15,7 @@ pub mod network;
 pub mod offboarding;
 pub mod operations;
 pub mod plans;
+pub mod pooler;
 pub mod quotas;
 pub mod templates;
 pub mod tenants;

@@ -347,6 +347,9 @@ fn configure<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         database_mode::configure(p, &slug)
             .await
             .map_err(step_error)?;
+        super::pooler::prepare_tenant_database(p, slug.schema().as_str())
+            .await
+            .map_err(failed)?;
         Ok(Value::Null)
     })
 }

@@ -181,6 +181,7 @@ fn end_sessions<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 .await
                 .map_err(failed)?;
             tracing::info!(tenant.name = %now.name, sessions = ended, "tenant suspended");
+            super::pooler::end_pooled(p, &now).await;
         }
         serde_json::to_value(changed).map_err(failed)
     })

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod migrate;
 pub mod network;
 pub mod offboarding;
+pub mod pooler;
 pub mod quotas;
 pub mod restores;
 
@@ -297,6 +298,12 @@ pub(crate) fn end_cut_sessions<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFut
         let ended = crate::tenant::access::end_sessions(&client, &logins)
             .await
             .map_err(failed)?;
+        if let Some(id) = run.tenant_id.filter(|_| rt.pgbouncer.admin_url.is_some()) {
+            let t = crate::store::tenants::get(&client, id)
+                .await
+                .map_err(failed)?;
+            pooler::end_pooled(rt, &t).await;
+        }
         Ok(serde_json::json!({"sessions": ended}))
     })
 }

@@ -604,6 +604,9 @@ fn configure<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             database_mode::configure(rt, &t.name)
                 .await
                 .map_err(step_error)?;
+            super::pooler::prepare_tenant_database(rt, t.database.as_str())
+                .await
+                .map_err(failed)?;
         }
         Ok(Value::Null)
     })

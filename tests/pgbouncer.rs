@@ -1,0 +1,658 @@
+//! Tenants through a real PgBouncer (Debian's `pgbouncer`) in transaction pooling
+//! mode, in front of the test cluster: `auth_query` calls the lookup function berqenas
+//! installs, a suspension empties the tenant's pools within 2 s (PostgreSQL's
+//! termination and the admin console), and a resumed tenant connects again.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berqenas::pg::pgbouncer::{PgBouncer, AUTH_QUERY};
+use berqenas::pg::Ident;
+use berqenas::platform::Platform;
+use common::{superuser, unique, TestApp};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio_postgres::SimpleQueryMessage;
+
+const AUTH_USER: &str = "berqenas_pgbouncer_auth";
+const AUTH_PASSWORD: &str = "auth-pass-3141592653";
+const ADMIN_USER: &str = "pgbouncer_admin";
+const ADMIN_PASSWORD: &str = "admin-pass-2718281828";
+
+const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
+
+/// A PgBouncer of its own for one test; stopped, and its directory removed, on drop.
+struct Bouncer {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Bouncer {
+    /// Starts PgBouncer in front of the test cluster (as `postgres` when the tests run
+    /// as root: PgBouncer refuses root), and waits until it takes connections.
+    async fn start() -> Self {
+        assert!(
+            std::path::Path::new(PGBOUNCER).exists(),
+            "{PGBOUNCER} is missing: apt-get install pgbouncer (.ci/run does)"
+        );
+        let db = common::database().await;
+        let dir = common::scratch_dir("pgbouncer");
+        let port = free_port();
+        std::fs::write(
+            dir.join("userlist.txt"),
+            format!("\"{AUTH_USER}\" \"{AUTH_PASSWORD}\"\n\"{ADMIN_USER}\" \"{ADMIN_PASSWORD}\"\n"),
+        )
+        .unwrap();
+        let ini = shipped_ini(&[
+            (
+                "*",
+                format!("host={} port={}", db.endpoint.host, db.endpoint.port),
+            ),
+            ("listen_addr", "127.0.0.1".into()),
+            ("listen_port", port.to_string()),
+            ("auth_file", format!("{}/userlist.txt", dir.display())),
+            // Shorter than shipped: a held client's wait ends sooner in the tests.
+            ("query_wait_timeout", "5".into()),
+        ]);
+        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
+        let log = std::fs::File::create(dir.join("pgbouncer.log")).unwrap();
+        let mut cmd = Command::new(PGBOUNCER);
+        cmd.arg(dir.join("pgbouncer.ini"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if nix::unistd::geteuid().is_root() {
+            use std::os::unix::process::CommandExt;
+            let user = nix::unistd::User::from_name("postgres")
+                .unwrap()
+                .expect("a postgres user (Debian's postgresql package creates it)");
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
+        let child = cmd.spawn().expect("starting pgbouncer");
+        let bouncer = Self { child, dir, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "pgbouncer did not start: {}",
+                bouncer.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bouncer
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+
+    fn admin_url(&self) -> String {
+        format!(
+            "postgresql://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{}/pgbouncer",
+            self.port
+        )
+    }
+
+    /// Connects through PgBouncer as `user` with `password` to `database`.
+    async fn connect(
+        &self,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname(database)
+            .connect_timeout(Duration::from_secs(5))
+            .connect(tokio_postgres::NoTls)
+            .await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    /// Connects with a tenant's own credentials (as berqenas handed them out).
+    async fn connect_as(&self, t: &Value) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let c = &t["credentials"];
+        self.connect(
+            c["user"].as_str().unwrap(),
+            c["password"].as_str().unwrap(),
+            c["database"].as_str().unwrap(),
+        )
+        .await
+    }
+
+    /// The server connections PgBouncer holds for `user`, from its admin console.
+    async fn servers_of(&self, user: &str) -> usize {
+        let (admin, conn) = tokio_postgres::connect(&self.admin_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("admin console: {e}; log: {}", self.log()));
+        tokio::spawn(conn);
+        admin
+            .simple_query("SHOW SERVERS")
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get("user") == Some(user)))
+            .count()
+    }
+}
+
+/// deploy/pgbouncer/pgbouncer.ini, the file the deployment ships, with these keys set
+/// to this test's values (each must be in the file: the test runs what ships).
+fn shipped_ini(overrides: &[(&str, String)]) -> String {
+    let shipped = include_str!("../deploy/pgbouncer/pgbouncer.ini");
+    let mut seen = vec![false; overrides.len()];
+    let lines: Vec<String> = shipped
+        .lines()
+        .map(|line| {
+            let key = line.split('=').next().unwrap_or("").trim();
+            match overrides
+                .iter()
+                .position(|(k, _)| *k == key && !line.starts_with(';'))
+            {
+                Some(i) => {
+                    seen[i] = true;
+                    format!("{key} = {}", overrides[i].1)
+                }
+                None => line.to_string(),
+            }
+        })
+        .collect();
+    for (i, (k, _)) in overrides.iter().enumerate() {
+        assert!(seen[i], "{k} is not in deploy/pgbouncer/pgbouncer.ini");
+    }
+    for (key, value) in [
+        ("pool_mode", "transaction"),
+        ("auth_type", "scram-sha-256"),
+        ("auth_user", AUTH_USER),
+        ("auth_query", AUTH_QUERY),
+        ("admin_users", ADMIN_USER),
+    ] {
+        assert!(
+            shipped.lines().any(|l| l == format!("{key} = {value}")),
+            "deploy/pgbouncer/pgbouncer.ini: {key} = {value}"
+        );
+    }
+    lines.join("\n") + "\n"
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The auth user (LOGIN, with the password PgBouncer's auth_file holds), a platform
+/// that installs the lookup function and knows the admin console, and its app.
+async fn spawn(bouncer: &Bouncer) -> (TestApp, Platform) {
+    superuser()
+        .await
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+               CREATE ROLE {AUTH_USER} LOGIN PASSWORD '{AUTH_PASSWORD}';
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $$"
+        ))
+        .await
+        .unwrap();
+    let platform = Platform {
+        pgbouncer: PgBouncer {
+            auth_user: Some(Ident::new(AUTH_USER).unwrap()),
+            admin_url: Some(bouncer.admin_url().into()),
+        },
+        ..common::platform(8).await
+    };
+    berqenas::workflows::pooler::prepare(&platform)
+        .await
+        .unwrap();
+    (TestApp::serve(platform.clone()).await, platform)
+}
+
+async fn create(app: &TestApp, prefix: &str, isolation: &str) -> Value {
+    app.create_in(&unique(prefix), isolation).await
+}
+
+async fn one_value(c: &tokio_postgres::Client, sql: &str) -> Option<String> {
+    c.simple_query(sql)
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).map(String::from)),
+            _ => None,
+        })
+        .flatten()
+}
+
+async fn lifecycle(app: &TestApp, name: &str, action: &str) {
+    let (s, b) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/{action}"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{action}: {b}");
+}
+
+/// Sessions of `role` in PostgreSQL.
+async fn sessions_of(role: &str) -> i64 {
+    superuser()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_tenant_connects_with_its_own_password_and_not_with_another_tenants() {
+    let bouncer = Bouncer::start().await;
+    let (app, _) = spawn(&bouncer).await;
+    for isolation in ["schema", "database", "shared"] {
+        let a = create(&app, &format!("pgb-{isolation}-a"), isolation).await;
+        let b = create(&app, &format!("pgb-{isolation}-b"), isolation).await;
+        let a_user = a["credentials"]["user"].as_str().unwrap();
+        let a_db = a["credentials"]["database"].as_str().unwrap();
+
+        let c = bouncer
+            .connect_as(&a)
+            .await
+            .unwrap_or_else(|e| panic!("{isolation}: {e}; log: {}", bouncer.log()));
+        assert_eq!(
+            one_value(&c, "SELECT current_user").await.as_deref(),
+            Some(a_user)
+        );
+        c.simple_query(
+            "INSERT INTO applications (name, team, created_by) VALUES ('web', 'core', 'pgb')",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            one_value(&c, "SELECT count(*) FROM applications")
+                .await
+                .as_deref(),
+            Some("1"),
+            "{isolation}"
+        );
+
+        // b's password does not let anyone in as a.
+        let wrong = bouncer
+            .connect(a_user, b["credentials"]["password"].as_str().unwrap(), a_db)
+            .await;
+        assert!(
+            wrong.is_err(),
+            "{isolation}: another tenant's password let it in"
+        );
+
+        // The data API keeps working beside the pooler.
+        let (s, body) = app
+            .call_with(
+                Method::POST,
+                "/api/v1/query",
+                Some(json!({"sql": "SELECT count(*) AS n FROM applications", "params": []})),
+                a["api_key"].as_str(),
+                &[],
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{isolation}: {body}");
+    }
+
+    // Nobody the lookup should not answer for gets in: a superuser, the auth user.
+    let db = common::database().await;
+    let control = db.endpoint.database.as_str();
+    let su = db.config.get_user().unwrap().to_string();
+    assert!(bouncer.connect(&su, "anything", control).await.is_err());
+    assert!(bouncer
+        .connect(AUTH_USER, "not-the-password", control)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn the_lookup_function_is_hardened() {
+    let bouncer = Bouncer::start().await;
+    let (app, _) = spawn(&bouncer).await;
+    let t = create(&app, "pgb-hard", "schema").await;
+    let role = t["credentials"]["user"].as_str().unwrap().to_string();
+    let pg = superuser().await;
+    let row = pg
+        .query_one(
+            "SELECT p.prosecdef, p.proconfig::text[],
+                    has_function_privilege($1, p.oid, 'EXECUTE'),
+                    has_function_privilege($2, p.oid, 'EXECUTE'),
+                    has_function_privilege('public', p.oid, 'EXECUTE')
+               FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = 'berqenas_pgbouncer' AND p.proname = 'user_lookup'",
+            &[&AUTH_USER, &role],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "SECURITY DEFINER");
+    assert_eq!(
+        row.get::<_, Vec<String>>(1),
+        ["search_path=pg_catalog, pg_temp"]
+    );
+    assert!(row.get::<_, bool>(2), "the auth user may execute it");
+    assert!(!row.get::<_, bool>(3), "a tenant may not");
+    assert!(!row.get::<_, bool>(4), "PUBLIC may not");
+
+    // A tenant cannot call it, even knowing its name.
+    let direct = common::connect_as(&t["credentials"]).await;
+    let e = direct
+        .simple_query(&format!(
+            "SELECT * FROM berqenas_pgbouncer.user_lookup('{role}')"
+        ))
+        .await
+        .unwrap_err();
+    let message = e.as_db_error().map(|d| d.message().to_string());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("permission denied")),
+        "{e:?}"
+    );
+
+    // It answers for the tenant's login role, not for a superuser or a NOLOGIN role.
+    let lookup = |name: String| {
+        let pg = &pg;
+        async move {
+            pg.query(
+                "SELECT usename FROM berqenas_pgbouncer.user_lookup($1)",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .len()
+        }
+    };
+    assert_eq!(lookup(role.clone()).await, 1);
+    let su = common::database()
+        .await
+        .config
+        .get_user()
+        .unwrap()
+        .to_string();
+    assert_eq!(lookup(su).await, 0);
+    assert_eq!(
+        lookup(format!("{}_owner", role.trim_end_matches("_user"))).await,
+        0
+    );
+
+    // A second start changes nothing and leaves it as it was.
+    let before: i64 = pg
+        .query_one(
+            "SELECT xmin::text::bigint FROM pg_proc WHERE proname = 'user_lookup'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (_app, _) = spawn(&bouncer).await;
+    let after: i64 = pg
+        .query_one(
+            "SELECT xmin::text::bigint FROM pg_proc WHERE proname = 'user_lookup'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(before, after, "a restart rewrote the function");
+}
+
+async fn suspension_holds_through_the_pooler(isolation: &str, console: bool) {
+    let bouncer = Bouncer::start().await;
+    let (app, platform) = spawn(&bouncer).await;
+    let app = if console {
+        app
+    } else {
+        let mut platform = platform;
+        platform.pgbouncer.admin_url = None;
+        TestApp::serve(platform).await
+    };
+    let t = create(&app, &format!("pgb-susp-{isolation}"), isolation).await;
+    let name = t["name"].as_str().unwrap().to_string();
+    let role = t["credentials"]["user"].as_str().unwrap().to_string();
+
+    let pooled = bouncer.connect_as(&t).await.unwrap();
+    assert_eq!(one_value(&pooled, "SELECT 1").await.as_deref(), Some("1"));
+    assert!(
+        bouncer.servers_of(&role).await >= 1,
+        "a pooled server connection"
+    );
+    assert!(sessions_of(&role).await >= 1);
+
+    let started = Instant::now();
+    lifecycle(&app, &name, "suspend").await;
+    loop {
+        let servers = bouncer.servers_of(&role).await;
+        let sessions = sessions_of(&role).await;
+        if servers == 0 && sessions == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{isolation}: {servers} pooled server connections and {sessions} sessions 2 s after the suspension"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The client PgBouncer held gets no more work done, and new connections are refused.
+    let asked = Instant::now();
+    let refused = pooled.simple_query("SELECT 1").await;
+    eprintln!(
+        "{isolation}: a pooled client's query after the suspension: {:?} after {:?}",
+        refused
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| e.as_db_error().map(|d| d.message().to_string())),
+        asked.elapsed()
+    );
+    assert!(
+        refused.is_err(),
+        "{isolation}: a pooled client still runs queries"
+    );
+    assert!(
+        bouncer.connect_as(&t).await.is_err(),
+        "{isolation}: a suspended tenant connected through PgBouncer"
+    );
+    assert_eq!(sessions_of(&role).await, 0);
+
+    lifecycle(&app, &name, "resume").await;
+    // PgBouncer waits `server_login_retry` (1 s here) after a failed server login
+    // before it tries the pool's login again.
+    let resumed = Instant::now();
+    loop {
+        let again = bouncer.connect_as(&t).await;
+        let ok = match &again {
+            Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        };
+        if ok {
+            break;
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(5),
+            "{isolation}: resumed tenant refused: {:?}; log: {}",
+            again.err(),
+            bouncer.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "{isolation}: connected again {:?} after the resume",
+        resumed.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_suspended_schema_tenant_is_cut_off_within_2s_and_a_resumed_one_connects_again() {
+    suspension_holds_through_the_pooler("schema", true).await;
+}
+
+/// Without the admin console PostgreSQL's termination alone empties PgBouncer's pools
+/// (PgBouncer closes a server connection whose backend ended); the console is the
+/// second line, and in database mode also drops the clients PgBouncer holds.
+#[tokio::test]
+async fn without_the_console_postgresql_alone_ends_the_pooled_connections() {
+    suspension_holds_through_the_pooler("schema", false).await;
+}
+
+#[tokio::test]
+async fn a_suspended_database_tenant_is_cut_off_within_2s_and_a_resumed_one_connects_again() {
+    suspension_holds_through_the_pooler("database", true).await;
+}
+
+#[tokio::test]
+async fn a_purged_tenants_role_is_gone_from_the_pooler() {
+    let bouncer = Bouncer::start().await;
+    let (app, _) = spawn(&bouncer).await;
+    let t = create(&app, "pgb-purge", "schema").await;
+    let name = t["name"].as_str().unwrap().to_string();
+    let role = t["credentials"]["user"].as_str().unwrap().to_string();
+    let c = bouncer.connect_as(&t).await.unwrap();
+    assert_eq!(one_value(&c, "SELECT 1").await.as_deref(), Some("1"));
+
+    let (s, e) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{name}?purge=now"),
+            Some(json!({"confirm": name})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let pg = superuser().await;
+    let left = pg
+        .query(
+            "SELECT usename FROM berqenas_pgbouncer.user_lookup($1)",
+            &[&role],
+        )
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "the lookup still answers for a purged role"
+    );
+    assert!(bouncer.connect_as(&t).await.is_err());
+    assert!(c.simple_query("SELECT 1").await.is_err());
+    assert_eq!(
+        bouncer.servers_of(&role).await,
+        0,
+        "a pooled server connection of a dropped role"
+    );
+}
+
+#[tokio::test]
+async fn a_console_that_is_down_does_not_fail_a_suspension() {
+    let bouncer = Bouncer::start().await;
+    let (_, platform) = spawn(&bouncer).await;
+    let platform = Platform {
+        pgbouncer: PgBouncer {
+            admin_url: Some(format!("postgresql://x:y@127.0.0.1:{}/pgbouncer", free_port()).into()),
+            ..platform.pgbouncer.clone()
+        },
+        ..platform
+    };
+    let app = TestApp::serve(platform).await;
+    let t = create(&app, "pgb-down", "schema").await;
+    let started = Instant::now();
+    lifecycle(&app, t["name"].as_str().unwrap(), "suspend").await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(bouncer.connect_as(&t).await.is_err());
+}
+
+#[tokio::test]
+async fn a_deleted_database_tenants_pooled_clients_are_dropped_at_once() {
+    let bouncer = Bouncer::start().await;
+    let (app, _) = spawn(&bouncer).await;
+    let t = create(&app, "pgb-del", "database").await;
+    let name = t["name"].as_str().unwrap().to_string();
+    let role = t["credentials"]["user"].as_str().unwrap().to_string();
+    let held = bouncer.connect_as(&t).await.unwrap();
+    assert_eq!(one_value(&held, "SELECT 1").await.as_deref(), Some("1"));
+
+    let (s, e) = app
+        .call(Method::DELETE, &format!("/api/v1/tenants/{name}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let asked = Instant::now();
+    assert!(held.simple_query("SELECT 1").await.is_err());
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the held client waited {:?}: not dropped",
+        asked.elapsed()
+    );
+    assert_eq!(bouncer.servers_of(&role).await, 0);
+    assert!(bouncer.connect_as(&t).await.is_err());
+}
+
+/// A database-mode tenant created while berqenas knew nothing of PgBouncer gets the
+/// lookup function's CONNECT (and the function, if its clone lacked it) at the next
+/// start.
+#[tokio::test]
+async fn a_start_prepares_the_databases_of_tenants_created_before() {
+    let bouncer = Bouncer::start().await;
+    let (_, platform) = spawn(&bouncer).await;
+    let plain = Platform {
+        pgbouncer: PgBouncer::default(),
+        ..platform.clone()
+    };
+    let app = TestApp::serve(plain).await;
+    let t = create(&app, "pgb-before", "database").await;
+    let db = t["credentials"]["database"].as_str().unwrap().to_string();
+    let there = common::superuser_in(&db).await;
+    there
+        .batch_execute("DROP SCHEMA IF EXISTS berqenas_pgbouncer CASCADE")
+        .await
+        .unwrap();
+    let can_connect = |pg: tokio_postgres::Client, db: String| async move {
+        pg.query_one(
+            "SELECT has_database_privilege($1, $2, 'CONNECT')",
+            &[&AUTH_USER, &db],
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    };
+    assert!(!can_connect(superuser().await, db.clone()).await);
+    assert!(bouncer.connect_as(&t).await.is_err(), "no lookup there yet");
+
+    berqenas::workflows::pooler::prepare(&platform)
+        .await
+        .unwrap();
+    assert!(can_connect(superuser().await, db.clone()).await);
+    // The refused attempt above makes PgBouncer wait `server_login_retry` (1 s).
+    let started = Instant::now();
+    let c = loop {
+        match bouncer.connect_as(&t).await {
+            Ok(c) => break c,
+            Err(e) if started.elapsed() > Duration::from_secs(5) => {
+                panic!("{e:?}; log: {}", bouncer.log())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    assert_eq!(one_value(&c, "SELECT 1").await.as_deref(), Some("1"));
+}
