@@ -170,7 +170,7 @@ async fn main() {
         }
     }
     let a = report("connect, empty block", with_empty, None);
-    let b = report("connect, 10,000 tenants' lines (30,000)", with_full, None);
+    let b = report("connect, 10,000 tenants' lines (20,001)", with_full, None);
     println!(
         "ratio 10,000 / empty: {:.2}x",
         b.as_secs_f64() / a.as_secs_f64()
