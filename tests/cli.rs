@@ -64,32 +64,14 @@ async fn seed_000_create_command_and_the_rest_of_the_tenant_commands() {
     let dsn = created["credentials"]["dsn"].as_str().unwrap();
     let refused = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
         .await
-        .err()
-        .and_then(|e| e.as_db_error().map(|d| d.message().to_string()));
+        .err();
     assert!(
-        refused
-            .as_deref()
-            .is_some_and(|m| m.contains("pg_hba.conf rejects")),
+        format!("{refused:?}").contains("pg_hba.conf rejects"),
         "{refused:?}"
     );
-    let allowed = berqenas(
-        &[
-            "tenant",
-            "firewall",
-            "allow",
-            &name,
-            "127.0.0.1",
-            "--service",
-            "postgres",
-        ],
-        &env,
-    )
-    .await;
-    assert!(
-        allowed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&allowed.stderr)
-    );
+    let rule = "tenant firewall allow NAME 127.0.0.1 --service postgres".replace("NAME", &name);
+    let allowed = berqenas(&rule.split(' ').collect::<Vec<_>>(), &env).await;
+    assert!(allowed.status.success(), "{:?}", allowed.stderr);
     let tenant = connect_as(&created["credentials"]).await;
     tenant
         .execute(
@@ -797,27 +779,4 @@ async fn migrate_reports_progress_in_plain_lines_off_a_terminal() {
         last.starts_with("migrate: 2/2 tenants done, migrated 2, failed 0 ["),
         "{last}"
     );
-}
-
-/// Issue 21, item 3: the quickstart followed literally works: the API example creates a
-/// tenant the tour did not, and the first start's 0700-parent refusal is explained.
-#[test]
-fn the_readme_tour_and_api_example_do_not_collide() {
-    let readme = include_str!("../README.md");
-    let toured: Vec<&str> = readme
-        .lines()
-        .filter(|l| l.starts_with("$ berqenas tenant create --name "))
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .collect();
-    assert!(toured.contains(&"acme"), "{toured:?}");
-    let curl: Vec<&str> = readme
-        .lines()
-        .filter(|l| l.contains("-d '{\"name\":\""))
-        .filter_map(|l| l.split("\"name\":\"").nth(1)?.split('"').next())
-        .collect();
-    assert!(!curl.is_empty());
-    for name in curl {
-        assert!(!toured.contains(&name), "{name} is created twice: a 409");
-    }
-    assert!(readme.contains("mktemp -d"), "the 0700 parent is explained");
 }
