@@ -195,11 +195,24 @@ pub async fn remove_peer(
     ))
 }
 
-/// Refuses a data API request from an address the tenant's rules do not allow.
-pub fn refuse_address(tenant: &str, addr: &str) -> ApiError {
+/// Refuses a data API request from an address the tenant's rules do not allow; the
+/// code names the rule: `vpn_only` (the tenant's mode), or `firewall_rules` (its
+/// allow list).
+pub fn refuse_address(tenant: &str, vpn_only: bool, addr: &str) -> ApiError {
+    let (code, rule) = if vpn_only {
+        (
+            "vpn_only",
+            "is vpn-only: the data API answers its VPN subnet and the ranges its api rules allow",
+        )
+    } else {
+        (
+            "firewall_rules",
+            "allows the data API only from the ranges its api rules name",
+        )
+    };
     ApiError(Problem::new(
         Kind::Forbidden,
-        "network_not_allowed",
-        format!("tenant {tenant}'s network rules do not allow the data API from {addr} (see GET /api/v1/tenants/{tenant}/network)"),
+        code,
+        format!("tenant {tenant} {rule}, not {addr} (see GET /api/v1/tenants/{tenant}/network)"),
     ))
 }

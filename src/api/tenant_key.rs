@@ -80,9 +80,10 @@ impl FromRequestParts<AppState> for TenantKey {
                         let shown = addr
                             .map(|a| a.to_string())
                             .unwrap_or_else(|| "an unknown address".into());
-                        return Err(
-                            super::network::refuse_address(t.name.as_str(), &shown).into_response()
-                        );
+                        let vpn_only = t.access_mode == crate::tenant::AccessMode::VpnOnly;
+                        let refused =
+                            super::network::refuse_address(t.name.as_str(), vpn_only, &shown);
+                        return Err(refused.into_response());
                     }
                 }
                 Ok(TenantKey {

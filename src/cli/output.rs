@@ -99,6 +99,10 @@ pub fn tenant_table(t: &Tenant) {
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default(),
         ),
+        (
+            "vpn_subnet",
+            t.vpn_subnet.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("template_version", t.template_version.to_string()),
         ("created_at", t.created_at.to_rfc3339()),
     ];

@@ -129,7 +129,7 @@ async fn vpn_only_reaches_database_and_api_only_from_its_subnet() {
     assert_eq!(me_from(&app, key, &inside).await.0, StatusCode::OK);
     let (status, body) = me_from(&app, key, "127.0.0.1").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"]["code"], "network_not_allowed", "{body}");
+    assert_eq!(body["error"]["code"], "vpn_only", "{body}");
 
     let (status, view) = app
         .call(
@@ -225,13 +225,30 @@ async fn a_rule_holds_at_once_and_its_removal_ends_sessions_it_no_longer_allows(
     kept.query_one("SELECT 1", &[])
         .await
         .expect("a session still allowed stays");
+    // An api rule narrows the data API of a public tenant, and says which rule refused.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/firewall"),
+            Some(json!({"cidr": "127.61.0.0/16", "service": "api"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let key = created["api_key"].as_str().unwrap();
+    let (status, body) = me_from(&app, key, "127.0.0.1").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "firewall_rules", "{body}");
+    assert_eq!(me_from(&app, key, "127.61.3.4").await.0, StatusCode::OK);
+    connect_from(&created, "127.0.0.1")
+        .await
+        .expect("an api rule leaves the database open");
     let audit = common::audit_actions(&name).await;
     assert_eq!(
         audit
             .iter()
             .filter(|a| *a == "network.firewall_changed")
             .count(),
-        2,
+        3,
         "{audit:?}"
     );
 }

@@ -106,6 +106,32 @@ async fn suspend_revokes_resume_restores_and_purge_frees_the_subnet() {
         .await;
     assert_eq!(t["vpn_subnet"], subnet.as_str(), "the subnet is kept");
 
+    // Soft delete revokes; restore gives it back; a purge frees subnet and peers.
+    let (status, body) = app
+        .call(Method::DELETE, &format!("/api/v1/tenants/{name}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    refused_by_hba(
+        connect_from(&created, &inside)
+            .await
+            .expect_err("deleted: refused"),
+    );
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/restore"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["vpn_subnet"],
+        subnet.as_str(),
+        "a restored tenant keeps its subnet"
+    );
+    connect_from(&created, &inside)
+        .await
+        .expect("restored: allowed again");
     let (status, body) = app
         .call(
             Method::DELETE,
@@ -114,16 +140,16 @@ async fn suspend_revokes_resume_restores_and_purge_frees_the_subnet() {
         )
         .await;
     assert!(status.is_success(), "{body}");
+    assert_eq!(t_status(&app, &name).await, "purged", "{body}");
     let pg = common::superuser().await;
     let row = pg
         .query_one("SELECT vpn_subnet::text, (SELECT count(*) FROM berqenas.vpn_peers p WHERE p.tenant_id = t.id) FROM berqenas.tenants t WHERE name = $1", &[&name])
         .await
         .unwrap();
     let (sub, peers): (Option<String>, i64) = (row.get(0), row.get(1));
-    if body["status"] == "purged" || t_status(&app, &name).await == "purged" {
-        assert_eq!(sub, None, "purge frees the subnet");
-        assert_eq!(peers, 0);
-    }
+    assert_eq!(sub, None, "purge frees the subnet");
+    assert_eq!(peers, 0);
+    assert!(!hba_file().await.contains(&format!("# tenant {name} ")));
 }
 
 async fn t_status(app: &TestApp, name: &str) -> String {
