@@ -614,7 +614,16 @@ async fn a_deleted_database_tenants_pooled_clients_are_dropped_at_once() {
 #[tokio::test]
 async fn a_start_prepares_the_databases_of_tenants_created_before() {
     let bouncer = Bouncer::start().await;
-    let (_, platform) = spawn(&bouncer).await;
+    let (_, shared) = spawn(&bouncer).await;
+    // A control database of its own: another test's start (which prepares every
+    // tenant database its registry lists) never prepares this test's tenant.
+    let own = common::control_database("pgb_before").await;
+    let platform = Platform {
+        pgbouncer: shared.pgbouncer.clone(),
+        ..berqenas::server::platform(&own, common::secret_key(), 8)
+            .await
+            .unwrap()
+    };
     let plain = Platform {
         pgbouncer: PgBouncer::default(),
         ..platform.clone()

@@ -114,9 +114,17 @@ pub fn ensure_auth_user_sql(auth_user: &Ident) -> String {
 }
 
 /// `GRANT CONNECT` on a database to the auth user (PUBLIC has none on berqenas's
-/// databases): `auth_query` runs in the database the client asks for.
+/// databases): `auth_query` runs in the database the client asks for. Under the
+/// install's lock, run in that database: two servers starting together would
+/// otherwise update its catalog row at once ("tuple concurrently updated").
 pub fn grant_connect_sql(database: &Ident, auth_user: &Ident) -> String {
-    format!("GRANT CONNECT ON DATABASE {database} TO {auth_user}")
+    format!(
+        "BEGIN;
+SET LOCAL lock_timeout = '5s';
+SELECT pg_catalog.pg_advisory_xact_lock({LOCK});
+GRANT CONNECT ON DATABASE {database} TO {auth_user};
+COMMIT;"
+    )
 }
 
 /// What the admin console is asked to do to one database's pools.
