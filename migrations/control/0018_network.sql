@@ -32,10 +32,9 @@ CREATE TABLE berqenas.vpn_peers (
 );
 
 -- One row: `generation` moves with every committed change that alters what is
--- rendered; `applied` is the generation the last successful render read.
+-- rendered (each renderer remembers the generation its last render read).
 CREATE TABLE berqenas.network_state (
     id         boolean PRIMARY KEY DEFAULT true CHECK (id),
-    generation bigint NOT NULL DEFAULT 1,
-    applied    bigint NOT NULL DEFAULT 0
+    generation bigint NOT NULL DEFAULT 1
 );
 INSERT INTO berqenas.network_state DEFAULT VALUES;

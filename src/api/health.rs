@@ -113,13 +113,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
         network: NetworkInfo {
             vpn_pool: format!("{} in /{}s", p.network.pool.net, p.network.pool.prefix),
             postgres: crate::workflows::network::enforcement(p),
-            vpn: match &p.network.vpn_interface {
-                Some(i) => format!("applied to {i}"),
-                None => format!(
-                    "rendered, not applied (no --vpn-interface): {}",
-                    p.network.files_dir.display()
-                ),
-            },
+            vpn: crate::workflows::network::vpn_enforcement(p),
         },
     }))
 }

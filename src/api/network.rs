@@ -51,9 +51,8 @@ pub async fn list(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Rules>, ApiError> {
-    let v = flow::view(&state.platform, &name).await?;
     Ok(Json(Rules {
-        rules: v.rules,
+        rules: flow::rules(&state.platform, &name).await?,
         rule: None,
     }))
 }
@@ -178,7 +177,7 @@ pub async fn peers(
     Path(name): Path<String>,
 ) -> Result<Json<Peers>, ApiError> {
     Ok(Json(Peers {
-        peers: flow::view(&state.platform, &name).await?.peers,
+        peers: flow::peers(&state.platform, &name).await?,
     }))
 }
 

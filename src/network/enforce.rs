@@ -52,9 +52,7 @@ pub async fn enforce(
     force: bool,
     after_write: impl Fn(),
 ) -> Result<Report, Error> {
-    let seen = store::generations(&pool.get().await.map_err(pool_error)?)
-        .await?
-        .0;
+    let seen = store::generation(&pool.get().await.map_err(pool_error)?).await?;
     let mut rendered = RENDERED.lock().await;
     let last = rendered.get(&s.files_dir).copied();
     if !force && last.is_some_and(|g| g >= seen) {
@@ -67,7 +65,7 @@ pub async fn enforce(
     let tx = c.transaction().await?;
     tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&LOCK])
         .await?;
-    let (generation, _) = store::generations(&tx).await?;
+    let generation = store::generation(&tx).await?;
     let tenants = store::snapshot(&tx).await?;
     let mut report = Report {
         rendered: true,
@@ -88,7 +86,6 @@ pub async fn enforce(
         None => report.postgres = NOT_ENFORCED.into(),
     }
     report.vpn = render_vpn(s, &tenants)?;
-    store::set_applied(&tx, generation).await?;
     tx.commit().await?;
     rendered.insert(s.files_dir.clone(), generation);
     Ok(report)

@@ -1,5 +1,5 @@
 //! The network tables: a tenant's VPN subnet (columns of `tenants`), its firewall
-//! rules, its WireGuard peers, and `network_state`, the generation counter the
+//! rules, its WireGuard peers, and `network_state`, the generation counter a
 //! renderer of pg_hba.conf and the VPN files compares with what it last rendered.
 
 use deadpool_postgres::GenericClient;
@@ -7,9 +7,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::Result;
-
-/// The exclusion constraint that keeps two tenants' subnets apart.
-pub const SUBNET_CONSTRAINT: &str = "tenants_vpn_subnet_excl";
 
 /// Up to `limit` of the lowest slots of the pool (`pool`: its range; subnets of an
 /// earlier pool do not count) that no committed row holds, among `0..slots`.
@@ -70,24 +67,14 @@ pub async fn bump(c: &impl GenericClient) -> Result<i64> {
     .get(0))
 }
 
-/// (generation, applied).
-pub async fn generations(c: &impl GenericClient) -> Result<(i64, i64)> {
-    let row = c
-        .query_one(
-            "SELECT generation, applied FROM berqenas.network_state",
-            &[],
-        )
-        .await?;
-    Ok((row.get(0), row.get(1)))
-}
-
-pub async fn set_applied(c: &impl GenericClient, generation: i64) -> Result<()> {
-    c.execute(
-        "UPDATE berqenas.network_state SET applied = greatest(applied, $1)",
-        &[&generation],
+/// The generation of the network registry: moved by every committed change that
+/// alters what is rendered.
+pub async fn generation(c: &impl GenericClient) -> Result<i64> {
+    Ok(
+        c.query_one("SELECT generation FROM berqenas.network_state", &[])
+            .await?
+            .get(0),
     )
-    .await?;
-    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -338,19 +325,6 @@ pub async fn snapshot(c: &impl GenericClient) -> Result<Vec<Restricted>> {
             })
         })
         .collect()
-}
-
-/// The API's view of one tenant's rules (service `api` or `all`), read beside its key.
-pub async fn api_ranges(c: &impl GenericClient, tenant: Uuid) -> Result<Vec<String>> {
-    Ok(c
-        .query(
-            "SELECT cidr::text FROM berqenas.firewall_rules WHERE tenant_id = $1 AND service IN ('api', 'all')",
-            &[&tenant],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &'static str, v: serde_json::Value) -> Result<T> {

@@ -122,9 +122,10 @@ pub async fn create(
             .await
             .map_err(Error::from)?;
         domain::audit_created(&tx, &made, actor, op_id).await?;
-        let network = match v.vpn_enabled {
-            true => super::network::touch(rt, &tx, &made.created.tenant, false).await?,
-            false => None,
+        let network = if v.vpn_enabled {
+            super::network::touch(rt, &tx, &made.created.tenant, false).await?
+        } else {
+            None
         };
         Ok::<_, Error>((made, network))
     }

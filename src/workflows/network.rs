@@ -345,12 +345,6 @@ pub struct NewPeer {
     pub config: String,
 }
 
-impl NewPeer {
-    pub fn peer(&self) -> &PeerRow {
-        &self.peer
-    }
-}
-
 fn peer_add_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: PeerParams = run.params()?;
@@ -599,14 +593,33 @@ pub async fn view(rt: &Runtime, key: &str) -> Result<NetworkView, Error> {
         rules,
         peers,
         postgres_enforcement: enforcement(rt),
-        vpn_enforcement: match &rt.network.vpn_interface {
-            Some(i) => format!("applied to {i} at each change"),
-            None => format!(
-                "rendered, not applied (no --vpn-interface): {}",
-                rt.network.files_dir.display()
-            ),
-        },
+        vpn_enforcement: vpn_enforcement(rt),
     })
+}
+
+/// Whether this server applies the VPN files or only renders them.
+pub fn vpn_enforcement(rt: &Runtime) -> String {
+    match &rt.network.vpn_interface {
+        Some(i) => format!("applied to {i} at each change"),
+        None => format!(
+            "rendered, not applied (no --vpn-interface): {}",
+            rt.network.files_dir.display()
+        ),
+    }
+}
+
+/// A tenant's rules (`GET .../firewall`).
+pub async fn rules(rt: &Runtime, key: &str) -> Result<Vec<RuleRow>, Error> {
+    let t = service::get(rt, key).await?;
+    let c = rt.pool.get().await?;
+    Ok(store::rules(&c, t.id).await.map_err(service::Error::from)?)
+}
+
+/// A tenant's peers (`GET .../vpn/peers`).
+pub async fn peers(rt: &Runtime, key: &str) -> Result<Vec<PeerRow>, Error> {
+    let t = service::get(rt, key).await?;
+    let c = rt.pool.get().await?;
+    Ok(store::peers(&c, t.id).await.map_err(service::Error::from)?)
 }
 
 /// Whether this server enforces database rules, for `status` and the network view.
