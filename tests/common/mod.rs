@@ -115,13 +115,14 @@ impl Drop for ScratchDir {
 /// The shared cluster of this test binary, started on first use.
 pub async fn database() -> &'static Database {
     DB.get_or_init(|| async {
-        // RUST_LOG=berqenas=debug shows the server's log under the test.
-        if std::env::var_os("RUST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                .with_test_writer()
-                .try_init();
-        }
+        // The server's errors always show under a failing test (a 500 says only "see
+        // the server log"); RUST_LOG=berqenas=debug shows more.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("berqenas=error"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
         let dir = scratch_dir("cluster");
         let db = server::embedded_with(&dir, None, true)
             .await
