@@ -12,6 +12,7 @@ pub mod cli;
 pub mod controlplane;
 pub mod dataapi;
 pub mod duration;
+pub mod events;
 pub mod isolation;
 pub mod metrics;
 pub mod migrate;

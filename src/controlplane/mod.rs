@@ -108,6 +108,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0019_login_role_index.sql",
         sql: include_str!("../../migrations/control/0019_login_role_index.sql"),
     },
+    Migration {
+        version: 20,
+        name: "0020_outbox.sql",
+        sql: include_str!("../../migrations/control/0020_outbox.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

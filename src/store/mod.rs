@@ -14,6 +14,7 @@ pub mod migration_runs;
 pub mod network;
 pub mod offboarding;
 pub mod operations;
+pub mod outbox;
 pub mod plans;
 pub mod pooler;
 pub mod quotas;

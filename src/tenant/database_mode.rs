@@ -34,15 +34,24 @@ async fn connect_to(p: &Platform, database: &str) -> Result<tokio_postgres::Clie
 /// Makes sure the template database exists at the current tenant template, rebuilding
 /// it when the template changed. Runs at start.
 pub async fn ensure_template(p: &Platform) -> Result<()> {
-    let admin = connect_to(p, &p.endpoint.database).await?;
-    admin
-        .execute("SELECT pg_advisory_lock($1)", &[&TEMPLATE_LOCK])
-        .await?;
-    let result = rebuild_if_stale(p, &admin).await;
-    admin
-        .execute("SELECT pg_advisory_unlock($1)", &[&TEMPLATE_LOCK])
-        .await?;
-    result
+    let admin = template_session(p, true).await?;
+    rebuild_if_stale(p, &admin).await
+}
+
+/// A session of the control database holding the template lock: exclusively while
+/// one connects to the template database (to build or change it), shared while one
+/// clones it. `CREATE DATABASE ... TEMPLATE` fails when anyone else is connected to
+/// the template for more than 5 s; with the lock a clone waits instead. The lock is a
+/// session's own, so it ends with the session however its holder ends.
+pub async fn template_session(p: &Platform, exclusive: bool) -> Result<tokio_postgres::Client> {
+    let session = connect_to(p, &p.endpoint.database).await?;
+    let take = if exclusive {
+        "SELECT pg_catalog.pg_advisory_lock($1)"
+    } else {
+        "SELECT pg_catalog.pg_advisory_lock_shared($1)"
+    };
+    session.execute(take, &[&TEMPLATE_LOCK]).await?;
+    Ok(session)
 }
 
 async fn rebuild_if_stale(p: &Platform, admin: &tokio_postgres::Client) -> Result<()> {
@@ -198,7 +207,7 @@ pub async fn database_exists(p: &Platform, slug: &Slug) -> Result<bool> {
 /// The clone of the template database (no transaction possible). A database of that
 /// name that appeared meanwhile is someone else's: a taken name.
 pub async fn clone(p: &Platform, slug: &Slug, connection_limit: i32) -> Result<()> {
-    let client = p.pool.get().await?;
+    let client = template_session(p, false).await?;
     match client
         .batch_execute(&sql::clone_sql(slug, &template_db(p), connection_limit))
         .await

@@ -31,6 +31,8 @@ pub enum Error {
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Name(#[from] crate::pg::ident::IdentError),
+    #[error("taking the template database's lock")]
+    Template(#[source] Box<crate::tenant::service::Error>),
 }
 
 /// How long a suspension waits for the admin console; past it, the suspension goes on.
@@ -67,6 +69,10 @@ pub async fn prepare(p: &Platform) -> Result<(), Error> {
         .await?
         .is_some();
     if exists {
+        // No clone may start while this session is connected to the template.
+        let _lock = crate::tenant::database_mode::template_session(p, true)
+            .await
+            .map_err(|e| Error::Template(Box::new(e)))?;
         install(
             &connect(p, template.as_str()).await?,
             template.as_str(),
