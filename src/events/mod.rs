@@ -2,6 +2,7 @@
 //! event to the outbox (`store::outbox`) in the transaction of the change; this module
 //! holds what an event is on the wire and how a delivery is signed (Standard Webhooks).
 
+pub mod query;
 pub mod signature;
 
 use chrono::{DateTime, Utc};
@@ -9,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use crate::store::outbox::data;
 pub use crate::store::outbox::{EventRow, NewEvent};
 
 /// Every event type berqenas emits; docs/events.md documents each one's `data`.
