@@ -6,7 +6,7 @@ pub mod query;
 pub mod signature;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -42,14 +42,14 @@ pub const TYPES: &[&str] = &[
 ];
 
 /// The tenant an event is about.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantRef {
     pub id: Uuid,
     pub name: String,
 }
 
 /// An event as delivered and listed: `{id, type, occurred_at, tenant: {id, name}, data}`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: Uuid,
     #[serde(rename = "type")]

@@ -39,7 +39,7 @@ pub enum Error {
 }
 
 /// An event as listed: the delivered form and its place in the outbox.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ListedEvent {
     /// The outbox's order: a tenant's events in the order of its changes.
     pub seq: i64,
@@ -49,7 +49,7 @@ pub struct ListedEvent {
 
 /// A page of events, oldest first; pass `next_cursor` (or the last event's `seq` or
 /// `id`) as `after` for the next.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
     pub events: Vec<ListedEvent>,
     /// Set when more events follow this page now.
