@@ -468,8 +468,14 @@ async fn refused_requests_emit_nothing() {
         (
             Method::POST,
             format!("{base}/users"),
-            Some(json!({"email": "ada@example.com", "role": "developer"})),
-            StatusCode::CONFLICT,
+            Some(json!({"email": "ada@example.com", "role": "superuser"})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            format!("{base}/suspend"),
+            Some(json!({"reason": ""})),
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::DELETE,
