@@ -1047,3 +1047,76 @@ async fn round(state: &berqenas::api::AppState) {
     }
     panic!("no quota round could run for 30 s");
 }
+
+#[tokio::test]
+async fn template_migrations_emit_completed_or_failed_per_tenant() {
+    let db = common::control_database("ev_mig").await;
+    let serve = |template| async {
+        let platform = berqenas::server::platform_with(&db, common::secret_key(), 8, template)
+            .await
+            .unwrap();
+        TestApp::serve(platform).await
+    };
+    let before = serve(common::template_with(&[])).await;
+    let (ok_schema, ok_database, broken) =
+        (unique("ev-mig-s"), unique("ev-mig-d"), unique("ev-mig-x"));
+    before.create(&ok_schema).await;
+    before.create_in(&ok_database, "database").await;
+    let t = before.create(&broken).await;
+    // A duplicate team: the new unique index cannot be built for this tenant.
+    connect_as(&t["credentials"])
+        .await
+        .batch_execute(
+            "INSERT INTO applications (name, team, created_by) VALUES ('a', 'dup', 'me'), ('b', 'dup', 'me')",
+        )
+        .await
+        .unwrap();
+    let app = serve(common::template_with(&[(
+        "0002_unique_team.sql",
+        "CREATE UNIQUE INDEX applications_team_key ON applications (team);\n",
+    )]))
+    .await;
+    let (s, run) = app
+        .call(Method::POST, "/api/v1/migrations", Some(json!({})))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{run}");
+    let id = run["id"].as_str().unwrap().to_string();
+    for _ in 0..600 {
+        let (_, r) = app
+            .call(Method::GET, &format!("/api/v1/migrations/{id}"), None)
+            .await;
+        if r["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for name in [&ok_schema, &ok_database] {
+        let evts = events(&app, name).await;
+        assert_eq!(
+            types(&evts),
+            ["tenant.created", "migration.completed"],
+            "{name}"
+        );
+        assert_eq!(
+            evts[1]["data"],
+            json!({"run_id": id, "from_version": 1, "to_version": 2}),
+            "{name}"
+        );
+    }
+    let evts = events(&app, &broken).await;
+    assert_eq!(types(&evts), ["tenant.created", "migration.failed"]);
+    let f = &evts[1]["data"];
+    assert_eq!(f["run_id"], id);
+    assert_eq!(
+        (f["from_version"].as_i64(), f["to_version"].as_i64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(f["sqlstate"], "23505");
+    assert!(
+        f["error"]
+            .as_str()
+            .unwrap()
+            .contains("applications_team_key"),
+        "{f}"
+    );
+}
