@@ -146,12 +146,14 @@ impl MinuteCounts {
     }
 }
 
+/// (tenant, quota) a limit is refusing; mapped to its last refusal and the limit then.
+type Refusing = (Uuid, &'static str);
+
 /// Which tenants a limit is refusing now (since when it last refused), and the
 /// crossings not yet recorded (`quota::breaches::flush`).
 #[derive(Default)]
 struct Breaches {
-    /// (tenant, quota) -> (last refusal, the limit then).
-    refusing: Mutex<HashMap<(Uuid, &'static str), (std::time::Instant, i64)>>,
+    refusing: Mutex<HashMap<Refusing, (std::time::Instant, i64)>>,
     crossings: Mutex<Vec<Crossing>>,
 }
 
