@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub backup_dir: Option<PathBuf>,
     /// How often the worker measures tenants' disk use and enforces their quotas.
     pub quota_interval: std::time::Duration,
+    /// How often each tenant's usage is reported (`usage.reported`).
+    pub usage_report_interval: std::time::Duration,
     /// Open data API connections, all tenants together.
     pub data_api_connections: usize,
     /// Bytes of data API results all requests together may hold.
@@ -330,6 +332,11 @@ async fn serve(
         state.data.clone(),
         opts.quota_interval,
     ));
+    let usage_reporter = tokio::spawn(crate::quota::report::run_forever(
+        platform.clone(),
+        state.limits.clone(),
+        opts.usage_report_interval,
+    ));
     // On SIGTERM the engine stops taking operations and each running one stops at its
     // next step boundary (answering 503), so the requests waiting on them end too.
     let engine = rt.engine.clone();
@@ -345,6 +352,7 @@ async fn serve(
     .await;
     worker.abort();
     quota_worker.abort();
+    usage_reporter.abort();
     rt.engine.shutdown(SHUTDOWN_DEADLINE).await;
     served?;
     let _ = std::fs::remove_file(opts.data_dir.join(SERVER_URL_FILE));
@@ -466,6 +474,7 @@ mod tests {
             template_dir: None,
             backup_dir: None,
             quota_interval: std::time::Duration::from_secs(30),
+            usage_report_interval: std::time::Duration::from_secs(3600),
             data_api_connections: 8,
             data_api_result_memory: 1 << 20,
             metrics_token: Some("metrics-token-xyz".into()),

@@ -86,6 +86,7 @@ pub async fn query(
             .ok_or_else(|| service::Error::not_found(&t.name))?
     };
     let decision = state.limits.api_call(t.id, q.api_calls_per_minute as u32);
+    crate::quota::breaches::flush(p, &state.limits);
     if !decision.allowed() {
         return Ok(ratelimit::too_many(&decision));
     }

@@ -8,6 +8,7 @@ pub mod bearer;
 pub mod client_addr;
 pub mod data;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod lifecycle;
@@ -121,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tenants/{name}/audit", get(audit::tenant))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
+        .route("/events", get(events::list))
         .route(
             "/tenants/{name}/quotas",
             get(quotas::limits).put(quotas::update),

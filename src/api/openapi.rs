@@ -5,9 +5,10 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    api_keys, audit, backups, data, error, health, lifecycle, metrics, migrations, network, quotas,
-    tenant_key, tenants, users,
+    api_keys, audit, backups, data, error, events, health, lifecycle, metrics, migrations, network,
+    quotas, tenant_key, tenants, users,
 };
+use crate::events::data as ed;
 use crate::tenant::{self, service};
 
 #[derive(OpenApi)]
@@ -24,7 +25,7 @@ use crate::tenant::{self, service};
         backups::restore_tenant,
         lifecycle::suspend, lifecycle::resume, lifecycle::activate,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::rotate,
-        audit::list, audit::tenant, audit::verify,
+        audit::list, audit::tenant, audit::verify, events::list,
         quotas::limits, quotas::update, quotas::summary, quotas::resources, quotas::increment,
         data::query, metrics::scrape,
         network::view, network::list, network::add, network::replace, network::remove,
@@ -57,8 +58,17 @@ use crate::tenant::{self, service};
         network::Rules, network::AddPeer, network::Peers, crate::network::rules::NewRule,
         crate::network::rules::RuleList, crate::network::Service,
         crate::workflows::network::NetworkView, crate::workflows::network::NewPeer,
+        crate::events::Event, crate::events::TenantRef, crate::events::query::EventPage,
+        crate::events::query::ListedEvent,
+        ed::TenantState, ed::KeyRef, ed::QuotaChange, ed::QuotaState, ed::RuleRef, ed::PeerRef,
+        ed::TenantCreated, ed::TenantUpdated, ed::TenantActivated, ed::TenantSuspended,
+        ed::TenantResumed, ed::TenantDeleted, ed::TenantRestored, ed::TenantPurged,
+        ed::TenantPlanChanged, ed::QuotaUpdated, ed::QuotaExceeded, ed::QuotaRecovered,
+        ed::ApiKeyCreated, ed::ApiKeyRevoked, ed::ApiKeyRotated, ed::UserInvited, ed::UserRemoved,
+        ed::BackupCompleted, ed::BackupFailed, ed::RestoreCompleted, ed::MigrationCompleted,
+        ed::MigrationFailed, ed::NetworkChanged, ed::UsageReported,
     )),
-    modifiers(&AdminAuth, &SingularAliases),
+    modifiers(&AdminAuth, &SingularAliases, &EventTypes),
 )]
 pub struct ApiDoc;
 
@@ -116,6 +126,39 @@ impl Modify for SingularAliases {
     }
 }
 
+/// One schema per event type, `<DataSchema>Event`: the envelope (`Event`) with its
+/// `type` fixed and its `data` that type's schema, so a consumer (or a webhook
+/// receiver) finds every type's full shape here.
+struct EventTypes;
+
+impl Modify for EventTypes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Ref, Type};
+        let components = doc.components.get_or_insert_with(Default::default);
+        for (event_type, data) in crate::events::data::SCHEMAS {
+            let fixed = ObjectBuilder::new()
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([*event_type])),
+                )
+                .property("data", Ref::from_schema_name(*data))
+                .required("type")
+                .required("data");
+            let schema = AllOfBuilder::new()
+                .item(Ref::from_schema_name("Event"))
+                .item(fixed)
+                .description(Some(format!("The `{event_type}` event.")))
+                .build();
+            components.schemas.insert(
+                format!("{data}Event"),
+                utoipa::openapi::schema::Schema::AllOf(schema).into(),
+            );
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health",
     responses((status = 200, description = "this document")))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
@@ -125,6 +168,26 @@ pub async fn document() -> Json<utoipa::openapi::OpenApi> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_event_type_has_its_data_and_envelope_schemas() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        assert!(schemas["Event"].is_object());
+        assert_eq!(
+            crate::events::data::SCHEMAS.len(),
+            crate::events::TYPES.len()
+        );
+        for (event_type, data) in crate::events::data::SCHEMAS {
+            assert!(schemas[*data].is_object(), "{event_type}: no schema {data}");
+            let envelope = &schemas[format!("{data}Event")];
+            assert!(
+                envelope.to_string().contains(event_type),
+                "{event_type}: {envelope}"
+            );
+        }
+        assert!(doc["paths"]["/api/v1/events"]["get"].is_object());
+    }
 
     #[test]
     fn the_singular_aliases_are_documented_with_their_own_operation_ids() {

@@ -22,6 +22,10 @@ use crate::audit;
 use crate::platform::Platform;
 use crate::secrets::random_bytes;
 use crate::store::backups::{self, NewBackup};
+use crate::store::outbox::{
+    self,
+    data::{redact, BackupCompleted, BackupFailed},
+};
 use crate::store::tenants::{Isolation, Status, Tenant};
 
 /// A tenant can be backed up while it is live (a deleted one's final backup is its
@@ -87,6 +91,10 @@ pub async fn record(
     op: Option<Uuid>,
 ) -> Result<Backup> {
     let backup = backups::succeed(tx, m, &registry::object_key(t.id, m.id), expires_at).await?;
+    // A delete's final backup is announced with the delete (it may still be undone).
+    if kind != BackupKind::Final {
+        outbox::emit(tx, t.id, t.name.as_str(), &BackupCompleted::of(&backup)).await?;
+    }
     audit::record(
         tx,
         &audit::Entry {
@@ -121,6 +129,21 @@ pub async fn discard(
     let message: String = error.chars().take(2000).collect();
     if !backups::fail(tx, id, &message).await? {
         return Ok(());
+    }
+    // A final backup fails with the delete it was taken for, which is undone: nothing
+    // of it was announced, and nothing is.
+    if kind != BackupKind::Final {
+        outbox::emit(
+            tx,
+            t.id,
+            t.name.as_str(),
+            &BackupFailed {
+                backup_id: id,
+                kind: kind.as_str().to_string(),
+                error: redact(&message),
+            },
+        )
+        .await?;
     }
     audit::record(
         tx,

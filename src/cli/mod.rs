@@ -5,6 +5,7 @@ mod api_key;
 mod audit;
 mod backup;
 pub mod client;
+mod events;
 mod lifecycle;
 mod migrate;
 mod network;
@@ -67,6 +68,9 @@ pub enum Command {
     /// Read the audit trail and verify its hash chain.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// The events berqenas emitted (the outbox webhooks deliver).
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// A tenant's quotas and its usage against them.
     #[command(subcommand)]
     Quota(quota::QuotaCommand),
@@ -119,6 +123,10 @@ pub struct ServeArgs {
     /// How often disk use is measured and disk quotas enforced (e.g. 30s, 5m).
     #[arg(long, env = "BERQENAS_QUOTA_INTERVAL", default_value = "30s", value_parser = parse_interval)]
     pub quota_interval: std::time::Duration,
+    /// How often each tenant's usage is reported as a `usage.reported` event, for
+    /// billing (e.g. 1h, 15m).
+    #[arg(long, env = "BERQENAS_USAGE_REPORT_INTERVAL", default_value = "1h", value_parser = parse_interval)]
+    pub usage_report_interval: std::time::Duration,
     /// Open data API connections across all tenants (kept well below the server's
     /// max_connections; checked at start).
     #[arg(long, env = "BERQENAS_DATA_API_CONNECTIONS", default_value_t = 64)]
@@ -299,6 +307,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 template_dir: a.template_dir,
                 backup_dir: a.backup_dir,
                 quota_interval: a.quota_interval,
+                usage_report_interval: a.usage_report_interval,
                 data_api_connections: a.data_api_connections,
                 data_api_result_memory: a.data_api_result_memory,
                 metrics_token: a.metrics_token,
@@ -317,6 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(a) => output::status(&a).await,
         Command::Migrate(a) => migrate::run(a).await,
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Events(cmd) => events::run(cmd).await,
         Command::Quota(cmd) => quota::run(cmd).await,
         Command::Template(cmd) => template::run(cmd),
         Command::Plan(cmd) => plan::run(cmd).await,

@@ -113,6 +113,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0020_outbox.sql",
         sql: include_str!("../../migrations/control/0020_outbox.sql"),
     },
+    Migration {
+        version: 23,
+        name: "0023_event_emission.sql",
+        sql: include_str!("../../migrations/control/0023_event_emission.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

@@ -2,13 +2,15 @@
 //! event to the outbox (`store::outbox`) in the transaction of the change; this module
 //! holds what an event is on the wire and how a delivery is signed (Standard Webhooks).
 
+pub mod query;
 pub mod signature;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use crate::store::outbox::data;
 pub use crate::store::outbox::{EventRow, NewEvent};
 
 /// Every event type berqenas emits; docs/events.md documents each one's `data`.
@@ -40,14 +42,14 @@ pub const TYPES: &[&str] = &[
 ];
 
 /// The tenant an event is about.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantRef {
     pub id: Uuid,
     pub name: String,
 }
 
 /// An event as delivered and listed: `{id, type, occurred_at, tenant: {id, name}, data}`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: Uuid,
     #[serde(rename = "type")]

@@ -125,8 +125,28 @@ pub async fn progress(c: &impl GenericClient, id: Uuid, report: &Report) -> Resu
     Ok(store::write(c, id, report, None).await?)
 }
 
-/// The last write: the counts and the outcome, in one statement.
-pub async fn finish(c: &impl GenericClient, id: Uuid, report: &Report) -> Result<()> {
+/// The last write: the counts and the outcome, and a `migration.failed` event for
+/// each tenant the run could not migrate (in the caller's transaction: the run
+/// finishes once, so each failure is announced once).
+pub async fn finish(c: &impl GenericClient, id: Uuid, report: &Report, target: i32) -> Result<()> {
+    for f in &report.failures {
+        let Some(t) = crate::store::tenants::find(c, &f.tenant).await? else {
+            continue;
+        };
+        crate::store::outbox::emit(
+            c,
+            t.id,
+            t.name.as_str(),
+            &crate::store::outbox::data::MigrationFailed {
+                run_id: id,
+                from_version: f.from_version,
+                to_version: target,
+                error: crate::store::outbox::data::redact(&f.error),
+                sqlstate: f.sqlstate.clone(),
+            },
+        )
+        .await?;
+    }
     Ok(store::write(c, id, report, Some(report.state())).await?)
 }
 

@@ -15,6 +15,7 @@ use crate::isolation::shared::{POOL_OWNER, POOL_SCHEMA};
 use crate::pg::Ident;
 use crate::platform::Platform;
 use crate::store::migration_runs::TenantFailure;
+use crate::store::outbox::{self, data::MigrationCompleted};
 use crate::store::tenants::Isolation;
 use crate::template::Template;
 use crate::tenant::service::Error;
@@ -325,6 +326,17 @@ pub async fn record_database(
         return Ok(());
     };
     crate::store::tenants::set_template_version(tx, t.id, target).await?;
+    outbox::emit(
+        tx,
+        t.id,
+        t.tenant.as_str(),
+        &MigrationCompleted {
+            run_id,
+            from_version: from.min(registry),
+            to_version: target,
+        },
+    )
+    .await?;
     audit::record(
         tx,
         &audit_entry(
@@ -353,6 +365,13 @@ pub async fn shared(
 ) -> Result<Outcome> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
+    // The tenants' names first (the one lock order: a tenant's name, then what else),
+    // in one order: each tenant's event below is written under its name.
+    let mut names: Vec<&str> = tenants.iter().map(|t| t.tenant.as_str()).collect();
+    names.sort_unstable();
+    for name in names {
+        crate::store::operations::lock_name(&tx, name).await?;
+    }
     let from = shared_mode::lock_pool_version(&tx).await?;
     if from < target {
         let pool = Ident::new(POOL_SCHEMA).expect("static name");
@@ -368,6 +387,19 @@ pub async fn shared(
         shared_mode::set_pool_version(&tx, target, &template.checksum()).await?;
     }
     let moved = crate::store::tenants::move_shared_to_version(&tx, target).await?;
+    for (id, name, old) in &moved {
+        outbox::emit(
+            &tx,
+            *id,
+            name,
+            &MigrationCompleted {
+                run_id,
+                from_version: *old,
+                to_version: target,
+            },
+        )
+        .await?;
+    }
     for (id, name, old) in &moved {
         audit::record(&tx, &audit_entry(actor, *id, name, *old, target, run_id)).await?;
     }

@@ -4,8 +4,10 @@
 //! disk quota, atomic usage counters, and per-tenant rate limits.
 
 pub mod apply;
+pub mod breaches;
 pub mod disk;
 pub mod rate;
+pub mod report;
 pub mod service;
 pub mod usage;
 pub mod watchdog;

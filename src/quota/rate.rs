@@ -17,6 +17,8 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use uuid::Uuid;
 
+use super::breaches::Crossing;
+
 type Keyed =
     RateLimiter<Uuid, DefaultKeyedStateStore<Uuid>, DefaultClock, StateInformationMiddleware>;
 
@@ -144,6 +146,84 @@ impl MinuteCounts {
     }
 }
 
+/// (tenant, quota) a limit is refusing; mapped to its last refusal and the limit then.
+type Refusing = (Uuid, &'static str);
+
+/// Which tenants a limit is refusing now (since when it last refused), and the
+/// crossings not yet recorded (`quota::breaches::flush`).
+#[derive(Default)]
+struct Breaches {
+    refusing: Mutex<HashMap<Refusing, (std::time::Instant, i64)>>,
+    crossings: Mutex<Vec<Crossing>>,
+}
+
+/// A refusing limit has recovered once an allowed request leaves at least half its
+/// budget, or once it has refused nothing for this long (the bucket is full again).
+const QUIET: Duration = Duration::from_secs(60);
+
+impl Breaches {
+    /// Notes what a decision says about the tenant's limit: the first refusal is a
+    /// crossing, and so is the recovery.
+    fn observe(&self, tenant: Uuid, quota: &'static str, d: &Decision, n: u32) {
+        let mut refusing = self.refusing.lock().unwrap_or_else(|e| e.into_inner());
+        let crossing = match *d {
+            Decision::Limited { limit, .. } => refusing
+                .insert((tenant, quota), (std::time::Instant::now(), limit as i64))
+                .is_none()
+                .then_some(Crossing {
+                    tenant,
+                    quota,
+                    exceeded: true,
+                    limit: limit as i64,
+                    used: n as i64,
+                }),
+            Decision::Allowed {
+                limit, remaining, ..
+            } if refusing.contains_key(&(tenant, quota))
+                && (remaining as u64 + n as u64) * 2 >= limit as u64 =>
+            {
+                refusing.remove(&(tenant, quota));
+                Some(Crossing {
+                    tenant,
+                    quota,
+                    exceeded: false,
+                    limit: limit as i64,
+                    used: remaining as i64,
+                })
+            }
+            _ => None,
+        };
+        drop(refusing);
+        if let Some(c) = crossing {
+            self.crossings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(c);
+        }
+    }
+
+    /// Limits quiet for [`QUIET`] have recovered.
+    fn quiet(&self) {
+        let mut refusing = self.refusing.lock().unwrap_or_else(|e| e.into_inner());
+        let quiet: Vec<((Uuid, &'static str), i64)> = refusing
+            .iter()
+            .filter(|(_, (at, _))| at.elapsed() >= QUIET)
+            .map(|(k, (_, limit))| (*k, *limit))
+            .collect();
+        let mut crossings = self.crossings.lock().unwrap_or_else(|e| e.into_inner());
+        for ((tenant, quota), limit) in quiet {
+            refusing.remove(&(tenant, quota));
+            crossings.push(Crossing {
+                tenant,
+                quota,
+                exceeded: false,
+                limit,
+                used: limit,
+            });
+        }
+    }
+}
+
 /// The process's rate limits.
 #[derive(Default)]
 pub struct RateLimits {
@@ -151,12 +231,14 @@ pub struct RateLimits {
     realtime: LimiterSet,
     api_counts: MinuteCounts,
     realtime_counts: MinuteCounts,
+    breaches: Breaches,
 }
 
 impl RateLimits {
     /// Counts one API call of `tenant` against its per-minute rate.
     pub fn api_call(&self, tenant: Uuid, per_minute: u32) -> Decision {
         let d = self.api.check(tenant, per_minute, 1);
+        self.breaches.observe(tenant, "rate", &d, 1);
         if d.allowed() {
             self.api_counts.add(tenant, 1);
         } else {
@@ -169,6 +251,7 @@ impl RateLimits {
     /// per-minute rate; all of them pass or none does.
     pub fn realtime_events(&self, tenant: Uuid, per_minute: u32, n: u32) -> Decision {
         let d = self.realtime.check(tenant, per_minute, n);
+        self.breaches.observe(tenant, "realtime", &d, n);
         if d.allowed() {
             self.realtime_counts.add(tenant, n as u64);
             crate::metrics::realtime_events(n as u64);
@@ -195,8 +278,21 @@ impl RateLimits {
         count(&self.api) + count(&self.realtime)
     }
 
-    /// Forgets tenants whose buckets are full again; returns the keys still held.
+    /// The limits crossed (refusing, or recovered) since the last call.
+    pub fn take_crossings(&self) -> Vec<Crossing> {
+        std::mem::take(
+            &mut *self
+                .breaches
+                .crossings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
+    /// Forgets tenants whose buckets are full again (and counts a limit that has
+    /// refused nothing for a minute as recovered); returns the keys still held.
     pub fn housekeeping(&self) -> usize {
+        self.breaches.quiet();
         self.api_counts.housekeeping();
         self.realtime_counts.housekeeping();
         self.api.housekeeping() + self.realtime.housekeeping()
@@ -230,6 +326,21 @@ mod tests {
         // Another tenant has its own bucket.
         assert!(limits.api_call(Uuid::now_v7(), 5).allowed());
         assert_eq!(limits.this_minute(t).0, 5);
+    }
+
+    #[test]
+    fn a_refusing_limit_is_one_crossing_until_half_its_budget_is_back() {
+        let limits = RateLimits::default();
+        let t = Uuid::now_v7();
+        assert!(limits.api_call(t, 2).allowed());
+        assert!(limits.api_call(t, 2).allowed());
+        assert!(!limits.api_call(t, 2).allowed());
+        let crossed = limits.take_crossings();
+        assert_eq!(crossed.len(), 1, "{crossed:?}");
+        assert!(crossed[0].exceeded && crossed[0].quota == "rate" && crossed[0].limit == 2);
+        // Refusing on: no news.
+        assert!(!limits.api_call(t, 2).allowed());
+        assert!(limits.take_crossings().is_empty());
     }
 
     #[test]

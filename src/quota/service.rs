@@ -324,6 +324,20 @@ pub async fn update_locked(
             )
         })
         .collect();
+    let moved = crate::store::outbox::data::quota_changes(&old, &new);
+    if !moved.is_empty() {
+        crate::store::outbox::emit(
+            tx,
+            t.id,
+            t.name.as_str(),
+            &crate::store::outbox::data::QuotaUpdated {
+                changes: moved,
+                force: req.force,
+                quotas: new.clone(),
+            },
+        )
+        .await?;
+    }
     audit::record(
         tx,
         &audit::Entry {

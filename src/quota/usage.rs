@@ -81,9 +81,22 @@ async fn collect(
     t: &Tenant,
     q: &Quotas,
 ) -> Result<(Vec<Resource>, bool)> {
+    collect_with(p, limits, t, q, true).await
+}
+
+/// Every metric of the tenant; `measure`: measure the disk now if the worker has not
+/// yet (else it counts as 0 until it has).
+pub(crate) async fn collect_with(
+    p: &Platform,
+    limits: &RateLimits,
+    t: &Tenant,
+    q: &Quotas,
+    measure: bool,
+) -> Result<(Vec<Resource>, bool)> {
     let client = p.pool.get().await?;
     let disk_row = match store::disk_usage(&client, t.id).await? {
         Some(d) => Some(d),
+        None if !measure => None,
         None => {
             // Not measured by the worker yet: measure now.
             disk::measure_now(p, t.id).await?;
@@ -275,41 +288,42 @@ pub async fn increment(
     validate(req)?;
     let (t, q) = tenant(p, key).await?;
     let api = limits.api_call(t.id, q.api_calls_per_minute as u32);
+    super::breaches::flush(p, limits);
     if !api.allowed() {
         return Ok(Outcome::RateLimited(api));
     }
     crate::metrics::api_call("usage");
     if req.metric == "realtime_events" {
         let per_minute = q.realtime_events_per_minute as u32;
-        return Ok(
-            match limits.realtime_events(t.id, per_minute, req.amount as u32) {
-                Decision::Allowed { remaining, .. } => Outcome::Counted(
-                    Counted {
-                        metric: req.metric.clone(),
-                        amount: req.amount,
-                        used: limits.this_minute(t.id).1 as i64,
-                        limit: per_minute as i64,
-                        remaining: remaining as i64,
-                        period: "minute".into(),
-                    },
-                    api,
-                ),
-                Decision::Limited {
-                    retry_after_secs, ..
-                } => Outcome::Refused {
-                    problem: Problem::new(
-                        Kind::Conflict,
-                        "rate_limited",
-                        format!(
-                            "{} realtime events would exceed realtime_events_per_minute ({per_minute})",
-                            req.amount
-                        ),
-                    ),
-                    retry_after: Some(retry_after_secs),
-                    api,
+        let decision = limits.realtime_events(t.id, per_minute, req.amount as u32);
+        super::breaches::flush(p, limits);
+        return Ok(match decision {
+            Decision::Allowed { remaining, .. } => Outcome::Counted(
+                Counted {
+                    metric: req.metric.clone(),
+                    amount: req.amount,
+                    used: limits.this_minute(t.id).1 as i64,
+                    limit: per_minute as i64,
+                    remaining: remaining as i64,
+                    period: "minute".into(),
                 },
+                api,
+            ),
+            Decision::Limited {
+                retry_after_secs, ..
+            } => Outcome::Refused {
+                problem: Problem::new(
+                    Kind::Conflict,
+                    "rate_limited",
+                    format!(
+                        "{} realtime events would exceed realtime_events_per_minute ({per_minute})",
+                        req.amount
+                    ),
+                ),
+                retry_after: Some(retry_after_secs),
+                api,
             },
-        );
+        });
     }
     let (metric, quota, period) = *METRICS
         .iter()

@@ -102,12 +102,13 @@ pub async fn watchdog_forever(p: Platform) {
 }
 
 /// What keeps the rate limiters and the data API's pools small, every ten seconds.
-pub async fn housekeeping_forever(limits: Arc<RateLimits>, data: Arc<DataApi>) {
+pub async fn housekeeping_forever(p: Platform, limits: Arc<RateLimits>, data: Arc<DataApi>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         limits.housekeeping();
+        super::breaches::flush(&p, &limits);
         data.reap();
     }
 }

@@ -10,6 +10,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod backups;
+pub mod breaches;
 pub mod migration_runs;
 pub mod network;
 pub mod offboarding;

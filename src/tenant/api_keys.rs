@@ -14,7 +14,8 @@ use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::secrets::SecretString;
 pub use crate::store::api_keys::{ApiKey, KeyState};
-use crate::store::{api_keys as keys, tenants};
+use crate::store::outbox::data::{ApiKeyCreated, ApiKeyRevoked, ApiKeyRotated};
+use crate::store::{api_keys as keys, outbox, tenants};
 use crate::{apikey, audit};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -182,6 +183,18 @@ pub async fn create_locked(
         &plain.hash,
     )
     .await?;
+    outbox::emit(
+        tx,
+        t.id,
+        t.name.as_str(),
+        &ApiKeyCreated {
+            key_id: key.id,
+            prefix: key.prefix.clone(),
+            name: key.name.clone(),
+            expires_at: key.expires_at,
+        },
+    )
+    .await?;
     audit::record(
         tx,
         &audit::Entry {
@@ -227,6 +240,17 @@ pub async fn revoke_locked(
         return Ok(key);
     }
     let key = keys::revoke(tx, key.id).await?;
+    outbox::emit(
+        tx,
+        t.id,
+        t.name.as_str(),
+        &ApiKeyRevoked {
+            key_id: key.id,
+            prefix: key.prefix.clone(),
+            name: key.name.clone(),
+        },
+    )
+    .await?;
     audit::record(
         tx,
         &audit::Entry {
@@ -300,6 +324,20 @@ pub async fn rotate_locked(
     )
     .await?;
     let replaced = keys::mark_replaced(tx, old.id, overlap, new.id).await?;
+    outbox::emit(
+        tx,
+        t.id,
+        t.name.as_str(),
+        &ApiKeyRotated {
+            key_id: new.id,
+            prefix: new.prefix.clone(),
+            name: new.name.clone(),
+            replaced_key_id: replaced.id,
+            replaced_prefix: replaced.prefix.clone(),
+            replaced_expires_at: replaced.expires_at,
+        },
+    )
+    .await?;
     audit::record(
         tx,
         &audit::Entry {

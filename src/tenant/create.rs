@@ -15,8 +15,9 @@ use crate::isolation::shared;
 use crate::isolation::{schema::SchemaPerTenant, Provision, Strategy};
 use crate::platform::Platform;
 use crate::secrets::SecretString;
+use crate::store::outbox::data::{KeyRef, TenantCreated, TenantState};
 use crate::store::tenants::{self as store, NewTenant};
-use crate::store::{api_keys, plans};
+use crate::store::{api_keys, outbox, plans};
 use crate::{apikey, audit};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -170,6 +171,8 @@ pub struct Provisioned {
     pub db_quota_bytes: i64,
     pub trial_days: i32,
     pub key_prefix: String,
+    /// Its first API key, for the `tenant.created` event.
+    pub key: KeyRef,
 }
 
 /// Everything a schema- or shared-mode tenant is (roles, schema or pool rows,
@@ -257,7 +260,7 @@ pub async fn provision(
     .await
     .map_err(|e| taken_row(e, &v.slug))?;
     let key = apikey::generate(&p.key);
-    api_keys::insert(tx, id, None, None, &key.public_id, &key.hash).await?;
+    let stored = api_keys::insert(tx, id, None, None, &key.public_id, &key.hash).await?;
     let credentials = credentials(p, &tenant, password);
     Ok(Provisioned {
         created: CreatedTenant {
@@ -269,7 +272,33 @@ pub async fn provision(
         db_quota_bytes: quota,
         trial_days,
         key_prefix: key.public_id,
+        key: KeyRef {
+            id: stored.id,
+            prefix: stored.prefix,
+        },
     })
+}
+
+/// The `tenant.created` event, in the create's transaction before its audit row (a
+/// restore into a new tenant announces it once the restore is done: `restored_from`).
+pub async fn announce_created(
+    tx: &Transaction<'_>,
+    t: &Tenant,
+    key: KeyRef,
+    restored_from: Option<Uuid>,
+) -> Result<()> {
+    outbox::emit(
+        tx,
+        t.id,
+        t.name.as_str(),
+        &TenantCreated {
+            tenant: TenantState::of(t),
+            api_key: key,
+            restored_from,
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// The audit row of a created schema- or shared-mode tenant.

@@ -146,6 +146,17 @@ pub async fn rotate_locked(
     let sealed = p.key.seal(&seal_password(&password)?);
     let seen = sha2::Sha256::digest(verifier.as_bytes()).to_vec();
     store::set_credentials(tx, tenant.id, &sealed, &seen).await?;
+    crate::store::outbox::emit(
+        tx,
+        tenant.id,
+        tenant.name.as_str(),
+        &crate::store::outbox::data::TenantUpdated {
+            changed: vec!["credentials".into()],
+            previous: Default::default(),
+            tenant: crate::store::outbox::data::TenantState::of(tenant),
+        },
+    )
+    .await?;
     audit::record(
         tx,
         &audit::Entry {

@@ -257,12 +257,17 @@ pub async fn configure(p: &Platform, slug: &Slug) -> Result<()> {
 }
 
 /// The tenant becomes active (or trial), with its first API key; inside the caller's
-/// transaction. Returns the tenant and the key.
+/// transaction. Returns the tenant, the key, and the key as the `tenant.created` event
+/// names it.
 pub async fn activate(
     p: &Platform,
     tx: &Transaction<'_>,
     r: &Registered,
-) -> Result<(super::Tenant, apikey::NewApiKey)> {
+) -> Result<(
+    super::Tenant,
+    apikey::NewApiKey,
+    crate::store::outbox::data::KeyRef,
+)> {
     let status = if r.trial_days > 0 {
         Status::Trial
     } else {
@@ -270,8 +275,13 @@ pub async fn activate(
     };
     let tenant = tenants::set_status(tx, r.tenant_id, status).await?;
     let key = apikey::generate(&p.key);
-    store::api_keys::insert(tx, r.tenant_id, None, None, &key.public_id, &key.hash).await?;
-    Ok((tenant, key))
+    let stored =
+        store::api_keys::insert(tx, r.tenant_id, None, None, &key.public_id, &key.hash).await?;
+    let key_ref = crate::store::outbox::data::KeyRef {
+        id: stored.id,
+        prefix: stored.prefix,
+    };
+    Ok((tenant, key, key_ref))
 }
 
 /// The audit row of a created database-mode tenant.

@@ -441,6 +441,8 @@ async fn suspend_for(p: &Platform, t: &Live, what: &[String]) -> Result<bool> {
     if suspend {
         let cut = suspension::cut(&tx, &current, p.caps.superuser).await?;
         suspension::mark_suspended(&tx, current.id, Some(&reason), &cut).await?;
+        suspension::announce_suspended(&tx, &current, "security_violation", Some(reason.clone()))
+            .await?;
         logins = super::access::login_roles(&tx, &current).await?;
         audit::record(
             &tx,

@@ -38,6 +38,7 @@ pub async fn end_trial_locked(
     let (outcome, action, details) = if to == Status::Suspended {
         let cut = suspension::cut(tx, tenant, p.caps.superuser).await?;
         suspension::mark_suspended(tx, tenant.id, Some(TRIAL_ENDED), &cut).await?;
+        suspension::announce_suspended(tx, tenant, "trial_ended", Some(TRIAL_ENDED.into())).await?;
         let details = serde_json::json!({"reason": TRIAL_ENDED, "from": "trial", "plan": tenant.plan,
             "disabled_roles": cut.roles, "revoked_memberships": cut.memberships});
         logins = access::login_roles(tx, tenant)
@@ -48,6 +49,7 @@ pub async fn end_trial_locked(
         ("suspended", "tenant_suspended", details)
     } else {
         tenants::set_status(tx, tenant.id, Status::Active).await?;
+        suspension::announce_activated(tx, tenant, "trial_ended").await?;
         let details =
             serde_json::json!({"reason": "trial ended", "from": "trial", "plan": tenant.plan});
         ("active", "tenant_activated", details)

@@ -26,7 +26,8 @@ use crate::pg::{hardening, Ident, Literal};
 use crate::platform::Platform;
 use crate::secrets::ExposeSecret;
 use crate::store::offboarding::{self as records, Offboarding};
-use crate::store::{backups, plans, tenants, users};
+use crate::store::outbox::data::{BackupCompleted, TenantDeleted, TenantPurged, TenantRestored};
+use crate::store::{backups, outbox, plans, tenants, users};
 
 /// Days between a delete and its purge when the request names none.
 pub const DEFAULT_RETENTION_DAYS: i64 = 30;
@@ -164,6 +165,29 @@ pub async fn mark_deleted_locked(
     .await?;
     backups::set_expiry(tx, archive, Some(archive_expires)).await?;
     let deleted = tenants::set_status(tx, tenant.id, Status::Deleted).await?;
+    // The final backup is announced with the delete: a delete that is undone discards
+    // it, and says nothing of either.
+    if let Some((b, _)) = backups::find(tx, archive).await? {
+        outbox::emit(
+            tx,
+            tenant.id,
+            tenant.name.as_str(),
+            &BackupCompleted::of(&b),
+        )
+        .await?;
+    }
+    outbox::emit(
+        tx,
+        tenant.id,
+        tenant.name.as_str(),
+        &TenantDeleted {
+            previous_status: off.previous_status,
+            purge_after,
+            final_backup_id: archive,
+            archive_expires_at: archive_expires,
+        },
+    )
+    .await?;
     audit::record(
         tx,
         &audit::Entry {
@@ -275,6 +299,15 @@ pub async fn purge_locked(
     let dropped = drop_objects(p, tx, tenant).await?;
     let purged = tenants::set_status(tx, tenant.id, Status::Purged).await?;
     records::mark_purged(tx, tenant.id).await?;
+    outbox::emit(
+        tx,
+        tenant.id,
+        tenant.name.as_str(),
+        &TenantPurged {
+            archive_id: archive,
+        },
+    )
+    .await?;
     audit::record(
         tx,
         &audit::Entry {
@@ -351,6 +384,19 @@ pub async fn finish_restore(
 ) -> Result<Tenant> {
     let restored = tenants::set_status(tx, tenant.id, off.previous_status).await?;
     records::delete(tx, tenant.id).await?;
+    outbox::emit(
+        tx,
+        tenant.id,
+        tenant.name.as_str(),
+        &TenantRestored {
+            from: tenant.status,
+            status: restored.status,
+            archive_id: (tenant.status == Status::Purged)
+                .then_some(off.final_backup_id)
+                .flatten(),
+        },
+    )
+    .await?;
     audit::record(
         tx,
         &audit::Entry {

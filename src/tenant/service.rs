@@ -14,8 +14,12 @@ use crate::audit;
 use crate::isolation::RoleLimits;
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
-use crate::store::plans;
+use crate::store::outbox::data::{
+    quota_changes, NetworkChanged, QuotaUpdated, TenantPlanChanged, TenantState, TenantUpdated,
+};
+use crate::store::quotas::Quotas;
 use crate::store::tenants::{self as store, Changes};
+use crate::store::{outbox, plans};
 
 pub(crate) use super::create::{taken, taken_name, taken_row, Validated};
 pub use super::create::{CreateTenant, CreatedTenant};
@@ -220,13 +224,12 @@ pub async fn list(
 }
 
 /// Changes the given fields, inside the caller's transaction (which holds the
-/// tenant's name and row); a new plan or quota is re-applied to the login roles.
+/// tenant's name and row). The caller re-applies a new plan or quota to the login
+/// roles, then records the change ([`record_update`]).
 pub async fn update_locked(
     tx: &Transaction<'_>,
     current: &Tenant,
     req: &UpdateTenant,
-    op_id: Uuid,
-    actor: &str,
 ) -> Result<Tenant> {
     let db_quota_bytes = db_quota(req.db_quota.as_deref())?;
     let metadata = req
@@ -236,7 +239,7 @@ pub async fn update_locked(
         .transpose()?;
     // A named plan must exist; the limits applied below are read back from the registry.
     find_plan(tx, req.plan.as_deref().unwrap_or(&current.plan)).await?;
-    let tenant = store::update(
+    Ok(store::update(
         tx,
         current.id,
         &Changes {
@@ -247,20 +250,119 @@ pub async fn update_locked(
             metadata: metadata.as_ref(),
         },
     )
-    .await?;
+    .await?)
+}
+
+/// A `PATCH`'s events and audit row, as its transaction's last changes: what changed
+/// between `before` and `after` (the quotas in force before and after, when the plan
+/// or the disk quota was given): `tenant.updated`, then `tenant.plan_changed`,
+/// `quota.updated` and `network.changed` where they apply.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_update(
+    tx: &Transaction<'_>,
+    before: &Tenant,
+    after: &Tenant,
+    quotas: Option<(Quotas, Quotas)>,
+    req: &UpdateTenant,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<()> {
+    let (b, a) = (
+        serde_json::to_value(TenantState::of(before))?,
+        serde_json::to_value(TenantState::of(after))?,
+    );
+    let mut changed = Vec::new();
+    let mut previous = std::collections::BTreeMap::new();
+    for field in [
+        "db_quota_bytes",
+        "public_api",
+        "vpn_enabled",
+        "vpn_subnet",
+        "access_mode",
+        "plan",
+        "metadata",
+    ] {
+        if b[field] != a[field] {
+            changed.push(field.to_string());
+            previous.insert(field.to_string(), b[field].clone());
+        }
+    }
+    let (id, name) = (after.id, after.name.as_str());
+    if !changed.is_empty() {
+        outbox::emit(
+            tx,
+            id,
+            name,
+            &TenantUpdated {
+                changed: changed.clone(),
+                previous,
+                tenant: TenantState::of(after),
+            },
+        )
+        .await?;
+    }
+    if let Some((q_before, q_after)) = quotas {
+        if before.plan != after.plan {
+            outbox::emit(
+                tx,
+                id,
+                name,
+                &TenantPlanChanged {
+                    from: before.plan.clone(),
+                    to: after.plan.clone(),
+                    quotas: q_after.clone(),
+                },
+            )
+            .await?;
+        }
+        let changes = quota_changes(&q_before, &q_after);
+        if !changes.is_empty() {
+            outbox::emit(
+                tx,
+                id,
+                name,
+                &QuotaUpdated {
+                    changes,
+                    force: false,
+                    quotas: q_after,
+                },
+            )
+            .await?;
+        }
+    }
+    if ["vpn_enabled", "vpn_subnet", "access_mode"]
+        .iter()
+        .any(|f| changed.iter().any(|c| c == f))
+    {
+        outbox::emit(
+            tx,
+            id,
+            name,
+            &NetworkChanged {
+                change: "access_changed".into(),
+                access_mode: after.access_mode,
+                vpn_enabled: after.vpn_enabled,
+                vpn_subnet: after.vpn_subnet.clone(),
+                rule: None,
+                rules: None,
+                peer: None,
+            },
+        )
+        .await?;
+    }
     audit::record(
         tx,
         &audit::Entry {
             actor,
             action: "tenant_updated",
-            tenant_id: Some(tenant.id),
-            tenant_name: Some(&tenant.name),
+            tenant_id: Some(id),
+            tenant_name: Some(name),
             operation_id: Some(op_id),
             details: serde_json::to_value(req)?,
         },
     )
     .await?;
-    Ok(tenant)
+    Ok(())
 }
 
 pub async fn plans(p: &Platform) -> Result<Vec<Plan>> {

@@ -20,7 +20,8 @@ use crate::pg::Ident;
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 pub use crate::store::offboarding::Membership;
-use crate::store::{offboarding, tenants};
+use crate::store::outbox::data::{TenantActivated, TenantResumed, TenantSuspended};
+use crate::store::{offboarding, outbox, tenants};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -203,6 +204,7 @@ pub async fn suspend_locked(
     refuse_while_offboarding(tx, current, "suspend").await?;
     let cut = cut(tx, current, p.caps.superuser).await?;
     mark_suspended(tx, current.id, reason.as_deref(), &cut).await?;
+    announce_suspended(tx, current, "admin", reason.clone()).await?;
     audit::record(
         tx,
         &audit::Entry {
@@ -263,6 +265,16 @@ pub async fn resume_locked(
         .unwrap_or_default();
     restore(tx, &roles, &memberships, p.caps.superuser).await?;
     tenants::clear_suspension(tx, current.id).await?;
+    outbox::emit(
+        tx,
+        current.id,
+        current.name.as_str(),
+        &TenantResumed {
+            suspended_at: current.suspended_at,
+            reason: current.suspension_reason.clone(),
+        },
+    )
+    .await?;
     audit::record(
         tx,
         &audit::Entry {
@@ -301,6 +313,7 @@ pub async fn activate_locked(
         return Err(not_from(current, "activate", hint));
     }
     tenants::set_status(tx, current.id, Status::Active).await?;
+    announce_activated(tx, current, "admin").await?;
     audit::record(
         tx,
         &audit::Entry {
@@ -314,6 +327,47 @@ pub async fn activate_locked(
     )
     .await?;
     reread(tx, current.id).await
+}
+
+/// The `tenant.suspended` event (`cause`: `admin`, `trial_ended` or
+/// `security_violation`), before the suspension's audit row.
+pub async fn announce_suspended(
+    c: &impl GenericClient,
+    t: &Tenant,
+    cause: &str,
+    reason: Option<String>,
+) -> crate::store::Result<()> {
+    outbox::emit(
+        c,
+        t.id,
+        t.name.as_str(),
+        &TenantSuspended {
+            from: t.status,
+            cause: cause.into(),
+            reason,
+        },
+    )
+    .await
+}
+
+/// The `tenant.activated` event of a trial that ends (`cause`: `admin` or
+/// `trial_ended`), before its audit row.
+pub async fn announce_activated(
+    c: &impl GenericClient,
+    t: &Tenant,
+    cause: &str,
+) -> crate::store::Result<()> {
+    outbox::emit(
+        c,
+        t.id,
+        t.name.as_str(),
+        &TenantActivated {
+            from: t.status,
+            cause: cause.into(),
+            plan: t.plan.clone(),
+        },
+    )
+    .await
 }
 
 /// The state machine allows the move, but this action is not the way to make it.

@@ -13,8 +13,9 @@ use crate::pg::Literal;
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::secrets::random_bytes;
+use crate::store::outbox::data::{UserInvited, UserRemoved};
 pub use crate::store::users::TenantUser;
-use crate::store::{self, tenants};
+use crate::store::{self, outbox, tenants};
 use crate::{audit, pg::hardening};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -160,6 +161,17 @@ pub async fn add_locked(
         &sealed,
     )
     .await?;
+    outbox::emit(
+        tx,
+        tenant.id,
+        tenant.name.as_str(),
+        &UserInvited {
+            email: email.clone(),
+            role: role.as_str().to_string(),
+            db_user: db_user.as_str().to_string(),
+        },
+    )
+    .await?;
     audit::record(
         tx,
         &audit::Entry {
@@ -218,6 +230,17 @@ pub async fn remove_locked(
     ))
     .await?;
     store::users::delete(tx, tenant.id, &email_lc).await?;
+    outbox::emit(
+        tx,
+        tenant.id,
+        tenant.name.as_str(),
+        &UserRemoved {
+            email: user.email.clone(),
+            role: user.role.as_str().to_string(),
+            db_user: user.db_user.as_str().to_string(),
+        },
+    )
+    .await?;
     audit::record(
         tx,
         &audit::Entry {

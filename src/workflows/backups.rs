@@ -164,9 +164,13 @@ fn fail_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let p: TakeParams = run.params()?;
         let t = tenant_by_id(rt, p.tenant).await?;
-        let client = rt.pool.get().await.map_err(failed)?;
+        // The row, its event and its audit entry together, under the tenant's name
+        // (its events commit in order).
+        let mut client = rt.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        crate::ops::fence::lock_name(&tx, t.name.as_str()).await?;
         take::discard(
-            &client,
+            &tx,
             &t,
             p.backup,
             p.kind,
@@ -176,6 +180,7 @@ fn fail_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         )
         .await
         .map_err(backup_error)?;
+        tx.commit().await.map_err(failed)?;
         Ok(Value::Null)
     })
 }
@@ -199,9 +204,11 @@ fn dump<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             Err(e) => {
                 // The row says why (the compensation then finds it failed already).
                 take::delete_objects(rt, t.id, p.backup).await;
-                let c = rt.pool.get().await.map_err(failed)?;
+                let mut c = rt.pool.get().await.map_err(failed)?;
+                let tx = c.transaction().await.map_err(failed)?;
+                crate::ops::fence::lock_name(&tx, t.name.as_str()).await?;
                 take::discard(
-                    &c,
+                    &tx,
                     &t,
                     p.backup,
                     p.kind,
@@ -211,6 +218,7 @@ fn dump<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 )
                 .await
                 .map_err(backup_error)?;
+                tx.commit().await.map_err(failed)?;
                 Err(backup_error(e))
             }
         }
@@ -236,6 +244,7 @@ fn record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let t = tenant_by_id(rt, p.tenant).await?;
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
+        crate::ops::fence::lock_name(&tx, t.name.as_str()).await?;
         let b = take::record(&tx, &t, &m, p.kind, p.expires_at, &p.actor, Some(run.id))
             .await
             .map_err(backup_error)?;

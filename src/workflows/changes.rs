@@ -53,7 +53,14 @@ pub async fn update(
     let tx = client.transaction().await?;
     let current = lock_tenant(&tx, key).await?;
     let op = Uuid::now_v7();
-    let mut tenant = service::update_locked(&tx, &current, req, op, actor).await?;
+    let limits_change = req.plan.is_some() || req.db_quota.is_some();
+    let quotas_before = match limits_change {
+        true => crate::store::quotas::effective(&tx, current.id)
+            .await
+            .map_err(service::Error::from)?,
+        false => None,
+    };
+    let mut tenant = service::update_locked(&tx, &current, req).await?;
     match (tenant.vpn_enabled, tenant.vpn_subnet.is_some()) {
         (true, false) => {
             let subnet = crate::network::pool::allocate(&tx, &rt.network.pool, tenant.id).await?;
@@ -70,15 +77,18 @@ pub async fn update(
         }
         _ => {}
     }
-    let network = super::network::touch(rt, &tx, &tenant, current.vpn_enabled).await?;
-    if req.plan.is_some() || req.db_quota.is_some() {
+    let mut quotas = None;
+    if limits_change {
         // The quotas in force go to every login of the tenant, and in database mode to
         // the database's own connection limit, in the same transaction (one code path:
         // quota::apply).
-        crate::quota::apply::apply_limits(rt, &tx, &tenant)
+        let after = crate::quota::apply::apply_limits(rt, &tx, &tenant)
             .await
             .map_err(crate::tenant::service::Error::from)?;
+        quotas = quotas_before.map(|before| (before, after));
     }
+    service::record_update(&tx, &current, &tenant, quotas, req, op, actor).await?;
+    let network = super::network::touch(rt, &tx, &tenant, current.vpn_enabled).await?;
     commit_one(rt, tx, UPDATE, op, &tenant).await?;
     drop(client);
     super::network::follow(rt, network).await;

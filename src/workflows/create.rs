@@ -74,6 +74,19 @@ pub async fn create(
     idem: Option<&Idempotency>,
     actor: &str,
 ) -> Result<CreatedTenant, Error> {
+    create_as(rt, req, idem, actor, true).await
+}
+
+/// [`create`]; `announce`: whether it emits `tenant.created`. A restore into a new
+/// tenant creates it quietly and announces it once the restore is done: until then
+/// the restore may still be undone, and an undone change emits nothing.
+pub async fn create_as(
+    rt: &Runtime,
+    req: &CreateTenant,
+    idem: Option<&Idempotency>,
+    actor: &str,
+    announce: bool,
+) -> Result<CreatedTenant, Error> {
     let mut v = match domain::validate_create(req) {
         Ok(v) => v,
         Err(e) => return remember_rejection(rt, idem, &req.name, e.into()).await,
@@ -86,7 +99,7 @@ pub async fn create(
     }
     domain::settle_isolation(&rt.pool.get().await?, &mut v).await?;
     if v.isolation == Isolation::Database {
-        return create_database(rt, &v, idem, actor).await;
+        return create_database(rt, &v, idem, actor, announce).await;
     }
     let p = &rt.platform;
     let (password, verifier) = crate::secrets::new_password();
@@ -121,6 +134,9 @@ pub async fn create(
         crate::backup::policy::apply_at_create(&tx, t.id, &made.plan, v.backup_schedule.as_deref())
             .await
             .map_err(Error::from)?;
+        if announce {
+            domain::announce_created(&tx, &made.created.tenant, made.key.clone(), None).await?;
+        }
         domain::audit_created(&tx, &made, actor, op_id).await?;
         let network = if v.vpn_enabled {
             super::network::touch(rt, &tx, &made.created.tenant, false).await?
@@ -167,6 +183,13 @@ struct Params {
     metadata: Value,
     backup_schedule: Option<String>,
     actor: String,
+    /// Whether activation emits `tenant.created` (see [`create_as`]).
+    #[serde(default = "announced")]
+    announce: bool,
+}
+
+fn announced() -> bool {
+    true
 }
 
 impl Params {
@@ -191,6 +214,7 @@ async fn create_database(
     v: &Validated,
     idem: Option<&Idempotency>,
     actor: &str,
+    announce: bool,
 ) -> Result<CreatedTenant, Error> {
     let tenant_id = Uuid::now_v7();
     let params = Params {
@@ -204,6 +228,7 @@ async fn create_database(
         metadata: v.metadata.clone(),
         backup_schedule: v.backup_schedule.clone(),
         actor: actor.to_string(),
+        announce,
     };
     let done = rt
         .engine
@@ -368,7 +393,7 @@ fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let tx = client.transaction().await.map_err(failed)?;
         fence::lock_name(&tx, params.name.as_str()).await?;
         fence::check(&tx, run).await?;
-        let (tenant, key) = database_mode::activate(p, &tx, &registered)
+        let (tenant, key, key_ref) = database_mode::activate(p, &tx, &registered)
             .await
             .map_err(step_error)?;
         crate::backup::policy::apply_at_create(
@@ -379,6 +404,11 @@ fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         )
         .await
         .map_err(super::backups::backup_error)?;
+        if params.announce {
+            crate::tenant::create::announce_created(&tx, &tenant, key_ref, None)
+                .await
+                .map_err(step_error)?;
+        }
         database_mode::audit_created(
             &tx,
             &tenant,

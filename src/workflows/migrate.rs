@@ -266,7 +266,8 @@ async fn finish(rt: &Runtime, run: &mut Run, report: &Report) -> Result<Value, S
     });
     let mut c = rt.pool.get().await.map_err(failed)?;
     let tx = c.transaction().await.map_err(failed)?;
-    runs::finish(&tx, run.id, report)
+    let target = run.params::<Params>()?.target;
+    runs::finish(&tx, run.id, report, target)
         .await
         .map_err(step_error)?;
     run.applied_in(&tx, &outcome).await?;

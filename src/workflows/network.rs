@@ -20,6 +20,7 @@ use crate::network::{self, vpn};
 use crate::ops::{self, Begun, Kind, NewOp, Run, Step, StepError, StepFuture};
 use crate::problem::{Kind as ProblemKind, Problem};
 use crate::store::network::{self as store, PeerRow, RuleRow};
+use crate::store::outbox::data::{NetworkChanged, PeerRef, RuleRef};
 use crate::tenant::{service, Status, Tenant};
 
 pub const ENFORCE: &str = "network.enforce";
@@ -240,6 +241,25 @@ fn firewall_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 (None, json!({"action": "replace", "rules": rules.len()}))
             }
         };
+        let rules_now = store::rules(&tx, t.id).await.map_err(store_err)?;
+        let (change, changed_rule) = match &params.change {
+            FirewallChange::Add { .. } => ("firewall_rule_added", rule.as_ref()),
+            FirewallChange::Remove { .. } => ("firewall_rule_removed", rule.as_ref()),
+            FirewallChange::Replace { .. } => ("firewall_rules_replaced", None),
+        };
+        let rule_ref = |r: &RuleRow| RuleRef {
+            cidr: r.cidr.clone(),
+            service: r.service.clone(),
+        };
+        announce(
+            &tx,
+            &t,
+            change,
+            changed_rule.map(rule_ref),
+            Some(rules_now.iter().map(rule_ref).collect()),
+            None,
+        )
+        .await?;
         crate::audit::record(
             &tx,
             &crate::audit::Entry {
@@ -254,12 +274,50 @@ fn firewall_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         .await
         .map_err(store_err)?;
         store::bump(&tx).await.map_err(store_err)?;
-        let rules = store::rules(&tx, t.id).await.map_err(store_err)?;
-        let outcome = serde_json::to_value(FirewallChanged { rules, rule }).map_err(failed)?;
+        let outcome = serde_json::to_value(FirewallChanged {
+            rules: rules_now,
+            rule,
+        })
+        .map_err(failed)?;
         run.applied_in(&tx, &outcome).await?;
         tx.commit().await.map_err(failed)?;
         Ok(outcome)
     })
+}
+
+fn peer_ref(p: &PeerRow) -> PeerRef {
+    PeerRef {
+        name: p.name.clone(),
+        address: p.address.clone(),
+        public_key: p.public_key.clone(),
+    }
+}
+
+/// The `network.changed` event of a change in its record step, before its audit row.
+async fn announce(
+    tx: &deadpool_postgres::Transaction<'_>,
+    t: &Tenant,
+    change: &str,
+    rule: Option<RuleRef>,
+    rules: Option<Vec<RuleRef>>,
+    peer: Option<PeerRef>,
+) -> Result<(), StepError> {
+    crate::store::outbox::emit(
+        tx,
+        t.id,
+        t.name.as_str(),
+        &NetworkChanged {
+            change: change.into(),
+            access_mode: t.access_mode,
+            vpn_enabled: t.vpn_enabled,
+            vpn_subnet: t.vpn_subnet.clone(),
+            rule,
+            rules,
+            peer,
+        },
+    )
+    .await
+    .map_err(failed)
 }
 
 async fn run_change(
@@ -399,6 +457,7 @@ fn peer_add_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             }
             Err(e) => return Err(failed(e)),
         };
+        announce(&tx, &t, "vpn_peer_added", None, None, Some(peer_ref(&peer))).await?;
         crate::audit::record(
             &tx,
             &crate::audit::Entry {
@@ -495,6 +554,15 @@ fn peer_remove_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                     format!("tenant {} has no VPN peer {:?}", t.name, params.name),
                 ))
             })?;
+        announce(
+            &tx,
+            &t,
+            "vpn_peer_removed",
+            None,
+            None,
+            Some(peer_ref(&peer)),
+        )
+        .await?;
         crate::audit::record(
             &tx,
             &crate::audit::Entry {

@@ -156,6 +156,10 @@ pub async fn disk_round(rt: &Runtime) -> Result<Option<(usize, usize, usize)>, E
         return Ok(None);
     }
     let (measured, due) = disk::measure_round(rt).await?;
+    // Connections at their limit (or free again) are seen here too.
+    if let Err(e) = crate::quota::breaches::connections_round(rt).await {
+        tracing::warn!(error = %e, "looking at tenants' connections failed; retrying next round");
+    }
     let (mut blocked, mut restored) = (0, 0);
     for id in due {
         match enforce_disk(rt, id).await {
@@ -183,8 +187,11 @@ pub async fn run_forever(
 ) {
     let _watchdog =
         worker::AbortOnDrop(tokio::spawn(worker::watchdog_forever(rt.platform.clone())));
-    let _housekeeping =
-        worker::AbortOnDrop(tokio::spawn(worker::housekeeping_forever(limits, data)));
+    let _housekeeping = worker::AbortOnDrop(tokio::spawn(worker::housekeeping_forever(
+        rt.platform.clone(),
+        limits,
+        data,
+    )));
     let mut round = tokio::time::interval(interval);
     round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

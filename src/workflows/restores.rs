@@ -22,6 +22,7 @@ use crate::backup::restore::{self as domain, Plan, RestoreRequest};
 use crate::backup::{self, Backup, Manifest};
 use crate::ops::{fence, Idempotency, Kind, Object, Run, Step, StepError, StepFuture};
 use crate::problem::{Kind as ProblemKind, Problem};
+use crate::store::outbox::data::RestoreCompleted;
 use crate::store::tenants;
 use crate::tenant::create::CreateTenant;
 use crate::tenant::service::{self, CreatedTenant};
@@ -374,7 +375,9 @@ fn create_new<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let source = tenant_by_id(rt, p.tenant).await?;
         let idem = idempotency(run);
         run.intend(vec![], json!({"idempotency": idem.key})).await?;
-        let created = super::create::create(rt, &new_tenant(&source, &name), Some(&idem), &p.actor)
+        // Quiet: the new tenant is announced once the restore into it is done.
+        let req = new_tenant(&source, &name);
+        let created = super::create::create_as(rt, &req, Some(&idem), &p.actor, false)
             .await
             .map_err(|e| match e {
                 Error::Rejected(mut problem) => {
@@ -500,6 +503,24 @@ fn record_new<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let t = tenant_by_id(rt, new_id(run)?).await?;
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
+        crate::ops::fence::lock_name(&tx, t.name.as_str()).await?;
+        let key = crate::store::api_keys::list(&tx, t.id)
+            .await
+            .map_err(failed)?
+            .into_iter()
+            .min_by_key(|k| k.created_at)
+            .ok_or_else(|| StepError::Fenced("the new tenant has no API key".into()))?;
+        crate::tenant::create::announce_created(
+            &tx,
+            &t,
+            crate::store::outbox::data::KeyRef {
+                id: key.id,
+                prefix: key.prefix,
+            },
+            Some(b.id),
+        )
+        .await
+        .map_err(step_error)?;
         recorded(
             &tx,
             run,
@@ -529,6 +550,20 @@ async fn recorded(
     crate::migrate::set_restored_version(tx, t, m.template_version)
         .await
         .map_err(failed)?;
+    let into = details["into"].as_str().unwrap_or("in_place").to_string();
+    crate::store::outbox::emit(
+        tx,
+        t.id,
+        t.name.as_str(),
+        &RestoreCompleted {
+            backup_id: m.id,
+            into,
+            source_tenant: details["source"].as_str().map(str::to_string),
+            template_version: m.template_version,
+        },
+    )
+    .await
+    .map_err(failed)?;
     audit::record(
         tx,
         &audit::Entry {

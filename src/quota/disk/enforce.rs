@@ -14,6 +14,10 @@ use crate::isolation::quota_guard::ensure_shared_guard;
 use crate::names::Slug;
 use crate::pg;
 use crate::platform::Platform;
+use crate::store::outbox::{
+    self,
+    data::{QuotaExceeded, QuotaRecovered, QuotaState},
+};
 use crate::store::tenants::{Isolation, Tenant};
 use crate::{audit, metrics};
 
@@ -166,6 +170,17 @@ async fn record(
     action: &str,
     bytes: i64,
 ) -> crate::store::Result<()> {
+    let state = QuotaState {
+        quota: "disk".into(),
+        limit_name: "db_quota_bytes".into(),
+        limit: t.db_quota_bytes,
+        used: bytes,
+    };
+    if action == "quota_exceeded" {
+        outbox::emit(c, t.id, t.name.as_str(), &QuotaExceeded { state }).await?;
+    } else {
+        outbox::emit(c, t.id, t.name.as_str(), &QuotaRecovered { state }).await?;
+    }
     audit::record(
         c,
         &audit::Entry {

@@ -1,0 +1,110 @@
+//! `quota.exceeded` and `quota.recovered` for the quotas berqenas observes rather than
+//! changes: connections at their limit (seen by the quota round) and the rate limits
+//! (seen by the limiter as it refuses). Disk crossings are the disk enforcement's own
+//! change (`disk::enforce`). A crossing is recorded in `quota_breaches` with its event,
+//! under the tenant's name, so several servers announce each one once.
+
+use uuid::Uuid;
+
+use super::rate::RateLimits;
+use crate::platform::Platform;
+use crate::store::outbox::{
+    self,
+    data::{QuotaExceeded, QuotaRecovered, QuotaState},
+};
+use crate::store::{breaches, quotas, tenants};
+use crate::tenant::service::Error;
+
+/// A quota crossed one way or the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crossing {
+    pub tenant: Uuid,
+    /// `connections`, `rate` or `realtime`.
+    pub quota: &'static str,
+    pub exceeded: bool,
+    pub limit: i64,
+    pub used: i64,
+}
+
+fn limit_name(quota: &str) -> &'static str {
+    match quota {
+        "connections" => "max_connections",
+        "rate" => "api_calls_per_minute",
+        _ => "realtime_events_per_minute",
+    }
+}
+
+/// Records a crossing and its event, if it is news (one transaction, under the
+/// tenant's name). Returns whether it was.
+pub async fn record(p: &Platform, c: &Crossing) -> Result<bool, Error> {
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let Some(t) = tenants::find(&tx, &c.tenant.to_string()).await? else {
+        return Ok(false);
+    };
+    crate::tenant::service::lock_name(&tx, &t.name).await?;
+    let news = if c.exceeded {
+        breaches::exceed(&tx, t.id, c.quota).await?
+    } else {
+        breaches::recover(&tx, t.id, c.quota).await?
+    };
+    if news {
+        let state = QuotaState {
+            quota: c.quota.into(),
+            limit_name: limit_name(c.quota).into(),
+            limit: c.limit,
+            used: c.used,
+        };
+        if c.exceeded {
+            outbox::emit(&tx, t.id, t.name.as_str(), &QuotaExceeded { state }).await?;
+        } else {
+            outbox::emit(&tx, t.id, t.name.as_str(), &QuotaRecovered { state }).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(news)
+}
+
+/// Records the crossings the rate limiter saw, on a task of its own: the request that
+/// crossed is answered without waiting for it.
+pub fn flush(p: &Platform, limits: &RateLimits) {
+    let crossings = limits.take_crossings();
+    if crossings.is_empty() {
+        return;
+    }
+    let p = p.clone();
+    tokio::spawn(async move {
+        for c in crossings {
+            if let Err(e) = record(&p, &c).await {
+                tracing::warn!(tenant.id = %c.tenant, quota = c.quota, error = %e, "could not record a rate limit crossing");
+            }
+        }
+    });
+}
+
+/// The quota round's look at connections: a tenant with a login role at its
+/// `max_connections` (or, in database mode, all its sessions at it) is exceeded, the
+/// next session refused; below it again, recovered. Returns the crossings recorded.
+pub async fn connections_round(p: &Platform) -> Result<usize, Error> {
+    let client = p.pool.get().await?;
+    let seen = breaches::connection_use(&client).await?;
+    let mut n = 0;
+    for (tenant, busiest, total, database) in seen {
+        let Some(q) = quotas::effective(&client, tenant).await? else {
+            continue;
+        };
+        let max = q.max_connections as i64;
+        let used = if database { total } else { busiest };
+        let c = Crossing {
+            tenant,
+            quota: "connections",
+            exceeded: used >= max,
+            limit: max,
+            used,
+        };
+        if record(p, &c).await? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
