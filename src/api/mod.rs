@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod network;
 pub mod openapi;
+pub mod operations;
 pub mod quotas;
 pub mod ratelimit;
 pub mod strict_json;
@@ -184,6 +185,8 @@ pub fn router(state: AppState) -> Router {
             "/tenants/{name}/vpn/peers/{peer}",
             axum::routing::delete(network::remove_peer),
         )
+        .route("/operations", get(operations::list))
+        .route("/operations/{id}", get(operations::get))
         .route("/status", get(health::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         // The API's own description is public: it holds no tenant data.

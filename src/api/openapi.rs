@@ -5,8 +5,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    api_keys, audit, backups, data, error, health, lifecycle, metrics, migrations, network, quotas,
-    tenant_key, tenants, users,
+    api_keys, audit, backups, data, error, health, lifecycle, metrics, migrations, network,
+    operations, quotas, tenant_key, tenants, users,
 };
 use crate::tenant::{self, service};
 
@@ -29,6 +29,7 @@ use crate::tenant::{self, service};
         data::query, metrics::scrape,
         network::view, network::list, network::add, network::replace, network::remove,
         network::add_peer, network::peers, network::remove_peer,
+        operations::get, operations::list,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo,
@@ -57,6 +58,8 @@ use crate::tenant::{self, service};
         network::Rules, network::AddPeer, network::Peers, crate::network::rules::NewRule,
         crate::network::rules::RuleList, crate::network::Service,
         crate::workflows::network::NetworkView, crate::workflows::network::NewPeer,
+        crate::workflows::operations::Operation, crate::workflows::operations::OperationStep,
+        crate::workflows::operations::OperationTenant, crate::workflows::operations::OperationPage,
     )),
     modifiers(&AdminAuth, &SingularAliases),
 )]

@@ -8,6 +8,7 @@ pub mod client;
 mod lifecycle;
 mod migrate;
 mod network;
+mod operation;
 mod output;
 mod pages;
 mod plan;
@@ -73,6 +74,9 @@ pub enum Command {
     /// The plans tenants are on (`plan list`).
     #[command(subcommand)]
     Plan(plan::PlanCommand),
+    /// Operations and their steps (`operation get ID --watch` follows a running one).
+    #[command(subcommand)]
+    Operation(operation::OperationCommand),
     /// The tenant template: `template export DIR` writes the built-in one.
     #[command(subcommand)]
     Template(template::TemplateCommand),
@@ -320,6 +324,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quota(cmd) => quota::run(cmd).await,
         Command::Template(cmd) => template::run(cmd),
         Command::Plan(cmd) => plan::run(cmd).await,
+        Command::Operation(cmd) => operation::run(cmd).await,
     }
 }
 

@@ -139,7 +139,14 @@ pub async fn create(
                     serde_json::to_value(&created).map_err(service::Error::from)?,
                 ),
             )?;
-            ops::succeed(&tx, op_id, &["provision"], idem.map(|_| sealed.as_slice())).await?;
+            ops::succeed(
+                &tx,
+                op_id,
+                created.tenant.id,
+                &["provision"],
+                idem.map(|_| sealed.as_slice()),
+            )
+            .await?;
             rt.engine.commit(tx, CREATE).await?;
             drop(client);
             super::network::follow(rt, network).await;
