@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod migrations;
 pub mod network;
+pub mod onboarding_steps;
 pub mod openapi;
 pub mod operations;
 pub mod quotas;
@@ -184,6 +185,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/tenants/{name}/vpn/peers/{peer}",
             axum::routing::delete(network::remove_peer),
+        )
+        .route(
+            "/onboarding-steps",
+            get(onboarding_steps::list).post(onboarding_steps::create),
+        )
+        .route(
+            "/onboarding-steps/{name}",
+            get(onboarding_steps::get).delete(onboarding_steps::remove),
         )
         .route("/operations", get(operations::list))
         .route("/operations/{id}", get(operations::get))

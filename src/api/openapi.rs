@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, backups, data, error, health, lifecycle, metrics, migrations, network,
-    operations, quotas, tenant_key, tenants, users,
+    onboarding_steps, operations, quotas, tenant_key, tenants, users,
 };
 use crate::tenant::{self, service};
 
@@ -30,6 +30,7 @@ use crate::tenant::{self, service};
         network::view, network::list, network::add, network::replace, network::remove,
         network::add_peer, network::peers, network::remove_peer,
         operations::get, operations::list,
+        onboarding_steps::create, onboarding_steps::list, onboarding_steps::get, onboarding_steps::remove,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo,
@@ -60,6 +61,8 @@ use crate::tenant::{self, service};
         crate::workflows::network::NetworkView, crate::workflows::network::NewPeer,
         crate::workflows::operations::Operation, crate::workflows::operations::OperationStep,
         crate::workflows::operations::OperationTenant, crate::workflows::operations::OperationPage,
+        crate::integrations::NewStep, crate::integrations::When, crate::integrations::OnboardingStep,
+        crate::integrations::Registered, crate::integrations::StepList,
     )),
     modifiers(&AdminAuth, &SingularAliases),
 )]

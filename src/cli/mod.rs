@@ -144,6 +144,10 @@ pub struct ServeArgs {
     /// a suspension also drops the tenant's pooled connections there.
     #[arg(long, env = "BERQENAS_PGBOUNCER_ADMIN_URL", hide_env_values = true, value_parser = secret)]
     pub pgbouncer_admin_url: Option<SecretString>,
+    /// Let onboarding steps point at loopback, private and link-local addresses
+    /// (refused by default: a registration must not reach into the server's network).
+    #[arg(long, env = "BERQENAS_ONBOARDING_ALLOW_PRIVATE")]
+    pub onboarding_allow_private: bool,
 }
 
 /// `--pgbouncer-auth-user`: a role name.
@@ -307,6 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_api_result_memory: a.data_api_result_memory,
                 metrics_token: a.metrics_token,
                 network: a.network.options()?,
+                onboarding_allow_private: a.onboarding_allow_private,
                 pgbouncer: crate::pg::pgbouncer::PgBouncer {
                     auth_user: a.pgbouncer_auth_user,
                     admin_url: a.pgbouncer_admin_url,

@@ -113,6 +113,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0020_outbox.sql",
         sql: include_str!("../../migrations/control/0020_outbox.sql"),
     },
+    Migration {
+        version: 22,
+        name: "0022_onboarding_steps.sql",
+        sql: include_str!("../../migrations/control/0022_onboarding_steps.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

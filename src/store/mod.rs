@@ -13,6 +13,7 @@ pub mod backups;
 pub mod migration_runs;
 pub mod network;
 pub mod offboarding;
+pub mod onboarding;
 pub mod operations;
 pub mod outbox;
 pub mod plans;
