@@ -55,7 +55,7 @@ async fn a_database_mode_create_shows_its_steps_and_no_secret() {
     assert!(op["updated_at"].as_str().unwrap() >= op["created_at"].as_str().unwrap());
     assert_eq!(
         step_states(op),
-        ["register", "clone", "configure", "activate"]
+        ["register", "clone", "configure", "integrations", "activate"]
             .iter()
             .map(|s| (s.to_string(), "applied".to_string()))
             .collect::<Vec<_>>()
@@ -107,7 +107,7 @@ async fn a_refused_create_shows_why_and_lists_filter_and_page() {
     );
     let states = step_states(op);
     assert_eq!(states[0], ("register".into(), "compensated".into()));
-    assert_eq!(states[3], ("activate".into(), "pending".into()));
+    assert_eq!(states[4], ("activate".into(), "pending".into()));
     assert_eq!(
         ops_of(&app, &name, "&state=succeeded").await["operations"],
         json!([])
@@ -203,6 +203,7 @@ async fn the_cli_lists_gets_and_watches_an_operation() {
         "register applied",
         "clone applied",
         "configure applied",
+        "integrations applied",
         "activate applied",
     ] {
         assert_eq!(text.matches(step).count(), 1, "{step}: {text}");

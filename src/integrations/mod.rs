@@ -16,6 +16,7 @@ use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::store::onboarding::{self as store, StepRow};
 
+pub mod call;
 pub mod target;
 
 #[derive(Debug, thiserror::Error)]
@@ -165,12 +166,22 @@ pub async fn register(p: &Platform, req: &NewStep) -> Result<Registered> {
         target::check(c, "compensate_url", p.onboarding_allow_private).await?;
     }
     let timeout = timeout(req.timeout.as_deref())?;
-    if let Some(i) = req.when.isolation.as_deref() {
-        if !["schema", "database", "shared"].contains(&i) {
+    match req.when.isolation.as_deref() {
+        Some("database") => {}
+        // Only database-mode creates run onboarding steps on this release (see
+        // docs/onboarding-steps.md): a step that schema- or shared-mode creates would
+        // match, and silently not call, is refused rather than stored.
+        Some("schema") | Some("shared") | None => {
+            return Err(invalid(
+                "when.isolation",
+                "only database-mode creates run onboarding steps yet: set when.isolation to \"database\"",
+            ))
+        }
+        Some(i) => {
             return Err(invalid(
                 "when.isolation",
                 format!("when.isolation must be \"schema\", \"database\" or \"shared\", got {i:?}"),
-            ));
+            ))
         }
     }
     let c = p.pool.get().await?;

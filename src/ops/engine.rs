@@ -478,7 +478,7 @@ impl<C: Context> Engine<C> {
         };
         // A refusal is the answer to replay; an outage is not (the client may retry).
         let response = match (&rejection, idempotent) {
-            (Some(p), true) => Some(
+            (Some(p), true) if !p.kind.is_outage() => Some(
                 cx.seal(
                     &serde_json::to_vec(&StoredResponse::Failure(p.clone()))
                         .expect("plain data serialises"),
