@@ -29,13 +29,14 @@ async fn stored(pg: &tokio_postgres::Client) -> Vec<String> {
 #[tokio::test]
 async fn a_step_is_registered_with_a_secret_shown_once_listed_and_removed() {
     let app = app().await;
+    let own_plan = plan(&superuser().await).await;
     let name = unique("git").replace('-', "_");
     let (s, reg) = app
         .call(
             Method::POST,
             "/api/v1/onboarding-steps",
             Some(json!({"name": name, "url": "http://127.0.0.1:9/hook",
-                        "when": {"plan": "enterprise", "isolation": "database"},
+                        "when": {"plan": own_plan, "isolation": "database"},
                         "timeout": "5s", "compensate_url": "http://127.0.0.1:9/undo"})),
         )
         .await;
@@ -45,7 +46,7 @@ async fn a_step_is_registered_with_a_secret_shown_once_listed_and_removed() {
     assert_eq!(reg["timeout_secs"], 5.0);
     assert_eq!(
         reg["when"],
-        json!({"plan": "enterprise", "isolation": "database"})
+        json!({"plan": own_plan, "isolation": "database"})
     );
     // Sealed at rest; never shown again.
     let pg = superuser().await;
@@ -99,12 +100,15 @@ async fn a_step_is_registered_with_a_secret_shown_once_listed_and_removed() {
 async fn bad_registrations_are_refused_naming_the_field_and_store_nothing() {
     let app = app().await;
     let pg = superuser().await;
+    // A plan of its own: the step it registers must match no other test's create.
+    let own_plan = plan(&pg).await;
     let taken = unique("taken").replace('-', "_");
     let (s, _) = app
         .call(
             Method::POST,
             "/api/v1/onboarding-steps",
-            Some(json!({"name": taken, "url": "http://127.0.0.1:9/a", "when": {"isolation": "database"}})),
+            Some(json!({"name": taken, "url": "http://127.0.0.1:9/a",
+                        "when": {"plan": own_plan, "isolation": "database"}})),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
@@ -406,4 +410,58 @@ async fn a_failing_or_slow_step_leaves_no_tenant_and_compensates_the_earlier_one
         4,
         "called, then compensated, again"
     );
+}
+
+#[tokio::test]
+async fn the_purge_calls_each_steps_compensate_url_with_what_it_answered() {
+    let app = app().await;
+    let pg = superuser().await;
+    let plan = plan(&pg).await;
+    let (url, seen) = receiver(200, r#"{"repository": "r1"}"#, std::time::Duration::ZERO).await;
+    let step = unique("repo").replace('-', "_");
+    let secret = register(
+        &app,
+        json!({"name": step, "url": format!("{url}/do"), "compensate_url": format!("{url}/undo"),
+               "when": {"plan": plan, "isolation": "database"}}),
+    )
+    .await;
+    let name = unique("obpurge");
+    app.create_with(json!({"name": name, "isolation": "database", "plan": plan}))
+        .await;
+    // The soft delete keeps the integration (a restore brings the tenant back whole).
+    let (s, b) = app
+        .call(Method::DELETE, &format!("/api/v1/tenants/{name}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "no compensation at the soft delete"
+    );
+    let (s, b) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/restore"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{name}?purge=now"),
+            Some(json!({"confirm": name})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "purged");
+    let calls = seen.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "called once at the purge");
+    let (path, headers, body) = &calls[1];
+    assert_eq!(path, "/undo");
+    assert!(verifies(&secret, headers, body));
+    let sent: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(sent["compensate"], true);
+    assert_eq!(sent["tenant"]["name"], name.as_str());
+    assert_eq!(sent["integration"], json!({"repository": "r1"}));
 }

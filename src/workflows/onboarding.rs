@@ -158,3 +158,49 @@ pub(crate) fn undo_integrations<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFu
         Ok(Value::Null)
     })
 }
+
+/// The purge's `integrations` step (forward only): the `compensate_url` of every step
+/// whose answer the tenant holds, each once (the journal keeps which were called). A
+/// step whose registration is gone, or that has no `compensate_url`, is skipped; one
+/// that fails keeps the purge retrying, as every forward step does.
+pub(crate) fn release_integrations<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let id = run
+            .tenant_id
+            .ok_or_else(|| StepError::Fenced("the operation names no tenant".into()))?;
+        let t = {
+            let c = rt.pool.get().await.map_err(failed)?;
+            crate::store::tenants::get(&c, id).await.map_err(failed)?
+        };
+        let answers = t.integrations.as_object().cloned().unwrap_or_default();
+        let mut released: Vec<String> = run.intent(run.step()).unwrap_or_default();
+        for (name, answer) in answers {
+            if released.contains(&name) {
+                continue;
+            }
+            let Some(step) = registration(rt, &name).await? else {
+                continue;
+            };
+            let Some(url) = step.compensate_url.clone() else {
+                continue;
+            };
+            run.intend(vec![], json!(released)).await?;
+            let secret = integrations::secret(rt, &step).map_err(failed)?;
+            let body = json!({"operation_id": run.id, "step": name, "compensate": true,
+                "tenant": {"id": t.id, "name": t.name, "plan": t.plan, "isolation": t.isolation},
+                "integration": answer});
+            let msg = format!("{}_{name}_compensate", run.id);
+            let timeout = Duration::from_millis(step.timeout_ms as u64);
+            match call::post(&url, &secret, &msg, &body, timeout).await {
+                call::Answer::Done(_) | call::Answer::Accepted => released.push(name),
+                other => {
+                    return Err(StepError::failed(std::io::Error::other(format!(
+                        "onboarding step {name:?}'s compensation: {other:?}"
+                    ))))
+                }
+            }
+        }
+        run.intend(vec![], json!(released)).await?;
+        Ok(json!({"released": released}))
+    })
+}

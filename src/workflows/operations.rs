@@ -245,6 +245,7 @@ pub fn summary(v: Option<&Value>) -> Option<String> {
                     Value::String(s) if s.chars().count() <= 80 => s.clone(),
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
+                    Value::Array(a) if a.len() == 1 => "1 item".into(),
                     Value::Array(a) => format!("{} items", a.len()),
                     _ => return None,
                 };
