@@ -13,6 +13,7 @@ pub mod controlplane;
 pub mod dataapi;
 pub mod duration;
 pub mod events;
+pub mod integrations;
 pub mod isolation;
 pub mod metrics;
 pub mod migrate;

@@ -33,4 +33,7 @@ pub struct Platform {
     pub network: std::sync::Arc<crate::network::Settings>,
     /// PgBouncer in front of the tenants, if any (docs/deploy.md#pgbouncer).
     pub pgbouncer: crate::pg::pgbouncer::PgBouncer,
+    /// Onboarding steps may point at loopback and private addresses
+    /// (`--onboarding-allow-private`; tests).
+    pub onboarding_allow_private: bool,
 }

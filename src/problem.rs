@@ -19,6 +19,8 @@ pub enum Kind {
     /// Over a rate limit (the answer carries `Retry-After`).
     TooManyRequests,
     Unavailable,
+    /// A service berqenas depends on (an onboarding step's endpoint) failed.
+    BadGateway,
     /// A statement cancelled at its timeout.
     Timeout,
     Internal,
@@ -30,6 +32,16 @@ pub struct Problem {
     pub code: String,
     pub message: String,
     pub field: Option<String>,
+}
+
+impl Kind {
+    /// An outage rather than the request's fault: retrying the same request may work.
+    pub fn is_outage(self) -> bool {
+        matches!(
+            self,
+            Kind::Unavailable | Kind::BadGateway | Kind::Timeout | Kind::Internal
+        )
+    }
 }
 
 impl Problem {

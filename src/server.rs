@@ -55,6 +55,8 @@ pub struct ServeOptions {
     pub pgbouncer: crate::pg::pgbouncer::PgBouncer,
     /// The VPN pool, pg_hba.conf and VPN interface options.
     pub network: NetworkOptions,
+    /// Onboarding steps may point at loopback and private addresses.
+    pub onboarding_allow_private: bool,
 }
 
 /// `--vpn-pool`, `--pg-hba-file`, `--trusted-proxies`, `--vpn-interface`,
@@ -190,6 +192,7 @@ pub async fn platform_with(
                 .unwrap_or_else(|| PathBuf::from(".berqenas")),
         ),
         pgbouncer: Default::default(),
+        onboarding_allow_private: false,
     };
     tenant::database_mode::ensure_template(&platform).await?;
     tenant::shared_mode::ensure_pool(&platform).await?;
@@ -299,6 +302,7 @@ async fn serve(
         listener.local_addr()?.port(),
     ));
     platform.pgbouncer = opts.pgbouncer.clone();
+    platform.onboarding_allow_private = opts.onboarding_allow_private;
     crate::workflows::pooler::prepare(&platform).await?;
     let rt = Runtime::start(platform, &identity(&opts.data_dir)).await?;
     crate::workflows::network::enforce_at_start(&rt).await?;
@@ -479,6 +483,7 @@ mod tests {
             data_api_result_memory: 1 << 20,
             metrics_token: Some("metrics-token-xyz".into()),
             network: NetworkOptions::default(),
+            onboarding_allow_private: false,
             pgbouncer: crate::pg::pgbouncer::PgBouncer {
                 auth_user: None,
                 admin_url: Some("postgresql://admin:bouncer-pass-9876@pgb:6432/pgbouncer".into()),

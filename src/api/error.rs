@@ -38,6 +38,7 @@ pub fn status_of(kind: Kind) -> StatusCode {
         Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::BadGateway => StatusCode::BAD_GATEWAY,
         Kind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -15,7 +15,9 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod migrations;
 pub mod network;
+pub mod onboarding_steps;
 pub mod openapi;
+pub mod operations;
 pub mod quotas;
 pub mod ratelimit;
 pub mod strict_json;
@@ -186,6 +188,16 @@ pub fn router(state: AppState) -> Router {
             "/tenants/{name}/vpn/peers/{peer}",
             axum::routing::delete(network::remove_peer),
         )
+        .route(
+            "/onboarding-steps",
+            get(onboarding_steps::list).post(onboarding_steps::create),
+        )
+        .route(
+            "/onboarding-steps/{name}",
+            get(onboarding_steps::get).delete(onboarding_steps::remove),
+        )
+        .route("/operations", get(operations::list))
+        .route("/operations/{id}", get(operations::get))
         .route("/status", get(health::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         // The API's own description is public: it holds no tenant data.

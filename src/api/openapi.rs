@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, backups, data, error, events, health, lifecycle, metrics, migrations, network,
-    quotas, tenant_key, tenants, users,
+    onboarding_steps, operations, quotas, tenant_key, tenants, users,
 };
 use crate::events::data as ed;
 use crate::tenant::{self, service};
@@ -30,6 +30,8 @@ use crate::tenant::{self, service};
         data::query, metrics::scrape,
         network::view, network::list, network::add, network::replace, network::remove,
         network::add_peer, network::peers, network::remove_peer,
+        operations::get, operations::list,
+        onboarding_steps::create, onboarding_steps::list, onboarding_steps::get, onboarding_steps::remove,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo,
@@ -67,6 +69,10 @@ use crate::tenant::{self, service};
         ed::ApiKeyCreated, ed::ApiKeyRevoked, ed::ApiKeyRotated, ed::UserInvited, ed::UserRemoved,
         ed::BackupCompleted, ed::BackupFailed, ed::RestoreCompleted, ed::MigrationCompleted,
         ed::MigrationFailed, ed::NetworkChanged, ed::UsageReported,
+        crate::workflows::operations::Operation, crate::workflows::operations::OperationStep,
+        crate::workflows::operations::OperationTenant, crate::workflows::operations::OperationPage,
+        crate::integrations::NewStep, crate::integrations::When, crate::integrations::OnboardingStep,
+        crate::integrations::Registered, crate::integrations::StepList,
     )),
     modifiers(&AdminAuth, &SingularAliases, &EventTypes),
 )]

@@ -9,6 +9,7 @@ mod events;
 mod lifecycle;
 mod migrate;
 mod network;
+mod operation;
 mod output;
 mod pages;
 mod plan;
@@ -77,6 +78,9 @@ pub enum Command {
     /// The plans tenants are on (`plan list`).
     #[command(subcommand)]
     Plan(plan::PlanCommand),
+    /// Operations and their steps (`operation get ID --watch` follows a running one).
+    #[command(subcommand)]
+    Operation(operation::OperationCommand),
     /// The tenant template: `template export DIR` writes the built-in one.
     #[command(subcommand)]
     Template(template::TemplateCommand),
@@ -148,6 +152,10 @@ pub struct ServeArgs {
     /// a suspension also drops the tenant's pooled connections there.
     #[arg(long, env = "BERQENAS_PGBOUNCER_ADMIN_URL", hide_env_values = true, value_parser = secret)]
     pub pgbouncer_admin_url: Option<SecretString>,
+    /// Let onboarding steps point at loopback, private and link-local addresses
+    /// (refused by default: a registration must not reach into the server's network).
+    #[arg(long, env = "BERQENAS_ONBOARDING_ALLOW_PRIVATE")]
+    pub onboarding_allow_private: bool,
 }
 
 /// `--pgbouncer-auth-user`: a role name.
@@ -312,6 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_api_result_memory: a.data_api_result_memory,
                 metrics_token: a.metrics_token,
                 network: a.network.options()?,
+                onboarding_allow_private: a.onboarding_allow_private,
                 pgbouncer: crate::pg::pgbouncer::PgBouncer {
                     auth_user: a.pgbouncer_auth_user,
                     admin_url: a.pgbouncer_admin_url,
@@ -330,6 +339,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quota(cmd) => quota::run(cmd).await,
         Command::Template(cmd) => template::run(cmd),
         Command::Plan(cmd) => plan::run(cmd).await,
+        Command::Operation(cmd) => operation::run(cmd).await,
     }
 }
 

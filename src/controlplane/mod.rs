@@ -114,6 +114,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/control/0020_outbox.sql"),
     },
     Migration {
+        version: 22,
+        name: "0022_onboarding_steps.sql",
+        sql: include_str!("../../migrations/control/0022_onboarding_steps.sql"),
+    },
+    Migration {
         version: 23,
         name: "0023_event_emission.sql",
         sql: include_str!("../../migrations/control/0023_event_emission.sql"),

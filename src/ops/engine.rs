@@ -380,10 +380,11 @@ impl<C: Context> Engine<C> {
                     // Forward only: a reconciler retries once the lease lapses.
                     tracing::error!(operation.id = %run.id, operation.kind = kind.name, step = step.name, error = %e,
                         "a step past the point of no return failed; the worker will finish the operation");
+                    // The operations API shows this: no database's text, only where.
                     let c = self.inner.pool.get().await?;
                     c.execute(
                         "UPDATE berqenas.operations SET error = $2 WHERE id = $1",
-                        &[&run.id, &e.to_string()],
+                        &[&run.id, &public_failure(step.name, true)],
                     )
                     .await?;
                     return Err(OpError::Unfinished {
@@ -464,7 +465,12 @@ impl<C: Context> Engine<C> {
         self.clean(cx, run).await?;
         let (message, rejection) = match &cause {
             Some(StepError::Rejected(p)) => (p.message.clone(), Some(p.clone())),
-            Some(e) => (e.to_string(), None),
+            // Logged above with its text; the row (which the operations API shows)
+            // says only where it failed.
+            Some(_) => (
+                public_failure(kind.steps.get(failed_at).map_or("(end)", |s| s.name), false),
+                None,
+            ),
             None => (
                 "the process running it stopped; it was undone".to_string(),
                 None,
@@ -472,7 +478,7 @@ impl<C: Context> Engine<C> {
         };
         // A refusal is the answer to replay; an outage is not (the client may retry).
         let response = match (&rejection, idempotent) {
-            (Some(p), true) => Some(
+            (Some(p), true) if !p.kind.is_outage() => Some(
                 cx.seal(
                     &serde_json::to_vec(&StoredResponse::Failure(p.clone()))
                         .expect("plain data serialises"),
@@ -687,6 +693,17 @@ impl Begun {
 enum Start {
     Fresh,
     Compensate,
+}
+
+/// What an operation's row says of a failure that was not a refusal: the step, and
+/// where the details are. A database's or a tool's own text may name objects or hold
+/// parts of statements: it goes to the log, never to the row the API shows.
+fn public_failure(step: &str, retried: bool) -> String {
+    if retried {
+        format!("step {step} failed past the point of no return; the server retries it (the server log has the details)")
+    } else {
+        format!("step {step} failed and the operation was undone (the server log has the details)")
+    }
 }
 
 fn observe(closed: Option<(String, f64)>, outcome: &str) {

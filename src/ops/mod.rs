@@ -151,11 +151,13 @@ pub async fn begin(
     }
 }
 
-/// Closes an operation as succeeded, inside the transaction that did the work.
+/// Closes an operation as succeeded, inside the transaction that did the work, naming
+/// the tenant it made (in the same statement: no round trip of its own).
 /// Fails if the reconciler already closed it (the caller must then roll back).
 pub async fn succeed(
     c: &impl GenericClient,
     id: Uuid,
+    tenant_id: Uuid,
     steps: &[&str],
     sealed_response: Option<&[u8]>,
 ) -> Result<bool, tokio_postgres::Error> {
@@ -166,10 +168,11 @@ pub async fn succeed(
                  INSERT INTO berqenas.operation_steps (operation_id, seq, name, state)
                  SELECT $1, ord::int, name, 'applied' FROM unnest($2::text[]) WITH ORDINALITY AS t(name, ord))
              UPDATE berqenas.operations
-                SET state = 'succeeded', response_status = 200, response = $3, finished_at = now()
+                SET state = 'succeeded', response_status = 200, response = $3, finished_at = now(),
+                    tenant_id = $4
               WHERE id = $1 AND state = 'running'
              RETURNING kind, extract(epoch FROM clock_timestamp() - created_at)::float8").await?,
-            &[&id, &steps, &sealed_response],
+            &[&id, &steps, &sealed_response, &tenant_id],
         )
         .await?;
     observe(closed.as_ref(), "succeeded");

@@ -14,6 +14,7 @@ pub mod breaches;
 pub mod migration_runs;
 pub mod network;
 pub mod offboarding;
+pub mod onboarding;
 pub mod operations;
 pub mod outbox;
 pub mod plans;

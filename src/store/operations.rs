@@ -301,3 +301,111 @@ pub async fn expire_idempotency_keys(c: &impl GenericClient) -> Result<u64> {
     )
     .await
 }
+
+/// An operation as the operations API shows it: the row, and when anything of it last
+/// moved (a step, or its close).
+#[derive(Debug, Clone)]
+pub struct OperationInfo {
+    pub id: Uuid,
+    pub kind: String,
+    pub tenant_id: Option<Uuid>,
+    pub tenant_name: String,
+    pub state: String,
+    pub phase: String,
+    /// What the engine recorded as the failure: meant for the client (see
+    /// `ops::engine`), never a database's own text.
+    pub error: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One journal row, with when it was last written.
+#[derive(Debug, Clone)]
+pub struct StepInfo {
+    pub operation_id: Uuid,
+    pub seq: i32,
+    pub name: String,
+    pub state: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub intent: Option<Value>,
+    pub outcome: Option<Value>,
+}
+
+const INFO: &str =
+    "o.id, o.kind, o.tenant_id, o.tenant_name, o.state, o.phase, o.error, o.created_at,
+     greatest(o.created_at, o.finished_at,
+              (SELECT max(s.at) FROM berqenas.operation_steps s WHERE s.operation_id = o.id)),
+     o.finished_at";
+
+fn info(r: &tokio_postgres::Row) -> OperationInfo {
+    OperationInfo {
+        id: r.get(0),
+        kind: r.get(1),
+        tenant_id: r.get(2),
+        tenant_name: r.get(3),
+        state: r.get(4),
+        phase: r.get(5),
+        error: r.get(6),
+        created_at: r.get(7),
+        updated_at: r.get(8),
+        finished_at: r.get(9),
+    }
+}
+
+pub async fn find_info(c: &impl GenericClient, id: Uuid) -> Result<Option<OperationInfo>> {
+    Ok(c.query_opt(
+        &format!("SELECT {INFO} FROM berqenas.operations o WHERE o.id = $1"),
+        &[&id],
+    )
+    .await?
+    .as_ref()
+    .map(info))
+}
+
+/// Operations newest first (ids are UUIDv7), of one tenant (by name, or by id) and in
+/// one state if given, older than `before` (the cursor).
+pub async fn list_info(
+    c: &impl GenericClient,
+    tenant: Option<&str>,
+    tenant_id: Option<Uuid>,
+    state: Option<&str>,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<OperationInfo>> {
+    Ok(c.query(
+        &format!(
+            "SELECT {INFO} FROM berqenas.operations o
+              WHERE (($1::text IS NULL AND $2::uuid IS NULL) OR o.tenant_name = $1 OR o.tenant_id = $2)
+                AND ($3::text IS NULL OR o.state = $3)
+                AND ($4::uuid IS NULL OR o.id < $4)
+              ORDER BY o.id DESC LIMIT $5"
+        ),
+        &[&tenant, &tenant_id, &state, &before, &limit],
+    )
+    .await?
+    .iter()
+    .map(info)
+    .collect())
+}
+
+/// The journals of these operations, each in step order.
+pub async fn steps_of(c: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<StepInfo>> {
+    Ok(c.query(
+        "SELECT operation_id, seq, name, state, at, intent, outcome FROM berqenas.operation_steps
+          WHERE operation_id = ANY($1) ORDER BY operation_id, seq",
+        &[&ids],
+    )
+    .await?
+    .iter()
+    .map(|r| StepInfo {
+        operation_id: r.get(0),
+        seq: r.get(1),
+        name: r.get(2),
+        state: r.get(3),
+        at: r.get(4),
+        intent: r.get(5),
+        outcome: r.get(6),
+    })
+    .collect())
+}

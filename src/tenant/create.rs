@@ -381,6 +381,7 @@ mod tests {
                 purged_at: None,
                 final_backup_id: None,
                 archive_expires_at: None,
+                integrations: serde_json::json!({}),
             },
             api_key: "bqk_0123456789abcdef_the-api-key-secret".into(),
             credentials: Credentials {

@@ -52,6 +52,14 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                     apply: configure,
                     compensate: None,
                 },
+                // The onboarding steps the create matched (none: journaled, nothing
+                // called). It journals its own intent before each call.
+                Step {
+                    name: "integrations",
+                    reaches_out: false,
+                    apply: super::onboarding::integrations,
+                    compensate: Some(super::onboarding::undo_integrations),
+                },
                 Step {
                     name: "activate",
                     reaches_out: false,
@@ -61,7 +69,7 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
             ],
             // Activation closes the operation in its own transaction: until it commits,
             // a crash undoes the create (its client got no credentials, and retries).
-            point_of_no_return: 4,
+            point_of_no_return: 5,
         },
     ]
 }
@@ -155,7 +163,14 @@ pub async fn create_as(
                     serde_json::to_value(&created).map_err(service::Error::from)?,
                 ),
             )?;
-            ops::succeed(&tx, op_id, &["provision"], idem.map(|_| sealed.as_slice())).await?;
+            ops::succeed(
+                &tx,
+                op_id,
+                created.tenant.id,
+                &["provision"],
+                idem.map(|_| sealed.as_slice()),
+            )
+            .await?;
             rt.engine.commit(tx, CREATE).await?;
             drop(client);
             super::network::follow(rt, network).await;
@@ -267,16 +282,27 @@ fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let mut client = p.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
         fence::lock_name(&tx, params.name.as_str()).await?;
-        let registered = database_mode::register(p, &tx, &params.validated(), params.tenant_id)
-            .await
-            .map_err(step_error)?;
+        // The onboarding steps this create runs, read beside the registration (the
+        // two statements pipelined: no round trip of their own).
+        let validated = params.validated();
+        let (registered, onboarding) = tokio::join!(
+            database_mode::register(p, &tx, &validated, params.tenant_id),
+            crate::store::onboarding::matching(&tx, &params.plan, "database"),
+        );
+        let registered = registered.map_err(step_error)?;
+        let onboarding: Vec<String> = onboarding
+            .map_err(failed)?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         fence::acquire(&tx, run, params.tenant_id).await?;
         if params.vpn_enabled {
             crate::network::pool::allocate(&tx, &p.network.pool, params.tenant_id)
                 .await
                 .map_err(|e| super::refusal(e.into()))?;
         }
-        let outcome = serde_json::to_value(&registered).map_err(failed)?;
+        let mut outcome = serde_json::to_value(&registered).map_err(failed)?;
+        outcome["onboarding"] = json!(onboarding);
         run.applied_in(&tx, &outcome).await?;
         tx.commit().await.map_err(failed)?;
         Ok(outcome)

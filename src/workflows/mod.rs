@@ -10,6 +10,8 @@ pub mod lifecycle;
 pub mod migrate;
 pub mod network;
 pub mod offboarding;
+pub mod onboarding;
+pub mod operations;
 pub mod pooler;
 pub mod quotas;
 pub mod restores;

@@ -8,7 +8,7 @@
 //!   taken is kept only until its provisional expiry... set to now (the backup worker
 //!   deletes it); one still running is failed and its object deleted.
 //! - `tenant.purge`: `own` (the tenant checked and owned), then forward only:
-//!   `drop_database` (database mode), `drop_objects` (roles, schema or pool rows,
+//!   `integrations` (each onboarding step's `compensate_url`), `drop_database` (database mode), `drop_objects` (roles, schema or pool rows,
 //!   status `purged`, the operation closed; one transaction).
 //! - `tenant.rebuild` (restore of a purged tenant from its archive): `own` (the roles,
 //!   and the schema or pool mapping, created in the transaction that takes the
@@ -75,6 +75,13 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                     name: "own",
                     reaches_out: false,
                     apply: own_for_purge,
+                    compensate: None,
+                },
+                // Each onboarding step's compensate_url (docs/onboarding-steps.md).
+                Step {
+                    name: "integrations",
+                    reaches_out: false,
+                    apply: super::onboarding::release_integrations,
                     compensate: None,
                 },
                 Step {

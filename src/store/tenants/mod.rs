@@ -22,7 +22,7 @@ pub use record::{AccessMode, Isolation, Plan, Status, Tenant};
 /// tenant for every read.
 const COLUMNS: &str = "t.id, t.name, t.status, t.plan, t.isolation, t.schema_name, t.database_name, t.login_role, \
                        t.owner_role, t.db_quota_bytes, t.vpn_enabled, t.vpn_subnet::text AS vpn_subnet, t.public_api, t.template_version, t.trial_ends_at, \
-                       t.metadata, t.created_at, t.updated_at, t.suspended_at, t.suspension_reason, \
+                       t.metadata, t.integrations, t.created_at, t.updated_at, t.suspended_at, t.suspension_reason, \
                        o.previous_status, o.purge_after, o.purged_at, o.final_backup_id, \
                        b.expires_at AS archive_expires_at";
 
@@ -68,6 +68,7 @@ fn tenant(row: &Row) -> Result<Tenant> {
         purged_at: row.try_get("purged_at")?,
         final_backup_id: row.try_get("final_backup_id")?,
         archive_expires_at: row.try_get("archive_expires_at")?,
+        integrations: row.try_get("integrations")?,
     })
 }
 
@@ -172,6 +173,22 @@ pub async fn find_for_update(c: &impl GenericClient, key: &str) -> Result<Option
         )
         .await?;
     row.as_ref().map(tenant).transpose()
+}
+
+/// Records what an onboarding step answered, under its name.
+pub async fn set_integration(
+    c: &impl GenericClient,
+    id: Uuid,
+    step: &str,
+    answer: &serde_json::Value,
+) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.tenants SET integrations = integrations || jsonb_build_object($2::text, $3::jsonb)
+          WHERE id = $1",
+        &[&id, &step, answer],
+    )
+    .await?;
+    Ok(())
 }
 
 /// A page of tenants in creation order (ids are UUIDv7, so ordered by time).

@@ -158,6 +158,11 @@ pub struct Tenant {
     /// While deleted or purged: when the archive is deleted and the name freed.
     #[serde(default)]
     pub archive_expires_at: Option<DateTime<Utc>>,
+    /// What each external onboarding step answered, by the step's name
+    /// (docs/onboarding-steps.md); `{}` when none ran.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub integrations: serde_json::Value,
 }
 
 /// A plan (seed 002's tiers): its quotas, under the names `GET .../limits`,
