@@ -53,6 +53,8 @@ pub struct ServeOptions {
     pub pgbouncer: crate::pg::pgbouncer::PgBouncer,
     /// The VPN pool, pg_hba.conf and VPN interface options.
     pub network: NetworkOptions,
+    /// The webhook relay: retry schedule, timeout, private addresses.
+    pub webhooks: crate::events::relay::RelayOptions,
 }
 
 /// `--vpn-pool`, `--pg-hba-file`, `--trusted-proxies`, `--vpn-interface`,
@@ -324,6 +326,18 @@ async fn serve(
             result_memory: opts.data_api_result_memory,
             ..Default::default()
         });
+    let relay = crate::events::relay::Relay::new(
+        platform.pool.clone(),
+        platform.key.clone(),
+        opts.webhooks.clone(),
+    );
+    let state = state.with_webhooks(
+        crate::events::webhooks::Settings {
+            allow_private: opts.webhooks.allow_private,
+        },
+        relay.wake.clone(),
+    );
+    let relay_worker = tokio::spawn(relay.run_forever(platform.config.clone()));
     let quota_worker = tokio::spawn(crate::workflows::quotas::run_forever(
         rt.clone(),
         state.limits.clone(),
@@ -345,6 +359,7 @@ async fn serve(
     .await;
     worker.abort();
     quota_worker.abort();
+    relay_worker.abort();
     rt.engine.shutdown(SHUTDOWN_DEADLINE).await;
     served?;
     let _ = std::fs::remove_file(opts.data_dir.join(SERVER_URL_FILE));
@@ -470,6 +485,7 @@ mod tests {
             data_api_result_memory: 1 << 20,
             metrics_token: Some("metrics-token-xyz".into()),
             network: NetworkOptions::default(),
+            webhooks: Default::default(),
             pgbouncer: crate::pg::pgbouncer::PgBouncer {
                 auth_user: None,
                 admin_url: Some("postgresql://admin:bouncer-pass-9876@pgb:6432/pgbouncer".into()),

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, backups, data, error, health, lifecycle, metrics, migrations, network, quotas,
-    tenant_key, tenants, users,
+    tenant_key, tenants, users, webhooks,
 };
 use crate::tenant::{self, service};
 
@@ -29,6 +29,9 @@ use crate::tenant::{self, service};
         data::query, metrics::scrape,
         network::view, network::list, network::add, network::replace, network::remove,
         network::add_peer, network::peers, network::remove_peer,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
+        webhooks::rotate, webhooks::ping, webhooks::deliveries, webhooks::replay_one,
+        webhooks::replay_range,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo,
@@ -57,6 +60,12 @@ use crate::tenant::{self, service};
         network::Rules, network::AddPeer, network::Peers, crate::network::rules::NewRule,
         crate::network::rules::RuleList, crate::network::Service,
         crate::workflows::network::NetworkView, crate::workflows::network::NewPeer,
+        crate::events::webhooks::CreateWebhook, crate::events::webhooks::UpdateWebhook,
+        crate::events::webhooks::NewWebhook, crate::events::webhooks::RotateSecret,
+        crate::events::webhooks::WebhookList, crate::events::webhooks::DeliveryList,
+        crate::events::webhooks::ReplayRange, crate::events::webhooks::Replayed,
+        crate::events::webhooks::Webhook, crate::events::webhooks::Delivery,
+        crate::events::webhooks::Attempt,
     )),
     modifiers(&AdminAuth, &SingularAliases),
 )]

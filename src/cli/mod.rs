@@ -140,6 +140,24 @@ pub struct ServeArgs {
     /// a suspension also drops the tenant's pooled connections there.
     #[arg(long, env = "BERQENAS_PGBOUNCER_ADMIN_URL", hide_env_values = true, value_parser = secret)]
     pub pgbouncer_admin_url: Option<SecretString>,
+    /// Let webhooks go to loopback, link-local, private and unspecified addresses
+    /// (refused by default, at creation and at every delivery). For tests and development.
+    #[arg(long, env = "BERQENAS_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// The waits between a webhook's attempts; after the last one fails the delivery
+    /// is dead [default: Svix's 5s,5m,30m,2h,5h,10h,10h]
+    #[arg(long, env = "BERQENAS_WEBHOOK_RETRY_SCHEDULE", value_parser = crate::events::relay::parse_schedule)]
+    pub webhook_retry_schedule: Option<Schedule>,
+    /// One webhook attempt's time limit.
+    #[arg(long, env = "BERQENAS_WEBHOOK_TIMEOUT", default_value = "15s", value_parser = parse_webhook_timeout)]
+    pub webhook_timeout: std::time::Duration,
+}
+
+/// `--webhook-retry-schedule`'s value (clap needs a named type for a list in one flag).
+pub type Schedule = Vec<std::time::Duration>;
+
+fn parse_webhook_timeout(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse("--webhook-timeout", s).map_err(|p| p.message)
 }
 
 /// `--pgbouncer-auth-user`: a role name.
@@ -303,6 +321,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_api_result_memory: a.data_api_result_memory,
                 metrics_token: a.metrics_token,
                 network: a.network.options()?,
+                webhooks: crate::events::relay::RelayOptions {
+                    allow_private: a.webhook_allow_private,
+                    schedule: a
+                        .webhook_retry_schedule
+                        .unwrap_or_else(|| crate::events::relay::DEFAULT_SCHEDULE.to_vec()),
+                    timeout: a.webhook_timeout,
+                    ..Default::default()
+                },
                 pgbouncer: crate::pg::pgbouncer::PgBouncer {
                     auth_user: a.pgbouncer_auth_user,
                     admin_url: a.pgbouncer_admin_url,

@@ -113,6 +113,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0020_outbox.sql",
         sql: include_str!("../../migrations/control/0020_outbox.sql"),
     },
+    Migration {
+        version: 21,
+        name: "0021_webhooks.sql",
+        sql: include_str!("../../migrations/control/0021_webhooks.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

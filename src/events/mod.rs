@@ -2,7 +2,10 @@
 //! event to the outbox (`store::outbox`) in the transaction of the change; this module
 //! holds what an event is on the wire and how a delivery is signed (Standard Webhooks).
 
+pub mod address;
+pub mod relay;
 pub mod signature;
+pub mod webhooks;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
