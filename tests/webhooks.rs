@@ -948,3 +948,73 @@ async fn kill_9_between_commit_and_delivery_then_restart_delivers_with_the_same_
     drop(pool);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_cli_adds_lists_pings_and_shows_deliveries_and_names_bad_fields() {
+    let s = setup("whcli", true, Some(fast(true))).await;
+    let rx = Receiver::ok().await;
+    let out = common::cli(
+        &s.app,
+        &[
+            "webhook",
+            "add",
+            &rx.url,
+            "--events",
+            "tenant.*,webhook.ping",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let added = common::stdout_json(&out);
+    let id = added["id"].as_str().unwrap().to_string();
+    assert!(added["secret"].as_str().unwrap().starts_with("whsec_"));
+    let out = common::cli(&s.app, &["webhook", "list"]).await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && table.contains(&rx.url) && table.contains(&id),
+        "{table}"
+    );
+    assert!(!table.contains("whsec_"), "{table}");
+    let out = common::cli(&s.app, &["webhook", "ping", &id]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rx.wait(10, "the ping", |g| !g.is_empty()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = common::cli(&s.app, &["webhook", "deliveries", &id, "-o", "json"]).await;
+        let d = common::stdout_json(&out);
+        if d["deliveries"][0]["state"] == "delivered" {
+            assert_eq!(d["deliveries"][0]["last_status"], 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = common::cli(&s.app, &["webhook", "rotate-secret", &id]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("secret: whsec_"),
+        "{text}"
+    );
+    let out = common::cli(
+        &s.app,
+        &["webhook", "add", "ftp://example.com/", "--events", "*"],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("(field: url)"),
+        "{err}"
+    );
+    let out = common::cli(&s.app, &["webhook", "remove", &id]).await;
+    assert!(out.status.success());
+    let (st, _) = s
+        .app
+        .call(Method::GET, &format!("/api/v1/webhooks/{id}"), None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}

@@ -16,6 +16,7 @@ mod psql;
 mod quota;
 mod template;
 mod tenant;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,9 @@ pub enum Command {
     /// The tenant template: `template export DIR` writes the built-in one.
     #[command(subcommand)]
     Template(template::TemplateCommand),
+    /// Webhook endpoints: add, list, ping, deliveries, replay, rotate-secret.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
 }
 
 #[derive(Debug, Args)]
@@ -346,6 +350,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quota(cmd) => quota::run(cmd).await,
         Command::Template(cmd) => template::run(cmd),
         Command::Plan(cmd) => plan::run(cmd).await,
+        Command::Webhook(cmd) => webhook::run(cmd).await,
     }
 }
 

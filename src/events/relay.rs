@@ -60,7 +60,7 @@ impl Default for RelayOptions {
             allow_private: false,
             schedule: DEFAULT_SCHEDULE.to_vec(),
             timeout: Duration::from_secs(15),
-            concurrency: 32,
+            concurrency: 128,
             poll: Duration::from_secs(1),
         }
     }
@@ -186,27 +186,58 @@ impl Relay {
         Ok(events.len())
     }
 
-    /// Claims the due deliveries and attempts them at once; returns how many.
+    /// Claims the due deliveries, attempts them at once and waits for them; returns
+    /// how many.
     pub async fn deliver_due(&self) -> Result<usize, RelayError> {
-        let claim = Uuid::new_v4();
-        // The claim outlasts the attempt: the timeout, then a margin for recording it.
-        let hold = self.opts.timeout + Duration::from_secs(5);
-        let claimed = {
-            let c = self.pool.get().await?;
-            store::claim_due(&c, self.opts.concurrency as i64, claim, hold.as_secs_f64()).await?
-        };
+        let claimed = self.claim(self.opts.concurrency).await?;
         let n = claimed.len();
         let mut set = tokio::task::JoinSet::new();
-        for d in claimed {
+        for (claim, d) in claimed {
             let relay = self.clone();
-            set.spawn(async move {
-                if let Err(e) = relay.attempt(claim, d).await {
-                    tracing::warn!(error = %e, "recording a webhook attempt failed; it is tried again when its claim ends");
-                }
-            });
+            set.spawn(async move { relay.attempt_logged(claim, d).await });
         }
         while set.join_next().await.is_some() {}
         Ok(n)
+    }
+
+    /// Claims as many due deliveries as there are free permits and starts them without
+    /// waiting: a slow endpoint holds a permit, never the others' deliveries. Each
+    /// finished attempt wakes the loop to claim the next.
+    async fn start_due(&self, permits: &Arc<tokio::sync::Semaphore>) -> Result<usize, RelayError> {
+        let free = permits.available_permits();
+        if free == 0 {
+            return Ok(0);
+        }
+        let claimed = self.claim(free).await?;
+        let n = claimed.len();
+        for (claim, d) in claimed {
+            let permit = permits.clone().acquire_owned().await.expect("never closed");
+            let relay = self.clone();
+            tokio::spawn(async move {
+                relay.attempt_logged(claim, d).await;
+                drop(permit);
+                relay.wake.notify_one();
+            });
+        }
+        Ok(n)
+    }
+
+    async fn claim(&self, n: usize) -> Result<Vec<(Uuid, Claimed)>, RelayError> {
+        let claim = Uuid::new_v4();
+        // The claim outlasts the attempt: the timeout, then a margin for recording it.
+        let hold = self.opts.timeout + Duration::from_secs(5);
+        let c = self.pool.get().await?;
+        Ok(store::claim_due(&c, n as i64, claim, hold.as_secs_f64())
+            .await?
+            .into_iter()
+            .map(|d| (claim, d))
+            .collect())
+    }
+
+    async fn attempt_logged(&self, claim: Uuid, d: Claimed) {
+        if let Err(e) = self.attempt(claim, d).await {
+            tracing::warn!(error = %e, "recording a webhook attempt failed; it is tried again when its claim ends");
+        }
     }
 
     fn secrets(&self, d: &Claimed) -> Vec<SecretString> {
@@ -355,9 +386,20 @@ impl Relay {
     /// left, or the poll interval passes.
     pub async fn run_forever(self, config: tokio_postgres::Config) {
         tokio::spawn(listen(config, self.wake.clone()));
+        let permits = Arc::new(tokio::sync::Semaphore::new(self.opts.concurrency));
         loop {
-            match self.run_once().await {
-                Ok(r) if r.fanned_out > 0 || r.attempted > 0 => continue,
+            let round = async {
+                let fanned_out = self.fan_out(500).await?;
+                let attempted = self.start_due(&permits).await?;
+                Ok::<_, RelayError>(fanned_out + attempted)
+            };
+            match round.await {
+                Ok(n) if n > 0 => {
+                    // Lets a few attempts finish before the next claim, so claims come
+                    // in batches rather than one per finished attempt.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "webhook relay round failed; retrying"),
             }

@@ -314,13 +314,19 @@ pub async fn claim_due(
 ) -> Result<Vec<Claimed>> {
     let stmt = c
         .prepare_cached(
-            "WITH due AS (
-                SELECT d.id FROM berqenas.webhook_deliveries d
+            // The head of each (endpoint, tenant) queue, read along the pending index;
+            // then the due heads are locked. The conditions on `d` are checked again on
+            // the locked row, so a head another relay claimed meanwhile is passed over.
+            "WITH heads AS (
+                SELECT DISTINCT ON (endpoint_id, tenant_key) id
+                  FROM berqenas.webhook_deliveries
+                 WHERE state = 'pending'
+                 ORDER BY endpoint_id, tenant_key, seq),
+             due AS (
+                SELECT d.id FROM heads h
+                  JOIN berqenas.webhook_deliveries d ON d.id = h.id
                   JOIN berqenas.webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled
                  WHERE d.state = 'pending' AND d.next_attempt_at <= now()
-                   AND NOT EXISTS (SELECT 1 FROM berqenas.webhook_deliveries p
-                                    WHERE p.endpoint_id = d.endpoint_id AND p.state = 'pending'
-                                      AND p.tenant_key = d.tenant_key AND p.seq < d.seq)
                    AND NOT EXISTS (SELECT 1 FROM berqenas.webhook_fanout f
                                     WHERE f.tenant_key = d.tenant_key AND f.seq < d.seq)
                  ORDER BY d.next_attempt_at, d.seq
