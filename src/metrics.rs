@@ -65,6 +65,17 @@ struct Query {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Webhook {
+    event_type: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookEndpoint {
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantSet {
     status: String,
     plan: String,
@@ -102,7 +113,12 @@ struct Metrics {
     scratch_swept: Family<ScratchKind, Counter>,
     security_violations: Family<ScratchKind, Counter>,
     role_drift: Family<ScratchKind, Counter>,
+    webhook_attempts: Family<Webhook, Counter>,
+    webhook_seconds: Histograms<Webhook>,
     // Set at scrape time.
+    webhook_pending: Family<WebhookEndpoint, Gauge>,
+    webhook_oldest: Family<WebhookEndpoint, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    outbox_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     tenants_active: Gauge,
     tenants: Family<TenantSet, Gauge>,
     writes_blocked: Gauge,
@@ -132,6 +148,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         scratch_swept: Family::default(),
         security_violations: Family::default(),
         role_drift: Family::default(),
+        webhook_attempts: Family::default(),
+        webhook_seconds: Family::new_with_constructor(latency),
+        webhook_pending: Family::default(),
+        webhook_oldest: Family::default(),
+        outbox_lag: Gauge::default(),
         tenants_active: Gauge::default(),
         tenants: Family::default(),
         writes_blocked: Gauge::default(),
@@ -252,6 +273,31 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "role_drift_corrected",
         "Tenant login roles whose password or settings the tenant changed, put back (kind: password, settings)",
         m.role_drift.clone(),
+    );
+    b.register(
+        "webhook_deliveries",
+        "Webhook delivery attempts by event type and outcome (delivered, failed: to be retried, dead: no try left, gone: a 410 disabled the endpoint)",
+        m.webhook_attempts.clone(),
+    );
+    b.register(
+        "webhook_attempt_duration_seconds",
+        "Webhook delivery attempts' durations by event type and outcome",
+        m.webhook_seconds.clone(),
+    );
+    b.register(
+        "webhook_pending_deliveries",
+        "Deliveries waiting (or being retried), per endpoint id",
+        m.webhook_pending.clone(),
+    );
+    b.register(
+        "webhook_oldest_pending_seconds",
+        "Age of the oldest event an endpoint has not received yet, per endpoint id",
+        m.webhook_oldest.clone(),
+    );
+    b.register(
+        "outbox_lag_seconds",
+        "Age of the oldest event not yet fanned out or not yet delivered to an enabled endpoint (0: none)",
+        m.outbox_lag.clone(),
     );
     Metrics { registry: r, ..m }
 });
@@ -416,6 +462,19 @@ pub fn realtime_events(n: u64) {
     METRICS.realtime_events.inc_by(n);
 }
 
+/// A webhook delivery attempt ended (`delivered`, `failed`, `dead`, `gone`).
+pub fn webhook_attempt(event_type: &str, outcome: &str, seconds: f64) {
+    let l = Webhook {
+        event_type: label(event_type),
+        outcome: label(outcome),
+    };
+    METRICS.webhook_attempts.get_or_create(&l).inc();
+    METRICS
+        .webhook_seconds
+        .get_or_create(&l)
+        .observe(seconds.max(0.0));
+}
+
 /// The scrape-time figures, read by the caller from the registry and the catalog.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -426,6 +485,10 @@ pub struct Snapshot {
     pub resources: Vec<(String, String, i64, i64)>,
     pub data_api_connections: i64,
     pub data_api_pools: i64,
+    /// (endpoint id, pending deliveries, age of the oldest one's event in seconds)
+    pub webhooks: Vec<(String, i64, f64)>,
+    /// Age of the oldest event not yet delivered (seconds).
+    pub outbox_lag_seconds: f64,
 }
 
 /// Encodes every metric, after setting the scrape-time gauges from `snap`.
@@ -462,6 +525,16 @@ pub fn render(snap: &Snapshot) -> String {
     }
     m.data_api_connections.set(snap.data_api_connections);
     m.data_api_pools.set(snap.data_api_pools);
+    m.webhook_pending.clear();
+    m.webhook_oldest.clear();
+    for (endpoint, pending, oldest) in &snap.webhooks {
+        let l = WebhookEndpoint {
+            endpoint: endpoint.clone(),
+        };
+        m.webhook_pending.get_or_create(&l).set(*pending);
+        m.webhook_oldest.get_or_create(&l).set(*oldest);
+    }
+    m.outbox_lag.set(snap.outbox_lag_seconds);
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &m.registry)
         .expect("writing to a String does not fail");

@@ -57,6 +57,8 @@ pub struct ServeOptions {
     pub network: NetworkOptions,
     /// Onboarding steps may point at loopback and private addresses.
     pub onboarding_allow_private: bool,
+    /// The webhook relay: retry schedule, timeout, private addresses.
+    pub webhooks: crate::events::relay::RelayOptions,
 }
 
 /// `--vpn-pool`, `--pg-hba-file`, `--trusted-proxies`, `--vpn-interface`,
@@ -330,6 +332,18 @@ async fn serve(
             result_memory: opts.data_api_result_memory,
             ..Default::default()
         });
+    let relay = crate::events::relay::Relay::new(
+        platform.pool.clone(),
+        platform.key.clone(),
+        opts.webhooks.clone(),
+    );
+    let state = state.with_webhooks(
+        crate::events::webhooks::Settings {
+            allow_private: opts.webhooks.allow_private,
+        },
+        relay.wake.clone(),
+    );
+    let relay_worker = tokio::spawn(relay.run_forever(platform.config.clone()));
     let quota_worker = tokio::spawn(crate::workflows::quotas::run_forever(
         rt.clone(),
         state.limits.clone(),
@@ -357,6 +371,7 @@ async fn serve(
     worker.abort();
     quota_worker.abort();
     usage_reporter.abort();
+    relay_worker.abort();
     rt.engine.shutdown(SHUTDOWN_DEADLINE).await;
     served?;
     let _ = std::fs::remove_file(opts.data_dir.join(SERVER_URL_FILE));
@@ -484,6 +499,7 @@ mod tests {
             metrics_token: Some("metrics-token-xyz".into()),
             network: NetworkOptions::default(),
             onboarding_allow_private: false,
+            webhooks: Default::default(),
             pgbouncer: crate::pg::pgbouncer::PgBouncer {
                 auth_user: None,
                 admin_url: Some("postgresql://admin:bouncer-pass-9876@pgb:6432/pgbouncer".into()),

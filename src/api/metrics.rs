@@ -66,6 +66,7 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, Box<dyn std::error::Erro
             writes_blocked += 1;
         }
     }
+    let (per_endpoint, lag) = crate::store::webhooks::backlog(&client).await?;
     let (open, pools) = state.data.stats();
     Ok(Snapshot {
         tenants,
@@ -73,6 +74,11 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, Box<dyn std::error::Erro
         resources,
         data_api_connections: open as i64,
         data_api_pools: pools as i64,
+        webhooks: per_endpoint
+            .into_iter()
+            .map(|(id, n, age)| (id.to_string(), n, age))
+            .collect(),
+        outbox_lag_seconds: lag,
     })
 }
 

@@ -24,6 +24,7 @@ pub mod strict_json;
 pub mod tenant_key;
 pub mod tenants;
 pub mod users;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -51,6 +52,10 @@ pub struct AppState {
     pub limits: Arc<crate::quota::rate::RateLimits>,
     /// The tenant data API's connection pools.
     pub data: Arc<crate::dataapi::DataApi>,
+    /// Where webhooks may be sent (`--webhook-allow-private`).
+    pub webhooks: crate::events::webhooks::Settings,
+    /// Wakes this instance's webhook relay (a ping or a replay is sent at once).
+    pub relay_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -61,7 +66,20 @@ impl AppState {
             metrics_token: None,
             limits: Default::default(),
             data: Default::default(),
+            webhooks: Default::default(),
+            relay_wake: Default::default(),
         }
+    }
+
+    /// Webhook settings, and the relay a ping or replay wakes.
+    pub fn with_webhooks(
+        mut self,
+        settings: crate::events::webhooks::Settings,
+        relay_wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        self.webhooks = settings;
+        self.relay_wake = relay_wake;
+        self
     }
 
     /// A token that may read `/metrics` (the admin token always may).
@@ -198,6 +216,21 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/operations", get(operations::list))
         .route("/operations/{id}", get(operations::get))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route("/webhooks/{id}/rotate-secret", post(webhooks::rotate))
+        .route("/webhooks/{id}/ping", post(webhooks::ping))
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route(
+            "/webhooks/{id}/deliveries/{delivery_id}/replay",
+            post(webhooks::replay_one),
+        )
+        .route("/webhooks/{id}/replay", post(webhooks::replay_range))
         .route("/status", get(health::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         // The API's own description is public: it holds no tenant data.

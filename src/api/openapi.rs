@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, backups, data, error, events, health, lifecycle, metrics, migrations, network,
-    onboarding_steps, operations, quotas, tenant_key, tenants, users,
+    onboarding_steps, operations, quotas, tenant_key, tenants, users, webhooks,
 };
 use crate::events::data as ed;
 use crate::tenant::{self, service};
@@ -32,6 +32,9 @@ use crate::tenant::{self, service};
         network::add_peer, network::peers, network::remove_peer,
         operations::get, operations::list,
         onboarding_steps::create, onboarding_steps::list, onboarding_steps::get, onboarding_steps::remove,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
+        webhooks::rotate, webhooks::ping, webhooks::deliveries, webhooks::replay_one,
+        webhooks::replay_range,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo,
@@ -73,6 +76,12 @@ use crate::tenant::{self, service};
         crate::workflows::operations::OperationTenant, crate::workflows::operations::OperationPage,
         crate::integrations::NewStep, crate::integrations::When, crate::integrations::OnboardingStep,
         crate::integrations::Registered, crate::integrations::StepList,
+        crate::events::webhooks::CreateWebhook, crate::events::webhooks::UpdateWebhook,
+        crate::events::webhooks::NewWebhook, crate::events::webhooks::RotateSecret,
+        crate::events::webhooks::WebhookList, crate::events::webhooks::DeliveryList,
+        crate::events::webhooks::ReplayRange, crate::events::webhooks::Replayed,
+        crate::events::webhooks::Webhook, crate::events::webhooks::Delivery,
+        crate::events::webhooks::Attempt,
     )),
     modifiers(&AdminAuth, &SingularAliases, &EventTypes),
 )]

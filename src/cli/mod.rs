@@ -18,6 +18,7 @@ mod psql;
 mod quota;
 mod template;
 mod tenant;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,9 @@ pub enum Command {
     /// The tenant template: `template export DIR` writes the built-in one.
     #[command(subcommand)]
     Template(template::TemplateCommand),
+    /// Webhook endpoints: add, list, ping, deliveries, replay, rotate-secret.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +160,24 @@ pub struct ServeArgs {
     /// (refused by default: a registration must not reach into the server's network).
     #[arg(long, env = "BERQENAS_ONBOARDING_ALLOW_PRIVATE")]
     pub onboarding_allow_private: bool,
+    /// Let webhooks go to loopback, link-local, private and unspecified addresses
+    /// (refused by default, at creation and at every delivery). For tests and development.
+    #[arg(long, env = "BERQENAS_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// The waits between a webhook's attempts; after the last one fails the delivery
+    /// is dead [default: Svix's 5s,5m,30m,2h,5h,10h,10h]
+    #[arg(long, env = "BERQENAS_WEBHOOK_RETRY_SCHEDULE", value_parser = crate::events::relay::parse_schedule)]
+    pub webhook_retry_schedule: Option<Schedule>,
+    /// One webhook attempt's time limit.
+    #[arg(long, env = "BERQENAS_WEBHOOK_TIMEOUT", default_value = "15s", value_parser = parse_webhook_timeout)]
+    pub webhook_timeout: std::time::Duration,
+}
+
+/// `--webhook-retry-schedule`'s value (clap needs a named type for a list in one flag).
+pub type Schedule = Vec<std::time::Duration>;
+
+fn parse_webhook_timeout(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse("--webhook-timeout", s).map_err(|p| p.message)
 }
 
 /// `--pgbouncer-auth-user`: a role name.
@@ -321,6 +343,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 metrics_token: a.metrics_token,
                 network: a.network.options()?,
                 onboarding_allow_private: a.onboarding_allow_private,
+                webhooks: crate::events::relay::RelayOptions {
+                    allow_private: a.webhook_allow_private,
+                    schedule: a
+                        .webhook_retry_schedule
+                        .unwrap_or_else(|| crate::events::relay::DEFAULT_SCHEDULE.to_vec()),
+                    timeout: a.webhook_timeout,
+                    ..Default::default()
+                },
                 pgbouncer: crate::pg::pgbouncer::PgBouncer {
                     auth_user: a.pgbouncer_auth_user,
                     admin_url: a.pgbouncer_admin_url,
@@ -340,6 +370,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Template(cmd) => template::run(cmd),
         Command::Plan(cmd) => plan::run(cmd).await,
         Command::Operation(cmd) => operation::run(cmd).await,
+        Command::Webhook(cmd) => webhook::run(cmd).await,
     }
 }
 

@@ -114,6 +114,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/control/0020_outbox.sql"),
     },
     Migration {
+        version: 21,
+        name: "0021_webhooks.sql",
+        sql: include_str!("../../migrations/control/0021_webhooks.sql"),
+    },
+    Migration {
         version: 22,
         name: "0022_onboarding_steps.sql",
         sql: include_str!("../../migrations/control/0022_onboarding_steps.sql"),

@@ -2,8 +2,11 @@
 //! event to the outbox (`store::outbox`) in the transaction of the change; this module
 //! holds what an event is on the wire and how a delivery is signed (Standard Webhooks).
 
+pub mod address;
 pub mod query;
+pub mod relay;
 pub mod signature;
+pub mod webhooks;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -23,6 +23,7 @@ pub mod quotas;
 pub mod templates;
 pub mod tenants;
 pub mod users;
+pub mod webhooks;
 
 use tokio_postgres::error::SqlState;
 
