@@ -48,6 +48,8 @@ pub struct AppState {
     pub limits: Arc<crate::quota::rate::RateLimits>,
     /// The tenant data API's connection pools.
     pub data: Arc<crate::dataapi::DataApi>,
+    /// The web console's signed-in sessions (kept in memory: a restart signs out).
+    pub console: Arc<crate::console::Sessions>,
 }
 
 impl AppState {
@@ -58,7 +60,13 @@ impl AppState {
             metrics_token: None,
             limits: Default::default(),
             data: Default::default(),
+            console: Default::default(),
         }
+    }
+
+    /// Whether `presented` is the admin token (compared in constant time).
+    pub fn is_admin_token(&self, presented: &str) -> bool {
+        bool::from(presented.as_bytes().ct_eq(self.admin_token.as_bytes()))
     }
 
     /// A token that may read `/metrics` (the admin token always may).
@@ -195,6 +203,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::scrape))
         .nest("/api/v1", v1)
+        // The operators' console authenticates with a session cookie of its own.
+        .merge(crate::console::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
@@ -212,8 +222,7 @@ async fn not_found() -> ApiError {
 /// `Authorization: Bearer <admin token>`, compared in constant time.
 async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let presented = bearer::token(req.headers());
-    let ok =
-        presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(state.admin_token.as_bytes())));
+    let ok = presented.is_some_and(|t| state.is_admin_token(t));
     if !ok {
         let mut res = ApiError(Problem::new(
             Kind::Unauthorized,
