@@ -2,6 +2,7 @@
 //! through the chromedriver this module starts (no extra crate: the protocol is a
 //! handful of JSON calls).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,7 +40,10 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // chromedriver and the browser it starts in a process group of their own, so
+        // that stopping them stops every browser process too, also after a panic.
         let driver = Command::new(CHROMEDRIVER)
+            .process_group(0)
             .arg(format!("--port={port}"))
             // Chromium's own temp files land in the test's scratch directory, which
             // is removed afterwards.
@@ -242,18 +246,16 @@ impl Browser {
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
     }
 
-    pub async fn quit(mut self) {
+    pub async fn quit(self) {
         let url = format!("{}/session/{}", self.base, self.session);
         let _ = self.http.delete(url).send().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // A failing test still stops chromedriver (the browser goes with it).
-        let _ = self.driver.kill();
+        // The whole group: chromedriver alone would leave the browser running.
+        unsafe { libc::kill(-(self.driver.id() as i32), libc::SIGKILL) };
         let _ = self.driver.wait();
     }
 }
