@@ -9,6 +9,7 @@ pub mod apikey;
 pub mod audit;
 pub mod backup;
 pub mod cli;
+pub mod console;
 pub mod controlplane;
 pub mod dataapi;
 pub mod duration;

@@ -56,6 +56,8 @@ pub struct AppState {
     pub webhooks: crate::events::webhooks::Settings,
     /// Wakes this instance's webhook relay (a ping or a replay is sent at once).
     pub relay_wake: Arc<tokio::sync::Notify>,
+    /// The web console's signed-in sessions (kept in memory: a restart signs out).
+    pub console: Arc<crate::console::Sessions>,
 }
 
 impl AppState {
@@ -68,6 +70,7 @@ impl AppState {
             data: Default::default(),
             webhooks: Default::default(),
             relay_wake: Default::default(),
+            console: Default::default(),
         }
     }
 
@@ -80,6 +83,11 @@ impl AppState {
         self.webhooks = settings;
         self.relay_wake = relay_wake;
         self
+    }
+
+    /// Whether `presented` is the admin token (compared in constant time).
+    pub fn is_admin_token(&self, presented: &str) -> bool {
+        bool::from(presented.as_bytes().ct_eq(self.admin_token.as_bytes()))
     }
 
     /// A token that may read `/metrics` (the admin token always may).
@@ -242,6 +250,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::scrape))
         .nest("/api/v1", v1)
+        // The operators' console authenticates with a session cookie of its own.
+        .merge(crate::console::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
@@ -259,8 +269,7 @@ async fn not_found() -> ApiError {
 /// `Authorization: Bearer <admin token>`, compared in constant time.
 async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let presented = bearer::token(req.headers());
-    let ok =
-        presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(state.admin_token.as_bytes())));
+    let ok = presented.is_some_and(|t| state.is_admin_token(t));
     if !ok {
         let mut res = ApiError(Problem::new(
             Kind::Unauthorized,

@@ -223,6 +223,53 @@ pub async fn list(
     })
 }
 
+/// A page of tenants whose name contains `filter.name`, narrowed by status, plan and
+/// isolation (the console's list); the cursor is the last id of the previous page.
+pub async fn search(
+    p: &Platform,
+    filter: &store::search::Filter<'_>,
+    limit: i64,
+    cursor: Option<&str>,
+) -> Result<TenantPage> {
+    if filter.status.is_some_and(|s| Status::parse(s).is_none()) {
+        return Err(Error::invalid("status", "no such status"));
+    }
+    if filter
+        .isolation
+        .is_some_and(|i| super::Isolation::parse(i).is_none())
+    {
+        return Err(Error::invalid(
+            "isolation",
+            "isolation must be schema, database or shared",
+        ));
+    }
+    if filter.name.is_some_and(|n| n.len() > 64) {
+        return Err(Error::invalid("q", "the search is at most 64 characters"));
+    }
+    let limit = limit.clamp(1, MAX_PAGE);
+    let after = cursor
+        .map(|c| c.parse::<Uuid>())
+        .transpose()
+        .map_err(|_| Error::invalid("after", "cursor is not one this server handed out"))?;
+    let client = p.pool.get().await?;
+    let mut tenants = store::search::search(&client, filter, after, limit + 1).await?;
+    let more = tenants.len() as i64 > limit;
+    tenants.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| tenants.last().map(|t| t.id.to_string()))
+        .flatten();
+    Ok(TenantPage {
+        tenants,
+        next_cursor,
+    })
+}
+
+/// How many tenants are in each status (the console's summary line).
+pub async fn count_by_status(p: &Platform) -> Result<Vec<(String, i64)>> {
+    let client = p.pool.get().await?;
+    Ok(store::count_by_status(&client).await?)
+}
+
 /// Changes the given fields, inside the caller's transaction (which holds the
 /// tenant's name and row). The caller re-applies a new plan or quota to the login
 /// roles, then records the change ([`record_update`]).

@@ -8,6 +8,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 pub mod record;
+pub mod search;
 mod usage;
 
 pub use usage::*;
