@@ -68,6 +68,7 @@ async fn endpoints(server: &Server) -> Vec<(Method, String, Option<serde_json::V
         let filled = path
             .replace("{name}", "fault-tenant")
             .replace("{id}", "01900000-0000-7000-8000-000000000000")
+            .replace("{delivery_id}", "01900000-0000-7000-8000-000000000001")
             .replace("{email}", "a@example.com");
         for method in item.as_object().unwrap().keys() {
             let m: Method = method.to_uppercase().parse().unwrap();
@@ -82,6 +83,12 @@ async fn endpoints(server: &Server) -> Vec<(Method, String, Option<serde_json::V
                     serde_json::json!({"name": "git", "url": "https://93.184.216.34/hook",
                         "when": {"isolation": "database"}}),
                 ),
+                (Method::POST, "/api/v1/webhooks") => Some(
+                    serde_json::json!({"url": "https://93.184.216.34/hook", "events": ["tenant.*"]}),
+                ),
+                (Method::POST, "/api/v1/webhooks/{id}/replay") => {
+                    Some(serde_json::json!({"since": "2026-01-01T00:00:00Z"}))
+                }
                 (Method::POST, "/api/v1/tenants/{name}/users") => {
                     Some(serde_json::json!({"email": "a@example.com", "role": "developer"}))
                 }
