@@ -9,32 +9,13 @@ use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::audit::chain::Verification;
 use crate::audit::query::{self, AuditPage, AuditQuery};
-use crate::problem::Problem;
-
-/// Unknown query parameters are refused, naming the parameter.
-fn refuse_unknown<'a>(
-    keys: impl IntoIterator<Item = &'a String>,
-    allowed: &[&str],
-) -> Result<(), Problem> {
-    match keys.into_iter().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(Problem::bad_field(
-            k,
-            format!("unknown query parameter {k:?}"),
-        )),
-        None => Ok(()),
-    }
-}
 
 fn parse_query<'a>(
     q: &'a HashMap<String, String>,
     allowed: &[&str],
 ) -> Result<AuditQuery<'a>, ApiError> {
-    refuse_unknown(q.keys(), allowed)?;
-    let limit = q
-        .get("limit")
-        .map(|l| l.parse::<i64>())
-        .transpose()
-        .map_err(|_| Problem::bad_field("limit", "limit must be a whole number"))?;
+    super::extract::known_params(q, allowed)?;
+    let limit = super::extract::page_limit(q)?;
     Ok(AuditQuery {
         tenant: q.get("tenant").map(String::as_str),
         action: q.get("action").map(String::as_str),

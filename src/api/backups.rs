@@ -15,7 +15,6 @@ use crate::backup::policy::{self, BackupPolicy, PolicyRequest};
 use crate::backup::restore::RestoreRequest;
 use crate::backup::verify::VerifyReport;
 use crate::backup::{self, Backup};
-use crate::problem::{Kind, Problem};
 use crate::tenant::service::CreatedTenant;
 use crate::tenant::Tenant;
 use crate::workflows;
@@ -32,14 +31,7 @@ impl From<backup::Error> for ApiError {
         match e {
             backup::Error::Tenant(e) => e.into(),
             backup::Error::Pool(e) => crate::tenant::service::Error::Pool(e).into(),
-            other => {
-                tracing::error!(error = ?other, "backup request failed");
-                Self(Problem::new(
-                    Kind::Internal,
-                    "internal",
-                    "internal error; the server log has the details",
-                ))
-            }
+            other => Self::internal(&other, "backup request"),
         }
     }
 }

@@ -44,6 +44,29 @@ pub fn status_of(kind: Kind) -> StatusCode {
     }
 }
 
+impl ApiError {
+    /// The control database cannot be reached: a 503 the client may retry; the cause
+    /// goes to the log only.
+    pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "control-plane database unavailable");
+        Self(Problem::new(
+            Kind::Unavailable,
+            "database_unavailable",
+            "the database is unavailable; retry later",
+        ))
+    }
+
+    /// Anything else that failed: an opaque 500; the cause goes to the log only.
+    pub fn internal(cause: &dyn std::fmt::Debug, what: &str) -> Self {
+        tracing::error!(error = ?cause, "{what} failed");
+        Self(Problem::new(
+            Kind::Internal,
+            "internal",
+            "internal error; the server log has the details",
+        ))
+    }
+}
+
 /// An error answer of `kind`, in the one error shape (for handlers that add headers).
 pub fn answer(kind: Kind, code: &str, message: impl Into<String>, field: Option<&str>) -> Response {
     ApiError(Problem {
@@ -116,22 +139,8 @@ impl From<service::Error> for ApiError {
     fn from(e: service::Error) -> Self {
         match e {
             service::Error::Rejected(p) => Self(p),
-            service::Error::Pool(e) => {
-                tracing::error!(error = %e, "control-plane database unavailable");
-                Self(Problem::new(
-                    Kind::Unavailable,
-                    "database_unavailable",
-                    "the database is unavailable; retry later",
-                ))
-            }
-            other => {
-                tracing::error!(error = ?other, "request failed");
-                Self(Problem::new(
-                    Kind::Internal,
-                    "internal",
-                    "internal error; the server log has the details",
-                ))
-            }
+            service::Error::Pool(e) => Self::unavailable(&e),
+            other => Self::internal(&other, "request"),
         }
     }
 }

@@ -8,7 +8,6 @@ use axum::Json;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::events::query::{self, Error, EventPage, EventQuery};
-use crate::problem::Problem;
 use crate::tenant::service;
 
 impl From<Error> for ApiError {
@@ -35,14 +34,8 @@ pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<EventPage>, ApiError> {
-    if let Some(k) = q.keys().find(|k| !PARAMS.contains(&k.as_str())) {
-        return Err(Problem::bad_field(k, format!("unknown query parameter {k:?}")).into());
-    }
-    let limit = q
-        .get("limit")
-        .map(|l| l.parse::<i64>())
-        .transpose()
-        .map_err(|_| Problem::bad_field("limit", "limit must be a whole number"))?;
+    super::extract::known_params(&q, PARAMS)?;
+    let limit = super::extract::page_limit(&q)?;
     let query = EventQuery {
         tenant: q.get("tenant").cloned(),
         event_type: q.get("type").cloned(),

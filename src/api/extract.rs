@@ -181,6 +181,28 @@ fn unknown_field(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_string())
 }
 
+/// Refuses a query parameter not in `allowed`, naming it.
+pub fn known_params(
+    q: &std::collections::HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<(), Problem> {
+    match q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(Problem::bad_field(
+            k,
+            format!("unknown query parameter {k:?}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A list's `limit` query parameter, if given (its range is the list's to judge).
+pub fn page_limit(q: &std::collections::HashMap<String, String>) -> Result<Option<i64>, Problem> {
+    q.get("limit")
+        .map(|l| l.parse::<i64>())
+        .transpose()
+        .map_err(|_| Problem::bad_field("limit", "limit must be a whole number"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

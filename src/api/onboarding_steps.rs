@@ -9,28 +9,13 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::JsonBody;
 use super::AppState;
 use crate::integrations::{self, NewStep, OnboardingStep, Registered, StepList};
-use crate::problem::{Kind, Problem};
 
 impl From<integrations::Error> for ApiError {
     fn from(e: integrations::Error) -> Self {
         match e {
             integrations::Error::Rejected(p) => Self(p),
-            integrations::Error::Pool(e) => {
-                tracing::error!(error = %e, "control-plane database unavailable");
-                Self(Problem::new(
-                    Kind::Unavailable,
-                    "database_unavailable",
-                    "the database is unavailable; retry later",
-                ))
-            }
-            other => {
-                tracing::error!(error = ?other, "request failed");
-                Self(Problem::new(
-                    Kind::Internal,
-                    "internal",
-                    "internal error; the server log has the details",
-                ))
-            }
+            integrations::Error::Pool(e) => Self::unavailable(&e),
+            other => Self::internal(&other, "onboarding-step request"),
         }
     }
 }

@@ -8,7 +8,6 @@ use axum::Json;
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::problem::Problem;
 use crate::workflows::operations::{self, Operation, OperationPage};
 
 #[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations", security(("admin" = [])),
@@ -34,19 +33,8 @@ pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<OperationPage>, ApiError> {
-    if let Some(unknown) = q
-        .keys()
-        .find(|k| !["tenant", "state", "limit", "cursor"].contains(&k.as_str()))
-    {
-        return Err(
-            Problem::bad_field(unknown, format!("unknown query parameter {unknown:?}")).into(),
-        );
-    }
-    let limit = q
-        .get("limit")
-        .map(|l| l.parse::<i64>())
-        .transpose()
-        .map_err(|_| Problem::bad_field("limit", "limit must be a whole number"))?;
+    super::extract::known_params(&q, &["tenant", "state", "limit", "cursor"])?;
+    let limit = super::extract::page_limit(&q)?;
     Ok(Json(
         operations::list(
             &state.platform,

@@ -88,19 +88,8 @@ pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<TenantPage>, ApiError> {
-    if let Some(unknown) = q
-        .keys()
-        .find(|k| !["status", "plan", "limit", "cursor"].contains(&k.as_str()))
-    {
-        return Err(
-            Problem::bad_field(unknown, format!("unknown query parameter {unknown:?}")).into(),
-        );
-    }
-    let limit = q
-        .get("limit")
-        .map(|l| l.parse::<i64>())
-        .transpose()
-        .map_err(|_| Problem::bad_field("limit", "limit must be a whole number"))?;
+    super::extract::known_params(&q, &["status", "plan", "limit", "cursor"])?;
+    let limit = super::extract::page_limit(&q)?;
     let page = service::list(
         &state.platform,
         q.get("status").map(String::as_str),
@@ -142,14 +131,7 @@ pub async fn delete(
     Query(q): Query<HashMap<String, String>>,
     OptionalJson(req): OptionalJson<DeleteRequest>,
 ) -> Result<Json<Tenant>, ApiError> {
-    if let Some(unknown) = q
-        .keys()
-        .find(|k| !["retention", "purge"].contains(&k.as_str()))
-    {
-        return Err(
-            Problem::bad_field(unknown, format!("unknown query parameter {unknown:?}")).into(),
-        );
-    }
+    super::extract::known_params(&q, &["retention", "purge"])?;
     let from_query = q
         .get("retention")
         .map(|r| r.trim().parse::<i64>())

@@ -14,28 +14,13 @@ use crate::events::webhooks::{
     self as wh, CreateWebhook, Delivery, DeliveryList, DeliveryQuery, Error, NewWebhook,
     ReplayRange, Replayed, RotateSecret, UpdateWebhook, Webhook, WebhookList,
 };
-use crate::problem::{Kind, Problem};
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
             Error::Rejected(p) => Self(p),
-            Error::Pool(e) => {
-                tracing::error!(error = %e, "control-plane database unavailable");
-                Self(Problem::new(
-                    Kind::Unavailable,
-                    "database_unavailable",
-                    "the database is unavailable; retry later",
-                ))
-            }
-            other => {
-                tracing::error!(error = ?other, "webhook request failed");
-                Self(Problem::new(
-                    Kind::Internal,
-                    "internal",
-                    "internal error; the server log has the details",
-                ))
-            }
+            Error::Pool(e) => Self::unavailable(&e),
+            other => Self::internal(&other, "webhook request"),
         }
     }
 }
@@ -143,14 +128,8 @@ pub async fn deliveries(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    if let Some(k) = q.keys().find(|k| !matches!(k.as_str(), "state" | "limit")) {
-        return Err(Problem::bad_field(k, format!("unknown query parameter {k:?}")).into());
-    }
-    let limit = q
-        .get("limit")
-        .map(|l| l.parse::<i64>())
-        .transpose()
-        .map_err(|_| Problem::bad_field("limit", "limit must be a whole number"))?;
+    super::extract::known_params(&q, &["state", "limit"])?;
+    let limit = super::extract::page_limit(&q)?;
     let query = DeliveryQuery {
         state: q.get("state").cloned(),
         limit,
