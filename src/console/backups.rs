@@ -64,9 +64,17 @@ pub async fn section(state: &AppState, op: &Operator, t: &Tenant) -> Result<Stri
     let list = backup::list(&state.platform, t.name.as_str()).await?;
     let base = format!("/console/tenants/{}", t.name.as_str());
     let mut out = String::from("<section id=\"backups\"><h3>Backups</h3>");
-    let live = !matches!(t.status, Status::Deleted | Status::Purged | Status::Failed | Status::Provisioning);
+    let live = !matches!(
+        t.status,
+        Status::Deleted | Status::Purged | Status::Failed | Status::Provisioning
+    );
     if live {
-        out.push_str(&html::button(op, &format!("{base}/backups"), "take-backup", "Take a backup now"));
+        out.push_str(&html::button(
+            op,
+            &format!("{base}/backups"),
+            "take-backup",
+            "Take a backup now",
+        ));
     }
     out.push_str(
         "<table id=\"backup-list\"><thead><tr><th>Id</th><th>Kind</th><th>Status</th><th>Size</th>\
@@ -80,7 +88,10 @@ pub async fn section(state: &AppState, op: &Operator, t: &Tenant) -> Result<Stri
     }
     out.push_str("</tbody></table>");
     if list.len() > SHOWN {
-        out.push_str(&format!("<p>The newest {SHOWN} of {} backups.</p>", list.len()));
+        out.push_str(&format!(
+            "<p>The newest {SHOWN} of {} backups.</p>",
+            list.len()
+        ));
     }
     let p = policy::get(&state.platform, t.name.as_str()).await?;
     out.push_str(&format!(
@@ -132,7 +143,8 @@ pub async fn act(
     op.check(&form)?;
     match action.as_str() {
         "verify" => {
-            let r = workflows::backups::verify(&state.platform, Some(&name), &id, &op.actor).await?;
+            let r =
+                workflows::backups::verify(&state.platform, Some(&name), &id, &op.actor).await?;
             let mut body = format!(
                 "<h2>Backup <code>{}</code> of <a href=\"/console/tenants/{1}\">{1}</a></h2><section>{2}",
                 r.backup_id,
@@ -171,7 +183,8 @@ pub async fn act(
                 ));
             }
             let req = RestoreRequest { as_name };
-            match workflows::restores::restore(&state.platform, &name, &id, &req, &op.actor).await? {
+            match workflows::restores::restore(&state.platform, &name, &id, &req, &op.actor).await?
+            {
                 Restored::InPlace(t) => Ok(back(t.name.as_str())),
                 Restored::New(c) => Ok(tenants::created_page(&op, &c, "Restored as a new tenant")),
             }
@@ -199,7 +212,10 @@ pub async fn set_policy(
         .map(|d| d.parse::<i32>())
         .transpose()
         .map_err(|_| {
-            Failure::bad_field("retention_days", "retention_days must be a whole number of days")
+            Failure::bad_field(
+                "retention_days",
+                "retention_days must be a whole number of days",
+            )
         })?;
     let req = PolicyRequest {
         schedule: field(&form, "schedule").unwrap_or("").to_string(),

@@ -13,8 +13,17 @@ const LEFT: f64 = 70.0;
 const BOTTOM: f64 = 18.0;
 
 /// A line of `(time, value)` points, oldest first; `fmt` writes a value for people.
-pub fn line(id: &str, title: &str, points: &[(DateTime<Utc>, f64)], fmt: &dyn Fn(f64) -> String) -> String {
-    let mut out = format!("<figure class=\"chart\" id=\"{}\"><figcaption>{}</figcaption>", esc(id), esc(title));
+pub fn line(
+    id: &str,
+    title: &str,
+    points: &[(DateTime<Utc>, f64)],
+    fmt: &dyn Fn(f64) -> String,
+) -> String {
+    let mut out = format!(
+        "<figure class=\"chart\" id=\"{}\"><figcaption>{}</figcaption>",
+        esc(id),
+        esc(title)
+    );
     if points.is_empty() {
         out.push_str("<p class=\"no-samples\">No samples yet.</p></figure>");
         return out;
@@ -44,9 +53,14 @@ pub fn line(id: &str, title: &str, points: &[(DateTime<Utc>, f64)], fmt: &dyn Fn
     ));
     if points.len() == 1 {
         let (cx, cy) = (x(t0), y(points[0].1));
-        out.push_str(&format!("<circle class=\"series\" cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"3\"/>"));
+        out.push_str(&format!(
+            "<circle class=\"series\" cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"3\"/>"
+        ));
     } else {
-        out.push_str(&format!("<polyline class=\"series\" points=\"{}\"/>", coords.join(" ")));
+        out.push_str(&format!(
+            "<polyline class=\"series\" points=\"{}\"/>",
+            coords.join(" ")
+        ));
     }
     out.push_str(&format!(
         "</svg><p class=\"chart-note\">{} samples, latest {}</p></figure>",
@@ -56,29 +70,31 @@ pub fn line(id: &str, title: &str, points: &[(DateTime<Utc>, f64)], fmt: &dyn Fn
     out
 }
 
-/// Horizontal bars, one per `(label, count)`.
+/// Horizontal bars, one per `(label, count)` (drawn narrower than the lines, so the
+/// labels stay readable beside them).
 pub fn bars(id: &str, title: &str, items: &[(String, i64)]) -> String {
+    const BW: f64 = 360.0;
     let row = 22.0;
     let h = row * items.len().max(1) as f64 + 4.0;
     let max = items.iter().map(|i| i.1).max().unwrap_or(0).max(1) as f64;
     let mut out = format!(
-        "<figure class=\"chart\" id=\"{}\"><figcaption>{}</figcaption><svg viewBox=\"0 0 {W} {h}\" role=\"img\" aria-label=\"{}\"><title>{}</title>",
+        "<figure class=\"chart\" id=\"{}\"><figcaption>{}</figcaption><svg viewBox=\"0 0 {BW} {h}\" role=\"img\" aria-label=\"{}\"><title>{}</title>",
         esc(id),
         esc(title),
         esc(title),
         esc(title)
     );
-    let width = W - 160.0 - 60.0;
+    let width = BW - 100.0 - 50.0;
     for (i, (label, n)) in items.iter().enumerate() {
         let top = i as f64 * row + 2.0;
         let len = (*n as f64 / max * width).max(1.0);
         out.push_str(&format!(
-            "<text x=\"155\" y=\"{ty:.1}\" text-anchor=\"end\">{}</text>\
-             <rect class=\"bar\" x=\"160\" y=\"{top:.1}\" width=\"{len:.1}\" height=\"16\"/>\
+            "<text x=\"95\" y=\"{ty:.1}\" text-anchor=\"end\">{}</text>\
+             <rect class=\"bar\" x=\"100\" y=\"{top:.1}\" width=\"{len:.1}\" height=\"16\"/>\
              <text x=\"{tx:.1}\" y=\"{ty:.1}\">{n}</text>",
             esc(label),
             ty = top + 13.0,
-            tx = 164.0 + len,
+            tx = 104.0 + len,
         ));
     }
     out.push_str("</svg></figure>");
@@ -87,9 +103,15 @@ pub fn bars(id: &str, title: &str, items: &[(String, i64)]) -> String {
 
 /// Two bars a day (created, deleted), oldest day first.
 pub fn per_day(id: &str, title: &str, days: &[(NaiveDate, i64, i64)]) -> String {
-    let mut out = format!("<figure class=\"chart\" id=\"{}\"><figcaption>{}</figcaption>", esc(id), esc(title));
+    let mut out = format!(
+        "<figure class=\"chart\" id=\"{}\"><figcaption>{}</figcaption>",
+        esc(id),
+        esc(title)
+    );
     if days.is_empty() {
-        out.push_str("<p class=\"no-samples\">No tenant created or deleted in this period.</p></figure>");
+        out.push_str(
+            "<p class=\"no-samples\">No tenant created or deleted in this period.</p></figure>",
+        );
         return out;
     }
     let max = days.iter().map(|d| d.1.max(d.2)).max().unwrap_or(0).max(1) as f64;
@@ -135,7 +157,12 @@ mod tests {
         assert!(svg.contains("&lt;free&gt;") && !svg.contains("<free>"));
         assert_eq!(svg.matches("<rect").count(), 2);
         let t = Utc::now();
-        let l = line("l", "disk", &[(t, 1.0), (t + chrono::Duration::minutes(5), 2.0)], &|v| format!("{v}"));
+        let l = line(
+            "l",
+            "disk",
+            &[(t, 1.0), (t + chrono::Duration::minutes(5), 2.0)],
+            &|v| format!("{v}"),
+        );
         assert!(l.contains("<polyline"), "{l}");
         assert!(!l.contains("style="), "no inline style: {l}");
         assert!(line("e", "disk", &[], &|v| format!("{v}")).contains("No samples yet"));

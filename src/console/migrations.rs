@@ -88,7 +88,9 @@ pub async fn start(
     op.check(&form)?;
     let req = request(&form)?;
     match crate::workflows::migrate::start(&state.platform, req, &op.actor).await? {
-        Started::Run(run) => Ok(Redirect::to(&format!("/console/migrations/{}", run.id)).into_response()),
+        Started::Run(run) => {
+            Ok(Redirect::to(&format!("/console/migrations/{}", run.id)).into_response())
+        }
         Started::Plan(plan) => {
             let mut body = format!(
                 "<h2>Dry run</h2><section><p id=\"plan-summary\">To v{}: {} tenants would be migrated, {} are already current. Nothing was changed.</p>\
@@ -136,7 +138,10 @@ fn run_body(r: &MigrationRun) -> String {
         r.already_current,
     );
     if let Some(e) = &r.error {
-        body.push_str(&format!("<dt>Error</dt><dd class=\"error\">{}</dd>", html::esc(e)));
+        body.push_str(&format!(
+            "<dt>Error</dt><dd class=\"error\">{}</dd>",
+            html::esc(e)
+        ));
     }
     body.push_str("</dl>");
     if !r.failures.is_empty() {
@@ -161,7 +166,10 @@ pub async fn run(
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
     let id = id.parse().map_err(|_| {
-        Failure(Problem::bad_field("id", format!("{id:?} is not a migration run id (a UUID)")))
+        Failure(Problem::bad_field(
+            "id",
+            format!("{id:?} is not a migration run id (a UUID)"),
+        ))
     })?;
     let r = migrate::get(&state.platform, id).await?;
     let body = run_body(&r);

@@ -11,6 +11,7 @@ mod html;
 mod keys;
 mod lifecycle;
 mod migrations;
+mod network;
 mod operations;
 mod people;
 mod plans;
@@ -73,6 +74,11 @@ pub fn routes() -> Router<AppState> {
             post(people::remove_user),
         )
         .route("/console/tenants/{name}/quotas", post(people::set_quotas))
+        .route("/console/tenants/{name}/firewall", post(network::add))
+        .route(
+            "/console/tenants/{name}/firewall/{id}/remove",
+            post(network::remove),
+        )
         .route("/console/tenants/{name}/{action}", post(lifecycle::act))
         .route(
             "/console/migrations",

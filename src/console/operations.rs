@@ -63,7 +63,11 @@ pub async fn list(
     body.push_str(&table(&page.operations, "operations"));
     if let Some(next) = &page.next_cursor {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in [("tenant", tenant), ("state", st), ("cursor", Some(next.as_str()))] {
+        for (k, v) in [
+            ("tenant", tenant),
+            ("state", st),
+            ("cursor", Some(next.as_str())),
+        ] {
             if let Some(v) = v {
                 s.append_pair(k, v);
             }
@@ -97,7 +101,10 @@ pub async fn show(
         html::opt_time(&o.finished_at),
     );
     if let Some(e) = &o.error {
-        body.push_str(&format!("<dt>Error</dt><dd id=\"op-error\" class=\"error\">{}</dd>", html::esc(e)));
+        body.push_str(&format!(
+            "<dt>Error</dt><dd id=\"op-error\" class=\"error\">{}</dd>",
+            html::esc(e)
+        ));
     }
     body.push_str(
         "</dl><h3>Steps</h3><table id=\"op-steps\"><thead><tr><th>#</th><th>Step</th><th>State</th><th>At</th><th>What it recorded</th></tr></thead><tbody>",
@@ -118,7 +125,14 @@ pub async fn show(
 
 /// The tenant's newest operations, for its page.
 pub async fn section(state: &AppState, t: &Tenant) -> Result<String, Failure> {
-    let page = operations::list(&state.platform, Some(&t.id.to_string()), None, Some(10), None).await?;
+    let page = operations::list(
+        &state.platform,
+        Some(&t.id.to_string()),
+        None,
+        Some(10),
+        None,
+    )
+    .await?;
     Ok(format!(
         "<section id=\"tenant-operations\"><h3>Operations</h3>{}<p><a href=\"/console/operations?tenant={}\">All of them</a></p></section>",
         table(&page.operations, "tenant-operation-list"),

@@ -100,7 +100,11 @@ pub async fn remove_user(
 
 /// The quotas section: each quota, its value and whether it is the plan's, and a
 /// form to change any of them.
-pub async fn quotas_section(state: &AppState, op: &Operator, t: &Tenant) -> Result<String, Failure> {
+pub async fn quotas_section(
+    state: &AppState,
+    op: &Operator,
+    t: &Tenant,
+) -> Result<String, Failure> {
     let l = quotas::limits(&state.platform, t.name.as_str()).await?;
     let mut out = format!(
         "<section id=\"quotas\"><h3>Quotas</h3><form method=\"post\" action=\"/console/tenants/{}/quotas\" id=\"quota-form\">{}\

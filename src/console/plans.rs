@@ -15,9 +15,7 @@ use crate::tenant::service;
 pub async fn list(State(state): State<AppState>, op: Operator) -> Result<Response, Failure> {
     let plans = service::plans(&state.platform).await?;
     let mix = service::count_by_status_plan_isolation(&state.platform).await?;
-    let mut body = String::from(
-        "<h2>Plans</h2><table id=\"plans\"><thead><tr><th>Quota</th>",
-    );
+    let mut body = String::from("<h2>Plans</h2><table id=\"plans\"><thead><tr><th>Quota</th>");
     for p in &plans {
         body.push_str(&format!("<th>{}</th>", html::esc(&p.name)));
     }
@@ -42,18 +40,29 @@ pub async fn list(State(state): State<AppState>, op: Operator) -> Result<Respons
             })
             .collect(),
     );
-    row("trial_days", plans.iter().map(|p| p.trial_days.to_string()).collect());
+    row(
+        "trial_days",
+        plans.iter().map(|p| p.trial_days.to_string()).collect(),
+    );
     row(
         "default isolation",
         plans
             .iter()
-            .map(|p| p.default_isolation.map(|i| i.as_str()).unwrap_or("schema").to_string())
+            .map(|p| {
+                p.default_isolation
+                    .map(|i| i.as_str())
+                    .unwrap_or("schema")
+                    .to_string()
+            })
             .collect(),
     );
     for (name, _, _) in FIELDS {
         row(
             name,
-            plans.iter().map(|p| value(&p.quotas, name).to_string()).collect(),
+            plans
+                .iter()
+                .map(|p| value(&p.quotas, name).to_string())
+                .collect(),
         );
     }
     let mut schedules = Vec::new();

@@ -67,6 +67,7 @@ pub async fn show(
     if live {
         body.push_str(&super::people::quotas_section(&state, &op, &t).await?);
         body.push_str(&super::people::users_section(&state, &op, &t).await?);
+        body.push_str(&super::network::section(&state, &op, &t).await?);
     }
     body.push_str(&keys(&state, &op, &t).await?);
     body.push_str(&super::backups::section(&state, &op, &t).await?);

@@ -116,7 +116,11 @@ async fn pictures(state: &AppState) -> Result<String, Failure> {
     let days = crate::quota::history::changes_per_day(&state.platform, CHANGE_DAYS).await?;
     Ok(format!(
         "<section id=\"pictures\"><div class=\"charts\">{}{}{}</div></section>",
-        super::charts::bars("chart-status", "Tenants per status", &tally(&|m| m.0.as_str())),
+        super::charts::bars(
+            "chart-status",
+            "Tenants per status",
+            &tally(&|m| m.0.as_str())
+        ),
         super::charts::bars("chart-plan", "Tenants per plan", &tally(&|m| m.1.as_str())),
         super::charts::per_day(
             "chart-per-day",

@@ -72,7 +72,11 @@ pub async fn create(
         html::esc(w.secret.expose_secret()),
         w.webhook.id,
     );
-    Ok((StatusCode::CREATED, html::page("Endpoint added", &op, &body)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        html::page("Endpoint added", &op, &body),
+    )
+        .into_response())
 }
 
 pub async fn show(
@@ -109,9 +113,14 @@ pub async fn show(
                 format!(
                     "{} → {} in {} ms{}",
                     html::time(&a.at),
-                    a.status.map(|s| s.to_string()).unwrap_or_else(|| "no answer".into()),
+                    a.status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "no answer".into()),
                     a.latency_ms,
-                    a.error.as_deref().map(|e| format!(" ({})", html::esc(e))).unwrap_or_default()
+                    a.error
+                        .as_deref()
+                        .map(|e| format!(" ({})", html::esc(e)))
+                        .unwrap_or_default()
                 )
             })
             .collect();

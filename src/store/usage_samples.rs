@@ -22,14 +22,13 @@ pub struct Sample {
 
 /// Whether the last sample (of any tenant) is older than `every_secs`, or there is none.
 pub async fn due(c: &impl GenericClient, every_secs: f64) -> Result<bool> {
-    Ok(c
-        .query_one(
-            "SELECT coalesce(max(sampled_at) <= now() - $1::float8 * interval '1 second', true)
+    Ok(c.query_one(
+        "SELECT coalesce(max(sampled_at) <= now() - $1::float8 * interval '1 second', true)
                FROM berqenas.usage_samples",
-            &[&every_secs],
-        )
-        .await?
-        .get(0))
+        &[&every_secs],
+    )
+    .await?
+    .get(0))
 }
 
 /// The tenants a sample covers, by id.
@@ -72,13 +71,12 @@ pub async fn sample(c: &impl GenericClient, api: &[(Uuid, i32)]) -> Result<u64> 
 
 /// Samples older than `keep_secs` go.
 pub async fn prune(c: &impl GenericClient, keep_secs: f64) -> Result<u64> {
-    Ok(c
-        .execute(
-            "DELETE FROM berqenas.usage_samples
+    Ok(c.execute(
+        "DELETE FROM berqenas.usage_samples
               WHERE sampled_at < now() - $1::float8 * interval '1 second'",
-            &[&keep_secs],
-        )
-        .await?)
+        &[&keep_secs],
+    )
+    .await?)
 }
 
 /// A tenant's samples since `since`, oldest first, at most `limit`.
@@ -111,7 +109,10 @@ pub async fn history(
 
 /// Tenants created and deleted on each UTC day of the last `days` (days without
 /// either are absent), oldest first.
-pub async fn changes_per_day(c: &impl GenericClient, days: i32) -> Result<Vec<(NaiveDate, i64, i64)>> {
+pub async fn changes_per_day(
+    c: &impl GenericClient,
+    days: i32,
+) -> Result<Vec<(NaiveDate, i64, i64)>> {
     let rows = c
         .query(
             "WITH since AS (SELECT (now() AT TIME ZONE 'UTC')::date - $1::int AS d),
@@ -126,5 +127,8 @@ pub async fn changes_per_day(c: &impl GenericClient, days: i32) -> Result<Vec<(N
             &[&days],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }

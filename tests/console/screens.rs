@@ -4,7 +4,6 @@
 //! template migrations watched to the end, the usage charts with samples; and the
 //! sign-in: wrong ones limited per address, the console password.
 
-
 use berqenas::api::{self, AppState};
 use berqenas::quota::history::{self, Settings};
 use reqwest::{Method, StatusCode};
@@ -55,9 +54,10 @@ async fn limits(app: &TestApp, name: &str) -> Value {
 async fn an_operator_uses_every_screen_in_the_browser() {
     // A control plane of its own: its template gains a version mid-test.
     let db = common::control_database("console_screens").await;
-    let before = berqenas::server::platform_with(&db, common::secret_key(), 16, common::template_with(&[]))
-        .await
-        .unwrap();
+    let before =
+        berqenas::server::platform_with(&db, common::secret_key(), 16, common::template_with(&[]))
+            .await
+            .unwrap();
     let name = unique("csb");
     let old = TestApp::serve(before).await;
     let (s, t) = old
@@ -107,7 +107,11 @@ async fn an_operator_uses_every_screen_in_the_browser() {
     b.find("#backup-list tr.backup-succeeded").await;
     b.shot("backups").await;
     let (_, list) = app
-        .call(Method::GET, &format!("/api/v1/tenants/{name}/backups"), None)
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{name}/backups"),
+            None,
+        )
         .await;
     let id = list["backups"][0]["id"].as_str().unwrap().to_string();
     let short = &id[..8];
@@ -149,7 +153,8 @@ async fn an_operator_uses_every_screen_in_the_browser() {
     // nothing changed.
     b.fill("#quota-input-max_connections", "7").await;
     b.click("#save-quotas").await;
-    b.wait_text("#quota-max_connections .quota-value", "7").await;
+    b.wait_text("#quota-max_connections .quota-value", "7")
+        .await;
     b.shot("quotas").await;
     let before_bad = limits(&app, &name).await;
     assert_eq!(before_bad["limits"]["max_connections"], 7, "{before_bad}");
@@ -159,13 +164,40 @@ async fn an_operator_uses_every_screen_in_the_browser() {
         b.fill("#quota-input-max_users", "3").await;
         b.click("#save-quotas").await;
         let msg = b.text("#error-message").await;
-        assert!(msg.contains("max_connections") && msg.contains(says), "{msg}");
+        assert!(
+            msg.contains("max_connections") && msg.contains(says),
+            "{msg}"
+        );
     }
     b.shot("quota-refused").await;
-    assert_eq!(limits(&app, &name).await, before_bad, "a refused quota changes nothing");
+    assert_eq!(
+        limits(&app, &name).await,
+        before_bad,
+        "a refused quota changes nothing"
+    );
+
+    // Network rules: a range allowed, then removed.
+    b.goto(&page).await;
+    b.fill("#rule-cidr", "203.0.113.0/24").await;
+    b.fill("#rule-description", "office").await;
+    b.click("#add-rule").await;
+    b.wait_text("#rule-list .rule-cidr", "203.0.113.0/24").await;
+    b.shot("network-rules").await;
+    let (_, fw) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{name}/firewall"),
+            None,
+        )
+        .await;
+    assert_eq!(fw["rules"][0]["cidr"], "203.0.113.0/24", "{fw}");
+    let rule = fw["rules"][0]["id"].as_str().unwrap().to_string();
+    b.click(&format!("#remove-rule-{}", &rule[..8])).await;
+    b.find("#no-rules").await;
 
     // Operations: the tenant's, and one's steps.
-    b.goto(&format!("{}/console/operations?tenant={name}", app.url)).await;
+    b.goto(&format!("{}/console/operations?tenant={name}", app.url))
+        .await;
     b.click("#operations .op-link").await;
     b.find("#op-steps tbody tr").await;
     assert!(!b.text("#op-kind").await.is_empty());
@@ -195,9 +227,16 @@ async fn an_operator_uses_every_screen_in_the_browser() {
     b.shot("migrations").await;
     b.fill("#migrate-tenant", &name).await;
     b.click("#dry-run").await;
-    assert!(b.text("#plan-summary").await.contains("1 tenants would be migrated"));
+    assert!(b
+        .text("#plan-summary")
+        .await
+        .contains("1 tenants would be migrated"));
     b.shot("migration-dry-run").await;
-    assert_eq!(template_version(&app, &name).await, 1, "a dry run changes nothing");
+    assert_eq!(
+        template_version(&app, &name).await,
+        1,
+        "a dry run changes nothing"
+    );
     b.goto(&format!("{}/console/migrations", app.url)).await;
     b.fill("#migrate-tenant", &name).await;
     b.click("#run-migration").await;
@@ -205,7 +244,11 @@ async fn an_operator_uses_every_screen_in_the_browser() {
     // The page reloads itself while the run goes on; wait for the end.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while b.text("#run-state").await != "succeeded" {
-        assert!(std::time::Instant::now() < deadline, "{}", b.text("#run-state").await);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            b.text("#run-state").await
+        );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     b.shot("migration-finished").await;
@@ -213,7 +256,11 @@ async fn an_operator_uses_every_screen_in_the_browser() {
 
     // Every action above is audited with the console session as the actor.
     let (_, trail) = app
-        .call(Method::GET, &format!("/api/v1/tenants/{name}/audit?limit=100"), None)
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{name}/audit?limit=100"),
+            None,
+        )
         .await;
     let console_rows = trail["entries"]
         .as_array()
@@ -274,15 +321,31 @@ async fn wrong_sign_ins_are_limited_and_the_console_password_works() {
     }
     let res = post_sign_in(&http, &app, "guess").await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
-    assert!(res.text().await.unwrap().contains("too many wrong sign-ins"));
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("too many wrong sign-ins"));
     let res = post_sign_in(&http, &app, password).await;
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "no session while held");
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "no session while held"
+    );
     assert!(res.headers().get("set-cookie").is_none());
 
     // A server without a password: the password is just a wrong token.
-    let plain = serve(AppState::new(common::runtime(common::platform(4).await).await, TOKEN)).await;
+    let plain = serve(AppState::new(
+        common::runtime(common::platform(4).await).await,
+        TOKEN,
+    ))
+    .await;
     let res = post_sign_in(&http, &plain, password).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
