@@ -99,10 +99,13 @@ pub async fn list(
 /// Days of creations and deletions the list draws.
 const CHANGE_DAYS: i32 = 30;
 
+/// Tenants by (status, plan, isolation).
+type Mix = (String, String, String, i64);
+
 /// Tenants per status and per plan, and creations and deletions per day.
 async fn pictures(state: &AppState) -> Result<String, Failure> {
     let mix = service::count_by_status_plan_isolation(&state.platform).await?;
-    let tally = |key: &dyn Fn(&(String, String, String, i64)) -> &str| {
+    let tally = |key: &dyn Fn(&Mix) -> &str| {
         let mut out: Vec<(String, i64)> = Vec::new();
         for m in &mix {
             match out.iter_mut().find(|o| o.0 == key(m)) {
