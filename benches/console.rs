@@ -125,6 +125,32 @@ async fn main() {
     );
     // The tenant whose page is timed comes last: its id is after every copy's.
     seed(&rt, "seed-database", "database").await;
+    // A week of usage history for the timed tenants (one sample every 5 minutes, as
+    // the default interval writes), and one sample round over every tenant, timed.
+    admin
+        .execute(
+            "INSERT INTO berqenas.usage_samples (tenant_id, sampled_at, disk_bytes, connections, api_calls)
+             SELECT t.id, now() - g * interval '5 minutes', 1000000 + g * 100, g % 7, g % 50
+               FROM berqenas.tenants t, generate_series(1, 2016) g
+              WHERE t.name IN ('seed-schema', 'seed-database')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let limits = berqenas::quota::rate::RateLimits::default();
+    let started = Instant::now();
+    let sampled = berqenas::quota::history::sample_round(
+        &rt,
+        &limits,
+        berqenas::quota::history::Settings::default(),
+    )
+    .await
+    .unwrap();
+    println!(
+        "  usage sample round: {} rows in {:.1} ms",
+        sampled.unwrap_or(0),
+        started.elapsed().as_secs_f64() * 1e3
+    );
     let last_copy: String = admin
         .query_one(
             "SELECT id::text FROM berqenas.tenants WHERE name LIKE 'bulk-%' ORDER BY id DESC OFFSET 60 LIMIT 1",

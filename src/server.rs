@@ -45,6 +45,11 @@ pub struct ServeOptions {
     pub quota_interval: std::time::Duration,
     /// How often each tenant's usage is reported (`usage.reported`).
     pub usage_report_interval: std::time::Duration,
+    /// The usage history behind the console's charts: how often it is sampled, how
+    /// long samples are kept.
+    pub usage_history: crate::quota::history::Settings,
+    /// A password for the web console besides the admin token (hashed at start).
+    pub console_password: Option<SecretString>,
     /// Open data API connections, all tenants together.
     pub data_api_connections: usize,
     /// Bytes of data API results all requests together may hold.
@@ -337,6 +342,12 @@ async fn serve(
         platform.key.clone(),
         opts.webhooks.clone(),
     );
+    let state = match &opts.console_password {
+        Some(p) => state.with_console_password(
+            crate::console::Password::new(p.expose_secret()).map_err(anyhow::Error::msg)?,
+        ),
+        None => state,
+    };
     let state = state.with_webhooks(
         crate::events::webhooks::Settings {
             allow_private: opts.webhooks.allow_private,
@@ -349,6 +360,7 @@ async fn serve(
         state.limits.clone(),
         state.data.clone(),
         opts.quota_interval,
+        opts.usage_history,
     ));
     let usage_reporter = tokio::spawn(crate::quota::report::run_forever(
         platform.clone(),
@@ -494,6 +506,8 @@ mod tests {
             backup_dir: None,
             quota_interval: std::time::Duration::from_secs(30),
             usage_report_interval: std::time::Duration::from_secs(3600),
+            usage_history: Default::default(),
+            console_password: None,
             data_api_connections: 8,
             data_api_result_memory: 1 << 20,
             metrics_token: Some("metrics-token-xyz".into()),

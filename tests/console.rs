@@ -5,6 +5,8 @@
 //! Screenshots of every screen land in `<target>/console-screenshots/`.
 
 mod common;
+#[path = "console/screens.rs"]
+mod screens;
 #[path = "console/webdriver.rs"]
 mod webdriver;
 

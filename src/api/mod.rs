@@ -96,6 +96,12 @@ impl AppState {
         self
     }
 
+    /// The console also opens with this password (`--console-password`).
+    pub fn with_console_password(mut self, password: crate::console::Password) -> Self {
+        self.console = Arc::new(crate::console::Sessions::with_password(password));
+        self
+    }
+
     /// The data API with these connection limits.
     pub fn with_data_api(mut self, config: crate::dataapi::DataApiConfig) -> Self {
         self.data = Arc::new(crate::dataapi::DataApi::new(config));

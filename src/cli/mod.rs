@@ -135,6 +135,17 @@ pub struct ServeArgs {
     /// billing (e.g. 1h, 15m).
     #[arg(long, env = "BERQENAS_USAGE_REPORT_INTERVAL", default_value = "1h", value_parser = parse_interval)]
     pub usage_report_interval: std::time::Duration,
+    /// How often each live tenant's disk, connections and API calls are sampled for
+    /// the console's usage charts (e.g. 5m, 1m).
+    #[arg(long, env = "BERQENAS_USAGE_SAMPLE_INTERVAL", default_value = "5m", value_parser = parse_interval)]
+    pub usage_sample_interval: std::time::Duration,
+    /// How long usage samples are kept (older ones are pruned by the quota round).
+    #[arg(long, env = "BERQENAS_USAGE_RETENTION", default_value = "30d", value_parser = parse_interval)]
+    pub usage_retention: std::time::Duration,
+    /// A password for the web console, besides the admin token (only its hash is
+    /// kept, in memory; at least 12 characters).
+    #[arg(long, env = "BERQENAS_CONSOLE_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub console_password: Option<SecretString>,
     /// Open data API connections across all tenants (kept well below the server's
     /// max_connections; checked at start).
     #[arg(long, env = "BERQENAS_DATA_API_CONNECTIONS", default_value_t = 64)]
@@ -338,6 +349,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 backup_dir: a.backup_dir,
                 quota_interval: a.quota_interval,
                 usage_report_interval: a.usage_report_interval,
+                usage_history: crate::quota::history::Settings {
+                    every: a.usage_sample_interval,
+                    keep: a.usage_retention,
+                },
+                console_password: a.console_password,
                 data_api_connections: a.data_api_connections,
                 data_api_result_memory: a.data_api_result_memory,
                 metrics_token: a.metrics_token,

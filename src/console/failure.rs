@@ -51,5 +51,7 @@ macro_rules! via_api_error {
 via_api_error!(
     crate::workflows::Error,
     crate::tenant::service::Error,
+    crate::backup::Error,
+    crate::events::webhooks::Error,
     Problem
 );

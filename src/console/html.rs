@@ -20,9 +20,9 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-fn frame(title: &str, nav: &str, body: &str) -> Html<String> {
+fn frame(title: &str, nav: &str, body: &str, head: &str) -> Html<String> {
     Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{head}\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{} · berqenas</title><link rel=\"stylesheet\" href=\"/console/static/console.css\">\
          </head><body><header><h1><a href=\"/console\">berqenas</a></h1>{nav}</header>\
@@ -33,23 +33,39 @@ fn frame(title: &str, nav: &str, body: &str) -> Html<String> {
 
 /// A page outside a session (sign-in, errors).
 pub fn bare(title: &str, body: &str) -> Html<String> {
-    frame(title, "", body)
+    frame(title, "", body, "")
 }
 
 /// A page of a signed-in operator, with the navigation and the sign-out form.
 pub fn page(title: &str, op: &Operator, body: &str) -> Html<String> {
-    // Issue 14 (events, webhooks, operations) adds its screens in the marked place.
-    let nav = format!(
+    frame(title, &nav(op), body, "")
+}
+
+/// A page that reloads itself every `secs` (a run in progress): `<meta refresh>`
+/// needs no script, so the CSP stays strict.
+pub fn page_refreshing(title: &str, op: &Operator, body: &str, secs: u32) -> Html<String> {
+    frame(
+        title,
+        &nav(op),
+        body,
+        &format!("<meta http-equiv=\"refresh\" content=\"{secs}\">"),
+    )
+}
+
+fn nav(op: &Operator) -> String {
+    format!(
         "<nav><a href=\"/console\">Tenants</a> <a href=\"/console/tenants/new\" id=\"nav-new\">New tenant</a> \
+         <a href=\"/console/migrations\" id=\"nav-migrations\">Migrations</a> \
+         <a href=\"/console/plans\" id=\"nav-plans\">Plans</a> \
+         <a href=\"/console/operations\" id=\"nav-operations\">Operations</a> \
+         <a href=\"/console/webhooks\" id=\"nav-webhooks\">Webhooks</a> \
          <a href=\"/console/audit\" id=\"nav-audit\">Audit</a>\
-         <span class=\"soon\" id=\"nav-issue-14\" title=\"issue 14\">Events · Webhooks · Operations: coming</span>\
          <form method=\"post\" action=\"/console/logout\" class=\"inline\">{}\
          <button type=\"submit\" id=\"sign-out\">Sign out</button></form>\
          <span class=\"actor\">{}</span></nav>",
         csrf(op),
         esc(&op.actor)
-    );
-    frame(title, &nav, body)
+    )
 }
 
 /// The hidden field every form of the session posts.

@@ -4,13 +4,22 @@
 //! carry a strict Content-Security-Policy, so nothing inline would run anyway.
 
 mod audit;
+mod backups;
+mod charts;
 mod failure;
 mod html;
 mod keys;
 mod lifecycle;
+mod migrations;
+mod network;
+mod operations;
+mod people;
+mod plans;
 mod session;
+mod signin;
 mod tenant_page;
 mod tenants;
+mod webhooks;
 
 use std::collections::HashMap;
 
@@ -24,6 +33,7 @@ use axum::Router;
 use crate::api::AppState;
 pub use failure::Failure;
 pub use session::{Operator, Sessions, COOKIE};
+pub use signin::Password;
 
 /// A posted form, as field → value.
 pub type Fields = HashMap<String, String>;
@@ -49,7 +59,45 @@ pub fn routes() -> Router<AppState> {
             "/console/tenants/{name}/keys/{id}/{action}",
             post(keys::act),
         )
+        .route("/console/tenants/{name}/backups", post(backups::take))
+        .route(
+            "/console/tenants/{name}/backups/{id}/{action}",
+            post(backups::act),
+        )
+        .route(
+            "/console/tenants/{name}/backup-policy",
+            post(backups::set_policy),
+        )
+        .route("/console/tenants/{name}/users", post(people::add_user))
+        .route(
+            "/console/tenants/{name}/users/remove",
+            post(people::remove_user),
+        )
+        .route("/console/tenants/{name}/quotas", post(people::set_quotas))
+        .route("/console/tenants/{name}/firewall", post(network::add))
+        .route(
+            "/console/tenants/{name}/firewall/{id}/remove",
+            post(network::remove),
+        )
         .route("/console/tenants/{name}/{action}", post(lifecycle::act))
+        .route(
+            "/console/migrations",
+            get(migrations::show).post(migrations::start),
+        )
+        .route("/console/migrations/{id}", get(migrations::run))
+        .route("/console/plans", get(plans::list))
+        .route("/console/operations", get(operations::list))
+        .route("/console/operations/{id}", get(operations::show))
+        .route(
+            "/console/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route("/console/webhooks/{id}", get(webhooks::show))
+        .route("/console/webhooks/{id}/ping", post(webhooks::ping))
+        .route(
+            "/console/webhooks/{id}/deliveries/{delivery}/replay",
+            post(webhooks::replay),
+        )
         .route("/console/audit", get(audit::list))
         .route("/console/audit/verify", post(audit::verify))
         .route("/console/static/console.css", get(stylesheet))

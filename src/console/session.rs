@@ -18,6 +18,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::signin::{Password, Throttle};
 use super::{html, Failure, Fields};
 use crate::api::AppState;
 use crate::problem::Kind;
@@ -35,10 +36,13 @@ struct Session {
     expires: Instant,
 }
 
-/// The signed-in sessions.
+/// The signed-in sessions, and what signing in is checked against.
 #[derive(Default)]
 pub struct Sessions {
     by_hash: Mutex<HashMap<[u8; 32], Session>>,
+    /// `--console-password`, as its hash.
+    password: Option<Password>,
+    throttle: Throttle,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -52,6 +56,14 @@ fn digest(cookie: &str) -> [u8; 32] {
 }
 
 impl Sessions {
+    /// Sessions that also open with this console password.
+    pub fn with_password(password: Password) -> Self {
+        Self {
+            password: Some(password),
+            ..Self::default()
+        }
+    }
+
     /// A new session; answers the cookie value (shown to the browser only).
     fn open(&self) -> String {
         let cookie = random_hex(32);
@@ -157,11 +169,16 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
-pub async fn login_form() -> Response {
-    html::bare("Sign in", &sign_in_form(None)).into_response()
+pub async fn login_form(State(state): State<AppState>) -> Response {
+    html::bare("Sign in", &sign_in_form(&state, None)).into_response()
 }
 
-fn sign_in_form(error: Option<&str>) -> String {
+fn sign_in_form(state: &AppState, error: Option<&str>) -> String {
+    let label = if state.console.password.is_some() {
+        "Admin token or console password"
+    } else {
+        "Admin token"
+    };
     let error = error
         .map(|e| {
             format!(
@@ -173,28 +190,60 @@ fn sign_in_form(error: Option<&str>) -> String {
     format!(
         "<section class=\"login\"><h2>Sign in</h2>{error}\
          <form method=\"post\" action=\"/console/login\">\
-         <label>Admin token <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"off\" required></label>\
+         <label>{label} <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"off\" required></label>\
          <button type=\"submit\" id=\"sign-in\">Sign in</button></form></section>"
     )
 }
 
-/// Sign-in: the admin token (compared in constant time) opens a session.
+/// Sign-in: the admin token or the console password (each compared in constant
+/// time) opens a session. Wrong ones are counted per client address: past
+/// [`super::signin::MAX_WRONG`] a minute the address gets 429 with `Retry-After`, whatever it sends.
 pub async fn login(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    parts: Parts,
     Form(form): Form<Fields>,
 ) -> Response {
-    let token = form.get("token").map(String::as_str).unwrap_or("");
-    if token.is_empty() || !state.is_admin_token(token) {
-        tracing::warn!("console sign-in refused: wrong admin token");
+    let headers = &parts.headers;
+    let addr = crate::api::client_addr::of(&parts, &state.platform.network.trusted_proxies);
+    let sessions = &state.console;
+    if let Some(wait) = sessions.throttle.refused(addr) {
+        tracing::warn!(client.addr = ?addr, "console sign-in refused: too many wrong ones");
+        let secs = wait.as_secs().max(1);
+        let body = sign_in_form(
+            &state,
+            Some(&format!(
+                "too many wrong sign-ins from your address: try again in {secs} s"
+            )),
+        );
         return (
-            StatusCode::UNAUTHORIZED,
-            html::bare("Sign in", &sign_in_form(Some("wrong admin token"))),
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            html::bare("Sign in", &body),
         )
             .into_response();
     }
+    let token = form.get("token").map(String::as_str).unwrap_or("");
+    let by_password = sessions
+        .password
+        .as_ref()
+        .is_some_and(|p| !token.is_empty() && p.matches(token));
+    if token.is_empty() || !(state.is_admin_token(token) || by_password) {
+        sessions.throttle.wrong(addr);
+        tracing::warn!(client.addr = ?addr, "console sign-in refused: wrong admin token or password");
+        let message = if sessions.password.is_some() {
+            "wrong admin token or console password"
+        } else {
+            "wrong admin token"
+        };
+        return (
+            StatusCode::UNAUTHORIZED,
+            html::bare("Sign in", &sign_in_form(&state, Some(message))),
+        )
+            .into_response();
+    }
+    sessions.throttle.right(addr);
     let cookie = state.console.open();
-    tracing::info!("console sign-in");
+    tracing::info!(by_password, "console sign-in");
     // Secure when the browser reached us over TLS (berqenas itself serves plain HTTP;
     // a TLS proxy in front says so).
     let tls = headers

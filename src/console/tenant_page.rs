@@ -58,8 +58,20 @@ pub async fn show(
     }
     body.push_str("</dl></section>");
     body.push_str(&usage(&state, &t).await);
+    body.push_str(&history(&state, &t).await?);
     body.push_str(&actions(&op, &t));
+    let live = !matches!(
+        t.status,
+        Status::Purged | Status::Failed | Status::Provisioning
+    );
+    if live {
+        body.push_str(&super::people::quotas_section(&state, &op, &t).await?);
+        body.push_str(&super::people::users_section(&state, &op, &t).await?);
+        body.push_str(&super::network::section(&state, &op, &t).await?);
+    }
     body.push_str(&keys(&state, &op, &t).await?);
+    body.push_str(&super::backups::section(&state, &op, &t).await?);
+    body.push_str(&super::operations::section(&state, &t).await?);
     body.push_str(&recent_audit(&state, &t).await?);
     Ok(html::page(t.name.as_str(), &op, &body).into_response())
 }
@@ -104,6 +116,26 @@ async fn usage(state: &AppState, t: &Tenant) -> String {
     }
     out.push_str("</tbody></table></section>");
     out
+}
+
+/// Days of usage history the tenant page draws.
+const HISTORY_DAYS: i64 = 7;
+
+/// Disk, connections and API calls over the last days, from the sampled history.
+async fn history(state: &AppState, t: &Tenant) -> Result<String, Failure> {
+    let since = chrono::Utc::now() - chrono::Duration::days(HISTORY_DAYS);
+    let samples = crate::quota::history::of_tenant(&state.platform, t.id, since).await?;
+    let series = |f: &dyn Fn(&crate::quota::history::Sample) -> f64| -> Vec<_> {
+        samples.iter().map(|s| (s.at, f(s))).collect()
+    };
+    let bytes = |v: f64| humansize::format_size(v.max(0.0) as u64, humansize::BINARY);
+    let count = |v: f64| format!("{v:.0}");
+    Ok(format!(
+        "<section id=\"usage-history\"><h3>Usage over {HISTORY_DAYS} days</h3><div class=\"charts\">{}{}{}</div></section>",
+        super::charts::line("chart-disk", "Disk", &series(&|s| s.disk_bytes as f64), &bytes),
+        super::charts::line("chart-connections", "Connections", &series(&|s| s.connections as f64), &count),
+        super::charts::line("chart-api-calls", "API calls a minute", &series(&|s| s.api_calls as f64), &count),
+    ))
 }
 
 /// The actions the tenant's state allows; the ones that take logins away ask for a

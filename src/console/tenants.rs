@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use super::{field, html, Failure, Fields, Operator};
 use crate::api::AppState;
 use crate::store::tenants::search::Filter;
-use crate::tenant::service::{self, CreateTenant};
+use crate::tenant::service::{self, CreateTenant, CreatedTenant};
 use crate::tenant::Status;
 
 /// Rows per page: enough to scan, small enough to stay light.
@@ -89,7 +89,48 @@ pub async fn list(
         ));
     }
     body.push_str("</p>");
+    // The pictures on the first page only: the next pages stay as light as the list.
+    if query_field(&q, "after").is_none() {
+        body.push_str(&pictures(&state).await?);
+    }
     Ok(html::page("Tenants", &op, &body).into_response())
+}
+
+/// Days of creations and deletions the list draws.
+const CHANGE_DAYS: i32 = 30;
+
+/// Tenants by (status, plan, isolation).
+type Mix = (String, String, String, i64);
+
+/// Tenants per status and per plan, and creations and deletions per day.
+async fn pictures(state: &AppState) -> Result<String, Failure> {
+    let mix = service::count_by_status_plan_isolation(&state.platform).await?;
+    let tally = |key: &dyn Fn(&Mix) -> &str| {
+        let mut out: Vec<(String, i64)> = Vec::new();
+        for m in &mix {
+            match out.iter_mut().find(|o| o.0 == key(m)) {
+                Some(o) => o.1 += m.3,
+                None => out.push((key(m).to_string(), m.3)),
+            }
+        }
+        out.sort();
+        out
+    };
+    let days = crate::quota::history::changes_per_day(&state.platform, CHANGE_DAYS).await?;
+    Ok(format!(
+        "<section id=\"pictures\"><div class=\"charts\">{}{}{}</div></section>",
+        super::charts::bars(
+            "chart-status",
+            "Tenants per status",
+            &tally(&|m| m.0.as_str())
+        ),
+        super::charts::bars("chart-plan", "Tenants per plan", &tally(&|m| m.1.as_str())),
+        super::charts::per_day(
+            "chart-per-day",
+            &format!("Created and deleted, last {CHANGE_DAYS} days"),
+            &days
+        ),
+    ))
 }
 
 /// The list's query string for these filters, from `after` on.
@@ -166,6 +207,12 @@ pub async fn create(
     op.check(&form)?;
     let req = create_request(&form)?;
     let created = crate::workflows::create::create(&state.platform, &req, None, &op.actor).await?;
+    Ok(created_page(&op, &created, "Tenant created"))
+}
+
+/// A new tenant with its API key and credentials, shown once (a create, or a restore
+/// into a new tenant).
+pub(super) fn created_page(op: &Operator, created: &CreatedTenant, title: &str) -> Response {
     let t = &created.tenant;
     let c = &created.credentials;
     let body = format!(
@@ -190,9 +237,5 @@ pub async fn create(
         t.isolation.as_str(),
         html::esc(&t.plan),
     );
-    Ok((
-        StatusCode::CREATED,
-        html::page("Tenant created", &op, &body),
-    )
-        .into_response())
+    (StatusCode::CREATED, html::page(title, op, &body)).into_response()
 }

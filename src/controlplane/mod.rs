@@ -128,6 +128,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0023_event_emission.sql",
         sql: include_str!("../../migrations/control/0023_event_emission.sql"),
     },
+    Migration {
+        version: 29,
+        name: "0029_usage_samples.sql",
+        sql: include_str!("../../migrations/control/0029_usage_samples.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

@@ -22,6 +22,7 @@ pub mod pooler;
 pub mod quotas;
 pub mod templates;
 pub mod tenants;
+pub mod usage_samples;
 pub mod users;
 pub mod webhooks;
 

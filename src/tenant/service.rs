@@ -270,6 +270,14 @@ pub async fn count_by_status(p: &Platform) -> Result<Vec<(String, i64)>> {
     Ok(store::count_by_status(&client).await?)
 }
 
+/// Tenants by (status, plan, isolation).
+pub async fn count_by_status_plan_isolation(
+    p: &Platform,
+) -> Result<Vec<(String, String, String, i64)>> {
+    let client = p.pool.get().await?;
+    Ok(store::count_by_status_plan_isolation(&client).await?)
+}
+
 /// Changes the given fields, inside the caller's transaction (which holds the
 /// tenant's name and row). The caller re-applies a new plan or quota to the login
 /// roles, then records the change ([`record_update`]).

@@ -176,20 +176,22 @@ pub async fn disk_round(rt: &Runtime) -> Result<Option<(usize, usize, usize)>, E
     Ok(Some((measured, blocked, restored)))
 }
 
-/// The quota worker: a disk round every `interval`, the watchdog every second and
-/// the housekeeping (their own tasks: a slow round holds neither up). Runs until the
-/// task is aborted; an operation it started runs on to its end in the engine.
+/// The quota worker: a disk round every `interval` (and, when one is due, a usage
+/// sample for the console's history), the watchdog every second and the housekeeping
+/// (their own tasks: a slow round holds neither up). Runs until the task is aborted;
+/// an operation it started runs on to its end in the engine.
 pub async fn run_forever(
     rt: Arc<Runtime>,
     limits: Arc<RateLimits>,
     data: Arc<DataApi>,
     interval: Duration,
+    history: crate::quota::history::Settings,
 ) {
     let _watchdog =
         worker::AbortOnDrop(tokio::spawn(worker::watchdog_forever(rt.platform.clone())));
     let _housekeeping = worker::AbortOnDrop(tokio::spawn(worker::housekeeping_forever(
         rt.platform.clone(),
-        limits,
+        limits.clone(),
         data,
     )));
     let mut round = tokio::time::interval(interval);
@@ -204,6 +206,10 @@ pub async fn run_forever(
             Err(e) => {
                 tracing::warn!(error = %e, "disk quota round failed; retrying at the next tick")
             }
+        }
+        // After the disk round: the samples carry the disk as just measured.
+        if let Err(e) = crate::quota::history::sample_round(&rt, &limits, history).await {
+            tracing::warn!(error = %e, "usage sample failed; retrying at the next tick");
         }
     }
 }

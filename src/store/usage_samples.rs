@@ -1,0 +1,134 @@
+//! `usage_samples`: each live tenant's disk bytes, open connections and API calls of the
+//! last minute, sampled by the quota round (`quota::history`) and pruned by age; read
+//! back as a tenant's history for the console's charts.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::Result;
+
+/// Statuses whose tenants are sampled: they have database objects and may be used.
+const SAMPLED: &str = "('trial', 'active', 'suspended')";
+
+/// One sample of one tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub at: DateTime<Utc>,
+    pub disk_bytes: i64,
+    pub connections: i32,
+    pub api_calls: i32,
+}
+
+/// Whether the last sample (of any tenant) is older than `every_secs`, or there is none.
+pub async fn due(c: &impl GenericClient, every_secs: f64) -> Result<bool> {
+    Ok(c.query_one(
+        "SELECT coalesce(max(sampled_at) <= now() - $1::float8 * interval '1 second', true)
+               FROM berqenas.usage_samples",
+        &[&every_secs],
+    )
+    .await?
+    .get(0))
+}
+
+/// The tenants a sample covers, by id.
+pub async fn sampled_tenants(c: &impl GenericClient) -> Result<Vec<Uuid>> {
+    let rows = c
+        .query(
+            &format!("SELECT id FROM berqenas.tenants WHERE status IN {SAMPLED}"),
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// One sample of every live tenant at `now()`, in one statement: the disk as last
+/// measured, the sessions of its login roles now, and `api` (tenant, calls) as counted
+/// by this server. Answers how many rows were written.
+pub async fn sample(c: &impl GenericClient, api: &[(Uuid, i32)]) -> Result<u64> {
+    let ids: Vec<Uuid> = api.iter().map(|a| a.0).collect();
+    let calls: Vec<i32> = api.iter().map(|a| a.1).collect();
+    let sql = format!(
+        "WITH sessions AS (
+             SELECT usename, count(*)::int AS n FROM pg_stat_activity
+              WHERE usename IS NOT NULL GROUP BY usename),
+         api AS (SELECT * FROM unnest($1::uuid[], $2::int[]) AS a(tenant_id, calls))
+         INSERT INTO berqenas.usage_samples (tenant_id, sampled_at, disk_bytes, connections, api_calls)
+         SELECT t.id, now(), coalesce(d.bytes, 0),
+                coalesce((SELECT sum(s.n) FROM sessions s
+                           WHERE s.usename = t.login_role
+                              OR s.usename IN (SELECT u.db_user FROM berqenas.tenant_users u
+                                                WHERE u.tenant_id = t.id)), 0)::int,
+                coalesce(a.calls, 0)
+           FROM berqenas.tenants t
+           LEFT JOIN berqenas.disk_usage d ON d.tenant_id = t.id
+           LEFT JOIN api a ON a.tenant_id = t.id
+          WHERE t.status IN {SAMPLED}
+         ON CONFLICT DO NOTHING"
+    );
+    Ok(c.execute(&sql, &[&ids, &calls]).await?)
+}
+
+/// Samples older than `keep_secs` go.
+pub async fn prune(c: &impl GenericClient, keep_secs: f64) -> Result<u64> {
+    Ok(c.execute(
+        "DELETE FROM berqenas.usage_samples
+              WHERE sampled_at < now() - $1::float8 * interval '1 second'",
+        &[&keep_secs],
+    )
+    .await?)
+}
+
+/// A tenant's samples since `since`, oldest first, at most `limit`.
+pub async fn history(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Sample>> {
+    let rows = c
+        .query(
+            "SELECT sampled_at, disk_bytes, connections, api_calls FROM (
+                 SELECT * FROM berqenas.usage_samples
+                  WHERE tenant_id = $1 AND sampled_at >= $2
+                  ORDER BY sampled_at DESC LIMIT $3) s
+              ORDER BY sampled_at",
+            &[&tenant, &since, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Sample {
+            at: r.get(0),
+            disk_bytes: r.get(1),
+            connections: r.get(2),
+            api_calls: r.get(3),
+        })
+        .collect())
+}
+
+/// Tenants created and deleted on each UTC day of the last `days` (days without
+/// either are absent), oldest first.
+pub async fn changes_per_day(
+    c: &impl GenericClient,
+    days: i32,
+) -> Result<Vec<(NaiveDate, i64, i64)>> {
+    let rows = c
+        .query(
+            "WITH since AS (SELECT (now() AT TIME ZONE 'UTC')::date - $1::int AS d),
+                  made AS (SELECT (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+                             FROM berqenas.tenants, since
+                            WHERE created_at >= since.d GROUP BY 1),
+                  gone AS (SELECT (deleted_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+                             FROM berqenas.offboarding, since
+                            WHERE deleted_at >= since.d GROUP BY 1)
+             SELECT day, coalesce(made.n, 0), coalesce(gone.n, 0)
+               FROM made FULL JOIN gone USING (day) ORDER BY day",
+            &[&days],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
