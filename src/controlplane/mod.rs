@@ -128,6 +128,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0023_event_emission.sql",
         sql: include_str!("../../migrations/control/0023_event_emission.sql"),
     },
+    Migration {
+        version: 25,
+        name: "0025_config_auth_invitations.sql",
+        sql: include_str!("../../migrations/control/0025_config_auth_invitations.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

@@ -15,6 +15,7 @@ pub mod size;
 pub use crate::names::slug;
 pub mod state;
 pub mod suspension;
+pub mod invitations;
 pub mod users;
 
 pub use crate::store::tenants::record::{AccessMode, Isolation, Plan, Status, Tenant};
