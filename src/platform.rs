@@ -54,7 +54,8 @@ pub struct SignIn {
 }
 
 /// Seven days: seed 001's invitation email has no expiry; a week is the usual one.
-pub const DEFAULT_INVITATION_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_INVITATION_TTL: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
 
 impl Default for SignIn {
     fn default() -> Self {

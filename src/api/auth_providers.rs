@@ -28,7 +28,9 @@ pub async fn put(
     Path((name, kind)): Path<(String, String)>,
     body: JsonBody<Value>,
 ) -> Result<Json<AuthProvider>, ApiError> {
-    Ok(Json(settings::put_provider(&state.platform, &name, &kind, &body.value, ADMIN_ACTOR).await?))
+    Ok(Json(
+        settings::put_provider(&state.platform, &name, &kind, &body.value, ADMIN_ACTOR).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/tenants/{name}/auth-providers/{kind}", tag = "auth-providers", security(("admin" = [])),
@@ -38,7 +40,9 @@ pub async fn get(
     State(state): State<AppState>,
     Path((name, kind)): Path<(String, String)>,
 ) -> Result<Json<AuthProvider>, ApiError> {
-    Ok(Json(settings::provider(&state.platform, &name, &kind).await?))
+    Ok(Json(
+        settings::provider(&state.platform, &name, &kind).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/tenants/{name}/auth-providers/{kind}", tag = "auth-providers", security(("admin" = [])),
@@ -60,7 +64,9 @@ pub async fn test(
     State(state): State<AppState>,
     Path((name, kind)): Path<(String, String)>,
 ) -> Result<Json<CheckResult>, ApiError> {
-    Ok(Json(settings::test_provider(&state.platform, &name, &kind).await?))
+    Ok(Json(
+        settings::test_provider(&state.platform, &name, &kind).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/integration/tenants/{name}/auth-providers", tag = "auth-providers", security(("integration" = [])),
@@ -72,5 +78,7 @@ pub async fn integration(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<IntegrationView>, ApiError> {
-    Ok(Json(settings::providers_with_secrets(&state.platform, &name, INTEGRATION_ACTOR).await?))
+    Ok(Json(
+        settings::providers_with_secrets(&state.platform, &name, INTEGRATION_ACTOR).await?,
+    ))
 }

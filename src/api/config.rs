@@ -15,7 +15,10 @@ use crate::workflows::settings;
 #[utoipa::path(get, path = "/api/v1/tenants/{name}/config", tag = "config", security(("admin" = [])),
     params(("name" = String, Path, description = "tenant name or id")),
     responses((status = 200, body = TenantConfig), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<TenantConfig>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<TenantConfig>, ApiError> {
     Ok(Json(settings::config(&state.platform, &name).await?))
 }
 
@@ -30,14 +33,21 @@ pub async fn patch(
     Path(name): Path<String>,
     body: JsonBody<Value>,
 ) -> Result<Json<TenantConfig>, ApiError> {
-    Ok(Json(settings::patch_config(&state.platform, &name, &body.value, ADMIN_ACTOR).await?))
+    Ok(Json(
+        settings::patch_config(&state.platform, &name, &body.value, ADMIN_ACTOR).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/tenants/{name}/config/history", tag = "config", security(("admin" = [])),
     params(("name" = String, Path, description = "tenant name or id")),
     responses((status = 200, body = ConfigHistory), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn history(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ConfigHistory>, ApiError> {
-    Ok(Json(settings::config_history(&state.platform, &name).await?))
+pub async fn history(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ConfigHistory>, ApiError> {
+    Ok(Json(
+        settings::config_history(&state.platform, &name).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/plans/{name}/config-defaults", tag = "config", security(("admin" = [])),
@@ -62,11 +72,18 @@ pub async fn put_plan_defaults(
     Path(name): Path<String>,
     body: JsonBody<PlanConfigDefaults>,
 ) -> Result<Json<PlanConfigDefaults>, ApiError> {
-    Ok(Json(settings::put_plan_defaults(&state.platform, &name, &body.value, ADMIN_ACTOR).await?))
+    Ok(Json(
+        settings::put_plan_defaults(&state.platform, &name, &body.value, ADMIN_ACTOR).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/me/config", tag = "data", security(("api_key" = [])),
     responses((status = 200, body = TenantConfig), (status = 401, body = ErrorBody)))]
-pub async fn me(State(state): State<AppState>, key: TenantKey) -> Result<Json<TenantConfig>, ApiError> {
-    Ok(Json(settings::config(&state.platform, &key.tenant.id.to_string()).await?))
+pub async fn me(
+    State(state): State<AppState>,
+    key: TenantKey,
+) -> Result<Json<TenantConfig>, ApiError> {
+    Ok(Json(
+        settings::config(&state.platform, &key.tenant.id.to_string()).await?,
+    ))
 }

@@ -16,7 +16,10 @@ use crate::tenant::invitations::AcceptedInvitation;
         (status = 404, body = ErrorBody, description = "no such invitation"),
         (status = 409, body = ErrorBody, description = "the tenant is suspended or deleted"),
         (status = 410, body = ErrorBody, description = "used already, or expired")))]
-pub async fn accept(State(state): State<AppState>, Path(token): Path<String>) -> Result<Response, ApiError> {
+pub async fn accept(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
     let accepted = crate::workflows::settings::accept_invitation(&state.platform, &token).await?;
     let mut res = Json(accepted).into_response();
     // Credentials: no cache anywhere may keep them.

@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, auth_providers, backups, config, data, error, events, health, invitations,
-    lifecycle, metrics, migrations, network,
-    onboarding_steps, operations, quotas, tenant_key, tenants, users, webhooks,
+    lifecycle, metrics, migrations, network, onboarding_steps, operations, quotas, tenant_key,
+    tenants, users, webhooks,
 };
 use crate::events::data as ed;
 use crate::tenant::{self, service};

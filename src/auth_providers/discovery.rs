@@ -24,8 +24,12 @@ fn unusable(message: String) -> Problem {
 fn private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified()
-                || v4.is_broadcast() || v4.is_multicast()
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
         }
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => private(IpAddr::V4(v4)),
@@ -41,12 +45,23 @@ fn private(ip: IpAddr) -> bool {
     }
 }
 
-async fn fetch(http: &reqwest::Client, url: &str, what: &str, allow_private: bool) -> Result<Value, Problem> {
-    let parsed = url::Url::parse(url).map_err(|_| unusable(format!("{what} {url:?} is not a URL")))?;
-    if !matches!(parsed.scheme(), "https" | "http") || (parsed.scheme() == "http" && !allow_private) {
+async fn fetch(
+    http: &reqwest::Client,
+    url: &str,
+    what: &str,
+    allow_private: bool,
+) -> Result<Value, Problem> {
+    let parsed =
+        url::Url::parse(url).map_err(|_| unusable(format!("{what} {url:?} is not a URL")))?;
+    if !matches!(parsed.scheme(), "https" | "http") || (parsed.scheme() == "http" && !allow_private)
+    {
         return Err(unusable(format!("{what} {url:?} must be https")));
     }
-    let host = parsed.host_str().unwrap_or_default().trim_matches(['[', ']']).to_string();
+    let host = parsed
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_string();
     let port = parsed.port_or_known_default().unwrap_or(443);
     let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
         .await
@@ -70,7 +85,9 @@ async fn fetch(http: &reqwest::Client, url: &str, what: &str, allow_private: boo
         .await
         .map_err(|_| unusable(format!("{what} {url} could not be read")))?;
     if body.len() > MAX_BYTES {
-        return Err(unusable(format!("{what} {url} is larger than {MAX_BYTES} bytes")));
+        return Err(unusable(format!(
+            "{what} {url} is larger than {MAX_BYTES} bytes"
+        )));
     }
     serde_json::from_slice(&body).map_err(|_| unusable(format!("{what} {url} is not JSON")))
 }
@@ -90,7 +107,10 @@ fn issuer_matches(found: &str, c: &IssuerCheck) -> bool {
         return true;
     }
     // A domain-named tenant: `<authority>/<guid>/v2.0`.
-    let authority = c.issuer.trim_end_matches("/v2.0").trim_end_matches(tenant.as_str());
+    let authority = c
+        .issuer
+        .trim_end_matches("/v2.0")
+        .trim_end_matches(tenant.as_str());
     uuid::Uuid::parse_str(tenant).is_err()
         && found
             .strip_prefix(authority)
@@ -105,7 +125,13 @@ pub async fn check(c: &IssuerCheck, allow_private: bool) -> Result<Value, Proble
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|_| unusable("no HTTP client".into()))?;
-    let doc = fetch(&http, &c.discovery_url, "the discovery document", allow_private).await?;
+    let doc = fetch(
+        &http,
+        &c.discovery_url,
+        "the discovery document",
+        allow_private,
+    )
+    .await?;
     let issuer = doc["issuer"].as_str().unwrap_or_default();
     if !issuer_matches(issuer, c) {
         return Err(unusable(format!(
@@ -114,7 +140,10 @@ pub async fn check(c: &IssuerCheck, allow_private: bool) -> Result<Value, Proble
         )));
     }
     let Some(jwks_uri) = doc["jwks_uri"].as_str() else {
-        return Err(unusable(format!("the discovery document at {} has no jwks_uri", c.discovery_url)));
+        return Err(unusable(format!(
+            "the discovery document at {} has no jwks_uri",
+            c.discovery_url
+        )));
     };
     let jwks = fetch(&http, jwks_uri, "the JWKS", allow_private).await?;
     let keys = jwks["keys"].as_array().cloned().unwrap_or_default();
@@ -145,13 +174,22 @@ mod tests {
     #[test]
     fn entra_issuer_templates_and_domains_match() {
         let guid = "9188040d-6c67-4c5b-b112-36a304b66dad";
-        assert!(issuer_matches("https://login.microsoftonline.com/{tenantid}/v2.0", &entra(guid)));
-        assert!(issuer_matches(&format!("https://login.microsoftonline.com/{guid}/v2.0"), &entra(guid)));
+        assert!(issuer_matches(
+            "https://login.microsoftonline.com/{tenantid}/v2.0",
+            &entra(guid)
+        ));
+        assert!(issuer_matches(
+            &format!("https://login.microsoftonline.com/{guid}/v2.0"),
+            &entra(guid)
+        ));
         assert!(issuer_matches(
             &format!("https://login.microsoftonline.com/{guid}/v2.0"),
             &entra("contoso.onmicrosoft.com")
         ));
-        assert!(!issuer_matches("https://evil.example.com/x/v2.0", &entra(guid)));
+        assert!(!issuer_matches(
+            "https://evil.example.com/x/v2.0",
+            &entra(guid)
+        ));
         let plain = IssuerCheck {
             discovery_url: String::new(),
             issuer: "https://id.example.com".into(),

@@ -30,13 +30,16 @@ impl ProviderKind {
     }
 
     pub fn parse(s: &str) -> Result<Self, Problem> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
-            Problem::new(
-                Kind::NotFound,
-                "unknown_auth_provider",
-                format!("no auth provider kind {s:?}: use github, entra_id or oidc"),
-            )
-        })
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                Problem::new(
+                    Kind::NotFound,
+                    "unknown_auth_provider",
+                    format!("no auth provider kind {s:?}: use github, entra_id or oidc"),
+                )
+            })
     }
 }
 
@@ -145,7 +148,10 @@ fn required(field: &str, value: &str) -> Result<String, Problem> {
 
 fn names(field: &str, values: &[String]) -> Result<Vec<String>, Problem> {
     if values.len() > 100 {
-        return Err(Problem::bad_field(field, format!("{field}: at most 100 entries")));
+        return Err(Problem::bad_field(
+            field,
+            format!("{field}: at most 100 entries"),
+        ));
     }
     values.iter().map(|v| required(field, v)).collect()
 }
@@ -187,7 +193,9 @@ fn entra_tenant(raw: &str) -> Result<String, Problem> {
     let domain = v.len() <= 253
         && v.contains('.')
         && v.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     match guid || domain {
         true => Ok(v),
@@ -315,17 +323,29 @@ mod tests {
 
     #[test]
     fn missing_and_unknown_fields_are_named() {
-        let e = validate(ProviderKind::Oidc, &json!({"issuer": "https://id.example.com", "client_secret": "s"}), false)
-            .err()
-            .unwrap();
+        let e = validate(
+            ProviderKind::Oidc,
+            &json!({"issuer": "https://id.example.com", "client_secret": "s"}),
+            false,
+        )
+        .err()
+        .unwrap();
         assert_eq!(e.field.as_deref(), Some("client_id"), "{}", e.message);
-        let e = validate(ProviderKind::Github, &json!({"client_id": "a", "client_secret": "s", "colour": 1}), false)
-            .err()
-            .unwrap();
+        let e = validate(
+            ProviderKind::Github,
+            &json!({"client_id": "a", "client_secret": "s", "colour": 1}),
+            false,
+        )
+        .err()
+        .unwrap();
         assert_eq!(e.field.as_deref(), Some("colour"), "{}", e.message);
-        let e = validate(ProviderKind::Oidc, &json!({"issuer": "ftp://x", "client_id": "a", "client_secret": "s"}), false)
-            .err()
-            .unwrap();
+        let e = validate(
+            ProviderKind::Oidc,
+            &json!({"issuer": "ftp://x", "client_id": "a", "client_secret": "s"}),
+            false,
+        )
+        .err()
+        .unwrap();
         assert_eq!(e.field.as_deref(), Some("issuer"));
     }
 

@@ -65,7 +65,9 @@ fn parse_pair(s: &str) -> Result<(String, Value), String> {
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
     if key.is_empty() || key.split('.').any(str::is_empty) {
-        return Err(format!("{s:?}: the key is empty or has an empty dotted part"));
+        return Err(format!(
+            "{s:?}: the key is empty or has an empty dotted part"
+        ));
     }
     let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
     Ok((key.to_string(), value))
@@ -79,7 +81,9 @@ pub fn patch_of(pairs: &[(String, Value)]) -> Value {
         let last = parts.pop().expect("split yields one part at least");
         let mut at = &mut patch;
         for p in parts {
-            let entry = at.entry(p.to_string()).or_insert_with(|| Value::Object(Map::new()));
+            let entry = at
+                .entry(p.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
             if !entry.is_object() {
                 *entry = Value::Object(Map::new());
             }
@@ -92,7 +96,9 @@ pub fn patch_of(pairs: &[(String, Value)]) -> Value {
 
 fn json_arg(flag: &str, raw: &str) -> anyhow::Result<Value> {
     let text = match raw.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{flag} {path}: {e}"))?,
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{flag} {path}: {e}"))?
+        }
         None => raw.to_string(),
     };
     serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{flag} is not JSON: {e}"))
@@ -104,14 +110,28 @@ impl Client {
             .await
     }
 
-    pub async fn patch_tenant_config(&self, tenant: &str, patch: &Value) -> Result<TenantConfig, ClientError> {
-        self.call(Method::PATCH, &tenant_path(tenant, "/config"), Some(patch), &[])
-            .await
+    pub async fn patch_tenant_config(
+        &self,
+        tenant: &str,
+        patch: &Value,
+    ) -> Result<TenantConfig, ClientError> {
+        self.call(
+            Method::PATCH,
+            &tenant_path(tenant, "/config"),
+            Some(patch),
+            &[],
+        )
+        .await
     }
 
     pub async fn tenant_config_history(&self, tenant: &str) -> Result<ConfigHistory, ClientError> {
-        self.call::<(), _>(Method::GET, &tenant_path(tenant, "/config/history"), None, &[])
-            .await
+        self.call::<(), _>(
+            Method::GET,
+            &tenant_path(tenant, "/config/history"),
+            None,
+            &[],
+        )
+        .await
     }
 
     pub async fn plan_config_defaults(
@@ -131,8 +151,14 @@ impl Client {
 }
 
 fn show(c: &TenantConfig) {
-    println!("tenant {} configuration, version {} ({})", c.tenant, c.version, c.changed_at);
-    println!("{}", serde_json::to_string_pretty(&c.config).unwrap_or_default());
+    println!(
+        "tenant {} configuration, version {} ({})",
+        c.tenant, c.version, c.changed_at
+    );
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&c.config).unwrap_or_default()
+    );
 }
 
 pub async fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
@@ -143,15 +169,27 @@ pub async fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
         }
         ConfigCommand::Set(a) => {
             let patch = patch_of(&a.settings);
-            let res = a.client.client().patch_tenant_config(&a.tenant, &patch).await;
+            let res = a
+                .client
+                .client()
+                .patch_tenant_config(&a.tenant, &patch)
+                .await;
             output::finish(res, a.client.output, show)
         }
         ConfigCommand::History(a) => {
             let res = a.client.client().tenant_config_history(&a.tenant).await;
             output::finish(res, a.client.output, |h| {
                 for v in &h.versions {
-                    let what = v.patch.as_ref().map_or("(the plan's defaults)".to_string(), Value::to_string);
-                    println!("v{}  {}  {}  {what}", v.version, v.changed_at.format("%Y-%m-%d %H:%M:%S"), v.actor);
+                    let what = v
+                        .patch
+                        .as_ref()
+                        .map_or("(the plan's defaults)".to_string(), Value::to_string);
+                    println!(
+                        "v{}  {}  {}  {what}",
+                        v.version,
+                        v.changed_at.format("%Y-%m-%d %H:%M:%S"),
+                        v.actor
+                    );
                 }
             })
         }
@@ -162,15 +200,29 @@ pub async fn plan_defaults(a: PlanDefaultsArgs) -> anyhow::Result<ExitCode> {
     let set = match &a.defaults {
         Some(d) => Some(PlanConfigDefaults {
             defaults: json_arg("--defaults", d)?,
-            schema: a.schema.as_deref().map(|s| json_arg("--schema", s)).transpose()?,
+            schema: a
+                .schema
+                .as_deref()
+                .map(|s| json_arg("--schema", s))
+                .transpose()?,
         }),
         None => None,
     };
-    let res = a.client.client().plan_config_defaults(&a.plan, set.as_ref()).await;
+    let res = a
+        .client
+        .client()
+        .plan_config_defaults(&a.plan, set.as_ref())
+        .await;
     output::finish(res, a.client.output, |d| {
-        println!("defaults: {}", serde_json::to_string_pretty(&d.defaults).unwrap_or_default());
+        println!(
+            "defaults: {}",
+            serde_json::to_string_pretty(&d.defaults).unwrap_or_default()
+        );
         if let Some(s) = &d.schema {
-            println!("schema: {}", serde_json::to_string_pretty(s).unwrap_or_default());
+            println!(
+                "schema: {}",
+                serde_json::to_string_pretty(s).unwrap_or_default()
+            );
         }
     })
 }
@@ -182,10 +234,16 @@ mod tests {
 
     #[test]
     fn pairs_make_a_merge_patch() {
-        let pairs: Vec<_> = ["max_tokens=2000", "model=gpt-4o", "features.basic_chat=false", "features.x=null", "note=a=b"]
-            .into_iter()
-            .map(|p| parse_pair(p).unwrap())
-            .collect();
+        let pairs: Vec<_> = [
+            "max_tokens=2000",
+            "model=gpt-4o",
+            "features.basic_chat=false",
+            "features.x=null",
+            "note=a=b",
+        ]
+        .into_iter()
+        .map(|p| parse_pair(p).unwrap())
+        .collect();
         assert_eq!(
             patch_of(&pairs),
             json!({"max_tokens": 2000, "model": "gpt-4o", "features": {"basic_chat": false, "x": null}, "note": "a=b"})

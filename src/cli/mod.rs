@@ -4,8 +4,8 @@
 mod api_key;
 mod audit;
 mod backup;
-mod config;
 pub mod client;
+mod config;
 mod events;
 mod lifecycle;
 mod migrate;
@@ -55,7 +55,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API server and its background worker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create, inspect, change and delete tenants.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),

@@ -46,7 +46,9 @@ pub async fn find(
 ) -> Result<Option<StoredProvider>> {
     let r = c
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM berqenas.auth_providers WHERE tenant_id = $1 AND kind = $2"),
+            &format!(
+                "SELECT {COLUMNS} FROM berqenas.auth_providers WHERE tenant_id = $1 AND kind = $2"
+            ),
             &[&tenant_id, &kind],
         )
         .await?;
@@ -56,7 +58,9 @@ pub async fn find(
 /// A tenant's providers, by kind.
 pub async fn list(c: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<StoredProvider>> {
     c.query(
-        &format!("SELECT {COLUMNS} FROM berqenas.auth_providers WHERE tenant_id = $1 ORDER BY kind"),
+        &format!(
+            "SELECT {COLUMNS} FROM berqenas.auth_providers WHERE tenant_id = $1 ORDER BY kind"
+        ),
         &[&tenant_id],
     )
     .await?

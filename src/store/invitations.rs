@@ -35,7 +35,10 @@ pub struct Invitation {
 }
 
 /// The invitation whose token hashes to `token_hash`, locked (`None`: unknown).
-pub async fn find_for_update(c: &impl GenericClient, token_hash: &[u8]) -> Result<Option<Invitation>> {
+pub async fn find_for_update(
+    c: &impl GenericClient,
+    token_hash: &[u8],
+) -> Result<Option<Invitation>> {
     let r = c
         .query_opt(
             "SELECT i.user_id, i.tenant_id, i.expires_at, i.used_at, u.email, u.db_user, u.credentials

@@ -61,14 +61,30 @@ pub struct Issued {
 }
 
 /// Makes the user's link, storing only its token's keyed hash.
-pub async fn issue(p: &Platform, tx: &Transaction<'_>, tenant_id: Uuid, user_id: Uuid) -> Result<Issued> {
+pub async fn issue(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    user_id: Uuid,
+) -> Result<Issued> {
     let token = crate::secrets::random_token();
     let ttl = chrono::Duration::from_std(p.sign_in.invitation_ttl)
         .unwrap_or_else(|_| chrono::Duration::days(7));
     let expires_at = Utc::now() + ttl;
-    store::invitations::insert(tx, &p.key.mac(token.as_bytes()), user_id, tenant_id, expires_at)
-        .await?;
-    let base = p.sign_in.public_url.as_deref().unwrap_or("").trim_end_matches('/');
+    store::invitations::insert(
+        tx,
+        &p.key.mac(token.as_bytes()),
+        user_id,
+        tenant_id,
+        expires_at,
+    )
+    .await?;
+    let base = p
+        .sign_in
+        .public_url
+        .as_deref()
+        .unwrap_or("")
+        .trim_end_matches('/');
     Ok(Issued {
         url: format!("{base}{PATH}{token}"),
         expires_at,
@@ -95,15 +111,25 @@ fn unknown() -> Error {
 
 /// The tenant an invitation belongs to (`None`: no such invitation), read before the
 /// caller takes the tenant's locks.
-pub async fn tenant_of(p: &Platform, c: &impl deadpool_postgres::GenericClient, token: &str) -> Result<Uuid> {
+pub async fn tenant_of(
+    p: &Platform,
+    c: &impl deadpool_postgres::GenericClient,
+    token: &str,
+) -> Result<Uuid> {
     // A token is 43 URL-safe base64 characters; anything else cannot be one.
-    if token.len() != 43 || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if token.len() != 43
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(unknown());
     }
-    Ok(store::invitations::find_for_update(c, &p.key.mac(token.as_bytes()))
-        .await?
-        .ok_or_else(unknown)?
-        .tenant_id)
+    Ok(
+        store::invitations::find_for_update(c, &p.key.mac(token.as_bytes()))
+            .await?
+            .ok_or_else(unknown)?
+            .tenant_id,
+    )
 }
 
 /// Opens the link (the tenant locked by the caller): the credentials, once; the user
@@ -131,14 +157,21 @@ pub async fn accept_locked(
         return Err(Error::Rejected(Problem::new(
             Kind::Gone,
             "invitation_expired",
-            format!("this invitation link expired at {}; ask for a new invitation", inv.expires_at),
+            format!(
+                "this invitation link expired at {}; ask for a new invitation",
+                inv.expires_at
+            ),
         )));
     }
     if !matches!(tenant.status, super::Status::Active | super::Status::Trial) {
         return Err(Error::Rejected(Problem::new(
             Kind::Conflict,
             "invalid_state",
-            format!("tenant {} is {}: its invitations cannot be opened now", tenant.name, tenant.status.as_str()),
+            format!(
+                "tenant {} is {}: its invitations cannot be opened now",
+                tenant.name,
+                tenant.status.as_str()
+            ),
         )));
     }
     store::invitations::accept(tx, &hash, inv.user_id).await?;

@@ -13,9 +13,9 @@ pub mod service;
 pub mod shared_mode;
 pub mod size;
 pub use crate::names::slug;
+pub mod invitations;
 pub mod state;
 pub mod suspension;
-pub mod invitations;
 pub mod users;
 
 pub use crate::store::tenants::record::{AccessMode, Isolation, Plan, Status, Tenant};

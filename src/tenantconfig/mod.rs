@@ -85,8 +85,9 @@ pub async fn create_default(
 /// Compiles a plan's JSON Schema; a schema that does not compile (or reaches for a
 /// remote `$ref`: nothing is fetched) is refused, naming `schema`.
 fn compile(schema: &Value) -> Result<jsonschema::Validator, Problem> {
-    jsonschema::validator_for(schema)
-        .map_err(|e| Problem::bad_field("schema", format!("schema is not a usable JSON Schema: {e}")))
+    jsonschema::validator_for(schema).map_err(|e| {
+        Problem::bad_field("schema", format!("schema is not a usable JSON Schema: {e}"))
+    })
 }
 
 /// Checks `config` against the compiled schema. The refusal names the first failing
@@ -95,7 +96,11 @@ fn check(validator: &jsonschema::Validator, config: &Value, prefix: &str) -> Res
     let Some(e) = validator.iter_errors(config).next() else {
         return Ok(());
     };
-    let path = e.instance_path().as_str().trim_start_matches('/').replace('/', ".");
+    let path = e
+        .instance_path()
+        .as_str()
+        .trim_start_matches('/')
+        .replace('/', ".");
     let field = match (prefix, path.is_empty()) {
         ("", true) => "config".to_string(),
         ("", false) => path.clone(),
@@ -111,7 +116,10 @@ fn check(validator: &jsonschema::Validator, config: &Value, prefix: &str) -> Res
 fn must_be_object(field: &str, v: &Value) -> Result<(), Problem> {
     match v.is_object() {
         true => Ok(()),
-        false => Err(Problem::bad_field(field, format!("{field} must be a JSON object"))),
+        false => Err(Problem::bad_field(
+            field,
+            format!("{field} must be a JSON object"),
+        )),
     }
 }
 
@@ -219,18 +227,48 @@ pub async fn patch_locked(
             "plan is the tenant's plan; change it with PATCH /api/v1/tenants/{name}",
         )));
     }
-    let (current, schema) = store::current_with_schema(tx, t.id, &t.plan).await?;
-    let current = current.ok_or_else(|| no_config(t))?;
     if patch.as_object().is_some_and(|o| o.is_empty()) {
         return get(tx, t).await;
     }
+    let (current, schema) = store::current_with_schema(tx, t.id, &t.plan).await?;
+    let current = current.ok_or_else(|| no_config(t))?;
     let mut config = current.config.clone();
     merge::apply(&mut config, patch);
     if let Some(schema) = &schema {
         let validator = compile(schema).map_err(Error::Rejected)?;
         check(&validator, &config, "").map_err(Error::Rejected)?;
     }
-    let version = current.version + 1;
+    append(tx, t, current.version, config, patch, actor, op).await
+}
+
+/// After a change of the tenant's plan (its row already updated, in the caller's
+/// transaction): the document's `plan` follows, as a new version. The rest is kept
+/// as it is; the new plan's schema applies from the next change on.
+pub async fn follow_plan(tx: &Transaction<'_>, t: &Tenant, actor: &str, op: Uuid) -> Result<()> {
+    let Some(current) = store::current(tx, t.id).await? else {
+        return Ok(());
+    };
+    if current.config["plan"] == json!(t.plan) {
+        return Ok(());
+    }
+    let patch = json!({"plan": t.plan});
+    let mut config = current.config;
+    merge::apply(&mut config, &patch);
+    append(tx, t, current.version, config, &patch, actor, op).await?;
+    Ok(())
+}
+
+/// Writes the version after `previous`, its event and its audit row.
+async fn append(
+    tx: &Transaction<'_>,
+    t: &Tenant,
+    previous: i32,
+    config: Value,
+    patch: &Value,
+    actor: &str,
+    op: Uuid,
+) -> Result<TenantConfig> {
+    let version = previous + 1;
     let changed_at = store::append(tx, t.id, version, &config, patch, actor).await?;
     outbox::emit(
         tx,

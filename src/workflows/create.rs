@@ -141,7 +141,12 @@ pub async fn create_as(
         let t = &made.created.tenant;
         // The configuration's version 1 is pipelined beside the policy: no round trip.
         let (policy, config) = tokio::join!(
-            crate::backup::policy::apply_at_create(&tx, t.id, &made.plan, v.backup_schedule.as_deref()),
+            crate::backup::policy::apply_at_create(
+                &tx,
+                t.id,
+                &made.plan,
+                v.backup_schedule.as_deref()
+            ),
             crate::tenantconfig::create_default(&tx, t.id, &made.plan, actor),
         );
         policy.map_err(Error::from)?;

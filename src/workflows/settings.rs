@@ -9,7 +9,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{commit_one, lock_tenant, Error, Runtime};
-use crate::auth_providers::{self as providers, discovery, AuthProvider, CheckResult, IntegrationView, ProviderKind};
+use crate::auth_providers::{
+    self as providers, discovery, AuthProvider, CheckResult, IntegrationView, ProviderKind,
+};
 use crate::ops::Kind;
 use crate::tenant::invitations::{self, AcceptedInvitation};
 use crate::tenant::service;
@@ -47,7 +49,10 @@ impl From<providers::Error> for Error {
 }
 
 /// The tenant `key` names, read without locks (for the reads below).
-async fn find(c: &impl deadpool_postgres::GenericClient, key: &str) -> Result<crate::tenant::Tenant, Error> {
+async fn find(
+    c: &impl deadpool_postgres::GenericClient,
+    key: &str,
+) -> Result<crate::tenant::Tenant, Error> {
     Ok(crate::store::tenants::find(c, key)
         .await
         .map_err(service::Error::from)?
@@ -69,7 +74,12 @@ pub async fn config_history(rt: &Runtime, key: &str) -> Result<tenantconfig::Con
 }
 
 /// `PATCH /api/v1/tenants/{name}/config`.
-pub async fn patch_config(rt: &Runtime, key: &str, patch: &Value, actor: &str) -> Result<TenantConfig, Error> {
+pub async fn patch_config(
+    rt: &Runtime,
+    key: &str,
+    patch: &Value,
+    actor: &str,
+) -> Result<TenantConfig, Error> {
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
     let t = lock_tenant(&tx, key).await?;
@@ -97,7 +107,11 @@ pub async fn put_plan_defaults(
 /// `GET /api/v1/plans/{name}/config-defaults`.
 pub async fn plan_defaults(rt: &Runtime, plan: &str) -> Result<PlanConfigDefaults, Error> {
     let c = rt.pool.get().await?;
-    if crate::store::plans::find(&c, plan).await.map_err(service::Error::from)?.is_none() {
+    if crate::store::plans::find(&c, plan)
+        .await
+        .map_err(service::Error::from)?
+        .is_none()
+    {
         return Err(Error::Rejected(crate::problem::Problem::new(
             crate::problem::Kind::NotFound,
             "plan_not_found",
@@ -126,7 +140,9 @@ pub async fn put_provider(
     // The tenant must exist before anything is fetched on its behalf.
     find(&rt.pool.get().await?, key).await?;
     if let Some(issuer) = &v.issuer {
-        discovery::check(issuer, allow_private).await.map_err(Error::Rejected)?;
+        discovery::check(issuer, allow_private)
+            .await
+            .map_err(Error::Rejected)?;
     }
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
@@ -146,7 +162,12 @@ pub async fn provider(rt: &Runtime, key: &str, kind: &str) -> Result<AuthProvide
 }
 
 /// `DELETE /api/v1/tenants/{name}/auth-providers/{kind}`.
-pub async fn delete_provider(rt: &Runtime, key: &str, kind: &str, actor: &str) -> Result<(), Error> {
+pub async fn delete_provider(
+    rt: &Runtime,
+    key: &str,
+    kind: &str,
+    actor: &str,
+) -> Result<(), Error> {
     let kind = kind_of(kind)?;
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
@@ -181,7 +202,11 @@ pub async fn test_provider(rt: &Runtime, key: &str, kind: &str) -> Result<CheckR
 
 /// `GET /api/v1/integration/tenants/{name}/auth-providers`: every provider with its
 /// secret, for the platform's auth service; the read is audited in its transaction.
-pub async fn providers_with_secrets(rt: &Runtime, key: &str, actor: &str) -> Result<IntegrationView, Error> {
+pub async fn providers_with_secrets(
+    rt: &Runtime,
+    key: &str,
+    actor: &str,
+) -> Result<IntegrationView, Error> {
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
     let t = find(&tx, key).await?;

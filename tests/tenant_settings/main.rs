@@ -39,7 +39,9 @@ impl Write for LogWriter {
 fn capture_log() {
     let buf = LOG.get_or_init(Default::default).clone();
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("berqenas=debug,tower_http=debug"))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "berqenas=debug,tower_http=debug",
+        ))
         .with_writer(move || LogWriter(buf.clone()))
         .try_init();
 }
@@ -61,7 +63,8 @@ pub async fn spawn(ttl: std::time::Duration, allow_private: bool) -> TestApp {
         auth_allow_private: allow_private,
     };
     let rt = common::runtime(platform).await;
-    let router = api::router(AppState::new(rt, TOKEN).with_integration_token(Some(INTEGRATION_TOKEN)));
+    let router =
+        api::router(AppState::new(rt, TOKEN).with_integration_token(Some(INTEGRATION_TOKEN)));
     tokio::spawn(async move {
         axum::serve(
             listener,
