@@ -278,19 +278,19 @@ pub struct UserInvited {
     pub role: String,
     /// The PostgreSQL login role.
     pub db_user: String,
-    /// The teams the user was invited into (empty when added directly).
-    #[serde(default)]
+    /// The teams the user belongs to (absent when none were given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub teams: Vec<String>,
-    /// Who invited the user (null when added directly).
-    #[serde(default)]
+    /// Who invited the user (absent when added directly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invited_by: Option<String>,
     /// The one-time link that hands the invitee their credentials, for a mail service
     /// to send (null when the user was added directly). The one secret an event
     /// carries: whoever holds it can take the user's credentials once, until
-    /// `invitation_expires_at`.
-    #[serde(default)]
+    /// `invitation_expires_at`. Absent when the user was added directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invitation_url: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invitation_expires_at: Option<DateTime<Utc>>,
 }
 
