@@ -7,6 +7,7 @@ pub mod access;
 pub mod api;
 pub mod apikey;
 pub mod audit;
+pub mod auth_providers;
 pub mod backup;
 pub mod cli;
 pub mod console;
@@ -30,6 +31,7 @@ pub mod server;
 pub mod store;
 pub mod template;
 pub mod tenant;
+pub mod tenantconfig;
 pub mod workflows;
 
 /// The version reported by `/health` and `berqenas --version`.

@@ -36,4 +36,33 @@ pub struct Platform {
     /// Onboarding steps may point at loopback and private addresses
     /// (`--onboarding-allow-private`; tests).
     pub onboarding_allow_private: bool,
+    /// Invitation links and the checks of sign-in providers.
+    pub sign_in: SignIn,
+}
+
+/// `--invitation-ttl`, `--public-url`, `--auth-allow-private`.
+#[derive(Debug, Clone)]
+pub struct SignIn {
+    /// How long an invitation link works.
+    pub invitation_ttl: std::time::Duration,
+    /// The address invitation links start with, e.g. `https://berqenas.example.com`
+    /// (`None`: links are relative, `/api/v1/invitations/<token>`).
+    pub public_url: Option<String>,
+    /// An OIDC issuer's discovery document and keys may be fetched from loopback and
+    /// private addresses (tests).
+    pub auth_allow_private: bool,
+}
+
+/// Seven days: seed 001's invitation email has no expiry; a week is the usual one.
+pub const DEFAULT_INVITATION_TTL: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
+
+impl Default for SignIn {
+    fn default() -> Self {
+        Self {
+            invitation_ttl: DEFAULT_INVITATION_TTL,
+            public_url: None,
+            auth_allow_private: false,
+        }
+    }
 }

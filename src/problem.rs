@@ -12,6 +12,8 @@ pub enum Kind {
     Forbidden,
     NotFound,
     Conflict,
+    /// Was there and is no more (a used or expired invitation link).
+    Gone,
     Unprocessable,
     TooLarge,
     /// A body in a format the endpoint does not take (not JSON).

@@ -64,6 +64,10 @@ pub struct ServeOptions {
     pub onboarding_allow_private: bool,
     /// The webhook relay: retry schedule, timeout, private addresses.
     pub webhooks: crate::events::relay::RelayOptions,
+    /// Opens the sign-in providers' secrets to the platform's auth service.
+    pub integration_token: Option<SecretString>,
+    /// Invitation links (their lifetime and address) and provider checks.
+    pub sign_in: crate::platform::SignIn,
 }
 
 /// `--vpn-pool`, `--pg-hba-file`, `--trusted-proxies`, `--vpn-interface`,
@@ -200,6 +204,7 @@ pub async fn platform_with(
         ),
         pgbouncer: Default::default(),
         onboarding_allow_private: false,
+        sign_in: Default::default(),
     };
     tenant::database_mode::ensure_template(&platform).await?;
     tenant::shared_mode::ensure_pool(&platform).await?;
@@ -310,6 +315,15 @@ async fn serve(
     ));
     platform.pgbouncer = opts.pgbouncer.clone();
     platform.onboarding_allow_private = opts.onboarding_allow_private;
+    platform.sign_in = crate::platform::SignIn {
+        public_url: Some(
+            opts.sign_in
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound"))),
+        ),
+        ..opts.sign_in.clone()
+    };
     crate::workflows::pooler::prepare(&platform).await?;
     let rt = Runtime::start(platform, &identity(&opts.data_dir)).await?;
     crate::workflows::network::enforce_at_start(&rt).await?;
@@ -332,6 +346,7 @@ async fn serve(
         .await?;
     let state = AppState::new(rt.clone(), token.expose_secret())
         .with_metrics_token(opts.metrics_token.as_ref().map(|t| t.expose_secret()))
+        .with_integration_token(opts.integration_token.as_ref().map(|t| t.expose_secret()))
         .with_data_api(crate::dataapi::DataApiConfig {
             max_connections: opts.data_api_connections,
             result_memory: opts.data_api_result_memory,
@@ -514,6 +529,8 @@ mod tests {
             network: NetworkOptions::default(),
             onboarding_allow_private: false,
             webhooks: Default::default(),
+            integration_token: Some("integration-token-qrs".into()),
+            sign_in: Default::default(),
             pgbouncer: crate::pg::pgbouncer::PgBouncer {
                 auth_user: None,
                 admin_url: Some("postgresql://admin:bouncer-pass-9876@pgb:6432/pgbouncer".into()),
@@ -526,6 +543,7 @@ mod tests {
             key.as_str(),
             "metrics-token-xyz",
             "bouncer-pass-9876",
+            "integration-token-qrs",
         ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }

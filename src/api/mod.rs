@@ -3,14 +3,17 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod auth_providers;
 pub mod backups;
 pub mod bearer;
 pub mod client_addr;
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod invitations;
 pub mod lifecycle;
 pub mod metrics;
 pub mod migrations;
@@ -48,6 +51,9 @@ pub struct AppState {
     admin_token: Arc<str>,
     /// Opens `/metrics` and nothing else.
     metrics_token: Option<Arc<str>>,
+    /// Opens `/api/v1/integration/...` (the sign-in providers' secrets) and nothing
+    /// else; `None`: those endpoints are closed.
+    integration_token: Option<Arc<str>>,
     /// Per-tenant rate limits (API calls, realtime events).
     pub limits: Arc<crate::quota::rate::RateLimits>,
     /// The tenant data API's connection pools.
@@ -66,6 +72,7 @@ impl AppState {
             platform: runtime,
             admin_token: admin_token.into(),
             metrics_token: None,
+            integration_token: None,
             limits: Default::default(),
             data: Default::default(),
             webhooks: Default::default(),
@@ -99,6 +106,13 @@ impl AppState {
     /// The console also opens with this password (`--console-password`).
     pub fn with_console_password(mut self, password: crate::console::Password) -> Self {
         self.console = Arc::new(crate::console::Sessions::with_password(password));
+        self
+    }
+
+    /// A token for the platform's auth service: it reads the sign-in providers'
+    /// secrets, which the admin token cannot.
+    pub fn with_integration_token(mut self, token: Option<&str>) -> Self {
+        self.integration_token = token.map(Into::into);
         self
     }
 
@@ -246,7 +260,41 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/webhooks/{id}/replay", post(webhooks::replay_range))
         .route("/status", get(health::status))
+        .route(
+            "/tenants/{name}/config",
+            get(config::get).patch(config::patch),
+        )
+        .route("/tenants/{name}/config/history", get(config::history))
+        .route(
+            "/plans/{name}/config-defaults",
+            get(config::get_plan_defaults).put(config::put_plan_defaults),
+        )
+        .route(
+            "/tenants/{name}/auth-providers/{kind}",
+            get(auth_providers::get)
+                .put(auth_providers::put)
+                .delete(auth_providers::delete),
+        )
+        .route(
+            "/tenants/{name}/auth-providers/{kind}/test",
+            post(auth_providers::test),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        // The platform's auth service, with its own token (never the admin's).
+        .merge(
+            Router::new()
+                .route(
+                    "/integration/tenants/{name}/auth-providers",
+                    get(auth_providers::integration),
+                )
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    require_integration,
+                )),
+        )
+        // An invitee has no token: the link's own token is the secret.
+        .route("/invitations/{token}", get(invitations::accept))
+        .route("/me/config", get(config::me))
         // The API's own description is public: it holds no tenant data.
         .route("/openapi.json", get(openapi::document))
         // Tenant-facing endpoints authenticate with the tenant's API key instead.
@@ -270,6 +318,28 @@ async fn not_found() -> ApiError {
         "not_found",
         "no such endpoint",
     ))
+}
+
+/// `Authorization: Bearer <integration token>`, compared in constant time; the admin
+/// token is refused here, and without `--integration-token` every call is.
+async fn require_integration(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let presented = bearer::token(req.headers());
+    let ok = match (presented, &state.integration_token) {
+        (Some(p), Some(t)) => bool::from(p.as_bytes().ct_eq(t.as_bytes())),
+        _ => false,
+    };
+    if !ok {
+        let mut res = ApiError(Problem::new(
+            Kind::Unauthorized,
+            "unauthorized",
+            "missing or wrong integration token (the admin token does not open this): send Authorization: Bearer <integration token>",
+        ))
+        .into_response();
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return res;
+    }
+    next.run(req).await
 }
 
 /// `Authorization: Bearer <admin token>`, compared in constant time.

@@ -5,8 +5,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    api_keys, audit, backups, data, error, events, health, lifecycle, metrics, migrations, network,
-    onboarding_steps, operations, quotas, tenant_key, tenants, users, webhooks,
+    api_keys, audit, auth_providers, backups, config, data, error, events, health, invitations,
+    lifecycle, metrics, migrations, network, onboarding_steps, operations, quotas, tenant_key,
+    tenants, users, webhooks,
 };
 use crate::events::data as ed;
 use crate::tenant::{self, service};
@@ -35,6 +36,10 @@ use crate::tenant::{self, service};
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::ping, webhooks::deliveries, webhooks::replay_one,
         webhooks::replay_range,
+        config::get, config::patch, config::history, config::get_plan_defaults,
+        config::put_plan_defaults, config::me,
+        auth_providers::put, auth_providers::get, auth_providers::delete, auth_providers::test,
+        auth_providers::integration, invitations::accept,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo,
@@ -82,6 +87,13 @@ use crate::tenant::{self, service};
         crate::events::webhooks::ReplayRange, crate::events::webhooks::Replayed,
         crate::events::webhooks::Webhook, crate::events::webhooks::Delivery,
         crate::events::webhooks::Attempt,
+        ed::TenantConfigChanged,
+        crate::tenantconfig::TenantConfig, crate::tenantconfig::ConfigHistory,
+        crate::tenantconfig::PlanConfigDefaults, crate::tenantconfig::ConfigVersion,
+        crate::auth_providers::AuthProvider, crate::auth_providers::ProviderRequest,
+        crate::auth_providers::CheckResult, crate::auth_providers::IntegrationView,
+        crate::auth_providers::ProviderWithSecret,
+        crate::tenant::invitations::AcceptedInvitation,
     )),
     modifiers(&AdminAuth, &SingularAliases, &EventTypes),
 )]
@@ -99,6 +111,11 @@ impl Modify for AdminAuth {
         // A tenant's own API key (`bqk_...`), for the tenant-facing endpoints.
         components.add_security_scheme(
             "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        // `--integration-token`: the platform's auth service (sign-in secrets).
+        components.add_security_scheme(
+            "integration",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     }

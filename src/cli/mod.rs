@@ -5,6 +5,7 @@ mod api_key;
 mod audit;
 mod backup;
 pub mod client;
+mod config;
 mod events;
 mod lifecycle;
 mod migrate;
@@ -54,7 +55,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API server and its background worker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create, inspect, change and delete tenants.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
@@ -182,10 +183,31 @@ pub struct ServeArgs {
     /// One webhook attempt's time limit.
     #[arg(long, env = "BERQENAS_WEBHOOK_TIMEOUT", default_value = "15s", value_parser = parse_webhook_timeout)]
     pub webhook_timeout: std::time::Duration,
+    /// A bearer token for the platform's auth service: it alone reads tenants' sign-in
+    /// provider secrets (GET /api/v1/integration/tenants/{name}/auth-providers, every
+    /// read audited). Unset: those endpoints are closed. The admin token never opens them.
+    #[arg(long, env = "BERQENAS_INTEGRATION_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub integration_token: Option<SecretString>,
+    /// How long an invitation link works (e.g. 7d, 48h, 30m).
+    #[arg(long, env = "BERQENAS_INVITATION_TTL", default_value = "7d", value_parser = parse_invitation_ttl)]
+    pub invitation_ttl: std::time::Duration,
+    /// The address clients reach this server at, e.g. https://berqenas.example.com:
+    /// invitation links start with it [default: http://<the listen address>]
+    #[arg(long, env = "BERQENAS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Let sign-in provider checks fetch an issuer's discovery document and keys from
+    /// loopback and private addresses, over plain http too (refused by default). For
+    /// tests and development.
+    #[arg(long, env = "BERQENAS_AUTH_ALLOW_PRIVATE")]
+    pub auth_allow_private: bool,
 }
 
 /// `--webhook-retry-schedule`'s value (clap needs a named type for a list in one flag).
 pub type Schedule = Vec<std::time::Duration>;
+
+fn parse_invitation_ttl(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse("--invitation-ttl", s).map_err(|p| p.message)
+}
 
 fn parse_webhook_timeout(s: &str) -> Result<std::time::Duration, String> {
     crate::duration::parse("--webhook-timeout", s).map_err(|p| p.message)
@@ -370,6 +392,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pgbouncer: crate::pg::pgbouncer::PgBouncer {
                     auth_user: a.pgbouncer_auth_user,
                     admin_url: a.pgbouncer_admin_url,
+                },
+                integration_token: a.integration_token,
+                sign_in: crate::platform::SignIn {
+                    invitation_ttl: a.invitation_ttl,
+                    public_url: a.public_url,
+                    auth_allow_private: a.auth_allow_private,
                 },
             })
             .await?;

@@ -170,11 +170,22 @@ pub fn tenants_table(tenants: &[Tenant]) {
 pub fn users_table(users: &[crate::tenant::users::TenantUser]) {
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header(vec!["EMAIL", "ROLE", "DB USER", "CREATED"]);
+    table.set_header(vec![
+        "EMAIL",
+        "ROLE",
+        "STATUS",
+        "TEAMS",
+        "INVITED BY",
+        "DB USER",
+        "CREATED",
+    ]);
     for u in users {
         table.add_row(vec![
             u.email.clone(),
             u.role.as_str().into(),
+            u.status.clone(),
+            u.teams.join(","),
+            u.invited_by.clone().unwrap_or_else(|| "-".into()),
             u.db_user.as_str().to_string(),
             u.created_at.format("%Y-%m-%d %H:%M").to_string(),
         ]);

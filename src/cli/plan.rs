@@ -12,6 +12,9 @@ use crate::tenant::Plan;
 pub enum PlanCommand {
     /// List the plans with their storage, connections, users, trial and isolation.
     List(ClientArgs),
+    /// Show a plan's configuration defaults for new tenants, or set them (and a JSON
+    /// Schema every tenant configuration must satisfy) with --defaults [--schema].
+    ConfigDefaults(super::config::PlanDefaultsArgs),
 }
 
 pub async fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
@@ -20,6 +23,7 @@ pub async fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
             let res = a.client().plans().await;
             output::finish(res, a.output, |plans| plans_table(plans))
         }
+        PlanCommand::ConfigDefaults(a) => super::config::plan_defaults(a).await,
     }
 }
 

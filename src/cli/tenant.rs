@@ -35,6 +35,9 @@ pub enum TenantCommand {
     /// Manage the tenant's users: login roles in one of its default roles.
     #[command(subcommand)]
     User(UserCommand),
+    /// Show or change the tenant's configuration document (docs/config.md).
+    #[command(subcommand)]
+    Config(super::config::ConfigCommand),
     /// Suspend: logins disabled, sessions ended, API keys refused; reason recorded.
     Suspend(super::lifecycle::SuspendArgs),
     /// Resume a suspended tenant: exactly the logins the suspension disabled come back.
@@ -133,6 +136,16 @@ pub struct UserAddArgs {
     /// The default role the user gets.
     #[arg(long, value_parser = ["tenant_admin", "application_manager", "developer", "auditor"])]
     pub role: String,
+    /// Teams the user belongs to (repeat, or separate with commas).
+    #[arg(long = "team", value_delimiter = ',')]
+    pub teams: Vec<String>,
+    /// Who invites the user; implies --invite.
+    #[arg(long)]
+    pub invited_by: Option<String>,
+    /// Invite: print a one-time link that hands over the credentials (also sent in
+    /// the user.invited event) instead of the credentials.
+    #[arg(long)]
+    pub invite: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -328,12 +341,21 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             let req = AddUser {
                 email: a.email,
                 role: a.role,
+                teams: a.teams,
+                invited_by: a.invited_by,
+                invite: a.invite.then_some(true),
             };
             let res = a.client.client().add_user(&a.tenant, &req).await;
             output::finish(res, a.client.output, |u| {
                 output::users_table(std::slice::from_ref(&u.user));
-                println!("\nShown once; store it now:");
-                println!("  dsn: {}", u.credentials.dsn.expose_secret());
+                if let Some(c) = &u.credentials {
+                    println!("\nShown once; store it now:");
+                    println!("  dsn: {}", c.dsn.expose_secret());
+                }
+                if let (Some(url), Some(until)) = (&u.invitation_url, u.invitation_expires_at) {
+                    println!("\nInvitation link (works once, until {until}):");
+                    println!("  {url}");
+                }
             })
         }
         TenantCommand::User(UserCommand::List(a)) => {
@@ -346,6 +368,7 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 println!("removed user {} ({})", u.email, u.db_user.as_str())
             })
         }
+        TenantCommand::Config(cmd) => super::config::run(cmd).await,
         TenantCommand::Suspend(a) => super::lifecycle::suspend(a).await,
         TenantCommand::Resume(a) => super::lifecycle::resume(a).await,
         TenantCommand::Activate(a) => super::lifecycle::activate(a).await,

@@ -129,6 +129,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/control/0023_event_emission.sql"),
     },
     Migration {
+        version: 25,
+        name: "0025_config_auth_invitations.sql",
+        sql: include_str!("../../migrations/control/0025_config_auth_invitations.sql"),
+    },
+    Migration {
         version: 29,
         name: "0029_usage_samples.sql",
         sql: include_str!("../../migrations/control/0029_usage_samples.sql"),

@@ -42,6 +42,7 @@ pub const TYPES: &[&str] = &[
     "migration.failed",
     "network.changed",
     "usage.reported",
+    "tenant.config_changed",
 ];
 
 /// The tenant an event is about.

@@ -9,8 +9,10 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod auth_providers;
 pub mod backups;
 pub mod breaches;
+pub mod invitations;
 pub mod migration_runs;
 pub mod network;
 pub mod offboarding;
@@ -21,6 +23,7 @@ pub mod plans;
 pub mod pooler;
 pub mod quotas;
 pub mod templates;
+pub mod tenant_config;
 pub mod tenants;
 pub mod usage_samples;
 pub mod users;

@@ -17,6 +17,9 @@ fn user_row(r: &Row) -> Result<TenantUser> {
         email: r.try_get("email")?,
         role: r.try_get("role")?,
         db_user: r.try_get("db_user")?,
+        status: r.try_get("status")?,
+        teams: r.try_get("teams")?,
+        invited_by: r.try_get("invited_by")?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -28,7 +31,7 @@ pub async fn find(
 ) -> Result<Option<TenantUser>> {
     let row = c
         .query_opt(
-            "SELECT email, role, db_user, created_at FROM berqenas.tenant_users WHERE tenant_id = $1 AND email = $2",
+            "SELECT email, role, db_user, status, teams, invited_by, created_at FROM berqenas.tenant_users WHERE tenant_id = $1 AND email = $2",
             &[&tenant_id, &email],
         )
         .await?;
@@ -39,7 +42,7 @@ pub async fn find(
 pub async fn list(c: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<TenantUser>> {
     let rows = c
         .query(
-            "SELECT email, role, db_user, created_at FROM berqenas.tenant_users WHERE tenant_id = $1 ORDER BY email",
+            "SELECT email, role, db_user, status, teams, invited_by, created_at FROM berqenas.tenant_users WHERE tenant_id = $1 ORDER BY email",
             &[&tenant_id],
         )
         .await?;
@@ -56,21 +59,37 @@ pub async fn count(c: &impl GenericClient, tenant_id: Uuid) -> Result<i64> {
     .get(0))
 }
 
+/// A user to insert.
+pub struct NewUser<'a> {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub email: &'a str,
+    pub role: &'a str,
+    pub db_user: &'a str,
+    pub credentials: &'a [u8],
+    /// `invited` (until the invitation is opened) or `active`.
+    pub status: &'a str,
+    pub teams: &'a [String],
+    pub invited_by: Option<&'a str>,
+}
+
 /// Inserts a user; returns its creation time.
-pub async fn insert(
-    c: &impl GenericClient,
-    id: Uuid,
-    tenant_id: Uuid,
-    email: &str,
-    role: &str,
-    db_user: &str,
-    credentials: &[u8],
-) -> Result<DateTime<Utc>> {
+pub async fn insert(c: &impl GenericClient, u: &NewUser<'_>) -> Result<DateTime<Utc>> {
     let row = c
         .query_one(
-            "INSERT INTO berqenas.tenant_users (id, tenant_id, email, role, db_user, credentials)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at",
-            &[&id, &tenant_id, &email, &role, &db_user, &credentials],
+            "INSERT INTO berqenas.tenant_users (id, tenant_id, email, role, db_user, credentials, status, teams, invited_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING created_at",
+            &[
+                &u.id,
+                &u.tenant_id,
+                &u.email,
+                &u.role,
+                &u.db_user,
+                &u.credentials,
+                &u.status,
+                &u.teams,
+                &u.invited_by,
+            ],
         )
         .await?;
     Ok(row.get(0))
@@ -188,5 +207,11 @@ pub struct TenantUser {
     /// The PostgreSQL login role of this user.
     #[schema(value_type = String)]
     pub db_user: Ident,
+    /// `invited` until the user opens their invitation link, then `active`.
+    pub status: String,
+    /// The teams the user was invited into (seed 001).
+    pub teams: Vec<String>,
+    /// Who invited the user (null: added directly).
+    pub invited_by: Option<String>,
     pub created_at: DateTime<Utc>,
 }

@@ -382,6 +382,7 @@ mod tests {
                 final_backup_id: None,
                 archive_expires_at: None,
                 integrations: serde_json::json!({}),
+                auth_providers: vec![],
             },
             api_key: "bqk_0123456789abcdef_the-api-key-secret".into(),
             credentials: Credentials {

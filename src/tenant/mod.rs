@@ -13,6 +13,7 @@ pub mod service;
 pub mod shared_mode;
 pub mod size;
 pub use crate::names::slug;
+pub mod invitations;
 pub mod state;
 pub mod suspension;
 pub mod users;

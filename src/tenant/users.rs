@@ -20,21 +20,49 @@ use crate::{audit, pg::hardening};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// `POST /api/v1/tenants/{name}/users`
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// `POST /api/v1/tenants/{name}/users`. With `invite: true` or an `invited_by`, the
+/// user is invited (seed 001): it starts `invited`, and the answer carries a one-time
+/// `invitation_url` instead of the credentials. Otherwise it is added directly, and
+/// the answer carries the credentials.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddUser {
     pub email: String,
     /// `tenant_admin`, `application_manager`, `developer` or `auditor`.
     pub role: String,
+    /// Teams the user belongs to (seed 001), e.g. `["data-science"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teams: Vec<String>,
+    /// Who invited the user (an email or a name); implies `invite: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invited_by: Option<String>,
+    /// Invite the user (an invitation link) rather than answer the credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<bool>,
 }
 
-/// The new user and, this once, their credentials.
+impl AddUser {
+    /// Whether the request asks for an invitation rather than a direct add.
+    pub fn invites(&self) -> bool {
+        self.invite.unwrap_or(self.invited_by.is_some())
+    }
+}
+
+/// The new user and, this once, their credentials (added directly) or their
+/// invitation link (invited).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AddedUser {
     #[serde(flatten)]
     pub user: TenantUser,
-    pub credentials: Credentials,
+    /// A direct add's credentials (absent for an invitation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+    /// An invitation's one-time link: `GET` it (no authentication) to take the
+    /// credentials, once, before `invitation_expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation_expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -88,6 +116,15 @@ pub async fn add_locked(
     let key = tenant.name.as_str();
     let email = validate_email(&req.email)?;
     let role = validate_role(&req.role)?;
+    let teams = super::invitations::validate_teams(&req.teams)?;
+    let invited_by = super::invitations::validate_invited_by(req.invited_by.as_deref())?;
+    if req.invite == Some(false) && invited_by.is_some() {
+        return Err(Error::invalid(
+            "invite",
+            "invite is false but invited_by is given: leave one out",
+        ));
+    }
+    let invites = req.invites();
     let (password, verifier) = crate::secrets::new_password();
     if !matches!(tenant.status, super::Status::Active | super::Status::Trial) {
         // A new login would defeat a suspension (and resume would not know of it).
@@ -151,16 +188,26 @@ pub async fn add_locked(
     tx.batch_execute(&sql).await?;
     hardening::check(tx, &[db_user.as_str().to_string()]).await?;
     let sealed = p.key.seal(&service::seal_password(&password)?);
+    let user_id = Uuid::now_v7();
     let created_at = store::users::insert(
         tx,
-        Uuid::now_v7(),
-        tenant.id,
-        &email,
-        role.as_str(),
-        db_user.as_str(),
-        &sealed,
+        &store::users::NewUser {
+            id: user_id,
+            tenant_id: tenant.id,
+            email: &email,
+            role: role.as_str(),
+            db_user: db_user.as_str(),
+            credentials: &sealed,
+            status: if invites { "invited" } else { "active" },
+            teams: &teams,
+            invited_by: invited_by.as_deref(),
+        },
     )
     .await?;
+    let invitation = match invites {
+        true => Some(super::invitations::issue(p, tx, tenant.id, user_id).await?),
+        false => None,
+    };
     outbox::emit(
         tx,
         tenant.id,
@@ -169,6 +216,10 @@ pub async fn add_locked(
             email: email.clone(),
             role: role.as_str().to_string(),
             db_user: db_user.as_str().to_string(),
+            teams: teams.clone(),
+            invited_by: invited_by.clone(),
+            invitation_url: invitation.as_ref().map(|i| i.url.clone()),
+            invitation_expires_at: invitation.as_ref().map(|i| i.expires_at),
         },
     )
     .await?;
@@ -176,11 +227,14 @@ pub async fn add_locked(
         tx,
         &audit::Entry {
             actor,
-            action: "user_added",
+            action: if invites { "user_invited" } else { "user_added" },
             tenant_id: Some(tenant.id),
             tenant_name: Some(&tenant.name),
             operation_id: Some(op_id),
-            details: serde_json::json!({"email": email, "role": role.as_str(), "db_user": db_user.as_str()}),
+            // Never the link: the audit trail is read by more people than the invitee.
+            details: serde_json::json!({"email": email, "role": role.as_str(), "db_user": db_user.as_str(),
+                "teams": teams, "invited_by": invited_by,
+                "invitation_expires_at": invitation.as_ref().map(|i| i.expires_at)}),
         },
     )
     .await?;
@@ -188,10 +242,26 @@ pub async fn add_locked(
         email,
         role,
         db_user,
+        status: if invites { "invited" } else { "active" }.to_string(),
+        teams,
+        invited_by,
         created_at,
     };
+    if let Some(invitation) = invitation {
+        return Ok(AddedUser {
+            user,
+            credentials: None,
+            invitation_url: Some(invitation.url),
+            invitation_expires_at: Some(invitation.expires_at),
+        });
+    }
     let credentials = credentials_for(p, user.db_user.as_str(), tenant.database.as_str(), password);
-    Ok(AddedUser { user, credentials })
+    Ok(AddedUser {
+        user,
+        credentials: Some(credentials),
+        invitation_url: None,
+        invitation_expires_at: None,
+    })
 }
 
 pub async fn list(p: &Platform, key: &str) -> Result<UserList> {

@@ -88,6 +88,10 @@ pub async fn update(
         quotas = quotas_before.map(|before| (before, after));
     }
     service::record_update(&tx, &current, &tenant, quotas, req, op, actor).await?;
+    // After the plan's own events: the configuration follows the plan.
+    if tenant.plan != current.plan {
+        crate::tenantconfig::follow_plan(&tx, &tenant, actor, op).await?;
+    }
     let network = super::network::touch(rt, &tx, &tenant, current.vpn_enabled).await?;
     commit_one(rt, tx, UPDATE, op, &tenant).await?;
     drop(client);

@@ -139,9 +139,18 @@ pub async fn create_as(
             t.vpn_subnet = Some(subnet.to_string());
         }
         let t = &made.created.tenant;
-        crate::backup::policy::apply_at_create(&tx, t.id, &made.plan, v.backup_schedule.as_deref())
-            .await
-            .map_err(Error::from)?;
+        // The configuration's version 1 is pipelined beside the policy: no round trip.
+        let (policy, config) = tokio::join!(
+            crate::backup::policy::apply_at_create(
+                &tx,
+                t.id,
+                &made.plan,
+                v.backup_schedule.as_deref()
+            ),
+            crate::tenantconfig::create_default(&tx, t.id, &made.plan, actor),
+        );
+        policy.map_err(Error::from)?;
+        config?;
         if announce {
             domain::announce_created(&tx, &made.created.tenant, made.key.clone(), None).await?;
         }
@@ -422,14 +431,18 @@ fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let (tenant, key, key_ref) = database_mode::activate(p, &tx, &registered)
             .await
             .map_err(step_error)?;
-        crate::backup::policy::apply_at_create(
-            &tx,
-            tenant.id,
-            &registered.plan,
-            params.backup_schedule.as_deref(),
-        )
-        .await
-        .map_err(super::backups::backup_error)?;
+        // The configuration's version 1 is pipelined beside the policy: no round trip.
+        let (policy, config) = tokio::join!(
+            crate::backup::policy::apply_at_create(
+                &tx,
+                tenant.id,
+                &registered.plan,
+                params.backup_schedule.as_deref(),
+            ),
+            crate::tenantconfig::create_default(&tx, tenant.id, &registered.plan, &params.actor),
+        );
+        policy.map_err(super::backups::backup_error)?;
+        config.map_err(|e| super::refusal(e.into()))?;
         if params.announce {
             crate::tenant::create::announce_created(&tx, &tenant, key_ref, None)
                 .await

@@ -15,6 +15,7 @@ pub mod operations;
 pub mod pooler;
 pub mod quotas;
 pub mod restores;
+pub mod settings;
 
 use std::sync::Arc;
 
@@ -46,6 +47,7 @@ pub fn registry() -> Registry<Runtime> {
         .chain(quotas::kinds())
         .chain(migrate::kinds())
         .chain(network::kinds())
+        .chain(settings::kinds())
     {
         r = r.kind(k);
     }

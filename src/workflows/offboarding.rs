@@ -426,6 +426,10 @@ fn drop_objects<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         crate::store::network::clear_rules(&tx, t.id)
             .await
             .map_err(failed)?;
+        // Its sign-in providers' sealed secrets go too (docs/auth-providers.md).
+        crate::store::auth_providers::clear(&tx, t.id)
+            .await
+            .map_err(failed)?;
         let outcome = json!({"tenant": purged.id, "status": purged.status.as_str()});
         run.finish_in(&tx, &outcome, None).await?;
         tx.commit().await.map_err(failed)?;

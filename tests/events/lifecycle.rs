@@ -57,10 +57,17 @@ async fn a_tenant_lifecycle_emits_each_event_once_in_order() {
 
     ok(&app, Method::PATCH, &path, Some(json!({"plan": "starter"}))).await;
     let evts = new_events(&app, &name, 3).await;
+    // The configuration document follows the plan (docs/config.md).
     assert_eq!(
         types(&evts),
-        ["tenant.updated", "tenant.plan_changed", "quota.updated"]
+        [
+            "tenant.updated",
+            "tenant.plan_changed",
+            "quota.updated",
+            "tenant.config_changed"
+        ]
     );
+    assert_eq!(evts[3]["data"]["patch"], json!({"plan": "starter"}));
     let p = &evts[1]["data"];
     assert_eq!(
         (p["from"].as_str(), p["to"].as_str()),
@@ -74,7 +81,7 @@ async fn a_tenant_lifecycle_emits_each_event_once_in_order() {
 
     // A PATCH that changes nothing announces nothing.
     ok(&app, Method::PATCH, &path, Some(json!({"plan": "starter"}))).await;
-    assert_eq!(events(&app, &name).await.len(), 6);
+    assert_eq!(events(&app, &name).await.len(), 7);
 
     ok(&app, Method::POST, &format!("{path}/activate"), None).await;
     ok(
@@ -85,7 +92,7 @@ async fn a_tenant_lifecycle_emits_each_event_once_in_order() {
     )
     .await;
     ok(&app, Method::POST, &format!("{path}/resume"), None).await;
-    let evts = new_events(&app, &name, 6).await;
+    let evts = new_events(&app, &name, 7).await;
     assert_eq!(
         types(&evts),
         ["tenant.activated", "tenant.suspended", "tenant.resumed"]
@@ -103,7 +110,7 @@ async fn a_tenant_lifecycle_emits_each_event_once_in_order() {
 
     // Delete: the final backup is announced with it; restore; delete and purge.
     let deleted = ok(&app, Method::DELETE, &path, None).await;
-    let evts = new_events(&app, &name, 9).await;
+    let evts = new_events(&app, &name, 10).await;
     assert_eq!(types(&evts), ["backup.completed", "tenant.deleted"]);
     assert_eq!(evts[0]["data"]["kind"], "final");
     assert_eq!(evts[0]["data"]["backup_id"], deleted["final_backup_id"]);
@@ -113,7 +120,7 @@ async fn a_tenant_lifecycle_emits_each_event_once_in_order() {
     assert_eq!(d["purge_after"], deleted["purge_after"]);
 
     ok(&app, Method::POST, &format!("{path}/restore"), None).await;
-    let evts = new_events(&app, &name, 11).await;
+    let evts = new_events(&app, &name, 12).await;
     assert_eq!(types(&evts), ["tenant.restored"]);
     assert_eq!(
         evts[0]["data"],
@@ -127,7 +134,7 @@ async fn a_tenant_lifecycle_emits_each_event_once_in_order() {
         Some(json!({"confirm": name})),
     )
     .await;
-    let evts = new_events(&app, &name, 12).await;
+    let evts = new_events(&app, &name, 13).await;
     assert_eq!(
         types(&evts),
         ["backup.completed", "tenant.deleted", "tenant.purged"]
@@ -139,7 +146,7 @@ async fn a_tenant_lifecycle_emits_each_event_once_in_order() {
 
     // A purged tenant rebuilt from its archive.
     ok(&app, Method::POST, &format!("{path}/restore"), None).await;
-    let evts = new_events(&app, &name, 15).await;
+    let evts = new_events(&app, &name, 16).await;
     assert_eq!(types(&evts), ["tenant.restored"]);
     assert_eq!(evts[0]["data"]["from"], "purged");
     assert_eq!(

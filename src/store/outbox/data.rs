@@ -1,8 +1,9 @@
 //! The `data` of every event type (docs/events.md): one struct per type, whose name
 //! says which, built by the code that makes the change and serialised into the
 //! outbox's `data` column. The OpenAPI document lists each as a schema, so the
-//! documentation and the events cannot drift. No field ever holds a secret: key ids
-//! and prefixes, never keys; role names, never passwords or DSNs.
+//! documentation and the events cannot drift. No field holds a secret (key ids and
+//! prefixes, never keys; role names, never passwords or DSNs), with one exception:
+//! `user.invited` carries the invitation link a mail service must send.
 
 use std::collections::BTreeMap;
 
@@ -54,6 +55,7 @@ event_types! {
     MigrationFailed => "migration.failed",
     NetworkChanged => "network.changed",
     UsageReported => "usage.reported",
+    TenantConfigChanged => "tenant.config_changed",
 }
 
 /// A tenant's settings as they are after the change.
@@ -276,6 +278,32 @@ pub struct UserInvited {
     pub role: String,
     /// The PostgreSQL login role.
     pub db_user: String,
+    /// The teams the user belongs to (absent when none were given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teams: Vec<String>,
+    /// Who invited the user (absent when added directly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invited_by: Option<String>,
+    /// The one-time link that hands the invitee their credentials, for a mail service
+    /// to send (null when the user was added directly). The one secret an event
+    /// carries: whoever holds it can take the user's credentials once, until
+    /// `invitation_expires_at`. Absent when the user was added directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation_expires_at: Option<DateTime<Utc>>,
+}
+
+/// `tenant.config_changed`: a new version of the tenant's configuration document.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantConfigChanged {
+    pub version: i32,
+    /// The merge patch (RFC 7396) that made it.
+    #[schema(value_type = Object)]
+    pub patch: Value,
+    /// The whole document as it now is.
+    #[schema(value_type = Object)]
+    pub config: Value,
 }
 
 /// `user.removed`: the login role is gone (what it owned passed to the tenant).

@@ -25,7 +25,8 @@ const COLUMNS: &str = "t.id, t.name, t.status, t.plan, t.isolation, t.schema_nam
                        t.owner_role, t.db_quota_bytes, t.vpn_enabled, t.vpn_subnet::text AS vpn_subnet, t.public_api, t.template_version, t.trial_ends_at, \
                        t.metadata, t.integrations, t.created_at, t.updated_at, t.suspended_at, t.suspension_reason, \
                        o.previous_status, o.purge_after, o.purged_at, o.final_backup_id, \
-                       b.expires_at AS archive_expires_at";
+                       b.expires_at AS archive_expires_at, \
+                       ARRAY(SELECT a.kind FROM berqenas.auth_providers a WHERE a.tenant_id = t.id ORDER BY a.kind) AS auth_providers";
 
 const JOINS: &str =
     "LEFT JOIN berqenas.offboarding o ON o.tenant_id = t.id AND t.status IN ('deleted', 'purged') \
@@ -70,6 +71,7 @@ fn tenant(row: &Row) -> Result<Tenant> {
         final_backup_id: row.try_get("final_backup_id")?,
         archive_expires_at: row.try_get("archive_expires_at")?,
         integrations: row.try_get("integrations")?,
+        auth_providers: row.try_get("auth_providers")?,
     })
 }
 

@@ -163,6 +163,10 @@ pub struct Tenant {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub integrations: serde_json::Value,
+    /// The sign-in providers configured for the tenant (`github`, `entra_id`, `oidc`;
+    /// docs/auth-providers.md).
+    #[serde(default)]
+    pub auth_providers: Vec<String>,
 }
 
 /// A plan (seed 002's tiers): its quotas, under the names `GET .../limits`,
