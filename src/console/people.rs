@@ -68,9 +68,20 @@ pub async fn add_user(
     let req = AddUser {
         email: field(&form, "email").unwrap_or("").to_string(),
         role: field(&form, "role").unwrap_or("").to_string(),
+        // The console adds people directly (credentials shown once); invitations
+        // are the API's (`invite: true`), whose link goes out by mail.
+        teams: Vec::new(),
+        invited_by: None,
+        invite: Some(false),
     };
     let added = changes::add_user(&state.platform, &name, &req, &op.actor).await?;
-    let c = &added.credentials;
+    let Some(c) = &added.credentials else {
+        return Err(Failure::new(
+            crate::problem::Kind::Internal,
+            "internal",
+            "the user was added without credentials",
+        ));
+    };
     let body = format!(
         "<h2>User <span id=\"added-user\">{}</span> added to {}</h2><section class=\"secret\">\
          <p><strong>Shown once:</strong> give these to the user now.</p><dl>\
