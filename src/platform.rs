@@ -36,4 +36,7 @@ pub struct Platform {
     /// Onboarding steps may point at loopback and private addresses
     /// (`--onboarding-allow-private`; tests).
     pub onboarding_allow_private: bool,
+    /// This server's address as onboarding steps reach it (`--public-url`): their
+    /// calls carry `callback_url` under it.
+    pub public_url: Option<String>,
 }

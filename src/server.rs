@@ -57,6 +57,8 @@ pub struct ServeOptions {
     pub network: NetworkOptions,
     /// Onboarding steps may point at loopback and private addresses.
     pub onboarding_allow_private: bool,
+    /// This server's address as onboarding steps reach it (their callbacks).
+    pub public_url: Option<String>,
     /// The webhook relay: retry schedule, timeout, private addresses.
     pub webhooks: crate::events::relay::RelayOptions,
 }
@@ -195,6 +197,7 @@ pub async fn platform_with(
         ),
         pgbouncer: Default::default(),
         onboarding_allow_private: false,
+        public_url: None,
     };
     tenant::database_mode::ensure_template(&platform).await?;
     tenant::shared_mode::ensure_pool(&platform).await?;
@@ -305,6 +308,10 @@ async fn serve(
     ));
     platform.pgbouncer = opts.pgbouncer.clone();
     platform.onboarding_allow_private = opts.onboarding_allow_private;
+    platform.public_url = opts
+        .public_url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_string());
     crate::workflows::pooler::prepare(&platform).await?;
     let rt = Runtime::start(platform, &identity(&opts.data_dir)).await?;
     crate::workflows::network::enforce_at_start(&rt).await?;
@@ -499,6 +506,7 @@ mod tests {
             metrics_token: Some("metrics-token-xyz".into()),
             network: NetworkOptions::default(),
             onboarding_allow_private: false,
+            public_url: None,
             webhooks: Default::default(),
             pgbouncer: crate::pg::pgbouncer::PgBouncer {
                 auth_user: None,

@@ -160,6 +160,11 @@ pub struct ServeArgs {
     /// (refused by default: a registration must not reach into the server's network).
     #[arg(long, env = "BERQENAS_ONBOARDING_ALLOW_PRIVATE")]
     pub onboarding_allow_private: bool,
+    /// This server's URL as onboarding steps reach it, e.g. `https://berqenas.internal`:
+    /// a step's call then carries `callback_url`, where a step that answered 202 posts
+    /// its result (docs/onboarding-steps.md). Unset: only `callback_path` is sent.
+    #[arg(long, env = "BERQENAS_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Let webhooks go to loopback, link-local, private and unspecified addresses
     /// (refused by default, at creation and at every delivery). For tests and development.
     #[arg(long, env = "BERQENAS_WEBHOOK_ALLOW_PRIVATE")]
@@ -343,6 +348,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 metrics_token: a.metrics_token,
                 network: a.network.options()?,
                 onboarding_allow_private: a.onboarding_allow_private,
+                public_url: a.public_url,
                 webhooks: crate::events::relay::RelayOptions {
                     allow_private: a.webhook_allow_private,
                     schedule: a

@@ -128,6 +128,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0023_event_emission.sql",
         sql: include_str!("../../migrations/control/0023_event_emission.sql"),
     },
+    Migration {
+        version: 24,
+        name: "0024_onboarding_callbacks.sql",
+        sql: include_str!("../../migrations/control/0024_onboarding_callbacks.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.
