@@ -366,3 +366,75 @@ async fn a_202_step_that_calls_back_failed_or_never_is_undone() {
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert_eq!(traces(&pg, &name).await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_restart_while_a_step_waits_for_its_callback_waits_on() {
+    let identity = format!("test:{}", uuid::Uuid::new_v4());
+    let platform = || async {
+        let mut p = common::platform(8).await;
+        p.onboarding_allow_private = true;
+        p
+    };
+    let first = berqenas::workflows::Runtime::start(platform().await, &identity)
+        .await
+        .unwrap();
+    let app = TestApp::over(first.clone()).await;
+    let pg = superuser().await;
+    let plan = plan(&pg).await;
+    let (url, seen) = receiver(202, "", Duration::ZERO).await;
+    let step = unique("agent").replace('-', "_");
+    let secret = register(
+        &app,
+        json!({"name": step, "url": format!("{url}/do"), "compensate_url": format!("{url}/undo"),
+               "timeout": "2m", "when": {"plan": plan}}),
+    )
+    .await;
+    let name = unique("obrestart");
+    let req = serde_json::from_value(json!({"name": name, "plan": plan})).unwrap();
+    let rt = first.clone();
+    let create = tokio::spawn(async move {
+        let _ = berqenas::workflows::create::create(&rt, &req, None, "test").await;
+    });
+    let call = loop {
+        if let Some(c) = seen.lock().unwrap().first() {
+            break serde_json::from_slice::<Value>(&c.2).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let op = call["operation_id"].as_str().unwrap().to_string();
+    let path = call["callback_path"].as_str().unwrap().to_string();
+    until_waiting(&app, &op).await;
+    // kill -9: the engine stops where it is; the same server starts again.
+    first.engine.kill();
+    create.abort();
+    let second = berqenas::workflows::Runtime::start(platform().await, &identity)
+        .await
+        .unwrap();
+    let app = TestApp::over(second.clone()).await;
+    // The operation was taken up, still waiting: not undone, nothing called again.
+    let o = until_waiting(&app, &op).await;
+    assert_eq!(o["state"], "running", "{o}");
+    let (_, t) = app
+        .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
+        .await;
+    assert_eq!(t["status"], "provisioning", "{t}");
+    assert_eq!(seen.lock().unwrap().len(), 1, "no compensation, no second call");
+    let (s, b) = call_back(&app, &path, &secret, json!({"status": "succeeded", "result": {"id": 7}})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let tenant = loop {
+        let (_, t) = app
+            .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
+            .await;
+        if t["status"] == "active" {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(tenant["integrations"][&step], json!({"id": 7}));
+    let (_, o) = app
+        .call(Method::GET, &format!("/api/v1/operations/{op}"), None)
+        .await;
+    assert_eq!(o["state"], "succeeded", "{o}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    second.engine.shutdown(Duration::from_secs(5)).await;
+}

@@ -620,6 +620,18 @@ impl<C: Context> Engine<C> {
         } else {
             Start::Compensate
         };
+        if forward && waiting {
+            // It may wait long (for a callback this very server must be up to take):
+            // driven on a task of its own, so neither the start nor the reconciler's
+            // round waits for it. Its lease is renewed as any running operation's.
+            let (engine, cx) = (self.clone(), cx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = engine.spawn(&cx, run, false, start).await {
+                    tracing::warn!(error = %e, "a resumed waiting operation ended in error");
+                }
+            });
+            return Ok(Done::Finished(Value::Null));
+        }
         self.spawn(cx, run, false, start).await
     }
 
