@@ -126,13 +126,26 @@ async fn a_failing_or_slow_step_leaves_no_schema_roles_rows_or_registry_row() {
         assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
         assert_eq!(body["error"]["code"], "onboarding_step_failed");
         assert!(!body.to_string().contains("agent internals"));
-        assert_eq!(traces(&pg, &name).await, Vec::<String>::new(), "{isolation}");
+        assert_eq!(
+            traces(&pg, &name).await,
+            Vec::<String>::new(),
+            "{isolation}"
+        );
     }
-    let paths: Vec<String> = first_seen.lock().unwrap().iter().map(|c| c.0.clone()).collect();
+    let paths: Vec<String> = first_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.0.clone())
+        .collect();
     assert_eq!(paths, ["/do", "/undo", "/do", "/undo"]);
     // A step that does not answer in time: the same.
-    app.call(Method::DELETE, &format!("/api/v1/onboarding-steps/{b}"), None)
-        .await;
+    app.call(
+        Method::DELETE,
+        &format!("/api/v1/onboarding-steps/{b}"),
+        None,
+    )
+    .await;
     let (slow, _) = receiver(200, "{}", Duration::from_secs(5)).await;
     let c = unique("slow").replace('-', "_");
     register(
@@ -165,9 +178,8 @@ async fn start_create(
         http: app.http.clone(),
     };
     let before = seen.lock().unwrap().len();
-    let task = tokio::spawn(async move {
-        bg.call(Method::POST, "/api/v1/tenants", Some(body)).await
-    });
+    let task =
+        tokio::spawn(async move { bg.call(Method::POST, "/api/v1/tenants", Some(body)).await });
     let call = loop {
         if let Some(c) = seen.lock().unwrap().get(before) {
             break serde_json::from_slice::<Value>(&c.2).unwrap();
@@ -253,7 +265,10 @@ async fn a_202_step_waits_for_its_signed_callback_and_refuses_wrong_ones() {
     .await;
     let op = call["operation_id"].as_str().unwrap().to_string();
     let path = call["callback_path"].as_str().unwrap().to_string();
-    assert_eq!(path, format!("/api/v1/operations/{op}/steps/{step}/complete"));
+    assert_eq!(
+        path,
+        format!("/api/v1/operations/{op}/steps/{step}/complete")
+    );
     until_waiting(&app, &op).await;
     let (_, t) = app
         .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
@@ -271,15 +286,27 @@ async fn a_202_step_waits_for_its_signed_callback_and_refuses_wrong_ones() {
     let wrong_step = format!("/api/v1/operations/{op}/steps/{other}/complete");
     let (s, b) = call_back(&app, &wrong_step, &other_secret, ok.clone()).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains(&other), "{b}");
-    let missing = format!("/api/v1/operations/{}/steps/{step}/complete", uuid::Uuid::now_v7());
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains(&other),
+        "{b}"
+    );
+    let missing = format!(
+        "/api/v1/operations/{}/steps/{step}/complete",
+        uuid::Uuid::now_v7()
+    );
     let (s, b) = call_back(&app, &missing, &secret, ok.clone()).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
     assert_eq!(b["error"]["code"], "operation_not_found");
     let (s, b) = call_back(&app, &path, &secret, json!({"status": "done"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert_eq!(b["error"]["field"], "status");
-    let (s, b) = call_back(&app, &path, &secret, json!({"status": "succeeded", "result": [1]})).await;
+    let (s, b) = call_back(
+        &app,
+        &path,
+        &secret,
+        json!({"status": "succeeded", "result": [1]}),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert_eq!(b["error"]["field"], "result");
     assert_eq!(callbacks(&pg, &op).await, 0);
@@ -418,8 +445,18 @@ async fn a_restart_while_a_step_waits_for_its_callback_waits_on() {
         .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
         .await;
     assert_eq!(t["status"], "provisioning", "{t}");
-    assert_eq!(seen.lock().unwrap().len(), 1, "no compensation, no second call");
-    let (s, b) = call_back(&app, &path, &secret, json!({"status": "succeeded", "result": {"id": 7}})).await;
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "no compensation, no second call"
+    );
+    let (s, b) = call_back(
+        &app,
+        &path,
+        &secret,
+        json!({"status": "succeeded", "result": {"id": 7}}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let tenant = loop {
         let (_, t) = app

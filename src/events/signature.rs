@@ -102,7 +102,13 @@ mod tests {
         let sig = sign(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).unwrap();
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
-        assert!(verify(&secret, id, 1614265330, body, &format!("v1,bm90IGl0 {sig}")));
+        assert!(verify(
+            &secret,
+            id,
+            1614265330,
+            body,
+            &format!("v1,bm90IGl0 {sig}")
+        ));
         assert!(!verify(&secret, id, 1614265331, body, &sig));
         assert!(!verify(&secret, id, 1614265330, b"{}", &sig));
         assert!(!verify(&secret, id, 1614265330, body, "v1,not-base64!"));

@@ -608,8 +608,7 @@ impl<C: Context> Engine<C> {
             .steps
             .get(first_open)
             .is_some_and(|s| s.state.as_deref() == Some(super::run::WAITING));
-        let forward =
-            row.phase == "forward" && (first_open >= kind.point_of_no_return || waiting);
+        let forward = row.phase == "forward" && (first_open >= kind.point_of_no_return || waiting);
         tracing::warn!(operation.id = %row.id, operation.kind = kind.name, tenant.name = %row.tenant_name,
             step = kind.steps.get(first_open).map_or("(end)", |s| s.name),
             direction = if forward { "forward" } else { "undo" },

@@ -131,15 +131,14 @@ pub async fn settle(
     result: Option<&serde_json::Value>,
     error: Option<&str>,
 ) -> Result<Option<CallbackRow>> {
-    Ok(c
-        .query_opt(
-            "INSERT INTO berqenas.onboarding_callbacks (operation_id, step, status, result, error)
+    Ok(c.query_opt(
+        "INSERT INTO berqenas.onboarding_callbacks (operation_id, step, status, result, error)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
              RETURNING status, result, error, received_at",
-            &[&operation, &step, &status, &result, &error],
-        )
-        .await?
-        .map(|r| callback_row(&r)))
+        &[&operation, &step, &status, &result, &error],
+    )
+    .await?
+    .map(|r| callback_row(&r)))
 }
 
 /// A step's settled answer, if it has one.

@@ -125,10 +125,8 @@ pub async fn create_as(
         params: None,
         instance: Some(rt.engine.instance()),
     };
-    let (begun, staging) = tokio::join!(
-        ops::begin(&tx, &op),
-        super::create_staged::staging(&tx, &v),
-    );
+    let (begun, staging) =
+        tokio::join!(ops::begin(&tx, &op), super::create_staged::staging(&tx, &v),);
     if let Some(answer) = settled(p, begun?) {
         return answer;
     }

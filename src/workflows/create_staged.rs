@@ -27,8 +27,8 @@ use uuid::Uuid;
 
 use super::create::{replay, seal_response};
 use super::{failed, open_value, seal_value, step_error, Error, Runtime};
-use crate::ops::{self, fence, Idempotency, Kind, NewOp, Run, Step, StepError, StepFuture};
 use crate::ops::StoredResponse;
+use crate::ops::{self, fence, Idempotency, Kind, NewOp, Run, Step, StepError, StepFuture};
 use crate::store::onboarding::StepRow;
 use crate::tenant::create::{self as domain, CreatedTenant, Validated};
 use crate::tenant::{database_mode, service, Isolation, Slug};

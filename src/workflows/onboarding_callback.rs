@@ -99,7 +99,11 @@ fn validate(body: &StepCallback) -> Result<(), Error> {
             "result must be at most 64 KiB of JSON",
         )));
     }
-    if body.error.as_ref().is_some_and(|e| e.chars().count() > 1000) {
+    if body
+        .error
+        .as_ref()
+        .is_some_and(|e| e.chars().count() > 1000)
+    {
         return Err(Error::Rejected(Problem::bad_field(
             "error",
             "error must be at most 1000 characters",
@@ -133,8 +137,7 @@ fn check_signature(
             "webhook-timestamp is more than 5 minutes from this server's clock",
         ));
     }
-    let secret = crate::integrations::secret(rt, step)
-        .map_err(|_| {
+    let secret = crate::integrations::secret(rt, step).map_err(|_| {
         Error::Tenant(crate::tenant::service::Error::Secret(
             crate::secrets::SecretError::Open,
         ))
@@ -211,7 +214,10 @@ pub async fn complete(
         return Err(rejected(
             ProblemKind::NotFound,
             "onboarding_step_not_found",
-            format!("operation {op_id} ({}) runs no onboarding step {name:?}", op.kind),
+            format!(
+                "operation {op_id} ({}) runs no onboarding step {name:?}",
+                op.kind
+            ),
         ));
     }
     if op.state != "running" {
@@ -227,9 +233,9 @@ pub async fn complete(
     let waiting = journal.iter().any(|s| {
         s.name == "integrations"
             && s.state == crate::ops::run::WAITING
-            && s.intent.as_ref().is_some_and(|i| {
-                i["data"]["calling"] == name && !i["data"]["until"].is_null()
-            })
+            && s.intent
+                .as_ref()
+                .is_some_and(|i| i["data"]["calling"] == name && !i["data"]["until"].is_null())
     });
     if !waiting {
         return Err(rejected(

@@ -85,7 +85,11 @@ fn step<'a>(env: &'a Env) -> Fut<'a, Value> {
     })
 }
 
-fn create_in<'a>(env: &'a Env, state: &'a Value, isolation: &'a str) -> Fut<'a, Result<(), String>> {
+fn create_in<'a>(
+    env: &'a Env,
+    state: &'a Value,
+    isolation: &'a str,
+) -> Fut<'a, Result<(), String>> {
     Box::pin(async move {
         let req = serde_json::from_value(json!({"name": env.name, "isolation": isolation,
                                                 "plan": state["plan"], "public_api": true}))
