@@ -36,18 +36,20 @@ pub struct Platform {
     /// Onboarding steps may point at loopback and private addresses
     /// (`--onboarding-allow-private`; tests).
     pub onboarding_allow_private: bool,
+    /// The address clients and onboarding steps reach this server at (`--public-url`,
+    /// no trailing slash): invitation links and steps' `callback_url` start with it.
+    /// `None` (library use without `serve`): links are relative paths and steps get
+    /// only `callback_path`.
+    pub public_url: Option<String>,
     /// Invitation links and the checks of sign-in providers.
     pub sign_in: SignIn,
 }
 
-/// `--invitation-ttl`, `--public-url`, `--auth-allow-private`.
+/// `--invitation-ttl`, `--auth-allow-private`.
 #[derive(Debug, Clone)]
 pub struct SignIn {
     /// How long an invitation link works.
     pub invitation_ttl: std::time::Duration,
-    /// The address invitation links start with, e.g. `https://berqenas.example.com`
-    /// (`None`: links are relative, `/api/v1/invitations/<token>`).
-    pub public_url: Option<String>,
     /// An OIDC issuer's discovery document and keys may be fetched from loopback and
     /// private addresses (tests).
     pub auth_allow_private: bool,
@@ -61,7 +63,6 @@ impl Default for SignIn {
     fn default() -> Self {
         Self {
             invitation_ttl: DEFAULT_INVITATION_TTL,
-            public_url: None,
             auth_allow_private: false,
         }
     }

@@ -62,6 +62,8 @@ pub struct ServeOptions {
     pub network: NetworkOptions,
     /// Onboarding steps may point at loopback and private addresses.
     pub onboarding_allow_private: bool,
+    /// This server's address as onboarding steps reach it (their callbacks).
+    pub public_url: Option<String>,
     /// The webhook relay: retry schedule, timeout, private addresses.
     pub webhooks: crate::events::relay::RelayOptions,
     /// Opens the sign-in providers' secrets to the platform's auth service.
@@ -205,6 +207,7 @@ pub async fn platform_with(
         pgbouncer: Default::default(),
         onboarding_allow_private: false,
         sign_in: Default::default(),
+        public_url: None,
     };
     tenant::database_mode::ensure_template(&platform).await?;
     tenant::shared_mode::ensure_pool(&platform).await?;
@@ -315,15 +318,14 @@ async fn serve(
     ));
     platform.pgbouncer = opts.pgbouncer.clone();
     platform.onboarding_allow_private = opts.onboarding_allow_private;
-    platform.sign_in = crate::platform::SignIn {
-        public_url: Some(
-            opts.sign_in
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound"))),
-        ),
-        ..opts.sign_in.clone()
-    };
+    // One address for invitation links and onboarding steps' callbacks.
+    platform.public_url = Some(
+        opts.public_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound"))),
+    );
+    platform.sign_in = opts.sign_in.clone();
     crate::workflows::pooler::prepare(&platform).await?;
     let rt = Runtime::start(platform, &identity(&opts.data_dir)).await?;
     crate::workflows::network::enforce_at_start(&rt).await?;
@@ -528,6 +530,7 @@ mod tests {
             metrics_token: Some("metrics-token-xyz".into()),
             network: NetworkOptions::default(),
             onboarding_allow_private: false,
+            public_url: None,
             webhooks: Default::default(),
             integration_token: Some("integration-token-qrs".into()),
             sign_in: Default::default(),

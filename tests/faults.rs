@@ -86,6 +86,9 @@ async fn endpoints(server: &Server) -> Vec<(Method, String, Option<serde_json::V
                     serde_json::json!({"name": "git", "url": "https://93.184.216.34/hook",
                         "when": {"isolation": "database"}}),
                 ),
+                (Method::POST, "/api/v1/operations/{id}/steps/{name}/complete") => {
+                    Some(serde_json::json!({"status": "succeeded", "result": {}}))
+                }
                 (Method::POST, "/api/v1/webhooks") => Some(
                     serde_json::json!({"url": "https://93.184.216.34/hook", "events": ["tenant.*"]}),
                 ),

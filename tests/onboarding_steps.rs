@@ -2,8 +2,11 @@
 //! refuses.
 
 mod common;
+#[path = "support/onboarding.rs"]
+mod onboarding;
 
 use common::{superuser, unique, TestApp};
+use onboarding::{plan, receiver, register, traces, verifies};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -143,12 +146,6 @@ async fn bad_registrations_are_refused_naming_the_field_and_store_nothing() {
             400,
         ),
         (ok(json!({"when": {"colour": "red"}})), "colour", 400),
-        (
-            ok(json!({"when": {"isolation": "schema"}})),
-            "when.isolation",
-            400,
-        ),
-        (ok(json!({"when": {}})), "when.isolation", 400),
         (ok(json!({"timeout": "2h"})), "timeout", 400),
         (ok(json!({"timeout": "soon"})), "timeout", 400),
         (ok(json!({"secret": "whsec_mine"})), "secret", 400),
@@ -190,88 +187,6 @@ async fn private_addresses_are_refused_by_default() {
             .contains("--onboarding-allow-private"));
     }
     assert!(!stored(&pg).await.contains(&"internal".to_string()));
-}
-
-/// What a receiver saw: path, headers, body.
-type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, axum::http::HeaderMap, Vec<u8>)>>>;
-
-/// A real HTTP receiver on 127.0.0.1: answers `status` and `body` after `delay`, and
-/// keeps every request.
-async fn receiver(status: u16, body: &'static str, delay: std::time::Duration) -> (String, Seen) {
-    let seen: Seen = Default::default();
-    let kept = seen.clone();
-    let app = axum::Router::new().fallback(
-        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, bytes: axum::body::Bytes| {
-            let kept = kept.clone();
-            async move {
-                kept.lock()
-                    .unwrap()
-                    .push((uri.path().to_string(), headers, bytes.to_vec()));
-                tokio::time::sleep(delay).await;
-                (axum::http::StatusCode::from_u16(status).unwrap(), body)
-            }
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, seen)
-}
-
-/// A plan of this test's own (steps that match it run for no other test's creates).
-async fn plan(pg: &tokio_postgres::Client) -> String {
-    let name = unique("obplan").replace('-', "_");
-    pg.batch_execute(&format!(
-        "CREATE TEMP TABLE p AS SELECT * FROM berqenas.plans WHERE name = 'free';
-         UPDATE p SET name = '{name}';
-         INSERT INTO berqenas.plans SELECT * FROM p; DROP TABLE p;"
-    ))
-    .await
-    .unwrap();
-    name
-}
-
-async fn register(app: &TestApp, body: Value) -> String {
-    let (s, reg) = app
-        .call(Method::POST, "/api/v1/onboarding-steps", Some(body))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{reg}");
-    reg["secret"].as_str().unwrap().to_string()
-}
-
-/// The Standard Webhooks signature, computed here from the specification.
-fn verifies(secret: &str, headers: &axum::http::HeaderMap, body: &[u8]) -> bool {
-    use base64::Engine;
-    use hmac::Mac;
-    let h = |k: &str| headers.get(k).unwrap().to_str().unwrap().to_string();
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap())
-        .unwrap();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{}.{}.", h("webhook-id"), h("webhook-timestamp")).as_bytes());
-    mac.update(body);
-    let expected = format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    );
-    h("webhook-signature").split(' ').any(|s| s == expected)
-}
-
-/// What PostgreSQL holds of a tenant name: roles, schema, database, registry row.
-async fn traces(pg: &tokio_postgres::Client, name: &str) -> Vec<String> {
-    let stem = format!("tenant_{}", name.replace('-', "_"));
-    pg.query(
-        "SELECT 'role:' || rolname FROM pg_roles WHERE rolname = $1 OR rolname LIKE $1 || '\\_%'
-         UNION ALL SELECT 'schema:' || nspname FROM pg_namespace WHERE nspname = $1
-         UNION ALL SELECT 'database:' || datname FROM pg_database WHERE datname = $1
-         UNION ALL SELECT 'tenant:' || name FROM berqenas.tenants WHERE name = $2",
-        &[&stem, &name],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 #[tokio::test]

@@ -225,6 +225,19 @@ async fn deliveries_are_signed_as_the_specification_says_and_rotation_signs_with
     assert_eq!(r.json()["type"], "webhook.ping");
     assert_eq!(r.signature.split(' ').count(), 2, "{}", r.signature);
     assert!(verifies(r, &secret) && verifies(r, &new_secret));
+    // A ping is for its endpoint, not a tenant event: the events API does not show it.
+    let ping_id = r.json()["id"].as_str().unwrap().to_string();
+    let (st, all) = s
+        .app
+        .call(Method::GET, "/api/v1/events?limit=1000", None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{all}");
+    assert!(
+        all["events"].as_array().is_some_and(|e| !e.is_empty()),
+        "{all}"
+    );
+    assert!(!all.to_string().contains(&ping_id), "{all}");
+    assert!(!all.to_string().contains("webhook.ping"), "{all}");
     // Every change was audited, and the delivery's history shows the 200.
     for action in [
         "webhook_created",

@@ -37,6 +37,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// A JSON body read as raw bytes first (a handler that verifies a signature over the
+/// exact bytes), checked and parsed as [`JsonBody`] is.
+pub(super) fn json_from_bytes<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<JsonBody<T>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError(Problem::new(
+            Kind::BadInput,
+            "malformed_json",
+            "request body is empty: send a JSON object",
+        )));
+    }
+    json_media_type(headers)?;
+    parse(bytes)
+}
+
 /// The body if it is not blank, after checking that it says it is JSON; `None` for an
 /// empty (or all-whitespace) body, which needs no `Content-Type`.
 async fn read_json<S: Send + Sync>(req: Request, state: &S) -> Result<Option<Bytes>, ApiError> {

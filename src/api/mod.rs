@@ -298,6 +298,12 @@ pub fn router(state: AppState) -> Router {
         // The API's own description is public: it holds no tenant data.
         .route("/openapi.json", get(openapi::document))
         // Tenant-facing endpoints authenticate with the tenant's API key instead.
+        // An onboarding step's callback authenticates with the step's own signature
+        // (or the admin token): see workflows::onboarding_callback.
+        .route(
+            "/operations/{id}/steps/{name}/complete",
+            post(operations::complete_step),
+        )
         .route("/me", get(tenant_key::me))
         .route("/query", axum::routing::post(data::query));
     Router::new()

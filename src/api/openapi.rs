@@ -31,7 +31,7 @@ use crate::tenant::{self, service};
         data::query, metrics::scrape,
         network::view, network::list, network::add, network::replace, network::remove,
         network::add_peer, network::peers, network::remove_peer,
-        operations::get, operations::list,
+        operations::get, operations::list, operations::complete_step,
         onboarding_steps::create, onboarding_steps::list, onboarding_steps::get, onboarding_steps::remove,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::ping, webhooks::deliveries, webhooks::replay_one,
@@ -79,6 +79,7 @@ use crate::tenant::{self, service};
         ed::MigrationFailed, ed::NetworkChanged, ed::UsageReported,
         crate::workflows::operations::Operation, crate::workflows::operations::OperationStep,
         crate::workflows::operations::OperationTenant, crate::workflows::operations::OperationPage,
+        crate::workflows::onboarding_callback::StepCallback, crate::workflows::onboarding_callback::CallbackReceived,
         crate::integrations::NewStep, crate::integrations::When, crate::integrations::OnboardingStep,
         crate::integrations::Registered, crate::integrations::StepList,
         crate::events::webhooks::CreateWebhook, crate::events::webhooks::UpdateWebhook,
@@ -117,6 +118,17 @@ impl Modify for AdminAuth {
         components.add_security_scheme(
             "integration",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        // An onboarding step's callback: Standard Webhooks headers (webhook-id,
+        // webhook-timestamp, webhook-signature) signed with the step's own secret.
+        components.add_security_scheme(
+            "step_signature",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "webhook-signature",
+                    "v1,<base64 HMAC-SHA256 of \"{webhook-id}.{webhook-timestamp}.{body}\"> with the onboarding step's secret (Standard Webhooks)",
+                ),
+            )),
         );
     }
 }

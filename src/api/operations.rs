@@ -3,11 +3,14 @@
 
 use std::collections::HashMap;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::Json;
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use crate::workflows::onboarding_callback::{self, CallbackReceived, Caller, StepCallback};
 use crate::workflows::operations::{self, Operation, OperationPage};
 
 #[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations", security(("admin" = [])),
@@ -44,5 +47,45 @@ pub async fn list(
             q.get("cursor").map(String::as_str),
         )
         .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/operations/{id}/steps/{name}/complete", tag = "operations",
+    security(("step_signature" = []), ("admin" = [])),
+    params(("id" = String, Path, description = "the operation's id, as the step's call named it (`operation_id`)"),
+        ("name" = String, Path, description = "the onboarding step's name")),
+    request_body = StepCallback,
+    responses((status = 200, body = CallbackReceived, description = "stored; the create goes on (or is undone)"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody, description = "neither a valid signature with the step's secret nor the admin token"),
+        (status = 404, body = ErrorBody, description = "no such operation, step, or step in this operation"),
+        (status = 409, body = ErrorBody, description = "the operation is not waiting for this step's callback")))]
+pub async fn complete_step(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<CallbackReceived>, ApiError> {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let caller = match super::bearer::token(&headers) {
+        Some(t) if state.is_admin_token(t) => Caller::Admin,
+        _ => Caller::Signed {
+            id: header("webhook-id"),
+            timestamp: header("webhook-timestamp"),
+            signature: header("webhook-signature"),
+        },
+    };
+    let rt = &state.platform;
+    // The signature first (over the exact bytes), then the body.
+    let parsed = super::extract::json_from_bytes::<StepCallback>(&headers, &body);
+    let parsed = match parsed {
+        Ok(p) => p.value,
+        Err(e) => {
+            // An unsigned caller learns nothing about the body's shape.
+            onboarding_callback::authenticate(rt, &id, &name, &caller, &body).await?;
+            return Err(e);
+        }
+    };
+    Ok(Json(
+        onboarding_callback::complete(rt, &id, &name, caller, &body, &parsed).await?,
     ))
 }

@@ -191,8 +191,10 @@ pub struct ServeArgs {
     /// How long an invitation link works (e.g. 7d, 48h, 30m).
     #[arg(long, env = "BERQENAS_INVITATION_TTL", default_value = "7d", value_parser = parse_invitation_ttl)]
     pub invitation_ttl: std::time::Duration,
-    /// The address clients reach this server at, e.g. https://berqenas.example.com:
-    /// invitation links start with it [default: http://<the listen address>]
+    /// The address clients and onboarding steps reach this server at, e.g.
+    /// https://berqenas.example.com: invitation links and onboarding steps'
+    /// `callback_url` (where a step that answered 202 posts its result) start with it
+    /// [default: http://<the listen address>]
     #[arg(long, env = "BERQENAS_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Let sign-in provider checks fetch an issuer's discovery document and keys from
@@ -381,6 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 metrics_token: a.metrics_token,
                 network: a.network.options()?,
                 onboarding_allow_private: a.onboarding_allow_private,
+                public_url: a.public_url,
                 webhooks: crate::events::relay::RelayOptions {
                     allow_private: a.webhook_allow_private,
                     schedule: a
@@ -396,7 +399,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 integration_token: a.integration_token,
                 sign_in: crate::platform::SignIn {
                     invitation_ttl: a.invitation_ttl,
-                    public_url: a.public_url,
                     auth_allow_private: a.auth_allow_private,
                 },
             })

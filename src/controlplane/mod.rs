@@ -129,6 +129,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/control/0023_event_emission.sql"),
     },
     Migration {
+        version: 24,
+        name: "0024_onboarding_callbacks.sql",
+        sql: include_str!("../../migrations/control/0024_onboarding_callbacks.sql"),
+    },
+    Migration {
         version: 25,
         name: "0025_config_auth_invitations.sql",
         sql: include_str!("../../migrations/control/0025_config_auth_invitations.sql"),

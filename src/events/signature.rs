@@ -64,6 +64,32 @@ pub fn header(
     Ok(sigs?.join(" "))
 }
 
+/// Whether `header` (a `webhook-signature` value) holds a `v1` signature of `body` sent
+/// as message `id` at `timestamp` with `secret`; compared in constant time. The
+/// caller checks the timestamp's age.
+pub fn verify(secret: &SecretString, id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
+    let Ok(key) = key(secret) else {
+        return false;
+    };
+    header.split_whitespace().any(|sig| {
+        let Some(b64) = sig.strip_prefix("v1,") else {
+            return false;
+        };
+        let Ok(given) = STANDARD.decode(b64) else {
+            return false;
+        };
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&key) else {
+            return false;
+        };
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac.verify_slice(&given).is_ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +101,17 @@ mod tests {
         let body = br#"{"test": 2432232314}"#;
         let sig = sign(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).unwrap();
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+        assert!(verify(
+            &secret,
+            id,
+            1614265330,
+            body,
+            &format!("v1,bm90IGl0 {sig}")
+        ));
+        assert!(!verify(&secret, id, 1614265331, body, &sig));
+        assert!(!verify(&secret, id, 1614265330, b"{}", &sig));
+        assert!(!verify(&secret, id, 1614265330, body, "v1,not-base64!"));
     }
 
     #[test]

@@ -167,16 +167,7 @@ pub async fn register(p: &Platform, req: &NewStep) -> Result<Registered> {
     }
     let timeout = timeout(req.timeout.as_deref())?;
     match req.when.isolation.as_deref() {
-        Some("database") => {}
-        // Only database-mode creates run onboarding steps on this release (see
-        // docs/onboarding-steps.md): a step that schema- or shared-mode creates would
-        // match, and silently not call, is refused rather than stored.
-        Some("schema") | Some("shared") | None => {
-            return Err(invalid(
-                "when.isolation",
-                "only database-mode creates run onboarding steps yet: set when.isolation to \"database\"",
-            ))
-        }
+        Some("database") | Some("schema") | Some("shared") | None => {}
         Some(i) => {
             return Err(invalid(
                 "when.isolation",

@@ -439,7 +439,10 @@ impl<C: Context> Engine<C> {
         let failed_at = run.seq;
         for i in (0..kind.steps.len()).rev() {
             let state = run.steps[i].state.clone();
-            let touched = matches!(state.as_deref(), Some("applied") | Some("started"))
+            let touched = matches!(
+                state.as_deref(),
+                Some("applied") | Some("started") | Some("waiting")
+            )
                 // The step that failed: its own transaction rolled back, but a step
                 // that reaches out may have done part of its work.
                 || (i == failed_at && cause.is_some() && kind.steps[i].reaches_out);
@@ -599,7 +602,13 @@ impl<C: Context> Engine<C> {
             .iter()
             .position(|s| s.state.as_deref() != Some("applied"))
             .unwrap_or(kind.steps.len());
-        let forward = row.phase == "forward" && first_open >= kind.point_of_no_return;
+        // A step waiting on the outside world (an answer by callback, kept in the
+        // control database) is waited on again, not undone: nothing of the wait was lost.
+        let waiting = run
+            .steps
+            .get(first_open)
+            .is_some_and(|s| s.state.as_deref() == Some(super::run::WAITING));
+        let forward = row.phase == "forward" && (first_open >= kind.point_of_no_return || waiting);
         tracing::warn!(operation.id = %row.id, operation.kind = kind.name, tenant.name = %row.tenant_name,
             step = kind.steps.get(first_open).map_or("(end)", |s| s.name),
             direction = if forward { "forward" } else { "undo" },
@@ -610,6 +619,18 @@ impl<C: Context> Engine<C> {
         } else {
             Start::Compensate
         };
+        if forward && waiting {
+            // It may wait long (for a callback this very server must be up to take):
+            // driven on a task of its own, so neither the start nor the reconciler's
+            // round waits for it. Its lease is renewed as any running operation's.
+            let (engine, cx) = (self.clone(), cx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = engine.spawn(&cx, run, false, start).await {
+                    tracing::warn!(error = %e, "a resumed waiting operation ended in error");
+                }
+            });
+            return Ok(Done::Finished(Value::Null));
+        }
         self.spawn(cx, run, false, start).await
     }
 

@@ -53,6 +53,9 @@ pub struct Intent {
     pub data: Value,
 }
 
+/// The journal state of a step waiting on the outside world ([`Run::wait`]).
+pub const WAITING: &str = "waiting";
+
 /// The journal of one step, as far as it goes.
 #[derive(Debug, Clone, Default)]
 pub(super) struct StepState {
@@ -192,6 +195,32 @@ impl Run {
         .map_err(StepError::failed)?;
         self.steps[self.seq].intent = Some(intent);
         self.steps[self.seq].state = Some("started".into());
+        Ok(())
+    }
+
+    /// Journals, committed, that the current step is waiting on the outside world
+    /// (`data`: what it waits for, and until when), keeping the objects it declared. A
+    /// process that dies meanwhile does not undo the operation: the reconciler runs the
+    /// step again, which finds this intent and waits on. The step must bound its wait.
+    pub async fn wait(&mut self, data: Value) -> Result<(), StepError> {
+        let intent = Intent {
+            objects: self.objects(self.step()),
+            data,
+        };
+        let c = self.pool.get().await.map_err(StepError::failed)?;
+        store::put_step(
+            &c,
+            self.id,
+            self.seq as i32,
+            self.step(),
+            WAITING,
+            Some(&serde_json::to_value(&intent).map_err(StepError::failed)?),
+            None,
+        )
+        .await
+        .map_err(StepError::failed)?;
+        self.steps[self.seq].intent = Some(intent);
+        self.steps[self.seq].state = Some(WAITING.into());
         Ok(())
     }
 

@@ -110,3 +110,59 @@ pub async fn delete(c: &impl GenericClient, name: &str) -> Result<bool> {
     .await?
         == 1)
 }
+
+/// A step's settled answer after a 202 (migration 0024): its callback, or the create's
+/// own `timed_out` when the step's timeout passed first.
+#[derive(Debug, Clone)]
+pub struct CallbackRow {
+    pub status: String,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Settles a step's answer, once: `None` if it was settled already (the other writer
+/// won), else the row written.
+pub async fn settle(
+    c: &impl GenericClient,
+    operation: Uuid,
+    step: &str,
+    status: &str,
+    result: Option<&serde_json::Value>,
+    error: Option<&str>,
+) -> Result<Option<CallbackRow>> {
+    Ok(c.query_opt(
+        "INSERT INTO berqenas.onboarding_callbacks (operation_id, step, status, result, error)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
+             RETURNING status, result, error, received_at",
+        &[&operation, &step, &status, &result, &error],
+    )
+    .await?
+    .map(|r| callback_row(&r)))
+}
+
+/// A step's settled answer, if it has one.
+pub async fn settled(
+    c: &impl GenericClient,
+    operation: Uuid,
+    step: &str,
+) -> Result<Option<CallbackRow>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT status, result, error, received_at FROM berqenas.onboarding_callbacks
+              WHERE operation_id = $1 AND step = $2",
+        )
+        .await?;
+    Ok(c.query_opt(&stmt, &[&operation, &step])
+        .await?
+        .map(|r| callback_row(&r)))
+}
+
+fn callback_row(r: &Row) -> CallbackRow {
+    CallbackRow {
+        status: r.get(0),
+        result: r.get(1),
+        error: r.get(2),
+        received_at: r.get(3),
+    }
+}

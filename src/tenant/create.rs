@@ -184,6 +184,69 @@ pub async fn provision(
     v: &Validated,
     (password, verifier): (SecretString, tokio::task::JoinHandle<String>),
 ) -> Result<Provisioned> {
+    let (tenant, plan, quota, trial_days) =
+        provision_objects(p, tx, v, Uuid::now_v7(), (&password, verifier), None).await?;
+    let id = tenant.id;
+    let key = apikey::generate(&p.key);
+    let stored = api_keys::insert(tx, id, None, None, &key.public_id, &key.hash).await?;
+    let credentials = credentials(p, &tenant, password);
+    Ok(Provisioned {
+        created: CreatedTenant {
+            tenant,
+            api_key: key.plaintext,
+            credentials,
+        },
+        plan: plan.name,
+        db_quota_bytes: quota,
+        trial_days,
+        key_prefix: key.public_id,
+        key: KeyRef {
+            id: stored.id,
+            prefix: stored.prefix,
+        },
+    })
+}
+
+/// A schema- or shared-mode tenant's objects and its registry row as `provisioning`,
+/// with no API key yet, inside the caller's transaction (the caller holds the name
+/// lock): the first step of a staged create (`workflows::create_staged`), which
+/// activates it later ([`super::database_mode::activate`]). The password is sealed
+/// into the registry, where activation opens it.
+pub async fn provision_staged(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    v: &Validated,
+    tenant_id: Uuid,
+) -> Result<super::database_mode::Registered> {
+    let (password, verifier) = crate::secrets::new_password();
+    let (_, plan, quota, trial_days) = provision_objects(
+        p,
+        tx,
+        v,
+        tenant_id,
+        (&password, verifier),
+        Some(Status::Provisioning),
+    )
+    .await?;
+    Ok(super::database_mode::Registered {
+        tenant_id,
+        plan: plan.name,
+        db_quota_bytes: quota,
+        trial_days,
+        max_connections: plan.quotas.max_connections,
+    })
+}
+
+/// The objects and the registry row of [`provision`] and [`provision_staged`];
+/// `status`: the registry's status (`None`: trial or active, as the plan says).
+async fn provision_objects(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    v: &Validated,
+    id: Uuid,
+    (password, verifier): (&SecretString, tokio::task::JoinHandle<String>),
+    status: Option<Status>,
+) -> Result<(Tenant, Plan, i64, i32)> {
     if store::find(tx, v.slug.as_str()).await?.is_some() {
         return Err(taken_name(&v.slug));
     }
@@ -193,7 +256,6 @@ pub async fn provision(
     let verifier = verifier
         .await
         .expect("computing a SCRAM verifier does not panic");
-    let id = Uuid::now_v7();
     let limits = limits(p, &plan, quota);
     let (sql, schema) = match v.isolation {
         Isolation::Shared => (
@@ -227,17 +289,17 @@ pub async fn provision(
         .collect();
     crate::pg::hardening::check(tx, &roles).await?;
 
-    let sealed = p.key.seal(&seal_password(&password)?);
+    let sealed = p.key.seal(&seal_password(password)?);
     let tenant = store::insert(
         tx,
         &NewTenant {
             id,
             name: v.slug.as_str(),
-            status: if trial_days > 0 {
+            status: status.unwrap_or(if trial_days > 0 {
                 Status::Trial
             } else {
                 Status::Active
-            },
+            }),
             trial_days,
             plan: &plan.name,
             isolation: v.isolation,
@@ -259,24 +321,7 @@ pub async fn provision(
     )
     .await
     .map_err(|e| taken_row(e, &v.slug))?;
-    let key = apikey::generate(&p.key);
-    let stored = api_keys::insert(tx, id, None, None, &key.public_id, &key.hash).await?;
-    let credentials = credentials(p, &tenant, password);
-    Ok(Provisioned {
-        created: CreatedTenant {
-            tenant,
-            api_key: key.plaintext,
-            credentials,
-        },
-        plan: plan.name,
-        db_quota_bytes: quota,
-        trial_days,
-        key_prefix: key.public_id,
-        key: KeyRef {
-            id: stored.id,
-            prefix: stored.prefix,
-        },
-    })
+    Ok((tenant, plan, quota, trial_days))
 }
 
 /// The `tenant.created` event, in the create's transaction before its audit row (a

@@ -284,7 +284,8 @@ pub async fn activate(
     Ok((tenant, key, key_ref))
 }
 
-/// The audit row of a created database-mode tenant.
+/// The audit row of a tenant created in steps (database mode, and a staged schema- or
+/// shared-mode create).
 pub async fn audit_created(
     tx: &Transaction<'_>,
     t: &super::Tenant,
@@ -302,7 +303,7 @@ pub async fn audit_created(
             tenant_name: Some(t.name.as_str()),
             operation_id: Some(op),
             details: serde_json::json!({
-                "plan": r.plan, "isolation": "database", "database": t.database.as_str(),
+                "plan": r.plan, "isolation": t.isolation.as_str(), "database": t.database.as_str(),
                 "db_quota_bytes": r.db_quota_bytes, "api_key_prefix": key_prefix,
             }),
         },

@@ -80,7 +80,6 @@ pub async fn issue(
     )
     .await?;
     let base = p
-        .sign_in
         .public_url
         .as_deref()
         .unwrap_or("")

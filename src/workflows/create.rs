@@ -114,21 +114,26 @@ pub async fn create_as(
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let op_id = Uuid::now_v7();
-    let begun = ops::begin(
-        &tx,
-        &NewOperation {
-            id: op_id,
-            kind: CREATE,
-            tenant_id: None,
-            tenant_name: v.slug.as_str(),
-            idempotency: idem,
-            params: None,
-            instance: Some(rt.engine.instance()),
-        },
-    )
-    .await?;
-    if let Some(answer) = settled(p, begun) {
+    // The onboarding steps it matches, read pipelined with the begin (no round trip of
+    // their own): only a create that has any runs staged (`create_staged`).
+    let op = NewOperation {
+        id: op_id,
+        kind: CREATE,
+        tenant_id: None,
+        tenant_name: v.slug.as_str(),
+        idempotency: idem,
+        params: None,
+        instance: Some(rt.engine.instance()),
+    };
+    let (begun, staging) =
+        tokio::join!(ops::begin(&tx, &op), super::create_staged::staging(&tx, &v),);
+    if let Some(answer) = settled(p, begun?) {
         return answer;
+    }
+    if staging.map_err(service::Error::from)? {
+        tx.rollback().await?;
+        drop(client);
+        return super::create_staged::create(rt, &v, idem, actor, announce).await;
     }
     let made = async {
         service::lock_name(&tx, &v.slug).await?;
@@ -489,7 +494,7 @@ fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 
 /// What the start of an operation says about the request: `None` to go on, or the
 /// answer to give now (a replay, or a refusal of the key).
-fn settled(p: &Platform, begun: Begin) -> Option<Result<CreatedTenant, Error>> {
+pub(super) fn settled(p: &Platform, begun: Begin) -> Option<Result<CreatedTenant, Error>> {
     match begun {
         Begin::Started => None,
         Begin::Replay(sealed) => Some(replay(p, &sealed)),
@@ -498,11 +503,11 @@ fn settled(p: &Platform, begun: Begin) -> Option<Result<CreatedTenant, Error>> {
     }
 }
 
-fn seal_response(p: &Platform, r: &StoredResponse) -> Result<Vec<u8>, service::Error> {
+pub(super) fn seal_response(p: &Platform, r: &StoredResponse) -> Result<Vec<u8>, service::Error> {
     Ok(p.key.seal(&serde_json::to_vec(r)?))
 }
 
-fn replay(p: &Platform, sealed: &[u8]) -> Result<CreatedTenant, Error> {
+pub(super) fn replay(p: &Platform, sealed: &[u8]) -> Result<CreatedTenant, Error> {
     let opened = p.key.open(sealed).map_err(service::Error::from)?;
     match serde_json::from_slice::<StoredResponse>(&opened).map_err(service::Error::from)? {
         StoredResponse::Success(v) => Ok(serde_json::from_value(v).map_err(service::Error::from)?),
@@ -512,7 +517,7 @@ fn replay(p: &Platform, sealed: &[u8]) -> Result<CreatedTenant, Error> {
 
 /// A refused request under an idempotency key is answered the same way next time;
 /// an outage is not remembered, so the client may retry.
-async fn remember_rejection(
+pub(super) async fn remember_rejection(
     rt: &Runtime,
     idem: Option<&Idempotency>,
     name: &str,

@@ -6,11 +6,13 @@
 pub mod backups;
 pub mod changes;
 pub mod create;
+pub mod create_staged;
 pub mod lifecycle;
 pub mod migrate;
 pub mod network;
 pub mod offboarding;
 pub mod onboarding;
+pub mod onboarding_callback;
 pub mod operations;
 pub mod pooler;
 pub mod quotas;
@@ -39,6 +41,7 @@ pub fn registry() -> Registry<Runtime> {
     let mut r = Registry::default();
     for k in create::kinds()
         .into_iter()
+        .chain([create_staged::kind()])
         .chain(lifecycle::kinds())
         .chain(changes::kinds())
         .chain(offboarding::kinds())

@@ -10,8 +10,10 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 use super::{failed, Runtime};
 use crate::integrations::{self, call};
@@ -25,9 +27,23 @@ struct Progress {
     /// Steps that answered 2xx, in call order.
     #[serde(default)]
     done: Vec<String>,
-    /// The step being called (its answer unknown to the journal).
+    /// The step being called (its answer unknown to the journal), or that answered
+    /// 202 and has not settled.
     #[serde(default)]
     calling: Option<String>,
+    /// Set once `calling` answered 202: the step is waiting for its callback until then
+    /// (journaled `waiting`: a restart waits on, see `Run::wait`).
+    #[serde(default)]
+    until: Option<DateTime<Utc>>,
+}
+
+/// How often a waiting step looks for its callback in the control database (the
+/// callback may reach any server of the control plane).
+const POLL: Duration = Duration::from_millis(200);
+
+/// The path a step calls back on, under the server's API.
+pub fn callback_path(operation: Uuid, step: &str) -> String {
+    format!("/api/v1/operations/{operation}/steps/{step}/complete")
 }
 
 /// The names of the steps the create matched, as its first step journaled them.
@@ -72,17 +88,38 @@ pub(crate) fn integrations<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<
             let Some(step) = registration(rt, &name).await? else {
                 continue;
             };
-            progress.calling = Some(name.clone());
-            run.intend(vec![], serde_json::to_value(&progress).map_err(failed)?)
-                .await?;
-            let secret = integrations::secret(rt, &step).map_err(failed)?;
-            let body = json!({"operation_id": run.id, "step": name, "tenant": tenant_ref(run),
-                              "callback_url": Value::Null});
             let timeout = Duration::from_millis(step.timeout_ms as u64);
-            let id = format!("{}_{name}", run.id);
-            let answer = call::post(&step.url, &secret, &id, &body, timeout).await;
+            // Resumed after a restart while waiting for this step's callback: wait on.
+            let resumed = progress.calling.as_deref() == Some(&name) && progress.until.is_some();
+            let answer = if resumed {
+                call::Answer::Accepted
+            } else {
+                progress.calling = Some(name.clone());
+                progress.until = None;
+                run.intend(vec![], serde_json::to_value(&progress).map_err(failed)?)
+                    .await?;
+                let secret = integrations::secret(rt, &step).map_err(failed)?;
+                let path = callback_path(run.id, &name);
+                let url = rt.public_url.as_deref().map(|u| format!("{u}{path}"));
+                let body = json!({"operation_id": run.id, "step": name, "tenant": tenant_ref(run),
+                                  "callback_url": url, "callback_path": path});
+                let id = format!("{}_{name}", run.id);
+                call::post(&step.url, &secret, &id, &body, timeout).await
+            };
             let answer = match answer {
                 call::Answer::Done(v) => v,
+                call::Answer::Accepted => {
+                    if progress.until.is_none() {
+                        let wait = chrono::Duration::from_std(timeout).map_err(failed)?;
+                        progress.until = Some(Utc::now() + wait);
+                        run.wait(serde_json::to_value(&progress).map_err(failed)?)
+                            .await?;
+                    }
+                    let until = progress.until.expect("set above");
+                    // It accepted the work: its compensation is called whatever comes
+                    // (`calling` stays set until it is settled as done).
+                    await_callback(rt, run, &name, until, step.timeout_ms).await?
+                }
                 other => {
                     // Its answer is known: nothing of it to undo.
                     progress.calling = None;
@@ -95,17 +132,12 @@ pub(crate) fn integrations<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<
                             format!("onboarding step {name:?} did not answer within {}s; the tenant was not created",
                                 step.timeout_ms as f64 / 1000.0),
                         ),
-                        call::Answer::Accepted => refusal(
-                            ProblemKind::BadGateway,
-                            "onboarding_step_failed",
-                            format!("onboarding step {name:?} answered 202, and this server does not take callbacks yet; the tenant was not created"),
-                        ),
                         call::Answer::Failed(why) => refusal(
                             ProblemKind::BadGateway,
                             "onboarding_step_failed",
                             format!("onboarding step {name:?} failed: {why}; the tenant was not created"),
                         ),
-                        call::Answer::Done(_) => unreachable!(),
+                        call::Answer::Done(_) | call::Answer::Accepted => unreachable!(),
                     });
                 }
             };
@@ -119,10 +151,59 @@ pub(crate) fn integrations<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<
             tx.commit().await.map_err(failed)?;
             progress.done.push(name);
             progress.calling = None;
+            progress.until = None;
         }
         let outcome = json!({"answered": progress.done});
         Ok(outcome)
     })
+}
+
+/// Waits for the callback of a step that answered 202, until `until` (the step's
+/// timeout after its 202); the keeper renews the operation's lease meanwhile. The
+/// timeout is settled in the same table as the callback, once: whichever is written
+/// first is the step's answer.
+async fn await_callback(
+    rt: &Runtime,
+    run: &Run,
+    name: &str,
+    until: DateTime<Utc>,
+    timeout_ms: i32,
+) -> Result<Value, StepError> {
+    let settled = loop {
+        let c = rt.pool.get().await.map_err(failed)?;
+        if let Some(row) = store::settled(&c, run.id, name).await.map_err(failed)? {
+            break row;
+        }
+        if Utc::now() >= until {
+            let timed_out = store::settle(&c, run.id, name, "timed_out", None, None)
+                .await
+                .map_err(failed)?;
+            match timed_out {
+                Some(row) => break row,
+                None => continue, // the callback came in meanwhile
+            }
+        }
+        drop(c);
+        tokio::time::sleep(POLL).await;
+    };
+    match settled.status.as_str() {
+        "succeeded" => Ok(settled.result.unwrap_or_else(|| json!({}))),
+        "timed_out" => Err(refusal(
+            ProblemKind::Timeout,
+            "onboarding_step_timeout",
+            format!(
+                "onboarding step {name:?} answered 202 and did not call back within {}s; the tenant was not created",
+                timeout_ms as f64 / 1000.0
+            ),
+        )),
+        _ => Err(refusal(
+            ProblemKind::BadGateway,
+            "onboarding_step_failed",
+            format!(
+                "onboarding step {name:?} failed (its callback said so); the tenant was not created"
+            ),
+        )),
+    }
 }
 
 /// Calls the `compensate_url` of every step that answered (last first), and of one a

@@ -26,7 +26,8 @@ pub struct OperationTenant {
 pub struct OperationStep {
     pub name: String,
     /// `pending` (not reached), `started` (it reaches outside the control database and
-    /// has not answered yet), `applied`, `compensated` (undone).
+    /// has not answered yet), `waiting` (for an answer from outside, e.g. an onboarding
+    /// step's callback after its 202), `applied`, `compensated` (undone).
     pub state: String,
     /// When its journal row was last written (null while pending).
     pub at: Option<DateTime<Utc>>,
@@ -160,7 +161,7 @@ fn view(rt: &Runtime, r: OperationInfo, journal: &[StepInfo]) -> Operation {
         state: s.state.clone(),
         at: Some(s.at),
         summary: summary(match s.state.as_str() {
-            "started" => s.intent.as_ref().map(|i| &i["data"]),
+            "started" | "waiting" => s.intent.as_ref().map(|i| &i["data"]),
             _ => s.outcome.as_ref(),
         }),
     };

@@ -21,11 +21,14 @@
 mod common;
 #[path = "../support/invariants.rs"]
 mod invariants;
+#[path = "../support/receiver.rs"]
+mod receiver;
 
 mod backups;
 mod migrate;
 mod network;
 mod offboarding;
+mod onboarding;
 mod quotas;
 mod tenants;
 
@@ -79,6 +82,7 @@ pub struct Scenario {
 fn scenarios() -> Vec<Scenario> {
     let mut all = tenants::scenarios();
     all.extend(offboarding::scenarios());
+    all.extend(onboarding::scenarios());
     all.extend(backups::scenarios());
     all.extend(quotas::scenarios());
     all.extend(migrate::scenarios());

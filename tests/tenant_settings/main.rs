@@ -57,9 +57,9 @@ pub async fn spawn(ttl: std::time::Duration, allow_private: bool) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let mut platform = common::platform(8).await;
+    platform.public_url = Some(url.clone());
     platform.sign_in = berqenas::platform::SignIn {
         invitation_ttl: ttl,
-        public_url: Some(url.clone()),
         auth_allow_private: allow_private,
     };
     let rt = common::runtime(platform).await;

@@ -126,6 +126,8 @@ pub async fn page(
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM berqenas.outbox
               WHERE seq > $1
+                -- Tenant events only: a webhook ping (no tenant) is for its endpoint.
+                AND tenant_id IS NOT NULL
                 AND ($2::uuid IS NULL OR tenant_id = $2)
                 AND ($3::text IS NULL OR tenant_name = $3)
                 AND ($4::text IS NULL OR type = $4)

@@ -1,0 +1,297 @@
+//! `tenant.create.staged`: a schema- or shared-mode create that must hear from the
+//! outside before the tenant is ready (docs/onboarding-steps.md). A create that needs
+//! none of that stays the one transaction of `tenant.create` (`workflows::create`):
+//! whether it needs staging is read pipelined with that transaction's first statement
+//! ([`staging`]), and only a create that does is rolled back and run here, in steps:
+//!
+//! 1. `provision`: the roles, the schema (or pool rows), the template and the registry
+//!    row (`provisioning`), the tenant taken by this operation, in one transaction
+//!    with the step's journal row;
+//! 2. `integrations`: the onboarding steps it matched (`workflows::onboarding`), which
+//!    may wait for a callback;
+//! 3. `activate`: active, with its API key, backup policy, audit row and
+//!    `tenant.created` event; the tenant given back and the operation closed, in one
+//!    transaction.
+//!
+//! Failing or dying before activation commits undoes it, last first: the steps'
+//! `compensate_url`s are called, then the schema or pool rows, the roles and the
+//! registry row are dropped, each only where this operation still owns the tenant.
+//!
+//! Another step of the same shape (a vector store, a cloud resource) goes between
+//! `integrations` and `activate`, and says when a create needs it in [`needs_staging`].
+
+use deadpool_postgres::GenericClient;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::create::{replay, seal_response};
+use super::{failed, open_value, seal_value, step_error, Error, Runtime};
+use crate::ops::StoredResponse;
+use crate::ops::{self, fence, Idempotency, Kind, NewOp, Run, Step, StepError, StepFuture};
+use crate::store::onboarding::StepRow;
+use crate::tenant::create::{self as domain, CreatedTenant, Validated};
+use crate::tenant::{database_mode, service, Isolation, Slug};
+
+pub const CREATE_STAGED: &str = "tenant.create.staged";
+
+pub fn kind() -> Kind<Runtime> {
+    Kind {
+        name: CREATE_STAGED,
+        steps: vec![
+            Step {
+                name: "provision",
+                reaches_out: false,
+                apply: provision,
+                compensate: Some(unprovision),
+            },
+            // It journals its own intent before each call, and waits journaled.
+            Step {
+                name: "integrations",
+                reaches_out: false,
+                apply: super::onboarding::integrations,
+                compensate: Some(super::onboarding::undo_integrations),
+            },
+            Step {
+                name: "activate",
+                reaches_out: false,
+                apply: activate,
+                compensate: None,
+            },
+        ],
+        // Activation closes the operation in its own transaction: until it commits, a
+        // crash undoes the create (its client got no credentials, and retries).
+        point_of_no_return: 3,
+    }
+}
+
+/// Whether a schema- or shared-mode create runs staged: it matched an onboarding step.
+/// (The one place to add another reason.)
+pub fn needs_staging(_v: &Validated, matched: &[StepRow]) -> bool {
+    !matched.is_empty()
+}
+
+/// [`needs_staging`], read on the create's transaction (pipelined by the caller).
+pub async fn staging(c: &impl GenericClient, v: &Validated) -> Result<bool, crate::store::Error> {
+    let matched = crate::store::onboarding::matching(c, &v.plan, v.isolation.as_str()).await?;
+    Ok(needs_staging(v, &matched))
+}
+
+/// The input of a staged create, as journaled (no secret in it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Params {
+    tenant_id: Uuid,
+    name: Slug,
+    plan: String,
+    isolation: Isolation,
+    db_quota_bytes: Option<i64>,
+    vpn_enabled: bool,
+    public_api: bool,
+    trial_days: Option<i32>,
+    metadata: Value,
+    backup_schedule: Option<String>,
+    actor: String,
+    /// Whether activation emits `tenant.created` (see `create::create_as`).
+    announce: bool,
+}
+
+impl Params {
+    fn validated(&self) -> Validated {
+        Validated {
+            slug: self.name.clone(),
+            db_quota_bytes: self.db_quota_bytes,
+            vpn_enabled: self.vpn_enabled,
+            public_api: self.public_api,
+            isolation: self.isolation,
+            isolation_given: true,
+            trial_days: self.trial_days,
+            plan: self.plan.clone(),
+            metadata: self.metadata.clone(),
+            backup_schedule: self.backup_schedule.clone(),
+        }
+    }
+}
+
+/// Runs a staged create to its end (or its undoing).
+pub async fn create(
+    rt: &Runtime,
+    v: &Validated,
+    idem: Option<&Idempotency>,
+    actor: &str,
+    announce: bool,
+) -> Result<CreatedTenant, Error> {
+    let tenant_id = Uuid::now_v7();
+    let params = Params {
+        tenant_id,
+        name: v.slug.clone(),
+        plan: v.plan.clone(),
+        isolation: v.isolation,
+        db_quota_bytes: v.db_quota_bytes,
+        vpn_enabled: v.vpn_enabled,
+        public_api: v.public_api,
+        trial_days: v.trial_days,
+        metadata: v.metadata.clone(),
+        backup_schedule: v.backup_schedule.clone(),
+        actor: actor.to_string(),
+        announce,
+    };
+    let done = rt
+        .engine
+        .run(
+            rt,
+            NewOp {
+                kind: CREATE_STAGED,
+                tenant_id: Some(tenant_id),
+                tenant_name: v.slug.as_str(),
+                params: serde_json::to_value(&params).map_err(service::Error::from)?,
+                idempotency: idem,
+            },
+        )
+        .await?;
+    match done {
+        ops::Done::Replay(sealed) => replay(&rt.platform, &sealed),
+        ops::Done::Finished(outcome) => {
+            let answer = outcome["answer"].as_str().unwrap_or_default();
+            let created: CreatedTenant = open_value(&rt.platform, answer)?;
+            tracing::info!(tenant.name = %created.tenant.name, "tenant created (staged)");
+            crate::metrics::tenant_created();
+            Ok(created)
+        }
+    }
+}
+
+/// 1. Everything the tenant is in PostgreSQL, its registry row `provisioning` and the
+///    tenant taken by this operation, in one transaction with the step's journal row;
+///    the onboarding steps it runs read there too (pipelined).
+fn provision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let params: Params = run.params()?;
+        let mut client = p.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        fence::lock_name(&tx, params.name.as_str()).await?;
+        let validated = params.validated();
+        let (registered, onboarding) = tokio::join!(
+            domain::provision_staged(p, &tx, &validated, params.tenant_id),
+            crate::store::onboarding::matching(&tx, &params.plan, params.isolation.as_str()),
+        );
+        let registered = registered.map_err(step_error)?;
+        let onboarding: Vec<String> = onboarding
+            .map_err(failed)?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        fence::acquire(&tx, run, params.tenant_id).await?;
+        if params.vpn_enabled {
+            crate::network::pool::allocate(&tx, &p.network.pool, params.tenant_id)
+                .await
+                .map_err(|e| super::refusal(e.into()))?;
+        }
+        let mut outcome = serde_json::to_value(&registered).map_err(failed)?;
+        outcome["onboarding"] = json!(onboarding);
+        outcome["isolation"] = json!(params.isolation.as_str());
+        run.applied_in(&tx, &outcome).await?;
+        tx.commit().await.map_err(failed)?;
+        Ok(outcome)
+    })
+}
+
+/// Drops what [`provision`] made (schema or pool rows, roles, registry row), if this
+/// operation still owns the tenant: a create that lost the race for the name made
+/// nothing of its own.
+fn unprovision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let slug = Slug::parse(&run.tenant_name).map_err(failed)?;
+        let mut client = p.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        fence::lock_name(&tx, slug.as_str()).await?;
+        if !fence::owns(&tx, run).await? {
+            return Ok(Value::Null);
+        }
+        let id = run.tenant_id.expect("an owned tenant");
+        let tenant = crate::store::tenants::get(&tx, id).await.map_err(failed)?;
+        crate::tenant::offboarding::drop_objects(p, &tx, &tenant)
+            .await
+            .map_err(step_error)?;
+        crate::store::tenants::delete(&tx, id)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        Ok(Value::Null)
+    })
+}
+
+/// 3. Active (or trial), with its API key, backup policy, `tenant.created` event and
+///    audit row; the tenant given back and the operation closed, in one transaction.
+///    The answer (it carries the password and the key, shown once) is journaled sealed.
+fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let params: Params = run.params()?;
+        let registered: database_mode::Registered = run
+            .outcome("provision")
+            .ok_or_else(|| StepError::Fenced("nothing provisioned".into()))?;
+        let mut client = p.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        fence::lock_name(&tx, params.name.as_str()).await?;
+        fence::check(&tx, run).await?;
+        let (tenant, key, key_ref) = database_mode::activate(p, &tx, &registered)
+            .await
+            .map_err(step_error)?;
+        // The configuration's version 1 is pipelined beside the policy: no round trip.
+        let (policy, config) = tokio::join!(
+            crate::backup::policy::apply_at_create(
+                &tx,
+                tenant.id,
+                &registered.plan,
+                params.backup_schedule.as_deref(),
+            ),
+            crate::tenantconfig::create_default(&tx, tenant.id, &registered.plan, &params.actor),
+        );
+        policy.map_err(super::backups::backup_error)?;
+        config.map_err(|e| super::refusal(e.into()))?;
+        if params.announce {
+            domain::announce_created(&tx, &tenant, key_ref, None)
+                .await
+                .map_err(step_error)?;
+        }
+        database_mode::audit_created(
+            &tx,
+            &tenant,
+            &registered,
+            &key.public_id,
+            &params.actor,
+            run.id,
+        )
+        .await
+        .map_err(step_error)?;
+        let sealed = crate::store::tenants::sealed_credentials(&tx, tenant.id)
+            .await
+            .map_err(failed)?;
+        let password = service::open_password(p, &sealed).map_err(step_error)?;
+        let credentials =
+            service::credentials_for(p, tenant.role.as_str(), tenant.database.as_str(), password);
+        let created = CreatedTenant {
+            tenant,
+            api_key: key.plaintext,
+            credentials,
+        };
+        fence::release(&tx, run).await?;
+        let network = if params.vpn_enabled {
+            super::network::touch(p, &tx, &created.tenant, false)
+                .await
+                .map_err(super::refusal)?
+        } else {
+            None
+        };
+        let outcome = json!({"tenant_id": created.tenant.id, "answer": seal_value(p, &created)?});
+        let response = seal_response(
+            p,
+            &StoredResponse::Success(serde_json::to_value(&created).map_err(failed)?),
+        )
+        .map_err(step_error)?;
+        run.finish_in(&tx, &outcome, Some(&response)).await?;
+        tx.commit().await.map_err(failed)?;
+        drop(client);
+        super::network::follow(p, network).await;
+        Ok(outcome)
+    })
+}
