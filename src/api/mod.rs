@@ -14,6 +14,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod metrics;
 pub mod migrations;
+pub mod monitoring;
 pub mod network;
 pub mod onboarding_steps;
 pub mod openapi;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub relay_wake: Arc<tokio::sync::Notify>,
     /// The web console's signed-in sessions (kept in memory: a restart signs out).
     pub console: Arc<crate::console::Sessions>,
+    /// Monitoring: the scrape targets to announce, the rule file to keep written.
+    pub monitoring: monitoring::Settings,
 }
 
 impl AppState {
@@ -71,7 +74,15 @@ impl AppState {
             webhooks: Default::default(),
             relay_wake: Default::default(),
             console: Default::default(),
+            monitoring: Default::default(),
         }
+    }
+
+    /// Monitoring settings: the targets HTTP service discovery announces, and the
+    /// rule file a change wakes.
+    pub fn with_monitoring(mut self, settings: monitoring::Settings) -> Self {
+        self.monitoring = settings;
+        self
     }
 
     /// Webhook settings, and the relay a ping or replay wakes.
@@ -240,7 +251,22 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/webhooks/{id}/replay", post(webhooks::replay_range))
         .route("/status", get(health::status))
+        .route(
+            "/tenants/{name}/monitoring",
+            get(monitoring::get).put(monitoring::put),
+        )
+        .route(
+            "/tenants/{name}/monitoring/dashboard",
+            get(monitoring::dashboard),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            monitoring::wake_after_change,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        // What Prometheus reads: the metrics token opens these too (docs/monitoring.md).
+        .route("/monitoring/rules", get(monitoring::rules))
+        .route("/monitoring/targets", get(monitoring::targets))
         // The API's own description is public: it holds no tenant data.
         .route("/openapi.json", get(openapi::document))
         // Tenant-facing endpoints authenticate with the tenant's API key instead.

@@ -128,6 +128,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0023_event_emission.sql",
         sql: include_str!("../../migrations/control/0023_event_emission.sql"),
     },
+    Migration {
+        version: 28,
+        name: "0028_monitoring_level.sql",
+        sql: include_str!("../../migrations/control/0028_monitoring_level.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

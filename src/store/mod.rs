@@ -12,6 +12,7 @@ pub mod audit;
 pub mod backups;
 pub mod breaches;
 pub mod migration_runs;
+pub mod monitoring;
 pub mod network;
 pub mod offboarding;
 pub mod onboarding;
