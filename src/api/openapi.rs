@@ -5,8 +5,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    api_keys, audit, backups, data, error, events, health, lifecycle, metrics, migrations, network,
-    onboarding_steps, operations, quotas, tenant_key, tenants, users, webhooks,
+    api_keys, audit, backups, data, error, events, health, lifecycle, metrics, migrations,
+    monitoring, network, onboarding_steps, operations, quotas, tenant_key, tenants, users,
+    webhooks,
 };
 use crate::events::data as ed;
 use crate::tenant::{self, service};
@@ -35,8 +36,12 @@ use crate::tenant::{self, service};
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::ping, webhooks::deliveries, webhooks::replay_one,
         webhooks::replay_range,
+        monitoring::rules, monitoring::targets, monitoring::dashboard, monitoring::get,
+        monitoring::put,
     ),
     components(schemas(
+        crate::monitoring::Level, crate::monitoring::service::TenantMonitoring,
+        crate::monitoring::service::LevelRequest, crate::monitoring::targets::TargetGroup,
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo,
         tenant::Tenant, tenant::Plan, tenant::Status, tenant::Isolation, tenant::AccessMode,
         service::CreateTenant, service::UpdateTenant, service::CreatedTenant, service::Credentials,
@@ -94,6 +99,12 @@ impl Modify for AdminAuth {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "admin",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        // `--metrics-token`: what Prometheus sends (/metrics, the monitoring rules and
+        // targets).
+        components.add_security_scheme(
+            "metrics",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
         // A tenant's own API key (`bqk_...`), for the tenant-facing endpoints.
