@@ -19,6 +19,7 @@ pub mod integrations;
 pub mod isolation;
 pub mod metrics;
 pub mod migrate;
+pub mod monitoring;
 pub mod names;
 pub mod network;
 pub mod ops;

@@ -3,7 +3,11 @@
 //! the registry and the catalog when `/metrics` is fetched.
 //!
 //! Labels stay bounded: a tenant label appears only on the per-tenant gauges
-//! (`tenant_resource_usage`, `tenant_resource_limit`), never on counters or histograms.
+//! (`tenant_resource_usage`, `tenant_resource_limit`) and on the few per-tenant series
+//! the tenant alert rules need ([`tenants`]: requests made with a tenant's API key,
+//! its last backup), which are dropped when the tenant is purged.
+
+pub mod tenants;
 
 use std::sync::LazyLock;
 
@@ -489,6 +493,11 @@ pub struct Snapshot {
     pub webhooks: Vec<(String, i64, f64)>,
     /// Age of the oldest event not yet delivered (seconds).
     pub outbox_lag_seconds: f64,
+    /// (tenant, whether its last finished backup succeeded)
+    pub backups: Vec<(String, bool)>,
+    /// The tenants that keep their per-tenant request series (the unpurged ones);
+    /// `None` keeps them all.
+    pub monitored: Option<Vec<String>>,
 }
 
 /// Encodes every metric, after setting the scrape-time gauges from `snap`.
@@ -535,8 +544,16 @@ pub fn render(snap: &Snapshot) -> String {
         m.webhook_oldest.get_or_create(&l).set(*oldest);
     }
     m.outbox_lag.set(snap.outbox_lag_seconds);
+    let keep: Option<std::collections::HashSet<&str>> = snap
+        .monitored
+        .as_ref()
+        .map(|names| names.iter().map(String::as_str).collect());
+    tenants::set(&snap.backups, keep.as_ref());
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &m.registry)
+    use prometheus_client::encoding::text::{encode_eof, encode_registry};
+    encode_registry(&mut out, &m.registry)
+        .and_then(|()| encode_registry(&mut out, &tenants::TENANT_METRICS.registry))
+        .and_then(|()| encode_eof(&mut out))
         .expect("writing to a String does not fail");
     out
 }

@@ -54,8 +54,11 @@ pub struct ServeOptions {
     pub data_api_connections: usize,
     /// Bytes of data API results all requests together may hold.
     pub data_api_result_memory: usize,
-    /// A token that may read `/metrics` and nothing else.
+    /// A token that may read `/metrics` and the monitoring rules and targets, nothing else.
     pub metrics_token: Option<SecretString>,
+    /// `--monitoring-target`: what HTTP service discovery announces (empty: the
+    /// discovery request's own address).
+    pub monitoring_targets: Vec<String>,
     /// PgBouncer in front of the tenants: its auth user and admin console.
     pub pgbouncer: crate::pg::pgbouncer::PgBouncer,
     /// The VPN pool, pg_hba.conf and VPN interface options.
@@ -354,6 +357,22 @@ async fn serve(
             result_memory: opts.data_api_result_memory,
             ..Default::default()
         });
+    // The tenant alert rules for a file-based Prometheus, written before serving
+    // (a start renders them whole) and kept in step after that.
+    let rules_file = crate::monitoring::files::RulesFile::new(opts.data_dir.join("monitoring"));
+    rules_file
+        .refresh(&platform)
+        .await
+        .with_context(|| format!("writing {}", rules_file.path().display()))?;
+    let rules_writer = tokio::spawn(
+        rules_file
+            .clone()
+            .run_forever(platform.clone(), RULES_REFRESH),
+    );
+    let state = state.with_monitoring(api::monitoring::Settings {
+        targets: opts.monitoring_targets.clone(),
+        rules_file: Some(rules_file),
+    });
     let relay = crate::events::relay::Relay::new(
         platform.pool.clone(),
         platform.key.clone(),
@@ -401,6 +420,7 @@ async fn serve(
     quota_worker.abort();
     usage_reporter.abort();
     relay_worker.abort();
+    rules_writer.abort();
     rt.engine.shutdown(SHUTDOWN_DEADLINE).await;
     served?;
     let _ = std::fs::remove_file(opts.data_dir.join(SERVER_URL_FILE));
@@ -427,6 +447,10 @@ fn network_settings(p: &Platform, opts: &ServeOptions, api_port: u16) -> crate::
     s.api_port = api_port;
     s
 }
+
+/// How often the tenant rule file is rendered again without a wake (changes made by
+/// the worker, a purge, or another instance).
+pub const RULES_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a SIGTERM waits for the running operations' current steps to end; past
 /// it they stop where they are, and the next start settles them.
@@ -528,6 +552,7 @@ mod tests {
             data_api_connections: 8,
             data_api_result_memory: 1 << 20,
             metrics_token: Some("metrics-token-xyz".into()),
+            monitoring_targets: Vec::new(),
             network: NetworkOptions::default(),
             onboarding_allow_private: false,
             public_url: None,

@@ -66,6 +66,11 @@ async fn endpoints(server: &Server) -> Vec<(Method, String, Option<serde_json::V
         if path == "/api/v1/openapi.json" || !path.starts_with("/api/v1/") {
             continue; // the API's own description, served without the database
         }
+        if path == "/api/v1/monitoring/targets" {
+            // Configuration, not registry: HTTP SD keeps announcing the instance while
+            // the database is down, so Prometheus sees its /metrics answer 503.
+            continue;
+        }
         let filled = path
             .replace("{name}", "fault-tenant")
             .replace("{id}", "01900000-0000-7000-8000-000000000000")
@@ -100,6 +105,9 @@ async fn endpoints(server: &Server) -> Vec<(Method, String, Option<serde_json::V
                 }
                 (Method::PUT, p) if p.ends_with("/backup-policy") => {
                     Some(serde_json::json!({"schedule": "0 3 * * *"}))
+                }
+                (Method::PUT, "/api/v1/tenants/{name}/monitoring") => {
+                    Some(serde_json::json!({"level": "enterprise"}))
                 }
                 (Method::PUT, "/api/v1/tenants/{name}/quotas") => {
                     Some(serde_json::json!({"max_connections": 5}))

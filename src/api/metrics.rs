@@ -4,10 +4,11 @@
 //! The metrics name tenants, so they are not public: the scraper sends the admin token
 //! or, better, the metrics token (`--metrics-token`), which opens nothing else.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
@@ -16,9 +17,25 @@ use super::AppState;
 use crate::metrics::{self, Snapshot};
 use crate::store::tenants as store;
 
+/// Filled by the tenant API key extractor once a key has proven which tenant is
+/// calling, so [`track`] can count the request for that tenant (and only then: the
+/// `tenant` label never comes from the request itself).
+#[derive(Clone, Default)]
+pub struct TenantSlot(Arc<OnceLock<String>>);
+
+impl TenantSlot {
+    /// Records the calling tenant (the first one set wins).
+    pub fn set(&self, tenant: &str) {
+        let _ = self.0.set(tenant.to_string());
+    }
+}
+
 /// Times the request under its route template (`/api/v1/tenants/{name}`), never the
-/// raw path, so the label stays bounded.
-pub async fn track(req: Request, next: Next) -> Response {
+/// raw path, so the label stays bounded; a request made with a tenant's API key is
+/// also counted for its tenant (`http_requests_total{tenant,status}`).
+pub async fn track(mut req: Request, next: Next) -> Response {
+    let slot = TenantSlot::default();
+    req.extensions_mut().insert(slot.clone());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -26,17 +43,18 @@ pub async fn track(req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_string();
     let started = Instant::now();
     let res = next.run(req).await;
-    metrics::http_request(
-        &method,
-        &route,
-        res.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    let seconds = started.elapsed().as_secs_f64();
+    let status = res.status().as_u16();
+    metrics::http_request(&method, &route, status, seconds);
+    if let Some(tenant) = slot.0.get() {
+        metrics::tenants::request(tenant, status, seconds);
+    }
     res
 }
 
-fn authorized(state: &AppState, req: &Request) -> bool {
-    let Some(presented) = super::bearer::token(req.headers()) else {
+/// The metrics token or the admin token (what Prometheus may send).
+pub(super) fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(presented) = super::bearer::token(headers) else {
         return false;
     };
     let matches = |t: &str| bool::from(presented.as_bytes().ct_eq(t.as_bytes()));
@@ -67,6 +85,12 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, Box<dyn std::error::Erro
         }
     }
     let (per_endpoint, lag) = crate::store::webhooks::backlog(&client).await?;
+    let backups = crate::store::monitoring::last_backups(&client).await?;
+    let monitored = crate::store::monitoring::levels(&client)
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
     let (open, pools) = state.data.stats();
     Ok(Snapshot {
         tenants,
@@ -79,13 +103,15 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, Box<dyn std::error::Erro
             .map(|(id, n, age)| (id.to_string(), n, age))
             .collect(),
         outbox_lag_seconds: lag,
+        backups,
+        monitored: Some(monitored),
     })
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "health", security(("admin" = [])),
     responses((status = 200, description = "Prometheus/OpenMetrics text"), (status = 401), (status = 503)))]
 pub async fn scrape(State(state): State<AppState>, req: Request) -> Response {
-    if !authorized(&state, &req) {
+    if !authorized(&state, req.headers()) {
         let mut res = super::error::answer(
             crate::problem::Kind::Unauthorized,
             "unauthorized",

@@ -17,6 +17,7 @@ pub mod invitations;
 pub mod lifecycle;
 pub mod metrics;
 pub mod migrations;
+pub mod monitoring;
 pub mod network;
 pub mod onboarding_steps;
 pub mod openapi;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub relay_wake: Arc<tokio::sync::Notify>,
     /// The web console's signed-in sessions (kept in memory: a restart signs out).
     pub console: Arc<crate::console::Sessions>,
+    /// Monitoring: the scrape targets to announce, the rule file to keep written.
+    pub monitoring: monitoring::Settings,
 }
 
 impl AppState {
@@ -78,7 +81,15 @@ impl AppState {
             webhooks: Default::default(),
             relay_wake: Default::default(),
             console: Default::default(),
+            monitoring: Default::default(),
         }
+    }
+
+    /// Monitoring settings: the targets HTTP service discovery announces, and the
+    /// rule file a change wakes.
+    pub fn with_monitoring(mut self, settings: monitoring::Settings) -> Self {
+        self.monitoring = settings;
+        self
     }
 
     /// Webhook settings, and the relay a ping or replay wakes.
@@ -279,6 +290,18 @@ pub fn router(state: AppState) -> Router {
             "/tenants/{name}/auth-providers/{kind}/test",
             post(auth_providers::test),
         )
+        .route(
+            "/tenants/{name}/monitoring",
+            get(monitoring::get).put(monitoring::put),
+        )
+        .route(
+            "/tenants/{name}/monitoring/dashboard",
+            get(monitoring::dashboard),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            monitoring::wake_after_change,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         // The platform's auth service, with its own token (never the admin's).
         .merge(
@@ -295,6 +318,9 @@ pub fn router(state: AppState) -> Router {
         // An invitee has no token: the link's own token is the secret.
         .route("/invitations/{token}", get(invitations::accept))
         .route("/me/config", get(config::me))
+        // What Prometheus reads: the metrics token opens these too (docs/monitoring.md).
+        .route("/monitoring/rules", get(monitoring::rules))
+        .route("/monitoring/targets", get(monitoring::targets))
         // The API's own description is public: it holds no tenant data.
         .route("/openapi.json", get(openapi::document))
         // Tenant-facing endpoints authenticate with the tenant's API key instead.

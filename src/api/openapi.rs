@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, auth_providers, backups, config, data, error, events, health, invitations,
-    lifecycle, metrics, migrations, network, onboarding_steps, operations, quotas, tenant_key,
-    tenants, users, webhooks,
+    lifecycle, metrics, migrations, monitoring, network, onboarding_steps, operations, quotas,
+    tenant_key, tenants, users, webhooks,
 };
 use crate::events::data as ed;
 use crate::tenant::{self, service};
@@ -40,8 +40,12 @@ use crate::tenant::{self, service};
         config::put_plan_defaults, config::me,
         auth_providers::put, auth_providers::get, auth_providers::delete, auth_providers::test,
         auth_providers::integration, invitations::accept,
+        monitoring::rules, monitoring::targets, monitoring::dashboard, monitoring::get,
+        monitoring::put,
     ),
     components(schemas(
+        crate::monitoring::Level, crate::monitoring::service::TenantMonitoring,
+        crate::monitoring::service::LevelRequest, crate::monitoring::targets::TargetGroup,
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo,
         tenant::Tenant, tenant::Plan, tenant::Status, tenant::Isolation, tenant::AccessMode,
         service::CreateTenant, service::UpdateTenant, service::CreatedTenant, service::Credentials,
@@ -107,6 +111,12 @@ impl Modify for AdminAuth {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "admin",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        // `--metrics-token`: what Prometheus sends (/metrics, the monitoring rules and
+        // targets).
+        components.add_security_scheme(
+            "metrics",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
         // A tenant's own API key (`bqk_...`), for the tenant-facing endpoints.

@@ -61,6 +61,10 @@ impl FromRequestParts<AppState> for TenantKey {
             Some(k) if matches && k.usable => k,
             _ => return Err(unauthorized(INVALID)),
         };
+        // The key is proven: from here on the request counts for its tenant.
+        if let Some(slot) = parts.extensions.get::<super::metrics::TenantSlot>() {
+            slot.set(key.tenant.name.as_str());
+        }
         // The secret is proven: the holder may learn why its tenant is refused.
         match key.tenant.status {
             Status::Active | Status::Trial => {

@@ -155,9 +155,15 @@ pub struct ServeArgs {
     /// that cannot get its share answers 503.
     #[arg(long, env = "BERQENAS_DATA_API_RESULT_MEMORY", default_value = "256MB", value_parser = parse_memory)]
     pub data_api_result_memory: usize,
-    /// A bearer token that may read /metrics and nothing else (the admin token also may).
+    /// A bearer token for Prometheus: it may read /metrics, /api/v1/monitoring/rules and
+    /// /api/v1/monitoring/targets, and nothing else (the admin token also may).
     #[arg(long, env = "BERQENAS_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub metrics_token: Option<SecretString>,
+    /// The host:port Prometheus scrapes this instance at, announced by
+    /// /api/v1/monitoring/targets (repeat, or comma-separate, for several instances);
+    /// by default the address Prometheus sent its discovery request to.
+    #[arg(long = "monitoring-target", env = "BERQENAS_MONITORING_TARGETS", value_delimiter = ',', value_parser = monitoring_target)]
+    pub monitoring_targets: Vec<String>,
     #[command(flatten)]
     pub network: network::NetworkArgs,
     /// The role PgBouncer's auth_user logs in as: berqenas installs the lookup function
@@ -358,6 +364,17 @@ fn env_values_only_when_set(cmd: clap::Command) -> clap::Command {
     .mut_subcommands(env_values_only_when_set)
 }
 
+/// `--monitoring-target`: a `host:port` Prometheus can scrape.
+fn monitoring_target(text: &str) -> Result<String, String> {
+    if crate::monitoring::targets::valid_address(text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not host:port (a host name or IP address, IPv6 in brackets, and a port)"
+        ))
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(a) => {
@@ -381,6 +398,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_api_connections: a.data_api_connections,
                 data_api_result_memory: a.data_api_result_memory,
                 metrics_token: a.metrics_token,
+                monitoring_targets: a.monitoring_targets,
                 network: a.network.options()?,
                 onboarding_allow_private: a.onboarding_allow_private,
                 public_url: a.public_url,

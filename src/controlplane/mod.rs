@@ -139,6 +139,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/control/0025_config_auth_invitations.sql"),
     },
     Migration {
+        version: 28,
+        name: "0028_monitoring_level.sql",
+        sql: include_str!("../../migrations/control/0028_monitoring_level.sql"),
+    },
+    Migration {
         version: 29,
         name: "0029_usage_samples.sql",
         sql: include_str!("../../migrations/control/0029_usage_samples.sql"),

@@ -14,6 +14,7 @@ pub mod backups;
 pub mod breaches;
 pub mod invitations;
 pub mod migration_runs;
+pub mod monitoring;
 pub mod network;
 pub mod offboarding;
 pub mod onboarding;
