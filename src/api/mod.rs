@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod operations;
 pub mod quotas;
 pub mod ratelimit;
+pub mod realtime;
 pub mod strict_json;
 pub mod tenant_key;
 pub mod tenants;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub relay_wake: Arc<tokio::sync::Notify>,
     /// The web console's signed-in sessions (kept in memory: a restart signs out).
     pub console: Arc<crate::console::Sessions>,
+    /// This server's realtime feeds and their subscribers.
+    pub realtime: Arc<crate::realtime::Hub>,
 }
 
 impl AppState {
@@ -71,6 +74,7 @@ impl AppState {
             webhooks: Default::default(),
             relay_wake: Default::default(),
             console: Default::default(),
+            realtime: Default::default(),
         }
     }
 
@@ -239,13 +243,24 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::replay_one),
         )
         .route("/webhooks/{id}/replay", post(webhooks::replay_range))
+        .route(
+            "/tenants/{name}/realtime/publish",
+            post(realtime::admin_publish),
+        )
+        .route(
+            "/tenants/{name}/realtime/stream",
+            get(realtime::admin_stream),
+        )
+        .route("/tenants/{name}/realtime/tables", post(realtime::tables))
         .route("/status", get(health::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         // The API's own description is public: it holds no tenant data.
         .route("/openapi.json", get(openapi::document))
         // Tenant-facing endpoints authenticate with the tenant's API key instead.
         .route("/me", get(tenant_key::me))
-        .route("/query", axum::routing::post(data::query));
+        .route("/query", axum::routing::post(data::query))
+        .route("/realtime/publish", post(realtime::publish))
+        .route("/realtime/stream", get(realtime::stream));
     Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::scrape))

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, backups, data, error, events, health, lifecycle, metrics, migrations, network,
-    onboarding_steps, operations, quotas, tenant_key, tenants, users, webhooks,
+    onboarding_steps, operations, quotas, realtime, tenant_key, tenants, users, webhooks,
 };
 use crate::events::data as ed;
 use crate::tenant::{self, service};
@@ -35,6 +35,8 @@ use crate::tenant::{self, service};
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::ping, webhooks::deliveries, webhooks::replay_one,
         webhooks::replay_range,
+        realtime::publish, realtime::stream, realtime::admin_publish, realtime::admin_stream,
+        realtime::tables,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo,
@@ -82,6 +84,8 @@ use crate::tenant::{self, service};
         crate::events::webhooks::ReplayRange, crate::events::webhooks::Replayed,
         crate::events::webhooks::Webhook, crate::events::webhooks::Delivery,
         crate::events::webhooks::Attempt,
+        crate::realtime::PublishRequest, crate::realtime::Published, crate::realtime::TableRequest,
+        crate::realtime::PublishedTable, crate::realtime::Event,
     )),
     modifiers(&AdminAuth, &SingularAliases, &EventTypes),
 )]

@@ -128,6 +128,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0023_event_emission.sql",
         sql: include_str!("../../migrations/control/0023_event_emission.sql"),
     },
+    Migration {
+        version: 26,
+        name: "0026_realtime.sql",
+        sql: include_str!("../../migrations/control/0026_realtime.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

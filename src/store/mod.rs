@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod plans;
 pub mod pooler;
 pub mod quotas;
+pub mod realtime;
 pub mod templates;
 pub mod tenants;
 pub mod users;
