@@ -56,9 +56,9 @@ async fn fresh_window() {
 
 async fn each_path_reaches_the_stream(mode: &str) {
     let app = TestApp::spawn().await;
-    let a = app.create_in(&unique(&format!("rt-{mode}-a")), mode).await;
+    let a_name = unique(&format!("rt-{mode}-a"));
+    let a = app.create_in(&a_name, mode).await;
     let b = app.create_in(&unique(&format!("rt-{mode}-b")), mode).await;
-    let a_name = a["tenant"]["name"].as_str().unwrap().to_string();
     let mut on_a = stream(&app, &a, "channel=orders&channel=table.*", None).await;
     // Another tenant asking for the same channel names.
     let mut on_b = stream(&app, &b, "channel=orders&channel=table.*&channel=*", None).await;
