@@ -32,14 +32,23 @@ async fn publish(app: &TestApp, t: &Value, channel: &str, payload: Value) -> (St
 }
 
 async fn stream(app: &TestApp, t: &Value, query: &str, last: Option<i64>) -> Stream {
-    Stream::open(&app.http, &format!("{}/api/v1/realtime/stream?{query}", app.url), key(t), last)
-        .await
-        .unwrap_or_else(|(s, b)| panic!("stream refused: {s} {b}"))
+    Stream::open(
+        &app.http,
+        &format!("{}/api/v1/realtime/stream?{query}", app.url),
+        key(t),
+        last,
+    )
+    .await
+    .unwrap_or_else(|(s, b)| panic!("stream refused: {s} {b}"))
 }
 
 async fn set_quotas(app: &TestApp, name: &str, body: Value) {
     let (s, b) = app
-        .call(Method::PUT, &format!("/api/v1/tenants/{name}/quotas"), Some(body))
+        .call(
+            Method::PUT,
+            &format!("/api/v1/tenants/{name}/quotas"),
+            Some(body),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }
@@ -105,7 +114,13 @@ async fn each_path_reaches_the_stream(mode: &str) {
             e.data["payload"]["path"]
                 .as_str()
                 .map(str::to_string)
-                .unwrap_or_else(|| format!("{}:{}", e.data["channel"].as_str().unwrap(), e.data["payload"]["op"]))
+                .unwrap_or_else(|| {
+                    format!(
+                        "{}:{}",
+                        e.data["channel"].as_str().unwrap(),
+                        e.data["payload"]["op"]
+                    )
+                })
         })
         .collect();
     assert_eq!(
@@ -115,14 +130,21 @@ async fn each_path_reaches_the_stream(mode: &str) {
     );
     assert_eq!(got[0].id, p1["id"].as_i64().unwrap());
     assert_eq!(got[1].id, p2["id"].as_i64().unwrap());
-    assert!(got.windows(2).all(|w| w[0].id < w[1].id), "{mode}: in id order");
+    assert!(
+        got.windows(2).all(|w| w[0].id < w[1].id),
+        "{mode}: in id order"
+    );
     assert_eq!(got[3].data["payload"]["record"]["name"], "app1");
 
     // Tenant B receives only its own event, whatever it subscribed to.
     let (s, mine) = publish(&app, &b, "orders", json!({"mine": true})).await;
     assert_eq!(s, StatusCode::CREATED);
     let first = on_b.take(1).await;
-    assert_eq!(first[0].id, mine["id"].as_i64().unwrap(), "{mode}: B saw A's events");
+    assert_eq!(
+        first[0].id,
+        mine["id"].as_i64().unwrap(),
+        "{mode}: B saw A's events"
+    );
     assert_eq!(first[0].data["payload"], json!({"mine": true}));
     // B's change of the same table is not published: B did not ask for it.
     connect_as(&b["credentials"])
@@ -154,7 +176,9 @@ async fn each_publish_path_reaches_the_stream_in_shared_mode() {
 
 async fn resume(mode: &str) {
     let app = TestApp::spawn().await;
-    let t = app.create_in(&unique(&format!("rt-resume-{mode}")), mode).await;
+    let t = app
+        .create_in(&unique(&format!("rt-resume-{mode}")), mode)
+        .await;
     let mut s1 = stream(&app, &t, "channel=orders.*", None).await;
     let mut ids = vec![];
     for n in 1..=3 {
@@ -192,17 +216,28 @@ async fn resuming_with_last_event_id_has_no_gap_and_no_duplicate() {
 
 /// Publishes once through each path; returns whether each was admitted, and checks
 /// a refusal says which limit and (API) when to retry.
-async fn every_path(app: &TestApp, t: &Value, sql: &tokio_postgres::Client, limit: &str) -> [bool; 3] {
+async fn every_path(
+    app: &TestApp,
+    t: &Value,
+    sql: &tokio_postgres::Client,
+    limit: &str,
+) -> [bool; 3] {
     let (s, b) = publish(app, t, "orders", json!({})).await;
     let api = match s {
         StatusCode::CREATED => true,
         StatusCode::TOO_MANY_REQUESTS => {
-            assert!(b["error"]["message"].as_str().unwrap().contains(limit), "{b}");
+            assert!(
+                b["error"]["message"].as_str().unwrap().contains(limit),
+                "{b}"
+            );
             false
         }
         other => panic!("{other} {b}"),
     };
-    let fn_path = match sql.execute("SELECT realtime_publish('orders', '{}')", &[]).await {
+    let fn_path = match sql
+        .execute("SELECT realtime_publish('orders', '{}')", &[])
+        .await
+    {
         Ok(_) => true,
         Err(e) => {
             let db = e.as_db_error().expect("a database error");
@@ -249,11 +284,29 @@ async fn limits(mode: &str) {
     let sql = connect_as(&t["credentials"]).await;
     fresh_window().await;
     set_quotas(&app, &name, json!({"realtime_events_per_minute": 3})).await;
-    assert_eq!(every_path(&app, &t, &sql, "per_minute").await, [true; 3], "{mode}");
-    assert_eq!(every_path(&app, &t, &sql, "realtime_events_per_minute").await, [false; 3], "{mode}");
-    assert_eq!(count(&sql, "realtime_events").await, 3, "{mode}: refused events left nothing");
-    assert_eq!(count(&sql, "applications").await, 1, "{mode}: the refused change rolled back");
-    let (_, res) = app.call(Method::GET, &format!("/api/v1/tenants/{name}/usage"), None).await;
+    assert_eq!(
+        every_path(&app, &t, &sql, "per_minute").await,
+        [true; 3],
+        "{mode}"
+    );
+    assert_eq!(
+        every_path(&app, &t, &sql, "realtime_events_per_minute").await,
+        [false; 3],
+        "{mode}"
+    );
+    assert_eq!(
+        count(&sql, "realtime_events").await,
+        3,
+        "{mode}: refused events left nothing"
+    );
+    assert_eq!(
+        count(&sql, "applications").await,
+        1,
+        "{mode}: the refused change rolled back"
+    );
+    let (_, res) = app
+        .call(Method::GET, &format!("/api/v1/tenants/{name}/usage"), None)
+        .await;
     assert_eq!(res["usage"]["realtime_events"], 3, "{res}");
     assert_eq!(res["usage"]["realtime_events_hour"], 3, "{res}");
     let (s, res) = app
@@ -266,6 +319,34 @@ async fn limits(mode: &str) {
         )
         .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{res}");
+    // The quota round sees the tenant at its limit: one quota.exceeded, through the outbox.
+    let platform = common::platform(2).await;
+    berqenas::quota::breaches::realtime_round(&platform)
+        .await
+        .unwrap();
+    berqenas::quota::breaches::realtime_round(&platform)
+        .await
+        .unwrap();
+    let (_, page) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/events?tenant={name}&limit=100"),
+            None,
+        )
+        .await;
+    let crossed: Vec<&Value> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"]["quota"] == "realtime")
+        .collect();
+    assert_eq!(crossed.len(), 1, "{page}");
+    assert_eq!(crossed[0]["type"], "quota.exceeded");
+    assert_eq!(
+        crossed[0]["data"]["limit_name"],
+        "realtime_events_per_minute"
+    );
+    assert_eq!(crossed[0]["data"]["limit"], 3);
 
     // Per hour: 3 this hour already; 2 more, then nothing on any path.
     set_quotas(
@@ -276,7 +357,11 @@ async fn limits(mode: &str) {
     .await;
     let first = every_path(&app, &t, &sql, "realtime_events_per_hour").await;
     assert_eq!(first, [true, true, false], "{mode}");
-    assert_eq!(every_path(&app, &t, &sql, "realtime_events_per_hour").await, [false; 3], "{mode}");
+    assert_eq!(
+        every_path(&app, &t, &sql, "realtime_events_per_hour").await,
+        [false; 3],
+        "{mode}"
+    );
     assert_eq!(count(&sql, "realtime_events").await, 5);
 
     // The limits and counters are out of the tenant's reach.
@@ -289,7 +374,10 @@ async fn limits(mode: &str) {
     ] {
         assert!(sql.batch_execute(attack).await.is_err(), "{mode}: {attack}");
     }
-    assert!(sql.execute("SELECT realtime_publish('orders', '{}')", &[]).await.is_err());
+    assert!(sql
+        .execute("SELECT realtime_publish('orders', '{}')", &[])
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -311,7 +399,10 @@ async fn a_subscriber_over_max_subscribers_is_refused() {
     let one = stream(&app, &t, "channel=a", None).await;
     let _two = stream(&app, &t, "channel=b", None).await;
     let url = format!("{}/api/v1/realtime/stream?channel=c", app.url);
-    let (s, b) = Stream::open(&app.http, &url, key(&t), None).await.err().expect("refused");
+    let (s, b) = Stream::open(&app.http, &url, key(&t), None)
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(b["error"]["code"], "realtime_max_subscribers", "{b}");
     drop(one);
@@ -321,7 +412,10 @@ async fn a_subscriber_over_max_subscribers_is_refused() {
         if Stream::open(&app.http, &url, key(&t), None).await.is_ok() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the closed stream was never given back");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed stream was never given back"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
@@ -335,7 +429,11 @@ async fn suspend_ends_the_stream_and_refuses_publishes() {
     publish(&app, &t, "orders", json!({"n": 1})).await;
     assert_eq!(s.take(1).await.len(), 1);
     let (st, b) = app
-        .call(Method::POST, &format!("/api/v1/tenants/{name}/suspend"), Some(json!({})))
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/suspend"),
+            Some(json!({})),
+        )
         .await;
     assert!(st.is_success(), "{b}");
     assert!(s.ends().await, "the stream ended");
@@ -360,16 +458,29 @@ async fn bad_input_names_the_field_and_changes_nothing() {
     let cases = [
         (json!({"channel": "bad name", "payload": {}}), "channel"),
         (json!({"channel": "", "payload": {}}), "channel"),
-        (json!({"channel": "a", "payload": {"x": "y".repeat(70_000)}}), "payload"),
+        (
+            json!({"channel": "a", "payload": {"x": "y".repeat(70_000)}}),
+            "payload",
+        ),
     ];
     for (body, field) in cases {
         let (s, b) = app
-            .call_with(Method::POST, "/api/v1/realtime/publish", Some(body), Some(key(&t)), &[])
+            .call_with(
+                Method::POST,
+                "/api/v1/realtime/publish",
+                Some(body),
+                Some(key(&t)),
+                &[],
+            )
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
         assert_eq!(b["error"]["field"], field, "{b}");
     }
-    for (table, needle) in [("nosuch", "no table"), ("Bad;Name", "lower-case"), ("realtime_events", "realtime itself")] {
+    for (table, needle) in [
+        ("nosuch", "no table"),
+        ("Bad;Name", "lower-case"),
+        ("realtime_events", "realtime itself"),
+    ] {
         let (s, b) = app
             .call(
                 Method::POST,
@@ -379,7 +490,10 @@ async fn bad_input_names_the_field_and_changes_nothing() {
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
         assert_eq!(b["error"]["field"], "table");
-        assert!(b["error"]["message"].as_str().unwrap().contains(needle), "{b}");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(needle),
+            "{b}"
+        );
     }
     let url = |q: &str| format!("{}/api/v1/realtime/stream?{q}", app.url);
     for (q, last, field) in [
@@ -400,7 +514,10 @@ async fn bad_input_names_the_field_and_changes_nothing() {
     assert_eq!(count(&sql, "realtime_events").await, 0);
     assert_eq!(count(&sql, "realtime_tables").await, 0);
     let triggers: i64 = sql
-        .query_one("SELECT count(*) FROM pg_trigger WHERE tgname = 'realtime_publish'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'realtime_publish'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -416,7 +533,11 @@ async fn a_backup_restores_the_event_table() {
         publish(&app, &t, "orders", json!({"n": n})).await;
     }
     let (s, backup) = app
-        .call(Method::POST, &format!("/api/v1/tenants/{name}/backups"), None)
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/backups"),
+            None,
+        )
         .await;
     assert!(s.is_success(), "{backup}");
     publish(&app, &t, "orders", json!({"n": 3})).await;
@@ -431,7 +552,10 @@ async fn a_backup_restores_the_event_table() {
     assert!(s.is_success(), "{b}");
     let sql = connect_as(&t["credentials"]).await;
     let ns: Vec<i64> = sql
-        .query("SELECT (payload->>'n')::bigint FROM realtime_events ORDER BY id", &[])
+        .query(
+            "SELECT (payload->>'n')::bigint FROM realtime_events ORDER BY id",
+            &[],
+        )
         .await
         .unwrap()
         .iter()

@@ -69,7 +69,12 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, Box<dyn std::error::Erro
     let (per_endpoint, lag) = crate::store::webhooks::backlog(&client).await?;
     let (open, pools) = state.data.stats();
     crate::metrics::realtime_subscribers(
-        state.realtime.subscriber_counts().iter().map(|(_, n)| n).sum(),
+        state
+            .realtime
+            .subscriber_counts()
+            .iter()
+            .map(|(_, n)| n)
+            .sum(),
     );
     Ok(Snapshot {
         tenants,
