@@ -568,3 +568,84 @@ async fn a_backup_restores_the_event_table() {
     let got = s.take(3).await;
     assert_eq!(got[2].id, p["id"].as_i64().unwrap());
 }
+
+#[tokio::test]
+async fn the_cli_publishes_and_tails_as_the_admin() {
+    use tokio::io::AsyncBufReadExt;
+    let app = TestApp::spawn().await;
+    let name = unique("rt-cli");
+    app.create_in(&name, "schema").await;
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_berqenas"))
+        .args(["realtime", "tail", &name, "--channel", "orders"])
+        .env_remove("BERQENAS_DATA_DIR")
+        .env("BERQENAS_URL", &app.url)
+        .env("BERQENAS_ADMIN_TOKEN", common::TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    // The tail is connected once its feed has a subscriber.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut published = None;
+    while published.is_none() {
+        let out = common::cli(
+            &app,
+            &[
+                "realtime",
+                "publish",
+                &name,
+                "--channel",
+                "orders",
+                r#"{"id":1}"#,
+                "-o",
+                "json",
+            ],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let p = common::stdout_json(&out);
+        if let Ok(Ok(Some(line))) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), lines.next_line()).await
+        {
+            let e: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(e["payload"], json!({"id": 1}));
+            assert_eq!(e["channel"], "orders");
+            assert!(e["id"].as_i64().unwrap() <= p["id"].as_i64().unwrap());
+            published = Some(e);
+        }
+        assert!(std::time::Instant::now() < deadline, "tail printed nothing");
+    }
+    let out = common::cli(
+        &app,
+        &["realtime", "publish", &name, "--channel", "bad name", "{}"],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("channel"));
+}
+
+#[tokio::test]
+async fn database_mode_api_publishes_are_counted_in_the_control_database() {
+    let app = TestApp::spawn().await;
+    let name = unique("rt-limit-db");
+    let t = app.create_in(&name, "database").await;
+    fresh_window().await;
+    set_quotas(&app, &name, json!({"realtime_events_per_minute": 2})).await;
+    for _ in 0..2 {
+        let (s, b) = publish(&app, &t, "orders", json!({})).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let (s, b) = publish(&app, &t, "orders", json!({})).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("realtime_events_per_minute"));
+    let sql = connect_as(&t["credentials"]).await;
+    assert_eq!(count(&sql, "realtime_events").await, 2);
+}

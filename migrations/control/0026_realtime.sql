@@ -61,10 +61,12 @@ CREATE SCHEMA berqenas_realtime;
 REVOKE ALL ON SCHEMA berqenas_realtime FROM PUBLIC;
 GRANT USAGE ON SCHEMA berqenas_realtime TO PUBLIC;
 
-CREATE FUNCTION berqenas_realtime.admit() RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+-- Counts one event of tenant `tid` against its limits, or raises 53400. Only the
+-- control role calls it directly (database mode's API publishes: that tenant's table
+-- is in its own database, where this function is not).
+CREATE FUNCTION berqenas_realtime.admit_for(tid uuid) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
-    tid uuid;
     per_minute integer;
     per_hour integer;
     n bigint;
@@ -72,13 +74,6 @@ DECLARE
     hour_start timestamptz := date_trunc('hour', now());
     wait integer;
 BEGIN
-    SELECT t.id INTO tid FROM berqenas.tenants t WHERE t.login_role = session_user;
-    IF tid IS NULL THEN
-        SELECT u.tenant_id INTO tid FROM berqenas.tenant_users u WHERE u.db_user = session_user;
-    END IF;
-    IF tid IS NULL THEN
-        RETURN; -- not a tenant's session: the control plane itself
-    END IF;
     SELECT q.realtime_events_per_minute, q.realtime_events_per_hour INTO per_minute, per_hour
       FROM berqenas.effective_quotas q WHERE q.tenant_id = tid;
     INSERT INTO berqenas.realtime_counters AS c (tenant_id, window_kind, window_start, events)
@@ -103,6 +98,22 @@ BEGIN
         RAISE EXCEPTION 'realtime_events_per_hour (%) reached: the event is refused; retry in % s', per_hour, wait
             USING ERRCODE = '53400', HINT = 'retry_after=' || wait;
     END IF;
+END $$;
+REVOKE ALL ON FUNCTION berqenas_realtime.admit_for(uuid) FROM PUBLIC;
+
+CREATE FUNCTION berqenas_realtime.admit() RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    tid uuid;
+BEGIN
+    SELECT t.id INTO tid FROM berqenas.tenants t WHERE t.login_role = session_user;
+    IF tid IS NULL THEN
+        SELECT u.tenant_id INTO tid FROM berqenas.tenant_users u WHERE u.db_user = session_user;
+    END IF;
+    IF tid IS NULL THEN
+        RETURN; -- not a tenant's session: the control plane itself
+    END IF;
+    PERFORM berqenas_realtime.admit_for(tid);
 END $$;
 REVOKE ALL ON FUNCTION berqenas_realtime.admit() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION berqenas_realtime.admit() TO PUBLIC;

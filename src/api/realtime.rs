@@ -91,7 +91,28 @@ async fn publish_as(
             serde_json::Value::String(req.payload.to_string()),
         ],
     };
-    match state.data.execute(&state.platform, t, q, &query).await {
+    // Database mode: the tenant's table is in its own database, out of reach of the
+    // control database's gate; the count is taken here, held until the insert is done.
+    let mut counted = None;
+    if t.isolation == crate::tenant::Isolation::Database {
+        match count_database_mode(state, t).await {
+            Ok(Ok(held)) => counted = Some(held),
+            Ok(Err(refused)) => return refused,
+            Err(e) => return e.into_response(),
+        }
+    }
+    let published = state.data.execute(&state.platform, t, q, &query).await;
+    if let Some(client) = counted {
+        let end = if published.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        if let Err(e) = client.batch_execute(end).await {
+            return ApiError::unavailable(&e).into_response();
+        }
+    }
+    match published {
         Ok(answer) => {
             let id = answer
                 .result
@@ -114,6 +135,40 @@ async fn publish_as(
                 .into_response()
         }
         Err(e) => super::data::query_error(e),
+    }
+}
+
+/// A control-database connection in a transaction holding one counted event of the
+/// tenant (commit to keep it), or the 429 that refused it.
+async fn count_database_mode(
+    state: &AppState,
+    t: &Tenant,
+) -> Result<Result<deadpool_postgres::Object, Response>, ApiError> {
+    let client = state
+        .platform
+        .pool
+        .get()
+        .await
+        .map_err(service::Error::from)?;
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?;
+    match crate::store::realtime::admit_for(&client, t.id).await {
+        Ok(None) => Ok(Ok(client)),
+        Ok(Some((message, retry_after_secs))) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Ok(Err(super::data::query_error(
+                crate::dataapi::QueryError::Limited {
+                    message,
+                    retry_after_secs,
+                },
+            )))
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(service::Error::from(e).into())
+        }
     }
 }
 

@@ -97,3 +97,26 @@ pub async fn live(c: &impl GenericClient, tenant: Uuid) -> Result<Option<bool>> 
     .await?
     .map(|r| r.get(0)))
 }
+
+/// Counts one event of the tenant against its realtime limits, in the caller's
+/// transaction (which holds the counter until it ends; a rollback takes the count
+/// back). `Some((message, retry_after_secs))` when a limit refuses it. For publishes
+/// the gate in the tenant's own table cannot count: database mode's.
+pub async fn admit_for(c: &impl GenericClient, tenant: Uuid) -> Result<Option<(String, u64)>> {
+    match c
+        .execute("SELECT berqenas_realtime.admit_for($1)", &[&tenant])
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(e) => match e.as_db_error() {
+            Some(db) if db.code().code() == "53400" => Ok(Some((
+                db.message().to_string(),
+                db.hint()
+                    .and_then(|h| h.strip_prefix("retry_after="))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1),
+            ))),
+            _ => Err(e.into()),
+        },
+    }
+}

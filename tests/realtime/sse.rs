@@ -37,7 +37,10 @@ impl Stream {
         if let Some(l) = last {
             req = req.header("last-event-id", l.to_string());
         }
-        let res = req.send().await.map_err(|e| (StatusCode::BAD_GATEWAY, Value::String(e.to_string())))?;
+        let res = req
+            .send()
+            .await
+            .map_err(|e| (StatusCode::BAD_GATEWAY, Value::String(e.to_string())))?;
         if res.status() != StatusCode::OK {
             let s = res.status();
             return Err((s, res.json().await.unwrap_or(Value::Null)));
@@ -85,8 +88,14 @@ impl Stream {
         while out.len() < n {
             match tokio::time::timeout(PATIENCE, self.next()).await {
                 Ok(Some(e)) => out.push(e),
-                Ok(None) => panic!("the stream ended after {} of {n} events: {out:?}", out.len()),
-                Err(_) => panic!("no event within {PATIENCE:?} after {} of {n}: {out:?}", out.len()),
+                Ok(None) => panic!(
+                    "the stream ended after {} of {n} events: {out:?}",
+                    out.len()
+                ),
+                Err(_) => panic!(
+                    "no event within {PATIENCE:?} after {} of {n}: {out:?}",
+                    out.len()
+                ),
             }
         }
         out
