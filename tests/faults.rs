@@ -120,12 +120,12 @@ async fn endpoints(server: &Server) -> Vec<(Method, String, Option<serde_json::V
                 _ => None,
             };
             // A stream needs a channel to subscribe to.
-            let filled = if path.ends_with("/realtime/stream") {
+            let url = if path.ends_with("/realtime/stream") {
                 format!("{filled}?channel=orders")
             } else {
-                filled
+                filled.clone()
             };
-            out.push((m, filled, body));
+            out.push((m, url, body));
         }
     }
     out
