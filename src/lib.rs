@@ -27,6 +27,7 @@ pub mod pg;
 pub mod platform;
 pub mod problem;
 pub mod quota;
+pub mod realtime;
 pub mod secrets;
 pub mod server;
 pub mod store;

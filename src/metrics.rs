@@ -114,6 +114,8 @@ struct Metrics {
     watchdog: Family<Watchdog, Counter>,
     query_seconds: Histograms<Query>,
     realtime_events: Counter,
+    realtime_delivered: Counter,
+    realtime_subscribers: Gauge,
     scratch_swept: Family<ScratchKind, Counter>,
     security_violations: Family<ScratchKind, Counter>,
     role_drift: Family<ScratchKind, Counter>,
@@ -149,6 +151,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         watchdog: Family::default(),
         query_seconds: Family::new_with_constructor(latency),
         realtime_events: Counter::default(),
+        realtime_delivered: Counter::default(),
+        realtime_subscribers: Gauge::default(),
         scratch_swept: Family::default(),
         security_violations: Family::default(),
         role_drift: Family::default(),
@@ -247,6 +251,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "realtime_events",
         "Realtime events accepted",
         m.realtime_events.clone(),
+    );
+    b.register(
+        "realtime_delivered",
+        "Realtime events handed to stream subscribers (one per subscriber)",
+        m.realtime_delivered.clone(),
+    );
+    b.register(
+        "realtime_subscribers",
+        "Open realtime streams on this server (all tenants)",
+        m.realtime_subscribers.clone(),
     );
     b.register(
         "tenants_writes_blocked",
@@ -464,6 +478,16 @@ pub fn query_finished(isolation: &str, outcome: &str, seconds: f64) {
 /// Realtime events accepted.
 pub fn realtime_events(n: u64) {
     METRICS.realtime_events.inc_by(n);
+}
+
+/// Realtime events handed to `n` subscribers.
+pub fn realtime_delivered(n: u64) {
+    METRICS.realtime_delivered.inc_by(n);
+}
+
+/// Open realtime streams on this server now (set at scrape time).
+pub fn realtime_subscribers(n: usize) {
+    METRICS.realtime_subscribers.set(n as i64);
 }
 
 /// A webhook delivery attempt ended (`delivered`, `failed`, `dead`, `gone`).

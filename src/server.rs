@@ -406,9 +406,13 @@ async fn serve(
     // On SIGTERM the engine stops taking operations and each running one stops at its
     // next step boundary (answering 503), so the requests waiting on them end too.
     let engine = rt.engine.clone();
+    // Open realtime streams never end by themselves: they end here, or the graceful
+    // shutdown would wait for them forever.
+    let realtime = state.realtime.clone();
     let shutdown = async move {
         shutdown.await;
         engine.begin_stop();
+        realtime.shutdown();
     };
     let served = axum::serve(
         listener,

@@ -62,10 +62,16 @@ fn check_name(name: &str) -> Result<(), TemplateError> {
 impl Template {
     /// The default template (seed 001 section 3.2).
     pub fn builtin() -> Self {
-        Self::from_files(&[(
-            "0001_init.sql",
-            include_str!("../templates/tenant/0001_init.sql"),
-        )])
+        Self::from_files(&[
+            (
+                "0001_init.sql",
+                include_str!("../templates/tenant/0001_init.sql"),
+            ),
+            (
+                "0002_realtime.sql",
+                include_str!("../templates/tenant/0002_realtime.sql"),
+            ),
+        ])
     }
 
     /// An operator's template: every `NNNN_description.sql` file in `dir`, in version

@@ -121,6 +121,12 @@ async fn endpoints(server: &Server) -> Vec<(Method, String, Option<serde_json::V
                 (Method::PUT, "/api/v1/tenants/{name}/firewall") => {
                     Some(serde_json::json!({"rules": []}))
                 }
+                (Method::POST, p) if p.ends_with("/realtime/publish") => {
+                    Some(serde_json::json!({"channel": "orders", "payload": {"id": 1}}))
+                }
+                (Method::POST, "/api/v1/tenants/{name}/realtime/tables") => {
+                    Some(serde_json::json!({"table": "applications"}))
+                }
                 (Method::POST, "/api/v1/tenants/{name}/vpn/peers") => {
                     Some(serde_json::json!({"name": "laptop"}))
                 }
@@ -137,7 +143,13 @@ async fn endpoints(server: &Server) -> Vec<(Method, String, Option<serde_json::V
                 (Method::POST | Method::PUT | Method::PATCH, _) => Some(serde_json::json!({})),
                 _ => None,
             };
-            out.push((m, filled.clone(), body));
+            // A stream needs a channel to subscribe to.
+            let url = if path.ends_with("/realtime/stream") {
+                format!("{filled}?channel=orders")
+            } else {
+                filled.clone()
+            };
+            out.push((m, url, body));
         }
     }
     out
@@ -166,7 +178,10 @@ async fn with_the_control_database_stopped_every_endpoint_answers_503_and_recove
                 .call_as(m.clone(), path, body.clone(), INTEGRATION_TOKEN)
                 .await
                 .unwrap()
-        } else if path.starts_with("/api/v1/me") || path == "/api/v1/query" {
+        } else if path.starts_with("/api/v1/me")
+            || path == "/api/v1/query"
+            || path.starts_with("/api/v1/realtime/")
+        {
             server
                 .call_as(m.clone(), path, body.clone(), WELL_FORMED_KEY)
                 .await

@@ -12,8 +12,24 @@ use super::AppState;
 use crate::dataapi::{QueryError, QueryRequest, QueryResult};
 use crate::tenant::service;
 
-fn query_error(e: QueryError) -> Response {
+pub(super) fn query_error(e: QueryError) -> Response {
     match e {
+        QueryError::Limited {
+            message,
+            retry_after_secs,
+        } => {
+            let mut res = super::error::answer(
+                crate::problem::Kind::TooManyRequests,
+                "realtime_quota_exceeded",
+                message,
+                None,
+            );
+            res.headers_mut().insert(
+                "retry-after",
+                axum::http::HeaderValue::from(retry_after_secs),
+            );
+            res
+        }
         QueryError::Invalid {
             code,
             message,

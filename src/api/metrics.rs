@@ -92,6 +92,14 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, Box<dyn std::error::Erro
         .map(|(name, _)| name)
         .collect();
     let (open, pools) = state.data.stats();
+    crate::metrics::realtime_subscribers(
+        state
+            .realtime
+            .subscriber_counts()
+            .iter()
+            .map(|(_, n)| n)
+            .sum(),
+    );
     Ok(Snapshot {
         tenants,
         writes_blocked,

@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod operations;
 pub mod quotas;
 pub mod ratelimit;
+pub mod realtime;
 pub mod strict_json;
 pub mod tenant_key;
 pub mod tenants;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub console: Arc<crate::console::Sessions>,
     /// Monitoring: the scrape targets to announce, the rule file to keep written.
     pub monitoring: monitoring::Settings,
+    /// This server's realtime feeds and their subscribers.
+    pub realtime: Arc<crate::realtime::Hub>,
 }
 
 impl AppState {
@@ -82,6 +85,7 @@ impl AppState {
             relay_wake: Default::default(),
             console: Default::default(),
             monitoring: Default::default(),
+            realtime: Default::default(),
         }
     }
 
@@ -270,6 +274,15 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::replay_one),
         )
         .route("/webhooks/{id}/replay", post(webhooks::replay_range))
+        .route(
+            "/tenants/{name}/realtime/publish",
+            post(realtime::admin_publish),
+        )
+        .route(
+            "/tenants/{name}/realtime/stream",
+            get(realtime::admin_stream),
+        )
+        .route("/tenants/{name}/realtime/tables", post(realtime::tables))
         .route("/status", get(health::status))
         .route(
             "/tenants/{name}/config",
@@ -331,7 +344,9 @@ pub fn router(state: AppState) -> Router {
             post(operations::complete_step),
         )
         .route("/me", get(tenant_key::me))
-        .route("/query", axum::routing::post(data::query));
+        .route("/query", axum::routing::post(data::query))
+        .route("/realtime/publish", post(realtime::publish))
+        .route("/realtime/stream", get(realtime::stream));
     Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::scrape))

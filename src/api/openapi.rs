@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use super::{
     api_keys, audit, auth_providers, backups, config, data, error, events, health, invitations,
     lifecycle, metrics, migrations, monitoring, network, onboarding_steps, operations, quotas,
-    tenant_key, tenants, users, webhooks,
+    realtime, tenant_key, tenants, users, webhooks,
 };
 use crate::events::data as ed;
 use crate::tenant::{self, service};
@@ -42,6 +42,8 @@ use crate::tenant::{self, service};
         auth_providers::integration, invitations::accept,
         monitoring::rules, monitoring::targets, monitoring::dashboard, monitoring::get,
         monitoring::put,
+        realtime::publish, realtime::stream, realtime::admin_publish, realtime::admin_stream,
+        realtime::tables,
     ),
     components(schemas(
         crate::monitoring::Level, crate::monitoring::service::TenantMonitoring,
@@ -99,6 +101,8 @@ use crate::tenant::{self, service};
         crate::auth_providers::CheckResult, crate::auth_providers::IntegrationView,
         crate::auth_providers::ProviderWithSecret,
         crate::tenant::invitations::AcceptedInvitation,
+        crate::realtime::PublishRequest, crate::realtime::Published, crate::realtime::TableRequest,
+        crate::realtime::PublishedTable, crate::realtime::Event,
     )),
     modifiers(&AdminAuth, &SingularAliases, &EventTypes),
 )]

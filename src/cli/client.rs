@@ -82,6 +82,48 @@ impl Client {
         self
     }
 
+    /// A GET whose answer is read as it arrives (a realtime stream): the response
+    /// once its status is a success, else the API's error.
+    pub(crate) async fn open(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
+        let status = res.status();
+        if status.is_success() {
+            return Ok(res);
+        }
+        let text = res.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorEnvelope>(&text) {
+            Ok(e) => ClientError::Api {
+                status,
+                code: e.error.code,
+                message: e.error.message,
+                field: e.error.field,
+            },
+            Err(_) => ClientError::Api {
+                status,
+                code: "http".into(),
+                message: format!("HTTP {status}: {text}"),
+                field: None,
+            },
+        })
+    }
+
     pub(crate) async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,

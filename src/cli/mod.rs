@@ -17,6 +17,7 @@ mod plan;
 mod progress;
 mod psql;
 mod quota;
+mod realtime;
 mod template;
 mod tenant;
 mod webhook;
@@ -89,6 +90,9 @@ pub enum Command {
     /// Webhook endpoints: add, list, ping, deliveries, replay, rotate-secret.
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
+    /// A tenant's realtime events: tail a stream, publish, publish a table's changes.
+    #[command(subcommand)]
+    Realtime(realtime::RealtimeCommand),
 }
 
 #[derive(Debug, Args)]
@@ -435,6 +439,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(cmd) => plan::run(cmd).await,
         Command::Operation(cmd) => operation::run(cmd).await,
         Command::Webhook(cmd) => webhook::run(cmd).await,
+        Command::Realtime(cmd) => realtime::run(cmd).await,
     }
 }
 

@@ -29,7 +29,7 @@ pub struct SetArgs {
     /// FIELD=VALUE (db_quota_bytes, max_connections, statement_timeout_ms,
     /// api_calls_per_minute, realtime_events_per_minute, max_users,
     /// max_llm_tokens_per_day, max_agents, max_concurrent_agents, max_data_retention_days,
-    /// transaction_timeout_ms).
+    /// transaction_timeout_ms, realtime_events_per_hour, realtime_max_subscribers).
     #[arg(required = true, value_parser = parse_pair)]
     pub quotas: Vec<(String, serde_json::Value)>,
     /// Accept quotas below what the tenant uses now; they are enforced at once.
@@ -98,6 +98,8 @@ fn quota_of(metric: &str) -> Option<&'static str> {
         "users" => "max_users",
         "api_calls" => "api_calls_per_minute",
         "realtime_events" => "realtime_events_per_minute",
+        "realtime_events_hour" => "realtime_events_per_hour",
+        "realtime_subscribers" => "realtime_max_subscribers",
         "llm_tokens" => "max_llm_tokens_per_day",
         "agents" => "max_agents",
         "concurrent_agents" => "max_concurrent_agents",

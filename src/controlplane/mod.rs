@@ -139,6 +139,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/control/0025_config_auth_invitations.sql"),
     },
     Migration {
+        version: 26,
+        name: "0026_realtime.sql",
+        sql: include_str!("../../migrations/control/0026_realtime.sql"),
+    },
+    Migration {
         version: 28,
         name: "0028_monitoring_level.sql",
         sql: include_str!("../../migrations/control/0028_monitoring_level.sql"),

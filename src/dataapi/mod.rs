@@ -90,6 +90,13 @@ pub enum QueryError {
     /// It ran past the tenant's statement timeout (504, SQLSTATE 57014).
     #[error("{0}")]
     Timeout(String),
+    /// A realtime quota refused an event (429; SQLSTATE 53400 from
+    /// `berqenas_realtime.admit`, whose hint says when to retry).
+    #[error("{message}")]
+    Limited {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// The rows to return hold more than `MAX_RESULT_BYTES` (413).
     #[error("{0}")]
     TooLarge(String),
@@ -149,6 +156,16 @@ fn sql_error(e: tokio_postgres::Error) -> QueryError {
     match code {
         "42501" => QueryError::PermissionDenied(message),
         "57014" => QueryError::Timeout(message),
+        "53400" if db.hint().is_some_and(|h| h.starts_with("retry_after=")) => {
+            QueryError::Limited {
+                retry_after_secs: db
+                    .hint()
+                    .and_then(|h| h.strip_prefix("retry_after="))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1),
+                message: db.message().to_string(),
+            }
+        }
         "53300" => QueryError::Unavailable {
             code: "tenant_connection_limit",
             message,

@@ -37,6 +37,11 @@ fn limit_name(quota: &str) -> &'static str {
 /// Records a crossing and its event, if it is news (one transaction, under the
 /// tenant's name). Returns whether it was.
 pub async fn record(p: &Platform, c: &Crossing) -> Result<bool, Error> {
+    record_as(p, c, limit_name(c.quota)).await
+}
+
+/// [`record`], naming the limit (realtime has two: per minute and per hour).
+async fn record_as(p: &Platform, c: &Crossing, limit_name: &str) -> Result<bool, Error> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let Some(t) = tenants::find(&tx, &c.tenant.to_string()).await? else {
@@ -51,7 +56,7 @@ pub async fn record(p: &Platform, c: &Crossing) -> Result<bool, Error> {
     if news {
         let state = QuotaState {
             quota: c.quota.into(),
-            limit_name: limit_name(c.quota).into(),
+            limit_name: limit_name.into(),
             limit: c.limit,
             used: c.used,
         };
@@ -103,6 +108,31 @@ pub async fn connections_round(p: &Platform) -> Result<usize, Error> {
             used,
         };
         if record(p, &c).await? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The quota round's look at realtime events: a tenant whose current minute or hour
+/// has reached its limit (the next event is refused, by SQL, in whatever session
+/// publishes it) is exceeded; once a new window starts below it, recovered. Returns
+/// the crossings recorded.
+pub async fn realtime_round(p: &Platform) -> Result<usize, Error> {
+    let standings = {
+        let client = p.pool.get().await?;
+        crate::store::realtime::standings(&client).await?
+    };
+    let mut n = 0;
+    for s in standings {
+        let c = Crossing {
+            tenant: s.tenant,
+            quota: "realtime",
+            exceeded: s.at_limit,
+            limit: s.limit,
+            used: s.used,
+        };
+        if record_as(p, &c, s.limit_name).await? {
             n += 1;
         }
     }

@@ -103,6 +103,20 @@ pub struct QuotaUpdate {
     )]
     #[schema(value_type = Option<i64>)]
     pub transaction_timeout_ms: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub realtime_events_per_hour: Option<Option<i64>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub realtime_max_subscribers: Option<Option<i64>>,
     /// Accept quotas below current usage (they are enforced at once).
     #[serde(default)]
     pub force: bool,
@@ -123,6 +137,8 @@ impl QuotaUpdate {
             self.max_concurrent_agents,
             self.max_data_retention_days,
             self.transaction_timeout_ms,
+            self.realtime_events_per_hour,
+            self.realtime_max_subscribers,
         ];
         FIELDS
             .iter()
@@ -172,6 +188,8 @@ pub fn value(q: &Quotas, field: &str) -> i64 {
         "max_concurrent_agents" => q.max_concurrent_agents as i64,
         "max_data_retention_days" => q.max_data_retention_days as i64,
         "transaction_timeout_ms" => q.transaction_timeout_ms as i64,
+        "realtime_events_per_hour" => q.realtime_events_per_hour as i64,
+        "realtime_max_subscribers" => q.realtime_max_subscribers as i64,
         other => unreachable!("unknown quota field {other}"),
     }
 }

@@ -50,8 +50,9 @@ pub struct UsageSummary {
     /// The plan.
     pub tier: String,
     pub status: Status,
-    /// By metric, as in [`Resource::resource_type`]. `api_calls` and `realtime_events`
-    /// are this minute's, as this server counted them; `llm_tokens` today's (UTC).
+    /// By metric, as in [`Resource::resource_type`]. `api_calls` is this minute's, as
+    /// this server counted it; `realtime_events` this minute's published events (and
+    /// reported ones), `realtime_events_hour` this hour's; `llm_tokens` today's (UTC).
     pub usage: BTreeMap<String, i64>,
     pub quotas: Quotas,
     /// By metric: usage as a percentage of its quota (one decimal).
@@ -105,6 +106,9 @@ pub(crate) async fn collect_with(
     };
     let now = Some(Utc::now());
     let (api, realtime) = limits.this_minute(t.id);
+    // Published events as SQL admitted them (every publish path), plus any the
+    // application reported through `POST .../usage`.
+    let (rt_minute, rt_hour) = crate::store::realtime::counted(&client, t.id).await?;
     let (tokens, tokens_at) = store::counter(&client, t.id, "llm_tokens", Period::Day).await?;
     let (agents, agents_at) = store::counter(&client, t.id, "agents", Period::Total).await?;
     let (conc, conc_at) = store::counter(&client, t.id, "concurrent_agents", Period::Total).await?;
@@ -136,8 +140,14 @@ pub(crate) async fn collect_with(
         r("api_calls", api as i64, q.api_calls_per_minute as i64, now),
         r(
             "realtime_events",
-            realtime as i64,
+            realtime as i64 + rt_minute,
             q.realtime_events_per_minute as i64,
+            now,
+        ),
+        r(
+            "realtime_events_hour",
+            rt_hour,
+            q.realtime_events_per_hour as i64,
             now,
         ),
         r("llm_tokens", tokens, q.max_llm_tokens_per_day, tokens_at),

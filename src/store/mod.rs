@@ -23,6 +23,7 @@ pub mod outbox;
 pub mod plans;
 pub mod pooler;
 pub mod quotas;
+pub mod realtime;
 pub mod templates;
 pub mod tenant_config;
 pub mod tenants;

@@ -45,6 +45,8 @@ fn plan_row(r: &Row) -> Result<Plan> {
             max_concurrent_agents: r.try_get("concurrent_agents")?,
             max_data_retention_days: r.try_get("retention_days")?,
             transaction_timeout_ms: r.try_get("transaction_timeout_ms")?,
+            realtime_events_per_hour: r.try_get("realtime_events_per_hour")?,
+            realtime_max_subscribers: r.try_get("realtime_max_subscribers")?,
             max_storage_gb: crate::store::quotas::storage_gb(storage),
         },
         trial_days: r.try_get("trial_days")?,

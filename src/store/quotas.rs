@@ -16,7 +16,8 @@ use crate::isolation::RoleLimits;
 const EFFECTIVE: &str =
     "SELECT db_quota_bytes, max_connections, statement_timeout_ms, api_calls_per_minute,
         realtime_events_per_minute, max_users, max_llm_tokens_per_day, max_agents,
-        max_concurrent_agents, max_data_retention_days, transaction_timeout_ms
+        max_concurrent_agents, max_data_retention_days, transaction_timeout_ms,
+        realtime_events_per_hour, realtime_max_subscribers
    FROM berqenas.effective_quotas WHERE tenant_id = $1";
 
 fn quotas(r: &Row) -> Quotas {
@@ -32,6 +33,8 @@ fn quotas(r: &Row) -> Quotas {
         max_concurrent_agents: r.get("max_concurrent_agents"),
         max_data_retention_days: r.get("max_data_retention_days"),
         transaction_timeout_ms: r.get("transaction_timeout_ms"),
+        realtime_events_per_hour: r.get("realtime_events_per_hour"),
+        realtime_max_subscribers: r.get("realtime_max_subscribers"),
         max_storage_gb: storage_gb(r.get("db_quota_bytes")),
     }
 }
@@ -51,7 +54,8 @@ pub async fn all_effective(c: &impl GenericClient) -> Result<Vec<(Uuid, Quotas)>
         .query(
             "SELECT tenant_id, db_quota_bytes, max_connections, statement_timeout_ms, api_calls_per_minute,
                     realtime_events_per_minute, max_users, max_llm_tokens_per_day, max_agents,
-                    max_concurrent_agents, max_data_retention_days, transaction_timeout_ms
+                    max_concurrent_agents, max_data_retention_days, transaction_timeout_ms,
+                    realtime_events_per_hour, realtime_max_subscribers
                FROM berqenas.effective_quotas",
             &[],
         )
@@ -326,6 +330,11 @@ pub struct Quotas {
     /// itself (the statement and idle timeouts do not bound a transaction that runs a
     /// short statement every few seconds).
     pub transaction_timeout_ms: i32,
+    /// Realtime events a tenant may publish per clock hour (and per clock minute,
+    /// `realtime_events_per_minute`); the event over either is refused.
+    pub realtime_events_per_hour: i32,
+    /// Realtime stream subscribers a tenant may have open at once on one server.
+    pub realtime_max_subscribers: i32,
     /// `db_quota_bytes` in whole GiB (rounded down), as seed 002 names it; read-only:
     /// the quota is set as `db_quota_bytes`.
     pub max_storage_gb: i64,
@@ -361,6 +370,8 @@ pub const FIELDS: &[(&str, i64, i64)] = &[
     ("max_concurrent_agents", 0, 1_000_000),
     ("max_data_retention_days", 1, 36_500),
     ("transaction_timeout_ms", 1_000, 86_400_000),
+    ("realtime_events_per_hour", 1, 1_000_000_000),
+    ("realtime_max_subscribers", 0, 1_000_000),
 ];
 
 /// The range a quota field's value must be in (`None`: no such field).

@@ -160,6 +160,10 @@ pub async fn disk_round(rt: &Runtime) -> Result<Option<(usize, usize, usize)>, E
     if let Err(e) = crate::quota::breaches::connections_round(rt).await {
         tracing::warn!(error = %e, "looking at tenants' connections failed; retrying next round");
     }
+    // And realtime events at their per-minute or per-hour limit.
+    if let Err(e) = crate::quota::breaches::realtime_round(rt).await {
+        tracing::warn!(error = %e, "looking at tenants' realtime events failed; retrying next round");
+    }
     let (mut blocked, mut restored) = (0, 0);
     for id in due {
         match enforce_disk(rt, id).await {

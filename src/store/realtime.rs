@@ -1,0 +1,122 @@
+//! `realtime_counters` (migration 0026): the events each tenant published in the
+//! current minute and hour, as `berqenas_realtime.admit` counted them. Read here for
+//! usage, metrics and quota crossings; only that function writes it.
+
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::Result;
+
+/// This minute's and this hour's published events of a tenant (0 for a window that
+/// has moved on since its last event).
+pub async fn counted(c: &impl GenericClient, tenant: Uuid) -> Result<(i64, i64)> {
+    let row = c
+        .query_one(
+            "SELECT coalesce(sum(events) FILTER (WHERE window_kind = 'minute'
+                                 AND window_start = date_trunc('minute', now())), 0)::bigint,
+                    coalesce(sum(events) FILTER (WHERE window_kind = 'hour'
+                                 AND window_start = date_trunc('hour', now())), 0)::bigint
+               FROM berqenas.realtime_counters WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// A tenant whose current window is at its limit, or that is marked exceeded.
+#[derive(Debug, Clone)]
+pub struct Standing {
+    pub tenant: Uuid,
+    /// `realtime_events_per_minute` or `realtime_events_per_hour`, the fuller one.
+    pub limit_name: &'static str,
+    pub limit: i64,
+    pub used: i64,
+    pub at_limit: bool,
+}
+
+/// Every tenant at a realtime limit now, and every one marked exceeded (to recover).
+pub async fn standings(c: &impl GenericClient) -> Result<Vec<Standing>> {
+    let rows = c
+        .query(
+            "WITH now_counts AS (
+                 SELECT r.tenant_id,
+                        coalesce(max(r.events) FILTER (WHERE r.window_kind = 'minute'
+                                 AND r.window_start = date_trunc('minute', now())), 0) AS minute,
+                        coalesce(max(r.events) FILTER (WHERE r.window_kind = 'hour'
+                                 AND r.window_start = date_trunc('hour', now())), 0) AS hour
+                   FROM berqenas.realtime_counters r GROUP BY r.tenant_id
+             )
+             SELECT q.tenant_id, n.minute::bigint, q.realtime_events_per_minute::bigint,
+                    n.hour::bigint, q.realtime_events_per_hour::bigint
+               FROM berqenas.effective_quotas q
+               LEFT JOIN now_counts n ON n.tenant_id = q.tenant_id
+              WHERE (n.minute >= q.realtime_events_per_minute OR n.hour >= q.realtime_events_per_hour)
+                 OR EXISTS (SELECT 1 FROM berqenas.quota_breaches b
+                             WHERE b.tenant_id = q.tenant_id AND b.quota = 'realtime')",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (tenant, minute, per_minute, hour, per_hour): (
+                Uuid,
+                Option<i64>,
+                i64,
+                Option<i64>,
+                i64,
+            ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            let (minute, hour) = (minute.unwrap_or(0), hour.unwrap_or(0));
+            if hour >= per_hour {
+                Standing {
+                    tenant,
+                    limit_name: "realtime_events_per_hour",
+                    limit: per_hour,
+                    used: hour,
+                    at_limit: true,
+                }
+            } else {
+                Standing {
+                    tenant,
+                    limit_name: "realtime_events_per_minute",
+                    limit: per_minute,
+                    used: minute,
+                    at_limit: minute >= per_minute,
+                }
+            }
+        })
+        .collect())
+}
+
+/// Whether the tenant may stream now (trial or active); `None`: no such tenant.
+pub async fn live(c: &impl GenericClient, tenant: Uuid) -> Result<Option<bool>> {
+    Ok(c.query_opt(
+        "SELECT status IN ('trial', 'active') FROM berqenas.tenants WHERE id = $1",
+        &[&tenant],
+    )
+    .await?
+    .map(|r| r.get(0)))
+}
+
+/// Counts one event of the tenant against its realtime limits, in the caller's
+/// transaction (which holds the counter until it ends; a rollback takes the count
+/// back). `Some((message, retry_after_secs))` when a limit refuses it. For publishes
+/// the gate in the tenant's own table cannot count: database mode's.
+pub async fn admit_for(c: &impl GenericClient, tenant: Uuid) -> Result<Option<(String, u64)>> {
+    match c
+        .execute("SELECT berqenas_realtime.admit_for($1)", &[&tenant])
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(e) => match e.as_db_error() {
+            Some(db) if db.code().code() == "53400" => Ok(Some((
+                db.message().to_string(),
+                db.hint()
+                    .and_then(|h| h.strip_prefix("retry_after="))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1),
+            ))),
+            _ => Err(e.into()),
+        },
+    }
+}
