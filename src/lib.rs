@@ -30,6 +30,7 @@ pub mod server;
 pub mod store;
 pub mod template;
 pub mod tenant;
+pub mod vector;
 pub mod workflows;
 
 /// The version reported by `/health` and `berqenas --version`.

@@ -36,4 +36,7 @@ pub struct Platform {
     /// Onboarding steps may point at loopback and private addresses
     /// (`--onboarding-allow-private`; tests).
     pub onboarding_allow_private: bool,
+    /// The vector store backend tenants' collections are made in (`--vector-url`,
+    /// `--vector-backend`); `None`: a create asking for one is refused.
+    pub vectors: Option<std::sync::Arc<dyn crate::vector::Backend>>,
 }

@@ -59,6 +59,10 @@ pub struct ServeOptions {
     pub onboarding_allow_private: bool,
     /// The webhook relay: retry schedule, timeout, private addresses.
     pub webhooks: crate::events::relay::RelayOptions,
+    /// Chroma's base URL (`--vector-url`).
+    pub vector_url: Option<String>,
+    /// `chroma` or `pgvector` (`--vector-backend`).
+    pub vector_backend: Option<String>,
 }
 
 /// `--vpn-pool`, `--pg-hba-file`, `--trusted-proxies`, `--vpn-interface`,
@@ -195,6 +199,7 @@ pub async fn platform_with(
         ),
         pgbouncer: Default::default(),
         onboarding_allow_private: false,
+        vectors: None,
     };
     tenant::database_mode::ensure_template(&platform).await?;
     tenant::shared_mode::ensure_pool(&platform).await?;
@@ -305,6 +310,12 @@ async fn serve(
     ));
     platform.pgbouncer = opts.pgbouncer.clone();
     platform.onboarding_allow_private = opts.onboarding_allow_private;
+    platform.vectors = crate::vector::from_options(
+        opts.vector_url.as_deref(),
+        opts.vector_backend.as_deref(),
+        &platform.config,
+    )
+    .map_err(anyhow::Error::msg)?;
     crate::workflows::pooler::prepare(&platform).await?;
     let rt = Runtime::start(platform, &identity(&opts.data_dir)).await?;
     crate::workflows::network::enforce_at_start(&rt).await?;
@@ -500,6 +511,8 @@ mod tests {
             network: NetworkOptions::default(),
             onboarding_allow_private: false,
             webhooks: Default::default(),
+            vector_url: None,
+            vector_backend: None,
             pgbouncer: crate::pg::pgbouncer::PgBouncer {
                 auth_user: None,
                 admin_url: Some("postgresql://admin:bouncer-pass-9876@pgb:6432/pgbouncer".into()),

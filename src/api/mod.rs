@@ -24,6 +24,7 @@ pub mod strict_json;
 pub mod tenant_key;
 pub mod tenants;
 pub mod users;
+pub mod vectors;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -245,7 +246,9 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::document))
         // Tenant-facing endpoints authenticate with the tenant's API key instead.
         .route("/me", get(tenant_key::me))
-        .route("/query", axum::routing::post(data::query));
+        .route("/query", axum::routing::post(data::query))
+        .route("/vectors/upsert", post(vectors::upsert))
+        .route("/vectors/query", post(vectors::query));
     Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::scrape))

@@ -171,6 +171,15 @@ pub struct ServeArgs {
     /// One webhook attempt's time limit.
     #[arg(long, env = "BERQENAS_WEBHOOK_TIMEOUT", default_value = "15s", value_parser = parse_webhook_timeout)]
     pub webhook_timeout: std::time::Duration,
+    /// A Chroma server's base URL (e.g. http://chroma:8000): tenants created with
+    /// `vector_store: true` get a collection there (docs/vector-store.md).
+    #[arg(long, env = "BERQENAS_VECTOR_URL")]
+    pub vector_url: Option<String>,
+    /// Where tenants' vector stores live: `chroma` (needs --vector-url; the default
+    /// when it is given) or `pgvector` (a table in each tenant's own database or
+    /// schema, on a server that has the extension).
+    #[arg(long, env = "BERQENAS_VECTOR_BACKEND", value_parser = ["chroma", "pgvector"])]
+    pub vector_backend: Option<String>,
 }
 
 /// `--webhook-retry-schedule`'s value (clap needs a named type for a list in one flag).
@@ -343,6 +352,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 metrics_token: a.metrics_token,
                 network: a.network.options()?,
                 onboarding_allow_private: a.onboarding_allow_private,
+                vector_url: a.vector_url,
+                vector_backend: a.vector_backend,
                 webhooks: crate::events::relay::RelayOptions {
                     allow_private: a.webhook_allow_private,
                     schedule: a

@@ -128,6 +128,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0023_event_emission.sql",
         sql: include_str!("../../migrations/control/0023_event_emission.sql"),
     },
+    Migration {
+        version: 27,
+        name: "0027_vector_store.sql",
+        sql: include_str!("../../migrations/control/0027_vector_store.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

@@ -15,6 +15,7 @@ pub mod operations;
 pub mod pooler;
 pub mod quotas;
 pub mod restores;
+pub mod vector_store;
 
 use std::sync::Arc;
 
