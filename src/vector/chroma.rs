@@ -82,10 +82,15 @@ impl Chroma {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let res = req
-            .send()
-            .await
-            .map_err(|e| Error::Unreachable(e.without_url().to_string()))?;
+        let res = req.send().await.map_err(|e| {
+            let connect = e.is_connect();
+            let shown = e.without_url().to_string();
+            if connect {
+                Error::NotConnected(shown)
+            } else {
+                Error::Unreachable(shown)
+            }
+        })?;
         let status = res.status();
         let text = res
             .text()

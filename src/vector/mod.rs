@@ -57,7 +57,11 @@ pub enum Error {
     /// The request is wrong (a field, a dimension the collection refuses): a 4xx.
     #[error("{}", .0.message)]
     Rejected(Problem),
-    /// The backend did not answer (refused, timed out): retrying may work.
+    /// The backend could not be connected to: nothing was sent, so nothing was made.
+    #[error("could not connect to the vector store: {0}")]
+    NotConnected(String),
+    /// The backend did not answer (timed out, the connection broke): whether the
+    /// request took effect is unknown; retrying may work.
     #[error("the vector store did not answer: {0}")]
     Unreachable(String),
     /// The backend answered with an error of its own.
@@ -73,7 +77,7 @@ impl Error {
     pub fn problem(&self) -> Problem {
         match self {
             Error::Rejected(p) => p.clone(),
-            Error::Unreachable(_) => Problem::new(
+            Error::NotConnected(_) | Error::Unreachable(_) => Problem::new(
                 Kind::Unavailable,
                 "vector_store_unavailable",
                 "the vector store did not answer; retry later",

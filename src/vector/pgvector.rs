@@ -61,7 +61,7 @@ impl Pgvector {
         config.dbname(&t.database);
         crate::pg::connect(&config)
             .await
-            .map_err(|e| Error::Unreachable(e.to_string()))
+            .map_err(|e| Error::NotConnected(e.to_string()))
     }
 
     /// The column's dimension (`None` until the first upsert fixed it).

@@ -33,6 +33,14 @@ struct Intent {
     backend: String,
     collection: String,
     target: TargetRecord,
+    /// False once the backend is known not to have been reached (the connection was
+    /// refused): there is nothing to delete, even while it stays down.
+    #[serde(default = "reached")]
+    reached: bool,
+}
+
+fn reached() -> bool {
+    true
 }
 
 /// [`Target`], as journaled.
@@ -127,6 +135,7 @@ pub(crate) fn create<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                     backend: backend.name().to_string(),
                     collection: collection.clone(),
                     target: TargetRecord::from(&target),
+                    reached: true,
                 };
                 run.intend(
                     vec![Object {
@@ -153,7 +162,17 @@ pub(crate) fn create<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         }
         failpoint("intended");
         let target: Target = intent.target.clone().into();
-        backend.create(&target).await.map_err(create_refusal)?;
+        if let Err(e) = backend.create(&target).await {
+            if matches!(e, vector::Error::NotConnected(_)) {
+                let untouched = Intent {
+                    reached: false,
+                    ..intent
+                };
+                run.intend(vec![], serde_json::to_value(&untouched).map_err(failed)?)
+                    .await?;
+            }
+            return Err(create_refusal(e));
+        }
         failpoint("created");
         let store = VectorStoreRef {
             backend: intent.backend.clone(),
@@ -176,7 +195,7 @@ pub(crate) fn create<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 /// nothing was made).
 pub(crate) fn undo_create<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
-        let Some(intent) = intent_of(run) else {
+        let Some(intent) = intent_of(run).filter(|i| i.reached) else {
             return Ok(Value::Null);
         };
         let backend = rt.vectors.as_deref().ok_or_else(|| {
@@ -216,6 +235,7 @@ pub(crate) fn purge<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                     backend: store.backend,
                     collection: store.collection,
                     target: TargetRecord::from(&Target::of(&t)),
+                    reached: true,
                 };
                 run.intend(
                     vec![Object {
