@@ -77,10 +77,10 @@ async fn endpoints(server: &Server) -> Vec<(Method, String, Option<serde_json::V
                     Some(serde_json::json!({"name": "fault-tenant"}))
                 }
                 (Method::POST, "/api/v1/query") => Some(serde_json::json!({"sql": "SELECT 1"})),
-                (Method::POST, "/api/v1/vectors/upsert") => Some(
-                    serde_json::json!({"ids": ["a"], "embeddings": [[0.1, 0.2]],
-                        "metadatas": [{"k": "v"}], "documents": ["a"]}),
-                ),
+                (Method::POST, "/api/v1/vectors/upsert") => {
+                    Some(serde_json::json!({"ids": ["a"], "embeddings": [[0.1, 0.2]],
+                        "metadatas": [{"k": "v"}], "documents": ["a"]}))
+                }
                 (Method::POST, "/api/v1/vectors/query") => {
                     Some(serde_json::json!({"embeddings": [[0.1, 0.2]], "n_results": 1}))
                 }
@@ -143,7 +143,12 @@ async fn with_the_control_database_stopped_every_endpoint_answers_503_and_recove
         let started = Instant::now();
         // The tenant-facing endpoints take a well-formed API key (looked up in the
         // database), the others the admin token.
-        let tenant_facing = ["/api/v1/me", "/api/v1/query", "/api/v1/vectors/upsert", "/api/v1/vectors/query"];
+        let tenant_facing = [
+            "/api/v1/me",
+            "/api/v1/query",
+            "/api/v1/vectors/upsert",
+            "/api/v1/vectors/query",
+        ];
         let (s, b) = if tenant_facing.contains(&path.as_str()) {
             server
                 .call_as(m.clone(), path, body.clone(), WELL_FORMED_KEY)

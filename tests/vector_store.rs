@@ -5,9 +5,9 @@
 //! later step fails, leaves no tenant and no collection; a kill -9 inside the step is
 //! undone by the restart. pgvector is checked where the server has the extension.
 
-mod common;
 #[path = "support/chroma.rs"]
 mod chroma;
+mod common;
 #[path = "support/process.rs"]
 mod process;
 
@@ -88,10 +88,13 @@ async fn tenant_state(pg: &tokio_postgres::Client, name: &str) -> Vec<String> {
 
 async fn database_exists(pg: &tokio_postgres::Client, name: &str) -> bool {
     let db = format!("tenant_{}", name.replace('-', "_"));
-    pg.query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&db])
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
+    pg.query_one(
+        "SELECT count(*) FROM pg_database WHERE datname = $1",
+        &[&db],
+    )
+    .await
+    .unwrap()
+    .get::<_, i64>(0)
         == 1
 }
 
@@ -103,14 +106,21 @@ async fn a_tenant_gets_its_collection_and_reaches_only_its_own() {
     let b = create_with_vectors(&app, &unique("vec-b")).await;
 
     // The seed's collection: tenant_<id>, with the tenant's id in its metadata.
-    let meta = chroma.collection(&collection_of(&a)).await.expect("a's collection");
+    let meta = chroma
+        .collection(&collection_of(&a))
+        .await
+        .expect("a's collection");
     assert_eq!(meta["tenant_id"], a["id"], "{meta}");
     assert_eq!(
         a["vector_store"],
         json!({"backend": "chroma", "collection": collection_of(&a)})
     );
     let (_, shown) = app
-        .call(Method::GET, &format!("/api/v1/tenants/{}", a["name"].as_str().unwrap()), None)
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{}", a["name"].as_str().unwrap()),
+            None,
+        )
         .await;
     assert_eq!(shown["vector_store"], a["vector_store"], "{shown}");
 
@@ -139,7 +149,9 @@ async fn a_tenant_gets_its_collection_and_reaches_only_its_own() {
 
     // B's key reaches B's collection only: A's records are not there, and B's
     // writes do not land in A's.
-    assert!(nearest(&app, key(&b), json!([1.0, 0.0, 0.0])).await.is_empty());
+    assert!(nearest(&app, key(&b), json!([1.0, 0.0, 0.0]))
+        .await
+        .is_empty());
     let (s, _) = as_tenant(
         &app,
         key(&b),
@@ -150,7 +162,10 @@ async fn a_tenant_gets_its_collection_and_reaches_only_its_own() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(chroma.count(&collection_of(&a)).await, 2);
     assert_eq!(chroma.count(&collection_of(&b)).await, 1);
-    assert_eq!(nearest(&app, key(&a), json!([1.0, 0.0, 0.0])).await, ["a1", "a2"]);
+    assert_eq!(
+        nearest(&app, key(&a), json!([1.0, 0.0, 0.0])).await,
+        ["a1", "a2"]
+    );
 
     // A tenant without a vector store is told so.
     let plain = app
@@ -164,10 +179,20 @@ async fn a_tenant_gets_its_collection_and_reaches_only_its_own() {
         json!({"embeddings": [[1.0]]}),
     )
     .await;
-    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("no_vector_store")), "{e}");
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no_vector_store")),
+        "{e}"
+    );
     // No key, no access.
     let (s, _) = app
-        .call_with(Method::POST, "/api/v1/vectors/query", Some(json!({"embeddings": [[1.0]]})), None, &[])
+        .call_with(
+            Method::POST,
+            "/api/v1/vectors/query",
+            Some(json!({"embeddings": [[1.0]]})),
+            None,
+            &[],
+        )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
@@ -190,33 +215,72 @@ async fn suspend_refuses_soft_delete_keeps_restore_brings_back_purge_deletes() {
 
     // Suspended: the collection stays, and the key cannot reach it.
     let (s, b) = app
-        .call(Method::POST, &format!("/api/v1/tenants/{name}/suspend"), None)
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/suspend"),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     for path in ["/api/v1/vectors/query", "/api/v1/vectors/upsert"] {
         let body = json!({"ids": ["y"], "embeddings": [[0.1, 0.1]]});
-        let body = if path.ends_with("query") { json!({"embeddings": [[0.1, 0.1]]}) } else { body };
+        let body = if path.ends_with("query") {
+            json!({"embeddings": [[0.1, 0.1]]})
+        } else {
+            body
+        };
         let (s, e) = as_tenant(&app, key(&t), path, body).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}: {e}");
-        assert!(e["error"]["message"].as_str().unwrap().contains("suspended"), "{e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("suspended"),
+            "{e}"
+        );
     }
-    assert_eq!(chroma.count(&collection).await, 1, "nothing written while suspended");
+    assert_eq!(
+        chroma.count(&collection).await,
+        1,
+        "nothing written while suspended"
+    );
     let (s, b) = app
-        .call(Method::POST, &format!("/api/v1/tenants/{name}/resume"), None)
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/resume"),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(nearest(&app, key(&t), json!([0.5, 0.5])).await, ["x"]);
 
     // Soft delete keeps it; restore brings the tenant back with it.
     let (s, b) = app
-        .call(Method::DELETE, &format!("/api/v1/tenants/{name}"), Some(json!({"confirm": name})))
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{name}"),
+            Some(json!({"confirm": name})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    assert!(chroma.collection(&collection).await.is_some(), "kept by a soft delete");
-    let (s, e) = as_tenant(&app, key(&t), "/api/v1/vectors/query", json!({"embeddings": [[0.5, 0.5]]})).await;
+    assert!(
+        chroma.collection(&collection).await.is_some(),
+        "kept by a soft delete"
+    );
+    let (s, e) = as_tenant(
+        &app,
+        key(&t),
+        "/api/v1/vectors/query",
+        json!({"embeddings": [[0.5, 0.5]]}),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{e}");
     let (s, b) = app
-        .call(Method::POST, &format!("/api/v1/tenants/{name}/restore"), None)
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/restore"),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["vector_store"]["collection"], collection.as_str(), "{b}");
@@ -232,7 +296,10 @@ async fn suspend_refuses_soft_delete_keeps_restore_brings_back_purge_deletes() {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "purged");
-    assert!(chroma.collection(&collection).await.is_none(), "deleted by the purge");
+    assert!(
+        chroma.collection(&collection).await.is_none(),
+        "deleted by the purge"
+    );
     assert!(b["vector_store"].is_null(), "{b}");
     // The purge journaled its intent: the collection, before deleting it.
     let pg = superuser().await;
@@ -245,7 +312,11 @@ async fn suspend_refuses_soft_delete_keeps_restore_brings_back_purge_deletes() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(intent["objects"][0]["name"], collection.as_str(), "{intent}");
+    assert_eq!(
+        intent["objects"][0]["name"],
+        collection.as_str(),
+        "{intent}"
+    );
 }
 
 #[tokio::test]
@@ -266,9 +337,15 @@ async fn a_chroma_that_is_down_fails_the_create_and_leaves_nothing() {
     assert_eq!(e["error"]["code"], "vector_store_unavailable", "{e}");
     let message = e["error"]["message"].as_str().unwrap();
     assert!(message.contains("the tenant was not created"), "{message}");
-    assert!(!message.contains("127.0.0.1"), "no internal text in a 5xx: {message}");
+    assert!(
+        !message.contains("127.0.0.1"),
+        "no internal text in a 5xx: {message}"
+    );
     let pg = superuser().await;
-    assert!(footprint(&pg, &name).await.is_empty(), "no tenant, no roles");
+    assert!(
+        footprint(&pg, &name).await.is_empty(),
+        "no tenant, no roles"
+    );
     assert!(!database_exists(&pg, &name).await, "no database");
     chroma.run().await;
     assert_eq!(chroma.collections().await, before, "no collection");
@@ -309,7 +386,9 @@ async fn a_failure_after_the_collection_was_made_deletes_it() {
         .call(
             Method::POST,
             "/api/v1/tenants",
-            Some(json!({"name": name, "plan": plan, "isolation": "database", "vector_store": true})),
+            Some(
+                json!({"name": name, "plan": plan, "isolation": "database", "vector_store": true}),
+            ),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{e}");
@@ -323,12 +402,26 @@ async fn a_failure_after_the_collection_was_made_deletes_it() {
         .await
         .unwrap()
         .get(0);
-    assert!(intent["data"]["collection"].as_str().unwrap().starts_with("tenant_"), "{intent}");
-    assert_eq!(chroma.collections().await, before, "the collection was deleted");
+    assert!(
+        intent["data"]["collection"]
+            .as_str()
+            .unwrap()
+            .starts_with("tenant_"),
+        "{intent}"
+    );
+    assert_eq!(
+        chroma.collections().await,
+        before,
+        "the collection was deleted"
+    );
     assert!(footprint(&pg, &name).await.is_empty());
     assert!(!database_exists(&pg, &name).await);
-    app.call(Method::DELETE, &format!("/api/v1/onboarding-steps/{step}"), None)
-        .await;
+    app.call(
+        Method::DELETE,
+        &format!("/api/v1/onboarding-steps/{step}"),
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -337,7 +430,13 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     let app = app_on(&chroma).await;
     let t = create_with_vectors(&app, &unique("vec-bad")).await;
     let collection = collection_of(&t);
-    let (s, _) = as_tenant(&app, key(&t), "/api/v1/vectors/upsert", json!({"ids": ["a"], "embeddings": [[1.0, 2.0]]})).await;
+    let (s, _) = as_tenant(
+        &app,
+        key(&t),
+        "/api/v1/vectors/upsert",
+        json!({"ids": ["a"], "embeddings": [[1.0, 2.0]]}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let pg = superuser().await;
     let state = tenant_state(&pg, t["name"].as_str().unwrap()).await;
@@ -345,45 +444,127 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
 
     let mut refused_names = Vec::new();
     for (body, status, field) in [
-        (json!({"name": unique("vec-bad"), "isolation": "database", "vector_store": "yes"}), 400, "vector_store"),
-        (json!({"name": unique("vec-bad"), "isolation": "schema", "vector_store": true}), 422, "vector_store"),
-        (json!({"name": unique("vec-bad"), "isolation": "shared", "vector_store": true}), 422, "vector_store"),
+        (
+            json!({"name": unique("vec-bad"), "isolation": "database", "vector_store": "yes"}),
+            400,
+            "vector_store",
+        ),
+        (
+            json!({"name": unique("vec-bad"), "isolation": "schema", "vector_store": true}),
+            422,
+            "vector_store",
+        ),
+        (
+            json!({"name": unique("vec-bad"), "isolation": "shared", "vector_store": true}),
+            422,
+            "vector_store",
+        ),
     ] {
-        let (s, e) = app.call(Method::POST, "/api/v1/tenants", Some(body.clone())).await;
+        let (s, e) = app
+            .call(Method::POST, "/api/v1/tenants", Some(body.clone()))
+            .await;
         assert_eq!(s.as_u16(), status, "{body}: {e}");
         assert_eq!(e["error"]["field"], field, "{body}: {e}");
         refused_names.push(body["name"].as_str().unwrap().to_string());
     }
     let (_, e) = app
-        .call(Method::POST, "/api/v1/tenants", Some(json!({"name": unique("vec-bad"), "isolation": "schema", "vector_store": true})))
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": unique("vec-bad"), "isolation": "schema", "vector_store": true})),
+        )
         .await;
-    assert!(e["error"]["message"].as_str().unwrap().contains("not yet supported in schema mode"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not yet supported in schema mode"),
+        "{e}"
+    );
 
     for (path, body, field) in [
-        ("/api/v1/vectors/upsert", json!({"ids": ["b"], "embeddings": []}), "embeddings"),
-        ("/api/v1/vectors/upsert", json!({"ids": ["b"], "embeddings": [[]]}), "embeddings[0]"),
-        ("/api/v1/vectors/upsert", json!({"ids": ["b", "c"], "embeddings": [[1.0, 2.0], [1.0]]}), "embeddings[1]"),
+        (
+            "/api/v1/vectors/upsert",
+            json!({"ids": ["b"], "embeddings": []}),
+            "embeddings",
+        ),
+        (
+            "/api/v1/vectors/upsert",
+            json!({"ids": ["b"], "embeddings": [[]]}),
+            "embeddings[0]",
+        ),
+        (
+            "/api/v1/vectors/upsert",
+            json!({"ids": ["b", "c"], "embeddings": [[1.0, 2.0], [1.0]]}),
+            "embeddings[1]",
+        ),
         // The collection's dimension is 2: Chroma refuses 3, berqenas names the field.
-        ("/api/v1/vectors/upsert", json!({"ids": ["b"], "embeddings": [[1.0, 2.0, 3.0]]}), "embeddings"),
-        ("/api/v1/vectors/upsert", json!({"ids": ["b"], "embeddings": "no"}), "embeddings"),
-        ("/api/v1/vectors/upsert", json!({"ids": [], "embeddings": []}), "ids"),
-        ("/api/v1/vectors/upsert", json!({"ids": ["b"], "embeddings": [[1.0, 2.0]], "documents": []}), "documents"),
-        ("/api/v1/vectors/upsert", json!({"ids": ["b"], "embeddings": [[1.0, 2.0]], "tenant": "other"}), "tenant"),
-        ("/api/v1/vectors/query", json!({"embeddings": []}), "embeddings"),
-        ("/api/v1/vectors/query", json!({"embeddings": [[1.0, 2.0]], "n_results": 0}), "n_results"),
-        ("/api/v1/vectors/query", json!({"embeddings": [[1.0, 2.0, 3.0]]}), "embeddings"),
+        (
+            "/api/v1/vectors/upsert",
+            json!({"ids": ["b"], "embeddings": [[1.0, 2.0, 3.0]]}),
+            "embeddings",
+        ),
+        (
+            "/api/v1/vectors/upsert",
+            json!({"ids": ["b"], "embeddings": "no"}),
+            "embeddings",
+        ),
+        (
+            "/api/v1/vectors/upsert",
+            json!({"ids": [], "embeddings": []}),
+            "ids",
+        ),
+        (
+            "/api/v1/vectors/upsert",
+            json!({"ids": ["b"], "embeddings": [[1.0, 2.0]], "documents": []}),
+            "documents",
+        ),
+        (
+            "/api/v1/vectors/upsert",
+            json!({"ids": ["b"], "embeddings": [[1.0, 2.0]], "tenant": "other"}),
+            "tenant",
+        ),
+        (
+            "/api/v1/vectors/query",
+            json!({"embeddings": []}),
+            "embeddings",
+        ),
+        (
+            "/api/v1/vectors/query",
+            json!({"embeddings": [[1.0, 2.0]], "n_results": 0}),
+            "n_results",
+        ),
+        (
+            "/api/v1/vectors/query",
+            json!({"embeddings": [[1.0, 2.0, 3.0]]}),
+            "embeddings",
+        ),
     ] {
         let (s, e) = as_tenant(&app, key(&t), path, body.clone()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{path} {body}: {e}");
         assert_eq!(e["error"]["field"], field, "{path} {body}: {e}");
     }
-    assert_eq!(tenant_state(&pg, t["name"].as_str().unwrap()).await, state, "the tenant is unchanged");
+    assert_eq!(
+        tenant_state(&pg, t["name"].as_str().unwrap()).await,
+        state,
+        "the tenant is unchanged"
+    );
     for name in &refused_names {
-        assert!(tenant_state(&pg, name).await.iter().all(|s| s.ends_with(":0")), "{name} left something");
+        assert!(
+            tenant_state(&pg, name)
+                .await
+                .iter()
+                .all(|s| s.ends_with(":0")),
+            "{name} left something"
+        );
         assert!(!database_exists(&pg, name).await, "{name}");
     }
     assert_eq!(chroma.collections().await, collections);
-    assert_eq!(chroma.count(&collection).await, 1, "the collection is unchanged");
+    assert_eq!(
+        chroma.count(&collection).await,
+        1,
+        "the collection is unchanged"
+    );
 }
 
 #[tokio::test]
@@ -401,7 +582,13 @@ async fn without_a_backend_a_vector_store_is_refused_and_a_plan_can_default_to_o
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert_eq!(e["error"]["code"], "vector_store_not_configured");
     assert_eq!(e["error"]["field"], "vector_store");
-    assert!(tenant_state(&pg, &name).await.iter().all(|s| s.ends_with(":0")), "nothing made");
+    assert!(
+        tenant_state(&pg, &name)
+            .await
+            .iter()
+            .all(|s| s.ends_with(":0")),
+        "nothing made"
+    );
 
     // A plan whose tenants get one by default (the request may still say no).
     let chroma = Chroma::start().await;
@@ -414,7 +601,9 @@ async fn without_a_backend_a_vector_store_is_refused_and_a_plan_can_default_to_o
     ))
     .await
     .unwrap();
-    let by_plan = app.create_with(json!({"name": unique("vec-plan"), "plan": plan})).await;
+    let by_plan = app
+        .create_with(json!({"name": unique("vec-plan"), "plan": plan}))
+        .await;
     assert_eq!(by_plan["vector_store"]["backend"], "chroma", "{by_plan}");
     assert!(chroma.collection(&collection_of(&by_plan)).await.is_some());
     let declined = app
@@ -437,12 +626,30 @@ async fn without_a_backend_a_vector_store_is_refused_and_a_plan_can_default_to_o
     let name = unique("vec-cli");
     let out = common::cli(
         &app,
-        &["tenant", "create", "--name", &name, "--isolation", "database", "--vector-store", "-o", "json"],
+        &[
+            "tenant",
+            "create",
+            "--name",
+            &name,
+            "--isolation",
+            "database",
+            "--vector-store",
+            "-o",
+            "json",
+        ],
     )
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let created = common::stdout_json(&out);
-    assert_eq!(created["vector_store"]["collection"], collection_of(&created).as_str(), "{created}");
+    assert_eq!(
+        created["vector_store"]["collection"],
+        collection_of(&created).as_str(),
+        "{created}"
+    );
 }
 
 /// pgvector, where the server has the extension; this machine's PostgreSQL 15 has
@@ -451,12 +658,17 @@ async fn without_a_backend_a_vector_store_is_refused_and_a_plan_can_default_to_o
 async fn pgvector_where_the_server_has_it() {
     let pg = superuser().await;
     let available = pg
-        .query_opt("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'", &[])
+        .query_opt(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'",
+            &[],
+        )
         .await
         .unwrap()
         .is_some();
     let mut p = common::platform(8).await;
-    p.vectors = Some(Arc::new(berqenas::vector::pgvector::Pgvector::new(p.config.clone())));
+    p.vectors = Some(Arc::new(berqenas::vector::pgvector::Pgvector::new(
+        p.config.clone(),
+    )));
     let app = TestApp::serve(p).await;
     let name = unique("vec-pg");
     if !available {
@@ -470,7 +682,13 @@ async fn pgvector_where_the_server_has_it() {
             .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
         assert_eq!(e["error"]["code"], "pgvector_unavailable", "{e}");
-        assert!(tenant_state(&pg, &name).await.iter().all(|s| s.ends_with(":0")), "nothing left of the create");
+        assert!(
+            tenant_state(&pg, &name)
+                .await
+                .iter()
+                .all(|s| s.ends_with(":0")),
+            "nothing left of the create"
+        );
         assert!(!database_exists(&pg, &name).await);
         return;
     }
@@ -505,7 +723,10 @@ async fn pgvector_where_the_server_has_it() {
 async fn serve(dir: &std::path::Path, chroma: &Chroma, point: &str) -> process::Server {
     process::Server::start(
         dir,
-        &[("BERQENAS_VECTOR_URL", chroma.url.as_str()), ("BERQENAS_FAILPOINT", point)],
+        &[
+            ("BERQENAS_VECTOR_URL", chroma.url.as_str()),
+            ("BERQENAS_FAILPOINT", point),
+        ],
     )
     .await
 }
@@ -533,7 +754,11 @@ async fn a_kill_inside_the_step_is_undone_by_the_restart() {
             .await;
         names.push(name);
     }
-    assert_ne!(chroma.collections().await, before, "the second kill left its collection made");
+    assert_ne!(
+        chroma.collections().await,
+        before,
+        "the second kill left its collection made"
+    );
     // The restart settles both dead creates before it serves.
     let server = serve(&dir, &chroma, "none").await;
     let pg = process::superuser_in(&dir, None).await;

@@ -35,18 +35,27 @@ fn target(state: &AppState, key: &TenantKey) -> Result<(&'static str, Target), A
         (Some(s), _) => Err(ApiError(Problem::new(
             Kind::Unavailable,
             "vector_store_unavailable",
-            format!("tenant {}'s vector store ({}) is not configured on this server", t.name, s.backend),
+            format!(
+                "tenant {}'s vector store ({}) is not configured on this server",
+                t.name, s.backend
+            ),
         ))),
         (None, _) => Err(ApiError(Problem::new(
             Kind::NotFound,
             "no_vector_store",
-            format!("tenant {} has no vector store: create it with vector_store: true", t.name),
+            format!(
+                "tenant {} has no vector store: create it with vector_store: true",
+                t.name
+            ),
         ))),
     }
 }
 
 /// The tenant's `api_calls_per_minute`, shared with the data API.
-async fn admitted(state: &AppState, key: &TenantKey) -> Result<Result<crate::quota::rate::Decision, Response>, ApiError> {
+async fn admitted(
+    state: &AppState,
+    key: &TenantKey,
+) -> Result<Result<crate::quota::rate::Decision, Response>, ApiError> {
     let p = &state.platform;
     let t = &key.tenant;
     let q = {
@@ -86,9 +95,16 @@ pub async fn upsert(
         Err(refused) => return Ok(refused),
     };
     crate::metrics::api_call("vectors.upsert");
-    let backend = state.platform.vectors.as_deref().expect("checked by target");
+    let backend = state
+        .platform
+        .vectors
+        .as_deref()
+        .expect("checked by target");
     let done = backend.upsert(&target, &body.value).await?;
-    Ok(ratelimit::with_headers(Json(done).into_response(), &decision))
+    Ok(ratelimit::with_headers(
+        Json(done).into_response(),
+        &decision,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/vectors/query", tag = "data", security(("api_key" = [])),
@@ -113,7 +129,14 @@ pub async fn query(
         Err(refused) => return Ok(refused),
     };
     crate::metrics::api_call("vectors.query");
-    let backend = state.platform.vectors.as_deref().expect("checked by target");
+    let backend = state
+        .platform
+        .vectors
+        .as_deref()
+        .expect("checked by target");
     let found = backend.query(&target, &body.value).await?;
-    Ok(ratelimit::with_headers(Json(found).into_response(), &decision))
+    Ok(ratelimit::with_headers(
+        Json(found).into_response(),
+        &decision,
+    ))
 }

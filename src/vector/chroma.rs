@@ -41,7 +41,9 @@ impl Chroma {
     pub fn new(url: &str) -> Result<Self, String> {
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("--vector-url {url:?}: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("--vector-url {url:?}: must be an http or https URL"));
+            return Err(format!(
+                "--vector-url {url:?}: must be an http or https URL"
+            ));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err("--vector-url must not carry credentials".into());
@@ -195,7 +197,10 @@ impl Backend for Chroma {
                 "metadata": {"tenant_id": t.tenant_id.to_string(), "managed_by": "berqenas"},
                 "get_or_create": true,
             });
-            match self.call(Method::POST, &self.collections_url(), Some(&body)).await? {
+            match self
+                .call(Method::POST, &self.collections_url(), Some(&body))
+                .await?
+            {
                 Ok(v) => {
                     // An existing collection of the name must be this tenant's.
                     let owner = v["metadata"]["tenant_id"].as_str();

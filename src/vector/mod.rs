@@ -149,9 +149,9 @@ pub fn from_options(
         (Some("pgvector"), None) => Ok(Some(std::sync::Arc::new(pgvector::Pgvector::new(
             config.clone(),
         )))),
-        (Some("pgvector"), Some(_)) => {
-            Err("--vector-url is Chroma's address: leave it out with --vector-backend pgvector".into())
-        }
+        (Some("pgvector"), Some(_)) => Err(
+            "--vector-url is Chroma's address: leave it out with --vector-backend pgvector".into(),
+        ),
         (Some(other), _) => Err(format!(
             "--vector-backend must be chroma or pgvector, got {other:?}"
         )),

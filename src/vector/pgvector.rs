@@ -65,7 +65,10 @@ impl Pgvector {
     }
 
     /// The column's dimension (`None` until the first upsert fixed it).
-    async fn dimension(c: &impl tokio_postgres::GenericClient, table: &str) -> Result<Option<usize>, Error> {
+    async fn dimension(
+        c: &impl tokio_postgres::GenericClient,
+        table: &str,
+    ) -> Result<Option<usize>, Error> {
         let row = c
             .query_one(
                 "SELECT atttypmod FROM pg_attribute WHERE attrelid = $1::text::regclass AND attname = 'embedding'",
@@ -103,10 +106,14 @@ impl Backend for Pgvector {
     fn create<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let table = Self::table(t)?;
-            let owner = Ident::new(t.owner_role.as_str()).map_err(|e| Error::Backend(e.to_string()))?;
+            let owner =
+                Ident::new(t.owner_role.as_str()).map_err(|e| Error::Backend(e.to_string()))?;
             let mut c = self.connect(t).await?;
             let available = c
-                .query_opt("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'", &[])
+                .query_opt(
+                    "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'",
+                    &[],
+                )
                 .await?;
             if available.is_none() {
                 return Err(available_refusal());
@@ -136,7 +143,8 @@ impl Backend for Pgvector {
                 Err(_) if t.isolation == Isolation::Database => return Ok(()),
                 Err(e) => return Err(e),
             };
-            c.batch_execute(&format!("DROP TABLE IF EXISTS {table}")).await?;
+            c.batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+                .await?;
             Ok(())
         })
     }
@@ -145,7 +153,9 @@ impl Backend for Pgvector {
         Box::pin(async move {
             let table = Self::table(t)?;
             let c = self.connect(t).await?;
-            let row = c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).await?;
+            let row = c
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+                .await?;
             Ok(row.get(0))
         })
     }
@@ -157,7 +167,11 @@ impl Backend for Pgvector {
             let mut c = self.connect(t).await?;
             let tx = c.transaction().await?;
             // One upsert at a time fixes the dimension and builds the index.
-            tx.execute(&format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"), &[]).await?;
+            tx.execute(
+                &format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"),
+                &[],
+            )
+            .await?;
             match Self::dimension(&tx, &table).await? {
                 Some(d) if d != dim => {
                     return Err(Error::Rejected(Problem::bad_field(
@@ -180,7 +194,8 @@ impl Backend for Pgvector {
                 Some(m) => m.iter().map(|m| m.clone().map(Value::Object)).collect(),
                 None => vec![None; n],
             };
-            let documents: Vec<Option<String>> = r.documents.clone().unwrap_or_else(|| vec![None; n]);
+            let documents: Vec<Option<String>> =
+                r.documents.clone().unwrap_or_else(|| vec![None; n]);
             tx.execute(
                 &format!(
                     "INSERT INTO {table} (id, embedding, metadata, document)

@@ -83,25 +83,40 @@ pub struct QueryResult {
 /// Every embedding non-empty, finite and of one dimension.
 fn check_embeddings(field: &str, embeddings: &[Vec<f32>]) -> Result<usize, Problem> {
     let Some(first) = embeddings.first() else {
-        return Err(Problem::bad_field(field, format!("{field} must not be empty")));
+        return Err(Problem::bad_field(
+            field,
+            format!("{field} must not be empty"),
+        ));
     };
     let dimension = first.len();
     for (i, e) in embeddings.iter().enumerate() {
         let at = format!("{field}[{i}]");
         if e.is_empty() {
-            return Err(Problem::bad_field(&at, format!("{at} is empty: an embedding has at least one number")));
+            return Err(Problem::bad_field(
+                &at,
+                format!("{at} is empty: an embedding has at least one number"),
+            ));
         }
         if e.len() > MAX_DIMENSION {
-            return Err(Problem::bad_field(&at, format!("{at} has {} numbers; at most {MAX_DIMENSION}", e.len())));
+            return Err(Problem::bad_field(
+                &at,
+                format!("{at} has {} numbers; at most {MAX_DIMENSION}", e.len()),
+            ));
         }
         if e.len() != dimension {
             return Err(Problem::bad_field(
                 &at,
-                format!("dimension mismatch: {at} has {} numbers, {field}[0] has {dimension}", e.len()),
+                format!(
+                    "dimension mismatch: {at} has {} numbers, {field}[0] has {dimension}",
+                    e.len()
+                ),
             ));
         }
         if let Some(j) = e.iter().position(|x| !x.is_finite()) {
-            return Err(Problem::bad_field(&at, format!("{at}[{j}] is not a finite 32-bit number")));
+            return Err(Problem::bad_field(
+                &at,
+                format!("{at}[{j}] is not a finite 32-bit number"),
+            ));
         }
     }
     Ok(dimension)
@@ -111,7 +126,10 @@ fn same_length<T>(field: &str, list: &Option<Vec<T>>, ids: usize) -> Result<(), 
     match list {
         Some(l) if l.len() != ids => Err(Problem::bad_field(
             field,
-            format!("{field} has {} entries and ids has {ids}: give one per id", l.len()),
+            format!(
+                "{field} has {} entries and ids has {ids}: give one per id",
+                l.len()
+            ),
         )),
         _ => Ok(()),
     }
@@ -123,21 +141,37 @@ impl UpsertRequest {
             return Err(Problem::bad_field("ids", "ids must not be empty"));
         }
         if self.ids.len() > MAX_RECORDS {
-            return Err(Problem::bad_field("ids", format!("at most {MAX_RECORDS} records per upsert, got {}", self.ids.len())));
+            return Err(Problem::bad_field(
+                "ids",
+                format!(
+                    "at most {MAX_RECORDS} records per upsert, got {}",
+                    self.ids.len()
+                ),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, id) in self.ids.iter().enumerate() {
             if id.is_empty() || id.chars().count() > MAX_ID_LEN {
-                return Err(Problem::bad_field(&format!("ids[{i}]"), format!("ids[{i}] must be 1 to {MAX_ID_LEN} characters")));
+                return Err(Problem::bad_field(
+                    &format!("ids[{i}]"),
+                    format!("ids[{i}] must be 1 to {MAX_ID_LEN} characters"),
+                ));
             }
             if !seen.insert(id) {
-                return Err(Problem::bad_field(&format!("ids[{i}]"), format!("ids[{i}] {id:?} is given twice")));
+                return Err(Problem::bad_field(
+                    &format!("ids[{i}]"),
+                    format!("ids[{i}] {id:?} is given twice"),
+                ));
             }
         }
         if self.embeddings.len() != self.ids.len() {
             return Err(Problem::bad_field(
                 "embeddings",
-                format!("embeddings has {} entries and ids has {}: give one per id", self.embeddings.len(), self.ids.len()),
+                format!(
+                    "embeddings has {} entries and ids has {}: give one per id",
+                    self.embeddings.len(),
+                    self.ids.len()
+                ),
             ));
         }
         check_embeddings("embeddings", &self.embeddings)?;
@@ -147,10 +181,18 @@ impl UpsertRequest {
             for (k, v) in m.iter().flatten() {
                 let at = format!("metadatas[{i}].{k}");
                 if k.is_empty() || k.starts_with('#') || k.starts_with("chroma:") {
-                    return Err(Problem::bad_field(&at, format!("{at}: keys are not empty and start with neither '#' nor 'chroma:'")));
+                    return Err(Problem::bad_field(
+                        &at,
+                        format!(
+                            "{at}: keys are not empty and start with neither '#' nor 'chroma:'"
+                        ),
+                    ));
                 }
                 if !(v.is_string() || v.is_number() || v.is_boolean()) {
-                    return Err(Problem::bad_field(&at, format!("{at} must be a string, a number or a boolean")));
+                    return Err(Problem::bad_field(
+                        &at,
+                        format!("{at} must be a string, a number or a boolean"),
+                    ));
                 }
             }
         }
@@ -161,11 +203,20 @@ impl UpsertRequest {
 impl QueryRequest {
     pub fn validate(&self) -> Result<(), Problem> {
         if self.embeddings.len() > MAX_QUERIES {
-            return Err(Problem::bad_field("embeddings", format!("at most {MAX_QUERIES} query embeddings, got {}", self.embeddings.len())));
+            return Err(Problem::bad_field(
+                "embeddings",
+                format!(
+                    "at most {MAX_QUERIES} query embeddings, got {}",
+                    self.embeddings.len()
+                ),
+            ));
         }
         check_embeddings("embeddings", &self.embeddings)?;
         if !(1..=MAX_RESULTS).contains(&self.n_results()) {
-            return Err(Problem::bad_field("n_results", format!("n_results must be between 1 and {MAX_RESULTS}")));
+            return Err(Problem::bad_field(
+                "n_results",
+                format!("n_results must be between 1 and {MAX_RESULTS}"),
+            ));
         }
         Ok(())
     }
@@ -173,16 +224,26 @@ impl QueryRequest {
 
 /// Chroma's columnar answer (`ids[q][i]`, `distances[q][i]`, ...) as matches.
 pub(super) fn result_from_chroma(v: &Value) -> Result<QueryResult, String> {
-    let ids = v["ids"].as_array().ok_or_else(|| format!("query answer without ids: {v}"))?;
+    let ids = v["ids"]
+        .as_array()
+        .ok_or_else(|| format!("query answer without ids: {v}"))?;
     let mut results = Vec::with_capacity(ids.len());
     for (q, row) in ids.iter().enumerate() {
         let row = row.as_array().ok_or("ids is not a list of lists")?;
         let mut matches = Vec::with_capacity(row.len());
         for (i, id) in row.iter().enumerate() {
-            let cell = |column: &str| v[column].get(q).and_then(|r| r.get(i)).cloned().filter(|c| !c.is_null());
+            let cell = |column: &str| {
+                v[column]
+                    .get(q)
+                    .and_then(|r| r.get(i))
+                    .cloned()
+                    .filter(|c| !c.is_null())
+            };
             matches.push(Match {
                 id: id.as_str().unwrap_or_default().to_string(),
-                distance: cell("distances").and_then(|d| d.as_f64()).unwrap_or(f64::NAN),
+                distance: cell("distances")
+                    .and_then(|d| d.as_f64())
+                    .unwrap_or(f64::NAN),
                 metadata: cell("metadatas"),
                 document: cell("documents").and_then(|d| d.as_str().map(str::to_string)),
             });
@@ -206,20 +267,42 @@ mod tests {
         let cases = [
             (json!({"ids": [], "embeddings": []}), "ids"),
             (json!({"ids": ["a"], "embeddings": [[]]}), "embeddings[0]"),
-            (json!({"ids": ["a", "b"], "embeddings": [[1.0], [1.0, 2.0]]}), "embeddings[1]"),
-            (json!({"ids": ["a", "a"], "embeddings": [[1.0], [2.0]]}), "ids[1]"),
-            (json!({"ids": ["a"], "embeddings": [[1.0], [2.0]]}), "embeddings"),
-            (json!({"ids": ["a"], "embeddings": [[1.0]], "documents": []}), "documents"),
-            (json!({"ids": ["a"], "embeddings": [[1.0]], "metadatas": [{"k": [1]}]}), "metadatas[0].k"),
+            (
+                json!({"ids": ["a", "b"], "embeddings": [[1.0], [1.0, 2.0]]}),
+                "embeddings[1]",
+            ),
+            (
+                json!({"ids": ["a", "a"], "embeddings": [[1.0], [2.0]]}),
+                "ids[1]",
+            ),
+            (
+                json!({"ids": ["a"], "embeddings": [[1.0], [2.0]]}),
+                "embeddings",
+            ),
+            (
+                json!({"ids": ["a"], "embeddings": [[1.0]], "documents": []}),
+                "documents",
+            ),
+            (
+                json!({"ids": ["a"], "embeddings": [[1.0]], "metadatas": [{"k": [1]}]}),
+                "metadatas[0].k",
+            ),
         ];
         for (body, field) in cases {
             let p = upsert(body.clone()).validate().unwrap_err();
             assert_eq!(p.field.as_deref(), Some(field), "{body}: {}", p.message);
         }
-        let q: QueryRequest = serde_json::from_value(json!({"embeddings": [[1.0]], "n_results": 0})).unwrap();
-        assert_eq!(q.validate().unwrap_err().field.as_deref(), Some("n_results"));
+        let q: QueryRequest =
+            serde_json::from_value(json!({"embeddings": [[1.0]], "n_results": 0})).unwrap();
+        assert_eq!(
+            q.validate().unwrap_err().field.as_deref(),
+            Some("n_results")
+        );
         let q: QueryRequest = serde_json::from_value(json!({"embeddings": []})).unwrap();
-        assert_eq!(q.validate().unwrap_err().field.as_deref(), Some("embeddings"));
+        assert_eq!(
+            q.validate().unwrap_err().field.as_deref(),
+            Some("embeddings")
+        );
     }
 
     #[test]

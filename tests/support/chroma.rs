@@ -17,10 +17,15 @@ pub const INSTALL: &str = "python3 -m venv /tmp/berqenas-ci-tools/chroma-venv &&
 pub fn executable() -> PathBuf {
     if let Ok(p) = std::env::var("BERQENAS_TEST_CHROMA") {
         let p = PathBuf::from(p);
-        assert!(p.is_file(), "BERQENAS_TEST_CHROMA={} is not a file", p.display());
+        assert!(
+            p.is_file(),
+            "BERQENAS_TEST_CHROMA={} is not a file",
+            p.display()
+        );
         return p;
     }
-    let tools = std::env::var("BERQENAS_CI_TOOLS").unwrap_or_else(|_| "/tmp/berqenas-ci-tools".into());
+    let tools =
+        std::env::var("BERQENAS_CI_TOOLS").unwrap_or_else(|_| "/tmp/berqenas-ci-tools".into());
     let p = PathBuf::from(tools).join("chroma-venv/bin/chroma");
     assert!(
         p.is_file(),
@@ -66,7 +71,14 @@ impl Chroma {
     pub async fn run(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new(executable())
-            .args(["run", "--host", "127.0.0.1", "--port", &self.port.to_string(), "--path"])
+            .args([
+                "run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--path",
+            ])
             .arg(self.dir.join("data"))
             .env("ANONYMIZED_TELEMETRY", "False")
             // Its Python writes nothing of its own into the temp directory the CI checks.
@@ -123,7 +135,12 @@ impl Chroma {
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| (c["name"].as_str().unwrap().to_string(), c["metadata"].clone()))
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["metadata"].clone(),
+                )
+            })
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
@@ -144,7 +161,15 @@ impl Chroma {
             "{}/api/v2/tenants/default_tenant/databases/default_database/collections",
             self.url
         );
-        let c: Value = self.http.get(format!("{base}/{name}")).send().await.unwrap().json().await.unwrap();
+        let c: Value = self
+            .http
+            .get(format!("{base}/{name}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let id = c["id"].as_str().unwrap();
         self.http
             .get(format!("{base}/{id}/count"))

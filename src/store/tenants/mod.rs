@@ -678,7 +678,8 @@ pub async fn set_vector_store(
     id: Uuid,
     store: Option<&VectorStoreRef>,
 ) -> Result<()> {
-    let value = store.map(|s| serde_json::json!({"backend": s.backend, "collection": s.collection}));
+    let value =
+        store.map(|s| serde_json::json!({"backend": s.backend, "collection": s.collection}));
     c.execute(
         "UPDATE berqenas.tenants SET vector_store = $2 WHERE id = $1",
         &[&id, &value],
