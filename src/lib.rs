@@ -34,6 +34,7 @@ pub mod store;
 pub mod template;
 pub mod tenant;
 pub mod tenantconfig;
+pub mod vector;
 pub mod workflows;
 
 /// The version reported by `/health` and `berqenas --version`.

@@ -43,6 +43,9 @@ pub struct Platform {
     pub public_url: Option<String>,
     /// Invitation links and the checks of sign-in providers.
     pub sign_in: SignIn,
+    /// The vector store backend tenants' collections are made in (`--vector-url`,
+    /// `--vector-backend`); `None`: a create asking for one is refused.
+    pub vectors: Option<std::sync::Arc<dyn crate::vector::Backend>>,
 }
 
 /// `--invitation-ttl`, `--auth-allow-private`.

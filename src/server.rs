@@ -73,6 +73,10 @@ pub struct ServeOptions {
     pub integration_token: Option<SecretString>,
     /// Invitation links (their lifetime and address) and provider checks.
     pub sign_in: crate::platform::SignIn,
+    /// Chroma's base URL (`--vector-url`).
+    pub vector_url: Option<String>,
+    /// `chroma` or `pgvector` (`--vector-backend`).
+    pub vector_backend: Option<String>,
 }
 
 /// `--vpn-pool`, `--pg-hba-file`, `--trusted-proxies`, `--vpn-interface`,
@@ -211,6 +215,7 @@ pub async fn platform_with(
         onboarding_allow_private: false,
         sign_in: Default::default(),
         public_url: None,
+        vectors: None,
     };
     tenant::database_mode::ensure_template(&platform).await?;
     tenant::shared_mode::ensure_pool(&platform).await?;
@@ -329,6 +334,12 @@ async fn serve(
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound"))),
     );
     platform.sign_in = opts.sign_in.clone();
+    platform.vectors = crate::vector::from_options(
+        opts.vector_url.as_deref(),
+        opts.vector_backend.as_deref(),
+        &platform.config,
+    )
+    .map_err(anyhow::Error::msg)?;
     crate::workflows::pooler::prepare(&platform).await?;
     let rt = Runtime::start(platform, &identity(&opts.data_dir)).await?;
     crate::workflows::network::enforce_at_start(&rt).await?;
@@ -563,6 +574,8 @@ mod tests {
             webhooks: Default::default(),
             integration_token: Some("integration-token-qrs".into()),
             sign_in: Default::default(),
+            vector_url: None,
+            vector_backend: None,
             pgbouncer: crate::pg::pgbouncer::PgBouncer {
                 auth_user: None,
                 admin_url: Some("postgresql://admin:bouncer-pass-9876@pgb:6432/pgbouncer".into()),

@@ -85,6 +85,13 @@ async fn endpoints(server: &Server) -> Vec<(Method, String, Option<serde_json::V
                     Some(serde_json::json!({"name": "fault-tenant"}))
                 }
                 (Method::POST, "/api/v1/query") => Some(serde_json::json!({"sql": "SELECT 1"})),
+                (Method::POST, "/api/v1/vectors/upsert") => {
+                    Some(serde_json::json!({"ids": ["a"], "embeddings": [[0.1, 0.2]],
+                        "metadatas": [{"k": "v"}], "documents": ["a"]}))
+                }
+                (Method::POST, "/api/v1/vectors/query") => {
+                    Some(serde_json::json!({"embeddings": [[0.1, 0.2]], "n_results": 1}))
+                }
                 // Checked before the database is asked: a public address (no DNS) and no
                 // private one (the server refuses those by default).
                 (Method::POST, "/api/v1/onboarding-steps") => Some(
@@ -181,6 +188,7 @@ async fn with_the_control_database_stopped_every_endpoint_answers_503_and_recove
         } else if path.starts_with("/api/v1/me")
             || path == "/api/v1/query"
             || path.starts_with("/api/v1/realtime/")
+            || path.starts_with("/api/v1/vectors/")
         {
             server
                 .call_as(m.clone(), path, body.clone(), WELL_FORMED_KEY)

@@ -55,10 +55,17 @@ async fn a_database_mode_create_shows_its_steps_and_no_secret() {
     assert!(op["updated_at"].as_str().unwrap() >= op["created_at"].as_str().unwrap());
     assert_eq!(
         step_states(op),
-        ["register", "clone", "configure", "integrations", "activate"]
-            .iter()
-            .map(|s| (s.to_string(), "applied".to_string()))
-            .collect::<Vec<_>>()
+        [
+            "register",
+            "clone",
+            "configure",
+            "vector_store",
+            "integrations",
+            "activate"
+        ]
+        .iter()
+        .map(|s| (s.to_string(), "applied".to_string()))
+        .collect::<Vec<_>>()
     );
     let clone = &op["steps"][1];
     assert_eq!(

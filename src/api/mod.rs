@@ -29,6 +29,7 @@ pub mod strict_json;
 pub mod tenant_key;
 pub mod tenants;
 pub mod users;
+pub mod vectors;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -346,7 +347,9 @@ pub fn router(state: AppState) -> Router {
         .route("/me", get(tenant_key::me))
         .route("/query", axum::routing::post(data::query))
         .route("/realtime/publish", post(realtime::publish))
-        .route("/realtime/stream", get(realtime::stream));
+        .route("/realtime/stream", get(realtime::stream))
+        .route("/vectors/upsert", post(vectors::upsert))
+        .route("/vectors/query", post(vectors::query));
     Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::scrape))

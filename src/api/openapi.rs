@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use super::{
     api_keys, audit, auth_providers, backups, config, data, error, events, health, invitations,
     lifecycle, metrics, migrations, monitoring, network, onboarding_steps, operations, quotas,
-    realtime, tenant_key, tenants, users, webhooks,
+    realtime, tenant_key, tenants, users, vectors, webhooks,
 };
 use crate::events::data as ed;
 use crate::tenant::{self, service};
@@ -28,7 +28,7 @@ use crate::tenant::{self, service};
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::rotate,
         audit::list, audit::tenant, audit::verify, events::list,
         quotas::limits, quotas::update, quotas::summary, quotas::resources, quotas::increment,
-        data::query, metrics::scrape,
+        data::query, metrics::scrape, vectors::upsert, vectors::query,
         network::view, network::list, network::add, network::replace, network::remove,
         network::add_peer, network::peers, network::remove_peer,
         operations::get, operations::list, operations::complete_step,
@@ -71,6 +71,8 @@ use crate::tenant::{self, service};
         crate::quota::usage::UsageSummary, crate::quota::usage::Resources, crate::quota::usage::Resource,
         crate::quota::usage::Increment, crate::quota::usage::Counted,
         crate::dataapi::QueryRequest, crate::dataapi::QueryResult, crate::dataapi::Column,
+        crate::store::tenants::VectorStoreRef, crate::vector::UpsertRequest, crate::vector::UpsertResult,
+        crate::vector::QueryRequest, crate::vector::QueryResult, crate::vector::records::Match,
         network::Rules, network::AddPeer, network::Peers, crate::network::rules::NewRule,
         crate::network::rules::RuleList, crate::network::Service,
         crate::workflows::network::NetworkView, crate::workflows::network::NewPeer,

@@ -212,6 +212,15 @@ pub struct ServeArgs {
     /// tests and development.
     #[arg(long, env = "BERQENAS_AUTH_ALLOW_PRIVATE")]
     pub auth_allow_private: bool,
+    /// A Chroma server's base URL (e.g. http://chroma:8000): tenants created with
+    /// `vector_store: true` get a collection there (docs/vector-store.md).
+    #[arg(long, env = "BERQENAS_VECTOR_URL")]
+    pub vector_url: Option<String>,
+    /// Where tenants' vector stores live: `chroma` (needs --vector-url; the default
+    /// when it is given) or `pgvector` (a table in each tenant's own database or
+    /// schema, on a server that has the extension).
+    #[arg(long, env = "BERQENAS_VECTOR_BACKEND", value_parser = ["chroma", "pgvector"])]
+    pub vector_backend: Option<String>,
 }
 
 /// `--webhook-retry-schedule`'s value (clap needs a named type for a list in one flag).
@@ -406,6 +415,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 network: a.network.options()?,
                 onboarding_allow_private: a.onboarding_allow_private,
                 public_url: a.public_url,
+                vector_url: a.vector_url,
+                vector_backend: a.vector_backend,
                 webhooks: crate::events::relay::RelayOptions {
                     allow_private: a.webhook_allow_private,
                     schedule: a

@@ -112,6 +112,9 @@ pub fn tenant_table(t: &Tenant) {
     if let Some(at) = at(t.trial_ends_at) {
         rows.push(("trial_ends_at", at));
     }
+    if let Some(v) = &t.vector_store {
+        rows.push(("vector_store", format!("{} {}", v.backend, v.collection)));
+    }
     if let Some(at) = at(t.suspended_at) {
         rows.push(("suspended_at", at));
         rows.push((

@@ -203,6 +203,11 @@ pub struct CreateArgs {
     /// Scheduled backups, 5-field cron in UTC, e.g. "0 3 * * *" [default: the plan's policy]
     #[arg(long)]
     pub backup_schedule: Option<String>,
+    /// A vector store for the tenant (a Chroma collection or a pgvector table; database
+    /// isolation only, for now): `--vector-store`, or `--vector-store false` to turn a
+    /// plan's default off [default: the plan's]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub vector_store: Option<bool>,
     /// Makes a retried command safe: the same key replays the first answer.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -274,6 +279,7 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 trial_days: a.trial_days,
                 metadata: a.metadata,
                 backup_schedule: a.backup_schedule,
+                vector_store: a.vector_store,
             };
             let res = a
                 .client

@@ -196,6 +196,8 @@ fn create_request(form: &Fields) -> Result<CreateTenant, Failure> {
         trial_days,
         metadata,
         backup_schedule: field(form, "backup_schedule").map(str::to_string),
+        // The plan's default (the form has no switch for it yet).
+        vector_store: None,
     })
 }
 

@@ -144,6 +144,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/control/0026_realtime.sql"),
     },
     Migration {
+        version: 27,
+        name: "0027_vector_store.sql",
+        sql: include_str!("../../migrations/control/0027_vector_store.sql"),
+    },
+    Migration {
         version: 28,
         name: "0028_monitoring_level.sql",
         sql: include_str!("../../migrations/control/0028_monitoring_level.sql"),

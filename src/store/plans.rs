@@ -51,5 +51,6 @@ fn plan_row(r: &Row) -> Result<Plan> {
         },
         trial_days: r.try_get("trial_days")?,
         default_isolation: r.try_get("default_isolation")?,
+        vector_store: r.try_get("vector_store")?,
     })
 }

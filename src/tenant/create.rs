@@ -52,6 +52,10 @@ pub struct CreateTenant {
     /// backup policy, if it has one]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_schedule: Option<String>,
+    /// A vector store for the tenant (docs/vector-store.md) [default: the plan's
+    /// `vector_store`]. Database mode only, for now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_store: Option<bool>,
 }
 
 /// The answer to a create: the tenant, and its secrets shown this once.
@@ -79,6 +83,8 @@ pub struct Validated {
     pub plan: String,
     pub metadata: serde_json::Value,
     pub backup_schedule: Option<String>,
+    /// The request's `vector_store`; settled to the plan's when it says nothing.
+    pub vector_store: Option<bool>,
 }
 
 /// The request, checked field by field; nothing is read or changed.
@@ -115,6 +121,7 @@ pub(crate) fn validate_create(req: &CreateTenant) -> Result<Validated> {
         plan: req.plan.clone().unwrap_or_else(|| DEFAULT_PLAN.into()),
         metadata: validate_metadata(req.metadata.clone())?,
         backup_schedule: req.backup_schedule.clone(),
+        vector_store: req.vector_store,
     })
 }
 
@@ -125,14 +132,17 @@ impl Validated {
     }
 }
 
-/// The plan's isolation mode, when the request names none.
+/// The plan's isolation mode and vector store, where the request names none.
 pub async fn settle_isolation(
     c: &impl deadpool_postgres::GenericClient,
     v: &mut Validated,
 ) -> Result<()> {
-    if !v.isolation_given {
+    if !v.isolation_given || v.vector_store.is_none() {
         if let Some(plan) = plans::find(c, &v.plan).await? {
-            v.isolation = plan.default_isolation.unwrap_or(Isolation::Schema);
+            if !v.isolation_given {
+                v.isolation = plan.default_isolation.unwrap_or(Isolation::Schema);
+            }
+            v.vector_store.get_or_insert(plan.vector_store);
         }
     }
     Ok(())
@@ -428,6 +438,7 @@ mod tests {
                 archive_expires_at: None,
                 integrations: serde_json::json!({}),
                 auth_providers: vec![],
+                vector_store: None,
             },
             api_key: "bqk_0123456789abcdef_the-api-key-secret".into(),
             credentials: Credentials {

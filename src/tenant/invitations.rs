@@ -79,11 +79,7 @@ pub async fn issue(
         expires_at,
     )
     .await?;
-    let base = p
-        .public_url
-        .as_deref()
-        .unwrap_or("")
-        .trim_end_matches('/');
+    let base = p.public_url.as_deref().unwrap_or("").trim_end_matches('/');
     Ok(Issued {
         url: format!("{base}{PATH}{token}"),
         expires_at,

@@ -3,9 +3,10 @@
 //! - `tenant.create` (schema and shared modes): one transaction holds the roles, the
 //!   schema (or pool rows), the template, the registry row, the API key, the backup
 //!   policy, the audit row and the operation row: a crash leaves all or nothing.
-//! - `tenant.create.database`: `CREATE DATABASE` cannot run in a transaction, so four
+//! - `tenant.create.database`: `CREATE DATABASE` cannot run in a transaction, so it is
 //!   steps: the roles and the registry row (the operation takes the tenant), the
-//!   clone (declared before it runs), its configuration, then activation (the API key,
+//!   clone (declared before it runs), its configuration, the vector store (when asked
+//!   for; workflows/vector_store.rs), the external onboarding steps, then activation (the API key,
 //!   the policy, the audit row, the tenant given back and the operation closed, in one
 //!   transaction). Failing or dying before that commits undoes the steps, last first,
 //!   each only where this
@@ -52,6 +53,14 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                     apply: configure,
                     compensate: None,
                 },
+                // The tenant's vector collection, when the create asked for one
+                // (docs/vector-store.md); its intent journaled before it is made.
+                Step {
+                    name: super::vector_store::STEP,
+                    reaches_out: true,
+                    apply: super::vector_store::create,
+                    compensate: Some(super::vector_store::undo_create),
+                },
                 // The onboarding steps the create matched (none: journaled, nothing
                 // called). It journals its own intent before each call.
                 Step {
@@ -69,7 +78,7 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
             ],
             // Activation closes the operation in its own transaction: until it commits,
             // a crash undoes the create (its client got no credentials, and retries).
-            point_of_no_return: 5,
+            point_of_no_return: 6,
         },
     ]
 }
@@ -106,6 +115,11 @@ pub async fn create_as(
         }
     }
     domain::settle_isolation(&rt.pool.get().await?, &mut v).await?;
+    if v.vector_store == Some(true) {
+        if let Err(p) = vector_store_possible(rt, &v) {
+            return remember_rejection(rt, idem, &req.name, Error::Rejected(p)).await;
+        }
+    }
     if v.isolation == Isolation::Database {
         return create_database(rt, &v, idem, actor, announce).await;
     }
@@ -199,6 +213,27 @@ pub async fn create_as(
     }
 }
 
+/// A vector store needs a backend, and (until the schema- and shared-mode creates are
+/// staged operations) database mode.
+fn vector_store_possible(rt: &Runtime, v: &Validated) -> Result<(), crate::problem::Problem> {
+    if rt.vectors.is_none() {
+        return Err(crate::vector::not_configured());
+    }
+    // pgvector keeps a tenant's vectors in its own schema or database; shared mode
+    // (one table under row-level security) is not built for it.
+    let pgvector = rt.vectors.as_deref().map(|b| b.name()) == Some("pgvector");
+    if pgvector && v.isolation == Isolation::Shared {
+        let mut p = crate::problem::Problem::new(
+            crate::problem::Kind::Unprocessable,
+            "vector_store_unsupported",
+            "vector_store: the pgvector backend does not support shared mode; create the tenant with isolation \"schema\" or \"database\", or without a vector store",
+        );
+        p.field = Some("vector_store".into());
+        return Err(p);
+    }
+    Ok(())
+}
+
 /// The input of a database-mode create, as journaled (no secret in it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Params {
@@ -215,6 +250,9 @@ struct Params {
     /// Whether activation emits `tenant.created` (see [`create_as`]).
     #[serde(default = "announced")]
     announce: bool,
+    /// Whether the `vector_store` step makes the tenant a collection.
+    #[serde(default)]
+    vector_store: bool,
 }
 
 fn announced() -> bool {
@@ -234,6 +272,7 @@ impl Params {
             plan: self.plan.clone(),
             metadata: self.metadata.clone(),
             backup_schedule: self.backup_schedule.clone(),
+            vector_store: Some(self.vector_store),
         }
     }
 }
@@ -258,6 +297,7 @@ async fn create_database(
         backup_schedule: v.backup_schedule.clone(),
         actor: actor.to_string(),
         announce,
+        vector_store: v.vector_store == Some(true),
     };
     let done = rt
         .engine

@@ -46,6 +46,14 @@ pub fn kind() -> Kind<Runtime> {
                 compensate: Some(unprovision),
             },
             // It journals its own intent before each call, and waits journaled.
+            // The tenant's vector collection, when the create asked for one
+            // (docs/vector-store.md); its intent journaled before it is made.
+            Step {
+                name: super::vector_store::STEP,
+                reaches_out: true,
+                apply: super::vector_store::create,
+                compensate: Some(super::vector_store::undo_create),
+            },
             Step {
                 name: "integrations",
                 reaches_out: false,
@@ -61,14 +69,14 @@ pub fn kind() -> Kind<Runtime> {
         ],
         // Activation closes the operation in its own transaction: until it commits, a
         // crash undoes the create (its client got no credentials, and retries).
-        point_of_no_return: 3,
+        point_of_no_return: 4,
     }
 }
 
 /// Whether a schema- or shared-mode create runs staged: it matched an onboarding step.
 /// (The one place to add another reason.)
-pub fn needs_staging(_v: &Validated, matched: &[StepRow]) -> bool {
-    !matched.is_empty()
+pub fn needs_staging(v: &Validated, matched: &[StepRow]) -> bool {
+    !matched.is_empty() || v.vector_store == Some(true)
 }
 
 /// [`needs_staging`], read on the create's transaction (pipelined by the caller).
@@ -90,6 +98,9 @@ struct Params {
     trial_days: Option<i32>,
     metadata: Value,
     backup_schedule: Option<String>,
+    /// Whether the `vector_store` step makes the tenant a collection.
+    #[serde(default)]
+    vector_store: bool,
     actor: String,
     /// Whether activation emits `tenant.created` (see `create::create_as`).
     announce: bool,
@@ -108,6 +119,7 @@ impl Params {
             plan: self.plan.clone(),
             metadata: self.metadata.clone(),
             backup_schedule: self.backup_schedule.clone(),
+            vector_store: Some(self.vector_store),
         }
     }
 }
@@ -132,6 +144,7 @@ pub async fn create(
         trial_days: v.trial_days,
         metadata: v.metadata.clone(),
         backup_schedule: v.backup_schedule.clone(),
+        vector_store: v.vector_store == Some(true),
         actor: actor.to_string(),
         announce,
     };

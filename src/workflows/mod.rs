@@ -18,6 +18,7 @@ pub mod pooler;
 pub mod quotas;
 pub mod restores;
 pub mod settings;
+pub mod vector_store;
 
 use std::sync::Arc;
 

@@ -8,7 +8,8 @@
 //!   taken is kept only until its provisional expiry... set to now (the backup worker
 //!   deletes it); one still running is failed and its object deleted.
 //! - `tenant.purge`: `own` (the tenant checked and owned), then forward only:
-//!   `integrations` (each onboarding step's `compensate_url`), `drop_database` (database mode), `drop_objects` (roles, schema or pool rows,
+//!   `integrations` (each onboarding step's `compensate_url`), `vector_store` (the
+//!   tenant's collection), `drop_database` (database mode), `drop_objects` (roles, schema or pool rows,
 //!   status `purged`, the operation closed; one transaction).
 //! - `tenant.rebuild` (restore of a purged tenant from its archive): `own` (the roles,
 //!   and the schema or pool mapping, created in the transaction that takes the
@@ -82,6 +83,13 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                     name: "integrations",
                     reaches_out: false,
                     apply: super::onboarding::release_integrations,
+                    compensate: None,
+                },
+                // The tenant's vector collection (docs/vector-store.md).
+                Step {
+                    name: super::vector_store::STEP,
+                    reaches_out: true,
+                    apply: super::vector_store::purge,
                     compensate: None,
                 },
                 Step {

@@ -16,14 +16,14 @@ pub use usage::*;
 use super::{found, Result};
 use crate::names::Slug;
 use crate::pg::Ident;
-pub use record::{AccessMode, Isolation, Plan, Status, Tenant};
+pub use record::{AccessMode, Isolation, Plan, Status, Tenant, VectorStoreRef};
 
 /// The registry row (`t`) and, while the tenant is deleted or purged, what its delete
 /// recorded (`o`) and its archive's expiry (`b`): with [`JOINS`], one shape of a
 /// tenant for every read.
 const COLUMNS: &str = "t.id, t.name, t.status, t.plan, t.isolation, t.schema_name, t.database_name, t.login_role, \
                        t.owner_role, t.db_quota_bytes, t.vpn_enabled, t.vpn_subnet::text AS vpn_subnet, t.public_api, t.template_version, t.trial_ends_at, \
-                       t.metadata, t.integrations, t.created_at, t.updated_at, t.suspended_at, t.suspension_reason, \
+                       t.metadata, t.integrations, t.vector_store, t.created_at, t.updated_at, t.suspended_at, t.suspension_reason, \
                        o.previous_status, o.purge_after, o.purged_at, o.final_backup_id, \
                        b.expires_at AS archive_expires_at, \
                        ARRAY(SELECT a.kind FROM berqenas.auth_providers a WHERE a.tenant_id = t.id ORDER BY a.kind) AS auth_providers";
@@ -72,6 +72,9 @@ fn tenant(row: &Row) -> Result<Tenant> {
         archive_expires_at: row.try_get("archive_expires_at")?,
         integrations: row.try_get("integrations")?,
         auth_providers: row.try_get("auth_providers")?,
+        vector_store: row
+            .try_get::<_, Option<serde_json::Value>>("vector_store")?
+            .and_then(|v| serde_json::from_value(v).ok()),
     })
 }
 
@@ -669,4 +672,20 @@ pub async fn find_by_api_key(
         })
     })
     .transpose()
+}
+
+/// Records (or, with `None`, clears) the tenant's vector store.
+pub async fn set_vector_store(
+    c: &impl GenericClient,
+    id: Uuid,
+    store: Option<&VectorStoreRef>,
+) -> Result<()> {
+    let value =
+        store.map(|s| serde_json::json!({"backend": s.backend, "collection": s.collection}));
+    c.execute(
+        "UPDATE berqenas.tenants SET vector_store = $2 WHERE id = $1",
+        &[&id, &value],
+    )
+    .await?;
+    Ok(())
 }

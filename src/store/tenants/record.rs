@@ -167,6 +167,19 @@ pub struct Tenant {
     /// docs/auth-providers.md).
     #[serde(default)]
     pub auth_providers: Vec<String>,
+    /// The tenant's vector store (docs/vector-store.md); null when it has none.
+    #[serde(default)]
+    pub vector_store: Option<VectorStoreRef>,
+}
+
+/// Where a tenant's vectors live: the backend and the collection (Chroma) or table
+/// (pgvector) that holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VectorStoreRef {
+    /// `chroma` or `pgvector`.
+    pub backend: String,
+    /// Chroma: the collection's name (`tenant_<id>`); pgvector: `schema.table`.
+    pub collection: String,
 }
 
 /// A plan (seed 002's tiers): its quotas, under the names `GET .../limits`,
@@ -179,4 +192,7 @@ pub struct Plan {
     pub trial_days: i32,
     /// The isolation mode of this plan's tenants when the request names none.
     pub default_isolation: Option<Isolation>,
+    /// Whether this plan's tenants get a vector store when the request does not say.
+    #[serde(default)]
+    pub vector_store: bool,
 }
