@@ -546,7 +546,14 @@ async fn kill_9_during_a_run_is_finished_by_the_restart() {
     std::fs::create_dir_all(&templates).unwrap();
     std::fs::write(templates.join("0001_init.sql"), INIT).unwrap();
 
-    let first = serve(&dsn, &data, &[]).await;
+    // The template of this test's own (the built-in one's first file only): its next
+    // versions are the test's, not the built-in realtime table's.
+    let first = serve(
+        &dsn,
+        &data,
+        &[("BERQENAS_TEMPLATE_DIR", templates.to_str().unwrap())],
+    )
+    .await;
     let app = client_for(&first);
     let mut tenants = create_many(&app, "ks", "schema", 12).await;
     tenants.extend(create_many(&app, "kd", "database", 4).await);

@@ -30,6 +30,7 @@ mod network;
 mod offboarding;
 mod onboarding;
 mod quotas;
+mod settings;
 mod tenants;
 
 use std::future::Future;
@@ -87,6 +88,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(quotas::scenarios());
     all.extend(migrate::scenarios());
     all.extend(network::scenarios());
+    all.extend(settings::scenarios());
     all
 }
 

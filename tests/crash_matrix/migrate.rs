@@ -18,6 +18,7 @@ use super::tenants::make;
 use super::{Env, Fut, Scenario};
 
 const INIT: &str = include_str!("../../templates/tenant/0001_init.sql");
+const REALTIME: &str = include_str!("../../templates/tenant/0002_realtime.sql");
 const PRIORITY: &str = "ALTER TABLE applications ADD COLUMN priority integer NOT NULL DEFAULT 0;\n";
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -63,7 +64,11 @@ fn tenants_on_a_plan<'a>(env: &'a Env) -> Fut<'a, Value> {
 
 /// The next template: the built-in one and one `ADD COLUMN` more.
 fn next_template() -> Template {
-    Template::from_files(&[("0001_init.sql", INIT), ("0002_priority.sql", PRIORITY)])
+    Template::from_files(&[
+        ("0001_init.sql", INIT),
+        ("0002_realtime.sql", REALTIME),
+        ("0003_priority.sql", PRIORITY),
+    ])
 }
 
 /// Runs the migration of the case's plan on the doomed server's engine, with the next
@@ -118,15 +123,15 @@ fn migrated_or_old<'a>(env: &'a Env, state: &'a Value) -> Fut<'a, Result<(), Str
                 .get(0);
             let (column, marker) = objects_of(t).await?;
             let consistent = match version {
-                2 => column && marker == Some(2),
-                1 => !column && marker.is_none_or(|m| m == 1),
+                3 => column && marker == Some(3),
+                2 => !column && marker.is_none_or(|m| m == 2),
                 _ => false,
             };
             if !consistent {
                 problems.push(format!(
                     "{name}: registry at {version}, column {column}, marker {marker:?}"
                 ));
-            } else if version != 2 {
+            } else if version != 3 {
                 problems.push(format!("{name}: the finished run left it at {version}"));
             }
         }
