@@ -10,7 +10,6 @@ use super::ratelimit;
 use super::tenant_key::TenantKey;
 use super::AppState;
 use crate::dataapi::{QueryError, QueryRequest, QueryResult};
-use crate::tenant::service;
 
 pub(super) fn query_error(e: QueryError) -> Response {
     match e {
@@ -94,19 +93,10 @@ pub async fn query(
         )));
     }
     let p = &state.platform;
-    let q = {
-        let client = p.pool.get().await.map_err(service::Error::from)?;
-        crate::store::quotas::effective(&client, t.id)
-            .await
-            .map_err(service::Error::from)?
-            .ok_or_else(|| service::Error::not_found(&t.name))?
+    let (q, decision) = match ratelimit::admit(&state, &t, "query").await? {
+        Ok(admitted) => admitted,
+        Err(refused) => return Ok(refused),
     };
-    let decision = state.limits.api_call(t.id, q.api_calls_per_minute as u32);
-    crate::quota::breaches::flush(p, &state.limits);
-    if !decision.allowed() {
-        return Ok(ratelimit::too_many(&decision));
-    }
-    crate::metrics::api_call("query");
     let res = match state.data.execute(p, &t, &q, &body.value).await {
         Ok(answer) => {
             // The result's memory stays held until its body has been serialised.

@@ -5,9 +5,13 @@
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 
-use super::error::answer;
+use super::error::{answer, ApiError};
+use super::AppState;
 use crate::problem::Kind;
 use crate::quota::rate::Decision;
+use crate::quota::Quotas;
+use crate::store::tenants::Tenant;
+use crate::tenant::service;
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: u64) {
     headers.insert(name, HeaderValue::from(value));
@@ -53,4 +57,36 @@ pub fn too_many(d: &Decision) -> Response {
         ),
         d,
     )
+}
+
+/// The tenant's effective quotas (its plan's, with its own overrides).
+pub async fn effective_quotas(state: &AppState, t: &Tenant) -> Result<Quotas, ApiError> {
+    let client = state
+        .platform
+        .pool
+        .get()
+        .await
+        .map_err(service::Error::from)?;
+    Ok(crate::store::quotas::effective(&client, t.id)
+        .await
+        .map_err(service::Error::from)?
+        .ok_or_else(|| service::Error::not_found(&t.name))?)
+}
+
+/// Admits one call of a tenant-key endpoint against `api_calls_per_minute`: the
+/// tenant's quotas and the limiter's decision (for the `RateLimit-*` headers), or
+/// the 429 to answer. An admitted call is counted in the metrics as `endpoint`.
+pub async fn admit(
+    state: &AppState,
+    t: &Tenant,
+    endpoint: &'static str,
+) -> Result<Result<(Quotas, Decision), Response>, ApiError> {
+    let q = effective_quotas(state, t).await?;
+    let decision = state.limits.api_call(t.id, q.api_calls_per_minute as u32);
+    crate::quota::breaches::flush(&state.platform, &state.limits);
+    if !decision.allowed() {
+        return Ok(Err(too_many(&decision)));
+    }
+    crate::metrics::api_call(endpoint);
+    Ok(Ok((q, decision)))
 }

@@ -61,19 +61,6 @@ fn live(t: &Tenant) -> Result<(), ApiError> {
     }
 }
 
-async fn quotas(state: &AppState, t: &Tenant) -> Result<crate::quota::Quotas, ApiError> {
-    let client = state
-        .platform
-        .pool
-        .get()
-        .await
-        .map_err(service::Error::from)?;
-    Ok(crate::store::quotas::effective(&client, t.id)
-        .await
-        .map_err(service::Error::from)?
-        .ok_or_else(|| service::Error::not_found(&t.name))?)
-}
-
 /// The insert, as the tenant's login role.
 async fn publish_as(
     state: &AppState,
@@ -187,13 +174,10 @@ pub async fn publish(
 ) -> Result<Response, ApiError> {
     let t = key.tenant;
     public_api(&t)?;
-    let q = quotas(&state, &t).await?;
-    let decision = state.limits.api_call(t.id, q.api_calls_per_minute as u32);
-    crate::quota::breaches::flush(&state.platform, &state.limits);
-    if !decision.allowed() {
-        return Ok(ratelimit::too_many(&decision));
-    }
-    crate::metrics::api_call("realtime_publish");
+    let (q, decision) = match ratelimit::admit(&state, &t, "realtime_publish").await? {
+        Ok(admitted) => admitted,
+        Err(refused) => return Ok(refused),
+    };
     Ok(ratelimit::with_headers(
         publish_as(&state, &t, &q, &body.value).await,
         &decision,
@@ -229,7 +213,7 @@ pub async fn admin_publish(
 ) -> Result<Response, ApiError> {
     let t = find(&state, &name).await?;
     live(&t)?;
-    let q = quotas(&state, &t).await?;
+    let q = ratelimit::effective_quotas(&state, &t).await?;
     Ok(publish_as(&state, &t, &q, &body.value).await)
 }
 
@@ -332,7 +316,7 @@ async fn stream_for(
     filter: Filter,
     last: Option<i64>,
 ) -> Result<Response, ApiError> {
-    let q = quotas(state, t).await?;
+    let q = ratelimit::effective_quotas(state, t).await?;
     let max = q.realtime_max_subscribers.max(0) as usize;
     let sub = state
         .realtime

@@ -13,7 +13,6 @@ use super::ratelimit;
 use super::tenant_key::TenantKey;
 use super::AppState;
 use crate::problem::{Kind, Problem};
-use crate::tenant::service;
 use crate::vector::{self, QueryRequest, QueryResult, Target, UpsertRequest, UpsertResult};
 
 impl From<vector::Error> for ApiError {
@@ -51,28 +50,6 @@ fn target(state: &AppState, key: &TenantKey) -> Result<(&'static str, Target), A
     }
 }
 
-/// The tenant's `api_calls_per_minute`, shared with the data API.
-async fn admitted(
-    state: &AppState,
-    key: &TenantKey,
-) -> Result<Result<crate::quota::rate::Decision, Response>, ApiError> {
-    let p = &state.platform;
-    let t = &key.tenant;
-    let q = {
-        let client = p.pool.get().await.map_err(service::Error::from)?;
-        crate::store::quotas::effective(&client, t.id)
-            .await
-            .map_err(service::Error::from)?
-            .ok_or_else(|| service::Error::not_found(&t.name))?
-    };
-    let decision = state.limits.api_call(t.id, q.api_calls_per_minute as u32);
-    crate::quota::breaches::flush(p, &state.limits);
-    if !decision.allowed() {
-        return Ok(Err(ratelimit::too_many(&decision)));
-    }
-    Ok(Ok(decision))
-}
-
 #[utoipa::path(post, path = "/api/v1/vectors/upsert", tag = "data", security(("api_key" = [])),
     request_body = UpsertRequest,
     responses(
@@ -90,11 +67,10 @@ pub async fn upsert(
 ) -> Result<Response, ApiError> {
     body.value.validate()?;
     let (_, target) = target(&state, &key)?;
-    let decision = match admitted(&state, &key).await? {
-        Ok(d) => d,
+    let (_, decision) = match ratelimit::admit(&state, &key.tenant, "vectors.upsert").await? {
+        Ok(admitted) => admitted,
         Err(refused) => return Ok(refused),
     };
-    crate::metrics::api_call("vectors.upsert");
     let backend = state
         .platform
         .vectors
@@ -124,11 +100,10 @@ pub async fn query(
 ) -> Result<Response, ApiError> {
     body.value.validate()?;
     let (_, target) = target(&state, &key)?;
-    let decision = match admitted(&state, &key).await? {
-        Ok(d) => d,
+    let (_, decision) = match ratelimit::admit(&state, &key.tenant, "vectors.query").await? {
+        Ok(admitted) => admitted,
         Err(refused) => return Ok(refused),
     };
-    crate::metrics::api_call("vectors.query");
     let backend = state
         .platform
         .vectors

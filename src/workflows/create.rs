@@ -461,75 +461,104 @@ fn configure<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 }
 
 /// 4. Active, with its API key, backup policy and audit row; the tenant given back and
-///    the operation closed, in one transaction. The answer (it carries the password
-///    and the key, shown once) is journaled sealed.
+///    the operation closed, in one transaction (see [`activate_registered`]).
 fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: Params = run.params()?;
-        let registered: database_mode::Registered = run
-            .outcome("register")
-            .ok_or_else(|| StepError::Fenced("nothing registered".into()))?;
-        let mut client = p.pool.get().await.map_err(failed)?;
-        let tx = client.transaction().await.map_err(failed)?;
-        fence::lock_name(&tx, params.name.as_str()).await?;
-        fence::check(&tx, run).await?;
-        let (tenant, key, key_ref) = database_mode::activate(p, &tx, &registered)
-            .await
-            .map_err(step_error)?;
-        // The configuration's version 1 is pipelined beside the policy: no round trip.
-        let (policy, config) = tokio::join!(
-            crate::backup::policy::apply_at_create(
-                &tx,
-                tenant.id,
-                &registered.plan,
-                params.backup_schedule.as_deref(),
-            ),
-            crate::tenantconfig::create_default(&tx, tenant.id, &registered.plan, &params.actor),
-        );
-        policy.map_err(super::backups::backup_error)?;
-        config.map_err(|e| super::refusal(e.into()))?;
-        if params.announce {
-            crate::tenant::create::announce_created(&tx, &tenant, key_ref, None)
-                .await
-                .map_err(step_error)?;
-        }
-        database_mode::audit_created(
-            &tx,
-            &tenant,
-            &registered,
-            &key.public_id,
-            &params.actor,
-            run.id,
-        )
+        let how = Activation {
+            registered_by: "register",
+            name: &params.name,
+            actor: &params.actor,
+            backup_schedule: params.backup_schedule.as_deref(),
+            announce: params.announce,
+            network: true,
+        };
+        activate_registered(p, run, how).await
+    })
+}
+
+/// What a multi-step create's activation needs from its journaled params.
+pub(super) struct Activation<'a> {
+    /// The step whose outcome is the tenant's `database_mode::Registered`.
+    pub registered_by: &'static str,
+    pub name: &'a Slug,
+    pub actor: &'a str,
+    pub backup_schedule: Option<&'a str>,
+    /// Whether it emits `tenant.created` (see [`create_as`]).
+    pub announce: bool,
+    /// Whether the tenant's network rules are rendered (a VPN or restricted tenant).
+    pub network: bool,
+}
+
+/// The last step of every multi-step create: the API key, the backup policy, the
+/// configuration's version 1, `tenant.created` and the audit row, the tenant given
+/// back and the operation closed, in one transaction. The answer (it carries the
+/// password and the key, shown once) is journaled sealed.
+pub(super) async fn activate_registered(
+    p: &Runtime,
+    run: &mut Run,
+    how: Activation<'_>,
+) -> Result<Value, StepError> {
+    let registered: database_mode::Registered = run
+        .outcome(how.registered_by)
+        .ok_or_else(|| StepError::Fenced(format!("no {} outcome", how.registered_by)))?;
+    let mut client = p.pool.get().await.map_err(failed)?;
+    let tx = client.transaction().await.map_err(failed)?;
+    fence::lock_name(&tx, how.name.as_str()).await?;
+    fence::check(&tx, run).await?;
+    let (tenant, key, key_ref) = database_mode::activate(p, &tx, &registered)
         .await
         .map_err(step_error)?;
-        let sealed = crate::store::tenants::sealed_credentials(&tx, tenant.id)
+    // The configuration's version 1 is pipelined beside the policy: no round trip.
+    let (policy, config) = tokio::join!(
+        crate::backup::policy::apply_at_create(
+            &tx,
+            tenant.id,
+            &registered.plan,
+            how.backup_schedule,
+        ),
+        crate::tenantconfig::create_default(&tx, tenant.id, &registered.plan, how.actor),
+    );
+    policy.map_err(super::backups::backup_error)?;
+    config.map_err(|e| super::refusal(e.into()))?;
+    if how.announce {
+        crate::tenant::create::announce_created(&tx, &tenant, key_ref, None)
             .await
-            .map_err(failed)?;
-        let password = service::open_password(p, &sealed).map_err(step_error)?;
-        let credentials =
-            service::credentials_for(p, tenant.role.as_str(), tenant.database.as_str(), password);
-        let created = CreatedTenant {
-            tenant,
-            api_key: key.plaintext,
-            credentials,
-        };
-        fence::release(&tx, run).await?;
-        let network = super::network::touch(p, &tx, &created.tenant, false)
-            .await
-            .map_err(super::refusal)?;
-        let outcome = json!({"tenant_id": created.tenant.id, "answer": seal_value(p, &created)?});
-        let response = seal_response(
-            p,
-            &StoredResponse::Success(serde_json::to_value(&created).map_err(failed)?),
-        )
+            .map_err(step_error)?;
+    }
+    database_mode::audit_created(&tx, &tenant, &registered, &key.public_id, how.actor, run.id)
+        .await
         .map_err(step_error)?;
-        run.finish_in(&tx, &outcome, Some(&response)).await?;
-        tx.commit().await.map_err(failed)?;
-        drop(client);
-        super::network::follow(p, network).await;
-        Ok(outcome)
-    })
+    let sealed = crate::store::tenants::sealed_credentials(&tx, tenant.id)
+        .await
+        .map_err(failed)?;
+    let password = service::open_password(p, &sealed).map_err(step_error)?;
+    let credentials =
+        service::credentials_for(p, tenant.role.as_str(), tenant.database.as_str(), password);
+    let created = CreatedTenant {
+        tenant,
+        api_key: key.plaintext,
+        credentials,
+    };
+    fence::release(&tx, run).await?;
+    let network = if how.network {
+        super::network::touch(p, &tx, &created.tenant, false)
+            .await
+            .map_err(super::refusal)?
+    } else {
+        None
+    };
+    let outcome = json!({"tenant_id": created.tenant.id, "answer": seal_value(p, &created)?});
+    let response = seal_response(
+        p,
+        &StoredResponse::Success(serde_json::to_value(&created).map_err(failed)?),
+    )
+    .map_err(step_error)?;
+    run.finish_in(&tx, &outcome, Some(&response)).await?;
+    tx.commit().await.map_err(failed)?;
+    drop(client);
+    super::network::follow(p, network).await;
+    Ok(outcome)
 }
 
 /// What the start of an operation says about the request: `None` to go on, or the

@@ -25,13 +25,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::create::{replay, seal_response};
-use super::{failed, open_value, seal_value, step_error, Error, Runtime};
-use crate::ops::StoredResponse;
-use crate::ops::{self, fence, Idempotency, Kind, NewOp, Run, Step, StepError, StepFuture};
+use super::create::{activate_registered, replay, Activation};
+use super::{failed, open_value, step_error, Error, Runtime};
+use crate::ops::{self, fence, Idempotency, Kind, NewOp, Run, Step, StepFuture};
 use crate::store::onboarding::StepRow;
 use crate::tenant::create::{self as domain, CreatedTenant, Validated};
-use crate::tenant::{database_mode, service, Isolation, Slug};
+use crate::tenant::{service, Isolation, Slug};
 
 pub const CREATE_STAGED: &str = "tenant.create.staged";
 
@@ -233,78 +232,19 @@ fn unprovision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// 3. Active (or trial), with its API key, backup policy, `tenant.created` event and
-///    audit row; the tenant given back and the operation closed, in one transaction.
-///    The answer (it carries the password and the key, shown once) is journaled sealed.
+/// 3. Active (or trial): the activation every multi-step create ends with
+///    ([`super::create::activate_registered`]).
 fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: Params = run.params()?;
-        let registered: database_mode::Registered = run
-            .outcome("provision")
-            .ok_or_else(|| StepError::Fenced("nothing provisioned".into()))?;
-        let mut client = p.pool.get().await.map_err(failed)?;
-        let tx = client.transaction().await.map_err(failed)?;
-        fence::lock_name(&tx, params.name.as_str()).await?;
-        fence::check(&tx, run).await?;
-        let (tenant, key, key_ref) = database_mode::activate(p, &tx, &registered)
-            .await
-            .map_err(step_error)?;
-        // The configuration's version 1 is pipelined beside the policy: no round trip.
-        let (policy, config) = tokio::join!(
-            crate::backup::policy::apply_at_create(
-                &tx,
-                tenant.id,
-                &registered.plan,
-                params.backup_schedule.as_deref(),
-            ),
-            crate::tenantconfig::create_default(&tx, tenant.id, &registered.plan, &params.actor),
-        );
-        policy.map_err(super::backups::backup_error)?;
-        config.map_err(|e| super::refusal(e.into()))?;
-        if params.announce {
-            domain::announce_created(&tx, &tenant, key_ref, None)
-                .await
-                .map_err(step_error)?;
-        }
-        database_mode::audit_created(
-            &tx,
-            &tenant,
-            &registered,
-            &key.public_id,
-            &params.actor,
-            run.id,
-        )
-        .await
-        .map_err(step_error)?;
-        let sealed = crate::store::tenants::sealed_credentials(&tx, tenant.id)
-            .await
-            .map_err(failed)?;
-        let password = service::open_password(p, &sealed).map_err(step_error)?;
-        let credentials =
-            service::credentials_for(p, tenant.role.as_str(), tenant.database.as_str(), password);
-        let created = CreatedTenant {
-            tenant,
-            api_key: key.plaintext,
-            credentials,
+        let how = Activation {
+            registered_by: "provision",
+            name: &params.name,
+            actor: &params.actor,
+            backup_schedule: params.backup_schedule.as_deref(),
+            announce: params.announce,
+            network: params.vpn_enabled,
         };
-        fence::release(&tx, run).await?;
-        let network = if params.vpn_enabled {
-            super::network::touch(p, &tx, &created.tenant, false)
-                .await
-                .map_err(super::refusal)?
-        } else {
-            None
-        };
-        let outcome = json!({"tenant_id": created.tenant.id, "answer": seal_value(p, &created)?});
-        let response = seal_response(
-            p,
-            &StoredResponse::Success(serde_json::to_value(&created).map_err(failed)?),
-        )
-        .map_err(step_error)?;
-        run.finish_in(&tx, &outcome, Some(&response)).await?;
-        tx.commit().await.map_err(failed)?;
-        drop(client);
-        super::network::follow(p, network).await;
-        Ok(outcome)
+        activate_registered(p, run, how).await
     })
 }
