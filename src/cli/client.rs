@@ -160,6 +160,15 @@ impl Client {
             }
         };
         let status = res.status();
+        // No content: what `()` (or an `Option`) reads as.
+        if status == StatusCode::NO_CONTENT {
+            return serde_json::from_value(serde_json::Value::Null).map_err(|e| ClientError::Api {
+                status,
+                code: "http".into(),
+                message: format!("HTTP {status} where an answer was expected: {e}"),
+                field: None,
+            });
+        }
         if status.is_success() || (status == StatusCode::SERVICE_UNAVAILABLE && path == "/health") {
             return res.json().await.map_err(ClientError::Decode);
         }

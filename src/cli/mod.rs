@@ -3,6 +3,7 @@
 
 mod api_key;
 mod audit;
+mod auth_provider;
 mod backup;
 pub mod client;
 mod config;

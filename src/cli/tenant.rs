@@ -38,6 +38,9 @@ pub enum TenantCommand {
     /// Show or change the tenant's configuration document (docs/config.md).
     #[command(subcommand)]
     Config(super::config::ConfigCommand),
+    /// The tenant's sign-in providers: GitHub, Entra ID, OIDC (docs/auth-providers.md).
+    #[command(subcommand)]
+    AuthProvider(super::auth_provider::AuthProviderCommand),
     /// Suspend: logins disabled, sessions ended, API keys refused; reason recorded.
     Suspend(super::lifecycle::SuspendArgs),
     /// Resume a suspended tenant: exactly the logins the suspension disabled come back.
@@ -375,6 +378,7 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
             })
         }
         TenantCommand::Config(cmd) => super::config::run(cmd).await,
+        TenantCommand::AuthProvider(cmd) => super::auth_provider::run(cmd).await,
         TenantCommand::Suspend(a) => super::lifecycle::suspend(a).await,
         TenantCommand::Resume(a) => super::lifecycle::resume(a).await,
         TenantCommand::Activate(a) => super::lifecycle::activate(a).await,

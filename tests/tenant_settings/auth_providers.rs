@@ -14,7 +14,7 @@ const ENTRA_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 /// An issuer at `http://127.0.0.1:<port>`: `/good` is a well-behaved OIDC issuer,
 /// `/liar` names another issuer, `/nokeys` has an empty JWKS, and
 /// `/<tenant>/v2.0` answers as Entra ID's multi-tenant documents do (`{tenantid}`).
-async fn issuer() -> String {
+pub async fn issuer() -> String {
     async fn discovery(State(base): State<String>, Path(which): Path<String>) -> Json<Value> {
         let issuer = match which.as_str() {
             "liar" => "https://someone-else.example.com".to_string(),

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod auth_provider_cli;
 mod auth_providers;
 mod config;
 mod invitations;
