@@ -26,7 +26,7 @@ pub enum AuthProviderCommand {
     ///
     /// Give the client secret with --client-secret-file PATH (- reads standard input)
     /// or in BERQENAS_CLIENT_SECRET; it must be given again with every change.
-    Set(SetArgs),
+    Set(Box<SetArgs>),
     /// Show one provider's settings (never its secret).
     Get(KindArgs),
     /// The tenant's providers.

@@ -12,6 +12,7 @@
 
 pub mod chroma;
 pub mod pgvector;
+pub mod pgvector_shared;
 pub mod records;
 
 use std::future::Future;

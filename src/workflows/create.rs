@@ -116,7 +116,7 @@ pub async fn create_as(
     }
     domain::settle_isolation(&rt.pool.get().await?, &mut v).await?;
     if v.vector_store == Some(true) {
-        if let Err(p) = vector_store_possible(rt, &v) {
+        if let Err(p) = vector_store_possible(rt) {
             return remember_rejection(rt, idem, &req.name, Error::Rejected(p)).await;
         }
     }
@@ -215,23 +215,11 @@ pub async fn create_as(
 
 /// A vector store needs a backend, and (until the schema- and shared-mode creates are
 /// staged operations) database mode.
-fn vector_store_possible(rt: &Runtime, v: &Validated) -> Result<(), crate::problem::Problem> {
-    if rt.vectors.is_none() {
-        return Err(crate::vector::not_configured());
+fn vector_store_possible(rt: &Runtime) -> Result<(), crate::problem::Problem> {
+    match rt.vectors {
+        None => Err(crate::vector::not_configured()),
+        Some(_) => Ok(()),
     }
-    // pgvector keeps a tenant's vectors in its own schema or database; shared mode
-    // (one table under row-level security) is not built for it.
-    let pgvector = rt.vectors.as_deref().map(|b| b.name()) == Some("pgvector");
-    if pgvector && v.isolation == Isolation::Shared {
-        let mut p = crate::problem::Problem::new(
-            crate::problem::Kind::Unprocessable,
-            "vector_store_unsupported",
-            "vector_store: the pgvector backend does not support shared mode; create the tenant with isolation \"schema\" or \"database\", or without a vector store",
-        );
-        p.field = Some("vector_store".into());
-        return Err(p);
-    }
-    Ok(())
 }
 
 /// The input of a database-mode create, as journaled (no secret in it).
