@@ -12,16 +12,22 @@ use common::{connect_as, superuser, superuser_in, unique, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// Points this test binary's cluster at the pgvector build: `false` (and a line
-/// saying so) when there is none.
+/// Points this test binary's cluster at the pgvector build
+/// (`BERQENAS_TEST_PGVECTOR_BINDIR`, else where .ci/run unpacks it): `false` (and a
+/// line saying so) when there is none.
 fn with_pgvector() -> bool {
     static SET: std::sync::Once = std::sync::Once::new();
-    let Ok(dir) = std::env::var("BERQENAS_TEST_PGVECTOR_BINDIR") else {
-        eprintln!("SKIPPED: BERQENAS_TEST_PGVECTOR_BINDIR is not set (a PostgreSQL with pgvector; .ci/run sets it)");
+    let dir = std::env::var("BERQENAS_TEST_PGVECTOR_BINDIR").unwrap_or_else(|_| {
+        let tools =
+            std::env::var("BERQENAS_CI_TOOLS").unwrap_or_else(|_| "/tmp/berqenas-ci-tools".into());
+        format!("{tools}/pgvector-pg16/pgserver/pginstall/bin")
+    });
+    if !std::path::Path::new(&dir).join("postgres").is_file() {
+        eprintln!("SKIPPED: no PostgreSQL with pgvector at {dir} (set BERQENAS_TEST_PGVECTOR_BINDIR, or run .ci/run, which unpacks one there)");
         return false;
-    };
+    }
     // Before the first test starts the shared cluster (every test calls this first).
-    SET.call_once(|| std::env::set_var("BERQENAS_PG_BINDIR", dir));
+    SET.call_once(|| std::env::set_var("BERQENAS_PG_BINDIR", &dir));
     true
 }
 
