@@ -221,7 +221,8 @@ impl Cluster {
     /// Rewritten at every start, because the port may change.
     fn write_config(&self, opts: &ClusterOptions) -> Result<(), ClusterError> {
         // Room for tenants' own sessions next to the control pool (16) and the data
-        // API's cap (64 by default): see docs/data-api.md.
+        // API's cap (64 by default): see docs/data-api.md. `wal_level = logical`: a
+        // tenant moves off this server by logical replication (pg/logical.rs).
         let mut conf = format!(
             "# written by berqenas at every start; edit postgresql.conf instead\n\
              listen_addresses = '{}'\n\
@@ -229,7 +230,8 @@ impl Cluster {
              unix_socket_directories = '{}'\n\
              unix_socket_permissions = 0700\n\
              password_encryption = 'scram-sha-256'\n\
-             max_connections = 400\n",
+             max_connections = 400\n\
+             wal_level = logical\n",
             opts.listen_addresses.replace('\'', ""),
             self.port,
             self.socket_dir.display().to_string().replace('\'', "''"),

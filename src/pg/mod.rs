@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod conn;
 pub mod hardening;
 pub mod ident;
+pub mod logical;
 pub mod pgbouncer;
 
 pub use ident::{Ident, Literal};
