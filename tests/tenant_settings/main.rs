@@ -7,6 +7,7 @@ mod common;
 
 mod auth_provider_cli;
 mod auth_providers;
+mod backup_secrets;
 mod config;
 mod invitations;
 
