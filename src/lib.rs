@@ -14,6 +14,7 @@ pub mod console;
 pub mod controlplane;
 pub mod dataapi;
 pub mod duration;
+pub mod fleet;
 pub mod events;
 pub mod integrations;
 pub mod isolation;
