@@ -266,16 +266,20 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     assert_eq!(created["credentials"]["database"], "postgres");
     let tenant = connect_as(&created["credentials"]).await;
     tenant
-        .batch_execute("CREATE TABLE notes (id int); INSERT INTO notes VALUES (42)")
+        .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('on-pg2', 'a', 'me')")
         .await
         .unwrap();
-    let n: i32 = tenant.query_one("SELECT id FROM notes", &[]).await.unwrap().get(0);
-    assert_eq!(n, 42);
+    let n: String = tenant
+        .query_one("SELECT name FROM applications", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, "on-pg2");
     let schema = format!("tenant_{}", acme.replace('-', "_"));
     let owner = created["owner_role"].as_str().unwrap().to_string();
     assert!(schema_exists(&pg2_admin, &schema).await);
     let on_pg2: i64 = pg2_admin
-        .query_one(&format!("SELECT count(*) FROM \"{schema}\".notes"), &[])
+        .query_one(&format!("SELECT count(*) FROM \"{schema}\".applications"), &[])
         .await
         .unwrap()
         .get(0);
@@ -287,13 +291,13 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
         .call_with(
             Method::POST,
             "/api/v1/query",
-            Some(json!({"sql": "SELECT id, current_setting('port') FROM notes"})),
+            Some(json!({"sql": "SELECT name, current_setting('port') FROM applications"})),
             Some(created["api_key"].as_str().unwrap()),
             &[],
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(b["rows"][0][0], 42, "{b}");
+    assert_eq!(b["rows"][0][0], "on-pg2", "{b}");
     assert_eq!(b["rows"][0][1], pg2.port().to_string(), "{b}");
     // Changes not yet per-server are refused, naming the server, not made on default.
     let (s, b) = app
@@ -321,12 +325,12 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     assert!(!database_exists(&default_pg, &dbname).await, "database also on default");
     let tenant = connect_as(&created["credentials"]).await;
     tenant
-        .batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('on pg2')")
+        .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('on pg2', 'a', 'me')")
         .await
         .unwrap();
     let v: String = on(&pg2, &dbname)
         .await
-        .query_one(&format!("SELECT v FROM {}.t", created["schema"].as_str().unwrap()), &[])
+        .query_one(&format!("SELECT name FROM {}.applications", created["schema"].as_str().unwrap()), &[])
         .await
         .unwrap()
         .get(0);
