@@ -60,7 +60,10 @@ async fn extra(dir: &std::path::Path, name: &str) -> (Cluster, String) {
         .batch_execute("ALTER ROLE berqenas PASSWORD 'bench-pass'")
         .await
         .unwrap();
-    let url = format!("postgresql://berqenas:bench-pass@127.0.0.1:{}/postgres", c.port());
+    let url = format!(
+        "postgresql://berqenas:bench-pass@127.0.0.1:{}/postgres",
+        c.port()
+    );
     (c, url)
 }
 
@@ -75,7 +78,10 @@ async fn create(http: &reqwest::Client, url: &str, name: &str) -> (Duration, Str
         .unwrap();
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     let body: Value = res.json().await.unwrap();
-    (t.elapsed(), body["server"].as_str().unwrap_or_default().to_string())
+    (
+        t.elapsed(),
+        body["server"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 #[tokio::main]
@@ -162,11 +168,18 @@ async fn main() {
         report("  of them placed on pg2/pg3", elsewhere);
     }
     for s in ["default", "pg2", "pg3"] {
-        println!("  {s}: {} creates", placed.iter().filter(|p| *p == s).count());
+        println!(
+            "  {s}: {} creates",
+            placed.iter().filter(|p| *p == s).count()
+        );
     }
     let ratio = over.as_secs_f64() / base.as_secs_f64();
     println!(
         "p50 spread / default-only = {ratio:.2} (target: at most {TARGET_RATIO:.1}x) {}",
-        if ratio <= TARGET_RATIO { "ok" } else { "MISSED" }
+        if ratio <= TARGET_RATIO {
+            "ok"
+        } else {
+            "MISSED"
+        }
     );
 }

@@ -115,7 +115,13 @@ async fn servers_table() -> Vec<String> {
 struct Seen(Mutex<String>);
 
 impl Seen {
-    async fn call(&self, app: &TestApp, m: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        app: &TestApp,
+        m: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let (s, b) = app.call(m, path, body).await;
         self.0.lock().unwrap().push_str(&b.to_string());
         (s, b)
@@ -171,45 +177,101 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     };
     let default_url = format!(
         "host={} port={} user={} dbname=berqenas",
-        common::database().await.cluster.as_ref().unwrap().socket_dir().display(),
+        common::database()
+            .await
+            .cluster
+            .as_ref()
+            .unwrap()
+            .socket_dir()
+            .display(),
         common::database().await.endpoint.port,
         berqenas::pg::cluster::SUPERUSER
     );
     for (body, status, field, says) in [
-        (json!({"name": "pg9", "url": "not a url at all"}), StatusCode::BAD_REQUEST, "url", "not a PostgreSQL URL"),
-        (json!({"name": "pg9", "url": ""}), StatusCode::BAD_REQUEST, "url", "url is required"),
-        (json!({"name": "PG 9", "url": url2}), StatusCode::BAD_REQUEST, "name", "name must be"),
-        (json!({"name": "pg9", "url": url2, "labels": {"Region": "eu"}}), StatusCode::BAD_REQUEST, "labels", "label key"),
-        (json!({"name": "pg9", "url": url2, "labels": {"region": "e u"}}), StatusCode::BAD_REQUEST, "labels", "value"),
+        (
+            json!({"name": "pg9", "url": "not a url at all"}),
+            StatusCode::BAD_REQUEST,
+            "url",
+            "not a PostgreSQL URL",
+        ),
+        (
+            json!({"name": "pg9", "url": ""}),
+            StatusCode::BAD_REQUEST,
+            "url",
+            "url is required",
+        ),
+        (
+            json!({"name": "PG 9", "url": url2}),
+            StatusCode::BAD_REQUEST,
+            "name",
+            "name must be",
+        ),
+        (
+            json!({"name": "pg9", "url": url2, "labels": {"Region": "eu"}}),
+            StatusCode::BAD_REQUEST,
+            "labels",
+            "label key",
+        ),
+        (
+            json!({"name": "pg9", "url": url2, "labels": {"region": "e u"}}),
+            StatusCode::BAD_REQUEST,
+            "labels",
+            "value",
+        ),
         (
             json!({"name": "pg9", "url": format!("postgresql://x:{PG_PASSWORD}@127.0.0.1:{closed_port}/postgres")}),
-            StatusCode::UNPROCESSABLE_ENTITY, "url", "cannot reach",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "url",
+            "cannot reach",
         ),
         (
             json!({"name": "pg9", "url": format!("postgresql://berqenas:wrong-{PG_PASSWORD}@127.0.0.1:{}/postgres", pg2.port())}),
-            StatusCode::UNPROCESSABLE_ENTITY, "url", "password authentication failed",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "url",
+            "password authentication failed",
         ),
-        (json!({"name": "pg9", "url": default_url}), StatusCode::CONFLICT, "", "as \"default\""),
+        (
+            json!({"name": "pg9", "url": default_url}),
+            StatusCode::CONFLICT,
+            "",
+            "as \"default\"",
+        ),
     ] {
-        let (s, b) = seen.call(&app, Method::POST, "/api/v1/servers", Some(body.clone())).await;
+        let (s, b) = seen
+            .call(&app, Method::POST, "/api/v1/servers", Some(body.clone()))
+            .await;
         assert_eq!(s, status, "{body}: {b}");
         let msg = b["error"]["message"].as_str().unwrap_or_default();
         assert!(msg.contains(says), "{body}: {b}");
         if !field.is_empty() {
             assert_eq!(b["error"]["field"], field, "{b}");
         }
-        assert_eq!(servers_table().await, before, "{body} changed the servers table");
+        assert_eq!(
+            servers_table().await,
+            before,
+            "{body} changed the servers table"
+        );
     }
     // An unknown field in the body is refused too.
     let (s, _) = seen
-        .call(&app, Method::POST, "/api/v1/servers", Some(json!({"name": "pg9", "url": url2, "region": "eu"})))
+        .call(
+            &app,
+            Method::POST,
+            "/api/v1/servers",
+            Some(json!({"name": "pg9", "url": url2, "region": "eu"})),
+        )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(servers_table().await, before);
 
     // --- add two servers (through the API and the CLI) ---
     let (s, b) = seen
-        .call(&app, Method::POST, "/api/v1/servers", Some(json!({"name": "pg2", "url": url2, "labels": {"region": "eu", "tier": "gold"}})))
+        .call(
+            &app,
+            Method::POST,
+            "/api/v1/servers",
+            Some(json!({"name": "pg2", "url": url2, "labels": {"region": "eu", "tier": "gold"}})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(b["status"], "up", "{b}");
@@ -218,38 +280,82 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     assert_eq!(b["tenants"], 0);
     // An empty server is removed (the same cluster is then added as pg3).
     let (s, b) = seen
-        .call(&app, Method::POST, "/api/v1/servers", Some(json!({"name": "pg5", "url": url3})))
+        .call(
+            &app,
+            Method::POST,
+            "/api/v1/servers",
+            Some(json!({"name": "pg5", "url": url3})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let out = cli(&app, &["server", "remove", "pg5"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (s, _) = app.call(Method::GET, "/api/v1/servers/pg5", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let out = cli(&app, &["server", "add", "--name", "pg3", "--url", &url3, "--labels", "region=us", "-o", "json"]).await;
+    let out = cli(
+        &app,
+        &[
+            "server",
+            "add",
+            "--name",
+            "pg3",
+            "--url",
+            &url3,
+            "--labels",
+            "region=us",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
     let b = stdout_json(&out);
-    seen.0.lock().unwrap().push_str(&String::from_utf8_lossy(&out.stdout));
-    seen.0.lock().unwrap().push_str(&String::from_utf8_lossy(&out.stderr));
+    seen.0
+        .lock()
+        .unwrap()
+        .push_str(&String::from_utf8_lossy(&out.stdout));
+    seen.0
+        .lock()
+        .unwrap()
+        .push_str(&String::from_utf8_lossy(&out.stderr));
     assert_eq!(b["name"], "pg3", "{b}");
     assert_eq!(b["labels"], json!({"region": "us"}));
     // A name taken: 409, nothing changed.
     let before = servers_table().await;
     let (s, b) = seen
-        .call(&app, Method::POST, "/api/v1/servers", Some(json!({"name": "pg2", "url": url3})))
+        .call(
+            &app,
+            Method::POST,
+            "/api/v1/servers",
+            Some(json!({"name": "pg2", "url": url3})),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("pg2"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("pg2"),
+        "{b}"
+    );
     assert_eq!(servers_table().await, before);
     // The add hardened the server and built its template database, as `default` has.
     assert!(database_exists(&pg2_admin, "postgres_tenant_template").await);
     let public_create: bool = pg2_admin
-        .query_one("SELECT has_schema_privilege('public', 'public', 'CREATE')", &[])
+        .query_one(
+            "SELECT has_schema_privilege('public', 'public', 'CREATE')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert!(!public_create, "PUBLIC may still create in public on pg2");
     // The URL is sealed at rest.
     let sealed: Vec<u8> = default_pg
-        .query_one("SELECT url_sealed FROM berqenas.servers WHERE name = 'pg2'", &[])
+        .query_one(
+            "SELECT url_sealed FROM berqenas.servers WHERE name = 'pg2'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -262,11 +368,17 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
         .create_with(json!({"name": acme, "server": "pg2", "public_api": true}))
         .await;
     assert_eq!(created["server"], "pg2", "{created}");
-    assert_eq!(created["credentials"]["port"], pg2.port() as i64, "{created}");
+    assert_eq!(
+        created["credentials"]["port"],
+        pg2.port() as i64,
+        "{created}"
+    );
     assert_eq!(created["credentials"]["database"], "postgres");
     let tenant = connect_as(&created["credentials"]).await;
     tenant
-        .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('on-pg2', 'a', 'me')")
+        .batch_execute(
+            "INSERT INTO applications (name, team, created_by) VALUES ('on-pg2', 'a', 'me')",
+        )
         .await
         .unwrap();
     let n: String = tenant
@@ -279,13 +391,22 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     let owner = created["owner_role"].as_str().unwrap().to_string();
     assert!(schema_exists(&pg2_admin, &schema).await);
     let on_pg2: i64 = pg2_admin
-        .query_one(&format!("SELECT count(*) FROM \"{schema}\".applications"), &[])
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".applications"),
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(on_pg2, 1);
-    assert!(!schema_exists(&default_pg, &schema).await, "schema also on default");
-    assert!(!role_exists(&default_pg, &owner).await, "roles also on default");
+    assert!(
+        !schema_exists(&default_pg, &schema).await,
+        "schema also on default"
+    );
+    assert!(
+        !role_exists(&default_pg, &owner).await,
+        "roles also on default"
+    );
     // The data API runs its queries on pg2, as the tenant.
     let (s, b) = app
         .call_with(
@@ -301,15 +422,28 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     assert_eq!(b["rows"][0][1], pg2.port().to_string(), "{b}");
     // Changes not yet per-server are refused, naming the server, not made on default.
     let (s, b) = app
-        .call(Method::POST, &format!("/api/v1/tenants/{acme}/suspend"), None)
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{acme}/suspend"),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("pg2"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("pg2"),
+        "{b}"
+    );
     // The tenant JSON says where it lives; its credentials (read again) too.
-    let (_, got) = app.call(Method::GET, &format!("/api/v1/tenants/{acme}"), None).await;
+    let (_, got) = app
+        .call(Method::GET, &format!("/api/v1/tenants/{acme}"), None)
+        .await;
     assert_eq!(got["server"], "pg2");
     let (s, creds) = app
-        .call(Method::GET, &format!("/api/v1/tenants/{acme}/credentials"), None)
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{acme}/credentials"),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{creds}");
     assert_eq!(creds["port"], pg2.port() as i64);
@@ -322,15 +456,26 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     assert_eq!(created["server"], "pg2", "{created}");
     let dbname = created["database"].as_str().unwrap().to_string();
     assert!(database_exists(&pg2_admin, &dbname).await);
-    assert!(!database_exists(&default_pg, &dbname).await, "database also on default");
+    assert!(
+        !database_exists(&default_pg, &dbname).await,
+        "database also on default"
+    );
     let tenant = connect_as(&created["credentials"]).await;
     tenant
-        .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('on pg2', 'a', 'me')")
+        .batch_execute(
+            "INSERT INTO applications (name, team, created_by) VALUES ('on pg2', 'a', 'me')",
+        )
         .await
         .unwrap();
     let v: String = on(&pg2, &dbname)
         .await
-        .query_one(&format!("SELECT name FROM {}.applications", created["schema"].as_str().unwrap()), &[])
+        .query_one(
+            &format!(
+                "SELECT name FROM {}.applications",
+                created["schema"].as_str().unwrap()
+            ),
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -339,11 +484,18 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     // --- shared mode is not yet available off default: refused, nothing made ---
     let sh = unique("srvh");
     let (s, b) = app
-        .call(Method::POST, "/api/v1/tenants", Some(json!({"name": sh, "server": "pg2", "isolation": "shared"})))
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": sh, "server": "pg2", "isolation": "shared"})),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     assert_eq!(b["error"]["field"], "isolation");
-    assert_eq!(common::footprint(&default_pg, &sh).await, Vec::<String>::new());
+    assert_eq!(
+        common::footprint(&default_pg, &sh).await,
+        Vec::<String>::new()
+    );
 
     // --- placement by label ---
     let eu = unique("srve");
@@ -352,17 +504,35 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
         .await;
     assert_eq!(b["server"], "pg3", "{b}");
     let (s, b) = app
-        .call(Method::POST, "/api/v1/tenants", Some(json!({"name": unique("srvx"), "placement": {"region": "mars"}})))
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": unique("srvx"), "placement": {"region": "mars"}})),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("region=mars"), "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("region=mars"),
+        "{b}"
+    );
     let (s, b) = app
-        .call(Method::POST, "/api/v1/tenants", Some(json!({"name": unique("srvx"), "placement": "most"})))
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": unique("srvx"), "placement": "most"})),
+        )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert_eq!(b["error"]["field"], "placement");
     let (s, b) = app
-        .call(Method::POST, "/api/v1/tenants", Some(json!({"name": unique("srvx"), "server": "nowhere"})))
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": unique("srvx"), "server": "nowhere"})),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     assert_eq!(b["error"]["field"], "server");
@@ -375,7 +545,12 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
             .unwrap()
             .iter()
             .filter(|s| s["status"] == "up")
-            .min_by_key(|s| (s["tenants"].as_i64().unwrap(), s["name"].as_str().unwrap().to_string()))
+            .min_by_key(|s| {
+                (
+                    s["tenants"].as_i64().unwrap(),
+                    s["name"].as_str().unwrap().to_string(),
+                )
+            })
             .unwrap()["name"]
             .clone();
         let b = app.create(&unique("srvl")).await;
@@ -384,18 +559,39 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
 
     // --- drain: no new tenants; undrain: takes them again ---
     let out = cli(&app, &["server", "drain", "pg3"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(server_info(&app, "pg3").await["status"], "draining");
     let (s, b) = app
-        .call(Method::POST, "/api/v1/tenants", Some(json!({"name": unique("srvx"), "server": "pg3"})))
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": unique("srvx"), "server": "pg3"})),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("draining"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("draining"),
+        "{b}"
+    );
     let (s, b) = app
-        .call(Method::POST, "/api/v1/tenants", Some(json!({"name": unique("srvx"), "placement": {"region": "us"}})))
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": unique("srvx"), "placement": {"region": "us"}})),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("pg3 is draining"), "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pg3 is draining"),
+        "{b}"
+    );
     let out = cli(&app, &["server", "undrain", "pg3"]).await;
     assert!(out.status.success());
     assert_eq!(server_info(&app, "pg3").await["status"], "up");
@@ -406,10 +602,15 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     let (s, b) = app.call(Method::DELETE, "/api/v1/servers/pg2", None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert!(
-        b["error"]["message"].as_str().unwrap().contains(&format!("{pg2_count} tenant")),
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{pg2_count} tenant")),
         "{b}"
     );
-    let (s, _) = app.call(Method::DELETE, "/api/v1/servers/default", None).await;
+    let (s, _) = app
+        .call(Method::DELETE, "/api/v1/servers/default", None)
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
 
     // --- a server that goes away: listed down with why, refused for placements ---
@@ -429,15 +630,32 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     let shown = String::from_utf8_lossy(&table.stdout);
     assert!(shown.contains("down:"), "{shown}");
     let (s, b) = app
-        .call(Method::POST, "/api/v1/tenants", Some(json!({"name": unique("srvx"), "server": "pg3"})))
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": unique("srvx"), "server": "pg3"})),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("down"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("down"),
+        "{b}"
+    );
     let (s, b) = app
-        .call(Method::POST, "/api/v1/tenants", Some(json!({"name": unique("srvx"), "placement": {"region": "us"}})))
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": unique("srvx"), "placement": {"region": "us"}})),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("pg3 is down"), "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pg3 is down"),
+        "{b}"
+    );
     // Placement by load skips it.
     let b = app.create(&unique("srvl")).await;
     assert_ne!(b["server"], "pg3");
@@ -445,17 +663,28 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     // --- one cluster cannot be two servers ---
     let before = servers_table().await;
     let (s, b) = seen
-        .call(&app, Method::POST, "/api/v1/servers", Some(json!({"name": "pg4", "url": url2})))
+        .call(
+            &app,
+            Method::POST,
+            "/api/v1/servers",
+            Some(json!({"name": "pg4", "url": url2})),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("pg2"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("pg2"),
+        "{b}"
+    );
     assert_eq!(servers_table().await, before);
 
     // --- the password appears in no answer and no log line ---
     let (_, list) = seen.call(&app, Method::GET, "/api/v1/servers", None).await;
     assert!(list.to_string().contains("pg2"));
     let answers = seen.0.lock().unwrap().clone();
-    assert!(!answers.contains(PG_PASSWORD), "the password is in an answer");
+    assert!(
+        !answers.contains(PG_PASSWORD),
+        "the password is in an answer"
+    );
     assert!(!answers.contains("url_sealed"), "{answers}");
     let logs = String::from_utf8_lossy(&LOG.lock().unwrap()).to_string();
     assert!(logs.contains("server added"), "nothing logged? {logs}");

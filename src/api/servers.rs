@@ -8,7 +8,9 @@ use axum::Json;
 use super::error::{ApiError, ErrorBody};
 use super::extract::JsonBody;
 use super::{AppState, ADMIN_ACTOR};
-use crate::workflows::servers::{self as srv, AddServer, Error, ServerInfo, ServerList, UpdateServer};
+use crate::workflows::servers::{
+    self as srv, AddServer, Error, ServerInfo, ServerList, UpdateServer,
+};
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
@@ -77,5 +79,7 @@ pub async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ServerInfo>, ApiError> {
-    Ok(Json(srv::remove(&state.platform, &name, ADMIN_ACTOR).await?))
+    Ok(Json(
+        srv::remove(&state.platform, &name, ADMIN_ACTOR).await?,
+    ))
 }

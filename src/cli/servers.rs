@@ -121,7 +121,14 @@ fn servers_table(servers: &[&ServerInfo]) {
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
     table.set_header(vec![
-        "NAME", "ADDRESS", "HEALTH", "VERSION", "TENANTS", "DISK", "CONNECTIONS", "LABELS",
+        "NAME",
+        "ADDRESS",
+        "HEALTH",
+        "VERSION",
+        "TENANTS",
+        "DISK",
+        "CONNECTIONS",
+        "LABELS",
     ]);
     for s in servers {
         table.add_row(vec![
@@ -183,7 +190,9 @@ pub async fn run(cmd: ServerCommand) -> anyhow::Result<ExitCode> {
         }
         ServerCommand::Remove(a) => {
             let res = a.client.client().remove_server(&a.name).await;
-            output::finish(res, a.client.output, |s| println!("removed server {}", s.name))
+            output::finish(res, a.client.output, |s| {
+                println!("removed server {}", s.name)
+            })
         }
     }
 }
@@ -196,7 +205,10 @@ async fn set_draining(a: NameArgs, draining: bool) -> anyhow::Result<ExitCode> {
     let res = a.client.client().update_server(&a.name, &req).await;
     output::finish(res, a.client.output, |s| {
         if draining {
-            println!("server {} is draining: no new tenants are placed on it", s.name)
+            println!(
+                "server {} is draining: no new tenants are placed on it",
+                s.name
+            )
         } else {
             println!("server {} takes new tenants again", s.name)
         }

@@ -306,7 +306,10 @@ impl DataApi {
                     .await
                     .map_err(|e| QueryError::Unavailable {
                         code: "database_unavailable",
-                        message: format!("the tenant's server {:?} is unavailable; retry later ({e})", t.server),
+                        message: format!(
+                            "the tenant's server {:?} is unavailable; retry later ({e})",
+                            t.server
+                        ),
                     })?;
                 drop(client);
                 let password = crate::tenant::service::open_password(p, &sealed)

@@ -21,7 +21,9 @@ pub enum CheckError {
     Unreachable(String),
     #[error("url: the server runs PostgreSQL {0}; berqenas needs 15 or later")]
     TooOld(String),
-    #[error("url: the role berqenas connects as must be a superuser or have CREATEROLE and CREATEDB")]
+    #[error(
+        "url: the role berqenas connects as must be a superuser or have CREATEROLE and CREATEDB"
+    )]
     Privileges,
     #[error("url: the server refused berqenas's setup: {0}")]
     Setup(String),

@@ -128,11 +128,7 @@ impl Fleet {
         if name == DEFAULT {
             return Some(self.default.clone());
         }
-        self.others
-            .read()
-            .expect("fleet lock")
-            .get(name)
-            .cloned()
+        self.others.read().expect("fleet lock").get(name).cloned()
     }
 
     /// The endpoint tenants of `name` connect to, if this process has opened it.

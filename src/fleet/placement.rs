@@ -173,15 +173,22 @@ mod tests {
         assert_eq!(choose(&eu, &all).unwrap(), "pg2");
         all[1].draining = true;
         let e = choose(&eu, &all).unwrap_err();
-        assert!(e.contains("region=eu") && e.contains("pg2 is draining"), "{e}");
+        assert!(
+            e.contains("region=eu") && e.contains("pg2 is draining"),
+            "{e}"
+        );
         all[2].down_reason = Some("connection refused".into());
         assert_eq!(choose(&Policy::LeastDisk, &all).unwrap(), "default");
     }
 
     #[test]
     fn bad_policies_and_labels_are_refused_naming_the_field() {
-        assert!(parse(Some(&json!("most"))).unwrap_err().contains("placement"));
-        assert!(parse(Some(&json!({"region": 1}))).unwrap_err().contains("placement"));
+        assert!(parse(Some(&json!("most")))
+            .unwrap_err()
+            .contains("placement"));
+        assert!(parse(Some(&json!({"region": 1})))
+            .unwrap_err()
+            .contains("placement"));
         assert!(parse(Some(&json!({}))).is_err());
         assert!(parse_labels("region").unwrap_err().starts_with("labels"));
         assert!(parse_labels("Region=EU").unwrap_err().starts_with("labels"));

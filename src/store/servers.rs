@@ -87,9 +87,7 @@ pub async fn insert(c: &impl GenericClient, s: &NewServer<'_>) -> Result<ServerR
 /// Every server, `default` first, then by name.
 pub async fn list(c: &impl GenericClient) -> Result<Vec<ServerRow>> {
     c.query(
-        &format!(
-            "SELECT {COLUMNS} FROM berqenas.servers s ORDER BY s.name <> 'default', s.name"
-        ),
+        &format!("SELECT {COLUMNS} FROM berqenas.servers s ORDER BY s.name <> 'default', s.name"),
         &[],
     )
     .await?
@@ -115,13 +113,12 @@ pub async fn get(c: &impl GenericClient, name: &str) -> Result<ServerRow> {
 
 /// The row, locked for the rest of the caller's transaction.
 pub async fn lock(c: &impl GenericClient, name: &str) -> Result<bool> {
-    Ok(c
-        .query_opt(
-            "SELECT 1 FROM berqenas.servers WHERE name = $1 FOR UPDATE",
-            &[&name],
-        )
-        .await?
-        .is_some())
+    Ok(c.query_opt(
+        "SELECT 1 FROM berqenas.servers WHERE name = $1 FOR UPDATE",
+        &[&name],
+    )
+    .await?
+    .is_some())
 }
 
 /// Changes labels and/or draining; `None` leaves a field as it is.
@@ -201,11 +198,7 @@ pub async fn delete_if_empty(
 }
 
 /// Moves a registry row to a server (a placed create registers it there).
-pub async fn place_tenant(
-    c: &impl GenericClient,
-    tenant: uuid::Uuid,
-    server: &str,
-) -> Result<()> {
+pub async fn place_tenant(c: &impl GenericClient, tenant: uuid::Uuid, server: &str) -> Result<()> {
     c.execute(
         "UPDATE berqenas.tenants SET server = $2 WHERE id = $1",
         &[&tenant, &server],

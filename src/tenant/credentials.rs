@@ -109,13 +109,19 @@ pub async fn credentials_of(p: &Platform, key: &str, actor: &str) -> Result<Cred
     let password = open_password(p, &sealed)?;
     if p.fleet.cached(&tenant.server).is_none() {
         // Another instance placed it: open its server here for its endpoint.
-        p.fleet.server(&client, &p.key, &tenant.server).await.map_err(|e| {
-            Error::Rejected(crate::problem::Problem::new(
-                crate::problem::Kind::Unavailable,
-                "server_unavailable",
-                format!("the tenant's server {:?} cannot be reached: {e}", tenant.server),
-            ))
-        })?;
+        p.fleet
+            .server(&client, &p.key, &tenant.server)
+            .await
+            .map_err(|e| {
+                Error::Rejected(crate::problem::Problem::new(
+                    crate::problem::Kind::Unavailable,
+                    "server_unavailable",
+                    format!(
+                        "the tenant's server {:?} cannot be reached: {e}",
+                        tenant.server
+                    ),
+                ))
+            })?;
     }
     audit::record(
         &client,

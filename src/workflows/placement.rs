@@ -37,9 +37,8 @@ pub async fn place(
     server: Option<&str>,
     policy: Option<&serde_json::Value>,
 ) -> Result<String, Error> {
-    let parsed = placement::parse(policy).map_err(|m| {
-        Error::Rejected(Problem::bad_field("placement", m))
-    })?;
+    let parsed = placement::parse(policy)
+        .map_err(|m| Error::Rejected(Problem::bad_field("placement", m)))?;
     if let Some(name) = server {
         if policy.is_some() {
             return Err(Error::Rejected(Problem::bad_field(

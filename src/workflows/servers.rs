@@ -181,9 +181,7 @@ fn check_error(e: check::CheckError) -> Error {
 fn fleet_error(e: fleet::Error) -> Error {
     match e {
         fleet::Error::NotFound(n) => not_found(&n),
-        fleet::Error::Down { reason, .. } => {
-            check_error(check::CheckError::Unreachable(reason))
-        }
+        fleet::Error::Down { reason, .. } => check_error(check::CheckError::Unreachable(reason)),
         fleet::Error::Pg(crate::pg::PgError::Privileges) => {
             check_error(check::CheckError::Privileges)
         }
@@ -202,13 +200,18 @@ pub async fn add(p: &Platform, req: &AddServer, actor: &str) -> Result<ServerInf
     check_name(&req.name)?;
     let config = check::parse_url(req.url.expose_secret()).map_err(check_error)?;
     let labels = check_labels(&req.labels.clone().unwrap_or_default())?;
-    if store::find(&p.pool.get().await?, &req.name).await?.is_some() {
+    if store::find(&p.pool.get().await?, &req.name)
+        .await?
+        .is_some()
+    {
         return Err(conflict(
             "server_exists",
             format!("name: a server named {:?} exists", req.name),
         ));
     }
-    let server = fleet::open(&req.name, &req.url).await.map_err(fleet_error)?;
+    let server = fleet::open(&req.name, &req.url)
+        .await
+        .map_err(fleet_error)?;
     if let Some(other) = registered_as(p, &server).await? {
         return Err(conflict(
             "server_exists",
@@ -221,7 +224,9 @@ pub async fn add(p: &Platform, req: &AddServer, actor: &str) -> Result<ServerInf
         .await
         .map_err(|e| {
             tracing::warn!(server = %req.name, error = %e, "building the template database failed");
-            check_error(check::CheckError::Setup("building the template database failed".into()))
+            check_error(check::CheckError::Setup(
+                "building the template database failed".into(),
+            ))
         })?;
     let endpoint = fleet::endpoint_of(&config);
     let sealed = p.key.seal(req.url.expose_secret().as_bytes());
@@ -257,7 +262,9 @@ pub async fn add(p: &Platform, req: &AddServer, actor: &str) -> Result<ServerInf
     tx.commit().await?;
     p.fleet.insert(server);
     tracing::info!(server = %req.name, host = %endpoint.host, port = endpoint.port, "server added");
-    let live = check::stats(&p.fleet.cached(&req.name).expect("just inserted")).await.ok();
+    let live = check::stats(&p.fleet.cached(&req.name).expect("just inserted"))
+        .await
+        .ok();
     Ok(info(&row, live.as_ref()))
 }
 
@@ -369,7 +376,12 @@ pub async fn get(p: &Platform, name: &str) -> Result<ServerInfo> {
 }
 
 /// `PATCH /api/v1/servers/{name}`: labels, draining.
-pub async fn update(p: &Platform, name: &str, req: &UpdateServer, actor: &str) -> Result<ServerInfo> {
+pub async fn update(
+    p: &Platform,
+    name: &str,
+    req: &UpdateServer,
+    actor: &str,
+) -> Result<ServerInfo> {
     let labels = req.labels.as_ref().map(check_labels).transpose()?;
     if labels.is_none() && req.draining.is_none() {
         return Err(bad("labels", "nothing to change: give labels or draining"));
@@ -380,9 +392,15 @@ pub async fn update(p: &Platform, name: &str, req: &UpdateServer, actor: &str) -
         Err(crate::store::Error::NotFound) => return Err(not_found(name)),
         other => other?,
     };
-    audit(&tx, actor, "server_updated", name, serde_json::json!({
-        "labels": labels, "draining": req.draining,
-    }))
+    audit(
+        &tx,
+        actor,
+        "server_updated",
+        name,
+        serde_json::json!({
+            "labels": labels, "draining": req.draining,
+        }),
+    )
     .await?;
     tx.commit().await?;
     let live = look(p, &mut row).await;
@@ -424,8 +442,13 @@ pub async fn remove(p: &Platform, name: &str, actor: &str) -> Result<ServerInfo>
 /// At start: where `default` is, recorded (shown by `server list`).
 pub async fn at_start(p: &Platform) -> Result<()> {
     let e = &p.endpoint;
-    store::set_default_endpoint(&p.pool.get().await?, &e.host, i32::from(e.port), &e.database)
-        .await?;
+    store::set_default_endpoint(
+        &p.pool.get().await?,
+        &e.host,
+        i32::from(e.port),
+        &e.database,
+    )
+    .await?;
     Ok(())
 }
 
@@ -459,9 +482,10 @@ pub(super) async fn candidates(
     let mut rows = store::list(&p.pool.get().await?).await?;
     let mut out = Vec::with_capacity(rows.len());
     let disks: Vec<Option<i64>> = if *policy == placement::Policy::LeastDisk {
-        futures_util::future::join_all(rows.iter_mut().map(|row| async move {
-            look(p, row).await.map(|s| s.disk_bytes)
-        }))
+        futures_util::future::join_all(
+            rows.iter_mut()
+                .map(|row| async move { look(p, row).await.map(|s| s.disk_bytes) }),
+        )
         .await
     } else {
         vec![None; rows.len()]

@@ -179,14 +179,22 @@ fn whole_there_or_nothing<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), 
                 "undone, but cmpg2 keeps {roles} role(s), {schemas} schema(s), {dbs} database(s)"
             )),
             200 if v["status"] == "active" && v["server"] == SERVER && roles == 6 => {
-                let wanted = if v["isolation"] == "database" { (0, 1) } else { (1, 0) };
+                let wanted = if v["isolation"] == "database" {
+                    (0, 1)
+                } else {
+                    (1, 0)
+                };
                 if (schemas, dbs) == wanted {
                     Ok(())
                 } else {
-                    Err(format!("active, but cmpg2 has {schemas} schema(s), {dbs} database(s)"))
+                    Err(format!(
+                        "active, but cmpg2 has {schemas} schema(s), {dbs} database(s)"
+                    ))
                 }
             }
-            _ => Err(format!("after a crashed placed create: {status} {v}; {roles} role(s) on cmpg2")),
+            _ => Err(format!(
+                "after a crashed placed create: {status} {v}; {roles} role(s) on cmpg2"
+            )),
         }
     })
 }
