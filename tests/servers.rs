@@ -497,12 +497,44 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
         Vec::<String>::new()
     );
 
-    // --- placement by label ---
-    let eu = unique("srve");
+    // --- placement by label (through the API and the CLI) ---
+    let us = unique("srve");
     let b = app
-        .create_with(json!({"name": eu, "placement": {"region": "us"}}))
+        .create_with(json!({"name": us, "placement": {"region": "us"}}))
         .await;
     assert_eq!(b["server"], "pg3", "{b}");
+    let eu = unique("srve");
+    let out = cli(
+        &app,
+        &[
+            "tenant",
+            "create",
+            "--name",
+            &eu,
+            "--placement",
+            "region=eu,tier=gold",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(stdout_json(&out)["server"], "pg2");
+    let named = unique("srve");
+    let out = cli(
+        &app,
+        &[
+            "tenant",
+            "create",
+            "--name",
+            &named,
+            "--pg-server",
+            "pg3",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(stdout_json(&out)["server"], "pg3");
     let (s, b) = app
         .call(
             Method::POST,

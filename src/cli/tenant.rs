@@ -208,10 +208,10 @@ pub struct CreateArgs {
     /// plan's default off [default: the plan's]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub vector_store: Option<bool>,
-    /// The PostgreSQL server to place it on (`berqenas server list`) [default: the one
-    /// --placement picks]
-    #[arg(long, conflicts_with = "placement")]
-    pub server: Option<String>,
+    /// The PostgreSQL server to place it on (`berqenas server list`; `--server` is the
+    /// berqenas API's URL) [default: the one --placement picks]
+    #[arg(long = "pg-server", conflicts_with = "placement")]
+    pub pg_server: Option<String>,
     /// least_tenants, least_disk, or labels the server must have: region=eu,tier=gold
     /// [default: least_tenants]
     #[arg(long)]
@@ -288,7 +288,7 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 metadata: a.metadata,
                 backup_schedule: a.backup_schedule,
                 vector_store: a.vector_store,
-                server: a.server,
+                server: a.pg_server,
                 placement: match a.placement.as_deref() {
                     None => None,
                     Some(p @ ("least_tenants" | "least_disk")) => Some(serde_json::json!(p)),

@@ -84,6 +84,17 @@ pub async fn insert(c: &impl GenericClient, s: &NewServer<'_>) -> Result<ServerR
     get(c, s.name).await
 }
 
+/// Whether any server besides `default` is registered (one index probe: the create
+/// path asks it before anything else about servers).
+pub async fn others_exist(c: &impl GenericClient) -> Result<bool> {
+    Ok(c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM berqenas.servers WHERE name <> 'default')",
+        &[],
+    )
+    .await?
+    .get(0))
+}
+
 /// Every server, `default` first, then by name.
 pub async fn list(c: &impl GenericClient) -> Result<Vec<ServerRow>> {
     c.query(

@@ -48,10 +48,16 @@ pub async fn place(
         }
         return explicit(p, name).await;
     }
-    let mut candidates = servers::candidates(p, &parsed).await?;
-    if candidates.len() == 1 && policy.is_none() {
-        return Ok(DEFAULT.to_string());
+    if policy.is_none() {
+        let c = p.pool.get().await?;
+        let others = crate::store::servers::others_exist(&c)
+            .await
+            .map_err(crate::tenant::service::Error::from)?;
+        if !others {
+            return Ok(DEFAULT.to_string());
+        }
     }
+    let mut candidates = servers::candidates(p, &parsed).await?;
     loop {
         let name = placement::choose(&parsed, &candidates)
             .map_err(|m| refused("placement", "no_server_matches", m))?;
