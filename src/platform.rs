@@ -46,6 +46,33 @@ pub struct Platform {
     /// The vector store backend tenants' collections are made in (`--vector-url`,
     /// `--vector-backend`); `None`: a create asking for one is refused.
     pub vectors: Option<std::sync::Arc<dyn crate::vector::Backend>>,
+    /// The PostgreSQL servers tenants live on (docs/servers.md); `pool`, `config` and
+    /// `endpoint` above are its `default` one.
+    pub fleet: crate::fleet::Fleet,
+}
+
+impl Platform {
+    /// This platform as seen from another server: its pool, config, endpoint and
+    /// role capabilities in place of `default`'s. Only for the tenant objects made
+    /// there: the control tables stay on `default` (`self.pool`), so a function
+    /// given a view must not read or write them.
+    pub fn on(&self, server: &crate::fleet::Server) -> Platform {
+        Platform {
+            pool: server.pool.clone(),
+            config: server.config.clone(),
+            endpoint: server.endpoint.clone(),
+            caps: server.caps,
+            ..self.clone()
+        }
+    }
+
+    /// Where the tenants of `server` connect (`default`'s endpoint for `default`,
+    /// and for a server this process has not opened yet: callers open it first).
+    pub fn endpoint_of(&self, server: &str) -> Endpoint {
+        self.fleet
+            .endpoint(server)
+            .unwrap_or_else(|| self.endpoint.clone())
+    }
 }
 
 /// `--invitation-ttl`, `--auth-allow-private`.

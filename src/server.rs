@@ -190,7 +190,7 @@ pub async fn platform_with(
     }
     let platform = Platform {
         pool: pool.clone(),
-        config,
+        config: config.clone(),
         key,
         caps,
         template,
@@ -216,9 +216,11 @@ pub async fn platform_with(
         sign_in: Default::default(),
         public_url: None,
         vectors: None,
+        fleet: crate::fleet::Fleet::new(config.clone(), pool.clone(), db.endpoint.clone(), caps),
     };
     tenant::database_mode::ensure_template(&platform).await?;
     tenant::shared_mode::ensure_pool(&platform).await?;
+    crate::workflows::servers::at_start(&platform).await?;
     crate::isolation::quota_guard::repair_shared_guard(&platform.pool.get().await?).await?;
     Ok(platform)
 }
@@ -514,6 +516,10 @@ async fn reconcile_forever(rt: std::sync::Arc<Runtime>) {
             Err(e) => {
                 tracing::warn!(error = %e, "tenant role check failed; retrying at the next tick")
             }
+        }
+        // Servers that went away are marked down (with why), ones that came back up.
+        if let Err(e) = crate::workflows::servers::health_round(&platform).await {
+            tracing::warn!(error = %e, "server health round failed; retrying at the next tick");
         }
         if let Err(e) = crate::workflows::lifecycle::expire_trials(&rt).await {
             tracing::warn!(error = %e, "trial expiry failed; retrying at the next tick");

@@ -147,6 +147,13 @@ async fn endpoints(server: &Server) -> Vec<(Method, String, Option<serde_json::V
                 (Method::PATCH, "/api/v1/tenants/{name}/config") => {
                     Some(serde_json::json!({"max_tokens": 2000}))
                 }
+                // Checked for shape before the registry is asked; never connected to.
+                (Method::POST, "/api/v1/servers") => Some(serde_json::json!(
+                    {"name": "pg2", "url": "postgresql://u:p@127.0.0.1:1/postgres"}
+                )),
+                (Method::PATCH, "/api/v1/servers/{name}") => {
+                    Some(serde_json::json!({"draining": true}))
+                }
                 (Method::POST | Method::PUT | Method::PATCH, _) => Some(serde_json::json!({})),
                 _ => None,
             };

@@ -25,6 +25,7 @@ pub mod operations;
 pub mod quotas;
 pub mod ratelimit;
 pub mod realtime;
+pub mod servers;
 pub mod strict_json;
 pub mod tenant_key;
 pub mod tenants;
@@ -257,6 +258,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/onboarding-steps/{name}",
             get(onboarding_steps::get).delete(onboarding_steps::remove),
+        )
+        .route("/servers", get(servers::list).post(servers::add))
+        .route(
+            "/servers/{name}",
+            get(servers::get)
+                .patch(servers::update)
+                .delete(servers::remove),
         )
         .route("/operations", get(operations::list))
         .route("/operations/{id}", get(operations::get))

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use super::{
     api_keys, audit, auth_providers, backups, config, data, error, events, health, invitations,
     lifecycle, metrics, migrations, monitoring, network, onboarding_steps, operations, quotas,
-    realtime, tenant_key, tenants, users, vectors, webhooks,
+    realtime, servers, tenant_key, tenants, users, vectors, webhooks,
 };
 use crate::events::data as ed;
 use crate::tenant::{self, service};
@@ -44,10 +44,13 @@ use crate::tenant::{self, service};
         monitoring::put,
         realtime::publish, realtime::stream, realtime::admin_publish, realtime::admin_stream,
         realtime::tables,
+        servers::add, servers::list, servers::get, servers::update, servers::remove,
     ),
     components(schemas(
         crate::monitoring::Level, crate::monitoring::service::TenantMonitoring,
         crate::monitoring::service::LevelRequest, crate::monitoring::targets::TargetGroup,
+        crate::workflows::servers::AddServer, crate::workflows::servers::UpdateServer,
+        crate::workflows::servers::ServerInfo, crate::workflows::servers::ServerList,
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo,
         tenant::Tenant, tenant::Plan, tenant::Status, tenant::Isolation, tenant::AccessMode,
         service::CreateTenant, service::UpdateTenant, service::CreatedTenant, service::Credentials,

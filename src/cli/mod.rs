@@ -19,6 +19,7 @@ mod progress;
 mod psql;
 mod quota;
 mod realtime;
+mod servers;
 mod template;
 mod tenant;
 mod webhook;
@@ -94,6 +95,9 @@ pub enum Command {
     /// A tenant's realtime events: tail a stream, publish, publish a table's changes.
     #[command(subcommand)]
     Realtime(realtime::RealtimeCommand),
+    /// The PostgreSQL servers tenants are placed on: add, list, drain, remove.
+    #[command(subcommand)]
+    Server(servers::ServerCommand),
 }
 
 #[derive(Debug, Args)]
@@ -452,6 +456,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Operation(cmd) => operation::run(cmd).await,
         Command::Webhook(cmd) => webhook::run(cmd).await,
         Command::Realtime(cmd) => realtime::run(cmd).await,
+        Command::Server(cmd) => servers::run(cmd).await,
     }
 }
 

@@ -211,6 +211,14 @@ pub struct CreateArgs {
     /// plan's default off [default: the plan's]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub vector_store: Option<bool>,
+    /// The PostgreSQL server to place it on (`berqenas server list`; `--server` is the
+    /// berqenas API's URL) [default: the one --placement picks]
+    #[arg(long = "pg-server", conflicts_with = "placement")]
+    pub pg_server: Option<String>,
+    /// least_tenants, least_disk, or labels the server must have: region=eu,tier=gold
+    /// [default: least_tenants]
+    #[arg(long)]
+    pub placement: Option<String>,
     /// Makes a retried command safe: the same key replays the first answer.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -283,6 +291,15 @@ pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
                 metadata: a.metadata,
                 backup_schedule: a.backup_schedule,
                 vector_store: a.vector_store,
+                server: a.pg_server,
+                placement: match a.placement.as_deref() {
+                    None => None,
+                    Some(p @ ("least_tenants" | "least_disk")) => Some(serde_json::json!(p)),
+                    Some(labels) => Some(serde_json::to_value(
+                        crate::fleet::placement::parse_labels(labels)
+                            .map_err(|e| anyhow::anyhow!("--placement: {e}"))?,
+                    )?),
+                },
             };
             let res = a
                 .client

@@ -198,6 +198,8 @@ fn create_request(form: &Fields) -> Result<CreateTenant, Failure> {
         backup_schedule: field(form, "backup_schedule").map(str::to_string),
         // The plan's default (the form has no switch for it yet).
         vector_store: None,
+        server: None,
+        placement: None,
     })
 }
 

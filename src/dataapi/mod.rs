@@ -299,10 +299,22 @@ impl DataApi {
                 let sealed = crate::store::tenants::sealed_credentials(&client, t.id)
                     .await
                     .map_err(|e| QueryError::Internal(Box::new(e)))?;
+                // The server the tenant lives on (docs/servers.md).
+                let server = p
+                    .fleet
+                    .server(&client, &p.key, &t.server)
+                    .await
+                    .map_err(|e| QueryError::Unavailable {
+                        code: "database_unavailable",
+                        message: format!(
+                            "the tenant's server {:?} is unavailable; retry later ({e})",
+                            t.server
+                        ),
+                    })?;
                 drop(client);
                 let password = crate::tenant::service::open_password(p, &sealed)
                     .map_err(|e| QueryError::Internal(Box::new(e)))?;
-                let mut config = p.config.clone();
+                let mut config = server.config.clone();
                 // The tenant's session: its role's own settings, none of the control
                 // plane's connection options (its pinned search path).
                 config

@@ -56,6 +56,15 @@ pub struct CreateTenant {
     /// `vector_store`]. Database mode only, for now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vector_store: Option<bool>,
+    /// The server the tenant is placed on (docs/servers.md) [default: the one
+    /// `placement` picks].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// `"least_tenants"` (the default), `"least_disk"`, or labels the server must
+    /// have: `{"region": "eu"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub placement: Option<serde_json::Value>,
 }
 
 /// The answer to a create: the tenant, and its secrets shown this once.
@@ -85,6 +94,9 @@ pub struct Validated {
     pub backup_schedule: Option<String>,
     /// The request's `vector_store`; settled to the plan's when it says nothing.
     pub vector_store: Option<bool>,
+    /// The request's `server` and `placement` (judged by the placement workflow).
+    pub server: Option<String>,
+    pub placement: Option<serde_json::Value>,
 }
 
 /// The request, checked field by field; nothing is read or changed.
@@ -122,6 +134,8 @@ pub(crate) fn validate_create(req: &CreateTenant) -> Result<Validated> {
         metadata: validate_metadata(req.metadata.clone())?,
         backup_schedule: req.backup_schedule.clone(),
         vector_store: req.vector_store,
+        server: req.server.clone(),
+        placement: req.placement.clone(),
     })
 }
 
@@ -439,6 +453,7 @@ mod tests {
                 integrations: serde_json::json!({}),
                 auth_providers: vec![],
                 vector_store: None,
+                server: "default".into(),
             },
             api_key: "bqk_0123456789abcdef_the-api-key-secret".into(),
             credentials: Credentials {

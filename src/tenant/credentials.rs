@@ -40,18 +40,35 @@ struct SealedSecret {
     password: SecretString,
 }
 
+/// How to connect as the tenant's login role, on the server it lives on (opened by
+/// this process: callers of a tenant on another server open it first, see
+/// [`credentials_of`]).
 pub(super) fn credentials(p: &Platform, t: &Tenant, password: SecretString) -> Credentials {
-    credentials_for(p, t.role.as_str(), t.database.as_str(), password)
+    credentials_on(
+        &p.endpoint_of(&t.server),
+        t.role.as_str(),
+        t.database.as_str(),
+        password,
+    )
 }
 
-/// How to connect as `user` to `database` on this platform's server.
+/// How to connect as `user` to `database` on this platform's `default` server.
 pub(crate) fn credentials_for(
     p: &Platform,
     user: &str,
     database: &str,
     password: SecretString,
 ) -> Credentials {
-    let e = &p.endpoint;
+    credentials_on(&p.endpoint, user, database, password)
+}
+
+/// How to connect as `user` to `database` at `e`.
+pub(crate) fn credentials_on(
+    e: &crate::platform::Endpoint,
+    user: &str,
+    database: &str,
+    password: SecretString,
+) -> Credentials {
     Credentials {
         dsn: format!(
             "postgresql://{user}:{}@{}:{}/{database}",
@@ -90,6 +107,22 @@ pub async fn credentials_of(p: &Platform, key: &str, actor: &str) -> Result<Cred
         .ok_or_else(|| Error::not_found(key))?;
     let sealed = store::sealed_credentials(&client, tenant.id).await?;
     let password = open_password(p, &sealed)?;
+    if p.fleet.cached(&tenant.server).is_none() {
+        // Another instance placed it: open its server here for its endpoint.
+        p.fleet
+            .server(&client, &p.key, &tenant.server)
+            .await
+            .map_err(|e| {
+                Error::Rejected(crate::problem::Problem::new(
+                    crate::problem::Kind::Unavailable,
+                    "server_unavailable",
+                    format!(
+                        "the tenant's server {:?} cannot be reached: {e}",
+                        tenant.server
+                    ),
+                ))
+            })?;
+    }
     audit::record(
         &client,
         &audit::Entry {

@@ -35,7 +35,17 @@ async fn connect_to(p: &Platform, database: &str) -> Result<tokio_postgres::Clie
 /// it when the template changed. Runs at start.
 pub async fn ensure_template(p: &Platform) -> Result<()> {
     let admin = template_session(p, true).await?;
-    rebuild_if_stale(p, &admin).await
+    let key = template_db(p);
+    rebuild_if_stale(p, &p.pool, key.as_str(), &admin).await
+}
+
+/// [`ensure_template`] on another server (`view`: `Platform::on(server)`): its
+/// template database is built there, and recorded in the control registry (`control`)
+/// under `<server>/<template database>`.
+pub async fn ensure_template_on(control: &Platform, view: &Platform, server: &str) -> Result<()> {
+    let admin = template_session(view, true).await?;
+    let key = format!("{server}/{}", template_db(view));
+    rebuild_if_stale(view, &control.pool, &key, &admin).await
 }
 
 /// A session of the control database holding the template lock: exclusively while
@@ -54,7 +64,12 @@ pub async fn template_session(p: &Platform, exclusive: bool) -> Result<tokio_pos
     Ok(session)
 }
 
-async fn rebuild_if_stale(p: &Platform, admin: &tokio_postgres::Client) -> Result<()> {
+async fn rebuild_if_stale(
+    p: &Platform,
+    registry: &deadpool_postgres::Pool,
+    key: &str,
+    admin: &tokio_postgres::Client,
+) -> Result<()> {
     // The hardening level is part of what the template database was built at: a
     // release that takes more from PUBLIC rebuilds it once.
     let (version, checksum) = (
@@ -66,8 +81,8 @@ async fn rebuild_if_stale(p: &Platform, admin: &tokio_postgres::Client) -> Resul
         ),
     );
     // The registry is read and written on a pooled session; `admin` holds the lock.
-    let registry = p.pool.get().await?;
-    let recorded = store::templates::built(&registry, template_db(p).as_str()).await?;
+    let registry = registry.get().await?;
+    let recorded = store::templates::built(&registry, key).await?;
     let exists = admin
         .query_opt(
             "SELECT 1 FROM pg_database WHERE datname = $1",
@@ -102,7 +117,7 @@ async fn rebuild_if_stale(p: &Platform, admin: &tokio_postgres::Client) -> Resul
         ))
         .await?;
     drop(template);
-    store::templates::set_built(&registry, template_db(p).as_str(), version, &checksum).await?;
+    store::templates::set_built(&registry, key, version, &checksum).await?;
     tracing::info!(version, "built the tenant template database");
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod database_mode;
 pub mod integrity;
 pub mod lifecycle;
 pub mod offboarding;
+pub mod placed;
 pub use crate::names::roles;
 pub mod service;
 pub mod shared_mode;

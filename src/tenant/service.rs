@@ -23,7 +23,7 @@ use crate::store::{outbox, plans};
 
 pub(crate) use super::create::{taken, taken_name, taken_row, Validated};
 pub use super::create::{CreateTenant, CreatedTenant};
-pub(crate) use super::credentials::{credentials_for, seal_password};
+pub(crate) use super::credentials::{credentials_for, credentials_on, seal_password};
 pub use super::credentials::{credentials_of, open_password, Credentials};
 
 pub const DEFAULT_PLAN: &str = "free";

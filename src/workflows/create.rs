@@ -120,6 +120,15 @@ pub async fn create_as(
             return remember_rejection(rt, idem, &req.name, Error::Rejected(p)).await;
         }
     }
+    // The server it goes to (docs/servers.md): with only `default` registered and no
+    // `server` or `placement` asked for, one read and the create goes on as before.
+    match place_on(rt, &v).await {
+        Ok(None) => {}
+        Ok(Some(server)) => {
+            return super::create_placed::create(rt, &v, &server, idem, actor, announce).await
+        }
+        Err(e) => return remember_rejection(rt, idem, &req.name, e).await,
+    }
     if v.isolation == Isolation::Database {
         return create_database(rt, &v, idem, actor, announce).await;
     }
@@ -213,6 +222,18 @@ pub async fn create_as(
     }
 }
 
+/// The server a create goes to: `None` for `default` (the paths below), else one
+/// whose create `create_placed` can run.
+async fn place_on(rt: &Runtime, v: &Validated) -> Result<Option<String>, Error> {
+    let server =
+        super::placement::place(&rt.platform, v.server.as_deref(), v.placement.as_ref()).await?;
+    if server == crate::store::servers::DEFAULT {
+        return Ok(None);
+    }
+    super::create_placed::supported(rt, v, &server).await?;
+    Ok(Some(server))
+}
+
 /// A vector store needs a backend, and (until the schema- and shared-mode creates are
 /// staged operations) database mode.
 fn vector_store_possible(rt: &Runtime) -> Result<(), crate::problem::Problem> {
@@ -261,6 +282,8 @@ impl Params {
             metadata: self.metadata.clone(),
             backup_schedule: self.backup_schedule.clone(),
             vector_store: Some(self.vector_store),
+            server: None,
+            placement: None,
         }
     }
 }
@@ -521,8 +544,12 @@ pub(super) async fn activate_registered(
         .await
         .map_err(failed)?;
     let password = service::open_password(p, &sealed).map_err(step_error)?;
-    let credentials =
-        service::credentials_for(p, tenant.role.as_str(), tenant.database.as_str(), password);
+    let credentials = service::credentials_on(
+        &p.endpoint_of(&tenant.server),
+        tenant.role.as_str(),
+        tenant.database.as_str(),
+        password,
+    );
     let created = CreatedTenant {
         tenant,
         api_key: key.plaintext,

@@ -119,6 +119,8 @@ impl Params {
             metadata: self.metadata.clone(),
             backup_schedule: self.backup_schedule.clone(),
             vector_store: Some(self.vector_store),
+            server: None,
+            placement: None,
         }
     }
 }

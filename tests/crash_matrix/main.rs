@@ -30,6 +30,7 @@ mod network;
 mod offboarding;
 mod onboarding;
 mod quotas;
+mod servers;
 mod settings;
 mod tenants;
 
@@ -89,6 +90,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(migrate::scenarios());
     all.extend(network::scenarios());
     all.extend(settings::scenarios());
+    all.extend(servers::scenarios());
     all
 }
 

@@ -69,9 +69,20 @@ pub async fn violations(pg: &tokio_postgres::Client, only: &str) -> Vec<String> 
         out.push(format!("operation still running: {r}"));
     }
     let tenants = registry(pg).await;
+    // Tenants on another server (docs/servers.md) have nothing in this cluster.
+    let elsewhere: Vec<String> = pg
+        .query(
+            "SELECT name FROM berqenas.tenants WHERE server <> 'default'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let mine: Vec<&Registered> = tenants
         .iter()
-        .filter(|t| t.name.starts_with(only))
+        .filter(|t| t.name.starts_with(only) && !elsewhere.contains(&t.name))
         .collect();
     let prefix = stem(only);
     let like = format!("{}%", prefix.replace('_', "\\_"));

@@ -170,6 +170,14 @@ pub struct Tenant {
     /// The tenant's vector store (docs/vector-store.md); null when it has none.
     #[serde(default)]
     pub vector_store: Option<VectorStoreRef>,
+    /// The PostgreSQL server the tenant lives on (docs/servers.md); `default` is the
+    /// one berqenas started with.
+    #[serde(default = "default_server")]
+    pub server: String,
+}
+
+fn default_server() -> String {
+    crate::store::servers::DEFAULT.to_string()
 }
 
 /// Where a tenant's vectors live: the backend and the collection (Chroma) or table

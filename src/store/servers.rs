@@ -1,0 +1,219 @@
+//! The `servers` table (migration 0032): the PostgreSQL servers tenants are placed on.
+//! A server's URL (it carries the credentials) is stored sealed; nothing here opens it.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use super::{found, Result};
+
+/// The server berqenas starts with; it keeps the control database.
+pub const DEFAULT: &str = "default";
+
+/// A registered server as stored (its URL still sealed).
+#[derive(Clone)]
+pub struct ServerRow {
+    pub name: String,
+    /// `None` for `default` (reached through the platform's own connection).
+    pub url_sealed: Option<Vec<u8>>,
+    pub host: String,
+    pub port: i32,
+    pub database: String,
+    pub labels: serde_json::Value,
+    pub draining: bool,
+    pub down_reason: Option<String>,
+    pub version: Option<String>,
+    pub checked_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// Tenants that live on it (purged ones left nothing there).
+    pub tenants: i64,
+}
+
+impl std::fmt::Debug for ServerRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerRow")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+const COLUMNS: &str = "s.name, s.url_sealed, s.host, s.port, s.database_name, s.labels, s.draining, \
+     s.down_reason, s.version, s.checked_at, s.created_at, \
+     (SELECT count(*) FROM berqenas.tenants t WHERE t.server = s.name AND t.status <> 'purged') AS tenants";
+
+fn server(row: &Row) -> Result<ServerRow> {
+    Ok(ServerRow {
+        name: row.try_get("name")?,
+        url_sealed: row.try_get("url_sealed")?,
+        host: row.try_get("host")?,
+        port: row.try_get("port")?,
+        database: row.try_get("database_name")?,
+        labels: row.try_get("labels")?,
+        draining: row.try_get("draining")?,
+        down_reason: row.try_get("down_reason")?,
+        version: row.try_get("version")?,
+        checked_at: row.try_get("checked_at")?,
+        created_at: row.try_get("created_at")?,
+        tenants: row.try_get("tenants")?,
+    })
+}
+
+/// What `POST /api/v1/servers` records once its checks passed.
+pub struct NewServer<'a> {
+    pub name: &'a str,
+    pub url_sealed: &'a [u8],
+    pub host: &'a str,
+    pub port: i32,
+    pub database: &'a str,
+    pub labels: &'a serde_json::Value,
+    pub version: &'a str,
+    pub draining: bool,
+}
+
+/// Records a checked server; a taken name is a [`super::Error::Conflict`].
+pub async fn insert(c: &impl GenericClient, s: &NewServer<'_>) -> Result<ServerRow> {
+    c.execute(
+        "INSERT INTO berqenas.servers (name, url_sealed, host, port, database_name, labels, version, draining, checked_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())",
+        &[&s.name, &s.url_sealed, &s.host, &s.port, &s.database, s.labels, &s.version, &s.draining],
+    )
+    .await?;
+    get(c, s.name).await
+}
+
+/// Whether any server besides `default` is registered (one index probe: the create
+/// path asks it before anything else about servers).
+pub async fn others_exist(c: &impl GenericClient) -> Result<bool> {
+    Ok(c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM berqenas.servers WHERE name <> 'default')",
+        &[],
+    )
+    .await?
+    .get(0))
+}
+
+/// Every server, `default` first, then by name.
+pub async fn list(c: &impl GenericClient) -> Result<Vec<ServerRow>> {
+    c.query(
+        &format!("SELECT {COLUMNS} FROM berqenas.servers s ORDER BY s.name <> 'default', s.name"),
+        &[],
+    )
+    .await?
+    .iter()
+    .map(server)
+    .collect()
+}
+
+pub async fn find(c: &impl GenericClient, name: &str) -> Result<Option<ServerRow>> {
+    c.query_opt(
+        &format!("SELECT {COLUMNS} FROM berqenas.servers s WHERE s.name = $1"),
+        &[&name],
+    )
+    .await?
+    .as_ref()
+    .map(server)
+    .transpose()
+}
+
+pub async fn get(c: &impl GenericClient, name: &str) -> Result<ServerRow> {
+    found(find(c, name).await?)
+}
+
+/// The row, locked for the rest of the caller's transaction.
+pub async fn lock(c: &impl GenericClient, name: &str) -> Result<bool> {
+    Ok(c.query_opt(
+        "SELECT 1 FROM berqenas.servers WHERE name = $1 FOR UPDATE",
+        &[&name],
+    )
+    .await?
+    .is_some())
+}
+
+/// Changes labels and/or draining; `None` leaves a field as it is.
+pub async fn update(
+    c: &impl GenericClient,
+    name: &str,
+    labels: Option<&serde_json::Value>,
+    draining: Option<bool>,
+) -> Result<ServerRow> {
+    let n = c
+        .execute(
+            "UPDATE berqenas.servers SET labels = COALESCE($2, labels),
+                    draining = COALESCE($3, draining), updated_at = now()
+              WHERE name = $1",
+            &[&name, &labels, &draining],
+        )
+        .await?;
+    if n == 0 {
+        return Err(super::Error::NotFound);
+    }
+    get(c, name).await
+}
+
+/// What the last check found: its version, or why it could not be reached.
+pub async fn set_health(
+    c: &impl GenericClient,
+    name: &str,
+    version: Option<&str>,
+    down_reason: Option<&str>,
+) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.servers SET version = COALESCE($2, version), down_reason = $3,
+                checked_at = now()
+          WHERE name = $1",
+        &[&name, &version, &down_reason],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Where `default` is (shown, never used to connect: the platform's own connection is).
+pub async fn set_default_endpoint(
+    c: &impl GenericClient,
+    host: &str,
+    port: i32,
+    database: &str,
+) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.servers SET host = $1, port = $2, database_name = $3
+          WHERE name = 'default' AND (host, port, database_name) IS DISTINCT FROM ($1, $2, $3)",
+        &[&host, &port, &database],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes an empty server. `Ok(Err(count))`: it still has tenants (nothing removed).
+pub async fn delete_if_empty(
+    c: &impl GenericClient,
+    name: &str,
+) -> Result<std::result::Result<(), i64>> {
+    let row = c
+        .query_one(
+            "WITH n AS (SELECT count(*) AS c FROM berqenas.tenants WHERE server = $1),
+                  d AS (DELETE FROM berqenas.servers
+                         WHERE name = $1 AND (SELECT c FROM n) = 0 RETURNING 1)
+             SELECT (SELECT c FROM n), EXISTS (SELECT 1 FROM d)",
+            &[&name],
+        )
+        .await?;
+    let (count, deleted): (i64, bool) = (row.get(0), row.get(1));
+    match (deleted, count) {
+        (true, _) => Ok(Ok(())),
+        (false, 0) => Err(super::Error::NotFound),
+        (false, n) => Ok(Err(n)),
+    }
+}
+
+/// Moves a registry row to a server (a placed create registers it there).
+pub async fn place_tenant(c: &impl GenericClient, tenant: uuid::Uuid, server: &str) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.tenants SET server = $2 WHERE id = $1",
+        &[&tenant, &server],
+    )
+    .await?;
+    Ok(())
+}

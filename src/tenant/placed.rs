@@ -1,0 +1,212 @@
+//! A tenant on a server other than `default` (docs/servers.md): its registry row on
+//! the control database, its roles and schema (or database) on its server. No
+//! transaction spans two servers, so a placed create is steps
+//! (`workflows::create_placed`): [`register`] the row, [`make`] the objects there,
+//! then the activation every multi-step create ends with. [`unmake`] undoes [`make`].
+//!
+//! Functions taking a `view` (`Platform::on(server)`) touch only that server; the
+//! registry is read and written through the control platform.
+
+use deadpool_postgres::Transaction;
+use uuid::Uuid;
+
+use super::database_mode::{self, Registered};
+use super::service::{self, Error, Validated};
+use super::{Isolation, Slug, Status};
+use crate::isolation::database as dbsql;
+use crate::isolation::{schema::SchemaPerTenant, Provision, Strategy};
+use crate::pg::{hardening, Ident};
+use crate::platform::Platform;
+use crate::secrets::SecretString;
+use crate::store::tenants;
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The registry row (`provisioning`, on `server`), with no object anywhere yet;
+/// inside the caller's control transaction, which holds the name lock. The password
+/// is sealed into the row, where [`make`] and the activation open it.
+pub async fn register(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    v: &Validated,
+    tenant_id: Uuid,
+    server: &str,
+    server_database: &str,
+) -> Result<Registered> {
+    let slug = &v.slug;
+    if tenants::find(tx, slug.as_str()).await?.is_some() {
+        return Err(service::taken_name(slug));
+    }
+    let (password, _verifier) = crate::secrets::new_password();
+    let plan = service::find_plan(tx, &v.plan).await?;
+    let quota = v.db_quota_bytes.unwrap_or(plan.quotas.db_quota_bytes);
+    let trial_days = v.trial_days(&plan);
+    let sealed = p.key.seal(&service::seal_password(&password)?);
+    let database = match v.isolation {
+        Isolation::Database => slug.schema().as_str().to_string(),
+        _ => server_database.to_string(),
+    };
+    tenants::insert(
+        tx,
+        &tenants::NewTenant {
+            id: tenant_id,
+            name: slug.as_str(),
+            status: Status::Provisioning,
+            plan: &plan.name,
+            isolation: v.isolation,
+            schema: Some(slug.schema().as_str()),
+            database: &database,
+            login_role: slug.login_role().as_str(),
+            owner_role: slug.owner_role().as_str(),
+            db_quota_bytes: quota,
+            vpn_enabled: v.vpn_enabled,
+            public_api: v.public_api,
+            template_version: p.template.latest_version(),
+            metadata: &v.metadata,
+            credentials: &sealed,
+            trial_days,
+        },
+    )
+    .await
+    .map_err(|e| service::taken_row(e, slug))?;
+    crate::store::servers::place_tenant(tx, tenant_id, server).await?;
+    Ok(Registered {
+        tenant_id,
+        plan: plan.name,
+        db_quota_bytes: quota,
+        trial_days,
+        max_connections: plan.quotas.max_connections,
+    })
+}
+
+/// Whether the tenant's roles are on the server already (made before a crash, or
+/// someone else's: the caller's journal tells which).
+pub async fn roles_exist(view: &Platform, slug: &Slug) -> Result<bool> {
+    Ok(view
+        .pool
+        .get()
+        .await?
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+            &[&slug.owner_role().as_str()],
+        )
+        .await?
+        .is_some())
+}
+
+/// The tenant's roles and schema (schema mode: in the server URL's database, one
+/// transaction there) or roles and cloned database (database mode) on its server.
+/// Runs again after a crash: what was made is found and kept.
+pub async fn make(
+    control: &Platform,
+    view: &Platform,
+    slug: &Slug,
+    isolation: Isolation,
+    password: &SecretString,
+    registered: &Registered,
+) -> Result<()> {
+    let plan = {
+        let mut c = control.pool.get().await?;
+        let tx = c.transaction().await?;
+        service::find_plan(&tx, &registered.plan).await?
+    };
+    let limits = service::limits(view, &plan, registered.db_quota_bytes);
+    let for_verifier = password.clone();
+    let verifier = tokio::task::spawn_blocking(move || {
+        use crate::secrets::ExposeSecret;
+        postgres_protocol::password::scram_sha_256(for_verifier.expose_secret().as_bytes())
+    })
+    .await
+    .expect("computing a SCRAM verifier does not panic");
+    let roles: Vec<String> = slug
+        .fixed_roles()
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    let made_before = roles_exist(view, slug).await?;
+    match isolation {
+        Isolation::Database => {
+            if !made_before {
+                let mut c = view.pool.get().await?;
+                let tx = c.transaction().await?;
+                tx.batch_execute(&dbsql::roles_sql(
+                    slug,
+                    &verifier,
+                    &limits,
+                    !view.caps.superuser,
+                ))
+                .await
+                .map_err(|e| service::taken(e, slug))?;
+                hardening::check(&tx, &roles).await?;
+                tx.commit().await?;
+            }
+            if !database_mode::database_exists(view, slug).await? {
+                database_mode::clone(view, slug, registered.max_connections).await?;
+            }
+            database_mode::configure(view, slug).await?;
+        }
+        _ => {
+            if made_before {
+                return Ok(());
+            }
+            let mut c = view.pool.get().await?;
+            let tx = c.transaction().await?;
+            let sql = SchemaPerTenant.create_sql(&Provision {
+                slug,
+                password_verifier: &verifier,
+                limits: &limits,
+                template_sql: &view.template.full_sql(),
+                grant_owner_to_creator: !view.caps.superuser,
+            });
+            tx.batch_execute(&sql)
+                .await
+                .map_err(|e| service::taken(e, slug))?;
+            hardening::check(&tx, &roles).await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops what [`make`] made on the server: the database (its sessions ended), the
+/// schema and the roles. Idempotent. The caller made sure they are its own.
+pub async fn unmake(view: &Platform, slug: &Slug, isolation: Isolation) -> Result<()> {
+    if isolation == Isolation::Database {
+        database_mode::drop_database(view, slug).await?;
+    }
+    let mut c = view.pool.get().await?;
+    let tx = c.transaction().await?;
+    let wanted: Vec<Ident> = slug.fixed_roles();
+    let names: Vec<&str> = wanted.iter().map(|r| r.as_str()).collect();
+    let present: Vec<String> = tx
+        .query(
+            "SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1)",
+            &[&names],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let existing: Vec<Ident> = wanted
+        .into_iter()
+        .filter(|r| present.iter().any(|p| p == r.as_str()))
+        .collect();
+    tx.batch_execute(&SchemaPerTenant.drop_sql(slug, &existing))
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether the tenant's objects are on the server (its schema or its database).
+pub async fn present(view: &Platform, slug: &Slug, isolation: Isolation) -> Result<bool> {
+    if isolation == Isolation::Database {
+        return database_mode::database_exists(view, slug).await;
+    }
+    let c = view.pool.get().await?;
+    Ok(c.query_opt(
+        "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
+        &[&slug.schema().as_str()],
+    )
+    .await?
+    .is_some())
+}

@@ -1,0 +1,323 @@
+//! `tenant.create.placed`: a schema- or database-mode create on a server other than
+//! `default` (docs/servers.md). No transaction spans two servers, so it is steps:
+//!
+//! 1. `register`: the registry row (`provisioning`, on its server, password sealed)
+//!    and the tenant taken by this operation, in one control transaction with the
+//!    step's journal row. Nothing exists on the server yet.
+//! 2. `provision` (reaches out): its intent journaled first (the roles and the schema
+//!    or database on that server), then made there (`tenant::placed::make`; the
+//!    schema mode in one transaction on the server).
+//! 3. `activate`: the activation every multi-step create ends with.
+//!
+//! Failing or dying before activation commits undoes it, last first: what the intent
+//! names is dropped on the server, then the registry row, each only where this
+//! operation still owns the tenant. A failpoint sits at every step boundary.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::create::{activate_registered, replay, Activation};
+use super::{failed, open_value, step_error, Error, Runtime};
+use crate::ops::{self, fence, Idempotency, Kind, NewOp, Object, Run, Step, StepError, StepFuture};
+use crate::tenant::create::{CreatedTenant, Validated};
+use crate::tenant::database_mode::Registered;
+use crate::tenant::{placed, service, Isolation, Slug};
+
+pub const CREATE_PLACED: &str = "tenant.create.placed";
+
+pub fn kind() -> Kind<Runtime> {
+    Kind {
+        name: CREATE_PLACED,
+        steps: vec![
+            Step {
+                name: "register",
+                reaches_out: false,
+                apply: register,
+                compensate: Some(unregister),
+            },
+            Step {
+                name: "provision",
+                reaches_out: true,
+                apply: provision,
+                compensate: Some(unprovision),
+            },
+            Step {
+                name: "activate",
+                reaches_out: false,
+                apply: activate,
+                compensate: None,
+            },
+        ],
+        // Activation closes the operation in its own transaction: until it commits, a
+        // crash undoes the create (its client got no credentials, and retries).
+        point_of_no_return: 3,
+    }
+}
+
+/// The input of a placed create, as journaled (no secret in it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Params {
+    tenant_id: Uuid,
+    name: Slug,
+    server: String,
+    plan: String,
+    isolation: Isolation,
+    db_quota_bytes: Option<i64>,
+    vpn_enabled: bool,
+    public_api: bool,
+    trial_days: Option<i32>,
+    metadata: Value,
+    backup_schedule: Option<String>,
+    actor: String,
+    announce: bool,
+}
+
+impl Params {
+    fn validated(&self) -> Validated {
+        Validated {
+            slug: self.name.clone(),
+            db_quota_bytes: self.db_quota_bytes,
+            vpn_enabled: self.vpn_enabled,
+            public_api: self.public_api,
+            isolation: self.isolation,
+            isolation_given: true,
+            trial_days: self.trial_days,
+            plan: self.plan.clone(),
+            metadata: self.metadata.clone(),
+            backup_schedule: self.backup_schedule.clone(),
+            vector_store: Some(false),
+            server: Some(self.server.clone()),
+            placement: None,
+        }
+    }
+}
+
+/// What a placed create cannot do yet: refused before anything is made.
+pub async fn supported(rt: &Runtime, v: &Validated, server: &str) -> Result<(), Error> {
+    let refuse = |field: &str, what: &str| {
+        let mut p = crate::problem::Problem::new(
+            crate::problem::Kind::Unprocessable,
+            "not_on_this_server",
+            format!("{field}: {what} is not available yet for tenants on server {server:?} (only on \"default\"); see docs/servers.md"),
+        );
+        p.field = Some(field.into());
+        Err(Error::Rejected(p))
+    };
+    if v.isolation == Isolation::Shared {
+        return refuse("isolation", "shared mode");
+    }
+    if v.vector_store == Some(true) {
+        return refuse("vector_store", "a vector store");
+    }
+    let c = rt.pool.get().await?;
+    let steps = crate::store::onboarding::matching(&c, &v.plan, v.isolation.as_str())
+        .await
+        .map_err(service::Error::from)?;
+    if !steps.is_empty() {
+        return refuse("plan", "running onboarding steps");
+    }
+    Ok(())
+}
+
+/// Runs a placed create to its end (or its undoing).
+pub async fn create(
+    rt: &Runtime,
+    v: &Validated,
+    server: &str,
+    idem: Option<&Idempotency>,
+    actor: &str,
+    announce: bool,
+) -> Result<CreatedTenant, Error> {
+    let tenant_id = Uuid::now_v7();
+    let params = Params {
+        tenant_id,
+        name: v.slug.clone(),
+        server: server.to_string(),
+        plan: v.plan.clone(),
+        isolation: v.isolation,
+        db_quota_bytes: v.db_quota_bytes,
+        vpn_enabled: v.vpn_enabled,
+        public_api: v.public_api,
+        trial_days: v.trial_days,
+        metadata: v.metadata.clone(),
+        backup_schedule: v.backup_schedule.clone(),
+        actor: actor.to_string(),
+        announce,
+    };
+    let done = rt
+        .engine
+        .run(
+            rt,
+            NewOp {
+                kind: CREATE_PLACED,
+                tenant_id: Some(tenant_id),
+                tenant_name: v.slug.as_str(),
+                params: serde_json::to_value(&params).map_err(service::Error::from)?,
+                idempotency: idem,
+            },
+        )
+        .await?;
+    match done {
+        ops::Done::Replay(sealed) => replay(&rt.platform, &sealed),
+        ops::Done::Finished(outcome) => {
+            let answer = outcome["answer"].as_str().unwrap_or_default();
+            let created: CreatedTenant = open_value(&rt.platform, answer)?;
+            tracing::info!(tenant.name = %created.tenant.name, server = %server, "tenant created");
+            crate::metrics::tenant_created();
+            Ok(created)
+        }
+    }
+}
+
+/// The server's view of the platform (its pool, config, endpoint), opened once.
+async fn view_of(p: &Runtime, server: &str) -> Result<crate::platform::Platform, StepError> {
+    let s = super::servers::opened(&p.platform, server)
+        .await
+        .map_err(failed)?;
+    Ok(p.platform.on(&s))
+}
+
+/// 1. The registry row on its server and the tenant taken, one control transaction.
+fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let params: Params = run.params()?;
+        let view = view_of(p, &params.server).await?;
+        let mut client = p.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        fence::lock_name(&tx, params.name.as_str()).await?;
+        let registered = placed::register(
+            p,
+            &tx,
+            &params.validated(),
+            params.tenant_id,
+            &params.server,
+            &view.endpoint.database,
+        )
+        .await
+        .map_err(step_error)?;
+        fence::acquire(&tx, run, params.tenant_id).await?;
+        if params.vpn_enabled {
+            crate::network::pool::allocate(&tx, &p.network.pool, params.tenant_id)
+                .await
+                .map_err(|e| super::refusal(e.into()))?;
+        }
+        let mut outcome = serde_json::to_value(&registered).map_err(failed)?;
+        outcome["onboarding"] = json!([]);
+        run.applied_in(&tx, &outcome).await?;
+        tx.commit().await.map_err(failed)?;
+        Ok(outcome)
+    })
+}
+
+/// Drops the registry row, if this operation still owns the tenant.
+fn unregister<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let slug = Slug::parse(&run.tenant_name).map_err(failed)?;
+        let mut client = p.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        fence::lock_name(&tx, slug.as_str()).await?;
+        if !fence::owns(&tx, run).await? {
+            return Ok(Value::Null);
+        }
+        let id = run.tenant_id.expect("an owned tenant");
+        crate::store::tenants::delete(&tx, id)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        Ok(Value::Null)
+    })
+}
+
+/// 2. The roles and schema (or database) on the server, declared first. Roles of the
+///    tenant's names that exist there already are someone else's: a taken name,
+///    never dropped.
+fn provision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let params: Params = run.params()?;
+        let registered: Registered = run
+            .outcome("register")
+            .ok_or_else(|| StepError::Fenced("nothing registered".into()))?;
+        let view = view_of(p, &params.server).await?;
+        let slug = &params.name;
+        if run.intent::<Value>("provision").is_none() {
+            if placed::roles_exist(&view, slug).await.map_err(step_error)? {
+                return Err(step_error(service::taken_name(slug)));
+            }
+            let mut objects: Vec<Object> = slug
+                .fixed_roles()
+                .iter()
+                .map(|r| Object {
+                    kind: "role".into(),
+                    name: r.as_str().to_string(),
+                    database: None,
+                    scratch: false,
+                })
+                .collect();
+            objects.push(Object {
+                kind: match params.isolation {
+                    Isolation::Database => "database".into(),
+                    _ => "schema".into(),
+                },
+                name: slug.schema().as_str().to_string(),
+                database: Some(view.endpoint.database.clone()),
+                scratch: false,
+            });
+            run.intend(objects, json!({"ours": true, "server": params.server}))
+                .await?;
+        }
+        let sealed = {
+            let c = p.pool.get().await.map_err(failed)?;
+            crate::store::tenants::sealed_credentials(&c, registered.tenant_id)
+                .await
+                .map_err(failed)?
+        };
+        let password = service::open_password(p, &sealed).map_err(step_error)?;
+        placed::make(p, &view, slug, params.isolation, &password, &registered)
+            .await
+            .map_err(step_error)?;
+        Ok(json!({"server": params.server}))
+    })
+}
+
+/// Drops what [`provision`] made on the server, if the intent says it was ours and
+/// this operation still owns the tenant.
+fn unprovision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let ours = run
+            .intent::<Value>("provision")
+            .is_some_and(|i| i["ours"] == true);
+        if !ours {
+            return Ok(Value::Null);
+        }
+        let params: Params = run.params()?;
+        let mut client = p.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        fence::lock_name(&tx, params.name.as_str()).await?;
+        if fence::owns(&tx, run).await? {
+            let view = view_of(p, &params.server).await?;
+            placed::unmake(&view, &params.name, params.isolation)
+                .await
+                .map_err(step_error)?;
+        }
+        Ok(Value::Null)
+    })
+}
+
+/// 3. Active (or trial): the activation every multi-step create ends with.
+fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let params: Params = run.params()?;
+        // The tenant's credentials name its server's host and port.
+        view_of(p, &params.server).await?;
+        let how = Activation {
+            registered_by: "register",
+            name: &params.name,
+            actor: &params.actor,
+            backup_schedule: params.backup_schedule.as_deref(),
+            announce: params.announce,
+            network: params.vpn_enabled,
+        };
+        activate_registered(p, run, how).await
+    })
+}
