@@ -158,6 +158,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0029_usage_samples.sql",
         sql: include_str!("../../migrations/control/0029_usage_samples.sql"),
     },
+    Migration {
+        version: 30,
+        name: "0030_warm_pool.sql",
+        sql: include_str!("../../migrations/control/0030_warm_pool.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

@@ -19,6 +19,7 @@ pub mod quotas;
 pub mod restores;
 pub mod settings;
 pub mod vector_store;
+pub mod warm_pool;
 
 use std::sync::Arc;
 
@@ -52,6 +53,7 @@ pub fn registry() -> Registry<Runtime> {
         .chain(migrate::kinds())
         .chain(network::kinds())
         .chain(settings::kinds())
+        .chain(warm_pool::kinds())
     {
         r = r.kind(k);
     }

@@ -32,6 +32,7 @@ mod onboarding;
 mod quotas;
 mod settings;
 mod tenants;
+mod warm_pool;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -89,6 +90,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(migrate::scenarios());
     all.extend(network::scenarios());
     all.extend(settings::scenarios());
+    all.extend(warm_pool::scenarios());
     all
 }
 
