@@ -161,9 +161,7 @@ async fn catalog(pg: &tokio_postgres::Client, name: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (what, sql) in queries {
         for row in pg.query(*sql, &[&like]).await.unwrap() {
-            let cols: Vec<String> = (0..row.len())
-                .map(|i| text_of(&row, i))
-                .collect();
+            let cols: Vec<String> = (0..row.len()).map(|i| text_of(&row, i)).collect();
             out.push(format!("{what}: {}", cols.join(" | ")));
         }
     }
@@ -227,7 +225,9 @@ fn text_of(row: &tokio_postgres::Row, i: usize) -> String {
     let shown = match t {
         Type::BOOL => row.get::<_, Option<bool>>(i).map(|b| b.to_string()),
         Type::INT4 => row.get::<_, Option<i32>>(i).map(|b| b.to_string()),
-        Type::CHAR => row.get::<_, Option<i8>>(i).map(|c| (c as u8 as char).to_string()),
+        Type::CHAR => row
+            .get::<_, Option<i8>>(i)
+            .map(|c| (c as u8 as char).to_string()),
         _ => row.get::<_, Option<String>>(i),
     };
     shown.unwrap_or_else(|| "∅".into())
@@ -245,9 +245,15 @@ async fn a_claimed_tenant_reads_the_same_as_one_made_from_scratch() {
         assert!(member_ids(&o.pg, mode).await.is_empty());
         let scratch = common::unique(&format!("scr{mode}"));
         let made = o.app.create_in(&scratch, mode).await;
-        assert!(!member_ids(&o.pg, mode).await.contains(made["id"].as_str().unwrap()));
+        assert!(!member_ids(&o.pg, mode)
+            .await
+            .contains(made["id"].as_str().unwrap()));
         // Claimed: one member ready, and the create takes it.
-        let round = fill(&o.rt, targets(i64::from(mode == "schema"), i64::from(mode == "shared"))).await;
+        let round = fill(
+            &o.rt,
+            targets(i64::from(mode == "schema"), i64::from(mode == "shared")),
+        )
+        .await;
         assert_eq!(round.made, 1, "{mode}");
         let ids = member_ids(&o.pg, mode).await;
         assert_eq!(ids.len(), 1);
@@ -262,7 +268,9 @@ async fn a_claimed_tenant_reads_the_same_as_one_made_from_scratch() {
         // The claimed tenant logs in, with its own search_path, and sees its tables.
         let tenant = common::connect_as(&answer["credentials"]).await;
         tenant
-            .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('a', 'b', 'c')")
+            .batch_execute(
+                "INSERT INTO applications (name, team, created_by) VALUES ('a', 'b', 'c')",
+            )
             .await
             .unwrap_or_else(|e| panic!("{mode}: {e}"));
         let a = catalog(&o.pg, &scratch).await;
@@ -282,7 +290,11 @@ async fn a_claimed_tenant_reads_the_same_as_one_made_from_scratch() {
         ))
         .await
         .unwrap();
-        assert_ne!(catalog(&o.pg, &claimed).await, b, "{mode}: the diff is blind to settings");
+        assert_ne!(
+            catalog(&o.pg, &claimed).await,
+            b,
+            "{mode}: the diff is blind to settings"
+        );
         let orphans = pool_orphans(&o.pg, &keys).await;
         assert!(orphans.is_empty(), "{orphans:?}");
     }
@@ -303,7 +315,11 @@ async fn a_hundred_concurrent_creates_never_share_a_member_of_ten() {
         set.spawn(async move {
             let n = format!("race{i}x");
             let (s, body) = app
-                .call(Method::POST, "/api/v1/tenants", Some(json!({"name": n, "isolation": "schema"})))
+                .call(
+                    Method::POST,
+                    "/api/v1/tenants",
+                    Some(json!({"name": n, "isolation": "schema"})),
+                )
                 .await;
             (n, s, body)
         });
@@ -318,9 +334,8 @@ async fn a_hundred_concurrent_creates_never_share_a_member_of_ten() {
         }
         // Every tenant has its own schema, under its own name.
         let schema = format!("tenant_{n}");
-        let owner: String = o
-            .pg
-            .query_one(
+        let owner: String =
+            o.pg.query_one(
                 "SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = $1",
                 &[&schema],
             )
@@ -353,7 +368,9 @@ where
     task.abort();
     let _ = task.await;
     o.rt.pool.close();
-    let platform = server::platform(&o.db, common::secret_key(), 4).await.unwrap();
+    let platform = server::platform(&o.db, common::secret_key(), 4)
+        .await
+        .unwrap();
     common::runtime(platform).await
 }
 
@@ -376,9 +393,11 @@ async fn a_kill_during_a_claim_or_a_refill_leaves_no_orphan_and_no_half_claimed_
             let _ = berqenas::workflows::create::create(&rt, &req, None, "test").await;
         })
         .await;
-        let tenant = o
-            .pg
-            .query_opt("SELECT id::text FROM berqenas.tenants WHERE name = $1", &[&name])
+        let tenant =
+            o.pg.query_opt(
+                "SELECT id::text FROM berqenas.tenants WHERE name = $1",
+                &[&name],
+            )
             .await
             .unwrap()
             .map(|r| r.get::<_, String>(0));
@@ -386,7 +405,10 @@ async fn a_kill_during_a_claim_or_a_refill_leaves_no_orphan_and_no_half_claimed_
         match (at, tenant) {
             ("before", None) => assert_eq!(left, members, "the claim was not undone"),
             ("after", Some(id)) => {
-                assert!(members.contains(&id), "the committed create had claimed a member");
+                assert!(
+                    members.contains(&id),
+                    "the committed create had claimed a member"
+                );
                 assert_eq!(left.len(), 1);
                 assert!(!left.contains(&id));
             }
@@ -414,7 +436,10 @@ async fn a_kill_during_a_claim_or_a_refill_leaves_no_orphan_and_no_half_claimed_
         let after = member_ids(&o2.pg, "schema").await;
         let made: bool = o2
             .pg
-            .query_one("SELECT EXISTS (SELECT 1 FROM berqenas.warm_pool WHERE key = $1)", &[&key])
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM berqenas.warm_pool WHERE key = $1)",
+                &[&key],
+            )
             .await
             .unwrap()
             .get(0);
@@ -450,21 +475,23 @@ async fn a_template_migration_leaves_no_stale_member_claimable() {
     let app = TestApp::over(rt.clone()).await;
     // A create with a full pool of stale members makes the tenant from scratch.
     let t = app.create(&common::unique("fresh")).await;
-    assert!(!stale.contains(t["id"].as_str().unwrap()), "a stale member was claimed");
+    assert!(
+        !stale.contains(t["id"].as_str().unwrap()),
+        "a stale member was claimed"
+    );
     assert_eq!(t["template_version"], 2);
     assert_eq!(member_ids(&o.pg, "schema").await, stale);
     // The next round recycles every stale member and refills at version 2.
     let round = fill(&rt, targets(3, 0)).await;
     assert_eq!(round.recycled, 3);
     assert_eq!(round.made, 3);
-    let versions: Vec<i32> = o
-        .pg
-        .query("SELECT template_version FROM berqenas.warm_pool", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let versions: Vec<i32> =
+        o.pg.query("SELECT template_version FROM berqenas.warm_pool", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
     assert_eq!(versions, [2, 2, 2]);
     let mut keys = member_keys(&o.pg).await;
     assert!(keys.is_disjoint(&stale_keys));
@@ -477,9 +504,11 @@ async fn a_template_migration_leaves_no_stale_member_claimable() {
     assert!(fresh.contains(t["id"].as_str().unwrap()));
     assert_eq!(t["template_version"], 2);
     let c = common::connect_as(&t["credentials"]).await;
-    c.batch_execute("INSERT INTO applications (name, team, created_by, note) VALUES ('a', 'b', 'c', 'n')")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "INSERT INTO applications (name, team, created_by, note) VALUES ('a', 'b', 'c', 'n')",
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -493,11 +522,8 @@ async fn a_claimed_tenant_is_suspended_deleted_restored_and_purged_like_any_othe
     assert!(members.contains(t["id"].as_str().unwrap()));
     let base = format!("/api/v1/tenants/{n}");
     let logs_in = || async {
-        let mut config: tokio_postgres::Config = t["credentials"]["dsn"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let mut config: tokio_postgres::Config =
+            t["credentials"]["dsn"].as_str().unwrap().parse().unwrap();
         config.connect_timeout(std::time::Duration::from_secs(5));
         config.connect(tokio_postgres::NoTls).await.is_ok()
     };
@@ -524,9 +550,8 @@ async fn a_claimed_tenant_is_suspended_deleted_restored_and_purged_like_any_othe
         Some(json!({"confirm": n})),
     )
     .await;
-    let left: i64 = o
-        .pg
-        .query_one(
+    let left: i64 =
+        o.pg.query_one(
             "SELECT (SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1))
                   + (SELECT count(*) FROM pg_namespace WHERE nspname = rtrim($1, '_'))",
             &[&format!("tenant_{}_", n.replace('-', "_"))],
@@ -576,7 +601,10 @@ async fn members_are_not_tenants_but_status_counts_them() {
         .unwrap();
     assert!(!text.contains("wp--") && !text.contains("tenant_wp__"));
     // A second round at the same targets makes nothing more.
-    assert_eq!(fill(&o.rt, targets(2, 3)).await, warm_pool::Round::default());
+    assert_eq!(
+        fill(&o.rt, targets(2, 3)).await,
+        warm_pool::Round::default()
+    );
     // Member roles cannot log in.
     let nologin: i64 = o
         .pg

@@ -11,7 +11,13 @@ pub struct SchemaPerTenant;
 impl Strategy for SchemaPerTenant {
     fn create_sql(&self, p: &Provision<'_>) -> String {
         let login = create_login_role(&p.slug.login_role(), p.password_verifier, p.limits);
-        objects_sql(p.slug, &login, true, p.template_sql, p.grant_owner_to_creator)
+        objects_sql(
+            p.slug,
+            &login,
+            true,
+            p.template_sql,
+            p.grant_owner_to_creator,
+        )
     }
 
     fn drop_sql(&self, slug: &Slug, existing_roles: &[Ident]) -> String {

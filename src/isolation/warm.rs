@@ -107,9 +107,8 @@ mod tests {
         let tenant = Slug::parse("acme").unwrap();
         let limits = RoleLimits::new(5, 1000, 1 << 20, true);
         let sql = claim_sql(Mode::Schema, &member, &tenant, "SCRAM-x", &limits);
-        assert!(sql.starts_with(
-            "ALTER SCHEMA tenant_wp__0123456789abcdef0123 RENAME TO tenant_acme;\n"
-        ));
+        assert!(sql
+            .starts_with("ALTER SCHEMA tenant_wp__0123456789abcdef0123 RENAME TO tenant_acme;\n"));
         for (from, to) in member.fixed_roles().iter().zip(tenant.fixed_roles()) {
             assert!(sql.contains(&format!("ALTER ROLE {from} RENAME TO {to};")));
         }

@@ -125,7 +125,11 @@ pub async fn any_stale(c: &impl GenericClient, isolation: Isolation, current: i3
 }
 
 /// Ready members of this mode at this template version.
-pub async fn count(c: &impl GenericClient, isolation: Isolation, template_version: i32) -> Result<i64> {
+pub async fn count(
+    c: &impl GenericClient,
+    isolation: Isolation,
+    template_version: i32,
+) -> Result<i64> {
     Ok(c.query_one(
         "SELECT count(*) FROM berqenas.warm_pool
           WHERE server = $1 AND isolation = $2 AND template_version = $3",
@@ -144,7 +148,10 @@ pub async fn counts(c: &impl GenericClient) -> Result<Vec<(String, i32, i64)>> {
             &[],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
 /// Serializes the refills of one mode across instances for the rest of the caller's

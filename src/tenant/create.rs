@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::credentials::{credentials, seal_password, Credentials};
 use super::service::{db_quota, find_plan, limits, validate_metadata, Error, DEFAULT_PLAN};
 use super::{Isolation, Plan, Slug, Status, Tenant};
-use crate::isolation::{shared, warm};
 use crate::isolation::{schema::SchemaPerTenant, Provision, Strategy};
+use crate::isolation::{shared, warm};
 use crate::platform::Platform;
 use crate::secrets::SecretString;
 use crate::store::outbox::data::{KeyRef, TenantCreated, TenantState};
@@ -316,25 +316,25 @@ async fn provision_objects(
             )
         }
         (None, isolation) => match isolation {
-        Isolation::Shared => (
-            shared::create_sql(
-                &v.slug,
-                &id.to_string(),
-                &crate::isolation::create_login_role(&v.slug.login_role(), &verifier, &limits),
-                !p.caps.superuser,
+            Isolation::Shared => (
+                shared::create_sql(
+                    &v.slug,
+                    &id.to_string(),
+                    &crate::isolation::create_login_role(&v.slug.login_role(), &verifier, &limits),
+                    !p.caps.superuser,
+                ),
+                shared::POOL_SCHEMA.to_string(),
             ),
-            shared::POOL_SCHEMA.to_string(),
-        ),
-        _ => (
-            SchemaPerTenant.create_sql(&Provision {
-                slug: &v.slug,
-                password_verifier: &verifier,
-                limits: &limits,
-                template_sql: &p.template.full_sql(),
-                grant_owner_to_creator: !p.caps.superuser,
-            }),
-            v.slug.schema().as_str().to_string(),
-        ),
+            _ => (
+                SchemaPerTenant.create_sql(&Provision {
+                    slug: &v.slug,
+                    password_verifier: &verifier,
+                    limits: &limits,
+                    template_sql: &p.template.full_sql(),
+                    grant_owner_to_creator: !p.caps.superuser,
+                }),
+                v.slug.schema().as_str().to_string(),
+            ),
         },
     };
     tx.batch_execute(&sql)

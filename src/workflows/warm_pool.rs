@@ -210,9 +210,7 @@ pub async fn refill_one(
         !rt.caps.superuser,
     );
     tx.batch_execute(&sql).await?;
-    store::insert(&tx, &m)
-        .await
-        .map_err(service::Error::from)?;
+    store::insert(&tx, &m).await.map_err(service::Error::from)?;
     ops::record_done(&tx, Uuid::now_v7(), REFILL, m.id, member.as_str()).await?;
     rt.engine.commit(tx, REFILL).await?;
     Ok(Some(m))

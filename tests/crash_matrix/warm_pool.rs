@@ -150,7 +150,11 @@ fn whole_or_absent<'a>(env: &'a Env, v: &'a Value) -> Fut<'a, Result<(), String>
             ));
         }
         if let (Some(mode), Some(id)) = (mode, id) {
-            let mode = if mode == "schema" { Mode::Schema } else { Mode::Shared };
+            let mode = if mode == "schema" {
+                Mode::Schema
+            } else {
+                Mode::Shared
+            };
             let slug = Slug::warm_member(&key).unwrap();
             env.pg
                 .batch_execute(&format!(
