@@ -4,6 +4,11 @@
 //! server's peak RSS once 1,000 tenants exist.
 //!
 //! `cargo bench --bench onboarding` (BENCH_TENANTS=N sets the tenants per series; 200).
+//!
+//! `cargo bench --bench onboarding -- --pool`: the same server with a warm pool
+//! (docs/warm_pool.md, `--warm-pool schema=200,database=10,shared=100`): creates that
+//! claim a prepared member, each figure printed beside issue 17's target
+//! (benches/onboarding/pool.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,13 +19,16 @@ use berqenas::pg::cluster::{Cluster, ClusterOptions};
 use berqenas::template::Template;
 use berqenas::tenant::Slug;
 
-const TOKEN: &str = "bench-admin-token-0123456789";
+#[path = "onboarding/pool.rs"]
+mod onboarding_pool;
+
+pub(crate) const TOKEN: &str = "bench-admin-token-0123456789";
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn report(label: &str, mut lat: Vec<Duration>, wall: Duration) -> Duration {
+pub(crate) fn report(label: &str, mut lat: Vec<Duration>, wall: Duration) -> Duration {
     lat.sort();
     let p50 = percentile(&lat, 0.50);
     println!(
@@ -38,7 +46,12 @@ async fn api_create(http: &reqwest::Client, url: &str, name: &str) -> Duration {
     api_create_in(http, url, name, "schema").await
 }
 
-async fn api_create_in(http: &reqwest::Client, url: &str, name: &str, isolation: &str) -> Duration {
+pub(crate) async fn api_create_in(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+    isolation: &str,
+) -> Duration {
     let t = Instant::now();
     let res = http
         .post(format!("{url}/api/v1/tenants"))
@@ -62,7 +75,7 @@ async fn api_series(
     api_series_in(http, url, prefix, n, concurrency, "schema").await
 }
 
-async fn api_series_in(
+pub(crate) async fn api_series_in(
     http: &reqwest::Client,
     url: &str,
     prefix: &str,
@@ -90,7 +103,11 @@ async fn api_series_in(
 }
 
 /// The DDL berqenas renders for a tenant, sent straight to PostgreSQL in one transaction.
-async fn raw_create(pg: &tokio_postgres::Client, template: &str, name: &str) -> Duration {
+pub(crate) async fn raw_create(
+    pg: &tokio_postgres::Client,
+    template: &str,
+    name: &str,
+) -> Duration {
     let slug = Slug::parse(name).unwrap();
     let verifier = postgres_protocol::password::scram_sha_256(b"raw-password");
     let sql = SchemaPerTenant.create_sql(&Provision {
@@ -129,6 +146,7 @@ impl Drop for Scratch {
 
 #[tokio::main]
 async fn main() {
+    let pool = std::env::args().any(|a| a == "--pool");
     let n: usize = std::env::var("BENCH_TENANTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -157,14 +175,13 @@ async fn main() {
 
     let data = dir.join("server");
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_berqenas"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &url,
-            "--data-dir",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .args(if pool {
+            vec!["--warm-pool", onboarding_pool::TARGETS]
+        } else {
+            vec![]
+        })
+        .arg("--data-dir")
         .arg(&data)
         .env("BERQENAS_ADMIN_TOKEN", TOKEN)
         .env("BERQENAS_LOG", "warn")
@@ -181,6 +198,12 @@ async fn main() {
         .unwrap();
     tokio::spawn(conn);
     let template = Template::builtin().full_sql();
+    if pool {
+        onboarding_pool::run(&http, &api, &raw_pg, &template, n).await;
+        let _ = server.start_kill();
+        let _ = server.wait().await;
+        return;
+    }
 
     println!(
         "berqenas onboarding benchmark: {n} schema-mode tenants per series, PostgreSQL {}",

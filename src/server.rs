@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub backup_dir: Option<PathBuf>,
     /// How often the worker measures tenants' disk use and enforces their quotas.
     pub quota_interval: std::time::Duration,
+    /// `--warm-pool`: unclaimed tenants kept ready per mode (off: all zero).
+    pub warm_pool: crate::workflows::warm_pool::Targets,
     /// How often each tenant's usage is reported (`usage.reported`).
     pub usage_report_interval: std::time::Duration,
     /// The usage history behind the console's charts: how often it is sampled, how
@@ -411,6 +413,13 @@ async fn serve(
         opts.quota_interval,
         opts.usage_history,
     ));
+    // The warm pool's refills (docs/warm_pool.md), only when asked for.
+    let warm_pool = (!opts.warm_pool.is_off()).then(|| {
+        tokio::spawn(crate::workflows::warm_pool::run_forever(
+            rt.clone(),
+            opts.warm_pool,
+        ))
+    });
     let usage_reporter = tokio::spawn(crate::quota::report::run_forever(
         platform.clone(),
         state.limits.clone(),
@@ -436,6 +445,9 @@ async fn serve(
     worker.abort();
     quota_worker.abort();
     usage_reporter.abort();
+    if let Some(w) = warm_pool {
+        w.abort();
+    }
     relay_worker.abort();
     rules_writer.abort();
     rt.engine.shutdown(SHUTDOWN_DEADLINE).await;
@@ -567,6 +579,7 @@ mod tests {
             template_dir: None,
             backup_dir: None,
             quota_interval: std::time::Duration::from_secs(30),
+            warm_pool: Default::default(),
             usage_report_interval: std::time::Duration::from_secs(3600),
             usage_history: Default::default(),
             console_password: None,

@@ -57,6 +57,20 @@ pub struct Status {
     pub tenants: BTreeMap<String, i64>,
     pub template_version: i32,
     pub network: NetworkInfo,
+    /// Unclaimed warm pool members (docs/warm_pool.md), per mode and template version.
+    /// They are not tenants: `tenants` does not count them.
+    #[serde(default)]
+    pub warm_pool: Vec<WarmPoolMembers>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WarmPoolMembers {
+    /// `schema` or `shared`.
+    pub isolation: String,
+    /// A member at another version than the current one is stale: never claimed,
+    /// and dropped by the next refill round.
+    pub template_version: i32,
+    pub members: i64,
 }
 
 /// How network rules are enforced on this server.
@@ -99,6 +113,16 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
         .map_err(crate::tenant::service::Error::from)?
         .into_iter()
         .collect();
+    let warm_pool = crate::store::warm_pool::counts(&client)
+        .await
+        .map_err(crate::tenant::service::Error::from)?
+        .into_iter()
+        .map(|(isolation, template_version, members)| WarmPoolMembers {
+            isolation,
+            template_version,
+            members,
+        })
+        .collect();
     Ok(Json(Status {
         version: crate::VERSION.into(),
         postgres: PostgresInfo {
@@ -115,5 +139,6 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
             postgres: crate::workflows::network::enforcement(p),
             vpn: crate::workflows::network::vpn_enforcement(p),
         },
+        warm_pool,
     }))
 }

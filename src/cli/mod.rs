@@ -138,6 +138,11 @@ pub struct ServeArgs {
     /// Directory backups are kept in [default: <data-dir>/backups]
     #[arg(long, env = "BERQENAS_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
+    /// The warm pool: unclaimed tenants kept ready per isolation mode, so a create is
+    /// a rename instead of new DDL (docs/warm_pool.md), e.g. `schema=50,shared=50`.
+    /// `database=N` is accepted; database mode has no pool yet. [default: off]
+    #[arg(long, env = "BERQENAS_WARM_POOL", value_parser = parse_warm_pool)]
+    pub warm_pool: Option<crate::workflows::warm_pool::Targets>,
     /// How often disk use is measured and disk quotas enforced (e.g. 30s, 5m).
     #[arg(long, env = "BERQENAS_QUOTA_INTERVAL", default_value = "30s", value_parser = parse_interval)]
     pub quota_interval: std::time::Duration,
@@ -256,6 +261,10 @@ fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
 fn parse_memory(s: &str) -> Result<usize, String> {
     let bytes = crate::tenant::size::parse_size(s).map_err(|e| e.to_string())?;
     usize::try_from(bytes).map_err(|_| format!("{s:?} is too large"))
+}
+
+fn parse_warm_pool(s: &str) -> Result<crate::workflows::warm_pool::Targets, String> {
+    s.parse()
 }
 
 /// `--quota-interval`: the durations requests take (`500ms`, `30s`, `5m`, `1h 30m`,
@@ -407,6 +416,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 template_dir: a.template_dir,
                 backup_dir: a.backup_dir,
                 quota_interval: a.quota_interval,
+                warm_pool: a.warm_pool.unwrap_or_default(),
                 usage_report_interval: a.usage_report_interval,
                 usage_history: crate::quota::history::Settings {
                     every: a.usage_sample_interval,

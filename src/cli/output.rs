@@ -219,6 +219,16 @@ pub async fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
         for (state, n) in &s.tenants {
             println!("  {state}: {n}");
         }
+        if !s.warm_pool.is_empty() {
+            let total: i64 = s.warm_pool.iter().map(|m| m.members).sum();
+            println!("warm pool: {total} unclaimed");
+            for m in &s.warm_pool {
+                println!(
+                    "  {} at template version {}: {}",
+                    m.isolation, m.template_version, m.members
+                );
+            }
+        }
     })
 }
 

@@ -159,6 +159,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/control/0029_usage_samples.sql"),
     },
     Migration {
+        version: 30,
+        name: "0030_warm_pool.sql",
+        sql: include_str!("../../migrations/control/0030_warm_pool.sql"),
+    },
+    Migration {
         version: 32,
         name: "0032_servers.sql",
         sql: include_str!("../../migrations/control/0032_servers.sql"),

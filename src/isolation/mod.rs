@@ -6,6 +6,7 @@ pub mod pool_catalog;
 pub mod quota_guard;
 pub mod schema;
 pub mod shared;
+pub mod warm;
 
 use crate::names::Slug;
 use crate::pg::{Ident, Literal};

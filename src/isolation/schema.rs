@@ -10,48 +10,14 @@ pub struct SchemaPerTenant;
 
 impl Strategy for SchemaPerTenant {
     fn create_sql(&self, p: &Provision<'_>) -> String {
-        let schema = p.slug.schema();
-        let owner = p.slug.owner_role();
-        let login = p.slug.login_role();
-        let groups: Vec<Ident> = DefaultRole::ALL
-            .iter()
-            .map(|r| p.slug.group_role(*r))
-            .collect();
-        let group_list = list(&groups);
-        let mut sql = format!("CREATE ROLE {owner} NOLOGIN;\n");
-        for g in &groups {
-            sql.push_str(&format!("CREATE ROLE {g} NOLOGIN;\n"));
-        }
-        sql.push_str(&create_login_role(&login, p.password_verifier, p.limits));
-        if p.grant_owner_to_creator {
-            sql.push_str(&format!(
-                "GRANT {owner}, {login}, {group_list} TO CURRENT_USER;\n"
-            ));
-        }
-        // PUBLIC has no CONNECT or TEMP here; the tenant's roles get them through the
-        // roles that hold them (see pg::hardening; a disk block takes TEMP away).
-        sql.push_str(&format!(
-            "GRANT {}, {} TO {login}, {group_list};\n",
-            crate::pg::hardening::connect_role(),
-            crate::pg::hardening::temp_role()
-        ));
-        sql.push_str(&format!(
-            "CREATE SCHEMA {schema} AUTHORIZATION {owner};\n\
-             REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
-             GRANT USAGE ON SCHEMA {schema} TO {login};\n\
-             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {login};\n\
-             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {login};\n\
-             ALTER ROLE {login} SET search_path = {schema};\n\
-             SET LOCAL ROLE {owner};\n\
-             SET LOCAL search_path = {schema};\n\
-             {template}\n\
-             {grants}\
-             RESET ROLE;\n\
-             SET LOCAL search_path TO DEFAULT;\n",
-            template = p.template_sql,
-            grants = roles::grants_sql(&schema, &owner, |r| p.slug.group_role(r)),
-        ));
-        sql
+        let login = create_login_role(&p.slug.login_role(), p.password_verifier, p.limits);
+        objects_sql(
+            p.slug,
+            &login,
+            true,
+            p.template_sql,
+            p.grant_owner_to_creator,
+        )
     }
 
     fn drop_sql(&self, slug: &Slug, existing_roles: &[Ident]) -> String {
@@ -64,6 +30,73 @@ impl Strategy for SchemaPerTenant {
         }
         sql
     }
+}
+
+/// A warm pool member (docs/warm_pool.md): everything [`SchemaPerTenant::create_sql`]
+/// makes, under the member's placeholder name, but the login role NOLOGIN with no
+/// password, limits or `search_path`: the claim sets those, in the same order a
+/// create does ([`super::warm::claim_sql`]).
+pub fn member_sql(member: &Slug, template_sql: &str, grant_owner_to_creator: bool) -> String {
+    let login = format!("CREATE ROLE {} NOLOGIN;\n", member.login_role());
+    objects_sql(member, &login, false, template_sql, grant_owner_to_creator)
+}
+
+/// The roles, the schema, its privileges and the template. `login_sql` makes the
+/// login role; `search_path`: whether the login role's `search_path` is set here.
+fn objects_sql(
+    slug: &Slug,
+    login_sql: &str,
+    search_path: bool,
+    template_sql: &str,
+    grant_owner_to_creator: bool,
+) -> String {
+    let schema = slug.schema();
+    let owner = slug.owner_role();
+    let login = slug.login_role();
+    let groups: Vec<Ident> = DefaultRole::ALL
+        .iter()
+        .map(|r| slug.group_role(*r))
+        .collect();
+    let group_list = list(&groups);
+    let mut sql = format!("CREATE ROLE {owner} NOLOGIN;\n");
+    for g in &groups {
+        sql.push_str(&format!("CREATE ROLE {g} NOLOGIN;\n"));
+    }
+    sql.push_str(login_sql);
+    if grant_owner_to_creator {
+        sql.push_str(&format!(
+            "GRANT {owner}, {login}, {group_list} TO CURRENT_USER;\n"
+        ));
+    }
+    // PUBLIC has no CONNECT or TEMP here; the tenant's roles get them through the
+    // roles that hold them (see pg::hardening; a disk block takes TEMP away).
+    sql.push_str(&format!(
+        "GRANT {}, {} TO {login}, {group_list};\n",
+        crate::pg::hardening::connect_role(),
+        crate::pg::hardening::temp_role()
+    ));
+    sql.push_str(&format!(
+        "CREATE SCHEMA {schema} AUTHORIZATION {owner};\n\
+         REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
+         GRANT USAGE ON SCHEMA {schema} TO {login};\n\
+         ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {login};\n\
+         ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {login};\n\
+         {search_path}\
+         SET LOCAL ROLE {owner};\n\
+         SET LOCAL search_path = {schema};\n\
+         {template}\n\
+         {grants}\
+         RESET ROLE;\n\
+         SET LOCAL search_path TO DEFAULT;\n",
+        search_path = if search_path {
+            format!("ALTER ROLE {login} SET search_path = {schema};\n")
+        } else {
+            String::new()
+        },
+        template = template_sql,
+        grants = roles::grants_sql(&schema, &owner, |r| slug.group_role(r)),
+    ));
+    sql
 }
 
 fn list(roles: &[Ident]) -> String {

@@ -140,6 +140,42 @@ pub fn create_sql(
     login_sql: &str,
     grant_owner_to_creator: bool,
 ) -> String {
+    objects_sql(slug, tenant_id, login_sql, true, grant_owner_to_creator)
+}
+
+/// A warm pool member (docs/warm_pool.md): what [`create_sql`] makes, under the
+/// member's placeholder name and the id its tenant will have, the login role NOLOGIN
+/// with no password, limits or `search_path` (the claim sets them in a create's order).
+pub fn member_sql(member: &Slug, tenant_id: &str, grant_owner_to_creator: bool) -> String {
+    let login = format!("CREATE ROLE {} NOLOGIN;\n", member.login_role());
+    objects_sql(member, tenant_id, &login, false, grant_owner_to_creator)
+}
+
+/// Gives a claimed member's member rows its tenant's role names (`renames`: from, to).
+/// As the pool owner: the rows' table is under row-level security.
+pub fn rename_members_sql(renames: &[(Ident, Ident)]) -> String {
+    let values: Vec<String> = renames
+        .iter()
+        .map(|(from, to)| format!("({}, {})", Literal(from.as_str()), Literal(to.as_str())))
+        .collect();
+    format!(
+        "SET LOCAL ROLE {owner};\n\
+         UPDATE {schema}.members m SET role = v.new::name FROM (VALUES {values}) v(old, new)\n\
+          WHERE m.role = v.old::name;\n\
+         RESET ROLE;\n",
+        owner = ident(POOL_OWNER),
+        schema = ident(POOL_SCHEMA),
+        values = values.join(", "),
+    )
+}
+
+fn objects_sql(
+    slug: &Slug,
+    tenant_id: &str,
+    login_sql: &str,
+    search_path: bool,
+    grant_owner_to_creator: bool,
+) -> String {
     let (schema, owner, login) = (ident(POOL_SCHEMA), slug.owner_role(), slug.login_role());
     let hub = format!(
         "{}, {}",
@@ -159,7 +195,9 @@ pub fn create_sql(
     }
     sql.push_str(login_sql);
     let _ = writeln!(sql, "GRANT {}, {hub} TO {login};", ident(POOL_LOGIN));
-    let _ = writeln!(sql, "ALTER ROLE {login} SET search_path = {schema};");
+    if search_path {
+        let _ = writeln!(sql, "ALTER ROLE {login} SET search_path = {schema};");
+    }
     if grant_owner_to_creator {
         let all: Vec<String> = mapped.iter().map(|r| r.to_string()).collect();
         let _ = writeln!(sql, "GRANT {} TO CURRENT_USER;", all.join(", "));

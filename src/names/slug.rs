@@ -96,6 +96,18 @@ impl Slug {
         &self.0
     }
 
+    /// A warm pool member's placeholder name, `wp--<key>` (`key`: 20 lower-case hex
+    /// digits). Its objects are `tenant_wp__<key>...`: no tenant name contains `--`, so
+    /// none of a tenant's names can ever be a member's. Never a tenant's name: only
+    /// the warm pool makes these (docs/warm_pool.md).
+    pub fn warm_member(key: &str) -> Option<Self> {
+        let hex = key.len() == 20
+            && key
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+        hex.then(|| Self(format!("wp--{key}")))
+    }
+
     /// `tenant_<name>` with hyphens as underscores: the stem of every derived name.
     /// Underscores are not allowed in names, so the mapping cannot collide.
     fn stem(&self) -> String {

@@ -30,6 +30,7 @@ pub mod tenant_config;
 pub mod tenants;
 pub mod usage_samples;
 pub mod users;
+pub mod warm_pool;
 pub mod webhooks;
 
 use tokio_postgres::error::SqlState;

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::credentials::{credentials, seal_password, Credentials};
 use super::service::{db_quota, find_plan, limits, validate_metadata, Error, DEFAULT_PLAN};
 use super::{Isolation, Plan, Slug, Status, Tenant};
-use crate::isolation::shared;
 use crate::isolation::{schema::SchemaPerTenant, Provision, Strategy};
+use crate::isolation::{shared, warm};
 use crate::platform::Platform;
 use crate::secrets::SecretString;
 use crate::store::outbox::data::{KeyRef, TenantCreated, TenantState};
@@ -208,8 +208,40 @@ pub async fn provision(
     v: &Validated,
     (password, verifier): (SecretString, tokio::task::JoinHandle<String>),
 ) -> Result<Provisioned> {
-    let (tenant, plan, quota, trial_days) =
-        provision_objects(p, tx, v, Uuid::now_v7(), (&password, verifier), None).await?;
+    provision_from(p, tx, v, (password, verifier), None).await
+}
+
+/// [`provision`] of a warm pool member the caller claimed in this transaction
+/// (docs/warm_pool.md): the member renamed to the tenant's names and given its login,
+/// limits, registry row and key; the tenant takes the member's id.
+pub async fn provision_claimed(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    v: &Validated,
+    pw: (SecretString, tokio::task::JoinHandle<String>),
+    member: &crate::store::warm_pool::Member,
+) -> Result<Provisioned> {
+    provision_from(p, tx, v, pw, Some(member)).await
+}
+
+async fn provision_from(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    v: &Validated,
+    (password, verifier): (SecretString, tokio::task::JoinHandle<String>),
+    claimed: Option<&crate::store::warm_pool::Member>,
+) -> Result<Provisioned> {
+    let id = claimed.map_or_else(Uuid::now_v7, |m| m.id);
+    let (tenant, plan, quota, trial_days) = provision_objects(
+        p,
+        tx,
+        v,
+        id,
+        (&password, verifier),
+        None,
+        claimed.map(|m| m.key.as_str()),
+    )
+    .await?;
     let id = tenant.id;
     let key = apikey::generate(&p.key);
     let stored = api_keys::insert(tx, id, None, None, &key.public_id, &key.hash).await?;
@@ -250,6 +282,7 @@ pub async fn provision_staged(
         tenant_id,
         (&password, verifier),
         Some(Status::Provisioning),
+        None,
     )
     .await?;
     Ok(super::database_mode::Registered {
@@ -262,7 +295,8 @@ pub async fn provision_staged(
 }
 
 /// The objects and the registry row of [`provision`] and [`provision_staged`];
-/// `status`: the registry's status (`None`: trial or active, as the plan says).
+/// `status`: the registry's status (`None`: trial or active, as the plan says);
+/// `member`: the key of a claimed warm pool member, renamed instead of made.
 async fn provision_objects(
     p: &Platform,
     tx: &Transaction<'_>,
@@ -270,6 +304,7 @@ async fn provision_objects(
     id: Uuid,
     (password, verifier): (&SecretString, tokio::task::JoinHandle<String>),
     status: Option<Status>,
+    member: Option<&str>,
 ) -> Result<(Tenant, Plan, i64, i32)> {
     if store::find(tx, v.slug.as_str()).await?.is_some() {
         return Err(taken_name(&v.slug));
@@ -281,26 +316,40 @@ async fn provision_objects(
         .await
         .expect("computing a SCRAM verifier does not panic");
     let limits = limits(p, &plan, quota);
-    let (sql, schema) = match v.isolation {
-        Isolation::Shared => (
-            shared::create_sql(
-                &v.slug,
-                &id.to_string(),
-                &crate::isolation::create_login_role(&v.slug.login_role(), &verifier, &limits),
-                !p.caps.superuser,
+    let (sql, schema) = match (member, v.isolation) {
+        (Some(key), mode) => {
+            // The table's CHECK keeps every key 20 hex digits.
+            let member = Slug::warm_member(key).expect("a warm pool key");
+            let (mode, schema) = match mode {
+                Isolation::Shared => (warm::Mode::Shared, shared::POOL_SCHEMA.to_string()),
+                _ => (warm::Mode::Schema, v.slug.schema().as_str().to_string()),
+            };
+            (
+                warm::claim_sql(mode, &member, &v.slug, &verifier, &limits),
+                schema,
+            )
+        }
+        (None, isolation) => match isolation {
+            Isolation::Shared => (
+                shared::create_sql(
+                    &v.slug,
+                    &id.to_string(),
+                    &crate::isolation::create_login_role(&v.slug.login_role(), &verifier, &limits),
+                    !p.caps.superuser,
+                ),
+                shared::POOL_SCHEMA.to_string(),
             ),
-            shared::POOL_SCHEMA.to_string(),
-        ),
-        _ => (
-            SchemaPerTenant.create_sql(&Provision {
-                slug: &v.slug,
-                password_verifier: &verifier,
-                limits: &limits,
-                template_sql: &p.template.full_sql(),
-                grant_owner_to_creator: !p.caps.superuser,
-            }),
-            v.slug.schema().as_str().to_string(),
-        ),
+            _ => (
+                SchemaPerTenant.create_sql(&Provision {
+                    slug: &v.slug,
+                    password_verifier: &verifier,
+                    limits: &limits,
+                    template_sql: &p.template.full_sql(),
+                    grant_owner_to_creator: !p.caps.superuser,
+                }),
+                v.slug.schema().as_str().to_string(),
+            ),
+        },
     };
     tx.batch_execute(&sql)
         .await

@@ -47,7 +47,7 @@ pub async fn ensure_pool(p: &Platform) -> Result<()> {
 }
 
 /// The row in `template_database` that records the pool's template version.
-const POOL_ROW: &str = "shared-pool";
+pub const POOL_ROW: &str = "shared-pool";
 
 /// The template version the pool's tables are at (0 before the pool exists).
 pub async fn pool_version(c: &impl GenericClient) -> Result<i32> {

@@ -148,8 +148,12 @@ pub async fn create_as(
         params: None,
         instance: Some(rt.engine.instance()),
     };
-    let (begun, staging) =
-        tokio::join!(ops::begin(&tx, &op), super::create_staged::staging(&tx, &v),);
+    // A warm pool member, claimed in this transaction (docs/warm_pool.md), pipelined too.
+    let (begun, staging, claimed) = tokio::join!(
+        ops::begin(&tx, &op),
+        super::create_staged::staging(&tx, &v),
+        super::warm_pool::claim(rt, &tx, &v),
+    );
     if let Some(answer) = settled(p, begun?) {
         return answer;
     }
@@ -160,7 +164,8 @@ pub async fn create_as(
     }
     let made = async {
         service::lock_name(&tx, &v.slug).await?;
-        let mut made = domain::provision(p, &tx, &v, (password, verifier)).await?;
+        let mut made =
+            super::warm_pool::provision(rt, &tx, &v, (password, verifier), claimed?).await?;
         if v.vpn_enabled {
             let t = &mut made.created.tenant;
             let subnet = crate::network::pool::allocate(&tx, &p.network.pool, t.id).await?;

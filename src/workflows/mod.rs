@@ -22,6 +22,7 @@ pub mod restores;
 pub mod servers;
 pub mod settings;
 pub mod vector_store;
+pub mod warm_pool;
 
 use std::sync::Arc;
 
@@ -55,6 +56,7 @@ pub fn registry() -> Registry<Runtime> {
         .chain(migrate::kinds())
         .chain(network::kinds())
         .chain(settings::kinds())
+        .chain(warm_pool::kinds())
     {
         r = r.kind(k);
     }

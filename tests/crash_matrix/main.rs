@@ -33,6 +33,7 @@ mod quotas;
 mod servers;
 mod settings;
 mod tenants;
+mod warm_pool;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -91,6 +92,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(network::scenarios());
     all.extend(settings::scenarios());
     all.extend(servers::scenarios());
+    all.extend(warm_pool::scenarios());
     all
 }
 

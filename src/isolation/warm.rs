@@ -1,0 +1,136 @@
+//! The SQL of the warm pool (docs/warm_pool.md) per isolation mode: a member made
+//! under a placeholder name, a member claimed (renamed to a tenant's names and given
+//! its login), a stale member dropped. Each runs in one transaction.
+
+use super::{schema, shared, RoleLimits, Strategy};
+use crate::names::Slug;
+use crate::pg::{Ident, Literal};
+
+/// The isolation modes that have a warm pool (database mode: not yet, see the page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Schema,
+    Shared,
+}
+
+/// A member's objects: what a create of `mode` makes, under `member`'s name, all of
+/// it NOLOGIN. `tenant_id`: the id its tenant will have (shared mode maps its roles
+/// to it).
+pub fn member_sql(
+    mode: Mode,
+    member: &Slug,
+    tenant_id: &str,
+    template_sql: &str,
+    grant_owner_to_creator: bool,
+) -> String {
+    match mode {
+        Mode::Shared => shared::member_sql(member, tenant_id, grant_owner_to_creator),
+        _ => schema::member_sql(member, template_sql, grant_owner_to_creator),
+    }
+}
+
+/// The claim: the member's schema and roles renamed to the tenant's, then its login
+/// role given what a create gives it, in a create's order (the login, the limits,
+/// then `search_path`), so the catalog reads the same as a tenant made from scratch.
+pub fn claim_sql(
+    mode: Mode,
+    member: &Slug,
+    tenant: &Slug,
+    verifier: &str,
+    limits: &RoleLimits,
+) -> String {
+    let mut sql = String::new();
+    if mode == Mode::Schema {
+        sql.push_str(&format!(
+            "ALTER SCHEMA {} RENAME TO {};\n",
+            member.schema(),
+            tenant.schema()
+        ));
+    }
+    let renames: Vec<(Ident, Ident)> = member
+        .fixed_roles()
+        .into_iter()
+        .zip(tenant.fixed_roles())
+        .collect();
+    for (from, to) in &renames {
+        sql.push_str(&format!("ALTER ROLE {from} RENAME TO {to};\n"));
+    }
+    let login = tenant.login_role();
+    sql.push_str(&format!(
+        "ALTER ROLE {login} LOGIN PASSWORD {};\n",
+        Literal(verifier)
+    ));
+    sql.push_str(&limits.sql(&login));
+    let search_path = match mode {
+        Mode::Shared => Ident::new(shared::POOL_SCHEMA).expect("a valid name"),
+        _ => tenant.schema(),
+    };
+    sql.push_str(&format!(
+        "ALTER ROLE {login} SET search_path = {search_path};\n"
+    ));
+    if mode == Mode::Shared {
+        sql.push_str(&shared::rename_members_sql(&renames));
+    }
+    sql
+}
+
+/// Drops a member (stale, or recycled): its schema or member rows, and its roles.
+pub fn drop_sql(mode: Mode, member: &Slug, tenant_id: &str) -> String {
+    let roles = member.fixed_roles();
+    match mode {
+        Mode::Shared => {
+            let mut sql = shared::purge_rows_sql(&[], tenant_id);
+            sql.push_str(&format!(
+                "DROP OWNED BY {};\n",
+                roles
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            for r in &roles {
+                sql.push_str(&format!("DROP ROLE IF EXISTS {r};\n"));
+            }
+            sql
+        }
+        _ => schema::SchemaPerTenant.drop_sql(member, &roles),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_renames_every_role_and_sets_the_login_last() {
+        let member = Slug::warm_member("0123456789abcdef0123").unwrap();
+        let tenant = Slug::parse("acme").unwrap();
+        let limits = RoleLimits::new(5, 1000, 1 << 20, true);
+        let sql = claim_sql(Mode::Schema, &member, &tenant, "SCRAM-x", &limits);
+        assert_eq!(member.schema().as_str(), "tenant_wp__0123456789abcdef0123");
+        assert!(sql.starts_with(&format!(
+            "ALTER SCHEMA {} RENAME TO {};\n",
+            member.schema(),
+            tenant.schema()
+        )));
+        for (from, to) in member.fixed_roles().iter().zip(tenant.fixed_roles()) {
+            assert!(sql.contains(&format!("ALTER ROLE {from} RENAME TO {to};")));
+        }
+        let login = sql.find("LOGIN PASSWORD").unwrap();
+        let limit = sql.find("statement_timeout").unwrap();
+        let path = sql.find("search_path").unwrap();
+        assert!(login < limit && limit < path, "{sql}");
+        assert!(!sql.contains("members"));
+        let shared = claim_sql(Mode::Shared, &member, &tenant, "SCRAM-x", &limits);
+        assert!(!shared.contains("ALTER SCHEMA"));
+        assert!(shared.contains(".members m SET role"), "{shared}");
+    }
+
+    #[test]
+    fn a_member_name_is_never_a_tenant_name() {
+        let member = Slug::warm_member("0123456789abcdef0123").unwrap();
+        assert!(Slug::parse(member.as_str()).is_err());
+        assert!(Slug::warm_member("not-hex").is_none());
+        assert!(Slug::warm_member("0123456789ABCDEF0123").is_none());
+    }
+}

@@ -1,0 +1,346 @@
+//! The warm pool (docs/warm_pool.md): unclaimed tenants prepared in the background,
+//! so that a create is a claim (a rename) instead of the DDL of a new tenant.
+//!
+//! - `warm_pool.refill`: one member made, in one transaction with its pool row and its
+//!   operation row (a [`Kind::single`]): a crash leaves the member whole or absent.
+//! - `warm_pool.recycle`: one stale member (its template version is not the current
+//!   one) dropped, in one transaction with its pool row.
+//! - The claim is part of `tenant.create`'s own transaction ([`claim`], then
+//!   [`provision`]): the member's row is deleted with `FOR UPDATE SKIP LOCKED` in the
+//!   create's transaction, so two creates never get one member, and a create that rolls
+//!   back gives it back.
+//!
+//! Refills are low priority: one member at a time, one connection, and none while the
+//! connection pool has requests waiting or only one connection left.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Transaction;
+use uuid::Uuid;
+
+use super::{Error, Runtime};
+use crate::isolation::warm::{self, Mode};
+use crate::names::Slug;
+use crate::ops::{self, Kind};
+use crate::secrets::SecretString;
+use crate::store::tenants::Isolation;
+use crate::store::warm_pool::{self as store, Member, Version};
+use crate::tenant::create::{self as domain, Provisioned, Validated};
+use crate::tenant::{service, shared_mode};
+
+pub const REFILL: &str = "warm_pool.refill";
+pub const RECYCLE: &str = "warm_pool.recycle";
+
+/// How long the refiller waits between rounds.
+const ROUND: Duration = Duration::from_secs(1);
+/// The pause between two members: claims get the connections in between.
+const BETWEEN_MEMBERS: Duration = Duration::from_millis(5);
+
+pub fn kinds() -> Vec<Kind<Runtime>> {
+    vec![Kind::single(REFILL), Kind::single(RECYCLE)]
+}
+
+/// `--warm-pool schema=50,database=10,shared=50`: the low-water mark per mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Targets {
+    pub schema: i64,
+    /// Accepted, not yet pooled: database mode creates from scratch (see the page).
+    pub database: i64,
+    pub shared: i64,
+}
+
+impl Targets {
+    pub fn is_off(&self) -> bool {
+        self.schema == 0 && self.database == 0 && self.shared == 0
+    }
+
+    fn of(&self, mode: Mode) -> i64 {
+        match mode {
+            Mode::Schema => self.schema,
+            Mode::Shared => self.shared,
+        }
+    }
+}
+
+impl std::str::FromStr for Targets {
+    type Err = String;
+
+    /// `mode=count` pairs, comma-separated; a mode left out has no pool.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut t = Targets::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (mode, n) = part.split_once('=').ok_or_else(|| {
+                format!("--warm-pool: expected mode=count (e.g. schema=50), got {part:?}")
+            })?;
+            let n: i64 = n
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (0..=10_000).contains(n))
+                .ok_or_else(|| {
+                    format!("--warm-pool: {mode}'s count must be a whole number from 0 to 10000, got {n:?}")
+                })?;
+            match mode.trim() {
+                "schema" => t.schema = n,
+                "database" => t.database = n,
+                "shared" => t.shared = n,
+                other => {
+                    return Err(format!(
+                        "--warm-pool: mode must be schema, database or shared, got {other:?}"
+                    ))
+                }
+            }
+        }
+        Ok(t)
+    }
+}
+
+fn mode_of(isolation: Isolation) -> Option<Mode> {
+    match isolation {
+        Isolation::Schema => Some(Mode::Schema),
+        Isolation::Shared => Some(Mode::Shared),
+        Isolation::Database => None,
+    }
+}
+
+fn isolation_of(mode: Mode) -> Isolation {
+    match mode {
+        Mode::Schema => Isolation::Schema,
+        Mode::Shared => Isolation::Shared,
+    }
+}
+
+/// The template version a member of `mode` must be at to be claimed: the template's
+/// latest (schema mode), or the shared pool's tables' (shared mode).
+fn version_of(rt: &Runtime, mode: Mode) -> Version<'static> {
+    match mode {
+        Mode::Schema => Version::Exactly(rt.template.latest_version()),
+        Mode::Shared => Version::Built(shared_mode::POOL_ROW),
+    }
+}
+
+async fn current_version(
+    rt: &Runtime,
+    c: &impl deadpool_postgres::GenericClient,
+    mode: Mode,
+) -> Result<i32, service::Error> {
+    match version_of(rt, mode) {
+        Version::Exactly(v) => Ok(v),
+        Version::Built(_) => shared_mode::pool_version(c).await,
+    }
+}
+
+/// A create's claim, in its transaction: a member of the create's mode at the current
+/// template version, or `None` (no pool, an empty pool, database mode): the create
+/// then makes the tenant from scratch. Pipelined with the create's first statements.
+pub async fn claim(
+    rt: &Runtime,
+    tx: &Transaction<'_>,
+    v: &Validated,
+) -> Result<Option<Member>, service::Error> {
+    let Some(mode) = mode_of(v.isolation) else {
+        return Ok(None);
+    };
+    Ok(store::claim(tx, v.isolation, version_of(rt, mode)).await?)
+}
+
+/// The create's one dispatch point: the claimed member renamed to the tenant, or the
+/// tenant made from scratch.
+pub async fn provision(
+    rt: &Runtime,
+    tx: &Transaction<'_>,
+    v: &Validated,
+    pw: (SecretString, tokio::task::JoinHandle<String>),
+    claimed: Option<Member>,
+) -> Result<Provisioned, service::Error> {
+    match claimed {
+        Some(m) => {
+            tracing::debug!(tenant.name = %v.slug, member = %m.key, "claimed a warm pool member");
+            domain::provision_claimed(&rt.platform, tx, v, pw, &m).await
+        }
+        None => domain::provision(&rt.platform, tx, v, pw).await,
+    }
+}
+
+/// A fresh member key: 20 random hex digits.
+pub fn new_key() -> String {
+    Uuid::new_v4().simple().to_string()[12..].to_string()
+}
+
+/// `warm_pool.refill`: one member of `mode` named by `key`, unless the pool already
+/// holds `target` current members. Returns the member made.
+pub async fn refill_one(
+    rt: &Runtime,
+    mode: Mode,
+    key: &str,
+    target: i64,
+) -> Result<Option<Member>, Error> {
+    let member = Slug::warm_member(key).ok_or_else(|| {
+        Error::Rejected(crate::problem::Problem::bad_field(
+            "key",
+            "a warm pool key is 20 lower-case hex digits",
+        ))
+    })?;
+    let isolation = isolation_of(mode);
+    let mut client = rt.pool.get().await?;
+    let tx = client.transaction().await?;
+    store::lock_refill(&tx, isolation)
+        .await
+        .map_err(service::Error::from)?;
+    let version = current_version(rt, &tx, mode).await?;
+    if store::count(&tx, isolation, version)
+        .await
+        .map_err(service::Error::from)?
+        >= target
+    {
+        return Ok(None);
+    }
+    let m = Member {
+        id: Uuid::now_v7(),
+        key: key.to_string(),
+        isolation,
+        template_version: version,
+    };
+    let sql = warm::member_sql(
+        mode,
+        &member,
+        &m.id.to_string(),
+        &rt.template.full_sql(),
+        !rt.caps.superuser,
+    );
+    tx.batch_execute(&sql).await?;
+    store::insert(&tx, &m).await.map_err(service::Error::from)?;
+    ops::record_done(&tx, Uuid::now_v7(), REFILL, m.id, member.as_str()).await?;
+    rt.engine.commit(tx, REFILL).await?;
+    Ok(Some(m))
+}
+
+/// `warm_pool.recycle`: drops one member of `mode` whose template version is not the
+/// current one (`only`: that member, if it is stale). Returns it, or `None` when none
+/// is stale.
+pub async fn recycle_one(
+    rt: &Runtime,
+    mode: Mode,
+    only: Option<&str>,
+) -> Result<Option<Member>, Error> {
+    let isolation = isolation_of(mode);
+    let mut client = rt.pool.get().await?;
+    let tx = client.transaction().await?;
+    let version = current_version(rt, &tx, mode).await?;
+    let Some(m) = store::take_stale(&tx, isolation, version, only)
+        .await
+        .map_err(service::Error::from)?
+    else {
+        return Ok(None);
+    };
+    let member = Slug::warm_member(&m.key).expect("the table's CHECK keeps keys 20 hex digits");
+    tx.batch_execute(&warm::drop_sql(mode, &member, &m.id.to_string()))
+        .await?;
+    ops::record_done(&tx, Uuid::now_v7(), RECYCLE, m.id, member.as_str()).await?;
+    rt.engine.commit(tx, RECYCLE).await?;
+    Ok(Some(m))
+}
+
+/// Whether claims (and everything else) need the connections now: requests are
+/// waiting for one, or the pool is full with at most one idle.
+fn busy(rt: &Runtime) -> bool {
+    let s = rt.pool.status();
+    s.waiting > 0 || (s.size >= s.max_size && s.available <= 1)
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    pub made: usize,
+    pub recycled: usize,
+}
+
+/// One round: every stale member dropped, then each pooled mode refilled to its target
+/// one member at a time, yielding whenever the connections are wanted elsewhere.
+pub async fn round(rt: &Runtime, targets: Targets) -> Result<Round, Error> {
+    let mut done = Round::default();
+    for mode in [Mode::Schema, Mode::Shared] {
+        let stale = {
+            let c = rt.pool.get().await?;
+            let version = current_version(rt, &c, mode).await?;
+            store::any_stale(&c, isolation_of(mode), version)
+                .await
+                .map_err(service::Error::from)?
+        };
+        if stale {
+            while recycle_one(rt, mode, None).await?.is_some() {
+                done.recycled += 1;
+            }
+        }
+        let target = targets.of(mode);
+        while target > 0 && !busy(rt) {
+            if refill_one(rt, mode, &new_key(), target).await?.is_none() {
+                break;
+            }
+            done.made += 1;
+            tokio::time::sleep(BETWEEN_MEMBERS).await;
+        }
+    }
+    Ok(done)
+}
+
+/// `serve --warm-pool`: refills the pool to its targets, every second.
+pub async fn run_forever(rt: Arc<Runtime>, targets: Targets) {
+    if targets.database > 0 {
+        tracing::warn!(
+            database = targets.database,
+            "--warm-pool database=N: database mode has no warm pool yet; its creates make the database from scratch"
+        );
+    }
+    let mut tick = tokio::time::interval(ROUND);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match round(&rt, targets).await {
+            Ok(r) if r.made + r.recycled > 0 => {
+                tracing::debug!(made = r.made, recycled = r.recycled, "warm pool round")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "warm pool round failed; retrying next round"),
+        }
+    }
+}
+
+/// Members per mode and template version, for `status`.
+pub async fn counts(rt: &Runtime) -> Result<Vec<(String, i32, i64)>, service::Error> {
+    let c = rt.pool.get().await?;
+    Ok(store::counts(&c).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_as_the_flag_reads() {
+        let t: Targets = "schema=50,database=10,shared=50".parse().unwrap();
+        assert_eq!(
+            t,
+            Targets {
+                schema: 50,
+                database: 10,
+                shared: 50
+            }
+        );
+        assert!("".parse::<Targets>().unwrap().is_off());
+        let e = "schema=lots".parse::<Targets>().unwrap_err();
+        assert!(e.contains("schema's count"), "{e}");
+        let e = "vault=3".parse::<Targets>().unwrap_err();
+        assert!(e.contains("schema, database or shared"), "{e}");
+        assert!("schema".parse::<Targets>().is_err());
+        assert!("schema=-1".parse::<Targets>().is_err());
+    }
+
+    #[test]
+    fn keys_are_member_keys() {
+        for _ in 0..100 {
+            assert!(Slug::warm_member(&new_key()).is_some());
+        }
+    }
+}
