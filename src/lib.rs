@@ -15,6 +15,7 @@ pub mod controlplane;
 pub mod dataapi;
 pub mod duration;
 pub mod events;
+pub mod instances;
 pub mod integrations;
 pub mod isolation;
 pub mod metrics;

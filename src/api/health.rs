@@ -57,6 +57,19 @@ pub struct Status {
     pub tenants: BTreeMap<String, i64>,
     pub template_version: i32,
     pub network: NetworkInfo,
+    /// The berqenas instance that answered (several may share one control database).
+    #[serde(default)]
+    pub instance: InstanceInfo,
+}
+
+/// One `berqenas serve` process among those on the control database.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct InstanceInfo {
+    /// The instance id its operations are leased to (new at every start).
+    pub id: uuid::Uuid,
+    /// The background jobs this instance runs for all of them (each elected on its own;
+    /// see docs/instances.md), by name.
+    pub elected: Vec<String>,
 }
 
 /// How network rules are enforced on this server.
@@ -114,6 +127,10 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
             vpn_pool: format!("{} in /{}s", p.network.pool.net, p.network.pool.prefix),
             postgres: crate::workflows::network::enforcement(p),
             vpn: crate::workflows::network::vpn_enforcement(p),
+        },
+        instance: InstanceInfo {
+            id: state.platform.engine.instance(),
+            elected: state.elected.held().into_iter().map(String::from).collect(),
         },
     }))
 }

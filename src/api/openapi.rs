@@ -48,7 +48,7 @@ use crate::tenant::{self, service};
     components(schemas(
         crate::monitoring::Level, crate::monitoring::service::TenantMonitoring,
         crate::monitoring::service::LevelRequest, crate::monitoring::targets::TargetGroup,
-        error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo,
+        error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo, health::InstanceInfo,
         tenant::Tenant, tenant::Plan, tenant::Status, tenant::Isolation, tenant::AccessMode,
         service::CreateTenant, service::UpdateTenant, service::CreatedTenant, service::Credentials,
         service::TenantPage, crate::tenant::users::AddUser, crate::tenant::users::AddedUser,
