@@ -153,9 +153,7 @@ async fn two_instances_agree_elect_each_job_once_and_deliver_each_event_once() {
 
     // Each tenant.created once, though both relays run.
     rx.wait(60, "every tenant.created", |g| {
-        names
-            .iter()
-            .all(|n| g.iter().any(|r| r.tenant() == *n))
+        names.iter().all(|n| g.iter().any(|r| r.tenant() == *n))
     })
     .await;
     // Time for a second delivery, were there one to come (the retry schedule is 300 ms).
@@ -358,9 +356,6 @@ async fn the_embedded_cluster_refuses_a_second_instance() {
         err.contains("--database-url names the embedded cluster"),
         "{err}"
     );
-    assert!(
-        !other.join("server-url").exists(),
-        "it never served"
-    );
+    assert!(!other.join("server-url").exists(), "it never served");
     first.stop().await;
 }

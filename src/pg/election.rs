@@ -59,7 +59,11 @@ impl Elected {
 
 /// Campaigns for `jobs` until the task is aborted: one connection, kept open, holding
 /// the locks won; reconnected (and every job given up meanwhile) when it breaks.
-pub async fn campaign_forever(config: Config, jobs: &'static [&'static str], elected: Arc<Elected>) {
+pub async fn campaign_forever(
+    config: Config,
+    jobs: &'static [&'static str],
+    elected: Arc<Elected>,
+) {
     let mut session: Option<tokio_postgres::Client> = None;
     loop {
         if session.as_ref().is_none_or(|c| c.is_closed()) {

@@ -250,23 +250,22 @@ pub async fn live_instances(
     identity: &str,
     within_secs: f64,
 ) -> Result<Vec<LiveInstance>> {
-    Ok(c
-        .query(
-            "SELECT id, identity, pid, embedded FROM berqenas.instances
+    Ok(c.query(
+        "SELECT id, identity, pid, embedded FROM berqenas.instances
               WHERE stopped_at IS NULL AND identity <> $1
                 AND heartbeat_at > now() - make_interval(secs => $2)
               ORDER BY started_at",
-            &[&identity, &within_secs],
-        )
-        .await?
-        .iter()
-        .map(|r| LiveInstance {
-            id: r.get(0),
-            identity: r.get(1),
-            pid: r.get(2),
-            embedded: r.get(3),
-        })
-        .collect())
+        &[&identity, &within_secs],
+    )
+    .await?
+    .iter()
+    .map(|r| LiveInstance {
+        id: r.get(0),
+        identity: r.get(1),
+        pid: r.get(2),
+        embedded: r.get(3),
+    })
+    .collect())
 }
 
 /// How long a change waits for another one on the same tenant name.

@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::{failed, lock_tenant, run_kind, step_error, Error, Runtime};
 use crate::dataapi::DataApi;
-use crate::pg::election::Elected;
 use crate::ops::{fence, Kind, Run, Step, StepError, StepFuture};
+use crate::pg::election::Elected;
 use crate::quota::disk::{self, Outcome, Remaining};
 use crate::quota::rate::RateLimits;
 use crate::quota::worker;
