@@ -57,31 +57,63 @@ impl Elected {
     }
 }
 
+/// How long a round may take before the session is given up: an instance that cannot
+/// confirm its locks stops running their jobs before PostgreSQL lets another
+/// instance have them (the server notices a vanished peer only after [`SERVER_KEEPALIVE`]).
+const ROUND_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The election session's TCP keepalives on the server side (idle seconds, interval,
+/// count): a host that vanishes without closing its connection (a power loss, a
+/// partition) loses its locks after about 20 s, not the kernel's default two hours.
+const SERVER_KEEPALIVE: &str =
+    "SET tcp_keepalives_idle = 8; SET tcp_keepalives_interval = 3; SET tcp_keepalives_count = 4";
+
 /// Campaigns for `jobs` until the task is aborted: one connection, kept open, holding
 /// the locks won; reconnected (and every job given up meanwhile) when it breaks.
 pub async fn campaign_forever(
-    config: Config,
+    mut config: Config,
     jobs: &'static [&'static str],
     elected: Arc<Elected>,
 ) {
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(2);
     let mut session: Option<tokio_postgres::Client> = None;
     loop {
         if session.as_ref().is_none_or(|c| c.is_closed()) {
             elected.set(BTreeSet::new());
-            session = super::connect(&config).await.ok();
+            session = open(&config).await;
         }
         if let Some(c) = &session {
-            match round(c, jobs).await {
-                Ok(now) => elected.set(now),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the election session failed; giving up every job until it is back");
+            let result = tokio::time::timeout(ROUND_DEADLINE, round(c, jobs)).await;
+            match result {
+                Ok(Ok(now)) => elected.set(now),
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "no answer in time".to_string(),
+                    };
+                    tracing::warn!(error = %why, "the election session failed; giving up every job until it is back");
                     elected.set(BTreeSet::new());
+                    // Dropping the client closes the session, and its locks go with it.
                     session = None;
                 }
             }
         }
         tokio::time::sleep(ROUND).await;
     }
+}
+
+/// A new election session (`None`: not now; the next round tries again).
+async fn open(config: &Config) -> Option<tokio_postgres::Client> {
+    let c = super::connect(config).await.ok()?;
+    // Ignored on a Unix socket; a server that refuses them still elects.
+    if let Err(e) = c.batch_execute(SERVER_KEEPALIVE).await {
+        tracing::debug!(error = %e, "could not set the election session's keepalives; the server's defaults apply");
+    }
+    Some(c)
 }
 
 /// One round: every job not held is tried for, then the session's locks are read back.
