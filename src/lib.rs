@@ -16,6 +16,7 @@ pub mod dataapi;
 pub mod duration;
 pub mod events;
 pub mod fleet;
+pub mod instances;
 pub mod integrations;
 pub mod isolation;
 pub mod metrics;

@@ -322,6 +322,8 @@ async fn serve(
         Some(dir) => Template::from_dir(dir)?,
         None => Template::builtin(),
     };
+    let identity = identity(&opts.data_dir);
+    crate::instances::refuse_shared_cluster(&db.config, &identity, db.cluster.is_some()).await?;
     let mut platform = platform_with(db, key, opts.pool_size, template).await?;
     platform.network = std::sync::Arc::new(network_settings(
         &platform,
@@ -345,7 +347,17 @@ async fn serve(
     )
     .map_err(anyhow::Error::msg)?;
     crate::workflows::pooler::prepare(&platform).await?;
-    let rt = Runtime::start(platform, &identity(&opts.data_dir)).await?;
+    let rt = Runtime::start(platform, &identity).await?;
+    if db.cluster.is_some() {
+        crate::instances::mark_embedded(&rt.platform, rt.engine.instance()).await?;
+    }
+    // The jobs one instance runs (docs/instances.md): campaigned for from now on.
+    let elected = std::sync::Arc::new(crate::pg::election::Elected::default());
+    let campaign = tokio::spawn(crate::pg::election::campaign_forever(
+        rt.platform.config.clone(),
+        crate::instances::JOBS,
+        elected.clone(),
+    ));
     crate::workflows::network::enforce_at_start(&rt).await?;
     let platform = rt.platform.clone();
     let url = format!("http://{}", listener.local_addr()?);
@@ -361,10 +373,11 @@ async fn serve(
         "berqenas is serving"
     );
     println!("berqenas {} listening on {url}", crate::VERSION);
-    let worker = tokio::spawn(reconcile_forever(rt.clone()));
+    let worker = tokio::spawn(reconcile_forever(rt.clone(), elected.clone()));
     crate::quota::worker::check_capacity(&platform, opts.pool_size, opts.data_api_connections)
         .await?;
     let state = AppState::new(rt.clone(), token.expose_secret())
+        .with_elected(elected.clone())
         .with_metrics_token(opts.metrics_token.as_ref().map(|t| t.expose_secret()))
         .with_integration_token(opts.integration_token.as_ref().map(|t| t.expose_secret()))
         .with_data_api(crate::dataapi::DataApiConfig {
@@ -412,6 +425,7 @@ async fn serve(
         state.data.clone(),
         opts.quota_interval,
         opts.usage_history,
+        elected.clone(),
     ));
     // The warm pool's refills (docs/warm_pool.md), only when asked for.
     let warm_pool = (!opts.warm_pool.is_off()).then(|| {
@@ -450,6 +464,7 @@ async fn serve(
     }
     relay_worker.abort();
     rules_writer.abort();
+    campaign.abort();
     rt.engine.shutdown(SHUTDOWN_DEADLINE).await;
     served?;
     let _ = std::fs::remove_file(opts.data_dir.join(SERVER_URL_FILE));
@@ -496,8 +511,13 @@ fn identity(data_dir: &Path) -> String {
 }
 
 /// The worker round: the operations of processes that are gone (on any instance) are
-/// settled, then the rest of the background work.
-async fn reconcile_forever(rt: std::sync::Arc<Runtime>) {
+/// settled (claimed one by one), this host's network files caught up, then the jobs
+/// this instance is elected for (docs/instances.md).
+async fn reconcile_forever(
+    rt: std::sync::Arc<Runtime>,
+    elected: std::sync::Arc<crate::pg::election::Elected>,
+) {
+    use crate::instances::{BACKUPS, IDEMPOTENCY_KEYS, PURGES, ROLE_CHECK, TRIALS};
     let platform = rt.platform.clone();
     let secs = std::env::var("BERQENAS_RECONCILE_SECS")
         .ok()
@@ -510,38 +530,50 @@ async fn reconcile_forever(rt: std::sync::Arc<Runtime>) {
         if let Err(e) = rt.engine.reconcile(&rt).await {
             tracing::warn!(error = %e, "settling operations failed; retrying at the next tick");
         }
+        if let Err(e) = crate::workflows::network::catch_up(&rt).await {
+            tracing::warn!(error = %e, "rendering the network files again failed; retrying at the next tick");
+        }
         match platform.pool.get().await {
-            Ok(c) => {
+            Ok(c) if elected.holds(IDEMPOTENCY_KEYS) => {
                 if let Err(e) = crate::store::operations::expire_idempotency_keys(&c).await {
                     tracing::warn!(error = %e, "expiring idempotency keys failed; retrying at the next tick");
                 }
             }
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "control database unavailable; retrying at the next tick")
             }
         }
-        match tenant::integrity::run_once(&platform).await {
-            Ok(report) if !report.violations.is_empty() => {
-                tracing::error!(violations = ?report.violations, suspended = ?report.suspended, "tenant roles had more than berqenas gives them")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "tenant role check failed; retrying at the next tick")
+        if elected.holds(ROLE_CHECK) {
+            match tenant::integrity::run_once(&platform).await {
+                Ok(report) if !report.violations.is_empty() => {
+                    tracing::error!(violations = ?report.violations, suspended = ?report.suspended, "tenant roles had more than berqenas gives them")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "tenant role check failed; retrying at the next tick")
+                }
             }
         }
         // Servers that went away are marked down (with why), ones that came back up.
         if let Err(e) = crate::workflows::servers::health_round(&platform).await {
             tracing::warn!(error = %e, "server health round failed; retrying at the next tick");
         }
-        if let Err(e) = crate::workflows::lifecycle::expire_trials(&rt).await {
-            tracing::warn!(error = %e, "trial expiry failed; retrying at the next tick");
+        if elected.holds(TRIALS) {
+            if let Err(e) = crate::workflows::lifecycle::expire_trials(&rt).await {
+                tracing::warn!(error = %e, "trial expiry failed; retrying at the next tick");
+            }
         }
-        if let Err(e) = crate::workflows::backups::worker_round(&rt).await {
-            tracing::warn!(error = %e, "backup worker round failed; retrying at the next tick");
+        if elected.holds(BACKUPS) {
+            if let Err(e) = crate::workflows::backups::worker_round(&rt).await {
+                tracing::warn!(error = %e, "backup worker round failed; retrying at the next tick");
+            }
         }
         // After the backup worker: a purge waits for nothing it expires.
-        if let Err(e) = crate::workflows::offboarding::run_due(&rt).await {
-            tracing::warn!(error = %e, "purges and name releases failed; retrying at the next tick");
+        if elected.holds(PURGES) {
+            if let Err(e) = crate::workflows::offboarding::run_due(&rt).await {
+                tracing::warn!(error = %e, "purges and name releases failed; retrying at the next tick");
+            }
         }
     }
 }

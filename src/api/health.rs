@@ -61,6 +61,9 @@ pub struct Status {
     /// They are not tenants: `tenants` does not count them.
     #[serde(default)]
     pub warm_pool: Vec<WarmPoolMembers>,
+    /// The berqenas instance that answered (several may share one control database).
+    #[serde(default)]
+    pub instance: InstanceInfo,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -71,6 +74,16 @@ pub struct WarmPoolMembers {
     /// and dropped by the next refill round.
     pub template_version: i32,
     pub members: i64,
+}
+
+/// One `berqenas serve` process among those on the control database.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct InstanceInfo {
+    /// The instance id its operations are leased to (new at every start).
+    pub id: uuid::Uuid,
+    /// The background jobs this instance runs for all of them (each elected on its own;
+    /// see docs/instances.md), by name.
+    pub elected: Vec<String>,
 }
 
 /// How network rules are enforced on this server.
@@ -140,5 +153,9 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
             vpn: crate::workflows::network::vpn_enforcement(p),
         },
         warm_pool,
+        instance: InstanceInfo {
+            id: state.platform.engine.instance(),
+            elected: state.elected.held().into_iter().map(String::from).collect(),
+        },
     }))
 }

@@ -72,6 +72,8 @@ pub struct AppState {
     pub monitoring: monitoring::Settings,
     /// This server's realtime feeds and their subscribers.
     pub realtime: Arc<crate::realtime::Hub>,
+    /// The background jobs this instance is elected for (docs/instances.md).
+    pub elected: Arc<crate::pg::election::Elected>,
 }
 
 impl AppState {
@@ -88,7 +90,14 @@ impl AppState {
             console: Default::default(),
             monitoring: Default::default(),
             realtime: Default::default(),
+            elected: Default::default(),
         }
+    }
+
+    /// The jobs this instance holds, as its campaign keeps them.
+    pub fn with_elected(mut self, elected: Arc<crate::pg::election::Elected>) -> Self {
+        self.elected = elected;
+        self
     }
 
     /// Monitoring settings: the targets HTTP service discovery announces, and the

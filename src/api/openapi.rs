@@ -51,7 +51,7 @@ use crate::tenant::{self, service};
         crate::monitoring::service::LevelRequest, crate::monitoring::targets::TargetGroup,
         crate::workflows::servers::AddServer, crate::workflows::servers::UpdateServer,
         crate::workflows::servers::ServerInfo, crate::workflows::servers::ServerList,
-        error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo, health::WarmPoolMembers,
+        error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo, health::WarmPoolMembers, health::InstanceInfo,
         tenant::Tenant, tenant::Plan, tenant::Status, tenant::Isolation, tenant::AccessMode,
         service::CreateTenant, service::UpdateTenant, service::CreatedTenant, service::Credentials,
         service::TenantPage, crate::tenant::users::AddUser, crate::tenant::users::AddedUser,

@@ -214,6 +214,13 @@ pub async fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
         println!("network: VPN pool {}", s.network.vpn_pool);
         println!("  database rules: {}", s.network.postgres);
         println!("  VPN: {}", s.network.vpn);
+        println!("instance {}", s.instance.id);
+        let jobs = if s.instance.elected.is_empty() {
+            "(none: another instance runs them)".to_string()
+        } else {
+            s.instance.elected.join(", ")
+        };
+        println!("  elected jobs: {jobs}");
         let total: i64 = s.tenants.values().sum();
         println!("tenants: {total}");
         for (state, n) in &s.tenants {

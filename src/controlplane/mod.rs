@@ -168,6 +168,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0032_servers.sql",
         sql: include_str!("../../migrations/control/0032_servers.sql"),
     },
+    Migration {
+        version: 34,
+        name: "0034_instances.sql",
+        sql: include_str!("../../migrations/control/0034_instances.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

@@ -91,6 +91,12 @@ pub async fn enforce(
     Ok(report)
 }
 
+/// The registry generation this process last rendered `s`'s files at (`None`: not
+/// yet).
+pub async fn last_rendered(s: &Settings) -> Option<i64> {
+    RENDERED.lock().await.get(&s.files_dir).copied()
+}
+
 fn pool_error(e: deadpool_postgres::PoolError) -> Error {
     Error::Pool(e.to_string())
 }

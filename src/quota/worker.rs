@@ -1,6 +1,7 @@
-//! The quota side of the background worker: the disk round's lock (one server at a
-//! time; the round itself is `workflows::quotas`), the watchdog every second, and the
-//! housekeeping that keeps the rate limiters and data API pools small.
+//! The quota side of the background worker: the disk round's lock (one round at a
+//! time, also for direct callers; which instance schedules rounds is elected, see
+//! `workflows::quotas`), the watchdog every second (elected), and the housekeeping
+//! that keeps this instance's rate limiters and data API pools small.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use super::rate::RateLimits;
 use super::watchdog;
 use crate::dataapi::DataApi;
+use crate::pg::election::Elected;
 use crate::platform::Platform;
 use crate::store::quotas as store;
 use crate::tenant::service;
@@ -88,13 +90,19 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The watchdog every second, on its own task: a disk round that takes long (a
-/// tenant's lock) does not hold it up.
-pub async fn watchdog_forever(p: Platform) {
+/// The watchdog's job name: one elected instance runs it (docs/instances.md).
+pub const WATCHDOG_JOB: &str = "watchdog";
+
+/// The watchdog every second while this instance is elected for it, on its own task:
+/// a disk round that takes long (a tenant's lock) does not hold it up.
+pub async fn watchdog_forever(p: Platform, elected: Arc<Elected>) {
     let mut watch = tokio::time::interval(Duration::from_secs(1));
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         watch.tick().await;
+        if !elected.holds(WATCHDOG_JOB) {
+            continue;
+        }
         if let Err(e) = watchdog::run_once(&p).await {
             tracing::warn!(error = %e, "watchdog pass failed");
         }

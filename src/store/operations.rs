@@ -223,6 +223,51 @@ pub async fn stop_instance(c: &impl GenericClient, id: Uuid) -> Result<()> {
     Ok(())
 }
 
+/// Marks this instance as the one running the embedded cluster the control database
+/// is in.
+pub async fn mark_embedded(c: &impl GenericClient, id: Uuid) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.instances SET embedded = true WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A live instance: not stopped, and heard from within the given seconds.
+#[derive(Debug, Clone)]
+pub struct LiveInstance {
+    pub id: Uuid,
+    pub identity: String,
+    pub pid: i32,
+    pub embedded: bool,
+}
+
+/// The live instances of other identities than `identity` (heard from within
+/// `within_secs`), oldest first.
+pub async fn live_instances(
+    c: &impl GenericClient,
+    identity: &str,
+    within_secs: f64,
+) -> Result<Vec<LiveInstance>> {
+    Ok(c.query(
+        "SELECT id, identity, pid, embedded FROM berqenas.instances
+              WHERE stopped_at IS NULL AND identity <> $1
+                AND heartbeat_at > now() - make_interval(secs => $2)
+              ORDER BY started_at",
+        &[&identity, &within_secs],
+    )
+    .await?
+    .iter()
+    .map(|r| LiveInstance {
+        id: r.get(0),
+        identity: r.get(1),
+        pid: r.get(2),
+        embedded: r.get(3),
+    })
+    .collect())
+}
+
 /// How long a change waits for another one on the same tenant name.
 pub const NAME_WAIT: &str = "10s";
 

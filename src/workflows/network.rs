@@ -83,6 +83,26 @@ pub async fn enforce_at_start(rt: &Runtime) -> Result<Report, Error> {
     Ok(report)
 }
 
+/// Renders this instance's files again when another instance changed the registry
+/// since this one last rendered them (each instance renders the files of its own
+/// host; the change's own render ran on the instance that made it). A
+/// `network.enforce` operation when behind, nothing otherwise.
+pub async fn catch_up(rt: &Runtime) -> Result<Option<Report>, Error> {
+    let now = store::generation(&rt.pool.get().await?)
+        .await
+        .map_err(service::Error::from)?;
+    if enforce::last_rendered(&rt.network)
+        .await
+        .is_some_and(|g| g >= now)
+    {
+        return Ok(None);
+    }
+    let v = super::run_kind(rt, ENFORCE, None, "", &json!({"force": false})).await?;
+    Ok(Some(
+        serde_json::from_value(v["report"].clone()).map_err(service::Error::from)?,
+    ))
+}
+
 fn enforce_apply<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let force = run.params::<Value>()?["force"].as_bool() == Some(true);

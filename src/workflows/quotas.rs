@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::{failed, lock_tenant, run_kind, step_error, Error, Runtime};
 use crate::dataapi::DataApi;
 use crate::ops::{fence, Kind, Run, Step, StepError, StepFuture};
+use crate::pg::election::Elected;
 use crate::quota::disk::{self, Outcome, Remaining};
 use crate::quota::rate::RateLimits;
 use crate::quota::worker;
@@ -180,8 +181,13 @@ pub async fn disk_round(rt: &Runtime) -> Result<Option<(usize, usize, usize)>, E
     Ok(Some((measured, blocked, restored)))
 }
 
-/// The quota worker: a disk round every `interval` (and, when one is due, a usage
-/// sample for the console's history), the watchdog every second and the housekeeping
+/// The job name of the disk round and the usage samples: one elected instance
+/// schedules them (docs/instances.md).
+pub const ROUND_JOB: &str = "quota-round";
+
+/// The quota worker: while this instance is elected for [`ROUND_JOB`], a disk round
+/// every `interval` (and, when one is due, a usage sample for the console's history);
+/// the watchdog every second (elected on its own) and this instance's housekeeping
 /// (their own tasks: a slow round holds neither up). Runs until the task is aborted;
 /// an operation it started runs on to its end in the engine.
 pub async fn run_forever(
@@ -190,9 +196,12 @@ pub async fn run_forever(
     data: Arc<DataApi>,
     interval: Duration,
     history: crate::quota::history::Settings,
+    elected: Arc<Elected>,
 ) {
-    let _watchdog =
-        worker::AbortOnDrop(tokio::spawn(worker::watchdog_forever(rt.platform.clone())));
+    let _watchdog = worker::AbortOnDrop(tokio::spawn(worker::watchdog_forever(
+        rt.platform.clone(),
+        elected.clone(),
+    )));
     let _housekeeping = worker::AbortOnDrop(tokio::spawn(worker::housekeeping_forever(
         rt.platform.clone(),
         limits.clone(),
@@ -202,6 +211,9 @@ pub async fn run_forever(
     round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         round.tick().await;
+        if !elected.holds(ROUND_JOB) {
+            continue;
+        }
         match disk_round(&rt).await {
             Ok(Some((measured, blocked, restored))) if blocked + restored > 0 => {
                 tracing::info!(measured, blocked, restored, "disk quota round");
