@@ -158,6 +158,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0029_usage_samples.sql",
         sql: include_str!("../../migrations/control/0029_usage_samples.sql"),
     },
+    Migration {
+        version: 35,
+        name: "0035_realtime_counts.sql",
+        sql: include_str!("../../migrations/control/0035_realtime_counts.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.
