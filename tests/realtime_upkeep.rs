@@ -82,7 +82,7 @@ async fn backdate(p: &berqenas::platform::Platform, name: &str, id: i64, days_ag
     c.execute(
         &format!(
             "INSERT INTO {}.realtime_events (id, channel, payload, created_at{cols})
-             VALUES ($1, 'old', jsonb_build_object('n', $1), now() - make_interval(days => $2){vals})",
+             VALUES ($1::int8, 'old', jsonb_build_object('n', $1::int8), now() - make_interval(days => $2::int4){vals})",
             place.schema
         ),
         &[&id, &days_ago],
