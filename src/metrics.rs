@@ -468,7 +468,6 @@ pub fn query_finished(isolation: &str, outcome: &str, seconds: f64) {
         .observe(seconds);
 }
 
-
 /// Realtime events handed to `n` subscribers.
 pub fn realtime_delivered(n: u64) {
     METRICS.realtime_delivered.inc_by(n);

@@ -324,7 +324,9 @@ async fn limits(mode: &str) {
     // (database mode: once its upkeep has mirrored the count out of the tenant's database).
     let platform = common::platform(2).await;
     let id: uuid::Uuid = t["id"].as_str().unwrap().parse().unwrap();
-    berqenas::realtime::upkeep::tenant(&platform, id).await.unwrap();
+    berqenas::realtime::upkeep::tenant(&platform, id)
+        .await
+        .unwrap();
     berqenas::quota::breaches::realtime_round(&platform)
         .await
         .unwrap();

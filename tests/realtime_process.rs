@@ -149,6 +149,10 @@ async fn an_idle_stream_gets_heartbeats() {
     // stream is still open.
     let waited = tokio::time::timeout(Duration::from_secs(4), s.next()).await;
     assert!(waited.is_err(), "no event and no end: {waited:?}");
-    assert!(s.comments >= 2, "{} heartbeats in 4 s at one a second", s.comments);
+    assert!(
+        s.comments >= 2,
+        "{} heartbeats in 4 s at one a second",
+        s.comments
+    );
     server.stop().await;
 }

@@ -41,7 +41,11 @@ async fn ok(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> V
 async fn place(
     p: &berqenas::platform::Platform,
     name: &str,
-) -> (berqenas::store::tenants::Tenant, Place, tokio_postgres::Client) {
+) -> (
+    berqenas::store::tenants::Tenant,
+    Place,
+    tokio_postgres::Client,
+) {
     let c = p.pool.get().await.unwrap();
     let t = berqenas::store::tenants::find(&c, name)
         .await
@@ -136,7 +140,11 @@ async fn the_quota_round_prunes_history_past_retention_for_every_tenant() {
     }
     for (name, kept) in &names {
         let ids: Vec<i64> = events(&p, name).await.iter().map(|e| e.0).collect();
-        assert_eq!(ids, [-3, *kept], "{name}: only events within 7 days are kept");
+        assert_eq!(
+            ids,
+            [-3, *kept],
+            "{name}: only events within 7 days are kept"
+        );
     }
 }
 
@@ -219,7 +227,10 @@ async fn lifecycle(mode: &str) {
             &[],
         )
         .await;
-    assert!(s.is_client_error(), "{mode}: a deleted tenant publishes nothing");
+    assert!(
+        s.is_client_error(),
+        "{mode}: a deleted tenant publishes nothing"
+    );
     ok(&app, Method::POST, &format!("{base}/restore"), None).await;
     let c = ok(
         &app,
@@ -251,11 +262,17 @@ async fn lifecycle(mode: &str) {
                 let place = Place::of(&t);
                 match &place.database {
                     Some(db) => c
-                        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db.as_str()])
+                        .query_opt(
+                            "SELECT 1 FROM pg_database WHERE datname = $1",
+                            &[&db.as_str()],
+                        )
                         .await
                         .unwrap()
                         .is_none(),
-                    None => place.read(&c, i64::MIN).await.map_or(true, |e| e.is_empty()),
+                    None => place
+                        .read(&c, i64::MIN)
+                        .await
+                        .map_or(true, |e| e.is_empty()),
                 }
             }
         }
@@ -276,7 +293,10 @@ async fn lifecycle(mode: &str) {
     .await["id"]
         .as_i64()
         .unwrap();
-    assert!(d > c, "{mode}: publishing goes on after the restored events");
+    assert!(
+        d > c,
+        "{mode}: publishing goes on after the restored events"
+    );
 }
 
 #[tokio::test]

@@ -9,7 +9,10 @@ use crate::platform::Platform;
 use crate::store::tenants::{Isolation, Tenant};
 
 /// A connection to a database-mode tenant's database, as the control role.
-pub async fn connect(p: &Platform, t: &Tenant) -> Result<tokio_postgres::Client, crate::pg::PgError> {
+pub async fn connect(
+    p: &Platform,
+    t: &Tenant,
+) -> Result<tokio_postgres::Client, crate::pg::PgError> {
     let mut config = p.config.clone();
     config.dbname(t.database.as_str());
     crate::pg::connect(&config).await
@@ -36,8 +39,12 @@ pub async fn sync(p: &Platform, t: &Tenant) -> Result<(), Error> {
         crate::store::found(crate::store::quotas::effective(&c, t.id).await?)?
     };
     let db = connect(p, t).await?;
-    crate::store::realtime_gate::sync(&db, q.realtime_events_per_minute, q.realtime_events_per_hour)
-        .await?;
+    crate::store::realtime_gate::sync(
+        &db,
+        q.realtime_events_per_minute,
+        q.realtime_events_per_hour,
+    )
+    .await?;
     Ok(())
 }
 

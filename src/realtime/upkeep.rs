@@ -35,8 +35,11 @@ pub async fn round(p: &Platform) -> Result<Done, Error> {
         let c = p.pool.get().await?;
         crate::store::realtime::tenants_page(&c, after, TENANTS_PER_ROUND).await?
     };
-    *CURSOR.lock().unwrap_or_else(|e| e.into_inner()) =
-        if (ids.len() as i64) < TENANTS_PER_ROUND { None } else { ids.last().copied() };
+    *CURSOR.lock().unwrap_or_else(|e| e.into_inner()) = if (ids.len() as i64) < TENANTS_PER_ROUND {
+        None
+    } else {
+        ids.last().copied()
+    };
     let mut done = Done::default();
     for id in ids {
         match tenant(p, id).await {
@@ -63,8 +66,12 @@ pub async fn tenant(p: &Platform, id: Uuid) -> Result<u64, Error> {
         return prune(&place, &control, q.max_data_retention_days).await;
     }
     let db = gate::connect(p, &t).await?;
-    crate::store::realtime_gate::sync(&db, q.realtime_events_per_minute, q.realtime_events_per_hour)
-        .await?;
+    crate::store::realtime_gate::sync(
+        &db,
+        q.realtime_events_per_minute,
+        q.realtime_events_per_hour,
+    )
+    .await?;
     let counters = crate::store::realtime_gate::counters(&db).await?;
     crate::store::realtime::mirror(&control, id, &counters).await?;
     prune(&place, &db, q.max_data_retention_days).await

@@ -158,20 +158,19 @@ pub async fn mirror(
 /// Every live tenant's events this minute (as counted in SQL) and its per-minute
 /// limit, by tenant name (for `/metrics`).
 pub async fn per_minute_all(c: &impl GenericClient) -> Result<Vec<(String, i64, i64)>> {
-    Ok(c
-        .query(
-            "SELECT t.name, coalesce(r.events, 0)::bigint, q.realtime_events_per_minute::bigint
+    Ok(c.query(
+        "SELECT t.name, coalesce(r.events, 0)::bigint, q.realtime_events_per_minute::bigint
                FROM berqenas.tenants t
                JOIN berqenas.effective_quotas q ON q.tenant_id = t.id
                LEFT JOIN berqenas.realtime_counters r ON r.tenant_id = t.id
                     AND r.window_kind = 'minute' AND r.window_start = date_trunc('minute', now())
               WHERE t.status IN ('trial', 'active', 'suspended')",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect())
 }
 
 /// The tenants whose events the quota round looks after, a page at a time in id
@@ -181,15 +180,14 @@ pub async fn tenants_page(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Uuid>> {
-    Ok(c
-        .query(
-            "SELECT id FROM berqenas.tenants
+    Ok(c.query(
+        "SELECT id FROM berqenas.tenants
               WHERE status IN ('trial', 'active', 'suspended')
                 AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
-            &[&after, &limit],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+        &[&after, &limit],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
 }

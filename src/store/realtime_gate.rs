@@ -29,23 +29,21 @@ pub async fn limits(c: &tokio_postgres::Client) -> Result<Option<(i32, i32)>> {
     if !installed(c).await? {
         return Ok(None);
     }
-    Ok(c
-        .query_opt(
-            "SELECT per_minute, per_hour FROM berqenas_realtime.limits",
-            &[],
-        )
-        .await?
-        .map(|r| (r.get(0), r.get(1))))
+    Ok(c.query_opt(
+        "SELECT per_minute, per_hour FROM berqenas_realtime.limits",
+        &[],
+    )
+    .await?
+    .map(|r| (r.get(0), r.get(1))))
 }
 
 async fn installed(c: &tokio_postgres::Client) -> Result<bool> {
-    Ok(c
-        .query_one(
-            "SELECT to_regclass('berqenas_realtime.counters') IS NOT NULL",
-            &[],
-        )
-        .await?
-        .get(0))
+    Ok(c.query_one(
+        "SELECT to_regclass('berqenas_realtime.counters') IS NOT NULL",
+        &[],
+    )
+    .await?
+    .get(0))
 }
 
 /// The counter rows as they stand: (window kind, window start, events).
@@ -55,15 +53,14 @@ pub async fn counters(
     if !installed(c).await? {
         return Ok(vec![]);
     }
-    Ok(c
-        .query(
-            "SELECT window_kind, window_start, events FROM berqenas_realtime.counters",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+    Ok(c.query(
+        "SELECT window_kind, window_start, events FROM berqenas_realtime.counters",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect())
 }
 
 /// This minute's and this hour's counted events (0 for a window that moved on).
