@@ -357,6 +357,26 @@ pub async fn increment(
             ),
             Err((message, retry_after_secs)) => {
                 crate::metrics::rate_limited("realtime_events");
+                // A refusal is a crossing now, not at the next quota round (which
+                // sees the count too, and records nothing twice).
+                let (limit_name, limit) = if message.contains("realtime_events_per_hour") {
+                    (
+                        "realtime_events_per_hour",
+                        q.realtime_events_per_hour as i64,
+                    )
+                } else {
+                    ("realtime_events_per_minute", per_minute)
+                };
+                let crossing = super::breaches::Crossing {
+                    tenant: t.id,
+                    quota: "realtime",
+                    exceeded: true,
+                    limit,
+                    used: limit,
+                };
+                if let Err(e) = super::breaches::record_as(p, &crossing, limit_name).await {
+                    tracing::warn!(tenant.id = %t.id, error = %e, "could not record a realtime limit crossing");
+                }
                 Outcome::Refused {
                     problem: Problem::new(
                         Kind::Conflict,
