@@ -113,7 +113,6 @@ struct Metrics {
     quota_restored: Family<Metric, Counter>,
     watchdog: Family<Watchdog, Counter>,
     query_seconds: Histograms<Query>,
-    realtime_events: Counter,
     realtime_delivered: Counter,
     realtime_subscribers: Gauge,
     scratch_swept: Family<ScratchKind, Counter>,
@@ -150,7 +149,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         quota_restored: Family::default(),
         watchdog: Family::default(),
         query_seconds: Family::new_with_constructor(latency),
-        realtime_events: Counter::default(),
         realtime_delivered: Counter::default(),
         realtime_subscribers: Gauge::default(),
         scratch_swept: Family::default(),
@@ -246,11 +244,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "watchdog_actions",
         "Statements cancelled and sessions ended by the watchdog",
         m.watchdog.clone(),
-    );
-    b.register(
-        "realtime_events",
-        "Realtime events accepted",
-        m.realtime_events.clone(),
     );
     b.register(
         "realtime_delivered",
@@ -473,11 +466,6 @@ pub fn query_finished(isolation: &str, outcome: &str, seconds: f64) {
             outcome: label(outcome),
         })
         .observe(seconds);
-}
-
-/// Realtime events accepted.
-pub fn realtime_events(n: u64) {
-    METRICS.realtime_events.inc_by(n);
 }
 
 /// Realtime events handed to `n` subscribers.

@@ -123,3 +123,36 @@ async fn kill_9_while_publishing_loses_no_committed_event() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_idle_stream_gets_heartbeats() {
+    let dir = common::scratch_dir("rt-beat");
+    let _cleanup = Cleanup(dir.clone());
+    let mut server = Server::start(&dir, &[("BERQENAS_REALTIME_HEARTBEAT_SECS", "1")]).await;
+    let t = server
+        .ok(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": "rt-beat-0", "public_api": true})),
+        )
+        .await;
+    let key = t["api_key"].as_str().unwrap();
+    let mut s = Stream::open(
+        &reqwest::Client::new(),
+        &format!("{}/api/v1/realtime/stream?channel=orders", server.url),
+        key,
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    // Nothing is published: within a few seconds only heartbeats come, and the
+    // stream is still open.
+    let waited = tokio::time::timeout(Duration::from_secs(4), s.next()).await;
+    assert!(waited.is_err(), "no event and no end: {waited:?}");
+    assert!(
+        s.comments >= 2,
+        "{} heartbeats in 4 s at one a second",
+        s.comments
+    );
+    server.stop().await;
+}

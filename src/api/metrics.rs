@@ -84,6 +84,11 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, Box<dyn std::error::Erro
             writes_blocked += 1;
         }
     }
+    // Realtime events this minute, as SQL counted them (the one count: every publish
+    // path and reported events; database mode as the quota round last mirrored it).
+    for (name, used, limit) in crate::store::realtime::per_minute_all(&client).await? {
+        resources.push((name, "realtime_events".to_string(), used, limit));
+    }
     let (per_endpoint, lag) = crate::store::webhooks::backlog(&client).await?;
     let backups = crate::store::monitoring::last_backups(&client).await?;
     let monitored = crate::store::monitoring::levels(&client)

@@ -78,27 +78,9 @@ async fn publish_as(
             serde_json::Value::String(req.payload.to_string()),
         ],
     };
-    // Database mode: the tenant's table is in its own database, out of reach of the
-    // control database's gate; the count is taken here, held until the insert is done.
-    let mut counted = None;
-    if t.isolation == crate::tenant::Isolation::Database {
-        match count_database_mode(state, t).await {
-            Ok(Ok(held)) => counted = Some(held),
-            Ok(Err(refused)) => return refused,
-            Err(e) => return e.into_response(),
-        }
-    }
+    // Every mode counts the event in SQL as it is inserted (database mode: the gate
+    // inside the tenant's own database); a refusal comes back as QueryError::Limited.
     let published = state.data.execute(&state.platform, t, q, &query).await;
-    if let Some(client) = counted {
-        let end = if published.is_ok() {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        };
-        if let Err(e) = client.batch_execute(end).await {
-            return ApiError::unavailable(&e).into_response();
-        }
-    }
     match published {
         Ok(answer) => {
             let id = answer
@@ -111,7 +93,6 @@ async fn publish_as(
                         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
                 })
                 .unwrap_or_default();
-            crate::metrics::realtime_events(1);
             (
                 StatusCode::CREATED,
                 Json(Published {
@@ -122,40 +103,6 @@ async fn publish_as(
                 .into_response()
         }
         Err(e) => super::data::query_error(e),
-    }
-}
-
-/// A control-database connection in a transaction holding one counted event of the
-/// tenant (commit to keep it), or the 429 that refused it.
-async fn count_database_mode(
-    state: &AppState,
-    t: &Tenant,
-) -> Result<Result<deadpool_postgres::Object, Response>, ApiError> {
-    let client = state
-        .platform
-        .pool
-        .get()
-        .await
-        .map_err(service::Error::from)?;
-    client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(|e| ApiError::unavailable(&e))?;
-    match crate::store::realtime::admit_for(&client, t.id).await {
-        Ok(None) => Ok(Ok(client)),
-        Ok(Some((message, retry_after_secs))) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            Ok(Err(super::data::query_error(
-                crate::dataapi::QueryError::Limited {
-                    message,
-                    retry_after_secs,
-                },
-            )))
-        }
-        Err(e) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            Err(service::Error::from(e).into())
-        }
     }
 }
 
@@ -234,22 +181,7 @@ pub async fn tables(
     realtime::check_table(&table).map_err(bad)?;
     let t = find(&state, &name).await?;
     live(&t)?;
-    let place = realtime::Place::of(&t);
-    let p = &state.platform;
-    let result = match &place.database {
-        None => {
-            let mut c = p.pool.get().await.map_err(service::Error::from)?;
-            place.publish_table(&mut c, &table).await
-        }
-        Some(db) => {
-            let mut config = p.config.clone();
-            config.dbname(db.as_str());
-            let mut c = crate::pg::connect(&config)
-                .await
-                .map_err(|e| ApiError::unavailable(&e))?;
-            place.publish_table(&mut c, &table).await
-        }
-    };
+    let result = realtime::publish_table(&state.platform, &t, &table, super::ADMIN_ACTOR).await;
     match result {
         Ok(()) => Ok((
             StatusCode::CREATED,
@@ -260,7 +192,7 @@ pub async fn tables(
         )
             .into_response()),
         Err(realtime::place::Error::Invalid(e)) => Err(bad(e)),
-        Err(realtime::place::Error::Db(e)) => Err(ApiError::internal(
+        Err(e) => Err(ApiError::internal(
             &e,
             "installing a realtime table trigger",
         )),

@@ -173,6 +173,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0034_instances.sql",
         sql: include_str!("../../migrations/control/0034_instances.sql"),
     },
+    Migration {
+        version: 35,
+        name: "0035_realtime_counts.sql",
+        sql: include_str!("../../migrations/control/0035_realtime_counts.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

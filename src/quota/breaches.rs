@@ -41,7 +41,7 @@ pub async fn record(p: &Platform, c: &Crossing) -> Result<bool, Error> {
 }
 
 /// [`record`], naming the limit (realtime has two: per minute and per hour).
-async fn record_as(p: &Platform, c: &Crossing, limit_name: &str) -> Result<bool, Error> {
+pub async fn record_as(p: &Platform, c: &Crossing, limit_name: &str) -> Result<bool, Error> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let Some(t) = tenants::find(&tx, &c.tenant.to_string()).await? else {

@@ -52,7 +52,7 @@ pub async fn sample_round(
         .await?
         .into_iter()
         .map(|id| {
-            let calls = limits.this_minute(id).0;
+            let calls = limits.this_minute(id);
             (id, i32::try_from(calls).unwrap_or(i32::MAX))
         })
         .collect();

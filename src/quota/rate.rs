@@ -1,5 +1,5 @@
 //! Per-tenant rate limits (GCRA, the governor crate): API calls against
-//! `api_calls_per_minute`, realtime events against `realtime_events_per_minute`.
+//! `api_calls_per_minute`. (Realtime events are counted in SQL: `store::realtime`.)
 //!
 //! A keyed limiter holds one quota for all its keys, so there is one limiter per
 //! distinct per-minute rate, keyed by tenant id. Only tenants that authenticated reach
@@ -228,9 +228,7 @@ impl Breaches {
 #[derive(Default)]
 pub struct RateLimits {
     api: LimiterSet,
-    realtime: LimiterSet,
     api_counts: MinuteCounts,
-    realtime_counts: MinuteCounts,
     breaches: Breaches,
 }
 
@@ -247,26 +245,10 @@ impl RateLimits {
         d
     }
 
-    /// The enforcement point of realtime events: `n` events of `tenant` against its
-    /// per-minute rate; all of them pass or none does.
-    pub fn realtime_events(&self, tenant: Uuid, per_minute: u32, n: u32) -> Decision {
-        let d = self.realtime.check(tenant, per_minute, n);
-        self.breaches.observe(tenant, "realtime", &d, n);
-        if d.allowed() {
-            self.realtime_counts.add(tenant, n as u64);
-            crate::metrics::realtime_events(n as u64);
-        } else {
-            crate::metrics::rate_limited("realtime_events");
-        }
-        d
-    }
-
-    /// (API calls, realtime events) of this minute, as this process counted them.
-    pub fn this_minute(&self, tenant: Uuid) -> (u64, u64) {
-        (
-            self.api_counts.get(tenant),
-            self.realtime_counts.get(tenant),
-        )
+    /// API calls of this minute, as this process counted them. (Realtime events are
+    /// counted in SQL, `store::realtime`, once, whatever path published them.)
+    pub fn this_minute(&self, tenant: Uuid) -> u64 {
+        self.api_counts.get(tenant)
     }
 
     /// Tenants whose limiter state is held now.
@@ -275,7 +257,7 @@ impl RateLimits {
             let map = set.by_rate.lock().unwrap_or_else(|e| e.into_inner());
             map.values().map(|l| l.len()).sum()
         };
-        count(&self.api) + count(&self.realtime)
+        count(&self.api)
     }
 
     /// The limits crossed (refusing, or recovered) since the last call.
@@ -294,8 +276,7 @@ impl RateLimits {
     pub fn housekeeping(&self) -> usize {
         self.breaches.quiet();
         self.api_counts.housekeeping();
-        self.realtime_counts.housekeeping();
-        self.api.housekeeping() + self.realtime.housekeeping()
+        self.api.housekeeping()
     }
 }
 
@@ -325,7 +306,7 @@ mod tests {
         }
         // Another tenant has its own bucket.
         assert!(limits.api_call(Uuid::now_v7(), 5).allowed());
-        assert_eq!(limits.this_minute(t).0, 5);
+        assert_eq!(limits.this_minute(t), 5);
     }
 
     #[test]
@@ -341,16 +322,6 @@ mod tests {
         // Refusing on: no news.
         assert!(!limits.api_call(t, 2).allowed());
         assert!(limits.take_crossings().is_empty());
-    }
-
-    #[test]
-    fn a_batch_passes_whole_or_not_at_all() {
-        let limits = RateLimits::default();
-        let t = Uuid::now_v7();
-        assert!(limits.realtime_events(t, 10, 8).allowed());
-        assert!(!limits.realtime_events(t, 10, 3).allowed());
-        assert!(limits.realtime_events(t, 10, 2).allowed());
-        assert!(!limits.realtime_events(t, 10, 11).allowed());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::{disk, Quotas};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::store::quotas::{self as store, Period};
-use crate::store::tenants::{Status, Tenant};
+use crate::store::tenants::{Isolation, Status, Tenant};
 use crate::store::{tenants as registry, users};
 use crate::tenant::service::Error;
 
@@ -105,10 +105,10 @@ pub(crate) async fn collect_with(
         }
     };
     let now = Some(Utc::now());
-    let (api, realtime) = limits.this_minute(t.id);
-    // Published events as SQL admitted them (every publish path), plus any the
-    // application reported through `POST .../usage`.
-    let (rt_minute, rt_hour) = crate::store::realtime::counted(&client, t.id).await?;
+    let api = limits.this_minute(t.id);
+    // Published events as SQL admitted them (every publish path), and those the
+    // application reported through `POST .../usage`: one count.
+    let (rt_minute, rt_hour) = realtime_counted(p, &client, t).await?;
     let (tokens, tokens_at) = store::counter(&client, t.id, "llm_tokens", Period::Day).await?;
     let (agents, agents_at) = store::counter(&client, t.id, "agents", Period::Total).await?;
     let (conc, conc_at) = store::counter(&client, t.id, "concurrent_agents", Period::Total).await?;
@@ -140,7 +140,7 @@ pub(crate) async fn collect_with(
         r("api_calls", api as i64, q.api_calls_per_minute as i64, now),
         r(
             "realtime_events",
-            realtime as i64 + rt_minute,
+            rt_minute,
             q.realtime_events_per_minute as i64,
             now,
         ),
@@ -287,6 +287,44 @@ fn seconds_to_utc_midnight() -> u64 {
     (tomorrow - now).num_seconds().max(1) as u64
 }
 
+/// A connection to a database-mode tenant's own database (where its realtime events
+/// are counted), as the control role.
+async fn tenant_db(p: &Platform, t: &Tenant) -> Result<tokio_postgres::Client> {
+    let mut config = p.config.clone();
+    config.dbname(t.database.as_str());
+    Ok(crate::pg::connect(&config).await?)
+}
+
+/// This minute's and this hour's realtime events as SQL counted them: in the control
+/// database, or in database mode in the gate of the tenant's own database.
+async fn realtime_counted(
+    p: &Platform,
+    control: &deadpool_postgres::Object,
+    t: &Tenant,
+) -> Result<(i64, i64)> {
+    Ok(match t.isolation {
+        Isolation::Database => {
+            crate::store::realtime_gate::counted(&tenant_db(p, t).await?).await?
+        }
+        _ => crate::store::realtime::counted(control, t.id).await?,
+    })
+}
+
+/// Counts `n` reported realtime events where the tenant's publishes are counted, all
+/// or none: `Ok(used this minute)` or `Err((message, retry_after_secs))`.
+async fn realtime_admit(
+    p: &Platform,
+    t: &Tenant,
+    n: i64,
+) -> Result<std::result::Result<i64, (String, u64)>> {
+    Ok(match t.isolation {
+        Isolation::Database => {
+            crate::store::realtime_gate::admit_n(&tenant_db(p, t).await?, n).await?
+        }
+        _ => crate::store::realtime::admit_n(&p.pool.get().await?, t.id, n).await?,
+    })
+}
+
 /// Counts application-reported usage atomically against the tenant's quota. The call
 /// itself counts against the tenant's API rate limit.
 pub async fn increment(
@@ -304,35 +342,51 @@ pub async fn increment(
     }
     crate::metrics::api_call("usage");
     if req.metric == "realtime_events" {
-        let per_minute = q.realtime_events_per_minute as u32;
-        let decision = limits.realtime_events(t.id, per_minute, req.amount as u32);
-        super::breaches::flush(p, limits);
-        return Ok(match decision {
-            Decision::Allowed { remaining, .. } => Outcome::Counted(
+        let per_minute = q.realtime_events_per_minute as i64;
+        return Ok(match realtime_admit(p, &t, req.amount).await? {
+            Ok(used) => Outcome::Counted(
                 Counted {
                     metric: req.metric.clone(),
                     amount: req.amount,
-                    used: limits.this_minute(t.id).1 as i64,
-                    limit: per_minute as i64,
-                    remaining: remaining as i64,
+                    used,
+                    limit: per_minute,
+                    remaining: (per_minute - used).max(0),
                     period: "minute".into(),
                 },
                 api,
             ),
-            Decision::Limited {
-                retry_after_secs, ..
-            } => Outcome::Refused {
-                problem: Problem::new(
-                    Kind::Conflict,
-                    "rate_limited",
-                    format!(
-                        "{} realtime events would exceed realtime_events_per_minute ({per_minute})",
-                        req.amount
+            Err((message, retry_after_secs)) => {
+                crate::metrics::rate_limited("realtime_events");
+                // A refusal is a crossing now, not at the next quota round (which
+                // sees the count too, and records nothing twice).
+                let (limit_name, limit) = if message.contains("realtime_events_per_hour") {
+                    (
+                        "realtime_events_per_hour",
+                        q.realtime_events_per_hour as i64,
+                    )
+                } else {
+                    ("realtime_events_per_minute", per_minute)
+                };
+                let crossing = super::breaches::Crossing {
+                    tenant: t.id,
+                    quota: "realtime",
+                    exceeded: true,
+                    limit,
+                    used: limit,
+                };
+                if let Err(e) = super::breaches::record_as(p, &crossing, limit_name).await {
+                    tracing::warn!(tenant.id = %t.id, error = %e, "could not record a realtime limit crossing");
+                }
+                Outcome::Refused {
+                    problem: Problem::new(
+                        Kind::Conflict,
+                        "rate_limited",
+                        format!("{} realtime events refused: {message}", req.amount),
                     ),
-                ),
-                retry_after: Some(retry_after_secs),
-                api,
-            },
+                    retry_after: Some(retry_after_secs),
+                    api,
+                }
+            }
         });
     }
     let (metric, quota, period) = *METRICS

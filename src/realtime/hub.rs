@@ -24,8 +24,6 @@ use crate::store::tenants::Tenant;
 const POLL: Duration = Duration::from_millis(1000);
 /// How often a feed checks that its tenant may still stream.
 const CHECK: Duration = Duration::from_secs(1);
-/// How often a feed prunes events past the plan's retention window.
-const PRUNE: Duration = Duration::from_secs(300);
 /// A feed without subscribers stops after this long.
 const IDLE: Duration = Duration::from_secs(30);
 /// Events buffered per feed for subscribers that are behind; past it they read the table.
@@ -87,16 +85,6 @@ impl Feed {
             }
         })
     }
-
-    async fn prune(&self, days: i32) -> Result<u64, Error> {
-        Ok(match &self.db {
-            Some(c) => self.place.prune(c, days).await?,
-            None => {
-                let c = self.pool.get().await?;
-                self.place.prune(&c, days).await?
-            }
-        })
-    }
 }
 
 /// Every feed of this server. Cheap to make; the first subscriber starts the listener.
@@ -144,7 +132,7 @@ impl Hub {
             .map_or(0, |f| f.subscribers.load(Ordering::Relaxed))
     }
 
-    fn listen(&self, p: &Platform) {
+    fn listen(self: &Arc<Self>, p: &Platform) {
         if self.listening.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -153,6 +141,7 @@ impl Hub {
             self.control_wake.clone(),
             self.stop.subscribe(),
         ));
+        tokio::spawn(read_control(self.clone(), p.pool.clone()));
     }
 
     /// A subscription to `t`'s events matching `filter`, after `last_id` (the
@@ -294,28 +283,92 @@ async fn listen(
     }
 }
 
-/// A feed's task: reads and hands out new events until its tenant may no longer
-/// stream, it has had no subscriber for a while, or the server stops.
-async fn run(hub: Arc<Hub>, feed: Arc<Feed>, pool: deadpool_postgres::Pool) {
-    let mut wake = match &feed.wake {
-        Some(own) => own.subscribe(),
-        None => hub.control_wake.subscribe(),
-    };
+/// The reader of every feed in the control database (schema and shared mode): one
+/// query per wake-up for all of them, whichever tenant published (the wake-up does
+/// not say, and must not: every tenant there can LISTEN to it).
+async fn read_control(hub: Arc<Hub>, pool: deadpool_postgres::Pool) {
+    let mut wake = hub.control_wake.subscribe();
     let mut stop = hub.stop.subscribe();
-    let (mut checked, mut pruned, mut idle_since) =
-        (Instant::now(), None::<Instant>, None::<Instant>);
     loop {
         tokio::select! {
             _ = wake.changed() => {}
             _ = tokio::time::sleep(POLL) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = drain_control(&hub, &pool).await {
+            tracing::warn!(error = %e, "reading realtime events failed");
+        }
+    }
+}
+
+/// Hands out every control-database feed's events after its cursor.
+async fn drain_control(hub: &Hub, pool: &deadpool_postgres::Pool) -> Result<(), Error> {
+    loop {
+        let feeds: Vec<Arc<Feed>> = {
+            let feeds = hub.feeds.lock().unwrap_or_else(|e| e.into_inner());
+            feeds.values().filter(|f| f.db.is_none()).cloned().collect()
+        };
+        if feeds.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<(&Place, i64)> = feeds
+            .iter()
+            .map(|f| (&f.place, f.cursor.load(Ordering::SeqCst)))
+            .collect();
+        let c = pool.get().await?;
+        let batches = place::read_many(&c, &wanted).await?;
+        drop(c);
+        let mut more = false;
+        for (feed, events) in feeds.iter().zip(batches) {
+            more |= events.len() as i64 >= BATCH;
+            hand_out(feed, events);
+        }
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+fn hand_out(feed: &Feed, events: Vec<Event>) {
+    for e in events {
+        feed.cursor.store(e.id, Ordering::SeqCst);
+        crate::metrics::realtime_delivered(feed.tx.receiver_count() as u64);
+        // No receiver now is fine: the next subscriber reads the table.
+        let _ = feed.tx.send(Arc::new(e));
+    }
+}
+
+/// A feed's task: in database mode reads and hands out new events (woken by its own
+/// database); for every feed, checks its tenant may still stream, until it may not,
+/// it has had no subscriber for a while, or the server stops.
+async fn run(hub: Arc<Hub>, feed: Arc<Feed>, pool: deadpool_postgres::Pool) {
+    // A control-database feed is read by `read_control`; its wake-ups are not ours.
+    let mut wake = feed.wake.as_ref().map(|own| own.subscribe());
+    let mut stop = hub.stop.subscribe();
+    let (mut checked, mut idle_since) = (Instant::now(), None::<Instant>);
+    let period = if wake.is_some() { POLL } else { CHECK };
+    loop {
+        let woken = async {
+            match wake.as_mut() {
+                Some(w) => {
+                    let _ = w.changed().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep(period) => {}
             _ = stop.changed() => break,
         }
-        if let Err(e) = drain(&feed).await {
-            tracing::warn!(tenant = %feed.place.tenant, error = %e, "reading realtime events failed");
+        if feed.db.is_some() {
+            if let Err(e) = drain(&feed).await {
+                tracing::warn!(tenant = %feed.place.tenant, error = %e, "reading realtime events failed");
+            }
         }
         if checked.elapsed() >= CHECK {
             checked = Instant::now();
-            match check(&feed, &pool, &mut pruned).await {
+            match check(&feed, &pool).await {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -341,17 +394,12 @@ async fn run(hub: Arc<Hub>, feed: Arc<Feed>, pool: deadpool_postgres::Pool) {
     feed.closed.send_replace(true);
 }
 
-/// Hands out every event after the cursor.
+/// Hands out every event after the cursor (a database-mode feed).
 async fn drain(feed: &Feed) -> Result<(), Error> {
     loop {
         let events = feed.read(feed.cursor.load(Ordering::SeqCst)).await?;
         let n = events.len();
-        for e in events {
-            feed.cursor.store(e.id, Ordering::SeqCst);
-            crate::metrics::realtime_delivered(feed.tx.receiver_count() as u64);
-            // No receiver now is fine: the next subscriber reads the table.
-            let _ = feed.tx.send(Arc::new(e));
-        }
+        hand_out(feed, events);
         if (n as i64) < BATCH {
             return Ok(());
         }
@@ -359,26 +407,17 @@ async fn drain(feed: &Feed) -> Result<(), Error> {
 }
 
 /// Whether the tenant may still stream; also follows a table that went back (a
-/// restore) and prunes past the retention window.
-async fn check(
-    feed: &Feed,
-    pool: &deadpool_postgres::Pool,
-    pruned: &mut Option<Instant>,
-) -> Result<bool, Error> {
+/// restore). Pruning is the quota round's (`upkeep`), for every tenant.
+async fn check(feed: &Feed, pool: &deadpool_postgres::Pool) -> Result<bool, Error> {
     let c = pool.get().await?;
     let live = crate::store::realtime::live(&c, feed.place.tenant).await?;
     if live != Some(true) {
         return Ok(false);
     }
+    drop(c);
     let latest = feed.latest().await?;
     if latest < feed.cursor.load(Ordering::SeqCst) {
         feed.cursor.store(latest, Ordering::SeqCst);
-    }
-    if pruned.is_none_or(|at| at.elapsed() >= PRUNE) {
-        *pruned = Some(Instant::now());
-        if let Ok(Some(q)) = crate::store::quotas::effective(&c, feed.place.tenant).await {
-            feed.prune(q.max_data_retention_days).await?;
-        }
     }
     Ok(true)
 }

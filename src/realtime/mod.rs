@@ -9,14 +9,58 @@
 //! that someone published: tenants in the control database can LISTEN to any channel
 //! there), and polls as a fallback.
 
+pub mod gate;
 pub mod hub;
 pub mod place;
+pub mod upkeep;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub use hub::{Hub, Subscription};
 pub use place::Place;
+
+/// Publishes `table`'s changes (`POST /api/v1/tenants/{name}/realtime/tables`) and
+/// writes the audit row `realtime_table_published`: in the same transaction when the
+/// tenant's table is in the control database; in database mode right after the
+/// trigger's transaction in the tenant's database commits (two databases: no one
+/// transaction can hold both; the install is idempotent, so a retry after a stop in
+/// between writes the row then).
+pub async fn publish_table(
+    p: &crate::platform::Platform,
+    t: &crate::store::tenants::Tenant,
+    table: &str,
+    actor: &str,
+) -> Result<(), place::Error> {
+    let place = Place::of(t);
+    let details = serde_json::json!({"table": table, "channel": format!("table.{table}")});
+    let entry = crate::audit::Entry {
+        actor,
+        action: "realtime_table_published",
+        tenant_id: Some(t.id),
+        tenant_name: Some(t.name.as_str()),
+        operation_id: None,
+        details,
+    };
+    match &place.database {
+        None => {
+            let mut c = p.pool.get().await?;
+            let tx = c.transaction().await?;
+            place.publish_table(&tx, table).await?;
+            crate::audit::record(&tx, &entry).await?;
+            tx.commit().await?;
+        }
+        Some(_) => {
+            let mut c = gate::connect(p, t).await?;
+            let tx = c.transaction().await?;
+            place.publish_table(&tx, table).await?;
+            tx.commit().await?;
+            let control = p.pool.get().await?;
+            crate::audit::record(&control, &entry).await?;
+        }
+    }
+    Ok(())
+}
 
 /// The channel the template's trigger notifies (with an empty payload).
 pub const WAKE_CHANNEL: &str = "berqenas_realtime";

@@ -28,6 +28,58 @@ pub enum Error {
     Invalid(#[from] Invalid),
     #[error("database: {0}")]
     Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Connect(#[from] crate::pg::PgError),
+}
+
+/// A row of [`Place::read_sql`]: its tag and the event.
+pub fn event(r: &tokio_postgres::Row) -> (usize, Event) {
+    let tag: i32 = r.get(0);
+    let payload: String = r.get(3);
+    (
+        tag as usize,
+        Event {
+            id: r.get(1),
+            channel: r.get(2),
+            payload: serde_json::value::RawValue::from_string(payload).unwrap_or_else(|_| {
+                serde_json::value::RawValue::from_string("null".into()).expect("valid")
+            }),
+            created_at: r.get(4),
+        },
+    )
+}
+
+/// Reads several control-database tenants' new events in one query: `(place, after)`
+/// pairs in, each one's events (at most [`BATCH`], id order) out, in the same order.
+pub async fn read_many(
+    c: &tokio_postgres::Client,
+    wanted: &[(&Place, i64)],
+) -> Result<Vec<Vec<Event>>, Error> {
+    let mut out: Vec<Vec<Event>> = wanted.iter().map(|_| Vec::new()).collect();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let sql = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, (p, after))| p.read_sql(i, *after))
+        .collect::<Vec<_>>()
+        .join("\nUNION ALL\n");
+    for r in c.query(&sql, &[]).await? {
+        let (tag, e) = event(&r);
+        if let Some(v) = out.get_mut(tag) {
+            v.push(e);
+        }
+    }
+    // UNION ALL keeps no order across branches; each branch's own is by id.
+    for v in &mut out {
+        v.sort_by_key(|e| e.id);
+    }
+    Ok(out)
 }
 
 impl Place {
@@ -72,29 +124,21 @@ impl Place {
         }
     }
 
-    /// The tenant's events after `after`, in id order, at most [`BATCH`].
-    pub async fn read(&self, c: &tokio_postgres::Client, after: i64) -> Result<Vec<Event>, Error> {
-        let sql = format!(
-            "SELECT id, channel, payload::text, created_at FROM {}.realtime_events
-              WHERE id > $1{} ORDER BY id LIMIT {BATCH}",
+    /// The query of the tenant's events after `after`, in id order, at most [`BATCH`],
+    /// each row led by `tag` (so several tenants' can be read in one UNION ALL).
+    pub fn read_sql(&self, tag: usize, after: i64) -> String {
+        format!(
+            "(SELECT {tag}::int4, id, channel, payload::text, created_at FROM {}.realtime_events
+              WHERE id > ({after})::int8{} ORDER BY id LIMIT {BATCH})",
             self.schema,
             self.tenant_clause()
-        );
-        let rows = c.query(&sql, &[&after]).await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let payload: String = r.get(2);
-                Event {
-                    id: r.get(0),
-                    channel: r.get(1),
-                    payload: serde_json::value::RawValue::from_string(payload).unwrap_or_else(
-                        |_| serde_json::value::RawValue::from_string("null".into()).expect("valid"),
-                    ),
-                    created_at: r.get(3),
-                }
-            })
-            .collect())
+        )
+    }
+
+    /// The tenant's events after `after`, in id order, at most [`BATCH`].
+    pub async fn read(&self, c: &tokio_postgres::Client, after: i64) -> Result<Vec<Event>, Error> {
+        let rows = c.query(&self.read_sql(0, after), &[]).await?;
+        Ok(rows.iter().map(|r| event(r).1).collect())
     }
 
     /// The tenant's latest event id (0: none).
@@ -107,16 +151,23 @@ impl Place {
         Ok(c.query_one(&sql, &[]).await?.get(0))
     }
 
-    /// Deletes the tenant's events older than `days` (the plan's retention window);
-    /// returns how many.
-    pub async fn prune(&self, c: &tokio_postgres::Client, days: i32) -> Result<u64, Error> {
+    /// Deletes at most `limit` of the tenant's events older than `days` (the plan's
+    /// retention window), oldest first; returns how many.
+    pub async fn prune(
+        &self,
+        c: &tokio_postgres::Client,
+        days: i32,
+        limit: i64,
+    ) -> Result<u64, Error> {
         let sql = format!(
-            "DELETE FROM {}.realtime_events
-              WHERE created_at < now() - make_interval(days => $1){}",
-            self.schema,
-            self.tenant_clause()
+            "DELETE FROM {s}.realtime_events WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM {s}.realtime_events
+                  WHERE created_at < now() - make_interval(days => $1){t}
+                  ORDER BY created_at LIMIT $2))",
+            s = self.schema,
+            t = self.tenant_clause()
         );
-        Ok(c.execute(&sql, &[&days]).await?)
+        Ok(c.execute(&sql, &[&days, &limit]).await?)
     }
 
     /// Publishes `table`'s inserts, updates and deletes on channel `table.<name>`: a
@@ -124,13 +175,14 @@ impl Place {
     /// the table's owner (the tenant's owner role; in shared mode the pool's, and the
     /// listing row says which tenant asked). One transaction; run again, it changes
     /// nothing. An unknown table is refused naming the field, with nothing changed.
+    /// Runs in the caller's transaction (which commits it, with its audit row when
+    /// the table is in the control database).
     pub async fn publish_table(
         &self,
-        c: &mut tokio_postgres::Client,
+        tx: &tokio_postgres::Transaction<'_>,
         table: &str,
     ) -> Result<(), Error> {
         super::check_table(table)?;
-        let tx = c.transaction().await?;
         let exists = tx
             .query_opt(
                 "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -174,7 +226,6 @@ impl Place {
              RESET ROLE;\n"
         ))
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 }

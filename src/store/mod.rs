@@ -24,6 +24,7 @@ pub mod plans;
 pub mod pooler;
 pub mod quotas;
 pub mod realtime;
+pub mod realtime_gate;
 pub mod servers;
 pub mod templates;
 pub mod tenant_config;

@@ -98,25 +98,96 @@ pub async fn live(c: &impl GenericClient, tenant: Uuid) -> Result<Option<bool>> 
     .map(|r| r.get(0)))
 }
 
-/// Counts one event of the tenant against its realtime limits, in the caller's
-/// transaction (which holds the counter until it ends; a rollback takes the count
-/// back). `Some((message, retry_after_secs))` when a limit refuses it. For publishes
-/// the gate in the tenant's own table cannot count: database mode's.
-pub async fn admit_for(c: &impl GenericClient, tenant: Uuid) -> Result<Option<(String, u64)>> {
+/// A realtime limit's refusal (SQLSTATE 53400 with a `retry_after=` hint): its message
+/// and when to retry.
+pub fn refusal(e: &tokio_postgres::Error) -> Option<(String, u64)> {
+    let db = e.as_db_error()?;
+    (db.code().code() == "53400").then(|| {
+        (
+            db.message().to_string(),
+            db.hint()
+                .and_then(|h| h.strip_prefix("retry_after="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
+        )
+    })
+}
+
+/// Counts `n` events of the tenant (reported through `POST .../usage`) against its
+/// realtime limits, all or none; run it outside a transaction (it is its own) or in
+/// one the caller commits. `Ok(Err((message, retry_after_secs)))` when a limit
+/// refuses them, `Ok(Ok(used this minute))` when counted. Schema and shared mode; a
+/// database-mode tenant's count is in its own database (`realtime_gate`).
+pub async fn admit_n(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    n: i64,
+) -> Result<std::result::Result<i64, (String, u64)>> {
     match c
-        .execute("SELECT berqenas_realtime.admit_for($1)", &[&tenant])
+        .query_one("SELECT berqenas_realtime.admit_n($1, $2)", &[&tenant, &n])
         .await
     {
-        Ok(_) => Ok(None),
-        Err(e) => match e.as_db_error() {
-            Some(db) if db.code().code() == "53400" => Ok(Some((
-                db.message().to_string(),
-                db.hint()
-                    .and_then(|h| h.strip_prefix("retry_after="))
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(1),
-            ))),
-            _ => Err(e.into()),
+        Ok(row) => Ok(Ok(row.get(0))),
+        Err(e) => match refusal(&e) {
+            Some(r) => Ok(Err(r)),
+            None => Err(e.into()),
         },
     }
+}
+
+/// Copies a database-mode tenant's counters (as its own database's gate holds them)
+/// into `realtime_counters`, for `/metrics` and the quota round's crossings.
+pub async fn mirror(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    rows: &[(String, chrono::DateTime<chrono::Utc>, i64)],
+) -> Result<()> {
+    for (kind, start, events) in rows {
+        c.execute(
+            "INSERT INTO berqenas.realtime_counters (tenant_id, window_kind, window_start, events)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, window_kind) DO UPDATE
+                 SET window_start = excluded.window_start, events = excluded.events",
+            &[&tenant, kind, start, events],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Every live tenant's events this minute (as counted in SQL) and its per-minute
+/// limit, by tenant name (for `/metrics`).
+pub async fn per_minute_all(c: &impl GenericClient) -> Result<Vec<(String, i64, i64)>> {
+    Ok(c.query(
+        "SELECT t.name, coalesce(r.events, 0)::bigint, q.realtime_events_per_minute::bigint
+               FROM berqenas.tenants t
+               JOIN berqenas.effective_quotas q ON q.tenant_id = t.id
+               LEFT JOIN berqenas.realtime_counters r ON r.tenant_id = t.id
+                    AND r.window_kind = 'minute' AND r.window_start = date_trunc('minute', now())
+              WHERE t.status IN ('trial', 'active', 'suspended')",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect())
+}
+
+/// The tenants whose events the quota round looks after, a page at a time in id
+/// order after `after` (pruning, and in database mode the gate's sync).
+pub async fn tenants_page(
+    c: &impl GenericClient,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Uuid>> {
+    Ok(c.query(
+        "SELECT id FROM berqenas.tenants
+              WHERE status IN ('trial', 'active', 'suspended')
+                AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
+        &[&after, &limit],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
 }

@@ -262,12 +262,34 @@ pub async fn configure(p: &Platform, slug: &Slug) -> Result<()> {
             .batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", sql::configure_sql(slug)))
             .await?;
     }
+    sync_realtime_gate(p, &tenant_db, slug).await?;
     let roles: Vec<String> = slug
         .fixed_roles()
         .iter()
         .map(|r| r.as_str().to_string())
         .collect();
     hardening::check_client(&tenant_db, &roles).await?;
+    Ok(())
+}
+
+/// The realtime gate inside the new database, with the tenant's realtime limits as
+/// the registry holds them (the tenant is registered before its database is made).
+async fn sync_realtime_gate(
+    p: &Platform,
+    tenant_db: &tokio_postgres::Client,
+    slug: &Slug,
+) -> Result<()> {
+    let control = p.pool.get().await?;
+    let t = tenants::find(&control, slug.as_str())
+        .await?
+        .ok_or_else(|| service::Error::not_found(slug.as_str()))?;
+    let q = store::found(store::quotas::effective(&control, t.id).await?)?;
+    store::realtime_gate::sync(
+        tenant_db,
+        q.realtime_events_per_minute,
+        q.realtime_events_per_hour,
+    )
+    .await?;
     Ok(())
 }
 

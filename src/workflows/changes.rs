@@ -95,6 +95,9 @@ pub async fn update(
     let network = super::network::touch(rt, &tx, &tenant, current.vpn_enabled).await?;
     commit_one(rt, tx, UPDATE, op, &tenant).await?;
     drop(client);
+    if limits_change {
+        crate::realtime::gate::follow(rt, &tenant).await;
+    }
     super::network::follow(rt, network).await;
     Ok(tenant)
 }
@@ -113,6 +116,7 @@ pub async fn set_quotas(
     let op = Uuid::now_v7();
     let changed = quotas::update_locked(rt, &tx, &t, req, op, actor).await?;
     commit_one(rt, tx, QUOTAS, op, &t).await?;
+    crate::realtime::gate::follow(rt, &t).await;
     if changed.enforce_disk {
         crate::quota::disk::measure_now(rt, t.id).await?;
         match super::quotas::enforce_disk(rt, t.id).await {

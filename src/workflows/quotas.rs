@@ -161,6 +161,11 @@ pub async fn disk_round(rt: &Runtime) -> Result<Option<(usize, usize, usize)>, E
     if let Err(e) = crate::quota::breaches::connections_round(rt).await {
         tracing::warn!(error = %e, "looking at tenants' connections failed; retrying next round");
     }
+    // Realtime history past its retention pruned (and database-mode gates synced and
+    // their counts mirrored, which the look at realtime limits below reads).
+    if let Err(e) = crate::realtime::upkeep::round(rt).await {
+        tracing::warn!(error = %e, "realtime upkeep failed; retrying next round");
+    }
     // And realtime events at their per-minute or per-hour limit.
     if let Err(e) = crate::quota::breaches::realtime_round(rt).await {
         tracing::warn!(error = %e, "looking at tenants' realtime events failed; retrying next round");
