@@ -66,6 +66,13 @@ impl Platform {
         }
     }
 
+    /// The control database's pool, from any view: a view on another server
+    /// ([`Platform::on`]) has that server's pool in `pool`, while the registry stays
+    /// in the control database on `default`.
+    pub fn control(&self) -> Pool {
+        self.fleet.default_server().pool.clone()
+    }
+
     /// Where the tenants of `server` connect (`default`'s endpoint for `default`,
     /// and for a server this process has not opened yet: callers open it first).
     pub fn endpoint_of(&self, server: &str) -> Endpoint {

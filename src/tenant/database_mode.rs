@@ -279,7 +279,8 @@ async fn sync_realtime_gate(
     tenant_db: &tokio_postgres::Client,
     slug: &Slug,
 ) -> Result<()> {
-    let control = p.pool.get().await?;
+    // `p` may be a view on another server (docs/servers.md): the registry is not there.
+    let control = p.control().get().await?;
     let t = tenants::find(&control, slug.as_str())
         .await?
         .ok_or_else(|| service::Error::not_found(slug.as_str()))?;
