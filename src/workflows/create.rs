@@ -315,15 +315,31 @@ async fn create_database(
         announce,
         vector_store: v.vector_store == Some(true),
     };
+    let params = serde_json::to_value(&params).map_err(service::Error::from)?;
+    let created = run_create(rt, CREATE_DATABASE, tenant_id, &v.slug, params, idem).await?;
+    Ok(created)
+}
+
+/// Runs a multi-step create (database mode, staged, placed) through the engine and
+/// opens its sealed answer: the created tenant, or the answer an idempotent replay
+/// stored.
+pub(super) async fn run_create(
+    rt: &Runtime,
+    kind: &'static str,
+    tenant_id: Uuid,
+    slug: &Slug,
+    params: Value,
+    idem: Option<&Idempotency>,
+) -> Result<CreatedTenant, Error> {
     let done = rt
         .engine
         .run(
             rt,
             NewOp {
-                kind: CREATE_DATABASE,
+                kind,
                 tenant_id: Some(tenant_id),
-                tenant_name: v.slug.as_str(),
-                params: serde_json::to_value(&params).map_err(service::Error::from)?,
+                tenant_name: slug.as_str(),
+                params,
                 idempotency: idem,
             },
         )
@@ -333,7 +349,7 @@ async fn create_database(
         ops::Done::Finished(outcome) => {
             let answer = outcome["answer"].as_str().unwrap_or_default();
             let created: CreatedTenant = open_value(&rt.platform, answer)?;
-            tracing::info!(tenant.name = %created.tenant.name, "database-mode tenant created");
+            tracing::info!(tenant.name = %created.tenant.name, kind, "tenant created");
             crate::metrics::tenant_created();
             Ok(created)
         }

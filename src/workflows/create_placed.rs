@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::create::{activate_registered, replay, Activation};
-use super::{failed, open_value, step_error, Error, Runtime};
-use crate::ops::{self, fence, Idempotency, Kind, NewOp, Object, Run, Step, StepError, StepFuture};
+use super::create::{activate_registered, Activation};
+use super::{failed, step_error, Error, Runtime};
+use crate::ops::{fence, Idempotency, Kind, Object, Run, Step, StepError, StepFuture};
 use crate::tenant::create::{CreatedTenant, Validated};
 use crate::tenant::database_mode::Registered;
 use crate::tenant::{placed, service, Isolation, Slug};
@@ -145,29 +145,11 @@ pub async fn create(
         actor: actor.to_string(),
         announce,
     };
-    let done = rt
-        .engine
-        .run(
-            rt,
-            NewOp {
-                kind: CREATE_PLACED,
-                tenant_id: Some(tenant_id),
-                tenant_name: v.slug.as_str(),
-                params: serde_json::to_value(&params).map_err(service::Error::from)?,
-                idempotency: idem,
-            },
-        )
-        .await?;
-    match done {
-        ops::Done::Replay(sealed) => replay(&rt.platform, &sealed),
-        ops::Done::Finished(outcome) => {
-            let answer = outcome["answer"].as_str().unwrap_or_default();
-            let created: CreatedTenant = open_value(&rt.platform, answer)?;
-            tracing::info!(tenant.name = %created.tenant.name, server = %server, "tenant created");
-            crate::metrics::tenant_created();
-            Ok(created)
-        }
-    }
+    let params = serde_json::to_value(&params).map_err(service::Error::from)?;
+    let created =
+        super::create::run_create(rt, CREATE_PLACED, tenant_id, &v.slug, params, idem).await?;
+    tracing::info!(server = %server, "placed on its server");
+    Ok(created)
 }
 
 /// The server's view of the platform (its pool, config, endpoint), opened once.

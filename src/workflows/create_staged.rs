@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::create::{activate_registered, replay, Activation};
-use super::{failed, open_value, step_error, Error, Runtime};
-use crate::ops::{self, fence, Idempotency, Kind, NewOp, Run, Step, StepFuture};
+use super::create::{activate_registered, Activation};
+use super::{failed, step_error, Error, Runtime};
+use crate::ops::{fence, Idempotency, Kind, Run, Step, StepFuture};
 use crate::store::onboarding::StepRow;
 use crate::tenant::create::{self as domain, CreatedTenant, Validated};
 use crate::tenant::{service, Isolation, Slug};
@@ -149,29 +149,10 @@ pub async fn create(
         actor: actor.to_string(),
         announce,
     };
-    let done = rt
-        .engine
-        .run(
-            rt,
-            NewOp {
-                kind: CREATE_STAGED,
-                tenant_id: Some(tenant_id),
-                tenant_name: v.slug.as_str(),
-                params: serde_json::to_value(&params).map_err(service::Error::from)?,
-                idempotency: idem,
-            },
-        )
-        .await?;
-    match done {
-        ops::Done::Replay(sealed) => replay(&rt.platform, &sealed),
-        ops::Done::Finished(outcome) => {
-            let answer = outcome["answer"].as_str().unwrap_or_default();
-            let created: CreatedTenant = open_value(&rt.platform, answer)?;
-            tracing::info!(tenant.name = %created.tenant.name, "tenant created (staged)");
-            crate::metrics::tenant_created();
-            Ok(created)
-        }
-    }
+    let params = serde_json::to_value(&params).map_err(service::Error::from)?;
+    let created =
+        super::create::run_create(rt, CREATE_STAGED, tenant_id, &v.slug, params, idem).await?;
+    Ok(created)
 }
 
 /// 1. Everything the tenant is in PostgreSQL, its registry row `provisioning` and the
