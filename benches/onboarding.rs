@@ -9,6 +9,10 @@
 //! (docs/warm_pool.md, `--warm-pool schema=200,database=10,shared=100`): creates that
 //! claim a prepared member, each figure printed beside issue 17's target
 //! (benches/onboarding/pool.rs).
+//!
+//! `cargo bench --bench onboarding -- scale`: 10,000 schema-mode tenants on one server
+//! (BENCH_TENANTS sets the number), and issue 17's figures at that size
+//! (benches/onboarding/scale.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -21,10 +25,12 @@ use berqenas::tenant::Slug;
 
 #[path = "onboarding/pool.rs"]
 mod onboarding_pool;
+#[path = "onboarding/scale.rs"]
+mod onboarding_scale;
 
 pub(crate) const TOKEN: &str = "bench-admin-token-0123456789";
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
@@ -124,7 +130,7 @@ pub(crate) async fn raw_create(
     t.elapsed()
 }
 
-fn rss_kb(pid: u32, field: &str) -> u64 {
+pub(crate) fn rss_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
@@ -147,6 +153,7 @@ impl Drop for Scratch {
 #[tokio::main]
 async fn main() {
     let pool = std::env::args().any(|a| a == "--pool");
+    let scale = std::env::args().any(|a| a == "scale");
     let n: usize = std::env::var("BENCH_TENANTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -173,14 +180,18 @@ async fn main() {
         cluster.port()
     );
 
+    if pool {
+        // Servers of its own (benches/onboarding/pool.rs).
+        return onboarding_pool::run(&url, &dir, n).await;
+    }
+    if scale {
+        onboarding_scale::run(&url, &dir).await;
+        return;
+    }
+
     let data = dir.join("server");
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_berqenas"))
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
-        .args(if pool {
-            vec!["--warm-pool", onboarding_pool::TARGETS]
-        } else {
-            vec![]
-        })
         .arg("--data-dir")
         .arg(&data)
         .env("BERQENAS_ADMIN_TOKEN", TOKEN)
@@ -198,12 +209,6 @@ async fn main() {
         .unwrap();
     tokio::spawn(conn);
     let template = Template::builtin().full_sql();
-    if pool {
-        onboarding_pool::run(&http, &api, &raw_pg, &template, n).await;
-        let _ = server.start_kill();
-        let _ = server.wait().await;
-        return;
-    }
 
     println!(
         "berqenas onboarding benchmark: {n} schema-mode tenants per series, PostgreSQL {}",
@@ -268,7 +273,7 @@ async fn server_version(pg: &tokio_postgres::Client) -> String {
         .get(0)
 }
 
-async fn wait_for_url(data: &Path) -> String {
+pub(crate) async fn wait_for_url(data: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(url) = std::fs::read_to_string(data.join("server-url")) {

@@ -62,6 +62,9 @@ impl Platform {
             config: server.config.clone(),
             endpoint: server.endpoint.clone(),
             caps: server.caps,
+            // Another server is reached by its URL, never through the embedded
+            // cluster's trusted socket: its throw-away roles need passwords.
+            embedded: self.embedded && server.name == crate::store::servers::DEFAULT,
             ..self.clone()
         }
     }

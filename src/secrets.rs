@@ -138,16 +138,45 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes::<32>())
 }
 
-/// A new login password and, computed on a blocking thread, its SCRAM verifier:
-/// SCRAM's 4096 PBKDF2 rounds cost about a millisecond of CPU, which then overlaps the
-/// caller's first round trips instead of stalling the runtime.
-pub fn new_password() -> (SecretString, tokio::task::JoinHandle<String>) {
+/// Passwords made ahead of need, each with its SCRAM verifier: in this process's
+/// memory only (never stored, logged or reused: each is handed out once), so that a
+/// create takes one ready instead of waiting for its verifier (docs/warm_pool.md).
+/// The verifier's cost is not lowered (PostgreSQL's 4096 rounds): it is paid earlier.
+static READY: std::sync::Mutex<Vec<(SecretString, String)>> = std::sync::Mutex::new(Vec::new());
+/// How many are kept ready: a burst of creates at once finds one each.
+const READY_MAX: usize = 16;
+
+fn password_and_verifier() -> (SecretString, String) {
     let password = SecretString::from(random_token());
-    let for_verifier = password.clone();
-    let verifier = tokio::task::spawn_blocking(move || {
-        postgres_protocol::password::scram_sha_256(for_verifier.expose_secret().as_bytes())
-    });
+    let verifier = postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes());
     (password, verifier)
+}
+
+/// A new login password and its SCRAM verifier: one made ahead if there is one (the
+/// handle is then ready at once), else computed on a blocking thread, where SCRAM's
+/// 4096 PBKDF2 rounds (about a millisecond of CPU) overlap the caller's first round
+/// trips instead of stalling the runtime. Either way another is made for the next
+/// caller, off this one's path.
+pub fn new_password() -> (SecretString, tokio::task::JoinHandle<String>) {
+    let ready = READY.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    tokio::task::spawn_blocking(|| {
+        let made = password_and_verifier();
+        let mut ready = READY.lock().unwrap_or_else(|e| e.into_inner());
+        if ready.len() < READY_MAX {
+            ready.push(made);
+        }
+    });
+    match ready {
+        Some((password, verifier)) => (password, tokio::spawn(async move { verifier })),
+        None => {
+            let password = SecretString::from(random_token());
+            let for_verifier = password.clone();
+            let verifier = tokio::task::spawn_blocking(move || {
+                postgres_protocol::password::scram_sha_256(for_verifier.expose_secret().as_bytes())
+            });
+            (password, verifier)
+        }
+    }
 }
 
 /// Whether a SCRAM-SHA-256 verifier as PostgreSQL stores it (`rolpassword`,
@@ -233,6 +262,20 @@ mod tests {
             "SCRAM-SHA-256$x:y$z:w",
             "correct-horse"
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passwords_made_ahead_match_their_verifiers_and_are_never_handed_out_twice() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let (password, verifier) = new_password();
+            let verifier = verifier.await.unwrap();
+            assert!(scram_verifier_matches(&verifier, password.expose_secret()));
+            assert!(seen.insert(password.expose_secret().to_string()));
+            // Let the refill behind it finish, so later rounds take ready ones.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(!READY.lock().unwrap().is_empty());
     }
 
     #[test]

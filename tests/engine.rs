@@ -74,6 +74,14 @@ fn scratch<'a>(cx: &'a Cx, run: &'a mut Run) -> StepFuture<'a> {
         c.batch_execute(&format!("CREATE SCHEMA {schema}"))
             .await
             .map_err(StepError::failed)?;
+        // An operation an operator aborts: it goes on only once the request has reached it.
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while run.params["wait_for_abort"] == true && !run.abort_requested() {
+            if std::time::Instant::now() > until {
+                return Err(StepError::Failed("no abort came".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Ok(json!({"schema": schema}))
     })
 }
@@ -258,6 +266,42 @@ async fn a_refusal_before_the_point_of_no_return_undoes_every_step_in_reverse() 
         !exists("schema", &format!("engine_scratch_{n}")).await,
         "cleaned"
     );
+    let (state, steps) = op_state(&n).await;
+    assert_eq!(state, "failed");
+    assert_eq!(steps, ["make_role:compensated", "scratch:compensated"]);
+}
+
+/// An abort requested in the operation's row reaches the process that runs it (its
+/// lease renewal reads it back) and the engine undoes the operation at the next step
+/// boundary, as if that step had been refused.
+#[tokio::test]
+async fn an_abort_requested_undoes_the_operation_at_its_next_step_boundary() {
+    let (e, cx) = engine(&unique("id-abort")).await;
+    let n = unique("abort");
+    let running = tokio::spawn({
+        let (e, cx, n) = (e.clone(), cx.clone(), n.clone());
+        async move { run(&e, &cx, &n, json!({"name": n, "wait_for_abort": true})).await }
+    });
+    let schema = format!("engine_scratch_{n}");
+    while !exists("schema", &schema).await {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = common::superuser()
+        .await
+        .execute(
+            "UPDATE berqenas.operations SET abort_requested_at = now() WHERE tenant_name = $1",
+            &[&n],
+        )
+        .await
+        .unwrap();
+    assert_eq!(asked, 1);
+    let err = running.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, OpError::Rejected(ref p) if p.code == "aborted"),
+        "{err}"
+    );
+    assert!(!exists("role", &format!("engine_{n}")).await, "compensated");
+    assert!(!exists("schema", &schema).await, "cleaned");
     let (state, steps) = op_state(&n).await;
     assert_eq!(state, "failed");
     assert_eq!(steps, ["make_role:compensated", "scratch:compensated"]);

@@ -154,6 +154,9 @@ async fn endpoints(server: &Server) -> Vec<(Method, String, Option<serde_json::V
                 (Method::PATCH, "/api/v1/servers/{name}") => {
                     Some(serde_json::json!({"draining": true}))
                 }
+                (Method::POST, "/api/v1/tenants/{name}/move") => {
+                    Some(serde_json::json!({"to_server": "pg2"}))
+                }
                 (Method::POST | Method::PUT | Method::PATCH, _) => Some(serde_json::json!({})),
                 _ => None,
             };

@@ -4,6 +4,7 @@
 
 mod common;
 
+use berqenas::pg::hardening;
 use berqenas::secrets::SecretKey;
 use berqenas::server;
 use common::{database, superuser, unique, TestApp};
@@ -75,8 +76,33 @@ async fn public_defaults_are_gone_and_an_elevated_tenant_role_is_a_loud_error() 
             format!("REVOKE pg_read_all_data FROM \"{role}\""),
             "member of pg_read_all_data",
         ),
+        // Through a role in between: pg_monitor is itself a member of pg_read_all_stats.
+        (
+            format!(
+                "CREATE ROLE \"{role}_via\" NOLOGIN; GRANT pg_monitor TO \"{role}_via\";
+                 GRANT \"{role}_via\" TO \"{role}\""
+            ),
+            format!("DROP ROLE \"{role}_via\""),
+            "member of pg_read_all_stats",
+        ),
     ] {
         pg.batch_execute(&breach).await.unwrap();
+        // Both ways the check reads memberships: walking up from a create's few roles,
+        // and reading every pg_* membership down for many (at start, every tenant's).
+        let many: Vec<String> = std::iter::once(role.to_string())
+            .chain((0..70).map(|i| format!("no_such_role_{i}")))
+            .collect();
+        for roles in [vec![role.to_string()], many] {
+            let err = hardening::check_client(&pg, &roles)
+                .await
+                .expect_err("the check finds it");
+            let message = err.to_string();
+            assert!(
+                message.contains(role) && message.contains(says),
+                "{} roles: {message}",
+                roles.len()
+            );
+        }
         let err = server::platform(database().await, SecretKey::from_bytes([1; 32]), 2)
             .await
             .err()

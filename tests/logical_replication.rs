@@ -181,7 +181,7 @@ async fn a_schema_is_copied_while_written_to_and_nothing_is_left_behind() {
     assert_eq!(next, last + 1);
 
     for _ in 0..2 {
-        logical::unsubscribe(&dst, &link).await.unwrap();
+        logical::unsubscribe(&dst, &src, &link).await.unwrap();
         logical::unpublish(&src, &link).await.unwrap();
     }
     let subs: i64 = dst
@@ -275,7 +275,7 @@ async fn a_whole_database_is_copied_within_one_cluster() {
         .get(0);
     assert_eq!(elsewhere, 8);
     assert_eq!(logical::copy_sequences(&src, &dst, None).await.unwrap(), 1);
-    logical::unsubscribe(&dst, &link).await.unwrap();
+    logical::unsubscribe(&dst, &src, &link).await.unwrap();
     logical::unpublish(&src, &link).await.unwrap();
     drop((src, dst));
     for db in [&from, &to] {

@@ -3,11 +3,13 @@
 //! (`default`, the control database) and two more, started once for this binary.
 
 mod common;
+#[path = "support/extra_cluster.rs"]
+mod extra_cluster;
 
 use std::sync::{Mutex, OnceLock};
 
-use berqenas::pg::cluster::{Cluster, ClusterOptions};
-use common::{cli, connect_as, scratch_dir, stdout_json, unique, TestApp};
+use common::{cli, connect_as, stdout_json, unique, TestApp};
+use extra_cluster::{on, start_cluster};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -37,61 +39,6 @@ fn capture_logs() {
             .with_writer(|| LogWriter)
             .try_init();
     });
-}
-
-/// The extra clusters, stopped at exit (the scratch root goes with common's clean-up).
-static EXTRA: Mutex<Vec<Cluster>> = Mutex::new(Vec::new());
-
-extern "C" fn stop_extra() {
-    if let Ok(list) = EXTRA.lock() {
-        for c in list.iter() {
-            c.stop_immediately();
-        }
-    }
-}
-
-/// Starts a cluster with a password on its superuser; returns it and the URL that
-/// reaches it over TCP.
-async fn start_cluster(label: &str) -> (Cluster, String) {
-    let dir = scratch_dir(label);
-    let mut opts = ClusterOptions::new(&dir);
-    opts.ephemeral = true;
-    let cluster = tokio::task::spawn_blocking(move || Cluster::ensure(&opts))
-        .await
-        .unwrap()
-        .expect("starting an extra cluster");
-    {
-        let mut list = EXTRA.lock().unwrap();
-        if list.is_empty() {
-            unsafe { libc::atexit(stop_extra) };
-        }
-        list.push(cluster.clone());
-    }
-    let admin = berqenas::pg::connect(
-        &berqenas::pg::parse_config(&cluster.superuser_dsn("postgres")).unwrap(),
-    )
-    .await
-    .unwrap();
-    admin
-        .batch_execute(&format!(
-            "ALTER ROLE {} PASSWORD '{PG_PASSWORD}'",
-            berqenas::pg::cluster::SUPERUSER
-        ))
-        .await
-        .unwrap();
-    let url = format!(
-        "postgresql://{}:{PG_PASSWORD}@127.0.0.1:{}/postgres",
-        berqenas::pg::cluster::SUPERUSER,
-        cluster.port()
-    );
-    (cluster, url)
-}
-
-/// A superuser session on an extra cluster (over its socket).
-async fn on(cluster: &Cluster, db: &str) -> tokio_postgres::Client {
-    berqenas::pg::connect(&berqenas::pg::parse_config(&cluster.superuser_dsn(db)).unwrap())
-        .await
-        .unwrap()
 }
 
 /// What the bad-input checks compare: the servers table, minus health columns.
@@ -165,8 +112,8 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     let seen = Seen::default();
     let app = TestApp::spawn().await;
     let default_pg = common::superuser().await;
-    let (pg2, url2) = start_cluster("pg2").await;
-    let (pg3, url3) = start_cluster("pg3").await;
+    let (pg2, url2) = start_cluster("pg2", PG_PASSWORD).await;
+    let (pg3, url3) = start_cluster("pg3", PG_PASSWORD).await;
     let pg2_admin = on(&pg2, "postgres").await;
 
     // --- bad input: a clear 4xx naming the field, and the table unchanged ---
@@ -420,17 +367,23 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["rows"][0][0], "on-pg2", "{b}");
     assert_eq!(b["rows"][0][1], pg2.port().to_string(), "{b}");
-    // Changes not yet per-server are refused, naming the server, not made on default.
+    // A backup on demand is taken from pg2 (docs/servers.md; restores and the rest:
+    // tests/servers_backups.rs), with the row written there.
     let (s, b) = app
         .call(
             Method::POST,
-            &format!("/api/v1/tenants/{acme}/suspend"),
+            &format!("/api/v1/tenants/{acme}/backups"),
             None,
         )
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["status"], "succeeded", "{b}");
     assert!(
-        b["error"]["message"].as_str().unwrap().contains("pg2"),
+        b["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["table"] == "applications" && t["rows"].as_i64() >= Some(1)),
         "{b}"
     );
     // The tenant JSON says where it lives; its credentials (read again) too.

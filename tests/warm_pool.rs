@@ -9,6 +9,8 @@
 //! is per control plane, and another test's creates must not claim this test's members.
 
 mod common;
+#[path = "warm_pool/database.rs"]
+mod database;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -93,7 +95,13 @@ async fn pool_orphans(pg: &tokio_postgres::Client, known: &BTreeSet<String>) -> 
          UNION ALL
          SELECT 'role without a member: ' || rolname FROM pg_roles, unnest($1::text[]) k
           WHERE starts_with(rolname, 'tenant_wp__' || k || '_')
-            AND k NOT IN (SELECT key FROM members)",
+            AND k NOT IN (SELECT key FROM members)
+         UNION ALL
+         SELECT 'database without a member: ' || datname FROM pg_database, unnest($1::text[]) k
+          WHERE datname = 'tenant_wp__' || k AND k NOT IN (SELECT key FROM members)
+         UNION ALL
+         SELECT 'member without its database: ' || stem FROM members
+          WHERE isolation = 'database' AND stem NOT IN (SELECT datname FROM pg_database)",
         &[&known],
     )
     .await
@@ -106,6 +114,16 @@ async fn pool_orphans(pg: &tokio_postgres::Client, known: &BTreeSet<String>) -> 
 /// Everything the catalog and the registry say about a tenant, its names normalized
 /// (`tenant_X`, `X`, `ID`), password salts left out.
 async fn catalog(pg: &tokio_postgres::Client, name: &str) -> Vec<String> {
+    catalog_in(pg, None, name).await
+}
+
+/// [`catalog`]; `inside`: a connection to the tenant's own database (database mode),
+/// where its schema and objects are.
+async fn catalog_in(
+    pg: &tokio_postgres::Client,
+    inside: Option<&tokio_postgres::Client>,
+    name: &str,
+) -> Vec<String> {
     let stem = format!("tenant_{}", name.replace('-', "_"));
     let like = format!("{stem}_");
     let id: String = pg
@@ -126,6 +144,8 @@ async fn catalog(pg: &tokio_postgres::Client, name: &str) -> Vec<String> {
                         JOIN pg_roles r ON r.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
                         JOIN pg_roles g ON g.oid = am.grantor
                         WHERE starts_with(r.rolname, $1) OR starts_with(m.rolname, $1)"),
+        ("database", "SELECT datname, pg_get_userbyid(datdba), datconnlimit, datacl::text, datistemplate,
+                      datallowconn FROM pg_database WHERE datname = rtrim($1, '_')"),
         ("schema", "SELECT nspname, pg_get_userbyid(nspowner), nspacl::text, obj_description(oid, 'pg_namespace')
                     FROM pg_namespace WHERE nspname = rtrim($1, '_')"),
         ("relation", "SELECT c.relname, c.relkind, pg_get_userbyid(c.relowner), c.relacl::text,
@@ -160,7 +180,16 @@ async fn catalog(pg: &tokio_postgres::Client, name: &str) -> Vec<String> {
     ];
     let mut out = Vec::new();
     for (what, sql) in queries {
-        for row in pg.query(*sql, &[&like]).await.unwrap() {
+        // The schema and what is in it are in the tenant's database, if it has one.
+        let on = match (inside, *what) {
+            (
+                Some(db),
+                "schema" | "relation" | "column" | "constraint" | "function" | "trigger" | "policy"
+                | "default acl",
+            ) => db,
+            _ => pg,
+        };
+        for row in on.query(*sql, &[&like]).await.unwrap() {
             let cols: Vec<String> = (0..row.len()).map(|i| text_of(&row, i)).collect();
             out.push(format!("{what}: {}", cols.join(" | ")));
         }

@@ -65,9 +65,16 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, Box<dyn std::error::Erro
     let client = state.platform.pool.get().await?;
     let tenants = store::count_by_status_plan_isolation(&client).await?;
     let rows = store::resource_rows(&client).await?;
+    // Sessions of tenants on other servers are seen there (one look per server).
+    let elsewhere: std::collections::HashMap<String, i64> =
+        crate::quota::placed::sessions(&state.platform)
+            .await?
+            .into_iter()
+            .collect();
     let mut resources = Vec::with_capacity(rows.len() * 2);
     let mut writes_blocked = 0;
     for r in rows {
+        let connections = elsewhere.get(&r.name).copied().unwrap_or(r.connections);
         resources.push((
             r.name.clone(),
             "disk_bytes".to_string(),
@@ -77,7 +84,7 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, Box<dyn std::error::Erro
         resources.push((
             r.name,
             "connections".to_string(),
-            r.connections,
+            connections,
             r.max_connections as i64,
         ));
         if r.writes_blocked {

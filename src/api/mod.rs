@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod migrations;
 pub mod monitoring;
+pub mod moves;
 pub mod network;
 pub mod onboarding_steps;
 pub mod openapi;
@@ -181,6 +182,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tenants/{name}/suspend", post(lifecycle::suspend))
         .route("/tenants/{name}/resume", post(lifecycle::resume))
         .route("/tenants/{name}/activate", post(lifecycle::activate))
+        .route("/tenants/{name}/move", post(moves::start))
         .route(
             "/tenants/{name}/api-keys",
             get(api_keys::list).post(api_keys::create),
@@ -277,6 +279,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/operations", get(operations::list))
         .route("/operations/{id}", get(operations::get))
+        .route("/operations/{id}/abort", post(operations::abort))
         .route("/webhooks", get(webhooks::list).post(webhooks::create))
         .route(
             "/webhooks/{id}",

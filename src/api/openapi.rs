@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, auth_providers, backups, config, data, error, events, health, invitations,
-    lifecycle, metrics, migrations, monitoring, network, onboarding_steps, operations, quotas,
-    realtime, servers, tenant_key, tenants, users, vectors, webhooks,
+    lifecycle, metrics, migrations, monitoring, moves, network, onboarding_steps, operations,
+    quotas, realtime, servers, tenant_key, tenants, users, vectors, webhooks,
 };
 use crate::events::data as ed;
 use crate::tenant::{self, service};
@@ -31,7 +31,7 @@ use crate::tenant::{self, service};
         data::query, metrics::scrape, vectors::upsert, vectors::query,
         network::view, network::list, network::add, network::replace, network::remove,
         network::add_peer, network::peers, network::remove_peer,
-        operations::get, operations::list, operations::complete_step,
+        operations::get, operations::list, operations::complete_step, operations::abort,
         onboarding_steps::create, onboarding_steps::list, onboarding_steps::get, onboarding_steps::remove,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::ping, webhooks::deliveries, webhooks::replay_one,
@@ -45,19 +45,21 @@ use crate::tenant::{self, service};
         realtime::publish, realtime::stream, realtime::admin_publish, realtime::admin_stream,
         realtime::tables,
         servers::add, servers::list, servers::get, servers::update, servers::remove,
+        moves::start,
     ),
     components(schemas(
         crate::monitoring::Level, crate::monitoring::service::TenantMonitoring,
         crate::monitoring::service::LevelRequest, crate::monitoring::targets::TargetGroup,
         crate::workflows::servers::AddServer, crate::workflows::servers::UpdateServer,
         crate::workflows::servers::ServerInfo, crate::workflows::servers::ServerList,
+        crate::workflows::move_tenant::MoveRequest,
         error::ErrorBody, error::ErrorDetail, health::Health, health::Status, health::PostgresInfo, health::NetworkInfo, health::WarmPoolMembers, health::InstanceInfo,
         tenant::Tenant, tenant::Plan, tenant::Status, tenant::Isolation, tenant::AccessMode,
         service::CreateTenant, service::UpdateTenant, service::CreatedTenant, service::Credentials,
         service::TenantPage, crate::tenant::users::AddUser, crate::tenant::users::AddedUser,
         crate::tenant::users::TenantUser, crate::tenant::users::UserList, crate::tenant::roles::DefaultRole,
         tenant_key::Me, crate::migrate::MigrateRequest, crate::migrate::MigrationPlan,
-        crate::migrate::PendingTenant, crate::migrate::MigrationRun, crate::migrate::TenantFailure,
+        crate::migrate::PendingTenant, crate::migrate::MigrationRun, crate::migrate::TenantFailure, crate::migrate::ServerFailure,
         crate::migrate::MigrationStatus, crate::migrate::VersionCount,
         backups::BackupList, crate::backup::Backup, crate::backup::BackupKind, crate::backup::BackupStatus,
         crate::backup::TableStat, crate::backup::restore::RestoreRequest, crate::backup::verify::VerifyReport,

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::{ApiError, ErrorBody};
-use super::AppState;
+use super::{AppState, ADMIN_ACTOR};
 use crate::workflows::onboarding_callback::{self, CallbackReceived, Caller, StepCallback};
 use crate::workflows::operations::{self, Operation, OperationPage};
 
@@ -88,4 +89,24 @@ pub async fn complete_step(
     Ok(Json(
         onboarding_callback::complete(rt, &id, &name, caller, &body, &parsed).await?,
     ))
+}
+
+#[utoipa::path(post, path = "/api/v1/operations/{id}/abort", tag = "operations", security(("admin" = [])),
+    params(("id" = String, Path, description = "the operation's id (a UUID)")),
+    responses(
+        (status = 202, body = Operation, description = "abort requested: the operation is undone at its next step boundary (poll GET /api/v1/operations/{id}, also in Location, until it is `failed`)"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such operation"),
+        (status = 409, body = ErrorBody, description = "operation_finished, operation_undoing, or past_point_of_no_return: it can only finish")))]
+pub async fn abort(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let op = crate::workflows::abort::abort(&state.platform, &id, ADMIN_ACTOR).await?;
+    let mut res = (StatusCode::ACCEPTED, Json::<Operation>(op)).into_response();
+    res.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/api/v1/operations/{id}")).expect("a UUID is ASCII"),
+    );
+    Ok(res)
 }

@@ -187,7 +187,8 @@ pub async fn stage(
 
 /// Makes the staged data the tenant's, in the caller's transaction of the control
 /// database: shared mode moves the rows into the pool (new ids for a copy of another
-/// tenant's); schema mode drops the replaced schema.
+/// tenant's); schema mode on `default` drops the replaced schema (on another server
+/// that schema is not in this transaction's cluster: [`drop_replaced`] drops it).
 pub async fn commit_in(
     tx: &deadpool_postgres::Transaction<'_>,
     target: &Tenant,
@@ -201,30 +202,39 @@ pub async fn commit_in(
             tx.batch_execute(&format!("DROP SCHEMA {scratch} CASCADE"))
                 .await?;
         }
-        Isolation::Schema => {
+        Isolation::Schema if !elsewhere(target) => {
             tx.batch_execute(&format!(
                 "DROP SCHEMA IF EXISTS {} CASCADE",
                 ident(&plan.done)
             ))
             .await?;
         }
-        Isolation::Database => {}
+        Isolation::Schema | Isolation::Database => {}
     }
     Ok(())
 }
 
-/// Database mode: the replaced schema, in the tenant's database. Idempotent.
+/// Whether the tenant lives on a server other than `default` (`p` is then a view on
+/// that server, and the control transaction is not on it).
+fn elsewhere(target: &Tenant) -> bool {
+    target.server != crate::store::servers::DEFAULT
+}
+
+/// The replaced schema: database mode in the tenant's database; schema mode on a
+/// server other than `default` in that server's database (`p` a view on it).
+/// Idempotent.
 pub async fn drop_replaced(p: &Platform, target: &Tenant, plan: &Plan) -> Result<()> {
-    if target.isolation != Isolation::Database {
-        return Ok(());
+    let sql = || format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(&plan.done));
+    match target.isolation {
+        Isolation::Database => {
+            super::connect_to(p, target.database.as_str())
+                .await?
+                .batch_execute(&sql())
+                .await?
+        }
+        Isolation::Schema if elsewhere(target) => p.pool.get().await?.batch_execute(&sql()).await?,
+        Isolation::Schema | Isolation::Shared => {}
     }
-    super::connect_to(p, target.database.as_str())
-        .await?
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            ident(&plan.done)
-        ))
-        .await?;
     Ok(())
 }
 

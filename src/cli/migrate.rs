@@ -187,10 +187,11 @@ fn plan_table(plan: &MigrationPlan) {
     }
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header(["TENANT", "ISOLATION", "FROM", "MIGRATIONS"]);
+    table.set_header(["TENANT", "SERVER", "ISOLATION", "FROM", "MIGRATIONS"]);
     for t in &plan.pending {
         table.add_row([
             t.tenant.to_string(),
+            t.server.clone(),
             t.isolation.as_str().to_string(),
             t.from_version.to_string(),
             t.migrations.join(", "),
@@ -208,6 +209,22 @@ fn report_table(run: &MigrationRun) {
         "  migrated {}, already current {}, failed {}, not attempted {}",
         run.migrated, run.already_current, run.failed, run.not_attempted
     );
+    // Tenants migrated per server.
+    let mut per_server: std::collections::BTreeMap<&str, usize> = Default::default();
+    for t in &run.migrated_tenants {
+        let server = run.tenant_servers.get(t).map_or("default", String::as_str);
+        *per_server.entry(server).or_default() += 1;
+    }
+    if per_server.keys().any(|s| *s != "default") {
+        let parts: Vec<String> = per_server.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        println!("  migrated per server: {}", parts.join(", "));
+    }
+    for f in &run.template_failures {
+        println!(
+            "  template database on server {} not brought up to date: {}",
+            f.server, f.error
+        );
+    }
     if let Some(e) = &run.error {
         println!("  error: {e}");
     }
@@ -216,10 +233,11 @@ fn report_table(run: &MigrationRun) {
     }
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header(["FAILED TENANT", "AT VERSION", "ERROR"]);
+    table.set_header(["FAILED TENANT", "SERVER", "AT VERSION", "ERROR"]);
     for f in &run.failures {
         table.add_row([
             f.tenant.clone(),
+            f.server.clone().unwrap_or_else(|| "default".into()),
             f.from_version.to_string(),
             f.error.clone(),
         ]);

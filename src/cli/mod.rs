@@ -10,6 +10,7 @@ mod config;
 mod events;
 mod lifecycle;
 mod migrate;
+mod move_tenant;
 mod network;
 mod operation;
 mod output;
@@ -139,8 +140,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BERQENAS_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
     /// The warm pool: unclaimed tenants kept ready per isolation mode, so a create is
-    /// a rename instead of new DDL (docs/warm_pool.md), e.g. `schema=50,shared=50`.
-    /// `database=N` is accepted; database mode has no pool yet. [default: off]
+    /// a rename instead of new DDL (docs/warm_pool.md), e.g.
+    /// `schema=50,database=10,shared=50`. [default: off]
     #[arg(long, env = "BERQENAS_WARM_POOL", value_parser = parse_warm_pool)]
     pub warm_pool: Option<crate::workflows::warm_pool::Targets>,
     /// How often disk use is measured and disk quotas enforced (e.g. 30s, 5m).

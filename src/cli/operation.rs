@@ -18,6 +18,21 @@ pub enum OperationCommand {
     Get(GetArgs),
     /// List operations, newest first.
     List(ListArgs),
+    /// Abort a running operation before its point of no return (a move during its
+    /// copy, a create waiting on an onboarding step): it is undone at its next step,
+    /// within seconds. Follow it with `operation get ID --watch`.
+    Abort(AbortArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AbortArgs {
+    /// The operation's id.
+    pub id: String,
+    /// Print the API's JSON (as `-o json`).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +76,17 @@ impl Client {
         let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
         self.call::<(), _>(Method::GET, &format!("/api/v1/operations/{id}"), None, &[])
             .await
+    }
+
+    pub async fn abort_operation(&self, id: &str) -> Result<Operation, ClientError> {
+        let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/api/v1/operations/{id}/abort"),
+            None,
+            &[],
+        )
+        .await
     }
 
     pub async fn operations(
@@ -109,6 +135,16 @@ pub async fn run(cmd: OperationCommand) -> anyhow::Result<ExitCode> {
                 return watch(&client, &a.id, format).await;
             }
             output::finish(client.operation(&a.id).await, format, operation_table)
+        }
+        OperationCommand::Abort(a) => {
+            let format = format_of(a.json, &a.client);
+            let res = a.client.client().abort_operation(&a.id).await;
+            output::finish(res, format, |op| {
+                println!(
+                    "abort requested: operation {} ({}) on tenant {} is undone at its next step",
+                    op.id, op.kind, op.tenant.name
+                );
+            })
         }
         OperationCommand::List(a) => {
             let format = format_of(a.json, &a.client);

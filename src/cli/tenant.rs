@@ -57,6 +57,9 @@ pub enum TenantCommand {
     /// Show who may reach the tenant: access mode, VPN subnet, rules, peers, and
     /// whether this server enforces them.
     Network(NameArgs),
+    /// Move the tenant online to another server (logical replication; the same user
+    /// and password, at the new server's address). See docs/moves.md.
+    Move(super::move_tenant::MoveArgs),
     /// Allow ranges to reach the tenant's database or data API.
     #[command(subcommand)]
     Firewall(super::network::FirewallCommand),
@@ -277,6 +280,7 @@ fn parse_json_object(s: &str) -> Result<serde_json::Value, String> {
 pub async fn run(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TenantCommand::Network(a) => super::network::network(a).await,
+        TenantCommand::Move(a) => super::move_tenant::run(a).await,
         TenantCommand::Firewall(c) => super::network::firewall(c).await,
         TenantCommand::Vpn(c) => super::network::vpn(c).await,
         TenantCommand::Create(a) => {

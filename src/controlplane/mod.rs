@@ -178,6 +178,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0035_realtime_counts.sql",
         sql: include_str!("../../migrations/control/0035_realtime_counts.sql"),
     },
+    Migration {
+        version: 39,
+        name: "0039_operation_abort.sql",
+        sql: include_str!("../../migrations/control/0039_operation_abort.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

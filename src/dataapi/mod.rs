@@ -289,7 +289,8 @@ impl DataApi {
             .config()
             .per_tenant
             .min(q.max_connections.max(1) as usize);
-        let pool = match self.pools.existing(t.id, size) {
+        let place = (t.server.as_str(), t.database.as_str());
+        let pool = match self.pools.existing(t.id, size, place) {
             Some(pool) => pool,
             None => {
                 let client = p.pool.get().await.map_err(|e| QueryError::Unavailable {
@@ -323,7 +324,7 @@ impl DataApi {
                     .dbname(t.database.as_str())
                     .options("")
                     .application_name("berqenas-data-api");
-                self.pools.insert(t.id, config, size)
+                self.pools.insert(t.id, config, size, place)
             }
         };
         pool.get().await.map_err(|e| match e {

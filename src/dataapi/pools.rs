@@ -264,6 +264,8 @@ struct Entry {
     pool: TenantPool,
     size: usize,
     last_used: Instant,
+    /// Where its connections go (server, database): a move changes it.
+    place: (String, String),
 }
 
 pub(crate) struct Shared {
@@ -342,10 +344,16 @@ impl Pools {
         &self.shared.memory
     }
 
-    /// The tenant's pool if it has one (resized to `size` if that changed).
-    pub fn existing(&self, tenant: Uuid, size: usize) -> Option<TenantPool> {
+    /// The tenant's pool if it has one for where the tenant is (`place`: server,
+    /// database), resized to `size` if that changed. One made before the tenant moved
+    /// (another server or database) is forgotten.
+    pub fn existing(&self, tenant: Uuid, size: usize, place: (&str, &str)) -> Option<TenantPool> {
         let mut pools = self.shared.pools();
         let e = pools.get_mut(&tenant)?;
+        if (e.place.0.as_str(), e.place.1.as_str()) != place {
+            pools.remove(&tenant);
+            return None;
+        }
         if e.size != size {
             e.pool.resize(size);
             e.size = size;
@@ -355,7 +363,13 @@ impl Pools {
     }
 
     /// Makes (or returns, if another request just made it) the tenant's pool.
-    pub fn insert(&self, tenant: Uuid, config: tokio_postgres::Config, size: usize) -> TenantPool {
+    pub fn insert(
+        &self,
+        tenant: Uuid,
+        config: tokio_postgres::Config,
+        size: usize,
+        place: (&str, &str),
+    ) -> TenantPool {
         let mut pools = self.shared.pools();
         if let Some(e) = pools.get(&tenant) {
             return e.pool.clone();
@@ -388,6 +402,7 @@ impl Pools {
                 pool: pool.clone(),
                 size,
                 last_used: Instant::now(),
+                place: (place.0.to_string(), place.1.to_string()),
             },
         );
         pool

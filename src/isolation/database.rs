@@ -93,6 +93,42 @@ pub fn roles_sql(
     sql
 }
 
+/// A warm pool member's roles (docs/warm_pool.md): [`roles_sql`] under the member's
+/// placeholder names, the login role NOLOGIN with no password, limits or
+/// `search_path` (the claim sets those, in the order [`roles_sql`] does).
+pub fn member_roles_sql(member: &Slug, grant_owner_to_creator: bool) -> String {
+    let owner = member.owner_role();
+    let login = member.login_role();
+    let groups: Vec<Ident> = DefaultRole::ALL
+        .iter()
+        .map(|r| member.group_role(*r))
+        .collect();
+    let mut sql = format!("CREATE ROLE {owner} NOLOGIN;\n");
+    for g in &groups {
+        let _ = writeln!(sql, "CREATE ROLE {g} NOLOGIN;");
+    }
+    let _ = writeln!(sql, "CREATE ROLE {login} NOLOGIN;");
+    if grant_owner_to_creator {
+        let all: Vec<String> = std::iter::once(&owner)
+            .chain(&groups)
+            .chain([&login])
+            .map(|r| r.to_string())
+            .collect();
+        let _ = writeln!(sql, "GRANT {} TO CURRENT_USER;", all.join(", "));
+    }
+    sql
+}
+
+/// A warm pool member's clone: no connection limit until its claim sets the plan's
+/// (the member's roles cannot log in; only the control role connects, to configure
+/// it). Cannot run in a transaction.
+pub fn member_clone_sql(member: &Slug, template: &Ident) -> String {
+    format!(
+        "CREATE DATABASE {} TEMPLATE {template} STRATEGY WAL_LOG",
+        member.schema(),
+    )
+}
+
 /// The clone. Cannot run in a transaction.
 pub fn clone_sql(slug: &Slug, template: &Ident, connection_limit: i32) -> String {
     format!(

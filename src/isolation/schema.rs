@@ -75,28 +75,39 @@ fn objects_sql(
         crate::pg::hardening::connect_role(),
         crate::pg::hardening::temp_role()
     ));
-    sql.push_str(&format!(
+    if search_path {
+        sql.push_str(&format!("ALTER ROLE {login} SET search_path = {schema};\n"));
+    }
+    sql.push_str(&schema_sql(slug, template_sql));
+    sql
+}
+
+/// The tenant's schema as a schema-mode create makes it, its roles there already:
+/// owned by its owner, the login's usage and default privileges, the template run as
+/// the owner, the group roles' grants. Also what a shared-mode tenant moving into
+/// schema mode gets (docs/moves.md).
+pub fn schema_sql(slug: &Slug, template_sql: &str) -> String {
+    let (schema, owner, login) = (slug.schema(), slug.owner_role(), slug.login_role());
+    // Function bodies are not checked again here: this template's were when its
+    // template database was built at start (`tenant::database_mode::ensure_template`),
+    // and checking one looks up every function of its name in every schema, which
+    // grows with the tenants (each has the template's functions).
+    format!(
         "CREATE SCHEMA {schema} AUTHORIZATION {owner};\n\
          REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
          GRANT USAGE ON SCHEMA {schema} TO {login};\n\
          ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {login};\n\
          ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {login};\n\
-         {search_path}\
          SET LOCAL ROLE {owner};\n\
          SET LOCAL search_path = {schema};\n\
-         {template}\n\
+         SET LOCAL check_function_bodies = off;\n\
+         {template_sql}\n\
          {grants}\
          RESET ROLE;\n\
-         SET LOCAL search_path TO DEFAULT;\n",
-        search_path = if search_path {
-            format!("ALTER ROLE {login} SET search_path = {schema};\n")
-        } else {
-            String::new()
-        },
-        template = template_sql,
-        grants = roles::grants_sql(&schema, &owner, |r| slug.group_role(r)),
-    ));
-    sql
+         SET LOCAL search_path TO DEFAULT;\n\
+         SET LOCAL check_function_bodies TO DEFAULT;\n",
+        grants = roles::new_schema_grants_sql(&schema, &owner, |r| slug.group_role(r)),
+    )
 }
 
 fn list(roles: &[Ident]) -> String {

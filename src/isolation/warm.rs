@@ -2,15 +2,18 @@
 //! under a placeholder name, a member claimed (renamed to a tenant's names and given
 //! its login), a stale member dropped. Each runs in one transaction.
 
-use super::{schema, shared, RoleLimits, Strategy};
+use super::{database, schema, shared, RoleLimits, Strategy};
 use crate::names::Slug;
 use crate::pg::{Ident, Literal};
 
-/// The isolation modes that have a warm pool (database mode: not yet, see the page).
+/// The isolation modes that have a warm pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Schema,
     Shared,
+    /// A member is its roles (made here, in the control database's transaction) and
+    /// a database cloned from the template (made by the refill's later steps).
+    Database,
 }
 
 /// A member's objects: what a create of `mode` makes, under `member`'s name, all of
@@ -25,7 +28,8 @@ pub fn member_sql(
 ) -> String {
     match mode {
         Mode::Shared => shared::member_sql(member, tenant_id, grant_owner_to_creator),
-        _ => schema::member_sql(member, template_sql, grant_owner_to_creator),
+        Mode::Database => database::member_roles_sql(member, grant_owner_to_creator),
+        Mode::Schema => schema::member_sql(member, template_sql, grant_owner_to_creator),
     }
 }
 
@@ -40,12 +44,22 @@ pub fn claim_sql(
     limits: &RoleLimits,
 ) -> String {
     let mut sql = String::new();
-    if mode == Mode::Schema {
-        sql.push_str(&format!(
+    match mode {
+        Mode::Schema => sql.push_str(&format!(
             "ALTER SCHEMA {} RENAME TO {};\n",
             member.schema(),
             tenant.schema()
-        ));
+        )),
+        // No session is ever on a member's database, so it can be renamed here; the
+        // schema inside it is renamed by the create's `configure` step.
+        Mode::Database => sql.push_str(&format!(
+            "ALTER DATABASE {} RENAME TO {};\nALTER DATABASE {} CONNECTION LIMIT {};\n",
+            member.schema(),
+            tenant.schema(),
+            tenant.schema(),
+            limits.connection_limit,
+        )),
+        Mode::Shared => {}
     }
     let renames: Vec<(Ident, Ident)> = member
         .fixed_roles()
@@ -93,8 +107,21 @@ pub fn drop_sql(mode: Mode, member: &Slug, tenant_id: &str) -> String {
             }
             sql
         }
-        _ => schema::SchemaPerTenant.drop_sql(member, &roles),
+        // Its database is dropped first, outside any transaction.
+        Mode::Database => schema::SchemaPerTenant.drop_sql(member, &roles),
+        Mode::Schema => schema::SchemaPerTenant.drop_sql(member, &roles),
     }
+}
+
+/// The schema inside a claimed member's database, renamed to the tenant's (run in
+/// that database). Everything else in it (owners, grants, default privileges) names
+/// roles by OID and followed their renames.
+pub fn rename_schema_sql(member: &Slug, tenant: &Slug) -> String {
+    format!(
+        "ALTER SCHEMA {} RENAME TO {};",
+        member.schema(),
+        tenant.schema()
+    )
 }
 
 #[cfg(test)]

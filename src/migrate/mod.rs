@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub use plan::{plan, plan_for, MigrationPlan, PendingTenant, Place, Selector, LIVE};
-pub use runs::{MigrationRun, Report, TenantFailure};
+pub use runs::{MigrationRun, Report, ServerFailure, TenantFailure};
 pub use units::{Outcome, Unit};
 
 use crate::platform::Platform;
@@ -70,7 +70,7 @@ impl MigrateRequest {
 /// What `POST /api/v1/migrations` answers: a plan for a dry run, else the run started.
 pub enum Started {
     Plan(MigrationPlan),
-    Run(MigrationRun),
+    Run(Box<MigrationRun>),
 }
 
 /// A run by id.

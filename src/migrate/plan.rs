@@ -24,6 +24,10 @@ pub struct PendingTenant {
     #[schema(value_type = String)]
     pub tenant: Slug,
     pub isolation: Isolation,
+    /// The server its objects are on (`default`: the one berqenas started with); its
+    /// unit runs on a session there.
+    #[serde(default = "default_server")]
+    pub server: String,
     pub from_version: i32,
     /// The migration files it will run, in order.
     pub migrations: Vec<String>,
@@ -31,6 +35,20 @@ pub struct PendingTenant {
     /// from JSON, which is shown, never run).
     #[serde(skip)]
     pub place: Option<Place>,
+}
+
+fn default_server() -> String {
+    crate::store::servers::DEFAULT.to_string()
+}
+
+impl PendingTenant {
+    /// Whether its objects are in the control database itself (schema mode on
+    /// `default`, and the shared pool): its session reports its new version in the
+    /// transaction of its DDL. Elsewhere (database mode; any tenant on another server)
+    /// the DDL commits with the schema's marker and the registry follows.
+    pub fn in_control_database(&self) -> bool {
+        self.isolation != Isolation::Database && self.server == crate::store::servers::DEFAULT
+    }
 }
 
 /// Where a pending tenant's objects are.
@@ -111,6 +129,7 @@ pub async fn plan_for(p: &Platform, s: &Selector, target: i32) -> Result<Migrati
                 .collect(),
             tenant: r.name,
             isolation: r.isolation,
+            server: r.server,
             from_version: r.version,
             place: Some(Place {
                 schema: r.schema,

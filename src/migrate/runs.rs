@@ -11,7 +11,7 @@ use super::{MigrateRequest, Result};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
 use crate::store::migration_runs as store;
-pub use crate::store::migration_runs::{MigrationRun, Report, TenantFailure};
+pub use crate::store::migration_runs::{MigrationRun, Report, ServerFailure, TenantFailure};
 use crate::tenant::service::Error;
 
 /// The selection as the client asked for it (a tenant by the name or id it gave).
@@ -117,6 +117,26 @@ pub async fn load(c: &impl GenericClient, id: Uuid, audit_from: i64) -> Result<R
     let mut report = store::report(c, id).await?.unwrap_or_default();
     let audited = crate::store::audit::tenants_of(c, "tenant_migrated", id, audit_from).await?;
     report.merge_migrated(audited);
+    // Tenants the audit trail added (a crash before the progress write) get their
+    // server from the registry.
+    let unknown: Vec<&str> = report
+        .migrated
+        .iter()
+        .filter(|n| !report.servers.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        let rows = c
+            .query(
+                "SELECT name::text, server FROM berqenas.tenants WHERE name = ANY($1)",
+                &[&unknown],
+            )
+            .await
+            .map_err(crate::store::Error::from)?;
+        for r in rows {
+            report.servers.insert(r.get(0), r.get(1));
+        }
+    }
     Ok(report)
 }
 
@@ -156,9 +176,17 @@ pub async fn get(p: &Platform, id: Uuid) -> Result<Option<MigrationRun>> {
 }
 
 impl Report {
-    /// Counts what a unit did.
-    pub fn record(&mut self, outcome: super::units::Outcome) {
+    /// Counts what a unit did on `server`.
+    pub fn record(&mut self, outcome: super::units::Outcome, server: &str) {
         use super::units::Outcome;
+        let named: Vec<&String> = match &outcome {
+            Outcome::Migrated(names) => names.iter().collect(),
+            Outcome::Failed(f) => f.iter().map(|f| &f.tenant).collect(),
+            Outcome::Current(_) => Vec::new(),
+        };
+        for name in named {
+            self.servers.insert(name.clone(), server.to_string());
+        }
         match outcome {
             Outcome::Migrated(names) => self.migrated.extend(names),
             Outcome::Current(names) => self.already_current += names.len() as i32,
@@ -178,7 +206,8 @@ impl Report {
 
     /// The run's outcome once it is over.
     pub fn state(&self) -> &'static str {
-        if self.failures.is_empty() && self.not_attempted == 0 {
+        if self.failures.is_empty() && self.not_attempted == 0 && self.template_failures.is_empty()
+        {
             "succeeded"
         } else {
             "failed"

@@ -49,8 +49,9 @@ pub enum Unit {
     /// Schema mode: the DDL, the marker and the registry committed together; the
     /// caller's transaction only holds the lock.
     Migrated,
-    /// Database mode: the DDL and the marker committed in the tenant's database; the
-    /// registry follows with [`record_database`] in the caller's transaction.
+    /// Database mode, or a tenant on another server: the DDL and the marker committed
+    /// in the tenant's database; the registry follows with [`record_database`] in the
+    /// caller's transaction.
     Committed {
         /// The registry's version before.
         registry: i32,
@@ -77,6 +78,7 @@ pub fn failure(t: &PendingTenant, e: &Error) -> TenantFailure {
         from_version: t.from_version,
         error,
         sqlstate,
+        server: Some(t.server.clone()),
     }
 }
 
@@ -175,6 +177,9 @@ async fn in_tenant_session(
             // Two runs never migrate one database at once (the run table allows one
             // run, but an operator may also migrate by hand). The tenant can take
             // advisory locks in its own database: wait only as long as for any lock.
+            // (A schema-mode tenant on another server shares its server's database,
+            // where advisory locks are not granted: the tenant's name lock, held by
+            // the caller, keeps its units apart as on `default`.)
             session
                 .batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
                 .await?;
@@ -198,7 +203,7 @@ async fn in_tenant_session(
                 Some(target),
             );
         }
-        if t.isolation != Isolation::Database {
+        if t.in_control_database() {
             // In the control database the registry moves in this transaction.
             sql.push_str("SELECT berqenas_session.record_template_version();\n");
         }
@@ -236,14 +241,15 @@ fn unplaced(t: &PendingTenant) -> Error {
 }
 
 /// The session a tenant's unit runs in: a throw-away login role (the caller's: it
-/// names, declares, creates and drops it) that is a member of these roles only (the
-/// tenant's owner, and in the control database the role that lets the session report
-/// its work), connected to the tenant's database (`None`: the control database).
+/// names, declares, creates and drops it, on the tenant's server) that is a member of
+/// these roles only (the tenant's owner, and in the control database the role that
+/// lets the session report its work), connected to the tenant's database on its
+/// server (`None`: the control database).
 pub fn session_grants(t: &PendingTenant) -> Result<(Vec<Ident>, Option<Ident>)> {
     let place = place(t)?;
-    Ok(match t.isolation {
-        Isolation::Database => (vec![place.owner_role.clone()], Some(place.database.clone())),
-        _ => (
+    Ok(match t.in_control_database() {
+        false => (vec![place.owner_role.clone()], Some(place.database.clone())),
+        true => (
             vec![
                 place.owner_role.clone(),
                 Ident::new(SESSION_ROLE).expect("static name"),
@@ -255,7 +261,8 @@ pub fn session_grants(t: &PendingTenant) -> Result<(Vec<Ident>, Option<Ident>)> 
 
 /// Before the caller's transaction takes the tenant's lock, on the same connection
 /// (committed: the session reads it): what the session of `role` may report, once
-/// (schema mode; the session's commit consumes it). Nothing in database mode.
+/// (schema mode on `default`; the session's commit consumes it). Nothing for a
+/// tenant outside the control database (database mode, another server).
 pub async fn open_session(
     c: &impl deadpool_postgres::GenericClient,
     t: &PendingTenant,
@@ -264,7 +271,7 @@ pub async fn open_session(
     run_id: Uuid,
     actor: &str,
 ) -> Result<()> {
-    if t.isolation == Isolation::Database {
+    if !t.in_control_database() {
         return Ok(());
     }
     c.execute(
@@ -299,6 +306,25 @@ pub async fn migrate_locked(
     template: &Template,
     target: i32,
 ) -> Result<Unit> {
+    // A tenant moved to another server since the plan is migrated by the next run,
+    // on the server it is on then (the plan's is not where its objects are now).
+    let server: Option<String> = tx
+        .query_opt(
+            "SELECT server FROM berqenas.tenants WHERE id = $1",
+            &[&t.id],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if let Some(now) = server.filter(|s| *s != t.server) {
+        return Err(Error::Rejected(crate::problem::Problem::new(
+            crate::problem::Kind::Conflict,
+            "tenant_moved",
+            format!(
+                "tenant {} moved from server {:?} to {now:?} during the run; run the migration again",
+                t.tenant, t.server
+            ),
+        )));
+    }
     let Some(registry) = crate::store::tenants::template_version(tx, t.id)
         .await?
         .filter(|v| *v < target)
@@ -306,14 +332,14 @@ pub async fn migrate_locked(
         return Ok(Unit::Current);
     };
     let from = in_tenant_session(session, t, template, registry, target).await?;
-    Ok(match t.isolation {
-        Isolation::Database => Unit::Committed { registry, from },
-        _ => Unit::Migrated,
+    Ok(match t.in_control_database() {
+        false => Unit::Committed { registry, from },
+        true => Unit::Migrated,
     })
 }
 
-/// Database mode, after [`Unit::Committed`]: the registry follows the tenant's
-/// database, with its audit row, in the caller's transaction (which holds the lock).
+/// After [`Unit::Committed`] (database mode, another server): the registry follows
+/// the tenant's database, with its audit row, in the caller's transaction (which holds the lock).
 pub async fn record_database(
     tx: &impl deadpool_postgres::GenericClient,
     t: &PendingTenant,

@@ -92,15 +92,22 @@ impl From<StepError> for OpError {
     }
 }
 
-struct Inner<C: Context> {
-    pool: Pool,
-    instance: Uuid,
+pub(super) struct Inner<C: Context> {
+    pub(super) pool: Pool,
+    pub(super) instance: Uuid,
     registry: Registry<C>,
     /// Operations this process is driving (their leases are renewed).
-    active: Mutex<HashMap<Uuid, tokio::task::AbortHandle>>,
+    pub(super) active: Mutex<HashMap<Uuid, Running>>,
     stopping: AtomicBool,
     armed: Armed,
     keeper: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// An operation this process drives: its task, and the flag the keeper sets when an
+/// operator asks to abort it.
+pub(super) struct Running {
+    task: tokio::task::AbortHandle,
+    pub(super) abort: Arc<AtomicBool>,
 }
 
 /// The operation engine of one process. Cheap to clone.
@@ -161,7 +168,7 @@ impl<C: Context> Engine<C> {
                 keeper: Mutex::new(None),
             }),
         };
-        let keeper = tokio::spawn(keep(engine.downgrade()));
+        let keeper = tokio::spawn(super::keeper::keep(engine.downgrade()));
         *engine
             .inner
             .keeper
@@ -304,7 +311,7 @@ impl<C: Context> Engine<C> {
         idempotent: bool,
         start: Start,
     ) -> Result<Done, OpError> {
-        let id = run.id;
+        let (id, abort) = (run.id, run.abort.clone());
         let (engine, cx) = (self.clone(), cx.clone());
         let task = tokio::spawn(async move {
             let _active = Active(engine.clone(), id);
@@ -314,7 +321,13 @@ impl<C: Context> Engine<C> {
             .active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, task.abort_handle());
+            .insert(
+                id,
+                Running {
+                    task: task.abort_handle(),
+                    abort,
+                },
+            );
         match task.await {
             Ok(result) => result,
             // Killed (a test's crash) or panicked: the lease lapses, a reconciler settles it.
@@ -339,6 +352,15 @@ impl<C: Context> Engine<C> {
         while run.seq < kind.steps.len() {
             if self.inner.stopping.load(Ordering::SeqCst) {
                 return Err(OpError::Stopping(run.id));
+            }
+            if run.seq < kind.point_of_no_return && run.abort_requested() {
+                tracing::warn!(operation.id = %run.id, operation.kind = kind.name,
+                    "aborted on request: undoing the operation");
+                // Undone from the last step applied: the next one has not begun.
+                run.seq = run.seq.saturating_sub(1);
+                return self
+                    .undo(cx, &mut run, kind, Some(super::aborted()), idempotent)
+                    .await;
             }
             let step = &kind.steps[run.seq];
             self.inner
@@ -597,6 +619,7 @@ impl<C: Context> Engine<C> {
             self.inner.pool.clone(),
         );
         run.load(&steps);
+        run.abort.store(row.abort_requested, Ordering::SeqCst);
         let first_open = run
             .steps
             .iter()
@@ -608,7 +631,8 @@ impl<C: Context> Engine<C> {
             .steps
             .get(first_open)
             .is_some_and(|s| s.state.as_deref() == Some(super::run::WAITING));
-        let forward = row.phase == "forward" && (first_open >= kind.point_of_no_return || waiting);
+        let forward = row.phase == "forward"
+            && (first_open >= kind.point_of_no_return || (waiting && !row.abort_requested));
         tracing::warn!(operation.id = %row.id, operation.kind = kind.name, tenant.name = %row.tenant_name,
             step = kind.steps.get(first_open).map_or("(end)", |s| s.name),
             direction = if forward { "forward" } else { "undo" },
@@ -697,7 +721,7 @@ impl<C: Context> Engine<C> {
             .unwrap_or_else(|e| e.into_inner())
             .drain()
         {
-            h.abort();
+            h.task.abort();
         }
     }
 }
@@ -730,42 +754,5 @@ fn public_failure(step: &str, retried: bool) -> String {
 fn observe(closed: Option<(String, f64)>, outcome: &str) {
     if let Some((kind, secs)) = closed {
         crate::metrics::operation_finished(&kind, outcome, secs);
-    }
-}
-
-/// The one keeper of the process: renews the leases of the operations it drives and
-/// its instance's heartbeat, every third of a lease. A killed process stops renewing,
-/// which is what lets a reconciler step in (at once, when its restart marks it gone).
-async fn keep<C: Context>(engine: std::sync::Weak<Inner<C>>) {
-    let secs = lease_secs();
-    let every = Duration::from_secs_f64((secs / 3.0).max(0.05));
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(inner) = engine.upgrade() else {
-            return;
-        };
-        let ids: Vec<Uuid> = inner
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect();
-        let renewed = async {
-            let c = inner.pool.get().await.map_err(|e| e.to_string())?;
-            if !ids.is_empty() {
-                store::renew(&c, inner.instance, &ids, secs)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            store::heartbeat(&c, inner.instance)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
-        if let Err(e) = renewed {
-            // The next tick tries again; a lapse only lets a reconciler look.
-            tracing::warn!(error = %e, "could not renew operation leases");
-        }
     }
 }

@@ -37,6 +37,21 @@ pub struct Step<C> {
     pub compensate: Option<StepFn<C>>,
 }
 
+/// A step, for kinds that list many: `step("copy", false, copy, None)`.
+pub fn step<C>(
+    name: &'static str,
+    reaches_out: bool,
+    apply: StepFn<C>,
+    compensate: Option<StepFn<C>>,
+) -> Step<C> {
+    Step {
+        name,
+        reaches_out,
+        apply,
+        compensate,
+    }
+}
+
 pub struct Kind<C> {
     pub name: &'static str,
     pub steps: Vec<Step<C>>,

@@ -9,11 +9,12 @@
 pub mod engine;
 pub mod failpoint;
 pub mod fence;
+mod keeper;
 pub mod kind;
 pub mod run;
 
 pub use engine::{Begun, Context, Done, Engine, NewOp, OpError};
-pub use kind::{Kind, Registry, Step, StepFn, StepFuture};
+pub use kind::{step, Kind, Registry, Step, StepFn, StepFuture};
 pub use run::{Object, Run};
 
 /// Why a step did not apply.
@@ -37,6 +38,15 @@ impl StepError {
     pub fn failed(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Failed(Box::new(e))
     }
+}
+
+/// What an operation aborted on request answers: it is undone like a refused one.
+pub fn aborted() -> StepError {
+    StepError::Rejected(Problem::new(
+        crate::problem::Kind::Conflict,
+        "aborted",
+        "the operation was aborted on request: what it had done is undone",
+    ))
 }
 
 use deadpool_postgres::GenericClient;

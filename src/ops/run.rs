@@ -6,6 +6,8 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use deadpool_postgres::{GenericClient, Pool};
 use serde::de::DeserializeOwned;
@@ -80,6 +82,8 @@ pub struct Run {
     /// The last step closed the operation inside its transaction.
     pub(super) closed: bool,
     pub(super) pool: Pool,
+    /// Set by the keeper when an operator asked to abort the operation.
+    pub(super) abort: Arc<AtomicBool>,
     /// Values that live only as long as this process runs the operation (a password
     /// shown once): a step that needs one after a restart must not rely on it.
     memo: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
@@ -121,8 +125,16 @@ impl Run {
             recorded: false,
             closed: false,
             pool,
+            abort: Arc::new(AtomicBool::new(false)),
             memo: HashMap::new(),
         }
+    }
+
+    /// Whether an operator asked to abort this operation. The engine checks it at each
+    /// step boundary before the point of no return; a step that waits long checks it
+    /// between its waits and answers [`super::aborted`].
+    pub fn abort_requested(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
     }
 
     /// The kind's input, as the workflow passed it.

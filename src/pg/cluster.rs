@@ -222,7 +222,10 @@ impl Cluster {
     fn write_config(&self, opts: &ClusterOptions) -> Result<(), ClusterError> {
         // Room for tenants' own sessions next to the control pool (16) and the data
         // API's cap (64 by default): see docs/data-api.md. `wal_level = logical`: a
-        // tenant moves off this server by logical replication (pg/logical.rs).
+        // tenant moves off this server by logical replication (pg/logical.rs), and
+        // several moves at once each need a walsender and a slot on the source, and an
+        // apply worker plus table-sync workers on the target: PostgreSQL's defaults
+        // (4 logical replication workers, 10 slots) run out at a few concurrent moves.
         let mut conf = format!(
             "# written by berqenas at every start; edit postgresql.conf instead\n\
              listen_addresses = '{}'\n\
@@ -231,7 +234,11 @@ impl Cluster {
              unix_socket_permissions = 0700\n\
              password_encryption = 'scram-sha-256'\n\
              max_connections = 400\n\
-             wal_level = logical\n",
+             wal_level = logical\n\
+             max_worker_processes = 32\n\
+             max_logical_replication_workers = 16\n\
+             max_replication_slots = 32\n\
+             max_wal_senders = 32\n",
             opts.listen_addresses.replace('\'', ""),
             self.port,
             self.socket_dir.display().to_string().replace('\'', "''"),

@@ -240,28 +240,66 @@ pub async fn copy_sequences(
     Ok(rows.len())
 }
 
-/// Drops the subscription on the target, if it exists, leaving the slot on the
-/// source alone (it is [`unpublish`]'s to drop: the source may be unreachable now).
+/// Drops the subscription on the target, if it exists, and the table-sync slots it
+/// still holds on the source; the move's own slot is [`unpublish`]'s to drop.
 pub async fn unsubscribe(
     dst: &impl GenericClient,
+    src: &impl GenericClient,
     link: &Link,
 ) -> Result<(), tokio_postgres::Error> {
     let name = &link.name;
-    let exists = dst
+    let oid: Option<u32> = dst
         .query_opt(
-            "SELECT 1 FROM pg_subscription WHERE subname = $1",
+            "SELECT oid FROM pg_subscription WHERE subname = $1",
             &[&name.as_str()],
         )
         .await?
-        .is_some();
-    if exists {
-        dst.batch_execute(&format!(
-            "ALTER SUBSCRIPTION {name} DISABLE;
-             ALTER SUBSCRIPTION {name} SET (slot_name = NONE);
-             DROP SUBSCRIPTION {name};"
-        ))
+        .map(|r| r.get(0));
+    let Some(oid) = oid else {
+        return Ok(());
+    };
+    // Disabled first, so its workers stop; then the table-sync slots a copy still in
+    // progress holds on the source (`pg_<subscription oid>_sync_<table oid>_<system
+    // id>`): a subscription detached from its slot does not drop them itself, and each
+    // one left would hold WAL and a slot for good. Named by the oid, which only the
+    // subscription still there gives, so they go before it does (a rerun after a
+    // crash between the two finds the subscription and does both again).
+    dst.batch_execute(&format!("ALTER SUBSCRIPTION {name} DISABLE"))
         .await?;
+    let pattern = format!("pg\\_{oid}\\_sync\\_%");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held: Vec<(String, Option<i32>)> = src
+            .query(
+                "SELECT slot_name::text, active_pid FROM pg_replication_slots WHERE slot_name LIKE $1",
+                &[&pattern],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if held.is_empty() {
+            break;
+        }
+        for (slot, pid) in held {
+            match pid {
+                Some(pid) if Instant::now() < until => {
+                    src.execute("SELECT pg_terminate_backend($1)", &[&pid])
+                        .await?;
+                }
+                _ => {
+                    src.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                        .await?;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    dst.batch_execute(&format!(
+        "ALTER SUBSCRIPTION {name} SET (slot_name = NONE);
+         DROP SUBSCRIPTION {name};"
+    ))
+    .await?;
     Ok(())
 }
 
@@ -301,4 +339,20 @@ pub async fn unpublish(src: &impl GenericClient, link: &Link) -> Result<(), toki
     }
     src.batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", link.name))
         .await
+}
+
+/// Bytes the target's tables of this subscription hold so far.
+pub async fn copied_bytes(
+    dst: &impl GenericClient,
+    link: &Link,
+) -> Result<i64, tokio_postgres::Error> {
+    Ok(dst
+        .query_one(
+            "SELECT coalesce(sum(pg_catalog.pg_total_relation_size(r.srrelid)), 0)::int8
+               FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_subscription_rel r ON r.srsubid = s.oid
+              WHERE s.subname = $1",
+            &[&link.name.as_str()],
+        )
+        .await?
+        .get(0))
 }

@@ -92,7 +92,9 @@ pub fn flush(p: &Platform, limits: &RateLimits) {
 /// next session refused; below it again, recovered. Returns the crossings recorded.
 pub async fn connections_round(p: &Platform) -> Result<usize, Error> {
     let client = p.pool.get().await?;
-    let seen = breaches::connection_use(&client).await?;
+    let mut seen = breaches::connection_use(&client).await?;
+    // Tenants on other servers: one look at each server's sessions.
+    seen.extend(super::placed::connections(p).await?);
     let mut n = 0;
     for (tenant, busiest, total, database) in seen {
         let Some(q) = quotas::effective(&client, tenant).await? else {

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod breaches;
 pub mod disk;
 pub mod history;
+pub mod placed;
 pub mod rate;
 pub mod report;
 pub mod service;

@@ -240,33 +240,36 @@ async fn below_usage(
     tenant_id: Uuid,
     field: &str,
     new: i64,
+    elsewhere: Option<&Measured>,
 ) -> Result<Option<(i64, &'static str)>> {
-    let (used, what) = match field {
-        "db_quota_bytes" => (
+    let (used, what) = match (field, elsewhere) {
+        ("db_quota_bytes", Some(m)) => (m.disk_bytes, "bytes on disk"),
+        ("max_connections", Some(m)) => (m.sessions, "open sessions"),
+        ("db_quota_bytes", None) => (
             disk::measure(p, Some(tenant_id))
                 .await?
                 .first()
                 .map_or(0, |s| s.1),
             "bytes on disk",
         ),
-        "max_connections" => (
+        ("max_connections", None) => (
             registry::open_sessions(c, tenant_id).await?,
             "open sessions",
         ),
-        "max_users" => (users::count(c, tenant_id).await?, "users"),
-        "max_llm_tokens_per_day" => (
+        ("max_users", _) => (users::count(c, tenant_id).await?, "users"),
+        ("max_llm_tokens_per_day", _) => (
             store::counter(c, tenant_id, "llm_tokens", Period::Day)
                 .await?
                 .0,
             "LLM tokens today",
         ),
-        "max_agents" => (
+        ("max_agents", _) => (
             store::counter(c, tenant_id, "agents", Period::Total)
                 .await?
                 .0,
             "agents",
         ),
-        "max_concurrent_agents" => (
+        ("max_concurrent_agents", _) => (
             store::counter(c, tenant_id, "concurrent_agents", Period::Total)
                 .await?
                 .0,
@@ -284,6 +287,17 @@ pub struct Changed {
     pub enforce_disk: bool,
     /// The connection quota went below the sessions open: end the newest past it.
     pub trim_connections: Option<i64>,
+    /// The quotas in force after the change (applied to PostgreSQL already, unless
+    /// the tenant lives on another server: see [`update_elsewhere`]).
+    pub quotas: Quotas,
+}
+
+/// What a tenant on another server uses now, measured there before the change (the
+/// registry's cluster does not see its sessions or its objects).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Measured {
+    pub disk_bytes: i64,
+    pub sessions: i64,
 }
 
 /// `PUT /api/v1/tenants/{name}/quotas`, inside the caller's transaction (which holds
@@ -297,6 +311,33 @@ pub async fn update_locked(
     op_id: Uuid,
     actor: &str,
 ) -> Result<Changed> {
+    update_in(p, tx, t, req, op_id, actor, None).await
+}
+
+/// [`update_locked`] for a tenant on another server: the registry's half only (the
+/// quotas in force are returned in [`Changed::quotas`] for the caller to apply
+/// there), `measured` standing for what the tenant uses.
+pub async fn update_elsewhere(
+    p: &Platform,
+    tx: &deadpool_postgres::Transaction<'_>,
+    t: &tenants::Tenant,
+    req: &QuotaUpdate,
+    measured: &Measured,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<Changed> {
+    update_in(p, tx, t, req, op_id, actor, Some(measured)).await
+}
+
+async fn update_in(
+    p: &Platform,
+    tx: &deadpool_postgres::Transaction<'_>,
+    t: &tenants::Tenant,
+    req: &QuotaUpdate,
+    op_id: Uuid,
+    actor: &str,
+    elsewhere: Option<&Measured>,
+) -> Result<Changed> {
     let changes = req.changes();
     validate(&changes)?;
     let old = store::effective(tx, t.id)
@@ -306,7 +347,7 @@ pub async fn update_locked(
     let t = registry::get(tx, t.id).await?;
     // A purged tenant has no roles to apply them to: they are recorded, and a rebuild
     // from its archive applies the quotas in force then.
-    let new = if t.status == tenants::Status::Purged {
+    let new = if t.status == tenants::Status::Purged || elsewhere.is_some() {
         store::effective(tx, t.id)
             .await?
             .ok_or_else(|| Error::not_found(t.name.as_str()))?
@@ -319,7 +360,7 @@ pub async fn update_locked(
         if to >= from {
             continue;
         }
-        if let Some((used, what)) = below_usage(p, tx, t.id, field, to).await? {
+        if let Some((used, what)) = below_usage(p, tx, t.id, field, to, elsewhere).await? {
             if !req.force {
                 return Err(Error::Rejected(Problem {
                     kind: Kind::Conflict,
@@ -375,13 +416,25 @@ pub async fn update_locked(
         trim_connections: lowered_below
             .contains(&"max_connections")
             .then_some(new.max_connections as i64),
+        quotas: new,
     })
 }
 
 /// Ends the tenant's newest sessions past `max` (a forced lower connection quota).
 pub async fn trim_connections(p: &Platform, t: &tenants::Tenant, max: i64) -> Result<()> {
+    let logins = tenants::access::login_roles(&p.pool.get().await?, t).await?;
+    trim_sessions(p, t, &logins, max).await
+}
+
+/// Ends the newest sessions of `logins` past `max` on the server `p` reaches (for a
+/// tenant on another server, `p` is the platform as seen from there).
+pub async fn trim_sessions(
+    p: &Platform,
+    t: &tenants::Tenant,
+    logins: &[crate::pg::Ident],
+    max: i64,
+) -> Result<()> {
     let client = p.pool.get().await?;
-    let logins = tenants::access::login_roles(&client, t).await?;
     // Each login role's limit is the quota; in database mode the database's is
     // too, capping them together: counted per database there.
     let per_database = t.isolation == tenants::Isolation::Database;

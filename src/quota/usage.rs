@@ -127,7 +127,11 @@ pub(crate) async fn collect_with(
         ),
         r(
             "connections",
-            registry::open_sessions(&client, t.id).await?,
+            if t.server == crate::store::servers::DEFAULT {
+                registry::open_sessions(&client, t.id).await?
+            } else {
+                crate::quota::placed::open_sessions(p, t).await?
+            },
             q.max_connections as i64,
             now,
         ),
@@ -290,7 +294,8 @@ fn seconds_to_utc_midnight() -> u64 {
 /// A connection to a database-mode tenant's own database (where its realtime events
 /// are counted), as the control role.
 async fn tenant_db(p: &Platform, t: &Tenant) -> Result<tokio_postgres::Client> {
-    let mut config = p.config.clone();
+    // On the tenant's own server.
+    let mut config = crate::quota::placed::view(p, &t.server).await?.config;
     config.dbname(t.database.as_str());
     Ok(crate::pg::connect(&config).await?)
 }

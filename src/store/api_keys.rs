@@ -44,6 +44,29 @@ pub async fn insert(
     public_id: &str,
     hash: &[u8],
 ) -> Result<ApiKey> {
+    insert_with_id(
+        c,
+        Uuid::now_v7(),
+        tenant_id,
+        name,
+        expires_in,
+        public_id,
+        hash,
+    )
+    .await
+}
+
+/// [`insert`] under an id the caller chose (a create names its first key in its
+/// event before the key's insert has answered: they are pipelined).
+pub async fn insert_with_id(
+    c: &impl GenericClient,
+    id: Uuid,
+    tenant_id: Uuid,
+    name: Option<&str>,
+    expires_in: Option<f64>,
+    public_id: &str,
+    hash: &[u8],
+) -> Result<ApiKey> {
     let stmt = c
         .prepare_cached(&format!(
             "INSERT INTO berqenas.api_keys (id, tenant_id, prefix, hash, name, expires_at)
@@ -54,14 +77,7 @@ pub async fn insert(
     let row = c
         .query_one(
             &stmt,
-            &[
-                &Uuid::now_v7(),
-                &tenant_id,
-                &public_id,
-                &hash,
-                &name,
-                &expires_in,
-            ],
+            &[&id, &tenant_id, &public_id, &hash, &name, &expires_in],
         )
         .await?;
     Ok(key_row(&row))

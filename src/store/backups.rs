@@ -262,15 +262,14 @@ pub async fn upsert_plan_policy(
     Ok(())
 }
 
-/// A due policy of a live tenant on `default` (scheduled backups of other servers'
-/// tenants are not taken yet: docs/servers.md), claimed (locked, skipping those others hold):
+/// A due policy of a live tenant, on whichever server it lives (each backup is taken
+/// from there), claimed (locked, skipping those others hold):
 /// (tenant, schedule, retention days, encryption).
 pub async fn claim_due_policy(c: &impl GenericClient) -> Result<Option<(Uuid, String, i32, bool)>> {
     Ok(c.query_opt(
         "SELECT bp.tenant_id, bp.schedule, bp.retention_days, bp.encryption
                FROM berqenas.backup_policies bp JOIN berqenas.tenants t ON t.id = bp.tenant_id
               WHERE bp.next_run_at <= now() AND t.status IN ('active', 'trial', 'suspended')
-                AND t.server = 'default'
               ORDER BY bp.next_run_at LIMIT 1
                 FOR UPDATE OF bp SKIP LOCKED",
         &[],

@@ -30,14 +30,16 @@ pub async fn recover(c: &impl GenericClient, tenant: Uuid, quota: &str) -> Resul
 }
 
 /// Connection use of every live tenant that has a session or is marked exceeded:
-/// (tenant, its busiest login role's sessions, all its sessions, database mode).
+/// (tenant, its busiest login role's sessions, all its sessions, database mode). Tenants
+/// on `default` only: the others' sessions are on their servers (`quota::placed`).
 pub async fn connection_use(c: &impl GenericClient) -> Result<Vec<(Uuid, i64, i64, bool)>> {
     Ok(c.query(
         "WITH roles AS (
              SELECT t.id, t.login_role AS role FROM berqenas.tenants t
-              WHERE t.status IN ('trial', 'active', 'suspended')
+              WHERE t.status IN ('trial', 'active', 'suspended') AND t.server = 'default'
              UNION ALL
              SELECT u.tenant_id, u.db_user FROM berqenas.tenant_users u
+               JOIN berqenas.tenants t ON t.id = u.tenant_id AND t.server = 'default'
          ), per_role AS (
              SELECT r.id, count(a.pid) AS n
                FROM roles r LEFT JOIN pg_catalog.pg_stat_activity a ON a.usename = r.role

@@ -33,6 +33,8 @@ fn run(r: &Row) -> MigrationRun {
         not_attempted: r.get("not_attempted"),
         failures: report.failures,
         migrated_tenants: report.migrated,
+        tenant_servers: report.servers,
+        template_failures: report.template_failures,
         error: r.get("error"),
         started_at: r.get("started_at"),
         finished_at: r.get("finished_at"),
@@ -161,6 +163,10 @@ pub struct MigrationRun {
     pub not_attempted: i32,
     pub failures: Vec<TenantFailure>,
     pub migrated_tenants: Vec<String>,
+    /// The server of each tenant in `migrated_tenants` and `failures` (name -> server).
+    pub tenant_servers: std::collections::BTreeMap<String, String>,
+    /// Servers whose template database could not be brought to the target version.
+    pub template_failures: Vec<ServerFailure>,
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -173,6 +179,18 @@ pub struct TenantFailure {
     pub error: String,
     /// PostgreSQL's SQLSTATE, when the database refused the migration.
     pub sqlstate: Option<String>,
+    /// The server the tenant is on (absent in runs of releases before servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+}
+
+/// A server whose template database the run could not bring to its target (its
+/// database-mode creates would clone an older template): the run fails, and running
+/// it again tries again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServerFailure {
+    pub server: String,
+    pub error: String,
 }
 
 /// Counts and lists as they stand; written while the run goes and at its end.
@@ -186,4 +204,9 @@ pub struct Report {
     /// restart does not run its canary again).
     #[serde(default)]
     pub canary_passed: bool,
+    /// The server of each tenant migrated or failed (tenant name -> server name).
+    #[serde(default)]
+    pub servers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub template_failures: Vec<ServerFailure>,
 }

@@ -21,6 +21,8 @@ pub struct OperationRow {
     pub phase: String,
     pub params: Value,
     pub instance_id: Option<Uuid>,
+    /// An operator asked to abort it (see [`request_abort`]).
+    pub abort_requested: bool,
 }
 
 /// One step's journal row.
@@ -33,7 +35,8 @@ pub struct StepRow {
     pub outcome: Option<Value>,
 }
 
-const OPERATION: &str = "id, kind, tenant_id, tenant_name, state, phase, params, instance_id";
+const OPERATION: &str = "id, kind, tenant_id, tenant_name, state, phase, params, instance_id,
+     abort_requested_at IS NOT NULL";
 
 fn operation(r: &tokio_postgres::Row) -> OperationRow {
     OperationRow {
@@ -45,6 +48,7 @@ fn operation(r: &tokio_postgres::Row) -> OperationRow {
         phase: r.get(5),
         params: r.get(6),
         instance_id: r.get(7),
+        abort_requested: r.get(8),
     }
 }
 
@@ -143,14 +147,70 @@ pub async fn close(
         .map(|r| (r.get(0), r.get(1))))
 }
 
-/// Renews the leases of these operations, which this instance runs.
-pub async fn renew(c: &impl GenericClient, instance: Uuid, ids: &[Uuid], secs: f64) -> Result<u64> {
-    c.execute(
+/// Renews the leases of these operations, which this instance runs. Returns those an
+/// operator asked to abort: the keeper's round trip carries the request back.
+pub async fn renew(
+    c: &impl GenericClient,
+    instance: Uuid,
+    ids: &[Uuid],
+    secs: f64,
+) -> Result<Vec<Uuid>> {
+    Ok(c.query(
         "UPDATE berqenas.operations SET lease_until = now() + make_interval(secs => $3)
-          WHERE id = ANY($2) AND instance_id = $1 AND state = 'running'",
+              WHERE id = ANY($2) AND instance_id = $1 AND state = 'running'
+             RETURNING id, abort_requested_at IS NOT NULL",
         &[&instance, &ids, &secs],
     )
-    .await
+    .await?
+    .iter()
+    .filter(|r| r.get::<_, bool>(1))
+    .map(|r| r.get(0))
+    .collect())
+}
+
+/// A running operation as an abort request judges it: read under its row's lock,
+/// so two requests, or a request and the settling of a dead operation, see one
+/// another.
+#[derive(Debug, Clone)]
+pub struct AbortTarget {
+    pub kind: String,
+    pub tenant_id: Option<Uuid>,
+    pub tenant_name: String,
+    pub state: String,
+    pub phase: String,
+    /// Its steps applied so far (they are applied in order).
+    pub applied: usize,
+}
+
+pub async fn abort_target(tx: &impl GenericClient, id: Uuid) -> Result<Option<AbortTarget>> {
+    Ok(tx
+        .query_opt(
+            "SELECT kind, tenant_id, tenant_name, state, phase,
+                    (SELECT count(*) FROM berqenas.operation_steps s
+                      WHERE s.operation_id = o.id AND s.state = 'applied')
+               FROM berqenas.operations o WHERE o.id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .map(|r| AbortTarget {
+            kind: r.get(0),
+            tenant_id: r.get(1),
+            tenant_name: r.get(2),
+            state: r.get(3),
+            phase: r.get(4),
+            applied: r.get::<_, i64>(5) as usize,
+        }))
+}
+
+/// Records an operator's abort request (the first one's time is kept).
+pub async fn request_abort(tx: &impl GenericClient, id: Uuid) -> Result<()> {
+    tx.execute(
+        "UPDATE berqenas.operations SET abort_requested_at = coalesce(abort_requested_at, now())
+          WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Takes over the oldest operation that is running but dead: its lease lapsed, or the
@@ -363,6 +423,7 @@ pub struct OperationInfo {
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub abort_requested_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One journal row, with when it was last written.
@@ -381,7 +442,7 @@ const INFO: &str =
     "o.id, o.kind, o.tenant_id, o.tenant_name, o.state, o.phase, o.error, o.created_at,
      greatest(o.created_at, o.finished_at,
               (SELECT max(s.at) FROM berqenas.operation_steps s WHERE s.operation_id = o.id)),
-     o.finished_at";
+     o.finished_at, o.abort_requested_at";
 
 fn info(r: &tokio_postgres::Row) -> OperationInfo {
     OperationInfo {
@@ -395,6 +456,7 @@ fn info(r: &tokio_postgres::Row) -> OperationInfo {
         created_at: r.get(7),
         updated_at: r.get(8),
         finished_at: r.get(9),
+        abort_requested_at: r.get(10),
     }
 }
 

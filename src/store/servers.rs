@@ -217,3 +217,37 @@ pub async fn place_tenant(c: &impl GenericClient, tenant: uuid::Uuid, server: &s
     .await?;
     Ok(())
 }
+
+/// Points a registry row at the server (and database) a move copied it to: the
+/// move's point of no return (`workflows::move_tenant`).
+pub async fn move_tenant(
+    c: &impl GenericClient,
+    tenant: uuid::Uuid,
+    server: &str,
+    database: &str,
+) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.tenants SET server = $2, database_name = $3, updated_at = now() WHERE id = $1",
+        &[&tenant, &server, &database],
+    )
+    .await?;
+    Ok(())
+}
+
+/// [`move_tenant`] into another isolation mode (docs/moves.md): the mode changes with
+/// the server and database, in the caller's transaction.
+pub async fn move_tenant_mode(
+    c: &impl GenericClient,
+    tenant: uuid::Uuid,
+    server: &str,
+    database: &str,
+    isolation: &str,
+    schema: &str,
+) -> Result<()> {
+    c.execute(
+        "UPDATE berqenas.tenants SET server = $2, database_name = $3, isolation = $4, schema_name = $5, updated_at = now() WHERE id = $1",
+        &[&tenant, &server, &database, &isolation, &schema],
+    )
+    .await?;
+    Ok(())
+}

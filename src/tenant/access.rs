@@ -11,6 +11,15 @@ use crate::pg::Ident;
 /// transaction commits: before that, a terminated client could log in again.
 pub async fn disable(c: &impl GenericClient, t: &Tenant) -> crate::store::Result<Vec<String>> {
     let logins = login_roles(c, t).await?;
+    Ok(disable_roles(c, &logins).await?)
+}
+
+/// [`disable`] for logins named by the caller: on a tenant's own server, where the
+/// registry (its users) is not (docs/servers.md).
+pub async fn disable_roles(
+    c: &impl GenericClient,
+    logins: &[Ident],
+) -> Result<Vec<String>, tokio_postgres::Error> {
     let can_login: Vec<Ident> = c
         .query(
             "SELECT rolname FROM pg_roles WHERE rolname = ANY($1) AND rolcanlogin ORDER BY rolname",

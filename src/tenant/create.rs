@@ -197,18 +197,53 @@ pub struct Provisioned {
     pub key_prefix: String,
     /// Its first API key, for the `tenant.created` event.
     pub key: KeyRef,
+    /// The key's keyed hash: [`store_key`] inserts it.
+    key_hash: Vec<u8>,
+}
+
+/// What a create reads before it makes anything, in one round trip (the statements
+/// pipelined): that the name is free, its plan, and (shared mode) the version of the
+/// shared pool's tables, which its tenants are at.
+pub struct Prechecked {
+    plan: Plan,
+    pool_version: Option<i32>,
+}
+
+/// [`Prechecked`]; the caller holds (or has queued before this) the name lock.
+pub async fn precheck(tx: &Transaction<'_>, v: &Validated) -> Result<Prechecked> {
+    let shared = v.isolation == Isolation::Shared;
+    let (existing, plan, pool_version) = tokio::join!(
+        store::find(tx, v.slug.as_str()),
+        find_plan(tx, &v.plan),
+        async {
+            if shared {
+                super::shared_mode::pool_version(tx).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        },
+    );
+    if existing?.is_some() {
+        return Err(taken_name(&v.slug));
+    }
+    Ok(Prechecked {
+        plan: plan?,
+        pool_version: pool_version?,
+    })
 }
 
 /// Everything a schema- or shared-mode tenant is (roles, schema or pool rows,
-/// template, registry row, first API key), inside the caller's transaction; the
-/// caller holds the name lock.
+/// template, registry row), inside the caller's transaction; the caller holds the
+/// name lock and has [`precheck`]ed. Its first API key is made here and stored by
+/// [`store_key`], pipelined with the create's last statements.
 pub async fn provision(
     p: &Platform,
     tx: &Transaction<'_>,
     v: &Validated,
+    pre: Prechecked,
     (password, verifier): (SecretString, tokio::task::JoinHandle<String>),
 ) -> Result<Provisioned> {
-    provision_from(p, tx, v, (password, verifier), None).await
+    provision_from(p, tx, v, pre, (password, verifier), None).await
 }
 
 /// [`provision`] of a warm pool member the caller claimed in this transaction
@@ -218,16 +253,18 @@ pub async fn provision_claimed(
     p: &Platform,
     tx: &Transaction<'_>,
     v: &Validated,
+    pre: Prechecked,
     pw: (SecretString, tokio::task::JoinHandle<String>),
     member: &crate::store::warm_pool::Member,
 ) -> Result<Provisioned> {
-    provision_from(p, tx, v, pw, Some(member)).await
+    provision_from(p, tx, v, pre, pw, Some(member)).await
 }
 
 async fn provision_from(
     p: &Platform,
     tx: &Transaction<'_>,
     v: &Validated,
+    pre: Prechecked,
     (password, verifier): (SecretString, tokio::task::JoinHandle<String>),
     claimed: Option<&crate::store::warm_pool::Member>,
 ) -> Result<Provisioned> {
@@ -237,14 +274,13 @@ async fn provision_from(
         tx,
         v,
         id,
+        pre,
         (&password, verifier),
         None,
         claimed.map(|m| m.key.as_str()),
     )
     .await?;
-    let id = tenant.id;
     let key = apikey::generate(&p.key);
-    let stored = api_keys::insert(tx, id, None, None, &key.public_id, &key.hash).await?;
     let credentials = credentials(p, &tenant, password);
     Ok(Provisioned {
         created: CreatedTenant {
@@ -255,12 +291,29 @@ async fn provision_from(
         plan: plan.name,
         db_quota_bytes: quota,
         trial_days,
-        key_prefix: key.public_id,
         key: KeyRef {
-            id: stored.id,
-            prefix: stored.prefix,
+            id: Uuid::now_v7(),
+            prefix: format!("{}{}", apikey::PREFIX, key.public_id),
         },
+        key_prefix: key.public_id,
+        key_hash: key.hash,
     })
+}
+
+/// Stores the first API key of a [`provision`]ed tenant, under the id its
+/// `tenant.created` event names.
+pub async fn store_key(tx: &Transaction<'_>, made: &Provisioned) -> Result<()> {
+    api_keys::insert_with_id(
+        tx,
+        made.key.id,
+        made.created.tenant.id,
+        None,
+        None,
+        &made.key_prefix,
+        &made.key_hash,
+    )
+    .await?;
+    Ok(())
 }
 
 /// A schema- or shared-mode tenant's objects and its registry row as `provisioning`,
@@ -275,11 +328,13 @@ pub async fn provision_staged(
     tenant_id: Uuid,
 ) -> Result<super::database_mode::Registered> {
     let (password, verifier) = crate::secrets::new_password();
+    let pre = precheck(tx, v).await?;
     let (_, plan, quota, trial_days) = provision_objects(
         p,
         tx,
         v,
         tenant_id,
+        pre,
         (&password, verifier),
         Some(Status::Provisioning),
         None,
@@ -291,25 +346,26 @@ pub async fn provision_staged(
         db_quota_bytes: quota,
         trial_days,
         max_connections: plan.quotas.max_connections,
+        member: None,
     })
 }
 
 /// The objects and the registry row of [`provision`] and [`provision_staged`];
 /// `status`: the registry's status (`None`: trial or active, as the plan says);
-/// `member`: the key of a claimed warm pool member, renamed instead of made.
+/// `member`: the key of a claimed warm pool member, renamed instead of made. The
+/// DDL, the least-privilege check of the six roles and the registry row are one
+/// round trip (pipelined, in that order on the connection).
+#[allow(clippy::too_many_arguments)]
 async fn provision_objects(
     p: &Platform,
     tx: &Transaction<'_>,
     v: &Validated,
     id: Uuid,
+    Prechecked { plan, pool_version }: Prechecked,
     (password, verifier): (&SecretString, tokio::task::JoinHandle<String>),
     status: Option<Status>,
     member: Option<&str>,
 ) -> Result<(Tenant, Plan, i64, i32)> {
-    if store::find(tx, v.slug.as_str()).await?.is_some() {
-        return Err(taken_name(&v.slug));
-    }
-    let plan = find_plan(tx, &v.plan).await?;
     let quota = v.db_quota_bytes.unwrap_or(plan.quotas.db_quota_bytes);
     let trial_days = v.trial_days(&plan);
     let verifier = verifier
@@ -351,49 +407,47 @@ async fn provision_objects(
             ),
         },
     };
-    tx.batch_execute(&sql)
-        .await
-        .map_err(|e| taken(e, &v.slug))?;
     let roles: Vec<String> = v
         .slug
         .fixed_roles()
         .iter()
         .map(|r| r.as_str().to_string())
         .collect();
-    crate::pg::hardening::check(tx, &roles).await?;
-
     let sealed = p.key.seal(&seal_password(password)?);
-    let tenant = store::insert(
-        tx,
-        &NewTenant {
-            id,
-            name: v.slug.as_str(),
-            status: status.unwrap_or(if trial_days > 0 {
-                Status::Trial
-            } else {
-                Status::Active
-            }),
-            trial_days,
-            plan: &plan.name,
-            isolation: v.isolation,
-            schema: Some(&schema),
-            database: &p.endpoint.database,
-            login_role: v.slug.login_role().as_str(),
-            owner_role: v.slug.owner_role().as_str(),
-            db_quota_bytes: quota,
-            vpn_enabled: v.vpn_enabled,
-            public_api: v.public_api,
-            // Shared tenants live in the pool's tables: they are at the pool's version.
-            template_version: match v.isolation {
-                Isolation::Shared => super::shared_mode::pool_version(tx).await?,
-                _ => p.template.latest_version(),
-            },
-            metadata: &v.metadata,
-            credentials: &sealed,
-        },
-    )
-    .await
-    .map_err(|e| taken_row(e, &v.slug))?;
+    let (login_role, owner_role) = (v.slug.login_role(), v.slug.owner_role());
+    let new = NewTenant {
+        id,
+        name: v.slug.as_str(),
+        status: status.unwrap_or(if trial_days > 0 {
+            Status::Trial
+        } else {
+            Status::Active
+        }),
+        trial_days,
+        plan: &plan.name,
+        isolation: v.isolation,
+        schema: Some(&schema),
+        database: &p.endpoint.database,
+        login_role: login_role.as_str(),
+        owner_role: owner_role.as_str(),
+        db_quota_bytes: quota,
+        vpn_enabled: v.vpn_enabled,
+        public_api: v.public_api,
+        // Shared tenants live in the pool's tables: they are at the pool's version.
+        template_version: pool_version.unwrap_or_else(|| p.template.latest_version()),
+        metadata: &v.metadata,
+        credentials: &sealed,
+    };
+    // Pipelined: the check and the insert are queued behind the DDL, and a failed DDL
+    // fails them too (an aborted transaction); its error is the one reported.
+    let (made, checked, inserted) = tokio::join!(
+        tx.batch_execute(&sql),
+        crate::pg::hardening::check(tx, &roles),
+        store::insert(tx, &new),
+    );
+    made.map_err(|e| taken(e, &v.slug))?;
+    checked?;
+    let tenant = inserted.map_err(|e| taken_row(e, &v.slug))?;
     Ok((tenant, plan, quota, trial_days))
 }
 

@@ -151,8 +151,19 @@ pub async fn rotate_locked(
     op_id: Uuid,
     actor: &str,
 ) -> Result<Credentials> {
-    let slug = tenant.name.clone();
     let (password, verifier) = crate::secrets::new_password();
+    check_rotatable(tenant)?;
+    let verifier = verifier
+        .await
+        .expect("computing a SCRAM verifier does not panic");
+    tx.batch_execute(&password_sql(tenant, &verifier)).await?;
+    let sealed = p.key.seal(&seal_password(&password)?);
+    record_rotated(tx, tenant, &sealed, &verifier, op_id, actor).await?;
+    Ok(credentials(p, tenant, password))
+}
+
+/// Whether the tenant has a login role whose password can be rotated.
+pub(crate) fn check_rotatable(tenant: &Tenant) -> Result<()> {
     if matches!(
         tenant.status,
         Status::Purged | Status::Failed | Status::Provisioning
@@ -166,19 +177,33 @@ pub async fn rotate_locked(
             ),
         ));
     }
-    let verifier = verifier
-        .await
-        .expect("computing a SCRAM verifier does not panic");
-    let login = slug.login_role();
-    tx.batch_execute(&format!(
-        "ALTER ROLE {login} PASSWORD {}",
-        crate::pg::Literal(&verifier)
-    ))
-    .await?;
+    Ok(())
+}
+
+/// The statement that sets the tenant's login role's password (as its verifier).
+pub(crate) fn password_sql(tenant: &Tenant, verifier: &str) -> String {
+    format!(
+        "ALTER ROLE {} PASSWORD {}",
+        tenant.name.login_role(),
+        crate::pg::Literal(verifier)
+    )
+}
+
+/// The registry's half of a rotation, in the caller's transaction: the new password
+/// (`sealed`, as [`seal_password`] and the platform key make it), the fingerprint of
+/// its verifier, the event and the audit row.
+pub(crate) async fn record_rotated(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    sealed: &[u8],
+    verifier: &str,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<()> {
     use sha2::Digest;
-    let sealed = p.key.seal(&seal_password(&password)?);
+    let login = tenant.name.login_role();
     let seen = sha2::Sha256::digest(verifier.as_bytes()).to_vec();
-    store::set_credentials(tx, tenant.id, &sealed, &seen).await?;
+    store::set_credentials(tx, tenant.id, sealed, &seen).await?;
     crate::store::outbox::emit(
         tx,
         tenant.id,
@@ -202,5 +227,10 @@ pub async fn rotate_locked(
         },
     )
     .await?;
-    Ok(credentials(p, tenant, password))
+    Ok(())
+}
+
+/// How to connect as the tenant's login role with `password` (a rotation's answer).
+pub(crate) fn credentials_with(p: &Platform, t: &Tenant, password: SecretString) -> Credentials {
+    credentials(p, t, password)
 }

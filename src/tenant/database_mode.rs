@@ -48,6 +48,76 @@ pub async fn ensure_template_on(control: &Platform, view: &Platform, server: &st
     rebuild_if_stale(view, &control.pool, &key, &admin).await
 }
 
+/// Whether the template database of another server (`view`) is missing or older than
+/// this process's template, as the control registry (`control`) and that server say:
+/// what [`ensure_template_on`] would rebuild. `session` is any session of that server
+/// (the one holding the template lock, when the answer must hold until a clone).
+async fn template_stale_with(
+    control: &Platform,
+    view: &Platform,
+    server: &str,
+    session: &tokio_postgres::Client,
+) -> Result<bool> {
+    let key = format!("{server}/{}", template_db(view));
+    let recorded = store::templates::built(&control.pool.get().await?, &key).await?;
+    if recorded != Some(wanted(view)) {
+        return Ok(true);
+    }
+    let exists = session
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&template_db(view).as_str()],
+        )
+        .await?
+        .is_some();
+    Ok(!exists)
+}
+
+/// [`template_stale_with`] on a pooled session (a migration run's look, which takes
+/// no lock).
+pub async fn template_stale_on(control: &Platform, view: &Platform, server: &str) -> Result<bool> {
+    let session = view.pool.get().await?;
+    template_stale_with(control, view, server, &session).await
+}
+
+/// The tenant's database on another server (`view`), cloned from a template database
+/// at this process's template. The check and the clone hold one template lock: a
+/// rebuild to another template (a migration run, or an instance of another release
+/// during a rolling upgrade) cannot slip in between and hand the tenant objects of a
+/// version its registry row does not say. A stale template is rebuilt under the
+/// exclusive lock and cloned before that lock is let go, so two releases taking
+/// turns at the template cannot keep a create from its clone.
+pub async fn clone_current_on(
+    control: &Platform,
+    view: &Platform,
+    server: &str,
+    slug: &Slug,
+    connection_limit: i32,
+) -> Result<()> {
+    let shared = template_session(view, false).await?;
+    if !template_stale_with(control, view, server, &shared).await? {
+        return clone_with(&shared, view, slug, connection_limit).await;
+    }
+    drop(shared);
+    let exclusive = template_session(view, true).await?;
+    let key = format!("{server}/{}", template_db(view));
+    rebuild_if_stale(view, &control.pool, &key, &exclusive).await?;
+    clone_with(&exclusive, view, slug, connection_limit).await
+}
+
+/// What a current template database records: the template's version, and its checksum
+/// with the hardening level (a release that takes more from PUBLIC rebuilds it once).
+fn wanted(p: &Platform) -> (i32, String) {
+    (
+        p.template.latest_version(),
+        format!(
+            "{}+h{}",
+            p.template.checksum(),
+            crate::pg::hardening::DATABASE_LEVEL
+        ),
+    )
+}
+
 /// A session of the control database holding the template lock: exclusively while
 /// one connects to the template database (to build or change it), shared while one
 /// clones it. `CREATE DATABASE ... TEMPLATE` fails when anyone else is connected to
@@ -70,16 +140,7 @@ async fn rebuild_if_stale(
     key: &str,
     admin: &tokio_postgres::Client,
 ) -> Result<()> {
-    // The hardening level is part of what the template database was built at: a
-    // release that takes more from PUBLIC rebuilds it once.
-    let (version, checksum) = (
-        p.template.latest_version(),
-        format!(
-            "{}+h{}",
-            p.template.checksum(),
-            crate::pg::hardening::DATABASE_LEVEL
-        ),
-    );
+    let (version, checksum) = wanted(p);
     // The registry is read and written on a pooled session; `admin` holds the lock.
     let registry = registry.get().await?;
     let recorded = store::templates::built(&registry, key).await?;
@@ -130,6 +191,10 @@ pub struct Registered {
     pub db_quota_bytes: i64,
     pub trial_days: i32,
     pub max_connections: i32,
+    /// The key of the warm pool member the create claimed (docs/warm_pool.md): its
+    /// database and roles were renamed to the tenant's, not made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 /// The tenant's roles and its registry row (status `provisioning`), inside the
@@ -140,6 +205,30 @@ pub async fn register(
     tx: &Transaction<'_>,
     v: &Validated,
     tenant_id: Uuid,
+) -> Result<Registered> {
+    register_from(p, tx, v, tenant_id, None).await
+}
+
+/// [`register`] of a warm pool member the caller claimed in this transaction: its
+/// roles and its database renamed to the tenant's (no session is ever on a member's
+/// database), the login given its password and limits, the database its connection
+/// limit; the schema inside it is renamed by [`configure_claimed`].
+pub async fn register_claimed(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    v: &Validated,
+    tenant_id: Uuid,
+    member: &str,
+) -> Result<Registered> {
+    register_from(p, tx, v, tenant_id, Some(member)).await
+}
+
+async fn register_from(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    v: &Validated,
+    tenant_id: Uuid,
+    member: Option<&str>,
 ) -> Result<Registered> {
     let slug = &v.slug;
     if tenants::find(tx, slug.as_str()).await?.is_some() {
@@ -153,7 +242,17 @@ pub async fn register(
         .await
         .expect("computing a SCRAM verifier does not panic");
     let limits = service::limits(p, &plan, quota);
-    tx.batch_execute(&sql::roles_sql(slug, &verifier, &limits, !p.caps.superuser))
+    let made = match member {
+        Some(key) => crate::isolation::warm::claim_sql(
+            crate::isolation::warm::Mode::Database,
+            &Slug::warm_member(key).expect("the table's CHECK keeps keys 20 hex digits"),
+            slug,
+            &verifier,
+            &limits,
+        ),
+        None => sql::roles_sql(slug, &verifier, &limits, !p.caps.superuser),
+    };
+    tx.batch_execute(&made)
         .await
         .map_err(|e| service::taken(e, slug))?;
     let roles: Vec<String> = slug
@@ -193,6 +292,7 @@ pub async fn register(
         db_quota_bytes: quota,
         trial_days,
         max_connections: plan.quotas.max_connections,
+        member: member.map(str::to_string),
     })
 }
 
@@ -222,7 +322,17 @@ pub async fn database_exists(p: &Platform, slug: &Slug) -> Result<bool> {
 /// The clone of the template database (no transaction possible). A database of that
 /// name that appeared meanwhile is someone else's: a taken name.
 pub async fn clone(p: &Platform, slug: &Slug, connection_limit: i32) -> Result<()> {
-    let client = template_session(p, false).await?;
+    let session = template_session(p, false).await?;
+    clone_with(&session, p, slug, connection_limit).await
+}
+
+/// The clone, on a session holding the shared template lock.
+async fn clone_with(
+    client: &tokio_postgres::Client,
+    p: &Platform,
+    slug: &Slug,
+    connection_limit: i32,
+) -> Result<()> {
     match client
         .batch_execute(&sql::clone_sql(slug, &template_db(p), connection_limit))
         .await
@@ -233,6 +343,15 @@ pub async fn clone(p: &Platform, slug: &Slug, connection_limit: i32) -> Result<(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A warm pool member's database, cloned from the template (no transaction possible).
+pub async fn clone_member(p: &Platform, member: &Slug) -> Result<()> {
+    let client = template_session(p, false).await?;
+    client
+        .batch_execute(&sql::member_clone_sql(member, &template_db(p)))
+        .await?;
+    Ok(())
 }
 
 /// Drops the tenant's database (its sessions ended). Idempotent.
@@ -249,6 +368,35 @@ pub async fn drop_database(p: &Platform, slug: &Slug) -> Result<()> {
 /// privileges taken away, checked. One transaction there; running it again after it
 /// committed finds nothing left to rename (and changes nothing).
 pub async fn configure(p: &Platform, slug: &Slug) -> Result<()> {
+    configure_from(p, slug, None).await
+}
+
+/// [`configure`] of a claimed warm pool member's database: configured when it was
+/// made, under the member's name; only its schema is renamed to the tenant's.
+pub async fn configure_claimed(p: &Platform, slug: &Slug, member: &str) -> Result<()> {
+    let member = Slug::warm_member(member).expect("the table's CHECK keeps keys 20 hex digits");
+    configure_from(p, slug, Some(&member)).await
+}
+
+/// A warm pool member's database, made the member's (as [`configure`] makes a
+/// tenant's), under the member's names.
+pub async fn configure_member(p: &Platform, member: &Slug) -> Result<()> {
+    let db = connect_to(p, member.schema().as_str()).await?;
+    let done = db
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
+            &[&member.schema().as_str()],
+        )
+        .await?
+        .is_some();
+    if !done {
+        db.batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", sql::configure_sql(member)))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn configure_from(p: &Platform, slug: &Slug, member: Option<&Slug>) -> Result<()> {
     let tenant_db = connect_to(p, slug.schema().as_str()).await?;
     let renamed = tenant_db
         .query_opt(
@@ -258,8 +406,12 @@ pub async fn configure(p: &Platform, slug: &Slug) -> Result<()> {
         .await?
         .is_some();
     if !renamed {
+        let configure = match member {
+            Some(m) => crate::isolation::warm::rename_schema_sql(m, slug),
+            None => sql::configure_sql(slug),
+        };
         tenant_db
-            .batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", sql::configure_sql(slug)))
+            .batch_execute(&format!("BEGIN;\n{configure}\nCOMMIT;"))
             .await?;
     }
     sync_realtime_gate(p, &tenant_db, slug).await?;

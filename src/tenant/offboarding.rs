@@ -293,10 +293,23 @@ pub async fn purge_locked(
     op: Uuid,
     actor: &str,
 ) -> Result<Tenant> {
+    let dropped = drop_objects(p, tx, tenant).await?;
+    record_purged(tx, tenant, &dropped, op, actor).await
+}
+
+/// The registry's half of a purge (`purged`, the event, the audit row naming the
+/// roles dropped), in the caller's control transaction: for a tenant on another
+/// server, whose objects [`drop_objects`] dropped there (docs/servers.md).
+pub async fn record_purged(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    dropped: &[String],
+    op: Uuid,
+    actor: &str,
+) -> Result<Tenant> {
     let archive = records::find(tx, tenant.id)
         .await?
         .and_then(|o| o.final_backup_id);
-    let dropped = drop_objects(p, tx, tenant).await?;
     let purged = tenants::set_status(tx, tenant.id, Status::Purged).await?;
     records::mark_purged(tx, tenant.id).await?;
     outbox::emit(

@@ -76,6 +76,7 @@ pub async fn register(
         db_quota_bytes: quota,
         trial_days,
         max_connections: plan.quotas.max_connections,
+        member: None,
     })
 }
 
@@ -100,6 +101,7 @@ pub async fn roles_exist(view: &Platform, slug: &Slug) -> Result<bool> {
 pub async fn make(
     control: &Platform,
     view: &Platform,
+    server: &str,
     slug: &Slug,
     isolation: Isolation,
     password: &SecretString,
@@ -141,7 +143,14 @@ pub async fn make(
                 tx.commit().await?;
             }
             if !database_mode::database_exists(view, slug).await? {
-                database_mode::clone(view, slug, registered.max_connections).await?;
+                database_mode::clone_current_on(
+                    control,
+                    view,
+                    server,
+                    slug,
+                    registered.max_connections,
+                )
+                .await?;
             }
             database_mode::configure(view, slug).await?;
         }
@@ -209,4 +218,53 @@ pub async fn present(view: &Platform, slug: &Slug, isolation: Isolation) -> Resu
     )
     .await?
     .is_some())
+}
+
+/// A purge's drop on the tenant's server: its sessions ended, what its roles own in
+/// other databases there, its database (database mode), its schema, then its roles,
+/// users' first (`users`: their login roles, read from the registry). Idempotent;
+/// returns the roles it dropped now.
+pub async fn purge(
+    view: &Platform,
+    slug: &Slug,
+    isolation: Isolation,
+    users: &[Ident],
+) -> Result<Vec<String>> {
+    let mut wanted: Vec<Ident> = users.to_vec();
+    wanted.extend(slug.fixed_roles());
+    let mut c = view.pool.get().await?;
+    let tx = c.transaction().await?;
+    let names: Vec<&str> = wanted.iter().map(|r| r.as_str()).collect();
+    let present: Vec<String> = tx
+        .query(
+            "SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1)",
+            &[&names],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut roles: Vec<Ident> = Vec::new();
+    for r in wanted {
+        if present.iter().any(|p| p == r.as_str()) && !roles.contains(&r) {
+            roles.push(r);
+        }
+    }
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    service::terminate_sessions(&tx, &names).await?;
+    let own_database = (isolation == Isolation::Database).then(|| slug.schema());
+    crate::access::owned::drop_owned_elsewhere(
+        view,
+        &tx,
+        &roles,
+        own_database.as_ref().map(|d| d.as_str()),
+    )
+    .await?;
+    if isolation == Isolation::Database {
+        database_mode::drop_database(view, slug).await?;
+    }
+    tx.batch_execute(&SchemaPerTenant.drop_sql(slug, &roles))
+        .await?;
+    tx.commit().await?;
+    Ok(roles.iter().map(|r| r.as_str().to_string()).collect())
 }

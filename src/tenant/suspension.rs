@@ -60,8 +60,19 @@ pub struct Cut {
 /// revokes the memberships outside roles hold in any of its login roles. The control
 /// plane's own memberships (URL mode) and the tenant's roles among themselves stay.
 pub async fn cut(c: &impl GenericClient, t: &Tenant, superuser: bool) -> crate::store::Result<Cut> {
-    let roles = access::disable(c, t).await?;
     let logins = login_roles(c, t).await?;
+    Ok(cut_logins(c, t, &logins, superuser).await?)
+}
+
+/// [`cut`] of the logins the caller names (read from the registry): on the tenant's
+/// own server, which has no registry (docs/servers.md).
+pub async fn cut_logins(
+    c: &impl GenericClient,
+    t: &Tenant,
+    logins: &[Ident],
+    superuser: bool,
+) -> Result<Cut, tokio_postgres::Error> {
+    let roles = access::disable_roles(c, logins).await?;
     let mut own: Vec<Ident> = t.name.fixed_roles();
     own.extend(logins.iter().cloned());
     let rows = c
@@ -190,6 +201,26 @@ pub async fn suspend_locked(
     op_id: Uuid,
     actor: &str,
 ) -> Result<(Tenant, Vec<String>)> {
+    let reason = check_suspend(tx, current, req).await?;
+    let cut = cut(tx, current, p.caps.superuser).await?;
+    let tenant = record_suspended(tx, current, reason, &cut, op_id, actor).await?;
+    // Every login role, not only those just disabled: one that was already NOLOGIN
+    // may still hold a session.
+    let logins = login_roles(tx, &tenant)
+        .await?
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    Ok((tenant, logins))
+}
+
+/// Whether `current` can be suspended now (the caller holds its name and row);
+/// returns the reason, cleaned.
+pub async fn check_suspend(
+    c: &impl GenericClient,
+    current: &Tenant,
+    req: &SuspendTenant,
+) -> Result<Option<String>> {
     let reason = validate_reason(req.reason.as_deref())?;
     transition(current, Status::Suspended, "suspend")?;
     // The graph also lets a restore lead from `deleted` to `suspended`; suspending
@@ -201,9 +232,21 @@ pub async fn suspend_locked(
             "only an active or trial tenant can be suspended",
         ));
     }
-    refuse_while_offboarding(tx, current, "suspend").await?;
-    let cut = cut(tx, current, p.caps.superuser).await?;
-    mark_suspended(tx, current.id, reason.as_deref(), &cut).await?;
+    refuse_while_offboarding(c, current, "suspend").await?;
+    Ok(reason)
+}
+
+/// The registry's half of a suspension (what [`cut`] took, the status, the event and
+/// the audit row), in the caller's control transaction.
+pub async fn record_suspended(
+    tx: &Transaction<'_>,
+    current: &Tenant,
+    reason: Option<String>,
+    cut: &Cut,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<Tenant> {
+    mark_suspended(tx, current.id, reason.as_deref(), cut).await?;
     announce_suspended(tx, current, "admin", reason.clone()).await?;
     audit::record(
         tx,
@@ -220,15 +263,7 @@ pub async fn suspend_locked(
         },
     )
     .await?;
-    let tenant = reread(tx, current.id).await?;
-    // Every login role, not only those just disabled: one that was already NOLOGIN
-    // may still hold a session.
-    let logins = login_roles(tx, &tenant)
-        .await?
-        .iter()
-        .map(|r| r.as_str().to_string())
-        .collect();
-    Ok((tenant, logins))
+    reread(tx, current.id).await
 }
 
 /// `suspended` -> `active`, with LOGIN back on exactly the roles the suspension took
@@ -240,6 +275,17 @@ pub async fn resume_locked(
     op_id: Uuid,
     actor: &str,
 ) -> Result<Tenant> {
+    let (roles, memberships) = check_resume(tx, current).await?;
+    restore(tx, &roles, &memberships, p.caps.superuser).await?;
+    record_resumed(tx, current, &roles, &memberships, op_id, actor).await
+}
+
+/// Whether `current` can be resumed now (the caller holds its name and row); returns
+/// what its suspension took: the login roles and the memberships.
+pub async fn check_resume(
+    c: &impl GenericClient,
+    current: &Tenant,
+) -> Result<(Vec<String>, Vec<Membership>)> {
     transition(current, Status::Active, "resume")?;
     if current.status != Status::Suspended {
         return Err(not_from(
@@ -248,12 +294,12 @@ pub async fn resume_locked(
             "only a suspended tenant can be resumed",
         ));
     }
-    refuse_while_offboarding(tx, current, "resume").await?;
-    let (roles, memberships) = tenants::suspension_record(tx, current.id).await?;
+    refuse_while_offboarding(c, current, "resume").await?;
+    let (roles, memberships) = tenants::suspension_record(c, current.id).await?;
     // A suspension recorded before the roles were (no list): every login role.
     let roles: Vec<String> = match roles {
         Some(r) => r,
-        None => login_roles(tx, current)
+        None => login_roles(c, current)
             .await?
             .iter()
             .map(|r| r.as_str().to_string())
@@ -263,7 +309,19 @@ pub async fn resume_locked(
         .map(serde_json::from_value)
         .transpose()?
         .unwrap_or_default();
-    restore(tx, &roles, &memberships, p.caps.superuser).await?;
+    Ok((roles, memberships))
+}
+
+/// The registry's half of a resume (the suspension cleared, the event, the audit
+/// row), in the caller's control transaction.
+pub async fn record_resumed(
+    tx: &Transaction<'_>,
+    current: &Tenant,
+    roles: &[String],
+    memberships: &[Membership],
+    op_id: Uuid,
+    actor: &str,
+) -> Result<Tenant> {
     tenants::clear_suspension(tx, current.id).await?;
     outbox::emit(
         tx,
@@ -293,6 +351,40 @@ pub async fn resume_locked(
     )
     .await?;
     reread(tx, current.id).await
+}
+
+/// Takes back what [`restore`] gave (a resume or restore undone on a tenant's own
+/// server): the roles lose LOGIN again and the memberships are revoked.
+pub async fn take_back(
+    c: &impl GenericClient,
+    roles: &[String],
+    memberships: &[Membership],
+    superuser: bool,
+) -> Result<(), tokio_postgres::Error> {
+    let idents: Vec<Ident> = roles.iter().map(|r| ident(r)).collect();
+    access::disable_roles(c, &idents).await?;
+    for m in memberships {
+        let exist: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_auth_members am
+                   JOIN pg_roles r ON r.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
+                  WHERE r.rolname = $1 AND m.rolname = $2",
+                &[&m.role, &m.member],
+            )
+            .await?
+            .get(0);
+        if exist == 0 {
+            continue;
+        }
+        c.batch_execute(&format!(
+            "REVOKE {} FROM {}{}",
+            ident(&m.role),
+            ident(&m.member),
+            granted_by(m, superuser, c).await?
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 /// `trial` -> `active`: the trial ends early, paid for; inside the caller's

@@ -185,7 +185,7 @@ fn fail_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// 2. pg_dump into the store; returns the manifest.
+/// 2. pg_dump into the store, from the tenant's server; returns the manifest.
 fn dump<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let p: TakeParams = run.params()?;
@@ -199,7 +199,9 @@ fn dump<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         });
         run.intend(scratch.into_iter().collect(), Value::Null)
             .await?;
-        match take::dump(rt, &t, p.backup, p.encrypted).await {
+        // From the tenant's own server (docs/servers.md); shared mode lives on `default`.
+        let server = super::on_server::view_for(rt, &t).await?;
+        match take::dump(&server, &t, p.backup, p.encrypted).await {
             Ok(m) => serde_json::to_value(&m).map_err(failed),
             Err(e) => {
                 // The row says why (the compensation then finds it failed already).

@@ -3,11 +3,13 @@
 //! (`api_key.create`, `api_key.revoke`, `api_key.rotate`) and its password
 //! (`credentials.rotate`). Each takes the tenant's name, then its row, refuses a tenant
 //! that a running operation owns (409 `tenant_busy`), and commits its change, its
-//! audit row and its operation row together.
+//! audit row and its operation row together. For a tenant on another server, an
+//! update, a quota change and a rotation are operations instead (`changes_placed`).
 
 use uuid::Uuid;
 
-use super::{commit_one, lock_tenant, Error, Runtime};
+use super::changes_placed::{self as placed, elsewhere};
+use super::{commit_one, lock_tenant, lock_tenant_anywhere, Error, Runtime};
 use crate::ops::Kind;
 use crate::quota::service::{self as quotas, Limits, QuotaUpdate};
 use crate::tenant::api_keys::ApiKey;
@@ -51,7 +53,12 @@ pub async fn update(
 ) -> Result<Tenant, Error> {
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
-    let current = lock_tenant(&tx, key).await?;
+    let current = lock_tenant_anywhere(&tx, key).await?;
+    if elsewhere(&current) {
+        // Its roles are on another server: an operation (`changes_placed`).
+        drop(tx);
+        return placed::update(rt, &current, req, actor).await;
+    }
     let op = Uuid::now_v7();
     let limits_change = req.plan.is_some() || req.db_quota.is_some();
     let quotas_before = match limits_change {
@@ -112,7 +119,11 @@ pub async fn set_quotas(
 ) -> Result<Limits, Error> {
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
-    let t = lock_tenant(&tx, key).await?;
+    let t = lock_tenant_anywhere(&tx, key).await?;
+    if elsewhere(&t) {
+        drop(tx);
+        return placed::set_quotas(rt, &t, req, actor).await;
+    }
     let op = Uuid::now_v7();
     let changed = quotas::update_locked(rt, &tx, &t, req, op, actor).await?;
     commit_one(rt, tx, QUOTAS, op, &t).await?;
@@ -222,7 +233,11 @@ pub async fn rotate_credentials(
 ) -> Result<Credentials, Error> {
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
-    let t = lock_tenant(&tx, key).await?;
+    let t = lock_tenant_anywhere(&tx, key).await?;
+    if elsewhere(&t) {
+        drop(tx);
+        return placed::rotate_credentials(rt, &t, actor).await;
+    }
     let op = Uuid::now_v7();
     let creds = credentials::rotate_locked(rt, &tx, &t, op, actor).await?;
     commit_one(rt, tx, CREDENTIALS_ROTATE, op, &t).await?;

@@ -2,7 +2,8 @@
 //!
 //! - `tenant.create` (schema and shared modes): one transaction holds the roles, the
 //!   schema (or pool rows), the template, the registry row, the API key, the backup
-//!   policy, the audit row and the operation row: a crash leaves all or nothing.
+//!   policy, the audit row and the operation row: a crash leaves all or nothing
+//!   (`create_one`).
 //! - `tenant.create.database`: `CREATE DATABASE` cannot run in a transaction, so it is
 //!   steps: the roles and the registry row (the operation takes the tenant), the
 //!   clone (declared before it runs), its configuration, the vector store (when asked
@@ -114,7 +115,15 @@ pub async fn create_as(
             return remember_rejection(rt, idem, &req.name, Error::Rejected(p)).await;
         }
     }
-    domain::settle_isolation(&rt.pool.get().await?, &mut v).await?;
+    let mut trace = super::create_trace::start();
+    // The plan's isolation and the server it goes to, read side by side.
+    let (server, placement) = (v.server.clone(), v.placement.clone());
+    let (isolation, placed) = tokio::join!(
+        async { domain::settle_isolation(&rt.pool.get().await?, &mut v).await },
+        super::placement::place(&rt.platform, server.as_deref(), placement.as_ref()),
+    );
+    isolation?;
+    super::create_trace::mark(&mut trace, "settle");
     if v.vector_store == Some(true) {
         if let Err(p) = vector_store_possible(rt) {
             return remember_rejection(rt, idem, &req.name, Error::Rejected(p)).await;
@@ -122,7 +131,7 @@ pub async fn create_as(
     }
     // The server it goes to (docs/servers.md): with only `default` registered and no
     // `server` or `placement` asked for, one read and the create goes on as before.
-    match place_on(rt, &v).await {
+    match place_on(rt, &v, placed).await {
         Ok(None) => {}
         Ok(Some(server)) => {
             return super::create_placed::create(rt, &v, &server, idem, actor, announce).await
@@ -132,106 +141,17 @@ pub async fn create_as(
     if v.isolation == Isolation::Database {
         return create_database(rt, &v, idem, actor, announce).await;
     }
-    let p = &rt.platform;
-    let (password, verifier) = crate::secrets::new_password();
-    let mut client = p.pool.get().await?;
-    let tx = client.transaction().await?;
-    let op_id = Uuid::now_v7();
-    // The onboarding steps it matches, read pipelined with the begin (no round trip of
-    // their own): only a create that has any runs staged (`create_staged`).
-    let op = NewOperation {
-        id: op_id,
-        kind: CREATE,
-        tenant_id: None,
-        tenant_name: v.slug.as_str(),
-        idempotency: idem,
-        params: None,
-        instance: Some(rt.engine.instance()),
-    };
-    // A warm pool member, claimed in this transaction (docs/warm_pool.md), pipelined too.
-    let (begun, staging, claimed) = tokio::join!(
-        ops::begin(&tx, &op),
-        super::create_staged::staging(&tx, &v),
-        super::warm_pool::claim(rt, &tx, &v),
-    );
-    if let Some(answer) = settled(p, begun?) {
-        return answer;
-    }
-    if staging.map_err(service::Error::from)? {
-        tx.rollback().await?;
-        drop(client);
-        return super::create_staged::create(rt, &v, idem, actor, announce).await;
-    }
-    let made = async {
-        service::lock_name(&tx, &v.slug).await?;
-        let mut made =
-            super::warm_pool::provision(rt, &tx, &v, (password, verifier), claimed?).await?;
-        if v.vpn_enabled {
-            let t = &mut made.created.tenant;
-            let subnet = crate::network::pool::allocate(&tx, &p.network.pool, t.id).await?;
-            t.vpn_subnet = Some(subnet.to_string());
-        }
-        let t = &made.created.tenant;
-        // The configuration's version 1 is pipelined beside the policy: no round trip.
-        let (policy, config) = tokio::join!(
-            crate::backup::policy::apply_at_create(
-                &tx,
-                t.id,
-                &made.plan,
-                v.backup_schedule.as_deref()
-            ),
-            crate::tenantconfig::create_default(&tx, t.id, &made.plan, actor),
-        );
-        policy.map_err(Error::from)?;
-        config?;
-        if announce {
-            domain::announce_created(&tx, &made.created.tenant, made.key.clone(), None).await?;
-        }
-        domain::audit_created(&tx, &made, actor, op_id).await?;
-        let network = if v.vpn_enabled {
-            super::network::touch(rt, &tx, &made.created.tenant, false).await?
-        } else {
-            None
-        };
-        Ok::<_, Error>((made, network))
-    }
-    .await;
-    match made {
-        Ok((made, network)) => {
-            let created = made.created;
-            let sealed = seal_response(
-                p,
-                &StoredResponse::Success(
-                    serde_json::to_value(&created).map_err(service::Error::from)?,
-                ),
-            )?;
-            ops::succeed(
-                &tx,
-                op_id,
-                created.tenant.id,
-                &["provision"],
-                idem.map(|_| sealed.as_slice()),
-            )
-            .await?;
-            rt.engine.commit(tx, CREATE).await?;
-            drop(client);
-            super::network::follow(rt, network).await;
-            tracing::info!(tenant.name = %created.tenant.name, tenant.id = %created.tenant.id, "tenant created");
-            crate::metrics::tenant_created();
-            Ok(created)
-        }
-        Err(e) => {
-            tx.rollback().await?;
-            remember_rejection(rt, idem, v.slug.as_str(), e).await
-        }
-    }
+    super::create_one::create(rt, &v, idem, actor, announce, trace).await
 }
 
 /// The server a create goes to: `None` for `default` (the paths below), else one
 /// whose create `create_placed` can run.
-async fn place_on(rt: &Runtime, v: &Validated) -> Result<Option<String>, Error> {
-    let server =
-        super::placement::place(&rt.platform, v.server.as_deref(), v.placement.as_ref()).await?;
+async fn place_on(
+    rt: &Runtime,
+    v: &Validated,
+    placed: Result<String, Error>,
+) -> Result<Option<String>, Error> {
+    let server = placed?;
     if server == crate::store::servers::DEFAULT {
         return Ok(None);
     }
@@ -371,10 +291,19 @@ fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         // The onboarding steps this create runs, read beside the registration (the
         // two statements pipelined: no round trip of their own).
         let validated = params.validated();
-        let (registered, onboarding) = tokio::join!(
-            database_mode::register(p, &tx, &validated, params.tenant_id),
+        // A warm pool member (docs/warm_pool.md), claimed in this transaction: a crash
+        // before it commits gives the member back; after, the tenant owns what was
+        // the member's, and `unregister` drops it all.
+        let (member, onboarding) = tokio::join!(
+            super::warm_pool::claim(p, &tx, &validated),
             crate::store::onboarding::matching(&tx, &params.plan, "database"),
         );
+        let registered = match member.map_err(step_error)? {
+            Some(m) => {
+                database_mode::register_claimed(p, &tx, &validated, params.tenant_id, &m.key).await
+            }
+            None => database_mode::register(p, &tx, &validated, params.tenant_id).await,
+        };
         let registered = registered.map_err(step_error)?;
         let onboarding: Vec<String> = onboarding
             .map_err(failed)?
@@ -407,6 +336,14 @@ fn unregister<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             return Ok(Value::Null);
         }
         let tenant = run.tenant_id.expect("an owned tenant");
+        // A claimed member's database is the tenant's from the claim's commit on (no
+        // `clone` intent names it): dropped here, under the name lock, before the roles.
+        let registered: Option<database_mode::Registered> = run.outcome("register");
+        if registered.is_some_and(|r| r.member.is_some()) {
+            database_mode::drop_database(p, &slug)
+                .await
+                .map_err(step_error)?;
+        }
         database_mode::unregister(&tx, &slug, tenant)
             .await
             .map_err(step_error)?;
@@ -423,6 +360,10 @@ fn clone<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let registered: database_mode::Registered = run
             .outcome("register")
             .ok_or_else(|| StepError::Fenced("nothing registered".into()))?;
+        if registered.member.is_some() {
+            // Claimed: the member's database, renamed by `register`.
+            return Ok(json!({"database": slug.schema().as_str()}));
+        }
         if run.intent::<Value>("clone").is_none() {
             if database_mode::database_exists(p, &slug)
                 .await
@@ -482,9 +423,12 @@ fn drop_clone<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 fn configure<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let slug = slug_of(run)?;
-        database_mode::configure(p, &slug)
-            .await
-            .map_err(step_error)?;
+        let registered: Option<database_mode::Registered> = run.outcome("register");
+        match registered.and_then(|r| r.member) {
+            Some(member) => database_mode::configure_claimed(p, &slug, &member).await,
+            None => database_mode::configure(p, &slug).await,
+        }
+        .map_err(step_error)?;
         super::pooler::prepare_tenant_database(p, slug.schema().as_str())
             .await
             .map_err(failed)?;

@@ -255,9 +255,20 @@ fn provision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 .map_err(failed)?
         };
         let password = service::open_password(p, &sealed).map_err(step_error)?;
-        placed::make(p, &view, slug, params.isolation, &password, &registered)
-            .await
-            .map_err(step_error)?;
+        // That server's template database is as its add or the last migration run
+        // left it; the clone checks it against this process's template under the
+        // template lock and rebuilds it when it is not (`clone_current_on`).
+        placed::make(
+            p,
+            &view,
+            &params.server,
+            slug,
+            params.isolation,
+            &password,
+            &registered,
+        )
+        .await
+        .map_err(step_error)?;
         Ok(json!({"server": params.server}))
     })
 }

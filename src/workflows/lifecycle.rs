@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{commit_one, failed, lock_tenant, step_error, Error, Runtime};
+use super::{commit_one, failed, lock_tenant, lock_tenant_anywhere, step_error, Error, Runtime};
 use crate::ops::{Kind, NewOp, Run, Step, StepFuture};
 use crate::tenant::suspension::{self, SuspendTenant};
 use crate::tenant::{access, service, state, Status, Tenant};
@@ -90,6 +90,9 @@ pub async fn suspend(
     actor: &str,
 ) -> Result<Tenant, Error> {
     let t = service::get(rt, key).await?;
+    if super::on_server::placed(&t) {
+        return super::on_server::suspend(rt, &t, req, actor).await;
+    }
     run_two_steps(
         rt,
         SUSPEND,
@@ -189,6 +192,10 @@ fn end_sessions<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 
 /// `POST /api/v1/tenants/{name}/resume`.
 pub async fn resume(rt: &Runtime, key: &str, actor: &str) -> Result<Tenant, Error> {
+    let t = service::get(rt, key).await?;
+    if super::on_server::placed(&t) {
+        return super::on_server::resume(rt, &t, actor).await;
+    }
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
     let current = lock_tenant(&tx, key).await?;
@@ -206,7 +213,8 @@ pub async fn resume(rt: &Runtime, key: &str, actor: &str) -> Result<Tenant, Erro
 pub async fn activate(rt: &Runtime, key: &str, actor: &str) -> Result<Tenant, Error> {
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
-    let current = lock_tenant(&tx, key).await?;
+    // The registry's change only (no role moves): the same on every server.
+    let current = lock_tenant_anywhere(&tx, key).await?;
     let op = Uuid::now_v7();
     let tenant = suspension::activate_locked(&tx, &current, op, actor).await?;
     commit_one(rt, tx, ACTIVATE, op, &tenant).await?;
@@ -238,6 +246,10 @@ pub async fn expire_trials(rt: &Runtime) -> Result<usize, Error> {
 
 /// Ends one tenant's trial, if it is due (else 409).
 pub async fn end_trial(rt: &Runtime, t: &Tenant) -> Result<Tenant, Error> {
+    if super::on_server::placed(t) && t.plan == crate::tenant::lifecycle::FREE_PLAN {
+        // A suspension on its server (its logins cut there).
+        return super::on_server::end_free_trial(rt, t).await;
+    }
     run_two_steps(rt, TRIAL_END, t, json!(TrialParams { tenant: t.id })).await
 }
 
@@ -246,9 +258,17 @@ fn end_trial_step<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let params: TrialParams = run.params()?;
         let mut client = p.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        let current = lock_tenant(&tx, &params.tenant.to_string())
+        // A paid plan's trial ends in the registry only, wherever the tenant lives; a
+        // free plan's on another server is `on_server`'s suspension (`end_trial`).
+        let current = lock_tenant_anywhere(&tx, &params.tenant.to_string())
             .await
             .map_err(step_error)?;
+        if super::on_server::placed(&current) && current.plan == crate::tenant::lifecycle::FREE_PLAN
+        {
+            return Err(crate::ops::StepError::Rejected(super::not_on_this_server(
+                &current,
+            )));
+        }
         let due = current.status == Status::Trial
             && current
                 .trial_ends_at

@@ -10,8 +10,11 @@
 //! committed), runs under the tenant's name lock, and on a session of a throw-away
 //! role whose name starts with the run's prefix, declared before any is made: the
 //! engine drops whatever a crash left of them. Between tenants the step stops when the
-//! server is stopping; the run stays `running` and the next start finishes it.
+//! server is stopping; the run stays `running` and the next start finishes it. Each
+//! unit runs on the tenant's own server, and the step first brings every server's
+//! template database to the run's template (`migrate_servers`).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,13 +24,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::{failed, step_error, Error, Runtime};
+use super::{failed, migrate_servers, step_error, Error, Runtime};
 use crate::access::{Reach, TempRole};
 use crate::migrate::{self, runs, MigrateRequest, Outcome, PendingTenant, Report, Selector};
 use crate::migrate::{Started, Unit};
 use crate::ops::failpoint::kill_if_named;
-use crate::ops::{self, Kind, NewOp, Object, OpError, Run, Step, StepError, StepFuture};
+use crate::ops::{self, Kind, NewOp, OpError, Run, Step, StepError, StepFuture};
 use crate::pg::Ident;
+use crate::platform::Platform;
 use crate::secrets::random_bytes;
 use crate::template::Template;
 use crate::tenant::service::Error as TenantError;
@@ -90,10 +94,10 @@ fn role_prefix(id: Uuid) -> String {
 pub async fn start(rt: &Arc<Runtime>, req: MigrateRequest, actor: &str) -> Result<Started, Error> {
     match begin(rt, &req, actor).await? {
         Begun::Plan(plan) => Ok(Started::Plan(plan)),
-        Begun::Finished(run) => Ok(Started::Run(run)),
+        Begun::Finished(run) => Ok(Started::Run(Box::new(run))),
         Begun::Op(run, op) => {
             drop(rt.engine.launch(rt.as_ref(), op));
-            Ok(Started::Run(*run))
+            Ok(Started::Run(run))
         }
     }
 }
@@ -103,7 +107,7 @@ pub async fn start(rt: &Arc<Runtime>, req: MigrateRequest, actor: &str) -> Resul
 pub async fn run(rt: &Runtime, req: MigrateRequest, actor: &str) -> Result<Started, Error> {
     match begin(rt, &req, actor).await? {
         Begun::Plan(plan) => Ok(Started::Plan(plan)),
-        Begun::Finished(run) => Ok(Started::Run(run)),
+        Begun::Finished(run) => Ok(Started::Run(Box::new(run))),
         Begun::Op(run, op) => {
             let id = run.id;
             match rt.engine.launch(rt, op).await {
@@ -116,7 +120,7 @@ pub async fn run(rt: &Runtime, req: MigrateRequest, actor: &str) -> Result<Start
                     }))
                 }
             }
-            Ok(Started::Run(migrate::get(rt, id).await?))
+            Ok(Started::Run(Box::new(migrate::get(rt, id).await?)))
         }
     }
 }
@@ -138,15 +142,16 @@ async fn begin(rt: &Runtime, req: &MigrateRequest, actor: &str) -> Result<Begun,
         Some(j) => j,
         None => migrate::default_jobs(rt).await?,
     };
-    if plan.pending.is_empty() {
+    // Nothing to migrate, and every server's template database current: a no-op.
+    if plan.pending.is_empty() && migrate_servers::stale_templates(rt).await?.is_empty() {
         return Ok(Begun::Finished(
             runs::record_noop(rt, req, &plan, jobs, actor).await?,
         ));
     }
     // A run of one tenant is named after it in the journal; a run of many, after none.
-    let tenant_name = match selector.tenant {
-        Some(_) => plan.pending[0].tenant.to_string(),
-        None => String::new(),
+    let tenant_name = match (selector.tenant, plan.pending.first()) {
+        (Some(_), Some(t)) => t.tenant.to_string(),
+        _ => String::new(),
     };
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
@@ -192,8 +197,6 @@ fn migrate_tenants<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: Params = run.params()?;
         let prefix = role_prefix(run.id);
-        run.intend(vec![Object::scratch("roles", &prefix, None)], Value::Null)
-            .await?;
         let template = params.template();
         let mut report = {
             let c = rt.pool.get().await.map_err(failed)?;
@@ -207,6 +210,11 @@ fn migrate_tenants<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             .pending;
         // A tenant that failed in this run is not tried again when it is finished.
         pending.retain(|t| !report.failed(t.tenant.as_str()));
+        // Declared before any role is made, on each server of a tenant left to do.
+        let views = migrate_servers::declare(rt, run, TENANTS, &prefix, &pending).await?;
+        // Every server's template database first: a database-mode create there
+        // clones the template the tenants are migrated to, whatever the tenants do.
+        report.template_failures = migrate_servers::refresh_templates(rt, &template).await?;
         let (shared, mut own): (Vec<_>, Vec<_>) = pending
             .into_iter()
             .partition(|t| t.isolation == Isolation::Shared);
@@ -217,6 +225,7 @@ fn migrate_tenants<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             actor: params.actor.clone(),
             template: Arc::new(template),
             prefix,
+            views: Arc::new(views),
         };
         if let Some(canary) = params.canary.filter(|_| !report.canary_passed) {
             let left = (canary as usize)
@@ -249,7 +258,7 @@ fn migrate_tenants<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                         )
                     });
             kill_if_named("migrate.tenant_committed");
-            report.record(outcome);
+            report.record(outcome, crate::store::servers::DEFAULT);
         }
         finish(rt, run, &report).await
     })
@@ -303,6 +312,8 @@ struct Batch {
     actor: String,
     template: Arc<Template>,
     prefix: String,
+    /// The servers of the run's tenants that answered when it started, declared.
+    views: Arc<HashMap<String, Platform>>,
 }
 
 impl Batch {
@@ -332,7 +343,10 @@ impl Batch {
                     .tenant(&t)
                     .await
                     .unwrap_or_else(|e| Outcome::Failed(vec![migrate::units::failure(&t, &e)]));
-                report.lock().expect("not poisoned").record(outcome);
+                report
+                    .lock()
+                    .expect("not poisoned")
+                    .record(outcome, &t.server);
                 drop(permit);
             });
             while let Some(joined) = set.try_join_next() {
@@ -362,6 +376,7 @@ impl Batch {
             actor: self.actor.clone(),
             template: self.template.clone(),
             prefix: self.prefix.clone(),
+            views: self.views.clone(),
         }
     }
 
@@ -393,14 +408,18 @@ struct UnitCx {
     actor: String,
     template: Arc<Template>,
     prefix: String,
+    views: Arc<HashMap<String, Platform>>,
 }
 
 impl UnitCx {
-    /// One tenant: its throw-away role (named under the run's declared prefix, a
-    /// member of what the migrate domain says), its name lock while the role's
-    /// session runs, the registry, then the role dropped.
+    /// One tenant: its throw-away role on the tenant's server (named under the run's
+    /// prefix, declared there, a member of what the migrate domain says), its name
+    /// lock while the role's session runs, the registry, then the role dropped.
     async fn tenant(&self, t: &PendingTenant) -> Result<Outcome, TenantError> {
-        let p = &self.rt.platform;
+        let p = self
+            .views
+            .get(&t.server)
+            .ok_or_else(|| unreachable_server(&t.server))?;
         let name = Ident::new(format!(
             "{}{}",
             self.prefix,
@@ -409,15 +428,24 @@ impl UnitCx {
         .expect("a role prefix and hex digits are an identifier");
         let (member_of, database) = migrate::units::session_grants(t)?;
         let member_of: Vec<&Ident> = member_of.iter().collect();
+        // A schema-mode tenant on another server lives in that server's own database:
+        // its session reaches it through the role holding CONNECT there, as on
+        // `default`. Granting CONNECT to each unit's role would rewrite the database's
+        // one catalog row from every parallel unit ("tuple concurrently updated").
         let reach = match &database {
-            Some(db) => Reach::Database(db),
-            None => Reach::ControlDatabase,
+            Some(db) if db.as_str() != p.endpoint.database => Reach::Database(db),
+            _ => Reach::ControlDatabase,
         };
         let role = TempRole::create(p, name, &member_of, reach)
             .await
             .map_err(session_error)?;
-        let outcome = self.locked(t, &role, database.as_ref()).await;
-        let others: Vec<&str> = database.iter().map(|d| d.as_str()).collect();
+        let outcome = self.locked(p, t, &role, database.as_ref()).await;
+        // The role's own server database is cleaned with the role itself.
+        let others: Vec<&str> = database
+            .iter()
+            .map(|d| d.as_str())
+            .filter(|d| *d != p.endpoint.database)
+            .collect();
         if let Err(e) = role.drop(p, &others).await {
             tracing::warn!(tenant.name = %t.tenant, error = %e,
                 "could not drop a migration's session role; the run drops it when it ends");
@@ -425,13 +453,15 @@ impl UnitCx {
         outcome
     }
 
+    /// `p`: the tenant's server, where its session runs; the registry and the lock
+    /// are the control database's.
     async fn locked(
         &self,
+        p: &Platform,
         t: &PendingTenant,
         role: &TempRole,
         database: Option<&Ident>,
     ) -> Result<Outcome, TenantError> {
-        let p = &self.rt.platform;
         let session = role
             .connect(
                 p,
@@ -439,7 +469,7 @@ impl UnitCx {
             )
             .await
             .map_err(session_error)?;
-        let mut client = p.pool.get().await?;
+        let mut client = self.rt.platform.pool.get().await?;
         let (target, run_id, actor) = (self.target, self.run_id, self.actor.as_str());
         migrate::units::open_session(&client, t, &role.name, target, run_id, actor).await?;
         let tx = client.transaction().await?;
@@ -481,6 +511,16 @@ impl UnitCx {
             Unit::Migrated | Unit::Committed { .. } => Outcome::Migrated(name),
         })
     }
+}
+
+/// A tenant whose server did not answer when the run started: nothing is made there,
+/// and the next run tries again.
+fn unreachable_server(server: &str) -> TenantError {
+    TenantError::Rejected(crate::problem::Problem::new(
+        crate::problem::Kind::Unavailable,
+        "server_down",
+        format!("server {server:?} could not be reached when the run started"),
+    ))
 }
 
 /// A throw-away role's failure (made, connected, dropped) as the tenant's.

@@ -3,15 +3,24 @@
 //! other; when a change needs two of them (a delete takes a backup; a restore cuts the
 //! tenant's logins), the workflow does both.
 
+pub mod abort;
 pub mod backups;
 pub mod changes;
+pub mod changes_placed;
 pub mod create;
+mod create_one;
 pub mod create_placed;
 pub mod create_staged;
+mod create_trace;
 pub mod lifecycle;
 pub mod migrate;
+mod migrate_servers;
+pub mod move_mode;
+pub mod move_shared;
+pub mod move_tenant;
 pub mod network;
 pub mod offboarding;
+pub mod on_server;
 pub mod onboarding;
 pub mod onboarding_callback;
 pub mod operations;
@@ -19,10 +28,12 @@ pub mod placement;
 pub mod pooler;
 pub mod quotas;
 pub mod restores;
+pub mod restores_placed;
 pub mod servers;
 pub mod settings;
 pub mod vector_store;
 pub mod warm_pool;
+mod warm_pool_database;
 
 use std::sync::Arc;
 
@@ -49,7 +60,9 @@ pub fn registry() -> Registry<Runtime> {
         .chain([create_staged::kind(), create_placed::kind()])
         .chain(lifecycle::kinds())
         .chain(changes::kinds())
+        .chain(changes_placed::kinds())
         .chain(offboarding::kinds())
+        .chain(on_server::kinds())
         .chain(backups::kinds())
         .chain(restores::kinds())
         .chain(quotas::kinds())
@@ -57,14 +70,29 @@ pub fn registry() -> Registry<Runtime> {
         .chain(network::kinds())
         .chain(settings::kinds())
         .chain(warm_pool::kinds())
+        .chain([
+            move_tenant::kind(),
+            move_shared::kind(),
+            restores_placed::kind(),
+        ])
     {
         r = r.kind(k);
     }
     r.cleaner("role", clean_role)
         .cleaner("roles", clean_roles)
+        .cleaner(
+            migrate_servers::SERVER_ROLES,
+            migrate_servers::clean_server_roles,
+        )
         .cleaner("database", clean_database)
         .cleaner("schema", clean_schema)
         .cleaner(crate::backup::restore::ARCHIVE_SCHEMA, clean_archive_schema)
+        .cleaner(restores_placed::ROLE_THERE, restores_placed::clean_there)
+        .cleaner(
+            restores_placed::DATABASE_THERE,
+            restores_placed::clean_there,
+        )
+        .cleaner(restores_placed::SCHEMA_THERE, restores_placed::clean_there)
 }
 
 /// The platform and its operation engine: what a workflow runs with.
@@ -176,11 +204,67 @@ impl From<deadpool_postgres::PoolError> for Error {
     }
 }
 
+/// The refusal of a change that is not per server yet (docs/servers.md) for a tenant
+/// outside `default`: refused, rather than made on the wrong server.
+pub(crate) fn not_on_this_server(tenant: &crate::tenant::Tenant) -> Problem {
+    let mut p = Problem::new(
+        ProblemKind::Unprocessable,
+        "not_on_this_server",
+        format!(
+            "tenant {:?} lives on server {:?}: this change is not available yet for tenants outside \"default\" (docs/servers.md)",
+            tenant.name.as_str(),
+            tenant.server
+        ),
+    );
+    p.field = Some("server".into());
+    p
+}
+
 /// Locks the tenant `key` names for a change in this transaction, in the one lock
 /// order (its name, then its row), and checks that no running operation owns it.
 pub(crate) async fn lock_tenant(
     tx: &deadpool_postgres::Transaction<'_>,
     key: &str,
+) -> Result<crate::tenant::Tenant, crate::tenant::service::Error> {
+    lock(tx, key, false).await
+}
+
+/// [`lock_tenant`] for a change that works on whichever server the tenant lives on
+/// (`on_server`'s kinds: docs/servers.md).
+pub(crate) async fn lock_tenant_anywhere(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &str,
+) -> Result<crate::tenant::Tenant, crate::tenant::service::Error> {
+    lock(tx, key, true).await
+}
+
+/// The first step of a change run on another server: the tenant locked (as
+/// [`lock_tenant_anywhere`]) and still on the server the request was made for.
+pub(crate) async fn lock_tenant_on(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: uuid::Uuid,
+    server: &str,
+) -> Result<crate::tenant::Tenant, StepError> {
+    let t = lock_tenant_anywhere(tx, &tenant.to_string())
+        .await
+        .map_err(step_error)?;
+    if t.server != server {
+        return Err(StepError::Rejected(Problem::new(
+            ProblemKind::Conflict,
+            "tenant_moved",
+            format!(
+                "tenant {} moved to server {:?} meanwhile; retry",
+                t.name, t.server
+            ),
+        )));
+    }
+    Ok(t)
+}
+
+async fn lock(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &str,
+    anywhere: bool,
 ) -> Result<crate::tenant::Tenant, crate::tenant::service::Error> {
     use crate::tenant::service::Error as E;
     let found = crate::store::tenants::find(tx, key)
@@ -194,20 +278,8 @@ pub(crate) async fn lock_tenant(
     let tenant = crate::store::tenants::find_for_update(tx, &found.id.to_string())
         .await?
         .ok_or_else(|| E::not_found(key))?;
-    if tenant.server != crate::store::servers::DEFAULT {
-        // Changes of a tenant on another server are not per-server yet
-        // (docs/servers.md): refused, rather than made on the wrong server.
-        let mut p = Problem::new(
-            ProblemKind::Unprocessable,
-            "not_on_this_server",
-            format!(
-                "tenant {:?} lives on server {:?}: this change is not available yet for tenants outside \"default\" (docs/servers.md)",
-                tenant.name.as_str(),
-                tenant.server
-            ),
-        );
-        p.field = Some("server".into());
-        return Err(E::Rejected(p));
+    if !anywhere && tenant.server != crate::store::servers::DEFAULT {
+        return Err(E::Rejected(not_on_this_server(&tenant)));
     }
     match ops::fence::free(tx, tenant.id, tenant.name.as_str()).await {
         Ok(()) => Ok(tenant),
@@ -276,6 +348,21 @@ pub(crate) async fn commit_one(
 }
 
 /// A domain's refusal is the operation's answer; anything else is a failure to undo.
+/// The compensation of a step that took the tenant (`fence::acquire`): the tenant
+/// given back, if this operation still owns it.
+pub(crate) fn give_back<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let mut client = rt.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        ops::fence::lock_name(&tx, &run.tenant_name).await?;
+        if ops::fence::owns(&tx, run).await? {
+            ops::fence::release(&tx, run).await?;
+            tx.commit().await.map_err(failed)?;
+        }
+        Ok(serde_json::Value::Null)
+    })
+}
+
 pub(crate) fn step_error(e: crate::tenant::service::Error) -> StepError {
     match e {
         crate::tenant::service::Error::Rejected(p) => StepError::Rejected(p),

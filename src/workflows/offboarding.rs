@@ -180,14 +180,17 @@ pub async fn delete(
             format!("confirm must be the tenant's name, {:?}", t.name),
         )));
     }
-    if !(t.status == Status::Deleted && opts.purge_now) {
+    let retention_days = opts.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
+    if !(t.status == Status::Deleted && opts.purge_now) && super::on_server::placed(&t) {
+        super::on_server::delete(rt, &t, retention_days, actor).await?;
+    } else if !(t.status == Status::Deleted && opts.purge_now) {
         run_on(
             rt,
             DELETE,
             &t,
             Params {
                 tenant: t.id,
-                retention_days: opts.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS),
+                retention_days,
                 actor: actor.to_string(),
             },
         )
@@ -247,7 +250,7 @@ async fn owned_tenant(rt: &Runtime, run: &Run) -> Result<Tenant, StepError> {
 
 /// 3. The final backup, the tenant's archive: its id and (shared mode) its scratch
 ///    schema declared first; its row, the dump, its row `succeeded`.
-fn final_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+pub(super) fn final_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let p = params(run)?;
         let t = owned_tenant(rt, run).await?;
@@ -272,7 +275,9 @@ fn final_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             .await
             .map_err(backup_error)?;
         drop(client);
-        let m = backup::take::dump(rt, &t, id, policy.encryption)
+        // From the tenant's own server (docs/servers.md).
+        let server = super::on_server::view_for(rt, &t).await?;
+        let m = backup::take::dump(&server, &t, id, policy.encryption)
             .await
             .map_err(backup_error)?;
         let mut client = rt.pool.get().await.map_err(failed)?;
@@ -297,7 +302,7 @@ fn final_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 
 /// A final backup of a delete that did not complete: one still running is failed and
 /// its object deleted; one that succeeded expires now (the backup worker deletes it).
-fn drop_final_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+pub(super) fn drop_final_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let Some(id) = run
             .intent::<Value>("final_backup")
@@ -336,7 +341,7 @@ fn drop_final_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 }
 
 /// 4. `deleted`, with its purge date; the tenant given back, the operation closed.
-fn mark_deleted<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+pub(super) fn mark_deleted<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let p = params(run)?;
         let archive: Uuid = run
@@ -364,6 +369,9 @@ fn mark_deleted<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 
 /// Purges a deleted tenant now (`?purge=now`, or the worker after the purge date).
 pub async fn purge(rt: &Runtime, t: &Tenant, actor: &str) -> Result<Tenant, Error> {
+    if super::on_server::placed(t) {
+        return super::on_server::purge(rt, t, actor).await;
+    }
     run_on(
         rt,
         PURGE,
@@ -420,24 +428,7 @@ fn drop_objects<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let purged = domain::purge_locked(rt, &tx, &t, run.id, &p.actor)
             .await
             .map_err(step_error)?;
-        fence::release(&tx, run).await?;
-        // The subnet, the peers and the rules go with the tenant's roles.
-        let network = super::network::touch(rt, &tx, &t, false)
-            .await
-            .map_err(super::refusal)?;
-        crate::network::pool::free(&tx, t.id)
-            .await
-            .map_err(failed)?;
-        crate::store::network::clear_peers(&tx, t.id)
-            .await
-            .map_err(failed)?;
-        crate::store::network::clear_rules(&tx, t.id)
-            .await
-            .map_err(failed)?;
-        // Its sign-in providers' sealed secrets go too (docs/auth-providers.md).
-        crate::store::auth_providers::clear(&tx, t.id)
-            .await
-            .map_err(failed)?;
+        let network = forget(rt, &tx, &t, run).await?;
         let outcome = json!({"tenant": purged.id, "status": purged.status.as_str()});
         run.finish_in(&tx, &outcome, None).await?;
         tx.commit().await.map_err(failed)?;
@@ -447,9 +438,41 @@ fn drop_objects<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
+/// What a purge ends with in the control database, after the tenant's objects are
+/// gone: the tenant given back, its network (subnet, peers, rules) and sign-in
+/// providers' secrets dropped; returns the network render to follow after the commit.
+pub(super) async fn forget(
+    rt: &Runtime,
+    tx: &deadpool_postgres::Transaction<'_>,
+    t: &Tenant,
+    run: &Run,
+) -> Result<Option<crate::ops::Begun>, StepError> {
+    fence::release(tx, run).await?;
+    // The subnet, the peers and the rules go with the tenant's roles.
+    let network = super::network::touch(rt, tx, t, false)
+        .await
+        .map_err(super::refusal)?;
+    crate::network::pool::free(tx, t.id).await.map_err(failed)?;
+    crate::store::network::clear_peers(tx, t.id)
+        .await
+        .map_err(failed)?;
+    crate::store::network::clear_rules(tx, t.id)
+        .await
+        .map_err(failed)?;
+    // Its sign-in providers' sealed secrets go too (docs/auth-providers.md).
+    crate::store::auth_providers::clear(tx, t.id)
+        .await
+        .map_err(failed)?;
+    Ok(network)
+}
+
 /// `POST /api/v1/tenants/{name}/restore`: a deleted tenant back as it was (one
 /// transaction), or a purged one rebuilt from its archive (`tenant.rebuild`).
 pub async fn restore(rt: &Runtime, key: &str, actor: &str) -> Result<Tenant, Error> {
+    let placed = service::get(rt, key).await?;
+    if super::on_server::placed(&placed) {
+        return super::on_server::restore(rt, &placed, actor).await;
+    }
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
     let t = lock_tenant(&tx, key).await?;

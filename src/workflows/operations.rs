@@ -51,6 +51,8 @@ pub struct Operation {
     /// When a step or the operation last moved.
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// When an operator asked to abort it (`POST /api/v1/operations/{id}/abort`).
+    pub abort_requested_at: Option<DateTime<Utc>>,
     /// Why it failed (or, while running, why a step is being retried): the refusal the
     /// client got, or the step that failed; never a database's text.
     pub error: Option<String>,
@@ -215,6 +217,7 @@ fn view(rt: &Runtime, r: OperationInfo, journal: &[StepInfo]) -> Operation {
         created_at: r.created_at,
         updated_at: r.updated_at,
         finished_at: r.finished_at,
+        abort_requested_at: r.abort_requested_at,
         error: r.error,
         steps,
     }

@@ -15,7 +15,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{failed, lock_tenant, run_kind, step_error, Error, Runtime};
+use super::on_server::view_for;
+use super::{failed, lock_tenant_anywhere, run_kind, step_error, Error, Runtime};
 use crate::dataapi::DataApi;
 use crate::ops::{fence, Kind, Run, Step, StepError, StepFuture};
 use crate::pg::election::Elected;
@@ -85,10 +86,12 @@ fn decide<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let id = run.tenant_id.expect("an enforcement names its tenant");
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        let t = lock_tenant(&tx, &id.to_string())
+        // On whichever server the tenant lives: the view reaches its objects there.
+        let t = lock_tenant_anywhere(&tx, &id.to_string())
             .await
             .map_err(step_error)?;
-        let (outcome, rest) = disk::enforce_locked(rt, &tx, &t)
+        let view = view_for(rt, &t).await?;
+        let (outcome, rest) = disk::enforce_locked(&view, &tx, &t)
             .await
             .map_err(step_error)?;
         if !matches!(rest, Remaining::Nothing) {
@@ -121,7 +124,8 @@ fn apply_rest<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             .await
             .map_err(failed)?;
         drop(client);
-        disk::apply_remaining(rt, &t, &rest)
+        let view = view_for(rt, &t).await?;
+        disk::apply_remaining(&view, &t, &rest)
             .await
             .map_err(step_error)?;
         Ok(Value::Null)

@@ -16,11 +16,14 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::backups::{backup_error, tenant_by_id, usable};
-use super::{failed, lock_tenant, open_value, run_kind, seal_value, step_error, Error, Runtime};
+use super::{
+    failed, lock_tenant, lock_tenant_anywhere, open_value, run_kind, seal_value, step_error, Error,
+    Runtime,
+};
 use crate::audit;
 use crate::backup::restore::{self as domain, Plan, RestoreRequest};
 use crate::backup::{self, Backup, Manifest};
-use crate::ops::{fence, Idempotency, Kind, Object, Run, Step, StepError, StepFuture};
+use crate::ops::{fence, Idempotency, Kind, Run, Step, StepError, StepFuture};
 use crate::problem::{Kind as ProblemKind, Problem};
 use crate::store::outbox::data::RestoreCompleted;
 use crate::store::tenants;
@@ -127,6 +130,9 @@ pub async fn restore(
     let (b, m) = backup::find(rt, Some(tenant_key), backup_id).await?;
     domain::usable(&b, m)?;
     let t = service::get(rt, tenant_key).await?;
+    if req.as_name.is_none() && super::on_server::placed(&t) {
+        return super::restores_placed::restore(rt, &t, b.id, actor).await;
+    }
     let params = Params {
         tenant: t.id,
         backup: b.id,
@@ -175,6 +181,23 @@ struct Cut {
     memberships: Vec<Membership>,
 }
 
+/// A restore in place needs a live tenant.
+pub(super) fn check_restorable(t: &Tenant) -> Result<(), StepError> {
+    if matches!(t.status, Status::Active | Status::Trial | Status::Suspended) {
+        return Ok(());
+    }
+    Err(StepError::Rejected(Problem::new(
+        ProblemKind::Conflict,
+        "invalid_state",
+        format!(
+            "cannot restore a backup into tenant {}: it is {}; bring the tenant back first (POST /api/v1/tenants/{}/restore)",
+            t.name,
+            t.status.as_str(),
+            t.name
+        ),
+    )))
+}
+
 /// 1. The tenant checked (live) and owned, its logins and outside memberships off.
 fn own<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
@@ -184,18 +207,7 @@ fn own<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let t = lock_tenant(&tx, &p.tenant.to_string())
             .await
             .map_err(step_error)?;
-        if !matches!(t.status, Status::Active | Status::Trial | Status::Suspended) {
-            return Err(StepError::Rejected(Problem::new(
-                ProblemKind::Conflict,
-                "invalid_state",
-                format!(
-                    "cannot restore a backup into tenant {}: it is {}; bring the tenant back first (POST /api/v1/tenants/{}/restore)",
-                    t.name,
-                    t.status.as_str(),
-                    t.name
-                ),
-            )));
-        }
+        check_restorable(&t)?;
         let cut = suspension::cut(&tx, &t, rt.caps.superuser)
             .await
             .map_err(failed)?;
@@ -244,7 +256,8 @@ fn give_back<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// Declares what a restore into `t` will make, then stages it.
+/// Declares what a restore into `t` will make, then stages it, on the tenant's own
+/// server (its scratch objects declared to be cleaned there).
 async fn declare_and_stage(
     rt: &Runtime,
     run: &mut Run,
@@ -253,21 +266,22 @@ async fn declare_and_stage(
     m: &Manifest,
 ) -> Result<Plan, StepError> {
     let plan = Plan::new(t, m);
+    let view = super::on_server::view_for(rt, t).await?;
     let objects = plan
-        .scratch(rt, t)
-        .into_iter()
-        .map(|s| Object::scratch(s.kind, &s.name, s.database.as_deref()))
+        .scratch(&view, t)
+        .iter()
+        .map(|s| super::restores_placed::scratch_object(t, s))
         .collect();
     run.intend(objects, serde_json::to_value(&plan).map_err(failed)?)
         .await?;
-    domain::stage(rt, t, b, m, &plan)
+    domain::stage(&view, t, b, m, &plan)
         .await
         .map_err(backup_error)?;
     Ok(plan)
 }
 
 /// 3. The backup loaded beside the tenant's data (the tenant's schema set aside).
-fn load<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+pub(super) fn load<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let p: Params = run.params()?;
         let t = tenant_by_id(rt, p.tenant).await?;
@@ -277,14 +291,15 @@ fn load<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// The tenant's own schema back, however far `load` got.
-fn put_back<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+/// The tenant's own schema back, however far `load` got (on its server).
+pub(super) fn put_back<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let Some(plan) = run.intent::<Plan>("load") else {
             return Ok(Value::Null);
         };
         let t = tenant_by_id(rt, run.tenant_id.expect("an owned tenant")).await?;
-        domain::put_back(rt, &t, &plan)
+        let view = super::on_server::view_for(rt, &t).await?;
+        domain::put_back(&view, &t, &plan)
             .await
             .map_err(backup_error)?;
         Ok(Value::Null)
@@ -336,14 +351,16 @@ fn drop_replaced<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let plan = plan_of(run)?;
         let t = tenant_by_id(rt, run.tenant_id.expect("an owned tenant")).await?;
-        domain::drop_replaced(rt, &t, &plan)
+        let view = super::on_server::view_for(rt, &t).await?;
+        domain::drop_replaced(&view, &t, &plan)
             .await
             .map_err(backup_error)?;
         Ok(json!({"tenant": t.id}))
     })
 }
 
-/// The new tenant's request: the source's isolation, plan, quota and settings.
+/// The new tenant's request: the source's isolation, plan, quota and settings, on the
+/// source's server (docs/backups.md).
 fn new_tenant(source: &Tenant, name: &str) -> CreateTenant {
     CreateTenant {
         name: name.to_string(),
@@ -354,6 +371,7 @@ fn new_tenant(source: &Tenant, name: &str) -> CreateTenant {
         isolation: Some(source.isolation.as_str().to_string()),
         trial_days: Some(0),
         metadata: Some(source.metadata.clone()),
+        server: Some(source.server.clone()),
         ..Default::default()
     }
 }
@@ -405,21 +423,29 @@ fn drop_new<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         };
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        let t = match lock_tenant(&tx, &id.to_string()).await {
+        let t = match lock_tenant_anywhere(&tx, &id.to_string()).await {
             Ok(t) => t,
             Err(service::Error::Rejected(p)) if p.kind == ProblemKind::NotFound => {
                 return Ok(Value::Null)
             }
             Err(e) => return Err(step_error(e)),
         };
-        if t.isolation == Isolation::Database {
-            database_mode::drop_database(rt, &t.name)
+        if super::on_server::placed(&t) {
+            // Its roles and schema or database, on its server.
+            let view = super::on_server::view_for(rt, &t).await?;
+            crate::tenant::placed::unmake(&view, &t.name, t.isolation)
+                .await
+                .map_err(step_error)?;
+        } else {
+            if t.isolation == Isolation::Database {
+                database_mode::drop_database(rt, &t.name)
+                    .await
+                    .map_err(step_error)?;
+            }
+            crate::tenant::offboarding::drop_objects(rt, &tx, &t)
                 .await
                 .map_err(step_error)?;
         }
-        crate::tenant::offboarding::drop_objects(rt, &tx, &t)
-            .await
-            .map_err(step_error)?;
         tenants::delete(&tx, t.id).await.map_err(failed)?;
         tx.commit().await.map_err(failed)?;
         Ok(Value::Null)
@@ -485,7 +511,8 @@ pub(crate) async fn load_fresh(
         .await
         .map_err(backup_error)?;
     tx.commit().await.map_err(failed)?;
-    domain::drop_replaced(rt, t, &plan)
+    let view = super::on_server::view_for(rt, t).await?;
+    domain::drop_replaced(&view, t, &plan)
         .await
         .map_err(backup_error)
 }
@@ -539,7 +566,7 @@ fn record_new<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 
 /// A restore recorded in the caller's transaction: the tenant at the backup's template
 /// version, and the audit entry.
-async fn recorded(
+pub(super) async fn recorded(
     tx: &deadpool_postgres::Transaction<'_>,
     run: &Run,
     actor: &str,

@@ -31,6 +31,7 @@ use crate::tenant::{service, shared_mode};
 
 pub const REFILL: &str = "warm_pool.refill";
 pub const RECYCLE: &str = "warm_pool.recycle";
+pub use super::warm_pool_database::{RECYCLE as RECYCLE_DATABASE, REFILL as REFILL_DATABASE};
 
 /// How long the refiller waits between rounds.
 const ROUND: Duration = Duration::from_secs(1);
@@ -38,14 +39,15 @@ const ROUND: Duration = Duration::from_secs(1);
 const BETWEEN_MEMBERS: Duration = Duration::from_millis(5);
 
 pub fn kinds() -> Vec<Kind<Runtime>> {
-    vec![Kind::single(REFILL), Kind::single(RECYCLE)]
+    let mut kinds = vec![Kind::single(REFILL), Kind::single(RECYCLE)];
+    kinds.extend(super::warm_pool_database::kinds());
+    kinds
 }
 
 /// `--warm-pool schema=50,database=10,shared=50`: the low-water mark per mode.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Targets {
     pub schema: i64,
-    /// Accepted, not yet pooled: database mode creates from scratch (see the page).
     pub database: i64,
     pub shared: i64,
 }
@@ -59,6 +61,7 @@ impl Targets {
         match mode {
             Mode::Schema => self.schema,
             Mode::Shared => self.shared,
+            Mode::Database => self.database,
         }
     }
 }
@@ -100,7 +103,7 @@ fn mode_of(isolation: Isolation) -> Option<Mode> {
     match isolation {
         Isolation::Schema => Some(Mode::Schema),
         Isolation::Shared => Some(Mode::Shared),
-        Isolation::Database => None,
+        Isolation::Database => Some(Mode::Database),
     }
 }
 
@@ -108,6 +111,7 @@ fn isolation_of(mode: Mode) -> Isolation {
     match mode {
         Mode::Schema => Isolation::Schema,
         Mode::Shared => Isolation::Shared,
+        Mode::Database => Isolation::Database,
     }
 }
 
@@ -115,7 +119,7 @@ fn isolation_of(mode: Mode) -> Isolation {
 /// latest (schema mode), or the shared pool's tables' (shared mode).
 fn version_of(rt: &Runtime, mode: Mode) -> Version<'static> {
     match mode {
-        Mode::Schema => Version::Exactly(rt.template.latest_version()),
+        Mode::Schema | Mode::Database => Version::Exactly(rt.template.latest_version()),
         Mode::Shared => Version::Built(shared_mode::POOL_ROW),
     }
 }
@@ -132,8 +136,9 @@ async fn current_version(
 }
 
 /// A create's claim, in its transaction: a member of the create's mode at the current
-/// template version, or `None` (no pool, an empty pool, database mode): the create
-/// then makes the tenant from scratch. Pipelined with the create's first statements.
+/// template version, or `None` (no pool, an empty pool): the create then makes the
+/// tenant from scratch. Pipelined with the create's first statements (database mode:
+/// with its `register` step's).
 pub async fn claim(
     rt: &Runtime,
     tx: &Transaction<'_>,
@@ -151,15 +156,16 @@ pub async fn provision(
     rt: &Runtime,
     tx: &Transaction<'_>,
     v: &Validated,
+    pre: domain::Prechecked,
     pw: (SecretString, tokio::task::JoinHandle<String>),
     claimed: Option<Member>,
 ) -> Result<Provisioned, service::Error> {
     match claimed {
         Some(m) => {
             tracing::debug!(tenant.name = %v.slug, member = %m.key, "claimed a warm pool member");
-            domain::provision_claimed(&rt.platform, tx, v, pw, &m).await
+            domain::provision_claimed(&rt.platform, tx, v, pre, pw, &m).await
         }
-        None => domain::provision(&rt.platform, tx, v, pw).await,
+        None => domain::provision(&rt.platform, tx, v, pre, pw).await,
     }
 }
 
@@ -182,6 +188,9 @@ pub async fn refill_one(
             "a warm pool key is 20 lower-case hex digits",
         ))
     })?;
+    if mode == Mode::Database {
+        return super::warm_pool_database::refill_one(rt, key, target).await;
+    }
     let isolation = isolation_of(mode);
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
@@ -224,6 +233,10 @@ pub async fn recycle_one(
     mode: Mode,
     only: Option<&str>,
 ) -> Result<Option<Member>, Error> {
+    if mode == Mode::Database {
+        // Its database cannot be dropped in a transaction: steps of the engine.
+        return super::warm_pool_database::recycle_one(rt, only).await;
+    }
     let isolation = isolation_of(mode);
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
@@ -260,7 +273,7 @@ pub struct Round {
 /// one member at a time, yielding whenever the connections are wanted elsewhere.
 pub async fn round(rt: &Runtime, targets: Targets) -> Result<Round, Error> {
     let mut done = Round::default();
-    for mode in [Mode::Schema, Mode::Shared] {
+    for mode in [Mode::Schema, Mode::Shared, Mode::Database] {
         let stale = {
             let c = rt.pool.get().await?;
             let version = current_version(rt, &c, mode).await?;
@@ -287,12 +300,6 @@ pub async fn round(rt: &Runtime, targets: Targets) -> Result<Round, Error> {
 
 /// `serve --warm-pool`: refills the pool to its targets, every second.
 pub async fn run_forever(rt: Arc<Runtime>, targets: Targets) {
-    if targets.database > 0 {
-        tracing::warn!(
-            database = targets.database,
-            "--warm-pool database=N: database mode has no warm pool yet; its creates make the database from scratch"
-        );
-    }
     let mut tick = tokio::time::interval(ROUND);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

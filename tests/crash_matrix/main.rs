@@ -25,12 +25,17 @@ mod invariants;
 mod receiver;
 
 mod backups;
+mod backups_placed;
 mod migrate;
+mod moves;
+mod moves_shared;
 mod network;
 mod offboarding;
 mod onboarding;
 mod quotas;
 mod servers;
+mod servers_changes;
+mod servers_lifecycle;
 mod settings;
 mod tenants;
 mod warm_pool;
@@ -87,11 +92,16 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(offboarding::scenarios());
     all.extend(onboarding::scenarios());
     all.extend(backups::scenarios());
+    all.extend(backups_placed::scenarios());
     all.extend(quotas::scenarios());
     all.extend(migrate::scenarios());
     all.extend(network::scenarios());
     all.extend(settings::scenarios());
     all.extend(servers::scenarios());
+    all.extend(servers_lifecycle::scenarios());
+    all.extend(servers_changes::scenarios());
+    all.extend(moves::scenarios());
+    all.extend(moves_shared::scenarios());
     all.extend(warm_pool::scenarios());
     all
 }
@@ -229,7 +239,9 @@ async fn case(
         pg: common::superuser().await,
         name: name.to_string(),
     };
-    let how = settle(&env).await?;
+    // A warm-pool member's operations are named after the member, not the case.
+    let member = state["key"].as_str().map(|key| format!("wp--{key}"));
+    let how = settle(&env, member.as_deref().unwrap_or_default()).await?;
     let mut problems = invariants::violations(&env.pg, name).await;
     problems.extend(scratch_left(&env.pg, name).await);
     problems.extend(logins(&env).await);
@@ -245,17 +257,17 @@ async fn case(
     }
 }
 
-/// Waits until no operation of the case runs (the restart settled them at start; one
-/// whose undoing failed once is retried by the reconciler rounds run here). Returns
-/// how the case's last operation ended.
-async fn settle(env: &Env) -> Result<String, String> {
+/// Waits until no operation of the case (or of its warm-pool `member`) runs: the
+/// restart settles them in the background, and one whose undoing failed once is
+/// retried by the reconciler rounds run here. Returns how the last one ended.
+async fn settle(env: &Env, member: &str) -> Result<String, String> {
     for _ in 0..100 {
         let running: i64 = env
             .pg
             .query_one(
                 "SELECT count(*) FROM berqenas.operations
-                  WHERE state = 'running' AND tenant_name LIKE $1 || '%'",
-                &[&env.name],
+                  WHERE state = 'running' AND (tenant_name LIKE $1 || '%' OR tenant_name = $2)",
+                &[&env.name, &member],
             )
             .await
             .map_err(|e| e.to_string())?
@@ -265,8 +277,9 @@ async fn settle(env: &Env) -> Result<String, String> {
                 .pg
                 .query_opt(
                     "SELECT kind || ' ' || state FROM berqenas.operations
-                      WHERE tenant_name LIKE $1 || '%' ORDER BY created_at DESC LIMIT 1",
-                    &[&env.name],
+                      WHERE tenant_name LIKE $1 || '%' OR tenant_name = $2
+                      ORDER BY created_at DESC LIMIT 1",
+                    &[&env.name, &member],
                 )
                 .await
                 .map_err(|e| e.to_string())?;

@@ -3,14 +3,18 @@
 //! server's. The run journals its SQL, so the restarted server (built-in template)
 //! finishes it the same. After the restart: the run is over, every tenant is at the
 //! new version with its column and its schema's marker, or at the old one without
-//! them, and no session role of the run is left.
+//! them, and no session role of the run is left. The same with the tenants on the
+//! second cluster (`cmpg2`, of `servers.rs`): their sessions, roles and markers are
+//! there, and no session role is left there either.
 
 use std::time::Duration;
 
 use berqenas::migrate::MigrateRequest;
 use berqenas::platform::Platform;
 use berqenas::template::Template;
-use berqenas::workflows::{self, Runtime};
+use berqenas::tenant::create::Validated;
+use berqenas::tenant::{Isolation, Slug};
+use berqenas::workflows::{self, create_placed, Runtime};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -22,13 +26,22 @@ const REALTIME: &str = include_str!("../../templates/tenant/0002_realtime.sql");
 const PRIORITY: &str = "ALTER TABLE applications ADD COLUMN priority integer NOT NULL DEFAULT 0;\n";
 
 pub fn scenarios() -> Vec<Scenario> {
-    vec![Scenario {
-        kind: workflows::migrate::RUN,
-        label: "schema+database",
-        prepare: tenants_on_a_plan,
-        trigger: migrate,
-        check: migrated_or_old,
-    }]
+    vec![
+        Scenario {
+            kind: workflows::migrate::RUN,
+            label: "schema+database",
+            prepare: tenants_on_a_plan,
+            trigger: migrate,
+            check: migrated_or_old,
+        },
+        Scenario {
+            kind: workflows::migrate::RUN,
+            label: "schema+database on cmpg2",
+            prepare: tenants_on_cmpg2,
+            trigger: migrate,
+            check: migrated_or_old,
+        },
+    ]
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -39,20 +52,77 @@ fn plan_of(env: &Env) -> String {
     format!("{}-mig", env.name)
 }
 
+/// A plan of the case's own (a copy of the smallest).
+async fn own_plan(env: &Env) -> String {
+    let plan = plan_of(env);
+    env.pg
+        .execute(
+            "INSERT INTO berqenas.plans
+             SELECT (jsonb_populate_record(NULL::berqenas.plans,
+                        to_jsonb(p) || jsonb_build_object('name', $1::text))).*
+               FROM berqenas.plans p ORDER BY storage_bytes LIMIT 1",
+            &[&plan],
+        )
+        .await
+        .unwrap();
+    plan
+}
+
+/// A plan of the case's own, and two schema- and one database-mode tenants on it on
+/// cmpg2.
+fn tenants_on_cmpg2<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(async move {
+        super::servers::server(env).await;
+        let plan = own_plan(env).await;
+        let mut tenants = Vec::new();
+        for (suffix, isolation) in [
+            ("", Isolation::Schema),
+            ("b", Isolation::Schema),
+            ("d", Isolation::Database),
+        ] {
+            let name = format!("{}{suffix}", env.name);
+            let slug = Slug::parse(&name).unwrap();
+            let v = Validated {
+                slug: slug.clone(),
+                db_quota_bytes: None,
+                vpn_enabled: false,
+                public_api: true,
+                isolation,
+                isolation_given: true,
+                trial_days: Some(0),
+                plan: plan.clone(),
+                metadata: json!({}),
+                backup_schedule: None,
+                vector_store: Some(false),
+                server: Some(super::servers::SERVER.into()),
+                placement: None,
+            };
+            create_placed::create(
+                &env.rt,
+                &v,
+                super::servers::SERVER,
+                None,
+                "crash-matrix",
+                true,
+            )
+            .await
+            .expect("a placed create on cmpg2");
+            let schema = slug.schema().as_str().to_string();
+            let database = match isolation {
+                Isolation::Database => schema.clone(),
+                _ => "postgres".to_string(),
+            };
+            tenants.push(json!({"name": name, "schema": schema, "database": database,
+                                "isolation": isolation.as_str(), "server": super::servers::SERVER}));
+        }
+        json!({"plan": plan, "tenants": tenants})
+    })
+}
+
 /// A plan of the case's own (a copy of the smallest), and three tenants on it.
 fn tenants_on_a_plan<'a>(env: &'a Env) -> Fut<'a, Value> {
     Box::pin(async move {
-        let plan = plan_of(env);
-        env.pg
-            .execute(
-                "INSERT INTO berqenas.plans
-                 SELECT (jsonb_populate_record(NULL::berqenas.plans,
-                            to_jsonb(p) || jsonb_build_object('name', $1::text))).*
-                   FROM berqenas.plans p ORDER BY storage_bytes LIMIT 1",
-                &[&plan],
-            )
-            .await
-            .unwrap();
+        let plan = own_plan(env).await;
         let mut tenants = Vec::new();
         for (suffix, isolation) in [("", "schema"), ("b", "schema"), ("d", "database")] {
             let body = json!({"name": format!("{}{suffix}", env.name), "plan": plan});
@@ -136,17 +206,20 @@ fn migrated_or_old<'a>(env: &'a Env, state: &'a Value) -> Fut<'a, Result<(), Str
             }
         }
         let prefix = format!("berqenas_migrate_{}_", &id.simple().to_string()[20..]);
-        let left: i64 = env
-            .pg
-            .query_one(
-                "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1)",
-                &[&prefix],
-            )
-            .await
-            .map_err(err)?
-            .get(0);
-        if left > 0 {
-            problems.push(format!("{left} session roles of run {id} left"));
+        let (pg2, _) = super::servers::cluster().await;
+        let on_pg2 = super::servers::admin(pg2, "postgres").await;
+        for (server, c) in [("default", &env.pg), ("cmpg2", &on_pg2)] {
+            let left: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1)",
+                    &[&prefix],
+                )
+                .await
+                .map_err(err)?
+                .get(0);
+            if left > 0 {
+                problems.push(format!("{left} session roles of run {id} left on {server}"));
+            }
         }
         let (status, _) = env
             .app
@@ -195,8 +268,12 @@ async fn run_of(env: &Env, plan: &str) -> Result<(uuid::Uuid, String), String> {
 /// Whether the tenant's `applications` has the new column, and its schema's marker.
 async fn objects_of(t: &Value) -> Result<(bool, Option<i32>), String> {
     let schema = t["schema"].as_str().unwrap_or_default();
-    let pg = match t["isolation"].as_str() {
-        Some("database") => {
+    let pg = match (t["server"].as_str(), t["isolation"].as_str()) {
+        (Some(server), _) if server == super::servers::SERVER => {
+            let (pg2, _) = super::servers::cluster().await;
+            super::servers::admin(pg2, t["database"].as_str().unwrap_or_default()).await
+        }
+        (_, Some("database")) => {
             super::common::superuser_in(t["database"].as_str().unwrap_or_default()).await
         }
         _ => super::common::superuser().await,

@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 
 use super::{Env, Fut, Scenario};
 
-const SERVER: &str = "cmpg2";
+pub(super) const SERVER: &str = "cmpg2";
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -47,7 +47,7 @@ extern "C" fn stop_cluster() {
 }
 
 /// The second cluster, started once, with a password for TCP logins.
-async fn cluster() -> &'static (Cluster, String) {
+pub(super) async fn cluster() -> &'static (Cluster, String) {
     CLUSTER
         .get_or_init(|| async {
             let dir = super::common::scratch_dir("cmpg2");
@@ -73,7 +73,7 @@ async fn cluster() -> &'static (Cluster, String) {
         .await
 }
 
-async fn admin(c: &Cluster, db: &str) -> tokio_postgres::Client {
+pub(super) async fn admin(c: &Cluster, db: &str) -> tokio_postgres::Client {
     berqenas::pg::connect(&berqenas::pg::parse_config(&c.superuser_dsn(db)).unwrap())
         .await
         .unwrap()
@@ -82,7 +82,7 @@ async fn admin(c: &Cluster, db: &str) -> tokio_postgres::Client {
 static REGISTERED: OnceCell<()> = OnceCell::const_new();
 
 /// Registers the server once (draining: nothing else is placed there).
-fn server<'a>(env: &'a Env) -> Fut<'a, Value> {
+pub(super) fn server<'a>(env: &'a Env) -> Fut<'a, Value> {
     Box::pin(async move {
         let (_, url) = cluster().await;
         REGISTERED
@@ -105,7 +105,7 @@ fn server<'a>(env: &'a Env) -> Fut<'a, Value> {
     })
 }
 
-fn create_in<'a>(env: &'a Env, isolation: Isolation) -> Fut<'a, Result<(), String>> {
+pub(super) fn create_in<'a>(env: &'a Env, isolation: Isolation) -> Fut<'a, Result<(), String>> {
     Box::pin(async move {
         let v = Validated {
             slug: Slug::parse(&env.name).map_err(|e| e.to_string())?,

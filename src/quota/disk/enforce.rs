@@ -64,7 +64,7 @@ pub async fn enforce_locked(
     let live = matches!(tenant.status.as_str(), "trial" | "active" | "suspended");
     if over && live {
         let roles = tenant_roles(tx, tenant, &slug).await?;
-        if tenant.isolation == Isolation::Database {
+        if elsewhere(tenant) {
             // Another database: recorded as taken first, taken after this commits.
             let db = connect_to(p, tenant.database.as_str()).await?;
             let fresh = snapshot(&db, tenant, &slug, tx).await?;
@@ -105,13 +105,21 @@ pub async fn enforce_locked(
         return Ok((Outcome::Unchanged, Remaining::Nothing));
     }
     // Under quota again (or no longer live): exactly what was taken comes back.
-    if tenant.isolation == Isolation::Database {
+    if elsewhere(tenant) {
         return Ok((Outcome::Restored, Remaining::GiveBack { taken, bytes }));
     }
     let sql = privileges_sql(&**tx, tenant, &taken, true).await?;
     tx.batch_execute(&sql).await?;
     restored(tx, tenant, bytes).await?;
     Ok((Outcome::Restored, Remaining::Nothing))
+}
+
+/// Whether the tenant's objects are outside the registry's database: its own database
+/// (database mode), or its schema on another server (where `p`, the platform as seen
+/// from that server, connects to its `database`). What is taken there is recorded
+/// first, then taken after the registry's transaction commits.
+fn elsewhere(t: &Tenant) -> bool {
+    t.isolation == Isolation::Database || t.server != crate::store::servers::DEFAULT
 }
 
 /// Does what [`enforce_locked`] left for outside its transaction. Idempotent: revoking

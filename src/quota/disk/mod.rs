@@ -26,6 +26,7 @@
 
 mod enforce;
 mod privileges;
+mod schemas;
 
 use deadpool_postgres::Transaction;
 use uuid::Uuid;
@@ -56,44 +57,23 @@ fn template_db(p: &Platform) -> String {
 
 /// Measures every live tenant (or just `only`): (tenant, bytes).
 ///
-/// Each schema-mode tenant is measured on its own (in a savepoint, under
-/// [`ROUND_TIMEOUTS`]): one whose tables are locked fails alone, logged, and is left out
-/// (measuring just `only`, the error is returned).
+/// Schema-mode tenants are measured many per statement (under [`ROUND_TIMEOUTS`]); a
+/// batch that meets a held lock is measured one tenant at a time, so one whose tables
+/// are locked fails alone, logged, and is left out (measuring just `only`, the error
+/// is returned). See `schemas`.
 pub async fn measure(p: &Platform, only: Option<Uuid>) -> Result<Vec<(Uuid, i64)>> {
     let mut client = p.pool.get().await?;
     let mut sizes: Vec<(Uuid, i64)> = Vec::new();
     let mut tx = client.transaction().await?;
     tx.batch_execute(ROUND_TIMEOUTS).await?;
     let schemas = registry::live_schemas(&tx, only).await?;
-    for (id, schema) in schemas {
-        let sp = tx.savepoint("measure_tenant").await?;
-        let size = sp
-            .query_one(
-                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
-                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE n.nspname = $1 AND c.relkind IN ('r', 'm', 'S')",
-                &[&schema],
-            )
-            .await;
-        match size {
-            Ok(r) => {
-                sp.commit().await?;
-                sizes.push((id, r.get(0)));
-            }
-            Err(e) if only.is_none() => {
-                sp.rollback().await?;
-                let error = e
-                    .as_db_error()
-                    .map_or_else(|| e.to_string(), |d| d.message().to_string());
-                tracing::warn!(tenant.id = %id, %error, "measuring the tenant's disk use failed (a lock held?); retrying next round");
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    sizes.extend(schemas::sizes(&mut tx, &schemas, only.is_some()).await?);
     sizes.extend(registry::live_database_sizes(&tx, only, &template_db(p)).await?);
     let shared = registry::live_shared(&tx, only).await?;
     let temp = temp_usage(&mut tx, only).await?;
     tx.commit().await?;
+    // Tenants on other servers, measured there (one statement per server).
+    sizes.extend(crate::quota::placed::sizes(p, only).await?);
     if !shared.is_empty() {
         let shares = match shared_shares(&mut client).await {
             Ok(s) => s,

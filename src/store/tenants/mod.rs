@@ -546,6 +546,8 @@ pub struct MigrationCandidate {
     pub database: Ident,
     pub owner: Ident,
     pub version: i32,
+    /// The server its objects are on (docs/servers.md).
+    pub server: String,
 }
 
 /// What a migration run would do, in one row whatever the count: how many of the
@@ -565,7 +567,7 @@ pub async fn migration_candidates(
                     coalesce(json_agg(json_build_object(
                         'id', id, 'name', name, 'isolation', isolation,
                         'schema', schema_name, 'database', database_name,
-                        'owner', owner_role, 'version', template_version)
+                        'owner', owner_role, 'version', template_version, 'server', server)
                       ORDER BY created_at, id) FILTER (WHERE template_version < $4), '[]') AS pending
                FROM berqenas.tenants
               WHERE status = ANY($5)

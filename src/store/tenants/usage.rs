@@ -56,19 +56,19 @@ pub async fn live_schemas(
     c: &impl GenericClient,
     only: Option<Uuid>,
 ) -> Result<Vec<(Uuid, String)>> {
-    Ok(c
-        .query(
-            &format!(
-                "SELECT t.id, t.schema_name::text FROM berqenas.tenants t
+    Ok(c.query(
+        &format!(
+            "SELECT t.id, t.schema_name::text FROM berqenas.tenants t
                    JOIN pg_namespace n ON n.nspname = t.schema_name
-                  WHERE t.isolation = 'schema' AND t.status IN {LIVE} AND ($1::uuid IS NULL OR t.id = $1)"
-            ),
-            &[&only],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect())
+                  WHERE t.isolation = 'schema' AND t.status IN {LIVE} AND t.server = 'default'
+                    AND ($1::uuid IS NULL OR t.id = $1)"
+        ),
+        &[&only],
+    )
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
 }
 
 /// Live database-mode tenants (or just `only`) and their databases' sizes less that
@@ -84,13 +84,62 @@ pub async fn live_database_sizes(
                 "SELECT t.id, greatest(pg_database_size(d.oid) - coalesce(
                         (SELECT pg_database_size(x.oid) FROM pg_database x WHERE x.datname = $2), 0), 0)::bigint
                    FROM berqenas.tenants t JOIN pg_database d ON d.datname = t.database_name
-                  WHERE t.isolation = 'database' AND t.status IN {LIVE} AND ($1::uuid IS NULL OR t.id = $1)"
+                  WHERE t.isolation = 'database' AND t.status IN {LIVE} AND t.server = 'default'
+                    AND ($1::uuid IS NULL OR t.id = $1)"
             ),
             &[&only, &template],
         )
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// A live schema- or database-mode tenant on a server other than `default`.
+pub struct Placed {
+    pub server: String,
+    pub id: Uuid,
+    pub name: String,
+    pub database_mode: bool,
+    /// Its schema (schema mode) or its database (database mode).
+    pub object: String,
+    /// Its logins (its own and its users').
+    pub logins: Vec<String>,
+    /// Marked over its connection quota (`quota_breaches`).
+    pub connections_exceeded: bool,
+}
+
+/// Live schema- and database-mode tenants on servers other than `default` (or just
+/// `only`), by server.
+pub async fn live_placed(c: &impl GenericClient, only: Option<Uuid>) -> Result<Vec<Placed>> {
+    Ok(c
+        .query(
+            &format!(
+                "SELECT t.server, t.id, t.isolation = 'database',
+                        CASE WHEN t.isolation = 'database' THEN t.database_name ELSE t.schema_name END::text,
+                        ARRAY(SELECT t.login_role::text UNION ALL
+                              SELECT u.db_user::text FROM berqenas.tenant_users u WHERE u.tenant_id = t.id),
+                        EXISTS (SELECT 1 FROM berqenas.quota_breaches b
+                                 WHERE b.tenant_id = t.id AND b.quota = 'connections'),
+                        t.name::text
+                   FROM berqenas.tenants t
+                  WHERE t.isolation IN ('schema', 'database') AND t.status IN {LIVE}
+                    AND t.server <> 'default' AND ($1::uuid IS NULL OR t.id = $1)
+                  ORDER BY t.server"
+            ),
+            &[&only],
+        )
+        .await?
+        .iter()
+        .map(|r| Placed {
+            server: r.get(0),
+            id: r.get(1),
+            database_mode: r.get(2),
+            object: r.get(3),
+            logins: r.get(4),
+            connections_exceeded: r.get(5),
+            name: r.get(6),
+        })
         .collect())
 }
 
@@ -118,11 +167,13 @@ pub async fn temp_relations(
     Ok(c.query(
         "WITH logins AS (
                  SELECT id, login_role AS role FROM berqenas.tenants
-                  WHERE isolation IN ('schema', 'shared') AND ($1::uuid IS NULL OR id = $1)
+                  WHERE isolation IN ('schema', 'shared') AND server = 'default'
+                    AND ($1::uuid IS NULL OR id = $1)
                  UNION ALL
                  SELECT u.tenant_id, u.db_user FROM berqenas.tenant_users u
                    JOIN berqenas.tenants t ON t.id = u.tenant_id
-                  WHERE t.isolation IN ('schema', 'shared') AND ($1::uuid IS NULL OR t.id = $1))
+                  WHERE t.isolation IN ('schema', 'shared') AND t.server = 'default'
+                    AND ($1::uuid IS NULL OR t.id = $1))
              SELECT l.id, c.oid FROM logins l JOIN pg_catalog.pg_roles r ON r.rolname = l.role
                JOIN pg_catalog.pg_class c ON c.relowner = r.oid
               WHERE c.relpersistence = 't' AND c.relkind IN ('r', 'm', 'S')",

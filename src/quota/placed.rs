@@ -1,0 +1,188 @@
+//! What tenants on servers other than `default` use, measured where they live: one
+//! statement per server and round (never one per tenant), for the disk round
+//! ([`sizes`]) and the look at connections ([`connections`]).
+//!
+//! Sizes are those of `disk::measure` on `default`: a schema's tables, materialized
+//! views and sequences (`pg_total_relation_size`), or a database's size less that of
+//! the server's template database. Temporary tables of schema-mode sessions there are
+//! not charged yet (docs/quotas.md).
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use crate::platform::Platform;
+use crate::problem::{Kind, Problem};
+use crate::store::tenants::{self as registry, Placed};
+use crate::tenant::service::Error;
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+const SIZES: &str = "
+SELECT s.id, (CASE WHEN s.db THEN
+           greatest(pg_database_size(d.oid) - coalesce(
+               (SELECT pg_database_size(x.oid) FROM pg_database x WHERE x.datname = $4), 0), 0)
+         ELSE coalesce((SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
+                         WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'S')), 0)
+       END)::bigint
+  FROM unnest($1::uuid[], $2::bool[], $3::text[]) AS s(id, db, name)
+  LEFT JOIN pg_database d ON s.db AND d.datname = s.name
+  LEFT JOIN pg_namespace n ON NOT s.db AND n.nspname = s.name
+ WHERE d.oid IS NOT NULL OR n.oid IS NOT NULL";
+
+/// The platform as seen from `server` (opened on first use).
+pub async fn view(p: &Platform, server: &str) -> Result<Platform> {
+    let s = match p.fleet.cached(server) {
+        Some(s) => s,
+        None => {
+            let c = p.pool.get().await?;
+            p.fleet
+                .server(&c, &p.key, server)
+                .await
+                .map_err(|e| unavailable(server, &e.to_string()))?
+        }
+    };
+    Ok(p.on(&s))
+}
+
+fn unavailable(server: &str, reason: &str) -> Error {
+    Error::Rejected(Problem::new(
+        Kind::Unavailable,
+        "server_unavailable",
+        format!("server {server:?} cannot be reached: {reason}"),
+    ))
+}
+
+/// The live placed tenants (or just `only`), by server.
+async fn by_server(p: &Platform, only: Option<Uuid>) -> Result<BTreeMap<String, Vec<Placed>>> {
+    let mut out: BTreeMap<String, Vec<Placed>> = BTreeMap::new();
+    for t in registry::live_placed(&p.pool.get().await?, only).await? {
+        out.entry(t.server.clone()).or_default().push(t);
+    }
+    Ok(out)
+}
+
+/// Sizes of the live tenants on other servers (or just `only`): (tenant, bytes). A
+/// server that cannot be measured is logged and left out of a round (measuring just
+/// `only`, the error is returned).
+pub async fn sizes(p: &Platform, only: Option<Uuid>) -> Result<Vec<(Uuid, i64)>> {
+    let mut sizes = Vec::new();
+    for (server, tenants) in by_server(p, only).await? {
+        match sizes_on(p, &server, &tenants).await {
+            Ok(s) => sizes.extend(s),
+            Err(e) if only.is_none() => {
+                tracing::warn!(server = %server, error = %e, "measuring the tenants of a server failed; retrying next round");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sizes)
+}
+
+async fn sizes_on(p: &Platform, server: &str, tenants: &[Placed]) -> Result<Vec<(Uuid, i64)>> {
+    let view = view(p, server).await?;
+    let template = crate::isolation::database::template_db(&view.endpoint.database)
+        .as_str()
+        .to_string();
+    let ids: Vec<Uuid> = tenants.iter().map(|t| t.id).collect();
+    let db: Vec<bool> = tenants.iter().map(|t| t.database_mode).collect();
+    let names: Vec<&str> = tenants.iter().map(|t| t.object.as_str()).collect();
+    let mut client = view.pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute(crate::quota::disk::ROUND_TIMEOUTS).await?;
+    let rows = tx.query(SIZES, &[&ids, &db, &names, &template]).await?;
+    tx.commit().await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Connection use of the live tenants on other servers that have a session there or
+/// are marked exceeded: (tenant, its busiest login's sessions, all its sessions,
+/// database mode), as `store::breaches::connection_use` answers for `default`.
+pub async fn connections(p: &Platform) -> Result<Vec<(Uuid, i64, i64, bool)>> {
+    let mut out = Vec::new();
+    for (server, tenants) in by_server(p, None).await? {
+        match sessions_on(p, &server, &tenants).await {
+            Ok(per_login) => {
+                for t in &tenants {
+                    let counts: Vec<i64> = t
+                        .logins
+                        .iter()
+                        .map(|l| per_login.get(l).copied().unwrap_or(0))
+                        .collect();
+                    let total: i64 = counts.iter().sum();
+                    let busiest = counts.iter().copied().max().unwrap_or(0);
+                    if total > 0 || t.connections_exceeded {
+                        out.push((t.id, busiest, total, t.database_mode));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(server = %server, error = %e, "looking at the sessions of a server failed; retrying next round");
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Open sessions of each tenant login on `server` (one statement).
+pub async fn sessions_on(
+    p: &Platform,
+    server: &str,
+    tenants: &[Placed],
+) -> Result<std::collections::HashMap<String, i64>> {
+    let view = view(p, server).await?;
+    let logins: Vec<&str> = tenants
+        .iter()
+        .flat_map(|t| t.logins.iter().map(|l| l.as_str()))
+        .collect();
+    let rows = view
+        .pool
+        .get()
+        .await?
+        .query(
+            "SELECT usename::text, count(*) FROM pg_stat_activity
+              WHERE usename = ANY($1) AND backend_type = 'client backend' GROUP BY usename",
+            &[&logins],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Open sessions of every live placed tenant, for the metrics: (tenant's name,
+/// sessions).
+pub async fn sessions(p: &Platform) -> Result<Vec<(String, i64)>> {
+    let mut out = Vec::new();
+    for (server, tenants) in by_server(p, None).await? {
+        match sessions_on(p, &server, &tenants).await {
+            Ok(per_login) => out.extend(tenants.iter().map(|t| {
+                let n = t
+                    .logins
+                    .iter()
+                    .map(|l| per_login.get(l).copied().unwrap_or(0))
+                    .sum();
+                (t.name.clone(), n)
+            })),
+            Err(e) => {
+                tracing::warn!(server = %server, error = %e, "counting the sessions of a server failed")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Open sessions of the tenant's logins (its own and its users') on its server.
+pub async fn open_sessions(p: &Platform, t: &crate::tenant::Tenant) -> Result<i64> {
+    let logins = crate::tenant::access::login_roles(&p.pool.get().await?, t).await?;
+    let view = view(p, &t.server).await?;
+    let n = view
+        .pool
+        .get()
+        .await?
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = ANY($1)",
+            &[&logins],
+        )
+        .await?
+        .get(0);
+    Ok(n)
+}

@@ -1,0 +1,543 @@
+//! A shared-mode tenant moving into schema or database mode on its server, and back
+//! (docs/moves.md "Out of and into shared mode"): the parts the `tenant.move.shared`
+//! operation runs as steps. Logical replication cannot carry pool rows into a tenant schema (a
+//! subscription maps tables by their qualified names, and PostgreSQL 15's row filters
+//! on published updates may name only replica-identity columns), so the rows are
+//! copied while the tenant's writes are blocked; shared tenants are small. Every part
+//! is idempotent: a step runs again after a crash.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, TryStreamExt};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::moving::{connect_db, database_on, Result};
+use super::{database_mode, Isolation, Slug};
+use crate::isolation::pool_catalog::{pool_tables, PoolTable};
+use crate::isolation::shared::{self, POOL_LOGIN, POOL_OWNER, POOL_SCHEMA};
+use crate::names::roles::DefaultRole;
+use crate::pg::{hardening, Ident, Literal};
+use crate::platform::Platform;
+
+fn ident(s: &str) -> Result<Ident> {
+    Ok(Ident::new(s.to_string())?)
+}
+
+/// The target made as a create in `mode` makes it, the tenant's roles there already:
+/// schema mode, its schema in the server's own database with the template; database
+/// mode, the template database cloned and configured (`tenant.create.database`).
+pub async fn make_target(
+    view: &Platform,
+    slug: &Slug,
+    mode: Isolation,
+    connection_limit: i32,
+) -> Result<()> {
+    if mode == Isolation::Database {
+        if !database_mode::database_exists(view, slug)
+            .await
+            .map_err(made)?
+        {
+            database_mode::clone(view, slug, connection_limit)
+                .await
+                .map_err(made)?;
+        }
+        return database_mode::configure(view, slug).await.map_err(made);
+    }
+    if super::moving::data_exists(view, slug, Isolation::Schema).await? {
+        return Ok(());
+    }
+    let mut c = view.pool.get().await?;
+    let tx = c.transaction().await?;
+    tx.batch_execute(&crate::isolation::schema::schema_sql(
+        slug,
+        &view.template.full_sql(),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The SELECT of a pool table's rows of one tenant, without `tenant_id`.
+fn rows_of(t: &PoolTable, tenant: Uuid) -> Result<String> {
+    Ok(format!(
+        "SELECT {} FROM {}.{} WHERE tenant_id = {}::uuid",
+        t.column_list(),
+        ident(POOL_SCHEMA)?,
+        ident(&t.name)?,
+        Literal(&tenant.to_string())
+    ))
+}
+
+/// Copies the tenant's rows of every pool table into the target's tables of the same
+/// names (`tenant_id` dropped on the way), parents first, with their ids; then the
+/// sequences the template shares with the pool (the realtime event ids go on from the
+/// pool's, never back) and the realtime triggers of the tables the tenant publishes.
+/// The target's tables are emptied first, so a copy run again after a crash starts
+/// over. One transaction on the target; its triggers are off for the copy (the rows
+/// are restored, not published again). Returns rows per table and the milliseconds.
+pub async fn copy_rows(
+    view: &Platform,
+    slug: &Slug,
+    tenant: Uuid,
+    mode: Isolation,
+) -> Result<Value> {
+    let started = Instant::now();
+    let pool_db = view.endpoint.database.clone();
+    let target_db = super::moving::database_on(view, slug, mode);
+    let src = connect_db(view, &pool_db).await?;
+    let mut dst = if target_db == pool_db {
+        None
+    } else {
+        Some(connect_db(view, &target_db).await?)
+    };
+    let tables = pool_tables(&src).await?;
+    let schema = slug.schema();
+    let mut counts = serde_json::Map::new();
+    let same = dst.is_none();
+    let mut own = None;
+    let client: &mut tokio_postgres::Client = match dst.as_mut() {
+        Some(d) => d,
+        None => own.insert(connect_db(view, &pool_db).await?),
+    };
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await?;
+    let names = tables
+        .iter()
+        .map(|t| Ok(format!("{schema}.{}", ident(&t.name)?)))
+        .collect::<Result<Vec<_>>>()?;
+    if !names.is_empty() {
+        tx.batch_execute(&format!("TRUNCATE {}", names.join(", ")))
+            .await?;
+    }
+    for t in &tables {
+        let target = format!("{schema}.{}", ident(&t.name)?);
+        let n = if same {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {target} ({}) OVERRIDING SYSTEM VALUE {}",
+                    t.column_list(),
+                    rows_of(t, tenant)?
+                ),
+                &[],
+            )
+            .await?
+        } else {
+            let out = src
+                .copy_out(&format!("COPY ({}) TO STDOUT", rows_of(t, tenant)?))
+                .await?;
+            let chunks: Vec<Bytes> = out.try_collect().await?;
+            let sink = tx
+                .copy_in(&format!("COPY {target} ({}) FROM STDIN", t.column_list()))
+                .await?;
+            futures_util::pin_mut!(sink);
+            for chunk in chunks {
+                sink.send(chunk).await?;
+            }
+            sink.finish().await?
+        };
+        counts.insert(t.name.clone(), json!(n));
+    }
+    let sequences = copy_sequences(&src, &tx, &schema).await?;
+    let published = publish_tables(&src, &tx, slug, tenant).await?;
+    tx.commit().await?;
+    Ok(json!({
+        "rows": counts, "sequences": sequences, "realtime_tables": published,
+        "ms": started.elapsed().as_millis() as u64,
+    }))
+}
+
+/// The target's sequences set to the pool's sequences of the same names.
+async fn copy_sequences(
+    src: &tokio_postgres::Client,
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &Ident,
+) -> Result<usize> {
+    let names: Vec<String> = tx
+        .query(
+            "SELECT sequencename::text FROM pg_catalog.pg_sequences WHERE schemaname = $1",
+            &[&schema.as_str()],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut n = 0;
+    for name in names {
+        let Some(r) = src
+            .query_opt(
+                "SELECT last_value, NOT (last_value IS NULL) FROM pg_catalog.pg_sequences
+                  WHERE schemaname = $1 AND sequencename = $2",
+                &[&POOL_SCHEMA, &name],
+            )
+            .await?
+        else {
+            continue;
+        };
+        let Some(last) = r.get::<_, Option<i64>>(0) else {
+            continue;
+        };
+        let qualified = format!("{schema}.{}", ident(&name)?);
+        tx.execute(
+            "SELECT pg_catalog.setval($1::text::regclass, $2, true)",
+            &[&qualified, &last],
+        )
+        .await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The realtime trigger (as the template's `realtime_table_changes` is attached when a
+/// tenant publishes a table) on each table the tenant listed, made as its owner.
+async fn publish_tables(
+    src: &tokio_postgres::Client,
+    tx: &tokio_postgres::Transaction<'_>,
+    slug: &Slug,
+    tenant: Uuid,
+) -> Result<usize> {
+    let listed = src
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = 'realtime_tables'",
+            &[&POOL_SCHEMA],
+        )
+        .await?
+        .is_some();
+    if !listed {
+        return Ok(0);
+    }
+    let tables: Vec<String> = src
+        .query(
+            &format!(
+                "SELECT table_name FROM {}.realtime_tables WHERE tenant_id = $1",
+                ident(POOL_SCHEMA)?
+            ),
+            &[&tenant],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (schema, owner) = (slug.schema(), slug.owner_role());
+    tx.batch_execute(&publish_triggers_sql(&owner, &schema, &tables)?)
+        .await?;
+    Ok(tables.len())
+}
+
+/// The tenant's roles leave the pool (past the point of no return, logins still
+/// off): memberships of the pool roles revoked, member rows deleted (the pool shows
+/// them nothing from now on), every login role's `search_path` the tenant schema.
+/// `users`: its users' login roles. One transaction; idempotent.
+pub async fn leave_pool(
+    view: &Platform,
+    slug: &Slug,
+    tenant: Uuid,
+    users: &[String],
+) -> Result<()> {
+    let (schema, login) = (slug.schema(), slug.login_role());
+    let mut sql = format!("REVOKE {} FROM {login};\n", ident(POOL_LOGIN)?);
+    for role in DefaultRole::ALL {
+        sql.push_str(&format!(
+            "REVOKE {} FROM {};\n",
+            shared::pool_role(role),
+            slug.group_role(role)
+        ));
+    }
+    sql.push_str(&format!("ALTER ROLE {login} SET search_path = {schema};\n"));
+    for u in users {
+        sql.push_str(&format!(
+            "ALTER ROLE {} SET search_path = {schema};\n",
+            ident(u)?
+        ));
+    }
+    sql.push_str(&format!(
+        "SET LOCAL ROLE {};\nDELETE FROM {}.members WHERE tenant_id = {}::uuid;\nRESET ROLE;\n",
+        ident(POOL_OWNER)?,
+        ident(POOL_SCHEMA)?,
+        Literal(&tenant.to_string())
+    ));
+    let mut c = view.pool.get().await?;
+    let tx = c.transaction().await?;
+    tx.batch_execute(&sql).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The tenant's rows deleted from every pool table, children first, and its member
+/// rows. Idempotent.
+pub async fn purge_pool_rows(view: &Platform, tenant: Uuid) -> Result<()> {
+    let mut c = view.pool.get().await?;
+    let tx = c.transaction().await?;
+    let tables: Vec<String> = pool_tables(&*tx)
+        .await?
+        .into_iter()
+        .rev()
+        .map(|t| t.name)
+        .collect();
+    // Triggers off: a table the tenant published would publish the deletes into the
+    // pool's events, as the pool's owner, who is no tenant.
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await?;
+    tx.batch_execute(&shared::purge_rows_sql(&tables, &tenant.to_string()))
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The tenant's rows still in the pool, all tables together (the retire step's
+/// outcome; a test's check).
+pub async fn pool_rows(view: &Platform, tenant: Uuid) -> Result<i64> {
+    let c = view.pool.get().await?;
+    let mut n = 0;
+    for t in pool_tables(&**c).await? {
+        let sql = format!(
+            "SELECT count(*) FROM {}.{} WHERE tenant_id = $1",
+            ident(POOL_SCHEMA)?,
+            ident(&t.name)?
+        );
+        n += c.query_one(&sql, &[&tenant]).await?.get::<_, i64>(0);
+    }
+    Ok(n)
+}
+
+/// The columns of each table of `schema` (tables only, in column order).
+async fn columns(
+    c: &impl tokio_postgres::GenericClient,
+    schema: &str,
+) -> Result<BTreeMap<String, Vec<String>>> {
+    let rows = c
+        .query(
+            "SELECT c.relname::text, a.attname::text
+               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY c.relname, a.attnum",
+            &[&schema],
+        )
+        .await?;
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in rows {
+        out.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    Ok(out)
+}
+
+/// What the tenant's schema (in `mode`) has that the pool has not: relations other
+/// than the pool's tables (`t`), and columns of those (`t.c`). Shared mode has no room
+/// for them: a move into it is refused while any is there.
+pub async fn extras(view: &Platform, slug: &Slug, mode: Isolation) -> Result<Vec<String>> {
+    let tenant = connect_db(view, &database_on(view, slug, mode)).await?;
+    let pool = columns(
+        &connect_db(view, &view.endpoint.database).await?,
+        POOL_SCHEMA,
+    )
+    .await?;
+    let schema = slug.schema();
+    let mut out: Vec<String> = tenant
+        .query(
+            "SELECT c.relname::text FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') ORDER BY 1",
+            &[&schema.as_str()],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .filter(|t| !pool.contains_key(t))
+        .collect();
+    for (table, cols) in columns(&tenant, schema.as_str()).await? {
+        let Some(theirs) = pool.get(&table) else {
+            continue;
+        };
+        let theirs: BTreeSet<&String> = theirs.iter().collect();
+        out.extend(
+            cols.iter()
+                .filter(|c| !theirs.contains(c))
+                .map(|c| format!("{table}.{c}")),
+        );
+    }
+    Ok(out)
+}
+
+/// Copies the tenant's rows from its schema (in `from` mode) into the pool, with
+/// `tenant_id` added, parents first, with their ids; the pool's sequences go past the
+/// tenant's (never back); the realtime trigger on each pool table the tenant
+/// publishes. The tenant's pool rows are deleted first (a copy run again starts
+/// over; before the move it had none). One transaction on the pool's database,
+/// triggers off. Returns rows per table and the milliseconds.
+pub async fn copy_into_pool(
+    view: &Platform,
+    slug: &Slug,
+    tenant: Uuid,
+    from: Isolation,
+) -> Result<Value> {
+    let started = Instant::now();
+    let pool_db = view.endpoint.database.clone();
+    let src_db = database_on(view, slug, from);
+    let src = connect_db(view, &src_db).await?;
+    let same = src_db == pool_db;
+    let schema = slug.schema();
+    let (pool, owner) = (ident(POOL_SCHEMA)?, ident(POOL_OWNER)?);
+    let theirs = columns(&src, schema.as_str()).await?;
+    let mut c = connect_db(view, &pool_db).await?;
+    let tx = c.transaction().await?;
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await?;
+    let tables = pool_tables(&tx).await?;
+    let names: Vec<String> = tables.iter().rev().map(|t| t.name.clone()).collect();
+    tx.batch_execute(&shared::purge_rows_sql(&names, &tenant.to_string()))
+        .await?;
+    let id = Literal(&tenant.to_string()).to_string();
+    let mut counts = serde_json::Map::new();
+    for t in &tables {
+        let Some(have) = theirs.get(&t.name) else {
+            continue;
+        };
+        // A column the template dropped since stays out; one it added takes its default.
+        let cols = t
+            .columns
+            .iter()
+            .filter(|c| have.contains(c))
+            .map(|c| ident(c).map(|i| i.to_string()))
+            .collect::<Result<Vec<_>>>()?
+            .join(", ");
+        let (src_table, dst_table) = (
+            format!("{schema}.{}", ident(&t.name)?),
+            format!("{pool}.{}", ident(&t.name)?),
+        );
+        let n = if same {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {dst_table} ({cols}, tenant_id) OVERRIDING SYSTEM VALUE SELECT {cols}, {id}::uuid FROM {src_table}"
+                ),
+                &[],
+            )
+            .await?
+        } else {
+            let out = src
+                .copy_out(&format!(
+                    "COPY (SELECT {cols}, {id}::uuid FROM {src_table}) TO STDOUT"
+                ))
+                .await?;
+            let chunks: Vec<Bytes> = out.try_collect().await?;
+            let sink = tx
+                .copy_in(&format!("COPY {dst_table} ({cols}, tenant_id) FROM STDIN"))
+                .await?;
+            futures_util::pin_mut!(sink);
+            for chunk in chunks {
+                sink.send(chunk).await?;
+            }
+            sink.finish().await?
+        };
+        counts.insert(t.name.clone(), json!(n));
+    }
+    // The pool's sequences serve every tenant: they only go forward.
+    let mut sequences = 0;
+    for r in src
+        .query(
+            "SELECT sequencename::text, last_value FROM pg_catalog.pg_sequences
+              WHERE schemaname = $1 AND last_value IS NOT NULL",
+            &[&schema.as_str()],
+        )
+        .await?
+    {
+        let (name, last): (String, i64) = (r.get(0), r.get(1));
+        let qualified = format!("{pool}.{}", ident(&name)?);
+        let n = tx
+            .execute(
+                "SELECT pg_catalog.setval($1::text::regclass, $2, true) FROM pg_catalog.pg_sequences
+                  WHERE schemaname = $3 AND sequencename = $4 AND coalesce(last_value, 0) < $2",
+                &[&qualified, &last, &POOL_SCHEMA, &name],
+            )
+            .await?;
+        sequences += n as usize;
+    }
+    let listed: Vec<String> = if theirs.contains_key("realtime_tables") {
+        src.query(
+            &format!("SELECT table_name FROM {schema}.realtime_tables"),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    } else {
+        Vec::new()
+    };
+    tx.batch_execute(&publish_triggers_sql(&owner, &pool, &listed)?)
+        .await?;
+    tx.commit().await?;
+    Ok(json!({
+        "rows": counts, "sequences": sequences, "realtime_tables": listed.len(),
+        "ms": started.elapsed().as_millis() as u64,
+    }))
+}
+
+/// The tenant's roles join the pool as a shared-mode create makes them (past the
+/// point of no return, logins still off): `berqenas_shared_login` for its login, the
+/// pool group roles for its group roles, CONNECT/TEMP through the server's roles,
+/// member rows for every role (its users' too), `search_path` the pool. One
+/// transaction; idempotent.
+pub async fn join_pool(view: &Platform, slug: &Slug, tenant: Uuid, users: &[String]) -> Result<()> {
+    let (pool, login) = (ident(POOL_SCHEMA)?, slug.login_role());
+    let hub = format!("{}, {}", hardening::connect_role(), hardening::temp_role());
+    let mut sql = format!("GRANT {}, {hub} TO {login};\n", ident(POOL_LOGIN)?);
+    let mut mapped = vec![login.clone(), slug.owner_role()];
+    for role in DefaultRole::ALL {
+        let g = slug.group_role(role);
+        sql.push_str(&format!(
+            "GRANT {}, {hub} TO {g};\n",
+            shared::pool_role(role)
+        ));
+        mapped.push(g);
+    }
+    sql.push_str(&format!("ALTER ROLE {login} SET search_path = {pool};\n"));
+    for u in users {
+        let u = ident(u)?;
+        sql.push_str(&format!("ALTER ROLE {u} SET search_path = {pool};\n"));
+        mapped.push(u);
+    }
+    let rows: Vec<String> = mapped
+        .iter()
+        .map(|r| {
+            format!(
+                "({}, {}::uuid)",
+                Literal(r.as_str()),
+                Literal(&tenant.to_string())
+            )
+        })
+        .collect();
+    sql.push_str(&format!(
+        "INSERT INTO {pool}.members (role, tenant_id) VALUES {} ON CONFLICT (role) DO NOTHING;\n",
+        rows.join(", ")
+    ));
+    let mut c = view.pool.get().await?;
+    let tx = c.transaction().await?;
+    tx.batch_execute(&sql).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The realtime trigger on each table the tenant listed for publishing
+/// (`realtime_tables`), made again in the schema the rows moved into, as its owner.
+fn publish_triggers_sql(owner: &Ident, schema: &Ident, tables: &[String]) -> Result<String> {
+    let mut sql = format!("SET LOCAL ROLE {owner};\n");
+    for t in tables {
+        sql.push_str(&format!(
+            "CREATE OR REPLACE TRIGGER realtime_publish AFTER INSERT OR UPDATE OR DELETE ON {schema}.{}\n\
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.realtime_table_changes();\n",
+            ident(t)?
+        ));
+    }
+    sql.push_str("RESET ROLE;\n");
+    Ok(sql)
+}
+
+fn made(e: super::service::Error) -> super::moving::Error {
+    super::moving::Error::Tool {
+        program: "database mode".into(),
+        detail: e.to_string(),
+    }
+}

@@ -1,0 +1,145 @@
+//! `tenant.create` in schema and shared mode: one transaction holds the roles, the
+//! schema (or pool rows), the template, the registry row, the API key, the backup
+//! policy, the configuration, the event, the audit row and the operation row, so a
+//! crash leaves all or nothing (a [`crate::ops::Kind::single`]).
+//!
+//! Its statements are pipelined in four round trips after `BEGIN` (docs/warm_pool.md,
+//! "Where a create's time goes"): what it reads (the operation row, the onboarding
+//! steps, a warm pool member, the name lock, the name and the plan), what it makes
+//! (the DDL or the claim, the least-privilege check, the registry row), what it
+//! records (the key, the policy, the configuration, the event, the operation closed,
+//! the audit row last: its chain lock is held until the commit), then `COMMIT`.
+//! Statements on one connection run in the order they are queued, and once one fails
+//! the rest fail with the aborted transaction: the first error in queue order is the
+//! one reported, as when they ran one by one.
+
+use uuid::Uuid;
+
+use super::create::{remember_rejection, seal_response, settled, CREATE};
+use super::{create_trace, Error, Runtime};
+use crate::ops::{self, Idempotency, NewOperation, StoredResponse};
+use crate::tenant::create::{self as domain, CreatedTenant, Validated};
+use crate::tenant::service;
+
+/// The create of a schema- or shared-mode tenant on the default server; `v` has its
+/// isolation settled. Runs staged (`create_staged`) when onboarding steps match.
+pub(super) async fn create(
+    rt: &Runtime,
+    v: &Validated,
+    idem: Option<&Idempotency>,
+    actor: &str,
+    announce: bool,
+    mut trace: Option<create_trace::Trace>,
+) -> Result<CreatedTenant, Error> {
+    let p = &rt.platform;
+    let pw = crate::secrets::new_password();
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    create_trace::mark(&mut trace, "begin");
+    let op_id = Uuid::now_v7();
+    let op = NewOperation {
+        id: op_id,
+        kind: CREATE,
+        tenant_id: None,
+        tenant_name: v.slug.as_str(),
+        idempotency: idem,
+        params: None,
+        instance: Some(rt.engine.instance()),
+    };
+    // 1. What it reads, and the name lock: one round trip.
+    let (begun, staging, claimed, locked, pre) = tokio::join!(
+        ops::begin(&tx, &op),
+        super::create_staged::staging(&tx, v),
+        super::warm_pool::claim(rt, &tx, v),
+        service::lock_name(&tx, &v.slug),
+        domain::precheck(&tx, v),
+    );
+    create_trace::mark(&mut trace, "read");
+    if let Some(answer) = settled(p, begun?) {
+        return answer;
+    }
+    if staging.map_err(service::Error::from)? {
+        tx.rollback().await?;
+        drop(client);
+        return super::create_staged::create(rt, v, idem, actor, announce).await;
+    }
+    let made = async {
+        let claimed = claimed?;
+        let is_claim = claimed.is_some();
+        locked?;
+        let pre = pre?;
+        // 2. What it makes: the DDL (or the claim's renames), the check, the registry row.
+        let mut made = super::warm_pool::provision(rt, &tx, v, pre, pw, claimed).await?;
+        create_trace::mark(&mut trace, "make");
+        if v.vpn_enabled {
+            let t = &mut made.created.tenant;
+            let subnet = crate::network::pool::allocate(&tx, &p.network.pool, t.id).await?;
+            t.vpn_subnet = Some(subnet.to_string());
+        }
+        let t = &made.created.tenant;
+        let sealed = seal_response(
+            p,
+            &StoredResponse::Success(
+                serde_json::to_value(&made.created).map_err(service::Error::from)?,
+            ),
+        )?;
+        // 3. What it records, the audit row last.
+        let (key, policy, config, event, closed, audited) = tokio::join!(
+            domain::store_key(&tx, &made),
+            crate::backup::policy::apply_at_create(
+                &tx,
+                t.id,
+                &made.plan,
+                v.backup_schedule.as_deref()
+            ),
+            crate::tenantconfig::create_default(&tx, t.id, &made.plan, actor),
+            async {
+                if announce {
+                    domain::announce_created(&tx, t, made.key.clone(), None).await
+                } else {
+                    Ok(())
+                }
+            },
+            ops::succeed(
+                &tx,
+                op_id,
+                t.id,
+                &["provision"],
+                idem.map(|_| sealed.as_slice())
+            ),
+            domain::audit_created(&tx, &made, actor, op_id),
+        );
+        key?;
+        policy.map_err(Error::from)?;
+        config?;
+        event?;
+        closed?;
+        audited?;
+        // After the audit row: one lock order (the chain's head, then the network's).
+        let network = if v.vpn_enabled {
+            super::network::touch(rt, &tx, &made.created.tenant, false).await?
+        } else {
+            None
+        };
+        create_trace::mark(&mut trace, "record");
+        Ok::<_, Error>((made, network, is_claim))
+    }
+    .await;
+    match made {
+        Ok((made, network, is_claim)) => {
+            let created = made.created;
+            rt.engine.commit(tx, CREATE).await?;
+            drop(client);
+            create_trace::mark(&mut trace, "commit");
+            super::network::follow(rt, network).await;
+            tracing::info!(tenant.name = %created.tenant.name, tenant.id = %created.tenant.id, "tenant created");
+            crate::metrics::tenant_created();
+            create_trace::finish(trace, created.tenant.name.as_str(), is_claim);
+            Ok(created)
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            remember_rejection(rt, idem, v.slug.as_str(), e).await
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The changes of a tenant on another server that reach its roles there
+//! (`workflows::changes_placed`, docs/servers.md), killed at every step boundary:
+//! after the restart the registry and cmpg2 agree (the connection quota the registry
+//! holds is the one on the login role there; the password the registry gives out is
+//! the one that logs in there): done on both sides, or on neither.
+
+use berqenas::quota::service::QuotaUpdate;
+use berqenas::tenant::service::UpdateTenant;
+use berqenas::tenant::{Isolation, Slug};
+use berqenas::workflows::{self as wf, changes_placed};
+use reqwest::Method;
+use serde_json::Value;
+
+use super::servers::{admin, cluster, create_in, server};
+use super::{Env, Fut, Scenario};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            kind: changes_placed::QUOTAS,
+            label: "schema on cmpg2",
+            prepare: placed,
+            trigger: set_quotas,
+            check: limits_agree,
+        },
+        Scenario {
+            kind: changes_placed::UPDATE,
+            label: "database on cmpg2",
+            prepare: placed_database,
+            trigger: change_plan,
+            check: limits_agree,
+        },
+        Scenario {
+            kind: changes_placed::ROTATE,
+            label: "schema on cmpg2",
+            prepare: placed,
+            trigger: rotate,
+            check: password_works,
+        },
+    ]
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+async fn place(env: &Env, isolation: Isolation) {
+    server(env).await;
+    create_in(env, isolation)
+        .await
+        .expect("a placed create on cmpg2");
+}
+
+fn placed<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(async move {
+        place(env, Isolation::Schema).await;
+        Value::Null
+    })
+}
+
+fn placed_database<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(async move {
+        place(env, Isolation::Database).await;
+        Value::Null
+    })
+}
+
+fn set_quotas<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        let req = QuotaUpdate {
+            max_connections: Some(Some(7)),
+            ..Default::default()
+        };
+        wf::changes::set_quotas(&env.rt, &env.name, &req, "crash-matrix")
+            .await
+            .map(drop)
+            .map_err(err)
+    })
+}
+
+fn change_plan<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        let t = berqenas::tenant::service::get(&env.rt, &env.name)
+            .await
+            .map_err(err)?;
+        let to = if t.plan == "starter" {
+            "free"
+        } else {
+            "starter"
+        };
+        let req = UpdateTenant {
+            plan: Some(to.into()),
+            ..Default::default()
+        };
+        wf::changes::update(&env.rt, &env.name, &req, "crash-matrix")
+            .await
+            .map(drop)
+            .map_err(err)
+    })
+}
+
+fn rotate<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        wf::changes::rotate_credentials(&env.rt, &env.name, "crash-matrix")
+            .await
+            .map(drop)
+            .map_err(err)
+    })
+}
+
+/// The registry's connection quota is the login role's limit on cmpg2.
+fn limits_agree<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        let (status, v) = env
+            .app
+            .call(
+                Method::GET,
+                &format!("/api/v1/tenants/{}/limits", env.name),
+                None,
+            )
+            .await;
+        if !status.is_success() {
+            return Err(format!("the limits: {status} {v}"));
+        }
+        let want = v["limits"]["max_connections"].as_i64().unwrap_or(-2) as i32;
+        let login = Slug::parse(&env.name).map_err(err)?.login_role();
+        let (c, _) = cluster().await;
+        let on_server: i32 = admin(c, "postgres")
+            .await
+            .query_one(
+                "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1",
+                &[&login.as_str()],
+            )
+            .await
+            .map_err(err)?
+            .get(0);
+        if on_server == want {
+            Ok(())
+        } else {
+            Err(format!(
+                "the registry says max_connections {want}, cmpg2 has {on_server}"
+            ))
+        }
+    })
+}
+
+/// The password the registry gives out logs in on cmpg2.
+fn password_works<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        let (status, v) = env
+            .app
+            .call(
+                Method::GET,
+                &format!("/api/v1/tenants/{}/credentials", env.name),
+                None,
+            )
+            .await;
+        if !status.is_success() {
+            return Err(format!("the credentials: {status} {v}"));
+        }
+        let dsn = v["dsn"].as_str().unwrap_or_default();
+        match tokio_postgres::connect(dsn, tokio_postgres::NoTls).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("the registry's password fails on cmpg2: {e:?}")),
+        }
+    })
+}

@@ -1,0 +1,251 @@
+//! The lifecycle kinds of a tenant on another server (`workflows::on_server`,
+//! docs/servers.md), killed at every step boundary: the tenant is placed on cmpg2 (the
+//! second cluster of `servers.rs`), brought to the state the kind starts from, and
+//! after the restart its status and its login role on cmpg2 must agree: the change
+//! done on both sides, or on neither.
+
+use berqenas::tenant::suspension::SuspendTenant;
+use berqenas::tenant::{Isolation, Slug};
+use berqenas::workflows::{self as wf, on_server};
+use reqwest::Method;
+use serde_json::Value;
+
+use super::servers::{admin, cluster, create_in, server};
+use super::{Env, Fut, Scenario};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            kind: on_server::SUSPEND,
+            label: "schema on cmpg2",
+            prepare: active,
+            trigger: suspend,
+            check: suspended_or_not,
+        },
+        Scenario {
+            kind: on_server::RESUME,
+            label: "schema on cmpg2",
+            prepare: suspended,
+            trigger: resume,
+            check: suspended_or_not,
+        },
+        Scenario {
+            kind: on_server::DELETE,
+            label: "schema on cmpg2",
+            prepare: active,
+            trigger: delete,
+            check: deleted_or_not,
+        },
+        Scenario {
+            kind: on_server::RESTORE,
+            label: "schema on cmpg2",
+            prepare: deleted,
+            trigger: restore,
+            check: deleted_or_not,
+        },
+        Scenario {
+            kind: on_server::PURGE,
+            label: "database on cmpg2",
+            prepare: deleted_database,
+            trigger: purge,
+            check: purged,
+        },
+    ]
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+async fn placed(env: &Env, isolation: Isolation) {
+    server(env).await;
+    create_in(env, isolation)
+        .await
+        .expect("a placed create on cmpg2");
+}
+
+fn active<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(async move {
+        placed(env, Isolation::Schema).await;
+        Value::Null
+    })
+}
+
+fn suspended<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(async move {
+        placed(env, Isolation::Schema).await;
+        wf::lifecycle::suspend(
+            &env.rt,
+            &env.name,
+            &SuspendTenant::default(),
+            "crash-matrix",
+        )
+        .await
+        .expect("suspending the placed tenant");
+        Value::Null
+    })
+}
+
+async fn delete_now(env: &Env) -> Result<(), String> {
+    let opts = berqenas::tenant::offboarding::DeleteOptions {
+        retention_field: "retention_days",
+        ..Default::default()
+    };
+    wf::offboarding::delete(&env.rt, &env.name, &opts, "crash-matrix")
+        .await
+        .map(drop)
+        .map_err(err)
+}
+
+fn deleted<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(async move {
+        placed(env, Isolation::Schema).await;
+        delete_now(env).await.expect("deleting the placed tenant");
+        Value::Null
+    })
+}
+
+fn deleted_database<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(async move {
+        placed(env, Isolation::Database).await;
+        delete_now(env).await.expect("deleting the placed tenant");
+        Value::Null
+    })
+}
+
+fn suspend<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        wf::lifecycle::suspend(
+            &env.rt,
+            &env.name,
+            &SuspendTenant::default(),
+            "crash-matrix",
+        )
+        .await
+        .map(drop)
+        .map_err(err)
+    })
+}
+
+fn resume<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        wf::lifecycle::resume(&env.rt, &env.name, "crash-matrix")
+            .await
+            .map(drop)
+            .map_err(err)
+    })
+}
+
+fn delete<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(delete_now(env))
+}
+
+fn restore<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        wf::offboarding::restore(&env.rt, &env.name, "crash-matrix")
+            .await
+            .map(drop)
+            .map_err(err)
+    })
+}
+
+fn purge<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        let t = berqenas::tenant::service::get(&env.rt, &env.name)
+            .await
+            .map_err(err)?;
+        wf::offboarding::purge(&env.rt, &t, "crash-matrix")
+            .await
+            .map(drop)
+            .map_err(err)
+    })
+}
+
+/// The tenant's status (from the API) and whether its login role on cmpg2 may log in
+/// (`None`: the role is not there).
+async fn state(env: &Env) -> Result<(String, Option<bool>), String> {
+    let (status, v) = env
+        .app
+        .call(Method::GET, &format!("/api/v1/tenants/{}", env.name), None)
+        .await;
+    if !status.is_success() {
+        return Err(format!("the tenant: {status} {v}"));
+    }
+    let login = Slug::parse(&env.name).map_err(err)?.login_role();
+    let (c, _) = cluster().await;
+    let can = admin(c, "postgres")
+        .await
+        .query_opt(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+            &[&login.as_str()],
+        )
+        .await
+        .map_err(err)?
+        .map(|r| r.get::<_, bool>(0));
+    Ok((v["status"].as_str().unwrap_or_default().to_string(), can))
+}
+
+/// Active and able to log in on cmpg2, or suspended and not.
+fn suspended_or_not<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        match state(env).await? {
+            (s, Some(true)) if s == "active" => Ok(()),
+            (s, Some(false)) if s == "suspended" => Ok(()),
+            other => Err(format!("status and login on cmpg2 disagree: {other:?}")),
+        }
+    })
+}
+
+/// Active and able to log in on cmpg2, or deleted (with its archive) and not.
+fn deleted_or_not<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        match state(env).await? {
+            (s, Some(true)) if s == "active" => Ok(()),
+            (s, Some(false)) if s == "deleted" => {
+                let (_, v) = env
+                    .app
+                    .call(
+                        Method::GET,
+                        &format!("/api/v1/tenants/{}/backups", env.name),
+                        None,
+                    )
+                    .await;
+                if v.to_string().contains("succeeded") {
+                    Ok(())
+                } else {
+                    Err(format!("deleted without a final backup: {v}"))
+                }
+            }
+            other => Err(format!("status and login on cmpg2 disagree: {other:?}")),
+        }
+    })
+}
+
+/// Purged (a purge goes forward once the tenant is owned), or still deleted if it did
+/// not get that far; purged means nothing of it left on cmpg2.
+fn purged<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        match state(env).await? {
+            (s, None) if s == "purged" => {
+                let (c, _) = cluster().await;
+                let db = Slug::parse(&env.name).map_err(err)?.schema();
+                let left: i64 = admin(c, "postgres")
+                    .await
+                    .query_one(
+                        "SELECT count(*) FROM pg_database WHERE datname = $1",
+                        &[&db.as_str()],
+                    )
+                    .await
+                    .map_err(err)?
+                    .get(0);
+                if left == 0 {
+                    Ok(())
+                } else {
+                    Err("purged, but its database is left on cmpg2".into())
+                }
+            }
+            (s, Some(false)) if s == "deleted" => Ok(()),
+            other => Err(format!("after a purge: {other:?}")),
+        }
+    })
+}

@@ -1,0 +1,194 @@
+//! Correctness of what keeps latency flat with many tenants (issue 17 item 3), at a
+//! few hundred tenants: the tenant list's keyset pages hand out every tenant exactly
+//! once, and the disk round's batched measurement (many schemas per statement) gives
+//! the same numbers as measuring each schema on its own, also when a tenant holds a
+//! lock that makes its batch fall back. The figures at 10,000 tenants are in
+//! `cargo bench --bench onboarding -- scale`.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use berqenas::tenant::service::CreateTenant;
+use common::{superuser, unique, TestApp};
+use reqwest::{Method, StatusCode};
+use uuid::Uuid;
+
+/// More than one measuring batch (500 schemas) with what other tests make.
+const TENANTS: usize = 520;
+
+/// Creates `n` schema-mode tenants named `{prefix}-{i}` through the create workflow,
+/// 8 at a time; their names.
+async fn fleet(rt: &berqenas::workflows::Runtime, prefix: &str, n: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    for chunk in names.chunks(8) {
+        let calls = chunk.iter().map(|name| async move {
+            let req: CreateTenant =
+                serde_json::from_value(serde_json::json!({"name": name})).unwrap();
+            berqenas::workflows::create::create(rt, &req, None, "test")
+                .await
+                .unwrap()
+        });
+        futures::future::join_all(calls).await;
+    }
+    names
+}
+
+/// The per-schema size, as the round measured it before batching.
+const ONE: &str = "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname = $1 AND c.relkind IN ('r', 'm', 'S')";
+
+#[tokio::test]
+async fn pages_and_batched_measurement_at_hundreds_of_tenants() {
+    let rt = common::runtime(common::platform(16).await).await;
+    let app = TestApp::over(rt.clone()).await;
+    let prefix = unique("sc");
+    let names = fleet(&rt, &prefix, TENANTS).await;
+    let pg = superuser().await;
+
+    // Keyset pages: every tenant exactly once, in id order, whatever the page size.
+    for limit in [1000, 37] {
+        let mut seen: Vec<String> = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/tenants?limit={limit}&cursor={c}"),
+                None => format!("/api/v1/tenants?limit={limit}"),
+            };
+            let (status, page) = app.call(Method::GET, &path, None).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let tenants = page["tenants"].as_array().unwrap();
+            assert!(tenants.len() <= limit, "a page holds at most limit");
+            let ids: Vec<Uuid> = tenants
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().parse().unwrap())
+                .collect();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "pages are in id order");
+            seen.extend(
+                tenants
+                    .iter()
+                    .map(|t| t["name"].as_str().unwrap().to_string()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => {
+                    assert_eq!(
+                        c,
+                        ids.last().unwrap().to_string(),
+                        "the cursor is the last id"
+                    );
+                    cursor = Some(c.to_string());
+                }
+                None => break,
+            }
+        }
+        let unique_seen: HashSet<&String> = seen.iter().collect();
+        assert_eq!(
+            unique_seen.len(),
+            seen.len(),
+            "no tenant listed twice (limit {limit})"
+        );
+        for n in &names {
+            assert!(
+                unique_seen.contains(n),
+                "{n} missing from the pages (limit {limit})"
+            );
+        }
+        // Other tests of this binary may create tenants meanwhile; none here does, so
+        // the walk saw the whole registry.
+        let total: i64 = pg
+            .query_one("SELECT count(*) FROM berqenas.tenants", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            seen.len() as i64,
+            total,
+            "the walk saw every tenant (limit {limit})"
+        );
+    }
+
+    let rows = pg
+        .query(
+            "SELECT id, name, schema_name::text FROM berqenas.tenants WHERE starts_with(name, $1 || '-')",
+            &[&prefix],
+        )
+        .await
+        .unwrap();
+    let ids: HashMap<Uuid, String> = rows.iter().map(|r| (r.get(0), r.get(2))).collect();
+    let schema_of: HashMap<String, String> = rows.iter().map(|r| (r.get(1), r.get(2))).collect();
+    assert_eq!(ids.len(), TENANTS);
+
+    // A few tenants hold data, so the sizes differ from tenant to tenant. Vacuumed
+    // (free space and visibility maps made) with autovacuum off, so no size moves
+    // between the two measurements.
+    for (i, name) in names.iter().take(5).enumerate() {
+        let table = format!("\"{}\".user_activity", schema_of[name]);
+        pg.batch_execute(&format!(
+            "ALTER TABLE {table} SET (autovacuum_enabled = false, toast.autovacuum_enabled = false);
+             INSERT INTO {table} (user_id, action)
+             SELECT 'u', repeat('x', 200) FROM generate_series(1, {})",
+            500 * (i + 1)
+        ))
+        .await
+        .unwrap();
+        pg.batch_execute(&format!("VACUUM {table}")).await.unwrap();
+    }
+    let mut expected: HashMap<Uuid, i64> = HashMap::new();
+    for (id, schema) in &ids {
+        expected.insert(*id, pg.query_one(ONE, &[schema]).await.unwrap().get(0));
+    }
+    let distinct: HashSet<i64> = expected.values().copied().collect();
+    assert!(
+        distinct.len() > 1,
+        "the data made sizes differ: {distinct:?}"
+    );
+
+    let measured: HashMap<Uuid, i64> = berqenas::quota::disk::measure(&rt, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    for (id, bytes) in &expected {
+        assert_eq!(measured.get(id), Some(bytes), "tenant {} ({})", id, ids[id]);
+    }
+
+    // A tenant holding its table locked: its batch falls back to one schema at a
+    // time; it alone is left out, every other tenant measured the same.
+    let locked_name = &names[7];
+    let locked = pg
+        .query_one(
+            "SELECT id FROM berqenas.tenants WHERE name = $1",
+            &[locked_name],
+        )
+        .await
+        .unwrap()
+        .get::<_, Uuid>(0);
+    let holder = superuser().await;
+    holder
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{}\".user_activity IN ACCESS EXCLUSIVE MODE",
+            schema_of[locked_name]
+        ))
+        .await
+        .unwrap();
+    let measured: HashMap<Uuid, i64> = berqenas::quota::disk::measure(&rt, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert!(
+        !measured.contains_key(&locked),
+        "the locked tenant is left out"
+    );
+    for (id, bytes) in expected.iter().filter(|(id, _)| **id != locked) {
+        assert_eq!(measured.get(id), Some(bytes), "tenant {} ({})", id, ids[id]);
+    }
+
+    // Measuring the one tenant on request still answers its size.
+    let one = berqenas::quota::disk::measure(&rt, Some(locked))
+        .await
+        .unwrap();
+    assert_eq!(one, vec![(locked, expected[&locked])]);
+}

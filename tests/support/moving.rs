@@ -1,0 +1,354 @@
+//! What the move tests share (tests/moves.rs, tests/mode_moves.rs, tests/move_abort.rs):
+//! a client that writes every 10 ms through the tenant's own credentials and follows
+//! the tenant wherever the registry says it is, per-table checksums, the operation
+//! followed to its end, the replication objects a move may leave behind, and what a
+//! create in a mode sets (to compare a moved tenant with a fresh one).
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::common::{self, TestApp};
+
+/// A test binary's tests one at a time (they share its clusters and world, and some
+/// toggle a server's flags).
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static M: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    M.lock().await
+}
+
+/// One runtime for every test of a binary (its world's app lives on it).
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// Where the registry says the tenant is now: (server, database).
+pub async fn place(name: &str) -> (String, String) {
+    let row = common::superuser()
+        .await
+        .query_one(
+            "SELECT server, database_name FROM berqenas.tenants WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The tenant's own connection string for where it is now (a mode move changes the
+/// database name; a move to pg2 the host and port too). The password is the one it
+/// was created with.
+pub async fn dsn_now(
+    base: &tokio_postgres::Config,
+    name: &str,
+    pg2_port: u16,
+) -> tokio_postgres::Config {
+    let (server, database) = place(name).await;
+    let mut c = base.clone();
+    c.dbname(&database).connect_timeout(Duration::from_secs(2));
+    if server == "pg2" {
+        let mut fresh = tokio_postgres::Config::new();
+        fresh
+            .host("127.0.0.1")
+            .port(pg2_port)
+            .user(c.get_user().unwrap())
+            .password(c.get_password().unwrap())
+            .dbname(&database)
+            .connect_timeout(Duration::from_secs(2));
+        c = fresh;
+    }
+    c
+}
+
+#[derive(Default)]
+pub struct Writes {
+    pub ok: Vec<String>,
+    /// Of those, the ones made where the tenant is after the move.
+    pub at_target: usize,
+    pub retried: usize,
+    pub last_error: String,
+    pub other: Vec<String>,
+    pub longest_gap: Duration,
+}
+
+/// Writes every 10 ms as the tenant, reconnecting (to wherever the registry says) on
+/// a connection error, until `stop`. `target`: (port, database) after the move.
+pub fn writer(
+    base: tokio_postgres::Config,
+    name: String,
+    pg2_port: u16,
+    target: (u16, String),
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Writes> {
+    writer_with(base, name, pg2_port, target, stop, |row| {
+        format!(
+            "BEGIN; INSERT INTO applications (name, team, created_by) VALUES ('{row}', 'w', 'writer');
+             INSERT INTO ticks (note) VALUES ('{row}');
+             UPDATE ticks SET note = note || '+' WHERE n = (SELECT min(n) FROM ticks); COMMIT;"
+        )
+    })
+}
+
+/// [`writer`] with its own statement for write `row` (a shared-mode tenant has no
+/// table of its own to tick).
+pub fn writer_with(
+    base: tokio_postgres::Config,
+    name: String,
+    pg2_port: u16,
+    target: (u16, String),
+    stop: Arc<AtomicBool>,
+    statement: fn(&str) -> String,
+) -> tokio::task::JoinHandle<Writes> {
+    tokio::spawn(async move {
+        let mut w = Writes::default();
+        let mut client: Option<(tokio_postgres::Client, bool)> = None;
+        let mut last_ok = Instant::now();
+        let mut i = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+                let cfg = dsn_now(&base, &name, pg2_port).await;
+                let there = cfg.get_ports().first() == Some(&target.0)
+                    && cfg.get_dbname() == Some(target.1.as_str());
+                match cfg.connect(tokio_postgres::NoTls).await {
+                    Ok((c, conn)) => {
+                        tokio::spawn(conn);
+                        client = Some((c, there));
+                    }
+                    Err(e) => {
+                        w.retried += 1;
+                        w.last_error = e.to_string();
+                        continue;
+                    }
+                }
+            }
+            let (c, there) = client.as_ref().map(|(c, t)| (c, *t)).unwrap();
+            let row = format!("w{i}");
+            let res = c.batch_execute(&statement(&row)).await;
+            match res {
+                Ok(()) => {
+                    w.ok.push(row);
+                    w.at_target += usize::from(there);
+                    w.longest_gap = w.longest_gap.max(last_ok.elapsed());
+                    last_ok = Instant::now();
+                    i += 1;
+                }
+                Err(e)
+                    if e.is_closed()
+                        || e.code().is_some_and(|c| {
+                            c.code().starts_with("57") || c.code().starts_with("08")
+                        })
+                        || e.to_string().contains("connection") =>
+                {
+                    w.retried += 1;
+                    w.last_error = e.to_string();
+                    client = None;
+                }
+                Err(e) => {
+                    w.other.push(match e.as_db_error() {
+                        Some(d) => format!("{}: {}", d.code().code(), d.message()),
+                        None => e.to_string(),
+                    });
+                    client = None;
+                    i += 1;
+                }
+            }
+        }
+        w
+    })
+}
+
+/// Row count and checksum of each table of `schema`.
+pub async fn checksums(c: &tokio_postgres::Client, schema: &str) -> Vec<String> {
+    let tables: Vec<String> = c
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    for t in tables {
+        let r = c
+            .query_one(
+                &format!("SELECT count(*), coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') FROM \"{schema}\".\"{t}\" x"),
+                &[],
+            )
+            .await
+            .unwrap();
+        out.push(format!(
+            "{t}:{}:{}",
+            r.get::<_, i64>(0),
+            r.get::<_, String>(1)
+        ));
+    }
+    out
+}
+
+pub async fn follow(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let until = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (s, op) = app
+            .call(Method::GET, &format!("/api/v1/operations/{id}"), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{op}");
+        if done(&op) || op["state"] != "running" {
+            return op;
+        }
+        assert!(Instant::now() < until, "the move did not finish: {op}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn step_state(op: &Value, name: &str) -> String {
+    op["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .map(|s| s["state"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// Publications (of this database), slots (a move's own, and the table-sync slots of a
+/// copy) and subscriptions (of the cluster) of moves.
+pub async fn leftovers(c: &tokio_postgres::Client) -> Vec<String> {
+    c.query(
+        "SELECT 'publication:' || pubname FROM pg_publication WHERE pubname LIKE 'bq_move_%'
+         UNION ALL SELECT 'slot:' || slot_name FROM pg_replication_slots WHERE slot_name LIKE 'bq_move_%' OR slot_name LIKE 'pg\\_%\\_sync\\_%'
+         UNION ALL SELECT 'subscription:' || subname FROM pg_subscription WHERE subname LIKE 'bq_move_%'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+pub fn stem(name: &str) -> String {
+    format!("tenant_{}", name.replace('-', "_"))
+}
+
+pub async fn roles_of(c: &tokio_postgres::Client, name: &str) -> Vec<String> {
+    c.query(
+        "SELECT rolname::text FROM pg_roles WHERE rolname = $1 OR rolname LIKE $1 || '\\_%' ORDER BY 1",
+        &[&stem(name)],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+pub async fn exists(c: &tokio_postgres::Client, sql: &str, name: &str) -> bool {
+    c.query_opt(sql, &[&name]).await.unwrap().is_some()
+}
+
+/// A table with a sequence and no primary key, the tenant's own, for the writer.
+pub async fn add_ticks(created: &Value) {
+    let schema = created["schema"].as_str().unwrap();
+    let owner = created["owner_role"].as_str().unwrap();
+    let login = created["credentials"]["user"].as_str().unwrap();
+    let db = created["database"].as_str().unwrap();
+    let c = if created["isolation"] == "database" {
+        common::superuser_in(db).await
+    } else {
+        common::superuser().await
+    };
+    c.batch_execute(&format!(
+        "SET ROLE \"{owner}\"; CREATE TABLE \"{schema}\".ticks (n bigserial, note text);
+         GRANT SELECT, INSERT, UPDATE ON \"{schema}\".ticks TO \"{login}\";
+         GRANT USAGE ON SEQUENCE \"{schema}\".ticks_n_seq TO \"{login}\"; RESET ROLE;"
+    ))
+    .await
+    .unwrap();
+}
+
+/// What a create in a mode sets, read from the catalogs with the tenant's name
+/// replaced by `X`: its roles (attributes, settings, memberships), its schema (owner,
+/// ACL, default privileges), the template's tables (owner, ACL), and in database
+/// mode its database (owner, ACL, connection limit) and realtime gate. `server`: a
+/// session on the server's own database; `data`: on the database holding the schema.
+pub async fn shape(
+    server: &tokio_postgres::Client,
+    data: &tokio_postgres::Client,
+    name: &str,
+) -> Vec<String> {
+    let stem = stem(name);
+    let like = format!("{}\\_%", stem.replace('_', "\\_"));
+    let mut out = Vec::new();
+    let queries_server = [
+        "SELECT 'role ' || rolname || ' login=' || rolcanlogin || ' inherit=' || rolinherit
+                || ' connlimit=' || rolconnlimit || ' super=' || rolsuper || ' createdb=' || rolcreatedb
+           FROM pg_roles WHERE rolname = $1 OR rolname LIKE $2",
+        "SELECT 'setting ' || r.rolname || ' db=' || coalesce(d.datname, '-') || ' ' || array_to_string(s.setconfig, ';')
+           FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+           LEFT JOIN pg_database d ON d.oid = s.setdatabase
+          WHERE r.rolname = $1 OR r.rolname LIKE $2",
+        "SELECT 'member ' || m.rolname || ' of ' || g.rolname || ' admin=' || a.admin_option
+           FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
+          WHERE m.rolname = $1 OR m.rolname LIKE $2",
+        "SELECT 'database ' || datname || ' owner=' || datdba::regrole::text || ' acl=' || coalesce(datacl::text, '-')
+                || ' connlimit=' || datconnlimit
+           FROM pg_database WHERE datname = $1 OR datname LIKE $2",
+    ];
+    let queries_data = [
+        "SELECT 'schema ' || nspname || ' owner=' || nspowner::regrole::text || ' acl=' || coalesce(nspacl::text, '-')
+           FROM pg_namespace WHERE nspname = $1 OR (nspname LIKE $2 AND false)",
+        "SELECT 'default acl ' || defaclrole::regrole::text || ' ' || defaclobjtype::text || ' ' || defaclacl::text
+           FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace
+          WHERE n.nspname = $1 OR (n.nspname LIKE $2 AND false)",
+        "SELECT 'relation ' || c.relname || ' ' || c.relkind::text || ' owner=' || c.relowner::regrole::text
+                || ' acl=' || coalesce(c.relacl::text, '-')
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE (n.nspname = $1 OR (n.nspname LIKE $2 AND false)) AND c.relname NOT LIKE 'ticks%'
+            AND c.relkind IN ('r', 'S', 'v', 'p')",
+        "SELECT 'function ' || p.proname || ' owner=' || p.proowner::regrole::text || ' acl=' || coalesce(p.proacl::text, '-')
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = $1 OR (n.nspname LIKE $2 AND false)",
+        "SELECT 'gate ' || per_minute || '/' || per_hour FROM berqenas_realtime.limits
+          WHERE to_regclass('berqenas_realtime.limits') IS NOT NULL AND current_database() = $1 AND $2 <> ''",
+    ];
+    for q in queries_server {
+        for r in server.query(q, &[&stem, &like]).await.unwrap() {
+            out.push(r.get::<_, String>(0).replace(&stem, "X"));
+        }
+    }
+    for q in queries_data {
+        // The gate's table is only in a tenant database: its query would not plan
+        // elsewhere.
+        if q.contains("berqenas_realtime.limits")
+            && data
+                .query_one(
+                    "SELECT to_regclass('berqenas_realtime.limits') IS NULL",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        {
+            continue;
+        }
+        for r in data.query(q, &[&stem, &like]).await.unwrap() {
+            out.push(r.get::<_, String>(0).replace(&stem, "X"));
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,189 @@
+//! Database mode: members are databases cloned from the template (docs/warm_pool.md).
+
+use super::*;
+
+/// Kills `rt`'s engine at `point` while `work` runs (what `kill -9` leaves).
+async fn kill_at<F>(rt: &Runtime, point: &str, work: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let reached = rt.engine.failpoints().arm(point);
+    let task = tokio::spawn(work);
+    tokio::time::timeout(std::time::Duration::from_secs(60), reached.notified())
+        .await
+        .unwrap_or_else(|_| panic!("{point} never reached"));
+    rt.engine.kill();
+    task.abort();
+    let _ = task.await;
+    rt.pool.close();
+}
+
+/// The OID of the database named `name`, if there is one.
+async fn database_oid(pg: &tokio_postgres::Client, name: &str) -> Option<u32> {
+    pg.query_opt("SELECT oid FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+/// Database mode: a claim renames a prepared database and its roles; the tenant reads
+/// the same as one made from scratch, inside its database too; concurrent creates
+/// never share a member; a kill during a refill or after a claim's commit leaves no
+/// orphan database or role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn database_mode_claims_a_prepared_database() {
+    let o = own("db", berqenas::template::Template::builtin()).await;
+    berqenas::tenant::database_mode::ensure_template(&o.rt.platform)
+        .await
+        .unwrap();
+    let db_targets = |n| Targets {
+        schema: 0,
+        database: n,
+        shared: 0,
+    };
+    let scratch = common::unique("dbscr");
+    o.app.create_in(&scratch, "database").await;
+    assert_eq!(fill(&o.rt, db_targets(1)).await.made, 1);
+    let mut keys = member_keys(&o.pg).await;
+    let key = keys.iter().next().unwrap().clone();
+    let member_db = format!("tenant_wp__{key}");
+    let oid = database_oid(&o.pg, &member_db)
+        .await
+        .expect("the member's database");
+    let claimed = common::unique("dbclm");
+    let answer = o.app.create_in(&claimed, "database").await;
+    let tenant_db = format!("tenant_{}", claimed.replace('-', "_"));
+    assert_eq!(
+        database_oid(&o.pg, &tenant_db).await,
+        Some(oid),
+        "the create did not claim the member's database"
+    );
+    assert!(database_oid(&o.pg, &member_db).await.is_none());
+    assert!(member_keys(&o.pg).await.is_empty());
+    let tenant = common::connect_as(&answer["credentials"]).await;
+    tenant
+        .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('a', 'b', 'c')")
+        .await
+        .unwrap();
+    let scratch_db = common::superuser_in(&format!("tenant_{}", scratch.replace('-', "_"))).await;
+    let claimed_db = common::superuser_in(&tenant_db).await;
+    let a = catalog_in(&o.pg, Some(&scratch_db), &scratch).await;
+    let b = catalog_in(&o.pg, Some(&claimed_db), &claimed).await;
+    let only_scratch: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
+    let only_claimed: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
+    assert!(
+        only_scratch.is_empty() && only_claimed.is_empty(),
+        "database mode: the catalogs differ\nonly from scratch: {only_scratch:#?}\nonly claimed: {only_claimed:#?}"
+    );
+    assert!(a.iter().any(|l| l.starts_with("database: ")), "{a:#?}");
+    assert!(a.iter().any(|l| l.starts_with("relation: ")), "{a:#?}");
+    drop((scratch_db, claimed_db, tenant));
+
+    // Concurrent creates, a pool of 2: every create succeeds, no member twice.
+    assert_eq!(fill(&o.rt, db_targets(2)).await.made, 2);
+    let ready: BTreeSet<Option<u32>> = {
+        let mut s = BTreeSet::new();
+        for k in member_keys(&o.pg).await {
+            s.insert(database_oid(&o.pg, &format!("tenant_wp__{k}")).await);
+            keys.insert(k);
+        }
+        s
+    };
+    let app = Arc::new(TestApp {
+        url: o.app.url.clone(),
+        http: o.app.http.clone(),
+    });
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let app = app.clone();
+        set.spawn(async move {
+            let n = format!("dbrace{i}x");
+            let (s, body) = app
+                .call(
+                    Method::POST,
+                    "/api/v1/tenants",
+                    Some(json!({"name": n, "isolation": "database"})),
+                )
+                .await;
+            (n, s, body)
+        });
+    }
+    let mut taken = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let (n, s, body) = r.unwrap();
+        assert_eq!(s, StatusCode::CREATED, "{n}: {body}");
+        let oid = database_oid(&o.pg, &format!("tenant_{n}")).await;
+        if ready.contains(&oid) {
+            taken.push(oid);
+        }
+    }
+    assert_eq!(taken.len(), 2, "each member claimed once: {taken:?}");
+    assert_ne!(taken[0], taken[1]);
+    assert!(member_keys(&o.pg).await.is_empty());
+
+    // A refill killed after its clone, and a claim killed after it committed its
+    // renames: the restart (the same server identity) undoes both at once, leaving
+    // nothing behind.
+    let identity = format!("test:{}", uuid::Uuid::new_v4());
+    let (db, identity) = (&o.db, identity.as_str());
+    let start = move || async move {
+        let platform = server::platform(db, common::secret_key(), 8).await.unwrap();
+        Runtime::start(platform, identity).await.unwrap()
+    };
+    let key = warm_pool::new_key();
+    keys.insert(key.clone());
+    let first = start().await;
+    let (rt, k) = (first.clone(), key.clone());
+    kill_at(
+        &first,
+        "warm_pool.refill.database/configure/before",
+        async move {
+            let _ = warm_pool::refill_one(&rt, Mode::Database, &k, 100).await;
+        },
+    )
+    .await;
+    let second = start().await;
+    assert!(database_oid(&o.pg, &format!("tenant_wp__{key}"))
+        .await
+        .is_none());
+    let orphans = pool_orphans(&o.pg, &keys).await;
+    assert!(orphans.is_empty(), "{orphans:?}");
+    assert_eq!(fill(&second, db_targets(1)).await.made, 1);
+    keys.extend(member_keys(&o.pg).await);
+    let name = common::unique("dbkill");
+    let (rt, n) = (second.clone(), name.clone());
+    kill_at(
+        &second,
+        "tenant.create.database/configure/before",
+        async move {
+            let req = berqenas::tenant::create::CreateTenant {
+                name: n,
+                isolation: Some("database".into()),
+                ..Default::default()
+            };
+            let _ = berqenas::workflows::create::create(&rt, &req, None, "test").await;
+        },
+    )
+    .await;
+    assert!(
+        member_keys(&o.pg).await.is_empty(),
+        "the claim was not taken"
+    );
+    let _third = start().await;
+    let db = format!("tenant_{}", name.replace('-', "_"));
+    assert!(
+        database_oid(&o.pg, &db).await.is_none(),
+        "the claimed database was left"
+    );
+    let left: i64 =
+        o.pg.query_one(
+            "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1)",
+            &[&format!("{db}_")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    let orphans = pool_orphans(&o.pg, &keys).await;
+    assert!(orphans.is_empty(), "{orphans:?}");
+}
