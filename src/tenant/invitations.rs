@@ -60,14 +60,15 @@ pub struct Issued {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Makes the user's link, storing only its token's keyed hash.
+/// Makes the user's link from `token` (a fresh `secrets::random_token`), storing only
+/// its keyed hash.
 pub async fn issue(
     p: &Platform,
     tx: &Transaction<'_>,
     tenant_id: Uuid,
     user_id: Uuid,
+    token: &str,
 ) -> Result<Issued> {
-    let token = crate::secrets::random_token();
     let ttl = chrono::Duration::from_std(p.sign_in.invitation_ttl)
         .unwrap_or_else(|_| chrono::Duration::days(7));
     let expires_at = Utc::now() + ttl;
@@ -79,11 +80,16 @@ pub async fn issue(
         expires_at,
     )
     .await?;
-    let base = p.public_url.as_deref().unwrap_or("").trim_end_matches('/');
     Ok(Issued {
-        url: format!("{base}{PATH}{token}"),
+        url: url(p, token),
         expires_at,
     })
+}
+
+/// The link of `token` under the server's public address.
+pub fn url(p: &Platform, token: &str) -> String {
+    let base = p.public_url.as_deref().unwrap_or("").trim_end_matches('/');
+    format!("{base}{PATH}{token}")
 }
 
 /// What opening a link answers: the user's credentials, this once.

@@ -9,10 +9,11 @@ use uuid::Uuid;
 use super::roles::DefaultRole;
 use super::service::{self, credentials_for, Credentials, Error};
 use super::Tenant;
-use crate::pg::Literal;
+use crate::pg::{Ident, Literal};
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
-use crate::secrets::random_bytes;
+use crate::quota::Quotas;
+use crate::secrets::{random_bytes, SecretString};
 use crate::store::outbox::data::{UserInvited, UserRemoved};
 pub use crate::store::users::TenantUser;
 use crate::store::{self, outbox, tenants};
@@ -104,16 +105,28 @@ fn user_not_found(email: &str) -> Error {
     ))
 }
 
-pub async fn add_locked(
-    p: &Platform,
-    tx: &Transaction<'_>,
-    tenant: &Tenant,
-    req: &AddUser,
-    op_id: Uuid,
-    actor: &str,
-) -> Result<AddedUser> {
-    let slug = tenant.name.clone();
-    let key = tenant.name.as_str();
+/// An add request, checked for shape (no database read).
+pub struct Shape {
+    email: String,
+    role: DefaultRole,
+    teams: Vec<String>,
+    invited_by: Option<String>,
+    invites: bool,
+}
+
+impl Shape {
+    /// Whether the user is invited (a link) rather than added directly.
+    pub fn invites(&self) -> bool {
+        self.invites
+    }
+
+    pub fn role(&self) -> DefaultRole {
+        self.role
+    }
+}
+
+/// Checks the request's fields: a bad one is refused before anything is read or made.
+pub fn shape(req: &AddUser) -> Result<Shape> {
     let email = validate_email(&req.email)?;
     let role = validate_role(&req.role)?;
     let teams = super::invitations::validate_teams(&req.teams)?;
@@ -124,8 +137,18 @@ pub async fn add_locked(
             "invite is false but invited_by is given: leave one out",
         ));
     }
-    let invites = req.invites();
-    let (password, verifier) = crate::secrets::new_password();
+    Ok(Shape {
+        email,
+        role,
+        teams,
+        invited_by,
+        invites: req.invites(),
+    })
+}
+
+/// Whether `tenant` (locked by the caller) may get this user now; the quotas its
+/// login gets.
+pub async fn admissible(tx: &Transaction<'_>, tenant: &Tenant, s: &Shape) -> Result<Quotas> {
     if !matches!(tenant.status, super::Status::Active | super::Status::Trial) {
         // A new login would defeat a suspension (and resume would not know of it).
         let mut p = Problem::new(
@@ -140,16 +163,19 @@ pub async fn add_locked(
         p.field = Some("status".into());
         return Err(Error::Rejected(p));
     }
-    if store::users::find(tx, tenant.id, &email).await?.is_some() {
+    if store::users::find(tx, tenant.id, &s.email).await?.is_some() {
         return Err(Error::Rejected(Problem::new(
             Kind::Conflict,
             "user_exists",
-            format!("user {email:?} already exists in tenant {:?}", tenant.name),
+            format!(
+                "user {:?} already exists in tenant {:?}",
+                s.email, tenant.name
+            ),
         )));
     }
     let quotas = store::quotas::effective(tx, tenant.id)
         .await?
-        .ok_or_else(|| Error::not_found(key))?;
+        .ok_or_else(|| Error::not_found(tenant.name.as_str()))?;
     let users = store::users::count(tx, tenant.id).await?;
     if users >= quotas.max_users as i64 {
         return Err(Error::Rejected(Problem::new(
@@ -161,52 +187,106 @@ pub async fn add_locked(
             ),
         )));
     }
-    let db_user = slug.user_role(&hex::encode(random_bytes::<6>()));
-    let group = slug.group_role(role);
-    let verifier = verifier
-        .await
-        .expect("computing a SCRAM verifier does not panic");
+    Ok(quotas)
+}
+
+/// The user's login on the tenant's server (`p` is the platform as seen from there):
+/// member of its group role, the tenant's search path and quotas.
+pub fn login_sql(
+    p: &Platform,
+    tenant: &Tenant,
+    db_user: &Ident,
+    role: DefaultRole,
+    verifier: &str,
+    quotas: &Quotas,
+) -> String {
+    let group = tenant.name.group_role(role);
     let mut sql = format!(
         "CREATE ROLE {db_user} LOGIN PASSWORD {} IN ROLE {group};\n",
-        Literal(&verifier)
+        Literal(verifier)
     );
     if let Some(schema) = &tenant.schema {
         sql.push_str(&format!(
             "ALTER ROLE {db_user} SET search_path = {schema};\n"
         ));
     }
-    sql.push_str(&quotas.role_limits(p.caps.superuser).sql(&db_user));
+    sql.push_str(&quotas.role_limits(p.caps.superuser).sql(db_user));
     if !p.caps.superuser {
         sql.push_str(&format!("GRANT {db_user} TO CURRENT_USER;\n"));
     }
     if tenant.isolation == super::Isolation::Shared {
         sql.push_str(&crate::isolation::shared::map_role_sql(
-            &db_user,
+            db_user,
             &tenant.id.to_string(),
         ));
     }
-    tx.batch_execute(&sql).await?;
-    hardening::check(tx, &[db_user.as_str().to_string()]).await?;
-    let sealed = p.key.seal(&service::seal_password(&password)?);
+    sql
+}
+
+/// Drops the user's login (run where the login lives, its sessions ended first):
+/// what it created passes to the tenant's owner role, so nothing of the tenant's data
+/// is lost.
+pub fn drop_login_sql(tenant: &Tenant, db_user: &Ident) -> String {
+    let owner = tenant.name.owner_role();
+    let mut sql = String::new();
+    if tenant.isolation == super::Isolation::Shared {
+        sql.push_str(&crate::isolation::shared::unmap_role_sql(db_user));
+    }
+    sql.push_str(&format!(
+        "REASSIGN OWNED BY {db_user} TO {owner};\nDROP OWNED BY {db_user};\nDROP ROLE IF EXISTS {db_user};\n"
+    ));
+    sql
+}
+
+/// A new user's login name.
+pub fn new_db_user(tenant: &Tenant) -> (String, Ident) {
+    let suffix = hex::encode(random_bytes::<6>());
+    let db_user = tenant.name.user_role(&suffix);
+    (suffix, db_user)
+}
+
+/// The registry's half of an add, in the caller's transaction (the login exists, or
+/// is made in the same transaction): the user's row with its sealed password, the
+/// invitation (its token given: `invitations::new_token`), the event and the audit row.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_add(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    s: &Shape,
+    db_user: &Ident,
+    sealed: &[u8],
+    token: Option<&str>,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<(TenantUser, Option<super::invitations::Issued>)> {
+    let Shape {
+        email,
+        role,
+        teams,
+        invited_by,
+        invites,
+    } = s;
     let user_id = Uuid::now_v7();
+    let status = if *invites { "invited" } else { "active" };
     let created_at = store::users::insert(
         tx,
         &store::users::NewUser {
             id: user_id,
             tenant_id: tenant.id,
-            email: &email,
+            email,
             role: role.as_str(),
             db_user: db_user.as_str(),
-            credentials: &sealed,
-            status: if invites { "invited" } else { "active" },
-            teams: &teams,
+            credentials: sealed,
+            status,
+            teams,
             invited_by: invited_by.as_deref(),
         },
     )
     .await?;
-    let invitation = match invites {
-        true => Some(super::invitations::issue(p, tx, tenant.id, user_id).await?),
-        false => None,
+    let invitation = match token {
+        Some(token) => Some(super::invitations::issue(p, tx, tenant.id, user_id, token).await?),
+        None => None,
     };
     outbox::emit(
         tx,
@@ -227,7 +307,7 @@ pub async fn add_locked(
         tx,
         &audit::Entry {
             actor,
-            action: if invites { "user_invited" } else { "user_added" },
+            action: if *invites { "user_invited" } else { "user_added" },
             tenant_id: Some(tenant.id),
             tenant_name: Some(&tenant.name),
             operation_id: Some(op_id),
@@ -239,29 +319,77 @@ pub async fn add_locked(
     )
     .await?;
     let user = TenantUser {
-        email,
-        role,
-        db_user,
-        status: if invites { "invited" } else { "active" }.to_string(),
-        teams,
-        invited_by,
+        email: email.clone(),
+        role: *role,
+        db_user: db_user.clone(),
+        status: status.to_string(),
+        teams: teams.clone(),
+        invited_by: invited_by.clone(),
         created_at,
     };
+    Ok((user, invitation))
+}
+
+/// The answer to an add: the credentials (`p` as seen from the tenant's server) for
+/// a direct add, the link for an invitation.
+pub fn added(
+    p: &Platform,
+    tenant: &Tenant,
+    user: TenantUser,
+    password: SecretString,
+    invitation: Option<super::invitations::Issued>,
+) -> AddedUser {
     if let Some(invitation) = invitation {
-        return Ok(AddedUser {
+        return AddedUser {
             user,
             credentials: None,
             invitation_url: Some(invitation.url),
             invitation_expires_at: Some(invitation.expires_at),
-        });
+        };
     }
     let credentials = credentials_for(p, user.db_user.as_str(), tenant.database.as_str(), password);
-    Ok(AddedUser {
+    AddedUser {
         user,
         credentials: Some(credentials),
         invitation_url: None,
         invitation_expires_at: None,
-    })
+    }
+}
+
+/// Adds the user on `default`: its login and its registry rows in one transaction.
+pub async fn add_locked(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    req: &AddUser,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<AddedUser> {
+    let s = shape(req)?;
+    let (password, verifier) = crate::secrets::new_password();
+    let quotas = admissible(tx, tenant, &s).await?;
+    let (_, db_user) = new_db_user(tenant);
+    let verifier = verifier
+        .await
+        .expect("computing a SCRAM verifier does not panic");
+    tx.batch_execute(&login_sql(p, tenant, &db_user, s.role, &verifier, &quotas))
+        .await?;
+    hardening::check(tx, &[db_user.as_str().to_string()]).await?;
+    let sealed = p.key.seal(&service::seal_password(&password)?);
+    let token = s.invites.then(crate::secrets::random_token);
+    let (user, invitation) = record_add(
+        p,
+        tx,
+        tenant,
+        &s,
+        &db_user,
+        &sealed,
+        token.as_deref(),
+        op_id,
+        actor,
+    )
+    .await?;
+    Ok(added(p, tenant, user, password, invitation))
 }
 
 pub async fn list(p: &Platform, key: &str) -> Result<UserList> {
@@ -274,32 +402,23 @@ pub async fn list(p: &Platform, key: &str) -> Result<UserList> {
     })
 }
 
-/// Revokes the user: their sessions end, what they created passes to the tenant's
-/// owner role (nothing of the tenant's data is lost), and the login is dropped.
-pub async fn remove_locked(
+/// The user `email` of `tenant` (locked by the caller); 404 `user_not_found`.
+pub async fn find_locked(tx: &Transaction<'_>, tenant: &Tenant, email: &str) -> Result<TenantUser> {
+    let email_lc = email.trim().to_lowercase();
+    store::users::find(tx, tenant.id, &email_lc)
+        .await?
+        .ok_or_else(|| user_not_found(email))
+}
+
+/// The registry's half of a removal: the row, the event, the audit row.
+pub async fn record_remove(
     tx: &Transaction<'_>,
     tenant: &Tenant,
-    email: &str,
+    user: &TenantUser,
     op_id: Uuid,
     actor: &str,
-) -> Result<TenantUser> {
-    let slug = tenant.name.clone();
-    let email_lc = email.trim().to_lowercase();
-    let user = store::users::find(tx, tenant.id, &email_lc)
-        .await?
-        .ok_or_else(|| user_not_found(email))?;
-    let db_user = &user.db_user;
-    service::terminate_sessions(tx, &[db_user.as_str()]).await?;
-    let owner = slug.owner_role();
-    if tenant.isolation == super::Isolation::Shared {
-        tx.batch_execute(&crate::isolation::shared::unmap_role_sql(db_user))
-            .await?;
-    }
-    tx.batch_execute(&format!(
-        "REASSIGN OWNED BY {db_user} TO {owner};\nDROP OWNED BY {db_user};\nDROP ROLE IF EXISTS {db_user};\n"
-    ))
-    .await?;
-    store::users::delete(tx, tenant.id, &email_lc).await?;
+) -> Result<()> {
+    store::users::delete(tx, tenant.id, &user.email).await?;
     outbox::emit(
         tx,
         tenant.id,
@@ -323,6 +442,23 @@ pub async fn remove_locked(
         },
     )
     .await?;
+    Ok(())
+}
+
+/// Revokes the user on `default`: their sessions end, their login is dropped
+/// ([`drop_login_sql`]) and their rows go, in one transaction.
+pub async fn remove_locked(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    email: &str,
+    op_id: Uuid,
+    actor: &str,
+) -> Result<TenantUser> {
+    let user = find_locked(tx, tenant, email).await?;
+    service::terminate_sessions(tx, &[user.db_user.as_str()]).await?;
+    tx.batch_execute(&drop_login_sql(tenant, &user.db_user))
+        .await?;
+    record_remove(tx, tenant, &user, op_id, actor).await?;
     Ok(user)
 }
 

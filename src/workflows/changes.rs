@@ -4,12 +4,14 @@
 //! (`credentials.rotate`). Each takes the tenant's name, then its row, refuses a tenant
 //! that a running operation owns (409 `tenant_busy`), and commits its change, its
 //! audit row and its operation row together. For a tenant on another server, an
-//! update, a quota change and a rotation are operations instead (`changes_placed`).
+//! update, a quota change and a rotation are operations instead (`changes_placed`),
+//! and so are a user's addition and removal (`users_placed`); its API keys are
+//! registry rows only, the same wherever it lives.
 
 use uuid::Uuid;
 
 use super::changes_placed::{self as placed, elsewhere};
-use super::{commit_one, lock_tenant, lock_tenant_anywhere, Error, Runtime};
+use super::{commit_one, lock_tenant_anywhere, Error, Runtime};
 use crate::ops::Kind;
 use crate::quota::service::{self as quotas, Limits, QuotaUpdate};
 use crate::tenant::api_keys::ApiKey;
@@ -152,7 +154,12 @@ pub async fn add_user(
 ) -> Result<AddedUser, Error> {
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
-    let t = lock_tenant(&tx, key).await?;
+    let t = lock_tenant_anywhere(&tx, key).await?;
+    if elsewhere(&t) {
+        // The login lives on another server: an operation (`users_placed`).
+        drop(tx);
+        return super::users_placed::add_user(rt, &t, req, actor).await;
+    }
     let op = Uuid::now_v7();
     let added = users::add_locked(rt, &tx, &t, req, op, actor).await?;
     let network = super::network::touch(rt, &tx, &t, false).await?;
@@ -171,7 +178,11 @@ pub async fn remove_user(
 ) -> Result<TenantUser, Error> {
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
-    let t = lock_tenant(&tx, key).await?;
+    let t = lock_tenant_anywhere(&tx, key).await?;
+    if elsewhere(&t) {
+        drop(tx);
+        return super::users_placed::remove_user(rt, &t, email, actor).await;
+    }
     let op = Uuid::now_v7();
     let removed = users::remove_locked(&tx, &t, email, op, actor).await?;
     let network = super::network::touch(rt, &tx, &t, false).await?;
@@ -190,7 +201,7 @@ pub async fn create_key(
 ) -> Result<NewApiKey, Error> {
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
-    let t = lock_tenant(&tx, key).await?;
+    let t = lock_tenant_anywhere(&tx, key).await?;
     let op = Uuid::now_v7();
     let made = api_keys::create_locked(rt, &tx, &t, req, op, actor).await?;
     commit_one(rt, tx, KEY_CREATE, op, &t).await?;
@@ -201,7 +212,7 @@ pub async fn create_key(
 pub async fn revoke_key(rt: &Runtime, key: &str, id: &str, actor: &str) -> Result<ApiKey, Error> {
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
-    let t = lock_tenant(&tx, key).await?;
+    let t = lock_tenant_anywhere(&tx, key).await?;
     let op = Uuid::now_v7();
     let revoked = api_keys::revoke_locked(&tx, &t, id, op, actor).await?;
     commit_one(rt, tx, KEY_REVOKE, op, &t).await?;
@@ -218,7 +229,7 @@ pub async fn rotate_key(
 ) -> Result<RotatedApiKey, Error> {
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
-    let t = lock_tenant(&tx, key).await?;
+    let t = lock_tenant_anywhere(&tx, key).await?;
     let op = Uuid::now_v7();
     let rotated = api_keys::rotate_locked(rt, &tx, &t, id, req, op, actor).await?;
     commit_one(rt, tx, KEY_ROTATE, op, &t).await?;

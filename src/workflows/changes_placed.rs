@@ -19,11 +19,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::on_server::view_for;
+use super::on_server::{unavailable, view_for};
 use super::{failed, hold_owned, run_kind, step_error, Error, Runtime};
 use crate::ops::{fence, Kind, Run, Step, StepError, StepFuture};
 use crate::platform::Platform;
-use crate::problem::{Kind as ProblemKind, Problem};
 use crate::quota::service::{self as quotas, Limits, Measured, QuotaUpdate};
 use crate::quota::Quotas;
 use crate::secrets::{ExposeSecret, SecretString};
@@ -201,14 +200,6 @@ async fn run_change(
         change,
     };
     run_kind(rt, kind, Some(t.id), t.name.as_str(), &params).await
-}
-
-fn unavailable(e: StepError) -> Error {
-    Error::Rejected(Problem::new(
-        ProblemKind::Unavailable,
-        "server_unavailable",
-        format!("the tenant's server cannot be reached: {e}"),
-    ))
 }
 
 /// What the tenant uses on its server now: its bytes (the disk round's measurement

@@ -31,6 +31,7 @@ pub mod restores;
 pub mod restores_placed;
 pub mod servers;
 pub mod settings;
+pub mod users_placed;
 pub mod vector_store;
 pub mod warm_pool;
 mod warm_pool_database;
@@ -61,6 +62,7 @@ pub fn registry() -> Registry<Runtime> {
         .chain(lifecycle::kinds())
         .chain(changes::kinds())
         .chain(changes_placed::kinds())
+        .chain(users_placed::kinds())
         .chain(offboarding::kinds())
         .chain(on_server::kinds())
         .chain(backups::kinds())

@@ -157,6 +157,15 @@ pub(super) async fn view_for(rt: &Runtime, t: &Tenant) -> Result<Platform, StepE
     Ok(rt.platform.on(&s))
 }
 
+/// A caller's answer when the tenant's server cannot be reached: 503, retry later.
+pub(super) fn unavailable(e: StepError) -> Error {
+    Error::Rejected(Problem::new(
+        ProblemKind::Unavailable,
+        "server_unavailable",
+        format!("the tenant's server cannot be reached: {e}"),
+    ))
+}
+
 async fn run_change(
     rt: &Runtime,
     kind: &'static str,

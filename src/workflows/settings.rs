@@ -8,7 +8,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{commit_one, lock_tenant, Error, Runtime};
+use super::{commit_one, lock_tenant_anywhere, Error, Runtime};
 use crate::auth_providers::{
     self as providers, discovery, AuthProvider, CheckResult, IntegrationView, ProviderKind,
 };
@@ -82,7 +82,7 @@ pub async fn patch_config(
 ) -> Result<TenantConfig, Error> {
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
-    let t = lock_tenant(&tx, key).await?;
+    let t = lock_tenant_anywhere(&tx, key).await?;
     let op = Uuid::now_v7();
     let changed = tenantconfig::patch_locked(&tx, &t, patch, actor, op).await?;
     commit_one(rt, tx, CONFIG, op, &t).await?;
@@ -146,7 +146,7 @@ pub async fn put_provider(
     }
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
-    let t = lock_tenant(&tx, key).await?;
+    let t = lock_tenant_anywhere(&tx, key).await?;
     let op = Uuid::now_v7();
     let saved = providers::put_locked(rt, &tx, &t, &v, actor, op).await?;
     commit_one(rt, tx, PROVIDER_PUT, op, &t).await?;
@@ -171,7 +171,7 @@ pub async fn delete_provider(
     let kind = kind_of(kind)?;
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
-    let t = lock_tenant(&tx, key).await?;
+    let t = lock_tenant_anywhere(&tx, key).await?;
     let op = Uuid::now_v7();
     providers::delete_locked(&tx, &t, kind, actor, op).await?;
     commit_one(rt, tx, PROVIDER_DELETE, op, &t).await?;
@@ -220,9 +220,13 @@ pub async fn accept_invitation(rt: &Runtime, token: &str) -> Result<AcceptedInvi
     let mut client = rt.pool.get().await?;
     let tenant_id = invitations::tenant_of(rt, &client, token).await?;
     let tx = client.transaction().await?;
-    let t = lock_tenant(&tx, &tenant_id.to_string()).await?;
+    let t = lock_tenant_anywhere(&tx, &tenant_id.to_string()).await?;
+    // The credentials name the tenant's server.
+    let view = super::on_server::view_for(rt, &t)
+        .await
+        .map_err(super::on_server::unavailable)?;
     let op = Uuid::now_v7();
-    let accepted = invitations::accept_locked(rt, &tx, &t, token, op).await?;
+    let accepted = invitations::accept_locked(&view, &tx, &t, token, op).await?;
     commit_one(rt, tx, INVITATION_ACCEPT, op, &t).await?;
     Ok(accepted)
 }

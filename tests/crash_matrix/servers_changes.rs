@@ -6,8 +6,9 @@
 
 use berqenas::quota::service::QuotaUpdate;
 use berqenas::tenant::service::UpdateTenant;
+use berqenas::tenant::users::AddUser;
 use berqenas::tenant::{Isolation, Slug};
-use berqenas::workflows::{self as wf, changes_placed};
+use berqenas::workflows::{self as wf, changes_placed, users_placed};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -37,7 +38,101 @@ pub fn scenarios() -> Vec<Scenario> {
             trigger: rotate,
             check: password_works,
         },
+        Scenario {
+            kind: users_placed::ADD,
+            label: "schema on cmpg2",
+            prepare: placed,
+            trigger: add_user,
+            check: users_agree,
+        },
+        Scenario {
+            kind: users_placed::REMOVE,
+            label: "database on cmpg2",
+            prepare: placed_database_with_user,
+            trigger: remove_user,
+            check: users_agree,
+        },
     ]
+}
+
+fn ada() -> AddUser {
+    AddUser {
+        email: "ada@example.com".into(),
+        role: "developer".into(),
+        ..Default::default()
+    }
+}
+
+fn placed_database_with_user<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(async move {
+        place(env, Isolation::Database).await;
+        wf::changes::add_user(&env.rt, &env.name, &ada(), "crash-matrix")
+            .await
+            .expect("a user added on cmpg2");
+        Value::Null
+    })
+}
+
+fn add_user<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        wf::changes::add_user(&env.rt, &env.name, &ada(), "crash-matrix")
+            .await
+            .map(drop)
+            .map_err(err)
+    })
+}
+
+fn remove_user<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        wf::changes::remove_user(&env.rt, &env.name, "ada@example.com", "crash-matrix")
+            .await
+            .map(drop)
+            .map_err(err)
+    })
+}
+
+/// The users the registry lists are exactly the user logins on cmpg2.
+fn users_agree<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        let (status, v) = env
+            .app
+            .call(
+                Method::GET,
+                &format!("/api/v1/tenants/{}/users", env.name),
+                None,
+            )
+            .await;
+        if !status.is_success() {
+            return Err(format!("the users: {status} {v}"));
+        }
+        let mut listed: Vec<String> = v["users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["db_user"].as_str().map(String::from))
+            .collect();
+        listed.sort();
+        let stem = Slug::parse(&env.name).map_err(err)?.schema();
+        let (c, _) = cluster().await;
+        let there: Vec<String> = admin(c, "postgres")
+            .await
+            .query(
+                "SELECT rolname::text FROM pg_roles WHERE rolname ~ ('^' || $1 || '_u[0-9a-f]{12}$') ORDER BY 1",
+                &[&stem.as_str()],
+            )
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if listed == there {
+            Ok(())
+        } else {
+            Err(format!(
+                "the registry lists users {listed:?}, cmpg2 has logins {there:?}"
+            ))
+        }
+    })
 }
 
 fn err(e: impl std::fmt::Display) -> String {
