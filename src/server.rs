@@ -545,7 +545,7 @@ async fn reconcile_forever(
             }
         }
         if elected.holds(ROLE_CHECK) {
-            match tenant::integrity::run_once(&platform).await {
+            match crate::workflows::role_check::round(&rt).await {
                 Ok(report) if !report.violations.is_empty() => {
                     tracing::error!(violations = ?report.violations, suspended = ?report.suspended, "tenant roles had more than berqenas gives them")
                 }

@@ -203,7 +203,7 @@ pub async fn suspend_locked(
 ) -> Result<(Tenant, Vec<String>)> {
     let reason = check_suspend(tx, current, req).await?;
     let cut = cut(tx, current, p.caps.superuser).await?;
-    let tenant = record_suspended(tx, current, reason, &cut, op_id, actor).await?;
+    let tenant = record_suspended(tx, current, reason, "admin", &cut, op_id, actor).await?;
     // Every login role, not only those just disabled: one that was already NOLOGIN
     // may still hold a session.
     let logins = login_roles(tx, &tenant)
@@ -236,18 +236,20 @@ pub async fn check_suspend(
     Ok(reason)
 }
 
-/// The registry's half of a suspension (what [`cut`] took, the status, the event and
-/// the audit row), in the caller's control transaction.
+/// The registry's half of a suspension (what [`cut`] took, the status, the event with
+/// its `cause` and the audit row), in the caller's control transaction.
+#[allow(clippy::too_many_arguments)]
 pub async fn record_suspended(
     tx: &Transaction<'_>,
     current: &Tenant,
     reason: Option<String>,
+    cause: &str,
     cut: &Cut,
     op_id: Uuid,
     actor: &str,
 ) -> Result<Tenant> {
     mark_suspended(tx, current.id, reason.as_deref(), cut).await?;
-    announce_suspended(tx, current, "admin", reason.clone()).await?;
+    announce_suspended(tx, current, cause, reason.clone()).await?;
     audit::record(
         tx,
         &audit::Entry {

@@ -29,6 +29,7 @@ pub mod pooler;
 pub mod quotas;
 pub mod restores;
 pub mod restores_placed;
+pub mod role_check;
 pub mod servers;
 pub mod settings;
 pub mod users_placed;

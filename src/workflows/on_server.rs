@@ -96,6 +96,9 @@ enum Change {
         /// The worker's end of a free plan's trial: only while the trial is due.
         #[serde(default)]
         trial_ended: bool,
+        /// The role check found more than berqenas gives on a tenant role there.
+        #[serde(default)]
+        security_violation: bool,
     },
     Resume,
     Delete,
@@ -195,6 +198,7 @@ pub async fn suspend(
     let change = Change::Suspend {
         reason: req.reason.clone(),
         trial_ended: false,
+        security_violation: false,
     };
     run_change(rt, SUSPEND, t, change, 0, actor).await
 }
@@ -205,8 +209,26 @@ pub async fn end_free_trial(rt: &Runtime, t: &Tenant) -> Result<Tenant, Error> {
     let change = Change::Suspend {
         reason: Some(crate::tenant::lifecycle::TRIAL_ENDED.into()),
         trial_ended: true,
+        security_violation: false,
     };
     run_change(rt, SUSPEND, t, change, 0, "worker").await
+}
+
+/// Suspends a tenant on another server whose roles there had more than berqenas
+/// gives (the role check took it away already): its event's cause is
+/// `security_violation`.
+pub async fn suspend_for_violation(
+    rt: &Runtime,
+    t: &Tenant,
+    what: &[String],
+) -> Result<Tenant, Error> {
+    let reason = format!("security violation: {}", what.join("; "));
+    let change = Change::Suspend {
+        reason: Some(reason.chars().take(suspension::MAX_REASON).collect()),
+        trial_ended: false,
+        security_violation: true,
+    };
+    run_change(rt, SUSPEND, t, change, 0, "berqenas").await
 }
 
 /// Resumes a suspended tenant on another server.
@@ -250,6 +272,7 @@ fn own<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             Change::Suspend {
                 reason,
                 trial_ended,
+                ..
             } => {
                 let due = t.status == Status::Trial
                     && t.trial_ends_at.is_some_and(|at| at <= chrono::Utc::now());
@@ -521,15 +544,31 @@ fn record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let tx = client.transaction().await.map_err(failed)?;
         let t = hold_owned(&tx, run).await?;
         let (after, network) = match p.change {
-            Change::Suspend { .. } => {
+            Change::Suspend {
+                trial_ended,
+                security_violation,
+                ..
+            } => {
                 let cut = suspension::Cut {
                     roles: taken.roles,
                     memberships: taken.memberships,
                 };
-                let after =
-                    suspension::record_suspended(&tx, &t, plan.reason, &cut, run.id, &p.actor)
-                        .await
-                        .map_err(step_error)?;
+                let cause = match (trial_ended, security_violation) {
+                    (_, true) => "security_violation",
+                    (true, _) => "trial_ended",
+                    _ => "admin",
+                };
+                let after = suspension::record_suspended(
+                    &tx,
+                    &t,
+                    plan.reason,
+                    cause,
+                    &cut,
+                    run.id,
+                    &p.actor,
+                )
+                .await
+                .map_err(step_error)?;
                 fence::release(&tx, run).await?;
                 let network = super::network::touch(rt, &tx, &after, false)
                     .await

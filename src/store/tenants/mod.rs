@@ -593,16 +593,20 @@ pub struct LiveRoles {
     pub schema: Option<Ident>,
 }
 
-/// Every tenant on the `default` server that has roles (not provisioning, purged or
-/// failed), by id (docs/servers.md: the role check of other servers is not done yet). A row
-/// that does not decode is left out (logged): one bad row must not stop the round
-/// for every other tenant.
-pub async fn with_roles(c: &impl GenericClient) -> Result<Vec<LiveRoles>> {
+/// Every tenant on `server` that has roles (not provisioning, purged or failed), by
+/// id; only `tenant` when given. A row that does not decode is left out (logged): one
+/// bad row must not stop the round for every other tenant.
+pub async fn with_roles(
+    c: &impl GenericClient,
+    server: &str,
+    tenant: Option<Uuid>,
+) -> Result<Vec<LiveRoles>> {
     Ok(c.query(
         "SELECT id, name, isolation, schema_name FROM berqenas.tenants
-              WHERE status NOT IN ('provisioning', 'purged', 'failed') AND server = 'default'
+              WHERE status NOT IN ('provisioning', 'purged', 'failed') AND server = $1
+                AND ($2::uuid IS NULL OR id = $2)
               ORDER BY id",
-        &[],
+        &[&server, &tenant],
     )
     .await?
     .iter()
@@ -619,6 +623,20 @@ pub async fn with_roles(c: &impl GenericClient) -> Result<Vec<LiveRoles>> {
             .map_err(|e| tracing::error!(error = %e, "a registry row does not decode; skipped"))
             .ok()
     })
+    .collect())
+}
+
+/// The servers other than `default` where tenants with roles live.
+pub async fn other_servers_with_roles(c: &impl GenericClient) -> Result<Vec<String>> {
+    Ok(c.query(
+        "SELECT DISTINCT server FROM berqenas.tenants
+          WHERE status NOT IN ('provisioning', 'purged', 'failed') AND server <> 'default'
+          ORDER BY 1",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
     .collect())
 }
 

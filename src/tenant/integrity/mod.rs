@@ -10,9 +10,17 @@
 //!   its `ALTER ROLE ... SET` defaults) is put back, audited
 //!   (`tenant_role_drift_corrected`): the credentials berqenas hands out keep working,
 //!   and the tenant's timeouts and search path stay the ones its quotas set.
+//! - On a server other than `default` ([`check_server`]) the same checks run against
+//!   that server's catalog; no snapshot spans it and the registry, so each tenant that
+//!   looks wrong is judged again under its name lock, never while an operation works
+//!   on it, and the workflow suspends it (an operation there).
 //! - PUBLIC is kept out of every database ([`hardening::close_databases`]) and out of
 //!   the large-object writers in the control database; database-mode tenants' own
 //!   databases are brought to the current hardening level, a few per round.
+
+mod placed;
+
+pub use placed::{check_server, Violation};
 
 use crate::secrets::ExposeSecret;
 use std::collections::HashMap;
@@ -27,6 +35,7 @@ use super::{suspension, Isolation, Status};
 use crate::isolation::shared;
 use crate::pg::{hardening, Ident, Literal};
 use crate::platform::Platform;
+use crate::store::servers::DEFAULT;
 use crate::store::{quotas, tenants, users};
 use crate::{audit, metrics};
 
@@ -120,14 +129,20 @@ async fn close_large_objects(c: &impl GenericClient) -> Result<()> {
     Ok(())
 }
 
-/// Every role of every tenant that has roles, with what its mode grants it.
-async fn expectations(p: &Platform, c: &impl GenericClient) -> Result<(Vec<Live>, Vec<Expected>)> {
-    let tenants: Vec<Live> = tenants::with_roles(c).await?;
+/// Every role of every tenant on `server` that has roles (or of `only`), with what its
+/// mode grants it; `superuser`: whether berqenas is superuser there (the limits it sets).
+async fn expectations(
+    superuser: bool,
+    c: &impl GenericClient,
+    server: &str,
+    only: Option<Uuid>,
+) -> Result<(Vec<Live>, Vec<Expected>)> {
+    let tenants: Vec<Live> = tenants::with_roles(c, server, only).await?;
     let index: HashMap<Uuid, usize> = tenants.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
     let quotas: HashMap<Uuid, crate::isolation::RoleLimits> = quotas::all_effective(c)
         .await?
         .into_iter()
-        .map(|(id, q)| (id, q.role_limits(p.caps.superuser)))
+        .map(|(id, q)| (id, q.role_limits(superuser)))
         .collect();
     let hub = hardening::CONNECT_ROLE.to_string();
     let temp = hardening::TEMP_ROLE.to_string();
@@ -324,13 +339,10 @@ async fn check_roles(p: &Platform, report: &mut Report) -> Result<()> {
         .read_only(true)
         .start()
         .await?;
-    let (tenants, expected) = expectations(p, &snapshot).await?;
+    let (tenants, expected) = expectations(p.caps.superuser, &snapshot, DEFAULT, None).await?;
     let names: Vec<&str> = expected.iter().map(|e| e.role.as_str()).collect();
     let found = catalog(p, &snapshot, &names).await?;
-    let known: HashMap<(Uuid, Option<Uuid>), Option<Vec<u8>>> = tenants::verifier_hashes(&snapshot)
-        .await?
-        .into_iter()
-        .collect();
+    let known = known_verifiers(&snapshot).await?;
     snapshot.commit().await?;
     drop(client);
     let mut violating: HashMap<usize, Vec<String>> = HashMap::new();
@@ -339,52 +351,22 @@ async fn check_roles(p: &Platform, report: &mut Report) -> Result<()> {
             continue; // dropped meanwhile, or never made: not this check's business
         };
         let t = &tenants[e.tenant];
-        let mut bad: Vec<String> = f.attributes.iter().map(|a| a.to_string()).collect();
-        if f.can_login && !e.login {
-            bad.push("LOGIN".into());
-        }
-        let extra: Vec<&String> = f
-            .member_of
-            .iter()
-            .filter(|m| !e.member_of.contains(m))
-            .collect();
-        bad.extend(extra.iter().map(|m| format!("membership in {m}")));
-        if !bad.is_empty() {
-            take_away(p, &e.role, f, &extra, !e.login).await?;
-            for b in &bad {
-                metrics::security_violation(if b.starts_with("membership") {
-                    "membership"
-                } else {
-                    "attribute"
-                });
-                report.violations.push((e.role.clone(), b.clone()));
-            }
-            tracing::error!(tenant.name = %t.name, role = %e.role, found = ?bad, "security violation: a tenant role had more than berqenas gives; taken away, tenant suspended");
+        let i = issues(e, f, &known, t.id);
+        if !i.bad.is_empty() {
+            take_away(p, &e.role, f, &i.extra, !e.login).await?;
+            count_violations(report, &e.role, &i.bad);
+            tracing::error!(tenant.name = %t.name, role = %e.role, found = ?i.bad, "security violation: a tenant role had more than berqenas gives; taken away, tenant suspended");
             violating.entry(e.tenant).or_default().push(format!(
                 "{} had {}",
                 e.role,
-                bad.join(", ")
+                i.bad.join(", ")
             ));
         }
-        if let Some(settings) = &e.settings {
-            let mut actual: Vec<(String, String)> = f
-                .settings
-                .iter()
-                .filter(|(db, _)| *db == 0)
-                .flat_map(|(_, s)| s.iter().map(|x| normalize(x)))
-                .collect();
-            actual.sort();
-            let per_database = f.settings.iter().any(|(db, _)| *db != 0);
-            if (actual != *settings || per_database) && put_settings_back(p, t, e).await? {
-                report.drift.push((e.role.clone(), "settings".into()));
-            }
+        if i.settings && put_settings_back(p, t, e).await? {
+            report.drift.push((e.role.clone(), "settings".into()));
         }
-        if let (true, Some(verifier)) = (e.login, &f.verifier) {
-            let seen = hex_sha(verifier);
-            let recorded = known.get(&(t.id, e.user)).cloned().flatten();
-            if recorded.as_deref() != Some(seen.as_slice()) && check_password(p, t, e).await? {
-                report.drift.push((e.role.clone(), "password".into()));
-            }
+        if i.password && check_password(p, t, e).await? {
+            report.drift.push((e.role.clone(), "password".into()));
         }
     }
     for (i, what) in violating {
@@ -396,6 +378,69 @@ async fn check_roles(p: &Platform, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+type Known = HashMap<(Uuid, Option<Uuid>), Option<Vec<u8>>>;
+
+async fn known_verifiers(c: &impl GenericClient) -> Result<Known> {
+    Ok(tenants::verifier_hashes(c).await?.into_iter().collect())
+}
+
+/// What is wrong with one role: what it has that berqenas never gives (`bad`, of which
+/// `extra` are the memberships), and whether its settings or password drifted.
+struct Issues {
+    bad: Vec<String>,
+    extra: Vec<String>,
+    settings: bool,
+    password: bool,
+}
+
+fn issues(e: &Expected, f: &Found, known: &Known, tenant: Uuid) -> Issues {
+    let mut bad: Vec<String> = f.attributes.iter().map(|a| a.to_string()).collect();
+    if f.can_login && !e.login {
+        bad.push("LOGIN".into());
+    }
+    let extra: Vec<String> = f
+        .member_of
+        .iter()
+        .filter(|m| !e.member_of.contains(m))
+        .cloned()
+        .collect();
+    bad.extend(extra.iter().map(|m| format!("membership in {m}")));
+    let settings = e.settings.as_ref().is_some_and(|settings| {
+        let mut actual: Vec<(String, String)> = f
+            .settings
+            .iter()
+            .filter(|(db, _)| *db == 0)
+            .flat_map(|(_, s)| s.iter().map(|x| normalize(x)))
+            .collect();
+        actual.sort();
+        actual != *settings || f.settings.iter().any(|(db, _)| *db != 0)
+    });
+    let password = match (e.login, &f.verifier) {
+        (true, Some(verifier)) => {
+            let recorded = known.get(&(tenant, e.user)).cloned().flatten();
+            recorded.as_deref() != Some(hex_sha(verifier).as_slice())
+        }
+        _ => false,
+    };
+    Issues {
+        bad,
+        extra,
+        settings,
+        password,
+    }
+}
+
+fn count_violations(report: &mut Report, role: &str, bad: &[String]) {
+    for b in bad {
+        metrics::security_violation(if b.starts_with("membership") {
+            "membership"
+        } else {
+            "attribute"
+        });
+        report.violations.push((role.to_string(), b.clone()));
+    }
+}
+
 fn hex_sha(s: &str) -> Vec<u8> {
     Sha256::digest(s.as_bytes()).to_vec()
 }
@@ -405,7 +450,7 @@ async fn take_away(
     p: &Platform,
     role: &str,
     f: &Found,
-    extra_memberships: &[&String],
+    extra_memberships: &[String],
     group_or_owner: bool,
 ) -> Result<()> {
     let r = Ident::new(role.to_string()).expect("catalog names are identifiers");
@@ -480,25 +525,38 @@ async fn suspend_for(p: &Platform, t: &Live, what: &[String]) -> Result<bool> {
 /// change committed since the round read it is not drift. Returns whether it changed
 /// anything.
 async fn put_settings_back(p: &Platform, t: &Live, e: &Expected) -> Result<bool> {
-    let role = e.role.as_str();
-    let r = Ident::new(role.to_string()).expect("catalog names are identifiers");
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let slug = &t.name;
-    super::service::lock_name(&tx, slug).await?;
-    let Some(tenant) = tenants::find_for_update(&tx, &t.id.to_string()).await? else {
+    super::service::lock_name(&tx, &t.name).await?;
+    let changed = settings_back_locked(p.caps.superuser, &tx, &tx, t, e).await?;
+    tx.commit().await?;
+    Ok(changed)
+}
+
+/// [`put_settings_back`] with the tenant's name locked in `tx` (the registry), the role
+/// changed through `there` (its server: `tx` itself on `default`).
+async fn settings_back_locked(
+    superuser: bool,
+    tx: &deadpool_postgres::Transaction<'_>,
+    there: &impl GenericClient,
+    t: &Live,
+    e: &Expected,
+) -> Result<bool> {
+    let role = e.role.as_str();
+    let r = Ident::new(role.to_string()).expect("catalog names are identifiers");
+    let Some(tenant) = tenants::find_for_update(tx, &t.id.to_string()).await? else {
         return Ok(false);
     };
-    let (Some(q), Some(schema)) = (quotas::effective(&tx, t.id).await?, tenant.schema.as_ref())
+    let (Some(q), Some(schema)) = (quotas::effective(tx, t.id).await?, tenant.schema.as_ref())
     else {
         return Ok(false);
     };
-    let settings = expected_settings(&q.role_limits(p.caps.superuser), schema.as_str());
-    let (found, per_database) = settings_now(&tx, role).await?;
+    let settings = expected_settings(&q.role_limits(superuser), schema.as_str());
+    let (found, per_database) = settings_now(there, role).await?;
     if found == settings && !per_database {
         return Ok(false);
     }
-    let databases: Vec<String> = tx
+    let databases: Vec<String> = there
         .query(
             "SELECT d.datname::text FROM pg_catalog.pg_db_role_setting s
                JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
@@ -524,9 +582,9 @@ async fn put_settings_back(p: &Platform, t: &Live, e: &Expected) -> Result<bool>
         let k = Ident::new(k.clone()).expect("static setting names");
         sql.push_str(&format!("ALTER ROLE {r} SET {k} = {value};\n"));
     }
-    tx.batch_execute(&sql).await?;
+    there.batch_execute(&sql).await?;
     audit::record(
-        &tx,
+        tx,
         &audit::Entry {
             actor: "berqenas",
             action: "tenant_role_drift_corrected",
@@ -535,13 +593,12 @@ async fn put_settings_back(p: &Platform, t: &Live, e: &Expected) -> Result<bool>
             operation_id: None,
             details: serde_json::json!({"role": role, "what": "settings",
                 "found": found.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
-                "in_databases": databases}),
+                "in_databases": databases, "server": tenant.server}),
         },
     )
     .await?;
-    tx.commit().await?;
     metrics::role_drift_corrected("settings");
-    tracing::warn!(tenant.name = %t.name, role, "a tenant login role's settings were changed; put back");
+    tracing::warn!(tenant.name = %t.name, role, server = %tenant.server, "a tenant login role's settings were changed; put back");
     Ok(true)
 }
 
@@ -551,14 +608,27 @@ async fn put_settings_back(p: &Platform, t: &Live, e: &Expected) -> Result<bool>
 async fn check_password(p: &Platform, t: &Live, e: &Expected) -> Result<bool> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let slug = &t.name;
     // Under the name and the row: a rotation is not drift.
-    super::service::lock_name(&tx, slug).await?;
+    super::service::lock_name(&tx, &t.name).await?;
+    let put_back = password_back_locked(p, &tx, &tx, t, e).await?;
+    tx.commit().await?;
+    Ok(put_back)
+}
+
+/// [`check_password`] with the tenant's name locked in `tx` (the registry), the role
+/// read and changed through `there` (its server: `tx` itself on `default`).
+async fn password_back_locked(
+    p: &Platform,
+    tx: &deadpool_postgres::Transaction<'_>,
+    there: &impl GenericClient,
+    t: &Live,
+    e: &Expected,
+) -> Result<bool> {
     let sealed: Option<Vec<u8>> = match e.user {
-        None => tenants::sealed_credentials_for_update(&tx, t.id).await?,
-        Some(u) => users::sealed_credentials_for_update(&tx, u).await?,
+        None => tenants::sealed_credentials_for_update(tx, t.id).await?,
+        Some(u) => users::sealed_credentials_for_update(tx, u).await?,
     };
-    let verifier: Option<String> = tx
+    let verifier: Option<String> = there
         .query_opt(
             "SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1",
             &[&e.role],
@@ -584,18 +654,19 @@ async fn check_password(p: &Platform, t: &Live, e: &Expected) -> Result<bool> {
         .await
         .expect("computing a SCRAM verifier does not panic");
         let r = Ident::new(e.role.clone()).expect("catalog names are identifiers");
-        tx.batch_execute(&format!("ALTER ROLE {r} PASSWORD {}", Literal(&fresh)))
+        there
+            .batch_execute(&format!("ALTER ROLE {r} PASSWORD {}", Literal(&fresh)))
             .await?;
         fresh
     };
     let sha = hex_sha(&recorded);
     match e.user {
-        None => tenants::set_verifier_sha256(&tx, t.id, &sha).await?,
-        Some(u) => users::set_verifier_sha256(&tx, u, &sha).await?,
+        None => tenants::set_verifier_sha256(tx, t.id, &sha).await?,
+        Some(u) => users::set_verifier_sha256(tx, u, &sha).await?,
     };
     if !matches {
         audit::record(
-            &tx,
+            tx,
             &audit::Entry {
                 actor: "berqenas",
                 action: "tenant_role_drift_corrected",
@@ -606,9 +677,6 @@ async fn check_password(p: &Platform, t: &Live, e: &Expected) -> Result<bool> {
             },
         )
         .await?;
-    }
-    tx.commit().await?;
-    if !matches {
         metrics::role_drift_corrected("password");
         tracing::warn!(tenant.name = %t.name, role = %e.role, "a tenant login role's password was changed; berqenas's was put back");
     }
