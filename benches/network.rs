@@ -51,6 +51,7 @@ fn synthetic(n: usize) -> Vec<Restricted> {
         .map(|i| Restricted {
             id: uuid::Uuid::nil(),
             name: format!("bench-{i}"),
+            server: "default".into(),
             status: "active".into(),
             vpn_enabled: true,
             public_api: true,

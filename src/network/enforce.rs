@@ -18,7 +18,7 @@ use super::{hba, nft, vpn, Error, Settings};
 use crate::store::network::{self as store, Restricted};
 
 /// Any constant: only renders take it.
-const LOCK: i64 = 0x6265_7271_6e65_7477; // "berqnetw"
+pub(super) const LOCK: i64 = 0x6265_7271_6e65_7477; // "berqnetw"
 
 /// What a render did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -34,6 +34,9 @@ pub struct Report {
     pub postgres: String,
     /// `applied`, or `rendered, not applied` and why.
     pub vpn: String,
+    /// The other servers' pg_hba.conf (`network::remote`), rendered by the workflow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<super::remote::ServerReport>,
 }
 
 /// One render at a time in this process, waiting without a connection (the advisory
@@ -67,6 +70,13 @@ pub async fn enforce(
         .await?;
     let generation = store::generation(&tx).await?;
     let tenants = store::snapshot(&tx).await?;
+    // pg_hba.conf here carries the lines of the tenants on `default`; the VPN files
+    // every restricted tenant's.
+    let here: Vec<Restricted> = tenants
+        .iter()
+        .filter(|t| t.server == crate::store::servers::DEFAULT)
+        .cloned()
+        .collect();
     let mut report = Report {
         rendered: true,
         generation,
@@ -76,11 +86,11 @@ pub async fn enforce(
     match &s.hba_file {
         Some(path) => {
             let control = control_ranges(&tx).await?;
-            let block = hba::render(&tenants, &control);
+            let block = hba::render(&here, &control);
             report.hba_lines = block.lines().filter(|l| l.starts_with("host")).count();
             report.hba_bytes = block.len();
             apply_hba(&tx, path, &block, after_write).await?;
-            report.sessions_ended = end_sessions(&tx, &tenants).await?;
+            report.sessions_ended = end_sessions(&tx, &here).await?;
             report.postgres = "enforced".into();
         }
         None => report.postgres = NOT_ENFORCED.into(),
@@ -106,7 +116,7 @@ pub const NOT_ENFORCED: &str =
 
 /// What berqenas itself connects as a tenant from (the data API over TCP to an
 /// external server): always allowed for live tenants' roles.
-async fn control_ranges(c: &impl GenericClient) -> Result<Vec<IpNet>, Error> {
+pub(super) async fn control_ranges(c: &impl GenericClient) -> Result<Vec<IpNet>, Error> {
     let addr: Option<std::net::IpAddr> = c
         .query_one("SELECT pg_catalog.inet_client_addr()", &[])
         .await?
@@ -148,7 +158,7 @@ pub async fn apply_hba(
 /// Reloads the server's configuration and waits until this session has seen it: the
 /// postmaster reloads pg_hba.conf before it accepts the next connection, so every
 /// connection after this returns meets the new rules.
-async fn reload(c: &impl GenericClient) -> Result<(), Error> {
+pub(super) async fn reload(c: &impl GenericClient) -> Result<(), Error> {
     let before: chrono::DateTime<chrono::Utc> = c
         .query_one("SELECT pg_catalog.pg_conf_load_time()", &[])
         .await?
@@ -172,7 +182,10 @@ async fn reload(c: &impl GenericClient) -> Result<(), Error> {
 /// Ends every network session of a restricted tenant's login roles from an address
 /// its rules no longer allow (local-socket sessions, the data API's on the embedded
 /// cluster, have no address and are left alone).
-async fn end_sessions(c: &impl GenericClient, tenants: &[Restricted]) -> Result<i64, Error> {
+pub(super) async fn end_sessions(
+    c: &impl GenericClient,
+    tenants: &[Restricted],
+) -> Result<i64, Error> {
     let allowed: Vec<serde_json::Value> = tenants
         .iter()
         .filter_map(|t| {

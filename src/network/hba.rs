@@ -145,6 +145,7 @@ mod tests {
         Restricted {
             id: uuid::Uuid::nil(),
             name: "acme".into(),
+            server: "default".into(),
             status: status.into(),
             vpn_enabled: vpn,
             public_api: true,

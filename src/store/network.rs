@@ -263,6 +263,8 @@ pub async fn clear_peers(c: &impl GenericClient, tenant: Uuid) -> Result<u64> {
 pub struct Restricted {
     pub id: Uuid,
     pub name: String,
+    /// The server its roles live on (whose pg_hba.conf carries its lines).
+    pub server: String,
     pub status: String,
     pub vpn_enabled: bool,
     pub public_api: bool,
@@ -291,7 +293,7 @@ pub struct SnapshotPeer {
 pub async fn snapshot(c: &impl GenericClient) -> Result<Vec<Restricted>> {
     let rows = c
         .query(
-            "SELECT t.id, t.name, t.status, t.vpn_enabled, t.public_api, t.vpn_subnet::text AS vpn_subnet,
+            "SELECT t.id, t.name, t.server, t.status, t.vpn_enabled, t.public_api, t.vpn_subnet::text AS vpn_subnet,
                     array_prepend(t.login_role::text,
                         coalesce((SELECT array_agg(u.db_user::text ORDER BY u.db_user)
                                     FROM berqenas.tenant_users u WHERE u.tenant_id = t.id), '{}')) AS logins,
@@ -315,6 +317,7 @@ pub async fn snapshot(c: &impl GenericClient) -> Result<Vec<Restricted>> {
             Ok(Restricted {
                 id: r.try_get("id")?,
                 name: r.try_get("name")?,
+                server: r.try_get("server")?,
                 status: r.try_get("status")?,
                 vpn_enabled: r.try_get("vpn_enabled")?,
                 public_api: r.try_get("public_api")?,

@@ -106,11 +106,12 @@ pub async fn catch_up(rt: &Runtime) -> Result<Option<Report>, Error> {
 fn enforce_apply<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let force = run.params::<Value>()?["force"].as_bool() == Some(true);
-        let report = enforce::enforce(&rt.pool, &rt.network, force, || {
+        let mut report = enforce::enforce(&rt.pool, &rt.network, force, || {
             ops::failpoint("network.enforce.written")
         })
         .await
         .map_err(failed)?;
+        report.servers = enforce_elsewhere(rt).await?;
         let first = run.steps()[0];
         let change = (first != "enforce")
             .then(|| run.outcome::<Value>(first))
@@ -118,6 +119,44 @@ fn enforce_apply<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             .unwrap_or(Value::Null);
         Ok(json!({"change": change, "report": report}))
     })
+}
+
+/// Renders every other server's pg_hba.conf (the lines of the tenants that live
+/// there). A server that is down or refuses is reported, logged, and rendered again by
+/// the next change's render or the forced one at start.
+async fn enforce_elsewhere(rt: &Runtime) -> Result<Vec<network::remote::ServerReport>, StepError> {
+    let servers = crate::store::servers::list(&rt.pool.get().await.map_err(failed)?)
+        .await
+        .map_err(failed)?;
+    let mut out = Vec::new();
+    for s in servers {
+        if s.name == crate::store::servers::DEFAULT {
+            continue;
+        }
+        let not = |why: String| network::remote::ServerReport {
+            server: s.name.clone(),
+            postgres: format!("not enforced: {why}"),
+            ..Default::default()
+        };
+        let report = match (
+            &s.down_reason,
+            super::servers::opened(&rt.platform, &s.name).await,
+        ) {
+            (Some(why), _) => not(format!("the server is down ({why})")),
+            (None, Err(e)) => not(e.to_string()),
+            (None, Ok(there)) => {
+                match network::remote::enforce_on(&rt.pool, &there.pool, &s.name).await {
+                    Ok(r) => r,
+                    Err(e) => not(e.to_string()),
+                }
+            }
+        };
+        if report.postgres != "enforced" {
+            tracing::warn!(server = %s.name, postgres = %report.postgres, "network rules of a server not enforced");
+        }
+        out.push(report);
+    }
+    Ok(out)
 }
 
 /// In a change's transaction, after its audit row (one lock order: the audit chain's
@@ -210,7 +249,9 @@ fn firewall_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let params: FirewallParams = run.params()?;
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        let t = lock_tenant(&tx, &params.tenant.to_string())
+        // Rules are per server: each server's pg_hba.conf carries the lines of the
+        // tenants that live there (`network::remote`).
+        let t = super::lock_tenant_anywhere(&tx, &params.tenant.to_string())
             .await
             .map_err(step_error)?;
         changeable(&t)?;

@@ -119,6 +119,7 @@ pub async fn add_user(
         token: token.as_ref().map(|t| rt.key.seal(t.as_bytes())),
     };
     let done = run_change(rt, ADD, t, change, actor).await?;
+    rules_follow(rt).await;
     let user: TenantUser = serde_json::from_value(done["user"].clone())
         .map_err(|e| Error::Tenant(crate::tenant::service::Error::from(e)))?;
     debug_assert_eq!(user.db_user, db_user);
@@ -141,8 +142,17 @@ pub async fn remove_user(
         email: email.to_string(),
     };
     let done = run_change(rt, REMOVE, t, change, actor).await?;
+    rules_follow(rt).await;
     serde_json::from_value(done["user"].clone())
         .map_err(|e| Error::Tenant(crate::tenant::service::Error::from(e)))
+}
+
+/// Renders the network rules again if the change moved them (the user's login in the
+/// tenant's pg_hba lines on its server); a failure is logged, the worker catches up.
+async fn rules_follow(rt: &Runtime) {
+    if let Err(e) = super::network::catch_up(rt).await {
+        tracing::error!(error = %e, "rendering network rules after a user change failed; the worker catches up");
+    }
 }
 
 async fn run_change(
@@ -377,6 +387,12 @@ fn record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 json!({"tenant": t.id, "user": user})
             }
         };
+        // A restricted tenant's pg_hba lines name its users' logins: the render that
+        // follows (`network::catch_up`, by any instance should this one stop) sees
+        // this generation.
+        crate::store::network::bump_if_restricted(&tx, t.id, false)
+            .await
+            .map_err(failed)?;
         fence::release(&tx, run).await?;
         run.finish_in(&tx, &outcome, None).await?;
         tx.commit().await.map_err(failed)?;

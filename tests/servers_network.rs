@@ -1,0 +1,162 @@
+//! Issue 18 item 1 (network rules per server): firewall rules of a tenant on a second
+//! server are enforced by that server's own pg_hba.conf, which berqenas reads and
+//! writes over SQL. A rule holds at once there (a session from an address it no
+//! longer allows is ended, a new one refused, one from the allowed range let in); a
+//! user added later is held to the same rules there; the operator's lines are kept
+//! and the previous file is left beside it; a bad range is refused naming the field
+//! with the file unchanged; removing the rules opens the tenant again. Clients bind
+//! the 127.x.y.z address they come from.
+
+mod common;
+#[path = "support/extra_cluster.rs"]
+mod extra_cluster;
+#[path = "support/state.rs"]
+mod support;
+
+use std::net::SocketAddr;
+
+use common::unique;
+use extra_cluster::{on, register_pg2};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// Connects with `credentials` from the local address `from`.
+async fn connect_from(
+    credentials: &Value,
+    from: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let config: tokio_postgres::Config = credentials["dsn"].as_str().unwrap().parse().unwrap();
+    let port = config.get_ports()[0];
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    let stream = socket
+        .connect(SocketAddr::new("127.0.0.1".parse().unwrap(), port))
+        .await
+        .unwrap();
+    let (client, conn) = config.connect_raw(stream, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+fn refused_by_hba(r: Result<tokio_postgres::Client, tokio_postgres::Error>) {
+    let Err(e) = r else {
+        panic!("the connection was let in");
+    };
+    let code = e.as_db_error().map(|d| d.code().code().to_string());
+    assert_eq!(code.as_deref(), Some("28000"), "{e}");
+}
+
+const OPERATOR_LINE: &str = "host all all 127.0.0.0/8 scram-sha-256 # the operator's";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firewall_rules_of_a_tenant_on_another_server_hold_there() {
+    let (app, _state) = support::spawn().await;
+    let pg2 = register_pg2(&app, "net-pg2").await;
+    let pg2_admin = on(&pg2, "postgres").await;
+    // The operator opens the loopback range on pg2: only berqenas's lines narrow it.
+    let hba_path = pg2.pgdata().join("pg_hba.conf");
+    let mut operator = std::fs::read_to_string(&hba_path).unwrap();
+    operator.push_str(OPERATOR_LINE);
+    operator.push('\n');
+    std::fs::write(&hba_path, &operator).unwrap();
+    pg2_admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+
+    let name = unique("fwp");
+    let created = app
+        .create_with(json!({"name": name, "server": "pg2", "isolation": "schema"}))
+        .await;
+    let creds = created["credentials"].clone();
+    let old = connect_from(&creds, "127.0.0.9")
+        .await
+        .expect("no rules yet: anywhere local");
+
+    // --- bad input: refused naming the field; pg2's file unchanged ---
+    let before = std::fs::read_to_string(&hba_path).unwrap();
+    let (s, b) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/firewall"),
+            Some(json!({"cidr": "127.0.0.300/32", "service": "postgres"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["error"]["field"], "cidr", "{b}");
+    assert_eq!(std::fs::read_to_string(&hba_path).unwrap(), before);
+
+    // --- a rule holds on pg2 when the call returns ---
+    let (s, b) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/firewall"),
+            Some(json!({"cidr": "127.0.0.7/32", "service": "postgres", "description": "office"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["rule"]["id"].as_str().unwrap().to_string();
+    assert!(
+        old.query_one("SELECT 1", &[]).await.is_err(),
+        "the session from an address no longer allowed was ended on pg2"
+    );
+    refused_by_hba(connect_from(&creds, "127.0.0.9").await);
+    let kept = connect_from(&creds, "127.0.0.7")
+        .await
+        .expect("from the allowed address");
+    let file = std::fs::read_to_string(&hba_path).unwrap();
+    assert!(file.contains("# BEGIN berqenas tenant rules"), "{file}");
+    assert!(file.contains("127.0.0.7/32"), "{file}");
+    assert!(
+        file.contains(OPERATOR_LINE),
+        "the operator's line is kept: {file}"
+    );
+    assert!(file.find("# END berqenas").unwrap() < file.find(OPERATOR_LINE).unwrap());
+    let previous = std::fs::read_to_string(pg2.pgdata().join("pg_hba.conf.berqenas-previous"))
+        .expect("the previous file is kept beside it");
+    assert_eq!(previous, before);
+    let errors: i64 = pg2_admin
+        .query_one(
+            "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(errors, 0);
+
+    // --- a user added afterwards is held to the same rules on pg2 ---
+    let (s, ada) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/users"),
+            Some(json!({"email": "ada@example.com", "role": "developer"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ada}");
+    refused_by_hba(connect_from(&ada["credentials"], "127.0.0.9").await);
+    connect_from(&ada["credentials"], "127.0.0.7")
+        .await
+        .expect("the user from the allowed address");
+
+    // --- the rule removed: open again, the kept session stays ---
+    let (s, b) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{name}/firewall/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    connect_from(&creds, "127.0.0.9")
+        .await
+        .expect("no rules: anywhere local again");
+    kept.query_one("SELECT 1", &[])
+        .await
+        .expect("a session still allowed stays");
+    let file = std::fs::read_to_string(&hba_path).unwrap();
+    assert!(!file.contains("127.0.0.7/32"), "{file}");
+    assert!(file.contains(OPERATOR_LINE));
+}
