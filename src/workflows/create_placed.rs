@@ -7,7 +7,10 @@
 //! 2. `provision` (reaches out): its intent journaled first (the roles and the schema
 //!    or database on that server), then made there (`tenant::placed::make`; the
 //!    schema mode in one transaction on the server).
-//! 3. `activate`: the activation every multi-step create ends with.
+//! 3. `vector_store` and `integrations`: the tenant's vector collection when the create
+//!    asked for one (an external backend: Chroma), and the onboarding steps its plan
+//!    and mode match, the same steps as every staged create;
+//! 4. `activate`: the activation every multi-step create ends with.
 //!
 //! Failing or dying before activation commits undoes it, last first: what the intent
 //! names is dropped on the server, then the registry row, each only where this
@@ -43,6 +46,19 @@ pub fn kind() -> Kind<Runtime> {
                 compensate: Some(unprovision),
             },
             Step {
+                name: super::vector_store::STEP,
+                reaches_out: true,
+                apply: super::vector_store::create,
+                compensate: Some(super::vector_store::undo_create),
+            },
+            // It journals its own intent before each call, and waits journaled.
+            Step {
+                name: "integrations",
+                reaches_out: false,
+                apply: super::onboarding::integrations,
+                compensate: Some(super::onboarding::undo_integrations),
+            },
+            Step {
                 name: "activate",
                 reaches_out: false,
                 apply: activate,
@@ -51,7 +67,7 @@ pub fn kind() -> Kind<Runtime> {
         ],
         // Activation closes the operation in its own transaction: until it commits, a
         // crash undoes the create (its client got no credentials, and retries).
-        point_of_no_return: 3,
+        point_of_no_return: 5,
     }
 }
 
@@ -69,6 +85,9 @@ struct Params {
     trial_days: Option<i32>,
     metadata: Value,
     backup_schedule: Option<String>,
+    /// Whether the `vector_store` step makes the tenant a collection.
+    #[serde(default)]
+    vector_store: bool,
     actor: String,
     announce: bool,
 }
@@ -86,7 +105,7 @@ impl Params {
             plan: self.plan.clone(),
             metadata: self.metadata.clone(),
             backup_schedule: self.backup_schedule.clone(),
-            vector_store: Some(false),
+            vector_store: Some(self.vector_store),
             server: Some(self.server.clone()),
             placement: None,
         }
@@ -107,15 +126,15 @@ pub async fn supported(rt: &Runtime, v: &Validated, server: &str) -> Result<(), 
     if v.isolation == Isolation::Shared {
         return refuse("isolation", "shared mode");
     }
-    if v.vector_store == Some(true) {
-        return refuse("vector_store", "a vector store");
-    }
-    let c = rt.pool.get().await?;
-    let steps = crate::store::onboarding::matching(&c, &v.plan, v.isolation.as_str())
-        .await
-        .map_err(service::Error::from)?;
-    if !steps.is_empty() {
-        return refuse("plan", "running onboarding steps");
+    // pgvector keeps a tenant's vectors in its own database, on the cluster the backend
+    // reaches (`default`); an external backend (Chroma) serves any server.
+    if v.vector_store == Some(true)
+        && rt
+            .vectors
+            .as_deref()
+            .is_some_and(|b| b.name() == "pgvector")
+    {
+        return refuse("vector_store", "a pgvector store");
     }
     Ok(())
 }
@@ -142,6 +161,7 @@ pub async fn create(
         trial_days: v.trial_days,
         metadata: v.metadata.clone(),
         backup_schedule: v.backup_schedule.clone(),
+        vector_store: v.vector_store == Some(true),
         actor: actor.to_string(),
         announce,
     };
@@ -168,16 +188,24 @@ fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let mut client = p.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
         fence::lock_name(&tx, params.name.as_str()).await?;
-        let registered = placed::register(
-            p,
-            &tx,
-            &params.validated(),
-            params.tenant_id,
-            &params.server,
-            &view.endpoint.database,
-        )
-        .await
-        .map_err(step_error)?;
+        let validated = params.validated();
+        let (registered, onboarding) = tokio::join!(
+            placed::register(
+                p,
+                &tx,
+                &validated,
+                params.tenant_id,
+                &params.server,
+                &view.endpoint.database,
+            ),
+            crate::store::onboarding::matching(&tx, &params.plan, params.isolation.as_str()),
+        );
+        let registered = registered.map_err(step_error)?;
+        let onboarding: Vec<String> = onboarding
+            .map_err(failed)?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         fence::acquire(&tx, run, params.tenant_id).await?;
         if params.vpn_enabled {
             crate::network::pool::allocate(&tx, &p.network.pool, params.tenant_id)
@@ -185,7 +213,8 @@ fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 .map_err(|e| super::refusal(e.into()))?;
         }
         let mut outcome = serde_json::to_value(&registered).map_err(failed)?;
-        outcome["onboarding"] = json!([]);
+        outcome["onboarding"] = json!(onboarding);
+        outcome["isolation"] = json!(params.isolation.as_str());
         run.applied_in(&tx, &outcome).await?;
         tx.commit().await.map_err(failed)?;
         Ok(outcome)
@@ -297,7 +326,7 @@ fn unprovision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// 3. Active (or trial): the activation every multi-step create ends with.
+/// 4. Active (or trial): the activation every multi-step create ends with.
 fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: Params = run.params()?;

@@ -78,6 +78,12 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
             name: PURGE,
             steps: vec![
                 step("own", false, own, None),
+                step(
+                    super::vector_store::STEP,
+                    true,
+                    super::vector_store::purge,
+                    None,
+                ),
                 step("on_server", true, on_server, None),
                 step("record", false, record, None),
             ],
