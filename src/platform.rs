@@ -76,6 +76,18 @@ impl Platform {
         self.fleet.default_server().pool.clone()
     }
 
+    /// The platform as seen from `server` ([`Platform::on`]), opened on first use.
+    pub async fn view_of(&self, server: &str) -> Result<Platform, ViewError> {
+        let s = match self.fleet.cached(server) {
+            Some(s) => s,
+            None => {
+                let c = self.control().get().await?;
+                self.fleet.server(&c, &self.key, server).await?
+            }
+        };
+        Ok(self.on(&s))
+    }
+
     /// Where the tenants of `server` connect (`default`'s endpoint for `default`,
     /// and for a server this process has not opened yet: callers open it first).
     pub fn endpoint_of(&self, server: &str) -> Endpoint {
@@ -106,4 +118,13 @@ impl Default for SignIn {
             auth_allow_private: false,
         }
     }
+}
+
+/// Why [`Platform::view_of`] could not open a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::Error),
+    #[error("pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
 }

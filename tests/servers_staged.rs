@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::{superuser, unique, TestApp};
 use extra_cluster::{footprint, on, register_pg2};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,17 +32,9 @@ SELECT s.id, (CASE WHEN s.db THEN
 
 /// The platform as seen from `server` (opened on first use).
 pub async fn view(p: &Platform, server: &str) -> Result<Platform> {
-    let s = match p.fleet.cached(server) {
-        Some(s) => s,
-        None => {
-            let c = p.pool.get().await?;
-            p.fleet
-                .server(&c, &p.key, server)
-                .await
-                .map_err(|e| unavailable(server, &e.to_string()))?
-        }
-    };
-    Ok(p.on(&s))
+    p.view_of(server)
+        .await
+        .map_err(|e| unavailable(server, &e.to_string()))
 }
 
 fn unavailable(server: &str, reason: &str) -> Error {

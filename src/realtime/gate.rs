@@ -8,14 +8,24 @@
 use crate::platform::Platform;
 use crate::store::tenants::{Isolation, Tenant};
 
-/// A connection to a database-mode tenant's database, as the control role.
-pub async fn connect(
-    p: &Platform,
-    t: &Tenant,
-) -> Result<tokio_postgres::Client, crate::pg::PgError> {
-    let mut config = p.config.clone();
+/// A connection to the tenant's database on its server, as the control role: a
+/// database-mode tenant's own, or (schema mode on a server other than `default`) the
+/// database its schema lives in there.
+pub async fn connect(p: &Platform, t: &Tenant) -> Result<tokio_postgres::Client, Error> {
+    Ok(crate::pg::connect(&config_of(p, t).await?).await?)
+}
+
+/// How [`connect`] reaches the tenant's database.
+pub async fn config_of(p: &Platform, t: &Tenant) -> Result<tokio_postgres::Config, Error> {
+    let mut config = p.view_of(&t.server).await?.config;
     config.dbname(t.database.as_str());
-    crate::pg::connect(&config).await
+    Ok(config)
+}
+
+/// Whether the tenant's events live outside the control database: in its own
+/// database, or on another server.
+pub fn elsewhere(t: &Tenant) -> bool {
+    t.isolation == Isolation::Database || t.server != crate::store::servers::DEFAULT
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +36,8 @@ pub enum Error {
     Store(#[from] crate::store::Error),
     #[error("pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    View(#[from] crate::platform::ViewError),
 }
 
 /// Copies the tenant's realtime limits in force into its database's gate (database

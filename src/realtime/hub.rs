@@ -41,6 +41,8 @@ pub enum Error {
     Place(#[from] place::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Gate(#[from] super::gate::Error),
 }
 
 struct Feed {
@@ -205,10 +207,11 @@ impl Hub {
     async fn open_feed(&self, p: &Platform, t: &Tenant) -> Result<Arc<Feed>, Error> {
         let place = Place::of(t);
         let (wake_tx, _) = watch::channel(0u64);
-        let db = match &place.database {
-            Some(name) => {
-                let mut config = p.config.clone();
-                config.dbname(name.as_str());
+        // Events outside the control database (database mode, another server): a
+        // connection of the feed's own, woken by that database's notifications.
+        let db = match super::gate::elsewhere(t) {
+            true => {
+                let config = super::gate::config_of(p, t).await?;
                 let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
                 tokio::spawn(forward(conn, wake_tx.clone()));
                 client
@@ -216,7 +219,7 @@ impl Hub {
                     .await?;
                 Some(Arc::new(client))
             }
-            None => None,
+            false => None,
         };
         let feed = Feed {
             place,

@@ -42,16 +42,16 @@ pub async fn publish_table(
         operation_id: None,
         details,
     };
-    match &place.database {
-        None => {
+    match gate::elsewhere(t) {
+        false => {
             let mut c = p.pool.get().await?;
             let tx = c.transaction().await?;
             place.publish_table(&tx, table).await?;
             crate::audit::record(&tx, &entry).await?;
             tx.commit().await?;
         }
-        Some(_) => {
-            let mut c = gate::connect(p, t).await?;
+        true => {
+            let mut c = gate::connect(p, t).await.map_err(place::Error::from)?;
             let tx = c.transaction().await?;
             place.publish_table(&tx, table).await?;
             tx.commit().await?;

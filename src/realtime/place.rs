@@ -34,6 +34,14 @@ pub enum Error {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error(transparent)]
     Connect(#[from] crate::pg::PgError),
+    #[error(transparent)]
+    Gate(#[from] Box<super::gate::Error>),
+}
+
+impl From<super::gate::Error> for Error {
+    fn from(e: super::gate::Error) -> Self {
+        Self::Gate(Box::new(e))
+    }
 }
 
 /// A row of [`Place::read_sql`]: its tag and the event.

@@ -62,18 +62,20 @@ pub async fn tenant(p: &Platform, id: Uuid) -> Result<u64, Error> {
     let t = crate::store::tenants::get(&control, id).await?;
     let q = crate::store::found(crate::store::quotas::effective(&control, id).await?)?;
     let place = Place::of(&t);
-    if t.isolation != Isolation::Database {
+    if !gate::elsewhere(&t) {
         return prune(&place, &control, q.max_data_retention_days).await;
     }
     let db = gate::connect(p, &t).await?;
-    crate::store::realtime_gate::sync(
-        &db,
-        q.realtime_events_per_minute,
-        q.realtime_events_per_hour,
-    )
-    .await?;
-    let counters = crate::store::realtime_gate::counters(&db).await?;
-    crate::store::realtime::mirror(&control, id, &counters).await?;
+    if t.isolation == Isolation::Database {
+        crate::store::realtime_gate::sync(
+            &db,
+            q.realtime_events_per_minute,
+            q.realtime_events_per_hour,
+        )
+        .await?;
+        let counters = crate::store::realtime_gate::counters(&db).await?;
+        crate::store::realtime::mirror(&control, id, &counters).await?;
+    }
     prune(&place, &db, q.max_data_retention_days).await
 }
 
@@ -84,6 +86,7 @@ async fn prune(place: &Place, c: &tokio_postgres::Client, days: i32) -> Result<u
         Err(super::place::Error::Store(e)) => Err(Error::Store(e)),
         Err(super::place::Error::Pool(e)) => Err(Error::Pool(e)),
         Err(super::place::Error::Connect(e)) => Err(Error::Connect(e)),
+        Err(super::place::Error::Gate(e)) => Err(*e),
         Err(super::place::Error::Invalid(_)) => Ok(0),
     }
 }
