@@ -222,6 +222,16 @@ pub async fn platform_with(
     };
     tenant::database_mode::ensure_template(&platform).await?;
     tenant::shared_mode::ensure_pool(&platform).await?;
+    // The pool's quota guard is made with the pool, not at a tenant's first block:
+    // adding its policies locks every pool table exclusively, one by one, and at a
+    // block that deadlocked with a disk measurement reading the same tables in
+    // another order (the crash matrix caught it).
+    {
+        let mut c = platform.pool.get().await?;
+        let tx = c.transaction().await?;
+        crate::isolation::quota_guard::ensure_shared_guard(&tx).await?;
+        tx.commit().await?;
+    }
     crate::workflows::servers::at_start(&platform).await?;
     crate::isolation::quota_guard::repair_shared_guard(&platform.pool.get().await?).await?;
     Ok(platform)
