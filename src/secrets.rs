@@ -157,6 +157,16 @@ fn password_and_verifier() -> (SecretString, String) {
 /// 4096 PBKDF2 rounds (about a millisecond of CPU) overlap the caller's first round
 /// trips instead of stalling the runtime. Either way another is made for the next
 /// caller, off this one's path.
+/// The SCRAM-SHA-256 verifier of a password berqenas holds (computed off the async
+/// threads: it costs 4096 rounds of PBKDF2).
+pub async fn verifier_of(password: SecretString) -> String {
+    tokio::task::spawn_blocking(move || {
+        postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes())
+    })
+    .await
+    .expect("computing a SCRAM verifier does not panic")
+}
+
 pub fn new_password() -> (SecretString, tokio::task::JoinHandle<String>) {
     let ready = READY.lock().unwrap_or_else(|e| e.into_inner()).pop();
     tokio::task::spawn_blocking(|| {

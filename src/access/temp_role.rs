@@ -77,11 +77,7 @@ impl TempRole {
             String::new()
         } else {
             let pw = password.clone();
-            let verifier = tokio::task::spawn_blocking(move || {
-                postgres_protocol::password::scram_sha_256(pw.expose_secret().as_bytes())
-            })
-            .await
-            .expect("computing a SCRAM verifier does not panic");
+            let verifier = crate::secrets::verifier_of(pw).await;
             format!(" PASSWORD {}", Literal(&verifier))
         };
         let until = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();

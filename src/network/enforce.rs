@@ -138,21 +138,26 @@ pub async fn apply_hba(
     if new != old {
         hba::write_atomically(path, &new)?;
         after_write();
-        let errors: Vec<String> = c
-            .query(
-                "SELECT format('line %s: %s', line_number, error) FROM pg_catalog.pg_hba_file_rules WHERE error IS NOT NULL",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let errors = hba_errors(c).await?;
         if !errors.is_empty() {
             hba::write_atomically(path, &old)?;
             return Err(Error::Invalid(errors.join("; ")));
         }
     }
     reload(c).await
+}
+
+/// What PostgreSQL finds wrong in the pg_hba.conf on disk (before a reload loads it).
+pub(super) async fn hba_errors(c: &impl GenericClient) -> Result<Vec<String>, Error> {
+    Ok(c
+        .query(
+            "SELECT format('line %s: %s', line_number, error) FROM pg_catalog.pg_hba_file_rules WHERE error IS NOT NULL",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
 
 /// Reloads the server's configuration and waits until this session has seen it: the

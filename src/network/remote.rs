@@ -9,7 +9,7 @@
 use deadpool_postgres::{GenericClient, Pool};
 use serde::{Deserialize, Serialize};
 
-use super::enforce::{control_ranges, end_sessions, reload, LOCK};
+use super::enforce::{control_ranges, end_sessions, hba_errors, reload, LOCK};
 use super::{hba, Error};
 use crate::pg::Literal;
 use crate::store::network::{self as store, Restricted};
@@ -88,15 +88,7 @@ async fn apply(c: &impl GenericClient, block: &str) -> Result<(), Error> {
     c.batch_execute(&copy_sql(&format!("{path}.berqenas-previous"), &old)?)
         .await?;
     c.batch_execute(&copy_sql(&path, &new)?).await?;
-    let errors: Vec<String> = c
-        .query(
-            "SELECT format('line %s: %s', line_number, error) FROM pg_catalog.pg_hba_file_rules WHERE error IS NOT NULL",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let errors = hba_errors(c).await?;
     if !errors.is_empty() {
         c.batch_execute(&copy_sql(&path, &old)?).await?;
         return Err(Error::Invalid(errors.join("; ")));

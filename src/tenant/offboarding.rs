@@ -24,7 +24,6 @@ use crate::audit;
 use crate::isolation::{database, schema::SchemaPerTenant, shared, Provision, Strategy};
 use crate::pg::{hardening, Ident, Literal};
 use crate::platform::Platform;
-use crate::secrets::ExposeSecret;
 use crate::store::offboarding::{self as records, Offboarding};
 use crate::store::outbox::data::{BackupCompleted, TenantDeleted, TenantPurged, TenantRestored};
 use crate::store::{backups, outbox, plans, tenants, users};
@@ -504,11 +503,7 @@ pub async fn rebuild_roles(
 
 async fn verifier_of(p: &Platform, sealed: &[u8]) -> Result<String> {
     let password = service::open_password(p, sealed)?;
-    Ok(tokio::task::spawn_blocking(move || {
-        postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes())
-    })
-    .await
-    .expect("computing a SCRAM verifier does not panic"))
+    Ok(crate::secrets::verifier_of(password).await)
 }
 
 /// A purged tenant whose archive expired leaves the registry, inside the caller's

@@ -21,11 +21,11 @@ use uuid::Uuid;
 
 use super::on_server::{unavailable, view_for};
 use super::{failed, hold_owned, run_kind, step_error, Error, Runtime};
-use crate::ops::{fence, Kind, Run, Step, StepError, StepFuture};
+use crate::ops::{fence, Kind, Run, StepError, StepFuture};
 use crate::platform::Platform;
 use crate::quota::service::{self as quotas, Limits, Measured, QuotaUpdate};
 use crate::quota::Quotas;
-use crate::secrets::{ExposeSecret, SecretString};
+use crate::secrets::SecretString;
 use crate::tenant::credentials::{self, Credentials};
 use crate::tenant::service::{self, UpdateTenant};
 use crate::tenant::{access, Tenant};
@@ -37,30 +37,7 @@ pub const ROTATE: &str = "credentials.rotate.placed";
 pub fn kinds() -> Vec<Kind<Runtime>> {
     [QUOTAS, UPDATE, ROTATE]
         .into_iter()
-        .map(|name| Kind {
-            name,
-            steps: vec![
-                Step {
-                    name: "own",
-                    reaches_out: false,
-                    apply: own,
-                    compensate: Some(super::give_back),
-                },
-                Step {
-                    name: "on_server",
-                    reaches_out: true,
-                    apply: on_server,
-                    compensate: Some(off_server),
-                },
-                Step {
-                    name: "record",
-                    reaches_out: false,
-                    apply: record,
-                    compensate: None,
-                },
-            ],
-            point_of_no_return: 3,
-        })
+        .map(|name| super::placed_change(name, own, on_server, off_server, record))
         .collect()
 }
 
@@ -312,16 +289,6 @@ fn own<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-async fn owned_tenant(rt: &Runtime, run: &Run) -> Result<Tenant, StepError> {
-    let id = run
-        .tenant_id
-        .ok_or_else(|| StepError::Fenced("the operation names no tenant".into()))?;
-    let client = rt.pool.get().await.map_err(failed)?;
-    crate::store::tenants::get(&client, id)
-        .await
-        .map_err(failed)
-}
-
 /// Sets `q` on every login of the tenant (and its database's connection limit) on
 /// its server: the same SQL as on `default` (`quota::apply`).
 async fn set_limits(
@@ -352,7 +319,7 @@ fn on_server<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let plan: Plan = run
             .outcome("own")
             .ok_or_else(|| StepError::Fenced("the change was not checked".into()))?;
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         let view = view_for(rt, &t).await?;
         match (&p.change, &plan.quotas) {
             (Change::Rotate { verifier, .. }, _) => {
@@ -380,7 +347,7 @@ fn off_server<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         if !fence::owns(&tx, run).await? {
             return Ok(Value::Null);
         }
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         let view = view_for(rt, &t).await?;
         match p.change {
             Change::Rotate { .. } => {
@@ -389,11 +356,7 @@ fn off_server<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                     .map_err(failed)?;
                 let old: SecretString =
                     credentials::open_password(rt, &sealed).map_err(step_error)?;
-                let verifier = tokio::task::spawn_blocking(move || {
-                    postgres_protocol::password::scram_sha_256(old.expose_secret().as_bytes())
-                })
-                .await
-                .map_err(failed)?;
+                let verifier = crate::secrets::verifier_of(old).await;
                 set_password(&view, &t, &verifier).await?;
             }
             Change::Quotas { .. } | Change::Update { .. } => {

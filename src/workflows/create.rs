@@ -54,32 +54,40 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                     apply: configure,
                     compensate: None,
                 },
-                // The tenant's vector collection, when the create asked for one
-                // (docs/vector-store.md); its intent journaled before it is made.
-                Step {
-                    name: super::vector_store::STEP,
-                    reaches_out: true,
-                    apply: super::vector_store::create,
-                    compensate: Some(super::vector_store::undo_create),
-                },
-                // The onboarding steps the create matched (none: journaled, nothing
-                // called). It journals its own intent before each call.
-                Step {
-                    name: "integrations",
-                    reaches_out: false,
-                    apply: super::onboarding::integrations,
-                    compensate: Some(super::onboarding::undo_integrations),
-                },
-                Step {
-                    name: "activate",
-                    reaches_out: false,
-                    apply: activate,
-                    compensate: None,
-                },
-            ],
+            ]
+            .into_iter()
+            .chain(before_activation())
+            .chain([Step {
+                name: "activate",
+                reaches_out: false,
+                apply: activate,
+                compensate: None,
+            }])
+            .collect(),
             // Activation closes the operation in its own transaction: until it commits,
             // a crash undoes the create (its client got no credentials, and retries).
             point_of_no_return: 6,
+        },
+    ]
+}
+
+/// The steps every multi-step create runs after the tenant is made and before its
+/// activation (each a no-op when not asked for): the tenant's vector collection
+/// (docs/vector-store.md; its intent journaled before it is made), then the
+/// onboarding steps the create matched (each call's intent journaled first).
+pub(super) fn before_activation() -> [Step<Runtime>; 2] {
+    [
+        Step {
+            name: super::vector_store::STEP,
+            reaches_out: true,
+            apply: super::vector_store::create,
+            compensate: Some(super::vector_store::undo_create),
+        },
+        Step {
+            name: "integrations",
+            reaches_out: false,
+            apply: super::onboarding::integrations,
+            compensate: Some(super::onboarding::undo_integrations),
         },
     ]
 }

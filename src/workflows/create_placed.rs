@@ -45,26 +45,16 @@ pub fn kind() -> Kind<Runtime> {
                 apply: provision,
                 compensate: Some(unprovision),
             },
-            Step {
-                name: super::vector_store::STEP,
-                reaches_out: true,
-                apply: super::vector_store::create,
-                compensate: Some(super::vector_store::undo_create),
-            },
-            // It journals its own intent before each call, and waits journaled.
-            Step {
-                name: "integrations",
-                reaches_out: false,
-                apply: super::onboarding::integrations,
-                compensate: Some(super::onboarding::undo_integrations),
-            },
-            Step {
-                name: "activate",
-                reaches_out: false,
-                apply: activate,
-                compensate: None,
-            },
-        ],
+        ]
+        .into_iter()
+        .chain(super::create::before_activation())
+        .chain([Step {
+            name: "activate",
+            reaches_out: false,
+            apply: activate,
+            compensate: None,
+        }])
+        .collect(),
         // Activation closes the operation in its own transaction: until it commits, a
         // crash undoes the create (its client got no credentials, and retries).
         point_of_no_return: 5,

@@ -37,35 +37,21 @@ pub const CREATE_STAGED: &str = "tenant.create.staged";
 pub fn kind() -> Kind<Runtime> {
     Kind {
         name: CREATE_STAGED,
-        steps: vec![
-            Step {
-                name: "provision",
-                reaches_out: false,
-                apply: provision,
-                compensate: Some(unprovision),
-            },
-            // It journals its own intent before each call, and waits journaled.
-            // The tenant's vector collection, when the create asked for one
-            // (docs/vector-store.md); its intent journaled before it is made.
-            Step {
-                name: super::vector_store::STEP,
-                reaches_out: true,
-                apply: super::vector_store::create,
-                compensate: Some(super::vector_store::undo_create),
-            },
-            Step {
-                name: "integrations",
-                reaches_out: false,
-                apply: super::onboarding::integrations,
-                compensate: Some(super::onboarding::undo_integrations),
-            },
-            Step {
-                name: "activate",
-                reaches_out: false,
-                apply: activate,
-                compensate: None,
-            },
-        ],
+        steps: vec![Step {
+            name: "provision",
+            reaches_out: false,
+            apply: provision,
+            compensate: Some(unprovision),
+        }]
+        .into_iter()
+        .chain(super::create::before_activation())
+        .chain([Step {
+            name: "activate",
+            reaches_out: false,
+            apply: activate,
+            compensate: None,
+        }])
+        .collect(),
         // Activation closes the operation in its own transaction: until it commits, a
         // crash undoes the create (its client got no credentials, and retries).
         point_of_no_return: 4,

@@ -385,6 +385,43 @@ pub(crate) fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StepE
     StepError::failed(e)
 }
 
+/// The tenant the operation names, as the registry holds it now (read without its
+/// locks: the operation owns it, so no other change moves it meanwhile).
+pub(crate) async fn owned_tenant(
+    rt: &Runtime,
+    run: &Run,
+) -> Result<crate::tenant::Tenant, StepError> {
+    let id = run
+        .tenant_id
+        .ok_or_else(|| StepError::Fenced("the operation names no tenant".into()))?;
+    let client = rt.pool.get().await.map_err(failed)?;
+    crate::store::tenants::get(&client, id)
+        .await
+        .map_err(failed)
+}
+
+/// A change of a tenant on another server, as `on_server`'s, `changes_placed`'s and
+/// `users_placed`'s kinds all are: `own` (control), `on_server` (reaches out; its
+/// undoing puts back what the registry still holds), `record` (control). Until the
+/// record commits, a failure or a crash undoes `on_server`.
+pub(crate) fn placed_change(
+    name: &'static str,
+    own: ops::StepFn<Runtime>,
+    on_server: ops::StepFn<Runtime>,
+    off_server: ops::StepFn<Runtime>,
+    record: ops::StepFn<Runtime>,
+) -> ops::Kind<Runtime> {
+    ops::Kind {
+        name,
+        steps: vec![
+            ops::step("own", false, own, Some(give_back)),
+            ops::step("on_server", true, on_server, Some(off_server)),
+            ops::step("record", false, record, None),
+        ],
+        point_of_no_return: 3,
+    }
+}
+
 /// A step's hold on the tenant its operation owns, in the step's transaction: the
 /// tenant's name lock, the check that the operation still owns it, then its row (the
 /// one lock order).

@@ -242,18 +242,12 @@ fn uncut<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-async fn owned_tenant(rt: &Runtime, run: &Run) -> Result<Tenant, StepError> {
-    let client = rt.pool.get().await.map_err(failed)?;
-    let id = run.tenant_id.expect("an owned tenant");
-    tenants::get(&client, id).await.map_err(failed)
-}
-
 /// 3. The final backup, the tenant's archive: its id and (shared mode) its scratch
 ///    schema declared first; its row, the dump, its row `succeeded`.
 pub(super) fn final_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let p = params(run)?;
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         let id = Uuid::now_v7();
         let scratch = (t.isolation == Isolation::Shared).then(|| {
             Object::scratch(
@@ -311,7 +305,7 @@ pub(super) fn drop_final_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFu
             return Ok(Value::Null);
         };
         let p = params(run)?;
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         backup::take::delete_objects(rt, t.id, id).await;
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
@@ -408,7 +402,7 @@ fn own_for_purge<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 /// 2. Database mode: the tenant's database, its sessions ended. Idempotent.
 fn drop_database<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         if t.isolation == Isolation::Database {
             database_mode::drop_database(rt, &t.name)
                 .await
@@ -580,7 +574,7 @@ fn unbuild<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 ///    first; one that exists already is not this operation's).
 fn clone<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         if t.isolation != Isolation::Database {
             return Ok(Value::Null);
         }
@@ -629,7 +623,7 @@ fn drop_clone<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let tx = client.transaction().await.map_err(failed)?;
         fence::lock_name(&tx, &run.tenant_name).await?;
         if fence::owns(&tx, run).await? {
-            let t = owned_tenant(rt, run).await?;
+            let t = super::owned_tenant(rt, run).await?;
             database_mode::drop_database(rt, &t.name)
                 .await
                 .map_err(step_error)?;
@@ -641,7 +635,7 @@ fn drop_clone<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 /// 3. Database mode: the clone made the tenant's (ownership, grants, PUBLIC's rights).
 fn configure<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         if t.isolation == Isolation::Database {
             database_mode::configure(rt, &t.name)
                 .await
@@ -657,7 +651,7 @@ fn configure<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 /// 4. The archive restored into the rebuilt tenant, its logins off meanwhile.
 fn load<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         let client = rt.pool.get().await.map_err(failed)?;
         let off = records::find(&client, t.id)
             .await

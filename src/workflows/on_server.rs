@@ -39,16 +39,7 @@ pub const RESTORE: &str = "tenant.restore.placed";
 pub const PURGE: &str = "tenant.purge.placed";
 
 pub fn kinds() -> Vec<Kind<Runtime>> {
-    let three = |name| Kind {
-        name,
-        steps: vec![
-            step("own", false, own, Some(super::give_back)),
-            step("on_server", true, on_server, Some(off_server)),
-            step("record", false, record, None),
-        ],
-        // Until the record commits, a failure or crash undoes the change there.
-        point_of_no_return: 3,
-    };
+    let three = |name| super::placed_change(name, own, on_server, off_server, record);
     vec![
         three(SUSPEND),
         three(RESUME),
@@ -363,16 +354,6 @@ fn plan_of(run: &Run) -> Result<Plan, StepError> {
         .ok_or_else(|| StepError::Fenced("the change was not checked".into()))
 }
 
-async fn owned_tenant(rt: &Runtime, run: &Run) -> Result<Tenant, StepError> {
-    let id = run
-        .tenant_id
-        .ok_or_else(|| StepError::Fenced("the operation names no tenant".into()))?;
-    let client = rt.pool.get().await.map_err(failed)?;
-    crate::store::tenants::get(&client, id)
-        .await
-        .map_err(failed)
-}
-
 /// 2. The change on the tenant's server. A cut journals what it took before its
 ///    transaction there commits, so a rerun (or its undoing) works from that record
 ///    and not from what is left.
@@ -380,7 +361,7 @@ fn on_server<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let p: Params = run.params()?;
         let plan = plan_of(run)?;
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         let view = view_for(rt, &t).await?;
         let su = view.caps.superuser;
         let mut c = view.pool.get().await.map_err(failed)?;
@@ -465,7 +446,7 @@ fn off_server<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         if !fence::owns(&tx, run).await? {
             return Ok(Value::Null);
         }
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         let view = view_for(rt, &t).await?;
         let su = view.caps.superuser;
         let c = view.pool.get().await.map_err(failed)?;

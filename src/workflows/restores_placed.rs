@@ -183,20 +183,13 @@ fn logins_of(run: &Run) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn owned_tenant(rt: &Runtime, run: &Run) -> Result<Tenant, StepError> {
-    let id = run
-        .tenant_id
-        .ok_or_else(|| StepError::Fenced("the operation names no tenant".into()))?;
-    super::backups::tenant_by_id(rt, id).await
-}
-
 /// 2. The logins off on the tenant's server (what was taken journaled before that
 ///    commits, so a rerun or its undoing works from that record), then their sessions
 ///    ended there.
 fn cut<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let logins = logins_of(run);
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         let view = super::on_server::view_for(rt, &t).await?;
         let su = view.caps.superuser;
         let mut c = view.pool.get().await.map_err(failed)?;
@@ -245,7 +238,7 @@ fn uncut<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         if !fence::owns(&tx, run).await? {
             return Ok(Value::Null);
         }
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         let view = super::on_server::view_for(rt, &t).await?;
         let c = view.pool.get().await.map_err(failed)?;
         suspension::restore(&c, &taken.roles, &taken.memberships, view.caps.superuser)
@@ -297,7 +290,7 @@ fn finish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let plan = plan_of(run)?;
         let taken: Taken = run.outcome("cut").unwrap_or_default();
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         let view = super::on_server::view_for(rt, &t).await?;
         {
             let c = view.pool.get().await.map_err(failed)?;

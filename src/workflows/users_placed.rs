@@ -21,10 +21,10 @@ use uuid::Uuid;
 
 use super::on_server::{unavailable, view_for};
 use super::{failed, hold_owned, run_kind, step_error, Error, Runtime};
-use crate::ops::{fence, Kind, Run, Step, StepError, StepFuture};
+use crate::ops::{fence, Kind, Run, StepError, StepFuture};
 use crate::pg::{hardening, Ident};
 use crate::platform::Platform;
-use crate::secrets::{ExposeSecret, SecretString};
+use crate::secrets::SecretString;
 use crate::tenant::credentials;
 use crate::tenant::users::{self, AddUser, AddedUser, TenantUser};
 use crate::tenant::Tenant;
@@ -35,30 +35,7 @@ pub const REMOVE: &str = "user.remove.placed";
 pub fn kinds() -> Vec<Kind<Runtime>> {
     [ADD, REMOVE]
         .into_iter()
-        .map(|name| Kind {
-            name,
-            steps: vec![
-                Step {
-                    name: "own",
-                    reaches_out: false,
-                    apply: own,
-                    compensate: Some(super::give_back),
-                },
-                Step {
-                    name: "on_server",
-                    reaches_out: true,
-                    apply: on_server,
-                    compensate: Some(off_server),
-                },
-                Step {
-                    name: "record",
-                    reaches_out: false,
-                    apply: record,
-                    compensate: None,
-                },
-            ],
-            point_of_no_return: 3,
-        })
+        .map(|name| super::placed_change(name, own, on_server, off_server, record))
         .collect()
 }
 
@@ -206,21 +183,25 @@ fn own<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-async fn owned_tenant(rt: &Runtime, run: &Run) -> Result<Tenant, StepError> {
-    let id = run
-        .tenant_id
-        .ok_or_else(|| StepError::Fenced("the operation names no tenant".into()))?;
-    let client = rt.pool.get().await.map_err(failed)?;
-    crate::store::tenants::get(&client, id)
-        .await
-        .map_err(failed)
-}
-
 fn planned(run: &Run) -> Result<Ident, StepError> {
     let plan: Plan = run
         .outcome("own")
         .ok_or_else(|| StepError::Fenced("the change was not checked".into()))?;
     Ok(plan.db_user)
+}
+
+async fn login_exists(
+    tx: &deadpool_postgres::Transaction<'_>,
+    db_user: &Ident,
+) -> Result<bool, StepError> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM pg_roles WHERE rolname = $1",
+            &[&db_user.as_str()],
+        )
+        .await
+        .map_err(failed)?
+        .is_some())
 }
 
 /// Makes the login on the tenant's server, in one transaction there: dropped first if
@@ -239,15 +220,7 @@ async fn make_login(
         .ok_or_else(|| StepError::Fenced("the tenant has no quotas".into()))?;
     let mut c = view.pool.get().await.map_err(failed)?;
     let tx = c.transaction().await.map_err(failed)?;
-    let exists = tx
-        .query_opt(
-            "SELECT 1 FROM pg_roles WHERE rolname = $1",
-            &[&db_user.as_str()],
-        )
-        .await
-        .map_err(failed)?
-        .is_some();
-    if exists {
+    if login_exists(&tx, db_user).await? {
         tx.batch_execute(&users::drop_login_sql(t, db_user))
             .await
             .map_err(failed)?;
@@ -265,15 +238,7 @@ async fn make_login(
 async fn drop_login(view: &Platform, t: &Tenant, db_user: &Ident) -> Result<(), StepError> {
     let mut c = view.pool.get().await.map_err(failed)?;
     let tx = c.transaction().await.map_err(failed)?;
-    let exists = tx
-        .query_opt(
-            "SELECT 1 FROM pg_roles WHERE rolname = $1",
-            &[&db_user.as_str()],
-        )
-        .await
-        .map_err(failed)?
-        .is_some();
-    if !exists {
+    if !login_exists(&tx, db_user).await? {
         return Ok(());
     }
     crate::tenant::service::terminate_sessions(&tx, &[db_user.as_str()])
@@ -290,7 +255,7 @@ fn on_server<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let p: Params = run.params()?;
         let db_user = planned(run)?;
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         let view = view_for(rt, &t).await?;
         match &p.change {
             Change::Add { req, verifier, .. } => {
@@ -320,7 +285,7 @@ fn off_server<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         if !fence::owns(&tx, run).await? {
             return Ok(Value::Null);
         }
-        let t = owned_tenant(rt, run).await?;
+        let t = super::owned_tenant(rt, run).await?;
         let view = view_for(rt, &t).await?;
         match p.change {
             Change::Add { .. } => drop_login(&view, &t, &db_user).await?,
@@ -333,11 +298,7 @@ fn off_server<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                     .ok_or_else(|| StepError::Fenced("the user's row is gone".into()))?;
                 let password: SecretString =
                     credentials::open_password(rt, &held.credentials).map_err(step_error)?;
-                let verifier = tokio::task::spawn_blocking(move || {
-                    postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes())
-                })
-                .await
-                .map_err(failed)?;
+                let verifier = crate::secrets::verifier_of(password).await;
                 make_login(rt, &view, &t, &db_user, held.role, &verifier).await?;
             }
         }

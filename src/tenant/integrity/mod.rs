@@ -648,11 +648,7 @@ async fn password_back_locked(
     let recorded = if matches {
         verifier
     } else {
-        let fresh = tokio::task::spawn_blocking(move || {
-            postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes())
-        })
-        .await
-        .expect("computing a SCRAM verifier does not panic");
+        let fresh = crate::secrets::verifier_of(password).await;
         let r = Ident::new(e.role.clone()).expect("catalog names are identifiers");
         there
             .batch_execute(&format!("ALTER ROLE {r} PASSWORD {}", Literal(&fresh)))
