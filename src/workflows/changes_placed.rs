@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::on_server::{unavailable, view_for};
-use super::{failed, hold_owned, run_kind, step_error, Error, Runtime};
+use super::{failed, hold_owned, step_error, Error, Runtime};
 use crate::ops::{fence, Kind, Run, StepError, StepFuture};
 use crate::platform::Platform;
 use crate::quota::service::{self as quotas, Limits, Measured, QuotaUpdate};
@@ -63,14 +63,7 @@ enum Change {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Params {
-    tenant: Uuid,
-    server: String,
-    actor: String,
-    #[serde(flatten)]
-    change: Change,
-}
+type Params = super::PlacedParams<Change>;
 
 /// What `own` journals: the quotas to set on the tenant's roles (none for a change
 /// that does not move them).
@@ -99,7 +92,7 @@ pub async fn set_quotas(
         req: req.clone(),
         measured,
     };
-    run_change(rt, QUOTAS, t, change, actor).await?;
+    super::run_placed(rt, QUOTAS, t, change, actor).await?;
     let limits = quotas::limits(rt, t.id.to_string().as_str()).await?;
     if req.db_quota_bytes.is_some() {
         crate::quota::disk::measure_now(rt, t.id).await?;
@@ -133,7 +126,7 @@ pub async fn update(
         return Err(Error::Rejected(p));
     }
     let change = Change::Update { req: req.clone() };
-    run_change(rt, UPDATE, t, change, actor).await?;
+    super::run_placed(rt, UPDATE, t, change, actor).await?;
     let after = service::get(rt, t.id.to_string().as_str()).await?;
     if req.plan.is_some() || req.db_quota.is_some() {
         crate::realtime::gate::follow(rt, &after).await;
@@ -158,25 +151,9 @@ pub async fn rotate_credentials(
         sealed,
         verifier: rt.key.seal(verifier.as_bytes()),
     };
-    run_change(rt, ROTATE, t, change, actor).await?;
+    super::run_placed(rt, ROTATE, t, change, actor).await?;
     let after = service::get(rt, t.id.to_string().as_str()).await?;
     Ok(credentials::credentials_with(rt, &after, password))
-}
-
-async fn run_change(
-    rt: &Runtime,
-    kind: &'static str,
-    t: &Tenant,
-    change: Change,
-    actor: &str,
-) -> Result<Value, Error> {
-    let params = Params {
-        tenant: t.id,
-        server: t.server.clone(),
-        actor: actor.to_string(),
-        change,
-    };
-    run_kind(rt, kind, Some(t.id), t.name.as_str(), &params).await
 }
 
 /// What the tenant uses on its server now: its bytes (the disk round's measurement

@@ -400,6 +400,34 @@ pub(crate) async fn owned_tenant(
         .map_err(failed)
 }
 
+/// The input of a `placed_change` kind (`changes_placed`, `users_placed`): the
+/// tenant, the server it was on when asked, who asked, and the kind's own change.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct PlacedParams<C> {
+    pub tenant: uuid::Uuid,
+    pub server: String,
+    pub actor: String,
+    #[serde(flatten)]
+    pub change: C,
+}
+
+/// Runs a `placed_change` kind on `t` to its end (or its undoing).
+pub(crate) async fn run_placed<C: serde::Serialize>(
+    rt: &Runtime,
+    kind: &'static str,
+    t: &crate::tenant::Tenant,
+    change: C,
+    actor: &str,
+) -> Result<Value, Error> {
+    let params = PlacedParams {
+        tenant: t.id,
+        server: t.server.clone(),
+        actor: actor.to_string(),
+        change,
+    };
+    run_kind(rt, kind, Some(t.id), t.name.as_str(), &params).await
+}
+
 /// A change of a tenant on another server, as `on_server`'s, `changes_placed`'s and
 /// `users_placed`'s kinds all are: `own` (control), `on_server` (reaches out; its
 /// undoing puts back what the registry still holds), `record` (control). Until the

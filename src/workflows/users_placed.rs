@@ -17,10 +17,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use super::on_server::{unavailable, view_for};
-use super::{failed, hold_owned, run_kind, step_error, Error, Runtime};
+use super::{failed, hold_owned, step_error, Error, Runtime};
 use crate::ops::{fence, Kind, Run, StepError, StepFuture};
 use crate::pg::{hardening, Ident};
 use crate::platform::Platform;
@@ -58,14 +57,7 @@ enum Change {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Params {
-    tenant: Uuid,
-    server: String,
-    actor: String,
-    #[serde(flatten)]
-    change: Change,
-}
+type Params = super::PlacedParams<Change>;
 
 /// What `own` journals: the login to make or drop.
 #[derive(Debug, Serialize, Deserialize)]
@@ -95,7 +87,7 @@ pub async fn add_user(
         verifier: rt.key.seal(verifier.as_bytes()),
         token: token.as_ref().map(|t| rt.key.seal(t.as_bytes())),
     };
-    let done = run_change(rt, ADD, t, change, actor).await?;
+    let done = super::run_placed(rt, ADD, t, change, actor).await?;
     rules_follow(rt).await;
     let user: TenantUser = serde_json::from_value(done["user"].clone())
         .map_err(|e| Error::Tenant(crate::tenant::service::Error::from(e)))?;
@@ -118,7 +110,7 @@ pub async fn remove_user(
     let change = Change::Remove {
         email: email.to_string(),
     };
-    let done = run_change(rt, REMOVE, t, change, actor).await?;
+    let done = super::run_placed(rt, REMOVE, t, change, actor).await?;
     rules_follow(rt).await;
     serde_json::from_value(done["user"].clone())
         .map_err(|e| Error::Tenant(crate::tenant::service::Error::from(e)))
@@ -130,22 +122,6 @@ async fn rules_follow(rt: &Runtime) {
     if let Err(e) = super::network::catch_up(rt).await {
         tracing::error!(error = %e, "rendering network rules after a user change failed; the worker catches up");
     }
-}
-
-async fn run_change(
-    rt: &Runtime,
-    kind: &'static str,
-    t: &Tenant,
-    change: Change,
-    actor: &str,
-) -> Result<Value, Error> {
-    let params = Params {
-        tenant: t.id,
-        server: t.server.clone(),
-        actor: actor.to_string(),
-        change,
-    };
-    run_kind(rt, kind, Some(t.id), t.name.as_str(), &params).await
 }
 
 fn open_text(rt: &Runtime, sealed: &[u8]) -> Result<String, StepError> {
