@@ -71,7 +71,7 @@ fn pool_error(e: deadpool_postgres::PoolError) -> Error {
 }
 
 /// Puts `block` in place of berqenas's block of the server's pg_hba.conf, checks the
-/// whole file, and reloads the server's configuration (nothing when unchanged).
+/// whole file, and reloads the server's configuration.
 async fn apply(c: &impl GenericClient, block: &str) -> Result<(), Error> {
     let row = c
         .query_one(
@@ -82,17 +82,18 @@ async fn apply(c: &impl GenericClient, block: &str) -> Result<(), Error> {
         .await?;
     let (path, old): (String, String) = (row.get(0), row.get(1));
     let new = hba::splice(&old, block);
-    if new == old {
-        return Ok(());
+    if new != old {
+        c.batch_execute(&copy_sql(&format!("{path}.berqenas-previous"), &old)?)
+            .await?;
+        c.batch_execute(&copy_sql(&path, &new)?).await?;
+        let errors = hba_errors(c).await?;
+        if !errors.is_empty() {
+            c.batch_execute(&copy_sql(&path, &old)?).await?;
+            return Err(Error::Invalid(errors.join("; ")));
+        }
     }
-    c.batch_execute(&copy_sql(&format!("{path}.berqenas-previous"), &old)?)
-        .await?;
-    c.batch_execute(&copy_sql(&path, &new)?).await?;
-    let errors = hba_errors(c).await?;
-    if !errors.is_empty() {
-        c.batch_execute(&copy_sql(&path, &old)?).await?;
-        return Err(Error::Invalid(errors.join("; ")));
-    }
+    // Also when unchanged: a render cut off between its write and its reload left
+    // the file right and the rules in force old.
     reload(c).await
 }
 

@@ -121,6 +121,9 @@ fn enforce_apply<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
+/// How long one other server's render may take.
+const REMOTE_RENDER_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Renders every other server's pg_hba.conf (the lines of the tenants that live
 /// there). A server that is down or refuses is reported, logged, and rendered again by
 /// the next change's render or the forced one at start.
@@ -145,9 +148,16 @@ async fn enforce_elsewhere(rt: &Runtime) -> Result<Vec<network::remote::ServerRe
             (Some(why), _) => not(format!("the server is down ({why})")),
             (None, Err(e)) => not(e.to_string()),
             (None, Ok(there)) => {
-                match network::remote::enforce_on(&rt.pool, &there.pool, &s.name).await {
-                    Ok(r) => r,
-                    Err(e) => not(e.to_string()),
+                // A server that stopped answering (not yet marked down by the health
+                // round) must not hold up the change this render follows.
+                let render = network::remote::enforce_on(&rt.pool, &there.pool, &s.name);
+                match tokio::time::timeout(REMOTE_RENDER_LIMIT, render).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => not(e.to_string()),
+                    Err(_) => not(format!(
+                        "no answer within {} s",
+                        REMOTE_RENDER_LIMIT.as_secs()
+                    )),
                 }
             }
         };
