@@ -3,6 +3,11 @@
 //! default placement (least tenants): two of every three go to another server, where
 //! the create is the three-step `tenant.create.placed` operation. Schema mode.
 //!
+//! Then, on one tenant of `default` and one of pg2 side by side: adding a user (one
+//! transaction on `default`; the three-step `user.add.placed` on pg2) and adding and
+//! removing a firewall rule (each render writes `default`'s pg_hba.conf and, over
+//! SQL, pg2's and pg3's).
+//!
 //! `cargo bench --bench servers` (BENCH_TENANTS=N sets the creates per series; 60).
 
 use std::time::{Duration, Instant};
@@ -65,6 +70,87 @@ async fn extra(dir: &std::path::Path, name: &str) -> (Cluster, String) {
         c.port()
     );
     (c, url)
+}
+
+/// One timed admin call; panics unless it answers `want`.
+async fn timed(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+    want: u16,
+) -> (Duration, Value) {
+    let t = Instant::now();
+    let mut req = http.request(method, url).bearer_auth(TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let took = t.elapsed();
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, want, "{body}");
+    (took, body)
+}
+
+/// User adds and firewall rule changes on `tenant`: (user add, rule add + remove).
+async fn changes(
+    http: &reqwest::Client,
+    url: &str,
+    tenant: &str,
+    n: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    use reqwest::Method;
+    let base = format!("{url}/api/v1/tenants/{tenant}");
+    let quotas = json!({"max_users": n + 1});
+    timed(
+        http,
+        Method::PUT,
+        format!("{base}/quotas"),
+        Some(quotas),
+        200,
+    )
+    .await;
+    let mut users = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = json!({"email": format!("u{i}@example.com"), "role": "developer"});
+        users.push(
+            timed(http, Method::POST, format!("{base}/users"), Some(body), 201)
+                .await
+                .0,
+        );
+    }
+    let mut rules = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = json!({"cidr": format!("127.0.{}.0/24", 100 + i % 100), "service": "postgres"});
+        let (d, added) = timed(
+            http,
+            Method::POST,
+            format!("{base}/firewall"),
+            Some(body),
+            201,
+        )
+        .await;
+        let id = added["rule"]["id"].as_str().unwrap().to_string();
+        let (d2, _) = timed(
+            http,
+            Method::DELETE,
+            format!("{base}/firewall/{id}"),
+            None,
+            200,
+        )
+        .await;
+        rules.push(d + d2);
+    }
+    (users, rules)
+}
+
+fn verdict(label: &str, placed: Duration, local: Duration, target: f64) {
+    let ratio = placed.as_secs_f64() / local.as_secs_f64();
+    println!(
+        "{label}: p50 pg2 / default = {ratio:.2} (target: at most {target:.1}x) {}",
+        if ratio <= target { "ok" } else { "MISSED" }
+    );
 }
 
 async fn create(http: &reqwest::Client, url: &str, name: &str) -> (Duration, String) {
@@ -147,6 +233,7 @@ async fn main() {
     }
     let mut spread = Vec::with_capacity(n);
     let mut placed = Vec::with_capacity(n);
+    let mut on_pg2 = None;
     let (mut on_default, mut elsewhere) = (Vec::new(), Vec::new());
     for i in 0..n {
         let (d, server) = create(&http, &url, &format!("spread-{i}")).await;
@@ -155,6 +242,9 @@ async fn main() {
             on_default.push(d);
         } else {
             elsewhere.push(d);
+        }
+        if server == "pg2" && on_pg2.is_none() {
+            on_pg2 = Some(format!("spread-{i}"));
         }
         placed.push(server);
     }
@@ -182,4 +272,17 @@ async fn main() {
             "MISSED"
         }
     );
+
+    // Changes of a tenant on default, then of one on pg2.
+    let k = n.min(40);
+    let there = on_pg2.expect("placement put a tenant on pg2");
+    let (users_here, rules_here) = changes(&http, &url, "alone-0", k).await;
+    let (users_there, rules_there) = changes(&http, &url, &there, k).await;
+    println!("user add and firewall rule add + remove, sequential, through the HTTP API:");
+    let uh = report("user add, tenant on default", users_here);
+    let ut = report("user add, tenant on pg2", users_there);
+    let rh = report("rule add+remove, tenant on default", rules_here);
+    let rt = report("rule add+remove, tenant on pg2", rules_there);
+    verdict("user add", ut, uh, TARGET_RATIO);
+    verdict("rule add+remove", rt, rh, TARGET_RATIO);
 }
