@@ -248,6 +248,41 @@ async fn a_tenant_on_another_server_lives_its_whole_lifecycle_there() {
             "roles, schemas, databases of {name} left on pg2"
         );
         decoy_untouched(&default_pg, &login_role, &schema).await;
+
+        // --- the purged tenant rebuilt from its archive, on pg2 ---
+        let (s, b) = app
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{name}/restore"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["status"], "active", "{b}");
+        assert_eq!(b["server"], "pg2", "{b}");
+        let tenant = login(&creds)
+            .await
+            .expect("the rebuilt tenant logs in on pg2 with its password");
+        let n: i64 = tenant
+            .query_one(
+                "SELECT count(*) FROM applications WHERE created_by = 'plc'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 2, "rows back from the archive");
+        drop(tenant);
+        decoy_untouched(&default_pg, &login_role, &schema).await;
+        let (s, b) = app
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/tenants/{name}?purge=now"),
+                Some(json!({"confirm": name})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(footprint(&pg2_admin, &stem).await, (0, 0, 0));
         default_pg
             .batch_execute(&format!(
                 "DROP SCHEMA \"{schema}\" CASCADE; DROP ROLE \"{login_role}\";"

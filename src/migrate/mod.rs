@@ -138,6 +138,16 @@ pub async fn set_restored_version(
         return Ok(());
     }
     crate::store::tenants::set_template_version(c, t.id, version).await?;
+    mark_restored(c, t, version).await
+}
+
+/// [`set_restored_version`]'s mark on a database-mode tenant's database, on a
+/// connection to its server (nothing in the other modes).
+pub async fn mark_restored(
+    c: &impl deadpool_postgres::GenericClient,
+    t: &crate::store::tenants::Tenant,
+    version: i32,
+) -> crate::store::Result<()> {
     if t.isolation == Isolation::Database {
         c.batch_execute(&units::marker_sql(&t.database, version))
             .await?;

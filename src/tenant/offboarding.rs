@@ -444,6 +444,21 @@ pub async fn rebuild_roles(
     t: &Tenant,
     off: &Offboarding,
 ) -> Result<()> {
+    let (sql, all) = rebuild_sql(p, tx, t, off).await?;
+    tx.batch_execute(&sql).await?;
+    hardening::check(tx, &all).await?;
+    Ok(())
+}
+
+/// [`rebuild_roles`]' SQL and the roles it makes (for the hardening check), read from
+/// the registry in `tx`; `p` is the platform as seen from the server the roles go to
+/// (another server's for a tenant there: the caller runs it there).
+pub async fn rebuild_sql(
+    p: &Platform,
+    tx: &Transaction<'_>,
+    t: &Tenant,
+    off: &Offboarding,
+) -> Result<(String, Vec<String>)> {
     let slug = &t.name;
     let plan = service::find_plan(tx, &t.plan).await?;
     let limits = service::limits(p, &plan, t.db_quota_bytes);
@@ -490,15 +505,13 @@ pub async fn rebuild_roles(
     {
         sql.push_str(&format!("ALTER ROLE {login} NOLOGIN;\n"));
     }
-    tx.batch_execute(&sql).await?;
     let mut all: Vec<String> = slug
         .fixed_roles()
         .iter()
         .map(|r| r.as_str().to_string())
         .collect();
     all.extend(logins.iter().skip(1).map(|l| l.as_str().to_string()));
-    hardening::check(tx, &all).await?;
-    Ok(())
+    Ok((sql, all))
 }
 
 async fn verifier_of(p: &Platform, sealed: &[u8]) -> Result<String> {

@@ -27,6 +27,7 @@ pub mod operations;
 pub mod placement;
 pub mod pooler;
 pub mod quotas;
+pub mod rebuild_placed;
 pub mod restores;
 pub mod restores_placed;
 pub mod role_check;
@@ -77,6 +78,7 @@ pub fn registry() -> Registry<Runtime> {
             move_tenant::kind(),
             move_shared::kind(),
             restores_placed::kind(),
+            rebuild_placed::kind(),
         ])
     {
         r = r.kind(k);

@@ -465,6 +465,9 @@ pub(super) async fn forget(
 pub async fn restore(rt: &Runtime, key: &str, actor: &str) -> Result<Tenant, Error> {
     let placed = service::get(rt, key).await?;
     if super::on_server::placed(&placed) {
+        if placed.status == Status::Purged {
+            return super::rebuild_placed::rebuild(rt, &placed, actor).await;
+        }
         return super::on_server::restore(rt, &placed, actor).await;
     }
     let mut client = rt.pool.get().await?;
@@ -497,7 +500,7 @@ pub async fn restore(rt: &Runtime, key: &str, actor: &str) -> Result<Tenant, Err
 }
 
 /// A purged tenant's archive and its manifest, if it can still be restored.
-async fn archive_of(
+pub(super) async fn archive_of(
     rt: &Runtime,
     t: &Tenant,
     off: &records::Offboarding,

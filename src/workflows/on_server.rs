@@ -314,17 +314,12 @@ fn own<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             Change::Restore => {
                 let off = domain::restorable(&tx, &t).await.map_err(step_error)?;
                 if t.status == Status::Purged {
-                    let mut p = Problem::new(
-                        ProblemKind::Unprocessable,
-                        "not_on_this_server",
-                        format!(
-                            "tenant {:?} was purged on server {:?}: rebuilding it from its archive is not available yet for tenants outside \"default\" (docs/servers.md)",
-                            t.name.as_str(),
-                            t.server
-                        ),
-                    );
-                    p.field = Some("server".into());
-                    return Err(StepError::Rejected(p));
+                    // A purged tenant is rebuilt from its archive (`rebuild_placed`).
+                    return Err(StepError::Rejected(Problem::new(
+                        ProblemKind::Conflict,
+                        "invalid_state",
+                        format!("tenant {} is purged: it is rebuilt, not restored", t.name),
+                    )));
                 }
                 Plan {
                     logins,

@@ -6,7 +6,7 @@
 
 use berqenas::tenant::suspension::SuspendTenant;
 use berqenas::tenant::{Isolation, Slug};
-use berqenas::workflows::{self as wf, on_server};
+use berqenas::workflows::{self as wf, on_server, rebuild_placed};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -50,7 +50,56 @@ pub fn scenarios() -> Vec<Scenario> {
             trigger: purge,
             check: purged,
         },
+        Scenario {
+            kind: rebuild_placed::REBUILD_PLACED,
+            label: "database on cmpg2",
+            prepare: purged_database,
+            trigger: restore,
+            check: rebuilt_or_purged,
+        },
     ]
+}
+
+fn purged_database<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(async move {
+        placed(env, Isolation::Database).await;
+        delete_now(env).await.expect("deleting the placed tenant");
+        let t = berqenas::tenant::service::get(&env.rt, &env.name)
+            .await
+            .expect("the deleted tenant");
+        wf::offboarding::purge(&env.rt, &t, "crash-matrix")
+            .await
+            .expect("purging the placed tenant");
+        Value::Null
+    })
+}
+
+/// Active and able to log in on cmpg2 with its database there, or still purged with
+/// nothing of it there (the rebuild undone).
+fn rebuilt_or_purged<'a>(env: &'a Env, v: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        match state(env).await? {
+            (s, Some(true)) if s == "active" => {
+                let (c, _) = cluster().await;
+                let db = Slug::parse(&env.name).map_err(err)?.schema();
+                let there: i64 = admin(c, "postgres")
+                    .await
+                    .query_one(
+                        "SELECT count(*) FROM pg_database WHERE datname = $1",
+                        &[&db.as_str()],
+                    )
+                    .await
+                    .map_err(err)?
+                    .get(0);
+                match there {
+                    1 => Ok(()),
+                    _ => Err("active, but its database is not on cmpg2".into()),
+                }
+            }
+            (s, None) if s == "purged" => purged(env, v).await,
+            other => Err(format!("status and login on cmpg2 disagree: {other:?}")),
+        }
+    })
 }
 
 fn err(e: impl std::fmt::Display) -> String {
