@@ -81,6 +81,11 @@ async fn apply(c: &impl GenericClient, block: &str) -> Result<(), Error> {
         )
         .await?;
     let (path, old): (String, String) = (row.get(0), row.get(1));
+    if !old.contains(hba::BEGIN) && !block.lines().any(|l| l.starts_with("host")) {
+        // No tenant of this server is restricted, and none ever was: the operator's
+        // file is left as it is.
+        return Ok(());
+    }
     let new = hba::splice(&old, block);
     if new != old {
         c.batch_execute(&copy_sql(&format!("{path}.berqenas-previous"), &old)?)
