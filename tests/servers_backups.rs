@@ -194,6 +194,17 @@ async fn backups_and_restores_of_a_tenant_on_another_server_run_there() {
         assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
         assert_eq!(apps(&creds).await, ["three", "two"], "nothing changed");
 
+        // A later release's migration marked the database on pg2 (database mode):
+        // the restore must put the mark back at the backup's version, there.
+        let db = creds["database"].as_str().unwrap().to_string();
+        if isolation == "database" {
+            pg2_admin
+                .batch_execute(&format!(
+                    "COMMENT ON DATABASE \"{db}\" IS 'berqenas template_version=999'"
+                ))
+                .await
+                .unwrap();
+        }
         let (s, restored) = app
             .call(
                 Method::POST,
@@ -203,6 +214,22 @@ async fn backups_and_restores_of_a_tenant_on_another_server_run_there() {
             .await;
         assert_eq!(s, StatusCode::OK, "{restored}");
         assert_eq!(restored["server"], "pg2", "{restored}");
+        if isolation == "database" {
+            let mark: Option<String> = pg2_admin
+                .query_one(
+                    "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+                    &[&db],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            let want = format!("berqenas template_version={}", backup["template_version"]);
+            assert_eq!(
+                mark.as_deref(),
+                Some(want.as_str()),
+                "the database's mark on pg2"
+            );
+        }
         assert_eq!(restored["status"], "active", "{restored}");
         assert!(
             session.simple_query("SELECT 1").await.is_err(),

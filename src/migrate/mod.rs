@@ -127,8 +127,11 @@ pub async fn status(p: &Platform) -> Result<MigrationStatus> {
 
 /// After a backup replaced a tenant's objects: the tenant is at the backup's template
 /// version again (so the next run migrates it), in the registry and, in database
-/// mode, in its database's marker. Shared tenants keep the pool's version: their rows
-/// went into the pool's current tables.
+/// mode on `default`, in its database's marker (`c` is the control database). A
+/// tenant on another server gets its marker there ([`mark_restored`], by the caller:
+/// `COMMENT ON DATABASE` of a database this cluster lacks is only a warning, and one
+/// of the same name here is not the tenant's). Shared tenants keep the pool's
+/// version: their rows went into the pool's current tables.
 pub async fn set_restored_version(
     c: &impl deadpool_postgres::GenericClient,
     t: &crate::store::tenants::Tenant,
@@ -138,6 +141,9 @@ pub async fn set_restored_version(
         return Ok(());
     }
     crate::store::tenants::set_template_version(c, t.id, version).await?;
+    if t.server != crate::store::servers::DEFAULT {
+        return Ok(());
+    }
     mark_restored(c, t, version).await
 }
 

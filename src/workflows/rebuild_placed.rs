@@ -7,9 +7,9 @@
 //!    archive usable) and owned;
 //! 2. `make` (reaches out): its roles there (the users' too, with the passwords the
 //!    registry keeps) and its schema or database, declared first, every login off;
-//! 3. `load` (reaches out): the archive restored into it there (`restores::load_fresh`);
-//! 4. `finish`: on the server the archive's template version marked, the quotas in
-//!    force set, and the logins and memberships the delete took given back; then in
+//! 3. `load` (reaches out): the archive restored into it there, its database marked
+//!    at the archive's template version (`restores::load_fresh`);
+//! 4. `finish`: on the server the quotas in force set, and the logins and memberships the delete took given back; then in
 //!    one control transaction the registry's version and status, the event and the
 //!    audit row, the tenant given back.
 //!
@@ -255,7 +255,7 @@ fn load<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// 4. The server's part (version mark, quotas, logins), then the registry's; the
+/// 4. The server's part (quotas, logins), then the registry's; the
 ///    tenant given back and the operation closed.
 fn finish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
@@ -277,10 +277,8 @@ fn finish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             (logins, q)
         };
         {
+            // (The database's version mark was set there by `load`.)
             let c = view.pool.get().await.map_err(failed)?;
-            crate::migrate::mark_restored(&c, &t, version)
-                .await
-                .map_err(failed)?;
             c.batch_execute(&crate::quota::apply::limits_sql(
                 &view, &t, &logins, &quotas,
             ))
@@ -300,7 +298,7 @@ fn finish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
         let t = hold_owned(&tx, run).await?;
-        crate::store::tenants::set_template_version(&tx, t.id, version)
+        crate::migrate::set_restored_version(&tx, &t, version)
             .await
             .map_err(failed)?;
         let details = json!({"from": "purged", "to": off.previous_status.as_str(),

@@ -514,7 +514,24 @@ pub(crate) async fn load_fresh(
     let view = super::on_server::view_for(rt, t).await?;
     domain::drop_replaced(&view, t, &plan)
         .await
-        .map_err(backup_error)
+        .map_err(backup_error)?;
+    mark_there(&view, t, m.template_version).await
+}
+
+/// A tenant on another server: its database's marker at the restored template version,
+/// on that server (the registry's follows in the caller's record,
+/// `migrate::set_restored_version`). Idempotent.
+pub(super) async fn mark_there(
+    view: &crate::platform::Platform,
+    t: &Tenant,
+    version: i32,
+) -> Result<(), StepError> {
+    if t.server == crate::store::servers::DEFAULT {
+        return Ok(());
+    }
+    crate::migrate::mark_restored(&view.pool.get().await.map_err(failed)?, t, version)
+        .await
+        .map_err(failed)
 }
 
 /// 3. The backup's template version and the audit entry; the point of no return.

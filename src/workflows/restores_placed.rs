@@ -277,7 +277,7 @@ fn record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             json!({"backup_id": b.id, "into": "in_place", "server": t.server}),
         )
         .await?;
-        let outcome = json!({"tenant": t.id});
+        let outcome = json!({"tenant": t.id, "template_version": m.template_version});
         run.applied_in(&tx, &outcome).await?;
         tx.commit().await.map_err(failed)?;
         Ok(outcome)
@@ -301,6 +301,12 @@ fn finish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         domain::drop_replaced(&view, &t, &plan)
             .await
             .map_err(super::backups::backup_error)?;
+        if let Some(version) = run
+            .outcome::<Value>("record")
+            .and_then(|v| v["template_version"].as_i64())
+        {
+            restores::mark_there(&view, &t, version as i32).await?;
+        }
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
         fence::lock_name(&tx, &run.tenant_name).await?;
