@@ -48,6 +48,29 @@ pub async fn secure_defaults(
 
 const COLLISION_RETRIES: u64 = 8;
 
+/// Runs `sql` in a transaction of its own on `c`, and again (a few times, briefly
+/// apart) when another session changed one of the catalog rows it writes at the same
+/// moment. A freshly cloned database is one: PUBLIC may reach it until its
+/// configuration revokes that, so the role check's [`close_databases`] may be
+/// revoking on the same row.
+pub async fn transaction_retrying(
+    c: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let mut attempt = 0;
+    loop {
+        match c.batch_execute(&format!("BEGIN;\n{sql}\nCOMMIT;")).await {
+            Err(e) if attempt < COLLISION_RETRIES && is_catalog_collision(&e) => {
+                c.batch_execute("ROLLBACK").await?;
+                attempt += 1;
+                tracing::debug!(attempt, error = %e, "catalog row changed concurrently; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// PostgreSQL reports two concurrent GRANT/REVOKE on one catalog row as an internal
 /// error rather than a serialization failure.
 fn is_catalog_collision(e: &tokio_postgres::Error) -> bool {

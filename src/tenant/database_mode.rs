@@ -390,8 +390,7 @@ pub async fn configure_member(p: &Platform, member: &Slug) -> Result<()> {
         .await?
         .is_some();
     if !done {
-        db.batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", sql::configure_sql(member)))
-            .await?;
+        hardening::transaction_retrying(&db, &sql::configure_sql(member)).await?;
     }
     Ok(())
 }
@@ -410,9 +409,7 @@ async fn configure_from(p: &Platform, slug: &Slug, member: Option<&Slug>) -> Res
             Some(m) => crate::isolation::warm::rename_schema_sql(m, slug),
             None => sql::configure_sql(slug),
         };
-        tenant_db
-            .batch_execute(&format!("BEGIN;\n{configure}\nCOMMIT;"))
-            .await?;
+        hardening::transaction_retrying(&tenant_db, &configure).await?;
     }
     sync_realtime_gate(p, &tenant_db, slug).await?;
     let roles: Vec<String> = slug
