@@ -245,25 +245,7 @@ fn provision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             if placed::roles_exist(&view, slug).await.map_err(step_error)? {
                 return Err(step_error(service::taken_name(slug)));
             }
-            let mut objects: Vec<Object> = slug
-                .fixed_roles()
-                .iter()
-                .map(|r| Object {
-                    kind: "role".into(),
-                    name: r.as_str().to_string(),
-                    database: None,
-                    scratch: false,
-                })
-                .collect();
-            objects.push(Object {
-                kind: match params.isolation {
-                    Isolation::Database => "database".into(),
-                    _ => "schema".into(),
-                },
-                name: slug.schema().as_str().to_string(),
-                database: Some(view.endpoint.database.clone()),
-                scratch: false,
-            });
+            let objects = declared(slug, params.isolation, &view, []);
             run.intend(objects, json!({"ours": true, "server": params.server}))
                 .await?;
         }
@@ -290,6 +272,38 @@ fn provision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         .map_err(step_error)?;
         Ok(json!({"server": params.server}))
     })
+}
+
+/// What a tenant's making on another server declares before it starts: its roles
+/// (and `more`, its users' logins), and its schema or database on the server `view`
+/// sees.
+pub(super) fn declared(
+    slug: &Slug,
+    isolation: Isolation,
+    view: &crate::platform::Platform,
+    more: impl IntoIterator<Item = crate::pg::Ident>,
+) -> Vec<Object> {
+    let mut objects: Vec<Object> = slug
+        .fixed_roles()
+        .into_iter()
+        .chain(more)
+        .map(|r| Object {
+            kind: "role".into(),
+            name: r.as_str().to_string(),
+            database: None,
+            scratch: false,
+        })
+        .collect();
+    objects.push(Object {
+        kind: match isolation {
+            Isolation::Database => "database".into(),
+            _ => "schema".into(),
+        },
+        name: slug.schema().as_str().to_string(),
+        database: Some(view.endpoint.database.clone()),
+        scratch: false,
+    });
+    objects
 }
 
 /// Drops what [`provision`] made on the server, if the intent says it was ours and

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::on_server::view_for;
 use super::{failed, hold_owned, run_kind, step_error, Error, Runtime};
-use crate::ops::{fence, step, Kind, Object, Run, StepError, StepFuture};
+use crate::ops::{fence, step, Kind, Run, StepError, StepFuture};
 use crate::pg::hardening;
 use crate::problem::{Kind as ProblemKind, Problem};
 use crate::store::offboarding as records;
@@ -120,26 +120,12 @@ fn make<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 run.intend(vec![], json!({"ours": false})).await?;
                 return Err(step_error(service::taken_name(slug)));
             }
-            let mut objects: Vec<Object> = slug
-                .fixed_roles()
-                .into_iter()
-                .chain(users.iter().map(|u| u.db_user.clone()))
-                .map(|r| Object {
-                    kind: "role".into(),
-                    name: r.as_str().to_string(),
-                    database: None,
-                    scratch: false,
-                })
-                .collect();
-            objects.push(Object {
-                kind: match t.isolation {
-                    Isolation::Database => "database".into(),
-                    _ => "schema".into(),
-                },
-                name: slug.schema().as_str().to_string(),
-                database: Some(view.endpoint.database.clone()),
-                scratch: false,
-            });
+            let objects = super::create_placed::declared(
+                slug,
+                t.isolation,
+                &view,
+                users.iter().map(|u| u.db_user.clone()),
+            );
             run.intend(objects, json!({"ours": true})).await?;
         }
         if !placed::roles_exist(&view, slug).await.map_err(step_error)? {
