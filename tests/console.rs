@@ -228,6 +228,9 @@ async fn an_operator_runs_a_tenant_through_its_life_in_the_browser() {
     // Signing out ends the session: the console asks to sign in again.
     b.goto(&format!("{}/console", app.url)).await;
     b.click("#sign-out").await;
+    // The sign-out answers with the sign-in page: wait for it, or the next navigation
+    // may cancel the form's POST before the server saw it.
+    b.find("#token").await;
     b.goto(&format!("{}/console", app.url)).await;
     assert!(b.url().await.ends_with("/console/login"));
     b.quit().await;
