@@ -320,12 +320,9 @@ fn off_server<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         }
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        fence::lock_name(&tx, &run.tenant_name).await?;
-        if !fence::owns(&tx, run).await? {
+        let Some((t, view)) = super::on_server::still_owned(rt, &tx, run).await? else {
             return Ok(Value::Null);
-        }
-        let t = super::owned_tenant(rt, run).await?;
-        let view = view_for(rt, &t).await?;
+        };
         match p.change {
             Change::Rotate { .. } => {
                 let sealed = crate::store::tenants::sealed_credentials(&tx, t.id)

@@ -157,6 +157,24 @@ pub(super) async fn view_for(rt: &Runtime, t: &Tenant) -> Result<Platform, StepE
     Ok(rt.platform.on(&s))
 }
 
+/// The start of a compensation of a change on another server: the tenant's name
+/// locked in `tx` (held until it ends), then, while this operation still owns the
+/// tenant, the tenant and the platform as seen from its server. `None`: another
+/// operation owns it now, and nothing may be touched.
+pub(super) async fn still_owned(
+    rt: &Runtime,
+    tx: &deadpool_postgres::Transaction<'_>,
+    run: &Run,
+) -> Result<Option<(Tenant, Platform)>, StepError> {
+    fence::lock_name(tx, &run.tenant_name).await?;
+    if !fence::owns(tx, run).await? {
+        return Ok(None);
+    }
+    let t = super::owned_tenant(rt, run).await?;
+    let view = view_for(rt, &t).await?;
+    Ok(Some((t, view)))
+}
+
 /// A caller's answer when the tenant's server cannot be reached: 503, retry later.
 pub(super) fn unavailable(e: StepError) -> Error {
     Error::Rejected(Problem::new(
@@ -437,12 +455,9 @@ fn off_server<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         };
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        fence::lock_name(&tx, &run.tenant_name).await?;
-        if !fence::owns(&tx, run).await? {
+        let Some((_, view)) = still_owned(rt, &tx, run).await? else {
             return Ok(Value::Null);
-        }
-        let t = super::owned_tenant(rt, run).await?;
-        let view = view_for(rt, &t).await?;
+        };
         let su = view.caps.superuser;
         let c = view.pool.get().await.map_err(failed)?;
         match p.change {

@@ -191,12 +191,9 @@ fn unmake<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         }
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        fence::lock_name(&tx, &run.tenant_name).await?;
-        if !fence::owns(&tx, run).await? {
+        let Some((t, view)) = super::on_server::still_owned(rt, &tx, run).await? else {
             return Ok(Value::Null);
-        }
-        let t = super::owned_tenant(rt, run).await?;
-        let view = view_for(rt, &t).await?;
+        };
         if t.isolation == Isolation::Database {
             database_mode::drop_database(&view, &t.name)
                 .await

@@ -234,12 +234,9 @@ fn uncut<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         };
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        fence::lock_name(&tx, &run.tenant_name).await?;
-        if !fence::owns(&tx, run).await? {
+        let Some((_, view)) = super::on_server::still_owned(rt, &tx, run).await? else {
             return Ok(Value::Null);
-        }
-        let t = super::owned_tenant(rt, run).await?;
-        let view = super::on_server::view_for(rt, &t).await?;
+        };
         let c = view.pool.get().await.map_err(failed)?;
         suspension::restore(&c, &taken.roles, &taken.memberships, view.caps.superuser)
             .await
