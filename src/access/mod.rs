@@ -1,12 +1,15 @@
 //! Shared primitives on a tenant's roles that several domains need.
 //!
 //! [`temp_role`]: a throw-away login role that holds exactly one tenant owner's
-//! privileges, the only kind of session berqenas runs tenant-reachable code in.
+//! privileges, the only kind of session berqenas runs tenant-reachable code in;
+//! [`worker`]: one such role and its session, lent to one tenant after another.
 
 pub mod owned;
 pub mod temp_role;
+pub mod worker;
 
 pub use temp_role::{Reach, TempRole};
+pub use worker::{Tainted, Worker};
 
 /// What can go wrong with these primitives: the database.
 #[derive(Debug, thiserror::Error)]

@@ -33,6 +33,10 @@ pub enum Reach<'a> {
 pub struct TempRole {
     pub name: Ident,
     password: SecretString,
+    /// What `ALTER ROLE ... PASSWORD` puts back: the SCRAM verifier of `password`
+    /// (`None`: no password, the embedded cluster's trusted socket). A role may change
+    /// its own password, so code of a tenant's could set one it knows.
+    verifier: Option<String>,
 }
 
 impl std::fmt::Debug for TempRole {
@@ -69,22 +73,34 @@ impl TempRole {
         member_of: &[&Ident],
         reach: Reach<'_>,
     ) -> Result<Self> {
+        Self::create_limited(p, name, member_of, reach, 4).await
+    }
+
+    /// [`TempRole::create`] with at most `connections` sessions at once.
+    pub async fn create_limited(
+        p: &Platform,
+        name: Ident,
+        member_of: &[&Ident],
+        reach: Reach<'_>,
+        connections: u8,
+    ) -> Result<Self> {
         let password = SecretString::from(random_token());
         // The embedded cluster's control sessions come in through its private socket,
         // which trusts local logins (the socket directory is the postgres user's own):
         // no password to derive a SCRAM verifier for (a millisecond of CPU per role).
-        let login = if p.embedded {
-            String::new()
-        } else {
-            let pw = password.clone();
-            let verifier = crate::secrets::verifier_of(pw).await;
-            format!(" PASSWORD {}", Literal(&verifier))
+        let verifier = match p.embedded {
+            true => None,
+            false => Some(crate::secrets::verifier_of(password.clone()).await),
         };
+        let login = verifier
+            .as_ref()
+            .map(|v| format!(" PASSWORD {}", Literal(v)))
+            .unwrap_or_default();
         let until = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
         // NOINHERIT would make the owner's rights need a SET ROLE, which code of the
         // tenant's could undo; INHERIT (the default) makes them the session's own.
         let mut sql = format!(
-            "CREATE ROLE {name} LOGIN{login} CONNECTION LIMIT 4 VALID UNTIL {}",
+            "CREATE ROLE {name} LOGIN{login} CONNECTION LIMIT {connections} VALID UNTIL {}",
             Literal(&until)
         );
         if !member_of.is_empty() {
@@ -109,7 +125,20 @@ impl TempRole {
         let tx = c.transaction().await?;
         tx.batch_execute(&sql).await?;
         tx.commit().await?;
-        Ok(Self { name, password })
+        Ok(Self {
+            name,
+            password,
+            verifier,
+        })
+    }
+
+    /// The statement that puts the role's own password back (see `verifier`).
+    pub fn reset_password_sql(&self) -> String {
+        let password = self
+            .verifier
+            .as_ref()
+            .map_or_else(|| "NULL".to_string(), |v| Literal(v).to_string());
+        format!("ALTER ROLE {} PASSWORD {password};", self.name)
     }
 
     /// How a tool connects as this role to `conn`'s server and database.

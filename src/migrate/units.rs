@@ -240,22 +240,27 @@ fn unplaced(t: &PendingTenant) -> Error {
     ))
 }
 
-/// The session a tenant's unit runs in: a throw-away login role (the caller's: it
-/// names, declares, creates and drops it, on the tenant's server) that is a member of
-/// these roles only (the tenant's owner, and in the control database the role that
-/// lets the session report its work), connected to the tenant's database on its
-/// server (`None`: the control database).
-pub fn session_grants(t: &PendingTenant) -> Result<(Vec<Ident>, Option<Ident>)> {
+/// The session a tenant's unit runs in: a login role (the caller's: it names,
+/// declares, creates and drops it, on the tenant's server) that is a member of the
+/// tenant's owner and of `always` only, connected to `database` on its server.
+pub struct SessionGrants {
+    pub owner: Ident,
+    /// In the control database: the role that lets the session report its work.
+    pub always: Vec<Ident>,
+    /// The tenant's database; `None`: the control database.
+    pub database: Option<Ident>,
+}
+
+pub fn session_grants(t: &PendingTenant) -> Result<SessionGrants> {
     let place = place(t)?;
-    Ok(match t.in_control_database() {
-        false => (vec![place.owner_role.clone()], Some(place.database.clone())),
-        true => (
-            vec![
-                place.owner_role.clone(),
-                Ident::new(SESSION_ROLE).expect("static name"),
-            ],
-            None,
-        ),
+    let control = t.in_control_database();
+    Ok(SessionGrants {
+        owner: place.owner_role.clone(),
+        always: match control {
+            true => vec![Ident::new(SESSION_ROLE).expect("static name")],
+            false => vec![],
+        },
+        database: (!control).then(|| place.database.clone()),
     })
 }
 

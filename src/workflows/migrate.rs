@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::{failed, migrate_servers, step_error, Error, Runtime};
-use crate::access::{Reach, TempRole};
+use crate::access::{Reach, TempRole, Worker};
 use crate::migrate::{self, runs, MigrateRequest, Outcome, PendingTenant, Report, Selector};
 use crate::migrate::{Started, Unit};
 use crate::ops::failpoint::kill_if_named;
@@ -226,6 +226,7 @@ fn migrate_tenants<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             template: Arc::new(template),
             prefix,
             views: Arc::new(views),
+            workers: Arc::default(),
         };
         if let Some(canary) = params.canary.filter(|_| !report.canary_passed) {
             let left = (canary as usize)
@@ -314,6 +315,7 @@ struct Batch {
     prefix: String,
     /// The servers of the run's tenants that answered when it started, declared.
     views: Arc<HashMap<String, Platform>>,
+    workers: Arc<Workers>,
 }
 
 impl Batch {
@@ -361,6 +363,7 @@ impl Batch {
         while let Some(joined) = set.join_next().await {
             joined_ok(joined);
         }
+        self.workers.retire_all(&self.views).await;
         let report = shared.lock().expect("not poisoned").clone();
         if started < total {
             return Err(stopping(self, &report).await);
@@ -377,6 +380,7 @@ impl Batch {
             template: self.template.clone(),
             prefix: self.prefix.clone(),
             views: self.views.clone(),
+            workers: self.workers.clone(),
         }
     }
 
@@ -409,69 +413,116 @@ struct UnitCx {
     template: Arc<Template>,
     prefix: String,
     views: Arc<HashMap<String, Platform>>,
+    workers: Arc<Workers>,
 }
 
 impl UnitCx {
-    /// One tenant: its throw-away role on the tenant's server (named under the run's
-    /// prefix, declared there, a member of what the migrate domain says), its name
-    /// lock while the role's session runs, the registry, then the role dropped.
+    /// One tenant, on its server: a tenant in its server's own database (schema mode)
+    /// on one of the run's workers there, any other (database mode) on a throw-away
+    /// role of its own. Either role is named under the run's prefix, declared there.
     async fn tenant(&self, t: &PendingTenant) -> Result<Outcome, TenantError> {
         let p = self
             .views
             .get(&t.server)
             .ok_or_else(|| unreachable_server(&t.server))?;
-        let name = Ident::new(format!(
+        let grants = migrate::units::session_grants(t)?;
+        match &grants.database {
+            Some(db) if db.as_str() != p.endpoint.database => {
+                self.on_own_role(p, t, &grants, db).await
+            }
+            _ => self.on_worker(p, t, &grants).await,
+        }
+    }
+
+    /// A role name under the run's prefix.
+    fn role_name(&self) -> Ident {
+        Ident::new(format!(
             "{}{}",
             self.prefix,
             hex::encode(random_bytes::<6>())
         ))
-        .expect("a role prefix and hex digits are an identifier");
-        let (member_of, database) = migrate::units::session_grants(t)?;
-        let member_of: Vec<&Ident> = member_of.iter().collect();
-        // A schema-mode tenant on another server lives in that server's own database:
-        // its session reaches it through the role holding CONNECT there, as on
-        // `default`. Granting CONNECT to each unit's role would rewrite the database's
-        // one catalog row from every parallel unit ("tuple concurrently updated").
-        let reach = match &database {
-            Some(db) if db.as_str() != p.endpoint.database => Reach::Database(db),
-            _ => Reach::ControlDatabase,
-        };
-        let role = TempRole::create(p, name, &member_of, reach)
+        .expect("a role prefix and hex digits are an identifier")
+    }
+
+    /// A tenant in its own database: a role of its own, with CONNECT there, dropped
+    /// with what it owns there after the unit.
+    async fn on_own_role(
+        &self,
+        p: &Platform,
+        t: &PendingTenant,
+        grants: &migrate::units::SessionGrants,
+        database: &Ident,
+    ) -> Result<Outcome, TenantError> {
+        let mut member_of: Vec<&Ident> = vec![&grants.owner];
+        member_of.extend(grants.always.iter());
+        let role = TempRole::create(p, self.role_name(), &member_of, Reach::Database(database))
             .await
             .map_err(session_error)?;
-        let outcome = self.locked(p, t, &role, database.as_ref()).await;
-        // The role's own server database is cleaned with the role itself.
-        let others: Vec<&str> = database
-            .iter()
-            .map(|d| d.as_str())
-            .filter(|d| *d != p.endpoint.database)
-            .collect();
-        if let Err(e) = role.drop(p, &others).await {
+        let outcome = match role.connect(p, database.as_str()).await {
+            Ok(session) => self.locked(t, &role.name, &session).await,
+            Err(e) => Err(session_error(e)),
+        };
+        if let Err(e) = role.drop(p, &[database.as_str()]).await {
             tracing::warn!(tenant.name = %t.tenant, error = %e,
                 "could not drop a migration's session role; the run drops it when it ends");
         }
         outcome
     }
 
-    /// `p`: the tenant's server, where its session runs; the registry and the lock
-    /// are the control database's.
-    async fn locked(
+    /// A tenant in its server's own database: on a worker of the run there (see
+    /// `access::worker`), which goes back to the run's idle ones after a clean unit,
+    /// and is retired after anything else.
+    async fn on_worker(
         &self,
         p: &Platform,
         t: &PendingTenant,
-        role: &TempRole,
-        database: Option<&Ident>,
+        grants: &migrate::units::SessionGrants,
     ) -> Result<Outcome, TenantError> {
-        let session = role
-            .connect(
-                p,
-                database.map_or(p.endpoint.database.as_str(), |d| d.as_str()),
-            )
+        let worker = match self.workers.take(&t.server) {
+            Some(w) => w,
+            None => self.start_worker(p, grants).await?,
+        };
+        let worker = match lend(p, worker, &grants.owner).await {
+            Ok(w) => w,
+            Err(None) => {
+                let fresh = self.start_worker(p, grants).await?;
+                lend(p, fresh, &grants.owner)
+                    .await
+                    .map_err(|e| e.unwrap_or_else(fresh_tainted))?
+            }
+            Err(Some(e)) => return Err(e),
+        };
+        let outcome = self.locked(t, worker.name(), worker.session()).await;
+        let clean = outcome.is_ok() && worker.rest().await.is_ok();
+        match clean {
+            true => self.workers.put(&t.server, worker),
+            false => retire(p, worker).await,
+        }
+        outcome
+    }
+
+    async fn start_worker(
+        &self,
+        p: &Platform,
+        grants: &migrate::units::SessionGrants,
+    ) -> Result<Worker, TenantError> {
+        let always: Vec<&Ident> = grants.always.iter().collect();
+        Worker::start(p, self.role_name(), &always)
             .await
-            .map_err(session_error)?;
+            .map_err(session_error)
+    }
+
+    /// The unit in `session` (of the role `role`, on the tenant's server) under the
+    /// tenant's name lock; the registry and the lock are the control database's.
+    async fn locked(
+        &self,
+        t: &PendingTenant,
+        role: &Ident,
+        session: &tokio_postgres::Client,
+    ) -> Result<Outcome, TenantError> {
         let mut client = self.rt.platform.pool.get().await?;
         let (target, run_id, actor) = (self.target, self.run_id, self.actor.as_str());
-        migrate::units::open_session(&client, t, &role.name, target, run_id, actor).await?;
+        migrate::units::open_session(&client, t, role, target, run_id, actor).await?;
         let tx = client.transaction().await?;
         ops::fence::lock_name(&tx, t.tenant.as_str())
             .await
@@ -479,8 +530,7 @@ impl UnitCx {
                 ops::fence::LockError::Busy(p) => TenantError::Rejected(p),
                 ops::fence::LockError::Db(e) => TenantError::Db(e),
             })?;
-        let unit = migrate::units::migrate_locked(&tx, &session, t, &self.template, target).await;
-        drop(session);
+        let unit = migrate::units::migrate_locked(&tx, session, t, &self.template, target).await;
         let recorded = match unit {
             Ok(u @ Unit::Committed { .. }) => {
                 kill_if_named("migrate.database_committed");
@@ -498,19 +548,89 @@ impl UnitCx {
             }
             Err(e) => {
                 drop(tx);
-                let _ = migrate::units::close_session(&client, &role.name).await;
+                let _ = migrate::units::close_session(&client, role).await;
                 return Err(e);
             }
         };
         let name = vec![t.tenant.to_string()];
         Ok(match unit {
             Unit::Current => {
-                migrate::units::close_session(&client, &role.name).await?;
+                migrate::units::close_session(&client, role).await?;
                 Outcome::Current(name)
             }
             Unit::Migrated | Unit::Committed { .. } => Outcome::Migrated(name),
         })
     }
+}
+
+/// The run's idle workers, per server.
+#[derive(Default)]
+struct Workers(Mutex<HashMap<String, Vec<Worker>>>);
+
+impl Workers {
+    fn take(&self, server: &str) -> Option<Worker> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .get_mut(server)
+            .and_then(Vec::pop)
+    }
+
+    fn put(&self, server: &str, w: Worker) {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .entry(server.to_string())
+            .or_default()
+            .push(w);
+    }
+
+    /// Retires every idle worker (after the units: none is lent).
+    async fn retire_all(&self, views: &HashMap<String, Platform>) {
+        let idle = std::mem::take(&mut *self.0.lock().expect("not poisoned"));
+        for (server, workers) in idle {
+            let Some(p) = views.get(&server) else {
+                continue;
+            };
+            for w in workers {
+                retire(p, w).await;
+            }
+        }
+    }
+}
+
+/// Lends `w` to `owner`'s tenant. `Err(None)`: it was tainted and is retired.
+async fn lend(p: &Platform, mut w: Worker, owner: &Ident) -> Result<Worker, Option<TenantError>> {
+    match w.lend(p, owner).await {
+        Ok(Ok(())) => Ok(w),
+        Ok(Err(tainted)) => {
+            tracing::warn!(role = %w.name(), after = ?tainted.after, found = %tainted.found,
+                "a migration session role was changed by code of the last tenant it served; it is dropped and a new one takes its place");
+            retire(p, w).await;
+            Err(None)
+        }
+        Err(e) => {
+            retire(p, w).await;
+            Err(Some(session_error(e)))
+        }
+    }
+}
+
+async fn retire(p: &Platform, w: Worker) {
+    let name = w.name().clone();
+    if let Err(e) = w.retire(p).await {
+        tracing::warn!(role = %name, error = %e,
+            "could not drop a migration's session role; the run drops it when it ends");
+    }
+}
+
+/// A worker tainted before it served anyone: someone else changed it.
+fn fresh_tainted() -> TenantError {
+    TenantError::Rejected(crate::problem::Problem::new(
+        crate::problem::Kind::Internal,
+        "session_role_changed",
+        "a new migration session role was changed before its first use".to_string(),
+    ))
 }
 
 /// A tenant whose server did not answer when the run started: nothing is made there,

@@ -25,6 +25,7 @@ mod roles;
 mod stall;
 mod temp;
 mod traps;
+mod workers;
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 

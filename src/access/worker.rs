@@ -1,0 +1,148 @@
+//! A throw-away login role and its one session, lent to one tenant after another: a
+//! template migration's schema-mode tenants share their server's database, so a new
+//! role and a new session for each (SCRAM, a backend, a drop) would cost more than the
+//! tenant's DDL.
+//!
+//! The argument of [`super::temp_role`] must still hold for each tenant: the session's
+//! login role holds no more than the owner role of the tenant it is lent to. So the
+//! role is a member of one tenant's owner at a time (the grant moves in one
+//! transaction), and whatever code of the last tenant's could have left behind is
+//! looked for before the next lending, from the catalogs:
+//!
+//! - the session's own state (settings, `SET ROLE`, temporary tables, prepared
+//!   statements, listeners, advisory locks) ends with `DISCARD ALL` after each tenant;
+//! - a membership in the role handed out (a role is its own admin in a session of its
+//!   own, so the last tenant's code could `GRANT` it to a role of its tenant), a
+//!   membership it was given, anything it owns or was granted, or a default of its own
+//!   (`ALTER ROLE ... SET`): any of these and the role is retired, dropped with all of
+//!   it, and a fresh one takes its place;
+//! - a password it set for itself: every lending puts berqenas's back, and the role
+//!   takes one session at most, which is berqenas's, while it lives.
+//!
+//! Only the role's own session can hand out a membership in it, and it is idle while
+//! the catalogs are read, so nothing can appear between the check and the grant.
+
+use super::temp_role::{Reach, TempRole};
+use super::Result;
+use crate::pg::Ident;
+use crate::platform::Platform;
+
+pub struct Worker {
+    role: TempRole,
+    session: tokio_postgres::Client,
+    /// Memberships every lending keeps (the database's connect role, the role that
+    /// lets a session report its work).
+    always: Vec<Ident>,
+    /// The tenant owner it is a member of now.
+    lent_to: Option<Ident>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Worker({})", self.role.name.as_str())
+    }
+}
+
+/// What a lending found instead of a clean role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tainted {
+    /// The tenant owner it was lent to last.
+    pub after: Option<String>,
+    /// What was found, for the log.
+    pub found: String,
+}
+
+impl Worker {
+    /// Makes the role `name` (declared by the caller: see [`TempRole`]) in `p`'s own
+    /// database, reached through its connect role, a member of `always` too, and opens
+    /// its session.
+    pub async fn start(p: &Platform, name: Ident, always: &[&Ident]) -> Result<Self> {
+        let role = TempRole::create_limited(p, name, always, Reach::ControlDatabase, 1).await?;
+        let session = match role.connect(p, &p.endpoint.database).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = role.drop(p, &[]).await;
+                return Err(e);
+            }
+        };
+        let mut always: Vec<Ident> = always.iter().map(|r| (*r).clone()).collect();
+        always.push(crate::pg::hardening::connect_role());
+        Ok(Self {
+            role,
+            session,
+            always,
+            lent_to: None,
+        })
+    }
+
+    pub fn name(&self) -> &Ident {
+        &self.role.name
+    }
+
+    /// The session, lent to the last [`Worker::lend`]'s tenant.
+    pub fn session(&self) -> &tokio_postgres::Client {
+        &self.session
+    }
+
+    /// Lends the session to the tenant of `owner`: checks the role is as clean as it was
+    /// made, moves its membership from the last tenant's owner to `owner`, and puts its
+    /// password back, in one transaction. `Ok(Err(_))`: tainted; nothing was granted,
+    /// and the caller retires it.
+    pub async fn lend(&mut self, p: &Platform, owner: &Ident) -> Result<Result<(), Tainted>> {
+        let mut allowed: Vec<&str> = self.always.iter().map(|r| r.as_str()).collect();
+        allowed.extend(self.lent_to.iter().map(|r| r.as_str()));
+        let mut c = p.pool.get().await?;
+        let tx = c.transaction().await?;
+        let row = tx
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_catalog.pg_auth_members m
+                          WHERE m.roleid = r.oid
+                            AND m.member <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)),
+                        (SELECT count(*) FROM pg_catalog.pg_auth_members m
+                           JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+                          WHERE m.member = r.oid AND g.rolname <> ALL($2::text[])),
+                        (SELECT count(*) FROM pg_catalog.pg_shdepend d
+                          WHERE d.refclassid = 'pg_catalog.pg_authid'::regclass AND d.refobjid = r.oid),
+                        (SELECT count(*) FROM pg_catalog.pg_db_role_setting s WHERE s.setrole = r.oid)
+                   FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
+                &[&self.role.name.as_str(), &allowed],
+            )
+            .await?;
+        let counts: [i64; 4] = [row.get(0), row.get(1), row.get(2), row.get(3)];
+        if counts != [0; 4] {
+            return Ok(Err(Tainted {
+                after: self.lent_to.as_ref().map(|r| r.to_string()),
+                found: format!(
+                    "{} members, {} other memberships, {} owned objects or grants, {} role settings",
+                    counts[0], counts[1], counts[2], counts[3]
+                ),
+            }));
+        }
+        let name = &self.role.name;
+        // Lost in a server crash, the grant only leaves a role the run's end (or the
+        // engine, for a run a crash ended) drops anyway: no flush to wait for.
+        let mut sql = "SET LOCAL synchronous_commit = off;\n".to_string();
+        if let Some(last) = &self.lent_to {
+            sql.push_str(&format!("REVOKE {last} FROM {name};\n"));
+        }
+        sql.push_str(&format!("GRANT {owner} TO {name};\n"));
+        sql.push_str(&self.role.reset_password_sql());
+        tx.batch_execute(&sql).await?;
+        tx.commit().await?;
+        self.lent_to = Some(owner.clone());
+        Ok(Ok(()))
+    }
+
+    /// After a tenant's work: the session's own state goes (`DISCARD ALL`). An error
+    /// here (the session is gone, or in a transaction) and the caller retires it.
+    pub async fn rest(&self) -> Result<()> {
+        self.session.batch_execute("DISCARD ALL").await?;
+        Ok(())
+    }
+
+    /// Ends the session and drops the role with whatever it owns or handed out.
+    pub async fn retire(self, p: &Platform) -> Result<()> {
+        drop(self.session);
+        self.role.drop(p, &[]).await
+    }
+}
