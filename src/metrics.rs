@@ -7,6 +7,7 @@
 //! the tenant alert rules need ([`tenants`]: requests made with a tenant's API key,
 //! its last backup), which are dropped when the tenant is purged.
 
+mod resources;
 pub mod tenants;
 
 use std::sync::LazyLock;
@@ -86,12 +87,6 @@ struct TenantSet {
     isolation: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TenantResource {
-    tenant: String,
-    resource_type: String,
-}
-
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency() -> Histogram {
@@ -127,8 +122,6 @@ struct Metrics {
     tenants_active: Gauge,
     tenants: Family<TenantSet, Gauge>,
     writes_blocked: Gauge,
-    resource_usage: Family<TenantResource, Gauge>,
-    resource_limit: Family<TenantResource, Gauge>,
     data_api_connections: Gauge,
     data_api_pools: Gauge,
 }
@@ -162,8 +155,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         tenants_active: Gauge::default(),
         tenants: Family::default(),
         writes_blocked: Gauge::default(),
-        resource_usage: Family::default(),
-        resource_limit: Family::default(),
         data_api_connections: Gauge::default(),
         data_api_pools: Gauge::default(),
     };
@@ -178,16 +169,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Tenants in the active state",
         m.tenants_active.clone(),
     );
-    r.register(
-        "tenant_resource_usage",
-        "Per-tenant usage: disk_bytes (last measurement), connections (open sessions)",
-        m.resource_usage.clone(),
-    );
-    r.register(
-        "tenant_resource_limit",
-        "Per-tenant quota for the same resource types as tenant_resource_usage",
-        m.resource_limit.clone(),
-    );
+    // tenant_resource_usage and tenant_resource_limit: written at scrape time
+    // (`resources`).
     r.register(
         "tenant_query_duration_seconds",
         "Data API statements by isolation mode and outcome",
@@ -534,16 +517,6 @@ pub fn render(snap: &Snapshot) -> String {
     }
     m.tenants_active.set(active);
     m.writes_blocked.set(snap.writes_blocked);
-    m.resource_usage.clear();
-    m.resource_limit.clear();
-    for (tenant, resource, usage, limit) in &snap.resources {
-        let l = TenantResource {
-            tenant: tenant.clone(),
-            resource_type: resource.clone(),
-        };
-        m.resource_usage.get_or_create(&l).set(*usage);
-        m.resource_limit.get_or_create(&l).set(*limit);
-    }
     m.data_api_connections.set(snap.data_api_connections);
     m.data_api_pools.set(snap.data_api_pools);
     m.webhook_pending.clear();
@@ -564,6 +537,7 @@ pub fn render(snap: &Snapshot) -> String {
     let mut out = String::new();
     use prometheus_client::encoding::text::{encode_eof, encode_registry};
     encode_registry(&mut out, &m.registry)
+        .map(|()| resources::encode(&mut out, &snap.resources))
         .and_then(|()| encode_registry(&mut out, &tenants::TENANT_METRICS.registry))
         .and_then(|()| encode_eof(&mut out))
         .expect("writing to a String does not fail");
