@@ -2,7 +2,8 @@
 //! few hundred tenants: the tenant list's keyset pages hand out every tenant exactly
 //! once, and the disk round's batched measurement (many schemas per statement) gives
 //! the same numbers as measuring each schema on its own, also when a tenant holds a
-//! lock that makes its batch fall back. The figures at 10,000 tenants are in
+//! lock that makes its batch fall back, and a round leaves out only the schemas whose
+//! size cannot have moved. The figures at 10,000 tenants are in
 //! `cargo bench --bench onboarding -- scale`.
 
 mod common;
@@ -154,7 +155,8 @@ async fn pages_and_batched_measurement_at_hundreds_of_tenants() {
     }
 
     // A tenant holding its table locked: its batch falls back to one schema at a
-    // time; it alone is left out, every other tenant measured the same.
+    // time; it alone is left out, every other tenant measured the same. (Changed
+    // first, by an index more: a round measures only what may have moved.)
     let locked_name = &names[7];
     let locked = pg
         .query_one(
@@ -164,6 +166,19 @@ async fn pages_and_batched_measurement_at_hundreds_of_tenants() {
         .await
         .unwrap()
         .get::<_, Uuid>(0);
+    pg.batch_execute(&format!(
+        "CREATE INDEX ON \"{}\".user_activity (action)",
+        schema_of[locked_name]
+    ))
+    .await
+    .unwrap();
+    expected.insert(
+        locked,
+        pg.query_one(ONE, &[&schema_of[locked_name]])
+            .await
+            .unwrap()
+            .get(0),
+    );
     let holder = superuser().await;
     holder
         .batch_execute(&format!(
@@ -191,4 +206,78 @@ async fn pages_and_batched_measurement_at_hundreds_of_tenants() {
         .await
         .unwrap();
     assert_eq!(one, vec![(locked, expected[&locked])]);
+}
+
+/// A round measures only the schema-mode tenants whose size may have moved since it
+/// last measured them (`quota::disk::unchanged`): untouched, a tenant keeps its size
+/// unmeasured; a new relation, an open transaction of the tenant's own session, or a
+/// session of its whose counts may not be reported yet, and it is measured.
+#[tokio::test]
+async fn a_round_leaves_out_only_schemas_that_cannot_have_moved() {
+    let rt = common::runtime(common::platform(8).await).await;
+    let app = TestApp::over(rt.clone()).await;
+    let pg = superuser().await;
+    let still = app.create(&unique("still")).await;
+    let busy = app.create(&unique("busy")).await;
+    let id = |t: &serde_json::Value| t["id"].as_str().unwrap().parse::<Uuid>().unwrap();
+    let table =
+        |t: &serde_json::Value| format!("\"{}\".user_activity", t["schema"].as_str().unwrap());
+    let round = || async {
+        berqenas::quota::disk::measure(&rt, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<HashMap<Uuid, i64>>()
+    };
+    let first = round().await;
+    let still_bytes = first[&id(&still)];
+
+    // Its table locked by someone else: a measurement would wait out the lock and
+    // leave the tenant out; untouched, it is not measured and keeps its size.
+    let holder = superuser().await;
+    holder
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            table(&still)
+        ))
+        .await
+        .unwrap();
+    let second = round().await;
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(second.get(&id(&still)), Some(&still_bytes));
+
+    // A relation more: measured at once.
+    pg.batch_execute(&format!("CREATE INDEX ON {} (action)", table(&still)))
+        .await
+        .unwrap();
+    let third = round().await;
+    assert!(third[&id(&still)] > still_bytes, "{third:?}");
+
+    // The tenant's own session, its table grown in a transaction still open: no count
+    // moved yet, and it is measured.
+    let session = common::connect_as(&busy["credentials"]).await;
+    let insert = format!(
+        "INSERT INTO {} (user_id, action) SELECT 'u', repeat('x', 200) FROM generate_series(1, 2000)",
+        table(&busy)
+    );
+    session
+        .batch_execute(&format!("BEGIN; {insert}"))
+        .await
+        .unwrap();
+    let fourth = round().await;
+    assert!(
+        fourth[&id(&busy)] > first[&id(&busy)],
+        "an open transaction's growth"
+    );
+    // Committed, and again at once: the second commit's counts wait for the session to
+    // be idle a while; it was active just now, and it is measured.
+    session
+        .batch_execute(&format!("COMMIT; {insert}"))
+        .await
+        .unwrap();
+    let fifth = round().await;
+    assert!(
+        fifth[&id(&busy)] > fourth[&id(&busy)],
+        "a recent session's writes"
+    );
 }

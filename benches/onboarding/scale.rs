@@ -293,7 +293,9 @@ async fn quota_round(url: &str, data: &Path, template_dir: &Path) -> (Vec<Durati
         .unwrap();
     let rt = Runtime::start(p, "bench-scale-quota").await.unwrap();
     let mut rounds = Vec::new();
-    while rounds.len() < 3 {
+    // The first round of a process measures every tenant; later ones, what may have
+    // moved since (quota::disk::unchanged).
+    while rounds.len() < 4 {
         let t = Instant::now();
         match berqenas::workflows::quotas::disk_round(&rt).await.unwrap() {
             Some(_) => rounds.push(t.elapsed()),
@@ -397,10 +399,12 @@ pub async fn run(url: &str, dir: &Path) {
     );
 
     let (mut rounds, measuring) = quota_round(url, &data, &template_dir).await;
+    let full = rounds.remove(0);
     rounds.sort();
     let round = percentile(&rounds, 0.5);
     println!(
-        "disk quota round over {n} tenants: median of 3 {:.2} s (slowest {:.2} s; measuring and recording the sizes alone {:.2} s); target <= {QUOTA_ROUND_TARGET_S} s: {}",
+        "disk quota round over {n} tenants: the process's first (every tenant measured) {:.2} s; then median of 3 {:.2} s (slowest {:.2} s; measuring and recording the sizes alone {:.2} s); target <= {QUOTA_ROUND_TARGET_S} s: {}",
+        full.as_secs_f64(),
         round.as_secs_f64(),
         rounds[2].as_secs_f64(),
         measuring.as_secs_f64(),

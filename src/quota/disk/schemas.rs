@@ -6,7 +6,7 @@
 //! round's `lock_timeout`. Such a batch is then measured one schema at a time, as
 //! before, and only the tenant holding the lock is left out (until the next round).
 
-use deadpool_postgres::Transaction;
+use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 type Result<T> = std::result::Result<T, tokio_postgres::Error>;

@@ -1,0 +1,172 @@
+//! Schema-mode sizes without opening relations that cannot have changed.
+//!
+//! Sizing a relation opens it, and a backend whose relation cache is cold builds each
+//! entry from the catalogs: most of a round at 10,000 tenants (80,000 relations). But
+//! a schema's size only moves with what PostgreSQL already counts without opening
+//! anything: its relations and their files (`pg_class`: oid, relfilenode, TOAST
+//! table; a TRUNCATE, VACUUM FULL, CLUSTER or REINDEX gives a new file) and the rows
+//! written and vacuums run on them (the cumulative statistics, which count aborted
+//! writes too). A round reads that *signature* for every schema, and measures only:
+//!
+//! - a schema never measured by this process, or whose signature moved;
+//! - a tenant with a session in a transaction, or active within [`STATS_DELAY`]: a
+//!   backend reports its counts at the end of a transaction, and then at most once a
+//!   second, the rest once idle (PostgreSQL 15: `PGSTAT_IDLE_INTERVAL`, 10 s; held
+//!   back under contention for up to `PGSTAT_MAX_INTERVAL`, 60 s);
+//! - and every round, of the rest measured [`REFRESH_ROUNDS`] rounds ago or more, the
+//!   longest ago, at most `1 / REFRESH_ROUNDS` of all: every tenant is measured again
+//!   within about twice that many rounds whatever the statistics say (a reset, say).
+//!
+//! The others keep the size this process last measured for them. Writes by sessions
+//! of berqenas's own roles (a migration, a restore) count like any once they commit.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{LazyLock, Mutex};
+
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+type Result<T> = std::result::Result<T, tokio_postgres::Error>;
+
+/// How long after a tenant's session was last active its counts may still be
+/// unreported.
+pub const STATS_DELAY: &str = "70 seconds";
+
+/// Every tenant is measured again within this many rounds.
+pub const REFRESH_ROUNDS: usize = 20;
+
+/// Schemas per statement.
+const BATCH: usize = 1000;
+
+/// Per schema (tenant, schema): a digest of its relations, their files and their
+/// counts.
+const SIGNATURES: &str = "SELECT s.id, coalesce(md5(string_agg(
+            c.oid::text || ':' || c.relfilenode::text || ':' || coalesce(t.relfilenode, 0)::text || ':'
+            || (pg_catalog.pg_stat_get_tuples_inserted(c.oid) + pg_catalog.pg_stat_get_tuples_updated(c.oid)
+                + pg_catalog.pg_stat_get_tuples_deleted(c.oid) + pg_catalog.pg_stat_get_vacuum_count(c.oid)
+                + pg_catalog.pg_stat_get_autovacuum_count(c.oid)
+                + pg_catalog.pg_stat_get_vacuum_count(c.reltoastrelid)
+                + pg_catalog.pg_stat_get_autovacuum_count(c.reltoastrelid))::text,
+            ',' ORDER BY c.oid)), '')
+       FROM unnest($1::uuid[], $2::text[]) AS s(id, schema)
+       JOIN pg_catalog.pg_namespace n ON n.nspname = s.schema
+       LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'S', 'i')
+       LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
+      GROUP BY s.id";
+
+/// Login names of sessions in this database whose counts may not be reported yet.
+const BUSY: &str = "SELECT DISTINCT usename::text FROM pg_catalog.pg_stat_activity
+                     WHERE datname = pg_catalog.current_database() AND usename IS NOT NULL
+                       AND pid <> pg_catalog.pg_backend_pid()
+                       AND (xact_start IS NOT NULL OR state_change > now() - $1::text::interval)";
+
+struct Known {
+    signature: u128,
+    bytes: i64,
+    /// The round it was measured in.
+    round: u64,
+}
+
+#[derive(Default)]
+struct Memo {
+    round: u64,
+    known: HashMap<Uuid, Known>,
+}
+
+// Keyed by tenant id, which no two tenants of any server share; a tenant whose
+// schema moved (another server, another mode, a restore) has new relations, so a new
+// signature.
+static MEMO: LazyLock<Mutex<Memo>> = LazyLock::new(Mutex::default);
+
+/// The schemas of a round (every live schema-mode tenant on this server) split into
+/// those to measure and the sizes kept for the rest, with their signatures read now.
+pub(super) struct Plan {
+    pub measure: Vec<(Uuid, String)>,
+    pub kept: Vec<(Uuid, i64)>,
+    signatures: HashMap<Uuid, u128>,
+    round: u64,
+}
+
+pub(super) async fn plan(tx: &Transaction<'_>, schemas: &[(Uuid, String)]) -> Result<Plan> {
+    let mut signatures = HashMap::with_capacity(schemas.len());
+    for batch in schemas.chunks(BATCH) {
+        let ids: Vec<Uuid> = batch.iter().map(|s| s.0).collect();
+        let names: Vec<&str> = batch.iter().map(|s| s.1.as_str()).collect();
+        for r in tx.query(SIGNATURES, &[&ids, &names]).await? {
+            // An md5 in hex, or '' for a schema without relations.
+            let digest = u128::from_str_radix(r.get(1), 16).unwrap_or(0);
+            signatures.insert(r.get::<_, Uuid>(0), digest);
+        }
+    }
+    let busy: Vec<String> = tx
+        .query(BUSY, &[&STATS_DELAY])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut memo = MEMO.lock().expect("not poisoned");
+    memo.round += 1;
+    let round = memo.round;
+    let live: HashSet<Uuid> = schemas.iter().map(|s| s.0).collect();
+    memo.known.retain(|id, _| live.contains(id));
+    let mut measure = Vec::new();
+    let mut unchanged = Vec::new();
+    for (id, schema) in schemas {
+        let known = memo.known.get(id);
+        let same = known.is_some_and(|k| signatures.get(id) == Some(&k.signature));
+        // A tenant's roles are `<schema>_<suffix>` (names have no underscores).
+        let stem = format!("{schema}_");
+        if !same || busy.iter().any(|u| u.starts_with(&stem)) {
+            measure.push((*id, schema.clone()));
+        } else {
+            unchanged.push((*id, schema.clone()));
+        }
+    }
+    // Of the rest, those measured [`REFRESH_ROUNDS`] ago or more, the longest first,
+    // a share of them each round (a first round's all come due together).
+    let age = |id: &Uuid| memo.known.get(id).map_or(0, |k| k.round);
+    unchanged.sort_by_key(|(id, _)| age(id));
+    let due = unchanged
+        .iter()
+        .take_while(|(id, _)| age(id) + REFRESH_ROUNDS as u64 <= round)
+        .count()
+        .min(schemas.len().div_ceil(REFRESH_ROUNDS));
+    let rest = unchanged.split_off(due);
+    measure.extend(unchanged);
+    let kept = rest
+        .iter()
+        .filter_map(|(id, _)| memo.known.get(id).map(|k| (*id, k.bytes)))
+        .collect();
+    Ok(Plan {
+        measure,
+        kept,
+        signatures,
+        round,
+    })
+}
+
+/// Remembers what the round measured, with the signatures read before measuring (a
+/// write in between moves the signature: measured again next round).
+pub(super) fn remember(plan: Plan, measured: &[(Uuid, i64)]) -> Vec<(Uuid, i64)> {
+    let mut memo = MEMO.lock().expect("not poisoned");
+    let Plan {
+        mut signatures,
+        mut kept,
+        round,
+        ..
+    } = plan;
+    for (id, bytes) in measured {
+        if let Some(signature) = signatures.remove(id) {
+            memo.known.insert(
+                *id,
+                Known {
+                    signature,
+                    bytes: *bytes,
+                    round,
+                },
+            );
+        }
+    }
+    kept.extend_from_slice(measured);
+    kept
+}
