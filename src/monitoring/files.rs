@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Notify};
 
 use crate::platform::Platform;
@@ -26,9 +27,14 @@ pub enum Error {
 pub struct RulesFile {
     dir: PathBuf,
     wake: Notify,
-    /// What was last written, so an unchanged rendering is not rewritten.
-    last: Mutex<Option<String>>,
+    /// The SHA-256 of what was last written, so an unchanged rendering is not
+    /// rewritten (the text itself is 15 MB at 10,000 tenants).
+    last: Mutex<Option<[u8; 32]>>,
 }
+
+/// Renders woken by changes come at most this often: creates at 30 a second would
+/// otherwise render the whole file back to back.
+const MIN_GAP: Duration = Duration::from_secs(1);
 
 impl RulesFile {
     /// The writer for `<monitoring dir>` (`<data-dir>/monitoring`).
@@ -53,26 +59,28 @@ impl RulesFile {
     /// Renders the registry and replaces the file if it changed; whether it did.
     pub async fn refresh(&self, p: &Platform) -> Result<bool, Error> {
         let text = super::service::rules(p).await?;
+        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         let mut last = self.last.lock().await;
-        if last.as_deref() == Some(text.as_str()) && self.path().exists() {
+        if *last == Some(digest) && self.path().exists() {
             return Ok(false);
         }
         let path = self.path();
-        let data = text.clone();
-        tokio::task::spawn_blocking(move || replace(&path, data.as_bytes()))
+        tokio::task::spawn_blocking(move || replace(&path, text.as_bytes()))
             .await
             .map_err(std::io::Error::other)??;
-        *last = Some(text);
+        *last = Some(digest);
         Ok(true)
     }
 
-    /// Renders at each wake, and at least every `every`.
+    /// Renders at each wake (at most once per [`MIN_GAP`]: wakes in between make one
+    /// render after it), and at least every `every`.
     pub async fn run_forever(self: Arc<Self>, p: Platform, every: Duration) {
         loop {
             let _ = tokio::time::timeout(every, self.wake.notified()).await;
             if let Err(e) = self.refresh(&p).await {
                 tracing::warn!(error = %e, path = %self.path().display(), "writing the tenant alert rules failed; retrying at the next round");
             }
+            tokio::time::sleep(MIN_GAP).await;
         }
     }
 }
