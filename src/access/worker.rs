@@ -24,8 +24,11 @@
 
 use super::temp_role::{Reach, TempRole};
 use super::Result;
-use crate::pg::Ident;
+use crate::pg::{Ident, Literal};
 use crate::platform::Platform;
+
+/// The SQLSTATE the lending's check raises for a tainted role.
+const TAINTED: &str = "BQ001";
 
 pub struct Worker {
     role: TempRole,
@@ -91,46 +94,62 @@ impl Worker {
     pub async fn lend(&mut self, p: &Platform, owner: &Ident) -> Result<Result<(), Tainted>> {
         let mut allowed: Vec<&str> = self.always.iter().map(|r| r.as_str()).collect();
         allowed.extend(self.lent_to.iter().map(|r| r.as_str()));
-        let mut c = p.pool.get().await?;
-        let tx = c.transaction().await?;
-        let row = tx
-            .query_one(
-                "SELECT (SELECT count(*) FROM pg_catalog.pg_auth_members m
-                          WHERE m.roleid = r.oid
-                            AND m.member <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)),
-                        (SELECT count(*) FROM pg_catalog.pg_auth_members m
-                           JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
-                          WHERE m.member = r.oid AND g.rolname <> ALL($2::text[])),
-                        (SELECT count(*) FROM pg_catalog.pg_shdepend d
-                          WHERE d.refclassid = 'pg_catalog.pg_authid'::regclass AND d.refobjid = r.oid),
-                        (SELECT count(*) FROM pg_catalog.pg_db_role_setting s WHERE s.setrole = r.oid)
-                   FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
-                &[&self.role.name.as_str(), &allowed],
-            )
-            .await?;
-        let counts: [i64; 4] = [row.get(0), row.get(1), row.get(2), row.get(3)];
-        if counts != [0; 4] {
-            return Ok(Err(Tainted {
-                after: self.lent_to.as_ref().map(|r| r.to_string()),
-                found: format!(
-                    "{} members, {} other memberships, {} owned objects or grants, {} role settings",
-                    counts[0], counts[1], counts[2], counts[3]
-                ),
-            }));
-        }
+        let c = p.pool.get().await?;
         let name = &self.role.name;
-        // Lost in a server crash, the grant only leaves a role the run's end (or the
-        // engine, for a run a crash ended) drops anyway: no flush to wait for.
-        let mut sql = "SET LOCAL synchronous_commit = off;\n".to_string();
+        let allowed: Vec<String> = allowed.iter().map(|r| Literal(r).to_string()).collect();
+        let mut sql = format!(
+            // The grant, lost in a server crash, only leaves a role that the run's end
+            // (or the engine, for a run a crash ended) drops anyway: no flush to wait
+            // for. One round trip: this runs before every tenant.
+            "BEGIN; SET LOCAL synchronous_commit = off;
+             DO $check$ DECLARE found text; BEGIN
+                 SELECT pg_catalog.concat_ws(', ',
+                        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+                                           WHERE m.roleid = r.oid AND m.member <> (SELECT oid FROM pg_catalog.pg_roles
+                                                                                   WHERE rolname = current_user))
+                             THEN 'a member' END,
+                        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+                                            JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+                                           WHERE m.member = r.oid AND g.rolname <> ALL (ARRAY[{allowed}]::text[]))
+                             THEN 'a membership berqenas did not give' END,
+                        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_shdepend d
+                                           WHERE d.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+                                             AND d.refobjid = r.oid)
+                             THEN 'an object it owns or a privilege granted to it' END,
+                        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s WHERE s.setrole = r.oid)
+                             THEN 'a setting of its own' END)
+                   INTO found
+                   FROM pg_catalog.pg_roles r WHERE r.rolname = {role};
+                 IF found IS DISTINCT FROM '' THEN
+                     RAISE EXCEPTION '%', coalesce(found, 'no role') USING ERRCODE = '{TAINTED}';
+                 END IF;
+             END $check$;\n",
+            allowed = allowed.join(", "),
+            role = Literal(name.as_str()),
+        );
         if let Some(last) = &self.lent_to {
             sql.push_str(&format!("REVOKE {last} FROM {name};\n"));
         }
         sql.push_str(&format!("GRANT {owner} TO {name};\n"));
         sql.push_str(&self.role.reset_password_sql());
-        tx.batch_execute(&sql).await?;
-        tx.commit().await?;
-        self.lent_to = Some(owner.clone());
-        Ok(Ok(()))
+        sql.push_str("\nCOMMIT;");
+        match c.batch_execute(&sql).await {
+            Ok(()) => {
+                self.lent_to = Some(owner.clone());
+                Ok(Ok(()))
+            }
+            Err(e) => {
+                // Never hand the pool a session inside a failed transaction.
+                let _ = c.batch_execute("ROLLBACK").await;
+                match e.as_db_error().filter(|d| d.code().code() == TAINTED) {
+                    Some(d) => Ok(Err(Tainted {
+                        after: self.lent_to.as_ref().map(|r| r.to_string()),
+                        found: d.message().to_string(),
+                    })),
+                    None => Err(e.into()),
+                }
+            }
+        }
     }
 
     /// After a tenant's work: the session's own state goes (`DISCARD ALL`). An error

@@ -12,7 +12,7 @@ use super::plan::{PendingTenant, Place};
 use super::Result;
 use crate::audit;
 use crate::isolation::shared::{POOL_OWNER, POOL_SCHEMA};
-use crate::pg::Ident;
+use crate::pg::{Ident, Literal};
 use crate::platform::Platform;
 use crate::store::migration_runs::TenantFailure;
 use crate::store::outbox::{self, data::MigrationCompleted};
@@ -279,12 +279,24 @@ pub async fn open_session(
     if !t.in_control_database() {
         return Ok(());
     }
-    c.execute(
-        "INSERT INTO berqenas.migration_sessions (role, tenant_id, from_version, target_version, run_id, actor)
-         SELECT $1, id, template_version, $3, $4, $5 FROM berqenas.tenants WHERE id = $2",
-        &[&role.as_str(), &t.id, &target, &run_id, &actor],
-    )
-    .await?;
+    // One round trip, and no WAL flush to wait for: the session's own commit, which
+    // consumes the row, comes later in the WAL, so a server crash keeps both or neither.
+    let opened = c
+        .batch_execute(&format!(
+        "BEGIN; SET LOCAL synchronous_commit = off;
+         INSERT INTO berqenas.migration_sessions (role, tenant_id, from_version, target_version, run_id, actor)
+         SELECT {}, id, template_version, {target}, '{run_id}', {} FROM berqenas.tenants WHERE id = '{}';
+         COMMIT;",
+        Literal(role.as_str()),
+        Literal(actor),
+        t.id
+    ))
+        .await;
+    if let Err(e) = opened {
+        // Never hand the pool a session inside a failed transaction.
+        let _ = c.batch_execute("ROLLBACK").await;
+        return Err(e.into());
+    }
     Ok(())
 }
 
