@@ -11,16 +11,17 @@
 //!
 //! - the session's own state (settings, `SET ROLE`, temporary tables, prepared
 //!   statements, listeners, advisory locks) ends with `DISCARD ALL` after each tenant;
-//! - a membership in the role handed out (a role is its own admin in a session of its
-//!   own, so the last tenant's code could `GRANT` it to a role of its tenant), a
+//! - a membership in the role handed out (PostgreSQL before 15 let a role's own
+//!   session `GRANT` it; 15 refuses, which `tests/attacks/workers.rs` found), a
 //!   membership it was given, anything it owns or was granted, or a default of its own
 //!   (`ALTER ROLE ... SET`): any of these and the role is retired, dropped with all of
 //!   it, and a fresh one takes its place;
 //! - a password it set for itself: every lending puts berqenas's back, and the role
 //!   takes one session at most, which is berqenas's, while it lives.
 //!
-//! Only the role's own session can hand out a membership in it, and it is idle while
-//! the catalogs are read, so nothing can appear between the check and the grant.
+//! Tenant roles cannot hand out a membership in it (none has ADMIN on it or
+//! CREATEROLE), and its own session, the only one that ever could, is idle while the
+//! catalogs are read: nothing can appear between the check and the grant.
 
 use super::temp_role::{Reach, TempRole};
 use super::Result;

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::on_server::view_for;
-use super::{failed, hold_owned, run_kind, step_error, Error, Runtime};
+use super::{failed, hold_owned, refusal, run_kind, step_error, Error, Runtime};
 use crate::ops::{fence, step, Kind, Run, StepError, StepFuture};
 use crate::pg::hardening;
 use crate::problem::{Kind as ProblemKind, Problem};
@@ -64,13 +64,6 @@ pub async fn rebuild(rt: &Runtime, t: &Tenant, actor: &str) -> Result<Tenant, Er
     Ok(domain::describe(&rt.pool.get().await?, t.id).await?)
 }
 
-fn rejected(e: Error) -> StepError {
-    match e {
-        Error::Rejected(p) => StepError::Rejected(p),
-        other => StepError::failed(other),
-    }
-}
-
 async fn offboarding_of(rt: &Runtime, t: &Tenant) -> Result<records::Offboarding, StepError> {
     records::find(&rt.pool.get().await.map_err(failed)?, t.id)
         .await
@@ -95,7 +88,7 @@ fn own<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let off = domain::restorable(&tx, &t).await.map_err(step_error)?;
         super::offboarding::archive_of(rt, &t, &off)
             .await
-            .map_err(rejected)?;
+            .map_err(refusal)?;
         fence::acquire(&tx, run, t.id).await?;
         let outcome = json!({"archive": off.final_backup_id});
         run.applied_in(&tx, &outcome).await?;
@@ -232,7 +225,7 @@ fn load<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let off = offboarding_of(rt, &t).await?;
         let (archive, manifest) = super::offboarding::archive_of(rt, &t, &off)
             .await
-            .map_err(rejected)?;
+            .map_err(refusal)?;
         super::restores::load_fresh(rt, run, &t, &archive, &manifest).await?;
         Ok(json!({"template_version": manifest.template_version}))
     })
