@@ -11,8 +11,8 @@
 //!
 //! - the session's own state (settings, `SET ROLE`, temporary tables, prepared
 //!   statements, listeners, advisory locks) ends with `DISCARD ALL` after each tenant;
-//! - a membership in the role handed out (PostgreSQL before 15 let a role's own
-//!   session `GRANT` it; 15 refuses, which `tests/attacks/workers.rs` found), a
+//! - a membership in the role handed out (some PostgreSQL releases let a role's own
+//!   session `GRANT` it; the 15 the tests run refuses, `tests/attacks/workers.rs`), a
 //!   membership it was given, anything it owns or was granted, or a default of its own
 //!   (`ALTER ROLE ... SET`): any of these and the role is retired, dropped with all of
 //!   it, and a fresh one takes its place;

@@ -119,7 +119,7 @@ async fn a_worker_marked_by_the_last_tenants_code_is_never_lent_again() {
         assert!(!exists(&su, &name).await, "{what}: the role was dropped");
     }
     // Memberships: PostgreSQL 15 refuses a role's own session `GRANT <itself> TO ..`
-    // (older releases allowed it), so they are made by someone else here; one in the
+    // (some releases allowed it), so they are made by someone else here; one in the
     // role handed to the tenant's login, and one the role was given.
     for grant in [
         format!("GRANT {{w}} TO \"{login_a}\""),
