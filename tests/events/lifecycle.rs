@@ -525,11 +525,12 @@ async fn no_event_holds_a_secret_the_api_handed_out() {
     assert!(evts.len() >= 6, "{:?}", types(&evts));
     let text = serde_json::to_string(&evts).unwrap();
     for s in &secrets {
-        // An API key's secret part, not its public prefix (which events do carry); a
-        // password whole (its last `_`-separated piece can be a single character
-        // found anywhere: a CI flake).
-        let secret_part = match s.strip_prefix("bqk_") {
-            Some(key) => key.rsplit('_').next().unwrap(),
+        // An API key's secret part (`bqk_<prefix>_<secret>`), not its public prefix
+        // (which events do carry); a password whole. Both are URL-safe base64, which
+        // has `_`: a piece after the last one can be a single character found
+        // anywhere (a CI flake).
+        let secret_part = match s.strip_prefix("bqk_").and_then(|k| k.split_once('_')) {
+            Some((_prefix, secret)) => secret,
             None => s.as_str(),
         };
         assert!(secret_part.len() >= 16, "{s}: too short to look for");
