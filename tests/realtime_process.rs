@@ -74,7 +74,10 @@ async fn kill_9_while_publishing_loses_no_committed_event() {
         received.push(e.id);
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 20, "{} acknowledged", acked.len());
+    // The publisher waits for each answer before it sends again, so of the 20 events
+    // the stream saw, at most the last can have committed without its answer reaching
+    // the publisher before the kill (a CI run saw 19).
+    assert!(acked.len() >= 19, "{} acknowledged", acked.len());
 
     let mut server = Server::start(&dir, &[]).await;
     let last = *received.last().unwrap();
