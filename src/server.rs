@@ -183,6 +183,8 @@ pub async fn platform_with(
         let mut c = pool.get().await?;
         template.register(&c).await?;
         hardening::secure_defaults(&mut c, &Ident::new(db.endpoint.database.clone())?).await?;
+        c.batch_execute(crate::isolation::realtime_triggers::INSTALL_SQL)
+            .await?;
         let (_, refused) = hardening::close_databases(&c).await?;
         if !refused.is_empty() {
             tracing::warn!(databases = ?refused, "PUBLIC can connect to these databases and berqenas may not change that: tenant roles can reach them (a DBA must REVOKE CONNECT, TEMPORARY ... FROM PUBLIC)");

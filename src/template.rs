@@ -71,6 +71,10 @@ impl Template {
                 "0002_realtime.sql",
                 include_str!("../templates/tenant/0002_realtime.sql"),
             ),
+            (
+                "0003_shared_realtime_triggers.sql",
+                include_str!("../templates/tenant/0003_shared_realtime_triggers.sql"),
+            ),
         ])
     }
 

@@ -34,7 +34,7 @@ const EDGE: usize = 100;
 
 /// The column the measured template migration adds to every tenant.
 const MIGRATION: (&str, &str) = (
-    "0003_scale_priority.sql",
+    "0004_scale_priority.sql",
     "ALTER TABLE applications ADD COLUMN scale_priority integer NOT NULL DEFAULT 0;\n",
 );
 

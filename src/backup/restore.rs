@@ -397,6 +397,11 @@ pub async fn create_scratch_db(p: &Platform, name: &Ident) -> Result<()> {
         "REVOKE CONNECT, TEMPORARY ON DATABASE {name} FROM PUBLIC"
     ))
     .await?;
+    // An archive's realtime triggers fire the shared functions (template 0003).
+    super::connect_to(p, name.as_str())
+        .await?
+        .batch_execute(crate::isolation::realtime_triggers::INSTALL_SQL)
+        .await?;
     Ok(())
 }
 

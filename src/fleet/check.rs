@@ -99,6 +99,9 @@ pub async fn admit(server: &Server) -> Result<String, CheckError> {
     let (_, refused) = hardening::close_databases(&c)
         .await
         .map_err(|e| CheckError::Setup(reason(&PgError::Db(e))))?;
+    c.batch_execute(crate::isolation::realtime_triggers::INSTALL_SQL)
+        .await
+        .map_err(|e| CheckError::Setup(reason(&PgError::Db(e))))?;
     if !refused.is_empty() {
         tracing::warn!(server = %server.name, databases = ?refused, "PUBLIC can connect to these databases and berqenas may not change that");
     }

@@ -151,7 +151,11 @@ impl Fleet {
             .await?
             .ok_or_else(|| Error::NotFound(name.to_string()))?;
         let url = open_url(key, &row)?;
-        let server = Arc::new(open(&row.name, &url).await?);
+        let server = open(&row.name, &url).await?;
+        // A server added by an older release has no shared realtime trigger functions
+        // yet, and a create or migration there may need them (template 0003).
+        install_realtime_triggers(&server).await?;
+        let server = Arc::new(server);
         self.others
             .write()
             .expect("fleet lock")
@@ -173,6 +177,21 @@ impl Fleet {
             s.pool.close();
         }
     }
+}
+
+async fn install_realtime_triggers(server: &Server) -> Result<(), Error> {
+    let down = |reason: String| Error::Down {
+        name: server.name.clone(),
+        reason,
+    };
+    let c = server
+        .pool
+        .get()
+        .await
+        .map_err(|e| down(check::reason(&pg::PgError::Pool(e))))?;
+    c.batch_execute(crate::isolation::realtime_triggers::INSTALL_SQL)
+        .await
+        .map_err(|e| down(check::reason(&pg::PgError::Db(e))))
 }
 
 /// Opens a server from its URL: one connection to read what the role may do, then a

@@ -40,6 +40,7 @@ pub fn template_sql(template_sql: &str, grant_owner_to_creator: bool) -> String 
         sql,
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC;\n\
          {large_objects}\
+         {realtime_triggers}\n\
          CREATE SCHEMA {schema} AUTHORIZATION {owner};\n\
          REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
          SET ROLE {owner};\n\
@@ -54,6 +55,7 @@ pub fn template_sql(template_sql: &str, grant_owner_to_creator: bool) -> String 
         } else {
             crate::pg::hardening::revoke_large_objects_sql()
         },
+        realtime_triggers = super::realtime_triggers::INSTALL_SQL,
     );
     sql
 }

@@ -4,6 +4,7 @@
 pub mod database;
 pub mod pool_catalog;
 pub mod quota_guard;
+pub mod realtime_triggers;
 pub mod schema;
 pub mod shared;
 pub mod warm;

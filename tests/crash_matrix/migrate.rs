@@ -23,6 +23,8 @@ use super::{Env, Fut, Scenario};
 
 const INIT: &str = include_str!("../../templates/tenant/0001_init.sql");
 const REALTIME: &str = include_str!("../../templates/tenant/0002_realtime.sql");
+const SHARED_TRIGGERS: &str =
+    include_str!("../../templates/tenant/0003_shared_realtime_triggers.sql");
 const PRIORITY: &str = "ALTER TABLE applications ADD COLUMN priority integer NOT NULL DEFAULT 0;\n";
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -137,7 +139,8 @@ fn next_template() -> Template {
     Template::from_files(&[
         ("0001_init.sql", INIT),
         ("0002_realtime.sql", REALTIME),
-        ("0003_priority.sql", PRIORITY),
+        ("0003_shared_realtime_triggers.sql", SHARED_TRIGGERS),
+        ("0004_priority.sql", PRIORITY),
     ])
 }
 
@@ -193,15 +196,15 @@ fn migrated_or_old<'a>(env: &'a Env, state: &'a Value) -> Fut<'a, Result<(), Str
                 .get(0);
             let (column, marker) = objects_of(t).await?;
             let consistent = match version {
-                3 => column && marker == Some(3),
-                2 => !column && marker.is_none_or(|m| m == 2),
+                4 => column && marker == Some(4),
+                3 => !column && marker.is_none_or(|m| m == 3),
                 _ => false,
             };
             if !consistent {
                 problems.push(format!(
                     "{name}: registry at {version}, column {column}, marker {marker:?}"
                 ));
-            } else if version != 3 {
+            } else if version != 4 {
                 problems.push(format!("{name}: the finished run left it at {version}"));
             }
         }
