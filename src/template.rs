@@ -1,6 +1,8 @@
 //! The tenant template: an ordered, checksummed set of SQL migrations that every
 //! tenant's schema (or database) is built from. The default one ships in the binary.
 
+use std::sync::LazyLock;
+
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone)]
@@ -41,6 +43,51 @@ pub enum TemplateError {
     Db(#[from] crate::store::Error),
 }
 
+const BUILTIN_REALTIME: &str = include_str!("../templates/tenant/0002_realtime.sql");
+const BUILTIN_SHARED_TRIGGERS: &str =
+    include_str!("../templates/tenant/0003_shared_realtime_triggers.sql");
+
+/// Whether `from` starts with the built-in 0002 and 0003, unchanged.
+fn builtin_realtime_pair(from: &[TemplateMigration]) -> bool {
+    static SUMS: LazyLock<[String; 2]> = LazyLock::new(|| {
+        [BUILTIN_REALTIME, BUILTIN_SHARED_TRIGGERS]
+            .map(|sql| hex::encode(Sha256::digest(sql.as_bytes())))
+    });
+    matches!(from, [a, b, ..] if a.version == 2 && b.version == 3
+        && a.checksum == SUMS[0] && b.checksum == SUMS[1])
+}
+
+/// The built-in 0002 and 0003 as one, for a new tenant: 0002 with 0003's triggers in
+/// place of the three trigger functions it made per tenant (and 0003 then dropped).
+/// Running both, a create made and dropped three functions whose names every tenant
+/// shared, and PostgreSQL looks a function up among all the rows of its name, dead
+/// ones of earlier creates included: a fifth of the machine's CPU at 9,000 tenants
+/// (docs/scale.md). Both files are frozen (their checksums are recorded where they
+/// ran), so the cut points below never move; tests/realtime_triggers.rs compares the
+/// catalog this makes with the one 0002 then 0003 make.
+fn fresh_realtime_sql() -> &'static str {
+    static FRESH: LazyLock<String> = LazyLock::new(|| {
+        let cut = |text: &str, marker: &str| {
+            text.find(marker)
+                .unwrap_or_else(|| panic!("the built-in template has {marker:?}"))
+        };
+        let functions = cut(BUILTIN_REALTIME, "CREATE FUNCTION realtime_gate()");
+        let publish = cut(BUILTIN_REALTIME, "-- SELECT realtime_publish(");
+        let triggers = cut(
+            BUILTIN_SHARED_TRIGGERS,
+            "CREATE OR REPLACE TRIGGER realtime_gate",
+        );
+        let drops = cut(BUILTIN_SHARED_TRIGGERS, "DROP FUNCTION realtime_gate();");
+        format!(
+            "{}{}{}",
+            &BUILTIN_REALTIME[..functions],
+            &BUILTIN_SHARED_TRIGGERS[triggers..drops],
+            &BUILTIN_REALTIME[publish..]
+        )
+    });
+    &FRESH
+}
+
 /// `NNNN_description.sql`: a number, an underscore, a name.
 fn check_name(name: &str) -> Result<(), TemplateError> {
     let bad = |problem: &str| TemplateError::BadFile {
@@ -67,14 +114,8 @@ impl Template {
                 "0001_init.sql",
                 include_str!("../templates/tenant/0001_init.sql"),
             ),
-            (
-                "0002_realtime.sql",
-                include_str!("../templates/tenant/0002_realtime.sql"),
-            ),
-            (
-                "0003_shared_realtime_triggers.sql",
-                include_str!("../templates/tenant/0003_shared_realtime_triggers.sql"),
-            ),
+            ("0002_realtime.sql", BUILTIN_REALTIME),
+            ("0003_shared_realtime_triggers.sql", BUILTIN_SHARED_TRIGGERS),
         ])
     }
 
@@ -155,13 +196,23 @@ impl Template {
         hex::encode(h.finalize())
     }
 
-    /// All migrations concatenated: what a new tenant runs to reach the latest version.
+    /// What a new tenant runs to reach the latest version: every migration, in order,
+    /// except that the built-in 0002 and 0003, when the template holds both unchanged,
+    /// run as one ([`fresh_realtime_sql`]).
     pub fn full_sql(&self) -> String {
-        self.migrations
-            .iter()
-            .map(|m| m.sql.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut parts: Vec<&str> = Vec::with_capacity(self.migrations.len());
+        let fresh = fresh_realtime_sql();
+        let mut i = 0;
+        while i < self.migrations.len() {
+            if builtin_realtime_pair(&self.migrations[i..]) {
+                parts.push(fresh);
+                i += 2;
+            } else {
+                parts.push(&self.migrations[i].sql);
+                i += 1;
+            }
+        }
+        parts.join("\n")
     }
 
     pub fn migrations(&self) -> &[TemplateMigration] {
@@ -255,6 +306,50 @@ mod tests {
             std::fs::write(dir.join(name), sql).unwrap();
         }
         TempDir(dir)
+    }
+
+    #[test]
+    fn a_new_tenant_runs_the_builtin_realtime_versions_as_one() {
+        let fresh = Template::builtin().full_sql();
+        for gone in [
+            "CREATE FUNCTION realtime_gate()",
+            "CREATE FUNCTION realtime_immutable()",
+            "CREATE FUNCTION realtime_wake()",
+            "DROP FUNCTION",
+            "EXECUTE FUNCTION realtime_gate()",
+        ] {
+            assert!(!fresh.contains(gone), "{gone}");
+        }
+        for kept in [
+            "CREATE TABLE applications",
+            "CREATE TABLE realtime_events",
+            "CREATE FUNCTION realtime_next_id()",
+            "CREATE FUNCTION realtime_publish(",
+            "CREATE FUNCTION realtime_table_changes()",
+            "EXECUTE FUNCTION berqenas_realtime.event_gate()",
+            "EXECUTE FUNCTION berqenas_realtime.event_immutable()",
+            "EXECUTE FUNCTION berqenas_realtime.event_wake()",
+        ] {
+            assert_eq!(fresh.matches(kept).count(), 1, "{kept}");
+        }
+        // A template that changed either file, or lacks 0003, runs them as written.
+        let files = |realtime: &str| {
+            Template::from_files(&[
+                (
+                    "0001_init.sql",
+                    include_str!("../templates/tenant/0001_init.sql"),
+                ),
+                ("0002_realtime.sql", realtime),
+                ("0003_shared_realtime_triggers.sql", BUILTIN_SHARED_TRIGGERS),
+            ])
+        };
+        let changed = format!("{BUILTIN_REALTIME}\n-- changed\n");
+        assert!(files(&changed)
+            .full_sql()
+            .contains("DROP FUNCTION realtime_gate();"));
+        assert_eq!(files(BUILTIN_REALTIME).full_sql(), fresh);
+        let v2 = Template::from_files(&[("0002_realtime.sql", BUILTIN_REALTIME)]);
+        assert_eq!(v2.full_sql(), BUILTIN_REALTIME);
     }
 
     #[test]

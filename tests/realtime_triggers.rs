@@ -143,6 +143,59 @@ async fn still_works(t: &Value) {
     }
 }
 
+/// What the tenant's schema holds, in names and definitions with the schema's name
+/// (its roles' names start with it) written `S`: tables, columns, defaults,
+/// constraints, indexes, functions, triggers, owners, privileges and default
+/// privileges (not the schema's comment: the version marker only a migration writes).
+async fn fingerprint(c: &tokio_postgres::Client, schema: &str) -> Vec<String> {
+    c.query(
+        "SELECT replace(kind || ' ' || def, $1, 'S') FROM (
+           SELECT 'rel' kind, c.relname || ' ' || c.relkind::text || ' ' || pg_get_userbyid(c.relowner)
+                  || ' ' || coalesce(c.relacl::text, '') def
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1
+           UNION ALL
+           SELECT 'col', c.relname || '.' || a.attname || ' ' || a.attnum || ' '
+                  || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull || ' '
+                  || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+            WHERE n.nspname = $1
+           UNION ALL
+           SELECT 'con', r.relname || ' ' || con.conname || ' ' || pg_get_constraintdef(con.oid)
+             FROM pg_constraint con JOIN pg_class r ON r.oid = con.conrelid
+             JOIN pg_namespace n ON n.oid = con.connamespace WHERE n.nspname = $1
+           UNION ALL
+           SELECT 'idx', pg_get_indexdef(i.indexrelid)
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1
+           UNION ALL
+           SELECT 'fn', pg_get_functiondef(p.oid) || ' ' || pg_get_userbyid(p.proowner) || ' '
+                  || coalesce(p.proacl::text, '')
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1
+           UNION ALL
+           SELECT 'trg', pg_get_triggerdef(t.oid) || ' ' || t.tgenabled::text
+             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = $1 AND NOT t.tgisinternal
+           UNION ALL
+           SELECT 'acl', pg_get_userbyid(d.defaclrole) || ' ' || d.defaclobjtype::text || ' '
+                  || d.defaclacl::text
+             FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace
+            WHERE n.nspname = $1
+           UNION ALL
+           SELECT 'nsp', pg_get_userbyid(nspowner) || ' ' || coalesce(nspacl::text, '')
+             FROM pg_namespace WHERE nspname = $1
+         ) x ORDER BY 1",
+        &[&schema],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
 async fn drop_shared(c: &tokio_postgres::Client) {
     for f in SHARED {
         c.batch_execute(&format!("DROP FUNCTION berqenas_realtime.{f}()"))
@@ -203,16 +256,27 @@ async fn tenants_of_an_older_release_move_to_the_shared_trigger_functions() {
         still_works(t).await;
     }
 
-    // New tenants start on them, everywhere.
-    for (server, isolation) in PLACES {
+    // New tenants start on them, everywhere, and have what a migrated tenant has (a
+    // create runs 0002 and 0003 as one: `Template::full_sql`). Shared-mode tenants
+    // share the pool's schema.
+    for (t, (server, isolation)) in tenants.iter().zip(PLACES) {
         let name = unique(&format!("rtn{}{}", &server[..1], &isolation[..1]));
-        let t = app
+        let fresh = app
             .create_with(json!({"name": name, "server": server, "isolation": isolation}))
             .await;
-        assert_eq!(t["template_version"], 3, "{t}");
-        let (fired, own) =
-            triggers(&catalog(&db, &pg2, &t).await, t["schema"].as_str().unwrap()).await;
-        assert_eq!((fired, own), (on_shared(), 0), "{name}");
-        still_works(&t).await;
+        assert_eq!(fresh["template_version"], 3, "{fresh}");
+        let c = catalog(&db, &pg2, &fresh).await;
+        let schema = fresh["schema"].as_str().unwrap();
+        assert_eq!(triggers(&c, schema).await, (on_shared(), 0), "{name}");
+        if isolation != "shared" {
+            let migrated = catalog(&db, &pg2, t).await;
+            assert_eq!(
+                fingerprint(&c, schema).await,
+                fingerprint(&migrated, t["schema"].as_str().unwrap()).await,
+                "{name} against {}",
+                t["name"]
+            );
+        }
+        still_works(&fresh).await;
     }
 }
