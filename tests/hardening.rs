@@ -85,6 +85,22 @@ async fn public_defaults_are_gone_and_an_elevated_tenant_role_is_a_loud_error() 
             format!("DROP ROLE \"{role}_via\""),
             "member of pg_read_all_stats",
         ),
+        (
+            format!("GRANT CONNECT ON DATABASE template1 TO \"{role}\""),
+            format!("REVOKE CONNECT ON DATABASE template1 FROM \"{role}\""),
+            "CONNECT on template1",
+        ),
+        // Through a role in between, which holds the grant.
+        (
+            format!(
+                "CREATE ROLE \"{role}_t1\" NOLOGIN; GRANT CONNECT ON DATABASE template1 TO \"{role}_t1\";
+                 GRANT \"{role}_t1\" TO \"{role}\""
+            ),
+            format!(
+                "REVOKE CONNECT ON DATABASE template1 FROM \"{role}_t1\"; DROP ROLE \"{role}_t1\""
+            ),
+            "CONNECT on template1",
+        ),
     ] {
         pg.batch_execute(&breach).await.unwrap();
         // Both ways the check reads memberships: walking up from a create's few roles,

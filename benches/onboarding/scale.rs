@@ -375,7 +375,12 @@ pub async fn run(url: &str, dir: &Path) {
     // The template grows one ADD COLUMN; the server restarts to pick it up.
     server.stop().await;
     std::fs::write(template_dir.join(MIGRATION.0), MIGRATION.1).unwrap();
+    let restart = Instant::now();
     let server = start(url, &data, &template_dir).await;
+    println!(
+        "server start with {n} tenants (a new template: its template database rebuilt): {:.1} s",
+        restart.elapsed().as_secs_f64()
+    );
     let (took, run) = migrate(&http, &server.api).await;
     assert_eq!(run["state"], "succeeded", "{run}");
     assert_eq!(

@@ -326,10 +326,21 @@ pub async fn check_client(
 const FEW_ROLES: usize = 64;
 
 fn check_sql(roles: &[String]) -> &'static str {
-    static FEW: LazyLock<String> =
-        LazyLock::new(|| format!("WITH RECURSIVE {MEMBERSHIPS_OF_FEW} {VERDICT_SQL}"));
-    static ALL: LazyLock<String> =
-        LazyLock::new(|| format!("WITH RECURSIVE {MEMBERSHIPS_OF_ALL} {VERDICT_SQL}"));
+    static FEW: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH RECURSIVE {MEMBERSHIPS_OF_FEW} {}",
+            verdict_sql("has_database_privilege(r.oid, 'template1', 'CONNECT')")
+        )
+    });
+    static ALL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH RECURSIVE {MEMBERSHIPS_OF_ALL}, {TEMPLATE1_CONNECT} {}",
+            verdict_sql(
+                "(r.oid IN (SELECT role FROM template1_connect)
+                  OR EXISTS (SELECT 1 FROM template1_connect WHERE role = 0))"
+            )
+        )
+    });
     if roles.len() <= FEW_ROLES {
         &FEW
     } else {
@@ -364,7 +375,29 @@ const MEMBERSHIPS_OF_ALL: &str = "member_of(member, pg_role) AS (
                  SELECT am.member, m.pg_role FROM pg_auth_members am
                    JOIN member_of m ON am.roleid = m.member)";
 
-// The names are hash-joined rather than `= ANY` for the same reason.
+// Every tenant role (at start): who may connect to template1, read down once from its
+// ACL (the owner, the grantees, and their members that inherit; 0 is PUBLIC), as
+// `has_database_privilege` decides it. Asking that per role cost minutes at 60,000
+// roles: each call caches the role's memberships as a catalog list, and PostgreSQL
+// 15 looks a list up by walking every cached one.
+const TEMPLATE1_CONNECT: &str = "template1_connect(role) AS (
+                 SELECT a.grantee FROM pg_database d,
+                        aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+                  WHERE d.datname = 'template1' AND a.privilege_type = 'CONNECT'
+                 UNION
+                 SELECT d.datdba FROM pg_database d WHERE d.datname = 'template1'
+                 UNION
+                 SELECT am.member FROM pg_auth_members am
+                   JOIN template1_connect c ON am.roleid = c.role
+                   JOIN pg_roles m ON m.oid = am.member AND m.rolinherit)";
+
+/// The check's select, with `template1_connect` the expression telling whether role
+/// `r` may connect to template1. The names are hash-joined rather than `= ANY` for the
+/// same reason as the memberships.
+fn verdict_sql(template1_connect: &str) -> String {
+    VERDICT_SQL.replace("{template1_connect}", template1_connect)
+}
+
 const VERDICT_SQL: &str = "
              SELECT r.rolname::text,
                     array_remove(ARRAY[
@@ -373,7 +406,7 @@ const VERDICT_SQL: &str = "
                         CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END,
                         CASE WHEN r.rolreplication THEN 'REPLICATION' END,
                         CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END,
-                        CASE WHEN has_database_privilege(r.oid, 'template1', 'CONNECT') THEN 'CONNECT on template1' END
+                        CASE WHEN {template1_connect} THEN 'CONNECT on template1' END
                     ], NULL)
                     || coalesce(m.roles, '{}')
                FROM pg_roles r JOIN unnest($1::text[]) AS n(name) ON r.rolname = n.name
