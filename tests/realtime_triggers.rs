@@ -10,13 +10,10 @@ mod common;
 #[path = "support/extra_cluster.rs"]
 mod extra_cluster;
 
-use std::time::Duration;
-
 use berqenas::server::{self, Database};
 use berqenas::template::Template;
 use common::{connect_as, unique, TestApp};
 use extra_cluster::{on, register_pg2};
-use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const REALTIME: &str = include_str!("../templates/tenant/0002_realtime.sql");
@@ -27,25 +24,6 @@ async fn app(db: &Database, template: Template) -> TestApp {
         .await
         .unwrap();
     TestApp::serve(platform).await
-}
-
-async fn run_migration(app: &TestApp) -> Value {
-    let (status, run) = app
-        .call(Method::POST, "/api/v1/migrations", Some(json!({})))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
-    let id = run["id"].as_str().unwrap().to_string();
-    for _ in 0..1200 {
-        let (status, run) = app
-            .call(Method::GET, &format!("/api/v1/migrations/{id}"), None)
-            .await;
-        assert_eq!(status, StatusCode::OK, "{run}");
-        if run["state"] != "running" {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("migration run {id} did not finish");
 }
 
 /// A superuser session in the database the tenant's objects are in.
@@ -245,7 +223,7 @@ async fn tenants_of_an_older_release_move_to_the_shared_trigger_functions() {
     }
 
     let app = app(&db, Template::builtin()).await;
-    let run = run_migration(&app).await;
+    let run = app.migrate(json!({})).await;
     assert_eq!(run["state"], "succeeded", "{run}");
     assert_eq!(run["migrated"], PLACES.len(), "{run}");
     assert_eq!(run["failed"], 0, "{run}");

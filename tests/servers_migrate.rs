@@ -9,8 +9,6 @@ mod common;
 #[path = "support/extra_cluster.rs"]
 mod extra_cluster;
 
-use std::time::Duration;
-
 use berqenas::server::{self, Database};
 use berqenas::template::Template;
 use common::{connect_as, unique, TestApp};
@@ -26,25 +24,6 @@ async fn app(db: &Database, template: Template) -> TestApp {
         .await
         .unwrap();
     TestApp::serve(platform).await
-}
-
-async fn run_migration(app: &TestApp, body: Value) -> Value {
-    let (status, run) = app
-        .call(Method::POST, "/api/v1/migrations", Some(body))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
-    let id = run["id"].as_str().unwrap().to_string();
-    for _ in 0..1200 {
-        let (status, run) = app
-            .call(Method::GET, &format!("/api/v1/migrations/{id}"), None)
-            .await;
-        assert_eq!(status, StatusCode::OK, "{run}");
-        if run["state"] != "running" {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("migration run {id} did not finish");
 }
 
 /// Whether `schema.applications` has `column` in the catalog `c` looks at.
@@ -148,7 +127,7 @@ async fn a_migration_reaches_the_tenants_and_the_template_of_another_server() {
         assert!(!has_column(&c, t["schema"].as_str().unwrap(), "priority").await);
     }
 
-    let run = run_migration(&app, json!({"jobs": 2})).await;
+    let run = app.migrate(json!({"jobs": 2})).await;
     assert_eq!(run["state"], "succeeded", "{run}");
     assert_eq!(run["migrated"], 3, "{run}");
     assert_eq!(run["failed"], 0, "{run}");
@@ -215,7 +194,7 @@ async fn a_migration_reaches_the_tenants_and_the_template_of_another_server() {
     let audited = "SELECT count(*) FROM berqenas.audit_log WHERE action = 'tenant_migrated'";
     let audit_before = count(&control, audited).await;
     assert_eq!(audit_before, 3);
-    let again = run_migration(&app, json!({})).await;
+    let again = app.migrate(json!({})).await;
     assert_eq!(again["state"], "succeeded", "{again}");
     assert_eq!(again["migrated"], 0, "{again}");
     assert_eq!(again["total"], 0, "{again}");

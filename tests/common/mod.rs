@@ -272,6 +272,27 @@ impl TestApp {
     }
 
     /// Creates a tenant from this request body; returns the answer (credentials, key).
+    /// Starts a template migration run (`POST /api/v1/migrations` with `body`) and
+    /// follows it to its end: the finished run.
+    pub async fn migrate(&self, body: Value) -> Value {
+        let (status, run) = self
+            .call(Method::POST, "/api/v1/migrations", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+        let id = run["id"].as_str().unwrap().to_string();
+        for _ in 0..1200 {
+            let (status, run) = self
+                .call(Method::GET, &format!("/api/v1/migrations/{id}"), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{run}");
+            if run["state"] != "running" {
+                return run;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("migration run {id} did not finish");
+    }
+
     pub async fn create_with(&self, body: Value) -> Value {
         let (status, body) = self.call(Method::POST, "/api/v1/tenants", Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
