@@ -31,6 +31,16 @@ async fn connect_to(p: &Platform, database: &str) -> Result<tokio_postgres::Clie
     Ok(pg::connect(&config).await?)
 }
 
+/// Installs the realtime trigger functions every tenant of a database shares
+/// (`isolation::realtime_triggers`) in `database`, as the control role. Idempotent.
+pub async fn install_realtime_triggers(p: &Platform, database: &str) -> Result<()> {
+    connect_to(p, database)
+        .await?
+        .batch_execute(crate::isolation::realtime_triggers::INSTALL_SQL)
+        .await?;
+    Ok(())
+}
+
 /// Makes sure the template database exists at the current tenant template, rebuilding
 /// it when the template changed. Runs at start.
 pub async fn ensure_template(p: &Platform) -> Result<()> {

@@ -453,7 +453,9 @@ impl UnitCx {
         grants: &migrate::units::SessionGrants,
         database: &Ident,
     ) -> Result<Outcome, TenantError> {
-        shared_realtime_triggers(p, database).await?;
+        // A database made before the shared realtime trigger functions existed gets
+        // them before its template migration points its triggers there (0003).
+        crate::tenant::database_mode::install_realtime_triggers(p, database.as_str()).await?;
         let mut member_of: Vec<&Ident> = vec![&grants.owner];
         member_of.extend(grants.always.iter());
         let role = TempRole::create(p, self.role_name(), &member_of, Reach::Database(database))
@@ -598,17 +600,6 @@ impl Workers {
             }
         }
     }
-}
-
-/// A database made before the shared realtime trigger functions existed gets them
-/// before its template migration points its triggers there (template 0003).
-async fn shared_realtime_triggers(p: &Platform, database: &Ident) -> Result<(), TenantError> {
-    let mut config = p.config.clone();
-    config.dbname(database.as_str());
-    let c = crate::pg::connect(&config).await?;
-    c.batch_execute(crate::isolation::realtime_triggers::INSTALL_SQL)
-        .await?;
-    Ok(())
 }
 
 /// Lends `w` to `owner`'s tenant. `Err(None)`: it was tainted and is retired.
