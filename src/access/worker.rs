@@ -10,14 +10,16 @@
 //! looked for before the next lending, from the catalogs:
 //!
 //! - the session's own state (settings, `SET ROLE`, temporary tables, prepared
-//!   statements, listeners, advisory locks) ends with `DISCARD ALL` after each tenant;
+//!   statements, listeners, advisory locks) ends after each tenant (`DISCARD ALL`
+//!   but its cached plans: [`REST`]);
 //! - a membership in the role handed out (some PostgreSQL releases let a role's own
 //!   session `GRANT` it; the 15 the tests run refuses, `tests/attacks/workers.rs`), a
 //!   membership it was given, anything it owns or was granted, or a default of its own
 //!   (`ALTER ROLE ... SET`): any of these and the role is retired, dropped with all of
 //!   it, and a fresh one takes its place;
-//! - a password it set for itself: every lending puts berqenas's back, and the role
-//!   takes one session at most, which is berqenas's, while it lives.
+//! - a password it set for itself: every lending takes the role's password away (its
+//!   one session is open, and it never logs in again), and the role takes one session
+//!   at most, which is berqenas's, while it lives.
 //!
 //! Tenant roles cannot hand out a membership in it (none has ADMIN on it or
 //! CREATEROLE), and its own session, the only one that ever could, is idle while the
@@ -28,8 +30,55 @@ use super::Result;
 use crate::pg::{Ident, Literal};
 use crate::platform::Platform;
 
-/// The SQLSTATE the lending's check raises for a tainted role.
-const TAINTED: &str = "BQ001";
+/// What `DISCARD ALL` does but `DISCARD PLANS`: the plans cached for berqenas's own
+/// statements in the session (the function that records a migrated tenant, the
+/// audit chain's trigger) are kept for the next tenant, not made again for each. A
+/// plan of a tenant's function is no state of the session's it could leave for the
+/// next tenant: PostgreSQL replans on any change to what it used, and by search_path.
+/// `pg_catalog.` so that a function of the tenant's cannot stand in for it.
+const REST: &str = "CLOSE ALL; RESET SESSION AUTHORIZATION; RESET ALL; RESET ROLE; \
+                    DEALLOCATE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); \
+                    DISCARD TEMP; DISCARD SEQUENCES;";
+
+/// What a lending finds on `role` that berqenas did not give it, as a list (empty:
+/// nothing); `allowed`: the roles it may be a member of. Each role is a literal
+/// `regrole`, so each probe is by index (at 10,000 tenants there are 60,000 roles,
+/// most with settings): a prepared statement's generic plan, not knowing the role,
+/// reads all of `pg_auth_members` (90 ms there). A plain statement, not the `DO` block
+/// it was: an anonymous block is compiled at every call, and with its statements was
+/// a tenth of the server's CPU in a template migration at 10,000 tenants
+/// (docs/scale.md).
+fn check_sql(role: &Ident, allowed: &[&Ident]) -> String {
+    // `regrole` input is the quoted identifier (Display), not the raw name.
+    let regrole = |r: &Ident| {
+        let quoted = format!("{r}");
+        format!("{}::pg_catalog.regrole", Literal(&quoted))
+    };
+    let allowed: Vec<String> = allowed.iter().map(|r| regrole(r)).collect();
+    format!(
+        "WITH w AS (SELECT {role}::oid AS r, current_user::pg_catalog.regrole::oid AS me)
+         SELECT pg_catalog.concat_ws(', ',
+                CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+                                   WHERE m.roleid = w.r AND m.member <> w.me)
+                     THEN 'a member' END,
+                CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+                                   WHERE m.member = w.r AND m.roleid <> ALL (ARRAY[{allowed}]::oid[]))
+                     THEN 'a membership berqenas did not give' END,
+                CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_shdepend d
+                                   WHERE d.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+                                     AND d.refobjid = w.r)
+                     THEN 'an object it owns or a privilege granted to it' END,
+                CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s
+                                   WHERE s.setdatabase = 0 AND s.setrole = w.r)
+                       OR EXISTS (SELECT FROM pg_catalog.pg_database d
+                                    JOIN pg_catalog.pg_db_role_setting s
+                                      ON s.setdatabase = d.oid AND s.setrole = w.r)
+                     THEN 'a setting of its own' END)
+           FROM w",
+        role = regrole(role),
+        allowed = allowed.join(", "),
+    )
+}
 
 pub struct Worker {
     role: TempRole,
@@ -89,86 +138,52 @@ impl Worker {
     }
 
     /// Lends the session to the tenant of `owner`: checks the role is as clean as it was
-    /// made, moves its membership from the last tenant's owner to `owner`, and puts its
-    /// password back, in one transaction. `Ok(Err(_))`: tainted; nothing was granted,
+    /// made, moves its membership from the last tenant's owner to `owner`, and takes
+    /// its password away, in one transaction. `Ok(Err(_))`: tainted; nothing was granted,
     /// and the caller retires it.
     pub async fn lend(&mut self, p: &Platform, owner: &Ident) -> Result<Result<(), Tainted>> {
-        let mut allowed: Vec<&str> = self.always.iter().map(|r| r.as_str()).collect();
-        allowed.extend(self.lent_to.iter().map(|r| r.as_str()));
+        let mut allowed: Vec<&Ident> = self.always.iter().collect();
+        allowed.extend(self.lent_to.iter());
         let c = p.pool.get().await?;
         let name = &self.role.name;
-        // Role names as `regrole` input (a quoted identifier), so each check is an
-        // index probe: at 10,000 tenants there are 60,000 roles, most with settings.
-        let regrole = |r: &str| {
-            let quoted =
-                Ident::new(r.to_string()).map_or_else(|_| r.to_string(), |i| i.to_string());
-            format!("{}::pg_catalog.regrole", Literal(&quoted))
-        };
-        let allowed: Vec<String> = allowed.iter().map(|r| regrole(r)).collect();
-        let mut sql = format!(
-            // The grant, lost in a server crash, only leaves a role that the run's end
-            // (or the engine, for a run a crash ended) drops anyway: no flush to wait
-            // for. One round trip: this runs before every tenant.
-            "BEGIN; SET LOCAL synchronous_commit = off;
-             DO $check$ DECLARE
-                 r oid := {role};
-                 me oid := current_user::pg_catalog.regrole;
-                 found text;
-             BEGIN
-                 SELECT pg_catalog.concat_ws(', ',
-                        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_auth_members m
-                                           WHERE m.roleid = r AND m.member <> me)
-                             THEN 'a member' END,
-                        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_auth_members m
-                                           WHERE m.member = r AND m.roleid <> ALL (ARRAY[{allowed}]::oid[]))
-                             THEN 'a membership berqenas did not give' END,
-                        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_shdepend d
-                                           WHERE d.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
-                                             AND d.refobjid = r)
-                             THEN 'an object it owns or a privilege granted to it' END,
-                        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s
-                                           WHERE s.setdatabase = 0 AND s.setrole = r)
-                               OR EXISTS (SELECT FROM pg_catalog.pg_database d
-                                            JOIN pg_catalog.pg_db_role_setting s
-                                              ON s.setdatabase = d.oid AND s.setrole = r)
-                             THEN 'a setting of its own' END)
-                   INTO found;
-                 IF found <> '' THEN
-                     RAISE EXCEPTION '%', found USING ERRCODE = '{TAINTED}';
-                 END IF;
-             END $check$;\n",
-            allowed = allowed.join(", "),
-            role = regrole(name.as_str()),
-        );
+        // Its own statement: the worker's session is idle, and no tenant role can touch
+        // this role, so nothing can change between the check and the grant below.
+        let found = c.simple_query(&check_sql(name, &allowed)).await?;
+        let found = found
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap_or_default();
+        if !found.is_empty() {
+            return Ok(Err(Tainted {
+                after: self.lent_to.as_ref().map(|r| r.to_string()),
+                found,
+            }));
+        }
+        // The grant, lost in a server crash, only leaves a role that the run's end (or
+        // the engine, for a run a crash ended) drops anyway: no flush to wait for.
+        let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off;\n");
         if let Some(last) = &self.lent_to {
             sql.push_str(&format!("REVOKE {last} FROM {name};\n"));
         }
         sql.push_str(&format!("GRANT {owner} TO {name};\n"));
-        sql.push_str(&self.role.reset_password_sql());
+        sql.push_str(&self.role.clear_password_sql());
         sql.push_str("\nCOMMIT;");
-        match c.batch_execute(&sql).await {
-            Ok(()) => {
-                self.lent_to = Some(owner.clone());
-                Ok(Ok(()))
-            }
-            Err(e) => {
-                // Never hand the pool a session inside a failed transaction.
-                let _ = c.batch_execute("ROLLBACK").await;
-                match e.as_db_error().filter(|d| d.code().code() == TAINTED) {
-                    Some(d) => Ok(Err(Tainted {
-                        after: self.lent_to.as_ref().map(|r| r.to_string()),
-                        found: d.message().to_string(),
-                    })),
-                    None => Err(e.into()),
-                }
-            }
+        if let Err(e) = c.batch_execute(&sql).await {
+            // Never hand the pool a session inside a failed transaction.
+            let _ = c.batch_execute("ROLLBACK").await;
+            return Err(e.into());
         }
+        self.lent_to = Some(owner.clone());
+        Ok(Ok(()))
     }
 
-    /// After a tenant's work: the session's own state goes (`DISCARD ALL`). An error
-    /// here (the session is gone, or in a transaction) and the caller retires it.
+    /// After a tenant's work: the session's own state goes ([`REST`]). An error here
+    /// (the session is gone, or in a transaction) and the caller retires it.
     pub async fn rest(&self) -> Result<()> {
-        self.session.batch_execute("DISCARD ALL").await?;
+        self.session.batch_execute(REST).await?;
         Ok(())
     }
 

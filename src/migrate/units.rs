@@ -207,20 +207,17 @@ async fn in_tenant_session(
             // In the control database the registry moves in this transaction.
             sql.push_str("SELECT berqenas_session.record_template_version();\n");
         }
+        // The commit in the same round trip: from its audit entry on, the transaction
+        // holds the audit chain's head, which every other unit's entry waits for.
+        sql.push_str("COMMIT;");
         session.batch_execute(&sql).await?;
         Ok::<_, Error>(from)
     }
     .await;
-    match ran {
-        Ok(from) => {
-            session.batch_execute("COMMIT").await?;
-            Ok(from)
-        }
-        Err(e) => {
-            let _ = session.batch_execute("ROLLBACK").await;
-            Err(e)
-        }
+    if ran.is_err() {
+        let _ = session.batch_execute("ROLLBACK").await;
     }
+    ran
 }
 
 /// Where a planned tenant's objects are; a plan read back from JSON has no place

@@ -8,6 +8,7 @@ pub mod hardening;
 pub mod ident;
 pub mod logical;
 pub mod pgbouncer;
+pub mod session_lock;
 
 pub use ident::{Ident, Literal};
 

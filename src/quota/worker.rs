@@ -10,17 +10,19 @@ use super::rate::RateLimits;
 use super::watchdog;
 use crate::dataapi::DataApi;
 use crate::pg::election::Elected;
+use crate::pg::session_lock::SessionLock;
 use crate::platform::Platform;
 use crate::store::quotas as store;
 use crate::tenant::service;
 
 /// Any constant; only servers running a disk round at the same time contend for it.
-const ROUND_LOCK: i64 = 0x6265_7271_7175_6f74; // "berqquot"
+pub const ROUND_LOCK: i64 = 0x6265_7271_7175_6f74; // "berqquot"
 
 /// Daily usage counters are kept this long.
 const KEEP_COUNTER_DAYS: i32 = 35;
 
 /// Whether this server runs the disk round (held until `tx` ends): only one at a time.
+/// For a short piece of work (a usage sample); a disk round holds [`RoundLock`].
 pub async fn lead_round(tx: &deadpool_postgres::Transaction<'_>) -> Result<bool, service::Error> {
     Ok(tx
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&ROUND_LOCK])
@@ -28,9 +30,17 @@ pub async fn lead_round(tx: &deadpool_postgres::Transaction<'_>) -> Result<bool,
         .get(0))
 }
 
-/// Daily usage counters older than we keep go, in the round's transaction.
-pub async fn prune_counters(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), service::Error> {
-    store::prune_counters(tx, KEEP_COUNTER_DAYS).await?;
+/// The disk round's lock (see `pg::session_lock`), or `None` when another server is
+/// running a round.
+pub async fn take_round_lock(p: &Platform) -> Result<Option<SessionLock>, service::Error> {
+    Ok(SessionLock::try_take(&p.config, "berqenas-disk-round-lock", ROUND_LOCK).await?)
+}
+
+/// Daily usage counters older than we keep go.
+pub async fn prune_counters(
+    c: &impl deadpool_postgres::GenericClient,
+) -> Result<(), service::Error> {
+    store::prune_counters(c, KEEP_COUNTER_DAYS).await?;
     Ok(())
 }
 

@@ -155,11 +155,9 @@ fn finish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 /// One disk round if no other server is running one: every tenant measured, those
 /// over their quota or blocked enforced. `None` when another server runs it.
 pub async fn disk_round(rt: &Runtime) -> Result<Option<(usize, usize, usize)>, Error> {
-    let mut client = rt.pool.get().await?;
-    let tx = client.transaction().await?;
-    if !worker::lead_round(&tx).await? {
+    let Some(_lock) = worker::take_round_lock(&rt.platform).await? else {
         return Ok(None);
-    }
+    };
     let (measured, due) = disk::measure_round(rt).await?;
     // Connections at their limit (or free again) are seen here too.
     if let Err(e) = crate::quota::breaches::connections_round(rt).await {
@@ -185,8 +183,7 @@ pub async fn disk_round(rt: &Runtime) -> Result<Option<(usize, usize, usize)>, E
             }
         }
     }
-    worker::prune_counters(&tx).await?;
-    tx.commit().await?;
+    worker::prune_counters(&rt.pool.get().await?).await?;
     Ok(Some((measured, blocked, restored)))
 }
 

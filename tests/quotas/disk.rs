@@ -477,3 +477,54 @@ async fn a_forced_disk_quota_below_usage_is_enforced_at_once() {
     set_quotas(&app, &name, json!({"db_quota_bytes": null})).await;
     assert!(can_write(&login, "user_activity").await);
 }
+
+/// The round's lock is held by a session that runs nothing else, outside any
+/// transaction, while the round measures: a transaction held open as long as a round
+/// (9 s for a process's first at 10,000 tenants) held the server's xmin horizon back
+/// as long, and every row updated meanwhile kept its dead versions (docs/scale.md).
+#[tokio::test]
+async fn a_disk_round_holds_its_lock_outside_any_transaction() {
+    let (app, state) = support::spawn().await;
+    let pg = superuser().await;
+    let locked = app.create(&unique("disk-horizon")).await;
+    let l = connect_as(&locked["credentials"]).await;
+    // The round's statement on this tenant waits out its lock_timeout (5 s).
+    l.batch_execute("BEGIN; LOCK TABLE user_activity IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let running = {
+        let state = state.clone();
+        tokio::spawn(async move { round(&state).await })
+    };
+    let mut holder = None;
+    for _ in 0..400 {
+        holder = pg
+            .query_opt(
+                "SELECT a.state, a.backend_xmin::text, a.backend_xid::text
+                   FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid
+                  WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 1
+                    AND (k.classid::bigint << 32 | k.objid::bigint) = $1
+                    AND EXISTS (SELECT FROM pg_stat_activity m
+                                 WHERE m.application_name = 'berqenas-disk-round'
+                                   AND m.wait_event_type = 'Lock')",
+                &[&berqenas::quota::worker::ROUND_LOCK],
+            )
+            .await
+            .unwrap()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, Option<String>>(1),
+                    r.get::<_, Option<String>>(2),
+                )
+            });
+        if holder.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let holder = holder.expect("a round measuring while a tenant's table is locked");
+    assert_eq!(holder, ("idle".to_string(), None, None));
+    l.batch_execute("ROLLBACK").await.unwrap();
+    running.await.unwrap();
+}

@@ -66,14 +66,15 @@ fn template_db(p: &Platform) -> String {
 /// `unchanged`).
 pub async fn measure(p: &Platform, only: Option<Uuid>) -> Result<Vec<(Uuid, i64)>> {
     let mut client = p.pool.get().await?;
-    let mut sizes: Vec<(Uuid, i64)> = Vec::new();
+    // No transaction spans the schemas' sizing (see `schemas`): each statement below
+    // reads the registry as of its own start, as it would in one transaction here.
+    let schemas = registry::live_schemas(&client, only).await?;
+    let mut sizes: Vec<(Uuid, i64)> = match only {
+        Some(_) => schemas::sizes(&mut client, &schemas, true).await?,
+        None => round_sizes(p, &schemas).await?,
+    };
     let mut tx = client.transaction().await?;
     tx.batch_execute(ROUND_TIMEOUTS).await?;
-    let schemas = registry::live_schemas(&tx, only).await?;
-    match only {
-        Some(_) => sizes.extend(schemas::sizes(&mut tx, &schemas, true).await?),
-        None => sizes.extend(round_sizes(p, &schemas).await?),
-    }
     sizes.extend(registry::live_database_sizes(&tx, only, &template_db(p)).await?);
     let shared = registry::live_shared(&tx, only).await?;
     let temp = temp_usage(&mut tx, only).await?;
@@ -109,11 +110,8 @@ async fn round_sizes(p: &Platform, schemas: &[(Uuid, String)]) -> Result<Vec<(Uu
     let mut config = p.config.clone();
     config.application_name("berqenas-disk-round");
     let mut client = crate::pg::connect(&config).await?;
-    let mut tx = client.transaction().await?;
-    tx.batch_execute(ROUND_TIMEOUTS).await?;
-    let plan = unchanged::plan(&tx, schemas).await?;
-    let measured = schemas::sizes(&mut tx, &plan.measure, false).await?;
-    tx.commit().await?;
+    let plan = unchanged::plan(&client, schemas).await?;
+    let measured = schemas::sizes(&mut client, &plan.measure, false).await?;
     Ok(unchanged::remember(plan, &measured))
 }
 

@@ -5,9 +5,17 @@
 //! tenant holding its table in `LOCK TABLE` makes the whole statement wait out the
 //! round's `lock_timeout`. Such a batch is then measured one schema at a time, as
 //! before, and only the tenant holding the lock is left out (until the next round).
+//!
+//! Each statement is a transaction of its own: a round that held one transaction over
+//! every batch (9 s for a process's first round at 10,000 tenants) held back the
+//! server's xmin horizon as long, and every row updated meanwhile (the audit chain's
+//! head, once a tenant, in a template migration) grew a chain of versions that no
+//! one could prune and each later update walked (docs/scale.md).
 
-use tokio_postgres::Transaction;
+use tokio_postgres::Client;
 use uuid::Uuid;
+
+use super::ROUND_TIMEOUTS;
 
 type Result<T> = std::result::Result<T, tokio_postgres::Error>;
 
@@ -31,7 +39,7 @@ const MANY: &str = "SELECT s.id, coalesce(sum(pg_total_relation_size(c.oid)), 0)
 /// request) an error is returned; otherwise a schema that cannot be measured is
 /// logged and left out.
 pub(super) async fn sizes(
-    tx: &mut Transaction<'_>,
+    c: &mut Client,
     schemas: &[(Uuid, String)],
     strict: bool,
 ) -> Result<Vec<(Uuid, i64)>> {
@@ -39,37 +47,39 @@ pub(super) async fn sizes(
     for batch in schemas.chunks(BATCH) {
         let ids: Vec<Uuid> = batch.iter().map(|s| s.0).collect();
         let names: Vec<&str> = batch.iter().map(|s| s.1.as_str()).collect();
-        let sp = tx.savepoint("measure_batch").await?;
-        match sp.query(MANY, &[&ids, &names]).await {
+        let tx = c.transaction().await?;
+        tx.batch_execute(ROUND_TIMEOUTS).await?;
+        match tx.query(MANY, &[&ids, &names]).await {
             Ok(rows) => {
-                sp.commit().await?;
+                tx.commit().await?;
                 sizes.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
             }
             Err(e) if strict => return Err(e),
             Err(_) => {
-                sp.rollback().await?;
-                one_by_one(tx, batch, &mut sizes).await?;
+                tx.rollback().await?;
+                one_by_one(c, batch, &mut sizes).await?;
             }
         }
     }
     Ok(sizes)
 }
 
-/// The slow path for a batch that failed: each schema in its own savepoint.
+/// The slow path for a batch that failed: each schema in its own transaction.
 async fn one_by_one(
-    tx: &mut Transaction<'_>,
+    c: &mut Client,
     batch: &[(Uuid, String)],
     sizes: &mut Vec<(Uuid, i64)>,
 ) -> Result<()> {
     for (id, schema) in batch {
-        let sp = tx.savepoint("measure_tenant").await?;
-        match sp.query_one(ONE, &[schema]).await {
+        let tx = c.transaction().await?;
+        tx.batch_execute(ROUND_TIMEOUTS).await?;
+        match tx.query_one(ONE, &[schema]).await {
             Ok(r) => {
-                sp.commit().await?;
+                tx.commit().await?;
                 sizes.push((*id, r.get(0)));
             }
             Err(e) => {
-                sp.rollback().await?;
+                tx.rollback().await?;
                 let error = e
                     .as_db_error()
                     .map_or_else(|| e.to_string(), |d| d.message().to_string());

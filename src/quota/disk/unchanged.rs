@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
 
-use tokio_postgres::Transaction;
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 type Result<T> = std::result::Result<T, tokio_postgres::Error>;
@@ -84,19 +84,19 @@ pub(super) struct Plan {
     round: u64,
 }
 
-pub(super) async fn plan(tx: &Transaction<'_>, schemas: &[(Uuid, String)]) -> Result<Plan> {
+pub(super) async fn plan(c: &Client, schemas: &[(Uuid, String)]) -> Result<Plan> {
     // All schemas in one statement: pg_class has no index on the namespace alone, so
     // each statement reads all of it (about 0.13 s at 10,000 tenants), and batches of
     // 1,000 made that ten reads (docs/scale.md).
     let mut signatures = HashMap::with_capacity(schemas.len());
     let ids: Vec<Uuid> = schemas.iter().map(|s| s.0).collect();
     let names: Vec<&str> = schemas.iter().map(|s| s.1.as_str()).collect();
-    for r in tx.query(SIGNATURES, &[&ids, &names]).await? {
+    for r in c.query(SIGNATURES, &[&ids, &names]).await? {
         // An md5 in hex, or '' for a schema without relations.
         let digest = u128::from_str_radix(r.get(1), 16).unwrap_or(0);
         signatures.insert(r.get::<_, Uuid>(0), digest);
     }
-    let busy: Vec<String> = tx
+    let busy: Vec<String> = c
         .query(BUSY, &[&STATS_DELAY])
         .await?
         .iter()

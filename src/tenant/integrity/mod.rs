@@ -33,6 +33,7 @@ use super::roles::DefaultRole;
 use super::service::Error;
 use super::{suspension, Isolation, Status};
 use crate::isolation::shared;
+use crate::pg::session_lock::SessionLock;
 use crate::pg::{hardening, Ident, Literal};
 use crate::platform::Platform;
 use crate::store::servers::DEFAULT;
@@ -79,13 +80,8 @@ use crate::store::tenants::LiveRoles as Live;
 const ROUND_LOCK: i64 = 0x6265_7271_696e_7467; // "berqintg"
 
 pub async fn run_once(p: &Platform) -> Result<Report> {
-    let mut turn = p.pool.get().await?;
-    let turn = turn.transaction().await?;
-    turn.execute("SELECT pg_advisory_xact_lock($1)", &[&ROUND_LOCK])
-        .await?;
-    let report = round(p).await;
-    turn.commit().await?;
-    report
+    let _turn = SessionLock::take(&p.config, "berqenas-role-check-lock", ROUND_LOCK).await?;
+    round(p).await
 }
 
 async fn round(p: &Platform) -> Result<Report> {
