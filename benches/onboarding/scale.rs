@@ -293,8 +293,8 @@ async fn quota_round(url: &str, data: &Path, template_dir: &Path) -> (Vec<Durati
         .unwrap();
     let rt = Runtime::start(p, "bench-scale-quota").await.unwrap();
     let mut rounds = Vec::new();
-    // The first round of a process measures every tenant; later ones, what may have
-    // moved since (quota::disk::unchanged).
+    // A process's first round starts from the signatures the server's rounds recorded;
+    // later ones from its own (quota::disk::unchanged): each measures what may have moved.
     while rounds.len() < 4 {
         let t = Instant::now();
         match berqenas::workflows::quotas::disk_round(&rt).await.unwrap() {
@@ -408,7 +408,7 @@ pub async fn run(url: &str, dir: &Path) {
     rounds.sort();
     let round = percentile(&rounds, 0.5);
     println!(
-        "disk quota round over {n} tenants: the process's first (every tenant measured) {:.2} s; then median of 3 {:.2} s (slowest {:.2} s; measuring and recording the sizes alone {:.2} s); target <= {QUOTA_ROUND_TARGET_S} s: {}",
+        "disk quota round over {n} tenants: a new process's first (from the recorded signatures) {:.2} s; then median of 3 {:.2} s (slowest {:.2} s; measuring and recording the sizes alone {:.2} s); target <= {QUOTA_ROUND_TARGET_S} s: {}",
         full.as_secs_f64(),
         round.as_secs_f64(),
         rounds[2].as_secs_f64(),

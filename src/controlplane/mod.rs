@@ -183,6 +183,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0039_operation_abort.sql",
         sql: include_str!("../../migrations/control/0039_operation_abort.sql"),
     },
+    Migration {
+        version: 40,
+        name: "0040_disk_signatures.sql",
+        sql: include_str!("../../migrations/control/0040_disk_signatures.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

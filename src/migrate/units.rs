@@ -138,21 +138,37 @@ pub(super) fn marker_sql(db: &Ident, version: i32) -> String {
     format!("COMMENT ON DATABASE {db} IS '{MARKER_PREFIX}{version}';")
 }
 
-/// The version the tenant schema's marker (or, for a database written by an older
-/// release, its database's) says its objects are at.
-async fn marker_of(c: &tokio_postgres::Client, schema: &str) -> Result<Option<i32>> {
-    let pattern = format!("^{MARKER_PREFIX}(\\d+)$");
-    let row = c
-        .query_one(
-            "SELECT greatest(
-                    (SELECT substring(pg_catalog.obj_description(n.oid, 'pg_namespace') FROM $1)::int
-                       FROM pg_catalog.pg_namespace n WHERE n.nspname = $2),
-                    (SELECT substring(pg_catalog.shobj_description(d.oid, 'pg_database') FROM $1)::int
-                       FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()))",
-            &[&pattern, &schema],
-        )
-        .await?;
-    Ok(row.get(0))
+/// The statement that reads the version the tenant schema's marker (or, for a
+/// database written by an older release, its database's) says its objects are at.
+/// Literals, not parameters: it goes in one round trip with the `BEGIN` before it.
+fn marker_query(schema: &str) -> String {
+    let pattern = Literal(&format!("^{MARKER_PREFIX}(\\d+)$")).to_string();
+    format!(
+        "SELECT greatest(
+                (SELECT substring(pg_catalog.obj_description(n.oid, 'pg_namespace') FROM {pattern})::int
+                   FROM pg_catalog.pg_namespace n WHERE n.nspname = {schema}),
+                (SELECT substring(pg_catalog.shobj_description(d.oid, 'pg_database') FROM {pattern})::int
+                   FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()));\n",
+        schema = Literal(schema),
+    )
+}
+
+/// The last row's first value among a simple query's messages, as a version.
+fn last_version(messages: &[tokio_postgres::SimpleQueryMessage]) -> Result<Option<i32>> {
+    let value = messages.iter().rev().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_string)),
+        _ => None,
+    });
+    match value.flatten() {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            Error::Rejected(crate::problem::Problem::new(
+                crate::problem::Kind::Internal,
+                "bad_version_marker",
+                format!("a tenant's version marker reads {v:?}, not a version"),
+            ))
+        }),
+    }
 }
 
 /// A tenant's template SQL never runs on a session that could get back to a
@@ -171,8 +187,8 @@ async fn in_tenant_session(
 ) -> Result<i32> {
     let place = place(t)?;
     let schema = place.schema.as_ref().ok_or_else(|| unplaced(t))?;
-    session.batch_execute("BEGIN").await?;
     let ran = async {
+        let mut sql = String::from("BEGIN;\n");
         if t.isolation == Isolation::Database {
             // Two runs never migrate one database at once (the run table allows one
             // run, but an operator may also migrate by hand). The tenant can take
@@ -180,18 +196,13 @@ async fn in_tenant_session(
             // (A schema-mode tenant on another server shares its server's database,
             // where advisory locks are not granted: the tenant's name lock, held by
             // the caller, keeps its units apart as on `default`.)
-            session
-                .batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-                .await?;
-            session
-                .execute(
-                    "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('berqenas.migrate'))",
-                    &[],
-                )
-                .await?;
+            sql.push_str(&format!(
+                "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}';\n\
+                 SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('berqenas.migrate'));\n"
+            ));
         }
-        let from = marker_of(session, schema.as_str())
-            .await?
+        sql.push_str(&marker_query(schema.as_str()));
+        let from = last_version(&session.simple_query(&sql).await?)?
             .unwrap_or(registry_version)
             .max(registry_version);
         let mut sql = String::new();
@@ -322,29 +333,29 @@ pub async fn migrate_locked(
 ) -> Result<Unit> {
     // A tenant moved to another server since the plan is migrated by the next run,
     // on the server it is on then (the plan's is not where its objects are now).
-    let server: Option<String> = tx
+    let Some(row) = tx
         .query_opt(
-            "SELECT server FROM berqenas.tenants WHERE id = $1",
+            "SELECT server, template_version FROM berqenas.tenants WHERE id = $1",
             &[&t.id],
         )
         .await?
-        .map(|r| r.get(0));
-    if let Some(now) = server.filter(|s| *s != t.server) {
+    else {
+        return Ok(Unit::Current);
+    };
+    let (server, registry): (String, i32) = (row.get(0), row.get(1));
+    if server != t.server {
         return Err(Error::Rejected(crate::problem::Problem::new(
             crate::problem::Kind::Conflict,
             "tenant_moved",
             format!(
-                "tenant {} moved from server {:?} to {now:?} during the run; run the migration again",
+                "tenant {} moved from server {:?} to {server:?} during the run; run the migration again",
                 t.tenant, t.server
             ),
         )));
     }
-    let Some(registry) = crate::store::tenants::template_version(tx, t.id)
-        .await?
-        .filter(|v| *v < target)
-    else {
+    if registry >= target {
         return Ok(Unit::Current);
-    };
+    }
     let from = in_tenant_session(session, t, template, registry, target).await?;
     Ok(match t.in_control_database() {
         false => Unit::Committed { registry, from },

@@ -528,3 +528,67 @@ async fn a_disk_round_holds_its_lock_outside_any_transaction() {
     l.batch_execute("ROLLBACK").await.unwrap();
     running.await.unwrap();
 }
+
+/// A process's first round starts from the sizes and signatures the rounds before it
+/// recorded: a schema whose relations did not move keeps its recorded size (it is not
+/// measured again), one written to since is measured.
+#[tokio::test]
+async fn a_first_round_measures_only_what_moved_since_the_recorded_signatures() {
+    let (app, state) = support::spawn().await;
+    let pg = superuser().await;
+    let kept = app.create(&unique("disk-kept")).await;
+    let moved = app.create(&unique("disk-moved")).await;
+    let id = |t: &Value| t["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap();
+    let ids = vec![id(&kept), id(&moved)];
+    round(&state).await;
+    let signatures = pg
+        .query(
+            "SELECT schema_signature FROM berqenas.disk_usage
+              WHERE tenant_id = ANY($1) AND schema_signature IS NOT NULL",
+            &[&ids],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        signatures.len(),
+        2,
+        "each measured schema's signature recorded"
+    );
+    // A size no measurement gives: which tenant keeps it shows which was not measured.
+    const MADE_UP: i64 = 123_456_789;
+    pg.execute(
+        "UPDATE berqenas.disk_usage SET schema_bytes = $2 WHERE tenant_id = ANY($1)",
+        &[&ids, &MADE_UP],
+    )
+    .await
+    .unwrap();
+    connect_as(&moved["credentials"])
+        .await
+        .batch_execute(&fill_sql(64))
+        .await
+        .unwrap();
+    berqenas::quota::disk::unchanged::forget();
+    round(&state).await;
+    let bytes = |t: uuid::Uuid| {
+        let pg = &pg;
+        async move {
+            pg.query_one(
+                "SELECT bytes FROM berqenas.disk_usage WHERE tenant_id = $1",
+                &[&t],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(
+        bytes(id(&kept)).await,
+        MADE_UP,
+        "an unmoved schema was measured"
+    );
+    let measured = bytes(id(&moved)).await;
+    assert!(
+        measured != MADE_UP && measured > 64 * 1024,
+        "the schema written to kept its recorded size: {measured}"
+    );
+}

@@ -27,7 +27,7 @@
 mod enforce;
 mod privileges;
 mod schemas;
-mod unchanged;
+pub mod unchanged;
 
 use deadpool_postgres::Transaction;
 use uuid::Uuid;
@@ -112,7 +112,7 @@ async fn round_sizes(p: &Platform, schemas: &[(Uuid, String)]) -> Result<Vec<(Uu
     let mut client = crate::pg::connect(&config).await?;
     let plan = unchanged::plan(&client, schemas).await?;
     let measured = schemas::sizes(&mut client, &plan.measure, false).await?;
-    Ok(unchanged::remember(plan, &measured))
+    Ok(unchanged::remember(&client, plan, &measured).await?)
 }
 
 /// Temporary tables of schema- and shared-mode tenants' sessions, which live in the

@@ -481,16 +481,6 @@ pub async fn released_names(c: &impl GenericClient) -> Result<Vec<Uuid>> {
         .collect())
 }
 
-/// The template version the registry records for a tenant (`None`: no such tenant).
-pub async fn template_version(c: &impl GenericClient, id: Uuid) -> Result<Option<i32>> {
-    Ok(c.query_opt(
-        "SELECT template_version FROM berqenas.tenants WHERE id = $1",
-        &[&id],
-    )
-    .await?
-    .map(|r| r.get(0)))
-}
-
 pub async fn set_template_version(c: &impl GenericClient, id: Uuid, version: i32) -> Result<()> {
     c.execute(
         "UPDATE berqenas.tenants SET template_version = $2, updated_at = now() WHERE id = $1",
