@@ -11,7 +11,7 @@
 //!
 //! - the session's own state (settings, `SET ROLE`, temporary tables, prepared
 //!   statements, listeners, advisory locks) ends after each tenant (`DISCARD ALL`
-//!   but its cached plans: [`REST`]);
+//!   but its cached plans: `REST`);
 //! - a membership in the role handed out (some PostgreSQL releases let a role's own
 //!   session `GRANT` it; the 15 the tests run refuses, `tests/attacks/workers.rs`), a
 //!   membership it was given, anything it owns or was granted, or a default of its own
@@ -138,9 +138,9 @@ impl Worker {
     }
 
     /// Lends the session to the tenant of `owner`: checks the role is as clean as it was
-    /// made, moves its membership from the last tenant's owner to `owner`, and takes
-    /// its password away, in one transaction. `Ok(Err(_))`: tainted; nothing was granted,
-    /// and the caller retires it.
+    /// made, then moves its membership from the last tenant's owner to `owner` and takes
+    /// its password away, in one transaction. `Ok(Err(_))`: tainted; nothing was
+    /// granted, and the caller retires it.
     pub async fn lend(&mut self, p: &Platform, owner: &Ident) -> Result<Result<(), Tainted>> {
         let mut allowed: Vec<&Ident> = self.always.iter().collect();
         allowed.extend(self.lent_to.iter());
@@ -180,7 +180,7 @@ impl Worker {
         Ok(Ok(()))
     }
 
-    /// After a tenant's work: the session's own state goes ([`REST`]). An error here
+    /// After a tenant's work: the session's own state goes (`REST`). An error here
     /// (the session is gone, or in a transaction) and the caller retires it.
     pub async fn rest(&self) -> Result<()> {
         self.session.batch_execute(REST).await?;

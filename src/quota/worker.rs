@@ -22,7 +22,7 @@ pub const ROUND_LOCK: i64 = 0x6265_7271_7175_6f74; // "berqquot"
 const KEEP_COUNTER_DAYS: i32 = 35;
 
 /// Whether this server runs the disk round (held until `tx` ends): only one at a time.
-/// For a short piece of work (a usage sample); a disk round holds [`RoundLock`].
+/// For a short piece of work (a usage sample); a disk round holds [`take_round_lock`]'s.
 pub async fn lead_round(tx: &deadpool_postgres::Transaction<'_>) -> Result<bool, service::Error> {
     Ok(tx
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&ROUND_LOCK])

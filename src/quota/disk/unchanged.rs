@@ -176,7 +176,7 @@ pub(super) async fn remember(
         round,
         ..
     } = plan;
-    let mut recorded = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut sums, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
     {
         let mut memo = MEMO.lock().expect("not poisoned");
         for (id, bytes) in measured {
@@ -189,13 +189,13 @@ pub(super) async fn remember(
                         round,
                     },
                 );
-                recorded.0.push(*id);
-                recorded.1.push(Uuid::from_u128(signature));
-                recorded.2.push(*bytes);
+                ids.push(*id);
+                sums.push(Uuid::from_u128(signature));
+                sizes.push(*bytes);
             }
         }
     }
-    if !recorded.0.is_empty() {
+    if !ids.is_empty() {
         // `bytes` too for a tenant's first row: the round records its total after.
         c.execute(
             "INSERT INTO berqenas.disk_usage (tenant_id, bytes, schema_signature, schema_bytes)
@@ -204,7 +204,7 @@ pub(super) async fn remember(
                JOIN berqenas.tenants t ON t.id = m.id
              ON CONFLICT (tenant_id) DO UPDATE
                 SET schema_signature = EXCLUDED.schema_signature, schema_bytes = EXCLUDED.schema_bytes",
-            &[&recorded.0, &recorded.1, &recorded.2],
+            &[&ids, &sums, &sizes],
         )
         .await?;
     }
