@@ -27,7 +27,7 @@
 
 use super::temp_role::{Reach, TempRole};
 use super::Result;
-use crate::pg::{Ident, Literal};
+use crate::pg::Ident;
 use crate::platform::Platform;
 
 /// What `DISCARD ALL` does but `DISCARD PLANS`: the plans cached for berqenas's own
@@ -40,45 +40,37 @@ const REST: &str = "CLOSE ALL; RESET SESSION AUTHORIZATION; RESET ALL; RESET ROL
                     DEALLOCATE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); \
                     DISCARD TEMP; DISCARD SEQUENCES;";
 
-/// What a lending finds on `role` that berqenas did not give it, as a list (empty:
-/// nothing); `allowed`: the roles it may be a member of. Each role is a literal
-/// `regrole`, so each probe is by index (at 10,000 tenants there are 60,000 roles,
-/// most with settings): a prepared statement's generic plan, not knowing the role,
-/// reads all of `pg_auth_members` (90 ms there). A plain statement, not the `DO` block
-/// it was: an anonymous block is compiled at every call, and with its statements was
-/// a tenth of the server's CPU in a template migration at 10,000 tenants
-/// (docs/scale.md).
-fn check_sql(role: &Ident, allowed: &[&Ident]) -> String {
-    // `regrole` input is the quoted identifier (Display), not the raw name.
-    let regrole = |r: &Ident| {
-        let quoted = format!("{r}");
-        format!("{}::pg_catalog.regrole", Literal(&quoted))
-    };
-    let allowed: Vec<String> = allowed.iter().map(|r| regrole(r)).collect();
-    format!(
-        "WITH w AS (SELECT {role}::oid AS r, current_user::pg_catalog.regrole::oid AS me)
-         SELECT pg_catalog.concat_ws(', ',
-                CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_auth_members m
-                                   WHERE m.roleid = w.r AND m.member <> w.me)
-                     THEN 'a member' END,
-                CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_auth_members m
-                                   WHERE m.member = w.r AND m.roleid <> ALL (ARRAY[{allowed}]::oid[]))
-                     THEN 'a membership berqenas did not give' END,
-                CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_shdepend d
-                                   WHERE d.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
-                                     AND d.refobjid = w.r)
-                     THEN 'an object it owns or a privilege granted to it' END,
-                CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s
-                                   WHERE s.setdatabase = 0 AND s.setrole = w.r)
-                       OR EXISTS (SELECT FROM pg_catalog.pg_database d
-                                    JOIN pg_catalog.pg_db_role_setting s
-                                      ON s.setdatabase = d.oid AND s.setrole = w.r)
-                     THEN 'a setting of its own' END)
-           FROM w",
-        role = regrole(role),
-        allowed = allowed.join(", "),
-    )
-}
+/// What a lending finds on the role named `$1` that berqenas did not give it, as a
+/// list (empty: nothing); `$2`: the names of the roles it may be a member of.
+/// Prepared once per control connection: planned anew for each tenant, its text was
+/// 0.4 ms of the server's CPU (EXPLAIN on 60,000 roles), a run of the prepared plan
+/// 0.05 ms. It runs with sequential scans off (see [`Worker::lend`]): `roleid` in
+/// `pg_auth_members` is skewed (the connect role has a member for every tenant's
+/// login), so a plan that does not know the role estimates a third of the table for
+/// it and reads all of it, 13 ms a check at 10,000 tenants (run 18's `auto_explain`,
+/// docs/scale.md; it was run 13's 113.8 s). With them off, each probe is by index
+/// whatever the statistics say. (The `DO` block it once was compiled at every call: a
+/// tenth of the server's CPU in a template migration at 10,000 tenants.)
+const CHECK: &str = "SELECT pg_catalog.concat_ws(', ',
+        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+                           WHERE m.roleid = w.r AND m.member <> w.me)
+             THEN 'a member' END,
+        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+                           WHERE m.member = w.r AND m.roleid <> ALL (w.allowed))
+             THEN 'a membership berqenas did not give' END,
+        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_shdepend d
+                           WHERE d.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+                             AND d.refobjid = w.r)
+             THEN 'an object it owns or a privilege granted to it' END,
+        CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s
+                           WHERE s.setdatabase = 0 AND s.setrole = w.r)
+               OR EXISTS (SELECT FROM pg_catalog.pg_database d
+                            JOIN pg_catalog.pg_db_role_setting s
+                              ON s.setdatabase = d.oid AND s.setrole = w.r)
+             THEN 'a setting of its own' END)
+  FROM (SELECT (SELECT a.oid FROM pg_catalog.pg_roles a WHERE a.rolname = $1) AS r,
+               (SELECT a.oid FROM pg_catalog.pg_roles a WHERE a.rolname = current_user) AS me,
+               ARRAY(SELECT a.oid FROM pg_catalog.pg_roles a WHERE a.rolname = ANY ($2)) AS allowed) w";
 
 pub struct Worker {
     role: TempRole,
@@ -142,29 +134,38 @@ impl Worker {
     /// its password away, in one transaction. `Ok(Err(_))`: tainted; nothing was
     /// granted, and the caller retires it.
     pub async fn lend(&mut self, p: &Platform, owner: &Ident) -> Result<Result<(), Tainted>> {
-        let mut allowed: Vec<&Ident> = self.always.iter().collect();
-        allowed.extend(self.lent_to.iter());
+        let mut allowed: Vec<&str> = self.always.iter().map(Ident::as_str).collect();
+        allowed.extend(self.lent_to.iter().map(Ident::as_str));
         let c = p.pool.get().await?;
         let name = &self.role.name;
-        // Its own statement: the worker's session is idle, and no tenant role can touch
-        // this role, so nothing can change between the check and the grant below.
-        let found = c.simple_query(&check_sql(name, &allowed)).await?;
-        let found = found
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let check = c.prepare_cached(CHECK).await?;
+        // The check and the grant in one transaction, the first two statements
+        // pipelined (one round trip). The grant, lost in a server crash, only leaves a
+        // role that the run's end (or the engine, for a run a crash ended) drops
+        // anyway: no flush to wait for.
+        let (begun, checked) = futures_util::future::join(
+            c.batch_execute(
+                "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_seqscan = off",
+            ),
+            c.query_one(&check, &[&name.as_str(), &allowed]),
+        )
+        .await;
+        let found = match begun.and(checked) {
+            Ok(row) => row.get::<_, String>(0),
+            Err(e) => {
+                // Never hand the pool a session inside a failed transaction.
+                let _ = c.batch_execute("ROLLBACK").await;
+                return Err(e.into());
+            }
+        };
         if !found.is_empty() {
+            c.batch_execute("ROLLBACK").await?;
             return Ok(Err(Tainted {
                 after: self.lent_to.as_ref().map(|r| r.to_string()),
                 found,
             }));
         }
-        // The grant, lost in a server crash, only leaves a role that the run's end (or
-        // the engine, for a run a crash ended) drops anyway: no flush to wait for.
-        let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off;\n");
+        let mut sql = String::new();
         if let Some(last) = &self.lent_to {
             sql.push_str(&format!("REVOKE {last} FROM {name};\n"));
         }
@@ -172,7 +173,6 @@ impl Worker {
         sql.push_str(&self.role.clear_password_sql());
         sql.push_str("\nCOMMIT;");
         if let Err(e) = c.batch_execute(&sql).await {
-            // Never hand the pool a session inside a failed transaction.
             let _ = c.batch_execute("ROLLBACK").await;
             return Err(e.into());
         }

@@ -188,6 +188,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0040_disk_signatures.sql",
         sql: include_str!("../../migrations/control/0040_disk_signatures.sql"),
     },
+    Migration {
+        version: 41,
+        name: "0041_record_template_version.sql",
+        sql: include_str!("../../migrations/control/0041_record_template_version.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.
