@@ -6,9 +6,8 @@
 mod common;
 
 use berqenas::migrate::{MigrateRequest, Started};
-use berqenas::server::{self, Database};
-use berqenas::template::Template;
-use berqenas::workflows::{self, Runtime};
+
+use berqenas::workflows;
 use common::{unique, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -16,18 +15,11 @@ use serde_json::json;
 /// Fails if it runs twice in one schema ("column already exists").
 const ADD_PRIORITY: &str = "ALTER TABLE applications ADD COLUMN priority integer;\n";
 
-async fn runtime(db: &Database, t: Template, identity: &str) -> std::sync::Arc<Runtime> {
-    let p = server::platform_with(db, common::secret_key(), 16, t)
-        .await
-        .unwrap();
-    Runtime::start(p, identity).await.unwrap()
-}
-
 #[tokio::test]
 async fn a_schema_marked_at_the_target_only_moves_its_registry() {
     let db = common::control_database("mig_marker").await;
     let identity = format!("mig-marker:{}", uuid::Uuid::new_v4());
-    let first = runtime(&db, common::template_with(&[]), &identity).await;
+    let first = common::runtime_over(&db, common::template_with(&[]), &identity).await;
     let app = TestApp::over(first.clone()).await;
     let names = [unique("mk"), unique("mk")];
     for name in &names {
@@ -72,7 +64,7 @@ async fn a_schema_marked_at_the_target_only_moves_its_registry() {
         .unwrap();
 
     let next = common::template_with(&[("0002_priority.sql", ADD_PRIORITY)]);
-    let rt = runtime(&db, next, &identity).await;
+    let rt = common::runtime_over(&db, next, &identity).await;
     let req = MigrateRequest {
         jobs: Some(1),
         ..MigrateRequest::default()

@@ -7,21 +7,13 @@ mod common;
 use std::time::Duration;
 
 use berqenas::migrate::{MigrateRequest, Started};
-use berqenas::server::{self, Database};
-use berqenas::template::Template;
-use berqenas::workflows::{self, Runtime};
+
+use berqenas::workflows;
 use common::{unique, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 const ADD_PRIORITY: &str = "ALTER TABLE applications ADD COLUMN priority integer;\n";
-
-async fn runtime(db: &Database, t: Template, identity: &str) -> std::sync::Arc<Runtime> {
-    let p = server::platform_with(db, common::secret_key(), 16, t)
-        .await
-        .unwrap();
-    Runtime::start(p, identity).await.unwrap()
-}
 
 async fn counts(db: &str, run: uuid::Uuid) -> (String, i64, i64) {
     let mut config = common::database().await.config.clone();
@@ -58,7 +50,7 @@ async fn counts(db: &str, run: uuid::Uuid) -> (String, i64, i64) {
 async fn a_stopping_server_stops_a_run_between_tenants_and_the_next_start_finishes_it() {
     let db = common::control_database("mig_stop").await;
     let identity = format!("mig-stop:{}", uuid::Uuid::new_v4());
-    let first = runtime(&db, common::template_with(&[]), &identity).await;
+    let first = common::runtime_over(&db, common::template_with(&[]), &identity).await;
     let app = TestApp::over(first.clone()).await;
     for _ in 0..16 {
         let (status, body) = app
@@ -73,7 +65,7 @@ async fn a_stopping_server_stops_a_run_between_tenants_and_the_next_start_finish
     first.engine.shutdown(Duration::from_secs(5)).await;
 
     let next = common::template_with(&[("0002_priority.sql", ADD_PRIORITY)]);
-    let doomed = runtime(&db, next.clone(), &identity).await;
+    let doomed = common::runtime_over(&db, next.clone(), &identity).await;
     let req = MigrateRequest {
         jobs: Some(1),
         ..MigrateRequest::default()
@@ -100,7 +92,7 @@ async fn a_stopping_server_stops_a_run_between_tenants_and_the_next_start_finish
     );
 
     // The same server again: it finishes the run at start.
-    let again = runtime(&db, next, &identity).await;
+    let again = common::runtime_over(&db, next, &identity).await;
     let (state, at_two, roles) = counts("mig_stop", run.id).await;
     assert_eq!(state, "succeeded");
     assert_eq!(at_two, 16);

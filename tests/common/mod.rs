@@ -171,6 +171,22 @@ pub async fn runtime(platform: Platform) -> std::sync::Arc<berqenas::workflows::
         .unwrap()
 }
 
+/// A platform over `db` (a control database of its own) with template `t`, and its
+/// engine as the instance `identity`: a test that starts the same instance again
+/// (after a stop, with a new template) finds its own operations to finish.
+pub async fn runtime_over(
+    db: &Database,
+    t: berqenas::template::Template,
+    identity: &str,
+) -> std::sync::Arc<berqenas::workflows::Runtime> {
+    let p = server::platform_with(db, secret_key(), 16, t)
+        .await
+        .unwrap();
+    berqenas::workflows::Runtime::start(p, identity)
+        .await
+        .unwrap()
+}
+
 pub struct TestApp {
     pub url: String,
     pub http: reqwest::Client,
