@@ -6,6 +6,8 @@
 //! Each unit is idempotent: run again, it reads where the tenant's objects are (the
 //! schema's marker) and only moves what is behind.
 
+use std::sync::LazyLock;
+
 use uuid::Uuid;
 
 use super::plan::{PendingTenant, Place};
@@ -138,44 +140,54 @@ pub(super) fn marker_sql(db: &Ident, version: i32) -> String {
     format!("COMMENT ON DATABASE {db} IS '{MARKER_PREFIX}{version}';")
 }
 
+/// The version a comment row `d` says, as a marker reads.
+fn marker_version() -> String {
+    let pattern = Literal(&format!("^{MARKER_PREFIX}(\\d+)$")).to_string();
+    format!("substring(d.description FROM {pattern})::int")
+}
+
+/// The subquery that reads what the marker on the schema named `schema` (an SQL
+/// expression) says. The comment catalog is read directly: `obj_description()` is a
+/// SQL function PostgreSQL parses and plans again at every call, which made this read
+/// cost more than the tenant's `ALTER TABLE` (0.27 ms a tenant, `pg_stat_statements`
+/// in `cargo bench --bench migrate`).
+fn schema_marker(schema: &str) -> String {
+    format!(
+        "(SELECT {version}
+            FROM pg_catalog.pg_namespace n
+            JOIN pg_catalog.pg_description d
+              ON d.objoid = n.oid AND d.objsubid = 0
+             AND d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+           WHERE n.nspname = {schema})",
+        version = marker_version(),
+    )
+}
+
 /// The statement that reads the version the tenant schema's marker (or, for a
 /// database written by an older release, its database's) says its objects are at.
 /// Literals, not parameters: it goes in one round trip with the `BEGIN` before it.
-/// The comment catalogs are read directly: `obj_description()` and
-/// `shobj_description()` are SQL functions PostgreSQL parses and plans again at every
-/// call, which made this read cost more than the tenant's `ALTER TABLE` (0.27 ms a
-/// tenant, `pg_stat_statements` in `cargo bench --bench migrate`).
 fn marker_query(schema: &str) -> String {
-    let pattern = Literal(&format!("^{MARKER_PREFIX}(\\d+)$")).to_string();
     format!(
-        "SELECT greatest(
-                (SELECT substring(d.description FROM {pattern})::int
-                   FROM pg_catalog.pg_namespace n
-                   JOIN pg_catalog.pg_description d
-                     ON d.objoid = n.oid AND d.objsubid = 0
-                    AND d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
-                  WHERE n.nspname = {schema}),
-                (SELECT substring(d.description FROM {pattern})::int
+        "SELECT greatest({schema_marker},
+                (SELECT {version}
                    FROM pg_catalog.pg_database db
                    JOIN pg_catalog.pg_shdescription d
                      ON d.objoid = db.oid
                     AND d.classoid = 'pg_catalog.pg_database'::pg_catalog.regclass
                   WHERE db.datname = pg_catalog.current_database()));\n",
-        schema = Literal(schema),
+        schema_marker = schema_marker(&Literal(schema).to_string()),
+        version = marker_version(),
     )
 }
 
 /// A tenant's server and template version in the registry, and what its schema's
-/// marker says when it is in the control database (`$2`: the schema's name); the
-/// same reading as [`marker_query`]'s.
-const REGISTRY_AND_MARKER: &str = "SELECT t.server, t.template_version,
-        (SELECT substring(d.description FROM '^berqenas template_version=(\\d+)$')::int
-           FROM pg_catalog.pg_namespace n
-           JOIN pg_catalog.pg_description d
-             ON d.objoid = n.oid AND d.objsubid = 0
-            AND d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
-          WHERE n.nspname = $2)
-   FROM berqenas.tenants t WHERE t.id = $1";
+/// marker says when it is in the control database (`$2`: the schema's name).
+static REGISTRY_AND_MARKER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT t.server, t.template_version, {} FROM berqenas.tenants t WHERE t.id = $1",
+        schema_marker("$2")
+    )
+});
 
 /// The last row's first value among a simple query's messages, as a version.
 fn last_version(messages: &[tokio_postgres::SimpleQueryMessage]) -> Result<Option<i32>> {
@@ -376,7 +388,7 @@ pub async fn migrate_locked(
     // described again in a round trip of its own each time). In the control database
     // the schema's marker comes with it, so the tenant's session goes straight to its
     // DDL (`$2` NULL: the tenant's schema is in a database of its own).
-    let registry = tx.prepare_cached(REGISTRY_AND_MARKER).await?;
+    let registry = tx.prepare_cached(&REGISTRY_AND_MARKER).await?;
     let control_schema = match t.in_control_database() {
         true => place(t)?.schema.as_ref().map(Ident::as_str),
         false => None,
