@@ -287,8 +287,37 @@ async fn a_claimed_tenant_reads_the_same_as_one_made_from_scratch() {
         let ids = member_ids(&o.pg, mode).await;
         assert_eq!(ids.len(), 1);
         let keys = member_keys(&o.pg).await;
+        // The member's login already has its password (NOLOGIN): the claim only
+        // grants LOGIN (PostgreSQL's check of a new password costs a PBKDF2).
+        let key = keys.iter().next().unwrap();
+        let verifier = |role: String| {
+            let pg = &o.pg;
+            async move {
+                pg.query_one(
+                    "SELECT rolpassword, rolcanlogin FROM pg_authid WHERE rolname = $1",
+                    &[&role],
+                )
+                .await
+                .map(|r| (r.get::<_, Option<String>>(0), r.get::<_, bool>(1)))
+                .unwrap()
+            }
+        };
+        let (before, can_login) = verifier(format!("tenant_wp__{key}_user")).await;
+        assert!(!can_login);
+        assert!(
+            before
+                .as_deref()
+                .is_some_and(|v| v.starts_with("SCRAM-SHA-256$4096:")),
+            "{mode}: the member has no password: {before:?}"
+        );
         let claimed = common::unique(&format!("clm{mode}"));
         let answer = o.app.create_in(&claimed, mode).await;
+        let login = format!("tenant_{}_user", claimed.replace('-', "_"));
+        assert_eq!(
+            verifier(login.clone()).await,
+            (before, true),
+            "{mode}: the claim set another password"
+        );
         assert!(
             ids.contains(answer["id"].as_str().unwrap()),
             "{mode}: the create did not claim the member"
@@ -313,7 +342,6 @@ async fn a_claimed_tenant_reads_the_same_as_one_made_from_scratch() {
         assert!(a.len() > 20, "{mode}: too little compared: {a:#?}");
         // The diff sees what a claim could get wrong: a role setting out of a
         // create's order (set again, it moves to the end of the array).
-        let login = format!("tenant_{}_user", claimed.replace('-', "_"));
         o.pg.batch_execute(&format!(
             "ALTER ROLE \"{login}\" RESET statement_timeout; ALTER ROLE \"{login}\" SET statement_timeout = 30000"
         ))
@@ -645,4 +673,24 @@ async fn members_are_not_tenants_but_status_counts_them() {
         .unwrap()
         .get(0);
     assert_eq!(nologin, 0);
+    // A member made before members were given their password at the refill (no
+    // sealed credentials, no password): its claim sets one, and the tenant logs in.
+    o.pg.batch_execute(
+        "DO $$ DECLARE k text; BEGIN
+           FOR k IN SELECT key FROM berqenas.warm_pool WHERE isolation = 'schema' LOOP
+             EXECUTE format('ALTER ROLE %I PASSWORD NULL', 'tenant_wp__' || k || '_user');
+           END LOOP;
+           UPDATE berqenas.warm_pool SET credentials = NULL WHERE isolation = 'schema';
+         END $$",
+    )
+    .await
+    .unwrap();
+    let ids = member_ids(&o.pg, "schema").await;
+    let t = o.app.create(&common::unique("legacy")).await;
+    assert!(ids.contains(t["id"].as_str().unwrap()), "{t}");
+    common::connect_as(&t["credentials"])
+        .await
+        .batch_execute("SELECT 1")
+        .await
+        .unwrap();
 }

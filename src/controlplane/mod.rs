@@ -193,6 +193,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0041_record_template_version.sql",
         sql: include_str!("../../migrations/control/0041_record_template_version.sql"),
     },
+    Migration {
+        version: 42,
+        name: "0042_warm_pool_credentials.sql",
+        sql: include_str!("../../migrations/control/0042_warm_pool_credentials.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

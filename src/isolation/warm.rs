@@ -33,14 +33,27 @@ pub fn member_sql(
     }
 }
 
+/// A member's login role given its password at the refill, still NOLOGIN: PostgreSQL
+/// checks every password it is given against the empty one (a PBKDF2 of the
+/// verifier's rounds), and the refill pays that instead of the claim.
+pub fn member_password_sql(member: &Slug, verifier: &str) -> String {
+    format!(
+        "ALTER ROLE {} PASSWORD {};\n",
+        member.login_role(),
+        Literal(verifier)
+    )
+}
+
 /// The claim: the member's schema and roles renamed to the tenant's, then its login
 /// role given what a create gives it, in a create's order (the login, the limits,
 /// then `search_path`), so the catalog reads the same as a tenant made from scratch.
+/// `verifier`: a password to set with the login, for a member that has none yet
+/// (made before members were given theirs at the refill).
 pub fn claim_sql(
     mode: Mode,
     member: &Slug,
     tenant: &Slug,
-    verifier: &str,
+    verifier: Option<&str>,
     limits: &RoleLimits,
 ) -> String {
     let mut sql = String::new();
@@ -70,10 +83,13 @@ pub fn claim_sql(
         sql.push_str(&format!("ALTER ROLE {from} RENAME TO {to};\n"));
     }
     let login = tenant.login_role();
-    sql.push_str(&format!(
-        "ALTER ROLE {login} LOGIN PASSWORD {};\n",
-        Literal(verifier)
-    ));
+    match verifier {
+        Some(v) => sql.push_str(&format!(
+            "ALTER ROLE {login} LOGIN PASSWORD {};\n",
+            Literal(v)
+        )),
+        None => sql.push_str(&format!("ALTER ROLE {login} LOGIN;\n")),
+    }
     sql.push_str(&limits.sql(&login));
     let search_path = match mode {
         Mode::Shared => Ident::new(shared::POOL_SCHEMA).expect("a valid name"),
@@ -133,7 +149,7 @@ mod tests {
         let member = Slug::warm_member("0123456789abcdef0123").unwrap();
         let tenant = Slug::parse("acme").unwrap();
         let limits = RoleLimits::new(5, 1000, 1 << 20, true);
-        let sql = claim_sql(Mode::Schema, &member, &tenant, "SCRAM-x", &limits);
+        let sql = claim_sql(Mode::Schema, &member, &tenant, Some("SCRAM-x"), &limits);
         assert_eq!(member.schema().as_str(), "tenant_wp__0123456789abcdef0123");
         assert!(sql.starts_with(&format!(
             "ALTER SCHEMA {} RENAME TO {};\n",
@@ -148,9 +164,12 @@ mod tests {
         let path = sql.find("search_path").unwrap();
         assert!(login < limit && limit < path, "{sql}");
         assert!(!sql.contains("members"));
-        let shared = claim_sql(Mode::Shared, &member, &tenant, "SCRAM-x", &limits);
+        let shared = claim_sql(Mode::Shared, &member, &tenant, None, &limits);
         assert!(!shared.contains("ALTER SCHEMA"));
         assert!(shared.contains(".members m SET role"), "{shared}");
+        // A member given its password at the refill: the claim only grants LOGIN.
+        assert!(shared.contains(&format!("ALTER ROLE {} LOGIN;", tenant.login_role())));
+        assert!(!shared.contains("PASSWORD"), "{shared}");
     }
 
     #[test]

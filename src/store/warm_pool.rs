@@ -19,6 +19,9 @@ pub struct Member {
     pub key: String,
     pub isolation: Isolation,
     pub template_version: i32,
+    /// Its login role's password, sealed as the registry's `credentials` (the role
+    /// has it from the refill); `None` for a member made before members had one.
+    pub credentials: Option<Vec<u8>>,
 }
 
 /// The template version a claim must match.
@@ -36,14 +39,16 @@ fn member(r: &tokio_postgres::Row) -> Result<Member> {
         key: r.try_get("key")?,
         isolation: r.try_get("isolation")?,
         template_version: r.try_get("template_version")?,
+        credentials: r.try_get("credentials")?,
     })
 }
 
 pub async fn insert(c: &impl GenericClient, m: &Member) -> Result<()> {
     c.execute(
         &c.prepare_cached(
-            "INSERT INTO berqenas.warm_pool (id, key, isolation, template_version, server)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO berqenas.warm_pool
+                    (id, key, isolation, template_version, server, credentials)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .await?,
         &[
@@ -52,6 +57,7 @@ pub async fn insert(c: &impl GenericClient, m: &Member) -> Result<()> {
             &m.isolation.as_str(),
             &m.template_version,
             &DEFAULT_SERVER,
+            &m.credentials,
         ],
     )
     .await?;
@@ -80,7 +86,7 @@ pub async fn claim(
                                      (SELECT version FROM berqenas.template_database WHERE name = $4))
                                ORDER BY created_at LIMIT 1
                                FOR UPDATE SKIP LOCKED)
-                 RETURNING id, key, isolation, template_version",
+                 RETURNING id, key, isolation, template_version, credentials",
             )
             .await?,
             &[&DEFAULT_SERVER, &isolation.as_str(), &exact, &row],
@@ -106,7 +112,7 @@ pub async fn take_stale(
                              AND ($4::text IS NULL OR key = $4)
                            ORDER BY created_at LIMIT 1
                            FOR UPDATE SKIP LOCKED)
-             RETURNING id, key, isolation, template_version",
+             RETURNING id, key, isolation, template_version, credentials",
             &[&DEFAULT_SERVER, &isolation.as_str(), &current, &only],
         )
         .await?;

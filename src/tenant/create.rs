@@ -8,7 +8,7 @@ use tokio_postgres::error::SqlState;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::credentials::{credentials, seal_password, Credentials};
+use super::credentials::{credentials, login_for, Credentials};
 use super::service::{db_quota, find_plan, limits, validate_metadata, Error, DEFAULT_PLAN};
 use super::{Isolation, Plan, Slug, Status, Tenant};
 use crate::isolation::{schema::SchemaPerTenant, Provision, Strategy};
@@ -17,6 +17,7 @@ use crate::platform::Platform;
 use crate::secrets::SecretString;
 use crate::store::outbox::data::{KeyRef, TenantCreated, TenantState};
 use crate::store::tenants::{self as store, NewTenant};
+use crate::store::warm_pool::Member;
 use crate::store::{api_keys, outbox, plans};
 use crate::{apikey, audit};
 
@@ -241,9 +242,8 @@ pub async fn provision(
     tx: &Transaction<'_>,
     v: &Validated,
     pre: Prechecked,
-    (password, verifier): (SecretString, tokio::task::JoinHandle<String>),
 ) -> Result<Provisioned> {
-    provision_from(p, tx, v, pre, (password, verifier), None).await
+    provision_from(p, tx, v, pre, None).await
 }
 
 /// [`provision`] of a warm pool member the caller claimed in this transaction
@@ -254,10 +254,9 @@ pub async fn provision_claimed(
     tx: &Transaction<'_>,
     v: &Validated,
     pre: Prechecked,
-    pw: (SecretString, tokio::task::JoinHandle<String>),
-    member: &crate::store::warm_pool::Member,
+    member: &Member,
 ) -> Result<Provisioned> {
-    provision_from(p, tx, v, pre, pw, Some(member)).await
+    provision_from(p, tx, v, pre, Some(member)).await
 }
 
 async fn provision_from(
@@ -265,21 +264,11 @@ async fn provision_from(
     tx: &Transaction<'_>,
     v: &Validated,
     pre: Prechecked,
-    (password, verifier): (SecretString, tokio::task::JoinHandle<String>),
-    claimed: Option<&crate::store::warm_pool::Member>,
+    claimed: Option<&Member>,
 ) -> Result<Provisioned> {
     let id = claimed.map_or_else(Uuid::now_v7, |m| m.id);
-    let (tenant, plan, quota, trial_days) = provision_objects(
-        p,
-        tx,
-        v,
-        id,
-        pre,
-        (&password, verifier),
-        None,
-        claimed.map(|m| m.key.as_str()),
-    )
-    .await?;
+    let (tenant, plan, quota, trial_days, password) =
+        provision_objects(p, tx, v, id, pre, None, claimed).await?;
     let key = apikey::generate(&p.key);
     let credentials = credentials(p, &tenant, password);
     Ok(Provisioned {
@@ -327,19 +316,9 @@ pub async fn provision_staged(
     v: &Validated,
     tenant_id: Uuid,
 ) -> Result<super::database_mode::Registered> {
-    let (password, verifier) = crate::secrets::new_password();
     let pre = precheck(tx, v).await?;
-    let (_, plan, quota, trial_days) = provision_objects(
-        p,
-        tx,
-        v,
-        tenant_id,
-        pre,
-        (&password, verifier),
-        Some(Status::Provisioning),
-        None,
-    )
-    .await?;
+    let (_, plan, quota, trial_days, _) =
+        provision_objects(p, tx, v, tenant_id, pre, Some(Status::Provisioning), None).await?;
     Ok(super::database_mode::Registered {
         tenant_id,
         plan: plan.name,
@@ -352,36 +331,33 @@ pub async fn provision_staged(
 
 /// The objects and the registry row of [`provision`] and [`provision_staged`];
 /// `status`: the registry's status (`None`: trial or active, as the plan says);
-/// `member`: the key of a claimed warm pool member, renamed instead of made. The
-/// DDL, the least-privilege check of the six roles and the registry row are one
-/// round trip (pipelined, in that order on the connection).
-#[allow(clippy::too_many_arguments)]
+/// `member`: a claimed warm pool member, renamed instead of made. The DDL, the
+/// least-privilege check of the six roles and the registry row are one round trip
+/// (pipelined, in that order on the connection). Returns the tenant's password too.
 async fn provision_objects(
     p: &Platform,
     tx: &Transaction<'_>,
     v: &Validated,
     id: Uuid,
     Prechecked { plan, pool_version }: Prechecked,
-    (password, verifier): (&SecretString, tokio::task::JoinHandle<String>),
     status: Option<Status>,
-    member: Option<&str>,
-) -> Result<(Tenant, Plan, i64, i32)> {
+    member: Option<&Member>,
+) -> Result<(Tenant, Plan, i64, i32, SecretString)> {
     let quota = v.db_quota_bytes.unwrap_or(plan.quotas.db_quota_bytes);
     let trial_days = v.trial_days(&plan);
-    let verifier = verifier
-        .await
-        .expect("computing a SCRAM verifier does not panic");
+    let login = login_for(p, member).await?;
+    let verifier = login.verifier.as_deref().unwrap_or_default();
     let limits = limits(p, &plan, quota);
     let (sql, schema) = match (member, v.isolation) {
-        (Some(key), mode) => {
+        (Some(m), mode) => {
             // The table's CHECK keeps every key 20 hex digits.
-            let member = Slug::warm_member(key).expect("a warm pool key");
+            let member = Slug::warm_member(&m.key).expect("a warm pool key");
             let (mode, schema) = match mode {
                 Isolation::Shared => (warm::Mode::Shared, shared::POOL_SCHEMA.to_string()),
                 _ => (warm::Mode::Schema, v.slug.schema().as_str().to_string()),
             };
             (
-                warm::claim_sql(mode, &member, &v.slug, &verifier, &limits),
+                warm::claim_sql(mode, &member, &v.slug, login.verifier.as_deref(), &limits),
                 schema,
             )
         }
@@ -390,7 +366,7 @@ async fn provision_objects(
                 shared::create_sql(
                     &v.slug,
                     &id.to_string(),
-                    &crate::isolation::create_login_role(&v.slug.login_role(), &verifier, &limits),
+                    &crate::isolation::create_login_role(&v.slug.login_role(), verifier, &limits),
                     !p.caps.superuser,
                 ),
                 shared::POOL_SCHEMA.to_string(),
@@ -398,7 +374,7 @@ async fn provision_objects(
             _ => (
                 SchemaPerTenant.create_sql(&Provision {
                     slug: &v.slug,
-                    password_verifier: &verifier,
+                    password_verifier: verifier,
                     limits: &limits,
                     template_sql: &p.template.full_sql(),
                     grant_owner_to_creator: !p.caps.superuser,
@@ -413,7 +389,6 @@ async fn provision_objects(
         .iter()
         .map(|r| r.as_str().to_string())
         .collect();
-    let sealed = p.key.seal(&seal_password(password)?);
     let (login_role, owner_role) = (v.slug.login_role(), v.slug.owner_role());
     let new = NewTenant {
         id,
@@ -436,19 +411,26 @@ async fn provision_objects(
         // Shared tenants live in the pool's tables: they are at the pool's version.
         template_version: pool_version.unwrap_or_else(|| p.template.latest_version()),
         metadata: &v.metadata,
-        credentials: &sealed,
+        credentials: &login.sealed,
     };
     // Pipelined: the check and the insert are queued behind the DDL, and a failed DDL
-    // fails them too (an aborted transaction); its error is the one reported.
+    // fails them too (an aborted transaction); its error is the one reported. A
+    // claimed member's roles were checked at its refill, and a claim changes no
+    // privilege of theirs (renames, LOGIN, limits and settings only).
     let (made, checked, inserted) = tokio::join!(
         tx.batch_execute(&sql),
-        crate::pg::hardening::check(tx, &roles),
+        async {
+            match member {
+                None => crate::pg::hardening::check(tx, &roles).await,
+                Some(_) => Ok(()),
+            }
+        },
         store::insert(tx, &new),
     );
     made.map_err(|e| taken(e, &v.slug))?;
     checked?;
     let tenant = inserted.map_err(|e| taken_row(e, &v.slug))?;
-    Ok((tenant, plan, quota, trial_days))
+    Ok((tenant, plan, quota, trial_days, login.password))
 }
 
 /// The `tenant.created` event, in the create's transaction before its audit row (a

@@ -99,6 +99,40 @@ pub fn open_password(p: &Platform, sealed: &[u8]) -> Result<SecretString> {
     Ok(secret.password)
 }
 
+/// A new tenant's login password, sealed as the registry keeps it.
+pub(crate) struct Login {
+    pub password: SecretString,
+    pub sealed: Vec<u8>,
+    /// The verifier to set on the login role; `None`: the role has it already.
+    pub verifier: Option<String>,
+}
+
+/// The login of a tenant being made: the password a claimed warm pool member's role
+/// was given at its refill (its sealed bytes kept as they are), else a new one.
+pub(crate) async fn login_for(
+    p: &Platform,
+    member: Option<&crate::store::warm_pool::Member>,
+) -> Result<Login> {
+    if let Some(sealed) = member.and_then(|m| m.credentials.clone()) {
+        return Ok(Login {
+            password: open_password(p, &sealed)?,
+            sealed,
+            verifier: None,
+        });
+    }
+    let (password, verifier) = crate::secrets::new_password();
+    let sealed = p.key.seal(&seal_password(&password)?);
+    Ok(Login {
+        password,
+        sealed,
+        verifier: Some(
+            verifier
+                .await
+                .expect("computing a SCRAM verifier does not panic"),
+        ),
+    })
+}
+
 /// The tenant's login credentials, opened from the registry; the read is audited.
 pub async fn credentials_of(p: &Platform, key: &str, actor: &str) -> Result<Credentials> {
     let client = p.pool.get().await?;

@@ -12,6 +12,7 @@ use crate::isolation::database as sql;
 use crate::isolation::Strategy;
 use crate::pg::{self, hardening, Ident};
 use crate::platform::Platform;
+use crate::store::warm_pool::Member;
 use crate::store::{self, tenants};
 use crate::{apikey, audit};
 
@@ -228,7 +229,7 @@ pub async fn register_claimed(
     tx: &Transaction<'_>,
     v: &Validated,
     tenant_id: Uuid,
-    member: &str,
+    member: &Member,
 ) -> Result<Registered> {
     register_from(p, tx, v, tenant_id, Some(member)).await
 }
@@ -238,29 +239,31 @@ async fn register_from(
     tx: &Transaction<'_>,
     v: &Validated,
     tenant_id: Uuid,
-    member: Option<&str>,
+    member: Option<&Member>,
 ) -> Result<Registered> {
     let slug = &v.slug;
     if tenants::find(tx, slug.as_str()).await?.is_some() {
         return Err(service::taken_name(slug));
     }
-    let (password, verifier) = crate::secrets::new_password();
     let plan = service::find_plan(tx, &v.plan).await?;
     let quota = v.db_quota_bytes.unwrap_or(plan.quotas.db_quota_bytes);
     let trial_days = v.trial_days(&plan);
-    let verifier = verifier
-        .await
-        .expect("computing a SCRAM verifier does not panic");
+    let login = super::credentials::login_for(p, member).await?;
     let limits = service::limits(p, &plan, quota);
     let made = match member {
-        Some(key) => crate::isolation::warm::claim_sql(
+        Some(m) => crate::isolation::warm::claim_sql(
             crate::isolation::warm::Mode::Database,
-            &Slug::warm_member(key).expect("the table's CHECK keeps keys 20 hex digits"),
+            &Slug::warm_member(&m.key).expect("the table's CHECK keeps keys 20 hex digits"),
             slug,
-            &verifier,
+            login.verifier.as_deref(),
             &limits,
         ),
-        None => sql::roles_sql(slug, &verifier, &limits, !p.caps.superuser),
+        None => sql::roles_sql(
+            slug,
+            login.verifier.as_deref().unwrap_or_default(),
+            &limits,
+            !p.caps.superuser,
+        ),
     };
     tx.batch_execute(&made)
         .await
@@ -270,8 +273,11 @@ async fn register_from(
         .iter()
         .map(|r| r.as_str().to_string())
         .collect();
-    hardening::check(tx, &roles).await?;
-    let sealed = p.key.seal(&service::seal_password(&password)?);
+    // A claimed member's roles were checked at its refill; a claim changes none of
+    // their privileges.
+    if member.is_none() {
+        hardening::check(tx, &roles).await?;
+    }
     let database = slug.schema();
     tenants::insert(
         tx,
@@ -290,7 +296,7 @@ async fn register_from(
             public_api: v.public_api,
             template_version: p.template.latest_version(),
             metadata: &v.metadata,
-            credentials: &sealed,
+            credentials: &login.sealed,
             trial_days,
         },
     )
@@ -302,7 +308,7 @@ async fn register_from(
         db_quota_bytes: quota,
         trial_days,
         max_connections: plan.quotas.max_connections,
-        member: member.map(str::to_string),
+        member: member.map(|m| m.key.clone()),
     })
 }
 

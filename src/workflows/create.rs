@@ -308,7 +308,7 @@ fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         );
         let registered = match member.map_err(step_error)? {
             Some(m) => {
-                database_mode::register_claimed(p, &tx, &validated, params.tenant_id, &m.key).await
+                database_mode::register_claimed(p, &tx, &validated, params.tenant_id, &m).await
             }
             None => database_mode::register(p, &tx, &validated, params.tenant_id).await,
         };

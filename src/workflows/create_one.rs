@@ -32,7 +32,6 @@ pub(super) async fn create(
     mut trace: Option<create_trace::Trace>,
 ) -> Result<CreatedTenant, Error> {
     let p = &rt.platform;
-    let pw = crate::secrets::new_password();
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     create_trace::mark(&mut trace, "begin");
@@ -69,7 +68,7 @@ pub(super) async fn create(
         locked?;
         let pre = pre?;
         // 2. What it makes: the DDL (or the claim's renames), the check, the registry row.
-        let mut made = super::warm_pool::provision(rt, &tx, v, pre, pw, claimed).await?;
+        let mut made = super::warm_pool::provision(rt, &tx, v, pre, claimed).await?;
         create_trace::mark(&mut trace, "make");
         if v.vpn_enabled {
             let t = &mut made.created.tenant;

@@ -23,7 +23,6 @@ use super::{Error, Runtime};
 use crate::isolation::warm::{self, Mode};
 use crate::names::Slug;
 use crate::ops::{self, Kind};
-use crate::secrets::SecretString;
 use crate::store::tenants::Isolation;
 use crate::store::warm_pool::{self as store, Member, Version};
 use crate::tenant::create::{self as domain, Provisioned, Validated};
@@ -157,21 +156,41 @@ pub async fn provision(
     tx: &Transaction<'_>,
     v: &Validated,
     pre: domain::Prechecked,
-    pw: (SecretString, tokio::task::JoinHandle<String>),
     claimed: Option<Member>,
 ) -> Result<Provisioned, service::Error> {
     match claimed {
         Some(m) => {
             tracing::debug!(tenant.name = %v.slug, member = %m.key, "claimed a warm pool member");
-            domain::provision_claimed(&rt.platform, tx, v, pre, pw, &m).await
+            domain::provision_claimed(&rt.platform, tx, v, pre, &m).await
         }
-        None => domain::provision(&rt.platform, tx, v, pre, pw).await,
+        None => domain::provision(&rt.platform, tx, v, pre).await,
     }
+}
+
+/// A member's six roles, as the least-privilege check takes them.
+pub(super) fn role_names(member: &Slug) -> Vec<String> {
+    member
+        .fixed_roles()
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect()
 }
 
 /// A fresh member key: 20 random hex digits.
 pub fn new_key() -> String {
     Uuid::new_v4().simple().to_string()[12..].to_string()
+}
+
+/// A member's login password, given at its refill: its SCRAM verifier (for the
+/// member's role) and the password sealed as the registry keeps it (for its pool row,
+/// then its tenant's row).
+pub(super) async fn member_password(rt: &Runtime) -> Result<(String, Vec<u8>), service::Error> {
+    let (password, verifier) = crate::secrets::new_password();
+    let sealed = rt.platform.key.seal(&service::seal_password(&password)?);
+    let verifier = verifier
+        .await
+        .expect("computing a SCRAM verifier does not panic");
+    Ok((verifier, sealed))
 }
 
 /// `warm_pool.refill`: one member of `mode` named by `key`, unless the pool already
@@ -205,20 +224,27 @@ pub async fn refill_one(
     {
         return Ok(None);
     }
+    let (verifier, credentials) = member_password(rt).await?;
     let m = Member {
         id: Uuid::now_v7(),
         key: key.to_string(),
         isolation,
         template_version: version,
+        credentials: Some(credentials),
     };
-    let sql = warm::member_sql(
+    let mut sql = warm::member_sql(
         mode,
         &member,
         &m.id.to_string(),
         &rt.template.full_sql(),
         !rt.caps.superuser,
     );
+    sql.push_str(&warm::member_password_sql(&member, &verifier));
     tx.batch_execute(&sql).await?;
+    // The least-privilege check a create runs, run here: a claim changes no privilege.
+    crate::pg::hardening::check(&tx, &role_names(&member))
+        .await
+        .map_err(service::Error::from)?;
     store::insert(&tx, &m).await.map_err(service::Error::from)?;
     ops::record_done(&tx, Uuid::now_v7(), REFILL, m.id, member.as_str()).await?;
     rt.engine.commit(tx, REFILL).await?;

@@ -137,6 +137,7 @@ pub async fn refill_one(rt: &Runtime, key: &str, target: i64) -> Result<Option<M
         key: key.to_string(),
         isolation: Isolation::Database,
         template_version: rt.template.latest_version(),
+        credentials: None,
     }))
 }
 
@@ -159,6 +160,11 @@ fn roles<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         } else {
             let sql = warm::member_sql(Mode::Database, &member, "", "", !rt.caps.superuser);
             tx.batch_execute(&sql).await.map_err(failed)?;
+            // The check a create's `register` runs, run here: a claim changes no
+            // privilege of the roles.
+            crate::pg::hardening::check(&tx, &super::warm_pool::role_names(&member))
+                .await
+                .map_err(failed)?;
             json!({"full": false})
         };
         run.applied_in(&tx, &outcome).await?;
@@ -266,6 +272,14 @@ fn publish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
         if made {
+            // The login's password with the row that makes the member claimable.
+            let (verifier, credentials) = super::warm_pool::member_password(rt)
+                .await
+                .map_err(step_error)?;
+            let member = member_of(&params.key)?;
+            tx.batch_execute(&warm::member_password_sql(&member, &verifier))
+                .await
+                .map_err(failed)?;
             store::insert(
                 &tx,
                 &Member {
@@ -273,6 +287,7 @@ fn publish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                     key: params.key.clone(),
                     isolation: Isolation::Database,
                     template_version: rt.template.latest_version(),
+                    credentials: Some(credentials),
                 },
             )
             .await
@@ -312,6 +327,7 @@ pub async fn recycle_one(rt: &Runtime, only: Option<&str>) -> Result<Option<Memb
             key: key.to_string(),
             isolation: Isolation::Database,
             template_version: taken["template_version"].as_i64().unwrap_or_default() as i32,
+            credentials: None,
         }),
         _ => None,
     })
