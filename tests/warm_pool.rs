@@ -694,3 +694,47 @@ async fn members_are_not_tenants_but_status_counts_them() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_refiller_keeps_out_of_a_burst_of_creates_unless_the_pool_runs_low() {
+    let o = own("pace", berqenas::template::Template::builtin()).await;
+    assert_eq!(fill(&o.rt, targets(4, 0)).await.made, 4);
+    for _ in 0..2 {
+        o.app.create(&common::unique("burst")).await;
+    }
+    // Creates keep arriving (a thread notes one every millisecond) while it runs.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burst = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                warm_pool::create_started();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    let paced = |rt: Arc<Runtime>| async move {
+        warm_pool::round_paced(&rt, targets(4, 0), warm_pool::Pace::AroundCreates)
+            .await
+            .unwrap()
+    };
+    // Two of four left: no member is made during the burst.
+    assert_eq!(paced(o.rt.clone()).await.made, 0);
+    assert_eq!(member_ids(&o.pg, "schema").await.len(), 2);
+    // Down to a quarter: it refills, back above a quarter, then waits again.
+    o.app.create(&common::unique("burst")).await;
+    assert_eq!(paced(o.rt.clone()).await.made, 1);
+    assert_eq!(member_ids(&o.pg, "schema").await.len(), 2);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    burst.join().unwrap();
+    // After the burst the pool fills up (other tests' creates may pause a round).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while member_ids(&o.pg, "schema").await.len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool was not refilled after the burst"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        paced(o.rt.clone()).await;
+    }
+}

@@ -113,6 +113,7 @@ pub async fn create_as(
     actor: &str,
     announce: bool,
 ) -> Result<CreatedTenant, Error> {
+    super::warm_pool::create_started();
     let mut v = match domain::validate_create(req) {
         Ok(v) => v,
         Err(e) => return remember_rejection(rt, idem, &req.name, e.into()).await,
