@@ -214,7 +214,7 @@ pub struct Prechecked {
 pub async fn precheck(tx: &Transaction<'_>, v: &Validated) -> Result<Prechecked> {
     let shared = v.isolation == Isolation::Shared;
     let (existing, plan, pool_version) = tokio::join!(
-        store::find(tx, v.slug.as_str()),
+        store::name_taken(tx, v.slug.as_str()),
         find_plan(tx, &v.plan),
         async {
             if shared {
@@ -224,7 +224,7 @@ pub async fn precheck(tx: &Transaction<'_>, v: &Validated) -> Result<Prechecked>
             }
         },
     );
-    if existing?.is_some() {
+    if existing? {
         return Err(taken_name(&v.slug));
     }
     Ok(Prechecked {

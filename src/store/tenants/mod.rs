@@ -21,12 +21,30 @@ pub use record::{AccessMode, Isolation, Plan, Status, Tenant, VectorStoreRef};
 /// The registry row (`t`) and, while the tenant is deleted or purged, what its delete
 /// recorded (`o`) and its archive's expiry (`b`): with [`JOINS`], one shape of a
 /// tenant for every read.
-const COLUMNS: &str = "t.id, t.name, t.status, t.plan, t.isolation, t.schema_name, t.database_name, t.login_role, \
-                       t.owner_role, t.db_quota_bytes, t.vpn_enabled, t.vpn_subnet::text AS vpn_subnet, t.public_api, t.template_version, t.trial_ends_at, \
-                       t.metadata, t.integrations, t.vector_store, t.server, t.created_at, t.updated_at, t.suspended_at, t.suspension_reason, \
-                       o.previous_status, o.purge_after, o.purged_at, o.final_backup_id, \
-                       b.expires_at AS archive_expires_at, \
-                       ARRAY(SELECT a.kind FROM berqenas.auth_providers a WHERE a.tenant_id = t.id ORDER BY a.kind) AS auth_providers";
+/// The registry's own columns of a read (`t`: the tenants table).
+macro_rules! own_columns {
+    () => {
+        "t.id, t.name, t.status, t.plan, t.isolation, t.schema_name, t.database_name, t.login_role, \
+         t.owner_role, t.db_quota_bytes, t.vpn_enabled, t.vpn_subnet::text AS vpn_subnet, t.public_api, t.template_version, t.trial_ends_at, \
+         t.metadata, t.integrations, t.vector_store, t.server, t.created_at, t.updated_at, t.suspended_at, t.suspension_reason"
+    };
+}
+
+const COLUMNS: &str = concat!(
+    own_columns!(),
+    ", o.previous_status, o.purge_after, o.purged_at, o.final_backup_id, \
+     b.expires_at AS archive_expires_at, \
+     ARRAY(SELECT a.kind FROM berqenas.auth_providers a WHERE a.tenant_id = t.id ORDER BY a.kind) AS auth_providers"
+);
+
+/// [`COLUMNS`] of a row just inserted: no offboarding, archive or auth provider can
+/// name it yet, so nothing is joined (a create plans its insert again after every
+/// schema's DDL: the joins were half of that).
+const INSERTED_COLUMNS: &str = concat!(
+    own_columns!(),
+    ", NULL::text AS previous_status, NULL::timestamptz AS purge_after, NULL::timestamptz AS purged_at, \
+     NULL::uuid AS final_backup_id, NULL::timestamptz AS archive_expires_at, '{}'::text[] AS auth_providers"
+);
 
 const JOINS: &str =
     "LEFT JOIN berqenas.offboarding o ON o.tenant_id = t.id AND t.status IN ('deleted', 'purged') \
@@ -102,15 +120,19 @@ pub struct NewTenant<'a> {
 
 /// Inserts a tenant; a taken name is [`super::Error::Conflict`].
 pub async fn insert(c: &impl GenericClient, t: &NewTenant<'_>) -> Result<Tenant> {
-    let sql = changed(
-        "INSERT INTO berqenas.tenants (id, name, status, plan, isolation, schema_name, database_name, login_role,
-             owner_role, db_quota_bytes, vpn_enabled, public_api, template_version, metadata, credentials, trial_ends_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                 CASE WHEN $16 > 0 THEN now() + make_interval(days => $16) END)",
-    );
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "INSERT INTO berqenas.tenants AS t (id, name, status, plan, isolation, schema_name, database_name,
+                 login_role, owner_role, db_quota_bytes, vpn_enabled, public_api, template_version, metadata,
+                 credentials, trial_ends_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                     CASE WHEN $16 > 0 THEN now() + make_interval(days => $16) END)
+             RETURNING {INSERTED_COLUMNS}"
+        )
+    });
     let row = c
         .query_one(
-            &c.prepare_cached(&sql).await?,
+            &c.prepare_cached(&SQL).await?,
             &[
                 &t.id,
                 &t.name,
@@ -132,6 +154,14 @@ pub async fn insert(c: &impl GenericClient, t: &NewTenant<'_>) -> Result<Tenant>
         )
         .await?;
     tenant(&row)
+}
+
+/// Whether a tenant has this name (a create's check, cheaper to plan than [`find`]).
+pub async fn name_taken(c: &impl GenericClient, name: &str) -> Result<bool> {
+    let stmt = c
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM berqenas.tenants WHERE name = $1)")
+        .await?;
+    Ok(c.query_one(&stmt, &[&name]).await?.get(0))
 }
 
 /// Finds a tenant by name, or by id when `key` is a UUID.
