@@ -246,10 +246,6 @@ impl Cluster {
         if opts.ephemeral {
             conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
         }
-        if let Ok(extra) = std::env::var("HACK_PG_CONF") {
-            conf.push_str(&extra.replace(';', "\n"));
-            conf.push('\n');
-        }
         let path = self.pgdata.join("berqenas.conf");
         fs::write(&path, conf).map_err(io_err(&path))?;
         chown(&path, self.run_as)
