@@ -60,13 +60,13 @@ async fn spawn(
     if pool {
         cmd.args(["--warm-pool", TARGETS]);
     }
-    if label == "pool" {
+    if label == "pool" || label == "scratch" {
         // The create trace (src/workflows/create_trace.rs), as JSON lines in a file.
         std::fs::create_dir_all(&data).unwrap();
         cmd.env("BERQENAS_CREATE_TRACE", "1")
             .env("BERQENAS_LOG", "warn,berqenas::create_trace=info")
             .env("BERQENAS_LOG_FORMAT", "json")
-            .stderr(std::fs::File::create(dir.join("trace.jsonl")).unwrap());
+            .stderr(std::fs::File::create(dir.join(format!("trace-{label}.jsonl"))).unwrap());
     }
     let child = cmd.spawn().unwrap();
     let api = wait_for_url(&data).await;
@@ -349,7 +349,8 @@ pub async fn run(url: &str, dir: &Path, n: usize) {
             );
         }
     }
-    phases(&dir.join("trace.jsonl"));
+    phases(&dir.join("trace-pool.jsonl"), "npone-", "claimed");
+    phases(&dir.join("trace-scratch.jsonl"), "spone-", "from-scratch");
     for s in [Some(pool), Some(scratch), base_pool, base_scratch]
         .into_iter()
         .flatten()
@@ -358,9 +359,9 @@ pub async fn run(url: &str, dir: &Path, n: usize) {
     }
 }
 
-/// The create trace of the `pool` server: each phase's p50 over the claimed creates of
-/// the concurrency-1 schema series (`npone-*`).
-fn phases(trace: &Path) {
+/// A server's create trace: each phase's p50 over the concurrency-1 schema series
+/// (`prefix`: `npone-` on `pool`, its claimed creates; `spone-` on `scratch`).
+fn phases(trace: &Path, prefix: &str, kind: &str) {
     let text = std::fs::read_to_string(trace).unwrap_or_default();
     let mut by_phase: Vec<(String, Vec<f64>)> = Vec::new();
     let mut totals = Vec::new();
@@ -370,7 +371,7 @@ fn phases(trace: &Path) {
         };
         let f = &v["fields"];
         let name = f["tenant.name"].as_str().unwrap_or_default();
-        if !name.starts_with("npone-") || f["claimed"] != true {
+        if !name.starts_with(prefix) || f["claimed"] != (kind == "claimed") {
             continue;
         }
         totals.push(
@@ -391,7 +392,7 @@ fn phases(trace: &Path) {
         }
     }
     if totals.is_empty() {
-        println!("create trace: no claimed create traced");
+        println!("create trace: no {kind} create traced");
         return;
     }
     let p50 = |v: &mut Vec<f64>| {
@@ -403,7 +404,7 @@ fn phases(trace: &Path) {
         .map(|(l, v)| format!("{l} {:.2}", p50(v)))
         .collect();
     println!(
-        "create trace, claimed schema creates (server side, n={}, p50 ms): total {:.2}; {}",
+        "create trace, {kind} schema creates (server side, n={}, p50 ms): total {:.2}; {}",
         totals.len(),
         p50(&mut totals),
         shown.join(", ")

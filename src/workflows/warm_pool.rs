@@ -296,7 +296,7 @@ static CLOCK: std::sync::LazyLock<std::time::Instant> =
 /// When the last create started, on [`CLOCK`] (+1, so 0 means never).
 static LAST_CREATE: AtomicU64 = AtomicU64::new(0);
 /// Creates closer together than this are a burst: the refiller waits for its end.
-const BURST_GAP: Duration = Duration::from_millis(50);
+const BURST_GAP: Duration = Duration::from_millis(200);
 
 fn clock_ms() -> u64 {
     CLOCK.elapsed().as_millis() as u64 + 1
