@@ -14,14 +14,44 @@ const INSTALL: &str = include_str!("realtime_gate.sql");
 /// (it stopped right after the quota change committed) is copied within a round.
 pub async fn sync(c: &tokio_postgres::Client, per_minute: i32, per_hour: i32) -> Result<()> {
     c.batch_execute(&format!(
-        "{INSTALL}\n\
-         INSERT INTO berqenas_realtime.limits AS l (one, per_minute, per_hour) VALUES (true, {per_minute}, {per_hour})\n\
-         ON CONFLICT (one) DO UPDATE SET per_minute = excluded.per_minute, per_hour = excluded.per_hour,\n\
-             synced_at = now()\n\
-           WHERE (l.per_minute, l.per_hour) IS DISTINCT FROM (excluded.per_minute, excluded.per_hour);"
+        "{INSTALL}\n{}",
+        set_limits_sql(per_minute, per_hour)
     ))
     .await?;
     Ok(())
+}
+
+/// Installs the gate with no limits yet (it refuses every event until they are
+/// set): a warm pool member's database, whose claim sets them ([`set_limits`]).
+pub async fn install(c: &tokio_postgres::Client) -> Result<()> {
+    c.batch_execute(INSTALL).await?;
+    Ok(())
+}
+
+/// Sets the limits of an installed gate; `before`: statements sent in the same
+/// batch, ahead of it. Installing costs a fresh session's first catalog reads of
+/// every object it replaces (5 ms of a database-mode claim); this is one row.
+pub async fn set_limits(
+    c: &tokio_postgres::Client,
+    before: &str,
+    per_minute: i32,
+    per_hour: i32,
+) -> Result<()> {
+    c.batch_execute(&format!(
+        "{before}\n{}",
+        set_limits_sql(per_minute, per_hour)
+    ))
+    .await?;
+    Ok(())
+}
+
+fn set_limits_sql(per_minute: i32, per_hour: i32) -> String {
+    format!(
+        "INSERT INTO berqenas_realtime.limits AS l (one, per_minute, per_hour) VALUES (true, {per_minute}, {per_hour})\n\
+         ON CONFLICT (one) DO UPDATE SET per_minute = excluded.per_minute, per_hour = excluded.per_hour,\n\
+             synced_at = now()\n\
+           WHERE (l.per_minute, l.per_hour) IS DISTINCT FROM (excluded.per_minute, excluded.per_hour);"
+    )
 }
 
 /// The gate's limits (per minute, per hour), if it is installed.

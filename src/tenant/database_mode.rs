@@ -408,11 +408,32 @@ pub async fn configure_member(p: &Platform, member: &Slug) -> Result<()> {
     if !done {
         hardening::transaction_retrying(&db, &sql::configure_sql(member)).await?;
     }
+    // What a claim would otherwise do in the database (`claimed_in_one`): the gate,
+    // with no limits until the claim sets its plan's, and the least-privilege check.
+    store::realtime_gate::install(&db).await?;
+    let roles: Vec<String> = member
+        .fixed_roles()
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    hardening::check_client(&db, &roles).await?;
     Ok(())
 }
 
 async fn configure_from(p: &Platform, slug: &Slug, member: Option<&Slug>) -> Result<()> {
-    let tenant_db = connect_to(p, slug.schema().as_str()).await?;
+    let database = slug.schema();
+    let tenant_db = match member {
+        Some(m) => {
+            let (db, limits) =
+                tokio::join!(connect_to(p, database.as_str()), realtime_limits(p, slug));
+            let db = db?;
+            if claimed_in_one(&db, slug, m, limits?).await? {
+                return Ok(());
+            }
+            db
+        }
+        None => connect_to(p, database.as_str()).await?,
+    };
     let renamed = tenant_db
         .query_opt(
             "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
@@ -437,6 +458,47 @@ async fn configure_from(p: &Platform, slug: &Slug, member: Option<&Slug>) -> Res
     Ok(())
 }
 
+/// A claimed member's database as its refill left it (the realtime gate installed,
+/// the roles and the database's PUBLIC privileges checked; a claim changes no
+/// privilege): its schema renamed to the tenant's unless it was already, and the
+/// gate's limits set, in one implicit transaction. `false`: a member made before
+/// members had their gate (none to set limits on); the caller configures it whole.
+async fn claimed_in_one(
+    tenant_db: &tokio_postgres::Client,
+    slug: &Slug,
+    member: &Slug,
+    (per_minute, per_hour): (i32, i32),
+) -> Result<bool> {
+    let rename = format!(
+        "DO $rename$ BEGIN
+           IF EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = {}) THEN {} END IF;
+         END $rename$;",
+        pg::Literal(member.schema().as_str()),
+        crate::isolation::warm::rename_schema_sql(member, slug),
+    );
+    match store::realtime_gate::set_limits(tenant_db, &rename, per_minute, per_hour).await {
+        Ok(()) => Ok(true),
+        Err(store::Error::Db(e))
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+                || e.code() == Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The tenant's realtime limits (per minute, per hour) as the registry holds them.
+async fn realtime_limits(p: &Platform, slug: &Slug) -> Result<(i32, i32)> {
+    // `p` may be a view on another server (docs/servers.md): the registry is not there.
+    let control = p.control().get().await?;
+    let t = tenants::find(&control, slug.as_str())
+        .await?
+        .ok_or_else(|| service::Error::not_found(slug.as_str()))?;
+    let q = store::found(store::quotas::effective(&control, t.id).await?)?;
+    Ok((q.realtime_events_per_minute, q.realtime_events_per_hour))
+}
+
 /// The realtime gate inside the new database, with the tenant's realtime limits as
 /// the registry holds them (the tenant is registered before its database is made).
 async fn sync_realtime_gate(
@@ -444,18 +506,8 @@ async fn sync_realtime_gate(
     tenant_db: &tokio_postgres::Client,
     slug: &Slug,
 ) -> Result<()> {
-    // `p` may be a view on another server (docs/servers.md): the registry is not there.
-    let control = p.control().get().await?;
-    let t = tenants::find(&control, slug.as_str())
-        .await?
-        .ok_or_else(|| service::Error::not_found(slug.as_str()))?;
-    let q = store::found(store::quotas::effective(&control, t.id).await?)?;
-    store::realtime_gate::sync(
-        tenant_db,
-        q.realtime_events_per_minute,
-        q.realtime_events_per_hour,
-    )
-    .await?;
+    let (per_minute, per_hour) = realtime_limits(p, slug).await?;
+    store::realtime_gate::sync(tenant_db, per_minute, per_hour).await?;
     Ok(())
 }
 

@@ -50,6 +50,16 @@ async fn database_mode_claims_a_prepared_database() {
     let oid = database_oid(&o.pg, &member_db)
         .await
         .expect("the member's database");
+    // The refill installed the realtime gate, with no limits until a claim.
+    {
+        let m = common::superuser_in(&member_db).await;
+        let unset: i64 = m
+            .query_one("SELECT count(*) FROM berqenas_realtime.limits", &[])
+            .await
+            .expect("the member's realtime gate")
+            .get(0);
+        assert_eq!(unset, 0);
+    }
     let claimed = common::unique("dbclm");
     let answer = o.app.create_in(&claimed, "database").await;
     let tenant_db = format!("tenant_{}", claimed.replace('-', "_"));
@@ -77,7 +87,18 @@ async fn database_mode_claims_a_prepared_database() {
     );
     assert!(a.iter().any(|l| l.starts_with("database: ")), "{a:#?}");
     assert!(a.iter().any(|l| l.starts_with("relation: ")), "{a:#?}");
-    drop((scratch_db, claimed_db, tenant));
+    // The claim set the gate's limits: the plan's, as a create from scratch does.
+    let limits = |c: tokio_postgres::Client| async move {
+        c.query_one(
+            "SELECT per_minute, per_hour FROM berqenas_realtime.limits",
+            &[],
+        )
+        .await
+        .map(|r| (r.get::<_, i32>(0), r.get::<_, i32>(1)))
+        .unwrap()
+    };
+    assert_eq!(limits(claimed_db).await, limits(scratch_db).await);
+    drop(tenant);
 
     // Concurrent creates, a pool of 2: every create succeeds, no member twice.
     assert_eq!(fill(&o.rt, db_targets(2)).await.made, 2);
@@ -89,6 +110,13 @@ async fn database_mode_claims_a_prepared_database() {
         }
         s
     };
+    // One member as made before members had their gate: its claim installs it.
+    let old = member_keys(&o.pg).await.into_iter().next().unwrap();
+    common::superuser_in(&format!("tenant_wp__{old}"))
+        .await
+        .batch_execute("DROP SCHEMA berqenas_realtime CASCADE")
+        .await
+        .unwrap();
     let app = Arc::new(TestApp {
         url: o.app.url.clone(),
         http: o.app.http.clone(),
@@ -116,6 +144,13 @@ async fn database_mode_claims_a_prepared_database() {
         if ready.contains(&oid) {
             taken.push(oid);
         }
+        let set: i64 = common::superuser_in(&format!("tenant_{n}"))
+            .await
+            .query_one("SELECT count(*) FROM berqenas_realtime.limits", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(set, 1, "{n}: the realtime gate has no limits");
     }
     assert_eq!(taken.len(), 2, "each member claimed once: {taken:?}");
     assert_ne!(taken[0], taken[1]);
