@@ -146,6 +146,14 @@ impl Slug {
         roles
     }
 
+    /// [`Self::fixed_roles`] as names, as the least-privilege check takes them.
+    pub fn fixed_role_names(&self) -> Vec<String> {
+        self.fixed_roles()
+            .iter()
+            .map(|r| r.as_str().to_string())
+            .collect()
+    }
+
     /// A tenant user's login role: 48 random bits keep the email out of the catalog.
     pub fn user_role(&self, random_hex: &str) -> Ident {
         self.derived(&format!("_u{random_hex}"))

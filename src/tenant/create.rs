@@ -383,12 +383,7 @@ async fn provision_objects(
             ),
         },
     };
-    let roles: Vec<String> = v
-        .slug
-        .fixed_roles()
-        .iter()
-        .map(|r| r.as_str().to_string())
-        .collect();
+    let roles: Vec<String> = v.slug.fixed_role_names();
     let (login_role, owner_role) = (v.slug.login_role(), v.slug.owner_role());
     let new = NewTenant {
         id,

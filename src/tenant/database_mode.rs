@@ -268,11 +268,7 @@ async fn register_from(
     tx.batch_execute(&made)
         .await
         .map_err(|e| service::taken(e, slug))?;
-    let roles: Vec<String> = slug
-        .fixed_roles()
-        .iter()
-        .map(|r| r.as_str().to_string())
-        .collect();
+    let roles: Vec<String> = slug.fixed_role_names();
     // A claimed member's roles were checked at its refill; a claim changes none of
     // their privileges.
     if member.is_none() {
@@ -411,11 +407,7 @@ pub async fn configure_member(p: &Platform, member: &Slug) -> Result<()> {
     // What a claim would otherwise do in the database (`claimed_in_one`): the gate,
     // with no limits until the claim sets its plan's, and the least-privilege check.
     store::realtime_gate::install(&db).await?;
-    let roles: Vec<String> = member
-        .fixed_roles()
-        .iter()
-        .map(|r| r.as_str().to_string())
-        .collect();
+    let roles: Vec<String> = member.fixed_role_names();
     hardening::check_client(&db, &roles).await?;
     Ok(())
 }
@@ -449,11 +441,7 @@ async fn configure_from(p: &Platform, slug: &Slug, member: Option<&Slug>) -> Res
         hardening::transaction_retrying(&tenant_db, &configure).await?;
     }
     sync_realtime_gate(p, &tenant_db, slug).await?;
-    let roles: Vec<String> = slug
-        .fixed_roles()
-        .iter()
-        .map(|r| r.as_str().to_string())
-        .collect();
+    let roles: Vec<String> = slug.fixed_role_names();
     hardening::check_client(&tenant_db, &roles).await?;
     Ok(())
 }

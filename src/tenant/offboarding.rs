@@ -505,11 +505,7 @@ pub async fn rebuild_sql(
     {
         sql.push_str(&format!("ALTER ROLE {login} NOLOGIN;\n"));
     }
-    let mut all: Vec<String> = slug
-        .fixed_roles()
-        .iter()
-        .map(|r| r.as_str().to_string())
-        .collect();
+    let mut all: Vec<String> = slug.fixed_role_names();
     all.extend(logins.iter().skip(1).map(|l| l.as_str().to_string()));
     Ok((sql, all))
 }

@@ -120,11 +120,7 @@ pub async fn make(
     })
     .await
     .expect("computing a SCRAM verifier does not panic");
-    let roles: Vec<String> = slug
-        .fixed_roles()
-        .iter()
-        .map(|r| r.as_str().to_string())
-        .collect();
+    let roles: Vec<String> = slug.fixed_role_names();
     let made_before = roles_exist(view, slug).await?;
     match isolation {
         Isolation::Database => {

@@ -98,13 +98,7 @@ pub(super) async fn max_connections(p: &Runtime, tenant: uuid::Uuid) -> Result<i
 pub(crate) async fn follow_mode(s: &Sides) -> Result<(), StepError> {
     let from_pool = s.params.isolation == Isolation::Shared;
     if from_pool || s.params.target() == Isolation::Shared {
-        let fixed: Vec<String> = s
-            .params
-            .name
-            .fixed_roles()
-            .iter()
-            .map(|r| r.as_str().to_string())
-            .collect();
+        let fixed: Vec<String> = s.params.name.fixed_role_names();
         let users: Vec<String> = s
             .params
             .roles

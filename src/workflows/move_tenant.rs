@@ -257,12 +257,7 @@ async fn begin(
             ));
         }
     }
-    let mut roles: Vec<String> = t
-        .name
-        .fixed_roles()
-        .iter()
-        .map(|r| r.as_str().to_string())
-        .collect();
+    let mut roles: Vec<String> = t.name.fixed_role_names();
     roles.extend(
         crate::store::users::list(&control, t.id)
             .await

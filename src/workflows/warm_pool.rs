@@ -169,15 +169,6 @@ pub async fn provision(
     }
 }
 
-/// A member's six roles, as the least-privilege check takes them.
-pub(super) fn role_names(member: &Slug) -> Vec<String> {
-    member
-        .fixed_roles()
-        .iter()
-        .map(|r| r.as_str().to_string())
-        .collect()
-}
-
 /// A fresh member key: 20 random hex digits.
 pub fn new_key() -> String {
     Uuid::new_v4().simple().to_string()[12..].to_string()
@@ -244,7 +235,7 @@ pub async fn refill_one(
     sql.push_str(&warm::member_password_sql(&member, &verifier));
     tx.batch_execute(&sql).await?;
     // The least-privilege check a create runs, run here: a claim changes no privilege.
-    crate::pg::hardening::check(&tx, &role_names(&member))
+    crate::pg::hardening::check(&tx, &member.fixed_role_names())
         .await
         .map_err(service::Error::from)?;
     store::insert(&tx, &m).await.map_err(service::Error::from)?;

@@ -162,7 +162,7 @@ fn roles<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             tx.batch_execute(&sql).await.map_err(failed)?;
             // The check a create's `register` runs, run here: a claim changes no
             // privilege of the roles.
-            crate::pg::hardening::check(&tx, &super::warm_pool::role_names(&member))
+            crate::pg::hardening::check(&tx, &member.fixed_role_names())
                 .await
                 .map_err(failed)?;
             json!({"full": false})
