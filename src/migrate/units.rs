@@ -389,9 +389,10 @@ pub async fn migrate_locked(
     // the schema's marker comes with it, so the tenant's session goes straight to its
     // DDL (`$2` NULL: the tenant's schema is in a database of its own).
     let registry = tx.prepare_cached(&REGISTRY_AND_MARKER).await?;
-    let control_schema = match t.in_control_database() {
-        true => place(t)?.schema.as_ref().map(Ident::as_str),
-        false => None,
+    let control_schema = if t.in_control_database() {
+        place(t)?.schema.as_ref().map(Ident::as_str)
+    } else {
+        None
     };
     let Some(row) = tx.query_opt(&registry, &[&t.id, &control_schema]).await? else {
         return Ok(Unit::Current);

@@ -13,12 +13,7 @@ const INSTALL: &str = include_str!("realtime_gate.sql");
 /// every database-mode tenant, so a change the server could not copy at once
 /// (it stopped right after the quota change committed) is copied within a round.
 pub async fn sync(c: &tokio_postgres::Client, per_minute: i32, per_hour: i32) -> Result<()> {
-    c.batch_execute(&format!(
-        "{INSTALL}\n{}",
-        set_limits_sql(per_minute, per_hour)
-    ))
-    .await?;
-    Ok(())
+    set_limits(c, INSTALL, per_minute, per_hour).await
 }
 
 /// Installs the gate with no limits yet (it refuses every event until they are
@@ -38,20 +33,14 @@ pub async fn set_limits(
     per_hour: i32,
 ) -> Result<()> {
     c.batch_execute(&format!(
-        "{before}\n{}",
-        set_limits_sql(per_minute, per_hour)
-    ))
-    .await?;
-    Ok(())
-}
-
-fn set_limits_sql(per_minute: i32, per_hour: i32) -> String {
-    format!(
-        "INSERT INTO berqenas_realtime.limits AS l (one, per_minute, per_hour) VALUES (true, {per_minute}, {per_hour})\n\
+        "{before}\n\
+         INSERT INTO berqenas_realtime.limits AS l (one, per_minute, per_hour) VALUES (true, {per_minute}, {per_hour})\n\
          ON CONFLICT (one) DO UPDATE SET per_minute = excluded.per_minute, per_hour = excluded.per_hour,\n\
              synced_at = now()\n\
            WHERE (l.per_minute, l.per_hour) IS DISTINCT FROM (excluded.per_minute, excluded.per_hour);"
-    )
+    ))
+    .await?;
+    Ok(())
 }
 
 /// The gate's limits (per minute, per hour), if it is installed.

@@ -206,7 +206,7 @@ pub struct Provisioned {
 /// pipelined): that the name is free, its plan, and (shared mode) the version of the
 /// shared pool's tables, which its tenants are at.
 pub struct Prechecked {
-    plan: Plan,
+    pub(super) plan: Plan,
     pool_version: Option<i32>,
 }
 

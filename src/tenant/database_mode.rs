@@ -242,10 +242,7 @@ async fn register_from(
     member: Option<&Member>,
 ) -> Result<Registered> {
     let slug = &v.slug;
-    if tenants::find(tx, slug.as_str()).await?.is_some() {
-        return Err(service::taken_name(slug));
-    }
-    let plan = service::find_plan(tx, &v.plan).await?;
+    let plan = super::create::precheck(tx, v).await?.plan;
     let quota = v.db_quota_bytes.unwrap_or(plan.quotas.db_quota_bytes);
     let trial_days = v.trial_days(&plan);
     let login = super::credentials::login_for(p, member).await?;
