@@ -165,34 +165,60 @@ impl Browser {
         self.try_find(css).await.is_some()
     }
 
+    /// Clicks `css`; an element the page replaced before the click (a stale element:
+    /// nothing was clicked) is found again, for up to 10 s.
     pub async fn click(&self, css: &str) {
-        let el = self.find(css).await;
-        let v = self
-            .call(
+        self.on_element(css, "click", |el| async move {
+            self.call(
                 reqwest::Method::POST,
                 &format!("/element/{el}/click"),
                 Some(json!({})),
             )
-            .await;
-        assert!(v.is_null(), "click {css}: {v}");
+            .await
+        })
+        .await;
     }
 
+    /// Types `text` into `css` after clearing it; retried as [`Self::click`] is.
     pub async fn fill(&self, css: &str, text: &str) {
-        let el = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{el}/clear"),
-            Some(json!({})),
-        )
-        .await;
-        let v = self
-            .call(
+        self.on_element(css, "type into", |el| async move {
+            let cleared = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/element/{el}/clear"),
+                    Some(json!({})),
+                )
+                .await;
+            if !cleared.is_null() {
+                return cleared;
+            }
+            self.call(
                 reqwest::Method::POST,
                 &format!("/element/{el}/value"),
                 Some(json!({"text": text})),
             )
-            .await;
-        assert!(v.is_null(), "type into {css}: {v}");
+            .await
+        })
+        .await;
+    }
+
+    /// Runs `act` on the element `css` selects until it answers null (done); a stale
+    /// element (the page changed under it) is found again, anything else fails.
+    async fn on_element<F, Fut>(&self, css: &str, what: &str, act: F)
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Value>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = act(self.find(css).await).await;
+            if v.is_null() {
+                return;
+            }
+            let stale = v["error"] == "stale element reference";
+            assert!(stale && Instant::now() < deadline, "{what} {css}: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The text of `css`, retried while the page changes under it (a stale element).
