@@ -176,11 +176,13 @@ async fn rebuild_if_stale(
     admin
         .batch_execute(&format!("CREATE DATABASE {db}"))
         .await?;
-    admin
-        .batch_execute(&format!(
-            "REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC"
-        ))
-        .await?;
+    // Until this commits PUBLIC may connect, so another control plane of the cluster
+    // closing every open database at its start may be revoking on the same row.
+    hardening::transaction_retrying(
+        admin,
+        &format!("REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC;"),
+    )
+    .await?;
     let template = connect_to(p, template_db(p).as_str()).await?;
     template
         .batch_execute(&format!(
