@@ -1,7 +1,8 @@
 //! Issue 18 item 1: changes of a tenant on a second server happen there
 //! (docs/servers.md): a connection quota refuses the session past it on that server,
 //! a rotated password is the one that works there, a disk quota exceeded there stops
-//! writes there after a quota round (and freeing space gives them back), `/metrics`
+//! writes there after a quota round (and freeing space gives them back; in schema mode
+//! its temporary tables there are charged, and TEMP is taken there too), `/metrics`
 //! shows its disk use, and bad input changes nothing, in schema and database mode.
 
 mod common;
@@ -88,6 +89,41 @@ async fn usage(app: &TestApp, name: &str) -> Value {
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     body
+}
+
+/// A temporary table of about 3 MB.
+const HOARD: &str = "CREATE TEMP TABLE hoard AS
+    SELECT g, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 40000) g";
+
+async fn storage(app: &TestApp, name: &str) -> i64 {
+    let u = usage(app, name).await;
+    u["usage"]["storage_bytes"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{u}"))
+}
+
+/// Waits (up to 10 s) until `role` has at most `n` sessions on the server `pg` is on:
+/// a terminated backend leaves `pg_stat_activity` just after its client sees it end.
+async fn sessions_down_to(pg: &tokio_postgres::Client, role: &str, n: i64) {
+    let started = Instant::now();
+    loop {
+        let open: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+                &[&role],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if open <= n {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{role} still has {open} sessions"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The `tenant_resource_usage` gauge of `name`'s `resource` in `/metrics`.
@@ -185,7 +221,7 @@ async fn changes_of_a_tenant_on_another_server_happen_there() {
             refused.contains("password authentication failed"),
             "{refused}"
         );
-        let tenant = login(&rotated)
+        let mut tenant = login(&rotated)
             .await
             .expect("the new password works on pg2");
         let (s, read) = app
@@ -198,6 +234,28 @@ async fn changes_of_a_tenant_on_another_server_happen_there() {
         assert_eq!(s, StatusCode::OK, "{read}");
         assert_eq!(read["password"], rotated["password"]);
 
+        // --- schema mode: a temporary table its session holds on pg2 is charged ---
+        let holder = if isolation == "schema" {
+            round(&state).await;
+            let before = storage(&app, &name).await;
+            let holder = login(&rotated).await.expect("a second session");
+            holder.batch_execute(HOARD).await.unwrap();
+            round(&state).await;
+            let with_temp = storage(&app, &name).await;
+            assert!(
+                with_temp >= before + 2_000_000,
+                "the temporary table on pg2 is charged ({before} -> {with_temp})"
+            );
+            // A small one kept: the block must end the session holding it.
+            holder
+                .batch_execute("DROP TABLE hoard; CREATE TEMP TABLE kept (x int)")
+                .await
+                .unwrap();
+            Some(holder)
+        } else {
+            None
+        };
+
         // --- a disk quota exceeded on pg2 stops writes there after a round ---
         let (s, b) = put_quotas(&app, &name, json!({"db_quota_bytes": 1 << 20})).await;
         assert_eq!(s, StatusCode::OK, "{b}");
@@ -208,6 +266,23 @@ async fn changes_of_a_tenant_on_another_server_happen_there() {
         assert_eq!(u["writes_blocked"], true, "{u}");
         let bytes = u["usage"]["storage_bytes"].as_i64().unwrap();
         assert!(bytes > 1 << 20, "{u}");
+        if let Some(holder) = holder {
+            // Its login's sessions ended (every session of a role holding a temporary
+            // table ends, `tenant` too); a new one gets no TEMP.
+            let e = holder
+                .simple_query("SELECT count(*) FROM kept")
+                .await
+                .expect_err("the session holding a temporary table on pg2 ended");
+            assert!(e.is_closed() || e.code().is_some(), "{e}");
+            let fresh = login(&rotated).await.expect("a new session");
+            let e = fresh
+                .batch_execute("CREATE TEMP TABLE more (x int)")
+                .await
+                .expect_err("no TEMP on pg2 while over the quota");
+            assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e}");
+            tenant = fresh;
+            sessions_down_to(&pg2_admin, &role, 1).await;
+        }
         assert!(
             !can_write(&tenant).await,
             "writes refused on pg2 while over"
@@ -246,6 +321,12 @@ async fn changes_of_a_tenant_on_another_server_happen_there() {
         }
         assert_eq!(usage(&app, &name).await["writes_blocked"], false);
         assert!(can_write(&tenant).await, "writes back on pg2");
+        if isolation == "schema" {
+            tenant
+                .batch_execute("CREATE TEMP TABLE again (x int)")
+                .await
+                .expect("TEMP is back on pg2 under the quota");
+        }
 
         // --- a plan change applies the plan's limits on pg2 ---
         let (s, b) = put_quotas(&app, &name, json!({"max_connections": null})).await;

@@ -4,8 +4,8 @@
 //!
 //! Sizes are those of `disk::measure` on `default`: a schema's tables, materialized
 //! views and sequences (`pg_total_relation_size`), or a database's size less that of
-//! the server's template database. Temporary tables of schema-mode sessions there are
-//! not charged yet (docs/quotas.md).
+//! the server's template database, plus (schema mode) the temporary tables its logins'
+//! sessions hold there, as on `default`.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +29,14 @@ SELECT s.id, (CASE WHEN s.db THEN
   LEFT JOIN pg_database d ON s.db AND d.datname = s.name
   LEFT JOIN pg_namespace n ON NOT s.db AND n.nspname = s.name
  WHERE d.oid IS NOT NULL OR n.oid IS NOT NULL";
+
+/// Temporary relations owned by these logins, in the server's database: where a
+/// schema-mode tenant's sessions make them (a database-mode tenant's are in its
+/// database's size already).
+const TEMP_RELATIONS: &str = "
+SELECT r.rolname::text, c.oid FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
+ WHERE c.relpersistence = 't' AND c.relkind IN ('r', 'm', 'S') AND r.rolname = ANY($1)";
 
 /// The platform as seen from `server` (opened on first use).
 pub async fn view(p: &Platform, server: &str) -> Result<Platform> {
@@ -80,11 +88,28 @@ async fn sizes_on(p: &Platform, server: &str, tenants: &[Placed]) -> Result<Vec<
     let db: Vec<bool> = tenants.iter().map(|t| t.database_mode).collect();
     let names: Vec<&str> = tenants.iter().map(|t| t.object.as_str()).collect();
     let mut client = view.pool.get().await?;
-    let tx = client.transaction().await?;
+    let mut tx = client.transaction().await?;
     tx.batch_execute(crate::quota::disk::ROUND_TIMEOUTS).await?;
     let rows = tx.query(SIZES, &[&ids, &db, &names, &template]).await?;
+    let mut sizes: Vec<(Uuid, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let owner: std::collections::HashMap<&str, Uuid> = tenants
+        .iter()
+        .filter(|t| !t.database_mode)
+        .flat_map(|t| t.logins.iter().map(move |l| (l.as_str(), t.id)))
+        .collect();
+    let logins: Vec<&str> = owner.keys().copied().collect();
+    let relations = tx
+        .query(TEMP_RELATIONS, &[&logins])
+        .await?
+        .iter()
+        .filter_map(|r| Some((*owner.get(r.get::<_, &str>(0))?, r.get::<_, u32>(1))))
+        .collect();
+    let temp = crate::quota::disk::size_temp(&mut tx, relations).await?;
     tx.commit().await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    for (id, bytes) in sizes.iter_mut() {
+        *bytes += temp.get(id).copied().unwrap_or(0);
+    }
+    Ok(sizes)
 }
 
 /// Connection use of the live tenants on other servers that have a session there or

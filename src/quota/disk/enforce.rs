@@ -67,7 +67,11 @@ pub async fn enforce_locked(
         if elsewhere(tenant) {
             // Another database: recorded as taken first, taken after this commits.
             let db = connect_to(p, tenant.database.as_str()).await?;
-            let fresh = snapshot(&db, tenant, &slug, tx).await?;
+            let mut fresh = snapshot(&db, tenant, &slug, tx).await?;
+            if tenant.isolation != Isolation::Database {
+                // A schema on another server: TEMP there comes through its hub role.
+                fresh.extend(temp_memberships(&db, &roles).await?);
+            }
             merge(&mut taken, &fresh);
             store::set_blocked(tx, tenant.id, true, &serde_json::to_value(&taken)?).await?;
             if !blocked {
@@ -86,7 +90,7 @@ pub async fn enforce_locked(
             }
             _ => snapshot(&**tx, tenant, &slug, tx).await?,
         };
-        fresh.extend(temp_memberships(tx, tenant, &slug).await?);
+        fresh.extend(temp_memberships(&**tx, &roles).await?);
         if !fresh.is_empty() {
             let sql = privileges_sql(&**tx, tenant, &fresh, false).await?;
             tx.batch_execute(&sql).await?;
@@ -234,14 +238,10 @@ async fn tenant_roles(
     Ok(roles)
 }
 
-/// The tenant's roles' memberships in the TEMPORARY role (schema and shared modes).
-async fn temp_memberships(
-    reg: &impl GenericClient,
-    t: &Tenant,
-    slug: &Slug,
-) -> Result<Vec<Revoked>> {
-    let roles = tenant_roles(reg, t, slug).await?;
-    let rows = reg
+/// The memberships of `roles` (the tenant's) in the TEMPORARY role of the cluster `c`
+/// is on (schema and shared modes).
+async fn temp_memberships(c: &impl PgClient, roles: &[String]) -> Result<Vec<Revoked>> {
+    let rows = c
         .query(
             "SELECT m.rolname::text FROM pg_catalog.pg_auth_members am
                JOIN pg_catalog.pg_roles m ON m.oid = am.member

@@ -118,15 +118,25 @@ async fn round_sizes(p: &Platform, schemas: &[(Uuid, String)]) -> Result<Vec<(Uu
 /// Temporary tables of schema- and shared-mode tenants' sessions, which live in the
 /// control database outside any tenant schema (database mode's are in its database's
 /// size already): charged to their tenant like any table.
-///
-/// Sizing a relation takes a lock on it, and a session may hold its own temporary
-/// table locked: all are sized in one statement with a short lock timeout, and if one
-/// is held, one by one, leaving out (until the next round) the ones that are held.
 async fn temp_usage(
     tx: &mut Transaction<'_>,
     only: Option<Uuid>,
 ) -> Result<std::collections::HashMap<Uuid, i64>> {
     let relations = registry::temp_relations(&*tx, only).await?;
+    size_temp(tx, relations).await
+}
+
+/// The sizes of temporary `relations` (tenant, relation), summed by tenant, read in
+/// the database `tx` is on: `default`'s control database, or another server's
+/// (`quota::placed`).
+///
+/// Sizing a relation takes a lock on it, and a session may hold its own temporary
+/// table locked: all are sized in one statement with a short lock timeout, and if one
+/// is held, one by one, leaving out (until the next round) the ones that are held.
+pub(crate) async fn size_temp(
+    tx: &mut Transaction<'_>,
+    relations: Vec<(Uuid, u32)>,
+) -> Result<std::collections::HashMap<Uuid, i64>> {
     let mut usage = std::collections::HashMap::new();
     if relations.is_empty() {
         return Ok(usage);
