@@ -359,6 +359,9 @@ async fn serve(
     )
     .map_err(anyhow::Error::msg)?;
     crate::workflows::pooler::prepare(&platform).await?;
+    // The other servers' in the background: one that is down must not hold the start.
+    let others = platform.clone();
+    tokio::spawn(async move { crate::workflows::pooler::prepare_servers(&others).await });
     let rt = Runtime::start(platform, &identity).await?;
     if db.cluster.is_some() {
         crate::instances::mark_embedded(&rt.platform, rt.engine.instance()).await?;

@@ -4,6 +4,8 @@
 //! termination and the admin console), and a resumed tenant connects again.
 
 mod common;
+#[path = "support/extra_cluster.rs"]
+mod extra_cluster;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -43,11 +45,16 @@ impl Bouncer {
     /// Starts PgBouncer in front of the test cluster (as `postgres` when the tests run
     /// as root: PgBouncer refuses root), and waits until it takes connections.
     async fn start() -> Self {
+        let db = common::database().await;
+        Self::in_front_of(&db.endpoint.host, db.endpoint.port).await
+    }
+
+    /// Starts PgBouncer in front of the server at `host`:`port`.
+    async fn in_front_of(host: &str, server_port: u16) -> Self {
         assert!(
             std::path::Path::new(PGBOUNCER).exists(),
             "{PGBOUNCER} is missing: apt-get install pgbouncer (.ci/run does)"
         );
-        let db = common::database().await;
         let dir = common::scratch_dir("pgbouncer");
         let port = free_port();
         std::fs::write(
@@ -56,10 +63,7 @@ impl Bouncer {
         )
         .unwrap();
         let ini = shipped_ini(&[
-            (
-                "*",
-                format!("host={} port={}", db.endpoint.host, db.endpoint.port),
-            ),
+            ("*", format!("host={host} port={server_port}")),
             ("listen_addr", "127.0.0.1".into()),
             ("listen_port", port.to_string()),
             ("auth_file", format!("{}/userlist.txt", dir.display())),
@@ -664,4 +668,126 @@ async fn a_start_prepares_the_databases_of_tenants_created_before() {
         }
     };
     assert_eq!(one_value(&c, "SELECT 1").await.as_deref(), Some("1"));
+}
+
+/// Tenants on another server (docs/servers.md) log in through the PgBouncer in front of
+/// that server: its add installs the lookup function in its database and template
+/// database, a database-mode create there in the tenant's database; a start installs
+/// what a server lacks.
+#[tokio::test]
+async fn tenants_on_another_server_log_in_through_the_pgbouncer_in_front_of_it() {
+    let (pg2, url) = extra_cluster::start_cluster("pgb-pg2", "pg2-Pa55-word").await;
+    let pg2_admin = extra_cluster::on(&pg2, "postgres").await;
+    // The operator's step on that server, as on `default`.
+    pg2_admin
+        .batch_execute(&format!(
+            "CREATE ROLE {AUTH_USER} LOGIN PASSWORD '{AUTH_PASSWORD}'"
+        ))
+        .await
+        .unwrap();
+    let bouncer = Bouncer::in_front_of("127.0.0.1", pg2.port()).await;
+    // A control database of its own: no other test of this binary places tenants on
+    // the server registered here.
+    let own = common::control_database("pgb_servers").await;
+    let platform = Platform {
+        pgbouncer: PgBouncer {
+            auth_user: Some(Ident::new(AUTH_USER).unwrap()),
+            admin_url: None,
+        },
+        ..berqenas::server::platform(&own, common::secret_key(), 8)
+            .await
+            .unwrap()
+    };
+    berqenas::workflows::pooler::prepare(&platform)
+        .await
+        .unwrap();
+    let app = TestApp::serve(platform.clone()).await;
+    let (s, b) = app
+        .call(
+            Method::POST,
+            "/api/v1/servers",
+            Some(json!({"name": "pg2", "url": url})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    let mut made = Vec::new();
+    for isolation in ["schema", "database"] {
+        let t = app
+            .create_with(json!({"name": unique(&format!("pgb2-{isolation}")), "server": "pg2", "isolation": isolation}))
+            .await;
+        assert_eq!(t["server"], "pg2", "{t}");
+        let c = bouncer
+            .connect_as(&t)
+            .await
+            .unwrap_or_else(|e| panic!("{isolation}: {e}; log: {}", bouncer.log()));
+        assert_eq!(
+            one_value(&c, "SELECT current_user").await.as_deref(),
+            t["credentials"]["user"].as_str()
+        );
+        c.simple_query(
+            "INSERT INTO applications (name, team, created_by) VALUES ('web', 'core', 'pgb2')",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            one_value(&c, "SELECT count(*) FROM applications")
+                .await
+                .as_deref(),
+            Some("1"),
+            "{isolation}: the row is on pg2"
+        );
+        let wrong = bouncer
+            .connect(
+                t["credentials"]["user"].as_str().unwrap(),
+                "not-the-password",
+                t["credentials"]["database"].as_str().unwrap(),
+            )
+            .await;
+        assert!(wrong.is_err(), "{isolation}: a wrong password let it in");
+        made.push(t);
+    }
+
+    // A suspended tenant there is refused (its login is off there; the lookup
+    // answers nothing for it).
+    let name = made[0]["name"].as_str().unwrap();
+    lifecycle(&app, name, "suspend").await;
+    assert!(bouncer.connect_as(&made[0]).await.is_err());
+    lifecycle(&app, name, "resume").await;
+
+    // What the server lost, a start installs again.
+    let db = made[1]["credentials"]["database"].as_str().unwrap();
+    for database in ["postgres", db] {
+        let there = extra_cluster::on(&pg2, database).await;
+        there
+            .batch_execute(&format!(
+                "DROP SCHEMA berqenas_pgbouncer CASCADE;
+                 REVOKE CONNECT ON DATABASE \"{database}\" FROM {AUTH_USER}"
+            ))
+            .await
+            .unwrap();
+    }
+    for t in &made {
+        assert!(bouncer.connect_as(t).await.is_err(), "no lookup there now");
+    }
+    berqenas::workflows::pooler::prepare_servers(&platform).await;
+    for t in &made {
+        // A refused attempt makes PgBouncer wait `server_login_retry` (1 s).
+        let started = Instant::now();
+        let c = loop {
+            match bouncer.connect_as(t).await {
+                Ok(c) => break c,
+                Err(e) if started.elapsed() > Duration::from_secs(5) => {
+                    panic!("{e:?}; log: {}", bouncer.log())
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        assert_eq!(
+            one_value(&c, "SELECT count(*) FROM applications")
+                .await
+                .as_deref(),
+            Some("1")
+        );
+    }
 }

@@ -17,18 +17,18 @@ pub const LIVE_TENANT_CONDITION: &str = "
      AND NOT EXISTS (SELECT 1 FROM berqenas.tenant_users u JOIN berqenas.tenants t ON t.id = u.tenant_id
                       WHERE u.db_user = a.rolname AND t.status NOT IN ('active', 'trial'))";
 
-/// The databases of database-mode tenants that still have one (not purged).
-pub async fn tenant_databases(c: &impl GenericClient) -> Result<Vec<String>> {
-    Ok(c
-        .query(
-            "SELECT t.database_name FROM berqenas.tenants t
-              WHERE t.isolation = 'database' AND t.status NOT IN ('purged', 'failed')
-                AND EXISTS (SELECT 1 FROM pg_catalog.pg_database d WHERE d.datname = t.database_name)
+/// The databases of the database-mode tenants on `server` that may still have one
+/// (not purged or failed); whether each is there is for the server to say.
+pub async fn tenant_databases(c: &impl GenericClient, server: &str) -> Result<Vec<String>> {
+    Ok(c.query(
+        "SELECT t.database_name::text FROM berqenas.tenants t
+              WHERE t.isolation = 'database' AND t.server = $1
+                AND t.status NOT IN ('purged', 'failed')
               ORDER BY 1",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+        &[&server],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
 }

@@ -270,6 +270,11 @@ fn provision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         )
         .await
         .map_err(step_error)?;
+        if params.isolation == Isolation::Database {
+            super::pooler::prepare_tenant_database(&view, slug.schema().as_str())
+                .await
+                .map_err(failed)?;
+        }
         Ok(json!({"server": params.server}))
     })
 }

@@ -465,6 +465,7 @@ fn prepare<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         }
         if s.params.mode_move() {
             super::move_mode::prepare_target(p, &s).await?;
+            pooler_logins(&s).await?;
             return Ok(
                 json!({"server": s.params.to, "roles": s.params.own_roles().len(), "isolation": iso.as_str()}),
             );
@@ -477,8 +478,20 @@ fn prepare<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         moving::copy_definition(&s.src, &s.dst, slug, iso)
             .await
             .map_err(moved)?;
+        pooler_logins(&s).await?;
         Ok(json!({"server": s.params.to, "roles": s.params.roles.len()}))
     })
+}
+
+/// A database of its own on the target: PgBouncer's lookup there, as a create's
+/// (docs/deploy.md#pgbouncer); the target server's database has it already.
+async fn pooler_logins(s: &Sides) -> Result<(), StepError> {
+    if s.params.target() != Isolation::Database {
+        return Ok(());
+    }
+    super::pooler::prepare_tenant_database(&s.dst, &s.dst_db)
+        .await
+        .map_err(super::failed)
 }
 
 /// Drops what [`prepare`] made on the target, if its intent says it was ours.

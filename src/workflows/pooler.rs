@@ -38,29 +38,104 @@ pub enum Error {
 /// How long a suspension waits for the admin console; past it, the suspension goes on.
 pub const ADMIN_DEADLINE: Duration = Duration::from_millis(1500);
 
-/// At start: the auth user (created NOLOGIN if missing), its CONNECT and the lookup
-/// function in the control database, the template database and every database-mode
-/// tenant's database. Idempotent; nothing is rewritten that is already right.
+/// At start, on `default`: the auth user (created NOLOGIN if missing), its CONNECT
+/// and the lookup function in the control database, the template database and every
+/// database-mode tenant's database there. Idempotent; nothing is rewritten that is
+/// already right. The other servers: [`prepare_servers`].
 pub async fn prepare(p: &Platform) -> Result<(), Error> {
-    let Some(auth) = &p.pgbouncer.auth_user else {
+    if p.pgbouncer.auth_user.is_none() {
         return Ok(());
-    };
+    }
     if !p.caps.superuser {
         tracing::warn!("PgBouncer's lookup function reads pg_authid, which only a superuser may: not installed (connect berqenas as a superuser, or install it as one)");
         return Ok(());
     }
-    let c = p.pool.get().await?;
-    c.batch_execute(&pgbouncer::ensure_auth_user_sql(auth))
-        .await?;
-    let control = p.endpoint.database.as_str();
-    install(
-        &c,
-        control,
-        auth,
+    let databases = prepare_cluster(
+        p,
+        crate::store::servers::DEFAULT,
         crate::store::pooler::LIVE_TENANT_CONDITION,
     )
     .await?;
-    let template = template_db(control);
+    tracing::info!(
+        tenant_databases = databases,
+        "PgBouncer lookup function installed"
+    );
+    Ok(())
+}
+
+/// At start, after [`prepare`]: the same on every other registered server (each
+/// fronted by a PgBouncer of its own, with the same `auth_user`), all at once. One that
+/// is down or refuses is logged: its tenants cannot log in through its PgBouncer until
+/// the next start, and the control plane starts anyway.
+pub async fn prepare_servers(p: &Platform) {
+    if p.pgbouncer.auth_user.is_none() {
+        return;
+    }
+    let servers = match others(p).await {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(error = %e, "PgBouncer: the servers could not be listed; only default is prepared");
+            return;
+        }
+    };
+    futures_util::future::join_all(servers.iter().map(|name| async move {
+        let view = match p.view_of(name).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(server = %name, error = %e, "PgBouncer's lookup function not installed on this server (not reachable); its tenants cannot log in through its PgBouncer until the next start");
+                return;
+            }
+        };
+        if let Err(e) = prepare_server(&view, name).await {
+            tracing::warn!(server = %name, error = %e, "PgBouncer's lookup function not installed on this server; its tenants cannot log in through its PgBouncer until the next start");
+        }
+    }))
+    .await;
+}
+
+/// The registered servers other than `default`.
+async fn others(p: &Platform) -> Result<Vec<String>, Error> {
+    Ok(crate::store::servers::list(&p.control().get().await?)
+        .await?
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| n != crate::store::servers::DEFAULT)
+        .collect())
+}
+
+/// On a server other than `default` (`view`: the platform as seen from it), at its
+/// add and at every start: the auth user, its CONNECT and the lookup function in the
+/// server's database (where its schema-mode tenants live), its template database and
+/// its database-mode tenants' databases. Without the control database's condition:
+/// the registry is not there, and a tenant that is not live has NOLOGIN roles there.
+pub async fn prepare_server(view: &Platform, server: &str) -> Result<(), Error> {
+    if view.pgbouncer.auth_user.is_none() {
+        return Ok(());
+    }
+    if !view.caps.superuser {
+        tracing::warn!(server, "PgBouncer's lookup function reads pg_authid, which only a superuser may: not installed on this server (register it with a superuser's URL, or install it as one)");
+        return Ok(());
+    }
+    let databases = prepare_cluster(view, server, "").await?;
+    tracing::info!(
+        server,
+        tenant_databases = databases,
+        "PgBouncer lookup function installed"
+    );
+    Ok(())
+}
+
+/// [`prepare`] and [`prepare_server`]: in the cluster `p` reaches, its database (with
+/// `extra` in the lookup), its template database and the databases its database-mode
+/// tenants (on `server`, by the registry) have there. Returns how many of those.
+async fn prepare_cluster(p: &Platform, server: &str, extra: &str) -> Result<usize, Error> {
+    let auth = p.pgbouncer.auth_user.as_ref().expect("checked by callers");
+    let c = p.pool.get().await?;
+    c.batch_execute(&pgbouncer::ensure_auth_user_sql(auth))
+        .await?;
+    let own = p.endpoint.database.as_str();
+    install(&c, own, auth, extra).await?;
+    let template = template_db(own);
     let exists = c
         .query_opt(
             "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1",
@@ -81,21 +156,25 @@ pub async fn prepare(p: &Platform) -> Result<(), Error> {
         )
         .await?;
     }
-    let databases = crate::store::pooler::tenant_databases(&c).await?;
+    let named = crate::store::pooler::tenant_databases(&p.control().get().await?, server).await?;
+    let databases: Vec<String> = c
+        .query(
+            "SELECT datname::text FROM pg_catalog.pg_database WHERE datname = ANY($1) ORDER BY 1",
+            &[&named],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     drop(c);
     // One tenant database that cannot be prepared (its tenant holds the install's
     // lock, say) costs that tenant its pooler logins, not the control plane its start.
     for db in &databases {
         if let Err(e) = prepare_tenant_database(p, db).await {
-            tracing::warn!(database = %db, error = %e, "PgBouncer's lookup function not installed in this tenant database; its tenants cannot log in through PgBouncer until the next start");
+            tracing::warn!(server, database = %db, error = %e, "PgBouncer's lookup function not installed in this tenant database; its tenants cannot log in through PgBouncer until the next start");
         }
     }
-    tracing::info!(
-        auth_user = auth.as_str(),
-        tenant_databases = databases.len(),
-        "PgBouncer lookup function installed"
-    );
-    Ok(())
+    Ok(databases.len())
 }
 
 /// In one database-mode tenant's database: the auth user's CONNECT and the lookup
@@ -166,6 +245,10 @@ pub async fn end_pooled(p: &Platform, t: &Tenant) {
     let Some(url) = &p.pgbouncer.admin_url else {
         return;
     };
+    if t.server != crate::store::servers::DEFAULT {
+        // The console fronts `default`; PostgreSQL's termination there holds.
+        return;
+    }
     let (database, how) = match t.isolation {
         Isolation::Database => (t.database.as_str(), End::Kill),
         _ => (p.endpoint.database.as_str(), End::Reconnect),

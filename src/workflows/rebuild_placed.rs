@@ -166,6 +166,9 @@ fn make<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             database_mode::configure(&view, slug)
                 .await
                 .map_err(step_error)?;
+            super::pooler::prepare_tenant_database(&view, t.database.as_str())
+                .await
+                .map_err(failed)?;
         }
         Ok(json!({"server": t.server}))
     })

@@ -228,6 +228,14 @@ pub async fn add(p: &Platform, req: &AddServer, actor: &str) -> Result<ServerInf
                 "building the template database failed".into(),
             ))
         })?;
+    super::pooler::prepare_server(&view, &req.name)
+        .await
+        .map_err(|e| {
+            tracing::warn!(server = %req.name, error = %e, "installing PgBouncer's lookup function failed");
+            check_error(check::CheckError::Setup(
+                "installing PgBouncer's lookup function failed".into(),
+            ))
+        })?;
     let endpoint = fleet::endpoint_of(&config);
     let sealed = p.key.seal(req.url.expose_secret().as_bytes());
     let mut client = p.pool.get().await?;
