@@ -4,18 +4,21 @@
 //! longer allows is ended, a new one refused, one from the allowed range let in); a
 //! user added later is held to the same rules there; the operator's lines are kept
 //! and the previous file is left beside it; a bad range is refused naming the field
-//! with the file unchanged; removing the rules opens the tenant again. Clients bind
-//! the 127.x.y.z address they come from.
+//! with the file unchanged; removing the rules opens the tenant again. VPN turned on
+//! for a tenant there: pg2 lets it in from its subnet only, a peer's file routes pg2
+//! through the tunnel and the host firewall forwards the subnet to pg2's PostgreSQL;
+//! turned off, the subnet's lines leave pg2's file. Clients bind the 127.x.y.z address
+//! they come from.
 
 mod common;
 #[path = "support/extra_cluster.rs"]
 mod extra_cluster;
-#[path = "support/state.rs"]
-mod support;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use common::unique;
+use berqenas::network::{Settings, VpnPool};
+use common::{unique, TestApp};
 use extra_cluster::{on, register_pg2};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -52,7 +55,15 @@ const OPERATOR_LINE: &str = "host all all 127.0.0.0/8 scram-sha-256 # the operat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firewall_rules_of_a_tenant_on_another_server_hold_there() {
-    let (app, _state) = support::spawn().await;
+    // VPN subnets from a loopback range: a client binding one of its addresses
+    // stands for a VPN peer.
+    let mut p = common::platform(16).await;
+    let files = common::scratch_dir("net-pg2-files");
+    let mut settings: Settings = (*p.network).clone();
+    settings.pool = VpnPool::new("127.53.0.0/16".parse().unwrap(), None).unwrap();
+    settings.files_dir = files.clone();
+    p.network = Arc::new(settings);
+    let app = TestApp::serve(p).await;
     let pg2 = register_pg2(&app, "net-pg2").await;
     let pg2_admin = on(&pg2, "postgres").await;
     // The operator opens the loopback range on pg2: only berqenas's lines narrow it.
@@ -159,4 +170,101 @@ async fn firewall_rules_of_a_tenant_on_another_server_hold_there() {
     let file = std::fs::read_to_string(&hba_path).unwrap();
     assert!(!file.contains("127.0.0.7/32"), "{file}");
     assert!(file.contains(OPERATOR_LINE));
+
+    // --- VPN turned on for a tenant there: pg2 lets it in from its subnet only ---
+    let vname = unique("vpnp");
+    let v = app
+        .create_with(json!({"name": vname, "server": "pg2", "isolation": "schema"}))
+        .await;
+    let vcreds = v["credentials"].clone();
+    let (s, b) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/tenants/{vname}"),
+            Some(json!({"vpn_enabled": true, "public_api": false})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let subnet = b["vpn_subnet"].as_str().expect("a subnet").to_string();
+    assert!(subnet.starts_with("127.53."), "{b}");
+    let peer_at = peer_address(&subnet);
+    connect_from(&vcreds, &peer_at)
+        .await
+        .expect("from its VPN subnet, on pg2");
+    refused_by_hba(connect_from(&vcreds, "127.0.0.9").await);
+    assert!(std::fs::read_to_string(&hba_path)
+        .unwrap()
+        .contains(&subnet));
+
+    // A peer's file routes pg2 through the tunnel; the host firewall forwards the
+    // subnet to pg2's PostgreSQL only.
+    let (s, peer) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{vname}/vpn/peers"),
+            Some(json!({"name": "laptop"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{peer}");
+    let config = peer["config"].as_str().unwrap();
+    let allowed = config
+        .lines()
+        .find_map(|l| l.strip_prefix("AllowedIPs = "))
+        .unwrap();
+    assert!(allowed.contains("127.0.0.1/32"), "{config}");
+    let nft = std::fs::read_to_string(files.join("berqenas.nft")).unwrap();
+    let forward = format!(
+        "ip saddr {subnet} ip daddr 127.0.0.1 tcp dport {} accept comment \"tenant {vname} on pg2\"",
+        pg2.port()
+    );
+    assert!(nft.contains(&forward), "{nft}");
+    nft_accepts(&files.join("berqenas.nft"));
+
+    // --- VPN off: the subnet's lines leave pg2's file, its peers go, open again ---
+    let (s, b) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/tenants/{vname}"),
+            Some(json!({"vpn_enabled": false, "public_api": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b["vpn_subnet"].is_null(), "{b}");
+    assert!(!std::fs::read_to_string(&hba_path)
+        .unwrap()
+        .contains(&subnet));
+    connect_from(&vcreds, "127.0.0.9")
+        .await
+        .expect("no VPN, no rules: anywhere local again on pg2");
+    let nft = std::fs::read_to_string(files.join("berqenas.nft")).unwrap();
+    assert!(!nft.contains(&subnet), "{nft}");
+    let (s, peers) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{vname}/vpn/peers"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{peers}");
+    assert_eq!(peers["peers"].as_array().map(Vec::len), Some(0), "{peers}");
+}
+
+/// The first peer's address in a VPN subnet (the server holds the first one).
+fn peer_address(subnet: &str) -> String {
+    let net: ipnet::Ipv4Net = subnet.parse().unwrap();
+    std::net::Ipv4Addr::from(u32::from(net.network()) + 2).to_string()
+}
+
+/// `nft -c -f` parses the ruleset (where netlink lets it check at all).
+fn nft_accepts(file: &std::path::Path) {
+    let out = std::process::Command::new("nft")
+        .args(["-c", "-f"])
+        .arg(file)
+        .output()
+        .expect("nftables (nft) is installed: .ci/run installs it");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || err.contains("Operation not permitted") || err.contains("netlink"),
+        "nft -c refused the ruleset: {err}"
+    );
 }

@@ -95,7 +95,8 @@ pub async fn enforce(
         }
         None => report.postgres = NOT_ENFORCED.into(),
     }
-    report.vpn = render_vpn(s, &tenants)?;
+    let servers = super::reach::of_tenants(&tx, &tenants).await?;
+    report.vpn = render_vpn(s, &tenants, &servers)?;
     tx.commit().await?;
     rendered.insert(s.files_dir.clone(), generation);
     Ok(report)
@@ -245,7 +246,11 @@ pub const WG_FILE: &str = "wg-berqenas.conf";
 pub const NFT_FILE: &str = "berqenas.nft";
 pub const WG_PORT: u16 = 51820;
 
-fn render_vpn(s: &Settings, tenants: &[Restricted]) -> Result<String, Error> {
+fn render_vpn(
+    s: &Settings,
+    tenants: &[Restricted],
+    servers: &BTreeMap<String, super::reach::Reach>,
+) -> Result<String, Error> {
     let dir = &s.files_dir;
     let key = server_key(dir)?;
     let wg = dir.join(WG_FILE);
@@ -254,7 +259,7 @@ fn render_vpn(s: &Settings, tenants: &[Restricted]) -> Result<String, Error> {
     let nft_file = dir.join(NFT_FILE);
     hba::write_atomically(
         &nft_file,
-        &nft::render(iface, s.postgres_port, s.api_port, tenants),
+        &nft::render(iface, s.postgres_port, s.api_port, tenants, servers),
     )?;
     let Some(iface) = &s.vpn_interface else {
         return Ok("rendered, not applied (no --vpn-interface)".into());

@@ -12,6 +12,7 @@ pub mod hba;
 pub mod nft;
 pub mod policy;
 pub mod pool;
+pub mod reach;
 pub mod remote;
 pub mod rules;
 pub mod vpn;

@@ -100,13 +100,25 @@ pub fn client_config(
     subnet: &IpNet,
     server_public: &str,
     endpoint: &str,
+    tenant_server: Option<&super::reach::Reach>,
 ) -> String {
     let server = server_address(subnet);
+    let mut allowed = vec![format!("{server}/{}", host_prefix(&server))];
+    // A tenant on another server: that server's PostgreSQL through the tunnel too.
+    if let Some(reach) = tenant_server {
+        allowed.extend(
+            reach
+                .addrs
+                .iter()
+                .filter(|a| a.is_ipv4() == server.is_ipv4())
+                .map(|a| format!("{a}/{}", host_prefix(a))),
+        );
+    }
     format!(
-        "[Interface]\nPrivateKey = {}\nAddress = {address}/{}\n\n[Peer]\nPublicKey = {server_public}\nEndpoint = {endpoint}\nAllowedIPs = {server}/{}\nPersistentKeepalive = 25\n",
+        "[Interface]\nPrivateKey = {}\nAddress = {address}/{}\n\n[Peer]\nPublicKey = {server_public}\nEndpoint = {endpoint}\nAllowedIPs = {}\nPersistentKeepalive = 25\n",
         private.map(|p| p.expose_secret().to_string()).unwrap_or_else(|| "<the private key of the public key you sent>".into()),
         host_prefix(&address),
-        host_prefix(&server),
+        allowed.join(", "),
     )
 }
 

@@ -107,6 +107,21 @@ pub async fn list(c: &impl GenericClient) -> Result<Vec<ServerRow>> {
     .collect()
 }
 
+/// (name, host, port) of each of these servers that is registered.
+pub async fn endpoints(
+    c: &impl GenericClient,
+    names: &[&str],
+) -> Result<Vec<(String, String, i32)>> {
+    Ok(c.query(
+        "SELECT name::text, host, port FROM berqenas.servers WHERE name = ANY($1) ORDER BY 1",
+        &[&names],
+    )
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect())
+}
+
 pub async fn find(c: &impl GenericClient, name: &str) -> Result<Option<ServerRow>> {
     c.query_opt(
         &format!("SELECT {COLUMNS} FROM berqenas.servers s WHERE s.name = $1"),

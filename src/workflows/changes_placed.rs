@@ -112,19 +112,15 @@ pub async fn set_quotas(
     Ok(limits)
 }
 
-/// `PATCH /api/v1/tenants/{name}` for a tenant on another server. Network access
-/// (`vpn_enabled`) is `default`'s pg_hba: refused here, as network rules are.
+/// `PATCH /api/v1/tenants/{name}` for a tenant on another server. Turning its VPN on
+/// or off renders the network after the record (its server's pg_hba.conf and the VPN
+/// files), as on `default`.
 pub async fn update(
     rt: &Runtime,
     t: &Tenant,
     req: &UpdateTenant,
     actor: &str,
 ) -> Result<Tenant, Error> {
-    if req.vpn_enabled == Some(true) {
-        let mut p = super::not_on_this_server(t);
-        p.field = Some("vpn_enabled".into());
-        return Err(Error::Rejected(p));
-    }
     let change = Change::Update { req: req.clone() };
     super::run_placed(rt, UPDATE, t, change, actor).await?;
     let after = service::get(rt, t.id.to_string().as_str()).await?;
@@ -206,14 +202,24 @@ async fn registry_change(
             let mut after = service::update_locked(tx, t, req)
                 .await
                 .map_err(step_error)?;
-            if !after.vpn_enabled && after.vpn_subnet.is_some() {
-                crate::network::pool::free(tx, after.id)
-                    .await
-                    .map_err(failed)?;
-                crate::store::network::clear_peers(tx, after.id)
-                    .await
-                    .map_err(failed)?;
-                after.vpn_subnet = None;
+            match (after.vpn_enabled, after.vpn_subnet.is_some()) {
+                (true, false) => {
+                    // A full pool is refused here, in `own`'s dry run first.
+                    let subnet = crate::network::pool::allocate(tx, &rt.network.pool, after.id)
+                        .await
+                        .map_err(|e| super::refusal(e.into()))?;
+                    after.vpn_subnet = Some(subnet.to_string());
+                }
+                (false, true) => {
+                    crate::network::pool::free(tx, after.id)
+                        .await
+                        .map_err(failed)?;
+                    crate::store::network::clear_peers(tx, after.id)
+                        .await
+                        .map_err(failed)?;
+                    after.vpn_subnet = None;
+                }
+                _ => {}
             }
             let now = crate::store::quotas::effective(tx, t.id)
                 .await
@@ -354,9 +360,23 @@ fn record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let t = hold_owned(&tx, run).await?;
         registry_change(rt, &tx, &t, &p, run.id).await?;
         fence::release(&tx, run).await?;
+        // VPN on or off changes what its server's pg_hba.conf and the VPN files hold.
+        let network = match &p.change {
+            Change::Update { req } if req.vpn_enabled.is_some() => {
+                let after = crate::store::tenants::get(&tx, t.id)
+                    .await
+                    .map_err(failed)?;
+                super::network::touch(rt, &tx, &after, t.vpn_enabled)
+                    .await
+                    .map_err(super::refusal)?
+            }
+            _ => None,
+        };
         let outcome = json!({"tenant": t.id});
         run.finish_in(&tx, &outcome, None).await?;
         tx.commit().await.map_err(failed)?;
+        drop(client);
+        super::network::follow(rt, network).await;
         tracing::info!(tenant.name = %t.name, server = %t.server, "changed on its server");
         Ok(outcome)
     })

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{failed, lock_tenant, open_value, seal_value, step_error, Error, Runtime};
+use super::{failed, lock_tenant_anywhere, open_value, seal_value, step_error, Error, Runtime};
 use crate::network::enforce::{self, Report};
 use crate::network::rules::Rule;
 use crate::network::{self, vpn};
@@ -479,7 +479,7 @@ fn peer_add_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let params: PeerParams = run.params()?;
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        let t = lock_tenant(&tx, &params.tenant.to_string())
+        let t = lock_tenant_anywhere(&tx, &params.tenant.to_string())
             .await
             .map_err(step_error)?;
         changeable(&t)?;
@@ -594,12 +594,16 @@ pub async fn add_peer(
             "bad address",
         ))
     })?;
+    let tenant_server = crate::network::reach::of_server(&rt.pool.get().await?, &t.server)
+        .await
+        .map_err(service::Error::from)?;
     let config = vpn::client_config(
         private.as_ref(),
         address,
         &subnet,
         &server,
         &rt.network.vpn_endpoint,
+        tenant_server.as_ref(),
     );
     Ok(NewPeer {
         peer: added.peer,
@@ -612,7 +616,7 @@ fn peer_remove_record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let params: PeerParams = run.params()?;
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        let t = lock_tenant(&tx, &params.tenant.to_string())
+        let t = lock_tenant_anywhere(&tx, &params.tenant.to_string())
             .await
             .map_err(step_error)?;
         let peer = store::remove_peer(&tx, t.id, &params.name)

@@ -2,7 +2,8 @@
 //! (`workflows::changes_placed`, docs/servers.md), killed at every step boundary:
 //! after the restart the registry and cmpg2 agree (the connection quota the registry
 //! holds is the one on the login role there; the password the registry gives out is
-//! the one that logs in there): done on both sides, or on neither.
+//! the one that logs in there; the VPN subnet the registry holds is the one cmpg2's
+//! pg_hba.conf lets in): done on both sides, or on neither.
 
 use berqenas::quota::service::QuotaUpdate;
 use berqenas::tenant::service::UpdateTenant;
@@ -30,6 +31,13 @@ pub fn scenarios() -> Vec<Scenario> {
             prepare: placed_database,
             trigger: change_plan,
             check: limits_agree,
+        },
+        Scenario {
+            kind: changes_placed::UPDATE,
+            label: "vpn on, schema on cmpg2",
+            prepare: placed,
+            trigger: vpn_on,
+            check: hba_agrees,
         },
         Scenario {
             kind: changes_placed::ROTATE,
@@ -257,6 +265,54 @@ fn password_works<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>>
         match tokio_postgres::connect(dsn, tokio_postgres::NoTls).await {
             Ok(_) => Ok(()),
             Err(e) => Err(format!("the registry's password fails on cmpg2: {e:?}")),
+        }
+    })
+}
+
+fn vpn_on<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        let req = UpdateTenant {
+            vpn_enabled: Some(true),
+            ..Default::default()
+        };
+        wf::changes::update(&env.rt, &env.name, &req, "crash-matrix")
+            .await
+            .map(drop)
+            .map_err(err)
+    })
+}
+
+/// cmpg2's pg_hba.conf has a section for the tenant with its subnet exactly when the
+/// registry gives it one (VPN on), and none otherwise (no rules: not restricted).
+fn hba_agrees<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        let t = berqenas::tenant::service::get(&env.rt, &env.name)
+            .await
+            .map_err(err)?;
+        let (c, _) = cluster().await;
+        let file: String = admin(c, "postgres")
+            .await
+            .query_one(
+                "SELECT pg_catalog.pg_read_file(pg_catalog.current_setting('hba_file'))",
+                &[],
+            )
+            .await
+            .map_err(err)?
+            .get(0);
+        let header = format!("# tenant {} (", env.name);
+        let section: Vec<&str> = file
+            .lines()
+            .skip_while(|l| !l.starts_with(&header))
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || l.starts_with("host"))
+            .map(|(_, l)| l)
+            .collect();
+        match (t.vpn_enabled, t.vpn_subnet.as_deref()) {
+            (true, Some(subnet)) if section.iter().any(|l| l.contains(subnet)) => Ok(()),
+            (false, None) if section.is_empty() => Ok(()),
+            (on, subnet) => Err(format!(
+                "the registry says VPN {on} with subnet {subnet:?}; cmpg2's pg_hba.conf has {section:?}"
+            )),
         }
     })
 }
