@@ -673,7 +673,8 @@ async fn a_start_prepares_the_databases_of_tenants_created_before() {
 /// Tenants on another server (docs/servers.md) log in through the PgBouncer in front of
 /// that server: its add installs the lookup function in its database and template
 /// database, a database-mode create there in the tenant's database; a start installs
-/// what a server lacks.
+/// what a server lacks. The server's registered console drops a suspended tenant's
+/// pooled clients there.
 #[tokio::test]
 async fn tenants_on_another_server_log_in_through_the_pgbouncer_in_front_of_it() {
     let (pg2, url) = extra_cluster::start_cluster("pgb-pg2", "pg2-Pa55-word").await;
@@ -702,14 +703,31 @@ async fn tenants_on_another_server_log_in_through_the_pgbouncer_in_front_of_it()
         .await
         .unwrap();
     let app = TestApp::serve(platform.clone()).await;
+    // A console URL that is not one: refused naming the field, never echoed, nothing
+    // recorded.
+    let wrong = format!("postgresql://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:1/postgres");
     let (s, b) = app
         .call(
             Method::POST,
             "/api/v1/servers",
-            Some(json!({"name": "pg2", "url": url})),
+            Some(json!({"name": "pg2", "url": url, "pgbouncer_admin_url": wrong})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["error"]["field"], "pgbouncer_admin_url", "{b}");
+    assert!(!b.to_string().contains(ADMIN_PASSWORD), "{b}");
+    let (s, _) = app.call(Method::GET, "/api/v1/servers/pg2", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, b) = app
+        .call(
+            Method::POST,
+            "/api/v1/servers",
+            Some(json!({"name": "pg2", "url": url, "pgbouncer_admin_url": bouncer.admin_url()})),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["pgbouncer_admin"], true, "{b}");
+    assert!(!b.to_string().contains(ADMIN_PASSWORD), "{b}");
 
     let mut made = Vec::new();
     for isolation in ["schema", "database"] {
@@ -753,6 +771,26 @@ async fn tenants_on_another_server_log_in_through_the_pgbouncer_in_front_of_it()
     let name = made[0]["name"].as_str().unwrap();
     lifecycle(&app, name, "suspend").await;
     assert!(bouncer.connect_as(&made[0]).await.is_err());
+    lifecycle(&app, name, "resume").await;
+
+    // The database-mode tenant's client PgBouncer holds is dropped at once: the
+    // suspension asked pg2's console to KILL its database. (Without the console its
+    // next query would wait out query_wait_timeout, 5 s here.)
+    let (name, role) = (
+        made[1]["name"].as_str().unwrap(),
+        made[1]["credentials"]["user"].as_str().unwrap(),
+    );
+    let held = bouncer.connect_as(&made[1]).await.unwrap();
+    assert_eq!(one_value(&held, "SELECT 1").await.as_deref(), Some("1"));
+    lifecycle(&app, name, "suspend").await;
+    let asked = Instant::now();
+    assert!(held.simple_query("SELECT 1").await.is_err());
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the held client waited {:?}: not dropped by pg2's console",
+        asked.elapsed()
+    );
+    assert_eq!(bouncer.servers_of(role).await, 0);
     lifecycle(&app, name, "resume").await;
 
     // What the server lost, a start installs again.

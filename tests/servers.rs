@@ -270,6 +270,53 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
         .push_str(&String::from_utf8_lossy(&out.stderr));
     assert_eq!(b["name"], "pg3", "{b}");
     assert_eq!(b["labels"], json!({"region": "us"}));
+    assert_eq!(b["pgbouncer_admin"], false, "{b}");
+    // The console of a PgBouncer in front of pg3: set (sealed, never shown), then
+    // forgotten; a URL that is not a console is refused naming the field.
+    const CONSOLE_PASSWORD: &str = "console-Pa55-1618";
+    let console = format!("postgresql://admin:{CONSOLE_PASSWORD}@127.0.0.1:6432/pgbouncer");
+    let out = cli(
+        &app,
+        &[
+            "server",
+            "pgbouncer",
+            "pg3",
+            "--admin-url",
+            &console,
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let b = stdout_json(&out);
+    assert_eq!(b["pgbouncer_admin"], true, "{b}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(CONSOLE_PASSWORD));
+    let sealed: Vec<u8> = default_pg
+        .query_one(
+            "SELECT pgbouncer_admin_sealed FROM berqenas.servers WHERE name = 'pg3'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!String::from_utf8_lossy(&sealed).contains(CONSOLE_PASSWORD));
+    let out = cli(
+        &app,
+        &["server", "pgbouncer", "pg3", "--admin-url", "not a url"],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pgbouncer_admin_url"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(
+        &app,
+        &["server", "pgbouncer", "pg3", "--forget", "-o", "json"],
+    )
+    .await;
+    assert_eq!(stdout_json(&out)["pgbouncer_admin"], false);
     // A name taken: 409, nothing changed.
     let before = servers_table().await;
     let (s, b) = seen

@@ -1,5 +1,5 @@
-//! `berqenas server add|list|get|drain|undrain|label|remove`: the PostgreSQL servers
-//! tenants are placed on (docs/servers.md).
+//! `berqenas server add|list|get|drain|undrain|label|pgbouncer|remove`: the PostgreSQL
+//! servers tenants are placed on (docs/servers.md).
 
 use std::process::ExitCode;
 
@@ -26,6 +26,9 @@ pub enum ServerCommand {
     Undrain(NameArgs),
     /// Replace its labels.
     Label(LabelArgs),
+    /// Set (or forget) the admin console of the PgBouncer in front of it: a
+    /// suspension of a tenant there drops the clients PgBouncer pools for it.
+    Pgbouncer(PgbouncerArgs),
     /// Remove a server that has no tenants.
     Remove(NameArgs),
 }
@@ -42,6 +45,34 @@ pub struct AddArgs {
     /// Labels placement selectors match: region=eu,tier=gold
     #[arg(long)]
     pub labels: Option<String>,
+    /// The admin console of the PgBouncer in front of it:
+    /// postgresql://admin:password@host:port/pgbouncer (sealed, never shown again).
+    #[arg(
+        long,
+        env = "BERQENAS_SERVER_PGBOUNCER_ADMIN_URL",
+        hide_env_values = true
+    )]
+    pub pgbouncer_admin_url: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgbouncerArgs {
+    /// The server's name.
+    pub name: String,
+    /// postgresql://admin:password@host:port/pgbouncer. Prefer the environment
+    /// variable: a command line is visible to others.
+    #[arg(
+        long,
+        env = "BERQENAS_SERVER_PGBOUNCER_ADMIN_URL",
+        hide_env_values = true,
+        required_unless_present = "forget"
+    )]
+    pub admin_url: Option<String>,
+    /// Forget the console (suspensions end sessions through PostgreSQL alone).
+    #[arg(long, conflicts_with = "admin_url")]
+    pub forget: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -96,6 +127,15 @@ impl Client {
         &self,
         name: &str,
         req: &UpdateServer,
+    ) -> Result<ServerInfo, ClientError> {
+        self.call(Method::PATCH, &path(name), Some(req), &[]).await
+    }
+
+    /// A `PATCH` with a field [`UpdateServer`] does not send (a secret).
+    pub async fn patch_server(
+        &self,
+        name: &str,
+        req: &serde_json::Value,
     ) -> Result<ServerInfo, ClientError> {
         self.call(Method::PATCH, &path(name), Some(req), &[]).await
     }
@@ -164,6 +204,9 @@ pub async fn run(cmd: ServerCommand) -> anyhow::Result<ExitCode> {
             if let Some(l) = &a.labels {
                 req["labels"] = parse_labels(l)?;
             }
+            if let Some(u) = &a.pgbouncer_admin_url {
+                req["pgbouncer_admin_url"] = u.as_str().into();
+            }
             let res = a.client.client().add_server(&req).await;
             output::finish(res, a.client.output, |s| servers_table(&[s]))
         }
@@ -183,10 +226,22 @@ pub async fn run(cmd: ServerCommand) -> anyhow::Result<ExitCode> {
             let labels = serde_json::from_value(parse_labels(&a.labels)?)?;
             let req = UpdateServer {
                 labels: Some(labels),
-                draining: None,
+                ..Default::default()
             };
             let res = a.client.client().update_server(&a.name, &req).await;
             output::finish(res, a.client.output, |s| servers_table(&[s]))
+        }
+        ServerCommand::Pgbouncer(a) => {
+            let url = if a.forget { None } else { a.admin_url };
+            let req = serde_json::json!({ "pgbouncer_admin_url": url });
+            let res = a.client.client().patch_server(&a.name, &req).await;
+            output::finish(res, a.client.output, |s| {
+                if s.pgbouncer_admin {
+                    println!("server {}: PgBouncer's admin console set", s.name)
+                } else {
+                    println!("server {}: no PgBouncer admin console", s.name)
+                }
+            })
         }
         ServerCommand::Remove(a) => {
             let res = a.client.client().remove_server(&a.name).await;
@@ -199,8 +254,8 @@ pub async fn run(cmd: ServerCommand) -> anyhow::Result<ExitCode> {
 
 async fn set_draining(a: NameArgs, draining: bool) -> anyhow::Result<ExitCode> {
     let req = UpdateServer {
-        labels: None,
         draining: Some(draining),
+        ..Default::default()
     };
     let res = a.client.client().update_server(&a.name, &req).await;
     output::finish(res, a.client.output, |s| {

@@ -198,6 +198,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0042_warm_pool_credentials.sql",
         sql: include_str!("../../migrations/control/0042_warm_pool_credentials.sql"),
     },
+    Migration {
+        version: 43,
+        name: "0043_server_pgbouncer_admin.sql",
+        sql: include_str!("../../migrations/control/0043_server_pgbouncer_admin.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

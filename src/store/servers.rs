@@ -27,6 +27,8 @@ pub struct ServerRow {
     pub created_at: DateTime<Utc>,
     /// Tenants that live on it (purged ones left nothing there).
     pub tenants: i64,
+    /// The admin console of the PgBouncer in front of it, sealed (`None`: none known).
+    pub pgbouncer_admin_sealed: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ServerRow {
@@ -41,7 +43,7 @@ impl std::fmt::Debug for ServerRow {
 }
 
 const COLUMNS: &str = "s.name, s.url_sealed, s.host, s.port, s.database_name, s.labels, s.draining, \
-     s.down_reason, s.version, s.checked_at, s.created_at, \
+     s.down_reason, s.version, s.checked_at, s.created_at, s.pgbouncer_admin_sealed, \
      (SELECT count(*) FROM berqenas.tenants t WHERE t.server = s.name AND t.status <> 'purged') AS tenants";
 
 fn server(row: &Row) -> Result<ServerRow> {
@@ -58,6 +60,7 @@ fn server(row: &Row) -> Result<ServerRow> {
         checked_at: row.try_get("checked_at")?,
         created_at: row.try_get("created_at")?,
         tenants: row.try_get("tenants")?,
+        pgbouncer_admin_sealed: row.try_get("pgbouncer_admin_sealed")?,
     })
 }
 
@@ -71,14 +74,17 @@ pub struct NewServer<'a> {
     pub labels: &'a serde_json::Value,
     pub version: &'a str,
     pub draining: bool,
+    pub pgbouncer_admin_sealed: Option<&'a [u8]>,
 }
 
 /// Records a checked server; a taken name is a [`super::Error::Conflict`].
 pub async fn insert(c: &impl GenericClient, s: &NewServer<'_>) -> Result<ServerRow> {
     c.execute(
-        "INSERT INTO berqenas.servers (name, url_sealed, host, port, database_name, labels, version, draining, checked_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())",
-        &[&s.name, &s.url_sealed, &s.host, &s.port, &s.database, s.labels, &s.version, &s.draining],
+        "INSERT INTO berqenas.servers (name, url_sealed, host, port, database_name, labels, version, draining,
+                                       pgbouncer_admin_sealed, checked_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())",
+        &[&s.name, &s.url_sealed, &s.host, &s.port, &s.database, s.labels, &s.version, &s.draining,
+          &s.pgbouncer_admin_sealed],
     )
     .await?;
     get(c, s.name).await
@@ -105,6 +111,21 @@ pub async fn list(c: &impl GenericClient) -> Result<Vec<ServerRow>> {
     .iter()
     .map(server)
     .collect()
+}
+
+/// The sealed URL of the admin console of the PgBouncer in front of `name`, and the
+/// server's database (where its schema-mode tenants live).
+pub async fn pgbouncer_admin(
+    c: &impl GenericClient,
+    name: &str,
+) -> Result<Option<(Vec<u8>, String)>> {
+    Ok(c.query_opt(
+        "SELECT pgbouncer_admin_sealed, database_name FROM berqenas.servers
+              WHERE name = $1 AND pgbouncer_admin_sealed IS NOT NULL",
+        &[&name],
+    )
+    .await?
+    .map(|r| (r.get(0), r.get(1))))
 }
 
 /// (name, host, port) of each of these servers that is registered.
@@ -147,19 +168,29 @@ pub async fn lock(c: &impl GenericClient, name: &str) -> Result<bool> {
     .is_some())
 }
 
-/// Changes labels and/or draining; `None` leaves a field as it is.
+/// Changes labels, draining and/or the PgBouncer console (`Some(None)` forgets it);
+/// `None` leaves a field as it is.
 pub async fn update(
     c: &impl GenericClient,
     name: &str,
     labels: Option<&serde_json::Value>,
     draining: Option<bool>,
+    pgbouncer_admin_sealed: Option<Option<&[u8]>>,
 ) -> Result<ServerRow> {
     let n = c
         .execute(
             "UPDATE berqenas.servers SET labels = COALESCE($2, labels),
-                    draining = COALESCE($3, draining), updated_at = now()
+                    draining = COALESCE($3, draining),
+                    pgbouncer_admin_sealed = CASE WHEN $4 THEN $5 ELSE pgbouncer_admin_sealed END,
+                    updated_at = now()
               WHERE name = $1",
-            &[&name, &labels, &draining],
+            &[
+                &name,
+                &labels,
+                &draining,
+                &pgbouncer_admin_sealed.is_some(),
+                &pgbouncer_admin_sealed.flatten(),
+            ],
         )
         .await?;
     if n == 0 {

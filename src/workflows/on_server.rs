@@ -413,6 +413,7 @@ fn on_server<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 access::end_sessions(&c, &plan.logins)
                     .await
                     .map_err(failed)?;
+                super::pooler::end_pooled(rt, &t).await;
                 taken
             }
             Change::Resume | Change::Restore => {

@@ -237,21 +237,19 @@ async fn install(
     Ok(())
 }
 
-/// After a suspension: asks PgBouncer's admin console to drop what it pools for the
-/// tenant: `KILL` (then `RESUME`) its own database in database mode, `RECONNECT` the
-/// shared control database otherwise. Never fails: a console that is down or slow is
-/// logged, and the suspension holds through PostgreSQL anyway.
+/// After a suspension: asks the admin console of the PgBouncer in front of the
+/// tenant's server (`--pgbouncer-admin-url` for `default`, the server's registered one
+/// otherwise) to drop what it pools for the tenant: `KILL` (then `RESUME`) its own
+/// database in database mode, `RECONNECT` the shared database otherwise. Never fails:
+/// a console that is down or slow is logged, and the suspension holds through
+/// PostgreSQL anyway.
 pub async fn end_pooled(p: &Platform, t: &Tenant) {
-    let Some(url) = &p.pgbouncer.admin_url else {
+    let Some((url, shared)) = console_of(p, t).await else {
         return;
     };
-    if t.server != crate::store::servers::DEFAULT {
-        // The console fronts `default`; PostgreSQL's termination there holds.
-        return;
-    }
     let (database, how) = match t.isolation {
         Isolation::Database => (t.database.as_str(), End::Kill),
-        _ => (p.endpoint.database.as_str(), End::Reconnect),
+        _ => (shared.as_str(), End::Reconnect),
     };
     let Some(commands) = pgbouncer::admin_commands(database, how) else {
         tracing::warn!(
@@ -260,12 +258,43 @@ pub async fn end_pooled(p: &Platform, t: &Tenant) {
         );
         return;
     };
-    match pgbouncer::admin(url, &commands, ADMIN_DEADLINE).await {
+    match pgbouncer::admin(&url, &commands, ADMIN_DEADLINE).await {
         Ok(()) => {
-            tracing::info!(tenant.name = %t.name, database, "PgBouncer dropped the tenant's pooled connections")
+            tracing::info!(tenant.name = %t.name, server = %t.server, database, "PgBouncer dropped the tenant's pooled connections")
         }
         Err(e) => {
-            tracing::warn!(tenant.name = %t.name, error = %e, "PgBouncer's admin console failed; the suspension holds through PostgreSQL")
+            tracing::warn!(tenant.name = %t.name, server = %t.server, error = %e, "PgBouncer's admin console failed; the suspension holds through PostgreSQL")
         }
     }
+}
+
+/// The console in front of the tenant's server and that server's own database.
+async fn console_of(p: &Platform, t: &Tenant) -> Option<(crate::secrets::SecretString, String)> {
+    if t.server == crate::store::servers::DEFAULT {
+        let url = p.pgbouncer.admin_url.clone()?;
+        return Some((url, p.endpoint.database.clone()));
+    }
+    let found = match p.control().get().await {
+        Ok(c) => crate::store::servers::pgbouncer_admin(&c, &t.server)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let (sealed, database) = match found {
+        Ok(found) => found?,
+        Err(e) => {
+            tracing::warn!(server = %t.server, error = %e, "reading the server's PgBouncer console failed; pooled connections left to PostgreSQL's termination");
+            return None;
+        }
+    };
+    let url = p
+        .key
+        .open(&sealed)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
+    let Some(url) = url else {
+        tracing::warn!(server = %t.server, "the server's PgBouncer console URL cannot be opened with this key; pooled connections left to PostgreSQL's termination");
+        return None;
+    };
+    Some((url.into(), database))
 }

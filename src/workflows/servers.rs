@@ -73,6 +73,12 @@ pub struct AddServer {
     /// [default: false].
     #[serde(default)]
     pub draining: bool,
+    /// The admin console of the PgBouncer in front of it,
+    /// `postgresql://admin:password@host:port/pgbouncer`: a suspension of a tenant
+    /// there drops the clients it pools for the tenant. Sealed, never shown again.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub pgbouncer_admin_url: Option<SecretString>,
 }
 
 /// `PATCH /api/v1/servers/{name}`.
@@ -85,6 +91,31 @@ pub struct UpdateServer {
     /// `true`: no new tenants are placed there (`server drain`); `false` undoes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining: Option<bool>,
+    /// The PgBouncer console's URL (as in `POST`); `null` forgets it.
+    #[serde(default, deserialize_with = "present", skip_serializing)]
+    #[schema(value_type = Option<String>)]
+    pub pgbouncer_admin_url: Option<Option<SecretString>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<SecretString>>, D::Error> {
+    Option::<SecretString>::deserialize(d).map(Some)
+}
+
+/// A console URL, checked and sealed. Its text is never echoed: it holds a password.
+fn seal_console(p: &Platform, url: &SecretString) -> Result<Vec<u8>> {
+    let parsed = url.expose_secret().parse::<tokio_postgres::Config>();
+    match parsed {
+        Ok(c) if c.get_dbname() == Some("pgbouncer") => {}
+        _ => {
+            return Err(bad(
+                "pgbouncer_admin_url",
+                "pgbouncer_admin_url must be postgresql://user:password@host:port/pgbouncer (PgBouncer's admin console)",
+            ))
+        }
+    }
+    Ok(p.key.seal(url.expose_secret().as_bytes()))
 }
 
 /// A server as the API shows it: never its URL or credentials.
@@ -112,6 +143,9 @@ pub struct ServerInfo {
     pub max_connections: Option<i64>,
     pub checked_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// Whether the admin console of a PgBouncer in front of it is known (never its URL).
+    #[serde(default)]
+    pub pgbouncer_admin: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -141,6 +175,7 @@ fn info(row: &ServerRow, live: Option<&check::Stats>) -> ServerInfo {
         max_connections: live.map(|s| s.max_connections),
         checked_at: row.checked_at,
         created_at: row.created_at,
+        pgbouncer_admin: row.pgbouncer_admin_sealed.is_some(),
     }
 }
 
@@ -200,6 +235,11 @@ pub async fn add(p: &Platform, req: &AddServer, actor: &str) -> Result<ServerInf
     check_name(&req.name)?;
     let config = check::parse_url(req.url.expose_secret()).map_err(check_error)?;
     let labels = check_labels(&req.labels.clone().unwrap_or_default())?;
+    let console = req
+        .pgbouncer_admin_url
+        .as_ref()
+        .map(|u| seal_console(p, u))
+        .transpose()?;
     if store::find(&p.pool.get().await?, &req.name)
         .await?
         .is_some()
@@ -251,6 +291,7 @@ pub async fn add(p: &Platform, req: &AddServer, actor: &str) -> Result<ServerInf
             labels: &labels,
             version: &version,
             draining: req.draining,
+            pgbouncer_admin_sealed: console.as_deref(),
         },
     )
     .await
@@ -265,6 +306,7 @@ pub async fn add(p: &Platform, req: &AddServer, actor: &str) -> Result<ServerInf
     };
     audit(&tx, actor, "server_added", &req.name, serde_json::json!({
         "host": endpoint.host, "port": endpoint.port, "database": endpoint.database, "labels": labels,
+        "pgbouncer_admin": console.is_some(),
     }))
     .await?;
     tx.commit().await?;
@@ -391,12 +433,21 @@ pub async fn update(
     actor: &str,
 ) -> Result<ServerInfo> {
     let labels = req.labels.as_ref().map(check_labels).transpose()?;
-    if labels.is_none() && req.draining.is_none() {
-        return Err(bad("labels", "nothing to change: give labels or draining"));
+    let console = match &req.pgbouncer_admin_url {
+        Some(Some(url)) => Some(Some(seal_console(p, url)?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    if labels.is_none() && req.draining.is_none() && console.is_none() {
+        return Err(bad(
+            "labels",
+            "nothing to change: give labels, draining or pgbouncer_admin_url",
+        ));
     }
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let mut row = match store::update(&tx, name, labels.as_ref(), req.draining).await {
+    let sealed = console.as_ref().map(|c| c.as_deref());
+    let mut row = match store::update(&tx, name, labels.as_ref(), req.draining, sealed).await {
         Err(crate::store::Error::NotFound) => return Err(not_found(name)),
         other => other?,
     };
@@ -407,6 +458,7 @@ pub async fn update(
         name,
         serde_json::json!({
             "labels": labels, "draining": req.draining,
+            "pgbouncer_admin": console.as_ref().map(Option::is_some),
         }),
     )
     .await?;
