@@ -1,12 +1,14 @@
 //! Moves benchmark (issue 18 item 3, docs/moves.md): two throw-away clusters
-//! (`default`, embedded, and `pg2`), a schema-mode tenant with BENCH_ROWS rows
-//! (100,000) moved back and forth BENCH_MOVES times (5) through the HTTP API while a
+//! (`default`, embedded, and `pg2`), a tenant (schema mode, or BENCH_ISOLATION=database)
+//! with BENCH_ROWS rows (100,000) moved back and forth BENCH_MOVES times (5) through
+//! the HTTP API while a
 //! client writes a row every 10 ms with the tenant's own credentials (reconnecting on
 //! connection errors, to wherever the registry says the tenant is). Per move: the
 //! longest gap between two successful writes (cutover unavailability), the time to the
 //! cutover (`login` step applied) and the total move time (the grace is 0, so the
 //! source copy is dropped before the operation ends). Beside it, in the same run, the
-//! time of `pg_dump -Fc | pg_restore` of the same schema between the same clusters.
+//! time of `pg_dump -Fc | pg_restore` of the same schema (database mode: the whole
+//! database) between the same clusters.
 //!
 //! `cargo bench --bench moves` (or `--profile dev` to build quicker).
 
@@ -251,9 +253,15 @@ async fn one_move(api: &Api, to: &str) -> (Duration, Duration) {
     (cutover.unwrap_or(total), total)
 }
 
-/// `pg_dump -Fc -n <schema> | pg_restore --no-owner --no-acl` from `src` into a fresh
+/// `pg_dump -Fc [-n <schema>] | pg_restore --no-owner --no-acl` from `src` into a fresh
 /// database on `dst`, timed (the database is made before and dropped after the clock).
-async fn dump_restore(src: &Cluster, src_db: &str, dst: &Cluster, schema: &str) -> Duration {
+/// `schema`: that schema only; `None`: the whole database.
+async fn dump_restore(
+    src: &Cluster,
+    src_db: &str,
+    dst: &Cluster,
+    schema: Option<&str>,
+) -> Duration {
     let bin = berqenas::pg::binaries::PgBinaries::find().unwrap();
     let admin = superuser(dst, "postgres").await;
     for sql in [
@@ -268,11 +276,15 @@ async fn dump_restore(src: &Cluster, src_db: &str, dst: &Cluster, schema: &str) 
         src.superuser_dsn(src_db),
         dst.superuser_dsn("bench_restore"),
     );
-    let schema = schema.to_string();
+    let mut args = vec!["-Fc".to_string()];
+    if let Some(schema) = schema {
+        args.extend(["-n".to_string(), schema.to_string()]);
+    }
+    args.extend(["-d".to_string(), src_dsn]);
     let took = tokio::task::spawn_blocking(move || {
         let t = Instant::now();
         let mut d = std::process::Command::new(dump)
-            .args(["-Fc", "-n", &schema, "-d", &src_dsn])
+            .args(&args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -298,6 +310,11 @@ async fn dump_restore(src: &Cluster, src_db: &str, dst: &Cluster, schema: &str) 
 async fn main() {
     let rows = env_or("BENCH_ROWS", 100_000);
     let moves = env_or("BENCH_MOVES", 5).max(1);
+    let isolation = std::env::var("BENCH_ISOLATION").unwrap_or_else(|_| "schema".into());
+    assert!(
+        ["schema", "database"].contains(&isolation.as_str()),
+        "BENCH_ISOLATION: schema or database (shared-mode tenants do not change server)"
+    );
     let dir = std::env::temp_dir().join(format!("berqenas-bench-moves-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -341,15 +358,20 @@ async fn main() {
         .call(
             reqwest::Method::POST,
             "/api/v1/tenants",
-            Some(json!({"name": TENANT, "isolation": "schema", "server": "default"})),
+            Some(json!({"name": TENANT, "isolation": isolation, "server": "default"})),
         )
         .await;
     let schema = created["schema"].as_str().unwrap().to_string();
+    // Where its rows live on `default`: the control database, or its own.
+    let tenant_db = match isolation.as_str() {
+        "database" => created["database"].as_str().unwrap().to_string(),
+        _ => control_db.clone(),
+    };
     let owner = created["owner_role"].as_str().unwrap().to_string();
     let login = created["credentials"]["user"].as_str().unwrap().to_string();
     println!("filling {rows} rows into {schema}.rows");
     let t = Instant::now();
-    superuser(&default_cluster, &control_db)
+    superuser(&default_cluster, &tenant_db)
         .await
         .batch_execute(&format!(
             "SET ROLE \"{owner}\";
@@ -363,7 +385,7 @@ async fn main() {
         ))
         .await
         .unwrap();
-    let size: i64 = superuser(&default_cluster, &control_db)
+    let size: i64 = superuser(&default_cluster, &tenant_db)
         .await
         .query_one(
             &format!("SELECT pg_total_relation_size('\"{schema}\".rows')"),
@@ -419,14 +441,15 @@ async fn main() {
             ms(cutover),
             ms(total)
         );
-        // The same schema, dumped and restored between the same two clusters.
-        let (src, src_db, dst) = if to == "pg2" {
-            (&pg2, "postgres", &default_cluster)
-        } else {
-            (&default_cluster, control_db.as_str(), &pg2)
+        // The same schema (database), dumped and restored between the same clusters.
+        let (src, src_db, dst) = match (to, isolation.as_str()) {
+            ("pg2", "database") => (&pg2, tenant_db.as_str(), &default_cluster),
+            ("pg2", _) => (&pg2, "postgres", &default_cluster),
+            (_, _) => (&default_cluster, tenant_db.as_str(), &pg2),
         };
-        let d = dump_restore(src, src_db, dst, &schema).await;
-        println!("  pg_dump -Fc | pg_restore of {schema}: {:.0} ms", ms(d));
+        let only = (isolation != "database").then_some(schema.as_str());
+        let d = dump_restore(src, src_db, dst, only).await;
+        println!("  pg_dump -Fc | pg_restore of {src_db}: {:.0} ms", ms(d));
         gaps.push(gap);
         cutovers.push(cutover);
         totals.push(total);
@@ -441,7 +464,7 @@ async fn main() {
     }
     println!();
     println!(
-        "schema-mode tenant, {rows} rows ({:.1} MB), {moves} moves between two clusters, a write every 10 ms:",
+        "{isolation}-mode tenant, {rows} rows ({:.1} MB), {moves} moves between two clusters, a write every 10 ms:",
         size as f64 / 1e6
     );
     println!(
@@ -469,7 +492,8 @@ async fn main() {
     );
     let dump50 = percentile(&dumps, 0.5);
     println!(
-        "  pg_dump -Fc | pg_restore of the same schema: p50 {:.0} ms; move / dump-restore = {:.1}x (offline copy: writes stop for all of it)",
+        "  pg_dump -Fc | pg_restore of the same {}: p50 {:.0} ms; move / dump-restore = {:.1}x (offline copy: writes stop for all of it)",
+        if isolation == "database" { "database" } else { "schema" },
         ms(dump50),
         percentile(&totals, 0.5).as_secs_f64() / dump50.as_secs_f64()
     );
