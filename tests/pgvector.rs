@@ -5,6 +5,8 @@
 //! it skips (tests/vector_store.rs checks the refusal on a server without pgvector).
 
 mod common;
+#[path = "support/extra_cluster.rs"]
+mod extra_cluster;
 
 use std::sync::Arc;
 
@@ -222,5 +224,111 @@ async fn every_mode_keeps_each_tenant_s_vectors_apart_and_a_purge_removes_them()
                 .get(0);
             assert!(gone, "schema mode: {collection} went with the purge");
         }
+    }
+}
+
+/// A tenant on another server (docs/servers.md) keeps its vectors in its own schema or
+/// database there: the table and its HNSW index are on pg2 (a second PostgreSQL with
+/// pgvector), nothing of them on `default`, and the data API reads them there.
+#[tokio::test]
+async fn a_tenant_on_another_server_keeps_its_vectors_there() {
+    if !with_pgvector() {
+        return;
+    }
+    let (pg2, url) = extra_cluster::start_cluster("pgv-pg2", "pg2-Pa55-word").await;
+    // A control database of its own: no other test of this binary places tenants on
+    // the server registered here.
+    let own = common::control_database("pgv_servers").await;
+    let mut platform = berqenas::server::platform(&own, common::secret_key(), 8)
+        .await
+        .unwrap();
+    platform.vectors = Some(Arc::new(berqenas::vector::pgvector::Pgvector::new(
+        platform.config.clone(),
+    )));
+    let app = TestApp::serve(platform).await;
+    let (s, b) = app
+        .call(
+            Method::POST,
+            "/api/v1/servers",
+            Some(json!({"name": "pg2", "url": url})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let pg = superuser().await;
+    for mode in ["schema", "database"] {
+        let t = app
+            .create_with(json!({"name": unique(&format!("pgv2-{mode}")), "server": "pg2", "isolation": mode, "vector_store": true}))
+            .await;
+        assert_eq!(t["server"], "pg2", "{t}");
+        assert_eq!(t["vector_store"]["backend"], "pgvector", "{t}");
+        let (s, r) = call(
+            &app,
+            &t,
+            "/api/v1/vectors/upsert",
+            json!({"ids": ["v1", "v2"], "embeddings": [[1.0, 0.0], [0.0, 1.0]]}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{mode}: {r}");
+        assert_eq!(nearest(&app, &t, json!([0.1, 0.9])).await, ["v2", "v1"]);
+
+        let db = t["credentials"]["database"].as_str().unwrap();
+        let collection = t["vector_store"]["collection"].as_str().unwrap();
+        let schema = collection.split('.').next().unwrap();
+        let there = extra_cluster::on(&pg2, db).await;
+        let sql = format!(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = '{schema}' AND tablename = 'berqenas_vectors' AND indexdef LIKE '%hnsw%'"
+        );
+        assert_eq!(
+            count(&there, &sql).await,
+            1,
+            "{mode}: the table and index on pg2"
+        );
+        assert_eq!(
+            count(
+                &there,
+                &format!("SELECT count(*) FROM \"{schema}\".berqenas_vectors")
+            )
+            .await,
+            2
+        );
+        if mode == "database" {
+            let here = count(
+                &pg,
+                &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'"),
+            )
+            .await;
+            assert_eq!(here, 0, "no database of the tenant on default");
+        } else {
+            assert_eq!(
+                count(
+                    &pg,
+                    &format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{schema}'")
+                )
+                .await,
+                0,
+                "{mode}: no schema of the tenant on default"
+            );
+        }
+        // Its purge deletes the collection there (then the schema or database).
+        let name = t["name"].as_str().unwrap();
+        let (s, r) = app
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/tenants/{name}?purge=now"),
+                Some(json!({"confirm": name})),
+            )
+            .await;
+        assert_eq!(
+            (s, r["status"].clone()),
+            (StatusCode::OK, json!("purged")),
+            "{mode}: {r}"
+        );
+        drop(there);
+        let left = extra_cluster::on(&pg2, "postgres").await;
+        let sql = match mode {
+            "database" => format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'"),
+            _ => format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{schema}'"),
+        };
+        assert_eq!(count(&left, &sql).await, 0, "{mode}: gone from pg2");
     }
 }

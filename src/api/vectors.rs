@@ -67,6 +67,7 @@ pub async fn upsert(
 ) -> Result<Response, ApiError> {
     body.value.validate()?;
     let (_, target) = target(&state, &key)?;
+    let target = target.reach(&state.platform).await?;
     let (_, decision) = match ratelimit::admit(&state, &key.tenant, "vectors.upsert").await? {
         Ok(admitted) => admitted,
         Err(refused) => return Ok(refused),
@@ -100,6 +101,7 @@ pub async fn query(
 ) -> Result<Response, ApiError> {
     body.value.validate()?;
     let (_, target) = target(&state, &key)?;
+    let target = target.reach(&state.platform).await?;
     let (_, decision) = match ratelimit::admit(&state, &key.tenant, "vectors.query").await? {
         Ok(admitted) => admitted,
         Err(refused) => return Ok(refused),

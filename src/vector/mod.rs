@@ -39,6 +39,11 @@ pub struct Target {
     pub schema: Option<String>,
     /// The role owning the tenant's objects (pgvector: the table's owner).
     pub owner_role: String,
+    /// The server the tenant lives on (docs/servers.md).
+    pub server: String,
+    /// How to reach that server when it is not `default` (pgvector connects there; an
+    /// external backend ignores it): set by [`Target::reach`].
+    pub server_config: Option<tokio_postgres::Config>,
 }
 
 impl Target {
@@ -49,7 +54,22 @@ impl Target {
             database: t.database.as_str().to_string(),
             schema: t.schema.as_ref().map(|s| s.as_str().to_string()),
             owner_role: t.owner_role.as_str().to_string(),
+            server: t.server.clone(),
+            server_config: None,
         }
+    }
+
+    /// With the connection of its server when that is not `default` (opened on first
+    /// use); one that cannot be reached is a [`Error::NotConnected`].
+    pub async fn reach(mut self, p: &crate::platform::Platform) -> Result<Self, Error> {
+        if self.server != crate::store::servers::DEFAULT && self.server_config.is_none() {
+            let view = p
+                .view_of(&self.server)
+                .await
+                .map_err(|e| Error::NotConnected(format!("server {:?}: {e}", self.server)))?;
+            self.server_config = Some(view.config);
+        }
+        Ok(self)
     }
 }
 

@@ -24,7 +24,8 @@ use crate::store::tenants::Isolation;
 
 const TABLE: &str = "berqenas_vectors";
 
-/// pgvector in the server berqenas manages (connecting as its control role).
+/// pgvector in the servers berqenas manages (connecting as its control role): `default`,
+/// or the server a [`Target`] names ([`Target::reach`]).
 pub struct Pgvector {
     config: Config,
 }
@@ -58,7 +59,11 @@ impl Pgvector {
     }
 
     async fn connect(&self, t: &Target) -> Result<tokio_postgres::Client, Error> {
-        let mut config = self.config.clone();
+        // The tenant's server, or the one this backend was made for (`default`).
+        let mut config = t
+            .server_config
+            .clone()
+            .unwrap_or_else(|| self.config.clone());
         config.dbname(&t.database);
         crate::pg::connect(&config)
             .await

@@ -140,7 +140,7 @@ pub async fn create_as(
     }
     // The server it goes to (docs/servers.md): with only `default` registered and no
     // `server` or `placement` asked for, one read and the create goes on as before.
-    match place_on(rt, &v, placed).await {
+    match place_on(&v, placed) {
         Ok(None) => {}
         Ok(Some(server)) => {
             return super::create_placed::create(rt, &v, &server, idem, actor, announce).await
@@ -155,16 +155,12 @@ pub async fn create_as(
 
 /// The server a create goes to: `None` for `default` (the paths below), else one
 /// whose create `create_placed` can run.
-async fn place_on(
-    rt: &Runtime,
-    v: &Validated,
-    placed: Result<String, Error>,
-) -> Result<Option<String>, Error> {
+fn place_on(v: &Validated, placed: Result<String, Error>) -> Result<Option<String>, Error> {
     let server = placed?;
     if server == crate::store::servers::DEFAULT {
         return Ok(None);
     }
-    super::create_placed::supported(rt, v, &server).await?;
+    super::create_placed::supported(v, &server)?;
     Ok(Some(server))
 }
 

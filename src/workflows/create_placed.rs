@@ -102,29 +102,17 @@ impl Params {
     }
 }
 
-/// What a placed create cannot do yet: refused before anything is made.
-pub async fn supported(rt: &Runtime, v: &Validated, server: &str) -> Result<(), Error> {
-    let refuse = |field: &str, what: &str| {
+/// What a placed create cannot do yet (shared mode: the pool is in the control
+/// database): refused before anything is made.
+pub fn supported(v: &Validated, server: &str) -> Result<(), Error> {
+    if v.isolation == Isolation::Shared {
         let mut p = crate::problem::Problem::new(
             crate::problem::Kind::Unprocessable,
             "not_on_this_server",
-            format!("{field}: {what} is not available yet for tenants on server {server:?} (only on \"default\"); see docs/servers.md"),
+            format!("isolation: shared mode is not available yet for tenants on server {server:?} (only on \"default\"); see docs/servers.md"),
         );
-        p.field = Some(field.into());
-        Err(Error::Rejected(p))
-    };
-    if v.isolation == Isolation::Shared {
-        return refuse("isolation", "shared mode");
-    }
-    // pgvector keeps a tenant's vectors in its own database, on the cluster the backend
-    // reaches (`default`); an external backend (Chroma) serves any server.
-    if v.vector_store == Some(true)
-        && rt
-            .vectors
-            .as_deref()
-            .is_some_and(|b| b.name() == "pgvector")
-    {
-        return refuse("vector_store", "a pgvector store");
+        p.field = Some("isolation".into());
+        return Err(Error::Rejected(p));
     }
     Ok(())
 }

@@ -51,6 +51,13 @@ struct TargetRecord {
     database: String,
     schema: Option<String>,
     owner_role: String,
+    /// Its server; journals written before servers have none (`default`).
+    #[serde(default = "default_server")]
+    server: String,
+}
+
+fn default_server() -> String {
+    crate::store::servers::DEFAULT.into()
 }
 
 impl From<&Target> for TargetRecord {
@@ -61,19 +68,26 @@ impl From<&Target> for TargetRecord {
             database: t.database.clone(),
             schema: t.schema.clone(),
             owner_role: t.owner_role.clone(),
+            server: t.server.clone(),
         }
     }
 }
 
-impl From<TargetRecord> for Target {
-    fn from(t: TargetRecord) -> Self {
-        Self {
-            tenant_id: t.tenant_id,
-            isolation: t.isolation,
-            database: t.database,
-            schema: t.schema,
-            owner_role: t.owner_role,
+impl TargetRecord {
+    /// The [`Target`], with its server's connection (`Target::reach`).
+    async fn reach(self, rt: &Runtime) -> Result<Target, StepError> {
+        Target {
+            tenant_id: self.tenant_id,
+            isolation: self.isolation,
+            database: self.database,
+            schema: self.schema,
+            owner_role: self.owner_role,
+            server: self.server,
+            server_config: None,
         }
+        .reach(rt)
+        .await
+        .map_err(failed)
     }
 }
 
@@ -161,7 +175,7 @@ pub(crate) fn create<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             ));
         }
         failpoint("intended");
-        let target: Target = intent.target.clone().into();
+        let target = intent.target.clone().reach(rt).await?;
         if let Err(e) = backend.create(&target).await {
             if matches!(e, vector::Error::NotConnected(_)) {
                 let untouched = Intent {
@@ -208,7 +222,7 @@ pub(crate) fn undo_create<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'
             )
         })?;
         backend
-            .delete(&intent.target.into())
+            .delete(&intent.target.reach(rt).await?)
             .await
             .map_err(failed)?;
         Ok(json!({"deleted": intent.collection}))
@@ -264,7 +278,7 @@ pub(crate) fn purge<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 )
             })?;
         backend
-            .delete(&intent.target.into())
+            .delete(&intent.target.reach(rt).await?)
             .await
             .map_err(failed)?;
         let mut client = rt.pool.get().await.map_err(failed)?;
