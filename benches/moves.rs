@@ -253,9 +253,9 @@ async fn one_move(api: &Api, to: &str) -> (Duration, Duration) {
     (cutover.unwrap_or(total), total)
 }
 
-/// `pg_dump -Fc [-n <schema>] | pg_restore --no-owner --no-acl` from `src` into a fresh
-/// database on `dst`, timed (the database is made before and dropped after the clock).
-/// `schema`: that schema only; `None`: the whole database.
+/// `pg_dump -Fc [-n <schema> -n berqenas_realtime] | pg_restore --no-owner --no-acl`
+/// from `src` into a fresh database on `dst`, timed (the database is made before and
+/// dropped after the clock). `schema`: that schema only; `None`: the whole database.
 async fn dump_restore(
     src: &Cluster,
     src_db: &str,
@@ -278,7 +278,8 @@ async fn dump_restore(
     );
     let mut args = vec!["-Fc".to_string()];
     if let Some(schema) = schema {
-        args.extend(["-n".to_string(), schema.to_string()]);
+        // With the realtime gate's functions its triggers call (tiny).
+        args.extend(["-n", schema, "-n", "berqenas_realtime"].map(String::from));
     }
     args.extend(["-d".to_string(), src_dsn]);
     let took = tokio::task::spawn_blocking(move || {

@@ -226,6 +226,10 @@ impl Cluster {
         // several moves at once each need a walsender and a slot on the source, and an
         // apply worker plus table-sync workers on the target: PostgreSQL's defaults
         // (4 logical replication workers, 10 slots) run out at a few concurrent moves.
+        // `wal_retrieve_retry_interval`: PostgreSQL 15's launcher starts a new
+        // subscription's apply worker at most once per this interval (5 s by default),
+        // so a move arriving within 5 s of another one's start waited out the rest
+        // (benches/moves, docs/moves.md).
         let mut conf = format!(
             "# written by berqenas at every start; edit postgresql.conf instead\n\
              listen_addresses = '{}'\n\
@@ -238,7 +242,8 @@ impl Cluster {
              max_worker_processes = 32\n\
              max_logical_replication_workers = 16\n\
              max_replication_slots = 32\n\
-             max_wal_senders = 32\n",
+             max_wal_senders = 32\n\
+             wal_retrieve_retry_interval = '200ms'\n",
             opts.listen_addresses.replace('\'', ""),
             self.port,
             self.socket_dir.display().to_string().replace('\'', "''"),
