@@ -248,6 +248,30 @@ async fn one_value(c: &tokio_postgres::Client, sql: &str) -> Option<String> {
         .flatten()
 }
 
+/// `t` connects through `bouncer` as its own user, writes a row and reads it back.
+async fn writes_through(bouncer: &Bouncer, t: &Value, label: &str) {
+    let c = bouncer
+        .connect_as(t)
+        .await
+        .unwrap_or_else(|e| panic!("{label}: {e}; log: {}", bouncer.log()));
+    assert_eq!(
+        one_value(&c, "SELECT current_user").await.as_deref(),
+        t["credentials"]["user"].as_str()
+    );
+    c.simple_query(
+        "INSERT INTO applications (name, team, created_by) VALUES ('web', 'core', 'pgb')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        one_value(&c, "SELECT count(*) FROM applications")
+            .await
+            .as_deref(),
+        Some("1"),
+        "{label}"
+    );
+}
+
 async fn lifecycle(app: &TestApp, name: &str, action: &str) {
     let (s, b) = app
         .call(
@@ -282,26 +306,7 @@ async fn a_tenant_connects_with_its_own_password_and_not_with_another_tenants() 
         let a_user = a["credentials"]["user"].as_str().unwrap();
         let a_db = a["credentials"]["database"].as_str().unwrap();
 
-        let c = bouncer
-            .connect_as(&a)
-            .await
-            .unwrap_or_else(|e| panic!("{isolation}: {e}; log: {}", bouncer.log()));
-        assert_eq!(
-            one_value(&c, "SELECT current_user").await.as_deref(),
-            Some(a_user)
-        );
-        c.simple_query(
-            "INSERT INTO applications (name, team, created_by) VALUES ('web', 'core', 'pgb')",
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            one_value(&c, "SELECT count(*) FROM applications")
-                .await
-                .as_deref(),
-            Some("1"),
-            "{isolation}"
-        );
+        writes_through(&bouncer, &a, isolation).await;
 
         // b's password does not let anyone in as a.
         let wrong = bouncer
@@ -735,26 +740,7 @@ async fn tenants_on_another_server_log_in_through_the_pgbouncer_in_front_of_it()
             .create_with(json!({"name": unique(&format!("pgb2-{isolation}")), "server": "pg2", "isolation": isolation}))
             .await;
         assert_eq!(t["server"], "pg2", "{t}");
-        let c = bouncer
-            .connect_as(&t)
-            .await
-            .unwrap_or_else(|e| panic!("{isolation}: {e}; log: {}", bouncer.log()));
-        assert_eq!(
-            one_value(&c, "SELECT current_user").await.as_deref(),
-            t["credentials"]["user"].as_str()
-        );
-        c.simple_query(
-            "INSERT INTO applications (name, team, created_by) VALUES ('web', 'core', 'pgb2')",
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            one_value(&c, "SELECT count(*) FROM applications")
-                .await
-                .as_deref(),
-            Some("1"),
-            "{isolation}: the row is on pg2"
-        );
+        writes_through(&bouncer, &t, isolation).await;
         let wrong = bouncer
             .connect(
                 t["credentials"]["user"].as_str().unwrap(),

@@ -64,6 +64,22 @@ async fn nearest(app: &TestApp, t: &Value, embedding: Value) -> Vec<String> {
         .collect()
 }
 
+async fn purge_now(app: &TestApp, t: &Value) {
+    let name = t["name"].as_str().unwrap();
+    let (s, r) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{name}?purge=now"),
+            Some(json!({"confirm": name})),
+        )
+        .await;
+    assert_eq!(
+        (s, r["status"].clone()),
+        (StatusCode::OK, json!("purged")),
+        "{r}"
+    );
+}
+
 async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -178,19 +194,7 @@ async fn every_mode_keeps_each_tenant_s_vectors_apart_and_a_purge_removes_them()
             assert_eq!(hnsw, 1, "{mode}: the HNSW index");
         }
 
-        let name = a["name"].as_str().unwrap();
-        let (s, r) = app
-            .call(
-                Method::DELETE,
-                &format!("/api/v1/tenants/{name}?purge=now"),
-                Some(json!({"confirm": name})),
-            )
-            .await;
-        assert_eq!(
-            (s, r["status"].clone()),
-            (StatusCode::OK, json!("purged")),
-            "{r}"
-        );
+        purge_now(&app, &a).await;
         if mode == "shared" {
             let id = a["id"].as_str().unwrap();
             let left = count(
@@ -310,19 +314,7 @@ async fn a_tenant_on_another_server_keeps_its_vectors_there() {
             );
         }
         // Its purge deletes the collection there (then the schema or database).
-        let name = t["name"].as_str().unwrap();
-        let (s, r) = app
-            .call(
-                Method::DELETE,
-                &format!("/api/v1/tenants/{name}?purge=now"),
-                Some(json!({"confirm": name})),
-            )
-            .await;
-        assert_eq!(
-            (s, r["status"].clone()),
-            (StatusCode::OK, json!("purged")),
-            "{mode}: {r}"
-        );
+        purge_now(&app, &t).await;
         drop(there);
         let left = extra_cluster::on(&pg2, "postgres").await;
         let sql = match mode {
