@@ -257,16 +257,18 @@ async fn case(
     }
 }
 
-/// Waits until no operation of the case (or of its warm-pool `member`) runs: the
-/// restart settles them in the background, and one whose undoing failed once is
-/// retried by the reconciler rounds run here. Returns how the last one ended.
+/// Waits until no operation of the case (or of its warm-pool `member`, or a recycle of
+/// members, which is named `wp--recycle`) runs: the restart settles them in the
+/// background, and one whose undoing failed once is retried by the reconciler rounds
+/// run here. Returns how the last one ended.
 async fn settle(env: &Env, member: &str) -> Result<String, String> {
     for _ in 0..100 {
         let running: i64 = env
             .pg
             .query_one(
                 "SELECT count(*) FROM berqenas.operations
-                  WHERE state = 'running' AND (tenant_name LIKE $1 || '%' OR tenant_name = $2)",
+                  WHERE state = 'running' AND (tenant_name LIKE $1 || '%' OR tenant_name = $2
+                                               OR ($2 <> '' AND tenant_name = 'wp--recycle'))",
                 &[&env.name, &member],
             )
             .await
@@ -278,6 +280,7 @@ async fn settle(env: &Env, member: &str) -> Result<String, String> {
                 .query_opt(
                     "SELECT kind || ' ' || state FROM berqenas.operations
                       WHERE tenant_name LIKE $1 || '%' OR tenant_name = $2
+                         OR ($2 <> '' AND tenant_name = 'wp--recycle')
                       ORDER BY created_at DESC LIMIT 1",
                     &[&env.name, &member],
                 )
