@@ -402,3 +402,96 @@ fn bad_mode_moves_are_refused_and_change_nothing() {
         }
     });
 }
+
+/// A move off a server whose `wal_level` is not `logical` (PostgreSQL's default) is
+/// refused before it begins, naming the setting, and changes nothing: before, it got
+/// as far as its `replicate` step and was undone there with an opaque failure.
+#[tokio::test]
+async fn a_move_off_a_server_without_logical_decoding_is_refused_naming_wal_level() {
+    const PASSWORD: &str = "pg3-Pa55-word";
+    let (pg3, _) = extra_cluster::start_cluster("mm-replica", PASSWORD).await;
+    on(&pg3, "postgres")
+        .await
+        .batch_execute("ALTER SYSTEM SET wal_level = 'replica'")
+        .await
+        .unwrap();
+    let dir = pg3.pgdata().parent().unwrap().to_path_buf();
+    let pg3 = tokio::task::spawn_blocking(move || {
+        pg3.stop().unwrap();
+        let mut opts = berqenas::pg::cluster::ClusterOptions::new(&dir);
+        opts.ephemeral = true;
+        Cluster::ensure(&opts).unwrap()
+    })
+    .await
+    .unwrap();
+    let level: String = on(&pg3, "postgres")
+        .await
+        .query_one("SHOW wal_level", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        level, "replica",
+        "the case needs a server without logical decoding"
+    );
+    let url = format!(
+        "postgresql://{}:{PASSWORD}@127.0.0.1:{}/postgres",
+        berqenas::pg::cluster::SUPERUSER,
+        pg3.port()
+    );
+    // A control database of its own: no other test of this binary places tenants on
+    // the server registered here.
+    let own = common::control_database("mm_replica").await;
+    let platform = berqenas::server::platform(&own, common::secret_key(), 8)
+        .await
+        .unwrap();
+    let app = TestApp::serve(platform).await;
+    let (s, b) = app
+        .call(
+            Method::POST,
+            "/api/v1/servers",
+            Some(json!({"name": "pg3", "url": url})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let name = unique("mmwal");
+    app.create_with(json!({"name": name, "server": "pg3"}))
+        .await;
+    let operations = || async {
+        let c = common::superuser_in("mm_replica").await;
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM berqenas.operations WHERE tenant_name = $1 AND kind LIKE 'tenant.move%'",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n
+    };
+    for body in [
+        json!({"to_server": "default"}),
+        json!({"to_isolation": "database"}),
+    ] {
+        let (s, b) = app
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{name}/move"),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {b}");
+        assert_eq!(b["error"]["code"], "move_unsupported", "{b}");
+        let message = b["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("wal_level = replica") && message.contains("\"pg3\""),
+            "{message}"
+        );
+        let (_, t) = app
+            .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
+            .await;
+        assert_eq!(t["server"], "pg3", "{t}");
+        assert_eq!(t["isolation"], "schema", "{t}");
+        assert_eq!(operations().await, 0, "no move began");
+    }
+}

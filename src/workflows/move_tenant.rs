@@ -105,7 +105,7 @@ pub(crate) struct Params {
     pub actor: String,
 }
 
-fn refuse(kind: ProblemKind, code: &str, field: Option<&str>, message: String) -> Error {
+pub(super) fn refuse(kind: ProblemKind, code: &str, field: Option<&str>, message: String) -> Error {
     let mut p = Problem::new(kind, code, message);
     p.field = field.map(Into::into);
     Error::Rejected(p)
@@ -236,27 +236,7 @@ async fn begin(
             ),
         ));
     }
-    for server in [&t.server, &to] {
-        let view = match super::servers::opened(&rt.platform, server).await {
-            Ok(s) => rt.platform.on(&s),
-            Err(_) => {
-                return Err(refuse(
-                    Conflict,
-                    "server_down",
-                    Some("to_server"),
-                    format!("to_server: server {server:?} cannot be reached"),
-                ))
-            }
-        };
-        if !view.caps.superuser {
-            return Err(refuse(
-                Unprocessable,
-                "move_unsupported",
-                Some("to_server"),
-                format!("to_server: berqenas's role on server {server:?} is not a superuser, which PostgreSQL 15's logical replication needs (docs/moves.md)"),
-            ));
-        }
-    }
+    super::move_checks::servers_ready(rt, &t, &to, to_isolation).await?;
     let mut roles: Vec<String> = t.name.fixed_role_names();
     roles.extend(
         crate::store::users::list(&control, t.id)
