@@ -454,6 +454,10 @@ async fn a_move_off_a_server_without_logical_decoding_is_refused_naming_wal_leve
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+    // `server list` shows it, beside `default`'s.
+    assert_eq!(b["wal_level"], "replica", "{b}");
+    let (_, d) = app.call(Method::GET, "/api/v1/servers/default", None).await;
+    assert_eq!(d["wal_level"], "logical", "{d}");
     let name = unique("mmwal");
     app.create_with(json!({"name": name, "server": "pg3"}))
         .await;

@@ -116,6 +116,9 @@ pub struct Stats {
     pub disk_bytes: i64,
     pub connections: i64,
     pub max_connections: i64,
+    /// `logical` lets tenants move off it (docs/moves.md); PostgreSQL's default is
+    /// `replica`.
+    pub wal_level: String,
 }
 
 /// A live look at a server; `Err(reason)`: it cannot be reached.
@@ -132,7 +135,8 @@ pub async fn stats(server: &Server) -> Result<Stats, String> {
                         (SELECT COALESCE(sum(pg_catalog.pg_database_size(oid)), 0)::bigint
                            FROM pg_catalog.pg_database WHERE datallowconn),
                         (SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = 'client backend'),
-                        pg_catalog.current_setting('max_connections')::bigint",
+                        pg_catalog.current_setting('max_connections')::bigint,
+                        pg_catalog.current_setting('wal_level')",
                 &[],
             )
             .await
@@ -142,6 +146,7 @@ pub async fn stats(server: &Server) -> Result<Stats, String> {
             disk_bytes: row.get(1),
             connections: row.get(2),
             max_connections: row.get(3),
+            wal_level: row.get(4),
         })
     };
     match tokio::time::timeout(std::time::Duration::from_secs(6), probe).await {

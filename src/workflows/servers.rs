@@ -141,6 +141,9 @@ pub struct ServerInfo {
     /// Client connections in use (live; null when down).
     pub connections: Option<i64>,
     pub max_connections: Option<i64>,
+    /// Its `wal_level` (live; null when down): tenants move off it only at `logical`.
+    #[serde(default)]
+    pub wal_level: Option<String>,
     pub checked_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     /// Whether the admin console of a PgBouncer in front of it is known (never its URL).
@@ -173,6 +176,7 @@ fn info(row: &ServerRow, live: Option<&check::Stats>) -> ServerInfo {
         disk_bytes: live.map(|s| s.disk_bytes),
         connections: live.map(|s| s.connections),
         max_connections: live.map(|s| s.max_connections),
+        wal_level: live.map(|s| s.wal_level.clone()),
         checked_at: row.checked_at,
         created_at: row.created_at,
         pgbouncer_admin: row.pgbouncer_admin_sealed.is_some(),
