@@ -24,6 +24,7 @@ pub mod migrate;
 pub mod monitoring;
 pub mod names;
 pub mod network;
+pub mod nullable;
 pub mod ops;
 pub mod pg;
 pub mod platform;

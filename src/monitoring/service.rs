@@ -1,7 +1,7 @@
 //! What the API asks of monitoring: a tenant's level (its plan's, or its own override),
 //! and the renderings over the whole registry.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Level, Monitored};
@@ -45,14 +45,9 @@ pub struct TenantMonitoring {
 #[serde(deny_unknown_fields)]
 pub struct LevelRequest {
     /// `basic`, `standard`, `enterprise`, or null for the plan's level.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::nullable::field")]
     #[schema(value_type = Option<String>)]
     pub level: Option<Option<String>>,
-}
-
-/// A field that is there (even as null) is `Some`; a missing one stays `None`.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 fn parse_level(text: &str) -> Result<Level> {

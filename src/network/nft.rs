@@ -51,12 +51,9 @@ pub fn render(
         out,
         "\t\tdrop\n\t}}\n\n\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n"
     );
-    let forwards = forwards(tenants, servers);
-    for (family, subnet, addr, port, comment) in &forwards {
-        let _ = writeln!(
-            out,
-            "\t\tiifname \"{iface}\" {family} saddr {subnet} {family} daddr {addr} tcp dport {port} accept comment \"{comment}\""
-        );
+    let forwards = forward_rules(&iface, tenants, servers);
+    for rule in &forwards {
+        let _ = writeln!(out, "\t\t{rule}");
     }
     if !forwards.is_empty() {
         let _ = writeln!(
@@ -71,12 +68,13 @@ pub fn render(
     out
 }
 
-/// (family, subnet, address, port, comment) for each live tenant on another server
-/// with a subnet, to each address of that server of the subnet's family.
-fn forwards(
+/// For each live tenant on another server with a subnet: its subnet let through to
+/// each address of that server of the subnet's family, on its port.
+fn forward_rules(
+    iface: &str,
     tenants: &[Restricted],
     servers: &BTreeMap<String, Reach>,
-) -> Vec<(&'static str, IpNet, std::net::IpAddr, u16, String)> {
+) -> Vec<String> {
     let mut out = Vec::new();
     for t in tenants.iter().filter(|t| live(&t.status)) {
         let (Some(subnet), Some(reach)) = (
@@ -88,10 +86,12 @@ fn forwards(
             continue;
         };
         let v4 = subnet.addr().is_ipv4();
+        let family = if v4 { "ip" } else { "ip6" };
         for addr in reach.addrs.iter().filter(|a| a.is_ipv4() == v4) {
-            let family = if v4 { "ip" } else { "ip6" };
-            let comment = format!("tenant {} on {}", t.name, t.server);
-            out.push((family, subnet, *addr, reach.port, comment));
+            out.push(format!(
+                "iifname \"{iface}\" {family} saddr {subnet} {family} daddr {addr} tcp dport {} accept comment \"tenant {} on {}\"",
+                reach.port, t.name, t.server
+            ));
         }
     }
     out

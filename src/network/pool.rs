@@ -124,6 +124,27 @@ pub async fn free(c: &impl GenericClient, tenant: Uuid) -> Result<(), crate::sto
     store::set_subnet(c, tenant, None).await
 }
 
+/// A tenant's subnet after a change of its VPN flag, in the caller's transaction:
+/// allocated when the VPN is on and it has none, freed with its peers when the VPN is
+/// off and it has one; otherwise `subnet` as it is.
+pub async fn follow_flag(
+    c: &impl GenericClient,
+    pool: &VpnPool,
+    tenant: Uuid,
+    vpn_enabled: bool,
+    subnet: Option<String>,
+) -> Result<Option<String>, super::Refusal> {
+    match (vpn_enabled, subnet) {
+        (true, None) => Ok(Some(allocate(c, pool, tenant).await?.to_string())),
+        (false, Some(_)) => {
+            free(c, tenant).await?;
+            crate::store::network::clear_peers(c, tenant).await?;
+            Ok(None)
+        }
+        (_, subnet) => Ok(subnet),
+    }
+}
+
 fn exhausted(pool: &VpnPool) -> Problem {
     Problem::new(
         Kind::Conflict,

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::platform::Platform;
@@ -90,17 +91,21 @@ async fn sizes_on(p: &Platform, server: &str, tenants: &[Placed]) -> Result<Vec<
     let mut client = view.pool.get().await?;
     let mut tx = client.transaction().await?;
     tx.batch_execute(crate::quota::disk::ROUND_TIMEOUTS).await?;
-    let rows = tx.query(SIZES, &[&ids, &db, &names, &template]).await?;
-    let mut sizes: Vec<(Uuid, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let owner: std::collections::HashMap<&str, Uuid> = tenants
         .iter()
         .filter(|t| !t.database_mode)
         .flat_map(|t| t.logins.iter().map(move |l| (l.as_str(), t.id)))
         .collect();
     let logins: Vec<&str> = owner.keys().copied().collect();
-    let relations = tx
-        .query(TEMP_RELATIONS, &[&logins])
-        .await?
+    // Both statements pipelined: one round trip.
+    let (sizes_params, temp_params): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
+        (&[&ids, &db, &names, &template], &[&logins]);
+    let (rows, temp_rows) = tokio::try_join!(
+        tx.query(SIZES, sizes_params),
+        tx.query(TEMP_RELATIONS, temp_params),
+    )?;
+    let mut sizes: Vec<(Uuid, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let relations = temp_rows
         .iter()
         .filter_map(|r| Some((*owner.get(r.get::<_, &str>(0))?, r.get::<_, u32>(1))))
         .collect();

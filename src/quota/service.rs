@@ -1,6 +1,6 @@
 //! Reading and changing a tenant's quotas: `GET .../limits`, `PUT .../quotas`.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -15,11 +15,6 @@ use crate::tenant::service::Error;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A field that may be absent (unchanged), `null` (back to the plan's value) or a number.
-fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
-}
-
 /// `PUT /api/v1/tenants/{name}/quotas`: only the fields given change; `null` puts a
 /// field back to the plan's value. A quota below what the tenant uses now is refused
 /// (409) unless `force` is true, and then enforced at once.
@@ -28,91 +23,91 @@ fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::E
 pub struct QuotaUpdate {
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "crate::nullable::field",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<i64>)]
     pub db_quota_bytes: Option<Option<i64>>,
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "crate::nullable::field",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<i64>)]
     pub max_connections: Option<Option<i64>>,
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "crate::nullable::field",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<i64>)]
     pub statement_timeout_ms: Option<Option<i64>>,
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "crate::nullable::field",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<i64>)]
     pub api_calls_per_minute: Option<Option<i64>>,
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "crate::nullable::field",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<i64>)]
     pub realtime_events_per_minute: Option<Option<i64>>,
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "crate::nullable::field",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<i64>)]
     pub max_users: Option<Option<i64>>,
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "crate::nullable::field",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<i64>)]
     pub max_llm_tokens_per_day: Option<Option<i64>>,
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "crate::nullable::field",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<i64>)]
     pub max_agents: Option<Option<i64>>,
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "crate::nullable::field",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<i64>)]
     pub max_concurrent_agents: Option<Option<i64>>,
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "crate::nullable::field",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<i64>)]
     pub max_data_retention_days: Option<Option<i64>>,
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "crate::nullable::field",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<i64>)]
     pub transaction_timeout_ms: Option<Option<i64>>,
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "crate::nullable::field",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<i64>)]
     pub realtime_events_per_hour: Option<Option<i64>>,
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "crate::nullable::field",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<i64>)]

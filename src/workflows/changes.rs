@@ -70,22 +70,14 @@ pub async fn update(
         false => None,
     };
     let mut tenant = service::update_locked(&tx, &current, req).await?;
-    match (tenant.vpn_enabled, tenant.vpn_subnet.is_some()) {
-        (true, false) => {
-            let subnet = crate::network::pool::allocate(&tx, &rt.network.pool, tenant.id).await?;
-            tenant.vpn_subnet = Some(subnet.to_string());
-        }
-        (false, true) => {
-            crate::network::pool::free(&tx, tenant.id)
-                .await
-                .map_err(service::Error::from)?;
-            crate::store::network::clear_peers(&tx, tenant.id)
-                .await
-                .map_err(service::Error::from)?;
-            tenant.vpn_subnet = None;
-        }
-        _ => {}
-    }
+    tenant.vpn_subnet = crate::network::pool::follow_flag(
+        &tx,
+        &rt.network.pool,
+        tenant.id,
+        tenant.vpn_enabled,
+        tenant.vpn_subnet.take(),
+    )
+    .await?;
     let mut quotas = None;
     if limits_change {
         // The quotas in force go to every login of the tenant, and in database mode to

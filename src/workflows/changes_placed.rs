@@ -202,25 +202,16 @@ async fn registry_change(
             let mut after = service::update_locked(tx, t, req)
                 .await
                 .map_err(step_error)?;
-            match (after.vpn_enabled, after.vpn_subnet.is_some()) {
-                (true, false) => {
-                    // A full pool is refused here, in `own`'s dry run first.
-                    let subnet = crate::network::pool::allocate(tx, &rt.network.pool, after.id)
-                        .await
-                        .map_err(|e| super::refusal(e.into()))?;
-                    after.vpn_subnet = Some(subnet.to_string());
-                }
-                (false, true) => {
-                    crate::network::pool::free(tx, after.id)
-                        .await
-                        .map_err(failed)?;
-                    crate::store::network::clear_peers(tx, after.id)
-                        .await
-                        .map_err(failed)?;
-                    after.vpn_subnet = None;
-                }
-                _ => {}
-            }
+            // A full pool is refused here, in `own`'s dry run first.
+            after.vpn_subnet = crate::network::pool::follow_flag(
+                tx,
+                &rt.network.pool,
+                after.id,
+                after.vpn_enabled,
+                after.vpn_subnet.take(),
+            )
+            .await
+            .map_err(|e| super::refusal(e.into()))?;
             let now = crate::store::quotas::effective(tx, t.id)
                 .await
                 .map_err(failed)?;
@@ -360,16 +351,15 @@ fn record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let t = hold_owned(&tx, run).await?;
         registry_change(rt, &tx, &t, &p, run.id).await?;
         fence::release(&tx, run).await?;
-        // VPN on or off changes what its server's pg_hba.conf and the VPN files hold.
+        // VPN on or off changes what its server's pg_hba.conf and the VPN files hold
+        // (`touch` renders when the VPN was on before or is on now).
         let network = match &p.change {
-            Change::Update { req } if req.vpn_enabled.is_some() => {
-                let after = crate::store::tenants::get(&tx, t.id)
+            Change::Update { req } => match req.vpn_enabled {
+                Some(on) => super::network::touch(rt, &tx, &t, on)
                     .await
-                    .map_err(failed)?;
-                super::network::touch(rt, &tx, &after, t.vpn_enabled)
-                    .await
-                    .map_err(super::refusal)?
-            }
+                    .map_err(super::refusal)?,
+                None => None,
+            },
             _ => None,
         };
         let outcome = json!({"tenant": t.id});

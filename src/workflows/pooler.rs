@@ -43,24 +43,7 @@ pub const ADMIN_DEADLINE: Duration = Duration::from_millis(1500);
 /// database-mode tenant's database there. Idempotent; nothing is rewritten that is
 /// already right. The other servers: [`prepare_servers`].
 pub async fn prepare(p: &Platform) -> Result<(), Error> {
-    if p.pgbouncer.auth_user.is_none() {
-        return Ok(());
-    }
-    if !p.caps.superuser {
-        tracing::warn!("PgBouncer's lookup function reads pg_authid, which only a superuser may: not installed (connect berqenas as a superuser, or install it as one)");
-        return Ok(());
-    }
-    let databases = prepare_cluster(
-        p,
-        crate::store::servers::DEFAULT,
-        crate::store::pooler::LIVE_TENANT_CONDITION,
-    )
-    .await?;
-    tracing::info!(
-        tenant_databases = databases,
-        "PgBouncer lookup function installed"
-    );
-    Ok(())
+    prepare_server(p, crate::store::servers::DEFAULT).await
 }
 
 /// At start, after [`prepare`]: the same on every other registered server (each
@@ -103,20 +86,25 @@ async fn others(p: &Platform) -> Result<Vec<String>, Error> {
         .collect())
 }
 
-/// On a server other than `default` (`view`: the platform as seen from it), at its
-/// add and at every start: the auth user, its CONNECT and the lookup function in the
+/// On `server` (`view`: the platform as seen from it; for another server at its add
+/// and at every start): the auth user, its CONNECT and the lookup function in the
 /// server's database (where its schema-mode tenants live), its template database and
-/// its database-mode tenants' databases. Without the control database's condition:
-/// the registry is not there, and a tenant that is not live has NOLOGIN roles there.
+/// its database-mode tenants' databases. Only `default`'s lookup reads the registry
+/// (a tenant that is not live is refused); elsewhere a tenant that is not live is kept
+/// out by its NOLOGIN roles alone.
 pub async fn prepare_server(view: &Platform, server: &str) -> Result<(), Error> {
     if view.pgbouncer.auth_user.is_none() {
         return Ok(());
     }
     if !view.caps.superuser {
-        tracing::warn!(server, "PgBouncer's lookup function reads pg_authid, which only a superuser may: not installed on this server (register it with a superuser's URL, or install it as one)");
+        tracing::warn!(server, "PgBouncer's lookup function reads pg_authid, which only a superuser may: not installed (connect berqenas to this server as a superuser, or install it as one)");
         return Ok(());
     }
-    let databases = prepare_cluster(view, server, "").await?;
+    let extra = match server {
+        crate::store::servers::DEFAULT => crate::store::pooler::LIVE_TENANT_CONDITION,
+        _ => "",
+    };
+    let databases = prepare_cluster(view, server, extra).await?;
     tracing::info!(
         server,
         tenant_databases = databases,
@@ -125,7 +113,7 @@ pub async fn prepare_server(view: &Platform, server: &str) -> Result<(), Error> 
     Ok(())
 }
 
-/// [`prepare`] and [`prepare_server`]: in the cluster `p` reaches, its database (with
+/// [`prepare_server`]: in the cluster `p` reaches, its database (with
 /// `extra` in the lookup), its template database and the databases its database-mode
 /// tenants (on `server`, by the registry) have there. Returns how many of those.
 async fn prepare_cluster(p: &Platform, server: &str, extra: &str) -> Result<usize, Error> {
@@ -274,12 +262,10 @@ async fn console_of(p: &Platform, t: &Tenant) -> Option<(crate::secrets::SecretS
         let url = p.pgbouncer.admin_url.clone()?;
         return Some((url, p.endpoint.database.clone()));
     }
-    let found = match p.control().get().await {
-        Ok(c) => crate::store::servers::pgbouncer_admin(&c, &t.server)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let found: Result<_, Error> = async {
+        Ok(crate::store::servers::pgbouncer_admin(&p.control().get().await?, &t.server).await?)
+    }
+    .await;
     let (sealed, database) = match found {
         Ok(found) => found?,
         Err(e) => {
@@ -287,12 +273,12 @@ async fn console_of(p: &Platform, t: &Tenant) -> Option<(crate::secrets::SecretS
             return None;
         }
     };
-    let url = p
+    let Some(url) = p
         .key
         .open(&sealed)
         .ok()
-        .and_then(|b| String::from_utf8(b).ok());
-    let Some(url) = url else {
+        .and_then(|b| String::from_utf8(b).ok())
+    else {
         tracing::warn!(server = %t.server, "the server's PgBouncer console URL cannot be opened with this key; pooled connections left to PostgreSQL's termination");
         return None;
     };

@@ -92,15 +92,9 @@ pub struct UpdateServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining: Option<bool>,
     /// The PgBouncer console's URL (as in `POST`); `null` forgets it.
-    #[serde(default, deserialize_with = "present", skip_serializing)]
+    #[serde(default, deserialize_with = "crate::nullable::field", skip_serializing)]
     #[schema(value_type = Option<String>)]
     pub pgbouncer_admin_url: Option<Option<SecretString>>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<Option<SecretString>>, D::Error> {
-    Option::<SecretString>::deserialize(d).map(Some)
 }
 
 /// A console URL, checked and sealed. Its text is never echoed: it holds a password.
