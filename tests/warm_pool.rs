@@ -11,6 +11,10 @@
 mod common;
 #[path = "warm_pool/database.rs"]
 mod database;
+#[path = "support/extra_cluster.rs"]
+mod extra_cluster;
+#[path = "warm_pool/placed.rs"]
+mod placed;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -124,6 +128,17 @@ async fn catalog_in(
     inside: Option<&tokio_postgres::Client>,
     name: &str,
 ) -> Vec<String> {
+    catalog_at(pg, None, inside, name).await
+}
+
+/// [`catalog_in`] of a tenant on another server: `server` reaches its database there
+/// (the registry is `pg`'s).
+async fn catalog_at(
+    pg: &tokio_postgres::Client,
+    server: Option<&tokio_postgres::Client>,
+    inside: Option<&tokio_postgres::Client>,
+    name: &str,
+) -> Vec<String> {
     let stem = format!("tenant_{}", name.replace('-', "_"));
     let like = format!("{stem}_");
     let id: String = pg
@@ -187,7 +202,8 @@ async fn catalog_in(
                 "schema" | "relation" | "column" | "constraint" | "function" | "trigger" | "policy"
                 | "default acl",
             ) => db,
-            _ => pg,
+            (_, "shared member") => pg,
+            _ => server.unwrap_or(pg),
         };
         for row in on.query(*sql, &[&like]).await.unwrap() {
             let cols: Vec<String> = (0..row.len()).map(|i| text_of(&row, i)).collect();

@@ -68,12 +68,19 @@ pub struct Status {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WarmPoolMembers {
-    /// `schema` or `shared`.
+    /// The PostgreSQL server the members are on (`default` first).
+    #[serde(default = "default_server")]
+    pub server: String,
+    /// `schema`, `database` or `shared`.
     pub isolation: String,
     /// A member at another version than the current one is stale: never claimed,
     /// and dropped by the next refill round.
     pub template_version: i32,
     pub members: i64,
+}
+
+fn default_server() -> String {
+    crate::store::servers::DEFAULT.to_string()
 }
 
 /// One `berqenas serve` process among those on the control database.
@@ -130,10 +137,11 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
         .await
         .map_err(crate::tenant::service::Error::from)?
         .into_iter()
-        .map(|(isolation, template_version, members)| WarmPoolMembers {
-            isolation,
-            template_version,
-            members,
+        .map(|m| WarmPoolMembers {
+            server: m.server,
+            isolation: m.isolation,
+            template_version: m.template_version,
+            members: m.members,
         })
         .collect();
     Ok(Json(Status {

@@ -79,6 +79,7 @@ pub async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ServerInfo>, ApiError> {
+    crate::workflows::warm_pool_placed::before_remove(&state.platform, &name).await?;
     Ok(Json(
         srv::remove(&state.platform, &name, ADMIN_ACTOR).await?,
     ))

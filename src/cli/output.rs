@@ -231,8 +231,8 @@ pub async fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
             println!("warm pool: {total} unclaimed");
             for m in &s.warm_pool {
                 println!(
-                    "  {} at template version {}: {}",
-                    m.isolation, m.template_version, m.members
+                    "  {} on {} at template version {}: {}",
+                    m.isolation, m.server, m.template_version, m.members
                 );
             }
         }

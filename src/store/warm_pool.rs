@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::Result;
 use crate::store::tenants::Isolation;
 
-/// The server every member is on until servers are registered.
+/// The server berqenas starts with: the shared and database-mode pools live there.
 pub const DEFAULT_SERVER: &str = "default";
 
 /// A member of the pool: its id (the claiming tenant's id) and placeholder key.
@@ -19,6 +19,8 @@ pub struct Member {
     pub key: String,
     pub isolation: Isolation,
     pub template_version: i32,
+    /// The PostgreSQL server its objects are on (a create on that server claims it).
+    pub server: String,
     /// Its login role's password, sealed as the registry's `credentials` (the role
     /// has it from the refill); `None` for a member made before members had one.
     pub credentials: Option<Vec<u8>>,
@@ -39,6 +41,7 @@ fn member(r: &tokio_postgres::Row) -> Result<Member> {
         key: r.try_get("key")?,
         isolation: r.try_get("isolation")?,
         template_version: r.try_get("template_version")?,
+        server: r.try_get("server")?,
         credentials: r.try_get("credentials")?,
     })
 }
@@ -56,7 +59,7 @@ pub async fn insert(c: &impl GenericClient, m: &Member) -> Result<()> {
             &m.key,
             &m.isolation.as_str(),
             &m.template_version,
-            &DEFAULT_SERVER,
+            &m.server,
             &m.credentials,
         ],
     )
@@ -69,6 +72,7 @@ pub async fn insert(c: &impl GenericClient, m: &Member) -> Result<()> {
 /// the caller's transaction, so a rollback gives it back.
 pub async fn claim(
     c: &impl GenericClient,
+    server: &str,
     isolation: Isolation,
     version: Version<'_>,
 ) -> Result<Option<Member>> {
@@ -86,45 +90,52 @@ pub async fn claim(
                                      (SELECT version FROM berqenas.template_database WHERE name = $4))
                                ORDER BY created_at LIMIT 1
                                FOR UPDATE SKIP LOCKED)
-                 RETURNING id, key, isolation, template_version, credentials",
+                 RETURNING id, key, isolation, template_version, server, credentials",
             )
             .await?,
-            &[&DEFAULT_SERVER, &isolation.as_str(), &exact, &row],
+            &[&server, &isolation.as_str(), &exact, &row],
         )
         .await?;
     row.as_ref().map(member).transpose()
 }
 
-/// Takes one member of this mode whose template version is not `current` (to be
-/// dropped; `only`: that member, if it is stale), skipping those held by another
-/// transaction.
+/// Takes one member of this mode on `server` whose template version is not
+/// `current` (to be dropped; `only`: that member, if it is stale; `current` `None`:
+/// any member, the server is going), skipping those held by another transaction.
 pub async fn take_stale(
     c: &impl GenericClient,
+    server: &str,
     isolation: Isolation,
-    current: i32,
+    current: Option<i32>,
     only: Option<&str>,
 ) -> Result<Option<Member>> {
     let row = c
         .query_opt(
             "DELETE FROM berqenas.warm_pool
               WHERE id = (SELECT id FROM berqenas.warm_pool
-                           WHERE server = $1 AND isolation = $2 AND template_version <> $3
+                           WHERE server = $1 AND isolation = $2
+                             AND template_version IS DISTINCT FROM $3
                              AND ($4::text IS NULL OR key = $4)
                            ORDER BY created_at LIMIT 1
                            FOR UPDATE SKIP LOCKED)
-             RETURNING id, key, isolation, template_version, credentials",
-            &[&DEFAULT_SERVER, &isolation.as_str(), &current, &only],
+             RETURNING id, key, isolation, template_version, server, credentials",
+            &[&server, &isolation.as_str(), &current, &only],
         )
         .await?;
     row.as_ref().map(member).transpose()
 }
 
 /// Whether any member of this mode is stale (cheap: the round asks before it takes).
-pub async fn any_stale(c: &impl GenericClient, isolation: Isolation, current: i32) -> Result<bool> {
+pub async fn any_stale(
+    c: &impl GenericClient,
+    server: &str,
+    isolation: Isolation,
+    current: i32,
+) -> Result<bool> {
     Ok(c.query_one(
         "SELECT EXISTS (SELECT 1 FROM berqenas.warm_pool
                          WHERE server = $1 AND isolation = $2 AND template_version <> $3)",
-        &[&DEFAULT_SERVER, &isolation.as_str(), &current],
+        &[&server, &isolation.as_str(), &current],
     )
     .await?
     .get(0))
@@ -133,41 +144,85 @@ pub async fn any_stale(c: &impl GenericClient, isolation: Isolation, current: i3
 /// Ready members of this mode at this template version.
 pub async fn count(
     c: &impl GenericClient,
+    server: &str,
     isolation: Isolation,
     template_version: i32,
 ) -> Result<i64> {
     Ok(c.query_one(
         "SELECT count(*) FROM berqenas.warm_pool
           WHERE server = $1 AND isolation = $2 AND template_version = $3",
-        &[&DEFAULT_SERVER, &isolation.as_str(), &template_version],
+        &[&server, &isolation.as_str(), &template_version],
     )
     .await?
     .get(0))
 }
 
-/// Every member, per mode and template version (for `status`).
-pub async fn counts(c: &impl GenericClient) -> Result<Vec<(String, i32, i64)>> {
+/// Every member, per server, mode and template version (for `status`).
+pub async fn counts(c: &impl GenericClient) -> Result<Vec<Counted>> {
     let rows = c
         .query(
-            "SELECT isolation, template_version, count(*) FROM berqenas.warm_pool
-              GROUP BY 1, 2 ORDER BY 1, 2",
+            "SELECT server, isolation, template_version, count(*) FROM berqenas.warm_pool
+              GROUP BY 1, 2, 3 ORDER BY server <> 'default', 1, 2, 3",
             &[],
         )
         .await?;
     Ok(rows
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| Counted {
+            server: r.get(0),
+            isolation: r.get(1),
+            template_version: r.get(2),
+            members: r.get(3),
+        })
         .collect())
 }
 
-/// Serializes the refills of one mode across instances for the rest of the caller's
-/// transaction, so two refills never overshoot the target (the second counts after
-/// the first commits). Claims never take it.
-pub async fn lock_refill(c: &impl GenericClient, isolation: Isolation) -> Result<()> {
-    c.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('berqenas.warm_pool:' || $1))",
-        &[&isolation.as_str()],
+/// Members of one server, mode and template version.
+#[derive(Debug, Clone)]
+pub struct Counted {
+    pub server: String,
+    pub isolation: String,
+    pub template_version: i32,
+    pub members: i64,
+}
+
+/// Members on `server`, any mode or version (a server is removed only without any).
+pub async fn on_server(c: &impl GenericClient, server: &str) -> Result<i64> {
+    Ok(c.query_one(
+        "SELECT count(*) FROM berqenas.warm_pool WHERE server = $1",
+        &[&server],
     )
-    .await?;
+    .await?
+    .get(0))
+}
+
+/// Serializes the refills of one mode on one server across instances for the rest
+/// of the caller's transaction, so two refills never overshoot the target (the second
+/// counts after the first commits). Claims never take it.
+pub async fn lock_refill(c: &impl GenericClient, server: &str, isolation: Isolation) -> Result<()> {
+    let key = match server {
+        DEFAULT_SERVER => format!("berqenas.warm_pool:{}", isolation.as_str()),
+        other => format!("berqenas.warm_pool:{}:{other}", isolation.as_str()),
+    };
+    c.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&key])
+        .await?;
     Ok(())
+}
+
+/// The servers other than `default` a refill round tends, each with whether it takes
+/// new tenants (its pool is refilled; a draining or down server's is not): those
+/// that do, and those up that hold members (their stale ones are recycled).
+pub async fn servers_to_tend(c: &impl GenericClient) -> Result<Vec<(String, bool)>> {
+    let rows = c
+        .query(
+            "SELECT s.name, NOT s.draining AND s.down_reason IS NULL
+               FROM berqenas.servers s
+              WHERE s.name <> $1 AND s.down_reason IS NULL
+                AND (NOT s.draining
+                     OR EXISTS (SELECT 1 FROM berqenas.warm_pool w WHERE w.server = s.name))
+              ORDER BY s.name",
+            &[&DEFAULT_SERVER],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

@@ -12,6 +12,7 @@ pub mod moving_mode;
 pub mod moving_shared;
 pub mod offboarding;
 pub mod placed;
+pub mod placed_members;
 pub use crate::names::roles;
 pub mod service;
 pub mod shared_mode;

@@ -24,24 +24,31 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The registry row (`provisioning`, on `server`), with no object anywhere yet;
 /// inside the caller's control transaction, which holds the name lock. The password
-/// is sealed into the row, where [`make`] and the activation open it.
+/// is sealed into the row, where [`make`] and the activation open it. `member`: a warm
+/// pool member on that server the caller claimed in this transaction: the tenant
+/// takes its password (its login role has it already).
 pub async fn register(
     p: &Platform,
     tx: &Transaction<'_>,
     v: &Validated,
     tenant_id: Uuid,
-    server: &str,
-    server_database: &str,
+    (server, server_database): (&str, &str),
+    member: Option<&crate::store::warm_pool::Member>,
 ) -> Result<Registered> {
     let slug = &v.slug;
     if tenants::find(tx, slug.as_str()).await?.is_some() {
         return Err(service::taken_name(slug));
     }
-    let (password, _verifier) = crate::secrets::new_password();
     let plan = service::find_plan(tx, &v.plan).await?;
     let quota = v.db_quota_bytes.unwrap_or(plan.quotas.db_quota_bytes);
     let trial_days = v.trial_days(&plan);
-    let sealed = p.key.seal(&service::seal_password(&password)?);
+    let sealed = match member.and_then(|m| m.credentials.clone()) {
+        Some(sealed) => sealed,
+        None => {
+            let (password, _verifier) = crate::secrets::new_password();
+            p.key.seal(&service::seal_password(&password)?)
+        }
+    };
     let database = match v.isolation {
         Isolation::Database => slug.schema().as_str().to_string(),
         _ => server_database.to_string(),
@@ -76,7 +83,7 @@ pub async fn register(
         db_quota_bytes: quota,
         trial_days,
         max_connections: plan.quotas.max_connections,
-        member: None,
+        member: member.map(|m| m.key.clone()),
     })
 }
 

@@ -25,7 +25,7 @@ use super::{failed, step_error, Error, Runtime};
 use crate::ops::{fence, Idempotency, Kind, Object, Run, Step, StepError, StepFuture};
 use crate::tenant::create::{CreatedTenant, Validated};
 use crate::tenant::database_mode::Registered;
-use crate::tenant::{placed, service, Isolation, Slug};
+use crate::tenant::{placed, placed_members, service, Isolation, Slug};
 
 pub const CREATE_PLACED: &str = "tenant.create.placed";
 
@@ -151,7 +151,10 @@ pub async fn create(
 }
 
 /// The server's view of the platform (its pool, config, endpoint), opened once.
-async fn view_of(p: &Runtime, server: &str) -> Result<crate::platform::Platform, StepError> {
+pub(super) async fn view_of(
+    p: &Runtime,
+    server: &str,
+) -> Result<crate::platform::Platform, StepError> {
     let s = super::servers::opened(&p.platform, server)
         .await
         .map_err(failed)?;
@@ -167,18 +170,24 @@ fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let tx = client.transaction().await.map_err(failed)?;
         fence::lock_name(&tx, params.name.as_str()).await?;
         let validated = params.validated();
-        let (registered, onboarding) = tokio::join!(
-            placed::register(
-                p,
-                &tx,
-                &validated,
-                params.tenant_id,
-                &params.server,
-                &view.endpoint.database,
-            ),
+        // A warm pool member on that server (docs/warm_pool.md), claimed in this
+        // transaction: from its commit the member is this operation's, renamed by
+        // `provision` or dropped by the undo.
+        let (member, onboarding) = tokio::join!(
+            claim(p, &tx, &params),
             crate::store::onboarding::matching(&tx, &params.plan, params.isolation.as_str()),
         );
-        let registered = registered.map_err(step_error)?;
+        let member = member.map_err(failed)?;
+        let registered = placed::register(
+            p,
+            &tx,
+            &validated,
+            params.tenant_id,
+            (&params.server, &view.endpoint.database),
+            member.as_ref(),
+        )
+        .await
+        .map_err(step_error)?;
         let onboarding: Vec<String> = onboarding
             .map_err(failed)?
             .into_iter()
@@ -199,9 +208,43 @@ fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// Drops the registry row, if this operation still owns the tenant.
+/// A schema-mode member of the server's pool at the current template version, or
+/// `None` (no member, or another mode: the create makes the tenant from scratch).
+async fn claim(
+    p: &Runtime,
+    tx: &deadpool_postgres::Transaction<'_>,
+    params: &Params,
+) -> Result<Option<crate::store::warm_pool::Member>, crate::store::Error> {
+    if params.isolation != Isolation::Schema {
+        return Ok(None);
+    }
+    let version = crate::store::warm_pool::Version::Exactly(p.template.latest_version());
+    crate::store::warm_pool::claim(tx, &params.server, Isolation::Schema, version).await
+}
+
+/// The claimed member's slug, if `register` claimed one.
+fn claimed(run: &Run) -> Result<Option<Slug>, StepError> {
+    let registered: Option<Registered> = run.outcome("register");
+    registered
+        .and_then(|r| r.member)
+        .map(|key| {
+            Slug::warm_member(&key)
+                .ok_or_else(|| StepError::Fenced(format!("not a warm pool key: {key:?}")))
+        })
+        .transpose()
+}
+
+/// Drops the registry row, if this operation still owns the tenant; and a member it
+/// claimed, wherever `provision` left it (never renamed: still the member's names).
 fn unregister<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
+        if let Some(member) = claimed(run)? {
+            let params: Params = run.params()?;
+            let view = view_of(p, &params.server).await?;
+            placed::unmake(&view, &member, Isolation::Schema)
+                .await
+                .map_err(step_error)?;
+        }
         let slug = Slug::parse(&run.tenant_name).map_err(failed)?;
         let mut client = p.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
@@ -233,9 +276,18 @@ fn provision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             if placed::roles_exist(&view, slug).await.map_err(step_error)? {
                 return Err(step_error(service::taken_name(slug)));
             }
-            let objects = declared(slug, params.isolation, &view, []);
+            let mut objects = declared(slug, params.isolation, &view, []);
+            if let Some(member) = claimed(run)? {
+                objects.extend(declared(&member, Isolation::Schema, &view, []));
+            }
             run.intend(objects, json!({"ours": true, "server": params.server}))
                 .await?;
+        }
+        if let Some(member) = claimed(run)? {
+            placed_members::claim(p, &view, slug, &member, &registered)
+                .await
+                .map_err(step_error)?;
+            return Ok(json!({"server": params.server, "claimed": true}));
         }
         let sealed = {
             let c = p.pool.get().await.map_err(failed)?;

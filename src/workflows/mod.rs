@@ -38,6 +38,7 @@ pub mod users_placed;
 pub mod vector_store;
 pub mod warm_pool;
 mod warm_pool_database;
+pub mod warm_pool_placed;
 
 use std::sync::Arc;
 

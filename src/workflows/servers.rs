@@ -479,6 +479,15 @@ pub async fn remove(p: &Platform, name: &str, actor: &str) -> Result<ServerInfo>
         return Err(not_found(name));
     }
     let row = store::get(&tx, name).await?;
+    // Members are dropped before (`warm_pool_placed::before_remove`); one a refill
+    // published since is left for the next round to recycle, and the remove retried.
+    let members = crate::store::warm_pool::on_server(&tx, name).await?;
+    if row.tenants == 0 && members > 0 {
+        return Err(conflict(
+            "server_not_empty",
+            format!("server {name:?} still has {members} warm pool member(s); try again"),
+        ));
+    }
     match store::delete_if_empty(&tx, name).await {
         Ok(Ok(())) => {}
         Ok(Err(n)) => {

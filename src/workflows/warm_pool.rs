@@ -26,7 +26,7 @@ use crate::isolation::warm::{self, Mode};
 use crate::names::Slug;
 use crate::ops::{self, Kind};
 use crate::store::tenants::Isolation;
-use crate::store::warm_pool::{self as store, Member, Version};
+use crate::store::warm_pool::{self as store, Member, Version, DEFAULT_SERVER as DEFAULT};
 use crate::tenant::create::{self as domain, Provisioned, Validated};
 use crate::tenant::{service, shared_mode};
 
@@ -42,6 +42,7 @@ const BETWEEN_MEMBERS: Duration = Duration::from_millis(5);
 pub fn kinds() -> Vec<Kind<Runtime>> {
     let mut kinds = vec![Kind::single(REFILL), Kind::single(RECYCLE)];
     kinds.extend(super::warm_pool_database::kinds());
+    kinds.extend(super::warm_pool_placed::kinds());
     kinds
 }
 
@@ -148,7 +149,7 @@ pub async fn claim(
     let Some(mode) = mode_of(v.isolation) else {
         return Ok(None);
     };
-    Ok(store::claim(tx, v.isolation, version_of(rt, mode)).await?)
+    Ok(store::claim(tx, DEFAULT, v.isolation, version_of(rt, mode)).await?)
 }
 
 /// The create's one dispatch point: the claimed member renamed to the tenant, or the
@@ -206,11 +207,11 @@ pub async fn refill_one(
     let isolation = isolation_of(mode);
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
-    store::lock_refill(&tx, isolation)
+    store::lock_refill(&tx, DEFAULT, isolation)
         .await
         .map_err(service::Error::from)?;
     let version = current_version(rt, &tx, mode).await?;
-    if store::count(&tx, isolation, version)
+    if store::count(&tx, DEFAULT, isolation, version)
         .await
         .map_err(service::Error::from)?
         >= target
@@ -223,6 +224,7 @@ pub async fn refill_one(
         key: key.to_string(),
         isolation,
         template_version: version,
+        server: DEFAULT.to_string(),
         credentials: Some(credentials),
     };
     let mut sql = warm::member_sql(
@@ -260,7 +262,7 @@ pub async fn recycle_one(
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
     let version = current_version(rt, &tx, mode).await?;
-    let Some(m) = store::take_stale(&tx, isolation, version, only)
+    let Some(m) = store::take_stale(&tx, DEFAULT, isolation, Some(version), only)
         .await
         .map_err(service::Error::from)?
     else {
@@ -336,7 +338,7 @@ pub async fn round_paced(rt: &Runtime, targets: Targets, pace: Pace) -> Result<R
         let stale = {
             let c = rt.pool.get().await?;
             let version = current_version(rt, &c, mode).await?;
-            store::any_stale(&c, isolation_of(mode), version)
+            store::any_stale(&c, DEFAULT, isolation_of(mode), version)
                 .await
                 .map_err(service::Error::from)?
         };
@@ -357,14 +359,62 @@ pub async fn round_paced(rt: &Runtime, targets: Targets, pace: Pace) -> Result<R
             tokio::time::sleep(BETWEEN_MEMBERS).await;
         }
     }
+    placed_round(rt, targets.schema, pace, &mut done).await?;
     Ok(done)
+}
+
+/// The schema-mode pools of the other servers (workflows::warm_pool_placed): stale
+/// members recycled, then each server that takes new tenants refilled to `target`,
+/// paced like `default`'s. A server that fails is logged and skipped this round.
+async fn placed_round(
+    rt: &Runtime,
+    target: i64,
+    pace: Pace,
+    done: &mut Round,
+) -> Result<(), Error> {
+    use super::warm_pool_placed::{self as placed, Which};
+    let version = rt.template.latest_version();
+    for (server, placeable) in placed::servers(rt).await? {
+        let tended = async {
+            let stale =
+                store::any_stale(&rt.pool.get().await?, &server, Isolation::Schema, version)
+                    .await
+                    .map_err(service::Error::from)?;
+            if stale {
+                while placed::recycle_one(rt, &server, Which::Stale(None))
+                    .await?
+                    .is_some()
+                {
+                    done.recycled += 1;
+                }
+            }
+            while placeable && target > 0 && !busy(rt) {
+                if pace == Pace::AroundCreates && creates_arriving() {
+                    break;
+                }
+                if placed::refill_one(rt, &server, &new_key(), target)
+                    .await?
+                    .is_none()
+                {
+                    break;
+                }
+                done.made += 1;
+                tokio::time::sleep(BETWEEN_MEMBERS).await;
+            }
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = tended.await {
+            tracing::warn!(server = %server, error = %e, "warm pool of a server not tended this round");
+        }
+    }
+    Ok(())
 }
 
 /// Whether the pool of `mode` is down to a quarter of its target.
 async fn low(rt: &Runtime, mode: Mode, target: i64) -> Result<bool, Error> {
     let c = rt.pool.get().await?;
     let version = current_version(rt, &c, mode).await?;
-    let ready = store::count(&c, isolation_of(mode), version)
+    let ready = store::count(&c, DEFAULT, isolation_of(mode), version)
         .await
         .map_err(service::Error::from)?;
     Ok(ready * 4 <= target)
@@ -387,8 +437,8 @@ pub async fn run_forever(rt: Arc<Runtime>, targets: Targets) {
     }
 }
 
-/// Members per mode and template version, for `status`.
-pub async fn counts(rt: &Runtime) -> Result<Vec<(String, i32, i64)>, service::Error> {
+/// Members per server, mode and template version, for `status`.
+pub async fn counts(rt: &Runtime) -> Result<Vec<store::Counted>, service::Error> {
     let c = rt.pool.get().await?;
     Ok(store::counts(&c).await?)
 }

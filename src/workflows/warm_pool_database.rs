@@ -27,7 +27,7 @@ use crate::isolation::Strategy;
 use crate::names::Slug;
 use crate::ops::{self, Kind, NewOp, Object, Run, Step, StepError, StepFuture};
 use crate::store::tenants::Isolation;
-use crate::store::warm_pool::{self as store, Member};
+use crate::store::warm_pool::{self as store, Member, DEFAULT_SERVER as DEFAULT};
 use crate::tenant::{database_mode, service};
 
 pub const REFILL: &str = "warm_pool.refill.database";
@@ -137,6 +137,7 @@ pub async fn refill_one(rt: &Runtime, key: &str, target: i64) -> Result<Option<M
         key: key.to_string(),
         isolation: Isolation::Database,
         template_version: rt.template.latest_version(),
+        server: DEFAULT.to_string(),
         credentials: None,
     }))
 }
@@ -149,12 +150,17 @@ fn roles<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let member = member_of(&params.key)?;
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        store::lock_refill(&tx, Isolation::Database)
+        store::lock_refill(&tx, DEFAULT, Isolation::Database)
             .await
             .map_err(failed)?;
-        let ready = store::count(&tx, Isolation::Database, rt.template.latest_version())
-            .await
-            .map_err(failed)?;
+        let ready = store::count(
+            &tx,
+            DEFAULT,
+            Isolation::Database,
+            rt.template.latest_version(),
+        )
+        .await
+        .map_err(failed)?;
         let outcome = if ready >= params.target {
             json!({"full": true})
         } else {
@@ -287,6 +293,7 @@ fn publish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                     key: params.key.clone(),
                     isolation: Isolation::Database,
                     template_version: rt.template.latest_version(),
+                    server: DEFAULT.to_string(),
                     credentials: Some(credentials),
                 },
             )
@@ -327,6 +334,7 @@ pub async fn recycle_one(rt: &Runtime, only: Option<&str>) -> Result<Option<Memb
             key: key.to_string(),
             isolation: Isolation::Database,
             template_version: taken["template_version"].as_i64().unwrap_or_default() as i32,
+            server: DEFAULT.to_string(),
             credentials: None,
         }),
         _ => None,
@@ -341,8 +349,9 @@ fn take<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let tx = client.transaction().await.map_err(failed)?;
         let taken = store::take_stale(
             &tx,
+            DEFAULT,
             Isolation::Database,
-            rt.template.latest_version(),
+            Some(rt.template.latest_version()),
             only.as_deref(),
         )
         .await

@@ -39,6 +39,7 @@ mod servers_lifecycle;
 mod settings;
 mod tenants;
 mod warm_pool;
+mod warm_pool_placed;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -103,6 +104,7 @@ fn scenarios() -> Vec<Scenario> {
     all.extend(moves::scenarios());
     all.extend(moves_shared::scenarios());
     all.extend(warm_pool::scenarios());
+    all.extend(warm_pool_placed::scenarios());
     all
 }
 

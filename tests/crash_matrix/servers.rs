@@ -139,7 +139,10 @@ fn create_database<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>
 
 /// Active with its roles and schema (or database) on cmpg2 and nothing on default;
 /// or no registry row and nothing of it on cmpg2.
-fn whole_there_or_nothing<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+pub(super) fn whole_there_or_nothing<'a>(
+    env: &'a Env,
+    _: &'a Value,
+) -> Fut<'a, Result<(), String>> {
     Box::pin(async move {
         let (c, _) = cluster().await;
         let pg2 = admin(c, "postgres").await;

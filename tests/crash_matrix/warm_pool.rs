@@ -296,7 +296,7 @@ fn claimed_or_unclaimed<'a>(env: &'a Env, v: &'a Value) -> Fut<'a, Result<(), St
         let half: Vec<String> = env
             .pg
             .query(
-                "SELECT key FROM berqenas.warm_pool m WHERE isolation IN ('schema', 'database') AND (
+                "SELECT key FROM berqenas.warm_pool m WHERE server = 'default' AND isolation IN ('schema', 'database') AND (
                     (isolation = 'schema' AND NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'tenant_wp__' || m.key))
                     OR (isolation = 'database' AND NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'tenant_wp__' || m.key))
                     OR (SELECT count(*) FROM pg_roles WHERE starts_with(rolname, 'tenant_wp__' || m.key || '_')) <> 6)",

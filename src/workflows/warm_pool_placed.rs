@@ -1,0 +1,374 @@
+//! The warm pool on servers other than `default` (docs/warm_pool.md), schema mode: a
+//! member's roles and schema are on its server and its pool row on the control
+//! database, and no transaction spans the two, so its refill and its recycling are
+//! steps of the operation engine:
+//!
+//! - `warm_pool.refill.placed`: `check` (the pool of that server counted under its
+//!   refill lock, in one transaction with the journal), `make` (the member declared,
+//!   then made on the server in one transaction there), `publish` (its password set
+//!   there, then its pool row, with the operation closed, in one control
+//!   transaction). A member is claimable only once `publish` commits; a refill that
+//!   fails or dies before is undone (the member dropped on the server).
+//! - `warm_pool.recycle.placed`: `take` (the member's row deleted, so no claim can
+//!   get it), then `drop` (its schema and roles on the server), forward only.
+//!
+//! A claim is the `register` step of `tenant.create.placed` (workflows/create_placed.rs):
+//! the member's row deleted in the registry's transaction; its `provision` step renames
+//! the member on the server.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::create_placed::view_of;
+use super::{failed, step_error, Error, Runtime};
+use crate::names::Slug;
+use crate::ops::{self, Kind, NewOp, Run, Step, StepError, StepFuture};
+use crate::store::tenants::Isolation;
+use crate::store::warm_pool::{self as store, Member};
+use crate::tenant::{placed, placed_members};
+
+pub const REFILL: &str = "warm_pool.refill.placed";
+pub const RECYCLE: &str = "warm_pool.recycle.placed";
+
+pub fn kinds() -> Vec<Kind<Runtime>> {
+    vec![
+        Kind {
+            name: REFILL,
+            steps: vec![
+                Step {
+                    name: "check",
+                    reaches_out: false,
+                    apply: check,
+                    compensate: None,
+                },
+                Step {
+                    name: "make",
+                    reaches_out: true,
+                    apply: make,
+                    compensate: Some(unmake),
+                },
+                Step {
+                    name: "publish",
+                    reaches_out: true,
+                    apply: publish,
+                    compensate: None,
+                },
+            ],
+            // `publish` closes the operation in its own transaction: until it commits,
+            // a crash undoes the member.
+            point_of_no_return: 2,
+        },
+        Kind {
+            name: RECYCLE,
+            steps: vec![
+                Step {
+                    name: "take",
+                    reaches_out: false,
+                    apply: take,
+                    compensate: None,
+                },
+                Step {
+                    name: "drop",
+                    reaches_out: true,
+                    apply: drop_member,
+                    compensate: None,
+                },
+            ],
+            // Once its row is gone the member is nobody's: the drop is finished.
+            point_of_no_return: 1,
+        },
+    ]
+}
+
+/// The input of a refill, as journaled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Params {
+    id: Uuid,
+    key: String,
+    server: String,
+    target: i64,
+}
+
+fn member_of(key: &str) -> Result<Slug, StepError> {
+    Slug::warm_member(key).ok_or_else(|| {
+        StepError::Rejected(crate::problem::Problem::bad_field(
+            "key",
+            "a warm pool key is 20 lower-case hex digits",
+        ))
+    })
+}
+
+/// One schema-mode member on `server` named by `key`, unless that server's pool holds
+/// `target` current members already. Returns the member made.
+pub async fn refill_one(
+    rt: &Runtime,
+    server: &str,
+    key: &str,
+    target: i64,
+) -> Result<Option<Member>, Error> {
+    member_of(key).map_err(|e| match e {
+        StepError::Rejected(p) => Error::Rejected(p),
+        other => Error::Rejected(crate::problem::Problem::bad_field("key", other.to_string())),
+    })?;
+    let id = Uuid::now_v7();
+    let done = rt
+        .engine
+        .run(
+            rt,
+            NewOp {
+                kind: REFILL,
+                tenant_id: None,
+                tenant_name: &format!("wp--{key}"),
+                params: json!(Params {
+                    id,
+                    key: key.to_string(),
+                    server: server.to_string(),
+                    target
+                }),
+                idempotency: None,
+            },
+        )
+        .await?;
+    let made = match done {
+        ops::Done::Finished(outcome) => outcome["made"] == true,
+        ops::Done::Replay(_) => false,
+    };
+    Ok(made.then(|| Member {
+        id,
+        key: key.to_string(),
+        isolation: Isolation::Schema,
+        template_version: rt.template.latest_version(),
+        server: server.to_string(),
+        credentials: None,
+    }))
+}
+
+/// 1. Whether the server's pool is full, under its refill lock (refills of one server
+///    serialized across instances).
+fn check<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let params: Params = run.params()?;
+        member_of(&params.key)?;
+        let mut client = rt.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        store::lock_refill(&tx, &params.server, Isolation::Schema)
+            .await
+            .map_err(failed)?;
+        let ready = store::count(
+            &tx,
+            &params.server,
+            Isolation::Schema,
+            rt.template.latest_version(),
+        )
+        .await
+        .map_err(failed)?;
+        let outcome = json!({"full": ready >= params.target});
+        run.applied_in(&tx, &outcome).await?;
+        tx.commit().await.map_err(failed)?;
+        Ok(outcome)
+    })
+}
+
+fn full(run: &Run) -> bool {
+    run.outcome::<Value>("check")
+        .is_some_and(|o| o["full"] == true)
+}
+
+/// 2. The member on its server, declared first.
+fn make<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        if full(run) {
+            return Ok(Value::Null);
+        }
+        let params: Params = run.params()?;
+        let member = member_of(&params.key)?;
+        let view = view_of(rt, &params.server).await?;
+        if run.intent::<Value>("make").is_none() {
+            let objects = super::create_placed::declared(&member, Isolation::Schema, &view, []);
+            run.intend(objects, json!({"server": params.server}))
+                .await?;
+        }
+        placed_members::make(&view, &member)
+            .await
+            .map_err(step_error)?;
+        Ok(Value::Null)
+    })
+}
+
+fn unmake<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        if run.intent::<Value>("make").is_none() {
+            return Ok(Value::Null);
+        }
+        let params: Params = run.params()?;
+        let member = member_of(&params.key)?;
+        let view = view_of(rt, &params.server).await?;
+        placed::unmake(&view, &member, Isolation::Schema)
+            .await
+            .map_err(step_error)?;
+        Ok(Value::Null)
+    })
+}
+
+/// 3. The member's password on the server, then its pool row with the operation
+///    closed: from this commit on, claimable. The sealed password is never journaled.
+fn publish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let params: Params = run.params()?;
+        let made = !full(run);
+        let mut client = rt.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        if made {
+            let member = member_of(&params.key)?;
+            let (verifier, credentials) = super::warm_pool::member_password(rt)
+                .await
+                .map_err(step_error)?;
+            let view = view_of(rt, &params.server).await?;
+            placed_members::set_password(&view, &member, &verifier)
+                .await
+                .map_err(step_error)?;
+            store::insert(
+                &tx,
+                &Member {
+                    id: params.id,
+                    key: params.key.clone(),
+                    isolation: Isolation::Schema,
+                    template_version: rt.template.latest_version(),
+                    server: params.server.clone(),
+                    credentials: Some(credentials),
+                },
+            )
+            .await
+            .map_err(failed)?;
+        }
+        let outcome = json!({"made": made});
+        run.finish_in(&tx, &outcome, None).await?;
+        tx.commit().await.map_err(failed)?;
+        Ok(outcome)
+    })
+}
+
+/// Which members a recycle takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which<'a> {
+    /// One member at another template version than the current one (`Some`: that
+    /// member, if it is stale).
+    Stale(Option<&'a str>),
+    /// Any member: the server is being removed.
+    Any,
+}
+
+/// Drops one member on `server` that `which` names. Returns it, or `None` when there
+/// is none.
+pub async fn recycle_one(
+    rt: &Runtime,
+    server: &str,
+    which: Which<'_>,
+) -> Result<Option<Member>, Error> {
+    let (only, any) = match which {
+        Which::Stale(only) => (only, false),
+        Which::Any => (None, true),
+    };
+    let done = rt
+        .engine
+        .run(
+            rt,
+            NewOp {
+                kind: RECYCLE,
+                tenant_id: None,
+                tenant_name: "wp--recycle",
+                params: json!({"server": server, "only": only, "any": any}),
+                idempotency: None,
+            },
+        )
+        .await?;
+    let taken = match done {
+        ops::Done::Finished(outcome) => outcome,
+        ops::Done::Replay(_) => Value::Null,
+    };
+    let id = taken["id"].as_str().and_then(|id| id.parse::<Uuid>().ok());
+    Ok(match (taken["key"].as_str(), id) {
+        (Some(key), Some(id)) => Some(Member {
+            id,
+            key: key.to_string(),
+            isolation: Isolation::Schema,
+            template_version: taken["template_version"].as_i64().unwrap_or_default() as i32,
+            server: server.to_string(),
+            credentials: None,
+        }),
+        _ => None,
+    })
+}
+
+/// 1. The member's row taken (deleted: no claim can get it from now on).
+fn take<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let params: Value = run.params()?;
+        let server = params["server"].as_str().unwrap_or_default().to_string();
+        let only = params["only"].as_str().map(str::to_string);
+        let current = (params["any"] != true).then(|| rt.template.latest_version());
+        let mut client = rt.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        let taken = store::take_stale(&tx, &server, Isolation::Schema, current, only.as_deref())
+            .await
+            .map_err(failed)?;
+        let outcome = match taken {
+            Some(m) => json!({"key": m.key, "id": m.id, "template_version": m.template_version}),
+            None => json!({"key": null}),
+        };
+        run.applied_in(&tx, &outcome).await?;
+        tx.commit().await.map_err(failed)?;
+        Ok(outcome)
+    })
+}
+
+/// 2. Its schema and roles on its server (idempotent), with the operation closed.
+fn drop_member<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        let taken = run.outcome::<Value>("take").unwrap_or_default();
+        if let Some(key) = taken["key"].as_str() {
+            let member = member_of(key)?;
+            let server = run.params::<Value>()?["server"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let view = view_of(rt, &server).await?;
+            placed::unmake(&view, &member, Isolation::Schema)
+                .await
+                .map_err(step_error)?;
+        }
+        let mut client = rt.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        run.finish_in(&tx, &taken, None).await?;
+        tx.commit().await.map_err(failed)?;
+        Ok(taken)
+    })
+}
+
+/// The servers other than `default` whose pools a round tends: those that take new
+/// tenants (refilled), and those up that hold members (their stale ones recycled).
+pub async fn servers(rt: &Runtime) -> Result<Vec<(String, bool)>, Error> {
+    let c = rt.pool.get().await?;
+    Ok(store::servers_to_tend(&c)
+        .await
+        .map_err(crate::tenant::service::Error::from)?)
+}
+
+/// Before `server remove`: every member on the server dropped, if it has no tenant
+/// (a server with tenants is refused anyway, and its pool is kept).
+pub async fn before_remove(rt: &Runtime, server: &str) -> Result<(), Error> {
+    let c = rt.pool.get().await?;
+    let Some(row) = crate::store::servers::find(&c, server)
+        .await
+        .map_err(crate::tenant::service::Error::from)?
+    else {
+        return Ok(());
+    };
+    drop(c);
+    if row.tenants > 0 || server == crate::store::servers::DEFAULT {
+        return Ok(());
+    }
+    while recycle_one(rt, server, Which::Any).await?.is_some() {}
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! The warm pool of a server other than `default` (schema mode): members made on that
+//! server, claimed by creates placed there (and only by them), recycled when stale,
+//! left alone while the server drains, and dropped when the server is removed.
+
+use super::*;
+use extra_cluster::{count, on, register_pg2, start_cluster};
+
+/// The pool rows of `server`.
+async fn keys_on(pg: &tokio_postgres::Client, server: &str) -> BTreeSet<String> {
+    pg.query(
+        "SELECT key FROM berqenas.warm_pool WHERE server = $1 AND isolation = 'schema'",
+        &[&server],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// The members' schemas on a cluster (by key).
+async fn member_schemas(c: &tokio_postgres::Client) -> BTreeSet<String> {
+    c.query(
+        "SELECT substr(nspname, 12) FROM pg_namespace WHERE starts_with(nspname, 'tenant_wp__')",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+async fn roles_like(c: &tokio_postgres::Client, prefix: &str) -> i64 {
+    count(
+        c,
+        "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1)",
+        prefix,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_other_than_default_has_its_own_pool() {
+    let o = own("placed", berqenas::template::Template::builtin()).await;
+    let cluster = register_pg2(&o.app, "wp-pg2").await;
+    let pg2 = on(&cluster, "postgres").await;
+    let create_on_pg2 = |name: String| {
+        let app = &o.app;
+        async move {
+            let (s, v) = app
+                .call(
+                    Method::POST,
+                    "/api/v1/tenants",
+                    Some(json!({"name": name, "server": "pg2", "public_api": true})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            v
+        }
+    };
+    let scratch = common::unique("wpscr2");
+    create_on_pg2(scratch.clone()).await;
+
+    // A round fills default's pool and pg2's, each to the target.
+    let round = fill(&o.rt, targets(2, 0)).await;
+    assert_eq!(round.made, 4, "{round:?}");
+    let members = keys_on(&o.pg, "pg2").await;
+    assert_eq!(members.len(), 2);
+    assert_eq!(keys_on(&o.pg, "default").await.len(), 2);
+    assert_eq!(
+        member_schemas(&pg2).await,
+        members,
+        "pg2's members are on pg2"
+    );
+    for key in &members {
+        assert!(
+            !member_schemas(&o.pg).await.contains(key),
+            "a pg2 member on default"
+        );
+        let stem = format!("tenant_wp__{key}_");
+        assert_eq!(roles_like(&pg2, &stem).await, 6);
+        let (password, login): (Option<String>, bool) = pg2
+            .query_one(
+                "SELECT rolpassword, rolcanlogin FROM pg_authid WHERE rolname = $1",
+                &[&format!("{stem}user")],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert!(!login, "a member logs in");
+        assert!(password.is_some_and(|p| p.starts_with("SCRAM-SHA-256$")));
+    }
+    // A second round makes nothing: both pools are full.
+    assert_eq!(fill(&o.rt, targets(2, 0)).await.made, 0);
+    let (_, status) = o.app.call(Method::GET, "/api/v1/status", None).await;
+    let on_pg2: Vec<&Value> = status["warm_pool"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["server"] == "pg2")
+        .collect();
+    assert_eq!(on_pg2.len(), 1, "{status}");
+    assert_eq!(on_pg2[0]["members"], 2);
+    assert_eq!(on_pg2[0]["isolation"], "schema");
+
+    // A create on default claims default's member, never pg2's.
+    o.app.create_in(&common::unique("wpdef"), "schema").await;
+    assert_eq!(keys_on(&o.pg, "pg2").await, members);
+
+    // A create placed on pg2 claims the oldest of pg2's members.
+    let claimed = common::unique("wpclm2");
+    let answer = create_on_pg2(claimed.clone()).await;
+    assert_eq!(answer["server"], "pg2");
+    let left = keys_on(&o.pg, "pg2").await;
+    assert_eq!(left.len(), 1);
+    let taken = members.difference(&left).next().unwrap().clone();
+    assert!(!member_schemas(&pg2).await.contains(&taken));
+    assert_eq!(roles_like(&pg2, &format!("tenant_wp__{taken}_")).await, 0);
+    // It logs in on pg2 with the credentials handed out (the member's password).
+    let tenant = common::connect_as(&answer["credentials"]).await;
+    tenant
+        .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('a', 'b', 'c')")
+        .await
+        .unwrap();
+    let port: i64 = tenant
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get::<_, i32>(0)
+        .into();
+    assert_eq!(
+        port,
+        i64::from(cluster.port()),
+        "logged in elsewhere than pg2"
+    );
+    // It reads the same as the tenant made from scratch there.
+    let a = catalog_at(&o.pg, Some(&pg2), None, &scratch).await;
+    let b = catalog_at(&o.pg, Some(&pg2), None, &claimed).await;
+    let only_scratch: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
+    let only_claimed: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
+    assert!(
+        only_scratch.is_empty() && only_claimed.is_empty(),
+        "the catalogs differ\nonly from scratch: {only_scratch:#?}\nonly claimed: {only_claimed:#?}"
+    );
+    assert!(a.len() > 20, "too little compared: {a:#?}");
+    assert!(
+        a.iter().any(|l| l.starts_with("relation: applications")),
+        "the diff did not read pg2: {a:#?}"
+    );
+
+    // A stale member (another template version) is never claimed, and the next round
+    // drops it on pg2 and makes a current one.
+    let stale = left.iter().next().unwrap().clone();
+    o.pg.execute(
+        "UPDATE berqenas.warm_pool SET template_version = -1 WHERE key = $1",
+        &[&stale],
+    )
+    .await
+    .unwrap();
+    let fresh = common::unique("wpfresh");
+    create_on_pg2(fresh.clone()).await;
+    assert!(
+        keys_on(&o.pg, "pg2").await.contains(&stale),
+        "a stale member was claimed"
+    );
+    let round = fill(&o.rt, targets(1, 0)).await;
+    assert_eq!((round.recycled, round.made), (1, 1), "{round:?}");
+    assert!(!member_schemas(&pg2).await.contains(&stale));
+    assert_eq!(roles_like(&pg2, &format!("tenant_wp__{stale}_")).await, 0);
+    assert_eq!(member_schemas(&pg2).await, keys_on(&o.pg, "pg2").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_draining_server_is_not_refilled_and_a_removed_one_leaves_no_member() {
+    let o = own("placed_rm", berqenas::template::Template::builtin()).await;
+    let (cluster, url) = start_cluster("wp-pg3", "pg3-Pa55-word").await;
+    let pg3 = on(&cluster, "postgres").await;
+    let (s, v) = o
+        .app
+        .call(
+            Method::POST,
+            "/api/v1/servers",
+            Some(json!({"name": "pg3", "url": url, "draining": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(fill(&o.rt, targets(1, 0)).await.made, 1, "default's only");
+    assert!(
+        keys_on(&o.pg, "pg3").await.is_empty(),
+        "a draining server refilled"
+    );
+    let (s, v) = o
+        .app
+        .call(
+            Method::PATCH,
+            "/api/v1/servers/pg3",
+            Some(json!({"draining": false})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(fill(&o.rt, targets(2, 0)).await.made, 3);
+    assert_eq!(member_schemas(&pg3).await.len(), 2);
+    // Removing it (no tenant there) drops its members first.
+    let (s, v) = o
+        .app
+        .call(Method::DELETE, "/api/v1/servers/pg3", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(member_schemas(&pg3).await.is_empty());
+    assert_eq!(roles_like(&pg3, "tenant_wp__").await, 0);
+    assert!(keys_on(&o.pg, "pg3").await.is_empty());
+    // default's pool is untouched.
+    assert_eq!(keys_on(&o.pg, "default").await.len(), 2);
+}
