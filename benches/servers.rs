@@ -8,8 +8,8 @@
 //! removing a firewall rule (each render writes `default`'s pg_hba.conf and, over
 //! SQL, pg2's and pg3's).
 //!
-//! Then creates placed on pg2 by name, made there from scratch beside claimed from
-//! pg2's warm pool (docs/warm_pool.md).
+//! Then creates placed on pg2 by name, schema and database mode, made there from
+//! scratch beside claimed from pg2's warm pool (docs/warm_pool.md).
 //!
 //! `cargo bench --bench servers` (BENCH_TENANTS=N sets the creates per series; 60).
 
@@ -160,13 +160,19 @@ fn verdict(label: &str, placed: Duration, local: Duration, target: f64) {
     );
 }
 
-/// A create placed on `server` by name; panics unless it lands there.
-async fn create_on(http: &reqwest::Client, url: &str, name: &str, server: &str) -> Duration {
+/// A create placed on `server` by name, in `isolation`; panics unless it lands there.
+async fn create_on(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+    server: &str,
+    isolation: &str,
+) -> Duration {
     let (took, body) = timed(
         http,
         reqwest::Method::POST,
         format!("{url}/api/v1/tenants"),
-        Some(json!({"name": name, "server": server})),
+        Some(json!({"name": name, "server": server, "isolation": isolation})),
         201,
     )
     .await;
@@ -294,32 +300,34 @@ async fn main() {
         }
     );
 
-    // Creates placed on pg2 by name: made there from scratch, then claimed from pg2's
-    // warm pool (filled before the series, not during it).
-    let mut scratch = Vec::with_capacity(n);
-    for i in 0..n {
-        scratch.push(create_on(&http, &url, &format!("scratch2-{i}"), "pg2").await);
+    // Creates placed on pg2 by name, per mode: made there from scratch, then claimed
+    // from pg2's warm pool (filled before the series, not during it).
+    for mode in ["schema", "database"] {
+        let mut scratch = Vec::with_capacity(n);
+        for i in 0..n {
+            scratch.push(create_on(&http, &url, &format!("scr-{mode}-{i}"), "pg2", mode).await);
+        }
+        let targets = berqenas::workflows::warm_pool::Targets {
+            schema: if mode == "schema" { n as i64 } else { 0 },
+            database: if mode == "database" { n as i64 } else { 0 },
+            shared: 0,
+        };
+        berqenas::workflows::warm_pool::round(&rt, targets)
+            .await
+            .unwrap();
+        let mut claimed = Vec::with_capacity(n);
+        for i in 0..n {
+            claimed.push(create_on(&http, &url, &format!("clm-{mode}-{i}"), "pg2", mode).await);
+        }
+        println!("create latency on pg2 (placed by name), {mode} mode, sequential:");
+        let from_scratch = report(&format!("pg2 {mode}, from scratch"), scratch);
+        let from_pool = report(&format!("pg2 {mode}, claimed from its pool"), claimed);
+        let ratio = from_pool.as_secs_f64() / from_scratch.as_secs_f64();
+        println!(
+            "p50 claimed / from scratch on pg2, {mode} = {ratio:.2} (target: at most {POOL_RATIO:.1}x) {}",
+            if ratio <= POOL_RATIO { "ok" } else { "MISSED" }
+        );
     }
-    let targets = berqenas::workflows::warm_pool::Targets {
-        schema: n as i64,
-        database: 0,
-        shared: 0,
-    };
-    berqenas::workflows::warm_pool::round(&rt, targets)
-        .await
-        .unwrap();
-    let mut claimed = Vec::with_capacity(n);
-    for i in 0..n {
-        claimed.push(create_on(&http, &url, &format!("claimed2-{i}"), "pg2").await);
-    }
-    println!("create latency on pg2 (placed by name), schema mode, sequential:");
-    let from_scratch = report("pg2, from scratch (pool empty)", scratch);
-    let from_pool = report("pg2, claimed from pg2's warm pool", claimed);
-    let ratio = from_pool.as_secs_f64() / from_scratch.as_secs_f64();
-    println!(
-        "p50 claimed / from scratch on pg2 = {ratio:.2} (target: at most {POOL_RATIO:.1}x) {}",
-        if ratio <= POOL_RATIO { "ok" } else { "MISSED" }
-    );
 
     // Changes of a tenant on default, then of one on pg2.
     let k = n.min(40);

@@ -105,15 +105,41 @@ pub async fn clone_current_on(
     slug: &Slug,
     connection_limit: i32,
 ) -> Result<()> {
+    let session = current_template_session(control, view, server).await?;
+    clone_with(&session, view, slug, connection_limit).await
+}
+
+/// A warm pool member's database on `server` (docs/warm_pool.md), cloned from that
+/// server's template database as [`clone_current_on`] clones a tenant's.
+pub async fn clone_member_on(
+    control: &Platform,
+    view: &Platform,
+    server: &str,
+    member: &Slug,
+) -> Result<()> {
+    let session = current_template_session(control, view, server).await?;
+    session
+        .batch_execute(&sql::member_clone_sql(member, &template_db(view)))
+        .await?;
+    Ok(())
+}
+
+/// A session holding the template lock on `view`'s server, its template database
+/// current: the lock shared when it is, else exclusive while it is rebuilt.
+async fn current_template_session(
+    control: &Platform,
+    view: &Platform,
+    server: &str,
+) -> Result<tokio_postgres::Client> {
     let shared = template_session(view, false).await?;
     if !template_stale_with(control, view, server, &shared).await? {
-        return clone_with(&shared, view, slug, connection_limit).await;
+        return Ok(shared);
     }
     drop(shared);
     let exclusive = template_session(view, true).await?;
     let key = format!("{server}/{}", template_db(view));
     rebuild_if_stale(view, &control.pool, &key, &exclusive).await?;
-    clone_with(&exclusive, view, slug, connection_limit).await
+    Ok(exclusive)
 }
 
 /// What a current template database records: the template's version, and its checksum

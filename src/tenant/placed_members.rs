@@ -2,40 +2,65 @@
 //! there by `warm_pool.refill.placed`, given their password when they are published,
 //! renamed to a tenant's names by a placed create's `provision` step, and dropped by
 //! [`super::placed::unmake`] like any tenant there. Each change on the server is one
-//! transaction there; the pool rows are the control database's (the workflow's).
-//!
-//! Schema mode only: the database-mode and shared pools are on `default`.
+//! transaction there (a database-mode member's clone cannot be in one: each part is
+//! found and kept when run again); the pool rows are the control database's.
 
-use super::database_mode::Registered;
+use super::database_mode::{self, Registered};
 use super::placed::roles_exist;
 use super::service::{self, Error};
-use super::Slug;
+use super::{Isolation, Slug};
 use crate::isolation::warm::{self, Mode};
 use crate::pg::hardening;
 use crate::platform::Platform;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The member's roles and schema with the template applied, everything NOLOGIN, on
-/// the server `view` sees, in one transaction there. Runs again after a crash: a
-/// member whose roles are there was made whole (one transaction).
-pub async fn make(view: &Platform, member: &Slug) -> Result<()> {
-    if roles_exist(view, member).await? {
-        return Ok(());
+/// The warm pool's mode of an isolation mode a server other than `default` pools.
+fn mode_of(isolation: Isolation) -> Result<Mode> {
+    match isolation {
+        Isolation::Schema => Ok(Mode::Schema),
+        Isolation::Database => Ok(Mode::Database),
+        Isolation::Shared => Err(Error::Rejected(crate::problem::Problem::bad_field(
+            "isolation",
+            "shared mode has no warm pool on servers other than \"default\"",
+        ))),
     }
-    let sql = warm::member_sql(
-        Mode::Schema,
-        member,
-        "",
-        &view.template.full_sql(),
-        !view.caps.superuser,
-    );
-    let mut c = view.pool.get().await?;
-    let tx = c.transaction().await?;
-    tx.batch_execute(&sql).await?;
-    // The least-privilege check a create runs, run here: a claim changes no privilege.
-    hardening::check(&tx, &member.fixed_role_names()).await?;
-    tx.commit().await?;
+}
+
+/// The member as a create of its mode makes a tenant, everything NOLOGIN, on the
+/// server `view` sees (`server`): schema mode, its roles and schema with the template
+/// applied, in one transaction there; database mode, its roles (one transaction),
+/// then its database cloned from that server's template database and configured as
+/// a tenant's. Runs again after a crash: what was made is found and kept.
+pub async fn make(
+    control: &Platform,
+    view: &Platform,
+    server: &str,
+    member: &Slug,
+    isolation: Isolation,
+) -> Result<()> {
+    let mode = mode_of(isolation)?;
+    if !roles_exist(view, member).await? {
+        let sql = warm::member_sql(
+            mode,
+            member,
+            "",
+            &view.template.full_sql(),
+            !view.caps.superuser,
+        );
+        let mut c = view.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.batch_execute(&sql).await?;
+        // The least-privilege check a create runs: a claim changes no privilege.
+        hardening::check(&tx, &member.fixed_role_names()).await?;
+        tx.commit().await?;
+    }
+    if mode == Mode::Database {
+        if !database_mode::database_exists(view, member).await? {
+            database_mode::clone_member_on(control, view, server, member).await?;
+        }
+        database_mode::configure_member(view, member).await?;
+    }
     Ok(())
 }
 
@@ -50,34 +75,45 @@ pub async fn set_password(view: &Platform, member: &Slug, verifier: &str) -> Res
     Ok(())
 }
 
-/// The claim on the server: the member's schema and roles renamed to the tenant's,
-/// its login role given LOGIN, the plan's limits and `search_path`, in one
-/// transaction there (a create's order, so the catalog reads as a tenant made from
-/// scratch). Runs again after a crash: tenant roles there mean it committed (the
-/// caller checked, before it declared the claim, that none were).
+/// The claim on the server: the member's schema (or database) and roles renamed to
+/// the tenant's, its login role given LOGIN, the plan's limits and `search_path`, in
+/// one transaction there (a create's order, so the catalog reads as a tenant made from
+/// scratch); database mode, then the schema inside renamed and the realtime gate's
+/// limits set. Runs again after a crash: tenant roles there mean the rename committed
+/// (the caller checked, before it declared the claim, that none were).
 pub async fn claim(
     control: &Platform,
     view: &Platform,
     slug: &Slug,
-    member: &Slug,
+    member_key: &str,
+    isolation: Isolation,
     registered: &Registered,
 ) -> Result<()> {
-    if roles_exist(view, slug).await? {
-        return Ok(());
-    }
-    let plan = {
-        let mut c = control.pool.get().await?;
+    let mode = mode_of(isolation)?;
+    let member = Slug::warm_member(member_key).ok_or_else(|| {
+        Error::Rejected(crate::problem::Problem::bad_field(
+            "key",
+            "not a warm pool key",
+        ))
+    })?;
+    if !roles_exist(view, slug).await? {
+        let plan = {
+            let mut c = control.pool.get().await?;
+            let tx = c.transaction().await?;
+            service::find_plan(&tx, &registered.plan).await?
+        };
+        let limits = service::limits(view, &plan, registered.db_quota_bytes);
+        // A placed member always has its password (given when it is published).
+        let sql = warm::claim_sql(mode, &member, slug, None, &limits);
+        let mut c = view.pool.get().await?;
         let tx = c.transaction().await?;
-        service::find_plan(&tx, &registered.plan).await?
-    };
-    let limits = service::limits(view, &plan, registered.db_quota_bytes);
-    // A placed member always has its password (given when it is published).
-    let sql = warm::claim_sql(Mode::Schema, member, slug, None, &limits);
-    let mut c = view.pool.get().await?;
-    let tx = c.transaction().await?;
-    tx.batch_execute(&sql)
-        .await
-        .map_err(|e| service::taken(e, slug))?;
-    tx.commit().await?;
+        tx.batch_execute(&sql)
+            .await
+            .map_err(|e| service::taken(e, slug))?;
+        tx.commit().await?;
+    }
+    if mode == Mode::Database {
+        database_mode::configure_claimed(view, slug, member_key).await?;
+    }
     Ok(())
 }

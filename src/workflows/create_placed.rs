@@ -215,21 +215,21 @@ async fn claim(
     tx: &deadpool_postgres::Transaction<'_>,
     params: &Params,
 ) -> Result<Option<crate::store::warm_pool::Member>, crate::store::Error> {
-    if params.isolation != Isolation::Schema {
+    if params.isolation == Isolation::Shared {
         return Ok(None);
     }
     let version = crate::store::warm_pool::Version::Exactly(p.template.latest_version());
-    crate::store::warm_pool::claim(tx, &params.server, Isolation::Schema, version).await
+    crate::store::warm_pool::claim(tx, &params.server, params.isolation, version).await
 }
 
-/// The claimed member's slug, if `register` claimed one.
-fn claimed(run: &Run) -> Result<Option<Slug>, StepError> {
+/// The claimed member's key and slug, if `register` claimed one.
+fn claimed(run: &Run) -> Result<Option<(String, Slug)>, StepError> {
     let registered: Option<Registered> = run.outcome("register");
     registered
         .and_then(|r| r.member)
-        .map(|key| {
-            Slug::warm_member(&key)
-                .ok_or_else(|| StepError::Fenced(format!("not a warm pool key: {key:?}")))
+        .map(|key| match Slug::warm_member(&key) {
+            Some(slug) => Ok((key, slug)),
+            None => Err(StepError::Fenced(format!("not a warm pool key: {key:?}"))),
         })
         .transpose()
 }
@@ -238,10 +238,10 @@ fn claimed(run: &Run) -> Result<Option<Slug>, StepError> {
 /// claimed, wherever `provision` left it (never renamed: still the member's names).
 fn unregister<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
-        if let Some(member) = claimed(run)? {
+        if let Some((_, member)) = claimed(run)? {
             let params: Params = run.params()?;
             let view = view_of(p, &params.server).await?;
-            placed::unmake(&view, &member, Isolation::Schema)
+            placed::unmake(&view, &member, params.isolation)
                 .await
                 .map_err(step_error)?;
         }
@@ -277,16 +277,21 @@ fn provision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 return Err(step_error(service::taken_name(slug)));
             }
             let mut objects = declared(slug, params.isolation, &view, []);
-            if let Some(member) = claimed(run)? {
-                objects.extend(declared(&member, Isolation::Schema, &view, []));
+            if let Some((_, member)) = claimed(run)? {
+                objects.extend(declared(&member, params.isolation, &view, []));
             }
             run.intend(objects, json!({"ours": true, "server": params.server}))
                 .await?;
         }
-        if let Some(member) = claimed(run)? {
-            placed_members::claim(p, &view, slug, &member, &registered)
+        if let Some((key, _)) = claimed(run)? {
+            placed_members::claim(p, &view, slug, &key, params.isolation, &registered)
                 .await
                 .map_err(step_error)?;
+            if params.isolation == Isolation::Database {
+                super::pooler::prepare_tenant_database(&view, slug.schema().as_str())
+                    .await
+                    .map_err(failed)?;
+            }
             return Ok(json!({"server": params.server, "claimed": true}));
         }
         let sealed = {

@@ -279,8 +279,21 @@ pub async fn recycle_one(
 /// Whether claims (and everything else) need the connections now: requests are
 /// waiting for one, or the pool is full with at most one idle.
 fn busy(rt: &Runtime) -> bool {
-    let s = rt.pool.status();
+    pool_busy(&rt.pool)
+}
+
+fn pool_busy(pool: &deadpool_postgres::Pool) -> bool {
+    let s = pool.status();
     s.waiting > 0 || (s.size >= s.max_size && s.available <= 1)
+}
+
+/// [`busy`], or the connections to `server` are wanted by its tenants' creates.
+async fn server_busy(rt: &Runtime, server: &str) -> bool {
+    busy(rt)
+        || match super::servers::opened(&rt.platform, server).await {
+            Ok(s) => pool_busy(&s.pool),
+            Err(_) => true,
+        }
 }
 
 /// The process's clock for [`create_started`], in milliseconds.
@@ -359,52 +372,58 @@ pub async fn round_paced(rt: &Runtime, targets: Targets, pace: Pace) -> Result<R
             tokio::time::sleep(BETWEEN_MEMBERS).await;
         }
     }
-    placed_round(rt, targets.schema, pace, &mut done).await?;
+    placed_round(rt, targets, pace, &mut done).await?;
     Ok(done)
 }
 
-/// The schema-mode pools of the other servers (workflows::warm_pool_placed): stale
-/// members recycled, then each server that takes new tenants refilled to `target`,
-/// paced like `default`'s. A server that fails is logged and skipped this round.
+/// The schema- and database-mode pools of the other servers
+/// (workflows::warm_pool_placed): stale members recycled, then each server that takes
+/// new tenants refilled to the mode's target, paced like `default`'s. A server that
+/// fails is logged and skipped this round.
 async fn placed_round(
     rt: &Runtime,
-    target: i64,
+    targets: Targets,
     pace: Pace,
     done: &mut Round,
 ) -> Result<(), Error> {
     use super::warm_pool_placed::{self as placed, Which};
     let version = rt.template.latest_version();
     for (server, placeable) in placed::servers(rt).await? {
-        let tended = async {
-            let stale =
-                store::any_stale(&rt.pool.get().await?, &server, Isolation::Schema, version)
+        for isolation in placed::MODES {
+            let target = mode_of(isolation).map_or(0, |m| targets.of(m));
+            let tended = async {
+                let c = rt.pool.get().await?;
+                let stale = store::any_stale(&c, &server, isolation, version)
                     .await
                     .map_err(service::Error::from)?;
-            if stale {
-                while placed::recycle_one(rt, &server, Which::Stale(None))
-                    .await?
-                    .is_some()
-                {
-                    done.recycled += 1;
+                drop(c);
+                if stale {
+                    while placed::recycle_one(rt, &server, isolation, Which::Stale(None))
+                        .await?
+                        .is_some()
+                    {
+                        done.recycled += 1;
+                    }
                 }
+                while placeable && target > 0 && !server_busy(rt, &server).await {
+                    if pace == Pace::AroundCreates && creates_arriving() {
+                        break;
+                    }
+                    if placed::refill_one(rt, &server, isolation, &new_key(), target)
+                        .await?
+                        .is_none()
+                    {
+                        break;
+                    }
+                    done.made += 1;
+                    tokio::time::sleep(BETWEEN_MEMBERS).await;
+                }
+                Ok::<_, Error>(())
+            };
+            if let Err(e) = tended.await {
+                tracing::warn!(server = %server, isolation = isolation.as_str(), error = %e,
+                    "warm pool of a server not tended this round");
             }
-            while placeable && target > 0 && !busy(rt) {
-                if pace == Pace::AroundCreates && creates_arriving() {
-                    break;
-                }
-                if placed::refill_one(rt, &server, &new_key(), target)
-                    .await?
-                    .is_none()
-                {
-                    break;
-                }
-                done.made += 1;
-                tokio::time::sleep(BETWEEN_MEMBERS).await;
-            }
-            Ok::<_, Error>(())
-        };
-        if let Err(e) = tended.await {
-            tracing::warn!(server = %server, error = %e, "warm pool of a server not tended this round");
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
-//! The warm pool on servers other than `default` (docs/warm_pool.md), schema mode: a
-//! member's roles and schema are on its server and its pool row on the control
-//! database, and no transaction spans the two, so its refill and its recycling are
-//! steps of the operation engine:
+//! The warm pool on servers other than `default` (docs/warm_pool.md), schema and
+//! database mode: a member's roles and schema (or database) are on its server and its
+//! pool row on the control database, and no transaction spans the two, so its refill
+//! and its recycling are steps of the operation engine:
 //!
 //! - `warm_pool.refill.placed`: `check` (the pool of that server counted under its
 //!   refill lock, in one transaction with the journal), `make` (the member declared,
@@ -87,6 +87,7 @@ struct Params {
     id: Uuid,
     key: String,
     server: String,
+    isolation: Isolation,
     target: i64,
 }
 
@@ -99,11 +100,13 @@ fn member_of(key: &str) -> Result<Slug, StepError> {
     })
 }
 
-/// One schema-mode member on `server` named by `key`, unless that server's pool holds
-/// `target` current members already. Returns the member made.
+/// One member of `isolation` (schema or database) on `server` named by `key`, unless
+/// that server's pool of the mode holds `target` current members already. Returns the
+/// member made.
 pub async fn refill_one(
     rt: &Runtime,
     server: &str,
+    isolation: Isolation,
     key: &str,
     target: i64,
 ) -> Result<Option<Member>, Error> {
@@ -124,6 +127,7 @@ pub async fn refill_one(
                     id,
                     key: key.to_string(),
                     server: server.to_string(),
+                    isolation,
                     target
                 }),
                 idempotency: None,
@@ -137,7 +141,7 @@ pub async fn refill_one(
     Ok(made.then(|| Member {
         id,
         key: key.to_string(),
-        isolation: Isolation::Schema,
+        isolation,
         template_version: rt.template.latest_version(),
         server: server.to_string(),
         credentials: None,
@@ -152,13 +156,13 @@ fn check<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         member_of(&params.key)?;
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        store::lock_refill(&tx, &params.server, Isolation::Schema)
+        store::lock_refill(&tx, &params.server, params.isolation)
             .await
             .map_err(failed)?;
         let ready = store::count(
             &tx,
             &params.server,
-            Isolation::Schema,
+            params.isolation,
             rt.template.latest_version(),
         )
         .await
@@ -185,11 +189,11 @@ fn make<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let member = member_of(&params.key)?;
         let view = view_of(rt, &params.server).await?;
         if run.intent::<Value>("make").is_none() {
-            let objects = super::create_placed::declared(&member, Isolation::Schema, &view, []);
+            let objects = super::create_placed::declared(&member, params.isolation, &view, []);
             run.intend(objects, json!({"server": params.server}))
                 .await?;
         }
-        placed_members::make(&view, &member)
+        placed_members::make(rt, &view, &params.server, &member, params.isolation)
             .await
             .map_err(step_error)?;
         Ok(Value::Null)
@@ -204,7 +208,7 @@ fn unmake<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let params: Params = run.params()?;
         let member = member_of(&params.key)?;
         let view = view_of(rt, &params.server).await?;
-        placed::unmake(&view, &member, Isolation::Schema)
+        placed::unmake(&view, &member, params.isolation)
             .await
             .map_err(step_error)?;
         Ok(Value::Null)
@@ -233,7 +237,7 @@ fn publish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 &Member {
                     id: params.id,
                     key: params.key.clone(),
-                    isolation: Isolation::Schema,
+                    isolation: params.isolation,
                     template_version: rt.template.latest_version(),
                     server: params.server.clone(),
                     credentials: Some(credentials),
@@ -249,6 +253,15 @@ fn publish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
+/// The modes servers other than `default` pool (shared mode lives on `default`).
+pub const MODES: [Isolation; 2] = [Isolation::Schema, Isolation::Database];
+
+/// A recycle's mode, as journaled.
+fn isolation_in(params: &Value) -> Result<Isolation, StepError> {
+    serde_json::from_value(params["isolation"].clone())
+        .map_err(|e| StepError::Fenced(format!("a recycle's isolation: {e}")))
+}
+
 /// Which members a recycle takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which<'a> {
@@ -259,11 +272,12 @@ pub enum Which<'a> {
     Any,
 }
 
-/// Drops one member on `server` that `which` names. Returns it, or `None` when there
-/// is none.
+/// Drops one member of `isolation` on `server` that `which` names. Returns it, or
+/// `None` when there is none.
 pub async fn recycle_one(
     rt: &Runtime,
     server: &str,
+    isolation: Isolation,
     which: Which<'_>,
 ) -> Result<Option<Member>, Error> {
     let (only, any) = match which {
@@ -278,7 +292,7 @@ pub async fn recycle_one(
                 kind: RECYCLE,
                 tenant_id: None,
                 tenant_name: "wp--recycle",
-                params: json!({"server": server, "only": only, "any": any}),
+                params: json!({"server": server, "isolation": isolation, "only": only, "any": any}),
                 idempotency: None,
             },
         )
@@ -292,7 +306,7 @@ pub async fn recycle_one(
         (Some(key), Some(id)) => Some(Member {
             id,
             key: key.to_string(),
-            isolation: Isolation::Schema,
+            isolation,
             template_version: taken["template_version"].as_i64().unwrap_or_default() as i32,
             server: server.to_string(),
             credentials: None,
@@ -310,9 +324,15 @@ fn take<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let current = (params["any"] != true).then(|| rt.template.latest_version());
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        let taken = store::take_stale(&tx, &server, Isolation::Schema, current, only.as_deref())
-            .await
-            .map_err(failed)?;
+        let taken = store::take_stale(
+            &tx,
+            &server,
+            isolation_in(&params)?,
+            current,
+            only.as_deref(),
+        )
+        .await
+        .map_err(failed)?;
         let outcome = match taken {
             Some(m) => json!({"key": m.key, "id": m.id, "template_version": m.template_version}),
             None => json!({"key": null}),
@@ -334,7 +354,7 @@ fn drop_member<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 .unwrap_or_default()
                 .to_string();
             let view = view_of(rt, &server).await?;
-            placed::unmake(&view, &member, Isolation::Schema)
+            placed::unmake(&view, &member, isolation_in(&run.params::<Value>()?)?)
                 .await
                 .map_err(step_error)?;
         }
@@ -369,6 +389,11 @@ pub async fn before_remove(rt: &Runtime, server: &str) -> Result<(), Error> {
     if row.tenants > 0 || server == crate::store::servers::DEFAULT {
         return Ok(());
     }
-    while recycle_one(rt, server, Which::Any).await?.is_some() {}
+    for isolation in MODES {
+        while recycle_one(rt, server, isolation, Which::Any)
+            .await?
+            .is_some()
+        {}
+    }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The warm pool on another server (docs/warm_pool.md): a refill and a recycle of a
-//! schema-mode member on cmpg2, and a placed create that claims one, each killed at
-//! every step boundary. A member's pool row (on the control database) and its schema
-//! and six roles (on cmpg2) exist together or not at all, unless a create still
+//! schema- and a database-mode member on cmpg2, and placed creates that claim one,
+//! each killed at every step boundary. A member's pool row (on the control database)
+//! and its schema or database and six roles (on cmpg2) exist together or not at all,
+//! unless a create still
 //! running claimed it (its row is gone, its objects are renamed by that create's
 //! `provision` or dropped by its undo; that create's own case checks them).
 
@@ -17,47 +18,81 @@ use super::servers::{admin, cluster, create_in, server, whole_there_or_nothing, 
 use super::{Env, Fut, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
-    vec![
-        Scenario {
+    let mut all = Vec::new();
+    for (label, claiming, key, member, stale_member, create_claiming) in [
+        (
+            "schema on cmpg2",
+            "schema on cmpg2, from its warm pool",
+            key_schema as Prepare,
+            member_schema as Prepare,
+            stale_schema as Prepare,
+            create_schema as Trigger,
+        ),
+        (
+            "database on cmpg2",
+            "database on cmpg2, from its warm pool",
+            key_database,
+            member_database,
+            stale_database,
+            create_database,
+        ),
+    ] {
+        all.push(Scenario {
             kind: placed::REFILL,
-            label: "schema on cmpg2",
+            label,
             prepare: key,
             trigger: refill,
             check: member_whole_or_absent,
-        },
-        Scenario {
+        });
+        all.push(Scenario {
             kind: placed::RECYCLE,
-            label: "schema on cmpg2",
+            label,
             prepare: stale_member,
             trigger: recycle,
             check: member_whole_or_absent,
-        },
-        Scenario {
+        });
+        all.push(Scenario {
             kind: create_placed::CREATE_PLACED,
-            label: "schema on cmpg2, from its warm pool",
+            label: claiming,
             prepare: member,
             trigger: create_claiming,
             check: claimed_whole_or_dropped,
-        },
-    ]
+        });
+    }
+    all
 }
 
-fn key<'a>(env: &'a Env) -> Fut<'a, Value> {
+type Prepare = for<'a> fn(&'a Env) -> Fut<'a, Value>;
+type Trigger = for<'a> fn(&'a Env, &'a Value) -> Fut<'a, Result<(), String>>;
+
+fn key_in(env: &Env, isolation: Isolation) -> Fut<'_, Value> {
     Box::pin(async move {
         server(env).await;
-        json!({"key": new_key()})
+        json!({"key": new_key(), "isolation": isolation.as_str()})
     })
+}
+
+fn key_schema<'a>(env: &'a Env) -> Fut<'a, Value> {
+    key_in(env, Isolation::Schema)
+}
+
+fn key_database<'a>(env: &'a Env) -> Fut<'a, Value> {
+    key_in(env, Isolation::Database)
 }
 
 fn key_of(v: &Value) -> String {
     v["key"].as_str().unwrap().to_string()
 }
 
+fn isolation_of(v: &Value) -> Isolation {
+    serde_json::from_value(v["isolation"].clone()).unwrap()
+}
+
 /// A ready member on cmpg2.
-fn member<'a>(env: &'a Env) -> Fut<'a, Value> {
+fn member_in(env: &Env, isolation: Isolation) -> Fut<'_, Value> {
     Box::pin(async move {
-        let v = key(env).await;
-        placed::refill_one(&env.rt, SERVER, &key_of(&v), i64::MAX)
+        let v = key_in(env, isolation).await;
+        placed::refill_one(&env.rt, SERVER, isolation, &key_of(&v), i64::MAX)
             .await
             .unwrap()
             .expect("a member made on cmpg2");
@@ -65,10 +100,26 @@ fn member<'a>(env: &'a Env) -> Fut<'a, Value> {
     })
 }
 
+fn member_schema<'a>(env: &'a Env) -> Fut<'a, Value> {
+    member_in(env, Isolation::Schema)
+}
+
+fn member_database<'a>(env: &'a Env) -> Fut<'a, Value> {
+    member_in(env, Isolation::Database)
+}
+
+fn stale_schema<'a>(env: &'a Env) -> Fut<'a, Value> {
+    stale_in(env, Isolation::Schema)
+}
+
+fn stale_database<'a>(env: &'a Env) -> Fut<'a, Value> {
+    stale_in(env, Isolation::Database)
+}
+
 /// A member on cmpg2 at a template version that is not the current one.
-fn stale_member<'a>(env: &'a Env) -> Fut<'a, Value> {
+fn stale_in(env: &Env, isolation: Isolation) -> Fut<'_, Value> {
     Box::pin(async move {
-        let v = member(env).await;
+        let v = member_in(env, isolation).await;
         env.pg
             .execute(
                 "UPDATE berqenas.warm_pool SET template_version = -1 WHERE key = $1",
@@ -82,7 +133,7 @@ fn stale_member<'a>(env: &'a Env) -> Fut<'a, Value> {
 
 fn refill<'a>(env: &'a Env, v: &'a Value) -> Fut<'a, Result<(), String>> {
     Box::pin(async move {
-        placed::refill_one(&env.rt, SERVER, &key_of(v), i64::MAX)
+        placed::refill_one(&env.rt, SERVER, isolation_of(v), &key_of(v), i64::MAX)
             .await
             .map(drop)
             .map_err(|e| e.to_string())
@@ -91,24 +142,34 @@ fn refill<'a>(env: &'a Env, v: &'a Value) -> Fut<'a, Result<(), String>> {
 
 fn recycle<'a>(env: &'a Env, v: &'a Value) -> Fut<'a, Result<(), String>> {
     Box::pin(async move {
-        placed::recycle_one(&env.rt, SERVER, Which::Stale(Some(&key_of(v))))
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+        placed::recycle_one(
+            &env.rt,
+            SERVER,
+            isolation_of(v),
+            Which::Stale(Some(&key_of(v))),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
     })
 }
 
-fn create_claiming<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+fn create_schema<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
     create_in(env, Isolation::Schema)
 }
 
-/// The member's schema and roles on cmpg2.
+fn create_database<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    create_in(env, Isolation::Database)
+}
+
+/// The member's schema or database (whichever its mode has) and roles on cmpg2.
 async fn objects_of(key: &str) -> Result<(bool, i64), String> {
     let pg2 = admin(&cluster().await.0, "postgres").await;
     let stem = format!("tenant_wp__{key}");
     let r = pg2
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)
+                    OR EXISTS (SELECT 1 FROM pg_database WHERE datname = $1),
                     (SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1 || '_'))",
             &[&stem],
         )
@@ -156,6 +217,12 @@ fn member_whole_or_absent<'a>(env: &'a Env, v: &'a Value) -> Fut<'a, Result<(), 
             (1, true, 6) => {
                 let slug = Slug::warm_member(&key).unwrap();
                 let pg2 = admin(&cluster().await.0, "postgres").await;
+                pg2.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    slug.schema()
+                ))
+                .await
+                .map_err(|e| e.to_string())?;
                 let roles = slug.fixed_roles();
                 pg2.batch_execute(&berqenas::isolation::schema::SchemaPerTenant.drop_sql(&slug, &roles))
                     .await

@@ -1,15 +1,21 @@
-//! The warm pool of a server other than `default` (schema mode): members made on that
-//! server, claimed by creates placed there (and only by them), recycled when stale,
-//! left alone while the server drains, and dropped when the server is removed.
+//! The warm pool of a server other than `default` (schema and database mode): members
+//! made on that server, claimed by creates placed there (and only by them), recycled
+//! when stale, left alone while the server drains, and dropped when the server is
+//! removed.
 
 use super::*;
 use extra_cluster::{count, on, register_pg2, start_cluster};
 
-/// The pool rows of `server`.
+/// The schema-mode pool rows of `server`.
 async fn keys_on(pg: &tokio_postgres::Client, server: &str) -> BTreeSet<String> {
+    keys_of(pg, server, "schema").await
+}
+
+/// The pool rows of `server` in `mode`.
+async fn keys_of(pg: &tokio_postgres::Client, server: &str, mode: &str) -> BTreeSet<String> {
     pg.query(
-        "SELECT key FROM berqenas.warm_pool WHERE server = $1 AND isolation = 'schema'",
-        &[&server],
+        "SELECT key FROM berqenas.warm_pool WHERE server = $1 AND isolation = $2",
+        &[&server, &mode],
     )
     .await
     .unwrap()
@@ -29,6 +35,26 @@ async fn member_schemas(c: &tokio_postgres::Client) -> BTreeSet<String> {
     .iter()
     .map(|r| r.get(0))
     .collect()
+}
+
+async fn databases(c: &tokio_postgres::Client, name: String) -> i64 {
+    count(
+        c,
+        "SELECT count(*) FROM pg_database WHERE datname = $1",
+        &name,
+    )
+    .await
+}
+
+/// The realtime gate's limits inside a tenant's database.
+async fn gate(c: &tokio_postgres::Client) -> String {
+    c.query_one(
+        "SELECT to_jsonb(l) - 'synced_at' FROM berqenas_realtime.limits l",
+        &[],
+    )
+    .await
+    .map(|r| r.get::<_, Value>(0).to_string())
+    .unwrap()
 }
 
 async fn roles_like(c: &tokio_postgres::Client, prefix: &str) -> i64 {
@@ -212,4 +238,89 @@ async fn a_draining_server_is_not_refilled_and_a_removed_one_leaves_no_member() 
     assert!(keys_on(&o.pg, "pg3").await.is_empty());
     // default's pool is untouched.
     assert_eq!(keys_on(&o.pg, "default").await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_mode_claim_on_another_server_renames_a_database_cloned_there() {
+    let o = own("placed_db", berqenas::template::Template::builtin()).await;
+    berqenas::tenant::database_mode::ensure_template(&o.rt.platform)
+        .await
+        .unwrap();
+    let cluster = register_pg2(&o.app, "wp-pg2db").await;
+    let pg2 = on(&cluster, "postgres").await;
+    let create_on_pg2 = |name: String| {
+        let app = &o.app;
+        async move {
+            let body =
+                json!({"name": name, "server": "pg2", "isolation": "database", "public_api": true});
+            let (s, v) = app.call(Method::POST, "/api/v1/tenants", Some(body)).await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            v
+        }
+    };
+    let scratch = common::unique("wpdbscr");
+    create_on_pg2(scratch.clone()).await;
+    let db_targets = Targets {
+        schema: 0,
+        database: 1,
+        shared: 0,
+    };
+    assert_eq!(fill(&o.rt, db_targets).await.made, 2, "default's and pg2's");
+    let members = keys_of(&o.pg, "pg2", "database").await;
+    assert_eq!(members.len(), 1);
+    let key = members.iter().next().unwrap().clone();
+    let member_db = format!("tenant_wp__{key}");
+    assert_eq!(
+        databases(&pg2, member_db.clone()).await,
+        1,
+        "not cloned on pg2"
+    );
+    assert_eq!(
+        databases(&o.pg, member_db.clone()).await,
+        0,
+        "cloned on default"
+    );
+    assert_eq!(roles_like(&pg2, &format!("{member_db}_")).await, 6);
+
+    let claimed = common::unique("wpdbclm");
+    let answer = create_on_pg2(claimed.clone()).await;
+    assert!(
+        keys_of(&o.pg, "pg2", "database").await.is_empty(),
+        "not claimed"
+    );
+    assert_eq!(databases(&pg2, member_db.clone()).await, 0);
+    assert_eq!(roles_like(&pg2, &format!("{member_db}_")).await, 0);
+    let tenant_db = format!("tenant_{}", claimed.replace('-', "_"));
+    assert_eq!(databases(&pg2, tenant_db.clone()).await, 1);
+    let tenant = common::connect_as(&answer["credentials"]).await;
+    tenant
+        .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('a', 'b', 'c')")
+        .await
+        .unwrap();
+    let port: i32 = tenant
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        port,
+        i32::from(cluster.port()),
+        "logged in elsewhere than pg2"
+    );
+    let scratch_db = on(&cluster, &format!("tenant_{}", scratch.replace('-', "_"))).await;
+    let claimed_db = on(&cluster, &tenant_db).await;
+    let a = catalog_at(&o.pg, Some(&pg2), Some(&scratch_db), &scratch).await;
+    let b = catalog_at(&o.pg, Some(&pg2), Some(&claimed_db), &claimed).await;
+    let only_scratch: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
+    let only_claimed: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
+    assert!(
+        only_scratch.is_empty() && only_claimed.is_empty(),
+        "the catalogs differ\nonly from scratch: {only_scratch:#?}\nonly claimed: {only_claimed:#?}"
+    );
+    assert!(
+        a.iter().any(|l| l.starts_with("relation: applications")),
+        "the diff did not read the tenant's database: {a:#?}"
+    );
+    // The realtime gate inside has the plan's limits, as a tenant made there has.
+    assert_eq!(gate(&scratch_db).await, gate(&claimed_db).await);
 }
