@@ -367,6 +367,16 @@ impl<C: Context> Engine<C> {
                 .armed
                 .reach(&failpoint::boundary(kind.name, step.name, At::Before))
                 .await;
+            if run.steps[run.seq].state.is_none() && step.skip.is_some_and(|skip| skip(&run)) {
+                // Nothing to do: nothing journaled (see `Step::skip`). Its boundaries
+                // are still reached, so the crash matrix kills a run there too.
+                self.inner
+                    .armed
+                    .reach(&failpoint::boundary(kind.name, step.name, At::After))
+                    .await;
+                run.seq += 1;
+                continue;
+            }
             if step.reaches_out && run.steps[run.seq].state.is_none() {
                 let c = self.inner.pool.get().await?;
                 store::put_step(&c, run.id, run.seq as i32, step.name, "started", None, None)
@@ -620,10 +630,16 @@ impl<C: Context> Engine<C> {
         );
         run.load(&steps);
         run.abort.store(row.abort_requested, Ordering::SeqCst);
+        // A skipped step left no row: it counts as done (a run taken up decides the
+        // same skip from the same journal).
         let first_open = run
             .steps
             .iter()
-            .position(|s| s.state.as_deref() != Some("applied"))
+            .zip(&kind.steps)
+            .position(|(s, step)| {
+                s.state.as_deref() != Some("applied")
+                    && !(s.state.is_none() && step.skip.is_some_and(|skip| skip(&run)))
+            })
             .unwrap_or(kind.steps.len());
         // A step waiting on the outside world (an answer by callback, kept in the
         // control database) is waited on again, not undone: nothing of the wait was lost.

@@ -35,7 +35,16 @@ pub struct Step<C> {
     /// Undoes what `apply` did, or the part of it done before a crash (the step may
     /// be `started` only). `None`: nothing of its own to undo.
     pub compensate: Option<StepFn<C>>,
+    /// Whether the step has nothing to do in this run, decided from what the run
+    /// journaled before it (its params, earlier steps' outcomes) and nothing else, so
+    /// a run taken up after a crash decides the same. A step skipped is neither run
+    /// nor journaled (no round trip for a step that would only record that it did
+    /// nothing), and has nothing to undo. `None`: always run.
+    pub skip: Option<SkipFn>,
 }
+
+/// A step's [`Step::skip`].
+pub type SkipFn = fn(&Run) -> bool;
 
 /// A step, for kinds that list many: `step("copy", false, copy, None)`.
 pub fn step<C>(
@@ -49,6 +58,7 @@ pub fn step<C>(
         reaches_out,
         apply,
         compensate,
+        skip: None,
     }
 }
 

@@ -41,18 +41,22 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                     reaches_out: false,
                     apply: register,
                     compensate: Some(unregister),
+                    skip: None,
                 },
                 Step {
                     name: "clone",
                     reaches_out: true,
                     apply: clone,
                     compensate: Some(drop_clone),
+                    // A claimed member's database was renamed by `register`.
+                    skip: Some(claimed_a_member),
                 },
                 Step {
                     name: "configure",
                     reaches_out: true,
                     apply: configure,
                     compensate: None,
+                    skip: None,
                 },
             ]
             .into_iter()
@@ -62,6 +66,7 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                 reaches_out: false,
                 apply: activate,
                 compensate: None,
+                skip: None,
             }])
             .collect(),
             // Activation closes the operation in its own transaction: until it commits,
@@ -71,8 +76,14 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
     ]
 }
 
+/// Whether `register` claimed a warm pool member (docs/warm_pool.md).
+fn claimed_a_member(run: &Run) -> bool {
+    run.outcome::<database_mode::Registered>("register")
+        .is_some_and(|r| r.member.is_some())
+}
+
 /// The steps every multi-step create runs after the tenant is made and before its
-/// activation (each a no-op when not asked for): the tenant's vector collection
+/// activation (each skipped when not asked for): the tenant's vector collection
 /// (docs/vector-store.md; its intent journaled before it is made), then the
 /// onboarding steps the create matched (each call's intent journaled first).
 pub(super) fn before_activation() -> [Step<Runtime>; 2] {
@@ -82,12 +93,14 @@ pub(super) fn before_activation() -> [Step<Runtime>; 2] {
             reaches_out: true,
             apply: super::vector_store::create,
             compensate: Some(super::vector_store::undo_create),
+            skip: Some(super::vector_store::not_asked),
         },
         Step {
             name: "integrations",
             reaches_out: false,
             apply: super::onboarding::integrations,
             compensate: Some(super::onboarding::undo_integrations),
+            skip: Some(super::onboarding::none_matched),
         },
     ]
 }

@@ -38,12 +38,14 @@ pub fn kind() -> Kind<Runtime> {
                 reaches_out: false,
                 apply: register,
                 compensate: Some(unregister),
+                skip: None,
             },
             Step {
                 name: "provision",
                 reaches_out: true,
                 apply: provision,
                 compensate: Some(unprovision),
+                skip: None,
             },
         ]
         .into_iter()
@@ -53,6 +55,7 @@ pub fn kind() -> Kind<Runtime> {
             reaches_out: false,
             apply: activate,
             compensate: None,
+            skip: None,
         }])
         .collect(),
         // Activation closes the operation in its own transaction: until it commits, a
@@ -283,45 +286,52 @@ fn provision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             run.intend(objects, json!({"ours": true, "server": params.server}))
                 .await?;
         }
-        if let Some((key, _)) = claimed(run)? {
-            placed_members::claim(p, &view, slug, &key, params.isolation, &registered)
-                .await
-                .map_err(step_error)?;
-            if params.isolation == Isolation::Database {
-                super::pooler::prepare_tenant_database(&view, slug.schema().as_str())
+        let claimed = claimed(run)?;
+        match &claimed {
+            Some((key, _)) => {
+                placed_members::claim(p, &view, slug, key, params.isolation, &registered)
                     .await
-                    .map_err(failed)?;
+                    .map_err(step_error)?
             }
-            return Ok(json!({"server": params.server, "claimed": true}));
+            None => make(p, &view, &params, &registered).await?,
         }
-        let sealed = {
-            let c = p.pool.get().await.map_err(failed)?;
-            crate::store::tenants::sealed_credentials(&c, registered.tenant_id)
-                .await
-                .map_err(failed)?
-        };
-        let password = service::open_password(p, &sealed).map_err(step_error)?;
-        // That server's template database is as its add or the last migration run
-        // left it; the clone checks it against this process's template under the
-        // template lock and rebuilds it when it is not (`clone_current_on`).
-        placed::make(
-            p,
-            &view,
-            &params.server,
-            slug,
-            params.isolation,
-            &password,
-            &registered,
-        )
-        .await
-        .map_err(step_error)?;
         if params.isolation == Isolation::Database {
             super::pooler::prepare_tenant_database(&view, slug.schema().as_str())
                 .await
                 .map_err(failed)?;
         }
-        Ok(json!({"server": params.server}))
+        Ok(json!({"server": params.server, "claimed": claimed.is_some()}))
     })
+}
+
+/// The tenant made on its server from scratch, with the password sealed in its row.
+async fn make(
+    p: &Runtime,
+    view: &crate::platform::Platform,
+    params: &Params,
+    registered: &Registered,
+) -> Result<(), StepError> {
+    let sealed = {
+        let c = p.pool.get().await.map_err(failed)?;
+        crate::store::tenants::sealed_credentials(&c, registered.tenant_id)
+            .await
+            .map_err(failed)?
+    };
+    let password = service::open_password(p, &sealed).map_err(step_error)?;
+    // That server's template database is as its add or the last migration run left
+    // it; the clone checks it against this process's template under the template
+    // lock and rebuilds it when it is not (`clone_current_on`).
+    placed::make(
+        p,
+        view,
+        &params.server,
+        &params.name,
+        params.isolation,
+        &password,
+        registered,
+    )
+    .await
+    .map_err(step_error)
 }
 
 /// What a tenant's making on another server declares before it starts: its roles

@@ -42,6 +42,7 @@ pub fn kind() -> Kind<Runtime> {
             reaches_out: false,
             apply: provision,
             compensate: Some(unprovision),
+            skip: None,
         }]
         .into_iter()
         .chain(super::create::before_activation())
@@ -50,6 +51,7 @@ pub fn kind() -> Kind<Runtime> {
             reaches_out: false,
             apply: activate,
             compensate: None,
+            skip: None,
         }])
         .collect(),
         // Activation closes the operation in its own transaction: until it commits, a

@@ -51,6 +51,7 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
             reaches_out: true,
             apply: migrate_tenants,
             compensate: None,
+            skip: None,
         }],
         point_of_no_return: 0,
     }]

@@ -36,6 +36,7 @@ pub fn enforce_step() -> Step<Runtime> {
         reaches_out: true,
         apply: enforce_apply,
         compensate: None,
+        skip: None,
     }
 }
 
@@ -48,6 +49,7 @@ fn two_steps(name: &'static str, record: crate::ops::StepFn<Runtime>) -> Kind<Ru
                 reaches_out: false,
                 apply: record,
                 compensate: None,
+                skip: None,
             },
             enforce_step(),
         ],

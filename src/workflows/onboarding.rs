@@ -54,6 +54,11 @@ fn matched(run: &Run) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The create's `integrations` step is skipped when its plan and mode match none.
+pub(crate) fn none_matched(run: &Run) -> bool {
+    matched(run).is_empty()
+}
+
 fn tenant_ref(run: &Run) -> Value {
     let first = run.steps()[0];
     let registered = run.outcome::<Value>(first).unwrap_or(Value::Null);

@@ -1,7 +1,8 @@
 //! Reading operations for the operations API (`GET /api/v1/operations`): the row, and
 //! its steps in the kind's order, each with its state and a summary of what it
 //! journaled, so a slow operation can be watched. Steps not reached yet show as
-//! `pending`. Nothing here writes.
+//! `pending`, steps the run went past with nothing to do as `skipped`. Nothing here
+//! writes.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -25,8 +26,9 @@ pub struct OperationTenant {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OperationStep {
     pub name: String,
-    /// `pending` (not reached), `started` (it reaches outside the control database and
-    /// has not answered yet), `waiting` (for an answer from outside, e.g. an onboarding
+    /// `pending` (not reached), `skipped` (nothing to do in this run: a vector store
+    /// or onboarding steps not asked for), `started` (it reaches outside the control
+    /// database and has not answered yet), `waiting` (for an answer from outside, e.g. an onboarding
     /// step's callback after its 202), `applied`, `compensated` (undone).
     pub state: String,
     /// When its journal row was last written (null while pending).
@@ -181,7 +183,15 @@ fn view(rt: &Runtime, r: OperationInfo, journal: &[StepInfo]) -> Operation {
                         Some(s) => shown(s),
                         None => OperationStep {
                             name: name.to_string(),
-                            state: "pending".into(),
+                            // A step with nothing to do is not journaled (`Step::skip`):
+                            // one the run went past was skipped.
+                            state: if r.state == "succeeded"
+                                || journal.iter().any(|s| s.seq as usize > i)
+                            {
+                                "skipped".into()
+                            } else {
+                                "pending".into()
+                            },
                             at: None,
                             summary: None,
                         },

@@ -96,6 +96,11 @@ fn wanted(run: &Run) -> Result<bool, StepError> {
     Ok(run.params::<Value>()?["vector_store"].as_bool() == Some(true))
 }
 
+/// The create's step is skipped when the create asked for no collection.
+pub(crate) fn not_asked(run: &Run) -> bool {
+    matches!(wanted(run), Ok(false))
+}
+
 fn backend(rt: &Runtime) -> Result<&dyn Backend, StepError> {
     rt.vectors
         .as_deref()

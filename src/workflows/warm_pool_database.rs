@@ -43,24 +43,28 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                     reaches_out: false,
                     apply: roles,
                     compensate: Some(drop_roles),
+                    skip: None,
                 },
                 Step {
                     name: "clone",
                     reaches_out: true,
                     apply: clone,
                     compensate: Some(drop_clone),
+                    skip: None,
                 },
                 Step {
                     name: "configure",
                     reaches_out: true,
                     apply: configure,
                     compensate: None,
+                    skip: None,
                 },
                 Step {
                     name: "publish",
                     reaches_out: false,
                     apply: publish,
                     compensate: None,
+                    skip: None,
                 },
             ],
             // `publish` closes the operation in its own transaction: until it commits,
@@ -75,12 +79,14 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                     reaches_out: false,
                     apply: take,
                     compensate: None,
+                    skip: None,
                 },
                 Step {
                     name: "drop",
                     reaches_out: true,
                     apply: drop_member,
                     compensate: None,
+                    skip: None,
                 },
             ],
             // Once its row is gone the member is nobody's: the drop is finished.
@@ -323,46 +329,20 @@ pub async fn recycle_one(rt: &Runtime, only: Option<&str>) -> Result<Option<Memb
             },
         )
         .await?;
-    let taken = match done {
-        ops::Done::Finished(outcome) => outcome,
-        ops::Done::Replay(_) => Value::Null,
-    };
-    let id = taken["id"].as_str().and_then(|id| id.parse::<Uuid>().ok());
-    Ok(match (taken["key"].as_str(), id) {
-        (Some(key), Some(id)) => Some(Member {
-            id,
-            key: key.to_string(),
-            isolation: Isolation::Database,
-            template_version: taken["template_version"].as_i64().unwrap_or_default() as i32,
-            server: DEFAULT.to_string(),
-            credentials: None,
-        }),
-        _ => None,
-    })
+    Ok(super::warm_pool_placed::taken_member(
+        done,
+        DEFAULT,
+        Isolation::Database,
+    ))
 }
 
 /// 1. A stale member's row taken (deleted: no claim can get it from now on).
 fn take<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let only: Option<String> = run.params::<Value>()?["only"].as_str().map(str::to_string);
-        let mut client = rt.pool.get().await.map_err(failed)?;
-        let tx = client.transaction().await.map_err(failed)?;
-        let taken = store::take_stale(
-            &tx,
-            DEFAULT,
-            Isolation::Database,
-            Some(rt.template.latest_version()),
-            only.as_deref(),
-        )
-        .await
-        .map_err(failed)?;
-        let outcome = match taken {
-            Some(m) => json!({"key": m.key, "id": m.id, "template_version": m.template_version}),
-            None => json!({"key": null}),
-        };
-        run.applied_in(&tx, &outcome).await?;
-        tx.commit().await.map_err(failed)?;
-        Ok(outcome)
+        let current = Some(rt.template.latest_version());
+        let at = (DEFAULT, Isolation::Database);
+        super::warm_pool_placed::take_in(rt, run, at, current, only.as_deref()).await
     })
 }
 
@@ -377,14 +357,6 @@ fn drop_member<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 .map_err(step_error)?;
             drop_member_roles(rt, &member).await?;
         }
-        finish(rt, run, taken).await
+        super::warm_pool_placed::finish(rt, run, taken).await
     })
-}
-
-async fn finish(rt: &Runtime, run: &mut Run, outcome: Value) -> Result<Value, StepError> {
-    let mut client = rt.pool.get().await.map_err(failed)?;
-    let tx = client.transaction().await.map_err(failed)?;
-    run.finish_in(&tx, &outcome, None).await?;
-    tx.commit().await.map_err(failed)?;
-    Ok(outcome)
 }

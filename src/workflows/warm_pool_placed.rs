@@ -41,18 +41,21 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                     reaches_out: false,
                     apply: check,
                     compensate: None,
+                    skip: None,
                 },
                 Step {
                     name: "make",
                     reaches_out: true,
                     apply: make,
                     compensate: Some(unmake),
+                    skip: None,
                 },
                 Step {
                     name: "publish",
                     reaches_out: true,
                     apply: publish,
                     compensate: None,
+                    skip: None,
                 },
             ],
             // `publish` closes the operation in its own transaction: until it commits,
@@ -67,12 +70,14 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                     reaches_out: false,
                     apply: take,
                     compensate: None,
+                    skip: None,
                 },
                 Step {
                     name: "drop",
                     reaches_out: true,
                     apply: drop_member,
                     compensate: None,
+                    skip: None,
                 },
             ],
             // Once its row is gone the member is nobody's: the drop is finished.
@@ -297,22 +302,60 @@ pub async fn recycle_one(
             },
         )
         .await?;
+    Ok(taken_member(done, server, isolation))
+}
+
+/// The member a recycle operation took, from its outcome (`None`: none was stale).
+pub(super) fn taken_member(done: ops::Done, server: &str, isolation: Isolation) -> Option<Member> {
     let taken = match done {
         ops::Done::Finished(outcome) => outcome,
         ops::Done::Replay(_) => Value::Null,
     };
     let id = taken["id"].as_str().and_then(|id| id.parse::<Uuid>().ok());
-    Ok(match (taken["key"].as_str(), id) {
-        (Some(key), Some(id)) => Some(Member {
-            id,
-            key: key.to_string(),
-            isolation,
-            template_version: taken["template_version"].as_i64().unwrap_or_default() as i32,
-            server: server.to_string(),
-            credentials: None,
-        }),
-        _ => None,
+    Some(Member {
+        id: id?,
+        key: taken["key"].as_str()?.to_string(),
+        isolation,
+        template_version: taken["template_version"].as_i64().unwrap_or_default() as i32,
+        server: server.to_string(),
+        credentials: None,
     })
+}
+
+/// A recycle's `take`: one member's row deleted (no claim can get it from then on),
+/// in one transaction with the step's journal row; its outcome names the member.
+pub(super) async fn take_in(
+    rt: &Runtime,
+    run: &mut Run,
+    (server, isolation): (&str, Isolation),
+    current: Option<i32>,
+    only: Option<&str>,
+) -> Result<Value, StepError> {
+    let mut client = rt.pool.get().await.map_err(failed)?;
+    let tx = client.transaction().await.map_err(failed)?;
+    let taken = store::take_stale(&tx, server, isolation, current, only)
+        .await
+        .map_err(failed)?;
+    let outcome = match taken {
+        Some(m) => json!({"key": m.key, "id": m.id, "template_version": m.template_version}),
+        None => json!({"key": null}),
+    };
+    run.applied_in(&tx, &outcome).await?;
+    tx.commit().await.map_err(failed)?;
+    Ok(outcome)
+}
+
+/// Closes a recycle with `outcome` (what `take` took).
+pub(super) async fn finish(
+    rt: &Runtime,
+    run: &mut Run,
+    outcome: Value,
+) -> Result<Value, StepError> {
+    let mut client = rt.pool.get().await.map_err(failed)?;
+    let tx = client.transaction().await.map_err(failed)?;
+    run.finish_in(&tx, &outcome, None).await?;
+    tx.commit().await.map_err(failed)?;
+    Ok(outcome)
 }
 
 /// 1. The member's row taken (deleted: no claim can get it from now on).
@@ -322,24 +365,8 @@ fn take<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let server = params["server"].as_str().unwrap_or_default().to_string();
         let only = params["only"].as_str().map(str::to_string);
         let current = (params["any"] != true).then(|| rt.template.latest_version());
-        let mut client = rt.pool.get().await.map_err(failed)?;
-        let tx = client.transaction().await.map_err(failed)?;
-        let taken = store::take_stale(
-            &tx,
-            &server,
-            isolation_in(&params)?,
-            current,
-            only.as_deref(),
-        )
-        .await
-        .map_err(failed)?;
-        let outcome = match taken {
-            Some(m) => json!({"key": m.key, "id": m.id, "template_version": m.template_version}),
-            None => json!({"key": null}),
-        };
-        run.applied_in(&tx, &outcome).await?;
-        tx.commit().await.map_err(failed)?;
-        Ok(outcome)
+        let isolation = isolation_in(&params)?;
+        take_in(rt, run, (&server, isolation), current, only.as_deref()).await
     })
 }
 
@@ -358,11 +385,7 @@ fn drop_member<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 .await
                 .map_err(step_error)?;
         }
-        let mut client = rt.pool.get().await.map_err(failed)?;
-        let tx = client.transaction().await.map_err(failed)?;
-        run.finish_in(&tx, &taken, None).await?;
-        tx.commit().await.map_err(failed)?;
-        Ok(taken)
+        finish(rt, run, taken).await
     })
 }
 
