@@ -99,6 +99,11 @@ fn maybe_fail<'a>(_: &'a Cx, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
+/// `check` has nothing to do when the params waive it.
+fn check_waived(run: &Run) -> bool {
+    run.params["waive_check"] == true
+}
+
 fn finish<'a>(cx: &'a Cx, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         if run.params["fail"] == "finish" && run.params["attempt"] == 1 {
@@ -149,7 +154,7 @@ fn registry() -> Registry<Cx> {
                     reaches_out: false,
                     apply: maybe_fail,
                     compensate: None,
-                    skip: None,
+                    skip: Some(check_waived),
                 },
                 Step {
                     name: "finish",
@@ -415,4 +420,47 @@ async fn a_failure_past_the_point_of_no_return_is_retried_forward() {
     assert_eq!(op_state(&n).await.0, "succeeded");
     assert!(exists("role", &format!("engine_{n}")).await);
     let _ = ops::lease_secs();
+}
+
+#[tokio::test]
+async fn a_skipped_step_is_not_run_nor_journaled_and_a_resume_counts_it_done() {
+    let (e, cx) = engine(&unique("id-skip")).await;
+    // Waived, the check that would refuse is not run at all.
+    let n = unique("skip");
+    run(
+        &e,
+        &cx,
+        &n,
+        json!({"name": n, "fail": "check", "waive_check": true}),
+    )
+    .await
+    .unwrap();
+    let (state, steps) = op_state(&n).await;
+    assert_eq!(state, "succeeded");
+    assert_eq!(
+        steps,
+        ["make_role:applied", "scratch:applied", "finish:applied"],
+        "the skipped step has a journal row"
+    );
+
+    // Killed before `finish` (the point of no return) with `check` skipped before it:
+    // the next process finishes it, as it would after an applied check (counting the
+    // skipped step as open would undo it).
+    let identity = unique("id-skip-kill");
+    let (e, cx) = engine(&identity).await;
+    let n = unique("skipkill");
+    let stopped = e.failpoints().arm("test.demo/finish/before");
+    let running = tokio::spawn({
+        let (e, cx, n) = (e.clone(), cx.clone(), n.clone());
+        async move { run(&e, &cx, &n, json!({"name": n, "waive_check": true})).await }
+    });
+    stopped.notified().await;
+    e.kill();
+    let _ = running.await;
+    let (again, cx) = engine(&identity).await;
+    again.reconcile(&cx).await.unwrap();
+    let (state, steps) = op_state(&n).await;
+    assert_eq!(state, "succeeded", "{steps:?}");
+    assert!(exists("role", &format!("engine_{n}")).await, "kept");
+    assert_eq!(steps.last().unwrap(), "finish:applied");
 }
