@@ -629,4 +629,44 @@ async fn tenants_on_another_server_log_in_through_the_pgbouncer_in_front_of_it()
             Some("1")
         );
     }
+
+    // A database-mode tenant that arrives on pg2 by a move logs in through pg2's
+    // PgBouncer too: the lookup comes with the database's copied schemas, and the move
+    // installs it there again (either one suffices: this checks the outcome).
+    let moved = app
+        .create_with(json!({"name": unique("pgb-moved"), "isolation": "database"}))
+        .await;
+    assert_eq!(moved["server"], "default");
+    let name = moved["name"].as_str().unwrap();
+    let (s, op) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/move"),
+            Some(json!({"to_server": "pg2"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{op}");
+    let id = op["id"].as_str().unwrap().to_string();
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, op) = app
+            .call(Method::GET, &format!("/api/v1/operations/{id}"), None)
+            .await;
+        let cut_over = op["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "login" && s["state"] == "applied");
+        if cut_over || op["state"] != "running" {
+            assert!(cut_over, "the move did not cut over: {op}");
+            break;
+        }
+        assert!(Instant::now() < until, "the move did not finish: {op}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, t) = app
+        .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
+        .await;
+    assert_eq!(t["server"], "pg2", "{t}");
+    writes_through(&bouncer, &moved, "moved database").await;
 }
