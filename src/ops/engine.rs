@@ -384,8 +384,15 @@ impl<C: Context> Engine<C> {
                 run.steps[run.seq].state = Some("started".into());
             }
             run.recorded = false;
+            let began = std::time::Instant::now();
             match (step.apply)(cx, &mut run).await {
                 Ok(outcome) => {
+                    tracing::debug!(
+                        operation.kind = kind.name,
+                        step = step.name,
+                        elapsed_us = began.elapsed().as_micros() as u64,
+                        "step applied"
+                    );
                     if !run.recorded {
                         let c = self.inner.pool.get().await?;
                         store::put_step(
