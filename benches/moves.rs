@@ -1,7 +1,9 @@
-//! Moves benchmark (issue 18 item 3, docs/moves.md): two throw-away clusters
+//! Moves benchmark (issue 18 items 3 and 4, docs/moves.md): two throw-away clusters
 //! (`default`, embedded, and `pg2`), a tenant (schema mode, or BENCH_ISOLATION=database)
 //! with BENCH_ROWS rows (100,000) moved back and forth BENCH_MOVES times (5) through
-//! the HTTP API while a
+//! the HTTP API; with BENCH_ISOLATION=shared, a shared-mode tenant with that many rows
+//! in the template's `applications` moved into schema mode and back on `default`
+//! (shared mode lives there), with no dump beside it. All while a
 //! client writes a row every 10 ms with the tenant's own credentials (reconnecting on
 //! connection errors, to wherever the registry says the tenant is). Per move: the
 //! longest gap between two successful writes (cutover unavailability), the time to the
@@ -114,11 +116,11 @@ async fn dsn_now(
     c
 }
 
-/// A row every 10 ms as the tenant, until `stop`.
+/// A row every 10 ms as the tenant (`insert`), until `stop`.
 fn writer(
     control: tokio_postgres::Client,
-    base: tokio_postgres::Config,
-    pg2_port: u16,
+    (base, pg2_port): (tokio_postgres::Config, u16),
+    insert: &'static str,
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -140,9 +142,7 @@ fn writer(
                 }
             }
             let c = client.as_ref().unwrap();
-            let res = c
-                .batch_execute("INSERT INTO rows (payload) VALUES ('written while moving')")
-                .await;
+            let res = c.batch_execute(insert).await;
             let mut s = seen.lock().unwrap();
             match res {
                 Ok(()) => {
@@ -164,7 +164,10 @@ fn writer(
                     client = None;
                 }
                 Err(e) => {
-                    s.other.push(e.to_string());
+                    s.other.push(match e.as_db_error() {
+                        Some(d) => format!("{}: {}", d.code().code(), d.message()),
+                        None => e.to_string(),
+                    });
                     client = None;
                 }
             }
@@ -205,15 +208,15 @@ impl Api {
     }
 }
 
-/// One move to `to`; returns (time to the cutover, total time). Prints the copy's
-/// progress as it changes.
-async fn one_move(api: &Api, to: &str) -> (Duration, Duration) {
+/// One move (`to`: the body's `to_server` or `to_isolation` and its value); returns
+/// (time to the cutover, total time). Prints the copy's progress as it changes.
+async fn one_move(api: &Api, (field, to): (&str, &str)) -> (Duration, Duration) {
     let t0 = Instant::now();
     let op = api
         .call(
             reqwest::Method::POST,
             &format!("/api/v1/tenants/{TENANT}/move"),
-            Some(json!({"to_server": to, "grace": "0"})),
+            Some(json!({field: to, "grace": "0"})),
         )
         .await;
     let id = op["id"].as_str().unwrap().to_string();
@@ -313,9 +316,10 @@ async fn main() {
     let moves = env_or("BENCH_MOVES", 5).max(1);
     let isolation = std::env::var("BENCH_ISOLATION").unwrap_or_else(|_| "schema".into());
     assert!(
-        ["schema", "database"].contains(&isolation.as_str()),
-        "BENCH_ISOLATION: schema or database (shared-mode tenants do not change server)"
+        ["schema", "database", "shared"].contains(&isolation.as_str()),
+        "BENCH_ISOLATION: schema, database or shared"
     );
+    let shared = isolation == "shared";
     let dir = std::env::temp_dir().join(format!("berqenas-bench-moves-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -368,35 +372,15 @@ async fn main() {
         "database" => created["database"].as_str().unwrap().to_string(),
         _ => control_db.clone(),
     };
-    let owner = created["owner_role"].as_str().unwrap().to_string();
-    let login = created["credentials"]["user"].as_str().unwrap().to_string();
-    println!("filling {rows} rows into {schema}.rows");
     let t = Instant::now();
-    superuser(&default_cluster, &tenant_db)
-        .await
-        .batch_execute(&format!(
-            "SET ROLE \"{owner}\";
-             CREATE TABLE \"{schema}\".rows (id bigserial PRIMARY KEY, payload text NOT NULL,
-                                             at timestamptz NOT NULL DEFAULT now());
-             INSERT INTO \"{schema}\".rows (payload)
-                  SELECT md5(i::text) || md5((i * 7)::text) FROM generate_series(1, {rows}) i;
-             GRANT SELECT, INSERT ON \"{schema}\".rows TO \"{login}\";
-             GRANT USAGE ON SEQUENCE \"{schema}\".rows_id_seq TO \"{login}\";
-             RESET ROLE; ANALYZE \"{schema}\".rows;"
-        ))
-        .await
-        .unwrap();
-    let size: i64 = superuser(&default_cluster, &tenant_db)
-        .await
-        .query_one(
-            &format!("SELECT pg_total_relation_size('\"{schema}\".rows')"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let size = if shared {
+        fill_shared(&created, rows).await
+    } else {
+        println!("filling {rows} rows into {schema}.rows");
+        fill(&default_cluster, (&tenant_db, &schema), &created, rows).await
+    };
     println!(
-        "  {:.1} s; table with indexes {:.1} MB",
+        "  {:.1} s; the tenant's rows {:.1} MB",
         t.elapsed().as_secs_f64(),
         size as f64 / 1e6
     );
@@ -410,23 +394,32 @@ async fn main() {
     let halt = Arc::new(AtomicBool::new(false));
     let writes = writer(
         superuser(&default_cluster, &control_db).await,
-        base,
-        pg2.port(),
+        (base, pg2.port()),
+        if shared {
+            "INSERT INTO applications (name, team, created_by) VALUES (md5(random()::text), 'bench', 'bench')"
+        } else {
+            "INSERT INTO rows (payload) VALUES ('written while moving')"
+        },
         seen.clone(),
         halt.clone(),
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let (mut gaps, mut cutovers, mut totals, mut dumps) = (vec![], vec![], vec![], vec![]);
-    let mut on = "default";
+    let mut on = if shared { "shared" } else { "default" };
     for i in 0..moves {
-        let to = if on == "default" { "pg2" } else { "default" };
+        let (field, to) = match on {
+            "default" => ("to_server", "pg2"),
+            "pg2" => ("to_server", "default"),
+            "shared" => ("to_isolation", "schema"),
+            _ => ("to_isolation", "shared"),
+        };
         println!("move {}/{moves}: {on} -> {to}", i + 1);
         {
             let mut s = seen.lock().unwrap();
             s.longest_gap = Duration::ZERO;
         }
-        let (cutover, total) = one_move(&api, to).await;
+        let (cutover, total) = one_move(&api, (field, to)).await;
         // The gap is only over once a write lands on the target.
         let ok_before = seen.lock().unwrap().ok;
         for _ in 0..500 {
@@ -442,6 +435,13 @@ async fn main() {
             ms(cutover),
             ms(total)
         );
+        gaps.push(gap);
+        cutovers.push(cutover);
+        totals.push(total);
+        on = to;
+        if shared {
+            continue;
+        }
         // The same schema (database), dumped and restored between the same clusters.
         let (src, src_db, dst) = match (to, isolation.as_str()) {
             ("pg2", "database") => (&pg2, tenant_db.as_str(), &default_cluster),
@@ -451,22 +451,106 @@ async fn main() {
         let only = (isolation != "database").then_some(schema.as_str());
         let d = dump_restore(src, src_db, dst, only).await;
         println!("  pg_dump -Fc | pg_restore of {src_db}: {:.0} ms", ms(d));
-        gaps.push(gap);
-        cutovers.push(cutover);
-        totals.push(total);
         dumps.push(d);
-        on = to;
     }
     halt.store(true, Ordering::SeqCst);
     writes.await.unwrap();
-    let s = seen.lock().unwrap();
+    report(
+        &isolation,
+        (rows, size),
+        (gaps, cutovers, totals, dumps),
+        &seen.lock().unwrap(),
+    );
+}
+
+/// BENCH_ROWS rows in a table of the tenant's schema, readable and writable by its
+/// login role; returns the table's size with its indexes.
+async fn fill(
+    cluster: &Cluster,
+    (tenant_db, schema): (&str, &str),
+    created: &Value,
+    rows: usize,
+) -> i64 {
+    let owner = created["owner_role"].as_str().unwrap().to_string();
+    let login = created["credentials"]["user"].as_str().unwrap().to_string();
+    superuser(cluster, tenant_db)
+        .await
+        .batch_execute(&format!(
+            "SET ROLE \"{owner}\";
+             CREATE TABLE \"{schema}\".rows (id bigserial PRIMARY KEY, payload text NOT NULL,
+                                             at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO \"{schema}\".rows (payload)
+                  SELECT md5(i::text) || md5((i * 7)::text) FROM generate_series(1, {rows}) i;
+             GRANT SELECT, INSERT ON \"{schema}\".rows TO \"{login}\";
+             GRANT USAGE ON SEQUENCE \"{schema}\".rows_id_seq TO \"{login}\";
+             RESET ROLE; ANALYZE \"{schema}\".rows;"
+        ))
+        .await
+        .unwrap();
+    superuser(cluster, tenant_db)
+        .await
+        .query_one(
+            &format!("SELECT pg_total_relation_size('\"{schema}\".rows')"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// BENCH_ROWS rows of the shared tenant in the pool's `applications`, written as the
+/// tenant (row security gives them its id); returns their size (the pool's table is
+/// every shared tenant's).
+async fn fill_shared(created: &Value, rows: usize) -> i64 {
+    println!("filling {rows} rows into the shared pool's applications, as the tenant");
+    let cfg: tokio_postgres::Config = created["credentials"]["dsn"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (c, conn) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(&format!(
+        "INSERT INTO applications (name, team, created_by)
+              SELECT md5(i::text) || md5((i * 7)::text), 'bench', 'bench'
+                FROM generate_series(1, {rows}) i"
+    ))
+    .await
+    .unwrap();
+    c.query_one(
+        "SELECT coalesce(sum(pg_column_size(a.*)), 0)::bigint FROM applications a",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// The figures of every move, beside their targets.
+fn report(
+    isolation: &str,
+    (rows, size): (usize, i64),
+    (mut gaps, mut cutovers, mut totals, mut dumps): (
+        Vec<Duration>,
+        Vec<Duration>,
+        Vec<Duration>,
+        Vec<Duration>,
+    ),
+    s: &Seen,
+) {
+    let moves = gaps.len();
     for v in [&mut gaps, &mut cutovers, &mut totals, &mut dumps] {
         v.sort();
     }
     println!();
     println!(
-        "{isolation}-mode tenant, {rows} rows ({:.1} MB), {moves} moves between two clusters, a write every 10 ms:",
-        size as f64 / 1e6
+        "{isolation}-mode tenant, {rows} rows ({:.1} MB), {moves} moves{}, a write every 10 ms:",
+        size as f64 / 1e6,
+        if isolation == "shared" {
+            " into schema mode and back on default"
+        } else {
+            " between two clusters"
+        }
     );
     println!(
         "  writes: {} succeeded, {} retried after a connection error, {} failed otherwise",
@@ -491,6 +575,10 @@ async fn main() {
         ms(percentile(&totals, 0.5)),
         ms(*totals.last().unwrap())
     );
+    if dumps.is_empty() {
+        println!("  (no pg_dump beside it: a shared tenant's rows are in the pool's tables)");
+        return;
+    }
     let dump50 = percentile(&dumps, 0.5);
     println!(
         "  pg_dump -Fc | pg_restore of the same {}: p50 {:.0} ms; move / dump-restore = {:.1}x (offline copy: writes stop for all of it)",
