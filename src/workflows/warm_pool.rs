@@ -19,12 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{Error, Runtime};
+use super::{failed, Error, Runtime};
 use crate::isolation::warm::{self, Mode};
 use crate::names::Slug;
-use crate::ops::{self, Kind};
+use crate::ops::{self, Kind, Run, StepError};
 use crate::store::tenants::Isolation;
 use crate::store::warm_pool::{self as store, Member, Version, DEFAULT_SERVER as DEFAULT};
 use crate::tenant::create::{self as domain, Provisioned, Validated};
@@ -274,6 +275,62 @@ pub async fn recycle_one(
     ops::record_done(&tx, Uuid::now_v7(), RECYCLE, m.id, member.as_str()).await?;
     rt.engine.commit(tx, RECYCLE).await?;
     Ok(Some(m))
+}
+
+// The parts of a recycle that take its member in steps of the engine (the database
+// pool's, `warm_pool_database`, and other servers', `warm_pool_placed`).
+
+/// The member a recycle operation took, from its outcome (`None`: none was stale).
+pub(super) fn taken_member(done: ops::Done, server: &str, isolation: Isolation) -> Option<Member> {
+    let taken = match done {
+        ops::Done::Finished(outcome) => outcome,
+        ops::Done::Replay(_) => Value::Null,
+    };
+    let id = taken["id"].as_str().and_then(|id| id.parse::<Uuid>().ok());
+    Some(Member {
+        id: id?,
+        key: taken["key"].as_str()?.to_string(),
+        isolation,
+        template_version: taken["template_version"].as_i64().unwrap_or_default() as i32,
+        server: server.to_string(),
+        credentials: None,
+    })
+}
+
+/// A recycle's `take`: one member's row deleted (no claim can get it from then on),
+/// in one transaction with the step's journal row; its outcome names the member.
+pub(super) async fn take_in(
+    rt: &Runtime,
+    run: &mut Run,
+    (server, isolation): (&str, Isolation),
+    current: Option<i32>,
+    only: Option<&str>,
+) -> Result<Value, StepError> {
+    let mut client = rt.pool.get().await.map_err(failed)?;
+    let tx = client.transaction().await.map_err(failed)?;
+    let taken = store::take_stale(&tx, server, isolation, current, only)
+        .await
+        .map_err(failed)?;
+    let outcome = match taken {
+        Some(m) => json!({"key": m.key, "id": m.id, "template_version": m.template_version}),
+        None => json!({"key": null}),
+    };
+    run.applied_in(&tx, &outcome).await?;
+    tx.commit().await.map_err(failed)?;
+    Ok(outcome)
+}
+
+/// Closes a recycle with `outcome` (what `take` took).
+pub(super) async fn finish(
+    rt: &Runtime,
+    run: &mut Run,
+    outcome: Value,
+) -> Result<Value, StepError> {
+    let mut client = rt.pool.get().await.map_err(failed)?;
+    let tx = client.transaction().await.map_err(failed)?;
+    run.finish_in(&tx, &outcome, None).await?;
+    tx.commit().await.map_err(failed)?;
+    Ok(outcome)
 }
 
 /// Whether claims (and everything else) need the connections now: requests are

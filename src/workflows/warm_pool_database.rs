@@ -329,7 +329,7 @@ pub async fn recycle_one(rt: &Runtime, only: Option<&str>) -> Result<Option<Memb
             },
         )
         .await?;
-    Ok(super::warm_pool_placed::taken_member(
+    Ok(super::warm_pool::taken_member(
         done,
         DEFAULT,
         Isolation::Database,
@@ -342,7 +342,7 @@ fn take<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let only: Option<String> = run.params::<Value>()?["only"].as_str().map(str::to_string);
         let current = Some(rt.template.latest_version());
         let at = (DEFAULT, Isolation::Database);
-        super::warm_pool_placed::take_in(rt, run, at, current, only.as_deref()).await
+        super::warm_pool::take_in(rt, run, at, current, only.as_deref()).await
     })
 }
 
@@ -357,6 +357,6 @@ fn drop_member<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 .map_err(step_error)?;
             drop_member_roles(rt, &member).await?;
         }
-        super::warm_pool_placed::finish(rt, run, taken).await
+        super::warm_pool::finish(rt, run, taken).await
     })
 }

@@ -302,60 +302,7 @@ pub async fn recycle_one(
             },
         )
         .await?;
-    Ok(taken_member(done, server, isolation))
-}
-
-/// The member a recycle operation took, from its outcome (`None`: none was stale).
-pub(super) fn taken_member(done: ops::Done, server: &str, isolation: Isolation) -> Option<Member> {
-    let taken = match done {
-        ops::Done::Finished(outcome) => outcome,
-        ops::Done::Replay(_) => Value::Null,
-    };
-    let id = taken["id"].as_str().and_then(|id| id.parse::<Uuid>().ok());
-    Some(Member {
-        id: id?,
-        key: taken["key"].as_str()?.to_string(),
-        isolation,
-        template_version: taken["template_version"].as_i64().unwrap_or_default() as i32,
-        server: server.to_string(),
-        credentials: None,
-    })
-}
-
-/// A recycle's `take`: one member's row deleted (no claim can get it from then on),
-/// in one transaction with the step's journal row; its outcome names the member.
-pub(super) async fn take_in(
-    rt: &Runtime,
-    run: &mut Run,
-    (server, isolation): (&str, Isolation),
-    current: Option<i32>,
-    only: Option<&str>,
-) -> Result<Value, StepError> {
-    let mut client = rt.pool.get().await.map_err(failed)?;
-    let tx = client.transaction().await.map_err(failed)?;
-    let taken = store::take_stale(&tx, server, isolation, current, only)
-        .await
-        .map_err(failed)?;
-    let outcome = match taken {
-        Some(m) => json!({"key": m.key, "id": m.id, "template_version": m.template_version}),
-        None => json!({"key": null}),
-    };
-    run.applied_in(&tx, &outcome).await?;
-    tx.commit().await.map_err(failed)?;
-    Ok(outcome)
-}
-
-/// Closes a recycle with `outcome` (what `take` took).
-pub(super) async fn finish(
-    rt: &Runtime,
-    run: &mut Run,
-    outcome: Value,
-) -> Result<Value, StepError> {
-    let mut client = rt.pool.get().await.map_err(failed)?;
-    let tx = client.transaction().await.map_err(failed)?;
-    run.finish_in(&tx, &outcome, None).await?;
-    tx.commit().await.map_err(failed)?;
-    Ok(outcome)
+    Ok(super::warm_pool::taken_member(done, server, isolation))
 }
 
 /// 1. The member's row taken (deleted: no claim can get it from now on).
@@ -366,7 +313,7 @@ fn take<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let only = params["only"].as_str().map(str::to_string);
         let current = (params["any"] != true).then(|| rt.template.latest_version());
         let isolation = isolation_in(&params)?;
-        take_in(rt, run, (&server, isolation), current, only.as_deref()).await
+        super::warm_pool::take_in(rt, run, (&server, isolation), current, only.as_deref()).await
     })
 }
 
@@ -385,7 +332,7 @@ fn drop_member<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 .await
                 .map_err(step_error)?;
         }
-        finish(rt, run, taken).await
+        super::warm_pool::finish(rt, run, taken).await
     })
 }
 
