@@ -66,27 +66,64 @@ async fn roles_like(c: &tokio_postgres::Client, prefix: &str) -> i64 {
     .await
 }
 
+/// A tenant created on pg2 by name, in `isolation`.
+async fn create_on_pg2(app: &TestApp, name: &str, isolation: &str) -> Value {
+    let body = json!({"name": name, "server": "pg2", "isolation": isolation, "public_api": true});
+    let (s, v) = app.call(Method::POST, "/api/v1/tenants", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v
+}
+
+/// The tenant `answer` names logs in on `cluster` with the credentials handed out
+/// and writes a row there.
+async fn writes_on(answer: &Value, cluster: &berqenas::pg::cluster::Cluster) {
+    let tenant = common::connect_as(&answer["credentials"]).await;
+    tenant
+        .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('a', 'b', 'c')")
+        .await
+        .unwrap();
+    let port: i32 = tenant
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        port,
+        i32::from(cluster.port()),
+        "logged in elsewhere than pg2"
+    );
+}
+
+/// The catalogs of `scratch` and `claimed` on pg2 (`inside`: their own databases, in
+/// database mode) read the same; returns the scratch one's.
+async fn same_catalog(
+    pg: &tokio_postgres::Client,
+    (pg2, scratch_db, claimed_db): (
+        &tokio_postgres::Client,
+        Option<&tokio_postgres::Client>,
+        Option<&tokio_postgres::Client>,
+    ),
+    scratch: &str,
+    claimed: &str,
+) -> Vec<String> {
+    let a = catalog_at(pg, Some(pg2), scratch_db, scratch).await;
+    let b = catalog_at(pg, Some(pg2), claimed_db, claimed).await;
+    let only_scratch: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
+    let only_claimed: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
+    assert!(
+        only_scratch.is_empty() && only_claimed.is_empty(),
+        "the catalogs differ\nonly from scratch: {only_scratch:#?}\nonly claimed: {only_claimed:#?}"
+    );
+    a
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_other_than_default_has_its_own_pool() {
     let o = own("placed", berqenas::template::Template::builtin()).await;
     let cluster = register_pg2(&o.app, "wp-pg2").await;
     let pg2 = on(&cluster, "postgres").await;
-    let create_on_pg2 = |name: String| {
-        let app = &o.app;
-        async move {
-            let (s, v) = app
-                .call(
-                    Method::POST,
-                    "/api/v1/tenants",
-                    Some(json!({"name": name, "server": "pg2", "public_api": true})),
-                )
-                .await;
-            assert_eq!(s, StatusCode::CREATED, "{v}");
-            v
-        }
-    };
     let scratch = common::unique("wpscr2");
-    create_on_pg2(scratch.clone()).await;
+    create_on_pg2(&o.app, &scratch, "schema").await;
 
     // A round fills default's pool and pg2's, each to the target.
     let round = fill(&o.rt, targets(2, 0)).await;
@@ -136,7 +173,7 @@ async fn a_server_other_than_default_has_its_own_pool() {
 
     // A create placed on pg2 claims the oldest of pg2's members.
     let claimed = common::unique("wpclm2");
-    let answer = create_on_pg2(claimed.clone()).await;
+    let answer = create_on_pg2(&o.app, &claimed, "schema").await;
     assert_eq!(answer["server"], "pg2");
     let left = keys_on(&o.pg, "pg2").await;
     assert_eq!(left.len(), 1);
@@ -144,31 +181,9 @@ async fn a_server_other_than_default_has_its_own_pool() {
     assert!(!member_schemas(&pg2).await.contains(&taken));
     assert_eq!(roles_like(&pg2, &format!("tenant_wp__{taken}_")).await, 0);
     // It logs in on pg2 with the credentials handed out (the member's password).
-    let tenant = common::connect_as(&answer["credentials"]).await;
-    tenant
-        .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('a', 'b', 'c')")
-        .await
-        .unwrap();
-    let port: i64 = tenant
-        .query_one("SELECT inet_server_port()", &[])
-        .await
-        .unwrap()
-        .get::<_, i32>(0)
-        .into();
-    assert_eq!(
-        port,
-        i64::from(cluster.port()),
-        "logged in elsewhere than pg2"
-    );
+    writes_on(&answer, &cluster).await;
     // It reads the same as the tenant made from scratch there.
-    let a = catalog_at(&o.pg, Some(&pg2), None, &scratch).await;
-    let b = catalog_at(&o.pg, Some(&pg2), None, &claimed).await;
-    let only_scratch: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
-    let only_claimed: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
-    assert!(
-        only_scratch.is_empty() && only_claimed.is_empty(),
-        "the catalogs differ\nonly from scratch: {only_scratch:#?}\nonly claimed: {only_claimed:#?}"
-    );
+    let a = same_catalog(&o.pg, (&pg2, None, None), &scratch, &claimed).await;
     assert!(a.len() > 20, "too little compared: {a:#?}");
     assert!(
         a.iter().any(|l| l.starts_with("relation: applications")),
@@ -185,7 +200,7 @@ async fn a_server_other_than_default_has_its_own_pool() {
     .await
     .unwrap();
     let fresh = common::unique("wpfresh");
-    create_on_pg2(fresh.clone()).await;
+    create_on_pg2(&o.app, &fresh, "schema").await;
     assert!(
         keys_on(&o.pg, "pg2").await.contains(&stale),
         "a stale member was claimed"
@@ -248,18 +263,8 @@ async fn a_database_mode_claim_on_another_server_renames_a_database_cloned_there
         .unwrap();
     let cluster = register_pg2(&o.app, "wp-pg2db").await;
     let pg2 = on(&cluster, "postgres").await;
-    let create_on_pg2 = |name: String| {
-        let app = &o.app;
-        async move {
-            let body =
-                json!({"name": name, "server": "pg2", "isolation": "database", "public_api": true});
-            let (s, v) = app.call(Method::POST, "/api/v1/tenants", Some(body)).await;
-            assert_eq!(s, StatusCode::CREATED, "{v}");
-            v
-        }
-    };
     let scratch = common::unique("wpdbscr");
-    create_on_pg2(scratch.clone()).await;
+    create_on_pg2(&o.app, &scratch, "database").await;
     let db_targets = Targets {
         schema: 0,
         database: 1,
@@ -283,7 +288,7 @@ async fn a_database_mode_claim_on_another_server_renames_a_database_cloned_there
     assert_eq!(roles_like(&pg2, &format!("{member_db}_")).await, 6);
 
     let claimed = common::unique("wpdbclm");
-    let answer = create_on_pg2(claimed.clone()).await;
+    let answer = create_on_pg2(&o.app, &claimed, "database").await;
     assert!(
         keys_of(&o.pg, "pg2", "database").await.is_empty(),
         "not claimed"
@@ -292,31 +297,16 @@ async fn a_database_mode_claim_on_another_server_renames_a_database_cloned_there
     assert_eq!(roles_like(&pg2, &format!("{member_db}_")).await, 0);
     let tenant_db = format!("tenant_{}", claimed.replace('-', "_"));
     assert_eq!(databases(&pg2, tenant_db.clone()).await, 1);
-    let tenant = common::connect_as(&answer["credentials"]).await;
-    tenant
-        .batch_execute("INSERT INTO applications (name, team, created_by) VALUES ('a', 'b', 'c')")
-        .await
-        .unwrap();
-    let port: i32 = tenant
-        .query_one("SELECT inet_server_port()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        port,
-        i32::from(cluster.port()),
-        "logged in elsewhere than pg2"
-    );
+    writes_on(&answer, &cluster).await;
     let scratch_db = on(&cluster, &format!("tenant_{}", scratch.replace('-', "_"))).await;
     let claimed_db = on(&cluster, &tenant_db).await;
-    let a = catalog_at(&o.pg, Some(&pg2), Some(&scratch_db), &scratch).await;
-    let b = catalog_at(&o.pg, Some(&pg2), Some(&claimed_db), &claimed).await;
-    let only_scratch: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
-    let only_claimed: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
-    assert!(
-        only_scratch.is_empty() && only_claimed.is_empty(),
-        "the catalogs differ\nonly from scratch: {only_scratch:#?}\nonly claimed: {only_claimed:#?}"
-    );
+    let a = same_catalog(
+        &o.pg,
+        (&pg2, Some(&scratch_db), Some(&claimed_db)),
+        &scratch,
+        &claimed,
+    )
+    .await;
     assert!(
         a.iter().any(|l| l.starts_with("relation: applications")),
         "the diff did not read the tenant's database: {a:#?}"
