@@ -29,6 +29,8 @@ pub struct ServerRow {
     pub tenants: i64,
     /// The admin console of the PgBouncer in front of it, sealed (`None`: none known).
     pub pgbouncer_admin_sealed: Option<Vec<u8>>,
+    /// Unclaimed warm pool members on it (docs/warm_pool.md): not tenants.
+    pub warm_pool_members: i64,
 }
 
 impl std::fmt::Debug for ServerRow {
@@ -44,7 +46,8 @@ impl std::fmt::Debug for ServerRow {
 
 const COLUMNS: &str = "s.name, s.url_sealed, s.host, s.port, s.database_name, s.labels, s.draining, \
      s.down_reason, s.version, s.checked_at, s.created_at, s.pgbouncer_admin_sealed, \
-     (SELECT count(*) FROM berqenas.tenants t WHERE t.server = s.name AND t.status <> 'purged') AS tenants";
+     (SELECT count(*) FROM berqenas.tenants t WHERE t.server = s.name AND t.status <> 'purged') AS tenants, \
+     (SELECT count(*) FROM berqenas.warm_pool w WHERE w.server = s.name) AS warm_pool_members";
 
 fn server(row: &Row) -> Result<ServerRow> {
     Ok(ServerRow {
@@ -61,6 +64,7 @@ fn server(row: &Row) -> Result<ServerRow> {
         created_at: row.try_get("created_at")?,
         tenants: row.try_get("tenants")?,
         pgbouncer_admin_sealed: row.try_get("pgbouncer_admin_sealed")?,
+        warm_pool_members: row.try_get("warm_pool_members")?,
     })
 }
 

@@ -143,6 +143,10 @@ pub struct ServerInfo {
     /// Whether the admin console of a PgBouncer in front of it is known (never its URL).
     #[serde(default)]
     pub pgbouncer_admin: bool,
+    /// Unclaimed warm pool members on it (docs/warm_pool.md); `tenants` does not count
+    /// them.
+    #[serde(default)]
+    pub warm_pool_members: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -174,6 +178,7 @@ fn info(row: &ServerRow, live: Option<&check::Stats>) -> ServerInfo {
         checked_at: row.checked_at,
         created_at: row.created_at,
         pgbouncer_admin: row.pgbouncer_admin_sealed.is_some(),
+        warm_pool_members: row.warm_pool_members,
     }
 }
 

@@ -154,6 +154,13 @@ async fn a_server_other_than_default_has_its_own_pool() {
         assert!(!login, "a member logs in");
         assert!(password.is_some_and(|p| p.starts_with("SCRAM-SHA-256$")));
     }
+    // The server's JSON counts them apart from its tenants.
+    let (_, info) = o.app.call(Method::GET, "/api/v1/servers/pg2", None).await;
+    assert_eq!(
+        (&info["tenants"], &info["warm_pool_members"]),
+        (&json!(1), &json!(2)),
+        "{info}"
+    );
     // A second round makes nothing: both pools are full.
     assert_eq!(fill(&o.rt, targets(2, 0)).await.made, 0);
     let (_, status) = o.app.call(Method::GET, "/api/v1/status", None).await;
