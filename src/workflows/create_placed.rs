@@ -158,10 +158,7 @@ pub(super) async fn view_of(
     p: &Runtime,
     server: &str,
 ) -> Result<crate::platform::Platform, StepError> {
-    let s = super::servers::opened(&p.platform, server)
-        .await
-        .map_err(failed)?;
-    Ok(p.platform.on(&s))
+    p.platform.view_of(server).await.map_err(failed)
 }
 
 /// 1. The registry row on its server and the tenant taken, one control transaction.
@@ -211,8 +208,9 @@ fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// A schema-mode member of the server's pool at the current template version, or
-/// `None` (no member, or another mode: the create makes the tenant from scratch).
+/// A member of the server's pool in the create's mode at the current template
+/// version, or `None` (none there, or shared mode: the create makes the tenant from
+/// scratch).
 async fn claim(
     p: &Runtime,
     tx: &deadpool_postgres::Transaction<'_>,
@@ -275,18 +273,18 @@ fn provision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             .ok_or_else(|| StepError::Fenced("nothing registered".into()))?;
         let view = view_of(p, &params.server).await?;
         let slug = &params.name;
+        let claimed = claimed(run)?;
         if run.intent::<Value>("provision").is_none() {
             if placed::roles_exist(&view, slug).await.map_err(step_error)? {
                 return Err(step_error(service::taken_name(slug)));
             }
             let mut objects = declared(slug, params.isolation, &view, []);
-            if let Some((_, member)) = claimed(run)? {
-                objects.extend(declared(&member, params.isolation, &view, []));
+            if let Some((_, member)) = &claimed {
+                objects.extend(declared(member, params.isolation, &view, []));
             }
             run.intend(objects, json!({"ours": true, "server": params.server}))
                 .await?;
         }
-        let claimed = claimed(run)?;
         match &claimed {
             Some((key, _)) => {
                 placed_members::claim(p, &view, slug, key, params.isolation, &registered)

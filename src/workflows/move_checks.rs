@@ -21,8 +21,8 @@ pub(super) async fn servers_ready(
     // Shared mode's moves copy rows in a transaction: no replication.
     let replicated = !(t.isolation == Isolation::Shared || to_isolation == Isolation::Shared);
     for server in [t.server.as_str(), to] {
-        let view = match super::servers::opened(&rt.platform, server).await {
-            Ok(s) => rt.platform.on(&s),
+        let view = match rt.platform.view_of(server).await {
+            Ok(view) => view,
             Err(_) => {
                 return Err(refuse(
                     Conflict,

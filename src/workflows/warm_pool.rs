@@ -171,6 +171,16 @@ pub async fn provision(
     }
 }
 
+/// The refusal of a key that is not a member's.
+pub(super) fn bad_key() -> crate::problem::Problem {
+    crate::problem::Problem::bad_field("key", "a warm pool key is 20 lower-case hex digits")
+}
+
+/// A member's names from its key (a step's params), or the refusal.
+pub(super) fn member_of(key: &str) -> Result<Slug, StepError> {
+    Slug::warm_member(key).ok_or_else(|| StepError::Rejected(bad_key()))
+}
+
 /// A fresh member key: 20 random hex digits.
 pub fn new_key() -> String {
     Uuid::new_v4().simple().to_string()[12..].to_string()
@@ -196,12 +206,7 @@ pub async fn refill_one(
     key: &str,
     target: i64,
 ) -> Result<Option<Member>, Error> {
-    let member = Slug::warm_member(key).ok_or_else(|| {
-        Error::Rejected(crate::problem::Problem::bad_field(
-            "key",
-            "a warm pool key is 20 lower-case hex digits",
-        ))
-    })?;
+    let member = Slug::warm_member(key).ok_or_else(|| Error::Rejected(bad_key()))?;
     if mode == Mode::Database {
         return super::warm_pool_database::refill_one(rt, key, target).await;
     }
@@ -435,8 +440,9 @@ pub async fn round_paced(rt: &Runtime, targets: Targets, pace: Pace) -> Result<R
 
 /// The schema- and database-mode pools of the other servers
 /// (workflows::warm_pool_placed): stale members recycled, then each server that takes
-/// new tenants refilled to the mode's target, paced like `default`'s. A server that
-/// fails is logged and skipped this round.
+/// new tenants refilled to the mode's target, one member at a time, while neither
+/// the control database's connections nor that server's are wanted and no burst of
+/// creates is arriving. A server that fails is logged and skipped this round.
 async fn placed_round(
     rt: &Runtime,
     targets: Targets,

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::warm_pool::{bad_key, member_of};
 use super::{failed, step_error, Error, Runtime};
 use crate::isolation::schema::SchemaPerTenant;
 use crate::isolation::warm::{self, Mode};
@@ -101,14 +102,6 @@ struct Params {
     id: Uuid,
     key: String,
     target: i64,
-}
-
-fn bad_key() -> crate::problem::Problem {
-    crate::problem::Problem::bad_field("key", "a warm pool key is 20 lower-case hex digits")
-}
-
-fn member_of(key: &str) -> Result<Slug, StepError> {
-    Slug::warm_member(key).ok_or_else(|| StepError::Rejected(bad_key()))
 }
 
 /// One database-mode member named by `key`, unless the pool holds `target` current

@@ -21,9 +21,10 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::create_placed::view_of;
+use super::warm_pool::{bad_key, member_of};
 use super::{failed, step_error, Error, Runtime};
 use crate::names::Slug;
-use crate::ops::{self, Kind, NewOp, Run, Step, StepError, StepFuture};
+use crate::ops::{self, Kind, NewOp, Run, Step, StepFuture};
 use crate::store::tenants::Isolation;
 use crate::store::warm_pool::{self as store, Member};
 use crate::tenant::{placed, placed_members};
@@ -96,15 +97,6 @@ struct Params {
     target: i64,
 }
 
-fn member_of(key: &str) -> Result<Slug, StepError> {
-    Slug::warm_member(key).ok_or_else(|| {
-        StepError::Rejected(crate::problem::Problem::bad_field(
-            "key",
-            "a warm pool key is 20 lower-case hex digits",
-        ))
-    })
-}
-
 /// One member of `isolation` (schema or database) on `server` named by `key`, unless
 /// that server's pool of the mode holds `target` current members already. Returns the
 /// member made.
@@ -115,10 +107,7 @@ pub async fn refill_one(
     key: &str,
     target: i64,
 ) -> Result<Option<Member>, Error> {
-    member_of(key).map_err(|e| match e {
-        StepError::Rejected(p) => Error::Rejected(p),
-        other => Error::Rejected(crate::problem::Problem::bad_field("key", other.to_string())),
-    })?;
+    Slug::warm_member(key).ok_or_else(|| Error::Rejected(bad_key()))?;
     let id = Uuid::now_v7();
     let done = rt
         .engine
@@ -226,9 +215,9 @@ fn publish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: Params = run.params()?;
         let made = !full(run);
-        let mut client = rt.pool.get().await.map_err(failed)?;
-        let tx = client.transaction().await.map_err(failed)?;
-        if made {
+        // The password is set on the server before the control transaction opens: it
+        // holds no control connection across that round trip or the verifier's PBKDF2.
+        let credentials = if made {
             let member = member_of(&params.key)?;
             let (verifier, credentials) = super::warm_pool::member_password(rt)
                 .await
@@ -237,6 +226,13 @@ fn publish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             placed_members::set_password(&view, &member, &verifier)
                 .await
                 .map_err(step_error)?;
+            Some(credentials)
+        } else {
+            None
+        };
+        let mut client = rt.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        if let Some(credentials) = credentials {
             store::insert(
                 &tx,
                 &Member {
@@ -261,10 +257,15 @@ fn publish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 /// The modes servers other than `default` pool (shared mode lives on `default`).
 pub const MODES: [Isolation; 2] = [Isolation::Schema, Isolation::Database];
 
-/// A recycle's mode, as journaled.
-fn isolation_in(params: &Value) -> Result<Isolation, StepError> {
-    serde_json::from_value(params["isolation"].clone())
-        .map_err(|e| StepError::Fenced(format!("a recycle's isolation: {e}")))
+/// The input of a recycle, as journaled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Recycle {
+    server: String,
+    isolation: Isolation,
+    /// That member only, if it is stale.
+    only: Option<String>,
+    /// Any member, stale or not (the server is being removed).
+    any: bool,
 }
 
 /// Which members a recycle takes.
@@ -286,8 +287,14 @@ pub async fn recycle_one(
     which: Which<'_>,
 ) -> Result<Option<Member>, Error> {
     let (only, any) = match which {
-        Which::Stale(only) => (only, false),
+        Which::Stale(only) => (only.map(str::to_string), false),
         Which::Any => (None, true),
+    };
+    let params = Recycle {
+        server: server.to_string(),
+        isolation,
+        only,
+        any,
     };
     let done = rt
         .engine
@@ -297,7 +304,7 @@ pub async fn recycle_one(
                 kind: RECYCLE,
                 tenant_id: None,
                 tenant_name: "wp--recycle",
-                params: json!({"server": server, "isolation": isolation, "only": only, "any": any}),
+                params: json!(params),
                 idempotency: None,
             },
         )
@@ -308,27 +315,23 @@ pub async fn recycle_one(
 /// 1. The member's row taken (deleted: no claim can get it from now on).
 fn take<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
-        let params: Value = run.params()?;
-        let server = params["server"].as_str().unwrap_or_default().to_string();
-        let only = params["only"].as_str().map(str::to_string);
-        let current = (params["any"] != true).then(|| rt.template.latest_version());
-        let isolation = isolation_in(&params)?;
-        super::warm_pool::take_in(rt, run, (&server, isolation), current, only.as_deref()).await
+        let params: Recycle = run.params()?;
+        let current = (!params.any).then(|| rt.template.latest_version());
+        let at = (params.server.as_str(), params.isolation);
+        super::warm_pool::take_in(rt, run, at, current, params.only.as_deref()).await
     })
 }
 
-/// 2. Its schema and roles on its server (idempotent), with the operation closed.
+/// 2. Its schema (or database) and roles on its server (idempotent), with the
+///    operation closed.
 fn drop_member<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let taken = run.outcome::<Value>("take").unwrap_or_default();
         if let Some(key) = taken["key"].as_str() {
             let member = member_of(key)?;
-            let server = run.params::<Value>()?["server"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let view = view_of(rt, &server).await?;
-            placed::unmake(&view, &member, isolation_in(&run.params::<Value>()?)?)
+            let params: Recycle = run.params()?;
+            let view = view_of(rt, &params.server).await?;
+            placed::unmake(&view, &member, params.isolation)
                 .await
                 .map_err(step_error)?;
         }
