@@ -1,9 +1,10 @@
 //! Issue 18 item 4, `tenant.move.shared`: "until the cutover an abort leaves the source
-//! untouched", out of shared mode and into it. The move's copy is held on a table lock
-//! (a superuser's, on the table it reads), the abort is asked for meanwhile, and the
-//! lock let go: the copy finishes, and the engine undoes the move before `switch`. The
-//! tenant stays in its mode with every row, its login works, and nothing of the move is
-//! left: no target schema out of the pool, no copied pool rows into it.
+//! untouched", out of shared mode and into it. The move's first pass (`precopy`) is
+//! held on a table lock (a superuser's, on the table it reads), the abort is asked for
+//! meanwhile, and the lock let go: the pass finishes, and the engine undoes the move
+//! before `switch`. The tenant stays in its mode with every row, its login works, and
+//! nothing of the move is left: no target schema out of the pool, no copied pool rows
+//! into it.
 
 mod common;
 #[path = "support/moving.rs"]
@@ -46,8 +47,8 @@ async fn rows_seen(t: &Value) -> i64 {
     n
 }
 
-/// Moves `t` to `to`, holding the copy on `SQL` of a superuser's `locked` table, asks
-/// for the abort, lets the copy go: returns the finished operation.
+/// Moves `t` to `to`, holding its first pass on a superuser's lock of the `locked`
+/// table, asks for the abort, lets the pass go: returns the finished operation.
 async fn aborted_move(app: &TestApp, t: &Value, to: &str, locked: &str) -> Value {
     let name = t["name"].as_str().unwrap();
     let mut holder = common::superuser().await;
@@ -64,7 +65,7 @@ async fn aborted_move(app: &TestApp, t: &Value, to: &str, locked: &str) -> Value
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{op}");
     let id = op["id"].as_str().unwrap().to_string();
-    let op = follow(app, &id, |op| step_state(op, "copy") != "pending").await;
+    let op = follow(app, &id, |op| step_state(op, "precopy") != "pending").await;
     assert_eq!(op["state"], "running", "{op}");
     let (s, asked) = app
         .call(
@@ -79,7 +80,7 @@ async fn aborted_move(app: &TestApp, t: &Value, to: &str, locked: &str) -> Value
     assert_eq!(
         follow(app, &id, |_| true).await["state"],
         "running",
-        "the copy waits on the lock"
+        "the first pass waits on the lock"
     );
     lock.rollback().await.unwrap();
     let op = follow(app, &id, |op| op["state"] != "running").await;

@@ -15,7 +15,7 @@ use common::{unique, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use moving::{dsn_now, follow, place, rt, serial, shape, stem, step_state, writer_with};
+use moving::{dsn_now, follow, place, rt, serial, shape, stem, step_state, sums, writer_with};
 
 struct World {
     rt: Arc<berqenas::workflows::Runtime>,
@@ -92,41 +92,6 @@ async fn fill(app: &TestApp, created: &Value, tag: &str) {
     ))
     .await
     .unwrap();
-}
-
-/// Count and checksum of each table (its rows as JSON without `tenant_id`):
-/// `schema`'s tables, or the pool's rows of `tenant` when `tenant` is given.
-async fn sums(c: &tokio_postgres::Client, schema: &str, tenant: Option<&str>) -> Vec<String> {
-    let tables: Vec<String> = c
-        .query(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 AND tablename <> 'members' ORDER BY 1",
-            &[&schema],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let filter = tenant.map_or(String::new(), |t| format!("WHERE x.tenant_id = '{t}'"));
-    let mut out = Vec::new();
-    for t in tables {
-        let r = c
-            .query_one(
-                &format!(
-                    "SELECT count(*), coalesce(md5(string_agg(j, ',' ORDER BY j)), '')
-                       FROM (SELECT (to_jsonb(x) - 'tenant_id')::text j FROM \"{schema}\".\"{t}\" x {filter}) s"
-                ),
-                &[],
-            )
-            .await
-            .unwrap();
-        out.push(format!(
-            "{t}:{}:{}",
-            r.get::<_, i64>(0),
-            r.get::<_, String>(1)
-        ));
-    }
-    out
 }
 
 /// The tenant's applications counted through the data API (`POST /api/v1/query` with

@@ -8,6 +8,7 @@ pub mod database_mode;
 pub mod integrity;
 pub mod lifecycle;
 pub mod moving;
+pub mod moving_catch_up;
 pub mod moving_mode;
 pub mod moving_shared;
 pub mod offboarding;

@@ -1,22 +1,22 @@
 //! A shared-mode tenant moving into schema or database mode on its server, and back
 //! (docs/moves.md "Out of and into shared mode"): the parts the `tenant.move.shared`
-//! operation runs as steps. Logical replication cannot carry pool rows into a tenant schema (a
-//! subscription maps tables by their qualified names, and PostgreSQL 15's row filters
-//! on published updates may name only replica-identity columns), so the rows are
-//! copied while the tenant's writes are blocked; shared tenants are small. Every part
-//! is idempotent: a step runs again after a crash.
+//! operation runs as steps. Logical replication cannot carry pool rows into a tenant
+//! schema (a subscription maps tables by their qualified names, and PostgreSQL 15's
+//! row filters on published updates may name only replica-identity columns), so the
+//! rows are copied in two passes (`moving_catch_up`): the bulk while the tenant
+//! writes, then what changed since with its writes blocked. Every part is
+//! idempotent: a step runs again after a crash.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, TryStreamExt};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::moving::{connect_db, database_on, Result};
+use super::moving_catch_up::{self as catch_up, Table};
 use super::{database_mode, Isolation, Slug};
-use crate::isolation::pool_catalog::{pool_tables, PoolTable};
+use crate::isolation::pool_catalog::pool_tables;
 use crate::isolation::shared::{self, POOL_LOGIN, POOL_OWNER, POOL_SCHEMA};
 use crate::names::roles::DefaultRole;
 use crate::pg::{hardening, Ident, Literal};
@@ -60,92 +60,140 @@ pub async fn make_target(
     Ok(())
 }
 
-/// The SELECT of a pool table's rows of one tenant, without `tenant_id`.
-fn rows_of(t: &PoolTable, tenant: Uuid) -> Result<String> {
-    Ok(format!(
-        "SELECT {} FROM {}.{} WHERE tenant_id = {}::uuid",
-        t.column_list(),
-        ident(POOL_SCHEMA)?,
-        ident(&t.name)?,
-        Literal(&tenant.to_string())
-    ))
+/// Both ends of a copy out of the pool: the pool's database, the target's, whether
+/// they are one, and each pool table as copied into the tenant's schema.
+struct Ends {
+    src: tokio_postgres::Client,
+    dst: tokio_postgres::Client,
+    same: bool,
+    tables: Vec<Table>,
 }
 
-/// Copies the tenant's rows of every pool table into the target's tables of the same
-/// names (`tenant_id` dropped on the way), parents first, with their ids; then the
-/// sequences the template shares with the pool (the realtime event ids go on from the
-/// pool's, never back) and the realtime triggers of the tables the tenant publishes.
-/// The target's tables are emptied first, so a copy run again after a crash starts
-/// over. One transaction on the target; its triggers are off for the copy (the rows
-/// are restored, not published again). Returns rows per table and the milliseconds.
-pub async fn copy_rows(
+async fn out_of_pool(view: &Platform, slug: &Slug, tenant: Uuid, mode: Isolation) -> Result<Ends> {
+    let pool_db = view.endpoint.database.clone();
+    let target_db = super::moving::database_on(view, slug, mode);
+    let (src, dst) = (
+        connect_db(view, &pool_db).await?,
+        connect_db(view, &target_db).await?,
+    );
+    let (pool, schema) = (ident(POOL_SCHEMA)?, slug.schema());
+    let tables = pool_tables(&src)
+        .await?
+        .iter()
+        .map(|t| {
+            Ok(Table {
+                name: t.name.clone(),
+                source: format!("{pool}.{}", ident(&t.name)?),
+                target: format!("{schema}.{}", ident(&t.name)?),
+                columns: t.column_list(),
+                tenant: tenant_literal(tenant),
+                pool: catch_up::Pool::Source,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Ends {
+        src,
+        dst,
+        same: target_db == pool_db,
+        tables,
+    })
+}
+
+fn tenant_literal(tenant: Uuid) -> String {
+    format!("{}::uuid", Literal(&tenant.to_string()))
+}
+
+/// The copy's first pass, out of the pool, while the tenant still writes: its rows of
+/// every pool table into the target's tables of the same names (`tenant_id` dropped
+/// on the way), with their ids, into tables emptied first (a pass run again starts
+/// over). One transaction on the target, its triggers off (the rows are restored,
+/// not published again). Returns rows per table, the milliseconds and `since`, what
+/// [`copy_rows`] needs to copy only what changed after.
+pub async fn precopy_rows(
     view: &Platform,
     slug: &Slug,
     tenant: Uuid,
     mode: Isolation,
 ) -> Result<Value> {
     let started = Instant::now();
-    let pool_db = view.endpoint.database.clone();
-    let target_db = super::moving::database_on(view, slug, mode);
-    let src = connect_db(view, &pool_db).await?;
-    let mut dst = if target_db == pool_db {
-        None
-    } else {
-        Some(connect_db(view, &target_db).await?)
-    };
-    let tables = pool_tables(&src).await?;
-    let schema = slug.schema();
-    let mut counts = serde_json::Map::new();
-    let same = dst.is_none();
-    let mut own = None;
-    let client: &mut tokio_postgres::Client = match dst.as_mut() {
-        Some(d) => d,
-        None => own.insert(connect_db(view, &pool_db).await?),
-    };
-    let tx = client.transaction().await?;
+    let mut ends = out_of_pool(view, slug, tenant, mode).await?;
+    let since = catch_up::since(&ends.src).await?;
+    let tx = ends.dst.transaction().await?;
     tx.batch_execute("SET LOCAL session_replication_role = replica")
         .await?;
-    let names = tables
-        .iter()
-        .map(|t| Ok(format!("{schema}.{}", ident(&t.name)?)))
-        .collect::<Result<Vec<_>>>()?;
-    if !names.is_empty() {
-        tx.batch_execute(&format!("TRUNCATE {}", names.join(", ")))
-            .await?;
+    let counts = refill(&ends.src, &tx, ends.same, &ends.tables).await?;
+    tx.commit().await?;
+    Ok(json!({"rows": counts, "since": since, "ms": started.elapsed().as_millis() as u64}))
+}
+
+/// Every table's rows of the tenant in the target replaced by the source's.
+async fn refill(
+    src: &tokio_postgres::Client,
+    tx: &tokio_postgres::Transaction<'_>,
+    same: bool,
+    tables: &[Table],
+) -> Result<serde_json::Map<String, Value>> {
+    for t in tables.iter().rev() {
+        tx.batch_execute(&t.clear_sql()).await?;
     }
-    for t in &tables {
-        let target = format!("{schema}.{}", ident(&t.name)?);
-        let n = if same {
-            tx.execute(
-                &format!(
-                    "INSERT INTO {target} ({}) OVERRIDING SYSTEM VALUE {}",
-                    t.column_list(),
-                    rows_of(t, tenant)?
-                ),
-                &[],
-            )
-            .await?
-        } else {
-            let out = src
-                .copy_out(&format!("COPY ({}) TO STDOUT", rows_of(t, tenant)?))
-                .await?;
-            let chunks: Vec<Bytes> = out.try_collect().await?;
-            let sink = tx
-                .copy_in(&format!("COPY {target} ({}) FROM STDIN", t.column_list()))
-                .await?;
-            futures_util::pin_mut!(sink);
-            for chunk in chunks {
-                sink.send(chunk).await?;
-            }
-            sink.finish().await?
-        };
-        counts.insert(t.name.clone(), json!(n));
+    let mut counts = serde_json::Map::new();
+    for t in tables {
+        counts.insert(
+            t.name.clone(),
+            json!(catch_up::bulk(src, tx, same, t).await?),
+        );
     }
-    let sequences = copy_sequences(&src, &tx, &schema).await?;
-    let published = publish_tables(&src, &tx, slug, tenant).await?;
+    Ok(counts)
+}
+
+/// Every table caught up after the first pass (`since` its outcome's), or, with none,
+/// refilled whole.
+async fn caught_up(
+    src: &tokio_postgres::Client,
+    tx: &tokio_postgres::Transaction<'_>,
+    same: bool,
+    tables: &[Table],
+    since: Option<i64>,
+) -> Result<Value> {
+    let Some(since) = since else {
+        return Ok(Value::Object(refill(src, tx, same, tables).await?));
+    };
+    let mut caught = serde_json::Map::new();
+    for (n, t) in tables.iter().enumerate() {
+        let c = catch_up::catch_up(src, tx, same, t, since, n).await?;
+        caught.insert(
+            t.name.clone(),
+            serde_json::to_value(c).expect("plain fields"),
+        );
+    }
+    Ok(Value::Object(caught))
+}
+
+/// The copy's second pass out of the pool, the tenant's writes blocked: what changed
+/// since [`precopy_rows`] (`since`; all of it again without), then the sequences the
+/// template shares with the pool (the realtime event ids go on from the pool's, never
+/// back) and the realtime triggers of the tables the tenant publishes. One
+/// transaction on the target, its triggers off. Returns what it did per table and the
+/// milliseconds.
+pub async fn copy_rows(
+    view: &Platform,
+    slug: &Slug,
+    tenant: Uuid,
+    mode: Isolation,
+    since: Option<i64>,
+) -> Result<Value> {
+    let started = Instant::now();
+    let mut ends = out_of_pool(view, slug, tenant, mode).await?;
+    let schema = slug.schema();
+    let tx = ends.dst.transaction().await?;
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await?;
+    let rows = caught_up(&ends.src, &tx, ends.same, &ends.tables, since).await?;
+    let sequences = copy_sequences(&ends.src, &tx, &schema).await?;
+    let published = publish_tables(&ends.src, &tx, slug, tenant).await?;
     tx.commit().await?;
     Ok(json!({
-        "rows": counts, "sequences": sequences, "realtime_tables": published,
+        "rows": rows, "sequences": sequences, "realtime_tables": published,
         "ms": started.elapsed().as_millis() as u64,
     }))
 }
@@ -361,41 +409,29 @@ pub async fn extras(view: &Platform, slug: &Slug, mode: Isolation) -> Result<Vec
     Ok(out)
 }
 
-/// Copies the tenant's rows from its schema (in `from` mode) into the pool, with
-/// `tenant_id` added, parents first, with their ids; the pool's sequences go past the
-/// tenant's (never back); the realtime trigger on each pool table the tenant
-/// publishes. The tenant's pool rows are deleted first (a copy run again starts
-/// over; before the move it had none). One transaction on the pool's database,
-/// triggers off. Returns rows per table and the milliseconds.
-pub async fn copy_into_pool(
+/// Both ends of a copy into the pool: the tenant's database, the pool's, whether
+/// they are one, each pool table the tenant's schema has as copied into the pool
+/// (the columns both have: one the template dropped since stays out, one it added
+/// takes its default), and the tenant's columns per table.
+async fn into_pool(
     view: &Platform,
     slug: &Slug,
     tenant: Uuid,
     from: Isolation,
-) -> Result<Value> {
-    let started = Instant::now();
+) -> Result<(Ends, BTreeMap<String, Vec<String>>)> {
     let pool_db = view.endpoint.database.clone();
     let src_db = database_on(view, slug, from);
-    let src = connect_db(view, &src_db).await?;
-    let same = src_db == pool_db;
-    let schema = slug.schema();
-    let (pool, owner) = (ident(POOL_SCHEMA)?, ident(POOL_OWNER)?);
+    let (src, dst) = (
+        connect_db(view, &src_db).await?,
+        connect_db(view, &pool_db).await?,
+    );
+    let (pool, schema) = (ident(POOL_SCHEMA)?, slug.schema());
     let theirs = columns(&src, schema.as_str()).await?;
-    let mut c = connect_db(view, &pool_db).await?;
-    let tx = c.transaction().await?;
-    tx.batch_execute("SET LOCAL session_replication_role = replica")
-        .await?;
-    let tables = pool_tables(&tx).await?;
-    let names: Vec<String> = tables.iter().rev().map(|t| t.name.clone()).collect();
-    tx.batch_execute(&shared::purge_rows_sql(&names, &tenant.to_string()))
-        .await?;
-    let id = Literal(&tenant.to_string()).to_string();
-    let mut counts = serde_json::Map::new();
-    for t in &tables {
+    let mut tables = Vec::new();
+    for t in pool_tables(&dst).await? {
         let Some(have) = theirs.get(&t.name) else {
             continue;
         };
-        // A column the template dropped since stays out; one it added takes its default.
         let cols = t
             .columns
             .iter()
@@ -403,36 +439,67 @@ pub async fn copy_into_pool(
             .map(|c| ident(c).map(|i| i.to_string()))
             .collect::<Result<Vec<_>>>()?
             .join(", ");
-        let (src_table, dst_table) = (
-            format!("{schema}.{}", ident(&t.name)?),
-            format!("{pool}.{}", ident(&t.name)?),
-        );
-        let n = if same {
-            tx.execute(
-                &format!(
-                    "INSERT INTO {dst_table} ({cols}, tenant_id) OVERRIDING SYSTEM VALUE SELECT {cols}, {id}::uuid FROM {src_table}"
-                ),
-                &[],
-            )
-            .await?
-        } else {
-            let out = src
-                .copy_out(&format!(
-                    "COPY (SELECT {cols}, {id}::uuid FROM {src_table}) TO STDOUT"
-                ))
-                .await?;
-            let chunks: Vec<Bytes> = out.try_collect().await?;
-            let sink = tx
-                .copy_in(&format!("COPY {dst_table} ({cols}, tenant_id) FROM STDIN"))
-                .await?;
-            futures_util::pin_mut!(sink);
-            for chunk in chunks {
-                sink.send(chunk).await?;
-            }
-            sink.finish().await?
-        };
-        counts.insert(t.name.clone(), json!(n));
+        tables.push(Table {
+            source: format!("{schema}.{}", ident(&t.name)?),
+            target: format!("{pool}.{}", ident(&t.name)?),
+            name: t.name,
+            columns: cols,
+            tenant: tenant_literal(tenant),
+            pool: catch_up::Pool::Target,
+        });
     }
+    let ends = Ends {
+        src,
+        dst,
+        same: src_db == pool_db,
+        tables,
+    };
+    Ok((ends, theirs))
+}
+
+/// The copy's first pass into the pool, while the tenant still writes: its rows from
+/// its schema (in `from` mode), `tenant_id` added, parents first, with their ids, in
+/// place of any rows of its id there (a pass run again starts over; before the move
+/// it had none). One transaction on the pool's database, triggers off. Returns rows
+/// per table, the milliseconds and `since` (see [`precopy_rows`]).
+pub async fn precopy_into_pool(
+    view: &Platform,
+    slug: &Slug,
+    tenant: Uuid,
+    from: Isolation,
+) -> Result<Value> {
+    let started = Instant::now();
+    let (mut ends, _) = into_pool(view, slug, tenant, from).await?;
+    let since = catch_up::since(&ends.src).await?;
+    let tx = ends.dst.transaction().await?;
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await?;
+    let counts = refill(&ends.src, &tx, ends.same, &ends.tables).await?;
+    tx.commit().await?;
+    Ok(json!({"rows": counts, "since": since, "ms": started.elapsed().as_millis() as u64}))
+}
+
+/// The copy's second pass into the pool, the tenant's writes blocked: what changed
+/// since [`precopy_into_pool`] (all of it again without `since`); the pool's
+/// sequences go past the tenant's (never back); the realtime trigger on each pool
+/// table the tenant publishes. One transaction on the pool's database, triggers off.
+/// Returns what it did per table and the milliseconds.
+pub async fn copy_into_pool(
+    view: &Platform,
+    slug: &Slug,
+    tenant: Uuid,
+    from: Isolation,
+    since: Option<i64>,
+) -> Result<Value> {
+    let started = Instant::now();
+    let (mut ends, theirs) = into_pool(view, slug, tenant, from).await?;
+    let schema = slug.schema();
+    let (pool, owner) = (ident(POOL_SCHEMA)?, ident(POOL_OWNER)?);
+    let tx = ends.dst.transaction().await?;
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await?;
+    let rows = caught_up(&ends.src, &tx, ends.same, &ends.tables, since).await?;
+    let src = &ends.src;
     // The pool's sequences serve every tenant: they only go forward.
     let mut sequences = 0;
     for r in src
@@ -470,7 +537,7 @@ pub async fn copy_into_pool(
         .await?;
     tx.commit().await?;
     Ok(json!({
-        "rows": counts, "sequences": sequences, "realtime_tables": listed.len(),
+        "rows": rows, "sequences": sequences, "realtime_tables": listed.len(),
         "ms": started.elapsed().as_millis() as u64,
     }))
 }

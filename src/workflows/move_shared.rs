@@ -2,21 +2,26 @@
 //! its server, or a schema- or database-mode tenant into shared mode (docs/moves.md
 //! "Out of and into shared mode", issue 18 item 4), by the same request as every move
 //! (`POST /api/v1/tenants/{name}/move {"to_isolation"}`). Replication cannot carry
-//! pool rows (see `tenant::moving_shared`): the rows are copied while the tenant's
-//! writes are blocked, so the write gap is the copy.
+//! pool rows (see `tenant::moving_shared`): the rows are copied in two passes
+//! (`tenant::moving_catch_up`), the bulk while the tenant writes, then what changed
+//! since with its writes blocked, so the write gap is the second pass.
 //!
 //! 1. `fence`: the tenant taken by this operation (as `tenant.move`).
 //! 2. `prepare` (reaches out): out of shared mode, the schema or database made as a
 //!    create in that mode makes it, declared first; into it, the pool checked free of
 //!    the tenant's rows.
-//! 3. `block` (reaches out): logins off, sessions ended (as `tenant.move`).
-//! 4. `copy` (reaches out): the tenant's rows, realtime events, sequences and
-//!    realtime triggers into the target, in one transaction there.
-//! 5. `switch`: the registry's mode, in one control transaction with the step's
+//! 3. `precopy` (reaches out): the tenant's rows into the target, its writes going
+//!    on, in one transaction there; the outcome says from which transaction on the
+//!    source's rows may have changed since.
+//! 4. `block` (reaches out): logins off, sessions ended (as `tenant.move`).
+//! 5. `copy` (reaches out): the rows written, changed or deleted since `precopy`,
+//!    the realtime events, sequences and realtime triggers into the target, in one
+//!    transaction there.
+//! 6. `switch`: the registry's mode, in one control transaction with the step's
 //!    journal row: the point of no return.
-//! 6. `login`: the roles leave or join the pool and reach the server as the new mode
+//! 7. `login`: the roles leave or join the pool and reach the server as the new mode
 //!    has it; logins back; the tenant given up (as `tenant.move`).
-//! 7. `retire`: after the grace, the source: the tenant's pool rows, or its schema
+//! 8. `retire`: after the grace, the source: the tenant's pool rows, or its schema
 //!    or database.
 //!
 //! Failing or dying before `switch` commits undoes it: logins back, the target
@@ -39,6 +44,7 @@ pub fn kind() -> Kind<Runtime> {
         steps: vec![
             step("fence", false, mv::fence_tenant, Some(super::give_back)),
             step("prepare", true, prepare, Some(unprepare)),
+            step("precopy", true, precopy, Some(uncopy)),
             step("block", true, mv::block, Some(mv::unblock)),
             step("copy", true, copy, Some(uncopy)),
             step("switch", false, mv::switch, None),
@@ -46,7 +52,7 @@ pub fn kind() -> Kind<Runtime> {
             step("retire", false, retire, None),
         ],
         // `switch` commits the registry's new mode with its own journal row.
-        point_of_no_return: 5,
+        point_of_no_return: 6,
     }
 }
 
@@ -225,8 +231,32 @@ fn unprepare<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// 4. The rows, with the writes blocked. An abort asked for meanwhile is honoured
-///    before the copy starts.
+/// 3. The rows, the tenant still writing: the copy's first pass, the bulk of it
+///    (`tenant::moving_catch_up`). An abort asked for meanwhile is honoured before.
+fn precopy<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
+    Box::pin(async move {
+        if run.abort_requested() {
+            return Err(crate::ops::aborted());
+        }
+        let s = mv::sides(p, run).await?;
+        if run.intent::<Value>("precopy").is_none() {
+            run.intend(Vec::new(), json!({"into": s.dst_db})).await?;
+        }
+        let (slug, id) = (&s.params.name, s.params.tenant_id);
+        let outcome = if into_pool(&s.params) {
+            moving_shared::precopy_into_pool(&s.dst, slug, id, s.params.isolation).await
+        } else {
+            moving_shared::precopy_rows(&s.dst, slug, id, s.params.target()).await
+        }
+        .map_err(moved)?;
+        tracing::info!(tenant = %s.params.name, ms = outcome["ms"].as_u64(), "shared move's first pass copied");
+        Ok(outcome)
+    })
+}
+
+/// 5. The rows written since the first pass, with the writes blocked (all of them
+///    for a run journaled before there was one). An abort asked for meanwhile is
+///    honoured before the copy starts.
 fn copy<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         if run.abort_requested() {
@@ -236,6 +266,9 @@ fn copy<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         if run.intent::<Value>("copy").is_none() {
             run.intend(Vec::new(), json!({"into": s.dst_db})).await?;
         }
+        let since = run
+            .outcome::<Value>("precopy")
+            .and_then(|o| o["since"].as_i64());
         let (slug, id) = (&s.params.name, s.params.tenant_id);
         let outcome = if into_pool(&s.params) {
             // Checked again with the writes blocked: a table or column made since the
@@ -246,9 +279,9 @@ fn copy<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             if !extra.is_empty() {
                 return Err(StepError::Rejected(unfit(slug, &extra)));
             }
-            moving_shared::copy_into_pool(&s.dst, slug, id, s.params.isolation).await
+            moving_shared::copy_into_pool(&s.dst, slug, id, s.params.isolation, since).await
         } else {
-            moving_shared::copy_rows(&s.dst, slug, id, s.params.target()).await
+            moving_shared::copy_rows(&s.dst, slug, id, s.params.target(), since).await
         }
         .map_err(moved)?;
         tracing::info!(tenant = %s.params.name, ms = outcome["ms"].as_u64(), "shared tenant's rows copied");
@@ -256,12 +289,15 @@ fn copy<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// Into shared mode: the tenant's rows copied into the pool deleted (the pool had
-/// none of them before `prepare`). Out of it, the target goes with `prepare`'s undoing.
+/// Undoes either pass: into shared mode, the tenant's rows copied into the pool
+/// deleted (the pool had none of them before `prepare`). Out of it, the target goes
+/// with `prepare`'s undoing.
 fn uncopy<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: Params = run.params()?;
-        if run.intent::<Value>("copy").is_none() || !into_pool(&params) {
+        let copied =
+            run.intent::<Value>("precopy").is_some() || run.intent::<Value>("copy").is_some();
+        if !copied || !into_pool(&params) {
             return Ok(Value::Null);
         }
         let s = mv::sides(p, run).await?;
@@ -272,7 +308,7 @@ fn uncopy<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// 7. After the grace, the source goes: the tenant's pool rows, or its schema or
+/// 8. After the grace, the source goes: the tenant's pool rows, or its schema or
 ///    database (unless the registry has it in its old mode again).
 fn retire<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {

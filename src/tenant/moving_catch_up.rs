@@ -1,0 +1,228 @@
+//! A shared-mode move's copy in two passes (docs/moves.md "Out of and into shared
+//! mode"): the bulk while the tenant still writes, then, with its writes blocked, only
+//! what changed since. Logical replication cannot carry pool rows into a tenant
+//! schema (see `moving_shared`), but PostgreSQL says which rows changed: every insert
+//! or update writes a row version whose `xmin` is the writing transaction, and a
+//! transaction that was not finished when the bulk's snapshot was taken has an id at
+//! or past that snapshot's `xmin`. So the second pass re-copies the rows whose `xmin`
+//! follows it (a few unchanged ones too: harmless) and deletes the target's rows whose
+//! key the source no longer has. A table without a primary key is copied whole again.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, TryStreamExt};
+use tokio_postgres::{Client, Transaction};
+
+use super::moving::Result;
+use crate::pg::Ident;
+
+/// The oldest transaction the bulk copy's snapshot did not see finished, as the
+/// 32 bits a row's `xmin` carries. Taken on the source before the bulk reads it.
+pub async fn since(c: &Client) -> Result<i64> {
+    Ok(c
+        .query_one(
+            "SELECT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::bigint % 4294967296",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+/// Which side of a copy holds the pool's rows (the tenant's among every tenant's).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    Source,
+    Target,
+}
+
+/// One table copied: qualified names on both sides, the columns both have, and the
+/// tenant's id (a SQL literal) selecting or stamping its rows on the pool's side.
+pub struct Table {
+    /// The table's name (the same on both sides).
+    pub name: String,
+    pub source: String,
+    pub target: String,
+    /// Quoted, comma-separated: the columns copied (never `tenant_id`).
+    pub columns: String,
+    pub tenant: String,
+    pub pool: Pool,
+}
+
+impl Table {
+    /// The source's rows of the tenant, as the target takes them (`AND` more).
+    fn select(&self, and: &str) -> String {
+        match self.pool {
+            Pool::Source => format!(
+                "SELECT {} FROM {} WHERE tenant_id = {}{and}",
+                self.columns, self.source, self.tenant
+            ),
+            Pool::Target => format!(
+                "SELECT {}, {} FROM {} WHERE true{and}",
+                self.columns, self.tenant, self.source
+            ),
+        }
+    }
+
+    /// The target's columns that [`Self::select`] fills.
+    fn filled(&self) -> String {
+        match self.pool {
+            Pool::Source => self.columns.clone(),
+            Pool::Target => format!("{}, tenant_id", self.columns),
+        }
+    }
+
+    /// The target's rows of the tenant, as a condition on `alias`.
+    fn owned(&self, alias: &str) -> String {
+        match self.pool {
+            Pool::Source => "true".into(),
+            Pool::Target => format!("{alias}.tenant_id = {}", self.tenant),
+        }
+    }
+
+    /// The target's rows of the tenant deleted.
+    pub fn clear_sql(&self) -> String {
+        format!("DELETE FROM {} d WHERE {}", self.target, self.owned("d"))
+    }
+}
+
+/// Rows of `select` (run on `src`, or inside `tx` when both are one database) added
+/// to `into` (a table and its column list) in `tx`. Returns the rows.
+pub async fn transfer(
+    src: &Client,
+    tx: &Transaction<'_>,
+    same: bool,
+    select: &str,
+    into: &str,
+) -> Result<u64> {
+    if same {
+        return Ok(tx
+            .execute(
+                &format!("INSERT INTO {into} OVERRIDING SYSTEM VALUE {select}"),
+                &[],
+            )
+            .await?);
+    }
+    let out = src.copy_out(&format!("COPY ({select}) TO STDOUT")).await?;
+    let chunks: Vec<Bytes> = out.try_collect().await?;
+    let sink = tx.copy_in(&format!("COPY {into} FROM STDIN")).await?;
+    futures_util::pin_mut!(sink);
+    for chunk in chunks {
+        sink.send(chunk).await?;
+    }
+    Ok(sink.finish().await?)
+}
+
+/// The first pass of one table: every row of the tenant. The caller emptied the
+/// target's rows of the tenant first.
+pub async fn bulk(src: &Client, tx: &Transaction<'_>, same: bool, t: &Table) -> Result<u64> {
+    let into = format!("{} ({})", t.target, t.filled());
+    transfer(src, tx, same, &t.select(""), &into).await
+}
+
+/// What a second pass did to one table.
+#[derive(serde::Serialize, Default)]
+pub struct Caught {
+    /// Rows written or changed since the bulk, copied again.
+    pub copied: u64,
+    /// Rows the source no longer has, deleted from the target.
+    pub deleted: u64,
+    /// Copied whole again (no primary key to tell rows apart).
+    pub whole: bool,
+}
+
+/// The second pass of one table, in `tx` on the target, the tenant's writes blocked:
+/// rows gone from the source deleted, rows changed since `since` replaced. `n` makes
+/// this table's scratch tables' names unique in the transaction.
+pub async fn catch_up(
+    src: &Client,
+    tx: &Transaction<'_>,
+    same: bool,
+    t: &Table,
+    since: i64,
+    n: usize,
+) -> Result<Caught> {
+    let keys = primary_key(tx, &t.target).await?;
+    let copied: Vec<&str> = t.columns.split(", ").collect();
+    if keys.is_empty() || keys.iter().any(|k| !copied.contains(&k.as_str())) {
+        tx.batch_execute(&t.clear_sql()).await?;
+        return Ok(Caught {
+            copied: bulk(src, tx, same, t).await?,
+            deleted: 0,
+            whole: true,
+        });
+    }
+    let on = |a: &str, b: &str| {
+        keys.iter()
+            .map(|k| format!("{a}.{k} = {b}.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    let keys = keys.join(", ");
+    let (gone, changed) = (
+        Ident::new(format!("berqenas_keys_{n}"))?,
+        Ident::new(format!("berqenas_changed_{n}"))?,
+    );
+    let key_select = match t.pool {
+        Pool::Source => format!(
+            "SELECT {keys} FROM {} WHERE tenant_id = {}",
+            t.source, t.tenant
+        ),
+        Pool::Target => format!("SELECT {keys} FROM {}", t.source),
+    };
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE {gone} ON COMMIT DROP AS SELECT {keys} FROM {} WITH NO DATA;
+         CREATE TEMP TABLE {changed} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA;",
+        t.target,
+        t.filled(),
+        t.target
+    ))
+    .await?;
+    transfer(src, tx, same, &key_select, &format!("{gone} ({keys})")).await?;
+    // Past the snapshot's xmin, modulo 2^32 (xids wrap): what the bulk may have missed.
+    let after =
+        format!(" AND ((xmin::text::bigint - {since} + 4294967296) % 4294967296) < 2147483648");
+    let into = format!("{changed} ({})", t.filled());
+    let copied = transfer(src, tx, same, &t.select(&after), &into).await?;
+    tx.batch_execute(&format!("ANALYZE {gone}; ANALYZE {changed};"))
+        .await?;
+    let deleted = tx
+        .execute(
+            &format!(
+                "DELETE FROM {target} d WHERE {owned} AND NOT EXISTS (SELECT FROM {gone} k WHERE {on})",
+                target = t.target,
+                owned = t.owned("d"),
+                on = on("k", "d"),
+            ),
+            &[],
+        )
+        .await?;
+    tx.batch_execute(&format!(
+        "DELETE FROM {target} d USING {changed} c WHERE {owned} AND {on};
+         INSERT INTO {target} ({filled}) OVERRIDING SYSTEM VALUE SELECT {filled} FROM {changed};",
+        target = t.target,
+        owned = t.owned("d"),
+        on = on("c", "d"),
+        filled = t.filled(),
+    ))
+    .await?;
+    Ok(Caught {
+        copied,
+        deleted,
+        whole: false,
+    })
+}
+
+/// The primary key's columns of `table` (qualified, quoted), quoted, in key order.
+async fn primary_key(tx: &Transaction<'_>, table: &str) -> Result<Vec<String>> {
+    let rows = tx
+        .query(
+            "SELECT a.attname::text FROM pg_catalog.pg_index i
+               JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+              WHERE i.indrelid = $1::text::regclass AND i.indisprimary ORDER BY k.n",
+            &[&table],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok(Ident::new(r.get::<_, String>(0))?.to_string()))
+        .collect()
+}
