@@ -1,7 +1,8 @@
 //! Issue 18 item 4: a shared-mode tenant moved online into schema and into database
-//! mode on its server (docs/moves.md "Out of shared mode"). Its rows are copied while
-//! its writes are blocked; a client writes every 10 ms through the tenant's own
-//! credentials, and the longest gap between its successful writes is reported.
+//! mode on its server (docs/moves.md "Out of shared mode"). Its rows are copied in two
+//! passes, the second while its writes are blocked; a client writes every 10 ms
+//! through the tenant's own credentials, and the longest gap between its successful
+//! writes is reported.
 
 mod common;
 #[path = "support/moving.rs"]
@@ -640,7 +641,11 @@ fn the_cli_moves_a_shared_tenant_and_watches_it() {
             "{said} {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(said.contains("copy: the rows copied in "), "{said}");
+        assert!(said.contains("precopy: the rows copied in "), "{said}");
+        assert!(
+            said.contains("\n  copy: what changed since, copied in "),
+            "{said}"
+        );
         let db = place(&name).await.1;
         assert!(
             said.contains(&format!(", database {db} (same user and password)")),

@@ -99,10 +99,15 @@ async fn watch(client: &Client, mut op: Operation, format: Format) -> anyhow::Re
             for s in &op.steps {
                 let line = format!("{} {}", s.name, s.state);
                 let shown = match (&s.summary, s.name.as_str(), s.state.as_str()) {
-                    // Into or out of shared mode: one copy with the writes blocked.
+                    // Into or out of shared mode: the bulk with the writes on, then
+                    // what changed since with them blocked.
+                    (Some(sum), "precopy", _) => {
+                        let ms = field(sum, "ms").unwrap_or_default();
+                        format!("precopy: the rows copied in {ms} ms (writes still on)")
+                    }
                     (Some(sum), "copy", _) if field(sum, "ms").is_some() => {
                         let ms = field(sum, "ms").unwrap_or_default();
-                        format!("copy: the rows copied in {ms} ms (writes blocked)")
+                        format!("copy: what changed since, copied in {ms} ms (writes blocked)")
                     }
                     (Some(sum), "copy", _) => {
                         let tables = field(sum, "tables").unwrap_or_default();

@@ -169,25 +169,35 @@ pub async fn catch_up(
         Pool::Target => format!("SELECT {keys} FROM {}", t.source),
     };
     tx.batch_execute(&format!(
-        "CREATE TEMP TABLE {gone} ON COMMIT DROP AS SELECT {keys} FROM {} WITH NO DATA;
-         CREATE TEMP TABLE {changed} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA;",
-        t.target,
+        "CREATE TEMP TABLE {changed} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA;",
         t.filled(),
         t.target
     ))
     .await?;
-    transfer(src, tx, same, &key_select, &format!("{gone} ({keys})")).await?;
+    // One database: the source's keys are read where they are. Else they cross over
+    // into a scratch table first.
+    let source_keys = if same {
+        format!("({key_select})")
+    } else {
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE {gone} ON COMMIT DROP AS SELECT {keys} FROM {} WITH NO DATA;",
+            t.target
+        ))
+        .await?;
+        transfer(src, tx, same, &key_select, &format!("{gone} ({keys})")).await?;
+        tx.batch_execute(&format!("ANALYZE {gone};")).await?;
+        gone.to_string()
+    };
     // Past the snapshot's xmin, modulo 2^32 (xids wrap): what the bulk may have missed.
     let after =
         format!(" AND ((xmin::text::bigint - {since} + 4294967296) % 4294967296) < 2147483648");
     let into = format!("{changed} ({})", t.filled());
     let copied = transfer(src, tx, same, &t.select(&after), &into).await?;
-    tx.batch_execute(&format!("ANALYZE {gone}; ANALYZE {changed};"))
-        .await?;
+    tx.batch_execute(&format!("ANALYZE {changed};")).await?;
     let deleted = tx
         .execute(
             &format!(
-                "DELETE FROM {target} d WHERE {owned} AND NOT EXISTS (SELECT FROM {gone} k WHERE {on})",
+                "DELETE FROM {target} d WHERE {owned} AND NOT EXISTS (SELECT FROM {source_keys} k WHERE {on})",
                 target = t.target,
                 owned = t.owned("d"),
                 on = on("k", "d"),
