@@ -473,22 +473,18 @@ async fn configure_from(p: &Platform, slug: &Slug, member: Option<&Slug>) -> Res
 
 /// A claimed member's database as its refill left it (the realtime gate installed,
 /// the roles and the database's PUBLIC privileges checked; a claim changes no
-/// privilege): its schema renamed to the tenant's unless it was already, and the
-/// gate's limits set, in one implicit transaction. `false`: a member made before
-/// members had their gate (none to set limits on); the caller configures it whole.
+/// privilege): its schema renamed to the tenant's and the gate's limits set, in one
+/// implicit transaction (plain SQL: a `DO` block would load PL/pgSQL into the fresh
+/// session first, about a millisecond). `false`: the schema renamed already (a claim
+/// run again after a crash), or a member made before members had their gate (none to
+/// set limits on); the caller configures what is left.
 async fn claimed_in_one(
     tenant_db: &tokio_postgres::Client,
     slug: &Slug,
     member: &Slug,
     (per_minute, per_hour): (i32, i32),
 ) -> Result<bool> {
-    let rename = format!(
-        "DO $rename$ BEGIN
-           IF EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = {}) THEN {} END IF;
-         END $rename$;",
-        pg::Literal(member.schema().as_str()),
-        crate::isolation::warm::rename_schema_sql(member, slug),
-    );
+    let rename = crate::isolation::warm::rename_schema_sql(member, slug);
     match store::realtime_gate::set_limits(tenant_db, &rename, per_minute, per_hour).await {
         Ok(()) => Ok(true),
         Err(store::Error::Db(e))

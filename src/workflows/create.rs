@@ -56,7 +56,7 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
                     reaches_out: true,
                     apply: configure,
                     compensate: None,
-                    skip: None,
+                    skip: Some(configured_at_activation),
                 },
             ]
             .into_iter()
@@ -80,6 +80,17 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
 fn claimed_a_member(run: &Run) -> bool {
     run.outcome::<database_mode::Registered>("register")
         .is_some_and(|r| r.member.is_some())
+}
+
+/// Whether `activate` configures the database beside its own transaction instead of a
+/// `configure` step before it: a claimed member's (configured when it was made; only
+/// its schema's name and the gate's limits are left), when no step in between (a
+/// vector store, an integration) could need it done first. The two connections' work
+/// then overlaps: the claim's time is the slower of the two, not their sum.
+fn configured_at_activation(run: &Run) -> bool {
+    claimed_a_member(run)
+        && super::vector_store::not_asked(run)
+        && super::onboarding::none_matched(run)
 }
 
 /// The steps every multi-step create runs after the tenant is made and before its
@@ -442,16 +453,27 @@ fn configure<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let slug = slug_of(run)?;
         let registered: Option<database_mode::Registered> = run.outcome("register");
-        match registered.and_then(|r| r.member) {
-            Some(member) => database_mode::configure_claimed(p, &slug, &member).await,
-            None => database_mode::configure(p, &slug).await,
-        }
-        .map_err(step_error)?;
-        super::pooler::prepare_tenant_database(p, slug.schema().as_str())
-            .await
-            .map_err(failed)?;
+        configure_database(p, &slug, registered.and_then(|r| r.member).as_deref()).await?;
         Ok(Value::Null)
     })
+}
+
+/// The clone (or the claimed `member`'s database) made the tenant's: see `configure`.
+/// Running it again after it committed changes nothing.
+async fn configure_database(
+    p: &Runtime,
+    slug: &Slug,
+    member: Option<&str>,
+) -> Result<(), StepError> {
+    match member {
+        Some(member) => database_mode::configure_claimed(p, slug, member).await,
+        None => database_mode::configure(p, slug).await,
+    }
+    .map_err(step_error)?;
+    super::pooler::prepare_tenant_database(p, slug.schema().as_str())
+        .await
+        .map_err(failed)?;
+    Ok(())
 }
 
 /// 4. Active, with its API key, backup policy and audit row; the tenant given back and
@@ -459,6 +481,10 @@ fn configure<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: Params = run.params()?;
+        let member = configured_at_activation(run)
+            .then(|| run.outcome::<database_mode::Registered>("register"))
+            .flatten()
+            .and_then(|r| r.member);
         let how = Activation {
             registered_by: "register",
             name: &params.name,
@@ -466,6 +492,10 @@ fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             backup_schedule: params.backup_schedule.as_deref(),
             announce: params.announce,
             network: true,
+            alongside: member.map(|m| -> Alongside<'_> {
+                let name = &params.name;
+                Box::pin(async move { configure_database(p, name, Some(&m)).await })
+            }),
         };
         activate_registered(p, run, how).await
     })
@@ -482,7 +512,13 @@ pub(super) struct Activation<'a> {
     pub announce: bool,
     /// Whether the tenant's network rules are rendered (a VPN or restricted tenant).
     pub network: bool,
+    /// Work on another connection that must succeed before the activation commits,
+    /// run beside its transaction.
+    pub alongside: Option<Alongside<'a>>,
 }
+
+pub(super) type Alongside<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StepError>> + Send + 'a>>;
 
 /// The last step of every multi-step create: the API key, the backup policy, the
 /// configuration's version 1, `tenant.created` and the audit row, the tenant given
@@ -498,60 +534,72 @@ pub(super) async fn activate_registered(
         .ok_or_else(|| StepError::Fenced(format!("no {} outcome", how.registered_by)))?;
     let mut client = p.pool.get().await.map_err(failed)?;
     let tx = client.transaction().await.map_err(failed)?;
-    fence::lock_name(&tx, how.name.as_str()).await?;
-    fence::check(&tx, run).await?;
-    let (tenant, key, key_ref) = database_mode::activate(p, &tx, &registered)
-        .await
-        .map_err(step_error)?;
-    // The configuration's version 1 is pipelined beside the policy: no round trip.
-    let (policy, config) = tokio::join!(
-        crate::backup::policy::apply_at_create(
-            &tx,
-            tenant.id,
-            &registered.plan,
-            how.backup_schedule,
-        ),
-        crate::tenantconfig::create_default(&tx, tenant.id, &registered.plan, how.actor),
-    );
-    policy.map_err(super::backups::backup_error)?;
-    config.map_err(|e| super::refusal(e.into()))?;
-    if how.announce {
-        crate::tenant::create::announce_created(&tx, &tenant, key_ref, None)
+    let alongside = async {
+        match how.alongside {
+            Some(work) => work.await,
+            None => Ok(()),
+        }
+    };
+    let activation = async {
+        fence::lock_name(&tx, how.name.as_str()).await?;
+        fence::check(&tx, run).await?;
+        let (tenant, key, key_ref) = database_mode::activate(p, &tx, &registered)
             .await
             .map_err(step_error)?;
-    }
-    database_mode::audit_created(&tx, &tenant, &registered, &key.public_id, how.actor, run.id)
-        .await
-        .map_err(step_error)?;
-    let sealed = crate::store::tenants::sealed_credentials(&tx, tenant.id)
-        .await
-        .map_err(failed)?;
-    let password = service::open_password(p, &sealed).map_err(step_error)?;
-    let credentials = service::credentials_on(
-        &p.endpoint_of(&tenant.server),
-        tenant.role.as_str(),
-        tenant.database.as_str(),
-        password,
-    );
-    let created = CreatedTenant {
-        tenant,
-        api_key: key.plaintext,
-        credentials,
-    };
-    fence::release(&tx, run).await?;
-    let network = if how.network {
-        super::network::touch(p, &tx, &created.tenant, false)
+        // The configuration's version 1 is pipelined beside the policy: no round trip.
+        let (policy, config) = tokio::join!(
+            crate::backup::policy::apply_at_create(
+                &tx,
+                tenant.id,
+                &registered.plan,
+                how.backup_schedule,
+            ),
+            crate::tenantconfig::create_default(&tx, tenant.id, &registered.plan, how.actor),
+        );
+        policy.map_err(super::backups::backup_error)?;
+        config.map_err(|e| super::refusal(e.into()))?;
+        if how.announce {
+            crate::tenant::create::announce_created(&tx, &tenant, key_ref, None)
+                .await
+                .map_err(step_error)?;
+        }
+        database_mode::audit_created(&tx, &tenant, &registered, &key.public_id, how.actor, run.id)
             .await
-            .map_err(super::refusal)?
-    } else {
-        None
+            .map_err(step_error)?;
+        let sealed = crate::store::tenants::sealed_credentials(&tx, tenant.id)
+            .await
+            .map_err(failed)?;
+        let password = service::open_password(p, &sealed).map_err(step_error)?;
+        let credentials = service::credentials_on(
+            &p.endpoint_of(&tenant.server),
+            tenant.role.as_str(),
+            tenant.database.as_str(),
+            password,
+        );
+        let created = CreatedTenant {
+            tenant,
+            api_key: key.plaintext,
+            credentials,
+        };
+        fence::release(&tx, run).await?;
+        let network = if how.network {
+            super::network::touch(p, &tx, &created.tenant, false)
+                .await
+                .map_err(super::refusal)?
+        } else {
+            None
+        };
+        let outcome = json!({"tenant_id": created.tenant.id, "answer": seal_value(p, &created)?});
+        let response = seal_response(
+            p,
+            &StoredResponse::Success(serde_json::to_value(&created).map_err(failed)?),
+        )
+        .map_err(step_error)?;
+        Ok::<_, StepError>((outcome, response, network))
     };
-    let outcome = json!({"tenant_id": created.tenant.id, "answer": seal_value(p, &created)?});
-    let response = seal_response(
-        p,
-        &StoredResponse::Success(serde_json::to_value(&created).map_err(failed)?),
-    )
-    .map_err(step_error)?;
+    let (activation, alongside) = tokio::join!(activation, alongside);
+    let (outcome, response, network) = activation?;
+    alongside?;
     run.finish_in(&tx, &outcome, Some(&response)).await?;
     tx.commit().await.map_err(failed)?;
     drop(client);

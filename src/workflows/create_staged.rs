@@ -215,6 +215,7 @@ fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             backup_schedule: params.backup_schedule.as_deref(),
             announce: params.announce,
             network: params.vpn_enabled,
+            alongside: None,
         };
         activate_registered(p, run, how).await
     })

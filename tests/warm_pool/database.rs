@@ -98,6 +98,37 @@ async fn database_mode_claims_a_prepared_database() {
         .unwrap()
     };
     assert_eq!(limits(claimed_db).await, limits(scratch_db).await);
+    // The claim configured its database beside the activation (no `configure` step
+    // journaled); the create from scratch in a step of its own.
+    let configured = |name: String| {
+        let pg = &o.pg;
+        async move {
+            pg.query_one(
+                "SELECT count(*) FROM berqenas.operation_steps s
+                   JOIN berqenas.operations o ON o.id = s.operation_id
+                  WHERE o.tenant_name = $1 AND s.name = 'configure' AND s.state = 'applied'",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(configured(scratch.clone()).await, 1);
+    assert_eq!(configured(claimed.clone()).await, 0);
+    // Configured again (a claim's activation run again after a crash): the schema
+    // renamed already, nothing changes.
+    let slug = berqenas::tenant::Slug::parse(&claimed).unwrap();
+    berqenas::tenant::database_mode::configure_claimed(&o.rt.platform, &slug, &key)
+        .await
+        .expect("a claim configured twice");
+    let again = catalog_in(
+        &o.pg,
+        Some(&common::superuser_in(&tenant_db).await),
+        &claimed,
+    )
+    .await;
+    assert_eq!(again, b);
     drop(tenant);
 
     // Concurrent creates, a pool of 2: every create succeeds, no member twice.
