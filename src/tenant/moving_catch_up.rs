@@ -6,7 +6,8 @@
 //! transaction that was not finished when the bulk's snapshot was taken has an id at
 //! or past that snapshot's `xmin`. So the second pass re-copies the rows whose `xmin`
 //! follows it (a few unchanged ones too: harmless) and deletes the target's rows whose
-//! key the source no longer has. A table without a primary key is copied whole again.
+//! key the source no longer has (looked for only when counting says there are some).
+//! A table without a primary key is copied whole again.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, TryStreamExt};
@@ -127,6 +128,8 @@ pub struct Caught {
     pub deleted: u64,
     /// Copied whole again (no primary key to tell rows apart).
     pub whole: bool,
+    /// Every source key read to find the deleted rows (counting said there were some).
+    pub keys_read: bool,
 }
 
 /// The second pass of one table, in `tx` on the target, the tenant's writes blocked:
@@ -148,6 +151,7 @@ pub async fn catch_up(
             copied: bulk(src, tx, same, t).await?,
             deleted: 0,
             whole: true,
+            keys_read: false,
         });
     }
     let on = |a: &str, b: &str| {
@@ -174,28 +178,29 @@ pub async fn catch_up(
         t.target
     ))
     .await?;
-    // One database: the source's keys are read where they are. Else they cross over
-    // into a scratch table first.
-    let source_keys = if same {
-        format!("({key_select})")
-    } else {
-        tx.batch_execute(&format!(
-            "CREATE TEMP TABLE {gone} ON COMMIT DROP AS SELECT {keys} FROM {} WITH NO DATA;",
-            t.target
-        ))
-        .await?;
-        transfer(src, tx, same, &key_select, &format!("{gone} ({keys})")).await?;
-        tx.batch_execute(&format!("ANALYZE {gone};")).await?;
-        gone.to_string()
-    };
     // Past the snapshot's xmin, modulo 2^32 (xids wrap): what the bulk may have missed.
     let after =
         format!(" AND ((xmin::text::bigint - {since} + 4294967296) % 4294967296) < 2147483648");
     let into = format!("{changed} ({})", t.filled());
     let copied = transfer(src, tx, same, &t.select(&after), &into).await?;
     tx.batch_execute(&format!("ANALYZE {changed};")).await?;
-    let deleted = tx
-        .execute(
+    let keys_read = deletions_possible(src, tx, t, &changed, &on("c", "d")).await?;
+    let deleted = if keys_read {
+        // One database: the source's keys are read where they are. Else they cross
+        // over into a scratch table first.
+        let source_keys = if same {
+            format!("({key_select})")
+        } else {
+            tx.batch_execute(&format!(
+                "CREATE TEMP TABLE {gone} ON COMMIT DROP AS SELECT {keys} FROM {} WITH NO DATA;",
+                t.target
+            ))
+            .await?;
+            transfer(src, tx, same, &key_select, &format!("{gone} ({keys})")).await?;
+            tx.batch_execute(&format!("ANALYZE {gone};")).await?;
+            gone.to_string()
+        };
+        tx.execute(
             &format!(
                 "DELETE FROM {target} d WHERE {owned} AND NOT EXISTS (SELECT FROM {source_keys} k WHERE {on})",
                 target = t.target,
@@ -204,7 +209,10 @@ pub async fn catch_up(
             ),
             &[],
         )
-        .await?;
+        .await?
+    } else {
+        0
+    };
     tx.batch_execute(&format!(
         "DELETE FROM {target} d USING {changed} c WHERE {owned} AND {on};
          INSERT INTO {target} ({filled}) OVERRIDING SYSTEM VALUE SELECT {filled} FROM {changed};",
@@ -218,7 +226,42 @@ pub async fn catch_up(
         copied,
         deleted,
         whole: false,
+        keys_read,
     })
+}
+
+/// Whether the source deleted rows since the first pass, told by counting instead of
+/// comparing every key: every source row unchanged since is in the target already,
+/// and every changed one (`changed`) will be, so once the changed rows replace theirs
+/// the target holds the source's rows plus the deleted ones. When that sum equals the
+/// source's count, nothing was deleted (the common case: a tenant mostly inserts and
+/// updates), and the second pass never reads every key. `on`: the key join of `c`
+/// (changed) and `d` (the target).
+async fn deletions_possible(
+    src: &Client,
+    tx: &Transaction<'_>,
+    t: &Table,
+    changed: &Ident,
+    on: &str,
+) -> Result<bool> {
+    let source = match t.pool {
+        Pool::Source => format!(
+            "SELECT count(*) FROM {} WHERE tenant_id = {}",
+            t.source, t.tenant
+        ),
+        Pool::Target => format!("SELECT count(*) FROM {}", t.source),
+    };
+    let target = format!(
+        "SELECT (SELECT count(*) FROM {target} d WHERE {owned}),
+                (SELECT count(*) FROM {changed} c),
+                (SELECT count(*) FROM {changed} c JOIN {target} d ON {on} WHERE {owned})",
+        target = t.target,
+        owned = t.owned("d"),
+    );
+    let (source, target) = tokio::join!(src.query_one(&source, &[]), tx.query_one(&target, &[]));
+    let (source, target): (i64, _) = (source?.get(0), target?);
+    let (held, changed, replaced): (i64, i64, i64) = (target.get(0), target.get(1), target.get(2));
+    Ok(held + changed - replaced != source)
 }
 
 /// The primary key's columns of `table` (qualified, quoted), quoted, in key order.
