@@ -19,7 +19,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use moving::{
-    add_ticks, checksums, dsn_now, follow, leftovers, roles_of, rt, serial, step_state, writer,
+    add_ticks, dsn_now, follow, leftovers, roles_of, rt, serial, step_state, sums, writer,
 };
 
 /// The app and pg2, registered once for this binary.
@@ -182,7 +182,7 @@ async fn move_under_load(isolation: &str) {
     assert_eq!(port, w.pg2.port().to_string());
 
     // After the grace: nothing of it on the source, no replication objects anywhere.
-    let before = checksums(&src, &schema).await;
+    let before = sums(&src, &schema, None).await;
     let at_move: Vec<String> = before.clone();
     drop(src);
     let op = follow(app, &id, |_| false).await;
@@ -210,7 +210,7 @@ async fn move_under_load(isolation: &str) {
     let on_pg2 = on(&w.pg2, "postgres").await;
     assert_eq!(roles_of(&on_pg2, &name).await.len(), 6);
     // Tables the writer no longer touches: the target's equal the source's at the end.
-    let after: Vec<String> = checksums(&dst, &schema).await;
+    let after: Vec<String> = sums(&dst, &schema, None).await;
     let stable = |v: &[String]| -> Vec<String> {
         v.iter()
             .filter(|l| !l.starts_with("applications") && !l.starts_with("ticks"))

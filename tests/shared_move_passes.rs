@@ -8,29 +8,12 @@ mod common;
 #[path = "support/moving.rs"]
 mod moving;
 
-use std::sync::Arc;
-
 use berqenas::tenant::{moving_shared, Isolation, Slug};
-use common::{unique, TestApp};
+use common::unique;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use moving::{rt, serial, stem, sums};
-
-struct World {
-    rt: Arc<berqenas::workflows::Runtime>,
-    app: TestApp,
-}
-
-async fn world() -> &'static World {
-    static W: tokio::sync::OnceCell<World> = tokio::sync::OnceCell::const_new();
-    W.get_or_init(|| async {
-        let rt = common::runtime(common::platform(8).await).await;
-        let app = TestApp::over(rt.clone()).await;
-        World { rt, app }
-    })
-    .await
-}
+use moving::{rt, serial, stem, sums, world};
 
 /// Parents, children (one foreign key with ON DELETE CASCADE, one without) and
 /// activity, written as the tenant.

@@ -16,22 +16,9 @@ use common::{unique, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use moving::{dsn_now, follow, place, rt, serial, shape, stem, step_state, sums, writer_with};
-
-struct World {
-    rt: Arc<berqenas::workflows::Runtime>,
-    app: TestApp,
-}
-
-async fn world() -> &'static World {
-    static W: tokio::sync::OnceCell<World> = tokio::sync::OnceCell::const_new();
-    W.get_or_init(|| async {
-        let rt = common::runtime(common::platform(16).await).await;
-        let app = TestApp::over(rt.clone()).await;
-        World { rt, app }
-    })
-    .await
-}
+use moving::{
+    dsn_now, follow, place, rt, serial, shape, stem, step_state, sums, world, writer_with,
+};
 
 async fn app() -> &'static TestApp {
     &world().await.app

@@ -116,7 +116,12 @@ pub async fn precopy_rows(
     mode: Isolation,
 ) -> Result<Value> {
     let started = Instant::now();
-    let mut ends = out_of_pool(view, slug, tenant, mode).await?;
+    first_pass(out_of_pool(view, slug, tenant, mode).await?, started).await
+}
+
+/// The first pass between `ends` (either way): `since` read on the source, then every
+/// table refilled in one transaction on the target, its triggers off.
+async fn first_pass(mut ends: Ends, started: Instant) -> Result<Value> {
     let since = catch_up::since(&ends.src).await?;
     let tx = ends.dst.transaction().await?;
     tx.batch_execute("SET LOCAL session_replication_role = replica")
@@ -469,14 +474,7 @@ pub async fn precopy_into_pool(
     from: Isolation,
 ) -> Result<Value> {
     let started = Instant::now();
-    let (mut ends, _) = into_pool(view, slug, tenant, from).await?;
-    let since = catch_up::since(&ends.src).await?;
-    let tx = ends.dst.transaction().await?;
-    tx.batch_execute("SET LOCAL session_replication_role = replica")
-        .await?;
-    let counts = refill(&ends.src, &tx, ends.same, &ends.tables).await?;
-    tx.commit().await?;
-    Ok(json!({"rows": counts, "since": since, "ms": started.elapsed().as_millis() as u64}))
+    first_pass(into_pool(view, slug, tenant, from).await?.0, started).await
 }
 
 /// The copy's second pass into the pool, the tenant's writes blocked: what changed

@@ -21,6 +21,23 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     M.lock().await
 }
 
+/// A test binary's engine on the shared cluster (an instance of its own) and its app,
+/// for the tests that move tenants on `default` only.
+pub struct World {
+    pub rt: Arc<berqenas::workflows::Runtime>,
+    pub app: TestApp,
+}
+
+pub async fn world() -> &'static World {
+    static W: tokio::sync::OnceCell<World> = tokio::sync::OnceCell::const_new();
+    W.get_or_init(|| async {
+        let rt = common::runtime(common::platform(16).await).await;
+        let app = TestApp::over(rt.clone()).await;
+        World { rt, app }
+    })
+    .await
+}
+
 /// One runtime for every test of a binary (its world's app lives on it).
 pub fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -167,36 +184,6 @@ pub fn writer_with(
         }
         w
     })
-}
-
-/// Row count and checksum of each table of `schema`.
-pub async fn checksums(c: &tokio_postgres::Client, schema: &str) -> Vec<String> {
-    let tables: Vec<String> = c
-        .query(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
-            &[&schema],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut out = Vec::new();
-    for t in tables {
-        let r = c
-            .query_one(
-                &format!("SELECT count(*), coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') FROM \"{schema}\".\"{t}\" x"),
-                &[],
-            )
-            .await
-            .unwrap();
-        out.push(format!(
-            "{t}:{}:{}",
-            r.get::<_, i64>(0),
-            r.get::<_, String>(1)
-        ));
-    }
-    out
 }
 
 pub async fn follow(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
@@ -353,7 +340,7 @@ pub async fn shape(
     out
 }
 
-/// Count and checksum of each table (its rows as JSON without `tenant_id`):
+/// Row count and checksum of each table (its rows as JSON without `tenant_id`):
 /// `schema`'s tables, or the pool's rows of `tenant` when `tenant` is given.
 pub async fn sums(c: &tokio_postgres::Client, schema: &str, tenant: Option<&str>) -> Vec<String> {
     let tables: Vec<String> = c
