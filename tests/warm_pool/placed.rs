@@ -1,7 +1,7 @@
 //! The warm pool of a server other than `default` (schema and database mode): members
 //! made on that server, claimed by creates placed there (and only by them), recycled
-//! when stale, left alone while the server drains, and dropped when the server is
-//! removed.
+//! when stale, left alone while the server drains or its connections are all in use,
+//! and dropped when the server is removed.
 
 use super::*;
 use extra_cluster::{count, on, register_pg2, start_cluster};
@@ -260,6 +260,52 @@ async fn a_draining_server_is_not_refilled_and_a_removed_one_leaves_no_member() 
     assert!(keys_on(&o.pg, "pg3").await.is_empty());
     // default's pool is untouched.
     assert_eq!(keys_on(&o.pg, "default").await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_whose_connections_are_all_in_use_is_not_refilled_until_they_are_free() {
+    let o = own("placed_busy", berqenas::template::Template::builtin()).await;
+    let (cluster, url) = start_cluster("wp-pg4", "pg4-Pa55-word").await;
+    let (s, v) = o
+        .app
+        .call(
+            Method::POST,
+            "/api/v1/servers",
+            Some(json!({"name": "pg4", "url": url})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Every connection of berqenas's pool to pg4 taken, as a burst of creates there
+    // would take them.
+    let server = berqenas::workflows::servers::opened(&o.rt.platform, "pg4")
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..server.pool.status().max_size {
+        held.push(server.pool.get().await.unwrap());
+    }
+    assert_eq!(fill(&o.rt, targets(1, 0)).await.made, 1, "default's only");
+    assert!(
+        keys_on(&o.pg, "pg4").await.is_empty(),
+        "refilled while busy"
+    );
+    // Not even tried (a refill there would wait for a connection, then fail).
+    let tried: i64 =
+        o.pg.query_one(
+            "SELECT count(*) FROM berqenas.operations WHERE kind = 'warm_pool.refill.placed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tried, 0, "a refill of the busy server began");
+    drop(held);
+    assert_eq!(fill(&o.rt, targets(1, 0)).await.made, 1, "pg4's, once free");
+    assert_eq!(keys_on(&o.pg, "pg4").await.len(), 1);
+    assert_eq!(
+        member_schemas(&on(&cluster, "postgres").await).await.len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
