@@ -8,6 +8,7 @@ mod common;
 #[path = "support/moving.rs"]
 mod moving;
 
+use berqenas::tenant::moving_catch_up::{self as catch_up, Table};
 use berqenas::tenant::{moving_shared, Isolation, Slug};
 use common::unique;
 use serde_json::{json, Value};
@@ -85,17 +86,18 @@ fn rows_of(outcome: &Value, table: &str) -> Value {
 }
 
 /// The deletions were looked for by key where the tenant deleted (counting said so),
-/// and not where it only inserted (its activity); the realtime events, with no
-/// primary key, were copied whole again.
+/// and not where it only inserted (its activity; the realtime events, with no
+/// primary key, by their unique ids: only the new one copied.
 fn only_inserts_counted(second: &Value) {
     let apps = rows_of(second, "applications");
     assert_eq!(apps["keys_read"], json!(true), "{second}");
-    let activity = rows_of(second, "user_activity");
-    assert_eq!(activity["keys_read"], json!(false), "{second}");
-    assert_eq!(activity["copied"], json!(1), "{second}");
-    assert_eq!(activity["deleted"], json!(0), "{second}");
-    let events = rows_of(second, "realtime_events");
-    assert_eq!(events["whole"], json!(true), "{second}");
+    for table in ["user_activity", "realtime_events"] {
+        let only_inserted = rows_of(second, table);
+        assert_eq!(only_inserted["keys_read"], json!(false), "{second}");
+        assert_eq!(only_inserted["whole"], json!(false), "{second}");
+        assert_eq!(only_inserted["copied"], json!(1), "{second}");
+        assert_eq!(only_inserted["deleted"], json!(0), "{second}");
+    }
 }
 
 /// Out of the pool into `to` mode: first pass, the tenant's changes, second pass.
@@ -199,4 +201,128 @@ fn the_second_pass_from_a_schema_into_the_pool_carries_every_change() {
 #[test]
 fn the_second_pass_from_a_database_into_the_pool_carries_every_change() {
     rt().block_on(into_pool(Isolation::Database));
+}
+
+#[test]
+fn written_since_follows_transaction_ids_around_their_wrap() {
+    rt().block_on(async {
+        let c = common::superuser().await;
+        let top = 4_294_967_000_i64;
+        for (since, xmin, after) in [
+            (top, 4_294_967_100_i64, true),
+            (top, 100, true),
+            (top, 4_294_966_000, false),
+            (100, 4_294_967_000, false),
+            (100, 50, false),
+            (100, 100, true),
+            (100, 150, true),
+        ] {
+            let q = format!(
+                "SELECT {} FROM (VALUES ('{xmin}'::xid)) AS v(xmin)",
+                catch_up::written_since(since)
+            );
+            let got: bool = c.query_one(&q, &[]).await.unwrap().get(0);
+            assert_eq!(got, after, "xmin {xmin} since {since}");
+        }
+    });
+}
+
+/// Tables of the test's own: one with no key (copied whole again), one keyed by a
+/// unique NOT NULL column and no primary key (caught up by its changes), each pass
+/// through SQL in one database and through COPY.
+#[test]
+fn a_table_with_no_key_is_copied_whole_and_a_uniquely_keyed_one_by_its_changes() {
+    rt().block_on(async {
+        let _one = serial().await;
+        for same in [true, false] {
+            let schema = unique("cu").replace('-', "_");
+            let src = common::superuser().await;
+            let mut dst = common::superuser().await;
+            let other = Uuid::new_v4();
+            let mine = Uuid::new_v4();
+            src.batch_execute(&format!(
+                "CREATE SCHEMA {schema};
+                 CREATE TABLE {schema}.src_nokey (tenant_id uuid NOT NULL, a int, b text);
+                 CREATE TABLE {schema}.dst_nokey (a int, b text);
+                 CREATE TABLE {schema}.src_uniq (tenant_id uuid NOT NULL, id bigint NOT NULL, b text,
+                                                UNIQUE (tenant_id, id));
+                 CREATE TABLE {schema}.dst_uniq (id bigint NOT NULL UNIQUE, b text);
+                 INSERT INTO {schema}.src_nokey SELECT t, i, 'v' FROM generate_series(1, 20) i,
+                   (VALUES ('{mine}'::uuid), ('{other}'::uuid)) AS x(t);
+                 INSERT INTO {schema}.src_uniq SELECT t, i, 'v' FROM generate_series(1, 20) i,
+                   (VALUES ('{mine}'::uuid), ('{other}'::uuid)) AS x(t);"
+            ))
+            .await
+            .unwrap();
+            let table = |name: &str, columns: &str| Table {
+                name: name.into(),
+                source: format!("{schema}.src_{name}"),
+                target: format!("{schema}.dst_{name}"),
+                columns: columns.into(),
+                tenant: format!("'{mine}'::uuid"),
+                pool: catch_up::Pool::Source,
+            };
+            // Quoted, as `PoolTable::column_list` gives them.
+            let tables = [
+                table("nokey", "\"a\", \"b\""),
+                table("uniq", "\"id\", \"b\""),
+            ];
+            let since = catch_up::since(&src).await.unwrap();
+            let tx = dst.transaction().await.unwrap();
+            for t in &tables {
+                assert_eq!(catch_up::bulk(&src, &tx, same, t).await.unwrap(), 20);
+            }
+            tx.commit().await.unwrap();
+            src.batch_execute(&format!(
+                "UPDATE {schema}.src_nokey SET b = 'changed' WHERE a = 3;
+                 DELETE FROM {schema}.src_nokey WHERE a = 4;
+                 UPDATE {schema}.src_uniq SET b = 'changed' WHERE id = 3;
+                 DELETE FROM {schema}.src_uniq WHERE id = 4;
+                 INSERT INTO {schema}.src_uniq VALUES ('{mine}', 21, 'new');
+                 UPDATE {schema}.src_uniq SET b = 'theirs' WHERE tenant_id = '{other}';"
+            ))
+            .await
+            .unwrap();
+            let tx = dst.transaction().await.unwrap();
+            let mut caught = Vec::new();
+            for (n, t) in tables.iter().enumerate() {
+                caught.push(catch_up::catch_up(&src, &tx, same, t, since, n).await.unwrap());
+            }
+            tx.commit().await.unwrap();
+            let caught = serde_json::to_value(&caught).unwrap();
+            assert_eq!(caught[0]["whole"], json!(true), "{caught}");
+            assert_eq!(caught[0]["copied"], json!(19), "{caught}");
+            assert_eq!(
+                caught[1],
+                json!({"copied": 2, "deleted": 1, "whole": false, "keys_read": true}),
+                "the tenant's update and insert, its delete; not the other's rows"
+            );
+            for (name, order) in [("nokey", "a"), ("uniq", "id")] {
+                let rows = |q: String| {
+                    let src = &src;
+                    async move {
+                        src.query(&q, &[])
+                            .await
+                            .unwrap()
+                            .iter()
+                            .map(|r| r.get::<_, String>(0))
+                            .collect::<Vec<_>>()
+                    }
+                };
+                let cols = if name == "nokey" { "a, b" } else { "id, b" };
+                let want = rows(format!(
+                    "SELECT row({cols})::text FROM {schema}.src_{name} WHERE tenant_id = '{mine}' ORDER BY {order}"
+                ))
+                .await;
+                let got = rows(format!(
+                    "SELECT row({cols})::text FROM {schema}.dst_{name} ORDER BY {order}"
+                ))
+                .await;
+                assert_eq!(got, want, "{name}, same database: {same}");
+            }
+            src.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                .await
+                .unwrap();
+        }
+    });
 }

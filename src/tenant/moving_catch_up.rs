@@ -7,7 +7,8 @@
 //! or past that snapshot's `xmin`. So the second pass re-copies the rows whose `xmin`
 //! follows it (a few unchanged ones too: harmless) and deletes the target's rows whose
 //! key the source no longer has (looked for only when counting says there are some).
-//! A table without a primary key is copied whole again.
+//! A table with no key (a primary key, or a unique index over NOT NULL columns) is
+//! copied whole again.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, TryStreamExt};
@@ -126,7 +127,7 @@ pub struct Caught {
     pub copied: u64,
     /// Rows the source no longer has, deleted from the target.
     pub deleted: u64,
-    /// Copied whole again (no primary key to tell rows apart).
+    /// Copied whole again (no key to tell rows apart).
     pub whole: bool,
     /// Every source key read to find the deleted rows (counting said there were some).
     pub keys_read: bool,
@@ -143,7 +144,7 @@ pub async fn catch_up(
     since: i64,
     n: usize,
 ) -> Result<Caught> {
-    let keys = primary_key(tx, &t.target).await?;
+    let keys = key_columns(tx, &t.target).await?;
     let copied: Vec<&str> = t.columns.split(", ").collect();
     if keys.is_empty() || keys.iter().any(|k| !copied.contains(&k.as_str())) {
         tx.batch_execute(&t.clear_sql()).await?;
@@ -178,9 +179,8 @@ pub async fn catch_up(
         t.target
     ))
     .await?;
-    // Past the snapshot's xmin, modulo 2^32 (xids wrap): what the bulk may have missed.
-    let after =
-        format!(" AND ((xmin::text::bigint - {since} + 4294967296) % 4294967296) < 2147483648");
+    // What the bulk may have missed.
+    let after = format!(" AND {}", written_since(since));
     let into = format!("{changed} ({})", t.filled());
     let copied = transfer(src, tx, same, &t.select(&after), &into).await?;
     tx.batch_execute(&format!("ANALYZE {changed};")).await?;
@@ -264,18 +264,38 @@ async fn deletions_possible(
     Ok(held + changed - replaced != source)
 }
 
-/// The primary key's columns of `table` (qualified, quoted), quoted, in key order.
-async fn primary_key(tx: &Transaction<'_>, table: &str) -> Result<Vec<String>> {
-    let rows = tx
-        .query(
-            "SELECT a.attname::text FROM pg_catalog.pg_index i
+/// The columns that tell `table`'s rows apart (qualified, quoted name), quoted, in
+/// index order: its primary key, else its narrowest unique index over NOT NULL
+/// columns (the realtime tables have one), `tenant_id` left out (on the pool's side
+/// every comparison is within the tenant's rows). None: copied whole.
+async fn key_columns(tx: &Transaction<'_>, table: &str) -> Result<Vec<String>> {
+    let row = tx
+        .query_opt(
+            "SELECT array_agg(a.attname::text ORDER BY k.n)
+               FROM pg_catalog.pg_index i
                JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true
                JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-              WHERE i.indrelid = $1::text::regclass AND i.indisprimary ORDER BY k.n",
+              WHERE i.indrelid = $1::text::regclass AND i.indisunique
+                AND i.indpred IS NULL AND i.indexprs IS NULL
+              GROUP BY i.indexrelid, i.indisprimary
+             HAVING bool_and(a.attnotnull)
+              ORDER BY i.indisprimary DESC, count(*), i.indexrelid LIMIT 1",
             &[&table],
         )
         .await?;
-    rows.iter()
-        .map(|r| Ok(Ident::new(r.get::<_, String>(0))?.to_string()))
+    let Some(row) = row else {
+        return Ok(Vec::new());
+    };
+    row.get::<_, Vec<String>>(0)
+        .into_iter()
+        .filter(|c| c != "tenant_id")
+        .map(|c| Ok(Ident::new(c)?.to_string()))
         .collect()
+}
+
+/// The condition (after `AND`) on a row version written since `since` (see
+/// [`since`]): its `xmin` at or past it, modulo 2^32, as PostgreSQL compares
+/// transaction ids.
+pub fn written_since(since: i64) -> String {
+    format!("((xmin::text::bigint - {since} + 4294967296) % 4294967296) < 2147483648")
 }
