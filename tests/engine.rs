@@ -464,3 +464,52 @@ async fn a_skipped_step_is_not_run_nor_journaled_and_a_resume_counts_it_done() {
     assert!(exists("role", &format!("engine_{n}")).await, "kept");
     assert_eq!(steps.last().unwrap(), "finish:applied");
 }
+
+#[tokio::test]
+async fn a_journal_from_a_build_with_other_steps_is_left_as_it_is() {
+    let identity = unique("id-foreign");
+    let (e, cx) = engine(&identity).await;
+    let n = unique("foreign");
+    let stopped = e.failpoints().arm("test.demo/finish/before");
+    let running = tokio::spawn({
+        let (e, cx, n) = (e.clone(), cx.clone(), n.clone());
+        async move { run(&e, &cx, &n, json!({"name": n})).await }
+    });
+    stopped.notified().await;
+    e.kill();
+    let _ = running.await;
+    // As an older build would have journaled it, had its kind a step of another name
+    // in that place.
+    let pg = common::superuser().await;
+    let rename = |to: &'static str| {
+        let (pg, n) = (&pg, n.clone());
+        async move {
+            pg.execute(
+                "UPDATE berqenas.operation_steps s SET name = $2 FROM berqenas.operations o
+                  WHERE o.id = s.operation_id AND o.tenant_name = $1 AND s.seq = 1",
+                &[&n, &to],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(rename("older_step").await, 1);
+    let (again, cx) = engine(&identity).await;
+    again.reconcile(&cx).await.unwrap();
+    let (state, steps) = op_state(&n).await;
+    assert_eq!(state, "running", "{steps:?}");
+    assert!(
+        exists("role", &format!("engine_{n}")).await,
+        "neither undone"
+    );
+    assert!(
+        !steps.contains(&"finish:applied".to_string()),
+        "nor finished"
+    );
+    // Its journal as this build reads it: the next process takes it up and finishes it.
+    assert_eq!(rename("scratch").await, 1);
+    again.kill();
+    let (third, cx) = engine(&identity).await;
+    third.reconcile(&cx).await.unwrap();
+    assert_eq!(op_state(&n).await.0, "succeeded");
+}

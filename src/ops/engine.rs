@@ -626,6 +626,22 @@ impl<C: Context> Engine<C> {
     async fn resume(&self, cx: &C, row: store::OperationRow) -> Result<Done, OpError> {
         let kind = self.kind(&row.kind);
         let steps = store::steps(&self.inner.pool.get().await?, row.id).await?;
+        let foreign = steps
+            .iter()
+            .find(|r| (kind.steps.get(r.seq as usize)).is_none_or(|s| s.name != r.name));
+        if let Some(r) = foreign {
+            // Journaled by a build whose kind listed other steps (an upgrade in the middle
+            // of it): read by position it would be misread, maybe undone past its point
+            // of no return. Left as it is, for an operator (docs/operations.md).
+            let why = format!(
+                "its journal has step {} at position {}, where this build's {} has another",
+                r.name, r.seq, kind.name
+            );
+            return Err(OpError::Unfinished {
+                op: row.id,
+                source: why.into(),
+            });
+        }
         let mut run = Run::new(
             row.id,
             kind.name,
