@@ -108,6 +108,7 @@ async fn an_operator_runs_a_tenant_through_its_life_in_the_browser() {
     b.goto(&format!("{}/console", app.url)).await;
     b.fill("#search", &name).await;
     b.click("#apply").await;
+    b.wait_url(&format!("q={name}")).await;
     b.find(&format!("#tenants a[href=\"/console/tenants/{name}\"]"))
         .await;
     assert!(

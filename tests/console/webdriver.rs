@@ -254,6 +254,20 @@ impl Browser {
         }
     }
 
+    /// Waits up to 10 s for the page's URL to hold `part` (a form that navigates: the
+    /// page the click left answers `find` until the new one replaces it).
+    pub async fn wait_url(&self, part: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.url().await;
+            if url.contains(part) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "still on {url}, not {part:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The browser's cookies, as WebDriver describes them.
     pub async fn cookies(&self) -> Vec<Value> {
         self.call(reqwest::Method::GET, "/cookie", None)
