@@ -231,6 +231,20 @@ async fn op_state(n: &str) -> (String, Vec<String>) {
     (state, steps)
 }
 
+/// Runs an operation with `params` until it reaches the failpoint `point`, then kills
+/// the process there (its lease and journal left as a crash leaves them).
+async fn killed_at(e: &Engine<Cx>, cx: &Cx, point: &str, params: Value) {
+    let stopped = e.failpoints().arm(point);
+    let n = params["name"].as_str().unwrap().to_string();
+    let running = tokio::spawn({
+        let (e, cx) = (e.clone(), cx.clone());
+        async move { run(&e, &cx, &n, params).await }
+    });
+    stopped.notified().await;
+    e.kill();
+    let _ = running.await;
+}
+
 fn unique(p: &str) -> String {
     common::unique(p).replace('-', "_")
 }
@@ -321,14 +335,7 @@ async fn killed_before_the_point_of_no_return_the_next_process_undoes_it() {
     let identity = unique("id-kill-undo");
     let (e, cx) = engine(&identity).await;
     let n = unique("killundo");
-    let stopped = e.failpoints().arm("test.demo/scratch/after");
-    let running = tokio::spawn({
-        let (e, cx, n) = (e.clone(), cx.clone(), n.clone());
-        async move { run(&e, &cx, &n, json!({"name": n})).await }
-    });
-    stopped.notified().await;
-    e.kill();
-    let _ = running.await;
+    killed_at(&e, &cx, "test.demo/scratch/after", json!({"name": &n})).await;
     assert!(
         exists("role", &format!("engine_{n}")).await,
         "left half way"
@@ -350,14 +357,7 @@ async fn killed_past_the_point_of_no_return_the_next_process_finishes_it() {
     let identity = unique("id-kill-fwd");
     let (e, cx) = engine(&identity).await;
     let n = unique("killfwd");
-    let stopped = e.failpoints().arm("test.demo/finish/before");
-    let running = tokio::spawn({
-        let (e, cx, n) = (e.clone(), cx.clone(), n.clone());
-        async move { run(&e, &cx, &n, json!({"name": n})).await }
-    });
-    stopped.notified().await;
-    e.kill();
-    let _ = running.await;
+    killed_at(&e, &cx, "test.demo/finish/before", json!({"name": &n})).await;
     let (again, cx) = engine(&identity).await;
     again.reconcile(&cx).await.unwrap();
     assert!(exists("role", &format!("engine_{n}")).await, "kept");
@@ -449,14 +449,13 @@ async fn a_skipped_step_is_not_run_nor_journaled_and_a_resume_counts_it_done() {
     let identity = unique("id-skip-kill");
     let (e, cx) = engine(&identity).await;
     let n = unique("skipkill");
-    let stopped = e.failpoints().arm("test.demo/finish/before");
-    let running = tokio::spawn({
-        let (e, cx, n) = (e.clone(), cx.clone(), n.clone());
-        async move { run(&e, &cx, &n, json!({"name": n, "waive_check": true})).await }
-    });
-    stopped.notified().await;
-    e.kill();
-    let _ = running.await;
+    killed_at(
+        &e,
+        &cx,
+        "test.demo/finish/before",
+        json!({"name": &n, "waive_check": true}),
+    )
+    .await;
     let (again, cx) = engine(&identity).await;
     again.reconcile(&cx).await.unwrap();
     let (state, steps) = op_state(&n).await;
@@ -470,14 +469,7 @@ async fn a_journal_from_a_build_with_other_steps_is_left_as_it_is() {
     let identity = unique("id-foreign");
     let (e, cx) = engine(&identity).await;
     let n = unique("foreign");
-    let stopped = e.failpoints().arm("test.demo/finish/before");
-    let running = tokio::spawn({
-        let (e, cx, n) = (e.clone(), cx.clone(), n.clone());
-        async move { run(&e, &cx, &n, json!({"name": n})).await }
-    });
-    stopped.notified().await;
-    e.kill();
-    let _ = running.await;
+    killed_at(&e, &cx, "test.demo/finish/before", json!({"name": &n})).await;
     // As an older build would have journaled it, had its kind a step of another name
     // in that place.
     let pg = common::superuser().await;

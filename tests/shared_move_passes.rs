@@ -8,6 +8,7 @@ mod common;
 #[path = "support/moving.rs"]
 mod moving;
 
+use berqenas::pg::Ident;
 use berqenas::tenant::moving_catch_up::{self as catch_up, Table};
 use berqenas::tenant::{moving_shared, Isolation, Slug};
 use common::unique;
@@ -254,19 +255,15 @@ fn a_table_with_no_key_is_copied_whole_and_a_uniquely_keyed_one_by_its_changes()
             ))
             .await
             .unwrap();
-            let table = |name: &str, columns: &str| Table {
+            let table = |name: &str, columns: [&str; 2]| Table {
                 name: name.into(),
                 source: format!("{schema}.src_{name}"),
                 target: format!("{schema}.dst_{name}"),
-                columns: columns.into(),
+                columns: columns.map(|c| Ident::new(c).unwrap()).to_vec(),
                 tenant: format!("'{mine}'::uuid"),
                 pool: catch_up::Pool::Source,
             };
-            // Quoted, as `PoolTable::column_list` gives them.
-            let tables = [
-                table("nokey", "\"a\", \"b\""),
-                table("uniq", "\"id\", \"b\""),
-            ];
+            let tables = [table("nokey", ["a", "b"]), table("uniq", ["id", "b"])];
             let since = catch_up::since(&src).await.unwrap();
             let tx = dst.transaction().await.unwrap();
             for t in &tables {

@@ -43,32 +43,42 @@ pub struct Table {
     pub name: String,
     pub source: String,
     pub target: String,
-    /// Quoted, comma-separated: the columns copied (never `tenant_id`).
-    pub columns: String,
+    /// The columns copied (never `tenant_id`).
+    pub columns: Vec<Ident>,
     pub tenant: String,
     pub pool: Pool,
 }
 
 impl Table {
+    fn column_list(&self) -> String {
+        let quoted: Vec<String> = self.columns.iter().map(Ident::to_string).collect();
+        quoted.join(", ")
+    }
+
+    /// `what` of the source's rows of the tenant (`AND` more).
+    fn source_rows(&self, what: &str, and: &str) -> String {
+        let (source, tenant) = (&self.source, &self.tenant);
+        match self.pool {
+            Pool::Source => format!("SELECT {what} FROM {source} WHERE tenant_id = {tenant}{and}"),
+            Pool::Target => format!("SELECT {what} FROM {source} WHERE true{and}"),
+        }
+    }
+
     /// The source's rows of the tenant, as the target takes them (`AND` more).
     fn select(&self, and: &str) -> String {
         match self.pool {
-            Pool::Source => format!(
-                "SELECT {} FROM {} WHERE tenant_id = {}{and}",
-                self.columns, self.source, self.tenant
-            ),
-            Pool::Target => format!(
-                "SELECT {}, {} FROM {} WHERE true{and}",
-                self.columns, self.tenant, self.source
-            ),
+            Pool::Source => self.source_rows(&self.column_list(), and),
+            Pool::Target => {
+                self.source_rows(&format!("{}, {}", self.column_list(), self.tenant), and)
+            }
         }
     }
 
     /// The target's columns that [`Self::select`] fills.
     fn filled(&self) -> String {
         match self.pool {
-            Pool::Source => self.columns.clone(),
-            Pool::Target => format!("{}, tenant_id", self.columns),
+            Pool::Source => self.column_list(),
+            Pool::Target => format!("{}, tenant_id", self.column_list()),
         }
     }
 
@@ -145,8 +155,7 @@ pub async fn catch_up(
     n: usize,
 ) -> Result<Caught> {
     let keys = key_columns(tx, &t.target).await?;
-    let copied: Vec<&str> = t.columns.split(", ").collect();
-    if keys.is_empty() || keys.iter().any(|k| !copied.contains(&k.as_str())) {
+    if keys.is_empty() || keys.iter().any(|k| !t.columns.contains(k)) {
         tx.batch_execute(&t.clear_sql()).await?;
         return Ok(Caught {
             copied: bulk(src, tx, same, t).await?,
@@ -161,18 +170,16 @@ pub async fn catch_up(
             .collect::<Vec<_>>()
             .join(" AND ")
     };
-    let keys = keys.join(", ");
+    let keys = keys
+        .iter()
+        .map(Ident::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     let (gone, changed) = (
         Ident::new(format!("berqenas_keys_{n}"))?,
         Ident::new(format!("berqenas_changed_{n}"))?,
     );
-    let key_select = match t.pool {
-        Pool::Source => format!(
-            "SELECT {keys} FROM {} WHERE tenant_id = {}",
-            t.source, t.tenant
-        ),
-        Pool::Target => format!("SELECT {keys} FROM {}", t.source),
-    };
+    let key_select = t.source_rows(&keys, "");
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE {changed} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA;",
         t.filled(),
@@ -184,7 +191,7 @@ pub async fn catch_up(
     let into = format!("{changed} ({})", t.filled());
     let copied = transfer(src, tx, same, &t.select(&after), &into).await?;
     tx.batch_execute(&format!("ANALYZE {changed};")).await?;
-    let keys_read = deletions_possible(src, tx, t, &changed, &on("c", "d")).await?;
+    let keys_read = deletions_possible(src, tx, t, (&changed, copied), &on("c", "d")).await?;
     let deleted = if keys_read {
         // One database: the source's keys are read where they are. Else they cross
         // over into a scratch table first.
@@ -235,40 +242,33 @@ pub async fn catch_up(
 /// and every changed one (`changed`) will be, so once the changed rows replace theirs
 /// the target holds the source's rows plus the deleted ones. When that sum equals the
 /// source's count, nothing was deleted (the common case: a tenant mostly inserts and
-/// updates), and the second pass never reads every key. `on`: the key join of `c`
-/// (changed) and `d` (the target).
+/// updates), and the second pass never reads every key. `changed`: the scratch table
+/// and its rows; `on`: the key join of `c` (changed) and `d` (the target).
 async fn deletions_possible(
     src: &Client,
     tx: &Transaction<'_>,
     t: &Table,
-    changed: &Ident,
+    (changed, rows): (&Ident, u64),
     on: &str,
 ) -> Result<bool> {
-    let source = match t.pool {
-        Pool::Source => format!(
-            "SELECT count(*) FROM {} WHERE tenant_id = {}",
-            t.source, t.tenant
-        ),
-        Pool::Target => format!("SELECT count(*) FROM {}", t.source),
-    };
+    let source = t.source_rows("count(*)", "");
     let target = format!(
         "SELECT (SELECT count(*) FROM {target} d WHERE {owned}),
-                (SELECT count(*) FROM {changed} c),
                 (SELECT count(*) FROM {changed} c JOIN {target} d ON {on} WHERE {owned})",
         target = t.target,
         owned = t.owned("d"),
     );
     let (source, target) = tokio::join!(src.query_one(&source, &[]), tx.query_one(&target, &[]));
     let (source, target): (i64, _) = (source?.get(0), target?);
-    let (held, changed, replaced): (i64, i64, i64) = (target.get(0), target.get(1), target.get(2));
-    Ok(held + changed - replaced != source)
+    let (held, replaced): (i64, i64) = (target.get(0), target.get(1));
+    Ok(held + rows as i64 - replaced != source)
 }
 
-/// The columns that tell `table`'s rows apart (qualified, quoted name), quoted, in
-/// index order: its primary key, else its narrowest unique index over NOT NULL
+/// The columns that tell `table`'s rows apart (qualified, quoted name), in index
+/// order: its primary key, else its narrowest unique index over NOT NULL
 /// columns (the realtime tables have one), `tenant_id` left out (on the pool's side
 /// every comparison is within the tenant's rows). None: copied whole.
-async fn key_columns(tx: &Transaction<'_>, table: &str) -> Result<Vec<String>> {
+async fn key_columns(tx: &Transaction<'_>, table: &str) -> Result<Vec<Ident>> {
     let row = tx
         .query_opt(
             "SELECT array_agg(a.attname::text ORDER BY k.n)
@@ -289,7 +289,7 @@ async fn key_columns(tx: &Transaction<'_>, table: &str) -> Result<Vec<String>> {
     row.get::<_, Vec<String>>(0)
         .into_iter()
         .filter(|c| c != "tenant_id")
-        .map(|c| Ok(Ident::new(c)?.to_string()))
+        .map(|c| Ok(Ident::new(c)?))
         .collect()
 }
 

@@ -85,7 +85,7 @@ async fn out_of_pool(view: &Platform, slug: &Slug, tenant: Uuid, mode: Isolation
                 name: t.name.clone(),
                 source: format!("{pool}.{}", ident(&t.name)?),
                 target: format!("{schema}.{}", ident(&t.name)?),
-                columns: t.column_list(),
+                columns: t.columns.iter().map(|c| ident(c)).collect::<Result<_>>()?,
                 tenant: tenant_literal(tenant),
                 pool: catch_up::Pool::Source,
             })
@@ -441,9 +441,8 @@ async fn into_pool(
             .columns
             .iter()
             .filter(|c| have.contains(c))
-            .map(|c| ident(c).map(|i| i.to_string()))
-            .collect::<Result<Vec<_>>>()?
-            .join(", ");
+            .map(|c| ident(c))
+            .collect::<Result<Vec<_>>>()?;
         tables.push(Table {
             source: format!("{schema}.{}", ident(&t.name)?),
             target: format!("{pool}.{}", ident(&t.name)?),

@@ -285,8 +285,79 @@ pub async fn recycle_one(
 // The parts of a recycle that take its member in steps of the engine (the database
 // pool's, `warm_pool_database`, and other servers', `warm_pool_placed`).
 
+/// A recycle kind: `take` (the member's row deleted, with the step's journal row),
+/// then `drop` (its objects dropped, the operation closed).
+pub(super) fn recycle_kind(
+    name: &'static str,
+    take: ops::StepFn<Runtime>,
+    drop: ops::StepFn<Runtime>,
+) -> Kind<Runtime> {
+    let step = |name, reaches_out, apply| ops::Step {
+        name,
+        reaches_out,
+        apply,
+        compensate: None,
+        skip: None,
+    };
+    Kind {
+        name,
+        steps: vec![step("take", false, take), step("drop", true, drop)],
+        // Once its row is gone the member is nobody's: the drop is finished.
+        point_of_no_return: 1,
+    }
+}
+
+/// Runs a refill of `kind` (`params` journaled) for the member `id` named by `key`:
+/// the member, if the operation made it (none when the pool was full).
+pub(super) async fn run_refill(
+    rt: &Runtime,
+    kind: &'static str,
+    params: Value,
+    (id, key): (Uuid, &str),
+    (server, isolation): (&str, Isolation),
+) -> Result<Option<Member>, Error> {
+    let new = ops::NewOp {
+        kind,
+        tenant_id: None,
+        tenant_name: &format!("wp--{key}"),
+        params,
+        idempotency: None,
+    };
+    let made = matches!(rt.engine.run(rt, new).await?, ops::Done::Finished(o) if o["made"] == true);
+    Ok(made.then(|| Member {
+        id,
+        key: key.to_string(),
+        isolation,
+        template_version: rt.template.latest_version(),
+        server: server.to_string(),
+        credentials: None,
+    }))
+}
+
+/// Runs a recycle of `kind` (`params` journaled) on the pool of `isolation` on
+/// `server`: the member it took, or `None` when there was none to take.
+pub(super) async fn run_recycle(
+    rt: &Runtime,
+    kind: &'static str,
+    params: Value,
+    (server, isolation): (&str, Isolation),
+) -> Result<Option<Member>, Error> {
+    let new = ops::NewOp {
+        kind,
+        tenant_id: None,
+        tenant_name: "wp--recycle",
+        params,
+        idempotency: None,
+    };
+    Ok(taken_member(
+        rt.engine.run(rt, new).await?,
+        server,
+        isolation,
+    ))
+}
+
 /// The member a recycle operation took, from its outcome (`None`: none was stale).
-pub(super) fn taken_member(done: ops::Done, server: &str, isolation: Isolation) -> Option<Member> {
+fn taken_member(done: ops::Done, server: &str, isolation: Isolation) -> Option<Member> {
     let taken = match done {
         ops::Done::Finished(outcome) => outcome,
         ops::Done::Replay(_) => Value::Null,

@@ -26,7 +26,7 @@ use crate::isolation::schema::SchemaPerTenant;
 use crate::isolation::warm::{self, Mode};
 use crate::isolation::Strategy;
 use crate::names::Slug;
-use crate::ops::{self, Kind, NewOp, Object, Run, Step, StepError, StepFuture};
+use crate::ops::{Kind, Object, Run, Step, StepError, StepFuture};
 use crate::store::tenants::Isolation;
 use crate::store::warm_pool::{self as store, Member, DEFAULT_SERVER as DEFAULT};
 use crate::tenant::{database_mode, service};
@@ -72,27 +72,7 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
             // a crash undoes the member.
             point_of_no_return: 3,
         },
-        Kind {
-            name: RECYCLE,
-            steps: vec![
-                Step {
-                    name: "take",
-                    reaches_out: false,
-                    apply: take,
-                    compensate: None,
-                    skip: None,
-                },
-                Step {
-                    name: "drop",
-                    reaches_out: true,
-                    apply: drop_member,
-                    compensate: None,
-                    skip: None,
-                },
-            ],
-            // Once its row is gone the member is nobody's: the drop is finished.
-            point_of_no_return: 1,
-        },
+        super::warm_pool::recycle_kind(RECYCLE, take, drop_member),
     ]
 }
 
@@ -109,36 +89,13 @@ struct Params {
 pub async fn refill_one(rt: &Runtime, key: &str, target: i64) -> Result<Option<Member>, Error> {
     let id = Uuid::now_v7();
     member_of(key).map_err(|_| Error::Rejected(bad_key()))?;
-    let name = format!("wp--{key}");
-    let done = rt
-        .engine
-        .run(
-            rt,
-            NewOp {
-                kind: REFILL,
-                tenant_id: None,
-                tenant_name: &name,
-                params: json!(Params {
-                    id,
-                    key: key.to_string(),
-                    target
-                }),
-                idempotency: None,
-            },
-        )
-        .await?;
-    let made = match done {
-        ops::Done::Finished(outcome) => outcome["made"] == true,
-        ops::Done::Replay(_) => false,
-    };
-    Ok(made.then(|| Member {
+    let params = json!(Params {
         id,
         key: key.to_string(),
-        isolation: Isolation::Database,
-        template_version: rt.template.latest_version(),
-        server: DEFAULT.to_string(),
-        credentials: None,
-    }))
+        target
+    });
+    let at = (DEFAULT, Isolation::Database);
+    super::warm_pool::run_refill(rt, REFILL, params, (id, key), at).await
 }
 
 /// 1. The member's roles, unless the pool is full: NOLOGIN, in one transaction with
@@ -309,24 +266,8 @@ fn publish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 /// Drops one database-mode member whose template version is not the current one
 /// (`only`: that member, if it is stale). Returns it, or `None` when none is stale.
 pub async fn recycle_one(rt: &Runtime, only: Option<&str>) -> Result<Option<Member>, Error> {
-    let done = rt
-        .engine
-        .run(
-            rt,
-            NewOp {
-                kind: RECYCLE,
-                tenant_id: None,
-                tenant_name: "wp--recycle",
-                params: json!({"only": only}),
-                idempotency: None,
-            },
-        )
-        .await?;
-    Ok(super::warm_pool::taken_member(
-        done,
-        DEFAULT,
-        Isolation::Database,
-    ))
+    let at = (DEFAULT, Isolation::Database);
+    super::warm_pool::run_recycle(rt, RECYCLE, json!({"only": only}), at).await
 }
 
 /// 1. A stale member's row taken (deleted: no claim can get it from now on).

@@ -24,7 +24,7 @@ use super::create_placed::view_of;
 use super::warm_pool::{bad_key, member_of};
 use super::{failed, step_error, Error, Runtime};
 use crate::names::Slug;
-use crate::ops::{self, Kind, NewOp, Run, Step, StepFuture};
+use crate::ops::{Kind, Run, Step, StepFuture};
 use crate::store::tenants::Isolation;
 use crate::store::warm_pool::{self as store, Member};
 use crate::tenant::{placed, placed_members};
@@ -63,27 +63,7 @@ pub fn kinds() -> Vec<Kind<Runtime>> {
             // a crash undoes the member.
             point_of_no_return: 2,
         },
-        Kind {
-            name: RECYCLE,
-            steps: vec![
-                Step {
-                    name: "take",
-                    reaches_out: false,
-                    apply: take,
-                    compensate: None,
-                    skip: None,
-                },
-                Step {
-                    name: "drop",
-                    reaches_out: true,
-                    apply: drop_member,
-                    compensate: None,
-                    skip: None,
-                },
-            ],
-            // Once its row is gone the member is nobody's: the drop is finished.
-            point_of_no_return: 1,
-        },
+        super::warm_pool::recycle_kind(RECYCLE, take, drop_member),
     ]
 }
 
@@ -109,37 +89,14 @@ pub async fn refill_one(
 ) -> Result<Option<Member>, Error> {
     Slug::warm_member(key).ok_or_else(|| Error::Rejected(bad_key()))?;
     let id = Uuid::now_v7();
-    let done = rt
-        .engine
-        .run(
-            rt,
-            NewOp {
-                kind: REFILL,
-                tenant_id: None,
-                tenant_name: &format!("wp--{key}"),
-                params: json!(Params {
-                    id,
-                    key: key.to_string(),
-                    server: server.to_string(),
-                    isolation,
-                    target
-                }),
-                idempotency: None,
-            },
-        )
-        .await?;
-    let made = match done {
-        ops::Done::Finished(outcome) => outcome["made"] == true,
-        ops::Done::Replay(_) => false,
-    };
-    Ok(made.then(|| Member {
+    let params = json!(Params {
         id,
         key: key.to_string(),
-        isolation,
-        template_version: rt.template.latest_version(),
         server: server.to_string(),
-        credentials: None,
-    }))
+        isolation,
+        target
+    });
+    super::warm_pool::run_refill(rt, REFILL, params, (id, key), (server, isolation)).await
 }
 
 /// 1. Whether the server's pool is full, under its refill lock (refills of one server
@@ -296,20 +253,7 @@ pub async fn recycle_one(
         only,
         any,
     };
-    let done = rt
-        .engine
-        .run(
-            rt,
-            NewOp {
-                kind: RECYCLE,
-                tenant_id: None,
-                tenant_name: "wp--recycle",
-                params: json!(params),
-                idempotency: None,
-            },
-        )
-        .await?;
-    Ok(super::warm_pool::taken_member(done, server, isolation))
+    super::warm_pool::run_recycle(rt, RECYCLE, json!(params), (server, isolation)).await
 }
 
 /// 1. The member's row taken (deleted: no claim can get it from now on).
