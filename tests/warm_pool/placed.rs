@@ -249,6 +249,19 @@ async fn a_draining_server_is_not_refilled_and_a_removed_one_leaves_no_member() 
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(fill(&o.rt, targets(2, 0)).await.made, 3);
     assert_eq!(member_schemas(&pg3).await.len(), 2);
+    // A member a refill publishes after the remove dropped them (the remove without its
+    // `before_remove`, as that race leaves it): 409 naming the members, nothing gone.
+    match berqenas::workflows::servers::remove(&o.rt.platform, "pg3", "test").await {
+        Err(berqenas::workflows::servers::Error::Rejected(p)) => {
+            assert_eq!(p.code, "server_not_empty", "{p:?}");
+            assert!(p.message.contains("2 warm pool member(s)"), "{p:?}");
+        }
+        other => panic!("a server holding members was removed: {other:?}"),
+    }
+    let (s, v) = o.app.call(Method::GET, "/api/v1/servers/pg3", None).await;
+    assert_eq!(s, StatusCode::OK, "the refused remove took the server: {v}");
+    assert_eq!(member_schemas(&pg3).await.len(), 2);
+    assert_eq!(keys_on(&o.pg, "pg3").await.len(), 2);
     // Removing it (no tenant there) drops its members first.
     let (s, v) = o
         .app
