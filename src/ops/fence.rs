@@ -89,6 +89,25 @@ pub async fn acquire(
     Ok(())
 }
 
+/// [`acquire`] of a tenant the caller's transaction registered (no other operation
+/// can own it yet), pipelined with the step's journal row (`outcome`, as
+/// [`Run::applied_in`]): one round trip.
+pub async fn acquire_registered(
+    tx: &impl GenericClient,
+    run: &mut Run,
+    tenant: Uuid,
+    outcome: &serde_json::Value,
+) -> Result<(), StepError> {
+    let id = run.id;
+    let (taken, applied) = tokio::join!(
+        store::take_ownership(tx, tenant, id),
+        run.applied_in(tx, outcome)
+    );
+    run.generation = Some(taken.map_err(StepError::failed)?);
+    run.tenant_id = Some(tenant);
+    applied
+}
+
 /// Checks (row locked: the caller holds the name lock) that the run still owns its
 /// tenant at the generation it took it at.
 pub async fn check(tx: &impl GenericClient, run: &Run) -> Result<(), StepError> {
@@ -123,6 +142,13 @@ pub async fn release(tx: &impl GenericClient, run: &Run) -> Result<(), StepError
             .map_err(StepError::failed)?;
     }
     Ok(())
+}
+
+/// [`release`] by ids, for a step that records itself beside it (one borrow of the run).
+pub async fn release_by(tx: &impl GenericClient, tenant: Uuid, op: Uuid) -> Result<(), StepError> {
+    store::release_ownership(tx, tenant, op)
+        .await
+        .map_err(StepError::failed)
 }
 
 /// For a change made in one transaction: the tenant's row is locked (the caller holds

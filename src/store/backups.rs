@@ -204,12 +204,12 @@ pub async fn policy_of_tenant(
 
 /// A plan's default policy, if it has one.
 pub async fn policy_of_plan(c: &impl GenericClient, plan: &str) -> Result<Option<BackupPolicy>> {
-    let row = c
-        .query_opt(
+    let stmt = c
+        .prepare_cached(
             "SELECT schedule, retention_days, encryption FROM berqenas.plan_backup_policies WHERE plan = $1",
-            &[&plan],
         )
         .await?;
+    let row = c.query_opt(&stmt, &[&plan]).await?;
     Ok(row.map(|r| BackupPolicy {
         schedule: Some(r.get(0)),
         retention_days: r.get(1),

@@ -342,13 +342,15 @@ pub async fn bump_if_restricted(
     tenant: Uuid,
     vpn_enabled: bool,
 ) -> Result<Option<i64>> {
-    Ok(c.query_opt(
-        "UPDATE berqenas.network_state SET generation = generation + 1
+    let stmt = c
+        .prepare_cached(
+            "UPDATE berqenas.network_state SET generation = generation + 1
               WHERE $2 OR EXISTS (SELECT 1 FROM berqenas.firewall_rules WHERE tenant_id = $1)
                        OR EXISTS (SELECT 1 FROM berqenas.vpn_peers WHERE tenant_id = $1)
              RETURNING generation",
-        &[&tenant, &vpn_enabled],
-    )
-    .await?
-    .map(|r| r.get(0)))
+        )
+        .await?;
+    Ok(c.query_opt(&stmt, &[&tenant, &vpn_enabled])
+        .await?
+        .map(|r| r.get(0)))
 }

@@ -378,22 +378,23 @@ pub async fn lock_ownership(c: &impl GenericClient, tenant: Uuid) -> Result<Opti
 
 /// Makes `op` the tenant's owner; returns the new generation.
 pub async fn take_ownership(c: &impl GenericClient, tenant: Uuid, op: Uuid) -> Result<i64> {
-    Ok(c.query_one(
-        "UPDATE berqenas.tenants SET owner_op = $2, generation = generation + 1
+    let stmt = c
+        .prepare_cached(
+            "UPDATE berqenas.tenants SET owner_op = $2, generation = generation + 1
               WHERE id = $1 RETURNING generation",
-        &[&tenant, &op],
-    )
-    .await?
-    .get(0))
+        )
+        .await?;
+    Ok(c.query_one(&stmt, &[&tenant, &op]).await?.get(0))
 }
 
 /// Gives the tenant up, if `op` still owns it.
 pub async fn release_ownership(c: &impl GenericClient, tenant: Uuid, op: Uuid) -> Result<()> {
-    c.execute(
-        "UPDATE berqenas.tenants SET owner_op = NULL WHERE id = $1 AND owner_op = $2",
-        &[&tenant, &op],
-    )
-    .await?;
+    let stmt = c
+        .prepare_cached(
+            "UPDATE berqenas.tenants SET owner_op = NULL WHERE id = $1 AND owner_op = $2",
+        )
+        .await?;
+    c.execute(&stmt, &[&tenant, &op]).await?;
     Ok(())
 }
 

@@ -86,13 +86,16 @@ pub async fn create_default(
     builtin: &Value,
     actor: &str,
 ) -> Result<()> {
-    c.execute(
-        "INSERT INTO berqenas.tenant_configs (tenant_id, version, config, patch, actor)
-         SELECT $1, 1, COALESCE((SELECT defaults FROM berqenas.plan_config_defaults WHERE plan = $2), $3)
-                       || jsonb_build_object('plan', $2::text), NULL, $4",
-        &[&tenant_id, &plan, &builtin, &actor],
-    )
-    .await?;
+    // Cached: a create's statement, on its path every time.
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO berqenas.tenant_configs (tenant_id, version, config, patch, actor)
+             SELECT $1, 1, COALESCE((SELECT defaults FROM berqenas.plan_config_defaults WHERE plan = $2), $3)
+                           || jsonb_build_object('plan', $2::text), NULL, $4",
+        )
+        .await?;
+    c.execute(&stmt, &[&tenant_id, &plan, &builtin, &actor])
+        .await?;
     Ok(())
 }
 

@@ -237,15 +237,17 @@ pub struct Registered {
 }
 
 /// The tenant's roles and its registry row (status `provisioning`), inside the
-/// caller's transaction; the caller holds the name lock. The password is sealed into
-/// the registry (a later step opens it from there).
+/// caller's transaction; the caller holds (or has queued before this) the name lock
+/// and has [`super::create::precheck`]ed. The password is sealed into the registry (a
+/// later step opens it from there).
 pub async fn register(
     p: &Platform,
     tx: &Transaction<'_>,
     v: &Validated,
+    pre: super::create::Prechecked,
     tenant_id: Uuid,
 ) -> Result<Registered> {
-    register_from(p, tx, v, tenant_id, None).await
+    register_from(p, tx, v, pre, tenant_id, None).await
 }
 
 /// [`register`] of a warm pool member the caller claimed in this transaction: its
@@ -256,21 +258,23 @@ pub async fn register_claimed(
     p: &Platform,
     tx: &Transaction<'_>,
     v: &Validated,
+    pre: super::create::Prechecked,
     tenant_id: Uuid,
     member: &Member,
 ) -> Result<Registered> {
-    register_from(p, tx, v, tenant_id, Some(member)).await
+    register_from(p, tx, v, pre, tenant_id, Some(member)).await
 }
 
 async fn register_from(
     p: &Platform,
     tx: &Transaction<'_>,
     v: &Validated,
+    pre: super::create::Prechecked,
     tenant_id: Uuid,
     member: Option<&Member>,
 ) -> Result<Registered> {
     let slug = &v.slug;
-    let plan = super::create::precheck(tx, v).await?.plan;
+    let plan = pre.plan;
     let quota = v.db_quota_bytes.unwrap_or(plan.quotas.db_quota_bytes);
     let trial_days = v.trial_days(&plan);
     let login = super::credentials::login_for(p, member).await?;
@@ -290,39 +294,43 @@ async fn register_from(
             !p.caps.superuser,
         ),
     };
-    tx.batch_execute(&made)
-        .await
-        .map_err(|e| service::taken(e, slug))?;
     let roles: Vec<String> = slug.fixed_role_names();
-    // A claimed member's roles were checked at its refill; a claim changes none of
-    // their privileges.
-    if member.is_none() {
-        hardening::check(tx, &roles).await?;
-    }
     let database = slug.schema();
-    tenants::insert(
-        tx,
-        &tenants::NewTenant {
-            id: tenant_id,
-            name: slug.as_str(),
-            status: Status::Provisioning,
-            plan: &plan.name,
-            isolation: Isolation::Database,
-            schema: Some(slug.schema().as_str()),
-            database: database.as_str(),
-            login_role: slug.login_role().as_str(),
-            owner_role: slug.owner_role().as_str(),
-            db_quota_bytes: quota,
-            vpn_enabled: v.vpn_enabled,
-            public_api: v.public_api,
-            template_version: p.template.latest_version(),
-            metadata: &v.metadata,
-            credentials: &login.sealed,
-            trial_days,
+    let (login_role, owner_role) = (slug.login_role(), slug.owner_role());
+    let row = tenants::NewTenant {
+        id: tenant_id,
+        name: slug.as_str(),
+        status: Status::Provisioning,
+        plan: &plan.name,
+        isolation: Isolation::Database,
+        schema: Some(database.as_str()),
+        database: database.as_str(),
+        login_role: login_role.as_str(),
+        owner_role: owner_role.as_str(),
+        db_quota_bytes: quota,
+        vpn_enabled: v.vpn_enabled,
+        public_api: v.public_api,
+        template_version: p.template.latest_version(),
+        metadata: &v.metadata,
+        credentials: &login.sealed,
+        trial_days,
+    };
+    // Pipelined: one round trip; the first error in queue order is the one reported.
+    let (made, checked, inserted) = tokio::join!(
+        tx.batch_execute(&made),
+        async {
+            // A claimed member's roles were checked at its refill; a claim changes
+            // none of their privileges.
+            match member {
+                None => hardening::check(tx, &roles).await,
+                Some(_) => Ok(()),
+            }
         },
-    )
-    .await
-    .map_err(|e| service::taken_row(e, slug))?;
+        tenants::insert(tx, &row),
+    );
+    made.map_err(|e| service::taken(e, slug))?;
+    checked?;
+    inserted.map_err(|e| service::taken_row(e, slug))?;
     Ok(Registered {
         tenant_id,
         plan: plan.name,
@@ -520,32 +528,30 @@ async fn sync_realtime_gate(
     Ok(())
 }
 
-/// The tenant becomes active (or trial), with its first API key; inside the caller's
-/// transaction. Returns the tenant, the key, and the key as the `tenant.created` event
+/// The tenant becomes active (or trial), with its first API key `key`; inside the
+/// caller's transaction. Returns the tenant, and the key as the `tenant.created` event
 /// names it.
 pub async fn activate(
-    p: &Platform,
     tx: &Transaction<'_>,
     r: &Registered,
-) -> Result<(
-    super::Tenant,
-    apikey::NewApiKey,
-    crate::store::outbox::data::KeyRef,
-)> {
+    key: &apikey::NewApiKey,
+) -> Result<(super::Tenant, crate::store::outbox::data::KeyRef)> {
     let status = if r.trial_days > 0 {
         Status::Trial
     } else {
         Status::Active
     };
-    let tenant = tenants::set_status(tx, r.tenant_id, status).await?;
-    let key = apikey::generate(&p.key);
-    let stored =
-        store::api_keys::insert(tx, r.tenant_id, None, None, &key.public_id, &key.hash).await?;
+    // Pipelined: one round trip.
+    let (tenant, stored) = tokio::join!(
+        tenants::set_status(tx, r.tenant_id, status),
+        store::api_keys::insert(tx, r.tenant_id, None, None, &key.public_id, &key.hash),
+    );
+    let (tenant, stored) = (tenant?, stored?);
     let key_ref = crate::store::outbox::data::KeyRef {
         id: stored.id,
         prefix: stored.prefix,
     };
-    Ok((tenant, key, key_ref))
+    Ok((tenant, key_ref))
 }
 
 /// The audit row of a tenant created in steps (database mode, and a staged schema- or

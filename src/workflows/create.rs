@@ -316,30 +316,32 @@ fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let params: Params = run.params()?;
         let mut client = p.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
-        fence::lock_name(&tx, params.name.as_str()).await?;
-        // The onboarding steps this create runs, read beside the registration (the
-        // two statements pipelined: no round trip of their own).
+        // What it reads and the name lock, pipelined (one round trip): the onboarding
+        // steps this create runs, a warm pool member (docs/warm_pool.md) claimed in
+        // this transaction (a crash before it commits gives the member back; after,
+        // the tenant owns what was the member's, and `unregister` drops it all), and
+        // the name and the plan.
         let validated = params.validated();
-        // A warm pool member (docs/warm_pool.md), claimed in this transaction: a crash
-        // before it commits gives the member back; after, the tenant owns what was
-        // the member's, and `unregister` drops it all.
-        let (member, onboarding) = tokio::join!(
+        let (locked, member, onboarding, pre) = tokio::join!(
+            fence::lock_name(&tx, params.name.as_str()),
             super::warm_pool::claim(p, &tx, &validated),
             crate::store::onboarding::matching(&tx, &params.plan, "database"),
+            domain::precheck(&tx, &validated),
         );
-        let registered = match member.map_err(step_error)? {
-            Some(m) => {
-                database_mode::register_claimed(p, &tx, &validated, params.tenant_id, &m).await
-            }
-            None => database_mode::register(p, &tx, &validated, params.tenant_id).await,
-        };
-        let registered = registered.map_err(step_error)?;
+        locked?;
+        let member = member.map_err(step_error)?;
         let onboarding: Vec<String> = onboarding
             .map_err(failed)?
             .into_iter()
             .map(|s| s.name)
             .collect();
-        fence::acquire(&tx, run, params.tenant_id).await?;
+        let pre = pre.map_err(step_error)?;
+        let (v, id) = (&validated, params.tenant_id);
+        let registered = match member {
+            Some(m) => database_mode::register_claimed(p, &tx, v, pre, id, &m).await,
+            None => database_mode::register(p, &tx, v, pre, id).await,
+        };
+        let registered = registered.map_err(step_error)?;
         if params.vpn_enabled {
             crate::network::pool::allocate(&tx, &p.network.pool, params.tenant_id)
                 .await
@@ -347,7 +349,7 @@ fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         }
         let mut outcome = serde_json::to_value(&registered).map_err(failed)?;
         outcome["onboarding"] = json!(onboarding);
-        run.applied_in(&tx, &outcome).await?;
+        fence::acquire_registered(&tx, run, params.tenant_id, &outcome).await?;
         tx.commit().await.map_err(failed)?;
         Ok(outcome)
     })
@@ -540,67 +542,81 @@ pub(super) async fn activate_registered(
             None => Ok(()),
         }
     };
+    // Pipelined in three round trips after `BEGIN`, as the one-transaction create's
+    // (workflows/create_one.rs): what it checks and writes, what it records (the
+    // audit row there: its chain lock is held until the commit), the network's turn.
+    // Statements run in the order they are queued; once one fails the rest fail with
+    // the aborted transaction, so the first error in queue order is the one reported.
+    let (op, tenant_id) = (run.id, registered.tenant_id);
     let activation = async {
-        fence::lock_name(&tx, how.name.as_str()).await?;
-        fence::check(&tx, run).await?;
-        let (tenant, key, key_ref) = database_mode::activate(p, &tx, &registered)
-            .await
-            .map_err(step_error)?;
-        // The configuration's version 1 is pipelined beside the policy: no round trip.
-        let (policy, config) = tokio::join!(
+        let key = crate::apikey::generate(&p.key);
+        let (locked, owned, activated, policy, config, sealed) = tokio::join!(
+            fence::lock_name(&tx, how.name.as_str()),
+            fence::check(&tx, run),
+            database_mode::activate(&tx, &registered, &key),
             crate::backup::policy::apply_at_create(
                 &tx,
-                tenant.id,
+                tenant_id,
                 &registered.plan,
                 how.backup_schedule,
             ),
-            crate::tenantconfig::create_default(&tx, tenant.id, &registered.plan, how.actor),
+            crate::tenantconfig::create_default(&tx, tenant_id, &registered.plan, how.actor),
+            crate::store::tenants::sealed_credentials(&tx, tenant_id),
         );
+        locked?;
+        owned?;
+        let (tenant, key_ref) = activated.map_err(step_error)?;
         policy.map_err(super::backups::backup_error)?;
         config.map_err(|e| super::refusal(e.into()))?;
-        if how.announce {
-            crate::tenant::create::announce_created(&tx, &tenant, key_ref, None)
-                .await
-                .map_err(step_error)?;
-        }
-        database_mode::audit_created(&tx, &tenant, &registered, &key.public_id, how.actor, run.id)
-            .await
-            .map_err(step_error)?;
-        let sealed = crate::store::tenants::sealed_credentials(&tx, tenant.id)
-            .await
-            .map_err(failed)?;
-        let password = service::open_password(p, &sealed).map_err(step_error)?;
+        let password = service::open_password(p, &sealed.map_err(failed)?).map_err(step_error)?;
         let credentials = service::credentials_on(
             &p.endpoint_of(&tenant.server),
             tenant.role.as_str(),
             tenant.database.as_str(),
             password,
         );
+        let key_prefix = key.public_id;
         let created = CreatedTenant {
             tenant,
             api_key: key.plaintext,
             credentials,
         };
-        fence::release(&tx, run).await?;
-        let network = if how.network {
-            super::network::touch(p, &tx, &created.tenant, false)
-                .await
-                .map_err(super::refusal)?
-        } else {
-            None
-        };
-        let outcome = json!({"tenant_id": created.tenant.id, "answer": seal_value(p, &created)?});
+        let t = &created.tenant;
+        let outcome = json!({"tenant_id": t.id, "answer": seal_value(p, &created)?});
         let response = seal_response(
             p,
             &StoredResponse::Success(serde_json::to_value(&created).map_err(failed)?),
         )
         .map_err(step_error)?;
-        Ok::<_, StepError>((outcome, response, network))
+        let (announced, audited, released, finished) = tokio::join!(
+            async {
+                match how.announce {
+                    true => crate::tenant::create::announce_created(&tx, t, key_ref, None).await,
+                    false => Ok(()),
+                }
+            },
+            database_mode::audit_created(&tx, t, &registered, &key_prefix, how.actor, op),
+            fence::release_by(&tx, tenant_id, op),
+            // Undone with the transaction if the work alongside fails: the engine
+            // reads a run's `closed` only after its step succeeded.
+            run.finish_in(&tx, &outcome, Some(&response)),
+        );
+        announced.map_err(step_error)?;
+        audited.map_err(step_error)?;
+        released?;
+        finished?;
+        // After the audit row: one lock order (the chain's head, then the network's).
+        let network = match how.network {
+            true => super::network::touch(p, &tx, t, false)
+                .await
+                .map_err(super::refusal)?,
+            false => None,
+        };
+        Ok::<_, StepError>((outcome, network))
     };
     let (activation, alongside) = tokio::join!(activation, alongside);
-    let (outcome, response, network) = activation?;
+    let (outcome, network) = activation?;
     alongside?;
-    run.finish_in(&tx, &outcome, Some(&response)).await?;
     tx.commit().await.map_err(failed)?;
     drop(client);
     super::network::follow(p, network).await;

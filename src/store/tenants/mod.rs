@@ -339,12 +339,12 @@ pub async fn update(c: &impl GenericClient, id: Uuid, ch: &Changes<'_>) -> Resul
 }
 
 pub async fn set_status(c: &impl GenericClient, id: Uuid, status: Status) -> Result<Tenant> {
-    let row = c
-        .query_opt(
-            &changed("UPDATE berqenas.tenants SET status = $2, updated_at = now() WHERE id = $1"),
-            &[&id, &status.as_str()],
-        )
+    let stmt = c
+        .prepare_cached(&changed(
+            "UPDATE berqenas.tenants SET status = $2, updated_at = now() WHERE id = $1",
+        ))
         .await?;
+    let row = c.query_opt(&stmt, &[&id, &status.as_str()]).await?;
     tenant(&found(row)?)
 }
 
@@ -367,12 +367,10 @@ pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<()> {
 
 /// The tenant's sealed login password.
 pub async fn sealed_credentials(c: &impl GenericClient, id: Uuid) -> Result<Vec<u8>> {
-    let row = c
-        .query_opt(
-            "SELECT credentials FROM berqenas.tenants WHERE id = $1",
-            &[&id],
-        )
+    let stmt = c
+        .prepare_cached("SELECT credentials FROM berqenas.tenants WHERE id = $1")
         .await?;
+    let row = c.query_opt(&stmt, &[&id]).await?;
     Ok(found(row)?.get(0))
 }
 
