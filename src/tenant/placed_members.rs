@@ -78,9 +78,10 @@ pub async fn set_password(view: &Platform, member: &Slug, verifier: &str) -> Res
 /// The claim on the server: the member's schema (or database) and roles renamed to
 /// the tenant's, its login role given LOGIN, the plan's limits and `search_path`, in
 /// one transaction there (a create's order, so the catalog reads as a tenant made from
-/// scratch); database mode, then the schema inside renamed and the realtime gate's
-/// limits set. Runs again after a crash: tenant roles there mean the rename committed
-/// (the caller checked, before it declared the claim, that none were).
+/// scratch). In database mode the schema inside is renamed and the realtime gate's
+/// limits set by the caller after this (`database_mode::configure_claimed`). Runs
+/// again after a crash: tenant roles there mean the rename committed (the caller
+/// checked, before it declared the claim, that none were).
 pub async fn claim(
     control: &Platform,
     view: &Platform,
@@ -111,9 +112,6 @@ pub async fn claim(
             .await
             .map_err(|e| service::taken(e, slug))?;
         tx.commit().await?;
-    }
-    if mode == Mode::Database {
-        database_mode::configure_claimed(view, slug, member_key).await?;
     }
     Ok(())
 }

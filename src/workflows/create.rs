@@ -87,7 +87,7 @@ fn claimed_a_member(run: &Run) -> bool {
 /// its schema's name and the gate's limits are left), when no step in between (a
 /// vector store, an integration) could need it done first. The two connections' work
 /// then overlaps: the claim's time is the slower of the two, not their sum.
-fn configured_at_activation(run: &Run) -> bool {
+pub(super) fn configured_at_activation(run: &Run) -> bool {
     claimed_a_member(run)
         && super::vector_store::not_asked(run)
         && super::onboarding::none_matched(run)
@@ -461,9 +461,10 @@ fn configure<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 }
 
 /// The clone (or the claimed `member`'s database) made the tenant's: see `configure`.
-/// Running it again after it committed changes nothing.
-async fn configure_database(
-    p: &Runtime,
+/// Running it again after it committed changes nothing. `p`: the tenant's server (a
+/// view, for a placed create).
+pub(super) async fn configure_database(
+    p: &Platform,
     slug: &Slug,
     member: Option<&str>,
 ) -> Result<(), StepError> {

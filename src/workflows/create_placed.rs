@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::create::{activate_registered, Activation};
+use super::create::{
+    activate_registered, configure_database, configured_at_activation, Activation, Alongside,
+};
 use super::{failed, step_error, Error, Runtime};
 use crate::ops::{fence, Idempotency, Kind, Object, Run, Step, StepError, StepFuture};
 use crate::tenant::create::{CreatedTenant, Validated};
@@ -289,14 +291,21 @@ fn provision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             Some((key, _)) => {
                 placed_members::claim(p, &view, slug, key, params.isolation, &registered)
                     .await
-                    .map_err(step_error)?
+                    .map_err(step_error)?;
+                // Inside the database now, or beside activation when nothing runs in
+                // between (as on `default`: `create::configured_at_activation`).
+                if params.isolation == Isolation::Database && !configured_at_activation(run) {
+                    configure_database(&view, slug, Some(key)).await?;
+                }
             }
-            None => make(p, &view, &params, &registered).await?,
-        }
-        if params.isolation == Isolation::Database {
-            super::pooler::prepare_tenant_database(&view, slug.schema().as_str())
-                .await
-                .map_err(failed)?;
+            None => {
+                make(p, &view, &params, &registered).await?;
+                if params.isolation == Isolation::Database {
+                    super::pooler::prepare_tenant_database(&view, slug.schema().as_str())
+                        .await
+                        .map_err(failed)?;
+                }
+            }
         }
         Ok(json!({"server": params.server, "claimed": claimed.is_some()}))
     })
@@ -393,7 +402,12 @@ fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: Params = run.params()?;
         // The tenant's credentials name its server's host and port.
-        view_of(p, &params.server).await?;
+        let view = view_of(p, &params.server).await?;
+        let member = match params.isolation == Isolation::Database && configured_at_activation(run)
+        {
+            true => claimed(run)?.map(|(key, _)| key),
+            false => None,
+        };
         let how = Activation {
             registered_by: "register",
             name: &params.name,
@@ -401,7 +415,10 @@ fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             backup_schedule: params.backup_schedule.as_deref(),
             announce: params.announce,
             network: params.vpn_enabled,
-            alongside: None,
+            alongside: member.map(|m| -> Alongside<'_> {
+                let (view, name) = (&view, &params.name);
+                Box::pin(async move { configure_database(view, name, Some(&m)).await })
+            }),
         };
         activate_registered(p, run, how).await
     })
