@@ -136,12 +136,10 @@ pub async fn owns(tx: &impl GenericClient, run: &Run) -> Result<bool, StepError>
 
 /// Gives the tenant up (the last step, or the end of a compensation).
 pub async fn release(tx: &impl GenericClient, run: &Run) -> Result<(), StepError> {
-    if let Some(t) = run.tenant_id {
-        store::release_ownership(tx, t, run.id)
-            .await
-            .map_err(StepError::failed)?;
+    match run.tenant_id {
+        Some(t) => release_by(tx, t, run.id).await,
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// [`release`] by ids, for a step that records itself beside it (one borrow of the run).

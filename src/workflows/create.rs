@@ -543,9 +543,10 @@ pub(super) async fn activate_registered(
             None => Ok(()),
         }
     };
-    // Pipelined in three round trips after `BEGIN`, as the one-transaction create's
-    // (workflows/create_one.rs): what it checks and writes, what it records (the
-    // audit row there: its chain lock is held until the commit), the network's turn.
+    // Pipelined in two round trips after `BEGIN`, as the one-transaction create's
+    // (workflows/create_one.rs): what it checks and writes, then what it records (the
+    // audit row there, its chain lock held until the commit, then the network's turn:
+    // one lock order, the chain's head before the network's).
     // Statements run in the order they are queued; once one fails the rest fail with
     // the aborted transaction, so the first error in queue order is the one reported.
     let (op, tenant_id) = (run.id, registered.tenant_id);
@@ -589,7 +590,7 @@ pub(super) async fn activate_registered(
             &StoredResponse::Success(serde_json::to_value(&created).map_err(failed)?),
         )
         .map_err(step_error)?;
-        let (announced, audited, released, finished) = tokio::join!(
+        let (announced, audited, network, released, finished) = tokio::join!(
             async {
                 match how.announce {
                     true => crate::tenant::create::announce_created(&tx, t, key_ref, None).await,
@@ -597,6 +598,12 @@ pub(super) async fn activate_registered(
                 }
             },
             database_mode::audit_created(&tx, t, &registered, &key_prefix, how.actor, op),
+            async {
+                match how.network {
+                    true => super::network::touch(p, &tx, t, false).await,
+                    false => Ok(None),
+                }
+            },
             fence::release_by(&tx, tenant_id, op),
             // Undone with the transaction if the work alongside fails: the engine
             // reads a run's `closed` only after its step succeeded.
@@ -604,15 +611,9 @@ pub(super) async fn activate_registered(
         );
         announced.map_err(step_error)?;
         audited.map_err(step_error)?;
+        let network = network.map_err(super::refusal)?;
         released?;
         finished?;
-        // After the audit row: one lock order (the chain's head, then the network's).
-        let network = match how.network {
-            true => super::network::touch(p, &tx, t, false)
-                .await
-                .map_err(super::refusal)?,
-            false => None,
-        };
         Ok::<_, StepError>((outcome, network))
     };
     let (activation, alongside) = tokio::join!(activation, alongside);

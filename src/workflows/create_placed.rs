@@ -237,6 +237,13 @@ fn claimed(run: &Run) -> Result<Option<(String, Slug)>, StepError> {
         .transpose()
 }
 
+/// Whether a claimed database's inside (its schema's rename, the gate's limits) is
+/// done beside activation's transaction rather than at the end of `provision`: when
+/// nothing runs in between, as on `default` (`create::configured_at_activation`).
+fn configured_beside(run: &Run, params: &Params) -> bool {
+    params.isolation == Isolation::Database && configured_at_activation(run)
+}
+
 /// Drops the registry row, if this operation still owns the tenant; and a member it
 /// claimed, wherever `provision` left it (never renamed: still the member's names).
 fn unregister<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
@@ -292,9 +299,7 @@ fn provision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 placed_members::claim(p, &view, slug, key, params.isolation, &registered)
                     .await
                     .map_err(step_error)?;
-                // Inside the database now, or beside activation when nothing runs in
-                // between (as on `default`: `create::configured_at_activation`).
-                if params.isolation == Isolation::Database && !configured_at_activation(run) {
+                if params.isolation == Isolation::Database && !configured_beside(run, &params) {
                     configure_database(&view, slug, Some(key)).await?;
                 }
             }
@@ -403,8 +408,7 @@ fn activate<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let params: Params = run.params()?;
         // The tenant's credentials name its server's host and port.
         let view = view_of(p, &params.server).await?;
-        let member = match params.isolation == Isolation::Database && configured_at_activation(run)
-        {
+        let member = match configured_beside(run, &params) {
             true => claimed(run)?.map(|(key, _)| key),
             false => None,
         };

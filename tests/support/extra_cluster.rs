@@ -62,13 +62,25 @@ pub async fn on(cluster: &Cluster, db: &str) -> tokio_postgres::Client {
 /// Starts a cluster (`label`) and registers it with `app` as the server `pg2`.
 #[allow(dead_code)] // not every test registers its cluster this way
 pub async fn register_pg2(app: &crate::common::TestApp, label: &str) -> Cluster {
-    let (cluster, url) = start_cluster(label, "pg2-Pa55-word").await;
+    register_server(app, "pg2", label, serde_json::json!({})).await
+}
+
+/// Starts a cluster (`label`) and registers it with `app` as the server `name`, with
+/// the add's other fields `more` (e.g. `{"draining": true}`).
+#[allow(dead_code)] // not every test registers its cluster this way
+pub async fn register_server(
+    app: &crate::common::TestApp,
+    name: &str,
+    label: &str,
+    more: serde_json::Value,
+) -> Cluster {
+    let (cluster, url) = start_cluster(label, &format!("{name}-Pa55-word")).await;
+    let mut add = serde_json::json!({"name": name, "url": url});
+    if let (Some(add), Some(more)) = (add.as_object_mut(), more.as_object()) {
+        add.extend(more.clone());
+    }
     let (s, b) = app
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/servers",
-            Some(serde_json::json!({"name": "pg2", "url": url})),
-        )
+        .call(reqwest::Method::POST, "/api/v1/servers", Some(add))
         .await;
     assert_eq!(s, reqwest::StatusCode::CREATED, "{b}");
     cluster

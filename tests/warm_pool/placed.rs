@@ -4,7 +4,7 @@
 //! and dropped when the server is removed.
 
 use super::*;
-use extra_cluster::{count, on, register_pg2, start_cluster};
+use extra_cluster::{count, on, register_pg2, register_server};
 
 /// The schema-mode pool rows of `server`.
 async fn keys_on(pg: &tokio_postgres::Client, server: &str) -> BTreeSet<String> {
@@ -222,17 +222,8 @@ async fn a_server_other_than_default_has_its_own_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_draining_server_is_not_refilled_and_a_removed_one_leaves_no_member() {
     let o = own("placed_rm", berqenas::template::Template::builtin()).await;
-    let (cluster, url) = start_cluster("wp-pg3", "pg3-Pa55-word").await;
+    let cluster = register_server(&o.app, "pg3", "wp-pg3", json!({"draining": true})).await;
     let pg3 = on(&cluster, "postgres").await;
-    let (s, v) = o
-        .app
-        .call(
-            Method::POST,
-            "/api/v1/servers",
-            Some(json!({"name": "pg3", "url": url, "draining": true})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(fill(&o.rt, targets(1, 0)).await.made, 1, "default's only");
     assert!(
         keys_on(&o.pg, "pg3").await.is_empty(),
@@ -278,16 +269,7 @@ async fn a_draining_server_is_not_refilled_and_a_removed_one_leaves_no_member() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_whose_connections_are_all_in_use_is_not_refilled_until_they_are_free() {
     let o = own("placed_busy", berqenas::template::Template::builtin()).await;
-    let (cluster, url) = start_cluster("wp-pg4", "pg4-Pa55-word").await;
-    let (s, v) = o
-        .app
-        .call(
-            Method::POST,
-            "/api/v1/servers",
-            Some(json!({"name": "pg4", "url": url})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let cluster = register_server(&o.app, "pg4", "wp-pg4", json!({})).await;
     // Every connection of berqenas's pool to pg4 taken, as a burst of creates there
     // would take them.
     let server = berqenas::workflows::servers::opened(&o.rt.platform, "pg4")
