@@ -22,9 +22,20 @@ extern "C" fn stop_extra() {
 /// Starts a cluster whose superuser has `password`; returns it and the URL that
 /// reaches it over TCP.
 pub async fn start_cluster(label: &str, password: &str) -> (Cluster, String) {
+    start_cluster_on(label, password, "127.0.0.1").await
+}
+
+/// [`start_cluster`] listening on `listen_addresses` (PostgreSQL's list; the URL
+/// names the first).
+pub async fn start_cluster_on(
+    label: &str,
+    password: &str,
+    listen_addresses: &str,
+) -> (Cluster, String) {
     let dir = scratch_dir(label);
     let mut opts = ClusterOptions::new(&dir);
     opts.ephemeral = true;
+    opts.listen_addresses = listen_addresses.into();
     let cluster = tokio::task::spawn_blocking(move || Cluster::ensure(&opts))
         .await
         .unwrap()
@@ -44,8 +55,9 @@ pub async fn start_cluster(label: &str, password: &str) -> (Cluster, String) {
         ))
         .await
         .unwrap();
+    let host = listen_addresses.split(',').next().unwrap_or("127.0.0.1");
     let url = format!(
-        "postgresql://{}:{password}@127.0.0.1:{}/postgres",
+        "postgresql://{}:{password}@{host}:{}/postgres",
         berqenas::pg::cluster::SUPERUSER,
         cluster.port()
     );
