@@ -184,6 +184,120 @@ async fn moving_cleanup(view: &berqenas::platform::Platform, slug: &Slug, mode: 
         .unwrap();
 }
 
+/// The tenant deletes a parent (with its children) while the first pass is held on a
+/// superuser's lock of `user_activity`, a table it copies after `applications`: the
+/// catch-up inside `precopy`, the writes still on, finds the deletion by key; the pass
+/// with the writes blocked then reads no key and copies nothing, and the target
+/// equals the source.
+async fn deleted_during_first_pass(from: Isolation, to: Isolation) {
+    let _one = serial().await;
+    let w = world().await;
+    let m = tenant(from.as_str(), to).await;
+    let view = &w.rt.platform;
+    let slug = Slug::parse(&m.name).unwrap();
+    let (source_schema, into) = if from == Isolation::Shared {
+        moving_shared::make_target(view, &slug, to, 5)
+            .await
+            .unwrap();
+        ("berqenas_shared".to_string(), false)
+    } else {
+        (stem(&m.name), true)
+    };
+    // The source's tables are all in the control database here (the pool's, or a
+    // schema-mode tenant's).
+    assert_ne!(from, Isolation::Database);
+    let locked = format!("{source_schema}.user_activity");
+    let mut holder = common::superuser().await;
+    let lock = holder.transaction().await.unwrap();
+    lock.batch_execute(&format!("LOCK TABLE {locked} IN ACCESS EXCLUSIVE MODE"))
+        .await
+        .unwrap();
+    let (id, name) = (m.id, slug.clone());
+    let first = tokio::spawn(async move {
+        let view = &world().await.rt.platform;
+        if into {
+            moving_shared::precopy_into_pool(view, &name, id, from).await
+        } else {
+            moving_shared::precopy_rows(view, &name, id, to).await
+        }
+    });
+    let watcher = common::superuser().await;
+    let waiting = format!(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '{locked}'::regclass"
+    );
+    let started = std::time::Instant::now();
+    while watcher
+        .query_one(&waiting, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the first pass never reached the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    m.tenant
+        .batch_execute(
+            "DELETE FROM deployments WHERE application_id IN (SELECT id FROM applications WHERE name = 'a5');
+             DELETE FROM applications WHERE name = 'a5';",
+        )
+        .await
+        .unwrap();
+    lock.rollback().await.unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(rows_of(&first, "applications"), json!(40), "{first}");
+    let caught = &first["caught_up"]["applications"];
+    assert_eq!(caught["deleted"], json!(1), "{first}");
+    assert_eq!(caught["keys_read"], json!(true), "{first}");
+
+    let second = if into {
+        moving_shared::copy_into_pool(view, &slug, m.id, from, first["since"].as_i64()).await
+    } else {
+        moving_shared::copy_rows(view, &slug, m.id, to, first["since"].as_i64()).await
+    }
+    .unwrap();
+    for table in ["applications", "deployments", "resources"] {
+        let t = rows_of(&second, table);
+        assert_eq!(t["keys_read"], json!(false), "{table}: {second}");
+        assert_eq!(t["deleted"], json!(0), "{table}: {second}");
+        assert_eq!(t["copied"], json!(0), "{table}: {second}");
+    }
+    let source = m.at_source().await;
+    if into {
+        let pool = common::superuser().await;
+        let id = m.id.to_string();
+        assert_eq!(sums(&pool, "berqenas_shared", Some(&id)).await, source);
+        moving_shared::purge_pool_rows(view, m.id).await.unwrap();
+    } else {
+        let target = if to == Isolation::Database {
+            common::superuser_in(&stem(&m.name)).await
+        } else {
+            common::superuser().await
+        };
+        assert_eq!(sums(&target, &stem(&m.name), None).await, source);
+        moving_cleanup(view, &slug, to).await;
+    }
+}
+
+#[test]
+fn a_deletion_during_the_first_pass_into_the_pool_is_caught_up_with_the_writes_on() {
+    rt().block_on(deleted_during_first_pass(
+        Isolation::Schema,
+        Isolation::Shared,
+    ));
+}
+
+#[test]
+fn a_deletion_during_the_first_pass_out_of_the_pool_is_caught_up_with_the_writes_on() {
+    rt().block_on(deleted_during_first_pass(
+        Isolation::Shared,
+        Isolation::Database,
+    ));
+}
+
 #[test]
 fn the_second_pass_out_of_the_pool_into_a_schema_carries_every_change() {
     rt().block_on(out_of_pool(Isolation::Schema));

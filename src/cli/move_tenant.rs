@@ -103,7 +103,12 @@ async fn watch(client: &Client, mut op: Operation, format: Format) -> anyhow::Re
                     // what changed since with them blocked.
                     (Some(sum), "precopy", _) => {
                         let ms = field(sum, "ms").unwrap_or_default();
-                        format!("precopy: the rows copied in {ms} ms (writes still on)")
+                        match field(sum, "bulk_ms") {
+                            Some(bulk) => format!(
+                                "precopy: the rows copied in {bulk} ms, then what changed meanwhile: {ms} ms in all (writes still on)"
+                            ),
+                            None => format!("precopy: the rows copied in {ms} ms (writes still on)"),
+                        }
                     }
                     (Some(sum), "copy", _) if field(sum, "ms").is_some() => {
                         let ms = field(sum, "ms").unwrap_or_default();
