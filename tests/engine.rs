@@ -505,3 +505,66 @@ async fn a_journal_from_a_build_with_other_steps_is_left_as_it_is() {
     third.reconcile(&cx).await.unwrap();
     assert_eq!(op_state(&n).await.0, "succeeded");
 }
+
+/// An operation an older build began, whose kind had no `check` step then (so its
+/// point of no return, `finish`, was at index 2), killed before `finish` with
+/// `make_role` and `scratch` applied: this build, whose kind has `check` before
+/// `finish`, takes it up by the older build's list and finishes it. Read by position,
+/// the open `check` would sit before this build's point of no return, and an
+/// operation its own build had made forward-only would be undone. A list naming a
+/// step this build has not is left as it is, for an operator.
+#[tokio::test]
+async fn an_operation_an_older_build_began_runs_by_that_builds_steps() {
+    let identity = unique("id-listed");
+    let (e, cx) = engine(&identity).await;
+    let n = unique("listed");
+    killed_at(&e, &cx, "test.demo/finish/before", json!({"name": &n})).await;
+    let pg = common::superuser().await;
+    let (state, steps) = op_state(&n).await;
+    assert_eq!(state, "running");
+    assert_eq!(
+        steps,
+        ["make_role:applied", "scratch:applied", "check:applied"]
+    );
+    // As the older build would have left it: no `check` in its journal, its own list.
+    pg.execute(
+        "DELETE FROM berqenas.operation_steps s USING berqenas.operations o
+          WHERE o.id = s.operation_id AND o.tenant_name = $1 AND s.name = 'check'",
+        &[&n],
+    )
+    .await
+    .unwrap();
+    let listed = |steps: [&'static str; 3]| {
+        let (pg, n) = (&pg, n.clone());
+        async move {
+            let steps = steps.to_vec();
+            pg.execute(
+                "UPDATE berqenas.operations SET steps = $2, point_of_no_return = 2 WHERE tenant_name = $1",
+                &[&n, &steps],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(listed(["make_role", "scratch", "retired_step"]).await, 1);
+    let (again, cx) = engine(&identity).await;
+    again.reconcile(&cx).await.unwrap();
+    assert_eq!(op_state(&n).await.0, "running", "left for an operator");
+    assert!(exists("role", &format!("engine_{n}")).await, "not undone");
+
+    assert_eq!(listed(["make_role", "scratch", "finish"]).await, 1);
+    again.kill();
+    let (third, cx) = engine(&identity).await;
+    third.reconcile(&cx).await.unwrap();
+    let (state, steps) = op_state(&n).await;
+    assert_eq!(state, "succeeded", "{steps:?}");
+    assert_eq!(
+        steps,
+        ["make_role:applied", "scratch:applied", "finish:applied"]
+    );
+    assert!(exists("role", &format!("engine_{n}")).await, "kept");
+    assert!(
+        !exists("schema", &format!("engine_scratch_{n}")).await,
+        "cleaned"
+    );
+}

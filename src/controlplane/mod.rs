@@ -203,6 +203,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0043_server_pgbouncer_admin.sql",
         sql: include_str!("../../migrations/control/0043_server_pgbouncer_admin.sql"),
     },
+    Migration {
+        version: 44,
+        name: "0044_operation_steps.sql",
+        sql: include_str!("../../migrations/control/0044_operation_steps.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

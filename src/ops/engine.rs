@@ -15,11 +15,14 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::failpoint::{self, Armed, At};
-use super::kind::{Kind, Registry};
+use super::kind::{Kind, Plan, Registry};
 use super::run::Run;
 use super::{lease_secs, Begin, Idempotency, NewOperation, StepError, StoredResponse};
 use crate::problem::Problem;
 use crate::store::operations as store;
+
+mod resume;
+use resume::plan_of;
 
 /// What the engine needs of the layer that registers kinds.
 pub trait Context: Clone + Send + Sync + 'static {
@@ -261,6 +264,7 @@ impl<C: Context> Engine<C> {
             return Err(OpError::Stopping(Uuid::nil()));
         }
         let id = Uuid::now_v7();
+        let names = kind.step_names();
         let begun = super::begin(
             c,
             &NewOperation {
@@ -271,6 +275,7 @@ impl<C: Context> Engine<C> {
                 idempotency: new.idempotency,
                 params: Some(&new.params),
                 instance: Some(self.inner.instance),
+                plan: Some((&names, kind.point_of_no_return as i32)),
             },
         )
         .await?;
@@ -278,7 +283,7 @@ impl<C: Context> Engine<C> {
             Begin::Started => Ok(Ok(Run::new(
                 id,
                 kind.name,
-                kind.step_names(),
+                names,
                 new.tenant_id,
                 new.tenant_name.to_string(),
                 new.params,
@@ -346,23 +351,24 @@ impl<C: Context> Engine<C> {
         start: Start,
     ) -> Result<Done, OpError> {
         let kind = self.kind(run.kind);
+        let plan = plan_of(kind, &run);
         if let Start::Compensate = start {
-            return self.undo(cx, &mut run, kind, None, idempotent).await;
+            return self.undo(cx, &mut run, &plan, None, idempotent).await;
         }
-        while run.seq < kind.steps.len() {
+        while run.seq < plan.steps.len() {
             if self.inner.stopping.load(Ordering::SeqCst) {
                 return Err(OpError::Stopping(run.id));
             }
-            if run.seq < kind.point_of_no_return && run.abort_requested() {
+            if run.seq < plan.point_of_no_return && run.abort_requested() {
                 tracing::warn!(operation.id = %run.id, operation.kind = kind.name,
                     "aborted on request: undoing the operation");
                 // Undone from the last step applied: the next one has not begun.
                 run.seq = run.seq.saturating_sub(1);
                 return self
-                    .undo(cx, &mut run, kind, Some(super::aborted()), idempotent)
+                    .undo(cx, &mut run, &plan, Some(super::aborted()), idempotent)
                     .await;
             }
-            let step = &kind.steps[run.seq];
+            let step = plan.steps[run.seq];
             self.inner
                 .armed
                 .reach(&failpoint::boundary(kind.name, step.name, At::Before))
@@ -415,7 +421,7 @@ impl<C: Context> Engine<C> {
                         .await;
                     run.seq += 1;
                 }
-                Err(e) if run.seq >= kind.point_of_no_return => {
+                Err(e) if run.seq >= plan.point_of_no_return => {
                     // Forward only: a reconciler retries once the lease lapses.
                     tracing::error!(operation.id = %run.id, operation.kind = kind.name, step = step.name, error = %e,
                         "a step past the point of no return failed; the worker will finish the operation");
@@ -434,7 +440,7 @@ impl<C: Context> Engine<C> {
                 Err(e) => {
                     tracing::warn!(operation.id = %run.id, operation.kind = kind.name, step = step.name, error = %e,
                         "a step failed: undoing the operation");
-                    return self.undo(cx, &mut run, kind, Some(e), idempotent).await;
+                    return self.undo(cx, &mut run, &plan, Some(e), idempotent).await;
                 }
             }
         }
@@ -467,7 +473,7 @@ impl<C: Context> Engine<C> {
         &self,
         cx: &C,
         run: &mut Run,
-        kind: &Kind<C>,
+        plan: &Plan<'_, C>,
         cause: Option<StepError>,
         idempotent: bool,
     ) -> Result<Done, OpError> {
@@ -476,7 +482,7 @@ impl<C: Context> Engine<C> {
             store::set_phase(&c, run.id, "compensating").await?;
         }
         let failed_at = run.seq;
-        for i in (0..kind.steps.len()).rev() {
+        for i in (0..plan.steps.len()).rev() {
             let state = run.steps[i].state.clone();
             let touched = matches!(
                 state.as_deref(),
@@ -484,15 +490,15 @@ impl<C: Context> Engine<C> {
             )
                 // The step that failed: its own transaction rolled back, but a step
                 // that reaches out may have done part of its work.
-                || (i == failed_at && cause.is_some() && kind.steps[i].reaches_out);
+                || (i == failed_at && cause.is_some() && plan.steps[i].reaches_out);
             if !touched {
                 continue;
             }
-            let step = &kind.steps[i];
+            let step = plan.steps[i];
             run.seq = i;
             if let Some(compensate) = step.compensate {
                 if let Err(e) = compensate(cx, run).await {
-                    tracing::error!(operation.id = %run.id, operation.kind = kind.name, step = step.name, error = %e,
+                    tracing::error!(operation.id = %run.id, operation.kind = run.kind, step = step.name, error = %e,
                         "undoing a step failed; the worker will try again");
                     return Err(OpError::Unfinished {
                         op: run.id,
@@ -510,7 +516,7 @@ impl<C: Context> Engine<C> {
             // Logged above with its text; the row (which the operations API shows)
             // says only where it failed.
             Some(_) => (
-                public_failure(kind.steps.get(failed_at).map_or("(end)", |s| s.name), false),
+                public_failure(plan.steps.get(failed_at).map_or("(end)", |s| s.name), false),
                 None,
             ),
             None => (
@@ -619,82 +625,6 @@ impl<C: Context> Engine<C> {
             .keys()
             .copied()
             .collect()
-    }
-
-    /// Takes up an operation another process left: where it stands decides whether it
-    /// goes forward or is undone.
-    async fn resume(&self, cx: &C, row: store::OperationRow) -> Result<Done, OpError> {
-        let kind = self.kind(&row.kind);
-        let steps = store::steps(&self.inner.pool.get().await?, row.id).await?;
-        let foreign = steps
-            .iter()
-            .find(|r| (kind.steps.get(r.seq as usize)).is_none_or(|s| s.name != r.name));
-        if let Some(r) = foreign {
-            // Journaled by a build whose kind listed other steps (an upgrade in the middle
-            // of it): read by position it would be misread, maybe undone past its point
-            // of no return. Left as it is, for an operator (docs/operations.md).
-            let why = format!(
-                "its journal has step {} at position {}, where this build's {} has another",
-                r.name, r.seq, kind.name
-            );
-            return Err(OpError::Unfinished {
-                op: row.id,
-                source: why.into(),
-            });
-        }
-        let mut run = Run::new(
-            row.id,
-            kind.name,
-            kind.step_names(),
-            row.tenant_id,
-            row.tenant_name.clone(),
-            row.params.clone(),
-            self.inner.pool.clone(),
-        );
-        run.load(&steps);
-        run.abort.store(row.abort_requested, Ordering::SeqCst);
-        // A skipped step left no row: it counts as done (a run taken up decides the
-        // same skip from the same journal).
-        let first_open = run
-            .steps
-            .iter()
-            .zip(&kind.steps)
-            .position(|(s, step)| {
-                s.state.as_deref() != Some("applied")
-                    && !(s.state.is_none() && step.skip.is_some_and(|skip| skip(&run)))
-            })
-            .unwrap_or(kind.steps.len());
-        // A step waiting on the outside world (an answer by callback, kept in the
-        // control database) is waited on again, not undone: nothing of the wait was lost.
-        let waiting = run
-            .steps
-            .get(first_open)
-            .is_some_and(|s| s.state.as_deref() == Some(super::run::WAITING));
-        let forward = row.phase == "forward"
-            && (first_open >= kind.point_of_no_return || (waiting && !row.abort_requested));
-        tracing::warn!(operation.id = %row.id, operation.kind = kind.name, tenant.name = %row.tenant_name,
-            step = kind.steps.get(first_open).map_or("(end)", |s| s.name),
-            direction = if forward { "forward" } else { "undo" },
-            "settling an operation its process left");
-        run.seq = first_open;
-        let start = if forward {
-            Start::Fresh
-        } else {
-            Start::Compensate
-        };
-        if forward && waiting {
-            // It may wait long (for a callback this very server must be up to take):
-            // driven on a task of its own, so neither the start nor the reconciler's
-            // round waits for it. Its lease is renewed as any running operation's.
-            let (engine, cx) = (self.clone(), cx.clone());
-            tokio::spawn(async move {
-                if let Err(e) = engine.spawn(&cx, run, false, start).await {
-                    tracing::warn!(error = %e, "a resumed waiting operation ended in error");
-                }
-            });
-            return Ok(Done::Finished(Value::Null));
-        }
-        self.spawn(cx, run, false, start).await
     }
 
     /// Whether the server is stopping: a long step (a migration over many tenants) stops

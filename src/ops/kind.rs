@@ -99,6 +99,61 @@ impl<C> Kind<C> {
         }
         self.steps.iter().map(|s| s.name).collect()
     }
+
+    /// This build's steps, as an operation begun by this build runs them.
+    pub fn plan(&self) -> Plan<'_, C> {
+        Plan {
+            steps: self.steps.iter().collect(),
+            point_of_no_return: self.point_of_no_return,
+        }
+    }
+
+    /// The steps another build listed for this kind (`names`, its point of no return
+    /// at index `point_of_no_return`), each one this build's step of that name: how an
+    /// operation that build began is taken up after an upgrade. `Err` says why it
+    /// cannot be (a step this build does not have).
+    pub fn plan_as(
+        &self,
+        names: &[impl AsRef<str>],
+        point_of_no_return: i32,
+    ) -> Result<Plan<'_, C>, String> {
+        let steps = names
+            .iter()
+            .map(|n| {
+                let n = n.as_ref();
+                self.steps.iter().find(|s| s.name == n).ok_or_else(|| {
+                    format!(
+                        "its build listed a step {n} that this build's {} has not",
+                        self.name
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let point_of_no_return = usize::try_from(point_of_no_return)
+            .ok()
+            .filter(|p| *p <= steps.len())
+            .ok_or_else(|| {
+                format!("its point of no return ({point_of_no_return}) is not one of its steps")
+            })?;
+        Ok(Plan {
+            steps,
+            point_of_no_return,
+        })
+    }
+}
+
+/// The steps one operation runs, in its order, and the index of its point of no
+/// return: its kind's ([`Kind::plan`]), or those of the build that began it
+/// ([`Kind::plan_as`]).
+pub struct Plan<'k, C> {
+    pub steps: Vec<&'k Step<C>>,
+    pub point_of_no_return: usize,
+}
+
+impl<C> Plan<'_, C> {
+    pub fn names(&self) -> Vec<&'static str> {
+        self.steps.iter().map(|s| s.name).collect()
+    }
 }
 
 /// The kinds a process can run and recover, and how to drop each kind of scratch

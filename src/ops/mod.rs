@@ -93,6 +93,9 @@ pub struct NewOperation<'a> {
     pub params: Option<&'a serde_json::Value>,
     /// The process running it (engine-run operations).
     pub instance: Option<Uuid>,
+    /// Its kind's steps in this build and the index of its point of no return
+    /// (engine-run operations): what a build with other steps runs it by.
+    pub plan: Option<(&'a [&'a str], i32)>,
 }
 
 /// The first response to an idempotent request, replayed to later ones.
@@ -123,10 +126,10 @@ pub async fn begin(
     loop {
         let inserted = c
             .execute(
-                &c.prepare_cached("INSERT INTO berqenas.operations (id, kind, tenant_id, tenant_name, state, idempotency_key, request_hash, lease_until, params, instance_id)
-                 VALUES ($1, $2, $3, $4, 'running', $5, $6, now() + make_interval(secs => $7), coalesce($8, '{}'::jsonb), $9)
+                &c.prepare_cached("INSERT INTO berqenas.operations (id, kind, tenant_id, tenant_name, state, idempotency_key, request_hash, lease_until, params, instance_id, steps, point_of_no_return)
+                 VALUES ($1, $2, $3, $4, 'running', $5, $6, now() + make_interval(secs => $7), coalesce($8, '{}'::jsonb), $9, $10, $11)
                  ON CONFLICT (idempotency_key) DO NOTHING").await?,
-                &[&op.id, &op.kind, &op.tenant_id, &op.tenant_name, &key, &hash, &lease_secs(), &op.params, &op.instance],
+                &[&op.id, &op.kind, &op.tenant_id, &op.tenant_name, &key, &hash, &lease_secs(), &op.params, &op.instance, &op.plan.map(|p| p.0), &op.plan.map(|p| p.1)],
             )
             .await?;
         if inserted == 1 {

@@ -75,6 +75,10 @@ pub struct Run {
     /// The tenant generation this operation took ownership at (see `ops::fence`).
     pub generation: Option<i64>,
     pub(super) names: Vec<&'static str>,
+    /// Taken up by this build from one whose kind listed other steps (`names` are
+    /// that build's, and its point of no return is this index): a step it did not
+    /// have reads as never run.
+    pub(super) listed_elsewhere: Option<usize>,
     pub(super) seq: usize,
     pub(super) steps: Vec<StepState>,
     /// The current step recorded its own outcome inside its transaction.
@@ -120,6 +124,7 @@ impl Run {
             params,
             generation: None,
             names,
+            listed_elsewhere: None,
             seq: 0,
             steps,
             recorded: false,
@@ -152,30 +157,32 @@ impl Run {
         self.names[self.seq]
     }
 
-    fn index(&self, step: &str) -> usize {
-        self.names
-            .iter()
-            .position(|n| *n == step)
-            .unwrap_or_else(|| panic!("{}: no step {step}", self.kind))
+    /// A step's journal. A name not among the steps is a mistake in this build's
+    /// code, unless the run follows another build's list, which may lack the step.
+    fn journal(&self, step: &str) -> Option<&StepState> {
+        match self.names.iter().position(|n| *n == step) {
+            Some(i) => Some(&self.steps[i]),
+            None if self.listed_elsewhere.is_some() => None,
+            None => panic!("{}: no step {step}", self.kind),
+        }
     }
 
     /// What a step journaled as its outcome (`None`: it did not finish).
     pub fn outcome<T: DeserializeOwned>(&self, step: &str) -> Option<T> {
-        let v = self.steps[self.index(step)].outcome.clone()?;
+        let v = self.journal(step)?.outcome.clone()?;
         serde_json::from_value(v).ok()
     }
 
     /// What a step declared before it reached out (`None`: it never got that far).
     pub fn intent<T: DeserializeOwned>(&self, step: &str) -> Option<T> {
-        let v = self.steps[self.index(step)].intent.as_ref()?.data.clone();
+        let v = self.journal(step)?.intent.as_ref()?.data.clone();
         serde_json::from_value(v).ok()
     }
 
     /// The objects a step declared.
     pub fn objects(&self, step: &str) -> Vec<Object> {
-        self.steps[self.index(step)]
-            .intent
-            .as_ref()
+        self.journal(step)
+            .and_then(|s| s.intent.as_ref())
             .map(|i| i.objects.clone())
             .unwrap_or_default()
     }

@@ -23,6 +23,9 @@ pub struct OperationRow {
     pub instance_id: Option<Uuid>,
     /// An operator asked to abort it (see [`request_abort`]).
     pub abort_requested: bool,
+    /// The steps its build listed for its kind, and its point of no return (`None`:
+    /// begun before they were recorded).
+    pub plan: Option<(Vec<String>, i32)>,
 }
 
 /// One step's journal row.
@@ -36,7 +39,7 @@ pub struct StepRow {
 }
 
 const OPERATION: &str = "id, kind, tenant_id, tenant_name, state, phase, params, instance_id,
-     abort_requested_at IS NOT NULL";
+     abort_requested_at IS NOT NULL, steps, point_of_no_return";
 
 fn operation(r: &tokio_postgres::Row) -> OperationRow {
     OperationRow {
@@ -49,6 +52,9 @@ fn operation(r: &tokio_postgres::Row) -> OperationRow {
         params: r.get(6),
         instance_id: r.get(7),
         abort_requested: r.get(8),
+        plan: r
+            .get::<_, Option<Vec<String>>>(9)
+            .zip(r.get::<_, Option<i32>>(10)),
     }
 }
 
@@ -425,6 +431,9 @@ pub struct OperationInfo {
     pub updated_at: chrono::DateTime<chrono::Utc>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
     pub abort_requested_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The steps its build listed for its kind (`None`: begun before they were
+    /// recorded, or a one-transaction kind).
+    pub steps: Option<Vec<String>>,
 }
 
 /// One journal row, with when it was last written.
@@ -443,7 +452,7 @@ const INFO: &str =
     "o.id, o.kind, o.tenant_id, o.tenant_name, o.state, o.phase, o.error, o.created_at,
      greatest(o.created_at, o.finished_at,
               (SELECT max(s.at) FROM berqenas.operation_steps s WHERE s.operation_id = o.id)),
-     o.finished_at, o.abort_requested_at";
+     o.finished_at, o.abort_requested_at, o.steps";
 
 fn info(r: &tokio_postgres::Row) -> OperationInfo {
     OperationInfo {
@@ -458,6 +467,7 @@ fn info(r: &tokio_postgres::Row) -> OperationInfo {
         updated_at: r.get(8),
         finished_at: r.get(9),
         abort_requested_at: r.get(10),
+        steps: r.get(11),
     }
 }
 

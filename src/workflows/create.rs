@@ -672,6 +672,7 @@ pub(super) async fn remember_rejection(
             idempotency: Some(idem),
             params: None,
             instance: Some(rt.engine.instance()),
+            plan: None,
         },
     )
     .await?;

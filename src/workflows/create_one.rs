@@ -44,6 +44,7 @@ pub(super) async fn create(
         idempotency: idem,
         params: None,
         instance: Some(rt.engine.instance()),
+        plan: None,
     };
     // 1. What it reads, and the name lock: one round trip.
     let (begun, staging, claimed, locked, pre) = tokio::join!(

@@ -171,8 +171,12 @@ fn view(rt: &Runtime, r: OperationInfo, journal: &[StepInfo]) -> Operation {
     };
     let steps = match rt.engine.registry().get(&r.kind) {
         Some(kind) if !kind.is_single() => {
-            let mut steps: Vec<OperationStep> = kind
-                .step_names()
+            // The steps its own build listed (they may differ from this build's).
+            let listed: Vec<String> = r
+                .steps
+                .clone()
+                .unwrap_or_else(|| kind.step_names().iter().map(|n| n.to_string()).collect());
+            let mut steps: Vec<OperationStep> = listed
                 .iter()
                 .enumerate()
                 .map(|(i, name)| {
@@ -202,7 +206,7 @@ fn view(rt: &Runtime, r: OperationInfo, journal: &[StepInfo]) -> Operation {
             steps.extend(
                 journal
                     .iter()
-                    .filter(|s| kind.step_names().get(s.seq as usize) != Some(&s.name.as_str()))
+                    .filter(|s| listed.get(s.seq as usize) != Some(&s.name))
                     .map(shown),
             );
             steps
