@@ -25,10 +25,9 @@ impl<C: Context> Engine<C> {
         // "Upgrades"). One that list cannot be followed for, or begun before lists
         // were recorded, is left as it is for an operator: read by position it would
         // be misread, maybe undone past its point of no return.
-        let listed = row
-            .plan
-            .as_ref()
-            .filter(|(names, _)| *names != kind.step_names());
+        let listed = row.plan.as_ref().filter(|(names, ponr)| {
+            *names != kind.step_names() || usize::try_from(*ponr) != Ok(kind.point_of_no_return)
+        });
         let plan = match listed {
             Some((names, ponr)) => kind.plan_as(names, *ponr).map_err(unfinished)?,
             None => kind.plan(),
