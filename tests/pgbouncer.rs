@@ -87,17 +87,6 @@ async fn writes_through(bouncer: &Bouncer, t: &Value, label: &str) {
     );
 }
 
-async fn lifecycle(app: &TestApp, name: &str, action: &str) {
-    let (s, b) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{name}/{action}"),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{action}: {b}");
-}
-
 /// Sessions of `role` in PostgreSQL.
 async fn sessions_of(role: &str) -> i64 {
     superuser()
@@ -270,7 +259,7 @@ async fn suspension_holds_through_the_pooler(isolation: &str, console: bool) {
     assert!(sessions_of(&role).await >= 1);
 
     let started = Instant::now();
-    lifecycle(&app, &name, "suspend").await;
+    app.lifecycle(&name, "suspend").await;
     loop {
         let servers = bouncer.servers_of(&role).await;
         let sessions = sessions_of(&role).await;
@@ -304,7 +293,7 @@ async fn suspension_holds_through_the_pooler(isolation: &str, console: bool) {
     );
     assert_eq!(sessions_of(&role).await, 0);
 
-    lifecycle(&app, &name, "resume").await;
+    app.lifecycle(&name, "resume").await;
     // PgBouncer waits `server_login_retry` (1 s here) after a failed server login
     // before it tries the pool's login again.
     let resumed = Instant::now();
@@ -402,7 +391,7 @@ async fn a_console_that_is_down_does_not_fail_a_suspension() {
     let app = TestApp::serve(platform).await;
     let t = create(&app, "pgb-down", "schema").await;
     let started = Instant::now();
-    lifecycle(&app, t["name"].as_str().unwrap(), "suspend").await;
+    app.lifecycle(t["name"].as_str().unwrap(), "suspend").await;
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(bouncer.connect_as(&t).await.is_err());
 }
@@ -570,9 +559,9 @@ async fn tenants_on_another_server_log_in_through_the_pgbouncer_in_front_of_it()
     // A suspended tenant there is refused (its login is off there; the lookup
     // answers nothing for it).
     let name = made[0]["name"].as_str().unwrap();
-    lifecycle(&app, name, "suspend").await;
+    app.lifecycle(name, "suspend").await;
     assert!(bouncer.connect_as(&made[0]).await.is_err());
-    lifecycle(&app, name, "resume").await;
+    app.lifecycle(name, "resume").await;
 
     // The database-mode tenant's client PgBouncer holds is dropped at once: the
     // suspension asked pg2's console to KILL its database. (Without the console its
@@ -583,7 +572,7 @@ async fn tenants_on_another_server_log_in_through_the_pgbouncer_in_front_of_it()
     );
     let held = bouncer.connect_as(&made[1]).await.unwrap();
     assert_eq!(one_value(&held, "SELECT 1").await.as_deref(), Some("1"));
-    lifecycle(&app, name, "suspend").await;
+    app.lifecycle(name, "suspend").await;
     let asked = Instant::now();
     assert!(held.simple_query("SELECT 1").await.is_err());
     assert!(
@@ -592,7 +581,7 @@ async fn tenants_on_another_server_log_in_through_the_pgbouncer_in_front_of_it()
         asked.elapsed()
     );
     assert_eq!(bouncer.servers_of(role).await, 0);
-    lifecycle(&app, name, "resume").await;
+    app.lifecycle(name, "resume").await;
 
     // What the server lost, a start installs again.
     let db = made[1]["credentials"]["database"].as_str().unwrap();

@@ -252,17 +252,6 @@ async fn vpn_on(app: &TestApp, name: &str) -> String {
     b["vpn_subnet"].as_str().expect("a subnet").to_string()
 }
 
-async fn lifecycle(app: &TestApp, name: &str, action: &str) {
-    let (s, b) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{name}/{action}"),
-            Some(json!({})),
-        )
-        .await;
-    assert!(s.is_success(), "{action}: {s} {b}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rendered_firewall_forwards_a_tenants_vpn_subnet_to_its_server_only() {
     let net = Net::new();
@@ -292,14 +281,7 @@ async fn the_rendered_firewall_forwards_a_tenants_vpn_subnet_to_its_server_only(
     let (pg_port, api_port) = (settings.postgres_port, settings.api_port);
     p.network = Arc::new(settings);
     let app = TestApp::serve(p).await;
-    let (s, b) = app
-        .call(
-            Method::POST,
-            "/api/v1/servers",
-            Some(json!({"name": "pg2", "url": url})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    extra_cluster::add_server(&app, "pg2", &url, json!({})).await;
 
     let there = unique("fwd-there");
     let t = app
@@ -360,13 +342,13 @@ async fn the_rendered_firewall_forwards_a_tenants_vpn_subnet_to_its_server_only(
     assert_eq!(net.reach(&nth(&here_subnet, 1), pg_port), Reach::Refused);
 
     // Suspended: the next render leaves its subnet out; applied, the peer is cut off.
-    lifecycle(&app, &there, "suspend").await;
+    app.lifecycle(&there, "suspend").await;
     let rendered = std::fs::read_to_string(&nft).unwrap();
     assert!(!rendered.contains(&there_subnet), "{rendered}");
     net.firewall(Some(&nft));
     net.peer_in(&there_subnet);
     assert_eq!(net.reach(PG2_ADDR, pg2.port()), Reach::Dropped);
-    lifecycle(&app, &there, "resume").await;
+    app.lifecycle(&there, "resume").await;
     net.firewall(Some(&nft));
     let user = net
         .login(&psql, &t["credentials"])

@@ -315,6 +315,20 @@ impl TestApp {
         body
     }
 
+    /// `POST /api/v1/tenants/{name}/{action}` (`suspend`, `resume`, ...), which must
+    /// answer 200; returns the answer.
+    pub async fn lifecycle(&self, name: &str, action: &str) -> Value {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{name}/{action}"),
+                Some(serde_json::json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{action}: {body}");
+        body
+    }
+
     /// The status `/api/v1/me` answers a tenant API key with.
     pub async fn me(&self, key: &str) -> StatusCode {
         self.call_with(Method::GET, "/api/v1/me", None, Some(key), &[])

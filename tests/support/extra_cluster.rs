@@ -87,6 +87,19 @@ pub async fn register_server(
     more: serde_json::Value,
 ) -> Cluster {
     let (cluster, url) = start_cluster(label, &format!("{name}-Pa55-word")).await;
+    add_server(app, name, &url, more).await;
+    cluster
+}
+
+/// Registers the server at `url` with `app` as `name` (`POST /api/v1/servers`), with
+/// the add's other fields `more`; it must be added.
+#[allow(dead_code)]
+pub async fn add_server(
+    app: &crate::common::TestApp,
+    name: &str,
+    url: &str,
+    more: serde_json::Value,
+) {
     let mut add = serde_json::json!({"name": name, "url": url});
     if let (Some(add), Some(more)) = (add.as_object_mut(), more.as_object()) {
         add.extend(more.clone());
@@ -95,7 +108,6 @@ pub async fn register_server(
         .call(reqwest::Method::POST, "/api/v1/servers", Some(add))
         .await;
     assert_eq!(s, reqwest::StatusCode::CREATED, "{b}");
-    cluster
 }
 
 /// `sql`'s one number, for one text argument.
