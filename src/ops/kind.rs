@@ -115,7 +115,7 @@ impl<C> Kind<C> {
     pub fn plan_as(
         &self,
         names: &[impl AsRef<str>],
-        point_of_no_return: i32,
+        point_of_no_return: usize,
     ) -> Result<Plan<'_, C>, String> {
         let steps = names
             .iter()
@@ -129,12 +129,11 @@ impl<C> Kind<C> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let point_of_no_return = usize::try_from(point_of_no_return)
-            .ok()
-            .filter(|p| *p <= steps.len())
-            .ok_or_else(|| {
-                format!("its point of no return ({point_of_no_return}) is not one of its steps")
-            })?;
+        if point_of_no_return > steps.len() {
+            return Err(format!(
+                "its point of no return ({point_of_no_return}) is past its steps"
+            ));
+        }
         Ok(Plan {
             steps,
             point_of_no_return,

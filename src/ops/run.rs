@@ -147,7 +147,8 @@ impl Run {
         serde_json::from_value(self.params.clone()).map_err(StepError::failed)
     }
 
-    /// The kind's steps, in order.
+    /// The steps this run follows, in order: its kind's in this build, or those of
+    /// the build that began it (docs/operations.md, "Upgrades").
     pub fn steps(&self) -> &[&'static str] {
         &self.names
     }

@@ -29,7 +29,10 @@ impl<C: Context> Engine<C> {
             *names != kind.step_names() || usize::try_from(*ponr) != Ok(kind.point_of_no_return)
         });
         let plan = match listed {
-            Some((names, ponr)) => kind.plan_as(names, *ponr).map_err(unfinished)?,
+            Some((names, ponr)) => usize::try_from(*ponr)
+                .map_err(|_| format!("its point of no return ({ponr}) is negative"))
+                .and_then(|ponr| kind.plan_as(names, ponr))
+                .map_err(unfinished)?,
             None => kind.plan(),
         };
         if let Some(r) = steps
@@ -108,7 +111,7 @@ pub(super) fn plan_of<'k, C>(kind: &'k Kind<C>, run: &Run) -> Plan<'k, C> {
     match run.listed_elsewhere {
         None => kind.plan(),
         Some(ponr) => kind
-            .plan_as(&run.names, ponr as i32)
+            .plan_as(&run.names, ponr)
             .expect("checked when the run was taken up"),
     }
 }
