@@ -513,6 +513,68 @@ fn bad_moves_out_of_shared_mode_are_refused_and_change_nothing() {
                 "ALTER TABLE {s}.applications DROP COLUMN color",
                 "applications.color",
             ),
+            // Anything else its copied rows would leave behind, lost with its schema.
+            (
+                "ALTER TABLE {s}.applications ALTER COLUMN team TYPE text",
+                "ALTER TABLE {s}.applications ALTER COLUMN team TYPE varchar(255)",
+                "applications.team text",
+            ),
+            (
+                "CREATE VIEW {s}.busy AS SELECT id FROM {s}.applications",
+                "DROP VIEW {s}.busy",
+                "busy",
+            ),
+            (
+                "CREATE SEQUENCE {s}.counter",
+                "DROP SEQUENCE {s}.counter",
+                "counter",
+            ),
+            (
+                "CREATE INDEX by_name_length ON {s}.applications (length(name))",
+                "DROP INDEX {s}.by_name_length",
+                "index applications.by_name_length",
+            ),
+            (
+                "ALTER TABLE {s}.applications ADD CONSTRAINT short_name CHECK (length(name) < 100)",
+                "ALTER TABLE {s}.applications DROP CONSTRAINT short_name",
+                "constraint applications.short_name",
+            ),
+            (
+                "CREATE POLICY own_team ON {s}.applications USING (team = current_user)",
+                "DROP POLICY own_team ON {s}.applications",
+                "policy applications.own_team",
+            ),
+            (
+                "CREATE FUNCTION {s}.kept() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+                 CREATE TRIGGER kept BEFORE UPDATE ON {s}.applications FOR EACH ROW EXECUTE FUNCTION {s}.kept()",
+                "DROP TRIGGER kept ON {s}.applications; DROP FUNCTION {s}.kept()",
+                "trigger applications.kept",
+            ),
+            (
+                "CREATE RULE no_delete AS ON DELETE TO {s}.deployments DO INSTEAD NOTHING",
+                "DROP RULE no_delete ON {s}.deployments",
+                "rule deployments.no_delete",
+            ),
+            (
+                "CREATE FUNCTION {s}.touch() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+                "DROP FUNCTION {s}.touch()",
+                "function touch",
+            ),
+            (
+                "CREATE TYPE {s}.mood AS ENUM ('ok', 'not')",
+                "DROP TYPE {s}.mood",
+                "type mood",
+            ),
+            (
+                "CREATE DOMAIN {s}.short AS text CHECK (length(VALUE) < 10)",
+                "DROP DOMAIN {s}.short",
+                "type short",
+            ),
+            (
+                "CREATE STATISTICS {s}.team_status ON team, status FROM {s}.applications",
+                "DROP STATISTICS {s}.team_status",
+                "statistics team_status",
+            ),
         ] {
             let on = |sql: &str| {
                 format!(
@@ -539,6 +601,35 @@ fn bad_moves_out_of_shared_mode_are_refused_and_change_nothing() {
             assert_eq!(common::whole_state(&pg).await, before);
             pg.batch_execute(&on(undo)).await.unwrap();
         }
+        // A database-mode tenant's schema is read in its own database.
+        let own = unique("smbadd");
+        let made = app
+            .create_with(json!({"name": own, "server": "default", "isolation": "database"}))
+            .await;
+        let (schema, owner) = (
+            made["schema"].as_str().unwrap(),
+            made["owner_role"].as_str().unwrap(),
+        );
+        let inside = common::superuser_in(made["database"].as_str().unwrap()).await;
+        inside
+            .batch_execute(&format!(
+                "SET ROLE \"{owner}\"; CREATE FUNCTION \"{schema}\".touch() RETURNS int LANGUAGE sql AS 'SELECT 1'; RESET ROLE;"
+            ))
+            .await
+            .unwrap();
+        let before = common::whole_state(&pg).await;
+        let (s, b) = app
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{own}/move"),
+                Some(json!({"to_isolation": "shared"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+        assert_eq!(b["error"]["code"], "unsupported_in_shared_mode", "{b}");
+        let message = b["error"]["message"].as_str().unwrap();
+        assert!(message.contains("(function touch)"), "{b}");
+        assert_eq!(common::whole_state(&pg).await, before);
     });
 }
 

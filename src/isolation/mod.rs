@@ -6,6 +6,7 @@ pub mod pool_catalog;
 pub mod quota_guard;
 pub mod realtime_triggers;
 pub mod schema;
+pub mod schema_objects;
 pub mod shared;
 pub mod warm;
 

@@ -7,7 +7,7 @@
 //! writes, then what changed since with its writes blocked. Every part is
 //! idempotent: a step runs again after a crash.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -392,40 +392,22 @@ async fn columns(
 }
 
 /// What the tenant's schema (in `mode`) has that the pool has not: relations other
-/// than the pool's tables (`t`), and columns of those (`t.c`). Shared mode has no room
-/// for them: a move into it is refused while any is there.
+/// than the pool's tables (`t`), columns of those or of another type (`t.c type`),
+/// and any other object (`index t.i`, `function f`, `trigger t.g`...; see
+/// `isolation::schema_objects`). Shared mode has no room for them, and the source
+/// schema goes at `retire`: a move into it is refused while any is there.
 pub async fn extras(view: &Platform, slug: &Slug, mode: Isolation) -> Result<Vec<String>> {
-    let tenant = connect_db(view, &database_on(view, slug, mode)).await?;
-    let pool = columns(
-        &connect_db(view, &view.endpoint.database).await?,
-        POOL_SCHEMA,
+    let database = database_on(view, slug, mode);
+    let (tenant, pool) = tokio::join!(
+        connect_db(view, &database),
+        connect_db(view, &view.endpoint.database),
+    );
+    let (tenant, pool) = (tenant?, pool?);
+    Ok(crate::isolation::schema_objects::missing_from(
+        (&tenant, slug.schema().as_str()),
+        (&pool, POOL_SCHEMA),
     )
-    .await?;
-    let schema = slug.schema();
-    let mut out: Vec<String> = tenant
-        .query(
-            "SELECT c.relname::text FROM pg_catalog.pg_class c
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') ORDER BY 1",
-            &[&schema.as_str()],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .filter(|t| !pool.contains_key(t))
-        .collect();
-    for (table, cols) in columns(&tenant, schema.as_str()).await? {
-        let Some(theirs) = pool.get(&table) else {
-            continue;
-        };
-        let theirs: BTreeSet<&String> = theirs.iter().collect();
-        out.extend(
-            cols.iter()
-                .filter(|c| !theirs.contains(c))
-                .map(|c| format!("{table}.{c}")),
-        );
-    }
-    Ok(out)
+    .await?)
 }
 
 /// Both ends of a copy into the pool: the tenant's database, the pool's, whether

@@ -154,7 +154,7 @@ fn unfit(name: &crate::tenant::Slug, extra: &[String]) -> Problem {
         "unsupported_in_shared_mode",
         Some("to_isolation"),
         format!(
-            "to_isolation: tenant {name} has tables or columns the template has not ({}); shared mode has no room for them",
+            "to_isolation: tenant {name} has objects the shared pool has not ({}); shared mode has no room for them, and they would be lost with its schema: drop them, or keep the tenant in its mode",
             extra.join(", ")
         ),
     )
