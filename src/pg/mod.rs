@@ -3,6 +3,7 @@
 pub mod binaries;
 pub mod cluster;
 pub mod conn;
+pub mod dump_script;
 pub mod election;
 pub mod hardening;
 pub mod ident;

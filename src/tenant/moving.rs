@@ -307,8 +307,15 @@ pub(crate) async fn dump_into(
         .kill_on_drop(true);
     let mut child = psql.spawn().map_err(|e| tool("psql", e.to_string()))?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
+    // The servers' own berqenas roles may have other names: what the source's owns in
+    // the definition, the target's owns.
+    let role = |p: &Platform| p.config.get_user().unwrap_or("postgres").to_string();
     let mut script = prelude.as_bytes().to_vec();
-    script.extend_from_slice(&out.stdout);
+    script.extend(pg::dump_script::with_role_renamed(
+        &out.stdout,
+        &role(src),
+        &role(dst),
+    ));
     let feed = tokio::spawn(async move {
         let _ = stdin.write_all(&script).await;
     });
