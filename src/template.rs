@@ -5,6 +5,10 @@ use std::sync::LazyLock;
 
 use sha2::{Digest, Sha256};
 
+/// How a schema's comment says the template version its objects are at (a tenant's
+/// schema, or a shared pool on a server other than `default`), set with their DDL.
+pub const VERSION_MARKER: &str = "berqenas template_version=";
+
 #[derive(Debug, Clone)]
 pub struct TemplateMigration {
     pub version: i32,

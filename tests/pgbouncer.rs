@@ -539,7 +539,7 @@ async fn tenants_on_another_server_log_in_through_the_pgbouncer_in_front_of_it()
     assert!(!b.to_string().contains(ADMIN_PASSWORD), "{b}");
 
     let mut made = Vec::new();
-    for isolation in ["schema", "database"] {
+    for isolation in ["schema", "database", "shared"] {
         let t = app
             .create_with(json!({"name": unique(&format!("pgb2-{isolation}")), "server": "pg2", "isolation": isolation}))
             .await;

@@ -152,7 +152,7 @@ async fn changes_of_a_tenant_on_another_server_happen_there() {
     let pg2 = register_pg2(&app, "chg-pg2").await;
     let pg2_admin = on(&pg2, "postgres").await;
 
-    for isolation in ["schema", "database"] {
+    for isolation in ["schema", "database", "shared"] {
         let name = unique(&format!("chg{}", &isolation[..1]));
         let created = app
             .create_with(json!({"name": name, "server": "pg2", "isolation": isolation}))

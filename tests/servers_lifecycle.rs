@@ -46,6 +46,23 @@ async fn decoy_untouched(default_pg: &tokio_postgres::Client, login_role: &str, 
     assert_eq!(rows, 1, "the decoy schema on default was touched");
 }
 
+/// A shared-mode tenant's member rows and `applications` rows in pg2's pool (0 for
+/// a tenant of another mode, or when pg2 has no pool).
+async fn pool_rows(pg2: &tokio_postgres::Client, t: &Value) -> i64 {
+    if t["isolation"] != "shared" {
+        return 0;
+    }
+    let id: uuid::Uuid = t["id"].as_str().unwrap().parse().unwrap();
+    pg2.query_one(
+        "SELECT (SELECT count(*) FROM berqenas_shared.members WHERE tenant_id = $1)
+              + (SELECT count(*) FROM berqenas_shared.applications WHERE tenant_id = $1)",
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 async fn status_of(app: &TestApp, name: &str) -> Value {
     let (s, b) = app
         .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
@@ -71,7 +88,7 @@ async fn a_tenant_on_another_server_lives_its_whole_lifecycle_there() {
     let pg2 = register_pg2(&app, "plc-pg2").await;
     let pg2_admin = on(&pg2, "postgres").await;
 
-    for isolation in ["schema", "database"] {
+    for isolation in ["schema", "database", "shared"] {
         let name = unique(&format!("plc{}", &isolation[..1]));
         let created = app
             .create_with(json!({"name": name, "server": "pg2", "isolation": isolation}))
@@ -247,6 +264,11 @@ async fn a_tenant_on_another_server_lives_its_whole_lifecycle_there() {
             (0, 0, 0),
             "roles, schemas, databases of {name} left on pg2"
         );
+        assert_eq!(
+            pool_rows(&pg2_admin, &t).await,
+            0,
+            "{name}'s rows left in pg2's pool"
+        );
         decoy_untouched(&default_pg, &login_role, &schema).await;
 
         // --- the purged tenant rebuilt from its archive, on pg2 ---
@@ -283,6 +305,7 @@ async fn a_tenant_on_another_server_lives_its_whole_lifecycle_there() {
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
         assert_eq!(footprint(&pg2_admin, &stem).await, (0, 0, 0));
+        assert_eq!(pool_rows(&pg2_admin, &t).await, 0);
         default_pg
             .batch_execute(&format!(
                 "DROP SCHEMA \"{schema}\" CASCADE; DROP ROLE \"{login_role}\";"

@@ -74,7 +74,7 @@ async fn a_migration_reaches_the_tenants_and_the_template_of_another_server() {
     let pg2_admin = on(&pg2, "postgres").await;
 
     let mut tenants = Vec::new();
-    for isolation in ["schema", "database"] {
+    for isolation in ["schema", "database", "shared"] {
         let name = unique(&format!("smig{}", &isolation[..1]));
         tenants.push(
             before
@@ -129,7 +129,7 @@ async fn a_migration_reaches_the_tenants_and_the_template_of_another_server() {
 
     let run = app.migrate(json!({"jobs": 2})).await;
     assert_eq!(run["state"], "succeeded", "{run}");
-    assert_eq!(run["migrated"], 3, "{run}");
+    assert_eq!(run["migrated"], 4, "{run}");
     assert_eq!(run["failed"], 0, "{run}");
     for t in &tenants {
         let name = t["name"].as_str().unwrap();
@@ -193,12 +193,12 @@ async fn a_migration_reaches_the_tenants_and_the_template_of_another_server() {
     // A re-run has nothing to do and changes nothing.
     let audited = "SELECT count(*) FROM berqenas.audit_log WHERE action = 'tenant_migrated'";
     let audit_before = count(&control, audited).await;
-    assert_eq!(audit_before, 3);
+    assert_eq!(audit_before, 4);
     let again = app.migrate(json!({})).await;
     assert_eq!(again["state"], "succeeded", "{again}");
     assert_eq!(again["migrated"], 0, "{again}");
     assert_eq!(again["total"], 0, "{again}");
-    assert_eq!(again["already_current"], 3, "{again}");
+    assert_eq!(again["already_current"], 4, "{again}");
     assert_eq!(count(&control, audited).await, audit_before);
     assert_eq!(template_oid(&pg2_admin).await, template_after);
 
@@ -209,6 +209,18 @@ async fn a_migration_reaches_the_tenants_and_the_template_of_another_server() {
     assert_eq!(fresh["template_version"], 2, "{fresh}");
     let c = catalog_on(&pg2, &fresh).await;
     assert!(has_column(&c, fresh["schema"].as_str().unwrap(), "priority").await);
+    // A new shared-mode tenant there is at its pool's version, and writes the column.
+    let fresh = app
+        .create_with(json!({"name": unique("smigp"), "server": "pg2", "isolation": "shared"}))
+        .await;
+    assert_eq!(fresh["template_version"], 2, "{fresh}");
+    connect_as(&fresh["credentials"])
+        .await
+        .batch_execute(
+            "INSERT INTO applications (name, team, created_by, priority) VALUES ('x', 'y', 'z', 1)",
+        )
+        .await
+        .unwrap();
     drop(app);
 
     // The next release, and a database-mode create on pg2 before any run: the create

@@ -41,8 +41,8 @@ async fn publish(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realtime_of_tenants_on_another_server() {
     let (app, state) = support::spawn().await;
-    register_pg2(&app, "rt-pg2").await;
-    for isolation in ["schema", "database"] {
+    let pg2 = register_pg2(&app, "rt-pg2").await;
+    for isolation in ["schema", "database", "shared"] {
         let name = unique(&format!("rt{}", &isolation[..1]));
         let t = app
             .create_with(
@@ -69,6 +69,26 @@ async fn realtime_of_tenants_on_another_server() {
         assert_eq!(st, StatusCode::CREATED, "{isolation}: {b}");
         let got = s.take(2).await;
         assert_eq!(got.len(), 2, "{isolation}: both events reached the stream");
+        if isolation == "shared" {
+            // In pg2's pool, not in default's.
+            let id: uuid::Uuid = t["id"].as_str().unwrap().parse().unwrap();
+            let events =
+                "SELECT count(*) FROM berqenas_shared.realtime_events WHERE tenant_id = $1";
+            let on_pg2: i64 = extra_cluster::on(&pg2, "postgres")
+                .await
+                .query_one(events, &[&id])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(on_pg2, 2, "the events are in pg2's pool");
+            let on_default: i64 = common::superuser()
+                .await
+                .query_one(events, &[&id])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(on_default, 0);
+        }
         berqenas::realtime::upkeep::tenant(
             &state.platform,
             t["id"].as_str().unwrap().parse().unwrap(),

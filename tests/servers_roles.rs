@@ -91,6 +91,12 @@ async fn the_role_check_takes_away_and_puts_back_on_another_server() {
         .await;
     app.create_with(json!({"name": clean, "server": "pg2", "isolation": "schema"}))
         .await;
+    // In pg2's shared pool, its roles members of that server's pool roles.
+    let (pooled, pooled_bad) = (unique("rolp"), unique("rolq"));
+    for name in [&pooled, &pooled_bad] {
+        app.create_with(json!({"name": name, "server": "pg2", "isolation": "shared"}))
+            .await;
+    }
     let role = |name: &str, suffix: &str| format!("tenant_{}_{suffix}", name.replace('-', "_"));
     let (bad_login, bad_owner, bad_dev) = (
         role(&bad, "user"),
@@ -98,6 +104,7 @@ async fn the_role_check_takes_away_and_puts_back_on_another_server() {
         role(&bad, "developer"),
     );
     let drifted_login = role(&drifted, "user");
+    let pooled_bad_dev = role(&pooled_bad, "developer");
     let clean_login = role(&clean, "user");
     let clean_settings = settings(&pg2_admin, &clean_login).await;
     let drifted_settings = settings(&pg2_admin, &drifted_login).await;
@@ -116,6 +123,7 @@ async fn the_role_check_takes_away_and_puts_back_on_another_server() {
         .batch_execute(&format!(
             "ALTER ROLE {bad_login} CREATEDB BYPASSRLS;
              GRANT pg_read_all_data TO {bad_dev};
+             GRANT pg_read_all_data TO {pooled_bad_dev};
              ALTER ROLE {bad_owner} LOGIN;
              ALTER ROLE {drifted_login} SET statement_timeout = 0;
              ALTER ROLE {drifted_login} PASSWORD 'changed-by-the-tenant';"
@@ -148,10 +156,12 @@ async fn the_role_check_takes_away_and_puts_back_on_another_server() {
         );
     }
     assert!(report.suspended.contains(&bad), "{report:?}");
+    assert!(report.suspended.contains(&pooled_bad), "{report:?}");
+    assert!(!member_of(&pg2_admin, &pooled_bad_dev, "pg_read_all_data").await);
     assert!(!report
         .suspended
         .iter()
-        .any(|n| n == &drifted || n == &clean));
+        .any(|n| n == &drifted || n == &clean || n == &pooled));
     assert_eq!(status(&app, &bad).await, "suspended");
     assert!(
         session.query_one("SELECT 1", &[]).await.is_err(),
@@ -210,13 +220,20 @@ async fn the_role_check_takes_away_and_puts_back_on_another_server() {
     );
     assert_eq!(status(&app, &drifted).await, "active");
 
-    // --- the clean tenant on pg2 is left alone ---
+    // --- the clean tenants on pg2 are left alone ---
     assert_eq!(settings(&pg2_admin, &clean_login).await, clean_settings);
-    assert_eq!(status(&app, &clean).await, "active");
-    assert!(!report
-        .violations
-        .iter()
-        .any(|(r, _)| r.contains(&clean.replace('-', "_"))));
+    for name in [&clean, &pooled] {
+        assert_eq!(status(&app, name).await, "active");
+        let stem = name.replace('-', "_");
+        assert!(
+            !report.violations.iter().any(|(r, _)| r.contains(&stem)),
+            "{report:?}"
+        );
+        assert!(
+            !report.drift.iter().any(|(r, _)| r.contains(&stem)),
+            "{report:?}"
+        );
+    }
 
     // --- a second round finds nothing left to take ---
     let again = berqenas::workflows::role_check::round(&state.platform)

@@ -66,7 +66,7 @@ async fn users_keys_and_config_of_a_tenant_on_another_server() {
     let pg2_admin = on(&pg2, "postgres").await;
     let control = superuser().await;
 
-    for isolation in ["schema", "database"] {
+    for isolation in ["schema", "database", "shared"] {
         let name = unique(&format!("usr{}", &isolation[..1]));
         let created = app
             .create_with(json!({"name": name, "server": "pg2", "isolation": isolation}))
@@ -82,6 +82,16 @@ async fn users_keys_and_config_of_a_tenant_on_another_server() {
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
+        // A row of the tenant's, which its users read (in shared mode, only if their
+        // logins are mapped to it in pg2's pool).
+        login(&created["credentials"])
+            .await
+            .expect("the tenant logs in on pg2")
+            .batch_execute(
+                "INSERT INTO applications (name, team, created_by) VALUES ('one', 'a', 'usr')",
+            )
+            .await
+            .unwrap();
 
         // --- bad input: refused naming the field; nothing made anywhere ---
         for (body, field) in [
@@ -140,7 +150,7 @@ async fn users_keys_and_config_of_a_tenant_on_another_server() {
             .await
             .expect("a developer reads the tenant's tables")
             .get(0);
-        assert_eq!(rows, 0);
+        assert_eq!(rows, 1, "ada reads {name}'s row");
         let (s, e) = add_user(
             &app,
             &name,

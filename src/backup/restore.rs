@@ -83,6 +83,9 @@ pub struct Plan {
     /// once restored, this restore's own.
     pub archive_schema: Option<String>,
     pub scratch_schema: Option<String>,
+    /// Shared mode: another tenant's archive, whose rows get new ids.
+    #[serde(default)]
+    pub new_ids: bool,
 }
 
 /// A throw-away object of a plan: what its declaration names.
@@ -109,6 +112,7 @@ impl Plan {
                 scratch_role: None,
                 archive_schema: Some(manifest.schema.clone()),
                 scratch_schema: Some(format!("berqenas_restore_{tag}")),
+                new_ids: manifest.tenant_id != target.id,
             };
         }
         let schema = target.name.schema();
@@ -121,6 +125,7 @@ impl Plan {
             scratch_role: foreign.then(|| TempRole::new_name("restore").as_str().to_string()),
             archive_schema: None,
             scratch_schema: None,
+            new_ids: false,
         }
     }
 
@@ -196,12 +201,14 @@ pub async fn commit_in(
     plan: &Plan,
 ) -> Result<()> {
     match target.isolation {
-        Isolation::Shared => {
+        Isolation::Shared if !elsewhere(target) => {
             let scratch = ident(&plan.scratch_schema);
             shared::move_in(&**tx, &scratch, target.id, target.id != backup.tenant_id).await?;
             tx.batch_execute(&format!("DROP SCHEMA {scratch} CASCADE"))
                 .await?;
         }
+        // The pool is on the tenant's server: [`drop_replaced`] moves the rows in there.
+        Isolation::Shared => {}
         Isolation::Schema if !elsewhere(target) => {
             tx.batch_execute(&format!(
                 "DROP SCHEMA IF EXISTS {} CASCADE",
@@ -221,8 +228,8 @@ fn elsewhere(target: &Tenant) -> bool {
 }
 
 /// The replaced schema: database mode in the tenant's database; schema mode on a
-/// server other than `default` in that server's database (`p` a view on it).
-/// Idempotent.
+/// server other than `default` in that server's database (`p` a view on it). Shared
+/// mode on another server: the staged rows moved into that server's pool. Idempotent.
 pub async fn drop_replaced(p: &Platform, target: &Tenant, plan: &Plan) -> Result<()> {
     let sql = || format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(&plan.done));
     match target.isolation {
@@ -233,6 +240,27 @@ pub async fn drop_replaced(p: &Platform, target: &Tenant, plan: &Plan) -> Result
                 .await?
         }
         Isolation::Schema if elsewhere(target) => p.pool.get().await?.batch_execute(&sql()).await?,
+        Isolation::Shared if elsewhere(target) => {
+            // The staged rows replace the tenant's in its server's pool, and their
+            // scratch schema goes, in one transaction there: run again, it finds no
+            // scratch schema and changes nothing.
+            let scratch = ident(&plan.scratch_schema);
+            let mut c = p.pool.get().await?;
+            let tx = c.transaction().await?;
+            let staged = tx
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
+                    &[&scratch.as_str()],
+                )
+                .await?
+                .is_some();
+            if staged {
+                shared::move_in(&*tx, &scratch, target.id, plan.new_ids).await?;
+                tx.batch_execute(&format!("DROP SCHEMA {scratch} CASCADE"))
+                    .await?;
+                tx.commit().await?;
+            }
+        }
         Isolation::Schema | Isolation::Shared => {}
     }
     Ok(())

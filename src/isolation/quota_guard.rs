@@ -43,6 +43,50 @@ async fn guard_state(c: &impl GenericClient) -> Result<(bool, Vec<String>), toki
 /// privilege would) while the tenant's `disk_usage.writes_blocked` is set. A tenant
 /// can read that flag only through this function, and change it not at all.
 pub async fn ensure_shared_guard(c: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
+    ensure_guard(c, Flags::Registry).await
+}
+
+/// Where the guard reads whether a tenant's writes are blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flags {
+    /// The registry's `disk_usage` (the pool on `default`, in the control database).
+    Registry,
+    /// A table of the pool's own server, [`LOCAL_FLAGS`] (a pool on another server,
+    /// where the registry is not): the quota round writes it there.
+    Local,
+}
+
+/// The table of tenants whose writes are blocked, on a server other than `default`:
+/// the control role's, in a schema PUBLIC cannot use.
+pub const LOCAL_FLAGS: &str = "berqenas_quota.blocked";
+
+fn flag_sql(flags: Flags) -> String {
+    match flags {
+        Flags::Registry => "SELECT coalesce((SELECT writes_blocked FROM berqenas.disk_usage WHERE tenant_id = $1), false)".into(),
+        Flags::Local => format!("SELECT EXISTS (SELECT 1 FROM {LOCAL_FLAGS} WHERE tenant_id = $1)"),
+    }
+}
+
+/// Sets or clears a tenant's block in [`LOCAL_FLAGS`] (its server's pool reads it).
+pub async fn set_local_block(
+    c: &impl GenericClient,
+    tenant: uuid::Uuid,
+    blocked: bool,
+) -> Result<(), tokio_postgres::Error> {
+    ensure_guard(c, Flags::Local).await?;
+    let sql = match blocked {
+        true => format!("INSERT INTO {LOCAL_FLAGS} (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING"),
+        false => format!("DELETE FROM {LOCAL_FLAGS} WHERE tenant_id = $1"),
+    };
+    c.execute(&sql, &[&tenant]).await?;
+    Ok(())
+}
+
+/// [`ensure_shared_guard`], its function reading `flags`.
+pub async fn ensure_guard(
+    c: &impl GenericClient,
+    flags: Flags,
+) -> Result<(), tokio_postgres::Error> {
     let (schema, owner) = (ident(pool::POOL_SCHEMA), ident(pool::POOL_OWNER));
     if let (true, missing) = guard_state(c).await? {
         if missing.is_empty() {
@@ -59,14 +103,22 @@ pub async fn ensure_shared_guard(c: &impl GenericClient) -> Result<(), tokio_pos
             .filter(|r| r.as_str() != pool::POOL_OWNER)
             .map(|r| r.to_string())
             .collect();
-        // Owned by the control role, which can read the registry; fixed SQL with a
+        if flags == Flags::Local {
+            sql.push_str(&format!(
+                "CREATE SCHEMA IF NOT EXISTS berqenas_quota;\n\
+                 REVOKE ALL ON SCHEMA berqenas_quota FROM PUBLIC;\n\
+                 CREATE TABLE IF NOT EXISTS {LOCAL_FLAGS} (tenant_id uuid PRIMARY KEY);\n"
+            ));
+        }
+        // Owned by the control role, which can read the flags; fixed SQL with a
         // pinned search path, taking a tenant id and telling only whether it is blocked.
         sql.push_str(&format!(
             "CREATE FUNCTION {schema}.writes_blocked(uuid) RETURNS boolean\n\
                  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog\n\
-                 AS $$ SELECT coalesce((SELECT writes_blocked FROM berqenas.disk_usage WHERE tenant_id = $1), false) $$;\n\
+                 AS $$ {} $$;\n\
              REVOKE ALL ON FUNCTION {schema}.writes_blocked(uuid) FROM PUBLIC;\n\
              GRANT EXECUTE ON FUNCTION {schema}.writes_blocked(uuid) TO {};\n",
+            flag_sql(flags),
             users.join(", ")
         ));
     }
@@ -140,7 +192,8 @@ pub async fn repair_shared_guard(c: &impl GenericClient) -> Result<(), tokio_pos
 /// the new tables get its policies too, so a blocked tenant cannot write there.
 pub async fn extend_shared_guard(c: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
     match guard_state(c).await? {
-        (true, missing) if !missing.is_empty() => ensure_shared_guard(c).await,
+        // The function is there: `flags` only names what it reads.
+        (true, missing) if !missing.is_empty() => ensure_guard(c, Flags::Registry).await,
         _ => Ok(()),
     }
 }

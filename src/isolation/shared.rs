@@ -255,3 +255,24 @@ pub fn purge_rows_sql(tables: &[String], tenant_id: &str) -> String {
     sql.push_str("RESET ROLE;\n");
     sql
 }
+
+/// Removes, from every pool table (`tables`, parents first: deleted children first)
+/// and the member table, the rows of the tenants `roles` are members for. As the pool
+/// owner. For a tenant known by its roles only (on a server other than `default`,
+/// whose undoing and purge are handed its roles).
+pub fn purge_roles_rows_sql(tables: &[String], roles: &[&str]) -> String {
+    let (schema, owner) = (ident(POOL_SCHEMA), ident(POOL_OWNER));
+    let roles: Vec<String> = roles.iter().map(|r| Literal(r).to_string()).collect();
+    let of = format!(
+        "(SELECT tenant_id FROM {schema}.members WHERE role IN ({}))",
+        roles.join(", ")
+    );
+    let mut sql = format!("SET LOCAL ROLE {owner};\n");
+    for t in tables.iter().rev() {
+        let t = Ident::new(t.clone()).expect("catalog names are valid");
+        let _ = writeln!(sql, "DELETE FROM {schema}.{t} WHERE tenant_id IN {of};");
+    }
+    let _ = writeln!(sql, "DELETE FROM {schema}.members WHERE tenant_id IN {of};");
+    sql.push_str("RESET ROLE;\n");
+    sql
+}

@@ -32,7 +32,7 @@ pub const LOCK_TIMEOUT: &str = "5s";
 
 /// The marker a tenant's schema carries once its DDL committed (in the same
 /// transaction); older releases marked a database-mode tenant's database.
-const MARKER_PREFIX: &str = "berqenas template_version=";
+const MARKER_PREFIX: &str = crate::template::VERSION_MARKER;
 
 /// What a unit did.
 #[derive(Debug)]
@@ -493,7 +493,22 @@ pub async fn shared(
         crate::isolation::quota_guard::extend_shared_guard(&tx).await?;
         shared_mode::set_pool_version(&tx, target, &template.checksum()).await?;
     }
-    let moved = crate::store::tenants::move_shared_to_version(&tx, target).await?;
+    let moved =
+        crate::store::tenants::move_shared_to_version(&tx, target, crate::store::servers::DEFAULT)
+            .await?;
+    record_shared(tx, moved, tenants, target, run_id, actor).await
+}
+
+/// The registry of the shared-mode tenants a pool's migration moved (`moved`: id,
+/// name, old version), their events and audit rows, in `tx`, which it commits.
+async fn record_shared(
+    tx: deadpool_postgres::Transaction<'_>,
+    moved: Vec<(Uuid, String, i32)>,
+    tenants: &[PendingTenant],
+    target: i32,
+    run_id: Uuid,
+    actor: &str,
+) -> Result<Outcome> {
     for (id, name, old) in &moved {
         outbox::emit(
             &tx,
@@ -518,4 +533,48 @@ pub async fn shared(
         ));
     }
     Ok(Outcome::Migrated(names))
+}
+
+/// Shared mode on a server other than `default` (`view`: that server's platform,
+/// `server` its name): no transaction spans the pool and the registry, so the pool's
+/// DDL commits with its schema's marker there, as a tenant's on another server does,
+/// then the registry of its tenants still behind follows in one control transaction.
+/// Run again after a crash in between, it finds the marker at the target and only
+/// moves the registry.
+pub async fn shared_on(
+    p: &Platform,
+    (view, server): (&Platform, &str),
+    tenants: &[PendingTenant],
+    template: &Template,
+    target: i32,
+    (run_id, actor): (Uuid, &str),
+) -> Result<Outcome> {
+    {
+        let mut there = view.pool.get().await?;
+        let tx = there.transaction().await?;
+        shared_mode::lock_pool(&tx).await?;
+        let from = shared_mode::pool_version_on(&tx).await?.unwrap_or(target);
+        if from < target {
+            let pool = Ident::new(POOL_SCHEMA).expect("static name");
+            tx.batch_execute(&migration_sql(
+                Some(POOL_OWNER),
+                &pool,
+                &template.sql_between(from, target),
+                Some(target),
+            ))
+            .await?;
+            shared_mode::tenantize(&tx).await?;
+            crate::isolation::quota_guard::extend_shared_guard(&tx).await?;
+            tx.commit().await?;
+        }
+    }
+    let mut client = p.pool.get().await?;
+    let tx = client.transaction().await?;
+    let mut names: Vec<&str> = tenants.iter().map(|t| t.tenant.as_str()).collect();
+    names.sort_unstable();
+    for name in names {
+        crate::store::operations::lock_name(&tx, name).await?;
+    }
+    let moved = crate::store::tenants::move_shared_to_version(&tx, target, server).await?;
+    record_shared(tx, moved, tenants, target, run_id, actor).await
 }

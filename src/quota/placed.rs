@@ -3,9 +3,10 @@
 //! ([`sizes`]) and the look at connections ([`connections`]).
 //!
 //! Sizes are those of `disk::measure` on `default`: a schema's tables, materialized
-//! views and sequences (`pg_total_relation_size`), or a database's size less that of
-//! the server's template database, plus (schema mode) the temporary tables its logins'
-//! sessions hold there, as on `default`.
+//! views and sequences (`pg_total_relation_size`), a database's size less that of the
+//! server's template database, or (shared mode) a tenant's share of that server's
+//! pool, plus (schema and shared modes) the temporary tables its logins' sessions hold
+//! there, as on `default`.
 
 use std::collections::BTreeMap;
 
@@ -85,9 +86,11 @@ async fn sizes_on(p: &Platform, server: &str, tenants: &[Placed]) -> Result<Vec<
     let template = crate::isolation::database::template_db(&view.endpoint.database)
         .as_str()
         .to_string();
-    let ids: Vec<Uuid> = tenants.iter().map(|t| t.id).collect();
-    let db: Vec<bool> = tenants.iter().map(|t| t.database_mode).collect();
-    let names: Vec<&str> = tenants.iter().map(|t| t.object.as_str()).collect();
+    // A shared-mode tenant's size is its share of the pool's, measured below.
+    let own: Vec<&Placed> = tenants.iter().filter(|t| !t.shared).collect();
+    let ids: Vec<Uuid> = own.iter().map(|t| t.id).collect();
+    let db: Vec<bool> = own.iter().map(|t| t.database_mode).collect();
+    let names: Vec<&str> = own.iter().map(|t| t.object.as_str()).collect();
     let mut client = view.pool.get().await?;
     let mut tx = client.transaction().await?;
     tx.batch_execute(crate::quota::disk::ROUND_TIMEOUTS).await?;
@@ -111,6 +114,16 @@ async fn sizes_on(p: &Platform, server: &str, tenants: &[Placed]) -> Result<Vec<
         .collect();
     let temp = crate::quota::disk::size_temp(&mut tx, relations).await?;
     tx.commit().await?;
+    drop(client);
+    if tenants.iter().any(|t| t.shared) {
+        let shares = crate::quota::disk::shared_shares(&mut view.pool.get().await?).await?;
+        sizes.extend(tenants.iter().filter(|t| t.shared).map(|t| {
+            (
+                t.id,
+                shares.get(&t.id).copied().unwrap_or(0.0).round() as i64,
+            )
+        }));
+    }
     for (id, bytes) in sizes.iter_mut() {
         *bytes += temp.get(id).copied().unwrap_or(0);
     }

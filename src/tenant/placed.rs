@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use super::database_mode::{self, Registered};
 use super::service::{self, Error, Validated};
-use super::{Isolation, Slug, Status};
+use super::{shared_mode, Isolation, Slug, Status};
 use crate::isolation::database as dbsql;
+use crate::isolation::shared;
 use crate::isolation::{schema::SchemaPerTenant, Provision, Strategy};
 use crate::pg::{hardening, Ident};
 use crate::platform::Platform;
@@ -53,6 +54,12 @@ pub async fn register(
         Isolation::Database => slug.schema().as_str().to_string(),
         _ => server_database.to_string(),
     };
+    // A shared-mode tenant's rows are in its server's pool (its version is the pool's:
+    // `make` records it once it has read it there).
+    let schema = match v.isolation {
+        Isolation::Shared => crate::isolation::shared::POOL_SCHEMA.to_string(),
+        _ => slug.schema().as_str().to_string(),
+    };
     tenants::insert(
         tx,
         &tenants::NewTenant {
@@ -61,7 +68,7 @@ pub async fn register(
             status: Status::Provisioning,
             plan: &plan.name,
             isolation: v.isolation,
-            schema: Some(slug.schema().as_str()),
+            schema: Some(&schema),
             database: &database,
             login_role: slug.login_role().as_str(),
             owner_role: slug.owner_role().as_str(),
@@ -103,8 +110,10 @@ pub async fn roles_exist(view: &Platform, slug: &Slug) -> Result<bool> {
 }
 
 /// The tenant's roles and schema (schema mode: in the server URL's database, one
-/// transaction there) or roles and cloned database (database mode) on its server.
-/// Runs again after a crash: what was made is found and kept.
+/// transaction there), roles and cloned database (database mode), or roles and their
+/// member rows in the server's shared pool (shared mode; the pool built there first
+/// if it is not) on its server. Runs again after a crash: what was made is found and
+/// kept. Returns, in shared mode, the pool's template version (the tenant's).
 pub async fn make(
     control: &Platform,
     view: &Platform,
@@ -113,7 +122,7 @@ pub async fn make(
     isolation: Isolation,
     password: &SecretString,
     registered: &Registered,
-) -> Result<()> {
+) -> Result<Option<i32>> {
     let plan = {
         let mut c = control.pool.get().await?;
         let tx = c.transaction().await?;
@@ -157,9 +166,30 @@ pub async fn make(
             }
             database_mode::configure(view, slug).await?;
         }
-        _ => {
+        Isolation::Shared => {
+            // Built there by the first shared-mode tenant (docs/servers.md).
+            let version = shared_mode::ensure_pool_on(view).await?;
+            if !made_before {
+                let mut c = view.pool.get().await?;
+                let tx = c.transaction().await?;
+                let login =
+                    crate::isolation::create_login_role(&slug.login_role(), &verifier, &limits);
+                tx.batch_execute(&shared::create_sql(
+                    slug,
+                    &registered.tenant_id.to_string(),
+                    &login,
+                    !view.caps.superuser,
+                ))
+                .await
+                .map_err(|e| service::taken(e, slug))?;
+                hardening::check(&tx, &roles).await?;
+                tx.commit().await?;
+            }
+            return Ok(Some(version));
+        }
+        Isolation::Schema => {
             if made_before {
-                return Ok(());
+                return Ok(None);
             }
             let mut c = view.pool.get().await?;
             let tx = c.transaction().await?;
@@ -177,7 +207,7 @@ pub async fn make(
             tx.commit().await?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Drops what [`make`] made on the server: the database (its sessions ended), the
@@ -203,9 +233,26 @@ pub async fn unmake(view: &Platform, slug: &Slug, isolation: Isolation) -> Resul
         .into_iter()
         .filter(|r| present.iter().any(|p| p == r.as_str()))
         .collect();
+    if isolation == Isolation::Shared {
+        leave_pool(&tx, &existing).await?;
+    }
     tx.batch_execute(&SchemaPerTenant.drop_sql(slug, &existing))
         .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// A shared-mode tenant's rows and member rows gone from its server's pool, found by
+/// its `roles`' member rows (none: nothing to do); inside `tx`, before the roles go.
+async fn leave_pool(tx: &Transaction<'_>, roles: &[Ident]) -> Result<()> {
+    if roles.is_empty() || shared_mode::pool_version_on(tx).await?.is_none() {
+        return Ok(());
+    }
+    let tables = crate::isolation::pool_catalog::pool_tables(&**tx).await?;
+    let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+    let roles: Vec<&str> = roles.iter().map(Ident::as_str).collect();
+    tx.batch_execute(&shared::purge_roles_rows_sql(&names, &roles))
+        .await?;
     Ok(())
 }
 
@@ -265,6 +312,9 @@ pub async fn purge(
     .await?;
     if isolation == Isolation::Database {
         database_mode::drop_database(view, slug).await?;
+    }
+    if isolation == Isolation::Shared {
+        leave_pool(&tx, &roles).await?;
     }
     tx.batch_execute(&SchemaPerTenant.drop_sql(slug, &roles))
         .await?;

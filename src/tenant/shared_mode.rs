@@ -46,6 +46,84 @@ pub async fn ensure_pool(p: &Platform) -> Result<()> {
     Ok(())
 }
 
+/// The pool on a server other than `default` (docs/servers.md), in that server's own
+/// database: built at this process's template the first time a shared-mode tenant is
+/// made there, with its quota guard reading that server's flags (the registry is not
+/// there). Its version is the marker on its schema, which its build and every
+/// migration of it set with their DDL. Returns that version.
+pub async fn ensure_pool_on(view: &Platform) -> Result<i32> {
+    let mut client = view.pool.get().await?;
+    if let Some(v) = pool_version_on(&client).await? {
+        return Ok(v);
+    }
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&POOL_LOCK])
+        .await?;
+    if let Some(v) = pool_version_on(&tx).await? {
+        return Ok(v);
+    }
+    for role in sql::pool_roles() {
+        tx.batch_execute(&crate::pg::ensure_nologin_role_sql(&role))
+            .await?;
+    }
+    if !view.caps.superuser {
+        let owner = Ident::new(sql::POOL_OWNER).expect("static name");
+        tx.batch_execute(&format!("GRANT {owner} TO CURRENT_USER"))
+            .await?;
+    }
+    tx.batch_execute(&sql::build_head_sql(&view.template.full_sql()))
+        .await?;
+    let tables = tenantize(&tx).await?;
+    crate::isolation::quota_guard::ensure_guard(&tx, crate::isolation::quota_guard::Flags::Local)
+        .await?;
+    let version = view.template.latest_version();
+    tx.batch_execute(&mark_sql(version)).await?;
+    tx.commit().await?;
+    tracing::info!(
+        tables = tables.len(),
+        version,
+        "built the shared tenant pool on a server"
+    );
+    Ok(version)
+}
+
+/// Holds the pool's build lock until the transaction ends: a migration of the pool
+/// on another server and its build (or another migration) never interleave.
+pub async fn lock_pool(c: &impl GenericClient) -> Result<()> {
+    c.execute("SELECT pg_advisory_xact_lock($1)", &[&POOL_LOCK])
+        .await?;
+    Ok(())
+}
+
+/// Marks the pool's schema with the template version its tables are at.
+pub fn mark_sql(version: i32) -> String {
+    let schema = Ident::new(sql::POOL_SCHEMA).expect("static name");
+    format!(
+        "COMMENT ON SCHEMA {schema} IS {};",
+        crate::pg::Literal(&format!("{}{version}", crate::template::VERSION_MARKER))
+    )
+}
+
+/// What the pool schema's marker says on a server other than `default` (`None`: no
+/// pool there).
+pub async fn pool_version_on(c: &impl GenericClient) -> Result<Option<i32>> {
+    let row = c
+        .query_opt(
+            "SELECT substring(pg_catalog.obj_description(n.oid, 'pg_namespace') FROM $2)::int
+               FROM pg_catalog.pg_namespace n WHERE n.nspname = $1",
+            &[
+                &sql::POOL_SCHEMA,
+                &format!("^{}(\\d+)$", crate::template::VERSION_MARKER),
+            ],
+        )
+        .await?;
+    match row {
+        None => Ok(None),
+        // A pool without its marker is one being built (the marker commits with it).
+        Some(r) => Ok(Some(r.get::<_, Option<i32>>(0).unwrap_or(0))),
+    }
+}
+
 /// The row in `template_database` that records the pool's template version.
 pub const POOL_ROW: &str = "shared-pool";
 

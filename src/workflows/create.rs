@@ -164,7 +164,7 @@ pub async fn create_as(
     }
     // The server it goes to (docs/servers.md): with only `default` registered and no
     // `server` or `placement` asked for, one read and the create goes on as before.
-    match place_on(&v, placed) {
+    match place_on(placed) {
         Ok(None) => {}
         Ok(Some(server)) => {
             return super::create_placed::create(rt, &v, &server, idem, actor, announce).await
@@ -177,14 +177,13 @@ pub async fn create_as(
     super::create_one::create(rt, &v, idem, actor, announce, trace).await
 }
 
-/// The server a create goes to: `None` for `default` (the paths below), else one
-/// whose create `create_placed` can run.
-fn place_on(v: &Validated, placed: Result<String, Error>) -> Result<Option<String>, Error> {
+/// The server a create goes to: `None` for `default` (the paths below), else the one
+/// `create_placed` makes it on.
+fn place_on(placed: Result<String, Error>) -> Result<Option<String>, Error> {
     let server = placed?;
     if server == crate::store::servers::DEFAULT {
         return Ok(None);
     }
-    super::create_placed::supported(v, &server)?;
     Ok(Some(server))
 }
 

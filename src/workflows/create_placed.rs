@@ -1,4 +1,4 @@
-//! `tenant.create.placed`: a schema- or database-mode create on a server other than
+//! `tenant.create.placed`: a create in any mode on a server other than
 //! `default` (docs/servers.md). No transaction spans two servers, so it is steps:
 //!
 //! 1. `register`: the registry row (`provisioning`, on its server, password sealed)
@@ -6,7 +6,8 @@
 //!    step's journal row. Nothing exists on the server yet.
 //! 2. `provision` (reaches out): its intent journaled first (the roles and the schema
 //!    or database on that server), then made there (`tenant::placed::make`; the
-//!    schema mode in one transaction on the server).
+//!    schema mode in one transaction on the server; shared mode, its roles and member
+//!    rows in the server's pool, built there first if it is not).
 //! 3. `vector_store` and `integrations`: the tenant's vector collection when the create
 //!    asked for one (an external backend: Chroma), and the onboarding steps its plan
 //!    and mode match, the same steps as every staged create;
@@ -105,21 +106,6 @@ impl Params {
             placement: None,
         }
     }
-}
-
-/// What a placed create cannot do yet (shared mode: the pool is in the control
-/// database): refused before anything is made.
-pub fn supported(v: &Validated, server: &str) -> Result<(), Error> {
-    if v.isolation == Isolation::Shared {
-        let mut p = crate::problem::Problem::new(
-            crate::problem::Kind::Unprocessable,
-            "not_on_this_server",
-            format!("isolation: shared mode is not available yet for tenants on server {server:?} (only on \"default\"); see docs/servers.md"),
-        );
-        p.field = Some("isolation".into());
-        return Err(Error::Rejected(p));
-    }
-    Ok(())
 }
 
 /// Runs a placed create to its end (or its undoing).
@@ -333,7 +319,7 @@ async fn make(
     // That server's template database is as its add or the last migration run left
     // it; the clone checks it against this process's template under the template
     // lock and rebuilds it when it is not (`clone_current_on`).
-    placed::make(
+    let pool_version = placed::make(
         p,
         view,
         &params.server,
@@ -343,7 +329,18 @@ async fn make(
         registered,
     )
     .await
-    .map_err(step_error)
+    .map_err(step_error)?;
+    // A shared-mode tenant is at its server's pool's version, which an older release
+    // may have built; the registry says so before the tenant is active.
+    if let Some(version) = pool_version {
+        let mut client = p.pool.get().await.map_err(failed)?;
+        let tx = client.transaction().await.map_err(failed)?;
+        crate::store::tenants::set_template_version(&tx, registered.tenant_id, version)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// What a tenant's making on another server declares before it starts: its roles
@@ -366,15 +363,18 @@ pub(super) fn declared(
             scratch: false,
         })
         .collect();
-    objects.push(Object {
-        kind: match isolation {
-            Isolation::Database => "database".into(),
-            _ => "schema".into(),
-        },
-        name: slug.schema().as_str().to_string(),
-        database: Some(view.endpoint.database.clone()),
-        scratch: false,
-    });
+    // A shared-mode tenant's rows are in its server's pool, not an object of its own.
+    if isolation != Isolation::Shared {
+        objects.push(Object {
+            kind: match isolation {
+                Isolation::Database => "database".into(),
+                _ => "schema".into(),
+            },
+            name: slug.schema().as_str().to_string(),
+            database: Some(view.endpoint.database.clone()),
+            scratch: false,
+        });
+    }
     objects
 }
 

@@ -14,7 +14,7 @@
 //! unit runs on the tenant's own server, and the step first brings every server's
 //! template database to the run's template (`migrate_servers`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -244,23 +244,54 @@ fn migrate_tenants<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             own = rest;
         }
         report = cx.units(own, report, params.jobs).await?;
-        if !shared.is_empty() {
+        // Each server's pool moves its tenants together (docs/servers.md).
+        let mut pools: BTreeMap<String, Vec<PendingTenant>> = BTreeMap::new();
+        for t in shared {
+            pools.entry(t.server.clone()).or_default().push(t);
+        }
+        for (server, shared) in pools {
             if rt.engine.is_stopping() {
                 return Err(stopping(&cx, &report).await);
             }
-            let outcome =
-                migrate::units::shared(rt, &shared, &cx.template, cx.target, cx.run_id, &cx.actor)
+            let outcome = match (server.as_str(), cx.views.get(&server)) {
+                (crate::store::servers::DEFAULT, _) => {
+                    migrate::units::shared(
+                        rt,
+                        &shared,
+                        &cx.template,
+                        cx.target,
+                        cx.run_id,
+                        &cx.actor,
+                    )
                     .await
-                    .unwrap_or_else(|e| {
-                        Outcome::Failed(
-                            shared
-                                .iter()
-                                .map(|t| migrate::units::failure(t, &e))
-                                .collect(),
-                        )
-                    });
+                }
+                (_, Some(view)) => {
+                    migrate::units::shared_on(
+                        rt,
+                        (view, &server),
+                        &shared,
+                        &cx.template,
+                        cx.target,
+                        (cx.run_id, &cx.actor),
+                    )
+                    .await
+                }
+                (_, None) => Err(TenantError::Rejected(crate::problem::Problem::new(
+                    crate::problem::Kind::Unavailable,
+                    "server_unavailable",
+                    format!("server {server:?} cannot be reached"),
+                ))),
+            }
+            .unwrap_or_else(|e| {
+                Outcome::Failed(
+                    shared
+                        .iter()
+                        .map(|t| migrate::units::failure(t, &e))
+                        .collect(),
+                )
+            });
             kill_if_named("migrate.tenant_committed");
-            report.record(outcome, crate::store::servers::DEFAULT);
+            report.record(outcome, &server);
         }
         finish(rt, run, &report).await
     })

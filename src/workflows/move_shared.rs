@@ -72,9 +72,10 @@ fn into_pool(params: &Params) -> bool {
 }
 
 /// A move into or out of shared mode checked before anything changes (the request's
-/// 422 or 409): on `default` only (the pool lives in its control database), the
-/// template versions equal, and, into shared mode, nothing in the tenant's schema the
-/// pool has no room for. Other moves pass.
+/// 422 or 409): on `default` only (its pool is in the control database, where the
+/// copy's transactions run), never from one server's pool to another's, the template
+/// versions equal, and, into shared mode, nothing in the tenant's schema the pool has
+/// no room for. Other moves pass.
 pub(super) async fn check(
     rt: &Runtime,
     t: &Tenant,
@@ -86,15 +87,23 @@ pub(super) async fn check(
         t.isolation == Isolation::Shared,
         to_isolation == Isolation::Shared,
     );
-    if from_pool == into {
+    if !from_pool && !into {
         return Ok(());
+    }
+    if from_pool && into {
+        return Err(Error::Rejected(refused(
+            Unprocessable,
+            "move_unsupported",
+            Some("to_server"),
+            format!("to_server: a shared-mode tenant does not move between servers' pools; on \"default\" it moves into schema or database mode first (docs/moves.md); tenant {} is in the pool of server {:?}", t.name, t.server),
+        )));
     }
     if to != t.server || t.server != crate::store::servers::DEFAULT {
         return Err(Error::Rejected(refused(
             Unprocessable,
             "move_unsupported",
             Some("to_server"),
-            "to_server: shared mode lives on server \"default\" only: a tenant moves into or out of it there, and not between servers (docs/moves.md)".into(),
+            "to_server: a tenant moves into or out of shared mode on server \"default\" only, and not between servers (docs/moves.md)".into(),
         )));
     }
     let c = rt.pool.get().await?;

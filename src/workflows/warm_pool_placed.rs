@@ -211,7 +211,8 @@ fn publish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// The modes servers other than `default` pool (shared mode lives on `default`).
+/// The modes servers other than `default` pool (shared mode's warm pool is `default`'s
+/// only: a shared-mode create elsewhere makes its tenant from scratch).
 pub const MODES: [Isolation; 2] = [Isolation::Schema, Isolation::Database];
 
 /// The input of a recycle, as journaled.

@@ -1,6 +1,7 @@
 //! Backups and restores of a tenant on another server (docs/servers.md,
 //! docs/backups.md), killed at every step boundary: a schema-mode tenant on cmpg2 (the
-//! second cluster of `servers.rs`) with a row `kept`, backed up, then a row `after`.
+//! second cluster of `servers.rs`), and a shared-mode one in cmpg2's pool, with a row
+//! `kept`, backed up, then a row `after`.
 //! `backup.restore.placed` must end with the backup's rows or the tenant's own, its
 //! login working on cmpg2 (the matrix checks that through its credentials), nothing set
 //! aside and no throw-away role or database left on cmpg2. A `backup.take` of it must
@@ -32,6 +33,20 @@ pub fn scenarios() -> Vec<Scenario> {
             trigger: take,
             check: taken_or_failed,
         },
+        Scenario {
+            kind: restores_placed::RESTORE_PLACED,
+            label: "shared on cmpg2",
+            prepare: backed_up_shared,
+            trigger: restore_in_place,
+            check: restored_or_as_before,
+        },
+        Scenario {
+            kind: backups::TAKE,
+            label: "shared on cmpg2",
+            prepare: with_row_shared,
+            trigger: take,
+            check: taken_or_failed,
+        },
     ]
 }
 
@@ -48,28 +63,47 @@ async fn credentials(env: &Env) -> Value {
     .await
 }
 
+/// A tenant of `isolation` on cmpg2 with one row, `kept`.
+async fn with_row_in(env: &Env, isolation: Isolation) {
+    server(env).await;
+    create_in(env, isolation)
+        .await
+        .expect("a placed create on cmpg2");
+    insert(&credentials(env).await, "kept").await.unwrap();
+}
+
+/// ... backed up, then a second row, `after`.
+async fn backed_up_in(env: &Env, isolation: Isolation) -> Value {
+    with_row_in(env, isolation).await;
+    let b = backups::create(&env.rt, &env.name, "crash-matrix")
+        .await
+        .expect("a backup of the placed tenant");
+    insert(&credentials(env).await, "after").await.unwrap();
+    json!({"backup": b.id})
+}
+
 /// A schema-mode tenant on cmpg2 with one row, `kept`.
 fn with_row<'a>(env: &'a Env) -> Fut<'a, Value> {
     Box::pin(async move {
-        server(env).await;
-        create_in(env, Isolation::Schema)
-            .await
-            .expect("a placed create on cmpg2");
-        insert(&credentials(env).await, "kept").await.unwrap();
+        with_row_in(env, Isolation::Schema).await;
         Value::Null
     })
 }
 
-/// ... backed up, then a second row, `after`.
-fn backed_up<'a>(env: &'a Env) -> Fut<'a, Value> {
+/// A shared-mode tenant in cmpg2's pool with one row, `kept`.
+fn with_row_shared<'a>(env: &'a Env) -> Fut<'a, Value> {
     Box::pin(async move {
-        with_row(env).await;
-        let b = backups::create(&env.rt, &env.name, "crash-matrix")
-            .await
-            .expect("a backup of the placed tenant");
-        insert(&credentials(env).await, "after").await.unwrap();
-        json!({"backup": b.id})
+        with_row_in(env, Isolation::Shared).await;
+        Value::Null
     })
+}
+
+fn backed_up<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(backed_up_in(env, Isolation::Schema))
+}
+
+fn backed_up_shared<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(backed_up_in(env, Isolation::Shared))
 }
 
 fn take<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {

@@ -32,6 +32,13 @@ pub fn scenarios() -> Vec<Scenario> {
             trigger: create_database,
             check: whole_there_or_nothing,
         },
+        Scenario {
+            kind: create_placed::CREATE_PLACED,
+            label: "shared on cmpg2",
+            prepare: server,
+            trigger: create_shared,
+            check: whole_there_or_nothing,
+        },
     ]
 }
 
@@ -137,6 +144,10 @@ fn create_database<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>
     create_in(env, Isolation::Database)
 }
 
+fn create_shared<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    create_in(env, Isolation::Shared)
+}
+
 /// Active with its roles and schema (or database) on cmpg2 and nothing on default;
 /// or no registry row and nothing of it on cmpg2.
 pub(super) fn whole_there_or_nothing<'a>(
@@ -160,6 +171,21 @@ pub(super) fn whole_there_or_nothing<'a>(
         let roles = count("SELECT count(*) FROM pg_roles WHERE rolname LIKE $1").await?;
         let schemas = count("SELECT count(*) FROM pg_namespace WHERE nspname LIKE $1").await?;
         let dbs = count("SELECT count(*) FROM pg_database WHERE datname LIKE $1").await?;
+        // Its member rows in cmpg2's shared pool (once a shared-mode create built it).
+        let pooled = pg2
+            .query_opt(
+                "SELECT 1 FROM pg_namespace WHERE nspname = 'berqenas_shared'",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some();
+        let members = match pooled {
+            true => {
+                count("SELECT count(*) FROM berqenas_shared.members WHERE role LIKE $1").await?
+            }
+            false => 0,
+        };
         let on_default: i64 = env
             .pg
             .query_one(
@@ -177,21 +203,21 @@ pub(super) fn whole_there_or_nothing<'a>(
             .call(Method::GET, &format!("/api/v1/tenants/{}", env.name), None)
             .await;
         match status.as_u16() {
-            404 if roles + schemas + dbs == 0 => Ok(()),
+            404 if roles + schemas + dbs + members == 0 => Ok(()),
             404 => Err(format!(
-                "undone, but cmpg2 keeps {roles} role(s), {schemas} schema(s), {dbs} database(s)"
+                "undone, but cmpg2 keeps {roles} role(s), {schemas} schema(s), {dbs} database(s), {members} pool member row(s)"
             )),
             200 if v["status"] == "active" && v["server"] == SERVER && roles == 6 => {
-                let wanted = if v["isolation"] == "database" {
-                    (0, 1)
-                } else {
-                    (1, 0)
+                let wanted = match v["isolation"].as_str() {
+                    Some("database") => (0, 1, 0),
+                    Some("shared") => (0, 0, 6),
+                    _ => (1, 0, 0),
                 };
-                if (schemas, dbs) == wanted {
+                if (schemas, dbs, members) == wanted {
                     Ok(())
                 } else {
                     Err(format!(
-                        "active, but cmpg2 has {schemas} schema(s), {dbs} database(s)"
+                        "active, but cmpg2 has {schemas} schema(s), {dbs} database(s), {members} pool member row(s)"
                     ))
                 }
             }

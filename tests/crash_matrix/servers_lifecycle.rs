@@ -57,7 +57,75 @@ pub fn scenarios() -> Vec<Scenario> {
             trigger: restore,
             check: rebuilt_or_purged,
         },
+        Scenario {
+            kind: on_server::PURGE,
+            label: "shared on cmpg2",
+            prepare: deleted_shared,
+            trigger: purge,
+            check: purged,
+        },
+        Scenario {
+            kind: rebuild_placed::REBUILD_PLACED,
+            label: "shared on cmpg2",
+            prepare: purged_shared,
+            trigger: restore,
+            check: rebuilt_or_purged,
+        },
     ]
+}
+
+fn deleted_shared<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(async move {
+        placed(env, Isolation::Shared).await;
+        delete_now(env).await.expect("deleting the placed tenant");
+        Value::Null
+    })
+}
+
+fn purged_shared<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(async move {
+        deleted_shared(env).await;
+        let t = berqenas::tenant::service::get(&env.rt, &env.name)
+            .await
+            .expect("the deleted tenant");
+        wf::offboarding::purge(&env.rt, &t, "crash-matrix")
+            .await
+            .expect("purging the placed tenant");
+        Value::Null
+    })
+}
+
+/// How many member rows the tenant's roles have in cmpg2's shared pool (0 without one).
+async fn pool_members(env: &Env) -> Result<i64, String> {
+    let (c, _) = cluster().await;
+    let pg2 = admin(c, "postgres").await;
+    let pooled = pg2
+        .query_opt(
+            "SELECT 1 FROM pg_namespace WHERE nspname = 'berqenas_shared'",
+            &[],
+        )
+        .await
+        .map_err(err)?
+        .is_some();
+    if !pooled {
+        return Ok(0);
+    }
+    let like = format!(
+        "{}%",
+        Slug::parse(&env.name)
+            .map_err(err)?
+            .schema()
+            .as_str()
+            .replace('_', "\\_")
+    );
+    Ok(pg2
+        .query_one(
+            "SELECT count(*) FROM berqenas_shared.members WHERE role LIKE $1",
+            &[&like],
+        )
+        .await
+        .map_err(err)?
+        .get(0))
 }
 
 fn purged_database<'a>(env: &'a Env) -> Fut<'a, Value> {
@@ -79,6 +147,12 @@ fn purged_database<'a>(env: &'a Env) -> Fut<'a, Value> {
 fn rebuilt_or_purged<'a>(env: &'a Env, v: &'a Value) -> Fut<'a, Result<(), String>> {
     Box::pin(async move {
         match state(env).await? {
+            (s, Some(true)) if s == "active" && pool_members(env).await? > 0 => {
+                match pool_members(env).await? {
+                    6 => Ok(()),
+                    n => Err(format!("active, with {n} member rows in cmpg2's pool")),
+                }
+            }
             (s, Some(true)) if s == "active" => {
                 let (c, _) = cluster().await;
                 let db = Slug::parse(&env.name).map_err(err)?.schema();
@@ -287,10 +361,12 @@ fn purged<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
                     .await
                     .map_err(err)?
                     .get(0);
-                if left == 0 {
-                    Ok(())
-                } else {
-                    Err("purged, but its database is left on cmpg2".into())
+                match (left, pool_members(env).await?) {
+                    (0, 0) => Ok(()),
+                    (0, n) => Err(format!(
+                        "purged, but {n} member rows are left in cmpg2's pool"
+                    )),
+                    _ => Err("purged, but its database is left on cmpg2".into()),
                 }
             }
             (s, Some(false)) if s == "deleted" => Ok(()),

@@ -10,7 +10,7 @@ use tokio_postgres::GenericClient as PgClient;
 
 use super::privileges::{merge, privileges_sql, Revoked};
 use super::{store, Outcome, Result, ROUND_TIMEOUTS};
-use crate::isolation::quota_guard::ensure_shared_guard;
+use crate::isolation::quota_guard::{ensure_shared_guard, set_local_block};
 use crate::names::Slug;
 use crate::pg;
 use crate::platform::Platform;
@@ -67,7 +67,11 @@ pub async fn enforce_locked(
         if elsewhere(tenant) {
             // Another database: recorded as taken first, taken after this commits.
             let db = connect_to(p, tenant.database.as_str()).await?;
-            let mut fresh = snapshot(&db, tenant, &slug, tx).await?;
+            // Shared mode: the flag its server's pool reads is set after this commits.
+            let mut fresh = match tenant.isolation {
+                Isolation::Shared => Vec::new(),
+                _ => snapshot(&db, tenant, &slug, tx).await?,
+            };
             if tenant.isolation != Isolation::Database {
                 // A schema on another server: TEMP there comes through its hub role.
                 fresh.extend(temp_memberships(&db, &roles).await?);
@@ -136,6 +140,9 @@ pub async fn apply_remaining(p: &Platform, tenant: &Tenant, rest: &Remaining) ->
         }
         Remaining::Revoke { fresh, roles } => {
             let db = connect_to(p, tenant.database.as_str()).await?;
+            if tenant.isolation == Isolation::Shared {
+                set_local_block(&p.pool.get().await?, tenant.id, true).await?;
+            }
             if !fresh.is_empty() {
                 let sql = privileges_sql(&db, tenant, fresh, false).await?;
                 db.batch_execute(&format!("BEGIN;\n{sql}COMMIT;")).await?;
@@ -146,6 +153,9 @@ pub async fn apply_remaining(p: &Platform, tenant: &Tenant, rest: &Remaining) ->
             let db = connect_to(p, tenant.database.as_str()).await?;
             let sql = privileges_sql(&db, tenant, taken, true).await?;
             db.batch_execute(&format!("BEGIN;\n{sql}COMMIT;")).await?;
+            if tenant.isolation == Isolation::Shared {
+                set_local_block(&p.pool.get().await?, tenant.id, false).await?;
+            }
         }
     }
     Ok(())

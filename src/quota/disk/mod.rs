@@ -180,8 +180,9 @@ pub(crate) async fn size_temp(
     Ok(usage)
 }
 
-/// Each tenant's share of every pool table, in bytes.
-async fn shared_shares(
+/// Each tenant's share of every pool table, in bytes (the pool of the server `client`
+/// is on).
+pub(crate) async fn shared_shares(
     client: &mut deadpool_postgres::Client,
 ) -> Result<std::collections::HashMap<Uuid, f64>> {
     let mut shares = std::collections::HashMap::new();

@@ -518,19 +518,21 @@ pub async fn set_template_version(c: &impl GenericClient, id: Uuid, version: i32
     Ok(())
 }
 
-/// Every shared-mode tenant below `target` moves to it (the pool's tables moved);
-/// returns (id, name, old version) of each.
+/// Every shared-mode tenant on `server` below `target` moves to it (that server's
+/// pool's tables moved); returns (id, name, old version) of each.
 pub async fn move_shared_to_version(
     c: &impl GenericClient,
     target: i32,
+    server: &str,
 ) -> Result<Vec<(Uuid, String, i32)>> {
     Ok(c.query(
         "UPDATE berqenas.tenants t SET template_version = $1, updated_at = now()
                FROM (SELECT id, template_version AS old FROM berqenas.tenants
-                      WHERE isolation = 'shared' AND template_version < $1 FOR UPDATE) o
+                      WHERE isolation = 'shared' AND template_version < $1 AND server = $2
+                        FOR UPDATE) o
               WHERE t.id = o.id
           RETURNING t.id, t.name, o.old",
-        &[&target],
+        &[&target, &server],
     )
     .await?
     .iter()

@@ -101,7 +101,9 @@ pub struct Placed {
     pub id: Uuid,
     pub name: String,
     pub database_mode: bool,
-    /// Its schema (schema mode) or its database (database mode).
+    /// In its server's shared pool (shared mode): its size is its share of the pool's.
+    pub shared: bool,
+    /// Its schema (schema mode), its database (database mode), or the pool's schema.
     pub object: String,
     /// Its logins (its own and its users').
     pub logins: Vec<String>,
@@ -109,8 +111,7 @@ pub struct Placed {
     pub connections_exceeded: bool,
 }
 
-/// Live schema- and database-mode tenants on servers other than `default` (or just
-/// `only`), by server.
+/// Live tenants on servers other than `default` (or just `only`), by server.
 pub async fn live_placed(c: &impl GenericClient, only: Option<Uuid>) -> Result<Vec<Placed>> {
     Ok(c
         .query(
@@ -121,9 +122,9 @@ pub async fn live_placed(c: &impl GenericClient, only: Option<Uuid>) -> Result<V
                               SELECT u.db_user::text FROM berqenas.tenant_users u WHERE u.tenant_id = t.id),
                         EXISTS (SELECT 1 FROM berqenas.quota_breaches b
                                  WHERE b.tenant_id = t.id AND b.quota = 'connections'),
-                        t.name::text
+                        t.name::text, t.isolation = 'shared'
                    FROM berqenas.tenants t
-                  WHERE t.isolation IN ('schema', 'database') AND t.status IN {LIVE}
+                  WHERE t.status IN {LIVE}
                     AND t.server <> 'default' AND ($1::uuid IS NULL OR t.id = $1)
                   ORDER BY t.server"
             ),
@@ -139,17 +140,19 @@ pub async fn live_placed(c: &impl GenericClient, only: Option<Uuid>) -> Result<V
             logins: r.get(4),
             connections_exceeded: r.get(5),
             name: r.get(6),
+            shared: r.get(7),
         })
         .collect())
 }
 
-/// Live shared-mode tenants (or just `only`).
+/// Live shared-mode tenants of `default`'s pool (or just `only`).
 pub async fn live_shared(c: &impl GenericClient, only: Option<Uuid>) -> Result<Vec<Uuid>> {
     Ok(c.query(
         &format!(
-                "SELECT id FROM berqenas.tenants
-                  WHERE isolation = 'shared' AND status IN {LIVE} AND ($1::uuid IS NULL OR id = $1)"
-            ),
+            "SELECT id FROM berqenas.tenants
+                  WHERE isolation = 'shared' AND status IN {LIVE} AND server = 'default'
+                    AND ($1::uuid IS NULL OR id = $1)"
+        ),
         &[&only],
     )
     .await?
