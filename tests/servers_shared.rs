@@ -208,4 +208,58 @@ async fn shared_mode_tenants_on_another_server_share_only_its_pool() {
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert_eq!(e["error"]["code"], "move_unsupported", "{e}");
+
+    // A tenant that holds a table of pg2's pool (every tenant there may UPDATE it, so
+    // may LOCK it) and keeps its transaction busy is ended by the watchdog, which
+    // looks at pg2 too; the tenant it held up then writes.
+    let platform = common::platform(4).await;
+    let locker = std::sync::Arc::new(connect_as(&b["credentials"]).await);
+    locker
+        .batch_execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; BEGIN; LOCK TABLE applications IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let busy = {
+        let locker = locker.clone();
+        tokio::spawn(async move {
+            while locker.simple_query("SELECT 1").await.is_ok() {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let waiting = tokio::spawn(async move {
+        ca.batch_execute(
+            "INSERT INTO applications (name, team, created_by) VALUES ('a-three', 't', 'a')",
+        )
+        .await
+    });
+    let started = std::time::Instant::now();
+    let mut acted = Vec::new();
+    while !waiting.is_finished() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the held-up tenant still waits; the watchdog did {acted:?}"
+        );
+        acted.extend(
+            berqenas::quota::watchdog::run_once(&platform)
+                .await
+                .unwrap(),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    waiting
+        .await
+        .unwrap()
+        .expect("the held-up insert went through");
+    busy.await.unwrap();
+    let login = b["credentials"]["user"].as_str().unwrap();
+    assert!(
+        acted
+            .iter()
+            .any(|x| x.role == login && x.action == "terminate" && x.reason == "blocking"),
+        "{acted:?}"
+    );
+    assert!(
+        started.elapsed() >= berqenas::quota::watchdog::BLOCKING_GRACE,
+        "ended before its grace"
+    );
 }

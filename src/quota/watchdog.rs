@@ -14,8 +14,10 @@
 //! has held up a session of another tenant (or of berqenas itself) for longer than
 //! [`BLOCKING_GRACE`].
 //!
-//! One statement per pass, for all tenants
-//! ([`crate::store::tenants::signal_overdue_sessions`]).
+//! One statement per pass and server, for all its tenants
+//! ([`crate::store::tenants::signal_overdue_sessions`]; on a server other than
+//! `default`, where the registry is not, the tenants' logins and limits are given to
+//! it: [`crate::store::tenants::signal_overdue_sessions_on`]).
 
 use std::time::Duration;
 
@@ -42,21 +44,48 @@ pub struct Action {
     pub blocked: Vec<i32>,
 }
 
-/// One pass; returns what it did (the backends it signalled).
+/// One pass, on `default` and on every other server with tenants (one statement on
+/// each; a server that cannot be reached is logged and left to the next pass);
+/// returns what it did (the backends it signalled).
 pub async fn run_once(p: &Platform) -> Result<Vec<Action>, service::Error> {
+    let grace = BLOCKING_GRACE.as_secs_f64();
     let client = p.pool.get().await?;
-    let actions: Vec<Action> =
-        crate::store::tenants::signal_overdue_sessions(&client, BLOCKING_GRACE.as_secs_f64())
-            .await?
-            .into_iter()
-            .map(|s| Action {
-                pid: s.pid,
-                role: s.role,
-                action: s.action,
-                reason: s.reason,
-                blocked: s.blocked,
-            })
-            .collect();
+    let mut signalled = crate::store::tenants::signal_overdue_sessions(&client, grace).await?;
+    let servers: Vec<String> = client
+        .query(
+            "SELECT DISTINCT server FROM berqenas.tenants WHERE server <> 'default' ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for server in servers {
+        let there = async {
+            let watched = crate::store::tenants::watched_on(&client, &server).await?;
+            let view = crate::quota::placed::view(p, &server).await?;
+            let c = view.pool.get().await?;
+            Ok::<_, service::Error>(
+                crate::store::tenants::signal_overdue_sessions_on(&c, grace, &watched).await?,
+            )
+        };
+        match there.await {
+            Ok(s) => signalled.extend(s),
+            Err(e) => {
+                tracing::warn!(server = %server, error = %e, "watchdog pass on a server failed")
+            }
+        }
+    }
+    let actions: Vec<Action> = signalled
+        .into_iter()
+        .map(|s| Action {
+            pid: s.pid,
+            role: s.role,
+            action: s.action,
+            reason: s.reason,
+            blocked: s.blocked,
+        })
+        .collect();
     for a in &actions {
         metrics::watchdog_action(&a.action, &a.reason);
         if a.reason == "blocking" {

@@ -2,6 +2,8 @@
 //! sessions (the watchdog, the metrics, connection counts), its temporary relations
 //! and its sizes (the disk round).
 
+use std::sync::LazyLock;
+
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -213,17 +215,29 @@ pub struct Signalled {
 /// `pg_blocking_pids` is not cheap (it takes the lock manager's partition locks), so it
 /// is asked only about backends that have waited longer than the grace; `waiting` is
 /// materialized to keep that order.
-const WATCHDOG_PASS: &str = "
+/// The watchdog's tenant logins and limits on `default`: from the registry.
+const REGISTRY_LOGINS: &str = "
 WITH logins AS (
     SELECT t.id, t.login_role AS role FROM berqenas.tenants t
     UNION ALL
     SELECT u.tenant_id, u.db_user FROM berqenas.tenant_users u
-), backends AS MATERIALIZED (
+), limits AS (
+    SELECT tenant_id, statement_timeout_ms, transaction_timeout_ms FROM berqenas.effective_quotas";
+
+/// The same on another server, where the registry is not: given, as arrays (`$2`..`$6`).
+const GIVEN_LOGINS: &str = "
+WITH logins AS (
+    SELECT * FROM unnest($2::uuid[], $3::text[]) AS l(id, role)
+), limits AS (
+    SELECT * FROM unnest($4::uuid[], $5::int8[], $6::int8[])
+           AS q(tenant_id, statement_timeout_ms, transaction_timeout_ms)";
+
+const WATCHDOG_REST: &str = "), backends AS MATERIALIZED (
     SELECT a.pid, a.usename::text AS role, l.id AS tenant_id, a.state, a.query_start,
            a.state_change, a.xact_start, q.statement_timeout_ms, q.transaction_timeout_ms
       FROM pg_stat_activity a
       JOIN logins l ON l.role = a.usename
-      JOIN berqenas.effective_quotas q ON q.tenant_id = l.id
+      JOIN limits q ON q.tenant_id = l.id
      WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
 ), waiting AS MATERIALIZED (
     -- Any backend (a tenant's, berqenas's, anyone's) waiting past the grace, and the
@@ -278,9 +292,75 @@ pub async fn signal_overdue_sessions(
     c: &impl GenericClient,
     blocking_grace_secs: f64,
 ) -> Result<Vec<Signalled>> {
-    let stmt = c.prepare_cached(WATCHDOG_PASS).await?;
-    Ok(c.query(&stmt, &[&blocking_grace_secs])
+    static PASS: LazyLock<String> = LazyLock::new(|| format!("{REGISTRY_LOGINS}{WATCHDOG_REST}"));
+    let stmt = c.prepare_cached(&PASS).await?;
+    signalled(c.query(&stmt, &[&blocking_grace_secs]).await?)
+}
+
+/// The tenant logins on another server and their limits, as the watchdog there is
+/// given them (see [`signal_overdue_sessions_on`]).
+#[derive(Debug, Default)]
+pub struct Watched {
+    pub login_tenants: Vec<Uuid>,
+    pub logins: Vec<String>,
+    pub tenants: Vec<Uuid>,
+    pub statement_timeout_ms: Vec<i64>,
+    pub transaction_timeout_ms: Vec<i64>,
+}
+
+/// The logins (their own and their users') and limits of every tenant on `server`.
+pub async fn watched_on(c: &impl GenericClient, server: &str) -> Result<Watched> {
+    let mut w = Watched::default();
+    for r in c
+        .query(
+            "SELECT t.id, q.statement_timeout_ms::int8, q.transaction_timeout_ms::int8,
+                    ARRAY(SELECT t.login_role::text UNION ALL
+                          SELECT u.db_user::text FROM berqenas.tenant_users u WHERE u.tenant_id = t.id)
+               FROM berqenas.tenants t JOIN berqenas.effective_quotas q ON q.tenant_id = t.id
+              WHERE t.server = $1",
+            &[&server],
+        )
         .await?
+    {
+        let id: Uuid = r.get(0);
+        w.tenants.push(id);
+        w.statement_timeout_ms.push(r.get(1));
+        w.transaction_timeout_ms.push(r.get(2));
+        for login in r.get::<_, Vec<String>>(3) {
+            w.login_tenants.push(id);
+            w.logins.push(login);
+        }
+    }
+    Ok(w)
+}
+
+/// [`signal_overdue_sessions`] on a server other than `default` (`c`, a session
+/// there), for the tenants `w` names.
+pub async fn signal_overdue_sessions_on(
+    c: &impl GenericClient,
+    blocking_grace_secs: f64,
+    w: &Watched,
+) -> Result<Vec<Signalled>> {
+    static PASS: LazyLock<String> = LazyLock::new(|| format!("{GIVEN_LOGINS}{WATCHDOG_REST}"));
+    let stmt = c.prepare_cached(&PASS).await?;
+    signalled(
+        c.query(
+            &stmt,
+            &[
+                &blocking_grace_secs,
+                &w.login_tenants,
+                &w.logins,
+                &w.tenants,
+                &w.statement_timeout_ms,
+                &w.transaction_timeout_ms,
+            ],
+        )
+        .await?,
+    )
+}
+
+fn signalled(rows: Vec<tokio_postgres::Row>) -> Result<Vec<Signalled>> {
+    Ok(rows
         .iter()
         .filter(|r| r.get::<_, Option<bool>>(5).unwrap_or(false))
         .map(|r| Signalled {
