@@ -171,6 +171,29 @@ async fn firewall_rules_of_a_tenant_on_another_server_hold_there() {
     assert!(!file.contains("127.0.0.7/32"), "{file}");
     assert!(file.contains(OPERATOR_LINE));
 
+    // --- a shared-mode tenant there (pg2's pool, in the same database): its own rules ---
+    let pooled = app
+        .create_with(json!({"name": unique("fwq"), "server": "pg2", "isolation": "shared"}))
+        .await;
+    let (s, b) = app
+        .call(
+            Method::POST,
+            &format!(
+                "/api/v1/tenants/{}/firewall",
+                pooled["name"].as_str().unwrap()
+            ),
+            Some(json!({"cidr": "127.0.0.8/32", "service": "postgres"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    refused_by_hba(connect_from(&pooled["credentials"], "127.0.0.9").await);
+    connect_from(&pooled["credentials"], "127.0.0.8")
+        .await
+        .expect("the shared-mode tenant from its allowed address");
+    connect_from(&creds, "127.0.0.9")
+        .await
+        .expect("its rule does not hold the other tenant");
+
     // --- VPN turned on for a tenant there: pg2 lets it in from its subnet only ---
     let vname = unique("vpnp");
     let v = app
