@@ -9,7 +9,8 @@
 //! SQL, pg2's and pg3's).
 //!
 //! Then creates placed on pg2 by name, schema and database mode, made there from
-//! scratch beside claimed from pg2's warm pool (docs/warm_pool.md).
+//! scratch beside claimed from pg2's warm pool (docs/warm_pool.md); and shared-mode
+//! creates in `default`'s pool beside creates in pg2's own (docs/servers.md).
 //!
 //! `cargo bench --bench servers` (BENCH_TENANTS=N sets the creates per series; 60).
 
@@ -328,6 +329,20 @@ async fn main() {
             if ratio <= POOL_RATIO { "ok" } else { "MISSED" }
         );
     }
+
+    // Shared mode: a create in default's pool (one transaction) beside one in pg2's
+    // (the placed create's steps), interleaved. The first shared-mode create on pg2
+    // builds its pool: made before the series.
+    create_on(&http, &url, "shw-0", "pg2", "shared").await;
+    let (mut in_default, mut in_pg2) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        in_default.push(create_on(&http, &url, &format!("shd-{i}"), "default", "shared").await);
+        in_pg2.push(create_on(&http, &url, &format!("shp-{i}"), "pg2", "shared").await);
+    }
+    println!("create latency, shared mode, sequential, interleaved, through the HTTP API:");
+    let pool_here = report("shared, in default's pool", in_default);
+    let pool_there = report("shared, in pg2's pool", in_pg2);
+    verdict("shared create", pool_there, pool_here, TARGET_RATIO);
 
     // Changes of a tenant on default, then of one on pg2.
     let k = n.min(40);

@@ -481,7 +481,7 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
         .get(0);
     assert_eq!(v, "on pg2");
 
-    // --- shared mode is not yet available off default: refused, nothing made ---
+    // --- shared mode there too: in pg2's own pool, nothing of it on default ---
     let sh = unique("srvh");
     let (s, b) = app
         .call(
@@ -490,11 +490,13 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
             Some(json!({"name": sh, "server": "pg2", "isolation": "shared"})),
         )
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
-    assert_eq!(b["error"]["field"], "isolation");
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["server"], "pg2", "{b}");
+    assert_eq!(b["schema"], "berqenas_shared", "{b}");
     assert_eq!(
         common::footprint(&default_pg, &sh).await,
-        Vec::<String>::new()
+        vec![format!("tenant:{sh}")],
+        "only its registry row on default"
     );
 
     // --- placement by label (through the API and the CLI) ---

@@ -168,10 +168,13 @@ pub async fn make(
         }
         Isolation::Shared => {
             // Built there by the first shared-mode tenant (docs/servers.md).
-            let version = shared_mode::ensure_pool_on(view).await?;
+            shared_mode::ensure_pool_on(view).await?;
+            // The version read and the member rows made under the pool's lock, shared:
+            // a migration of the pool does not slip in between.
+            let mut c = view.pool.get().await?;
+            let tx = c.transaction().await?;
+            let version = shared_mode::share_pool(&tx).await?;
             if !made_before {
-                let mut c = view.pool.get().await?;
-                let tx = c.transaction().await?;
                 let login =
                     crate::isolation::create_login_role(&slug.login_role(), &verifier, &limits);
                 tx.batch_execute(&shared::create_sql(
@@ -183,8 +186,8 @@ pub async fn make(
                 .await
                 .map_err(|e| service::taken(e, slug))?;
                 hardening::check(&tx, &roles).await?;
-                tx.commit().await?;
             }
+            tx.commit().await?;
             return Ok(Some(version));
         }
         Isolation::Schema => {

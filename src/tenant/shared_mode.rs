@@ -95,6 +95,14 @@ pub async fn lock_pool(c: &impl GenericClient) -> Result<()> {
     Ok(())
 }
 
+/// Holds the pool's lock, shared, until the transaction ends (a create's member rows:
+/// no migration of the pool meanwhile); returns the version its marker says.
+pub async fn share_pool(c: &impl GenericClient) -> Result<i32> {
+    c.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&POOL_LOCK])
+        .await?;
+    Ok(pool_version_on(c).await?.unwrap_or(0))
+}
+
 /// Marks the pool's schema with the template version its tables are at.
 pub fn mark_sql(version: i32) -> String {
     let schema = Ident::new(sql::POOL_SCHEMA).expect("static name");

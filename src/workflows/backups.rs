@@ -190,18 +190,27 @@ fn fail_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
+/// The scratch schema a shared-mode tenant's backup copies its rows into, in its
+/// pool's database (on another server, a `schema@server` object cleaned there).
+pub(super) fn shared_scratch(t: &crate::tenant::Tenant, backup: uuid::Uuid) -> Option<Object> {
+    (t.isolation == Isolation::Shared).then(|| {
+        super::restores_placed::scratch_object(
+            t,
+            &crate::backup::restore::Scratch {
+                kind: "schema",
+                name: backup::shared::scratch_schema(backup).as_str().to_string(),
+                database: Some(t.database.as_str().to_string()),
+            },
+        )
+    })
+}
+
 /// 2. pg_dump into the store, from the tenant's server; returns the manifest.
 fn dump<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let p: TakeParams = run.params()?;
         let t = tenant_by_id(rt, p.tenant).await?;
-        let scratch = (t.isolation == Isolation::Shared).then(|| {
-            Object::scratch(
-                "schema",
-                backup::shared::scratch_schema(p.backup).as_str(),
-                Some(&rt.endpoint.database),
-            )
-        });
+        let scratch = shared_scratch(&t, p.backup);
         run.intend(scratch.into_iter().collect(), Value::Null)
             .await?;
         // From the tenant's own server (docs/servers.md); shared mode lives on `default`.

@@ -263,13 +263,7 @@ pub(super) fn final_backup<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<
         let p = params(run)?;
         let t = super::owned_tenant(rt, run).await?;
         let id = Uuid::now_v7();
-        let scratch = (t.isolation == Isolation::Shared).then(|| {
-            Object::scratch(
-                "schema",
-                backup::shared::scratch_schema(id).as_str(),
-                Some(&rt.endpoint.database),
-            )
-        });
+        let scratch = super::backups::shared_scratch(&t, id);
         run.intend(scratch.into_iter().collect(), json!({"backup_id": id}))
             .await?;
         let client = rt.pool.get().await.map_err(failed)?;
