@@ -583,22 +583,8 @@ fn bad_moves_out_of_shared_mode_are_refused_and_change_nothing() {
                 )
             };
             pg.batch_execute(&on(extra)).await.unwrap();
-            let before = common::whole_state(&pg).await;
-            let (s, b) = app
-                .call(
-                    Method::POST,
-                    &format!("/api/v1/tenants/{own}/move"),
-                    Some(json!({"to_isolation": "shared"})),
-                )
-                .await;
-            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
-            assert_eq!(b["error"]["code"], "unsupported_in_shared_mode", "{b}");
-            assert_eq!(b["error"]["field"], "to_isolation", "{b}");
-            assert!(
-                b["error"]["message"].as_str().unwrap().contains(named),
-                "{b}"
-            );
-            assert_eq!(common::whole_state(&pg).await, before);
+            let message = refused_into_shared(app, &own).await;
+            assert!(message.contains(named), "{message}");
             pg.batch_execute(&on(undo)).await.unwrap();
         }
         // A database-mode tenant's schema is read in its own database.
@@ -617,20 +603,28 @@ fn bad_moves_out_of_shared_mode_are_refused_and_change_nothing() {
             ))
             .await
             .unwrap();
-        let before = common::whole_state(&pg).await;
-        let (s, b) = app
-            .call(
-                Method::POST,
-                &format!("/api/v1/tenants/{own}/move"),
-                Some(json!({"to_isolation": "shared"})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
-        assert_eq!(b["error"]["code"], "unsupported_in_shared_mode", "{b}");
-        let message = b["error"]["message"].as_str().unwrap();
-        assert!(message.contains("(function touch)"), "{b}");
-        assert_eq!(common::whole_state(&pg).await, before);
+        let message = refused_into_shared(app, &own).await;
+        assert!(message.contains("(function touch)"), "{message}");
     });
+}
+
+/// A move of `name` into shared mode: refused (422, naming what the pool has no room
+/// for), changing nothing; returns the message.
+async fn refused_into_shared(app: &TestApp, name: &str) -> String {
+    let pg = common::superuser().await;
+    let before = common::whole_state(&pg).await;
+    let (s, b) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/move"),
+            Some(json!({"to_isolation": "shared"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["code"], "unsupported_in_shared_mode", "{b}");
+    assert_eq!(b["error"]["field"], "to_isolation", "{b}");
+    assert_eq!(common::whole_state(&pg).await, before, "{b}");
+    b["error"]["message"].as_str().unwrap().to_string()
 }
 
 /// A shared-mode tenant over its disk quota (writes refused by the pool's guard)

@@ -481,22 +481,36 @@ pub async fn shared(
     }
     let from = shared_mode::lock_pool_version(&tx).await?;
     if from < target {
-        let pool = Ident::new(POOL_SCHEMA).expect("static name");
-        tx.batch_execute(&migration_sql(
-            Some(POOL_OWNER),
-            &pool,
-            &template.sql_between(from, target),
-            None,
-        ))
-        .await?;
-        shared_mode::tenantize(&tx).await?;
-        crate::isolation::quota_guard::extend_shared_guard(&tx).await?;
+        migrate_pool(&tx, template, (from, target), None).await?;
         shared_mode::set_pool_version(&tx, target, &template.checksum()).await?;
     }
     let moved =
         crate::store::tenants::move_shared_to_version(&tx, target, crate::store::servers::DEFAULT)
             .await?;
     record_shared(tx, moved, tenants, target, run_id, actor).await
+}
+
+/// A shared pool's DDL from one version to another, in the caller's transaction on
+/// its database, then what the new tables need to be shared (`tenant_id`, row
+/// security, the quota guard); `marker`: the version its schema's marker then says
+/// (a pool on another server; `default`'s is recorded in the registry).
+async fn migrate_pool(
+    tx: &deadpool_postgres::Transaction<'_>,
+    template: &Template,
+    (from, target): (i32, i32),
+    marker: Option<i32>,
+) -> Result<()> {
+    let pool = Ident::new(POOL_SCHEMA).expect("static name");
+    tx.batch_execute(&migration_sql(
+        Some(POOL_OWNER),
+        &pool,
+        &template.sql_between(from, target),
+        marker,
+    ))
+    .await?;
+    shared_mode::tenantize(tx).await?;
+    crate::isolation::quota_guard::extend_shared_guard(tx).await?;
+    Ok(())
 }
 
 /// The registry of the shared-mode tenants a pool's migration moved (`moved`: id,
@@ -535,39 +549,33 @@ async fn record_shared(
     Ok(Outcome::Migrated(names))
 }
 
-/// Shared mode on a server other than `default` (`view`: that server's platform,
-/// `server` its name): no transaction spans the pool and the registry, so the pool's
-/// DDL commits with its schema's marker there, as a tenant's on another server does,
-/// then the registry of its tenants still behind follows in one control transaction.
-/// Run again after a crash in between, it finds the marker at the target and only
-/// moves the registry.
-pub async fn shared_on(
+/// Shared mode on a server other than `default` (`view`: that server's platform): no
+/// transaction spans the pool and the registry, so the pool's DDL commits with its
+/// schema's marker there, as a tenant's on another server does; then
+/// [`shared_registry_on`] moves the registry of its tenants still behind. Run again
+/// after a crash in between, it finds the marker at the target and changes nothing.
+pub async fn shared_pool_on(view: &Platform, template: &Template, target: i32) -> Result<()> {
+    let mut there = view.pool.get().await?;
+    let tx = there.transaction().await?;
+    shared_mode::lock_pool(&tx).await?;
+    let from = shared_mode::pool_version_on(&tx).await?.unwrap_or(target);
+    if from < target {
+        migrate_pool(&tx, template, (from, target), Some(target)).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// After [`shared_pool_on`]: the shared-mode tenants of `server` still behind move to
+/// `target` in the registry, with their events and audit rows, in one control
+/// transaction.
+pub async fn shared_registry_on(
     p: &Platform,
-    (view, server): (&Platform, &str),
+    server: &str,
     tenants: &[PendingTenant],
-    template: &Template,
     target: i32,
     (run_id, actor): (Uuid, &str),
 ) -> Result<Outcome> {
-    {
-        let mut there = view.pool.get().await?;
-        let tx = there.transaction().await?;
-        shared_mode::lock_pool(&tx).await?;
-        let from = shared_mode::pool_version_on(&tx).await?.unwrap_or(target);
-        if from < target {
-            let pool = Ident::new(POOL_SCHEMA).expect("static name");
-            tx.batch_execute(&migration_sql(
-                Some(POOL_OWNER),
-                &pool,
-                &template.sql_between(from, target),
-                Some(target),
-            ))
-            .await?;
-            shared_mode::tenantize(&tx).await?;
-            crate::isolation::quota_guard::extend_shared_guard(&tx).await?;
-            tx.commit().await?;
-        }
-    }
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
     let mut names: Vec<&str> = tenants.iter().map(|t| t.tenant.as_str()).collect();

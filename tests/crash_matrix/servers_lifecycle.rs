@@ -75,24 +75,30 @@ pub fn scenarios() -> Vec<Scenario> {
 }
 
 fn deleted_shared<'a>(env: &'a Env) -> Fut<'a, Value> {
-    Box::pin(async move {
-        placed(env, Isolation::Shared).await;
-        delete_now(env).await.expect("deleting the placed tenant");
-        Value::Null
-    })
+    Box::pin(deleted_in(env, Isolation::Shared))
 }
 
 fn purged_shared<'a>(env: &'a Env) -> Fut<'a, Value> {
-    Box::pin(async move {
-        deleted_shared(env).await;
-        let t = berqenas::tenant::service::get(&env.rt, &env.name)
-            .await
-            .expect("the deleted tenant");
-        wf::offboarding::purge(&env.rt, &t, "crash-matrix")
-            .await
-            .expect("purging the placed tenant");
-        Value::Null
-    })
+    Box::pin(purged_in(env, Isolation::Shared))
+}
+
+/// A tenant of `isolation` on cmpg2, deleted.
+async fn deleted_in(env: &Env, isolation: Isolation) -> Value {
+    placed(env, isolation).await;
+    delete_now(env).await.expect("deleting the placed tenant");
+    Value::Null
+}
+
+/// ... and purged.
+async fn purged_in(env: &Env, isolation: Isolation) -> Value {
+    deleted_in(env, isolation).await;
+    let t = berqenas::tenant::service::get(&env.rt, &env.name)
+        .await
+        .expect("the deleted tenant");
+    wf::offboarding::purge(&env.rt, &t, "crash-matrix")
+        .await
+        .expect("purging the placed tenant");
+    Value::Null
 }
 
 /// How many member rows the tenant's roles have in cmpg2's shared pool (0 without one).
@@ -129,17 +135,7 @@ async fn pool_members(env: &Env) -> Result<i64, String> {
 }
 
 fn purged_database<'a>(env: &'a Env) -> Fut<'a, Value> {
-    Box::pin(async move {
-        placed(env, Isolation::Database).await;
-        delete_now(env).await.expect("deleting the placed tenant");
-        let t = berqenas::tenant::service::get(&env.rt, &env.name)
-            .await
-            .expect("the deleted tenant");
-        wf::offboarding::purge(&env.rt, &t, "crash-matrix")
-            .await
-            .expect("purging the placed tenant");
-        Value::Null
-    })
+    Box::pin(purged_in(env, Isolation::Database))
 }
 
 /// Active and able to log in on cmpg2 with its database there, or still purged with
@@ -221,19 +217,11 @@ async fn delete_now(env: &Env) -> Result<(), String> {
 }
 
 fn deleted<'a>(env: &'a Env) -> Fut<'a, Value> {
-    Box::pin(async move {
-        placed(env, Isolation::Schema).await;
-        delete_now(env).await.expect("deleting the placed tenant");
-        Value::Null
-    })
+    Box::pin(deleted_in(env, Isolation::Schema))
 }
 
 fn deleted_database<'a>(env: &'a Env) -> Fut<'a, Value> {
-    Box::pin(async move {
-        placed(env, Isolation::Database).await;
-        delete_now(env).await.expect("deleting the placed tenant");
-        Value::Null
-    })
+    Box::pin(deleted_in(env, Isolation::Database))
 }
 
 fn suspend<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
