@@ -3,8 +3,6 @@
 //! re-run continues, a tampered migration is refused, kill -9 leaves nothing half done.
 
 mod common;
-#[path = "support/extra_cluster.rs"]
-mod extra_cluster;
 
 use std::time::Duration;
 
@@ -778,106 +776,4 @@ async fn a_table_a_migration_creates_belongs_to_the_tenant_and_stays() {
         let expected = format!("{}_owner", t["schema"].as_str().unwrap());
         assert_eq!(owner.as_deref(), Some(expected.as_str()), "{}", t["name"]);
     }
-}
-
-/// A shared pool on another server migrates in two transactions (its DDL and marker
-/// there, then the registry here): killed in between, the restart finishes the run,
-/// and the pool, found at the target by its marker, is not migrated twice.
-#[tokio::test]
-async fn kill_9_between_a_servers_pool_and_the_registry_is_finished_by_the_restart() {
-    let db = common::control_database("mig_pool_crash").await;
-    let cluster = common::database().await.cluster.clone().unwrap();
-    let dsn = cluster.superuser_dsn(&db.endpoint.database);
-    let data = common::scratch_dir("mig-pool-crash");
-    let templates = data.join("template");
-    std::fs::create_dir_all(&templates).unwrap();
-    std::fs::write(templates.join("0001_init.sql"), INIT).unwrap();
-    let template_dir = templates.to_str().unwrap().to_string();
-    let env = [("BERQENAS_TEMPLATE_DIR", template_dir.as_str())];
-
-    let first = serve(&dsn, &data, &env).await;
-    let app = client_for(&first);
-    let (pg2, url) = extra_cluster::start_cluster("mig-pool-pg2", "pool-Pa55-word").await;
-    extra_cluster::add_server(&app, "pg2", &url, json!({})).await;
-    let mut tenants = Vec::new();
-    for _ in 0..3 {
-        tenants.push(
-            app.create_with(json!({"name": unique("kp"), "server": "pg2", "isolation": "shared"}))
-                .await,
-        );
-    }
-    drop(first);
-
-    std::fs::write(templates.join("0002_priority.sql"), ADD_PRIORITY).unwrap();
-    let mut doomed = serve(
-        &dsn,
-        &data,
-        &[
-            ("BERQENAS_TEMPLATE_DIR", template_dir.as_str()),
-            ("BERQENAS_FAILPOINT", "migrate.pool_committed"),
-        ],
-    )
-    .await;
-    let (status, run) = client_for(&doomed)
-        .call(Method::POST, "/api/v1/migrations", Some(json!({})))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
-    let exit = tokio::time::timeout(Duration::from_secs(60), doomed.child.wait())
-        .await
-        .expect("the failpoint kills the server")
-        .unwrap();
-    assert!(!exit.success());
-    // Killed between: pg2's pool at version 2, the registry still at 1.
-    let on_pg2 = extra_cluster::on(&pg2, "postgres").await;
-    let marker = "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'berqenas_shared'";
-    let mark: Option<String> = on_pg2.query_one(marker, &[]).await.unwrap().get(0);
-    assert_eq!(mark.as_deref(), Some("berqenas template_version=2"));
-    let control = pg(&db.endpoint.database).await;
-    let at: Vec<i32> = control
-        .query(
-            "SELECT template_version FROM berqenas.tenants WHERE server = 'pg2'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(at, [1, 1, 1]);
-
-    let again = serve(&dsn, &data, &env).await;
-    let app = client_for(&again);
-    let id = run["id"].as_str().unwrap();
-    let done = wait_for(&app, id).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
-    assert_eq!(done["migrated"], 3, "{done}");
-    assert_eq!(
-        migrated_rows(&control, id).await,
-        3,
-        "one audit row per tenant"
-    );
-    for t in &tenants {
-        assert_eq!(version_of(&app, t["name"].as_str().unwrap()).await, 2);
-        connect_as(&t["credentials"])
-            .await
-            .batch_execute(
-                "INSERT INTO applications (name, team, created_by, priority) VALUES ('p', 't', 'me', 1)",
-            )
-            .await
-            .expect("the column is there, once");
-    }
-    let columns: i64 = on_pg2
-        .query_one(
-            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'berqenas_shared.applications'::regclass
-                AND attname = 'priority' AND NOT attisdropped",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(columns, 1);
-    let rerun = run_migration(&app, json!({})).await;
-    assert_eq!(rerun["migrated"], 0, "{rerun}");
-    drop(again);
-    let _ = std::fs::remove_dir_all(&data);
 }
