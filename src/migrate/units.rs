@@ -472,13 +472,7 @@ pub async fn shared(
 ) -> Result<Outcome> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    // The tenants' names first (the one lock order: a tenant's name, then what else),
-    // in one order: each tenant's event below is written under its name.
-    let mut names: Vec<&str> = tenants.iter().map(|t| t.tenant.as_str()).collect();
-    names.sort_unstable();
-    for name in names {
-        crate::store::operations::lock_name(&tx, name).await?;
-    }
+    lock_names(&tx, tenants).await?;
     let from = shared_mode::lock_pool_version(&tx).await?;
     if from < target {
         migrate_pool(&tx, template, (from, target), None).await?;
@@ -488,6 +482,20 @@ pub async fn shared(
         crate::store::tenants::move_shared_to_version(&tx, target, crate::store::servers::DEFAULT)
             .await?;
     record_shared(tx, moved, tenants, target, run_id, actor).await
+}
+
+/// The tenants' names locked first (the one lock order: a tenant's name, then what
+/// else), in one order: each tenant's event is written under its name.
+async fn lock_names(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenants: &[PendingTenant],
+) -> Result<()> {
+    let mut names: Vec<&str> = tenants.iter().map(|t| t.tenant.as_str()).collect();
+    names.sort_unstable();
+    for name in names {
+        crate::store::operations::lock_name(tx, name).await?;
+    }
+    Ok(())
 }
 
 /// A shared pool's DDL from one version to another, in the caller's transaction on
@@ -578,11 +586,7 @@ pub async fn shared_registry_on(
 ) -> Result<Outcome> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let mut names: Vec<&str> = tenants.iter().map(|t| t.tenant.as_str()).collect();
-    names.sort_unstable();
-    for name in names {
-        crate::store::operations::lock_name(&tx, name).await?;
-    }
+    lock_names(&tx, tenants).await?;
     let moved = crate::store::tenants::move_shared_to_version(&tx, target, server).await?;
     record_shared(tx, moved, tenants, target, run_id, actor).await
 }
