@@ -114,9 +114,8 @@ async fn sizes_on(p: &Platform, server: &str, tenants: &[Placed]) -> Result<Vec<
         .collect();
     let temp = crate::quota::disk::size_temp(&mut tx, relations).await?;
     tx.commit().await?;
-    drop(client);
     if tenants.iter().any(|t| t.shared) {
-        let shares = crate::quota::disk::shared_shares(&mut view.pool.get().await?).await?;
+        let shares = crate::quota::disk::shared_shares(&mut client).await?;
         sizes.extend(tenants.iter().filter(|t| t.shared).map(|t| {
             (
                 t.id,

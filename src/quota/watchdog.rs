@@ -51,18 +51,8 @@ pub async fn run_once(p: &Platform) -> Result<Vec<Action>, service::Error> {
     let grace = BLOCKING_GRACE.as_secs_f64();
     let client = p.pool.get().await?;
     let mut signalled = crate::store::tenants::signal_overdue_sessions(&client, grace).await?;
-    let servers: Vec<String> = client
-        .query(
-            "SELECT DISTINCT server FROM berqenas.tenants WHERE server <> 'default' ORDER BY 1",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for server in servers {
+    for (server, watched) in crate::store::tenants::watched(&client).await? {
         let there = async {
-            let watched = crate::store::tenants::watched_on(&client, &server).await?;
             let view = crate::quota::placed::view(p, &server).await?;
             let c = view.pool.get().await?;
             Ok::<_, service::Error>(

@@ -16,8 +16,7 @@ const POOL_LOCK: i64 = 0x6265_7271_706f_6f6c; // "berqpool"
 pub async fn ensure_pool(p: &Platform) -> Result<()> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&POOL_LOCK])
-        .await?;
+    lock_pool(&tx).await?;
     let exists = tx
         .query_opt(
             "SELECT 1 FROM pg_namespace WHERE nspname = $1",
@@ -28,18 +27,7 @@ pub async fn ensure_pool(p: &Platform) -> Result<()> {
     if exists {
         return Ok(());
     }
-    for role in sql::pool_roles() {
-        tx.batch_execute(&crate::pg::ensure_nologin_role_sql(&role))
-            .await?;
-    }
-    if !p.caps.superuser {
-        let owner = Ident::new(sql::POOL_OWNER).expect("static name");
-        tx.batch_execute(&format!("GRANT {owner} TO CURRENT_USER"))
-            .await?;
-    }
-    tx.batch_execute(&sql::build_head_sql(&p.template.full_sql()))
-        .await?;
-    let tables = tenantize(&tx).await?;
+    let tables = build(&tx, p).await?;
     set_pool_version(&tx, p.template.latest_version(), &p.template.checksum()).await?;
     tx.commit().await?;
     tracing::info!(tables = tables.len(), "built the shared tenant pool");
@@ -57,23 +45,11 @@ pub async fn ensure_pool_on(view: &Platform) -> Result<i32> {
         return Ok(v);
     }
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&POOL_LOCK])
-        .await?;
+    lock_pool(&tx).await?;
     if let Some(v) = pool_version_on(&tx).await? {
         return Ok(v);
     }
-    for role in sql::pool_roles() {
-        tx.batch_execute(&crate::pg::ensure_nologin_role_sql(&role))
-            .await?;
-    }
-    if !view.caps.superuser {
-        let owner = Ident::new(sql::POOL_OWNER).expect("static name");
-        tx.batch_execute(&format!("GRANT {owner} TO CURRENT_USER"))
-            .await?;
-    }
-    tx.batch_execute(&sql::build_head_sql(&view.template.full_sql()))
-        .await?;
-    let tables = tenantize(&tx).await?;
+    let tables = build(&tx, view).await?;
     crate::isolation::quota_guard::ensure_guard(&tx, crate::isolation::quota_guard::Flags::Local)
         .await?;
     let version = view.template.latest_version();
@@ -85,6 +61,23 @@ pub async fn ensure_pool_on(view: &Platform) -> Result<i32> {
         "built the shared tenant pool on a server"
     );
     Ok(version)
+}
+
+/// The pool's roles and tables at `p`'s template, in the caller's transaction, which
+/// holds the pool's lock; returns the tables it made shared.
+async fn build(tx: &deadpool_postgres::Transaction<'_>, p: &Platform) -> Result<Vec<String>> {
+    for role in sql::pool_roles() {
+        tx.batch_execute(&crate::pg::ensure_nologin_role_sql(&role))
+            .await?;
+    }
+    if !p.caps.superuser {
+        let owner = Ident::new(sql::POOL_OWNER).expect("static name");
+        tx.batch_execute(&format!("GRANT {owner} TO CURRENT_USER"))
+            .await?;
+    }
+    tx.batch_execute(&sql::build_head_sql(&p.template.full_sql()))
+        .await?;
+    tenantize(tx).await
 }
 
 /// Holds the pool's build lock until the transaction ends: a migration of the pool
@@ -127,7 +120,8 @@ pub async fn pool_version_on(c: &impl GenericClient) -> Result<Option<i32>> {
         .await?;
     match row {
         None => Ok(None),
-        // A pool without its marker is one being built (the marker commits with it).
+        // A schema of that name without a marker is not one berqenas built (a build
+        // commits with its marker): it reads as version 0.
         Some(r) => Ok(Some(r.get::<_, Option<i32>>(0).unwrap_or(0))),
     }
 }

@@ -266,21 +266,20 @@ fn migrate_tenants<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                     .await
                 }
                 (_, Some(view)) => {
-                    match migrate::units::shared_pool_on(view, &cx.template, cx.target).await {
-                        Ok(()) => {
-                            // The pool moved there; the registry follows here.
-                            kill_if_named("migrate.pool_committed");
-                            migrate::units::shared_registry_on(
-                                rt,
-                                &server,
-                                &shared,
-                                cx.target,
-                                (cx.run_id, &cx.actor),
-                            )
-                            .await
-                        }
-                        Err(e) => Err(e),
+                    async {
+                        migrate::units::shared_pool_on(view, &cx.template, cx.target).await?;
+                        // The pool moved there; the registry follows here.
+                        kill_if_named("migrate.pool_committed");
+                        migrate::units::shared_registry_on(
+                            rt,
+                            &server,
+                            &shared,
+                            cx.target,
+                            (cx.run_id, &cx.actor),
+                        )
+                        .await
                     }
+                    .await
                 }
                 (_, None) => Err(TenantError::Rejected(crate::problem::Problem::new(
                     crate::problem::Kind::Unavailable,

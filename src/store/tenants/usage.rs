@@ -211,10 +211,6 @@ pub struct Signalled {
     pub blocked: Vec<i32>,
 }
 
-/// The watchdog's pass (see `quota::watchdog`), `$1`: the blocking grace in seconds.
-/// `pg_blocking_pids` is not cheap (it takes the lock manager's partition locks), so it
-/// is asked only about backends that have waited longer than the grace; `waiting` is
-/// materialized to keep that order.
 /// The watchdog's tenant logins and limits on `default`: from the registry.
 const REGISTRY_LOGINS: &str = "
 WITH logins AS (
@@ -232,6 +228,10 @@ WITH logins AS (
     SELECT * FROM unnest($4::uuid[], $5::int8[], $6::int8[])
            AS q(tenant_id, statement_timeout_ms, transaction_timeout_ms)";
 
+/// The watchdog's pass (see `quota::watchdog`) after its logins and limits, `$1`: the
+/// blocking grace in seconds. `pg_blocking_pids` is not cheap (it takes the lock
+/// manager's partition locks), so it is asked only about backends that have waited
+/// longer than the grace; `waiting` is materialized to keep that order.
 const WATCHDOG_REST: &str = "), backends AS MATERIALIZED (
     SELECT a.pid, a.usename::text AS role, l.id AS tenant_id, a.state, a.query_start,
            a.state_change, a.xact_start, q.statement_timeout_ms, q.transaction_timeout_ms
@@ -308,30 +308,34 @@ pub struct Watched {
     pub transaction_timeout_ms: Vec<i64>,
 }
 
-/// The logins (their own and their users') and limits of every tenant on `server`.
-pub async fn watched_on(c: &impl GenericClient, server: &str) -> Result<Watched> {
-    let mut w = Watched::default();
+/// The logins (their own and their users') and limits of every tenant on a server
+/// other than `default`, by server, in one statement.
+pub async fn watched(
+    c: &impl GenericClient,
+) -> Result<std::collections::BTreeMap<String, Watched>> {
+    let mut out: std::collections::BTreeMap<String, Watched> = Default::default();
     for r in c
         .query(
-            "SELECT t.id, q.statement_timeout_ms::int8, q.transaction_timeout_ms::int8,
+            "SELECT t.server, t.id, q.statement_timeout_ms::int8, q.transaction_timeout_ms::int8,
                     ARRAY(SELECT t.login_role::text UNION ALL
                           SELECT u.db_user::text FROM berqenas.tenant_users u WHERE u.tenant_id = t.id)
                FROM berqenas.tenants t JOIN berqenas.effective_quotas q ON q.tenant_id = t.id
-              WHERE t.server = $1",
-            &[&server],
+              WHERE t.server <> 'default'",
+            &[],
         )
         .await?
     {
-        let id: Uuid = r.get(0);
+        let w = out.entry(r.get(0)).or_default();
+        let id: Uuid = r.get(1);
         w.tenants.push(id);
-        w.statement_timeout_ms.push(r.get(1));
-        w.transaction_timeout_ms.push(r.get(2));
-        for login in r.get::<_, Vec<String>>(3) {
+        w.statement_timeout_ms.push(r.get(2));
+        w.transaction_timeout_ms.push(r.get(3));
+        for login in r.get::<_, Vec<String>>(4) {
             w.login_tenants.push(id);
             w.logins.push(login);
         }
     }
-    Ok(w)
+    Ok(out)
 }
 
 /// [`signal_overdue_sessions`] on a server other than `default` (`c`, a session
