@@ -351,18 +351,11 @@ fn bad_mode_moves_are_refused_and_change_nothing() {
                 "to_isolation",
                 "invalid_field",
             ),
-            // Into and out of shared mode only on `default` (tests/shared_moves.rs).
-            (
-                &name,
-                json!({"to_server": "pg2", "to_isolation": "shared"}),
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "to_server",
-                "move_unsupported",
-            ),
-            // Out of shared mode only on its own server (tests/shared_moves.rs).
+            // Never from one server's pool straight into another's
+            // (tests/servers_shared_moves.rs moves into and out of pools).
             (
                 &pooled,
-                json!({"to_server": "pg2", "to_isolation": "schema"}),
+                json!({"to_server": "pg2", "to_isolation": "shared"}),
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "to_server",
                 "move_unsupported",

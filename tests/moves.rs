@@ -258,12 +258,6 @@ fn bad_moves_are_refused_and_change_nothing() {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "to_server",
             ),
-            // Into shared mode only on `default` (tests/shared_moves.rs).
-            (
-                json!({"to_server": "pg2", "to_isolation": "shared"}),
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "to_server",
-            ),
             (
                 json!({"to_server": "pg2", "to_isolation": "sideways"}),
                 StatusCode::BAD_REQUEST,

@@ -1,9 +1,9 @@
 //! Issue 18 item 1, shared mode: a server other than `default` gets a shared pool of
 //! its own (docs/servers.md), built in its database by its first shared-mode tenant,
 //! at the template's version. Its tenants' rows never meet another tenant's, there or
-//! in `default`'s pool, by SQL or through the data API; moves out of it are refused
-//! and change nothing. (Their lifecycle, backups, users, quotas, migrations and
-//! realtime run in the `servers_*` tests, with the other modes.)
+//! in `default`'s pool, by SQL or through the data API. (Their lifecycle, backups,
+//! users, quotas, migrations and realtime run in the `servers_*` tests, with the other
+//! modes; their moves into and out of the pool in tests/servers_shared_moves.rs.)
 
 mod common;
 #[path = "support/extra_cluster.rs"]
@@ -11,7 +11,7 @@ mod extra_cluster;
 
 use common::{connect_as, unique, TestApp};
 use extra_cluster::{on, register_pg2};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 /// `sql` as a tenant, through the data API with its key.
@@ -172,42 +172,6 @@ async fn shared_mode_tenants_on_another_server_share_only_its_pool() {
     let (s, r) = query(&app, &b, "SELECT count(*) AS n FROM applications").await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["rows"], json!([[2]]), "{r}");
-
-    // Out of pg2's pool a tenant does not move yet: refused, nothing changed.
-    let state = || async {
-        let mut v = common::whole_state(&common::superuser().await).await;
-        v.push(pooled(&on(&pg2, "postgres").await, &a).await.to_string());
-        v
-    };
-    let name = a["name"].as_str().unwrap();
-    for body in [
-        json!({"to_server": "default"}),
-        json!({"to_isolation": "schema"}),
-        json!({"to_server": "default", "to_isolation": "schema"}),
-    ] {
-        let before = state().await;
-        let (s, e) = app
-            .call(
-                Method::POST,
-                &format!("/api/v1/tenants/{name}/move"),
-                Some(body.clone()),
-            )
-            .await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {e}");
-        assert_eq!(e["error"]["code"], "move_unsupported", "{body}: {e}");
-        assert_eq!(e["error"]["field"], "to_server", "{body}: {e}");
-        assert_eq!(state().await, before, "{body} changed something");
-    }
-    // Nor into it from default's.
-    let (s, e) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{}/move", home["name"].as_str().unwrap()),
-            Some(json!({"to_server": "pg2"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
-    assert_eq!(e["error"]["code"], "move_unsupported", "{e}");
 
     // A tenant that holds a table of pg2's pool (every tenant there may UPDATE it, so
     // may LOCK it) and keeps its transaction busy is ended by the watchdog, which

@@ -108,10 +108,10 @@ async fn out_of_pool(to: Isolation) {
     let m = tenant("shared", to).await;
     let view = &w.rt.platform;
     let slug = Slug::parse(&m.name).unwrap();
-    moving_shared::make_target(view, &slug, to, 5)
+    moving_shared::make_target(view, view, "default", &slug, to, 5)
         .await
         .unwrap();
-    let first = moving_shared::precopy_rows(view, &slug, m.id, to)
+    let first = moving_shared::precopy_rows(view, view, &slug, m.id, to)
         .await
         .unwrap();
     assert_eq!(rows_of(&first, "applications"), json!(40), "{first}");
@@ -127,7 +127,7 @@ async fn out_of_pool(to: Isolation) {
     // The changes came after the first pass: it alone left the target behind.
     assert_ne!(sums(&target, &schema, None).await, source);
 
-    let second = moving_shared::copy_rows(view, &slug, m.id, to, first["since"].as_i64())
+    let second = moving_shared::copy_rows(view, view, &slug, m.id, to, first["since"].as_i64())
         .await
         .unwrap();
     let apps = rows_of(&second, "applications");
@@ -149,7 +149,7 @@ async fn into_pool(from: Isolation) {
     let m = tenant(from.as_str(), Isolation::Shared).await;
     let view = &w.rt.platform;
     let slug = Slug::parse(&m.name).unwrap();
-    let first = moving_shared::precopy_into_pool(view, &slug, m.id, from)
+    let first = moving_shared::precopy_into_pool(view, view, &slug, m.id, from)
         .await
         .unwrap();
     assert_eq!(rows_of(&first, "applications"), json!(40), "{first}");
@@ -160,9 +160,10 @@ async fn into_pool(from: Isolation) {
     let source = m.at_source().await;
     assert_ne!(sums(&pool, "berqenas_shared", Some(&id)).await, source);
 
-    let second = moving_shared::copy_into_pool(view, &slug, m.id, from, first["since"].as_i64())
-        .await
-        .unwrap();
+    let second =
+        moving_shared::copy_into_pool(view, view, &slug, m.id, from, first["since"].as_i64())
+            .await
+            .unwrap();
     let apps = rows_of(&second, "applications");
     assert_eq!(apps["deleted"], json!(1), "{second}");
     only_inserts_counted(&second);
@@ -196,7 +197,7 @@ async fn deleted_during_first_pass(from: Isolation, to: Isolation) {
     let view = &w.rt.platform;
     let slug = Slug::parse(&m.name).unwrap();
     let (source_schema, into) = if from == Isolation::Shared {
-        moving_shared::make_target(view, &slug, to, 5)
+        moving_shared::make_target(view, view, "default", &slug, to, 5)
             .await
             .unwrap();
         ("berqenas_shared".to_string(), false)
@@ -216,9 +217,9 @@ async fn deleted_during_first_pass(from: Isolation, to: Isolation) {
     let first = tokio::spawn(async move {
         let view = &world().await.rt.platform;
         if into {
-            moving_shared::precopy_into_pool(view, &name, id, from).await
+            moving_shared::precopy_into_pool(view, view, &name, id, from).await
         } else {
-            moving_shared::precopy_rows(view, &name, id, to).await
+            moving_shared::precopy_rows(view, view, &name, id, to).await
         }
     });
     let watcher = common::superuser().await;
@@ -254,9 +255,9 @@ async fn deleted_during_first_pass(from: Isolation, to: Isolation) {
     assert_eq!(caught["keys_read"], json!(true), "{first}");
 
     let second = if into {
-        moving_shared::copy_into_pool(view, &slug, m.id, from, first["since"].as_i64()).await
+        moving_shared::copy_into_pool(view, view, &slug, m.id, from, first["since"].as_i64()).await
     } else {
-        moving_shared::copy_rows(view, &slug, m.id, to, first["since"].as_i64()).await
+        moving_shared::copy_rows(view, view, &slug, m.id, to, first["since"].as_i64()).await
     }
     .unwrap();
     for table in ["applications", "deployments", "resources"] {

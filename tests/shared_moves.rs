@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use common::{unique, TestApp};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use moving::{
-    dsn_now, follow, place, rt, serial, shape, stem, step_state, sums, world, writer_with,
+    counted_by_data_api, dsn_now, fill, follow, place, rt, serial, shape, stem, step_state, sums,
+    world, writer_with,
 };
 
 async fn app() -> &'static TestApp {
@@ -51,51 +52,6 @@ async fn can_write(c: &tokio_postgres::Client) -> bool {
         }
         Err(e) => panic!("{e:?}"),
     }
-}
-
-/// Rows in every template table as the tenant: parents, children (one foreign key
-/// with ON DELETE CASCADE, one without), activity, realtime events (published and
-/// from a listed table's trigger).
-async fn fill(app: &TestApp, created: &Value, tag: &str) {
-    let name = created["name"].as_str().unwrap();
-    let (s, b) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{name}/realtime/tables"),
-            Some(json!({"table": "resources"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    let c = common::connect_as(&created["credentials"]).await;
-    c.batch_execute(&format!(
-        "INSERT INTO applications (name, team, created_by)
-           SELECT '{tag}' || i, 't', 'fill' FROM generate_series(1, 3) i;
-         INSERT INTO resources (application_id, type, name)
-           SELECT id, 'db', name || '-r' FROM applications;
-         INSERT INTO deployments (application_id, version, status, triggered_by)
-           SELECT id, 'v1', 'done', 'fill' FROM applications;
-         INSERT INTO user_activity (user_id, action) VALUES ('u', '{tag}-seen');
-         SELECT realtime_publish('orders', '{{\"n\": 1}}');
-         SELECT realtime_publish('orders', '{{\"n\": 2}}');"
-    ))
-    .await
-    .unwrap();
-}
-
-/// The tenant's applications counted through the data API (`POST /api/v1/query` with
-/// its API key: the tenant's login role, wherever the registry says it is).
-async fn counted_by_data_api(app: &TestApp, created: &Value) -> Value {
-    let res = app
-        .http
-        .post(format!("{}/api/v1/query", app.url))
-        .bearer_auth(created["api_key"].as_str().unwrap())
-        .json(&json!({"sql": "SELECT count(*)::int AS n, current_database()::text AS db FROM applications", "params": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
-    body["rows"][0].clone()
 }
 
 async fn actions(c: &tokio_postgres::Client, table: &str) -> Vec<String> {

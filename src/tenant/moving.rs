@@ -464,10 +464,18 @@ pub async fn drop_copy(
                 .await?;
         }
     }
+    drop(c);
+    drop_roles(view, roles).await
+}
+
+/// Of `roles`, those on the server dropped, with what they own there and their
+/// sessions. Idempotent.
+pub async fn drop_roles(view: &Platform, roles: &[String]) -> Result<()> {
     let present = existing_roles(view, roles).await?;
     if present.is_empty() {
         return Ok(());
     }
+    let c = view.pool.get().await?;
     end_sessions(view, &present).await?;
     let idents: Vec<Ident> = present
         .into_iter()

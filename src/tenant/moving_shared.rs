@@ -26,11 +26,15 @@ fn ident(s: &str) -> Result<Ident> {
     Ok(Ident::new(s.to_string())?)
 }
 
-/// The target made as a create in `mode` makes it, the tenant's roles there already:
-/// schema mode, its schema in the server's own database with the template; database
-/// mode, the template database cloned and configured (`tenant.create.database`).
+/// The target made as a create in `mode` makes it on `server` (`view`), the tenant's
+/// roles there already: schema mode, its schema in the server's own database with the
+/// template; database mode, the server's template database cloned and configured
+/// (`tenant.create.database`; on a server other than `default`, the template database
+/// made current first, as a placed create makes it).
 pub async fn make_target(
+    control: &Platform,
     view: &Platform,
+    server: &str,
     slug: &Slug,
     mode: Isolation,
     connection_limit: i32,
@@ -40,9 +44,12 @@ pub async fn make_target(
             .await
             .map_err(made)?
         {
-            database_mode::clone(view, slug, connection_limit)
-                .await
-                .map_err(made)?;
+            if server == crate::store::servers::DEFAULT {
+                database_mode::clone(view, slug, connection_limit).await
+            } else {
+                database_mode::clone_current_on(control, view, server, slug, connection_limit).await
+            }
+            .map_err(made)?;
         }
         return database_mode::configure(view, slug).await.map_err(made);
     }
@@ -69,12 +76,25 @@ struct Ends {
     tables: Vec<Table>,
 }
 
-async fn out_of_pool(view: &Platform, slug: &Slug, tenant: Uuid, mode: Isolation) -> Result<Ends> {
-    let pool_db = view.endpoint.database.clone();
-    let target_db = super::moving::database_on(view, slug, mode);
+/// Whether two databases, each on the server of its view, are one.
+fn one_database(a: &Platform, a_db: &str, b: &Platform, b_db: &str) -> bool {
+    a.endpoint.host == b.endpoint.host && a.endpoint.port == b.endpoint.port && a_db == b_db
+}
+
+/// `pool`: the pool's server; `to`: the target's (the same one, or another).
+async fn out_of_pool(
+    pool: &Platform,
+    to: &Platform,
+    slug: &Slug,
+    tenant: Uuid,
+    mode: Isolation,
+) -> Result<Ends> {
+    let pool_db = pool.endpoint.database.clone();
+    let target_db = super::moving::database_on(to, slug, mode);
+    let same = one_database(pool, &pool_db, to, &target_db);
     let (src, dst) = (
-        connect_db(view, &pool_db).await?,
-        connect_db(view, &target_db).await?,
+        connect_db(pool, &pool_db).await?,
+        connect_db(to, &target_db).await?,
     );
     let (pool, schema) = (ident(POOL_SCHEMA)?, slug.schema());
     let tables = pool_tables(&src)
@@ -94,7 +114,7 @@ async fn out_of_pool(view: &Platform, slug: &Slug, tenant: Uuid, mode: Isolation
     Ok(Ends {
         src,
         dst,
-        same: target_db == pool_db,
+        same,
         tables,
     })
 }
@@ -110,13 +130,14 @@ fn tenant_literal(tenant: Uuid) -> String {
 /// not published again). Returns rows per table, the milliseconds and `since`, what
 /// [`copy_rows`] needs to copy only what changed after.
 pub async fn precopy_rows(
-    view: &Platform,
+    pool: &Platform,
+    to: &Platform,
     slug: &Slug,
     tenant: Uuid,
     mode: Isolation,
 ) -> Result<Value> {
     let started = Instant::now();
-    first_pass(out_of_pool(view, slug, tenant, mode).await?, started).await
+    first_pass(out_of_pool(pool, to, slug, tenant, mode).await?, started).await
 }
 
 /// The first pass between `ends` (either way): `since` read on the source, then every
@@ -195,14 +216,15 @@ async fn caught_up(
 /// transaction on the target, its triggers off. Returns what it did per table and the
 /// milliseconds.
 pub async fn copy_rows(
-    view: &Platform,
+    pool: &Platform,
+    to: &Platform,
     slug: &Slug,
     tenant: Uuid,
     mode: Isolation,
     since: Option<i64>,
 ) -> Result<Value> {
     let started = Instant::now();
-    let mut ends = out_of_pool(view, slug, tenant, mode).await?;
+    let mut ends = out_of_pool(pool, to, slug, tenant, mode).await?;
     let schema = slug.schema();
     let tx = ends.dst.transaction().await?;
     tx.batch_execute("SET LOCAL session_replication_role = replica")
@@ -297,7 +319,9 @@ async fn publish_tables(
 /// The tenant's roles leave the pool (past the point of no return, logins still
 /// off): memberships of the pool roles revoked, member rows deleted (the pool shows
 /// them nothing from now on), every login role's `search_path` the tenant schema.
-/// `users`: its users' login roles. One transaction; idempotent.
+/// `users`: its users' login roles. On a server the tenant comes to from another's
+/// pool (its roles copied there with their settings), the same, its pool roles
+/// there only if it has a pool. One transaction; idempotent.
 pub async fn leave_pool(
     view: &Platform,
     slug: &Slug,
@@ -305,12 +329,30 @@ pub async fn leave_pool(
     users: &[String],
 ) -> Result<()> {
     let (schema, login) = (slug.schema(), slug.login_role());
-    let mut sql = format!("REVOKE {} FROM {login};\n", ident(POOL_LOGIN)?);
-    for role in DefaultRole::ALL {
+    let mut c = view.pool.get().await?;
+    let tx = c.transaction().await?;
+    let pooled = tx
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+            &[&POOL_LOGIN],
+        )
+        .await?
+        .is_some();
+    let mut sql = String::new();
+    if pooled {
+        sql.push_str(&format!("REVOKE {} FROM {login};\n", ident(POOL_LOGIN)?));
+        for role in DefaultRole::ALL {
+            sql.push_str(&format!(
+                "REVOKE {} FROM {};\n",
+                shared::pool_role(role),
+                slug.group_role(role)
+            ));
+        }
         sql.push_str(&format!(
-            "REVOKE {} FROM {};\n",
-            shared::pool_role(role),
-            slug.group_role(role)
+            "SET LOCAL ROLE {};\nDELETE FROM {}.members WHERE tenant_id = {}::uuid;\nRESET ROLE;\n",
+            ident(POOL_OWNER)?,
+            ident(POOL_SCHEMA)?,
+            Literal(&tenant.to_string())
         ));
     }
     sql.push_str(&format!("ALTER ROLE {login} SET search_path = {schema};\n"));
@@ -320,14 +362,6 @@ pub async fn leave_pool(
             ident(u)?
         ));
     }
-    sql.push_str(&format!(
-        "SET LOCAL ROLE {};\nDELETE FROM {}.members WHERE tenant_id = {}::uuid;\nRESET ROLE;\n",
-        ident(POOL_OWNER)?,
-        ident(POOL_SCHEMA)?,
-        Literal(&tenant.to_string())
-    ));
-    let mut c = view.pool.get().await?;
-    let tx = c.transaction().await?;
     tx.batch_execute(&sql).await?;
     tx.commit().await?;
     Ok(())
@@ -391,40 +425,76 @@ async fn columns(
     Ok(out)
 }
 
-/// What the tenant's schema (in `mode`) has that the pool has not: relations other
-/// than the pool's tables (`t`), columns of those or of another type (`t.c type`),
-/// and any other object (`index t.i`, `function f`, `trigger t.g`...; see
-/// `isolation::schema_objects`). Shared mode has no room for them, and the source
-/// schema goes at `retire`: a move into it is refused while any is there.
-pub async fn extras(view: &Platform, slug: &Slug, mode: Isolation) -> Result<Vec<String>> {
+/// What the tenant's schema (in `mode`, on `view`'s server) has that the pool on
+/// `pool`'s server has not: relations other than the pool's tables (`t`), columns of
+/// those or of another type (`t.c type`), and any other object (`index t.i`,
+/// `function f`, `trigger t.g`...; see `isolation::schema_objects`). Shared mode has no
+/// room for them, and the source schema goes at `retire`: a move into it is refused
+/// while any is there.
+pub async fn extras(
+    view: &Platform,
+    pool: &Platform,
+    slug: &Slug,
+    mode: Isolation,
+) -> Result<Vec<String>> {
     let database = database_on(view, slug, mode);
     let (tenant, pool) = tokio::join!(
         connect_db(view, &database),
-        connect_db(view, &view.endpoint.database),
+        connect_db(pool, &pool.endpoint.database),
     );
     let (tenant, pool) = (tenant?, pool?);
-    Ok(crate::isolation::schema_objects::missing_from(
-        (&tenant, slug.schema().as_str()),
+    let schema = slug.schema();
+    let missing = crate::isolation::schema_objects::missing_from(
+        (&tenant, schema.as_str()),
         (&pool, POOL_SCHEMA),
     )
-    .await?)
+    .await?;
+    // The realtime trigger of a table the tenant publishes is made again on the
+    // pool's table by the copy (`copy_into_pool`): the pool has it once any of its
+    // tenants publishes that table, and lacks it before, which is no loss.
+    let listed = if tenant
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = 'realtime_tables'",
+            &[&schema.as_str()],
+        )
+        .await?
+        .is_some()
+    {
+        tenant
+            .query(
+                &format!("SELECT table_name::text FROM {schema}.realtime_tables"),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| format!("trigger {}.realtime_publish", r.get::<_, String>(0)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(missing
+        .into_iter()
+        .filter(|l| !listed.contains(l))
+        .collect())
 }
 
 /// Both ends of a copy into the pool: the tenant's database, the pool's, whether
 /// they are one, each pool table the tenant's schema has as copied into the pool
 /// (the columns both have: one the template dropped since stays out, one it added
 /// takes its default), and the tenant's columns per table.
+/// `view`: the tenant's server; `pool`: the pool's (the same one, or another).
 async fn into_pool(
     view: &Platform,
+    pool_view: &Platform,
     slug: &Slug,
     tenant: Uuid,
     from: Isolation,
 ) -> Result<(Ends, BTreeMap<String, Vec<String>>)> {
-    let pool_db = view.endpoint.database.clone();
+    let pool_db = pool_view.endpoint.database.clone();
     let src_db = database_on(view, slug, from);
     let (src, dst) = (
         connect_db(view, &src_db).await?,
-        connect_db(view, &pool_db).await?,
+        connect_db(pool_view, &pool_db).await?,
     );
     let (pool, schema) = (ident(POOL_SCHEMA)?, slug.schema());
     let theirs = columns(&src, schema.as_str()).await?;
@@ -451,7 +521,7 @@ async fn into_pool(
     let ends = Ends {
         src,
         dst,
-        same: src_db == pool_db,
+        same: one_database(view, &src_db, pool_view, &pool_db),
         tables,
     };
     Ok((ends, theirs))
@@ -464,12 +534,13 @@ async fn into_pool(
 /// per table, the milliseconds and `since` (see [`precopy_rows`]).
 pub async fn precopy_into_pool(
     view: &Platform,
+    pool: &Platform,
     slug: &Slug,
     tenant: Uuid,
     from: Isolation,
 ) -> Result<Value> {
     let started = Instant::now();
-    first_pass(into_pool(view, slug, tenant, from).await?.0, started).await
+    first_pass(into_pool(view, pool, slug, tenant, from).await?.0, started).await
 }
 
 /// The copy's second pass into the pool, the tenant's writes blocked: what changed
@@ -479,13 +550,14 @@ pub async fn precopy_into_pool(
 /// Returns what it did per table and the milliseconds.
 pub async fn copy_into_pool(
     view: &Platform,
+    pool: &Platform,
     slug: &Slug,
     tenant: Uuid,
     from: Isolation,
     since: Option<i64>,
 ) -> Result<Value> {
     let started = Instant::now();
-    let (mut ends, theirs) = into_pool(view, slug, tenant, from).await?;
+    let (mut ends, theirs) = into_pool(view, pool, slug, tenant, from).await?;
     let schema = slug.schema();
     let (pool, owner) = (ident(POOL_SCHEMA)?, ident(POOL_OWNER)?);
     let tx = ends.dst.transaction().await?;

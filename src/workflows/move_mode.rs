@@ -95,7 +95,7 @@ pub(super) async fn max_connections(p: &Runtime, tenant: uuid::Uuid) -> Result<i
 
 /// At `login` (past the point of no return, before the logins come back): the
 /// roles reach the target server's database as the new mode has it. Idempotent.
-pub(crate) async fn follow_mode(s: &Sides) -> Result<(), StepError> {
+pub(crate) async fn follow_mode(p: &Runtime, s: &Sides) -> Result<(), StepError> {
     let from_pool = s.params.isolation == Isolation::Shared;
     if from_pool || s.params.target() == Isolation::Shared {
         let fixed: Vec<String> = s.params.name.fixed_role_names();
@@ -113,6 +113,7 @@ pub(crate) async fn follow_mode(s: &Sides) -> Result<(), StepError> {
             moving_shared::join_pool(&s.dst, slug, id, &users).await
         }
         .map_err(StepError::failed)?;
+        local_block(p, s, !from_pool).await?;
     }
     if s.params.mode_move() {
         moving_mode::grant_reach(&s.dst, &s.params.name, s.params.target())
@@ -120,6 +121,34 @@ pub(crate) async fn follow_mode(s: &Sides) -> Result<(), StepError> {
             .map_err(StepError::failed)?;
     }
     Ok(())
+}
+
+/// A pool on a server other than `default` reads a tenant's disk block from a table
+/// of its own server (`quota_guard::LOCAL_FLAGS`), which the quota round writes for its
+/// shared-mode tenants only: a tenant leaving such a pool leaves no block behind there
+/// (a stale one would refuse its writes were it to come back), and one joining such a
+/// pool brings the registry's. On `default` the pool reads the registry itself.
+async fn local_block(p: &Runtime, s: &Sides, joined: bool) -> Result<(), StepError> {
+    use crate::store::servers::DEFAULT;
+    let (server, view) = if joined {
+        (&s.params.to, &s.dst)
+    } else {
+        (&s.params.from, &s.src)
+    };
+    if server == DEFAULT {
+        return Ok(());
+    }
+    let blocked = joined && {
+        let c = p.pool.get().await.map_err(failed)?;
+        crate::store::quotas::disk_usage(&c, s.params.tenant_id)
+            .await
+            .map_err(failed)?
+            .is_some_and(|u| u.writes_blocked)
+    };
+    let c = view.pool.get().await.map_err(failed)?;
+    crate::isolation::quota_guard::set_local_block(&c, s.params.tenant_id, blocked)
+        .await
+        .map_err(failed)
 }
 
 /// The registry's new place (and mode) in the `switch` transaction.

@@ -1,15 +1,17 @@
-//! `tenant.move.shared`: a shared-mode tenant moved into schema or database mode on
-//! its server, or a schema- or database-mode tenant into shared mode (docs/moves.md
-//! "Out of and into shared mode", issue 18 item 4), by the same request as every move
-//! (`POST /api/v1/tenants/{name}/move {"to_isolation"}`). Replication cannot carry
-//! pool rows (see `tenant::moving_shared`): the rows are copied in two passes
-//! (`tenant::moving_catch_up`), the bulk while the tenant writes, then what changed
-//! since with its writes blocked, so the write gap is the second pass.
+//! `tenant.move.shared`: a shared-mode tenant moved into schema or database mode, or a
+//! schema- or database-mode tenant into shared mode (docs/moves.md "Out of and into
+//! shared mode", issue 18 item 4), on its server or onto another, by the same request
+//! as every move (`POST /api/v1/tenants/{name}/move {"to_isolation", "to_server"}`).
+//! Replication cannot carry pool rows (see `tenant::moving_shared`): the rows are
+//! copied in two passes (`tenant::moving_catch_up`), the bulk while the tenant
+//! writes, then what changed since with its writes blocked, so the write gap is the
+//! second pass.
 //!
 //! 1. `fence`: the tenant taken by this operation (as `tenant.move`).
-//! 2. `prepare` (reaches out): out of shared mode, the schema or database made as a
-//!    create in that mode makes it, declared first; into it, the pool checked free of
-//!    the tenant's rows.
+//! 2. `prepare` (reaches out): declared first; on another server the tenant's roles
+//!    (as `tenant.move` makes them); out of shared mode, the schema or database made
+//!    as a create in that mode makes it; into it, the pool (built on a server
+//!    without one) checked free of the tenant's rows.
 //! 3. `precopy` (reaches out): the tenant's rows into the target, its writes going
 //!    on, in one transaction there; the outcome says from which transaction on the
 //!    source's rows may have changed since.
@@ -17,22 +19,22 @@
 //! 5. `copy` (reaches out): the rows written, changed or deleted since `precopy`,
 //!    the realtime events, sequences and realtime triggers into the target, in one
 //!    transaction there.
-//! 6. `switch`: the registry's mode, in one control transaction with the step's
-//!    journal row: the point of no return.
+//! 6. `switch`: the registry's server and mode, in one control transaction with the
+//!    step's journal row: the point of no return.
 //! 7. `login`: the roles leave or join the pool and reach the server as the new mode
 //!    has it; logins back; the tenant given up (as `tenant.move`).
 //! 8. `retire`: after the grace, the source: the tenant's pool rows, or its schema
-//!    or database.
+//!    or database; its roles on a server it left.
 //!
 //! Failing or dying before `switch` commits undoes it: logins back, the target
-//! dropped (out of shared mode) or the copied pool rows deleted (into it); the source
-//! was never changed.
+//! dropped (out of shared mode) or the copied pool rows deleted (into it), roles
+//! made on another server dropped; the source was never changed.
 
 use serde_json::{json, Value};
 
 use super::move_tenant::{self as mv, Params};
 use super::{failed, Error, Runtime};
-use crate::ops::{step, Kind, Run, StepError, StepFuture};
+use crate::ops::{step, Kind, Object, Run, StepError, StepFuture};
 use crate::problem::{Kind as ProblemKind, Problem};
 use crate::tenant::{moving, moving_shared, Isolation, Tenant};
 
@@ -72,10 +74,10 @@ fn into_pool(params: &Params) -> bool {
 }
 
 /// A move into or out of shared mode checked before anything changes (the request's
-/// 422 or 409): on `default` only (its pool is in the control database, where the
-/// copy's transactions run), never from one server's pool to another's, the template
-/// versions equal, and, into shared mode, nothing in the tenant's schema the pool has
-/// no room for. Other moves pass.
+/// 422 or 409): never from one pool to another, the template versions equal, and,
+/// into shared mode, nothing in the tenant's schema the pool has no room for. The
+/// pool is on the tenant's server (out of it) or on `to` (into it), the other side
+/// on the same server or another. Other moves pass.
 pub(super) async fn check(
     rt: &Runtime,
     t: &Tenant,
@@ -95,26 +97,50 @@ pub(super) async fn check(
             Unprocessable,
             "move_unsupported",
             Some("to_server"),
-            format!("to_server: a shared-mode tenant does not move between servers' pools; on \"default\" it moves into schema or database mode first (docs/moves.md); tenant {} is in the pool of server {:?}", t.name, t.server),
+            format!("to_server: a shared-mode tenant does not move from one server's pool straight into another's: move it into schema or database mode on the other server first, then into that server's pool (docs/moves.md); tenant {} is in the pool of server {:?}", t.name, t.server),
         )));
     }
-    if to != t.server || t.server != crate::store::servers::DEFAULT {
-        return Err(Error::Rejected(refused(
-            Unprocessable,
-            "move_unsupported",
-            Some("to_server"),
-            "to_server: a tenant moves into or out of shared mode on server \"default\" only, and not between servers (docs/moves.md)".into(),
-        )));
-    }
-    let c = rt.pool.get().await?;
-    let pool = crate::tenant::shared_mode::pool_version(&c).await?;
+    let view_of = |server: String| async move {
+        rt.platform.view_of(&server).await.map_err(|_| {
+            Error::Rejected(refused(
+                Conflict,
+                "server_down",
+                Some("to_server"),
+                format!("to_server: server {server:?} cannot be reached"),
+            ))
+        })
+    };
+    let view = view_of(t.server.clone()).await?;
+    let pool_server = if into { to } else { t.server.as_str() };
+    let pool_side = if pool_server == t.server {
+        view.clone()
+    } else {
+        view_of(pool_server.to_string()).await?
+    };
+    let latest = rt.platform.template.latest_version();
+    // The pool the rows land in or leave, and its version. A server without a pool
+    // yet gets one at the template's version when the move begins; until then its
+    // shape is `default`'s pool's, when that is at the same version.
+    let (pool, pool_view) = if pool_server == crate::store::servers::DEFAULT {
+        let c = rt.pool.get().await?;
+        (
+            crate::tenant::shared_mode::pool_version(&c).await?,
+            Some(&rt.platform),
+        )
+    } else {
+        let c = pool_side.pool.get().await?;
+        match crate::tenant::shared_mode::pool_version_on(&c).await? {
+            Some(v) => (v, Some(&pool_side)),
+            None => {
+                let c = rt.pool.get().await?;
+                let home = crate::tenant::shared_mode::pool_version(&c).await?;
+                (latest, (home == latest).then_some(&rt.platform))
+            }
+        }
+    };
     // The target is made at the template's version (out), or the rows land in the
     // pool's tables (in): the tenant's tables must be at that version.
-    let want = if into {
-        pool
-    } else {
-        rt.platform.template.latest_version()
-    };
+    let want = if into { pool } else { latest };
     if t.template_version != want {
         return Err(Error::Rejected(refused(
             Conflict,
@@ -132,8 +158,10 @@ pub(super) async fn check(
             ),
         )));
     }
-    if into {
-        let extra = moving_shared::extras(&rt.platform, &t.name, t.isolation)
+    // Without a pool to compare with, the `copy` step's check (against the pool
+    // built by then) is the only one.
+    if let (true, Some(pool_view)) = (into, pool_view) {
+        let extra = moving_shared::extras(&view, pool_view, &t.name, t.isolation)
             .await
             .map_err(unreached)?;
         if !extra.is_empty() {
@@ -169,58 +197,97 @@ fn unfit(name: &crate::tenant::Slug, extra: &[String]) -> Problem {
     )
 }
 
-/// 2. The target, declared first. A schema or database of the tenant's name there
-///    already is someone else's: refused, never dropped.
+/// 2. The target, declared first: out of the pool, the schema or database; on
+///    another server, the tenant's roles too (the same names and password verifiers,
+///    NOLOGIN), before it. Roles, a schema or a database of the tenant's names there
+///    already, or rows of its id in the pool, are someone else's: refused, never
+///    dropped.
 fn prepare<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let s = mv::sides(p, run).await?;
         let (slug, iso) = (&s.params.name, s.params.target());
-        if into_pool(&s.params) {
-            // Nothing to make: the pool is there. Rows of the tenant's id in it would
-            // be someone else's to keep (the copy's undoing deletes the tenant's).
-            let there = moving_shared::pool_rows(&s.dst, s.params.tenant_id)
+        let into = into_pool(&s.params);
+        // On a server other than `default` without one yet, the pool, built as a
+        // shared-mode create there builds it (it stays, as it does once its last
+        // tenant goes).
+        if into && s.params.to != crate::store::servers::DEFAULT {
+            crate::tenant::shared_mode::ensure_pool_on(&s.dst)
                 .await
-                .map_err(moved)?;
-            if there > 0 {
-                return Err(StepError::Rejected(Problem::new(
-                    ProblemKind::Conflict,
-                    "target_not_empty",
-                    format!("the shared pool holds {there} row(s) of tenant {slug} already; nothing was changed"),
-                )));
-            }
-            return Ok(json!({"isolation": "shared", "database": s.dst_db}));
+                .map_err(StepError::failed)?;
         }
         if run.intent::<Value>("prepare").is_none() {
-            if moving::data_exists(&s.dst, slug, iso)
+            let roles = moving::existing_roles(&s.dst, s.params.own_roles())
                 .await
-                .map_err(moved)?
-            {
+                .map_err(moved)?;
+            let taken = if !roles.is_empty() {
+                Some(format!("server {:?} already has roles named for tenant {slug} (a previous copy still in its grace?)", s.params.to))
+            } else if into {
+                let rows = moving_shared::pool_rows(&s.dst, s.params.tenant_id)
+                    .await
+                    .map_err(moved)?;
+                (rows > 0).then(|| {
+                    format!("the shared pool holds {rows} row(s) of tenant {slug} already")
+                })
+            } else {
+                moving::data_exists(&s.dst, slug, iso)
+                    .await
+                    .map_err(moved)?
+                    .then(|| {
+                        format!(
+                            "a {} named for tenant {slug} exists already",
+                            if iso == Isolation::Database {
+                                "database"
+                            } else {
+                                "schema"
+                            }
+                        )
+                    })
+            };
+            if let Some(taken) = taken {
                 return Err(StepError::Rejected(Problem::new(
                     ProblemKind::Conflict,
                     "target_not_empty",
-                    format!(
-                        "a {} named for tenant {slug} exists already; nothing was changed",
-                        if iso == Isolation::Database {
-                            "database"
-                        } else {
-                            "schema"
-                        }
-                    ),
+                    format!("{taken}; nothing was changed"),
                 )));
             }
-            run.intend(vec![s.target_object()], json!({"ours": true}))
+            let mut objects: Vec<Object> = s
+                .params
+                .own_roles()
+                .iter()
+                .map(|r| Object {
+                    kind: "role".into(),
+                    name: r.clone(),
+                    database: None,
+                    scratch: false,
+                })
+                .collect();
+            if !into {
+                objects.push(s.target_object());
+            }
+            run.intend(objects, json!({"ours": true, "server": s.params.to}))
                 .await?;
         }
-        let limit = super::move_mode::max_connections(p, s.params.tenant_id).await?;
-        moving_shared::make_target(&s.dst, slug, iso, limit)
-            .await
-            .map_err(moved)?;
-        Ok(json!({"isolation": iso.as_str(), "database": s.dst_db}))
+        if !s.params.same_server() {
+            moving::copy_roles(&s.src, &s.dst, &s.params.roles, None, &s.dst_db)
+                .await
+                .map_err(moved)?;
+        }
+        if !into {
+            let limit = super::move_mode::max_connections(p, s.params.tenant_id).await?;
+            moving_shared::make_target(&p.platform, &s.dst, &s.params.to, slug, iso, limit)
+                .await
+                .map_err(moved)?;
+        }
+        Ok(json!({
+            "isolation": iso.as_str(), "server": s.params.to, "database": s.dst_db,
+            "roles": s.params.own_roles().len(),
+        }))
     })
 }
 
-/// Drops the target, if the intent says it was ours (the tenant's roles stay: they
-/// are its shared-mode roles).
+/// Drops what [`prepare`] made, if its intent says it was ours: the target schema or
+/// database (out of the pool), and the roles copied to another server (the source's
+/// roles stay: they are the tenant's).
 fn unprepare<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         if !run
@@ -230,12 +297,14 @@ fn unprepare<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             return Ok(Value::Null);
         }
         let s = mv::sides(p, run).await?;
+        let roles = s.params.own_roles();
         if into_pool(&s.params) {
-            return Ok(Value::Null);
+            moving::drop_roles(&s.dst, roles).await.map_err(moved)?;
+        } else {
+            moving::drop_copy(&s.dst, &s.params.name, s.params.target(), roles)
+                .await
+                .map_err(moved)?;
         }
-        moving::drop_copy(&s.dst, &s.params.name, s.params.target(), &[])
-            .await
-            .map_err(moved)?;
         Ok(Value::Null)
     })
 }
@@ -253,9 +322,9 @@ fn precopy<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         }
         let (slug, id) = (&s.params.name, s.params.tenant_id);
         let outcome = if into_pool(&s.params) {
-            moving_shared::precopy_into_pool(&s.dst, slug, id, s.params.isolation).await
+            moving_shared::precopy_into_pool(&s.src, &s.dst, slug, id, s.params.isolation).await
         } else {
-            moving_shared::precopy_rows(&s.dst, slug, id, s.params.target()).await
+            moving_shared::precopy_rows(&s.src, &s.dst, slug, id, s.params.target()).await
         }
         .map_err(moved)?;
         tracing::info!(tenant = %s.params.name, ms = outcome["ms"].as_u64(), "shared move's first pass copied");
@@ -282,15 +351,15 @@ fn copy<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let outcome = if into_pool(&s.params) {
             // Checked again with the writes blocked: a table or column made since the
             // request would be lost.
-            let extra = moving_shared::extras(&s.src, slug, s.params.isolation)
+            let extra = moving_shared::extras(&s.src, &s.dst, slug, s.params.isolation)
                 .await
                 .map_err(moved)?;
             if !extra.is_empty() {
                 return Err(StepError::Rejected(unfit(slug, &extra)));
             }
-            moving_shared::copy_into_pool(&s.dst, slug, id, s.params.isolation, since).await
+            moving_shared::copy_into_pool(&s.src, &s.dst, slug, id, s.params.isolation, since).await
         } else {
-            moving_shared::copy_rows(&s.dst, slug, id, s.params.target(), since).await
+            moving_shared::copy_rows(&s.src, &s.dst, slug, id, s.params.target(), since).await
         }
         .map_err(moved)?;
         tracing::info!(tenant = %s.params.name, ms = outcome["ms"].as_u64(), "shared tenant's rows copied");
@@ -318,7 +387,8 @@ fn uncopy<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 }
 
 /// 8. After the grace, the source goes: the tenant's pool rows, or its schema or
-///    database (unless the registry has it in its old mode again).
+///    database, and, when it changed server, its roles there (unless the registry
+///    has it where it was again).
 fn retire<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
         let params: Params = run.params()?;
@@ -327,21 +397,26 @@ fn retire<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             let c = p.pool.get().await.map_err(failed)?;
             crate::store::tenants::get(&c, params.tenant_id)
                 .await
-                .map(|t| t.isolation == params.isolation)
+                .map(|t| t.isolation == params.isolation && t.server == params.from)
                 .unwrap_or(false)
         };
         let s = mv::sides(p, run).await?;
         if !back {
             if into_pool(&params) {
-                moving::drop_copy(&s.src, &params.name, params.isolation, &[])
+                moving::drop_copy(&s.src, &params.name, params.isolation, params.own_roles())
                     .await
                     .map_err(moved)?;
             } else {
                 moving_shared::purge_pool_rows(&s.src, params.tenant_id)
                     .await
                     .map_err(moved)?;
+                moving::drop_roles(&s.src, params.own_roles())
+                    .await
+                    .map_err(moved)?;
             }
         }
-        Ok(json!({"source_dropped": !back, "from": params.isolation.as_str()}))
+        Ok(json!({
+            "source_dropped": !back, "from": params.isolation.as_str(), "server": params.from,
+        }))
     })
 }

@@ -80,8 +80,8 @@ pub struct MoveRequest {
     /// The server to move to (`GET /api/v1/servers`); default: the one it is on.
     pub to_server: Option<String>,
     /// `schema`, `database` or `shared`; default: the mode it has. Into and out of
-    /// shared mode on server `default` only, the rows copied while the tenant's
-    /// writes are blocked (docs/moves.md).
+    /// shared mode too, on its server or onto another (not from one server's pool
+    /// straight into another's), the rows copied in two passes (docs/moves.md).
     pub to_isolation: Option<String>,
     /// How long the source copy is kept after the cutover (`10m`, `1h`; `0`: dropped
     /// at once). Default 10 minutes.
@@ -208,7 +208,10 @@ async fn begin(
         ));
     }
     super::move_shared::check(rt, &t, &to, to_isolation).await?;
-    if row.draining {
+    // A draining server takes no tenants from elsewhere; a move between modes on it
+    // brings it none (and is how a tenant in its pool leaves it: schema or database
+    // mode there first).
+    if row.draining && to != t.server {
         return Err(refuse(
             Conflict,
             "server_draining",
@@ -681,7 +684,7 @@ pub(super) fn login<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             .outcome::<Value>("block")
             .and_then(|v| serde_json::from_value(v["logins"].clone()).ok())
             .unwrap_or_default();
-        super::move_mode::follow_mode(&s).await?;
+        super::move_mode::follow_mode(p, &s).await?;
         if s.params.same_server() && s.params.isolation == Isolation::Database {
             moving_mode::close_source_database(&s.src, &s.src_db, &s.params.roles)
                 .await

@@ -113,27 +113,31 @@ pub(super) fn server<'a>(env: &'a Env) -> Fut<'a, Value> {
 }
 
 pub(super) fn create_in<'a>(env: &'a Env, isolation: Isolation) -> Fut<'a, Result<(), String>> {
-    Box::pin(async move {
-        let v = Validated {
-            slug: Slug::parse(&env.name).map_err(|e| e.to_string())?,
-            db_quota_bytes: None,
-            vpn_enabled: false,
-            public_api: true,
-            isolation,
-            isolation_given: true,
-            trial_days: Some(0),
-            plan: "free".into(),
-            metadata: json!({}),
-            backup_schedule: None,
-            vector_store: Some(false),
-            server: Some(SERVER.into()),
-            placement: None,
-        };
-        create_placed::create(&env.rt, &v, SERVER, None, "crash-matrix", true)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
-    })
+    Box::pin(async move { created_in(env, isolation).await.map(drop) })
+}
+
+/// The tenant of the case created on cmpg2 in `isolation`, as the API would answer
+/// (its credentials with it).
+pub(super) async fn created_in(env: &Env, isolation: Isolation) -> Result<Value, String> {
+    let v = Validated {
+        slug: Slug::parse(&env.name).map_err(|e| e.to_string())?,
+        db_quota_bytes: None,
+        vpn_enabled: false,
+        public_api: true,
+        isolation,
+        isolation_given: true,
+        trial_days: Some(0),
+        plan: "free".into(),
+        metadata: json!({}),
+        backup_schedule: None,
+        vector_store: Some(false),
+        server: Some(SERVER.into()),
+        placement: None,
+    };
+    create_placed::create(&env.rt, &v, SERVER, None, "crash-matrix", true)
+        .await
+        .map(|t| serde_json::to_value(t).expect("plain fields"))
+        .map_err(|e| e.to_string())
 }
 
 fn create_schema<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {

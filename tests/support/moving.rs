@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::common::{self, TestApp};
 
@@ -64,7 +64,7 @@ pub async fn place(name: &str) -> (String, String) {
 }
 
 /// The tenant's own connection string for where it is now (a mode move changes the
-/// database name; a move to pg2 the host and port too). The password is the one it
+/// database name; a move to another server, at `pg2_port`, the host and port too). The password is the one it
 /// was created with.
 pub async fn dsn_now(
     base: &tokio_postgres::Config,
@@ -74,7 +74,7 @@ pub async fn dsn_now(
     let (server, database) = place(name).await;
     let mut c = base.clone();
     c.dbname(&database).connect_timeout(Duration::from_secs(2));
-    if server == "pg2" {
+    if server != "default" {
         let mut fresh = tokio_postgres::Config::new();
         fresh
             .host("127.0.0.1")
@@ -373,4 +373,50 @@ pub async fn sums(c: &tokio_postgres::Client, schema: &str, tenant: Option<&str>
         ));
     }
     out
+}
+
+/// Rows in every template table as the tenant: parents, children (one foreign key
+/// with ON DELETE CASCADE, one without), activity, realtime events (published and
+/// from a listed table's trigger).
+pub async fn fill(app: &TestApp, created: &Value, tag: &str) {
+    let name = created["name"].as_str().unwrap();
+    let (s, b) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/realtime/tables"),
+            Some(json!({"table": "resources"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let c = common::connect_as(&created["credentials"]).await;
+    c.batch_execute(&format!(
+        "INSERT INTO applications (name, team, created_by)
+           SELECT '{tag}' || i, 't', 'fill' FROM generate_series(1, 3) i;
+         INSERT INTO resources (application_id, type, name)
+           SELECT id, 'db', name || '-r' FROM applications;
+         INSERT INTO deployments (application_id, version, status, triggered_by)
+           SELECT id, 'v1', 'done', 'fill' FROM applications;
+         INSERT INTO user_activity (user_id, action) VALUES ('u', '{tag}-seen');
+         SELECT realtime_publish('orders', '{{\"n\": 1}}');
+         SELECT realtime_publish('orders', '{{\"n\": 2}}');"
+    ))
+    .await
+    .unwrap();
+}
+
+/// The tenant's applications counted through the data API (`POST /api/v1/query` with
+/// its API key: the tenant's login role, wherever the registry says it is), and the
+/// database it answered from.
+pub async fn counted_by_data_api(app: &TestApp, created: &Value) -> Value {
+    let res = app
+        .http
+        .post(format!("{}/api/v1/query", app.url))
+        .bearer_auth(created["api_key"].as_str().unwrap())
+        .json(&json!({"sql": "SELECT count(*)::int AS n, current_database()::text AS db FROM applications", "params": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    body["rows"][0].clone()
 }
