@@ -151,6 +151,30 @@ async fn local_block(p: &Runtime, s: &Sides, joined: bool) -> Result<(), StepErr
         .map_err(failed)
 }
 
+/// At `login` of a move that changed server, before the logins come back: each
+/// server's pg_hba.conf lists the tenants that live there (docs/network.md), so a
+/// restricted tenant's lines are rendered again, now on the target (and gone from the
+/// source). Without it the target would let the tenant in from anywhere until some
+/// later change rendered the files. A render that fails is logged and retried by the
+/// reconciler, as after any change (`network::follow`); an unrestricted tenant costs
+/// one statement.
+pub(crate) async fn follow_network(p: &Runtime, params: &Params) -> Result<(), StepError> {
+    let begun = {
+        let mut c = p.pool.get().await.map_err(failed)?;
+        let tx = c.transaction().await.map_err(failed)?;
+        let t = crate::store::tenants::get(&tx, params.tenant_id)
+            .await
+            .map_err(failed)?;
+        let begun = super::network::touch(p, &tx, &t, false)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        begun
+    };
+    super::network::follow(p, begun).await;
+    Ok(())
+}
+
 /// The registry's new place (and mode) in the `switch` transaction.
 pub(crate) async fn switch_registry(
     tx: &deadpool_postgres::Transaction<'_>,

@@ -690,6 +690,9 @@ pub(super) fn login<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                 .await
                 .map_err(StepError::failed)?;
         }
+        if !s.params.same_server() {
+            super::move_mode::follow_network(p, &s.params).await?;
+        }
         moving::unblock(&s.dst, &logins).await.map_err(moved)?;
         // Sessions that reached the source meanwhile end; on one server the roles'
         // sessions are the target's already (the block step ended the source's).
