@@ -475,6 +475,23 @@ fn bad_moves_out_of_shared_mode_are_refused_and_change_nothing() {
                 "ALTER TABLE {s}.applications ALTER COLUMN team TYPE varchar(255)",
                 "applications.team text",
             ),
+            // A column's default or NOT NULL the pool's has not: the tenant would take
+            // the pool's.
+            (
+                "ALTER TABLE {s}.applications ALTER COLUMN description SET DEFAULT 'none'",
+                "ALTER TABLE {s}.applications ALTER COLUMN description DROP DEFAULT",
+                "applications.description text default 'none'::text",
+            ),
+            (
+                "ALTER TABLE {s}.applications ALTER COLUMN status DROP DEFAULT",
+                "ALTER TABLE {s}.applications ALTER COLUMN status SET DEFAULT 'pending'",
+                "applications.status character varying(50) not null)",
+            ),
+            (
+                "ALTER TABLE {s}.applications ALTER COLUMN updated_by SET NOT NULL",
+                "ALTER TABLE {s}.applications ALTER COLUMN updated_by DROP NOT NULL",
+                "applications.updated_by character varying(255) not null",
+            ),
             (
                 "CREATE VIEW {s}.busy AS SELECT id FROM {s}.applications",
                 "DROP VIEW {s}.busy",

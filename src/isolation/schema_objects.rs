@@ -5,7 +5,7 @@
 //!
 //! Every kind of object a tenant's owner role can make in its schema is listed:
 //! relations (tables, views, materialized views, foreign tables, sequences), columns
-//! with their types, indexes, constraints, triggers, rules, row security policies,
+//! with their types, `NOT NULL`, identity, generation and defaults, indexes, constraints, triggers, rules, row security policies,
 //! functions and procedures (aggregates too), types (domains, enums, ranges,
 //! composites), operators, collations, statistics objects, text search
 //! configurations and dictionaries, and conversions. A type defined in the schema is
@@ -17,8 +17,11 @@ use std::collections::BTreeSet;
 use tokio_postgres::GenericClient;
 
 /// One label per object of `schema`: a relation by its name (`notes`), a column as
-/// `table.column type`, anything else as `kind name`, with its table when it has one
-/// (`index notes.notes_idx`, `trigger notes.audit`, `function touch`).
+/// `table.column type`, then ` not null`, ` identity`, ` generated` and ` default
+/// expr` when it has them (the expression with the schema's own name taken out, so a
+/// sequence of the schema reads the same in both), anything else as `kind name`, with
+/// its table when it has one (`index notes.notes_idx`, `trigger notes.audit`,
+/// `function touch`).
 const LABELS: &str = "
 WITH s AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
 rel AS (SELECT c.oid, c.relname::text AS name, c.relkind FROM pg_catalog.pg_class c, s
@@ -33,8 +36,14 @@ UNION ALL
 SELECT r.name || '.' || a.attname || ' ' ||
        CASE WHEN t.typnamespace = (SELECT oid FROM s) THEN t.typname::text
             ELSE pg_catalog.format_type(a.atttypid, a.atttypmod) END
+       || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+       || CASE a.attidentity WHEN 'a' THEN ' identity always' WHEN 'd' THEN ' identity' ELSE '' END
+       || CASE a.attgenerated WHEN 's' THEN ' generated' ELSE '' END
+       || coalesce(' default ' || pg_catalog.replace(pg_catalog.pg_get_expr(d.adbin, d.adrelid),
+                                                     pg_catalog.quote_ident($1) || '.', ''), '')
   FROM rel r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid
   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
  WHERE r.relkind IN ('r', 'p', 'v', 'm', 'f', 'c') AND a.attnum > 0 AND NOT a.attisdropped
    AND a.attname <> 'tenant_id'
 UNION ALL
