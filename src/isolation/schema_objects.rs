@@ -19,7 +19,9 @@ use tokio_postgres::GenericClient;
 /// One label per object of `schema`: a relation by its name (`notes`), a column as
 /// `table.column type`, then ` not null`, ` identity`, ` generated` and ` default
 /// expr` when it has them (the expression with the schema's own name taken out, so a
-/// sequence of the schema reads the same in both), anything else as `kind name`, with
+/// sequence of the schema reads the same in both; read without its table, which
+/// `pg_get_expr` would otherwise lock: a tenant holding a lock on its table must not
+/// hold up the move's check), anything else as `kind name`, with
 /// its table when it has one (`index notes.notes_idx`, `trigger notes.audit`,
 /// `function touch`).
 const LABELS: &str = "
@@ -39,8 +41,10 @@ SELECT r.name || '.' || a.attname || ' ' ||
        || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
        || CASE a.attidentity WHEN 'a' THEN ' identity always' WHEN 'd' THEN ' identity' ELSE '' END
        || CASE a.attgenerated WHEN 's' THEN ' generated' ELSE '' END
-       || coalesce(' default ' || pg_catalog.replace(pg_catalog.pg_get_expr(d.adbin, d.adrelid),
-                                                     pg_catalog.quote_ident($1) || '.', ''), '')
+       || CASE WHEN a.attgenerated = '' THEN
+            coalesce(' default ' || pg_catalog.replace(pg_catalog.pg_get_expr(d.adbin, 0),
+                                                       pg_catalog.quote_ident($1) || '.', ''), '')
+          ELSE '' END
   FROM rel r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid
   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
   LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
