@@ -13,8 +13,9 @@
 mod common;
 #[path = "support/extra_cluster.rs"]
 mod extra_cluster;
+#[path = "support/from_address.rs"]
+mod from_address;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use berqenas::network::{Settings, VpnPool};
@@ -29,26 +30,14 @@ async fn connect_from(
     from: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let config: tokio_postgres::Config = credentials["dsn"].as_str().unwrap().parse().unwrap();
-    let port = config.get_ports()[0];
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(from.parse().unwrap(), 0))
-        .unwrap();
-    let stream = socket
-        .connect(SocketAddr::new("127.0.0.1".parse().unwrap(), port))
-        .await
-        .unwrap();
-    let (client, conn) = config.connect_raw(stream, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
+    from_address::connect(&config, from).await
 }
 
 fn refused_by_hba(r: Result<tokio_postgres::Client, tokio_postgres::Error>) {
     let Err(e) = r else {
         panic!("the connection was let in");
     };
-    let code = e.as_db_error().map(|d| d.code().code().to_string());
-    assert_eq!(code.as_deref(), Some("28000"), "{e}");
+    from_address::refused_by_hba(&e);
 }
 
 const OPERATOR_LINE: &str = "host all all 127.0.0.0/8 scram-sha-256 # the operator's";

@@ -10,45 +10,43 @@
 mod common;
 #[path = "support/extra_cluster.rs"]
 mod extra_cluster;
-
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+#[path = "support/from_address.rs"]
+mod from_address;
+#[path = "support/moving.rs"]
+mod moving;
 
 use berqenas::pg::cluster::Cluster;
 use common::{unique, TestApp};
 use extra_cluster::{on, register_server};
+use moving::move_to_end;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// Connects with the tenant's password to where the registry says it is now, from the
-/// local address `from`.
+/// Connects with the tenant's password to `database` at `port`, from the local
+/// address `from`.
 async fn connect_from(
     credentials: &Value,
     port: u16,
     database: &str,
     from: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut config: tokio_postgres::Config = credentials["dsn"].as_str().unwrap().parse().unwrap();
-    config.dbname(database);
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(from.parse().unwrap(), 0))
-        .unwrap();
-    let stream = socket
-        .connect(SocketAddr::new("127.0.0.1".parse().unwrap(), port))
-        .await
-        .unwrap();
-    let (client, conn) = config.connect_raw(stream, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
+    // Its user and password, at the port and database given (a config's `port` adds
+    // one to its list: a fresh config has only that one).
+    let dsn: tokio_postgres::Config = credentials["dsn"].as_str().unwrap().parse().unwrap();
+    let mut config = tokio_postgres::Config::new();
+    config
+        .user(dsn.get_user().unwrap())
+        .password(dsn.get_password().unwrap())
+        .dbname(database)
+        .port(port);
+    from_address::connect(&config, from).await
 }
 
 fn refused_by_hba(r: Result<tokio_postgres::Client, tokio_postgres::Error>, what: &str) {
     let Err(e) = r else {
         panic!("{what}: the connection was let in");
     };
-    let code = e.as_db_error().map(|d| d.code().code().to_string());
-    assert_eq!(code.as_deref(), Some("28000"), "{what}: {e}");
+    from_address::refused_by_hba(&e);
 }
 
 const OPERATOR_LINE: &str = "host all all 127.0.0.0/8 scram-sha-256 # the operator's";
@@ -70,32 +68,12 @@ async fn server(app: &TestApp, name: &str) -> Cluster {
     c
 }
 
-/// Moves `name` with `body` (grace 0) and waits for the operation to succeed.
+/// Moves `name` with `body` to its end; the tenant afterwards.
 async fn moved(app: &TestApp, name: &str, body: Value) -> Value {
-    let (s, op) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{name}/move"),
-            Some(body),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{op}");
-    let id = op["id"].as_str().unwrap().to_string();
-    let until = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, op) = app
-            .call(Method::GET, &format!("/api/v1/operations/{id}"), None)
-            .await;
-        if op["state"] != "running" {
-            assert_eq!(op["state"], "succeeded", "{op}");
-            let (_, t) = app
-                .call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
-                .await;
-            return t;
-        }
-        assert!(Instant::now() < until, "the move did not finish: {op}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    move_to_end(app, name, body).await;
+    app.call(Method::GET, &format!("/api/v1/tenants/{name}"), None)
+        .await
+        .1
 }
 
 fn hba(c: &Cluster) -> String {

@@ -23,8 +23,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use moving::{
-    counted_by_data_api, dsn_now, fill, follow, rt, serial, shape, stem, step_state, sums, world,
-    writer_with,
+    can_write, counted_by_data_api, dsn_now, fill, follow, move_to_end, round, rt, serial, shape,
+    stem, step_state, sums, world, writer_with,
 };
 
 /// A server of the test: `default` (the shared cluster, its control database) or an
@@ -444,45 +444,8 @@ fn a_tenant_changes_server_and_pool_in_one_move() {
     });
 }
 
-/// One disk round, waiting for the round's lead if another instance holds it.
-async fn round(rt: &berqenas::workflows::Runtime) {
-    for _ in 0..600 {
-        if berqenas::workflows::quotas::disk_round(rt)
-            .await
-            .unwrap()
-            .is_some()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no disk round could run for 30 s");
-}
-
-async fn can_write(c: &tokio_postgres::Client) -> bool {
-    match c
-        .batch_execute("INSERT INTO user_activity (user_id, action) VALUES ('q', 'probe')")
-        .await
-    {
-        Ok(()) => true,
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
-            false
-        }
-        Err(e) => panic!("{e:?}"),
-    }
-}
-
 async fn moved(app: &TestApp, name: &str, to: &str) {
-    let (s, op) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/tenants/{name}/move"),
-            Some(json!({"to_isolation": to, "grace": "0"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{op}");
-    let op = follow(app, op["id"].as_str().unwrap(), |_| false).await;
-    assert_eq!(op["state"], "succeeded", "{op}");
+    move_to_end(app, name, json!({"to_isolation": to, "grace": "0"})).await;
 }
 
 /// Over its disk quota in pg3's pool (its guard reads pg3's own flags), a tenant

@@ -17,41 +17,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use moving::{
-    counted_by_data_api, dsn_now, fill, follow, place, rt, serial, shape, stem, step_state, sums,
-    world, writer_with,
+    can_write, counted_by_data_api, dsn_now, fill, follow, move_to_end, place, round, rt, serial,
+    shape, stem, step_state, sums, world, writer_with,
 };
 
 async fn app() -> &'static TestApp {
     &world().await.app
-}
-
-/// One disk round (the quota worker's), waiting for the round's lead if another
-/// instance of the test holds it.
-async fn round(rt: &berqenas::workflows::Runtime) {
-    for _ in 0..600 {
-        if berqenas::workflows::quotas::disk_round(rt)
-            .await
-            .unwrap()
-            .is_some()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no disk round could run for 30 s");
-}
-
-async fn can_write(c: &tokio_postgres::Client) -> bool {
-    match c
-        .batch_execute("INSERT INTO user_activity (user_id, action) VALUES ('q', 'probe')")
-        .await
-    {
-        Ok(()) => true,
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
-            false
-        }
-        Err(e) => panic!("{e:?}"),
-    }
 }
 
 async fn actions(c: &tokio_postgres::Client, table: &str) -> Vec<String> {
@@ -630,16 +601,7 @@ fn a_moved_tenant_stays_held_to_its_disk_quota() {
         assert!(!can_write(&c).await, "over quota in shared mode");
         drop(c);
 
-        let (s, op) = app
-            .call(
-                Method::POST,
-                &format!("/api/v1/tenants/{name}/move"),
-                Some(json!({"to_isolation": "schema", "grace": "0"})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{op}");
-        let op = follow(app, op["id"].as_str().unwrap(), |_| false).await;
-        assert_eq!(op["state"], "succeeded", "{op}");
+        move_to_end(app, &name, json!({"to_isolation": "schema", "grace": "0"})).await;
         round(&w.rt).await;
         let c = common::connect_as(&created["credentials"]).await;
         let n: i64 = c

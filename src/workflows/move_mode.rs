@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::move_tenant::{Params, Sides};
 use super::{failed, Runtime};
-use crate::ops::StepError;
+use crate::ops::{Object, StepError};
 use crate::pg::logical::Tables;
 use crate::pg::Ident;
 use crate::tenant::{moving, moving_mode, moving_shared, Isolation};
@@ -39,6 +39,19 @@ impl Params {
         } else {
             &self.roles
         }
+    }
+
+    /// [`Params::own_roles`] as the `prepare` intent declares them.
+    pub(crate) fn own_role_objects(&self) -> Vec<Object> {
+        self.own_roles()
+            .iter()
+            .map(|r| Object {
+                kind: "role".into(),
+                name: r.clone(),
+                database: None,
+                scratch: false,
+            })
+            .collect()
     }
 
     /// What is published and whose sequences are copied: the whole database only

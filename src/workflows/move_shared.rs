@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 use super::move_tenant::{self as mv, Params};
 use super::{failed, Error, Runtime};
-use crate::ops::{step, Kind, Object, Run, StepError, StepFuture};
+use crate::ops::{step, Kind, Run, StepError, StepFuture};
 use crate::problem::{Kind as ProblemKind, Problem};
 use crate::tenant::{moving, moving_shared, Isolation, Tenant};
 
@@ -250,17 +250,7 @@ fn prepare<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                     format!("{taken}; nothing was changed"),
                 )));
             }
-            let mut objects: Vec<Object> = s
-                .params
-                .own_roles()
-                .iter()
-                .map(|r| Object {
-                    kind: "role".into(),
-                    name: r.clone(),
-                    database: None,
-                    scratch: false,
-                })
-                .collect();
+            let mut objects = s.params.own_role_objects();
             if !into {
                 objects.push(s.target_object());
             }

@@ -431,17 +431,7 @@ fn prepare<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
                     ),
                 )));
             }
-            let mut objects: Vec<Object> = s
-                .params
-                .own_roles()
-                .iter()
-                .map(|r| Object {
-                    kind: "role".into(),
-                    name: r.clone(),
-                    database: None,
-                    scratch: false,
-                })
-                .collect();
+            let mut objects = s.params.own_role_objects();
             objects.push(s.target_object());
             run.intend(objects, json!({"ours": true, "server": s.params.to}))
                 .await?;

@@ -4,10 +4,12 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../support/from_address.rs"]
+mod from_address;
 mod subnets;
 mod vpn;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use berqenas::network::{Settings, VpnPool};
@@ -38,23 +40,11 @@ async fn connect_from(
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let creds = &created["credentials"];
     let config: tokio_postgres::Config = creds["dsn"].as_str().unwrap().parse().unwrap();
-    let port = config.get_ports()[0];
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(from.parse().unwrap(), 0))
-        .unwrap();
-    let stream = socket
-        .connect(SocketAddr::new("127.0.0.1".parse().unwrap(), port))
-        .await
-        .unwrap();
-    let (client, conn) = config.connect_raw(stream, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
+    from_address::connect(&config, from).await
 }
 
 fn refused_by_hba(e: tokio_postgres::Error) {
-    let code = e.as_db_error().map(|d| d.code().code().to_string());
-    assert_eq!(code.as_deref(), Some("28000"), "{e}");
+    from_address::refused_by_hba(&e);
 }
 
 /// The `/api/v1/me` status for the tenant's key, from `from`.

@@ -420,3 +420,49 @@ pub async fn counted_by_data_api(app: &TestApp, created: &Value) -> Value {
     let body: Value = res.json().await.unwrap();
     body["rows"][0].clone()
 }
+
+/// Moves `name` with `body` (`POST .../move`, 202) and follows the operation to its
+/// end, which must be success. Returns the operation.
+pub async fn move_to_end(app: &TestApp, name: &str, body: Value) -> Value {
+    let (s, op) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/move"),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}: {op}");
+    let op = follow(app, op["id"].as_str().unwrap(), |_| false).await;
+    assert_eq!(op["state"], "succeeded", "{body}: {op}");
+    op
+}
+
+/// One disk round (the quota worker's), waiting for the round's lead if another
+/// instance of the test holds it.
+pub async fn round(rt: &berqenas::workflows::Runtime) {
+    for _ in 0..600 {
+        if berqenas::workflows::quotas::disk_round(rt)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no disk round could run for 30 s");
+}
+
+/// Whether the tenant's session may write (a disk block refuses with 42501).
+pub async fn can_write(c: &tokio_postgres::Client) -> bool {
+    match c
+        .batch_execute("INSERT INTO user_activity (user_id, action) VALUES ('q', 'probe')")
+        .await
+    {
+        Ok(()) => true,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            false
+        }
+        Err(e) => panic!("{e:?}"),
+    }
+}
