@@ -2,8 +2,9 @@
 //! (`default`, embedded, and `pg2`), a tenant (schema mode, or BENCH_ISOLATION=database)
 //! with BENCH_ROWS rows (100,000) moved back and forth BENCH_MOVES times (5) through
 //! the HTTP API; with BENCH_ISOLATION=shared, a shared-mode tenant with that many rows
-//! in the template's `applications` moved into schema mode and back on `default`
-//! (shared mode lives there), with no dump beside it. All while a
+//! in the template's `applications` moved into schema mode and back on `default`, with
+//! no dump beside it (BENCH_SHARED_TO=pg2: into schema mode on pg2 and back into
+//! `default`'s pool, server and mode in one move each way). All while a
 //! client writes a row every 10 ms with the tenant's own credentials (reconnecting on
 //! connection errors, to wherever the registry says the tenant is). Per move: the
 //! longest gap between two successful writes (cutover unavailability), the time to the
@@ -208,15 +209,16 @@ impl Api {
     }
 }
 
-/// One move (`to`: the body's `to_server` or `to_isolation` and its value); returns
+/// One move (`body`: its `to_server` and/or `to_isolation`; the grace is 0); returns
 /// (time to the cutover, total time). Prints the copy's progress as it changes.
-async fn one_move(api: &Api, (field, to): (&str, &str)) -> (Duration, Duration) {
+async fn one_move(api: &Api, mut body: Value) -> (Duration, Duration) {
     let t0 = Instant::now();
+    body["grace"] = json!("0");
     let op = api
         .call(
             reqwest::Method::POST,
             &format!("/api/v1/tenants/{TENANT}/move"),
-            Some(json!({field: to, "grace": "0"})),
+            Some(body),
         )
         .await;
     let id = op["id"].as_str().unwrap().to_string();
@@ -320,6 +322,9 @@ async fn main() {
         "BENCH_ISOLATION: schema, database or shared"
     );
     let shared = isolation == "shared";
+    // Shared mode: back and forth between default's pool and schema mode on `default`,
+    // or (BENCH_SHARED_TO=pg2) on pg2.
+    let across = shared && std::env::var("BENCH_SHARED_TO").is_ok_and(|s| s == "pg2");
     let dir = std::env::temp_dir().join(format!("berqenas-bench-moves-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -408,18 +413,25 @@ async fn main() {
     let (mut gaps, mut cutovers, mut totals, mut dumps) = (vec![], vec![], vec![], vec![]);
     let mut on = if shared { "shared" } else { "default" };
     for i in 0..moves {
-        let (field, to) = match on {
-            "default" => ("to_server", "pg2"),
-            "pg2" => ("to_server", "default"),
-            "shared" => ("to_isolation", "schema"),
-            _ => ("to_isolation", "shared"),
+        let (body, to) = match on {
+            "default" => (json!({"to_server": "pg2"}), "pg2"),
+            "pg2" => (json!({"to_server": "default"}), "default"),
+            "shared" if across => (
+                json!({"to_server": "pg2", "to_isolation": "schema"}),
+                "schema on pg2",
+            ),
+            "shared" => (json!({"to_isolation": "schema"}), "schema"),
+            _ => (
+                json!({"to_server": "default", "to_isolation": "shared"}),
+                "shared",
+            ),
         };
         println!("move {}/{moves}: {on} -> {to}", i + 1);
         {
             let mut s = seen.lock().unwrap();
             s.longest_gap = Duration::ZERO;
         }
-        let (cutover, total) = one_move(&api, (field, to)).await;
+        let (cutover, total) = one_move(&api, body).await;
         // The gap is only over once a write lands on the target.
         let ok_before = seen.lock().unwrap().ok;
         for _ in 0..500 {
@@ -456,7 +468,7 @@ async fn main() {
     halt.store(true, Ordering::SeqCst);
     writes.await.unwrap();
     report(
-        &isolation,
+        (&isolation, across),
         (rows, size),
         (gaps, cutovers, totals, dumps),
         &seen.lock().unwrap(),
@@ -528,7 +540,7 @@ async fn fill_shared(created: &Value, rows: usize) -> i64 {
 
 /// The figures of every move, beside their targets.
 fn report(
-    isolation: &str,
+    (isolation, across): (&str, bool),
     (rows, size): (usize, i64),
     (mut gaps, mut cutovers, mut totals, mut dumps): (
         Vec<Duration>,
@@ -546,7 +558,9 @@ fn report(
     println!(
         "{isolation}-mode tenant, {rows} rows ({:.1} MB), {moves} moves{}, a write every 10 ms:",
         size as f64 / 1e6,
-        if isolation == "shared" {
+        if across {
+            " into schema mode on pg2 and back into default's pool"
+        } else if isolation == "shared" {
             " into schema mode and back on default"
         } else {
             " between two clusters"
