@@ -227,6 +227,7 @@ async fn case(
         let _ = trigger.await;
     }
     pool.close();
+    close_other_pools(&rt);
     stopped?;
 
     // The restart: the same server (identity) settles the dead engine's operations.
@@ -252,11 +253,19 @@ async fn case(
     }
     restarted.engine.shutdown(Duration::from_secs(5)).await;
     pool.close();
+    close_other_pools(&restarted);
     if problems.is_empty() {
         Ok(how)
     } else {
         Err(format!("after `{how}`: {}", problems.join("; ")))
     }
+}
+
+/// Closes a case's runtime's pool on cmpg2, as `pool.close()` closes its control pool:
+/// the case's HTTP server keeps the runtime (and its idle connections there) alive,
+/// and hundreds of cases' idle connections would fill cmpg2's `max_connections`.
+fn close_other_pools(rt: &Runtime) {
+    rt.platform.fleet.forget(servers::SERVER);
 }
 
 /// Waits until no operation of the case (or of its warm-pool `member`, or a recycle of

@@ -219,12 +219,22 @@ fn in_one_place_with_every_row<'a>(env: &'a Env, state: &'a Value) -> Fut<'a, Re
         // The tenant's server, as the registry has it: the control database's
         // cluster, or cmpg2 (its pool and schemas in its database `postgres`).
         let on_pg2 = at == SERVER;
-        let pg2 = admin(&cluster().await.0, "postgres").await;
-        let home = if on_pg2 { &pg2 } else { &env.pg };
+        let across = state["to_server"].is_string();
+        let pg2 = match on_pg2 || across {
+            true => Some(admin(&cluster().await.0, "postgres").await),
+            false => None,
+        };
+        let home = match (&pg2, on_pg2) {
+            (Some(c), true) => c,
+            _ => &env.pg,
+        };
         // A move that changed server leaves nothing of the tenant on the other one,
         // whichever way it ended.
-        if state["to_server"].is_string() {
-            let other = if on_pg2 { &env.pg } else { &pg2 };
+        if across {
+            let other = match (&pg2, on_pg2) {
+                (Some(c), false) => c,
+                _ => &env.pg,
+            };
             let left = (
                 count(
                     other,
