@@ -23,8 +23,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use moving::{
-    can_write, counted_by_data_api, dsn_now, fill, follow, move_to_end, round, rt, serial, shape,
-    stem, step_state, sums, world, writer_with,
+    can_write, counted_by_data_api, dsn_now, fill, follow, move_to_end, over_quota_in_pool, round,
+    rt, serial, set_disk_quota, shape, stem, step_state, sums, world, writer_with,
 };
 
 /// A server of the test: `default` (the shared cluster, its control database) or an
@@ -459,26 +459,8 @@ fn a_tenant_leaving_another_servers_pool_leaves_no_block_behind() {
         let w = world().await;
         let app = &w.app;
         let pg = register_server(app, "pg3", "ssm-pg3", json!({})).await;
-        let name = unique("ssq");
-        let t = app
-            .create_with(json!({"name": name, "isolation": "shared", "server": "pg3"}))
-            .await;
-        let path = format!("/api/v1/tenants/{name}/quotas");
-        let quota =
-            |bytes: i64| app.call(Method::PUT, &path, Some(json!({"db_quota_bytes": bytes})));
-        let (s, b) = quota(1 << 20).await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        let c = common::connect_as(&t["credentials"]).await;
-        c.batch_execute(
-            "INSERT INTO user_activity (user_id, action, user_agent)
-             SELECT 'u', 'fill', (SELECT string_agg(md5(random()::text || g::text || x::text), '') FROM generate_series(1, 32) x)
-               FROM generate_series(1, 1500) g",
-        )
-        .await
-        .unwrap();
-        round(&w.rt).await;
-        assert!(!can_write(&c).await, "over quota in pg3's pool");
-        drop(c);
+        let t = over_quota_in_pool(w, "pg3", "ssq").await;
+        let name = t["name"].as_str().unwrap().to_string();
         let flags = |id: String| {
             let pg = &pg;
             async move {
@@ -512,8 +494,7 @@ fn a_tenant_leaving_another_servers_pool_leaves_no_block_behind() {
         };
         let c = connect().await;
         assert!(!can_write(&c).await, "over quota in schema mode after the move");
-        let (s, b) = quota(1 << 30).await;
-        assert_eq!(s, StatusCode::OK, "{b}");
+        set_disk_quota(app, &name, 1 << 30).await;
         round(&w.rt).await;
         assert!(can_write(&c).await, "under quota again");
         drop(c);

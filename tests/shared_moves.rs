@@ -17,8 +17,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use moving::{
-    can_write, counted_by_data_api, dsn_now, fill, follow, move_to_end, place, round, rt, serial,
-    shape, stem, step_state, sums, world, writer_with,
+    can_write, counted_by_data_api, dsn_now, fill, follow, move_to_end, over_quota_in_pool, place,
+    round, rt, serial, set_disk_quota, shape, stem, step_state, sums, world, writer_with,
 };
 
 async fn app() -> &'static TestApp {
@@ -580,26 +580,8 @@ fn a_moved_tenant_stays_held_to_its_disk_quota() {
         let _one = serial().await;
         let w = world().await;
         let app = &w.app;
-        let name = unique("smq");
-        let created = app
-            .create_with(json!({"name": name, "isolation": "shared", "server": "default"}))
-            .await;
-        let path = format!("/api/v1/tenants/{name}/quotas");
-        let quota =
-            |bytes: i64| app.call(Method::PUT, &path, Some(json!({"db_quota_bytes": bytes})));
-        let (s, b) = quota(1 << 20).await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        let c = common::connect_as(&created["credentials"]).await;
-        c.batch_execute(
-            "INSERT INTO user_activity (user_id, action, user_agent)
-             SELECT 'u', 'fill', (SELECT string_agg(md5(random()::text || g::text || x::text), '') FROM generate_series(1, 32) x)
-               FROM generate_series(1, 1500) g",
-        )
-        .await
-        .unwrap();
-        round(&w.rt).await;
-        assert!(!can_write(&c).await, "over quota in shared mode");
-        drop(c);
+        let created = over_quota_in_pool(w, "default", "smq").await;
+        let name = created["name"].as_str().unwrap().to_string();
 
         move_to_end(app, &name, json!({"to_isolation": "schema", "grace": "0"})).await;
         round(&w.rt).await;
@@ -610,9 +592,11 @@ fn a_moved_tenant_stays_held_to_its_disk_quota() {
             .expect("reads keep working")
             .get(0);
         assert_eq!(n, 1500);
-        assert!(!can_write(&c).await, "over quota in schema mode after the move");
-        let (s, b) = quota(1 << 30).await;
-        assert_eq!(s, StatusCode::OK, "{b}");
+        assert!(
+            !can_write(&c).await,
+            "over quota in schema mode after the move"
+        );
+        set_disk_quota(app, &name, 1 << 30).await;
         round(&w.rt).await;
         assert!(can_write(&c).await, "under quota again");
     });

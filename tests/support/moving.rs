@@ -466,3 +466,38 @@ pub async fn can_write(c: &tokio_postgres::Client) -> bool {
         Err(e) => panic!("{e:?}"),
     }
 }
+
+/// The tenant's disk quota set (`PUT .../quotas`, 200).
+pub async fn set_disk_quota(app: &TestApp, name: &str, bytes: i64) {
+    let (s, b) = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/tenants/{name}/quotas"),
+            Some(serde_json::json!({"db_quota_bytes": bytes})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+/// A shared-mode tenant made on `server` (named `prefix-N`) with a 1 MiB disk quota,
+/// filled past it as the tenant, then blocked by a disk round: its writes refused by
+/// the pool's guard. The create's answer.
+pub async fn over_quota_in_pool(w: &World, server: &str, prefix: &str) -> Value {
+    let name = common::unique(prefix);
+    let t = w
+        .app
+        .create_with(json!({"name": name, "isolation": "shared", "server": server}))
+        .await;
+    set_disk_quota(&w.app, &name, 1 << 20).await;
+    let c = common::connect_as(&t["credentials"]).await;
+    c.batch_execute(
+        "INSERT INTO user_activity (user_id, action, user_agent)
+         SELECT 'u', 'fill', (SELECT string_agg(md5(random()::text || g::text || x::text), '') FROM generate_series(1, 32) x)
+           FROM generate_series(1, 1500) g",
+    )
+    .await
+    .unwrap();
+    round(&w.rt).await;
+    assert!(!can_write(&c).await, "over quota in {server}'s pool");
+    t
+}
