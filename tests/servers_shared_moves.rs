@@ -23,8 +23,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use moving::{
-    can_write, counted_by_data_api, dsn_now, fill, follow, move_to_end, over_quota_in_pool, round,
-    rt, serial, set_disk_quota, shape, stem, step_state, sums, world, writer_with,
+    as_tenant_after_move, can_write, counted_by_data_api, dsn_now, fill, follow, move_to_end,
+    over_quota_in_pool, round, rt, serial, set_disk_quota, shape, stem, step_state, sums, world,
+    writer_with,
 };
 
 /// A server of the test: `default` (the shared cluster, its control database) or an
@@ -241,55 +242,19 @@ async fn hop(
         .await
         .expect("its password");
     tokio::spawn(conn);
-    let r = c
-        .query_one(
-            "SELECT current_database()::text, current_setting('search_path'), (SELECT count(*) FROM applications)",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.get::<_, String>(0), dst_db);
     let path = if to == "shared" {
         "berqenas_shared".to_string()
     } else {
         stem(name)
     };
-    assert!(
-        r.get::<_, String>(1).contains(&path),
-        "{}",
-        r.get::<_, String>(1)
-    );
-    assert_eq!(
-        r.get::<_, i64>(2),
-        3,
-        "its own applications, and only those"
-    );
-    let events = of(to, name, id, "realtime_events");
-    let last: i64 = dst_c
-        .query_one(&format!("SELECT max(id) FROM {events}"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    let next: i64 = c
-        .query_one("SELECT realtime_publish('orders', '{}')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(next > last, "event id {next} after {last}");
-    c.batch_execute(&format!(
-        "INSERT INTO resources (application_id, type, name) SELECT id, 'q', 'after {label}' FROM applications LIMIT 1"
-    ))
-    .await
-    .unwrap();
-    let published: i64 = dst_c
-        .query_one(
-            &format!("SELECT count(*) FROM {events} AND channel = 'table.resources' AND id > $1"),
-            &[&last],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(published, 1, "the listed table's trigger after the move");
+    as_tenant_after_move(
+        &c,
+        &dst_c,
+        (&dst_db, &path),
+        &of(to, name, id, "realtime_events"),
+        &format!("after {label}"),
+    )
+    .await;
     drop(c);
 
     // After the grace the source is gone (its roles too, from a server it left), the

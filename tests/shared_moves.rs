@@ -17,8 +17,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use moving::{
-    can_write, counted_by_data_api, dsn_now, fill, follow, move_to_end, over_quota_in_pool, place,
-    round, rt, serial, set_disk_quota, shape, stem, step_state, sums, world, writer_with,
+    as_tenant_after_move, can_write, counted_by_data_api, dsn_now, fill, follow, move_to_end,
+    over_quota_in_pool, place, round, rt, serial, set_disk_quota, shape, stem, step_state, sums,
+    world, writer_with,
 };
 
 async fn app() -> &'static TestApp {
@@ -212,26 +213,19 @@ async fn move_under_load(from: &str, to: &str) {
         .await
         .expect("its password");
     tokio::spawn(conn);
-    let r = c
-        .query_one(
-            "SELECT current_database()::text, current_setting('search_path')",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.get::<_, String>(0), dst.db);
     let path = if to == "shared" {
         "berqenas_shared"
     } else {
         schema.as_str()
     };
-    assert!(r.get::<_, String>(1).contains(path));
-    let apps: i64 = c
-        .query_one("SELECT count(*) FROM applications", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(apps, 3, "its own applications, and only those");
+    as_tenant_after_move(
+        &c,
+        &dst_c,
+        (&dst.db, path),
+        &dst.of("realtime_events"),
+        "after",
+    )
+    .await;
     if from == "shared" {
         match c
             .query_one("SELECT count(*) FROM berqenas_shared.applications", &[])
@@ -249,32 +243,6 @@ async fn move_under_load(from: &str, to: &str) {
             }
         }
     }
-    let events = dst.of("realtime_events");
-    let last: i64 = dst_c
-        .query_one(&format!("SELECT max(id) FROM {events}"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    let next: i64 = c
-        .query_one("SELECT realtime_publish('orders', '{}')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(next > last, "event id {next} after {last}");
-    c.batch_execute(
-        "INSERT INTO resources (application_id, type, name) SELECT id, 'q', 'after' FROM applications LIMIT 1",
-    )
-    .await
-    .unwrap();
-    let table_events: i64 = dst_c
-        .query_one(
-            &format!("SELECT count(*) FROM {events} AND channel = 'table.resources' AND id > $1"),
-            &[&last],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(table_events, 1, "the listed table's trigger after the move");
     drop((c, src_c));
 
     // After the grace: the source gone (its pool rows and member rows, or its schema

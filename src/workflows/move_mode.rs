@@ -3,8 +3,10 @@
 //! `tenant.create.database` makes it, or a schema in the server's own database),
 //! what is published (the tenant schema, whichever side is a database), the roles
 //! (the same ones when the move stays on its server: neither made nor dropped), the
-//! roles' reach of the server's database, and the registry's mode. The steps, their
-//! order, failpoints and undoing are `move_tenant`'s.
+//! roles' reach of the server's database, and the registry's mode; and what follows
+//! the tenant at `login` when its place changes (the disk block a non-default pool
+//! reads, the servers' network rules). The steps, their order, failpoints and undoing
+//! are `move_tenant`'s.
 
 use serde_json::Value;
 

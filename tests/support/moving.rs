@@ -501,3 +501,57 @@ pub async fn over_quota_in_pool(w: &World, server: &str, prefix: &str) -> Value 
     assert!(!can_write(&c).await, "over quota in {server}'s pool");
     t
 }
+
+/// After a move, as the tenant (`c`: its own session, where the registry says it is):
+/// the session is in `db` with `path` on its `search_path` and sees its 3 applications
+/// only; a new realtime event gets an id past every copied one (`events`: `FROM ...
+/// WHERE` of the tenant's events, read on `dst`, a superuser session there); and its
+/// listed `resources` table still publishes (a row named `row`).
+pub async fn as_tenant_after_move(
+    c: &tokio_postgres::Client,
+    dst: &tokio_postgres::Client,
+    (db, path): (&str, &str),
+    events: &str,
+    row: &str,
+) {
+    let r = c
+        .query_one(
+            "SELECT current_database()::text, current_setting('search_path'), (SELECT count(*) FROM applications)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), db);
+    let search_path: String = r.get(1);
+    assert!(search_path.contains(path), "{search_path}");
+    assert_eq!(
+        r.get::<_, i64>(2),
+        3,
+        "its own applications, and only those"
+    );
+    let last: i64 = dst
+        .query_one(&format!("SELECT max(id) FROM {events}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    let next: i64 = c
+        .query_one("SELECT realtime_publish('orders', '{}')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(next > last, "event id {next} after {last}");
+    c.batch_execute(&format!(
+        "INSERT INTO resources (application_id, type, name) SELECT id, 'q', '{row}' FROM applications LIMIT 1"
+    ))
+    .await
+    .unwrap();
+    let published: i64 = dst
+        .query_one(
+            &format!("SELECT count(*) FROM {events} AND channel = 'table.resources' AND id > $1"),
+            &[&last],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(published, 1, "the listed table's trigger after the move");
+}
