@@ -9,8 +9,9 @@
 //! SQL, pg2's and pg3's).
 //!
 //! Then creates placed on pg2 by name, schema and database mode, made there from
-//! scratch beside claimed from pg2's warm pool (docs/warm_pool.md); and shared-mode
-//! creates in `default`'s pool beside creates in pg2's own (docs/servers.md).
+//! scratch beside claimed from pg2's warm pool (docs/warm_pool.md); shared-mode
+//! creates in `default`'s pool beside creates in pg2's own (docs/servers.md), and
+//! then shared-mode creates on pg2 claimed from pg2's warm pool.
 //!
 //! `cargo bench --bench servers` (BENCH_TENANTS=N sets the creates per series; 60).
 
@@ -331,8 +332,8 @@ async fn main() {
     }
 
     // Shared mode: a create in default's pool (one transaction) beside one in pg2's
-    // (the placed create's steps), interleaved. The first shared-mode create on pg2
-    // builds its pool: made before the series.
+    // (the placed create's steps), interleaved, both from scratch. The first
+    // shared-mode create on pg2 builds its pool: made before the series.
     create_on(&http, &url, "shw-0", "pg2", "shared").await;
     let (mut in_default, mut in_pg2) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
@@ -343,6 +344,26 @@ async fn main() {
     let pool_here = report("shared, in default's pool", in_default);
     let pool_there = report("shared, in pg2's pool", in_pg2);
     verdict("shared create", pool_there, pool_here, TARGET_RATIO);
+    // Then shared-mode creates on pg2 claiming members of pg2's warm pool (filled
+    // before the series), beside those made there from scratch above.
+    let targets = berqenas::workflows::warm_pool::Targets {
+        schema: 0,
+        database: 0,
+        shared: n as i64,
+    };
+    berqenas::workflows::warm_pool::round(&rt, targets)
+        .await
+        .unwrap();
+    let mut claimed = Vec::with_capacity(n);
+    for i in 0..n {
+        claimed.push(create_on(&http, &url, &format!("shc-{i}"), "pg2", "shared").await);
+    }
+    let from_pool = report("pg2 shared, claimed from its pool", claimed);
+    let ratio = from_pool.as_secs_f64() / pool_there.as_secs_f64();
+    println!(
+        "p50 claimed / from scratch on pg2, shared = {ratio:.2} (target: at most {POOL_RATIO:.1}x) {}",
+        if ratio <= POOL_RATIO { "ok" } else { "MISSED" }
+    );
 
     // Changes of a tenant on default, then of one on pg2.
     let k = n.min(40);

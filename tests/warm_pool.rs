@@ -202,23 +202,30 @@ async fn catalog_at(
                 "schema" | "relation" | "column" | "constraint" | "function" | "trigger" | "policy"
                 | "default acl",
             ) => db,
-            (_, "shared member") => pg,
             _ => server.unwrap_or(pg),
         };
+        if *what == "shared member" && !has_shared_pool(on).await {
+            continue;
+        }
         for row in on.query(*sql, &[&like]).await.unwrap() {
             let cols: Vec<String> = (0..row.len()).map(|i| text_of(&row, i)).collect();
             out.push(format!("{what}: {}", cols.join(" | ")));
         }
     }
-    // Shared-mode member rows map the tenant's roles to the tenant's id.
-    let mapped: i64 = pg
-        .query_one(
-            "SELECT count(*) FROM berqenas_shared.members WHERE tenant_id::text = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    // Shared-mode member rows (on the tenant's server) map the tenant's roles to the
+    // tenant's id.
+    let on = server.unwrap_or(pg);
+    let mapped: i64 = match has_shared_pool(on).await {
+        true => on
+            .query_one(
+                "SELECT count(*) FROM berqenas_shared.members WHERE tenant_id::text = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0),
+        false => 0,
+    };
     out.push(format!("shared members mapped to the tenant: {mapped}"));
     // The registry row, its API key, its audit row and its event.
     let mut row: Value = pg
@@ -261,6 +268,18 @@ async fn catalog_at(
         .collect();
     out.sort();
     out
+}
+
+/// Whether the cluster `c` is connected to has a shared pool (another server has one
+/// once a shared-mode tenant or member is made there).
+async fn has_shared_pool(c: &tokio_postgres::Client) -> bool {
+    c.query_one(
+        "SELECT to_regclass('berqenas_shared.members') IS NOT NULL",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 /// A column as text, whatever its type (NULL as `∅`).

@@ -169,6 +169,25 @@ pub fn rename_members_sql(renames: &[(Ident, Ident)]) -> String {
     )
 }
 
+/// Maps a claimed member's member rows (`roles`: its tenant's names, renamed) to the
+/// tenant's id, for a member on another server, whose tenant's id was chosen before
+/// its claim (a placed create's). The member never logged in: it has no other row.
+pub fn rekey_members_sql(roles: &[Ident], tenant_id: &str) -> String {
+    let names: Vec<String> = roles
+        .iter()
+        .map(|r| Literal(r.as_str()).to_string())
+        .collect();
+    format!(
+        "SET LOCAL ROLE {owner};\n\
+         UPDATE {schema}.members SET tenant_id = {id}::uuid WHERE role IN ({names});\n\
+         RESET ROLE;\n",
+        owner = ident(POOL_OWNER),
+        schema = ident(POOL_SCHEMA),
+        id = Literal(tenant_id),
+        names = names.join(", "),
+    )
+}
+
 fn objects_sql(
     slug: &Slug,
     tenant_id: &str,

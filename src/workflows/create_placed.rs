@@ -197,16 +197,12 @@ fn register<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
 }
 
 /// A member of the server's pool in the create's mode at the current template
-/// version, or `None` (none there, or shared mode: the create makes the tenant from
-/// scratch).
+/// version, or `None` (none there: the create makes the tenant from scratch).
 async fn claim(
     p: &Runtime,
     tx: &deadpool_postgres::Transaction<'_>,
     params: &Params,
 ) -> Result<Option<crate::store::warm_pool::Member>, crate::store::Error> {
-    if params.isolation == Isolation::Shared {
-        return Ok(None);
-    }
     let version = crate::store::warm_pool::Version::Exactly(p.template.latest_version());
     crate::store::warm_pool::claim(tx, &params.server, params.isolation, version).await
 }
@@ -282,9 +278,11 @@ fn provision<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         }
         match &claimed {
             Some((key, _)) => {
-                placed_members::claim(p, &view, slug, key, params.isolation, &registered)
-                    .await
-                    .map_err(step_error)?;
+                let pool_version =
+                    placed_members::claim(p, &view, slug, key, params.isolation, &registered)
+                        .await
+                        .map_err(step_error)?;
+                record_pool_version(p, &registered, pool_version).await?;
                 if params.isolation == Isolation::Database && !configured_beside(run, &params) {
                     configure_database(&view, slug, Some(key)).await?;
                 }
@@ -330,15 +328,21 @@ async fn make(
     )
     .await
     .map_err(step_error)?;
-    // A shared-mode tenant is at its server's pool's version, which an older release
-    // may have built; the registry says so before the tenant is active.
+    record_pool_version(p, registered, pool_version).await
+}
+
+/// A shared-mode tenant is at its server's pool's version, which an older release may
+/// have built: the registry says so before the tenant is active.
+async fn record_pool_version(
+    p: &Runtime,
+    registered: &Registered,
+    pool_version: Option<i32>,
+) -> Result<(), StepError> {
     if let Some(version) = pool_version {
-        let mut client = p.pool.get().await.map_err(failed)?;
-        let tx = client.transaction().await.map_err(failed)?;
-        crate::store::tenants::set_template_version(&tx, registered.tenant_id, version)
+        let c = p.pool.get().await.map_err(failed)?;
+        crate::store::tenants::set_template_version(&c, registered.tenant_id, version)
             .await
             .map_err(failed)?;
-        tx.commit().await.map_err(failed)?;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! The warm pool on servers other than `default` (docs/warm_pool.md), schema and
-//! database mode: a member's roles and schema (or database) are on its server and its
-//! pool row on the control database, and no transaction spans the two, so its refill
+//! The warm pool on servers other than `default` (docs/warm_pool.md), in each mode: a
+//! member's roles and schema, database or shared-pool member rows are on its server
+//! and its pool row on the control database, and no transaction spans the two, so its refill
 //! and its recycling are steps of the operation engine:
 //!
 //! - `warm_pool.refill.placed`: `check` (the pool of that server counted under its
@@ -144,7 +144,8 @@ fn make<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             run.intend(objects, json!({"server": params.server}))
                 .await?;
         }
-        placed_members::make(rt, &view, &params.server, &member, params.isolation)
+        let made = (&member, params.id);
+        placed_members::make(rt, &view, &params.server, made, params.isolation)
             .await
             .map_err(step_error)?;
         Ok(Value::Null)
@@ -211,9 +212,8 @@ fn publish<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// The modes servers other than `default` pool (shared mode's warm pool is `default`'s
-/// only: a shared-mode create elsewhere makes its tenant from scratch).
-pub const MODES: [Isolation; 2] = [Isolation::Schema, Isolation::Database];
+/// The modes servers other than `default` pool: all three.
+pub const MODES: [Isolation; 3] = [Isolation::Schema, Isolation::Shared, Isolation::Database];
 
 /// The input of a recycle, as journaled.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -217,11 +217,25 @@ pub(super) fn whole_there_or_nothing<'a>(
                     Some("shared") => (0, 0, 6),
                     _ => (1, 0, 0),
                 };
-                if (schemas, dbs, members) == wanted {
+                // A shared-mode tenant's member rows map its roles to its id (a
+                // claimed member's were mapped to the member's until its claim).
+                let mapped = match pooled {
+                    true => pg2
+                        .query_one(
+                            "SELECT count(*) FROM berqenas_shared.members
+                              WHERE role LIKE $1 AND tenant_id::text = $2",
+                            &[&like, &v["id"].as_str().unwrap_or_default()],
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .get::<_, i64>(0),
+                    false => 0,
+                };
+                if (schemas, dbs, members) == wanted && mapped == members {
                     Ok(())
                 } else {
                     Err(format!(
-                        "active, but cmpg2 has {schemas} schema(s), {dbs} database(s), {members} pool member row(s)"
+                        "active, but cmpg2 has {schemas} schema(s), {dbs} database(s), {members} pool member row(s), {mapped} mapped to the tenant"
                     ))
                 }
             }

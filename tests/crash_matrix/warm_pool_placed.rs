@@ -1,7 +1,8 @@
 //! The warm pool on another server (docs/warm_pool.md): a refill and a recycle of a
-//! schema- and a database-mode member on cmpg2, and placed creates that claim one,
-//! each killed at every step boundary. A member's pool row (on the control database)
-//! and its schema or database and six roles (on cmpg2) exist together or not at all,
+//! schema-, a shared- and a database-mode member on cmpg2, and placed creates that
+//! claim one, each killed at every step boundary. A member's pool row (on the control
+//! database) and its schema, database or shared-pool member rows and six roles (on
+//! cmpg2) exist together or not at all,
 //! unless a create still
 //! running claimed it (its row is gone, its objects are renamed by that create's
 //! `provision` or dropped by its undo; that create's own case checks them).
@@ -27,6 +28,14 @@ pub fn scenarios() -> Vec<Scenario> {
             member_schema as Prepare,
             stale_schema as Prepare,
             create_schema as Trigger,
+        ),
+        (
+            "shared on cmpg2",
+            "shared on cmpg2, from its warm pool",
+            key_shared,
+            member_shared,
+            stale_shared,
+            create_shared,
         ),
         (
             "database on cmpg2",
@@ -76,6 +85,10 @@ fn key_schema<'a>(env: &'a Env) -> Fut<'a, Value> {
     key_in(env, Isolation::Schema)
 }
 
+fn key_shared<'a>(env: &'a Env) -> Fut<'a, Value> {
+    key_in(env, Isolation::Shared)
+}
+
 fn key_database<'a>(env: &'a Env) -> Fut<'a, Value> {
     key_in(env, Isolation::Database)
 }
@@ -104,12 +117,20 @@ fn member_schema<'a>(env: &'a Env) -> Fut<'a, Value> {
     member_in(env, Isolation::Schema)
 }
 
+fn member_shared<'a>(env: &'a Env) -> Fut<'a, Value> {
+    member_in(env, Isolation::Shared)
+}
+
 fn member_database<'a>(env: &'a Env) -> Fut<'a, Value> {
     member_in(env, Isolation::Database)
 }
 
 fn stale_schema<'a>(env: &'a Env) -> Fut<'a, Value> {
     stale_in(env, Isolation::Schema)
+}
+
+fn stale_shared<'a>(env: &'a Env) -> Fut<'a, Value> {
+    stale_in(env, Isolation::Shared)
 }
 
 fn stale_database<'a>(env: &'a Env) -> Fut<'a, Value> {
@@ -158,11 +179,16 @@ fn create_schema<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> 
     create_in(env, Isolation::Schema)
 }
 
+fn create_shared<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
+    create_in(env, Isolation::Shared)
+}
+
 fn create_database<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> {
     create_in(env, Isolation::Database)
 }
 
-/// The member's schema or database (whichever its mode has) and roles on cmpg2.
+/// The member's schema, database or shared-pool member rows (whichever its mode has)
+/// and roles on cmpg2.
 async fn objects_of(key: &str) -> Result<(bool, i64), String> {
     let pg2 = admin(&cluster().await.0, "postgres").await;
     let stem = format!("tenant_wp__{key}");
@@ -175,7 +201,30 @@ async fn objects_of(key: &str) -> Result<(bool, i64), String> {
         )
         .await
         .map_err(|e| e.to_string())?;
-    Ok((r.get(0), r.get(1)))
+    Ok((r.get(0) || member_rows(&pg2, &stem).await? > 0, r.get(1)))
+}
+
+/// The rows of cmpg2's shared pool that map roles named `stem_...` (none while it has
+/// no pool).
+async fn member_rows(pg2: &tokio_postgres::Client, stem: &str) -> Result<i64, String> {
+    let pool = pg2
+        .query_one(
+            "SELECT to_regclass('berqenas_shared.members') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .get::<_, bool>(0);
+    if !pool {
+        return Ok(0);
+    }
+    pg2.query_one(
+        "SELECT count(*) FROM berqenas_shared.members WHERE starts_with(role, $1 || '_')",
+        &[&stem],
+    )
+    .await
+    .map(|r| r.get(0))
+    .map_err(|e| e.to_string())
 }
 
 /// Whether a create still running claimed the member (its `register` names it).
@@ -223,6 +272,14 @@ fn member_whole_or_absent<'a>(env: &'a Env, v: &'a Value) -> Fut<'a, Result<(), 
                 ))
                 .await
                 .map_err(|e| e.to_string())?;
+                if member_rows(&pg2, slug.schema().as_str()).await? > 0 {
+                    pg2.execute(
+                        "DELETE FROM berqenas_shared.members WHERE starts_with(role, $1)",
+                        &[&format!("{}_", slug.schema())],
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                }
                 let roles = slug.fixed_roles();
                 pg2.batch_execute(&berqenas::isolation::schema::SchemaPerTenant.drop_sql(&slug, &roles))
                     .await

@@ -362,3 +362,88 @@ async fn a_database_mode_claim_on_another_server_renames_a_database_cloned_there
     // The realtime gate inside has the plan's limits, as a tenant made there has.
     assert_eq!(gate(&scratch_db).await, gate(&claimed_db).await);
 }
+
+/// The shared pool's member rows on `c` of roles named `stem_...`, by tenant id.
+async fn member_rows(c: &tokio_postgres::Client, stem: &str) -> Vec<(String, i64)> {
+    c.query(
+        "SELECT tenant_id::text, count(*) FROM berqenas_shared.members
+          WHERE starts_with(role, $1 || '_') GROUP BY 1",
+        &[&stem],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_mode_claim_on_another_server_maps_the_members_rows_to_the_tenant() {
+    let o = own("placed_sh", berqenas::template::Template::builtin()).await;
+    let cluster = register_pg2(&o.app, "wp-pg2sh").await;
+    let pg2 = on(&cluster, "postgres").await;
+    let shared_targets = targets(0, 1);
+    // pg2 has no shared pool yet: its first member's refill builds it.
+    assert!(!has_shared_pool(&pg2).await);
+    assert_eq!(
+        fill(&o.rt, shared_targets).await.made,
+        2,
+        "default's and pg2's"
+    );
+    let members = keys_of(&o.pg, "pg2", "shared").await;
+    assert_eq!(members.len(), 1);
+    let key = members.iter().next().unwrap().clone();
+    let stem = format!("tenant_wp__{key}");
+    let id: String =
+        o.pg.query_one(
+            "SELECT id::text FROM berqenas.warm_pool WHERE key = $1",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(roles_like(&pg2, &format!("{stem}_")).await, 6);
+    assert_eq!(
+        member_rows(&pg2, &stem).await,
+        vec![(id.clone(), 6)],
+        "the member's rows on pg2 map its roles to its id"
+    );
+    assert_eq!(
+        roles_like(&o.pg, &format!("{stem}_")).await,
+        0,
+        "made on default"
+    );
+
+    let scratch = common::unique("wpshscr");
+    let scratch_answer = create_on_pg2(&o.app, &scratch, "shared").await;
+    let claimed = common::unique("wpshclm");
+    let answer = create_on_pg2(&o.app, &claimed, "shared").await;
+    assert!(
+        keys_of(&o.pg, "pg2", "shared").await.is_empty(),
+        "not claimed"
+    );
+    assert_ne!(answer["id"].as_str(), Some(id.as_str()));
+    assert_eq!(roles_like(&pg2, &format!("{stem}_")).await, 0);
+    assert!(member_rows(&pg2, &stem).await.is_empty());
+    // Its rows are its own: it writes one, and reads neither its neighbour's nor any
+    // the member's id would map.
+    writes_on(&answer, &cluster).await;
+    writes_on(&scratch_answer, &cluster).await;
+    let tenant = common::connect_as(&answer["credentials"]).await;
+    let seen: i64 = tenant
+        .query_one("SELECT count(*) FROM applications", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        seen, 1,
+        "a claimed shared tenant sees other rows than its own"
+    );
+    // It reads the same as the tenant made from scratch there, its member rows mapped
+    // to its own id (the catalog diff counts them).
+    let a = same_catalog(&o.pg, (&pg2, None, None), &scratch, &claimed).await;
+    assert!(
+        a.contains(&"shared members mapped to the tenant: 6".to_string()),
+        "{a:#?}"
+    );
+}
