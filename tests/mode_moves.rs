@@ -351,14 +351,14 @@ fn bad_mode_moves_are_refused_and_change_nothing() {
                 "to_isolation",
                 "invalid_field",
             ),
-            // Never from one server's pool straight into another's
-            // (tests/servers_shared_moves.rs moves into and out of pools).
+            // From one server's pool into another's, with a grace that is no
+            // duration (tests/servers_shared_moves.rs moves between pools).
             (
                 &pooled,
-                json!({"to_server": "pg2", "to_isolation": "shared"}),
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "to_server",
-                "move_unsupported",
+                json!({"to_server": "pg2", "to_isolation": "shared", "grace": "a while"}),
+                StatusCode::BAD_REQUEST,
+                "grace",
+                "invalid_field",
             ),
             (
                 &name,

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod moving;
 pub mod moving_catch_up;
 pub mod moving_mode;
+pub mod moving_pools;
 pub mod moving_shared;
 pub mod offboarding;
 pub mod placed;

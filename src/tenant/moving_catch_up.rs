@@ -34,6 +34,8 @@ pub async fn since(c: &Client) -> Result<i64> {
 pub enum Pool {
     Source,
     Target,
+    /// From one server's pool into another's.
+    Both,
 }
 
 /// One table copied: qualified names on both sides, the columns both have, and the
@@ -59,7 +61,9 @@ impl Table {
     fn source_rows(&self, what: &str, and: &str) -> String {
         let (source, tenant) = (&self.source, &self.tenant);
         match self.pool {
-            Pool::Source => format!("SELECT {what} FROM {source} WHERE tenant_id = {tenant}{and}"),
+            Pool::Source | Pool::Both => {
+                format!("SELECT {what} FROM {source} WHERE tenant_id = {tenant}{and}")
+            }
             Pool::Target => format!("SELECT {what} FROM {source} WHERE true{and}"),
         }
     }
@@ -68,7 +72,7 @@ impl Table {
     fn select(&self, and: &str) -> String {
         match self.pool {
             Pool::Source => self.source_rows(&self.column_list(), and),
-            Pool::Target => {
+            Pool::Target | Pool::Both => {
                 self.source_rows(&format!("{}, {}", self.column_list(), self.tenant), and)
             }
         }
@@ -78,7 +82,7 @@ impl Table {
     fn filled(&self) -> String {
         match self.pool {
             Pool::Source => self.column_list(),
-            Pool::Target => format!("{}, tenant_id", self.column_list()),
+            Pool::Target | Pool::Both => format!("{}, tenant_id", self.column_list()),
         }
     }
 
@@ -86,7 +90,7 @@ impl Table {
     fn owned(&self, alias: &str) -> String {
         match self.pool {
             Pool::Source => "true".into(),
-            Pool::Target => format!("{alias}.tenant_id = {}", self.tenant),
+            Pool::Target | Pool::Both => format!("{alias}.tenant_id = {}", self.tenant),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::names::roles::DefaultRole;
 use crate::pg::{hardening, Ident, Literal};
 use crate::platform::Platform;
 
-fn ident(s: &str) -> Result<Ident> {
+pub(super) fn ident(s: &str) -> Result<Ident> {
     Ok(Ident::new(s.to_string())?)
 }
 
@@ -69,15 +69,15 @@ pub async fn make_target(
 
 /// Both ends of a copy out of the pool: the pool's database, the target's, whether
 /// they are one, and each pool table as copied into the tenant's schema.
-struct Ends {
-    src: tokio_postgres::Client,
-    dst: tokio_postgres::Client,
-    same: bool,
-    tables: Vec<Table>,
+pub(super) struct Ends {
+    pub src: tokio_postgres::Client,
+    pub dst: tokio_postgres::Client,
+    pub same: bool,
+    pub tables: Vec<Table>,
 }
 
 /// Whether two databases, each on the server of its view, are one.
-fn one_database(a: &Platform, a_db: &str, b: &Platform, b_db: &str) -> bool {
+pub(super) fn one_database(a: &Platform, a_db: &str, b: &Platform, b_db: &str) -> bool {
     a.endpoint.host == b.endpoint.host && a.endpoint.port == b.endpoint.port && a_db == b_db
 }
 
@@ -119,7 +119,7 @@ async fn out_of_pool(
     })
 }
 
-fn tenant_literal(tenant: Uuid) -> String {
+pub(super) fn tenant_literal(tenant: Uuid) -> String {
     format!("{}::uuid", Literal(&tenant.to_string()))
 }
 
@@ -146,7 +146,7 @@ pub async fn precopy_rows(
 /// transaction, deletions included, and `since` read again before it: the pass with
 /// the writes blocked has only what changed during this catch-up left to do, and
 /// reads every key of a table only if the tenant deleted rows in that short while.
-async fn first_pass(mut ends: Ends, started: Instant) -> Result<Value> {
+pub(super) async fn first_pass(mut ends: Ends, started: Instant) -> Result<Value> {
     let since = catch_up::since(&ends.src).await?;
     let tx = ends.dst.transaction().await?;
     tx.batch_execute("SET LOCAL session_replication_role = replica")
@@ -188,7 +188,7 @@ async fn refill(
 
 /// Every table caught up after the first pass (`since` its outcome's), or, with none,
 /// refilled whole.
-async fn caught_up(
+pub(super) async fn caught_up(
     src: &tokio_postgres::Client,
     tx: &tokio_postgres::Transaction<'_>,
     same: bool,
@@ -565,27 +565,7 @@ pub async fn copy_into_pool(
         .await?;
     let rows = caught_up(&ends.src, &tx, ends.same, &ends.tables, since).await?;
     let src = &ends.src;
-    // The pool's sequences serve every tenant: they only go forward.
-    let mut sequences = 0;
-    for r in src
-        .query(
-            "SELECT sequencename::text, last_value FROM pg_catalog.pg_sequences
-              WHERE schemaname = $1 AND last_value IS NOT NULL",
-            &[&schema.as_str()],
-        )
-        .await?
-    {
-        let (name, last): (String, i64) = (r.get(0), r.get(1));
-        let qualified = format!("{pool}.{}", ident(&name)?);
-        let n = tx
-            .execute(
-                "SELECT pg_catalog.setval($1::text::regclass, $2, true) FROM pg_catalog.pg_sequences
-                  WHERE schemaname = $3 AND sequencename = $4 AND coalesce(last_value, 0) < $2",
-                &[&qualified, &last, &POOL_SCHEMA, &name],
-            )
-            .await?;
-        sequences += n as usize;
-    }
+    let sequences = forward_sequences(src, schema.as_str(), &tx).await?;
     let listed: Vec<String> = if theirs.contains_key("realtime_tables") {
         src.query(
             &format!("SELECT table_name FROM {schema}.realtime_tables"),
@@ -605,6 +585,38 @@ pub async fn copy_into_pool(
         "rows": rows, "sequences": sequences, "realtime_tables": listed.len(),
         "ms": started.elapsed().as_millis() as u64,
     }))
+}
+
+/// The pool's sequences (in `tx`, on the pool's database) set past those of the same
+/// names in `schema` on `src`, where they are behind: they serve every tenant of the
+/// pool, so they only go forward. Returns how many moved.
+pub(super) async fn forward_sequences(
+    src: &tokio_postgres::Client,
+    schema: &str,
+    tx: &tokio_postgres::Transaction<'_>,
+) -> Result<usize> {
+    let pool = ident(POOL_SCHEMA)?;
+    let mut sequences = 0;
+    for r in src
+        .query(
+            "SELECT sequencename::text, last_value FROM pg_catalog.pg_sequences
+              WHERE schemaname = $1 AND last_value IS NOT NULL",
+            &[&schema],
+        )
+        .await?
+    {
+        let (name, last): (String, i64) = (r.get(0), r.get(1));
+        let qualified = format!("{pool}.{}", ident(&name)?);
+        let n = tx
+            .execute(
+                "SELECT pg_catalog.setval($1::text::regclass, $2, true) FROM pg_catalog.pg_sequences
+                  WHERE schemaname = $3 AND sequencename = $4 AND coalesce(last_value, 0) < $2",
+                &[&qualified, &last, &POOL_SCHEMA, &name],
+            )
+            .await?;
+        sequences += n as usize;
+    }
+    Ok(sequences)
 }
 
 /// The tenant's roles join the pool as a shared-mode create makes them (past the
@@ -654,7 +666,11 @@ pub async fn join_pool(view: &Platform, slug: &Slug, tenant: Uuid, users: &[Stri
 
 /// The realtime trigger on each table the tenant listed for publishing
 /// (`realtime_tables`), made again in the schema the rows moved into, as its owner.
-fn publish_triggers_sql(owner: &Ident, schema: &Ident, tables: &[String]) -> Result<String> {
+pub(super) fn publish_triggers_sql(
+    owner: &Ident,
+    schema: &Ident,
+    tables: &[String],
+) -> Result<String> {
     let mut sql = format!("SET LOCAL ROLE {owner};\n");
     for t in tables {
         sql.push_str(&format!(

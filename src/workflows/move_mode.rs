@@ -111,8 +111,11 @@ pub(super) async fn max_connections(p: &Runtime, tenant: uuid::Uuid) -> Result<i
 /// At `login` (past the point of no return, before the logins come back): the
 /// roles reach the target server's database as the new mode has it. Idempotent.
 pub(crate) async fn follow_mode(p: &Runtime, s: &Sides) -> Result<(), StepError> {
-    let from_pool = s.params.isolation == Isolation::Shared;
-    if from_pool || s.params.target() == Isolation::Shared {
+    let (from_pool, into) = (
+        s.params.isolation == Isolation::Shared,
+        s.params.target() == Isolation::Shared,
+    );
+    if from_pool || into {
         let fixed: Vec<String> = s.params.name.fixed_role_names();
         let users: Vec<String> = s
             .params
@@ -122,13 +125,20 @@ pub(crate) async fn follow_mode(p: &Runtime, s: &Sides) -> Result<(), StepError>
             .cloned()
             .collect();
         let (slug, id) = (&s.params.name, s.params.tenant_id);
-        if from_pool {
-            moving_shared::leave_pool(&s.dst, slug, id, &users).await
-        } else {
+        // From one server's pool into another's, its roles there (copied with their
+        // pool memberships) join that pool; those it left go at `retire`.
+        if into {
             moving_shared::join_pool(&s.dst, slug, id, &users).await
+        } else {
+            moving_shared::leave_pool(&s.dst, slug, id, &users).await
         }
         .map_err(StepError::failed)?;
-        local_block(p, s, !from_pool).await?;
+        if from_pool {
+            local_block(p, s, false).await?;
+        }
+        if into {
+            local_block(p, s, true).await?;
+        }
     }
     if s.params.mode_move() {
         moving_mode::grant_reach(&s.dst, &s.params.name, s.params.target())

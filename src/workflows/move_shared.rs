@@ -1,7 +1,9 @@
 //! `tenant.move.shared`: a shared-mode tenant moved into schema or database mode, or a
 //! schema- or database-mode tenant into shared mode (docs/moves.md "Out of and into
-//! shared mode", issue 18 item 4), on its server or onto another, by the same request
-//! as every move (`POST /api/v1/tenants/{name}/move {"to_isolation", "to_server"}`).
+//! shared mode", issue 18 item 4), on its server or onto another, or a shared-mode
+//! tenant from one server's pool into another's (`tenant::moving_pools`), by the same
+//! request as every move (`POST /api/v1/tenants/{name}/move {"to_isolation",
+//! "to_server"}`).
 //! Replication cannot carry pool rows (see `tenant::moving_shared`): the rows are
 //! copied in two passes (`tenant::moving_catch_up`), the bulk while the tenant
 //! writes, then what changed since with its writes blocked, so the write gap is the
@@ -36,7 +38,7 @@ use super::move_tenant::{self as mv, Params};
 use super::{failed, Error, Runtime};
 use crate::ops::{step, Kind, Run, StepError, StepFuture};
 use crate::problem::{Kind as ProblemKind, Problem};
-use crate::tenant::{moving, moving_shared, Isolation, Tenant};
+use crate::tenant::{moving, moving_pools, moving_shared, Isolation, Tenant};
 
 pub const MOVE_SHARED: &str = "tenant.move.shared";
 
@@ -73,32 +75,29 @@ fn into_pool(params: &Params) -> bool {
     params.target() == Isolation::Shared
 }
 
+/// Whether the move goes from one server's pool into another's.
+fn between_pools(params: &Params) -> bool {
+    params.isolation == Isolation::Shared && into_pool(params)
+}
+
 /// A move into or out of shared mode checked before anything changes (the request's
-/// 422 or 409): never from one pool to another, the template versions equal, and,
-/// into shared mode, nothing in the tenant's schema the pool has no room for. The
-/// pool is on the tenant's server (out of it) or on `to` (into it), the other side
-/// on the same server or another. Other moves pass.
+/// 422 or 409): the template versions equal, and, into shared mode from a schema or
+/// database, nothing in the tenant's schema the pool has no room for. The pool is on
+/// the tenant's server (out of it) or on `to` (into it, from another server's pool
+/// too), the other side on the same server or another. Other moves pass.
 pub(super) async fn check(
     rt: &Runtime,
     t: &Tenant,
     to: &str,
     to_isolation: Isolation,
 ) -> Result<(), Error> {
-    use ProblemKind::{Conflict, Unprocessable};
+    use ProblemKind::Conflict;
     let (from_pool, into) = (
         t.isolation == Isolation::Shared,
         to_isolation == Isolation::Shared,
     );
     if !from_pool && !into {
         return Ok(());
-    }
-    if from_pool && into {
-        return Err(Error::Rejected(refused(
-            Unprocessable,
-            "move_unsupported",
-            Some("to_server"),
-            format!("to_server: a shared-mode tenant does not move from one server's pool straight into another's: move it into schema or database mode on the other server first, then into that server's pool (docs/moves.md); tenant {} is in the pool of server {:?}", t.name, t.server),
-        )));
     }
     let view_of = |server: String| async move {
         rt.platform.view_of(&server).await.map_err(|_| {
@@ -159,8 +158,9 @@ pub(super) async fn check(
         )));
     }
     // Without a pool to compare with, the `copy` step's check (against the pool
-    // built by then) is the only one.
-    if let (true, Some(pool_view)) = (into, pool_view) {
+    // built by then) is the only one. A tenant from another pool has no schema of
+    // its own: its rows fit any pool at its version.
+    if let (true, false, Some(pool_view)) = (into, from_pool, pool_view) {
         let extra = moving_shared::extras(&view, pool_view, &t.name, t.isolation)
             .await
             .map_err(unreached)?;
@@ -311,7 +311,9 @@ fn precopy<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             run.intend(Vec::new(), json!({"into": s.dst_db})).await?;
         }
         let (slug, id) = (&s.params.name, s.params.tenant_id);
-        let outcome = if into_pool(&s.params) {
+        let outcome = if between_pools(&s.params) {
+            moving_pools::precopy(&s.src, &s.dst, id).await
+        } else if into_pool(&s.params) {
             moving_shared::precopy_into_pool(&s.src, &s.dst, slug, id, s.params.isolation).await
         } else {
             moving_shared::precopy_rows(&s.src, &s.dst, slug, id, s.params.target()).await
@@ -338,7 +340,9 @@ fn copy<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
             .outcome::<Value>("precopy")
             .and_then(|o| o["since"].as_i64());
         let (slug, id) = (&s.params.name, s.params.tenant_id);
-        let outcome = if into_pool(&s.params) {
+        let outcome = if between_pools(&s.params) {
+            moving_pools::copy(&s.src, &s.dst, id, since).await
+        } else if into_pool(&s.params) {
             // Checked again with the writes blocked: a table or column made since the
             // request would be lost.
             let extra = moving_shared::extras(&s.src, &s.dst, slug, s.params.isolation)
@@ -392,7 +396,7 @@ fn retire<'a>(p: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         };
         let s = mv::sides(p, run).await?;
         if !back {
-            if into_pool(&params) {
+            if params.isolation != Isolation::Shared {
                 moving::drop_copy(&s.src, &params.name, params.isolation, params.own_roles())
                     .await
                     .map_err(moved)?;

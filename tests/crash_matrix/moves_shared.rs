@@ -1,8 +1,8 @@
 //! `tenant.move.shared` (docs/moves.md "Out of and into shared mode"): a tenant with
 //! rows in a parent and a child table and a realtime event, moved out of shared mode
 //! into schema and database mode on `default`, and back, and the same on cmpg2 (the
-//! second cluster of `servers.rs`, with a pool of its own), killed at every step
-//! boundary. After the restart, in whichever mode the registry says (the old or the
+//! second cluster of `servers.rs`, with a pool of its own), from cmpg2's pool into
+//! `default`'s, killed at every step boundary. After the restart, in whichever mode the registry says (the old or the
 //! new): shared, with every row in the pool, its member rows and pool memberships,
 //! and no schema or database of its name; schema or database mode, with every row
 //! there and nothing of it in the pool (grace 0); its login able to log in.
@@ -78,6 +78,14 @@ pub fn scenarios() -> Vec<Scenario> {
             trigger: out_of_shared,
             check: in_one_place_with_every_row,
         },
+        // From one server's pool into another's.
+        Scenario {
+            kind: MOVE_SHARED,
+            label: "shared cmpg2 -> shared default",
+            prepare: shared_on_pg2_to_shared_on_default,
+            trigger: out_of_shared,
+            check: in_one_place_with_every_row,
+        },
     ]
 }
 
@@ -119,6 +127,14 @@ fn schema_to_shared_on_pg2<'a>(env: &'a Env) -> Fut<'a, Value> {
 fn shared_on_pg2_to_schema_on_default<'a>(env: &'a Env) -> Fut<'a, Value> {
     Box::pin(async move {
         let mut v = tenant_on_pg2(env, "shared", "schema").await;
+        v["to_server"] = json!("default");
+        v
+    })
+}
+
+fn shared_on_pg2_to_shared_on_default<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(async move {
+        let mut v = tenant_on_pg2(env, "shared", "shared").await;
         v["to_server"] = json!("default");
         v
     })

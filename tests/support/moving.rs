@@ -64,27 +64,26 @@ pub async fn place(name: &str) -> (String, String) {
 }
 
 /// The tenant's own connection string for where it is now (a mode move changes the
-/// database name; a move to another server, at `pg2_port`, the host and port too). The password is the one it
-/// was created with.
+/// database name; a move to another server, at `pg2_port`, or back to `default`, the
+/// host and port too). The password is the one it was created with.
 pub async fn dsn_now(
     base: &tokio_postgres::Config,
     name: &str,
     pg2_port: u16,
 ) -> tokio_postgres::Config {
     let (server, database) = place(name).await;
-    let mut c = base.clone();
-    c.dbname(&database).connect_timeout(Duration::from_secs(2));
-    if server != "default" {
-        let mut fresh = tokio_postgres::Config::new();
-        fresh
-            .host("127.0.0.1")
-            .port(pg2_port)
-            .user(c.get_user().unwrap())
-            .password(c.get_password().unwrap())
-            .dbname(&database)
-            .connect_timeout(Duration::from_secs(2));
-        c = fresh;
-    }
+    let e = &common::database().await.endpoint;
+    let (host, port) = match server.as_str() {
+        "default" => (e.host.as_str(), e.port),
+        _ => ("127.0.0.1", pg2_port),
+    };
+    let mut c = tokio_postgres::Config::new();
+    c.host(host)
+        .port(port)
+        .user(base.get_user().unwrap())
+        .password(base.get_password().unwrap())
+        .dbname(&database)
+        .connect_timeout(Duration::from_secs(2));
     c
 }
 
