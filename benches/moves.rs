@@ -4,7 +4,8 @@
 //! the HTTP API; with BENCH_ISOLATION=shared, a shared-mode tenant with that many rows
 //! in the template's `applications` moved into schema mode and back on `default`, with
 //! no dump beside it (BENCH_SHARED_TO=pg2: into schema mode on pg2 and back into
-//! `default`'s pool, server and mode in one move each way). All while a
+//! `default`'s pool, server and mode in one move each way; BENCH_SHARED_TO=pool: from
+//! `default`'s pool into pg2's and back). All while a
 //! client writes a row every 10 ms with the tenant's own credentials (reconnecting on
 //! connection errors, to wherever the registry says the tenant is). Per move: the
 //! longest gap between two successful writes (cutover unavailability), the time to the
@@ -323,8 +324,9 @@ async fn main() {
     );
     let shared = isolation == "shared";
     // Shared mode: back and forth between default's pool and schema mode on `default`,
-    // or (BENCH_SHARED_TO=pg2) on pg2.
-    let across = shared && std::env::var("BENCH_SHARED_TO").is_ok_and(|s| s == "pg2");
+    // or (BENCH_SHARED_TO=pg2) on pg2, or (BENCH_SHARED_TO=pool) pg2's pool.
+    let shared_to = std::env::var("BENCH_SHARED_TO").unwrap_or_default();
+    let (across, pools) = (shared && shared_to == "pg2", shared && shared_to == "pool");
     let dir = std::env::temp_dir().join(format!("berqenas-bench-moves-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -416,6 +418,8 @@ async fn main() {
         let (body, to) = match on {
             "default" => (json!({"to_server": "pg2"}), "pg2"),
             "pg2" => (json!({"to_server": "default"}), "default"),
+            "shared" if pools => (json!({"to_server": "pg2"}), "shared on pg2"),
+            "shared on pg2" => (json!({"to_server": "default"}), "shared"),
             "shared" if across => (
                 json!({"to_server": "pg2", "to_isolation": "schema"}),
                 "schema on pg2",
@@ -467,8 +471,17 @@ async fn main() {
     }
     halt.store(true, Ordering::SeqCst);
     writes.await.unwrap();
+    let route = if across {
+        " into schema mode on pg2 and back into default's pool"
+    } else if pools {
+        " from default's pool into pg2's and back"
+    } else if shared {
+        " into schema mode and back on default"
+    } else {
+        " between two clusters"
+    };
     report(
-        (&isolation, across),
+        (&isolation, route),
         (rows, size),
         (gaps, cutovers, totals, dumps),
         &seen.lock().unwrap(),
@@ -540,7 +553,7 @@ async fn fill_shared(created: &Value, rows: usize) -> i64 {
 
 /// The figures of every move, beside their targets.
 fn report(
-    (isolation, across): (&str, bool),
+    (isolation, route): (&str, &str),
     (rows, size): (usize, i64),
     (mut gaps, mut cutovers, mut totals, mut dumps): (
         Vec<Duration>,
@@ -556,15 +569,8 @@ fn report(
     }
     println!();
     println!(
-        "{isolation}-mode tenant, {rows} rows ({:.1} MB), {moves} moves{}, a write every 10 ms:",
+        "{isolation}-mode tenant, {rows} rows ({:.1} MB), {moves} moves{route}, a write every 10 ms:",
         size as f64 / 1e6,
-        if across {
-            " into schema mode on pg2 and back into default's pool"
-        } else if isolation == "shared" {
-            " into schema mode and back on default"
-        } else {
-            " between two clusters"
-        }
     );
     println!(
         "  writes: {} succeeded, {} retried after a connection error, {} failed otherwise",

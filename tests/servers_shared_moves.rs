@@ -416,7 +416,8 @@ async fn moved(app: &TestApp, name: &str, to: &str) {
 /// Over its disk quota in pg3's pool (its guard reads pg3's own flags), a tenant
 /// moved into schema mode is held there by schema mode's means; under quota again it
 /// writes; moved back into the pool it still writes: no block of its time in the
-/// pool was left behind on pg3.
+/// pool was left behind on pg3. Over quota again, moved into `default`'s pool, it is
+/// held there, and nothing is left on pg3.
 #[test]
 fn a_tenant_leaving_another_servers_pool_leaves_no_block_behind() {
     rt().block_on(async {
@@ -466,7 +467,21 @@ fn a_tenant_leaving_another_servers_pool_leaves_no_block_behind() {
 
         moved(app, &name, "shared").await;
         assert!(can_write(&connect().await).await, "back in the pool, not blocked");
-        assert_eq!(flags(id).await, 0);
+        assert_eq!(flags(id.clone()).await, 0);
+
+        // Over its quota again in pg3's pool, then moved straight into `default`'s:
+        // the block leaves pg3 with it, and `default`'s pool (whose guard reads the
+        // registry) holds it until it is under quota.
+        set_disk_quota(app, &name, 1 << 20).await;
+        round(&w.rt).await;
+        assert_eq!(flags(id.clone()).await, 1);
+        move_to_end(app, &name, json!({"to_server": "default", "grace": "0"})).await;
+        assert_eq!(flags(id).await, 0, "the block stayed on pg3");
+        let c = connect().await;
+        assert!(!can_write(&c).await, "over quota in default's pool after the move");
+        set_disk_quota(app, &name, 1 << 30).await;
+        round(&w.rt).await;
+        assert!(can_write(&c).await, "under quota again in default's pool");
     });
 }
 

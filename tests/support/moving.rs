@@ -466,13 +466,13 @@ pub async fn can_write(c: &tokio_postgres::Client) -> bool {
     }
 }
 
-/// The tenant's disk quota set (`PUT .../quotas`, 200).
+/// The tenant's disk quota set (`PUT .../quotas`, 200), below its usage too.
 pub async fn set_disk_quota(app: &TestApp, name: &str, bytes: i64) {
     let (s, b) = app
         .call(
             Method::PUT,
             &format!("/api/v1/tenants/{name}/quotas"),
-            Some(serde_json::json!({"db_quota_bytes": bytes})),
+            Some(serde_json::json!({"db_quota_bytes": bytes, "force": true})),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
