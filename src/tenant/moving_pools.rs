@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::moving::{connect_db, Error, Result};
 use super::moving_catch_up::{Pool, Table};
 use super::moving_shared::{
-    caught_up, first_pass, forward_sequences, ident, one_database, publish_triggers_sql,
-    tenant_literal, Ends,
+    caught_up, first_pass, forward_sequences, ident, one_database, publish_tables, tenant_literal,
+    Ends,
 };
 use crate::isolation::pool_catalog::pool_tables;
 use crate::isolation::shared::{POOL_OWNER, POOL_SCHEMA};
@@ -94,33 +94,16 @@ pub async fn copy(
 ) -> Result<Value> {
     let started = Instant::now();
     let mut ends = between(from, to, tenant).await?;
-    let listed: Vec<String> = match ends.tables.iter().any(|t| t.name == "realtime_tables") {
-        true => ends
-            .src
-            .query(
-                &format!(
-                    "SELECT table_name::text FROM {}.realtime_tables WHERE tenant_id = $1",
-                    ident(POOL_SCHEMA)?
-                ),
-                &[&tenant],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect(),
-        false => Vec::new(),
-    };
     let tx = ends.dst.transaction().await?;
     tx.batch_execute("SET LOCAL session_replication_role = replica")
         .await?;
     let rows = caught_up(&ends.src, &tx, ends.same, &ends.tables, since).await?;
     let sequences = forward_sequences(&ends.src, POOL_SCHEMA, &tx).await?;
     let (pool, owner) = (ident(POOL_SCHEMA)?, ident(POOL_OWNER)?);
-    tx.batch_execute(&publish_triggers_sql(&owner, &pool, &listed)?)
-        .await?;
+    let published = publish_tables(&ends.src, &tx, tenant, (&owner, &pool)).await?;
     tx.commit().await?;
     Ok(json!({
-        "rows": rows, "sequences": sequences, "realtime_tables": listed.len(),
+        "rows": rows, "sequences": sequences, "realtime_tables": published,
         "ms": started.elapsed().as_millis() as u64,
     }))
 }

@@ -231,7 +231,8 @@ pub async fn copy_rows(
         .await?;
     let rows = caught_up(&ends.src, &tx, ends.same, &ends.tables, since).await?;
     let sequences = copy_sequences(&ends.src, &tx, &schema).await?;
-    let published = publish_tables(&ends.src, &tx, slug, tenant).await?;
+    let owner = slug.owner_role();
+    let published = publish_tables(&ends.src, &tx, tenant, (&owner, &schema)).await?;
     tx.commit().await?;
     Ok(json!({
         "rows": rows, "sequences": sequences, "realtime_tables": published,
@@ -281,12 +282,14 @@ async fn copy_sequences(
 }
 
 /// The realtime trigger (as the template's `realtime_table_changes` is attached when a
-/// tenant publishes a table) on each table the tenant listed, made as its owner.
-async fn publish_tables(
+/// tenant publishes a table) on each table the tenant listed in the pool on `src`,
+/// made in `schema` (the tenant's, or another server's pool) as `owner` (its owner
+/// role, or that pool's). Returns how many.
+pub(super) async fn publish_tables(
     src: &tokio_postgres::Client,
     tx: &tokio_postgres::Transaction<'_>,
-    slug: &Slug,
     tenant: Uuid,
+    (owner, schema): (&Ident, &Ident),
 ) -> Result<usize> {
     let listed = src
         .query_opt(
@@ -310,8 +313,7 @@ async fn publish_tables(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let (schema, owner) = (slug.schema(), slug.owner_role());
-    tx.batch_execute(&publish_triggers_sql(&owner, &schema, &tables)?)
+    tx.batch_execute(&publish_triggers_sql(owner, schema, &tables)?)
         .await?;
     Ok(tables.len())
 }
@@ -666,7 +668,7 @@ pub async fn join_pool(view: &Platform, slug: &Slug, tenant: Uuid, users: &[Stri
 
 /// The realtime trigger on each table the tenant listed for publishing
 /// (`realtime_tables`), made again in the schema the rows moved into, as its owner.
-pub(super) fn publish_triggers_sql(
+fn publish_triggers_sql(
     owner: &Ident,
     schema: &Ident,
     tables: &[String],
