@@ -487,6 +487,16 @@ fn bad_moves_out_of_shared_mode_are_refused_and_change_nothing() {
                 "DROP STATISTICS {s}.team_status",
                 "statistics team_status",
             ),
+            (
+                "COMMENT ON TABLE {s}.applications IS 'our apps'",
+                "COMMENT ON TABLE {s}.applications IS NULL",
+                "comment applications.* 'our apps'",
+            ),
+            (
+                "COMMENT ON COLUMN {s}.applications.team IS 'who runs it'",
+                "COMMENT ON COLUMN {s}.applications.team IS NULL",
+                "comment applications.team 'who runs it'",
+            ),
         ] {
             let on = |sql: &str| {
                 format!(

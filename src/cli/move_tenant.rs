@@ -19,8 +19,8 @@ pub struct MoveArgs {
     #[arg(long = "to", value_name = "SERVER")]
     pub to: Option<String>,
     /// The isolation mode it ends in: schema and database mode move into each other;
-    /// into and out of shared mode too, on its server or onto another (never from one
-    /// server's shared pool straight into another's).
+    /// into and out of shared mode too, on its server or onto another [default: its
+    /// own mode: with `--to`, a shared-mode tenant moves into that server's pool].
     #[arg(long, value_parser = ["schema", "database", "shared"])]
     pub to_isolation: Option<String>,
     /// How long the source copy is kept after the cutover (`10m`, `1h`; `0`: dropped

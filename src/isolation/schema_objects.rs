@@ -8,7 +8,8 @@
 //! with their types, `NOT NULL`, identity, generation and defaults, indexes, constraints, triggers, rules, row security policies,
 //! functions and procedures (aggregates too), types (domains, enums, ranges,
 //! composites), operators, collations, statistics objects, text search
-//! configurations and dictionaries, and conversions. A type defined in the schema is
+//! configurations and dictionaries, conversions, and the comments on relations and
+//! columns (the pool keeps its own: a tenant's would be lost). A type defined in the schema is
 //! named without its schema, so a column of the template's own type reads the same on
 //! both sides.
 
@@ -23,7 +24,9 @@ use tokio_postgres::GenericClient;
 /// `pg_get_expr` would otherwise lock: a tenant holding a lock on its table must not
 /// hold up the move's check), anything else as `kind name`, with
 /// its table when it has one (`index notes.notes_idx`, `trigger notes.audit`,
-/// `function touch`).
+/// `function touch`), and a comment on a relation or a column as `comment notes.*
+/// 'text'` or `comment notes.color 'text'` (its first 60 characters, and a hash of
+/// the rest when it is longer).
 const LABELS: &str = "
 WITH s AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
 rel AS (SELECT c.oid, c.relname::text AS name, c.relkind FROM pg_catalog.pg_class c, s
@@ -50,6 +53,15 @@ SELECT r.name || '.' || a.attname || ' ' ||
   LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
  WHERE r.relkind IN ('r', 'p', 'v', 'm', 'f', 'c') AND a.attnum > 0 AND NOT a.attisdropped
    AND a.attname <> 'tenant_id'
+UNION ALL
+SELECT 'comment ' || r.name || '.' || coalesce(a.attname::text, '*') || ' '
+       || pg_catalog.quote_literal(pg_catalog.left(d.description, 60))
+       || CASE WHEN pg_catalog.length(d.description) > 60
+               THEN ' (' || pg_catalog.left(pg_catalog.md5(d.description), 8) || ')' ELSE '' END
+  FROM rel r JOIN pg_catalog.pg_description d
+    ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
+  LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum = d.objsubid AND d.objsubid > 0
+ WHERE a.attname IS DISTINCT FROM 'tenant_id'
 UNION ALL
 SELECT 'constraint ' || r.name || '.' || k.conname FROM rel r
   JOIN pg_catalog.pg_constraint k ON k.conrelid = r.oid
@@ -140,5 +152,7 @@ mod tests {
         assert_eq!(part_of("notes"), None);
         assert_eq!(part_of("index notes.notes_idx"), Some("notes"));
         assert_eq!(part_of("type mood"), None);
+        assert_eq!(part_of("comment notes.* 'ours'"), Some("notes"));
+        assert_eq!(part_of("comment notes.color 'a.b'"), Some("notes"));
     }
 }

@@ -668,11 +668,7 @@ pub async fn join_pool(view: &Platform, slug: &Slug, tenant: Uuid, users: &[Stri
 
 /// The realtime trigger on each table the tenant listed for publishing
 /// (`realtime_tables`), made again in the schema the rows moved into, as its owner.
-fn publish_triggers_sql(
-    owner: &Ident,
-    schema: &Ident,
-    tables: &[String],
-) -> Result<String> {
+fn publish_triggers_sql(owner: &Ident, schema: &Ident, tables: &[String]) -> Result<String> {
     let mut sql = format!("SET LOCAL ROLE {owner};\n");
     for t in tables {
         sql.push_str(&format!(
