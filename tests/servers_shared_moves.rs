@@ -53,6 +53,10 @@ impl Side<'_> {
         Side::Default { db, port }
     }
 
+    fn extra<'a>(cluster: &'a Cluster, name: &'static str) -> Side<'a> {
+        Side::Extra { cluster, name }
+    }
+
     fn name(&self) -> &str {
         match self {
             Side::Default { .. } => "default",
@@ -357,10 +361,7 @@ fn a_tenant_on_another_server_moves_into_its_pool_and_out_under_writes() {
         let _one = serial().await;
         let app = &world().await.app;
         let cluster = register_server(app, "pg2", "ssm-pg2", json!({})).await;
-        let pg2 = Side::Extra {
-            cluster: &cluster,
-            name: "pg2",
-        };
+        let pg2 = Side::extra(&cluster, "pg2");
         let admin = on(&cluster, "postgres").await;
         let pool_marker = "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'berqenas_shared'";
         assert!(admin.query_opt(pool_marker, &[]).await.unwrap().is_none());
@@ -397,13 +398,7 @@ fn a_tenant_changes_server_and_pool_in_one_move() {
         let _one = serial().await;
         let app = &world().await.app;
         let cluster = register_server(app, "pg5", "ssm-pg5", json!({})).await;
-        let (home, pg5) = (
-            Side::default().await,
-            Side::Extra {
-                cluster: &cluster,
-                name: "pg5",
-            },
-        );
+        let (home, pg5) = (Side::default().await, Side::extra(&cluster, "pg5"));
         let t = app
             .create_with(json!({"name": unique("ssx"), "isolation": "schema", "server": "default", "public_api": true}))
             .await;
@@ -505,13 +500,7 @@ fn a_tenant_moves_from_one_servers_pool_into_anothers_under_writes() {
         let _one = serial().await;
         let app = &world().await.app;
         let cluster = register_server(app, "pg4", "ssm-pg4", json!({})).await;
-        let (home, pg4) = (
-            Side::default().await,
-            Side::Extra {
-                cluster: &cluster,
-                name: "pg4",
-            },
-        );
+        let (home, pg4) = (Side::default().await, Side::extra(&cluster, "pg4"));
         let pooled = app
             .create_with(json!({"name": unique("ssr"), "isolation": "shared", "server": "pg4", "public_api": true}))
             .await;

@@ -152,6 +152,17 @@ fn create_shared<'a>(env: &'a Env, _: &'a Value) -> Fut<'a, Result<(), String>> 
     create_in(env, Isolation::Shared)
 }
 
+/// Whether the cluster `c` is a session of has a shared pool.
+pub(super) async fn has_pool(c: &tokio_postgres::Client) -> Result<bool, String> {
+    c.query_opt(
+        "SELECT 1 FROM pg_namespace WHERE nspname = 'berqenas_shared'",
+        &[],
+    )
+    .await
+    .map(|r| r.is_some())
+    .map_err(|e| e.to_string())
+}
+
 /// Active with its roles and schema (or database) on cmpg2 and nothing on default;
 /// or no registry row and nothing of it on cmpg2.
 pub(super) fn whole_there_or_nothing<'a>(
@@ -176,14 +187,7 @@ pub(super) fn whole_there_or_nothing<'a>(
         let schemas = count("SELECT count(*) FROM pg_namespace WHERE nspname LIKE $1").await?;
         let dbs = count("SELECT count(*) FROM pg_database WHERE datname LIKE $1").await?;
         // Its member rows in cmpg2's shared pool (once a shared-mode create built it).
-        let pooled = pg2
-            .query_opt(
-                "SELECT 1 FROM pg_namespace WHERE nspname = 'berqenas_shared'",
-                &[],
-            )
-            .await
-            .map_err(|e| e.to_string())?
-            .is_some();
+        let pooled = has_pool(&pg2).await?;
         let members = match pooled {
             true => {
                 count("SELECT count(*) FROM berqenas_shared.members WHERE role LIKE $1").await?

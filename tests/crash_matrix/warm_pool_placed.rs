@@ -15,7 +15,7 @@ use berqenas::workflows::warm_pool::new_key;
 use berqenas::workflows::warm_pool_placed::{self as placed, Which};
 use serde_json::{json, Value};
 
-use super::servers::{admin, cluster, create_in, server, whole_there_or_nothing, SERVER};
+use super::servers::{admin, cluster, create_in, has_pool, server, whole_there_or_nothing, SERVER};
 use super::{Env, Fut, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -207,15 +207,7 @@ async fn objects_of(key: &str) -> Result<(bool, i64), String> {
 /// The rows of cmpg2's shared pool that map roles named `stem_...` (none while it has
 /// no pool).
 async fn member_rows(pg2: &tokio_postgres::Client, stem: &str) -> Result<i64, String> {
-    let pool = pg2
-        .query_one(
-            "SELECT to_regclass('berqenas_shared.members') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .get::<_, bool>(0);
-    if !pool {
+    if !has_pool(pg2).await? {
         return Ok(0);
     }
     pg2.query_one(
