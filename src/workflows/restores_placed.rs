@@ -260,8 +260,8 @@ fn record<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
         let mut client = rt.pool.get().await.map_err(failed)?;
         let tx = client.transaction().await.map_err(failed)?;
         let t = hold_owned(&tx, run).await?;
-        // Nothing of the tenant's is in this transaction's cluster (shared mode, whose
-        // pool is, lives on `default` only).
+        // Nothing of the tenant's is in this transaction's cluster (a shared-mode
+        // tenant's rows are in its own server's pool).
         domain::commit_in(&tx, &t, &b, &plan)
             .await
             .map_err(super::backups::backup_error)?;
