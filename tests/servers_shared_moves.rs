@@ -492,7 +492,8 @@ fn a_tenant_leaving_another_servers_pool_leaves_no_block_behind() {
 }
 
 /// From one server's pool straight into another's, under writes, each way: pg4's
-/// pool into `default`'s (beside a neighbour there) and back. Then, on a draining
+/// pool into `default`'s (beside a neighbour there) and back; before that, a move
+/// the target pool has no column for fails and is undone. Then, on a draining
 /// server a tenant still moves between modes (how a tenant leaves its pool).
 #[test]
 fn a_tenant_moves_from_one_servers_pool_into_anothers_under_writes() {
@@ -532,6 +533,39 @@ fn a_tenant_moves_from_one_servers_pool_into_anothers_under_writes() {
             .create_with(json!({"name": unique("ssr"), "isolation": "shared", "server": "default"}))
             .await;
         fill(app, &n, "n").await;
+
+        // A source pool with a column the target's lacks (as a pool at another shape
+        // would have): the move fails before it copies a row, and is undone.
+        let pg4_admin = on(&cluster, "postgres").await;
+        let extra = |sql: &'static str| {
+            let c = &pg4_admin;
+            async move {
+                c.batch_execute(&format!(
+                    "ALTER TABLE berqenas_shared.applications {sql}"
+                ))
+                .await
+                .unwrap()
+            }
+        };
+        extra("ADD COLUMN extra text").await;
+        let (s, op) = app
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{pooled_name}/move"),
+                Some(json!({"to_server": "default", "grace": "0"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{op}");
+        let op = follow(app, op["id"].as_str().unwrap(), |op| op["state"] != "running").await;
+        assert_eq!(op["state"], "failed", "{op}");
+        assert_eq!(step_state(&op, "switch"), "pending", "{op}");
+        let (_, got) = app
+            .call(Method::GET, &format!("/api/v1/tenants/{pooled_name}"), None)
+            .await;
+        assert_eq!((&got["server"], &got["status"]), (&json!("pg4"), &json!("active")), "{got}");
+        extra("DROP COLUMN extra").await;
+        assert_eq!(ada_sees().await, ["m1", "m2", "m3"], "on pg4, after the failed move");
+        // (The next move's `prepare` would refuse a pool holding rows of the tenant.)
         hop(app, (&pg4, "shared"), (&home, "shared"), &pooled, Some(&n)).await;
         assert_eq!(ada_sees().await, ["m1", "m2", "m3"], "on default");
         hop(app, (&home, "shared"), (&pg4, "shared"), &pooled, None).await;

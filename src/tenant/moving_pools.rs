@@ -4,8 +4,9 @@
 //! target pool's tables of the same names, `tenant_id` kept, in the same two passes
 //! as a move out of or into a pool (`moving_catch_up`): the bulk while it writes,
 //! then what changed since with its writes blocked. Both pools are at the tenant's
-//! template version (the request's check), so their tables are the same; a column
-//! one side lacks would stay out.
+//! template version (the request's check), so their tables are the same; should the
+//! target lack a table or column the source has, the copy fails before it begins
+//! (and the move is undone), rather than leave rows behind.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -44,9 +45,34 @@ async fn between(from: &Platform, to: &Platform, tenant: Uuid) -> Result<Ends> {
         .into_iter()
         .map(|t| (t.name, t.columns))
         .collect();
+    let ours = pool_tables(&dst).await?;
+    // Rows the target pool has no table or column for would be left behind: refused,
+    // before anything is copied (the two pools at one version have the same tables).
+    let lacking: Vec<String> = theirs
+        .iter()
+        .flat_map(
+            |(name, columns)| match ours.iter().find(|t| &t.name == name) {
+                None => vec![name.clone()],
+                Some(t) => columns
+                    .iter()
+                    .filter(|c| !t.columns.contains(c))
+                    .map(|c| format!("{name}.{c}"))
+                    .collect(),
+            },
+        )
+        .collect();
+    if !lacking.is_empty() {
+        return Err(Error::Tool {
+            program: "move".into(),
+            detail: format!(
+                "the target server's pool has no room for {}",
+                lacking.join(", ")
+            ),
+        });
+    }
     let pool = ident(POOL_SCHEMA)?;
     let mut tables = Vec::new();
-    for t in pool_tables(&dst).await? {
+    for t in ours {
         let Some(have) = theirs.get(&t.name) else {
             continue;
         };
