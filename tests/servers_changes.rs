@@ -13,7 +13,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use berqenas::api::AppState;
 use common::{unique, TestApp};
 use extra_cluster::{on, register_pg2};
 use reqwest::{Method, StatusCode};
@@ -48,20 +47,6 @@ async fn connlimit(pg: &tokio_postgres::Client, role: &str) -> i32 {
     .await
     .unwrap()
     .get(0)
-}
-
-async fn round(state: &AppState) {
-    for _ in 0..600 {
-        if berqenas::workflows::quotas::disk_round(&state.platform)
-            .await
-            .unwrap()
-            .is_some()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no disk round could run for 30 s");
 }
 
 fn fill_sql(kb: usize) -> String {
@@ -236,11 +221,11 @@ async fn changes_of_a_tenant_on_another_server_happen_there() {
 
         // --- schema mode: a temporary table its session holds on pg2 is charged ---
         let holder = if isolation == "schema" {
-            round(&state).await;
+            common::disk_round(&state.platform).await;
             let before = storage(&app, &name).await;
             let holder = login(&rotated).await.expect("a second session");
             holder.batch_execute(HOARD).await.unwrap();
-            round(&state).await;
+            common::disk_round(&state.platform).await;
             let with_temp = storage(&app, &name).await;
             assert!(
                 with_temp >= before + 2_000_000,
@@ -261,7 +246,7 @@ async fn changes_of_a_tenant_on_another_server_happen_there() {
         assert_eq!(s, StatusCode::OK, "{b}");
         assert!(can_write(&tenant).await);
         tenant.batch_execute(&fill_sql(1500)).await.unwrap();
-        round(&state).await;
+        common::disk_round(&state.platform).await;
         let u = usage(&app, &name).await;
         assert_eq!(u["writes_blocked"], true, "{u}");
         let bytes = u["usage"]["storage_bytes"].as_i64().unwrap();
@@ -311,7 +296,7 @@ async fn changes_of_a_tenant_on_another_server_happen_there() {
                 .batch_execute(&format!("VACUUM FULL \"{schema}\".user_activity"))
                 .await
                 .unwrap();
-            round(&state).await;
+            common::disk_round(&state.platform).await;
             if usage(&app, &name).await["writes_blocked"] == false
                 || started.elapsed() > Duration::from_secs(60)
             {

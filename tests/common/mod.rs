@@ -468,3 +468,19 @@ pub async fn control_database(name: &str) -> Database {
         backup_dir: Some(scratch_dir("backups")),
     }
 }
+
+/// One disk round (the quota worker's). Tests run in parallel: while another test's
+/// round holds the lead, wait for it to end and run one of our own.
+pub async fn disk_round(rt: &berqenas::workflows::Runtime) {
+    for _ in 0..600 {
+        if berqenas::workflows::quotas::disk_round(rt)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no disk round could run for 30 s");
+}

@@ -88,19 +88,3 @@ async fn spawn_with_state() -> (TestApp, berqenas::api::AppState) {
         state,
     )
 }
-
-/// A quota round (disk and connections); tests run in parallel, so wait for another
-/// test's round to end.
-async fn round(state: &berqenas::api::AppState) {
-    for _ in 0..600 {
-        if berqenas::workflows::quotas::disk_round(&state.platform)
-            .await
-            .unwrap()
-            .is_some()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no quota round could run for 30 s");
-}

@@ -26,7 +26,7 @@ async fn disk_and_connection_quotas_exceeded_and_recovered() {
         )
         .await
         .unwrap();
-    round(&state).await;
+    common::disk_round(&state.platform).await;
     ok(
         &app,
         Method::PUT,
@@ -56,8 +56,8 @@ async fn disk_and_connection_quotas_exceeded_and_recovered() {
     )
     .await;
     let second = connect_as(&t["credentials"]).await;
-    round(&state).await;
-    round(&state).await;
+    common::disk_round(&state.platform).await;
+    common::disk_round(&state.platform).await;
     let conn = |evts: &[Value]| -> Vec<Value> {
         evts.iter()
             .filter(|e| e["data"]["quota"] == "connections")
@@ -72,7 +72,7 @@ async fn disk_and_connection_quotas_exceeded_and_recovered() {
     drop(second);
     drop(login);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    round(&state).await;
+    common::disk_round(&state.platform).await;
     let c = conn(&events(&app, &name).await);
     assert_eq!(types(&c), ["quota.exceeded", "quota.recovered"]);
 }

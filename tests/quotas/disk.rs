@@ -70,21 +70,6 @@ async fn memberships(pg: &tokio_postgres::Client, name: &str) -> Vec<String> {
     .collect()
 }
 
-/// A disk round; tests run in parallel, so wait for another test's round to end.
-async fn round(state: &AppState) {
-    for _ in 0..600 {
-        if berqenas::workflows::quotas::disk_round(&state.platform)
-            .await
-            .unwrap()
-            .is_some()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no disk round could run for 30 s");
-}
-
 async fn disk_quota_cycle(isolation: &str) {
     let (app, state) = support::spawn().await;
     let pg = superuser().await;
@@ -120,7 +105,7 @@ async fn disk_quota_cycle(isolation: &str) {
 
     set_quotas(&app, &name, json!({"db_quota_bytes": 1 << 20})).await;
     login.batch_execute(&fill_sql(1500)).await.unwrap();
-    round(&state).await;
+    common::disk_round(&state.platform).await;
 
     // Over quota: writes fail with a permission error, for every role; reads work.
     assert!(!can_write(&login, "user_activity").await);
@@ -196,7 +181,7 @@ async fn disk_quota_cycle(isolation: &str) {
     );
     assert_eq!(audit_count(&pg, &name, "quota_exceeded").await, 1);
     // A second round while still over changes nothing and audits nothing new.
-    round(&state).await;
+    common::disk_round(&state.platform).await;
     assert_eq!(audit_count(&pg, &name, "quota_exceeded").await, 1);
     assert!(!can_write(&login, "user_activity").await);
 
@@ -215,7 +200,7 @@ async fn disk_quota_cycle(isolation: &str) {
     let started = Instant::now();
     loop {
         owner_db.batch_execute(&vacuum).await.unwrap();
-        round(&state).await;
+        common::disk_round(&state.platform).await;
         let blocked = summary(&app, &name).await["writes_blocked"] == true;
         if !blocked || started.elapsed() > Duration::from_secs(60) {
             break;
@@ -259,7 +244,7 @@ async fn disk_quota_blocks_and_restores_writes_in_shared_mode() {
 async fn block(app: &TestApp, state: &AppState, name: &str, login: &tokio_postgres::Client) {
     set_quotas(app, name, json!({"db_quota_bytes": 1 << 20})).await;
     login.batch_execute(&fill_sql(1500)).await.unwrap();
-    round(state).await;
+    common::disk_round(&state.platform).await;
     assert_eq!(summary(app, name).await["writes_blocked"], true);
 }
 
@@ -281,7 +266,7 @@ async fn restore(
             .batch_execute(&format!("VACUUM FULL {schema}.user_activity"))
             .await
             .unwrap();
-        round(state).await;
+        common::disk_round(&state.platform).await;
         let blocked = summary(app, name).await["writes_blocked"] == true;
         if !blocked || started.elapsed() > Duration::from_secs(60) {
             break;
@@ -356,7 +341,7 @@ async fn grant_options_and_rules(isolation: &str) {
         .get(0);
     assert_eq!(n, 1);
     // A second round while blocked fails nothing (and changes nothing).
-    round(&state).await;
+    common::disk_round(&state.platform).await;
     assert_eq!(summary(&app, &name).await["writes_blocked"], true);
 
     restore(&app, &state, &name, &login, &owner_db, &schema).await;
@@ -494,7 +479,7 @@ async fn a_disk_round_holds_its_lock_outside_any_transaction() {
         .unwrap();
     let running = {
         let state = state.clone();
-        tokio::spawn(async move { round(&state).await })
+        tokio::spawn(async move { common::disk_round(&state.platform).await })
     };
     let mut holder = None;
     for _ in 0..400 {
@@ -540,7 +525,7 @@ async fn a_first_round_measures_only_what_moved_since_the_recorded_signatures() 
     let moved = app.create(&unique("disk-moved")).await;
     let id = |t: &Value| t["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap();
     let ids = vec![id(&kept), id(&moved)];
-    round(&state).await;
+    common::disk_round(&state.platform).await;
     let signatures = pg
         .query(
             "SELECT schema_signature FROM berqenas.disk_usage
@@ -568,7 +553,7 @@ async fn a_first_round_measures_only_what_moved_since_the_recorded_signatures() 
         .await
         .unwrap();
     berqenas::quota::disk::unchanged::forget();
-    round(&state).await;
+    common::disk_round(&state.platform).await;
     let bytes = |t: uuid::Uuid| {
         let pg = &pg;
         async move {

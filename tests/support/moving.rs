@@ -436,21 +436,7 @@ pub async fn move_to_end(app: &TestApp, name: &str, body: Value) -> Value {
     op
 }
 
-/// One disk round (the quota worker's), waiting for the round's lead if another
-/// instance of the test holds it.
-pub async fn round(rt: &berqenas::workflows::Runtime) {
-    for _ in 0..600 {
-        if berqenas::workflows::quotas::disk_round(rt)
-            .await
-            .unwrap()
-            .is_some()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no disk round could run for 30 s");
-}
+pub use crate::common::disk_round as round;
 
 /// Whether the tenant's session may write (a disk block refuses with 42501).
 pub async fn can_write(c: &tokio_postgres::Client) -> bool {
