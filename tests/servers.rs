@@ -629,6 +629,18 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     let out = cli(&app, &["server", "undrain", "pg3"]).await;
     assert!(out.status.success());
     assert_eq!(server_info(&app, "pg3").await["status"], "up");
+    // A create that names no server reads in its own transaction whether others exist
+    // (workflows/create_one.rs): with `default` draining it goes to one of them.
+    assert!(cli(&app, &["server", "drain", "default"])
+        .await
+        .status
+        .success());
+    let b = app.create(&unique("srvd")).await;
+    assert_ne!(b["server"], "default", "{b}");
+    assert!(cli(&app, &["server", "undrain", "default"])
+        .await
+        .status
+        .success());
 
     // --- remove refuses a server with tenants, naming the count ---
     let pg2_count = server_info(&app, "pg2").await["tenants"].as_i64().unwrap();

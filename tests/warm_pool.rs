@@ -15,6 +15,8 @@ mod database;
 mod extra_cluster;
 #[path = "warm_pool/placed.rs"]
 mod placed;
+#[path = "warm_pool/settle.rs"]
+mod settle;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -97,12 +97,11 @@ pub async fn insert(c: &impl GenericClient, s: &NewServer<'_>) -> Result<ServerR
 /// Whether any server besides `default` is registered (one index probe: the create
 /// path asks it before anything else about servers).
 pub async fn others_exist(c: &impl GenericClient) -> Result<bool> {
-    Ok(c.query_one(
-        "SELECT EXISTS (SELECT 1 FROM berqenas.servers WHERE name <> 'default')",
-        &[],
-    )
-    .await?
-    .get(0))
+    // Prepared once per connection: it is on every create's path.
+    let stmt = c
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM berqenas.servers WHERE name <> 'default')")
+        .await?;
+    Ok(c.query_one(&stmt, &[]).await?.get(0))
 }
 
 /// Every server, `default` first, then by name.
