@@ -629,8 +629,7 @@ async fn servers_take_tenants_and_placement_follows_labels_load_drain_and_health
     let out = cli(&app, &["server", "undrain", "pg3"]).await;
     assert!(out.status.success());
     assert_eq!(server_info(&app, "pg3").await["status"], "up");
-    // A create that names no server reads in its own transaction whether others exist
-    // (workflows/create_one.rs): with `default` draining it goes to one of them.
+    // A create that names no server, with `default` draining, goes to another.
     assert!(cli(&app, &["server", "drain", "default"])
         .await
         .status

@@ -163,16 +163,6 @@ pub async fn settle_isolation(
     Ok(())
 }
 
-/// Whether a create [`precheck`]ed without [`settle_isolation`] first (its isolation
-/// taken as asked, else schema; its vector store as asked) is what that would have
-/// settled: the plan names no other default mode for it and no vector store it did
-/// not decline.
-pub fn settled_by(v: &Validated, pre: &Prechecked) -> bool {
-    let plan = &pre.plan;
-    (v.isolation_given || plan.default_isolation.unwrap_or(Isolation::Schema) == v.isolation)
-        && (v.vector_store.is_some() || !plan.vector_store)
-}
-
 /// Unique violations and existing objects are a taken name, not an outage.
 pub(crate) fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
     let kind = match e.code() {

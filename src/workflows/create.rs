@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{create_one, failed, open_value, seal_value, step_error, Error, Runtime};
+use super::{failed, open_value, seal_value, step_error, Error, Runtime};
 use crate::ops::{
     self, fence, Begin, Idempotency, Kind, NewOp, NewOperation, Object, Run, Step, StepError,
     StepFuture, StoredResponse,
@@ -148,22 +148,6 @@ pub async fn create_as(
             return remember_rejection(rt, idem, &req.name, Error::Rejected(p)).await;
         }
     }
-    // The common create (on `default`, in schema or shared mode, no vector store asked
-    // for) is settled in its own transaction (create_one::Settle::Inside); one that
-    // reading sends elsewhere starts over here, settled first.
-    if v.server.is_none()
-        && v.placement.is_none()
-        && v.vector_store != Some(true)
-        && v.isolation != Isolation::Database
-    {
-        let trace = super::create_trace::start();
-        let inside = create_one::Settle::Inside;
-        if let Some(created) =
-            super::create_one::create(rt, &v, idem, actor, announce, inside, trace).await?
-        {
-            return Ok(created);
-        }
-    }
     let mut trace = super::create_trace::start();
     // The plan's isolation and the server it goes to, read side by side.
     let (server, placement) = (v.server.clone(), v.placement.clone());
@@ -190,10 +174,7 @@ pub async fn create_as(
     if v.isolation == Isolation::Database {
         return create_database(rt, &v, idem, actor, announce).await;
     }
-    let before = create_one::Settle::Before;
-    super::create_one::create(rt, &v, idem, actor, announce, before, trace)
-        .await
-        .map(|created| created.expect("a create settled before is never sent back"))
+    super::create_one::create(rt, &v, idem, actor, announce, trace).await
 }
 
 /// The server a create goes to: `None` for `default` (the paths below), else the one

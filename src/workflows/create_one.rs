@@ -21,31 +21,16 @@ use crate::ops::{self, Idempotency, NewOperation, StoredResponse};
 use crate::tenant::create::{self as domain, CreatedTenant, Validated};
 use crate::tenant::service;
 
-/// When a create is settled: its plan's isolation and vector store, and its server.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Settle {
-    /// Before this transaction (`create::create_as`): `v` is settled.
-    Before,
-    /// In this transaction's first round trip, beside what it reads anyway (the plan;
-    /// whether a server other than `default` exists): one round trip and one
-    /// connection fewer for the common create, on `default`, in the mode asked for.
-    Inside,
-}
-
-/// The create of a schema- or shared-mode tenant on the default server. Runs staged
-/// (`create_staged`) when onboarding steps match. `None` (only with
-/// [`Settle::Inside`]): the reading settled it otherwise (another server exists, or
-/// the plan names another mode or a vector store): nothing was done, and the caller
-/// settles it first.
+/// The create of a schema- or shared-mode tenant on the default server; `v` has its
+/// isolation settled. Runs staged (`create_staged`) when onboarding steps match.
 pub(super) async fn create(
     rt: &Runtime,
     v: &Validated,
     idem: Option<&Idempotency>,
     actor: &str,
     announce: bool,
-    settle: Settle,
     mut trace: Option<create_trace::Trace>,
-) -> Result<Option<CreatedTenant>, Error> {
+) -> Result<CreatedTenant, Error> {
     let p = &rt.platform;
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
@@ -62,14 +47,8 @@ pub(super) async fn create(
         plan: None,
     };
     // 1. What it reads, and the name lock: one round trip.
-    let (begun, others, staging, claimed, locked, pre) = tokio::join!(
+    let (begun, staging, claimed, locked, pre) = tokio::join!(
         ops::begin(&tx, &op),
-        async {
-            match settle {
-                Settle::Inside => crate::store::servers::others_exist(&tx).await,
-                Settle::Before => Ok(false),
-            }
-        },
         super::create_staged::staging(&tx, v),
         super::warm_pool::claim(rt, &tx, v),
         service::lock_name(&tx, &v.slug),
@@ -77,22 +56,12 @@ pub(super) async fn create(
     );
     create_trace::mark(&mut trace, "read");
     if let Some(answer) = settled(p, begun?) {
-        return answer.map(Some);
-    }
-    // Settled otherwise: undone (the claim too) before anything else is judged, so
-    // that the create answers as one settled first would.
-    let elsewhere = others.map_err(service::Error::from)?
-        || pre.as_ref().is_ok_and(|pre| !domain::settled_by(v, pre));
-    if settle == Settle::Inside && elsewhere {
-        tx.rollback().await?;
-        return Ok(None);
+        return answer;
     }
     if staging.map_err(service::Error::from)? {
         tx.rollback().await?;
         drop(client);
-        return super::create_staged::create(rt, v, idem, actor, announce)
-            .await
-            .map(Some);
+        return super::create_staged::create(rt, v, idem, actor, announce).await;
     }
     let made = async {
         let claimed = claimed?;
@@ -166,13 +135,11 @@ pub(super) async fn create(
             tracing::info!(tenant.name = %created.tenant.name, tenant.id = %created.tenant.id, "tenant created");
             crate::metrics::tenant_created();
             create_trace::finish(trace, created.tenant.name.as_str(), is_claim);
-            Ok(Some(created))
+            Ok(created)
         }
         Err(e) => {
             tx.rollback().await?;
-            remember_rejection(rt, idem, v.slug.as_str(), e)
-                .await
-                .map(Some)
+            remember_rejection(rt, idem, v.slug.as_str(), e).await
         }
     }
 }

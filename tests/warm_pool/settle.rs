@@ -1,6 +1,7 @@
-//! A create on `default` reads its plan's mode and vector store in its own
-//! transaction, beside its claim (docs/warm_pool.md, "Where a create's time goes"); one
-//! the plan sends to another mode, or refuses, must not have taken a member.
+//! A create is settled (its plan's mode and vector store, its server) before it claims
+//! a member: one the plan sends to another mode, or refuses, takes none. A guard for
+//! any shortcut that would claim first and settle after (one was measured and not
+//! kept: docs/warm_pool.md, "Where a create's time goes").
 
 use super::*;
 
