@@ -364,13 +364,7 @@ async fn a_failure_after_the_collection_was_made_deletes_it() {
     let app = TestApp::serve(p).await;
     let pg = superuser().await;
     let plan = unique("vplan").replace('-', "_");
-    pg.batch_execute(&format!(
-        "CREATE TEMP TABLE p AS SELECT * FROM berqenas.plans WHERE name = 'free';
-         UPDATE p SET name = '{plan}';
-         INSERT INTO berqenas.plans SELECT * FROM p; DROP TABLE p;"
-    ))
-    .await
-    .unwrap();
+    common::plan_like_free(&pg, &plan, "").await;
     let step = unique("vstep").replace('-', "_");
     let (s, b) = app
         .call(
@@ -574,13 +568,12 @@ async fn without_a_backend_a_vector_store_is_refused_and_a_plan_can_default_to_o
     let chroma = Chroma::start().await;
     let app = app_on(&chroma).await;
     let plan = unique("vdef").replace('-', "_");
-    pg.batch_execute(&format!(
-        "CREATE TEMP TABLE p AS SELECT * FROM berqenas.plans WHERE name = 'free';
-         UPDATE p SET name = '{plan}', vector_store = true, default_isolation = 'database';
-         INSERT INTO berqenas.plans SELECT * FROM p; DROP TABLE p;"
-    ))
-    .await
-    .unwrap();
+    common::plan_like_free(
+        &pg,
+        &plan,
+        "vector_store = true, default_isolation = 'database'",
+    )
+    .await;
     let by_plan = app
         .create_with(json!({"name": unique("vec-plan"), "plan": plan}))
         .await;

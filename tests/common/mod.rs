@@ -141,6 +141,23 @@ pub async fn superuser() -> tokio_postgres::Client {
         .unwrap()
 }
 
+/// A plan of a test's own named `name`: a copy of `free` with `set` (SQL assignments
+/// to its columns, or `""` for none) applied.
+pub async fn plan_like_free(pg: &tokio_postgres::Client, name: &str, set: &str) {
+    let set = if set.is_empty() {
+        String::new()
+    } else {
+        format!(", {set}")
+    };
+    pg.batch_execute(&format!(
+        "CREATE TEMP TABLE p AS SELECT * FROM berqenas.plans WHERE name = 'free';
+         UPDATE p SET name = '{name}'{set};
+         INSERT INTO berqenas.plans SELECT * FROM p; DROP TABLE p;"
+    ))
+    .await
+    .unwrap();
+}
+
 /// A superuser connection to another database of the shared cluster (a tenant's own,
 /// in database mode).
 pub async fn superuser_in(db: &str) -> tokio_postgres::Client {

@@ -52,14 +52,7 @@ fn receivers() -> &'static Mutex<HashMap<String, Receiver>> {
 fn step<'a>(env: &'a Env) -> Fut<'a, Value> {
     Box::pin(async move {
         let plan = format!("{}_plan", env.name);
-        env.pg
-            .batch_execute(&format!(
-                "CREATE TEMP TABLE p AS SELECT * FROM berqenas.plans WHERE name = 'free';
-                 UPDATE p SET name = '{plan}';
-                 INSERT INTO berqenas.plans SELECT * FROM p; DROP TABLE p;"
-            ))
-            .await
-            .unwrap();
+        crate::common::plan_like_free(&env.pg, &plan, "").await;
         let rx = Receiver::start(Arc::new(|_| (200, None))).await;
         // The receiver is on 127.0.0.1: registered as a server that allows it would.
         let mut p = env.rt.platform.clone();

@@ -44,13 +44,7 @@ pub async fn receiver(status: u16, body: &'static str, delay: Duration) -> (Stri
 /// A plan of this test's own (steps that match it run for no other test's creates).
 pub async fn plan(pg: &tokio_postgres::Client) -> String {
     let name = unique("obplan").replace('-', "_");
-    pg.batch_execute(&format!(
-        "CREATE TEMP TABLE p AS SELECT * FROM berqenas.plans WHERE name = 'free';
-         UPDATE p SET name = '{name}';
-         INSERT INTO berqenas.plans SELECT * FROM p; DROP TABLE p;"
-    ))
-    .await
-    .unwrap();
+    crate::common::plan_like_free(pg, &name, "").await;
     name
 }
 

@@ -5,17 +5,6 @@
 
 use super::*;
 
-/// A copy of plan `free` named `name`, with `set` (SQL assignments) applied.
-async fn plan_like_free(pg: &tokio_postgres::Client, name: &str, set: &str) {
-    pg.batch_execute(&format!(
-        "CREATE TEMP TABLE p AS SELECT * FROM berqenas.plans WHERE name = 'free';
-         UPDATE p SET name = '{name}', {set};
-         INSERT INTO berqenas.plans SELECT * FROM p; DROP TABLE p;"
-    ))
-    .await
-    .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_create_its_plan_sends_elsewhere_takes_no_member() {
     let o = own("settle", berqenas::template::Template::builtin()).await;
@@ -23,7 +12,7 @@ async fn a_create_its_plan_sends_elsewhere_takes_no_member() {
     let members = member_ids(&o.pg, "schema").await;
     for mode in ["shared", "database"] {
         let plan = format!("in_{mode}");
-        plan_like_free(&o.pg, &plan, &format!("default_isolation = '{mode}'")).await;
+        common::plan_like_free(&o.pg, &plan, &format!("default_isolation = '{mode}'")).await;
         let name = common::unique(&format!("pl{mode}"));
         let made = o.app.create_with(json!({"name": name, "plan": plan})).await;
         assert_eq!(made["isolation"], mode, "{made}");
@@ -36,7 +25,7 @@ async fn a_create_its_plan_sends_elsewhere_takes_no_member() {
 
     // A plan that gives its tenants a vector store, on a server with none: refused
     // as when the request asks for one, and nothing taken or made.
-    plan_like_free(&o.pg, "with_vectors", "vector_store = true").await;
+    common::plan_like_free(&o.pg, "with_vectors", "vector_store = true").await;
     let name = common::unique("plvec");
     let (status, body) = o
         .app
