@@ -21,15 +21,6 @@ use crate::platform::Platform;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The warm pool's mode of an isolation mode.
-fn mode_of(isolation: Isolation) -> Mode {
-    match isolation {
-        Isolation::Schema => Mode::Schema,
-        Isolation::Database => Mode::Database,
-        Isolation::Shared => Mode::Shared,
-    }
-}
-
 /// The member as a create of its mode makes a tenant, everything NOLOGIN, on the
 /// server `view` sees (`server`): schema mode, its roles and schema with the template
 /// applied, in one transaction there; shared mode, its roles and their member rows
@@ -44,7 +35,7 @@ pub async fn make(
     (member, id): (&Slug, Uuid),
     isolation: Isolation,
 ) -> Result<()> {
-    let mode = mode_of(isolation);
+    let mode = Mode::from(isolation);
     if mode == Mode::Shared {
         shared_mode::ensure_pool_on(view).await?;
     }
@@ -104,7 +95,7 @@ pub async fn claim(
     isolation: Isolation,
     registered: &Registered,
 ) -> Result<Option<i32>> {
-    let mode = mode_of(isolation);
+    let mode = Mode::from(isolation);
     let member = Slug::warm_member(member_key).ok_or_else(|| {
         Error::Rejected(crate::problem::Problem::bad_field(
             "key",

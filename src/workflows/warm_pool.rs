@@ -102,22 +102,6 @@ impl std::str::FromStr for Targets {
     }
 }
 
-fn mode_of(isolation: Isolation) -> Option<Mode> {
-    match isolation {
-        Isolation::Schema => Some(Mode::Schema),
-        Isolation::Shared => Some(Mode::Shared),
-        Isolation::Database => Some(Mode::Database),
-    }
-}
-
-fn isolation_of(mode: Mode) -> Isolation {
-    match mode {
-        Mode::Schema => Isolation::Schema,
-        Mode::Shared => Isolation::Shared,
-        Mode::Database => Isolation::Database,
-    }
-}
-
 /// The template version a member of `mode` must be at to be claimed: the template's
 /// latest (schema mode), or the shared pool's tables' (shared mode).
 fn version_of(rt: &Runtime, mode: Mode) -> Version<'static> {
@@ -147,9 +131,7 @@ pub async fn claim(
     tx: &Transaction<'_>,
     v: &Validated,
 ) -> Result<Option<Member>, service::Error> {
-    let Some(mode) = mode_of(v.isolation) else {
-        return Ok(None);
-    };
+    let mode = Mode::from(v.isolation);
     Ok(store::claim(tx, DEFAULT, v.isolation, version_of(rt, mode)).await?)
 }
 
@@ -210,7 +192,7 @@ pub async fn refill_one(
     if mode == Mode::Database {
         return super::warm_pool_database::refill_one(rt, key, target).await;
     }
-    let isolation = isolation_of(mode);
+    let isolation = Isolation::from(mode);
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
     store::lock_refill(&tx, DEFAULT, isolation)
@@ -264,7 +246,7 @@ pub async fn recycle_one(
         // Its database cannot be dropped in a transaction: steps of the engine.
         return super::warm_pool_database::recycle_one(rt, only).await;
     }
-    let isolation = isolation_of(mode);
+    let isolation = Isolation::from(mode);
     let mut client = rt.pool.get().await?;
     let tx = client.transaction().await?;
     let version = current_version(rt, &tx, mode).await?;
@@ -484,7 +466,7 @@ pub async fn round_paced(rt: &Runtime, targets: Targets, pace: Pace) -> Result<R
         let stale = {
             let c = rt.pool.get().await?;
             let version = current_version(rt, &c, mode).await?;
-            store::any_stale(&c, DEFAULT, isolation_of(mode), version)
+            store::any_stale(&c, DEFAULT, Isolation::from(mode), version)
                 .await
                 .map_err(service::Error::from)?
         };
@@ -524,7 +506,7 @@ async fn placed_round(
     let version = rt.template.latest_version();
     for (server, placeable) in placed::servers(rt).await? {
         for isolation in placed::MODES {
-            let target = mode_of(isolation).map_or(0, |m| targets.of(m));
+            let target = targets.of(isolation.into());
             let tended = async {
                 let c = rt.pool.get().await?;
                 let stale = store::any_stale(&c, &server, isolation, version)
@@ -567,7 +549,7 @@ async fn placed_round(
 async fn low(rt: &Runtime, mode: Mode, target: i64) -> Result<bool, Error> {
     let c = rt.pool.get().await?;
     let version = current_version(rt, &c, mode).await?;
-    let ready = store::count(&c, DEFAULT, isolation_of(mode), version)
+    let ready = store::count(&c, DEFAULT, Isolation::from(mode), version)
         .await
         .map_err(service::Error::from)?;
     Ok(ready * 4 <= target)

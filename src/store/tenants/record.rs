@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::isolation::warm::Mode;
 use crate::names::Slug;
 use crate::pg::Ident;
 use crate::store::quotas::Quotas;
@@ -79,6 +80,27 @@ impl Isolation {
 }
 
 crate::pg::from_text_column!(Isolation, "isolation mode");
+
+/// Every mode has a warm pool (docs/warm_pool.md), on every server.
+impl From<Isolation> for Mode {
+    fn from(isolation: Isolation) -> Self {
+        match isolation {
+            Isolation::Schema => Mode::Schema,
+            Isolation::Database => Mode::Database,
+            Isolation::Shared => Mode::Shared,
+        }
+    }
+}
+
+impl From<Mode> for Isolation {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Schema => Isolation::Schema,
+            Mode::Database => Isolation::Database,
+            Mode::Shared => Isolation::Shared,
+        }
+    }
+}
 
 /// Derived from the two network flags: VPN off is `public`; VPN on is `hybrid` when
 /// the public API is also on, `vpn-only` when it is off.
