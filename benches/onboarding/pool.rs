@@ -147,7 +147,10 @@ async fn claimed(raw: &tokio_postgres::Client, url: &str, db: &str, prefix: &str
                  OR EXISTS (SELECT 1 FROM berqenas.operations o, berqenas.operation_steps s
                              WHERE o.kind = 'tenant.create.database' AND o.tenant_id = t.id
                                AND s.operation_id = o.id AND s.name = 'register'
-                               AND s.outcome ? 'member'))",
+                               AND s.outcome ? 'member')
+                 -- A database-mode claim in one transaction (from scratch is steps).
+                 OR (t.isolation = 'database' AND EXISTS (SELECT 1 FROM berqenas.operations o
+                              WHERE o.kind = 'tenant.create' AND o.tenant_id = t.id)))",
         &[&prefix],
     )
     .await
@@ -349,8 +352,15 @@ pub async fn run(url: &str, dir: &Path, n: usize) {
             );
         }
     }
-    phases(&dir.join("trace-pool.jsonl"), "npone-", "claimed");
-    phases(&dir.join("trace-scratch.jsonl"), "spone-", "from-scratch");
+    let pool_trace = dir.join("trace-pool.jsonl");
+    phases(&pool_trace, "npone-", "claimed", "schema creates");
+    phases(&pool_trace, "npdatabase-", "claimed", "database creates");
+    phases(
+        &dir.join("trace-scratch.jsonl"),
+        "spone-",
+        "from-scratch",
+        "schema creates",
+    );
     for s in [Some(pool), Some(scratch), base_pool, base_scratch]
         .into_iter()
         .flatten()
@@ -361,7 +371,7 @@ pub async fn run(url: &str, dir: &Path, n: usize) {
 
 /// A server's create trace: each phase's p50 over the concurrency-1 schema series
 /// (`prefix`: `npone-` on `pool`, its claimed creates; `spone-` on `scratch`).
-fn phases(trace: &Path, prefix: &str, kind: &str) {
+fn phases(trace: &Path, prefix: &str, kind: &str, what: &str) {
     let text = std::fs::read_to_string(trace).unwrap_or_default();
     let mut by_phase: Vec<(String, Vec<f64>)> = Vec::new();
     let mut totals = Vec::new();
@@ -380,14 +390,22 @@ fn phases(trace: &Path, prefix: &str, kind: &str) {
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(0.0),
         );
-        for part in f["phases"].as_str().unwrap_or_default().split(' ') {
+        // `inside`: a database-mode claim's session in its database, beside `make`.
+        let phases = f["phases"].as_str().unwrap_or_default().split(' ');
+        let inside = f["inside"].as_str().unwrap_or_default().split(' ');
+        for (part, beside) in phases.map(|p| (p, false)).chain(inside.map(|p| (p, true))) {
             let Some((label, ms)) = part.split_once('=') else {
                 continue;
             };
+            let label = if beside {
+                format!("(make: {label})")
+            } else {
+                label.to_string()
+            };
             let ms: f64 = ms.parse().unwrap_or(0.0);
-            match by_phase.iter_mut().find(|(l, _)| l == label) {
+            match by_phase.iter_mut().find(|(l, _)| *l == label) {
                 Some((_, v)) => v.push(ms),
-                None => by_phase.push((label.to_string(), vec![ms])),
+                None => by_phase.push((label, vec![ms])),
             }
         }
     }
@@ -404,7 +422,7 @@ fn phases(trace: &Path, prefix: &str, kind: &str) {
         .map(|(l, v)| format!("{l} {:.2}", p50(v)))
         .collect();
     println!(
-        "create trace, {kind} schema creates (server side, n={}, p50 ms): total {:.2}; {}",
+        "create trace, {kind} {what} (server side, n={}, p50 ms): total {:.2}; {}",
         totals.len(),
         p50(&mut totals),
         shown.join(", ")

@@ -64,16 +64,37 @@ pub fn claim_sql(
             tenant.schema()
         )),
         // No session is ever on a member's database, so it can be renamed here; the
-        // schema inside it is renamed by the create's `configure` step.
-        Mode::Database => sql.push_str(&format!(
-            "ALTER DATABASE {} RENAME TO {};\nALTER DATABASE {} CONNECTION LIMIT {};\n",
-            member.schema(),
-            tenant.schema(),
-            tenant.schema(),
-            limits.connection_limit,
-        )),
+        // schema inside it is renamed by the create's `configure` step. (A claim in one
+        // transaction renames the database last instead: `rename_database_sql`.)
+        Mode::Database => sql.push_str(&rename_database_sql(member, tenant, limits)),
         Mode::Shared => {}
     }
+    sql.push_str(&claim_roles_sql(mode, member, tenant, verifier, limits));
+    sql
+}
+
+/// A database-mode member's database renamed to the tenant's, with the plan's
+/// connection limit: it needs no session on the database.
+pub fn rename_database_sql(member: &Slug, tenant: &Slug, limits: &RoleLimits) -> String {
+    format!(
+        "ALTER DATABASE {} RENAME TO {};\nALTER DATABASE {} CONNECTION LIMIT {};\n",
+        member.schema(),
+        tenant.schema(),
+        tenant.schema(),
+        limits.connection_limit,
+    )
+}
+
+/// The part of [`claim_sql`] on roles (and shared mode's member rows): the six roles
+/// renamed, then the login role's `LOGIN`, limits and `search_path`.
+pub fn claim_roles_sql(
+    mode: Mode,
+    member: &Slug,
+    tenant: &Slug,
+    verifier: Option<&str>,
+    limits: &RoleLimits,
+) -> String {
+    let mut sql = String::new();
     let renames: Vec<(Ident, Ident)> = member
         .fixed_roles()
         .into_iter()

@@ -1,6 +1,7 @@
 //! PostgreSQL access: identifiers, binaries, the embedded cluster, connection pools.
 
 pub mod binaries;
+pub mod closing;
 pub mod cluster;
 pub mod conn;
 pub mod dump_script;
@@ -46,6 +47,8 @@ pub enum PgError {
     Url(#[source] tokio_postgres::Error),
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(#[source] tokio_postgres::Error),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Socket(#[source] std::io::Error),
     #[error("the role berqenas connects as must be a superuser or have CREATEROLE and CREATEDB")]
     Privileges,
     #[error(transparent)]

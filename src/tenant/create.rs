@@ -210,6 +210,21 @@ pub struct Prechecked {
     pool_version: Option<i32>,
 }
 
+impl Prechecked {
+    /// The plan's realtime limits (per minute, per hour): a new tenant's own.
+    pub fn realtime_limits(&self) -> (i32, i32) {
+        let q = &self.plan.quotas;
+        (q.realtime_events_per_minute, q.realtime_events_per_hour)
+    }
+
+    /// A claimed database-mode member's database renamed to `v`'s, with the plan's
+    /// connection limit: the last of the claim's statements (`workflows::create_one`).
+    pub fn rename_database_sql(&self, p: &Platform, v: &Validated, member: &Slug) -> String {
+        let quota = v.db_quota_bytes.unwrap_or(self.plan.quotas.db_quota_bytes);
+        warm::rename_database_sql(member, &v.slug, &limits(p, &self.plan, quota))
+    }
+}
+
 /// [`Prechecked`]; the caller holds (or has queued before this) the name lock.
 pub async fn precheck(tx: &Transaction<'_>, v: &Validated) -> Result<Prechecked> {
     let shared = v.isolation == Isolation::Shared;
@@ -354,12 +369,18 @@ async fn provision_objects(
             let member = Slug::warm_member(&m.key).expect("a warm pool key");
             let (mode, schema) = match mode {
                 Isolation::Shared => (warm::Mode::Shared, shared::POOL_SCHEMA.to_string()),
+                Isolation::Database => (warm::Mode::Database, v.slug.schema().as_str().to_string()),
                 _ => (warm::Mode::Schema, v.slug.schema().as_str().to_string()),
             };
-            (
-                warm::claim_sql(mode, &member, &v.slug, login.verifier.as_deref(), &limits),
-                schema,
-            )
+            let verifier = login.verifier.as_deref();
+            let sql = match mode {
+                // Its database is renamed last, once nobody is in it (`workflows::create_one`).
+                warm::Mode::Database => {
+                    warm::claim_roles_sql(mode, &member, &v.slug, verifier, &limits)
+                }
+                _ => warm::claim_sql(mode, &member, &v.slug, verifier, &limits),
+            };
+            (sql, schema)
         }
         (None, isolation) => match isolation {
             Isolation::Shared => (
@@ -397,7 +418,10 @@ async fn provision_objects(
         plan: &plan.name,
         isolation: v.isolation,
         schema: Some(&schema),
-        database: &p.endpoint.database,
+        database: match v.isolation {
+            Isolation::Database => &schema,
+            _ => &p.endpoint.database,
+        },
         login_role: login_role.as_str(),
         owner_role: owner_role.as_str(),
         db_quota_bytes: quota,
@@ -466,11 +490,19 @@ pub async fn audit_created(
             tenant_id: Some(t.id),
             tenant_name: Some(t.name.as_str()),
             operation_id: Some(op),
-            details: serde_json::json!({
-                "plan": made.plan, "isolation": t.isolation.as_str(), "db_quota_bytes": made.db_quota_bytes,
-                "trial_days": made.trial_days, "vpn_enabled": t.vpn_enabled, "public_api": t.public_api,
-                "api_key_prefix": made.key_prefix,
-            }),
+            // A database-mode tenant's entry reads as one created in steps does
+            // (`database_mode::audit_created`).
+            details: match t.isolation {
+                Isolation::Database => serde_json::json!({
+                    "plan": made.plan, "isolation": t.isolation.as_str(), "database": t.database.as_str(),
+                    "db_quota_bytes": made.db_quota_bytes, "api_key_prefix": made.key_prefix,
+                }),
+                _ => serde_json::json!({
+                    "plan": made.plan, "isolation": t.isolation.as_str(), "db_quota_bytes": made.db_quota_bytes,
+                    "trial_days": made.trial_days, "vpn_enabled": t.vpn_enabled, "public_api": t.public_api,
+                    "api_key_prefix": made.key_prefix,
+                }),
+            },
         },
     )
     .await?;

@@ -4,6 +4,7 @@ pub mod access;
 pub mod api_keys;
 pub mod create;
 pub mod credentials;
+pub mod database_claim;
 pub mod database_mode;
 pub mod integrity;
 pub mod lifecycle;

@@ -50,6 +50,9 @@ pub enum Error {
     Pg(#[from] crate::pg::PgError),
     #[error("stored response is unreadable: {0}")]
     Stored(#[from] serde_json::Error),
+    /// A name read from the catalog that is not a valid identifier.
+    #[error(transparent)]
+    Name(#[from] crate::pg::ident::IdentError),
 }
 
 impl Error {

@@ -1,9 +1,10 @@
 //! Creating a tenant.
 //!
-//! - `tenant.create` (schema and shared modes): one transaction holds the roles, the
-//!   schema (or pool rows), the template, the registry row, the API key, the backup
-//!   policy, the audit row and the operation row: a crash leaves all or nothing
-//!   (`create_one`).
+//! - `tenant.create` (schema and shared modes, and a database-mode create that claims
+//!   a warm pool member): one transaction holds the roles, the schema (or pool rows,
+//!   or the claimed database's rename), the template, the registry row, the API key,
+//!   the backup policy, the audit row and the operation row: a crash leaves all or
+//!   nothing (`create_one`).
 //! - `tenant.create.database`: `CREATE DATABASE` cannot run in a transaction, so it is
 //!   steps: the roles and the registry row (the operation takes the tenant), the
 //!   clone (declared before it runs), its configuration, the vector store (when asked
@@ -171,7 +172,9 @@ pub async fn create_as(
         }
         Err(e) => return remember_rejection(rt, idem, &req.name, e).await,
     }
-    if v.isolation == Isolation::Database {
+    // A database-mode create is steps (`tenant.create.database`), unless it claims a
+    // warm pool member: `create_one` tries that first, and falls back to the steps.
+    if v.isolation == Isolation::Database && v.vector_store == Some(true) {
         return create_database(rt, &v, idem, actor, announce).await;
     }
     super::create_one::create(rt, &v, idem, actor, announce, trace).await
@@ -241,7 +244,7 @@ impl Params {
     }
 }
 
-async fn create_database(
+pub(super) async fn create_database(
     rt: &Runtime,
     v: &Validated,
     idem: Option<&Idempotency>,

@@ -3,6 +3,13 @@
 //! policy, the configuration, the event, the audit row and the operation row, so a
 //! crash leaves all or nothing (a [`crate::ops::Kind::single`]).
 //!
+//! A database-mode create comes here first too: if it claims a warm pool member, the
+//! claim is this one transaction (the member's own work inside its database runs on a
+//! session of its own beside the renames, and is over, its session gone, before the
+//! database is renamed in the last round trip: `tenant::database_claim`); if not (no
+//! member, or onboarding steps to run), it rolls back and runs in steps
+//! (`tenant.create.database`).
+//!
 //! Its statements are pipelined in four round trips after `BEGIN` (docs/warm_pool.md,
 //! "Where a create's time goes"): what it reads (the operation row, the onboarding
 //! steps, a warm pool member, the name lock, the name and the plan), what it makes
@@ -13,13 +20,16 @@
 //! the rest fail with the aborted transaction: the first error in queue order is the
 //! one reported, as when they ran one by one.
 
+use std::time::{Duration, Instant};
+
 use uuid::Uuid;
 
 use super::create::{remember_rejection, seal_response, settled, CREATE};
 use super::{create_trace, Error, Runtime};
+use crate::names::Slug;
 use crate::ops::{self, Idempotency, NewOperation, StoredResponse};
 use crate::tenant::create::{self as domain, CreatedTenant, Validated};
-use crate::tenant::service;
+use crate::tenant::{database_claim, service, Isolation};
 
 /// The create of a schema- or shared-mode tenant on the default server; `v` has its
 /// isolation settled. Runs staged (`create_staged`) when onboarding steps match.
@@ -58,7 +68,16 @@ pub(super) async fn create(
     if let Some(answer) = settled(p, begun?) {
         return answer;
     }
-    if staging.map_err(service::Error::from)? {
+    let staged = staging.map_err(service::Error::from)?;
+    let database = v.isolation == Isolation::Database;
+    // Database mode here only claims: a new database is made in steps, as are the
+    // onboarding steps' creates.
+    if database && (staged || matches!(claimed, Ok(None))) {
+        tx.rollback().await?;
+        drop(client);
+        return super::create::create_database(rt, v, idem, actor, announce).await;
+    }
+    if staged {
         tx.rollback().await?;
         drop(client);
         return super::create_staged::create(rt, v, idem, actor, announce).await;
@@ -68,8 +87,30 @@ pub(super) async fn create(
         let is_claim = claimed.is_some();
         locked?;
         let pre = pre?;
-        // 2. What it makes: the DDL (or the claim's renames), the check, the registry row.
-        let mut made = super::warm_pool::provision(rt, &tx, v, pre, claimed).await?;
+        let member_db = match &claimed {
+            Some(m) if database => Some(
+                Slug::warm_member(&m.key)
+                    .ok_or_else(|| Error::Rejected(super::warm_pool::bad_key()))?,
+            ),
+            _ => None,
+        };
+        let rename_database = member_db.as_ref().map(|m| pre.rename_database_sql(p, v, m));
+        let limits = pre.realtime_limits();
+        // 2. What it makes: the DDL (or the claim's renames), the check, the registry
+        // row; a database-mode member's own work in its database meanwhile.
+        let (made, inside) = tokio::join!(
+            super::warm_pool::provision(rt, &tx, v, pre, claimed),
+            async {
+                match &member_db {
+                    Some(m) => claim_inside(rt, m, v, limits).await.map(Some),
+                    None => Ok(None),
+                }
+            }
+        );
+        let mut made = made?;
+        if let Some(parts) = inside? {
+            create_trace::inside(&mut trace, &parts);
+        }
         create_trace::mark(&mut trace, "make");
         if v.vpn_enabled {
             let t = &mut made.created.tenant;
@@ -83,8 +124,15 @@ pub(super) async fn create(
                 serde_json::to_value(&made.created).map_err(service::Error::from)?,
             ),
         )?;
-        // 3. What it records, the audit row last.
-        let (key, policy, config, event, closed, audited) = tokio::join!(
+        // 3. What it records, the audit row last; first, a database-mode member's
+        // database renamed (nobody is in it any more).
+        let (renamed, key, policy, config, event, closed, audited) = tokio::join!(
+            async {
+                match &rename_database {
+                    Some(sql) => tx.batch_execute(sql).await.map_err(|e| taken(e, &v.slug)),
+                    None => Ok(()),
+                }
+            },
             domain::store_key(&tx, &made),
             crate::backup::policy::apply_at_create(
                 &tx,
@@ -109,6 +157,7 @@ pub(super) async fn create(
             ),
             domain::audit_created(&tx, &made, actor, op_id),
         );
+        renamed?;
         key?;
         policy.map_err(Error::from)?;
         config?;
@@ -142,4 +191,54 @@ pub(super) async fn create(
             remember_rejection(rt, idem, v.slug.as_str(), e).await
         }
     }
+}
+
+/// A claimed database-mode member's work inside its database, under its own name
+/// (`tenant::database_claim`), on a session that is gone when this returns; how long
+/// its connection, its work and its close took (for the create trace).
+async fn claim_inside(
+    rt: &Runtime,
+    member: &Slug,
+    v: &Validated,
+    limits: (i32, i32),
+) -> Result<[(&'static str, Duration); 3], Error> {
+    let p = &rt.platform;
+    let (t0, session) = (Instant::now(), database_claim::open(p, member).await?);
+    let t1 = Instant::now();
+    let done = async {
+        database_claim::prepare(&session.client, member, &v.slug, limits).await?;
+        super::pooler::prepare_in(p, &session.client, member.schema().as_str())
+            .await
+            .map_err(pooler_error)
+    }
+    .await;
+    let t2 = Instant::now();
+    session.close().await;
+    done?;
+    Ok([
+        ("connect", t1 - t0),
+        ("work", t2 - t1),
+        ("close", t2.elapsed()),
+    ])
+}
+
+/// A database of the tenant's name that is not in the registry: the name is taken.
+fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
+    if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) {
+        return service::taken_name(slug).into();
+    }
+    service::Error::from(e).into()
+}
+
+fn pooler_error(e: super::pooler::Error) -> Error {
+    use super::pooler::Error as P;
+    let e = match e {
+        P::Install { source, .. } | P::Db(source) => service::Error::Db(source),
+        P::Pg(e) => service::Error::Pg(e),
+        P::Pool(e) => service::Error::Pool(e),
+        P::Store(e) => service::Error::Store(e),
+        P::Name(e) => service::Error::Name(e),
+        P::Template(e) => *e,
+    };
+    e.into()
 }

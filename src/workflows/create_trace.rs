@@ -17,6 +17,9 @@ pub struct Trace {
     start: Instant,
     last: Instant,
     phases: Vec<(&'static str, Duration)>,
+    /// Parts of a phase that ran beside another (a database-mode claim's session in
+    /// its database: `connect`, `work`, `close`).
+    inside: Vec<(&'static str, Duration)>,
 }
 
 /// Starts a trace, if `BERQENAS_CREATE_TRACE=1`.
@@ -27,6 +30,7 @@ pub fn start() -> Option<Trace> {
             start: now,
             last: now,
             phases: Vec::with_capacity(12),
+            inside: Vec::new(),
         }
     })
 }
@@ -40,20 +44,32 @@ pub fn mark(trace: &mut Option<Trace>, label: &'static str) {
     }
 }
 
-/// Logs the trace: `phases="settle=0.31 place=0.22 ..."` in milliseconds.
-pub fn finish(trace: Option<Trace>, tenant: &str, claimed: bool) {
-    let Some(t) = trace else { return };
-    let phases: Vec<String> = t
-        .phases
+/// Records `parts` of the current phase that ran beside it.
+pub fn inside(trace: &mut Option<Trace>, parts: &[(&'static str, Duration)]) {
+    if let Some(t) = trace {
+        t.inside.extend_from_slice(parts);
+    }
+}
+
+fn ms(parts: &[(&'static str, Duration)]) -> String {
+    let parts: Vec<String> = parts
         .iter()
         .map(|(l, d)| format!("{l}={:.3}", d.as_secs_f64() * 1e3))
         .collect();
+    parts.join(" ")
+}
+
+/// Logs the trace: `phases="settle=0.31 place=0.22 ..."` in milliseconds (and
+/// `inside="connect=..."` when a phase had parts beside it).
+pub fn finish(trace: Option<Trace>, tenant: &str, claimed: bool) {
+    let Some(t) = trace else { return };
     tracing::info!(
         target: "berqenas::create_trace",
         claimed,
         tenant.name = %tenant,
         total_ms = format!("{:.3}", t.start.elapsed().as_secs_f64() * 1e3),
-        phases = phases.join(" "),
+        phases = ms(&t.phases),
+        inside = ms(&t.inside),
         "create timing"
     );
 }

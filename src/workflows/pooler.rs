@@ -178,6 +178,19 @@ pub async fn prepare_tenant_database(p: &Platform, database: &str) -> Result<(),
     install(&client, database, auth, "").await
 }
 
+/// [`prepare_tenant_database`] on a session the caller has in `database` (a claimed
+/// warm pool member's, under its own name: see `tenant::database_claim`).
+pub async fn prepare_in(
+    p: &Platform,
+    client: &tokio_postgres::Client,
+    database: &str,
+) -> Result<(), Error> {
+    match &p.pgbouncer.auth_user {
+        Some(auth) if p.caps.superuser => install(client, database, auth, "").await,
+        _ => Ok(()),
+    }
+}
+
 async fn connect(p: &Platform, database: &str) -> Result<tokio_postgres::Client, Error> {
     let mut config = p.config.clone();
     config.dbname(database);

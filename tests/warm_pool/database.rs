@@ -187,9 +187,8 @@ async fn database_mode_claims_a_prepared_database() {
     assert_ne!(taken[0], taken[1]);
     assert!(member_keys(&o.pg).await.is_empty());
 
-    // A refill killed after its clone, and a claim killed after it committed its
-    // renames: the restart (the same server identity) undoes both at once, leaving
-    // nothing behind.
+    // A refill killed after its clone: the restart (the same server identity) undoes
+    // it, leaving nothing behind. Then a claim killed before its commit.
     let identity = format!("test:{}", uuid::Uuid::new_v4());
     let (db, identity) = (&o.db, identity.as_str());
     let start = move || async move {
@@ -215,27 +214,32 @@ async fn database_mode_claims_a_prepared_database() {
     let orphans = pool_orphans(&o.pg, &keys).await;
     assert!(orphans.is_empty(), "{orphans:?}");
     assert_eq!(fill(&second, db_targets(1)).await.made, 1);
-    keys.extend(member_keys(&o.pg).await);
+    let members = member_keys(&o.pg).await;
+    keys.extend(members.clone());
+    let member = members.iter().next().unwrap().clone();
+    let oid = database_oid(&o.pg, &format!("tenant_wp__{member}")).await;
+    let create = |rt: Arc<Runtime>, name: String| async move {
+        let req = berqenas::tenant::create::CreateTenant {
+            name,
+            isolation: Some("database".into()),
+            ..Default::default()
+        };
+        berqenas::workflows::create::create(&rt, &req, None, "test").await
+    };
+    // Killed before its one transaction commits, after the member's own work in its
+    // database: the member is the pool's again, under its own names.
     let name = common::unique("dbkill");
     let (rt, n) = (second.clone(), name.clone());
-    kill_at(
-        &second,
-        "tenant.create.database/configure/before",
-        async move {
-            let req = berqenas::tenant::create::CreateTenant {
-                name: n,
-                isolation: Some("database".into()),
-                ..Default::default()
-            };
-            let _ = berqenas::workflows::create::create(&rt, &req, None, "test").await;
-        },
-    )
+    kill_at(&second, "tenant.create/commit/before", async move {
+        let _ = create(rt, n).await;
+    })
     .await;
-    assert!(
-        member_keys(&o.pg).await.is_empty(),
-        "the claim was not taken"
+    assert_eq!(
+        member_keys(&o.pg).await,
+        members,
+        "the member was not given back"
     );
-    let _third = start().await;
+    let third = start().await;
     let db = format!("tenant_{}", name.replace('-', "_"));
     assert!(
         database_oid(&o.pg, &db).await.is_none(),
@@ -250,6 +254,36 @@ async fn database_mode_claims_a_prepared_database() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
+    assert_eq!(
+        database_oid(&o.pg, &format!("tenant_wp__{member}")).await,
+        oid
+    );
+    let orphans = pool_orphans(&o.pg, &keys).await;
+    assert!(orphans.is_empty(), "{orphans:?}");
+    // The next claim takes it whole: its schema (named by the dead claim) found by its
+    // owner and named for the new tenant.
+    let next = common::unique("dbnext");
+    create(third.clone(), next.clone())
+        .await
+        .expect("the next claim");
+    let next_db = format!("tenant_{}", next.replace('-', "_"));
+    assert_eq!(
+        database_oid(&o.pg, &next_db).await,
+        oid,
+        "the member was not claimed"
+    );
+    let schemas: Vec<String> = common::superuser_in(&next_db)
+        .await
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant%' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(schemas, vec![next_db.clone()]);
     let orphans = pool_orphans(&o.pg, &keys).await;
     assert!(orphans.is_empty(), "{orphans:?}");
 }
