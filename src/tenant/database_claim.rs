@@ -9,6 +9,7 @@
 //! gate: nothing outside the member's database can see either, and the next claim
 //! finds the schema by its owner (the member's owner role) and renames it again.
 
+use deadpool_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 
 use super::service::Result;
@@ -66,3 +67,29 @@ pub async fn prepare(
     }
     Ok(())
 }
+
+/// Returns once PostgreSQL's activity view shows no session in the member's database
+/// (never, after [`POLLS`] readings that still show one)
+/// (polled on `c`, each time afresh: a transaction keeps its first reading of the view
+/// until `pg_stat_clear_snapshot()`). A backend leaves the view a few steps of its exit
+/// before it leaves the process array that `ALTER DATABASE ... RENAME` reads, and
+/// sooner than its socket ends (`pg::closing`).
+pub async fn left(c: &impl GenericClient, member: &Slug) -> Result<()> {
+    let (clear, count) = tokio::try_join!(
+        c.prepare_cached("SELECT pg_catalog.pg_stat_clear_snapshot()"),
+        c.prepare_cached("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = $1"),
+    )?;
+    let database = member.schema();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&database.as_str()];
+    // A round trip each; a backend that takes longer than this many is left to the
+    // end of its socket (`pg::closing::Closing::close_or`).
+    for _ in 0..POLLS {
+        let (_, n) = tokio::try_join!(c.execute(&clear, &[]), c.query_one(&count, &params))?;
+        if n.get::<_, i64>(0) == 0 {
+            return Ok(());
+        }
+    }
+    std::future::pending().await
+}
+
+const POLLS: usize = 100;

@@ -22,6 +22,7 @@
 
 use std::time::{Duration, Instant};
 
+use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use super::create::{remember_rejection, seal_response, settled, CREATE};
@@ -102,7 +103,7 @@ pub(super) async fn create(
             super::warm_pool::provision(rt, &tx, v, pre, claimed),
             async {
                 match &member_db {
-                    Some(m) => claim_inside(rt, m, v, limits).await.map(Some),
+                    Some(m) => claim_inside(rt, &tx, m, v, limits).await.map(Some),
                     None => Ok(None),
                 }
             }
@@ -198,6 +199,7 @@ pub(super) async fn create(
 /// its connection, its work and its close took (for the create trace).
 async fn claim_inside(
     rt: &Runtime,
+    tx: &Transaction<'_>,
     member: &Slug,
     v: &Validated,
     limits: (i32, i32),
@@ -213,7 +215,11 @@ async fn claim_inside(
     }
     .await;
     let t2 = Instant::now();
-    session.close().await;
+    // Out of the database once the activity view says so, or its socket ends.
+    let left = async {
+        let _ = database_claim::left(tx, member).await;
+    };
+    session.close_or(left).await;
     done?;
     Ok([
         ("connect", t1 - t0),

@@ -1,5 +1,6 @@
 //! Creates with an external onboarding step that really calls out (a receiver on
-//! 127.0.0.1 answering 200), in schema, shared and database mode: killed at every
+//! 127.0.0.1 answering 200), in schema, shared and database mode (and database mode
+//! claiming a warm pool member, in steps because of the step): killed at every
 //! boundary, then either the tenant is whole, with the step's answer on it, or there is
 //! nothing (the matrix checks roles, schemas and databases against the registry), and
 //! a step that answered was told to undo (its `compensate_url`).
@@ -38,7 +39,30 @@ pub fn scenarios() -> Vec<Scenario> {
             trigger: create_database,
             check: whole_or_nothing,
         },
+        // A claim that must run in steps: its `register` takes the member.
+        Scenario {
+            kind: create::CREATE_DATABASE,
+            label: "database, onboarding step, from the warm pool",
+            prepare: step_and_member,
+            trigger: create_database,
+            check: whole_and_no_half_member,
+        },
     ]
+}
+
+fn step_and_member<'a>(env: &'a Env) -> Fut<'a, Value> {
+    Box::pin(async move {
+        let mut state = step(env).await;
+        state["key"] = super::warm_pool::database_member(env).await["key"].clone();
+        state
+    })
+}
+
+fn whole_and_no_half_member<'a>(env: &'a Env, state: &'a Value) -> Fut<'a, Result<(), String>> {
+    Box::pin(async move {
+        whole_or_nothing(env, state).await?;
+        super::warm_pool::claimed_or_unclaimed(env, state).await
+    })
 }
 
 /// Each case's receiver, by the case's tenant name (a scenario's state is JSON).

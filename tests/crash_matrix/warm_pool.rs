@@ -82,7 +82,7 @@ fn member<'a>(env: &'a Env) -> Fut<'a, Value> {
 }
 
 /// A ready database-mode member.
-fn database_member<'a>(env: &'a Env) -> Fut<'a, Value> {
+pub(super) fn database_member<'a>(env: &'a Env) -> Fut<'a, Value> {
     Box::pin(async move {
         let key = warm_pool::new_key();
         warm_pool::refill_one(&env.rt, Mode::Database, &key, i64::MAX)
@@ -281,7 +281,7 @@ fn shown(e: tokio_postgres::Error) -> String {
 
 /// The prepared member is unclaimed and whole, or gone (claimed by this create or
 /// another case's); every member of the cluster is whole, none half claimed.
-fn claimed_or_unclaimed<'a>(env: &'a Env, v: &'a Value) -> Fut<'a, Result<(), String>> {
+pub(super) fn claimed_or_unclaimed<'a>(env: &'a Env, v: &'a Value) -> Fut<'a, Result<(), String>> {
     Box::pin(async move {
         let (status, t) = env
             .app
