@@ -51,8 +51,21 @@ impl Closing {
     }
 }
 
-/// Connects as [`super::connect`] does (no TLS), to the first host `config` names.
+/// Connects as [`super::connect`] does (no TLS), to the first host `config` names,
+/// within its `connect_timeout` (the socket and the startup both).
 pub async fn connect(config: &Config) -> Result<Closing, PgError> {
+    let limit = config.get_connect_timeout().copied().unwrap_or(CLOSE_WAIT);
+    tokio::time::timeout(limit, connect_now(config))
+        .await
+        .unwrap_or_else(|_| {
+            Err(PgError::Socket(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no session within {limit:?}"),
+            )))
+        })
+}
+
+async fn connect_now(config: &Config) -> Result<Closing, PgError> {
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let socket = match config.get_hosts().first() {
         Some(Host::Tcp(host)) => {
@@ -69,11 +82,12 @@ pub async fn connect(config: &Config) -> Result<Closing, PgError> {
                 .await
                 .map_err(PgError::Socket)?,
         ),
-        None => Socket::Unix(
-            UnixStream::connect(format!("/var/run/postgresql/.s.PGSQL.{port}"))
-                .await
-                .map_err(PgError::Socket)?,
-        ),
+        None => {
+            return Err(PgError::Socket(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the database URL names no host",
+            )))
+        }
     };
     let stream = Draining {
         socket,

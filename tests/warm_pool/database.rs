@@ -286,4 +286,42 @@ async fn database_mode_claims_a_prepared_database() {
     assert_eq!(schemas, vec![next_db.clone()]);
     let orphans = pool_orphans(&o.pg, &keys).await;
     assert!(orphans.is_empty(), "{orphans:?}");
+
+    // A database of the tenant's name that is not in the registry: the claim is
+    // refused as a taken name, and the member is the pool's again, its database
+    // under its own name.
+    assert_eq!(fill(&third, db_targets(1)).await.made, 1);
+    let members = member_keys(&o.pg).await;
+    keys.extend(members.clone());
+    let stray = common::unique("dbstray");
+    let stray_db = format!("tenant_{}", stray.replace('-', "_"));
+    o.pg.batch_execute(&format!("CREATE DATABASE {stray_db}"))
+        .await
+        .unwrap();
+    let app = TestApp::over(third.clone()).await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": stray, "isolation": "database"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.to_string().contains(&stray), "{body}");
+    assert_eq!(
+        member_keys(&o.pg).await,
+        members,
+        "the member was not given back"
+    );
+    let member = members.iter().next().unwrap();
+    assert!(database_oid(&o.pg, &format!("tenant_wp__{member}"))
+        .await
+        .is_some());
+    let (status, _) = app
+        .call(Method::GET, &format!("/api/v1/tenants/{stray}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    o.pg.batch_execute(&format!("DROP DATABASE {stray_db}"))
+        .await
+        .unwrap();
 }
