@@ -664,3 +664,48 @@ async fn tenants_on_another_server_log_in_through_the_pgbouncer_in_front_of_it()
     assert_eq!(t["server"], "pg2", "{t}");
     writes_through(&bouncer, &moved, "moved database").await;
 }
+
+/// A database-mode tenant claimed from the warm pool: its database gets the lookup
+/// function's CONNECT at the claim (members are made without it), and the tenant
+/// connects through PgBouncer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_database_tenant_connects_through_the_pooler() {
+    let bouncer = Bouncer::start().await;
+    let (_, shared) = spawn(&bouncer).await;
+    // A control database of its own: no other test's create takes this member.
+    let own = common::control_database("pgb_claim").await;
+    let platform = Platform {
+        pgbouncer: shared.pgbouncer.clone(),
+        ..berqenas::server::platform(&own, common::secret_key(), 8)
+            .await
+            .unwrap()
+    };
+    berqenas::tenant::database_mode::ensure_template(&platform)
+        .await
+        .unwrap();
+    let rt = common::runtime(platform).await;
+    let key = berqenas::workflows::warm_pool::new_key();
+    berqenas::workflows::warm_pool::refill_one(
+        &rt,
+        berqenas::isolation::warm::Mode::Database,
+        &key,
+        i64::MAX,
+    )
+    .await
+    .unwrap()
+    .expect("a member made");
+    let oid = |name: String| async move {
+        superuser()
+            .await
+            .query_one("SELECT oid FROM pg_database WHERE datname = $1", &[&name])
+            .await
+            .unwrap()
+            .get::<_, u32>(0)
+    };
+    let member = oid(format!("tenant_wp__{key}")).await;
+    let app = TestApp::over(rt.clone()).await;
+    let t = create(&app, "pgb-claim", "database").await;
+    let db = t["credentials"]["database"].as_str().unwrap().to_string();
+    assert_eq!(oid(db).await, member, "the create did not claim the member");
+    writes_through(&bouncer, &t, "claimed").await;
+}

@@ -33,16 +33,11 @@ pub struct Closing {
 
 impl Closing {
     /// Ends the session and waits until its server process has exited (at most
-    /// [`CLOSE_WAIT`]).
-    pub async fn close(self) {
-        self.close_or(std::future::pending()).await
-    }
-
-    /// [`Closing::close`], or sooner when `gone` (the caller's own evidence that the
-    /// server process has left, such as PostgreSQL's activity view) ends first: the
-    /// end of the socket comes only once the process has exited, about 3 ms after it
-    /// left the activity view on a 2-core machine (docs/warm_pool.md).
-    pub async fn close_or(self, gone: impl std::future::Future<Output = ()>) {
+    /// [`CLOSE_WAIT`]), or until `gone` (the caller's own evidence that the process
+    /// has left, such as PostgreSQL's activity view) ends, whichever is first: the end
+    /// of the socket comes only once the process has exited, about 3 ms after it left
+    /// the activity view on a 2-core machine (docs/warm_pool.md).
+    pub async fn close(self, gone: impl std::future::Future<Output = ()>) {
         drop(self.client);
         tokio::select! {
             _ = tokio::time::timeout(CLOSE_WAIT, self.driver) => {}

@@ -367,10 +367,10 @@ async fn provision_objects(
         (Some(m), mode) => {
             // The table's CHECK keeps every key 20 hex digits.
             let member = Slug::warm_member(&m.key).expect("a warm pool key");
-            let (mode, schema) = match mode {
-                Isolation::Shared => (warm::Mode::Shared, shared::POOL_SCHEMA.to_string()),
-                Isolation::Database => (warm::Mode::Database, v.slug.schema().as_str().to_string()),
-                _ => (warm::Mode::Schema, v.slug.schema().as_str().to_string()),
+            let mode = warm::Mode::from(mode);
+            let schema = match mode {
+                warm::Mode::Shared => shared::POOL_SCHEMA.to_string(),
+                _ => v.slug.schema().as_str().to_string(),
             };
             let verifier = login.verifier.as_deref();
             let sql = match mode {
@@ -490,13 +490,13 @@ pub async fn audit_created(
             tenant_id: Some(t.id),
             tenant_name: Some(t.name.as_str()),
             operation_id: Some(op),
-            // A database-mode tenant's entry reads as one created in steps does
-            // (`database_mode::audit_created`).
             details: match t.isolation {
-                Isolation::Database => serde_json::json!({
-                    "plan": made.plan, "isolation": t.isolation.as_str(), "database": t.database.as_str(),
-                    "db_quota_bytes": made.db_quota_bytes, "api_key_prefix": made.key_prefix,
-                }),
+                Isolation::Database => super::database_mode::audit_details(
+                    t,
+                    &made.plan,
+                    made.db_quota_bytes,
+                    &made.key_prefix,
+                ),
                 _ => serde_json::json!({
                     "plan": made.plan, "isolation": t.isolation.as_str(), "db_quota_bytes": made.db_quota_bytes,
                     "trial_days": made.trial_days, "vpn_enabled": t.vpn_enabled, "public_api": t.public_api,

@@ -82,7 +82,7 @@ pub async fn left(c: &impl GenericClient, member: &Slug) -> Result<()> {
     let database = member.schema();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&database.as_str()];
     // A round trip each; a backend that takes longer than this many is left to the
-    // end of its socket (`pg::closing::Closing::close_or`).
+    // end of its socket (`pg::closing::Closing::close`).
     for _ in 0..POLLS {
         let (_, n) = tokio::try_join!(c.execute(&clear, &[]), c.query_one(&count, &params))?;
         if n.get::<_, i64>(0) == 0 {

@@ -572,14 +572,25 @@ pub async fn audit_created(
             tenant_id: Some(t.id),
             tenant_name: Some(t.name.as_str()),
             operation_id: Some(op),
-            details: serde_json::json!({
-                "plan": r.plan, "isolation": t.isolation.as_str(), "database": t.database.as_str(),
-                "db_quota_bytes": r.db_quota_bytes, "api_key_prefix": key_prefix,
-            }),
+            details: audit_details(t, &r.plan, r.db_quota_bytes, key_prefix),
         },
     )
     .await?;
     Ok(())
+}
+
+/// The details of a database-mode tenant's `tenant_created` audit row, however it was
+/// made (in steps, or claimed in one transaction: `super::create::audit_created`).
+pub(super) fn audit_details(
+    t: &super::Tenant,
+    plan: &str,
+    db_quota_bytes: i64,
+    key_prefix: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "plan": plan, "isolation": t.isolation.as_str(), "database": t.database.as_str(),
+        "db_quota_bytes": db_quota_bytes, "api_key_prefix": key_prefix,
+    })
 }
 
 /// Deletes a database-mode tenant: the database (its sessions ended), then its roles

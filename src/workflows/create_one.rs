@@ -211,7 +211,7 @@ async fn claim_inside(
         database_claim::prepare(&session.client, member, &v.slug, limits).await?;
         super::pooler::prepare_in(p, &session.client, member.schema().as_str())
             .await
-            .map_err(pooler_error)
+            .map_err(|e| Error::from(service::Error::from(e)))
     }
     .await;
     let t2 = Instant::now();
@@ -219,7 +219,7 @@ async fn claim_inside(
     let left = async {
         let _ = database_claim::left(tx, member).await;
     };
-    session.close_or(left).await;
+    session.close(left).await;
     done?;
     Ok([
         ("connect", t1 - t0),
@@ -234,17 +234,4 @@ fn taken(e: tokio_postgres::Error, slug: &Slug) -> Error {
         return service::taken_name(slug).into();
     }
     service::Error::from(e).into()
-}
-
-fn pooler_error(e: super::pooler::Error) -> Error {
-    use super::pooler::Error as P;
-    let e = match e {
-        P::Install { source, .. } | P::Db(source) => service::Error::Db(source),
-        P::Pg(e) => service::Error::Pg(e),
-        P::Pool(e) => service::Error::Pool(e),
-        P::Store(e) => service::Error::Store(e),
-        P::Name(e) => service::Error::Name(e),
-        P::Template(e) => *e,
-    };
-    e.into()
 }

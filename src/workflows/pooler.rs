@@ -168,12 +168,9 @@ async fn prepare_cluster(p: &Platform, server: &str, extra: &str) -> Result<usiz
 /// In one database-mode tenant's database: the auth user's CONNECT and the lookup
 /// function (a clone of the template has it already unless the template predates it).
 pub async fn prepare_tenant_database(p: &Platform, database: &str) -> Result<(), Error> {
-    let Some(auth) = &p.pgbouncer.auth_user else {
+    let Some(auth) = auth_user(p) else {
         return Ok(());
     };
-    if !p.caps.superuser {
-        return Ok(());
-    }
     let client = connect(p, database).await?;
     install(&client, database, auth, "").await
 }
@@ -185,9 +182,29 @@ pub async fn prepare_in(
     client: &tokio_postgres::Client,
     database: &str,
 ) -> Result<(), Error> {
-    match &p.pgbouncer.auth_user {
-        Some(auth) if p.caps.superuser => install(client, database, auth, "").await,
-        _ => Ok(()),
+    match auth_user(p) {
+        Some(auth) => install(client, database, auth, "").await,
+        None => Ok(()),
+    }
+}
+
+/// PgBouncer's auth user, when this server installs its lookup function (as a
+/// superuser only).
+fn auth_user(p: &Platform) -> Option<&Ident> {
+    p.pgbouncer.auth_user.as_ref().filter(|_| p.caps.superuser)
+}
+
+impl From<Error> for crate::tenant::service::Error {
+    fn from(e: Error) -> Self {
+        use crate::tenant::service::Error as S;
+        match e {
+            Error::Install { source, .. } | Error::Db(source) => S::Db(source),
+            Error::Pg(e) => S::Pg(e),
+            Error::Pool(e) => S::Pool(e),
+            Error::Store(e) => S::Store(e),
+            Error::Name(e) => S::Name(e),
+            Error::Template(e) => *e,
+        }
     }
 }
 
