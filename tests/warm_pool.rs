@@ -13,8 +13,12 @@ mod common;
 mod database;
 #[path = "support/extra_cluster.rs"]
 mod extra_cluster;
+#[path = "warm_pool/holds.rs"]
+mod holds;
 #[path = "warm_pool/placed.rs"]
 mod placed;
+#[path = "support/receiver.rs"]
+mod receiver;
 #[path = "warm_pool/settle.rs"]
 mod settle;
 

@@ -84,17 +84,25 @@ async fn spawn(
     }
 }
 
-/// Members per mode, as `GET /api/v1/status` counts them.
-async fn members(http: &reqwest::Client, api: &str, mode: &str) -> i64 {
-    let status: serde_json::Value = http
-        .get(format!("{api}/api/v1/status"))
+async fn status(http: &reqwest::Client, api: &str) -> serde_json::Value {
+    http.get(format!("{api}/api/v1/status"))
         .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Sessions held ahead in database members (`None`: a binary that holds none).
+async fn held(http: &reqwest::Client, api: &str) -> Option<i64> {
+    status(http, api).await["warm_pool_sessions"].as_i64()
+}
+
+/// Members per mode, as `GET /api/v1/status` counts them.
+async fn members(http: &reqwest::Client, api: &str, mode: &str) -> i64 {
+    let status = status(http, api).await;
     status["warm_pool"]
         .as_array()
         .into_iter()
@@ -105,7 +113,8 @@ async fn members(http: &reqwest::Client, api: &str, mode: &str) -> i64 {
 }
 
 /// Waits (printing progress) until the refillers of `servers` have filled their pools
-/// (`modes`: those `bin` pools; an older binary may pool fewer).
+/// (`modes`: those `bin` pools; an older binary may pool fewer), and hold a session in
+/// each database member (a binary that does).
 async fn full(http: &reqwest::Client, servers: &[(&Server, &[&str])]) {
     let start = Instant::now();
     let mut last = Instant::now();
@@ -116,6 +125,13 @@ async fn full(http: &reqwest::Client, servers: &[(&Server, &[&str])]) {
                 let have = members(http, &s.api, mode).await;
                 if have < *want {
                     missing.push(format!("{} {mode} {have}/{want}", s.label));
+                }
+                let sessions = match *mode {
+                    "database" => held(http, &s.api).await,
+                    _ => None,
+                };
+                if let Some(sessions) = sessions.filter(|h| h < want) {
+                    missing.push(format!("{} sessions held {sessions}/{want}", s.label));
                 }
             }
         }

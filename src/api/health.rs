@@ -61,6 +61,10 @@ pub struct Status {
     /// They are not tenants: `tenants` does not count them.
     #[serde(default)]
     pub warm_pool: Vec<WarmPoolMembers>,
+    /// Sessions this instance holds open in database-mode members' databases for the
+    /// claims that take them (connections to PostgreSQL; at most 16).
+    #[serde(default)]
+    pub warm_pool_sessions: usize,
     /// The berqenas instance that answered (several may share one control database).
     #[serde(default)]
     pub instance: InstanceInfo,
@@ -161,6 +165,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
             vpn: crate::workflows::network::vpn_enforcement(p),
         },
         warm_pool,
+        warm_pool_sessions: state.platform.holds.count(),
         instance: InstanceInfo {
             id: state.platform.engine.instance(),
             elected: state.elected.held().into_iter().map(String::from).collect(),

@@ -142,7 +142,9 @@ pub struct ServeArgs {
     /// The warm pool: unclaimed tenants kept ready per isolation mode, so a create is
     /// a rename instead of new DDL (docs/warm_pool.md), e.g.
     /// `schema=50,database=10,shared=50`. The schema and database counts apply to
-    /// every server that takes new tenants, each with pools of its own. [default: off]
+    /// every server that takes new tenants, each with pools of its own. A database
+    /// pool also keeps a session open in the database of each of its next members
+    /// (up to 16 connections), for the claims. [default: off]
     #[arg(long, env = "BERQENAS_WARM_POOL", value_parser = parse_warm_pool)]
     pub warm_pool: Option<crate::workflows::warm_pool::Targets>,
     /// How often disk use is measured and disk quotas enforced (e.g. 30s, 5m).

@@ -235,6 +235,12 @@ pub async fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
                     m.isolation, m.server, m.template_version, m.members
                 );
             }
+            if s.warm_pool_sessions > 0 {
+                println!(
+                    "  sessions held in database members: {}",
+                    s.warm_pool_sessions
+                );
+            }
         }
     })
 }

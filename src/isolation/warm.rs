@@ -33,6 +33,26 @@ pub fn member_sql(
     }
 }
 
+/// The `application_name` of a session opened ahead in a database-mode member's
+/// database, for the claim that takes the member (`workflows::warm_pool_holds`).
+pub const HOLD_APPLICATION: &str = "berqenas-warm-hold";
+
+/// Ends every session held ahead in `member`'s database, waiting (at most 2 s) until
+/// each has left it: `ALTER DATABASE ... RENAME` refuses while anyone is in the
+/// database. Another server's (or this one's) held session, never a claim's own: a
+/// claim renames its session's `application_name` before its work, and waits for it
+/// to leave (`tenant::database_claim::left`).
+pub fn end_holds_sql(member: &Slug) -> String {
+    format!(
+        // Read afresh: a transaction keeps its first reading of the view.
+        "SELECT pg_catalog.pg_stat_clear_snapshot();\n\
+         SELECT pg_catalog.pg_terminate_backend(pid, 2000) FROM pg_catalog.pg_stat_activity \
+          WHERE datname = {} AND application_name = {} AND pid <> pg_catalog.pg_backend_pid();\n",
+        Literal(member.schema().as_str()),
+        Literal(HOLD_APPLICATION),
+    )
+}
+
 /// A member's login role given its password at the refill, still NOLOGIN: PostgreSQL
 /// checks every password it is given against the empty one (a PBKDF2 of the
 /// verifier's rounds), and the refill pays that instead of the claim.
@@ -63,9 +83,9 @@ pub fn claim_sql(
             member.schema(),
             tenant.schema()
         )),
-        // No session is ever on a member's database, so it can be renamed here; the
-        // schema inside it is renamed by the create's `configure` step. (A claim in one
-        // transaction renames the database last instead: `rename_database_sql`.)
+        // Only sessions held ahead are ever on a member's database: ended, it can be
+        // renamed here; the schema inside it is renamed by the create's `configure`
+        // step. (A claim in one transaction renames the database last instead.)
         Mode::Database => sql.push_str(&rename_database_sql(member, tenant, limits)),
         Mode::Shared => {}
     }
@@ -74,10 +94,12 @@ pub fn claim_sql(
 }
 
 /// A database-mode member's database renamed to the tenant's, with the plan's
-/// connection limit: it needs no session on the database.
+/// connection limit: it needs no session on the database, and the sessions held ahead
+/// there are ended first.
 pub fn rename_database_sql(member: &Slug, tenant: &Slug, limits: &RoleLimits) -> String {
     format!(
-        "ALTER DATABASE {} RENAME TO {};\nALTER DATABASE {} CONNECTION LIMIT {};\n",
+        "{}ALTER DATABASE {} RENAME TO {};\nALTER DATABASE {} CONNECTION LIMIT {};\n",
+        end_holds_sql(member),
         member.schema(),
         tenant.schema(),
         tenant.schema(),

@@ -141,6 +141,27 @@ pub async fn any_stale(
     .get(0))
 }
 
+/// The keys of the `n` members of this mode at this template version that claims
+/// take next (the oldest: [`claim`]'s order).
+pub async fn next_keys(
+    c: &impl GenericClient,
+    server: &str,
+    isolation: Isolation,
+    template_version: i32,
+    n: i64,
+) -> Result<Vec<String>> {
+    Ok(c.query(
+        "SELECT key FROM berqenas.warm_pool
+              WHERE server = $1 AND isolation = $2 AND template_version = $3
+              ORDER BY created_at LIMIT $4",
+        &[&server, &isolation.as_str(), &template_version, &n],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}
+
 /// Ready members of this mode at this template version.
 pub async fn count(
     c: &impl GenericClient,

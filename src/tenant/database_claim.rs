@@ -8,6 +8,9 @@
 //! pool with its schema already named for that tenant and the plan's limits in its
 //! gate: nothing outside the member's database can see either, and the next claim
 //! finds the schema by its owner (the member's owner role) and renames it again.
+//!
+//! The session is one opened ahead ([`hold`], `workflows::warm_pool_holds`) when the
+//! server holds one in the member's database, else a new one ([`open`]).
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
@@ -27,6 +30,30 @@ pub async fn open(p: &Platform, member: &Slug) -> Result<Closing> {
     Ok(pg::closing::connect(&config).await?)
 }
 
+/// A session opened ahead in the member's database for the claim that will take it,
+/// named [`warm::HOLD_APPLICATION`] (so that a claim or a recycle elsewhere can end
+/// it), with the catalog rows a claim's work reads already in its caches: a new
+/// backend reads them at its first use.
+pub async fn hold(p: &Platform, member: &Slug) -> Result<Closing> {
+    let mut config = p.config.clone();
+    config
+        .dbname(member.schema().as_str())
+        .application_name(warm::HOLD_APPLICATION);
+    let session = pg::closing::connect(&config).await?;
+    // A member made before members had their gate has no table to read: it is
+    // installed at the claim.
+    let _ = session.client.batch_execute(WARM_UP).await;
+    Ok(session)
+}
+
+/// What a claim's work reads first: the gate's row and its index, a schema by name.
+const WARM_UP: &str = "SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'tenant_';\n\
+     SELECT FROM berqenas_realtime.limits WHERE one;";
+
+/// Sent first in each batch of a claim's work: its session is no longer one held
+/// ahead, which the rename ends (and [`left`] does not wait for).
+const CLAIMING: &str = "SET application_name = 'berqenas';\n";
+
 /// The member's schema renamed to the tenant's and the gate given the plan's realtime
 /// limits (per minute, per hour), in one implicit transaction: what a claim changes
 /// inside the database (its grants, owners and default privileges name roles by OID,
@@ -37,7 +64,7 @@ pub async fn prepare(
     tenant: &Slug,
     (per_minute, per_hour): (i32, i32),
 ) -> Result<()> {
-    let rename = warm::rename_schema_sql(member, tenant);
+    let rename = format!("{CLAIMING}{}", warm::rename_schema_sql(member, tenant));
     let set = store::realtime_gate::set_limits(db, &rename, per_minute, per_hour).await;
     let Err(store::Error::Db(e)) = &set else {
         return Ok(set?);
@@ -55,7 +82,10 @@ pub async fn prepare(
                 .await?
                 .get(0);
             let from = pg::Ident::new(current)?;
-            let rename = format!("ALTER SCHEMA {from} RENAME TO {};", tenant.schema());
+            let rename = format!(
+                "{CLAIMING}ALTER SCHEMA {from} RENAME TO {};",
+                tenant.schema()
+            );
             store::realtime_gate::set_limits(db, &rename, per_minute, per_hour).await?;
         }
         // A member made before members had their gate.
@@ -69,7 +99,8 @@ pub async fn prepare(
 }
 
 /// Returns once PostgreSQL's activity view shows no session in the member's database
-/// (never, after [`POLLS`] readings that still show one)
+/// but those held ahead (never, after [`POLLS`] readings that still show one; the
+/// rename ends those: `warm::rename_database_sql`)
 /// (polled on `c`, each time afresh: a transaction keeps its first reading of the view
 /// until `pg_stat_clear_snapshot()`). A backend leaves the view a few steps of its exit
 /// before it leaves the process array that `ALTER DATABASE ... RENAME` reads, and
@@ -77,10 +108,14 @@ pub async fn prepare(
 pub async fn left(c: &impl GenericClient, member: &Slug) -> Result<()> {
     let (clear, count) = tokio::try_join!(
         c.prepare_cached("SELECT pg_catalog.pg_stat_clear_snapshot()"),
-        c.prepare_cached("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = $1"),
+        c.prepare_cached(
+            "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+              WHERE datname = $1 AND application_name IS DISTINCT FROM $2"
+        ),
     )?;
     let database = member.schema();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&database.as_str()];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+        [&database.as_str(), &warm::HOLD_APPLICATION];
     // A round trip each; a backend that takes longer than this many is left to the
     // end of its socket (`pg::closing::Closing::close`).
     for _ in 0..POLLS {

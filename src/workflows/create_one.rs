@@ -5,10 +5,10 @@
 //!
 //! A database-mode create comes here first too: if it claims a warm pool member, the
 //! claim is this one transaction (the member's own work inside its database runs on a
-//! session of its own beside the renames, and is over, its session gone, before the
-//! database is renamed in the last round trip: `tenant::database_claim`); if not (no
-//! member, or onboarding steps to run), it rolls back and runs in steps
-//! (`tenant.create.database`).
+//! session of its own beside what the create makes and records, and is over, its
+//! session gone, before the database is renamed, with the audit row, in a round trip
+//! of its own: `tenant::database_claim`); if not (no member, or onboarding steps to
+//! run), it rolls back and runs in steps (`tenant.create.database`).
 //!
 //! Its statements are pipelined in four round trips after `BEGIN` (docs/warm_pool.md,
 //! "Where a create's time goes"): what it reads (the operation row, the onboarding
@@ -97,81 +97,92 @@ pub(super) async fn create(
         };
         let rename_database = member_db.as_ref().map(|m| pre.rename_database_sql(p, v, m));
         let limits = pre.realtime_limits();
-        // 2. What it makes: the DDL (or the claim's renames), the check, the registry
-        // row; a database-mode member's own work in its database meanwhile.
-        let (made, inside) = tokio::join!(
-            super::warm_pool::provision(rt, &tx, v, pre, claimed),
-            async {
-                match &member_db {
-                    Some(m) => claim_inside(rt, &tx, m, v, limits).await.map(Some),
-                    None => Ok(None),
-                }
+        // A database-mode claim audits after its database's rename (4.).
+        let audit_now = member_db.is_none();
+        // 2. What it makes (the DDL or the claim's renames, the check, the registry
+        // row), then 3. what it records, the audit row last; a database-mode member's
+        // own work in its database meanwhile, its session's end awaited beside them.
+        let control = async {
+            let mut made = super::warm_pool::provision(rt, &tx, v, pre, claimed).await?;
+            create_trace::mark(&mut trace, "make");
+            if v.vpn_enabled {
+                let t = &mut made.created.tenant;
+                let subnet = crate::network::pool::allocate(&tx, &p.network.pool, t.id).await?;
+                t.vpn_subnet = Some(subnet.to_string());
             }
-        );
-        let mut made = made?;
+            let t = &made.created.tenant;
+            let sealed = seal_response(
+                p,
+                &StoredResponse::Success(
+                    serde_json::to_value(&made.created).map_err(service::Error::from)?,
+                ),
+            )?;
+            let (key, policy, config, event, closed, audited) = tokio::join!(
+                domain::store_key(&tx, &made),
+                crate::backup::policy::apply_at_create(
+                    &tx,
+                    t.id,
+                    &made.plan,
+                    v.backup_schedule.as_deref()
+                ),
+                crate::tenantconfig::create_default(&tx, t.id, &made.plan, actor),
+                async {
+                    if announce {
+                        domain::announce_created(&tx, t, made.key.clone(), None).await
+                    } else {
+                        Ok(())
+                    }
+                },
+                ops::succeed(
+                    &tx,
+                    op_id,
+                    t.id,
+                    &["provision"],
+                    idem.map(|_| sealed.as_slice())
+                ),
+                async {
+                    match audit_now {
+                        true => domain::audit_created(&tx, &made, actor, op_id).await,
+                        false => Ok(()),
+                    }
+                },
+            );
+            key?;
+            policy.map_err(Error::from)?;
+            config?;
+            event?;
+            closed?;
+            audited?;
+            create_trace::mark(&mut trace, "record");
+            Ok::<_, Error>(made)
+        };
+        let (made, inside) = tokio::join!(control, async {
+            match &member_db {
+                Some(m) => claim_inside(rt, &tx, m, v, limits).await.map(Some),
+                None => Ok(None),
+            }
+        });
+        let made = made?;
         if let Some(parts) = inside? {
             create_trace::inside(&mut trace, &parts);
         }
-        create_trace::mark(&mut trace, "make");
-        if v.vpn_enabled {
-            let t = &mut made.created.tenant;
-            let subnet = crate::network::pool::allocate(&tx, &p.network.pool, t.id).await?;
-            t.vpn_subnet = Some(subnet.to_string());
+        // 4. A database-mode member's database renamed (nobody is in it any more),
+        // then its audit row.
+        if let Some(sql) = &rename_database {
+            let (renamed, audited) = tokio::join!(
+                async { tx.batch_execute(sql).await.map_err(|e| taken(e, &v.slug)) },
+                domain::audit_created(&tx, &made, actor, op_id),
+            );
+            renamed?;
+            audited?;
+            create_trace::mark(&mut trace, "rename");
         }
-        let t = &made.created.tenant;
-        let sealed = seal_response(
-            p,
-            &StoredResponse::Success(
-                serde_json::to_value(&made.created).map_err(service::Error::from)?,
-            ),
-        )?;
-        // 3. What it records, the audit row last; first, a database-mode member's
-        // database renamed (nobody is in it any more).
-        let (renamed, key, policy, config, event, closed, audited) = tokio::join!(
-            async {
-                match &rename_database {
-                    Some(sql) => tx.batch_execute(sql).await.map_err(|e| taken(e, &v.slug)),
-                    None => Ok(()),
-                }
-            },
-            domain::store_key(&tx, &made),
-            crate::backup::policy::apply_at_create(
-                &tx,
-                t.id,
-                &made.plan,
-                v.backup_schedule.as_deref()
-            ),
-            crate::tenantconfig::create_default(&tx, t.id, &made.plan, actor),
-            async {
-                if announce {
-                    domain::announce_created(&tx, t, made.key.clone(), None).await
-                } else {
-                    Ok(())
-                }
-            },
-            ops::succeed(
-                &tx,
-                op_id,
-                t.id,
-                &["provision"],
-                idem.map(|_| sealed.as_slice())
-            ),
-            domain::audit_created(&tx, &made, actor, op_id),
-        );
-        renamed?;
-        key?;
-        policy.map_err(Error::from)?;
-        config?;
-        event?;
-        closed?;
-        audited?;
         // After the audit row: one lock order (the chain's head, then the network's).
         let network = if v.vpn_enabled {
             super::network::touch(rt, &tx, &made.created.tenant, false).await?
         } else {
             None
         };
-        create_trace::mark(&mut trace, "record");
         Ok::<_, Error>((made, network, is_claim))
     }
     .await;
@@ -195,7 +206,8 @@ pub(super) async fn create(
 }
 
 /// A claimed database-mode member's work inside its database, under its own name
-/// (`tenant::database_claim`), on a session that is gone when this returns; how long
+/// (`tenant::database_claim`), on the session held ahead there if there is one
+/// (`warm_pool_holds`), which is gone when this returns; how long
 /// its connection, its work and its close took (for the create trace).
 async fn claim_inside(
     rt: &Runtime,
@@ -205,7 +217,11 @@ async fn claim_inside(
     limits: (i32, i32),
 ) -> Result<[(&'static str, Duration); 3], Error> {
     let p = &rt.platform;
-    let (t0, session) = (Instant::now(), database_claim::open(p, member).await?);
+    let t0 = Instant::now();
+    let session = match rt.holds.take(member) {
+        Some(held) => held,
+        None => database_claim::open(p, member).await?,
+    };
     let t1 = Instant::now();
     let done = async {
         database_claim::prepare(&session.client, member, &v.slug, limits).await?;

@@ -175,6 +175,7 @@ pub(super) fn clean_server_roles<'a>(rt: &'a Runtime, o: &'a Object) -> StepFutu
         let there = Runtime {
             platform: view(rt, server).await?,
             engine: rt.engine.clone(),
+            holds: Default::default(),
         };
         let roles = Object {
             kind: "roles".into(),

@@ -38,6 +38,7 @@ pub mod users_placed;
 pub mod vector_store;
 pub mod warm_pool;
 mod warm_pool_database;
+pub mod warm_pool_holds;
 pub mod warm_pool_placed;
 
 use std::sync::Arc;
@@ -107,6 +108,8 @@ pub fn registry() -> Registry<Runtime> {
 pub struct Runtime {
     pub platform: Platform,
     pub engine: Engine<Runtime>,
+    /// Sessions held ahead in database-mode warm pool members' databases.
+    pub holds: Arc<warm_pool_holds::Holds>,
 }
 
 impl std::ops::Deref for Runtime {
@@ -122,7 +125,11 @@ impl Runtime {
     /// server: host and data directory) and settles what a previous process left.
     pub async fn start(platform: Platform, identity: &str) -> Result<Arc<Self>, OpError> {
         let engine = Engine::start(platform.pool.clone(), identity, registry()).await?;
-        let rt = Arc::new(Self { platform, engine });
+        let rt = Arc::new(Self {
+            platform,
+            engine,
+            holds: Arc::default(),
+        });
         let settled = rt.engine.reconcile(&rt).await?;
         if settled > 0 {
             tracing::warn!(

@@ -138,6 +138,7 @@ pub fn clean_there<'a>(rt: &'a Runtime, o: &'a Object) -> StepFuture<'a> {
         let there = Runtime {
             platform: rt.platform.on(&s),
             engine: rt.engine.clone(),
+            holds: Default::default(),
         };
         let one = Object {
             kind: o.kind.trim_end_matches("@server").to_string(),

@@ -431,7 +431,7 @@ pub fn create_started() {
 /// Whether creates are arriving now. A member costs the CPU of a create made from
 /// scratch, on the cores that serve the claims: made during a burst, it slowed each
 /// claim by a fifth (a 4.3 ms claim took 5.8 ms, docs/warm_pool.md).
-fn creates_arriving() -> bool {
+pub(super) fn creates_arriving() -> bool {
     let last = LAST_CREATE.load(Ordering::Relaxed);
     last != 0 && clock_ms().saturating_sub(last) < BURST_GAP.as_millis() as u64
 }
@@ -568,6 +568,12 @@ pub async fn run_forever(rt: Arc<Runtime>, targets: Targets) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "warm pool round failed; retrying next round"),
+        }
+        if targets.database > 0 {
+            let held = super::warm_pool_holds::top_up(&rt, targets.database, Pace::AroundCreates);
+            if let Err(e) = held.await {
+                tracing::warn!(error = %e, "no sessions held ahead this round");
+            }
         }
     }
 }

@@ -154,6 +154,7 @@ fn migrate<'a>(env: &'a Env, state: &'a Value) -> Fut<'a, Result<(), String>> {
                 ..env.rt.platform.clone()
             },
             engine: env.rt.engine.clone(),
+            holds: Default::default(),
         };
         let req = MigrateRequest {
             plan: state["plan"].as_str().map(String::from),
