@@ -19,7 +19,7 @@ where
 }
 
 /// The OID of the database named `name`, if there is one.
-async fn database_oid(pg: &tokio_postgres::Client, name: &str) -> Option<u32> {
+pub(super) async fn database_oid(pg: &tokio_postgres::Client, name: &str) -> Option<u32> {
     pg.query_opt("SELECT oid FROM pg_database WHERE datname = $1", &[&name])
         .await
         .unwrap()

@@ -10,6 +10,7 @@ use berqenas::isolation::warm::HOLD_APPLICATION;
 use berqenas::workflows::warm_pool::Pace;
 use berqenas::workflows::warm_pool_holds::top_up;
 
+use super::database::database_oid;
 use super::receiver::Receiver;
 use super::*;
 
@@ -57,16 +58,6 @@ async fn next_member(pg: &tokio_postgres::Client) -> String {
     format!("tenant_wp__{key}")
 }
 
-async fn oid_of(pg: &tokio_postgres::Client, database: &str) -> Option<u32> {
-    pg.query_opt(
-        "SELECT oid FROM pg_database WHERE datname = $1",
-        &[&database],
-    )
-    .await
-    .unwrap()
-    .map(|r| r.get(0))
-}
-
 /// A claim in one transaction takes the session held in its member's database (no
 /// new one), ends the one another server holds there, and leaves nobody in the
 /// tenant's database; the other member's session stays held.
@@ -79,10 +70,12 @@ async fn a_claim_takes_its_members_held_session_and_ends_another_servers() {
     assert_eq!(fill(&o.rt, database_only(2)).await.made, 2);
     assert_eq!(top_up(&o.rt, 2, Pace::Now).await.unwrap(), 2);
     assert_eq!(o.rt.holds.count(), 2);
+    let (_, status) = o.app.call(Method::GET, "/api/v1/status", None).await;
+    assert_eq!(status["warm_pool_sessions"], 2, "{status}");
     // Again: both are held already.
     assert_eq!(top_up(&o.rt, 2, Pace::Now).await.unwrap(), 0);
     let member = next_member(&o.pg).await;
-    let oid = oid_of(&o.pg, &member).await.unwrap();
+    let oid = database_oid(&o.pg, &member).await.unwrap();
     let elsewhere = held_elsewhere(&o, &member).await;
     assert_eq!(
         sessions_in(&o.pg, &member).await,
@@ -93,7 +86,11 @@ async fn a_claim_takes_its_members_held_session_and_ends_another_servers() {
     let started = std::time::Instant::now();
     o.app.create_in(&name, "database").await;
     let database = format!("tenant_{}", name.replace('-', "_"));
-    assert_eq!(oid_of(&o.pg, &database).await, Some(oid), "not a claim");
+    assert_eq!(
+        database_oid(&o.pg, &database).await,
+        Some(oid),
+        "not a claim"
+    );
     // Ended, not waited out (a rename waits 5 s for a session, then refuses).
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
     assert_eq!(
@@ -145,7 +142,7 @@ async fn a_claim_in_steps_ends_the_sessions_held_in_its_member() {
     assert_eq!(fill(&o.rt, database_only(1)).await.made, 1);
     assert_eq!(top_up(&o.rt, 1, Pace::Now).await.unwrap(), 1);
     let member = next_member(&o.pg).await;
-    let oid = oid_of(&o.pg, &member).await.unwrap();
+    let oid = database_oid(&o.pg, &member).await.unwrap();
     let elsewhere = held_elsewhere(&o, &member).await;
 
     let name = common::unique("dbholdst");
@@ -153,7 +150,11 @@ async fn a_claim_in_steps_ends_the_sessions_held_in_its_member() {
         .create_with(json!({"name": name, "isolation": "database", "plan": plan}))
         .await;
     let database = format!("tenant_{}", name.replace('-', "_"));
-    assert_eq!(oid_of(&o.pg, &database).await, Some(oid), "not a claim");
+    assert_eq!(
+        database_oid(&o.pg, &database).await,
+        Some(oid),
+        "not a claim"
+    );
     assert!(elsewhere.simple_query("SELECT 1").await.is_err());
     assert_eq!(o.rt.holds.taken(), 0, "a claim in steps takes no session");
     assert_eq!(rx.got.lock().unwrap().len(), 1);
