@@ -98,6 +98,9 @@ fn retry_after(h: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
     Some(Duration::from_secs(secs.clamp(0, 86_400) as u64))
 }
 
+/// At most this many events are fanned out in one transaction.
+const FAN_OUT_BATCH: i64 = 500;
+
 /// The relay of one server instance.
 #[derive(Clone)]
 pub struct Relay {
@@ -153,7 +156,7 @@ impl Relay {
 
     /// Fans out waiting events, then attempts the due deliveries; returns what it did.
     pub async fn run_once(&self) -> Result<Round, RelayError> {
-        let (fanned_out, _) = self.fan_out(500).await?;
+        let (fanned_out, _) = self.fan_out(FAN_OUT_BATCH).await?;
         let attempted = self.deliver_due().await?;
         Ok(Round {
             fanned_out,
@@ -399,7 +402,7 @@ impl Relay {
         let mut due = true;
         loop {
             let round = async {
-                let (events, deliveries) = self.fan_out(500).await?;
+                let (events, deliveries) = self.fan_out(FAN_OUT_BATCH).await?;
                 let attempted = if due || deliveries > 0 {
                     self.start_due(&permits).await?
                 } else {
@@ -408,7 +411,10 @@ impl Relay {
                 Ok::<_, RelayError>((events, attempted))
             };
             let failed = match round.await {
-                Ok((events, attempted)) if events + attempted > 0 => {
+                // A batch short of full took every event queued when it looked, and
+                // each one queued since has notified: no second look (a create's
+                // DDL makes the server plan it again, 0.2 ms each time).
+                Ok((events, attempted)) if attempted > 0 || events == FAN_OUT_BATCH as usize => {
                     // More may be due: the next of an (endpoint, tenant) in order.
                     due = attempted > 0;
                     // Lets a few attempts finish before the next claim, so claims come

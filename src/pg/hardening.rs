@@ -328,7 +328,7 @@ const FEW_ROLES: usize = 64;
 fn check_sql(roles: &[String]) -> &'static str {
     static FEW: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "WITH RECURSIVE {MEMBERSHIPS_OF_FEW} {}",
+            "WITH {MEMBERSHIPS_OF_FEW} {}",
             verdict_sql(
                 "named JOIN pg_roles r ON r.oid = named.oid",
                 "has_database_privilege(r.oid, 'template1', 'CONNECT')"
@@ -352,34 +352,29 @@ fn check_sql(roles: &[String]) -> &'static str {
     }
 }
 
-// Membership in the `pg_*` roles (what `pg_has_role(.., 'MEMBER')` answers) is read
-// from `pg_auth_members`, transitively, as `member_of(member, pg_role)`, one of two
-// ways. Each is cheap where the other is not: asking `pg_has_role` per role against a
-// scan of `pg_roles` was quadratic, 400 s at 60,000 roles (10,000 tenants).
+// Membership in the `pg_*` roles, transitively (what `pg_has_role(.., 'MEMBER')`
+// answers), as `member_of(member, pg_role)`, one of two ways. Each is cheap where the
+// other is not.
 //
-// A create's few roles: walked up from each through the `(member, roleid)` index, so a
-// create costs the same at 10,000 tenants as at 10 (reading every `pg_*` membership
-// instead cost a create 20 to 40 ms at 3,000 tenants, growing with them). Each step is
-// a subquery the planner cannot flatten (`OFFSET 0`) and the names are looked up
-// first, apart (`MATERIALIZED`): planned as joins, the roles were merge-joined to
-// every membership (a plan does not know how few names it gets), 2.2 ms of a create
-// at 4,000 roles against 0.5 ms walked up (2026-12-06, eight runs each, psql).
-const MEMBERSHIPS_OF_FEW: &str = "named(oid) AS MATERIALIZED (
-                 SELECT oid FROM pg_roles WHERE rolname = ANY($1::text[])),
-             up(member, role) AS (
-                 SELECT n.oid, am.roleid FROM named n,
-                   LATERAL (SELECT a.roleid FROM pg_auth_members a WHERE a.member = n.oid OFFSET 0) am
-                 UNION
-                 SELECT up.member, am.roleid FROM up,
-                   LATERAL (SELECT a.roleid FROM pg_auth_members a WHERE a.member = up.role OFFSET 0) am),
+// A create's few roles: `pg_has_role` of each against each `pg_*` role (a dozen or
+// so). PostgreSQL walks up from the role once and keeps the answer for the next
+// calls on it, so a create costs the same at 10,000 tenants as at 10. This is also
+// the cheapest of the ways tried to plan: every create plans the check again (its
+// `CREATE SCHEMA` resets every cached plan), and walking `pg_auth_members` up in a
+// recursive query cost 0.35 to 0.6 ms of planning and 0.6 ms to run at 350 roles
+// (2026-12-06, psql, after a `CREATE SCHEMA`). Reading every `pg_*` membership down
+// instead cost a create 20 to 40 ms at 3,000 tenants, growing with them. A superuser
+// is a member of every role: its `SUPERUSER` says it all.
+const MEMBERSHIPS_OF_FEW: &str = "named(oid, super) AS MATERIALIZED (
+                 SELECT oid, rolsuper FROM pg_roles WHERE rolname = ANY($1::text[])),
              member_of(member, pg_role) AS (
-                 SELECT up.member, g.rolname::text FROM up,
-                   LATERAL (SELECT g.rolname FROM pg_roles g WHERE g.oid = up.role OFFSET 0) g
-                  WHERE g.rolname LIKE 'pg\\_%')";
+                 SELECT n.oid, g.rolname::text FROM named n,
+                   (SELECT oid, rolname FROM pg_roles WHERE rolname LIKE 'pg\\_%') g
+                  WHERE NOT n.super AND pg_has_role(n.oid, g.oid, 'MEMBER'))";
 
 // Every tenant role (at start): every `pg_*` membership read down once, transitively,
 // and hash-joined to the roles (0.25 s at 60,000 roles; walking up from each of them
-// took seconds).
+// took seconds, and asking `pg_has_role` of each was quadratic: 400 s).
 const MEMBERSHIPS_OF_ALL: &str = "member_of(member, pg_role) AS (
                  SELECT am.member, g.rolname::text FROM pg_auth_members am
                    JOIN pg_roles g ON g.oid = am.roleid WHERE g.rolname LIKE 'pg\\_%'
