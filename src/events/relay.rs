@@ -422,7 +422,15 @@ impl Relay {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 }
-                Ok(_) => false,
+                Ok((events, _)) => {
+                    // A pause still, so that a stream of events (a migration's, one per
+                    // tenant) is fanned out in batches: those queued meanwhile have
+                    // notified, and the look after the pause takes them together.
+                    if events > 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    false
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "webhook relay round failed; retrying");
                     true
