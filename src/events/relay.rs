@@ -411,23 +411,21 @@ impl Relay {
                 Ok::<_, RelayError>((events, attempted))
             };
             let failed = match round.await {
-                // A batch short of full took every event queued when it looked, and
-                // each one queued since has notified: no second look (a create's
-                // DDL makes the server plan it again, 0.2 ms each time).
-                Ok((events, attempted)) if attempted > 0 || events == FAN_OUT_BATCH as usize => {
-                    // More may be due: the next of an (endpoint, tenant) in order.
-                    due = attempted > 0;
-                    // Lets a few attempts finish before the next claim, so claims come
-                    // in batches rather than one per finished attempt.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                }
-                Ok((events, _)) => {
-                    // A pause still, so that a stream of events (a migration's, one per
-                    // tenant) is fanned out in batches: those queued meanwhile have
-                    // notified, and the look after the pause takes them together.
-                    if events > 0 {
+                Ok((events, attempted)) => {
+                    if events + attempted > 0 {
+                        // Lets a few attempts finish before the next claim, and events
+                        // queued meanwhile gather (a migration's, one per tenant), so
+                        // both come in batches.
                         tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    // More may be due (the next of an (endpoint, tenant) in order), or
+                    // queued beyond a full batch. A batch short of full took every
+                    // event queued when it looked, and each one queued since has
+                    // notified: no look that would find nothing (planned again after
+                    // every create's DDL, 0.2 ms).
+                    if attempted > 0 || events == FAN_OUT_BATCH as usize {
+                        due = attempted > 0;
+                        continue;
                     }
                     false
                 }

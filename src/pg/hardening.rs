@@ -361,8 +361,9 @@ fn check_sql(roles: &[String]) -> &'static str {
 // calls on it, so a create costs the same at 10,000 tenants as at 10. This is also
 // the cheapest of the ways tried to plan: every create plans the check again (its
 // `CREATE SCHEMA` resets every cached plan), and walking `pg_auth_members` up in a
-// recursive query cost 0.35 to 0.6 ms of planning and 0.6 ms to run at 350 roles
-// (2026-12-06, psql, after a `CREATE SCHEMA`). Reading every `pg_*` membership down
+// recursive query cost 0.36 to 0.49 ms of planning and 0.7 to 0.95 ms to run at 358
+// roles, against 0.32 to 0.41 and 0.19 to 0.32 ms (2026-12-06, psql, after a
+// `CREATE SCHEMA`). Reading every `pg_*` membership down
 // instead cost a create 20 to 40 ms at 3,000 tenants, growing with them. A superuser
 // is a member of every role: its `SUPERUSER` says it all.
 const MEMBERSHIPS_OF_FEW: &str = "named(oid, super) AS MATERIALIZED (

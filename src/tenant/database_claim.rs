@@ -25,9 +25,14 @@ use crate::store;
 /// A session in the member's database (its own name), for [`prepare`]; closed with
 /// [`Closing::close`], which returns once the server is out of the database.
 pub async fn open(p: &Platform, member: &Slug) -> Result<Closing> {
+    Ok(pg::closing::connect(&in_member(p, member)).await?)
+}
+
+/// The control role's connection settings, in the member's database.
+fn in_member(p: &Platform, member: &Slug) -> tokio_postgres::Config {
     let mut config = p.config.clone();
     config.dbname(member.schema().as_str());
-    Ok(pg::closing::connect(&config).await?)
+    config
 }
 
 /// A session opened ahead in the member's database for the claim that will take it,
@@ -35,10 +40,8 @@ pub async fn open(p: &Platform, member: &Slug) -> Result<Closing> {
 /// it), with the catalog rows a claim's work reads already in its caches: a new
 /// backend reads them at its first use.
 pub async fn hold(p: &Platform, member: &Slug) -> Result<Closing> {
-    let mut config = p.config.clone();
-    config
-        .dbname(member.schema().as_str())
-        .application_name(warm::HOLD_APPLICATION);
+    let mut config = in_member(p, member);
+    config.application_name(warm::HOLD_APPLICATION);
     let session = pg::closing::connect(&config).await?;
     // A member made before members had their gate has no table to read: it is
     // installed at the claim.
