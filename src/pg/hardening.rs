@@ -321,70 +321,57 @@ pub async fn check_client(
     verdict(&c.query(check_sql(roles), &[&roles]).await?)
 }
 
-/// What PUBLIC may do that it must not: the check's last row, named `PUBLIC`.
-macro_rules! public_row {
-    () => {
-        "SELECT 'PUBLIC', array_remove(ARRAY[
-                CASE WHEN has_schema_privilege('public', 'public', 'CREATE') THEN 'CREATE on schema public' END,
-                CASE WHEN has_database_privilege('public', current_database(), 'CONNECT')
-                     THEN 'CONNECT on database ' || current_database() END
-            ], NULL)"
-    };
-}
-const PUBLIC_ROW: &str = public_row!();
-
 /// Up to this many roles (a create's six, a user's one) are checked by walking up
 /// from each; more (every tenant role, at start) by reading every `pg_*` membership.
 const FEW_ROLES: usize = 64;
 
 fn check_sql(roles: &[String]) -> &'static str {
+    static FEW: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH {MEMBERSHIPS_OF_FEW} {}",
+            verdict_sql(
+                "named JOIN pg_roles r ON r.oid = named.oid",
+                "has_database_privilege(r.oid, 'template1', 'CONNECT')"
+            )
+        )
+    });
     static ALL: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "WITH RECURSIVE {MEMBERSHIPS_OF_ALL}, {TEMPLATE1_CONNECT} {VERDICT_OF_ALL} UNION ALL {PUBLIC_ROW}"
+            "WITH RECURSIVE {MEMBERSHIPS_OF_ALL}, {TEMPLATE1_CONNECT} {}",
+            verdict_sql(
+                "pg_roles r JOIN unnest($1::text[]) AS n(name) ON r.rolname = n.name",
+                "(r.oid IN (SELECT role FROM template1_connect)
+                  OR EXISTS (SELECT 1 FROM template1_connect WHERE role = 0))"
+            )
         )
     });
     if roles.len() <= FEW_ROLES {
-        CHECK_FEW
+        &FEW
     } else {
         &ALL
     }
 }
 
-// A create's few roles: `pg_has_role` of each against each `pg_*` role (a dozen or
-// so, a range of the name index), in a subquery per role. PostgreSQL walks up from
-// the role once and keeps the answer for the next calls on it, so a create costs the
-// same at 10,000 tenants as at 10. A superuser is a member of every role: its
-// `SUPERUSER` says it all.
+// Membership in the `pg_*` roles, transitively (what `pg_has_role(.., 'MEMBER')`
+// answers), as `member_of(member, pg_role)`, one of two ways. Each is cheap where the
+// other is not.
 //
-// Every create plans the check again (its `CREATE SCHEMA` resets every cached plan),
-// so the query is kept cheap to plan: the view `pg_roles` named twice, no CTE, no
-// join, no aggregate. psql after a `CREATE SCHEMA` in the same transaction, 3,444
-// roles, 15 runs each alternating (2026-12-07): planning 0.15 to 0.20 ms and running
-// 0.07 to 0.10 ms at the median, against 0.28 to 0.32 and 0.10 to 0.14 ms for the
-// form before it (a materialized CTE of the roles, a CTE of their memberships
-// joined and aggregated). Walking `pg_auth_members` up in a recursive query, before
-// that, cost 0.36 to 0.49 ms of planning and 0.7 to 0.95 ms to run at 358 roles;
-// reading every `pg_*` membership down instead cost a create 20 to 40 ms at 3,000
-// tenants, growing with them.
-const CHECK_FEW: &str = concat!(
-    "SELECT r.rolname::text,
-            array_remove(ARRAY[
-                CASE WHEN r.rolsuper THEN 'SUPERUSER' END,
-                CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,
-                CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END,
-                CASE WHEN r.rolreplication THEN 'REPLICATION' END,
-                CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END,
-                CASE WHEN has_database_privilege(r.oid, 'template1', 'CONNECT')
-                     THEN 'CONNECT on template1' END
-            ], NULL)
-            || CASE WHEN r.rolsuper THEN '{}'::text[] ELSE ARRAY(
-                   SELECT 'member of ' || g.rolname FROM pg_roles g
-                    WHERE g.rolname LIKE 'pg\\_%' AND pg_has_role(r.oid, g.oid, 'MEMBER')
-                    ORDER BY g.rolname) END
-       FROM pg_roles r WHERE r.rolname = ANY($1::text[])
-     UNION ALL ",
-    public_row!()
-);
+// A create's few roles: `pg_has_role` of each against each `pg_*` role (a dozen or
+// so). PostgreSQL walks up from the role once and keeps the answer for the next
+// calls on it, so a create costs the same at 10,000 tenants as at 10. This is also
+// the cheapest of the ways tried to plan: every create plans the check again (its
+// `CREATE SCHEMA` resets every cached plan), and walking `pg_auth_members` up in a
+// recursive query cost 0.36 to 0.49 ms of planning and 0.7 to 0.95 ms to run at 358
+// roles, against 0.32 to 0.41 and 0.19 to 0.32 ms (2026-12-06, psql, after a
+// `CREATE SCHEMA`). Reading every `pg_*` membership down
+// instead cost a create 20 to 40 ms at 3,000 tenants, growing with them. A superuser
+// is a member of every role: its `SUPERUSER` says it all.
+const MEMBERSHIPS_OF_FEW: &str = "named(oid, super) AS MATERIALIZED (
+                 SELECT oid, rolsuper FROM pg_roles WHERE rolname = ANY($1::text[])),
+             member_of(member, pg_role) AS (
+                 SELECT n.oid, g.rolname::text FROM named n,
+                   (SELECT oid, rolname FROM pg_roles WHERE rolname LIKE 'pg\\_%') g
+                  WHERE NOT n.super AND pg_has_role(n.oid, g.oid, 'MEMBER'))";
 
 // Every tenant role (at start): every `pg_*` membership read down once, transitively,
 // and hash-joined to the roles (0.25 s at 60,000 roles; walking up from each of them
@@ -412,9 +399,17 @@ const TEMPLATE1_CONNECT: &str = "template1_connect(role) AS (
                    JOIN template1_connect c ON am.roleid = c.role
                    JOIN pg_roles m ON m.oid = am.member AND m.rolinherit)";
 
-// Every tenant role's verdict: the names hash-joined rather than `= ANY`, for the
-// same reason as their memberships.
-const VERDICT_OF_ALL: &str = "
+/// The check's select: of the roles `roles` names (`r`; every tenant role's names
+/// are hash-joined rather than `= ANY`, for the same reason as their memberships),
+/// with `template1_connect` the expression telling whether role `r` may connect to
+/// template1.
+fn verdict_sql(roles: &str, template1_connect: &str) -> String {
+    VERDICT_SQL
+        .replace("{roles}", roles)
+        .replace("{template1_connect}", template1_connect)
+}
+
+const VERDICT_SQL: &str = "
              SELECT r.rolname::text,
                     array_remove(ARRAY[
                         CASE WHEN r.rolsuper THEN 'SUPERUSER' END,
@@ -422,14 +417,18 @@ const VERDICT_OF_ALL: &str = "
                         CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END,
                         CASE WHEN r.rolreplication THEN 'REPLICATION' END,
                         CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END,
-                        CASE WHEN (r.oid IN (SELECT role FROM template1_connect)
-                                   OR EXISTS (SELECT 1 FROM template1_connect WHERE role = 0))
-                             THEN 'CONNECT on template1' END
+                        CASE WHEN {template1_connect} THEN 'CONNECT on template1' END
                     ], NULL)
                     || coalesce(m.roles, '{}')
-               FROM pg_roles r JOIN unnest($1::text[]) AS n(name) ON r.rolname = n.name
+               FROM {roles}
                LEFT JOIN (SELECT member, array_agg('member of ' || pg_role ORDER BY pg_role) AS roles
-                            FROM member_of GROUP BY member) m ON m.member = r.oid";
+                            FROM member_of GROUP BY member) m ON m.member = r.oid
+             UNION ALL
+             SELECT 'PUBLIC', array_remove(ARRAY[
+                        CASE WHEN has_schema_privilege('public', 'public', 'CREATE') THEN 'CREATE on schema public' END,
+                        CASE WHEN has_database_privilege('public', current_database(), 'CONNECT')
+                             THEN 'CONNECT on database ' || current_database() END
+                    ], NULL)";
 
 fn verdict(rows: &[tokio_postgres::Row]) -> Result<(), HardeningError> {
     let violations: Vec<String> = rows
