@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 
-use super::Ident;
+use super::{predefined_roles, Ident};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HardeningError {
@@ -309,8 +309,7 @@ const LOCK: i64 = 0x6265_7271_6861_7264; // "berqhard"
 
 /// Checks the given tenant roles and the current database's PUBLIC privileges.
 pub async fn check(c: &impl GenericClient, roles: &[String]) -> Result<(), HardeningError> {
-    let stmt = c.prepare_cached(check_sql(roles)).await?;
-    verdict(&c.query(&stmt, &[&roles]).await?)
+    checked(&Cached(c), roles).await
 }
 
 /// [`check`] on a plain connection (a tenant database, outside the pool).
@@ -318,60 +317,109 @@ pub async fn check_client(
     c: &tokio_postgres::Client,
     roles: &[String],
 ) -> Result<(), HardeningError> {
-    verdict(&c.query(check_sql(roles), &[&roles]).await?)
+    checked(c, roles).await
 }
 
-/// Up to this many roles (a create's six, a user's one) are checked by walking up
-/// from each; more (every tenant role, at start) by reading every `pg_*` membership.
+/// Up to this many roles (a create's six, a user's one) are checked by asking about
+/// each; more (every tenant role, at start) by reading every `pg_*` membership.
 const FEW_ROLES: usize = 64;
 
-fn check_sql(roles: &[String]) -> &'static str {
-    static FEW: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "WITH {MEMBERSHIPS_OF_FEW} {}",
-            verdict_sql(
-                "named JOIN pg_roles r ON r.oid = named.oid",
-                "has_database_privilege(r.oid, 'template1', 'CONNECT')"
-            )
-        )
-    });
-    static ALL: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "WITH RECURSIVE {MEMBERSHIPS_OF_ALL}, {TEMPLATE1_CONNECT} {}",
-            verdict_sql(
-                "pg_roles r JOIN unnest($1::text[]) AS n(name) ON r.rolname = n.name",
-                "(r.oid IN (SELECT role FROM template1_connect)
-                  OR EXISTS (SELECT 1 FROM template1_connect WHERE role = 0))"
-            )
-        )
-    });
-    if roles.len() <= FEW_ROLES {
-        &FEW
-    } else {
-        &ALL
+async fn checked(c: &impl Queries, roles: &[String]) -> Result<(), HardeningError> {
+    if roles.len() > FEW_ROLES {
+        return verdict(&c.rows(&CHECK_ALL, &[&roles]).await?);
+    }
+    let run = |predefined: predefined_roles::Predefined| async move {
+        let names: &[String] = &predefined.names;
+        let rows = c.rows(&CHECK_FEW, &[&roles, &names]).await?;
+        let major = rows.iter().find_map(|r| r.get::<_, Option<i32>>(2));
+        Ok::<_, tokio_postgres::Error>((rows, major == Some(predefined.major), major))
+    };
+    let (rows, right_names, major) = run(predefined_roles::likely()).await?;
+    if right_names {
+        return verdict(&rows);
+    }
+    // Run with another major version's names (or none yet): again with its own.
+    let predefined = match major.and_then(predefined_roles::known) {
+        Some(p) => p,
+        None => predefined_roles::remember_read(&c.row(predefined_roles::READ).await?),
+    };
+    verdict(&run(predefined).await?.0)
+}
+
+/// What the check runs its statements on: a pooled connection (statements prepared
+/// once per connection) or a plain one.
+trait Queries {
+    async fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>;
+    async fn row(&self, sql: &str) -> Result<tokio_postgres::Row, tokio_postgres::Error>;
+}
+
+struct Cached<'a, C>(&'a C);
+
+impl<C: GenericClient> Queries for Cached<'_, C> {
+    async fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let stmt = self.0.prepare_cached(sql).await?;
+        self.0.query(&stmt, params).await
+    }
+    async fn row(&self, sql: &str) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        self.0.query_one(sql, &[]).await
     }
 }
 
-// Membership in the `pg_*` roles, transitively (what `pg_has_role(.., 'MEMBER')`
-// answers), as `member_of(member, pg_role)`, one of two ways. Each is cheap where the
-// other is not.
-//
-// A create's few roles: `pg_has_role` of each against each `pg_*` role (a dozen or
-// so). PostgreSQL walks up from the role once and keeps the answer for the next
-// calls on it, so a create costs the same at 10,000 tenants as at 10. This is also
-// the cheapest of the ways tried to plan: every create plans the check again (its
-// `CREATE SCHEMA` resets every cached plan), and walking `pg_auth_members` up in a
-// recursive query cost 0.36 to 0.49 ms of planning and 0.7 to 0.95 ms to run at 358
-// roles, against 0.32 to 0.41 and 0.19 to 0.32 ms (2026-12-06, psql, after a
-// `CREATE SCHEMA`). Reading every `pg_*` membership down
-// instead cost a create 20 to 40 ms at 3,000 tenants, growing with them. A superuser
-// is a member of every role: its `SUPERUSER` says it all.
-const MEMBERSHIPS_OF_FEW: &str = "named(oid, super) AS MATERIALIZED (
-                 SELECT oid, rolsuper FROM pg_roles WHERE rolname = ANY($1::text[])),
-             member_of(member, pg_role) AS (
-                 SELECT n.oid, g.rolname::text FROM named n,
-                   (SELECT oid, rolname FROM pg_roles WHERE rolname LIKE 'pg\\_%') g
-                  WHERE NOT n.super AND pg_has_role(n.oid, g.oid, 'MEMBER'))";
+impl Queries for tokio_postgres::Client {
+    async fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        self.query(sql, params).await
+    }
+    async fn row(&self, sql: &str) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        self.query_one(sql, &[]).await
+    }
+}
+
+static CHECK_ALL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH RECURSIVE {MEMBERSHIPS_OF_ALL}, {TEMPLATE1_CONNECT} {}",
+        verdict_sql(
+            "pg_roles r JOIN unnest($1::text[]) AS n(name) ON r.rolname = n.name",
+            "(r.oid IN (SELECT role FROM template1_connect)
+              OR EXISTS (SELECT 1 FROM template1_connect WHERE role = 0))",
+            "m.roles",
+            "LEFT JOIN (SELECT member, array_agg('member of ' || pg_role ORDER BY pg_role) AS roles
+                          FROM member_of GROUP BY member) m ON m.member = r.oid",
+        )
+    )
+});
+
+// A create's few roles ($1): `pg_has_role` of each against each predefined role ($2,
+// src/pg/predefined_roles.rs; a dozen or so). PostgreSQL walks up from the role once
+// and keeps the answer for the next calls on it. Nothing here scans a catalog: the
+// roles are found by name in the index, the predefined ones are given, so a create
+// costs the same at 60,000 roles as at 60 whatever the statistics say. (Finding the
+// predefined roles by `rolname LIKE 'pg\_%'` here scanned `pg_authid` whole, once
+// or once per role, when the control database's statistics were stale: 0.76 and
+// 2.24 ms per create at 5,400 roles.) A superuser is a member of every role: its
+// `SUPERUSER` says it all. The last row (PUBLIC's) also says which major version the
+// check ran on, the version whose names it must be given.
+static CHECK_FEW: LazyLock<String> = LazyLock::new(|| {
+    verdict_sql(
+        "pg_roles r",
+        "has_database_privilege(r.oid, 'template1', 'CONNECT')",
+        "CASE WHEN r.rolsuper THEN NULL ELSE ARRAY(
+             SELECT 'member of ' || g FROM unnest($2::text[]) AS g
+              WHERE pg_has_role(r.oid, to_regrole(g), 'MEMBER') ORDER BY g) END",
+        "WHERE r.rolname = ANY($1::text[])",
+    )
+});
 
 // Every tenant role (at start): every `pg_*` membership read down once, transitively,
 // and hash-joined to the roles (0.25 s at 60,000 roles; walking up from each of them
@@ -402,11 +450,15 @@ const TEMPLATE1_CONNECT: &str = "template1_connect(role) AS (
 /// The check's select: of the roles `roles` names (`r`; every tenant role's names
 /// are hash-joined rather than `= ANY`, for the same reason as their memberships),
 /// with `template1_connect` the expression telling whether role `r` may connect to
-/// template1.
-fn verdict_sql(roles: &str, template1_connect: &str) -> String {
+/// template1, `memberships` the `member of ...` array of `r` (or NULL), and `rest`
+/// the joins and the filter after `FROM {roles}`. Its third column is NULL but in
+/// PUBLIC's row: the server's major version.
+fn verdict_sql(roles: &str, template1_connect: &str, memberships: &str, rest: &str) -> String {
     VERDICT_SQL
         .replace("{roles}", roles)
         .replace("{template1_connect}", template1_connect)
+        .replace("{memberships}", memberships)
+        .replace("{rest}", rest)
 }
 
 const VERDICT_SQL: &str = "
@@ -419,16 +471,17 @@ const VERDICT_SQL: &str = "
                         CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END,
                         CASE WHEN {template1_connect} THEN 'CONNECT on template1' END
                     ], NULL)
-                    || coalesce(m.roles, '{}')
+                    || coalesce({memberships}, '{}'),
+                    NULL::int4
                FROM {roles}
-               LEFT JOIN (SELECT member, array_agg('member of ' || pg_role ORDER BY pg_role) AS roles
-                            FROM member_of GROUP BY member) m ON m.member = r.oid
+               {rest}
              UNION ALL
              SELECT 'PUBLIC', array_remove(ARRAY[
                         CASE WHEN has_schema_privilege('public', 'public', 'CREATE') THEN 'CREATE on schema public' END,
                         CASE WHEN has_database_privilege('public', current_database(), 'CONNECT')
                              THEN 'CONNECT on database ' || current_database() END
-                    ], NULL)";
+                    ], NULL),
+                    current_setting('server_version_num')::int4 / 10000";
 
 fn verdict(rows: &[tokio_postgres::Row]) -> Result<(), HardeningError> {
     let violations: Vec<String> = rows

@@ -10,6 +10,7 @@ pub mod hardening;
 pub mod ident;
 pub mod logical;
 pub mod pgbouncer;
+pub mod predefined_roles;
 pub mod session_lock;
 
 pub use ident::{Ident, Literal};
