@@ -5,7 +5,7 @@
 //! of them. Finding them in `pg_authid` on every create was a scan of every role: the
 //! planner believes the control database's statistics for `pg_authid`, and autovacuum
 //! analyzes a shared catalog from one database only, so a control database's
-//! `pg_class` can say 13 rows for years while the cluster holds 60,000. Their names
+//! `pg_class` can keep saying 13 rows while the cluster holds 60,000. Their names
 //! cannot change under a running server: PostgreSQL reserves the `pg_` prefix (no
 //! `CREATE ROLE` or rename may take it), and only a new major version brings new ones.
 //! A check reports the major version it ran on, and one that ran with another
