@@ -331,18 +331,18 @@ async fn checked(c: &impl Queries, roles: &[String]) -> Result<(), HardeningErro
     let run = |predefined: predefined_roles::Predefined| async move {
         let names: &[String] = &predefined.names;
         let rows = c.rows(&CHECK_FEW, &[&roles, &names]).await?;
-        let major = rows.iter().find_map(|r| r.get::<_, Option<i32>>(2));
-        Ok::<_, tokio_postgres::Error>((rows, major == Some(predefined.major), major))
+        let covered = rows
+            .iter()
+            .find_map(|r| r.get::<_, Option<i32>>(2))
+            .is_some_and(|major| predefined.covers(major));
+        Ok::<_, tokio_postgres::Error>((rows, covered))
     };
-    let (rows, right_names, major) = run(predefined_roles::likely()).await?;
-    if right_names {
+    let (rows, covered) = run(predefined_roles::known()).await?;
+    if covered {
         return verdict(&rows);
     }
-    // Run with another major version's names (or none yet): again with its own.
-    let predefined = match major.and_then(predefined_roles::known) {
-        Some(p) => p,
-        None => predefined_roles::remember_read(&c.row(predefined_roles::READ).await?),
-    };
+    // A version not read yet (or none, on the process's first check): read it, again.
+    let predefined = predefined_roles::remember_read(&c.row(predefined_roles::READ).await?);
     verdict(&run(predefined).await?.0)
 }
 
@@ -409,7 +409,7 @@ static CHECK_ALL: LazyLock<String> = LazyLock::new(|| {
 // or once per role, when the control database's statistics were stale: 0.76 and
 // 2.24 ms per create at 5,400 roles.) A superuser is a member of every role: its
 // `SUPERUSER` says it all. The last row (PUBLIC's) also says which major version the
-// check ran on, the version whose names it must be given.
+// check ran on, a version whose names it must have been given.
 static CHECK_FEW: LazyLock<String> = LazyLock::new(|| {
     verdict_sql(
         "pg_roles r",
@@ -447,9 +447,7 @@ const TEMPLATE1_CONNECT: &str = "template1_connect(role) AS (
                    JOIN template1_connect c ON am.roleid = c.role
                    JOIN pg_roles m ON m.oid = am.member AND m.rolinherit)";
 
-/// The check's select: of the roles `roles` names (`r`; every tenant role's names
-/// are hash-joined rather than `= ANY`, for the same reason as their memberships),
-/// with `template1_connect` the expression telling whether role `r` may connect to
+/// The check's select: of the roles `roles` names (`r`), with `template1_connect` the expression telling whether role `r` may connect to
 /// template1, `memberships` the `member of ...` array of `r` (or NULL), and `rest`
 /// the joins and the filter after `FROM {roles}`. Its third column is NULL but in
 /// PUBLIC's row: the server's major version.

@@ -8,47 +8,40 @@
 //! `pg_class` can keep saying 13 rows while the cluster holds 60,000. Their names
 //! cannot change under a running server: PostgreSQL reserves the `pg_` prefix (no
 //! `CREATE ROLE` or rename may take it), and only a new major version brings new ones.
-//! A check reports the major version it ran on, and one that ran with another
-//! version's names loads that version's and runs again.
+//! A check reports the major version it ran on; one that ran on a version not read
+//! yet reads it and runs again.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use tokio_postgres::Row;
 
-/// The predefined roles of one major version.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The predefined roles of every major version read so far: a check is given all
+/// their names (on a server of another version, those it lacks match nothing), so
+/// servers of several versions share one list and none runs a check twice.
+#[derive(Debug, Clone, Default)]
 pub struct Predefined {
-    /// `server_version_num / 10000` (15 for 15.18).
-    pub major: i32,
-    /// Their names, sorted.
+    /// `server_version_num / 10000` (15 for 15.18) of each version read.
+    majors: Vec<i32>,
+    /// Their names, sorted, each once.
     pub names: Arc<[String]>,
 }
 
-static KNOWN: LazyLock<Mutex<HashMap<i32, Predefined>>> = LazyLock::new(Default::default);
-static LAST: Mutex<Option<Predefined>> = Mutex::new(None);
-
-/// The names a check should try first: those of the version last loaded (one
-/// PostgreSQL major version per deployment, as a rule), or none yet (major 0, which
-/// no server reports, so the first check loads them).
-pub fn likely() -> Predefined {
-    LAST.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .unwrap_or(Predefined {
-            major: 0,
-            names: Arc::from([]),
-        })
+impl Predefined {
+    /// Whether a check that ran on `major` was given all of its names.
+    pub fn covers(&self, major: i32) -> bool {
+        self.majors.contains(&major)
+    }
 }
 
-/// The names of `major` if a check met that version before.
-pub fn known(major: i32) -> Option<Predefined> {
-    let p = KNOWN
+static KNOWN: Mutex<Option<Predefined>> = Mutex::new(None);
+
+/// The versions read so far (none before a process's first check).
+pub fn known() -> Predefined {
+    KNOWN
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .get(&major)
-        .cloned()?;
-    Some(remember(p))
+        .clone()
+        .unwrap_or_default()
 }
 
 /// Reads the predefined roles of the server it runs on: its major version and their
@@ -57,20 +50,19 @@ pub const READ: &str = "SELECT pg_catalog.current_setting('server_version_num'):
         coalesce(array_agg(rolname::text ORDER BY rolname), '{}')
    FROM pg_catalog.pg_roles WHERE rolname LIKE 'pg\\_%'";
 
-/// Keeps what [`READ`] returned.
+/// Adds what [`READ`] returned to the versions read; returns them all.
 pub fn remember_read(row: &Row) -> Predefined {
-    let names: Vec<String> = row.get(1);
-    remember(Predefined {
-        major: row.get(0),
-        names: names.into(),
-    })
-}
-
-fn remember(p: Predefined) -> Predefined {
-    KNOWN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(p.major, p.clone());
-    *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
-    p
+    let major: i32 = row.get(0);
+    let read: Vec<String> = row.get(1);
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all = known.take().unwrap_or_default();
+    if !all.covers(major) {
+        all.majors.push(major);
+        let mut names: Vec<String> = all.names.iter().cloned().chain(read).collect();
+        names.sort();
+        names.dedup();
+        all.names = names.into();
+    }
+    *known = Some(all.clone());
+    all
 }
