@@ -48,16 +48,16 @@ pub async fn effective(c: &impl GenericClient, tenant_id: Uuid) -> Result<Option
         .map(quotas))
 }
 
-/// The quotas in force for every tenant.
-pub async fn all_effective(c: &impl GenericClient) -> Result<Vec<(Uuid, Quotas)>> {
+/// The quotas in force for each of `tenants` (one page of the integrity round).
+pub async fn effective_of(c: &impl GenericClient, tenants: &[Uuid]) -> Result<Vec<(Uuid, Quotas)>> {
     Ok(c
         .query(
             "SELECT tenant_id, db_quota_bytes, max_connections, statement_timeout_ms, api_calls_per_minute,
                     realtime_events_per_minute, max_users, max_llm_tokens_per_day, max_agents,
                     max_concurrent_agents, max_data_retention_days, transaction_timeout_ms,
                     realtime_events_per_hour, realtime_max_subscribers
-               FROM berqenas.effective_quotas",
-            &[],
+               FROM berqenas.effective_quotas WHERE tenant_id = ANY($1)",
+            &[&tenants],
         )
         .await?
         .iter()

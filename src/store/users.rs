@@ -151,13 +151,16 @@ pub async fn sealed(c: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<Seale
     .collect::<Result<_, tokio_postgres::Error>>()?)
 }
 
-/// Every user's login role, for the integrity round: (tenant, user id, login role,
-/// group). A row that does not decode is left out (logged): one bad row must not stop
-/// the round for every other tenant.
-pub async fn all_logins(c: &impl GenericClient) -> Result<Vec<(Uuid, Uuid, Ident, DefaultRole)>> {
+/// The login roles of `tenants`' users, for the integrity round: (tenant, user id,
+/// login role, group). A row that does not decode is left out (logged): one bad row
+/// must not stop the round for every other tenant.
+pub async fn logins_of(
+    c: &impl GenericClient,
+    tenants: &[Uuid],
+) -> Result<Vec<(Uuid, Uuid, Ident, DefaultRole)>> {
     Ok(c.query(
-        "SELECT tenant_id, id, db_user, role FROM berqenas.tenant_users",
-        &[],
+        "SELECT tenant_id, id, db_user, role FROM berqenas.tenant_users WHERE tenant_id = ANY($1)",
+        &[&tenants],
     )
     .await?
     .iter()

@@ -87,6 +87,45 @@ async fn a_clean_tenant_has_nothing_to_correct_in_any_mode() {
 }
 
 #[tokio::test]
+async fn a_round_reaches_the_tenants_past_its_first_page() {
+    let _turn = crate::exclusive().await;
+    let app = TestApp::spawn().await;
+    let p = common::platform(4).await;
+    let pg = superuser().await;
+    // Pages of two, and three tenants made in turn: the last one's id (a time-ordered
+    // UUID) follows the other two, so it is on a later page than the first.
+    let names: Vec<String> = (0..3).map(|_| unique("roles-page")).collect();
+    let mut logins = Vec::new();
+    for name in &names {
+        let created = app
+            .create_with(json!({"name": name, "isolation": "schema"}))
+            .await;
+        logins.push(created["role"].as_str().unwrap().to_string());
+    }
+    pg.batch_execute(&format!("ALTER ROLE \"{}\" CREATEDB", logins[2]))
+        .await
+        .unwrap();
+    integrity::set_page_size(2);
+    let r = round_for(&p, &names[2]).await;
+    integrity::set_page_size(1000);
+    assert_eq!(
+        r.violations,
+        vec![(logins[2].clone(), "CREATEDB".to_string())],
+        "{r:?}"
+    );
+    assert_eq!(r.suspended, vec![names[2].clone()]);
+    let createdb: bool = pg
+        .query_one(
+            "SELECT rolcreatedb FROM pg_roles WHERE rolname = $1",
+            &[&logins[2]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!createdb, "taken away");
+}
+
+#[tokio::test]
 async fn an_elevated_tenant_role_loses_it_and_its_tenant_is_suspended() {
     // Alone: while a role is elevated, any platform starting beside it refuses to.
     let _turn = crate::exclusive().await;

@@ -412,15 +412,17 @@ pub async fn set_verifier_sha256(c: &impl GenericClient, id: Uuid, sha: &[u8]) -
     Ok(())
 }
 
-/// The verifier hashes last seen, keyed by (tenant, user): `None` for the tenant's
-/// own login role, the user's id for a user's.
-pub async fn verifier_hashes(
+/// The verifier hashes last seen of `tenants`' login roles, keyed by (tenant, user):
+/// `None` for the tenant's own login role, the user's id for a user's.
+pub async fn verifier_hashes_of(
     c: &impl GenericClient,
+    tenants: &[Uuid],
 ) -> Result<Vec<((Uuid, Option<Uuid>), Option<Vec<u8>>)>> {
     Ok(c.query(
-        "SELECT id, NULL::uuid, verifier_sha256 FROM berqenas.tenants
-             UNION ALL SELECT tenant_id, id, verifier_sha256 FROM berqenas.tenant_users",
-        &[],
+        "SELECT id, NULL::uuid, verifier_sha256 FROM berqenas.tenants WHERE id = ANY($1)
+             UNION ALL SELECT tenant_id, id, verifier_sha256 FROM berqenas.tenant_users
+                        WHERE tenant_id = ANY($1)",
+        &[&tenants],
     )
     .await?
     .iter()
@@ -613,24 +615,43 @@ pub struct LiveRoles {
     pub schema: Option<Ident>,
 }
 
-/// Every tenant on `server` that has roles (not provisioning, purged or failed), by
-/// id; only `tenant` when given. A row that does not decode is left out (logged): one
-/// bad row must not stop the round for every other tenant.
+/// Which tenants with roles to read.
+#[derive(Debug, Clone, Copy)]
+pub enum WithRoles {
+    /// This one.
+    One(Uuid),
+    /// At most `limit`, the first by id after `after` (`Uuid::nil()`: from the first).
+    Page { after: Uuid, limit: i64 },
+}
+
+/// Tenants on `server` that have roles (not provisioning, purged or failed), by id,
+/// and the `after` of the next page when this one was full. A row that does not decode
+/// is left out (logged): one bad row must not stop the round for every other tenant.
 pub async fn with_roles(
     c: &impl GenericClient,
     server: &str,
-    tenant: Option<Uuid>,
-) -> Result<Vec<LiveRoles>> {
-    Ok(c.query(
-        "SELECT id, name, isolation, schema_name FROM berqenas.tenants
+    which: WithRoles,
+) -> Result<(Vec<LiveRoles>, Option<Uuid>)> {
+    let (one, after, limit) = match which {
+        WithRoles::One(id) => (Some(id), Uuid::nil(), 1),
+        WithRoles::Page { after, limit } => (None, after, limit),
+    };
+    let rows = c
+        .query(
+            "SELECT id, name, isolation, schema_name FROM berqenas.tenants
               WHERE status NOT IN ('provisioning', 'purged', 'failed') AND server = $1
-                AND ($2::uuid IS NULL OR id = $2)
-              ORDER BY id",
-        &[&server, &tenant],
-    )
-    .await?
-    .iter()
-    .filter_map(|r| {
+                AND ($2::uuid IS NULL OR id = $2) AND id > $3
+              ORDER BY id LIMIT $4",
+            &[&server, &one, &after, &limit],
+        )
+        .await?;
+    let next = match (which, rows.last()) {
+        (WithRoles::Page { .. }, Some(last)) if rows.len() as i64 == limit => {
+            Some(last.try_get(0)?)
+        }
+        _ => None,
+    };
+    let live = rows.iter().filter_map(|r| {
         let decoded = (|| {
             Ok::<_, tokio_postgres::Error>(LiveRoles {
                 id: r.try_get(0)?,
@@ -642,8 +663,8 @@ pub async fn with_roles(
         decoded
             .map_err(|e| tracing::error!(error = %e, "a registry row does not decode; skipped"))
             .ok()
-    })
-    .collect())
+    });
+    Ok((live.collect(), next))
 }
 
 /// The servers other than `default` where tenants with roles live.

@@ -12,12 +12,12 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use super::{
-    catalog, count_violations, expectations, issues, known_verifiers, password_back_locked,
-    settings_back_locked, take_away, Report, Result, ROUND_LOCK,
+    catalog, count_violations, expectations, issues, known_verifiers, page_size,
+    password_back_locked, settings_back_locked, take_away, Report, Result, ROUND_LOCK,
 };
 use crate::names::Slug;
 use crate::platform::Platform;
-use crate::store::tenants;
+use crate::store::tenants::{self, WithRoles};
 use crate::{audit, store};
 
 /// A tenant whose roles on another server had more than berqenas gives: taken away
@@ -52,24 +52,38 @@ pub async fn check_server(
     Ok((report, violations))
 }
 
-/// The tenants whose roles on `server` look wrong at a first look.
+/// The tenants whose roles on `server` look wrong at a first look, a page at a time.
 async fn suspects(p: &Platform, there: &Platform, server: &str) -> Result<BTreeSet<Uuid>> {
-    let client = p.pool.get().await?;
-    let (tenants, expected) = expectations(there.caps.superuser, &client, server, None).await?;
-    let known = known_verifiers(&client).await?;
-    drop(client);
-    let names: Vec<&str> = expected.iter().map(|e| e.role.as_str()).collect();
-    let found = catalog(there, &there.pool.get().await?, &names).await?;
-    Ok(expected
-        .iter()
-        .filter(|e| {
-            found.get(&e.role).is_some_and(|f| {
-                let i = issues(e, f, &known, tenants[e.tenant].id);
-                !i.bad.is_empty() || i.settings || i.password
-            })
-        })
-        .map(|e| tenants[e.tenant].id)
-        .collect())
+    let mut suspects = BTreeSet::new();
+    let mut after = Uuid::nil();
+    loop {
+        let page = WithRoles::Page {
+            after,
+            limit: page_size(),
+        };
+        let client = p.pool.get().await?;
+        let (tenants, expected, next) =
+            expectations(there.caps.superuser, &client, server, page).await?;
+        let known = known_verifiers(&client, &tenants).await?;
+        drop(client);
+        let names: Vec<&str> = expected.iter().map(|e| e.role.as_str()).collect();
+        let found = catalog(there, &there.pool.get().await?, &names).await?;
+        suspects.extend(
+            expected
+                .iter()
+                .filter(|e| {
+                    found.get(&e.role).is_some_and(|f| {
+                        let i = issues(e, f, &known, tenants[e.tenant].id);
+                        !i.bad.is_empty() || i.settings || i.password
+                    })
+                })
+                .map(|e| tenants[e.tenant].id),
+        );
+        match next {
+            Some(last) => after = last,
+            None => return Ok(suspects),
+        }
+    }
 }
 
 /// Judges one tenant again under its name lock; takes away and puts back what still
@@ -83,7 +97,11 @@ async fn judge(
 ) -> Result<Option<Violation>> {
     let mut client = p.pool.get().await?;
     let tx = client.transaction().await?;
-    let Some(first) = tenants::with_roles(&tx, server, Some(id)).await?.pop() else {
+    let Some(first) = tenants::with_roles(&tx, server, WithRoles::One(id))
+        .await?
+        .0
+        .pop()
+    else {
         return Ok(None);
     };
     super::super::service::lock_name(&tx, &first.name).await?;
@@ -93,11 +111,12 @@ async fn judge(
     if owned {
         return Ok(None); // an operation is at work on it: the next round looks again
     }
-    let (live, expected) = expectations(there.caps.superuser, &tx, server, Some(id)).await?;
+    let (live, expected, _) =
+        expectations(there.caps.superuser, &tx, server, WithRoles::One(id)).await?;
     let Some(t) = live.first() else {
         return Ok(None); // moved, purged or gone meanwhile
     };
-    let known = known_verifiers(&tx).await?;
+    let known = known_verifiers(&tx, &live).await?;
     let names: Vec<&str> = expected.iter().map(|e| e.role.as_str()).collect();
     let on_server = there.pool.get().await?;
     let found = catalog(there, &on_server, &names).await?;
