@@ -219,12 +219,20 @@ fn event(r: &Row, at: usize) -> EventRow {
 
 /// Takes up to `limit` events not yet fanned out, oldest first, skipping those another
 /// relay holds; their queue rows stay locked until the transaction ends.
+///
+/// The queue's rows first, then their events by key: as a join, the plan kept for the
+/// statement merged the queue with the whole outbox in `seq` order, walking every
+/// event ever recorded to reach the few queued at its end (20,000 events: up to 270 ms
+/// a call, 6.2 s of a template migration's server time at 10,000 tenants; docs/scale.md).
 pub async fn claim_fanout(c: &impl GenericClient, limit: i64) -> Result<Vec<EventRow>> {
     let stmt = c
         .prepare_cached(
-            "SELECT o.seq, o.id, o.type, o.occurred_at, o.tenant_id, o.tenant_name, o.data
-               FROM berqenas.webhook_fanout f JOIN berqenas.outbox o ON o.seq = f.seq
-              ORDER BY f.seq LIMIT $1 FOR UPDATE OF f SKIP LOCKED",
+            "WITH f AS MATERIALIZED (
+                 SELECT seq FROM berqenas.webhook_fanout
+                  ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+             SELECT o.seq, o.id, o.type, o.occurred_at, o.tenant_id, o.tenant_name, o.data
+               FROM berqenas.outbox o WHERE o.seq = ANY (ARRAY(SELECT seq FROM f))
+              ORDER BY o.seq",
         )
         .await?;
     Ok(c.query(&stmt, &[&limit])
