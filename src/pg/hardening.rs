@@ -447,10 +447,11 @@ const TEMPLATE1_CONNECT: &str = "template1_connect(role) AS (
                    JOIN template1_connect c ON am.roleid = c.role
                    JOIN pg_roles m ON m.oid = am.member AND m.rolinherit)";
 
-/// The check's select: of the roles `roles` names (`r`), with `template1_connect` the expression telling whether role `r` may connect to
-/// template1, `memberships` the `member of ...` array of `r` (or NULL), and `rest`
-/// the joins and the filter after `FROM {roles}`. Its third column is NULL but in
-/// PUBLIC's row: the server's major version.
+/// The check's select: of the roles `roles` names (`r`), with `template1_connect` the
+/// expression telling whether role `r` may connect to template1, `memberships` the
+/// `member of ...` array of `r` (or NULL), and `rest` the joins and the filter after
+/// `FROM {roles}`. Its third column is NULL but in PUBLIC's row: the server's major
+/// version.
 fn verdict_sql(roles: &str, template1_connect: &str, memberships: &str, rest: &str) -> String {
     VERDICT_SQL
         .replace("{roles}", roles)

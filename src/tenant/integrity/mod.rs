@@ -93,8 +93,16 @@ struct Expected {
 
 use crate::store::tenants::{LiveRoles as Live, WithRoles};
 
-/// A page's tenants, their roles' expectations, and the next page's `after`.
-type Expectations = (Vec<Live>, Vec<Expected>, Option<Uuid>);
+/// A page of tenants as the registry has them.
+struct Page {
+    tenants: Vec<Live>,
+    /// Their roles, with what each may hold.
+    expected: Vec<Expected>,
+    /// The verifier hashes berqenas last saw for their login roles.
+    known: Known,
+    /// The next page's `after` (see [`tenants::with_roles`]); `None` after the last.
+    next: Option<Uuid>,
+}
 
 /// Any constant; rounds of several servers take turns (two putting back the same
 /// role's settings at once would collide on its catalog row).
@@ -146,20 +154,25 @@ async fn close_large_objects(c: &impl GenericClient) -> Result<()> {
     Ok(())
 }
 
-/// Every role of the tenants on `server` that have roles (`which` of them), with what
-/// its mode grants it, and the next page's `after` (see [`tenants::with_roles`]);
-/// `superuser`: whether berqenas is superuser there (the limits it sets).
-async fn expectations(
+/// The tenants on `server` that have roles (`which` of them): every role of theirs,
+/// with what its mode grants it, and their verifier hashes; `superuser`: whether
+/// berqenas is superuser there (the limits it sets). What the page's tenants have is
+/// read in one round trip after them.
+async fn page(
     superuser: bool,
     c: &impl GenericClient,
     server: &str,
     which: WithRoles,
-) -> Result<Expectations> {
+) -> Result<Page> {
     let (tenants, next) = tenants::with_roles(c, server, which).await?;
     let ids: Vec<Uuid> = tenants.iter().map(|t| t.id).collect();
+    let (quotas, logins, verifiers) = tokio::try_join!(
+        quotas::effective_of(c, &ids),
+        users::logins_of(c, &ids),
+        tenants::verifier_hashes_of(c, &ids),
+    )?;
     let index: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let quotas: HashMap<Uuid, crate::isolation::RoleLimits> = quotas::effective_of(c, &ids)
-        .await?
+    let quotas: HashMap<Uuid, crate::isolation::RoleLimits> = quotas
         .into_iter()
         .map(|(id, q)| (id, q.role_limits(superuser)))
         .collect();
@@ -210,7 +223,7 @@ async fn expectations(
             user: None,
         });
     }
-    for (tenant_id, user_id, db_user, role) in users::logins_of(c, &ids).await? {
+    for (tenant_id, user_id, db_user, role) in logins {
         let Some(&i) = index.get(&tenant_id) else {
             continue;
         };
@@ -225,7 +238,12 @@ async fn expectations(
             user: Some(user_id),
         });
     }
-    Ok((tenants, out, next))
+    Ok(Page {
+        tenants,
+        expected: out,
+        known: verifiers.into_iter().collect(),
+        next,
+    })
 }
 
 /// A login role's `ALTER ROLE ... SET` defaults as berqenas makes them, sorted.
@@ -354,7 +372,7 @@ async fn check_roles(p: &Platform, report: &mut Report) -> Result<()> {
 
 /// One page of `default`'s tenants; the last tenant's id, or `None` after the last
 /// page.
-async fn check_page(p: &Platform, page: WithRoles, report: &mut Report) -> Result<Option<Uuid>> {
+async fn check_page(p: &Platform, which: WithRoles, report: &mut Report) -> Result<Option<Uuid>> {
     let mut client = p.pool.get().await?;
     // One snapshot: the page's registry rows and their roles in the catalog as of the
     // same moment.
@@ -364,11 +382,14 @@ async fn check_page(p: &Platform, page: WithRoles, report: &mut Report) -> Resul
         .read_only(true)
         .start()
         .await?;
-    let (tenants, expected, next) =
-        expectations(p.caps.superuser, &snapshot, DEFAULT, page).await?;
+    let Page {
+        tenants,
+        expected,
+        known,
+        next,
+    } = page(p.caps.superuser, &snapshot, DEFAULT, which).await?;
     let names: Vec<&str> = expected.iter().map(|e| e.role.as_str()).collect();
     let found = catalog(p, &snapshot, &names).await?;
-    let known = known_verifiers(&snapshot, &tenants).await?;
     snapshot.commit().await?;
     drop(client);
     let mut violating: HashMap<usize, Vec<String>> = HashMap::new();
@@ -405,14 +426,6 @@ async fn check_page(p: &Platform, page: WithRoles, report: &mut Report) -> Resul
 }
 
 type Known = HashMap<(Uuid, Option<Uuid>), Option<Vec<u8>>>;
-
-async fn known_verifiers(c: &impl GenericClient, tenants: &[Live]) -> Result<Known> {
-    let ids: Vec<Uuid> = tenants.iter().map(|t| t.id).collect();
-    Ok(tenants::verifier_hashes_of(c, &ids)
-        .await?
-        .into_iter()
-        .collect())
-}
 
 /// What is wrong with one role: what it has that berqenas never gives (`bad`, of which
 /// `extra` are the memberships), and whether its settings or password drifted.

@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use super::{
-    catalog, count_violations, expectations, issues, known_verifiers, page_size,
-    password_back_locked, settings_back_locked, take_away, Report, Result, ROUND_LOCK,
+    catalog, count_violations, issues, page, page_size, password_back_locked, settings_back_locked,
+    take_away, Page, Report, Result, ROUND_LOCK,
 };
 use crate::names::Slug;
 use crate::platform::Platform;
@@ -57,14 +57,17 @@ async fn suspects(p: &Platform, there: &Platform, server: &str) -> Result<BTreeS
     let mut suspects = BTreeSet::new();
     let mut after = Uuid::nil();
     loop {
-        let page = WithRoles::Page {
+        let which = WithRoles::Page {
             after,
             limit: page_size(),
         };
         let client = p.pool.get().await?;
-        let (tenants, expected, next) =
-            expectations(there.caps.superuser, &client, server, page).await?;
-        let known = known_verifiers(&client, &tenants).await?;
+        let Page {
+            tenants,
+            expected,
+            known,
+            next,
+        } = page(there.caps.superuser, &client, server, which).await?;
         drop(client);
         let names: Vec<&str> = expected.iter().map(|e| e.role.as_str()).collect();
         let found = catalog(there, &there.pool.get().await?, &names).await?;
@@ -111,12 +114,15 @@ async fn judge(
     if owned {
         return Ok(None); // an operation is at work on it: the next round looks again
     }
-    let (live, expected, _) =
-        expectations(there.caps.superuser, &tx, server, WithRoles::One(id)).await?;
+    let Page {
+        tenants: live,
+        expected,
+        known,
+        ..
+    } = page(there.caps.superuser, &tx, server, WithRoles::One(id)).await?;
     let Some(t) = live.first() else {
         return Ok(None); // moved, purged or gone meanwhile
     };
-    let known = known_verifiers(&tx, &live).await?;
     let names: Vec<&str> = expected.iter().map(|e| e.role.as_str()).collect();
     let on_server = there.pool.get().await?;
     let found = catalog(there, &on_server, &names).await?;
