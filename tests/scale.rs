@@ -281,3 +281,65 @@ async fn a_round_leaves_out_only_schemas_that_cannot_have_moved() {
         "a recent session's writes"
     );
 }
+
+/// What the tenant's own sessions do is not all that moves a schema's size: writes
+/// committed by another role move the statistics' counts, and a TRUNCATE or a
+/// VACUUM FULL gives the table a new file (and its TOAST table one too). Each is
+/// measured in the next round after it.
+#[tokio::test]
+async fn a_round_measures_what_other_roles_changed() {
+    let rt = common::runtime(common::platform(8).await).await;
+    let app = TestApp::over(rt.clone()).await;
+    let pg = superuser().await;
+    let tenant = app.create(&unique("others")).await;
+    let id: Uuid = tenant["id"].as_str().unwrap().parse().unwrap();
+    let table = format!("\"{}\".user_activity", tenant["schema"].as_str().unwrap());
+    let size = || async {
+        berqenas::quota::disk::measure(&rt, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|(t, _)| *t == id)
+            .map(|(_, bytes)| bytes)
+            .unwrap()
+    };
+    let empty = size().await;
+    assert_eq!(size().await, empty, "nothing moved");
+
+    // Rows written by the superuser, their counts reported at its commit.
+    pg.batch_execute(&format!(
+        "BEGIN; INSERT INTO {table} (user_id, action)
+                SELECT 'u', repeat('x', 200) FROM generate_series(1, 2000);
+         SELECT pg_catalog.pg_stat_force_next_flush(); COMMIT"
+    ))
+    .await
+    .unwrap();
+    let written = size().await;
+    assert!(written > empty, "another role's rows: {written} vs {empty}");
+
+    // A new file, the counts unchanged.
+    pg.batch_execute(&format!("TRUNCATE {table}"))
+        .await
+        .unwrap();
+    let truncated = size().await;
+    assert!(truncated < written, "a TRUNCATE: {truncated} vs {written}");
+
+    // Rows again, then deleted and the table rewritten: smaller after the rewrite.
+    pg.batch_execute(&format!(
+        "BEGIN; INSERT INTO {table} (user_id, action)
+                SELECT 'u', repeat('x', 200) FROM generate_series(1, 2000);
+         DELETE FROM {table}; SELECT pg_catalog.pg_stat_force_next_flush(); COMMIT"
+    ))
+    .await
+    .unwrap();
+    let deleted = size().await;
+    assert!(deleted > truncated, "dead rows: {deleted} vs {truncated}");
+    pg.batch_execute(&format!("VACUUM FULL {table}"))
+        .await
+        .unwrap();
+    let rewritten = size().await;
+    assert!(
+        rewritten < deleted,
+        "a VACUUM FULL: {rewritten} vs {deleted}"
+    );
+}

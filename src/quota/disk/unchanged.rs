@@ -40,15 +40,21 @@ pub const STATS_DELAY: &str = "70 seconds";
 pub const REFRESH_ROUNDS: usize = 20;
 
 /// Per schema (tenant, schema): a digest of its relations, their files and their
-/// counts.
-const SIGNATURES: &str = "SELECT s.id, coalesce(md5(string_agg(
-            c.oid::text || ':' || c.relfilenode::text || ':' || coalesce(t.relfilenode, 0)::text || ':'
-            || (pg_catalog.pg_stat_get_tuples_inserted(c.oid) + pg_catalog.pg_stat_get_tuples_updated(c.oid)
+/// counts. Sums, not a list: each part only grows as the schema changes (a new file or
+/// relation takes a new oid, a count only rises) until a reset, which moves it too, so
+/// a change cannot cancel out, and summing needs no sort within each schema. The
+/// counts are read for tables only (an index's or a sequence's are always zero): at
+/// 10,000 tenants the digest of every schema took 1.0-1.7 s a round, most of it the
+/// list and 1.9 million calls to the statistics, and now 0.6 s (docs/scale.md).
+const SIGNATURES: &str = "SELECT s.id, coalesce(md5(pg_catalog.concat_ws(':',
+            count(c.oid), sum(c.oid::int8), sum(c.relfilenode::int8), sum(c.reltoastrelid::int8),
+            sum(t.relfilenode::int8),
+            sum(CASE WHEN c.relkind IN ('r', 'm') THEN
+                pg_catalog.pg_stat_get_tuples_inserted(c.oid) + pg_catalog.pg_stat_get_tuples_updated(c.oid)
                 + pg_catalog.pg_stat_get_tuples_deleted(c.oid) + pg_catalog.pg_stat_get_vacuum_count(c.oid)
                 + pg_catalog.pg_stat_get_autovacuum_count(c.oid)
                 + pg_catalog.pg_stat_get_vacuum_count(c.reltoastrelid)
-                + pg_catalog.pg_stat_get_autovacuum_count(c.reltoastrelid))::text,
-            ',' ORDER BY c.oid)), '')
+                + pg_catalog.pg_stat_get_autovacuum_count(c.reltoastrelid) END))), '')
        FROM unnest($1::uuid[], $2::text[]) AS s(id, schema)
        JOIN pg_catalog.pg_namespace n ON n.nspname = s.schema
        LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'S', 'i')
@@ -96,7 +102,7 @@ pub(super) async fn plan(c: &Client, schemas: &[(Uuid, String)]) -> Result<Plan>
     let ids: Vec<Uuid> = schemas.iter().map(|s| s.0).collect();
     let names: Vec<&str> = schemas.iter().map(|s| s.1.as_str()).collect();
     for r in c.query(SIGNATURES, &[&ids, &names]).await? {
-        // An md5 in hex, or '' for a schema without relations.
+        // An md5 in hex.
         let digest = u128::from_str_radix(r.get(1), 16).unwrap_or(0);
         signatures.insert(r.get::<_, Uuid>(0), digest);
     }
