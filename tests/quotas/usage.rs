@@ -56,6 +56,47 @@ async fn the_watchdog_cancels_at_the_hard_limit_even_with_statement_timeout_zero
     sleeping.await.unwrap().unwrap();
 }
 
+/// A tenant user's session is its tenant's too: the watchdog finds it by the user's
+/// login (the registry's users, not only the tenants' own logins) and holds it to the
+/// tenant's limit.
+#[tokio::test]
+async fn the_watchdog_holds_a_tenant_users_session_to_the_tenants_limit() {
+    let (app, state) = support::spawn().await;
+    let name = unique("watchdog-user");
+    app.create(&name).await;
+    set_quotas(&app, &name, json!({"statement_timeout_ms": 1000})).await;
+    let (s, user) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/users"),
+            Some(json!({"email": "ada@example.com", "role": "developer"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{user}");
+    let c = connect_as(&user["credentials"]).await;
+    c.batch_execute("SET statement_timeout = 0").await.unwrap();
+    let started = Instant::now();
+    let sleeper = tokio::spawn(async move { c.batch_execute("SELECT pg_sleep(30)").await });
+    let mut acted = Vec::new();
+    while !sleeper.is_finished() && started.elapsed() < Duration::from_secs(15) {
+        acted.extend(quota::watchdog::run_once(&state.platform).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let e = sleeper
+        .await
+        .unwrap()
+        .expect_err("the statement was cancelled");
+    assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e:?}");
+    let db_user = user["db_user"].as_str().unwrap();
+    assert!(
+        acted
+            .iter()
+            .any(|a| a.role == db_user && a.action == "cancel"),
+        "{:?}",
+        acted.iter().map(|a| &a.role).collect::<Vec<_>>()
+    );
+}
+
 #[tokio::test]
 async fn a_thousand_concurrent_increments_add_up_exactly() {
     let (app, _) = support::spawn().await;
