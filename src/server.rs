@@ -173,7 +173,7 @@ pub async fn platform_with(
     template: Template,
 ) -> anyhow::Result<Platform> {
     let mut config = db.config.clone();
-    pg::pin_search_path(&mut config);
+    pg::control_session_options(&mut config);
     let mut client = pg::connect(&config).await?;
     let caps = Capabilities::probe(&client).await?;
     controlplane::migrate(&mut client).await?;

@@ -343,3 +343,22 @@ async fn a_round_measures_what_other_roles_changed() {
         "a VACUUM FULL: {rewritten} vs {deleted}"
     );
 }
+
+/// Control sessions resolve names in `pg_catalog` only and never JIT-compile (the
+/// role check's statements at 60,000 roles crossed `jit_above_cost`: 10 ms each).
+#[tokio::test]
+async fn control_sessions_pin_their_search_path_and_do_not_jit() {
+    let rt = common::runtime(common::platform(8).await).await;
+    let c = rt.platform.pool.get().await.unwrap();
+    let r = c
+        .query_one(
+            "SELECT pg_catalog.current_setting('search_path'), pg_catalog.current_setting('jit')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, String>(0), r.get::<_, String>(1)),
+        ("pg_catalog,pg_temp".to_string(), "off".to_string())
+    );
+}

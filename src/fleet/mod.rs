@@ -199,7 +199,7 @@ async fn install_realtime_triggers(server: &Server) -> Result<(), Error> {
 pub async fn open(name: &str, url: &SecretString) -> Result<Server, Error> {
     let mut config = pg::parse_config(url.expose_secret())?;
     let endpoint = endpoint_of(&config);
-    pg::pin_search_path(&mut config);
+    pg::control_session_options(&mut config);
     let client = pg::connect(&config).await.map_err(|e| Error::Down {
         name: name.to_string(),
         reason: check::reason(&e),

@@ -75,11 +75,16 @@ pub fn parse_config(url: &str) -> Result<Config, PgError> {
 /// relations last): a session of the control role that touches a tenant's objects can
 /// never pick up a function, operator or table of the tenant's by name. Every query of
 /// the control plane names its schema.
-pub fn pin_search_path(config: &mut Config) {
-    let pinned = "-c search_path=pg_catalog,pg_temp";
+///
+/// They do not JIT-compile either: their statements read a few rows each, but the
+/// catalog's estimates for some (the role check's, with 60,000 roles) cross
+/// `jit_above_cost`, and compiling cost 10 ms a statement, a fifth of the role check's
+/// time and most of a server list's (docs/scale.md).
+pub fn control_session_options(config: &mut Config) {
+    let ours = "-c search_path=pg_catalog,pg_temp -c jit=off";
     let options = match config.get_options() {
-        Some(o) if !o.trim().is_empty() => format!("{o} {pinned}"),
-        _ => pinned.to_string(),
+        Some(o) if !o.trim().is_empty() => format!("{o} {ours}"),
+        _ => ours.to_string(),
     };
     config.options(&options);
 }
