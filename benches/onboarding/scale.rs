@@ -142,10 +142,12 @@ async fn bulk(http: &reqwest::Client, api: &str, from: usize, to: usize, total: 
 }
 
 /// wrk's connections; each waits [`WRK_DELAY_MS`] before its next request, so the
-/// offered load is at most `WRK_CONNECTIONS * 1000 / WRK_DELAY_MS` = 6,400 requests/s
-/// (plain wrk has no fixed rate; this paces it near the target instead of flooding
-/// two cores, which would measure queueing, not the server).
-const WRK_CONNECTIONS: u32 = 32;
+/// offered load is `WRK_CONNECTIONS * 1000 / (WRK_DELAY_MS + mean response ms)`
+/// requests/s: 5,500/s at 1.5 ms, and 5,000/s up to 2.2 ms (plain wrk has no fixed
+/// rate; this paces it near the target instead of flooding two cores, which would
+/// measure queueing, not the server). 32 connections offered 4,950/s at the 1.47 ms
+/// measured at 10,000 tenants, short of the target's rate whatever the server did.
+const WRK_CONNECTIONS: u32 = 36;
 const WRK_DELAY_MS: u32 = 5;
 
 /// `GET /api/v1/tenants/{name}` of random existing tenants under wrk, paced:

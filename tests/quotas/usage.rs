@@ -77,9 +77,10 @@ async fn the_watchdog_holds_a_tenant_users_session_to_the_tenants_limit() {
     c.batch_execute("SET statement_timeout = 0").await.unwrap();
     let started = Instant::now();
     let sleeper = tokio::spawn(async move { c.batch_execute("SELECT pg_sleep(30)").await });
-    let mut acted = Vec::new();
+    // Only the watchdog cancels it (the session turned its timeout off); another
+    // test's pass may be the one that does.
     while !sleeper.is_finished() && started.elapsed() < Duration::from_secs(15) {
-        acted.extend(quota::watchdog::run_once(&state.platform).await.unwrap());
+        quota::watchdog::run_once(&state.platform).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let e = sleeper
@@ -87,14 +88,6 @@ async fn the_watchdog_holds_a_tenant_users_session_to_the_tenants_limit() {
         .unwrap()
         .expect_err("the statement was cancelled");
     assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e:?}");
-    let db_user = user["db_user"].as_str().unwrap();
-    assert!(
-        acted
-            .iter()
-            .any(|a| a.role == db_user && a.action == "cancel"),
-        "{:?}",
-        acted.iter().map(|a| &a.role).collect::<Vec<_>>()
-    );
 }
 
 #[tokio::test]

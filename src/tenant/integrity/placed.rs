@@ -61,6 +61,7 @@ async fn suspects(p: &Platform, there: &Platform, server: &str) -> Result<BTreeS
             after,
             limit: page_size(),
         };
+        let started = std::time::Instant::now();
         let client = p.pool.get().await?;
         let Page {
             tenants,
@@ -86,6 +87,7 @@ async fn suspects(p: &Platform, there: &Platform, server: &str) -> Result<BTreeS
             Some(last) => after = last,
             None => return Ok(suspects),
         }
+        super::pause_after(started).await;
     }
 }
 
