@@ -36,6 +36,12 @@ pub struct RulesFile {
 /// otherwise render the whole file back to back.
 const MIN_GAP: Duration = Duration::from_secs(1);
 
+/// ... and after a render, the writer rests this many times as long as it took: at
+/// 10,000 tenants a render (15 MB made, hashed, written and synced) every second was
+/// a tenth of the machine while tenants were created, and slowed their creates, for
+/// rules that appear a second or two later instead.
+const REST_FACTOR: u32 = 20;
+
 impl RulesFile {
     /// The writer for `<monitoring dir>` (`<data-dir>/monitoring`).
     pub fn new(dir: impl Into<PathBuf>) -> Arc<Self> {
@@ -72,15 +78,17 @@ impl RulesFile {
         Ok(true)
     }
 
-    /// Renders at each wake (at most once per [`MIN_GAP`]: wakes in between make one
-    /// render after it), and at least every `every`.
+    /// Renders at each wake (at most once per [`MIN_GAP`], or [`REST_FACTOR`] times
+    /// the last render's time if longer: wakes in between make one render after it),
+    /// and at least every `every`.
     pub async fn run_forever(self: Arc<Self>, p: Platform, every: Duration) {
         loop {
             let _ = tokio::time::timeout(every, self.wake.notified()).await;
+            let started = tokio::time::Instant::now();
             if let Err(e) = self.refresh(&p).await {
                 tracing::warn!(error = %e, path = %self.path().display(), "writing the tenant alert rules failed; retrying at the next round");
             }
-            tokio::time::sleep(MIN_GAP).await;
+            tokio::time::sleep(MIN_GAP.max(started.elapsed() * REST_FACTOR)).await;
         }
     }
 }
