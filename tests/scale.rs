@@ -303,17 +303,19 @@ async fn a_round_measures_what_other_roles_changed() {
             .map(|(_, bytes)| bytes)
             .unwrap()
     };
+    // Rows written by the superuser (then `and_then`), in one transaction whose counts
+    // are reported at its commit.
+    let write = |and_then: &str| {
+        format!(
+            "BEGIN; INSERT INTO {table} (user_id, action)
+                    SELECT 'u', repeat('x', 200) FROM generate_series(1, 2000);
+             {and_then} SELECT pg_catalog.pg_stat_force_next_flush(); COMMIT"
+        )
+    };
     let empty = size().await;
     assert_eq!(size().await, empty, "nothing moved");
 
-    // Rows written by the superuser, their counts reported at its commit.
-    pg.batch_execute(&format!(
-        "BEGIN; INSERT INTO {table} (user_id, action)
-                SELECT 'u', repeat('x', 200) FROM generate_series(1, 2000);
-         SELECT pg_catalog.pg_stat_force_next_flush(); COMMIT"
-    ))
-    .await
-    .unwrap();
+    pg.batch_execute(&write("")).await.unwrap();
     let written = size().await;
     assert!(written > empty, "another role's rows: {written} vs {empty}");
 
@@ -325,13 +327,9 @@ async fn a_round_measures_what_other_roles_changed() {
     assert!(truncated < written, "a TRUNCATE: {truncated} vs {written}");
 
     // Rows again, then deleted and the table rewritten: smaller after the rewrite.
-    pg.batch_execute(&format!(
-        "BEGIN; INSERT INTO {table} (user_id, action)
-                SELECT 'u', repeat('x', 200) FROM generate_series(1, 2000);
-         DELETE FROM {table}; SELECT pg_catalog.pg_stat_force_next_flush(); COMMIT"
-    ))
-    .await
-    .unwrap();
+    pg.batch_execute(&write(&format!("DELETE FROM {table};")))
+        .await
+        .unwrap();
     let deleted = size().await;
     assert!(deleted > truncated, "dead rows: {deleted} vs {truncated}");
     pg.batch_execute(&format!("VACUUM FULL {table}"))

@@ -37,9 +37,10 @@ pub struct RulesFile {
 const MIN_GAP: Duration = Duration::from_secs(1);
 
 /// ... and after a render, the writer rests this many times as long as it took: at
-/// 10,000 tenants a render (15 MB made, hashed, written and synced) every second was
-/// a tenth of the machine while tenants were created, and slowed their creates, for
-/// rules that appear a second or two later instead.
+/// 10,000 tenants a render (15 MB made, hashed, written and synced) came every second
+/// while tenants were created, its hash alone 3.3 % of the machine's samples and the
+/// render and the write about 2 % more (`perf`, docs/scale.md), for rules that appear
+/// a few seconds later instead.
 const REST_FACTOR: u32 = 20;
 
 impl RulesFile {

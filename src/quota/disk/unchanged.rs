@@ -50,9 +50,8 @@ pub const REFRESH_ROUNDS: usize = 20;
 /// `VACUUM FULL` of the TOAST table alone, only shrinks it: run by the tenant's own
 /// session it is measured anyway (a session active within [`STATS_DELAY`]), by another
 /// role's at the tenant's next refresh, the larger size kept meanwhile. At 10,000
-/// tenants the digest of
-/// every schema took 1.0-1.7 s a round as an ordered list, and now 0.3 s
-/// (docs/scale.md).
+/// tenants the digest of every schema took 1.0-1.7 s a round as an ordered list, and
+/// now 0.3 s (docs/scale.md).
 const SIGNATURES: &str = "SELECT s.id, coalesce(md5(pg_catalog.concat_ws(':',
             count(c.oid), sum(c.oid::int8), sum(c.relfilenode::int8), sum(c.reltoastrelid::int8),
             sum(CASE WHEN c.relkind IN ('r', 'm') THEN
