@@ -2,8 +2,14 @@
 
 use super::*;
 
+/// The tests that run watchdog passes, one at a time: a pass acts on every tenant's
+/// sessions, so another test's pass could be the one that cancels this test's
+/// statement, and this test's own pass would report nothing.
+static WATCHDOG_PASSES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn the_watchdog_cancels_at_the_hard_limit_even_with_statement_timeout_zero() {
+    let _one_at_a_time = WATCHDOG_PASSES.lock().await;
     let (app, state) = support::spawn().await;
     let name = unique("watchdog");
     let t = app.create(&name).await;
@@ -61,6 +67,7 @@ async fn the_watchdog_cancels_at_the_hard_limit_even_with_statement_timeout_zero
 /// tenant's limit.
 #[tokio::test]
 async fn the_watchdog_holds_a_tenant_users_session_to_the_tenants_limit() {
+    let _one_at_a_time = WATCHDOG_PASSES.lock().await;
     let (app, state) = support::spawn().await;
     let name = unique("watchdog-user");
     app.create(&name).await;
@@ -77,10 +84,10 @@ async fn the_watchdog_holds_a_tenant_users_session_to_the_tenants_limit() {
     c.batch_execute("SET statement_timeout = 0").await.unwrap();
     let started = Instant::now();
     let sleeper = tokio::spawn(async move { c.batch_execute("SELECT pg_sleep(30)").await });
-    // Only the watchdog cancels it (the session turned its timeout off); another
-    // test's pass may be the one that does.
+    // Only the watchdog cancels it: the session turned its timeout off.
+    let mut acted = Vec::new();
     while !sleeper.is_finished() && started.elapsed() < Duration::from_secs(15) {
-        quota::watchdog::run_once(&state.platform).await.unwrap();
+        acted.extend(quota::watchdog::run_once(&state.platform).await.unwrap());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let e = sleeper
@@ -88,6 +95,14 @@ async fn the_watchdog_holds_a_tenant_users_session_to_the_tenants_limit() {
         .unwrap()
         .expect_err("the statement was cancelled");
     assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e:?}");
+    let db_user = user["db_user"].as_str().unwrap();
+    assert!(
+        acted
+            .iter()
+            .any(|a| a.role == db_user && a.action == "cancel"),
+        "{:?}",
+        acted.iter().map(|a| &a.role).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
