@@ -360,3 +360,50 @@ async fn control_sessions_pin_their_search_path_and_do_not_jit() {
         ("pg_catalog,pg_temp".to_string(), "off".to_string())
     );
 }
+
+/// A transaction begun by hand on a pooled connection (a migration unit's, pipelined
+/// with its `BEGIN`) and abandoned, as when the unit's task is aborted between a
+/// request and its answer, never goes back to the pool open: the connection is closed
+/// and its locks go with it.
+#[tokio::test]
+async fn an_abandoned_open_transaction_never_goes_back_to_the_pool() {
+    use berqenas::pg::open_transaction::OpenTransaction;
+    let rt = common::runtime(common::platform(8).await).await;
+    let pool = &rt.platform.pool;
+    // Taken first, so it is not the connection abandoned below.
+    let checker = pool.get().await.unwrap();
+    let key = i64::from_le_bytes(Uuid::new_v4().as_bytes()[..8].try_into().unwrap());
+    let open = OpenTransaction::new(pool.get().await.unwrap());
+    open.client()
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_catalog.pg_advisory_xact_lock({key})"
+        ))
+        .await
+        .unwrap();
+    drop(open);
+    let mut free = false;
+    for _ in 0..100 {
+        free = checker
+            .query_one("SELECT pg_catalog.pg_try_advisory_xact_lock($1)", &[&key])
+            .await
+            .unwrap()
+            .get(0);
+        if free {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(free, "the abandoned transaction still holds its lock");
+    let mut held = Vec::new();
+    for _ in 0..pool.status().max_size - 1 {
+        let c = pool.get().await.unwrap();
+        // A savepoint is refused outside a transaction block only.
+        let e = c.batch_execute("SAVEPOINT probe").await.err();
+        assert_eq!(
+            e.as_ref().and_then(|e| e.code()),
+            Some(&tokio_postgres::error::SqlState::NO_ACTIVE_SQL_TRANSACTION),
+            "the pool handed out a connection inside a transaction"
+        );
+        held.push(c);
+    }
+}

@@ -9,7 +9,7 @@ pub mod temp_role;
 pub mod worker;
 
 pub use temp_role::{Reach, TempRole};
-pub use worker::{Tainted, Worker};
+pub use worker::{Lending, Tainted, Worker};
 
 /// What can go wrong with these primitives: the database.
 #[derive(Debug, thiserror::Error)]

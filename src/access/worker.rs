@@ -78,6 +78,20 @@ const CHECK: &str = "SELECT pg_catalog.concat_ws(', ',
                (SELECT a.oid FROM pg_catalog.pg_roles a WHERE a.rolname = current_user) AS me,
                ARRAY(SELECT a.oid FROM pg_catalog.pg_roles a WHERE a.rolname = ANY ($2)) AS allowed) w";
 
+/// A lending checked and not yet granted (see [`Worker::check`]).
+#[must_use]
+pub struct Lending {
+    sql: String,
+    owner: Ident,
+}
+
+impl Lending {
+    /// The grant, then the `COMMIT` of the check's transaction.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+}
+
 pub struct Worker {
     role: TempRole,
     session: tokio_postgres::Client,
@@ -140,9 +154,32 @@ impl Worker {
     /// its password away, in one transaction. `Ok(Err(_))`: tainted; nothing was
     /// granted, and the caller retires it.
     pub async fn lend(&mut self, p: &Platform, owner: &Ident) -> Result<Result<(), Tainted>> {
+        let c = p.pool.get().await?;
+        let lending = match self.check(&c, owner).await? {
+            Ok(l) => l,
+            Err(tainted) => return Ok(Err(tainted)),
+        };
+        if let Err(e) = c.batch_execute(lending.sql()).await {
+            let _ = c.batch_execute("ROLLBACK").await;
+            return Err(e.into());
+        }
+        self.lent(lending);
+        Ok(Ok(()))
+    }
+
+    /// A lending's first half, on `c` (a connection to the database the role was made
+    /// in): in a transaction begun there, in one round trip with it, checks the role is
+    /// as clean as it was made. `Ok(Ok(_))`: clean, and the transaction is left open
+    /// for [`Lending::sql`], which the caller sends next on `c` (pipelined with what
+    /// follows, if it likes), then [`Worker::lent`] once that succeeded. Otherwise the
+    /// transaction is rolled back.
+    pub async fn check(
+        &self,
+        c: &impl deadpool_postgres::GenericClient,
+        owner: &Ident,
+    ) -> Result<Result<Lending, Tainted>> {
         let mut allowed: Vec<&str> = self.always.iter().map(Ident::as_str).collect();
         allowed.extend(self.lent_to.iter().map(Ident::as_str));
-        let c = p.pool.get().await?;
         let name = &self.role.name;
         let check = c.prepare_cached(CHECK).await?;
         // The check and the grant in one transaction, the first two statements
@@ -178,12 +215,15 @@ impl Worker {
         sql.push_str(&format!("GRANT {owner} TO {name};\n"));
         sql.push_str(&self.role.clear_password_sql());
         sql.push_str("\nCOMMIT;");
-        if let Err(e) = c.batch_execute(&sql).await {
-            let _ = c.batch_execute("ROLLBACK").await;
-            return Err(e.into());
-        }
-        self.lent_to = Some(owner.clone());
-        Ok(Ok(()))
+        Ok(Ok(Lending {
+            sql,
+            owner: owner.clone(),
+        }))
+    }
+
+    /// A lending's [`Lending::sql`] succeeded: the role is the tenant's now.
+    pub fn lent(&mut self, lending: Lending) {
+        self.lent_to = Some(lending.owner);
     }
 
     /// After a tenant's work: the session's own state goes (`REST`). An error here

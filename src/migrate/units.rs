@@ -320,43 +320,94 @@ pub fn session_grants(t: &PendingTenant) -> Result<SessionGrants> {
     })
 }
 
-/// Before the caller's transaction takes the tenant's lock, on the same connection
-/// (committed: the session reads it): what the session of `role` may report, once
-/// (schema mode on `default`; the session's commit consumes it). Nothing for a
-/// tenant outside the control database (database mode, another server).
-pub async fn open_session(
+const REGISTER_SESSION: &str = "INSERT INTO berqenas.migration_sessions
+        (role, tenant_id, from_version, target_version, run_id, actor)
+     SELECT $1, id, template_version, $2, $3, $4 FROM berqenas.tenants WHERE id = $5";
+
+/// The registry row a unit reads under the tenant's name lock (its server, its
+/// version and, in the control database, the schema's marker); `None`: the tenant is
+/// gone.
+pub struct Read {
+    row: Option<tokio_postgres::Row>,
+    /// Whether the row carries the schema's marker.
+    marker: bool,
+}
+
+/// Opens a tenant's unit on the control connection `c`, in one round trip:
+///
+/// 0. `first`, if any: the end of a transaction the caller began on `c` (a worker's
+///    lending); its failure is the one reported, and the rest then runs in vain (the
+///    registration in a transaction already failed);
+/// 1. what the session of `role` may report, once, committed (the session reads it;
+///    the session's commit consumes it): schema mode on `default` only. No WAL flush
+///    to wait for: the session's own commit comes later in the WAL, so a server crash
+///    keeps both or neither;
+/// 2. `BEGIN`, the tenant's name lock, and the registry read under it.
+///
+/// The requests go out in the order their futures are first polled (`join` polls in
+/// order), and every statement is prepared first, so none waits for a description
+/// while the ones after it go out. A failed registration aborts only its own
+/// transaction: its `COMMIT` rolls it back, and the `BEGIN` after it starts afresh.
+/// `Ok`: the transaction is open, holding the lock. Either way the caller ends it,
+/// and after an error forgets the registration ([`close_session`]).
+pub async fn open_locked(
     c: &impl deadpool_postgres::GenericClient,
+    first: Option<&str>,
     t: &PendingTenant,
     role: &Ident,
     target: i32,
     run_id: Uuid,
     actor: &str,
-) -> Result<()> {
-    if !t.in_control_database() {
-        return Ok(());
-    }
-    let insert = c
-        .prepare_cached(
-            "INSERT INTO berqenas.migration_sessions
-                    (role, tenant_id, from_version, target_version, run_id, actor)
-             SELECT $1, id, template_version, $2, $3, $4 FROM berqenas.tenants WHERE id = $5",
+) -> Result<Read> {
+    let insert = match t.in_control_database() {
+        true => Some(c.prepare_cached(REGISTER_SESSION).await?),
+        false => None,
+    };
+    let lock = crate::store::operations::prepare_lock_name(c).await?;
+    // Prepared once per connection (a statement text alone is parsed, planned and
+    // described again in a round trip of its own each time). In the control database
+    // the schema's marker comes with it, so the tenant's session goes straight to its
+    // DDL (`$2` NULL: the tenant's schema is in a database of its own).
+    let registry = c.prepare_cached(&REGISTRY_AND_MARKER).await?;
+    let control_schema = if t.in_control_database() {
+        place(t)?.schema.as_ref().map(Ident::as_str)
+    } else {
+        None
+    };
+    let register = async {
+        let Some(insert) = &insert else {
+            return Ok(());
+        };
+        let (begun, inserted, committed) = futures_util::future::join3(
+            c.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
+            c.execute(insert, &[&role.as_str(), &target, &run_id, &actor, &t.id]),
+            c.batch_execute("COMMIT"),
         )
-        .await?;
-    // Pipelined, so one round trip (requests go out in the order the futures are first
-    // polled, and `join3` polls in order), and no WAL flush to wait for: the session's
-    // own commit, which consumes the row, comes later in the WAL, so a server crash
-    // keeps both or neither. A failed insert leaves the transaction aborted, and its
-    // `COMMIT` rolls it back: no session goes back to the pool inside a transaction.
-    let (begun, inserted, committed) = futures_util::future::join3(
-        c.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
-        c.execute(&insert, &[&role.as_str(), &target, &run_id, &actor, &t.id]),
-        c.batch_execute("COMMIT"),
+        .await;
+        begun.and(inserted.map(drop)).and(committed)
+    };
+    let first = async {
+        match first {
+            Some(sql) => c.batch_execute(sql).await,
+            None => Ok(()),
+        }
+    };
+    let (first, registered, begun, locked, read) = futures_util::future::join5(
+        first,
+        register,
+        c.batch_execute("BEGIN"),
+        crate::store::operations::lock_name_prepared(c, &lock, t.tenant.as_str()),
+        c.query_opt(&registry, &[&t.id, &control_schema]),
     )
     .await;
+    first?;
+    registered?;
     begun?;
-    inserted?;
-    committed?;
-    Ok(())
+    locked.map_err(|e| crate::tenant::service::name_lock_error(e, t.tenant.as_str()))?;
+    Ok(Read {
+        row: read?,
+        marker: control_schema.is_some(),
+    })
 }
 
 /// After the caller's transaction ended: forgets a session registration the session
@@ -370,31 +421,21 @@ pub async fn close_session(c: &impl deadpool_postgres::GenericClient, role: &Ide
     Ok(())
 }
 
-/// One tenant's migration, while the caller's transaction `tx` holds the tenant's name
-/// lock (not its row: in schema mode the tenant's session moves it). Reads the
-/// registry, runs what is behind in `session` (see [`session_grants`]; it reads the
-/// schema's marker: a tenant whose DDL committed before a crash only moves its
-/// registry).
-pub async fn migrate_locked(
-    tx: &impl deadpool_postgres::GenericClient,
+/// One tenant's migration, from what [`open_locked`] read while the caller's
+/// transaction holds the tenant's name lock (not its row: in schema mode the tenant's
+/// session moves it). Runs what is behind in `session` (see [`session_grants`]; it
+/// reads the schema's marker: a tenant whose DDL committed before a crash only moves
+/// its registry).
+pub async fn migrate_read(
     session: &tokio_postgres::Client,
     t: &PendingTenant,
     template: &Template,
     target: i32,
+    read: Read,
 ) -> Result<Unit> {
     // A tenant moved to another server since the plan is migrated by the next run,
     // on the server it is on then (the plan's is not where its objects are now).
-    // Prepared once per connection (a statement text alone is parsed, planned and
-    // described again in a round trip of its own each time). In the control database
-    // the schema's marker comes with it, so the tenant's session goes straight to its
-    // DDL (`$2` NULL: the tenant's schema is in a database of its own).
-    let registry = tx.prepare_cached(&REGISTRY_AND_MARKER).await?;
-    let control_schema = if t.in_control_database() {
-        place(t)?.schema.as_ref().map(Ident::as_str)
-    } else {
-        None
-    };
-    let Some(row) = tx.query_opt(&registry, &[&t.id, &control_schema]).await? else {
+    let Some(row) = read.row else {
         return Ok(Unit::Current);
     };
     let (server, registry): (String, i32) = (row.get(0), row.get(1));
@@ -411,7 +452,7 @@ pub async fn migrate_locked(
     if registry >= target {
         return Ok(Unit::Current);
     }
-    let marker = control_schema.map(|_| row.get::<_, Option<i32>>(2));
+    let marker = read.marker.then(|| row.get::<_, Option<i32>>(2));
     let from = in_tenant_session(session, t, template, registry, target, marker).await?;
     Ok(match t.in_control_database() {
         false => Unit::Committed { registry, from },

@@ -9,6 +9,7 @@ pub mod election;
 pub mod hardening;
 pub mod ident;
 pub mod logical;
+pub mod open_transaction;
 pub mod pgbouncer;
 pub mod predefined_roles;
 pub mod session_lock;

@@ -342,15 +342,32 @@ pub const NAME_WAIT: &str = "10s";
 /// caller's lock timeout is read (the subquery runs first), the bounded wait set, the
 /// lock taken and the timeout put back, in select-list order.
 pub async fn lock_name(c: &impl GenericClient, tenant_name: &str) -> Result<()> {
-    let stmt = c
-        .prepare_cached(&format!(
-            "SELECT pg_catalog.set_config('lock_timeout', '{NAME_WAIT}', true),
-                    pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0)),
-                    pg_catalog.set_config('lock_timeout', b.v, true)
-               FROM (SELECT pg_catalog.current_setting('lock_timeout') AS v OFFSET 0) b"
-        ))
-        .await?;
-    c.execute(&stmt, &[&format!("berqenas.tenant:{tenant_name}")])
+    let stmt = prepare_lock_name(c).await?;
+    lock_name_prepared(c, &stmt, tenant_name).await
+}
+
+/// [`lock_name`]'s statement, prepared (cached per connection). A caller that
+/// pipelines the lock behind other requests prepares it first: a statement still to
+/// be described would wait for that round trip, and the requests polled after it
+/// would go out before it.
+pub async fn prepare_lock_name(c: &impl GenericClient) -> Result<tokio_postgres::Statement> {
+    c.prepare_cached(&format!(
+        "SELECT pg_catalog.set_config('lock_timeout', '{NAME_WAIT}', true),
+                pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0)),
+                pg_catalog.set_config('lock_timeout', b.v, true)
+           FROM (SELECT pg_catalog.current_setting('lock_timeout') AS v OFFSET 0) b"
+    ))
+    .await
+}
+
+/// [`lock_name`] with its statement from [`prepare_lock_name`]: the request goes out
+/// when the future is first polled.
+pub async fn lock_name_prepared(
+    c: &impl GenericClient,
+    stmt: &tokio_postgres::Statement,
+    tenant_name: &str,
+) -> Result<()> {
+    c.execute(stmt, &[&format!("berqenas.tenant:{tenant_name}")])
         .await?;
     Ok(())
 }

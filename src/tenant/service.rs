@@ -159,19 +159,24 @@ pub(crate) fn limits(p: &Platform, plan: &Plan, quota: i64) -> RoleLimits {
 /// Bounded: a long operation holds the name, and a caller that already holds the
 /// tenant's row would otherwise wait for it forever.
 pub(crate) async fn lock_name(tx: &Transaction<'_>, slug: &Slug) -> Result<()> {
-    match crate::store::operations::lock_name(tx, slug.as_str()).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
-            Err(Error::Rejected(Problem::new(
+    crate::store::operations::lock_name(tx, slug.as_str())
+        .await
+        .map_err(|e| name_lock_error(e, slug.as_str()))
+}
+
+/// The name lock's failure: a wait past its bound is 409 `tenant_busy`.
+pub(crate) fn name_lock_error(e: tokio_postgres::Error, tenant_name: &str) -> Error {
+    match e.code() {
+        Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            Error::Rejected(Problem::new(
                 Kind::Conflict,
                 "tenant_busy",
                 format!(
-                    "another operation on tenant {} is in progress; retry when it has finished",
-                    slug.as_str()
+                    "another operation on tenant {tenant_name} is in progress; retry when it has finished"
                 ),
-            )))
+            ))
         }
-        Err(e) => Err(e.into()),
+        _ => e.into(),
     }
 }
 

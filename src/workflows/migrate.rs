@@ -25,11 +25,12 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::{failed, migrate_servers, step_error, Error, Runtime};
-use crate::access::{Reach, TempRole, Worker};
+use crate::access::{Lending, Reach, TempRole, Worker};
 use crate::migrate::{self, runs, MigrateRequest, Outcome, PendingTenant, Report, Selector};
 use crate::migrate::{Started, Unit};
 use crate::ops::failpoint::kill_if_named;
 use crate::ops::{self, Kind, NewOp, OpError, Run, Step, StepError, StepFuture};
+use crate::pg::open_transaction::OpenTransaction;
 use crate::pg::Ident;
 use crate::platform::Platform;
 use crate::secrets::random_bytes;
@@ -499,7 +500,13 @@ impl UnitCx {
             .await
             .map_err(session_error)?;
         let outcome = match role.connect(p, database.as_str()).await {
-            Ok(session) => self.locked(t, &role.name, &session).await,
+            Ok(session) => match self.rt.platform.pool.get().await {
+                Ok(c) => {
+                    let open = OpenTransaction::new(c);
+                    self.locked(open, None, t, &role.name, &session).await
+                }
+                Err(e) => Err(e.into()),
+            },
             Err(e) => Err(session_error(e)),
         };
         if let Err(e) = role.drop(p, &[database.as_str()]).await {
@@ -511,7 +518,9 @@ impl UnitCx {
 
     /// A tenant in its server's own database: on a worker of the run there (see
     /// `access::worker`), which goes back to the run's idle ones after a clean unit,
-    /// and is retired after anything else.
+    /// and is retired after anything else. In the control database the lending is
+    /// checked on the unit's own connection, and its grant goes out with the unit's
+    /// opening.
     async fn on_worker(
         &self,
         p: &Platform,
@@ -522,23 +531,67 @@ impl UnitCx {
             Some(w) => w,
             None => self.start_worker(p, grants).await?,
         };
-        let worker = match lend(p, worker, &grants.owner).await {
-            Ok(w) => w,
+        let open = OpenTransaction::new(self.rt.platform.pool.get().await?);
+        let (mut worker, lending) = match t.in_control_database() {
+            true => self.check(p, &open, worker, grants).await?,
+            false => (self.lend(p, worker, grants).await?, None),
+        };
+        let first = lending.as_ref().map(Lending::sql);
+        let outcome = self
+            .locked(open, first, t, worker.name(), worker.session())
+            .await;
+        let clean = outcome.is_ok() && worker.rest().await.is_ok();
+        match clean {
+            true => {
+                if let Some(l) = lending {
+                    worker.lent(l);
+                }
+                self.workers.put(&t.server, worker)
+            }
+            false => retire(p, worker).await,
+        }
+        outcome
+    }
+
+    /// Lends `worker` to the tenant on a connection of its own (a replacement if it was
+    /// tainted).
+    async fn lend(
+        &self,
+        p: &Platform,
+        worker: Worker,
+        grants: &migrate::units::SessionGrants,
+    ) -> Result<Worker, TenantError> {
+        match lend(p, worker, &grants.owner).await {
+            Ok(w) => Ok(w),
             Err(None) => {
                 let fresh = self.start_worker(p, grants).await?;
                 lend(p, fresh, &grants.owner)
                     .await
-                    .map_err(|e| e.unwrap_or_else(fresh_tainted))?
+                    .map_err(|e| e.unwrap_or_else(fresh_tainted))
             }
-            Err(Some(e)) => return Err(e),
-        };
-        let outcome = self.locked(t, worker.name(), worker.session()).await;
-        let clean = outcome.is_ok() && worker.rest().await.is_ok();
-        match clean {
-            true => self.workers.put(&t.server, worker),
-            false => retire(p, worker).await,
+            Err(Some(e)) => Err(e),
         }
-        outcome
+    }
+
+    /// The first half of lending `worker` to the tenant, on the unit's connection (a
+    /// replacement if it was tainted).
+    async fn check(
+        &self,
+        p: &Platform,
+        open: &OpenTransaction,
+        worker: Worker,
+        grants: &migrate::units::SessionGrants,
+    ) -> Result<(Worker, Option<Lending>), TenantError> {
+        match checked(p, open, worker, &grants.owner).await {
+            Ok(w) => Ok(w),
+            Err(None) => {
+                let fresh = self.start_worker(p, grants).await?;
+                checked(p, open, fresh, &grants.owner)
+                    .await
+                    .map_err(|e| e.unwrap_or_else(fresh_tainted))
+            }
+            Err(Some(e)) => Err(e),
+        }
     }
 
     async fn start_worker(
@@ -553,42 +606,42 @@ impl UnitCx {
     }
 
     /// The unit in `session` (of the role `role`, on the tenant's server) under the
-    /// tenant's name lock; the registry and the lock are the control database's.
+    /// tenant's name lock, on `open`, a control database connection; `first`: the end
+    /// of a transaction begun there (a lending's grant). That, the session's
+    /// registration, `BEGIN`, the lock and the registry read go out in one round trip
+    /// (`migrate::units::open_locked`).
     async fn locked(
         &self,
+        open: OpenTransaction,
+        first: Option<&str>,
         t: &PendingTenant,
         role: &Ident,
         session: &tokio_postgres::Client,
     ) -> Result<Outcome, TenantError> {
-        let mut client = self.rt.platform.pool.get().await?;
         let (target, run_id, actor) = (self.target, self.run_id, self.actor.as_str());
-        migrate::units::open_session(&client, t, role, target, run_id, actor).await?;
-        let tx = client.transaction().await?;
-        ops::fence::lock_name(&tx, t.tenant.as_str())
-            .await
-            .map_err(|e| match e {
-                ops::fence::LockError::Busy(p) => TenantError::Rejected(p),
-                ops::fence::LockError::Db(e) => TenantError::Db(e),
-            })?;
-        let unit = migrate::units::migrate_locked(&tx, session, t, &self.template, target).await;
-        let recorded = match unit {
-            Ok(u @ Unit::Committed { .. }) => {
+        let unit = async {
+            let c = open.client();
+            let read =
+                migrate::units::open_locked(c, first, t, role, target, run_id, actor).await?;
+            let unit =
+                migrate::units::migrate_read(session, t, &self.template, target, read).await?;
+            if let Unit::Committed { .. } = unit {
                 kill_if_named("migrate.database_committed");
-                migrate::units::record_database(&tx, t, u, target, run_id, actor)
-                    .await
-                    .map(|()| u)
+                migrate::units::record_database(c, t, unit, target, run_id, actor).await?;
             }
-            other => other,
-        };
-        let unit = match recorded {
+            Ok::<_, TenantError>(unit)
+        }
+        .await;
+        let (unit, client) = match unit {
             Ok(u) => {
-                tx.commit().await?;
+                let client = open.commit().await?;
                 kill_if_named("migrate.tenant_committed");
-                u
+                (u, client)
             }
             Err(e) => {
-                drop(tx);
-                let _ = migrate::units::close_session(&client, role).await;
+                if let Some(client) = open.rollback().await {
+                    let _ = migrate::units::close_session(&client, role).await;
+                }
                 return Err(e);
             }
         };
@@ -644,8 +697,7 @@ async fn lend(p: &Platform, mut w: Worker, owner: &Ident) -> Result<Worker, Opti
     match w.lend(p, owner).await {
         Ok(Ok(())) => Ok(w),
         Ok(Err(tainted)) => {
-            tracing::warn!(role = %w.name(), after = ?tainted.after, found = %tainted.found,
-                "a migration session role was changed by code of the last tenant it served; it is dropped and a new one takes its place");
+            tainted_warning(&w, &tainted);
             retire(p, w).await;
             Err(None)
         }
@@ -654,6 +706,32 @@ async fn lend(p: &Platform, mut w: Worker, owner: &Ident) -> Result<Worker, Opti
             Err(Some(session_error(e)))
         }
     }
+}
+
+/// [`lend`]'s first half ([`Worker::check`]) on the unit's connection.
+async fn checked(
+    p: &Platform,
+    open: &OpenTransaction,
+    w: Worker,
+    owner: &Ident,
+) -> Result<(Worker, Option<Lending>), Option<TenantError>> {
+    match w.check(open.client(), owner).await {
+        Ok(Ok(lending)) => Ok((w, Some(lending))),
+        Ok(Err(tainted)) => {
+            tainted_warning(&w, &tainted);
+            retire(p, w).await;
+            Err(None)
+        }
+        Err(e) => {
+            retire(p, w).await;
+            Err(Some(session_error(e)))
+        }
+    }
+}
+
+fn tainted_warning(w: &Worker, tainted: &crate::access::Tainted) {
+    tracing::warn!(role = %w.name(), after = ?tainted.after, found = %tainted.found,
+        "a migration session role was changed by code of the last tenant it served; it is dropped and a new one takes its place");
 }
 
 async fn retire(p: &Platform, w: Worker) {
