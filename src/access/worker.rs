@@ -226,6 +226,12 @@ impl Worker {
         self.lent_to = Some(lending.owner);
     }
 
+    /// What [`Worker::rest`] sends, for a caller that pipelines it after the tenant's
+    /// work on the session (an error in it, and the caller retires the worker).
+    pub fn rest_sql() -> &'static str {
+        REST
+    }
+
     /// After a tenant's work: the session's own state goes (`REST`). An error here
     /// (the session is gone, or in a transaction) and the caller retires it.
     pub async fn rest(&self) -> Result<()> {

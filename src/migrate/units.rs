@@ -219,6 +219,10 @@ fn last_version(messages: &[tokio_postgres::SimpleQueryMessage]) -> Result<Optio
 /// tenant in the control database: with the registry, under the tenant's name lock,
 /// which keeps every other unit of the tenant's out until this one ends); `None`: it
 /// is read here, in the session's transaction.
+///
+/// `then`: sent on the session right after its last batch, in the same round trip
+/// (a worker's rest); whether it succeeded comes back beside the version (an error
+/// in the unit's batch fails it too, and the caller retires the session).
 async fn in_tenant_session(
     session: &tokio_postgres::Client,
     t: &PendingTenant,
@@ -226,7 +230,8 @@ async fn in_tenant_session(
     registry_version: i32,
     target: i32,
     marker: Option<Option<i32>>,
-) -> Result<i32> {
+    then: Option<&str>,
+) -> Result<(i32, bool)> {
     let place = place(t)?;
     let schema = place.schema.as_ref().ok_or_else(|| unplaced(t))?;
     let ran = async {
@@ -269,8 +274,15 @@ async fn in_tenant_session(
         // The commit in the same round trip: from its audit entry on, the transaction
         // holds the audit chain's head, which every other unit's entry waits for.
         sql.push_str("COMMIT;");
-        session.batch_execute(&sql).await?;
-        Ok::<_, Error>(from)
+        let then = async {
+            match then {
+                Some(then) => session.batch_execute(then).await.is_ok(),
+                None => true,
+            }
+        };
+        let (ran, rested) = futures_util::future::join(session.batch_execute(&sql), then).await;
+        ran?;
+        Ok::<_, Error>((from, rested))
     }
     .await;
     if ran.is_err() {
@@ -425,18 +437,20 @@ pub async fn close_session(c: &impl deadpool_postgres::GenericClient, role: &Ide
 /// transaction holds the tenant's name lock (not its row: in schema mode the tenant's
 /// session moves it). Runs what is behind in `session` (see [`session_grants`]; it
 /// reads the schema's marker: a tenant whose DDL committed before a crash only moves
-/// its registry).
+/// its registry). `then`: see [`in_tenant_session`]; the `bool` is whether it
+/// succeeded (`true` when nothing was sent to the session).
 pub async fn migrate_read(
     session: &tokio_postgres::Client,
     t: &PendingTenant,
     template: &Template,
     target: i32,
     read: Read,
-) -> Result<Unit> {
+    then: Option<&str>,
+) -> Result<(Unit, bool)> {
     // A tenant moved to another server since the plan is migrated by the next run,
     // on the server it is on then (the plan's is not where its objects are now).
     let Some(row) = read.row else {
-        return Ok(Unit::Current);
+        return Ok((Unit::Current, true));
     };
     let (server, registry): (String, i32) = (row.get(0), row.get(1));
     if server != t.server {
@@ -450,14 +464,16 @@ pub async fn migrate_read(
         )));
     }
     if registry >= target {
-        return Ok(Unit::Current);
+        return Ok((Unit::Current, true));
     }
     let marker = read.marker.then(|| row.get::<_, Option<i32>>(2));
-    let from = in_tenant_session(session, t, template, registry, target, marker).await?;
-    Ok(match t.in_control_database() {
+    let (from, rested) =
+        in_tenant_session(session, t, template, registry, target, marker, then).await?;
+    let unit = match t.in_control_database() {
         false => Unit::Committed { registry, from },
         true => Unit::Migrated,
-    })
+    };
+    Ok((unit, rested))
 }
 
 /// After [`Unit::Committed`] (database mode, another server): the registry follows

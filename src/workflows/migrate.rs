@@ -503,7 +503,8 @@ impl UnitCx {
             Ok(session) => match self.rt.platform.pool.get().await {
                 Ok(c) => {
                     let open = OpenTransaction::new(c);
-                    self.locked(open, None, t, &role.name, &session).await
+                    let unit = self.locked(open, None, t, &role.name, &session, None);
+                    unit.await.map(|(outcome, _)| outcome)
                 }
                 Err(e) => Err(e.into()),
             },
@@ -520,7 +521,7 @@ impl UnitCx {
     /// `access::worker`), which goes back to the run's idle ones after a clean unit,
     /// and is retired after anything else. In the control database the lending is
     /// checked on the unit's own connection, and its grant goes out with the unit's
-    /// opening.
+    /// opening; the worker's rest goes out on its session with the tenant's batch.
     async fn on_worker(
         &self,
         p: &Platform,
@@ -537,10 +538,15 @@ impl UnitCx {
             false => (self.lend(p, worker, grants).await?, None),
         };
         let first = lending.as_ref().map(Lending::sql);
-        let outcome = self
-            .locked(open, first, t, worker.name(), worker.session())
-            .await;
-        let clean = outcome.is_ok() && worker.rest().await.is_ok();
+        let rest = Some(Worker::rest_sql());
+        let (outcome, rested) = match self
+            .locked(open, first, t, worker.name(), worker.session(), rest)
+            .await
+        {
+            Ok((outcome, rested)) => (Ok(outcome), rested),
+            Err(e) => (Err(e), false),
+        };
+        let clean = outcome.is_ok() && rested;
         match clean {
             true => {
                 if let Some(l) = lending {
@@ -617,22 +623,24 @@ impl UnitCx {
         t: &PendingTenant,
         role: &Ident,
         session: &tokio_postgres::Client,
-    ) -> Result<Outcome, TenantError> {
+        then: Option<&str>,
+    ) -> Result<(Outcome, bool), TenantError> {
         let (target, run_id, actor) = (self.target, self.run_id, self.actor.as_str());
         let unit = async {
             let c = open.client();
             let read =
                 migrate::units::open_locked(c, first, t, role, target, run_id, actor).await?;
-            let unit =
-                migrate::units::migrate_read(session, t, &self.template, target, read).await?;
+            let (unit, rested) =
+                migrate::units::migrate_read(session, t, &self.template, target, read, then)
+                    .await?;
             if let Unit::Committed { .. } = unit {
                 kill_if_named("migrate.database_committed");
                 migrate::units::record_database(c, t, unit, target, run_id, actor).await?;
             }
-            Ok::<_, TenantError>(unit)
+            Ok::<_, TenantError>((unit, rested))
         }
         .await;
-        let (unit, client) = match unit {
+        let ((unit, rested), client) = match unit {
             Ok(u) => {
                 let client = open.commit().await?;
                 kill_if_named("migrate.tenant_committed");
@@ -646,13 +654,14 @@ impl UnitCx {
             }
         };
         let name = vec![t.tenant.to_string()];
-        Ok(match unit {
+        let outcome = match unit {
             Unit::Current => {
                 migrate::units::close_session(&client, role).await?;
                 Outcome::Current(name)
             }
             Unit::Migrated | Unit::Committed { .. } => Outcome::Migrated(name),
-        })
+        };
+        Ok((outcome, rested))
     }
 }
 
