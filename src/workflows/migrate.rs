@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use super::migrate_workers::{checked, fresh_tainted, lend, retire, session_error, Workers};
 use super::{failed, migrate_servers, step_error, Error, Runtime};
 use crate::access::{Lending, Reach, TempRole, Worker};
 use crate::migrate::{self, runs, MigrateRequest, Outcome, PendingTenant, Report, Selector};
@@ -665,101 +666,6 @@ impl UnitCx {
     }
 }
 
-/// The run's idle workers, per server.
-#[derive(Default)]
-struct Workers(Mutex<HashMap<String, Vec<Worker>>>);
-
-impl Workers {
-    fn take(&self, server: &str) -> Option<Worker> {
-        self.0
-            .lock()
-            .expect("not poisoned")
-            .get_mut(server)
-            .and_then(Vec::pop)
-    }
-
-    fn put(&self, server: &str, w: Worker) {
-        self.0
-            .lock()
-            .expect("not poisoned")
-            .entry(server.to_string())
-            .or_default()
-            .push(w);
-    }
-
-    /// Retires every idle worker (after the units: none is lent).
-    async fn retire_all(&self, views: &HashMap<String, Platform>) {
-        let idle = std::mem::take(&mut *self.0.lock().expect("not poisoned"));
-        for (server, workers) in idle {
-            let Some(p) = views.get(&server) else {
-                continue;
-            };
-            for w in workers {
-                retire(p, w).await;
-            }
-        }
-    }
-}
-
-/// Lends `w` to `owner`'s tenant. `Err(None)`: it was tainted and is retired.
-async fn lend(p: &Platform, mut w: Worker, owner: &Ident) -> Result<Worker, Option<TenantError>> {
-    match w.lend(p, owner).await {
-        Ok(Ok(())) => Ok(w),
-        Ok(Err(tainted)) => {
-            tainted_warning(&w, &tainted);
-            retire(p, w).await;
-            Err(None)
-        }
-        Err(e) => {
-            retire(p, w).await;
-            Err(Some(session_error(e)))
-        }
-    }
-}
-
-/// [`lend`]'s first half ([`Worker::check`]) on the unit's connection.
-async fn checked(
-    p: &Platform,
-    open: &OpenTransaction,
-    w: Worker,
-    owner: &Ident,
-) -> Result<(Worker, Option<Lending>), Option<TenantError>> {
-    match w.check(open.client(), owner).await {
-        Ok(Ok(lending)) => Ok((w, Some(lending))),
-        Ok(Err(tainted)) => {
-            tainted_warning(&w, &tainted);
-            retire(p, w).await;
-            Err(None)
-        }
-        Err(e) => {
-            retire(p, w).await;
-            Err(Some(session_error(e)))
-        }
-    }
-}
-
-fn tainted_warning(w: &Worker, tainted: &crate::access::Tainted) {
-    tracing::warn!(role = %w.name(), after = ?tainted.after, found = %tainted.found,
-        "a migration session role was changed by code of the last tenant it served; it is dropped and a new one takes its place");
-}
-
-async fn retire(p: &Platform, w: Worker) {
-    let name = w.name().clone();
-    if let Err(e) = w.retire(p).await {
-        tracing::warn!(role = %name, error = %e,
-            "could not drop a migration's session role; the run drops it when it ends");
-    }
-}
-
-/// A worker tainted before it served anyone: someone else changed it.
-fn fresh_tainted() -> TenantError {
-    TenantError::Rejected(crate::problem::Problem::new(
-        crate::problem::Kind::Internal,
-        "session_role_changed",
-        "a new migration session role was changed before its first use".to_string(),
-    ))
-}
-
 /// A tenant whose server did not answer when the run started: nothing is made there,
 /// and the next run tries again.
 fn unreachable_server(server: &str) -> TenantError {
@@ -768,13 +674,4 @@ fn unreachable_server(server: &str) -> TenantError {
         "server_down",
         format!("server {server:?} could not be reached when the run started"),
     ))
-}
-
-/// A throw-away role's failure (made, connected, dropped) as the tenant's.
-fn session_error(e: crate::access::Error) -> TenantError {
-    match e {
-        crate::access::Error::Db(e) => TenantError::Db(e),
-        crate::access::Error::Pool(e) => TenantError::Pool(e),
-        crate::access::Error::Pg(e) => TenantError::Pg(e),
-    }
 }

@@ -15,6 +15,7 @@ mod create_trace;
 pub mod lifecycle;
 pub mod migrate;
 mod migrate_servers;
+mod migrate_workers;
 mod move_checks;
 pub mod move_mode;
 pub mod move_shared;
