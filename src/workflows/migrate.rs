@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::migrate_workers::{checked, fresh_tainted, lend, retire, session_error, Workers};
+use super::migrate_workers::{fresh_tainted, lend_for, retire, session_error, Workers};
 use super::{failed, migrate_servers, step_error, Error, Runtime};
 use crate::access::{Lending, Reach, TempRole, Worker};
 use crate::migrate::{self, runs, MigrateRequest, Outcome, PendingTenant, Report, Selector};
@@ -534,10 +534,7 @@ impl UnitCx {
             None => self.start_worker(p, grants).await?,
         };
         let open = OpenTransaction::new(self.rt.platform.pool.get().await?);
-        let (mut worker, lending) = match t.in_control_database() {
-            true => self.check(p, &open, worker, grants).await?,
-            false => (self.lend(p, worker, grants).await?, None),
-        };
+        let (mut worker, lending) = self.lend(p, &open, t, worker, grants).await?;
         let first = lending.as_ref().map(Lending::sql);
         let rest = Some(Worker::rest_sql());
         let (outcome, rested) = match self
@@ -560,40 +557,22 @@ impl UnitCx {
         outcome
     }
 
-    /// Lends `worker` to the tenant on a connection of its own (a replacement if it was
-    /// tainted).
+    /// Lends `worker` to the tenant (a replacement if it was tainted): see
+    /// `migrate_workers::lend_for`.
     async fn lend(
         &self,
         p: &Platform,
-        worker: Worker,
-        grants: &migrate::units::SessionGrants,
-    ) -> Result<Worker, TenantError> {
-        match lend(p, worker, &grants.owner).await {
-            Ok(w) => Ok(w),
-            Err(None) => {
-                let fresh = self.start_worker(p, grants).await?;
-                lend(p, fresh, &grants.owner)
-                    .await
-                    .map_err(|e| e.unwrap_or_else(fresh_tainted))
-            }
-            Err(Some(e)) => Err(e),
-        }
-    }
-
-    /// The first half of lending `worker` to the tenant, on the unit's connection (a
-    /// replacement if it was tainted).
-    async fn check(
-        &self,
-        p: &Platform,
         open: &OpenTransaction,
+        t: &PendingTenant,
         worker: Worker,
         grants: &migrate::units::SessionGrants,
     ) -> Result<(Worker, Option<Lending>), TenantError> {
-        match checked(p, open, worker, &grants.owner).await {
+        let control = t.in_control_database();
+        match lend_for(p, open, control, worker, &grants.owner).await {
             Ok(w) => Ok(w),
             Err(None) => {
                 let fresh = self.start_worker(p, grants).await?;
-                checked(p, open, fresh, &grants.owner)
+                lend_for(p, open, control, fresh, &grants.owner)
                     .await
                     .map_err(|e| e.unwrap_or_else(fresh_tainted))
             }

@@ -47,25 +47,27 @@ impl Workers {
     }
 }
 
-/// Lends `w` to `owner`'s tenant. `Err(None)`: it was tainted and is retired.
-pub(super) async fn lend(
-    p: &Platform,
-    mut w: Worker,
-    owner: &Ident,
-) -> Result<Worker, Option<TenantError>> {
-    let lent = w.lend(p, owner).await;
-    kept(p, w, lent).await.map(|(w, ())| w)
-}
-
-/// [`lend`]'s first half ([`Worker::check`]) on the unit's connection.
-pub(super) async fn checked(
+/// Lends `w` to `owner`'s tenant. In the control database (`control`) only its first
+/// half ([`Worker::check`]) runs, on the unit's connection `open`, and the
+/// [`Lending`] comes back for the unit's opening to send; elsewhere the whole lending,
+/// on a connection of its own. `Err(None)`: it was tainted and is retired.
+pub(super) async fn lend_for(
     p: &Platform,
     open: &OpenTransaction,
-    w: Worker,
+    control: bool,
+    mut w: Worker,
     owner: &Ident,
 ) -> Result<(Worker, Option<Lending>), Option<TenantError>> {
-    let checked = w.check(open.client(), owner).await;
-    kept(p, w, checked).await.map(|(w, l)| (w, Some(l)))
+    match control {
+        true => {
+            let checked = w.check(open.client(), owner).await;
+            kept(p, w, checked).await.map(|(w, l)| (w, Some(l)))
+        }
+        false => {
+            let lent = w.lend(p, owner).await;
+            kept(p, w, lent).await.map(|(w, ())| (w, None))
+        }
+    }
 }
 
 /// `w` with what a lending gave, or retired: `Err(None)` if it was tainted.
