@@ -13,6 +13,7 @@ pub mod open_transaction;
 pub mod pgbouncer;
 pub mod predefined_roles;
 pub mod session_lock;
+pub mod temp_relations;
 
 pub use ident::{Ident, Literal};
 
@@ -82,7 +83,11 @@ pub fn parse_config(url: &str) -> Result<Config, PgError> {
 /// `jit_above_cost`, and compiling cost 10 ms a statement, a fifth of the role check's
 /// time and most of a server list's (docs/scale.md).
 pub fn control_session_options(config: &mut Config) {
-    let ours = "-c search_path=pg_catalog,pg_temp -c jit=off";
+    add_session_options(config, "-c search_path=pg_catalog,pg_temp -c jit=off");
+}
+
+/// Appends `ours` (`-c name=value ...`) to the options a session starts with.
+pub fn add_session_options(config: &mut Config, ours: &str) {
     let options = match config.get_options() {
         Some(o) if !o.trim().is_empty() => format!("{o} {ours}"),
         _ => ours.to_string(),

@@ -9,6 +9,7 @@
 //! there, as on `default`.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -35,10 +36,14 @@ SELECT s.id, (CASE WHEN s.db THEN
 /// Temporary relations owned by these logins, in the server's database: where a
 /// schema-mode tenant's sessions make them (a database-mode tenant's are in its
 /// database's size already).
-const TEMP_RELATIONS: &str = "
-SELECT r.rolname::text, c.oid FROM pg_catalog.pg_class c
-  JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
- WHERE c.relpersistence = 't' AND c.relkind IN ('r', 'm', 'S') AND r.rolname = ANY($1)";
+static TEMP_RELATIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT r.rolname::text, t.oid FROM {} t
+           JOIN pg_catalog.pg_roles r ON r.oid = t.relowner
+          WHERE r.rolname = ANY($1)",
+        crate::pg::temp_relations::TEMP_RELATIONS
+    )
+});
 
 /// The platform as seen from `server` (opened on first use).
 pub async fn view(p: &Platform, server: &str) -> Result<Platform> {
@@ -105,7 +110,7 @@ async fn sizes_on(p: &Platform, server: &str, tenants: &[Placed]) -> Result<Vec<
         (&[&ids, &db, &names, &template], &[&logins]);
     let (rows, temp_rows) = tokio::try_join!(
         tx.query(SIZES, sizes_params),
-        tx.query(TEMP_RELATIONS, temp_params),
+        tx.query(TEMP_RELATIONS.as_str(), temp_params),
     )?;
     let mut sizes: Vec<(Uuid, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let relations = temp_rows

@@ -272,16 +272,15 @@ async fn temp_memberships(c: &impl PgClient, roles: &[String]) -> Result<Vec<Rev
 /// stops new ones, but a session keeps (and can fill) the ones it has. `db`: the
 /// database the relations are in.
 async fn end_temp_holders(db: &impl PgClient, t: &Tenant, roles: &[String]) -> Result<()> {
-    let ended = db
-        .query(
-            "SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
-              WHERE a.datname = pg_catalog.current_database()
-                AND a.usename IN (SELECT DISTINCT r.rolname FROM pg_catalog.pg_class c
-                                    JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
-                                   WHERE c.relpersistence = 't' AND r.rolname = ANY($1))",
-            &[&roles],
-        )
-        .await?;
+    let sql = format!(
+        "SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
+          WHERE a.datname = pg_catalog.current_database()
+            AND a.usename IN (SELECT DISTINCT r.rolname FROM {} t
+                                JOIN pg_catalog.pg_roles r ON r.oid = t.relowner
+                               WHERE r.rolname = ANY($1))",
+        crate::pg::temp_relations::TEMP_RELATIONS
+    );
+    let ended = db.query(&sql, &[&roles]).await?;
     if !ended.is_empty() {
         tracing::info!(tenant.name = %t.name, sessions = ended.len(), "ended sessions holding temporary tables of a tenant over its disk quota");
     }

@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::pg::temp_relations::TEMP_RELATIONS;
 use crate::store::Result;
 
 /// One live tenant's resources for the metrics.
@@ -169,7 +170,7 @@ pub async fn temp_relations(
     c: &impl GenericClient,
     only: Option<Uuid>,
 ) -> Result<Vec<(Uuid, u32)>> {
-    Ok(c.query(
+    let sql = format!(
         "WITH logins AS (
                  SELECT id, login_role AS role FROM berqenas.tenants
                   WHERE isolation IN ('schema', 'shared') AND server = 'default'
@@ -179,15 +180,15 @@ pub async fn temp_relations(
                    JOIN berqenas.tenants t ON t.id = u.tenant_id
                   WHERE t.isolation IN ('schema', 'shared') AND t.server = 'default'
                     AND ($1::uuid IS NULL OR t.id = $1))
-             SELECT l.id, c.oid FROM logins l JOIN pg_catalog.pg_roles r ON r.rolname = l.role
-               JOIN pg_catalog.pg_class c ON c.relowner = r.oid
-              WHERE c.relpersistence = 't' AND c.relkind IN ('r', 'm', 'S')",
-        &[&only],
-    )
-    .await?
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect())
+             SELECT l.id, t.oid FROM {TEMP_RELATIONS} t
+               JOIN pg_catalog.pg_roles r ON r.oid = t.relowner
+               JOIN logins l ON l.role = r.rolname"
+    );
+    Ok(c.query(&sql, &[&only])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
 }
 
 /// Open sessions of the tenant's login roles (its own and its users').
