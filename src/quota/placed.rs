@@ -38,9 +38,7 @@ SELECT s.id, (CASE WHEN s.db THEN
 /// database's size already).
 static TEMP_RELATIONS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT r.rolname::text, t.oid FROM {} t
-           JOIN pg_catalog.pg_roles r ON r.oid = t.relowner
-          WHERE r.rolname = ANY($1)",
+        "SELECT t.owner, t.oid FROM {} t WHERE t.owner = ANY($1)",
         crate::pg::temp_relations::TEMP_RELATIONS
     )
 });

@@ -275,9 +275,7 @@ async fn end_temp_holders(db: &impl PgClient, t: &Tenant, roles: &[String]) -> R
     let sql = format!(
         "SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
           WHERE a.datname = pg_catalog.current_database()
-            AND a.usename IN (SELECT DISTINCT r.rolname FROM {} t
-                                JOIN pg_catalog.pg_roles r ON r.oid = t.relowner
-                               WHERE r.rolname = ANY($1))",
+            AND a.usename IN (SELECT t.owner FROM {} t WHERE t.owner = ANY($1))",
         crate::pg::temp_relations::TEMP_RELATIONS
     );
     let ended = db.query(&sql, &[&roles]).await?;

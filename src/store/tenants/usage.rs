@@ -180,9 +180,7 @@ pub async fn temp_relations(
                    JOIN berqenas.tenants t ON t.id = u.tenant_id
                   WHERE t.isolation IN ('schema', 'shared') AND t.server = 'default'
                     AND ($1::uuid IS NULL OR t.id = $1))
-             SELECT l.id, t.oid FROM {TEMP_RELATIONS} t
-               JOIN pg_catalog.pg_roles r ON r.oid = t.relowner
-               JOIN logins l ON l.role = r.rolname"
+             SELECT l.id, t.oid FROM {TEMP_RELATIONS} t JOIN logins l ON l.role = t.owner"
     );
     Ok(c.query(&sql, &[&only])
         .await?
