@@ -537,14 +537,12 @@ impl UnitCx {
         let (mut worker, lending) = self.lend(p, &open, t, worker, grants).await?;
         let first = lending.as_ref().map(Lending::sql);
         let rest = Some(Worker::rest_sql());
-        let (outcome, rested) = match self
+        let unit = self
             .locked(open, first, t, worker.name(), worker.session(), rest)
-            .await
-        {
-            Ok((outcome, rested)) => (Ok(outcome), rested),
-            Err(e) => (Err(e), false),
-        };
-        let clean = outcome.is_ok() && rested;
+            .await;
+        // Clean: the unit succeeded and so did the worker's rest.
+        let clean = matches!(unit, Ok((_, true)));
+        let outcome = unit.map(|(outcome, _)| outcome);
         match clean {
             true => {
                 if let Some(l) = lending {
