@@ -12,6 +12,7 @@ pub mod logical;
 pub mod open_transaction;
 pub mod pgbouncer;
 pub mod predefined_roles;
+pub mod schema_relations;
 pub mod session_lock;
 pub mod temp_relations;
 

@@ -21,17 +21,23 @@ use crate::tenant::service::Error;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
-const SIZES: &str = "
-SELECT s.id, (CASE WHEN s.db THEN
-           greatest(pg_database_size(d.oid) - coalesce(
-               (SELECT pg_database_size(x.oid) FROM pg_database x WHERE x.datname = $4), 0), 0)
-         ELSE coalesce((SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
-                         WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'S')), 0)
-       END)::bigint
-  FROM unnest($1::uuid[], $2::bool[], $3::text[]) AS s(id, db, name)
-  LEFT JOIN pg_database d ON s.db AND d.datname = s.name
-  LEFT JOIN pg_namespace n ON NOT s.db AND n.nspname = s.name
- WHERE d.oid IS NOT NULL OR n.oid IS NOT NULL";
+/// Per tenant, its database's size (less the template database's) or its schema's
+/// relations' (`pg::schema_relations`).
+static SIZES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT s.id, (CASE WHEN s.db THEN
+               greatest(pg_database_size(d.oid) - coalesce(
+                   (SELECT pg_database_size(x.oid) FROM pg_database x WHERE x.datname = $4), 0), 0)
+             ELSE coalesce((SELECT sum(pg_total_relation_size(r.oid)) FROM {} r
+                             WHERE r.schema = n.oid), 0)
+           END)::bigint
+      FROM unnest($1::uuid[], $2::bool[], $3::text[]) AS s(id, db, name)
+      LEFT JOIN pg_database d ON s.db AND d.datname = s.name
+      LEFT JOIN pg_namespace n ON NOT s.db AND n.nspname = s.name
+     WHERE d.oid IS NOT NULL OR n.oid IS NOT NULL",
+        crate::pg::schema_relations::SCHEMA_RELATIONS
+    )
+});
 
 /// Temporary relations owned by these logins, in the server's database: where a
 /// schema-mode tenant's sessions make them (a database-mode tenant's are in its
@@ -107,7 +113,7 @@ async fn sizes_on(p: &Platform, server: &str, tenants: &[Placed]) -> Result<Vec<
     let (sizes_params, temp_params): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
         (&[&ids, &db, &names, &template], &[&logins]);
     let (rows, temp_rows) = tokio::try_join!(
-        tx.query(SIZES, sizes_params),
+        tx.query(SIZES.as_str(), sizes_params),
         tx.query(TEMP_RELATIONS.as_str(), temp_params),
     )?;
     let mut sizes: Vec<(Uuid, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();

@@ -548,6 +548,31 @@ async fn a_first_round_measures_only_what_moved_since_the_recorded_signatures() 
         2,
         "each measured schema's signature recorded"
     );
+    // The digest as versions before 2026-12-07 computed it (summed after joining the
+    // schemas): an upgrade must find the signatures it recorded unchanged.
+    let earlier: i64 = pg
+        .query_one(
+            "WITH d AS (
+                 SELECT t.id, coalesce(md5(concat_ws(':', count(c.oid), sum(c.oid::int8),
+                        sum(c.relfilenode::int8), sum(c.reltoastrelid::int8),
+                        sum(CASE WHEN c.relkind IN ('r', 'm') THEN
+                            pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)
+                            + pg_stat_get_tuples_deleted(c.oid) + pg_stat_get_vacuum_count(c.oid)
+                            + pg_stat_get_autovacuum_count(c.oid)
+                            + pg_stat_get_vacuum_count(c.reltoastrelid)
+                            + pg_stat_get_autovacuum_count(c.reltoastrelid) END))), '') AS digest
+                   FROM berqenas.tenants t
+                   JOIN pg_namespace n ON n.nspname = t.schema_name
+                   LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'S', 'i')
+                  WHERE t.id = ANY($1) GROUP BY t.id)
+             SELECT count(*) FROM d JOIN berqenas.disk_usage u
+                 ON u.tenant_id = d.id AND u.schema_signature = d.digest::uuid",
+            &[&ids],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(earlier, 2, "the signatures differ from earlier versions'");
     // A size no measurement gives: which tenant keeps it shows which was not measured.
     const MADE_UP: i64 = 123_456_789;
     pg.execute(

@@ -12,10 +12,13 @@
 //! head, once a tenant, in a template migration) grew a chain of versions that no
 //! one could prune and each later update walked (docs/scale.md).
 
+use std::sync::LazyLock;
+
 use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::ROUND_TIMEOUTS;
+use crate::pg::schema_relations::SCHEMA_RELATIONS;
 
 type Result<T> = std::result::Result<T, tokio_postgres::Error>;
 
@@ -23,17 +26,25 @@ type Result<T> = std::result::Result<T, tokio_postgres::Error>;
 const BATCH: usize = 500;
 
 /// A schema's size: heap, indexes and TOAST of every table, materialized view and
-/// sequence in it.
-const ONE: &str = "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
-                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                    WHERE n.nspname = $1 AND c.relkind IN ('r', 'm', 'S')";
+/// sequence in it (`pg::schema_relations`).
+static ONE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT coalesce(sum(pg_catalog.pg_total_relation_size(r.oid)), 0)::bigint
+           FROM pg_catalog.pg_namespace n LEFT JOIN {SCHEMA_RELATIONS} r ON r.schema = n.oid
+          WHERE n.nspname = $1"
+    )
+});
 
 /// The same for a batch of (tenant, schema): one row per tenant whose schema exists.
-const MANY: &str = "SELECT s.id, coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
-                      FROM unnest($1::uuid[], $2::text[]) AS s(id, schema)
-                      JOIN pg_namespace n ON n.nspname = s.schema
-                      LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'S')
-                     GROUP BY s.id";
+static MANY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT s.id, coalesce(sum(pg_catalog.pg_total_relation_size(r.oid)), 0)::bigint
+           FROM unnest($1::uuid[], $2::text[]) AS s(id, schema)
+           JOIN pg_catalog.pg_namespace n ON n.nspname = s.schema
+           LEFT JOIN {SCHEMA_RELATIONS} r ON r.schema = n.oid
+          GROUP BY s.id"
+    )
+});
 
 /// Sizes of `schemas` (tenant, schema). With `strict` (measuring one tenant on
 /// request) an error is returned; otherwise a schema that cannot be measured is
@@ -49,7 +60,7 @@ pub(super) async fn sizes(
         let names: Vec<&str> = batch.iter().map(|s| s.1.as_str()).collect();
         let tx = c.transaction().await?;
         tx.batch_execute(ROUND_TIMEOUTS).await?;
-        match tx.query(MANY, &[&ids, &names]).await {
+        match tx.query(MANY.as_str(), &[&ids, &names]).await {
             Ok(rows) => {
                 tx.commit().await?;
                 sizes.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
@@ -73,7 +84,7 @@ async fn one_by_one(
     for (id, schema) in batch {
         let tx = c.transaction().await?;
         tx.batch_execute(ROUND_TIMEOUTS).await?;
-        match tx.query_one(ONE, &[schema]).await {
+        match tx.query_one(ONE.as_str(), &[schema]).await {
             Ok(r) => {
                 tx.commit().await?;
                 sizes.push((*id, r.get(0)));

@@ -52,18 +52,26 @@ pub const REFRESH_ROUNDS: usize = 20;
 /// role's at the tenant's next refresh, the larger size kept meanwhile. At 10,000
 /// tenants the digest of every schema took 1.0-1.7 s a round as an ordered list, and
 /// now 0.3 s (docs/scale.md).
-const SIGNATURES: &str = "SELECT s.id, coalesce(md5(pg_catalog.concat_ws(':',
-            count(c.oid), sum(c.oid::int8), sum(c.relfilenode::int8), sum(c.reltoastrelid::int8),
-            sum(CASE WHEN c.relkind IN ('r', 'm') THEN
-                pg_catalog.pg_stat_get_tuples_inserted(c.oid) + pg_catalog.pg_stat_get_tuples_updated(c.oid)
-                + pg_catalog.pg_stat_get_tuples_deleted(c.oid) + pg_catalog.pg_stat_get_vacuum_count(c.oid)
-                + pg_catalog.pg_stat_get_autovacuum_count(c.oid)
-                + pg_catalog.pg_stat_get_vacuum_count(c.reltoastrelid)
-                + pg_catalog.pg_stat_get_autovacuum_count(c.reltoastrelid) END))), '')
+///
+/// The relations are summed by schema oid before the round's schemas are joined:
+/// summed after the join, grouped by tenant id, the same digest took 316 to 421 ms
+/// against 292 to 393 ms (`psql`, 10,231 schemas, four runs of each in turn), and
+/// gives the same text to `md5`, so the signatures recorded before still match (all
+/// 10,231 did). A schema without relations reads `0`, without tables no writes.
+const SIGNATURES: &str = "SELECT s.id, md5(pg_catalog.concat_ws(':', coalesce(g.n, 0), g.oids, g.files,
+            g.toast, g.writes))
        FROM unnest($1::uuid[], $2::text[]) AS s(id, schema)
        JOIN pg_catalog.pg_namespace n ON n.nspname = s.schema
-       LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'S', 'i')
-      GROUP BY s.id";
+       LEFT JOIN (SELECT c.relnamespace, count(*) AS n, sum(c.oid::int8) AS oids,
+                         sum(c.relfilenode::int8) AS files, sum(c.reltoastrelid::int8) AS toast,
+                         sum(CASE WHEN c.relkind IN ('r', 'm') THEN
+                             pg_catalog.pg_stat_get_tuples_inserted(c.oid) + pg_catalog.pg_stat_get_tuples_updated(c.oid)
+                             + pg_catalog.pg_stat_get_tuples_deleted(c.oid) + pg_catalog.pg_stat_get_vacuum_count(c.oid)
+                             + pg_catalog.pg_stat_get_autovacuum_count(c.oid)
+                             + pg_catalog.pg_stat_get_vacuum_count(c.reltoastrelid)
+                             + pg_catalog.pg_stat_get_autovacuum_count(c.reltoastrelid) END) AS writes
+                    FROM pg_catalog.pg_class c WHERE c.relkind IN ('r', 'm', 'S', 'i')
+                   GROUP BY c.relnamespace) g ON g.relnamespace = n.oid";
 
 /// Login names of sessions in this database whose counts may not be reported yet.
 const BUSY: &str = "SELECT DISTINCT usename::text FROM pg_catalog.pg_stat_activity
