@@ -1,21 +1,21 @@
 //! Where temporary tables are, found without reading every relation.
 
+use std::sync::LazyLock;
+
+use super::schema_relations::SCHEMA_RELATIONS;
+
 /// Every temporary table and sequence of the database (`oid`, and `owner`: its
 /// owner's name, from the role cache), a dead session's left-behind ones too, for a
-/// `FROM`: found from the temporary schemas
-/// (`pg_temp_N`, by the name's index) through what depends on them (`pg_depend`, by
-/// its index; every table and sequence records its schema there), not by each
+/// `FROM`: the relations of the temporary schemas (`pg_temp_N`, by the name's index;
+/// their relations through `pg_depend`, see [`SCHEMA_RELATIONS`]), not found by each
 /// relation's owner or persistence, which no index of `pg_class` serves. Reading all
 /// of `pg_class` was 67 ms (three processes) of each disk round at 10,000 tenants,
 /// against 0.7 ms this way (docs/scale.md). Their indexes and TOAST tables are sized
 /// with them (`pg_total_relation_size`).
-pub const TEMP_RELATIONS: &str =
-    "(SELECT c.oid, pg_catalog.pg_get_userbyid(c.relowner)::text AS owner
-       FROM pg_catalog.pg_namespace n
-       JOIN pg_catalog.pg_depend d
-         ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
-        AND d.refobjid = n.oid
-        AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-       JOIN pg_catalog.pg_class c ON c.oid = d.objid
-      WHERE n.nspname LIKE 'pg\\_temp\\_%'
-        AND c.relpersistence = 't' AND c.relkind IN ('r', 'm', 'S'))";
+pub static TEMP_RELATIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "(SELECT r.oid, pg_catalog.pg_get_userbyid(r.relowner)::text AS owner
+            FROM pg_catalog.pg_namespace n JOIN {SCHEMA_RELATIONS} r ON r.schema = n.oid
+           WHERE n.nspname LIKE 'pg\\_temp\\_%' AND r.relpersistence = 't')"
+    )
+});

@@ -45,7 +45,7 @@ static SIZES: LazyLock<String> = LazyLock::new(|| {
 static TEMP_RELATIONS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT t.owner, t.oid FROM {} t WHERE t.owner = ANY($1)",
-        crate::pg::temp_relations::TEMP_RELATIONS
+        crate::pg::temp_relations::TEMP_RELATIONS.as_str()
     )
 });
 

@@ -276,7 +276,7 @@ async fn end_temp_holders(db: &impl PgClient, t: &Tenant, roles: &[String]) -> R
         "SELECT pg_catalog.pg_terminate_backend(a.pid) FROM pg_catalog.pg_stat_activity a
           WHERE a.datname = pg_catalog.current_database()
             AND a.usename IN (SELECT t.owner FROM {} t WHERE t.owner = ANY($1))",
-        crate::pg::temp_relations::TEMP_RELATIONS
+        crate::pg::temp_relations::TEMP_RELATIONS.as_str()
     );
     let ended = db.query(&sql, &[&roles]).await?;
     if !ended.is_empty() {

@@ -180,7 +180,8 @@ pub async fn temp_relations(
                    JOIN berqenas.tenants t ON t.id = u.tenant_id
                   WHERE t.isolation IN ('schema', 'shared') AND t.server = 'default'
                     AND ($1::uuid IS NULL OR t.id = $1))
-             SELECT l.id, t.oid FROM {TEMP_RELATIONS} t JOIN logins l ON l.role = t.owner"
+             SELECT l.id, t.oid FROM {} t JOIN logins l ON l.role = t.owner",
+        TEMP_RELATIONS.as_str()
     );
     Ok(c.query(&sql, &[&only])
         .await?
