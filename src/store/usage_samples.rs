@@ -45,6 +45,12 @@ pub async fn sampled_tenants(c: &impl GenericClient) -> Result<Vec<Uuid>> {
 /// One sample of every live tenant at `now()`, in one statement: the disk as last
 /// measured, the sessions of its login roles now, and `api` (tenant, calls) as counted
 /// by this server. Answers how many rows were written.
+///
+/// The sessions are counted from the server's few session owners outward, by the
+/// indexes on `tenants.login_role` and `tenant_users.db_user`, and summed per tenant
+/// once: not a look through all sessions for each tenant, which grew with tenants times
+/// sessions (the `SELECT` at 10,231 tenants with 66 sessions open: 665 to 738 ms that
+/// way, 17 to 21 ms this way; docs/quotas.md).
 pub async fn sample(c: &impl GenericClient, api: &[(Uuid, i32)]) -> Result<u64> {
     let ids: Vec<Uuid> = api.iter().map(|a| a.0).collect();
     let calls: Vec<i32> = api.iter().map(|a| a.1).collect();
@@ -52,16 +58,20 @@ pub async fn sample(c: &impl GenericClient, api: &[(Uuid, i32)]) -> Result<u64> 
         "WITH sessions AS (
              SELECT usename, count(*)::int AS n FROM pg_stat_activity
               WHERE usename IS NOT NULL GROUP BY usename),
+         -- UNION, not UNION ALL: a role that is both is one role's sessions.
+         owned AS (
+             SELECT t.id AS tenant_id, s.usename, s.n
+               FROM sessions s JOIN berqenas.tenants t ON t.login_role = s.usename
+             UNION
+             SELECT u.tenant_id, s.usename, s.n
+               FROM sessions s JOIN berqenas.tenant_users u ON u.db_user = s.usename),
+         connections AS (SELECT tenant_id, sum(n)::int AS n FROM owned GROUP BY tenant_id),
          api AS (SELECT * FROM unnest($1::uuid[], $2::int[]) AS a(tenant_id, calls))
          INSERT INTO berqenas.usage_samples (tenant_id, sampled_at, disk_bytes, connections, api_calls)
-         SELECT t.id, now(), coalesce(d.bytes, 0),
-                coalesce((SELECT sum(s.n) FROM sessions s
-                           WHERE s.usename = t.login_role
-                              OR s.usename IN (SELECT u.db_user FROM berqenas.tenant_users u
-                                                WHERE u.tenant_id = t.id)), 0)::int,
-                coalesce(a.calls, 0)
+         SELECT t.id, now(), coalesce(d.bytes, 0), coalesce(n.n, 0), coalesce(a.calls, 0)
            FROM berqenas.tenants t
            LEFT JOIN berqenas.disk_usage d ON d.tenant_id = t.id
+           LEFT JOIN connections n ON n.tenant_id = t.id
            LEFT JOIN api a ON a.tenant_id = t.id
           WHERE t.status IN {SAMPLED}
          ON CONFLICT DO NOTHING"

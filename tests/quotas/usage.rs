@@ -391,3 +391,47 @@ async fn plans_limits_and_usage_name_the_quotas_alike() {
     assert_eq!(free["db_quota_bytes"], 1_i64 << 30);
     assert_eq!(limits["max_storage_gb"], 1);
 }
+
+#[tokio::test]
+async fn a_usage_sample_counts_the_sessions_of_a_tenants_login_role_and_its_users() {
+    let (app, state) = support::spawn().await;
+    let t = app.create(&unique("sampled")).await;
+    let quiet = app.create(&unique("sampled-quiet")).await;
+    let name = t["name"].as_str().unwrap();
+    let (s, user) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{name}/users"),
+            Some(json!({"email": "sampled@example.com", "role": "developer"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{user}");
+    let _sessions = [
+        connect_as(&t["credentials"]).await,
+        connect_as(&t["credentials"]).await,
+        connect_as(&user["credentials"]).await,
+    ];
+
+    let pg = state.platform.pool.get().await.unwrap();
+    let written = berqenas::store::usage_samples::sample(&pg, &[])
+        .await
+        .unwrap();
+    assert!(written >= 2, "{written}");
+    let connections = |id: &Value| {
+        let id: uuid::Uuid = id.as_str().unwrap().parse().unwrap();
+        let pg = &pg;
+        async move {
+            pg.query_one(
+                "SELECT connections FROM berqenas.usage_samples WHERE tenant_id = $1
+                  ORDER BY sampled_at DESC LIMIT 1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i32>(0)
+        }
+    };
+    // Two sessions of its login role and one of its user's; none of the other's.
+    assert_eq!(connections(&t["id"]).await, 3);
+    assert_eq!(connections(&quiet["id"]).await, 0);
+}
