@@ -46,11 +46,10 @@ pub async fn sampled_tenants(c: &impl GenericClient) -> Result<Vec<Uuid>> {
 /// measured, the sessions of its login roles now, and `api` (tenant, calls) as counted
 /// by this server. Answers how many rows were written.
 ///
-/// The sessions are counted from the server's few session owners outward, by the
-/// indexes on `tenants.login_role` and `tenant_users.db_user`, and summed per tenant
-/// once: not a look through all sessions for each tenant, which grew with tenants times
-/// sessions (the `SELECT` at 10,231 tenants with 66 sessions open: 665 to 738 ms that
-/// way, 17 to 21 ms this way; docs/quotas.md).
+/// The sessions' owners are joined to the tenants once (a hash of the few owners) and
+/// summed per tenant: not a look through all sessions for each tenant, which grew
+/// with tenants times sessions (the `SELECT` at 10,231 tenants with 66 sessions open:
+/// 665 to 738 ms that way, 17 to 21 ms this way; docs/console.md).
 pub async fn sample(c: &impl GenericClient, api: &[(Uuid, i32)]) -> Result<u64> {
     let ids: Vec<Uuid> = api.iter().map(|a| a.0).collect();
     let calls: Vec<i32> = api.iter().map(|a| a.1).collect();
