@@ -111,6 +111,21 @@ async fn sessions_down_to(pg: &tokio_postgres::Client, role: &str, n: i64) {
     }
 }
 
+/// The types of the tenant's connection quota events, oldest first.
+async fn connection_events(control: &tokio_postgres::Client, name: &str) -> Vec<String> {
+    control
+        .query(
+            "SELECT type FROM berqenas.outbox
+              WHERE tenant_name = $1 AND data->>'quota' = 'connections' ORDER BY seq",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// The `tenant_resource_usage` gauge of `name`'s `resource` in `/metrics`.
 async fn gauge(app: &TestApp, name: &str, resource: &str) -> Option<f64> {
     let text = app
@@ -136,6 +151,7 @@ async fn changes_of_a_tenant_on_another_server_happen_there() {
     let (app, state) = support::spawn().await;
     let pg2 = register_pg2(&app, "chg-pg2").await;
     let pg2_admin = on(&pg2, "postgres").await;
+    let control = common::superuser().await;
 
     for isolation in ["schema", "database", "shared"] {
         let name = unique(&format!("chg{}", &isolation[..1]));
@@ -177,12 +193,23 @@ async fn changes_of_a_tenant_on_another_server_happen_there() {
             panic!("a third session is refused on pg2");
         };
         assert!(refused.contains("too many connections"), "{refused}");
+        // The quota round sees its sessions there: exceeded at the limit.
+        common::disk_round(&state.platform).await;
+        assert_eq!(connection_events(&control, &name).await, ["quota.exceeded"]);
         // Lowering it below the open sessions is refused without force.
         let (s, b) = put_quotas(&app, &name, json!({"max_connections": 1})).await;
         assert_eq!(s, StatusCode::CONFLICT, "{b}");
         assert_eq!(b["error"]["field"], "max_connections", "{b}");
         assert_eq!(connlimit(&pg2_admin, &role).await, 2);
         drop((one, two));
+        // ... and recovered once they have ended, once.
+        sessions_down_to(&pg2_admin, &role, 0).await;
+        common::disk_round(&state.platform).await;
+        common::disk_round(&state.platform).await;
+        assert_eq!(
+            connection_events(&control, &name).await,
+            ["quota.exceeded", "quota.recovered"]
+        );
         let (s, b) = put_quotas(&app, &name, json!({"max_connections": 10})).await;
         assert_eq!(s, StatusCode::OK, "{b}");
         assert_eq!(connlimit(&pg2_admin, &role).await, 10);

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::platform::Platform;
 use crate::problem::{Kind, Problem};
+use crate::store::breaches::ConnectionUse;
 use crate::store::tenants::{self as registry, Placed};
 use crate::tenant::service::Error;
 
@@ -139,9 +140,8 @@ async fn sizes_on(p: &Platform, server: &str, tenants: &[Placed]) -> Result<Vec<
 }
 
 /// Connection use of the live tenants on other servers that have a session there or
-/// are marked exceeded: (tenant, its busiest login's sessions, all its sessions,
-/// database mode), as `store::breaches::connection_use` answers for `default`.
-pub async fn connections(p: &Platform) -> Result<Vec<(Uuid, i64, i64, bool)>> {
+/// are marked exceeded, as `store::breaches::connection_use` answers for `default`.
+pub async fn connections(p: &Platform) -> Result<Vec<ConnectionUse>> {
     let mut out = Vec::new();
     for (server, tenants) in by_server(p, None).await? {
         match sessions_on(p, &server, &tenants).await {
@@ -155,7 +155,13 @@ pub async fn connections(p: &Platform) -> Result<Vec<(Uuid, i64, i64, bool)>> {
                     let total: i64 = counts.iter().sum();
                     let busiest = counts.iter().copied().max().unwrap_or(0);
                     if total > 0 || t.connections_exceeded {
-                        out.push((t.id, busiest, total, t.database_mode));
+                        out.push(ConnectionUse {
+                            tenant: t.id,
+                            busiest,
+                            total,
+                            database: t.database_mode,
+                            marked: t.connections_exceeded,
+                        });
                     }
                 }
             }
