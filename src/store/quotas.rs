@@ -147,16 +147,33 @@ pub async fn disk_usage(c: &impl GenericClient, tenant_id: Uuid) -> Result<Optio
     }))
 }
 
-/// Records measurements (tenant, bytes) in one statement.
+/// How stale `measured_at` may grow while a tenant's size stays the same: the time it
+/// was last confirmed is written at most this often, not every round.
+pub const UNCHANGED_REFRESH_SECS: f64 = 600.0;
+
+/// Records measurements (tenant, bytes) in one statement. An existing row is written
+/// when its size changed, or when its `measured_at` is older than
+/// [`UNCHANGED_REFRESH_SECS`]; a missing one is inserted. Writing every tenant's row
+/// every round, most of them the same, was a steady stream of updates, WAL and dead
+/// rows for an idle fleet: at 10,231 tenants, 1.7 MB of WAL and 48 to 76 ms a round,
+/// against none and 28 to 40 ms (`psql`, docs/quotas.md). Not `ON CONFLICT DO UPDATE
+/// ... WHERE` for the rows that exist: it locks each one it finds before it looks at
+/// the `WHERE`, which wrote 575 KB of WAL to change nothing.
 pub async fn record_measurements(c: &impl GenericClient, sizes: &[(Uuid, i64)]) -> Result<()> {
     let ids: Vec<Uuid> = sizes.iter().map(|s| s.0).collect();
     let bytes: Vec<i64> = sizes.iter().map(|s| s.1).collect();
     c.execute(
-        "INSERT INTO berqenas.disk_usage (tenant_id, bytes, measured_at)
-         SELECT m.id, m.bytes, now() FROM unnest($1::uuid[], $2::bigint[]) AS m(id, bytes)
-           JOIN berqenas.tenants t ON t.id = m.id
+        "WITH m AS (SELECT * FROM unnest($1::uuid[], $2::bigint[]) AS m(id, bytes)),
+              changed AS (
+                  UPDATE berqenas.disk_usage d SET bytes = m.bytes, measured_at = now()
+                    FROM m
+                   WHERE d.tenant_id = m.id
+                     AND (d.bytes <> m.bytes OR d.measured_at < now() - make_interval(secs => $3)))
+         INSERT INTO berqenas.disk_usage (tenant_id, bytes, measured_at)
+         SELECT m.id, m.bytes, now() FROM m JOIN berqenas.tenants t ON t.id = m.id
+          WHERE NOT EXISTS (SELECT 1 FROM berqenas.disk_usage d WHERE d.tenant_id = m.id)
          ON CONFLICT (tenant_id) DO UPDATE SET bytes = EXCLUDED.bytes, measured_at = EXCLUDED.measured_at",
-        &[&ids, &bytes],
+        &[&ids, &bytes, &UNCHANGED_REFRESH_SECS],
     )
     .await?;
     Ok(())

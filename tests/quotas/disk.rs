@@ -1,6 +1,7 @@
 //! Disk quotas: writes taken away over the quota and exactly them given back.
 
 use super::*;
+use berqenas::store::quotas as quota_store;
 
 /// INSERT of about `kb` kilobytes of incompressible text into user_activity.
 fn fill_sql(kb: usize) -> String {
@@ -610,4 +611,68 @@ async fn a_first_round_measures_only_what_moved_since_the_recorded_signatures() 
         measured != MADE_UP && measured > 64 * 1024,
         "the schema written to kept its recorded size: {measured}"
     );
+}
+
+#[tokio::test]
+async fn a_size_that_did_not_change_is_not_written_again_until_its_time_is_due_a_refresh() {
+    let (app, state) = support::spawn().await;
+    let name = unique("remeasured");
+    let t = app.create(&name).await;
+    let id: uuid::Uuid = t["id"].as_str().unwrap().parse().unwrap();
+    // Deleted (restorable): no round measures it, so only this test writes its row.
+    let (s, e) = app
+        .call(Method::DELETE, &format!("/api/v1/tenants/{name}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let c = state.platform.pool.get().await.unwrap();
+    let record = |bytes: i64| {
+        let c = &c;
+        async move {
+            quota_store::record_measurements(c, &[(id, bytes)])
+                .await
+                .unwrap();
+            let r = c
+                .query_one(
+                    "SELECT bytes, measured_at, xmin::text FROM berqenas.disk_usage WHERE tenant_id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            (
+                r.get::<_, i64>(0),
+                r.get::<_, chrono::DateTime<chrono::Utc>>(1),
+                r.get::<_, String>(2),
+            )
+        }
+    };
+    let first = record(1_000).await;
+    assert_eq!(first.0, 1_000);
+    // The same size again: the row is left as it was (the same row version).
+    assert_eq!(record(1_000).await, first);
+    // A new size is written, with its time.
+    let moved = record(2_000).await;
+    assert_eq!(moved.0, 2_000);
+    assert!(
+        moved.1 > first.1 && moved.2 != first.2,
+        "{first:?} {moved:?}"
+    );
+    // The same size once its time is older than the refresh: the time is written.
+    c.execute(
+        "UPDATE berqenas.disk_usage SET measured_at = measured_at - make_interval(secs => $2::float8 + 1)
+          WHERE tenant_id = $1",
+        &[&id, &quota_store::UNCHANGED_REFRESH_SECS],
+    )
+    .await
+    .unwrap();
+    let aged = c
+        .query_one(
+            "SELECT measured_at FROM berqenas.disk_usage WHERE tenant_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get::<_, chrono::DateTime<chrono::Utc>>(0);
+    let refreshed = record(2_000).await;
+    assert_eq!(refreshed.0, 2_000);
+    assert!(refreshed.1 > aged, "{aged} -> {:?}", refreshed.1);
 }
