@@ -88,6 +88,8 @@ async fn two_instances_agree_elect_each_job_once_and_deliver_each_event_once() {
         // Both would run a round and a sample every second if both were elected.
         ("BERQENAS_QUOTA_INTERVAL", "1s"),
         ("BERQENAS_USAGE_SAMPLE_INTERVAL", "2s"),
+        // Every sample stored, changed or not: each one shows who took it when.
+        ("BERQENAS_USAGE_SAMPLE_HOLD", "1s"),
     ];
     let (d1, d2) = (
         common::ScratchDir::new("inst-a"),

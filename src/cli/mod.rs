@@ -161,6 +161,11 @@ pub struct ServeArgs {
     /// How long usage samples are kept (older ones are pruned by the quota round).
     #[arg(long, env = "BERQENAS_USAGE_RETENTION", default_value = "30d", value_parser = parse_interval)]
     pub usage_retention: std::time::Duration,
+    /// A tenant's usage sample is stored when its disk, connections or API calls moved
+    /// since its last stored one, or that one is this old (its figures stand until
+    /// then); at most the sample interval, every sample is stored.
+    #[arg(long, env = "BERQENAS_USAGE_SAMPLE_HOLD", default_value = "1h", value_parser = parse_interval)]
+    pub usage_sample_hold: std::time::Duration,
     /// A password for the web console, besides the admin token (only its hash is
     /// kept, in memory; at least 12 characters).
     #[arg(long, env = "BERQENAS_CONSOLE_PASSWORD", hide_env_values = true, value_parser = secret)]
@@ -271,8 +276,10 @@ fn parse_warm_pool(s: &str) -> Result<crate::workflows::warm_pool::Targets, Stri
     s.parse()
 }
 
-/// `--quota-interval`: the durations requests take (`500ms`, `30s`, `5m`, `1h 30m`,
-/// see [`crate::duration`]), and plain seconds, which this flag has always accepted.
+/// `--quota-interval` and the other durations of `serve`: the durations requests take
+/// (`500ms`, `30s`, `5m`, `1h 30m`, see [`crate::duration`]), and plain seconds, which
+/// `--quota-interval` has always accepted. The message names no flag: clap's own
+/// names the one given.
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let plain_seconds = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -281,7 +288,7 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     } else {
         s.to_string()
     };
-    crate::duration::parse("--quota-interval", &s).map_err(|p| p.message)
+    crate::duration::parse("the value", &s).map_err(|p| p.message)
 }
 
 /// A client command about one tenant and nothing else.
@@ -425,6 +432,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 usage_history: crate::quota::history::Settings {
                     every: a.usage_sample_interval,
                     keep: a.usage_retention,
+                    hold: a.usage_sample_hold,
                 },
                 console_password: a.console_password,
                 data_api_connections: a.data_api_connections,
@@ -504,7 +512,24 @@ mod tests {
         assert_eq!(super::parse_interval(" 1h "), Ok(Duration::from_secs(3600)));
         for bad in ["0s", "0", "", "soon", "-5s"] {
             let e = super::parse_interval(bad).unwrap_err();
-            assert!(e.starts_with("--quota-interval"), "{bad:?}: {e}");
+            assert!(e.starts_with("the value"), "{bad:?}: {e}");
+        }
+        // Each flag's error names that flag (it once named --quota-interval for all).
+        use clap::Parser;
+        for flag in [
+            "--quota-interval",
+            "--usage-sample-interval",
+            "--usage-retention",
+            "--usage-sample-hold",
+        ] {
+            let e = super::Cli::try_parse_from(["berqenas", "serve", flag, "0s"])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(flag), "{flag}: {e}");
+            assert!(e.contains("must be longer than zero"), "{flag}: {e}");
+            if flag != "--quota-interval" {
+                assert!(!e.contains("--quota-interval"), "{flag}: {e}");
+            }
         }
     }
 

@@ -12,11 +12,15 @@ const H: f64 = 140.0;
 const LEFT: f64 = 70.0;
 const BOTTOM: f64 = 18.0;
 
-/// A line of `(time, value)` points, oldest first; `fmt` writes a value for people.
+/// Samples `(time, value)`, oldest first, each standing until the next one (the last
+/// until `until`): a sample is stored only when its value moved, or after a while
+/// (`--usage-sample-hold`), so a line straight from one to the next would draw a slope
+/// where the value held, then jumped. `fmt` writes a value for people.
 pub fn line(
     id: &str,
     title: &str,
-    points: &[(DateTime<Utc>, f64)],
+    samples: &[(DateTime<Utc>, f64)],
+    until: DateTime<Utc>,
     fmt: &dyn Fn(f64) -> String,
 ) -> String {
     let mut out = format!(
@@ -24,10 +28,12 @@ pub fn line(
         esc(id),
         esc(title)
     );
-    if points.is_empty() {
+    if samples.is_empty() {
         out.push_str("<p class=\"no-samples\">No samples yet.</p></figure>");
         return out;
     }
+    let points = held(samples, until);
+    let points = points.as_slice();
     let t0 = points[0].0.timestamp() as f64;
     let t1 = (points[points.len() - 1].0.timestamp() as f64).max(t0 + 1.0);
     let max = points.iter().map(|p| p.1).fold(0.0_f64, f64::max).max(1.0);
@@ -63,10 +69,35 @@ pub fn line(
         ));
     }
     out.push_str(&format!(
-        "</svg><p class=\"chart-note\">{} samples, latest {}</p></figure>",
-        points.len(),
+        "</svg><p class=\"chart-note\">{} {}, latest {}</p></figure>",
+        samples.len(),
+        if samples.len() == 1 {
+            "sample"
+        } else {
+            "samples"
+        },
         esc(&fmt(points[points.len() - 1].1))
     ));
+    out
+}
+
+/// The corners of `samples` drawn as steps: each value held up to the next sample's
+/// time, the last one up to `until` (when that is later).
+fn held(samples: &[(DateTime<Utc>, f64)], until: DateTime<Utc>) -> Vec<(DateTime<Utc>, f64)> {
+    let mut out = Vec::with_capacity(samples.len() * 2 + 1);
+    let mut before = None;
+    for &(t, v) in samples {
+        if let Some(b) = before {
+            out.push((t, b));
+        }
+        out.push((t, v));
+        before = Some(v);
+    }
+    if let Some(&(t, v)) = samples.last() {
+        if until > t {
+            out.push((until, v));
+        }
+    }
     out
 }
 
@@ -157,14 +188,32 @@ mod tests {
         assert!(svg.contains("&lt;free&gt;") && !svg.contains("<free>"));
         assert_eq!(svg.matches("<rect").count(), 2);
         let t = Utc::now();
-        let l = line(
-            "l",
-            "disk",
-            &[(t, 1.0), (t + chrono::Duration::minutes(5), 2.0)],
-            &|v| format!("{v}"),
-        );
+        let five = t + chrono::Duration::minutes(5);
+        let l = line("l", "disk", &[(t, 1.0), (five, 2.0)], five, &|v| {
+            format!("{v}")
+        });
         assert!(l.contains("<polyline"), "{l}");
+        assert!(l.contains("2 samples"), "{l}");
         assert!(!l.contains("style="), "no inline style: {l}");
-        assert!(line("e", "disk", &[], &|v| format!("{v}")).contains("No samples yet"));
+        assert!(line("e", "disk", &[], t, &|v| format!("{v}")).contains("No samples yet"));
+        // One sample held until now is a line too.
+        let one = line("o", "disk", &[(t, 1.0)], five, &|v| format!("{v}"));
+        assert!(
+            one.contains("<polyline") && one.contains("1 sample,"),
+            "{one}"
+        );
+    }
+
+    #[test]
+    fn samples_stand_until_the_next_one() {
+        let t = Utc::now();
+        let m = |n: i64| t + chrono::Duration::minutes(n);
+        assert_eq!(
+            held(&[(m(0), 1.0), (m(60), 3.0)], m(90)),
+            [(m(0), 1.0), (m(60), 1.0), (m(60), 3.0), (m(90), 3.0)]
+        );
+        // Nothing after `until` is added when the last sample is that late already.
+        assert_eq!(held(&[(m(0), 1.0)], m(0)), [(m(0), 1.0)]);
+        assert!(held(&[], m(0)).is_empty());
     }
 }

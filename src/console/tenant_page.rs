@@ -123,7 +123,8 @@ const HISTORY_DAYS: i64 = 7;
 
 /// Disk, connections and API calls over the last days, from the sampled history.
 async fn history(state: &AppState, t: &Tenant) -> Result<String, Failure> {
-    let since = chrono::Utc::now() - chrono::Duration::days(HISTORY_DAYS);
+    let now = chrono::Utc::now();
+    let since = now - chrono::Duration::days(HISTORY_DAYS);
     let samples = crate::quota::history::of_tenant(&state.platform, t.id, since).await?;
     let series = |f: &dyn Fn(&crate::quota::history::Sample) -> f64| -> Vec<_> {
         samples.iter().map(|s| (s.at, f(s))).collect()
@@ -132,9 +133,9 @@ async fn history(state: &AppState, t: &Tenant) -> Result<String, Failure> {
     let count = |v: f64| format!("{v:.0}");
     Ok(format!(
         "<section id=\"usage-history\"><h3>Usage over {HISTORY_DAYS} days</h3><div class=\"charts\">{}{}{}</div></section>",
-        super::charts::line("chart-disk", "Disk", &series(&|s| s.disk_bytes as f64), &bytes),
-        super::charts::line("chart-connections", "Connections", &series(&|s| s.connections as f64), &count),
-        super::charts::line("chart-api-calls", "API calls a minute", &series(&|s| s.api_calls as f64), &count),
+        super::charts::line("chart-disk", "Disk", &series(&|s| s.disk_bytes as f64), now, &bytes),
+        super::charts::line("chart-connections", "Connections", &series(&|s| s.connections as f64), now, &count),
+        super::charts::line("chart-api-calls", "API calls a minute", &series(&|s| s.api_calls as f64), now, &count),
     ))
 }
 

@@ -208,6 +208,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0044_operation_steps.sql",
         sql: include_str!("../../migrations/control/0044_operation_steps.sql"),
     },
+    Migration {
+        version: 45,
+        name: "0045_usage_sample_runs.sql",
+        sql: include_str!("../../migrations/control/0045_usage_sample_runs.sql"),
+    },
 ];
 
 /// Any constant works; it only keeps two starting servers from migrating at once.

@@ -1,9 +1,10 @@
 //! The sampled usage history behind the console's charts: every `--usage-sample-interval`
-//! the quota round writes each live tenant's disk bytes (as last measured), open
-//! connections and API calls of the last minute (as this server counted them), and
-//! drops samples older than `--usage-retention`. One server samples at a time (the
-//! round's lock), and the interval is read from the table itself, so several servers
-//! together still sample once per interval.
+//! the quota round samples each live tenant's disk bytes (as last measured), open
+//! connections and API calls of the last minute (as this server counted them), writing
+//! a tenant's row when one of them moved or its last row is older than
+//! `--usage-sample-hold`, and drops samples older than `--usage-retention`. One server
+//! samples at a time (the round's lock), and when the last sampling ran is read from
+//! the table itself, so several servers together still sample once per interval.
 
 use std::time::Duration;
 
@@ -17,11 +18,13 @@ use crate::store::usage_samples as store;
 pub use crate::store::usage_samples::Sample;
 use crate::tenant::service::Error;
 
-/// `--usage-sample-interval`, `--usage-retention`.
+/// `--usage-sample-interval`, `--usage-retention`, `--usage-sample-hold`.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     pub every: Duration,
     pub keep: Duration,
+    /// An unchanged tenant's row is written again once its last one is this old.
+    pub hold: Duration,
 }
 
 impl Default for Settings {
@@ -29,6 +32,7 @@ impl Default for Settings {
         Self {
             every: Duration::from_secs(300),
             keep: Duration::from_secs(30 * 86_400),
+            hold: Duration::from_secs(3600),
         }
     }
 }
@@ -37,7 +41,8 @@ impl Default for Settings {
 pub const CHART_POINTS: i64 = 500;
 
 /// A sample of every live tenant if one is due (and no other server is sampling),
-/// and the old ones pruned. Answers the rows written (`None`: not due, or not ours).
+/// and the old ones pruned. Answers the rows written (`None`: not due, or not ours;
+/// `Some(0)`: sampled, and nothing moved).
 pub async fn sample_round(
     p: &Platform,
     limits: &RateLimits,
@@ -56,7 +61,8 @@ pub async fn sample_round(
             (id, i32::try_from(calls).unwrap_or(i32::MAX))
         })
         .collect();
-    let written = store::sample(&tx, &api).await?;
+    let written = store::sample(&tx, &api, s.hold.as_secs_f64()).await?;
+    store::mark_sampled(&tx).await?;
     store::prune(&tx, s.keep.as_secs_f64()).await?;
     tx.commit().await?;
     Ok(Some(written))

@@ -85,16 +85,37 @@ async fn an_operator_uses_every_screen_in_the_browser() {
     b.find("#chart-per-day rect.created").await;
     b.shot("tenant-list-pictures").await;
 
-    // Usage over time: two samples by the quota round's sampler, drawn as a line.
+    // Usage over time: two samples by the quota round's sampler, drawn as a line (the
+    // second stores what moved: a session of the tenant's opened).
     let every = Settings {
         every: std::time::Duration::ZERO,
         keep: std::time::Duration::from_secs(86_400),
+        hold: std::time::Duration::from_secs(3600),
     };
-    for _ in 0..2 {
-        let n = history::sample_round(&rt, &limiter, every).await.unwrap();
-        assert!(n.unwrap_or(0) >= 1, "sampled: {n:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let n = history::sample_round(&rt, &limiter, every).await.unwrap();
+    assert!(n.unwrap_or(0) >= 1, "sampled: {n:?}");
+    let _session = common::connect_as(&t["credentials"]).await;
+    let n = history::sample_round(&rt, &limiter, every).await.unwrap();
+    assert!(n.unwrap_or(0) >= 1, "its connections moved: {n:?}");
+    // The next sampling is due an interval after the last one ran, however old the
+    // newest stored row (only what moved is stored).
+    rt.platform
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE berqenas.usage_samples SET sampled_at = sampled_at - interval '2 hours'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let hourly = Settings {
+        every: std::time::Duration::from_secs(3600),
+        ..every
+    };
+    let n = history::sample_round(&rt, &limiter, hourly).await.unwrap();
+    assert_eq!(n, None, "not due yet");
     let page = format!("{}/console/tenants/{name}", app.url);
     b.goto(&page).await;
     b.find("#chart-disk polyline").await;

@@ -413,7 +413,8 @@ async fn a_usage_sample_counts_the_sessions_of_a_tenants_login_role_and_its_user
     ];
 
     let pg = state.platform.pool.get().await.unwrap();
-    let written = berqenas::store::usage_samples::sample(&pg, &[])
+    // No hold: every live tenant's figures stored, moved or not.
+    let written = berqenas::store::usage_samples::sample(&pg, &[], 0.0)
         .await
         .unwrap();
     assert!(written >= 2, "{written}");
@@ -434,4 +435,50 @@ async fn a_usage_sample_counts_the_sessions_of_a_tenants_login_role_and_its_user
     // Two sessions of its login role and one of its user's; none of the other's.
     assert_eq!(connections(&t["id"]).await, 3);
     assert_eq!(connections(&quiet["id"]).await, 0);
+}
+
+#[tokio::test]
+async fn a_usage_sample_stores_a_tenants_figures_when_they_moved_or_once_its_last_is_old() {
+    let (app, state) = support::spawn().await;
+    let t = app.create(&unique("held")).await;
+    let id: uuid::Uuid = t["id"].as_str().unwrap().parse().unwrap();
+    let pg = state.platform.pool.get().await.unwrap();
+    let hold = 3600.0;
+    let sample = || berqenas::store::usage_samples::sample(&pg, &[], hold);
+    // (connections, rows) of the tenant's stored samples, oldest first.
+    let stored = || async {
+        pg.query(
+            "SELECT connections FROM berqenas.usage_samples WHERE tenant_id = $1
+              ORDER BY sampled_at",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, i32>(0))
+        .collect::<Vec<_>>()
+    };
+    sample().await.unwrap();
+    assert_eq!(stored().await, [0], "its first sample is stored");
+    sample().await.unwrap();
+    assert_eq!(stored().await, [0], "nothing moved: nothing stored");
+    let _session = connect_as(&t["credentials"]).await;
+    sample().await.unwrap();
+    assert_eq!(stored().await, [0, 1], "its connections moved");
+    sample().await.unwrap();
+    assert_eq!(stored().await, [0, 1]);
+    // Its last row older than the hold: stored again, unchanged.
+    pg.execute(
+        "UPDATE berqenas.usage_samples SET sampled_at = sampled_at - make_interval(secs => $2::float8 + 1)
+          WHERE tenant_id = $1",
+        &[&id, &hold],
+    )
+    .await
+    .unwrap();
+    sample().await.unwrap();
+    assert_eq!(
+        stored().await,
+        [0, 1, 1],
+        "stored again once its last is old"
+    );
 }
