@@ -35,6 +35,12 @@ pub struct Standing {
 }
 
 /// Every tenant at a realtime limit now, and every one marked exceeded (to recover).
+///
+/// Looked for among the tenants with a count in the current hour or minute and those
+/// marked, not among every tenant's quotas: a limit is at least 1, so a tenant with
+/// no count now is at none (at 10,231 tenants and no counts, `psql`: 6.8 to 12.5 ms a
+/// round that way, 0.8 to 1.5 ms this way, the same rows with tenants at, below and
+/// past their windows, and marked; docs/quotas.md).
 pub async fn standings(c: &impl GenericClient) -> Result<Vec<Standing>> {
     let rows = c
         .query(
@@ -44,11 +50,18 @@ pub async fn standings(c: &impl GenericClient) -> Result<Vec<Standing>> {
                                  AND r.window_start = date_trunc('minute', now())), 0) AS minute,
                         coalesce(max(r.events) FILTER (WHERE r.window_kind = 'hour'
                                  AND r.window_start = date_trunc('hour', now())), 0) AS hour
-                   FROM berqenas.realtime_counters r GROUP BY r.tenant_id
+                   FROM berqenas.realtime_counters r
+                  WHERE r.window_start >= date_trunc('hour', now())
+                  GROUP BY r.tenant_id
+             ), candidates AS (
+                 SELECT tenant_id FROM now_counts
+                 UNION
+                 SELECT tenant_id FROM berqenas.quota_breaches WHERE quota = 'realtime'
              )
              SELECT q.tenant_id, n.minute::bigint, q.realtime_events_per_minute::bigint,
                     n.hour::bigint, q.realtime_events_per_hour::bigint
-               FROM berqenas.effective_quotas q
+               FROM candidates c
+               JOIN berqenas.effective_quotas q ON q.tenant_id = c.tenant_id
                LEFT JOIN now_counts n ON n.tenant_id = q.tenant_id
               WHERE (n.minute >= q.realtime_events_per_minute OR n.hour >= q.realtime_events_per_hour)
                  OR EXISTS (SELECT 1 FROM berqenas.quota_breaches b

@@ -21,6 +21,10 @@ pub struct ResourceRow {
 }
 
 /// Disk and connections against their quotas, for every live tenant, in one statement.
+/// The sessions are summed from their few owners, each looked up by its index, not by
+/// joining every tenant's roles to the sessions (at 10,231 tenants with 66 sessions
+/// open, `psql`, six runs each: 27 to 39 ms that way, 18 to 28 ms this way, the same
+/// rows).
 pub async fn resource_rows(c: &impl GenericClient) -> Result<Vec<ResourceRow>> {
     let rows = c
         .query(
@@ -29,10 +33,14 @@ pub async fn resource_rows(c: &impl GenericClient) -> Result<Vec<ResourceRow>> {
                FROM berqenas.tenants t
                JOIN berqenas.effective_quotas q ON q.tenant_id = t.id
                LEFT JOIN berqenas.disk_usage u ON u.tenant_id = t.id
-               LEFT JOIN (SELECT l.id, count(*) AS n FROM pg_stat_activity a
-                            JOIN (SELECT id, login_role AS role FROM berqenas.tenants
-                                  UNION ALL SELECT tenant_id, db_user FROM berqenas.tenant_users) l
-                              ON l.role = a.usename
+               LEFT JOIN (SELECT l.id, sum(s.n)::bigint AS n
+                            FROM (SELECT usename::text COLLATE \"default\" AS role, count(*) AS n
+                                    FROM pg_catalog.pg_stat_activity
+                                   WHERE usename IS NOT NULL GROUP BY usename) s
+                           CROSS JOIN LATERAL (
+                                 SELECT id FROM berqenas.tenants WHERE login_role = s.role
+                                 UNION ALL
+                                 SELECT tenant_id FROM berqenas.tenant_users WHERE db_user = s.role) l
                            GROUP BY l.id) c ON c.id = t.id
               WHERE t.status IN ('trial', 'active', 'suspended')",
             &[],
