@@ -2,10 +2,13 @@
 //! (connections at their limit, a rate refusing), exceeded from the first observation
 //! to the recovery; and `usage_reports`: up to when each tenant's usage was reported.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
+use super::tenant_sessions::TENANT_SESSIONS;
 use super::Result;
 
 /// Marks `quota` of the tenant exceeded; whether it was not already.
@@ -45,47 +48,35 @@ pub struct ConnectionUse {
 
 /// Connection use of every live tenant that has a session or is marked exceeded.
 /// Tenants on `default` only: the others' sessions are on their servers
-/// (`quota::placed`).
-///
-/// Found from the sessions' few owners, each looked up by the index on the login role
-/// or the user's role (the name's collation is the column's, or the index could not
-/// be used), not by joining every tenant's roles to the sessions (at 10,231 tenants
-/// with 66 sessions open: 34 to 43 ms that way, 2.6 to 3.9 ms this way; docs/quotas.md).
+/// (`quota::placed`). The sessions are found from their owners
+/// ([`TENANT_SESSIONS`]).
 pub async fn connection_use(c: &impl GenericClient) -> Result<Vec<ConnectionUse>> {
-    Ok(c.query(
-        "WITH sessions AS (
-             SELECT usename::text COLLATE \"default\" AS role, count(*) AS n
-               FROM pg_catalog.pg_stat_activity WHERE usename IS NOT NULL GROUP BY usename
-         ), per_role AS (
-             SELECT l.id, s.n
-               FROM sessions s
-              CROSS JOIN LATERAL (
-                 SELECT t.id FROM berqenas.tenants t WHERE t.login_role = s.role
-                 UNION ALL
-                 SELECT u.tenant_id FROM berqenas.tenant_users u WHERE u.db_user = s.role) l
-         ), per_tenant AS (
-             SELECT id, max(n) AS busiest, sum(n) AS total FROM per_role GROUP BY id
-         ), marked AS (
-             SELECT tenant_id AS id FROM berqenas.quota_breaches WHERE quota = 'connections'
-         )
-         SELECT t.id, coalesce(p.busiest, 0)::bigint, coalesce(p.total, 0)::bigint,
-                t.isolation = 'database', m.id IS NOT NULL
-           FROM per_tenant p
-           FULL JOIN marked m ON m.id = p.id
-           JOIN berqenas.tenants t ON t.id = coalesce(p.id, m.id)
-          WHERE t.status IN ('trial', 'active', 'suspended') AND t.server = 'default'",
-        &[],
-    )
-    .await?
-    .iter()
-    .map(|r| ConnectionUse {
-        tenant: r.get(0),
-        busiest: r.get(1),
-        total: r.get(2),
-        database: r.get(3),
-        marked: r.get(4),
-    })
-    .collect())
+    static USE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH per_tenant AS (
+                 SELECT id, max(n) AS busiest, sum(n) AS total FROM {TENANT_SESSIONS} o GROUP BY id
+             ), marked AS (
+                 SELECT tenant_id AS id FROM berqenas.quota_breaches WHERE quota = 'connections'
+             )
+             SELECT t.id, coalesce(p.busiest, 0)::bigint, coalesce(p.total, 0)::bigint,
+                    t.isolation = 'database', m.id IS NOT NULL
+               FROM per_tenant p
+               FULL JOIN marked m ON m.id = p.id
+               JOIN berqenas.tenants t ON t.id = coalesce(p.id, m.id)
+              WHERE t.status IN ('trial', 'active', 'suspended') AND t.server = 'default'"
+        )
+    });
+    Ok(c.query(USE.as_str(), &[])
+        .await?
+        .iter()
+        .map(|r| ConnectionUse {
+            tenant: r.get(0),
+            busiest: r.get(1),
+            total: r.get(2),
+            database: r.get(3),
+            marked: r.get(4),
+        })
+        .collect())
 }
 
 /// Live tenants whose usage was last reported (or, never reported, that were

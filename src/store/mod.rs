@@ -28,6 +28,7 @@ pub mod realtime_gate;
 pub mod servers;
 pub mod templates;
 pub mod tenant_config;
+pub mod tenant_sessions;
 pub mod tenants;
 pub mod usage_samples;
 pub mod users;

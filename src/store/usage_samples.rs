@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
+use super::tenant_sessions::TENANT_SESSIONS;
 use super::Result;
 
 /// Statuses whose tenants are sampled: they have database objects and may be used.
@@ -61,26 +62,17 @@ pub async fn sampled_tenants(c: &impl GenericClient) -> Result<Vec<Uuid>> {
 /// of them the same, made tenants × retention / interval rows: 86 million at 10,000
 /// tenants and the defaults. Answers how many rows were written.
 ///
-/// The sessions' owners are joined to the tenants once (a hash of the few owners) and
-/// summed per tenant: not a look through all sessions for each tenant, which grew
-/// with tenants times sessions (the `SELECT` at 10,231 tenants with 66 sessions open:
-/// 665 to 738 ms that way, 17 to 21 ms this way; docs/console.md). A tenant's last
-/// row is found by its primary key, newest first.
+/// The sessions are found from their owners ([`TENANT_SESSIONS`]) and summed per
+/// tenant: not a look through all sessions for each tenant, which grew with tenants
+/// times sessions (the `SELECT` at 10,231 tenants with 66 sessions open: 665 to
+/// 738 ms that way; docs/console.md). A tenant's last row is found by its primary
+/// key, newest first.
 pub async fn sample(c: &impl GenericClient, api: &[(Uuid, i32)], hold_secs: f64) -> Result<u64> {
     let ids: Vec<Uuid> = api.iter().map(|a| a.0).collect();
     let calls: Vec<i32> = api.iter().map(|a| a.1).collect();
     let sql = format!(
-        "WITH sessions AS (
-             SELECT usename, count(*)::int AS n FROM pg_stat_activity
-              WHERE usename IS NOT NULL GROUP BY usename),
-         -- UNION, not UNION ALL: a role that is both is one role's sessions.
-         owned AS (
-             SELECT t.id AS tenant_id, s.usename, s.n
-               FROM sessions s JOIN berqenas.tenants t ON t.login_role = s.usename
-             UNION
-             SELECT u.tenant_id, s.usename, s.n
-               FROM sessions s JOIN berqenas.tenant_users u ON u.db_user = s.usename),
-         connections AS (SELECT tenant_id, sum(n)::int AS n FROM owned GROUP BY tenant_id),
+        "WITH connections AS (
+             SELECT id AS tenant_id, sum(n)::int AS n FROM {TENANT_SESSIONS} o GROUP BY id),
          api AS (SELECT * FROM unnest($1::uuid[], $2::int[]) AS a(tenant_id, calls)),
          now_figures AS (
              SELECT t.id, coalesce(d.bytes, 0) AS disk_bytes, coalesce(n.n, 0) AS connections,

@@ -8,6 +8,7 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::pg::temp_relations::TEMP_RELATIONS;
+use crate::store::tenant_sessions::TENANT_SESSIONS;
 use crate::store::Result;
 
 /// One live tenant's resources for the metrics.
@@ -20,32 +21,22 @@ pub struct ResourceRow {
     pub writes_blocked: bool,
 }
 
-/// Disk and connections against their quotas, for every live tenant, in one statement.
-/// The sessions are summed from their few owners, each looked up by its index, not by
-/// joining every tenant's roles to the sessions (at 10,231 tenants with 66 sessions
-/// open, `psql`, six runs each: 27 to 39 ms that way, 18 to 28 ms this way, the same
-/// rows).
+/// Disk and connections against their quotas, for every live tenant, in one statement
+/// (the sessions from their owners: [`TENANT_SESSIONS`]).
 pub async fn resource_rows(c: &impl GenericClient) -> Result<Vec<ResourceRow>> {
-    let rows = c
-        .query(
+    static ROWS: LazyLock<String> = LazyLock::new(|| {
+        format!(
             "SELECT t.name, coalesce(u.bytes, 0), t.db_quota_bytes, coalesce(c.n, 0), q.max_connections,
                     coalesce(u.writes_blocked, false)
                FROM berqenas.tenants t
                JOIN berqenas.effective_quotas q ON q.tenant_id = t.id
                LEFT JOIN berqenas.disk_usage u ON u.tenant_id = t.id
-               LEFT JOIN (SELECT l.id, sum(s.n)::bigint AS n
-                            FROM (SELECT usename::text COLLATE \"default\" AS role, count(*) AS n
-                                    FROM pg_catalog.pg_stat_activity
-                                   WHERE usename IS NOT NULL GROUP BY usename) s
-                           CROSS JOIN LATERAL (
-                                 SELECT id FROM berqenas.tenants WHERE login_role = s.role
-                                 UNION ALL
-                                 SELECT tenant_id FROM berqenas.tenant_users WHERE db_user = s.role) l
-                           GROUP BY l.id) c ON c.id = t.id
-              WHERE t.status IN ('trial', 'active', 'suspended')",
-            &[],
+               LEFT JOIN (SELECT id, sum(n)::bigint AS n FROM {TENANT_SESSIONS} o GROUP BY id) c
+                 ON c.id = t.id
+              WHERE t.status IN ('trial', 'active', 'suspended')"
         )
-        .await?;
+    });
+    let rows = c.query(ROWS.as_str(), &[]).await?;
     Ok(rows
         .iter()
         .map(|r| ResourceRow {
@@ -219,24 +210,8 @@ pub struct Signalled {
     pub blocked: Vec<i32>,
 }
 
-/// The watchdog's tenant logins and limits on `default`: from the registry, for the
-/// roles with a session only, each looked up by its index. Every login of every
-/// tenant, hashed against the sessions, read all 10,000 tenants of a large registry
-/// every second (10 ms a pass; 1 ms now). The name's collation is the column's, or
-/// the index could not be used.
-const REGISTRY_LOGINS: &str = "
-WITH logins AS (
-    SELECT l.id, a.role
-      FROM (SELECT DISTINCT usename::text COLLATE \"default\" AS role
-              FROM pg_catalog.pg_stat_activity WHERE usename IS NOT NULL) a
-     CROSS JOIN LATERAL (
-        SELECT t.id FROM berqenas.tenants t WHERE t.login_role = a.role
-        UNION ALL
-        SELECT u.tenant_id FROM berqenas.tenant_users u WHERE u.db_user = a.role) l
-), limits AS (
-    SELECT tenant_id, statement_timeout_ms, transaction_timeout_ms FROM berqenas.effective_quotas";
-
-/// The same on another server, where the registry is not: given, as arrays (`$2`..`$6`).
+/// The watchdog's tenant logins and limits on a server other than `default`, where the
+/// registry is not: given, as arrays (`$2`..`$6`).
 const GIVEN_LOGINS: &str = "
 WITH logins AS (
     SELECT * FROM unnest($2::uuid[], $3::text[]) AS l(id, role)
@@ -308,7 +283,17 @@ pub async fn signal_overdue_sessions(
     c: &impl GenericClient,
     blocking_grace_secs: f64,
 ) -> Result<Vec<Signalled>> {
-    static PASS: LazyLock<String> = LazyLock::new(|| format!("{REGISTRY_LOGINS}{WATCHDOG_REST}"));
+    // The tenant logins and limits on `default`: from the registry, for the roles with
+    // a session only ([`TENANT_SESSIONS`]).
+    static PASS: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "
+WITH logins AS (
+    SELECT id, role FROM {TENANT_SESSIONS} o
+), limits AS (
+    SELECT tenant_id, statement_timeout_ms, transaction_timeout_ms FROM berqenas.effective_quotas{WATCHDOG_REST}"
+        )
+    });
     let stmt = c.prepare_cached(&PASS).await?;
     signalled(c.query(&stmt, &[&blocking_grace_secs]).await?)
 }
