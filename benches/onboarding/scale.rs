@@ -6,7 +6,8 @@
 //! compared), the rest at concurrency 8, with progress every 500. Then, at that size:
 //! `GET /api/v1/tenants/{name}` under wrk (loopback), a walk of the tenant list,
 //! `/metrics`, a template migration (one ADD COLUMN) over every tenant and its no-op
-//! re-run, one disk-quota round, and the server's RSS.
+//! re-run, one disk-quota round, a role check with every role read and one with
+//! nothing changed, and the server's RSS.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -287,7 +288,20 @@ async fn migrate(http: &reqwest::Client, api: &str) -> (Duration, serde_json::Va
 /// One disk-quota round (every tenant measured and recorded), run by a second engine
 /// on the same control database, as another instance would; `None` while the
 /// server's own round holds the round's lock, so it retries.
-async fn quota_round(url: &str, data: &Path, template_dir: &Path) -> (Vec<Duration>, Duration) {
+/// What a second engine's quota rounds and role checks took.
+struct Rounds {
+    /// Disk rounds: a new process's first, then three more.
+    disk: Vec<Duration>,
+    /// Measuring and recording the sizes alone.
+    measuring: Duration,
+    /// A role check that read every tenant's roles (its rests between pages
+    /// included), and the one after it with nothing changed.
+    roles_read: (Duration, Duration),
+    /// Whether that second one skipped the roles.
+    skipped: bool,
+}
+
+async fn rounds(url: &str, data: &Path, template_dir: &Path) -> Rounds {
     let db = berqenas::server::external(url).unwrap();
     let key = SecretKey::load(None, data).unwrap();
     let p = berqenas::server::platform_with(&db, key, 4, Template::from_dir(template_dir).unwrap())
@@ -307,7 +321,25 @@ async fn quota_round(url: &str, data: &Path, template_dir: &Path) -> (Vec<Durati
     // Of which measuring and recording the sizes (the rest: connections, realtime).
     let t = Instant::now();
     berqenas::quota::disk::measure_round(&rt).await.unwrap();
-    (rounds, t.elapsed())
+    let measuring = t.elapsed();
+    // A process's first role check reads every role; the next one reads whether
+    // anything it depends on moved (tenant::integrity::unchanged).
+    let t = Instant::now();
+    let first = berqenas::tenant::integrity::run_once(&rt.platform)
+        .await
+        .unwrap();
+    let all = t.elapsed();
+    assert!(first.roles_read, "{first:?}");
+    let t = Instant::now();
+    let again = berqenas::tenant::integrity::run_once(&rt.platform)
+        .await
+        .unwrap();
+    Rounds {
+        disk: rounds,
+        measuring,
+        roles_read: (all, t.elapsed()),
+        skipped: !again.roles_read,
+    }
 }
 
 pub async fn run(url: &str, dir: &Path) {
@@ -405,7 +437,12 @@ pub async fn run(url: &str, dir: &Path) {
         verdict(noop.as_secs_f64() <= NOOP_TARGET_S)
     );
 
-    let (mut rounds, measuring) = quota_round(url, &data, &template_dir).await;
+    let Rounds {
+        disk: mut rounds,
+        measuring,
+        roles_read,
+        skipped,
+    } = self::rounds(url, &data, &template_dir).await;
     let full = rounds.remove(0);
     rounds.sort();
     let round = percentile(&rounds, 0.5);
@@ -416,6 +453,12 @@ pub async fn run(url: &str, dir: &Path) {
         rounds[2].as_secs_f64(),
         measuring.as_secs_f64(),
         verdict(round.as_secs_f64() <= QUOTA_ROUND_TARGET_S)
+    );
+    println!(
+        "role check over {n} tenants: every role read {:.2} s (with its rests between pages); the next round, nothing changed: {:.1} ms ({})",
+        roles_read.0.as_secs_f64(),
+        ms(roles_read.1),
+        if skipped { "roles not read again" } else { "read again: something moved" }
     );
 
     // RSS after a scrape and a list walk at full size.

@@ -22,6 +22,7 @@ mod input;
 mod limits;
 mod offboarding;
 mod roles;
+mod roles_unchanged;
 mod stall;
 mod temp;
 mod traps;

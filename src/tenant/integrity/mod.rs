@@ -14,13 +14,18 @@
 //!   that server's catalog; no snapshot spans it and the registry, so each tenant that
 //!   looks wrong is judged again under its name lock, never while an operation works
 //!   on it, and the workflow suspends it (an operation there).
+//! - A round reads the roles only when something they are judged by moved since the
+//!   last round that read them, and at least every [`SKIPPED_AT_MOST`] + 1 rounds
+//!   (`unchanged`).
 //! - PUBLIC is kept out of every database ([`hardening::close_databases`]) and out of
 //!   the large-object writers in the control database; database-mode tenants' own
 //!   databases are brought to the current hardening level, a few per round.
 
 mod placed;
+mod unchanged;
 
 pub use placed::{check_server, Violation};
+pub use unchanged::SKIPPED_AT_MOST;
 
 use crate::secrets::ExposeSecret;
 use std::collections::HashMap;
@@ -87,6 +92,10 @@ pub struct Report {
     pub databases_closed: Vec<String>,
     /// Tenant databases brought to the current hardening level.
     pub databases_hardened: usize,
+    /// Whether the round read every tenant's roles (on `default`, or the server of
+    /// [`check_server`]); `false`: nothing they are judged by had changed since the
+    /// last round that did (`unchanged`).
+    pub roles_read: bool,
 }
 
 /// A role berqenas made for a tenant, and what it may hold.
@@ -135,8 +144,13 @@ async fn round(p: &Platform) -> Result<Report> {
     if p.caps.superuser {
         close_large_objects(&client).await?;
     }
+    let before = unchanged::read(&client, &client, p.caps.superuser).await?;
     drop(client);
-    check_roles(p, &mut report).await?;
+    if !unchanged::may_skip(p, p, DEFAULT, &before) {
+        check_roles(p, &mut report).await?;
+        unchanged::read_all(p, p, DEFAULT, before);
+        report.roles_read = true;
+    }
     if p.caps.superuser {
         report.databases_hardened = harden_databases(p).await?;
     }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     catalog, count_violations, issues, page, page_size, password_back_locked, settings_back_locked,
-    take_away, Page, Report, Result, ROUND_LOCK,
+    take_away, unchanged, Page, Report, Result, ROUND_LOCK,
 };
 use crate::names::Slug;
 use crate::platform::Platform;
@@ -43,10 +43,20 @@ pub async fn check_server(
         .await?;
     let mut report = Report::default();
     let mut violations = Vec::new();
-    for id in suspects(p, there, server).await? {
-        if let Some(v) = judge(p, there, server, id, &mut report).await? {
-            violations.push(v);
+    let before = unchanged::read(
+        &p.pool.get().await?,
+        &there.pool.get().await?,
+        there.caps.superuser,
+    )
+    .await?;
+    if !unchanged::may_skip(p, there, server, &before) {
+        for id in suspects(p, there, server).await? {
+            if let Some(v) = judge(p, there, server, id, &mut report).await? {
+                violations.push(v);
+            }
         }
+        unchanged::read_all(p, there, server, before);
+        report.roles_read = true;
     }
     turn.commit().await?;
     Ok((report, violations))
