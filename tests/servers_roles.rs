@@ -255,4 +255,18 @@ async fn the_role_check_takes_away_and_puts_back_on_another_server() {
             .any(|(r, _)| mine(r)),
         "{again:?}"
     );
+
+    // --- once nothing there moves, pg2's roles are not read again ---
+    let pg2 = state.platform.view_of("pg2").await.unwrap();
+    let mut read = Vec::new();
+    for _ in 0..4 {
+        let (r, _) = berqenas::tenant::integrity::check_server(&state.platform, &pg2, "pg2")
+            .await
+            .unwrap();
+        read.push(r.roles_read);
+    }
+    assert!(
+        read.contains(&false),
+        "every round read pg2's roles: {read:?}"
+    );
 }
