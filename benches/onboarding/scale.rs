@@ -285,21 +285,24 @@ async fn migrate(http: &reqwest::Client, api: &str) -> (Duration, serde_json::Va
     (t.elapsed(), run)
 }
 
-/// One disk-quota round (every tenant measured and recorded), run by a second engine
-/// on the same control database, as another instance would; `None` while the
-/// server's own round holds the round's lock, so it retries.
-/// What a second engine's quota rounds and role checks took.
+/// What a second engine's disk-quota rounds and role checks took.
 struct Rounds {
     /// Disk rounds: a new process's first, then three more.
     disk: Vec<Duration>,
     /// Measuring and recording the sizes alone.
     measuring: Duration,
     /// A role check that read every tenant's roles (its rests between pages
-    /// included), then the rounds after it until one skipped them (at most four):
-    /// (time, whether it read them).
-    roles: (Duration, Vec<(Duration, bool)>),
+    /// included).
+    roles_read: Duration,
+    /// The role checks after it until one skipped the roles (at most four): the time
+    /// of each and whether it read them.
+    roles_after: Vec<(Duration, bool)>,
 }
 
+/// Disk-quota rounds (every tenant measured and recorded) and role checks, run by a
+/// second engine on the same control database, as another instance would; a disk
+/// round answers `None` while the server's own round holds the round's lock, so it
+/// retries.
 async fn rounds(url: &str, data: &Path, template_dir: &Path) -> Rounds {
     let db = berqenas::server::external(url).unwrap();
     let key = SecretKey::load(None, data).unwrap();
@@ -341,7 +344,8 @@ async fn rounds(url: &str, data: &Path, template_dir: &Path) -> Rounds {
     Rounds {
         disk: rounds,
         measuring,
-        roles: (all, after),
+        roles_read: all,
+        roles_after: after,
     }
 }
 
@@ -443,7 +447,8 @@ pub async fn run(url: &str, dir: &Path) {
     let Rounds {
         disk: mut rounds,
         measuring,
-        roles,
+        roles_read,
+        roles_after,
     } = self::rounds(url, &data, &template_dir).await;
     let full = rounds.remove(0);
     rounds.sort();
@@ -456,8 +461,7 @@ pub async fn run(url: &str, dir: &Path) {
         measuring.as_secs_f64(),
         verdict(round.as_secs_f64() <= QUOTA_ROUND_TARGET_S)
     );
-    let after: Vec<String> = roles
-        .1
+    let after: Vec<String> = roles_after
         .iter()
         .map(|(t, read)| match read {
             true => format!(
@@ -469,7 +473,7 @@ pub async fn run(url: &str, dir: &Path) {
         .collect();
     println!(
         "role check over {n} tenants: every role read {:.2} s (with its rests between pages); the rounds after it: {}",
-        roles.0.as_secs_f64(),
+        roles_read.as_secs_f64(),
         after.join("; ")
     );
 

@@ -14,7 +14,7 @@
 //! that wrote that version, so an `ALTER ROLE`, a `GRANT`, a `REVOKE` or an `ALTER
 //! ROLE ... SET` replaces a row's `xmin` or adds or removes rows (freezing keeps the
 //! raw `xmin`). For `pg_authid` that costs a fifth of hashing the rows' contents (12 to
-//! 19 ms against 67 to 89 ms). A berqenas that is not superuser cannot read
+//! 19 ms against 67 ms). A berqenas that is not superuser cannot read
 //! `pg_authid` and hashes what `pg_roles` shows instead. The registry part is the
 //! contents of the columns the pages read (tenants, their plans and quota overrides,
 //! their users): an operation that only takes or gives back a tenant's row
