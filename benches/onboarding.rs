@@ -27,6 +27,8 @@ use berqenas::tenant::Slug;
 mod onboarding_pool;
 #[path = "onboarding/scale.rs"]
 mod onboarding_scale;
+#[path = "onboarding/scale_backups.rs"]
+mod onboarding_scale_backups;
 
 pub(crate) const TOKEN: &str = "bench-admin-token-0123456789";
 

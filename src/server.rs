@@ -389,6 +389,7 @@ async fn serve(
     );
     println!("berqenas {} listening on {url}", crate::VERSION);
     let worker = tokio::spawn(reconcile_forever(rt.clone(), elected.clone()));
+    let backup_worker = tokio::spawn(back_up_forever(rt.clone(), elected.clone()));
     crate::quota::worker::check_capacity(&platform, opts.pool_size, opts.data_api_connections)
         .await?;
     let state = AppState::new(rt.clone(), token.expose_secret())
@@ -472,6 +473,7 @@ async fn serve(
     .with_graceful_shutdown(shutdown)
     .await;
     worker.abort();
+    backup_worker.abort();
     quota_worker.abort();
     usage_reporter.abort();
     if let Some(w) = warm_pool {
@@ -525,6 +527,36 @@ fn identity(data_dir: &Path) -> String {
     format!("{host}:{}", dir.display())
 }
 
+/// The worker rounds' period: `BERQENAS_RECONCILE_SECS`, 30 s by default.
+fn worker_period() -> std::time::Duration {
+    let secs = std::env::var("BERQENAS_RECONCILE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    std::time::Duration::from_secs(secs)
+}
+
+/// The backup worker's rounds, on a task of their own: a round takes its due backups
+/// one after another (at most [`crate::backup::worker::MAX_PER_ROUND`]), and one
+/// backup can take minutes (a large tenant, or one whose tables a tenant's session
+/// holds locked). In the worker round they held up the role check, the settling of
+/// dead operations, the servers' health and the purges for as long.
+async fn back_up_forever(
+    rt: std::sync::Arc<Runtime>,
+    elected: std::sync::Arc<crate::pg::election::Elected>,
+) {
+    let mut tick = tokio::time::interval(worker_period());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if elected.holds(crate::instances::BACKUPS) {
+            if let Err(e) = crate::workflows::backups::worker_round(&rt).await {
+                tracing::warn!(error = %e, "backup worker round failed; retrying at the next tick");
+            }
+        }
+    }
+}
+
 /// The worker round: the operations of processes that are gone (on any instance) are
 /// settled (claimed one by one), this host's network files caught up, then the jobs
 /// this instance is elected for (docs/instances.md).
@@ -532,17 +564,13 @@ async fn reconcile_forever(
     rt: std::sync::Arc<Runtime>,
     elected: std::sync::Arc<crate::pg::election::Elected>,
 ) {
-    use crate::instances::{BACKUPS, IDEMPOTENCY_KEYS, PURGES, ROLE_CHECK, TRIALS};
+    use crate::instances::{IDEMPOTENCY_KEYS, PURGES, ROLE_CHECK, TRIALS};
     let platform = rt.platform.clone();
-    let secs = std::env::var("BERQENAS_RECONCILE_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
     // Half a period out of step with the quota round (which starts at once, with the
     // same 30 s by default): the role check and the disk round, each a burst of
     // catalog reads at 10,000 tenants, ran in the same second and took both cores
     // from the API (docs/scale.md).
-    let period = std::time::Duration::from_secs(secs);
+    let period = worker_period();
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period / 2, period);
     loop {
         tick.tick().await;
@@ -583,12 +611,6 @@ async fn reconcile_forever(
                 tracing::warn!(error = %e, "trial expiry failed; retrying at the next tick");
             }
         }
-        if elected.holds(BACKUPS) {
-            if let Err(e) = crate::workflows::backups::worker_round(&rt).await {
-                tracing::warn!(error = %e, "backup worker round failed; retrying at the next tick");
-            }
-        }
-        // After the backup worker: a purge waits for nothing it expires.
         if elected.holds(PURGES) {
             if let Err(e) = crate::workflows::offboarding::run_due(&rt).await {
                 tracing::warn!(error = %e, "purges and name releases failed; retrying at the next tick");

@@ -361,3 +361,98 @@ async fn the_embedded_cluster_refuses_a_second_instance() {
     assert!(!other.join("server-url").exists(), "it never served");
     first.stop().await;
 }
+
+/// A scheduled backup waits as long as a tenant's session keeps its tables locked;
+/// the role check, the settling of operations and the other jobs of the worker round
+/// must not wait with it.
+#[tokio::test]
+async fn a_backup_held_up_by_a_tenants_lock_holds_up_no_other_job() {
+    let db = common::unique("inst_backup_held").replace('-', "_");
+    let (dsn, pg) = control(&db).await;
+    let env = [
+        ("BERQENAS_DATABASE_URL", dsn.as_str()),
+        ("BERQENAS_SECRET_KEY", KEY),
+        ("BERQENAS_RECONCILE_SECS", "1"),
+    ];
+    let dir = common::ScratchDir::new("inst-backup-held");
+    let mut server = Server::start(&dir, &env).await;
+    jobs_until(&[&server], "the instance elected", |h| h[0] == all_jobs()).await;
+    let name = common::unique("held");
+    let t = server
+        .ok(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(json!({"name": name, "backup_schedule": "0 3 * * *"})),
+        )
+        .await;
+    let (schema, owner) = (
+        t["schema"].as_str().unwrap().to_string(),
+        t["owner_role"].as_str().unwrap().to_string(),
+    );
+
+    // A session holds the tenant's table; the backup, due now, waits for it.
+    let (holder, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    holder
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{schema}\".applications IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    pg.execute(
+        "UPDATE berqenas.backup_policies SET next_run_at = now() WHERE tenant_id = (SELECT id FROM berqenas.tenants WHERE name = $1)",
+        &[&name],
+    )
+    .await
+    .unwrap();
+    let backups = format!("/api/v1/tenants/{name}/backups");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.ok(Method::GET, &backups, None).await["backups"][0]["status"] != "running" {
+        assert!(
+            Instant::now() < deadline,
+            "the scheduled backup never started"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Meanwhile the role check takes back what the tenant's owner was given.
+    pg.batch_execute(&format!("ALTER ROLE \"{owner}\" CREATEROLE"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let create_role: bool = pg
+            .query_one(
+                "SELECT rolcreaterole FROM pg_roles WHERE rolname = $1",
+                &[&owner],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if !create_role {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the role check did not run while a backup waited on a lock"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let backup = &server.ok(Method::GET, &backups, None).await["backups"][0];
+    assert_eq!(backup["status"], "running", "{backup}");
+
+    // Once the lock is let go, the backup ends as any other.
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let b = server.ok(Method::GET, &backups, None).await["backups"][0].clone();
+        if b["status"] == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the backup did not finish: {b}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop().await;
+}

@@ -6,7 +6,7 @@
 //! compared), the rest at concurrency 8, with progress every 500. Then, at that size:
 //! `GET /api/v1/tenants/{name}` under wrk (loopback), a walk of the tenant list,
 //! `/metrics`, a template migration (one ADD COLUMN) over every tenant and its no-op
-//! re-run, one disk-quota round, a role check with every role read and one with
+//! re-run, backups of single tenants (benches/onboarding/scale_backups.rs), one disk-quota round, a role check with every role read and one with
 //! nothing changed, and the server's RSS.
 
 use std::path::{Path, PathBuf};
@@ -39,7 +39,7 @@ const MIGRATION: (&str, &str) = (
     "ALTER TABLE applications ADD COLUMN scale_priority integer NOT NULL DEFAULT 0;\n",
 );
 
-fn verdict(ok: bool) -> &'static str {
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok {
         "met"
     } else {
@@ -51,7 +51,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn name(i: usize) -> String {
+pub(crate) fn name(i: usize) -> String {
     format!("scale-{i}")
 }
 
@@ -443,6 +443,8 @@ pub async fn run(url: &str, dir: &Path) {
         NOOP_TARGET_S * 1e3,
         verdict(noop.as_secs_f64() <= NOOP_TARGET_S)
     );
+
+    super::onboarding_scale_backups::run(&http, &server.api, url, n).await;
 
     let Rounds {
         disk: mut rounds,
