@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub template_dir: Option<PathBuf>,
     /// Where backups go [default: <data-dir>/backups].
     pub backup_dir: Option<PathBuf>,
+    /// `--backup-jobs`: scheduled backups taken at once.
+    pub backup_jobs: usize,
     /// How often the worker measures tenants' disk use and enforces their quotas.
     pub quota_interval: std::time::Duration,
     /// `--warm-pool`: unclaimed tenants kept ready per mode (off: all zero).
@@ -389,7 +391,11 @@ async fn serve(
     );
     println!("berqenas {} listening on {url}", crate::VERSION);
     let worker = tokio::spawn(reconcile_forever(rt.clone(), elected.clone()));
-    let backup_worker = tokio::spawn(back_up_forever(rt.clone(), elected.clone()));
+    let backup_worker = tokio::spawn(back_up_forever(
+        rt.clone(),
+        elected.clone(),
+        opts.backup_jobs,
+    ));
     crate::quota::worker::check_capacity(&platform, opts.pool_size, opts.data_api_connections)
         .await?;
     let state = AppState::new(rt.clone(), token.expose_secret())
@@ -537,20 +543,21 @@ fn worker_period() -> std::time::Duration {
 }
 
 /// The backup worker's rounds, on a task of their own: a round takes its due backups
-/// one after another (at most [`crate::backup::worker::MAX_PER_ROUND`]), and one
+/// `jobs` at a time (at most [`crate::backup::worker::MAX_PER_ROUND`]), and one
 /// backup can take minutes (a large tenant, or one whose tables a tenant's session
 /// holds locked). In the worker round they held up the role check, the settling of
 /// dead operations, the servers' health and the purges for as long.
 async fn back_up_forever(
     rt: std::sync::Arc<Runtime>,
     elected: std::sync::Arc<crate::pg::election::Elected>,
+    jobs: usize,
 ) {
     let mut tick = tokio::time::interval(worker_period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if elected.holds(crate::instances::BACKUPS) {
-            if let Err(e) = crate::workflows::backups::worker_round(&rt).await {
+            if let Err(e) = crate::workflows::backups::worker_round(&rt, jobs).await {
                 tracing::warn!(error = %e, "backup worker round failed; retrying at the next tick");
             }
         }
@@ -651,6 +658,7 @@ mod tests {
             pool_size: 4,
             template_dir: None,
             backup_dir: None,
+            backup_jobs: 1,
             quota_interval: std::time::Duration::from_secs(30),
             warm_pool: Default::default(),
             usage_report_interval: std::time::Duration::from_secs(3600),

@@ -228,6 +228,27 @@ async fn errors_are_clear_and_exit_non_zero() {
     .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("berqenas serve"));
+
+    // A serve flag out of range: refused before anything starts or is written.
+    let dir = std::env::temp_dir().join(common::unique("cli-backup-jobs"));
+    let out = berqenas(
+        &[
+            "serve",
+            "--backup-jobs",
+            "0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--backup-jobs") && err.contains("1..=32"),
+        "{err}"
+    );
+    assert!(!dir.exists(), "nothing written to {}", dir.display());
 }
 
 #[tokio::test]

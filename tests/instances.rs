@@ -364,7 +364,7 @@ async fn the_embedded_cluster_refuses_a_second_instance() {
 
 /// A scheduled backup waits as long as a tenant's session keeps its tables locked;
 /// the role check, the settling of operations and the other jobs of the worker round
-/// must not wait with it.
+/// must not wait with it, nor, with `--backup-jobs 2`, the next tenant's backup.
 #[tokio::test]
 async fn a_backup_held_up_by_a_tenants_lock_holds_up_no_other_job() {
     let db = common::unique("inst_backup_held").replace('-', "_");
@@ -373,51 +373,64 @@ async fn a_backup_held_up_by_a_tenants_lock_holds_up_no_other_job() {
         ("BERQENAS_DATABASE_URL", dsn.as_str()),
         ("BERQENAS_SECRET_KEY", KEY),
         ("BERQENAS_RECONCILE_SECS", "1"),
+        ("BERQENAS_BACKUP_JOBS", "2"),
     ];
     let dir = common::ScratchDir::new("inst-backup-held");
     let mut server = Server::start(&dir, &env).await;
     jobs_until(&[&server], "the instance elected", |h| h[0] == all_jobs()).await;
-    let name = common::unique("held");
-    let t = server
-        .ok(
-            Method::POST,
-            "/api/v1/tenants",
-            Some(json!({"name": name, "backup_schedule": "0 3 * * *"})),
-        )
-        .await;
-    let (schema, owner) = (
-        t["schema"].as_str().unwrap().to_string(),
-        t["owner_role"].as_str().unwrap().to_string(),
-    );
 
-    // A session holds the tenant's table; the backup, due now, waits for it.
+    // Two tenants whose tables a session holds; their backups, due now, wait for it.
     let (holder, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(conn);
-    holder
-        .batch_execute(&format!(
-            "BEGIN; LOCK TABLE \"{schema}\".applications IN ACCESS EXCLUSIVE MODE"
-        ))
-        .await
-        .unwrap();
+    holder.batch_execute("BEGIN").await.unwrap();
+    let mut tenants = vec![];
+    for k in 0..2 {
+        let name = common::unique(&format!("held{k}"));
+        let t = server
+            .ok(
+                Method::POST,
+                "/api/v1/tenants",
+                Some(json!({"name": name, "backup_schedule": "0 3 * * *"})),
+            )
+            .await;
+        holder
+            .batch_execute(&format!(
+                "LOCK TABLE \"{}\".applications IN ACCESS EXCLUSIVE MODE",
+                t["schema"].as_str().unwrap()
+            ))
+            .await
+            .unwrap();
+        tenants.push((name, t["owner_role"].as_str().unwrap().to_string()));
+    }
+    let names: Vec<&str> = tenants.iter().map(|(n, _)| n.as_str()).collect();
     pg.execute(
-        "UPDATE berqenas.backup_policies SET next_run_at = now() WHERE tenant_id = (SELECT id FROM berqenas.tenants WHERE name = $1)",
-        &[&name],
+        "UPDATE berqenas.backup_policies SET next_run_at = now() WHERE tenant_id IN (SELECT id FROM berqenas.tenants WHERE name = ANY($1))",
+        &[&names],
     )
     .await
     .unwrap();
-    let backups = format!("/api/v1/tenants/{name}/backups");
+    let status = |name: &str| {
+        let path = format!("/api/v1/tenants/{name}/backups");
+        let server = &server;
+        async move { server.ok(Method::GET, &path, None).await["backups"][0]["status"].clone() }
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while server.ok(Method::GET, &backups, None).await["backups"][0]["status"] != "running" {
+    loop {
+        let (a, b) = (status(names[0]).await, status(names[1]).await);
+        if a == "running" && b == "running" {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "the scheduled backup never started"
+            "two backup jobs: both tenants' backups must run at once, got {a} and {b}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // Meanwhile the role check takes back what the tenant's owner was given.
+    // Meanwhile the role check takes back what a tenant's owner was given.
+    let owner = &tenants[0].1;
     pg.batch_execute(&format!("ALTER ROLE \"{owner}\" CREATEROLE"))
         .await
         .unwrap();
@@ -426,7 +439,7 @@ async fn a_backup_held_up_by_a_tenants_lock_holds_up_no_other_job() {
         let create_role: bool = pg
             .query_one(
                 "SELECT rolcreaterole FROM pg_roles WHERE rolname = $1",
-                &[&owner],
+                &[owner],
             )
             .await
             .unwrap()
@@ -436,23 +449,29 @@ async fn a_backup_held_up_by_a_tenants_lock_holds_up_no_other_job() {
         }
         assert!(
             Instant::now() < deadline,
-            "the role check did not run while a backup waited on a lock"
+            "the role check did not run while backups waited on a lock"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let backup = &server.ok(Method::GET, &backups, None).await["backups"][0];
-    assert_eq!(backup["status"], "running", "{backup}");
+    for name in &names {
+        assert_eq!(status(name).await, "running", "{name}");
+    }
 
-    // Once the lock is let go, the backup ends as any other.
+    // Once the lock is let go, the backups end as any other.
     holder.batch_execute("ROLLBACK").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let b = server.ok(Method::GET, &backups, None).await["backups"][0].clone();
-        if b["status"] == "succeeded" {
-            break;
+    for name in &names {
+        loop {
+            let s = status(name).await;
+            if s == "succeeded" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}'s backup did not finish: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert!(Instant::now() < deadline, "the backup did not finish: {b}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     server.stop().await;
 }

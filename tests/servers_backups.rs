@@ -339,7 +339,7 @@ async fn backups_and_restores_of_a_tenant_on_another_server_run_there() {
             .unwrap();
         let mut scheduled = None;
         for _ in 0..30 {
-            berqenas::workflows::backups::worker_round(&worker)
+            berqenas::workflows::backups::worker_round(&worker, 1)
                 .await
                 .unwrap();
             let (_, listed) = app

@@ -147,6 +147,11 @@ pub struct ServeArgs {
     /// (up to 16 connections), for the claims. [default: off]
     #[arg(long, env = "BERQENAS_WARM_POOL", value_parser = parse_warm_pool)]
     pub warm_pool: Option<crate::workflows::warm_pool::Targets>,
+    /// Scheduled backups taken at once by the backup worker (each a `pg_dump` and
+    /// its server's backend). At 10,000 schema-mode tenants in one database a backup
+    /// takes seconds, since pg_dump reads the whole catalog (docs/backups.md).
+    #[arg(long, env = "BERQENAS_BACKUP_JOBS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub backup_jobs: u16,
     /// How often disk use is measured and disk quotas enforced (e.g. 30s, 5m).
     #[arg(long, env = "BERQENAS_QUOTA_INTERVAL", default_value = "30s", value_parser = parse_interval)]
     pub quota_interval: std::time::Duration,
@@ -426,6 +431,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pool_size: a.pool_size,
                 template_dir: a.template_dir,
                 backup_dir: a.backup_dir,
+                backup_jobs: a.backup_jobs.into(),
                 quota_interval: a.quota_interval,
                 warm_pool: a.warm_pool.unwrap_or_default(),
                 usage_report_interval: a.usage_report_interval,

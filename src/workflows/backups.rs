@@ -146,6 +146,36 @@ pub async fn take_backup(
     Ok(b)
 }
 
+/// A claimed scheduled backup taken: `Some(true)` taken, `Some(false)` failed (logged),
+/// `None` when its tenant is gone.
+async fn scheduled_backup(rt: &Runtime, due: &worker::Due) -> Result<Option<bool>, Error> {
+    let client = rt.pool.get().await?;
+    let Some(t) = tenants::find(&client, &due.tenant_id.to_string())
+        .await
+        .map_err(service::Error::from)?
+    else {
+        return Ok(None);
+    };
+    drop(client);
+    let expires = Utc::now() + chrono::Duration::days(due.retention_days.into());
+    match take_backup(
+        rt,
+        &t,
+        BackupKind::Scheduled,
+        due.encryption,
+        Some(expires),
+        "worker",
+    )
+    .await
+    {
+        Ok(_) => Ok(Some(true)),
+        Err(e) => {
+            tracing::warn!(tenant.name = %t.name, error = %e, "scheduled backup failed");
+            Ok(Some(false))
+        }
+    }
+}
+
 /// 1. The backup's row, `running` (the tenant must be live).
 fn register<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     Box::pin(async move {
@@ -341,9 +371,10 @@ fn record_verified<'a>(rt: &'a Runtime, run: &'a mut Run) -> StepFuture<'a> {
     })
 }
 
-/// The backup worker's round: due scheduled backups (one `backup.take` each), then the
-/// objects of expired backups deleted. Only one instance runs it at a time.
-pub async fn worker_round(rt: &Runtime) -> Result<worker::Report, Error> {
+/// The backup worker's round: due scheduled backups (one `backup.take` each, `jobs` at
+/// a time, at most [`worker::MAX_PER_ROUND`]), then the objects of expired backups
+/// deleted. Only one instance runs it at a time.
+pub async fn worker_round(rt: &Runtime, jobs: usize) -> Result<worker::Report, Error> {
     let Some(leader) = worker::lead(rt).await? else {
         return Ok(worker::Report::default());
     };
@@ -351,35 +382,28 @@ pub async fn worker_round(rt: &Runtime) -> Result<worker::Report, Error> {
         leader: true,
         ..worker::Report::default()
     };
-    for _ in 0..worker::MAX_PER_ROUND {
-        let Some(due) = worker::claim_due(rt).await? else {
-            break;
-        };
-        let client = rt.pool.get().await?;
-        let Some(t) = tenants::find(&client, &due.tenant_id.to_string())
-            .await
-            .map_err(service::Error::from)?
-        else {
-            continue;
-        };
-        drop(client);
-        let expires = Utc::now() + chrono::Duration::days(due.retention_days.into());
-        match take_backup(
-            rt,
-            &t,
-            BackupKind::Scheduled,
-            due.encryption,
-            Some(expires),
-            "worker",
-        )
-        .await
-        {
-            Ok(_) => report.backups_taken += 1,
-            Err(e) => {
-                tracing::warn!(tenant.name = %t.name, error = %e, "scheduled backup failed");
-                report.backups_failed += 1
+    // Each lane claims the next due policy when its backup ends: a slow tenant (a large
+    // one, or one whose session holds its tables locked) holds up one lane only.
+    let claimed = std::sync::atomic::AtomicUsize::new(0);
+    let lane = || async {
+        let (mut taken, mut failed) = (0, 0);
+        while claimed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < worker::MAX_PER_ROUND {
+            let Some(due) = worker::claim_due(rt).await? else {
+                break;
+            };
+            match scheduled_backup(rt, &due).await? {
+                Some(true) => taken += 1,
+                Some(false) => failed += 1,
+                None => {}
             }
         }
+        Ok::<_, Error>((taken, failed))
+    };
+    let lanes = futures_util::future::join_all((0..jobs.max(1)).map(|_| lane())).await;
+    for lane in lanes {
+        let (taken, failed) = lane?;
+        report.backups_taken += taken;
+        report.backups_failed += failed;
     }
     // One stuck file must not stop the rest of the worker: log and go on.
     report.backups_expired = match worker::expire(rt).await {

@@ -211,7 +211,7 @@ async fn worker_until(
     done: impl Fn(StatusCode, &Value) -> bool,
 ) -> bool {
     for _ in 0..20 {
-        berqenas::workflows::backups::worker_round(rt)
+        berqenas::workflows::backups::worker_round(rt, 1)
             .await
             .unwrap();
         berqenas::workflows::offboarding::run_due(rt).await.unwrap();

@@ -138,8 +138,8 @@ async fn two_servers_take_a_due_scheduled_backup_once() {
     let mut extra = 0;
     for _ in 0..40 {
         let (a, b) = tokio::join!(
-            berqenas::workflows::backups::worker_round(&one),
-            berqenas::workflows::backups::worker_round(&two)
+            berqenas::workflows::backups::worker_round(&one, 1),
+            berqenas::workflows::backups::worker_round(&two, 1)
         );
         a.unwrap();
         b.unwrap();
