@@ -220,7 +220,7 @@ fn wrk_ms(v: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|n| n * scale)
 }
 
-async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+pub(crate) async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
     let res = http.get(url).bearer_auth(TOKEN).send().await.unwrap();
     assert!(res.status().is_success(), "{url}: {}", res.status());
     res.json().await.unwrap()

@@ -58,18 +58,14 @@ pub async fn run(http: &reqwest::Client, api: &str, url: &str, n: usize) {
         DAY_S / 3600.0,
         super::onboarding_scale::verdict(day <= DAY_S)
     );
-    let tenant: serde_json::Value = http
-        .get(format!(
+    let tenant = super::onboarding_scale::get_json(
+        http,
+        &format!(
             "{api}/api/v1/tenants/{}",
             super::onboarding_scale::name(n / 2)
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     let schema = tenant["schema"]
         .as_str()
         .expect("a schema-mode tenant")
