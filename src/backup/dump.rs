@@ -52,10 +52,10 @@ pub fn program(name: &str) -> Result<PathBuf, ToolError> {
 }
 
 /// The planner settings of `pg_dump`'s session. pg_dump reads the whole catalog
-/// whatever `--schema` says, and one of its statements (the materialized views'
-/// dependencies, through `pg_depend`, `pg_rewrite` and `pg_class`) is planned as a
-/// cross product of every relation's dependency row with the views' ones once the
-/// catalog is large: 23 s of a 25 s dump of one schema among 10,000
+/// whatever `--schema` says, and on a large catalog one of its statements (the
+/// materialized views' dependencies, through `pg_depend`, `pg_rewrite` and
+/// `pg_class`) can be planned as a nested loop of every relation's dependency row
+/// against the views' ones: 23 s of a 25 s dump of one schema among 10,000
 /// (docs/backups.md, "Many tenants"). Joined in the order pg_dump writes its joins,
 /// each join has an equality to use and the statement takes milliseconds.
 pub const PG_DUMP_OPTIONS: &str = "-c join_collapse_limit=1";
