@@ -147,8 +147,9 @@ pub struct ServeArgs {
     /// (up to 16 connections), for the claims. [default: off]
     #[arg(long, env = "BERQENAS_WARM_POOL", value_parser = parse_warm_pool)]
     pub warm_pool: Option<crate::workflows::warm_pool::Targets>,
-    /// Scheduled backups taken at once by the backup worker (each a `pg_dump` and
-    /// its server's backend). At 10,000 schema-mode tenants in one database a backup
+    /// Scheduled backups taken at once by the backup worker (each a `pg_dump`
+    /// process and two sessions on the tenant's server: pg_dump's and the one that
+    /// holds its snapshot). At 10,000 schema-mode tenants in one database a backup
     /// takes seconds, since pg_dump reads the whole catalog (docs/backups.md).
     #[arg(long, env = "BERQENAS_BACKUP_JOBS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub backup_jobs: u16,
