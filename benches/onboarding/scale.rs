@@ -6,8 +6,9 @@
 //! compared), the rest at concurrency 8, with progress every 500. Then, at that size:
 //! `GET /api/v1/tenants/{name}` under wrk (loopback), a walk of the tenant list,
 //! `/metrics`, a template migration (one ADD COLUMN) over every tenant and its no-op
-//! re-run, backups of single tenants (benches/onboarding/scale_backups.rs), one disk-quota round, a role check with every role read and one with
-//! nothing changed, and the server's RSS.
+//! re-run, backups of single tenants (benches/onboarding/scale_backups.rs), one
+//! disk-quota round, a role check with every role read and one with nothing changed,
+//! and the server's RSS.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -6,25 +6,26 @@
 
 use std::time::{Duration, Instant};
 
+use berqenas::backup::dump;
+
 use super::{percentile, TOKEN};
 
-/// Every tenant's daily backup, one after another (the backup worker takes them one
-/// at a time), must fit in a day.
+/// Every tenant's daily backup, one after another (the backup worker's default,
+/// `--backup-jobs 1`), must fit in a day.
 const DAY_S: f64 = 86_400.0;
 /// Backups taken through the API.
 const RUNS: usize = 3;
 
-/// `pg_dump` of `schema` on `url`, as berqenas runs it (`options`) or with the
-/// planner's own join order (`None`); its wall time.
-async fn pg_dump(url: &str, schema: &str, options: Option<&str>) -> Duration {
-    let mut cmd = tokio::process::Command::new(berqenas::backup::dump::program("pg_dump").unwrap());
-    cmd.arg(format!("--dbname={url}"))
-        .args(["--format=custom", &format!("--schema=\"{schema}\"")])
-        .stdout(std::process::Stdio::null())
-        .env_remove("PGOPTIONS");
-    if let Some(o) = options {
-        cmd.env("PGOPTIONS", o);
+/// `pg_dump` of `schema` on `url` as a backup runs it ([`dump::pg_dump`]), with
+/// berqenas's planner setting or (`setting` false) without it; its wall time.
+async fn pg_dump(url: &str, schema: &str, setting: bool) -> Duration {
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let conn = dump::Conn::control(&config, config.get_dbname().unwrap());
+    let mut cmd = dump::pg_dump(&conn, schema, None).unwrap();
+    if !setting {
+        cmd.env_remove("PGOPTIONS");
     }
+    cmd.stdout(std::process::Stdio::null());
     let t = Instant::now();
     let out = cmd.output().await.unwrap();
     assert!(
@@ -70,12 +71,12 @@ pub async fn run(http: &reqwest::Client, api: &str, url: &str, n: usize) {
         .as_str()
         .expect("a schema-mode tenant")
         .to_string();
-    let ours = pg_dump(url, &schema, Some(berqenas::backup::dump::PG_DUMP_OPTIONS)).await;
-    let planner = pg_dump(url, &schema, None).await;
+    let ours = pg_dump(url, &schema, true).await;
+    let planner = pg_dump(url, &schema, false).await;
     println!(
         "pg_dump of one tenant's schema: {:.2} s with berqenas's settings ({}), {:.2} s with the planner's own join order ({:.1}x)",
         ours.as_secs_f64(),
-        berqenas::backup::dump::PG_DUMP_OPTIONS,
+        dump::PG_DUMP_OPTIONS,
         planner.as_secs_f64(),
         planner.as_secs_f64() / ours.as_secs_f64()
     );
